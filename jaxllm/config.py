@@ -1,0 +1,203 @@
+"""Model configuration read from a HuggingFace ``config.json``.
+
+``ModelConfig`` is frozen and hashable so it can be a static argument of ``jax.jit``: every field is a
+plain scalar, string or tuple. It is built once from the HF dict by ``ModelConfig.from_hf`` and never
+changes afterwards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+SUPPORTED_ARCHITECTURES = (
+    "LlamaForCausalLM",
+    "MistralForCausalLM",
+    "Qwen2ForCausalLM",
+    "Qwen3ForCausalLM",
+)
+
+_DTYPE_NAMES = {
+    "float32": "float32",
+    "float": "float32",
+    "fp32": "float32",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float16": "float16",
+    "half": "float16",
+    "fp16": "float16",
+}
+
+_ROPE_TYPES = ("default", "linear", "dynamic", "llama3")
+
+
+def resolve_dtype_name(dtype: Any, config_dtype: str | None) -> str:
+    """Map a user dtype ("auto", "bfloat16", jnp dtype, ...) to one of float32/bfloat16/float16.
+
+    "auto" follows the checkpoint's ``torch_dtype``/``dtype``; a float32 checkpoint stays float32, as in vLLM
+    (which would pick bf16 on GPU for fp32 checkpoints only when asked)."""
+    if dtype is None or dtype == "auto":
+        name = config_dtype or "float32"
+        name = str(name).replace("torch.", "")
+        if name not in _DTYPE_NAMES:
+            raise ValueError(f"checkpoint dtype {config_dtype!r} is not supported; use dtype='float32', "
+                             "'bfloat16' or 'float16'")
+        return _DTYPE_NAMES[name]
+    name = getattr(dtype, "name", None) or getattr(dtype, "__name__", None) or str(dtype)
+    name = name.replace("torch.", "")
+    if name not in _DTYPE_NAMES:
+        raise ValueError(f"dtype={dtype!r} is not supported; choose 'auto', 'float32', 'bfloat16' or 'float16'")
+    return _DTYPE_NAMES[name]
+
+
+@dataclasses.dataclass(frozen=True)
+class RopeConfig:
+    """Rotary embedding settings. ``scaling`` is a sorted tuple of (key, value) pairs (hashable)."""
+
+    theta: float = 10000.0
+    rope_type: str = "default"
+    scaling: tuple[tuple[str, Any], ...] = ()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return dict(self.scaling).get(key, default)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Architecture hyper-parameters (shape letters: V vocab, D hidden, F ffn, H q heads, K kv heads)."""
+
+    architecture: str
+    model_type: str
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    rms_norm_eps: float
+    rope: RopeConfig
+    max_position_embeddings: int
+    tie_word_embeddings: bool
+    attention_bias: bool = False
+    mlp_bias: bool = False
+    qk_norm: bool = False
+    # One entry per layer: None for full attention or the window size in tokens.
+    sliding_windows: tuple[int | None, ...] = ()
+    dtype: str = "float32"
+    bos_token_id: int | None = None
+    eos_token_ids: tuple[int, ...] = ()
+
+    @property
+    def q_size(self) -> int:
+        return self.num_heads * self.head_dim
+
+    @property
+    def kv_size(self) -> int:
+        return self.num_kv_heads * self.head_dim
+
+    def num_params(self, include_embeddings: bool = True) -> int:
+        """Parameter count (used by the benchmark roofline and memory planning)."""
+        d, f, dh = self.hidden_size, self.intermediate_size, self.head_dim
+        attn = d * (self.num_heads + 2 * self.num_kv_heads) * dh + self.num_heads * dh * d
+        mlp = 3 * d * f
+        per_layer = attn + mlp + 2 * d
+        total = self.num_layers * per_layer + d
+        if include_embeddings:
+            total += self.vocab_size * d * (1 if self.tie_word_embeddings else 2)
+        return total
+
+    @classmethod
+    def from_hf(cls, hf: dict[str, Any] | Any, dtype: Any = "auto") -> "ModelConfig":
+        """Build from a config.json dict (or a transformers PretrainedConfig)."""
+        if not isinstance(hf, dict):
+            hf = hf.to_dict()
+        archs = hf.get("architectures") or []
+        arch = archs[0] if archs else _ARCH_BY_MODEL_TYPE.get(hf.get("model_type", ""), "")
+        if arch not in SUPPORTED_ARCHITECTURES:
+            raise ValueError(f"architecture {arch or hf.get('model_type')!r} is not supported; supported "
+                             f"architectures: {', '.join(SUPPORTED_ARCHITECTURES)}")
+        act = hf.get("hidden_act", "silu")
+        if act not in ("silu", "swish"):
+            raise ValueError(f"hidden_act={act!r} is not supported (only 'silu')")
+        num_heads = int(hf["num_attention_heads"])
+        hidden = int(hf["hidden_size"])
+        head_dim = hf.get("head_dim") or hidden // num_heads
+        num_kv = int(hf.get("num_key_value_heads") or num_heads)
+        if num_heads % num_kv:
+            raise ValueError(f"num_attention_heads={num_heads} is not a multiple of num_key_value_heads={num_kv}")
+        num_layers = int(hf["num_hidden_layers"])
+        eos = hf.get("eos_token_id")
+        eos_ids = tuple(eos) if isinstance(eos, (list, tuple)) else ((eos,) if eos is not None else ())
+        return cls(
+            architecture=arch,
+            model_type=hf.get("model_type", ""),
+            vocab_size=int(hf["vocab_size"]),
+            hidden_size=hidden,
+            intermediate_size=int(hf["intermediate_size"]),
+            num_layers=num_layers,
+            num_heads=num_heads,
+            num_kv_heads=num_kv,
+            head_dim=int(head_dim),
+            rms_norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
+            rope=_rope_from_hf(hf),
+            max_position_embeddings=int(hf.get("max_position_embeddings", 2048)),
+            tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
+            attention_bias=bool(hf.get("attention_bias", arch == "Qwen2ForCausalLM")),
+            mlp_bias=bool(hf.get("mlp_bias", False)),
+            qk_norm=arch == "Qwen3ForCausalLM",
+            sliding_windows=_sliding_windows_from_hf(hf, arch, num_layers),
+            dtype=resolve_dtype_name(dtype, hf.get("dtype") or hf.get("torch_dtype")),
+            bos_token_id=hf.get("bos_token_id"),
+            eos_token_ids=eos_ids,
+        )
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, dtype: Any = "auto") -> "ModelConfig":
+        """Read ``config.json`` from a checkpoint folder."""
+        cfg_path = os.path.join(os.fspath(path), "config.json")
+        if not os.path.isfile(cfg_path):
+            raise FileNotFoundError(f"no config.json in {os.fspath(path)!r}")
+        with open(cfg_path) as f:
+            return cls.from_hf(json.load(f), dtype=dtype)
+
+
+_ARCH_BY_MODEL_TYPE = {
+    "llama": "LlamaForCausalLM",
+    "mistral": "MistralForCausalLM",
+    "qwen2": "Qwen2ForCausalLM",
+    "qwen3": "Qwen3ForCausalLM",
+}
+
+
+def _rope_from_hf(hf: dict[str, Any]) -> RopeConfig:
+    """Read rope settings from either transformers-5 ``rope_parameters`` or 4.x ``rope_theta``/``rope_scaling``."""
+    params = dict(hf.get("rope_parameters") or {})
+    scaling = dict(hf.get("rope_scaling") or {})
+    merged = {**scaling, **params}
+    theta = float(merged.pop("rope_theta", hf.get("rope_theta", 10000.0)))
+    rope_type = merged.pop("rope_type", None) or merged.pop("type", None) or "default"
+    merged.pop("type", None)
+    if rope_type not in _ROPE_TYPES:
+        raise ValueError(f"rope type {rope_type!r} is not supported; supported: {', '.join(_ROPE_TYPES)}")
+    if rope_type in ("dynamic", "llama3") and "original_max_position_embeddings" not in merged:
+        merged["original_max_position_embeddings"] = int(hf.get("max_position_embeddings", 2048))
+    items = tuple(sorted((k, v) for k, v in merged.items() if isinstance(v, (int, float, str, bool))))
+    return RopeConfig(theta=theta, rope_type=rope_type, scaling=items)
+
+
+def _sliding_windows_from_hf(hf: dict[str, Any], arch: str, num_layers: int) -> tuple[int | None, ...]:
+    """Per-layer sliding windows. Mistral windows every layer; Qwen2/3 use ``layer_types`` when
+    ``use_sliding_window`` is set; Llama never windows."""
+    window = hf.get("sliding_window")
+    if arch == "MistralForCausalLM":
+        return (int(window) if window else None,) * num_layers
+    if arch in ("Qwen2ForCausalLM", "Qwen3ForCausalLM") and hf.get("use_sliding_window") and window:
+        types = hf.get("layer_types")
+        if types:
+            return tuple(int(window) if t == "sliding_attention" else None for t in types)
+        max_window_layers = int(hf.get("max_window_layers", num_layers))
+        return tuple(int(window) if i >= max_window_layers else None for i in range(num_layers))
+    return (None,) * num_layers

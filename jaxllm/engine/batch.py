@@ -1,0 +1,79 @@
+"""The contract between the engine (host bookkeeping, no jax) and the model runner (device work).
+
+One engine step: ``Scheduler.schedule()`` returns a ``ScheduledBatch``; ``ModelRunner.execute(batch)`` runs the
+jitted step over the flattened tokens of all scheduled sequences and returns a ``RunnerOutput``;
+``Scheduler.update(batch, output)`` appends sampled tokens and applies stop checks.
+
+Everything here is plain Python so the scheduler can be tested in microseconds with a fake runner.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+
+@dataclasses.dataclass
+class ScheduledSeq:
+    """One sequence's share of a step. Its tokens ``token_ids[start:start + num_new_tokens]`` are computed
+    at positions ``start .. start + num_new_tokens - 1``; their K/V are written to the cache slots that
+    ``block_table`` maps those positions to."""
+
+    seq_id: int
+    token_ids: list[int]  # the whole sequence so far: prompt + generated tokens (read-only for the runner)
+    start: int  # tokens already in the KV cache (including prefix-cache hits)
+    num_new_tokens: int  # tokens computed this step: a prefill chunk, or 1 for a decode
+    block_table: list[int]  # physical block ids covering positions [0, start + num_new_tokens)
+    num_prompt_tokens: int  # length of the original prompt (the rest of token_ids are outputs)
+    sampling_params: Any  # jaxllm.SamplingParams
+    sample: bool  # True when this step reaches the end of token_ids, so a new token is sampled
+    output_index: int  # generated tokens so far: the position in the request's random stream
+    rng_seed: int  # seed of this sequence's sampling stream (the user's seed, or one the engine drew)
+    banned_token_ids: tuple[int, ...] = ()  # eos/stop ids masked while fewer than min_tokens were generated
+    want_prompt_logprobs: bool = False  # return prompt logprobs for the positions computed this step
+
+    @property
+    def end(self) -> int:
+        return self.start + self.num_new_tokens
+
+
+@dataclasses.dataclass
+class ScheduledBatch:
+    """A ragged batch: the concatenation of every scheduled sequence's new tokens."""
+
+    seqs: list[ScheduledSeq]
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(s.num_new_tokens for s in self.seqs)
+
+    @property
+    def num_seqs(self) -> int:
+        return len(self.seqs)
+
+
+@dataclasses.dataclass
+class TokenLogprobs:
+    """Logprob data for one sampled (or prompt) token.
+
+    ``logprob``/``rank`` are for ``token_id`` itself (rank 1 = most likely); ``top`` holds the
+    ``k`` most likely (token_id, logprob) pairs, best first, where k is what the request asked for."""
+
+    token_id: int
+    logprob: float
+    rank: int
+    top: list[tuple[int, float]]
+
+
+@dataclasses.dataclass
+class RunnerOutput:
+    """What one step produced, keyed by ``ScheduledSeq.seq_id``.
+
+    ``sampled`` has an entry for each scheduled sequence with ``sample=True``.
+    ``logprobs`` has an entry for those whose SamplingParams.logprobs is not None.
+    ``prompt_logprobs`` maps seq_id to the logprobs of prompt tokens ``start + 1 .. end`` (clipped to the
+    prompt): entry j is for token ``token_ids[start + 1 + j]`` given the tokens before it."""
+
+    sampled: dict[int, int]
+    logprobs: dict[int, TokenLogprobs] = dataclasses.field(default_factory=dict)
+    prompt_logprobs: dict[int, list[TokenLogprobs]] = dataclasses.field(default_factory=dict)
