@@ -1,0 +1,293 @@
+"""Read a llama.cpp GGUF file as if it were a HuggingFace checkpoint.
+
+A GGUF holds the hyper-parameters and the tokenizer as metadata and every weight under llama.cpp's names,
+often block-quantized (Q4_1, Q8_0, Q4_K, ...). ``GGUFCheckpoint`` translates all three into what the
+safetensors path already understands, so the rest of jaxllm never sees GGUF:
+
+- ``hf_config``: the dict a HF ``config.json`` of the same model would hold (goes through ``ModelConfig.from_hf``);
+- ``tensors()``: ``(hf_name, float32 array in HF layout)`` one tensor at a time (the file is memory-mapped and
+  each tensor is dequantized on demand, so peak host memory is one dense tensor, not the model);
+- ``tokenizer()``: a ``transformers`` fast tokenizer rebuilt from the vocabulary, merges and chat template.
+
+llama.cpp's converter permutes the rows of ``q_proj``/``k_proj`` of llama models (it rotates pairs of
+adjacent dimensions, HF rotates the two halves of each head); ``tensors()`` undoes that. Qwen2/Qwen3 files are
+written unpermuted (NeoX-style rope, like HF).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from typing import Any, Iterator
+
+import numpy as np
+
+# GGUF general.architecture -> HF architectures[0]. Only the families jaxllm's models implement.
+SUPPORTED_GGUF_ARCHITECTURES = {
+    "llama": "LlamaForCausalLM",
+    "qwen2": "Qwen2ForCausalLM",
+    "qwen3": "Qwen3ForCausalLM",
+}
+
+# Tensor types dequantized (with gguf.quants) to float32. Names are gguf.GGMLQuantizationType names.
+SUPPORTED_TENSOR_TYPES = (
+    "F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K",
+)
+
+_GLOBAL_TENSORS = {
+    "token_embd.weight": "model.embed_tokens.weight",
+    "output_norm.weight": "model.norm.weight",
+    "output.weight": "lm_head.weight",
+}
+_LAYER_TENSORS = {
+    "attn_norm.weight": "input_layernorm.weight",
+    "ffn_norm.weight": "post_attention_layernorm.weight",
+    "attn_q.weight": "self_attn.q_proj.weight",
+    "attn_q.bias": "self_attn.q_proj.bias",
+    "attn_k.weight": "self_attn.k_proj.weight",
+    "attn_k.bias": "self_attn.k_proj.bias",
+    "attn_v.weight": "self_attn.v_proj.weight",
+    "attn_v.bias": "self_attn.v_proj.bias",
+    "attn_output.weight": "self_attn.o_proj.weight",
+    "attn_q_norm.weight": "self_attn.q_norm.weight",
+    "attn_k_norm.weight": "self_attn.k_norm.weight",
+    "ffn_gate.weight": "mlp.gate_proj.weight",
+    "ffn_up.weight": "mlp.up_proj.weight",
+    "ffn_down.weight": "mlp.down_proj.weight",
+}
+_LAYER_RE = re.compile(r"^blk\.(\d+)\.(.+)$")
+# Tensors that are metadata, not parameters: consumed by hf_config, never yielded.
+_CONSUMED_TENSORS = ("rope_freqs.weight",)
+
+GGUF_MAGIC = b"GGUF"
+
+
+def is_gguf(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a file that starts with the GGUF magic (the extension is not trusted)."""
+    try:
+        path = os.fspath(path)
+    except TypeError:
+        return False
+    if not os.path.isfile(path):
+        return False
+    with open(path, "rb") as f:
+        return f.read(4) == GGUF_MAGIC
+
+
+def hf_tensor_name(gguf_name: str) -> str:
+    """llama.cpp tensor name -> HF name (``blk.3.attn_q.weight`` -> ``model.layers.3.self_attn.q_proj.weight``)."""
+    if gguf_name in _GLOBAL_TENSORS:
+        return _GLOBAL_TENSORS[gguf_name]
+    m = _LAYER_RE.match(gguf_name)
+    if m and m.group(2) in _LAYER_TENSORS:
+        return f"model.layers.{m.group(1)}.{_LAYER_TENSORS[m.group(2)]}"
+    raise ValueError(f"GGUF tensor {gguf_name!r} has no HF equivalent that jaxllm knows; known tensors: "
+                     f"{', '.join(_GLOBAL_TENSORS)}, blk.N.{{{', '.join(_LAYER_TENSORS)}}}")
+
+
+def unpermute_qk(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """Undo llama.cpp's q/k row permutation. ``w``: [n_heads*Dh, ...] (a weight [H*Dh, D] or a bias [H*Dh]).
+
+    llama.cpp stores, inside each head, rows (0, Dh/2, 1, Dh/2+1, ...) interleaved as adjacent pairs; HF keeps
+    the two rotary halves contiguous. View rows as [n_heads, Dh/2, 2] and swap the last two axes back."""
+    rows = w.shape[0]
+    if rows % (2 * n_heads):
+        raise ValueError(f"cannot un-permute {rows} rows into {n_heads} heads of even size")
+    return np.ascontiguousarray(
+        w.reshape(n_heads, rows // n_heads // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape))
+
+
+def permute_qk(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """llama.cpp's permutation (HF -> GGUF), the inverse of :func:`unpermute_qk`; used to write test files."""
+    rows = w.shape[0]
+    return np.ascontiguousarray(
+        w.reshape(n_heads, 2, rows // n_heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape))
+
+
+def dequantize(data: np.ndarray, type_name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """Raw GGUF tensor bytes/values -> float32 array of ``shape`` (HF order: outermost dimension first)."""
+    import gguf
+
+    if type_name not in SUPPORTED_TENSOR_TYPES:
+        raise ValueError(f"GGUF tensor type {type_name} is not supported; supported types: "
+                         f"{', '.join(SUPPORTED_TENSOR_TYPES)}")
+    out = gguf.quants.dequantize(data, gguf.GGMLQuantizationType[type_name])
+    return np.asarray(out, dtype=np.float32).reshape(shape)
+
+
+def _field_value(field: Any) -> Any:
+    """A GGUFReader field as a Python value (str, int, float, bool, or list of those).
+
+    Built from ``parts``/``data`` rather than ``ReaderField.contents`` so that older gguf releases work too."""
+    import gguf
+
+    types = field.types
+    if not types:
+        return None
+    if types[0] == gguf.GGUFValueType.ARRAY:
+        if types[-1] == gguf.GGUFValueType.STRING:
+            return [bytes(field.parts[i]).decode("utf-8") for i in field.data]
+        return [field.parts[i].tolist()[0] for i in field.data]
+    if types[0] == gguf.GGUFValueType.STRING:
+        return bytes(field.parts[field.data[0]]).decode("utf-8")
+    value = field.parts[field.data[0]].tolist()[0]
+    return bool(value) if types[0] == gguf.GGUFValueType.BOOL else value
+
+
+class GGUFCheckpoint:
+    """One GGUF file, read lazily (memory-mapped). See the module docstring for the three views it offers."""
+
+    # Metadata arrays that are large and only needed by the tokenizer: read on demand.
+    _LAZY_KEYS = ("tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type",
+                  "tokenizer.ggml.scores")
+
+    def __init__(self, path: str | os.PathLike):
+        import gguf
+
+        self.path = os.fspath(path)
+        if not is_gguf(self.path):
+            raise ValueError(f"{self.path!r} is not a GGUF file (missing the 'GGUF' magic bytes)")
+        self._reader = gguf.GGUFReader(self.path)
+        self.metadata: dict[str, Any] = {
+            k: _field_value(f) for k, f in self._reader.fields.items()
+            if k not in self._LAZY_KEYS and not k.startswith("GGUF.")
+        }
+        self.architecture = self.metadata.get("general.architecture")
+        if self.architecture not in SUPPORTED_GGUF_ARCHITECTURES:
+            raise ValueError(f"GGUF architecture {self.architecture!r} in {self.path!r} is not supported; "
+                             f"supported GGUF architectures: {', '.join(SUPPORTED_GGUF_ARCHITECTURES)}")
+        self._tensors = {t.name: t for t in self._reader.tensors}
+        for name, t in self._tensors.items():  # fail before any loading, naming the offender
+            if t.tensor_type.name not in SUPPORTED_TENSOR_TYPES:
+                raise ValueError(f"GGUF tensor {name!r} has type {t.tensor_type.name}, which is not supported; "
+                                 f"supported types: {', '.join(SUPPORTED_TENSOR_TYPES)}")
+            if name not in _CONSUMED_TENSORS:
+                hf_tensor_name(name)
+        self.hf_config = self._build_hf_config()
+
+    # ------------------------------------------------------------------ metadata
+    def _arch_key(self, key: str, default: Any = None) -> Any:
+        return self.metadata.get(f"{self.architecture}.{key}", default)
+
+    def _field(self, key: str) -> Any:
+        field = self._reader.fields.get(key)
+        return None if field is None else _field_value(field)
+
+    def _build_hf_config(self) -> dict[str, Any]:
+        """The HF config.json dict of the equivalent model (see ``ModelConfig.from_hf``)."""
+        hidden = int(self._arch_key("embedding_length"))
+        heads = int(self._arch_key("attention.head_count"))
+        kv_heads = int(self._arch_key("attention.head_count_kv", heads))
+        head_dim = int(self._arch_key("attention.key_length", hidden // heads))
+        rope_dim = self._arch_key("rope.dimension_count")
+        if rope_dim is not None and int(rope_dim) != head_dim:
+            raise ValueError(f"GGUF rope.dimension_count={rope_dim} differs from head_dim={head_dim}: partial "
+                             "rotary embeddings are not supported")
+        vocab = self._arch_key("vocab_size")
+        if vocab is None:
+            vocab = len(self._reader.fields["tokenizer.ggml.tokens"].data)
+        cfg: dict[str, Any] = {
+            "architectures": [SUPPORTED_GGUF_ARCHITECTURES[self.architecture]],
+            "model_type": self.architecture,
+            "vocab_size": int(vocab),
+            "hidden_size": hidden,
+            "intermediate_size": int(self._arch_key("feed_forward_length")),
+            "num_hidden_layers": int(self._arch_key("block_count")),
+            "num_attention_heads": heads,
+            "num_key_value_heads": kv_heads,
+            "head_dim": head_dim,
+            "hidden_act": "silu",
+            "rms_norm_eps": _f32_to_float(self._arch_key("attention.layer_norm_rms_epsilon", 1e-6)),
+            "rope_theta": _f32_to_float(self._arch_key("rope.freq_base", 10000.0)),
+            "max_position_embeddings": int(self._arch_key("context_length", 2048)),
+            "tie_word_embeddings": "output.weight" not in self._tensors,
+            "bos_token_id": self.metadata.get("tokenizer.ggml.bos_token_id"),
+            "eos_token_id": self.metadata.get("tokenizer.ggml.eos_token_id"),
+            "torch_dtype": "float32",
+        }
+        if self.architecture == "llama":
+            cfg["attention_bias"] = "blk.0.attn_q.bias" in self._tensors
+        rope_scaling = self._rope_scaling(cfg)
+        if rope_scaling is not None:
+            cfg["rope_scaling"] = rope_scaling
+        return cfg
+
+    def _rope_scaling(self, cfg: dict[str, Any]) -> dict[str, Any] | None:
+        """HF ``rope_scaling`` from ``{arch}.rope.scaling.*`` keys or a llama-3.1 ``rope_freqs`` tensor."""
+        kind = self._arch_key("rope.scaling.type")
+        if "rope_freqs.weight" in self._tensors:
+            return _llama3_scaling_from_freqs(np.asarray(self._tensors["rope_freqs.weight"].data, np.float32),
+                                              cfg["rope_theta"], cfg["head_dim"])
+        if kind in (None, "none"):
+            return None
+        if kind == "linear":
+            return {"rope_type": "linear", "factor": float(self._arch_key("rope.scaling.factor"))}
+        raise ValueError(f"GGUF rope scaling type {kind!r} is not supported; supported: none, linear, "
+                         "llama3 (rope_freqs tensor)")
+
+    @property
+    def generation_eos_ids(self) -> tuple[int, ...]:
+        """Token ids that end generation: eos plus llama.cpp's end-of-turn / end-of-message ids when present."""
+        keys = ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id")
+        return tuple(sorted({int(self.metadata[k]) for k in keys if self.metadata.get(k) is not None}))
+
+    # ------------------------------------------------------------------ tensors
+    def tensor_names(self) -> list[str]:
+        """HF names of the tensors ``tensors()`` yields, in file order."""
+        return [hf_tensor_name(n) for n in self._tensors if n not in _CONSUMED_TENSORS]
+
+    def tensors(self) -> Iterator[tuple[str, np.ndarray]]:
+        """Yield ``(hf_name, float32 ndarray in HF layout)`` one tensor at a time, in file order.
+
+        Layouts: embeddings [V, D], q_proj [H*Dh, D], k/v_proj [K*Dh, D], o_proj [D, H*Dh], gate/up [F, D],
+        down [D, F], norms [D] (GGUF stores dims innermost-first; reversing them gives the HF shape)."""
+        heads = self.hf_config["num_attention_heads"]
+        kv_heads = self.hf_config["num_key_value_heads"]
+        for name, t in self._tensors.items():
+            if name in _CONSUMED_TENSORS:
+                continue
+            shape = tuple(int(d) for d in reversed(t.shape.tolist()))
+            w = dequantize(t.data, t.tensor_type.name, shape)
+            if self.architecture == "llama":
+                suffix = name.split(".", 2)[-1] if name.startswith("blk.") else ""
+                if suffix.startswith("attn_q."):
+                    w = unpermute_qk(w, heads)
+                elif suffix.startswith("attn_k."):
+                    w = unpermute_qk(w, kv_heads)
+            yield hf_tensor_name(name), w
+
+    # ------------------------------------------------------------------ tokenizer
+    def tokenizer(self):
+        """A ``transformers.PreTrainedTokenizerFast`` rebuilt from the file's tokenizer metadata."""
+        from .gguf_tokenizer import build_tokenizer
+
+        return build_tokenizer(self.metadata, self._field)
+
+    def __repr__(self) -> str:
+        return f"GGUFCheckpoint({self.path!r}, architecture={self.architecture!r}, tensors={len(self._tensors)})"
+
+
+def _f32_to_float(x: float) -> float:
+    """A float32 metadata value as the decimal the converter read from config.json (9.99999974e-06 -> 1e-05)."""
+    return float(f"{float(x):.7g}")
+
+
+def _llama3_scaling_from_freqs(factors: np.ndarray, theta: float, head_dim: int) -> dict[str, Any]:
+    """Recover HF's llama3 ``rope_scaling`` from llama.cpp's per-frequency ``rope_freqs`` divisors [Dh/2].
+
+    llama.cpp precomputes the divisors from (factor, low_freq_factor, high_freq_factor, original context); the
+    largest divisor is ``factor``. The other three are not stored, so we try Llama 3.1/3.2's published values
+    and accept them only if they reproduce every divisor."""
+    factor = float(factors.max())
+    inv_freq = 1.0 / theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+    for low, high, orig in ((1.0, 4.0, 8192),):
+        wavelen = 2 * math.pi / inv_freq
+        smooth = (orig / wavelen - low) / (high - low)
+        expected = np.where(wavelen < orig / high, 1.0,
+                            np.where(wavelen > orig / low, factor, 1.0 / ((1 - smooth) / factor + smooth)))
+        if expected.shape == factors.shape and np.allclose(expected, factors, rtol=1e-4, atol=1e-4):
+            return {"rope_type": "llama3", "factor": factor, "low_freq_factor": low, "high_freq_factor": high,
+                    "original_max_position_embeddings": orig}
+    raise ValueError("GGUF rope_freqs tensor does not match llama3 rope scaling with low_freq_factor=1, "
+                     "high_freq_factor=4, original_max_position_embeddings=8192; this rope scaling is not supported")

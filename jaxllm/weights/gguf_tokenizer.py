@@ -1,0 +1,127 @@
+"""Rebuild a HuggingFace fast tokenizer from a GGUF file's tokenizer metadata.
+
+A GGUF carries no ``tokenizer.json``: it stores the vocabulary (``tokenizer.ggml.tokens``, already spelled in
+GPT-2's byte-to-unicode alphabet for byte-level BPE), the merges, a token type per token (3 = control,
+4 = user-defined), the special token ids, the chat template, and the *name* of the pre-tokenizer
+(``tokenizer.ggml.pre``) that llama.cpp maps to a split regex. We assemble the same pieces with the
+``tokenizers`` library. The pre-tokenizer matters: SmolLM2's ``smollm`` isolates every digit before the GPT-2
+split, so "2024" is four tokens; using the default GPT-2 split would tokenize numbers differently from the
+model's training data.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+_GPT2_PATTERN = None  # ByteLevel(use_regex=True) applies GPT-2's split itself.
+_LLAMA3_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_QWEN2_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+# tokenizer.ggml.pre -> (kind, split regex or None, ignore_merges, NFC normalizer)
+SUPPORTED_PRE_TOKENIZERS: dict[str, tuple[str, str | None, bool, bool]] = {
+    "default": ("gpt2", _GPT2_PATTERN, False, False),
+    "gpt2": ("gpt2", _GPT2_PATTERN, False, False),
+    "gpt-2": ("gpt2", _GPT2_PATTERN, False, False),
+    "smollm": ("digits+gpt2", _GPT2_PATTERN, False, False),
+    "llama3": ("split", _LLAMA3_PATTERN, True, False),
+    "llama-v3": ("split", _LLAMA3_PATTERN, True, False),
+    "llama-bpe": ("split", _LLAMA3_PATTERN, True, False),
+    "qwen2": ("split", _QWEN2_PATTERN, False, True),
+    "deepseek-r1-qwen": ("split", _QWEN2_PATTERN, False, True),
+}
+SUPPORTED_TOKENIZER_MODELS = ("gpt2",)  # byte-level BPE; sentencepiece ("llama") files are not supported
+
+_CONTROL, _USER_DEFINED = 3, 4
+
+
+def _pre_tokenizer(pre: str):
+    from tokenizers import Regex, normalizers, pre_tokenizers
+
+    if pre not in SUPPORTED_PRE_TOKENIZERS:
+        raise ValueError(f"GGUF tokenizer.ggml.pre={pre!r} is not supported; supported pre-tokenizers: "
+                         f"{', '.join(SUPPORTED_PRE_TOKENIZERS)}")
+    kind, pattern, ignore_merges, nfc = SUPPORTED_PRE_TOKENIZERS[pre]
+    byte_level_split = pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True)
+    if kind == "gpt2":
+        pt = byte_level_split
+    elif kind == "digits+gpt2":
+        pt = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level_split])
+    else:
+        pt = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(pattern), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False),
+        ])
+    return pt, ignore_merges, (normalizers.NFC() if nfc else None)
+
+
+def build_tokenizer(metadata: dict[str, Any], read_field: Callable[[str], Any]):
+    """``transformers.PreTrainedTokenizerFast`` from GGUF metadata.
+
+    ``metadata``: the scalar GGUF keys; ``read_field(key)``: reads a (large) array field such as
+    ``tokenizer.ggml.tokens`` on demand, or None when absent."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, processors
+    from transformers import PreTrainedTokenizerFast
+
+    model = metadata.get("tokenizer.ggml.model")
+    if model not in SUPPORTED_TOKENIZER_MODELS:
+        raise ValueError(f"GGUF tokenizer.ggml.model={model!r} is not supported; supported tokenizer models: "
+                         f"{', '.join(SUPPORTED_TOKENIZER_MODELS)} (byte-level BPE)")
+    tokens: list[str] = read_field("tokenizer.ggml.tokens")
+    merges: list[str] | None = read_field("tokenizer.ggml.merges")
+    if not tokens or merges is None:
+        raise ValueError("GGUF file has no tokenizer.ggml.tokens/merges; cannot build a byte-level BPE tokenizer")
+    types: list[int] = read_field("tokenizer.ggml.token_type") or [1] * len(tokens)
+    pre_tok, ignore_merges, normalizer = _pre_tokenizer(metadata.get("tokenizer.ggml.pre", "default"))
+
+    vocab = {tok: i for i, tok in enumerate(tokens)}
+    pairs = [tuple(m.split(" ", 1)) for m in merges]
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=pairs, fuse_unk=False, byte_fallback=False,
+                               ignore_merges=ignore_merges))
+    if normalizer is not None:
+        tok.normalizer = normalizer
+    tok.pre_tokenizer = pre_tok
+    tok.decoder = decoders.ByteLevel()
+    # Control tokens (<|im_start|>, <|endoftext|>, ...) must match whole and be skippable when decoding;
+    # user-defined ones (e.g. <think>) match whole but are ordinary text.
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False)
+                            for t, ty in zip(tokens, types) if ty == _CONTROL])
+    tok.add_tokens([AddedToken(t, special=False, normalized=False)
+                    for t, ty in zip(tokens, types) if ty == _USER_DEFINED])
+
+    def token_of(key: str) -> str | None:
+        idx = metadata.get(f"tokenizer.ggml.{key}")
+        return tokens[int(idx)] if idx is not None and 0 <= int(idx) < len(tokens) else None
+
+    bos = token_of("bos_token_id")
+    add_bos = bool(metadata.get("tokenizer.ggml.add_bos_token", False)) and bos is not None
+    add_eos = bool(metadata.get("tokenizer.ggml.add_eos_token", False))
+    eos = token_of("eos_token_id")
+    if add_bos or (add_eos and eos is not None):
+        single = ([f"{bos}:0"] if add_bos else []) + ["$A:0"] + ([f"{eos}:0"] if add_eos and eos else [])
+        pair = single + ["$B:1"] + ([f"{eos}:1"] if add_eos and eos else [])
+        specials = [(t, vocab[t]) for t in {bos if add_bos else None, eos if add_eos else None} if t]
+        tok.post_processor = processors.TemplateProcessing(single=" ".join(single), pair=" ".join(pair),
+                                                           special_tokens=specials)
+    else:
+        tok.post_processor = processors.ByteLevel(trim_offsets=False)
+
+    kwargs: dict[str, Any] = {}
+    for name, key in (("bos_token", "bos_token_id"), ("eos_token", "eos_token_id"),
+                      ("unk_token", "unknown_token_id"), ("pad_token", "padding_token_id")):
+        value = token_of(key)
+        if value is not None:
+            kwargs[name] = value
+    template = metadata.get("tokenizer.chat_template")
+    if template:
+        kwargs["chat_template"] = template
+    arch = metadata.get("general.architecture")
+    ctx = metadata.get(f"{arch}.context_length")
+    if ctx:
+        kwargs["model_max_length"] = int(ctx)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, clean_up_tokenization_spaces=False, **kwargs)
