@@ -1,0 +1,9 @@
+"""The host side of the offline engine: sequences, KV block manager, scheduler, detokenizer, LLMEngine.
+
+Plain Python (numpy at most): this package never imports jax, so it is testable with a fake runner.
+"""
+
+from jaxllm.engine.batch import RunnerOutput, ScheduledBatch, ScheduledSeq, TokenLogprobs
+from jaxllm.engine.engine import EngineStats, LLMEngine
+
+__all__ = ["LLMEngine", "EngineStats", "ScheduledBatch", "ScheduledSeq", "RunnerOutput", "TokenLogprobs"]

@@ -1,0 +1,153 @@
+"""Paged KV-cache bookkeeping: a fixed pool of blocks, ref counts, and the prefix cache (host side, no jax).
+
+A block holds the K/V of ``block_size`` consecutive positions of one or more sequences (shared blocks have
+ref_count > 1). Free blocks wait in an LRU queue; with prefix caching a full block keeps its hash after it
+is freed, so a later sequence with the same prefix can take it back until it is evicted (reused for other
+tokens). The hash of block i chains the previous block's hash with block i's token ids, so equal hashes
+mean equal prefixes (vLLM's scheme, with Python's 64-bit tuple hash).
+
+Hashes are registered when a block is *allocated* for the tokens that fill it, before the step that
+computes them runs (as vLLM v1 does). A sequence admitted later in the same step may then reuse those
+blocks: this is exact because the runner writes the K/V of every scheduled token of a layer to the cache
+before that layer's attention reads the cache.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from jaxllm.engine.sequence import Sequence
+
+_HASH_SEED = 0x5EED_CAFE  # "previous block hash" of block 0
+
+
+class BlockManager:
+    def __init__(self, num_blocks: int, block_size: int, enable_prefix_caching: bool) -> None:
+        if num_blocks < 1 or block_size < 1:
+            raise ValueError(f"num_blocks and block_size must be >= 1, got {num_blocks} and {block_size}")
+        self.num_blocks = num_blocks
+        self.block_size = block_size
+        self.enable_prefix_caching = enable_prefix_caching
+        self.ref_counts = [0] * num_blocks
+        self.block_hash: list[int | None] = [None] * num_blocks  # set iff cached_blocks[hash] is this block
+        self.cached_blocks: dict[int, int] = {}  # hash -> block id
+        # Free blocks, eviction order first (an OrderedDict is an O(1) LRU queue with removal by key).
+        self.free_queue: OrderedDict[int, None] = OrderedDict((b, None) for b in range(num_blocks))
+
+    @property
+    def num_free_blocks(self) -> int:
+        return len(self.free_queue)
+
+    @property
+    def usage(self) -> float:
+        """Fraction of blocks referenced by some sequence."""
+        return 1.0 - len(self.free_queue) / self.num_blocks
+
+    def blocks_needed(self, num_tokens: int) -> int:
+        return -(-num_tokens // self.block_size)
+
+    # ---- prefix cache ----------------------------------------------------------------------------------
+
+    def _hash_blocks(self, seq: Sequence, num_full_blocks: int) -> list[int]:
+        """Extend ``seq.block_hashes`` to cover its first ``num_full_blocks`` (full) blocks; O(new tokens)."""
+        hashes = seq.block_hashes
+        bs, toks = self.block_size, seq.token_ids
+        prev = hashes[-1] if hashes else _HASH_SEED
+        for i in range(len(hashes), num_full_blocks):
+            prev = hash((prev, tuple(toks[i * bs:(i + 1) * bs])))
+            hashes.append(prev)
+        return hashes
+
+    def get_computed_blocks(self, seq: Sequence) -> list[int]:
+        """Cached blocks holding the longest prefix of ``seq.token_ids`` (no side effects). At least one
+        token is always left to compute, so the step produces logits to sample from."""
+        if not (self.enable_prefix_caching and seq.read_prefix_cache):
+            return []
+        max_blocks = (len(seq.token_ids) - 1) // self.block_size
+        hashes = self._hash_blocks(seq, max_blocks)
+        hits = []
+        for i in range(max_blocks):
+            b = self.cached_blocks.get(hashes[i])
+            if b is None:
+                break
+            hits.append(b)
+        return hits
+
+    # ---- allocation ------------------------------------------------------------------------------------
+
+    def can_allocate(self, seq: Sequence, num_new_tokens: int, computed_blocks: list[int] = ()) -> bool:
+        """Whether ``allocate(seq, num_new_tokens, computed_blocks)`` would find enough free blocks."""
+        if computed_blocks:
+            total = len(computed_blocks) * self.block_size + num_new_tokens
+            have = len(computed_blocks)
+            # Reusing a free cached block takes it out of the free queue too.
+            have_free = sum(1 for b in computed_blocks if self.ref_counts[b] == 0)
+        else:
+            total = seq.num_computed_tokens + num_new_tokens
+            have, have_free = len(seq.block_table), 0
+        return self.blocks_needed(total) - have + have_free <= len(self.free_queue)
+
+    def allocate(self, seq: Sequence, num_new_tokens: int, computed_blocks: list[int] = ()) -> None:
+        """Make ``seq.block_table`` cover positions ``[0, num_computed_tokens + num_new_tokens)``.
+
+        ``computed_blocks`` (from ``get_computed_blocks``, for a sequence holding no blocks) are taken as
+        its first blocks and set ``num_computed_tokens``. Call ``can_allocate`` first."""
+        table = seq.block_table
+        if computed_blocks:
+            assert not table, "computed blocks are only taken by a sequence that holds no blocks"
+            for b in computed_blocks:
+                if self.ref_counts[b] == 0:
+                    del self.free_queue[b]
+                self.ref_counts[b] += 1
+            table.extend(computed_blocks)
+            seq.num_computed_tokens = len(computed_blocks) * self.block_size
+            seq.num_registered_blocks = len(computed_blocks)
+        total = seq.num_computed_tokens + num_new_tokens
+        for _ in range(self.blocks_needed(total) - len(table)):
+            table.append(self._take_free_block())
+        if self.enable_prefix_caching:
+            self._register_full_blocks(seq, total // self.block_size)
+
+    def _take_free_block(self) -> int:
+        if not self.free_queue:
+            raise RuntimeError("no free KV-cache block (the scheduler must call can_allocate first)")
+        b, _ = self.free_queue.popitem(last=False)
+        h = self.block_hash[b]
+        if h is not None:  # evict: its old contents are about to be overwritten
+            del self.cached_blocks[h]
+            self.block_hash[b] = None
+        self.ref_counts[b] = 1
+        return b
+
+    def _register_full_blocks(self, seq: Sequence, num_full_blocks: int) -> None:
+        if num_full_blocks <= seq.num_registered_blocks:
+            return
+        hashes = self._hash_blocks(seq, num_full_blocks)
+        table = seq.block_table
+        for i in range(seq.num_registered_blocks, num_full_blocks):
+            h, b = hashes[i], table[i]
+            if self.block_hash[b] is None and h not in self.cached_blocks:  # first copy of a prefix wins
+                self.cached_blocks[h] = b
+                self.block_hash[b] = h
+        seq.num_registered_blocks = num_full_blocks
+
+    def free(self, seq: Sequence) -> None:
+        """Release the sequence's blocks. Blocks reaching ref_count 0 join the free queue: uncached ones at
+        the front (reused first), cached ones at the back, the sequence's last block first so that common
+        prefixes outlive their tails."""
+        for b in reversed(seq.block_table):
+            self.ref_counts[b] -= 1
+            if self.ref_counts[b] == 0:
+                self.free_queue[b] = None
+                if self.block_hash[b] is None:
+                    self.free_queue.move_to_end(b, last=False)
+        seq.block_table = []
+        seq.num_registered_blocks = 0
+
+    def reset_prefix_cache(self) -> bool:
+        """Forget all cached hashes (only when no block is in use, as vLLM). Returns whether it did."""
+        if len(self.free_queue) != self.num_blocks:
+            return False
+        self.cached_blocks.clear()
+        self.block_hash = [None] * self.num_blocks
+        return True

@@ -1,0 +1,156 @@
+"""Incremental detokenization, stop strings and logprob token strings (host side, no jax).
+
+The tokenizer is duck-typed (a HuggingFace tokenizer): ``convert_ids_to_tokens``,
+``convert_tokens_to_string``, ``decode``, ``__len__`` and optionally ``is_fast``, ``all_special_tokens``,
+``get_added_vocab``.
+
+Why incremental: decoding the whole output every step is O(length^2). Each new token is decoded together
+with a few tokens before it (a window ``tokens[prefix_offset:]``): the text it adds is
+``to_string(tokens[prefix_offset:]) - to_string(tokens[prefix_offset:read_offset])``. Decoding in context
+keeps SentencePiece's leading spaces right, and a window whose text ends with U+FFFD is an unfinished
+multi-byte character of a byte-level BPE: nothing is emitted until a later token completes it.
+This is the algorithm vLLM uses (its "slow" incremental detokenizer), so texts match vLLM's.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+from jaxllm.engine.batch import TokenLogprobs
+from jaxllm.outputs import Logprob
+
+_CONTEXT_TOKENS = 5  # prompt tokens decoded as left context of the first generated token
+_TRIM_AT = 64  # drop converted tokens that can no longer be in a window once this many pile up
+
+
+class TokenizerView:
+    """Facts about a tokenizer computed once per engine (len, special/added tokens, fast or not) and a
+    cache of single-token strings for ``Logprob.decoded_token``."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.vocab_len = len(tokenizer)
+        self.is_fast = bool(getattr(tokenizer, "is_fast", False))
+        self.special_tokens = set(getattr(tokenizer, "all_special_tokens", None) or ())
+        get_added = getattr(tokenizer, "get_added_vocab", None)
+        self.added_tokens = set(get_added()) if callable(get_added) else set()
+        # Slow tokenizers with added tokens decode those tokens separately (as HF and vLLM do); only then
+        # does spaces_between_special_tokens change the text.
+        self.segmented = not self.is_fast and bool(self.added_tokens)
+        self._single: dict[int, str] = {}
+
+    def ids_to_tokens(self, ids: list[int], skip_special_tokens: bool) -> list[str]:
+        ids = [i for i in ids if 0 <= i < self.vocab_len]  # ids of a padded model vocab have no text
+        if not ids:
+            return []
+        toks = self.tokenizer.convert_ids_to_tokens(ids, skip_special_tokens=skip_special_tokens)
+        return [t for t in toks if t is not None]
+
+    def tokens_to_string(self, tokens: list[str], skip_special_tokens: bool, spaces_between: bool) -> str:
+        if not tokens:
+            return ""
+        if not self.segmented:
+            return self.tokenizer.convert_tokens_to_string(tokens)
+        parts: list[str] = []
+        run: list[str] = []
+        for tok in tokens:
+            if skip_special_tokens and tok in self.special_tokens:
+                continue
+            if tok in self.added_tokens:
+                if run:
+                    parts.append(self.tokenizer.convert_tokens_to_string(run))
+                    run = []
+                parts.append(tok)
+            else:
+                run.append(tok)
+        if run:
+            parts.append(self.tokenizer.convert_tokens_to_string(run))
+        return (" " if spaces_between else "").join(parts)
+
+    def decode_token(self, token_id: int) -> str:
+        """The text of one token alone (vLLM's ``decoded_token``), cached."""
+        s = self._single.get(token_id)
+        if s is None:
+            s = self.tokenizer.decode([token_id]) if 0 <= token_id < self.vocab_len else ""
+            self._single[token_id] = s
+        return s
+
+
+class IncrementalDetokenizer:
+    """Output text of one sequence, grown one token at a time, with stop-string detection.
+
+    ``update`` returns the stop string that ended the text, or None. After a match ``output_text`` is cut
+    before the stop string (or right after it with ``include_stop_str_in_output``)."""
+
+    __slots__ = ("view", "skip_special_tokens", "spaces_between", "stop", "include_stop", "min_tokens",
+                 "tokens", "prefix_offset", "read_offset", "output_text")
+
+    def __init__(self, view: TokenizerView, prompt_token_ids: list[int], params: Any) -> None:
+        self.view = view
+        self.skip_special_tokens = params.skip_special_tokens
+        self.spaces_between = params.spaces_between_special_tokens
+        self.stop: list[str] = params.stop
+        self.include_stop = params.include_stop_str_in_output
+        self.min_tokens = params.min_tokens
+        # Left context: the last few prompt tokens (two extra in case special ones are skipped).
+        self.tokens = view.ids_to_tokens(prompt_token_ids[-(_CONTEXT_TOKENS + 2):], self.skip_special_tokens)
+        self.read_offset = len(self.tokens)
+        self.prefix_offset = max(self.read_offset - _CONTEXT_TOKENS, 0)
+        self.output_text = ""
+
+    def decode_next(self, token_id: int) -> str:
+        """Text added by ``token_id`` ("" while a multi-byte character is unfinished)."""
+        new = self.view.ids_to_tokens([token_id], self.skip_special_tokens)
+        if not new:
+            return ""
+        toks = self.tokens
+        toks.extend(new)
+        to_str = self.view.tokens_to_string
+        prefix_text = to_str(toks[self.prefix_offset:self.read_offset], self.skip_special_tokens,
+                             self.spaces_between)
+        full_text = to_str(toks[self.prefix_offset:], self.skip_special_tokens, self.spaces_between)
+        if len(full_text) <= len(prefix_text) or full_text.endswith("\ufffd"):
+            return ""
+        self.prefix_offset, self.read_offset = self.read_offset, len(toks)
+        if self.prefix_offset >= _TRIM_AT:
+            del toks[:self.prefix_offset]
+            self.read_offset -= self.prefix_offset
+            self.prefix_offset = 0
+        return full_text[len(prefix_text):]
+
+    def update(self, token_id: int, num_output_tokens: int, stop_terminated: bool) -> Optional[str]:
+        """Append ``token_id`` (the ``num_output_tokens``-th generated token) to the text and check the stop
+        strings. A token that stopped the sequence (EOS / stop id: ``stop_terminated``) is left out of the
+        text unless ``include_stop_str_in_output`` (vLLM). Stop strings are looked for only once more than
+        ``min_tokens`` tokens were generated, and only where they overlap the new characters."""
+        if stop_terminated and not self.include_stop:
+            return None
+        piece = self.decode_next(token_id)
+        if not piece:
+            return None
+        self.output_text += piece
+        if not self.stop or num_output_tokens <= self.min_tokens:
+            return None
+        return self._find_stop(len(piece))
+
+    def _find_stop(self, num_new_chars: int) -> Optional[str]:
+        text = self.output_text
+        for stop in self.stop:  # the first listed stop string that matches wins (vLLM)
+            idx = text.find(stop, max(0, len(text) - num_new_chars - len(stop) + 1))
+            if idx < 0:
+                continue
+            self.output_text = text[:idx + len(stop)] if self.include_stop else text[:idx]
+            return stop
+        return None
+
+
+def make_logprobs(tl: TokenLogprobs, decode: Optional[Callable[[int], str]]) -> dict[int, Logprob]:
+    """vLLM's per-position logprobs dict: the chosen token first (with its true rank), then the top-k in
+    rank order (a top-k token equal to the chosen one is not repeated)."""
+    out = {int(tl.token_id): Logprob(float(tl.logprob), int(tl.rank),
+                                     decode(int(tl.token_id)) if decode else None)}
+    for rank, (tid, lp) in enumerate(tl.top, 1):
+        tid = int(tid)
+        if tid not in out:
+            out[tid] = Logprob(float(lp), rank, decode(tid) if decode else None)
+    return out

@@ -1,0 +1,281 @@
+"""LLMEngine: requests in, finished RequestOutputs out, one scheduler step at a time (host side, no jax).
+
+    engine.add_request("0", prompt_token_ids, SamplingParams(max_tokens=32))
+    while engine.has_unfinished_requests():
+        for out in engine.step(): ...
+
+Each ``step()`` is ``Scheduler.schedule()`` -> ``runner.execute(batch)`` -> ``Scheduler.update()``. The
+runner is duck-typed: ``execute(ScheduledBatch) -> RunnerOutput`` (see ``jaxllm/engine/batch.py``).
+Every request is validated in ``add_request``, before any device work, so a bad one raises and the
+engine keeps working.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Iterable, Optional
+
+import numpy as np
+
+from jaxllm.engine.block_manager import BlockManager
+from jaxllm.engine.detokenizer import IncrementalDetokenizer, TokenizerView
+from jaxllm.engine.scheduler import Scheduler
+from jaxllm.engine.sequence import Sequence
+from jaxllm.outputs import CompletionOutput, RequestMetrics, RequestOutput
+from jaxllm.sampling_params import SamplingParams
+
+_SEED_MOD = 2**31  # per-sequence rng seeds fit int32 (and uint32)
+
+
+@dataclasses.dataclass
+class EngineStats:
+    num_steps: int = 0
+    num_scheduled_tokens: int = 0  # prefill + decode tokens computed (recomputation included)
+    num_generated_tokens: int = 0  # tokens sampled
+    num_preemptions: int = 0
+    num_prompt_tokens: int = 0  # of added requests (each child counted once per request)
+    num_cached_tokens: int = 0  # prefix-cache hit tokens reported by finished sequences
+
+
+@dataclasses.dataclass
+class _Request:
+    request_id: str
+    prompt: Optional[str]
+    prompt_token_ids: list[int]
+    params: SamplingParams
+    seqs: list[Sequence]
+    metrics: RequestMetrics
+    num_unfinished: int
+
+
+class LLMEngine:
+    """Continuous-batching engine over a paged KV cache of ``num_blocks`` x ``block_size`` tokens.
+
+    ``eos_token_ids``: the first id is the primary EOS (finish_reason "stop", stop_reason None); further
+    ids (e.g. generation_config's extra EOS ids) stop like ``stop_token_ids`` (stop_reason = the id), as in
+    vLLM; all are ignored with ``ignore_eos``. ``tokenizer=None`` (skip_tokenizer_init): outputs have
+    empty text, and stop strings / bad_words raise. ``seed`` seeds the draw of per-sequence sampling seeds
+    for requests without ``SamplingParams.seed``."""
+
+    def __init__(
+        self,
+        runner: Any,
+        *,
+        num_blocks: int,
+        block_size: int,
+        max_num_seqs: int,
+        max_num_batched_tokens: int,
+        max_model_len: int,
+        vocab_size: int,
+        enable_prefix_caching: bool = True,
+        eos_token_ids: Iterable[int] | int | None = None,
+        tokenizer: Any = None,
+        seed: int | None = 0,
+    ) -> None:
+        for name, v in (("num_blocks", num_blocks), ("block_size", block_size), ("max_num_seqs", max_num_seqs),
+                        ("max_num_batched_tokens", max_num_batched_tokens), ("max_model_len", max_model_len),
+                        ("vocab_size", vocab_size)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        if max_num_batched_tokens < max_num_seqs:
+            raise ValueError(f"max_num_batched_tokens ({max_num_batched_tokens}) must be greater than or equal "
+                             f"to max_num_seqs ({max_num_seqs}).")
+        if not callable(getattr(runner, "execute", None)):
+            raise TypeError(f"runner must have an execute(batch) method, got {type(runner).__name__}")
+        if eos_token_ids is None:
+            eos = []
+        elif isinstance(eos_token_ids, int):
+            eos = [eos_token_ids]
+        else:
+            eos = list(dict.fromkeys(int(t) for t in eos_token_ids))
+        if any(not 0 <= t < vocab_size for t in eos):
+            raise ValueError(f"eos_token_ids {eos} must be in [0, vocab_size={vocab_size})")
+        self.runner = runner
+        self.block_size = block_size
+        self.num_blocks = num_blocks
+        self.max_model_len = max_model_len
+        self.vocab_size = vocab_size
+        self.eos_token_ids = tuple(eos)
+        self.tokenizer = tokenizer
+        self._view = TokenizerView(tokenizer) if tokenizer is not None else None
+        self.block_manager = BlockManager(num_blocks, block_size, enable_prefix_caching)
+        self.scheduler = Scheduler(self.block_manager, max_num_seqs=max_num_seqs,
+                                   max_num_batched_tokens=max_num_batched_tokens, max_model_len=max_model_len,
+                                   decode_token=self._view.decode_token if self._view else None)
+        self._rng = np.random.default_rng(seed)
+        self._requests: dict[str, _Request] = {}
+        self._next_seq_id = 0
+        self.stats = EngineStats()
+
+    # ---- requests --------------------------------------------------------------------------------------
+
+    def add_request(
+        self,
+        request_id: str,
+        prompt_token_ids: Any,
+        sampling_params: Optional[SamplingParams] = None,
+        prompt: Optional[str] = None,
+        arrival_time: Optional[float] = None,
+    ) -> None:
+        """Queue a request; it makes ``sampling_params.n`` sequences. Raises ValueError/TypeError naming
+        the request for bad input (empty or too long prompt, ids outside the vocabulary, a request that
+        could never fit the KV cache, options that need a tokenizer when there is none)."""
+        if not isinstance(request_id, str):
+            raise TypeError(f"request_id must be a str, got {type(request_id).__name__} ({request_id!r})")
+        if request_id in self._requests:
+            raise ValueError(f"request {request_id!r} is already running; request ids must be unique")
+        params = SamplingParams() if sampling_params is None else sampling_params
+        if not isinstance(params, SamplingParams):
+            raise TypeError(f"request {request_id!r}: sampling_params must be a SamplingParams, "
+                            f"got {type(params).__name__}")
+        ids = self._check_prompt(request_id, prompt_token_ids)
+        max_tokens = self._check_params(request_id, params, len(ids))
+
+        eos_ids = frozenset() if params.ignore_eos else frozenset(self.eos_token_ids[:1])
+        stop_ids = frozenset(params.stop_token_ids) | (
+            frozenset() if params.ignore_eos else frozenset(self.eos_token_ids[1:]))
+        banned = tuple(dict.fromkeys([*(() if params.ignore_eos else self.eos_token_ids),
+                                      *params.stop_token_ids]))
+        seqs = []
+        for index in range(params.n):
+            if params.seed is not None:
+                rng_seed = (params.seed + index) % _SEED_MOD
+            else:
+                rng_seed = int(self._rng.integers(0, _SEED_MOD))
+            detok = None
+            if self._view is not None and params.detokenize:
+                detok = IncrementalDetokenizer(self._view, ids, params)
+            seqs.append(Sequence(
+                self._next_seq_id, request_id, index, ids, params, max_tokens=max_tokens, rng_seed=rng_seed,
+                eos_token_ids=eos_ids, stop_token_ids=stop_ids, banned_token_ids=banned,
+                want_prompt_logprobs=params.prompt_logprobs is not None and index == 0, detokenizer=detok))
+            self._next_seq_id += 1
+        arrival = time.time() if arrival_time is None else float(arrival_time)
+        self._requests[request_id] = _Request(request_id, prompt, ids, params, seqs, RequestMetrics(arrival),
+                                              len(seqs))
+        for seq in seqs:
+            self.scheduler.add(seq)
+        self.stats.num_prompt_tokens += len(ids)
+
+    def _check_prompt(self, request_id: str, prompt_token_ids: Any) -> list[int]:
+        if hasattr(prompt_token_ids, "tolist"):  # numpy array
+            prompt_token_ids = prompt_token_ids.tolist()
+        if isinstance(prompt_token_ids, (str, bytes)) or not hasattr(prompt_token_ids, "__iter__"):
+            raise TypeError(f"request {request_id!r}: prompt_token_ids must be a list of ints, "
+                            f"got {type(prompt_token_ids).__name__}")
+        ids = list(prompt_token_ids)
+        if not ids:
+            raise ValueError(f"request {request_id!r}: The decoder prompt cannot be empty")
+        if not all(type(t) is int for t in ids):
+            bad = next(t for t in ids if type(t) is not int)
+            if isinstance(bad, bool) or not isinstance(bad, (int, np.integer)):
+                raise TypeError(f"request {request_id!r}: prompt token ids must be ints, got "
+                                f"{type(bad).__name__} ({bad!r})")
+            ids = [int(t) for t in ids]
+        lo, hi = min(ids), max(ids)
+        if lo < 0 or hi >= self.vocab_size:
+            raise ValueError(f"request {request_id!r}: Token id {hi if hi >= self.vocab_size else lo} is out "
+                             f"of vocabulary (vocab_size={self.vocab_size})")
+        if len(ids) > self.max_model_len:
+            raise ValueError(f"request {request_id!r}: The decoder prompt (length {len(ids)}) is longer than "
+                             f"the maximum model length of {self.max_model_len}. Make sure that `max_model_len` "
+                             "is no smaller than the number of text tokens.")
+        if len(ids) + 1 > self.max_model_len:
+            raise ValueError(f"request {request_id!r}: The decoder prompt (length {len(ids)}) leaves no room "
+                             f"for a generated token within the maximum model length of {self.max_model_len}.")
+        return ids
+
+    def _check_params(self, request_id: str, params: SamplingParams, prompt_len: int) -> int:
+        """Checks that need the engine (vocabulary, tokenizer, KV pool); returns the resolved max_tokens."""
+        if self.tokenizer is None and params.stop:
+            raise ValueError(f"request {request_id!r}: stop strings {params.stop} need a tokenizer, but the "
+                             "engine has none (skip_tokenizer_init); use stop_token_ids instead")
+        if params.bad_words:
+            if self.tokenizer is None:
+                raise ValueError(f"request {request_id!r}: bad_words need a tokenizer, but the engine has "
+                                 "none (skip_tokenizer_init)")
+            if params.bad_words_token_ids is None:
+                params.update_from_tokenizer(self.tokenizer)
+        v = self.vocab_size
+        for name, ids in (("stop_token_ids", params.stop_token_ids),
+                          ("allowed_token_ids", params.allowed_token_ids or ()),
+                          ("logit_bias", list(params.logit_bias or ())),
+                          ("bad_words", [t for w in params.bad_words_token_ids or () for t in w])):
+            bad = [t for t in ids if not 0 <= t < v]
+            if bad:
+                raise ValueError(f"request {request_id!r}: token_id(s) {bad} in {name} contain out-of-vocab "
+                                 f"token ids. Vocabulary size: {v}")
+        for name in ("logprobs", "prompt_logprobs"):
+            k = getattr(params, name)
+            if k is not None and k > v:
+                raise ValueError(f"request {request_id!r}: {name}={k} is larger than the vocabulary ({v})")
+        max_tokens = self.max_model_len - prompt_len if params.max_tokens is None else params.max_tokens
+        # Worst-case KV footprint of one sequence: every position but the last sampled token's.
+        max_len = min(self.max_model_len, prompt_len + max_tokens)
+        needed = self.block_manager.blocks_needed(max(prompt_len, max_len - 1))
+        if needed > self.num_blocks:
+            raise ValueError(f"request {request_id!r}: prompt ({prompt_len} tokens) plus up to "
+                             f"{max_len - prompt_len} generated tokens needs {needed} KV-cache blocks of "
+                             f"{self.block_size} tokens, but the cache has only {self.num_blocks}; lower "
+                             "max_tokens / max_model_len or give the KV cache more memory")
+        return max_tokens
+
+    def abort_request(self, request_id: str | Iterable[str]) -> None:
+        """Drop unfinished request(s); unknown ids are ignored (as vLLM). No output is returned for them."""
+        ids = [request_id] if isinstance(request_id, str) else list(request_id)
+        for rid in ids:
+            req = self._requests.pop(rid, None)
+            if req is not None:
+                self.scheduler.abort(req.seqs)
+
+    def has_unfinished_requests(self) -> bool:
+        return bool(self._requests)
+
+    def get_num_unfinished_requests(self) -> int:
+        return len(self._requests)
+
+    # ---- step ------------------------------------------------------------------------------------------
+
+    def step(self) -> list[RequestOutput]:
+        """Run one scheduler step; returns the requests that finished in it (all their samples done)."""
+        if not self._requests:
+            return []
+        batch = self.scheduler.schedule()
+        if not batch.seqs:  # cannot happen for validated requests; fail loudly rather than spin
+            raise RuntimeError(f"scheduler made no progress with {len(self._requests)} unfinished requests "
+                               f"({self.block_manager.num_free_blocks}/{self.num_blocks} free blocks)")
+        output = self.runner.execute(batch)
+        finished = self.scheduler.update(batch, output)
+        st = self.stats
+        st.num_steps += 1
+        st.num_scheduled_tokens += sum(s.num_new_tokens for s in batch.seqs)
+        st.num_generated_tokens += len(output.sampled)
+        st.num_preemptions = self.scheduler.num_preemptions
+        results = []
+        for seq in finished:
+            req = self._requests[seq.request_id]
+            req.num_unfinished -= 1
+            if req.num_unfinished == 0:
+                del self._requests[seq.request_id]
+                results.append(self._make_output(req))
+        return results
+
+    def _make_output(self, req: _Request) -> RequestOutput:
+        now = time.time()
+        seqs = req.seqs
+        outputs = [CompletionOutput(index=s.index, text=s.text, token_ids=s.output_token_ids,
+                                    cumulative_logprob=s.cumulative_logprob, logprobs=s.logprobs,
+                                    finish_reason=s.finish_reason, stop_reason=s.stop_reason) for s in seqs]
+        m = req.metrics
+        times = [s.first_scheduled_time for s in seqs if s.first_scheduled_time is not None]
+        m.first_scheduled_time = min(times) if times else None
+        times = [s.first_token_time for s in seqs if s.first_token_time is not None]
+        m.first_token_time = min(times) if times else None
+        times = [s.last_token_time for s in seqs if s.last_token_time is not None]
+        m.last_token_time = max(times) if times else None
+        m.finished_time = now
+        self.stats.num_cached_tokens += sum(s.num_cached_tokens or 0 for s in seqs)
+        return RequestOutput(request_id=req.request_id, prompt=req.prompt, prompt_token_ids=req.prompt_token_ids,
+                             prompt_logprobs=seqs[0].prompt_logprobs, outputs=outputs, finished=True,
+                             metrics=m, num_cached_tokens=seqs[0].num_cached_tokens)

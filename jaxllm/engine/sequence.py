@@ -1,0 +1,112 @@
+"""One generated sequence: its tokens, KV-cache bookkeeping and output state (host side, no jax).
+
+A request with ``SamplingParams.n = k`` owns k sequences (children ``index`` 0..k-1) that start from
+the same prompt; prefix caching lets them share the prompt's KV blocks.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Optional
+
+from jaxllm.outputs import PromptLogprobs, SampleLogprobs
+
+
+class SequenceStatus(enum.IntEnum):
+    WAITING = 0  # queued for (re)prefill: new, or preempted (num_computed_tokens reset to 0)
+    RUNNING = 1  # holds KV blocks and is scheduled every step while the token budget allows
+    FINISHED = 2  # done: see finish_reason ("stop", "length" or "abort")
+
+
+class Sequence:
+    """``token_ids`` = prompt + generated tokens; positions ``[0, num_computed_tokens)`` have K/V in the
+    blocks of ``block_table`` (``block_table[i]`` holds positions ``i*block_size .. (i+1)*block_size-1``).
+    ``block_hashes[i]`` is the prefix-cache hash of full block i (chained: it covers all tokens before
+    it), computed lazily and kept across preemptions because tokens are only ever appended."""
+
+    __slots__ = (
+        "seq_id", "request_id", "index", "token_ids", "num_prompt_tokens", "num_computed_tokens",
+        "num_cached_tokens", "block_table", "block_hashes", "num_registered_blocks", "status",
+        "finish_reason", "stop_reason", "params", "max_tokens", "rng_seed", "eos_token_ids",
+        "stop_token_ids", "banned_token_ids", "read_prefix_cache", "want_prompt_logprobs",
+        "cumulative_logprob", "logprobs", "prompt_logprobs", "detokenizer", "first_scheduled_time",
+        "first_token_time", "last_token_time",
+    )
+
+    def __init__(
+        self,
+        seq_id: int,
+        request_id: str,
+        index: int,
+        prompt_token_ids: list[int],
+        params: Any,
+        *,
+        max_tokens: int,
+        rng_seed: int,
+        eos_token_ids: frozenset[int],
+        stop_token_ids: frozenset[int],
+        banned_token_ids: tuple[int, ...],
+        want_prompt_logprobs: bool,
+        detokenizer: Any = None,
+    ) -> None:
+        self.seq_id = seq_id
+        self.request_id = request_id
+        self.index = index  # child index within the request (CompletionOutput.index)
+        self.token_ids = list(prompt_token_ids)  # own copy: children append different tokens
+        self.num_prompt_tokens = len(prompt_token_ids)
+        self.num_computed_tokens = 0
+        self.num_cached_tokens: Optional[int] = None  # prefix-cache hit tokens at first admission
+        self.block_table: list[int] = []
+        self.block_hashes: list[int] = []
+        self.num_registered_blocks = 0  # leading blocks of block_table already offered to the cache
+        self.status = SequenceStatus.WAITING
+        self.finish_reason: Optional[str] = None
+        self.stop_reason: int | str | None = None
+        self.params = params
+        self.max_tokens = max_tokens  # resolved: SamplingParams.max_tokens or what max_model_len allows
+        self.rng_seed = rng_seed
+        self.eos_token_ids = eos_token_ids  # stop with stop_reason None (empty when ignore_eos)
+        self.stop_token_ids = stop_token_ids  # stop with stop_reason = the id
+        self.banned_token_ids = banned_token_ids  # masked while fewer than min_tokens were generated
+        self.want_prompt_logprobs = want_prompt_logprobs
+        # A sequence that returns prompt logprobs must compute every prompt position (vLLM skips the
+        # prefix cache for it); the others may start from cached blocks.
+        self.read_prefix_cache = not want_prompt_logprobs
+        self.cumulative_logprob: Optional[float] = None if params.logprobs is None else 0.0
+        self.logprobs: Optional[SampleLogprobs] = None if params.logprobs is None else []
+        self.prompt_logprobs: Optional[PromptLogprobs] = [None] if want_prompt_logprobs else None
+        self.detokenizer = detokenizer
+        self.first_scheduled_time: Optional[float] = None
+        self.first_token_time: Optional[float] = None
+        self.last_token_time: Optional[float] = None
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.token_ids)
+
+    @property
+    def num_output_tokens(self) -> int:
+        return len(self.token_ids) - self.num_prompt_tokens
+
+    @property
+    def output_token_ids(self) -> list[int]:
+        return self.token_ids[self.num_prompt_tokens:]
+
+    @property
+    def text(self) -> str:
+        return self.detokenizer.output_text if self.detokenizer is not None else ""
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status == SequenceStatus.FINISHED
+
+    def finish(self, reason: str, stop_reason: int | str | None = None) -> None:
+        self.status = SequenceStatus.FINISHED
+        self.finish_reason = reason
+        self.stop_reason = stop_reason
+
+    def __repr__(self) -> str:
+        return (f"Sequence(seq_id={self.seq_id}, request_id={self.request_id!r}, index={self.index}, "
+                f"status={self.status.name}, num_tokens={len(self.token_ids)}, "
+                f"num_prompt_tokens={self.num_prompt_tokens}, num_computed_tokens={self.num_computed_tokens}, "
+                f"blocks={len(self.block_table)})")

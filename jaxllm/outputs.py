@@ -1,0 +1,99 @@
+"""Output objects of ``LLM.generate``, as in vLLM: ``RequestOutput`` holds one ``CompletionOutput`` per
+sample (``SamplingParams.n``); logprobs are lists of ``{token_id: Logprob}`` dicts, one per token."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+
+@dataclasses.dataclass
+class Logprob:
+    """Log probability of one token. ``rank`` is 1 for the most likely token; ``decoded_token`` is the
+    token's text on its own (``tokenizer.decode([token_id])``), None without detokenization."""
+
+    logprob: float
+    rank: Optional[int] = None
+    decoded_token: Optional[str] = None
+
+
+# One dict per generated token: the sampled token plus the top-``logprobs`` tokens.
+SampleLogprobs = list[dict[int, Logprob]]
+# One entry per prompt token; the first is None (nothing predicts the first token).
+PromptLogprobs = list[Optional[dict[int, Logprob]]]
+
+
+@dataclasses.dataclass
+class CompletionOutput:
+    """One generated sequence of a request.
+
+    ``token_ids`` include a final EOS / stop token (as vLLM); ``text`` excludes it, and excludes a matched
+    stop string unless ``include_stop_str_in_output``. ``cumulative_logprob`` and ``logprobs`` are None
+    unless ``SamplingParams.logprobs`` was set. ``finish_reason`` is "stop" or "length" (None while
+    unfinished); ``stop_reason`` is the stop string or stop token id that ended it, None for EOS/length."""
+
+    index: int
+    text: str
+    token_ids: list[int]
+    cumulative_logprob: Optional[float]
+    logprobs: Optional[SampleLogprobs]
+    finish_reason: Optional[str] = None
+    stop_reason: int | str | None = None
+
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+    def __repr__(self) -> str:
+        return (f"CompletionOutput(index={self.index}, text={self.text!r}, token_ids={self.token_ids}, "
+                f"cumulative_logprob={self.cumulative_logprob}, logprobs={self.logprobs}, "
+                f"finish_reason={self.finish_reason}, stop_reason={self.stop_reason})")
+
+
+@dataclasses.dataclass
+class RequestMetrics:
+    """Wall-clock times (``time.time()`` seconds) of a request's life; None until the event happened."""
+
+    arrival_time: float
+    first_scheduled_time: Optional[float] = None
+    first_token_time: Optional[float] = None
+    last_token_time: Optional[float] = None
+    finished_time: Optional[float] = None
+
+    @property
+    def time_in_queue(self) -> Optional[float]:
+        if self.first_scheduled_time is None:
+            return None
+        return self.first_scheduled_time - self.arrival_time
+
+
+class RequestOutput:
+    """The result of one request: ``outputs`` has one CompletionOutput per sample, ordered by index.
+
+    ``num_cached_tokens`` is the number of prompt tokens served from the prefix cache (of the first
+    sample), ``prompt_logprobs`` is None unless ``SamplingParams.prompt_logprobs`` was set."""
+
+    def __init__(
+        self,
+        request_id: str,
+        prompt: Optional[str],
+        prompt_token_ids: Optional[list[int]],
+        prompt_logprobs: Optional[PromptLogprobs],
+        outputs: list[CompletionOutput],
+        finished: bool,
+        metrics: Optional[RequestMetrics] = None,
+        num_cached_tokens: Optional[int] = None,
+    ) -> None:
+        self.request_id = request_id
+        self.prompt = prompt
+        self.prompt_token_ids = prompt_token_ids
+        self.prompt_logprobs = prompt_logprobs
+        self.outputs = outputs
+        self.finished = finished
+        self.metrics = metrics
+        self.num_cached_tokens = num_cached_tokens
+
+    def __repr__(self) -> str:
+        return (f"RequestOutput(request_id={self.request_id}, prompt={self.prompt!r}, "
+                f"prompt_token_ids={self.prompt_token_ids}, prompt_logprobs={self.prompt_logprobs}, "
+                f"outputs={self.outputs}, finished={self.finished}, metrics={self.metrics}, "
+                f"num_cached_tokens={self.num_cached_tokens})")

@@ -1,0 +1,293 @@
+"""Sampling parameters for text generation, with vLLM's fields, defaults and validation messages.
+
+Plain Python (no jax): the engine reads these on the host, the runner's sampler reads the numeric fields.
+Everything is validated in the constructor, so a bad value fails before any device work.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import enum
+import logging
+import math
+import numbers
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+_SAMPLING_EPS = 1e-5  # temperature below this means greedy (vLLM's constant)
+_MAX_TEMP = 1e-2  # 0 < temperature < this is raised to this, as vLLM does (avoids inf/nan in logits / t)
+MAX_LOGPROBS = 20  # vLLM's default max_logprobs: logprobs / prompt_logprobs above this are rejected
+
+
+class SamplingType(enum.IntEnum):
+    GREEDY = 0
+    RANDOM = 1
+    RANDOM_SEED = 2
+
+
+def _check_int(name: str, value: Any, *, optional: bool = False) -> int | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        kind = "an int or None" if optional else "an int"
+        raise TypeError(f"{name} must be {kind}, got {type(value).__name__} ({value!r})")
+    return int(value)
+
+
+def _check_float(name: str, value: Any) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} ({value!r})")
+    return float(value)
+
+
+def _check_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__} ({value!r})")
+    return bool(value)
+
+
+def _check_token_ids(name: str, value: Any) -> list[int] | None:
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise TypeError(f"{name} must be a list of ints, got {type(value).__name__} ({value!r})")
+    ids = list(value)
+    for t in ids:
+        if isinstance(t, (bool, np.bool_)) or not isinstance(t, numbers.Integral):
+            raise TypeError(f"{name} must contain only integers, got {ids}.")
+        if t < 0:
+            raise ValueError(f"{name} must contain only non-negative token ids, got {ids}.")
+    return [int(t) for t in ids]
+
+
+def _check_strs(name: str, value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, (list, tuple)):
+        raise TypeError(f"{name} must be a str or a list of str, got {type(value).__name__} ({value!r})")
+    for s in value:
+        if not isinstance(s, str):
+            raise TypeError(f"{name} must contain only strings, got {value!r}")
+    return list(dict.fromkeys(value))  # drop duplicates, keep order (as vLLM)
+
+
+def _check_num_logprobs(name: str, value: Any) -> int | None:
+    if value is True:  # vLLM: logprobs=True means 1
+        return 1
+    value = _check_int(name, value, optional=True)
+    if value is None:
+        return None
+    if value < 0 and value != -1:
+        raise ValueError(f"{name} must be non-negative or -1, got {value}.")
+    if value == -1 or value > MAX_LOGPROBS:
+        what = "sample logprobs" if name == "logprobs" else "prompt logprobs"
+        shown = "-1 (the whole vocabulary)" if value == -1 else str(value)
+        raise ValueError(f"Requested {what} of {shown}, which is greater than max allowed: {MAX_LOGPROBS}")
+    return value
+
+
+@dataclasses.dataclass(kw_only=True, repr=False)
+class SamplingParams:
+    """Sampling parameters for text generation (vLLM's ``SamplingParams``; keyword-only).
+
+    Differences from vLLM, all documented: ``top_k=-1`` is stored as 0 (both mean "off");
+    ``logprobs``/``prompt_logprobs`` are capped at ``MAX_LOGPROBS`` = 20 (vLLM's default ``max_logprobs``),
+    and -1 (all logprobs) is rejected; token ids are checked against the vocabulary by the engine.
+    ``spaces_between_special_tokens`` only changes the text of tokenizers that are not "fast" (HF's fast
+    tokenizers and vLLM ignore it; see ``jaxllm.engine.detokenizer``).
+    """
+
+    n: int = 1
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    stop_token_ids: list[int] | None = None
+    bad_words: list[str] | None = None
+    include_stop_str_in_output: bool = False
+    ignore_eos: bool = False
+    max_tokens: int | None = 16
+    min_tokens: int = 0
+    logprobs: int | None = None
+    prompt_logprobs: int | None = None
+    detokenize: bool = True
+    skip_special_tokens: bool = True
+    spaces_between_special_tokens: bool = True
+    logit_bias: dict[int, float] | None = None
+    allowed_token_ids: list[int] | None = None
+
+    # Set by update_from_tokenizer (engine side); not constructor arguments.
+    _bad_words_token_ids: list[list[int]] | None = dataclasses.field(default=None, init=False)
+    _all_stop_token_ids: set[int] = dataclasses.field(default_factory=set, init=False)
+
+    def __post_init__(self) -> None:
+        self.n = _check_int("n", self.n)
+        for name in ("presence_penalty", "frequency_penalty", "repetition_penalty", "temperature", "top_p",
+                     "min_p"):
+            setattr(self, name, _check_float(name, getattr(self, name)))
+        self.top_k = _check_int("top_k", self.top_k)
+        self.seed = _check_int("seed", self.seed, optional=True)
+        if self.seed == -1:
+            self.seed = None
+        self.stop = _check_strs("stop", self.stop)
+        self.stop_token_ids = list(dict.fromkeys(_check_token_ids("stop_token_ids", self.stop_token_ids) or []))
+        self.bad_words = _check_strs("bad_words", self.bad_words)
+        for name in ("include_stop_str_in_output", "ignore_eos", "detokenize", "skip_special_tokens",
+                     "spaces_between_special_tokens"):
+            setattr(self, name, _check_bool(name, getattr(self, name)))
+        self.max_tokens = _check_int("max_tokens", self.max_tokens, optional=True)
+        self.min_tokens = _check_int("min_tokens", self.min_tokens)
+        self.logprobs = _check_num_logprobs("logprobs", self.logprobs)
+        self.prompt_logprobs = _check_num_logprobs("prompt_logprobs", self.prompt_logprobs)
+        self.logit_bias = self._check_logit_bias(self.logit_bias)
+        self.allowed_token_ids = _check_token_ids("allowed_token_ids", self.allowed_token_ids)
+
+        if 0 < self.temperature < _MAX_TEMP:
+            logger.warning("temperature %s is less than %s, which may cause numerical errors nan or inf in "
+                           "tensors. We have maxed it out to %s.", self.temperature, _MAX_TEMP, _MAX_TEMP)
+            self.temperature = _MAX_TEMP
+        if self.top_k == -1:
+            self.top_k = 0
+        self._verify_args()
+        if self.temperature < _SAMPLING_EPS:  # greedy: the other truncations are meaningless
+            self.top_p, self.top_k, self.min_p = 1.0, 0, 0.0
+            if self.n > 1:
+                raise ValueError(f"n must be 1 when using greedy sampling, got {self.n}.")
+        self._all_stop_token_ids = set(self.stop_token_ids)
+
+    @staticmethod
+    def _check_logit_bias(value: Any) -> dict[int, float] | None:
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise TypeError(f"logit_bias must be a dict of token id -> float, got {type(value).__name__}")
+        out: dict[int, float] = {}
+        bad_keys = []
+        for k, v in value.items():
+            try:
+                if isinstance(k, (bool, np.bool_, float)):
+                    raise ValueError
+                tid = int(k)  # ints, numpy ints and digit strings (as OpenAI-style clients send)
+            except (TypeError, ValueError):
+                bad_keys.append(k)
+                continue
+            if tid < 0:
+                bad_keys.append(k)
+                continue
+            bias = _check_float(f"logit_bias[{k!r}]", v)
+            if math.isnan(bias):
+                raise ValueError(f"logit_bias[{k!r}] must not be NaN.")
+            out[tid] = bias
+        if bad_keys:
+            raise ValueError(f"logit_bias contains key(s) that are not non-negative integer token IDs: "
+                             f"{bad_keys!r}")
+        return out
+
+    def _verify_args(self) -> None:
+        if self.n < 1:
+            raise ValueError(f"n must be at least 1, got {self.n}.")
+        if not -2.0 <= self.presence_penalty <= 2.0:
+            raise ValueError(f"presence_penalty must be in [-2, 2], got {self.presence_penalty}.")
+        if not -2.0 <= self.frequency_penalty <= 2.0:
+            raise ValueError(f"frequency_penalty must be in [-2, 2], got {self.frequency_penalty}.")
+        if not math.isfinite(self.repetition_penalty):
+            raise ValueError(f"repetition_penalty must be a finite number, got {self.repetition_penalty}.")
+        if self.repetition_penalty <= 0.0:
+            raise ValueError(f"repetition_penalty must be greater than zero, got {self.repetition_penalty}.")
+        if not math.isfinite(self.temperature):
+            raise ValueError(f"temperature must be a finite number, got {self.temperature}.")
+        if self.temperature < 0.0:
+            raise ValueError(f"temperature must be non-negative, got {self.temperature}.")
+        if self.temperature > 2.0:
+            raise ValueError(f"temperature must be in [0, 2], got {self.temperature}.")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}.")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be 0 (disable), or at least 1, got {self.top_k}.")
+        if not 0.0 <= self.min_p <= 1.0:
+            raise ValueError(f"min_p must be in [0, 1], got {self.min_p}.")
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be at least 1, got {self.max_tokens}.")
+        if self.min_tokens < 0:
+            raise ValueError(f"min_tokens must be greater than or equal to 0, got {self.min_tokens}.")
+        if self.max_tokens is not None and self.min_tokens > self.max_tokens:
+            raise ValueError(f"min_tokens must be less than or equal to max_tokens={self.max_tokens}, "
+                             f"got {self.min_tokens}.")
+        if any(not s for s in self.stop):
+            raise ValueError("stop cannot contain an empty string.")
+        if self.stop and not self.detokenize:
+            raise ValueError("stop strings are only supported when detokenize is True. "
+                             "Set detokenize=True to use stop.")
+        if any(not w for w in self.bad_words):
+            raise ValueError(f"bad_words cannot contain an empty string. Got bad_words={self.bad_words}")
+        if self.allowed_token_ids is not None and len(self.allowed_token_ids) == 0:
+            raise ValueError("allowed_token_ids is not None and empty!")
+
+    # ---- engine-side helpers -------------------------------------------------------------------------
+
+    def update_from_tokenizer(self, tokenizer: Any) -> None:
+        """Tokenize ``bad_words`` into ``bad_words_token_ids`` and add the tokenizer's EOS to
+        ``all_stop_token_ids``. Each bad word is banned both as written at the start of a text and after a
+        space (``" " + word``), because BPE tokenizers encode the two differently; the spaced variant is
+        kept only when it is a genuinely different token sequence of the same length (vLLM's rule)."""
+        eos = getattr(tokenizer, "eos_token_id", None)
+        if isinstance(eos, int):
+            self._all_stop_token_ids.add(eos)
+        if not self.bad_words:
+            return
+        result: list[list[int]] = []
+        for word in self.bad_words:
+            plain = list(tokenizer.encode(word.lstrip(), add_special_tokens=False))
+            if not plain:
+                raise ValueError(f"bad_words entries must tokenize to at least one token, got {word!r}.")
+            result.append(plain)
+            spaced = list(tokenizer.encode(" " + word.lstrip(), add_special_tokens=False))
+            if spaced and len(spaced) == len(plain) and spaced[0] != plain[0]:
+                result.append(spaced)
+        self._bad_words_token_ids = result
+
+    @property
+    def bad_words_token_ids(self) -> list[list[int]] | None:
+        """Token id sequences of ``bad_words`` (set by ``update_from_tokenizer``): the sampler bans the last
+        id of a sequence when the generated tokens end with the others."""
+        return self._bad_words_token_ids
+
+    @property
+    def all_stop_token_ids(self) -> set[int]:
+        return self._all_stop_token_ids
+
+    @property
+    def sampling_type(self) -> SamplingType:
+        if self.temperature < _SAMPLING_EPS:
+            return SamplingType.GREEDY
+        return SamplingType.RANDOM if self.seed is None else SamplingType.RANDOM_SEED
+
+    @property
+    def is_greedy(self) -> bool:
+        return self.temperature < _SAMPLING_EPS
+
+    def clone(self) -> SamplingParams:
+        return copy.deepcopy(self)
+
+    def __repr__(self) -> str:
+        return (f"SamplingParams(n={self.n}, presence_penalty={self.presence_penalty}, "
+                f"frequency_penalty={self.frequency_penalty}, repetition_penalty={self.repetition_penalty}, "
+                f"temperature={self.temperature}, top_p={self.top_p}, top_k={self.top_k}, min_p={self.min_p}, "
+                f"seed={self.seed}, stop={self.stop}, stop_token_ids={self.stop_token_ids}, "
+                f"bad_words={self.bad_words}, include_stop_str_in_output={self.include_stop_str_in_output}, "
+                f"ignore_eos={self.ignore_eos}, max_tokens={self.max_tokens}, min_tokens={self.min_tokens}, "
+                f"logprobs={self.logprobs}, prompt_logprobs={self.prompt_logprobs}, "
+                f"skip_special_tokens={self.skip_special_tokens}, "
+                f"spaces_between_special_tokens={self.spaces_between_special_tokens}, "
+                f"logit_bias={self.logit_bias}, allowed_token_ids={self.allowed_token_ids})")

@@ -1,0 +1,107 @@
+"""Fake runners for engine tests: a paged "KV cache" of token ids that catches any bookkeeping error.
+
+``CacheCheckingRunner`` writes each scheduled token (and its position) into the slot its block table maps
+it to, then reads every position ``0 .. end-1`` of every sequence back *through the cache* and checks it
+holds that sequence's token. The next token is a function of what was read from the cache, like a real
+model. A wrong block table, a shared block overwritten with other tokens, an evicted cached block reused,
+a stale prefix-cache hit: each shows up as an assertion or a different output.
+"""
+
+from __future__ import annotations
+
+from jaxllm.engine.batch import RunnerOutput, ScheduledBatch, TokenLogprobs
+
+VOCAB = 64
+
+
+def model_next_token(tokens: list[int], rng_seed: int, output_index: int, greedy: bool) -> int:
+    """The fake model: a deterministic function of the context (and of the seed stream when sampling)."""
+    tail = tokens[-4:]
+    t = (sum(x * (i + 3) for i, x in enumerate(tail)) + 7 * len(tokens)) % VOCAB
+    if not greedy:
+        t = (t + 13 * rng_seed + 101 * output_index) % VOCAB
+    return t
+
+
+def fake_logprob(token: int) -> float:
+    return -((token % 7) + 1) / 10.0
+
+
+def fake_top(k: int) -> list[tuple[int, float]]:
+    return [(j, -j / 10.0) for j in range(k)]
+
+
+class CacheCheckingRunner:
+    def __init__(self, num_blocks: int, block_size: int, max_num_seqs: int | None = None,
+                 max_num_batched_tokens: int | None = None, script: dict | None = None) -> None:
+        self.block_size = block_size
+        self.cache = [None] * (num_blocks * block_size)  # slot -> (token, position)
+        self.max_num_seqs = max_num_seqs
+        self.max_num_batched_tokens = max_num_batched_tokens
+        self.script = script or {}  # tuple(prompt) -> list of output tokens to emit, by output_index
+        self.batches: list[list[tuple[int, int, int, bool]]] = []  # (seq_id, start, n, sample) per step
+
+    def slot(self, block_table: list[int], pos: int) -> int:
+        return block_table[pos // self.block_size] * self.block_size + pos % self.block_size
+
+    def next_token(self, s, context: list[int]) -> int:
+        p = s.sampling_params
+        prompt = tuple(s.token_ids[:s.num_prompt_tokens])
+        if prompt in self.script and s.output_index < len(self.script[prompt]):
+            t = self.script[prompt][s.output_index]
+        else:
+            t = model_next_token(context, s.rng_seed, s.output_index, p.temperature < 1e-5)
+        if p.allowed_token_ids:
+            t = p.allowed_token_ids[t % len(p.allowed_token_ids)]
+        while t in s.banned_token_ids:
+            t = (t + 1) % VOCAB
+        return t
+
+    def execute(self, batch: ScheduledBatch) -> RunnerOutput:
+        assert batch.seqs, "empty batch"
+        if self.max_num_seqs is not None:
+            assert batch.num_seqs <= self.max_num_seqs
+        if self.max_num_batched_tokens is not None:
+            assert batch.num_tokens <= self.max_num_batched_tokens
+        assert len({s.seq_id for s in batch.seqs}) == batch.num_seqs
+        self.batches.append([(s.seq_id, s.start, s.num_new_tokens, s.sample) for s in batch.seqs])
+        # 1) write K/V of every scheduled token (all sequences first, as the runner's layers do)
+        for s in batch.seqs:
+            assert s.num_new_tokens >= 1 and s.end <= len(s.token_ids)
+            assert len(s.block_table) * self.block_size >= s.end, "block table too short"
+            assert s.sample == (s.end == len(s.token_ids))
+            for pos in range(s.start, s.end):
+                self.cache[self.slot(s.block_table, pos)] = (s.token_ids[pos], pos)
+        # 2) attend: read the whole context back through the block table
+        out = RunnerOutput(sampled={})
+        for s in batch.seqs:
+            context = []
+            for pos in range(s.end):
+                entry = self.cache[self.slot(s.block_table, pos)]
+                assert entry == (s.token_ids[pos], pos), f"seq {s.seq_id} pos {pos}: cache has {entry}"
+                context.append(entry[0])
+            p = s.sampling_params
+            if s.want_prompt_logprobs:
+                last = min(s.end, s.num_prompt_tokens - 1)
+                out.prompt_logprobs[s.seq_id] = [
+                    TokenLogprobs(s.token_ids[q], fake_logprob(s.token_ids[q]), 1 + q % 3, fake_top(p.prompt_logprobs))
+                    for q in range(s.start + 1, last + 1)]
+            if s.sample:
+                t = self.next_token(s, context)
+                out.sampled[s.seq_id] = t
+                if p.logprobs is not None:
+                    out.logprobs[s.seq_id] = TokenLogprobs(t, fake_logprob(t), 1 + t % 3, fake_top(p.logprobs))
+        return out
+
+
+def reference_greedy(prompt: list[int], max_tokens: int, eos: int | None = None) -> list[int]:
+    """What an unconstrained engine must produce with the fake model (greedy, no stop strings)."""
+    toks = list(prompt)
+    out = []
+    while len(out) < max_tokens:
+        t = model_next_token(toks, 0, len(out), True)
+        toks.append(t)
+        out.append(t)
+        if t == eos:
+            break
+    return out
