@@ -81,7 +81,8 @@ class ModelConfig:
     rope: RopeConfig
     max_position_embeddings: int
     tie_word_embeddings: bool
-    attention_bias: bool = False
+    attention_bias: bool = False  # q/k/v biases
+    attention_out_bias: bool = False  # o_proj bias (Llama/Qwen3 with attention_bias; Qwen2 has none)
     mlp_bias: bool = False
     qk_norm: bool = False
     # One entry per layer: None for full attention or the window size in tokens.
@@ -146,6 +147,7 @@ class ModelConfig:
             max_position_embeddings=int(hf.get("max_position_embeddings", 2048)),
             tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
             attention_bias=bool(hf.get("attention_bias", arch == "Qwen2ForCausalLM")),
+            attention_out_bias=arch in ("LlamaForCausalLM", "Qwen3ForCausalLM") and bool(hf.get("attention_bias", False)),
             mlp_bias=bool(hf.get("mlp_bias", False)),
             qk_norm=arch == "Qwen3ForCausalLM",
             sliding_windows=_sliding_windows_from_hf(hf, arch, num_layers),

@@ -1,0 +1,1 @@
+"""Flax NNX model definitions (one file per architecture family), the attention metadata and the sampler."""

@@ -1,0 +1,97 @@
+"""Self-attention shared by the dense (research) path and the engine's paged path.
+
+The projection/rope/norm code is one module; only the "attend" step differs and is injected:
+``DenseCausalAttention`` for ``model(ids[B, T])`` (no cache) and ``PagedAttention`` for the engine's
+flattened ragged batch over the paged KV cache (``jaxllm.ops``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxllm import ops
+from jaxllm.config import ModelConfig
+from jaxllm.models.layers import RMSNorm, apply_rope, param
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class AttentionMetadata:
+    """Per-step metadata of a ragged batch (T padded tokens, S padded sequences, P blocks per sequence)."""
+
+    slot_mapping: jax.Array  # [T] int32, cache slot of each new token; -1 for padding tokens
+    query_start_loc: jax.Array  # [S + 1] int32, cumulative query lengths (padding sequences repeat the end)
+    seq_lens: jax.Array  # [S] int32, tokens in the cache after this step (cached + new); 0 for padding
+    block_tables: jax.Array  # [S, P] int32, physical block of each logical block
+
+
+class DenseCausalAttention:
+    """Causal attention over the tokens of the call itself: q [B, T, H, Dh], k/v [B, T, K, Dh]."""
+
+    def __call__(self, q, k, v, kv_cache, *, sm_scale: float, sliding_window: int | None):
+        window = None if sliding_window is None else (sliding_window - 1, 0)
+        out = jax.nn.dot_product_attention(q, k, v, scale=sm_scale, is_causal=True, local_window_size=window)
+        return out, kv_cache
+
+
+@dataclasses.dataclass(frozen=True)
+class PagedAttention:
+    """Writes the new K/V into the paged cache, then attends over it (q [T, H, Dh], k/v [T, K, Dh])."""
+
+    metadata: AttentionMetadata
+    impl: str | None = None
+
+    def __call__(self, q, k, v, kv_cache, *, sm_scale: float, sliding_window: int | None):
+        md = self.metadata
+        kv_cache = ops.write_kv_cache(kv_cache, k, v, md.slot_mapping)
+        out = ops.ragged_paged_attention(q, kv_cache, md.query_start_loc, md.seq_lens, md.block_tables,
+                                         sm_scale=sm_scale, sliding_window=sliding_window, impl=self.impl)
+        return out, kv_cache
+
+
+class Attention(nnx.Module):
+    """q/k/v projections (+ optional biases, q/k RMSNorm), rotary embedding, attend, output projection."""
+
+    def __init__(self, cfg: ModelConfig, layer_idx: int, dtype, rngs: nnx.Rngs):
+        d, h, kh, dh = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        self.q_proj = param((d, h, dh), dtype, ("embed", "q_heads", "head_dim"), rngs=rngs)
+        self.k_proj = param((d, kh, dh), dtype, ("embed", "kv_heads", "head_dim"), rngs=rngs)
+        self.v_proj = param((d, kh, dh), dtype, ("embed", "kv_heads", "head_dim"), rngs=rngs)
+        self.o_proj = param((h, dh, d), dtype, ("q_heads", "head_dim", "embed"), rngs=rngs)
+        if cfg.attention_bias:
+            self.q_bias = param((h, dh), dtype, ("q_heads", "head_dim"), init="zeros")
+            self.k_bias = param((kh, dh), dtype, ("kv_heads", "head_dim"), init="zeros")
+            self.v_bias = param((kh, dh), dtype, ("kv_heads", "head_dim"), init="zeros")
+        else:
+            self.q_bias = self.k_bias = self.v_bias = None
+        self.o_bias = param((d,), dtype, ("norm",), init="zeros") if cfg.attention_out_bias else None
+        if cfg.qk_norm:
+            self.q_norm = RMSNorm(dh, cfg.rms_norm_eps, dtype)
+            self.k_norm = RMSNorm(dh, cfg.rms_norm_eps, dtype)
+        else:
+            self.q_norm = self.k_norm = None
+        self.sm_scale = dh ** -0.5
+        self.sliding_window = cfg.sliding_windows[layer_idx] if cfg.sliding_windows else None
+
+    def __call__(self, x, cos, sin, attend, kv_cache):
+        """x: [..., T, D] -> ([..., T, D], kv_cache)."""
+        with jax.named_scope("qkv"):
+            q = jnp.einsum("...d,dhk->...hk", x, self.q_proj[...])
+            k = jnp.einsum("...d,dhk->...hk", x, self.k_proj[...])
+            v = jnp.einsum("...d,dhk->...hk", x, self.v_proj[...])
+            if self.q_bias is not None:
+                q, k, v = q + self.q_bias[...], k + self.k_bias[...], v + self.v_bias[...]
+            if self.q_norm is not None:
+                q, k = self.q_norm(q), self.k_norm(k)
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        with jax.named_scope("attend"):
+            out, kv_cache = attend(q, k, v, kv_cache, sm_scale=self.sm_scale, sliding_window=self.sliding_window)
+        with jax.named_scope("o_proj"):
+            out = jnp.einsum("...hk,hkd->...d", out, self.o_proj[...])
+            if self.o_bias is not None:
+                out = out + self.o_bias[...]
+            return out, kv_cache

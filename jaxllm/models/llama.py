@@ -1,0 +1,84 @@
+"""The Llama family (Llama 2/3/3.x, Mistral, Qwen2, Qwen3) as one config-driven Flax NNX module.
+
+Differences between the family members are config flags: q/k/v biases (Qwen2), q/k RMSNorm and explicit
+head_dim (Qwen3), sliding windows (Mistral), rope scaling (Llama 3.x), tied embeddings.
+
+Two entry points share every layer:
+- ``model(input_ids[B, T]) -> logits[B, T, V]``: dense causal forward, no cache (scoring, probing).
+- ``model.forward_paged(input_ids[T], positions[T], kv_caches, metadata) -> (hidden[T, D], kv_caches)``:
+  the engine's flattened ragged batch over the paged KV cache; ``model.compute_logits`` then projects
+  only the rows that need logits.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxllm.config import ModelConfig
+from jaxllm.models.attention import Attention, AttentionMetadata, DenseCausalAttention, PagedAttention
+from jaxllm.models.layers import GatedMLP, RMSNorm, param, rope_cos_sin
+
+
+class DecoderLayer(nnx.Module):
+    def __init__(self, cfg: ModelConfig, layer_idx: int, dtype, rngs: nnx.Rngs):
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype)
+        self.self_attn = Attention(cfg, layer_idx, dtype, rngs)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype)
+        self.mlp = GatedMLP(cfg, dtype, rngs)
+
+    def __call__(self, x, cos, sin, attend, kv_cache):
+        with jax.named_scope("attention"):
+            h, kv_cache = self.self_attn(self.input_layernorm(x), cos, sin, attend, kv_cache)
+            x = x + h
+        x = x + self.mlp(self.post_attention_layernorm(x))
+        return x, kv_cache
+
+
+class LlamaForCausalLM(nnx.Module):
+    """Decoder-only transformer with SwiGLU MLPs, RMSNorm and rotary embeddings."""
+
+    def __init__(self, cfg: ModelConfig, *, dtype=None, rngs: nnx.Rngs | None = None):
+        dtype = jnp.dtype(dtype or cfg.dtype)
+        rngs = rngs or nnx.Rngs(0)
+        self.config = cfg
+        self.dtype = dtype
+        self.embed = param((cfg.vocab_size, cfg.hidden_size), dtype, ("vocab", "embed"), rngs=rngs)
+        self.layers = nnx.List([DecoderLayer(cfg, i, dtype, rngs) for i in range(cfg.num_layers)])
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype)
+        if cfg.tie_word_embeddings:
+            self.lm_head = None
+        else:
+            self.lm_head = param((cfg.vocab_size, cfg.hidden_size), dtype, ("vocab", "embed"), rngs=rngs)
+
+    def _backbone(self, input_ids, positions, attend, kv_caches):
+        cfg = self.config
+        x = jnp.take(self.embed[...], input_ids, axis=0)
+        cos, sin = rope_cos_sin(positions, cfg.rope, cfg.head_dim)
+        new_caches = []
+        for i, layer in enumerate(self.layers):
+            with jax.named_scope(f"layer_{i}"):
+                x, cache = layer(x, cos, sin, attend, None if kv_caches is None else kv_caches[i])
+            new_caches.append(cache)
+        return self.norm(x), new_caches
+
+    def compute_logits(self, hidden: jax.Array) -> jax.Array:
+        """hidden [..., D] -> float32 logits [..., V]."""
+        head = self.embed[...] if self.lm_head is None else self.lm_head[...]
+        with jax.named_scope("lm_head"):
+            return jnp.einsum("...d,vd->...v", hidden, head, preferred_element_type=jnp.float32)
+
+    def __call__(self, input_ids: jax.Array) -> jax.Array:
+        """Dense causal forward: int32 ids [B, T] -> float32 logits [B, T, V]."""
+        input_ids = jnp.asarray(input_ids)
+        if input_ids.ndim != 2:
+            raise ValueError(f"input_ids must have shape [batch, seq_len], got {input_ids.shape}")
+        positions = jnp.broadcast_to(jnp.arange(input_ids.shape[1], dtype=jnp.int32), input_ids.shape)
+        hidden, _ = self._backbone(input_ids, positions, DenseCausalAttention(), None)
+        return self.compute_logits(hidden)
+
+    def forward_paged(self, input_ids: jax.Array, positions: jax.Array, kv_caches: list[jax.Array],
+                      metadata: AttentionMetadata, attention_impl: str | None = None):
+        """Engine path: ids/positions [T] -> (hidden [T, D], updated kv_caches)."""
+        return self._backbone(input_ids, positions, PagedAttention(metadata, attention_impl), kv_caches)

@@ -1,0 +1,1 @@
+"""Checkpoint readers (safetensors, GGUF), per-architecture key maps and sharded placement."""

@@ -1,0 +1,155 @@
+"""Strict, streaming weight loading into sharded NNX state.
+
+The model is first built abstractly (``nnx.eval_shape``: shapes, dtypes and logical axes, no memory). Each
+checkpoint tensor is then checked against the per-architecture key map (unknown, duplicate or missing keys
+and shape mismatches are errors naming the key and the file), converted to the target dtype and placed
+with ``jax.make_array_from_callback``: every device receives only its own shard, sliced lazily from the
+memory-mapped file, so neither host nor any device ever holds the whole model.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh
+
+from jaxllm.config import ModelConfig
+from jaxllm.models.registry import model_class
+from jaxllm.parallel.sharding import make_mesh, named_sharding
+from jaxllm.weights.mappings import IGNORED_SUFFIXES, Target, key_map, optional_keys
+
+
+class WeightLoadError(ValueError):
+    """A checkpoint does not match the architecture (names the key and the file)."""
+
+
+def abstract_model(cfg: ModelConfig, dtype=None):
+    """(graphdef, {path: abstract Variable}) of the model, without allocating anything."""
+    cls = model_class(cfg)
+    abstract = nnx.eval_shape(lambda: cls(cfg, dtype=dtype, rngs=nnx.Rngs(0)))
+    graphdef, state = nnx.split(abstract)
+    return graphdef, dict(nnx.to_flat_state(state))
+
+
+def _place(shape, dtype, sharding, read_slice) -> jax.Array:
+    """Build a sharded array; ``read_slice(index) -> np.ndarray`` supplies one device's shard."""
+    np_dtype = jnp.dtype(dtype)
+
+    def callback(index):
+        return np.ascontiguousarray(read_slice(index), dtype=np_dtype)
+
+    return jax.make_array_from_callback(tuple(shape), sharding, callback)
+
+
+def _fused_reader(parts: list[np.ndarray], axis: int):
+    def read(index):
+        index = tuple(index) + (slice(None),) * (parts[0].ndim + 1 - len(index))
+        part_ids = range(len(parts))[index[axis]]
+        rest = index[:axis] + index[axis + 1:]
+        return np.stack([parts[j][rest] for j in part_ids], axis=axis)
+    return read
+
+
+def _assemble(cfg: ModelConfig, tensors: Iterable[tuple[str, np.ndarray, str]], variables: dict,
+              mesh: Mesh) -> dict:
+    """Check every tensor against the key map and place it. Returns {path: jax.Array}."""
+    targets = key_map(cfg)
+    optional = optional_keys(cfg)
+    seen: dict[str, str] = {}
+    pending: dict[tuple, list] = {}
+    placed: dict[tuple, jax.Array] = {}
+    for name, array, source in tensors:
+        if name.endswith(IGNORED_SUFFIXES):
+            continue
+        if name in seen:
+            raise WeightLoadError(f"duplicate key {name!r} in {source} (already read from {seen[name]})")
+        seen[name] = source
+        target: Target | None = targets.get(name)
+        if target is None:
+            if name in optional:
+                continue
+            raise WeightLoadError(f"unexpected key {name!r} in {source}: {cfg.architecture} has no such weight")
+        if tuple(array.shape) != target.hf_shape:
+            raise WeightLoadError(f"shape mismatch for {name!r} in {source}: expected {target.hf_shape}, "
+                                  f"got {tuple(array.shape)}")
+        var = variables[target.path]
+        sharding = named_sharding(mesh, var.get_metadata()["logical_axes"])
+        ours = target.to_ours(array)
+        if target.part is None:
+            placed[target.path] = _place(var.get_value().shape, var.get_value().dtype, sharding, lambda idx, a=ours: a[idx])
+            continue
+        parts = pending.setdefault(target.path, [None] * target.num_parts)
+        parts[target.part] = ours
+        if all(p is not None for p in parts):
+            placed[target.path] = _place(var.get_value().shape, var.get_value().dtype, sharding,
+                                         _fused_reader(parts, target.axis))
+            del pending[target.path]
+    missing = sorted(set(targets) - set(seen))
+    if missing:
+        shown = ", ".join(repr(k) for k in missing[:8]) + (" ..." if len(missing) > 8 else "")
+        raise WeightLoadError(f"checkpoint is missing {len(missing)} key(s) for {cfg.architecture}: {shown}")
+    return placed
+
+
+def _merge(graphdef, variables: dict, arrays: dict):
+    for path, var in variables.items():
+        var.set_value(arrays[path])
+    return nnx.merge(graphdef, nnx.from_flat_state(list(variables.items())))
+
+
+def build_model_from_tensors(cfg: ModelConfig, tensors: Iterable[tuple[str, np.ndarray, str]],
+                             mesh: Mesh | None = None):
+    """Model with weights from an iterable of (HF name, array in HF layout, source file)."""
+    mesh = mesh or make_mesh(1)
+    graphdef, variables = abstract_model(cfg)
+    return _merge(graphdef, variables, _assemble(cfg, tensors, variables, mesh))
+
+
+def build_dummy_model(cfg: ModelConfig, mesh: Mesh | None = None, seed: int = 0):
+    """Random weights of the real shapes (like vLLM's load_format="dummy"), generated on device, sharded."""
+    mesh = mesh or make_mesh(1)
+    graphdef, variables = abstract_model(cfg)
+    arrays = {}
+    key = jax.random.key(seed)
+    for i, (path, var) in enumerate(variables.items()):
+        sharding = named_sharding(mesh, var.get_metadata()["logical_axes"])
+        shape, dtype = var.get_value().shape, var.get_value().dtype
+        if path[-1] == "weight":  # norms
+            make = jax.jit(lambda: jnp.ones(shape, dtype), out_shardings=sharding)
+            arrays[path] = make()
+        else:
+            make = jax.jit(lambda k, s=shape, d=dtype: (0.02 * jax.random.normal(k, s, jnp.float32)).astype(d),
+                           out_shardings=sharding)
+            arrays[path] = make(jax.random.fold_in(key, i))
+    return _merge(graphdef, variables, arrays)
+
+
+def is_gguf_file(path: str) -> bool:
+    """A regular file starting with the GGUF magic."""
+    if not os.path.isfile(path):
+        return False
+    with open(path, "rb") as f:
+        return f.read(4) == b"GGUF"
+
+
+def _tensor_source(path: str):
+    """(hf config dict or None, tensor iterator) for a safetensors folder or a GGUF file."""
+    if is_gguf_file(path):
+        from jaxllm.weights.gguf import GGUFCheckpoint
+
+        ckpt = GGUFCheckpoint(path)
+        return ckpt.hf_config, ((name, arr, path) for name, arr in ckpt.tensors())
+    from jaxllm.weights.safetensors_reader import iter_checkpoint
+
+    return None, iter_checkpoint(path)
+
+
+def load_weights(path: str | os.PathLike, cfg: ModelConfig, mesh: Mesh | None = None):
+    """Load a checkpoint folder (safetensors, possibly sharded) or a GGUF file into the model of ``cfg``."""
+    _, tensors = _tensor_source(os.fspath(path))
+    return build_model_from_tensors(cfg, tensors, mesh)

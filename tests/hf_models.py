@@ -1,0 +1,42 @@
+"""Tiny random HF checkpoints built in the tests (no downloads), saved with safetensors."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import transformers
+
+TINY = dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=512)
+
+
+def make_config(arch: str, **overrides):
+    """A transformers config of ``arch`` with tiny dims (GQA 4/2 heads by default)."""
+    kw = {**TINY, **overrides}
+    cls = {
+        "LlamaForCausalLM": transformers.LlamaConfig,
+        "MistralForCausalLM": transformers.MistralConfig,
+        "Qwen2ForCausalLM": transformers.Qwen2Config,
+        "Qwen3ForCausalLM": transformers.Qwen3Config,
+    }[arch]
+    cfg = cls(**kw)
+    cfg.architectures = [arch]
+    return cfg
+
+
+def save_tiny_model(path, arch: str, seed: int = 0, max_shard_size=None, dtype=torch.float32, **overrides):
+    """Build a random HF model, save it (safetensors) to ``path`` and return the torch model (fp32, eval)."""
+    torch.manual_seed(seed)
+    cfg = make_config(arch, **overrides)
+    model = getattr(transformers, arch)(cfg).to(dtype).eval()
+    # Random norms and biases too, so that a wrongly mapped one cannot hide behind ones/zeros.
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.copy_(1.0 + 0.1 * torch.randn_like(p))
+            elif name.endswith("bias"):
+                p.copy_(0.1 * torch.randn_like(p))
+    kwargs = {} if max_shard_size is None else {"max_shard_size": max_shard_size}
+    model.save_pretrained(os.fspath(path), **kwargs)
+    return model
