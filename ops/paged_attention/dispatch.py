@@ -1,33 +1,74 @@
 """Picks the implementation of ragged paged attention for the current platform.
 
-``JAXLLM_ATTENTION_IMPL`` (or the ``impl`` argument) forces one: "reference" (pure jnp, any platform).
-GPU implementations register themselves here as they are added.
+Implementations (all take the reference's arguments; see reference.py for shapes and semantics):
+
+* ``"reference"``: pure jnp, any platform. Gathers [T, ctx, K, D]: tests and short batches.
+* ``"chunked"``: pure jnp, any platform, memory O(chunk): the default off the GPU.
+* ``"pallas_triton"``: the Pallas kernel lowered through Triton (pallas_attention.py), NVIDIA sm_80+.
+
+``JAXLLM_ATTENTION_IMPL`` (or the ``impl`` argument, which wins) forces one. Otherwise: ``pallas_triton`` on an
+NVIDIA GPU of compute capability >= 8.0 when the shapes are supported (head_dim a power of two >= 16), else
+``chunked``.
 """
 
 from __future__ import annotations
 
 import os
 
+import jax
 
-
+from .chunked import ragged_paged_attention_chunked
+from .pallas_attention import ragged_paged_attention_pallas
 from .reference import ragged_paged_attention_reference
 
-IMPLEMENTATIONS = {"reference": ragged_paged_attention_reference}
+IMPLEMENTATIONS = {
+    "reference": ragged_paged_attention_reference,
+    "chunked": ragged_paged_attention_chunked,
+    "pallas_triton": ragged_paged_attention_pallas,
+}
 
 
-def default_impl() -> str:
+def gpu_compute_capability() -> tuple[int, int] | None:
+    """(major, minor) of the first device if it is an NVIDIA GPU, else None."""
+    try:
+        dev = jax.devices()[0]
+    except RuntimeError:
+        return None
+    if dev.platform != "gpu":
+        return None
+    cc = getattr(dev, "compute_capability", None)
+    if not cc:
+        return None
+    major, _, minor = str(cc).partition(".")
+    try:
+        return int(major), int(minor or 0)
+    except ValueError:
+        return None
+
+
+def _supported_by_pallas(q) -> bool:
+    head_dim = q.shape[-1]
+    return head_dim >= 16 and head_dim & (head_dim - 1) == 0
+
+
+def default_impl(q=None) -> str:
+    """The implementation used when none is forced (``q`` lets it check shape support)."""
     forced = os.environ.get("JAXLLM_ATTENTION_IMPL")
     if forced:
         if forced not in IMPLEMENTATIONS:
             raise ValueError(f"JAXLLM_ATTENTION_IMPL={forced!r}; available: {sorted(IMPLEMENTATIONS)}")
         return forced
-    return "reference"
+    cc = gpu_compute_capability()
+    if cc is not None and cc >= (8, 0) and (q is None or _supported_by_pallas(q)):
+        return "pallas_triton"
+    return "chunked"
 
 
 def ragged_paged_attention(q, kv_cache, query_start_loc, seq_lens, block_tables, *, sm_scale,
                            sliding_window=None, soft_cap=None, impl: str | None = None):
-    """Ragged paged attention (see reference.py for shapes and semantics)."""
-    name = impl or default_impl()
+    """Ragged paged attention (see reference.py for shapes and semantics). Outputs of padding tokens
+    (after query_start_loc[-1]) are unspecified for the GPU kernels."""
+    name = impl or default_impl(q)
     if name not in IMPLEMENTATIONS:
         raise ValueError(f"attention impl {name!r} is not available; available: {sorted(IMPLEMENTATIONS)}")
     return IMPLEMENTATIONS[name](q, kv_cache, query_start_loc, seq_lens, block_tables, sm_scale=sm_scale,

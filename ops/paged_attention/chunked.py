@@ -1,0 +1,94 @@
+"""Memory-bounded pure-jnp ragged paged attention: the CPU path of the engine (and any platform's fallback).
+
+Same math as reference.py, but query tokens are processed in chunks of ``token_chunk`` (lax.map) and keys in
+groups of ``key_chunk`` cache slots (lax.scan, online softmax), so the gathered K/V is
+[token_chunk, key_chunk, K, D] instead of the reference's [T, ctx, K, D]: an 8k-token prefill over an 8k context
+stays at a few MB per step instead of tens of GB.
+
+Shapes: T tokens, S sequences, P block-table width, Hq q heads, K kv heads, D head dim, BS block size.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from .reference import token_sequence_ids
+
+
+def ragged_paged_attention_chunked(
+    q: jax.Array,  # [T, Hq, D]
+    kv_cache: jax.Array,  # [2, NB, BS, K, D]
+    query_start_loc: jax.Array,  # [S + 1] int32
+    seq_lens: jax.Array,  # [S] int32
+    block_tables: jax.Array,  # [S, P] int32
+    *,
+    sm_scale: float,
+    sliding_window: int | None = None,
+    soft_cap: float | None = None,
+    token_chunk: int = 64,
+    key_chunk: int = 512,
+) -> jax.Array:
+    """Causal ragged paged attention in bounded memory. Returns [T, Hq, D]; padding tokens get zeros."""
+    num_tokens, num_q_heads, head_dim = q.shape
+    _, num_blocks, block_size, num_kv_heads, _ = kv_cache.shape
+    num_seqs, pages = block_tables.shape
+    group = num_q_heads // num_kv_heads
+    tc = max(1, min(token_chunk, num_tokens))
+    pg = max(1, min(key_chunk // block_size, pages))  # pages per key group
+    t_pad = -(-num_tokens // tc) * tc
+    p_pad = -(-pages // pg) * pg
+
+    seq_of_token = token_sequence_ids(query_start_loc, num_tokens)
+    valid = seq_of_token < num_seqs
+    s = jnp.minimum(seq_of_token, num_seqs - 1)
+    q_len = query_start_loc[s + 1] - query_start_loc[s]
+    pos = seq_lens[s] - q_len + jnp.arange(num_tokens, dtype=jnp.int32) - query_start_loc[s]
+    kv_len = jnp.where(valid, jnp.minimum(pos + 1, seq_lens[s]), 0)  # keys [0, kv_len) may be visible
+
+    pad_t = t_pad - num_tokens
+    qg = jnp.pad(q, ((0, pad_t), (0, 0), (0, 0))).reshape(t_pad // tc, tc, num_kv_heads, group, head_dim)
+    tables = jnp.pad(block_tables, ((0, 0), (0, p_pad - pages)))
+    tables = jnp.clip(tables, 0, num_blocks - 1)  # unused entries may hold garbage; masked below
+    per_chunk = (
+        qg,
+        jnp.pad(s, (0, pad_t)).reshape(-1, tc),
+        jnp.pad(pos, (0, pad_t)).reshape(-1, tc),
+        jnp.pad(kv_len, (0, pad_t)).reshape(-1, tc),
+    )
+    key_len = pg * block_size
+
+    def one_chunk(args):
+        qc, sc, pc, lc = args  # [tc, K, G, D], [tc], [tc], [tc]
+        qf = qc.astype(jnp.float32) * sm_scale
+
+        def key_group(carry, j):
+            acc, m, l = carry
+            blocks = lax.dynamic_slice_in_dim(tables[sc], j * pg, pg, axis=1)  # [tc, pg]
+            kpos = j * key_len + jnp.arange(key_len, dtype=jnp.int32)
+            vis = kpos[None, :] < lc[:, None]
+            if sliding_window is not None:
+                vis &= pc[:, None] - kpos[None, :] < sliding_window
+            keys = kv_cache[0][blocks].reshape(tc, key_len, num_kv_heads, head_dim)
+            vals = kv_cache[1][blocks].reshape(tc, key_len, num_kv_heads, head_dim)
+            vals = jnp.where(vis[:, :, None, None], vals.astype(jnp.float32), 0.0)
+            sco = jnp.einsum("tkgd,tckd->tkgc", qf, keys.astype(jnp.float32))
+            if soft_cap is not None:
+                sco = soft_cap * jnp.tanh(sco / soft_cap)
+            sco = jnp.where(vis[:, None, None, :], sco, -jnp.inf)
+            m_new = jnp.maximum(m, jnp.max(sco, axis=-1))
+            p = jnp.exp(sco - m_new[..., None])
+            alpha = jnp.exp(m - m_new)
+            acc = acc * alpha[..., None] + jnp.einsum("tkgc,tckd->tkgd", p, vals)
+            return (acc, m_new, l * alpha + jnp.sum(p, axis=-1)), None
+
+        init = (jnp.zeros(qc.shape, jnp.float32), jnp.full(qc.shape[:-1], -1e30, jnp.float32),
+                jnp.zeros(qc.shape[:-1], jnp.float32))
+        (acc, _, l), _ = lax.scan(key_group, init, jnp.arange(p_pad // pg, dtype=jnp.int32))
+        return acc / jnp.where(l == 0.0, 1.0, l)[..., None]
+
+    out = lax.map(one_chunk, per_chunk)  # [T_pad / tc, tc, K, G, D]
+    out = out.reshape(t_pad, num_q_heads, head_dim)[:num_tokens]
+    out = jnp.where(valid[:, None, None], out, 0.0)
+    return out.astype(q.dtype)

@@ -1,0 +1,118 @@
+"""Entry point of the Pallas/Triton ragged paged attention: picks tile shapes from the static shapes and runs
+the decode launch (A) and the prefill launch (B) of ``pallas_triton``; see that module for the algorithm.
+
+Shapes: T tokens, S sequences, P block-table width, Hq q heads, K kv heads, D head dim, BS block size.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+
+from .pallas_triton import TileConfig, decode_schedule, launch, merge_splits, prefill_schedule, _next_pow2
+
+DEFAULT_NUM_SMS = 132  # H200 / H100 SXM; read from the device when there is one
+
+
+def _num_sms() -> int:
+    try:
+        dev = jax.devices()[0]
+        return int(getattr(dev, "core_count", 0) or DEFAULT_NUM_SMS)
+    except Exception:  # noqa: BLE001 - no backend at all: keep the default
+        return DEFAULT_NUM_SMS
+
+
+def decode_config(num_seqs: int, num_kv_heads: int, group: int, head_dim: int, max_ctx: int,
+                  num_sms: int | None = None) -> TileConfig:
+    """Launch A: ~16 rows (the minimum tensor-core M), 64 keys a step, split-K until the GPU has
+    ~8 programs per SM, each split keeping >= 512 keys."""
+    gp = _next_pow2(group)
+    block_q = max(1, 16 // gp)
+    block_n = 64 if head_dim <= 128 else 32
+    sms = num_sms or _num_sms()
+    want = max(1, -(-8 * sms // max(1, num_seqs * num_kv_heads)))
+    splits = max(1, min(want, max_ctx // 512, 16))
+    splits = 1 << (splits.bit_length() - 1)  # power of two: stable compile set
+    env = os.environ.get("JAXLLM_PA_DECODE_SPLITS")
+    if env:
+        splits = int(env)
+    return TileConfig(block_q=block_q, block_n=block_n, num_splits=splits, num_warps=4, num_stages=3)
+
+
+def prefill_config(group: int, head_dim: int) -> TileConfig:
+    """Launch B: 128 rows (BQ tokens x all q heads of one kv head), 64 keys a step (32 at D=256)."""
+    gp = _next_pow2(group)
+    block_q = max(1, 128 // gp)
+    if head_dim > 128:
+        return TileConfig(block_q=block_q, block_n=32, num_warps=8, num_stages=2)
+    return TileConfig(block_q=block_q, block_n=64, num_warps=8, num_stages=3)
+
+
+def _check(q, kv_cache, query_start_loc, seq_lens, block_tables, sliding_window, soft_cap):
+    if q.ndim != 3:
+        raise ValueError(f"q must be [T, Hq, D], got shape {q.shape}")
+    if kv_cache.ndim != 5 or kv_cache.shape[0] != 2:
+        raise ValueError(f"kv_cache must be [2, NB, BS, K, D], got shape {kv_cache.shape}")
+    num_tokens, num_q_heads, head_dim = q.shape
+    num_kv_heads = kv_cache.shape[3]
+    if kv_cache.shape[4] != head_dim:
+        raise ValueError(f"head_dim of q ({head_dim}) != head_dim of kv_cache ({kv_cache.shape[4]})")
+    if num_q_heads % num_kv_heads:
+        raise ValueError(f"num_q_heads={num_q_heads} is not a multiple of num_kv_heads={num_kv_heads}")
+    if head_dim < 16 or head_dim & (head_dim - 1):
+        raise ValueError(f"head_dim={head_dim}: the Pallas kernel needs a power of two >= 16")
+    if query_start_loc.shape != (seq_lens.shape[0] + 1,) or block_tables.shape[0] != seq_lens.shape[0]:
+        raise ValueError(f"inconsistent metadata shapes: query_start_loc {query_start_loc.shape}, "
+                         f"seq_lens {seq_lens.shape}, block_tables {block_tables.shape}")
+    if sliding_window is not None and int(sliding_window) < 1:
+        raise ValueError(f"sliding_window={sliding_window} must be >= 1")
+    if soft_cap is not None and not float(soft_cap) > 0:
+        raise ValueError(f"soft_cap={soft_cap} must be > 0")
+
+
+def ragged_paged_attention_pallas(
+    q: jax.Array,  # [T, Hq, D]
+    kv_cache: jax.Array,  # [2, NB, BS, K, D]
+    query_start_loc: jax.Array,  # [S + 1] int32
+    seq_lens: jax.Array,  # [S] int32
+    block_tables: jax.Array,  # [S, P] int32
+    *,
+    sm_scale: float,
+    sliding_window: int | None = None,
+    soft_cap: float | None = None,
+    interpret: bool = False,
+    decode_cfg: TileConfig | None = None,
+    prefill_cfg: TileConfig | None = None,
+) -> jax.Array:
+    """Same contract as ``ragged_paged_attention_reference`` (outputs of padding tokens unspecified)."""
+    _check(q, kv_cache, query_start_loc, seq_lens, block_tables, sliding_window, soft_cap)
+    num_tokens, num_q_heads, head_dim = q.shape
+    _, num_blocks, block_size, num_kv_heads, _ = kv_cache.shape
+    num_seqs, pages_per_seq = block_tables.shape
+    group = num_q_heads // num_kv_heads
+    query_start_loc = query_start_loc.astype(jnp.int32)
+    seq_lens = seq_lens.astype(jnp.int32)
+    block_tables = block_tables.astype(jnp.int32)
+    cfg_a = decode_cfg or decode_config(num_seqs, num_kv_heads, group, head_dim, pages_per_seq * block_size)
+    cfg_b = prefill_cfg or prefill_config(group, head_dim)
+
+    q_rows = q.reshape(num_tokens * num_q_heads, head_dim)
+    kv_rows = kv_cache.reshape(2 * num_blocks * block_size * num_kv_heads, head_dim)
+    run = functools.partial(launch, q_rows=q_rows, kv_rows=kv_rows, query_start_loc=query_start_loc,
+                            seq_lens=seq_lens, block_tables=block_tables, num_q_heads=num_q_heads,
+                            num_kv_heads=num_kv_heads, block_size=block_size, num_blocks=num_blocks,
+                            sm_scale=sm_scale, sliding_window=sliding_window, soft_cap=soft_cap,
+                            interpret=interpret)
+
+    out = run(decode_schedule(query_start_loc, cfg_a.block_q), cfg=cfg_a)
+    if cfg_a.num_splits > 1:
+        out = merge_splits(*out, cfg_a.num_splits, q.dtype)
+    if num_tokens > cfg_a.block_q:  # some sequence may have q_len > BQ_A: the prefill launch
+        bq = cfg_b.block_q
+        slots = min(num_tokens // bq + num_seqs, num_tokens // bq + num_tokens // (cfg_a.block_q + 1) + 1)
+        sched = prefill_schedule(query_start_loc, cfg_a.block_q + 1, bq, max(1, slots))
+        out = run(sched, out=out, cfg=cfg_b)
+    return out.reshape(num_tokens, num_q_heads, head_dim)

@@ -1,0 +1,29 @@
+"""Shared pytest setup: tests marked ``@pytest.mark.gpu`` run only where jax sees a GPU."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+
+
+@functools.cache
+def jax_has_gpu() -> bool:
+    try:
+        import jax
+
+        return any(d.platform == "gpu" for d in jax.devices())
+    except Exception:  # noqa: BLE001 - no usable backend means no GPU
+        return False
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "gpu: needs an NVIDIA GPU visible to jax (skipped elsewhere)")
+
+
+def pytest_collection_modifyitems(config, items):
+    gpu_items = [item for item in items if "gpu" in item.keywords]
+    if gpu_items and not jax_has_gpu():
+        skip = pytest.mark.skip(reason="needs a GPU visible to jax")
+        for item in gpu_items:
+            item.add_marker(skip)

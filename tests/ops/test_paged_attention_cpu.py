@@ -1,0 +1,110 @@
+"""CPU tests: the jnp implementations (reference, chunked) and the Pallas kernel in interpret mode against a
+naive float64 dense causal attention, on random padded ragged batches with NaN-poisoned unused cache slots
+and block-table entries."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from batches import make_batch, naive_attention  # noqa: E402
+
+from jaxllm.ops.paged_attention import dispatch  # noqa: E402
+from jaxllm.ops.paged_attention.chunked import ragged_paged_attention_chunked  # noqa: E402
+from jaxllm.ops.paged_attention.pallas_attention import ragged_paged_attention_pallas  # noqa: E402
+from jaxllm.ops.paged_attention.pallas_triton import TileConfig  # noqa: E402
+from jaxllm.ops.paged_attention.reference import ragged_paged_attention_reference  # noqa: E402
+
+# (name, q_lens, ctx_lens): ctx_len = cached + new tokens; ctx > q means a prefix already in the cache.
+BATCHES = [
+    ("decode", [1, 1, 1, 1], [1, 17, 40, 95]),
+    ("prefill", [5, 33, 64], [5, 33, 64]),
+    ("mixed", [1, 20, 1, 7, 1], [60, 20, 3, 7, 128]),
+    ("prefix_cached_first_chunk", [9, 16, 1], [41, 80, 33]),
+]
+
+
+def _check(out, want, n, tol):
+    out = np.asarray(out, np.float64)[:n]
+    assert not np.isnan(out).any(), "NaN leaked from a poisoned block"
+    err = np.abs(out - want).max()
+    assert err < tol, f"max abs error {err}"
+
+
+@pytest.mark.parametrize("impl", [ragged_paged_attention_reference, ragged_paged_attention_chunked])
+@pytest.mark.parametrize("name,q_lens,ctx_lens", BATCHES)
+def test_jnp_impls_match_naive(impl, name, q_lens, ctx_lens):
+    rng = np.random.default_rng(sum(map(ord, name)))
+    b = make_batch(rng, q_lens, ctx_lens, num_q_heads=8, num_kv_heads=2, head_dim=64, block_size=16)
+    out = impl(*map(jnp.asarray, b.args()), sm_scale=0.125, **({"token_chunk": 8, "key_chunk": 32}
+                                                                  if impl is ragged_paged_attention_chunked else {}))
+    _check(out, naive_attention(b, 0.125), b.meta.num_real_tokens, 1e-4)
+    # padding tokens are zeros for the jnp implementations
+    assert np.all(np.asarray(out)[b.meta.num_real_tokens:] == 0)
+
+
+@pytest.mark.parametrize("impl", [ragged_paged_attention_reference, ragged_paged_attention_chunked])
+@pytest.mark.parametrize("hq,hk,d,bs", [(4, 4, 64, 16), (14, 2, 128, 32), (8, 1, 256, 64), (4, 2, 64, 256),
+                                        (6, 2, 128, 128)])
+@pytest.mark.parametrize("window,cap", [(None, None), (7, None), (None, 5.0), (20, 30.0)])
+def test_jnp_impls_shapes_and_options(impl, hq, hk, d, bs, window, cap):
+    rng = np.random.default_rng(hq * 1000 + d + bs)
+    b = make_batch(rng, [1, 13, 1, 30], [70, 13, 5, 300], num_q_heads=hq, num_kv_heads=hk, head_dim=d,
+                   block_size=bs)
+    scale = d ** -0.5
+    kw = {"token_chunk": 16, "key_chunk": 64} if impl is ragged_paged_attention_chunked else {}
+    out = impl(*map(jnp.asarray, b.args()), sm_scale=scale, sliding_window=window, soft_cap=cap, **kw)
+    _check(out, naive_attention(b, scale, window, cap), b.meta.num_real_tokens, 1e-4)
+
+
+@pytest.mark.parametrize("name,q_lens,ctx_lens", BATCHES)
+def test_pallas_interpret_matches_naive(name, q_lens, ctx_lens):
+    rng = np.random.default_rng(sum(map(ord, name)))
+    b = make_batch(rng, q_lens, ctx_lens, num_q_heads=4, num_kv_heads=2, head_dim=32, block_size=16,
+                   garbage=10**6)
+    out = ragged_paged_attention_pallas(*map(jnp.asarray, b.args()), sm_scale=0.2, interpret=True)
+    _check(out, naive_attention(b, 0.2), b.meta.num_real_tokens, 1e-4)
+
+
+@pytest.mark.parametrize("window,cap,splits", [(None, None, 2), (9, None, 1), (None, 3.0, 3), (5, 20.0, 2)])
+def test_pallas_interpret_options_and_splits(window, cap, splits):
+    """Small tiles so that one sequence spans many KV tiles, split-K and the masked/unmasked loops."""
+    rng = np.random.default_rng(splits + (window or 0))
+    b = make_batch(rng, [1, 19, 1, 2], [77, 40, 3, 50], num_q_heads=6, num_kv_heads=2, head_dim=16,
+                   block_size=8)
+    out = ragged_paged_attention_pallas(
+        *map(jnp.asarray, b.args()), sm_scale=0.3, sliding_window=window, soft_cap=cap, interpret=True,
+        decode_cfg=TileConfig(block_q=2, block_n=16, num_splits=splits),
+        prefill_cfg=TileConfig(block_q=4, block_n=8))
+    _check(out, naive_attention(b, 0.3, window, cap), b.meta.num_real_tokens, 1e-4)
+
+
+def test_dispatch_defaults_and_forcing(monkeypatch):
+    monkeypatch.delenv("JAXLLM_ATTENTION_IMPL", raising=False)
+    assert dispatch.default_impl() == "chunked"  # CPU
+    monkeypatch.setenv("JAXLLM_ATTENTION_IMPL", "reference")
+    assert dispatch.default_impl() == "reference"
+    monkeypatch.setenv("JAXLLM_ATTENTION_IMPL", "nope")
+    with pytest.raises(ValueError, match="nope"):
+        dispatch.default_impl()
+    rng = np.random.default_rng(0)
+    b = make_batch(rng, [1, 3], [9, 3])
+    with pytest.raises(ValueError, match="bogus"):
+        dispatch.ragged_paged_attention(*map(jnp.asarray, b.args()), sm_scale=1.0, impl="bogus")
+    out = dispatch.ragged_paged_attention(*map(jnp.asarray, b.args()), sm_scale=1.0, impl="chunked")
+    _check(out, naive_attention(b, 1.0), b.meta.num_real_tokens, 1e-4)
+
+
+def test_pallas_rejects_bad_input():
+    rng = np.random.default_rng(0)
+    b = make_batch(rng, [1], [4], head_dim=24)
+    with pytest.raises(ValueError, match="head_dim=24"):
+        ragged_paged_attention_pallas(*map(jnp.asarray, b.args()), sm_scale=1.0, interpret=True)
+    b = make_batch(rng, [1], [4])
+    with pytest.raises(ValueError, match="sliding_window=0"):
+        ragged_paged_attention_pallas(*map(jnp.asarray, b.args()), sm_scale=1.0, sliding_window=0)
