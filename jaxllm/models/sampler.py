@@ -1,0 +1,221 @@
+"""On-device sampler: logits [S, V] f32 of each sequence's last token -> sampled token ids, inside the jitted step.
+
+``sample(logits, metadata, config)`` applies vLLM's processing order: allowed_token_ids mask, logit_bias, banned ids
+(min_tokens stop ids, bad words) to -inf, penalties (repetition on prompt+output tokens: positive logits divided,
+negative multiplied; frequency/presence on output tokens), then for random rows temperature, min_p, top_k, top_p,
+and samples. Greedy rows (temperature < 1e-5) take the argmax of the processed logits (first index on ties).
+Random rows use the Gumbel-max trick, argmax(x / T + g), with g a keyed hash of the token id under the row key
+``fold_in(threefry_key(seed), output_index)``: it depends only on the request's seed and ``output_index``, so a
+seeded request samples the same tokens whatever else is in the batch and wherever its row is.
+
+top-k / top-p are exact and tie-inclusive without sorting the vocabulary (``lax.top_k`` with k > 16 IS a full sort
+on GPU: ~2.6 ms for [256, 151936] on an H200):
+  * ``top_k_values`` finds the exact top K of a row by taking the K blocks (of 128 columns) with the largest
+    maxima, then ``lax.top_k`` over those K*128 candidates only. Every value above the K-th largest lies in a
+    block whose max beats it, so the K values are exact. Cost: one pass over [S, V] plus two small sorts.
+  * top-k keeps x >= (k-th largest value): from the top ``TOPK_CANDIDATES`` values when k <= that, else by a
+    32-step bisection on the float's order-preserving uint32 bits (count(x >= t) >= k), one [S, V] pass a step.
+  * top-p keeps x >= t where t is the largest value whose "mass at or above t" reaches top_p: equivalently, token i
+    survives iff the probability mass of tokens strictly more likely than i is < top_p, so all tokens tied at the
+    boundary survive. t comes from the cumulative sum over the top ``TOPK_CANDIDATES`` candidates when their mass
+    reaches top_p, else from the same 32-step bisection on the mass.
+  The bisections run under ``lax.cond`` only when some row needs them (no host sync; the branch is picked on device).
+Cost per step of the full variant: ~10 elementwise/reduction passes over [S, V] (scatters of sparse ids, max,
+softmax sum, block maxima, Gumbel noise, argmax; log_softmax + rank + top-20 for logprobs), plus 64 extra passes in
+the rare bisection fallback. The greedy variant is a single argmax.
+
+Logprobs (``config.num_logprobs`` > 0) come from the RAW logits (vLLM v1's default ``raw_logprobs``): the sampled
+token's logprob, its rank (1 + number of tokens with a strictly greater logprob) and the top-k ids and logprobs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+TOPK_CANDIDATES = 64  # static K of the top-k/top-p fast path (rows beyond it take the bisection fallback)
+BLOCK = 128  # column block of top_k_values
+_NEG_INF = float("-inf")
+
+
+@dataclasses.dataclass
+class SamplerOutput:
+    """S = padded number of sequences; the logprob fields are None unless ``config.num_logprobs``."""
+
+    token_ids: Any  # [S] i32
+    logprob: Any = None  # [S] f32: raw logprob of the sampled token
+    rank: Any = None  # [S] i32: 1 + number of tokens with a strictly greater raw logprob
+    top_ids: Any = None  # [S, num_logprobs] i32, best first
+    top_logprobs: Any = None  # [S, num_logprobs] f32
+
+
+jax.tree_util.register_dataclass(SamplerOutput, data_fields=["token_ids", "logprob", "rank", "top_ids",
+                                                             "top_logprobs"], meta_fields=[])
+
+
+def top_k_values(x: jax.Array, k: int, block: int = BLOCK) -> tuple[jax.Array, jax.Array]:
+    """Exact top-k of each row of x [N, V] without sorting V: (values [N, k] descending, ids [N, k] i32).
+
+    Ties may be broken differently from ``lax.top_k`` but the values are the same multiset."""
+    n, v = x.shape
+    num_blocks = -(-v // block)
+    if num_blocks < 4 * k:  # small vocabulary: the plain top_k is cheap
+        vals, ids = lax.top_k(x, k)
+        return vals, ids.astype(jnp.int32)
+    if num_blocks * block != v:
+        x = jnp.pad(x, ((0, 0), (0, num_blocks * block - v)), constant_values=_NEG_INF)
+    xb = x.reshape(n, num_blocks, block)
+    _, block_ids = lax.top_k(xb.max(axis=-1), k)  # [N, k]
+    cand = jnp.take_along_axis(xb, block_ids[:, :, None], axis=1).reshape(n, k * block)
+    vals, pos = lax.top_k(cand, k)
+    ids = jnp.take_along_axis(block_ids, pos // block, axis=1) * block + pos % block
+    return vals, jnp.minimum(ids, v - 1).astype(jnp.int32)
+
+
+def token_logprobs(logits: jax.Array, target_ids: jax.Array, k: int):
+    """Raw logprobs of logits [N, V] for target_ids [N] -> (logprob [N] f32, rank [N] i32, top_ids [N, k] i32,
+    top_logprobs [N, k] f32). ``k`` is static (0 gives [N, 0] arrays). Used for sample and prompt logprobs."""
+    lp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    tok = jnp.take_along_axis(lp, target_ids.astype(jnp.int32)[:, None], axis=1)[:, 0]
+    rank = 1 + jnp.sum(lp > tok[:, None], axis=-1, dtype=jnp.int32)
+    if k == 0:
+        n = lp.shape[0]
+        return tok, rank, jnp.zeros((n, 0), jnp.int32), jnp.zeros((n, 0), jnp.float32)
+    top_lp, top_ids = top_k_values(lp, k)
+    return tok, rank, top_ids, top_lp
+
+
+def _rows(ids: jax.Array) -> jax.Array:
+    return jnp.arange(ids.shape[0])[:, None]
+
+
+def _apply_processors(x: jax.Array, md: Any, penalties: bool) -> jax.Array:
+    """allowed_token_ids, logit_bias, banned ids, penalties (vLLM's order). Sparse ids padded with V are dropped."""
+    s, v = x.shape
+    allowed = jnp.zeros((s, v), bool).at[_rows(md.allowed_ids), md.allowed_ids].set(True, mode="drop")
+    x = jnp.where(md.has_allowed[:, None] & ~allowed, _NEG_INF, x)
+    x = x.at[_rows(md.bias_ids), md.bias_ids].add(md.bias_values, mode="drop")
+    x = x.at[_rows(md.banned_ids), md.banned_ids].set(_NEG_INF, mode="drop")
+    if penalties:
+        ids = md.penalty_token_ids
+        is_output = jnp.arange(ids.shape[1])[None, :] >= md.prompt_len[:, None]
+        counts = jnp.zeros((s, v), jnp.float32).at[_rows(ids), ids].add(is_output.astype(jnp.float32), mode="drop")
+        seen = jnp.zeros((s, v), bool).at[_rows(ids), ids].set(True, mode="drop")
+        rep = md.repetition_penalty[:, None]
+        x = jnp.where(seen, jnp.where(x > 0, x / rep, x * rep), x)
+        x = x - md.frequency_penalty[:, None] * counts - md.presence_penalty[:, None] * (counts > 0)
+    return x
+
+
+def _sortable(x: jax.Array) -> jax.Array:
+    """f32 -> u32 with the same order (negative floats: all bits flipped; others: sign bit set)."""
+    b = lax.bitcast_convert_type(x, jnp.uint32)
+    return jnp.where(b >> 31 == 1, ~b, b | jnp.uint32(0x80000000))
+
+
+def _unsortable(u: jax.Array) -> jax.Array:
+    b = jnp.where(u >> 31 == 1, u & jnp.uint32(0x7FFFFFFF), ~u)
+    return lax.bitcast_convert_type(b, jnp.float32)
+
+
+def _bisect(x: jax.Array, weights: jax.Array, target: jax.Array) -> jax.Array:
+    """Largest value t (bit by bit over the 32 sortable bits) with sum(weights[x >= t]) >= target, per row:
+    weights = 1 gives the target-th largest value; weights = probabilities gives the top-p threshold.
+    x, weights [S, V]; target [S] -> t [S] f32. 32 passes over [S, V]."""
+    u = _sortable(x)
+
+    def step(i, t):
+        cand = t | (jnp.uint32(1) << (31 - i).astype(jnp.uint32))
+        mass = jnp.sum(jnp.where(u >= cand[:, None], weights, 0), axis=-1)
+        return jnp.where(mass >= target, cand, t)
+
+    return _unsortable(lax.fori_loop(0, 32, step, jnp.zeros(x.shape[:1], jnp.uint32)))
+
+
+def _top_k_top_p_threshold(x: jax.Array, top_k: jax.Array, top_p: jax.Array) -> jax.Array:
+    """Per-row threshold [S]: keep x >= it. x [S, V] temperature-scaled, -inf = removed; top_k [S] (V = off);
+    top_p [S] (1 = off). top-k first, then top-p on the renormalized survivors (vLLM's order)."""
+    s, v = x.shape
+    kc = min(TOPK_CANDIDATES, v)
+    vals, _ = top_k_values(x, kc)  # [S, kc] descending
+    need_k = top_k < v
+    t_k = jnp.take_along_axis(vals, jnp.clip(top_k - 1, 0, kc - 1)[:, None], axis=1)[:, 0]
+    t_k = jnp.where(need_k, t_k, _NEG_INF)
+    slow_k = need_k & (top_k > kc)
+    t_k = lax.cond(jnp.any(slow_k), lambda: jnp.where(slow_k, _bisect(x, jnp.ones_like(x), top_k), t_k),
+                   lambda: t_k)
+
+    m = vals[:, 0]
+    m = jnp.where(jnp.isfinite(m), m, 0.0)
+    probs = jnp.where(x >= t_k[:, None], jnp.exp(x - m[:, None]), 0.0)  # unnormalized
+    target = top_p * jnp.sum(probs, axis=-1)
+    cum = jnp.cumsum(jnp.where(vals >= t_k[:, None], jnp.exp(vals - m[:, None]), 0.0), axis=-1)
+    reached = cum >= target[:, None]
+    t_p = jnp.take_along_axis(vals, jnp.argmax(reached, axis=-1)[:, None], axis=1)[:, 0]
+    need_p = top_p < 1.0
+    slow_p = need_p & ~jnp.any(reached, axis=-1)
+    t_p = jnp.where(need_p, t_p, _NEG_INF)
+    t_p = lax.cond(jnp.any(slow_p), lambda: jnp.where(slow_p, _bisect(x, probs, target), t_p), lambda: t_p)
+    return jnp.maximum(t_k, t_p)
+
+
+def _mix32(h: jax.Array) -> jax.Array:
+    """A bijective 32-bit integer mixer with full avalanche ("lowbias32", C. Wellons)."""
+    h = (h ^ (h >> 16)) * jnp.uint32(0x7FEB352D)
+    h = (h ^ (h >> 15)) * jnp.uint32(0x846CA68B)
+    return h ^ (h >> 16)
+
+
+def _gumbel_argmax(x: jax.Array, seeds: jax.Array, output_index: jax.Array) -> jax.Array:
+    """argmax(x + Gumbel noise) per row, the noise keyed by (seed [S, 2] u32, output_index [S]) only.
+
+    The row key is threefry's ``fold_in(key(seed), output_index)`` (S tiny threefry calls); the noise of token v is
+    a keyed hash of (row key, v): two rounds of a 32-bit mixer, 24 bits -> uniform in (0, 1) -> -log(-log(u)).
+    This is elementwise and fuses with the argmax: ~1 pass over [S, V], where vmapped ``jax.random.gumbel`` costs
+    ~4x the time on GPU and ~1.3 s of compile time on CPU."""
+    keys = jax.vmap(lambda seed, index: jax.random.key_data(jax.random.fold_in(
+        jax.random.wrap_key_data(seed, impl="threefry2x32"), index)))(seeds, output_index)  # [S, 2] u32
+    v = jnp.arange(x.shape[1], dtype=jnp.uint32)[None, :]
+    h = _mix32(_mix32(v ^ keys[:, :1]) ^ keys[:, 1:])
+    u = ((h >> 8).astype(jnp.float32) + 0.5) * (1.0 / (1 << 24))
+    return jnp.argmax(x - jnp.log(-jnp.log(u)), axis=-1).astype(jnp.int32)
+
+
+def _random_tokens(x: jax.Array, md: Any) -> jax.Array:
+    """temperature, min_p, top_k, top_p, then Gumbel-max. x [S, V] processed logits -> [S] i32."""
+    with jax.named_scope("temperature_min_p"):
+        x = x / md.temperature[:, None]
+        x = jnp.where(x == 0, 0.0, x)  # one zero (-0.0 -> 0.0) so the sortable bits order ties as equal
+        m = jnp.max(x, axis=-1, keepdims=True)
+        x = jnp.where(jnp.exp(x - jnp.where(jnp.isfinite(m), m, 0.0)) >= md.min_p[:, None], x, _NEG_INF)
+    with jax.named_scope("top_k_top_p"):
+        active = jnp.any((md.top_k < x.shape[1]) | (md.top_p < 1.0))
+        thresh = lax.cond(active, lambda: _top_k_top_p_threshold(x, md.top_k, md.top_p),
+                          lambda: jnp.full(x.shape[:1], _NEG_INF))
+        x = jnp.where(x >= thresh[:, None], x, _NEG_INF)
+    with jax.named_scope("gumbel_max"):
+        return _gumbel_argmax(x, md.seeds, md.output_index)
+
+
+def sample(logits: jax.Array, metadata: Any, config: Any) -> SamplerOutput:
+    """logits [S, V] (any float dtype, computed as f32), metadata: ``SamplingMetadata`` pytree of device arrays,
+    config: ``SamplerConfig`` (static) -> ``SamplerOutput``. Pure jax, no host sync; call inside the jitted step."""
+    logits = logits.astype(jnp.float32)
+    if config.greedy_only:
+        return SamplerOutput(token_ids=jnp.argmax(logits, axis=-1).astype(jnp.int32))
+    md = metadata
+    with jax.named_scope("logits_processors"):
+        x = _apply_processors(logits, md, penalties=bool(config.penalty_len))
+    greedy_tokens = jnp.argmax(x, axis=-1).astype(jnp.int32)
+    tokens = lax.cond(jnp.all(md.greedy), lambda: greedy_tokens,
+                      lambda: jnp.where(md.greedy, greedy_tokens, _random_tokens(x, md)))
+    out = SamplerOutput(token_ids=tokens)
+    if config.num_logprobs:
+        with jax.named_scope("logprobs"):
+            out.logprob, out.rank, out.top_ids, out.top_logprobs = token_logprobs(logits, tokens,
+                                                                                 config.num_logprobs)
+    return out
