@@ -1,7 +1,14 @@
-"""jaxllm: vLLM's offline LLM class on JAX/XLA."""
+"""jaxllm: vLLM's offline LLM class on JAX/XLA.
 
+    from jaxllm import LLM, SamplingParams
+"""
+
+from jaxllm.default_model import DEFAULT_MODEL
+from jaxllm.llm import LLM
 from jaxllm.load import load_model
+from jaxllm.outputs import CompletionOutput, Logprob, RequestOutput
+from jaxllm.sampling_params import SamplingParams
 
 __version__ = "0.1.0"
 
-__all__ = ["load_model"]
+__all__ = ["LLM", "SamplingParams", "RequestOutput", "CompletionOutput", "Logprob", "load_model", "DEFAULT_MODEL"]

@@ -16,10 +16,8 @@ def resolve_model_path(model: str | os.PathLike, revision: str | None = None) ->
     if not isinstance(model, (str, os.PathLike)):
         raise TypeError(f"model must be a path or a hub id (str), got {type(model).__name__}")
     model = os.fspath(model)
-    try:
-        from jaxllm.default_model import resolve_default_model
-    except ModuleNotFoundError:  # REMOVE-ME: until default_model.py lands
-        resolve_default_model = lambda m: None  # noqa: E731
+    from jaxllm.default_model import resolve_default_model
+
     default = resolve_default_model(model)
     if default is not None:
         return default

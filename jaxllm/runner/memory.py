@@ -1,0 +1,96 @@
+"""Sizing the paged KV cache from device memory.
+
+GPU: the budget is ``gpu_memory_utilization`` x device memory, minus what is already in use (the weights)
+and a reserve for the step's activations (estimated from the largest bucket; the compiled step's measured
+temp size is logged after warm-up). JAX's allocator only hands out ``XLA_PYTHON_CLIENT_MEM_FRACTION`` of the
+device (75% by default): ``request_memory_fraction`` raises it to the user's fraction when the GPU backend
+has not started yet, so the fraction asked for is the fraction used.
+CPU: there is no device memory to measure; the cache gets what ``max_num_seqs`` sequences of
+``max_model_len`` tokens need, capped at ``CPU_KV_CACHE_BYTES``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+
+from jaxllm.config import ModelConfig
+
+logger = logging.getLogger("jaxllm")
+
+CPU_KV_CACHE_BYTES = 1 << 30
+GPU_SLACK_BYTES = 512 << 20
+_JAX_DEFAULT_FRACTION = 0.75
+
+
+def request_memory_fraction(gpu_memory_utilization: float) -> None:
+    """Set XLA_PYTHON_CLIENT_MEM_FRACTION before the first GPU allocation (no effect once jax has started a
+    GPU backend, or when the user set the variable)."""
+    if "XLA_PYTHON_CLIENT_MEM_FRACTION" in os.environ:
+        return
+    from jax._src import xla_bridge
+
+    if getattr(xla_bridge, "_backends", None):
+        return  # backends already initialised: the allocator's limit is fixed
+    os.environ["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{gpu_memory_utilization:.4f}"
+
+
+def kv_bytes_per_block(cfg: ModelConfig, block_size: int, dtype_bytes: int, tp: int = 1) -> int:
+    """Bytes of one block (all layers, K and V) on one device."""
+    kv_heads_per_device = max(1, cfg.num_kv_heads // tp)
+    return cfg.num_layers * 2 * block_size * kv_heads_per_device * cfg.head_dim * dtype_bytes
+
+
+def activation_reserve_bytes(cfg: ModelConfig, max_tokens: int, max_seqs: int, tp: int = 1) -> int:
+    """Conservative estimate of the step's peak temporaries: live per-token activations (in fp32 terms,
+    twice over) plus the sampler's S x V float32 work arrays."""
+    per_token = (4 * cfg.hidden_size + 2 * (cfg.num_heads + cfg.num_kv_heads) * cfg.head_dim
+                 + 3 * cfg.intermediate_size) // tp
+    return 2 * max_tokens * per_token * 4 + 4 * max_seqs * cfg.vocab_size * 4 + GPU_SLACK_BYTES
+
+
+def plan_num_blocks(cfg: ModelConfig, *, device, block_size: int, dtype_bytes: int, max_num_seqs: int,
+                    max_num_batched_tokens: int, max_model_len: int, gpu_memory_utilization: float,
+                    num_gpu_blocks_override: int | None, kv_cache_memory_bytes: int | None, tp: int = 1) -> int:
+    """Number of KV blocks to allocate (per device, all layers)."""
+    per_block = kv_bytes_per_block(cfg, block_size, dtype_bytes, tp)
+    if num_gpu_blocks_override is not None:
+        return int(num_gpu_blocks_override)
+    if kv_cache_memory_bytes is not None:
+        budget = int(kv_cache_memory_bytes)
+    elif device.platform == "cpu":
+        needed = max_num_seqs * -(-max_model_len // block_size) * per_block
+        budget = min(needed, CPU_KV_CACHE_BYTES)
+    else:
+        budget = _gpu_budget(device, gpu_memory_utilization) - activation_reserve_bytes(
+            cfg, max_num_batched_tokens, max_num_seqs, tp)
+    num_blocks = budget // per_block
+    if num_blocks < 1:
+        raise ValueError(f"no memory left for the KV cache (budget {budget / 2**30:.2f} GiB, one block needs "
+                         f"{per_block / 2**20:.2f} MiB): raise gpu_memory_utilization or kv_cache_memory_bytes, "
+                         f"or lower max_num_batched_tokens / max_num_seqs")
+    return int(num_blocks)
+
+
+def _gpu_budget(device, gpu_memory_utilization: float) -> int:
+    stats = device.memory_stats() or {}
+    limit, in_use = stats.get("bytes_limit"), stats.get("bytes_in_use", 0)
+    if not limit:
+        raise RuntimeError(f"{device} reports no memory limit; pass kv_cache_memory_bytes or num_gpu_blocks_override")
+    fraction = float(os.environ.get("XLA_PYTHON_CLIENT_MEM_FRACTION", _JAX_DEFAULT_FRACTION))
+    total = limit / fraction
+    target = gpu_memory_utilization * total
+    if target > limit * 1.001:
+        logger.warning("gpu_memory_utilization=%.2f asks for %.1f GiB but JAX's allocator is capped at %.1f GiB "
+                       "(XLA_PYTHON_CLIENT_MEM_FRACTION=%.2f; the GPU backend started before LLM was built)",
+                       gpu_memory_utilization, target / 2**30, limit / 2**30, fraction)
+        target = limit
+    return int(target - in_use)
+
+
+def device_peak_bytes(device) -> int | None:
+    stats = device.memory_stats() or {}
+    return stats.get("peak_bytes_in_use")
+
+

@@ -1,0 +1,163 @@
+"""ModelRunner: the host<->device boundary. Pads each ScheduledBatch to a bucket, runs the jitted step with
+the KV cache donated, and turns the sampled ids into a RunnerOutput.
+
+Compilation: every (bucket, sampler variant) program is compiled ahead of time at start-up (in parallel
+threads; XLA compiles outside the GIL) unless ``enforce_eager``. With ``enforce_eager=True`` nothing is
+compiled up front and each program is compiled the first time a step needs it, which is what "eager" can
+mean for a JAX engine: start-up is fast, the first steps are slow. Rare variants (penalties, wide logit_bias,
+prompt_logprobs) are always compiled on first use. ``num_compilations`` counts every compile.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
+
+from jaxllm import ops
+from jaxllm.config import ModelConfig
+from jaxllm.engine.batch import RunnerOutput, ScheduledBatch, TokenLogprobs
+from jaxllm.parallel.sharding import LOGICAL_RULES, logical_to_spec
+from jaxllm.runner.buckets import Bucket, BucketLadder
+from jaxllm.runner.input_batch import build_step_inputs, dummy_step_inputs
+from jaxllm.runner.memory import plan_num_blocks
+from jaxllm.runner.sampling_metadata import (STARTUP_CONFIGS, build_sampling_metadata,
+                                             dummy_sampling_metadata, to_runner_output)
+from jaxllm.runner.step import make_prompt_logprobs, make_step
+
+logger = logging.getLogger("jaxllm")
+
+PROMPT_LOGPROBS_CHUNK = 128  # rows of [chunk, V] logits computed at a time for prompt_logprobs
+PROMPT_LOGPROBS_K = 20
+
+
+class ModelRunner:
+    def __init__(self, model, cfg: ModelConfig, mesh, *, block_size: int, max_num_seqs: int,
+                 max_num_batched_tokens: int, max_model_len: int, gpu_memory_utilization: float = 0.9,
+                 num_gpu_blocks_override: int | None = None, kv_cache_memory_bytes: int | None = None,
+                 enforce_eager: bool = False, attention_impl: str | None = None):
+        self.cfg = cfg
+        self.mesh = mesh
+        self.block_size = block_size
+        self.max_model_len = max_model_len
+        self.max_blocks_per_seq = -(-max_model_len // block_size)
+        self.attention_impl = attention_impl
+        self.ladder = BucketLadder(max_num_batched_tokens, max_num_seqs)
+        self.graphdef, self.state = nnx.split(model)
+        self.dtype = jnp.dtype(cfg.dtype)
+        self._replicated = NamedSharding(mesh, PartitionSpec())
+        tp = mesh.devices.size
+        self.num_blocks = plan_num_blocks(
+            cfg, device=mesh.devices.flat[0], block_size=block_size, dtype_bytes=self.dtype.itemsize,
+            max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens, max_model_len=max_model_len,
+            gpu_memory_utilization=gpu_memory_utilization, num_gpu_blocks_override=num_gpu_blocks_override,
+            kv_cache_memory_bytes=kv_cache_memory_bytes, tp=tp)
+        cache_spec = logical_to_spec(("cache_kv", "cache_blocks", "cache_slots", "cache_heads", None), LOGICAL_RULES)
+        self.kv_caches = ops.allocate_kv_cache(cfg.num_layers, self.num_blocks, block_size, cfg.num_kv_heads,
+                                               cfg.head_dim, self.dtype, NamedSharding(mesh, cache_spec))
+        self._step = make_step(self.graphdef)
+        self._prompt_lp = make_prompt_logprobs(self.graphdef)
+        self._compiled: dict = {}
+        self.compile_seconds = 0.0
+        if not enforce_eager:
+            self.warm_up()
+
+    # ---- compilation -----------------------------------------------------------------------------------
+
+    def _specs(self, bucket: Bucket, sampler_config):
+        inputs = dummy_step_inputs(bucket, self.max_blocks_per_seq)
+        md = dummy_sampling_metadata(sampler_config, bucket.num_seqs, self.cfg.vocab_size)
+        return jax.device_put((inputs, md), self._replicated)
+
+    def _compile(self, key):
+        bucket, sampler_config, return_hidden = key
+        inputs, md = self._specs(bucket, sampler_config)
+        lowered = self._step.lower(self.state, self.kv_caches, inputs, md, sampler_config=sampler_config,
+                                   return_hidden=return_hidden, attention_impl=self.attention_impl)
+        return lowered.compile()
+
+    def _get_compiled(self, key):
+        fn = self._compiled.get(key)
+        if fn is None:
+            t0 = time.perf_counter()
+            fn = self._compiled[key] = self._compile(key)
+            self.compile_seconds += time.perf_counter() - t0
+            logger.info("compiled step %s in %.1fs", key, time.perf_counter() - t0)
+        return fn
+
+    def warm_up(self) -> None:
+        """Compile every bucket x start-up sampler variant, in parallel threads."""
+        keys = [(b, c, False) for b in self.ladder.buckets for c in STARTUP_CONFIGS]
+        t0 = time.perf_counter()
+        workers = max(1, min(len(keys), (os.cpu_count() or 2), 8))
+        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+            for key, fn in zip(keys, pool.map(self._compile, keys)):
+                self._compiled[key] = fn
+        self.compile_seconds += time.perf_counter() - t0
+        logger.info("compiled %d step programs in %.1fs", len(keys), time.perf_counter() - t0)
+
+    @property
+    def num_compilations(self) -> int:
+        """Programs compiled so far: step variants plus prompt-logprob programs."""
+        return len(self._compiled) + self._prompt_lp._cache_size()
+
+    # ---- execution -------------------------------------------------------------------------------------
+
+    def execute(self, batch: ScheduledBatch) -> RunnerOutput:
+        bucket = self.ladder.pick(batch.num_tokens, batch.num_seqs)
+        inputs = build_step_inputs(batch, bucket, self.block_size, self.max_blocks_per_seq)
+        md, sampler_config = build_sampling_metadata(batch.seqs, bucket.num_seqs, self.cfg.vocab_size)
+        want_prompt_lp = any(s.want_prompt_logprobs for s in batch.seqs)
+        fn = self._get_compiled((bucket, sampler_config, want_prompt_lp))
+        dev_inputs, dev_md = jax.device_put((inputs, md), self._replicated)
+        self.kv_caches, sampled, hidden = fn(self.state, self.kv_caches, dev_inputs, dev_md)
+        out = to_runner_output(batch.seqs, jax.device_get(sampled))
+        if want_prompt_lp:
+            out.prompt_logprobs = self._prompt_logprobs(batch, hidden)
+        return out
+
+    def _prompt_logprobs(self, batch: ScheduledBatch, hidden) -> dict[int, list[TokenLogprobs]]:
+        """Logprobs of prompt tokens start+1..end for the sequences that asked, from the step's hidden states."""
+        rows, targets, owners = [], [], []
+        offset = 0
+        for s in batch.seqs:
+            if s.want_prompt_logprobs:
+                last = min(s.end, s.num_prompt_tokens - 1)  # positions whose next token is a prompt token
+                for p in range(s.start, last):
+                    rows.append(offset + p - s.start)
+                    targets.append(s.token_ids[p + 1])
+                    owners.append(s)
+            offset += s.num_new_tokens
+        result: dict[int, list[TokenLogprobs]] = {s.seq_id: [] for s in batch.seqs if s.want_prompt_logprobs}
+        n = PROMPT_LOGPROBS_CHUNK
+        for c in range(0, len(rows), n):
+            idx = np.zeros(n, np.int32)
+            tgt = np.zeros(n, np.int32)
+            chunk = rows[c:c + n]
+            idx[:len(chunk)], tgt[:len(chunk)] = chunk, targets[c:c + n]
+            lp, rank, top_ids, top_lp = jax.device_get(
+                self._prompt_lp(self.state, hidden[idx], jnp.asarray(tgt), k=PROMPT_LOGPROBS_K))
+            for j in range(len(chunk)):
+                s = owners[c + j]
+                k = s.sampling_params.prompt_logprobs
+                top = [(int(top_ids[j, i]), float(top_lp[j, i])) for i in range(min(k, PROMPT_LOGPROBS_K))]
+                result[s.seq_id].append(TokenLogprobs(int(tgt[j]), float(lp[j]), int(rank[j]), top))
+        return result
+
+    def release(self) -> None:
+        """Drop device buffers (cache and weights) now instead of waiting for garbage collection."""
+        for arr in self.kv_caches:
+            arr.delete()
+        self.kv_caches = []
+        for leaf in jax.tree_util.tree_leaves(self.state):
+            if isinstance(leaf, jax.Array) and not leaf.is_deleted():
+                leaf.delete()
+        self._compiled.clear()
+

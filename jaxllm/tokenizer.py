@@ -1,0 +1,31 @@
+"""Loading the HF tokenizer that goes with a model (folder, hub id or GGUF file)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+TOKENIZER_MODES = ("auto", "slow", "mistral")
+
+
+def load_tokenizer(path: str, *, tokenizer_mode: str = "auto", trust_remote_code: bool = False,
+                   revision: str | None = None, gguf_source: bool = False):
+    """HF tokenizer for ``path``. ``gguf_source``: build it from the GGUF file's metadata."""
+    if tokenizer_mode not in TOKENIZER_MODES:
+        raise ValueError(f"tokenizer_mode={tokenizer_mode!r} is not supported; choose one of {TOKENIZER_MODES}")
+    if gguf_source:
+        if tokenizer_mode == "mistral":
+            raise ValueError("tokenizer_mode='mistral' cannot read a GGUF file's tokenizer; use 'auto'")
+        from jaxllm.weights.gguf import GGUFCheckpoint
+
+        return GGUFCheckpoint(path).tokenizer()
+    if tokenizer_mode == "mistral":
+        if importlib.util.find_spec("mistral_common") is None:
+            raise ValueError("tokenizer_mode='mistral' needs the mistral_common package: "
+                             "pip install mistral-common")
+        from transformers import MistralCommonTokenizer
+
+        return MistralCommonTokenizer.from_pretrained(path, revision=revision)
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path, use_fast=tokenizer_mode != "slow",
+                                         trust_remote_code=trust_remote_code, revision=revision)
