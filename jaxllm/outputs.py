@@ -4,7 +4,6 @@ sample (``SamplingParams.n``); logprobs are lists of ``{token_id: Logprob}`` dic
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
 
 
 @dataclasses.dataclass
@@ -13,14 +12,14 @@ class Logprob:
     token's text on its own (``tokenizer.decode([token_id])``), None without detokenization."""
 
     logprob: float
-    rank: Optional[int] = None
-    decoded_token: Optional[str] = None
+    rank: int | None = None
+    decoded_token: str | None = None
 
 
 # One dict per generated token: the sampled token plus the top-``logprobs`` tokens.
 SampleLogprobs = list[dict[int, Logprob]]
 # One entry per prompt token; the first is None (nothing predicts the first token).
-PromptLogprobs = list[Optional[dict[int, Logprob]]]
+PromptLogprobs = list[dict[int, Logprob] | None]
 
 
 @dataclasses.dataclass
@@ -35,18 +34,20 @@ class CompletionOutput:
     index: int
     text: str
     token_ids: list[int]
-    cumulative_logprob: Optional[float]
-    logprobs: Optional[SampleLogprobs]
-    finish_reason: Optional[str] = None
+    cumulative_logprob: float | None
+    logprobs: SampleLogprobs | None
+    finish_reason: str | None = None
     stop_reason: int | str | None = None
 
     def finished(self) -> bool:
         return self.finish_reason is not None
 
     def __repr__(self) -> str:
-        return (f"CompletionOutput(index={self.index}, text={self.text!r}, token_ids={self.token_ids}, "
-                f"cumulative_logprob={self.cumulative_logprob}, logprobs={self.logprobs}, "
-                f"finish_reason={self.finish_reason}, stop_reason={self.stop_reason})")
+        return (
+            f"CompletionOutput(index={self.index}, text={self.text!r}, token_ids={self.token_ids}, "
+            f"cumulative_logprob={self.cumulative_logprob}, logprobs={self.logprobs}, "
+            f"finish_reason={self.finish_reason}, stop_reason={self.stop_reason})"
+        )
 
 
 @dataclasses.dataclass
@@ -54,13 +55,13 @@ class RequestMetrics:
     """Wall-clock times (``time.time()`` seconds) of a request's life; None until the event happened."""
 
     arrival_time: float
-    first_scheduled_time: Optional[float] = None
-    first_token_time: Optional[float] = None
-    last_token_time: Optional[float] = None
-    finished_time: Optional[float] = None
+    first_scheduled_time: float | None = None
+    first_token_time: float | None = None
+    last_token_time: float | None = None
+    finished_time: float | None = None
 
     @property
-    def time_in_queue(self) -> Optional[float]:
+    def time_in_queue(self) -> float | None:
         if self.first_scheduled_time is None:
             return None
         return self.first_scheduled_time - self.arrival_time
@@ -75,13 +76,13 @@ class RequestOutput:
     def __init__(
         self,
         request_id: str,
-        prompt: Optional[str],
-        prompt_token_ids: Optional[list[int]],
-        prompt_logprobs: Optional[PromptLogprobs],
+        prompt: str | None,
+        prompt_token_ids: list[int] | None,
+        prompt_logprobs: PromptLogprobs | None,
         outputs: list[CompletionOutput],
         finished: bool,
-        metrics: Optional[RequestMetrics] = None,
-        num_cached_tokens: Optional[int] = None,
+        metrics: RequestMetrics | None = None,
+        num_cached_tokens: int | None = None,
     ) -> None:
         self.request_id = request_id
         self.prompt = prompt
@@ -93,7 +94,9 @@ class RequestOutput:
         self.num_cached_tokens = num_cached_tokens
 
     def __repr__(self) -> str:
-        return (f"RequestOutput(request_id={self.request_id}, prompt={self.prompt!r}, "
-                f"prompt_token_ids={self.prompt_token_ids}, prompt_logprobs={self.prompt_logprobs}, "
-                f"outputs={self.outputs}, finished={self.finished}, metrics={self.metrics}, "
-                f"num_cached_tokens={self.num_cached_tokens})")
+        return (
+            f"RequestOutput(request_id={self.request_id}, prompt={self.prompt!r}, "
+            f"prompt_token_ids={self.prompt_token_ids}, prompt_logprobs={self.prompt_logprobs}, "
+            f"outputs={self.outputs}, finished={self.finished}, metrics={self.metrics}, "
+            f"num_cached_tokens={self.num_cached_tokens})"
+        )

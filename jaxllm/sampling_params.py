@@ -133,18 +133,31 @@ class SamplingParams:
 
     def __post_init__(self) -> None:
         self.n = _check_int("n", self.n)
-        for name in ("presence_penalty", "frequency_penalty", "repetition_penalty", "temperature", "top_p",
-                     "min_p"):
+        for name in (
+            "presence_penalty",
+            "frequency_penalty",
+            "repetition_penalty",
+            "temperature",
+            "top_p",
+            "min_p",
+        ):
             setattr(self, name, _check_float(name, getattr(self, name)))
         self.top_k = _check_int("top_k", self.top_k)
         self.seed = _check_int("seed", self.seed, optional=True)
         if self.seed == -1:
             self.seed = None
         self.stop = _check_strs("stop", self.stop)
-        self.stop_token_ids = list(dict.fromkeys(_check_token_ids("stop_token_ids", self.stop_token_ids) or []))
+        self.stop_token_ids = list(
+            dict.fromkeys(_check_token_ids("stop_token_ids", self.stop_token_ids) or [])
+        )
         self.bad_words = _check_strs("bad_words", self.bad_words)
-        for name in ("include_stop_str_in_output", "ignore_eos", "detokenize", "skip_special_tokens",
-                     "spaces_between_special_tokens"):
+        for name in (
+            "include_stop_str_in_output",
+            "ignore_eos",
+            "detokenize",
+            "skip_special_tokens",
+            "spaces_between_special_tokens",
+        ):
             setattr(self, name, _check_bool(name, getattr(self, name)))
         self.max_tokens = _check_int("max_tokens", self.max_tokens, optional=True)
         self.min_tokens = _check_int("min_tokens", self.min_tokens)
@@ -154,8 +167,13 @@ class SamplingParams:
         self.allowed_token_ids = _check_token_ids("allowed_token_ids", self.allowed_token_ids)
 
         if 0 < self.temperature < _MAX_TEMP:
-            logger.warning("temperature %s is less than %s, which may cause numerical errors nan or inf in "
-                           "tensors. We have maxed it out to %s.", self.temperature, _MAX_TEMP, _MAX_TEMP)
+            logger.warning(
+                "temperature %s is less than %s, which may cause numerical errors nan or inf in "
+                "tensors. We have maxed it out to %s.",
+                self.temperature,
+                _MAX_TEMP,
+                _MAX_TEMP,
+            )
             self.temperature = _MAX_TEMP
         if self.top_k == -1:
             self.top_k = 0
@@ -190,8 +208,9 @@ class SamplingParams:
                 raise ValueError(f"logit_bias[{k!r}] must not be NaN.")
             out[tid] = bias
         if bad_keys:
-            raise ValueError(f"logit_bias contains key(s) that are not non-negative integer token IDs: "
-                             f"{bad_keys!r}")
+            raise ValueError(
+                f"logit_bias contains key(s) that are not non-negative integer token IDs: {bad_keys!r}"
+            )
         return out
 
     def _verify_args(self) -> None:
@@ -222,13 +241,16 @@ class SamplingParams:
         if self.min_tokens < 0:
             raise ValueError(f"min_tokens must be greater than or equal to 0, got {self.min_tokens}.")
         if self.max_tokens is not None and self.min_tokens > self.max_tokens:
-            raise ValueError(f"min_tokens must be less than or equal to max_tokens={self.max_tokens}, "
-                             f"got {self.min_tokens}.")
+            raise ValueError(
+                f"min_tokens must be less than or equal to max_tokens={self.max_tokens}, "
+                f"got {self.min_tokens}."
+            )
         if any(not s for s in self.stop):
             raise ValueError("stop cannot contain an empty string.")
         if self.stop and not self.detokenize:
-            raise ValueError("stop strings are only supported when detokenize is True. "
-                             "Set detokenize=True to use stop.")
+            raise ValueError(
+                "stop strings are only supported when detokenize is True. Set detokenize=True to use stop."
+            )
         if any(not w for w in self.bad_words):
             raise ValueError(f"bad_words cannot contain an empty string. Got bad_words={self.bad_words}")
         if self.allowed_token_ids is not None and len(self.allowed_token_ids) == 0:
@@ -281,13 +303,15 @@ class SamplingParams:
         return copy.deepcopy(self)
 
     def __repr__(self) -> str:
-        return (f"SamplingParams(n={self.n}, presence_penalty={self.presence_penalty}, "
-                f"frequency_penalty={self.frequency_penalty}, repetition_penalty={self.repetition_penalty}, "
-                f"temperature={self.temperature}, top_p={self.top_p}, top_k={self.top_k}, min_p={self.min_p}, "
-                f"seed={self.seed}, stop={self.stop}, stop_token_ids={self.stop_token_ids}, "
-                f"bad_words={self.bad_words}, include_stop_str_in_output={self.include_stop_str_in_output}, "
-                f"ignore_eos={self.ignore_eos}, max_tokens={self.max_tokens}, min_tokens={self.min_tokens}, "
-                f"logprobs={self.logprobs}, prompt_logprobs={self.prompt_logprobs}, "
-                f"skip_special_tokens={self.skip_special_tokens}, "
-                f"spaces_between_special_tokens={self.spaces_between_special_tokens}, "
-                f"logit_bias={self.logit_bias}, allowed_token_ids={self.allowed_token_ids})")
+        return (
+            f"SamplingParams(n={self.n}, presence_penalty={self.presence_penalty}, "
+            f"frequency_penalty={self.frequency_penalty}, repetition_penalty={self.repetition_penalty}, "
+            f"temperature={self.temperature}, top_p={self.top_p}, top_k={self.top_k}, min_p={self.min_p}, "
+            f"seed={self.seed}, stop={self.stop}, stop_token_ids={self.stop_token_ids}, "
+            f"bad_words={self.bad_words}, include_stop_str_in_output={self.include_stop_str_in_output}, "
+            f"ignore_eos={self.ignore_eos}, max_tokens={self.max_tokens}, min_tokens={self.min_tokens}, "
+            f"logprobs={self.logprobs}, prompt_logprobs={self.prompt_logprobs}, "
+            f"skip_special_tokens={self.skip_special_tokens}, "
+            f"spaces_between_special_tokens={self.spaces_between_special_tokens}, "
+            f"logit_bias={self.logit_bias}, allowed_token_ids={self.allowed_token_ids})"
+        )

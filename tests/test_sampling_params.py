@@ -35,48 +35,63 @@ def test_normalization():
     assert SamplingParams(max_tokens=None).max_tokens is None
 
 
-@pytest.mark.parametrize("kwargs,exc,msg", [
-    (dict(n=0), ValueError, "n must be at least 1, got 0"),
-    (dict(n=2, temperature=0.0), ValueError, "n must be 1 when using greedy sampling, got 2"),
-    (dict(presence_penalty=3), ValueError, r"presence_penalty must be in \[-2, 2\], got 3.0"),
-    (dict(frequency_penalty=-2.5), ValueError, r"frequency_penalty must be in \[-2, 2\]"),
-    (dict(repetition_penalty=0), ValueError, "repetition_penalty must be greater than zero"),
-    (dict(repetition_penalty=float("inf")), ValueError, "repetition_penalty must be a finite number"),
-    (dict(temperature=-0.5), ValueError, "temperature must be non-negative, got -0.5"),
-    (dict(temperature=float("nan")), ValueError, "temperature must be a finite number"),
-    (dict(temperature=2.5), ValueError, r"temperature must be in \[0, 2\]"),
-    (dict(top_p=0.0), ValueError, r"top_p must be in \(0, 1\], got 0.0"),
-    (dict(top_p=1.5), ValueError, r"top_p must be in \(0, 1\]"),
-    (dict(top_k=-2), ValueError, "top_k must be 0 \\(disable\\), or at least 1, got -2"),
-    (dict(min_p=1.5), ValueError, r"min_p must be in \[0, 1\]"),
-    (dict(max_tokens=0), ValueError, "max_tokens must be at least 1, got 0"),
-    (dict(min_tokens=-1), ValueError, "min_tokens must be greater than or equal to 0"),
-    (dict(min_tokens=5, max_tokens=3), ValueError, "min_tokens must be less than or equal to max_tokens=3"),
-    (dict(logprobs=-2), ValueError, "logprobs must be non-negative or -1"),
-    (dict(logprobs=21), ValueError, f"sample logprobs of 21, which is greater than max allowed: {MAX_LOGPROBS}"),
-    (dict(logprobs=-1), ValueError, "whole vocabulary"),
-    (dict(prompt_logprobs=100), ValueError, "prompt logprobs of 100"),
-    (dict(stop=["a", ""]), ValueError, "stop cannot contain an empty string"),
-    (dict(stop=["a"], detokenize=False), ValueError, "stop strings are only supported when detokenize is True"),
-    (dict(bad_words=[""]), ValueError, "bad_words cannot contain an empty string"),
-    (dict(allowed_token_ids=[]), ValueError, "allowed_token_ids is not None and empty"),
-    (dict(stop_token_ids=[-1]), ValueError, "stop_token_ids must contain only non-negative"),
-    (dict(logit_bias={"x": 1.0}), ValueError, "logit_bias contains key"),
-    (dict(logit_bias={1: float("nan")}), ValueError, "NaN"),
-    (dict(temperature="hot"), TypeError, "temperature must be a number, got str \\('hot'\\)"),
-    (dict(n=1.5), TypeError, "n must be an int, got float"),
-    (dict(n=True), TypeError, "n must be an int, got bool"),
-    (dict(max_tokens="5"), TypeError, "max_tokens must be an int or None"),
-    (dict(seed=1.0), TypeError, "seed must be an int or None"),
-    (dict(stop=5), TypeError, "stop must be a str or a list of str"),
-    (dict(stop=["a", 1]), TypeError, "stop must contain only strings"),
-    (dict(stop_token_ids=[1, "2"]), TypeError, "stop_token_ids must contain only integers"),
-    (dict(stop_token_ids=3), TypeError, "stop_token_ids must be a list of ints"),
-    (dict(ignore_eos="yes"), TypeError, "ignore_eos must be a bool"),
-    (dict(logit_bias=[1, 2]), TypeError, "logit_bias must be a dict"),
-    (dict(logit_bias={1: "a"}), TypeError, "must be a number"),
-    (dict(temprature=0.5), TypeError, "temprature"),
-])
+@pytest.mark.parametrize(
+    "kwargs,exc,msg",
+    [
+        (dict(n=0), ValueError, "n must be at least 1, got 0"),
+        (dict(n=2, temperature=0.0), ValueError, "n must be 1 when using greedy sampling, got 2"),
+        (dict(presence_penalty=3), ValueError, r"presence_penalty must be in \[-2, 2\], got 3.0"),
+        (dict(frequency_penalty=-2.5), ValueError, r"frequency_penalty must be in \[-2, 2\]"),
+        (dict(repetition_penalty=0), ValueError, "repetition_penalty must be greater than zero"),
+        (dict(repetition_penalty=float("inf")), ValueError, "repetition_penalty must be a finite number"),
+        (dict(temperature=-0.5), ValueError, "temperature must be non-negative, got -0.5"),
+        (dict(temperature=float("nan")), ValueError, "temperature must be a finite number"),
+        (dict(temperature=2.5), ValueError, r"temperature must be in \[0, 2\]"),
+        (dict(top_p=0.0), ValueError, r"top_p must be in \(0, 1\], got 0.0"),
+        (dict(top_p=1.5), ValueError, r"top_p must be in \(0, 1\]"),
+        (dict(top_k=-2), ValueError, "top_k must be 0 \\(disable\\), or at least 1, got -2"),
+        (dict(min_p=1.5), ValueError, r"min_p must be in \[0, 1\]"),
+        (dict(max_tokens=0), ValueError, "max_tokens must be at least 1, got 0"),
+        (dict(min_tokens=-1), ValueError, "min_tokens must be greater than or equal to 0"),
+        (
+            dict(min_tokens=5, max_tokens=3),
+            ValueError,
+            "min_tokens must be less than or equal to max_tokens=3",
+        ),
+        (dict(logprobs=-2), ValueError, "logprobs must be non-negative or -1"),
+        (
+            dict(logprobs=21),
+            ValueError,
+            f"sample logprobs of 21, which is greater than max allowed: {MAX_LOGPROBS}",
+        ),
+        (dict(logprobs=-1), ValueError, "whole vocabulary"),
+        (dict(prompt_logprobs=100), ValueError, "prompt logprobs of 100"),
+        (dict(stop=["a", ""]), ValueError, "stop cannot contain an empty string"),
+        (
+            dict(stop=["a"], detokenize=False),
+            ValueError,
+            "stop strings are only supported when detokenize is True",
+        ),
+        (dict(bad_words=[""]), ValueError, "bad_words cannot contain an empty string"),
+        (dict(allowed_token_ids=[]), ValueError, "allowed_token_ids is not None and empty"),
+        (dict(stop_token_ids=[-1]), ValueError, "stop_token_ids must contain only non-negative"),
+        (dict(logit_bias={"x": 1.0}), ValueError, "logit_bias contains key"),
+        (dict(logit_bias={1: float("nan")}), ValueError, "NaN"),
+        (dict(temperature="hot"), TypeError, "temperature must be a number, got str \\('hot'\\)"),
+        (dict(n=1.5), TypeError, "n must be an int, got float"),
+        (dict(n=True), TypeError, "n must be an int, got bool"),
+        (dict(max_tokens="5"), TypeError, "max_tokens must be an int or None"),
+        (dict(seed=1.0), TypeError, "seed must be an int or None"),
+        (dict(stop=5), TypeError, "stop must be a str or a list of str"),
+        (dict(stop=["a", 1]), TypeError, "stop must contain only strings"),
+        (dict(stop_token_ids=[1, "2"]), TypeError, "stop_token_ids must contain only integers"),
+        (dict(stop_token_ids=3), TypeError, "stop_token_ids must be a list of ints"),
+        (dict(ignore_eos="yes"), TypeError, "ignore_eos must be a bool"),
+        (dict(logit_bias=[1, 2]), TypeError, "logit_bias must be a dict"),
+        (dict(logit_bias={1: "a"}), TypeError, "must be a number"),
+        (dict(temprature=0.5), TypeError, "temprature"),
+    ],
+)
 def test_validation(kwargs, exc, msg):
     with pytest.raises(exc, match=msg):
         SamplingParams(**kwargs)
@@ -101,7 +116,14 @@ class FakeTokenizer:
     def encode(self, text, add_special_tokens=False):
         assert add_special_tokens is False
         # words map to one id, a leading space to a different id
-        table = {"bad": [10], " bad": [11], "two words": [12, 13], " two words": [14, 13], "same": [20], " same": [20]}
+        table = {
+            "bad": [10],
+            " bad": [11],
+            "two words": [12, 13],
+            " two words": [14, 13],
+            "same": [20],
+            " same": [20],
+        }
         return table[text]
 
 

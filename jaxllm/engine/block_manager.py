@@ -33,6 +33,7 @@ class BlockManager:
         self.cached_blocks: dict[int, int] = {}  # hash -> block id
         # Free blocks, eviction order first (an OrderedDict is an O(1) LRU queue with removal by key).
         self.free_queue: OrderedDict[int, None] = OrderedDict((b, None) for b in range(num_blocks))
+        self._pending: list[int] = []  # blocks registered for the step in flight (see drop_pending_hashes)
 
     @property
     def num_free_blocks(self) -> int:
@@ -54,7 +55,7 @@ class BlockManager:
         bs, toks = self.block_size, seq.token_ids
         prev = hashes[-1] if hashes else _HASH_SEED
         for i in range(len(hashes), num_full_blocks):
-            prev = hash((prev, tuple(toks[i * bs:(i + 1) * bs])))
+            prev = hash((prev, tuple(toks[i * bs : (i + 1) * bs])))
             hashes.append(prev)
         return hashes
 
@@ -129,7 +130,21 @@ class BlockManager:
             if self.block_hash[b] is None and h not in self.cached_blocks:  # first copy of a prefix wins
                 self.cached_blocks[h] = b
                 self.block_hash[b] = h
+                self._pending.append(b)
         seq.num_registered_blocks = num_full_blocks
+
+    def commit_pending_hashes(self) -> None:
+        """The step ran: the blocks registered for it now hold their K/V."""
+        self._pending.clear()
+
+    def drop_pending_hashes(self) -> None:
+        """The step failed: unregister the blocks registered for it (their K/V may be missing)."""
+        for b in self._pending:
+            h = self.block_hash[b]
+            if h is not None:
+                del self.cached_blocks[h]
+                self.block_hash[b] = None
+        self._pending.clear()
 
     def free(self, seq: Sequence) -> None:
         """Release the sequence's blocks. Blocks reaching ref_count 0 join the free queue: uncached ones at

@@ -1,8 +1,8 @@
 """Incremental detokenization, stop strings and logprob token strings (host side, no jax).
 
-The tokenizer is duck-typed (a HuggingFace tokenizer): ``convert_ids_to_tokens``,
-``convert_tokens_to_string``, ``decode``, ``__len__`` and optionally ``is_fast``, ``all_special_tokens``,
-``get_added_vocab``.
+The tokenizer is duck-typed (a HuggingFace tokenizer): ``convert_ids_to_tokens`` (of one int),
+``convert_tokens_to_string``, ``decode``, ``__len__``, ``all_special_ids`` and optionally ``is_fast``,
+``all_special_tokens``, ``get_added_vocab``, ``backend_tokenizer``.
 
 Why incremental: decoding the whole output every step is O(length^2). Each new token is decoded together
 with a few tokens before it (a window ``tokens[prefix_offset:]``): the text it adds is
@@ -14,7 +14,8 @@ This is the algorithm vLLM uses (its "slow" incremental detokenizer), so texts m
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 from jaxllm.engine.batch import TokenLogprobs
 from jaxllm.outputs import Logprob
@@ -37,20 +38,39 @@ class TokenizerView:
         # Slow tokenizers with added tokens decode those tokens separately (as HF and vLLM do); only then
         # does spaces_between_special_tokens change the text.
         self.segmented = not self.is_fast and bool(self.added_tokens)
+        self.special_ids = set(getattr(tokenizer, "all_special_ids", None) or ())
+        # HF fast tokenizers convert tokens to text with their backend's decoder; calling it directly
+        # skips a Python layer (this runs twice per generated token).
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        decoder = getattr(backend, "decoder", None) if self.is_fast else None
+        self._to_string = decoder.decode if decoder is not None else tokenizer.convert_tokens_to_string
+        self._token_of: dict[int, str | None] = {}  # id -> token string (None: no text)
         self._single: dict[int, str] = {}
 
+    def token_of(self, token_id: int) -> str | None:
+        """The token string of one id (cached); None for ids outside the tokenizer (a padded vocab)."""
+        try:
+            return self._token_of[token_id]
+        except KeyError:
+            tok = self.tokenizer.convert_ids_to_tokens(token_id) if 0 <= token_id < self.vocab_len else None
+            self._token_of[token_id] = tok
+            return tok
+
     def ids_to_tokens(self, ids: list[int], skip_special_tokens: bool) -> list[str]:
-        ids = [i for i in ids if 0 <= i < self.vocab_len]  # ids of a padded model vocab have no text
-        if not ids:
-            return []
-        toks = self.tokenizer.convert_ids_to_tokens(ids, skip_special_tokens=skip_special_tokens)
-        return [t for t in toks if t is not None]
+        out = []
+        for i in ids:
+            if skip_special_tokens and i in self.special_ids:
+                continue
+            tok = self.token_of(i)
+            if tok is not None:
+                out.append(tok)
+        return out
 
     def tokens_to_string(self, tokens: list[str], skip_special_tokens: bool, spaces_between: bool) -> str:
         if not tokens:
             return ""
         if not self.segmented:
-            return self.tokenizer.convert_tokens_to_string(tokens)
+            return self._to_string(tokens)
         parts: list[str] = []
         run: list[str] = []
         for tok in tokens:
@@ -82,8 +102,18 @@ class IncrementalDetokenizer:
     ``update`` returns the stop string that ended the text, or None. After a match ``output_text`` is cut
     before the stop string (or right after it with ``include_stop_str_in_output``)."""
 
-    __slots__ = ("view", "skip_special_tokens", "spaces_between", "stop", "include_stop", "min_tokens",
-                 "tokens", "prefix_offset", "read_offset", "output_text")
+    __slots__ = (
+        "view",
+        "skip_special_tokens",
+        "spaces_between",
+        "stop",
+        "include_stop",
+        "min_tokens",
+        "tokens",
+        "prefix_offset",
+        "read_offset",
+        "output_text",
+    )
 
     def __init__(self, view: TokenizerView, prompt_token_ids: list[int], params: Any) -> None:
         self.view = view
@@ -93,32 +123,36 @@ class IncrementalDetokenizer:
         self.include_stop = params.include_stop_str_in_output
         self.min_tokens = params.min_tokens
         # Left context: the last few prompt tokens (two extra in case special ones are skipped).
-        self.tokens = view.ids_to_tokens(prompt_token_ids[-(_CONTEXT_TOKENS + 2):], self.skip_special_tokens)
+        self.tokens = view.ids_to_tokens(prompt_token_ids[-(_CONTEXT_TOKENS + 2) :], self.skip_special_tokens)
         self.read_offset = len(self.tokens)
         self.prefix_offset = max(self.read_offset - _CONTEXT_TOKENS, 0)
         self.output_text = ""
 
     def decode_next(self, token_id: int) -> str:
         """Text added by ``token_id`` ("" while a multi-byte character is unfinished)."""
-        new = self.view.ids_to_tokens([token_id], self.skip_special_tokens)
-        if not new:
+        view = self.view
+        if self.skip_special_tokens and token_id in view.special_ids:
+            return ""
+        tok = view.token_of(token_id)
+        if tok is None:
             return ""
         toks = self.tokens
-        toks.extend(new)
-        to_str = self.view.tokens_to_string
-        prefix_text = to_str(toks[self.prefix_offset:self.read_offset], self.skip_special_tokens,
-                             self.spaces_between)
-        full_text = to_str(toks[self.prefix_offset:], self.skip_special_tokens, self.spaces_between)
+        toks.append(tok)
+        to_str = view.tokens_to_string
+        prefix_text = to_str(
+            toks[self.prefix_offset : self.read_offset], self.skip_special_tokens, self.spaces_between
+        )
+        full_text = to_str(toks[self.prefix_offset :], self.skip_special_tokens, self.spaces_between)
         if len(full_text) <= len(prefix_text) or full_text.endswith("\ufffd"):
             return ""
         self.prefix_offset, self.read_offset = self.read_offset, len(toks)
         if self.prefix_offset >= _TRIM_AT:
-            del toks[:self.prefix_offset]
+            del toks[: self.prefix_offset]
             self.read_offset -= self.prefix_offset
             self.prefix_offset = 0
-        return full_text[len(prefix_text):]
+        return full_text[len(prefix_text) :]
 
-    def update(self, token_id: int, num_output_tokens: int, stop_terminated: bool) -> Optional[str]:
+    def update(self, token_id: int, num_output_tokens: int, stop_terminated: bool) -> str | None:
         """Append ``token_id`` (the ``num_output_tokens``-th generated token) to the text and check the stop
         strings. A token that stopped the sequence (EOS / stop id: ``stop_terminated``) is left out of the
         text unless ``include_stop_str_in_output`` (vLLM). Stop strings are looked for only once more than
@@ -133,22 +167,25 @@ class IncrementalDetokenizer:
             return None
         return self._find_stop(len(piece))
 
-    def _find_stop(self, num_new_chars: int) -> Optional[str]:
+    def _find_stop(self, num_new_chars: int) -> str | None:
         text = self.output_text
         for stop in self.stop:  # the first listed stop string that matches wins (vLLM)
             idx = text.find(stop, max(0, len(text) - num_new_chars - len(stop) + 1))
             if idx < 0:
                 continue
-            self.output_text = text[:idx + len(stop)] if self.include_stop else text[:idx]
+            self.output_text = text[: idx + len(stop)] if self.include_stop else text[:idx]
             return stop
         return None
 
 
-def make_logprobs(tl: TokenLogprobs, decode: Optional[Callable[[int], str]]) -> dict[int, Logprob]:
+def make_logprobs(tl: TokenLogprobs, decode: Callable[[int], str] | None) -> dict[int, Logprob]:
     """vLLM's per-position logprobs dict: the chosen token first (with its true rank), then the top-k in
     rank order (a top-k token equal to the chosen one is not repeated)."""
-    out = {int(tl.token_id): Logprob(float(tl.logprob), int(tl.rank),
-                                     decode(int(tl.token_id)) if decode else None)}
+    out = {
+        int(tl.token_id): Logprob(
+            float(tl.logprob), int(tl.rank), decode(int(tl.token_id)) if decode else None
+        )
+    }
     for rank, (tid, lp) in enumerate(tl.top, 1):
         tid = int(tid)
         if tid not in out:

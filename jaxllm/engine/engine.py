@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Iterable, Optional
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -41,7 +42,7 @@ class EngineStats:
 @dataclasses.dataclass
 class _Request:
     request_id: str
-    prompt: Optional[str]
+    prompt: str | None
     prompt_token_ids: list[int]
     params: SamplingParams
     seqs: list[Sequence]
@@ -73,14 +74,21 @@ class LLMEngine:
         tokenizer: Any = None,
         seed: int | None = 0,
     ) -> None:
-        for name, v in (("num_blocks", num_blocks), ("block_size", block_size), ("max_num_seqs", max_num_seqs),
-                        ("max_num_batched_tokens", max_num_batched_tokens), ("max_model_len", max_model_len),
-                        ("vocab_size", vocab_size)):
+        for name, v in (
+            ("num_blocks", num_blocks),
+            ("block_size", block_size),
+            ("max_num_seqs", max_num_seqs),
+            ("max_num_batched_tokens", max_num_batched_tokens),
+            ("max_model_len", max_model_len),
+            ("vocab_size", vocab_size),
+        ):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
         if max_num_batched_tokens < max_num_seqs:
-            raise ValueError(f"max_num_batched_tokens ({max_num_batched_tokens}) must be greater than or equal "
-                             f"to max_num_seqs ({max_num_seqs}).")
+            raise ValueError(
+                f"max_num_batched_tokens ({max_num_batched_tokens}) must be greater than or equal "
+                f"to max_num_seqs ({max_num_seqs})."
+            )
         if not callable(getattr(runner, "execute", None)):
             raise TypeError(f"runner must have an execute(batch) method, got {type(runner).__name__}")
         if eos_token_ids is None:
@@ -100,9 +108,13 @@ class LLMEngine:
         self.tokenizer = tokenizer
         self._view = TokenizerView(tokenizer) if tokenizer is not None else None
         self.block_manager = BlockManager(num_blocks, block_size, enable_prefix_caching)
-        self.scheduler = Scheduler(self.block_manager, max_num_seqs=max_num_seqs,
-                                   max_num_batched_tokens=max_num_batched_tokens, max_model_len=max_model_len,
-                                   decode_token=self._view.decode_token if self._view else None)
+        self.scheduler = Scheduler(
+            self.block_manager,
+            max_num_seqs=max_num_seqs,
+            max_num_batched_tokens=max_num_batched_tokens,
+            max_model_len=max_model_len,
+            decode_token=self._view.decode_token if self._view else None,
+        )
         self._rng = np.random.default_rng(seed)
         self._requests: dict[str, _Request] = {}
         self._next_seq_id = 0
@@ -114,9 +126,9 @@ class LLMEngine:
         self,
         request_id: str,
         prompt_token_ids: Any,
-        sampling_params: Optional[SamplingParams] = None,
-        prompt: Optional[str] = None,
-        arrival_time: Optional[float] = None,
+        sampling_params: SamplingParams | None = None,
+        prompt: str | None = None,
+        arrival_time: float | None = None,
     ) -> None:
         """Queue a request; it makes ``sampling_params.n`` sequences. Raises ValueError/TypeError naming
         the request for bad input (empty or too long prompt, ids outside the vocabulary, a request that
@@ -127,16 +139,20 @@ class LLMEngine:
             raise ValueError(f"request {request_id!r} is already running; request ids must be unique")
         params = SamplingParams() if sampling_params is None else sampling_params
         if not isinstance(params, SamplingParams):
-            raise TypeError(f"request {request_id!r}: sampling_params must be a SamplingParams, "
-                            f"got {type(params).__name__}")
+            raise TypeError(
+                f"request {request_id!r}: sampling_params must be a SamplingParams, "
+                f"got {type(params).__name__}"
+            )
         ids = self._check_prompt(request_id, prompt_token_ids)
         max_tokens = self._check_params(request_id, params, len(ids))
 
         eos_ids = frozenset() if params.ignore_eos else frozenset(self.eos_token_ids[:1])
         stop_ids = frozenset(params.stop_token_ids) | (
-            frozenset() if params.ignore_eos else frozenset(self.eos_token_ids[1:]))
-        banned = tuple(dict.fromkeys([*(() if params.ignore_eos else self.eos_token_ids),
-                                      *params.stop_token_ids]))
+            frozenset() if params.ignore_eos else frozenset(self.eos_token_ids[1:])
+        )
+        banned = tuple(
+            dict.fromkeys([*(() if params.ignore_eos else self.eos_token_ids), *params.stop_token_ids])
+        )
         seqs = []
         for index in range(params.n):
             if params.seed is not None:
@@ -146,14 +162,27 @@ class LLMEngine:
             detok = None
             if self._view is not None and params.detokenize:
                 detok = IncrementalDetokenizer(self._view, ids, params)
-            seqs.append(Sequence(
-                self._next_seq_id, request_id, index, ids, params, max_tokens=max_tokens, rng_seed=rng_seed,
-                eos_token_ids=eos_ids, stop_token_ids=stop_ids, banned_token_ids=banned,
-                want_prompt_logprobs=params.prompt_logprobs is not None and index == 0, detokenizer=detok))
+            seqs.append(
+                Sequence(
+                    self._next_seq_id,
+                    request_id,
+                    index,
+                    ids,
+                    params,
+                    max_tokens=max_tokens,
+                    rng_seed=rng_seed,
+                    eos_token_ids=eos_ids,
+                    stop_token_ids=stop_ids,
+                    banned_token_ids=banned,
+                    want_prompt_logprobs=params.prompt_logprobs is not None and index == 0,
+                    detokenizer=detok,
+                )
+            )
             self._next_seq_id += 1
         arrival = time.time() if arrival_time is None else float(arrival_time)
-        self._requests[request_id] = _Request(request_id, prompt, ids, params, seqs, RequestMetrics(arrival),
-                                              len(seqs))
+        self._requests[request_id] = _Request(
+            request_id, prompt, ids, params, seqs, RequestMetrics(arrival), len(seqs)
+        )
         for seq in seqs:
             self.scheduler.add(seq)
         self.stats.num_prompt_tokens += len(ids)
@@ -162,50 +191,67 @@ class LLMEngine:
         if hasattr(prompt_token_ids, "tolist"):  # numpy array
             prompt_token_ids = prompt_token_ids.tolist()
         if isinstance(prompt_token_ids, (str, bytes)) or not hasattr(prompt_token_ids, "__iter__"):
-            raise TypeError(f"request {request_id!r}: prompt_token_ids must be a list of ints, "
-                            f"got {type(prompt_token_ids).__name__}")
+            raise TypeError(
+                f"request {request_id!r}: prompt_token_ids must be a list of ints, "
+                f"got {type(prompt_token_ids).__name__}"
+            )
         ids = list(prompt_token_ids)
         if not ids:
             raise ValueError(f"request {request_id!r}: The decoder prompt cannot be empty")
         if not all(type(t) is int for t in ids):
             bad = next(t for t in ids if type(t) is not int)
             if isinstance(bad, bool) or not isinstance(bad, (int, np.integer)):
-                raise TypeError(f"request {request_id!r}: prompt token ids must be ints, got "
-                                f"{type(bad).__name__} ({bad!r})")
+                raise TypeError(
+                    f"request {request_id!r}: prompt token ids must be ints, got "
+                    f"{type(bad).__name__} ({bad!r})"
+                )
             ids = [int(t) for t in ids]
         lo, hi = min(ids), max(ids)
         if lo < 0 or hi >= self.vocab_size:
-            raise ValueError(f"request {request_id!r}: Token id {hi if hi >= self.vocab_size else lo} is out "
-                             f"of vocabulary (vocab_size={self.vocab_size})")
+            raise ValueError(
+                f"request {request_id!r}: Token id {hi if hi >= self.vocab_size else lo} is out "
+                f"of vocabulary (vocab_size={self.vocab_size})"
+            )
         if len(ids) > self.max_model_len:
-            raise ValueError(f"request {request_id!r}: The decoder prompt (length {len(ids)}) is longer than "
-                             f"the maximum model length of {self.max_model_len}. Make sure that `max_model_len` "
-                             "is no smaller than the number of text tokens.")
+            raise ValueError(
+                f"request {request_id!r}: The decoder prompt (length {len(ids)}) is longer than "
+                f"the maximum model length of {self.max_model_len}. Make sure that `max_model_len` "
+                "is no smaller than the number of text tokens."
+            )
         if len(ids) + 1 > self.max_model_len:
-            raise ValueError(f"request {request_id!r}: The decoder prompt (length {len(ids)}) leaves no room "
-                             f"for a generated token within the maximum model length of {self.max_model_len}.")
+            raise ValueError(
+                f"request {request_id!r}: The decoder prompt (length {len(ids)}) leaves no room "
+                f"for a generated token within the maximum model length of {self.max_model_len}."
+            )
         return ids
 
     def _check_params(self, request_id: str, params: SamplingParams, prompt_len: int) -> int:
         """Checks that need the engine (vocabulary, tokenizer, KV pool); returns the resolved max_tokens."""
         if self.tokenizer is None and params.stop:
-            raise ValueError(f"request {request_id!r}: stop strings {params.stop} need a tokenizer, but the "
-                             "engine has none (skip_tokenizer_init); use stop_token_ids instead")
-        if params.bad_words:
-            if self.tokenizer is None:
-                raise ValueError(f"request {request_id!r}: bad_words need a tokenizer, but the engine has "
-                                 "none (skip_tokenizer_init)")
-            if params.bad_words_token_ids is None:
-                params.update_from_tokenizer(self.tokenizer)
+            raise ValueError(
+                f"request {request_id!r}: stop strings {params.stop} need a tokenizer, but the "
+                "engine has none (skip_tokenizer_init); use stop_token_ids instead"
+            )
+        if params.bad_words and self.tokenizer is None:
+            raise ValueError(
+                f"request {request_id!r}: bad_words need a tokenizer, but the engine has "
+                "none (skip_tokenizer_init)"
+            )
+        if self.tokenizer is not None:
+            params.update_from_tokenizer(self.tokenizer)  # bad_words -> token ids (for this tokenizer)
         v = self.vocab_size
-        for name, ids in (("stop_token_ids", params.stop_token_ids),
-                          ("allowed_token_ids", params.allowed_token_ids or ()),
-                          ("logit_bias", list(params.logit_bias or ())),
-                          ("bad_words", [t for w in params.bad_words_token_ids or () for t in w])):
+        for name, ids in (
+            ("stop_token_ids", params.stop_token_ids),
+            ("allowed_token_ids", params.allowed_token_ids or ()),
+            ("logit_bias", list(params.logit_bias or ())),
+            ("bad_words", [t for w in params.bad_words_token_ids or () for t in w]),
+        ):
             bad = [t for t in ids if not 0 <= t < v]
             if bad:
-                raise ValueError(f"request {request_id!r}: token_id(s) {bad} in {name} contain out-of-vocab "
-                                 f"token ids. Vocabulary size: {v}")
+                raise ValueError(
+                    f"request {request_id!r}: token_id(s) {bad} in {name} contain out-of-vocab "
+                    f"token ids. Vocabulary size: {v}"
+                )
         for name in ("logprobs", "prompt_logprobs"):
             k = getattr(params, name)
             if k is not None and k > v:
@@ -215,10 +261,12 @@ class LLMEngine:
         max_len = min(self.max_model_len, prompt_len + max_tokens)
         needed = self.block_manager.blocks_needed(max(prompt_len, max_len - 1))
         if needed > self.num_blocks:
-            raise ValueError(f"request {request_id!r}: prompt ({prompt_len} tokens) plus up to "
-                             f"{max_len - prompt_len} generated tokens needs {needed} KV-cache blocks of "
-                             f"{self.block_size} tokens, but the cache has only {self.num_blocks}; lower "
-                             "max_tokens / max_model_len or give the KV cache more memory")
+            raise ValueError(
+                f"request {request_id!r}: prompt ({prompt_len} tokens) plus up to "
+                f"{max_len - prompt_len} generated tokens needs {needed} KV-cache blocks of "
+                f"{self.block_size} tokens, but the cache has only {self.num_blocks}; lower "
+                "max_tokens / max_model_len or give the KV cache more memory"
+            )
         return max_tokens
 
     def abort_request(self, request_id: str | Iterable[str]) -> None:
@@ -243,10 +291,21 @@ class LLMEngine:
             return []
         batch = self.scheduler.schedule()
         if not batch.seqs:  # cannot happen for validated requests; fail loudly rather than spin
-            raise RuntimeError(f"scheduler made no progress with {len(self._requests)} unfinished requests "
-                               f"({self.block_manager.num_free_blocks}/{self.num_blocks} free blocks)")
-        output = self.runner.execute(batch)
-        finished = self.scheduler.update(batch, output)
+            raise RuntimeError(
+                f"scheduler made no progress with {len(self._requests)} unfinished requests "
+                f"({self.block_manager.num_free_blocks}/{self.num_blocks} free blocks)"
+            )
+        try:
+            output = self.runner.execute(batch)
+            finished = self.scheduler.update(batch, output)
+        except BaseException:
+            # The step's K/V may not have been written: forget the prefix-cache hashes registered for it (no
+            # later request may reuse those blocks) and requeue its sequences for recomputation. The engine
+            # stays usable: step() again, or abort the requests.
+            self.block_manager.drop_pending_hashes()
+            self.scheduler.reset_scheduled()
+            raise
+        self.block_manager.commit_pending_hashes()
         st = self.stats
         st.num_steps += 1
         st.num_scheduled_tokens += sum(s.num_new_tokens for s in batch.seqs)
@@ -264,9 +323,18 @@ class LLMEngine:
     def _make_output(self, req: _Request) -> RequestOutput:
         now = time.time()
         seqs = req.seqs
-        outputs = [CompletionOutput(index=s.index, text=s.text, token_ids=s.output_token_ids,
-                                    cumulative_logprob=s.cumulative_logprob, logprobs=s.logprobs,
-                                    finish_reason=s.finish_reason, stop_reason=s.stop_reason) for s in seqs]
+        outputs = [
+            CompletionOutput(
+                index=s.index,
+                text=s.text,
+                token_ids=s.output_token_ids,
+                cumulative_logprob=s.cumulative_logprob,
+                logprobs=s.logprobs,
+                finish_reason=s.finish_reason,
+                stop_reason=s.stop_reason,
+            )
+            for s in seqs
+        ]
         m = req.metrics
         times = [s.first_scheduled_time for s in seqs if s.first_scheduled_time is not None]
         m.first_scheduled_time = min(times) if times else None
@@ -276,6 +344,13 @@ class LLMEngine:
         m.last_token_time = max(times) if times else None
         m.finished_time = now
         self.stats.num_cached_tokens += sum(s.num_cached_tokens or 0 for s in seqs)
-        return RequestOutput(request_id=req.request_id, prompt=req.prompt, prompt_token_ids=req.prompt_token_ids,
-                             prompt_logprobs=seqs[0].prompt_logprobs, outputs=outputs, finished=True,
-                             metrics=m, num_cached_tokens=seqs[0].num_cached_tokens)
+        return RequestOutput(
+            request_id=req.request_id,
+            prompt=req.prompt,
+            prompt_token_ids=req.prompt_token_ids,
+            prompt_logprobs=seqs[0].prompt_logprobs,
+            outputs=outputs,
+            finished=True,
+            metrics=m,
+            num_cached_tokens=seqs[0].num_cached_tokens,
+        )

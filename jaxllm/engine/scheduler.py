@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import Any, Optional
+from typing import Any
 
 from jaxllm.engine.batch import RunnerOutput, ScheduledBatch, ScheduledSeq
 from jaxllm.engine.block_manager import BlockManager
@@ -119,6 +119,19 @@ class Scheduler:
             want_prompt_logprobs=seq.want_prompt_logprobs and start < seq.num_prompt_tokens - 1,
         )
 
+    def reset_scheduled(self) -> None:
+        """After a failed step (the runner raised): the K/V of the scheduled tokens may be missing, so every
+        sequence of that batch releases its blocks and goes back to the front of the waiting queue, in
+        order, to be recomputed (call after ``BlockManager.drop_pending_hashes``)."""
+        failed = {id(s) for s in self._scheduled}
+        self.running = [s for s in self.running if id(s) not in failed]
+        for seq in reversed(self._scheduled):
+            self.block_manager.free(seq)
+            seq.num_computed_tokens = 0
+            seq.status = SequenceStatus.WAITING
+            self.waiting.appendleft(seq)
+        self._scheduled = []
+
     def _preempt(self, seq: Sequence) -> None:
         self.block_manager.free(seq)
         seq.num_computed_tokens = 0
@@ -137,8 +150,9 @@ class Scheduler:
         finished: list[Sequence] = []
         for sseq, seq in zip(batch.seqs, self._scheduled):
             seq.num_computed_tokens = sseq.start + sseq.num_new_tokens
+            decode = self.decode_token if seq.params.detokenize else None
             if sseq.want_prompt_logprobs:
-                self._add_prompt_logprobs(seq, sseq.start, output.prompt_logprobs.get(seq.seq_id))
+                self._add_prompt_logprobs(seq, sseq.start, output.prompt_logprobs.get(seq.seq_id), decode)
             if not sseq.sample:
                 continue
             try:
@@ -148,7 +162,7 @@ class Scheduler:
             seq.token_ids.append(token)
             if seq.logprobs is not None:
                 tl = output.logprobs[seq.seq_id]
-                seq.logprobs.append(make_logprobs(tl, self.decode_token))
+                seq.logprobs.append(make_logprobs(tl, decode))
                 seq.cumulative_logprob += float(tl.logprob)
             if seq.first_token_time is None:
                 seq.first_token_time = now
@@ -162,7 +176,7 @@ class Scheduler:
             self.running = [s for s in self.running if s.status != SequenceStatus.FINISHED]
         return finished
 
-    def _add_prompt_logprobs(self, seq: Sequence, start: int, entries: Optional[list]) -> None:
+    def _add_prompt_logprobs(self, seq: Sequence, start: int, entries: list | None, decode: Any) -> None:
         """Entry j is for prompt token ``start + 1 + j``; positions already recorded (before a preemption)
         are skipped, so recomputation does not duplicate them."""
         if not entries:
@@ -173,13 +187,13 @@ class Scheduler:
             if pos >= seq.num_prompt_tokens:
                 break
             if pos == len(pls):
-                pls.append(make_logprobs(tl, self.decode_token))
+                pls.append(make_logprobs(tl, decode))
 
     def _check_stop(self, seq: Sequence, token: int) -> bool:
         """vLLM's order: EOS / stop ids (not before min_tokens), then length (max_tokens, max_model_len);
         then stop strings, which override "length". Returns whether the sequence finished."""
         num_out = len(seq.token_ids) - seq.num_prompt_tokens
-        reason: Optional[str] = None
+        reason: str | None = None
         stop_reason: int | str | None = None
         if num_out >= seq.params.min_tokens:
             if token in seq.eos_token_ids:

@@ -7,7 +7,7 @@ the same prompt; prefix caching lets them share the prompt's KV blocks.
 from __future__ import annotations
 
 import enum
-from typing import Any, Optional
+from typing import Any
 
 from jaxllm.outputs import PromptLogprobs, SampleLogprobs
 
@@ -25,12 +25,34 @@ class Sequence:
     it), computed lazily and kept across preemptions because tokens are only ever appended."""
 
     __slots__ = (
-        "seq_id", "request_id", "index", "token_ids", "num_prompt_tokens", "num_computed_tokens",
-        "num_cached_tokens", "block_table", "block_hashes", "num_registered_blocks", "status",
-        "finish_reason", "stop_reason", "params", "max_tokens", "rng_seed", "eos_token_ids",
-        "stop_token_ids", "banned_token_ids", "read_prefix_cache", "want_prompt_logprobs",
-        "cumulative_logprob", "logprobs", "prompt_logprobs", "detokenizer", "first_scheduled_time",
-        "first_token_time", "last_token_time",
+        "seq_id",
+        "request_id",
+        "index",
+        "token_ids",
+        "num_prompt_tokens",
+        "num_computed_tokens",
+        "num_cached_tokens",
+        "block_table",
+        "block_hashes",
+        "num_registered_blocks",
+        "status",
+        "finish_reason",
+        "stop_reason",
+        "params",
+        "max_tokens",
+        "rng_seed",
+        "eos_token_ids",
+        "stop_token_ids",
+        "banned_token_ids",
+        "read_prefix_cache",
+        "want_prompt_logprobs",
+        "cumulative_logprob",
+        "logprobs",
+        "prompt_logprobs",
+        "detokenizer",
+        "first_scheduled_time",
+        "first_token_time",
+        "last_token_time",
     )
 
     def __init__(
@@ -55,12 +77,12 @@ class Sequence:
         self.token_ids = list(prompt_token_ids)  # own copy: children append different tokens
         self.num_prompt_tokens = len(prompt_token_ids)
         self.num_computed_tokens = 0
-        self.num_cached_tokens: Optional[int] = None  # prefix-cache hit tokens at first admission
+        self.num_cached_tokens: int | None = None  # prefix-cache hit tokens at first admission
         self.block_table: list[int] = []
         self.block_hashes: list[int] = []
         self.num_registered_blocks = 0  # leading blocks of block_table already offered to the cache
         self.status = SequenceStatus.WAITING
-        self.finish_reason: Optional[str] = None
+        self.finish_reason: str | None = None
         self.stop_reason: int | str | None = None
         self.params = params
         self.max_tokens = max_tokens  # resolved: SamplingParams.max_tokens or what max_model_len allows
@@ -72,13 +94,13 @@ class Sequence:
         # A sequence that returns prompt logprobs must compute every prompt position (vLLM skips the
         # prefix cache for it); the others may start from cached blocks.
         self.read_prefix_cache = not want_prompt_logprobs
-        self.cumulative_logprob: Optional[float] = None if params.logprobs is None else 0.0
-        self.logprobs: Optional[SampleLogprobs] = None if params.logprobs is None else []
-        self.prompt_logprobs: Optional[PromptLogprobs] = [None] if want_prompt_logprobs else None
+        self.cumulative_logprob: float | None = None if params.logprobs is None else 0.0
+        self.logprobs: SampleLogprobs | None = None if params.logprobs is None else []
+        self.prompt_logprobs: PromptLogprobs | None = [None] if want_prompt_logprobs else None
         self.detokenizer = detokenizer
-        self.first_scheduled_time: Optional[float] = None
-        self.first_token_time: Optional[float] = None
-        self.last_token_time: Optional[float] = None
+        self.first_scheduled_time: float | None = None
+        self.first_token_time: float | None = None
+        self.last_token_time: float | None = None
 
     @property
     def num_tokens(self) -> int:
@@ -90,7 +112,7 @@ class Sequence:
 
     @property
     def output_token_ids(self) -> list[int]:
-        return self.token_ids[self.num_prompt_tokens:]
+        return self.token_ids[self.num_prompt_tokens :]
 
     @property
     def text(self) -> str:
@@ -106,7 +128,9 @@ class Sequence:
         self.stop_reason = stop_reason
 
     def __repr__(self) -> str:
-        return (f"Sequence(seq_id={self.seq_id}, request_id={self.request_id!r}, index={self.index}, "
-                f"status={self.status.name}, num_tokens={len(self.token_ids)}, "
-                f"num_prompt_tokens={self.num_prompt_tokens}, num_computed_tokens={self.num_computed_tokens}, "
-                f"blocks={len(self.block_table)})")
+        return (
+            f"Sequence(seq_id={self.seq_id}, request_id={self.request_id!r}, index={self.index}, "
+            f"status={self.status.name}, num_tokens={len(self.token_ids)}, "
+            f"num_prompt_tokens={self.num_prompt_tokens}, num_computed_tokens={self.num_computed_tokens}, "
+            f"blocks={len(self.block_table)})"
+        )

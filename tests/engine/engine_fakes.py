@@ -32,8 +32,14 @@ def fake_top(k: int) -> list[tuple[int, float]]:
 
 
 class CacheCheckingRunner:
-    def __init__(self, num_blocks: int, block_size: int, max_num_seqs: int | None = None,
-                 max_num_batched_tokens: int | None = None, script: dict | None = None) -> None:
+    def __init__(
+        self,
+        num_blocks: int,
+        block_size: int,
+        max_num_seqs: int | None = None,
+        max_num_batched_tokens: int | None = None,
+        script: dict | None = None,
+    ) -> None:
         self.block_size = block_size
         self.cache = [None] * (num_blocks * block_size)  # slot -> (token, position)
         self.max_num_seqs = max_num_seqs
@@ -46,7 +52,7 @@ class CacheCheckingRunner:
 
     def next_token(self, s, context: list[int]) -> int:
         p = s.sampling_params
-        prompt = tuple(s.token_ids[:s.num_prompt_tokens])
+        prompt = tuple(s.token_ids[: s.num_prompt_tokens])
         if prompt in self.script and s.output_index < len(self.script[prompt]):
             t = self.script[prompt][s.output_index]
         else:
@@ -84,13 +90,18 @@ class CacheCheckingRunner:
             if s.want_prompt_logprobs:
                 last = min(s.end, s.num_prompt_tokens - 1)
                 out.prompt_logprobs[s.seq_id] = [
-                    TokenLogprobs(s.token_ids[q], fake_logprob(s.token_ids[q]), 1 + q % 3, fake_top(p.prompt_logprobs))
-                    for q in range(s.start + 1, last + 1)]
+                    TokenLogprobs(
+                        s.token_ids[q], fake_logprob(s.token_ids[q]), 1 + q % 3, fake_top(p.prompt_logprobs)
+                    )
+                    for q in range(s.start + 1, last + 1)
+                ]
             if s.sample:
                 t = self.next_token(s, context)
                 out.sampled[s.seq_id] = t
                 if p.logprobs is not None:
-                    out.logprobs[s.seq_id] = TokenLogprobs(t, fake_logprob(t), 1 + t % 3, fake_top(p.logprobs))
+                    out.logprobs[s.seq_id] = TokenLogprobs(
+                        t, fake_logprob(t), 1 + t % 3, fake_top(p.logprobs)
+                    )
         return out
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 
 import pytest
-
 from bpe_tokenizer import CORPUS, bpe_tokenizer
+
 from jaxllm.engine.batch import TokenLogprobs
 from jaxllm.engine.detokenizer import IncrementalDetokenizer, TokenizerView, make_logprobs
 from jaxllm.sampling_params import SamplingParams
@@ -20,7 +20,7 @@ def stream(tok, prompt_ids, out_ids, **kw):
     for i, t in enumerate(out_ids, 1):
         before = det.output_text
         det.update(t, i, False)
-        pieces.append(det.output_text[len(before):])
+        pieces.append(det.output_text[len(before) :])
     return det, pieces
 
 
@@ -52,7 +52,11 @@ def test_special_and_added_tokens(skip):
     tok = bpe_tokenizer()
     eos = tok.eos_token_id
     extra = tok.convert_tokens_to_ids("<extra>")
-    out_ids = tok.encode("Hello", add_special_tokens=False) + [eos, extra] + tok.encode(" wörld", add_special_tokens=False)
+    out_ids = (
+        tok.encode("Hello", add_special_tokens=False)
+        + [eos, extra]
+        + tok.encode(" wörld", add_special_tokens=False)
+    )
     det, _ = stream(tok, [5], out_ids, skip_special_tokens=skip)
     assert det.output_text == tok.decode(out_ids, skip_special_tokens=skip)
     assert ("<eos>" in det.output_text) == (not skip)
@@ -64,6 +68,7 @@ class CharSlowTokenizer:
 
     is_fast = False
     all_special_tokens = ["<s>"]
+    all_special_ids = [0]
 
     def __init__(self):
         self.vocab = ["<s>", "<a>"] + [chr(c) for c in range(32, 127)]
@@ -75,7 +80,13 @@ class CharSlowTokenizer:
         return {"<s>": 0, "<a>": 1}
 
     def convert_ids_to_tokens(self, ids, skip_special_tokens=False):
-        return [self.vocab[i] for i in ids if not (skip_special_tokens and self.vocab[i] in self.all_special_tokens)]
+        if isinstance(ids, int):
+            return self.vocab[ids]
+        return [
+            self.vocab[i]
+            for i in ids
+            if not (skip_special_tokens and self.vocab[i] in self.all_special_tokens)
+        ]
 
     def convert_tokens_to_string(self, tokens):
         return "".join(tokens)
@@ -118,7 +129,9 @@ def test_stop_strings():
     tok = bpe_tokenizer()
     text, s, _, _ = stop_run(tok, "Hello world STOP here more", stop=["STOP"])
     assert (text, s) == ("Hello world ", "STOP")
-    text, s, _, _ = stop_run(tok, "Hello world STOP here more", stop=["STOP"], include_stop_str_in_output=True)
+    text, s, _, _ = stop_run(
+        tok, "Hello world STOP here more", stop=["STOP"], include_stop_str_in_output=True
+    )
     assert (text, s) == ("Hello world STOP", "STOP")
     # a stop string across several tokens and inside a token; first listed match wins
     text, s, _, _ = stop_run(tok, "The quick brown fox", stop=["zzz", "ck br"])
@@ -148,8 +161,9 @@ def test_stop_terminated_token_left_out_of_text():
         det.update(t, i, False)
     det.update(tok.eos_token_id, 9, True)
     assert det.output_text == "Hi"
-    det = IncrementalDetokenizer(TokenizerView(tok), [5], SamplingParams(skip_special_tokens=False,
-                                                                       include_stop_str_in_output=True))
+    det = IncrementalDetokenizer(
+        TokenizerView(tok), [5], SamplingParams(skip_special_tokens=False, include_stop_str_in_output=True)
+    )
     det.update(tok.eos_token_id, 1, True)
     assert det.output_text == "<eos>"
 

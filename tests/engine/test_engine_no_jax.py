@@ -9,10 +9,22 @@ import sys
 import textwrap
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-HOST_FILES = sorted((ROOT / "jaxllm" / "engine").glob("*.py")) + [ROOT / "jaxllm" / "sampling_params.py",
-                                                                   ROOT / "jaxllm" / "outputs.py"]
-FORBIDDEN = ("jax", "jaxlib", "flax", "torch", "jaxllm.runner", "jaxllm.models", "jaxllm.weights",
-             "jaxllm.parallel", "jaxllm.ops", "jaxllm.llm")
+HOST_FILES = sorted((ROOT / "jaxllm" / "engine").glob("*.py")) + [
+    ROOT / "jaxllm" / "sampling_params.py",
+    ROOT / "jaxllm" / "outputs.py",
+]
+FORBIDDEN = (
+    "jax",
+    "jaxlib",
+    "flax",
+    "torch",
+    "jaxllm.runner",
+    "jaxllm.models",
+    "jaxllm.weights",
+    "jaxllm.parallel",
+    "jaxllm.ops",
+    "jaxllm.llm",
+)
 
 
 def imported_modules(path: pathlib.Path) -> set[str]:
@@ -29,7 +41,9 @@ def test_engine_files_import_no_jax_statically():
     assert len(HOST_FILES) >= 9
     for path in HOST_FILES:
         for mod in imported_modules(path):
-            assert not any(mod == f or mod.startswith(f + ".") for f in FORBIDDEN), f"{path.name} imports {mod}"
+            assert not any(mod == f or mod.startswith(f + ".") for f in FORBIDDEN), (
+                f"{path.name} imports {mod}"
+            )
 
 
 def test_engine_runs_with_jax_unimportable():

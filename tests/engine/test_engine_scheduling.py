@@ -6,19 +6,38 @@ from __future__ import annotations
 import random
 
 import pytest
-
 from engine_fakes import VOCAB, CacheCheckingRunner, reference_greedy
+
 from jaxllm.engine import LLMEngine
 from jaxllm.sampling_params import SamplingParams
 
 
-def make_engine(num_blocks=256, block_size=4, max_num_seqs=8, max_num_batched_tokens=64, max_model_len=128,
-                enable_prefix_caching=True, eos_token_ids=None, tokenizer=None, seed=0, script=None):
+def make_engine(
+    num_blocks=256,
+    block_size=4,
+    max_num_seqs=8,
+    max_num_batched_tokens=64,
+    max_model_len=128,
+    enable_prefix_caching=True,
+    eos_token_ids=None,
+    tokenizer=None,
+    seed=0,
+    script=None,
+):
     runner = CacheCheckingRunner(num_blocks, block_size, max_num_seqs, max_num_batched_tokens, script)
-    eng = LLMEngine(runner, num_blocks=num_blocks, block_size=block_size, max_num_seqs=max_num_seqs,
-                    max_num_batched_tokens=max_num_batched_tokens, max_model_len=max_model_len,
-                    vocab_size=VOCAB, enable_prefix_caching=enable_prefix_caching, eos_token_ids=eos_token_ids,
-                    tokenizer=tokenizer, seed=seed)
+    eng = LLMEngine(
+        runner,
+        num_blocks=num_blocks,
+        block_size=block_size,
+        max_num_seqs=max_num_seqs,
+        max_num_batched_tokens=max_num_batched_tokens,
+        max_model_len=max_model_len,
+        vocab_size=VOCAB,
+        enable_prefix_caching=enable_prefix_caching,
+        eos_token_ids=eos_token_ids,
+        tokenizer=tokenizer,
+        seed=seed,
+    )
     return eng, runner
 
 
@@ -76,8 +95,9 @@ def test_chunked_prefill_small_budget():
     # prompts were split into chunks, and chunks were mixed with decodes in the same step
     chunks = [n for b in runner.batches for (_, _, n, sample) in b if not sample]
     assert chunks and max(chunks) <= 7
-    assert any(any(n == 1 and s for (_, _, n, s) in b) and any(not s for (_, _, _, s) in b)
-               for b in runner.batches)
+    assert any(
+        any(n == 1 and s for (_, _, n, s) in b) and any(not s for (_, _, _, s) in b) for b in runner.batches
+    )
 
 
 @pytest.mark.parametrize("caching", [True, False])
@@ -85,8 +105,13 @@ def test_preemption_keeps_outputs_exact(caching):
     prompts = random_prompts(16, lo=5, hi=30, seed=2)
     max_tokens = [20 + i for i in range(16)]
     # 16 blocks of 4 tokens = 64 slots: far too few for 8 concurrent sequences of up to ~65 tokens.
-    eng, runner = make_engine(num_blocks=16, max_num_seqs=8, max_num_batched_tokens=32, max_model_len=128,
-                              enable_prefix_caching=caching)
+    eng, runner = make_engine(
+        num_blocks=16,
+        max_num_seqs=8,
+        max_num_batched_tokens=32,
+        max_model_len=128,
+        enable_prefix_caching=caching,
+    )
     for i, p in enumerate(prompts):
         eng.add_request(str(i), p, greedy(max_tokens[i]))
     check_against_reference(run_all(eng), prompts, max_tokens)
@@ -94,8 +119,9 @@ def test_preemption_keeps_outputs_exact(caching):
 
 
 def test_preempted_sequence_recomputes_its_outputs():
-    eng, runner = make_engine(num_blocks=6, max_num_seqs=2, max_num_batched_tokens=16, max_model_len=64,
-                              enable_prefix_caching=False)
+    eng, runner = make_engine(
+        num_blocks=6, max_num_seqs=2, max_num_batched_tokens=16, max_model_len=64, enable_prefix_caching=False
+    )
     eng.add_request("a", [1, 2, 3], greedy(20))
     eng.add_request("b", [4, 5, 6], greedy(20))
     outs = run_all(eng)
@@ -142,7 +168,11 @@ def test_prefix_cache_shared_blocks_within_a_step():
     assert b.num_cached_tokens == 16
     outs = run_all(eng)
     assert outs["y"].num_cached_tokens == 16
-    assert list(outs["x"].outputs[0].token_ids) == list(outs["y"].outputs[0].token_ids) == reference_greedy(prompt, 4)
+    assert (
+        list(outs["x"].outputs[0].token_ids)
+        == list(outs["y"].outputs[0].token_ids)
+        == reference_greedy(prompt, 4)
+    )
 
 
 def test_prefix_cache_eviction_under_pressure():
@@ -192,7 +222,9 @@ def test_unseeded_sampling_follows_engine_seed():
         eng, _ = make_engine(seed=seed)
         for i in range(4):
             eng.add_request(str(i), [1, 2, 3], SamplingParams(max_tokens=6))
-        return [tuple(o.outputs[0].token_ids) for o in sorted(run_all(eng).values(), key=lambda o: o.request_id)]
+        return [
+            tuple(o.outputs[0].token_ids) for o in sorted(run_all(eng).values(), key=lambda o: o.request_id)
+        ]
 
     assert run(0) == run(0)
     assert run(0) != run(1)
@@ -234,3 +266,44 @@ def test_stats_and_metrics():
     assert m.first_scheduled_time <= m.first_token_time <= m.last_token_time <= m.finished_time
     assert eng.stats.num_steps == 4 and eng.stats.num_generated_tokens == 4
     assert eng.stats.num_scheduled_tokens == 3 + 3
+
+
+class FailingOnce(CacheCheckingRunner):
+    """Raises on one step after writing part of the cache (as an interrupted device step could)."""
+
+    def __init__(self, *a, fail_at=2, **kw):
+        super().__init__(*a, **kw)
+        self.calls, self.fail_at = 0, fail_at
+
+    def execute(self, batch):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            for s in batch.seqs:  # garbage in the slots this step would have written
+                for pos in range(s.start, s.end):
+                    self.cache[self.slot(s.block_table, pos)] = (-7, pos)
+            raise KeyboardInterrupt
+        return super().execute(batch)
+
+
+def test_failed_step_is_recovered_without_stale_cache_hits():
+    prompts = [list(range(1, 30)), list(range(1, 30)), list(range(3, 20))]
+    runner = FailingOnce(64, 4, max_num_seqs=4, max_num_batched_tokens=16)
+    eng = LLMEngine(
+        runner,
+        num_blocks=64,
+        block_size=4,
+        max_num_seqs=4,
+        max_num_batched_tokens=16,
+        max_model_len=128,
+        vocab_size=VOCAB,
+    )
+    for i, p in enumerate(prompts):
+        eng.add_request(str(i), p, greedy(6))
+    eng.step()
+    with pytest.raises(KeyboardInterrupt):
+        eng.step()
+    assert eng.get_num_unfinished_requests() == 3
+    check_against_reference(run_all(eng), prompts, [6, 6, 6])
+    # a new request with the same prefix must not hit blocks of the failed step
+    eng.add_request("again", prompts[0], greedy(6))
+    assert list(run_all(eng)["again"].outputs[0].token_ids) == reference_greedy(prompts[0], 6)

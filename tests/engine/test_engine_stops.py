@@ -1,11 +1,11 @@
-"""Stop conditions, text, logprobs and bad input through LLMEngine (scripted fake runner, real BPE tokenizer)."""
+"""Stop conditions, text, logprobs and bad input through LLMEngine (scripted fake runner, BPE tokenizer)."""
 
 from __future__ import annotations
 
 import pytest
-
 from bpe_tokenizer import bpe_tokenizer
 from engine_fakes import VOCAB, CacheCheckingRunner, fake_logprob, reference_greedy
+
 from jaxllm.engine import LLMEngine
 from jaxllm.sampling_params import SamplingParams
 
@@ -13,13 +13,31 @@ EOS = 0
 PROMPT = [10, 11, 12, 13, 14]
 
 
-def engine(script=None, tokenizer=None, eos_token_ids=(EOS,), num_blocks=64, block_size=4, max_model_len=64,
-           max_num_batched_tokens=32, max_num_seqs=4, enable_prefix_caching=True):
+def engine(
+    script=None,
+    tokenizer=None,
+    eos_token_ids=(EOS,),
+    num_blocks=64,
+    block_size=4,
+    max_model_len=64,
+    max_num_batched_tokens=32,
+    max_num_seqs=4,
+    enable_prefix_caching=True,
+):
     vocab = len(tokenizer) if tokenizer is not None else VOCAB
     runner = CacheCheckingRunner(num_blocks, block_size, script=script)
-    eng = LLMEngine(runner, num_blocks=num_blocks, block_size=block_size, max_num_seqs=max_num_seqs,
-                    max_num_batched_tokens=max_num_batched_tokens, max_model_len=max_model_len, vocab_size=vocab,
-                    enable_prefix_caching=enable_prefix_caching, eos_token_ids=eos_token_ids, tokenizer=tokenizer)
+    eng = LLMEngine(
+        runner,
+        num_blocks=num_blocks,
+        block_size=block_size,
+        max_num_seqs=max_num_seqs,
+        max_num_batched_tokens=max_num_batched_tokens,
+        max_model_len=max_model_len,
+        vocab_size=vocab,
+        enable_prefix_caching=enable_prefix_caching,
+        eos_token_ids=eos_token_ids,
+        tokenizer=tokenizer,
+    )
     return eng, runner
 
 
@@ -74,7 +92,9 @@ def test_min_tokens_banned_ids_in_batch():
             break
     assert banned[:2] == [(EOS, 3, 9)] * 2 and banned[2] == ()
     eng2, _ = engine()
-    eng2.add_request("r", PROMPT, SamplingParams(min_tokens=2, max_tokens=5, ignore_eos=True, stop_token_ids=[9]))
+    eng2.add_request(
+        "r", PROMPT, SamplingParams(min_tokens=2, max_tokens=5, ignore_eos=True, stop_token_ids=[9])
+    )
     assert eng2.scheduler.schedule().seqs[0].banned_token_ids == (9,)
 
 
@@ -104,7 +124,9 @@ def test_text_and_eos_excluded():
 @pytest.mark.parametrize("include", [False, True])
 def test_stop_string_through_engine(include):
     tok = bpe_tokenizer()
-    eng, _ = engine(text_script(tok, "The quick STOP brown fox"), tokenizer=tok, eos_token_ids=(tok.eos_token_id,))
+    eng, _ = engine(
+        text_script(tok, "The quick STOP brown fox"), tokenizer=tok, eos_token_ids=(tok.eos_token_id,)
+    )
     _, o = run(eng, max_tokens=50, stop=["STOP"], include_stop_str_in_output=include)
     assert o.text == ("The quick STOP" if include else "The quick ")
     assert (o.finish_reason, o.stop_reason) == ("stop", "STOP")
@@ -141,7 +163,10 @@ def test_bad_words_tokenized_by_engine():
     eng.add_request("r", PROMPT, params)
     ids = params.bad_words_token_ids
     assert tok.encode("Hello", add_special_tokens=False) in ids
-    assert tok.encode(" world", add_special_tokens=False) in ids or tok.encode("world", add_special_tokens=False) in ids
+    assert (
+        tok.encode(" world", add_special_tokens=False) in ids
+        or tok.encode("world", add_special_tokens=False) in ids
+    )
 
 
 def test_logprobs_and_cumulative():
@@ -150,7 +175,9 @@ def test_logprobs_and_cumulative():
     req, o = run(eng, max_tokens=4, logprobs=2)
     assert len(o.logprobs) == 4
     for t, d in zip(o.token_ids, o.logprobs):
-        assert next(iter(d)) == t and d[t].logprob == fake_logprob(t) and d[t].decoded_token == tok.decode([t])
+        assert (
+            next(iter(d)) == t and d[t].logprob == fake_logprob(t) and d[t].decoded_token == tok.decode([t])
+        )
         assert {0, 1} <= set(d)
     assert o.cumulative_logprob == pytest.approx(sum(fake_logprob(t) for t in o.token_ids))
     assert req.prompt_logprobs is None
@@ -218,7 +245,9 @@ def test_bad_input_errors_name_the_request():
 
 def test_engine_constructor_errors():
     r = CacheCheckingRunner(4, 4)
-    kw = dict(num_blocks=4, block_size=4, max_num_seqs=4, max_num_batched_tokens=8, max_model_len=16, vocab_size=8)
+    kw = dict(
+        num_blocks=4, block_size=4, max_num_seqs=4, max_num_batched_tokens=8, max_model_len=16, vocab_size=8
+    )
     with pytest.raises(ValueError, match="max_num_batched_tokens"):
         LLMEngine(r, **{**kw, "max_num_batched_tokens": 2})
     with pytest.raises(ValueError, match="block_size"):
@@ -232,5 +261,7 @@ def test_engine_constructor_errors():
 def test_request_output_repr():
     eng, _ = engine()
     req, o = run(eng, max_tokens=2)
-    assert repr(req).startswith("RequestOutput(request_id=r, prompt=None, prompt_token_ids=[10, 11, 12, 13, 14]")
+    assert repr(req).startswith(
+        "RequestOutput(request_id=r, prompt=None, prompt_token_ids=[10, 11, 12, 13, 14]"
+    )
     assert "CompletionOutput(index=0, text=''" in repr(req)
