@@ -42,11 +42,12 @@ def decode_config(num_seqs: int, num_kv_heads: int, group: int, head_dim: int, m
     return TileConfig(block_q=block_q, block_n=block_n, num_splits=splits, num_warps=4, num_stages=3)
 
 
-def prefill_config(group: int, head_dim: int) -> TileConfig:
-    """Launch B: 128 rows (BQ tokens x all q heads of one kv head), 64 keys a step (32 at D=256)."""
+def prefill_config(group: int, head_dim: int, itemsize: int = 2) -> TileConfig:
+    """Launch B: 128 rows (BQ tokens x all q heads of one kv head), 64 keys a step (32 at D=256 or fp32,
+    to keep the pipelined K/V tiles inside shared memory)."""
     gp = _next_pow2(group)
     block_q = max(1, 128 // gp)
-    if head_dim > 128:
+    if head_dim * itemsize > 256:
         return TileConfig(block_q=block_q, block_n=32, num_warps=8, num_stages=2)
     return TileConfig(block_q=block_q, block_n=64, num_warps=8, num_stages=3)
 
@@ -97,7 +98,7 @@ def ragged_paged_attention_pallas(
     seq_lens = seq_lens.astype(jnp.int32)
     block_tables = block_tables.astype(jnp.int32)
     cfg_a = decode_cfg or decode_config(num_seqs, num_kv_heads, group, head_dim, pages_per_seq * block_size)
-    cfg_b = prefill_cfg or prefill_config(group, head_dim)
+    cfg_b = prefill_cfg or prefill_config(group, head_dim, q.dtype.itemsize)
 
     q_rows = q.reshape(num_tokens * num_q_heads, head_dim)
     kv_rows = kv_cache.reshape(2 * num_blocks * block_size * num_kv_heads, head_dim)

@@ -1,0 +1,321 @@
+"""Benchmark of the ragged paged attention kernels and the KV-cache write, in one invocation on one GPU.
+
+Writes benchmarks/kernels_<tag>.json and .md (``--out-dir``, ``--tag``). Measures, in the same run:
+ceilings (elementwise read+write bandwidth, bf16 matmul), decode (B x context grid, 32 q / 8 kv heads, D=128,
+bf16, block 16) as µs and effective KV-read TB/s against JAX's Pallas paged_attention and the XLA reference,
+prefill TFLOP/s (causal FLOPs) against cuDNN's dense kernel, a mixed batch against the sum of its parts,
+write_kv_cache with the cache donated, and (``--sweep``) tile-shape variants of our kernel.
+
+  python scripts/bench_kernels.py --sweep            # on the GPU machine
+  python scripts/bench_kernels.py --quick --interpret  # CPU smoke test of the script itself
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from ops.paged_attention import write_kv_cache  # noqa: E402
+from ops.paged_attention.pallas_attention import (  # noqa: E402
+    decode_config, prefill_config, ragged_paged_attention_pallas)
+from ops.paged_attention.pallas_triton import TileConfig  # noqa: E402
+from ops.paged_attention.reference import ragged_paged_attention_reference  # noqa: E402
+
+HQ, HK, D, BS = 32, 8, 128, 16
+DT = jnp.bfloat16
+
+
+def timeit(fn, arg_sets, reps=10, rounds=5):
+    """Median seconds per call over ``rounds`` rounds of ``reps`` async calls, rotating through arg_sets
+    (different buffers, so a small working set does not sit in L2). Returns (seconds, compile_seconds)."""
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(*arg_sets[0]))
+    compile_s = time.perf_counter() - t0
+    for a in arg_sets[1:]:
+        jax.block_until_ready(fn(*a))
+    times = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        out = None
+        for i in range(reps):
+            out = fn(*arg_sets[i % len(arg_sets)])
+        jax.block_until_ready(out)
+        times.append((time.perf_counter() - t0) / reps)
+    return statistics.median(times), compile_s
+
+
+def ceilings(quick):
+    n = (1 << 20) if quick else (1 << 30)
+    x = jax.random.normal(jax.random.key(0), (n,), jnp.float32).astype(DT)
+    t, _ = timeit(jax.jit(lambda a: a * 2), [(x,)])
+    m = 256 if quick else 8192
+    a = jax.random.normal(jax.random.key(1), (m, m), jnp.float32).astype(DT)
+    b = jax.random.normal(jax.random.key(2), (m, m), jnp.float32).astype(DT)
+    tm, _ = timeit(jax.jit(lambda p, q: p @ q), [(a, b)])
+    return {"elementwise_rw_TBps": 2 * n * 2 / t / 1e12, "matmul_bf16_TFLOPs": 2 * m ** 3 / tm / 1e12}
+
+
+def paged_batch(rng, q_lens, ctx_lens, copies=1, extra_blocks=0):
+    """Random bf16 cache(s) and metadata for the given sequences; blocks drawn at random from the pool.
+    Returns list (one per copy) of (q, kv, qsl, seq_lens, tables)."""
+    pages = [-(-c // BS) for c in ctx_lens]
+    width = max(pages)
+    nb = sum(pages) + 1 + extra_blocks
+    sets = []
+    kv = jax.random.normal(jax.random.key(int(rng.integers(1 << 30))), (2, nb, BS, HK, D), jnp.float32).astype(DT)
+    q = jax.random.normal(jax.random.key(int(rng.integers(1 << 30))), (sum(q_lens), HQ, D), jnp.float32).astype(DT)
+    qsl = jnp.asarray(np.concatenate([[0], np.cumsum(q_lens)]).astype(np.int32))
+    sl = jnp.asarray(np.asarray(ctx_lens, np.int32))
+    for c in range(copies):
+        perm = rng.permutation(nb)
+        tables = np.zeros((len(q_lens), width), np.int32)
+        k = 0
+        for i, n in enumerate(pages):
+            tables[i, :n] = perm[k:k + n]
+            k += n
+        sets.append((q, kv if c == 0 else kv + 0, qsl, sl, jnp.asarray(tables)))
+    return sets
+
+
+def kv_bytes(ctx_lens):
+    return sum(ctx_lens) * HK * D * 2 * 2
+
+
+def bench_decode(rng, batches, ctxs, quick, interpret, results):
+    from jax.experimental.pallas.ops.gpu.paged_attention import paged_attention as jax_paged_attention
+    ours = jax.jit(lambda q, kv, a, b, c: ragged_paged_attention_pallas(q, kv, a, b, c, sm_scale=D ** -0.5,
+                                                                        interpret=interpret))
+    ref = jax.jit(lambda q, kv, a, b, c: ragged_paged_attention_reference(q, kv, a, b, c, sm_scale=D ** -0.5))
+    for bsz in batches:
+        for ctx in ctxs:
+            ctx_lens = [ctx] * bsz
+            nbytes = kv_bytes(ctx_lens)
+            copies = max(1, min(4, int(2e9 // max(nbytes, 1))))
+            sets = paged_batch(rng, [1] * bsz, ctx_lens, copies=copies)
+            t, c = timeit(ours, sets)
+            row = {"B": bsz, "ctx": ctx, "kv_MB": nbytes / 1e6, "ours_us": t * 1e6, "ours_TBps": nbytes / t / 1e12,
+                   "ours_compile_s": c, "config": str(decode_config(bsz, HK, HQ // HK, D, ctx))}
+            if not interpret:
+                best = None
+                for ppcb in (8, 16) if (bsz, ctx) == (128, 2048) else (8,):
+                    jsets = [(s[0], s[1][0].transpose(2, 0, 1, 3), s[1][1].transpose(2, 0, 1, 3), s[4], s[3])
+                             for s in sets]
+                    ppcb = min(ppcb, ctx // BS)
+                    splits = min(16, ctx // BS // ppcb)
+                    fn = jax.jit(lambda q, k, v, bt, ln, p=ppcb, ks=splits: jax_paged_attention(
+                        q, k, v, bt, ln, pages_per_compute_block=p, k_splits=ks))
+                    tj, _ = timeit(fn, jsets)
+                    best = tj if best is None else min(best, tj)
+                    del jsets
+                row["jax_pallas_us"] = best * 1e6
+                row["jax_pallas_TBps"] = nbytes / best / 1e12
+                row["speedup_vs_jax_pallas"] = best / t
+            if bsz * ctx <= 128 * 2048 * 2:
+                tr, _ = timeit(ref, sets[:1])
+                row["xla_ref_us"] = tr * 1e6
+                row["xla_ref_TBps"] = nbytes / tr / 1e12
+                row["speedup_vs_xla_ref"] = tr / t
+            print("decode", row, flush=True)
+            results["decode"].append(row)
+            del sets
+
+
+def causal_flops(lens):
+    return sum(4 * HQ * D * n * (n + 1) / 2 for n in lens)
+
+
+def bench_prefill(rng, shapes, interpret, results):
+    ours = jax.jit(lambda q, kv, a, b, c: ragged_paged_attention_pallas(q, kv, a, b, c, sm_scale=D ** -0.5,
+                                                                        interpret=interpret))
+    for nseq, length in shapes:
+        lens = [length] * nseq
+        sets = paged_batch(rng, lens, lens)
+        flops = causal_flops(lens)
+        t, c = timeit(ours, sets, reps=5)
+        row = {"seqs": nseq, "len": length, "ours_us": t * 1e6, "ours_TFLOPs": flops / t / 1e12,
+               "ours_compile_s": c}
+        if not interpret:
+            q = jax.random.normal(jax.random.key(3), (nseq, length, HQ, D), jnp.float32).astype(DT)
+            k = jax.random.normal(jax.random.key(4), (nseq, length, HK, D), jnp.float32).astype(DT)
+            v = jax.random.normal(jax.random.key(5), (nseq, length, HK, D), jnp.float32).astype(DT)
+            try:
+                fn = jax.jit(lambda a, b, cc: jax.nn.dot_product_attention(a, b, cc, is_causal=True,
+                                                                           implementation="cudnn"))
+                tc, _ = timeit(fn, [(q, k, v)], reps=5)
+                row["cudnn_us"] = tc * 1e6
+                row["cudnn_TFLOPs"] = flops / tc / 1e12
+                row["ours_vs_cudnn"] = tc / t
+            except Exception as e:  # noqa: BLE001 - record why cuDNN could not run
+                row["cudnn_error"] = repr(e)[:300]
+        print("prefill", row, flush=True)
+        results["prefill"].append(row)
+
+
+def bench_mixed(rng, n_dec, dec_ctx, chunk, interpret, results):
+    ours = jax.jit(lambda q, kv, a, b, c: ragged_paged_attention_pallas(q, kv, a, b, c, sm_scale=D ** -0.5,
+                                                                        interpret=interpret))
+    dec = paged_batch(rng, [1] * n_dec, [dec_ctx] * n_dec)
+    pre = paged_batch(rng, [chunk], [chunk])
+    mix = paged_batch(rng, [1] * n_dec + [chunk], [dec_ctx] * n_dec + [chunk])
+    td, _ = timeit(ours, dec)
+    tp, _ = timeit(ours, pre)
+    tm, _ = timeit(ours, mix)
+    row = {"decodes": n_dec, "decode_ctx": dec_ctx, "prefill_chunk": chunk, "decode_us": td * 1e6,
+           "prefill_us": tp * 1e6, "mixed_us": tm * 1e6, "mixed_over_sum": tm / (td + tp)}
+    print("mixed", row, flush=True)
+    results["mixed"] = row
+
+
+def bench_write(quick, results):
+    nb = 1024 if quick else 65536
+    cache = jnp.zeros((2, nb, BS, HK, D), DT)
+    fn = jax.jit(write_kv_cache, donate_argnums=0)
+    rows = []
+    for t in (256, 8192):
+        k = jax.random.normal(jax.random.key(t), (t, HK, D), jnp.float32).astype(DT)
+        slots = jnp.asarray(np.random.default_rng(t).permutation(nb * BS)[:t].astype(np.int32))
+        cache = fn(cache, k, k, slots)
+        jax.block_until_ready(cache)
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            for _ in range(10):
+                cache = fn(cache, k, k, slots)
+            jax.block_until_ready(cache)
+            times.append((time.perf_counter() - t0) / 10)
+        tm = statistics.median(times)
+        cache_bytes = cache.size * cache.dtype.itemsize
+        rows.append({"tokens": t, "us": tm * 1e6, "cache_GB": cache_bytes / 1e9,
+                     "copy_of_cache_would_take_us_at_4TBps": 2 * cache_bytes / 4e12 * 1e6,
+                     "written_GBps": t * HK * D * 2 * 2 / tm / 1e9})
+        print("write_kv_cache", rows[-1], flush=True)
+    results["write_kv_cache"] = rows
+
+
+def sweep(rng, interpret, results):
+    """Tile-shape variants at the headline shapes; the defaults in pallas_attention.py come from here."""
+    out = []
+    for bsz, ctx in ((128, 2048), (32, 8192)):
+        sets = paged_batch(rng, [1] * bsz, [ctx] * bsz)
+        nbytes = kv_bytes([ctx] * bsz)
+        variants = ((64, 4, 3, 1), (64, 4, 3, 2), (128, 4, 3, 1), (128, 8, 3, 2), (32, 4, 4, 1), (64, 4, 4, 1))
+        if ctx > 4096:
+            variants = ((64, 4, 3, 2), (64, 4, 3, 4), (64, 4, 3, 8), (128, 4, 3, 4))
+        for bn, w, st, sp in variants:
+            cfg = TileConfig(block_q=4, block_n=bn, num_splits=sp, num_warps=w, num_stages=st)
+            fn = jax.jit(lambda q, kv, a, b, c, cfg=cfg: ragged_paged_attention_pallas(
+                q, kv, a, b, c, sm_scale=D ** -0.5, interpret=interpret, decode_cfg=cfg))
+            try:
+                t, _ = timeit(fn, sets)
+                out.append({"kind": "decode", "B": bsz, "ctx": ctx, "cfg": str(cfg), "us": t * 1e6,
+                            "TBps": nbytes / t / 1e12})
+            except Exception as e:  # noqa: BLE001
+                out.append({"kind": "decode", "B": bsz, "ctx": ctx, "cfg": str(cfg), "error": repr(e)[:200]})
+            print("sweep", out[-1], flush=True)
+    lens = [8192]
+    sets = paged_batch(rng, lens, lens)
+    for bq, bn, w, st in ((32, 64, 4, 3), (16, 64, 4, 3), (32, 128, 8, 2), (32, 32, 8, 4), (32, 64, 8, 2)):
+        cfg = TileConfig(block_q=bq, block_n=bn, num_warps=w, num_stages=st)
+        fn = jax.jit(lambda q, kv, a, b, c, cfg=cfg: ragged_paged_attention_pallas(
+            q, kv, a, b, c, sm_scale=D ** -0.5, interpret=interpret, prefill_cfg=cfg))
+        try:
+            t, _ = timeit(fn, sets, reps=5)
+            out.append({"kind": "prefill", "len": 8192, "cfg": str(cfg), "us": t * 1e6,
+                        "TFLOPs": causal_flops(lens) / t / 1e12})
+        except Exception as e:  # noqa: BLE001
+            out.append({"kind": "prefill", "len": 8192, "cfg": str(cfg), "error": repr(e)[:200]})
+        print("sweep", out[-1], flush=True)
+    results["sweep"] = out
+
+
+def write_markdown(results, path):
+    L = [f"# Kernel benchmarks ({results['device']})", "",
+         f"jax {results['jax']}; ceilings measured in the same run: elementwise read+write "
+         f"{results['ceilings']['elementwise_rw_TBps']:.2f} TB/s, bf16 matmul "
+         f"{results['ceilings']['matmul_bf16_TFLOPs']:.0f} TFLOP/s.", "",
+         "## Decode (32 q / 8 kv heads, D=128, bf16, block 16; effective KV read)", "",
+         "| B | ctx | ours µs | ours TB/s | JAX Pallas µs | TB/s | ×JAX | XLA ref µs | ×XLA |",
+         "|---|---|---|---|---|---|---|---|---|"]
+    for r in results["decode"]:
+        L.append(f"| {r['B']} | {r['ctx']} | {r['ours_us']:.0f} | {r['ours_TBps']:.2f} | "
+                 f"{r.get('jax_pallas_us', float('nan')):.0f} | {r.get('jax_pallas_TBps', float('nan')):.2f} | "
+                 f"{r.get('speedup_vs_jax_pallas', float('nan')):.2f} | {r.get('xla_ref_us', float('nan')):.0f} | "
+                 f"{r.get('speedup_vs_xla_ref', float('nan')):.2f} |")
+    L += ["", "## Prefill (causal, 32/8 heads, D=128, bf16; ours reads K/V from pages)", "",
+          "| seqs × len | ours µs | ours TFLOP/s | cuDNN dense µs | cuDNN TFLOP/s | ours/cuDNN |", "|---|---|---|---|---|---|"]
+    for r in results["prefill"]:
+        L.append(f"| {r['seqs']} × {r['len']} | {r['ours_us']:.0f} | {r['ours_TFLOPs']:.0f} | "
+                 f"{r.get('cudnn_us', float('nan')):.0f} | {r.get('cudnn_TFLOPs', float('nan')):.0f} | "
+                 f"{r.get('ours_vs_cudnn', float('nan')):.2f} |")
+    m = results.get("mixed")
+    if m:
+        L += ["", "## Mixed batch", "",
+              f"{m['decodes']} decodes (ctx {m['decode_ctx']}) + one {m['prefill_chunk']}-token prefill chunk: "
+              f"{m['mixed_us']:.0f} µs vs {m['decode_us']:.0f} + {m['prefill_us']:.0f} µs apart "
+              f"(ratio {m['mixed_over_sum']:.2f})."]
+    L += ["", "## write_kv_cache (jit, cache donated)", "", "| tokens | µs | cache GB | a cache copy would take µs |",
+          "|---|---|---|---|"]
+    for r in results.get("write_kv_cache", []):
+        L.append(f"| {r['tokens']} | {r['us']:.1f} | {r['cache_GB']:.1f} | "
+                 f"{r['copy_of_cache_would_take_us_at_4TBps']:.0f} |")
+    if results.get("sweep"):
+        L += ["", "## Tile sweep", "", "| kind | shape | config | µs | rate |", "|---|---|---|---|---|"]
+        for r in results["sweep"]:
+            shape = f"B={r['B']} ctx={r['ctx']}" if r["kind"] == "decode" else f"1×{r['len']}"
+            rate = f"{r['TBps']:.2f} TB/s" if "TBps" in r else (f"{r['TFLOPs']:.0f} TFLOP/s" if "TFLOPs" in r
+                                                               else r.get("error", ""))
+            L.append(f"| {r['kind']} | {shape} | {r['cfg']} | {r.get('us', float('nan')):.0f} | {rate} |")
+    with open(path, "w") as f:
+        f.write("\n".join(L) + "\n")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="tiny shapes (CPU smoke test)")
+    ap.add_argument("--interpret", action="store_true", help="Pallas interpret mode (CPU)")
+    ap.add_argument("--sweep", action="store_true", help="also time tile-shape variants")
+    ap.add_argument("--out-dir", default="benchmarks")
+    ap.add_argument("--tag", default="h200")
+    args = ap.parse_args()
+    rng = np.random.default_rng(0)
+    dev = jax.devices()[0]
+    results = {"device": getattr(dev, "device_kind", dev.platform), "jax": jax.__version__,
+               "decode": [], "prefill": []}
+    os.makedirs(args.out_dir, exist_ok=True)
+    base = os.path.join(args.out_dir, f"kernels_{args.tag}")
+
+    def save():  # after every section, so a run cut short still leaves its numbers
+        with open(base + ".json", "w") as f:
+            json.dump(results, f, indent=1)
+        write_markdown(results, base + ".md")
+
+    results["ceilings"] = ceilings(args.quick)
+    print("ceilings", results["ceilings"], flush=True)
+    if args.quick:
+        steps = [lambda: bench_decode(rng, [4], [64], True, args.interpret, results),
+                 lambda: bench_prefill(rng, [(1, 64), (2, 32)], args.interpret, results),
+                 lambda: bench_mixed(rng, 4, 64, 40, args.interpret, results)]
+    else:
+        steps = [lambda: bench_decode(rng, [32, 128, 256], [512, 2048, 8192], False, args.interpret, results),
+                 lambda: bench_prefill(rng, [(1, 8192), (8, 1024)], args.interpret, results),
+                 lambda: bench_mixed(rng, 200, 2048, 2048, args.interpret, results)]
+    steps.append(lambda: bench_write(args.quick, results))
+    if args.sweep:
+        steps.append(lambda: sweep(rng, args.interpret, results))
+    for step in steps:
+        step()
+        save()
+    print(open(base + ".md").read())
+
+
+if __name__ == "__main__":
+    main()
