@@ -109,6 +109,21 @@ class BlockManager:
         if self.enable_prefix_caching:
             self._register_full_blocks(seq, total // self.block_size)
 
+    def allocate_slots(self, seq: Sequence, num_new_tokens: int, computed_blocks: list[int] = ()) -> bool:
+        """``allocate`` if the blocks are available (returns True), else change nothing and return False.
+        The scheduler's hot path: a decode that fits in the blocks it holds costs a few comparisons."""
+        if not computed_blocks:
+            total = seq.num_computed_tokens + num_new_tokens
+            bs = self.block_size
+            if total <= len(seq.block_table) * bs:  # no new block needed
+                if self.enable_prefix_caching and total // bs > seq.num_registered_blocks:
+                    self._register_full_blocks(seq, total // bs)
+                return True
+        if not self.can_allocate(seq, num_new_tokens, computed_blocks):
+            return False
+        self.allocate(seq, num_new_tokens, computed_blocks)
+        return True
+
     def _take_free_block(self) -> int:
         if not self.free_queue:
             raise RuntimeError("no free KV-cache block (the scheduler must call can_allocate first)")

@@ -112,7 +112,10 @@ class IncrementalDetokenizer:
         "tokens",
         "prefix_offset",
         "read_offset",
-        "output_text",
+        "pieces",
+        "num_chars",
+        "stop_tail",
+        "tail_len",
     )
 
     def __init__(self, view: TokenizerView, prompt_token_ids: list[int], params: Any) -> None:
@@ -126,7 +129,18 @@ class IncrementalDetokenizer:
         self.tokens = view.ids_to_tokens(prompt_token_ids[-(_CONTEXT_TOKENS + 2) :], self.skip_special_tokens)
         self.read_offset = len(self.tokens)
         self.prefix_offset = max(self.read_offset - _CONTEXT_TOKENS, 0)
-        self.output_text = ""
+        # The text is kept as pieces (joined on demand): appending to one growing str copies it every token.
+        self.pieces: list[str] = []
+        self.num_chars = 0
+        # The last chars of the text that a stop string completed by the next piece could start in.
+        self.stop_tail = ""
+        self.tail_len = max((len(x) for x in self.stop), default=1) - 1
+
+    @property
+    def output_text(self) -> str:
+        if len(self.pieces) > 1:
+            self.pieces = ["".join(self.pieces)]
+        return self.pieces[0] if self.pieces else ""
 
     def decode_next(self, token_id: int) -> str:
         """Text added by ``token_id`` ("" while a multi-byte character is unfinished)."""
@@ -162,18 +176,21 @@ class IncrementalDetokenizer:
         piece = self.decode_next(token_id)
         if not piece:
             return None
-        self.output_text += piece
-        if not self.stop or num_output_tokens <= self.min_tokens:
+        self.pieces.append(piece)
+        self.num_chars += len(piece)
+        if not self.stop:
             return None
-        return self._find_stop(len(piece))
-
-    def _find_stop(self, num_new_chars: int) -> str | None:
-        text = self.output_text
+        window = self.stop_tail + piece
+        self.stop_tail = window[max(0, len(window) - self.tail_len) :] if self.tail_len else ""
+        if num_output_tokens <= self.min_tokens:
+            return None
         for stop in self.stop:  # the first listed stop string that matches wins (vLLM)
-            idx = text.find(stop, max(0, len(text) - num_new_chars - len(stop) + 1))
+            idx = window.find(stop, max(0, len(window) - len(piece) - len(stop) + 1))
             if idx < 0:
                 continue
-            self.output_text = text[: idx + len(stop)] if self.include_stop else text[:idx]
+            cut = self.num_chars - len(window) + idx + (len(stop) if self.include_stop else 0)
+            text = self.output_text[:cut]
+            self.pieces, self.num_chars = [text], len(text)
             return stop
         return None
 

@@ -63,14 +63,13 @@ class Scheduler:
         while i < len(running) and budget > 0:
             seq = running[i]
             n = min(len(seq.token_ids) - seq.num_computed_tokens, budget)
-            while not bm.can_allocate(seq, n):
+            while not bm.allocate_slots(seq, n):
                 victim = running.pop()  # the most recently admitted; it may be seq itself
                 self._preempt(victim)
                 preempted = True
                 if victim is seq:
                     break
             else:
-                bm.allocate(seq, n)
                 batch.append(self._scheduled_seq(seq, seq.num_computed_tokens, n))
                 scheduled.append(seq)
                 budget -= n
@@ -85,10 +84,9 @@ class Scheduler:
                 hits = bm.get_computed_blocks(seq)
                 start = len(hits) * bm.block_size
                 n = min(len(seq.token_ids) - start, budget)
-                if not bm.can_allocate(seq, n, hits):
+                if not bm.allocate_slots(seq, n, hits):
                     break  # FCFS: nobody overtakes the head of the queue
                 waiting.popleft()
-                bm.allocate(seq, n, hits)
                 if seq.num_cached_tokens is None:  # reported hits: those of the first admission
                     seq.num_cached_tokens = start
                 if seq.first_scheduled_time is None:

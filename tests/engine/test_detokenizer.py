@@ -189,3 +189,44 @@ def test_random_valid_utf8_streams():
         det, pieces = stream(tok, [5], out_ids)
         assert det.output_text == s
         assert all("\ufffd" not in p for p in pieces)
+
+
+def naive_stop(tok, out_ids, stop, include):
+    """Reference: decode the whole prefix each token, look for stop strings overlapping the new chars."""
+    prev = ""
+    for i in range(1, len(out_ids) + 1):
+        text = tok.decode(out_ids[:i])
+        if text.endswith("\ufffd") or len(text) <= len(prev):
+            continue
+        new = len(text) - len(prev)
+        for s in stop:
+            idx = text.find(s, max(0, len(text) - new - len(s) + 1))
+            if idx >= 0:
+                return (text[: idx + len(s)] if include else text[:idx]), s
+        prev = text
+    return prev, None
+
+
+@pytest.mark.parametrize("include", [False, True])
+def test_stop_strings_match_naive_reference(include):
+    tok = bpe_tokenizer()
+    rng = random.Random(1)
+    text = " ".join(TEXTS)
+    for _ in range(60):
+        a = rng.randrange(len(text) - 12)
+        s = text[a : a + rng.randint(1, 12)]
+        other = text[rng.randrange(len(text) - 3) :][:3]
+        stop = [s, other] if rng.random() < 0.5 else [s]
+        if any(not x for x in stop):
+            continue
+        start = rng.randrange(a + 1)
+        out_ids = tok.encode(text[start:], add_special_tokens=False)
+        det = IncrementalDetokenizer(
+            TokenizerView(tok), [5], SamplingParams(stop=stop, include_stop_str_in_output=include)
+        )
+        found = None
+        for i, t in enumerate(out_ids, 1):
+            found = det.update(t, i, False)
+            if found is not None:
+                break
+        assert (det.output_text, found) == naive_stop(tok, out_ids, stop, include), (stop, text[start:][:40])
