@@ -114,7 +114,10 @@ class Scheduler:
             output_index=num_out,
             rng_seed=seq.rng_seed,
             banned_token_ids=seq.banned_token_ids if num_out < seq.params.min_tokens else (),
-            want_prompt_logprobs=seq.want_prompt_logprobs and start < seq.num_prompt_tokens - 1,
+            # (after a preemption the prompt is recomputed, but its logprobs are already recorded)
+            want_prompt_logprobs=seq.want_prompt_logprobs
+            and start < seq.num_prompt_tokens - 1
+            and len(seq.prompt_logprobs) < seq.num_prompt_tokens,
         )
 
     def reset_scheduled(self) -> None:
@@ -159,7 +162,11 @@ class Scheduler:
                 raise RuntimeError(f"runner returned no sampled token for seq {seq.seq_id}") from None
             seq.token_ids.append(token)
             if seq.logprobs is not None:
-                tl = output.logprobs[seq.seq_id]
+                tl = output.logprobs.get(seq.seq_id)
+                if tl is None:
+                    raise RuntimeError(
+                        f"runner returned no logprobs for seq {seq.seq_id} (logprobs requested)"
+                    )
                 seq.logprobs.append(make_logprobs(tl, decode))
                 seq.cumulative_logprob += float(tl.logprob)
             if seq.first_token_time is None:

@@ -307,3 +307,55 @@ def test_failed_step_is_recovered_without_stale_cache_hits():
     # a new request with the same prefix must not hit blocks of the failed step
     eng.add_request("again", prompts[0], greedy(6))
     assert list(run_all(eng)["again"].outputs[0].token_ids) == reference_greedy(prompts[0], 6)
+
+
+@pytest.mark.parametrize("trial", range(6))
+def test_random_configs_match_unconstrained_run(trial):
+    """Random pools, budgets, block sizes, shared prefixes, n > 1, seeded and unseeded sampling: every
+    constrained run (chunking, preemption, eviction) gives the outputs of a roomy run."""
+    rng = random.Random(100 + trial)
+    bs = rng.choice([1, 2, 4, 16])
+    base = [rng.randrange(VOCAB) for _ in range(40)]
+    reqs = []
+    for i in range(rng.randint(5, 25)):
+        p = base[: rng.randint(0, 40)] + [rng.randrange(VOCAB) for _ in range(rng.randint(1, 20))]
+        kind = rng.random()
+        if kind < 0.2:
+            sp = greedy(rng.randint(1, 30))
+        elif kind < 0.4:
+            sp = SamplingParams(
+                n=rng.randint(1, 2), max_tokens=rng.randint(1, 30), logprobs=2, prompt_logprobs=1
+            )
+        elif kind < 0.7:
+            sp = SamplingParams(n=rng.randint(1, 3), max_tokens=rng.randint(1, 30), seed=rng.randrange(1000))
+        else:
+            sp = SamplingParams(
+                n=rng.randint(1, 3), max_tokens=rng.randint(1, 30), min_tokens=1, stop_token_ids=[5]
+            )
+        reqs.append((str(i), p, sp))
+
+    def run(num_blocks, max_num_seqs, budget, caching):
+        eng, _ = make_engine(
+            num_blocks=num_blocks,
+            block_size=bs,
+            max_num_seqs=max_num_seqs,
+            max_num_batched_tokens=budget,
+            max_model_len=128,
+            enable_prefix_caching=caching,
+            seed=trial,
+        )
+        for rid, p, sp in reqs:
+            eng.add_request(rid, p, sp)
+        outs = run_all(eng)
+        return eng, {
+            rid: (
+                [(tuple(c.token_ids), c.finish_reason, c.stop_reason, c.logprobs) for c in o.outputs],
+                o.prompt_logprobs,
+            )
+            for rid, o in outs.items()
+        }
+
+    _, want = run(4096, 64, 4096, False)
+    need = max(-(-(len(p) + sp.max_tokens) // bs) for _, p, sp in reqs)
+    eng, got = run(need + rng.randint(0, 3 * need), rng.randint(1, 6), rng.randint(6, 40), rng.random() < 0.7)
+    assert got == want
