@@ -40,3 +40,30 @@ def save_tiny_model(path, arch: str, seed: int = 0, max_shard_size=None, dtype=t
     kwargs = {} if max_shard_size is None else {"max_shard_size": max_shard_size}
     model.save_pretrained(os.fspath(path), **kwargs)
     return model
+
+
+def hf_greedy(model, prompt_ids: list[int], num_tokens: int) -> list[int]:
+    """Greedy continuation with transformers, never stopping early (like ignore_eos=True)."""
+    ids = list(prompt_ids)
+    with torch.no_grad():
+        for _ in range(num_tokens):
+            logits = model(torch.tensor([ids], dtype=torch.long), use_cache=False).logits
+            ids.append(int(logits[0, -1].argmax()))
+    return ids[len(prompt_ids):]
+
+
+def hf_logprobs(model, token_ids: list[int]) -> "torch.Tensor":
+    """log_softmax of the logits at every position of ``token_ids`` ([T, V], float32)."""
+    with torch.no_grad():
+        logits = model(torch.tensor([token_ids], dtype=torch.long)).logits[0]
+    return torch.log_softmax(logits.float(), dim=-1)
+
+
+def save_tokenizer_with_template(path) -> None:
+    """Save the tests' tiny byte-level BPE tokenizer (tests/engine/bpe_tokenizer.py) with a chat template."""
+    from engine.bpe_tokenizer import bpe_tokenizer
+
+    tok = bpe_tokenizer()
+    tok.chat_template = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}<eos>{% endfor %}"
+                         "{% if add_generation_prompt %}<assistant>{% endif %}")
+    tok.save_pretrained(str(path))

@@ -30,7 +30,7 @@ from jaxllm.runner.input_batch import build_step_inputs, dummy_step_inputs
 from jaxllm.runner.memory import plan_num_blocks
 from jaxllm.runner.sampling_metadata import (STARTUP_CONFIGS, build_sampling_metadata,
                                              dummy_sampling_metadata, to_runner_output)
-from jaxllm.runner.step import make_prompt_logprobs, make_step
+from jaxllm.runner.step import make_forward, make_prompt_logprobs, make_sample
 
 logger = logging.getLogger("jaxllm")
 
@@ -62,7 +62,8 @@ class ModelRunner:
         cache_spec = logical_to_spec(("cache_kv", "cache_blocks", "cache_slots", "cache_heads", None), LOGICAL_RULES)
         self.kv_caches = ops.allocate_kv_cache(cfg.num_layers, self.num_blocks, block_size, cfg.num_kv_heads,
                                                cfg.head_dim, self.dtype, NamedSharding(mesh, cache_spec))
-        self._step = make_step(self.graphdef)
+        self._forward = make_forward(self.graphdef)
+        self._sample = make_sample()
         self._prompt_lp = make_prompt_logprobs(self.graphdef)
         self._compiled: dict = {}
         self.compile_seconds = 0.0
@@ -71,17 +72,17 @@ class ModelRunner:
 
     # ---- compilation -----------------------------------------------------------------------------------
 
-    def _specs(self, bucket: Bucket, sampler_config):
-        inputs = dummy_step_inputs(bucket, self.max_blocks_per_seq)
-        md = dummy_sampling_metadata(sampler_config, bucket.num_seqs, self.cfg.vocab_size)
-        return jax.device_put((inputs, md), self._replicated)
-
     def _compile(self, key):
-        bucket, sampler_config, return_hidden = key
-        inputs, md = self._specs(bucket, sampler_config)
-        lowered = self._step.lower(self.state, self.kv_caches, inputs, md, sampler_config=sampler_config,
-                                   return_hidden=return_hidden, attention_impl=self.attention_impl)
-        return lowered.compile()
+        """key: ("forward", Bucket, return_hidden) or ("sample", num_seqs, SamplerConfig)."""
+        if key[0] == "forward":
+            _, bucket, return_hidden = key
+            inputs = jax.device_put(dummy_step_inputs(bucket, self.max_blocks_per_seq), self._replicated)
+            return self._forward.lower(self.state, self.kv_caches, inputs, return_hidden=return_hidden,
+                                       attention_impl=self.attention_impl).compile()
+        _, num_seqs, config = key
+        md = jax.device_put(dummy_sampling_metadata(config, num_seqs, self.cfg.vocab_size), self._replicated)
+        logits = jax.ShapeDtypeStruct((num_seqs, self.cfg.vocab_size), jnp.float32, sharding=self._replicated)
+        return self._sample.lower(logits, md, config=config).compile()
 
     def _get_compiled(self, key):
         fn = self._compiled.get(key)
@@ -89,19 +90,20 @@ class ModelRunner:
             t0 = time.perf_counter()
             fn = self._compiled[key] = self._compile(key)
             self.compile_seconds += time.perf_counter() - t0
-            logger.info("compiled step %s in %.1fs", key, time.perf_counter() - t0)
+            logger.info("compiled %s in %.1fs", key, time.perf_counter() - t0)
         return fn
 
     def warm_up(self) -> None:
-        """Compile every bucket x start-up sampler variant, in parallel threads."""
-        keys = [(b, c, False) for b in self.ladder.buckets for c in STARTUP_CONFIGS]
+        """Compile the forward of every bucket and the start-up sampler variants, in parallel threads."""
+        keys = [("forward", b, False) for b in self.ladder.buckets]
+        keys += [("sample", s, c) for s in sorted({b.num_seqs for b in self.ladder.buckets}) for c in STARTUP_CONFIGS]
         t0 = time.perf_counter()
         workers = max(1, min(len(keys), (os.cpu_count() or 2), 8))
         with concurrent.futures.ThreadPoolExecutor(workers) as pool:
             for key, fn in zip(keys, pool.map(self._compile, keys)):
                 self._compiled[key] = fn
         self.compile_seconds += time.perf_counter() - t0
-        logger.info("compiled %d step programs in %.1fs", len(keys), time.perf_counter() - t0)
+        logger.info("compiled %d programs in %.1fs", len(keys), time.perf_counter() - t0)
 
     @property
     def num_compilations(self) -> int:
@@ -115,9 +117,11 @@ class ModelRunner:
         inputs = build_step_inputs(batch, bucket, self.block_size, self.max_blocks_per_seq)
         md, sampler_config = build_sampling_metadata(batch.seqs, bucket.num_seqs, self.cfg.vocab_size)
         want_prompt_lp = any(s.want_prompt_logprobs for s in batch.seqs)
-        fn = self._get_compiled((bucket, sampler_config, want_prompt_lp))
+        forward = self._get_compiled(("forward", bucket, want_prompt_lp))
+        sampler = self._get_compiled(("sample", bucket.num_seqs, sampler_config))
         dev_inputs, dev_md = jax.device_put((inputs, md), self._replicated)
-        self.kv_caches, sampled, hidden = fn(self.state, self.kv_caches, dev_inputs, dev_md)
+        self.kv_caches, logits, hidden = forward(self.state, self.kv_caches, dev_inputs)
+        sampled = sampler(logits, dev_md)
         out = to_runner_output(batch.seqs, jax.device_get(sampled))
         if want_prompt_lp:
             out.prompt_logprobs = self._prompt_logprobs(batch, hidden)

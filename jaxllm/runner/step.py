@@ -1,5 +1,12 @@
-"""The ONE jitted step: forward over the flattened ragged batch with the paged KV cache (donated), logits
-for each sequence's last token only, and sampling on device."""
+"""The jitted step, as two programs that run back to back on device without a host sync:
+
+- ``forward``: the model over the flattened ragged batch with the paged KV cache (donated), returning the
+  float32 logits of each sequence's last new token only ([S, V]);
+- ``sample``: the sampler on those logits.
+
+Splitting them means the (large) forward program is compiled once per token bucket, while the (small) sampler
+programs are compiled per sequence bucket and sampler variant, instead of the product of the two.
+"""
 
 from __future__ import annotations
 
@@ -12,24 +19,24 @@ from jaxllm.models.sampler import sample, token_logprobs
 from jaxllm.runner.input_batch import StepInputs
 
 
-def _model_step(graphdef, state, kv_caches, inputs: StepInputs, sampling_md, *, sampler_config,
-                return_hidden: bool, attention_impl: str | None):
-    """-> (kv_caches, SamplerOutput, hidden [T, D] or None)."""
+def _forward(graphdef, state, kv_caches, inputs: StepInputs, *, return_hidden: bool, attention_impl: str | None):
+    """-> (kv_caches, logits [S, V] float32, hidden [T, D] or None)."""
     model = nnx.merge(graphdef, state)
     hidden, kv_caches = model.forward_paged(inputs.input_ids, inputs.positions, kv_caches, inputs.attention,
                                             attention_impl)
     with jax.named_scope("logits"):
-        logits = model.compute_logits(hidden[inputs.logits_indices])  # [S, V] float32
-    with jax.named_scope("sampler"):
-        out = sample(logits, sampling_md, sampler_config)
-    return kv_caches, out, (hidden if return_hidden else None)
+        logits = model.compute_logits(hidden[inputs.logits_indices])
+    return kv_caches, logits, (hidden if return_hidden else None)
 
 
-def make_step(graphdef):
-    """jit of the step for one model graph; static args pick the compiled variant, the cache is donated."""
-    return jax.jit(functools.partial(_model_step, graphdef),
-                   static_argnames=("sampler_config", "return_hidden", "attention_impl"),
+def make_forward(graphdef):
+    """jit of the forward for one model graph; the KV cache (argument 1) is donated."""
+    return jax.jit(functools.partial(_forward, graphdef), static_argnames=("return_hidden", "attention_impl"),
                    donate_argnums=(1,))
+
+
+def make_sample():
+    return jax.jit(sample, static_argnames=("config",))
 
 
 def _prompt_logprobs(graphdef, state, hidden, targets, *, k: int):
