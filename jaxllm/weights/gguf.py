@@ -116,51 +116,25 @@ def dequantize(data: np.ndarray, type_name: str, shape: tuple[int, ...]) -> np.n
     return np.asarray(out, dtype=np.float32).reshape(shape)
 
 
-def _field_value(field: Any) -> Any:
-    """A GGUFReader field as a Python value (str, int, float, bool, or list of those).
-
-    Built from ``parts``/``data`` rather than ``ReaderField.contents`` so that older gguf releases work too."""
-    import gguf
-
-    types = field.types
-    if not types:
-        return None
-    if types[0] == gguf.GGUFValueType.ARRAY:
-        if types[-1] == gguf.GGUFValueType.STRING:
-            return [bytes(field.parts[i]).decode("utf-8") for i in field.data]
-        return [field.parts[i].tolist()[0] for i in field.data]
-    if types[0] == gguf.GGUFValueType.STRING:
-        return bytes(field.parts[field.data[0]]).decode("utf-8")
-    value = field.parts[field.data[0]].tolist()[0]
-    return bool(value) if types[0] == gguf.GGUFValueType.BOOL else value
-
-
 class GGUFCheckpoint:
     """One GGUF file, read lazily (memory-mapped). See the module docstring for the three views it offers."""
 
-    # Metadata arrays that are large and only needed by the tokenizer: read on demand.
-    _LAZY_KEYS = ("tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type",
-                  "tokenizer.ggml.scores")
-
     def __init__(self, path: str | os.PathLike):
-        import gguf
+        from .gguf_reader import GGUFFile
 
         self.path = os.fspath(path)
         if not is_gguf(self.path):
             raise ValueError(f"{self.path!r} is not a GGUF file (missing the 'GGUF' magic bytes)")
-        self._reader = gguf.GGUFReader(self.path)
-        self.metadata: dict[str, Any] = {
-            k: _field_value(f) for k, f in self._reader.fields.items()
-            if k not in self._LAZY_KEYS and not k.startswith("GGUF.")
-        }
+        self.file = GGUFFile(self.path)
+        self.metadata: dict[str, Any] = self.file.metadata
         self.architecture = self.metadata.get("general.architecture")
         if self.architecture not in SUPPORTED_GGUF_ARCHITECTURES:
             raise ValueError(f"GGUF architecture {self.architecture!r} in {self.path!r} is not supported; "
                              f"supported GGUF architectures: {', '.join(SUPPORTED_GGUF_ARCHITECTURES)}")
-        self._tensors = {t.name: t for t in self._reader.tensors}
+        self._tensors = self.file.tensors
         for name, t in self._tensors.items():  # fail before any loading, naming the offender
-            if t.tensor_type.name not in SUPPORTED_TENSOR_TYPES:
-                raise ValueError(f"GGUF tensor {name!r} has type {t.tensor_type.name}, which is not supported; "
+            if t.type_name not in SUPPORTED_TENSOR_TYPES:
+                raise ValueError(f"GGUF tensor {name!r} has type {t.type_name}, which is not supported; "
                                  f"supported types: {', '.join(SUPPORTED_TENSOR_TYPES)}")
             if name not in _CONSUMED_TENSORS:
                 hf_tensor_name(name)
@@ -169,10 +143,6 @@ class GGUFCheckpoint:
     # ------------------------------------------------------------------ metadata
     def _arch_key(self, key: str, default: Any = None) -> Any:
         return self.metadata.get(f"{self.architecture}.{key}", default)
-
-    def _field(self, key: str) -> Any:
-        field = self._reader.fields.get(key)
-        return None if field is None else _field_value(field)
 
     def _build_hf_config(self) -> dict[str, Any]:
         """The HF config.json dict of the equivalent model (see ``ModelConfig.from_hf``)."""
@@ -185,8 +155,9 @@ class GGUFCheckpoint:
             raise ValueError(f"GGUF rope.dimension_count={rope_dim} differs from head_dim={head_dim}: partial "
                              "rotary embeddings are not supported")
         vocab = self._arch_key("vocab_size")
-        if vocab is None:
-            vocab = len(self._reader.fields["tokenizer.ggml.tokens"].data)
+        if vocab is None:  # older files: the vocabulary's length, else the embedding's rows
+            tokens = self.metadata.get("tokenizer.ggml.tokens")
+            vocab = len(tokens) if tokens else self._tensors["token_embd.weight"].shape[0]
         cfg: dict[str, Any] = {
             "architectures": [SUPPORTED_GGUF_ARCHITECTURES[self.architecture]],
             "model_type": self.architecture,
@@ -217,7 +188,9 @@ class GGUFCheckpoint:
         """HF ``rope_scaling`` from ``{arch}.rope.scaling.*`` keys or a llama-3.1 ``rope_freqs`` tensor."""
         kind = self._arch_key("rope.scaling.type")
         if "rope_freqs.weight" in self._tensors:
-            return _llama3_scaling_from_freqs(np.asarray(self._tensors["rope_freqs.weight"].data, np.float32),
+            freqs = dequantize(self._tensors["rope_freqs.weight"].data, self._tensors["rope_freqs.weight"].type_name,
+                               self._tensors["rope_freqs.weight"].shape)
+            return _llama3_scaling_from_freqs(freqs,
                                               cfg["rope_theta"], cfg["head_dim"])
         if kind in (None, "none"):
             return None
@@ -247,8 +220,7 @@ class GGUFCheckpoint:
         for name, t in self._tensors.items():
             if name in _CONSUMED_TENSORS:
                 continue
-            shape = tuple(int(d) for d in reversed(t.shape.tolist()))
-            w = dequantize(t.data, t.tensor_type.name, shape)
+            w = dequantize(t.data, t.type_name, t.shape)
             if self.architecture == "llama":
                 suffix = name.split(".", 2)[-1] if name.startswith("blk.") else ""
                 if suffix.startswith("attn_q."):
@@ -262,7 +234,7 @@ class GGUFCheckpoint:
         """A ``transformers.PreTrainedTokenizerFast`` rebuilt from the file's tokenizer metadata."""
         from .gguf_tokenizer import build_tokenizer
 
-        return build_tokenizer(self.metadata, self._field)
+        return build_tokenizer(self.metadata)
 
     def __repr__(self) -> str:
         return f"GGUFCheckpoint({self.path!r}, architecture={self.architecture!r}, tensors={len(self._tensors)})"

@@ -11,7 +11,7 @@ model's training data.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 _GPT2_PATTERN = None  # ByteLevel(use_regex=True) applies GPT-2's split itself.
 _LLAMA3_PATTERN = (
@@ -60,11 +60,8 @@ def _pre_tokenizer(pre: str):
     return pt, ignore_merges, (normalizers.NFC() if nfc else None)
 
 
-def build_tokenizer(metadata: dict[str, Any], read_field: Callable[[str], Any]):
-    """``transformers.PreTrainedTokenizerFast`` from GGUF metadata.
-
-    ``metadata``: the scalar GGUF keys; ``read_field(key)``: reads a (large) array field such as
-    ``tokenizer.ggml.tokens`` on demand, or None when absent."""
+def build_tokenizer(metadata: dict[str, Any]):
+    """``transformers.PreTrainedTokenizerFast`` from a GGUF file's metadata dict (``tokenizer.*`` keys)."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, processors
     from transformers import PreTrainedTokenizerFast
 
@@ -72,11 +69,11 @@ def build_tokenizer(metadata: dict[str, Any], read_field: Callable[[str], Any]):
     if model not in SUPPORTED_TOKENIZER_MODELS:
         raise ValueError(f"GGUF tokenizer.ggml.model={model!r} is not supported; supported tokenizer models: "
                          f"{', '.join(SUPPORTED_TOKENIZER_MODELS)} (byte-level BPE)")
-    tokens: list[str] = read_field("tokenizer.ggml.tokens")
-    merges: list[str] | None = read_field("tokenizer.ggml.merges")
+    tokens: list[str] = metadata.get("tokenizer.ggml.tokens")
+    merges: list[str] | None = metadata.get("tokenizer.ggml.merges")
     if not tokens or merges is None:
         raise ValueError("GGUF file has no tokenizer.ggml.tokens/merges; cannot build a byte-level BPE tokenizer")
-    types: list[int] = read_field("tokenizer.ggml.token_type") or [1] * len(tokens)
+    types: list[int] = metadata.get("tokenizer.ggml.token_type") or [1] * len(tokens)
     pre_tok, ignore_merges, normalizer = _pre_tokenizer(metadata.get("tokenizer.ggml.pre", "default"))
 
     vocab = {tok: i for i, tok in enumerate(tokens)}

@@ -259,3 +259,22 @@ def test_hf_config_is_json(tmp_path):
     hf = GGUFCheckpoint(tmp_path / "m.gguf").hf_config
     assert json.loads(json.dumps(hf)) == hf
     assert hf["torch_dtype"] == "float32" and hf["bos_token_id"] == 1 and hf["eos_token_id"] == 2
+
+
+def test_reader_matches_gguf_package(tmp_path):
+    """Our fast container reader sees the same metadata and tensor bytes as gguf.GGUFReader."""
+    from jaxllm.weights.gguf_reader import GGUFFile
+
+    model = tiny_model("llama", False)
+    path = write_gguf(tmp_path / "m.gguf", model, "llama", pre="smollm",
+                      quantize={"model.layers.1.mlp.up_proj.weight": "Q4_1"})
+    ours, ref = GGUFFile(str(path)), gguf.GGUFReader(path)
+    for key, field in ref.fields.items():
+        if key.startswith("GGUF."):
+            continue
+        expected = field.contents()
+        assert ours.metadata[key] == (pytest.approx(expected) if isinstance(expected, float) else expected), key
+    assert list(ours.tensors) == [t.name for t in ref.tensors]
+    for t in ref.tensors:
+        np.testing.assert_array_equal(ours.tensors[t.name].data.reshape(-1).view(np.uint8),
+                                      np.asarray(t.data).reshape(-1).view(np.uint8), err_msg=t.name)
