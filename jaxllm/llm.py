@@ -133,8 +133,6 @@ class LLM:
         added: list[str] = []
         try:
             for (text, token_ids), sp in zip(requests, params):
-                if self.tokenizer is not None:
-                    sp.update_from_tokenizer(self.tokenizer)
                 request_id = str(next(self._request_counter))
                 engine.add_request(request_id, token_ids, sp, prompt=text)
                 added.append(request_id)

@@ -67,6 +67,8 @@ class ModelRunner:
         self._prompt_lp = make_prompt_logprobs(self.graphdef)
         self._compiled: dict = {}
         self.compile_seconds = 0.0
+        self.num_steps = 0
+        self.device_wait_seconds = 0.0  # time blocked waiting for sampled ids (device busy, host idle)
         if not enforce_eager:
             self.warm_up()
 
@@ -122,7 +124,11 @@ class ModelRunner:
         dev_inputs, dev_md = jax.device_put((inputs, md), self._replicated)
         self.kv_caches, logits, hidden = forward(self.state, self.kv_caches, dev_inputs)
         sampled = sampler(logits, dev_md)
-        out = to_runner_output(batch.seqs, jax.device_get(sampled))
+        t_wait = time.perf_counter()
+        sampled = jax.device_get(sampled)  # the only host<->device sync of a step
+        self.device_wait_seconds += time.perf_counter() - t_wait
+        self.num_steps += 1
+        out = to_runner_output(batch.seqs, sampled)
         if want_prompt_lp:
             out.prompt_logprobs = self._prompt_logprobs(batch, hidden)
         return out

@@ -111,21 +111,25 @@ def build_model_from_tensors(cfg: ModelConfig, tensors: Iterable[tuple[str, np.n
 
 
 def build_dummy_model(cfg: ModelConfig, mesh: Mesh | None = None, seed: int = 0):
-    """Random weights of the real shapes (like vLLM's load_format="dummy"), generated on device, sharded."""
+    """Random weights of the real shapes (like vLLM's load_format="dummy"), generated on device, sharded.
+    Norm weights are ones; everything else is N(0, 0.02). One program per distinct (shape, dtype, sharding)."""
     mesh = mesh or make_mesh(1)
     graphdef, variables = abstract_model(cfg)
+    makers: dict = {}
     arrays = {}
     key = jax.random.key(seed)
     for i, (path, var) in enumerate(variables.items()):
         sharding = named_sharding(mesh, var.get_metadata()["logical_axes"])
         shape, dtype = var.get_value().shape, var.get_value().dtype
-        if path[-1] == "weight":  # norms
-            make = jax.jit(lambda: jnp.ones(shape, dtype), out_shardings=sharding)
-            arrays[path] = make()
-        else:
-            make = jax.jit(lambda k, s=shape, d=dtype: (0.02 * jax.random.normal(k, s, jnp.float32)).astype(d),
-                           out_shardings=sharding)
-            arrays[path] = make(jax.random.fold_in(key, i))
+        is_norm = path[-1] == "weight"
+        make = makers.get((shape, dtype, sharding, is_norm))
+        if make is None:
+            if is_norm:
+                fn = lambda k, s=shape, d=dtype: jnp.ones(s, d)  # noqa: E731
+            else:
+                fn = lambda k, s=shape, d=dtype: (0.02 * jax.random.normal(k, s, jnp.float32)).astype(d)  # noqa: E731
+            make = makers[(shape, dtype, sharding, is_norm)] = jax.jit(fn, out_shardings=sharding)
+        arrays[path] = make(jax.random.fold_in(key, i))
     return _merge(graphdef, variables, arrays)
 
 

@@ -1,0 +1,3 @@
+from jaxllm.bench.main import main
+
+main()

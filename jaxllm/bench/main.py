@@ -1,0 +1,175 @@
+"""``jaxllm bench`` / scripts/bench_throughput.py: vLLM-style offline throughput with roofline and peer.
+
+    jaxllm bench --workload B1 --output benchmarks/b1.json
+    jaxllm bench --config my_config.json --num-requests 64 --prompt-len 128 512 --output-len 64 64
+
+Weights are random (load_format="dummy"), prompts random ids, ignore_eos=True. Start-up (construction, weight
+init, compile) is timed apart from ``generate``. ``--peer hf`` runs transformers' continuous batching on the
+same requests first, in a subprocess (so its CUDA memory is gone before JAX takes its share).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+from jaxllm.bench.workloads import WORKLOADS, Workload
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="jaxllm bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workload", choices=sorted(WORKLOADS), help="a named workload of BENCHMARKS.md")
+    p.add_argument("--config", help="custom workload: an HF config.json of the architecture")
+    p.add_argument("--num-requests", type=int, help="override the request count")
+    p.add_argument("--prompt-len", type=int, nargs=2, metavar=("MIN", "MAX"))
+    p.add_argument("--output-len", type=int, nargs=2, metavar=("MIN", "MAX"))
+    p.add_argument("--temperature", type=float)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-num-seqs", type=int, default=256)
+    p.add_argument("--max-num-batched-tokens", type=int, default=8192)
+    p.add_argument("--block-size", type=int, default=16)
+    p.add_argument("--gpu-memory-utilization", type=float, default=0.9)
+    p.add_argument("--tensor-parallel-size", type=int, default=1)
+    p.add_argument("--enforce-eager", action="store_true")
+    p.add_argument("--peer", choices=["hf"], help="also run HF transformers' generate_batch on the same requests")
+    p.add_argument("--peer-max-requests", type=int, help="run the peer on the first N requests only")
+    p.add_argument("--profile-dir", help="write a jax.profiler trace of generate here")
+    p.add_argument("--output", help="write the results as JSON here")
+    args = p.parse_args(argv)
+    if not args.workload and not args.config:
+        p.error("give --workload or --config")
+    return args
+
+
+def workload_from_args(args) -> Workload:
+    base = WORKLOADS[args.workload] if args.workload else Workload(
+        "custom", args.config, 64, (128, 512), (128, 128))
+    return Workload(
+        name=base.name, config=args.config or base.config,
+        num_requests=args.num_requests or base.num_requests,
+        prompt_len=tuple(args.prompt_len or base.prompt_len), output_len=tuple(args.output_len or base.output_len),
+        temperature=base.temperature if args.temperature is None else args.temperature, seed=args.seed)
+
+
+def run_jaxllm(w: Workload, args, model_dir: str, prompts, output_lens) -> dict:
+    import jax
+
+    from jaxllm import LLM, SamplingParams
+
+    max_model_len = w.prompt_len[1] + w.output_len[1]
+    t0 = time.perf_counter()
+    llm = LLM(model_dir, load_format="dummy", skip_tokenizer_init=True, dtype="bfloat16",
+              max_model_len=max_model_len, max_num_seqs=args.max_num_seqs,
+              max_num_batched_tokens=args.max_num_batched_tokens, block_size=args.block_size,
+              gpu_memory_utilization=args.gpu_memory_utilization, tensor_parallel_size=args.tensor_parallel_size,
+              enforce_eager=args.enforce_eager, seed=args.seed)
+    startup = time.perf_counter() - t0
+    runner = llm.llm_engine.runner
+    params = [SamplingParams(temperature=w.temperature, max_tokens=n, ignore_eos=True, detokenize=False)
+              for n in output_lens]
+    if args.profile_dir:
+        jax.profiler.start_trace(args.profile_dir)
+    steps0, wait0 = runner.num_steps, runner.device_wait_seconds
+    t1 = time.perf_counter()
+    outs = llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
+    wall = time.perf_counter() - t1
+    if args.profile_dir:
+        jax.profiler.stop_trace()
+    out_tokens = sum(len(o.outputs[0].token_ids) for o in outs)
+    prompt_tokens = sum(len(p) for p in prompts)
+    steps = runner.num_steps - steps0
+    wait = runner.device_wait_seconds - wait0
+    dev = jax.devices()[0]
+    stats = dev.memory_stats() or {}
+    cfg = llm.model_config
+    kv_bytes = sum(a.nbytes for a in runner.kv_caches)
+    return {
+        "startup_s": startup, "weights_init_s": llm.load_seconds, "compile_s": runner.compile_seconds,
+        "num_compilations": runner.num_compilations, "generate_s": wall,
+        "output_tokens": out_tokens, "prompt_tokens": prompt_tokens,
+        "output_tok_s": out_tokens / wall, "total_tok_s": (out_tokens + prompt_tokens) / wall,
+        "requests_s": len(prompts) / wall, "steps": steps, "ms_per_step": 1e3 * wall / max(steps, 1),
+        "host_ms_per_step": 1e3 * (wall - wait) / max(steps, 1),
+        "peak_device_bytes": stats.get("peak_bytes_in_use"), "kv_cache_bytes": kv_bytes,
+        "kv_cache_blocks": runner.num_blocks, "block_size": args.block_size,
+        "num_preemptions": llm.llm_engine.stats.num_preemptions,
+        "device": str(dev.device_kind), "jax": jax.__version__, "params": cfg.num_params(),
+    }
+
+
+def run_peer(w: Workload, args, model_dir: str) -> dict:
+    """transformers' generate_batch in a subprocess; returns its JSON."""
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+        out_path = f.name
+    cmd = [sys.executable, "-m", "jaxllm.bench.peer_hf", "--model-dir", model_dir, "--workload-json",
+           json.dumps(w.__dict__), "--output", out_path]
+    if args.peer_max_requests:
+        cmd += ["--max-requests", str(args.peer_max_requests)]
+    subprocess.run(cmd, check=True)
+    with open(out_path) as f:
+        return json.load(f)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    w = workload_from_args(args)
+    from jaxllm.bench.roofline import roofline
+    from jaxllm.config import ModelConfig
+
+    hf = w.hf_config()
+    cfg = ModelConfig.from_hf(hf, dtype="bfloat16")
+    prompts, output_lens = w.requests(cfg.vocab_size)
+    with tempfile.TemporaryDirectory() as model_dir:
+        with open(os.path.join(model_dir, "config.json"), "w") as f:
+            json.dump(hf, f)
+        peer = run_peer(w, args, model_dir) if args.peer else None
+        ours = run_jaxllm(w, args, model_dir, prompts, output_lens)
+    gc.collect()
+    roof = roofline(cfg, [len(p) for p in prompts], output_lens, args.max_num_seqs)
+    result = {"workload": w.__dict__, "command": "jaxllm bench " + " ".join(argv or sys.argv[1:]),
+              "jaxllm": ours, "roofline": roof,
+              "pct_roofline_output": 100 * ours["output_tok_s"] / roof["output_tok_s"],
+              "pct_roofline_total": 100 * ours["total_tok_s"] / roof["total_tok_s"]}
+    if peer:
+        result["peer_hf"] = peer
+        result["speedup_vs_peer_output"] = ours["output_tok_s"] / peer["output_tok_s"]
+    print_table(result)
+    if args.output:
+        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+        with open(args.output, "w") as f:
+            json.dump(result, f, indent=2)
+    return result
+
+
+def print_table(r: dict) -> None:
+    o, roof = r["jaxllm"], r["roofline"]
+    rows = [
+        ("workload", r["workload"]["name"]),
+        ("start-up s (weights init / compile)", f"{o['startup_s']:.1f} ({o['weights_init_s']:.1f} / {o['compile_s']:.1f})"),
+        ("generate s", f"{o['generate_s']:.2f}"),
+        ("output tok/s", f"{o['output_tok_s']:,.0f}"),
+        ("total tok/s", f"{o['total_tok_s']:,.0f}"),
+        ("requests/s", f"{o['requests_s']:.2f}"),
+        ("steps / ms per step / host ms per step", f"{o['steps']} / {o['ms_per_step']:.2f} / {o['host_ms_per_step']:.2f}"),
+        ("peak device GiB", f"{(o['peak_device_bytes'] or 0) / 2**30:.1f}"),
+        ("KV cache GiB / blocks", f"{o['kv_cache_bytes'] / 2**30:.1f} / {o['kv_cache_blocks']}"),
+        ("roofline output / total tok/s", f"{roof['output_tok_s']:,.0f} / {roof['total_tok_s']:,.0f}"),
+        ("% of roofline (output / total)", f"{r['pct_roofline_output']:.1f}% / {r['pct_roofline_total']:.1f}%"),
+    ]
+    if "peer_hf" in r:
+        rows.append(("HF peer output tok/s (ratio)", f"{r['peer_hf']['output_tok_s']:,.0f} "
+                                                    f"({r['speedup_vs_peer_output']:.1f}x)"))
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"{k:<{width}}  {v}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""The HF transformers peer: ``model.generate_batch`` (continuous batching, paged SDPA) on the benchmark's
+requests, random bf16 weights. Run as a subprocess by ``jaxllm bench --peer hf`` (torch and JAX must not
+share the GPU allocator in one process)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--model-dir", required=True)
+    p.add_argument("--workload-json", required=True)
+    p.add_argument("--max-requests", type=int)
+    p.add_argument("--output", required=True)
+    args = p.parse_args()
+    import torch
+    import transformers
+    from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
+
+    from jaxllm.bench.workloads import Workload
+
+    spec = json.loads(args.workload_json)
+    w = Workload(**{**spec, "prompt_len": tuple(spec["prompt_len"]), "output_len": tuple(spec["output_len"])})
+    config = AutoConfig.from_pretrained(args.model_dir)
+    prompts, output_lens = w.requests(config.vocab_size)
+    if len(set(output_lens)) != 1:
+        raise SystemExit("the HF peer supports one output length per run (use a fixed --output-len)")
+    if args.max_requests:
+        prompts = prompts[:args.max_requests]
+    t0 = time.perf_counter()
+    with torch.device("cuda"):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16, attn_implementation="sdpa_paged")
+    model.eval()
+    startup = time.perf_counter() - t0
+    gen = GenerationConfig(max_new_tokens=output_lens[0], do_sample=w.temperature > 0,
+                           temperature=w.temperature or None, eos_token_id=-1, pad_token_id=0)
+    torch.cuda.synchronize()
+    t1 = time.perf_counter()
+    with torch.no_grad():
+        results = model.generate_batch(inputs=prompts, generation_config=gen, progress_bar=False)
+    torch.cuda.synchronize()
+    wall = time.perf_counter() - t1
+    out_tokens = sum(len(r.generated_tokens) for r in results.values())
+    prompt_tokens = sum(len(x) for x in prompts)
+    json.dump({"name": "transformers generate_batch", "transformers": transformers.__version__,
+               "torch": torch.__version__, "num_requests": len(prompts), "startup_s": startup, "generate_s": wall,
+               "output_tokens": out_tokens, "output_tok_s": out_tokens / wall,
+               "total_tok_s": (out_tokens + prompt_tokens) / wall}, open(args.output, "w"))
+
+
+if __name__ == "__main__":
+    main()

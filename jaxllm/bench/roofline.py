@@ -1,0 +1,55 @@
+"""The roofline of a workload on one GPU (method of ../shared/BENCHMARKS.md).
+
+prefill = (2 x non-embedding params x prompt tokens + causal attention FLOPs) / peak FLOP/s
+decode = sum over decode steps of max((weight bytes + KV bytes read) / HBM bandwidth, step FLOPs / peak FLOP/s),
+with every request that fits (up to max_num_seqs) running at once; a finished request's slot is taken by the
+next waiting one. Roofline throughput = output tokens / (prefill + decode).
+"""
+
+from __future__ import annotations
+
+import heapq
+
+from jaxllm.config import ModelConfig
+
+PEAK_FLOPS = 783e12  # bf16 matmul measured through JAX on the H200
+HBM_BYTES_PER_S = 4.3e12  # device-to-device copy, bytes read + written
+
+
+def roofline(cfg: ModelConfig, prompt_lens: list[int], output_lens: list[int], max_num_seqs: int,
+             dtype_bytes: int = 2, peak_flops: float = PEAK_FLOPS, bandwidth: float = HBM_BYTES_PER_S) -> dict:
+    layers, heads, dh = cfg.num_layers, cfg.num_heads, cfg.head_dim
+    body_params = cfg.num_params(include_embeddings=False)
+    head_params = cfg.vocab_size * cfg.hidden_size
+    weight_bytes = (body_params + head_params) * dtype_bytes
+    kv_bytes_per_token = layers * cfg.num_kv_heads * dh * 2 * dtype_bytes
+    prefill_flops = sum(2 * body_params * n + 2 * layers * heads * dh * n * n for n in prompt_lens)
+    prefill_s = prefill_flops / peak_flops
+
+    # decode: simulate the running set step by step (a heap of finish steps keeps it O(N log N) per step)
+    decode_s, step = 0.0, 0
+    waiting = list(zip(prompt_lens, output_lens))[::-1]
+    running: list[tuple[int, int, int]] = []  # (finish step, start step, prompt len)
+    ctx_sum = 0  # sum of context lengths of the running set at the current step
+    while waiting or running:
+        if waiting and len(running) < max_num_seqs:
+            p, o = waiting.pop()
+            # the first output token comes from the prefill; o - 1 decode steps follow
+            heapq.heappush(running, (step + o - 1, step, p))
+            ctx_sum += p
+            continue
+        if running[0][0] <= step:  # finished: free its slot, then refill
+            _, start, p = heapq.heappop(running)
+            ctx_sum -= p + (step - start)
+            continue
+        n = len(running)
+        bytes_ = weight_bytes + ctx_sum * kv_bytes_per_token
+        flops = 2 * (body_params + head_params) * n + 4 * layers * heads * dh * ctx_sum
+        decode_s += max(bytes_ / bandwidth, flops / peak_flops)
+        ctx_sum += n
+        step += 1
+    out_tokens, prompt_tokens = sum(output_lens), sum(prompt_lens)
+    total_s = prefill_s + decode_s
+    return {"prefill_s": prefill_s, "decode_s": decode_s, "output_tok_s": out_tokens / total_s,
+            "total_tok_s": (out_tokens + prompt_tokens) / total_s, "weight_bytes": weight_bytes,
+            "peak_flops": peak_flops, "hbm_bytes_per_s": bandwidth}
