@@ -14,12 +14,7 @@ from typing import Sequence
 from .default_model import DEFAULT_MODEL, INSTALL_HINT
 
 _DESCRIPTION = f"""\
-jaxllm: vLLM's offline LLM on JAX/XLA.
-
-commands:
-  generate   complete one or more prompts and print the completions
-  chat       interactive multi-turn chat (the model's chat template)
-  bench      throughput benchmark (arguments: jaxllm bench --help)
+jaxllm: vLLM's offline LLM on JAX/XLA. Run `jaxllm COMMAND --help` for a command's options.
 
 The default model is {DEFAULT_MODEL} (embedded, offline). Install it once with:
   {INSTALL_HINT}
@@ -52,27 +47,31 @@ def _positive_int(text: str) -> int:
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
-    g.add_argument("--model", default=DEFAULT_MODEL,
+    g.add_argument("--model", default=DEFAULT_MODEL, metavar="MODEL",
                    help="HF checkpoint folder, .gguf file, or the default model's name (default: %(default)s)")
     g.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                    help="weights/activation dtype (default: %(default)s = the checkpoint's)")
-    g.add_argument("--seed", type=int, default=0, help="random seed for sampling (default: %(default)s)")
+    g.add_argument("--seed", type=int, default=0, metavar="N", help="random seed for sampling (default: %(default)s)")
+    g.add_argument("--tensor-parallel-size", "-tp", type=_positive_int, default=1, metavar="N",
+                   help="number of GPUs to shard the model over (default: %(default)s)")
+    g.add_argument("--enforce-eager", action="store_true",
+                   help="skip ahead-of-time compilation of every batch shape (faster start, slower first steps)")
 
 
 def _add_sampling_args(p: argparse.ArgumentParser, max_tokens: int, temperature: float) -> None:
     g = p.add_argument_group("sampling (vLLM SamplingParams)")
-    g.add_argument("--max-tokens", type=_positive_int, default=max_tokens,
+    g.add_argument("--max-tokens", type=_positive_int, default=max_tokens, metavar="N",
                    help="tokens to generate per prompt (default: %(default)s)")
-    g.add_argument("--temperature", type=float, default=temperature,
+    g.add_argument("--temperature", type=float, default=temperature, metavar="T",
                    help="0 is greedy (default: %(default)s)")
-    g.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default: %(default)s)")
-    g.add_argument("--top-k", type=int, default=-1, help="keep the k most likely tokens, -1 = all (default: -1)")
+    g.add_argument("--top-p", type=float, default=1.0, metavar="P", help="nucleus sampling mass (default: %(default)s)")
+    g.add_argument("--top-k", type=int, default=-1, metavar="K", help="keep the k most likely tokens, -1 = all (default: -1)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jaxllm", description=_DESCRIPTION, epilog=_EXAMPLES,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", metavar="{generate,chat,bench}")
+    sub = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND")
 
     gen = sub.add_parser("generate", help="complete prompts and print the completions",
                          description="Complete each prompt and print the completion. Several prompts run as one "
@@ -116,7 +115,8 @@ def _make(args: argparse.Namespace):
     params = SamplingParams(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
                             max_tokens=args.max_tokens)
     print(f"loading {args.model} (dtype={args.dtype}) ...", file=sys.stderr, flush=True)
-    llm = LLM(model=args.model, dtype=args.dtype, seed=args.seed)
+    llm = LLM(model=args.model, dtype=args.dtype, seed=args.seed, tensor_parallel_size=args.tensor_parallel_size,
+              enforce_eager=args.enforce_eager)
     return llm, params
 
 
