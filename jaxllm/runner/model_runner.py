@@ -11,6 +11,7 @@ prompt_logprobs) are always compiled on first use. ``num_compilations`` counts e
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import logging
 import os
 import time
@@ -28,7 +29,7 @@ from jaxllm.parallel.sharding import LOGICAL_RULES, logical_to_spec
 from jaxllm.runner.buckets import Bucket, BucketLadder
 from jaxllm.runner.input_batch import build_step_inputs, dummy_step_inputs
 from jaxllm.runner.memory import plan_num_blocks
-from jaxllm.runner.sampling_metadata import (STARTUP_CONFIGS, build_sampling_metadata,
+from jaxllm.runner.sampling_metadata import (FULL_CONFIG, STARTUP_CONFIGS, build_sampling_metadata,
                                              dummy_sampling_metadata, to_runner_output)
 from jaxllm.runner.step import make_forward, make_prompt_logprobs, make_sample
 
@@ -36,6 +37,9 @@ logger = logging.getLogger("jaxllm")
 
 PROMPT_LOGPROBS_CHUNK = 128  # rows of [chunk, V] logits computed at a time for prompt_logprobs
 PROMPT_LOGPROBS_K = 20
+# Compiled at start-up: greedy, sampling, and sampling with logprobs (narrow bias/allowed/banned widths).
+WARM_SAMPLER_CONFIGS = tuple(dict.fromkeys(
+    STARTUP_CONFIGS + (dataclasses.replace(FULL_CONFIG, num_logprobs=0),)))
 
 
 class ModelRunner:
@@ -98,7 +102,7 @@ class ModelRunner:
     def warm_up(self) -> None:
         """Compile the forward of every bucket and the start-up sampler variants, in parallel threads."""
         keys = [("forward", b, False) for b in self.ladder.buckets]
-        keys += [("sample", s, c) for s in sorted({b.num_seqs for b in self.ladder.buckets}) for c in STARTUP_CONFIGS]
+        keys += [("sample", s, c) for s in sorted({b.num_seqs for b in self.ladder.buckets}) for c in WARM_SAMPLER_CONFIGS]
         t0 = time.perf_counter()
         workers = max(1, min(len(keys), (os.cpu_count() or 2), 8))
         with concurrent.futures.ThreadPoolExecutor(workers) as pool:

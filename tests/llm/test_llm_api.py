@@ -89,6 +89,9 @@ def test_no_compilation_during_generate_after_warm_up(llama_dir):
     llm.generate(prompts, SamplingParams(temperature=0, max_tokens=20, ignore_eos=True), use_tqdm=False)
     llm.generate(prompts, SamplingParams(temperature=0.8, top_p=0.9, top_k=20, max_tokens=20, logprobs=2),
                  use_tqdm=False)
+    llm.generate(prompts, SamplingParams(temperature=0.6, max_tokens=5, min_tokens=2), use_tqdm=False)
+    llm.generate(prompts, [SamplingParams(temperature=0, max_tokens=5), SamplingParams(temperature=1.0)] * 3,
+                 use_tqdm=False)
     assert runner.num_compilations == before
 
 
