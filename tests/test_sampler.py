@@ -14,9 +14,8 @@ import pytest
 from jaxllm.engine.batch import ScheduledSeq
 from jaxllm.models import sampler as sampler_mod
 from jaxllm.models.sampler import sample, token_logprobs, top_k_values
-from jaxllm.runner import sampling_metadata as smd
-from jaxllm.runner.sampling_metadata import (FULL_CONFIG, GREEDY_CONFIG, SamplerConfig, bad_words_banned_ids,
-                                             build_sampling_metadata, to_runner_output)
+from jaxllm.runner.sampling_metadata import (FULL_CONFIG, GREEDY_CONFIG, SAMPLE_CONFIG, SamplerConfig,
+                                             bad_words_banned_ids, build_sampling_metadata, to_runner_output)
 
 _sample = jax.jit(sample, static_argnums=2)
 
@@ -88,7 +87,7 @@ def test_greedy_variant_is_argmax_and_carries_no_arrays():
 def test_config_choice_and_ladders():
     V = 1000
     _, cfg = build_sampling_metadata([seq(sp(temperature=0.5))], 2, V)
-    assert cfg == dataclass_replace(FULL_CONFIG, num_logprobs=0)
+    assert cfg == SAMPLE_CONFIG
     _, cfg = build_sampling_metadata([seq(sp(temperature=0.0, logprobs=0))], 2, V)
     assert cfg == FULL_CONFIG
     bias = {i: 1.0 for i in range(9)}
@@ -101,11 +100,6 @@ def test_config_choice_and_ladders():
     assert cfg == GREEDY_CONFIG
     with pytest.raises(ValueError, match="greedy_only"):
         SamplerConfig(greedy_only=True, num_logprobs=20)
-
-
-def dataclass_replace(cfg, **kw):
-    import dataclasses
-    return dataclasses.replace(cfg, **kw)
 
 
 @pytest.mark.parametrize("params, match", [

@@ -8,9 +8,10 @@ hashable: a STATIC jit argument that picks the compiled sampler variant). ``to_r
 Variants (each is compiled once per token bucket):
   * ``GREEDY_CONFIG``: every sampling row is greedy with no logprobs, bias, allowed/banned ids or penalties ->
     argmax only; the metadata carries no arrays at all.
-  * ``FULL_CONFIG``: temperature, top-k, top-p, min-p, seeds, logit_bias, allowed_token_ids, banned ids (min_tokens
-    stop ids and bad words) and top-``MAX_LOGPROBS`` logprobs, with sparse widths at the bottom of the ladder.
-  These two (``STARTUP_CONFIGS``) are what the runner compiles at start-up. A step that needs more compiles
+  * ``SAMPLE_CONFIG``: temperature, top-k, top-p, min-p, seeds, logit_bias, allowed_token_ids, banned ids
+    (min_tokens stop ids and bad words), with sparse widths at the bottom of the ladder.
+  * ``FULL_CONFIG``: the same plus top-``MAX_LOGPROBS`` logprobs (used when any row asks for logprobs).
+  These three (``STARTUP_CONFIGS``) are what the runner compiles at start-up. A step that needs more compiles
   lazily, on first use, a variant that differs only in shapes: a wider sparse array (more than 8 bias, allowed or
   banned ids in a row: widths from ``SPARSE_WIDTHS``) or penalties (repetition/frequency/presence), which carry the
   prompt+output token ids padded to a power-of-two length ``penalty_len`` (>= ``PENALTY_MIN_LEN``).
@@ -67,9 +68,10 @@ class SamplerConfig:
 
 
 GREEDY_CONFIG = SamplerConfig()
-FULL_CONFIG = SamplerConfig(greedy_only=False, num_logprobs=MAX_LOGPROBS, bias_width=SPARSE_WIDTHS[0],
-                            allowed_width=SPARSE_WIDTHS[0], banned_width=SPARSE_WIDTHS[0])
-STARTUP_CONFIGS = (GREEDY_CONFIG, FULL_CONFIG)
+SAMPLE_CONFIG = SamplerConfig(greedy_only=False, bias_width=SPARSE_WIDTHS[0], allowed_width=SPARSE_WIDTHS[0],
+                              banned_width=SPARSE_WIDTHS[0])
+FULL_CONFIG = dataclasses.replace(SAMPLE_CONFIG, num_logprobs=MAX_LOGPROBS)
+STARTUP_CONFIGS = (GREEDY_CONFIG, SAMPLE_CONFIG, FULL_CONFIG)
 
 _FIELDS = ("temperature", "greedy", "top_k", "top_p", "min_p", "seeds", "output_index",
            "bias_ids", "bias_values", "allowed_ids", "has_allowed", "banned_ids",
