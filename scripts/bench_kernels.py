@@ -207,9 +207,9 @@ def sweep(rng, interpret, results):
     for bsz, ctx in ((128, 2048), (32, 8192)):
         sets = paged_batch(rng, [1] * bsz, [ctx] * bsz)
         nbytes = kv_bytes([ctx] * bsz)
-        variants = ((64, 4, 3, 1), (64, 4, 3, 2), (128, 4, 3, 1), (128, 8, 3, 2), (32, 4, 4, 1), (64, 4, 4, 1))
+        variants = ((64, 4, 3, 1), (64, 4, 3, 2), (128, 4, 3, 2), (64, 8, 3, 1))
         if ctx > 4096:
-            variants = ((64, 4, 3, 2), (64, 4, 3, 4), (64, 4, 3, 8), (128, 4, 3, 4))
+            variants = ((64, 4, 3, 2), (64, 4, 3, 4), (128, 4, 2, 4))
         for bn, w, st, sp in variants:
             cfg = TileConfig(block_q=4, block_n=bn, num_splits=sp, num_warps=w, num_stages=st)
             fn = jax.jit(lambda q, kv, a, b, c, cfg=cfg: ragged_paged_attention_pallas(
@@ -223,7 +223,8 @@ def sweep(rng, interpret, results):
             print("sweep", out[-1], flush=True)
     lens = [8192]
     sets = paged_batch(rng, lens, lens)
-    for bq, bn, w, st in ((32, 64, 4, 3), (16, 64, 4, 3), (32, 128, 8, 2), (32, 32, 8, 4), (32, 64, 8, 2)):
+    for bq, bn, w, st in ((32, 64, 4, 3), (32, 64, 4, 4), (32, 128, 4, 3), (32, 128, 4, 2), (64, 64, 8, 3),
+                          (64, 64, 4, 3)):
         cfg = TileConfig(block_q=bq, block_n=bn, num_warps=w, num_stages=st)
         fn = jax.jit(lambda q, kv, a, b, c, cfg=cfg: ragged_paged_attention_pallas(
             q, kv, a, b, c, sm_scale=D ** -0.5, interpret=interpret, prefill_cfg=cfg))

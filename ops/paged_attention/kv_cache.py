@@ -26,11 +26,22 @@ def write_kv_cache(kv_cache: jax.Array, k: jax.Array, v: jax.Array, slot_mapping
     """Scatter new keys/values into their slots.
 
     kv_cache: [2, NB, BS, K, D]; k, v: [T, K, D]; slot_mapping: [T] int32, a negative slot marks a padding
-    token that is not written. Under jit with the cache donated, XLA updates the buffer in place."""
+    token that is not written. Under jit with the cache donated, XLA updates the buffer in place (no copy).
+
+    One row scatter of 2T contiguous [K * D] rows into the cache viewed as [2 * NB * BS, K * D]. Every index is
+    distinct (padding tokens get distinct out-of-range rows, which are dropped), so ``unique_indices`` lets XLA
+    write without atomics or serialization."""
     _, nb, bs, nk, d = kv_cache.shape
+    num_tokens = k.shape[0]
+    if k.shape != (num_tokens, nk, d) or v.shape != k.shape or slot_mapping.shape != (num_tokens,):
+        raise ValueError(f"k {k.shape}, v {v.shape}, slot_mapping {slot_mapping.shape} do not match "
+                         f"kv_cache {kv_cache.shape}")
     num_slots = nb * bs
-    slots = jnp.where(slot_mapping < 0, num_slots, slot_mapping)  # out of range -> dropped
-    flat = kv_cache.reshape(2, num_slots, nk, d)
-    kv = jnp.stack([k, v]).astype(kv_cache.dtype)  # [2, T, K, D]
-    flat = flat.at[:, slots].set(kv, mode="drop")
+    pad_rows = 2 * num_slots + jnp.arange(num_tokens, dtype=jnp.int32)  # distinct, out of range
+    slots = slot_mapping.astype(jnp.int32)
+    rows = jnp.concatenate([jnp.where(slots < 0, pad_rows, slots),
+                            jnp.where(slots < 0, pad_rows + num_tokens, slots + num_slots)])
+    updates = jnp.concatenate([k, v]).astype(kv_cache.dtype).reshape(2 * num_tokens, nk * d)
+    flat = kv_cache.reshape(2 * num_slots, nk * d)
+    flat = flat.at[rows].set(updates, mode="drop", unique_indices=True)
     return flat.reshape(kv_cache.shape)
