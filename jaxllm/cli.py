@@ -65,7 +65,7 @@ def _add_sampling_args(p: argparse.ArgumentParser, max_tokens: int, temperature:
     g.add_argument("--temperature", type=float, default=temperature, metavar="T",
                    help="0 is greedy (default: %(default)s)")
     g.add_argument("--top-p", type=float, default=1.0, metavar="P", help="nucleus sampling mass (default: %(default)s)")
-    g.add_argument("--top-k", type=int, default=-1, metavar="K", help="keep the k most likely tokens, -1 = all (default: -1)")
+    g.add_argument("--top-k", type=int, default=0, metavar="K", help="keep the k most likely tokens, 0 = all (default: 0)")
 
 
 def build_parser() -> argparse.ArgumentParser:

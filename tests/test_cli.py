@@ -16,7 +16,7 @@ from jaxllm.default_model import DEFAULT_MODEL, INSTALL_HINT, default_model_avai
 class FakeParams:
     temperature: float = 1.0
     top_p: float = 1.0
-    top_k: int = -1
+    top_k: int = 0
     max_tokens: int = 16
 
 
