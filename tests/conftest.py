@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import functools
+import os
 
 import pytest
+
+# Four host "devices" so tensor-parallel tests run on the CPU (must be set before jax starts).
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 
 
 @functools.cache

@@ -30,6 +30,25 @@ LOGICAL_RULES: dict[str, str | None] = {
 }
 
 
+def sharding_rules(cfg, tensor_parallel_size: int) -> dict[str, str | None]:
+    """The rules for one model at one TP degree. Heads and the MLP must split evenly (else a clear error);
+    kv heads (and the KV cache) are replicated when they cannot be split (tp > kv heads), so each device
+    holds what its query heads need; an indivisible vocabulary is replicated."""
+    tp = tensor_parallel_size
+    for name, size in (("num_attention_heads", cfg.num_heads), ("intermediate_size", cfg.intermediate_size)):
+        if size % tp:
+            raise ValueError(f"tensor_parallel_size={tp} does not divide {name}={size}")
+    rules = dict(LOGICAL_RULES)
+    if cfg.num_kv_heads % tp:
+        if tp % cfg.num_kv_heads:
+            raise ValueError(f"tensor_parallel_size={tp} and num_key_value_heads={cfg.num_kv_heads}: one must "
+                             "divide the other")
+        rules["kv_heads"] = rules["cache_heads"] = None
+    if cfg.vocab_size % tp:
+        rules["vocab"] = None
+    return rules
+
+
 def make_mesh(tensor_parallel_size: int = 1, devices=None) -> Mesh:
     """A 1-D mesh over the first ``tensor_parallel_size`` devices (all processes' devices when
     ``jax.distributed`` is initialised)."""

@@ -25,7 +25,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from jaxllm import ops
 from jaxllm.config import ModelConfig
 from jaxllm.engine.batch import RunnerOutput, ScheduledBatch, TokenLogprobs
-from jaxllm.parallel.sharding import LOGICAL_RULES, logical_to_spec
+from jaxllm.parallel.sharding import logical_to_spec, sharding_rules
 from jaxllm.runner.buckets import Bucket, BucketLadder
 from jaxllm.runner.input_batch import build_step_inputs, dummy_step_inputs
 from jaxllm.runner.memory import plan_num_blocks
@@ -63,7 +63,8 @@ class ModelRunner:
             max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens, max_model_len=max_model_len,
             gpu_memory_utilization=gpu_memory_utilization, num_gpu_blocks_override=num_gpu_blocks_override,
             kv_cache_memory_bytes=kv_cache_memory_bytes, tp=tp)
-        cache_spec = logical_to_spec(("cache_kv", "cache_blocks", "cache_slots", "cache_heads", None), LOGICAL_RULES)
+        cache_spec = logical_to_spec(("cache_kv", "cache_blocks", "cache_slots", "cache_heads", None),
+                                     sharding_rules(cfg, tp))
         self.kv_caches = ops.allocate_kv_cache(cfg.num_layers, self.num_blocks, block_size, cfg.num_kv_heads,
                                                cfg.head_dim, self.dtype, NamedSharding(mesh, cache_spec))
         self._forward = make_forward(self.graphdef)
@@ -84,7 +85,8 @@ class ModelRunner:
             _, bucket, return_hidden = key
             inputs = jax.device_put(dummy_step_inputs(bucket, self.max_blocks_per_seq), self._replicated)
             return self._forward.lower(self.state, self.kv_caches, inputs, return_hidden=return_hidden,
-                                       attention_impl=self.attention_impl).compile()
+                                       attention_impl=self.attention_impl,
+                                       logits_sharding=self._replicated).compile()
         _, num_seqs, config = key
         md = jax.device_put(dummy_sampling_metadata(config, num_seqs, self.cfg.vocab_size), self._replicated)
         logits = jax.ShapeDtypeStruct((num_seqs, self.cfg.vocab_size), jnp.float32, sharding=self._replicated)

@@ -19,19 +19,23 @@ from jaxllm.models.sampler import sample, token_logprobs
 from jaxllm.runner.input_batch import StepInputs
 
 
-def _forward(graphdef, state, kv_caches, inputs: StepInputs, *, return_hidden: bool, attention_impl: str | None):
-    """-> (kv_caches, logits [S, V] float32, hidden [T, D] or None)."""
+def _forward(graphdef, state, kv_caches, inputs: StepInputs, *, return_hidden: bool, attention_impl: str | None,
+             logits_sharding=None):
+    """-> (kv_caches, logits [S, V] float32, hidden [T, D] or None). ``logits_sharding`` (replicated under
+    tensor parallelism) is the layout the sampler program is compiled for."""
     model = nnx.merge(graphdef, state)
     hidden, kv_caches = model.forward_paged(inputs.input_ids, inputs.positions, kv_caches, inputs.attention,
                                             attention_impl)
     with jax.named_scope("logits"):
         logits = model.compute_logits(hidden[inputs.logits_indices])
+        if logits_sharding is not None:
+            logits = jax.lax.with_sharding_constraint(logits, logits_sharding)
     return kv_caches, logits, (hidden if return_hidden else None)
 
 
 def make_forward(graphdef):
     """jit of the forward for one model graph; the KV cache (argument 1) is donated."""
-    return jax.jit(functools.partial(_forward, graphdef), static_argnames=("return_hidden", "attention_impl"),
+    return jax.jit(functools.partial(_forward, graphdef), static_argnames=("return_hidden", "attention_impl", "logits_sharding"),
                    donate_argnums=(1,))
 
 

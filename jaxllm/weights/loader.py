@@ -20,7 +20,7 @@ from jax.sharding import Mesh
 
 from jaxllm.config import ModelConfig
 from jaxllm.models.registry import model_class
-from jaxllm.parallel.sharding import make_mesh, named_sharding
+from jaxllm.parallel.sharding import make_mesh, named_sharding, sharding_rules
 from jaxllm.weights.mappings import IGNORED_SUFFIXES, Target, key_map, optional_keys
 
 
@@ -60,6 +60,7 @@ def _assemble(cfg: ModelConfig, tensors: Iterable[tuple[str, np.ndarray, str]], 
     """Check every tensor against the key map and place it. Returns {path: jax.Array}."""
     targets = key_map(cfg)
     optional = optional_keys(cfg)
+    rules = sharding_rules(cfg, mesh.devices.size)
     seen: dict[str, str] = {}
     pending: dict[tuple, list] = {}
     placed: dict[tuple, jax.Array] = {}
@@ -78,7 +79,7 @@ def _assemble(cfg: ModelConfig, tensors: Iterable[tuple[str, np.ndarray, str]], 
             raise WeightLoadError(f"shape mismatch for {name!r} in {source}: expected {target.hf_shape}, "
                                   f"got {tuple(array.shape)}")
         var = variables[target.path]
-        sharding = named_sharding(mesh, var.get_metadata()["logical_axes"])
+        sharding = named_sharding(mesh, var.get_metadata()["logical_axes"], rules)
         ours = target.to_ours(array)
         if target.part is None:
             placed[target.path] = _place(var.get_value().shape, var.get_value().dtype, sharding, lambda idx, a=ours: a[idx])
@@ -116,10 +117,11 @@ def build_dummy_model(cfg: ModelConfig, mesh: Mesh | None = None, seed: int = 0)
     mesh = mesh or make_mesh(1)
     graphdef, variables = abstract_model(cfg)
     makers: dict = {}
+    rules = sharding_rules(cfg, mesh.devices.size)
     arrays = {}
     key = jax.random.key(seed)
     for i, (path, var) in enumerate(variables.items()):
-        sharding = named_sharding(mesh, var.get_metadata()["logical_axes"])
+        sharding = named_sharding(mesh, var.get_metadata()["logical_axes"], rules)
         shape, dtype = var.get_value().shape, var.get_value().dtype
         is_norm = path[-1] == "weight"
         make = makers.get((shape, dtype, sharding, is_norm))

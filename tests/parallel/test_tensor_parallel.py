@@ -1,0 +1,60 @@
+"""Tensor parallelism on 4 fake CPU devices (tests/conftest.py sets XLA_FLAGS): TP=2 and TP=4 logits within
+fp32 tolerance of TP=1 and identical greedy tokens, for GQA models including one with TP > kv heads."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+import jaxllm
+from hf_models import save_tiny_model
+from jaxllm import LLM, SamplingParams
+
+pytestmark = pytest.mark.skipif(len(jax.devices()) < 4, reason="needs 4 (fake) devices")
+
+CASES = {
+    "llama-gqa-4q-2kv": ("LlamaForCausalLM", {}),  # TP=4 > 2 kv heads: kv heads replicated
+    "qwen3-gqa-8q-4kv": ("Qwen3ForCausalLM", {"num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 16}),
+    "qwen2-bias-4q-1kv": ("Qwen2ForCausalLM", {"num_key_value_heads": 1}),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(CASES))
+def checkpoint(request, tmp_path_factory):
+    arch, overrides = CASES[request.param]
+    path = tmp_path_factory.mktemp(request.param)
+    save_tiny_model(path, arch, **overrides)
+    return path
+
+
+def test_dense_logits_match_tp1(checkpoint):
+    ids = (np.arange(40, dtype=np.int32).reshape(2, 20) * 7) % 256
+    ref = np.asarray(jaxllm.load_model(checkpoint)(ids))
+    for tp in (2, 4):
+        model = jaxllm.load_model(checkpoint, tensor_parallel_size=tp)
+        assert model.layers[0].mlp.gate_up[...].sharding.mesh.devices.size == tp
+        out = np.asarray(model(ids))
+        assert np.abs(out - ref).max() / np.abs(ref).max() <= 1e-5
+
+
+def test_engine_greedy_tokens_match_tp1(checkpoint):
+    prompts = [{"prompt_token_ids": list(range(1, n))} for n in (30, 8, 17)]
+    params = SamplingParams(temperature=0, max_tokens=8, ignore_eos=True)
+
+    def run(tp):
+        llm = LLM(str(checkpoint), skip_tokenizer_init=True, max_num_seqs=4, max_num_batched_tokens=32,
+                  enforce_eager=True, tensor_parallel_size=tp)
+        return [o.outputs[0].token_ids for o in llm.generate(prompts, params, use_tqdm=False)]
+
+    base = run(1)
+    assert run(2) == base
+    assert run(4) == base
+
+
+def test_invalid_tensor_parallel_size_is_clear_before_loading(tmp_path):
+    save_tiny_model(tmp_path, "LlamaForCausalLM", num_attention_heads=4, num_key_value_heads=2)
+    with pytest.raises(ValueError, match="tensor_parallel_size=3 does not divide num_attention_heads=4"):
+        jaxllm.load_model(tmp_path, tensor_parallel_size=3)
+    with pytest.raises(ValueError, match="tensor_parallel_size=8 exceeds"):
+        jaxllm.load_model(tmp_path, tensor_parallel_size=8)
