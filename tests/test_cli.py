@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import types
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import pytest
 
@@ -31,7 +32,7 @@ class FakeLLM:
     enforce_eager: bool = False
     calls: list = field(default_factory=list)
 
-    instances = []
+    instances: ClassVar[list] = []
 
     def __post_init__(self):
         FakeLLM.instances.append(self)

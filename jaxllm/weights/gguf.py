@@ -19,7 +19,8 @@ from __future__ import annotations
 import math
 import os
 import re
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -174,7 +175,7 @@ class GGUFCheckpoint:
             "max_position_embeddings": int(self._arch_key("context_length", 2048)),
             "tie_word_embeddings": "output.weight" not in self._tensors,
             "bos_token_id": self.metadata.get("tokenizer.ggml.bos_token_id"),
-            "eos_token_id": self.metadata.get("tokenizer.ggml.eos_token_id"),
+            "eos_token_id": self._eos_token_id(),
             "torch_dtype": "float32",
         }
         if self.architecture == "llama":
@@ -198,6 +199,15 @@ class GGUFCheckpoint:
             return {"rope_type": "linear", "factor": float(self._arch_key("rope.scaling.factor"))}
         raise ValueError(f"GGUF rope scaling type {kind!r} is not supported; supported: none, linear, "
                          "llama3 (rope_freqs tensor)")
+
+    def _eos_token_id(self) -> int | list[int] | None:
+        """config.json's eos_token_id: the eos id, or [eos, eot, eom] when the file names end-of-turn tokens too
+        (an instruct model must stop at <|im_end|>/<|eot_id|> even when its eos is <|endoftext|>)."""
+        eos = self.metadata.get("tokenizer.ggml.eos_token_id")
+        ids = self.generation_eos_ids
+        if eos is None or ids == (int(eos),):
+            return None if eos is None else int(eos)
+        return [int(eos)] + [i for i in ids if i != int(eos)]
 
     @property
     def generation_eos_ids(self) -> tuple[int, ...]:

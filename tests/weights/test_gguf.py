@@ -18,10 +18,16 @@ gguf = pytest.importorskip("gguf")
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from jaxllm.config import ModelConfig  # noqa: E402
-from jaxllm.weights.gguf import (  # noqa: E402
-    SUPPORTED_TENSOR_TYPES, GGUFCheckpoint, _llama3_scaling_from_freqs, hf_tensor_name, is_gguf, permute_qk,
-    unpermute_qk)
+from jaxllm.config import ModelConfig
+from jaxllm.weights.gguf import (
+    SUPPORTED_TENSOR_TYPES,
+    GGUFCheckpoint,
+    _llama3_scaling_from_freqs,
+    hf_tensor_name,
+    is_gguf,
+    permute_qk,
+    unpermute_qk,
+)
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 MERGES = ["Ġ t", "h e", "Ġt he", "i n", "Ġ a", "1 2", "e r", "Ġa n", "Ġan d"]
@@ -68,7 +74,7 @@ def write_gguf(path, model, arch: str, pre: str, quantize: dict[str, str] | None
     if arch == "qwen3":
         w.add_key_length(head_dim)
     w.add_rope_dimension_count(head_dim)
-    theta = (getattr(cfg, "rope_parameters", None) or {}).get("rope_theta") or getattr(cfg, "rope_theta")
+    theta = (getattr(cfg, "rope_parameters", None) or {}).get("rope_theta") or cfg.rope_theta
     w.add_rope_freq_base(theta)
     w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
     w.add_vocab_size(cfg.vocab_size)
@@ -116,9 +122,10 @@ def transformers_gguf_tensors(path, model) -> dict[str, np.ndarray]:
 
 def tiny_model(arch: str, tie: bool):
     torch.manual_seed(0)
-    common = dict(vocab_size=len(tiny_vocab()[0]), hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, rms_norm_eps=1e-5,
-                  tie_word_embeddings=tie, bos_token_id=1, eos_token_id=2)
+    common = {"vocab_size": len(tiny_vocab()[0]), "hidden_size": 64, "intermediate_size": 96,
+              "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+              "max_position_embeddings": 128, "rms_norm_eps": 1e-5, "tie_word_embeddings": tie,
+              "bos_token_id": 1, "eos_token_id": 2}
     if arch == "llama":
         cfg = transformers.LlamaConfig(**common, head_dim=16)
         return transformers.LlamaForCausalLM(cfg).eval()
@@ -259,6 +266,14 @@ def test_hf_config_is_json(tmp_path):
     hf = GGUFCheckpoint(tmp_path / "m.gguf").hf_config
     assert json.loads(json.dumps(hf)) == hf
     assert hf["torch_dtype"] == "float32" and hf["bos_token_id"] == 1 and hf["eos_token_id"] == 2
+
+
+def test_end_of_turn_token_joins_eos(tmp_path):
+    """Instruct GGUFs whose eos is <|endoftext|> name <|im_end|> as end-of-turn: generation must stop at both."""
+    write_gguf(tmp_path / "m.gguf", tiny_model("qwen2", False), "qwen2", pre="qwen2", eot_token_id=0)
+    ckpt = GGUFCheckpoint(tmp_path / "m.gguf")
+    assert ckpt.hf_config["eos_token_id"] == [2, 0] and ckpt.generation_eos_ids == (0, 2)
+    assert ModelConfig.from_hf(ckpt.hf_config).eos_token_ids == (2, 0)
 
 
 def test_reader_matches_gguf_package(tmp_path):
