@@ -12,7 +12,8 @@ import os
 import jax
 import jax.numpy as jnp
 
-from .pallas_triton import TileConfig, decode_schedule, launch, merge_splits, prefill_schedule, _next_pow2
+from .pallas_triton import (TileConfig, _next_pow2, decode_schedule, launch, merge_splits, prefill_schedule,
+                            scatter_decode_rows)
 
 DEFAULT_NUM_SMS = 132  # H200 / H100 SXM; read from the device when there is one
 
@@ -109,12 +110,21 @@ def ragged_paged_attention_pallas(
                             sm_scale=sm_scale, sliding_window=sliding_window, soft_cap=soft_cap,
                             interpret=interpret)
 
-    out = run(decode_schedule(query_start_loc, cfg_a.block_q), cfg=cfg_a)
-    if cfg_a.num_splits > 1:
-        out = merge_splits(*out, cfg_a.num_splits, q.dtype)
-    if num_tokens > cfg_a.block_q:  # some sequence may have q_len > BQ_A: the prefill launch
+    decode_sched = decode_schedule(query_start_loc, cfg_a.block_q)
+    prefill_needed = num_tokens > cfg_a.block_q  # else no sequence can have q_len > BQ_A
+    if prefill_needed:
         bq = cfg_b.block_q
         slots = min(num_tokens // bq + num_seqs, num_tokens // bq + num_tokens // (cfg_a.block_q + 1) + 1)
-        sched = prefill_schedule(query_start_loc, cfg_a.block_q + 1, bq, max(1, slots))
-        out = run(sched, out=out, cfg=cfg_b)
+        prefill_sched = prefill_schedule(query_start_loc, cfg_a.block_q + 1, bq, max(1, slots))
+    if cfg_a.num_splits == 1:
+        out = run(decode_sched, cfg=cfg_a)
+        if prefill_needed:
+            out = run(prefill_sched, out=out, cfg=cfg_b)  # fills the other rows of the same buffer
+    else:
+        merged = merge_splits(*run(decode_sched, cfg=cfg_a), cfg_a.num_splits, q.dtype)
+        if prefill_needed:
+            out = run(prefill_sched, cfg=cfg_b)
+        else:
+            out = jnp.zeros_like(q_rows)
+        out = scatter_decode_rows(out, merged, query_start_loc, cfg_a.block_q)
     return out.reshape(num_tokens, num_q_heads, head_dim)

@@ -5,10 +5,11 @@ One kernel, launched twice per call with different tile shapes:
 * launch A ("decode"): sequences with 1 <= q_len <= BQ_A (decodes, short chunks). One program per
   (kv head, sequence, KV split); all q heads of the kv head (and the <= BQ_A query tokens) form the rows of
   one tile, so each KV page is read once per kv head. Split-K (flash-decoding) when there are too few
-  (sequence, head) pairs to fill the GPU; partial results are merged in jnp.
+  (sequence, head) pairs to fill the GPU; the partial results (compact: S x BQ_A token rows per split, not T)
+  are merged in jnp and scattered into their token rows.
 * launch B ("prefill"): sequences with q_len > BQ_A, in q blocks of BQ_B tokens (BQ_B * G rows), the
-  heaviest (last, most keys) blocks first. It writes into launch A's output buffer (aliased), so the two
-  launches fill disjoint token rows of one output.
+  heaviest (last, most keys) blocks first. Without split-K it writes into launch A's output buffer (aliased),
+  so the two launches fill disjoint token rows of one output.
 
 Shapes: T tokens, S sequences, P block-table width, Hq q heads, K kv heads, G = Hq // K (padded to a power of
 two, Gp), D head dim, NB blocks, BS block size. Inside the kernel q is viewed as rows [T * Hq, D] and the cache
@@ -165,7 +166,11 @@ def _kernel(sched_ref, qsl_ref, seq_lens_ref, bt_ref, q_ref, kv_ref, *rest, cfg:
         acc, m_i, l_i = carry
 
         if split_out:
-            orow = jnp.where(row_ok, sp * (o_ref.shape[0] // cfg.num_splits) + qrow, o_ref.shape[0])
+            # Compact partial rows (split, program slot, token in block, head): [splits * n_slots * rows]
+            # instead of splits x all T tokens, so the merge reads only what launch A wrote.
+            n_slots = o_ref.shape[0] // (cfg.num_splits * bq * num_q_heads)
+            crow = ((sp * n_slots + i) * bq + tok_local) * num_q_heads + h * group + g
+            orow = jnp.where(row_ok, crow, o_ref.shape[0])
             plgpu.store(o_ref.at[_rows2d(orow, cols)], acc, mask=qmask)
             plgpu.store(m_ref.at[orow], m_i, mask=row_ok)
             plgpu.store(l_ref.at[orow], l_i, mask=row_ok)
@@ -202,7 +207,8 @@ def launch(sched, q_rows, kv_rows, query_start_loc, seq_lens, block_tables, out=
     """One pallas_call over the programs of ``sched``. q_rows [T*Hq, D], kv_rows [2*NB*BS*K, D].
 
     Returns [T*Hq, D] in q's dtype (written in place into ``out`` when given), or with ``cfg.num_splits > 1``
-    the partial (acc [splits*T*Hq, D], m [splits*T*Hq], l [splits*T*Hq]) in float32 (m in log2 units)."""
+    the partial (acc [R, D], m [R], l [R]) in float32 (m in log2 units), R = splits * n_slots * BQ * Hq rows
+    ordered (split, schedule slot, token of the block, head): see ``merge_splits`` / ``scatter_decode_rows``."""
     n_rows, head_dim = q_rows.shape
     group = num_q_heads // num_kv_heads
     split_out = cfg.num_splits > 1
@@ -215,7 +221,7 @@ def launch(sched, q_rows, kv_rows, query_start_loc, seq_lens, block_tables, out=
         sliding_window=None if sliding_window is None else int(sliding_window),
         soft_cap=None if soft_cap is None else float(soft_cap), split_out=split_out, aliased=out is not None)
     if split_out:
-        total = cfg.num_splits * n_rows
+        total = cfg.num_splits * sched.shape[1] * cfg.block_q * num_q_heads
         out_shape = (jax.ShapeDtypeStruct((total, head_dim), jnp.float32),
                      jax.ShapeDtypeStruct((total,), jnp.float32), jax.ShapeDtypeStruct((total,), jnp.float32))
     else:
@@ -236,10 +242,27 @@ def launch(sched, q_rows, kv_rows, query_start_loc, seq_lens, block_tables, out=
     )(*args)
 
 
+def scatter_decode_rows(out, merged, query_start_loc, block_q: int):
+    """Put launch A's merged rows ([S * BQ * Hq, D], ordered (sequence, token of the block, head)) into their
+    token rows of ``out`` [T * Hq, D]; rows of tokens that do not exist (q_len < BQ, or sequences launch A
+    did not take) are dropped. Returns the updated ``out`` (in place under jit)."""
+    num_seqs = query_start_loc.shape[0] - 1
+    num_tokens_x_heads, head_dim = out.shape
+    heads = merged.shape[0] // (num_seqs * block_q)
+    num_tokens = num_tokens_x_heads // heads
+    q_lens = query_start_loc[1:] - query_start_loc[:-1]
+    local = jnp.arange(block_q, dtype=jnp.int32)[None, :]
+    taken = (q_lens >= 1) & (q_lens <= block_q)
+    tok = jnp.where(taken[:, None] & (local < q_lens[:, None]), query_start_loc[:-1, None] + local, num_tokens)
+    out = out.reshape(num_tokens, heads, head_dim)
+    out = out.at[tok.reshape(-1)].set(merged.reshape(num_seqs * block_q, heads, head_dim), mode="drop")
+    return out.reshape(num_tokens_x_heads, head_dim)
+
+
 def merge_splits(acc, m, l, num_splits: int, out_dtype) -> jax.Array:
     """Flash-decoding merge: acc [splits*R, D], m/l [splits*R] (log2 units) -> [R, D]. Rows no split wrote
-    hold garbage in acc/m/l; they belong to tokens of the other launch or padding and are overwritten or
-    ignored, but must not turn into NaN warnings: sanitize with where()."""
+    (tokens that do not exist) hold garbage in acc/m/l; they are dropped by the scatter, but must not turn
+    into NaN warnings: sanitize with where()."""
     d = acc.shape[-1]
     acc = acc.reshape(num_splits, -1, d)
     m = m.reshape(num_splits, -1)

@@ -87,6 +87,16 @@ def test_pallas_interpret_options_and_splits(window, cap, splits):
     _check(out, naive_attention(b, 0.3, window, cap), b.meta.num_real_tokens, 1e-4)
 
 
+def test_pallas_interpret_split_decode_only():
+    """Split-K with no prefill launch at all (T <= BQ_A): merged rows scattered into a fresh output."""
+    rng = np.random.default_rng(2)
+    b = make_batch(rng, [1], [77], num_q_heads=4, num_kv_heads=2, head_dim=16, block_size=8, pad_tokens=0,
+                   pad_seqs=2)
+    out = ragged_paged_attention_pallas(*map(jnp.asarray, b.args()), sm_scale=0.3, interpret=True,
+                                        decode_cfg=TileConfig(block_q=2, block_n=16, num_splits=3))
+    _check(out, naive_attention(b, 0.3), b.meta.num_real_tokens, 1e-4)
+
+
 def test_dispatch_defaults_and_forcing(monkeypatch):
     monkeypatch.delenv("JAXLLM_ATTENTION_IMPL", raising=False)
     assert dispatch.default_impl() == "chunked"  # CPU
