@@ -38,7 +38,8 @@ import jax.numpy as jnp
 from jax import lax
 
 TOPK_CANDIDATES = 64  # static K of the top-k/top-p fast path (rows beyond it take the bisection fallback)
-BLOCK = 128  # column block of top_k_values
+BLOCK = 128  # largest column block of top_k_values
+CANDIDATE_BUDGET = 4096  # top_k_values sorts at most about this many candidates per row (k * block)
 _NEG_INF = float("-inf")
 
 
@@ -57,11 +58,20 @@ jax.tree_util.register_dataclass(SamplerOutput, data_fields=["token_ids", "logpr
                                                              "top_logprobs"], meta_fields=[])
 
 
-def top_k_values(x: jax.Array, k: int, block: int = BLOCK) -> tuple[jax.Array, jax.Array]:
+def _block_size(v: int, k: int) -> int:
+    """Largest power of two <= min(BLOCK, CANDIDATE_BUDGET / k) that divides v (no padding copy), at least 8."""
+    block = BLOCK
+    while block > 8 and (block * k > CANDIDATE_BUDGET or v % block):
+        block //= 2
+    return block
+
+
+def top_k_values(x: jax.Array, k: int, block: int | None = None) -> tuple[jax.Array, jax.Array]:
     """Exact top-k of each row of x [N, V] without sorting V: (values [N, k] descending, ids [N, k] i32).
 
     Ties may be broken differently from ``lax.top_k`` but the values are the same multiset."""
     n, v = x.shape
+    block = block or _block_size(v, k)
     num_blocks = -(-v // block)
     if num_blocks < 4 * k:  # small vocabulary: the plain top_k is cheap
         vals, ids = lax.top_k(x, k)
@@ -96,14 +106,15 @@ def _rows(ids: jax.Array) -> jax.Array:
 
 def _apply_processors(x: jax.Array, md: Any, penalties: bool) -> jax.Array:
     """allowed_token_ids, logit_bias + banned ids (one scatter-add: a banned id adds -inf), penalties (vLLM's order).
-    Sparse ids padded with V are dropped. No lax.cond here: an identity branch would copy [S, V] anyway."""
+    Sparse ids padded with V are dropped. No lax.cond here: a cond returning [S, V] copies it even when the
+    branch is the identity (measured on an H200), so this is one pass either way."""
     s, v = x.shape
-
+    # One pass writes a fresh [S, V] (the allowed mask applied); the sparse scatter-add then updates it in place.
     mask = jnp.zeros((s, v), bool).at[_rows(md.allowed_ids), md.allowed_ids].set(True, mode="drop")
+    x = jnp.where(md.has_allowed[:, None] & ~mask, _NEG_INF, x)
     ids = jnp.concatenate([md.bias_ids, md.banned_ids], axis=1)
     values = jnp.concatenate([md.bias_values, jnp.full(md.banned_ids.shape, _NEG_INF, jnp.float32)], axis=1)
     x = x.at[_rows(ids), ids].add(values, mode="drop")
-    x = jnp.where(md.has_allowed[:, None] & ~mask, _NEG_INF, x)
     if penalties:
         ids = md.penalty_token_ids
         is_output = jnp.arange(ids.shape[1])[None, :] >= md.prompt_len[:, None]
@@ -201,20 +212,26 @@ def _gumbel_argmax(x: jax.Array, seeds: jax.Array, output_index: jax.Array, nois
     return jnp.argmax(x + noise, axis=-1).astype(jnp.int32)
 
 
+def _filter_threshold(x: jax.Array, md: Any) -> jax.Array:
+    """min_p, top-k, top-p as one per-row threshold [S] on x [S, V] (temperature-scaled): keep x >= it."""
+    with jax.named_scope("min_p"):  # p >= min_p * p_max  <=>  x >= max(x) + log(min_p)
+        t_min_p = jnp.max(x, axis=-1) + jnp.log(md.min_p)
+    with jax.named_scope("top_k_top_p"):
+        return lax.cond(jnp.any((md.top_k < x.shape[1]) | (md.top_p < 1.0)),
+                        lambda x: _top_k_top_p_threshold(x, md.top_k, md.top_p, t_min_p), lambda x: t_min_p, x)
+
+
 def _random_tokens(x: jax.Array, md: Any) -> jax.Array:
     """temperature, min_p, top_k, top_p, then Gumbel-max. x [S, V] processed logits -> [S] i32. Greedy rows
-    (temperature 1, nothing to mask, no noise) come out as the argmax of x. Each filter is a per-row threshold
-    on x (keep x >= the largest), so no [S, V] array has to pass through a lax.cond."""
-    v = x.shape[1]
-    x = x / md.temperature[:, None]
-    with jax.named_scope("min_p"):  # p >= min_p * p_max  <=>  x >= max(x) + log(min_p)
-        t_min_p = lax.cond(jnp.any(md.min_p > 0), lambda x: jnp.max(x, axis=-1) + jnp.log(md.min_p),
-                           lambda x: jnp.full(x.shape[:1], _NEG_INF), x)
-    with jax.named_scope("top_k_top_p"):
-        thresh = lax.cond(jnp.any((md.top_k < v) | (md.top_p < 1.0)),
-                          lambda x: _top_k_top_p_threshold(x, md.top_k, md.top_p, t_min_p),
-                          lambda x: t_min_p, x)
+    (temperature 1, nothing to mask, no noise) come out as the argmax of x. The filters reduce to one per-row
+    threshold computed under a lax.cond that takes the already materialized x (the temperature is applied inside
+    each consumer), so a step without filters pays nothing for them: a fresh [S, V] operand would cost a pass."""
+    temperature = md.temperature[:, None]
+    active = jnp.any(md.min_p > 0) | jnp.any(md.top_k < x.shape[1]) | jnp.any(md.top_p < 1.0)
+    thresh = lax.cond(active, lambda x: _filter_threshold(x / temperature, md),
+                      lambda x: jnp.full(x.shape[:1], _NEG_INF), x)
     with jax.named_scope("gumbel_max"):
+        x = x / temperature
         return _gumbel_argmax(jnp.where(x >= thresh[:, None], x, _NEG_INF), md.seeds, md.output_index, ~md.greedy)
 
 
