@@ -93,7 +93,7 @@ def test_config_choice_and_ladders():
     bias = {i: 1.0 for i in range(9)}
     _, cfg = build_sampling_metadata([seq(sp(temperature=0.0, logit_bias=bias, presence_penalty=0.5),
                                           token_ids=range(65))], 2, V)
-    assert (cfg.bias_width, cfg.allowed_width, cfg.banned_width, cfg.penalty_len) == (64, 8, 8, 128)
+    assert (cfg.bias_width, cfg.allowed_width, cfg.banned_width, cfg.penalty_len) == (32, 8, 8, 128)
     # a row that does not sample this step (mid-prompt chunk) is neutral and does not widen the variant
     _, cfg = build_sampling_metadata([seq(sp(temperature=1.0, logprobs=5), do_sample=False),
                                       seq(sp(temperature=0.0))], 2, V)

@@ -31,7 +31,7 @@ import numpy as np
 from jaxllm.engine.batch import RunnerOutput, ScheduledSeq, TokenLogprobs
 
 MAX_LOGPROBS = 20  # vLLM's default max_logprobs: the static top-k width of sample logprobs
-SPARSE_WIDTHS = (8, 64, 512, 4096, 32768, 262144)  # widths of bias/allowed/banned id arrays
+SPARSE_WIDTHS = (8, 32, 128, 512, 2048, 8192, 32768, 262144)  # widths of bias/allowed/banned id arrays
 PENALTY_MIN_LEN = 64  # penalty token arrays have a power-of-two length >= this
 SAMPLING_EPS = 1e-5  # temperature below this is greedy (vLLM's _SAMPLING_EPS)
 
@@ -112,37 +112,40 @@ def _ladder(n: int, ladder: Sequence[int], what: str) -> int:
     raise ValueError(f"{what}: {n} ids exceed the largest supported width {ladder[-1]}")
 
 
-def _param(sp: Any, name: str, default: Any) -> Any:
-    value = getattr(sp, name, default)
-    return default if value is None else value
+def _id_array(ids: Any, vocab_size: int, what: str) -> np.ndarray:
+    arr = np.asarray(list(ids))
+    if arr.size and (arr.dtype.kind not in "iu" or arr.min() < 0 or arr.max() >= vocab_size):
+        bad = [t for t in arr.tolist() if not isinstance(t, int) or not 0 <= t < vocab_size]
+        raise ValueError(f"{what} contains token id(s) {bad[:8]}, outside the vocabulary [0, {vocab_size})")
+    return arr.astype(np.int32)
 
 
-def _check_ids(ids: Sequence[int], vocab_size: int, what: str) -> None:
-    for t in ids:
-        if not isinstance(t, (int, np.integer)) or not 0 <= t < vocab_size:
-            raise ValueError(f"{what} contains token id {t!r}, outside the vocabulary [0, {vocab_size})")
+_CACHE: dict[tuple, tuple] = {}  # (id(obj), vocab_size, kind) -> (obj, len(obj), arrays); obj kept alive
+_CACHE_MAX = 4096
 
 
-def check_sampling_params(sp: Any, vocab_size: int) -> None:
-    """Vocabulary-dependent checks (the rest is SamplingParams' job). Call when a request is added, so a bad
-    id fails before any device work; ``build_sampling_metadata`` calls it again for every sampling row."""
-    _check_ids(list(_param(sp, "logit_bias", {})), vocab_size, "logit_bias")
-    _check_ids(_param(sp, "allowed_token_ids", []), vocab_size, "allowed_token_ids")
-    for word in _bad_words_ids(sp):
-        _check_ids(word, vocab_size, "bad_words_token_ids")
-    num = getattr(sp, "logprobs", None)
-    if num is not None and not 0 <= num <= MAX_LOGPROBS:
-        raise ValueError(f"logprobs={num} is not supported: ask for 0..{MAX_LOGPROBS} (vLLM's max_logprobs)")
-    top_k = _param(sp, "top_k", 0)
-    if top_k < -1:
-        raise ValueError(f"top_k={top_k} must be -1, 0 (disabled) or a positive integer")
+def _cached(obj: Any, vocab_size: int, kind: str) -> Any:
+    """logit_bias dict -> (ids, values) or allowed_token_ids list -> unique sorted ids, converted and checked
+    once per object (many requests share one SamplingParams; params must not be mutated after submission)."""
+    key = (id(obj), vocab_size, kind)
+    hit = _CACHE.get(key)
+    if hit is not None and hit[0] is obj and hit[1] == len(obj):
+        return hit[2]
+    if kind == "logit_bias":
+        value = (_id_array(obj.keys(), vocab_size, kind), np.asarray(list(obj.values()), np.float32))
+    else:
+        value = np.unique(_id_array(obj, vocab_size, kind))
+    if len(_CACHE) >= _CACHE_MAX:
+        _CACHE.clear()
+    _CACHE[key] = (obj, len(obj), value)
+    return value
 
 
 def _bad_words_ids(sp: Any) -> list[list[int]]:
     ids = getattr(sp, "bad_words_token_ids", None)
     if ids is None and getattr(sp, "bad_words", None):
         raise ValueError(f"bad_words={sp.bad_words!r} were not tokenized: bad_words_token_ids is missing")
-    return [list(w) for w in (ids or []) if len(w)]
+    return [w for w in (ids or []) if len(w)]
 
 
 def bad_words_banned_ids(bad_words_token_ids: Sequence[Sequence[int]], output_token_ids: Sequence[int]) -> set[int]:
@@ -157,58 +160,51 @@ def bad_words_banned_ids(bad_words_token_ids: Sequence[Sequence[int]], output_to
     return banned
 
 
-def _row_values(seq: ScheduledSeq, vocab_size: int) -> dict[str, Any]:
-    """Everything one sampling row needs, as plain Python values."""
-    sp = seq.sampling_params
-    check_sampling_params(sp, vocab_size)
-    temperature = float(_param(sp, "temperature", 1.0))
+def _banned_ids(seq: ScheduledSeq, words: list, vocab_size: int) -> np.ndarray | None:
+    """min_tokens ids (ScheduledSeq.banned_token_ids) plus the bad words whose prefix ends the output."""
+    banned = set(seq.banned_token_ids)
+    if words:
+        tail = max(len(w) for w in words) - 1  # only the output's last tokens can match a prefix
+        outputs = seq.token_ids[max(seq.num_prompt_tokens, len(seq.token_ids) - tail):]
+        banned |= bad_words_banned_ids(words, outputs)
+    return _id_array(sorted(banned), vocab_size, "banned ids") if banned else None
+
+
+def _float(sp: Any, name: str, default: float) -> float:
+    value = getattr(sp, name, None)
+    return default if value is None else float(value)
+
+
+def check_sampling_params(sp: Any, vocab_size: int) -> None:
+    """The checks ``build_sampling_metadata`` applies to a sampling row (vocabulary-dependent ids, logprobs up to
+    ``MAX_LOGPROBS``, top_k >= -1); call it when a request is added to fail before any device work."""
+    _static_row(sp, vocab_size)
+
+
+def _static_row(sp: Any, vocab_size: int) -> tuple:
+    """What one SamplingParams contributes to a row: (temperature, greedy, top_k, top_p, min_p, logit_bias arrays,
+    allowed ids, bad words, (repetition, frequency, presence), wants logprobs). Checks the vocabulary ids."""
+    temperature = _float(sp, "temperature", 1.0)
     greedy = temperature < SAMPLING_EPS
-    top_k = int(_param(sp, "top_k", 0))
-    outputs = seq.token_ids[seq.num_prompt_tokens:]
-    banned = set(int(t) for t in seq.banned_token_ids) | bad_words_banned_ids(_bad_words_ids(sp), outputs)
-    _check_ids(sorted(banned), vocab_size, "banned_token_ids")
-    bias = {int(k): float(v) for k, v in _param(sp, "logit_bias", {}).items()}
-    return dict(
-        greedy=greedy,
-        temperature=1.0 if greedy else temperature,
-        top_k=vocab_size if greedy or top_k <= 0 else min(top_k, vocab_size),
-        top_p=1.0 if greedy else float(_param(sp, "top_p", 1.0)),
-        min_p=0.0 if greedy else float(_param(sp, "min_p", 0.0)),
-        seed=int(seq.rng_seed) & (2**64 - 1),
-        output_index=int(seq.output_index),
-        bias=bias,
-        allowed=sorted(set(int(t) for t in _param(sp, "allowed_token_ids", []))),
-        banned=sorted(banned),
-        repetition=float(_param(sp, "repetition_penalty", 1.0)),
-        frequency=float(_param(sp, "frequency_penalty", 0.0)),
-        presence=float(_param(sp, "presence_penalty", 0.0)),
-        logprobs=getattr(sp, "logprobs", None) is not None,
-    )
-
-
-def _needs_penalties(r: dict) -> bool:
-    return r["repetition"] != 1.0 or r["frequency"] != 0.0 or r["presence"] != 0.0
-
-
-def _choose_config(rows: list[tuple[ScheduledSeq, dict]]) -> SamplerConfig:
-    vals = [r for _, r in rows]
-    simple = all(r["greedy"] and not (r["logprobs"] or r["bias"] or r["allowed"] or r["banned"]
-                                      or _needs_penalties(r)) for r in vals)
-    if simple:
-        return GREEDY_CONFIG
-    widest = lambda key: max([len(r[key]) for r in vals] + [0])
-    penalty_len = 0
-    if any(_needs_penalties(r) for r in vals):
-        longest = max(len(s.token_ids) for s, r in rows if _needs_penalties(r))
-        penalty_len = max(PENALTY_MIN_LEN, 1 << max(0, longest - 1).bit_length())
-    return SamplerConfig(
-        greedy_only=False,
-        num_logprobs=MAX_LOGPROBS if any(r["logprobs"] for r in vals) else 0,
-        bias_width=_ladder(widest("bias"), SPARSE_WIDTHS, "logit_bias"),
-        allowed_width=_ladder(widest("allowed"), SPARSE_WIDTHS, "allowed_token_ids"),
-        banned_width=_ladder(widest("banned"), SPARSE_WIDTHS, "banned ids"),
-        penalty_len=penalty_len,
-    )
+    top_k = int(getattr(sp, "top_k", None) or 0)
+    if top_k < -1:
+        raise ValueError(f"top_k={top_k} must be -1, 0 (disabled) or a positive integer")
+    num = getattr(sp, "logprobs", None)
+    if num is not None and not 0 <= num <= MAX_LOGPROBS:
+        raise ValueError(f"logprobs={num} is not supported: ask for 0..{MAX_LOGPROBS} (vLLM's max_logprobs)")
+    bias, allowed = getattr(sp, "logit_bias", None), getattr(sp, "allowed_token_ids", None)
+    words = _bad_words_ids(sp)
+    for word in words:
+        _id_array(word, vocab_size, "bad_words_token_ids")
+    return (1.0 if greedy else temperature, greedy,
+            vocab_size if greedy or top_k <= 0 else min(top_k, vocab_size),
+            1.0 if greedy else _float(sp, "top_p", 1.0), 0.0 if greedy else _float(sp, "min_p", 0.0),
+            _cached(bias, vocab_size, "logit_bias") if bias else None,
+            _cached(allowed, vocab_size, "allowed_token_ids") if allowed else None,
+            words,
+            (_float(sp, "repetition_penalty", 1.0), _float(sp, "frequency_penalty", 0.0),
+             _float(sp, "presence_penalty", 0.0)),
+            num is not None)
 
 
 def dummy_sampling_metadata(config: SamplerConfig, padded_num_seqs: int, vocab_size: int) -> SamplingMetadata:
@@ -238,31 +234,61 @@ def build_sampling_metadata(seqs: Sequence[ScheduledSeq], padded_num_seqs: int,
     """Pack one step's sequences (row i = seqs[i], padded to ``padded_num_seqs`` rows) into numpy arrays.
 
     Returns ``(metadata, config)``: pass ``metadata`` (or ``jax.device_put(metadata)``) as a traced argument
-    and ``config`` as a static argument of the jitted step."""
+    and ``config`` as a static argument of the jitted sampler. Host cost is a few getattrs per row (array
+    conversions of logit_bias / allowed_token_ids are cached per object); penalties copy each row's token ids."""
     if len(seqs) > padded_num_seqs:
         raise ValueError(f"{len(seqs)} sequences do not fit padded_num_seqs={padded_num_seqs}")
-    rows = [(i, seq, _row_values(seq, vocab_size)) for i, seq in enumerate(seqs) if seq.sample]
-    config = _choose_config([(s, r) for _, s, r in rows])
+    rows, scalars, sparse, penalties, logprobs = [], [], {"bias": {}, "allowed": {}, "banned": {}}, {}, False
+    static: dict[int, tuple] = {}  # id(SamplingParams) -> _static_row: once per distinct params object per step
+    for i, seq in enumerate(seqs):
+        if not seq.sample:
+            continue
+        sp = seq.sampling_params
+        row = static.get(id(sp))
+        if row is None:
+            row = static[id(sp)] = _static_row(sp, vocab_size)
+        temperature, greedy, top_k, top_p, min_p, bias, allowed, words, pen, wants_logprobs = row
+        rows.append(i)
+        scalars.append((temperature, greedy, top_k, top_p, min_p, int(seq.rng_seed) & (2**64 - 1),
+                        int(seq.output_index)))
+        if bias is not None:
+            sparse["bias"][i] = bias
+        if allowed is not None:
+            sparse["allowed"][i] = allowed
+        banned = _banned_ids(seq, words, vocab_size) if words or seq.banned_token_ids else None
+        if banned is not None:
+            sparse["banned"][i] = banned
+        if pen != (1.0, 0.0, 0.0):
+            penalties[i] = pen
+        logprobs = logprobs or wants_logprobs
+    greedy_rows = all(r[1] for r in scalars)
+    if greedy_rows and not (logprobs or penalties or any(sparse.values())):
+        return SamplingMetadata(), GREEDY_CONFIG
+
+    width = lambda kind: _ladder(max([len(a if kind != "bias" else a[0]) for a in sparse[kind].values()] + [0]),
+                                 SPARSE_WIDTHS, kind)
+    longest = max([len(seqs[i].token_ids) for i in penalties] + [0])
+    config = SamplerConfig(
+        greedy_only=False, num_logprobs=MAX_LOGPROBS if logprobs else 0, bias_width=width("bias"),
+        allowed_width=width("allowed"), banned_width=width("banned"),
+        penalty_len=max(PENALTY_MIN_LEN, 1 << (longest - 1).bit_length()) if penalties else 0)
     md = dummy_sampling_metadata(config, padded_num_seqs, vocab_size)
-    if config.greedy_only:
-        return md, config
-    for i, seq, r in rows:
-        md.temperature[i], md.greedy[i], md.top_k[i] = r["temperature"], r["greedy"], r["top_k"]
-        md.top_p[i], md.min_p[i] = r["top_p"], r["min_p"]
-        md.seeds[i] = (r["seed"] >> 32, r["seed"] & 0xFFFFFFFF)
-        md.output_index[i] = r["output_index"]
-        if r["bias"]:
-            md.bias_ids[i, :len(r["bias"])] = list(r["bias"])
-            md.bias_values[i, :len(r["bias"])] = list(r["bias"].values())
-        if r["allowed"]:
-            md.allowed_ids[i, :len(r["allowed"])] = r["allowed"]
-            md.has_allowed[i] = True
-        md.banned_ids[i, :len(r["banned"])] = r["banned"]
-        if config.penalty_len and _needs_penalties(r):
-            md.repetition_penalty[i], md.frequency_penalty[i] = r["repetition"], r["frequency"]
-            md.presence_penalty[i] = r["presence"]
-            md.penalty_token_ids[i, :len(seq.token_ids)] = seq.token_ids
-            md.prompt_len[i] = seq.num_prompt_tokens
+    if rows:
+        temperature, greedy, top_k, top_p, min_p, seeds, output_index = zip(*scalars)
+        md.temperature[rows], md.greedy[rows], md.top_k[rows] = temperature, greedy, top_k
+        md.top_p[rows], md.min_p[rows], md.output_index[rows] = top_p, min_p, output_index
+        md.seeds[rows] = [(s >> 32, s & 0xFFFFFFFF) for s in seeds]
+    for i, (ids, values) in sparse["bias"].items():
+        md.bias_ids[i, :len(ids)], md.bias_values[i, :len(ids)] = ids, values
+    for i, ids in sparse["allowed"].items():
+        md.allowed_ids[i, :len(ids)], md.has_allowed[i] = ids, True
+    for i, ids in sparse["banned"].items():
+        md.banned_ids[i, :len(ids)] = ids
+    for i, (rep, freq, pres) in penalties.items():
+        seq = seqs[i]
+        md.repetition_penalty[i], md.frequency_penalty[i], md.presence_penalty[i] = rep, freq, pres
+        md.penalty_token_ids[i, :len(seq.token_ids)] = seq.token_ids
+        md.prompt_len[i] = seq.num_prompt_tokens
     return md, config
 
 
