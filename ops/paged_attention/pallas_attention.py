@@ -44,14 +44,14 @@ def decode_config(num_seqs: int, num_kv_heads: int, group: int, head_dim: int, m
 
 
 def prefill_config(group: int, head_dim: int, itemsize: int = 2) -> TileConfig:
-    """Launch B: 128 rows (BQ tokens x all q heads of one kv head), 64 keys a step (32 at D=256 or fp32,
-    to keep the pipelined K/V tiles inside shared memory)."""
+    """Launch B: 128 rows (BQ tokens x all q heads of one kv head), 64 keys a step, 4 warps (H200 sweep in
+    benchmarks/kernels_h200.md: 235 TFLOP/s at 1 x 8k against 203 with 8 warps). Wide rows (D=256 bf16, or
+    fp32): 64 rows, 32 keys, 8 warps -- chosen from ptxas resource counts (the 128-row tile spills ~1.3 KB of
+    registers per thread at D=256; this one spills none), not yet timed."""
     gp = _next_pow2(group)
-    block_q = max(1, 128 // gp)
     if head_dim * itemsize > 256:
-        return TileConfig(block_q=block_q, block_n=32, num_warps=4, num_stages=2)
-    # H200 sweep (benchmarks/kernels_h200.md): 4 warps beat 8 (235 vs 203 TFLOP/s at 1 x 8k).
-    return TileConfig(block_q=block_q, block_n=64, num_warps=4, num_stages=3)
+        return TileConfig(block_q=max(1, 64 // gp), block_n=32, num_warps=8, num_stages=2)
+    return TileConfig(block_q=max(1, 128 // gp), block_n=64, num_warps=4, num_stages=3)
 
 
 def _check(q, kv_cache, query_start_loc, seq_lens, block_tables, sliding_window, soft_cap):
