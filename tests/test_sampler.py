@@ -183,8 +183,9 @@ def test_distribution_after_processors():
     assert_matches(empirical(sp(**params), LOGITS, token_ids=ids, num_prompt_tokens=2), p)
 
 
-def np_keep(x, top_k, top_p, min_p):
-    """Exact, tie-inclusive min_p, top-k, top-p survivor mask of one row (x already temperature-scaled)."""
+def np_keep(x, temperature, top_k, top_p, min_p):
+    """Exact, tie-inclusive min_p, top-k, top-p survivor mask of one row of processed logits."""
+    x = x / temperature
     x = np.where(np_softmax(x) >= min_p * np_softmax(x).max(), x, -np.inf)
     if top_k < len(x):
         x = np.where(x >= np.sort(x)[::-1][top_k - 1], x, -np.inf)
@@ -200,14 +201,16 @@ def test_top_k_top_p_support_is_exact_with_ties(monkeypatch, candidates, bits):
     S, V = 64, 300
     x = np.round(rng.normal(size=(S, V)) * 2, 0).astype(np.float32)  # many exact ties
     x[:, :5] = 6.0  # a 5-way tie at the top
+    temperature = rng.choice([1.0, 0.7, 1.5], size=S).astype(np.float32)
     top_k = rng.choice([1, 3, 5, 7, 40, V], size=S).astype(np.int32)
     top_p = rng.choice([0.05, 0.3, 0.5, 0.8, 0.95, 1.0], size=S).astype(np.float32)
     min_p = rng.choice([0.0, 0.0, 0.01, 0.2], size=S).astype(np.float32)
-    floor = np.where(min_p > 0, x.max(1) + np.log(np.maximum(min_p, 1e-30)), -np.inf).astype(np.float32)
-    thresh = jax.jit(sampler_mod._top_k_top_p_threshold)(*map(jnp.asarray, (x, top_k, top_p, floor)))
+    threshold = jax.jit(lambda x, t, k, p, m: sampler_mod._filter_threshold(
+        x, types.SimpleNamespace(temperature=t, top_k=k, top_p=p, min_p=m)))
+    thresh = threshold(*map(jnp.asarray, (x, temperature, top_k, top_p, min_p)))
     got = x >= np.asarray(thresh)[:, None]
     for i in range(S):
-        want = np_keep(x[i].astype(np.float64), top_k[i], top_p[i], min_p[i])
+        want = np_keep(x[i].astype(np.float64), temperature[i], top_k[i], top_p[i], min_p[i])
         assert np.array_equal(got[i], want), (i, top_k[i], top_p[i], min_p[i], np.nonzero(got[i] ^ want))
 
 
