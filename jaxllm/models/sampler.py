@@ -24,10 +24,10 @@ on GPU: ~2.6 ms for [256, 151936] f32 on an H200):
   All filters reduce to one threshold per row, computed under ``lax.cond`` only when some row uses a filter (the
   branch is picked on device, no host sync; the cond takes the already materialized logits so that skipping costs
   nothing) and, inside, the bisections only when some row needs them.
-Measured on one H200 (jax 0.11.2, V = 151936, S = 256 rows; S = 8 in brackets), full sampler program:
-greedy variant 47 us (47); temperature only 360 us (170); + logprobs 550 us (280); min_p 490 us; top_k=50 740 us
-(375); top_p=0.9 on a peaked distribution (fast path) 740 us (300); top_p=0.9 on a flat one / top_k=1000
-(bisection) 1.8 / 1.65 ms (465 / 550 us). Each variant compiles in ~1-1.5 s on GPU.
+Measured on one H200 (jax 0.11.2, V = 151936, S = 256 rows; S = 8 in brackets), whole sampler program, us:
+greedy variant 68 (46); temperature only 359 (141); + logprobs 569 (193); min_p 490-820 (161); top_k=50 705 (298);
+top_p=0.9 on a peaked distribution (fast path) 701 (300); top_p=0.9 on a flat one / top_k=1000 (bisection)
+1990 / 1578 (378 / 502); penalties 571 (138). Each variant compiles in ~1.2-1.9 s on GPU, ~2-4 s on CPU.
 
 Logprobs (``config.num_logprobs`` > 0) come from the RAW logits (vLLM v1's default ``raw_logprobs``): the sampled
 token's logprob, its rank (1 + number of tokens with a strictly greater logprob) and the top-k ids and logprobs.

@@ -5,7 +5,7 @@ dataclass pytree of numpy arrays, ``None`` for the parts the step does not need)
 hashable: a STATIC jit argument that picks the compiled sampler variant). ``to_runner_output`` turns the fetched
 ``SamplerOutput`` back into ``RunnerOutput`` fields. The device side is ``jaxllm/models/sampler.py``.
 
-Variants (each is compiled once per token bucket):
+Variants (each is compiled once per sequence bucket, i.e. per padded_num_seqs):
   * ``GREEDY_CONFIG``: every sampling row is greedy with no logprobs, bias, allowed/banned ids or penalties ->
     argmax only; the metadata carries no arrays at all.
   * ``SAMPLE_CONFIG``: temperature, top-k, top-p, min-p, seeds, logit_bias, allowed_token_ids, banned ids
