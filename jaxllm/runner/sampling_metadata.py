@@ -120,25 +120,21 @@ def _id_array(ids: Any, vocab_size: int, what: str) -> np.ndarray:
     return arr.astype(np.int32)
 
 
-_CACHE: dict[tuple, tuple] = {}  # (id(obj), vocab_size, kind) -> (obj, len(obj), arrays); obj kept alive
-_CACHE_MAX = 4096
+_ROW_CACHE: dict[int, tuple] = {}  # id(SamplingParams) -> (params, vocab_size, _static_row); params kept alive
+_ROW_CACHE_MAX = 4096  # cleared when full
 
 
-def _cached(obj: Any, vocab_size: int, kind: str) -> Any:
-    """logit_bias dict -> (ids, values) or allowed_token_ids list -> unique sorted ids, converted and checked
-    once per object (many requests share one SamplingParams; params must not be mutated after submission)."""
-    key = (id(obj), vocab_size, kind)
-    hit = _CACHE.get(key)
-    if hit is not None and hit[0] is obj and hit[1] == len(obj):
+def _cached_row(sp: Any, vocab_size: int) -> tuple:
+    """``_static_row`` once per SamplingParams object, as vLLM reads a request's params once when it is added:
+    params must not be mutated after submission."""
+    hit = _ROW_CACHE.get(id(sp))
+    if hit is not None and hit[0] is sp and hit[1] == vocab_size:
         return hit[2]
-    if kind == "logit_bias":
-        value = (_id_array(obj.keys(), vocab_size, kind), np.asarray(list(obj.values()), np.float32))
-    else:
-        value = np.unique(_id_array(obj, vocab_size, kind))
-    if len(_CACHE) >= _CACHE_MAX:
-        _CACHE.clear()
-    _CACHE[key] = (obj, len(obj), value)
-    return value
+    row = _static_row(sp, vocab_size)
+    if len(_ROW_CACHE) >= _ROW_CACHE_MAX:
+        _ROW_CACHE.clear()
+    _ROW_CACHE[id(sp)] = (sp, vocab_size, row)
+    return row
 
 
 def _bad_words_ids(sp: Any) -> list[list[int]]:
@@ -199,8 +195,9 @@ def _static_row(sp: Any, vocab_size: int) -> tuple:
     return (1.0 if greedy else temperature, greedy,
             vocab_size if greedy or top_k <= 0 else min(top_k, vocab_size),
             1.0 if greedy else _float(sp, "top_p", 1.0), 0.0 if greedy else _float(sp, "min_p", 0.0),
-            _cached(bias, vocab_size, "logit_bias") if bias else None,
-            _cached(allowed, vocab_size, "allowed_token_ids") if allowed else None,
+            (_id_array(bias.keys(), vocab_size, "logit_bias"), np.asarray(list(bias.values()), np.float32))
+            if bias else None,
+            np.unique(_id_array(allowed, vocab_size, "allowed_token_ids")) if allowed else None,
             words,
             (_float(sp, "repetition_penalty", 1.0), _float(sp, "frequency_penalty", 0.0),
              _float(sp, "presence_penalty", 0.0)),
@@ -234,20 +231,16 @@ def build_sampling_metadata(seqs: Sequence[ScheduledSeq], padded_num_seqs: int,
     """Pack one step's sequences (row i = seqs[i], padded to ``padded_num_seqs`` rows) into numpy arrays.
 
     Returns ``(metadata, config)``: pass ``metadata`` (or ``jax.device_put(metadata)``) as a traced argument
-    and ``config`` as a static argument of the jitted sampler. Host cost is a few getattrs per row (array
-    conversions of logit_bias / allowed_token_ids are cached per object); penalties copy each row's token ids."""
+    and ``config`` as a static argument of the jitted sampler. Each SamplingParams object is read and checked
+    once (cached by identity); a step costs a few us per row, plus each row's token ids under penalties."""
     if len(seqs) > padded_num_seqs:
         raise ValueError(f"{len(seqs)} sequences do not fit padded_num_seqs={padded_num_seqs}")
     rows, scalars, sparse, penalties, logprobs = [], [], {"bias": {}, "allowed": {}, "banned": {}}, {}, False
-    static: dict[int, tuple] = {}  # id(SamplingParams) -> _static_row: once per distinct params object per step
     for i, seq in enumerate(seqs):
         if not seq.sample:
             continue
         sp = seq.sampling_params
-        row = static.get(id(sp))
-        if row is None:
-            row = static[id(sp)] = _static_row(sp, vocab_size)
-        temperature, greedy, top_k, top_p, min_p, bias, allowed, words, pen, wants_logprobs = row
+        temperature, greedy, top_k, top_p, min_p, bias, allowed, words, pen, wants_logprobs = _cached_row(sp, vocab_size)
         rows.append(i)
         scalars.append((temperature, greedy, top_k, top_p, min_p, int(seq.rng_seed) & (2**64 - 1),
                         int(seq.output_index)))
