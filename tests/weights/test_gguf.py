@@ -293,3 +293,38 @@ def test_reader_matches_gguf_package(tmp_path):
     for t in ref.tensors:
         np.testing.assert_array_equal(ours.tensors[t.name].data.reshape(-1).view(np.uint8),
                                       np.asarray(t.data).reshape(-1).view(np.uint8), err_msg=t.name)
+
+
+# Byte offsets of the fp16 scale/min fields inside one block, per type (ggml's block_* structs).
+_HALF_FIELDS = {"Q4_0": (0,), "Q4_1": (0, 2), "Q8_0": (0,), "Q2_K": (80, 82), "Q3_K": (108,), "Q4_K": (0, 2),
+                "Q5_K": (0, 2), "Q6_K": (208,)}
+
+
+@pytest.mark.parametrize("type_name", sorted(_HALF_FIELDS))
+def test_dequantize_matches_transformers_torch_kernels(type_name):
+    """Random blocks (with finite fp16 scales) decode like transformers' independent torch dequantizer."""
+    ref = pytest.importorskip("transformers.integrations.gguf.dequant")
+    from jaxllm.weights.gguf import dequantize
+
+    qtype = gguf.GGMLQuantizationType[type_name]
+    block, nbytes = gguf.GGML_QUANT_SIZES[qtype]
+    rows, cols = 3, 2 * 256
+    rng = np.random.default_rng(0)
+    raw = rng.integers(0, 256, (rows * cols // block, nbytes), dtype=np.uint8)
+    for off in _HALF_FIELDS[type_name]:
+        raw[:, off:off + 2] = rng.uniform(-0.05, 0.05, (len(raw), 1)).astype(np.float16).view(np.uint8)
+    ours = dequantize(raw.reshape(rows, -1), type_name, (rows, cols))
+    expected = ref.dequantize(torch.from_numpy(raw.reshape(-1)), int(qtype)).numpy().reshape(rows, cols)
+    np.testing.assert_allclose(ours, expected, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("type_name", ["F16", "BF16", "Q4_0", "Q5_0", "Q5_1"])
+def test_dequantize_round_trips_gguf_quantize(type_name):
+    """Types without a second reference: quantize with gguf, dequantize with us, compare to the input."""
+    from jaxllm.weights.gguf import dequantize
+
+    x = np.random.default_rng(1).standard_normal((4, 256)).astype(np.float32)
+    q = gguf.quants.quantize(x, gguf.GGMLQuantizationType[type_name])
+    y = dequantize(q, type_name, x.shape)
+    assert y.shape == x.shape and y.dtype == np.float32
+    np.testing.assert_allclose(y, x, atol={"F16": 2e-3, "BF16": 2e-2}.get(type_name, 0.35))
