@@ -21,11 +21,11 @@ on GPU: ~2.6 ms for [256, 151936] f32 on an H200):
     boundary survive (vLLM's sort-based mask keeps an arbitrary subset of them). t comes from the cumulative sum
     over the top 64 candidates when their mass reaches top_p, else from the same bisection on the mass.
   * The bisection decides ``BISECT_BITS`` (2) bits per pass: 16 passes over [S, V], 3 candidate thresholds each.
-  All filters reduce to one threshold per row, computed under ``lax.cond`` only when some row uses a filter (the
-  branch is picked on device, no host sync; the cond takes the already materialized logits so that skipping costs
-  nothing) and, inside, the bisections only when some row needs them.
+  All filters reduce to one threshold per row on the processed (un-scaled) logits, computed under ``lax.cond``s
+  only when some row uses min_p / top-k / top-p (the branch is picked on device, no host sync; the conds take the
+  already materialized logits, so skipping costs nothing) and, inside, the bisections only when a row needs them.
 Measured on one H200 (jax 0.11.2, V = 151936, S = 256 rows; S = 8 in brackets), whole sampler program, us:
-greedy variant 68 (46); temperature only 359 (141); + logprobs 569 (193); min_p 490-820 (161); top_k=50 705 (298);
+greedy variant 68 (46); temperature only 360-400 (141); + logprobs 569 (193); min_p 416 (161); top_k=50 705 (298);
 top_p=0.9 on a peaked distribution (fast path) 701 (300); top_p=0.9 on a flat one / top_k=1000 (bisection)
 1990 / 1578 (378 / 502); penalties 571 (138). Each variant compiles in ~1.2-1.9 s on GPU, ~2-4 s on CPU.
 
@@ -220,9 +220,12 @@ def _gumbel_argmax(x: jax.Array, seeds: jax.Array, output_index: jax.Array, nois
 
 
 def _filter_threshold(x: jax.Array, md: Any) -> jax.Array:
-    """min_p, top-k, top-p as one per-row threshold [S] on x [S, V] (before temperature): keep x >= it."""
+    """min_p, top-k, top-p as one per-row threshold [S] on x [S, V] (before temperature): keep x >= it. Each part
+    runs under a lax.cond taking the already materialized x, so a step that does not use it pays nothing."""
     with jax.named_scope("min_p"):  # p >= min_p * p_max  <=>  x >= max(x) + T * log(min_p)
-        t_min_p = jnp.max(x, axis=-1) + md.temperature * jnp.log(md.min_p)
+        t_min_p = lax.cond(jnp.any(md.min_p > 0),
+                           lambda x: jnp.max(x, axis=-1) + md.temperature * jnp.log(md.min_p),
+                           lambda x: jnp.full(x.shape[:1], _NEG_INF), x)
     with jax.named_scope("top_k_top_p"):
         return lax.cond(jnp.any((md.top_k < x.shape[1]) | (md.top_p < 1.0)),
                         lambda x: _top_k_top_p_threshold(x, md.temperature, md.top_k, md.top_p, t_min_p),
@@ -231,11 +234,8 @@ def _filter_threshold(x: jax.Array, md: Any) -> jax.Array:
 
 def _random_tokens(x: jax.Array, md: Any) -> jax.Array:
     """min_p, top_k, top_p, temperature, then Gumbel-max. x [S, V] processed logits -> [S] i32. Greedy rows
-    (temperature 1, nothing to mask, no noise) come out as the argmax of x. The filters reduce to one per-row
-    threshold on x, computed under a lax.cond that takes the already materialized x, so a step without filters
-    pays nothing for them (a fresh [S, V] operand, e.g. x / T, would cost a pass)."""
-    active = jnp.any(md.min_p > 0) | jnp.any(md.top_k < x.shape[1]) | jnp.any(md.top_p < 1.0)
-    thresh = lax.cond(active, lambda x: _filter_threshold(x, md), lambda x: jnp.full(x.shape[:1], _NEG_INF), x)
+    (temperature 1, nothing to mask, no noise) come out as the argmax of x."""
+    thresh = _filter_threshold(x, md)
     with jax.named_scope("gumbel_max"):
         scaled = jnp.where(x >= thresh[:, None], x / md.temperature[:, None], _NEG_INF)
         return _gumbel_argmax(scaled, md.seeds, md.output_index, ~md.greedy)
