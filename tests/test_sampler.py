@@ -14,8 +14,15 @@ import pytest
 from jaxllm.engine.batch import ScheduledSeq
 from jaxllm.models import sampler as sampler_mod
 from jaxllm.models.sampler import sample, token_logprobs, top_k_values
-from jaxllm.runner.sampling_metadata import (FULL_CONFIG, GREEDY_CONFIG, SAMPLE_CONFIG, SamplerConfig,
-                                             bad_words_banned_ids, build_sampling_metadata, to_runner_output)
+from jaxllm.runner.sampling_metadata import (
+    FULL_CONFIG,
+    GREEDY_CONFIG,
+    SAMPLE_CONFIG,
+    SamplerConfig,
+    bad_words_banned_ids,
+    build_sampling_metadata,
+    to_runner_output,
+)
 
 _sample = jax.jit(sample, static_argnums=2)
 
@@ -24,13 +31,30 @@ def sp(**kw):
     return types.SimpleNamespace(**kw)
 
 
-def seq(params, seq_id=0, token_ids=(1, 2, 3), num_prompt_tokens=None, seed=0, output_index=0, banned=(),
-        do_sample=True):
+def seq(
+    params,
+    seq_id=0,
+    token_ids=(1, 2, 3),
+    num_prompt_tokens=None,
+    seed=0,
+    output_index=0,
+    banned=(),
+    do_sample=True,
+):
     token_ids = list(token_ids)
-    return ScheduledSeq(seq_id=seq_id, token_ids=token_ids, start=0, num_new_tokens=len(token_ids), block_table=[0],
-                        num_prompt_tokens=len(token_ids) if num_prompt_tokens is None else num_prompt_tokens,
-                        sampling_params=params, sample=do_sample, output_index=output_index, rng_seed=seed,
-                        banned_token_ids=tuple(banned))
+    return ScheduledSeq(
+        seq_id=seq_id,
+        token_ids=token_ids,
+        start=0,
+        num_new_tokens=len(token_ids),
+        block_table=[0],
+        num_prompt_tokens=len(token_ids) if num_prompt_tokens is None else num_prompt_tokens,
+        sampling_params=params,
+        sample=do_sample,
+        output_index=output_index,
+        rng_seed=seed,
+        banned_token_ids=tuple(banned),
+    )
 
 
 def run(seqs, logits, padded=None):
@@ -46,7 +70,8 @@ def np_softmax(x):
 
 
 def np_distribution(x, temperature=1.0, min_p=0.0, top_k=0, top_p=1.0):
-    """vLLM's order: temperature, min_p, top_k (ties kept), top_p (token kept iff mass strictly above < top_p)."""
+    """vLLM's order: temperature, min_p, top_k (ties kept), top_p (token kept iff mass strictly above <
+    top_p)."""
     x = np.asarray(x, np.float64) / temperature
     p = np_softmax(x)
     x = np.where(p >= min_p * p.max(), x, -np.inf)
@@ -91,21 +116,30 @@ def test_config_choice_and_ladders():
     _, cfg = build_sampling_metadata([seq(sp(temperature=0.0, logprobs=0))], 2, V)
     assert cfg == FULL_CONFIG
     bias = {i: 1.0 for i in range(9)}
-    _, cfg = build_sampling_metadata([seq(sp(temperature=0.0, logit_bias=bias, presence_penalty=0.5),
-                                          token_ids=range(65))], 2, V)
+    _, cfg = build_sampling_metadata(
+        [seq(sp(temperature=0.0, logit_bias=bias, presence_penalty=0.5), token_ids=range(65))], 2, V
+    )
     assert (cfg.bias_width, cfg.allowed_width, cfg.banned_width, cfg.penalty_len) == (32, 8, 8, 128)
     # a row that does not sample this step (mid-prompt chunk) is neutral and does not widen the variant
-    _, cfg = build_sampling_metadata([seq(sp(temperature=1.0, logprobs=5), do_sample=False),
-                                      seq(sp(temperature=0.0))], 2, V)
+    _, cfg = build_sampling_metadata(
+        [seq(sp(temperature=1.0, logprobs=5), do_sample=False), seq(sp(temperature=0.0))], 2, V
+    )
     assert cfg == GREEDY_CONFIG
     with pytest.raises(ValueError, match="greedy_only"):
         SamplerConfig(greedy_only=True, num_logprobs=20)
 
 
-@pytest.mark.parametrize("params, match", [
-    (sp(logit_bias={1000: 1.0}), "logit_bias"), (sp(allowed_token_ids=[-1]), "allowed_token_ids"),
-    (sp(logprobs=21), "logprobs=21"), (sp(top_k=-2), "top_k=-2"), (sp(bad_words=["x"]), "bad_words"),
-    (sp(bad_words_token_ids=[[5, 2000]]), "bad_words_token_ids")])
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        (sp(logit_bias={1000: 1.0}), "logit_bias"),
+        (sp(allowed_token_ids=[-1]), "allowed_token_ids"),
+        (sp(logprobs=21), "logprobs=21"),
+        (sp(top_k=-2), "top_k=-2"),
+        (sp(bad_words=["x"]), "bad_words"),
+        (sp(bad_words_token_ids=[[5, 2000]]), "bad_words_token_ids"),
+    ],
+)
 def test_bad_input_names_the_field(params, match):
     with pytest.raises(ValueError, match=match):
         build_sampling_metadata([seq(params)], 1, 1000)
@@ -129,8 +163,12 @@ def test_allowed_bias_banned_on_greedy_rows():
         seq(sp(temperature=0.0, logit_bias={11: 100.0}), seq_id=1),
         seq(sp(temperature=0.0), seq_id=2, banned=[int(logits[2].argmax())]),
         # bad word [5, 6, t]: the output ends with 5, 6, so t (this row's argmax) is banned
-        seq(sp(temperature=0.0, bad_words_token_ids=[[5, 6, int(logits[3].argmax())]]), seq_id=3,
-            token_ids=[1, 5, 6], num_prompt_tokens=1),
+        seq(
+            sp(temperature=0.0, bad_words_token_ids=[[5, 6, int(logits[3].argmax())]]),
+            seq_id=3,
+            token_ids=[1, 5, 6],
+            num_prompt_tokens=1,
+        ),
     ]
     out, _ = run(seqs, logits)
     assert out.token_ids[0] == [3, 17, 25][int(np.argmax(logits[0, [3, 17, 25]]))]
@@ -156,26 +194,46 @@ def test_penalties_match_numpy():
     seqs, refs = [], []
     for i, (rep, freq, pres) in enumerate(cases):
         ids = [int(t) for t in rng.integers(0, V, size=20)]
-        seqs.append(seq(sp(temperature=0.0, repetition_penalty=rep, frequency_penalty=freq, presence_penalty=pres),
-                        seq_id=i, token_ids=ids, num_prompt_tokens=12))
+        seqs.append(
+            seq(
+                sp(temperature=0.0, repetition_penalty=rep, frequency_penalty=freq, presence_penalty=pres),
+                seq_id=i,
+                token_ids=ids,
+                num_prompt_tokens=12,
+            )
+        )
         refs.append(np_penalties(logits[i], ids, 12, rep, freq, pres))
-    md, cfg = build_sampling_metadata(seqs, 4, V)
+    md, _cfg = build_sampling_metadata(seqs, 4, V)
     got = jax.jit(sampler_mod._apply_processors, static_argnums=2)(jnp.asarray(logits), md, True)
     np.testing.assert_allclose(np.asarray(got), np.stack(refs), rtol=1e-6, atol=1e-6)
     out, _ = run(seqs, logits)
     np.testing.assert_array_equal(out.token_ids, np.stack(refs).argmax(-1))
 
 
-@pytest.mark.parametrize("kw", [dict(temperature=0.7), dict(temperature=1.0, top_k=3), dict(temperature=1.3, top_p=0.6),
-                                dict(temperature=1.0, min_p=0.3), dict(temperature=0.8, top_k=6, top_p=0.7, min_p=0.1)])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"temperature": 0.7},
+        {"temperature": 1.0, "top_k": 3},
+        {"temperature": 1.3, "top_p": 0.6},
+        {"temperature": 1.0, "min_p": 0.3},
+        {"temperature": 0.8, "top_k": 6, "top_p": 0.7, "min_p": 0.1},
+    ],
+)
 def test_distribution_matches_numpy(kw):
     p = np_distribution(LOGITS, **kw)
     assert_matches(empirical(sp(**kw), LOGITS), p)
 
 
 def test_distribution_after_processors():
-    params = dict(temperature=0.9, top_p=0.9, logit_bias={9: 4.0}, allowed_token_ids=list(range(1, 11)),
-                  repetition_penalty=1.2, frequency_penalty=0.3)
+    params = {
+        "temperature": 0.9,
+        "top_p": 0.9,
+        "logit_bias": {9: 4.0},
+        "allowed_token_ids": list(range(1, 11)),
+        "repetition_penalty": 1.2,
+        "frequency_penalty": 0.3,
+    }
     ids = [0, 1, 2, 2, 3]
     x = np_penalties(LOGITS + np.eye(len(LOGITS), dtype=np.float32)[9] * 4.0, ids, 2, 1.2, 0.3, 0.0)
     x[[0, 11]] = -np.inf
@@ -193,7 +251,9 @@ def np_keep(x, temperature, top_k, top_p, min_p):
     return np.array([p[p > pi].sum() < top_p for pi in p]) & np.isfinite(x)
 
 
-@pytest.mark.parametrize("candidates, bits", [(64, 2), (2, 2), (2, 1)])  # 2 candidates: the bisection fallback
+@pytest.mark.parametrize(
+    "candidates, bits", [(64, 2), (2, 2), (2, 1)]
+)  # 2 candidates: the bisection fallback
 def test_top_k_top_p_support_is_exact_with_ties(monkeypatch, candidates, bits):
     monkeypatch.setattr(sampler_mod, "TOPK_CANDIDATES", candidates)
     monkeypatch.setattr(sampler_mod, "BISECT_BITS", bits)
@@ -205,8 +265,11 @@ def test_top_k_top_p_support_is_exact_with_ties(monkeypatch, candidates, bits):
     top_k = rng.choice([1, 3, 5, 7, 40, V], size=S).astype(np.int32)
     top_p = rng.choice([0.05, 0.3, 0.5, 0.8, 0.95, 1.0], size=S).astype(np.float32)
     min_p = rng.choice([0.0, 0.0, 0.01, 0.2], size=S).astype(np.float32)
-    threshold = jax.jit(lambda x, t, k, p, m: sampler_mod._filter_threshold(
-        x, types.SimpleNamespace(temperature=t, top_k=k, top_p=p, min_p=m)))
+    threshold = jax.jit(
+        lambda x, t, k, p, m: sampler_mod._filter_threshold(
+            x, types.SimpleNamespace(temperature=t, top_k=k, top_p=p, min_p=m)
+        )
+    )
     thresh = threshold(*map(jnp.asarray, (x, temperature, top_k, top_p, min_p)))
     got = x >= np.asarray(thresh)[:, None]
     for i in range(S):
@@ -237,8 +300,10 @@ def test_seeded_rows_do_not_depend_on_batch():
     rng = np.random.default_rng(5)
     row = rng.normal(size=V).astype(np.float32)
     target = lambda i: seq(sp(temperature=1.0, top_p=0.95, seed=123), seq_id=99, seed=123, output_index=7)
-    others = lambda n: [seq(sp(temperature=float(t), top_k=10), seq_id=i, seed=1000 + i)
-                        for i, t in zip(range(n), rng.uniform(0.0, 2.0, n))]
+    others = lambda n: [
+        seq(sp(temperature=float(t), top_k=10), seq_id=i, seed=1000 + i)
+        for i, t in zip(range(n), rng.uniform(0.0, 2.0, n))
+    ]
     tokens = set()
     for n_before, n_after, padded in [(0, 0, 1), (3, 2, 8), (6, 0, 16), (1, 9, 16)]:
         seqs = others(n_before) + [target(0)] + others(n_after)
@@ -248,8 +313,10 @@ def test_seeded_rows_do_not_depend_on_batch():
         tokens.add(int(out.token_ids[n_before]))
     assert len(tokens) == 1
     # the stream moves with output_index
-    draws = {int(run([seq(sp(temperature=1.0), seed=123, output_index=j)], row[None])[0].token_ids[0])
-             for j in range(20)}
+    draws = {
+        int(run([seq(sp(temperature=1.0), seed=123, output_index=j)], row[None])[0].token_ids[0])
+        for j in range(20)
+    }
     assert len(draws) > 1
 
 
@@ -257,10 +324,12 @@ def test_logprobs_and_rank_from_raw_logits():
     rng = np.random.default_rng(6)
     V = 200
     logits = rng.normal(size=(3, V)).astype(np.float32) * 3
-    seqs = [seq(sp(temperature=0.0, logprobs=5, logit_bias={7: 50.0}), seq_id=10),
-            seq(sp(temperature=1.0, logprobs=0), seq_id=11, seed=3),
-            seq(sp(temperature=0.0), seq_id=12)]
-    out, cfg = run(seqs, logits)
+    seqs = [
+        seq(sp(temperature=0.0, logprobs=5, logit_bias={7: 50.0}), seq_id=10),
+        seq(sp(temperature=1.0, logprobs=0), seq_id=11, seed=3),
+        seq(sp(temperature=0.0), seq_id=12),
+    ]
+    out, _cfg = run(seqs, logits)
     ref = jax.nn.log_softmax(jnp.asarray(logits.astype(np.float64)), axis=-1)
     ref = np.asarray(ref)
     assert out.token_ids[0] == 7  # the bias moved the sample, not the (raw) logprobs
@@ -273,7 +342,11 @@ def test_logprobs_and_rank_from_raw_logits():
     res = to_runner_output(seqs, out)
     assert res.sampled == {10: 7, 11: int(out.token_ids[1]), 12: int(out.token_ids[2])}
     assert set(res.logprobs) == {10, 11}
-    assert res.logprobs[10].token_id == 7 and res.logprobs[10].rank == out.rank[0] and len(res.logprobs[10].top) == 5
+    assert (
+        res.logprobs[10].token_id == 7
+        and res.logprobs[10].rank == out.rank[0]
+        and len(res.logprobs[10].top) == 5
+    )
     assert res.logprobs[10].top[0] == (int(out.top_ids[0, 0]), pytest.approx(float(out.top_logprobs[0, 0])))
     assert res.logprobs[11].top == []
 
@@ -283,7 +356,9 @@ def test_token_logprobs_helper():
     logits = rng.normal(size=(6, 50)).astype(np.float32)
     logits[0, :3] = 5.0  # ties: rank counts only strictly greater logprobs
     targets = np.array([1, 2, 3, 4, 5, 6], np.int32)
-    lp, rank, ids, top = jax.jit(token_logprobs, static_argnums=2)(jnp.asarray(logits), jnp.asarray(targets), 4)
+    lp, rank, ids, top = jax.jit(token_logprobs, static_argnums=2)(
+        jnp.asarray(logits), jnp.asarray(targets), 4
+    )
     ref = np.asarray(jax.nn.log_softmax(jnp.asarray(logits), -1))
     np.testing.assert_allclose(lp, ref[np.arange(6), targets], rtol=1e-6)
     np.testing.assert_array_equal(rank, [1 + np.sum(ref[i] > ref[i, t]) for i, t in enumerate(targets)])
@@ -295,12 +370,14 @@ def test_large_vocab_full_variant_smoke():
     V, S = 151936, 8
     rng = np.random.default_rng(8)
     logits = (rng.normal(size=(S, V)) * 4).astype(np.float32)
-    seqs = [seq(sp(temperature=0.0, logprobs=3), seq_id=0),
-            seq(sp(temperature=0.8, top_k=50, top_p=0.9), seq_id=1, seed=1),
-            seq(sp(temperature=1.0, top_p=0.95), seq_id=2, seed=2),  # nucleus far beyond 64: fallback path
-            seq(sp(temperature=1.0, top_k=1000), seq_id=3, seed=3),  # k beyond the fast path
-            seq(sp(temperature=0.6, min_p=0.1, logit_bias={5: 60.0}), seq_id=4, seed=4),
-            seq(sp(temperature=1.0, allowed_token_ids=[10, 20, 30]), seq_id=5, seed=5)]
+    seqs = [
+        seq(sp(temperature=0.0, logprobs=3), seq_id=0),
+        seq(sp(temperature=0.8, top_k=50, top_p=0.9), seq_id=1, seed=1),
+        seq(sp(temperature=1.0, top_p=0.95), seq_id=2, seed=2),  # nucleus far beyond 64: fallback path
+        seq(sp(temperature=1.0, top_k=1000), seq_id=3, seed=3),  # k beyond the fast path
+        seq(sp(temperature=0.6, min_p=0.1, logit_bias={5: 60.0}), seq_id=4, seed=4),
+        seq(sp(temperature=1.0, allowed_token_ids=[10, 20, 30]), seq_id=5, seed=5),
+    ]
     out, cfg = run(seqs, logits, S)
     assert cfg == FULL_CONFIG
     t = out.token_ids

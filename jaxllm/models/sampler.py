@@ -1,42 +1,51 @@
-"""On-device sampler: logits [S, V] f32 of each sequence's last token -> sampled token ids, inside the jitted step.
+"""On-device sampler: logits [S, V] f32 of each sequence's last token -> sampled token ids, inside the jitted
+step.
 
-``sample(logits, metadata, config)`` applies vLLM's processing order: allowed_token_ids mask, logit_bias, banned ids
-(min_tokens stop ids, bad words) to -inf, penalties (repetition on prompt+output tokens: positive logits divided,
-negative multiplied; frequency/presence on output tokens), then for random rows temperature, min_p, top_k, top_p,
-and samples. Greedy rows (temperature < 1e-5) take the argmax of the processed logits (first index on ties).
-Random rows use the Gumbel-max trick, argmax(x / T + g), with g a keyed hash of the token id under the row key
-``fold_in(threefry_key(seed), output_index)``: it depends only on the request's seed and ``output_index``, so a
-seeded request samples the same tokens whatever else is in the batch and wherever its row is.
+``sample(logits, metadata, config)`` applies vLLM's processing order: allowed_token_ids mask, logit_bias,
+banned ids (min_tokens stop ids, bad words) to -inf, penalties (repetition on prompt+output tokens: positive
+logits divided, negative multiplied; frequency/presence on output tokens), then for random rows temperature,
+min_p, top_k, top_p, and samples. Greedy rows (temperature < 1e-5) take the argmax of the processed logits
+(first index on ties). Random rows use the Gumbel-max trick, argmax(x / T + g), with g a keyed hash of the
+token id under the row key ``fold_in(threefry_key(seed), output_index)``: it depends only on the request's
+seed and ``output_index``, so a seeded request samples the same tokens whatever else is in the batch and
+wherever its row is.
 
-top-k / top-p are exact and tie-inclusive without sorting the vocabulary (``lax.top_k`` with k > 16 IS a full sort
-on GPU: ~2.6 ms for [256, 151936] f32 on an H200):
-  * ``top_k_values`` finds the exact top K of a row by taking the K column blocks (<= 128 wide, K * block <= 4096)
-    with the largest maxima, then ``lax.top_k`` over those candidates only. Every value above the K-th largest lies
-    in a block whose max beats it, so the K values are exact. Cost: one pass over [S, V] plus two small sorts.
+top-k / top-p are exact and tie-inclusive without sorting the vocabulary (``lax.top_k`` with k > 16 IS a full
+sort on GPU: ~2.6 ms for [256, 151936] f32 on an H200):
+  * ``top_k_values`` finds the exact top K of a row by taking the K column blocks (<= 128 wide, K * block <=
+    4096) with the largest maxima, then ``lax.top_k`` over those candidates only. Every value above the K-th
+    largest lies in a block whose max beats it, so the K values are exact. Cost: one pass over [S, V] plus two
+    small sorts.
   * min_p keeps x >= max(x) + log(min_p) (p >= min_p * p_max), applied first.
   * top-k keeps x >= (k-th largest value): from the top ``TOPK_CANDIDATES`` (64) values when k <= 64, else by
     bisection on the float's order-preserving uint32 bits (largest t with count(x >= t) >= k).
-  * top-p keeps x >= t where t is the largest value whose "mass at or above t" reaches top_p: equivalently, token i
-    survives iff the probability mass of tokens strictly more likely than i is < top_p, so all tokens tied at the
-    boundary survive (vLLM's sort-based mask keeps an arbitrary subset of them). t comes from the cumulative sum
-    over the top 64 candidates when their mass reaches top_p, else from the same bisection on the mass.
-  * The bisection decides ``BISECT_BITS`` (2) bits per pass: 16 passes over [S, V], 3 candidate thresholds each.
-  All filters reduce to one threshold per row on the processed (un-scaled) logits, computed under ``lax.cond``s
-  only when some row uses min_p / top-k / top-p (the branch is picked on device, no host sync; the conds take the
-  already materialized logits, so skipping costs nothing) and, inside, the bisections only when a row needs them.
+  * top-p keeps x >= t where t is the largest value whose "mass at or above t" reaches top_p: equivalently,
+    token i survives iff the probability mass of tokens strictly more likely than i is < top_p, so all tokens
+    tied at the boundary survive (vLLM's sort-based mask keeps an arbitrary subset of them). t comes from the
+    cumulative sum over the top 64 candidates when their mass reaches top_p, else from the same bisection on
+    the mass.
+  * The bisection decides ``BISECT_BITS`` (2) bits per pass: 16 passes over [S, V], 3 candidate thresholds
+    each.
+  All filters reduce to one threshold per row on the processed (un-scaled) logits, computed under
+  ``lax.cond``s only when some row uses min_p / top-k / top-p (the branch is picked on device, no host sync;
+  the conds take the already materialized logits, so skipping costs nothing) and, inside, the bisections only
+  when a row needs them.
 Measured on one H200 (jax 0.11.2, V = 151936, S = 256 rows; S = 8 in brackets), whole sampler program, us:
-greedy variant 68 (46); temperature only 360-400 (141); + logprobs 569 (193); min_p 416 (161); top_k=50 705 (298);
-top_p=0.9 on a peaked distribution (fast path) 701 (300); top_p=0.9 on a flat one / top_k=1000 (bisection)
-1990 / 1578 (378 / 502); penalties 571 (138). Each variant compiles in ~1.2-1.9 s on GPU, ~2-4 s on CPU.
+greedy variant 68 (46); temperature only 360-400 (141); + logprobs 569 (193); min_p 416 (161); top_k=50 705
+(298); top_p=0.9 on a peaked distribution (fast path) 701 (300); top_p=0.9 on a flat one / top_k=1000
+(bisection) 1990 / 1578 (378 / 502); penalties 571 (138). Each variant compiles in ~1.2-1.9 s on GPU, ~2-4 s
+on CPU.
 
-Logprobs (``config.num_logprobs`` > 0) come from the RAW logits (vLLM v1's default ``raw_logprobs``): the sampled
-token's logprob, its rank (1 + number of tokens with a strictly greater logprob) and the top-k ids and logprobs.
+Logprobs (``config.num_logprobs`` > 0) come from the RAW logits (vLLM v1's default ``raw_logprobs``): the
+sampled token's logprob, its rank (1 + number of tokens with a strictly greater logprob) and the top-k ids and
+logprobs.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -59,12 +68,14 @@ class SamplerOutput:
     top_logprobs: Any = None  # [S, num_logprobs] f32
 
 
-jax.tree_util.register_dataclass(SamplerOutput, data_fields=["token_ids", "logprob", "rank", "top_ids",
-                                                             "top_logprobs"], meta_fields=[])
+jax.tree_util.register_dataclass(
+    SamplerOutput, data_fields=["token_ids", "logprob", "rank", "top_ids", "top_logprobs"], meta_fields=[]
+)
 
 
 def _block_size(v: int, k: int) -> int:
-    """Largest power of two <= min(BLOCK, CANDIDATE_BUDGET / k) that divides v (no padding copy), at least 8."""
+    """Largest power of two <= min(BLOCK, CANDIDATE_BUDGET / k) that divides v (no padding copy), at least
+    8."""
     block = BLOCK
     while block > 8 and (block * k > CANDIDATE_BUDGET or v % block):
         block //= 2
@@ -110,11 +121,11 @@ def _rows(ids: jax.Array) -> jax.Array:
 
 
 def _apply_processors(x: jax.Array, md: Any, penalties: bool) -> jax.Array:
-    """allowed_token_ids, logit_bias + banned ids (one scatter-add: a banned id adds -inf), penalties (vLLM's order).
-    Sparse ids padded with V are dropped. No lax.cond here: a cond returning [S, V] copies it even when the
-    branch is the identity (measured on an H200), so this is one pass either way."""
+    """allowed_token_ids, logit_bias + banned ids (one scatter-add: a banned id adds -inf), penalties (vLLM's
+    order). Sparse ids padded with V are dropped. No lax.cond here: a cond returning [S, V] copies it even
+    when the branch is the identity (measured on an H200), so this is one pass either way."""
     s, v = x.shape
-    # One pass writes a fresh [S, V] (the allowed mask applied); the sparse scatter-add then updates it in place.
+    # One pass writes a fresh [S, V] (allowed mask applied); the sparse scatter-add then updates it in place.
     mask = jnp.zeros((s, v), bool).at[_rows(md.allowed_ids), md.allowed_ids].set(True, mode="drop")
     x = jnp.where(md.has_allowed[:, None] & ~mask, _NEG_INF, x)
     ids = jnp.concatenate([md.bias_ids, md.banned_ids], axis=1)
@@ -123,7 +134,9 @@ def _apply_processors(x: jax.Array, md: Any, penalties: bool) -> jax.Array:
     if penalties:
         ids = md.penalty_token_ids
         is_output = jnp.arange(ids.shape[1])[None, :] >= md.prompt_len[:, None]
-        counts = jnp.zeros((s, v), jnp.float32).at[_rows(ids), ids].add(is_output.astype(jnp.float32), mode="drop")
+        counts = (
+            jnp.zeros((s, v), jnp.float32).at[_rows(ids), ids].add(is_output.astype(jnp.float32), mode="drop")
+        )
         seen = jnp.zeros((s, v), bool).at[_rows(ids), ids].set(True, mode="drop")
         rep = md.repetition_penalty[:, None]
         x = jnp.where(seen, jnp.where(x > 0, x / rep, x * rep), x)
@@ -132,7 +145,8 @@ def _apply_processors(x: jax.Array, md: Any, penalties: bool) -> jax.Array:
 
 
 def _sortable(x: jax.Array) -> jax.Array:
-    """f32 -> u32 with the same order (negative floats: all bits flipped; others: sign bit set; -0.0 -> 0.0)."""
+    """f32 -> u32 with the same order (negative floats: all bits flipped; others: sign bit set; -0.0 ->
+    0.0)."""
     b = lax.bitcast_convert_type(jnp.where(x == 0, 0.0, x), jnp.uint32)
     return jnp.where(b >> 31 == 1, ~b, b | jnp.uint32(0x80000000))
 
@@ -146,10 +160,10 @@ BISECT_BITS = 2  # bits decided per pass of the bisection (2: 16 passes, 3 candi
 
 
 def _bisect(x: jax.Array, weight: Callable[[jax.Array], jax.Array], target: jax.Array) -> jax.Array:
-    """Largest value t with sum(weight(x)[x >= t]) >= target, per row, found bit by bit over the 32 order-preserving
-    bits of x: weight = 1 gives the target-th largest value; weight = unnormalized probability gives the top-p
-    threshold. x [S, V]; target [S] -> t [S] f32. 32 / BISECT_BITS passes over [S, V]; weight is recomputed
-    inline from x so each pass reads x only."""
+    """Largest value t with sum(weight(x)[x >= t]) >= target, per row, found bit by bit over the 32
+    order-preserving bits of x: weight = 1 gives the target-th largest value; weight = unnormalized
+    probability gives the top-p threshold. x [S, V]; target [S] -> t [S] f32. 32 / BISECT_BITS passes over [S,
+    V]; weight is recomputed inline from x so each pass reads x only."""
     nb = BISECT_BITS
     steps = jnp.arange(1, 1 << nb, dtype=jnp.uint32)  # candidate digit values
 
@@ -157,28 +171,34 @@ def _bisect(x: jax.Array, weight: Callable[[jax.Array], jax.Array], target: jax.
         shift = (32 - nb * (i + 1)).astype(jnp.uint32)
         cands = t[:, None] | (steps[None, :] << shift)  # [S, 2^nb - 1]
         u, w = _sortable(x), weight(x)
-        mass = jnp.stack([jnp.sum(jnp.where(u >= cands[:, j:j + 1], w, 0), axis=-1) for j in range(len(steps))], 1)
-        digit = jnp.sum(mass >= target[:, None], axis=1, dtype=jnp.uint32)  # mass falls as the candidate rises
+        mass = jnp.stack(
+            [jnp.sum(jnp.where(u >= cands[:, j : j + 1], w, 0), axis=-1) for j in range(len(steps))], 1
+        )
+        digit = jnp.sum(
+            mass >= target[:, None], axis=1, dtype=jnp.uint32
+        )  # mass falls as the candidate rises
         return t | (digit << shift)
 
     return _unsortable(lax.fori_loop(0, 32 // nb, step, jnp.zeros(x.shape[:1], jnp.uint32)))
 
 
-def _top_k_top_p_threshold(x: jax.Array, temperature: jax.Array, top_k: jax.Array, top_p: jax.Array,
-                           floor: jax.Array) -> jax.Array:
+def _top_k_top_p_threshold(
+    x: jax.Array, temperature: jax.Array, top_k: jax.Array, top_p: jax.Array, floor: jax.Array
+) -> jax.Array:
     """Per-row threshold [S]: keep x >= it. x [S, V] processed logits before temperature, -inf = removed;
     temperature [S]; top_k [S] (V = off); top_p [S] (1 = off); floor [S]: the min_p threshold, applied first.
-    Then top-k, then top-p on the renormalized survivors (vLLM's order). Thresholds are values of x itself, so the
-    final ``x >= threshold`` is exact (scaling by the temperature only enters the probabilities)."""
-    s, v = x.shape
+    Then top-k, then top-p on the renormalized survivors (vLLM's order). Thresholds are values of x itself, so
+    the final ``x >= threshold`` is exact (scaling by the temperature only enters the probabilities)."""
+    v = x.shape[1]
     kc = min(TOPK_CANDIDATES, v)
     vals, _ = top_k_values(x, kc)  # [S, kc] descending
     need_k = top_k < v
     t_k = jnp.take_along_axis(vals, jnp.clip(top_k - 1, 0, kc - 1)[:, None], axis=1)[:, 0]
     t_k = jnp.where(need_k, t_k, _NEG_INF)
     slow_k = need_k & (top_k > kc)
-    t_k = lax.cond(jnp.any(slow_k), lambda: jnp.where(slow_k, _bisect(x, jnp.ones_like, top_k), t_k),
-                   lambda: t_k)
+    t_k = lax.cond(
+        jnp.any(slow_k), lambda: jnp.where(slow_k, _bisect(x, jnp.ones_like, top_k), t_k), lambda: t_k
+    )
     t_k = jnp.maximum(t_k, floor)  # = the k-th largest of the min_p survivors, or the floor
 
     m = vals[:, :1]
@@ -203,15 +223,18 @@ def _mix32(h: jax.Array) -> jax.Array:
 
 
 def _gumbel_argmax(x: jax.Array, seeds: jax.Array, output_index: jax.Array, noisy: jax.Array) -> jax.Array:
-    """argmax(x + Gumbel noise) per row, the noise keyed by (seed [S, 2] u32, output_index [S]) only; rows with
-    noisy [S] False get no noise (greedy rows: a plain argmax).
+    """argmax(x + Gumbel noise) per row, the noise keyed by (seed [S, 2] u32, output_index [S]) only; rows
+    with noisy [S] False get no noise (greedy rows: a plain argmax).
 
-    The row key is threefry's ``fold_in(key(seed), output_index)`` (S tiny threefry calls); the noise of token v is
-    a keyed hash of (row key, v): two rounds of a 32-bit mixer, 24 bits -> uniform in (0, 1) -> -log(-log(u)).
-    This is elementwise and fuses with the argmax: ~1 pass over [S, V], where vmapped ``jax.random.gumbel`` costs
-    ~2x the time on GPU and ~1.3 s of compile time on CPU."""
-    keys = jax.vmap(lambda seed, index: jax.random.key_data(jax.random.fold_in(
-        jax.random.wrap_key_data(seed, impl="threefry2x32"), index)))(seeds, output_index)  # [S, 2] u32
+    The row key is threefry's ``fold_in(key(seed), output_index)`` (S tiny threefry calls); the noise of token
+    v is a keyed hash of (row key, v): two rounds of a 32-bit mixer, 24 bits -> uniform in (0, 1) ->
+    -log(-log(u)). This is elementwise and fuses with the argmax: ~1 pass over [S, V], where vmapped
+    ``jax.random.gumbel`` costs ~2x the time on GPU and ~1.3 s of compile time on CPU."""
+    keys = jax.vmap(
+        lambda seed, index: jax.random.key_data(
+            jax.random.fold_in(jax.random.wrap_key_data(seed, impl="threefry2x32"), index)
+        )
+    )(seeds, output_index)  # [S, 2] u32
     v = jnp.arange(x.shape[1], dtype=jnp.uint32)[None, :]
     h = _mix32(_mix32(v ^ keys[:, :1]) ^ keys[:, 1:])
     u = ((h >> 8).astype(jnp.float32) + 0.5) * (1.0 / (1 << 24))
@@ -220,16 +243,23 @@ def _gumbel_argmax(x: jax.Array, seeds: jax.Array, output_index: jax.Array, nois
 
 
 def _filter_threshold(x: jax.Array, md: Any) -> jax.Array:
-    """min_p, top-k, top-p as one per-row threshold [S] on x [S, V] (before temperature): keep x >= it. Each part
-    runs under a lax.cond taking the already materialized x, so a step that does not use it pays nothing."""
+    """min_p, top-k, top-p as one per-row threshold [S] on x [S, V] (before temperature): keep x >= it. Each
+    part runs under a lax.cond taking the already materialized x, so a step that does not use it pays
+    nothing."""
     with jax.named_scope("min_p"):  # p >= min_p * p_max  <=>  x >= max(x) + T * log(min_p)
-        t_min_p = lax.cond(jnp.any(md.min_p > 0),
-                           lambda x: jnp.max(x, axis=-1) + md.temperature * jnp.log(md.min_p),
-                           lambda x: jnp.full(x.shape[:1], _NEG_INF), x)
+        t_min_p = lax.cond(
+            jnp.any(md.min_p > 0),
+            lambda x: jnp.max(x, axis=-1) + md.temperature * jnp.log(md.min_p),
+            lambda x: jnp.full(x.shape[:1], _NEG_INF),
+            x,
+        )
     with jax.named_scope("top_k_top_p"):
-        return lax.cond(jnp.any((md.top_k < x.shape[1]) | (md.top_p < 1.0)),
-                        lambda x: _top_k_top_p_threshold(x, md.temperature, md.top_k, md.top_p, t_min_p),
-                        lambda x: t_min_p, x)
+        return lax.cond(
+            jnp.any((md.top_k < x.shape[1]) | (md.top_p < 1.0)),
+            lambda x: _top_k_top_p_threshold(x, md.temperature, md.top_k, md.top_p, t_min_p),
+            lambda x: t_min_p,
+            x,
+        )
 
 
 def _random_tokens(x: jax.Array, md: Any) -> jax.Array:
@@ -242,19 +272,25 @@ def _random_tokens(x: jax.Array, md: Any) -> jax.Array:
 
 
 def sample(logits: jax.Array, metadata: Any, config: Any) -> SamplerOutput:
-    """logits [S, V] (any float dtype, computed as f32), metadata: ``SamplingMetadata`` pytree of device arrays,
-    config: ``SamplerConfig`` (static) -> ``SamplerOutput``. Pure jax, no host sync; call inside the jitted step."""
+    """logits [S, V] (any float dtype, computed as f32), metadata: ``SamplingMetadata`` pytree of device
+    arrays, config: ``SamplerConfig`` (static) -> ``SamplerOutput``. Pure jax, no host sync; call inside the
+    jitted step."""
     logits = logits.astype(jnp.float32)
     if config.greedy_only:
         return SamplerOutput(token_ids=jnp.argmax(logits, axis=-1).astype(jnp.int32))
     md = metadata
     with jax.named_scope("logits_processors"):
         x = _apply_processors(logits, md, penalties=bool(config.penalty_len))
-    tokens = lax.cond(jnp.all(md.greedy), lambda x: jnp.argmax(x, axis=-1).astype(jnp.int32),
-                      lambda x: _random_tokens(x, md), x)
+    tokens = lax.cond(
+        jnp.all(md.greedy),
+        lambda x: jnp.argmax(x, axis=-1).astype(jnp.int32),
+        lambda x: _random_tokens(x, md),
+        x,
+    )
     out = SamplerOutput(token_ids=tokens)
     if config.num_logprobs:
         with jax.named_scope("logprobs"):
-            out.logprob, out.rank, out.top_ids, out.top_logprobs = token_logprobs(logits, tokens,
-                                                                                 config.num_logprobs)
+            out.logprob, out.rank, out.top_ids, out.top_logprobs = token_logprobs(
+                logits, tokens, config.num_logprobs
+            )
     return out

@@ -1,9 +1,11 @@
-"""Host side of sampling: pack each step's SamplingParams into fixed-shape numpy arrays for the jitted sampler.
+"""Host side of sampling: pack each step's SamplingParams into fixed-shape numpy arrays for the jitted
+sampler.
 
 ``build_sampling_metadata(seqs, padded_num_seqs, vocab_size)`` returns a ``SamplingMetadata`` (a registered
-dataclass pytree of numpy arrays, ``None`` for the parts the step does not need) and a ``SamplerConfig`` (frozen,
-hashable: a STATIC jit argument that picks the compiled sampler variant). ``to_runner_output`` turns the fetched
-``SamplerOutput`` back into ``RunnerOutput`` fields. The device side is ``jaxllm/models/sampler.py``.
+dataclass pytree of numpy arrays, ``None`` for the parts the step does not need) and a ``SamplerConfig``
+(frozen, hashable: a STATIC jit argument that picks the compiled sampler variant). ``to_runner_output`` turns
+the fetched ``SamplerOutput`` back into ``RunnerOutput`` fields. The device side is
+``jaxllm/models/sampler.py``.
 
 Variants (each is compiled once per sequence bucket, i.e. per padded_num_seqs):
   * ``GREEDY_CONFIG``: every sampling row is greedy with no logprobs, bias, allowed/banned ids or penalties ->
@@ -12,18 +14,19 @@ Variants (each is compiled once per sequence bucket, i.e. per padded_num_seqs):
     (min_tokens stop ids and bad words), with sparse widths at the bottom of the ladder.
   * ``FULL_CONFIG``: the same plus top-``MAX_LOGPROBS`` logprobs (used when any row asks for logprobs).
   These three (``STARTUP_CONFIGS``) are what the runner compiles at start-up. A step that needs more compiles
-  lazily, on first use, a variant that differs only in shapes: a wider sparse array (more than 8 bias, allowed or
-  banned ids in a row: widths from ``SPARSE_WIDTHS``) or penalties (repetition/frequency/presence), which carry the
-  prompt+output token ids padded to a power-of-two length ``penalty_len`` (>= ``PENALTY_MIN_LEN``).
+  lazily, on first use, a variant that differs only in shapes: a wider sparse array (more than 8 bias, allowed
+  or banned ids in a row: widths from ``SPARSE_WIDTHS``) or penalties (repetition/frequency/presence), which
+  carry the prompt+output token ids padded to a power-of-two length ``penalty_len`` (>= ``PENALTY_MIN_LEN``).
 
-Padding rows (index >= len(seqs)) and rows with ``sample=False`` (a prefill chunk that does not reach the end of
-the prompt) are neutral: greedy, nothing masked; their sampled token is ignored.
+Padding rows (index >= len(seqs)) and rows with ``sample=False`` (a prefill chunk that does not reach the end
+of the prompt) are neutral: greedy, nothing masked; their sampled token is ignored.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import numpy as np
@@ -42,8 +45,9 @@ class SamplerConfig:
 
     ``greedy_only``: argmax of the raw logits, nothing else (all other fields must be 0).
     ``num_logprobs``: 0, or the static top-k width of the returned logprobs (``MAX_LOGPROBS``).
-    ``bias_width`` / ``allowed_width`` / ``banned_width``: widths W of the sparse id arrays (from ``SPARSE_WIDTHS``).
-    ``penalty_len``: 0 = no penalties, else the length L of the padded prompt+output token array."""
+    ``bias_width`` / ``allowed_width`` / ``banned_width``: widths W of the sparse id arrays (from
+    ``SPARSE_WIDTHS``). ``penalty_len``: 0 = no penalties, else the length L of the padded prompt+output token
+    array."""
 
     greedy_only: bool = True
     num_logprobs: int = 0
@@ -61,21 +65,47 @@ class SamplerConfig:
                 if getattr(self, name) not in SPARSE_WIDTHS:
                     raise ValueError(f"SamplerConfig.{name}={getattr(self, name)} is not in {SPARSE_WIDTHS}")
             if self.num_logprobs not in (0, MAX_LOGPROBS):
-                raise ValueError(f"SamplerConfig.num_logprobs={self.num_logprobs} must be 0 or {MAX_LOGPROBS}")
-            if self.penalty_len and (self.penalty_len < PENALTY_MIN_LEN or self.penalty_len & (self.penalty_len - 1)):
-                raise ValueError(f"SamplerConfig.penalty_len={self.penalty_len} must be 0 or a power of two "
-                                 f">= {PENALTY_MIN_LEN}")
+                raise ValueError(
+                    f"SamplerConfig.num_logprobs={self.num_logprobs} must be 0 or {MAX_LOGPROBS}"
+                )
+            if self.penalty_len and (
+                self.penalty_len < PENALTY_MIN_LEN or self.penalty_len & (self.penalty_len - 1)
+            ):
+                raise ValueError(
+                    f"SamplerConfig.penalty_len={self.penalty_len} must be 0 or a power of two "
+                    f">= {PENALTY_MIN_LEN}"
+                )
 
 
 GREEDY_CONFIG = SamplerConfig()
-SAMPLE_CONFIG = SamplerConfig(greedy_only=False, bias_width=SPARSE_WIDTHS[0], allowed_width=SPARSE_WIDTHS[0],
-                              banned_width=SPARSE_WIDTHS[0])
+SAMPLE_CONFIG = SamplerConfig(
+    greedy_only=False,
+    bias_width=SPARSE_WIDTHS[0],
+    allowed_width=SPARSE_WIDTHS[0],
+    banned_width=SPARSE_WIDTHS[0],
+)
 FULL_CONFIG = dataclasses.replace(SAMPLE_CONFIG, num_logprobs=MAX_LOGPROBS)
 STARTUP_CONFIGS = (GREEDY_CONFIG, SAMPLE_CONFIG, FULL_CONFIG)
 
-_FIELDS = ("temperature", "greedy", "top_k", "top_p", "min_p", "seeds", "output_index",
-           "bias_ids", "bias_values", "allowed_ids", "has_allowed", "banned_ids",
-           "repetition_penalty", "frequency_penalty", "presence_penalty", "penalty_token_ids", "prompt_len")
+_FIELDS = (
+    "temperature",
+    "greedy",
+    "top_k",
+    "top_p",
+    "min_p",
+    "seeds",
+    "output_index",
+    "bias_ids",
+    "bias_values",
+    "allowed_ids",
+    "has_allowed",
+    "banned_ids",
+    "repetition_penalty",
+    "frequency_penalty",
+    "presence_penalty",
+    "penalty_token_ids",
+    "prompt_len",
+)
 
 
 @dataclasses.dataclass
@@ -120,7 +150,9 @@ def _id_array(ids: Any, vocab_size: int, what: str) -> np.ndarray:
     return arr.astype(np.int32)
 
 
-_ROW_CACHE: dict[int, tuple] = {}  # id(SamplingParams) -> (params, vocab_size, _static_row); params kept alive
+_ROW_CACHE: dict[
+    int, tuple
+] = {}  # id(SamplingParams) -> (params, vocab_size, _static_row); params kept alive
 _ROW_CACHE_MAX = 4096  # cleared when full
 
 
@@ -144,14 +176,16 @@ def _bad_words_ids(sp: Any) -> list[list[int]]:
     return [w for w in (ids or []) if len(w)]
 
 
-def bad_words_banned_ids(bad_words_token_ids: Sequence[Sequence[int]], output_token_ids: Sequence[int]) -> set[int]:
+def bad_words_banned_ids(
+    bad_words_token_ids: Sequence[Sequence[int]], output_token_ids: Sequence[int]
+) -> set[int]:
     """vLLM's bad-words rule: ban a word's last token when its preceding tokens end the output so far."""
     banned = set()
     for word in bad_words_token_ids:
         prefix = list(word[:-1])
         if len(prefix) > len(output_token_ids):
             continue
-        if not prefix or list(output_token_ids[len(output_token_ids) - len(prefix):]) == prefix:
+        if not prefix or list(output_token_ids[len(output_token_ids) - len(prefix) :]) == prefix:
             banned.add(int(word[-1]))
     return banned
 
@@ -161,7 +195,7 @@ def _banned_ids(seq: ScheduledSeq, words: list, vocab_size: int) -> np.ndarray |
     banned = set(seq.banned_token_ids)
     if words:
         tail = max(len(w) for w in words) - 1  # only the output's last tokens can match a prefix
-        outputs = seq.token_ids[max(seq.num_prompt_tokens, len(seq.token_ids) - tail):]
+        outputs = seq.token_ids[max(seq.num_prompt_tokens, len(seq.token_ids) - tail) :]
         banned |= bad_words_banned_ids(words, outputs)
     return _id_array(sorted(banned), vocab_size, "banned ids") if banned else None
 
@@ -172,14 +206,15 @@ def _float(sp: Any, name: str, default: float) -> float:
 
 
 def check_sampling_params(sp: Any, vocab_size: int) -> None:
-    """The checks ``build_sampling_metadata`` applies to a sampling row (vocabulary-dependent ids, logprobs up to
-    ``MAX_LOGPROBS``, top_k >= -1); call it when a request is added to fail before any device work."""
+    """The checks ``build_sampling_metadata`` applies to a sampling row (vocabulary-dependent ids, logprobs up
+    to ``MAX_LOGPROBS``, top_k >= -1); call it when a request is added to fail before any device work."""
     _static_row(sp, vocab_size)
 
 
 def _static_row(sp: Any, vocab_size: int) -> tuple:
-    """What one SamplingParams contributes to a row: (temperature, greedy, top_k, top_p, min_p, logit_bias arrays,
-    allowed ids, bad words, (repetition, frequency, presence), wants logprobs). Checks the vocabulary ids."""
+    """What one SamplingParams contributes to a row: (temperature, greedy, top_k, top_p, min_p, logit_bias
+    arrays, allowed ids, bad words, (repetition, frequency, presence), wants logprobs). Checks the vocabulary
+    ids."""
     temperature = _float(sp, "temperature", 1.0)
     greedy = temperature < SAMPLING_EPS
     top_k = int(getattr(sp, "top_k", None) or 0)
@@ -192,16 +227,24 @@ def _static_row(sp: Any, vocab_size: int) -> tuple:
     words = _bad_words_ids(sp)
     for word in words:
         _id_array(word, vocab_size, "bad_words_token_ids")
-    return (1.0 if greedy else temperature, greedy,
-            vocab_size if greedy or top_k <= 0 else min(top_k, vocab_size),
-            1.0 if greedy else _float(sp, "top_p", 1.0), 0.0 if greedy else _float(sp, "min_p", 0.0),
-            (_id_array(bias.keys(), vocab_size, "logit_bias"), np.asarray(list(bias.values()), np.float32))
-            if bias else None,
-            np.unique(_id_array(allowed, vocab_size, "allowed_token_ids")) if allowed else None,
-            words,
-            (_float(sp, "repetition_penalty", 1.0), _float(sp, "frequency_penalty", 0.0),
-             _float(sp, "presence_penalty", 0.0)),
-            num is not None)
+    return (
+        1.0 if greedy else temperature,
+        greedy,
+        vocab_size if greedy or top_k <= 0 else min(top_k, vocab_size),
+        1.0 if greedy else _float(sp, "top_p", 1.0),
+        0.0 if greedy else _float(sp, "min_p", 0.0),
+        (_id_array(bias.keys(), vocab_size, "logit_bias"), np.asarray(list(bias.values()), np.float32))
+        if bias
+        else None,
+        np.unique(_id_array(allowed, vocab_size, "allowed_token_ids")) if allowed else None,
+        words,
+        (
+            _float(sp, "repetition_penalty", 1.0),
+            _float(sp, "frequency_penalty", 0.0),
+            _float(sp, "presence_penalty", 0.0),
+        ),
+        num is not None,
+    )
 
 
 def dummy_sampling_metadata(config: SamplerConfig, padded_num_seqs: int, vocab_size: int) -> SamplingMetadata:
@@ -210,13 +253,19 @@ def dummy_sampling_metadata(config: SamplerConfig, padded_num_seqs: int, vocab_s
     if config.greedy_only:
         return SamplingMetadata()
     md = SamplingMetadata(
-        temperature=np.ones(S, np.float32), greedy=np.ones(S, bool), top_k=np.full(S, V, np.int32),
-        top_p=np.ones(S, np.float32), min_p=np.zeros(S, np.float32), seeds=np.zeros((S, 2), np.uint32),
+        temperature=np.ones(S, np.float32),
+        greedy=np.ones(S, bool),
+        top_k=np.full(S, V, np.int32),
+        top_p=np.ones(S, np.float32),
+        min_p=np.zeros(S, np.float32),
+        seeds=np.zeros((S, 2), np.uint32),
         output_index=np.zeros(S, np.int32),
         bias_ids=np.full((S, config.bias_width), V, np.int32),
         bias_values=np.zeros((S, config.bias_width), np.float32),
-        allowed_ids=np.full((S, config.allowed_width), V, np.int32), has_allowed=np.zeros(S, bool),
-        banned_ids=np.full((S, config.banned_width), V, np.int32))
+        allowed_ids=np.full((S, config.allowed_width), V, np.int32),
+        has_allowed=np.zeros(S, bool),
+        banned_ids=np.full((S, config.banned_width), V, np.int32),
+    )
     if config.penalty_len:
         md.repetition_penalty = np.ones(S, np.float32)
         md.frequency_penalty = np.zeros(S, np.float32)
@@ -226,8 +275,9 @@ def dummy_sampling_metadata(config: SamplerConfig, padded_num_seqs: int, vocab_s
     return md
 
 
-def build_sampling_metadata(seqs: Sequence[ScheduledSeq], padded_num_seqs: int,
-                            vocab_size: int) -> tuple[SamplingMetadata, SamplerConfig]:
+def build_sampling_metadata(
+    seqs: Sequence[ScheduledSeq], padded_num_seqs: int, vocab_size: int
+) -> tuple[SamplingMetadata, SamplerConfig]:
     """Pack one step's sequences (row i = seqs[i], padded to ``padded_num_seqs`` rows) into numpy arrays.
 
     Returns ``(metadata, config)``: pass ``metadata`` (or ``jax.device_put(metadata)``) as a traced argument
@@ -240,10 +290,13 @@ def build_sampling_metadata(seqs: Sequence[ScheduledSeq], padded_num_seqs: int,
         if not seq.sample:
             continue
         sp = seq.sampling_params
-        temperature, greedy, top_k, top_p, min_p, bias, allowed, words, pen, wants_logprobs = _cached_row(sp, vocab_size)
+        temperature, greedy, top_k, top_p, min_p, bias, allowed, words, pen, wants_logprobs = _cached_row(
+            sp, vocab_size
+        )
         rows.append(i)
-        scalars.append((temperature, greedy, top_k, top_p, min_p, int(seq.rng_seed) & (2**64 - 1),
-                        int(seq.output_index)))
+        scalars.append(
+            (temperature, greedy, top_k, top_p, min_p, int(seq.rng_seed) & (2**64 - 1), int(seq.output_index))
+        )
         if bias is not None:
             sparse["bias"][i] = bias
         if allowed is not None:
@@ -258,13 +311,18 @@ def build_sampling_metadata(seqs: Sequence[ScheduledSeq], padded_num_seqs: int,
     if greedy_rows and not (logprobs or penalties or any(sparse.values())):
         return SamplingMetadata(), GREEDY_CONFIG
 
-    width = lambda kind: _ladder(max([len(a if kind != "bias" else a[0]) for a in sparse[kind].values()] + [0]),
-                                 SPARSE_WIDTHS, kind)
+    width = lambda kind: _ladder(
+        max([len(a if kind != "bias" else a[0]) for a in sparse[kind].values()] + [0]), SPARSE_WIDTHS, kind
+    )
     longest = max([len(seqs[i].token_ids) for i in penalties] + [0])
     config = SamplerConfig(
-        greedy_only=False, num_logprobs=MAX_LOGPROBS if logprobs else 0, bias_width=width("bias"),
-        allowed_width=width("allowed"), banned_width=width("banned"),
-        penalty_len=max(PENALTY_MIN_LEN, 1 << (longest - 1).bit_length()) if penalties else 0)
+        greedy_only=False,
+        num_logprobs=MAX_LOGPROBS if logprobs else 0,
+        bias_width=width("bias"),
+        allowed_width=width("allowed"),
+        banned_width=width("banned"),
+        penalty_len=max(PENALTY_MIN_LEN, 1 << (longest - 1).bit_length()) if penalties else 0,
+    )
     md = dummy_sampling_metadata(config, padded_num_seqs, vocab_size)
     if rows:
         temperature, greedy, top_k, top_p, min_p, seeds, output_index = zip(*scalars)
@@ -272,15 +330,15 @@ def build_sampling_metadata(seqs: Sequence[ScheduledSeq], padded_num_seqs: int,
         md.top_p[rows], md.min_p[rows], md.output_index[rows] = top_p, min_p, output_index
         md.seeds[rows] = [(s >> 32, s & 0xFFFFFFFF) for s in seeds]
     for i, (ids, values) in sparse["bias"].items():
-        md.bias_ids[i, :len(ids)], md.bias_values[i, :len(ids)] = ids, values
+        md.bias_ids[i, : len(ids)], md.bias_values[i, : len(ids)] = ids, values
     for i, ids in sparse["allowed"].items():
-        md.allowed_ids[i, :len(ids)], md.has_allowed[i] = ids, True
+        md.allowed_ids[i, : len(ids)], md.has_allowed[i] = ids, True
     for i, ids in sparse["banned"].items():
-        md.banned_ids[i, :len(ids)] = ids
+        md.banned_ids[i, : len(ids)] = ids
     for i, (rep, freq, pres) in penalties.items():
         seq = seqs[i]
         md.repetition_penalty[i], md.frequency_penalty[i], md.presence_penalty[i] = rep, freq, pres
-        md.penalty_token_ids[i, :len(seq.token_ids)] = seq.token_ids
+        md.penalty_token_ids[i, : len(seq.token_ids)] = seq.token_ids
         md.prompt_len[i] = seq.num_prompt_tokens
     return md, config
 
@@ -300,9 +358,15 @@ def to_runner_output(seqs: Sequence[ScheduledSeq], sampler_output: Any) -> Runne
         if num is None:
             continue
         if sampler_output.logprob is None:
-            raise ValueError(f"seq {seq.seq_id} asked for logprobs={num} but the sampler variant returned none")
+            raise ValueError(
+                f"seq {seq.seq_id} asked for logprobs={num} but the sampler variant returned none"
+            )
         top_ids, top_lps = sampler_output.top_ids[i], sampler_output.top_logprobs[i]
         top = [(int(top_ids[j]), float(top_lps[j])) for j in range(min(num, len(top_ids)))]
-        out.logprobs[seq.seq_id] = TokenLogprobs(token_id=token, logprob=float(sampler_output.logprob[i]),
-                                                 rank=int(sampler_output.rank[i]), top=top)
+        out.logprobs[seq.seq_id] = TokenLogprobs(
+            token_id=token,
+            logprob=float(sampler_output.logprob[i]),
+            rank=int(sampler_output.rank[i]),
+            top=top,
+        )
     return out
