@@ -1,4 +1,8 @@
-"""Host-side packing of a ScheduledBatch into the padded arrays of one jitted step (numpy only)."""
+"""Host-side packing of a ScheduledBatch into the padded arrays of one jitted step (numpy only).
+
+This runs once per engine step for up to ``max_num_seqs`` sequences, on the critical path between two device
+steps, so it works on Python lists and converts each array once instead of doing small numpy ops per sequence.
+"""
 
 from __future__ import annotations
 
@@ -23,31 +27,39 @@ class StepInputs:
     attention: AttentionMetadata
 
 
+def _padded(values: list[int], size: int, fill: int) -> np.ndarray:
+    out = np.full(size, fill, np.int32)
+    out[:len(values)] = values
+    return out
+
+
 def build_step_inputs(batch: ScheduledBatch, bucket: Bucket, block_size: int, max_blocks_per_seq: int) -> StepInputs:
     T, S = bucket.num_tokens, bucket.num_seqs
-    input_ids = np.zeros(T, np.int32)
-    positions = np.zeros(T, np.int32)
-    slot_mapping = np.full(T, -1, np.int32)
-    query_start_loc = np.zeros(S + 1, np.int32)
-    seq_lens = np.zeros(S, np.int32)
+    ids: list[int] = []
+    pos: list[int] = []
+    slots: list[int] = []
+    qsl: list[int] = [0]
+    lens: list[int] = []
     block_tables = np.zeros((S, max_blocks_per_seq), np.int32)
-    logits_indices = np.zeros(S, np.int32)
-    offset = 0
     for i, s in enumerate(batch.seqs):
-        n, start, end = s.num_new_tokens, s.start, s.end
-        input_ids[offset:offset + n] = s.token_ids[start:end]
-        pos = np.arange(start, end, dtype=np.int32)
-        positions[offset:offset + n] = pos
-        table = np.asarray(s.block_table, np.int32)
-        slot_mapping[offset:offset + n] = table[pos // block_size] * block_size + pos % block_size
+        start, end, table = s.start, s.end, s.block_table
+        if end - start == 1:  # decode: the common case, no ranges
+            ids.append(s.token_ids[start])
+            pos.append(start)
+            slots.append(table[start // block_size] * block_size + start % block_size)
+        else:
+            ids.extend(s.token_ids[start:end])
+            p = range(start, end)
+            pos.extend(p)
+            slots.extend(table[x // block_size] * block_size + x % block_size for x in p)
         block_tables[i, :len(table)] = table
-        seq_lens[i] = end
-        offset += n
-        query_start_loc[i + 1] = offset
-        logits_indices[i] = offset - 1
-    query_start_loc[len(batch.seqs) + 1:] = offset
-    return StepInputs(input_ids, positions, logits_indices,
-                      AttentionMetadata(slot_mapping, query_start_loc, seq_lens, block_tables))
+        lens.append(end)
+        qsl.append(len(ids))
+    n = len(ids)
+    qsl_arr = _padded(qsl, S + 1, n)
+    logits_indices = np.maximum(qsl_arr[1:] - 1, 0)
+    return StepInputs(_padded(ids, T, 0), _padded(pos, T, 0), logits_indices,
+                      AttentionMetadata(_padded(slots, T, -1), qsl_arr, _padded(lens, S, 0), block_tables))
 
 
 def dummy_step_inputs(bucket: Bucket, max_blocks_per_seq: int) -> StepInputs:

@@ -11,7 +11,6 @@ prompt_logprobs) are always compiled on first use. ``num_compilations`` counts e
 from __future__ import annotations
 
 import concurrent.futures
-import dataclasses
 import logging
 import os
 import time
@@ -29,7 +28,7 @@ from jaxllm.parallel.sharding import logical_to_spec, sharding_rules
 from jaxllm.runner.buckets import Bucket, BucketLadder
 from jaxllm.runner.input_batch import build_step_inputs, dummy_step_inputs
 from jaxllm.runner.memory import plan_num_blocks
-from jaxllm.runner.sampling_metadata import (FULL_CONFIG, STARTUP_CONFIGS, build_sampling_metadata,
+from jaxllm.runner.sampling_metadata import (STARTUP_CONFIGS, build_sampling_metadata,
                                              dummy_sampling_metadata, to_runner_output)
 from jaxllm.runner.step import make_forward, make_prompt_logprobs, make_sample
 
@@ -37,9 +36,6 @@ logger = logging.getLogger("jaxllm")
 
 PROMPT_LOGPROBS_CHUNK = 128  # rows of [chunk, V] logits computed at a time for prompt_logprobs
 PROMPT_LOGPROBS_K = 20
-# Compiled at start-up: greedy, sampling, and sampling with logprobs (narrow bias/allowed/banned widths).
-WARM_SAMPLER_CONFIGS = tuple(dict.fromkeys(
-    STARTUP_CONFIGS + (dataclasses.replace(FULL_CONFIG, num_logprobs=0),)))
 
 
 class ModelRunner:
@@ -54,7 +50,8 @@ class ModelRunner:
         self.max_blocks_per_seq = -(-max_model_len // block_size)
         self.attention_impl = attention_impl
         self.ladder = BucketLadder(max_num_batched_tokens, max_num_seqs)
-        self.graphdef, self.state = nnx.split(model)
+        self.graphdef, state = nnx.split(model)
+        self.params, self._treedef = jax.tree_util.tree_flatten(state)
         self.dtype = jnp.dtype(cfg.dtype)
         self._replicated = NamedSharding(mesh, PartitionSpec())
         tp = mesh.devices.size
@@ -67,9 +64,9 @@ class ModelRunner:
                                      sharding_rules(cfg, tp))
         self.kv_caches = ops.allocate_kv_cache(cfg.num_layers, self.num_blocks, block_size, cfg.num_kv_heads,
                                                cfg.head_dim, self.dtype, NamedSharding(mesh, cache_spec))
-        self._forward = make_forward(self.graphdef)
+        self._forward = make_forward(self.graphdef, self._treedef)
         self._sample = make_sample()
-        self._prompt_lp = make_prompt_logprobs(self.graphdef)
+        self._prompt_lp = make_prompt_logprobs(self.graphdef, self._treedef)
         self._compiled: dict = {}
         self.compile_seconds = 0.0
         self.num_steps = 0
@@ -84,7 +81,7 @@ class ModelRunner:
         if key[0] == "forward":
             _, bucket, return_hidden = key
             inputs = jax.device_put(dummy_step_inputs(bucket, self.max_blocks_per_seq), self._replicated)
-            return self._forward.lower(self.state, self.kv_caches, inputs, return_hidden=return_hidden,
+            return self._forward.lower(self.params, self.kv_caches, inputs, return_hidden=return_hidden,
                                        attention_impl=self.attention_impl,
                                        logits_sharding=self._replicated).compile()
         _, num_seqs, config = key
@@ -104,9 +101,9 @@ class ModelRunner:
     def warm_up(self) -> None:
         """Compile the forward of every bucket and the start-up sampler variants, in parallel threads."""
         keys = [("forward", b, False) for b in self.ladder.buckets]
-        keys += [("sample", s, c) for s in sorted({b.num_seqs for b in self.ladder.buckets}) for c in WARM_SAMPLER_CONFIGS]
+        keys += [("sample", s, c) for s in sorted({b.num_seqs for b in self.ladder.buckets}) for c in STARTUP_CONFIGS]
         t0 = time.perf_counter()
-        workers = max(1, min(len(keys), (os.cpu_count() or 2), 8))
+        workers = max(1, min(len(keys), os.cpu_count() or 2))
         with concurrent.futures.ThreadPoolExecutor(workers) as pool:
             for key, fn in zip(keys, pool.map(self._compile, keys)):
                 self._compiled[key] = fn
@@ -128,7 +125,7 @@ class ModelRunner:
         forward = self._get_compiled(("forward", bucket, want_prompt_lp))
         sampler = self._get_compiled(("sample", bucket.num_seqs, sampler_config))
         dev_inputs, dev_md = jax.device_put((inputs, md), self._replicated)
-        self.kv_caches, logits, hidden = forward(self.state, self.kv_caches, dev_inputs)
+        self.kv_caches, logits, hidden = forward(self.params, self.kv_caches, dev_inputs)
         sampled = sampler(logits, dev_md)
         t_wait = time.perf_counter()
         sampled = jax.device_get(sampled)  # the only host<->device sync of a step
@@ -159,7 +156,7 @@ class ModelRunner:
             chunk = rows[c:c + n]
             idx[:len(chunk)], tgt[:len(chunk)] = chunk, targets[c:c + n]
             lp, rank, top_ids, top_lp = jax.device_get(
-                self._prompt_lp(self.state, hidden[idx], jnp.asarray(tgt), k=PROMPT_LOGPROBS_K))
+                self._prompt_lp(self.params, hidden[idx], jnp.asarray(tgt), k=PROMPT_LOGPROBS_K))
             for j in range(len(chunk)):
                 s = owners[c + j]
                 k = s.sampling_params.prompt_logprobs
@@ -172,8 +169,9 @@ class ModelRunner:
         for arr in self.kv_caches:
             arr.delete()
         self.kv_caches = []
-        for leaf in jax.tree_util.tree_leaves(self.state):
+        for leaf in self.params:
             if isinstance(leaf, jax.Array) and not leaf.is_deleted():
                 leaf.delete()
+        self.params = []
         self._compiled.clear()
 

@@ -19,11 +19,12 @@ from jaxllm.models.sampler import sample, token_logprobs
 from jaxllm.runner.input_batch import StepInputs
 
 
-def _forward(graphdef, state, kv_caches, inputs: StepInputs, *, return_hidden: bool, attention_impl: str | None,
+def _forward(graphdef, treedef, params, kv_caches, inputs: StepInputs, *, return_hidden: bool, attention_impl: str | None,
              logits_sharding=None):
     """-> (kv_caches, logits [S, V] float32, hidden [T, D] or None). ``logits_sharding`` (replicated under
-    tensor parallelism) is the layout the sampler program is compiled for."""
-    model = nnx.merge(graphdef, state)
+    tensor parallelism) is the layout the sampler program is compiled for. ``params`` is the flat list of
+    parameter arrays (``treedef`` rebuilds the NNX state): a flat list keeps per-call dispatch cheap."""
+    model = nnx.merge(graphdef, jax.tree_util.tree_unflatten(treedef, params))
     hidden, kv_caches = model.forward_paged(inputs.input_ids, inputs.positions, kv_caches, inputs.attention,
                                             attention_impl)
     with jax.named_scope("logits"):
@@ -33,9 +34,9 @@ def _forward(graphdef, state, kv_caches, inputs: StepInputs, *, return_hidden: b
     return kv_caches, logits, (hidden if return_hidden else None)
 
 
-def make_forward(graphdef):
+def make_forward(graphdef, treedef):
     """jit of the forward for one model graph; the KV cache (argument 1) is donated."""
-    return jax.jit(functools.partial(_forward, graphdef), static_argnames=("return_hidden", "attention_impl", "logits_sharding"),
+    return jax.jit(functools.partial(_forward, graphdef, treedef), static_argnames=("return_hidden", "attention_impl", "logits_sharding"),
                    donate_argnums=(1,))
 
 
@@ -43,11 +44,11 @@ def make_sample():
     return jax.jit(sample, static_argnames=("config",))
 
 
-def _prompt_logprobs(graphdef, state, hidden, targets, *, k: int):
+def _prompt_logprobs(graphdef, treedef, params, hidden, targets, *, k: int):
     """hidden [N, D], targets [N] -> logprob/rank of each target and the top-k, from raw logits."""
-    model = nnx.merge(graphdef, state)
+    model = nnx.merge(graphdef, jax.tree_util.tree_unflatten(treedef, params))
     return token_logprobs(model.compute_logits(hidden), targets, k)
 
 
-def make_prompt_logprobs(graphdef):
-    return jax.jit(functools.partial(_prompt_logprobs, graphdef), static_argnames=("k",))
+def make_prompt_logprobs(graphdef, treedef):
+    return jax.jit(functools.partial(_prompt_logprobs, graphdef, treedef), static_argnames=("k",))
