@@ -8,14 +8,18 @@ flattened ragged batch over the paged KV cache (``jaxllm.ops``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 
 from jaxllm import ops
 from jaxllm.config import ModelConfig
 from jaxllm.models.layers import RMSNorm, apply_rope, param
+from jaxllm.parallel.sharding import MODEL_AXIS
 
 
 @jax.tree_util.register_dataclass
@@ -38,19 +42,46 @@ class DenseCausalAttention:
         return out, kv_cache
 
 
+def _write_and_attend(q, k, v, kv_cache, md: AttentionMetadata, *, sm_scale, sliding_window, impl):
+    kv_cache = ops.write_kv_cache(kv_cache, k, v, md.slot_mapping)
+    out = ops.ragged_paged_attention(q, kv_cache, md.query_start_loc, md.seq_lens, md.block_tables,
+                                     sm_scale=sm_scale, sliding_window=sliding_window, impl=impl)
+    return out, kv_cache
+
+
 @dataclasses.dataclass(frozen=True)
 class PagedAttention:
-    """Writes the new K/V into the paged cache, then attends over it (q [T, H, Dh], k/v [T, K, Dh])."""
+    """Writes the new K/V into the paged cache, then attends over it (q [T, H, Dh], k/v [T, K, Dh]).
+
+    Under tensor parallelism (a mesh of N > 1 devices) the kernel runs per shard in ``shard_map``: each device
+    holds H/N query heads and the cache heads they read. When N > K the cache has N head slots (slot i holds kv
+    head i // (N / K), so a device holds exactly the one kv head its query heads use) and the replicated k/v
+    projections are sliced per device before the write."""
 
     metadata: AttentionMetadata
     impl: str | None = None
+    mesh: Mesh | None = None
 
     def __call__(self, q, k, v, kv_cache, *, sm_scale: float, sliding_window: int | None):
-        md = self.metadata
-        kv_cache = ops.write_kv_cache(kv_cache, k, v, md.slot_mapping)
-        out = ops.ragged_paged_attention(q, kv_cache, md.query_start_loc, md.seq_lens, md.block_tables,
-                                         sm_scale=sm_scale, sliding_window=sliding_window, impl=self.impl)
-        return out, kv_cache
+        attend = functools.partial(_write_and_attend, sm_scale=sm_scale, sliding_window=sliding_window,
+                                   impl=self.impl)
+        if self.mesh is None or self.mesh.size == 1:
+            return attend(q, k, v, kv_cache, self.metadata)
+        tp, num_kv = self.mesh.size, k.shape[1]
+        replicated_kv = num_kv % tp != 0
+
+        def local(q, k, v, kv_cache, md):
+            if replicated_kv:  # this device's query heads all use kv head i // (tp / K)
+                j = jax.lax.axis_index(MODEL_AXIS) // (tp // num_kv)
+                k = jax.lax.dynamic_slice_in_dim(k, j, 1, axis=1)
+                v = jax.lax.dynamic_slice_in_dim(v, j, 1, axis=1)
+            return attend(q, k, v, kv_cache, md)
+
+        heads = P(None, MODEL_AXIS, None)
+        kv_spec = P() if replicated_kv else heads
+        cache_spec = P(None, None, None, MODEL_AXIS, None)
+        return jax.shard_map(local, mesh=self.mesh, in_specs=(heads, kv_spec, kv_spec, cache_spec, P()),
+                             out_specs=(heads, cache_spec), check_vma=False)(q, k, v, kv_cache, self.metadata)
 
 
 class Attention(nnx.Module):

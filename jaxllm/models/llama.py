@@ -79,6 +79,7 @@ class LlamaForCausalLM(nnx.Module):
         return self.compute_logits(hidden)
 
     def forward_paged(self, input_ids: jax.Array, positions: jax.Array, kv_caches: list[jax.Array],
-                      metadata: AttentionMetadata, attention_impl: str | None = None):
-        """Engine path: ids/positions [T] -> (hidden [T, D], updated kv_caches)."""
-        return self._backbone(input_ids, positions, PagedAttention(metadata, attention_impl), kv_caches)
+                      metadata: AttentionMetadata, attention_impl: str | None = None, mesh=None):
+        """Engine path: ids/positions [T] -> (hidden [T, D], updated kv_caches). ``mesh``: run attention per
+        tensor-parallel shard (see PagedAttention)."""
+        return self._backbone(input_ids, positions, PagedAttention(metadata, attention_impl, mesh), kv_caches)

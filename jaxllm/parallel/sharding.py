@@ -43,10 +43,16 @@ def sharding_rules(cfg, tensor_parallel_size: int) -> dict[str, str | None]:
         if tp % cfg.num_kv_heads:
             raise ValueError(f"tensor_parallel_size={tp} and num_key_value_heads={cfg.num_kv_heads}: one must "
                              "divide the other")
-        rules["kv_heads"] = rules["cache_heads"] = None
+        rules["kv_heads"] = None  # k/v projections replicated; the cache gets tp head slots (cache_kv_heads)
     if cfg.vocab_size % tp:
         rules["vocab"] = None
     return rules
+
+
+def cache_kv_heads(num_kv_heads: int, tensor_parallel_size: int) -> int:
+    """Head slots of the KV cache: the kv heads, or one slot per device when the devices outnumber them (slot i
+    holds kv head i // (tp / K)), so that the cache is always split over the model axis."""
+    return num_kv_heads if num_kv_heads % tensor_parallel_size == 0 else tensor_parallel_size
 
 
 def make_mesh(tensor_parallel_size: int = 1, devices=None) -> Mesh:

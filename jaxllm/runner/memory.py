@@ -38,7 +38,7 @@ def request_memory_fraction(gpu_memory_utilization: float) -> None:
 
 def kv_bytes_per_block(cfg: ModelConfig, block_size: int, dtype_bytes: int, tp: int = 1) -> int:
     """Bytes of one block (all layers, K and V) on one device."""
-    kv_heads_per_device = max(1, cfg.num_kv_heads // tp)
+    kv_heads_per_device = max(1, cfg.num_kv_heads // tp)  # one slot per device when tp > kv heads
     return cfg.num_layers * 2 * block_size * kv_heads_per_device * cfg.head_dim * dtype_bytes
 
 

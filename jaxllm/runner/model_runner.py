@@ -24,7 +24,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from jaxllm import ops
 from jaxllm.config import ModelConfig
 from jaxllm.engine.batch import RunnerOutput, ScheduledBatch, TokenLogprobs
-from jaxllm.parallel.sharding import logical_to_spec, sharding_rules
+from jaxllm.parallel.sharding import cache_kv_heads, logical_to_spec, sharding_rules
 from jaxllm.runner.buckets import Bucket, BucketLadder
 from jaxllm.runner.input_batch import build_step_inputs, dummy_step_inputs
 from jaxllm.runner.memory import plan_num_blocks
@@ -62,9 +62,10 @@ class ModelRunner:
             kv_cache_memory_bytes=kv_cache_memory_bytes, tp=tp)
         cache_spec = logical_to_spec(("cache_kv", "cache_blocks", "cache_slots", "cache_heads", None),
                                      sharding_rules(cfg, tp))
-        self.kv_caches = ops.allocate_kv_cache(cfg.num_layers, self.num_blocks, block_size, cfg.num_kv_heads,
+        self.kv_caches = ops.allocate_kv_cache(cfg.num_layers, self.num_blocks, block_size,
+                                               cache_kv_heads(cfg.num_kv_heads, tp),
                                                cfg.head_dim, self.dtype, NamedSharding(mesh, cache_spec))
-        self._forward = make_forward(self.graphdef, self._treedef)
+        self._forward = make_forward(self.graphdef, self._treedef, mesh)
         self._sample = make_sample()
         self._prompt_lp = make_prompt_logprobs(self.graphdef, self._treedef)
         self._compiled: dict = {}

@@ -19,14 +19,14 @@ from jaxllm.models.sampler import sample, token_logprobs
 from jaxllm.runner.input_batch import StepInputs
 
 
-def _forward(graphdef, treedef, params, kv_caches, inputs: StepInputs, *, return_hidden: bool, attention_impl: str | None,
+def _forward(graphdef, treedef, mesh, params, kv_caches, inputs: StepInputs, *, return_hidden: bool, attention_impl: str | None,
              logits_sharding=None):
     """-> (kv_caches, logits [S, V] float32, hidden [T, D] or None). ``logits_sharding`` (replicated under
     tensor parallelism) is the layout the sampler program is compiled for. ``params`` is the flat list of
     parameter arrays (``treedef`` rebuilds the NNX state): a flat list keeps per-call dispatch cheap."""
     model = nnx.merge(graphdef, jax.tree_util.tree_unflatten(treedef, params))
     hidden, kv_caches = model.forward_paged(inputs.input_ids, inputs.positions, kv_caches, inputs.attention,
-                                            attention_impl)
+                                            attention_impl, mesh)
     with jax.named_scope("logits"):
         logits = model.compute_logits(hidden[inputs.logits_indices])
         if logits_sharding is not None:
@@ -34,9 +34,9 @@ def _forward(graphdef, treedef, params, kv_caches, inputs: StepInputs, *, return
     return kv_caches, logits, (hidden if return_hidden else None)
 
 
-def make_forward(graphdef, treedef):
-    """jit of the forward for one model graph; the KV cache (argument 1) is donated."""
-    return jax.jit(functools.partial(_forward, graphdef, treedef), static_argnames=("return_hidden", "attention_impl", "logits_sharding"),
+def make_forward(graphdef, treedef, mesh):
+    """jit of the forward for one model graph on ``mesh``; the KV cache (argument 1) is donated."""
+    return jax.jit(functools.partial(_forward, graphdef, treedef, mesh), static_argnames=("return_hidden", "attention_impl", "logits_sharding"),
                    donate_argnums=(1,))
 
 

@@ -45,6 +45,11 @@ def test_engine_greedy_tokens_match_tp1(checkpoint):
     def run(tp):
         llm = LLM(str(checkpoint), skip_tokenizer_init=True, max_num_seqs=4, max_num_batched_tokens=32,
                   enforce_eager=True, tensor_parallel_size=tp)
+        cache = llm.llm_engine.runner.kv_caches[0]
+        kv_heads = llm.model_config.num_kv_heads
+        # the cache is split over devices by head slot; with tp > kv heads each device holds one slot
+        assert cache.shape[3] == max(kv_heads, tp if kv_heads % tp else kv_heads)
+        assert {s.data.shape[3] for s in cache.addressable_shards} == {cache.shape[3] // tp}
         return [o.outputs[0].token_ids for o in llm.generate(prompts, params, use_tqdm=False)]
 
     base = run(1)
