@@ -98,7 +98,9 @@ def run_jaxllm(w: Workload, args, model_dir: str, prompts, output_lens) -> dict:
         "requests_s": len(prompts) / wall, "steps": steps, "ms_per_step": 1e3 * wall / max(steps, 1),
         "host_ms_per_step": 1e3 * (wall - wait) / max(steps, 1),
         "peak_device_bytes": stats.get("peak_bytes_in_use"), "kv_cache_bytes": kv_bytes,
-        "kv_cache_blocks": runner.num_blocks, "block_size": args.block_size,
+        "kv_cache_blocks": runner.num_blocks,
+        "activation_reserve_bytes": runner.activation_reserve_bytes,
+        "measured_activation_bytes": runner.measured_activation_bytes, "block_size": args.block_size,
         "num_preemptions": llm.llm_engine.stats.num_preemptions,
         "device": str(dev.device_kind), "jax": jax.__version__, "params": cfg.num_params(),
     }

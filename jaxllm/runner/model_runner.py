@@ -27,7 +27,7 @@ from jaxllm.engine.batch import RunnerOutput, ScheduledBatch, TokenLogprobs
 from jaxllm.parallel.sharding import cache_kv_heads, logical_to_spec, sharding_rules
 from jaxllm.runner.buckets import Bucket, BucketLadder
 from jaxllm.runner.input_batch import build_step_inputs, dummy_step_inputs
-from jaxllm.runner.memory import plan_num_blocks
+from jaxllm.runner.memory import activation_reserve_bytes, plan_num_blocks
 from jaxllm.runner.sampling_metadata import (STARTUP_CONFIGS, build_sampling_metadata,
                                              dummy_sampling_metadata, to_runner_output)
 from jaxllm.runner.step import make_forward, make_prompt_logprobs, make_sample
@@ -55,6 +55,8 @@ class ModelRunner:
         self.dtype = jnp.dtype(cfg.dtype)
         self._replicated = NamedSharding(mesh, PartitionSpec())
         tp = mesh.devices.size
+        self.activation_reserve_bytes = activation_reserve_bytes(cfg, max_num_batched_tokens, max_num_seqs, tp)
+        self.measured_activation_bytes: int | None = None  # XLA's temp size of the largest program (warm-up)
         self.num_blocks = plan_num_blocks(
             cfg, device=mesh.devices.flat[0], block_size=block_size, dtype_bytes=self.dtype.itemsize,
             max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens, max_model_len=max_model_len,
@@ -110,6 +112,17 @@ class ModelRunner:
                 self._compiled[key] = fn
         self.compile_seconds += time.perf_counter() - t0
         logger.info("compiled %d programs in %.1fs", len(keys), time.perf_counter() - t0)
+        self._check_activation_reserve()
+
+    def _check_activation_reserve(self) -> None:
+        """Compare XLA's measured temporaries of the largest programs with the reserve the KV cache left."""
+        temps = [self._compiled[k].memory_analysis() for k in self._compiled]
+        peak = max((getattr(t, "temp_size_in_bytes", 0) or 0 for t in temps), default=0)
+        self.measured_activation_bytes = peak
+        if peak > self.activation_reserve_bytes:
+            logger.warning("the step needs %.2f GiB of temporaries but %.2f GiB were reserved: lower "
+                           "gpu_memory_utilization or max_num_batched_tokens if the device runs out of memory",
+                           peak / 2**30, self.activation_reserve_bytes / 2**30)
 
     @property
     def num_compilations(self) -> int:
