@@ -68,3 +68,22 @@ def dummy_step_inputs(bucket: Bucket, max_blocks_per_seq: int) -> StepInputs:
     return StepInputs(np.zeros(T, np.int32), np.zeros(T, np.int32), np.zeros(S, np.int32),
                       AttentionMetadata(np.full(T, -1, np.int32), np.zeros(S + 1, np.int32), np.zeros(S, np.int32),
                                         np.zeros((S, max_blocks_per_seq), np.int32)))
+
+
+def pack_step_inputs(inputs: StepInputs) -> np.ndarray:
+    """All int32 step arrays in one flat buffer: one host->device transfer per step instead of seven."""
+    a = inputs.attention
+    return np.concatenate([inputs.input_ids, inputs.positions, a.slot_mapping, inputs.logits_indices,
+                           a.query_start_loc, a.seq_lens, a.block_tables.ravel()])
+
+
+def unpack_step_inputs(flat, num_tokens: int, num_seqs: int, max_blocks_per_seq: int) -> StepInputs:
+    """Inverse of ``pack_step_inputs`` (works on numpy and on traced jax arrays; sizes are static)."""
+    T, S, P = num_tokens, num_seqs, max_blocks_per_seq
+    sizes = [T, T, T, S, S + 1, S, S * P]
+    parts, offset = [], 0
+    for n in sizes:
+        parts.append(flat[offset:offset + n])
+        offset += n
+    ids, pos, slots, logits_idx, qsl, lens, tables = parts
+    return StepInputs(ids, pos, logits_idx, AttentionMetadata(slots, qsl, lens, tables.reshape(S, P)))

@@ -26,7 +26,7 @@ from jaxllm.config import ModelConfig
 from jaxllm.engine.batch import RunnerOutput, ScheduledBatch, TokenLogprobs
 from jaxllm.parallel.sharding import cache_kv_heads, logical_to_spec, sharding_rules
 from jaxllm.runner.buckets import Bucket, BucketLadder
-from jaxllm.runner.input_batch import build_step_inputs, dummy_step_inputs
+from jaxllm.runner.input_batch import build_step_inputs, dummy_step_inputs, pack_step_inputs
 from jaxllm.runner.memory import activation_reserve_bytes, plan_num_blocks
 from jaxllm.runner.sampling_metadata import (STARTUP_CONFIGS, build_sampling_metadata,
                                              dummy_sampling_metadata, to_runner_output)
@@ -83,14 +83,19 @@ class ModelRunner:
         """key: ("forward", Bucket, return_hidden) or ("sample", num_seqs, SamplerConfig)."""
         if key[0] == "forward":
             _, bucket, return_hidden = key
-            inputs = jax.device_put(dummy_step_inputs(bucket, self.max_blocks_per_seq), self._replicated)
-            return self._forward.lower(self.params, self.kv_caches, inputs, return_hidden=return_hidden,
+            inputs = jax.device_put(pack_step_inputs(dummy_step_inputs(bucket, self.max_blocks_per_seq)),
+                                    self._replicated)
+            return self._forward.lower(self.params, self.kv_caches, inputs, dims=self._dims(bucket),
+                                       return_hidden=return_hidden,
                                        attention_impl=self.attention_impl,
                                        logits_sharding=self._replicated).compile()
         _, num_seqs, config = key
         md = jax.device_put(dummy_sampling_metadata(config, num_seqs, self.cfg.vocab_size), self._replicated)
         logits = jax.ShapeDtypeStruct((num_seqs, self.cfg.vocab_size), jnp.float32, sharding=self._replicated)
         return self._sample.lower(logits, md, config=config).compile()
+
+    def _dims(self, bucket: Bucket) -> tuple[int, int, int]:
+        return bucket.num_tokens, bucket.num_seqs, self.max_blocks_per_seq
 
     def _get_compiled(self, key):
         fn = self._compiled.get(key)
@@ -138,7 +143,7 @@ class ModelRunner:
         want_prompt_lp = any(s.want_prompt_logprobs for s in batch.seqs)
         forward = self._get_compiled(("forward", bucket, want_prompt_lp))
         sampler = self._get_compiled(("sample", bucket.num_seqs, sampler_config))
-        dev_inputs, dev_md = jax.device_put((inputs, md), self._replicated)
+        dev_inputs, dev_md = jax.device_put((pack_step_inputs(inputs), md), self._replicated)
         self.kv_caches, logits, hidden = forward(self.params, self.kv_caches, dev_inputs)
         sampled = sampler(logits, dev_md)
         t_wait = time.perf_counter()

@@ -16,14 +16,15 @@ import jax
 from flax import nnx
 
 from jaxllm.models.sampler import sample, token_logprobs
-from jaxllm.runner.input_batch import StepInputs
+from jaxllm.runner.input_batch import unpack_step_inputs
 
 
-def _forward(graphdef, treedef, mesh, params, kv_caches, inputs: StepInputs, *, return_hidden: bool, attention_impl: str | None,
-             logits_sharding=None):
+def _forward(graphdef, treedef, mesh, params, kv_caches, packed_inputs, *, dims: tuple[int, int, int],
+             return_hidden: bool, attention_impl: str | None, logits_sharding=None):
     """-> (kv_caches, logits [S, V] float32, hidden [T, D] or None). ``logits_sharding`` (replicated under
     tensor parallelism) is the layout the sampler program is compiled for. ``params`` is the flat list of
     parameter arrays (``treedef`` rebuilds the NNX state): a flat list keeps per-call dispatch cheap."""
+    inputs = unpack_step_inputs(packed_inputs, *dims)  # dims = (T, S, P), static
     model = nnx.merge(graphdef, jax.tree_util.tree_unflatten(treedef, params))
     hidden, kv_caches = model.forward_paged(inputs.input_ids, inputs.positions, kv_caches, inputs.attention,
                                             attention_impl, mesh)
@@ -36,7 +37,7 @@ def _forward(graphdef, treedef, mesh, params, kv_caches, inputs: StepInputs, *, 
 
 def make_forward(graphdef, treedef, mesh):
     """jit of the forward for one model graph on ``mesh``; the KV cache (argument 1) is donated."""
-    return jax.jit(functools.partial(_forward, graphdef, treedef, mesh), static_argnames=("return_hidden", "attention_impl", "logits_sharding"),
+    return jax.jit(functools.partial(_forward, graphdef, treedef, mesh), static_argnames=("dims", "return_hidden", "attention_impl", "logits_sharding"),
                    donate_argnums=(1,))
 
 

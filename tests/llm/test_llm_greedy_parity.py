@@ -3,6 +3,7 @@ more requests than max_num_seqs, chunked prefill, preemption, prefix caching."""
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 import pytest
 
@@ -77,3 +78,23 @@ def test_text_prompts_match_token_prompts(llama_llm):
     full = tok.decode(a.outputs[0].token_ids, skip_special_tokens=True)
     # the incremental detokenizer (like vLLM's) holds back a trailing incomplete UTF-8 sequence
     assert full.startswith(a.outputs[0].text) and full[len(a.outputs[0].text):] in ("", "\ufffd")
+
+
+def test_step_inputs_pack_round_trip():
+    from jaxllm.engine.batch import ScheduledBatch, ScheduledSeq
+    from jaxllm.runner.buckets import Bucket
+    from jaxllm.runner.input_batch import build_step_inputs, pack_step_inputs, unpack_step_inputs
+
+    seqs = [ScheduledSeq(seq_id=0, token_ids=list(range(10, 30)), start=4, num_new_tokens=16, block_table=[3, 7],
+                         num_prompt_tokens=20, sampling_params=None, sample=True, output_index=0, rng_seed=1),
+            ScheduledSeq(seq_id=1, token_ids=[5, 6, 7], start=2, num_new_tokens=1, block_table=[9],
+                         num_prompt_tokens=2, sampling_params=None, sample=True, output_index=1, rng_seed=2)]
+    inputs = build_step_inputs(ScheduledBatch(seqs), Bucket(32, 4), block_size=16, max_blocks_per_seq=3)
+    assert inputs.input_ids[:17].tolist() == list(range(14, 30)) + [7]
+    assert inputs.attention.slot_mapping[:17].tolist() == [3 * 16 + p for p in range(4, 16)] + \
+        [7 * 16 + p - 16 for p in range(16, 20)] + [9 * 16 + 2]
+    assert inputs.attention.query_start_loc.tolist() == [0, 16, 17, 17, 17]
+    assert inputs.logits_indices.tolist() == [15, 16, 16, 16]
+    back = unpack_step_inputs(pack_step_inputs(inputs), 32, 4, 3)
+    for a, b in zip(jax.tree_util.tree_leaves(inputs), jax.tree_util.tree_leaves(back)):
+        assert np.array_equal(a, b)
