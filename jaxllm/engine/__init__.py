@@ -3,7 +3,7 @@
 Plain Python (numpy at most): this package never imports jax, so it is testable with a fake runner.
 """
 
-from jaxllm.engine.batch import RunnerOutput, ScheduledBatch, ScheduledSeq, TokenLogprobs
-from jaxllm.engine.engine import EngineStats, LLMEngine
+from .batch import RunnerOutput, ScheduledBatch, ScheduledSeq, TokenLogprobs
+from .engine import EngineStats, LLMEngine
 
 __all__ = ["LLMEngine", "EngineStats", "ScheduledBatch", "ScheduledSeq", "RunnerOutput", "TokenLogprobs"]

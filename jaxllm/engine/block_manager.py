@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from jaxllm.engine.sequence import Sequence
+from .sequence import Sequence
 
 _HASH_SEED = 0x5EED_CAFE  # "previous block hash" of block 0
 

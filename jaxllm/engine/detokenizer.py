@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from jaxllm.engine.batch import TokenLogprobs
-from jaxllm.outputs import Logprob
+from .batch import TokenLogprobs
+from ..outputs import Logprob
 
 _CONTEXT_TOKENS = 5  # prompt tokens decoded as left context of the first generated token
 _TRIM_AT = 64  # drop converted tokens that can no longer be in a window once this many pile up

@@ -19,12 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from jaxllm.engine.block_manager import BlockManager
-from jaxllm.engine.detokenizer import IncrementalDetokenizer, TokenizerView
-from jaxllm.engine.scheduler import Scheduler
-from jaxllm.engine.sequence import Sequence
-from jaxllm.outputs import CompletionOutput, RequestMetrics, RequestOutput
-from jaxllm.sampling_params import SamplingParams
+from .block_manager import BlockManager
+from .detokenizer import IncrementalDetokenizer, TokenizerView
+from .scheduler import Scheduler
+from .sequence import Sequence
+from ..outputs import CompletionOutput, RequestMetrics, RequestOutput
+from ..sampling_params import SamplingParams
 
 _SEED_MOD = 2**31  # per-sequence rng seeds fit int32 (and uint32)
 

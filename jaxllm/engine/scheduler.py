@@ -16,10 +16,10 @@ import time
 from collections import deque
 from typing import Any
 
-from jaxllm.engine.batch import RunnerOutput, ScheduledBatch, ScheduledSeq
-from jaxllm.engine.block_manager import BlockManager
-from jaxllm.engine.detokenizer import make_logprobs
-from jaxllm.engine.sequence import Sequence, SequenceStatus
+from .batch import RunnerOutput, ScheduledBatch, ScheduledSeq
+from .block_manager import BlockManager
+from .detokenizer import make_logprobs
+from .sequence import Sequence, SequenceStatus
 
 
 class Scheduler:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from typing import Any
 
-from jaxllm.outputs import PromptLogprobs, SampleLogprobs
+from ..outputs import PromptLogprobs, SampleLogprobs
 
 
 class SequenceStatus(enum.IntEnum):
