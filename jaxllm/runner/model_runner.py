@@ -182,15 +182,3 @@ class ModelRunner:
                 top = [(int(top_ids[j, i]), float(top_lp[j, i])) for i in range(min(k, PROMPT_LOGPROBS_K))]
                 result[s.seq_id].append(TokenLogprobs(int(tgt[j]), float(lp[j]), int(rank[j]), top))
         return result
-
-    def release(self) -> None:
-        """Drop device buffers (cache and weights) now instead of waiting for garbage collection."""
-        for arr in self.kv_caches:
-            arr.delete()
-        self.kv_caches = []
-        for leaf in self.params:
-            if isinstance(leaf, jax.Array) and not leaf.is_deleted():
-                leaf.delete()
-        self.params = []
-        self._compiled.clear()
-
