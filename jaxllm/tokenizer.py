@@ -27,5 +27,9 @@ def load_tokenizer(path: str, *, tokenizer_mode: str = "auto", trust_remote_code
         return MistralCommonTokenizer.from_pretrained(path, revision=revision)
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(path, use_fast=tokenizer_mode != "slow",
-                                         trust_remote_code=trust_remote_code, revision=revision)
+    try:
+        return AutoTokenizer.from_pretrained(path, use_fast=tokenizer_mode != "slow",
+                                             trust_remote_code=trust_remote_code, revision=revision)
+    except (OSError, ValueError, TypeError) as e:
+        raise ValueError(f"could not load a tokenizer from {path!r} ({type(e).__name__}: {e}); pass "
+                         "tokenizer=<folder or hub id>, or skip_tokenizer_init=True to work with token ids") from e

@@ -80,6 +80,18 @@ def test_constructor_errors(llama_dir):
         LLM("no-such-org/no-such-model-jaxllm-test")
 
 
+def test_missing_tokenizer_is_a_clear_error(tmp_path):
+    from hf_models import save_tiny_model
+
+    save_tiny_model(tmp_path, "LlamaForCausalLM")
+    with pytest.raises(ValueError, match=r"(?s)could not load a tokenizer.*skip_tokenizer_init=True"):
+        LLM(str(tmp_path), enforce_eager=True)
+    llm = LLM(str(tmp_path), skip_tokenizer_init=True, enforce_eager=True, max_num_seqs=2)
+    assert llm.get_tokenizer() is None
+    with pytest.raises(ValueError, match="skip_tokenizer_init"):
+        llm.generate("text prompt", use_tqdm=False)
+
+
 def test_no_compilation_during_generate_after_warm_up(llama_dir):
     llm = LLM(str(llama_dir[0]), max_num_seqs=4, max_num_batched_tokens=32)
     runner = llm.llm_engine.runner
