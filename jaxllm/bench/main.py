@@ -40,6 +40,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--enforce-eager", action="store_true")
     p.add_argument("--peer", choices=["hf"], help="also run HF transformers' generate_batch on the same requests")
     p.add_argument("--peer-max-requests", type=int, help="run the peer on the first N requests only")
+    p.add_argument("--peer-device", default="cuda", help="torch device of the peer (default: %(default)s)")
     p.add_argument("--profile-dir", help="write a jax.profiler trace of generate here")
     p.add_argument("--output", help="write the results as JSON here")
     args = p.parse_args(argv)
@@ -111,7 +112,7 @@ def run_peer(w: Workload, args, model_dir: str) -> dict:
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         out_path = f.name
     cmd = [sys.executable, "-m", "jaxllm.bench.peer_hf", "--model-dir", model_dir, "--workload-json",
-           json.dumps(w.__dict__), "--output", out_path]
+           json.dumps(w.__dict__), "--output", out_path, "--device", args.peer_device]
     if args.peer_max_requests:
         cmd += ["--max-requests", str(args.peer_max_requests)]
     subprocess.run(cmd, check=True)

@@ -15,6 +15,7 @@ def main() -> None:
     p.add_argument("--workload-json", required=True)
     p.add_argument("--max-requests", type=int)
     p.add_argument("--output", required=True)
+    p.add_argument("--device", default="cuda", help="torch device (cpu only for smoke tests)")
     args = p.parse_args()
     import torch
     import transformers
@@ -31,17 +32,18 @@ def main() -> None:
     if args.max_requests:
         prompts = prompts[:args.max_requests]
     t0 = time.perf_counter()
-    with torch.device("cuda"):
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16, attn_implementation="sdpa_paged")
+    with torch.device(args.device):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16, attn_implementation="sdpa")
     model.eval()
     startup = time.perf_counter() - t0
     gen = GenerationConfig(max_new_tokens=output_lens[0], do_sample=w.temperature > 0,
                            temperature=w.temperature or None, eos_token_id=-1, pad_token_id=0)
-    torch.cuda.synchronize()
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+    sync()
     t1 = time.perf_counter()
     with torch.no_grad():
         results = model.generate_batch(inputs=prompts, generation_config=gen, progress_bar=False)
-    torch.cuda.synchronize()
+    sync()
     wall = time.perf_counter() - t1
     out_tokens = sum(len(r.generated_tokens) for r in results.values())
     prompt_tokens = sum(len(x) for x in prompts)
