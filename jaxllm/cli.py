@@ -55,8 +55,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=0, metavar="N", help="random seed for sampling (default: %(default)s)")
     g.add_argument("--tensor-parallel-size", "-tp", type=_positive_int, default=1, metavar="N",
                    help="number of GPUs to shard the model over (default: %(default)s)")
-    g.add_argument("--enforce-eager", action="store_true",
-                   help="skip ahead-of-time compilation of every batch shape (faster start, slower first steps)")
+    g.add_argument("--enforce-eager", action=argparse.BooleanOptionalAction, default=True,
+                   help="compile each batch shape when first used (the default here: a one-shot command uses few "
+                        "shapes); --no-enforce-eager compiles every shape up front, as a long-lived LLM does")
 
 
 def _add_sampling_args(p: argparse.ArgumentParser, max_tokens: int, temperature: float) -> None:

@@ -170,3 +170,10 @@ def test_real_default_model_says_paris(capsys):
     """The README's main command, in-process: the embedded model, greedy."""
     assert cli.main(["generate", "The capital of France is", "--max-tokens", "6", "--enforce-eager"]) == 0
     assert "Paris" in capsys.readouterr().out
+
+
+def test_cli_compiles_lazily_by_default():
+    """A one-shot command compiles only the shapes it uses, unless --no-enforce-eager asks for all of them."""
+    parser = cli.build_parser()
+    assert parser.parse_args(["generate", "x"]).enforce_eager is True
+    assert parser.parse_args(["generate", "x", "--no-enforce-eager"]).enforce_eager is False
