@@ -32,6 +32,28 @@ _DTYPE_NAMES = {
 
 _ROPE_TYPES = ("default", "linear", "dynamic", "llama3")
 
+# Load-time weight-only quantization methods (jaxllm/models/quant.py): int8 or float8_e4m3fn weights with
+# per-output-channel float32 scales.
+QUANTIZATION_METHODS = ("int8", "fp8")
+
+
+def check_quantization(quantization: Any) -> str | None:
+    """None or one of QUANTIZATION_METHODS; anything else is a ValueError naming it."""
+    if quantization is None or (isinstance(quantization, str) and quantization in QUANTIZATION_METHODS):
+        return quantization
+    supported = ", ".join(repr(m) for m in (None, *QUANTIZATION_METHODS))
+    raise ValueError(f"quantization={quantization!r} is not supported yet; supported: {supported}")
+
+
+def _check_not_prequantized(hf: dict[str, Any]) -> None:
+    """Pre-quantized checkpoints (AWQ, GPTQ, fp8, ...) need their own weight formats, which we do not load yet."""
+    qcfg = hf.get("quantization_config")
+    if qcfg:
+        method = qcfg.get("quant_method", "unknown") if isinstance(qcfg, dict) else "unknown"
+        raise ValueError(f"pre-quantized checkpoints are not supported yet: config.json has a quantization_config "
+                         f"with quant_method={method!r}; use an unquantized checkpoint (and quantization='int8' "
+                         f"or 'fp8' to quantize it at load time)")
+
 
 def resolve_dtype_name(dtype: Any, config_dtype: str | None) -> str:
     """Map a user dtype ("auto", "bfloat16", jnp dtype, ...) to one of float32/bfloat16/float16.
@@ -90,6 +112,7 @@ class ModelConfig:
     dtype: str = "float32"
     bos_token_id: int | None = None
     eos_token_ids: tuple[int, ...] = ()
+    quantization: str | None = None  # None or one of QUANTIZATION_METHODS (decoder-layer linear weights)
 
     @property
     def q_size(self) -> int:
@@ -111,10 +134,14 @@ class ModelConfig:
         return total
 
     @classmethod
-    def from_hf(cls, hf: dict[str, Any] | Any, dtype: Any = "auto") -> "ModelConfig":
-        """Build from a config.json dict (or a transformers PretrainedConfig)."""
+    def from_hf(cls, hf: dict[str, Any] | Any, dtype: Any = "auto",
+                quantization: str | None = None) -> "ModelConfig":
+        """Build from a config.json dict (or a transformers PretrainedConfig). ``quantization``: quantize the
+        decoder layers' linear weights at load time (None, "int8" or "fp8")."""
         if not isinstance(hf, dict):
             hf = hf.to_dict()
+        quantization = check_quantization(quantization)
+        _check_not_prequantized(hf)
         archs = hf.get("architectures") or []
         arch = archs[0] if archs else _ARCH_BY_MODEL_TYPE.get(hf.get("model_type", ""), "")
         if arch not in SUPPORTED_ARCHITECTURES:
@@ -154,6 +181,7 @@ class ModelConfig:
             dtype=resolve_dtype_name(dtype, hf.get("dtype") or hf.get("torch_dtype")),
             bos_token_id=hf.get("bos_token_id"),
             eos_token_ids=eos_ids,
+            quantization=quantization,
         )
 
     @classmethod

@@ -9,6 +9,7 @@ import os
 import time
 from typing import Any
 
+from jaxllm.config import check_quantization
 from jaxllm.engine import LLMEngine
 from jaxllm.engine_args import EngineArgs
 from jaxllm.inputs import as_params_list, as_prompt_list, tokenize_prompt
@@ -57,7 +58,7 @@ class LLM:
             raise ValueError(f"load_format='gguf' but {model!r} is not a GGUF file")
         if args.load_format == "safetensors" and gguf:
             raise ValueError(f"load_format='safetensors' but {model!r} is a GGUF file")
-        cfg = model_config(path, dtype)
+        cfg = model_config(path, dtype, quantization)
         args = args.resolve(jax.devices()[0].platform, cfg.max_position_embeddings)
         self.model_config, self.engine_args, self.model_path = cfg, args, path
         self.tokenizer = None
@@ -199,8 +200,7 @@ def _check_llm_args(runner, quantization, tensor_parallel_size, gpu_memory_utili
         raise ValueError(f"runner={runner!r} is not supported; choose one of {RUNNERS}")
     if runner == "pooling":
         raise ValueError("runner='pooling' (embeddings) is not supported yet; use runner='generate'")
-    if quantization is not None:
-        raise ValueError(f"quantization={quantization!r} is not supported yet; supported: None")
+    check_quantization(quantization)
     if isinstance(tensor_parallel_size, bool) or not isinstance(tensor_parallel_size, int) or tensor_parallel_size < 1:
         raise ValueError(f"tensor_parallel_size must be a positive int, got {tensor_parallel_size!r}")
     if not isinstance(gpu_memory_utilization, (int, float)) or not 0 < gpu_memory_utilization <= 1:

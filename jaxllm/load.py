@@ -11,16 +11,18 @@ LOAD_FORMATS = ("auto", "safetensors", "gguf", "dummy")
 
 
 def load_model(path: str | os.PathLike, dtype="auto", *, tensor_parallel_size: int = 1, load_format: str = "auto",
-               revision: str | None = None, seed: int = 0):
+               revision: str | None = None, seed: int = 0, quantization: str | None = None):
     """Load a HF checkpoint folder, GGUF file or hub id into the NNX model.
 
     ``model(ids)`` with int32 ids [B, T] returns float32 logits [B, T, vocab] (causal, no cache).
     dtype: "auto" (the checkpoint's), "float32", "bfloat16" or "float16".
-    load_format="dummy" gives random weights of the real shapes (benchmarks)."""
+    load_format="dummy" gives random weights of the real shapes (benchmarks).
+    quantization: None, "int8" or "fp8": the decoder layers' linear weights are quantized at load time (weight-only,
+    per output channel; see ``jaxllm.models.quant``)."""
     if load_format not in LOAD_FORMATS:
         raise ValueError(f"load_format={load_format!r} is not supported; choose one of {LOAD_FORMATS}")
     local = resolve_model_path(path, revision)
-    cfg = model_config(local, dtype)
+    cfg = model_config(local, dtype, quantization)
     mesh = make_mesh(tensor_parallel_size)
     from jaxllm.weights.loader import build_dummy_model, load_weights
 

@@ -59,5 +59,5 @@ def hf_config_dict(path: str) -> dict:
         return json.load(f)
 
 
-def model_config(path: str, dtype="auto") -> ModelConfig:
-    return ModelConfig.from_hf(hf_config_dict(path), dtype=dtype)
+def model_config(path: str, dtype="auto", quantization: str | None = None) -> ModelConfig:
+    return ModelConfig.from_hf(hf_config_dict(path), dtype=dtype, quantization=quantization)

@@ -11,14 +11,13 @@ import dataclasses
 import functools
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
 from jaxllm import ops
 from jaxllm.config import ModelConfig
-from jaxllm.models.layers import RMSNorm, apply_rope, param
+from jaxllm.models.layers import RMSNorm, apply_rope, linear, linear_weight, param
 from jaxllm.parallel.sharding import MODEL_AXIS
 
 
@@ -89,10 +88,11 @@ class Attention(nnx.Module):
 
     def __init__(self, cfg: ModelConfig, layer_idx: int, dtype, rngs: nnx.Rngs):
         d, h, kh, dh = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-        self.q_proj = param((d, h, dh), dtype, ("embed", "q_heads", "head_dim"), rngs=rngs)
-        self.k_proj = param((d, kh, dh), dtype, ("embed", "kv_heads", "head_dim"), rngs=rngs)
-        self.v_proj = param((d, kh, dh), dtype, ("embed", "kv_heads", "head_dim"), rngs=rngs)
-        self.o_proj = param((h, dh, d), dtype, ("q_heads", "head_dim", "embed"), rngs=rngs)
+        q = cfg.quantization
+        self.q_proj = linear_weight((d, h, dh), dtype, ("embed", "q_heads", "head_dim"), 1, q, rngs)
+        self.k_proj = linear_weight((d, kh, dh), dtype, ("embed", "kv_heads", "head_dim"), 1, q, rngs)
+        self.v_proj = linear_weight((d, kh, dh), dtype, ("embed", "kv_heads", "head_dim"), 1, q, rngs)
+        self.o_proj = linear_weight((h, dh, d), dtype, ("q_heads", "head_dim", "embed"), 2, q, rngs)
         if cfg.attention_bias:
             self.q_bias = param((h, dh), dtype, ("q_heads", "head_dim"), init="zeros")
             self.k_bias = param((kh, dh), dtype, ("kv_heads", "head_dim"), init="zeros")
@@ -111,9 +111,9 @@ class Attention(nnx.Module):
     def __call__(self, x, cos, sin, attend, kv_cache):
         """x: [..., T, D] -> ([..., T, D], kv_cache)."""
         with jax.named_scope("qkv"):
-            q = jnp.einsum("...d,dhk->...hk", x, self.q_proj[...])
-            k = jnp.einsum("...d,dhk->...hk", x, self.k_proj[...])
-            v = jnp.einsum("...d,dhk->...hk", x, self.v_proj[...])
+            q = linear(x, self.q_proj, "...d,dhk->...hk")
+            k = linear(x, self.k_proj, "...d,dhk->...hk")
+            v = linear(x, self.v_proj, "...d,dhk->...hk")
             if self.q_bias is not None:
                 q, k, v = q + self.q_bias[...], k + self.k_bias[...], v + self.v_bias[...]
             if self.q_norm is not None:
@@ -122,7 +122,7 @@ class Attention(nnx.Module):
         with jax.named_scope("attend"):
             out, kv_cache = attend(q, k, v, kv_cache, sm_scale=self.sm_scale, sliding_window=self.sliding_window)
         with jax.named_scope("o_proj"):
-            out = jnp.einsum("...hk,hkd->...d", out, self.o_proj[...])
+            out = linear(out, self.o_proj, "...hk,hkd->...d")
             if self.o_bias is not None:
                 out = out + self.o_bias[...]
             return out, kv_cache

@@ -15,6 +15,7 @@ import numpy as np
 from flax import nnx
 
 from jaxllm.config import ModelConfig, RopeConfig
+from jaxllm.models.quant import QuantizedWeight, linear
 
 
 def param(shape, dtype, axes, init: str = "normal", rngs: nnx.Rngs | None = None) -> nnx.Param:
@@ -26,6 +27,14 @@ def param(shape, dtype, axes, init: str = "normal", rngs: nnx.Rngs | None = None
     else:
         value = (0.02 * jax.random.normal(rngs.params(), shape, jnp.float32)).astype(dtype)
     return nnx.Param(value, logical_axes=tuple(axes))
+
+
+def linear_weight(shape, dtype, axes, in_ndim: int, quantization: str | None, rngs: nnx.Rngs):
+    """A linear layer's weight [*in_dims, *out_dims] (``in_ndim`` contracted axes): a plain ``param`` in
+    ``dtype``, or a ``QuantizedWeight`` when ``quantization`` is "int8"/"fp8". Use it with ``linear``."""
+    if quantization is None:
+        return param(shape, dtype, axes, rngs=rngs)
+    return QuantizedWeight(shape, quantization, axes, in_ndim, rngs)
 
 
 class RMSNorm(nnx.Module):
@@ -94,18 +103,19 @@ class GatedMLP(nnx.Module):
 
     def __init__(self, cfg: ModelConfig, dtype, rngs: nnx.Rngs):
         d, f = cfg.hidden_size, cfg.intermediate_size
-        self.gate_up = param((d, 2, f), dtype, ("embed", None, "mlp"), rngs=rngs)
-        self.down = param((f, d), dtype, ("mlp", "embed"), rngs=rngs)
+        q = cfg.quantization
+        self.gate_up = linear_weight((d, 2, f), dtype, ("embed", None, "mlp"), 1, q, rngs)
+        self.down = linear_weight((f, d), dtype, ("mlp", "embed"), 1, q, rngs)
         self.gate_up_bias = param((2, f), dtype, (None, "mlp"), init="zeros") if cfg.mlp_bias else None
         self.down_bias = param((d,), dtype, ("norm",), init="zeros") if cfg.mlp_bias else None
 
     def __call__(self, x: jax.Array) -> jax.Array:
         with jax.named_scope("mlp"):
-            gu = jnp.einsum("...d,dcf->...cf", x, self.gate_up[...])
+            gu = linear(x, self.gate_up, "...d,dcf->...cf")
             if self.gate_up_bias is not None:
                 gu = gu + self.gate_up_bias[...]
             h = jax.nn.silu(gu[..., 0, :]) * gu[..., 1, :]
-            out = jnp.einsum("...f,fd->...d", h, self.down[...])
+            out = linear(h, self.down, "...f,fd->...d")
             if self.down_bias is not None:
                 out = out + self.down_bias[...]
             return out

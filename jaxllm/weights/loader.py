@@ -5,10 +5,15 @@ checkpoint tensor is then checked against the per-architecture key map (unknown,
 and shape mismatches are errors naming the key and the file), converted to the target dtype and placed
 with ``jax.make_array_from_callback``: every device receives only its own shard, sliced lazily from the
 memory-mapped file, so neither host nor any device ever holds the whole model.
+
+With ``cfg.quantization`` ("int8"/"fp8") the decoder layers' linear weights are ``QuantizedWeight`` modules
+(``qweight`` + ``scale``, see ``jaxllm.models.quant``): each is placed in float32 with the qweight's sharding and
+quantized on device right away, so only one full-precision weight exists at a time.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterable
 
@@ -19,6 +24,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from jaxllm.config import ModelConfig
+from jaxllm.models.quant import quantize
 from jaxllm.models.registry import model_class
 from jaxllm.parallel.sharding import make_mesh, named_sharding, sharding_rules
 from jaxllm.weights.mappings import IGNORED_SUFFIXES, Target, key_map, optional_keys
@@ -55,6 +61,43 @@ def _fused_reader(parts: list[np.ndarray], axis: int):
     return read
 
 
+@functools.cache
+def _quantizer(method: str, in_ndim: int, qweight_sharding, scale_sharding, random_shape: tuple | None = None):
+    """Jitted ``w -> (qweight, scale)`` with the target shardings (one program per weight shape). With
+    ``random_shape`` it takes a PRNG key instead and quantizes an N(0, 0.02) weight of that shape (dummy load)."""
+    def fn(x):
+        if random_shape is not None:
+            x = 0.02 * jax.random.normal(x, random_shape, jnp.float32)
+        return quantize(x, method, in_ndim)
+
+    return jax.jit(fn, out_shardings=(qweight_sharding, scale_sharding))
+
+
+def _quantized_parts(variables: dict, path: tuple, mesh: Mesh, rules) -> tuple | None:
+    """For a quantized linear weight at ``path``: (qweight path, scale path, qweight sharding, scale sharding,
+    in_ndim); None for a plain parameter."""
+    qpath, spath = (*path, "qweight"), (*path, "scale")
+    if path in variables or qpath not in variables:
+        return None
+    qvar, svar = variables[qpath], variables[spath]
+    in_ndim = qvar.get_value().ndim - svar.get_value().ndim
+    return (qpath, spath, named_sharding(mesh, qvar.get_metadata()["logical_axes"], rules),
+            named_sharding(mesh, svar.get_metadata()["logical_axes"], rules), in_ndim)
+
+
+def _place_param(cfg: ModelConfig, path: tuple, variables: dict, mesh: Mesh, rules, read_slice) -> dict:
+    """{path: array} for a plain parameter; {qweight path: ..., scale path: ...} for a quantized one."""
+    quantized = _quantized_parts(variables, path, mesh, rules)
+    if quantized is None:
+        var = variables[path]
+        sharding = named_sharding(mesh, var.get_metadata()["logical_axes"], rules)
+        return {path: _place(var.get_value().shape, var.get_value().dtype, sharding, read_slice)}
+    qpath, spath, q_sharding, s_sharding, in_ndim = quantized
+    full = _place(variables[qpath].get_value().shape, jnp.float32, q_sharding, read_slice)
+    qweight, scale = _quantizer(cfg.quantization, in_ndim, q_sharding, s_sharding)(full)
+    return {qpath: qweight, spath: scale}
+
+
 def _assemble(cfg: ModelConfig, tensors: Iterable[tuple[str, np.ndarray, str]], variables: dict,
               mesh: Mesh) -> dict:
     """Check every tensor against the key map and place it. Returns {path: jax.Array}."""
@@ -78,17 +121,15 @@ def _assemble(cfg: ModelConfig, tensors: Iterable[tuple[str, np.ndarray, str]], 
         if tuple(array.shape) != target.hf_shape:
             raise WeightLoadError(f"shape mismatch for {name!r} in {source}: expected {target.hf_shape}, "
                                   f"got {tuple(array.shape)}")
-        var = variables[target.path]
-        sharding = named_sharding(mesh, var.get_metadata()["logical_axes"], rules)
         ours = target.to_ours(array)
         if target.part is None:
-            placed[target.path] = _place(var.get_value().shape, var.get_value().dtype, sharding, lambda idx, a=ours: a[idx])
+            placed.update(_place_param(cfg, target.path, variables, mesh, rules, lambda idx, a=ours: a[idx]))
             continue
         parts = pending.setdefault(target.path, [None] * target.num_parts)
         parts[target.part] = ours
         if all(p is not None for p in parts):
-            placed[target.path] = _place(var.get_value().shape, var.get_value().dtype, sharding,
-                                         _fused_reader(parts, target.axis))
+            read = _fused_reader(parts, target.axis)
+            placed.update(_place_param(cfg, target.path, variables, mesh, rules, read))
             del pending[target.path]
     missing = sorted(set(targets) - set(seen))
     if missing:
@@ -113,7 +154,8 @@ def build_model_from_tensors(cfg: ModelConfig, tensors: Iterable[tuple[str, np.n
 
 def build_dummy_model(cfg: ModelConfig, mesh: Mesh | None = None, seed: int = 0):
     """Random weights of the real shapes (like vLLM's load_format="dummy"), generated on device, sharded.
-    Norm weights are ones; everything else is N(0, 0.02). One program per distinct (shape, dtype, sharding)."""
+    Norm weights are ones; everything else is N(0, 0.02), quantized when ``cfg.quantization`` says so.
+    One program per distinct (shape, dtype, sharding)."""
     mesh = mesh or make_mesh(1)
     graphdef, variables = abstract_model(cfg)
     makers: dict = {}
@@ -121,6 +163,14 @@ def build_dummy_model(cfg: ModelConfig, mesh: Mesh | None = None, seed: int = 0)
     arrays = {}
     key = jax.random.key(seed)
     for i, (path, var) in enumerate(variables.items()):
+        if path[-1] == "scale" and (*path[:-1], "qweight") in variables:
+            continue  # made with its qweight
+        quantized = _quantized_parts(variables, path[:-1], mesh, rules) if path[-1] == "qweight" else None
+        if quantized is not None:
+            qpath, spath, q_sharding, s_sharding, in_ndim = quantized
+            quantizer = _quantizer(cfg.quantization, in_ndim, q_sharding, s_sharding, var.get_value().shape)
+            arrays[qpath], arrays[spath] = quantizer(jax.random.fold_in(key, i))
+            continue
         sharding = named_sharding(mesh, var.get_metadata()["logical_axes"], rules)
         shape, dtype = var.get_value().shape, var.get_value().dtype
         is_norm = path[-1] == "weight"

@@ -1,0 +1,74 @@
+"""Weight-only quantization of linear layers (``quantization="int8"`` / ``"fp8"``), applied at load time.
+
+A linear weight ``w`` in our layout ``[*in_dims, *out_dims]`` (e.g. q_proj [D, H, Dh], o_proj [H, Dh, D],
+gate_up [D, 2, F]) is stored as ``qweight`` (int8 or float8_e4m3fn, same shape and logical axes) and
+``scale`` (float32, shape ``out_dims``, logical axes = the weight's output axes, so tensor parallelism shards
+it like the output). Symmetric, per output channel: ``w ~= qweight * scale``, ``scale = max|w| / qmax`` with
+the max over in_dims.
+
+The matmul dequantizes on the fly: ``einsum(x, qweight.astype(x.dtype)) * scale``. Because the scale is per
+output channel it factors out of the contraction and multiplies the (small) output, not the weight; XLA's
+GPU GEMM fusion can then fold the int8/fp8 -> bf16 convert into the matmul's operand load, so the weight is
+read from HBM at 1 byte per element.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxllm.config import QUANTIZATION_METHODS
+
+# Largest representable magnitude used by each method (int8 is symmetric: -127..127, -128 is never used).
+QMAX = {"int8": 127.0, "fp8": 448.0}
+QDTYPE = {"int8": jnp.int8, "fp8": jnp.float8_e4m3fn}
+
+
+def quantize(w: jax.Array, method: str, in_ndim: int) -> tuple[jax.Array, jax.Array]:
+    """w [*in_dims, *out_dims] (any float dtype) -> (qweight of the same shape, float32 scale [*out_dims]).
+
+    ``in_ndim`` leading axes are contracted by the matmul; each output channel gets its own scale. An all-zero
+    channel gets scale 1 (its qweight is 0), so dequantization never divides by zero."""
+    if method not in QUANTIZATION_METHODS:
+        raise ValueError(f"quantization method {method!r} is not supported; choose one of "
+                         f"{QUANTIZATION_METHODS}")
+    w32 = w.astype(jnp.float32)
+    absmax = jnp.max(jnp.abs(w32), axis=tuple(range(in_ndim)))
+    scale = jnp.where(absmax > 0, absmax / QMAX[method], 1.0)
+    scaled = jnp.clip(w32 / scale, -QMAX[method], QMAX[method])
+    if method == "int8":
+        scaled = jnp.round(scaled)
+    return scaled.astype(QDTYPE[method]), scale
+
+
+def dequantize(qweight: jax.Array, scale: jax.Array, dtype=jnp.float32) -> jax.Array:
+    """qweight [*in_dims, *out_dims], scale [*out_dims] -> w [*in_dims, *out_dims] in ``dtype``."""
+    return (qweight.astype(jnp.float32) * scale).astype(dtype)
+
+
+class QuantizedWeight(nnx.Module):
+    """A linear weight held as ``qweight`` + per-output-channel ``scale`` (see the module docstring).
+
+    Built from N(0, 0.02) placeholder values (the loader replaces them); ``in_ndim`` is how many leading axes
+    the matmul contracts (the loader recovers it as ``qweight.ndim - scale.ndim``)."""
+
+    def __init__(self, shape, method: str, axes, in_ndim: int, rngs: nnx.Rngs):
+        w = 0.02 * jax.random.normal(rngs.params(), shape, jnp.float32)
+        qweight, scale = quantize(w, method, in_ndim)
+        self.qweight = nnx.Param(qweight, logical_axes=tuple(axes))
+        self.scale = nnx.Param(scale, logical_axes=tuple(axes[in_ndim:]))
+
+
+def linear(x: jax.Array, weight, subscripts: str) -> jax.Array:
+    """``einsum(subscripts, x, weight)`` for a plain weight or a ``QuantizedWeight``.
+
+    The subscripts must put the weight's output axes last in the output, in the weight's order (true of every
+    projection: "...d,dhk->...hk", "...hk,hkd->...d", "...d,dcf->...cf", "...f,fd->...d"), so the scale
+    [*out_dims] broadcasts against the output. The quantized product accumulates in float32 and is cast back
+    to x.dtype after the scale."""
+    if not isinstance(weight, QuantizedWeight):
+        return jnp.einsum(subscripts, x, weight[...])
+    w = weight.qweight[...].astype(x.dtype)
+    out = jnp.einsum(subscripts, x, w, preferred_element_type=jnp.float32)
+    return (out * weight.scale[...]).astype(x.dtype)
