@@ -39,3 +39,12 @@ def test_roofline_single_request_by_hand():
                      (2 * (body + head) + 4 * 2 * 4 * 16 * ctx) / 1e12) for ctx in (10, 11))
     assert abs(r["prefill_s"] - prefill) < 1e-12 and abs(r["decode_s"] - decode) < 1e-12
     assert abs(r["output_tok_s"] - 3 / (prefill + decode)) < 1e-6
+
+
+def test_roofline_counts_quantized_linear_weights_at_one_byte():
+    cfg = ModelConfig.from_hf(TINY)
+    bf16 = roofline(cfg, [10], [3], max_num_seqs=4)
+    q = roofline(cfg, [10], [3], max_num_seqs=4, linear_weight_bytes=1)
+    layers, d, f = 2, 64, 128
+    linear = layers * (d * (4 + 2 * 2) * 16 + 4 * 16 * d + 3 * d * f)
+    assert bf16["weight_bytes"] - q["weight_bytes"] == linear

@@ -38,6 +38,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--gpu-memory-utilization", type=float, default=0.9)
     p.add_argument("--tensor-parallel-size", type=int, default=1)
     p.add_argument("--enforce-eager", action="store_true")
+    p.add_argument("--quantization", choices=["int8", "fp8"], help="weight-only quantization of the linear layers")
     p.add_argument("--peer", choices=["hf"], help="also run HF transformers' generate_batch on the same requests")
     p.add_argument("--peer-max-requests", type=int, help="run the peer on the first N requests only")
     p.add_argument("--peer-device", default="cuda", help="torch device of the peer (default: %(default)s)")
@@ -70,7 +71,7 @@ def run_jaxllm(w: Workload, args, model_dir: str, prompts, output_lens) -> dict:
               max_model_len=max_model_len, max_num_seqs=args.max_num_seqs,
               max_num_batched_tokens=args.max_num_batched_tokens, block_size=args.block_size,
               gpu_memory_utilization=args.gpu_memory_utilization, tensor_parallel_size=args.tensor_parallel_size,
-              enforce_eager=args.enforce_eager, seed=args.seed)
+              enforce_eager=args.enforce_eager, seed=args.seed, quantization=args.quantization)
     startup = time.perf_counter() - t0
     runner = llm.llm_engine.runner
     params = [SamplingParams(temperature=w.temperature, max_tokens=n, ignore_eos=True, detokenize=False)
@@ -135,7 +136,8 @@ def main(argv=None) -> dict:
         peer = run_peer(w, args, model_dir) if args.peer else None
         ours = run_jaxllm(w, args, model_dir, prompts, output_lens)
     gc.collect()
-    roof = roofline(cfg, [len(p) for p in prompts], output_lens, args.max_num_seqs)
+    roof = roofline(cfg, [len(p) for p in prompts], output_lens, args.max_num_seqs,
+                    linear_weight_bytes=1 if args.quantization else 2)
     result = {"workload": w.__dict__, "command": "jaxllm bench " + " ".join(argv or sys.argv[1:]),
               "jaxllm": ours, "roofline": roof,
               "pct_roofline_output": 100 * ours["output_tok_s"] / roof["output_tok_s"],
