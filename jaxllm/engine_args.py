@@ -23,6 +23,7 @@ class EngineArgs:
     num_gpu_blocks_override: int | None = None
     kv_cache_memory_bytes: int | None = None
     load_format: str = "auto"
+    kv_cache_dtype: str = "auto"  # "auto" = the model's dtype (the only choice until the fp8 cache exists)
 
     @classmethod
     def from_kwargs(cls, kwargs: dict[str, Any]) -> "EngineArgs":
@@ -44,6 +45,9 @@ class EngineArgs:
             raise ValueError(f"block_size={self.block_size} is not supported; choose one of 8, 16, 32, 64, 128, 256")
         if not isinstance(self.enable_prefix_caching, bool):
             raise TypeError(f"enable_prefix_caching must be a bool, got {self.enable_prefix_caching!r}")
+        if self.kv_cache_dtype != "auto":
+            raise ValueError(f"kv_cache_dtype={self.kv_cache_dtype!r} is not supported yet; supported: 'auto' "
+                             "(the model's dtype)")
         if self.load_format not in LOAD_FORMATS:
             raise ValueError(f"load_format={self.load_format!r} is not supported; choose one of {LOAD_FORMATS}")
 
