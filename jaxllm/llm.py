@@ -221,3 +221,5 @@ def _enable_compilation_cache() -> None:
     if where == "0" or jax.config.jax_compilation_cache_dir:
         return
     jax.config.update("jax_compilation_cache_dir", where)
+    # cache every program, also the small sampler ones (JAX's default skips compiles under 1 s)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)

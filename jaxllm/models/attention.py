@@ -32,6 +32,8 @@ class AttentionMetadata:
     block_tables: jax.Array  # [S, P] int32, physical block of each logical block
 
 
+@functools.partial(jax.tree_util.register_dataclass, data_fields=[], meta_fields=[])
+@dataclasses.dataclass(frozen=True)
 class DenseCausalAttention:
     """Causal attention over the tokens of the call itself: q [B, T, H, Dh], k/v [B, T, K, Dh]."""
 
@@ -48,6 +50,7 @@ def _write_and_attend(q, k, v, kv_cache, md: AttentionMetadata, *, sm_scale, sli
     return out, kv_cache
 
 
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["metadata"], meta_fields=["impl", "mesh"])
 @dataclasses.dataclass(frozen=True)
 class PagedAttention:
     """Writes the new K/V into the paged cache, then attends over it (q [T, H, Dh], k/v [T, K, Dh]).

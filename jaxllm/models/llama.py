@@ -12,6 +12,8 @@ Two entry points share every layer:
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -36,6 +38,14 @@ class DecoderLayer(nnx.Module):
         return x, kv_cache
 
 
+@functools.partial(jax.jit, static_argnums=(0,))
+def _apply_layer(graphdef, state, x, cos, sin, attend, kv_cache):
+    """One decoder layer as its own jitted function: layers of the same structure share one trace (per shape),
+    so tracing a bucket costs one layer instead of all of them (XLA inlines the calls; the compiled program is
+    the same). ``attend`` is a pytree (its metadata arrays are traced, its impl/mesh static)."""
+    return nnx.merge(graphdef, state)(x, cos, sin, attend, kv_cache)
+
+
 class LlamaForCausalLM(nnx.Module):
     """Decoder-only transformer with SwiGLU MLPs, RMSNorm and rotary embeddings."""
 
@@ -58,8 +68,10 @@ class LlamaForCausalLM(nnx.Module):
         cos, sin = rope_cos_sin(positions, cfg.rope, cfg.head_dim)
         new_caches = []
         for i, layer in enumerate(self.layers):
+            graphdef, state = nnx.split(layer)
             with jax.named_scope(f"layer_{i}"):
-                x, cache = layer(x, cos, sin, attend, None if kv_caches is None else kv_caches[i])
+                x, cache = _apply_layer(graphdef, state, x, cos, sin, attend,
+                                        None if kv_caches is None else kv_caches[i])
             new_caches.append(cache)
         return self.norm(x), new_caches
 
