@@ -9,6 +9,7 @@ a stale prefix-cache hit: each shows up as an assertion or a different output.
 
 from __future__ import annotations
 
+from jaxllm.engine import LLMEngine
 from jaxllm.engine.batch import RunnerOutput, ScheduledBatch, TokenLogprobs
 
 VOCAB = 64
@@ -116,3 +117,33 @@ def reference_greedy(prompt: list[int], max_tokens: int, eos: int | None = None)
         if t == eos:
             break
     return out
+
+
+def make_engine(
+    num_blocks=256,
+    block_size=4,
+    max_num_seqs=8,
+    max_num_batched_tokens=64,
+    max_model_len=128,
+    enable_prefix_caching=True,
+    eos_token_ids=None,
+    tokenizer=None,
+    seed=0,
+    script=None,
+):
+    """(LLMEngine, CacheCheckingRunner) wired together; the vocabulary is the tokenizer's when there is one."""
+    runner = CacheCheckingRunner(num_blocks, block_size, max_num_seqs, max_num_batched_tokens, script)
+    eng = LLMEngine(
+        runner,
+        num_blocks=num_blocks,
+        block_size=block_size,
+        max_num_seqs=max_num_seqs,
+        max_num_batched_tokens=max_num_batched_tokens,
+        max_model_len=max_model_len,
+        vocab_size=len(tokenizer) if tokenizer is not None else VOCAB,
+        enable_prefix_caching=enable_prefix_caching,
+        eos_token_ids=eos_token_ids,
+        tokenizer=tokenizer,
+        seed=seed,
+    )
+    return eng, runner

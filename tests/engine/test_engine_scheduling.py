@@ -6,39 +6,10 @@ from __future__ import annotations
 import random
 
 import pytest
-from engine_fakes import VOCAB, CacheCheckingRunner, reference_greedy
+from engine_fakes import VOCAB, CacheCheckingRunner, make_engine, reference_greedy
 
 from jaxllm.engine import LLMEngine
 from jaxllm.sampling_params import SamplingParams
-
-
-def make_engine(
-    num_blocks=256,
-    block_size=4,
-    max_num_seqs=8,
-    max_num_batched_tokens=64,
-    max_model_len=128,
-    enable_prefix_caching=True,
-    eos_token_ids=None,
-    tokenizer=None,
-    seed=0,
-    script=None,
-):
-    runner = CacheCheckingRunner(num_blocks, block_size, max_num_seqs, max_num_batched_tokens, script)
-    eng = LLMEngine(
-        runner,
-        num_blocks=num_blocks,
-        block_size=block_size,
-        max_num_seqs=max_num_seqs,
-        max_num_batched_tokens=max_num_batched_tokens,
-        max_model_len=max_model_len,
-        vocab_size=VOCAB,
-        enable_prefix_caching=enable_prefix_caching,
-        eos_token_ids=eos_token_ids,
-        tokenizer=tokenizer,
-        seed=seed,
-    )
-    return eng, runner
 
 
 def run_all(eng, max_steps=100_000):

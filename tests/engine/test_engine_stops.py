@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from bpe_tokenizer import bpe_tokenizer
-from engine_fakes import VOCAB, CacheCheckingRunner, fake_logprob, reference_greedy
+from engine_fakes import VOCAB, CacheCheckingRunner, fake_logprob, make_engine, reference_greedy
 
 from jaxllm.engine import LLMEngine
 from jaxllm.sampling_params import SamplingParams
@@ -13,32 +13,10 @@ EOS = 0
 PROMPT = [10, 11, 12, 13, 14]
 
 
-def engine(
-    script=None,
-    tokenizer=None,
-    eos_token_ids=(EOS,),
-    num_blocks=64,
-    block_size=4,
-    max_model_len=64,
-    max_num_batched_tokens=32,
-    max_num_seqs=4,
-    enable_prefix_caching=True,
-):
-    vocab = len(tokenizer) if tokenizer is not None else VOCAB
-    runner = CacheCheckingRunner(num_blocks, block_size, script=script)
-    eng = LLMEngine(
-        runner,
-        num_blocks=num_blocks,
-        block_size=block_size,
-        max_num_seqs=max_num_seqs,
-        max_num_batched_tokens=max_num_batched_tokens,
-        max_model_len=max_model_len,
-        vocab_size=vocab,
-        enable_prefix_caching=enable_prefix_caching,
-        eos_token_ids=eos_token_ids,
-        tokenizer=tokenizer,
-    )
-    return eng, runner
+def engine(script=None, **overrides):
+    """A smaller pool and budget than the scheduling tests; EOS is token 0."""
+    kw = dict(num_blocks=64, max_num_seqs=4, max_num_batched_tokens=32, max_model_len=64, eos_token_ids=(EOS,))
+    return make_engine(script=script, **{**kw, **overrides})
 
 
 def run(eng, prompt=PROMPT, **kw):
