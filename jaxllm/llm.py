@@ -13,10 +13,11 @@ from jaxllm.config import check_quantization
 from jaxllm.engine import LLMEngine
 from jaxllm.engine_args import EngineArgs
 from jaxllm.inputs import as_params_list, as_prompt_list, tokenize_prompt
-from jaxllm.model_source import is_gguf_path, model_config, resolve_model_path
+from jaxllm.model_source import model_config, resolve_model_path
 from jaxllm.outputs import RequestOutput
 from jaxllm.sampling_params import SamplingParams
 from jaxllm.tokenizer import load_tokenizer
+from jaxllm.weights.gguf import is_gguf
 
 logger = logging.getLogger("jaxllm")
 
@@ -53,7 +54,7 @@ class LLM:
 
         mesh = make_mesh(tensor_parallel_size)
         path = resolve_model_path(model, revision)
-        gguf = is_gguf_path(path)
+        gguf = is_gguf(path)
         if args.load_format == "gguf" and not gguf:
             raise ValueError(f"load_format='gguf' but {model!r} is not a GGUF file")
         if args.load_format == "safetensors" and gguf:

@@ -10,6 +10,7 @@ import json
 import os
 
 from jaxllm.config import ModelConfig
+from jaxllm.weights.gguf import GGUFCheckpoint, is_gguf
 
 
 def resolve_model_path(model: str | os.PathLike, revision: str | None = None) -> str:
@@ -40,17 +41,9 @@ def _download_from_hub(repo_id: str, revision: str | None) -> str:
                          f"local cache (revision={revision!r}): {type(e).__name__}: {e}") from None
 
 
-def is_gguf_path(path: str) -> bool:
-    from jaxllm.weights.loader import is_gguf_file
-
-    return is_gguf_file(path)
-
-
 def hf_config_dict(path: str) -> dict:
     """config.json contents (or the GGUF's equivalent)."""
-    if is_gguf_path(path):
-        from jaxllm.weights.gguf import GGUFCheckpoint
-
+    if is_gguf(path):
         return GGUFCheckpoint(path).hf_config
     cfg_path = os.path.join(path, "config.json")
     if not os.path.isfile(cfg_path):

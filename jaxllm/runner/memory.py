@@ -87,10 +87,3 @@ def _gpu_budget(device, gpu_memory_utilization: float) -> int:
                        gpu_memory_utilization, target / 2**30, limit / 2**30, fraction)
         target = limit
     return int(target - in_use)
-
-
-def device_peak_bytes(device) -> int | None:
-    stats = device.memory_stats() or {}
-    return stats.get("peak_bytes_in_use")
-
-

@@ -27,6 +27,7 @@ from jaxllm.config import ModelConfig
 from jaxllm.models.quant import quantize
 from jaxllm.models.registry import model_class
 from jaxllm.parallel.sharding import make_mesh, named_sharding, sharding_rules
+from jaxllm.weights.gguf import GGUFCheckpoint, is_gguf
 from jaxllm.weights.mappings import IGNORED_SUFFIXES, Target, key_map, optional_keys
 
 
@@ -185,19 +186,9 @@ def build_dummy_model(cfg: ModelConfig, mesh: Mesh | None = None, seed: int = 0)
     return _merge(graphdef, variables, arrays)
 
 
-def is_gguf_file(path: str) -> bool:
-    """A regular file starting with the GGUF magic."""
-    if not os.path.isfile(path):
-        return False
-    with open(path, "rb") as f:
-        return f.read(4) == b"GGUF"
-
-
 def _tensor_source(path: str):
     """(hf config dict or None, tensor iterator) for a safetensors folder or a GGUF file."""
-    if is_gguf_file(path):
-        from jaxllm.weights.gguf import GGUFCheckpoint
-
+    if is_gguf(path):
         ckpt = GGUFCheckpoint(path)
         return ckpt.hf_config, ((name, arr, path) for name, arr in ckpt.tensors())
     from jaxllm.weights.safetensors_reader import iter_checkpoint
