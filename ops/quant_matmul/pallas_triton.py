@@ -1,0 +1,129 @@
+"""Fused int4 weight-only matmul as a Pallas kernel lowered through Triton (NVIDIA sm_80+; interpret on CPU).
+
+Computes ``x [M, K] @ W [K, N]`` from the packed layout of reference.py without writing a dequantized W
+anywhere: each program owns a [BM, BN] output tile and walks its share of K in steps of BK. Per step it loads
+x [BM, BK], the packed rows of W that hold those BK input channels ([BK, BN] int32, row k reads packed row
+k // 8, so each int32 is fetched from HBM once and re-read from L1 by the 8 rows it feeds, as in the classic
+Triton GPTQ kernel), shifts out nibble k % 8, subtracts the group's zero, multiplies by the group's scale in
+float32, casts to x.dtype and feeds the tensor cores; accumulation is float32. BK divides the group size, so
+one (scale, zero) row serves a whole step.
+
+Split-K: with few output tiles (decode: M <= 16, N = 4096 gives 64 programs on 132 SMs) the K loop is split
+over grid axis 2 into float32 partials [S, M, N] that a jnp sum reduces (S * M * N * 4 bytes, tiny next to W).
+
+Padding: M is padded to a multiple of BM by the wrapper (zero rows, dropped after); N must be a multiple of
+BN and K of BK * S (``plan`` picks tiles that divide, or says None and the dispatcher uses the reference).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import triton as plgpu
+
+from .reference import PACK, check_int4_operands
+
+
+@dataclasses.dataclass(frozen=True)
+class Int4Tiles:
+    """Static tile shape: BM x BN output tile, BK input channels per step, K split into ``num_splits``."""
+    block_m: int
+    block_n: int
+    block_k: int
+    num_splits: int = 1
+    num_warps: int = 4
+    num_stages: int = 3
+
+
+def plan(m: int, k: int, n: int, group_size: int, num_cores: int = 132) -> Int4Tiles | None:
+    """Tiles for one shape, or None when no tile divides it (the caller falls back to the reference).
+
+    Small M (decode) is memory bound: narrow N tiles and split-K until ~2 programs per SM. Larger M uses
+    wider tiles (each W tile then feeds more rows)."""
+    block_k = next((b for b in (128, 64, 32) if group_size % b == 0 and k % b == 0), None)
+    if block_k is None:
+        return None
+    if m <= 16:
+        block_m, block_n, warps = 16, 64, 4
+    elif m <= 32:
+        block_m, block_n, warps = 32, 64, 4
+    else:
+        block_m, block_n, warps = 64, 128, 4
+    if n % block_n:
+        block_n = 64 if n % 64 == 0 else (32 if n % 32 == 0 else 0)
+        if not block_n:
+            return None
+    programs = -(-m // block_m) * (n // block_n)
+    steps = k // block_k
+    splits = 1
+    while splits < 16 and programs * splits < 2 * num_cores and steps % (2 * splits) == 0:
+        splits *= 2
+    return Int4Tiles(block_m, block_n, block_k, splits, warps)
+
+
+def _rows2d(rows, cols):
+    """Index arrays (both [R, C]) gathering rows ``rows`` [R] x columns ``cols`` [C] of a 2-D ref (interpret
+    mode cannot mix an index array with a slice)."""
+    shape = (rows.shape[0], cols.shape[0])
+    return jnp.broadcast_to(rows[:, None], shape), jnp.broadcast_to(cols[None, :], shape)
+
+
+def _kernel(x_ref, qw_ref, s_ref, z_ref, o_ref, *, tiles: Int4Tiles, group_size: int, steps: int):
+    """Program (i, j, s): output rows [i*BM, +BM), columns [j*BN, +BN), K steps [s*steps, +steps)."""
+    bm, bn, bk = tiles.block_m, tiles.block_n, tiles.block_k
+    i, j, sp = pl.program_id(0), pl.program_id(1), pl.program_id(2)
+    m0, n0 = i * bm, j * bn
+    cols = n0 + jnp.arange(bn, dtype=jnp.int32)
+    offs_k = jnp.arange(bk, dtype=jnp.int32)
+    shifts = lax.rem(offs_k, jnp.int32(PACK)) * 4  # [BK]
+
+    def step(t, acc):
+        k0 = (sp * steps + t) * bk
+        x = x_ref[pl.ds(m0, bm), pl.ds(k0, bk)]  # [BM, BK]
+        packed = qw_ref[_rows2d(lax.div(k0 + offs_k, jnp.int32(PACK)), cols)]  # [BK, BN] int32
+        q = (packed >> shifts[:, None]) & 0xF
+        g = lax.div(k0, jnp.int32(group_size))
+        scale = s_ref[pl.ds(g, 1), pl.ds(n0, bn)].astype(jnp.float32)  # [1, BN]
+        zero = z_ref[pl.ds(g, 1), pl.ds(n0, bn)].astype(jnp.int32)
+        w = ((q - zero).astype(jnp.float32) * scale).astype(x.dtype)
+        return acc + plgpu.dot(x, w)
+
+    acc = lax.fori_loop(0, steps, step, jnp.zeros((bm, bn), jnp.float32))
+    o_ref[...] = acc.astype(o_ref.dtype)
+
+
+def int4_matmul_pallas(x: jax.Array, qweight, scales, zeros, out_dtype=None, *, tiles: Int4Tiles | None = None,
+                       interpret: bool = False) -> jax.Array:
+    """Same contract as ``int4_matmul_reference``: x [M, K] -> [M, N] in ``out_dtype`` (default x.dtype).
+    Raises ValueError when the shape has no valid tiling (``plan`` returned None)."""
+    k, n, group_size = check_int4_operands(x, qweight, scales, zeros)
+    m = x.shape[0]
+    tiles = tiles or plan(m, k, n, group_size)
+    if tiles is None:
+        raise ValueError(f"no int4 tiling for M={m}, K={k}, N={n}, group size {group_size}")
+    bm, bn, bk, splits = tiles.block_m, tiles.block_n, tiles.block_k, tiles.num_splits
+    if n % bn or k % (bk * splits) or group_size % bk:
+        raise ValueError(f"tiles {tiles} do not divide K={k}, N={n}, group size {group_size}")
+    m_pad = -(-m // bm) * bm
+    if m_pad != m:
+        x = jnp.pad(x, ((0, m_pad - m), (0, 0)))
+    steps = k // (bk * splits)
+    kernel = functools.partial(_kernel, tiles=tiles, group_size=group_size, steps=steps)
+    out_dtype = jnp.dtype(out_dtype or x.dtype)
+    partial_dtype = jnp.float32 if splits > 1 else out_dtype
+    out = pl.pallas_call(
+        kernel,
+        out_shape=jax.ShapeDtypeStruct((splits, m_pad, n), partial_dtype),
+        grid=(m_pad // bm, n // bn, splits),
+        out_specs=pl.BlockSpec((None, bm, bn), lambda i, j, s: (s, i, j)),
+        interpret=interpret,
+        compiler_params=plgpu.CompilerParams(num_warps=tiles.num_warps, num_stages=tiles.num_stages),
+        name=f"int4_matmul_bm{bm}_bn{bn}_bk{bk}_s{splits}",
+    )(x, qweight, scales, zeros)
+    out = out[0] if splits == 1 else jnp.sum(out, axis=0)
+    return out[:m].astype(out_dtype)

@@ -1,0 +1,61 @@
+"""Reference (pure jnp) int4 weight-only matmul: unpack, dequantize, one dot. The oracle and the CPU path.
+
+Packed layout (K input channels, N output channels, G = group size, K % G == 0, K % 8 == 0):
+
+* ``qweight`` [K // 8, N] int32: nibble j (bits 4j..4j+3) of row r is input channel 8r + j, a value 0..15
+  (GPTQ's packing along the input dim, which AWQ checkpoints are repacked into at load time).
+* ``scales`` [K // G, N] float (float16 as in the checkpoints, or bfloat16/float32).
+* ``zeros`` [K // G, N] int8, the zero point 0..15 (unpacked; 1/G byte per weight).
+
+``w[k, n] = (q[k, n] - zeros[k // G, n]) * scales[k // G, n]``: asymmetric 4-bit, one (scale, zero) per group
+of G consecutive input channels and output channel. The group size is recovered from the shapes
+(``K // scales.shape[0]``), so a per-channel weight is simply one group of K.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+PACK = 8  # int4 values per int32
+
+
+def check_int4_operands(x, qweight, scales, zeros) -> tuple[int, int, int]:
+    """(K, N, G) of a valid call; a ValueError naming the offending shape/dtype otherwise."""
+    if qweight.dtype != jnp.int32 or qweight.ndim != 2:
+        raise ValueError(f"qweight must be int32 [K // 8, N], got {qweight.dtype} {qweight.shape}")
+    k, n = qweight.shape[0] * PACK, qweight.shape[1]
+    if x.shape[-1] != k:
+        raise ValueError(f"x has {x.shape[-1]} input features but qweight packs {k} ([{k // PACK}, {n}])")
+    if scales.ndim != 2 or scales.shape[1] != n or k % scales.shape[0]:
+        raise ValueError(f"scales must be [K // G, N] with G dividing K={k}, N={n}; got {scales.shape}")
+    if zeros.shape != scales.shape:
+        raise ValueError(f"zeros {zeros.shape} must have the shape of scales {scales.shape}")
+    return k, n, k // scales.shape[0]
+
+
+def unpack_int4(qweight: jax.Array) -> jax.Array:
+    """[K // 8, N] int32 -> [K, N] int32 values 0..15 (input channel 8r + j from nibble j of row r)."""
+    shifts = jnp.arange(PACK, dtype=jnp.int32) * 4
+    q = (qweight[:, None, :] >> shifts[None, :, None]) & 0xF  # [K // 8, 8, N]
+    return q.reshape(qweight.shape[0] * PACK, qweight.shape[1])
+
+
+def dequantize_int4(qweight, scales, zeros, dtype=jnp.float32) -> jax.Array:
+    """-> w [K, N] in ``dtype`` (float32 math)."""
+    q = unpack_int4(qweight)
+    k, n = q.shape
+    groups = scales.shape[0]
+    q = q.reshape(groups, k // groups, n) - zeros.astype(jnp.int32)[:, None, :]
+    w = q.astype(jnp.float32) * scales.astype(jnp.float32)[:, None, :]
+    return w.reshape(k, n).astype(dtype)
+
+
+def int4_matmul_reference(x: jax.Array, qweight, scales, zeros, out_dtype=None) -> jax.Array:
+    """x [M, K] @ dequantize(W) [K, N] -> [M, N] in ``out_dtype`` (default x.dtype).
+
+    W is dequantized to x.dtype (one [K, N] temporary) and the product accumulates in float32."""
+    check_int4_operands(x, qweight, scales, zeros)
+    w = dequantize_int4(qweight, scales, zeros, x.dtype)
+    out = jnp.dot(x, w, preferred_element_type=jnp.float32)
+    return out.astype(out_dtype or x.dtype)

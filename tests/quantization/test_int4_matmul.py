@@ -1,0 +1,74 @@
+"""The int4 matmul op (jaxllm.ops.quant_matmul) on CPU: unpacking against the numpy packers, the reference
+against a numpy dequantization, and the Pallas/Triton kernel in interpret mode against the reference."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from int4_formats import dequantize, pack_rows
+
+from jaxllm.ops.quant_matmul import (Int4Tiles, choose_impl, dequantize_int4, int4_matmul, int4_matmul_pallas,
+                                     int4_matmul_reference, plan, unpack_int4)
+
+
+def operands(m, k, n, group, seed=0, dtype=np.float32):
+    rng = np.random.RandomState(seed)
+    q = rng.randint(0, 16, (k, n))
+    zeros = rng.randint(0, 16, (k // group, n))
+    scales = (rng.rand(k // group, n) * 0.01 + 1e-3).astype(np.float16)
+    x = rng.randn(m, k).astype(dtype)
+    return x, q, zeros, scales
+
+
+def test_unpack_and_dequantize_are_exact():
+    _, q, zeros, scales = operands(1, 64, 24, 16)
+    packed = jnp.asarray(pack_rows(q))
+    np.testing.assert_array_equal(np.asarray(unpack_int4(packed)), q)
+    w = dequantize_int4(packed, jnp.asarray(scales), jnp.asarray(zeros, jnp.int8))
+    np.testing.assert_array_equal(np.asarray(w), dequantize(q, zeros, scales))
+
+
+@pytest.mark.parametrize("m,k,n,group", [(1, 256, 64, 32), (5, 256, 128, 64), (20, 512, 192, 128),
+                                         (40, 256, 128, 256)])
+def test_reference_and_interpret_kernel_match_numpy(m, k, n, group):
+    x, q, zeros, scales = operands(m, k, n, group, seed=m)
+    args = (jnp.asarray(x), jnp.asarray(pack_rows(q)), jnp.asarray(scales), jnp.asarray(zeros, jnp.int8))
+    want = x.astype(np.float64) @ dequantize(q, zeros, scales).astype(np.float64)
+    ref = np.asarray(int4_matmul_reference(*args))
+    np.testing.assert_allclose(ref, want, rtol=1e-5, atol=1e-5)
+    tiles = plan(m, k, n, group)
+    assert tiles is not None and k % (tiles.block_k * tiles.num_splits) == 0
+    np.testing.assert_allclose(np.asarray(int4_matmul_pallas(*args, interpret=True)), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_interpret_kernel_bfloat16_and_explicit_tiles():
+    x, q, zeros, scales = operands(17, 256, 128, 64, seed=3)
+    args = (jnp.asarray(x, jnp.bfloat16), jnp.asarray(pack_rows(q)), jnp.asarray(scales),
+            jnp.asarray(zeros, jnp.int8))
+    ref = int4_matmul_reference(*args)
+    for tiles in (Int4Tiles(16, 64, 32, 1), Int4Tiles(32, 128, 64, 2)):
+        out = int4_matmul_pallas(*args, tiles=tiles, interpret=True)
+        assert out.dtype == jnp.bfloat16 and out.shape == (17, 128)
+        np.testing.assert_allclose(np.asarray(out, np.float32), np.asarray(ref, np.float32), rtol=2e-2, atol=2e-2)
+
+
+def test_dispatch(monkeypatch):
+    x, q, zeros, scales = operands(6, 128, 64, 32)
+    args = (jnp.asarray(x).reshape(2, 3, 128), jnp.asarray(pack_rows(q)), jnp.asarray(scales),
+            jnp.asarray(zeros, jnp.int8))
+    if jax.devices()[0].platform == "cpu":
+        assert choose_impl(6, 128, 64, 32) == "reference"
+    out = int4_matmul(*args)
+    assert out.shape == (2, 3, 64)
+    np.testing.assert_allclose(np.asarray(out).reshape(6, 64), x @ dequantize(q, zeros, scales), rtol=1e-5,
+                               atol=1e-5)
+    monkeypatch.setenv("JAXLLM_QUANT_MATMUL_IMPL", "cuda_magic")
+    with pytest.raises(ValueError, match="JAXLLM_QUANT_MATMUL_IMPL='cuda_magic'"):
+        int4_matmul(*args)
+    with pytest.raises(ValueError, match="impl 'nope' is not available"):
+        int4_matmul(*args, impl="nope")
+    with pytest.raises(ValueError, match="x has 100 input features"):
+        int4_matmul(jnp.ones((2, 100)), *args[1:], impl="reference")
+    assert plan(4, 128, 100, 32) is None  # no N tile divides 100
