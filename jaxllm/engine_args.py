@@ -24,6 +24,8 @@ class EngineArgs:
     kv_cache_memory_bytes: int | None = None
     load_format: str = "auto"
     kv_cache_dtype: str = "auto"  # "auto" = the model's dtype (the only choice until the fp8 cache exists)
+    # Schedule step N+1 while step N runs on the device (same outputs; see jaxllm/engine/scheduler.py).
+    async_scheduling: bool = True
 
     @classmethod
     def from_kwargs(cls, kwargs: dict[str, Any]) -> "EngineArgs":
@@ -43,8 +45,9 @@ class EngineArgs:
         _positive_int("block_size", self.block_size)
         if self.block_size not in (8, 16, 32, 64, 128, 256):
             raise ValueError(f"block_size={self.block_size} is not supported; choose one of 8, 16, 32, 64, 128, 256")
-        if not isinstance(self.enable_prefix_caching, bool):
-            raise TypeError(f"enable_prefix_caching must be a bool, got {self.enable_prefix_caching!r}")
+        for name in ("enable_prefix_caching", "async_scheduling"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
         if self.kv_cache_dtype != "auto":
             raise ValueError(f"kv_cache_dtype={self.kv_cache_dtype!r} is not supported yet; supported: 'auto' "
                              "(the model's dtype)")

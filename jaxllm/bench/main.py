@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 
+from jaxllm.bench.monitor import GpuBusySampler, host_profile
 from jaxllm.bench.workloads import WORKLOADS, Workload
 
 
@@ -43,6 +44,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--peer-max-requests", type=int, help="run the peer on the first N requests only")
     p.add_argument("--peer-device", default="cuda", help="torch device of the peer (default: %(default)s)")
     p.add_argument("--profile-dir", help="write a jax.profiler trace of generate here")
+    p.add_argument("--gpu-busy", action="store_true",
+                   help="sample nvidia-smi's utilization.gpu during generate and report its mean")
+    p.add_argument("--host-profile", metavar="PATH", help="cProfile generate; write the top functions to PATH")
+    p.add_argument("--async-scheduling", action=argparse.BooleanOptionalAction, default=True,
+                   help="schedule step N+1 while step N runs (engine default: on)")
     p.add_argument("--output", help="write the results as JSON here")
     args = p.parse_args(argv)
     if not args.workload and not args.config:
@@ -71,17 +77,23 @@ def run_jaxllm(w: Workload, args, model_dir: str, prompts, output_lens) -> dict:
               max_model_len=max_model_len, max_num_seqs=args.max_num_seqs,
               max_num_batched_tokens=args.max_num_batched_tokens, block_size=args.block_size,
               gpu_memory_utilization=args.gpu_memory_utilization, tensor_parallel_size=args.tensor_parallel_size,
-              enforce_eager=args.enforce_eager, seed=args.seed, quantization=args.quantization)
+              enforce_eager=args.enforce_eager, seed=args.seed, quantization=args.quantization,
+              async_scheduling=args.async_scheduling)
     startup = time.perf_counter() - t0
     runner = llm.llm_engine.runner
     params = [SamplingParams(temperature=w.temperature, max_tokens=n, ignore_eos=True, detokenize=False)
               for n in output_lens]
     if args.profile_dir:
         jax.profiler.start_trace(args.profile_dir)
+    sampler = GpuBusySampler() if args.gpu_busy else None
+    if sampler:
+        sampler.start()
     steps0, wait0 = runner.num_steps, runner.device_wait_seconds
     t1 = time.perf_counter()
-    outs = llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
+    with host_profile(args.host_profile):
+        outs = llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
     wall = time.perf_counter() - t1
+    gpu_busy = sampler.stop() if sampler else None
     if args.profile_dir:
         jax.profiler.stop_trace()
     out_tokens = sum(len(o.outputs[0].token_ids) for o in outs)
@@ -104,6 +116,7 @@ def run_jaxllm(w: Workload, args, model_dir: str, prompts, output_lens) -> dict:
         "activation_reserve_bytes": runner.activation_reserve_bytes,
         "measured_activation_bytes": runner.measured_activation_bytes, "block_size": args.block_size,
         "num_preemptions": llm.llm_engine.stats.num_preemptions,
+        "async_scheduling": llm.llm_engine.async_scheduling, "gpu_busy": gpu_busy,
         "device": str(dev.device_kind), "jax": jax.__version__, "params": cfg.num_params(),
     }
 
@@ -163,6 +176,7 @@ def print_table(r: dict) -> None:
         ("total tok/s", f"{o['total_tok_s']:,.0f}"),
         ("requests/s", f"{o['requests_s']:.2f}"),
         ("steps / ms per step / host ms per step", f"{o['steps']} / {o['ms_per_step']:.2f} / {o['host_ms_per_step']:.2f}"),
+        ("GPU busy % (nvidia-smi)", "-" if not o.get("gpu_busy") else f"{o['gpu_busy']['mean_pct']:.1f}"),
         ("peak device GiB", f"{(o['peak_device_bytes'] or 0) / 2**30:.1f}"),
         ("KV cache GiB / blocks", f"{o['kv_cache_bytes'] / 2**30:.1f} / {o['kv_cache_blocks']}"),
         ("roofline output / total tok/s", f"{roof['output_tok_s']:,.0f} / {roof['total_tok_s']:,.0f}"),

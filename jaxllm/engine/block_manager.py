@@ -7,7 +7,8 @@ tokens). The hash of block i chains the previous block's hash with block i's tok
 mean equal prefixes (vLLM's scheme, with Python's 64-bit tuple hash).
 
 Hashes are registered when a block is *allocated* for the tokens that fill it, before the step that
-computes them runs (as vLLM v1 does). A sequence admitted later in the same step may then reuse those
+computes them runs (as vLLM v1 does), except for a block holding a token not sampled yet (a placeholder of
+asynchronous scheduling, a negative id): that one is registered when the sequence is next scheduled. A sequence admitted later in the same step may then reuse those
 blocks: this is exact because the runner writes the K/V of every scheduled token of a layer to the cache
 before that layer's attention reads the cache.
 """
@@ -33,7 +34,7 @@ class BlockManager:
         self.cached_blocks: dict[int, int] = {}  # hash -> block id
         # Free blocks, eviction order first (an OrderedDict is an O(1) LRU queue with removal by key).
         self.free_queue: OrderedDict[int, None] = OrderedDict((b, None) for b in range(num_blocks))
-        self._pending: list[int] = []  # blocks registered for the step in flight (see drop_pending_hashes)
+        self._pending: list[int] = []  # blocks registered since the last take_pending_hashes()
 
     @property
     def num_free_blocks(self) -> int:
@@ -136,6 +137,9 @@ class BlockManager:
         return b
 
     def _register_full_blocks(self, seq: Sequence, num_full_blocks: int) -> None:
+        toks = seq.token_ids
+        if toks and toks[-1] < 0:  # a pending token: its block's hash is not known yet
+            num_full_blocks = min(num_full_blocks, (len(toks) - 1) // self.block_size)
         if num_full_blocks <= seq.num_registered_blocks:
             return
         hashes = self._hash_blocks(seq, num_full_blocks)
@@ -148,18 +152,19 @@ class BlockManager:
                 self._pending.append(b)
         seq.num_registered_blocks = num_full_blocks
 
-    def commit_pending_hashes(self) -> None:
-        """The step ran: the blocks registered for it now hold their K/V."""
-        self._pending.clear()
+    def take_pending_hashes(self) -> list[int]:
+        """The blocks registered since the last call (for the step being scheduled); keep them until the step
+        ran, to ``drop_hashes`` them if it failed."""
+        pending, self._pending = self._pending, []
+        return pending
 
-    def drop_pending_hashes(self) -> None:
-        """The step failed: unregister the blocks registered for it (their K/V may be missing)."""
-        for b in self._pending:
+    def drop_hashes(self, blocks: list[int]) -> None:
+        """A step failed: unregister the blocks registered for it (their K/V may be missing)."""
+        for b in blocks:
             h = self.block_hash[b]
             if h is not None:
                 del self.cached_blocks[h]
                 self.block_hash[b] = None
-        self._pending.clear()
 
     def free(self, seq: Sequence) -> None:
         """Release the sequence's blocks. Blocks reaching ref_count 0 join the free queue: uncached ones at

@@ -6,6 +6,11 @@
 
 Each ``step()`` is ``Scheduler.schedule()`` -> ``runner.execute(batch)`` -> ``Scheduler.update()``. The
 runner is duck-typed: ``execute(ScheduledBatch) -> RunnerOutput`` (see ``jaxllm/engine/batch.py``).
+
+With ``async_scheduling`` and a runner that also has ``dispatch(batch) -> handle`` and ``fetch(handle) ->
+RunnerOutput``, a step overlaps host and device work: it schedules and dispatches step N+1, then waits for
+step N's tokens and applies them, so the host's scheduling, input packing and output processing run while
+the device computes (see the scheduler's docstring for the placeholders this needs). Outputs are the same.
 Every request is validated in ``add_request``, before any device work, so a bad one raises and the
 engine keeps working.
 """
@@ -15,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Iterable
+from collections import deque
 from typing import Any
 
 import numpy as np
@@ -73,6 +79,7 @@ class LLMEngine:
         eos_token_ids: Iterable[int] | int | None = None,
         tokenizer: Any = None,
         seed: int | None = 0,
+        async_scheduling: bool = True,
     ) -> None:
         for name, v in (
             ("num_blocks", num_blocks),
@@ -115,6 +122,9 @@ class LLMEngine:
             max_model_len=max_model_len,
             decode_token=self._view.decode_token if self._view else None,
         )
+        self.async_scheduling = bool(async_scheduling) and all(
+            callable(getattr(runner, m, None)) for m in ("dispatch", "fetch"))
+        self._steps: deque = deque()  # (batch, runner handle or output), oldest first
         self._rng = np.random.default_rng(seed)
         self._requests: dict[str, _Request] = {}
         self._next_seq_id = 0
@@ -153,6 +163,12 @@ class LLMEngine:
         banned = tuple(
             dict.fromkeys([*(() if params.ignore_eos else self.eos_token_ids), *params.stop_token_ids])
         )
+        needs_history = (
+            params.repetition_penalty != 1.0
+            or params.frequency_penalty != 0.0
+            or params.presence_penalty != 0.0
+            or any(len(w) > 1 for w in params.bad_words_token_ids or ())
+        )
         seqs = []
         for index in range(params.n):
             if params.seed is not None:
@@ -176,6 +192,7 @@ class LLMEngine:
                     banned_token_ids=banned,
                     want_prompt_logprobs=params.prompt_logprobs is not None and index == 0,
                     detokenizer=detok,
+                    needs_history=needs_history,
                 )
             )
             self._next_seq_id += 1
@@ -288,29 +305,21 @@ class LLMEngine:
     def step(self) -> list[RequestOutput]:
         """Run one scheduler step; returns the requests that finished in it (all their samples done)."""
         if not self._requests:
+            self._drain()
             return []
-        batch = self.scheduler.schedule()
-        if not batch.seqs:  # cannot happen for validated requests; fail loudly rather than spin
-            raise RuntimeError(
-                f"scheduler made no progress with {len(self._requests)} unfinished requests "
-                f"({self.block_manager.num_free_blocks}/{self.num_blocks} free blocks)"
-            )
         try:
-            output = self.runner.execute(batch)
-            finished = self.scheduler.update(batch, output)
+            if not self._steps:
+                self._launch(self.scheduler.schedule(), required=True)
+            if self.async_scheduling and self.scheduler.can_overlap():
+                self._launch(self.scheduler.schedule(), required=False)
+            finished = self._resolve_oldest()
         except BaseException:
-            # The step's K/V may not have been written: forget the prefix-cache hashes registered for it (no
-            # later request may reuse those blocks) and requeue its sequences for recomputation. The engine
-            # stays usable: step() again, or abort the requests.
-            self.block_manager.drop_pending_hashes()
-            self.scheduler.reset_scheduled()
+            # The K/V of the steps in flight may not have been written: forget the prefix-cache hashes
+            # registered for them and requeue their sequences for recomputation. The engine stays usable:
+            # step() again, or abort the requests.
+            self._steps.clear()
+            self.scheduler.reset_inflight()
             raise
-        self.block_manager.commit_pending_hashes()
-        st = self.stats
-        st.num_steps += 1
-        st.num_scheduled_tokens += sum(s.num_new_tokens for s in batch.seqs)
-        st.num_generated_tokens += len(output.sampled)
-        st.num_preemptions = self.scheduler.num_preemptions
         results = []
         for seq in finished:
             req = self._requests[seq.request_id]
@@ -318,7 +327,40 @@ class LLMEngine:
             if req.num_unfinished == 0:
                 del self._requests[seq.request_id]
                 results.append(self._make_output(req))
+        if not self._requests:
+            self._drain()
         return results
+
+    def _launch(self, batch, required: bool) -> None:
+        if not batch.seqs:
+            if required:  # cannot happen for validated requests; fail loudly rather than spin
+                raise RuntimeError(
+                    f"scheduler made no progress with {len(self._requests)} unfinished requests "
+                    f"({self.block_manager.num_free_blocks}/{self.num_blocks} free blocks)"
+                )
+            return
+        run = self.runner.dispatch if self.async_scheduling else self.runner.execute
+        self._steps.append((batch, run(batch)))
+        self.stats.num_steps += 1
+        self.stats.num_scheduled_tokens += batch.num_tokens
+
+    def _resolve_oldest(self):
+        batch, handle = self._steps.popleft()
+        output = self.runner.fetch(handle) if self.async_scheduling else handle
+        finished = self.scheduler.update(batch, output)
+        self.stats.num_generated_tokens = self.scheduler.num_generated_tokens
+        self.stats.num_preemptions = self.scheduler.num_preemptions
+        return finished
+
+    def _drain(self) -> None:
+        """No request is left: wait for the steps still in flight (their tokens are all dropped)."""
+        try:
+            while self._steps:
+                self._resolve_oldest()
+        except BaseException:
+            self._steps.clear()
+            self.scheduler.reset_inflight()
+            raise
 
     def _make_output(self, req: _Request) -> RequestOutput:
         now = time.time()

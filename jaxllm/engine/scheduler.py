@@ -8,11 +8,21 @@ running sequence needs a block and none is free, the most recently admitted runn
 preempted by recompute: its blocks are freed and it goes back to the front of the waiting queue with
 ``num_computed_tokens = 0`` (its generated tokens are kept and recomputed in its next prefill, so outputs
 are exact). No waiting sequence is admitted in a step that preempted.
+
+Asynchronous scheduling (the engine's default with a runner that has ``dispatch``/``fetch``): step N+1 may be
+scheduled while step N runs. Each sequence that samples in step N then gets a placeholder token
+``-(row + 1)`` (``row``: its row in step N's batch), which the runner reads from step N's sampled ids on
+device and ``update`` replaces by the real token. ``num_computed_tokens`` advances when a step is scheduled.
+A sequence whose pending token surely ends it (max_tokens, max_model_len) is not scheduled again; one that
+turns out to stop on an EOS / stop id / stop string computed one extra token, which is dropped. Sequences whose
+next sampling row depends on their output tokens on the host (penalties, multi-token bad words) make the
+engine wait for step N first (``can_overlap``).
 """
 
 from __future__ import annotations
 
 import time
+import dataclasses
 from collections import deque
 from typing import Any
 
@@ -20,6 +30,16 @@ from .batch import RunnerOutput, ScheduledBatch, ScheduledSeq
 from .block_manager import BlockManager
 from .detokenizer import make_logprobs
 from .sequence import Sequence, SequenceStatus
+
+
+@dataclasses.dataclass
+class _InFlight:
+    """A scheduled step whose results ``update`` has not applied yet."""
+
+    batch: ScheduledBatch
+    seqs: list[Sequence]  # batch order
+    hashes: list[int]  # blocks whose prefix-cache hashes were registered for this step
+    needs_sync: bool  # some sampling row needs this step's tokens on the host before the next step
 
 
 class Scheduler:
@@ -39,8 +59,9 @@ class Scheduler:
         self.decode_token = decode_token
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []  # admission order
-        self._scheduled: list[Sequence] = []  # sequences of the last batch, in batch order
+        self._inflight: deque[_InFlight] = deque()  # scheduled steps not yet updated, oldest first
         self.num_preemptions = 0
+        self.num_generated_tokens = 0  # tokens appended by update (dropped extra tokens not counted)
 
     def add(self, seq: Sequence) -> None:
         self.waiting.append(seq)
@@ -48,9 +69,25 @@ class Scheduler:
     def has_unfinished(self) -> bool:
         return bool(self.waiting or self.running)
 
+    def can_overlap(self) -> bool:
+        """Whether the next step may be scheduled before the one in flight is updated."""
+        return len(self._inflight) == 1 and not self._inflight[0].needs_sync
+
+    def _expect_tokens(self, step: _InFlight) -> None:
+        """Placeholders for the tokens step ``step`` is sampling (see the module docstring)."""
+        for row, (sseq, seq) in enumerate(zip(step.batch.seqs, step.seqs)):
+            if sseq.sample and seq.status != SequenceStatus.FINISHED:
+                seq.token_ids.append(-(row + 1))
+
     # ---- schedule --------------------------------------------------------------------------------------
 
     def schedule(self) -> ScheduledBatch:
+        """The next step's batch. With a step in flight (asynchronous scheduling), its sampled tokens are
+        placeholders. An empty batch (nothing to run) is not recorded as in flight."""
+        if len(self._inflight) > 1 or (self._inflight and self._inflight[0].needs_sync):
+            raise RuntimeError("schedule() with a step in flight needs can_overlap()")
+        if self._inflight:
+            self._expect_tokens(self._inflight[0])
         bm = self.block_manager
         budget = self.max_num_batched_tokens
         scheduled: list[Sequence] = []
@@ -60,9 +97,14 @@ class Scheduler:
 
         running = self.running
         i = 0
+        max_model_len = self.max_model_len
         while i < len(running) and budget > 0:
             seq = running[i]
-            n = min(len(seq.token_ids) - seq.num_computed_tokens, budget)
+            toks = seq.token_ids
+            if toks[-1] < 0 and (len(toks) - seq.num_prompt_tokens >= seq.max_tokens or len(toks) >= max_model_len):
+                i += 1  # its pending token is its last: nothing more to compute
+                continue
+            n = min(len(toks) - seq.num_computed_tokens, budget)
             while not bm.allocate_slots(seq, n):
                 victim = running.pop()  # the most recently admitted; it may be seq itself
                 self._preempt(victim)
@@ -97,8 +139,13 @@ class Scheduler:
                 scheduled.append(seq)
                 budget -= n
 
-        self._scheduled = scheduled
-        return ScheduledBatch(batch)
+        for sseq, seq in zip(batch, scheduled):
+            seq.num_computed_tokens = sseq.start + sseq.num_new_tokens
+        result = ScheduledBatch(batch)
+        if batch:
+            needs_sync = any(seq.needs_history for seq in scheduled)
+            self._inflight.append(_InFlight(result, scheduled, bm.take_pending_hashes(), needs_sync))
+        return result
 
     def _scheduled_seq(self, seq: Sequence, start: int, n: int) -> ScheduledSeq:
         num_out = len(seq.token_ids) - seq.num_prompt_tokens
@@ -120,18 +167,26 @@ class Scheduler:
             and len(seq.prompt_logprobs) < seq.num_prompt_tokens,
         )
 
-    def reset_scheduled(self) -> None:
-        """After a failed step (the runner raised): the K/V of the scheduled tokens may be missing, so every
-        sequence of that batch releases its blocks and goes back to the front of the waiting queue, in
-        order, to be recomputed (call after ``BlockManager.drop_pending_hashes``)."""
-        failed = {id(s) for s in self._scheduled}
-        self.running = [s for s in self.running if id(s) not in failed]
-        for seq in reversed(self._scheduled):
+    def reset_inflight(self) -> None:
+        """After a failed step (the runner raised): the K/V of every step in flight may be missing, so their
+        prefix-cache hashes are dropped and each of their unfinished sequences drops its pending tokens,
+        releases its blocks and goes back to the front of the waiting queue, in order, to be recomputed."""
+        seqs: dict[int, Sequence] = {}
+        for step in self._inflight:
+            self.block_manager.drop_hashes(step.hashes)
+            for seq in step.seqs:
+                if seq.status != SequenceStatus.FINISHED:
+                    seqs.setdefault(id(seq), seq)
+        self._inflight.clear()
+        self.running = [s for s in self.running if id(s) not in seqs]
+        self.waiting = deque(s for s in self.waiting if id(s) not in seqs)
+        for seq in reversed(list(seqs.values())):
+            while seq.token_ids[-1] < 0:
+                seq.token_ids.pop()
             self.block_manager.free(seq)
             seq.num_computed_tokens = 0
             seq.status = SequenceStatus.WAITING
             self.waiting.appendleft(seq)
-        self._scheduled = []
 
     def _preempt(self, seq: Sequence) -> None:
         self.block_manager.free(seq)
@@ -143,14 +198,16 @@ class Scheduler:
     # ---- update ----------------------------------------------------------------------------------------
 
     def update(self, batch: ScheduledBatch, output: RunnerOutput) -> list[Sequence]:
-        """Apply one step's results: advance ``num_computed_tokens``, append sampled tokens, collect
-        logprobs, apply stop checks. Finished sequences release their blocks and are returned."""
-        if len(batch.seqs) != len(self._scheduled):
-            raise ValueError("update() must get the batch returned by the last schedule()")
+        """Apply the oldest in-flight step's results: append (or fill in) sampled tokens, collect logprobs,
+        apply stop checks. Finished sequences release their blocks and are returned."""
+        if not self._inflight or self._inflight[0].batch is not batch:
+            raise ValueError("update() must get the oldest batch returned by schedule() and not yet updated")
+        step = self._inflight.popleft()
         now = time.time()
         finished: list[Sequence] = []
-        for sseq, seq in zip(batch.seqs, self._scheduled):
-            seq.num_computed_tokens = sseq.start + sseq.num_new_tokens
+        for sseq, seq in zip(batch.seqs, step.seqs):
+            if seq.status == SequenceStatus.FINISHED:
+                continue  # aborted, or it stopped in the previous step: this step's token is dropped
             decode = self.decode_token if seq.params.detokenize else None
             if sseq.want_prompt_logprobs:
                 self._add_prompt_logprobs(seq, sseq.start, output.prompt_logprobs.get(seq.seq_id), decode)
@@ -160,7 +217,11 @@ class Scheduler:
                 token = int(output.sampled[seq.seq_id])
             except KeyError:
                 raise RuntimeError(f"runner returned no sampled token for seq {seq.seq_id}") from None
-            seq.token_ids.append(token)
+            if seq.token_ids[-1] < 0:
+                seq.token_ids[-1] = token  # the placeholder of asynchronous scheduling
+            else:
+                seq.token_ids.append(token)
+            self.num_generated_tokens += 1
             if seq.logprobs is not None:
                 tl = output.logprobs.get(seq.seq_id)
                 if tl is None:
@@ -172,9 +233,11 @@ class Scheduler:
             if seq.first_token_time is None:
                 seq.first_token_time = now
             seq.last_token_time = now
+            was_waiting = seq.status == SequenceStatus.WAITING  # preempted while this step ran
             if self._check_stop(seq, token):
                 finished.append(seq)
-        self._scheduled = []
+                if was_waiting:
+                    self.waiting.remove(seq)
         if finished:
             for seq in finished:
                 self.block_manager.free(seq)

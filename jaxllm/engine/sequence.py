@@ -46,6 +46,7 @@ class Sequence:
         "banned_token_ids",
         "read_prefix_cache",
         "want_prompt_logprobs",
+        "needs_history",
         "cumulative_logprob",
         "logprobs",
         "prompt_logprobs",
@@ -70,6 +71,7 @@ class Sequence:
         banned_token_ids: tuple[int, ...],
         want_prompt_logprobs: bool,
         detokenizer: Any = None,
+        needs_history: bool = False,
     ) -> None:
         self.seq_id = seq_id
         self.request_id = request_id
@@ -91,6 +93,9 @@ class Sequence:
         self.stop_token_ids = stop_token_ids  # stop with stop_reason = the id
         self.banned_token_ids = banned_token_ids  # masked while fewer than min_tokens were generated
         self.want_prompt_logprobs = want_prompt_logprobs
+        # Its sampling row reads its output tokens on the host (penalties, multi-token bad words), so the
+        # step after one where it samples cannot be scheduled before that step's tokens are known.
+        self.needs_history = needs_history
         # A sequence that returns prompt logprobs must compute every prompt position (vLLM skips the
         # prefix cache for it); the others may start from cached blocks.
         self.read_prefix_cache = not want_prompt_logprobs

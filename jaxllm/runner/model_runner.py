@@ -29,7 +29,7 @@ from jaxllm.runner.buckets import Bucket, BucketLadder
 from jaxllm.runner.input_batch import build_step_inputs, dummy_step_inputs, pack_step_inputs
 from jaxllm.runner.memory import activation_reserve_bytes, plan_num_blocks
 from jaxllm.runner.sampling_metadata import (STARTUP_CONFIGS, build_sampling_metadata,
-                                             dummy_sampling_metadata, to_runner_output)
+                                             dummy_sampling_metadata, pack_sampling_metadata, to_runner_output)
 from jaxllm.runner.step import make_forward, make_prompt_logprobs, make_sample
 
 logger = logging.getLogger("jaxllm")
@@ -67,6 +67,8 @@ class ModelRunner:
         self.kv_caches = ops.allocate_kv_cache(cfg.num_layers, self.num_blocks, block_size,
                                                cache_kv_heads(cfg.num_kv_heads, tp),
                                                cfg.head_dim, self.dtype, NamedSharding(mesh, cache_spec))
+        self._max_seqs = self.ladder.buckets[-1].num_seqs
+        self._prev_tokens = jax.device_put(np.zeros(self._max_seqs, np.int32), self._replicated)
         self._forward = make_forward(self.graphdef, self._treedef, mesh)
         self._sample = make_sample()
         self._prompt_lp = make_prompt_logprobs(self.graphdef, self._treedef)
@@ -85,14 +87,16 @@ class ModelRunner:
             _, bucket, return_hidden = key
             inputs = jax.device_put(pack_step_inputs(dummy_step_inputs(bucket, self.max_blocks_per_seq)),
                                     self._replicated)
-            return self._forward.lower(self.params, self.kv_caches, inputs, dims=self._dims(bucket),
+            return self._forward.lower(self.params, self.kv_caches, inputs, self._prev_tokens,
+                                       dims=self._dims(bucket),
                                        return_hidden=return_hidden,
                                        attention_impl=self.attention_impl,
                                        logits_sharding=self._replicated).compile()
         _, num_seqs, config = key
-        md = jax.device_put(dummy_sampling_metadata(config, num_seqs, self.cfg.vocab_size), self._replicated)
+        md = pack_sampling_metadata(dummy_sampling_metadata(config, num_seqs, self.cfg.vocab_size), config, num_seqs)
         logits = jax.ShapeDtypeStruct((num_seqs, self.cfg.vocab_size), jnp.float32, sharding=self._replicated)
-        return self._sample.lower(logits, md, config=config).compile()
+        return self._sample.lower(logits, jax.device_put(md, self._replicated), config=config,
+                                  out_rows=self._max_seqs).compile()
 
     def _dims(self, bucket: Bucket) -> tuple[int, int, int]:
         return bucket.num_tokens, bucket.num_seqs, self.max_blocks_per_seq
@@ -136,24 +140,38 @@ class ModelRunner:
 
     # ---- execution -------------------------------------------------------------------------------------
 
-    def execute(self, batch: ScheduledBatch) -> RunnerOutput:
+    def dispatch(self, batch: ScheduledBatch) -> "_StepInFlight":
+        """Launch one step on the device without waiting for it; ``fetch`` returns its output. Negative input
+        ids (asynchronous scheduling) are read from the sampled ids of the step dispatched just before."""
         bucket = self.ladder.pick(batch.num_tokens, batch.num_seqs)
         inputs = build_step_inputs(batch, bucket, self.block_size, self.max_blocks_per_seq)
         md, sampler_config = build_sampling_metadata(batch.seqs, bucket.num_seqs, self.cfg.vocab_size)
         want_prompt_lp = any(s.want_prompt_logprobs for s in batch.seqs)
         forward = self._get_compiled(("forward", bucket, want_prompt_lp))
         sampler = self._get_compiled(("sample", bucket.num_seqs, sampler_config))
-        dev_inputs, dev_md = jax.device_put((pack_step_inputs(inputs), md), self._replicated)
-        self.kv_caches, logits, hidden = forward(self.params, self.kv_caches, dev_inputs)
+        dev_inputs, dev_md = jax.device_put(
+            (pack_step_inputs(inputs), pack_sampling_metadata(md, sampler_config, bucket.num_seqs)), self._replicated)
+        self.kv_caches, logits, hidden = forward(self.params, self.kv_caches, dev_inputs, self._prev_tokens)
         sampled = sampler(logits, dev_md)
-        t_wait = time.perf_counter()
-        sampled = jax.device_get(sampled)  # the only host<->device sync of a step
-        self.device_wait_seconds += time.perf_counter() - t_wait
+        self._prev_tokens = sampled.token_ids
+        for leaf in jax.tree_util.tree_leaves(sampled):
+            leaf.copy_to_host_async()  # start the transfer as soon as the step ends
         self.num_steps += 1
-        out = to_runner_output(batch.seqs, sampled)
-        if want_prompt_lp:
-            out.prompt_logprobs = self._prompt_logprobs(batch, hidden)
+        return _StepInFlight(batch, sampled, hidden if want_prompt_lp else None)
+
+    def fetch(self, step: "_StepInFlight") -> RunnerOutput:
+        """Wait for a dispatched step and return its sampled tokens (and logprobs)."""
+        t_wait = time.perf_counter()
+        sampled = jax.device_get(step.sampled)  # the only host<->device sync of a step
+        self.device_wait_seconds += time.perf_counter() - t_wait
+        out = to_runner_output(step.batch.seqs, sampled)
+        if step.hidden is not None:
+            out.prompt_logprobs = self._prompt_logprobs(step.batch, step.hidden)
         return out
+
+    def execute(self, batch: ScheduledBatch) -> RunnerOutput:
+        """One synchronous step: ``fetch(dispatch(batch))``."""
+        return self.fetch(self.dispatch(batch))
 
     def _prompt_logprobs(self, batch: ScheduledBatch, hidden) -> dict[int, list[TokenLogprobs]]:
         """Logprobs of prompt tokens start+1..end for the sequences that asked, from the step's hidden states."""
@@ -182,3 +200,12 @@ class ModelRunner:
                 top = [(int(top_ids[j, i]), float(top_lp[j, i])) for i in range(min(k, PROMPT_LOGPROBS_K))]
                 result[s.seq_id].append(TokenLogprobs(int(tgt[j]), float(lp[j]), int(rank[j]), top))
         return result
+
+
+class _StepInFlight:
+    """A dispatched step: its batch and the device arrays that ``ModelRunner.fetch`` reads."""
+
+    __slots__ = ("batch", "sampled", "hidden")
+
+    def __init__(self, batch: ScheduledBatch, sampled, hidden) -> None:
+        self.batch, self.sampled, self.hidden = batch, sampled, hidden

@@ -247,32 +247,59 @@ def _static_row(sp: Any, vocab_size: int) -> tuple:
     )
 
 
+def _field_specs(config: SamplerConfig, S: int) -> list[tuple[str, tuple[int, ...], Any, Any]]:
+    """(field, shape, numpy dtype, neutral fill) of every array ``config`` needs, in ``_FIELDS`` order."""
+    if config.greedy_only:
+        return []
+    f32, i32, V = np.float32, np.int32, None  # V: fill with the vocabulary size (a dropped id)
+    specs = [
+        ("temperature", (S,), f32, 1.0), ("greedy", (S,), np.bool_, True), ("top_k", (S,), i32, V),
+        ("top_p", (S,), f32, 1.0), ("min_p", (S,), f32, 0.0), ("seeds", (S, 2), np.uint32, 0),
+        ("output_index", (S,), i32, 0), ("bias_ids", (S, config.bias_width), i32, V),
+        ("bias_values", (S, config.bias_width), f32, 0.0), ("allowed_ids", (S, config.allowed_width), i32, V),
+        ("has_allowed", (S,), np.bool_, False), ("banned_ids", (S, config.banned_width), i32, V),
+    ]
+    if config.penalty_len:
+        specs += [("repetition_penalty", (S,), f32, 1.0), ("frequency_penalty", (S,), f32, 0.0),
+                  ("presence_penalty", (S,), f32, 0.0), ("penalty_token_ids", (S, config.penalty_len), i32, V),
+                  ("prompt_len", (S,), i32, 0)]
+    return specs
+
+
 def dummy_sampling_metadata(config: SamplerConfig, padded_num_seqs: int, vocab_size: int) -> SamplingMetadata:
     """Neutral metadata (every row greedy, nothing masked) with ``config``'s shapes: for warm-up compiles."""
-    S, V = padded_num_seqs, vocab_size
-    if config.greedy_only:
-        return SamplingMetadata()
-    md = SamplingMetadata(
-        temperature=np.ones(S, np.float32),
-        greedy=np.ones(S, bool),
-        top_k=np.full(S, V, np.int32),
-        top_p=np.ones(S, np.float32),
-        min_p=np.zeros(S, np.float32),
-        seeds=np.zeros((S, 2), np.uint32),
-        output_index=np.zeros(S, np.int32),
-        bias_ids=np.full((S, config.bias_width), V, np.int32),
-        bias_values=np.zeros((S, config.bias_width), np.float32),
-        allowed_ids=np.full((S, config.allowed_width), V, np.int32),
-        has_allowed=np.zeros(S, bool),
-        banned_ids=np.full((S, config.banned_width), V, np.int32),
-    )
-    if config.penalty_len:
-        md.repetition_penalty = np.ones(S, np.float32)
-        md.frequency_penalty = np.zeros(S, np.float32)
-        md.presence_penalty = np.zeros(S, np.float32)
-        md.penalty_token_ids = np.full((S, config.penalty_len), V, np.int32)
-        md.prompt_len = np.zeros(S, np.int32)
-    return md
+    return SamplingMetadata(**{
+        name: np.full(shape, vocab_size if fill is None else fill, dtype)
+        for name, shape, dtype, fill in _field_specs(config, padded_num_seqs)})
+
+
+def pack_sampling_metadata(md: SamplingMetadata, config: SamplerConfig, padded_num_seqs: int) -> np.ndarray:
+    """Every array of ``md`` as the 32-bit words of one flat int32 buffer (floats and uint32 bit-cast, bools as
+    0/1): one host->device transfer per step instead of up to seventeen."""
+    parts = [np.zeros(0, np.int32)]
+    for name, shape, dtype, _ in _field_specs(config, padded_num_seqs):
+        a = np.ascontiguousarray(getattr(md, name), dtype).reshape(-1)
+        parts.append(a.astype(np.int32) if dtype == np.bool_ else a.view(np.int32))
+    return np.concatenate(parts)
+
+
+def unpack_sampling_metadata(flat: Any, config: SamplerConfig, padded_num_seqs: int) -> SamplingMetadata:
+    """Inverse of ``pack_sampling_metadata`` on a traced (or numpy) int32 buffer; shapes are static."""
+    import jax.numpy as jnp
+    from jax import lax
+
+    fields, offset = {}, 0
+    for name, shape, dtype, _ in _field_specs(config, padded_num_seqs):
+        n = int(np.prod(shape))
+        words = jnp.asarray(flat[offset:offset + n]).reshape(shape)
+        offset += n
+        if dtype == np.bool_:
+            fields[name] = words != 0
+        elif dtype == np.int32:
+            fields[name] = words
+        else:
+            fields[name] = lax.bitcast_convert_type(words, jnp.dtype(dtype))
+    return SamplingMetadata(**fields)
 
 
 def build_sampling_metadata(

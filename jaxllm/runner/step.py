@@ -4,6 +4,11 @@
   float32 logits of each sequence's last new token only ([S, V]);
 - ``sample``: the sampler on those logits.
 
+Asynchronous scheduling: the engine may schedule step N+1 before step N's sampled ids reach the host. A decode
+token that is not known yet is passed as ``-(row + 1)``, where ``row`` is its sequence's row in step N, and the
+forward reads it from ``prev_tokens`` (step N's sampled ids, still on device). So the host never waits for a
+sampled id before launching the next step.
+
 Splitting them means the (large) forward program is compiled once per token bucket, while the (small) sampler
 programs are compiled per sequence bucket and sampler variant, instead of the product of the two.
 """
@@ -13,18 +18,24 @@ from __future__ import annotations
 import functools
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from jaxllm.models.sampler import sample, token_logprobs
 from jaxllm.runner.input_batch import unpack_step_inputs
+from jaxllm.runner.sampling_metadata import unpack_sampling_metadata
 
 
-def _forward(graphdef, treedef, mesh, params, kv_caches, packed_inputs, *, dims: tuple[int, int, int],
+def _forward(graphdef, treedef, mesh, params, kv_caches, packed_inputs, prev_tokens, *, dims: tuple[int, int, int],
              return_hidden: bool, attention_impl: str | None, logits_sharding=None):
     """-> (kv_caches, logits [S, V] float32, hidden [T, D] or None). ``logits_sharding`` (replicated under
     tensor parallelism) is the layout the sampler program is compiled for. ``params`` is the flat list of
-    parameter arrays (``treedef`` rebuilds the NNX state): a flat list keeps per-call dispatch cheap."""
+    parameter arrays (``treedef`` rebuilds the NNX state): a flat list keeps per-call dispatch cheap.
+    ``prev_tokens`` [max_num_seqs] int32: the previous step's sampled ids, read by negative input ids."""
     inputs = unpack_step_inputs(packed_inputs, *dims)  # dims = (T, S, P), static
+    ids = inputs.input_ids
+    rows = jnp.clip(-ids - 1, 0, prev_tokens.shape[0] - 1)
+    inputs.input_ids = jnp.where(ids < 0, prev_tokens[rows], ids)
     model = nnx.merge(graphdef, jax.tree_util.tree_unflatten(treedef, params))
     hidden, kv_caches = model.forward_paged(inputs.input_ids, inputs.positions, kv_caches, inputs.attention,
                                             attention_impl, mesh)
@@ -41,8 +52,17 @@ def make_forward(graphdef, treedef, mesh):
                    donate_argnums=(1,))
 
 
+def _sample_packed(logits, packed_metadata, *, config, out_rows: int):
+    """The sampler on a packed metadata buffer; token ids padded to ``out_rows`` (the largest sequence bucket)
+    so the next step's forward takes them as ``prev_tokens`` whatever this step's bucket was."""
+    md = unpack_sampling_metadata(packed_metadata, config, logits.shape[0])
+    out = sample(logits, md, config)
+    out.token_ids = jnp.pad(out.token_ids, (0, out_rows - logits.shape[0]))
+    return out
+
+
 def make_sample():
-    return jax.jit(sample, static_argnames=("config",))
+    return jax.jit(_sample_packed, static_argnames=("config", "out_rows"))
 
 
 def _prompt_logprobs(graphdef, treedef, params, hidden, targets, *, k: int):

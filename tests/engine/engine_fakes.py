@@ -65,6 +65,10 @@ class CacheCheckingRunner:
         return t
 
     def execute(self, batch: ScheduledBatch) -> RunnerOutput:
+        return self._run(batch, lambda token: token)
+
+    def _run(self, batch: ScheduledBatch, resolve) -> RunnerOutput:
+        """``resolve`` maps a token id of the batch to the token (placeholders of asynchronous scheduling)."""
         assert batch.seqs, "empty batch"
         if self.max_num_seqs is not None:
             assert batch.num_seqs <= self.max_num_seqs
@@ -78,14 +82,15 @@ class CacheCheckingRunner:
             assert len(s.block_table) * self.block_size >= s.end, "block table too short"
             assert s.sample == (s.end == len(s.token_ids))
             for pos in range(s.start, s.end):
-                self.cache[self.slot(s.block_table, pos)] = (s.token_ids[pos], pos)
+                self.cache[self.slot(s.block_table, pos)] = (resolve(s.token_ids[pos]), pos)
         # 2) attend: read the whole context back through the block table
         out = RunnerOutput(sampled={})
         for s in batch.seqs:
             context = []
             for pos in range(s.end):
                 entry = self.cache[self.slot(s.block_table, pos)]
-                assert entry == (s.token_ids[pos], pos), f"seq {s.seq_id} pos {pos}: cache has {entry}"
+                want = (resolve(s.token_ids[pos]), pos)
+                assert entry == want, f"seq {s.seq_id} pos {pos}: cache has {entry}, expected {want}"
                 context.append(entry[0])
             p = s.sampling_params
             if s.want_prompt_logprobs:
@@ -104,6 +109,42 @@ class CacheCheckingRunner:
                         t, fake_logprob(t), 1 + t % 3, fake_top(p.logprobs)
                     )
         return out
+
+
+class AsyncCacheCheckingRunner(CacheCheckingRunner):
+    """The same fake with ``dispatch``/``fetch`` (asynchronous scheduling): a negative token id ``-(row + 1)``
+    is the token sampled for row ``row`` of the previously dispatched batch, as the real runner reads it on
+    device. Placeholders may only be a decode's single new token; ``max_in_flight`` records the overlap."""
+
+    def __init__(self, *a, **kw) -> None:
+        super().__init__(*a, **kw)
+        self.prev_sampled: list[int | None] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+
+    def _resolve(self, token: int) -> int:
+        if token >= 0:
+            return token
+        row = -token - 1
+        assert row < len(self.prev_sampled) and self.prev_sampled[row] is not None, f"bad placeholder {token}"
+        return self.prev_sampled[row]
+
+    def dispatch(self, batch: ScheduledBatch) -> RunnerOutput:
+        for s in batch.seqs:
+            placeholders = [p for p in range(s.start, s.end) if s.token_ids[p] < 0]
+            assert placeholders in ([], [len(s.token_ids) - 1]) and (not placeholders or s.num_new_tokens == 1)
+        out = self._run(batch, self._resolve)
+        self.prev_sampled = [out.sampled.get(s.seq_id) for s in batch.seqs]
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        return out
+
+    def fetch(self, out: RunnerOutput) -> RunnerOutput:
+        self.in_flight -= 1
+        return out
+
+
+DEFAULT_ASYNC = False  # set by tests/engine/conftest.py: every engine test runs in both modes
 
 
 def reference_greedy(prompt: list[int], max_tokens: int, eos: int | None = None) -> list[int]:
@@ -130,9 +171,13 @@ def make_engine(
     tokenizer=None,
     seed=0,
     script=None,
+    async_scheduling=None,
 ):
-    """(LLMEngine, CacheCheckingRunner) wired together; the vocabulary is the tokenizer's when there is one."""
-    runner = CacheCheckingRunner(num_blocks, block_size, max_num_seqs, max_num_batched_tokens, script)
+    """(LLMEngine, CacheCheckingRunner) wired together; the vocabulary is the tokenizer's when there is one.
+    ``async_scheduling`` None: ``DEFAULT_ASYNC``."""
+    async_scheduling = DEFAULT_ASYNC if async_scheduling is None else async_scheduling
+    cls = AsyncCacheCheckingRunner if async_scheduling else CacheCheckingRunner
+    runner = cls(num_blocks, block_size, max_num_seqs, max_num_batched_tokens, script)
     eng = LLMEngine(
         runner,
         num_blocks=num_blocks,
@@ -145,5 +190,6 @@ def make_engine(
         eos_token_ids=eos_token_ids,
         tokenizer=tokenizer,
         seed=seed,
+        async_scheduling=async_scheduling,
     )
     return eng, runner
