@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from .kv_cache import dequantize_fp8, kv_scales
 from .reference import token_sequence_ids
 
 
@@ -29,12 +30,16 @@ def ragged_paged_attention_chunked(
     soft_cap: float | None = None,
     token_chunk: int = 64,
     key_chunk: int = 512,
+    k_scale=None,
+    v_scale=None,
 ) -> jax.Array:
-    """Causal ragged paged attention in bounded memory. Returns [T, Hq, D]; padding tokens get zeros."""
+    """Causal ragged paged attention in bounded memory. Returns [T, Hq, D]; padding tokens get zeros.
+    A float8 cache is dequantized per gathered key group (fp8 * k_scale / v_scale, as the reference)."""
     num_tokens, num_q_heads, head_dim = q.shape
     _, num_blocks, block_size, num_kv_heads, _ = kv_cache.shape
     num_seqs, pages = block_tables.shape
     group = num_q_heads // num_kv_heads
+    scales = kv_scales(kv_cache, k_scale, v_scale)
     tc = max(1, min(token_chunk, num_tokens))
     pg = max(1, min(key_chunk // block_size, pages))  # pages per key group
     t_pad = -(-num_tokens // tc) * tc
@@ -72,6 +77,8 @@ def ragged_paged_attention_chunked(
                 vis &= pc[:, None] - kpos[None, :] < sliding_window
             keys = kv_cache[0][blocks].reshape(tc, key_len, num_kv_heads, head_dim)
             vals = kv_cache[1][blocks].reshape(tc, key_len, num_kv_heads, head_dim)
+            if scales is not None:
+                keys, vals = dequantize_fp8(keys, scales[0]), dequantize_fp8(vals, scales[1])
             vals = jnp.where(vis[:, :, None, None], vals.astype(jnp.float32), 0.0)
             sco = jnp.einsum("tkgd,tckd->tkgc", qf, keys.astype(jnp.float32))
             if soft_cap is not None:

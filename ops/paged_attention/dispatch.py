@@ -7,8 +7,11 @@ Implementations (all take the reference's arguments; see reference.py for shapes
 * ``"pallas_triton"``: the Pallas kernel lowered through Triton (pallas_attention.py), NVIDIA sm_80+.
 
 ``JAXLLM_ATTENTION_IMPL`` (or the ``impl`` argument, which wins) forces one. Otherwise: ``pallas_triton`` on an
-NVIDIA GPU of compute capability >= 8.0 when the shapes are supported (head_dim a power of two >= 16), else
-``chunked``.
+NVIDIA GPU of compute capability >= 8.0 when the shapes are supported (head_dim a power of two >= 16; a
+float8_e4m3 cache needs >= 8.9, the first GPUs with e4m3 conversions), else ``chunked``.
+
+A float8 ``kv_cache`` (see kv_cache.py) is read by every implementation; ``k_scale`` / ``v_scale`` are its
+per-layer scales (1.0 when not given).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import os
 
 import jax
+import jax.numpy as jnp
 
 from .chunked import ragged_paged_attention_chunked
 from .pallas_attention import ragged_paged_attention_pallas
@@ -46,30 +50,36 @@ def gpu_compute_capability() -> tuple[int, int] | None:
         return None
 
 
-def _supported_by_pallas(q) -> bool:
+def _supported_by_pallas(q, kv_cache, cc) -> bool:
+    if kv_cache is not None and kv_cache.dtype == jnp.float8_e4m3fn and cc < (8, 9):
+        return False  # Triton converts e4m3 only on sm_89+ (Ada, Hopper)
+    if q is None:
+        return True
     head_dim = q.shape[-1]
     return head_dim >= 16 and head_dim & (head_dim - 1) == 0
 
 
-def default_impl(q=None) -> str:
-    """The implementation used when none is forced (``q`` lets it check shape support)."""
+def default_impl(q=None, kv_cache=None) -> str:
+    """The implementation used when none is forced (``q`` and ``kv_cache`` let it check support)."""
     forced = os.environ.get("JAXLLM_ATTENTION_IMPL")
     if forced:
         if forced not in IMPLEMENTATIONS:
             raise ValueError(f"JAXLLM_ATTENTION_IMPL={forced!r}; available: {sorted(IMPLEMENTATIONS)}")
         return forced
     cc = gpu_compute_capability()
-    if cc is not None and cc >= (8, 0) and (q is None or _supported_by_pallas(q)):
+    if cc is not None and cc >= (8, 0) and _supported_by_pallas(q, kv_cache, cc):
         return "pallas_triton"
     return "chunked"
 
 
 def ragged_paged_attention(q, kv_cache, query_start_loc, seq_lens, block_tables, *, sm_scale,
-                           sliding_window=None, soft_cap=None, impl: str | None = None):
+                           sliding_window=None, soft_cap=None, k_scale=None, v_scale=None,
+                           impl: str | None = None):
     """Ragged paged attention (see reference.py for shapes and semantics). Outputs of padding tokens
     (after query_start_loc[-1]) are unspecified for the GPU kernels."""
-    name = impl or default_impl(q)
+    name = impl or default_impl(q, kv_cache)
     if name not in IMPLEMENTATIONS:
         raise ValueError(f"attention impl {name!r} is not available; available: {sorted(IMPLEMENTATIONS)}")
     return IMPLEMENTATIONS[name](q, kv_cache, query_start_loc, seq_lens, block_tables, sm_scale=sm_scale,
-                                 sliding_window=sliding_window, soft_cap=soft_cap)
+                                 sliding_window=sliding_window, soft_cap=soft_cap, k_scale=k_scale,
+                                 v_scale=v_scale)

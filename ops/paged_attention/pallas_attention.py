@@ -12,6 +12,7 @@ import os
 import jax
 import jax.numpy as jnp
 
+from .kv_cache import kv_scales
 from .pallas_triton import (TileConfig, _next_pow2, decode_schedule, launch, merge_splits, prefill_schedule,
                             scatter_decode_rows)
 
@@ -89,9 +90,13 @@ def ragged_paged_attention_pallas(
     interpret: bool = False,
     decode_cfg: TileConfig | None = None,
     prefill_cfg: TileConfig | None = None,
+    k_scale=None,
+    v_scale=None,
 ) -> jax.Array:
-    """Same contract as ``ragged_paged_attention_reference`` (outputs of padding tokens unspecified)."""
+    """Same contract as ``ragged_paged_attention_reference`` (outputs of padding tokens unspecified).
+    A float8 cache is read as fp8 tiles (see pallas_triton.py); the e4m3 conversion needs sm_89+."""
     _check(q, kv_cache, query_start_loc, seq_lens, block_tables, sliding_window, soft_cap)
+    scales = kv_scales(kv_cache, k_scale, v_scale)
     num_tokens, num_q_heads, head_dim = q.shape
     _, num_blocks, block_size, num_kv_heads, _ = kv_cache.shape
     num_seqs, pages_per_seq = block_tables.shape
@@ -108,7 +113,7 @@ def ragged_paged_attention_pallas(
                             seq_lens=seq_lens, block_tables=block_tables, num_q_heads=num_q_heads,
                             num_kv_heads=num_kv_heads, block_size=block_size, num_blocks=num_blocks,
                             sm_scale=sm_scale, sliding_window=sliding_window, soft_cap=soft_cap,
-                            interpret=interpret)
+                            kv_scales=scales, interpret=interpret)
 
     decode_sched = decode_schedule(query_start_loc, cfg_a.block_q)
     prefill_needed = num_tokens > cfg_a.block_q  # else no sequence can have q_len > BQ_A

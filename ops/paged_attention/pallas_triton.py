@@ -16,6 +16,11 @@ two, Gp), D head dim, NB blocks, BS block size. Inside the kernel q is viewed as
 as rows [2 * NB * BS * K, D] (a free reshape of the layout [2, NB, BS, K, D]); K/V rows are gathered through
 the block table one token at a time, so block sizes need not divide the KV tile.
 
+float8 cache (``kv_scales`` given): K/V tiles are loaded as fp8 (half the bytes of bf16), converted to q's
+dtype (exact: every e4m3/e5m2 value is a bf16/fp16 value) and fed to the same dots; k_scale is folded into the
+softmax scale (scores = k_scale * q.k8) and v_scale into the output (out = v_scale * sum p v8), both exact
+rewrites of attention over the dequantized cache.
+
 Keys are visited in three loops: tiles that are fully visible to every row of the q block run without any
 masking; the diagonal / last tile (and the sliding-window edge) run with the causal mask. Loads beyond a
 sequence's length are masked (never issued), so unused cache blocks and block-table entries are never read.
@@ -62,8 +67,10 @@ def _rows2d(rows, cols):
 
 def _kernel(sched_ref, qsl_ref, seq_lens_ref, bt_ref, q_ref, kv_ref, *rest, cfg: TileConfig, num_q_heads,
             num_kv_heads, group, group_pad, head_dim, block_size, num_blocks, pages_per_seq, sm_scale,
-            sliding_window, soft_cap, split_out, aliased):
+            sliding_window, soft_cap, split_out, aliased, fp8):
     """One program: q block (sched_ref[1, i], of sequence sched_ref[0, i]) x kv head x KV split."""
+    if fp8:
+        scale_ref, rest = rest[0], rest[1:]  # [2] float32: k_scale, v_scale
     if aliased:
         rest = rest[1:]  # the aliased input buffer is the same memory as the first output
     if split_out:
@@ -116,6 +123,8 @@ def _kernel(sched_ref, qsl_ref, seq_lens_ref, bt_ref, q_ref, kv_ref, *rest, cfg:
             full_lo = jnp.int32(0)
 
         qk_scale = sm_scale if soft_cap is None else sm_scale / soft_cap
+        if fp8:
+            qk_scale = qk_scale * scale_ref[0]  # scores over dequantized keys: k_scale * (q . k8)
         offs_n = jnp.arange(bn, dtype=jnp.int32)
 
         def step(t, carry, masked):
@@ -138,6 +147,8 @@ def _kernel(sched_ref, qsl_ref, seq_lens_ref, bt_ref, q_ref, kv_ref, *rest, cfg:
             else:
                 k = kv_ref[_rows2d(krow, cols)]
                 v = kv_ref[_rows2d(vrow, cols)]
+            if fp8:
+                k, v = k.astype(q.dtype), v.astype(q.dtype)
             s = plgpu.dot(q, k, trans_b=True)  # [rows, bn] f32
             if soft_cap is not None:
                 s = jnp.tanh(s * qk_scale) * (soft_cap * LOG2E)
@@ -164,6 +175,8 @@ def _kernel(sched_ref, qsl_ref, seq_lens_ref, bt_ref, q_ref, kv_ref, *rest, cfg:
                               functools.partial(step, masked=False), carry)
         carry = lax.fori_loop(jnp.maximum(t_begin, jnp.maximum(full_hi, full_lo)), t_end, masked_step, carry)
         acc, m_i, l_i = carry
+        if fp8:
+            acc = acc * scale_ref[1]  # sum p (v_scale * v8) = v_scale * sum p v8
 
         if split_out:
             # Compact partial rows (split, program slot, token in block, head): [splits * n_slots * rows]
@@ -203,8 +216,9 @@ def prefill_schedule(query_start_loc: jax.Array, min_q_len: int, block_q: int, n
 
 def launch(sched, q_rows, kv_rows, query_start_loc, seq_lens, block_tables, out=None, *, cfg: TileConfig,
            num_q_heads, num_kv_heads, block_size, num_blocks, sm_scale, sliding_window, soft_cap,
-           interpret=False):
-    """One pallas_call over the programs of ``sched``. q_rows [T*Hq, D], kv_rows [2*NB*BS*K, D].
+           kv_scales=None, interpret=False):
+    """One pallas_call over the programs of ``sched``. q_rows [T*Hq, D], kv_rows [2*NB*BS*K, D]; with a
+    float8 cache, kv_scales [2] float32 (k_scale, v_scale), else None.
 
     Returns [T*Hq, D] in q's dtype (written in place into ``out`` when given), or with ``cfg.num_splits > 1``
     the partial (acc [R, D], m [R], l [R]) in float32 (m in log2 units), R = splits * n_slots * BQ * Hq rows
@@ -219,7 +233,8 @@ def launch(sched, q_rows, kv_rows, query_start_loc, seq_lens, block_tables, out=
         group_pad=_next_pow2(group), head_dim=head_dim, block_size=block_size, num_blocks=num_blocks,
         pages_per_seq=block_tables.shape[1], sm_scale=float(sm_scale),
         sliding_window=None if sliding_window is None else int(sliding_window),
-        soft_cap=None if soft_cap is None else float(soft_cap), split_out=split_out, aliased=out is not None)
+        soft_cap=None if soft_cap is None else float(soft_cap), split_out=split_out, aliased=out is not None,
+        fp8=kv_scales is not None)
     if split_out:
         total = cfg.num_splits * sched.shape[1] * cfg.block_q * num_q_heads
         out_shape = (jax.ShapeDtypeStruct((total, head_dim), jnp.float32),
@@ -227,6 +242,8 @@ def launch(sched, q_rows, kv_rows, query_start_loc, seq_lens, block_tables, out=
     else:
         out_shape = jax.ShapeDtypeStruct((n_rows, head_dim), q_rows.dtype)
     args = [sched, query_start_loc, seq_lens, block_tables.reshape(-1), q_rows, kv_rows]
+    if kv_scales is not None:
+        args.append(kv_scales.astype(jnp.float32).reshape(2))
     aliases = {}
     if out is not None:
         aliases = {len(args): 0}

@@ -9,6 +9,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from .kv_cache import dequantize_fp8, kv_scales
+
 
 def token_sequence_ids(query_start_loc: jax.Array, num_tokens: int) -> jax.Array:
     """[T] index of the sequence each flattened query token belongs to (padding tokens get S-1 or beyond).
@@ -29,8 +31,13 @@ def ragged_paged_attention_reference(
     sm_scale: float,
     sliding_window: int | None = None,
     soft_cap: float | None = None,
+    k_scale=None,
+    v_scale=None,
 ) -> jax.Array:
     """Causal attention of every query token over its own sequence's cached keys. Returns [T, Hq, D].
+
+    A float8 ``kv_cache`` holds K / k_scale and V / v_scale (scalars, 1.0 if not given; see kv_cache.py): it
+    is dequantized explicitly (fp8 * scale in float32) after the gather.
 
     A query token at position p (p = seq_len - q_len + its index in the chunk) sees keys at positions
     k <= p, and with a sliding window also p - k < window. Outputs of padding tokens are zeros.
@@ -39,6 +46,7 @@ def ragged_paged_attention_reference(
     _, _, block_size, num_kv_heads, _ = kv_cache.shape
     num_seqs = seq_lens.shape[0]
     group = num_q_heads // num_kv_heads
+    scales = kv_scales(kv_cache, k_scale, v_scale)
 
     seq_of_token = token_sequence_ids(query_start_loc, num_tokens)  # [T]
     valid_token = seq_of_token < num_seqs
@@ -53,6 +61,8 @@ def ragged_paged_attention_reference(
     ctx = blocks.shape[1] * block_size
     keys = keys.reshape(num_tokens, ctx, num_kv_heads, head_dim)
     vals = vals.reshape(num_tokens, ctx, num_kv_heads, head_dim)
+    if scales is not None:
+        keys, vals = dequantize_fp8(keys, scales[0]), dequantize_fp8(vals, scales[1])
 
     kpos = jnp.arange(ctx, dtype=jnp.int32)
     mask = (kpos[None, :] <= pos[:, None]) & (kpos[None, :] < seq_lens[s][:, None])  # [T, ctx]
