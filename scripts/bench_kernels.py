@@ -4,9 +4,11 @@ Writes benchmarks/kernels_<tag>.json and .md (``--out-dir``, ``--tag``). Measure
 ceilings (elementwise read+write bandwidth, bf16 matmul), decode (B x context grid, 32 q / 8 kv heads, D=128,
 bf16, block 16) as µs and effective KV-read TB/s against JAX's Pallas paged_attention and the XLA reference,
 prefill TFLOP/s (causal FLOPs) against cuDNN's dense kernel, a mixed batch against the sum of its parts,
-write_kv_cache with the cache donated, and (``--sweep``) tile-shape variants of our kernel.
+write_kv_cache with the cache donated, (``--sweep``) tile-shape variants of our kernel, and (``--fp8-kv``)
+decode / prefill / write over a float8 KV cache (e4m3, e5m2) next to bf16 on the same shapes.
 
   python scripts/bench_kernels.py --sweep            # on the GPU machine
+  python scripts/bench_kernels.py --fp8-kv-only      # ceilings + the fp8-cache section only (~1-2 min)
   python scripts/bench_kernels.py --quick --interpret  # CPU smoke test of the script itself
 """
 
@@ -86,8 +88,8 @@ def paged_batch(rng, q_lens, ctx_lens, copies=1, extra_blocks=0):
     return sets
 
 
-def kv_bytes(ctx_lens):
-    return sum(ctx_lens) * HK * D * 2 * 2
+def kv_bytes(ctx_lens, itemsize=2):
+    return sum(ctx_lens) * HK * D * 2 * itemsize
 
 
 def bench_decode(rng, batches, ctxs, quick, interpret, results):
@@ -201,6 +203,87 @@ def bench_write(quick, results):
     results["write_kv_cache"] = rows
 
 
+FP8_DTYPES = {"bf16": DT, "fp8_e4m3": jnp.float8_e4m3fn, "fp8_e5m2": jnp.float8_e5m2}
+
+
+def bench_fp8_kv(rng, quick, interpret, results):
+    """Decode (effective TB/s counting the bytes actually stored: 1 per fp8 element), prefill TFLOP/s and
+    write_kv_cache over bf16 / fp8 caches of the same shapes; scales 1.0 (the engine's default). At the
+    headline shape (B=128, ctx 2048) also decode tiles with wider key steps, as fp8 halves a tile's bytes."""
+    rows = []
+    decode = [(4, 64)] if quick else [(128, 2048), (32, 8192), (256, 2048)]
+    for bsz, ctx in decode:
+        base = paged_batch(rng, [1] * bsz, [ctx] * bsz, copies=2 if quick else 3)
+        ref_us = None
+        for name, dt in FP8_DTYPES.items():
+            if name == "fp8_e5m2" and (bsz, ctx) != decode[0]:
+                continue
+            sets = [(q, kv.astype(dt), a, b, c) for q, kv, a, b, c in base]
+            variants = [None]
+            if (bsz, ctx) == decode[0] and name != "bf16" and not quick:
+                variants += [TileConfig(block_q=4, block_n=bn, num_warps=w, num_stages=st)
+                             for bn, w, st in ((128, 4, 3), (128, 8, 3), (64, 4, 4))]
+            for cfg in variants:
+                fn = jax.jit(lambda q, kv, a, b, c, cfg=cfg: ragged_paged_attention_pallas(
+                    q, kv, a, b, c, sm_scale=D ** -0.5, interpret=interpret, decode_cfg=cfg))
+                nbytes = kv_bytes([ctx] * bsz, jnp.dtype(dt).itemsize)
+                row = {"kind": "decode", "kv": name, "B": bsz, "ctx": ctx, "kv_MB": nbytes / 1e6,
+                       "config": str(cfg or decode_config(bsz, HK, HQ // HK, D, ctx))}
+                try:
+                    t, c = timeit(fn, sets)
+                    row.update(us=t * 1e6, TBps=nbytes / t / 1e12, compile_s=c)
+                    if name == "bf16":
+                        ref_us = t * 1e6
+                    elif ref_us:
+                        row["speedup_vs_bf16"] = ref_us / (t * 1e6)
+                except Exception as e:  # noqa: BLE001 - record why a variant could not run
+                    row["error"] = repr(e)[:300]
+                print("fp8_kv", row, flush=True)
+                rows.append(row)
+            del sets
+        del base
+    lens = [64] if quick else [8192]
+    base = paged_batch(rng, lens, lens)
+    ref_us = None
+    for name in ("bf16", "fp8_e4m3"):
+        sets = [(q, kv.astype(FP8_DTYPES[name]), a, b, c) for q, kv, a, b, c in base]
+        fn = jax.jit(lambda q, kv, a, b, c: ragged_paged_attention_pallas(q, kv, a, b, c, sm_scale=D ** -0.5,
+                                                                          interpret=interpret))
+        t, c = timeit(fn, sets, reps=5)
+        row = {"kind": "prefill", "kv": name, "seqs": 1, "len": lens[0], "us": t * 1e6,
+               "TFLOPs": causal_flops(lens) / t / 1e12, "compile_s": c}
+        if ref_us:
+            row["speedup_vs_bf16"] = ref_us / (t * 1e6)
+        ref_us = ref_us or t * 1e6
+        print("fp8_kv", row, flush=True)
+        rows.append(row)
+    del base, sets
+    nb, tokens = (1024, 256) if quick else (65536, 8192)
+    fn = jax.jit(write_kv_cache, donate_argnums=0)
+    k = jax.random.normal(jax.random.key(7), (tokens, HK, D), jnp.float32).astype(DT)
+    slots = jnp.asarray(np.random.default_rng(7).permutation(nb * BS)[:tokens].astype(np.int32))
+    ref_us = None
+    for name in ("bf16", "fp8_e4m3"):
+        cache = jnp.zeros((2, nb, BS, HK, D), FP8_DTYPES[name])
+        cache = jax.block_until_ready(fn(cache, k, k, slots))
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            for _ in range(10):
+                cache = fn(cache, k, k, slots)
+            jax.block_until_ready(cache)
+            times.append((time.perf_counter() - t0) / 10)
+        row = {"kind": "write_kv_cache", "kv": name, "tokens": tokens, "us": statistics.median(times) * 1e6,
+               "cache_GB": cache.size * cache.dtype.itemsize / 1e9}
+        if ref_us:
+            row["speedup_vs_bf16"] = ref_us / row["us"]
+        ref_us = ref_us or row["us"]
+        print("fp8_kv", row, flush=True)
+        rows.append(row)
+        del cache
+    results["fp8_kv"] = rows
+
+
 def sweep(rng, interpret, results):
     """Tile-shape variants at the headline shapes; the defaults in pallas_attention.py come from here."""
     out = []
@@ -268,6 +351,16 @@ def write_markdown(results, path):
     for r in results.get("write_kv_cache", []):
         L.append(f"| {r['tokens']} | {r['us']:.1f} | {r['cache_GB']:.1f} | "
                  f"{r['copy_of_cache_would_take_us_at_4TBps']:.0f} |")
+    if results.get("fp8_kv"):
+        L += ["", "## fp8 KV cache (32/8 heads, D=128, block 16, scales 1.0; TB/s counts the bytes stored)", "",
+              "| kind | kv | shape | config | µs | rate | × bf16 |", "|---|---|---|---|---|---|---|"]
+        for r in results["fp8_kv"]:
+            shape = {"decode": lambda: f"B={r['B']} ctx={r['ctx']}", "prefill": lambda: f"{r['seqs']}×{r['len']}",
+                     "write_kv_cache": lambda: f"{r['tokens']} tokens"}[r["kind"]]()
+            rate = (f"{r['TBps']:.2f} TB/s" if "TBps" in r else f"{r['TFLOPs']:.0f} TFLOP/s" if "TFLOPs" in r
+                    else r.get("error", ""))
+            L.append(f"| {r['kind']} | {r['kv']} | {shape} | {r.get('config', '')} | {r.get('us', float('nan')):.0f} "
+                     f"| {rate} | {r.get('speedup_vs_bf16', float('nan')):.2f} |")
     if results.get("sweep"):
         L += ["", "## Tile sweep", "", "| kind | shape | config | µs | rate |", "|---|---|---|---|---|"]
         for r in results["sweep"]:
@@ -284,9 +377,13 @@ def main():
     ap.add_argument("--quick", action="store_true", help="tiny shapes (CPU smoke test)")
     ap.add_argument("--interpret", action="store_true", help="Pallas interpret mode (CPU)")
     ap.add_argument("--sweep", action="store_true", help="also time tile-shape variants")
+    ap.add_argument("--fp8-kv", action="store_true", help="also time the fp8 KV cache (decode, prefill, write)")
+    ap.add_argument("--fp8-kv-only", action="store_true", help="ceilings and the fp8 KV cache section only")
     ap.add_argument("--out-dir", default="benchmarks")
-    ap.add_argument("--tag", default="h200")
+    ap.add_argument("--tag", help="file name tag (default: h200, or h200_fp8kv with --fp8-kv-only so that the "
+                                   "main table is not overwritten)")
     args = ap.parse_args()
+    args.tag = args.tag or ("h200_fp8kv" if args.fp8_kv_only else "h200")
     rng = np.random.default_rng(0)
     dev = jax.devices()[0]
     results = {"device": getattr(dev, "device_kind", dev.platform), "jax": jax.__version__,
@@ -301,7 +398,9 @@ def main():
 
     results["ceilings"] = ceilings(args.quick)
     print("ceilings", results["ceilings"], flush=True)
-    if args.quick:
+    if args.fp8_kv_only:
+        steps = []
+    elif args.quick:
         steps = [lambda: bench_decode(rng, [4], [64], True, args.interpret, results),
                  lambda: bench_prefill(rng, [(1, 64), (2, 32)], args.interpret, results),
                  lambda: bench_mixed(rng, 4, 64, 40, args.interpret, results)]
@@ -309,7 +408,10 @@ def main():
         steps = [lambda: bench_decode(rng, [32, 128, 256], [512, 2048, 8192], False, args.interpret, results),
                  lambda: bench_prefill(rng, [(1, 8192), (8, 1024)], args.interpret, results),
                  lambda: bench_mixed(rng, 200, 2048, 2048, args.interpret, results)]
-    steps.append(lambda: bench_write(args.quick, results))
+    if not args.fp8_kv_only:
+        steps.append(lambda: bench_write(args.quick, results))
+    if args.fp8_kv or args.fp8_kv_only:
+        steps.append(lambda: bench_fp8_kv(rng, args.quick, args.interpret, results))
     if args.sweep:
         steps.append(lambda: sweep(rng, args.interpret, results))
     for step in steps:

@@ -1,7 +1,8 @@
 """GPU tests: every GPU implementation of ragged paged attention against the memory-safe jnp implementation
 run in float32 on the same (bf16-rounded) inputs, over a grid of batch sizes, context lengths, block sizes,
 head dims and GQA ratios. Fresh random inputs each run (the seed is in the failure message); unused cache
-slots are NaN and unused block-table entries point at a NaN block or far out of range."""
+slots are NaN and unused block-table entries point at a NaN block or far out of range. fp8 caches (e4m3 / e5m2
+with per-layer scales) are checked against the same float32 path on their dequantized values."""
 
 from __future__ import annotations
 
@@ -18,13 +19,15 @@ from batches import make_metadata  # noqa: E402
 
 from jaxllm.ops.paged_attention import dispatch  # noqa: E402
 from jaxllm.ops.paged_attention.chunked import ragged_paged_attention_chunked  # noqa: E402
+from jaxllm.ops.paged_attention.kv_cache import dequantize_fp8, quantize_fp8  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 GPU_IMPLS = ["pallas_triton"]
 
 
 def _run_case(impl, q_lens, ctx_lens, *, hq=32, hk=8, d=128, bs=16, window=None, cap=None,
-              dtype=jnp.bfloat16, garbage=None):
+              dtype=jnp.bfloat16, garbage=None, kv_dtype=None, scales=(0.05, 0.3)):
+    """kv_dtype: a float8 dtype for an fp8 cache (K/V quantized with ``scales``), None for q's dtype."""
     seed = int.from_bytes(os.urandom(4), "little")
     rng = np.random.default_rng(seed)
     m = make_metadata(rng, q_lens, ctx_lens, block_size=bs, garbage=garbage, pad_seqs=2, pad_tokens=5)
@@ -35,15 +38,20 @@ def _run_case(impl, q_lens, ctx_lens, *, hq=32, hk=8, d=128, bs=16, window=None,
     q = jax.random.normal(kq, (m.num_tokens, hq, d), jnp.float32).astype(dtype)
     meta = [jnp.asarray(x) for x in (m.query_start_loc, m.seq_lens, m.block_tables)]
     scale = d ** -0.5
-    out = jax.jit(lambda *a: dispatch.ragged_paged_attention(*a, sm_scale=scale, sliding_window=window,
-                                                             soft_cap=cap, impl=impl))(q, kv, *meta)
+    kw = {}
+    kv32 = kv.astype(jnp.float32)
+    if kv_dtype is not None:
+        kv = jnp.stack([quantize_fp8(kv[i], scales[i], kv_dtype) for i in (0, 1)])
+        kv32 = jnp.stack([dequantize_fp8(kv[i], scales[i]) for i in (0, 1)])
+        kw = {"k_scale": jnp.float32(scales[0]), "v_scale": jnp.float32(scales[1])}  # traced, as in the model
+    out = jax.jit(lambda *a, **s: dispatch.ragged_paged_attention(*a, sm_scale=scale, sliding_window=window,
+                                                                  soft_cap=cap, impl=impl, **s))(q, kv, *meta, **kw)
     want = jax.jit(lambda *a: ragged_paged_attention_chunked(*a, sm_scale=scale, sliding_window=window,
-                                                             soft_cap=cap))(
-        q.astype(jnp.float32), kv.astype(jnp.float32), *meta)
+                                                             soft_cap=cap))(q.astype(jnp.float32), kv32, *meta)
     n = m.num_real_tokens
     out = np.asarray(out.astype(jnp.float32))[:n]
     want = np.asarray(want)[:n]
-    where = f"seed={seed} q_lens[:4]={list(q_lens[:4])} ctx[:4]={list(ctx_lens[:4])} d={d} bs={bs}"
+    where = f"seed={seed} q_lens[:4]={list(q_lens[:4])} ctx[:4]={list(ctx_lens[:4])} d={d} bs={bs} kv={kv.dtype}"
     assert not np.isnan(out).any(), f"NaN in output ({where})"
     err = np.abs(out - want).max()
     rel = np.linalg.norm(out - want) / max(np.linalg.norm(want), 1e-6)
@@ -95,6 +103,40 @@ def test_window_and_softcap(impl, window, cap):
 def test_fp16_and_fp32(impl):
     _run_case(impl, [1, 1, 300], [50, 2000, 300], dtype=jnp.float16)
     _run_case(impl, [1, 1, 300], [50, 2000, 300], dtype=jnp.float32)
+
+
+FP8 = [jnp.float8_e4m3fn, jnp.float8_e5m2]
+
+
+@pytest.mark.parametrize("impl", GPU_IMPLS)
+@pytest.mark.parametrize("kv_dtype", FP8)
+@pytest.mark.parametrize("batch,max_ctx", [(1, 32768), (128, 2048), (200, 300)])
+def test_fp8_cache_decode(impl, kv_dtype, batch, max_ctx):
+    """Split-K (1 long sequence) and plain decode launches reading an fp8 cache."""
+    rng = np.random.default_rng()
+    ctx = _rand_lens(rng, batch, 1, max_ctx)
+    ctx[0] = max_ctx
+    _run_case(impl, [1] * batch, ctx, kv_dtype=kv_dtype)
+
+
+@pytest.mark.parametrize("impl", GPU_IMPLS)
+@pytest.mark.parametrize("kv_dtype", FP8)
+def test_fp8_cache_prefill_and_mixed(impl, kv_dtype):
+    _run_case(impl, [2048], [2048], kv_dtype=kv_dtype)
+    _run_case(impl, [512, 77, 1000], [3000, 77, 1000], kv_dtype=kv_dtype, scales=(1.0, 1.0))
+    rng = np.random.default_rng()
+    ctx = _rand_lens(rng, 100, 1, 3000) + [1500, 33]
+    _run_case(impl, [1] * 100 + [700, 33], ctx, hq=14, hk=2, d=64, bs=32, garbage=10**8, kv_dtype=kv_dtype)
+
+
+@pytest.mark.parametrize("impl", GPU_IMPLS)
+def test_fp8_cache_options_and_dtypes(impl):
+    rng = np.random.default_rng()
+    ctx = _rand_lens(rng, 40, 1, 4000) + [1200]
+    _run_case(impl, [1] * 40 + [900], ctx, window=1000, cap=30.0, kv_dtype=jnp.float8_e4m3fn)
+    _run_case(impl, [1, 1, 300], [50, 2000, 300], dtype=jnp.float16, kv_dtype=jnp.float8_e4m3fn)
+    _run_case(impl, [1, 1, 300], [50, 2000, 300], dtype=jnp.float32, kv_dtype=jnp.float8_e5m2)
+    _run_case(impl, [1, 300], [4000, 300], d=256, bs=64, hq=8, hk=8, kv_dtype=jnp.float8_e4m3fn)
 
 
 def test_dispatch_picks_pallas_on_sm80_plus():
