@@ -58,7 +58,11 @@ class PagedAttention:
     Under tensor parallelism (a mesh of N > 1 devices) the kernel runs per shard in ``shard_map``: each device
     holds H/N query heads and the cache heads they read. When N > K the cache has N head slots (slot i holds kv
     head i // (N / K), so a device holds exactly the one kv head its query heads use) and the replicated k/v
-    projections are sliced per device before the write."""
+    projections are sliced per device before the write.
+
+    fp8 KV cache (``kv_cache_dtype="fp8"``): nothing to pass here, the cache array's float8 dtype selects it;
+    the write quantizes and the kernels dequantize with the ops' per-layer scales, 1.0 (no checkpoint ships
+    calibrated k/v scales that the loader reads yet)."""
 
     metadata: AttentionMetadata
     impl: str | None = None
