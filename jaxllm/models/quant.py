@@ -10,6 +10,10 @@ The matmul dequantizes on the fly: ``einsum(x, qweight.astype(x.dtype)) * scale`
 output channel it factors out of the contraction and multiplies the (small) output, not the weight; XLA's
 GPU GEMM fusion can then fold the int8/fp8 -> bf16 convert into the matmul's operand load, so the weight is
 read from HBM at 1 byte per element.
+
+fp8 checkpoints (``quant_from_checkpoint``) load straight into the same module: their float8_e4m3fn weight
+becomes ``qweight`` and their per-tensor or per-channel ``weight_scale`` becomes ``scale`` (per-tensor scales
+broadcast to every output channel). 4-bit AWQ/GPTQ weights are ``Int4Weight`` modules (quant_int4.py).
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxllm.config import QUANTIZATION_METHODS
+from jaxllm.config import INT4_METHODS, LOAD_TIME_METHODS
+from jaxllm.models.quant_int4 import Int4Weight, int4_linear
 
 # Largest representable magnitude used by each method (int8 is symmetric: -127..127, -128 is never used).
 QMAX = {"int8": 127.0, "fp8": 448.0}
@@ -30,9 +35,9 @@ def quantize(w: jax.Array, method: str, in_ndim: int) -> tuple[jax.Array, jax.Ar
 
     ``in_ndim`` leading axes are contracted by the matmul; each output channel gets its own scale. An all-zero
     channel gets scale 1 (its qweight is 0), so dequantization never divides by zero."""
-    if method not in QUANTIZATION_METHODS:
+    if method not in LOAD_TIME_METHODS:
         raise ValueError(f"quantization method {method!r} is not supported; choose one of "
-                         f"{QUANTIZATION_METHODS}")
+                         f"{LOAD_TIME_METHODS}")
     w32 = w.astype(jnp.float32)
     absmax = jnp.max(jnp.abs(w32), axis=tuple(range(in_ndim)))
     scale = jnp.where(absmax > 0, absmax / QMAX[method], 1.0)
@@ -54,6 +59,12 @@ class QuantizedWeight(nnx.Module):
     the matmul contracts (the loader recovers it as ``qweight.ndim - scale.ndim``)."""
 
     def __init__(self, shape, method: str, axes, in_ndim: int, rngs: nnx.Rngs):
+        if method in INT4_METHODS:
+            # layers.linear_weight passes only the method name, not the checkpoint's group size: an empty
+            # placeholder that jaxllm.weights.loader.abstract_model replaces by an Int4Weight.
+            self.int4_placeholder = (tuple(shape), tuple(axes), in_ndim)
+            return
+        self.int4_placeholder = None
         w = 0.02 * jax.random.normal(rngs.params(), shape, jnp.float32)
         qweight, scale = quantize(w, method, in_ndim)
         self.qweight = nnx.Param(qweight, logical_axes=tuple(axes))
@@ -61,14 +72,19 @@ class QuantizedWeight(nnx.Module):
 
 
 def linear(x: jax.Array, weight, subscripts: str) -> jax.Array:
-    """``einsum(subscripts, x, weight)`` for a plain weight or a ``QuantizedWeight``.
+    """``einsum(subscripts, x, weight)`` for a plain weight, a ``QuantizedWeight`` or an ``Int4Weight``.
 
     The subscripts must put the weight's output axes last in the output, in the weight's order (true of every
     projection: "...d,dhk->...hk", "...hk,hkd->...d", "...d,dcf->...cf", "...f,fd->...d"), so the scale
     [*out_dims] broadcasts against the output. The quantized product accumulates in float32 and is cast back
     to x.dtype after the scale."""
+    if isinstance(weight, Int4Weight):
+        return int4_linear(x, weight)
     if not isinstance(weight, QuantizedWeight):
         return jnp.einsum(subscripts, x, weight[...])
+    if weight.int4_placeholder is not None:
+        raise RuntimeError("int4 (awq/gptq) weights are built by jaxllm.weights.loader.abstract_model; this model "
+                           "was constructed directly and still holds placeholders")
     w = weight.qweight[...].astype(x.dtype)
     out = jnp.einsum(subscripts, x, w, preferred_element_type=jnp.float32)
     return (out * weight.scale[...]).astype(x.dtype)

@@ -8,7 +8,9 @@ memory-mapped file, so neither host nor any device ever holds the whole model.
 
 With ``cfg.quantization`` ("int8"/"fp8") the decoder layers' linear weights are ``QuantizedWeight`` modules
 (``qweight`` + ``scale``, see ``jaxllm.models.quant``): each is placed in float32 with the qweight's sharding and
-quantized on device right away, so only one full-precision weight exists at a time.
+quantized on device right away, so only one full-precision weight exists at a time. Pre-quantized checkpoints
+(AWQ/GPTQ 4-bit ``Int4Weight`` modules, fp8 ``QuantizedWeight``) are rewritten into those layouts by
+``quantized_checkpoint.quantized_tensors`` and placed as they are.
 """
 
 from __future__ import annotations
@@ -23,12 +25,14 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
-from jaxllm.config import ModelConfig
-from jaxllm.models.quant import quantize
+from jaxllm.config import INT4_METHODS, ModelConfig
+from jaxllm.models.quant import QuantizedWeight, quantize
+from jaxllm.models.quant_int4 import DUMMY_SCALE, Int4Weight, check_int4_sharding
 from jaxllm.models.registry import model_class
 from jaxllm.parallel.sharding import make_mesh, named_sharding, sharding_rules
 from jaxllm.weights.gguf import GGUFCheckpoint, is_gguf
 from jaxllm.weights.mappings import IGNORED_SUFFIXES, Target, key_map, optional_keys
+from jaxllm.weights.quantized_checkpoint import quantized_tensors
 
 
 class WeightLoadError(ValueError):
@@ -38,9 +42,42 @@ class WeightLoadError(ValueError):
 def abstract_model(cfg: ModelConfig, dtype=None):
     """(graphdef, {path: abstract Variable}) of the model, without allocating anything."""
     cls = model_class(cfg)
-    abstract = nnx.eval_shape(lambda: cls(cfg, dtype=dtype, rngs=nnx.Rngs(0)))
+
+    def build():
+        model = cls(cfg, dtype=dtype, rngs=nnx.Rngs(0))
+        if cfg.quantization in INT4_METHODS:
+            _materialize_int4(model, cfg)
+        return model
+
+    abstract = nnx.eval_shape(build)
     graphdef, state = nnx.split(abstract)
     return graphdef, dict(nnx.to_flat_state(state))
+
+
+def _materialize_int4(model, cfg: ModelConfig) -> None:
+    """Replace the int4 placeholders (``QuantizedWeight`` built for "awq"/"gptq", which does not know the
+    checkpoint's group size) by ``Int4Weight`` modules of the checkpoint's group size and act order."""
+    found = [(path, node) for path, node in nnx.iter_graph(model)
+             if isinstance(node, QuantizedWeight) and node.int4_placeholder is not None]
+    for path, node in found:
+        parent = model
+        for key in path[:-1]:
+            parent = parent[key] if isinstance(key, int) else getattr(parent, key)
+        shape, axes, in_ndim = node.int4_placeholder
+        setattr(parent, path[-1], Int4Weight(shape, axes, in_ndim, cfg.quant_group_size, cfg.quant_desc_act))
+
+
+def _check_int4_tp(cfg: ModelConfig, tp: int) -> None:
+    """Row-parallel int4 weights (o_proj, down) are split along K: groups must not straddle devices."""
+    if cfg.quantization in INT4_METHODS and tp > 1:
+        check_int4_sharding(cfg.num_heads * cfg.head_dim, cfg.quant_group_size, tp, "o_proj")
+        check_int4_sharding(cfg.intermediate_size, cfg.quant_group_size, tp, "down_proj")
+
+
+def _bind_int4_sharding(model, mesh: Mesh, rules) -> None:
+    for _, node in nnx.iter_graph(model):
+        if isinstance(node, Int4Weight):
+            node.bind_sharding(mesh, rules)
 
 
 def _place(shape, dtype, sharding, read_slice) -> jax.Array:
@@ -105,6 +142,8 @@ def _assemble(cfg: ModelConfig, tensors: Iterable[tuple[str, np.ndarray, str]], 
     targets = key_map(cfg)
     optional = optional_keys(cfg)
     rules = sharding_rules(cfg, mesh.devices.size)
+    _check_int4_tp(cfg, mesh.devices.size)
+    tensors = quantized_tensors(cfg, tensors)
     seen: dict[str, str] = {}
     pending: dict[tuple, list] = {}
     placed: dict[tuple, jax.Array] = {}
@@ -139,10 +178,13 @@ def _assemble(cfg: ModelConfig, tensors: Iterable[tuple[str, np.ndarray, str]], 
     return placed
 
 
-def _merge(graphdef, variables: dict, arrays: dict):
+def _merge(cfg: ModelConfig, graphdef, variables: dict, arrays: dict, mesh: Mesh):
     for path, var in variables.items():
         var.set_value(arrays[path])
-    return nnx.merge(graphdef, nnx.from_flat_state(list(variables.items())))
+    model = nnx.merge(graphdef, nnx.from_flat_state(list(variables.items())))
+    if cfg.quantization in INT4_METHODS:
+        _bind_int4_sharding(model, mesh, sharding_rules(cfg, mesh.devices.size))
+    return model
 
 
 def build_model_from_tensors(cfg: ModelConfig, tensors: Iterable[tuple[str, np.ndarray, str]],
@@ -150,7 +192,7 @@ def build_model_from_tensors(cfg: ModelConfig, tensors: Iterable[tuple[str, np.n
     """Model with weights from an iterable of (HF name, array in HF layout, source file)."""
     mesh = mesh or make_mesh(1)
     graphdef, variables = abstract_model(cfg)
-    return _merge(graphdef, variables, _assemble(cfg, tensors, variables, mesh))
+    return _merge(cfg, graphdef, variables, _assemble(cfg, tensors, variables, mesh), mesh)
 
 
 def build_dummy_model(cfg: ModelConfig, mesh: Mesh | None = None, seed: int = 0):
@@ -161,9 +203,14 @@ def build_dummy_model(cfg: ModelConfig, mesh: Mesh | None = None, seed: int = 0)
     graphdef, variables = abstract_model(cfg)
     makers: dict = {}
     rules = sharding_rules(cfg, mesh.devices.size)
+    _check_int4_tp(cfg, mesh.devices.size)
     arrays = {}
     key = jax.random.key(seed)
     for i, (path, var) in enumerate(variables.items()):
+        if (*path[:-1], "scales") in variables:  # an Int4Weight's qweight / scales / zeros / perm
+            sharding = named_sharding(mesh, var.get_metadata()["logical_axes"], rules)
+            arrays[path] = _int4_dummy(path[-1], var.get_value().shape, sharding)(jax.random.fold_in(key, i))
+            continue
         if path[-1] == "scale" and (*path[:-1], "qweight") in variables:
             continue  # made with its qweight
         quantized = _quantized_parts(variables, path[:-1], mesh, rules) if path[-1] == "qweight" else None
@@ -183,7 +230,23 @@ def build_dummy_model(cfg: ModelConfig, mesh: Mesh | None = None, seed: int = 0)
                 fn = lambda k, s=shape, d=dtype: (0.02 * jax.random.normal(k, s, jnp.float32)).astype(d)  # noqa: E731
             make = makers[(shape, dtype, sharding, is_norm)] = jax.jit(fn, out_shardings=sharding)
         arrays[path] = make(jax.random.fold_in(key, i))
-    return _merge(graphdef, variables, arrays)
+    return _merge(cfg, graphdef, variables, arrays, mesh)
+
+
+@functools.cache
+def _int4_dummy(part: str, shape: tuple, sharding):
+    """Jitted key -> one dummy Int4Weight array: random packed nibbles, zero points 8, scales such that the
+    weights have std ~0.02, identity perm."""
+    def fn(key):
+        if part == "qweight":
+            return jax.lax.bitcast_convert_type(jax.random.bits(key, shape, jnp.uint32), jnp.int32)
+        if part == "scales":
+            return jnp.full(shape, DUMMY_SCALE, jnp.float16)
+        if part == "zeros":
+            return jnp.full(shape, 8, jnp.int8)
+        return jnp.arange(shape[0], dtype=jnp.int32)
+
+    return jax.jit(fn, out_shardings=sharding)
 
 
 def _tensor_source(path: str):

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from jaxllm.config import ModelConfig
+from jaxllm.config import INT4_METHODS, ModelConfig
 
 # HF keys that carry no weights of ours and are skipped wherever they appear.
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
@@ -47,6 +47,54 @@ def _same(w: np.ndarray) -> np.ndarray:
     return w
 
 
+@dataclasses.dataclass(frozen=True)
+class LinearLayer:
+    """One HF linear layer of a decoder layer and the parameter (module) of ours it fills."""
+    hf_prefix: str  # e.g. "model.layers.3.self_attn.q_proj" (HF weight [n, k])
+    path: tuple  # our parameter / quantized module, e.g. ("layers", 3, "self_attn", "q_proj")
+    n: int  # output features
+    k: int  # input features
+    out_dims: tuple[int, ...]  # our output dims (q_proj: (H, Dh))
+    to_ours: Callable[[np.ndarray], np.ndarray]  # HF weight [n, k] -> ours [*in_dims, *out_dims] (or one part)
+    part: int | None = None  # gate_proj 0 / up_proj 1 of the fused gate_up
+
+
+def linear_layers(cfg: ModelConfig, i: int) -> list[LinearLayer]:
+    """The seven linear layers of decoder layer ``i`` (q/k/v/o, gate/up fused into gate_up, down)."""
+    d, f, h, kh, dh = cfg.hidden_size, cfg.intermediate_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+    p, attn, mlp = f"model.layers.{i}.", ("layers", i, "self_attn"), ("layers", i, "mlp")
+    return [
+        LinearLayer(p + "self_attn.q_proj", (*attn, "q_proj"), h * dh, d, (h, dh), _linear(h, dh)),
+        LinearLayer(p + "self_attn.k_proj", (*attn, "k_proj"), kh * dh, d, (kh, dh), _linear(kh, dh)),
+        LinearLayer(p + "self_attn.v_proj", (*attn, "v_proj"), kh * dh, d, (kh, dh), _linear(kh, dh)),
+        LinearLayer(p + "self_attn.o_proj", (*attn, "o_proj"), d, h * dh, (d,), _linear_in_split(h, dh)),
+        LinearLayer(p + "mlp.gate_proj", (*mlp, "gate_up"), f, d, (f,), _linear(f), part=0),
+        LinearLayer(p + "mlp.up_proj", (*mlp, "gate_up"), f, d, (f,), _linear(f), part=1),
+        LinearLayer(p + "mlp.down_proj", (*mlp, "down"), d, f, (d,), _linear(d)),
+    ]
+
+
+def _linear_targets(cfg: ModelConfig, lin: LinearLayer) -> dict[str, Target]:
+    """Keys of one linear layer: its ``weight`` (plain, or quantized at load time), an fp8 checkpoint's
+    ``weight`` + ``weight_scale``, or the AWQ/GPTQ tensors after ``quantized_checkpoint`` converted them
+    (``qweight`` [K // 8, N], ``scales``/``zeros`` [K // G, N], act order ``perm`` [K])."""
+    fused = {} if lin.part is None else {"part": lin.part, "num_parts": 2}
+    if cfg.quantization in INT4_METHODS:
+        group = lin.k if cfg.quant_group_size == -1 else cfg.quant_group_size
+        m = {}
+        for name, rows in (("qweight", lin.k // 8), ("scales", lin.k // group), ("zeros", lin.k // group)):
+            m[f"{lin.hf_prefix}.{name}"] = Target((*lin.path, name), (rows, lin.n), _reshape(rows, *lin.out_dims),
+                                                  axis=1, **fused)
+        if cfg.quant_desc_act and lin.part != 1:  # gate_proj and up_proj share the perm (named gate_proj's)
+            m[f"{lin.hf_prefix}.perm"] = Target((*lin.path, "perm"), (lin.k,), _same)
+        return m
+    if cfg.quant_from_checkpoint:
+        return {f"{lin.hf_prefix}.weight": Target((*lin.path, "qweight"), (lin.n, lin.k), lin.to_ours, **fused),
+                f"{lin.hf_prefix}.weight_scale": Target((*lin.path, "scale"), (lin.n,), _reshape(*lin.out_dims),
+                                                        axis=0, **fused)}
+    return {f"{lin.hf_prefix}.weight": Target(lin.path, (lin.n, lin.k), lin.to_ours, **fused)}
+
+
 def llama_family_map(cfg: ModelConfig) -> dict[str, Target]:
     """Keys of Llama/Mistral/Qwen2/Qwen3 checkpoints (``model.`` prefix, ``lm_head`` when untied)."""
     d, f, h, kh, dh, v = (cfg.hidden_size, cfg.intermediate_size, cfg.num_heads, cfg.num_kv_heads,
@@ -62,10 +110,8 @@ def llama_family_map(cfg: ModelConfig) -> dict[str, Target]:
         attn, mlp = (*L, "self_attn"), (*L, "mlp")
         m[p + "input_layernorm.weight"] = Target((*L, "input_layernorm", "weight"), (d,), _same)
         m[p + "post_attention_layernorm.weight"] = Target((*L, "post_attention_layernorm", "weight"), (d,), _same)
-        m[p + "self_attn.q_proj.weight"] = Target((*attn, "q_proj"), (h * dh, d), _linear(h, dh))
-        m[p + "self_attn.k_proj.weight"] = Target((*attn, "k_proj"), (kh * dh, d), _linear(kh, dh))
-        m[p + "self_attn.v_proj.weight"] = Target((*attn, "v_proj"), (kh * dh, d), _linear(kh, dh))
-        m[p + "self_attn.o_proj.weight"] = Target((*attn, "o_proj"), (d, h * dh), _linear_in_split(h, dh))
+        for lin in linear_layers(cfg, i):
+            m.update(_linear_targets(cfg, lin))
         if cfg.attention_bias:
             m[p + "self_attn.q_proj.bias"] = Target((*attn, "q_bias"), (h * dh,), _reshape(h, dh))
             m[p + "self_attn.k_proj.bias"] = Target((*attn, "k_bias"), (kh * dh,), _reshape(kh, dh))
@@ -75,9 +121,6 @@ def llama_family_map(cfg: ModelConfig) -> dict[str, Target]:
         if cfg.qk_norm:
             m[p + "self_attn.q_norm.weight"] = Target((*attn, "q_norm", "weight"), (dh,), _same)
             m[p + "self_attn.k_norm.weight"] = Target((*attn, "k_norm", "weight"), (dh,), _same)
-        m[p + "mlp.gate_proj.weight"] = Target((*mlp, "gate_up"), (f, d), _linear(f), part=0, num_parts=2)
-        m[p + "mlp.up_proj.weight"] = Target((*mlp, "gate_up"), (f, d), _linear(f), part=1, num_parts=2)
-        m[p + "mlp.down_proj.weight"] = Target((*mlp, "down"), (d, f), _linear(d))
         if cfg.mlp_bias:
             m[p + "mlp.gate_proj.bias"] = Target((*mlp, "gate_up_bias"), (f,), _same, part=0, num_parts=2, axis=0)
             m[p + "mlp.up_proj.bias"] = Target((*mlp, "gate_up_bias"), (f,), _same, part=1, num_parts=2, axis=0)

@@ -7,7 +7,7 @@
 
 ``JAXLLM_QUANT_MATMUL_IMPL`` (or the ``impl`` argument, which wins) forces one. Otherwise: ``pallas_triton``
 on an NVIDIA GPU of compute capability >= 8.0 when M < ``JAXLLM_QUANT_MATMUL_MAX_M`` (default 256) and a tiling
-exists, else ``reference``.
+exists, else ``reference``. Forced off the GPU, ``pallas_triton`` runs in Pallas' interpret mode (tests).
 """
 
 from __future__ import annotations
@@ -70,7 +70,9 @@ def int4_matmul(x: jax.Array, qweight, scales, zeros, out_dtype=None, *, impl: s
         if tiles is None:
             raise ValueError(f"int4 matmul impl 'pallas_triton' has no tiling for M={x2.shape[0]}, K={k}, N={n}, "
                              f"group size {group_size}; use impl='reference'")
-        out = int4_matmul_pallas(x2, qweight, scales, zeros, out_dtype, tiles=tiles)
+        # forced off the GPU (tests): Pallas' interpret mode runs the same kernel
+        interpret = jax.devices()[0].platform != "gpu"
+        out = int4_matmul_pallas(x2, qweight, scales, zeros, out_dtype, tiles=tiles, interpret=interpret)
     else:
         out = int4_matmul_reference(x2, qweight, scales, zeros, out_dtype)
     return out.reshape(*lead, n)

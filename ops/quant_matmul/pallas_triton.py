@@ -55,7 +55,7 @@ def plan(m: int, k: int, n: int, group_size: int, num_cores: int = 132) -> Int4T
     else:
         block_m, block_n, warps = 64, 128, 4
     if n % block_n:
-        block_n = 64 if n % 64 == 0 else (32 if n % 32 == 0 else 0)
+        block_n = next((b for b in (64, 32, 16) if n % b == 0), 0)
         if not block_n:
             return None
     programs = -(-m // block_m) * (n // block_n)

@@ -35,20 +35,22 @@ def check_int4_operands(x, qweight, scales, zeros) -> tuple[int, int, int]:
 
 
 def unpack_int4(qweight: jax.Array) -> jax.Array:
-    """[K // 8, N] int32 -> [K, N] int32 values 0..15 (input channel 8r + j from nibble j of row r)."""
-    shifts = jnp.arange(PACK, dtype=jnp.int32) * 4
-    q = (qweight[:, None, :] >> shifts[None, :, None]) & 0xF  # [K // 8, 8, N]
-    return q.reshape(qweight.shape[0] * PACK, qweight.shape[1])
+    """[K // 8, *N] int32 -> [K, *N] int32 values 0..15 (input channel 8r + j from nibble j of row r). Trailing
+    dims are kept (a model's [K // 8, H, Dh] weight unpacks without flattening its sharded output dims)."""
+    rest = qweight.shape[1:]
+    shifts = (jnp.arange(PACK, dtype=jnp.int32) * 4).reshape(1, PACK, *(1,) * len(rest))
+    q = (qweight[:, None] >> shifts) & 0xF  # [K // 8, 8, *N]
+    return q.reshape(qweight.shape[0] * PACK, *rest)
 
 
 def dequantize_int4(qweight, scales, zeros, dtype=jnp.float32) -> jax.Array:
-    """-> w [K, N] in ``dtype`` (float32 math)."""
+    """qweight [K // 8, *N], scales/zeros [K // G, *N] -> w [K, *N] in ``dtype`` (float32 math)."""
     q = unpack_int4(qweight)
-    k, n = q.shape
+    k, rest = q.shape[0], q.shape[1:]
     groups = scales.shape[0]
-    q = q.reshape(groups, k // groups, n) - zeros.astype(jnp.int32)[:, None, :]
-    w = q.astype(jnp.float32) * scales.astype(jnp.float32)[:, None, :]
-    return w.reshape(k, n).astype(dtype)
+    q = q.reshape(groups, k // groups, *rest) - zeros.astype(jnp.int32)[:, None]
+    w = q.astype(jnp.float32) * scales.astype(jnp.float32)[:, None]
+    return w.reshape(k, *rest).astype(dtype)
 
 
 def int4_matmul_reference(x: jax.Array, qweight, scales, zeros, out_dtype=None) -> jax.Array:

@@ -1,0 +1,139 @@
+"""4-bit weights of AWQ / GPTQ checkpoints as one module, ``Int4Weight``, and its matmul.
+
+A linear weight of logical shape ``[*in_dims, *out_dims]`` (q_proj [D, H, Dh], o_proj [H, Dh, D], gate_up
+[D, 2, F], down [F, D]) with K = prod(in_dims) input channels is held in the packed layout of
+``jaxllm.ops.quant_matmul`` (the input dims flattened, the output dims kept, so TP shards them as usual):
+
+* ``qweight`` [K // 8, *out_dims] int32, 8 input channels per int32 (nibble j of row r = channel 8r + j);
+* ``scales`` [K // G, *out_dims] float16 and ``zeros`` [K // G, *out_dims] int8 (0..15), one per group of G
+  consecutive input channels: ``w = (q - zero) * scale``;
+* ``perm`` [K] int32, GPTQ act order only: the checkpoint's channels are sorted by group at load time so that
+  groups become contiguous, and the activation is gathered the same way (``x[..., perm]``) before the matmul.
+
+Logical axes: the packed input axis takes the first input dim's name (o_proj: "q_heads", down: "mlp"), so a
+row-parallel weight is split along K (each shard holds whole groups: ``check_int4_sharding``); the output
+dims keep theirs. With one group per channel (G = K) the group axis is replicated.
+
+Matmul (``int4_linear``): the fused kernel when the dispatcher picks it (GPU, small M), run per TP shard in
+``shard_map`` (a Pallas call cannot be partitioned by XLA) with a psum for row-parallel weights; otherwise a
+jnp dequantize + einsum over the original dims, which GSPMD partitions like a plain weight.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jax.sharding import PartitionSpec as P
+
+from jaxllm.ops import quant_matmul
+from jaxllm.parallel.sharding import MODEL_AXIS, logical_to_spec
+
+PACK = quant_matmul.PACK
+DUMMY_SCALE = 0.02 / 4.6  # dummy weights: (q - 8) * scale has std ~0.02 for q uniform in 0..15
+
+
+class Int4Weight(nnx.Module):
+    """Packed int4 linear weight (see the module docstring). ``group_size`` -1 means one group of K channels.
+
+    Placeholder values (zeros, scales 1, zero points 8, identity perm); the loader replaces them. ``mesh`` and
+    ``spec`` (the qweight's PartitionSpec) are static attributes the loader sets, so the matmul knows how the
+    weight is sharded."""
+
+    def __init__(self, shape, axes, in_ndim: int, group_size: int, act_order: bool,
+                 scale_dtype=jnp.float16):
+        in_dims, out_dims = tuple(shape[:in_ndim]), tuple(shape[in_ndim:])
+        k = math.prod(in_dims)
+        group = k if group_size == -1 else group_size
+        if k % PACK or k % group or group % PACK:
+            raise ValueError(f"int4 weight {tuple(shape)}: input features {k} must be a multiple of 8 and of the "
+                             f"group size {group}")
+        in_axis, out_axes = axes[0], tuple(axes[in_ndim:])
+        group_axis = in_axis if k // group > 1 else None
+        self.qweight = nnx.Param(jnp.zeros((k // PACK, *out_dims), jnp.int32), logical_axes=(in_axis, *out_axes))
+        self.scales = nnx.Param(jnp.ones((k // group, *out_dims), scale_dtype), logical_axes=(group_axis, *out_axes))
+        self.zeros = nnx.Param(jnp.full((k // group, *out_dims), 8, jnp.int8), logical_axes=(group_axis, *out_axes))
+        self.perm = nnx.Param(jnp.arange(k, dtype=jnp.int32), logical_axes=(None,)) if act_order else None
+        self.in_dims, self.group_size = in_dims, group
+        self.mesh, self.spec = None, None
+
+    def bind_sharding(self, mesh, rules) -> None:
+        """Record the mesh and the qweight's PartitionSpec (static; used by ``int4_linear``)."""
+        self.mesh = mesh if mesh is not None and mesh.size > 1 else None
+        self.spec = tuple(logical_to_spec(self.qweight.get_metadata()["logical_axes"], rules))
+
+
+def check_int4_sharding(weight_shape_in: int, group_size: int, tp: int, name: str) -> None:
+    """A row-parallel int4 weight is split along K: every shard must hold whole groups (and whole int32s)."""
+    group = weight_shape_in if group_size == -1 else group_size
+    if tp > 1 and weight_shape_in // group > 1 and (weight_shape_in % tp or (weight_shape_in // tp) % group):
+        raise ValueError(f"tensor_parallel_size={tp} splits {name}'s {weight_shape_in} input features into "
+                         f"{weight_shape_in / tp:g} per device, not a multiple of the group size {group}: "
+                         f"quantization groups would straddle devices")
+    if tp > 1 and (weight_shape_in // tp) % PACK:
+        raise ValueError(f"tensor_parallel_size={tp} splits {name}'s {weight_shape_in} input features into "
+                         f"{weight_shape_in / tp:g} per device, not a multiple of 8 (one int32 of int4 values)")
+
+
+def dequantize_int4_weight(weight: Int4Weight, dtype) -> jax.Array:
+    """-> w [*in_dims, *out_dims] in ``dtype`` (input channels in the sorted order when ``perm`` is set)."""
+    w = quant_matmul.dequantize_int4(weight.qweight[...], weight.scales[...], weight.zeros[...], dtype)
+    return w.reshape(*weight.in_dims, *w.shape[1:])
+
+
+def _flat_input(x: jax.Array, weight: Int4Weight) -> jax.Array:
+    """x [..., *in_dims] -> [..., K], gathered by ``perm`` for act-order weights."""
+    n_in = len(weight.in_dims)
+    x = x.reshape(*x.shape[:x.ndim - n_in], -1)
+    return x if weight.perm is None else jnp.take(x, weight.perm[...], axis=-1)
+
+
+def _local_sizes(weight: Int4Weight) -> tuple[int, int, int]:
+    """(K, N, G) of one device's shard."""
+    qw = weight.qweight[...]
+    shards = [1] * qw.ndim
+    if weight.mesh is not None:
+        shards = [1 if s is None else weight.mesh.shape[s] for s in weight.spec]
+    k = qw.shape[0] * PACK // shards[0]
+    n = math.prod(d // s for d, s in zip(qw.shape[1:], shards[1:]))
+    groups = weight.scales[...].shape[0] // (shards[0] if weight.scales.get_metadata()["logical_axes"][0] else 1)
+    return k, n, k // groups
+
+
+def int4_linear(x: jax.Array, weight: Int4Weight) -> jax.Array:
+    """x [..., *in_dims] @ w -> [..., *out_dims] in x.dtype (float32 accumulation)."""
+    n_in = len(weight.in_dims)
+    lead = x.shape[:x.ndim - n_in]
+    k, n, group = _local_sizes(weight)
+    impl = quant_matmul.choose_impl(math.prod(lead), k, n, group)
+    if impl == "reference":
+        w = dequantize_int4_weight(weight, x.dtype)
+        xf = _flat_input(x, weight).reshape(*lead, *weight.in_dims)
+        in_sub = "abcdefgh"[:n_in]
+        out_sub = "stuvwxyz"[:w.ndim - n_in]
+        return jnp.einsum(f"...{in_sub},{in_sub}{out_sub}->...{out_sub}", xf, w,
+                          preferred_element_type=jnp.float32).astype(x.dtype)
+    xf = _flat_input(x, weight)
+    out_dims = weight.qweight[...].shape[1:]
+
+    def local(xf, qweight, scales, zeros):
+        out = quant_matmul.int4_matmul(xf, qweight.reshape(qweight.shape[0], -1), scales.reshape(scales.shape[0], -1),
+                                       zeros.reshape(zeros.shape[0], -1), impl=impl)
+        out = out.reshape(*xf.shape[:-1], *qweight.shape[1:])
+        if weight.mesh is not None and weight.spec[0] is not None:  # row parallel: partial sums over K
+            out = jax.lax.psum(out, MODEL_AXIS)
+        return out
+
+    if weight.mesh is None:
+        return local(xf, weight.qweight[...], weight.scales[...], weight.zeros[...])
+    spec = weight.spec
+    lead_none = (None,) * len(lead)
+    group_spec = spec if weight.scales.get_metadata()["logical_axes"][0] else (None, *spec[1:])
+    out = jax.shard_map(local, mesh=weight.mesh,
+                        in_specs=(P(*lead_none, spec[0]), P(*spec), P(*group_spec), P(*group_spec)),
+                        out_specs=P(*lead_none, *spec[1:]), check_vma=False)(
+        xf, weight.qweight[...], weight.scales[...], weight.zeros[...])
+    assert out.shape == (*lead, *out_dims)
+    return out
