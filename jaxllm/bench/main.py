@@ -39,7 +39,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--gpu-memory-utilization", type=float, default=0.9)
     p.add_argument("--tensor-parallel-size", type=int, default=1)
     p.add_argument("--enforce-eager", action="store_true")
-    p.add_argument("--quantization", choices=["int8", "fp8"], help="weight-only quantization of the linear layers")
+    p.add_argument("--quantization", choices=["int8", "fp8", "awq", "gptq"],
+                   help="linear layers: int8/fp8 weight-only, or 4-bit awq/gptq (random packed weights, group 128)")
     p.add_argument("--peer", choices=["hf"], help="also run HF transformers' generate_batch on the same requests")
     p.add_argument("--peer-max-requests", type=int, help="run the peer on the first N requests only")
     p.add_argument("--peer-device", default="cuda", help="torch device of the peer (default: %(default)s)")
@@ -137,10 +138,12 @@ def run_peer(w: Workload, args, model_dir: str) -> dict:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     w = workload_from_args(args)
-    from jaxllm.bench.roofline import roofline
+    from jaxllm.bench.roofline import dummy_int4_quantization_config, linear_weight_bytes, roofline
     from jaxllm.config import ModelConfig
 
     hf = w.hf_config()
+    if args.quantization in ("awq", "gptq"):  # dummy 4-bit weights need the checkpoint format in config.json
+        hf = {**hf, "quantization_config": dummy_int4_quantization_config(args.quantization)}
     cfg = ModelConfig.from_hf(hf, dtype="bfloat16")
     prompts, output_lens = w.requests(cfg.vocab_size)
     with tempfile.TemporaryDirectory() as model_dir:
@@ -150,7 +153,7 @@ def main(argv=None) -> dict:
         ours = run_jaxllm(w, args, model_dir, prompts, output_lens)
     gc.collect()
     roof = roofline(cfg, [len(p) for p in prompts], output_lens, args.max_num_seqs,
-                    linear_weight_bytes=1 if args.quantization else 2)
+                    linear_weight_bytes=linear_weight_bytes(args.quantization))
     result = {"workload": w.__dict__, "command": "jaxllm bench " + " ".join(argv or sys.argv[1:]),
               "jaxllm": ours, "roofline": roof,
               "pct_roofline_output": 100 * ours["output_tok_s"] / roof["output_tok_s"],

@@ -16,11 +16,37 @@ PEAK_FLOPS = 783e12  # bf16 matmul measured through JAX on the H200
 HBM_BYTES_PER_S = 4.3e12  # device-to-device copy, bytes read + written
 
 
+INT4_GROUP_SIZE = 128  # the benchmark's dummy AWQ/GPTQ weights
+
+
+def linear_weight_bytes(quantization: str | None, dtype_bytes: int = 2, group_size: int = INT4_GROUP_SIZE) -> float:
+    """HBM bytes per element of a decoder-layer linear weight: the dtype, 1 for int8/fp8 (+ a float32 scale per
+    output channel, negligible), 0.5 for 4-bit AWQ/GPTQ plus one float16 scale and one int8 zero point per
+    ``group_size`` weights."""
+    if quantization is None:
+        return dtype_bytes
+    if quantization in ("int8", "fp8"):
+        return 1
+    if quantization in ("awq", "gptq"):
+        return 0.5 + 3 / group_size
+    raise ValueError(f"no weight size for quantization={quantization!r}")
+
+
+def dummy_int4_quantization_config(method: str, group_size: int = INT4_GROUP_SIZE) -> dict:
+    """A config.json quantization_config for random 4-bit weights in ``method``'s format (load_format="dummy")."""
+    if method == "awq":
+        return {"quant_method": "awq", "bits": 4, "group_size": group_size, "zero_point": True, "version": "gemm"}
+    if method == "gptq":
+        return {"quant_method": "gptq", "bits": 4, "group_size": group_size, "desc_act": False, "sym": True,
+                "checkpoint_format": "gptq"}
+    raise ValueError(f"{method!r} is not a 4-bit method; choose 'awq' or 'gptq'")
+
+
 def roofline(cfg: ModelConfig, prompt_lens: list[int], output_lens: list[int], max_num_seqs: int,
              dtype_bytes: int = 2, peak_flops: float = PEAK_FLOPS, bandwidth: float = HBM_BYTES_PER_S,
-             linear_weight_bytes: int | None = None) -> dict:
-    """``linear_weight_bytes``: bytes per element of the decoder layers' linear weights (1 for int8/fp8
-    weight-only quantization; default ``dtype_bytes``). Norms, embeddings and the lm_head stay ``dtype_bytes``."""
+             linear_weight_bytes: float | None = None) -> dict:
+    """``linear_weight_bytes``: bytes per element of the decoder layers' linear weights (see
+    ``linear_weight_bytes()``; default ``dtype_bytes``). Norms, embeddings and the lm_head stay ``dtype_bytes``."""
     layers, heads, dh = cfg.num_layers, cfg.num_heads, cfg.head_dim
     body_params = cfg.num_params(include_embeddings=False)
     head_params = cfg.vocab_size * cfg.hidden_size
