@@ -37,7 +37,9 @@ def request_memory_fraction(gpu_memory_utilization: float) -> None:
 
 
 def kv_bytes_per_block(cfg: ModelConfig, block_size: int, dtype_bytes: int, tp: int = 1) -> int:
-    """Bytes of one block (all layers, K and V) on one device."""
+    """Bytes of one block (all layers, K and V) on one device. ``dtype_bytes``: bytes per element of the cache's
+    storage dtype, not the model's (1 with kv_cache_dtype="fp8": the same budget holds 2x the blocks of bf16;
+    ``jaxllm.ops.paged_attention.resolve_kv_cache_dtype`` maps the name to the dtype)."""
     kv_heads_per_device = max(1, cfg.num_kv_heads // tp)  # one slot per device when tp > kv heads
     return cfg.num_layers * 2 * block_size * kv_heads_per_device * cfg.head_dim * dtype_bytes
 
