@@ -6,6 +6,9 @@ import dataclasses
 from typing import Any
 
 LOAD_FORMATS = ("auto", "safetensors", "gguf", "dummy")
+# "auto" = the model's dtype; the fp8 ones store the paged KV cache in float8 ("fp8" = e4m3, as vLLM),
+# per-layer scales 1.0 (jaxllm.ops.paged_attention.kv_cache: the same names, mapped to dtypes).
+KV_CACHE_DTYPES = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
 _GPU_DEFAULTS = {"max_num_seqs": 256, "max_num_batched_tokens": 8192}
 # The CPU is for tests and notebooks: fewer, smaller buckets keep start-up compiles short.
 _CPU_DEFAULTS = {"max_num_seqs": 16, "max_num_batched_tokens": 256}
@@ -23,7 +26,7 @@ class EngineArgs:
     num_gpu_blocks_override: int | None = None
     kv_cache_memory_bytes: int | None = None
     load_format: str = "auto"
-    kv_cache_dtype: str = "auto"  # "auto" = the model's dtype (the only choice until the fp8 cache exists)
+    kv_cache_dtype: str = "auto"  # one of KV_CACHE_DTYPES
     # Schedule step N+1 while step N runs on the device (same outputs; see jaxllm/engine/scheduler.py).
     async_scheduling: bool = True
 
@@ -48,9 +51,9 @@ class EngineArgs:
         for name in ("enable_prefix_caching", "async_scheduling"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
-        if self.kv_cache_dtype != "auto":
-            raise ValueError(f"kv_cache_dtype={self.kv_cache_dtype!r} is not supported yet; supported: 'auto' "
-                             "(the model's dtype)")
+        if self.kv_cache_dtype not in KV_CACHE_DTYPES:
+            raise ValueError(f"kv_cache_dtype={self.kv_cache_dtype!r} is not supported; choose one of "
+                             f"{KV_CACHE_DTYPES} ('auto' = the model's dtype, 'fp8' = 'fp8_e4m3')")
         if self.load_format not in LOAD_FORMATS:
             raise ValueError(f"load_format={self.load_format!r} is not supported; choose one of {LOAD_FORMATS}")
 

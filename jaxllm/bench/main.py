@@ -39,6 +39,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--gpu-memory-utilization", type=float, default=0.9)
     p.add_argument("--tensor-parallel-size", type=int, default=1)
     p.add_argument("--enforce-eager", action="store_true")
+    p.add_argument("--kv-cache-dtype", default="auto", choices=["auto", "fp8", "fp8_e4m3", "fp8_e5m2"],
+                   help="KV cache storage (vLLM's kv_cache_dtype; default: %(default)s = the model's dtype)")
     p.add_argument("--quantization", choices=["int8", "fp8", "awq", "gptq"],
                    help="linear layers: int8/fp8 weight-only, or 4-bit awq/gptq (random packed weights, group 128)")
     p.add_argument("--peer", choices=["hf"], help="also run HF transformers' generate_batch on the same requests")
@@ -79,7 +81,7 @@ def run_jaxllm(w: Workload, args, model_dir: str, prompts, output_lens) -> dict:
               max_num_batched_tokens=args.max_num_batched_tokens, block_size=args.block_size,
               gpu_memory_utilization=args.gpu_memory_utilization, tensor_parallel_size=args.tensor_parallel_size,
               enforce_eager=args.enforce_eager, seed=args.seed, quantization=args.quantization,
-              async_scheduling=args.async_scheduling)
+              async_scheduling=args.async_scheduling, kv_cache_dtype=args.kv_cache_dtype)
     startup = time.perf_counter() - t0
     runner = llm.llm_engine.runner
     params = [SamplingParams(temperature=w.temperature, max_tokens=n, ignore_eos=True, detokenize=False)
@@ -113,7 +115,7 @@ def run_jaxllm(w: Workload, args, model_dir: str, prompts, output_lens) -> dict:
         "requests_s": len(prompts) / wall, "steps": steps, "ms_per_step": 1e3 * wall / max(steps, 1),
         "host_ms_per_step": 1e3 * (wall - wait) / max(steps, 1),
         "peak_device_bytes": stats.get("peak_bytes_in_use"), "kv_cache_bytes": kv_bytes,
-        "kv_cache_blocks": runner.num_blocks,
+        "kv_cache_blocks": runner.num_blocks, "kv_cache_dtype": str(runner.kv_caches[0].dtype),
         "activation_reserve_bytes": runner.activation_reserve_bytes,
         "measured_activation_bytes": runner.measured_activation_bytes, "block_size": args.block_size,
         "num_preemptions": llm.llm_engine.stats.num_preemptions,
