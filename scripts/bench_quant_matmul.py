@@ -1,0 +1,131 @@
+"""Microbenchmark of the weight-only linear layers on one GPU: the fused int4 kernel (ops/quant_matmul) vs a
+bf16 matmul vs int8 weight-only (the ``jaxllm.models.quant.linear`` math: convert in the GEMM, scale the
+output) vs the int4 reference (dequantize, then the GEMM: the dispatcher's choice at M >= 256).
+
+Shapes: Llama-3.1-8B's fused gate_up (K=4096, N=2*14336) and down (K=14336, N=4096), M in {1, 16, 128, 256},
+bf16 activations, group 128. Timing: one jitted program runs R x C calls (C weight copies, so the weights in
+use never fit in L2; R distinct x so nothing is CSE'd), all outputs returned; median of 5 runs / calls.
+Effective weight GB/s = bytes of the weight in its format (int4: packed + fp16 scales + int8 zeros) / time.
+
+    python scripts/bench_quant_matmul.py --output $OUT/quant_matmul_h200.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from ops.quant_matmul import Int4Tiles, int4_matmul_pallas, int4_matmul_reference, plan  # noqa: E402
+
+SHAPES = {"gate_up": (4096, 2 * 14336), "down": (14336, 4096)}
+GROUP = 128
+L2_BYTES = 3 * 64 << 20  # keep the weights of one program well above the L2 (50-60 MB on Hopper)
+
+
+def weight_bytes(kind, k, n):
+    return {"bf16": 2 * k * n, "int8": k * n + 4 * n,
+            "int4": k * n // 2 + 3 * (k // GROUP) * n, "int4_reference": k * n // 2 + 3 * (k // GROUP) * n}[kind]
+
+
+def make_weights(kind, k, n, copies, key):
+    out = []
+    for c in range(copies):
+        kc = jax.random.fold_in(key, c)
+        if kind == "bf16":
+            out.append((0.02 * jax.random.normal(kc, (k, n), jnp.float32)).astype(jnp.bfloat16))
+        elif kind == "int8":
+            out.append((jax.random.randint(kc, (k, n), -127, 128, jnp.int8), jnp.full((n,), 1e-3, jnp.float32)))
+        else:
+            qw = jax.lax.bitcast_convert_type(jax.random.bits(kc, (k // 8, n), jnp.uint32), jnp.int32)
+            out.append((qw, jnp.full((k // GROUP, n), 1e-3, jnp.float16), jnp.full((k // GROUP, n), 8, jnp.int8)))
+    return out
+
+
+def op(kind, tiles=None):
+    if kind == "bf16":
+        return lambda x, w: jnp.dot(x, w, preferred_element_type=jnp.float32).astype(x.dtype)
+    if kind == "int8":
+        return lambda x, w: (jnp.dot(x, w[0].astype(x.dtype), preferred_element_type=jnp.float32)
+                             * w[1]).astype(x.dtype)
+    if kind == "int4_reference":
+        return lambda x, w: int4_matmul_reference(x, *w)
+    return lambda x, w: int4_matmul_pallas(x, *w, tiles=tiles)
+
+
+def time_op(fn, xs, ws) -> float:
+    """Seconds per call."""
+    many = jax.jit(lambda xs, ws: tuple(fn(x, w) for x in xs for w in ws))
+    jax.block_until_ready(many(xs, ws))
+    runs = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        jax.block_until_ready(many(xs, ws))
+        runs.append(time.perf_counter() - t0)
+    return statistics.median(runs) / (len(xs) * len(ws))
+
+
+def tile_variants(m, k, n):
+    base = plan(m, k, n, GROUP)
+    s = base.num_splits
+    if m <= 16:
+        alts = [Int4Tiles(16, 32, 128, min(16, 2 * s)), Int4Tiles(16, 128, 128, s)]
+    else:
+        alts = [Int4Tiles(128, 128, 64, 1, 8, 2), Int4Tiles(64, 64, 128, s), Int4Tiles(32, 128, 128, s)]
+    ok = [t for t in alts if n % t.block_n == 0 and k % (t.block_k * t.num_splits) == 0]
+    return [("plan", base)] + [(f"bm{t.block_m}_bn{t.block_n}_bk{t.block_k}_s{t.num_splits}_w{t.num_warps}", t)
+                               for t in ok]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--output")
+    ap.add_argument("--m", type=int, nargs="*", default=[1, 16, 128, 256])
+    ap.add_argument("--calls-per-copy", type=int, default=4)
+    args = ap.parse_args()
+    key = jax.random.key(0)
+    results = []
+    print(f"device: {jax.devices()[0].device_kind}", flush=True)
+    print(f"{'shape':8} {'M':>4} {'impl':34} {'us':>9} {'GB/s':>8} {'x bf16':>7}", flush=True)
+    for name, (k, n) in SHAPES.items():
+        weights = {}
+        for kind in ("bf16", "int8", "int4"):
+            copies = max(1, -(-L2_BYTES // weight_bytes(kind, k, n)))
+            weights[kind] = make_weights(kind, k, n, copies, jax.random.fold_in(key, hash(kind) % 1000))
+        weights["int4_reference"] = weights["int4"]
+        for m in args.m:
+            xs = [jax.random.normal(jax.random.fold_in(key, 100 + r), (m, k), jnp.float32).astype(jnp.bfloat16)
+                  for r in range(args.calls_per_copy)]
+            cases = [("bf16", "bf16", None), ("int8", "int8", None), ("int4_reference", "int4_reference", None)]
+            cases += [(f"int4_pallas[{label}]", "int4", t) for label, t in tile_variants(m, k, n)]
+            bf16_us = None
+            for label, kind, tiles in cases:
+                try:
+                    sec = time_op(op(kind, tiles), xs, weights[kind])
+                except Exception as e:  # noqa: BLE001 - report a failing variant, keep measuring the rest
+                    print(f"{name:8} {m:4} {label:34} FAILED: {type(e).__name__}: {str(e)[:200]}", flush=True)
+                    results.append({"shape": name, "K": k, "N": n, "M": m, "impl": label, "error": str(e)[:500]})
+                    continue
+                us = sec * 1e6
+                bf16_us = us if kind == "bf16" else bf16_us
+                gbs = weight_bytes(kind, k, n) / sec / 1e9
+                print(f"{name:8} {m:4} {label:34} {us:9.1f} {gbs:8.0f} {bf16_us / us:7.2f}", flush=True)
+                results.append({"shape": name, "K": k, "N": n, "M": m, "impl": label, "us": us,
+                                "weight_GBps": gbs, "speedup_vs_bf16": bf16_us / us,
+                                "tiles": None if tiles is None else tiles.__dict__})
+        del weights
+    if args.output:
+        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+        with open(args.output, "w") as f:
+            json.dump({"device": jax.devices()[0].device_kind, "group_size": GROUP, "results": results}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

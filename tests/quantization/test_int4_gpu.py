@@ -1,0 +1,69 @@
+"""GPU (sm_80+) correctness of the fused int4 kernel against the jnp reference, and of a 4-bit model through it.
+Run on the GPU machine: ``python -m pytest tests/quantization/test_int4_gpu.py -q`` (scripts/gpu_quant.sh)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from int4_formats import pack_rows
+
+pytestmark = pytest.mark.gpu
+
+from jaxllm.ops.quant_matmul import Int4Tiles, choose_impl, int4_matmul_pallas, int4_matmul_reference, plan  # noqa: E402
+
+
+def operands(m, k, n, group, dtype, seed=0):
+    rng = np.random.RandomState(seed)
+    q = rng.randint(0, 16, (k, n))
+    zeros = rng.randint(0, 16, (k // group, n))
+    scales = (rng.rand(k // group, n) * 0.004 + 1e-3).astype(np.float16)
+    x = rng.randn(m, k).astype(np.float32)
+    return (jnp.asarray(x, dtype), jnp.asarray(pack_rows(q)), jnp.asarray(scales), jnp.asarray(zeros, jnp.int8))
+
+
+def close(out, ref, tol):
+    out, ref = np.asarray(out, np.float32), np.asarray(ref, np.float32)
+    err = np.abs(out - ref).max() / np.abs(ref).max()
+    assert err <= tol, err
+
+
+@pytest.mark.parametrize("m", [1, 13, 64, 200])
+@pytest.mark.parametrize("k,n,group", [(4096, 1024, 128), (14336, 4096, 128), (4096, 6144, 64), (512, 384, 32),
+                                       (4096, 512, 4096)])
+def test_kernel_matches_reference_bf16(m, k, n, group):
+    args = operands(m, k, n, group, jnp.bfloat16, seed=m + k)
+    tiles = plan(m, k, n, group)
+    assert tiles is not None
+    out = jax.jit(lambda *a: int4_matmul_pallas(*a, tiles=tiles))(*args)
+    assert out.dtype == jnp.bfloat16 and out.shape == (m, n)
+    close(out, jax.jit(int4_matmul_reference)(*args), 1e-2)
+
+
+@pytest.mark.parametrize("tiles", [Int4Tiles(16, 32, 32, 1), Int4Tiles(16, 128, 128, 4), Int4Tiles(32, 64, 64, 2),
+                                   Int4Tiles(64, 128, 128, 1, num_warps=8), Int4Tiles(128, 128, 64, 1, 8, 2)])
+def test_kernel_tile_variants(tiles):
+    args = operands(100, 2048, 1024, 128, jnp.bfloat16, seed=1)
+    close(jax.jit(lambda *a: int4_matmul_pallas(*a, tiles=tiles))(*args), int4_matmul_reference(*args), 1e-2)
+
+
+def test_kernel_float16_input_and_dispatch():
+    args = operands(5, 1024, 256, 128, jnp.float16, seed=2)
+    close(int4_matmul_pallas(*args), int4_matmul_reference(*args), 1e-2)
+    assert choose_impl(16, 4096, 4096, 128) == "pallas_triton"
+    assert choose_impl(4096, 4096, 4096, 128) == "reference"
+
+
+def test_awq_model_through_the_kernel(tmp_path, monkeypatch):
+    from int4_checkpoints import int4_checkpoint
+
+    import jaxllm
+
+    qdir, _, _, _ = int4_checkpoint(tmp_path, "awq", 64, arch="LlamaForCausalLM", hidden_size=128,
+                                    intermediate_size=256)
+    x = np.random.RandomState(0).randint(0, 256, (1, 12)).astype(np.int32)
+    monkeypatch.setenv("JAXLLM_QUANT_MATMUL_IMPL", "reference")
+    ref = np.asarray(jaxllm.load_model(qdir, "bfloat16")(x))
+    monkeypatch.setenv("JAXLLM_QUANT_MATMUL_IMPL", "pallas_triton")
+    close(jaxllm.load_model(qdir, "bfloat16")(x), ref, 2e-2)
