@@ -1,6 +1,8 @@
 """Microbenchmark of the weight-only linear layers on one GPU: the fused int4 kernel (ops/quant_matmul) vs a
-bf16 matmul vs int8 weight-only (the ``jaxllm.models.quant.linear`` math: convert in the GEMM, scale the
-output) vs the int4 reference (dequantize, then the GEMM: the dispatcher's choice at M >= 256).
+bf16 matmul vs int8 / fp8 weight-only (the ``jaxllm.models.quant.linear`` math: convert in the GEMM, scale the
+output) vs fp8 W8A8 (``JAXLLM_FP8_ACTIVATIONS=dynamic``: per-token e4m3 activations, fp8 x fp8 dot with float32
+accumulation, cuBLASLt fp8 on Hopper if XLA picks it) vs the int4 reference (dequantize, then the GEMM: the
+dispatcher's choice at M >= 256).
 
 Shapes: Llama-3.1-8B's fused gate_up (K=4096, N=2*14336) and down (K=14336, N=4096), M in {1, 16, 128, 256},
 bf16 activations, group 128. Timing: one jitted program runs R x C calls (C weight copies, so the weights in
@@ -23,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from jaxllm.models.quant import quantize_activations_fp8  # noqa: E402
 from ops.quant_matmul import Int4Tiles, int4_matmul_pallas, int4_matmul_reference, plan  # noqa: E402
 
 SHAPES = {"gate_up": (4096, 2 * 14336), "down": (14336, 4096)}
@@ -31,7 +34,7 @@ L2_BYTES = 3 * 64 << 20  # keep the weights of one program well above the L2 (50
 
 
 def weight_bytes(kind, k, n):
-    return {"bf16": 2 * k * n, "int8": k * n + 4 * n,
+    return {"bf16": 2 * k * n, "int8": k * n + 4 * n, "fp8": k * n + 4 * n, "fp8_w8a8": k * n + 4 * n,
             "int4": k * n // 2 + 3 * (k // GROUP) * n, "int4_reference": k * n // 2 + 3 * (k // GROUP) * n}[kind]
 
 
@@ -43,6 +46,9 @@ def make_weights(kind, k, n, copies, key):
             out.append((0.02 * jax.random.normal(kc, (k, n), jnp.float32)).astype(jnp.bfloat16))
         elif kind == "int8":
             out.append((jax.random.randint(kc, (k, n), -127, 128, jnp.int8), jnp.full((n,), 1e-3, jnp.float32)))
+        elif kind == "fp8":
+            w = (100 * jax.random.normal(kc, (k, n), jnp.float32)).astype(jnp.float8_e4m3fn)
+            out.append((w, jnp.full((n,), 1e-4, jnp.float32)))
         else:
             qw = jax.lax.bitcast_convert_type(jax.random.bits(kc, (k // 8, n), jnp.uint32), jnp.int32)
             out.append((qw, jnp.full((k // GROUP, n), 1e-3, jnp.float16), jnp.full((k // GROUP, n), 8, jnp.int8)))
@@ -52,9 +58,14 @@ def make_weights(kind, k, n, copies, key):
 def op(kind, tiles=None):
     if kind == "bf16":
         return lambda x, w: jnp.dot(x, w, preferred_element_type=jnp.float32).astype(x.dtype)
-    if kind == "int8":
+    if kind in ("int8", "fp8"):
         return lambda x, w: (jnp.dot(x, w[0].astype(x.dtype), preferred_element_type=jnp.float32)
                              * w[1]).astype(x.dtype)
+    if kind == "fp8_w8a8":
+        def w8a8(x, w):
+            xq, xs = quantize_activations_fp8(x, 1)
+            return (jnp.dot(xq, w[0], preferred_element_type=jnp.float32) * xs[:, None] * w[1]).astype(x.dtype)
+        return w8a8
     if kind == "int4_reference":
         return lambda x, w: int4_matmul_reference(x, *w)
     return lambda x, w: int4_matmul_pallas(x, *w, tiles=tiles)
@@ -96,14 +107,14 @@ def main():
     print(f"{'shape':8} {'M':>4} {'impl':34} {'us':>9} {'GB/s':>8} {'x bf16':>7}", flush=True)
     for name, (k, n) in SHAPES.items():
         weights = {}
-        for kind in ("bf16", "int8", "int4"):
+        for kind in ("bf16", "int8", "fp8", "int4"):
             copies = max(1, -(-L2_BYTES // weight_bytes(kind, k, n)))
             weights[kind] = make_weights(kind, k, n, copies, jax.random.fold_in(key, hash(kind) % 1000))
-        weights["int4_reference"] = weights["int4"]
+        weights["int4_reference"], weights["fp8_w8a8"] = weights["int4"], weights["fp8"]
         for m in args.m:
             xs = [jax.random.normal(jax.random.fold_in(key, 100 + r), (m, k), jnp.float32).astype(jnp.bfloat16)
                   for r in range(args.calls_per_copy)]
-            cases = [("bf16", "bf16", None), ("int8", "int8", None), ("int4_reference", "int4_reference", None)]
+            cases = [(kind, kind, None) for kind in ("bf16", "int8", "fp8", "fp8_w8a8", "int4_reference")]
             cases += [(f"int4_pallas[{label}]", "int4", t) for label, t in tile_variants(m, k, n)]
             bf16_us = None
             for label, kind, tiles in cases:
@@ -120,10 +131,14 @@ def main():
                 results.append({"shape": name, "K": k, "N": n, "M": m, "impl": label, "us": us,
                                 "weight_GBps": gbs, "speedup_vs_bf16": bf16_us / us,
                                 "tiles": None if tiles is None else tiles.__dict__})
+            save(args.output, results)  # after every M: a run cut short by a timeout keeps what it measured
         del weights
-    if args.output:
-        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-        with open(args.output, "w") as f:
+
+
+def save(path, results):
+    if path:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "w") as f:
             json.dump({"device": jax.devices()[0].device_kind, "group_size": GROUP, "results": results}, f, indent=1)
 
 

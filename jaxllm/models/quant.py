@@ -14,9 +14,18 @@ read from HBM at 1 byte per element.
 fp8 checkpoints (``quant_from_checkpoint``) load straight into the same module: their float8_e4m3fn weight
 becomes ``qweight`` and their per-tensor or per-channel ``weight_scale`` becomes ``scale`` (per-tensor scales
 broadcast to every output channel). 4-bit AWQ/GPTQ weights are ``Int4Weight`` modules (quant_int4.py).
+
+fp8 activations (W8A8, opt-in: ``JAXLLM_FP8_ACTIVATIONS=dynamic``, read when the model is built): for fp8
+weights the activation is also quantized to float8_e4m3fn, with one dynamic scale per token (max |x| over the
+contracted dims / 448), and the matmul takes both fp8 operands with float32 accumulation, which XLA can run on
+Hopper's fp8 tensor cores (cuBLASLt). ``out = dot(xq, qweight) * x_scale[token] * scale[channel]``. Off by
+default: it adds activation rounding (e4m3: 3 mantissa bits) and has to win on the GPU first
+(scripts/bench_quant_matmul.py measures it).
 """
 
 from __future__ import annotations
+
+import os
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +37,29 @@ from jaxllm.models.quant_int4 import Int4Weight, int4_linear
 # Largest representable magnitude used by each method (int8 is symmetric: -127..127, -128 is never used).
 QMAX = {"int8": 127.0, "fp8": 448.0}
 QDTYPE = {"int8": jnp.int8, "fp8": jnp.float8_e4m3fn}
+
+
+FP8_ACTIVATIONS_ENV = "JAXLLM_FP8_ACTIVATIONS"
+FP8_ACTIVATION_MODES = ("none", "dynamic")
+
+
+def fp8_activation_mode() -> str:
+    """"none" (weight-only, the default) or "dynamic" (per-token fp8 activations), from the environment."""
+    mode = os.environ.get(FP8_ACTIVATIONS_ENV, "") or "none"
+    if mode not in FP8_ACTIVATION_MODES:
+        raise ValueError(f"{FP8_ACTIVATIONS_ENV}={mode!r} is not supported; choose one of {FP8_ACTIVATION_MODES}")
+    return mode
+
+
+def quantize_activations_fp8(x: jax.Array, in_ndim: int) -> tuple[jax.Array, jax.Array]:
+    """x [..., *in_dims] -> (float8_e4m3fn x [..., *in_dims], float32 scale [...]): one scale per token, the max
+    over the ``in_ndim`` contracted dims mapped to 448. An all-zero token gets scale 1."""
+    x32 = x.astype(jnp.float32)
+    axes = tuple(range(x.ndim - in_ndim, x.ndim))
+    amax = jnp.max(jnp.abs(x32), axis=axes, keepdims=True)
+    scale = jnp.where(amax > 0, amax / QMAX["fp8"], 1.0)
+    xq = jnp.clip(x32 / scale, -QMAX["fp8"], QMAX["fp8"]).astype(jnp.float8_e4m3fn)
+    return xq, scale.reshape(scale.shape[:x.ndim - in_ndim])
 
 
 def quantize(w: jax.Array, method: str, in_ndim: int) -> tuple[jax.Array, jax.Array]:
@@ -65,6 +97,8 @@ class QuantizedWeight(nnx.Module):
             self.int4_placeholder = (tuple(shape), tuple(axes), in_ndim)
             return
         self.int4_placeholder = None
+        # static (part of the graph definition, so a change means a new trace, never a stale one)
+        self.activations = fp8_activation_mode() if method == "fp8" else "none"
         w = 0.02 * jax.random.normal(rngs.params(), shape, jnp.float32)
         qweight, scale = quantize(w, method, in_ndim)
         self.qweight = nnx.Param(qweight, logical_axes=tuple(axes))
@@ -85,6 +119,11 @@ def linear(x: jax.Array, weight, subscripts: str) -> jax.Array:
     if weight.int4_placeholder is not None:
         raise RuntimeError("int4 (awq/gptq) weights are built by jaxllm.weights.loader.abstract_model; this model "
                            "was constructed directly and still holds placeholders")
-    w = weight.qweight[...].astype(x.dtype)
-    out = jnp.einsum(subscripts, x, w, preferred_element_type=jnp.float32)
-    return (out * weight.scale[...]).astype(x.dtype)
+    qweight, scale = weight.qweight[...], weight.scale[...]
+    if weight.activations == "dynamic":
+        xq, x_scale = quantize_activations_fp8(x, qweight.ndim - scale.ndim)
+        out = jnp.einsum(subscripts, xq, qweight, preferred_element_type=jnp.float32)
+        x_scale = x_scale.reshape(*x_scale.shape, *(1,) * scale.ndim)
+        return (out * x_scale * scale).astype(x.dtype)
+    out = jnp.einsum(subscripts, x, qweight.astype(x.dtype), preferred_element_type=jnp.float32)
+    return (out * scale).astype(x.dtype)

@@ -1,0 +1,61 @@
+"""Opt-in W8A8 for fp8 weights (JAXLLM_FP8_ACTIVATIONS=dynamic): per-token e4m3 activations times e4m3 weights
+with float32 accumulation, checked against a numpy emulation (ml_dtypes) on the CPU."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+import pytest
+from flax import nnx
+from hf_models import save_tiny_model
+
+import jaxllm
+from jaxllm.models.quant import QuantizedWeight, fp8_activation_mode, linear
+
+
+def np_w8a8(x, qweight, scale, in_ndim):
+    """numpy: quantize x per token over the last ``in_ndim`` dims to e4m3, multiply in float64."""
+    x = np.asarray(x, np.float32)
+    axes = tuple(range(x.ndim - in_ndim, x.ndim))
+    amax = np.abs(x).max(axis=axes, keepdims=True)
+    xs = np.where(amax > 0, amax / np.float32(448), np.float32(1)).astype(np.float32)
+    xq = np.clip(x / xs, -448, 448).astype(ml_dtypes.float8_e4m3fn).astype(np.float64) * xs
+    w = np.asarray(qweight.astype(jnp.float32), np.float64) * np.asarray(scale, np.float64)
+    k = int(np.prod(x.shape[x.ndim - in_ndim:]))
+    return xq.reshape(*x.shape[:x.ndim - in_ndim], k) @ w.reshape(k, -1)
+
+
+@pytest.mark.parametrize("shape,axes,in_ndim,subscripts", [
+    ((32, 4, 8), ("embed", "q_heads", "head_dim"), 1, "...d,dhk->...hk"),
+    ((4, 8, 32), ("q_heads", "head_dim", "embed"), 2, "...hk,hkd->...d"),
+])
+def test_linear_w8a8_matches_numpy(monkeypatch, shape, axes, in_ndim, subscripts):
+    x = jax.random.normal(jax.random.key(1), (5, *shape[:in_ndim]), jnp.float32)
+    x = x.at[2].set(0.0)  # an all-zero token
+    weight_only = linear(x, QuantizedWeight(shape, "fp8", axes, in_ndim, nnx.Rngs(0)), subscripts)
+    monkeypatch.setenv("JAXLLM_FP8_ACTIVATIONS", "dynamic")  # read when the weight (model) is built
+    w = QuantizedWeight(shape, "fp8", axes, in_ndim, nnx.Rngs(0))
+    assert w.activations == "dynamic"
+    out = linear(x, w, subscripts)
+    want = np_w8a8(x, w.qweight[...], w.scale[...], in_ndim).reshape(out.shape)
+    np.testing.assert_allclose(np.asarray(out), want, rtol=1e-5, atol=1e-6)
+    assert np.all(np.asarray(out)[2] == 0)
+    err = np.abs(np.asarray(out) - np.asarray(weight_only)).max() / np.abs(np.asarray(weight_only)).max()
+    assert 0 < err < 0.1  # activation rounding only
+    jaxpr = jax.make_jaxpr(lambda x: linear(x, w, subscripts))(x)
+    dots = [e for e in jaxpr.eqns if e.primitive.name == "dot_general"]
+    assert dots and all(v.aval.dtype == jnp.float8_e4m3fn for v in dots[0].invars)
+
+
+def test_model_w8a8_and_bad_mode(monkeypatch, tmp_path):
+    save_tiny_model(tmp_path, "LlamaForCausalLM")
+    x = np.random.RandomState(0).randint(0, 256, (2, 16)).astype(np.int32)
+    ref = np.asarray(jaxllm.load_model(tmp_path, quantization="fp8")(x))
+    monkeypatch.setenv("JAXLLM_FP8_ACTIVATIONS", "dynamic")
+    out = np.asarray(jaxllm.load_model(tmp_path, quantization="fp8")(x))
+    assert 0 < np.abs(out - ref).max() / np.abs(ref).max() < 0.1
+    monkeypatch.setenv("JAXLLM_FP8_ACTIVATIONS", "static")
+    with pytest.raises(ValueError, match="JAXLLM_FP8_ACTIVATIONS='static' is not supported"):
+        fp8_activation_mode()
