@@ -74,7 +74,9 @@ def _int4_fields(method: str, qcfg: dict[str, Any]) -> dict[str, Any]:
         if qcfg.get("modules_to_not_convert"):
             raise _unsupported_checkpoint(f"awq modules_to_not_convert={qcfg['modules_to_not_convert']!r}")
         return {"quant_group_size": group, "quant_desc_act": False}
-    fmt = qcfg.get("checkpoint_format", "gptq")
+    fmt = qcfg.get("checkpoint_format", qcfg.get("format", "gptq"))
+    if qcfg.get("lm_head"):
+        raise _unsupported_checkpoint("gptq with lm_head=true (a quantized lm_head)")
     if fmt != "gptq" or qcfg.get("is_marlin_format"):
         raise _unsupported_checkpoint(f"gptq checkpoint_format={fmt!r}{' (marlin)' if qcfg.get('is_marlin_format') else ''}"
                                       " (only the classic v1 'gptq' packing)")

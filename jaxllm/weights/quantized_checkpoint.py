@@ -1,7 +1,7 @@
 """Pre-quantized checkpoints (AWQ, GPTQ, fp8): their tensors, rewritten into our quantized layouts.
 
 ``quantized_tensors(cfg, tensors)`` wraps the checkpoint's (name, array, file) stream; the loader then checks
-and places the result like any checkpoint (``mappings.quantized_linear_map`` gives the keys and shapes).
+and places the result like any checkpoint (``mappings.key_map`` gives the keys and shapes of these layouts).
 
 * AWQ / GPTQ (``cfg.quantization`` "awq"/"gptq"): the tensors of one linear layer (``<prefix>.qweight``,
   ``.qzeros``, ``.scales`` and GPTQ's ``.g_idx``) are collected, then converted on the host, one layer at a
@@ -11,7 +11,9 @@ and places the result like any checkpoint (``mappings.quantized_linear_map`` giv
   - AWQ (GEMM): qweight [K, N // 8] and qzeros [K // G, N // 8] packed along N, nibble i of an int32 = column
     8c + [0, 2, 4, 6, 1, 3, 5, 7][i]; scales [K // G, N]. Repacked along K.
   - GPTQ (v1): qweight [K // 8, N] packed along K (already our layout); qzeros [K // G, N // 8] packed along N in
-    order, each stored as zero - 1 (4-bit wrap: the zero is (stored + 1) & 15); g_idx [K] = group of each
+    order, each stored as zero - 1 in 4 bits, read back as (stored + 1) & 15 like GPTQModel's v1 -> v2
+    conversion (exllama-style kernels read 16 where the zero was 0: only asymmetric groups whose zero point
+    is 0 differ; symmetric checkpoints store 7 for 8 everywhere); g_idx [K] = group of each
     input channel. Without act order g_idx must be k // G (and is dropped). With act order (desc_act) the
     channels are sorted by group (stable), which makes the groups contiguous; the sort is ``perm`` and the
     activation is gathered by it in the matmul. gate_proj and up_proj see the same input, so GPTQ gives them
@@ -19,7 +21,7 @@ and places the result like any checkpoint (``mappings.quantized_linear_map`` giv
 * fp8 (``cfg.quant_from_checkpoint``): ``<prefix>.weight`` float8_e4m3fn [N, K] passes through;
   ``<prefix>.weight_scale`` (scalar, [1], [N] or [N, 1]) becomes float32 [N] (a per-tensor scale broadcast to
   every channel). ``input_scale`` / ``input_scale_ub`` (static activation scales) are skipped: activations stay
-  in the model dtype and the weight is dequantized on the fly, so they are not needed.
+  in the model dtype (weight-only), or get dynamic per-token scales with JAXLLM_FP8_ACTIVATIONS=dynamic.
 """
 
 from __future__ import annotations
