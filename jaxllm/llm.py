@@ -75,7 +75,8 @@ class LLM:
                                  max_num_batched_tokens=args.max_num_batched_tokens,
                                  max_model_len=args.max_model_len, gpu_memory_utilization=gpu_memory_utilization,
                                  num_gpu_blocks_override=args.num_gpu_blocks_override,
-                                 kv_cache_memory_bytes=args.kv_cache_memory_bytes, enforce_eager=enforce_eager)
+                                 kv_cache_memory_bytes=args.kv_cache_memory_bytes, enforce_eager=enforce_eager,
+                                 kv_cache_dtype=args.kv_cache_dtype)
         del model_obj
         self.llm_engine = LLMEngine(
             runner_obj, num_blocks=runner_obj.num_blocks, block_size=args.block_size,

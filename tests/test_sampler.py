@@ -4,6 +4,7 @@ References are small numpy implementations of vLLM's semantics; distributions ar
 (each row of one big batch is a different seed) with a 5-sigma bound per token plus exact support checks."""
 
 import collections
+import dataclasses
 import types
 
 import jax
@@ -15,12 +16,15 @@ from jaxllm.engine.batch import ScheduledSeq
 from jaxllm.models import sampler as sampler_mod
 from jaxllm.models.sampler import sample, token_logprobs, top_k_values
 from jaxllm.runner.sampling_metadata import (
+    FILTER_CONFIG,
     FULL_CONFIG,
     GREEDY_CONFIG,
+    MAX_LOGPROBS,
     SAMPLE_CONFIG,
     SamplerConfig,
     bad_words_banned_ids,
     build_sampling_metadata,
+    covers,
     to_runner_output,
 )
 
@@ -113,8 +117,18 @@ def test_config_choice_and_ladders():
     V = 1000
     _, cfg = build_sampling_metadata([seq(sp(temperature=0.5))], 2, V)
     assert cfg == SAMPLE_CONFIG
+    _, cfg = build_sampling_metadata([seq(sp(temperature=0.5, logprobs=0))], 2, V)
+    assert cfg == dataclasses.replace(SAMPLE_CONFIG, num_logprobs=MAX_LOGPROBS)
     _, cfg = build_sampling_metadata([seq(sp(temperature=0.0, logprobs=0))], 2, V)
-    assert cfg == FULL_CONFIG
+    assert cfg == dataclasses.replace(SAMPLE_CONFIG, random=False, num_logprobs=MAX_LOGPROBS)  # no noise
+    _, cfg = build_sampling_metadata([seq(sp(temperature=0.5, top_p=0.9)), seq(sp(temperature=0.0))], 2, V)
+    assert cfg == dataclasses.replace(SAMPLE_CONFIG, top_k_top_p=True)
+    _, cfg = build_sampling_metadata([seq(sp(temperature=0.5, min_p=0.1))], 2, V)
+    assert cfg == dataclasses.replace(SAMPLE_CONFIG, min_p=True)
+    # every variant but the greedy one is served by a compiled superset of its parts with the same shapes
+    assert covers(FILTER_CONFIG, cfg) and covers(FULL_CONFIG, cfg) and not covers(cfg, FILTER_CONFIG)
+    assert not covers(FULL_CONFIG, GREEDY_CONFIG) and covers(GREEDY_CONFIG, GREEDY_CONFIG)
+    assert not covers(FULL_CONFIG, dataclasses.replace(cfg, bias_width=32))
     bias = {i: 1.0 for i in range(9)}
     _, cfg = build_sampling_metadata(
         [seq(sp(temperature=0.0, logit_bias=bias, presence_penalty=0.5), token_ids=range(65))], 2, V
@@ -267,7 +281,8 @@ def test_top_k_top_p_support_is_exact_with_ties(monkeypatch, candidates, bits):
     min_p = rng.choice([0.0, 0.0, 0.01, 0.2], size=S).astype(np.float32)
     threshold = jax.jit(
         lambda x, t, k, p, m: sampler_mod._filter_threshold(
-            x, types.SimpleNamespace(temperature=t, top_k=k, top_p=p, min_p=m)
+            x, types.SimpleNamespace(temperature=t, top_k=k, top_p=p, min_p=m),
+            FILTER_CONFIG,
         )
     )
     thresh = threshold(*map(jnp.asarray, (x, temperature, top_k, top_p, min_p)))

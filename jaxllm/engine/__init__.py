@@ -6,4 +6,4 @@ Plain Python (numpy at most): this package never imports jax, so it is testable 
 from .batch import RunnerOutput, ScheduledBatch, ScheduledSeq, TokenLogprobs
 from .engine import EngineStats, LLMEngine
 
-__all__ = ["LLMEngine", "EngineStats", "ScheduledBatch", "ScheduledSeq", "RunnerOutput", "TokenLogprobs"]
+__all__ = ["EngineStats", "LLMEngine", "RunnerOutput", "ScheduledBatch", "ScheduledSeq", "TokenLogprobs"]

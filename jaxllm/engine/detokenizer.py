@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .batch import TokenLogprobs
 from ..outputs import Logprob
+from .batch import TokenLogprobs
 
 _CONTEXT_TOKENS = 5  # prompt tokens decoded as left context of the first generated token
 _TRIM_AT = 64  # drop converted tokens that can no longer be in a window once this many pile up
@@ -103,19 +103,19 @@ class IncrementalDetokenizer:
     before the stop string (or right after it with ``include_stop_str_in_output``)."""
 
     __slots__ = (
-        "view",
+        "include_stop",
+        "min_tokens",
+        "num_chars",
+        "pieces",
+        "prefix_offset",
+        "read_offset",
         "skip_special_tokens",
         "spaces_between",
         "stop",
-        "include_stop",
-        "min_tokens",
-        "tokens",
-        "prefix_offset",
-        "read_offset",
-        "pieces",
-        "num_chars",
         "stop_tail",
         "tail_len",
+        "tokens",
+        "view",
     )
 
     def __init__(self, view: TokenizerView, prompt_token_ids: list[int], params: Any) -> None:

@@ -19,18 +19,18 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterable
 from collections import deque
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
+from ..outputs import CompletionOutput, RequestMetrics, RequestOutput
+from ..sampling_params import SamplingParams
 from .block_manager import BlockManager
 from .detokenizer import IncrementalDetokenizer, TokenizerView
 from .scheduler import Scheduler
 from .sequence import Sequence
-from ..outputs import CompletionOutput, RequestMetrics, RequestOutput
-from ..sampling_params import SamplingParams
 
 _SEED_MOD = 2**31  # per-sequence rng seeds fit int32 (and uint32)
 

@@ -21,8 +21,8 @@ engine wait for step N first (``can_overlap``).
 
 from __future__ import annotations
 
-import time
 import dataclasses
+import time
 from collections import deque
 from typing import Any
 

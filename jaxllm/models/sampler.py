@@ -26,10 +26,11 @@ sort on GPU: ~2.6 ms for [256, 151936] f32 on an H200):
     the mass.
   * The bisection decides ``BISECT_BITS`` (2) bits per pass: 16 passes over [S, V], 3 candidate thresholds
     each.
-  All filters reduce to one threshold per row on the processed (un-scaled) logits, computed under
-  ``lax.cond``s only when some row uses min_p / top-k / top-p (the branch is picked on device, no host sync;
-  the conds take the already materialized logits, so skipping costs nothing) and, inside, the bisections only
-  when a row needs them.
+  All filters reduce to one threshold per row on the processed (un-scaled) logits, computed only when some
+  row uses min_p / top-k / top-p: the host decides that (``SamplerConfig.random / min_p / top_k_top_p`` are
+  static), because a ``lax.cond`` on device data makes XLA's GPU runtime copy the predicate to the host and
+  wait for it, which stalls the launch of the next step. Inside the top-k/top-p part, the bisections run under
+  ``lax.cond``s only when a row needs them (k > 64, or a nucleus beyond the top 64): those rare steps sync.
 Measured on one H200 (jax 0.11.2, V = 151936, S = 256 rows; S = 8 in brackets), whole sampler program, us:
 greedy variant 68 (46); temperature only 360-400 (141); + logprobs 569 (193); min_p 416 (161); top_k=50 705
 (298); top_p=0.9 on a peaked distribution (fast path) 701 (300); top_p=0.9 on a flat one / top_k=1000
@@ -242,30 +243,23 @@ def _gumbel_argmax(x: jax.Array, seeds: jax.Array, output_index: jax.Array, nois
     return jnp.argmax(x + noise, axis=-1).astype(jnp.int32)
 
 
-def _filter_threshold(x: jax.Array, md: Any) -> jax.Array:
-    """min_p, top-k, top-p as one per-row threshold [S] on x [S, V] (before temperature): keep x >= it. Each
-    part runs under a lax.cond taking the already materialized x, so a step that does not use it pays
-    nothing."""
-    with jax.named_scope("min_p"):  # p >= min_p * p_max  <=>  x >= max(x) + T * log(min_p)
-        t_min_p = lax.cond(
-            jnp.any(md.min_p > 0),
-            lambda x: jnp.max(x, axis=-1) + md.temperature * jnp.log(md.min_p),
-            lambda x: jnp.full(x.shape[:1], _NEG_INF),
-            x,
-        )
+def _filter_threshold(x: jax.Array, md: Any, config: Any) -> jax.Array:
+    """min_p, top-k, top-p as one per-row threshold [S] on x [S, V] (before temperature): keep x >= it. A part
+    no row uses (static ``config`` flags) is not computed."""
+    t_min_p = jnp.full(x.shape[:1], _NEG_INF)
+    if config.min_p:
+        with jax.named_scope("min_p"):  # p >= min_p * p_max  <=>  x >= max(x) + T * log(min_p)
+            t_min_p = jnp.max(x, axis=-1) + md.temperature * jnp.log(md.min_p)
+    if not config.top_k_top_p:
+        return t_min_p
     with jax.named_scope("top_k_top_p"):
-        return lax.cond(
-            jnp.any((md.top_k < x.shape[1]) | (md.top_p < 1.0)),
-            lambda x: _top_k_top_p_threshold(x, md.temperature, md.top_k, md.top_p, t_min_p),
-            lambda x: t_min_p,
-            x,
-        )
+        return _top_k_top_p_threshold(x, md.temperature, md.top_k, md.top_p, t_min_p)
 
 
-def _random_tokens(x: jax.Array, md: Any) -> jax.Array:
+def _random_tokens(x: jax.Array, md: Any, config: Any) -> jax.Array:
     """min_p, top_k, top_p, temperature, then Gumbel-max. x [S, V] processed logits -> [S] i32. Greedy rows
     (temperature 1, nothing to mask, no noise) come out as the argmax of x."""
-    thresh = _filter_threshold(x, md)
+    thresh = _filter_threshold(x, md, config)
     with jax.named_scope("gumbel_max"):
         scaled = jnp.where(x >= thresh[:, None], x / md.temperature[:, None], _NEG_INF)
         return _gumbel_argmax(scaled, md.seeds, md.output_index, ~md.greedy)
@@ -281,12 +275,10 @@ def sample(logits: jax.Array, metadata: Any, config: Any) -> SamplerOutput:
     md = metadata
     with jax.named_scope("logits_processors"):
         x = _apply_processors(logits, md, penalties=bool(config.penalty_len))
-    tokens = lax.cond(
-        jnp.all(md.greedy),
-        lambda x: jnp.argmax(x, axis=-1).astype(jnp.int32),
-        lambda x: _random_tokens(x, md),
-        x,
-    )
+    if config.random:
+        tokens = _random_tokens(x, md, config)
+    else:
+        tokens = jnp.argmax(x, axis=-1).astype(jnp.int32)
     out = SamplerOutput(token_ids=tokens)
     if config.num_logprobs:
         with jax.named_scope("logprobs"):

@@ -28,8 +28,14 @@ from jaxllm.parallel.sharding import cache_kv_heads, logical_to_spec, sharding_r
 from jaxllm.runner.buckets import Bucket, BucketLadder
 from jaxllm.runner.input_batch import build_step_inputs, dummy_step_inputs, pack_step_inputs
 from jaxllm.runner.memory import activation_reserve_bytes, plan_num_blocks
-from jaxllm.runner.sampling_metadata import (STARTUP_CONFIGS, build_sampling_metadata,
-                                             dummy_sampling_metadata, pack_sampling_metadata, to_runner_output)
+from jaxllm.runner.sampling_metadata import (
+    STARTUP_CONFIGS,
+    build_sampling_metadata,
+    covers,
+    dummy_sampling_metadata,
+    pack_sampling_metadata,
+    to_runner_output,
+)
 from jaxllm.runner.step import make_forward, make_prompt_logprobs, make_sample
 
 logger = logging.getLogger("jaxllm")
@@ -42,7 +48,7 @@ class ModelRunner:
     def __init__(self, model, cfg: ModelConfig, mesh, *, block_size: int, max_num_seqs: int,
                  max_num_batched_tokens: int, max_model_len: int, gpu_memory_utilization: float = 0.9,
                  num_gpu_blocks_override: int | None = None, kv_cache_memory_bytes: int | None = None,
-                 enforce_eager: bool = False, attention_impl: str | None = None):
+                 enforce_eager: bool = False, attention_impl: str | None = None, kv_cache_dtype: str = "auto"):
         self.cfg = cfg
         self.mesh = mesh
         self.block_size = block_size
@@ -53,12 +59,13 @@ class ModelRunner:
         self.graphdef, state = nnx.split(model)
         self.params, self._treedef = jax.tree_util.tree_flatten(state)
         self.dtype = jnp.dtype(cfg.dtype)
+        self.kv_cache_dtype = ops.paged_attention.resolve_kv_cache_dtype(kv_cache_dtype, self.dtype)
         self._replicated = NamedSharding(mesh, PartitionSpec())
         tp = mesh.devices.size
         self.activation_reserve_bytes = activation_reserve_bytes(cfg, max_num_batched_tokens, max_num_seqs, tp)
         self.measured_activation_bytes: int | None = None  # XLA's temp size of the largest program (warm-up)
         self.num_blocks = plan_num_blocks(
-            cfg, device=mesh.devices.flat[0], block_size=block_size, dtype_bytes=self.dtype.itemsize,
+            cfg, device=mesh.devices.flat[0], block_size=block_size, dtype_bytes=self.kv_cache_dtype.itemsize,
             max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens, max_model_len=max_model_len,
             gpu_memory_utilization=gpu_memory_utilization, num_gpu_blocks_override=num_gpu_blocks_override,
             kv_cache_memory_bytes=kv_cache_memory_bytes, tp=tp)
@@ -66,7 +73,7 @@ class ModelRunner:
                                      sharding_rules(cfg, tp))
         self.kv_caches = ops.allocate_kv_cache(cfg.num_layers, self.num_blocks, block_size,
                                                cache_kv_heads(cfg.num_kv_heads, tp),
-                                               cfg.head_dim, self.dtype, NamedSharding(mesh, cache_spec))
+                                               cfg.head_dim, self.kv_cache_dtype, NamedSharding(mesh, cache_spec))
         self._max_seqs = self.ladder.buckets[-1].num_seqs
         self._prev_tokens = jax.device_put(np.zeros(self._max_seqs, np.int32), self._replicated)
         self._forward = make_forward(self.graphdef, self._treedef, mesh)
@@ -110,6 +117,15 @@ class ModelRunner:
             logger.info("compiled %s in %.1fs", key, time.perf_counter() - t0)
         return fn
 
+    def _sampler_variant(self, num_seqs: int, config):
+        """``config``, or the cheapest compiled variant that covers it (no compile during generate)."""
+        if ("sample", num_seqs, config) in self._compiled:
+            return config
+        compiled = [k[2] for k in self._compiled if k[0] == "sample" and k[1] == num_seqs and covers(k[2], config)]
+        if not compiled:
+            return config
+        return min(compiled, key=lambda c: (c.num_logprobs, c.top_k_top_p, c.min_p, c.random))
+
     def warm_up(self) -> None:
         """Compile the forward of every bucket and the start-up sampler variants, in parallel threads."""
         keys = [("forward", b, False) for b in self.ladder.buckets]
@@ -140,7 +156,7 @@ class ModelRunner:
 
     # ---- execution -------------------------------------------------------------------------------------
 
-    def dispatch(self, batch: ScheduledBatch) -> "_StepInFlight":
+    def dispatch(self, batch: ScheduledBatch) -> _StepInFlight:
         """Launch one step on the device without waiting for it; ``fetch`` returns its output. Negative input
         ids (asynchronous scheduling) are read from the sampled ids of the step dispatched just before."""
         bucket = self.ladder.pick(batch.num_tokens, batch.num_seqs)
@@ -148,7 +164,7 @@ class ModelRunner:
         md, sampler_config = build_sampling_metadata(batch.seqs, bucket.num_seqs, self.cfg.vocab_size)
         want_prompt_lp = any(s.want_prompt_logprobs for s in batch.seqs)
         forward = self._get_compiled(("forward", bucket, want_prompt_lp))
-        sampler = self._get_compiled(("sample", bucket.num_seqs, sampler_config))
+        sampler = self._get_compiled(("sample", bucket.num_seqs, self._sampler_variant(bucket.num_seqs, sampler_config)))
         dev_inputs, dev_md = jax.device_put(
             (pack_step_inputs(inputs), pack_sampling_metadata(md, sampler_config, bucket.num_seqs)), self._replicated)
         self.kv_caches, logits, hidden = forward(self.params, self.kv_caches, dev_inputs, self._prev_tokens)
@@ -159,7 +175,7 @@ class ModelRunner:
         self.num_steps += 1
         return _StepInFlight(batch, sampled, hidden if want_prompt_lp else None)
 
-    def fetch(self, step: "_StepInFlight") -> RunnerOutput:
+    def fetch(self, step: _StepInFlight) -> RunnerOutput:
         """Wait for a dispatched step and return its sampled tokens (and logprobs)."""
         t_wait = time.perf_counter()
         sampled = jax.device_get(step.sampled)  # the only host<->device sync of a step
@@ -205,7 +221,7 @@ class ModelRunner:
 class _StepInFlight:
     """A dispatched step: its batch and the device arrays that ``ModelRunner.fetch`` reads."""
 
-    __slots__ = ("batch", "sampled", "hidden")
+    __slots__ = ("batch", "hidden", "sampled")
 
     def __init__(self, batch: ScheduledBatch, sampled, hidden) -> None:
         self.batch, self.sampled, self.hidden = batch, sampled, hidden

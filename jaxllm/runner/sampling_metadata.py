@@ -12,8 +12,11 @@ Variants (each is compiled once per sequence bucket, i.e. per padded_num_seqs):
     argmax only; the metadata carries no arrays at all.
   * ``SAMPLE_CONFIG``: temperature, top-k, top-p, min-p, seeds, logit_bias, allowed_token_ids, banned ids
     (min_tokens stop ids and bad words), with sparse widths at the bottom of the ladder.
-  * ``FULL_CONFIG``: the same plus top-``MAX_LOGPROBS`` logprobs (used when any row asks for logprobs).
-  These three (``STARTUP_CONFIGS``) are what the runner compiles at start-up. A step that needs more compiles
+  * ``FILTER_CONFIG``: ``SAMPLE_CONFIG`` with min_p and top-k / top-p.
+  * ``FULL_CONFIG``: ``FILTER_CONFIG`` plus top-``MAX_LOGPROBS`` logprobs.
+  Which parts run (random rows, min_p, top-k/top-p, logprobs) is a static field too, so the device never
+  branches on data. These four (``STARTUP_CONFIGS``) are what the runner compiles at start-up; a step whose
+  exact variant is not compiled runs a compiled one that ``covers`` it (same shapes, a superset of the parts). A step that needs more compiles
   lazily, on first use, a variant that differs only in shapes: a wider sparse array (more than 8 bias, allowed
   or banned ids in a row: widths from ``SPARSE_WIDTHS``) or penalties (repetition/frequency/presence), which
   carry the prompt+output token ids padded to a power-of-two length ``penalty_len`` (>= ``PENALTY_MIN_LEN``).
@@ -55,11 +58,19 @@ class SamplerConfig:
     allowed_width: int = 0
     banned_width: int = 0
     penalty_len: int = 0
+    # Which parts of the sampler run, decided on the host: a lax.cond on device data would make XLA read the
+    # predicate back to the host (a sync that stalls the launch of the next step).
+    random: bool = False  # some row samples (temperature >= SAMPLING_EPS); else argmax of the processed logits
+    min_p: bool = False  # some row has min_p > 0
+    top_k_top_p: bool = False  # some row has top_k or top_p
 
     def __post_init__(self):
-        widths = (self.num_logprobs, self.bias_width, self.allowed_width, self.banned_width, self.penalty_len)
+        widths = (self.num_logprobs, self.bias_width, self.allowed_width, self.banned_width, self.penalty_len,
+                  self.random, self.min_p, self.top_k_top_p)
         if self.greedy_only and any(widths):
-            raise ValueError(f"greedy_only SamplerConfig must have zero widths, got {self}")
+            raise ValueError(f"greedy_only SamplerConfig must have zero widths and no random rows, got {self}")
+        if (self.min_p or self.top_k_top_p) and not self.random:
+            raise ValueError(f"min_p / top_k_top_p need random=True, got {self}")
         if not self.greedy_only:
             for name in ("bias_width", "allowed_width", "banned_width"):
                 if getattr(self, name) not in SPARSE_WIDTHS:
@@ -83,9 +94,25 @@ SAMPLE_CONFIG = SamplerConfig(
     bias_width=SPARSE_WIDTHS[0],
     allowed_width=SPARSE_WIDTHS[0],
     banned_width=SPARSE_WIDTHS[0],
+    random=True,
 )
-FULL_CONFIG = dataclasses.replace(SAMPLE_CONFIG, num_logprobs=MAX_LOGPROBS)
-STARTUP_CONFIGS = (GREEDY_CONFIG, SAMPLE_CONFIG, FULL_CONFIG)
+FILTER_CONFIG = dataclasses.replace(SAMPLE_CONFIG, min_p=True, top_k_top_p=True)
+FULL_CONFIG = dataclasses.replace(FILTER_CONFIG, num_logprobs=MAX_LOGPROBS)
+STARTUP_CONFIGS = (GREEDY_CONFIG, SAMPLE_CONFIG, FILTER_CONFIG, FULL_CONFIG)
+
+
+def covers(compiled: SamplerConfig, needed: SamplerConfig) -> bool:
+    """Whether the ``compiled`` variant can serve a step that needs ``needed``: the same array shapes, and every
+    part ``needed`` runs (random rows, min_p, top-k/top-p, logprobs) runs in it too. A part no row uses is
+    neutral (thresholds of -inf, no noise on greedy rows, unused logprobs), so the result is the same."""
+    if compiled == needed:
+        return True
+    if compiled.greedy_only or needed.greedy_only:  # the greedy variant takes no metadata at all
+        return False
+    same_shapes = (compiled.bias_width, compiled.allowed_width, compiled.banned_width, compiled.penalty_len) == (
+        needed.bias_width, needed.allowed_width, needed.banned_width, needed.penalty_len)
+    return same_shapes and all(getattr(compiled, f) >= getattr(needed, f)
+                               for f in ("random", "min_p", "top_k_top_p", "num_logprobs"))
 
 _FIELDS = (
     "temperature",
@@ -313,16 +340,17 @@ def build_sampling_metadata(
     if len(seqs) > padded_num_seqs:
         raise ValueError(f"{len(seqs)} sequences do not fit padded_num_seqs={padded_num_seqs}")
     rows, scalars, sparse, penalties, logprobs = [], [], {"bias": {}, "allowed": {}, "banned": {}}, {}, False
+    min_p = top_k_top_p = False
     for i, seq in enumerate(seqs):
         if not seq.sample:
             continue
         sp = seq.sampling_params
-        temperature, greedy, top_k, top_p, min_p, bias, allowed, words, pen, wants_logprobs = _cached_row(
+        temperature, greedy, top_k, top_p, min_p_, bias, allowed, words, pen, wants_logprobs = _cached_row(
             sp, vocab_size
         )
         rows.append(i)
         scalars.append(
-            (temperature, greedy, top_k, top_p, min_p, int(seq.rng_seed) & (2**64 - 1), int(seq.output_index))
+            (temperature, greedy, top_k, top_p, min_p_, int(seq.rng_seed) & (2**64 - 1), int(seq.output_index))
         )
         if bias is not None:
             sparse["bias"][i] = bias
@@ -334,6 +362,8 @@ def build_sampling_metadata(
         if pen != (1.0, 0.0, 0.0):
             penalties[i] = pen
         logprobs = logprobs or wants_logprobs
+        min_p = min_p or min_p_ > 0.0
+        top_k_top_p = top_k_top_p or top_k < vocab_size or top_p < 1.0
     greedy_rows = all(r[1] for r in scalars)
     if greedy_rows and not (logprobs or penalties or any(sparse.values())):
         return SamplingMetadata(), GREEDY_CONFIG
@@ -349,6 +379,9 @@ def build_sampling_metadata(
         allowed_width=width("allowed"),
         banned_width=width("banned"),
         penalty_len=max(PENALTY_MIN_LEN, 1 << (longest - 1).bit_length()) if penalties else 0,
+        random=not greedy_rows,
+        min_p=min_p,
+        top_k_top_p=top_k_top_p,
     )
     md = dummy_sampling_metadata(config, padded_num_seqs, vocab_size)
     if rows:

@@ -70,8 +70,8 @@ def test_constructor_errors(llama_dir):
         LLM(path, max_num_sequences=4)
     with pytest.raises(ValueError, match="quantization='awq'"):
         LLM(path, quantization="awq")
-    with pytest.raises(ValueError, match="kv_cache_dtype='fp8' is not supported yet"):
-        LLM(path, kv_cache_dtype="fp8")
+    with pytest.raises(ValueError, match="kv_cache_dtype='fp16' is not supported"):
+        LLM(path, kv_cache_dtype="fp16")
     with pytest.raises(ValueError, match="runner='pooling'"):
         LLM(path, runner="pooling")
     with pytest.raises(ValueError, match="swap_space=8"):

@@ -1,0 +1,111 @@
+"""Peak host memory while loading a real-size checkpoint: writes random bf16 safetensors of an architecture
+(sharded like HF's ~4 GiB files), then loads it with ``LLM(path, tensor_parallel_size=N)`` in a fresh
+subprocess per N and reports that process's peak RSS, load time and the checkpoint size.
+
+    python3 scripts/load_rss_probe.py --workload B2 --tp 1 2 --output rss.json   (on the GPU machine)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+
+def write_checkpoint(hf: dict, path: str, shard_bytes: int = 4 << 30) -> int:
+    """Random bf16 tensors with the HF names and shapes of a Llama-family config; returns the total bytes."""
+    import ml_dtypes
+    from safetensors.numpy import save_file
+
+    d, f, v = hf["hidden_size"], hf["intermediate_size"], hf["vocab_size"]
+    hq, hk = hf["num_attention_heads"], hf["num_key_value_heads"]
+    hd = hf.get("head_dim") or d // hq
+    shapes = {"model.embed_tokens.weight": (v, d), "model.norm.weight": (d,)}
+    if not hf.get("tie_word_embeddings"):
+        shapes["lm_head.weight"] = (v, d)
+    for i in range(hf["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        shapes.update({p + "input_layernorm.weight": (d,), p + "post_attention_layernorm.weight": (d,),
+                       p + "self_attn.q_proj.weight": (hq * hd, d), p + "self_attn.k_proj.weight": (hk * hd, d),
+                       p + "self_attn.v_proj.weight": (hk * hd, d), p + "self_attn.o_proj.weight": (d, hq * hd),
+                       p + "mlp.gate_proj.weight": (f, d), p + "mlp.up_proj.weight": (f, d),
+                       p + "mlp.down_proj.weight": (d, f)})
+    rng = np.random.default_rng(0)
+    shard, size, total, files, index = {}, 0, 0, [], {}
+
+    def flush():
+        nonlocal shard, size
+        name = f"model-{len(files) + 1:05d}.safetensors"
+        save_file(shard, os.path.join(path, name))
+        files.append(name)
+        index.update({k: name for k in shard})
+        shard, size = {}, 0
+
+    for name, shape in shapes.items():
+        a = (rng.standard_normal(shape, np.float32) * 0.02).astype(ml_dtypes.bfloat16)
+        shard[name] = a
+        size += a.nbytes
+        total += a.nbytes
+        if size >= shard_bytes:
+            flush()
+    if shard:
+        flush()
+    with open(os.path.join(path, "model.safetensors.index.json"), "w") as fh:
+        json.dump({"metadata": {"total_size": total}, "weight_map": index}, fh)
+    with open(os.path.join(path, "config.json"), "w") as fh:
+        json.dump(hf, fh)
+    return total
+
+
+def child(path: str, tp: int) -> None:
+    from jaxllm import LLM
+
+    t = time.perf_counter()
+    llm = LLM(path, skip_tokenizer_init=True, tensor_parallel_size=tp, enforce_eager=True, max_model_len=2048,
+              dtype="bfloat16")
+    load = llm.load_seconds
+    total = time.perf_counter() - t
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"tp": tp, "peak_rss_bytes": rss, "load_s": load, "construct_s": total}))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--workload", default="B2")
+    p.add_argument("--tp", type=int, nargs="+", default=[1])
+    p.add_argument("--output")
+    p.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        child(args.child[0], int(args.child[1]))
+        return
+    from jaxllm.bench.workloads import WORKLOADS
+
+    hf = WORKLOADS[args.workload].hf_config()
+    with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR")) as path:
+        t = time.perf_counter()
+        size = write_checkpoint(hf, path)
+        runs = {"workload": args.workload, "checkpoint_bytes": size, "write_s": time.perf_counter() - t, "runs": []}
+        for tp in args.tp:
+            out = subprocess.run([sys.executable, __file__, "--child", path, str(tp)], capture_output=True, text=True)
+            line = [x for x in out.stdout.splitlines() if x.startswith("{")]
+            runs["runs"].append(json.loads(line[-1]) if line else {"tp": tp, "error": out.stderr[-2000:]})
+            print(runs["runs"][-1], flush=True)
+    for r in runs["runs"]:
+        if "peak_rss_bytes" in r:
+            print(f"TP={r['tp']}: peak host RSS {r['peak_rss_bytes'] / 2**30:.2f} GiB for a "
+                  f"{size / 2**30:.1f} GiB checkpoint; load {r['load_s']:.1f} s")
+    if args.output:
+        with open(args.output, "w") as f:
+            json.dump(runs, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
