@@ -11,10 +11,10 @@ OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 || export PYTHONPATH=$PWD
 nvidia-smi --query-gpu=name,memory.used,memory.total,clocks.sm --format=csv,noheader
-timeout 150 python3 -m pytest tests/quantization/test_int4_gpu.py tests/quantization/test_fp8_gpu.py -q -rs -s -p no:cacheprovider \
+timeout 200 python3 -m pytest tests/quantization/test_int4_gpu.py tests/quantization/test_fp8_gpu.py -q -rs -s -p no:cacheprovider \
   > "$OUT/pytest_int4_gpu.txt" 2>&1 || echo "int4 GPU tests exited with $?"
 tail -15 "$OUT/pytest_int4_gpu.txt"
-timeout 200 python3 scripts/bench_quant_matmul.py --output "$OUT/quant_matmul_h200.json" 2>&1 \
+timeout 240 python3 scripts/bench_quant_matmul.py --output "$OUT/quant_matmul_h200.json" 2>&1 \
   | grep -v "^WARNING\|DeprecationWarning\|getattr(s._pl" | tee "$OUT/quant_matmul_h200.txt" || true
 if [ -n "${RUN_B2:-}" ]; then
   for q in awq gptq fp8_w8a8; do

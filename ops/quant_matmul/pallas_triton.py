@@ -8,6 +8,13 @@ Triton GPTQ kernel), shifts out nibble k % 8, subtracts the group's zero, multip
 float32, casts to x.dtype and feeds the tensor cores; accumulation is float32. BK divides the group size, so
 one (scale, zero) row serves a whole step.
 
+``split_dot`` variant (BK >= 128): loads the packed tile itself ([BK / 8, BN], each int32 once) and does 8 dots
+of K = BK / 8: dot j takes nibble j of every packed row (input channels k0 + 8r + j) times the x columns
+k0 + j + 8r (a strided gather of the small x tile). No 8x re-reads of the weight tile, 8 smaller MMAs instead
+of one. Groups smaller than BK are handled per packed row (the group of channels 8r..8r+7 is (k0 + 8r) // G).
+Which variant wins is measured by scripts/bench_quant_matmul.py; ``plan`` uses the gather one unless
+``JAXLLM_INT4_KERNEL_VARIANT=split`` (read when a call is traced) asks for split_dot where it fits.
+
 Split-K: with few output tiles (decode: M <= 16, N = 4096 gives 64 programs on 132 SMs) the K loop is split
 over grid axis 2 into float32 partials [S, M, N] that a jnp sum reduces (S * M * N * 4 bytes, tiny next to W).
 
@@ -19,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -38,6 +46,15 @@ class Int4Tiles:
     num_splits: int = 1
     num_warps: int = 4
     num_stages: int = 3
+    split_dot: bool = False  # 8 dots over the nibbles of a packed tile (see the module docstring)
+
+    def fits(self, k: int, n: int, group_size: int) -> bool:
+        """Whether these tiles divide K (per split), N and the groups."""
+        if n % self.block_n or k % (self.block_k * self.num_splits):
+            return False
+        if self.split_dot:
+            return self.block_k >= 128 and (group_size % self.block_k == 0 or self.block_k % group_size == 0)
+        return group_size % self.block_k == 0
 
 
 def plan(m: int, k: int, n: int, group_size: int, num_cores: int = 132) -> Int4Tiles | None:
@@ -63,6 +80,12 @@ def plan(m: int, k: int, n: int, group_size: int, num_cores: int = 132) -> Int4T
     splits = 1
     while splits < 16 and programs * splits < 2 * num_cores and steps % (2 * splits) == 0:
         splits *= 2
+    variant = os.environ.get("JAXLLM_INT4_KERNEL_VARIANT", "gather")
+    if variant not in ("gather", "split"):
+        raise ValueError(f"JAXLLM_INT4_KERNEL_VARIANT={variant!r}; choose 'gather' or 'split'")
+    split = Int4Tiles(block_m, block_n, 128, splits, warps if block_m <= 32 else 8, split_dot=True)
+    if variant == "split" and split.fits(k, n, group_size):
+        return split
     return Int4Tiles(block_m, block_n, block_k, splits, warps)
 
 
@@ -93,7 +116,26 @@ def _kernel(x_ref, qw_ref, s_ref, z_ref, o_ref, *, tiles: Int4Tiles, group_size:
         w = ((q - zero).astype(jnp.float32) * scale).astype(x.dtype)
         return acc + plgpu.dot(x, w)
 
-    acc = lax.fori_loop(0, steps, step, jnp.zeros((bm, bn), jnp.float32))
+    def split_step(t, acc):
+        k0 = (sp * steps + t) * bk
+        rows_m = m0 + jnp.arange(bm, dtype=jnp.int32)
+        r = jnp.arange(bk // PACK, dtype=jnp.int32)
+        packed = qw_ref[pl.ds(lax.div(k0, jnp.int32(PACK)), bk // PACK), pl.ds(n0, bn)]  # [BK/8, BN]
+        if group_size >= bk:
+            g = lax.div(k0, jnp.int32(group_size))
+            scale = s_ref[pl.ds(g, 1), pl.ds(n0, bn)].astype(jnp.float32)  # [1, BN]
+            zero = z_ref[pl.ds(g, 1), pl.ds(n0, bn)].astype(jnp.int32)
+        else:  # several groups per step: the group of packed row r
+            grows = lax.div(k0 + PACK * r, jnp.int32(group_size))
+            scale = s_ref[_rows2d(grows, cols)].astype(jnp.float32)  # [BK/8, BN]
+            zero = z_ref[_rows2d(grows, cols)].astype(jnp.int32)
+        for nib in range(PACK):
+            w = ((((packed >> (4 * nib)) & 0xF) - zero).astype(jnp.float32) * scale).astype(x_ref.dtype)
+            xj = x_ref[_rows2d(rows_m, k0 + nib + PACK * r)]  # [BM, BK/8]: channels k0 + 8r + nib
+            acc = acc + plgpu.dot(xj, w)
+        return acc
+
+    acc = lax.fori_loop(0, steps, split_step if tiles.split_dot else step, jnp.zeros((bm, bn), jnp.float32))
     o_ref[...] = acc.astype(o_ref.dtype)
 
 
@@ -107,8 +149,8 @@ def int4_matmul_pallas(x: jax.Array, qweight, scales, zeros, out_dtype=None, *, 
     if tiles is None:
         raise ValueError(f"no int4 tiling for M={m}, K={k}, N={n}, group size {group_size}")
     bm, bn, bk, splits = tiles.block_m, tiles.block_n, tiles.block_k, tiles.num_splits
-    if n % bn or k % (bk * splits) or group_size % bk:
-        raise ValueError(f"tiles {tiles} do not divide K={k}, N={n}, group size {group_size}")
+    if not tiles.fits(k, n, group_size):
+        raise ValueError(f"tiles {tiles} do not fit K={k}, N={n}, group size {group_size}")
     m_pad = -(-m // bm) * bm
     if m_pad != m:
         x = jnp.pad(x, ((0, m_pad - m), (0, 0)))
@@ -123,7 +165,7 @@ def int4_matmul_pallas(x: jax.Array, qweight, scales, zeros, out_dtype=None, *, 
         out_specs=pl.BlockSpec((None, bm, bn), lambda i, j, s: (s, i, j)),
         interpret=interpret,
         compiler_params=plgpu.CompilerParams(num_warps=tiles.num_warps, num_stages=tiles.num_stages),
-        name=f"int4_matmul_bm{bm}_bn{bn}_bk{bk}_s{splits}",
+        name=f"int4_matmul_bm{bm}_bn{bn}_bk{bk}_s{splits}{'_split' if tiles.split_dot else ''}",
     )(x, qweight, scales, zeros)
     out = out[0] if splits == 1 else jnp.sum(out, axis=0)
     return out[:m].astype(out_dtype)

@@ -72,3 +72,25 @@ def test_dispatch(monkeypatch):
     with pytest.raises(ValueError, match="x has 100 input features"):
         int4_matmul(jnp.ones((2, 100)), *args[1:], impl="reference")
     assert plan(4, 128, 100, 32) is None  # no N tile divides 100
+
+
+@pytest.mark.parametrize("group,tiles", [(128, Int4Tiles(16, 64, 128, 2, split_dot=True)),
+                                         (32, Int4Tiles(16, 32, 128, 1, split_dot=True)),
+                                         (256, Int4Tiles(32, 64, 128, 1, split_dot=True))])
+def test_interpret_split_dot_variant(group, tiles):
+    x, q, zeros, scales = operands(9, 512, 128, group, seed=group)
+    args = (jnp.asarray(x), jnp.asarray(pack_rows(q)), jnp.asarray(scales), jnp.asarray(zeros, jnp.int8))
+    assert tiles.fits(512, 128, group)
+    np.testing.assert_allclose(np.asarray(int4_matmul_pallas(*args, tiles=tiles, interpret=True)),
+                               x @ dequantize(q, zeros, scales), rtol=1e-5, atol=1e-5)
+    assert not Int4Tiles(16, 64, 64, split_dot=True).fits(512, 128, group)  # BK / 8 < 16
+
+
+def test_plan_variant_env(monkeypatch):
+    assert not plan(1, 4096, 4096, 128).split_dot
+    monkeypatch.setenv("JAXLLM_INT4_KERNEL_VARIANT", "split")
+    assert plan(1, 4096, 4096, 128).split_dot and plan(1, 4096, 4096, 128).block_k == 128
+    assert not plan(1, 64, 64, 32).split_dot  # K=64 < 128: the gather tiles
+    monkeypatch.setenv("JAXLLM_INT4_KERNEL_VARIANT", "fast")
+    with pytest.raises(ValueError, match="JAXLLM_INT4_KERNEL_VARIANT='fast'"):
+        plan(1, 4096, 4096, 128)
