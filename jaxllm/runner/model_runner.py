@@ -62,6 +62,8 @@ class ModelRunner:
         self.kv_cache_dtype = ops.paged_attention.resolve_kv_cache_dtype(kv_cache_dtype, self.dtype)
         self._replicated = NamedSharding(mesh, PartitionSpec())
         tp = mesh.devices.size
+        vocab_spec = logical_to_spec((None, "vocab"), sharding_rules(cfg, tp))
+        self._vocab_logits = NamedSharding(mesh, vocab_spec) if tp > 1 and any(vocab_spec) else None
         self.activation_reserve_bytes = activation_reserve_bytes(cfg, max_num_batched_tokens, max_num_seqs, tp)
         self.measured_activation_bytes: int | None = None  # XLA's temp size of the largest program (warm-up)
         self.num_blocks = plan_num_blocks(
@@ -98,7 +100,8 @@ class ModelRunner:
                                        dims=self._dims(bucket),
                                        return_hidden=return_hidden,
                                        attention_impl=self.attention_impl,
-                                       logits_sharding=self._replicated).compile()
+                                       logits_sharding=self._replicated,
+                                       vocab_logits_sharding=self._vocab_logits).compile()
         _, num_seqs, config = key
         md = pack_sampling_metadata(dummy_sampling_metadata(config, num_seqs, self.cfg.vocab_size), config, num_seqs)
         logits = jax.ShapeDtypeStruct((num_seqs, self.cfg.vocab_size), jnp.float32, sharding=self._replicated)

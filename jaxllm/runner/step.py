@@ -27,7 +27,7 @@ from jaxllm.runner.sampling_metadata import unpack_sampling_metadata
 
 
 def _forward(graphdef, treedef, mesh, params, kv_caches, packed_inputs, prev_tokens, *, dims: tuple[int, int, int],
-             return_hidden: bool, attention_impl: str | None, logits_sharding=None):
+             return_hidden: bool, attention_impl: str | None, logits_sharding=None, vocab_logits_sharding=None):
     """-> (kv_caches, logits [S, V] float32, hidden [T, D] or None). ``logits_sharding`` (replicated under
     tensor parallelism) is the layout the sampler program is compiled for. ``params`` is the flat list of
     parameter arrays (``treedef`` rebuilds the NNX state): a flat list keeps per-call dispatch cheap.
@@ -41,6 +41,9 @@ def _forward(graphdef, treedef, mesh, params, kv_caches, packed_inputs, prev_tok
                                             attention_impl, mesh)
     with jax.named_scope("logits"):
         logits = model.compute_logits(hidden[inputs.logits_indices])
+        if vocab_logits_sharding is not None:  # each device multiplies by its vocab shard of the head, then the
+            # [S, V] logits are gathered; without this GSPMD may all-gather the whole [V, D] head every step
+            logits = jax.lax.with_sharding_constraint(logits, vocab_logits_sharding)
         if logits_sharding is not None:
             logits = jax.lax.with_sharding_constraint(logits, logits_sharding)
     return kv_caches, logits, (hidden if return_hidden else None)
@@ -48,7 +51,8 @@ def _forward(graphdef, treedef, mesh, params, kv_caches, packed_inputs, prev_tok
 
 def make_forward(graphdef, treedef, mesh):
     """jit of the forward for one model graph on ``mesh``; the KV cache (argument 1) is donated."""
-    return jax.jit(functools.partial(_forward, graphdef, treedef, mesh), static_argnames=("dims", "return_hidden", "attention_impl", "logits_sharding"),
+    return jax.jit(functools.partial(_forward, graphdef, treedef, mesh), static_argnames=("dims", "return_hidden", "attention_impl", "logits_sharding",
+                                    "vocab_logits_sharding"),
                    donate_argnums=(1,))
 
 
