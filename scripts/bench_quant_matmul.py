@@ -113,7 +113,7 @@ def main():
     for name, (k, n) in SHAPES.items():
         weights = {}
         for kind in ("bf16", "int8", "fp8", "int4"):
-            copies = max(1, -(-L2_BYTES // weight_bytes(kind, k, n)))
+            copies = min(8, max(1, -(-L2_BYTES // weight_bytes(kind, k, n))))
             weights[kind] = make_weights(kind, k, n, copies, jax.random.fold_in(key, hash(kind) % 1000))
         weights["int4_reference"], weights["fp8_w8a8"] = weights["int4"], weights["fp8"]
         for m in args.m:
