@@ -133,3 +133,14 @@ def test_fused_kernel_path_per_shard_in_interpret_mode(ckpts, monkeypatch):
     monkeypatch.setenv("JAXLLM_QUANT_MATMUL_IMPL", "pallas_triton")
     for tp in (1, 2):
         assert rel_err(jaxllm.load_model(qdir, tensor_parallel_size=tp)(x), ref) <= 1e-5
+
+
+def test_engine_path_through_the_kernel_in_interpret_mode(ckpts, monkeypatch):
+    """LLM.generate (paged forward) with the Pallas kernel forced (interpret mode on CPU): HF's greedy tokens."""
+    qdir, _, hf, _ = ckpts["gptq-g32-act-order"]
+    monkeypatch.setenv("JAXLLM_QUANT_MATMUL_IMPL", "pallas_triton")
+    llm = LLM(str(qdir), skip_tokenizer_init=True, max_num_seqs=2, max_num_batched_tokens=16, enforce_eager=True)
+    prompts = [list(range(1, 7)), list(range(3, 12))]
+    outs = llm.generate([{"prompt_token_ids": p} for p in prompts],
+                        SamplingParams(temperature=0, max_tokens=4, ignore_eos=True), use_tqdm=False)
+    assert [o.outputs[0].token_ids for o in outs] == [hf_greedy(hf, p, 4) for p in prompts]
