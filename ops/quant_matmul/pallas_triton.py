@@ -96,8 +96,9 @@ def _rows2d(rows, cols):
     return jnp.broadcast_to(rows[:, None], shape), jnp.broadcast_to(cols[None, :], shape)
 
 
-def _kernel(x_ref, qw_ref, s_ref, z_ref, o_ref, *, tiles: Int4Tiles, group_size: int, steps: int):
-    """Program (i, j, s): output rows [i*BM, +BM), columns [j*BN, +BN), K steps [s*steps, +steps)."""
+def _kernel(x_ref, qw_ref, s_ref, z_ref, o_ref, *, tiles: Int4Tiles, group_size: int, steps: int, m_pad: int):
+    """Program (i, j, s): output rows [i*BM, +BM), columns [j*BN, +BN), K steps [s*steps, +steps); the split's
+    partial goes to rows s*M_pad + ... of the [S * M_pad, N] output."""
     bm, bn, bk = tiles.block_m, tiles.block_n, tiles.block_k
     i, j, sp = pl.program_id(0), pl.program_id(1), pl.program_id(2)
     m0, n0 = i * bm, j * bn
@@ -136,7 +137,7 @@ def _kernel(x_ref, qw_ref, s_ref, z_ref, o_ref, *, tiles: Int4Tiles, group_size:
         return acc
 
     acc = lax.fori_loop(0, steps, split_step if tiles.split_dot else step, jnp.zeros((bm, bn), jnp.float32))
-    o_ref[...] = acc.astype(o_ref.dtype)
+    o_ref[pl.ds(sp * m_pad + m0, bm), pl.ds(n0, bn)] = acc.astype(o_ref.dtype)
 
 
 def int4_matmul_pallas(x: jax.Array, qweight, scales, zeros, out_dtype=None, *, tiles: Int4Tiles | None = None,
@@ -155,17 +156,16 @@ def int4_matmul_pallas(x: jax.Array, qweight, scales, zeros, out_dtype=None, *, 
     if m_pad != m:
         x = jnp.pad(x, ((0, m_pad - m), (0, 0)))
     steps = k // (bk * splits)
-    kernel = functools.partial(_kernel, tiles=tiles, group_size=group_size, steps=steps)
+    kernel = functools.partial(_kernel, tiles=tiles, group_size=group_size, steps=steps, m_pad=m_pad)
     out_dtype = jnp.dtype(out_dtype or x.dtype)
     partial_dtype = jnp.float32 if splits > 1 else out_dtype
     out = pl.pallas_call(
         kernel,
-        out_shape=jax.ShapeDtypeStruct((splits, m_pad, n), partial_dtype),
+        out_shape=jax.ShapeDtypeStruct((splits * m_pad, n), partial_dtype),
         grid=(m_pad // bm, n // bn, splits),
-        out_specs=pl.BlockSpec((None, bm, bn), lambda i, j, s: (s, i, j)),
         interpret=interpret,
         compiler_params=plgpu.CompilerParams(num_warps=tiles.num_warps, num_stages=tiles.num_stages),
         name=f"int4_matmul_bm{bm}_bn{bn}_bk{bk}_s{splits}{'_split' if tiles.split_dot else ''}",
     )(x, qweight, scales, zeros)
-    out = out[0] if splits == 1 else jnp.sum(out, axis=0)
+    out = out if splits == 1 else jnp.sum(out.reshape(splits, m_pad, n), axis=0)
     return out[:m].astype(out_dtype)
