@@ -17,7 +17,49 @@ RUN_NOTES = {
     "B1_run1": "commit 34a9565: first engine run",
     "B1_run2": "commit 1221f70: flat parameter leaves + list-based step inputs (host path)",
     "B2_run1": "commit 34a9565: first engine run",
+    "B1_run3": "commit 559999c: asynchronous scheduling, packed sampling metadata (cold start)",
+    "B1_run4": "commit 559999c: same, --no-async-scheduling (warm start): the sampler's lax.cond synced anyway",
+    "B1_run5": "commit 4c1126c: sampler without lax.cond (static variants) + async scheduling (cold start)",
+    "B2_run2": "commit 559999c: asynchronous scheduling (cold start)",
+    "B2_run3": "commit 559999c: same, --no-async-scheduling (warm start)",
+    "B2_run4": "commit 4c1126c: --kv-cache-dtype fp8 (e4m3, scales 1.0): 2x the blocks",
+    "B2_run5": "commit 4c1126c: --quantization int8 (weight-only, per channel): slower, XLA converts the weights "
+               "before the GEMM instead of fusing",
+    "B2_run6": "commit 4c1126c: --quantization fp8 (weight-only e4m3): slower, same reason",
+    "B2_run7": "commit 4c1126c: --max-num-seqs 512 --max-num-batched-tokens 16384 (compile cache partly warm); "
+               "roofline at 512 seqs",
+    "B2_run8": "commit fae1f37: TP=2 on the 4-GPU machine (gpu_memory_utilization 0.85); GPU busy = mean of 4 GPUs, "
+               "2 idle",
+    "B2_run9": "commit fae1f37: TP=4 (gpu_memory_utilization 0.7: at 0.85 the autotuner ran out of memory while "
+               "compiling; compile cache partly warm from that attempt)",
 }
+
+
+def _flag(command: str, name: str, default: str) -> str:
+    parts = command.split()
+    return parts[parts.index(name) + 1] if name in parts else default
+
+
+def _tp_table(runs: dict) -> list[str]:
+    """B2 at TP = 1, 2, 4 (latest bf16 run of each) with per-GPU efficiency vs TP=1."""
+    best = {}
+    for name, r in runs.items():
+        cmd = r.get("command", "")
+        if r["workload"]["name"] != "B2" or any(f in cmd for f in ("--quantization", "--kv-cache-dtype",
+                                                                   "--max-num-seqs", "--no-async")):
+            continue
+        if "--gpu-busy" not in cmd:
+            continue
+        best[int(_flag(cmd, "--tensor-parallel-size", "1"))] = (name, r["jaxllm"])
+    if 1 not in best:
+        return []
+    base = best[1][1]["output_tok_s"]
+    rows = ["B2 with tensor parallelism (same workload; TP=1 on the one-GPU machine, TP=2/4 on the 4-GPU one):", "",
+            "| TP | run | output tok/s | speed-up | per-GPU efficiency | start-up s |", "|---|---|---|---|---|---|"]
+    for tp, (name, o) in sorted(best.items()):
+        rows.append(f"| {tp} | {name} | {o['output_tok_s']:,.0f} | {o['output_tok_s'] / base:.2f}x | "
+                    f"{100 * o['output_tok_s'] / base / tp:.0f}% | {o['startup_s']:.0f} |")
+    return rows
 
 
 def main() -> None:
@@ -25,21 +67,29 @@ def main() -> None:
     for path in sorted(glob.glob(os.path.join(ROOT, "benchmarks", "throughput_h200_*_run*.json"))):
         name = os.path.basename(path)[len("throughput_h200_"):-len(".json")]
         runs[name] = json.load(open(path))
-    rows = ["| run | workload | output tok/s | total tok/s | % roofline (output) | generate s | start-up s "
-            "(compile s) | ms/step (host ms/step) | peak GiB | note |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
-    for name, r in runs.items():
+    rows = ["| run | workload | TP | output tok/s | total tok/s | % roofline (output) | generate s | start-up s "
+            "(compile s) | ms/step (host ms/step) | GPU busy % | peak GiB | note |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    key = lambda item: (item[0].split("_")[0], int(item[0].rsplit("run", 1)[1]))  # noqa: E731
+    for name, r in sorted(runs.items(), key=key):
         o = r["jaxllm"]
-        rows.append(f"| {name} | {r['workload']['name']} | {o['output_tok_s']:,.0f} | {o['total_tok_s']:,.0f} | "
+        tp = _flag(r.get("command", ""), "--tensor-parallel-size", "1")
+        busy = (o.get("gpu_busy") or {}).get("mean_pct")
+        rows.append(f"| {name} | {r['workload']['name']} | {tp} | {o['output_tok_s']:,.0f} | {o['total_tok_s']:,.0f} | "
                     f"{r['pct_roofline_output']:.1f}% of {r['roofline']['output_tok_s']:,.0f} | "
                     f"{o['generate_s']:.1f} | {o['startup_s']:.0f} ({o['compile_s']:.0f}) | "
-                    f"{o['ms_per_step']:.1f} ({o['host_ms_per_step']:.1f}) | {o['peak_device_bytes'] / 2**30:.0f} | "
+                    f"{o['ms_per_step']:.1f} ({o['host_ms_per_step']:.1f}) | "
+                    f"{'-' if busy is None else f'{busy:.0f}'} | {o['peak_device_bytes'] / 2**30:.0f} | "
                     f"{RUN_NOTES.get(name, '')} |")
-    md = ["# Throughput on one H200 (random bf16 weights, random prompts, ignore_eos)", "",
-          "Command (per run, on the GPU machine): `python3 -m jaxllm.bench --workload B1|B2 --output ...` "
-          "(through `scripts/gpu_throughput.sh`). Defaults: max_num_seqs 256, max_num_batched_tokens 8192, "
-          "block 16, gpu_memory_utilization 0.9. Roofline: ../shared/BENCHMARKS.md's method, computed by the script.",
-          "", *rows, "",
+    md = ["# Throughput on H200s (random bf16 weights, random prompts, ignore_eos)", "",
+          "Command (per run, on the GPU machine): `python3 -m jaxllm.bench --workload B1|B2 ...` with the flags in "
+          "each JSON's `command` (runs 1-2 through `scripts/gpu_throughput.sh`, later ones through "
+          "`scripts/gpu_bench_matrix.sh`). Defaults: max_num_seqs 256, max_num_batched_tokens 8192, block 16, "
+          "gpu_memory_utilization 0.9, asynchronous scheduling on (from run B1_run3 / B2_run2). Roofline: "
+          "../shared/BENCHMARKS.md's method for ONE GPU, computed by the script (TP rows are compared with the "
+          "same one-GPU bound). GPU busy: mean of nvidia-smi's utilization.gpu sampled every 100 ms during "
+          "generate (`--gpu-busy`). Host ms/step: wall time not spent waiting for sampled ids.",
+          "", *rows, "", *_tp_table(runs), "",
           "HF transformers peer (same GPU, from ../shared/BENCHMARKS.md, not re-run here for lack of device time): "
           "B1-peer 820 output tok/s; Llama-3.1-8B dims with 256 requests 580 output tok/s."]
     with open(os.path.join(ROOT, "benchmarks", "throughput_h200.md"), "w") as f:

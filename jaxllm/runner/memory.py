@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import os
 
-
 from jaxllm.config import ModelConfig
 
 logger = logging.getLogger("jaxllm")
@@ -45,11 +44,14 @@ def kv_bytes_per_block(cfg: ModelConfig, block_size: int, dtype_bytes: int, tp: 
 
 
 def activation_reserve_bytes(cfg: ModelConfig, max_tokens: int, max_seqs: int, tp: int = 1) -> int:
-    """Conservative estimate of the step's peak temporaries: live per-token activations (in fp32 terms,
-    twice over) plus the sampler's S x V float32 work arrays."""
-    per_token = (4 * cfg.hidden_size + 2 * (cfg.num_heads + cfg.num_kv_heads) * cfg.head_dim
-                 + 3 * cfg.intermediate_size) // tp
-    return 2 * max_tokens * per_token * 4 + 4 * max_seqs * cfg.vocab_size * 4 + GPU_SLACK_BYTES
+    """Conservative estimate of the step's peak temporaries on one device: live per-token activations (in fp32
+    terms, twice over; the residual stream is replicated under tensor parallelism, only the head and MLP parts
+    are split), the sampler's S x V float32 work arrays, and a slack. Under TP the slack is larger: at TP=4 with
+    Llama-8B dims the GPU autotuner ran out of memory compiling with the smaller one."""
+    per_token = 4 * cfg.hidden_size + (2 * (cfg.num_heads + cfg.num_kv_heads) * cfg.head_dim
+                                       + 3 * cfg.intermediate_size) // tp
+    slack = GPU_SLACK_BYTES if tp == 1 else 4 * GPU_SLACK_BYTES
+    return 2 * max_tokens * per_token * 4 + 4 * max_seqs * cfg.vocab_size * 4 + slack
 
 
 def plan_num_blocks(cfg: ModelConfig, *, device, block_size: int, dtype_bytes: int, max_num_seqs: int,
