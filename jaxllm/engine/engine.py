@@ -29,6 +29,7 @@ from ..outputs import CompletionOutput, RequestMetrics, RequestOutput
 from ..sampling_params import SamplingParams
 from .block_manager import BlockManager
 from .detokenizer import IncrementalDetokenizer, TokenizerView
+from .request_checks import check_params, check_prompt
 from .scheduler import Scheduler
 from .sequence import Sequence
 
@@ -153,8 +154,9 @@ class LLMEngine:
                 f"request {request_id!r}: sampling_params must be a SamplingParams, "
                 f"got {type(params).__name__}"
             )
-        ids = self._check_prompt(request_id, prompt_token_ids)
-        max_tokens = self._check_params(request_id, params, len(ids))
+        ids = check_prompt(request_id, prompt_token_ids, self.vocab_size, self.max_model_len)
+        max_tokens = check_params(request_id, params, len(ids), tokenizer=self.tokenizer, vocab_size=self.vocab_size,
+                                  max_model_len=self.max_model_len, block_manager=self.block_manager)
 
         eos_ids = frozenset() if params.ignore_eos else frozenset(self.eos_token_ids[:1])
         stop_ids = frozenset(params.stop_token_ids) | (
@@ -203,88 +205,6 @@ class LLMEngine:
         for seq in seqs:
             self.scheduler.add(seq)
         self.stats.num_prompt_tokens += len(ids)
-
-    def _check_prompt(self, request_id: str, prompt_token_ids: Any) -> list[int]:
-        if hasattr(prompt_token_ids, "tolist"):  # numpy array
-            prompt_token_ids = prompt_token_ids.tolist()
-        if isinstance(prompt_token_ids, (str, bytes)) or not hasattr(prompt_token_ids, "__iter__"):
-            raise TypeError(
-                f"request {request_id!r}: prompt_token_ids must be a list of ints, "
-                f"got {type(prompt_token_ids).__name__}"
-            )
-        ids = list(prompt_token_ids)
-        if not ids:
-            raise ValueError(f"request {request_id!r}: The decoder prompt cannot be empty")
-        if not all(type(t) is int for t in ids):
-            bad = next(t for t in ids if type(t) is not int)
-            if isinstance(bad, bool) or not isinstance(bad, (int, np.integer)):
-                raise TypeError(
-                    f"request {request_id!r}: prompt token ids must be ints, got "
-                    f"{type(bad).__name__} ({bad!r})"
-                )
-            ids = [int(t) for t in ids]
-        lo, hi = min(ids), max(ids)
-        if lo < 0 or hi >= self.vocab_size:
-            raise ValueError(
-                f"request {request_id!r}: Token id {hi if hi >= self.vocab_size else lo} is out "
-                f"of vocabulary (vocab_size={self.vocab_size})"
-            )
-        if len(ids) > self.max_model_len:
-            raise ValueError(
-                f"request {request_id!r}: The decoder prompt (length {len(ids)}) is longer than "
-                f"the maximum model length of {self.max_model_len}. Make sure that `max_model_len` "
-                "is no smaller than the number of text tokens."
-            )
-        if len(ids) + 1 > self.max_model_len:
-            raise ValueError(
-                f"request {request_id!r}: The decoder prompt (length {len(ids)}) leaves no room "
-                f"for a generated token within the maximum model length of {self.max_model_len}."
-            )
-        return ids
-
-    def _check_params(self, request_id: str, params: SamplingParams, prompt_len: int) -> int:
-        """Checks that need the engine (vocabulary, tokenizer, KV pool); returns the resolved max_tokens."""
-        if self.tokenizer is None and params.stop:
-            raise ValueError(
-                f"request {request_id!r}: stop strings {params.stop} need a tokenizer, but the "
-                "engine has none (skip_tokenizer_init); use stop_token_ids instead"
-            )
-        if params.bad_words and self.tokenizer is None:
-            raise ValueError(
-                f"request {request_id!r}: bad_words need a tokenizer, but the engine has "
-                "none (skip_tokenizer_init)"
-            )
-        if self.tokenizer is not None:
-            params.update_from_tokenizer(self.tokenizer)  # bad_words -> token ids (for this tokenizer)
-        v = self.vocab_size
-        for name, ids in (
-            ("stop_token_ids", params.stop_token_ids),
-            ("allowed_token_ids", params.allowed_token_ids or ()),
-            ("logit_bias", list(params.logit_bias or ())),
-            ("bad_words", [t for w in params.bad_words_token_ids or () for t in w]),
-        ):
-            bad = [t for t in ids if not 0 <= t < v]
-            if bad:
-                raise ValueError(
-                    f"request {request_id!r}: token_id(s) {bad} in {name} contain out-of-vocab "
-                    f"token ids. Vocabulary size: {v}"
-                )
-        for name in ("logprobs", "prompt_logprobs"):
-            k = getattr(params, name)
-            if k is not None and k > v:
-                raise ValueError(f"request {request_id!r}: {name}={k} is larger than the vocabulary ({v})")
-        max_tokens = self.max_model_len - prompt_len if params.max_tokens is None else params.max_tokens
-        # Worst-case KV footprint of one sequence: every position but the last sampled token's.
-        max_len = min(self.max_model_len, prompt_len + max_tokens)
-        needed = self.block_manager.blocks_needed(max(prompt_len, max_len - 1))
-        if needed > self.num_blocks:
-            raise ValueError(
-                f"request {request_id!r}: prompt ({prompt_len} tokens) plus up to "
-                f"{max_len - prompt_len} generated tokens needs {needed} KV-cache blocks of "
-                f"{self.block_size} tokens, but the cache has only {self.num_blocks}; lower "
-                "max_tokens / max_model_len or give the KV cache more memory"
-            )
-        return max_tokens
 
     def abort_request(self, request_id: str | Iterable[str]) -> None:
         """Drop unfinished request(s); unknown ids are ignored (as vLLM). No output is returned for them."""
