@@ -116,7 +116,6 @@ def int4_linear(x: jax.Array, weight: Int4Weight) -> jax.Array:
         return jnp.einsum(f"...{in_sub},{in_sub}{out_sub}->...{out_sub}", xf, w,
                           preferred_element_type=jnp.float32).astype(x.dtype)
     xf = _flat_input(x, weight)
-    out_dims = weight.qweight[...].shape[1:]
 
     def local(xf, qweight, scales, zeros):
         out = quant_matmul.int4_matmul(xf, qweight.reshape(qweight.shape[0], -1), scales.reshape(scales.shape[0], -1),
@@ -131,9 +130,7 @@ def int4_linear(x: jax.Array, weight: Int4Weight) -> jax.Array:
     spec = weight.spec
     lead_none = (None,) * len(lead)
     group_spec = spec if weight.scales.get_metadata()["logical_axes"][0] else (None, *spec[1:])
-    out = jax.shard_map(local, mesh=weight.mesh,
-                        in_specs=(P(*lead_none, spec[0]), P(*spec), P(*group_spec), P(*group_spec)),
-                        out_specs=P(*lead_none, *spec[1:]), check_vma=False)(
+    return jax.shard_map(local, mesh=weight.mesh,
+                         in_specs=(P(*lead_none, spec[0]), P(*spec), P(*group_spec), P(*group_spec)),
+                         out_specs=P(*lead_none, *spec[1:]), check_vma=False)(
         xf, weight.qweight[...], weight.scales[...], weight.zeros[...])
-    assert out.shape == (*lead, *out_dims)
-    return out
