@@ -17,8 +17,9 @@ def load_model(path: str | os.PathLike, dtype="auto", *, tensor_parallel_size: i
     ``model(ids)`` with int32 ids [B, T] returns float32 logits [B, T, vocab] (causal, no cache).
     dtype: "auto" (the checkpoint's), "float32", "bfloat16" or "float16".
     load_format="dummy" gives random weights of the real shapes (benchmarks).
-    quantization: None, "int8" or "fp8": the decoder layers' linear weights are quantized at load time (weight-only,
-    per output channel; see ``jaxllm.models.quant``)."""
+    quantization: None (the checkpoint's own ``quantization_config``, if any), "int8" or "fp8" (the decoder layers'
+    linear weights quantized at load time, weight-only, per output channel; see ``jaxllm.models.quant``), or
+    "awq" / "gptq" (4-bit checkpoints in those formats; ``jaxllm.models.quant_int4``)."""
     if load_format not in LOAD_FORMATS:
         raise ValueError(f"load_format={load_format!r} is not supported; choose one of {LOAD_FORMATS}")
     local = resolve_model_path(path, revision)
