@@ -177,6 +177,20 @@ def bench_mixed(rng, n_dec, dec_ctx, chunk, interpret, results):
     results["mixed"] = row
 
 
+def time_cache_writes(fn, cache, k, slots, reps: int = 5, inner: int = 10):
+    """Median seconds of one ``cache = fn(cache, k, k, slots)`` (the cache donated, so chained), after a
+    warm-up call; returns (seconds, the last cache)."""
+    cache = jax.block_until_ready(fn(cache, k, k, slots))
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            cache = fn(cache, k, k, slots)
+        jax.block_until_ready(cache)
+        times.append((time.perf_counter() - t0) / inner)
+    return statistics.median(times), cache
+
+
 def bench_write(quick, results):
     nb = 1024 if quick else 65536
     cache = jnp.zeros((2, nb, BS, HK, D), DT)
@@ -185,16 +199,7 @@ def bench_write(quick, results):
     for t in (256, 8192):
         k = jax.random.normal(jax.random.key(t), (t, HK, D), jnp.float32).astype(DT)
         slots = jnp.asarray(np.random.default_rng(t).permutation(nb * BS)[:t].astype(np.int32))
-        cache = fn(cache, k, k, slots)
-        jax.block_until_ready(cache)
-        times = []
-        for _ in range(5):
-            t0 = time.perf_counter()
-            for _ in range(10):
-                cache = fn(cache, k, k, slots)
-            jax.block_until_ready(cache)
-            times.append((time.perf_counter() - t0) / 10)
-        tm = statistics.median(times)
+        tm, cache = time_cache_writes(fn, cache, k, slots)
         cache_bytes = cache.size * cache.dtype.itemsize
         rows.append({"tokens": t, "us": tm * 1e6, "cache_GB": cache_bytes / 1e9,
                      "copy_of_cache_would_take_us_at_4TBps": 2 * cache_bytes / 4e12 * 1e6,
@@ -265,15 +270,8 @@ def bench_fp8_kv(rng, quick, interpret, results):
     ref_us = None
     for name in ("bf16", "fp8_e4m3"):
         cache = jnp.zeros((2, nb, BS, HK, D), FP8_DTYPES[name])
-        cache = jax.block_until_ready(fn(cache, k, k, slots))
-        times = []
-        for _ in range(5):
-            t0 = time.perf_counter()
-            for _ in range(10):
-                cache = fn(cache, k, k, slots)
-            jax.block_until_ready(cache)
-            times.append((time.perf_counter() - t0) / 10)
-        row = {"kind": "write_kv_cache", "kv": name, "tokens": tokens, "us": statistics.median(times) * 1e6,
+        tm, cache = time_cache_writes(fn, cache, k, slots)
+        row = {"kind": "write_kv_cache", "kv": name, "tokens": tokens, "us": tm * 1e6,
                "cache_GB": cache.size * cache.dtype.itemsize / 1e9}
         if ref_us:
             row["speedup_vs_bf16"] = ref_us / row["us"]

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import os
 
-import jax
 import jax.numpy as jnp
 
+from ..device_info import gpu_compute_capability
 from .chunked import ragged_paged_attention_chunked
 from .pallas_attention import ragged_paged_attention_pallas
 from .reference import ragged_paged_attention_reference
@@ -30,24 +30,6 @@ IMPLEMENTATIONS = {
     "chunked": ragged_paged_attention_chunked,
     "pallas_triton": ragged_paged_attention_pallas,
 }
-
-
-def gpu_compute_capability() -> tuple[int, int] | None:
-    """(major, minor) of the first device if it is an NVIDIA GPU, else None."""
-    try:
-        dev = jax.devices()[0]
-    except RuntimeError:
-        return None
-    if dev.platform != "gpu":
-        return None
-    cc = getattr(dev, "compute_capability", None)
-    if not cc:
-        return None
-    major, _, minor = str(cc).partition(".")
-    try:
-        return int(major), int(minor or 0)
-    except ValueError:
-        return None
 
 
 def _supported_by_pallas(q, kv_cache, cc) -> bool:

@@ -16,26 +16,12 @@ import os
 
 import jax
 
+from ..device_info import gpu_compute_capability
 from .pallas_triton import int4_matmul_pallas, plan
 from .reference import check_int4_operands, int4_matmul_reference
 
 IMPLEMENTATIONS = {"reference": int4_matmul_reference, "pallas_triton": int4_matmul_pallas}
 DEFAULT_MAX_M = 256
-
-
-def _gpu_cc() -> tuple[int, int] | None:
-    try:
-        dev = jax.devices()[0]
-    except RuntimeError:
-        return None
-    cc = getattr(dev, "compute_capability", None) if dev.platform == "gpu" else None
-    if not cc:
-        return None
-    major, _, minor = str(cc).partition(".")
-    try:
-        return int(major), int(minor or 0)
-    except ValueError:
-        return None
 
 
 def _num_cores() -> int:
@@ -49,7 +35,7 @@ def choose_impl(m: int, k: int, n: int, group_size: int) -> str:
         if forced not in IMPLEMENTATIONS:
             raise ValueError(f"JAXLLM_QUANT_MATMUL_IMPL={forced!r}; available: {sorted(IMPLEMENTATIONS)}")
         return forced
-    cc = _gpu_cc()
+    cc = gpu_compute_capability()
     max_m = int(os.environ.get("JAXLLM_QUANT_MATMUL_MAX_M", DEFAULT_MAX_M))
     if cc is not None and cc >= (8, 0) and m < max_m and plan(m, k, n, group_size) is not None:
         return "pallas_triton"
