@@ -95,7 +95,7 @@ class Attention(nnx.Module):
 
     def __init__(self, cfg: ModelConfig, layer_idx: int, dtype, rngs: nnx.Rngs):
         d, h, kh, dh = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-        q = cfg.quantization
+        q = cfg
         self.q_proj = linear_weight((d, h, dh), dtype, ("embed", "q_heads", "head_dim"), 1, q, rngs)
         self.k_proj = linear_weight((d, kh, dh), dtype, ("embed", "kv_heads", "head_dim"), 1, q, rngs)
         self.v_proj = linear_weight((d, kh, dh), dtype, ("embed", "kv_heads", "head_dim"), 1, q, rngs)

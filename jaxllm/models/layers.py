@@ -14,8 +14,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxllm.config import ModelConfig, RopeConfig
+from jaxllm.config import INT4_METHODS, ModelConfig, RopeConfig
 from jaxllm.models.quant import QuantizedWeight, linear
+from jaxllm.models.quant_int4 import Int4Weight
 
 
 def param(shape, dtype, axes, init: str = "normal", rngs: nnx.Rngs | None = None) -> nnx.Param:
@@ -29,12 +30,16 @@ def param(shape, dtype, axes, init: str = "normal", rngs: nnx.Rngs | None = None
     return nnx.Param(value, logical_axes=tuple(axes))
 
 
-def linear_weight(shape, dtype, axes, in_ndim: int, quantization: str | None, rngs: nnx.Rngs):
+def linear_weight(shape, dtype, axes, in_ndim: int, cfg: ModelConfig, rngs: nnx.Rngs):
     """A linear layer's weight [*in_dims, *out_dims] (``in_ndim`` contracted axes): a plain ``param`` in
-    ``dtype``, or a ``QuantizedWeight`` when ``quantization`` is "int8"/"fp8". Use it with ``linear``."""
-    if quantization is None:
+    ``dtype``, a ``QuantizedWeight`` when ``cfg.quantization`` is "int8"/"fp8", or an ``Int4Weight`` of the
+    checkpoint's group size and act order for "awq"/"gptq". Use it with ``linear``."""
+    method = cfg.quantization
+    if method is None:
         return param(shape, dtype, axes, rngs=rngs)
-    return QuantizedWeight(shape, quantization, axes, in_ndim, rngs)
+    if method in INT4_METHODS:
+        return Int4Weight(shape, axes, in_ndim, cfg.quant_group_size, cfg.quant_desc_act)
+    return QuantizedWeight(shape, method, axes, in_ndim, rngs)
 
 
 class RMSNorm(nnx.Module):
@@ -103,7 +108,7 @@ class GatedMLP(nnx.Module):
 
     def __init__(self, cfg: ModelConfig, dtype, rngs: nnx.Rngs):
         d, f = cfg.hidden_size, cfg.intermediate_size
-        q = cfg.quantization
+        q = cfg
         self.gate_up = linear_weight((d, 2, f), dtype, ("embed", None, "mlp"), 1, q, rngs)
         self.down = linear_weight((f, d), dtype, ("mlp", "embed"), 1, q, rngs)
         self.gate_up_bias = param((2, f), dtype, (None, "mlp"), init="zeros") if cfg.mlp_bias else None

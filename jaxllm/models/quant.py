@@ -91,12 +91,9 @@ class QuantizedWeight(nnx.Module):
     the matmul contracts (the loader recovers it as ``qweight.ndim - scale.ndim``)."""
 
     def __init__(self, shape, method: str, axes, in_ndim: int, rngs: nnx.Rngs):
-        if method in INT4_METHODS:
-            # layers.linear_weight passes only the method name, not the checkpoint's group size: an empty
-            # placeholder that jaxllm.weights.loader.abstract_model replaces by an Int4Weight.
-            self.int4_placeholder = (tuple(shape), tuple(axes), in_ndim)
-            return
-        self.int4_placeholder = None
+        if method not in LOAD_TIME_METHODS:
+            raise ValueError(f"QuantizedWeight holds {LOAD_TIME_METHODS} weights, not {method!r} (4-bit "
+                             f"methods {INT4_METHODS} use jaxllm.models.quant_int4.Int4Weight)")
         # static (part of the graph definition, so a change means a new trace, never a stale one)
         self.activations = fp8_activation_mode() if method == "fp8" else "none"
         w = 0.02 * jax.random.normal(rngs.params(), shape, jnp.float32)
@@ -116,9 +113,6 @@ def linear(x: jax.Array, weight, subscripts: str) -> jax.Array:
         return int4_linear(x, weight)
     if not isinstance(weight, QuantizedWeight):
         return jnp.einsum(subscripts, x, weight[...])
-    if weight.int4_placeholder is not None:
-        raise RuntimeError("int4 (awq/gptq) weights are built by jaxllm.weights.loader.abstract_model; this model "
-                           "was constructed directly and still holds placeholders")
     qweight, scale = weight.qweight[...], weight.scale[...]
     if weight.activations == "dynamic":
         xq, x_scale = quantize_activations_fp8(x, qweight.ndim - scale.ndim)

@@ -26,7 +26,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from jaxllm.config import INT4_METHODS, ModelConfig
-from jaxllm.models.quant import QuantizedWeight, quantize
+from jaxllm.models.quant import quantize
 from jaxllm.models.quant_int4 import DUMMY_SCALE, Int4Weight, check_int4_sharding
 from jaxllm.models.registry import model_class
 from jaxllm.parallel.sharding import make_mesh, named_sharding, sharding_rules
@@ -44,27 +44,11 @@ def abstract_model(cfg: ModelConfig, dtype=None):
     cls = model_class(cfg)
 
     def build():
-        model = cls(cfg, dtype=dtype, rngs=nnx.Rngs(0))
-        if cfg.quantization in INT4_METHODS:
-            _materialize_int4(model, cfg)
-        return model
+        return cls(cfg, dtype=dtype, rngs=nnx.Rngs(0))
 
     abstract = nnx.eval_shape(build)
     graphdef, state = nnx.split(abstract)
     return graphdef, dict(nnx.to_flat_state(state))
-
-
-def _materialize_int4(model, cfg: ModelConfig) -> None:
-    """Replace the int4 placeholders (``QuantizedWeight`` built for "awq"/"gptq", which does not know the
-    checkpoint's group size) by ``Int4Weight`` modules of the checkpoint's group size and act order."""
-    found = [(path, node) for path, node in nnx.iter_graph(model)
-             if isinstance(node, QuantizedWeight) and node.int4_placeholder is not None]
-    for path, node in found:
-        parent = model
-        for key in path[:-1]:
-            parent = parent[key] if isinstance(key, int) else getattr(parent, key)
-        shape, axes, in_ndim = node.int4_placeholder
-        setattr(parent, path[-1], Int4Weight(shape, axes, in_ndim, cfg.quant_group_size, cfg.quant_desc_act))
 
 
 def _check_int4_tp(cfg: ModelConfig, tp: int) -> None:
