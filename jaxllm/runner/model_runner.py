@@ -2,7 +2,8 @@
 the KV cache donated, and turns the sampled ids into a RunnerOutput.
 
 Compilation: every (bucket, sampler variant) program is compiled ahead of time at start-up (in parallel
-threads; XLA compiles outside the GIL) unless ``enforce_eager``. With ``enforce_eager=True`` nothing is
+threads; XLA compiles outside the GIL) unless ``enforce_eager``, against the KV cache's shapes before the cache
+is allocated, so that XLA's GPU autotuner has that memory while it compiles. With ``enforce_eager=True`` nothing is
 compiled up front and each program is compiled the first time a step needs it, which is what "eager" can
 mean for a JAX engine: start-up is fast, the first steps are slow. Rare variants (penalties, wide logit_bias,
 prompt_logprobs) are always compiled on first use. ``num_compilations`` counts every compile.
@@ -73,9 +74,16 @@ class ModelRunner:
             kv_cache_memory_bytes=kv_cache_memory_bytes, tp=tp)
         cache_spec = logical_to_spec(("cache_kv", "cache_blocks", "cache_slots", "cache_heads", None),
                                      sharding_rules(cfg, tp))
-        self.kv_caches = ops.allocate_kv_cache(cfg.num_layers, self.num_blocks, block_size,
-                                               cache_kv_heads(cfg.num_kv_heads, tp),
-                                               cfg.head_dim, self.kv_cache_dtype, NamedSharding(mesh, cache_spec))
+        cache_sharding = NamedSharding(mesh, cache_spec)
+        cache_shape = ops.paged_attention.kv_cache_shape(self.num_blocks, block_size,
+                                                         cache_kv_heads(cfg.num_kv_heads, tp), cfg.head_dim)
+        # Shapes only until warm-up has compiled the programs: XLA's autotuner needs device memory while it
+        # compiles (several programs at once, in threads), memory the cache takes once it exists.
+        self.kv_caches = [jax.ShapeDtypeStruct(cache_shape, self.kv_cache_dtype, sharding=cache_sharding)
+                          for _ in range(cfg.num_layers)]
+        self._allocate_cache = lambda: ops.allocate_kv_cache(  # noqa: E731
+            cfg.num_layers, self.num_blocks, block_size, cache_kv_heads(cfg.num_kv_heads, tp), cfg.head_dim,
+            self.kv_cache_dtype, cache_sharding)
         self._max_seqs = self.ladder.buckets[-1].num_seqs
         self._prev_tokens = jax.device_put(np.zeros(self._max_seqs, np.int32), self._replicated)
         self._forward = make_forward(self.graphdef, self._treedef, mesh)
@@ -87,6 +95,7 @@ class ModelRunner:
         self.device_wait_seconds = 0.0  # time blocked waiting for sampled ids (device busy, host idle)
         if not enforce_eager:
             self.warm_up()
+        self.kv_caches = self._allocate_cache()
 
     # ---- compilation -----------------------------------------------------------------------------------
 

@@ -5,8 +5,8 @@ KV cache layout (one array per layer): ``[2, num_blocks, block_size, num_kv_head
 quantizes and every attention implementation reads it, with per-layer k_scale / v_scale (kv_cache.py).
 """
 
-from .kv_cache import (FP8_KV_CACHE_DTYPES, KV_CACHE_DTYPES, allocate_kv_cache, resolve_kv_cache_dtype,
-                       write_kv_cache)
+from .kv_cache import (FP8_KV_CACHE_DTYPES, KV_CACHE_DTYPES, allocate_kv_cache, kv_cache_shape,
+                       resolve_kv_cache_dtype, write_kv_cache)
 from .reference import ragged_paged_attention_reference
 from .dispatch import ragged_paged_attention
 
@@ -14,6 +14,7 @@ __all__ = [
     "FP8_KV_CACHE_DTYPES",
     "KV_CACHE_DTYPES",
     "allocate_kv_cache",
+    "kv_cache_shape",
     "resolve_kv_cache_dtype",
     "write_kv_cache",
     "ragged_paged_attention",
