@@ -22,7 +22,8 @@ RUN_NOTES = {
     "B1_run5": "commit 4c1126c: sampler without lax.cond (static variants) + async scheduling (cold start)",
     "B2_run2": "commit 559999c: asynchronous scheduling (cold start)",
     "B2_run3": "commit 559999c: same, --no-async-scheduling (warm start)",
-    "B2_run4": "commit 4c1126c: --kv-cache-dtype fp8 (e4m3, scales 1.0): 2x the blocks",
+    "B2_run4": "commit 4c1126c: --kv-cache-dtype fp8 (e4m3, scales 1.0): 2x the blocks; roofline recomputed "
+               "with 1-byte KV (the run's own figure, 73.2% of a bf16-KV roofline, is kept in the JSON)",
     "B2_run5": "commit 4c1126c: --quantization int8 (weight-only, per channel): slower, XLA converts the weights "
                "before the GEMM instead of fusing",
     "B2_run6": "commit 4c1126c: --quantization fp8 (weight-only e4m3): slower, same reason",

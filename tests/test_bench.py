@@ -48,3 +48,5 @@ def test_roofline_counts_quantized_linear_weights_at_one_byte():
     layers, d, f = 2, 64, 128
     linear = layers * (d * (4 + 2 * 2) * 16 + 4 * 16 * d + 3 * d * f)
     assert bf16["weight_bytes"] - q["weight_bytes"] == linear
+    fp8_kv = roofline(cfg, [10], [3], max_num_seqs=4, kv_dtype_bytes=1)
+    assert fp8_kv["weight_bytes"] == bf16["weight_bytes"] and fp8_kv["decode_s"] < bf16["decode_s"]

@@ -44,9 +44,10 @@ def dummy_int4_quantization_config(method: str, group_size: int = INT4_GROUP_SIZ
 
 def roofline(cfg: ModelConfig, prompt_lens: list[int], output_lens: list[int], max_num_seqs: int,
              dtype_bytes: int = 2, peak_flops: float = PEAK_FLOPS, bandwidth: float = HBM_BYTES_PER_S,
-             linear_weight_bytes: float | None = None) -> dict:
+             linear_weight_bytes: float | None = None, kv_dtype_bytes: int | None = None) -> dict:
     """``linear_weight_bytes``: bytes per element of the decoder layers' linear weights (see
-    ``linear_weight_bytes()``; default ``dtype_bytes``). Norms, embeddings and the lm_head stay ``dtype_bytes``."""
+    ``linear_weight_bytes()``; default ``dtype_bytes``). Norms, embeddings and the lm_head stay ``dtype_bytes``.
+    ``kv_dtype_bytes``: bytes per cached K/V element (1 for an fp8 KV cache; default ``dtype_bytes``)."""
     layers, heads, dh = cfg.num_layers, cfg.num_heads, cfg.head_dim
     body_params = cfg.num_params(include_embeddings=False)
     head_params = cfg.vocab_size * cfg.hidden_size
@@ -54,7 +55,8 @@ def roofline(cfg: ModelConfig, prompt_lens: list[int], output_lens: list[int], m
     linear_params = layers * (d * (heads + 2 * cfg.num_kv_heads) * dh + heads * dh * d + 3 * d * f)
     lw_bytes = dtype_bytes if linear_weight_bytes is None else linear_weight_bytes
     weight_bytes = (body_params - linear_params + head_params) * dtype_bytes + linear_params * lw_bytes
-    kv_bytes_per_token = layers * cfg.num_kv_heads * dh * 2 * dtype_bytes
+    kv_elem_bytes = dtype_bytes if kv_dtype_bytes is None else kv_dtype_bytes
+    kv_bytes_per_token = layers * cfg.num_kv_heads * dh * 2 * kv_elem_bytes
     prefill_flops = sum(2 * body_params * n + 2 * layers * heads * dh * n * n for n in prompt_lens)
     prefill_s = prefill_flops / peak_flops
 
