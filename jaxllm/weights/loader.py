@@ -150,7 +150,9 @@ def _assemble(cfg: ModelConfig, tensors: Iterable[tuple[str, np.ndarray, str]], 
             placed.update(_place_param(cfg, target.path, variables, mesh, rules, lambda idx, a=ours: a[idx]))
             continue
         parts = pending.setdefault(target.path, [None] * target.num_parts)
-        parts[target.part] = ours
+        # a copy: a view would fault the file's pages back in when the fused weight is placed, and they would
+        # stay resident until the whole file is closed (see safetensors_reader's docstring)
+        parts[target.part] = np.array(ours)
         if all(p is not None for p in parts):
             read = _fused_reader(parts, target.axis)
             placed.update(_place_param(cfg, target.path, variables, mesh, rules, read))

@@ -3,11 +3,18 @@
 We parse the (tiny) header ourselves and view each tensor's bytes in the memory-mapped file, so a tensor
 can be sliced shard by shard without ever materialising the whole file (or even the whole tensor) in
 host memory. bfloat16 is supported through ``ml_dtypes`` (a jax dependency).
+
+Pages of a mapping that were read count in the process's resident memory until they are unmapped, so a
+loader that keeps a 5 GB shard file mapped holds 5 GB of it resident. ``iter_checkpoint`` therefore drops each
+tensor's pages (``madvise(MADV_DONTNEED)``) once the consumer has moved on: a later read of the same view just
+faults them back in from the page cache, since the mapping is read-only. Measured on CPU with a 4.4 GiB
+checkpoint of Llama-8B tensor shapes in 4 GiB files: peak RSS 8.5 GiB -> see benchmarks/load_rss_cpu.md.
 """
 
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import struct
 from collections.abc import Iterator
@@ -46,10 +53,22 @@ class SafetensorsFile:
         if info["dtype"] not in _DTYPES:
             raise ValueError(f"tensor {name!r} in {self.path} has unsupported dtype {info['dtype']}")
         if self._mmap is None:
-            self._mmap = np.memmap(self.path, dtype=np.uint8, mode="r")
+            with open(self.path, "rb") as f:
+                self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         start, end = info["data_offsets"]
-        raw = self._mmap[self._data_start + start:self._data_start + end]
+        raw = np.frombuffer(self._mmap, np.uint8, end - start, self._data_start + start)
         return raw.view(_DTYPES[info["dtype"]]).reshape(info["shape"])
+
+    def release(self, name: str) -> None:
+        """Drop the resident pages of ``name`` (its views stay valid: they fault back in from the page cache)."""
+        if self._mmap is None or not hasattr(self._mmap, "madvise"):
+            return
+        start, end = self._header[name]["data_offsets"]
+        page = mmap.PAGESIZE
+        lo = (self._data_start + start) // page * page
+        hi = min(len(self._mmap), self._data_start + end)
+        if hi > lo:
+            self._mmap.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
 
 
 def checkpoint_files(folder: str | os.PathLike) -> list[str]:
@@ -75,8 +94,10 @@ def checkpoint_files(folder: str | os.PathLike) -> list[str]:
 
 
 def iter_checkpoint(folder: str | os.PathLike) -> Iterator[tuple[str, np.ndarray, str]]:
-    """Yield (name, memmap view, file path) for every tensor of every file, one at a time."""
+    """Yield (name, memmap view, file path) for every tensor of every file, one at a time; a tensor's pages
+    are released from resident memory when the next one is asked for."""
     for path in checkpoint_files(folder):
         st = SafetensorsFile(path)
         for name in st.names():
             yield name, st.tensor(name), path
+            st.release(name)
