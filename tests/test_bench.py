@@ -50,3 +50,15 @@ def test_roofline_counts_quantized_linear_weights_at_one_byte():
     assert bf16["weight_bytes"] - q["weight_bytes"] == linear
     fp8_kv = roofline(cfg, [10], [3], max_num_seqs=4, kv_dtype_bytes=1)
     assert fp8_kv["weight_bytes"] == bf16["weight_bytes"] and fp8_kv["decode_s"] < bf16["decode_s"]
+
+
+def test_gpu_busy_parsing_and_host_profile(tmp_path):
+    from jaxllm.bench.monitor import host_profile, parse_utilization
+
+    r = parse_utilization("0, 100\n1, 50\n0, 80\n1, 0\n0, 9")  # GPU 0: 100, 80, 9 -> 63; GPU 1: 50, 0 -> 25
+    assert r["samples"] == 5 and r["per_gpu_mean_pct"] == [63.0, 25.0] and r["mean_pct"] == 44.0
+    assert parse_utilization("")["mean_pct"] is None
+    out = tmp_path / "prof.txt"
+    with host_profile(str(out)):
+        sum(range(1000))
+    assert "function calls" in out.read_text()

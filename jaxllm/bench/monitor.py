@@ -35,15 +35,20 @@ class GpuBusySampler:
         proc, self._proc = self._proc, None
         proc.terminate()
         out, _ = proc.communicate(timeout=10)
-        per_gpu: dict[int, list[float]] = {}
-        for line in out.splitlines():
-            parts = [p.strip() for p in line.split(",")]
-            if len(parts) == 2 and parts[0].isdigit() and parts[1].replace(".", "", 1).isdigit():
-                per_gpu.setdefault(int(parts[0]), []).append(float(parts[1]))
-        means = [sum(v) / len(v) for _, v in sorted(per_gpu.items())]
-        n = sum(len(v) for v in per_gpu.values())
-        return {"mean_pct": sum(means) / len(means) if means else None, "samples": n,
-                "per_gpu_mean_pct": means, "interval_ms": self.interval_ms}
+        return {**parse_utilization(out), "interval_ms": self.interval_ms}
+
+
+def parse_utilization(text: str) -> dict:
+    """nvidia-smi's "index, utilization.gpu" CSV lines -> mean busy % over GPUs (each GPU's mean first), the
+    sample count and each GPU's mean; lines that are not two numbers (a truncated last line) are skipped."""
+    per_gpu: dict[int, list[float]] = {}
+    for line in text.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 2 and parts[0].isdigit() and parts[1].replace(".", "", 1).isdigit():
+            per_gpu.setdefault(int(parts[0]), []).append(float(parts[1]))
+    means = [sum(v) / len(v) for _, v in sorted(per_gpu.items())]
+    return {"mean_pct": sum(means) / len(means) if means else None,
+            "samples": sum(len(v) for v in per_gpu.values()), "per_gpu_mean_pct": means}
 
 
 @contextlib.contextmanager
