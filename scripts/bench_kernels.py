@@ -32,6 +32,9 @@ from ops.paged_attention.pallas_attention import (  # noqa: E402
 from ops.paged_attention.pallas_triton import TileConfig  # noqa: E402
 from ops.paged_attention.reference import ragged_paged_attention_reference  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from kernel_report import write_markdown  # noqa: E402
+
 HQ, HK, D, BS = 32, 8, 128, 16
 DT = jnp.bfloat16
 
@@ -317,57 +320,6 @@ def sweep(rng, interpret, results):
             out.append({"kind": "prefill", "len": 8192, "cfg": str(cfg), "error": repr(e)[:200]})
         print("sweep", out[-1], flush=True)
     results["sweep"] = out
-
-
-def write_markdown(results, path):
-    L = [f"# Kernel benchmarks ({results['device']})", "",
-         f"jax {results['jax']}; ceilings measured in the same run: elementwise read+write "
-         f"{results['ceilings']['elementwise_rw_TBps']:.2f} TB/s, bf16 matmul "
-         f"{results['ceilings']['matmul_bf16_TFLOPs']:.0f} TFLOP/s.", "",
-         "## Decode (32 q / 8 kv heads, D=128, bf16, block 16; effective KV read)", "",
-         "| B | ctx | ours µs | ours TB/s | JAX Pallas µs | TB/s | ×JAX | XLA ref µs | ×XLA |",
-         "|---|---|---|---|---|---|---|---|---|"]
-    for r in results["decode"]:
-        L.append(f"| {r['B']} | {r['ctx']} | {r['ours_us']:.0f} | {r['ours_TBps']:.2f} | "
-                 f"{r.get('jax_pallas_us', float('nan')):.0f} | {r.get('jax_pallas_TBps', float('nan')):.2f} | "
-                 f"{r.get('speedup_vs_jax_pallas', float('nan')):.2f} | {r.get('xla_ref_us', float('nan')):.0f} | "
-                 f"{r.get('speedup_vs_xla_ref', float('nan')):.2f} |")
-    L += ["", "## Prefill (causal, 32/8 heads, D=128, bf16; ours reads K/V from pages)", "",
-          "| seqs × len | ours µs | ours TFLOP/s | cuDNN dense µs | cuDNN TFLOP/s | ours/cuDNN |", "|---|---|---|---|---|---|"]
-    for r in results["prefill"]:
-        L.append(f"| {r['seqs']} × {r['len']} | {r['ours_us']:.0f} | {r['ours_TFLOPs']:.0f} | "
-                 f"{r.get('cudnn_us', float('nan')):.0f} | {r.get('cudnn_TFLOPs', float('nan')):.0f} | "
-                 f"{r.get('ours_vs_cudnn', float('nan')):.2f} |")
-    m = results.get("mixed")
-    if m:
-        L += ["", "## Mixed batch", "",
-              f"{m['decodes']} decodes (ctx {m['decode_ctx']}) + one {m['prefill_chunk']}-token prefill chunk: "
-              f"{m['mixed_us']:.0f} µs vs {m['decode_us']:.0f} + {m['prefill_us']:.0f} µs apart "
-              f"(ratio {m['mixed_over_sum']:.2f})."]
-    L += ["", "## write_kv_cache (jit, cache donated)", "", "| tokens | µs | cache GB | a cache copy would take µs |",
-          "|---|---|---|---|"]
-    for r in results.get("write_kv_cache", []):
-        L.append(f"| {r['tokens']} | {r['us']:.1f} | {r['cache_GB']:.1f} | "
-                 f"{r['copy_of_cache_would_take_us_at_4TBps']:.0f} |")
-    if results.get("fp8_kv"):
-        L += ["", "## fp8 KV cache (32/8 heads, D=128, block 16, scales 1.0; TB/s counts the bytes stored)", "",
-              "| kind | kv | shape | config | µs | rate | × bf16 |", "|---|---|---|---|---|---|---|"]
-        for r in results["fp8_kv"]:
-            shape = {"decode": lambda: f"B={r['B']} ctx={r['ctx']}", "prefill": lambda: f"{r['seqs']}×{r['len']}",
-                     "write_kv_cache": lambda: f"{r['tokens']} tokens"}[r["kind"]]()
-            rate = (f"{r['TBps']:.2f} TB/s" if "TBps" in r else f"{r['TFLOPs']:.0f} TFLOP/s" if "TFLOPs" in r
-                    else r.get("error", ""))
-            L.append(f"| {r['kind']} | {r['kv']} | {shape} | {r.get('config', '')} | {r.get('us', float('nan')):.0f} "
-                     f"| {rate} | {r.get('speedup_vs_bf16', float('nan')):.2f} |")
-    if results.get("sweep"):
-        L += ["", "## Tile sweep", "", "| kind | shape | config | µs | rate |", "|---|---|---|---|---|"]
-        for r in results["sweep"]:
-            shape = f"B={r['B']} ctx={r['ctx']}" if r["kind"] == "decode" else f"1×{r['len']}"
-            rate = f"{r['TBps']:.2f} TB/s" if "TBps" in r else (f"{r['TFLOPs']:.0f} TFLOP/s" if "TFLOPs" in r
-                                                               else r.get("error", ""))
-            L.append(f"| {r['kind']} | {shape} | {r['cfg']} | {r.get('us', float('nan')):.0f} | {rate} |")
-    with open(path, "w") as f:
-        f.write("\n".join(L) + "\n")
 
 
 def main():

@@ -1,64 +1,29 @@
-"""Sampler (jaxllm/models/sampler.py) and its host-side packing (jaxllm/runner/sampling_metadata.py), on CPU.
+"""Sampler (jaxllm/models/sampler.py) on CPU, fed by the host-side packing (tests/test_sampling_metadata.py
+checks that part alone).
 
 References are small numpy implementations of vLLM's semantics; distributions are checked over many seeds
 (each row of one big batch is a different seed) with a 5-sigma bound per token plus exact support checks."""
 
 import collections
-import dataclasses
 import types
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from sampler_rows import seq, sp
 
-from jaxllm.engine.batch import ScheduledSeq
 from jaxllm.models import sampler as sampler_mod
 from jaxllm.models.sampler import sample, token_logprobs, top_k_values
 from jaxllm.runner.sampling_metadata import (
     FILTER_CONFIG,
     FULL_CONFIG,
     GREEDY_CONFIG,
-    MAX_LOGPROBS,
-    SAMPLE_CONFIG,
-    SamplerConfig,
-    bad_words_banned_ids,
     build_sampling_metadata,
-    covers,
     to_runner_output,
 )
 
 _sample = jax.jit(sample, static_argnums=2)
-
-
-def sp(**kw):
-    return types.SimpleNamespace(**kw)
-
-
-def seq(
-    params,
-    seq_id=0,
-    token_ids=(1, 2, 3),
-    num_prompt_tokens=None,
-    seed=0,
-    output_index=0,
-    banned=(),
-    do_sample=True,
-):
-    token_ids = list(token_ids)
-    return ScheduledSeq(
-        seq_id=seq_id,
-        token_ids=token_ids,
-        start=0,
-        num_new_tokens=len(token_ids),
-        block_table=[0],
-        num_prompt_tokens=len(token_ids) if num_prompt_tokens is None else num_prompt_tokens,
-        sampling_params=params,
-        sample=do_sample,
-        output_index=output_index,
-        rng_seed=seed,
-        banned_token_ids=tuple(banned),
-    )
 
 
 def run(seqs, logits, padded=None):
@@ -111,62 +76,6 @@ def test_greedy_variant_is_argmax_and_carries_no_arrays():
     out, _ = run(seqs, logits)
     np.testing.assert_array_equal(out.token_ids, logits.argmax(-1))
     assert out.logprob is None
-
-
-def test_config_choice_and_ladders():
-    V = 1000
-    _, cfg = build_sampling_metadata([seq(sp(temperature=0.5))], 2, V)
-    assert cfg == SAMPLE_CONFIG
-    _, cfg = build_sampling_metadata([seq(sp(temperature=0.5, logprobs=0))], 2, V)
-    assert cfg == dataclasses.replace(SAMPLE_CONFIG, num_logprobs=MAX_LOGPROBS)
-    _, cfg = build_sampling_metadata([seq(sp(temperature=0.0, logprobs=0))], 2, V)
-    assert cfg == dataclasses.replace(SAMPLE_CONFIG, random=False, num_logprobs=MAX_LOGPROBS)  # no noise
-    _, cfg = build_sampling_metadata([seq(sp(temperature=0.5, top_p=0.9)), seq(sp(temperature=0.0))], 2, V)
-    assert cfg == dataclasses.replace(SAMPLE_CONFIG, top_k_top_p=True)
-    _, cfg = build_sampling_metadata([seq(sp(temperature=0.5, min_p=0.1))], 2, V)
-    assert cfg == dataclasses.replace(SAMPLE_CONFIG, min_p=True)
-    # every variant but the greedy one is served by a compiled superset of its parts with the same shapes
-    assert covers(FILTER_CONFIG, cfg) and covers(FULL_CONFIG, cfg) and not covers(cfg, FILTER_CONFIG)
-    assert not covers(FULL_CONFIG, GREEDY_CONFIG) and covers(GREEDY_CONFIG, GREEDY_CONFIG)
-    assert not covers(FULL_CONFIG, dataclasses.replace(cfg, bias_width=32))
-    bias = {i: 1.0 for i in range(9)}
-    _, cfg = build_sampling_metadata(
-        [seq(sp(temperature=0.0, logit_bias=bias, presence_penalty=0.5), token_ids=range(65))], 2, V
-    )
-    assert (cfg.bias_width, cfg.allowed_width, cfg.banned_width, cfg.penalty_len) == (32, 8, 8, 128)
-    # a row that does not sample this step (mid-prompt chunk) is neutral and does not widen the variant
-    _, cfg = build_sampling_metadata(
-        [seq(sp(temperature=1.0, logprobs=5), do_sample=False), seq(sp(temperature=0.0))], 2, V
-    )
-    assert cfg == GREEDY_CONFIG
-    with pytest.raises(ValueError, match="greedy_only"):
-        SamplerConfig(greedy_only=True, num_logprobs=20)
-
-
-@pytest.mark.parametrize(
-    "params, match",
-    [
-        (sp(logit_bias={1000: 1.0}), "logit_bias"),
-        (sp(allowed_token_ids=[-1]), "allowed_token_ids"),
-        (sp(logprobs=21), "logprobs=21"),
-        (sp(top_k=-2), "top_k=-2"),
-        (sp(bad_words=["x"]), "bad_words"),
-        (sp(bad_words_token_ids=[[5, 2000]]), "bad_words_token_ids"),
-    ],
-)
-def test_bad_input_names_the_field(params, match):
-    with pytest.raises(ValueError, match=match):
-        build_sampling_metadata([seq(params)], 1, 1000)
-    with pytest.raises(ValueError, match="padded_num_seqs"):
-        build_sampling_metadata([seq(sp()), seq(sp())], 1, 1000)
-
-
-def test_bad_words_host_rule():
-    words = [[7], [1, 2, 9], [3, 8], [4, 5, 6, 11]]
-    assert bad_words_banned_ids(words, []) == {7}
-    assert bad_words_banned_ids(words, [0, 1, 2]) == {7, 9}
-    assert bad_words_banned_ids(words, [2, 3]) == {7, 8}
-    assert bad_words_banned_ids(words, [5, 6]) == {7}  # prefix [4, 5, 6] is longer than what matches
 
 
 def test_allowed_bias_banned_on_greedy_rows():

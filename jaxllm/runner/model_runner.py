@@ -12,6 +12,7 @@ prompt_logprobs) are always compiled on first use. ``num_compilations`` counts e
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import logging
 import os
 import time
@@ -29,10 +30,9 @@ from jaxllm.parallel.sharding import cache_kv_heads, logical_to_spec, sharding_r
 from jaxllm.runner.buckets import Bucket, BucketLadder
 from jaxllm.runner.input_batch import build_step_inputs, dummy_step_inputs, pack_step_inputs
 from jaxllm.runner.memory import activation_reserve_bytes, plan_num_blocks
+from jaxllm.runner.sampler_config import STARTUP_CONFIGS, covers
 from jaxllm.runner.sampling_metadata import (
-    STARTUP_CONFIGS,
     build_sampling_metadata,
-    covers,
     dummy_sampling_metadata,
     pack_sampling_metadata,
     to_runner_output,
@@ -81,9 +81,9 @@ class ModelRunner:
         # compiles (several programs at once, in threads), memory the cache takes once it exists.
         self.kv_caches = [jax.ShapeDtypeStruct(cache_shape, self.kv_cache_dtype, sharding=cache_sharding)
                           for _ in range(cfg.num_layers)]
-        self._allocate_cache = lambda: ops.allocate_kv_cache(  # noqa: E731
-            cfg.num_layers, self.num_blocks, block_size, cache_kv_heads(cfg.num_kv_heads, tp), cfg.head_dim,
-            self.kv_cache_dtype, cache_sharding)
+        allocate_cache = functools.partial(
+            ops.allocate_kv_cache, cfg.num_layers, self.num_blocks, block_size, cache_kv_heads(cfg.num_kv_heads, tp),
+            cfg.head_dim, self.kv_cache_dtype, cache_sharding)
         self._max_seqs = self.ladder.buckets[-1].num_seqs
         self._prev_tokens = jax.device_put(np.zeros(self._max_seqs, np.int32), self._replicated)
         self._forward = make_forward(self.graphdef, self._treedef, mesh)
@@ -95,7 +95,7 @@ class ModelRunner:
         self.device_wait_seconds = 0.0  # time blocked waiting for sampled ids (device busy, host idle)
         if not enforce_eager:
             self.warm_up()
-        self.kv_caches = self._allocate_cache()
+        self.kv_caches = allocate_cache()
 
     # ---- compilation -----------------------------------------------------------------------------------
 

@@ -1,0 +1,101 @@
+"""The sampler's static variants: ``SamplerConfig`` (a hashable STATIC jit argument of the sampler program),
+the variants compiled at start-up, and ``covers`` (which compiled variant may serve a step). The per-step
+metadata that goes with a variant is built in ``sampling_metadata.py``.
+
+Variants (each is compiled once per sequence bucket, i.e. per padded_num_seqs):
+  * ``GREEDY_CONFIG``: every sampling row is greedy with no logprobs, bias, allowed/banned ids or penalties ->
+    argmax only; the metadata carries no arrays at all.
+  * ``SAMPLE_CONFIG``: temperature, top-k, top-p, min-p, seeds, logit_bias, allowed_token_ids, banned ids
+    (min_tokens stop ids and bad words), with sparse widths at the bottom of the ladder.
+  * ``FILTER_CONFIG``: ``SAMPLE_CONFIG`` with min_p and top-k / top-p.
+  * ``FULL_CONFIG``: ``FILTER_CONFIG`` plus top-``MAX_LOGPROBS`` logprobs.
+  Which parts run (random rows, min_p, top-k/top-p, logprobs) is a static field too, so the device never
+  branches on data. These four (``STARTUP_CONFIGS``) are what the runner compiles at start-up; a step whose
+  exact variant is not compiled runs a compiled one that ``covers`` it (same shapes, a superset of the
+  parts). A step that needs more compiles lazily, on first use, a variant that differs only in shapes: a
+  wider sparse array (more than 8 bias, allowed or banned ids in a row: widths from ``SPARSE_WIDTHS``) or
+  penalties (repetition/frequency/presence), which carry the prompt+output token ids padded to a power-of-two
+  length ``penalty_len`` (>= ``PENALTY_MIN_LEN``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+MAX_LOGPROBS = 20  # vLLM's default max_logprobs: the static top-k width of sample logprobs
+SPARSE_WIDTHS = (8, 32, 128, 512, 2048, 8192, 32768, 262144)  # widths of bias/allowed/banned id arrays
+PENALTY_MIN_LEN = 64  # penalty token arrays have a power-of-two length >= this
+SAMPLING_EPS = 1e-5  # temperature below this is greedy (vLLM's _SAMPLING_EPS)
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerConfig:
+    """Static jit argument selecting the sampler variant; every field is a plain int/bool.
+
+    ``greedy_only``: argmax of the raw logits, nothing else (all other fields must be 0).
+    ``num_logprobs``: 0, or the static top-k width of the returned logprobs (``MAX_LOGPROBS``).
+    ``bias_width`` / ``allowed_width`` / ``banned_width``: widths W of the sparse id arrays (from
+    ``SPARSE_WIDTHS``). ``penalty_len``: 0 = no penalties, else the length L of the padded prompt+output token
+    array."""
+
+    greedy_only: bool = True
+    num_logprobs: int = 0
+    bias_width: int = 0
+    allowed_width: int = 0
+    banned_width: int = 0
+    penalty_len: int = 0
+    # Which parts of the sampler run, decided on the host: a lax.cond on device data would make XLA read the
+    # predicate back to the host (a sync that stalls the launch of the next step).
+    random: bool = False  # some row samples (temperature >= SAMPLING_EPS); else argmax of the processed logits
+    min_p: bool = False  # some row has min_p > 0
+    top_k_top_p: bool = False  # some row has top_k or top_p
+
+    def __post_init__(self):
+        widths = (self.num_logprobs, self.bias_width, self.allowed_width, self.banned_width, self.penalty_len,
+                  self.random, self.min_p, self.top_k_top_p)
+        if self.greedy_only and any(widths):
+            raise ValueError(f"greedy_only SamplerConfig must have zero widths and no random rows, got {self}")
+        if (self.min_p or self.top_k_top_p) and not self.random:
+            raise ValueError(f"min_p / top_k_top_p need random=True, got {self}")
+        if not self.greedy_only:
+            for name in ("bias_width", "allowed_width", "banned_width"):
+                if getattr(self, name) not in SPARSE_WIDTHS:
+                    raise ValueError(f"SamplerConfig.{name}={getattr(self, name)} is not in {SPARSE_WIDTHS}")
+            if self.num_logprobs not in (0, MAX_LOGPROBS):
+                raise ValueError(
+                    f"SamplerConfig.num_logprobs={self.num_logprobs} must be 0 or {MAX_LOGPROBS}"
+                )
+            if self.penalty_len and (
+                self.penalty_len < PENALTY_MIN_LEN or self.penalty_len & (self.penalty_len - 1)
+            ):
+                raise ValueError(
+                    f"SamplerConfig.penalty_len={self.penalty_len} must be 0 or a power of two "
+                    f">= {PENALTY_MIN_LEN}"
+                )
+
+
+GREEDY_CONFIG = SamplerConfig()
+SAMPLE_CONFIG = SamplerConfig(
+    greedy_only=False,
+    bias_width=SPARSE_WIDTHS[0],
+    allowed_width=SPARSE_WIDTHS[0],
+    banned_width=SPARSE_WIDTHS[0],
+    random=True,
+)
+FILTER_CONFIG = dataclasses.replace(SAMPLE_CONFIG, min_p=True, top_k_top_p=True)
+FULL_CONFIG = dataclasses.replace(FILTER_CONFIG, num_logprobs=MAX_LOGPROBS)
+STARTUP_CONFIGS = (GREEDY_CONFIG, SAMPLE_CONFIG, FILTER_CONFIG, FULL_CONFIG)
+
+
+def covers(compiled: SamplerConfig, needed: SamplerConfig) -> bool:
+    """Whether the ``compiled`` variant can serve a step that needs ``needed``: the same array shapes, and every
+    part ``needed`` runs (random rows, min_p, top-k/top-p, logprobs) runs in it too. A part no row uses is
+    neutral (thresholds of -inf, no noise on greedy rows, unused logprobs), so the result is the same."""
+    if compiled == needed:
+        return True
+    if compiled.greedy_only or needed.greedy_only:  # the greedy variant takes no metadata at all
+        return False
+    same_shapes = (compiled.bias_width, compiled.allowed_width, compiled.banned_width, compiled.penalty_len) == (
+        needed.bias_width, needed.allowed_width, needed.banned_width, needed.penalty_len)
+    return same_shapes and all(getattr(compiled, f) >= getattr(needed, f)
+                               for f in ("random", "min_p", "top_k_top_p", "num_logprobs"))
