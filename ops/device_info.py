@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import jax
 
 
@@ -21,3 +23,14 @@ def gpu_compute_capability() -> tuple[int, int] | None:
         return int(major), int(minor or 0)
     except ValueError:
         return None
+
+
+def forced_implementation(env_var: str, available) -> str | None:
+    """The implementation named by ``env_var`` (a dispatcher's override), None when unset; a name not in
+    ``available`` is a ValueError listing them."""
+    forced = os.environ.get(env_var)
+    if not forced:
+        return None
+    if forced not in available:
+        raise ValueError(f"{env_var}={forced!r}; available: {sorted(available)}")
+    return forced

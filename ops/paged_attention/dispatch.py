@@ -16,11 +16,9 @@ per-layer scales (1.0 when not given).
 
 from __future__ import annotations
 
-import os
-
 import jax.numpy as jnp
 
-from ..device_info import gpu_compute_capability
+from ..device_info import forced_implementation, gpu_compute_capability
 from .chunked import ragged_paged_attention_chunked
 from .pallas_attention import ragged_paged_attention_pallas
 from .reference import ragged_paged_attention_reference
@@ -43,10 +41,8 @@ def _supported_by_pallas(q, kv_cache, cc) -> bool:
 
 def default_impl(q=None, kv_cache=None) -> str:
     """The implementation used when none is forced (``q`` and ``kv_cache`` let it check support)."""
-    forced = os.environ.get("JAXLLM_ATTENTION_IMPL")
+    forced = forced_implementation("JAXLLM_ATTENTION_IMPL", IMPLEMENTATIONS)
     if forced:
-        if forced not in IMPLEMENTATIONS:
-            raise ValueError(f"JAXLLM_ATTENTION_IMPL={forced!r}; available: {sorted(IMPLEMENTATIONS)}")
         return forced
     cc = gpu_compute_capability()
     if cc is not None and cc >= (8, 0) and _supported_by_pallas(q, kv_cache, cc):

@@ -16,7 +16,7 @@ import os
 
 import jax
 
-from ..device_info import gpu_compute_capability
+from ..device_info import forced_implementation, gpu_compute_capability
 from .pallas_triton import int4_matmul_pallas, plan
 from .reference import check_int4_operands, int4_matmul_reference
 
@@ -30,10 +30,8 @@ def _num_cores() -> int:
 
 def choose_impl(m: int, k: int, n: int, group_size: int) -> str:
     """The implementation used for x [M, K] @ W [K, N] with groups of ``group_size`` when none is forced."""
-    forced = os.environ.get("JAXLLM_QUANT_MATMUL_IMPL")
+    forced = forced_implementation("JAXLLM_QUANT_MATMUL_IMPL", IMPLEMENTATIONS)
     if forced:
-        if forced not in IMPLEMENTATIONS:
-            raise ValueError(f"JAXLLM_QUANT_MATMUL_IMPL={forced!r}; available: {sorted(IMPLEMENTATIONS)}")
         return forced
     cc = gpu_compute_capability()
     max_m = int(os.environ.get("JAXLLM_QUANT_MATMUL_MAX_M", DEFAULT_MAX_M))

@@ -172,12 +172,15 @@ def make_engine(
     seed=0,
     script=None,
     async_scheduling=None,
+    runner=None,
 ):
     """(LLMEngine, CacheCheckingRunner) wired together; the vocabulary is the tokenizer's when there is one.
-    ``async_scheduling`` None: ``DEFAULT_ASYNC``."""
+    ``async_scheduling`` None: ``DEFAULT_ASYNC``. ``runner``: a fake built by the test (e.g. one that fails)
+    instead of a CacheCheckingRunner of these sizes."""
     async_scheduling = DEFAULT_ASYNC if async_scheduling is None else async_scheduling
-    cls = AsyncCacheCheckingRunner if async_scheduling else CacheCheckingRunner
-    runner = cls(num_blocks, block_size, max_num_seqs, max_num_batched_tokens, script)
+    if runner is None:
+        cls = AsyncCacheCheckingRunner if async_scheduling else CacheCheckingRunner
+        runner = cls(num_blocks, block_size, max_num_seqs, max_num_batched_tokens, script)
     eng = LLMEngine(
         runner,
         num_blocks=num_blocks,

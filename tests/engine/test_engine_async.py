@@ -5,10 +5,9 @@ token of a sequence that stopped, and recovers from a failed step with two steps
 from __future__ import annotations
 
 import pytest
-from engine_fakes import VOCAB, AsyncCacheCheckingRunner, make_engine, reference_greedy
+from engine_fakes import AsyncCacheCheckingRunner, make_engine, reference_greedy
 from test_engine_scheduling import check_against_reference, greedy, random_prompts, run_all
 
-from jaxllm.engine import LLMEngine
 from jaxllm.sampling_params import SamplingParams
 
 
@@ -99,8 +98,8 @@ class FailingAsync(AsyncCacheCheckingRunner):
 def test_failure_with_two_steps_in_flight_is_recovered(fail_at):
     prompts = [list(range(1, 30)), list(range(1, 30)), list(range(3, 20))]
     runner = FailingAsync(64, 4, max_num_seqs=4, max_num_batched_tokens=16, fail_at=fail_at)
-    eng = LLMEngine(runner, num_blocks=64, block_size=4, max_num_seqs=4, max_num_batched_tokens=16,
-                    max_model_len=128, vocab_size=VOCAB)
+    eng, _ = make_engine(num_blocks=64, block_size=4, max_num_seqs=4, max_num_batched_tokens=16, runner=runner,
+                         async_scheduling=True)
     for i, p in enumerate(prompts):
         eng.add_request(str(i), p, greedy(6))
     with pytest.raises(KeyboardInterrupt):

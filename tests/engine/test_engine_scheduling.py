@@ -8,7 +8,6 @@ import random
 import pytest
 from engine_fakes import VOCAB, CacheCheckingRunner, make_engine, reference_greedy
 
-from jaxllm.engine import LLMEngine
 from jaxllm.sampling_params import SamplingParams
 
 
@@ -259,15 +258,7 @@ class FailingOnce(CacheCheckingRunner):
 def test_failed_step_is_recovered_without_stale_cache_hits():
     prompts = [list(range(1, 30)), list(range(1, 30)), list(range(3, 20))]
     runner = FailingOnce(64, 4, max_num_seqs=4, max_num_batched_tokens=16)
-    eng = LLMEngine(
-        runner,
-        num_blocks=64,
-        block_size=4,
-        max_num_seqs=4,
-        max_num_batched_tokens=16,
-        max_model_len=128,
-        vocab_size=VOCAB,
-    )
+    eng, _ = make_engine(num_blocks=64, block_size=4, max_num_seqs=4, max_num_batched_tokens=16, runner=runner)
     for i, p in enumerate(prompts):
         eng.add_request(str(i), p, greedy(6))
     eng.step()
