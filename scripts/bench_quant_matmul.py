@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import sys
 import time
@@ -71,16 +72,26 @@ def op(kind, tiles=None):
     return lambda x, w: int4_matmul_pallas(x, *w, tiles=tiles)
 
 
-def time_op(fn, xs, ws) -> float:
-    """Seconds per call."""
+def gemm_kinds(compiled_text: str) -> list[str]:
+    """The GEMM implementations XLA chose, read from the optimized HLO: custom-call targets (cuBLAS / cuBLASLt,
+    e.g. "__cublas$lt$matmul$f8" for fp8 tensor-core GEMMs) and Triton GEMM fusions, so a row says whether the
+    convert was fused into the matmul or the fp8 dot really ran in fp8."""
+    kinds = set(re.findall(r'custom_call_target="([^"]+)"', compiled_text))
+    kinds |= {f"triton:{k}" for k in re.findall(r'"kind":"(__triton[a-z_]*)"', compiled_text)}
+    return sorted(k for k in kinds if "cublas" in k or "triton" in k or "gemm" in k.lower())
+
+
+def time_op(fn, xs, ws) -> tuple[float, list[str]]:
+    """(seconds per call, GEMM kinds in the compiled program)."""
     many = jax.jit(lambda xs, ws: tuple(fn(x, w) for x in xs for w in ws))
+    kinds = gemm_kinds(many.lower(xs, ws).compile().as_text())
     jax.block_until_ready(many(xs, ws))
     runs = []
     for _ in range(5):
         t0 = time.perf_counter()
         jax.block_until_ready(many(xs, ws))
         runs.append(time.perf_counter() - t0)
-    return statistics.median(runs) / (len(xs) * len(ws))
+    return statistics.median(runs) / (len(xs) * len(ws)), kinds
 
 
 def tile_variants(m, k, n):
@@ -103,13 +114,16 @@ def tile_variants(m, k, n):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--output")
-    ap.add_argument("--m", type=int, nargs="*", default=[1, 16, 128, 256])
+    ap.add_argument("--m", type=int, nargs="*", default=[1, 16, 256, 2048],
+                    help="rows of x: 1-256 are decode batches, 2048 a prefill chunk (compute-bound: fp8 GEMMs)")
+    ap.add_argument("--kinds", nargs="*", help="only these implementations (bf16 int8 fp8 fp8_w8a8 int4_reference "
+                                                "int4_pallas); default all")
     ap.add_argument("--calls-per-copy", type=int, default=4)
     args = ap.parse_args()
     key = jax.random.key(0)
     results = []
     print(f"device: {jax.devices()[0].device_kind}", flush=True)
-    print(f"{'shape':8} {'M':>4} {'impl':34} {'us':>9} {'GB/s':>8} {'x bf16':>7}", flush=True)
+    print(f"{'shape':8} {'M':>4} {'impl':34} {'us':>9} {'GB/s':>8} {'x bf16':>7}  gemm", flush=True)
     for name, (k, n) in SHAPES.items():
         weights = {}
         for kind in ("bf16", "int8", "fp8", "int4"):
@@ -120,11 +134,14 @@ def main():
             xs = [jax.random.normal(jax.random.fold_in(key, 100 + r), (m, k), jnp.float32).astype(jnp.bfloat16)
                   for r in range(args.calls_per_copy)]
             cases = [(kind, kind, None) for kind in ("bf16", "int8", "fp8", "fp8_w8a8", "int4_reference")]
-            cases += [(f"int4_pallas[{label}]", "int4", t) for label, t in tile_variants(m, k, n)]
+            if m <= 256:  # the dispatcher runs the reference (dequantize + GEMM) above 256 rows
+                cases += [(f"int4_pallas[{label}]", "int4", t) for label, t in tile_variants(m, k, n)]
+            if args.kinds:
+                cases = [c for c in cases if c[0].split("[")[0] in args.kinds or c[1] == "bf16"]
             bf16_us = None
             for label, kind, tiles in cases:
                 try:
-                    sec = time_op(op(kind, tiles), xs, weights[kind])
+                    sec, gemms = time_op(op(kind, tiles), xs, weights[kind])
                 except Exception as e:  # noqa: BLE001 - report a failing variant, keep measuring the rest
                     print(f"{name:8} {m:4} {label:34} FAILED: {type(e).__name__}: {str(e)[:200]}", flush=True)
                     results.append({"shape": name, "K": k, "N": n, "M": m, "impl": label, "error": str(e)[:500]})
@@ -132,9 +149,11 @@ def main():
                 us = sec * 1e6
                 bf16_us = us if kind == "bf16" else bf16_us
                 gbs = weight_bytes(kind, k, n) / sec / 1e9
-                print(f"{name:8} {m:4} {label:34} {us:9.1f} {gbs:8.0f} {bf16_us / us:7.2f}", flush=True)
+                print(f"{name:8} {m:4} {label:34} {us:9.1f} {gbs:8.0f} {bf16_us / us:7.2f}  {','.join(gemms)}",
+                      flush=True)
                 results.append({"shape": name, "K": k, "N": n, "M": m, "impl": label, "us": us,
-                                "weight_GBps": gbs, "speedup_vs_bf16": bf16_us / us,
+                                "weight_GBps": gbs, "speedup_vs_bf16": bf16_us / us, "gemm": gemms,
+                                "tflops": 2 * m * k * n / sec / 1e12,
                                 "tiles": None if tiles is None else tiles.__dict__})
             save(args.output, results)  # after every M: a run cut short by a timeout keeps what it measured
         del weights
@@ -144,7 +163,8 @@ def save(path, results):
     if path:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         with open(path, "w") as f:
-            json.dump({"device": jax.devices()[0].device_kind, "group_size": GROUP, "results": results}, f, indent=1)
+            json.dump({"device": jax.devices()[0].device_kind, "group_size": GROUP,
+                   "xla_flags": os.environ.get("XLA_FLAGS", ""), "results": results}, f, indent=1)
 
 
 if __name__ == "__main__":

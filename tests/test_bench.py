@@ -62,3 +62,13 @@ def test_gpu_busy_parsing_and_host_profile(tmp_path):
     with host_profile(str(out)):
         sum(range(1000))
     assert "function calls" in out.read_text()
+
+
+def test_fp8_activations_flag_needs_fp8_weights():
+    import pytest
+
+    from jaxllm.bench.main import parse_args
+    with pytest.raises(SystemExit):
+        parse_args(["--workload", "B2", "--fp8-activations", "dynamic"])
+    args = parse_args(["--workload", "B2", "--quantization", "fp8", "--fp8-activations", "dynamic"])
+    assert args.fp8_activations == "dynamic"

@@ -43,6 +43,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="KV cache storage (vLLM's kv_cache_dtype; default: %(default)s = the model's dtype)")
     p.add_argument("--quantization", choices=["int8", "fp8", "awq", "gptq"],
                    help="linear layers: int8/fp8 weight-only, or 4-bit awq/gptq (random packed weights, group 128)")
+    p.add_argument("--fp8-activations", choices=["none", "dynamic"],
+                   help="with --quantization fp8: 'dynamic' quantizes activations per token too (W8A8, fp8 GEMMs); "
+                        "sets JAXLLM_FP8_ACTIVATIONS for this run")
     p.add_argument("--peer", choices=["hf"], help="also run HF transformers' generate_batch on the same requests")
     p.add_argument("--peer-max-requests", type=int, help="run the peer on the first N requests only")
     p.add_argument("--peer-device", default="cuda", help="torch device of the peer (default: %(default)s)")
@@ -56,6 +59,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if not args.workload and not args.config:
         p.error("give --workload or --config")
+    if args.fp8_activations and args.quantization != "fp8":
+        p.error(f"--fp8-activations {args.fp8_activations} needs --quantization fp8, not {args.quantization}")
     return args
 
 
@@ -75,6 +80,8 @@ def run_jaxllm(w: Workload, args, model_dir: str, prompts, output_lens) -> dict:
     from jaxllm import LLM, SamplingParams
 
     max_model_len = w.prompt_len[1] + w.output_len[1]
+    if args.fp8_activations:  # read when the model is built (jaxllm.models.quant.fp8_activation_mode)
+        os.environ["JAXLLM_FP8_ACTIVATIONS"] = args.fp8_activations
     t0 = time.perf_counter()
     llm = LLM(model_dir, load_format="dummy", skip_tokenizer_init=True, dtype="bfloat16",
               max_model_len=max_model_len, max_num_seqs=args.max_num_seqs,
@@ -120,6 +127,7 @@ def run_jaxllm(w: Workload, args, model_dir: str, prompts, output_lens) -> dict:
         "measured_activation_bytes": runner.measured_activation_bytes, "block_size": args.block_size,
         "num_preemptions": llm.llm_engine.stats.num_preemptions,
         "async_scheduling": llm.llm_engine.async_scheduling, "gpu_busy": gpu_busy,
+        "quantization": args.quantization, "fp8_activations": os.environ.get("JAXLLM_FP8_ACTIVATIONS"),
         "device": str(dev.device_kind), "jax": jax.__version__, "params": cfg.num_params(),
     }
 
