@@ -35,7 +35,8 @@ L2_BYTES = 3 * 64 << 20  # keep the weights of one program well above the L2 (50
 
 
 def weight_bytes(kind, k, n):
-    return {"bf16": 2 * k * n, "int8": k * n + 4 * n, "fp8": k * n + 4 * n, "fp8_w8a8": k * n + 4 * n,
+    fp8 = k * n + 4 * n
+    return {"bf16": 2 * k * n, "int8": fp8, "fp8": fp8, "fp8_w8a8": fp8, "fp8_w8a8_nk": fp8, "fp8_w8a8_nk_bf16": fp8,
             "int4": k * n // 2 + 3 * (k // GROUP) * n, "int4_reference": k * n // 2 + 3 * (k // GROUP) * n}[kind]
 
 
@@ -67,6 +68,14 @@ def op(kind, tiles=None):
             xq, xs = quantize_activations_fp8(x, 1)
             return (jnp.dot(xq, w[0], preferred_element_type=jnp.float32) * xs[:, None] * w[1]).astype(x.dtype)
         return w8a8
+    if kind in ("fp8_w8a8_nk", "fp8_w8a8_nk_bf16"):  # weight stored [N, K]: K minor for both fp8 operands
+        out_type = jnp.bfloat16 if kind.endswith("bf16") else jnp.float32
+
+        def w8a8_nk(x, w):
+            xq, xs = quantize_activations_fp8(x, 1)
+            out = jax.lax.dot_general(xq, w[0], (((1,), (1,)), ((), ())), preferred_element_type=out_type)
+            return (out.astype(jnp.float32) * xs[:, None] * w[1]).astype(x.dtype)
+        return w8a8_nk
     if kind == "int4_reference":
         return lambda x, w: int4_matmul_reference(x, *w)
     return lambda x, w: int4_matmul_pallas(x, *w, tiles=tiles)
@@ -130,10 +139,12 @@ def main():
             copies = min(8, max(1, -(-L2_BYTES // weight_bytes(kind, k, n))))
             weights[kind] = make_weights(kind, k, n, copies, jax.random.fold_in(key, hash(kind) % 1000))
         weights["int4_reference"], weights["fp8_w8a8"] = weights["int4"], weights["fp8"]
+        weights["fp8_w8a8_nk"] = weights["fp8_w8a8_nk_bf16"] = [(jnp.asarray(w.T), s) for w, s in weights["fp8"]]
         for m in args.m:
             xs = [jax.random.normal(jax.random.fold_in(key, 100 + r), (m, k), jnp.float32).astype(jnp.bfloat16)
                   for r in range(args.calls_per_copy)]
-            cases = [(kind, kind, None) for kind in ("bf16", "int8", "fp8", "fp8_w8a8", "int4_reference")]
+            cases = [(kind, kind, None) for kind in ("bf16", "int8", "fp8", "fp8_w8a8", "fp8_w8a8_nk",
+                                                     "fp8_w8a8_nk_bf16", "int4_reference")]
             if m <= 256:  # the dispatcher runs the reference (dequantize + GEMM) above 256 rows
                 cases += [(f"int4_pallas[{label}]", "int4", t) for label, t in tile_variants(m, k, n)]
             if args.kinds:

@@ -37,7 +37,9 @@ def write_checkpoint(hf: dict, path: str, shard_bytes: int = 4 << 30) -> int:
                        p + "self_attn.v_proj.weight": (hk * hd, d), p + "self_attn.o_proj.weight": (d, hq * hd),
                        p + "mlp.gate_proj.weight": (f, d), p + "mlp.up_proj.weight": (f, d),
                        p + "mlp.down_proj.weight": (d, f)})
-    rng = np.random.default_rng(0)
+    # one pool of random values, tiled into every tensor: drawing 8B normals one by one took minutes on the GPU
+    # host, and the loader's memory does not depend on the values
+    pool = (np.random.default_rng(0).standard_normal(1 << 24, np.float32) * 0.02).astype(ml_dtypes.bfloat16)
     shard, size, total, files, index = {}, 0, 0, [], {}
 
     def flush():
@@ -49,7 +51,7 @@ def write_checkpoint(hf: dict, path: str, shard_bytes: int = 4 << 30) -> int:
         shard, size = {}, 0
 
     for name, shape in shapes.items():
-        a = (rng.standard_normal(shape, np.float32) * 0.02).astype(ml_dtypes.bfloat16)
+        a = np.resize(pool, shape)
         shard[name] = a
         size += a.nbytes
         total += a.nbytes
@@ -104,6 +106,7 @@ def main() -> None:
         t = time.perf_counter()
         size = write_checkpoint(hf, path, shard_bytes=int(args.shard_gib * 2**30))
         runs = {"workload": args.workload, "checkpoint_bytes": size, "write_s": time.perf_counter() - t, "runs": []}
+        print(f"wrote {size / 2**30:.1f} GiB in {runs['write_s']:.0f} s", flush=True)
         for tp in args.tp:
             out = subprocess.run([sys.executable, __file__, "--child", path, str(tp)], capture_output=True, text=True)
             line = [x for x in out.stdout.splitlines() if x.startswith("{")]

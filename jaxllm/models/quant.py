@@ -114,6 +114,8 @@ def linear(x: jax.Array, weight, subscripts: str) -> jax.Array:
     if not isinstance(weight, QuantizedWeight):
         return jnp.einsum(subscripts, x, weight[...])
     qweight, scale = weight.qweight[...], weight.scale[...]
+    # tied to x, so the weight's convert cannot be hoisted out of its layer (see quant_int4.int4_linear)
+    x, qweight = jax.lax.optimization_barrier((x, qweight))
     if weight.activations == "dynamic":
         xq, x_scale = quantize_activations_fp8(x, qweight.ndim - scale.ndim)
         out = jnp.einsum(subscripts, xq, qweight, preferred_element_type=jnp.float32)

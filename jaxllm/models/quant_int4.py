@@ -77,9 +77,14 @@ def check_int4_sharding(weight_shape_in: int, group_size: int, tp: int, name: st
                          f"{weight_shape_in / tp:g} per device, not a multiple of 8 (one int32 of int4 values)")
 
 
-def dequantize_int4_weight(weight: Int4Weight, dtype) -> jax.Array:
-    """-> w [*in_dims, *out_dims] in ``dtype`` (input channels in the sorted order when ``perm`` is set)."""
-    w = quant_matmul.dequantize_int4(weight.qweight[...], weight.scales[...], weight.zeros[...], dtype)
+def dequantize_int4_weight(weight: Int4Weight, dtype, after: jax.Array | None = None) -> jax.Array:
+    """-> w [*in_dims, *out_dims] in ``dtype`` (input channels in the sorted order when ``perm`` is set).
+
+    ``after``: an activation the dequantization must wait for (see ``jaxllm.models.quant.after_input``)."""
+    qweight, scales, zeros = weight.qweight[...], weight.scales[...], weight.zeros[...]
+    if after is not None:
+        _, (qweight, scales, zeros) = jax.lax.optimization_barrier((after, (qweight, scales, zeros)))
+    w = quant_matmul.dequantize_int4(qweight, scales, zeros, dtype)
     return w.reshape(*weight.in_dims, *w.shape[1:])
 
 
@@ -109,7 +114,9 @@ def int4_linear(x: jax.Array, weight: Int4Weight) -> jax.Array:
     k, n, group = _local_sizes(weight)
     impl = quant_matmul.choose_impl(math.prod(lead), k, n, group)
     if impl == "reference":
-        w = dequantize_int4_weight(weight, x.dtype)
+        # tied to x: XLA would otherwise hoist every layer's dequantization to the start of the program and
+        # hold all the bf16 weights at once (B2 with AWQ ran out of memory: 8.5 GiB of temporaries)
+        w = dequantize_int4_weight(weight, x.dtype, after=x)
         xf = _flat_input(x, weight).reshape(*lead, *weight.in_dims)
         in_sub = "abcdefgh"[:n_in]
         out_sub = "stuvwxyz"[:w.ndim - n_in]

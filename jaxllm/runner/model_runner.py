@@ -12,7 +12,6 @@ prompt_logprobs) are always compiled on first use. ``num_compilations`` counts e
 from __future__ import annotations
 
 import concurrent.futures
-import functools
 import logging
 import os
 import time
@@ -29,7 +28,12 @@ from jaxllm.engine.batch import RunnerOutput, ScheduledBatch, TokenLogprobs
 from jaxllm.parallel.sharding import cache_kv_heads, logical_to_spec, sharding_rules
 from jaxllm.runner.buckets import Bucket, BucketLadder
 from jaxllm.runner.input_batch import build_step_inputs, dummy_step_inputs, pack_step_inputs
-from jaxllm.runner.memory import activation_reserve_bytes, plan_num_blocks
+from jaxllm.runner.memory import (
+    GPU_SLACK_BYTES,
+    activation_reserve_bytes,
+    kv_bytes_per_block,
+    plan_num_blocks,
+)
 from jaxllm.runner.sampler_config import STARTUP_CONFIGS, covers
 from jaxllm.runner.sampling_metadata import (
     build_sampling_metadata,
@@ -72,18 +76,17 @@ class ModelRunner:
             max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens, max_model_len=max_model_len,
             gpu_memory_utilization=gpu_memory_utilization, num_gpu_blocks_override=num_gpu_blocks_override,
             kv_cache_memory_bytes=kv_cache_memory_bytes, tp=tp)
+        # the cache was sized from what device memory is left after the reserve: it shrinks if XLA needs more
+        self._cache_fills_device = (num_gpu_blocks_override is None and kv_cache_memory_bytes is None
+                                    and mesh.devices.flat[0].platform != "cpu")
         cache_spec = logical_to_spec(("cache_kv", "cache_blocks", "cache_slots", "cache_heads", None),
                                      sharding_rules(cfg, tp))
-        cache_sharding = NamedSharding(mesh, cache_spec)
-        cache_shape = ops.paged_attention.kv_cache_shape(self.num_blocks, block_size,
-                                                         cache_kv_heads(cfg.num_kv_heads, tp), cfg.head_dim)
+        self._cache_sharding = NamedSharding(mesh, cache_spec)
+        self._kv_heads_per_cache = cache_kv_heads(cfg.num_kv_heads, tp)
+        self._bytes_per_block = kv_bytes_per_block(cfg, block_size, self.kv_cache_dtype.itemsize, tp)
         # Shapes only until warm-up has compiled the programs: XLA's autotuner needs device memory while it
         # compiles (several programs at once, in threads), memory the cache takes once it exists.
-        self.kv_caches = [jax.ShapeDtypeStruct(cache_shape, self.kv_cache_dtype, sharding=cache_sharding)
-                          for _ in range(cfg.num_layers)]
-        allocate_cache = functools.partial(
-            ops.allocate_kv_cache, cfg.num_layers, self.num_blocks, block_size, cache_kv_heads(cfg.num_kv_heads, tp),
-            cfg.head_dim, self.kv_cache_dtype, cache_sharding)
+        self._set_cache_shapes(self.num_blocks)
         self._max_seqs = self.ladder.buckets[-1].num_seqs
         self._prev_tokens = jax.device_put(np.zeros(self._max_seqs, np.int32), self._replicated)
         self._forward = make_forward(self.graphdef, self._treedef, mesh)
@@ -95,7 +98,42 @@ class ModelRunner:
         self.device_wait_seconds = 0.0  # time blocked waiting for sampled ids (device busy, host idle)
         if not enforce_eager:
             self.warm_up()
-        self.kv_caches = allocate_cache()
+            self._shrink_cache_to_measured_temporaries()
+        self._allocate_cache()
+
+    def _allocate_cache(self) -> None:
+        """Replace the cache's shapes by zeroed device arrays (once the programs are compiled)."""
+        self.kv_caches = ops.allocate_kv_cache(
+            self.cfg.num_layers, self.num_blocks, self.block_size, self._kv_heads_per_cache, self.cfg.head_dim,
+            self.kv_cache_dtype, self._cache_sharding)
+
+    def _set_cache_shapes(self, num_blocks: int) -> None:
+        """The KV cache as ShapeDtypeStructs of ``num_blocks`` blocks: what the programs are compiled against."""
+        self.num_blocks = num_blocks
+        shape = ops.paged_attention.kv_cache_shape(num_blocks, self.block_size, self._kv_heads_per_cache,
+                                                   self.cfg.head_dim)
+        self.kv_caches = [jax.ShapeDtypeStruct(shape, self.kv_cache_dtype, sharding=self._cache_sharding)
+                          for _ in range(self.cfg.num_layers)]
+
+    def _shrink_cache_to_measured_temporaries(self) -> None:
+        """When XLA's measured temporaries exceed the reserve the cache was sized with, take the difference
+        (plus a slack) from the cache and compile again (the programs depend on the cache's shape): a slower
+        start-up instead of running out of memory in the middle of ``generate``."""
+        short = (self.measured_activation_bytes or 0) - self.activation_reserve_bytes
+        if short <= 0 or not self._cache_fills_device:
+            return
+        fewer = -(-(short + GPU_SLACK_BYTES) // self._bytes_per_block)
+        if fewer >= self.num_blocks:
+            raise ValueError(f"the step needs {self.measured_activation_bytes / 2**30:.2f} GiB of temporaries, "
+                             f"more than the KV cache's {self.num_blocks} blocks free: lower max_num_batched_tokens "
+                             f"or max_num_seqs, or raise gpu_memory_utilization")
+        logger.warning("the step needs %.2f GiB of temporaries but %.2f GiB were reserved: the KV cache gets %d "
+                       "blocks instead of %d; compiling again", self.measured_activation_bytes / 2**30,
+                       self.activation_reserve_bytes / 2**30, self.num_blocks - fewer, self.num_blocks)
+        self.activation_reserve_bytes = self.measured_activation_bytes + GPU_SLACK_BYTES
+        self._set_cache_shapes(self.num_blocks - fewer)
+        self._compiled.clear()
+        self.warm_up()
 
     # ---- compilation -----------------------------------------------------------------------------------
 
@@ -156,7 +194,7 @@ class ModelRunner:
         temps = [self._compiled[k].memory_analysis() for k in self._compiled]
         peak = max((getattr(t, "temp_size_in_bytes", 0) or 0 for t in temps), default=0)
         self.measured_activation_bytes = peak
-        if peak > self.activation_reserve_bytes:
+        if peak > self.activation_reserve_bytes and not self._cache_fills_device:
             logger.warning("the step needs %.2f GiB of temporaries but %.2f GiB were reserved: lower "
                            "gpu_memory_utilization or max_num_batched_tokens if the device runs out of memory",
                            peak / 2**30, self.activation_reserve_bytes / 2**30)

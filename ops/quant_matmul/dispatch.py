@@ -1,27 +1,26 @@
 """Picks the int4 matmul implementation.
 
-* ``"reference"``: jnp (reference.py): dequantizes W to x.dtype, then one dot. Any platform; the CPU path, and
-  on the GPU the better choice for large M, where the one-off dequantization is cheap next to the GEMM (vLLM's
-  AWQ path switches to dequantize + GEMM at 256 tokens for the same reason).
-* ``"pallas_triton"``: the fused kernel (pallas_triton.py), NVIDIA sm_80+: W is read packed, never written.
+* ``"reference"``: jnp (reference.py): dequantizes W to x.dtype, then one dot. Any platform. On the GPU, XLA
+  fuses the unpack/dequantize into its Triton GEMM for small M (a "nested gemm fusion": W is read packed, never
+  written) and dequantizes then calls cuBLAS for large M (vLLM's AWQ path does the same from 256 tokens).
+* ``"pallas_triton"``: our fused kernel (pallas_triton.py), NVIDIA sm_80+: W is read packed, never written.
 
-``JAXLLM_QUANT_MATMUL_IMPL`` (or the ``impl`` argument, which wins) forces one. Otherwise: ``pallas_triton``
-on an NVIDIA GPU of compute capability >= 8.0 when M < ``JAXLLM_QUANT_MATMUL_MAX_M`` (default 256) and a tiling
-exists, else ``reference``. Forced off the GPU, ``pallas_triton`` runs in Pallas' interpret mode (tests).
+Measured on the H200 (benchmarks/quant_matmul_h200.md, Llama-8B gate_up / down, M = 1, 16, 256): XLA's fusion
+of the reference beats the Pallas kernel at every M (e.g. gate_up M=1: 59 vs 115 us, the best tiling), so
+``reference`` is the default everywhere. ``JAXLLM_QUANT_MATMUL_IMPL=pallas_triton`` (or the ``impl`` argument,
+which wins) forces the kernel, for measurements and for GPUs where it may win (not measured: Ampere, Ada).
+Forced off the GPU, ``pallas_triton`` runs in Pallas' interpret mode (tests).
 """
 
 from __future__ import annotations
 
-import os
-
 import jax
 
-from ..device_info import forced_implementation, gpu_compute_capability
+from ..device_info import forced_implementation
 from .pallas_triton import int4_matmul_pallas, plan
 from .reference import check_int4_operands, int4_matmul_reference
 
 IMPLEMENTATIONS = {"reference": int4_matmul_reference, "pallas_triton": int4_matmul_pallas}
-DEFAULT_MAX_M = 256
 
 
 def _num_cores() -> int:
@@ -30,14 +29,8 @@ def _num_cores() -> int:
 
 def choose_impl(m: int, k: int, n: int, group_size: int) -> str:
     """The implementation used for x [M, K] @ W [K, N] with groups of ``group_size`` when none is forced."""
-    forced = forced_implementation("JAXLLM_QUANT_MATMUL_IMPL", IMPLEMENTATIONS)
-    if forced:
-        return forced
-    cc = gpu_compute_capability()
-    max_m = int(os.environ.get("JAXLLM_QUANT_MATMUL_MAX_M", DEFAULT_MAX_M))
-    if cc is not None and cc >= (8, 0) and m < max_m and plan(m, k, n, group_size) is not None:
-        return "pallas_triton"
-    return "reference"
+    del m, k, n, group_size  # the measured choice does not depend on the shape (see the module docstring)
+    return forced_implementation("JAXLLM_QUANT_MATMUL_IMPL", IMPLEMENTATIONS) or "reference"
 
 
 def int4_matmul(x: jax.Array, qweight, scales, zeros, out_dtype=None, *, impl: str | None = None) -> jax.Array:
