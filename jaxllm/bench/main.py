@@ -164,7 +164,8 @@ def main(argv=None) -> dict:
     gc.collect()
     roof = roofline(cfg, [len(p) for p in prompts], output_lens, args.max_num_seqs,
                     linear_weight_bytes=linear_weight_bytes(args.quantization),
-                    kv_dtype_bytes=1 if args.kv_cache_dtype.startswith("fp8") else None)
+                    kv_dtype_bytes=1 if args.kv_cache_dtype.startswith("fp8") else None,
+                    num_gpus=args.tensor_parallel_size)
     result = {"workload": w.__dict__, "command": "jaxllm bench " + " ".join(argv or sys.argv[1:]),
               "jaxllm": ours, "roofline": roof,
               "pct_roofline_output": 100 * ours["output_tok_s"] / roof["output_tok_s"],

@@ -44,10 +44,13 @@ def dummy_int4_quantization_config(method: str, group_size: int = INT4_GROUP_SIZ
 
 def roofline(cfg: ModelConfig, prompt_lens: list[int], output_lens: list[int], max_num_seqs: int,
              dtype_bytes: int = 2, peak_flops: float = PEAK_FLOPS, bandwidth: float = HBM_BYTES_PER_S,
-             linear_weight_bytes: float | None = None, kv_dtype_bytes: int | None = None) -> dict:
-    """``linear_weight_bytes``: bytes per element of the decoder layers' linear weights (see
+             linear_weight_bytes: float | None = None, kv_dtype_bytes: int | None = None,
+             num_gpus: int = 1) -> dict:
+    """``num_gpus``: tensor parallelism over that many GPUs, counted as ideal (their FLOP/s and bandwidth add
+    up, communication is free), so the % reached also shows what TP loses. ``linear_weight_bytes``: bytes per element of the decoder layers' linear weights (see
     ``linear_weight_bytes()``; default ``dtype_bytes``). Norms, embeddings and the lm_head stay ``dtype_bytes``.
     ``kv_dtype_bytes``: bytes per cached K/V element (1 for an fp8 KV cache; default ``dtype_bytes``)."""
+    peak_flops, bandwidth = peak_flops * num_gpus, bandwidth * num_gpus
     layers, heads, dh = cfg.num_layers, cfg.num_heads, cfg.head_dim
     body_params = cfg.num_params(include_embeddings=False)
     head_params = cfg.vocab_size * cfg.hidden_size
@@ -86,4 +89,4 @@ def roofline(cfg: ModelConfig, prompt_lens: list[int], output_lens: list[int], m
     total_s = prefill_s + decode_s
     return {"prefill_s": prefill_s, "decode_s": decode_s, "output_tok_s": out_tokens / total_s,
             "total_tok_s": (out_tokens + prompt_tokens) / total_s, "weight_bytes": weight_bytes,
-            "peak_flops": peak_flops, "hbm_bytes_per_s": bandwidth}
+            "peak_flops": peak_flops, "hbm_bytes_per_s": bandwidth, "num_gpus": num_gpus}

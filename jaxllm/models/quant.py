@@ -18,9 +18,12 @@ broadcast to every output channel). 4-bit AWQ/GPTQ weights are ``Int4Weight`` mo
 fp8 activations (W8A8, opt-in: ``JAXLLM_FP8_ACTIVATIONS=dynamic``, read when the model is built): for fp8
 weights the activation is also quantized to float8_e4m3fn, with one dynamic scale per token (max |x| over the
 contracted dims / 448), and the matmul takes both fp8 operands with float32 accumulation, which XLA can run on
-Hopper's fp8 tensor cores (cuBLASLt). ``out = dot(xq, qweight) * x_scale[token] * scale[channel]``. Off by
-default: it adds activation rounding (e4m3: 3 mantissa bits) and has to win on the GPU first
-(scripts/bench_quant_matmul.py measures it).
+Hopper's fp8 tensor cores (cuBLASLt). ``out = dot(xq, qweight) * x_scale[token] * scale[channel]``. cuBLASLt's
+fp8 GEMM needs both operands with the contracted dim minor ("TN"), so after loading such a weight is stored
+transposed, ``[*out_dims, *in_dims]`` (``k_minor``; jaxllm.weights.fp8_layout): in our usual [K, N] layout XLA
+transposed the weight on every call and the fp8 GEMM ran at 0.37x bf16; K-minor it runs at 1.9-2.0x bf16 (Llama-8B
+gate_up, M = 16 and 256, benchmarks/quant_matmul_h200.md). Off by default: it adds activation rounding (e4m3:
+3 mantissa bits).
 """
 
 from __future__ import annotations
@@ -96,10 +99,18 @@ class QuantizedWeight(nnx.Module):
                              f"methods {INT4_METHODS} use jaxllm.models.quant_int4.Int4Weight)")
         # static (part of the graph definition, so a change means a new trace, never a stale one)
         self.activations = fp8_activation_mode() if method == "fp8" else "none"
+        self.k_minor = False  # qweight [*out_dims, *in_dims] (set by jaxllm.weights.fp8_layout after loading)
         w = 0.02 * jax.random.normal(rngs.params(), shape, jnp.float32)
         qweight, scale = quantize(w, method, in_ndim)
         self.qweight = nnx.Param(qweight, logical_axes=tuple(axes))
         self.scale = nnx.Param(scale, logical_axes=tuple(axes[in_ndim:]))
+
+
+def k_minor_subscripts(subscripts: str, in_ndim: int) -> str:
+    """The einsum for a weight stored [*out_dims, *in_dims]: "...d,dhk->...hk" -> "...d,hkd->...hk"."""
+    inputs, out = subscripts.split("->")
+    x_sub, w_sub = inputs.split(",")
+    return f"{x_sub},{w_sub[in_ndim:]}{w_sub[:in_ndim]}->{out}"
 
 
 def linear(x: jax.Array, weight, subscripts: str) -> jax.Array:
@@ -117,7 +128,10 @@ def linear(x: jax.Array, weight, subscripts: str) -> jax.Array:
     # tied to x, so the weight's convert cannot be hoisted out of its layer (see quant_int4.int4_linear)
     x, qweight = jax.lax.optimization_barrier((x, qweight))
     if weight.activations == "dynamic":
-        xq, x_scale = quantize_activations_fp8(x, qweight.ndim - scale.ndim)
+        in_ndim = qweight.ndim - scale.ndim
+        xq, x_scale = quantize_activations_fp8(x, in_ndim)
+        if weight.k_minor:
+            subscripts = k_minor_subscripts(subscripts, in_ndim)
         out = jnp.einsum(subscripts, xq, qweight, preferred_element_type=jnp.float32)
         x_scale = x_scale.reshape(*x_scale.shape, *(1,) * scale.ndim)
         return (out * x_scale * scale).astype(x.dtype)

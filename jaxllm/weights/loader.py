@@ -30,6 +30,7 @@ from jaxllm.models.quant import quantize
 from jaxllm.models.quant_int4 import DUMMY_SCALE, Int4Weight, check_int4_sharding
 from jaxllm.models.registry import model_class
 from jaxllm.parallel.sharding import make_mesh, named_sharding, sharding_rules
+from jaxllm.weights.fp8_layout import store_fp8_weights_k_minor
 from jaxllm.weights.gguf import GGUFCheckpoint, is_gguf
 from jaxllm.weights.mappings import IGNORED_SUFFIXES, Target, key_map, optional_keys
 from jaxllm.weights.quantized_checkpoint import quantized_tensors
@@ -170,6 +171,8 @@ def _merge(cfg: ModelConfig, graphdef, variables: dict, arrays: dict, mesh: Mesh
     model = nnx.merge(graphdef, nnx.from_flat_state(list(variables.items())))
     if cfg.quantization in INT4_METHODS:
         _bind_int4_sharding(model, mesh, sharding_rules(cfg, mesh.devices.size))
+    if cfg.quantization == "fp8":
+        store_fp8_weights_k_minor(model, mesh, sharding_rules(cfg, mesh.devices.size))
     return model
 
 

@@ -47,6 +47,15 @@ def test_linear_w8a8_matches_numpy(monkeypatch, shape, axes, in_ndim, subscripts
     jaxpr = jax.make_jaxpr(lambda x: linear(x, w, subscripts))(x)
     dots = [e for e in jaxpr.eqns if e.primitive.name == "dot_general"]
     assert dots and all(v.aval.dtype == jnp.float8_e4m3fn for v in dots[0].invars)
+    # the same product with the weight stored K-minor, as after loading (jaxllm.weights.fp8_layout)
+    perm = tuple(range(in_ndim, len(shape))) + tuple(range(in_ndim))
+    w.qweight = nnx.Param(jnp.transpose(w.qweight[...], perm))
+    w.k_minor = True
+    np.testing.assert_allclose(np.asarray(linear(x, w, subscripts)), want, rtol=1e-5, atol=1e-6)
+    dot = [e for e in jax.make_jaxpr(lambda x: linear(x, w, subscripts))(x).eqns
+           if e.primitive.name == "dot_general"][0]
+    (_, rhs_contract), _ = dot.params["dimension_numbers"]
+    assert tuple(rhs_contract) == tuple(range(len(shape) - in_ndim, len(shape)))  # K is the weight's minor dim
 
 
 def test_model_w8a8_and_bad_mode(monkeypatch, tmp_path):
@@ -54,8 +63,15 @@ def test_model_w8a8_and_bad_mode(monkeypatch, tmp_path):
     x = np.random.RandomState(0).randint(0, 256, (2, 16)).astype(np.int32)
     ref = np.asarray(jaxllm.load_model(tmp_path, quantization="fp8")(x))
     monkeypatch.setenv("JAXLLM_FP8_ACTIVATIONS", "dynamic")
-    out = np.asarray(jaxllm.load_model(tmp_path, quantization="fp8")(x))
+    model = jaxllm.load_model(tmp_path, quantization="fp8")
+    out = np.asarray(model(x))
     assert 0 < np.abs(out - ref).max() / np.abs(ref).max() < 0.1
+    # stored K-minor for cuBLASLt's fp8 GEMM: qweight [*out_dims, *in_dims], contracted as its trailing dims
+    weights = [m for _, m in nnx.iter_graph(model) if isinstance(m, QuantizedWeight)]
+    assert weights and all(w.k_minor and w.qweight[...].shape[:w.scale[...].ndim] == w.scale[...].shape
+                           for w in weights)
+    tp2 = np.asarray(jaxllm.load_model(tmp_path, quantization="fp8", tensor_parallel_size=2)(x))
+    np.testing.assert_allclose(tp2, out, rtol=1e-5, atol=1e-5 * np.abs(out).max())
     monkeypatch.setenv("JAXLLM_FP8_ACTIVATIONS", "static")
     with pytest.raises(ValueError, match="JAXLLM_FP8_ACTIVATIONS='static' is not supported"):
         fp8_activation_mode()
