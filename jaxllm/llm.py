@@ -71,6 +71,7 @@ class LLM:
         t_load = time.perf_counter()
         model_obj = build_dummy_model(cfg, mesh, seed) if args.load_format == "dummy" else load_weights(path, cfg, mesh)
         self.load_seconds = time.perf_counter() - t_load
+        logger.info("weights ready in %.1f s (%s)", self.load_seconds, args.load_format)
         runner_obj = ModelRunner(model_obj, cfg, mesh, block_size=args.block_size, max_num_seqs=args.max_num_seqs,
                                  max_num_batched_tokens=args.max_num_batched_tokens,
                                  max_model_len=args.max_model_len, gpu_memory_utilization=gpu_memory_utilization,

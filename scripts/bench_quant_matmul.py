@@ -128,7 +128,11 @@ def main():
     ap.add_argument("--kinds", nargs="*", help="only these implementations (bf16 int8 fp8 fp8_w8a8 int4_reference "
                                                 "int4_pallas); default all")
     ap.add_argument("--calls-per-copy", type=int, default=4)
+    ap.add_argument("--markdown", nargs="+", metavar="JSON", help="only print a Markdown report of these results")
     args = ap.parse_args()
+    if args.markdown:
+        print(markdown(args.markdown))
+        return
     key = jax.random.key(0)
     results = []
     print(f"device: {jax.devices()[0].device_kind}", flush=True)
@@ -168,6 +172,30 @@ def main():
                                 "tiles": None if tiles is None else tiles.__dict__})
             save(args.output, results)  # after every M: a run cut short by a timeout keeps what it measured
         del weights
+
+
+def markdown(paths: list[str]) -> str:
+    """One table per result file: microseconds and speed-up vs bf16 per (shape, M, implementation)."""
+    out = ["# Quantized linear layers on the H200 (scripts/bench_quant_matmul.py)", "",
+           "Llama-3.1-8B gate_up (K=4096, N=28672) and down (K=14336, N=4096), bf16 activations, int4 group 128. "
+           "`gemm`: the GEMM XLA chose, read from the optimized HLO (`__cublas$lt$matmul$f8` = fp8 tensor cores, "
+           "`__triton_nested_gemm_fusion` = XLA's Triton GEMM with the convert/dequantize fused in, "
+           "`__gpu$xla.gpu.triton` = our Pallas kernel). Weight-only fp8/int8 scale the output; W8A8 quantizes "
+           "activations per token. `_nk`: the fp8 weight stored [N, K] (K minor), the layout the model now uses "
+           "for W8A8.", ""]
+    for path in paths:
+        with open(path) as f:
+            data = json.load(f)
+        out += [f"## {os.path.basename(path)}" + (f" (XLA_FLAGS={data['xla_flags']})" if data.get("xla_flags") else ""),
+                "", "| shape | M | impl | us | x bf16 | gemm |", "|---|---|---|---|---|---|"]
+        for r in data["results"]:
+            if "error" in r:
+                out.append(f"| {r['shape']} | {r['M']} | {r['impl']} | failed | | {r['error'][:80]} |")
+            else:
+                out.append(f"| {r['shape']} | {r['M']} | {r['impl']} | {r['us']:.1f} | {r['speedup_vs_bf16']:.2f} | "
+                           f"{', '.join(r.get('gemm', []))} |")
+        out.append("")
+    return "\n".join(out)
 
 
 def save(path, results):

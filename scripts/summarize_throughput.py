@@ -11,7 +11,8 @@ import json
 import os
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
-# HF transformers 5.17 generate_batch on the same H200 (../shared/BENCHMARKS.md); not re-measured in our runs.
+# HF transformers 5.17 generate_batch on the same H200 (../shared/BENCHMARKS.md), quoted for comparison with the
+# peer runs measured in our own invocations (runs with `--peer hf`).
 PEER_OUTPUT_TOK_S = {"B1-peer": 820, "B2-like (256 requests)": 580}
 RUN_NOTES = {
     "B1_run1": "commit 34a9565: first engine run",
@@ -29,10 +30,23 @@ RUN_NOTES = {
     "B2_run6": "commit 4c1126c: --quantization fp8 (weight-only e4m3): slower, same reason",
     "B2_run7": "commit 4c1126c: --max-num-seqs 512 --max-num-batched-tokens 16384 (compile cache partly warm); "
                "roofline at 512 seqs",
-    "B2_run8": "commit fae1f37: TP=2 on the 4-GPU machine (gpu_memory_utilization 0.85); GPU busy = mean of 4 GPUs, "
-               "2 idle",
+    "B2_run8": "commit fae1f37: TP=2 on the 4-GPU machine (gpu_memory_utilization 0.85)",
     "B2_run9": "commit fae1f37: TP=4 (gpu_memory_utilization 0.7: at 0.85 the autotuner ran out of memory while "
                "compiling; compile cache partly warm from that attempt)",
+    "B2_run10": "commit ca3d99a: with `--peer hf --peer-max-requests 256` (HF generate_batch on the first 256 "
+                "requests, same invocation): 542 output tok/s, 16.5x",
+    "B1-peer_run1": "commit ca3d99a: with `--peer hf` (HF generate_batch on the same 256 requests, same "
+                    "invocation): 777 output tok/s, 36.5x",
+    "B2_run11": "commit 504c040: --quantization awq (random packed int4, group 128; XLA's dequantize + GEMM): "
+                "slower than bf16; KV cache shrunk after warm-up (6.5 GiB of temporaries); 4-GPU machine, GPU 2 "
+                "alone, with other jobs on GPUs 0, 1, 3 and the host",
+    "B2_run12": "commit 504c040: TP=4 at the default gpu_memory_utilization 0.9 (compile before the cache: no "
+                "autotuner OOM any more)",
+    "B2_run13": "commit d49fb70: bf16 baseline of the last device call (one-GPU machine)",
+    "B2decode_run1": "commit 504c040: decode-heavy B2 variant (--num-requests 256 --prompt-len 64 128 "
+                     "--output-len 1024 1024), bf16; 4-GPU machine, GPU 3 alone, other jobs beside it",
+    "B2decode_run2": "commit 504c040: same, --quantization awq: 0.63x bf16 (GPU 98% busy: the int4 GEMMs are slower)",
+    "L70_run1": "commit 504c040: Llama-3.1-70B dims, TP=4, 256 requests, prompts 100..1024, output 256",
 }
 
 
@@ -41,21 +55,53 @@ def _flag(command: str, name: str, default: str) -> str:
     return parts[parts.index(name) + 1] if name in parts else default
 
 
+def _num_gpus(r: dict) -> int:
+    return int(_flag(r.get("command", ""), "--tensor-parallel-size", "1"))
+
+
+def _roofline_tok_s(r: dict) -> float:
+    """The run's roofline over all its GPUs (runs before d49fb70 stored the one-GPU bound; it scales by N)."""
+    roof = r["roofline"]
+    return roof["output_tok_s"] * (1 if "num_gpus" in roof else _num_gpus(r))
+
+
+def _busy_pct(r: dict) -> float | None:
+    """Mean busy % of the GPUs the run used: its N busiest (a one-GPU run on the 4-GPU machine sees 4 GPUs)."""
+    busy = r["jaxllm"].get("gpu_busy") or {}
+    per_gpu = sorted(busy.get("per_gpu_mean_pct") or [], reverse=True)[:_num_gpus(r)]
+    return sum(per_gpu) / len(per_gpu) if per_gpu else busy.get("mean_pct")
+
+
+def _peer_rows(runs: dict) -> list[str]:
+    rows = ["HF transformers peer measured in the same invocation (`--peer hf`: transformers' `generate_batch`, "
+            "default continuous batching, on the same prompts; ../shared/BENCHMARKS.md quotes 820 and 580 on "
+            "this GPU):", "", "| run | workload | jaxllm output tok/s | HF output tok/s (requests) | ratio |",
+            "|---|---|---|---|---|"]
+    for name, r in runs.items():
+        if "peer_hf" in r:
+            peer = r["peer_hf"]
+            rows.append(f"| {name} | {r['workload']['name']} | {r['jaxllm']['output_tok_s']:,.0f} | "
+                        f"{peer['output_tok_s']:,.0f} ({peer.get('num_requests', '?')}) | "
+                        f"{r['speedup_vs_peer_output']:.1f}x |")
+    return rows if len(rows) > 4 else []
+
+
 def _tp_table(runs: dict) -> list[str]:
     """B2 at TP = 1, 2, 4 (latest bf16 run of each) with per-GPU efficiency vs TP=1."""
     best = {}
     for name, r in runs.items():
         cmd = r.get("command", "")
-        if r["workload"]["name"] != "B2" or any(f in cmd for f in ("--quantization", "--kv-cache-dtype",
+        if r["workload"]["name"] != "B2" or any(f in cmd for f in ("--quantization", "--kv-cache-dtype", "--num-requests",
                                                                    "--max-num-seqs", "--no-async")):
             continue
         if "--gpu-busy" not in cmd:
             continue
-        best[int(_flag(cmd, "--tensor-parallel-size", "1"))] = (name, r["jaxllm"])
+        best[_num_gpus(r)] = (name, r["jaxllm"])  # runs come in run order: the latest of each TP wins
     if 1 not in best:
         return []
     base = best[1][1]["output_tok_s"]
-    rows = ["B2 with tensor parallelism (same workload; TP=1 on the one-GPU machine, TP=2/4 on the 4-GPU one):", "",
+    rows = ["B2 with tensor parallelism (same workload; TP=1 on the one-GPU machine, TP=2/4 on the 4-GPU one; the "
+            "latest bf16 run of each):", "",
             "| TP | run | output tok/s | speed-up | per-GPU efficiency | start-up s |", "|---|---|---|---|---|---|"]
     for tp, (name, o) in sorted(best.items()):
         rows.append(f"| {tp} | {name} | {o['output_tok_s']:,.0f} | {o['output_tok_s'] / base:.2f}x | "
@@ -72,12 +118,14 @@ def main() -> None:
             "(compile s) | ms/step (host ms/step) | GPU busy % | peak GiB | note |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     key = lambda item: (item[0].split("_")[0], int(item[0].rsplit("run", 1)[1]))  # noqa: E731
-    for name, r in sorted(runs.items(), key=key):
+    runs = dict(sorted(runs.items(), key=key))
+    for name, r in runs.items():
         o = r["jaxllm"]
-        tp = _flag(r.get("command", ""), "--tensor-parallel-size", "1")
-        busy = (o.get("gpu_busy") or {}).get("mean_pct")
+        tp = _num_gpus(r)
+        busy = _busy_pct(r)
+        roof = _roofline_tok_s(r)
         rows.append(f"| {name} | {r['workload']['name']} | {tp} | {o['output_tok_s']:,.0f} | {o['total_tok_s']:,.0f} | "
-                    f"{r['pct_roofline_output']:.1f}% of {r['roofline']['output_tok_s']:,.0f} | "
+                    f"{100 * o['output_tok_s'] / roof:.1f}% of {roof:,.0f} | "
                     f"{o['generate_s']:.1f} | {o['startup_s']:.0f} ({o['compile_s']:.0f}) | "
                     f"{o['ms_per_step']:.1f} ({o['host_ms_per_step']:.1f}) | "
                     f"{'-' if busy is None else f'{busy:.0f}'} | {o['peak_device_bytes'] / 2**30:.0f} | "
@@ -87,12 +135,11 @@ def main() -> None:
           "each JSON's `command` (runs 1-2 through `scripts/gpu_throughput.sh`, later ones through "
           "`scripts/gpu_bench_matrix.sh`). Defaults: max_num_seqs 256, max_num_batched_tokens 8192, block 16, "
           "gpu_memory_utilization 0.9, asynchronous scheduling on (from run B1_run3 / B2_run2). Roofline: "
-          "../shared/BENCHMARKS.md's method for ONE GPU, computed by the script (TP rows are compared with the "
-          "same one-GPU bound). GPU busy: mean of nvidia-smi's utilization.gpu sampled every 100 ms during "
-          "generate (`--gpu-busy`). Host ms/step: wall time not spent waiting for sampled ids.",
-          "", *rows, "", *_tp_table(runs), "",
-          "HF transformers peer (same GPU, from ../shared/BENCHMARKS.md, not re-run here for lack of device time): "
-          "B1-peer 820 output tok/s; Llama-3.1-8B dims with 256 requests 580 output tok/s."]
+          "../shared/BENCHMARKS.md's method, computed by the script; with tensor parallelism over N GPUs the "
+          "bound of N ideal GPUs (N x the FLOP/s and bandwidth, free communication). GPU busy: nvidia-smi's "
+          "utilization.gpu sampled every 100 ms during generate (`--gpu-busy`), mean over the GPUs the run used. "
+          "Host ms/step: wall time not spent waiting for sampled ids.",
+          "", *rows, "", *_tp_table(runs), "", *_peer_rows(runs)]
     with open(os.path.join(ROOT, "benchmarks", "throughput_h200.md"), "w") as f:
         f.write("\n".join(md) + "\n")
     with open(os.path.join(ROOT, "benchmarks", "throughput_h200.json"), "w") as f:

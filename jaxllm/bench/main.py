@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -90,6 +91,7 @@ def run_jaxllm(w: Workload, args, model_dir: str, prompts, output_lens) -> dict:
               enforce_eager=args.enforce_eager, seed=args.seed, quantization=args.quantization,
               async_scheduling=args.async_scheduling, kv_cache_dtype=args.kv_cache_dtype)
     startup = time.perf_counter() - t0
+    logging.getLogger("jaxllm").info("ready in %.1f s; generate starts", startup)
     runner = llm.llm_engine.runner
     params = [SamplingParams(temperature=w.temperature, max_tokens=n, ignore_eos=True, detokenize=False)
               for n in output_lens]
@@ -147,6 +149,11 @@ def run_peer(w: Workload, args, model_dir: str) -> dict:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    # progress on stderr (weights, compilation), so a run cut short by a time limit shows where it was
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    logging.getLogger("jaxllm").addHandler(handler)
+    logging.getLogger("jaxllm").setLevel(logging.INFO)
     w = workload_from_args(args)
     from jaxllm.bench.roofline import dummy_int4_quantization_config, linear_weight_bytes, roofline
     from jaxllm.config import ModelConfig

@@ -181,6 +181,7 @@ class ModelRunner:
         keys = [("forward", b, False) for b in self.ladder.buckets]
         keys += [("sample", s, c) for s in sorted({b.num_seqs for b in self.ladder.buckets}) for c in STARTUP_CONFIGS]
         t0 = time.perf_counter()
+        logger.info("compiling %d programs (KV cache: %d blocks)", len(keys), self.num_blocks)
         workers = max(1, min(len(keys), os.cpu_count() or 2))
         with concurrent.futures.ThreadPoolExecutor(workers) as pool:
             for key, fn in zip(keys, pool.map(self._compile, keys)):
