@@ -66,21 +66,37 @@ def write_checkpoint(hf: dict, path: str, shard_bytes: int = 4 << 30) -> int:
     return total
 
 
+def current_rss_bytes() -> int:
+    """Resident set size now (VmRSS), not the peak."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 def child(path: str, tp: int) -> None:
+    import jax
+    import numpy as np
+
     from jaxllm import LLM
 
+    # the runtime before any weight: a context on each of the N devices (CUDA, XLA's client, mapped libraries)
+    for d in jax.devices()[:tp]:
+        jax.device_put(np.zeros(1, np.float32), d).block_until_ready()
+    baseline = current_rss_bytes()
     t = time.perf_counter()
     llm = LLM(path, skip_tokenizer_init=True, tensor_parallel_size=tp, enforce_eager=True, max_model_len=2048,
               dtype="bfloat16")
     load = llm.load_seconds
     total = time.perf_counter() - t
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    import jax
 
     # On a CPU "device" the placed weights live in host memory: the loader's own overhead is peak - placed.
     on_cpu = jax.devices()[0].platform == "cpu"
     on_host = sum(a.nbytes for a in jax.tree_util.tree_leaves(llm.llm_engine.runner.params)) if on_cpu else 0
-    print(json.dumps({"tp": tp, "peak_rss_bytes": rss, "weights_in_host_memory_bytes": on_host, "load_s": load,
+    print(json.dumps({"tp": tp, "peak_rss_bytes": rss, "runtime_rss_bytes": baseline,
+                      "weights_in_host_memory_bytes": on_host, "load_s": load,
                       "construct_s": total, "platform": jax.devices()[0].platform}))
 
 
@@ -115,8 +131,9 @@ def main() -> None:
     for r in runs["runs"]:
         if "peak_rss_bytes" in r:
             print(f"TP={r['tp']} ({r['platform']}): peak host RSS {r['peak_rss_bytes'] / 2**30:.2f} GiB for a "
-                  f"{size / 2**30:.1f} GiB checkpoint ({r['weights_in_host_memory_bytes'] / 2**30:.2f} GiB of it "
-                  f"placed in host memory as the weights themselves); load {r['load_s']:.1f} s")
+                  f"{size / 2**30:.1f} GiB checkpoint, of which {r['runtime_rss_bytes'] / 2**30:.2f} GiB before "
+                  f"loading (runtime) and {r['weights_in_host_memory_bytes'] / 2**30:.2f} GiB the weights "
+                  f"themselves when placed in host memory; load {r['load_s']:.1f} s")
     if args.output:
         with open(args.output, "w") as f:
             json.dump(runs, f, indent=2)

@@ -14,9 +14,12 @@ Logical axes: the packed input axis takes the first input dim's name (o_proj: "q
 row-parallel weight is split along K (each shard holds whole groups: ``check_int4_sharding``); the output
 dims keep theirs. With one group per channel (G = K) the group axis is replicated.
 
-Matmul (``int4_linear``): the fused kernel when the dispatcher picks it (GPU, small M), run per TP shard in
-``shard_map`` (a Pallas call cannot be partitioned by XLA) with a psum for row-parallel weights; otherwise a
-jnp dequantize + einsum over the original dims, which GSPMD partitions like a plain weight.
+Matmul (``int4_linear``): one 2-D ``jaxllm.ops.quant_matmul.int4_matmul`` per TP shard in ``shard_map`` (a
+Pallas call cannot be partitioned by XLA), with a psum for row-parallel weights, whichever implementation the
+dispatcher picks (the reference, which XLA fuses on the GPU, unless the Pallas kernel is forced). Until commit
+504c040 the reference ran as an einsum over the original multi-dim weight: AWQ was 0.63x bf16 on a decode-heavy
+B2 variant although the 2-D product measured 0.9-1.3x bf16 at 256 rows; whether the 2-D form closes that gap
+is not measured yet.
 """
 
 from __future__ import annotations
@@ -77,14 +80,9 @@ def check_int4_sharding(weight_shape_in: int, group_size: int, tp: int, name: st
                          f"{weight_shape_in / tp:g} per device, not a multiple of 8 (one int32 of int4 values)")
 
 
-def dequantize_int4_weight(weight: Int4Weight, dtype, after: jax.Array | None = None) -> jax.Array:
-    """-> w [*in_dims, *out_dims] in ``dtype`` (input channels in the sorted order when ``perm`` is set).
-
-    ``after``: an activation the dequantization must wait for (see ``jaxllm.models.quant.after_input``)."""
-    qweight, scales, zeros = weight.qweight[...], weight.scales[...], weight.zeros[...]
-    if after is not None:
-        _, (qweight, scales, zeros) = jax.lax.optimization_barrier((after, (qweight, scales, zeros)))
-    w = quant_matmul.dequantize_int4(qweight, scales, zeros, dtype)
+def dequantize_int4_weight(weight: Int4Weight, dtype) -> jax.Array:
+    """-> w [*in_dims, *out_dims] in ``dtype`` (input channels in the sorted order when ``perm`` is set)."""
+    w = quant_matmul.dequantize_int4(weight.qweight[...], weight.scales[...], weight.zeros[...], dtype)
     return w.reshape(*weight.in_dims, *w.shape[1:])
 
 
@@ -113,18 +111,14 @@ def int4_linear(x: jax.Array, weight: Int4Weight) -> jax.Array:
     lead = x.shape[:x.ndim - n_in]
     k, n, group = _local_sizes(weight)
     impl = quant_matmul.choose_impl(math.prod(lead), k, n, group)
-    if impl == "reference":
-        # tied to x: XLA would otherwise hoist every layer's dequantization to the start of the program and
-        # hold all the bf16 weights at once (B2 with AWQ ran out of memory: 8.5 GiB of temporaries)
-        w = dequantize_int4_weight(weight, x.dtype, after=x)
-        xf = _flat_input(x, weight).reshape(*lead, *weight.in_dims)
-        in_sub = "abcdefgh"[:n_in]
-        out_sub = "stuvwxyz"[:w.ndim - n_in]
-        return jnp.einsum(f"...{in_sub},{in_sub}{out_sub}->...{out_sub}", xf, w,
-                          preferred_element_type=jnp.float32).astype(x.dtype)
     xf = _flat_input(x, weight)
 
     def local(xf, qweight, scales, zeros):
+        # One 2-D [M, K] x [K, N] product per device, whichever implementation: the op the microbenchmark
+        # measures (scripts/bench_quant_matmul.py), where XLA fuses the reference's dequantization into its GEMM.
+        # Tied to x: XLA would otherwise hoist every layer's dequantization to the start of the program and hold
+        # all the bf16 weights at once (B2 with AWQ ran out of memory: 8.5 GiB of temporaries).
+        xf, (qweight, scales, zeros) = jax.lax.optimization_barrier((xf, (qweight, scales, zeros)))
         out = quant_matmul.int4_matmul(xf, qweight.reshape(qweight.shape[0], -1), scales.reshape(scales.shape[0], -1),
                                        zeros.reshape(zeros.shape[0], -1), impl=impl)
         out = out.reshape(*xf.shape[:-1], *qweight.shape[1:])
