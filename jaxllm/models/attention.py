@@ -11,6 +11,7 @@ import dataclasses
 import functools
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
@@ -18,6 +19,7 @@ from jax.sharding import PartitionSpec as P
 from jaxllm import ops
 from jaxllm.config import ModelConfig
 from jaxllm.models.layers import RMSNorm, apply_rope, linear, linear_weight, param
+from jaxllm.ops.paged_attention.kv_cache import is_fp8
 from jaxllm.parallel.sharding import MODEL_AXIS
 
 
@@ -35,18 +37,23 @@ class AttentionMetadata:
 @functools.partial(jax.tree_util.register_dataclass, data_fields=[], meta_fields=[])
 @dataclasses.dataclass(frozen=True)
 class DenseCausalAttention:
-    """Causal attention over the tokens of the call itself: q [B, T, H, Dh], k/v [B, T, K, Dh]."""
+    """Causal attention over the tokens of the call itself: q [B, T, H, Dh], k/v [B, T, K, Dh]. No cache, so the
+    KV-cache scales are not used."""
 
-    def __call__(self, q, k, v, kv_cache, *, sm_scale: float, sliding_window: int | None):
+    def __call__(self, q, k, v, kv_cache, *, sm_scale: float, sliding_window: int | None, kv_scale=None):
         window = None if sliding_window is None else (sliding_window - 1, 0)
         out = jax.nn.dot_product_attention(q, k, v, scale=sm_scale, is_causal=True, local_window_size=window)
         return out, kv_cache
 
 
-def _write_and_attend(q, k, v, kv_cache, md: AttentionMetadata, *, sm_scale, sliding_window, impl):
-    kv_cache = ops.write_kv_cache(kv_cache, k, v, md.slot_mapping)
+def _write_and_attend(q, k, v, kv_cache, md: AttentionMetadata, kv_scale, *, sm_scale, sliding_window, impl):
+    """kv_scale: [2] float32 (k, v); used by a float8 cache only (a bf16 cache ignores them, as vLLM does)."""
+    scales = {}
+    if is_fp8(kv_cache.dtype):
+        scales = {"k_scale": kv_scale[0], "v_scale": kv_scale[1]}
+    kv_cache = ops.write_kv_cache(kv_cache, k, v, md.slot_mapping, **scales)
     out = ops.ragged_paged_attention(q, kv_cache, md.query_start_loc, md.seq_lens, md.block_tables,
-                                     sm_scale=sm_scale, sliding_window=sliding_window, impl=impl)
+                                     sm_scale=sm_scale, sliding_window=sliding_window, impl=impl, **scales)
     return out, kv_cache
 
 
@@ -60,34 +67,37 @@ class PagedAttention:
     head i // (N / K), so a device holds exactly the one kv head its query heads use) and the replicated k/v
     projections are sliced per device before the write.
 
-    fp8 KV cache (``kv_cache_dtype="fp8"``): nothing to pass here, the cache array's float8 dtype selects it;
-    the write quantizes and the kernels dequantize with the ops' per-layer scales, 1.0 (no checkpoint ships
-    calibrated k/v scales that the loader reads yet)."""
+    fp8 KV cache (``kv_cache_dtype="fp8"``): the cache array's float8 dtype selects it; the write quantizes and
+    the kernels dequantize with the layer's ``kv_scale`` (calibrated scales from the checkpoint, else 1.0:
+    jaxllm.weights.kv_scales)."""
 
     metadata: AttentionMetadata
     impl: str | None = None
     mesh: Mesh | None = None
 
-    def __call__(self, q, k, v, kv_cache, *, sm_scale: float, sliding_window: int | None):
+    def __call__(self, q, k, v, kv_cache, *, sm_scale: float, sliding_window: int | None, kv_scale=None):
+        if kv_scale is None:
+            kv_scale = jnp.ones((2,), jnp.float32)
         attend = functools.partial(_write_and_attend, sm_scale=sm_scale, sliding_window=sliding_window,
                                    impl=self.impl)
         if self.mesh is None or self.mesh.size == 1:
-            return attend(q, k, v, kv_cache, self.metadata)
+            return attend(q, k, v, kv_cache, self.metadata, kv_scale)
         tp, num_kv = self.mesh.size, k.shape[1]
         replicated_kv = num_kv % tp != 0
 
-        def local(q, k, v, kv_cache, md):
+        def local(q, k, v, kv_cache, md, kv_scale):
             if replicated_kv:  # this device's query heads all use kv head i // (tp / K)
                 j = jax.lax.axis_index(MODEL_AXIS) // (tp // num_kv)
                 k = jax.lax.dynamic_slice_in_dim(k, j, 1, axis=1)
                 v = jax.lax.dynamic_slice_in_dim(v, j, 1, axis=1)
-            return attend(q, k, v, kv_cache, md)
+            return attend(q, k, v, kv_cache, md, kv_scale)
 
         heads = P(None, MODEL_AXIS, None)
         kv_spec = P() if replicated_kv else heads
         cache_spec = P(None, None, None, MODEL_AXIS, None)
-        return jax.shard_map(local, mesh=self.mesh, in_specs=(heads, kv_spec, kv_spec, cache_spec, P()),
-                             out_specs=(heads, cache_spec), check_vma=False)(q, k, v, kv_cache, self.metadata)
+        return jax.shard_map(local, mesh=self.mesh, in_specs=(heads, kv_spec, kv_spec, cache_spec, P(), P()),
+                             out_specs=(heads, cache_spec), check_vma=False)(
+            q, k, v, kv_cache, self.metadata, kv_scale)
 
 
 class Attention(nnx.Module):
@@ -112,6 +122,8 @@ class Attention(nnx.Module):
             self.k_norm = RMSNorm(dh, cfg.rms_norm_eps, dtype)
         else:
             self.q_norm = self.k_norm = None
+        # fp8 KV-cache scales (k, v): 1.0 unless the checkpoint ships calibrated ones (jaxllm.weights.kv_scales)
+        self.kv_scale = param((2,), jnp.float32, (None,), init="ones")
         self.sm_scale = dh ** -0.5
         self.sliding_window = cfg.sliding_windows[layer_idx] if cfg.sliding_windows else None
 
@@ -127,7 +139,8 @@ class Attention(nnx.Module):
                 q, k = self.q_norm(q), self.k_norm(k)
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         with jax.named_scope("attend"):
-            out, kv_cache = attend(q, k, v, kv_cache, sm_scale=self.sm_scale, sliding_window=self.sliding_window)
+            out, kv_cache = attend(q, k, v, kv_cache, sm_scale=self.sm_scale, sliding_window=self.sliding_window,
+                                   kv_scale=self.kv_scale[...])
         with jax.named_scope("o_proj"):
             out = linear(out, self.o_proj, "...hk,hkd->...d")
             if self.o_bias is not None:

@@ -32,6 +32,7 @@ from jaxllm.models.registry import model_class
 from jaxllm.parallel.sharding import make_mesh, named_sharding, sharding_rules
 from jaxllm.weights.fp8_layout import store_fp8_weights_k_minor
 from jaxllm.weights.gguf import GGUFCheckpoint, is_gguf
+from jaxllm.weights.kv_scales import KV_SCALE_PARAM, KVScaleCollector
 from jaxllm.weights.mappings import IGNORED_SUFFIXES, Target, key_map, optional_keys
 from jaxllm.weights.quantized_checkpoint import quantized_tensors
 
@@ -129,6 +130,7 @@ def _assemble(cfg: ModelConfig, tensors: Iterable[tuple[str, np.ndarray, str]], 
     rules = sharding_rules(cfg, mesh.devices.size)
     _check_int4_tp(cfg, mesh.devices.size)
     tensors = quantized_tensors(cfg, tensors)
+    kv_scales = KVScaleCollector(cfg.num_layers, WeightLoadError)
     seen: dict[str, str] = {}
     pending: dict[tuple, list] = {}
     placed: dict[tuple, jax.Array] = {}
@@ -138,6 +140,8 @@ def _assemble(cfg: ModelConfig, tensors: Iterable[tuple[str, np.ndarray, str]], 
         if name in seen:
             raise WeightLoadError(f"duplicate key {name!r} in {source} (already read from {seen[name]})")
         seen[name] = source
+        if kv_scales.take(name, array, source):
+            continue
         target: Target | None = targets.get(name)
         if target is None:
             if name in optional:
@@ -162,6 +166,7 @@ def _assemble(cfg: ModelConfig, tensors: Iterable[tuple[str, np.ndarray, str]], 
     if missing:
         shown = ", ".join(repr(k) for k in missing[:8]) + (" ..." if len(missing) > 8 else "")
         raise WeightLoadError(f"checkpoint is missing {len(missing)} key(s) for {cfg.architecture}: {shown}")
+    placed.update(kv_scales.arrays(mesh))  # optional: 1.0 for the layers the checkpoint has no scales for
     return placed
 
 
@@ -210,7 +215,7 @@ def build_dummy_model(cfg: ModelConfig, mesh: Mesh | None = None, seed: int = 0)
             continue
         sharding = named_sharding(mesh, var.get_metadata()["logical_axes"], rules)
         shape, dtype = var.get_value().shape, var.get_value().dtype
-        is_norm = path[-1] == "weight"
+        is_norm = path[-1] in ("weight", KV_SCALE_PARAM)  # ones: norm weights, KV-cache scales
         make = makers.get((shape, dtype, sharding, is_norm))
         if make is None:
             if is_norm:
