@@ -33,7 +33,45 @@ def _padded(values: list[int], size: int, fill: int) -> np.ndarray:
     return out
 
 
-def build_step_inputs(batch: ScheduledBatch, bucket: Bucket, block_size: int, max_blocks_per_seq: int) -> StepInputs:
+class BlockTableRows:
+    """Per-sequence numpy copies of the block tables, kept across steps so that a step copies the rows it needs
+    instead of converting every table from a Python list again (~1 ms per step at 256 sequences on the GPU
+    host, the largest Python cost of a B1 step after XLA's launch: benchmarks/host_profile_h200_B1_run5.txt).
+
+    Rigorous because a block table only ever grows by appending to the same list object, and a freed sequence
+    gets a new list (engine/block_manager.py): a row is reused while the sequence's ``block_table`` is the very
+    object it was copied from (a reference is held, so no id is ever recycled), extended by the new entries."""
+
+    def __init__(self, max_blocks_per_seq: int):
+        self.max_blocks_per_seq = max_blocks_per_seq
+        self._rows: dict[int, list] = {}  # seq_id -> [the table list, entries copied, row [P] int32]
+
+    def gather(self, seqs) -> list[np.ndarray]:
+        """One [P] int32 row per sequence, in order."""
+        rows, out = self._rows, []
+        for s in seqs:
+            table = s.block_table
+            entry = rows.get(s.seq_id)
+            n = len(table)
+            if entry is None or entry[0] is not table:
+                row = np.zeros(self.max_blocks_per_seq, np.int32)
+                row[:n] = table
+                rows[s.seq_id] = [table, n, row]
+            else:
+                row = entry[2]
+                if n > entry[1]:
+                    row[entry[1]:n] = table[entry[1]:n]
+                    entry[1] = n
+            out.append(row)
+        if len(rows) > 4 * max(len(seqs), 256):  # forget finished sequences now and then
+            live = {s.seq_id for s in seqs}
+            self._rows = {k: v for k, v in rows.items() if k in live}
+        return out
+
+
+def build_step_inputs(batch: ScheduledBatch, bucket: Bucket, block_size: int, max_blocks_per_seq: int,
+                      table_rows: BlockTableRows | None = None) -> StepInputs:
+    """``table_rows``: the runner's row cache (faster); without it each table is converted afresh."""
     T, S = bucket.num_tokens, bucket.num_seqs
     ids: list[int] = []
     pos: list[int] = []
@@ -52,9 +90,12 @@ def build_step_inputs(batch: ScheduledBatch, bucket: Bucket, block_size: int, ma
             p = range(start, end)
             pos.extend(p)
             slots.extend(table[x // block_size] * block_size + x % block_size for x in p)
-        block_tables[i, :len(table)] = table
+        if table_rows is None:
+            block_tables[i, :len(table)] = table
         lens.append(end)
         qsl.append(len(ids))
+    if table_rows is not None and batch.seqs:
+        block_tables[:len(batch.seqs)] = np.stack(table_rows.gather(batch.seqs))
     n = len(ids)
     qsl_arr = _padded(qsl, S + 1, n)
     logits_indices = np.maximum(qsl_arr[1:] - 1, 0)

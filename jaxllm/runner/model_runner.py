@@ -27,7 +27,7 @@ from jaxllm.config import ModelConfig
 from jaxllm.engine.batch import RunnerOutput, ScheduledBatch, TokenLogprobs
 from jaxllm.parallel.sharding import cache_kv_heads, logical_to_spec, sharding_rules
 from jaxllm.runner.buckets import Bucket, BucketLadder
-from jaxllm.runner.input_batch import build_step_inputs, dummy_step_inputs, pack_step_inputs
+from jaxllm.runner.input_batch import BlockTableRows, build_step_inputs, dummy_step_inputs, pack_step_inputs
 from jaxllm.runner.memory import (
     GPU_SLACK_BYTES,
     activation_reserve_bytes,
@@ -88,6 +88,7 @@ class ModelRunner:
         # compiles (several programs at once, in threads), memory the cache takes once it exists.
         self._set_cache_shapes(self.num_blocks)
         self._max_seqs = self.ladder.buckets[-1].num_seqs
+        self._table_rows = BlockTableRows(self.max_blocks_per_seq)
         self._prev_tokens = jax.device_put(np.zeros(self._max_seqs, np.int32), self._replicated)
         self._forward = make_forward(self.graphdef, self._treedef, mesh)
         self._sample = make_sample()
@@ -211,7 +212,7 @@ class ModelRunner:
         """Launch one step on the device without waiting for it; ``fetch`` returns its output. Negative input
         ids (asynchronous scheduling) are read from the sampled ids of the step dispatched just before."""
         bucket = self.ladder.pick(batch.num_tokens, batch.num_seqs)
-        inputs = build_step_inputs(batch, bucket, self.block_size, self.max_blocks_per_seq)
+        inputs = build_step_inputs(batch, bucket, self.block_size, self.max_blocks_per_seq, self._table_rows)
         md, sampler_config = build_sampling_metadata(batch.seqs, bucket.num_seqs, self.cfg.vocab_size)
         want_prompt_lp = any(s.want_prompt_logprobs for s in batch.seqs)
         forward = self._get_compiled(("forward", bucket, want_prompt_lp))
