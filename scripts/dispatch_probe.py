@@ -26,6 +26,8 @@ def main() -> None:
     p.add_argument("--num-seqs", type=int, default=256)
     p.add_argument("--prompt-len", type=int, default=256)
     p.add_argument("--max-tokens", type=int, default=96)
+    p.add_argument("--tensor-parallel-size", type=int, default=1,
+                   help="TP over N local GPUs: XLA launches every device's kernels, so launch cost grows with N")
     p.add_argument("--output")
     args = p.parse_args()
     from jaxllm import LLM, SamplingParams
@@ -37,7 +39,8 @@ def main() -> None:
         json.dump(hf, f)
     t0 = time.perf_counter()
     llm = LLM(d, load_format="dummy", skip_tokenizer_init=True, dtype="bfloat16", max_model_len=2048,
-              max_num_seqs=args.num_seqs, max_num_batched_tokens=8192, enforce_eager=True)
+              max_num_seqs=args.num_seqs, max_num_batched_tokens=8192, enforce_eager=True,
+              tensor_parallel_size=args.tensor_parallel_size)
     runner = llm.llm_engine.runner
     launch = {"forward": 0.0, "sample": 0.0}
     hlo_ops = {}
@@ -74,6 +77,7 @@ def main() -> None:
     steps = runner.num_steps - s0
     wait = runner.device_wait_seconds - w0
     res = {"xla_flags": os.environ.get("XLA_FLAGS", ""), "workload": args.workload, "steps": steps,
+           "tensor_parallel_size": args.tensor_parallel_size,
            "ms_per_step": 1e3 * wall / steps, "host_ms_per_step": 1e3 * (wall - wait) / steps,
            "forward_launch_ms": 1e3 * launch["forward"] / steps, "sample_launch_ms": 1e3 * launch["sample"] / steps,
            "decode_forward_hlo_ops": next(iter(hlo_ops.values()), None), "startup_s": startup}
