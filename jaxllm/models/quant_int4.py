@@ -93,24 +93,10 @@ def _flat_input(x: jax.Array, weight: Int4Weight) -> jax.Array:
     return x if weight.perm is None else jnp.take(x, weight.perm[...], axis=-1)
 
 
-def _local_sizes(weight: Int4Weight) -> tuple[int, int, int]:
-    """(K, N, G) of one device's shard."""
-    qw = weight.qweight[...]
-    shards = [1] * qw.ndim
-    if weight.mesh is not None:
-        shards = [1 if s is None else weight.mesh.shape[s] for s in weight.spec]
-    k = qw.shape[0] * PACK // shards[0]
-    n = math.prod(d // s for d, s in zip(qw.shape[1:], shards[1:]))
-    groups = weight.scales[...].shape[0] // (shards[0] if weight.scales.get_metadata()["logical_axes"][0] else 1)
-    return k, n, k // groups
-
-
 def int4_linear(x: jax.Array, weight: Int4Weight) -> jax.Array:
     """x [..., *in_dims] @ w -> [..., *out_dims] in x.dtype (float32 accumulation)."""
     n_in = len(weight.in_dims)
     lead = x.shape[:x.ndim - n_in]
-    k, n, group = _local_sizes(weight)
-    impl = quant_matmul.choose_impl(math.prod(lead), k, n, group)
     xf = _flat_input(x, weight)
 
     def local(xf, qweight, scales, zeros):
@@ -120,7 +106,7 @@ def int4_linear(x: jax.Array, weight: Int4Weight) -> jax.Array:
         # all the bf16 weights at once (B2 with AWQ ran out of memory: 8.5 GiB of temporaries).
         xf, (qweight, scales, zeros) = jax.lax.optimization_barrier((xf, (qweight, scales, zeros)))
         out = quant_matmul.int4_matmul(xf, qweight.reshape(qweight.shape[0], -1), scales.reshape(scales.shape[0], -1),
-                                       zeros.reshape(zeros.shape[0], -1), impl=impl)
+                                       zeros.reshape(zeros.shape[0], -1))
         out = out.reshape(*xf.shape[:-1], *qweight.shape[1:])
         if weight.mesh is not None and weight.spec[0] is not None:  # row parallel: partial sums over K
             out = jax.lax.psum(out, MODEL_AXIS)

@@ -27,9 +27,9 @@ def _num_cores() -> int:
     return int(getattr(jax.devices()[0], "core_count", 0) or 132)
 
 
-def choose_impl(m: int, k: int, n: int, group_size: int) -> str:
-    """The implementation used for x [M, K] @ W [K, N] with groups of ``group_size`` when none is forced."""
-    del m, k, n, group_size  # the measured choice does not depend on the shape (see the module docstring)
+def choose_impl() -> str:
+    """The implementation used when the call forces none: the measured choice does not depend on the shape (see
+    the module docstring)."""
     return forced_implementation("JAXLLM_QUANT_MATMUL_IMPL", IMPLEMENTATIONS) or "reference"
 
 
@@ -39,7 +39,7 @@ def int4_matmul(x: jax.Array, qweight, scales, zeros, out_dtype=None, *, impl: s
     lead = x.shape[:-1]
     x2 = x.reshape(-1, x.shape[-1])
     k, n, group_size = check_int4_operands(x2, qweight, scales, zeros)
-    name = impl or choose_impl(x2.shape[0], k, n, group_size)
+    name = impl or choose_impl()
     if name not in IMPLEMENTATIONS:
         raise ValueError(f"int4 matmul impl {name!r} is not available; available: {sorted(IMPLEMENTATIONS)}")
     if name == "pallas_triton":
