@@ -75,9 +75,7 @@ class PagedAttention:
     impl: str | None = None
     mesh: Mesh | None = None
 
-    def __call__(self, q, k, v, kv_cache, *, sm_scale: float, sliding_window: int | None, kv_scale=None):
-        if kv_scale is None:
-            kv_scale = jnp.ones((2,), jnp.float32)
+    def __call__(self, q, k, v, kv_cache, *, sm_scale: float, sliding_window: int | None, kv_scale):
         attend = functools.partial(_write_and_attend, sm_scale=sm_scale, sliding_window=sliding_window,
                                    impl=self.impl)
         if self.mesh is None or self.mesh.size == 1:
