@@ -77,7 +77,6 @@ def current_rss_bytes() -> int:
 
 def child(path: str, tp: int) -> None:
     import jax
-    import numpy as np
 
     from jaxllm import LLM
 
