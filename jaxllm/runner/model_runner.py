@@ -185,8 +185,12 @@ class ModelRunner:
         logger.info("compiling %d programs (KV cache: %d blocks)", len(keys), self.num_blocks)
         workers = max(1, min(len(keys), os.cpu_count() or 2))
         with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-            for key, fn in zip(keys, pool.map(self._compile, keys)):
-                self._compiled[key] = fn
+            futures = {pool.submit(self._compile, key): key for key in keys}
+            # logged as each finishes, so a start-up cut short by a time limit shows which programs were slow
+            for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
+                self._compiled[futures[future]] = future.result()
+                logger.info("compiled %d/%d %s at %.1fs", done, len(keys), futures[future][:2],
+                            time.perf_counter() - t0)
         self.compile_seconds += time.perf_counter() - t0
         logger.info("compiled %d programs in %.1fs", len(keys), time.perf_counter() - t0)
         self._check_activation_reserve()
