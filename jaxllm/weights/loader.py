@@ -11,6 +11,9 @@ With ``cfg.quantization`` ("int8"/"fp8") the decoder layers' linear weights are 
 quantized on device right away, so only one full-precision weight exists at a time. Pre-quantized checkpoints
 (AWQ/GPTQ 4-bit ``Int4Weight`` modules, fp8 ``QuantizedWeight``) are rewritten into those layouts by
 ``quantized_checkpoint.quantized_tensors`` and placed as they are.
+
+The host->device copies of ``make_array_from_callback`` are asynchronous and keep their host shard buffers alive
+until they finish; ``inflight.InFlightCopies`` caps the bytes still in flight (``JAXLLM_LOAD_INFLIGHT_BYTES``, default 2 GiB).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from jaxllm.models.registry import model_class
 from jaxllm.parallel.sharding import make_mesh, named_sharding, sharding_rules
 from jaxllm.weights.fp8_layout import store_fp8_weights_k_minor
 from jaxllm.weights.gguf import GGUFCheckpoint, is_gguf
+from jaxllm.weights.inflight import InFlightCopies
 from jaxllm.weights.kv_scales import KV_SCALE_PARAM, KVScaleCollector
 from jaxllm.weights.mappings import IGNORED_SUFFIXES, Target, key_map, optional_keys
 from jaxllm.weights.quantized_checkpoint import quantized_tensors
@@ -109,16 +113,20 @@ def _quantized_parts(variables: dict, path: tuple, mesh: Mesh, rules) -> tuple |
             named_sharding(mesh, svar.get_metadata()["logical_axes"], rules), in_ndim)
 
 
-def _place_param(cfg: ModelConfig, path: tuple, variables: dict, mesh: Mesh, rules, read_slice) -> dict:
-    """{path: array} for a plain parameter; {qweight path: ..., scale path: ...} for a quantized one."""
+def _place_param(cfg: ModelConfig, path: tuple, variables: dict, mesh: Mesh, rules, read_slice,
+                 inflight: InFlightCopies) -> dict:
+    """{path: array} for a plain parameter; {qweight path: ..., scale path: ...} for a quantized one. Each is
+    registered in ``inflight``; a quantized weight's qweight counts as its float32 input's host bytes (it is ready
+    only after that copy, and holding it, not the input, keeps one full-precision weight on device at a time)."""
     quantized = _quantized_parts(variables, path, mesh, rules)
     if quantized is None:
         var = variables[path]
         sharding = named_sharding(mesh, var.get_metadata()["logical_axes"], rules)
-        return {path: _place(var.get_value().shape, var.get_value().dtype, sharding, read_slice)}
+        return {path: inflight.add(_place(var.get_value().shape, var.get_value().dtype, sharding, read_slice))}
     qpath, spath, q_sharding, s_sharding, in_ndim = quantized
     full = _place(variables[qpath].get_value().shape, jnp.float32, q_sharding, read_slice)
     qweight, scale = _quantizer(cfg.quantization, in_ndim, q_sharding, s_sharding)(full)
+    inflight.add(qweight, nbytes=full.nbytes)
     return {qpath: qweight, spath: scale}
 
 
@@ -134,6 +142,7 @@ def _assemble(cfg: ModelConfig, tensors: Iterable[tuple[str, np.ndarray, str]], 
     seen: dict[str, str] = {}
     pending: dict[tuple, list] = {}
     placed: dict[tuple, jax.Array] = {}
+    inflight = InFlightCopies()
     for name, array, source in tensors:
         if name.endswith(IGNORED_SUFFIXES):
             continue
@@ -152,7 +161,8 @@ def _assemble(cfg: ModelConfig, tensors: Iterable[tuple[str, np.ndarray, str]], 
                                   f"got {tuple(array.shape)}")
         ours = target.to_ours(array)
         if target.part is None:
-            placed.update(_place_param(cfg, target.path, variables, mesh, rules, lambda idx, a=ours: a[idx]))
+            placed.update(_place_param(cfg, target.path, variables, mesh, rules, lambda idx, a=ours: a[idx],
+                                       inflight))
             continue
         parts = pending.setdefault(target.path, [None] * target.num_parts)
         # a copy: a view would fault the file's pages back in when the fused weight is placed, and they would
@@ -160,7 +170,7 @@ def _assemble(cfg: ModelConfig, tensors: Iterable[tuple[str, np.ndarray, str]], 
         parts[target.part] = np.array(ours)
         if all(p is not None for p in parts):
             read = _fused_reader(parts, target.axis)
-            placed.update(_place_param(cfg, target.path, variables, mesh, rules, read))
+            placed.update(_place_param(cfg, target.path, variables, mesh, rules, read, inflight))
             del pending[target.path]
     missing = sorted(set(targets) - set(seen))
     if missing:
@@ -219,9 +229,9 @@ def build_dummy_model(cfg: ModelConfig, mesh: Mesh | None = None, seed: int = 0)
         make = makers.get((shape, dtype, sharding, is_norm))
         if make is None:
             if is_norm:
-                fn = lambda k, s=shape, d=dtype: jnp.ones(s, d)  # noqa: E731
+                fn = lambda k, s=shape, d=dtype: jnp.ones(s, d)
             else:
-                fn = lambda k, s=shape, d=dtype: (0.02 * jax.random.normal(k, s, jnp.float32)).astype(d)  # noqa: E731
+                fn = lambda k, s=shape, d=dtype: (0.02 * jax.random.normal(k, s, jnp.float32)).astype(d)
             make = makers[(shape, dtype, sharding, is_norm)] = jax.jit(fn, out_shardings=sharding)
         arrays[path] = make(jax.random.fold_in(key, i))
     return _merge(cfg, graphdef, variables, arrays, mesh)

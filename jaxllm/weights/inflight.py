@@ -1,0 +1,59 @@
+"""A byte budget on the weight loader's host->device copies still in flight (bounds peak host RSS while loading).
+
+``jax.make_array_from_callback`` returns before its copies finish, and the numpy shard buffers it was given
+(dtype conversions, fused stacks, faulted-in file pages) stay alive until they do.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+
+INFLIGHT_BYTES_ENV = "JAXLLM_LOAD_INFLIGHT_BYTES"
+DEFAULT_INFLIGHT_BYTES = 2 << 30
+
+
+def inflight_budget_from_env() -> int:
+    """The in-flight copy budget in bytes: ``$JAXLLM_LOAD_INFLIGHT_BYTES`` (an integer >= 0; 0 waits for every
+    copy) or ``DEFAULT_INFLIGHT_BYTES``."""
+    raw = os.environ.get(INFLIGHT_BYTES_ENV)
+    if raw is None or raw.strip() == "":
+        return DEFAULT_INFLIGHT_BYTES
+    try:
+        budget = int(raw)
+    except ValueError:
+        budget = -1
+    if budget < 0:
+        raise ValueError(f"{INFLIGHT_BYTES_ENV}={raw!r} is not a byte count (an integer >= 0)")
+    return budget
+
+
+class InFlightCopies:
+    """Bounds the bytes of placed arrays whose host->device copies may still be running.
+
+    Why: ``jax.make_array_from_callback`` returns before its copies finish, and the numpy shard buffers (dtype
+    conversions, fused stacks, faulted-in file pages) stay alive until they do, so placing a 15 GiB checkpoint can
+    grow host RSS with every copy in flight. After each ``add``, while more than ``budget_bytes`` (counted from
+    ``.nbytes``) are not known to be ready, the oldest arrays are waited on (``block_until_ready``): peak host RSS
+    while loading stays near the budget plus one tensor. The arrays themselves are not changed."""
+
+    def __init__(self, budget_bytes: int | None = None):
+        if budget_bytes is None:
+            budget_bytes = inflight_budget_from_env()
+        if not isinstance(budget_bytes, int) or budget_bytes < 0:
+            raise ValueError(f"budget_bytes={budget_bytes!r} must be an integer >= 0")
+        self.budget_bytes = budget_bytes
+        self._arrays: collections.deque = collections.deque()
+        self.bytes_in_flight = 0
+
+    def add(self, array, nbytes: int | None = None):
+        """Register a just-placed array (returned unchanged) as ``nbytes`` (default ``array.nbytes``) of host
+        buffers; then wait on the oldest registered arrays, oldest first, while over budget."""
+        nbytes = array.nbytes if nbytes is None else nbytes
+        self._arrays.append((array, nbytes))
+        self.bytes_in_flight += nbytes
+        while self.bytes_in_flight > self.budget_bytes:
+            oldest, oldest_bytes = self._arrays.popleft()
+            oldest.block_until_ready()
+            self.bytes_in_flight -= oldest_bytes
+        return array
