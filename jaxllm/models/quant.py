@@ -24,6 +24,13 @@ transposed, ``[*out_dims, *in_dims]`` (``k_minor``; jaxllm.weights.fp8_layout): 
 transposed the weight on every call and the fp8 GEMM ran at 0.37x bf16; K-minor it runs at 1.9-2.0x bf16 (Llama-8B
 gate_up, M = 16 and 256, benchmarks/quant_matmul_h200.md). Off by default: it adds activation rounding (e4m3:
 3 mantissa bits).
+
+Compiling W8A8 programs (``forward_compiler_options``): XLA's default GEMM autotuning (level 4) checks every
+candidate fp8 GEMM's result against a reference, which took 2-24 s per fp8 GEMM shape on the H200
+(scripts/fp8_compile_probe.py); with a program per bucket the B2 start-up did not finish in 270 s. Level 2 still
+times every candidate but skips the checks: about 1 s per shape, the same GEMMs, and B2 started in 50 s
+(benchmarks/fp8_startup_h200.md). Level 0 (no autotuning) is no answer: its default Triton tilings ran 6-60x slower
+than the autotuned GEMMs (bf16 and fp8 alike). So the engine compiles programs with fp8 activations at level 2, unless XLA_FLAGS sets a level.
 """
 
 from __future__ import annotations
@@ -52,6 +59,24 @@ def fp8_activation_mode() -> str:
     if mode not in FP8_ACTIVATION_MODES:
         raise ValueError(f"{FP8_ACTIVATIONS_ENV}={mode!r} is not supported; choose one of {FP8_ACTIVATION_MODES}")
     return mode
+
+
+W8A8_AUTOTUNE_LEVEL = 2
+
+
+def uses_fp8_activations(model) -> bool:
+    """Whether any linear layer of ``model`` quantizes its activations to fp8 (W8A8)."""
+    return any(isinstance(m, QuantizedWeight) and m.activations == "dynamic" for _, m in nnx.iter_graph(model))
+
+
+def forward_compiler_options(model, xla_flags: str | None = None) -> dict | None:
+    """XLA compile options for the model's step programs: autotuning without the correctness checks for W8A8
+    models (see the module docstring), None otherwise or when ``xla_flags`` (default: $XLA_FLAGS) already
+    names an autotune level (the user's choice wins)."""
+    xla_flags = os.environ.get("XLA_FLAGS", "") if xla_flags is None else xla_flags
+    if "xla_gpu_autotune_level" in xla_flags or not uses_fp8_activations(model):
+        return None
+    return {"xla_gpu_autotune_level": W8A8_AUTOTUNE_LEVEL}
 
 
 def quantize_activations_fp8(x: jax.Array, in_ndim: int) -> tuple[jax.Array, jax.Array]:

@@ -25,6 +25,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from jaxllm import ops
 from jaxllm.config import ModelConfig
 from jaxllm.engine.batch import RunnerOutput, ScheduledBatch, TokenLogprobs
+from jaxllm.models.quant import forward_compiler_options
 from jaxllm.parallel.sharding import cache_kv_heads, logical_to_spec, sharding_rules
 from jaxllm.runner.buckets import Bucket, BucketLadder
 from jaxllm.runner.input_batch import BlockTableRows, build_step_inputs, dummy_step_inputs, pack_step_inputs
@@ -61,6 +62,7 @@ class ModelRunner:
         self.max_blocks_per_seq = -(-max_model_len // block_size)
         self.attention_impl = attention_impl
         self.ladder = BucketLadder(max_num_batched_tokens, max_num_seqs)
+        self.forward_compiler_options = forward_compiler_options(model)  # W8A8: faster GEMM autotuning
         self.graphdef, state = nnx.split(model)
         self.params, self._treedef = jax.tree_util.tree_flatten(state)
         self.dtype = jnp.dtype(cfg.dtype)
@@ -149,7 +151,8 @@ class ModelRunner:
                                        return_hidden=return_hidden,
                                        attention_impl=self.attention_impl,
                                        logits_sharding=self._replicated,
-                                       vocab_logits_sharding=self._vocab_logits).compile()
+                                       vocab_logits_sharding=self._vocab_logits
+                                       ).compile(compiler_options=self.forward_compiler_options)
         _, num_seqs, config = key
         md = pack_sampling_metadata(dummy_sampling_metadata(config, num_seqs, self.cfg.vocab_size), config, num_seqs)
         logits = jax.ShapeDtypeStruct((num_seqs, self.cfg.vocab_size), jnp.float32, sharding=self._replicated)
