@@ -47,6 +47,20 @@ RUN_NOTES = {
                      "--output-len 1024 1024), bf16; 4-GPU machine, GPU 3 alone, other jobs beside it",
     "B2decode_run2": "commit 504c040: same, --quantization awq: 0.63x bf16 (GPU 98% busy: the int4 GEMMs are slower)",
     "L70_run1": "commit 504c040: Llama-3.1-70B dims, TP=4, 256 requests, prompts 100..1024, output 256",
+    "B1_run6": "commit e2edd02: after BlockTableRows (step inputs from per-sequence block-table rows): GPU busy "
+               "89% -> 95%, host 5.5 -> 4.7 ms/step (cold start)",
+    "B2_run14": "commit e2edd02: W8A8 + fp8 KV under XLA_FLAGS=--xla_gpu_autotune_level=0, right after the default "
+                "run was killed: 3 forward programs (256, 512, 8192 tokens) came autotuned from the compile cache, "
+                "the other 8 were built without autotuning (slow GEMMs; see fp8_startup_h200.md). A mixed, "
+                "low figure, kept for the record; B2_run16 is the clean one",
+    "B2_run15": "commit e2edd02: --quantization gptq (random packed int4, group 128, no act-order): 0.77x bf16, "
+                "like AWQ (same int4 path)",
+    "B2decode_run3": "commit e2edd02: decode-heavy, --quantization awq, after int4_linear's one 2-D product per "
+                     "shard: 0.62x bf16, unchanged; the trace shows why: XLA dequantizes each int4 weight to a "
+                     "bf16 copy every step (loop_convert_fusion, 9.2 of 23.4 ms/step; kernels_profile_h200.md)",
+    "B2_run16": "commit bf3019a: W8A8 (K-minor fp8 weights, per-token fp8 activations) + fp8 KV cache under "
+                "XLA_FLAGS=--xla_gpu_autotune_level=2 (what the engine now sets for W8A8 programs itself): 1.27x "
+                "bf16 (B2_run13); start-up 50 s. Roofline counts the linear FLOPs at the bf16 rate",
 }
 
 
@@ -57,6 +71,14 @@ UNFINISHED = [
     "before start-up ended; the log holds only XLA autotuner timer warnings",
     "commit d49fb70, H200: the same command and `jaxllm bench --workload B2 --quantization fp8 --fp8-activations "
     "dynamic --gpu-busy` (BENCH_TIMEOUT=140): both killed at 140 s before start-up ended, empty logs",
+    "commit e2edd02, H200 (scripts/gpu_followup.sh): the same W8A8 + fp8 KV command with a 270 s limit: killed "
+    "after 3 of its 11 forward programs had compiled (the 512-token one at 200 s). Cause, found with "
+    "scripts/fp8_compile_probe.py (fp8_startup_h200.md): XLA's default autotuning (level 4) checks each fp8 "
+    "GEMM candidate's result, 2-24 s per fp8 GEMM shape; level 2 takes ~1 s. Fixed in 2dcb1b5 (W8A8 programs "
+    "compile at level 2); measured as B2_run16 (level 2 through XLA_FLAGS)",
+    "commit 6b282b6, H200 (GPU 0 of a 2-GPU machine; scripts/gpu_quant_profile.sh): a 300-request B2 subset in "
+    "W8A8 + fp8 KV under --xla_gpu_autotune_level=0 with a trace: compiled in 25 s, then did not finish "
+    "generating within 110 s (untuned GEMMs)",
 ]
 
 
@@ -150,7 +172,7 @@ def main() -> None:
           "utilization.gpu sampled every 100 ms during generate (`--gpu-busy`), mean over the GPUs the run used. "
           "Host ms/step: wall time not spent waiting for sampled ids.",
           "", *rows, "", *_tp_table(runs), "", *_peer_rows(runs), "",
-          "Runs that did not finish (fp8 W8A8 end to end; not diagnosed yet):", "",
+          "Runs that did not finish (fp8 W8A8 end to end):", "",
           *[f"- {u}" for u in UNFINISHED]]
     with open(os.path.join(ROOT, "benchmarks", "throughput_h200.md"), "w") as f:
         f.write("\n".join(md) + "\n")
