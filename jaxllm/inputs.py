@@ -23,19 +23,29 @@ def as_prompt_list(prompts: Any) -> list[Any]:
     raise TypeError(f"prompts must be a str, a prompt dict or a list of them, got {type(prompts).__name__}")
 
 
+def token_id_list(index: int, ids: Any) -> list[int]:
+    """``prompt_token_ids`` as a list of Python ints. Besides a list of ints (vLLM's type) it takes what JAX and
+    numpy code has at hand: numpy integer scalars and 1-D integer arrays (anything with ``ndim == 1`` and
+    ``tolist()``). Floats, bools and nested lists are a TypeError naming the prompt and the first bad value."""
+    if getattr(ids, "ndim", None) == 1 and hasattr(ids, "tolist"):
+        ids = ids.tolist()
+    if isinstance(ids, (str, bytes)) or not isinstance(ids, Sequence):
+        raise TypeError(f"prompt {index}: prompt_token_ids must be a list of ints, got {type(ids).__name__}")
+    out = []
+    for t in ids:
+        if isinstance(t, bool) or type(t).__name__ == "bool_" or not hasattr(t, "__index__"):
+            raise TypeError(f"prompt {index}: prompt_token_ids must hold ints, got {t!r}")
+        out.append(t.__index__())
+    return out
+
+
 def tokenize_prompt(index: int, prompt: Any, tokenizer) -> tuple[str | None, list[int]]:
     """(text, token ids) of one prompt; raises naming the prompt's index."""
     if isinstance(prompt, str):
         text = prompt
     elif isinstance(prompt, dict):
         if "prompt_token_ids" in prompt:
-            ids = prompt["prompt_token_ids"]
-            if isinstance(ids, (str, bytes)) or not isinstance(ids, Sequence):
-                raise TypeError(f"prompt {index}: prompt_token_ids must be a list of ints, got {type(ids).__name__}")
-            bad = [t for t in ids if isinstance(t, bool) or not isinstance(t, int)]
-            if bad:
-                raise TypeError(f"prompt {index}: prompt_token_ids must hold ints, got {bad[0]!r}")
-            return prompt.get("prompt"), list(ids)
+            return prompt.get("prompt"), token_id_list(index, prompt["prompt_token_ids"])
         if "prompt" not in prompt:
             raise ValueError(f"prompt {index}: a prompt dict needs 'prompt' or 'prompt_token_ids', "
                              f"got keys {sorted(prompt)}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 
 import jax
+import numpy as np
 import pytest
 
 from jaxllm import LLM, SamplingParams
@@ -26,6 +27,17 @@ def test_stop_string_truncates_text(llama_llm):
     assert inc.text == base.text[:base.text.index(stop) + len(stop)]
 
 
+def test_numpy_token_ids_are_accepted(llama_llm):
+    """numpy integer scalars and 1-D integer arrays (what JAX/numpy code has at hand) work like lists of ints."""
+    params = SamplingParams(temperature=0, max_tokens=4, ignore_eos=True)
+    ids = [5, 9, 13, 2]
+    ref = llama_llm.generate({"prompt_token_ids": ids}, params, use_tqdm=False)[0]
+    for given in (np.array(ids, np.int32), [np.int64(i) for i in ids], np.array(ids, np.uint16)):
+        out = llama_llm.generate({"prompt_token_ids": given}, params, use_tqdm=False)[0]
+        assert out.prompt_token_ids == ids and all(type(t) is int for t in out.prompt_token_ids)
+        assert out.outputs[0].token_ids == ref.outputs[0].token_ids
+
+
 def test_chat_uses_template(llama_llm):
     messages = [{"role": "user", "content": "Hi there"}]
     out = llama_llm.chat(messages, SamplingParams(temperature=0, max_tokens=4), use_tqdm=False)[0]
@@ -44,6 +56,10 @@ def test_chat_uses_template(llama_llm):
     (["a", "b"], [SamplingParams()], ValueError, "lengths of prompts"),
     ([3.5], None, TypeError, "prompt 1"),
     ([{"prompt_token_ids": [1, "x"]}], None, TypeError, "'x'"),
+    ([{"prompt_token_ids": [1, 2.0]}], None, TypeError, "2.0"),
+    ([{"prompt_token_ids": [1, True]}], None, TypeError, "True"),
+    ([{"prompt_token_ids": np.array([1.0, 2.0])}], None, TypeError, "1.0"),
+    ([{"prompt_token_ids": np.array([[1, 2]])}], None, TypeError, "ndarray"),
 ])
 def test_bad_input_raises_and_engine_keeps_working(llama_llm, prompts, params, error, match):
     ok = {"prompt_token_ids": [1, 2, 3]}
