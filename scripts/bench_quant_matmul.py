@@ -6,7 +6,10 @@ dispatcher's choice at M >= 256).
 
 Shapes: Llama-3.1-8B's fused gate_up (K=4096, N=2*14336) and down (K=14336, N=4096), M in {1, 16, 128, 256},
 bf16 activations, group 128. Timing: one jitted program runs R x C calls (C weight copies, so the weights in
-use never fit in L2; R distinct x so nothing is CSE'd), all outputs returned; median of 5 runs / calls.
+use never fit in L2; R distinct x, ``--calls-per-copy``), all outputs returned; median of 5 runs / calls. R is 1 by
+default: with R > 1, XLA computes a weight's dequantization or convert once for its R calls (common
+subexpression), which flatters every method that does not fuse it into the GEMM (results before this default,
+e.g. quant_matmul_h200.md, used R = 4).
 Effective weight GB/s = bytes of the weight in its format (int4: packed + fp16 scales + int8 zeros) / time.
 
     python scripts/bench_quant_matmul.py --output $OUT/quant_matmul_h200.json
@@ -26,8 +29,9 @@ import jax
 import jax.numpy as jnp
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from jaxllm.models.quant import quantize_activations_fp8  # noqa: E402
-from ops.quant_matmul import Int4Tiles, int4_matmul_pallas, int4_matmul_reference, plan  # noqa: E402
+from jaxllm.models.quant import quantize_activations_fp8
+from ops.quant_matmul import Int4Tiles, int4_matmul_pallas, int4_matmul_reference, plan
+from ops.quant_matmul.xla_s4 import int4_matmul_s4, to_s4
 
 SHAPES = {"gate_up": (4096, 2 * 14336), "down": (14336, 4096)}
 GROUP = 128
@@ -37,7 +41,8 @@ L2_BYTES = 3 * 64 << 20  # keep the weights of one program well above the L2 (50
 def weight_bytes(kind, k, n):
     fp8 = k * n + 4 * n
     return {"bf16": 2 * k * n, "int8": fp8, "fp8": fp8, "fp8_w8a8": fp8, "fp8_w8a8_nk": fp8, "fp8_w8a8_nk_bf16": fp8,
-            "int4": k * n // 2 + 3 * (k // GROUP) * n, "int4_reference": k * n // 2 + 3 * (k // GROUP) * n}[kind]
+            "int4": k * n // 2 + 3 * (k // GROUP) * n, "int4_reference": k * n // 2 + 3 * (k // GROUP) * n,
+            "int4_s4": k * n // 2 + 6 * (k // GROUP) * n}[kind]
 
 
 def make_weights(kind, k, n, copies, key):
@@ -78,6 +83,8 @@ def op(kind, tiles=None):
         return w8a8_nk
     if kind == "int4_reference":
         return lambda x, w: int4_matmul_reference(x, *w)
+    if kind == "int4_s4":  # the candidate of ops/quant_matmul/xla_s4.py: XLA's own int4 type
+        return lambda x, w: int4_matmul_s4(x, *w)
     return lambda x, w: int4_matmul_pallas(x, *w, tiles=tiles)
 
 
@@ -116,8 +123,8 @@ def tile_variants(m, k, n):
     else:
         alts = [Int4Tiles(64, 128, 128, s, 8, split_dot=True), Int4Tiles(128, 128, 64, 1, 8, 2)]
     ok = [t for t in alts if t.fits(k, n, GROUP)]
-    return [("plan", base)] + [(f"bm{t.block_m}_bn{t.block_n}_bk{t.block_k}_s{t.num_splits}_w{t.num_warps}"
-                                f"{'_split' if t.split_dot else ''}", t) for t in ok]
+    return [("plan", base)] + [((f"bm{t.block_m}_bn{t.block_n}_bk{t.block_k}_s{t.num_splits}_w{t.num_warps}"
+                                f"{'_split' if t.split_dot else ''}"), t) for t in ok]
 
 
 def main():
@@ -125,9 +132,10 @@ def main():
     ap.add_argument("--output")
     ap.add_argument("--m", type=int, nargs="*", default=[1, 16, 256, 2048],
                     help="rows of x: 1-256 are decode batches, 2048 a prefill chunk (compute-bound: fp8 GEMMs)")
-    ap.add_argument("--kinds", nargs="*", help="only these implementations (bf16 int8 fp8 fp8_w8a8 int4_reference "
-                                                "int4_pallas); default all")
-    ap.add_argument("--calls-per-copy", type=int, default=4)
+    ap.add_argument("--kinds", nargs="*", help="only these implementations (bf16 int8 fp8 fp8_w8a8 fp8_w8a8_nk "
+                                                "int4_reference int4_s4 int4_pallas); default all")
+    ap.add_argument("--calls-per-copy", type=int, default=1,
+                    help="distinct x per weight copy (> 1 lets XLA share one dequantization between calls)")
     ap.add_argument("--markdown", nargs="+", metavar="JSON", help="only print a Markdown report of these results")
     args = ap.parse_args()
     if args.markdown:
@@ -143,12 +151,13 @@ def main():
             copies = min(8, max(1, -(-L2_BYTES // weight_bytes(kind, k, n))))
             weights[kind] = make_weights(kind, k, n, copies, jax.random.fold_in(key, hash(kind) % 1000))
         weights["int4_reference"], weights["fp8_w8a8"] = weights["int4"], weights["fp8"]
+        weights["int4_s4"] = [to_s4(*w) for w in weights["int4"]]
         weights["fp8_w8a8_nk"] = weights["fp8_w8a8_nk_bf16"] = [(jnp.asarray(w.T), s) for w, s in weights["fp8"]]
         for m in args.m:
             xs = [jax.random.normal(jax.random.fold_in(key, 100 + r), (m, k), jnp.float32).astype(jnp.bfloat16)
                   for r in range(args.calls_per_copy)]
             cases = [(kind, kind, None) for kind in ("bf16", "int8", "fp8", "fp8_w8a8", "fp8_w8a8_nk",
-                                                     "fp8_w8a8_nk_bf16", "int4_reference")]
+                                                     "fp8_w8a8_nk_bf16", "int4_reference", "int4_s4")]
             if m <= 256:  # the dispatcher runs the reference (dequantize + GEMM) above 256 rows
                 cases += [(f"int4_pallas[{label}]", "int4", t) for label, t in tile_variants(m, k, n)]
             if args.kinds:
@@ -177,12 +186,12 @@ def main():
 def markdown(paths: list[str]) -> str:
     """One table per result file: microseconds and speed-up vs bf16 per (shape, M, implementation)."""
     out = ["# Quantized linear layers on the H200 (scripts/bench_quant_matmul.py)", "",
-           "Llama-3.1-8B gate_up (K=4096, N=28672) and down (K=14336, N=4096), bf16 activations, int4 group 128. "
+           ("Llama-3.1-8B gate_up (K=4096, N=28672) and down (K=14336, N=4096), bf16 activations, int4 group 128. "
            "`gemm`: the GEMM XLA chose, read from the optimized HLO (`__cublas$lt$matmul$f8` = fp8 tensor cores, "
            "`__triton_nested_gemm_fusion` = XLA's Triton GEMM with the convert/dequantize fused in, "
            "`__gpu$xla.gpu.triton` = our Pallas kernel). Weight-only fp8/int8 scale the output; W8A8 quantizes "
            "activations per token. `_nk`: the fp8 weight stored [N, K] (K minor), the layout the model now uses "
-           "for W8A8.", ""]
+           "for W8A8."), ""]
     for path in paths:
         with open(path) as f:
             data = json.load(f)

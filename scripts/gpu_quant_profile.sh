@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One call on one H200 (or GPU 0 of a bigger machine), ~5 minutes (~8 with WITH_INT4=1), from the repository root: why fp8 W8A8 and
 # AWQ gain so little end to end (#8). Results in $OUT: quant_profile.tgz (bench JSONs, logs, kernel summaries).
-#   kernel-time breakdowns (scripts/profile_summary.py) of short runs: B2 subset in bf16 and W8A8 + fp8 KV (the
+#   the linear-layer microbenchmark with one call per weight copy, including the int4-typed candidate
+#   (ops/quant_matmul/xla_s4.py); kernel-time breakdowns (scripts/profile_summary.py) of short runs: B2 subset in bf16 and W8A8 + fp8 KV (the
 #   engine compiles W8A8 programs at autotune level 2 by itself since 2dcb1b5: no XLA_FLAGS), with WITH_INT4=1 a
 #   decode-heavy subset in bf16 and AWQ; then B2 in full with W8A8 alone (no fp8 KV), for the quantization table.
 # (Commit 6b282b6's version also ran bench_quant_matmul under autotune levels default / 0: fp8_startup_h200.md.)
@@ -11,6 +12,9 @@ export PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 || export PYTHONPATH=$PWD
 nvidia-smi --query-gpu=name,memory.used,clocks.sm --format=csv,noheader
 pack() { tar czf "$OUT/quant_profile.tgz" -C "$W" .; }
+echo "=== linear layers, one call per weight copy (no shared dequantization): is XLA's int4 type fused at M=256?"
+timeout 120 python3 scripts/bench_quant_matmul.py --m 16 256 2048 --kinds int4_reference int4_s4 int8 fp8_w8a8_nk \
+  --output "$W/quant_matmul_r1.json" 2>&1 | grep -v "^WARNING\|DeprecationWarning\|getattr(s._pl"
 profile() {  # profile NAME LIMIT XLA_FLAGS ARGS...
   local name=$1 limit=$2 flags=$3; shift 3
   echo "=== $name: jaxllm bench $* (XLA_FLAGS=$flags)"

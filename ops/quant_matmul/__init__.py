@@ -1,6 +1,7 @@
 """Weight-only int4 matmul (AWQ / GPTQ checkpoints): packed int4 weights + per-group scales and zero points.
 
-See reference.py for the packed layout, pallas_triton.py for the fused GPU kernel, dispatch.py for the choice.
+See reference.py for the packed layout, pallas_triton.py for the fused GPU kernel, dispatch.py for the choice;
+xla_s4.py is a candidate (XLA's own int4 type) that only the microbenchmark uses until it is measured.
 """
 
 from .dispatch import choose_impl, int4_matmul
