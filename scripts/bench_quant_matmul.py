@@ -97,17 +97,22 @@ def gemm_kinds(compiled_text: str) -> list[str]:
     return sorted(k for k in kinds if "cublas" in k or "triton" in k or "gemm" in k.lower())
 
 
+def median_seconds(fn, *args, repeats: int = 5) -> float:
+    """Median wall time of ``fn(*args)`` to completion, after one untimed call."""
+    jax.block_until_ready(fn(*args))
+    runs = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        runs.append(time.perf_counter() - t0)
+    return statistics.median(runs)
+
+
 def time_op(fn, xs, ws) -> tuple[float, list[str]]:
     """(seconds per call, GEMM kinds in the compiled program)."""
     many = jax.jit(lambda xs, ws: tuple(fn(x, w) for x in xs for w in ws))
     kinds = gemm_kinds(many.lower(xs, ws).compile().as_text())
-    jax.block_until_ready(many(xs, ws))
-    runs = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        jax.block_until_ready(many(xs, ws))
-        runs.append(time.perf_counter() - t0)
-    return statistics.median(runs) / (len(xs) * len(ws)), kinds
+    return median_seconds(many, xs, ws) / (len(xs) * len(ws)), kinds
 
 
 def tile_variants(m, k, n):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 
@@ -20,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_quant_matmul import SHAPES, gemm_kinds, make_weights, op
+from bench_quant_matmul import SHAPES, gemm_kinds, make_weights, median_seconds, op
 
 
 def main() -> None:
@@ -38,14 +37,9 @@ def main() -> None:
             t0 = time.perf_counter()
             compiled = fn.lower(x, weight).compile()
             compile_s = time.perf_counter() - t0
-            jax.block_until_ready(compiled(x, weight))
-            runs = []
-            for _ in range(10):
-                t = time.perf_counter()
-                jax.block_until_ready(compiled(x, weight))
-                runs.append(time.perf_counter() - t)
+            us = 1e6 * median_seconds(compiled, x, weight, repeats=10)
             print(json.dumps({"label": args.label, "shape": name, "M": m, "compile_s": round(compile_s, 2),
-                              "us": round(1e6 * statistics.median(runs), 1),
+                              "us": round(us, 1),
                               "gemm": gemm_kinds(compiled.as_text())}), flush=True)
 
 
