@@ -60,25 +60,26 @@ RUN_NOTES = {
                      "bf16 copy every step (loop_convert_fusion, 9.2 of 23.4 ms/step; kernels_profile_h200.md)",
     "B2_run16": "commit bf3019a: W8A8 (K-minor fp8 weights, per-token fp8 activations) + fp8 KV cache under "
                 "XLA_FLAGS=--xla_gpu_autotune_level=2 (what the engine now sets for W8A8 programs itself): 1.27x "
-                "bf16 (B2_run13); start-up 50 s. Roofline counts the linear FLOPs at the bf16 rate",
+                "bf16 (B2_run13); start-up 50 s. Roofline recomputed with the linear FLOPs at the fp8 GEMM rate "
+                "(the JSON's own, at the bf16 rate: 16,583, 69.5%)",
 }
 
 
 # Runs that produced no JSON (killed by their time limit before printing anything), with their commands.
 UNFINISHED = [
-    "commit ca3d99a, H200: `jaxllm bench --workload B2 --quantization fp8 --fp8-activations dynamic "
+    ("commit ca3d99a, H200: `jaxllm bench --workload B2 --quantization fp8 --fp8-activations dynamic "
     "--kv-cache-dtype fp8 --gpu-busy` (BENCH_TIMEOUT=170 in scripts/gpu_bench_matrix.sh): killed at 170 s "
-    "before start-up ended; the log holds only XLA autotuner timer warnings",
-    "commit d49fb70, H200: the same command and `jaxllm bench --workload B2 --quantization fp8 --fp8-activations "
-    "dynamic --gpu-busy` (BENCH_TIMEOUT=140): both killed at 140 s before start-up ended, empty logs",
-    "commit e2edd02, H200 (scripts/gpu_followup.sh): the same W8A8 + fp8 KV command with a 270 s limit: killed "
+    "before start-up ended; the log holds only XLA autotuner timer warnings"),
+    ("commit d49fb70, H200: the same command and `jaxllm bench --workload B2 --quantization fp8 --fp8-activations "
+    "dynamic --gpu-busy` (BENCH_TIMEOUT=140): both killed at 140 s before start-up ended, empty logs"),
+    ("commit e2edd02, H200 (scripts/gpu_followup.sh): the same W8A8 + fp8 KV command with a 270 s limit: killed "
     "after 3 of its 11 forward programs had compiled (the 512-token one at 200 s). Cause, found with "
     "scripts/fp8_compile_probe.py (fp8_startup_h200.md): XLA's default autotuning (level 4) checks each fp8 "
-    "GEMM candidate's result, 2-24 s per fp8 GEMM shape; level 2 takes ~1 s. Fixed in 2dcb1b5 (W8A8 programs "
-    "compile at level 2); measured as B2_run16 (level 2 through XLA_FLAGS)",
-    "commit 6b282b6, H200 (GPU 0 of a 2-GPU machine; scripts/gpu_quant_profile.sh): a 300-request B2 subset in "
+    "GEMM candidate's result, 2-25 s per fp8 GEMM shape; level 2 takes ~1 s. Fixed in 2dcb1b5 (W8A8 programs "
+    "compile at level 2); measured as B2_run16 (level 2 through XLA_FLAGS)"),
+    ("commit 6b282b6, H200 (GPU 0 of a 2-GPU machine; scripts/gpu_quant_profile.sh): a 300-request B2 subset in "
     "W8A8 + fp8 KV under --xla_gpu_autotune_level=0 with a trace: compiled in 25 s, then did not finish "
-    "generating within 110 s (untuned GEMMs)",
+    "generating within 110 s (untuned GEMMs)"),
 ]
 
 
@@ -91,9 +92,30 @@ def _num_gpus(r: dict) -> int:
     return int(_flag(r.get("command", ""), "--tensor-parallel-size", "1"))
 
 
+def _w8a8_roofline_tok_s(r: dict) -> float:
+    """Output tok/s roofline of an fp8 W8A8 run stored before the roofline ran linear FLOPs at the fp8 GEMM rate
+    (commit after 2dcb1b5): recomputed from the run's workload and flags with today's ``roofline``."""
+    from jaxllm.bench.roofline import FP8_PEAK_FLOPS, linear_weight_bytes, roofline
+    from jaxllm.bench.workloads import CONFIG_DIR, Workload
+    from jaxllm.config import ModelConfig
+
+    cmd = r["command"]
+    w = Workload(**{**r["workload"], "config": os.path.join(CONFIG_DIR, os.path.basename(r["workload"]["config"]))})
+    cfg = ModelConfig.from_hf(w.hf_config(), dtype="bfloat16")
+    prompts, outs = w.requests(cfg.vocab_size)
+    roof = roofline(cfg, [len(p) for p in prompts], outs, int(_flag(cmd, "--max-num-seqs", "256")),
+                    linear_weight_bytes=linear_weight_bytes("fp8"),
+                    kv_dtype_bytes=1 if _flag(cmd, "--kv-cache-dtype", "auto").startswith("fp8") else None,
+                    num_gpus=_num_gpus(r), linear_peak_flops=FP8_PEAK_FLOPS)
+    return roof["output_tok_s"]
+
+
 def _roofline_tok_s(r: dict) -> float:
-    """The run's roofline over all its GPUs (runs before d49fb70 stored the one-GPU bound; it scales by N)."""
+    """The run's roofline over all its GPUs (runs before d49fb70 stored the one-GPU bound; it scales by N; W8A8
+    runs stored before the fp8 FLOP rate are recomputed)."""
     roof = r["roofline"]
+    if "--fp8-activations dynamic" in r.get("command", "") and "linear_peak_flops" not in roof:
+        return _w8a8_roofline_tok_s(r)
     return roof["output_tok_s"] * (1 if "num_gpus" in roof else _num_gpus(r))
 
 
@@ -105,9 +127,9 @@ def _busy_pct(r: dict) -> float | None:
 
 
 def _peer_rows(runs: dict) -> list[str]:
-    rows = ["HF transformers peer measured in the same invocation (`--peer hf`: transformers' `generate_batch`, "
+    rows = [("HF transformers peer measured in the same invocation (`--peer hf`: transformers' `generate_batch`, "
             "default continuous batching, on the same prompts; ../shared/BENCHMARKS.md quotes 820 and 580 on "
-            "this GPU):", "", "| run | workload | jaxllm output tok/s | HF output tok/s (requests) | ratio |",
+            "this GPU):"), "", "| run | workload | jaxllm output tok/s | HF output tok/s (requests) | ratio |",
             "|---|---|---|---|---|"]
     for name, r in runs.items():
         if "peer_hf" in r:
@@ -132,8 +154,8 @@ def _tp_table(runs: dict) -> list[str]:
     if 1 not in best:
         return []
     base = best[1][1]["output_tok_s"]
-    rows = ["B2 with tensor parallelism (same workload; TP=1 on the one-GPU machine, TP=2/4 on the 4-GPU one; the "
-            "latest bf16 run of each):", "",
+    rows = [("B2 with tensor parallelism (same workload; TP=1 on the one-GPU machine, TP=2/4 on the 4-GPU one; the "
+            "latest bf16 run of each):"), "",
             "| TP | run | output tok/s | speed-up | per-GPU efficiency | start-up s |", "|---|---|---|---|---|---|"]
     for tp, (name, o) in sorted(best.items()):
         rows.append(f"| {tp} | {name} | {o['output_tok_s']:,.0f} | {o['output_tok_s'] / base:.2f}x | "
@@ -145,11 +167,12 @@ def main() -> None:
     runs = {}
     for path in sorted(glob.glob(os.path.join(ROOT, "benchmarks", "throughput_h200_*_run*.json"))):
         name = os.path.basename(path)[len("throughput_h200_"):-len(".json")]
-        runs[name] = json.load(open(path))
-    rows = ["| run | workload | TP | output tok/s | total tok/s | % roofline (output) | generate s | start-up s "
-            "(compile s) | ms/step (host ms/step) | GPU busy % | peak GiB | note |",
+        with open(path) as f:
+            runs[name] = json.load(f)
+    rows = [("| run | workload | TP | output tok/s | total tok/s | % roofline (output) | generate s | start-up s "
+            "(compile s) | ms/step (host ms/step) | GPU busy % | peak GiB | note |"),
             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    key = lambda item: (item[0].split("_")[0], int(item[0].rsplit("run", 1)[1]))  # noqa: E731
+    key = lambda item: (item[0].split("_")[0], int(item[0].rsplit("run", 1)[1]))
     runs = dict(sorted(runs.items(), key=key))
     for name, r in runs.items():
         o = r["jaxllm"]
@@ -163,14 +186,17 @@ def main() -> None:
                     f"{'-' if busy is None else f'{busy:.0f}'} | {o['peak_device_bytes'] / 2**30:.0f} | "
                     f"{RUN_NOTES.get(name, '')} |")
     md = ["# Throughput on H200s (random bf16 weights, random prompts, ignore_eos)", "",
-          "Command (per run, on the GPU machine): `python3 -m jaxllm.bench --workload B1|B2 ...` with the flags in "
+          ("Command (per run, on the GPU machine): `python3 -m jaxllm.bench --workload B1|B2 ...` with the flags in "
           "each JSON's `command` (runs 1-2 through `scripts/gpu_throughput.sh`, later ones through "
           "`scripts/gpu_bench_matrix.sh`). Defaults: max_num_seqs 256, max_num_batched_tokens 8192, block 16, "
           "gpu_memory_utilization 0.9, asynchronous scheduling on (from run B1_run3 / B2_run2). Roofline: "
           "../shared/BENCHMARKS.md's method, computed by the script; with tensor parallelism over N GPUs the "
-          "bound of N ideal GPUs (N x the FLOP/s and bandwidth, free communication). GPU busy: nvidia-smi's "
+          "bound of N ideal GPUs (N x the FLOP/s and bandwidth, free communication); quantized runs count their "
+          "weight and KV bytes, and fp8 W8A8 runs their linear FLOPs at the fp8 GEMM rate (1,031 TFLOP/s measured "
+          "through JAX; roofline.FP8_PEAK_FLOPS), recomputed here for W8A8 runs stored before that. GPU busy: "
+          "nvidia-smi's "
           "utilization.gpu sampled every 100 ms during generate (`--gpu-busy`), mean over the GPUs the run used. "
-          "Host ms/step: wall time not spent waiting for sampled ids.",
+          "Host ms/step: wall time not spent waiting for sampled ids."),
           "", *rows, "", *_tp_table(runs), "", *_peer_rows(runs), "",
           "Runs that did not finish (fp8 W8A8 end to end):", "",
           *[f"- {u}" for u in UNFINISHED]]

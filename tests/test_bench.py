@@ -52,6 +52,19 @@ def test_roofline_counts_quantized_linear_weights_at_one_byte():
     assert fp8_kv["weight_bytes"] == bf16["weight_bytes"] and fp8_kv["decode_s"] < bf16["decode_s"]
 
 
+def test_roofline_runs_linear_flops_at_their_own_rate():
+    """fp8 W8A8: the decoder layers' linear FLOPs at ``linear_peak_flops``, attention and the rest at the bf16 peak."""
+    cfg = ModelConfig.from_hf(TINY)
+    base = roofline(cfg, [10], [3], max_num_seqs=4, peak_flops=1e12, bandwidth=1e20)  # compute-bound decode
+    fast = roofline(cfg, [10], [3], max_num_seqs=4, peak_flops=1e12, bandwidth=1e20, linear_peak_flops=2e12)
+    layers, d, f = 2, 64, 128
+    linear = layers * (d * (4 + 2 * 2) * 16 + 4 * 16 * d + 3 * d * f)
+    # half the linear time saved: 10 prompt tokens, then 1 token in each of 2 decode steps
+    assert abs((base["prefill_s"] - fast["prefill_s"]) - 2 * linear * 10 / 2e12) < 1e-15
+    assert abs((base["decode_s"] - fast["decode_s"]) - 2 * 2 * linear / 2e12) < 1e-15
+    assert fast["linear_peak_flops"] == 2e12 and base["linear_peak_flops"] == 1e12
+
+
 def test_gpu_busy_parsing_and_host_profile(tmp_path):
     from jaxllm.bench.monitor import host_profile, parse_utilization
 

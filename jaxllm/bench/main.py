@@ -155,7 +155,12 @@ def main(argv=None) -> dict:
     logging.getLogger("jaxllm").addHandler(handler)
     logging.getLogger("jaxllm").setLevel(logging.INFO)
     w = workload_from_args(args)
-    from jaxllm.bench.roofline import dummy_int4_quantization_config, linear_weight_bytes, roofline
+    from jaxllm.bench.roofline import (
+        FP8_PEAK_FLOPS,
+        dummy_int4_quantization_config,
+        linear_weight_bytes,
+        roofline,
+    )
     from jaxllm.config import ModelConfig
 
     hf = w.hf_config()
@@ -172,7 +177,9 @@ def main(argv=None) -> dict:
     roof = roofline(cfg, [len(p) for p in prompts], output_lens, args.max_num_seqs,
                     linear_weight_bytes=linear_weight_bytes(args.quantization),
                     kv_dtype_bytes=1 if args.kv_cache_dtype.startswith("fp8") else None,
-                    num_gpus=args.tensor_parallel_size)
+                    num_gpus=args.tensor_parallel_size,
+                    linear_peak_flops=FP8_PEAK_FLOPS if args.quantization == "fp8" and ours["fp8_activations"] == "dynamic"
+                    else None)
     result = {"workload": w.__dict__, "command": "jaxllm bench " + " ".join(argv or sys.argv[1:]),
               "jaxllm": ours, "roofline": roof,
               "pct_roofline_output": 100 * ours["output_tok_s"] / roof["output_tok_s"],
@@ -205,8 +212,8 @@ def print_table(r: dict) -> None:
         ("% of roofline (output / total)", f"{r['pct_roofline_output']:.1f}% / {r['pct_roofline_total']:.1f}%"),
     ]
     if "peer_hf" in r:
-        rows.append(("HF peer output tok/s (ratio)", f"{r['peer_hf']['output_tok_s']:,.0f} "
-                                                    f"({r['speedup_vs_peer_output']:.1f}x)"))
+        rows.append(("HF peer output tok/s (ratio)", (f"{r['peer_hf']['output_tok_s']:,.0f} "
+                                                    f"({r['speedup_vs_peer_output']:.1f}x)")))
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         print(f"{k:<{width}}  {v}")

@@ -4,6 +4,8 @@ prefill = (2 x non-embedding params x prompt tokens + causal attention FLOPs) / 
 decode = sum over decode steps of max((weight bytes + KV bytes read) / HBM bandwidth, step FLOPs / peak FLOP/s),
 with every request that fits (up to max_num_seqs) running at once; a finished request's slot is taken by the
 next waiting one. Roofline throughput = output tokens / (prefill + decode).
+Quantized runs: linear weights count at their bytes per element, an fp8 KV cache at 1 byte, and under fp8 W8A8 the
+linear layers' FLOPs at the fp8 GEMM rate (``FP8_PEAK_FLOPS``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ import heapq
 from jaxllm.config import ModelConfig
 
 PEAK_FLOPS = 783e12  # bf16 matmul measured through JAX on the H200
+# fp8 x fp8 GEMM (cuBLASLt, f32 accumulation) through JAX on the H200: Llama-8B gate_up at M=2048, 466 us
+# (benchmarks/quant_matmul_h200_autotune_default.json). An achieved rate on one shape, so a lower bound of the peak.
+FP8_PEAK_FLOPS = 1031e12
 HBM_BYTES_PER_S = 4.3e12  # device-to-device copy, bytes read + written
 
 
@@ -45,11 +50,14 @@ def dummy_int4_quantization_config(method: str, group_size: int = INT4_GROUP_SIZ
 def roofline(cfg: ModelConfig, prompt_lens: list[int], output_lens: list[int], max_num_seqs: int,
              dtype_bytes: int = 2, peak_flops: float = PEAK_FLOPS, bandwidth: float = HBM_BYTES_PER_S,
              linear_weight_bytes: float | None = None, kv_dtype_bytes: int | None = None,
-             num_gpus: int = 1) -> dict:
+             num_gpus: int = 1, linear_peak_flops: float | None = None) -> dict:
     """``num_gpus``: tensor parallelism over that many GPUs, counted as ideal (their FLOP/s and bandwidth add
     up, communication is free), so the % reached also shows what TP loses. ``linear_weight_bytes``: bytes per element of the decoder layers' linear weights (see
     ``linear_weight_bytes()``; default ``dtype_bytes``). Norms, embeddings and the lm_head stay ``dtype_bytes``.
-    ``kv_dtype_bytes``: bytes per cached K/V element (1 for an fp8 KV cache; default ``dtype_bytes``)."""
+    ``kv_dtype_bytes``: bytes per cached K/V element (1 for an fp8 KV cache; default ``dtype_bytes``).
+    ``linear_peak_flops``: the rate of the decoder layers' linear FLOPs when they run in another precision (fp8
+    W8A8: ``FP8_PEAK_FLOPS``); the rest (attention, lm_head) stays at ``peak_flops``. Default: ``peak_flops``."""
+    linear_peak = (peak_flops if linear_peak_flops is None else linear_peak_flops) * num_gpus
     peak_flops, bandwidth = peak_flops * num_gpus, bandwidth * num_gpus
     layers, heads, dh = cfg.num_layers, cfg.num_heads, cfg.head_dim
     body_params = cfg.num_params(include_embeddings=False)
@@ -60,8 +68,13 @@ def roofline(cfg: ModelConfig, prompt_lens: list[int], output_lens: list[int], m
     weight_bytes = (body_params - linear_params + head_params) * dtype_bytes + linear_params * lw_bytes
     kv_elem_bytes = dtype_bytes if kv_dtype_bytes is None else kv_dtype_bytes
     kv_bytes_per_token = layers * cfg.num_kv_heads * dh * 2 * kv_elem_bytes
-    prefill_flops = sum(2 * body_params * n + 2 * layers * heads * dh * n * n for n in prompt_lens)
-    prefill_s = prefill_flops / peak_flops
+    def flop_seconds(tokens: int, attention_flops: float, head: bool) -> float:
+        """Time of ``tokens`` rows through the linear layers (at their rate), the rest of the body, the
+        attention FLOPs and (decode) the lm_head."""
+        other = 2 * (body_params - linear_params + (head_params if head else 0)) * tokens + attention_flops
+        return 2 * linear_params * tokens / linear_peak + other / peak_flops
+
+    prefill_s = sum(flop_seconds(n, 2 * layers * heads * dh * n * n, head=False) for n in prompt_lens)
 
     # decode: simulate the running set step by step (a heap of finish steps keeps it O(N log N) per step)
     decode_s, step = 0.0, 0
@@ -81,12 +94,12 @@ def roofline(cfg: ModelConfig, prompt_lens: list[int], output_lens: list[int], m
             continue
         n = len(running)
         bytes_ = weight_bytes + ctx_sum * kv_bytes_per_token
-        flops = 2 * (body_params + head_params) * n + 4 * layers * heads * dh * ctx_sum
-        decode_s += max(bytes_ / bandwidth, flops / peak_flops)
+        decode_s += max(bytes_ / bandwidth, flop_seconds(n, 4 * layers * heads * dh * ctx_sum, head=True))
         ctx_sum += n
         step += 1
     out_tokens, prompt_tokens = sum(output_lens), sum(prompt_lens)
     total_s = prefill_s + decode_s
     return {"prefill_s": prefill_s, "decode_s": decode_s, "output_tok_s": out_tokens / total_s,
             "total_tok_s": (out_tokens + prompt_tokens) / total_s, "weight_bytes": weight_bytes,
-            "peak_flops": peak_flops, "hbm_bytes_per_s": bandwidth, "num_gpus": num_gpus}
+            "peak_flops": peak_flops, "linear_peak_flops": linear_peak, "hbm_bytes_per_s": bandwidth,
+            "num_gpus": num_gpus}
