@@ -33,9 +33,13 @@ def token_id_list(index: int, ids: Any) -> list[int]:
         raise TypeError(f"prompt {index}: prompt_token_ids must be a list of ints, got {type(ids).__name__}")
     out = []
     for t in ids:
-        if isinstance(t, bool) or type(t).__name__ == "bool_" or not hasattr(t, "__index__"):
+        dtype_kind = getattr(getattr(t, "dtype", None), "kind", None)
+        if isinstance(t, bool) or dtype_kind == "b" or getattr(t, "ndim", 0) != 0:
             raise TypeError(f"prompt {index}: prompt_token_ids must hold ints, got {t!r}")
-        out.append(t.__index__())
+        try:
+            out.append(t.__index__())
+        except (AttributeError, TypeError):
+            raise TypeError(f"prompt {index}: prompt_token_ids must hold ints, got {t!r}") from None
     return out
 
 

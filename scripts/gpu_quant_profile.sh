@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# One call on one H200 (or GPU 0 of a bigger machine), ~5 minutes (~8 with WITH_INT4=1), from the repository root: why fp8 W8A8 and
-# AWQ gain so little end to end (#8). Results in $OUT: quant_profile.tgz (bench JSONs, logs, kernel summaries).
-#   the linear-layer microbenchmark with one call per weight copy, including the int4-typed candidate
-#   (ops/quant_matmul/xla_s4.py); kernel-time breakdowns (scripts/profile_summary.py) of short runs: B2 subset in bf16 and W8A8 + fp8 KV (the
-#   engine compiles W8A8 programs at autotune level 2 by itself since 2dcb1b5: no XLA_FLAGS), with WITH_INT4=1 a
-#   decode-heavy subset in bf16 and AWQ; then B2 in full with W8A8 alone (no fp8 KV), for the quantization table.
-# (Commit 6b282b6's version also ran bench_quant_matmul under autotune levels default / 0: fp8_startup_h200.md.)
+# One call on one H200 (or GPU 0 of a bigger machine), from the repository root, at most ~8 minutes by its limits:
+# why fp8 W8A8 and AWQ gain little end to end (#8). Results in $OUT: quant_profile.tgz (JSONs, logs, summaries).
+#   1. the linear-layer microbenchmark, one call per weight copy, with the int4-typed candidate (ops/quant_matmul/
+#      xla_s4.py): does XLA fuse its own int4 type into the GEMM at M=256?
+#   2. a kernel-time breakdown (scripts/profile_summary.py) of a 300-request B2 subset in W8A8 + fp8 KV; the engine
+#      compiles W8A8 programs at autotune level 2 by itself since 2dcb1b5 (no XLA_FLAGS: this checks that path)
+#   3. B2 in full with W8A8 alone (bf16 KV cache), for the quantization table
+# WITH_BF16=1 adds a bf16 trace of the same subset (~3 min), WITH_INT4=1 decode-heavy bf16 and AWQ traces (~5.5
+# min): give those their own call. (6b282b6's version ran the microbenchmark under autotune levels default / 0.)
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; W="$OUT/qp"; mkdir -p "$W"
 export PYTHONUNBUFFERED=1
@@ -13,7 +15,7 @@ python3 -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 ||
 nvidia-smi --query-gpu=name,memory.used,clocks.sm --format=csv,noheader
 pack() { tar czf "$OUT/quant_profile.tgz" -C "$W" .; }
 echo "=== linear layers, one call per weight copy (no shared dequantization): is XLA's int4 type fused at M=256?"
-timeout 120 python3 scripts/bench_quant_matmul.py --m 16 256 2048 --kinds int4_reference int4_s4 int8 fp8_w8a8_nk \
+timeout 100 python3 scripts/bench_quant_matmul.py --m 16 256 2048 --kinds int4_reference int4_s4 int8 fp8_w8a8_nk \
   --output "$W/quant_matmul_r1.json" 2>&1 | grep -v "^WARNING\|DeprecationWarning\|getattr(s._pl"
 profile() {  # profile NAME LIMIT XLA_FLAGS ARGS...
   local name=$1 limit=$2 flags=$3; shift 3
@@ -28,7 +30,7 @@ profile() {  # profile NAME LIMIT XLA_FLAGS ARGS...
 }
 SUB="--workload B2 --num-requests 300"
 DH="--workload B2 --num-requests 256 --prompt-len 64 128 --output-len 256 256"
-profile B2sub_bf16 110 "" $SUB
+[ -n "${WITH_BF16:-}" ] && profile B2sub_bf16 110 "" $SUB
 profile B2sub_w8a8kv 110 "" $SUB --quantization fp8 --fp8-activations dynamic --kv-cache-dtype fp8
 [ -n "${WITH_INT4:-}" ] && profile DH_bf16 100 "" $DH && profile DH_awq 100 "" $DH --quantization awq
 echo "=== B2_w8a8: full B2, W8A8 weights and activations, bf16 KV cache"

@@ -56,8 +56,8 @@ RUN_NOTES = {
     "B2_run15": "commit e2edd02: --quantization gptq (random packed int4, group 128, no act-order): 0.77x bf16, "
                 "like AWQ (same int4 path)",
     "B2decode_run3": "commit e2edd02: decode-heavy, --quantization awq, after int4_linear's one 2-D product per "
-                     "shard: 0.62x bf16, unchanged; the trace shows why: XLA dequantizes each int4 weight to a "
-                     "bf16 copy every step (loop_convert_fusion, 9.2 of 23.4 ms/step; kernels_profile_h200.md)",
+                     "shard: 0.62x bf16, unchanged; a trace of the 256-output variant shows why: XLA dequantizes "
+                     "each int4 weight to a bf16 copy every step (converts: 8.6 ms per step; kernels_profile_h200.md)",
     "B2_run16": "commit bf3019a: W8A8 (K-minor fp8 weights, per-token fp8 activations) + fp8 KV cache under "
                 "XLA_FLAGS=--xla_gpu_autotune_level=2 (what the engine now sets for W8A8 programs itself): 1.27x "
                 "bf16 (B2_run13); start-up 50 s. Roofline recomputed with the linear FLOPs at the fp8 GEMM rate "
@@ -94,7 +94,7 @@ def _num_gpus(r: dict) -> int:
 
 def _w8a8_roofline_tok_s(r: dict) -> float:
     """Output tok/s roofline of an fp8 W8A8 run stored before the roofline ran linear FLOPs at the fp8 GEMM rate
-    (commit after 2dcb1b5): recomputed from the run's workload and flags with today's ``roofline``."""
+    (commit a9b0614): recomputed from the run's workload and flags with today's ``roofline``."""
     from jaxllm.bench.roofline import FP8_PEAK_FLOPS, linear_weight_bytes, roofline
     from jaxllm.bench.workloads import CONFIG_DIR, Workload
     from jaxllm.config import ModelConfig
@@ -114,7 +114,8 @@ def _roofline_tok_s(r: dict) -> float:
     """The run's roofline over all its GPUs (runs before d49fb70 stored the one-GPU bound; it scales by N; W8A8
     runs stored before the fp8 FLOP rate are recomputed)."""
     roof = r["roofline"]
-    if "--fp8-activations dynamic" in r.get("command", "") and "linear_peak_flops" not in roof:
+    w8a8 = r["jaxllm"].get("quantization") == "fp8" and r["jaxllm"].get("fp8_activations") == "dynamic"
+    if w8a8 and "linear_peak_flops" not in roof:
         return _w8a8_roofline_tok_s(r)
     return roof["output_tok_s"] * (1 if "num_gpus" in roof else _num_gpus(r))
 
@@ -192,8 +193,8 @@ def main() -> None:
           "gpu_memory_utilization 0.9, asynchronous scheduling on (from run B1_run3 / B2_run2). Roofline: "
           "../shared/BENCHMARKS.md's method, computed by the script; with tensor parallelism over N GPUs the "
           "bound of N ideal GPUs (N x the FLOP/s and bandwidth, free communication); quantized runs count their "
-          "weight and KV bytes, and fp8 W8A8 runs their linear FLOPs at the fp8 GEMM rate (1,031 TFLOP/s measured "
-          "through JAX; roofline.FP8_PEAK_FLOPS), recomputed here for W8A8 runs stored before that. GPU busy: "
+          "weight and KV bytes, and fp8 W8A8 runs their linear FLOPs at the fp8 GEMM rate (roofline.FP8_PEAK_FLOPS: "
+          "783 TFLOP/s x the 1.69x fp8/bf16 speed-up measured on one GEMM), recomputed here for W8A8 runs stored before that. GPU busy: "
           "nvidia-smi's "
           "utilization.gpu sampled every 100 ms during generate (`--gpu-busy`), mean over the GPUs the run used. "
           "Host ms/step: wall time not spent waiting for sampled ids."),

@@ -29,7 +29,7 @@ Compiling W8A8 programs (``forward_compiler_options``): XLA's default GEMM autot
 candidate fp8 GEMM's result against a reference, which took 2-25 s per fp8 GEMM shape on the H200
 (scripts/fp8_compile_probe.py); with a program per bucket the B2 start-up did not finish in 270 s. Level 2 still
 times every candidate but skips the checks: about 1 s per shape, the same GEMMs, and B2 started in 50 s
-(benchmarks/fp8_startup_h200.md). Level 0 (no autotuning) is no answer: its default Triton tilings ran 5-66x slower
+(benchmarks/fp8_startup_h200.md). Level 0 (no autotuning) is no answer: its default Triton tilings ran 4.6-66x slower
 than the autotuned GEMMs (bf16 and fp8 alike). So the engine compiles programs with fp8 activations at level 2, unless XLA_FLAGS sets a level.
 """
 

@@ -62,7 +62,7 @@ class ModelRunner:
         self.max_blocks_per_seq = -(-max_model_len // block_size)
         self.attention_impl = attention_impl
         self.ladder = BucketLadder(max_num_batched_tokens, max_num_seqs)
-        self.forward_compiler_options = forward_compiler_options(model)  # W8A8: faster GEMM autotuning
+        self.forward_compile_options = forward_compiler_options(model)  # W8A8: faster GEMM autotuning
         self.graphdef, state = nnx.split(model)
         self.params, self._treedef = jax.tree_util.tree_flatten(state)
         self.dtype = jnp.dtype(cfg.dtype)
@@ -152,7 +152,7 @@ class ModelRunner:
                                        attention_impl=self.attention_impl,
                                        logits_sharding=self._replicated,
                                        vocab_logits_sharding=self._vocab_logits
-                                       ).compile(compiler_options=self.forward_compiler_options)
+                                       ).compile(compiler_options=self.forward_compile_options)
         _, num_seqs, config = key
         md = pack_sampling_metadata(dummy_sampling_metadata(config, num_seqs, self.cfg.vocab_size), config, num_seqs)
         logits = jax.ShapeDtypeStruct((num_seqs, self.cfg.vocab_size), jnp.float32, sharding=self._replicated)
@@ -189,11 +189,15 @@ class ModelRunner:
         workers = max(1, min(len(keys), os.cpu_count() or 2))
         with concurrent.futures.ThreadPoolExecutor(workers) as pool:
             futures = {pool.submit(self._compile, key): key for key in keys}
-            # logged as each finishes, so a start-up cut short by a time limit shows which programs were slow
-            for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
-                self._compiled[futures[future]] = future.result()
-                logger.info("compiled %d/%d %s at %.1fs", done, len(keys), futures[future][:2],
-                            time.perf_counter() - t0)
+            try:
+                # logged as each finishes, so a start-up cut short by a time limit shows which programs were slow
+                for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
+                    self._compiled[futures[future]] = future.result()
+                    logger.info("compiled %d/%d %s at %.1fs", done, len(keys), futures[future],
+                                time.perf_counter() - t0)
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)  # a failed compile need not wait for the rest
+                raise
         self.compile_seconds += time.perf_counter() - t0
         logger.info("compiled %d programs in %.1fs", len(keys), time.perf_counter() - t0)
         self._check_activation_reserve()

@@ -34,8 +34,11 @@ class InFlightCopies:
     Why: ``jax.make_array_from_callback`` returns before its copies finish, and the numpy shard buffers (dtype
     conversions, fused stacks, faulted-in file pages) stay alive until they do, so placing a 15 GiB checkpoint can
     grow host RSS with every copy in flight. After each ``add``, while more than ``budget_bytes`` (counted from
-    ``.nbytes``) are not known to be ready, the oldest arrays are waited on (``block_until_ready``): peak host RSS
-    while loading stays near the budget plus one tensor. The arrays themselves are not changed."""
+    ``.nbytes``, once per array even when a replicated one is copied to several devices) are not known to be
+    ready, the oldest arrays are waited on (``block_until_ready``). This bounds the copies in flight only: the
+    tensor being read and converted and the checkpoint's mapped file pages come on top (measured loader share on
+    the H200, 8B dims: 3.8-4.9 GiB, benchmarks/load_rss_h200.md; other budgets not compared yet). The arrays
+    themselves are not changed."""
 
     def __init__(self, budget_bytes: int | None = None):
         if budget_bytes is None:

@@ -60,6 +60,9 @@ def test_chat_uses_template(llama_llm):
     ([{"prompt_token_ids": [1, True]}], None, TypeError, "True"),
     ([{"prompt_token_ids": np.array([1.0, 2.0])}], None, TypeError, "1.0"),
     ([{"prompt_token_ids": np.array([[1, 2]])}], None, TypeError, "ndarray"),
+    ([{"prompt_token_ids": [np.array([3])]}], None, TypeError, r"prompt 1: .*array\(\[3\]\)"),
+    ([{"prompt_token_ids": [np.True_]}], None, TypeError, "True"),
+    ([{"prompt_token_ids": np.array([True, False])}], None, TypeError, "True"),
 ])
 def test_bad_input_raises_and_engine_keeps_working(llama_llm, prompts, params, error, match):
     ok = {"prompt_token_ids": [1, 2, 3]}

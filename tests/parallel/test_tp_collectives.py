@@ -25,9 +25,10 @@ def test_step_collectives_are_the_megatron_minimum(tmp_path, layers, tp):
     llm = LLM(str(tmp_path), skip_tokenizer_init=True, max_num_seqs=4, max_num_batched_tokens=32,
               enforce_eager=True, tensor_parallel_size=tp)
     runner, cfg = llm.llm_engine.runner, llm.model_config
-    bucket = runner.ladder.buckets[-1]
-    text = runner._get_compiled(("forward", bucket, False)).as_text()
-    found = [(op, re.sub(r"\{.*\}", "", shape)) for shape, op in COLLECTIVE.findall(text)]
-    activations = f"f32[{bucket.num_tokens},{cfg.hidden_size}]"
-    logits = f"f32[{bucket.num_seqs},{cfg.vocab_size}]"
-    assert sorted(found) == sorted([("all-reduce", activations)] * (2 * layers + 1) + [("all-gather", logits)])
+    for bucket in (runner.ladder.buckets[0], runner.ladder.buckets[-1]):  # the smallest (decode) and largest
+        text = runner._get_compiled(("forward", bucket, False)).as_text()
+        found = [(op, re.sub(r"\{.*\}", "", shape)) for shape, op in COLLECTIVE.findall(text)]
+        activations = f"f32[{bucket.num_tokens},{cfg.hidden_size}]"
+        logits = f"f32[{bucket.num_seqs},{cfg.vocab_size}]"
+        want = [("all-reduce", activations)] * (2 * layers + 1) + [("all-gather", logits)]
+        assert sorted(found) == sorted(want), bucket
