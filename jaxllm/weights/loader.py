@@ -36,6 +36,7 @@ from jaxllm.parallel.sharding import make_mesh, named_sharding, sharding_rules
 from jaxllm.weights.fp8_layout import store_fp8_weights_k_minor
 from jaxllm.weights.gguf import GGUFCheckpoint, is_gguf
 from jaxllm.weights.inflight import InFlightCopies
+from jaxllm.weights.int4_layout import int4_layout, store_int4_weights_s4
 from jaxllm.weights.kv_scales import KV_SCALE_PARAM, KVScaleCollector
 from jaxllm.weights.mappings import IGNORED_SUFFIXES, Target, key_map, optional_keys
 from jaxllm.weights.quantized_checkpoint import quantized_tensors
@@ -58,7 +59,10 @@ def abstract_model(cfg: ModelConfig, dtype=None):
 
 
 def _check_int4_tp(cfg: ModelConfig, tp: int) -> None:
-    """Row-parallel int4 weights (o_proj, down) are split along K: groups must not straddle devices."""
+    """Row-parallel int4 weights (o_proj, down) are split along K: groups must not straddle devices. Also checks
+    $JAXLLM_INT4_LAYOUT, so a bad value fails before anything is placed."""
+    if cfg.quantization in INT4_METHODS:
+        int4_layout()
     if cfg.quantization in INT4_METHODS and tp > 1:
         check_int4_sharding(cfg.num_heads * cfg.head_dim, cfg.quant_group_size, tp, "o_proj")
         check_int4_sharding(cfg.intermediate_size, cfg.quant_group_size, tp, "down_proj")
@@ -185,6 +189,8 @@ def _merge(cfg: ModelConfig, graphdef, variables: dict, arrays: dict, mesh: Mesh
         var.set_value(arrays[path])
     model = nnx.merge(graphdef, nnx.from_flat_state(list(variables.items())))
     if cfg.quantization in INT4_METHODS:
+        if int4_layout() == "s4":
+            store_int4_weights_s4(model, mesh, sharding_rules(cfg, mesh.devices.size), cfg.dtype)
         _bind_int4_sharding(model, mesh, sharding_rules(cfg, mesh.devices.size))
     if cfg.quantization == "fp8":
         store_fp8_weights_k_minor(model, mesh, sharding_rules(cfg, mesh.devices.size))
