@@ -125,7 +125,7 @@ class ModelConfig:
 
     @classmethod
     def from_hf(cls, hf: dict[str, Any] | Any, dtype: Any = "auto",
-                quantization: str | None = None) -> "ModelConfig":
+                quantization: str | None = None) -> ModelConfig:
         """Build from a config.json dict (or a transformers PretrainedConfig). ``quantization``: None (the
         checkpoint's quantization_config decides), "int8"/"fp8" (quantize the decoder layers' linear weights at
         load time, or an fp8 checkpoint), "awq"/"gptq" (a 4-bit checkpoint of that format)."""
@@ -175,7 +175,7 @@ class ModelConfig:
         )
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, dtype: Any = "auto") -> "ModelConfig":
+    def from_pretrained(cls, path: str | os.PathLike, dtype: Any = "auto") -> ModelConfig:
         """Read ``config.json`` from a checkpoint folder."""
         cfg_path = os.path.join(os.fspath(path), "config.json")
         if not os.path.isfile(cfg_path):
@@ -221,3 +221,12 @@ def _sliding_windows_from_hf(hf: dict[str, Any], arch: str, num_layers: int) -> 
         max_window_layers = int(hf.get("max_window_layers", num_layers))
         return tuple(int(window) if i >= max_window_layers else None for i in range(num_layers))
     return (None,) * num_layers
+
+
+def env_choice(name: str, choices: tuple[str, ...]) -> str:
+    """$name if set and non-empty, else ``choices[0]`` (the default); a value not in ``choices`` is a ValueError
+    naming the variable, the value and the choices."""
+    value = os.environ.get(name, "") or choices[0]
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not supported; choose one of {choices}")
+    return value

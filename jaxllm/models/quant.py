@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxllm.config import INT4_METHODS, LOAD_TIME_METHODS
+from jaxllm.config import INT4_METHODS, LOAD_TIME_METHODS, env_choice
 from jaxllm.models.quant_int4 import Int4Weight, int4_linear
 
 # Largest representable magnitude used by each method (int8 is symmetric: -127..127, -128 is never used).
@@ -55,10 +55,7 @@ FP8_ACTIVATION_MODES = ("none", "dynamic")
 
 def fp8_activation_mode() -> str:
     """"none" (weight-only, the default) or "dynamic" (per-token fp8 activations), from the environment."""
-    mode = os.environ.get(FP8_ACTIVATIONS_ENV, "") or "none"
-    if mode not in FP8_ACTIVATION_MODES:
-        raise ValueError(f"{FP8_ACTIVATIONS_ENV}={mode!r} is not supported; choose one of {FP8_ACTIVATION_MODES}")
-    return mode
+    return env_choice(FP8_ACTIVATIONS_ENV, FP8_ACTIVATION_MODES)
 
 
 W8A8_AUTOTUNE_LEVEL = 2

@@ -12,12 +12,12 @@ and marked ``layout = "s4"`` for ``jaxllm.models.quant_int4.int4_linear``.
 from __future__ import annotations
 
 import functools
-import os
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxllm.config import env_choice
 from jaxllm.models.quant_int4 import Int4Weight
 from jaxllm.ops.quant_matmul.xla_s4 import to_s4
 from jaxllm.parallel.sharding import named_sharding
@@ -28,10 +28,7 @@ INT4_LAYOUTS = ("packed", "s4")
 
 def int4_layout() -> str:
     """"packed" (default) or "s4", from $JAXLLM_INT4_LAYOUT."""
-    layout = os.environ.get(INT4_LAYOUT_ENV, "") or "packed"
-    if layout not in INT4_LAYOUTS:
-        raise ValueError(f"{INT4_LAYOUT_ENV}={layout!r} is not supported; choose one of {INT4_LAYOUTS}")
-    return layout
+    return env_choice(INT4_LAYOUT_ENV, INT4_LAYOUTS)
 
 
 @functools.cache
