@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One call on one H200 (or GPU 0 of a bigger machine), from the repository root, at most ~9.5 minutes by its limits:
 # why fp8 W8A8 and AWQ gain little end to end (#8). Results in $OUT: quant_profile.tgz (JSONs, logs, summaries).
-#   1. the linear-layer microbenchmark, one call per weight copy, with the int4-typed candidate (ops/quant_matmul/
+#   1. the linear-layer microbenchmark, one call per weight copy, with W8A8 writing bf16 instead of f32 from the
+#      fp8 GEMM (fp8_w8a8_nk_bf16: half the output bytes) and the int4-typed candidate (ops/quant_matmul/
 #      xla_s4.py): does XLA fuse its own int4 type into the GEMM at M=256?
 #   2. a kernel-time breakdown (scripts/profile_summary.py) of a 300-request B2 subset in W8A8 + fp8 KV; the engine
 #      compiles W8A8 programs at autotune level 2 by itself since 2dcb1b5 (no XLA_FLAGS: this checks that path)
@@ -16,7 +17,8 @@ python3 -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 ||
 nvidia-smi --query-gpu=name,memory.used,clocks.sm --format=csv,noheader
 pack() { tar czf "$OUT/quant_profile.tgz" -C "$W" .; }
 echo "=== linear layers, one call per weight copy (no shared dequantization): is XLA's int4 type fused at M=256?"
-timeout 100 python3 scripts/bench_quant_matmul.py --m 16 256 2048 --kinds int4_reference int4_s4 int8 fp8_w8a8_nk \
+# autotune level 2 (what the engine uses for W8A8): the default level's checks take up to 25 s per fp8 GEMM shape
+XLA_FLAGS=--xla_gpu_autotune_level=2 timeout 110 python3 scripts/bench_quant_matmul.py --m 256 2048 --kinds int4_reference int4_s4 int8 fp8_w8a8_nk fp8_w8a8_nk_bf16 \
   --output "$W/quant_matmul_r1.json" 2>&1 | grep -v "^WARNING\|DeprecationWarning\|getattr(s._pl"
 profile() {  # profile NAME LIMIT XLA_FLAGS ARGS...
   local name=$1 limit=$2 flags=$3; shift 3
@@ -35,7 +37,7 @@ DH="--workload B2 --num-requests 256 --prompt-len 64 128 --output-len 256 256"
 profile B2sub_w8a8kv 110 "" $SUB --quantization fp8 --fp8-activations dynamic --kv-cache-dtype fp8
 [ -n "${WITH_INT4:-}" ] && profile DH_bf16 100 "" $DH && profile DH_awq 100 "" $DH --quantization awq
 echo "=== B2_w8a8: full B2, W8A8 weights and activations, bf16 KV cache"
-timeout 150 python3 -m jaxllm.bench --workload B2 --quantization fp8 --fp8-activations dynamic --gpu-busy \
+timeout 140 python3 -m jaxllm.bench --workload B2 --quantization fp8 --fp8-activations dynamic --gpu-busy \
   --output "$W/B2_w8a8.json" > "$W/B2_w8a8.log" 2>&1 || echo "B2_w8a8 exited with $?"
 grep -v "WARNING\|^I1\|^W1\|compiled [0-9]*/" "$W/B2_w8a8.log" | tail -14; pack
 echo "=== B2dh_awq_s4: decode-heavy B2 with AWQ in the int4-typed layout (compare B2decode_run1 bf16, run3 packed)"
