@@ -36,15 +36,9 @@ def _converter(dtype, shardings: tuple):
     return jax.jit(lambda q, s, z: to_s4(q, s, z, dtype), out_shardings=shardings)
 
 
-def _last_dim_shards(sharding, ndim: int) -> int:
-    """How many pieces ``sharding`` cuts the last of ``ndim`` dimensions into."""
-    spec = tuple(sharding.spec) + (None,) * (ndim - len(sharding.spec))
-    names = spec[ndim - 1]
-    names = () if names is None else names if isinstance(names, tuple) else (names,)
-    shards = 1
-    for name in names:
-        shards *= sharding.mesh.shape[name]
-    return shards
+def _last_dim_shards(sharding, shape: tuple) -> int:
+    """How many pieces ``sharding`` cuts the last dimension of an array of ``shape`` into."""
+    return shape[-1] // sharding.shard_shape(shape)[-1]
 
 
 def store_int4_weights_s4(model, mesh, rules, dtype) -> int:
@@ -56,12 +50,12 @@ def store_int4_weights_s4(model, mesh, rules, dtype) -> int:
         axes = [tuple(p.get_metadata()["logical_axes"]) for p in (module.qweight, module.scales, module.zeros)]
         shardings = tuple(named_sharding(mesh, a, rules) for a in axes)
         qweight = module.qweight[...]
-        last, shards = qweight.shape[-1], _last_dim_shards(shardings[0], qweight.ndim)
+        last, shards = qweight.shape[-1], _last_dim_shards(shardings[0], qweight.shape)
         if (last // 2) % shards:
             raise ValueError(f"the s4 int4 layout packs pairs along the last output dim ({last}); split over "
                              f"{shards} devices that is not whole bytes per device: use JAXLLM_INT4_LAYOUT=packed")
         w_s4, scales, zero_term = _converter(jnp.dtype(dtype), shardings)(
-            module.qweight[...], module.scales[...], module.zeros[...])
+            qweight, module.scales[...], module.zeros[...])
         module.qweight = nnx.Param(w_s4, logical_axes=axes[0])
         module.scales = nnx.Param(scales, logical_axes=axes[1])
         module.zeros = nnx.Param(zero_term, logical_axes=axes[2])  # now (8 - zero) * scale, float32

@@ -58,12 +58,13 @@ def abstract_model(cfg: ModelConfig, dtype=None):
     return graphdef, dict(nnx.to_flat_state(state))
 
 
-def _check_int4_tp(cfg: ModelConfig, tp: int) -> None:
-    """Row-parallel int4 weights (o_proj, down) are split along K: groups must not straddle devices. Also checks
-    $JAXLLM_INT4_LAYOUT, so a bad value fails before anything is placed."""
-    if cfg.quantization in INT4_METHODS:
-        int4_layout()
-    if cfg.quantization in INT4_METHODS and tp > 1:
+def _check_int4_config(cfg: ModelConfig, tp: int) -> None:
+    """Before anything is placed: $JAXLLM_INT4_LAYOUT is valid, and row-parallel int4 weights (o_proj, down),
+    split along K, keep whole groups on each device."""
+    if cfg.quantization not in INT4_METHODS:
+        return
+    int4_layout()
+    if tp > 1:
         check_int4_sharding(cfg.num_heads * cfg.head_dim, cfg.quant_group_size, tp, "o_proj")
         check_int4_sharding(cfg.intermediate_size, cfg.quant_group_size, tp, "down_proj")
 
@@ -140,7 +141,7 @@ def _assemble(cfg: ModelConfig, tensors: Iterable[tuple[str, np.ndarray, str]], 
     targets = key_map(cfg)
     optional = optional_keys(cfg)
     rules = sharding_rules(cfg, mesh.devices.size)
-    _check_int4_tp(cfg, mesh.devices.size)
+    _check_int4_config(cfg, mesh.devices.size)
     tensors = quantized_tensors(cfg, tensors)
     kv_scales = KVScaleCollector(cfg.num_layers, WeightLoadError)
     seen: dict[str, str] = {}
@@ -188,12 +189,13 @@ def _merge(cfg: ModelConfig, graphdef, variables: dict, arrays: dict, mesh: Mesh
     for path, var in variables.items():
         var.set_value(arrays[path])
     model = nnx.merge(graphdef, nnx.from_flat_state(list(variables.items())))
+    rules = sharding_rules(cfg, mesh.devices.size)
     if cfg.quantization in INT4_METHODS:
         if int4_layout() == "s4":
-            store_int4_weights_s4(model, mesh, sharding_rules(cfg, mesh.devices.size), cfg.dtype)
-        _bind_int4_sharding(model, mesh, sharding_rules(cfg, mesh.devices.size))
+            store_int4_weights_s4(model, mesh, rules, cfg.dtype)
+        _bind_int4_sharding(model, mesh, rules)
     if cfg.quantization == "fp8":
-        store_fp8_weights_k_minor(model, mesh, sharding_rules(cfg, mesh.devices.size))
+        store_fp8_weights_k_minor(model, mesh, rules)
     return model
 
 
@@ -213,7 +215,7 @@ def build_dummy_model(cfg: ModelConfig, mesh: Mesh | None = None, seed: int = 0)
     graphdef, variables = abstract_model(cfg)
     makers: dict = {}
     rules = sharding_rules(cfg, mesh.devices.size)
-    _check_int4_tp(cfg, mesh.devices.size)
+    _check_int4_config(cfg, mesh.devices.size)
     arrays = {}
     key = jax.random.key(seed)
     for i, (path, var) in enumerate(variables.items()):

@@ -77,6 +77,6 @@ def test_last_dim_shards_counts_the_pieces_of_the_packed_dim():
 
     mesh = make_mesh(4)
     axis = mesh.axis_names[0]
-    assert _last_dim_shards(NamedSharding(mesh, P(None, axis)), 2) == 4
-    assert _last_dim_shards(NamedSharding(mesh, P(axis)), 2) == 1  # trailing dims left out of the spec
-    assert _last_dim_shards(NamedSharding(mesh, P(None, None, axis)), 3) == 4
+    assert _last_dim_shards(NamedSharding(mesh, P(None, axis)), (8, 8)) == 4
+    assert _last_dim_shards(NamedSharding(mesh, P(axis)), (8, 8)) == 1  # trailing dims left out of the spec
+    assert _last_dim_shards(NamedSharding(mesh, P(None, None, axis)), (8, 2, 8)) == 4
