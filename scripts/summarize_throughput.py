@@ -95,7 +95,7 @@ def _num_gpus(r: dict) -> int:
 def _w8a8_roofline_tok_s(r: dict) -> float:
     """Output tok/s roofline of an fp8 W8A8 run stored before the roofline ran linear FLOPs at the fp8 GEMM rate
     (commit a9b0614): recomputed from the run's workload and flags with today's ``roofline``."""
-    from jaxllm.bench.roofline import FP8_PEAK_FLOPS, linear_weight_bytes, roofline
+    from jaxllm.bench.roofline import run_roofline
     from jaxllm.bench.workloads import CONFIG_DIR, Workload
     from jaxllm.config import ModelConfig
 
@@ -103,10 +103,9 @@ def _w8a8_roofline_tok_s(r: dict) -> float:
     w = Workload(**{**r["workload"], "config": os.path.join(CONFIG_DIR, os.path.basename(r["workload"]["config"]))})
     cfg = ModelConfig.from_hf(w.hf_config(), dtype="bfloat16")
     prompts, outs = w.requests(cfg.vocab_size)
-    roof = roofline(cfg, [len(p) for p in prompts], outs, int(_flag(cmd, "--max-num-seqs", "256")),
-                    linear_weight_bytes=linear_weight_bytes("fp8"),
-                    kv_dtype_bytes=1 if _flag(cmd, "--kv-cache-dtype", "auto").startswith("fp8") else None,
-                    num_gpus=_num_gpus(r), linear_peak_flops=FP8_PEAK_FLOPS)
+    roof = run_roofline(cfg, [len(p) for p in prompts], outs, max_num_seqs=int(_flag(cmd, "--max-num-seqs", "256")),
+                        quantization="fp8", kv_cache_dtype=_flag(cmd, "--kv-cache-dtype", "auto"),
+                        tensor_parallel_size=_num_gpus(r), fp8_activations="dynamic")
     return roof["output_tok_s"]
 
 

@@ -156,12 +156,7 @@ def main(argv=None) -> dict:
     logging.getLogger("jaxllm").addHandler(handler)
     logging.getLogger("jaxllm").setLevel(logging.INFO)
     w = workload_from_args(args)
-    from jaxllm.bench.roofline import (
-        FP8_PEAK_FLOPS,
-        dummy_int4_quantization_config,
-        linear_weight_bytes,
-        roofline,
-    )
+    from jaxllm.bench.roofline import dummy_int4_quantization_config, run_roofline
     from jaxllm.config import ModelConfig
 
     hf = w.hf_config()
@@ -175,12 +170,9 @@ def main(argv=None) -> dict:
         peer = run_peer(w, args, model_dir) if args.peer else None
         ours = run_jaxllm(w, args, model_dir, prompts, output_lens)
     gc.collect()
-    roof = roofline(cfg, [len(p) for p in prompts], output_lens, args.max_num_seqs,
-                    linear_weight_bytes=linear_weight_bytes(args.quantization),
-                    kv_dtype_bytes=1 if args.kv_cache_dtype.startswith("fp8") else None,
-                    num_gpus=args.tensor_parallel_size,
-                    linear_peak_flops=FP8_PEAK_FLOPS if args.quantization == "fp8" and ours["fp8_activations"] == "dynamic"
-                    else None)
+    roof = run_roofline(cfg, [len(p) for p in prompts], output_lens, max_num_seqs=args.max_num_seqs,
+                        quantization=args.quantization, kv_cache_dtype=args.kv_cache_dtype,
+                        tensor_parallel_size=args.tensor_parallel_size, fp8_activations=ours["fp8_activations"])
     result = {"workload": w.__dict__, "command": "jaxllm bench " + " ".join(argv or sys.argv[1:]),
               "jaxllm": ours, "roofline": roof,
               "pct_roofline_output": 100 * ours["output_tok_s"] / roof["output_tok_s"],

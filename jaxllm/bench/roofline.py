@@ -48,6 +48,19 @@ def dummy_int4_quantization_config(method: str, group_size: int = INT4_GROUP_SIZ
     raise ValueError(f"{method!r} is not a 4-bit method; choose 'awq' or 'gptq'")
 
 
+def run_roofline(cfg: ModelConfig, prompt_lens: list[int], output_lens: list[int], *, max_num_seqs: int,
+                 quantization: str | None, kv_cache_dtype: str, tensor_parallel_size: int,
+                 fp8_activations: str | None) -> dict:
+    """The roofline of a ``jaxllm bench`` run from its flags: quantized linear weights at their bytes, an fp8 KV
+    cache at 1 byte, W8A8 (fp8 with ``fp8_activations="dynamic"``) linear FLOPs at ``FP8_PEAK_FLOPS``, N GPUs."""
+    return roofline(cfg, prompt_lens, output_lens, max_num_seqs,
+                    linear_weight_bytes=linear_weight_bytes(quantization),
+                    kv_dtype_bytes=1 if kv_cache_dtype.startswith("fp8") else None,
+                    num_gpus=tensor_parallel_size,
+                    linear_peak_flops=FP8_PEAK_FLOPS if quantization == "fp8" and fp8_activations == "dynamic"
+                    else None)
+
+
 def roofline(cfg: ModelConfig, prompt_lens: list[int], output_lens: list[int], max_num_seqs: int,
              dtype_bytes: int = 2, peak_flops: float = PEAK_FLOPS, bandwidth: float = HBM_BYTES_PER_S,
              linear_weight_bytes: float | None = None, kv_dtype_bytes: int | None = None,
