@@ -17,8 +17,9 @@ broadcast to every output channel). 4-bit AWQ/GPTQ weights are ``Int4Weight`` mo
 
 fp8 activations (W8A8, opt-in: ``JAXLLM_FP8_ACTIVATIONS=dynamic``, read when the model is built): for fp8
 weights the activation is also quantized to float8_e4m3fn, with one dynamic scale per token (max |x| over the
-contracted dims / 448), and the matmul takes both fp8 operands with float32 accumulation, which XLA can run on
-Hopper's fp8 tensor cores (cuBLASLt). ``out = dot(xq, qweight) * x_scale[token] * scale[channel]``. cuBLASLt's
+contracted dims / 448), and the matmul takes both fp8 operands with float32 accumulation and an x.dtype result,
+which XLA runs on Hopper's fp8 tensor cores (cuBLASLt). ``out = dot(xq, qweight) * x_scale[token] * scale[channel]``,
+the scales applied in float32 after the GEMM. cuBLASLt's
 fp8 GEMM needs both operands with the contracted dim minor ("TN"), so after loading such a weight is stored
 transposed, ``[*out_dims, *in_dims]`` (``k_minor``; jaxllm.weights.fp8_layout): in our usual [K, N] layout XLA
 transposed the weight on every call and the fp8 GEMM ran at 0.37x bf16; K-minor it runs at 1.9-2.0x bf16 (Llama-8B
@@ -154,8 +155,11 @@ def linear(x: jax.Array, weight, subscripts: str) -> jax.Array:
         xq, x_scale = quantize_activations_fp8(x, in_ndim)
         if weight.k_minor:
             subscripts = k_minor_subscripts(subscripts, in_ndim)
-        out = jnp.einsum(subscripts, xq, qweight, preferred_element_type=jnp.float32)
+        # the fp8 GEMM accumulates in float32 and writes x.dtype: half the output bytes of a float32 result, and
+        # 1.2-1.25x faster GEMMs at 256 rows on the H200 (benchmarks/quant_matmul_h200.md, level-2 rows); the
+        # scales are then applied in float32 (one more bf16 rounding than a float32 output)
+        out = jnp.einsum(subscripts, xq, qweight, preferred_element_type=x.dtype)
         x_scale = x_scale.reshape(*x_scale.shape, *(1,) * scale.ndim)
-        return (out * x_scale * scale).astype(x.dtype)
+        return (out.astype(jnp.float32) * x_scale * scale).astype(x.dtype)
     out = jnp.einsum(subscripts, x, qweight.astype(x.dtype), preferred_element_type=jnp.float32)
     return (out * scale).astype(x.dtype)

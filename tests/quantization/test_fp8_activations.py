@@ -56,6 +56,12 @@ def test_linear_w8a8_matches_numpy(monkeypatch, shape, axes, in_ndim, subscripts
            if e.primitive.name == "dot_general"][0]
     (_, rhs_contract), _ = dot.params["dimension_numbers"]
     assert tuple(rhs_contract) == tuple(range(len(shape) - in_ndim, len(shape)))  # K is the weight's minor dim
+    # bf16 activations: the fp8 GEMM writes bf16 (half the bytes of float32; faster on the H200), scales after
+    xb = x.astype(jnp.bfloat16)
+    dot = [e for e in jax.make_jaxpr(lambda x: linear(x, w, subscripts))(xb).eqns
+           if e.primitive.name == "dot_general"][0]
+    assert dot.outvars[0].aval.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(linear(xb, w, subscripts), np.float32), want, rtol=0.02, atol=0.02)
 
 
 def test_model_w8a8_and_bad_mode(monkeypatch, tmp_path):
