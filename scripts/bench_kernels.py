@@ -15,6 +15,7 @@ decode / prefill / write over a float8 KV cache (e4m3, e5m2) next to bf16 on the
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -217,7 +218,9 @@ FP8_DTYPES = {"bf16": DT, "fp8_e4m3": jnp.float8_e4m3fn, "fp8_e5m2": jnp.float8_
 def bench_fp8_kv(rng, quick, interpret, results):
     """Decode (effective TB/s counting the bytes actually stored: 1 per fp8 element), prefill TFLOP/s and
     write_kv_cache over bf16 / fp8 caches of the same shapes; scales 1.0 (the engine's default). At the
-    headline shape (B=128, ctx 2048) also decode tiles with wider key steps, as fp8 halves a tile's bytes."""
+    headline shape (B=128, ctx 2048) also decode tiles with wider key steps, as fp8 halves a tile's bytes. fp8 rows
+    come with the tiles converted to q's dtype (bf16) and to float16 (``fp8_f16``, one hardware convert per two
+    values; pallas_triton.py)."""
     rows = []
     decode = [(4, 64)] if quick else [(128, 2048), (32, 8192), (256, 2048)]
     for bsz, ctx in decode:
@@ -228,9 +231,11 @@ def bench_fp8_kv(rng, quick, interpret, results):
                 continue
             sets = [(q, kv.astype(dt), a, b, c) for q, kv, a, b, c in base]
             variants = [None]
+            if name != "bf16":
+                variants.append(dataclasses.replace(decode_config(bsz, HK, HQ // HK, D, ctx), fp8_f16=True))
             if (bsz, ctx) == decode[0] and name != "bf16" and not quick:
-                variants += [TileConfig(block_q=4, block_n=bn, num_warps=w, num_stages=st)
-                             for bn, w, st in ((128, 4, 3), (128, 8, 3), (64, 4, 4))]
+                variants += [TileConfig(block_q=4, block_n=bn, num_warps=4, num_stages=st, fp8_f16=f16)
+                             for bn, st in ((128, 3), (64, 4)) for f16 in (False, True)]
             for cfg in variants:
                 fn = jax.jit(lambda q, kv, a, b, c, cfg=cfg: ragged_paged_attention_pallas(
                     q, kv, a, b, c, sm_scale=D ** -0.5, interpret=interpret, decode_cfg=cfg))
@@ -253,12 +258,13 @@ def bench_fp8_kv(rng, quick, interpret, results):
     lens = [64] if quick else [8192]
     base = paged_batch(rng, lens, lens)
     ref_us = None
-    for name in ("bf16", "fp8_e4m3"):
+    for name, f16 in (("bf16", False), ("fp8_e4m3", False), ("fp8_e4m3", True)):
         sets = [(q, kv.astype(FP8_DTYPES[name]), a, b, c) for q, kv, a, b, c in base]
-        fn = jax.jit(lambda q, kv, a, b, c: ragged_paged_attention_pallas(q, kv, a, b, c, sm_scale=D ** -0.5,
-                                                                          interpret=interpret))
+        cfg = dataclasses.replace(prefill_config(HQ // HK, D), fp8_f16=f16)
+        fn = jax.jit(lambda q, kv, a, b, c, cfg=cfg: ragged_paged_attention_pallas(
+            q, kv, a, b, c, sm_scale=D ** -0.5, interpret=interpret, prefill_cfg=cfg))
         t, c = timeit(fn, sets, reps=5)
-        row = {"kind": "prefill", "kv": name, "seqs": 1, "len": lens[0], "us": t * 1e6,
+        row = {"kind": "prefill", "kv": name, "seqs": 1, "len": lens[0], "config": str(cfg), "us": t * 1e6,
                "TFLOPs": causal_flops(lens) / t / 1e12, "compile_s": c}
         if ref_us:
             row["speedup_vs_bf16"] = ref_us / (t * 1e6)

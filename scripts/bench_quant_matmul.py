@@ -31,7 +31,6 @@ import jax.numpy as jnp
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from jaxllm.models.quant import quantize_activations_fp8
 from ops.quant_matmul import Int4Tiles, int4_matmul_pallas, int4_matmul_reference, plan
-from ops.quant_matmul.xla_s4 import int4_matmul_s4, to_s4
 
 SHAPES = {"gate_up": (4096, 2 * 14336), "down": (14336, 4096)}
 GROUP = 128
@@ -41,8 +40,7 @@ L2_BYTES = 3 * 64 << 20  # keep the weights of one program well above the L2 (50
 def weight_bytes(kind, k, n):
     fp8 = k * n + 4 * n
     return {"bf16": 2 * k * n, "int8": fp8, "fp8": fp8, "fp8_w8a8": fp8, "fp8_w8a8_nk": fp8, "fp8_w8a8_nk_bf16": fp8,
-            "int4": k * n // 2 + 3 * (k // GROUP) * n, "int4_reference": k * n // 2 + 3 * (k // GROUP) * n,
-            "int4_s4": k * n // 2 + 6 * (k // GROUP) * n}[kind]
+            "int4": k * n // 2 + 3 * (k // GROUP) * n, "int4_reference": k * n // 2 + 3 * (k // GROUP) * n}[kind]
 
 
 def make_weights(kind, k, n, copies, key):
@@ -83,8 +81,6 @@ def op(kind, tiles=None):
         return w8a8_nk
     if kind == "int4_reference":
         return lambda x, w: int4_matmul_reference(x, *w)
-    if kind == "int4_s4":  # the candidate of ops/quant_matmul/xla_s4.py: XLA's own int4 type
-        return lambda x, w: int4_matmul_s4(x, *w)
     return lambda x, w: int4_matmul_pallas(x, *w, tiles=tiles)
 
 
@@ -138,7 +134,7 @@ def main():
     ap.add_argument("--m", type=int, nargs="*", default=[1, 16, 256, 2048],
                     help="rows of x: 1-256 are decode batches, 2048 a prefill chunk (compute-bound: fp8 GEMMs)")
     ap.add_argument("--kinds", nargs="*", help="only these implementations (bf16 int8 fp8 fp8_w8a8 fp8_w8a8_nk "
-                                                "int4_reference int4_s4 int4_pallas); default all")
+                                                "int4_reference int4_pallas); default all")
     ap.add_argument("--calls-per-copy", type=int, default=1,
                     help="distinct x per weight copy (> 1 lets XLA share one dequantization between calls)")
     ap.add_argument("--markdown", nargs="+", metavar="JSON", help="only print a Markdown report of these results")
@@ -156,13 +152,12 @@ def main():
             copies = min(8, max(1, -(-L2_BYTES // weight_bytes(kind, k, n))))
             weights[kind] = make_weights(kind, k, n, copies, jax.random.fold_in(key, hash(kind) % 1000))
         weights["int4_reference"], weights["fp8_w8a8"] = weights["int4"], weights["fp8"]
-        weights["int4_s4"] = [to_s4(*w) for w in weights["int4"]]
         weights["fp8_w8a8_nk"] = weights["fp8_w8a8_nk_bf16"] = [(jnp.asarray(w.T), s) for w, s in weights["fp8"]]
         for m in args.m:
             xs = [jax.random.normal(jax.random.fold_in(key, 100 + r), (m, k), jnp.float32).astype(jnp.bfloat16)
                   for r in range(args.calls_per_copy)]
             cases = [(kind, kind, None) for kind in ("bf16", "int8", "fp8", "fp8_w8a8", "fp8_w8a8_nk",
-                                                     "fp8_w8a8_nk_bf16", "int4_reference", "int4_s4")]
+                                                     "fp8_w8a8_nk_bf16", "int4_reference")]
             if m <= 256:  # the dispatcher runs the reference (dequantize + GEMM) above 256 rows
                 cases += [(f"int4_pallas[{label}]", "int4", t) for label, t in tile_variants(m, k, n)]
             if args.kinds:

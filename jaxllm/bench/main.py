@@ -130,7 +130,6 @@ def run_jaxllm(w: Workload, args, model_dir: str, prompts, output_lens) -> dict:
         "num_preemptions": llm.llm_engine.stats.num_preemptions,
         "async_scheduling": llm.llm_engine.async_scheduling, "gpu_busy": gpu_busy,
         "quantization": args.quantization, "fp8_activations": os.environ.get("JAXLLM_FP8_ACTIVATIONS"),
-        "int4_layout": os.environ.get("JAXLLM_INT4_LAYOUT"),
         "device": str(dev.device_kind), "jax": jax.__version__, "params": cfg.num_params(),
     }
 

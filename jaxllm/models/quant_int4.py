@@ -20,13 +20,8 @@ dispatcher picks (the reference, which XLA fuses on the GPU, unless the Pallas k
 504c040 the reference ran as an einsum over the original multi-dim weight: AWQ was 0.63x bf16 on a decode-heavy
 B2 variant although the 2-D product measured 0.9-1.3x bf16 at 256 rows. The 2-D form did not close the gap (0.62x,
 benchmarks/throughput_h200.md B2decode_run3): at 256 rows XLA writes a bf16 copy of each weight every step
-(benchmarks/kernels_profile_h200.md).
-
-Layout ``"s4"`` (opt-in, ``JAXLLM_INT4_LAYOUT=s4``; jaxllm/weights/int4_layout.py rewrites the weights after
-loading): ``qweight`` [K, *out_dims] of 4-bit q - 8, two per byte along the last output dim, read as XLA's int4
-type in the step; ``scales`` in the model dtype, and ``zeros`` replaced by the float32 ``(8 - zero) * scale`` per
-group (ops/quant_matmul/xla_s4.py), so that XLA's GEMM fusion can read the 4-bit weight itself. Same logical axes,
-so TP shards it the same way (a sharded last output dim must split into whole bytes).
+(benchmarks/kernels_profile_h200.md). A layout read through XLA's own int4 type was tried and removed (its GEMM
+fusions were slower still: benchmarks/quant_matmul_h200.md, level-2 rows).
 """
 
 from __future__ import annotations
@@ -39,7 +34,6 @@ from flax import nnx
 from jax.sharding import PartitionSpec as P
 
 from jaxllm.ops import quant_matmul
-from jaxllm.ops.quant_matmul.xla_s4 import dequantize_s4, int4_matmul_s4
 from jaxllm.parallel.sharding import MODEL_AXIS, logical_to_spec
 
 PACK = quant_matmul.PACK
@@ -68,7 +62,6 @@ class Int4Weight(nnx.Module):
         self.zeros = nnx.Param(jnp.full((k // group, *out_dims), 8, jnp.int8), logical_axes=(group_axis, *out_axes))
         self.perm = nnx.Param(jnp.arange(k, dtype=jnp.int32), logical_axes=(None,)) if act_order else None
         self.in_dims, self.group_size = in_dims, group
-        self.layout = "packed"  # static: "s4" after jaxllm.weights.int4_layout.store_int4_weights_s4
         self.mesh, self.spec = None, None
 
     def bind_sharding(self, mesh, rules) -> None:
@@ -91,8 +84,7 @@ def check_int4_sharding(weight_shape_in: int, group_size: int, tp: int, name: st
 
 def dequantize_int4_weight(weight: Int4Weight, dtype) -> jax.Array:
     """-> w [*in_dims, *out_dims] in ``dtype`` (input channels in the sorted order when ``perm`` is set)."""
-    dequantize = dequantize_s4 if weight.layout == "s4" else quant_matmul.dequantize_int4
-    w = dequantize(weight.qweight[...], weight.scales[...], weight.zeros[...], dtype)
+    w = quant_matmul.dequantize_int4(weight.qweight[...], weight.scales[...], weight.zeros[...], dtype)
     return w.reshape(*weight.in_dims, *w.shape[1:])
 
 
@@ -115,10 +107,9 @@ def int4_linear(x: jax.Array, weight: Int4Weight) -> jax.Array:
         # Tied to x: XLA would otherwise hoist every layer's dequantization to the start of the program and hold
         # all the bf16 weights at once (B2 with AWQ ran out of memory: 8.5 GiB of temporaries).
         xf, (qweight, scales, zeros) = jax.lax.optimization_barrier((xf, (qweight, scales, zeros)))
-        matmul = int4_matmul_s4 if weight.layout == "s4" else quant_matmul.int4_matmul
-        out = matmul(xf, qweight.reshape(qweight.shape[0], -1), scales.reshape(scales.shape[0], -1),
+        out = quant_matmul.int4_matmul(xf, qweight.reshape(qweight.shape[0], -1), scales.reshape(scales.shape[0], -1),
                      zeros.reshape(zeros.shape[0], -1))
-        out = out.reshape(*xf.shape[:-1], *scales.shape[1:])  # scales: [groups, *out_dims] in either layout
+        out = out.reshape(*xf.shape[:-1], *scales.shape[1:])  # scales: [groups, *out_dims]
         if weight.mesh is not None and weight.spec[0] is not None:  # row parallel: partial sums over K
             out = jax.lax.psum(out, MODEL_AXIS)
         return out

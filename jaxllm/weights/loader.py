@@ -36,7 +36,6 @@ from jaxllm.parallel.sharding import make_mesh, named_sharding, sharding_rules
 from jaxllm.weights.fp8_layout import store_fp8_weights_k_minor
 from jaxllm.weights.gguf import GGUFCheckpoint, is_gguf
 from jaxllm.weights.inflight import InFlightCopies
-from jaxllm.weights.int4_layout import int4_layout, store_int4_weights_s4
 from jaxllm.weights.kv_scales import KV_SCALE_PARAM, KVScaleCollector
 from jaxllm.weights.mappings import IGNORED_SUFFIXES, Target, key_map, optional_keys
 from jaxllm.weights.quantized_checkpoint import quantized_tensors
@@ -59,11 +58,10 @@ def abstract_model(cfg: ModelConfig, dtype=None):
 
 
 def _check_int4_config(cfg: ModelConfig, tp: int) -> None:
-    """Before anything is placed: $JAXLLM_INT4_LAYOUT is valid, and row-parallel int4 weights (o_proj, down),
-    split along K, keep whole groups on each device."""
+    """Before anything is placed: row-parallel int4 weights (o_proj, down), split along K, keep whole groups
+    on each device."""
     if cfg.quantization not in INT4_METHODS:
         return
-    int4_layout()
     if tp > 1:
         check_int4_sharding(cfg.num_heads * cfg.head_dim, cfg.quant_group_size, tp, "o_proj")
         check_int4_sharding(cfg.intermediate_size, cfg.quant_group_size, tp, "down_proj")
@@ -191,8 +189,6 @@ def _merge(cfg: ModelConfig, graphdef, variables: dict, arrays: dict, mesh: Mesh
     model = nnx.merge(graphdef, nnx.from_flat_state(list(variables.items())))
     rules = sharding_rules(cfg, mesh.devices.size)
     if cfg.quantization in INT4_METHODS:
-        if int4_layout() == "s4":
-            store_int4_weights_s4(model, mesh, rules, cfg.dtype)
         _bind_int4_sharding(model, mesh, rules)
     if cfg.quantization == "fp8":
         store_fp8_weights_k_minor(model, mesh, rules)

@@ -6,6 +6,7 @@ Shapes: T tokens, S sequences, P block-table width, Hq q heads, K kv heads, D he
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 
@@ -17,6 +18,8 @@ from .pallas_triton import (TileConfig, _next_pow2, decode_schedule, launch, mer
                             scatter_decode_rows)
 
 DEFAULT_NUM_SMS = 132  # H200 / H100 SXM; read from the device when there is one
+FP8_DOTS = ("q", "f16")  # a float8 cache's tiles converted to q's dtype, or to float16 (TileConfig.fp8_f16)
+FP8_DOT_DEFAULT = "q"
 
 
 def _num_sms() -> int:
@@ -53,6 +56,14 @@ def prefill_config(group: int, head_dim: int, itemsize: int = 2) -> TileConfig:
     if head_dim * itemsize > 256:
         return TileConfig(block_q=max(1, 64 // gp), block_n=32, num_warps=8, num_stages=2)
     return TileConfig(block_q=max(1, 128 // gp), block_n=64, num_warps=4, num_stages=3)
+
+
+def fp8_dot() -> str:
+    """How a float8 cache's tiles feed the dots: $JAXLLM_PA_FP8_DOT ("q" or "f16"), else FP8_DOT_DEFAULT."""
+    choice = os.environ.get("JAXLLM_PA_FP8_DOT", FP8_DOT_DEFAULT)
+    if choice not in FP8_DOTS:
+        raise ValueError(f"JAXLLM_PA_FP8_DOT={choice!r}: expected one of {FP8_DOTS}")
+    return choice
 
 
 def _check(q, kv_cache, query_start_loc, seq_lens, block_tables, sliding_window, soft_cap):
@@ -106,6 +117,8 @@ def ragged_paged_attention_pallas(
     block_tables = block_tables.astype(jnp.int32)
     cfg_a = decode_cfg or decode_config(num_seqs, num_kv_heads, group, head_dim, pages_per_seq * block_size)
     cfg_b = prefill_cfg or prefill_config(group, head_dim, q.dtype.itemsize)
+    if scales is not None and fp8_dot() == "f16":
+        cfg_a, cfg_b = (dataclasses.replace(c, fp8_f16=True) for c in (cfg_a, cfg_b))
 
     q_rows = q.reshape(num_tokens * num_q_heads, head_dim)
     kv_rows = kv_cache.reshape(2 * num_blocks * block_size * num_kv_heads, head_dim)

@@ -19,7 +19,11 @@ the block table one token at a time, so block sizes need not divide the KV tile.
 float8 cache (``kv_scales`` given): K/V tiles are loaded as fp8 (half the bytes of bf16), converted to q's
 dtype (exact: every e4m3/e5m2 value is a bf16/fp16 value) and fed to the same dots; k_scale is folded into the
 softmax scale (scores = k_scale * q.k8) and v_scale into the output (out = v_scale * sum p v8), both exact
-rewrites of attention over the dequantized cache.
+rewrites of attention over the dequantized cache. With ``TileConfig.fp8_f16`` (2-byte q only) the tiles are
+converted to float16 instead: on sm_89+ that is one hardware convert per two values, where e4m3 -> bf16 goes
+through float16 and float32. q is then pre-multiplied by the whole score scale and saturated to the float16
+range (+-65504; post-RoPE queries times the softmax scale are far below it) and p is fed to the PV dot in
+float16 (more mantissa than bf16; p <= 1, so only values below 6e-8 are lost).
 
 Keys are visited in three loops: tiles that are fully visible to every row of the q block run without any
 masking; the diagonal / last tile (and the sliding-window edge) run with the causal mask. Loads beyond a
@@ -42,6 +46,7 @@ from jax.experimental.pallas import triton as plgpu
 
 LOG2E = math.log2(math.e)
 M_INIT = -1e30  # finite running-max start: masked scores are -inf, so exp2(-inf - M_INIT) == 0
+F16_MAX = 65504.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +57,7 @@ class TileConfig:
     num_splits: int = 1
     num_warps: int = 4
     num_stages: int = 2
+    fp8_f16: bool = False  # float8 cache: dots in float16 (see the module docstring); ignored otherwise
 
 
 def _next_pow2(x: int) -> int:
@@ -125,6 +131,10 @@ def _kernel(sched_ref, qsl_ref, seq_lens_ref, bt_ref, q_ref, kv_ref, *rest, cfg:
         qk_scale = sm_scale if soft_cap is None else sm_scale / soft_cap
         if fp8:
             qk_scale = qk_scale * scale_ref[0]  # scores over dequantized keys: k_scale * (q . k8)
+        f16 = fp8 and cfg.fp8_f16 and q.dtype.itemsize == 2
+        if f16:  # the whole score scale folded into q: s = q'.k8 comes out of the dot ready for exp2 / tanh
+            q_scale = qk_scale * LOG2E if soft_cap is None else qk_scale
+            q = jnp.clip(q.astype(jnp.float32) * q_scale, -F16_MAX, F16_MAX).astype(jnp.float16)
         offs_n = jnp.arange(bn, dtype=jnp.int32)
 
         def step(t, carry, masked):
@@ -151,8 +161,8 @@ def _kernel(sched_ref, qsl_ref, seq_lens_ref, bt_ref, q_ref, kv_ref, *rest, cfg:
                 k, v = k.astype(q.dtype), v.astype(q.dtype)
             s = plgpu.dot(q, k, trans_b=True)  # [rows, bn] f32
             if soft_cap is not None:
-                s = jnp.tanh(s * qk_scale) * (soft_cap * LOG2E)
-            else:
+                s = jnp.tanh(s if f16 else s * qk_scale) * (soft_cap * LOG2E)
+            elif not f16:
                 s = s * (qk_scale * LOG2E)  # scores in log2 units: exp2 below
             if masked:
                 vis = (kpos[None, :] <= qpos[:, None]) & kok[None, :]

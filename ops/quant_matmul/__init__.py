@@ -1,8 +1,6 @@
 """Weight-only int4 matmul (AWQ / GPTQ checkpoints): packed int4 weights + per-group scales and zero points.
 
-See reference.py for the packed layout, pallas_triton.py for the fused GPU kernel, dispatch.py for the choice;
-xla_s4.py is a candidate read through XLA's own int4 type: the microbenchmark's int4_s4 and the opt-in engine layout
-JAXLLM_INT4_LAYOUT=s4 (jaxllm/weights/int4_layout.py), unmeasured on the GPU so far.
+See reference.py for the packed layout, pallas_triton.py for the fused GPU kernel, dispatch.py for the choice.
 """
 
 from .dispatch import choose_impl, int4_matmul

@@ -155,6 +155,36 @@ def test_pallas_interpret_on_fp8_cache(dtype, name, q_lens, ctx_lens):
     assert _err(out, np.asarray(ref, np.float64), b.meta.num_real_tokens) < 1e-5
 
 
+@pytest.mark.parametrize("cap,splits", [(None, 1), (None, 2), (3.0, 1)])
+def test_pallas_interpret_fp8_f16_dots(monkeypatch, cap, splits):
+    """bf16 q over an fp8 cache with the tiles converted to float16 (TileConfig.fp8_f16, forced by
+    $JAXLLM_PA_FP8_DOT=f16): within bf16-input error of the exact attention over the dequantized cache, as
+    close as the q-dtype path; f32 q ignores the switch (bit-identical)."""
+    rng = np.random.default_rng(11 + splits)
+    b = make_batch(rng, [1, 19, 1, 2], [77, 40, 3, 50], num_q_heads=8, num_kv_heads=2, head_dim=32,
+                   block_size=8, garbage=10**6)
+    kv8, deq = fp8_batch(b, E4M3, 0.01, 0.25)
+    kw = dict(sm_scale=0.2, soft_cap=cap, k_scale=0.01, v_scale=0.25, interpret=True,
+              decode_cfg=TileConfig(block_q=2, block_n=16, num_splits=splits), prefill_cfg=TileConfig(4, 8))
+    n = b.meta.num_real_tokens
+    qb = jnp.asarray(b.q, jnp.bfloat16)
+    exact = naive_attention(type(b)(np.asarray(qb, np.float32), deq, b.meta), 0.2, None, cap)
+    args = _args(b, kv8)
+    want = ragged_paged_attention_pallas(qb, *args[1:], **kw)
+    monkeypatch.setenv("JAXLLM_PA_FP8_DOT", "f16")
+    got = ragged_paged_attention_pallas(qb, *args[1:], **kw)
+    assert not np.array_equal(np.asarray(got), np.asarray(want))  # the float16 path really ran
+    assert _err(got, exact, n) < 1.5 * _err(want, exact, n) + 1e-3
+    assert _err(got, exact, n) < 2e-2
+    f32 = [ragged_paged_attention_pallas(*args, **kw)]
+    monkeypatch.setenv("JAXLLM_PA_FP8_DOT", "q")
+    f32.append(ragged_paged_attention_pallas(*args, **kw))
+    np.testing.assert_array_equal(np.asarray(f32[0]), np.asarray(f32[1]))
+    monkeypatch.setenv("JAXLLM_PA_FP8_DOT", "bf16")
+    with pytest.raises(ValueError, match="JAXLLM_PA_FP8_DOT='bf16'"):
+        ragged_paged_attention_pallas(*args, **kw)
+
+
 @pytest.mark.parametrize("window,cap,splits", [(None, 3.0, 3), (9, None, 1)])
 def test_pallas_interpret_fp8_options_and_splits(window, cap, splits):
     """Split-K partials carry v_scale into the merge; soft-capping sees k_scale inside the tanh; traced

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# One call on one H200, from the repository root, ~8 minutes by its limits (#8: fp8 >= 1.4x bf16 on B2).
+# Results in $OUT/w8: JSONs, logs, and a table printed last.
+#   1. the fp8 KV kernels with the tiles converted to float16 instead of bf16 (TileConfig.fp8_f16), next to bf16
+#   2. the GPU fp8-cache tests with that path forced (JAXLLM_PA_FP8_DOT=f16)
+#   3. B2: bf16; W8A8 + fp8 KV (bf16 GEMM outputs since this session), with each fp8 attention path; W8A8 alone
+set -uo pipefail
+OUT=${OUT:-/tmp/out}; W="$OUT/w8"; mkdir -p "$W"
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+python3 -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 || echo "editable install failed"
+nvidia-smi --query-gpu=name,memory.used,clocks.sm --format=csv,noheader
+echo "=== fp8 KV kernels (q-dtype vs float16 tiles)"
+timeout 120 python3 scripts/bench_kernels.py --fp8-kv-only --out-dir "$W" 2>&1 | grep "^| \(decode\|prefill\)"
+echo "=== GPU fp8-cache tests, float16 tiles forced"
+JAXLLM_PA_FP8_DOT=f16 timeout 100 python3 -m pytest tests/ops/test_paged_attention_gpu.py -q -x -k fp8 \
+  -p no:cacheprovider 2>&1 | tee "$W/gpu_tests_fp8_f16.log" | tail -3
+bench() {  # bench NAME LIMIT [ENV=VALUE ...] -- ARGS...
+  local name=$1 limit=$2; shift 2
+  local envs=(); while [ "$1" != "--" ]; do envs+=("$1"); shift; done; shift
+  echo "=== $name: ${envs[*]} jaxllm bench --workload B2 $*"
+  env "${envs[@]}" timeout "$limit" python3 -m jaxllm.bench --workload B2 --gpu-busy "$@" --output "$W/$name.json" \
+    > "$W/$name.log" 2>&1 || echo "$name exited with $?"
+  grep "output tok/s\|start-up\|ms per step\|GPU busy" "$W/$name.log"
+}
+W8A8=(--quantization fp8 --fp8-activations dynamic)
+bench B2_w8a8_fp8kv 130 -- "${W8A8[@]}" --kv-cache-dtype fp8
+bench B2_w8a8_fp8kv_f16 110 JAXLLM_PA_FP8_DOT=f16 -- "${W8A8[@]}" --kv-cache-dtype fp8
+bench B2_bf16 110 --
+bench B2_w8a8 110 -- "${W8A8[@]}"
+echo "=== summary"
+python3 - "$W" <<'EOF'
+import json, os, sys
+w = sys.argv[1]
+runs = {n: json.load(open(os.path.join(w, n + ".json")))["jaxllm"] for n in
+        ("B2_bf16", "B2_w8a8", "B2_w8a8_fp8kv", "B2_w8a8_fp8kv_f16") if os.path.exists(os.path.join(w, n + ".json"))}
+base = runs.get("B2_bf16", {}).get("output_tok_s")
+print(f"{'run':22s} {'out tok/s':>10s} {'x bf16':>7s} {'ms/step':>8s} {'start s':>8s}")
+for n, r in runs.items():
+    x = r["output_tok_s"] / base if base else float("nan")
+    print(f"{n:22s} {r['output_tok_s']:10,.0f} {x:7.2f} {r['ms_per_step']:8.2f} {r['startup_s']:8.1f}")
+EOF
+echo "total ${SECONDS}s"
