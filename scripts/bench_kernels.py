@@ -217,10 +217,10 @@ FP8_DTYPES = {"bf16": DT, "fp8_e4m3": jnp.float8_e4m3fn, "fp8_e5m2": jnp.float8_
 
 def bench_fp8_kv(rng, quick, interpret, results):
     """Decode (effective TB/s counting the bytes actually stored: 1 per fp8 element), prefill TFLOP/s and
-    write_kv_cache over bf16 / fp8 caches of the same shapes; scales 1.0 (the engine's default). At the
-    headline shape (B=128, ctx 2048) also decode tiles with wider key steps, as fp8 halves a tile's bytes. fp8 rows
-    come with the tiles converted to q's dtype (bf16) and to float16 (``fp8_f16``, one hardware convert per two
-    values; pallas_triton.py)."""
+    write_kv_cache over bf16 / fp8 caches of the same shapes; scales 1.0 (the engine's default). e4m3 decode rows:
+    the default fp8 tile (decode_config with kv_itemsize 1: 128 keys, float16 tiles), the bf16 cache's tile with
+    the tiles converted to q's dtype (the fp8 default before), and 128-key float16 tiles at 1, 2 and 4 splits.
+    Prefill: q-dtype and float16 tiles (``fp8_f16``, one hardware convert per two values; pallas_triton.py)."""
     rows = []
     decode = [(4, 64)] if quick else [(128, 2048), (32, 8192), (256, 2048)]
     for bsz, ctx in decode:
@@ -230,18 +230,21 @@ def bench_fp8_kv(rng, quick, interpret, results):
             if name == "fp8_e5m2" and (bsz, ctx) != decode[0]:
                 continue
             sets = [(q, kv.astype(dt), a, b, c) for q, kv, a, b, c in base]
+            itemsize = jnp.dtype(dt).itemsize
+            default = decode_config(bsz, HK, HQ // HK, D, ctx, kv_itemsize=itemsize)
             variants = [None]
-            if name != "bf16":
-                variants.append(dataclasses.replace(decode_config(bsz, HK, HQ // HK, D, ctx), fp8_f16=True))
-            if (bsz, ctx) == decode[0] and name != "bf16" and not quick:
-                variants += [TileConfig(block_q=4, block_n=bn, num_warps=4, num_stages=st, fp8_f16=f16)
-                             for bn, st in ((128, 3), (64, 4)) for f16 in (False, True)]
+            if name == "fp8_e4m3":
+                variants.append(decode_config(bsz, HK, HQ // HK, D, ctx))  # the bf16 tile, q-dtype tiles
+                if not quick:
+                    variants += [c for c in (TileConfig(block_q=4, block_n=128, num_splits=s, num_warps=4,
+                                                        num_stages=3, fp8_f16=True) for s in (1, 2, 4))
+                                 if c != default]
             for cfg in variants:
                 fn = jax.jit(lambda q, kv, a, b, c, cfg=cfg: ragged_paged_attention_pallas(
                     q, kv, a, b, c, sm_scale=D ** -0.5, interpret=interpret, decode_cfg=cfg))
                 nbytes = kv_bytes([ctx] * bsz, jnp.dtype(dt).itemsize)
                 row = {"kind": "decode", "kv": name, "B": bsz, "ctx": ctx, "kv_MB": nbytes / 1e6,
-                       "config": str(cfg or decode_config(bsz, HK, HQ // HK, D, ctx))}
+                       "config": str(cfg or default)}
                 try:
                     t, c = timeit(fn, sets)
                     row.update(us=t * 1e6, TBps=nbytes / t / 1e12, compile_s=c)

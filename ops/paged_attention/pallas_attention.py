@@ -18,8 +18,10 @@ from .pallas_triton import (TileConfig, _next_pow2, decode_schedule, launch, mer
                             scatter_decode_rows)
 
 DEFAULT_NUM_SMS = 132  # H200 / H100 SXM; read from the device when there is one
-FP8_DOTS = ("q", "f16")  # a float8 cache's tiles converted to q's dtype, or to float16 (TileConfig.fp8_f16)
-FP8_DOT_DEFAULT = "q"
+# A float8 cache's tiles converted to q's dtype or to float16 (TileConfig.fp8_f16) in both launches; "auto":
+# float16 in the decode launch only (H200, benchmarks/kernels_h200.md: decode 1.1-1.35x faster than the q-dtype
+# tiles; prefill 4% slower).
+FP8_DOTS = ("auto", "q", "f16")
 
 
 def _num_sms() -> int:
@@ -31,20 +33,27 @@ def _num_sms() -> int:
 
 
 def decode_config(num_seqs: int, num_kv_heads: int, group: int, head_dim: int, max_ctx: int,
-                  num_sms: int | None = None) -> TileConfig:
+                  num_sms: int | None = None, kv_itemsize: int = 2) -> TileConfig:
     """Launch A: ~16 rows (the minimum tensor-core M), 64 keys a step, split-K until the GPU has
-    ~8 programs per SM, each split keeping >= 512 keys."""
+    ~8 programs per SM, each split keeping >= 512 keys. A float8 cache (kv_itemsize 1): 128 keys a step (the
+    bytes of a bf16 tile), float16 tiles, and split-K only below ~4 programs per SM (each split >= 1024 keys):
+    at B=128, ctx 2048 that tile ran 219 us against 269 us for the bf16 cache's tile, and 295 us for bf16 itself
+    (H200, benchmarks/kernels_h200.md)."""
     gp = _next_pow2(group)
     block_q = max(1, 16 // gp)
     block_n = 64 if head_dim <= 128 else 32
+    per_sm, min_keys = 8, 512
+    if kv_itemsize == 1:
+        block_n, per_sm, min_keys = 2 * block_n, 4, 1024
     sms = num_sms or _num_sms()
-    want = max(1, -(-8 * sms // max(1, num_seqs * num_kv_heads)))
-    splits = max(1, min(want, max_ctx // 512, 16))
+    want = max(1, -(-per_sm * sms // max(1, num_seqs * num_kv_heads)))
+    splits = max(1, min(want, max_ctx // min_keys, 16))
     splits = 1 << (splits.bit_length() - 1)  # power of two: stable compile set
     env = os.environ.get("JAXLLM_PA_DECODE_SPLITS")
     if env:
         splits = int(env)
-    return TileConfig(block_q=block_q, block_n=block_n, num_splits=splits, num_warps=4, num_stages=3)
+    return TileConfig(block_q=block_q, block_n=block_n, num_splits=splits, num_warps=4, num_stages=3,
+                      fp8_f16=kv_itemsize == 1)
 
 
 def prefill_config(group: int, head_dim: int, itemsize: int = 2) -> TileConfig:
@@ -59,8 +68,8 @@ def prefill_config(group: int, head_dim: int, itemsize: int = 2) -> TileConfig:
 
 
 def fp8_dot() -> str:
-    """How a float8 cache's tiles feed the dots: $JAXLLM_PA_FP8_DOT ("q" or "f16"), else FP8_DOT_DEFAULT."""
-    choice = os.environ.get("JAXLLM_PA_FP8_DOT", FP8_DOT_DEFAULT)
+    """How a float8 cache's tiles feed the dots: $JAXLLM_PA_FP8_DOT (one of FP8_DOTS), else "auto"."""
+    choice = os.environ.get("JAXLLM_PA_FP8_DOT", "auto")
     if choice not in FP8_DOTS:
         raise ValueError(f"JAXLLM_PA_FP8_DOT={choice!r}: expected one of {FP8_DOTS}")
     return choice
@@ -115,10 +124,12 @@ def ragged_paged_attention_pallas(
     query_start_loc = query_start_loc.astype(jnp.int32)
     seq_lens = seq_lens.astype(jnp.int32)
     block_tables = block_tables.astype(jnp.int32)
-    cfg_a = decode_cfg or decode_config(num_seqs, num_kv_heads, group, head_dim, pages_per_seq * block_size)
+    cfg_a = decode_cfg or decode_config(num_seqs, num_kv_heads, group, head_dim, pages_per_seq * block_size,
+                                        kv_itemsize=kv_cache.dtype.itemsize)
     cfg_b = prefill_cfg or prefill_config(group, head_dim, q.dtype.itemsize)
-    if scales is not None and fp8_dot() == "f16":
-        cfg_a, cfg_b = (dataclasses.replace(c, fp8_f16=True) for c in (cfg_a, cfg_b))
+    forced = fp8_dot() if scales is not None else "auto"
+    if forced != "auto":
+        cfg_a, cfg_b = (dataclasses.replace(c, fp8_f16=forced == "f16") for c in (cfg_a, cfg_b))
 
     q_rows = q.reshape(num_tokens * num_q_heads, head_dim)
     kv_rows = kv_cache.reshape(2 * num_blocks * block_size * num_kv_heads, head_dim)

@@ -217,3 +217,14 @@ def test_dispatch_with_fp8_cache(monkeypatch):
     out = dispatch.ragged_paged_attention(*_args(b, kv8), sm_scale=1.0, impl="reference", k_scale=K_SCALE,
                                           v_scale=V_SCALE)
     assert _err(out, naive_attention(type(b)(b.q, deq, b.meta), 1.0), b.meta.num_real_tokens) < 1e-4
+
+
+def test_fp8_decode_tile():
+    """A float8 cache's decode tile: 128 keys a step (a bf16 tile's bytes) in float16, split-K only below ~4
+    programs per SM (H200 timings in pallas_attention.decode_config); a 2-byte cache keeps its tile."""
+    from jaxllm.ops.paged_attention.pallas_attention import decode_config
+    fp8 = decode_config(128, 8, 4, 128, 2048, num_sms=132, kv_itemsize=1)
+    assert fp8 == TileConfig(block_q=4, block_n=128, num_splits=1, num_warps=4, num_stages=3, fp8_f16=True)
+    assert decode_config(32, 8, 4, 128, 8192, num_sms=132, kv_itemsize=1).num_splits == 2
+    bf16 = decode_config(128, 8, 4, 128, 2048, num_sms=132)
+    assert (bf16.block_n, bf16.num_splits, bf16.fp8_f16) == (64, 2, False)
