@@ -12,7 +12,7 @@ python3 -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 ||
 nvidia-smi --query-gpu=name,memory.used,clocks.sm --format=csv,noheader
 echo "=== fp8 KV kernels (q-dtype vs float16 tiles)"
 timeout 120 python3 scripts/bench_kernels.py --fp8-kv-only --out-dir "$W" 2>&1 | grep "^| \(decode\|prefill\)"
-echo "=== GPU fp8-cache tests, float16 tiles forced"
+echo "=== GPU fp8-cache tests (JAXLLM_PA_FP8_DOT=${FP8_DOT_TESTS:-auto})"
 JAXLLM_PA_FP8_DOT=${FP8_DOT_TESTS:-auto} timeout 100 python3 -m pytest tests/ops/test_paged_attention_gpu.py -q -x -k fp8 \
   -p no:cacheprovider 2>&1 | tee "$W/gpu_tests_fp8.log" | tail -3
 bench() {  # bench NAME LIMIT [ENV=VALUE ...] -- ARGS...
