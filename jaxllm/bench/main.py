@@ -44,8 +44,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="KV cache storage (vLLM's kv_cache_dtype; default: %(default)s = the model's dtype)")
     p.add_argument("--quantization", choices=["int8", "fp8", "awq", "gptq"],
                    help="linear layers: int8/fp8 weight-only, or 4-bit awq/gptq (random packed weights, group 128)")
-    p.add_argument("--fp8-activations", choices=["none", "dynamic"],
-                   help="with --quantization fp8: 'dynamic' quantizes activations per token too (W8A8, fp8 GEMMs); "
+    p.add_argument("--fp8-activations", choices=["auto", "none", "dynamic"],
+                   help="with --quantization fp8: 'dynamic' quantizes activations per token too (W8A8, fp8 GEMMs), "
+                        "'none' keeps weight-only, 'auto' (the engine's default) is dynamic on sm_89+ GPUs; "
                         "sets JAXLLM_FP8_ACTIVATIONS for this run")
     p.add_argument("--peer", choices=["hf"], help="also run HF transformers' generate_batch on the same requests")
     p.add_argument("--peer-max-requests", type=int, help="run the peer on the first N requests only")
@@ -79,6 +80,7 @@ def run_jaxllm(w: Workload, args, model_dir: str, prompts, output_lens) -> dict:
     import jax
 
     from jaxllm import LLM, SamplingParams
+    from jaxllm.models.quant import fp8_activation_mode
 
     max_model_len = w.prompt_len[1] + w.output_len[1]
     if args.fp8_activations:  # read when the model is built (jaxllm.models.quant.fp8_activation_mode)
@@ -129,7 +131,8 @@ def run_jaxllm(w: Workload, args, model_dir: str, prompts, output_lens) -> dict:
         "measured_activation_bytes": runner.measured_activation_bytes, "block_size": args.block_size,
         "num_preemptions": llm.llm_engine.stats.num_preemptions,
         "async_scheduling": llm.llm_engine.async_scheduling, "gpu_busy": gpu_busy,
-        "quantization": args.quantization, "fp8_activations": os.environ.get("JAXLLM_FP8_ACTIVATIONS"),
+        "quantization": args.quantization,
+        "fp8_activations": fp8_activation_mode() if args.quantization == "fp8" else None,  # as resolved
         "device": str(dev.device_kind), "jax": jax.__version__, "params": cfg.num_params(),
     }
 

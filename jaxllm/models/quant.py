@@ -15,7 +15,9 @@ fp8 checkpoints (``quant_from_checkpoint``) load straight into the same module: 
 becomes ``qweight`` and their per-tensor or per-channel ``weight_scale`` becomes ``scale`` (per-tensor scales
 broadcast to every output channel). 4-bit AWQ/GPTQ weights are ``Int4Weight`` modules (quant_int4.py).
 
-fp8 activations (W8A8, opt-in: ``JAXLLM_FP8_ACTIVATIONS=dynamic``, read when the model is built): for fp8
+fp8 activations (W8A8; ``JAXLLM_FP8_ACTIVATIONS=auto|none|dynamic``, read when the model is built; "auto", the
+default, is "dynamic" on GPUs with fp8 tensor cores (sm_89+: L4, H100, H200) and weight-only elsewhere, as vLLM's
+``quantization="fp8"`` runs fp8 GEMMs where the GPU has them and weight-only kernels where it does not): for fp8
 weights the activation is also quantized to float8_e4m3fn, with one dynamic scale per token (max |x| over the
 contracted dims / 448), and the matmul takes both fp8 operands with float32 accumulation and an x.dtype result,
 which XLA runs on Hopper's fp8 tensor cores (cuBLASLt). ``out = dot(xq, qweight) * x_scale[token] * scale[channel]``,
@@ -23,8 +25,8 @@ the scales applied in float32 after the GEMM. cuBLASLt's
 fp8 GEMM needs both operands with the contracted dim minor ("TN"), so after loading such a weight is stored
 transposed, ``[*out_dims, *in_dims]`` (``k_minor``; jaxllm.weights.fp8_layout): in our usual [K, N] layout XLA
 transposed the weight on every call and the fp8 GEMM ran at 0.37x bf16; K-minor it runs at 1.9-2.0x bf16 (Llama-8B
-gate_up, M = 16 and 256, benchmarks/quant_matmul_h200.md). Off by default: it adds activation rounding (e4m3:
-3 mantissa bits).
+gate_up, M = 16 and 256, benchmarks/quant_matmul_h200.md). It adds activation rounding (e4m3: 3 mantissa bits);
+B2 on the H200 runs 1.33x bf16 with it and 0.83x weight-only (benchmarks/throughput_h200.md).
 
 Compiling W8A8 programs (``forward_compiler_options``): XLA's default GEMM autotuning (level 4) checks every
 candidate fp8 GEMM's result against a reference, which took 2-25 s per fp8 GEMM shape on the H200
@@ -44,6 +46,7 @@ from flax import nnx
 
 from jaxllm.config import INT4_METHODS, LOAD_TIME_METHODS, env_choice
 from jaxllm.models.quant_int4 import Int4Weight, int4_linear
+from jaxllm.ops.device_info import gpu_compute_capability
 
 # Largest representable magnitude used by each method (int8 is symmetric: -127..127, -128 is never used).
 QMAX = {"int8": 127.0, "fp8": 448.0}
@@ -51,12 +54,18 @@ QDTYPE = {"int8": jnp.int8, "fp8": jnp.float8_e4m3fn}
 
 
 FP8_ACTIVATIONS_ENV = "JAXLLM_FP8_ACTIVATIONS"
-FP8_ACTIVATION_MODES = ("none", "dynamic")
+FP8_ACTIVATION_MODES = ("auto", "none", "dynamic")
+FP8_TENSOR_CORES = (8, 9)  # the first compute capability with fp8 MMA (Ada; Hopper is 9.0)
 
 
 def fp8_activation_mode() -> str:
-    """"none" (weight-only, the default) or "dynamic" (per-token fp8 activations), from the environment."""
-    return env_choice(FP8_ACTIVATIONS_ENV, FP8_ACTIVATION_MODES)
+    """"none" (weight-only) or "dynamic" (per-token fp8 activations) from $JAXLLM_FP8_ACTIVATIONS; "auto" (the
+    default) is "dynamic" when the first device is a GPU with fp8 tensor cores, else "none"."""
+    mode = env_choice(FP8_ACTIVATIONS_ENV, FP8_ACTIVATION_MODES)
+    if mode == "auto":
+        cc = gpu_compute_capability()
+        mode = "dynamic" if cc is not None and cc >= FP8_TENSOR_CORES else "none"
+    return mode
 
 
 W8A8_AUTOTUNE_LEVEL = 2

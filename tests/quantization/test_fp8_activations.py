@@ -1,4 +1,4 @@
-"""Opt-in W8A8 for fp8 weights (JAXLLM_FP8_ACTIVATIONS=dynamic): per-token e4m3 activations times e4m3 weights
+"""W8A8 for fp8 weights (JAXLLM_FP8_ACTIVATIONS=dynamic; the default on sm_89+ GPUs): per-token e4m3 activations times e4m3 weights
 with float32 accumulation, checked against a numpy emulation (ml_dtypes) on the CPU."""
 
 from __future__ import annotations
@@ -81,3 +81,24 @@ def test_model_w8a8_and_bad_mode(monkeypatch, tmp_path):
     monkeypatch.setenv("JAXLLM_FP8_ACTIVATIONS", "static")
     with pytest.raises(ValueError, match="JAXLLM_FP8_ACTIVATIONS='static' is not supported"):
         fp8_activation_mode()
+
+
+def test_auto_mode_follows_fp8_tensor_cores(monkeypatch):
+    """Unset or "auto": W8A8 on GPUs with fp8 tensor cores (sm_89+), weight-only on older GPUs and off the GPU,
+    as vLLM's quantization="fp8" does; an explicit mode wins everywhere."""
+    import jaxllm.models.quant as quant
+    monkeypatch.delenv("JAXLLM_FP8_ACTIVATIONS", raising=False)
+    for cc, want in ((None, "none"), ((8, 0), "none"), ((8, 6), "none"), ((8, 9), "dynamic"), ((9, 0), "dynamic")):
+        monkeypatch.setattr(quant, "gpu_compute_capability", lambda cc=cc: cc)
+        assert fp8_activation_mode() == want, cc
+        monkeypatch.setenv("JAXLLM_FP8_ACTIVATIONS", "auto")
+        assert fp8_activation_mode() == want, cc
+        monkeypatch.setenv("JAXLLM_FP8_ACTIVATIONS", "none")
+        assert fp8_activation_mode() == "none"
+        monkeypatch.setenv("JAXLLM_FP8_ACTIVATIONS", "dynamic")
+        assert fp8_activation_mode() == "dynamic"
+        monkeypatch.delenv("JAXLLM_FP8_ACTIVATIONS")
+    monkeypatch.setattr(quant, "gpu_compute_capability", lambda: (9, 0))
+    w = QuantizedWeight((32, 4, 8), "fp8", ("embed", "q_heads", "head_dim"), 1, nnx.Rngs(0))
+    assert w.activations == "dynamic"
+    assert QuantizedWeight((32, 4, 8), "int8", ("embed", "q_heads", "head_dim"), 1, nnx.Rngs(0)).activations == "none"

@@ -17,7 +17,7 @@ from jaxllm.runner import model_runner
 
 def test_options_follow_the_activation_mode(monkeypatch, tmp_path):
     save_tiny_model(tmp_path, "LlamaForCausalLM")
-    monkeypatch.delenv("JAXLLM_FP8_ACTIVATIONS", raising=False)
+    monkeypatch.setenv("JAXLLM_FP8_ACTIVATIONS", "none")
     bf16, weight_only = jaxllm.load_model(tmp_path), jaxllm.load_model(tmp_path, quantization="fp8")
     monkeypatch.setenv("JAXLLM_FP8_ACTIVATIONS", "dynamic")
     w8a8, int8 = jaxllm.load_model(tmp_path, quantization="fp8"), jaxllm.load_model(tmp_path, quantization="int8")
