@@ -164,8 +164,8 @@ def test_pallas_interpret_fp8_f16_dots(monkeypatch, cap, splits):
     b = make_batch(rng, [1, 19, 1, 2], [77, 40, 3, 50], num_q_heads=8, num_kv_heads=2, head_dim=32,
                    block_size=8, garbage=10**6)
     kv8, deq = fp8_batch(b, E4M3, 0.01, 0.25)
-    kw = dict(sm_scale=0.2, soft_cap=cap, k_scale=0.01, v_scale=0.25, interpret=True,
-              decode_cfg=TileConfig(block_q=2, block_n=16, num_splits=splits), prefill_cfg=TileConfig(4, 8))
+    kw = {"sm_scale": 0.2, "soft_cap": cap, "k_scale": 0.01, "v_scale": 0.25, "interpret": True,
+          "decode_cfg": TileConfig(block_q=2, block_n=16, num_splits=splits), "prefill_cfg": TileConfig(4, 8)}
     n = b.meta.num_real_tokens
     qb = jnp.asarray(b.q, jnp.bfloat16)
     exact = naive_attention(type(b)(np.asarray(qb, np.float32), deq, b.meta), 0.2, None, cap)

@@ -58,8 +58,8 @@ def test_linear_w8a8_matches_numpy(monkeypatch, shape, axes, in_ndim, subscripts
     assert tuple(rhs_contract) == tuple(range(len(shape) - in_ndim, len(shape)))  # K is the weight's minor dim
     # bf16 activations: the fp8 GEMM writes bf16 (half the bytes of float32; faster on the H200), scales after
     xb = x.astype(jnp.bfloat16)
-    dot = [e for e in jax.make_jaxpr(lambda x: linear(x, w, subscripts))(xb).eqns
-           if e.primitive.name == "dot_general"][0]
+    dot = next(e for e in jax.make_jaxpr(lambda x: linear(x, w, subscripts))(xb).eqns
+               if e.primitive.name == "dot_general")
     assert dot.outvars[0].aval.dtype == jnp.bfloat16
     np.testing.assert_allclose(np.asarray(linear(xb, w, subscripts), np.float32), want, rtol=0.02, atol=0.02)
 
@@ -86,7 +86,7 @@ def test_model_w8a8_and_bad_mode(monkeypatch, tmp_path):
 def test_auto_mode_follows_fp8_tensor_cores(monkeypatch):
     """Unset or "auto": W8A8 on GPUs with fp8 tensor cores (sm_89+), weight-only on older GPUs and off the GPU,
     as vLLM's quantization="fp8" does; an explicit mode wins everywhere."""
-    import jaxllm.models.quant as quant
+    from jaxllm.models import quant
     monkeypatch.delenv("JAXLLM_FP8_ACTIVATIONS", raising=False)
     for cc, want in ((None, "none"), ((8, 0), "none"), ((8, 6), "none"), ((8, 9), "dynamic"), ((9, 0), "dynamic")):
         monkeypatch.setattr(quant, "gpu_compute_capability", lambda cc=cc: cc)
