@@ -107,8 +107,8 @@ def int4_linear(x: jax.Array, weight: Int4Weight) -> jax.Array:
         # Tied to x: XLA would otherwise hoist every layer's dequantization to the start of the program and hold
         # all the bf16 weights at once (B2 with AWQ ran out of memory: 8.5 GiB of temporaries).
         xf, (qweight, scales, zeros) = jax.lax.optimization_barrier((xf, (qweight, scales, zeros)))
-        out = quant_matmul.int4_matmul(xf, qweight.reshape(qweight.shape[0], -1), scales.reshape(scales.shape[0], -1),
-                     zeros.reshape(zeros.shape[0], -1))
+        out = quant_matmul.int4_matmul(xf, qweight.reshape(qweight.shape[0], -1),
+                                       scales.reshape(scales.shape[0], -1), zeros.reshape(zeros.shape[0], -1))
         out = out.reshape(*xf.shape[:-1], *scales.shape[1:])  # scales: [groups, *out_dims]
         if weight.mesh is not None and weight.spec[0] is not None:  # row parallel: partial sums over K
             out = jax.lax.psum(out, MODEL_AXIS)

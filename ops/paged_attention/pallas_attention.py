@@ -19,8 +19,8 @@ from .pallas_triton import (TileConfig, _next_pow2, decode_schedule, launch, mer
 
 DEFAULT_NUM_SMS = 132  # H200 / H100 SXM; read from the device when there is one
 # A float8 cache's tiles converted to q's dtype or to float16 (TileConfig.fp8_f16) in both launches; "auto":
-# float16 in the decode launch only (H200, benchmarks/kernels_h200.md: decode 1.1-1.35x faster than the q-dtype
-# tiles; prefill 4% slower).
+# float16 in the decode launch only (H200, benchmarks/kernels_h200.md: decode 1.1-1.35x faster than with q-dtype
+# tiles of the same shape; prefill 2-4% slower).
 FP8_DOTS = ("auto", "q", "f16")
 
 
@@ -37,8 +37,9 @@ def decode_config(num_seqs: int, num_kv_heads: int, group: int, head_dim: int, m
     """Launch A: ~16 rows (the minimum tensor-core M), 64 keys a step, split-K until the GPU has
     ~8 programs per SM, each split keeping >= 512 keys. A float8 cache (kv_itemsize 1): 128 keys a step (the
     bytes of a bf16 tile), float16 tiles, and split-K only below ~4 programs per SM (each split >= 1024 keys):
-    at B=128, ctx 2048 that tile ran 219 us against 269 us for the bf16 cache's tile, and 295 us for bf16 itself
-    (H200, benchmarks/kernels_h200.md)."""
+    at B=128, ctx 2048 that tile ran 209 us, against 329 us for the bf16 cache's tile with bf16 tiles (the fp8
+    default before) and 312 us over a bf16 cache; it was the fastest of 1/2/4 splits at B=32/128/256 (H200,
+    benchmarks/kernels_h200.md, fp8 section)."""
     gp = _next_pow2(group)
     block_q = max(1, 16 // gp)
     block_n = 64 if head_dim <= 128 else 32
