@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One call on one H200, from the repository root, ~8 minutes by its limits (#8: fp8 >= 1.4x bf16 on B2).
-# Results in $OUT/w8: JSONs, logs, and a table printed last.
+# Results in $OUT/w8 (JSONs) and $OUT/w8a8_b2.tgz (everything, logs included); a table printed last.
 #   1. the fp8 KV kernels: the fp8 decode tile and its float16 tiles (TileConfig.fp8_f16) against the bf16 cache
 #   2. the GPU fp8-cache tests, with JAXLLM_PA_FP8_DOT=$FP8_DOT_TESTS (default auto: the engine's own choice)
 #   3. B2 runs named in $RUNS (default: bf16; W8A8 + fp8 KV with the default and the forced-float16 attention;
@@ -42,4 +42,7 @@ for n, r in runs.items():
     x = r["output_tok_s"] / base if base else float("nan")
     print(f"{n:22s} {r['output_tok_s']:10,.0f} {x:7.2f} {r['ms_per_step']:8.2f} {r['startup_s']:8.1f}")
 EOF
+# one archive besides the JSONs: the device tool returns a limited number of files (the kernel tables and the
+# test log of cb5702b's call did not come back)
+tar czf "$OUT/w8a8_b2.tgz" -C "$W" . && rm -f "$W"/*.log "$W"/*.md
 echo "total ${SECONDS}s"
