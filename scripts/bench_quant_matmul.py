@@ -5,7 +5,10 @@ accumulation, cuBLASLt fp8 on Hopper if XLA picks it) vs the int4 reference (deq
 dispatcher's choice at M >= 256).
 
 Shapes: Llama-3.1-8B's fused gate_up (K=4096, N=2*14336) and down (K=14336, N=4096), M in {1, 16, 128, 256},
-bf16 activations, group 128. Timing: one jitted program runs R x C calls (C weight copies, so the weights in
+bf16 activations, group 128; with ``--shapes``, also q_proj / o_proj (K=N=4096) and a fused qkv (K=4096, N=6144).
+``bf16_splitk2`` / ``bf16_splitk4``: the bf16 product as a batched GEMM over 2 / 4 slices of K plus a float32 sum,
+for GEMMs with too few output tiles to fill the GPU (q_proj / o_proj at 256 rows: 64 tiles of 128 x 128 on 132 SMs,
+~290 TFLOP/s in the decode-heavy B2 trace, benchmarks/kernels_profile_h200.md). Timing: one jitted program runs R x C calls (C weight copies, so the weights in
 use never fit in L2; R distinct x, ``--calls-per-copy``), all outputs returned; median of 5 runs / calls. R is 1 by
 default: with R > 1, XLA computes a weight's dequantization or convert once for its R calls (common
 subexpression), which flatters every method that does not fuse it into the GEMM (results before this default,
@@ -32,14 +35,15 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from jaxllm.models.quant import quantize_activations_fp8
 from ops.quant_matmul import Int4Tiles, int4_matmul_pallas, int4_matmul_reference, plan
 
-SHAPES = {"gate_up": (4096, 2 * 14336), "down": (14336, 4096)}
+SHAPES = {"gate_up": (4096, 2 * 14336), "down": (14336, 4096), "q_o": (4096, 4096), "qkv": (4096, 6144)}
+DEFAULT_SHAPES = ("gate_up", "down")
 GROUP = 128
 L2_BYTES = 3 * 64 << 20  # keep the weights of one program well above the L2 (50-60 MB on Hopper)
 
 
 def weight_bytes(kind, k, n):
     fp8 = k * n + 4 * n
-    return {"bf16": 2 * k * n, "int8": fp8, "fp8": fp8, "fp8_w8a8": fp8, "fp8_w8a8_nk": fp8, "fp8_w8a8_nk_bf16": fp8,
+    return {"bf16": 2 * k * n, "bf16_splitk2": 2 * k * n, "bf16_splitk4": 2 * k * n, "int8": fp8, "fp8": fp8, "fp8_w8a8": fp8, "fp8_w8a8_nk": fp8, "fp8_w8a8_nk_bf16": fp8,
             "int4": k * n // 2 + 3 * (k // GROUP) * n, "int4_reference": k * n // 2 + 3 * (k // GROUP) * n}[kind]
 
 
@@ -63,6 +67,16 @@ def make_weights(kind, k, n, copies, key):
 def op(kind, tiles=None):
     if kind == "bf16":
         return lambda x, w: jnp.dot(x, w, preferred_element_type=jnp.float32).astype(x.dtype)
+    if kind.startswith("bf16_splitk"):
+        splits = int(kind.removeprefix("bf16_splitk"))
+
+        def split_k(x, w):  # [S, M, K/S] x [S, K/S, N] -> [S, M, N] float32 partials -> their sum
+            m, k = x.shape
+            xs = x.reshape(m, splits, k // splits).transpose(1, 0, 2)
+            parts = jnp.einsum("smk,skn->smn", xs, w.reshape(splits, k // splits, -1),
+                               preferred_element_type=jnp.float32)
+            return parts.sum(axis=0).astype(x.dtype)
+        return split_k
     if kind in ("int8", "fp8"):
         return lambda x, w: (jnp.dot(x, w[0].astype(x.dtype), preferred_element_type=jnp.float32)
                              * w[1]).astype(x.dtype)
@@ -133,8 +147,10 @@ def main():
     ap.add_argument("--output")
     ap.add_argument("--m", type=int, nargs="*", default=[1, 16, 256, 2048],
                     help="rows of x: 1-256 are decode batches, 2048 a prefill chunk (compute-bound: fp8 GEMMs)")
-    ap.add_argument("--kinds", nargs="*", help="only these implementations (bf16 int8 fp8 fp8_w8a8 fp8_w8a8_nk "
-                                                "int4_reference int4_pallas); default all")
+    ap.add_argument("--kinds", nargs="*", help="only these implementations (bf16 bf16_splitk2 bf16_splitk4 int8 fp8 "
+                                                "fp8_w8a8 fp8_w8a8_nk int4_reference int4_pallas); default all")
+    ap.add_argument("--shapes", nargs="*", choices=sorted(SHAPES), default=list(DEFAULT_SHAPES),
+                    help="weight shapes (default: %(default)s)")
     ap.add_argument("--calls-per-copy", type=int, default=1,
                     help="distinct x per weight copy (> 1 lets XLA share one dequantization between calls)")
     ap.add_argument("--markdown", nargs="+", metavar="JSON", help="only print a Markdown report of these results")
@@ -146,18 +162,20 @@ def main():
     results = []
     print(f"device: {jax.devices()[0].device_kind}", flush=True)
     print(f"{'shape':8} {'M':>4} {'impl':34} {'us':>9} {'GB/s':>8} {'x bf16':>7}  gemm", flush=True)
-    for name, (k, n) in SHAPES.items():
+    for name in args.shapes:
+        k, n = SHAPES[name]
         weights = {}
         for kind in ("bf16", "int8", "fp8", "int4"):
             copies = min(8, max(1, -(-L2_BYTES // weight_bytes(kind, k, n))))
             weights[kind] = make_weights(kind, k, n, copies, jax.random.fold_in(key, hash(kind) % 1000))
         weights["int4_reference"], weights["fp8_w8a8"] = weights["int4"], weights["fp8"]
+        weights["bf16_splitk2"] = weights["bf16_splitk4"] = weights["bf16"]
         weights["fp8_w8a8_nk"] = weights["fp8_w8a8_nk_bf16"] = [(jnp.asarray(w.T), s) for w, s in weights["fp8"]]
         for m in args.m:
             xs = [jax.random.normal(jax.random.fold_in(key, 100 + r), (m, k), jnp.float32).astype(jnp.bfloat16)
                   for r in range(args.calls_per_copy)]
-            cases = [(kind, kind, None) for kind in ("bf16", "int8", "fp8", "fp8_w8a8", "fp8_w8a8_nk",
-                                                     "fp8_w8a8_nk_bf16", "int4_reference")]
+            cases = [(kind, kind, None) for kind in ("bf16", "bf16_splitk2", "bf16_splitk4", "int8", "fp8",
+                                                     "fp8_w8a8", "fp8_w8a8_nk", "fp8_w8a8_nk_bf16", "int4_reference")]
             if m <= 256:  # the dispatcher runs the reference (dequantize + GEMM) above 256 rows
                 cases += [(f"int4_pallas[{label}]", "int4", t) for label, t in tile_variants(m, k, n)]
             if args.kinds:
