@@ -57,12 +57,10 @@ def abstract_model(cfg: ModelConfig, dtype=None):
     return graphdef, dict(nnx.to_flat_state(state))
 
 
-def _check_int4_config(cfg: ModelConfig, tp: int) -> None:
+def _check_int4_tp(cfg: ModelConfig, tp: int) -> None:
     """Before anything is placed: row-parallel int4 weights (o_proj, down), split along K, keep whole groups
     on each device."""
-    if cfg.quantization not in INT4_METHODS:
-        return
-    if tp > 1:
+    if cfg.quantization in INT4_METHODS and tp > 1:
         check_int4_sharding(cfg.num_heads * cfg.head_dim, cfg.quant_group_size, tp, "o_proj")
         check_int4_sharding(cfg.intermediate_size, cfg.quant_group_size, tp, "down_proj")
 
@@ -139,7 +137,7 @@ def _assemble(cfg: ModelConfig, tensors: Iterable[tuple[str, np.ndarray, str]], 
     targets = key_map(cfg)
     optional = optional_keys(cfg)
     rules = sharding_rules(cfg, mesh.devices.size)
-    _check_int4_config(cfg, mesh.devices.size)
+    _check_int4_tp(cfg, mesh.devices.size)
     tensors = quantized_tensors(cfg, tensors)
     kv_scales = KVScaleCollector(cfg.num_layers, WeightLoadError)
     seen: dict[str, str] = {}
@@ -211,7 +209,7 @@ def build_dummy_model(cfg: ModelConfig, mesh: Mesh | None = None, seed: int = 0)
     graphdef, variables = abstract_model(cfg)
     makers: dict = {}
     rules = sharding_rules(cfg, mesh.devices.size)
-    _check_int4_config(cfg, mesh.devices.size)
+    _check_int4_tp(cfg, mesh.devices.size)
     arrays = {}
     key = jax.random.key(seed)
     for i, (path, var) in enumerate(variables.items()):
