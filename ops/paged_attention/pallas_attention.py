@@ -13,6 +13,7 @@ import os
 import jax
 import jax.numpy as jnp
 
+from ..device_info import forced_implementation
 from .kv_cache import kv_scales
 from .pallas_triton import (TileConfig, _next_pow2, decode_schedule, launch, merge_splits, prefill_schedule,
                             scatter_decode_rows)
@@ -70,10 +71,7 @@ def prefill_config(group: int, head_dim: int, itemsize: int = 2) -> TileConfig:
 
 def fp8_dot() -> str:
     """How a float8 cache's tiles feed the dots: $JAXLLM_PA_FP8_DOT (one of FP8_DOTS), else "auto"."""
-    choice = os.environ.get("JAXLLM_PA_FP8_DOT", "auto")
-    if choice not in FP8_DOTS:
-        raise ValueError(f"JAXLLM_PA_FP8_DOT={choice!r}: expected one of {FP8_DOTS}")
-    return choice
+    return forced_implementation("JAXLLM_PA_FP8_DOT", FP8_DOTS) or "auto"
 
 
 def _check(q, kv_cache, query_start_loc, seq_lens, block_tables, sliding_window, soft_cap):
