@@ -316,8 +316,9 @@ def sweep(rng, interpret, results):
             print("sweep", out[-1], flush=True)
     lens = [8192]
     sets = paged_batch(rng, lens, lens)
-    for bq, bn, w, st in ((32, 64, 4, 3), (32, 64, 4, 4), (32, 128, 4, 3), (32, 128, 4, 2), (64, 64, 8, 3),
-                          (64, 64, 4, 3)):
+    for bq, bn, w, st in ((32, 64, 4, 3), (32, 64, 4, 4), (32, 64, 4, 2), (32, 32, 4, 3), (32, 64, 8, 3),
+                          (32, 128, 8, 3), (16, 64, 4, 3), (16, 128, 4, 3), (16, 64, 4, 4), (64, 64, 8, 3),
+                          (64, 32, 8, 3)):
         cfg = TileConfig(block_q=bq, block_n=bn, num_warps=w, num_stages=st)
         fn = jax.jit(lambda q, kv, a, b, c, cfg=cfg: ragged_paged_attention_pallas(
             q, kv, a, b, c, sm_scale=D ** -0.5, interpret=interpret, prefill_cfg=cfg))
