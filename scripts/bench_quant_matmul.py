@@ -126,20 +126,26 @@ def time_op(fn, xs, ws) -> tuple[float, list[str]]:
 
 
 def tile_variants(m, k, n):
-    """The plan's tiles and split_dot alternatives (pallas_triton.py); more of them at M=1, where the kernel
-    matters most. Kept short so the whole script stays within ~3 minutes."""
+    """The plan's tiles and alternatives (pallas_triton.py): split_dot tiles (packed tile loaded once, x columns
+    permuted so each of the 8 dots reads contiguous x) at 2-4 pipeline stages and BK 128 / 256, the gather
+    variant for comparison. Kept short so the whole script stays within a few minutes."""
     base = plan(m, k, n, GROUP)
     s = base.num_splits
-    if m == 1:
-        alts = [Int4Tiles(16, 64, 128, s, split_dot=True), Int4Tiles(16, 128, 128, s, split_dot=True),
-                Int4Tiles(16, 64, 256, max(1, s // 2), split_dot=True), Int4Tiles(16, 128, 128, s)]
-    elif m <= 16:
-        alts = [Int4Tiles(16, 64, 128, s, split_dot=True)]
+    T = Int4Tiles
+    if m <= 16:
+        alts = [T(16, 64, 128, s, 4, 3, True), T(16, 64, 128, s, 4, 4, True), T(16, 128, 128, s, 4, 3, True),
+                T(16, 64, 256, max(1, s // 2), 4, 3, True), T(16, 64, 128, s, 4, 3, True, True),
+                T(16, 64, 256, max(1, s // 2), 4, 3, True, True), T(16, 64, 128, s, 4, 3)]
+    elif m <= 64:
+        alts = [T(64, 64, 128, s, 4, 3, True), T(64, 128, 128, s, 4, 3, True, True),
+                T(64, 128, 128, s, 8, 3, True, True), T(64, 64, 128, s, 4, 3, True, True),
+                T(32, 64, 128, s, 4, 3, True), T(64, 128, 128, s, 4, 3)]
     else:
-        alts = [Int4Tiles(64, 128, 128, s, 8, split_dot=True), Int4Tiles(128, 128, 64, 1, 8, 2)]
-    ok = [t for t in alts if t.fits(k, n, GROUP)]
+        alts = [T(64, 128, 128, s, 4, 3, True, True), T(128, 128, 128, 1, 8, 3, True, True),
+                T(128, 256, 64, 1, 8, 3, True, True), T(128, 128, 64, 1, 8, 2)]
+    ok = [t for t in alts if t.fits(k, n, GROUP) and t != base]
     return [("plan", base)] + [((f"bm{t.block_m}_bn{t.block_n}_bk{t.block_k}_s{t.num_splits}_w{t.num_warps}"
-                                f"{'_split' if t.split_dot else ''}"), t) for t in ok]
+                                f"_st{t.num_stages}{'_split' if t.split_dot else ''}{'_joined' if t.joined else ''}"), t) for t in ok]
 
 
 def main():

@@ -47,6 +47,7 @@ class Int4Tiles:
     num_warps: int = 4
     num_stages: int = 3
     split_dot: bool = False  # 8 dots over the nibbles of a packed tile (see the module docstring)
+    joined: bool = False  # with split_dot: the 8 dequantized nibble tiles joined into one [BK, BN] tile, one dot
 
     def fits(self, k: int, n: int, group_size: int) -> bool:
         """Whether these tiles divide K (per split), N and the groups."""
@@ -89,6 +90,41 @@ def plan(m: int, k: int, n: int, group_size: int, num_cores: int = 132) -> Int4T
     return Int4Tiles(block_m, block_n, block_k, splits, warps)
 
 
+# float32 128.0. Its mantissa bit 16 weighs exactly 1, so OR-ing a nibble q into bits 16..19 gives 128 + q with
+# no int -> float convert; (128 + q) * s - (128 + z) * s is then one fused multiply-add, exact: s is a float16
+# (11 significant bits) and 128 + z < 2^8, so the constant (128 + z) * s and the result fit float32's 24 bits.
+MAGIC_128 = 0x43000000
+NIBBLE_AT_16 = 0xF0000
+
+
+def _nibbles_as_f32(packed, nib):
+    """128 + nibble ``nib`` (0..7) of every int32 of ``packed``, as float32: one shift and one LOP3 per value
+    (none for nibble 4, already at bit 16). ``nib`` may be an int32 array that broadcasts against ``packed``."""
+    if isinstance(nib, int):
+        shift = 4 * nib - 16
+        moved = packed >> shift if shift > 0 else (packed << -shift if shift < 0 else packed)
+    else:  # per-row nibble (gather variant): right then left, both by amounts in 0..28 / 16
+        moved = (packed >> (4 * nib)) << 16
+    return lax.bitcast_convert_type((moved & NIBBLE_AT_16) | MAGIC_128, jnp.float32)
+
+
+def _interleave_nibble_tiles(ws):
+    """8 tiles [R, BN] (tile j: input channels 8r + j) -> [8R, BN] in channel order, with 2-way joins only (the
+    Triton lowering's one stacking primitive): join j with j+4, then j with j+2, then j with j+1, so the
+    flattened joined axes read 4*j2 + 2*j1 + j0 = j."""
+    a = [jnp.stack([ws[j], ws[j + 4]], axis=-1) for j in range(4)]  # [R, BN, 2]
+    b = [jnp.stack([a[j], a[j + 2]], axis=-1) for j in range(2)]  # [R, BN, 2, 2]
+    c = jnp.stack([b[0], b[1]], axis=-1)  # [R, BN, 2, 2, 2]
+    r, bn = ws[0].shape
+    return c.reshape(r, bn, PACK).transpose(0, 2, 1).reshape(r * PACK, bn)
+
+
+def _scale_and_offset(scales, zeros):
+    """Per-group float32 (s, -(128 + z) * s): w = (128 + q) * s + offset = (q - z) * s, exactly (see MAGIC_128)."""
+    s = scales.astype(jnp.float32)
+    return s, -(zeros.astype(jnp.float32) + 128.0) * s
+
+
 def _rows2d(rows, cols):
     """Index arrays (both [R, C]) gathering rows ``rows`` [R] x columns ``cols`` [C] of a 2-D ref (interpret
     mode cannot mix an index array with a slice)."""
@@ -104,35 +140,34 @@ def _kernel(x_ref, qw_ref, s_ref, z_ref, o_ref, *, tiles: Int4Tiles, group_size:
     m0, n0 = i * bm, j * bn
     cols = n0 + jnp.arange(bn, dtype=jnp.int32)
     offs_k = jnp.arange(bk, dtype=jnp.int32)
-    shifts = lax.rem(offs_k, jnp.int32(PACK)) * 4  # [BK]
+    nibble = lax.rem(offs_k, jnp.int32(PACK))  # [BK]
 
     def step(t, acc):
         k0 = (sp * steps + t) * bk
         x = x_ref[pl.ds(m0, bm), pl.ds(k0, bk)]  # [BM, BK]
         packed = qw_ref[_rows2d(lax.div(k0 + offs_k, jnp.int32(PACK)), cols)]  # [BK, BN] int32
-        q = (packed >> shifts[:, None]) & 0xF
         g = lax.div(k0, jnp.int32(group_size))
-        scale = s_ref[pl.ds(g, 1), pl.ds(n0, bn)].astype(jnp.float32)  # [1, BN]
-        zero = z_ref[pl.ds(g, 1), pl.ds(n0, bn)].astype(jnp.int32)
-        w = ((q - zero).astype(jnp.float32) * scale).astype(x.dtype)
+        scale, offset = _scale_and_offset(s_ref[pl.ds(g, 1), pl.ds(n0, bn)], z_ref[pl.ds(g, 1), pl.ds(n0, bn)])
+        w = (_nibbles_as_f32(packed, nibble[:, None]) * scale + offset).astype(x.dtype)  # [BK, BN]
         return acc + plgpu.dot(x, w)
 
     def split_step(t, acc):
         k0 = (sp * steps + t) * bk
-        rows_m = m0 + jnp.arange(bm, dtype=jnp.int32)
         r = jnp.arange(bk // PACK, dtype=jnp.int32)
         packed = qw_ref[pl.ds(lax.div(k0, jnp.int32(PACK)), bk // PACK), pl.ds(n0, bn)]  # [BK/8, BN]
         if group_size >= bk:
             g = lax.div(k0, jnp.int32(group_size))
-            scale = s_ref[pl.ds(g, 1), pl.ds(n0, bn)].astype(jnp.float32)  # [1, BN]
-            zero = z_ref[pl.ds(g, 1), pl.ds(n0, bn)].astype(jnp.int32)
+            scale, offset = _scale_and_offset(s_ref[pl.ds(g, 1), pl.ds(n0, bn)],
+                                              z_ref[pl.ds(g, 1), pl.ds(n0, bn)])  # [1, BN]
         else:  # several groups per step: the group of packed row r
             grows = lax.div(k0 + PACK * r, jnp.int32(group_size))
-            scale = s_ref[_rows2d(grows, cols)].astype(jnp.float32)  # [BK/8, BN]
-            zero = z_ref[_rows2d(grows, cols)].astype(jnp.int32)
+            scale, offset = _scale_and_offset(s_ref[_rows2d(grows, cols)], z_ref[_rows2d(grows, cols)])  # [BK/8, BN]
+        if tiles.joined:
+            ws = [(_nibbles_as_f32(packed, nib) * scale + offset).astype(x_ref.dtype) for nib in range(PACK)]
+            return acc + plgpu.dot(x_ref[pl.ds(m0, bm), pl.ds(k0, bk)], _interleave_nibble_tiles(ws))
         for nib in range(PACK):
-            w = ((((packed >> (4 * nib)) & 0xF) - zero).astype(jnp.float32) * scale).astype(x_ref.dtype)
-            xj = x_ref[_rows2d(rows_m, k0 + nib + PACK * r)]  # [BM, BK/8]: channels k0 + 8r + nib
+            w = (_nibbles_as_f32(packed, nib) * scale + offset).astype(x_ref.dtype)
+            xj = x_ref[pl.ds(m0, bm), pl.ds(k0 + nib * (bk // PACK), bk // PACK)]  # channels k0 + 8r + nib
             acc = acc + plgpu.dot(xj, w)
         return acc
 
@@ -156,6 +191,8 @@ def int4_matmul_pallas(x: jax.Array, qweight, scales, zeros, out_dtype=None, *, 
     if m_pad != m:
         x = jnp.pad(x, ((0, m_pad - m), (0, 0)))
     steps = k // (bk * splits)
+    if tiles.split_dot and not tiles.joined:  # within each BK block, x columns ordered (nibble, packed row): contiguous per dot
+        x = x.reshape(m_pad, k // bk, bk // PACK, PACK).swapaxes(2, 3).reshape(m_pad, k)
     kernel = functools.partial(_kernel, tiles=tiles, group_size=group_size, steps=steps, m_pad=m_pad)
     out_dtype = jnp.dtype(out_dtype or x.dtype)
     partial_dtype = jnp.float32 if splits > 1 else out_dtype

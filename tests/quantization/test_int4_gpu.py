@@ -45,7 +45,9 @@ def test_kernel_matches_reference_bf16(m, k, n, group):
 @pytest.mark.parametrize("tiles", [Int4Tiles(16, 32, 32, 1), Int4Tiles(16, 128, 128, 4), Int4Tiles(32, 64, 64, 2),
                                    Int4Tiles(64, 128, 128, 1, num_warps=8), Int4Tiles(128, 128, 64, 1, 8, 2),
                                    Int4Tiles(16, 64, 128, 2, split_dot=True), Int4Tiles(16, 64, 256, 1, split_dot=True),
-                                   Int4Tiles(64, 128, 128, 1, 8, split_dot=True)])
+                                   Int4Tiles(64, 128, 128, 1, 8, split_dot=True),
+                                   Int4Tiles(64, 128, 128, 2, 4, 3, True, True), Int4Tiles(128, 128, 128, 1, 8, 3, True, True),
+                                   Int4Tiles(16, 64, 256, 1, 4, 3, True, True)])
 def test_kernel_tile_variants(tiles, group):
     if not tiles.fits(2048, 1024, group):
         pytest.skip(f"{tiles} does not fit group {group}")

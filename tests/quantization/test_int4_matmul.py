@@ -83,7 +83,9 @@ def test_dispatch(monkeypatch):
 
 @pytest.mark.parametrize("group,tiles", [(128, Int4Tiles(16, 64, 128, 2, split_dot=True)),
                                          (32, Int4Tiles(16, 32, 128, 1, split_dot=True)),
-                                         (256, Int4Tiles(32, 64, 128, 1, split_dot=True))])
+                                         (256, Int4Tiles(32, 64, 128, 1, split_dot=True)),
+                                         (128, Int4Tiles(16, 64, 128, 2, split_dot=True, joined=True)),
+                                         (32, Int4Tiles(32, 32, 256, 1, split_dot=True, joined=True))])
 def test_interpret_split_dot_variant(group, tiles):
     x, q, zeros, scales = operands(9, 512, 128, group, seed=group)
     args = (jnp.asarray(x), jnp.asarray(pack_rows(q)), jnp.asarray(scales), jnp.asarray(zeros, jnp.int8))
