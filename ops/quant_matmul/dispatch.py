@@ -5,18 +5,18 @@
   written) and dequantizes then calls cuBLAS for large M (vLLM's AWQ path does the same from 256 tokens).
 * ``"pallas_triton"``: our fused kernel (pallas_triton.py), NVIDIA sm_80+: W is read packed, never written.
 
-Measured on the H200 (benchmarks/quant_matmul_h200.md, Llama-8B gate_up / down, M = 1, 16, 256): XLA's fusion
-of the reference beats the Pallas kernel at every M (e.g. gate_up M=1: 59 vs 115 us, the best tiling), so
-``reference`` is the default everywhere. ``JAXLLM_QUANT_MATMUL_IMPL=pallas_triton`` (or the ``impl`` argument,
-which wins) forces the kernel, for measurements and for GPUs where it may win (not measured: Ampere, Ada).
-Forced off the GPU, ``pallas_triton`` runs in Pallas' interpret mode (tests).
+Default: the kernel on sm_80+ GPUs for M <= KERNEL_MAX_ROWS rows (decode steps, memory bound: the kernel reads
+the packed weight once), the reference above (prefill chunks, compute bound: cuBLAS on the dequantized weight),
+and the reference off the GPU. Measured on the H200: benchmarks/quant_matmul_h200.md.
+``JAXLLM_QUANT_MATMUL_IMPL=reference|pallas_triton`` (or the ``impl`` argument, which wins) forces one for every
+M; forced off the GPU, ``pallas_triton`` runs in Pallas' interpret mode (tests).
 """
 
 from __future__ import annotations
 
 import jax
 
-from ..device_info import forced_implementation
+from ..device_info import forced_implementation, gpu_compute_capability
 from .pallas_triton import int4_matmul_pallas, plan
 from .reference import check_int4_operands, int4_matmul_reference
 
@@ -27,10 +27,16 @@ def _num_cores() -> int:
     return int(getattr(jax.devices()[0], "core_count", 0) or 132)
 
 
-def choose_impl() -> str:
-    """The implementation used when the call forces none: the measured choice does not depend on the shape (see
-    the module docstring)."""
-    return forced_implementation("JAXLLM_QUANT_MATMUL_IMPL", IMPLEMENTATIONS) or "reference"
+KERNEL_MAX_ROWS = 64
+
+
+def choose_impl(m: int) -> str:
+    """The implementation for an [m, K] x [K, N] product when the call forces none (see the module docstring)."""
+    forced = forced_implementation("JAXLLM_QUANT_MATMUL_IMPL", IMPLEMENTATIONS)
+    if forced:
+        return forced
+    cc = gpu_compute_capability()
+    return "pallas_triton" if cc is not None and cc >= (8, 0) and m <= KERNEL_MAX_ROWS else "reference"
 
 
 def int4_matmul(x: jax.Array, qweight, scales, zeros, out_dtype=None, *, impl: str | None = None) -> jax.Array:
@@ -39,7 +45,7 @@ def int4_matmul(x: jax.Array, qweight, scales, zeros, out_dtype=None, *, impl: s
     lead = x.shape[:-1]
     x2 = x.reshape(-1, x.shape[-1])
     k, n, group_size = check_int4_operands(x2, qweight, scales, zeros)
-    name = impl or choose_impl()
+    name = impl or choose_impl(x2.shape[0])
     if name not in IMPLEMENTATIONS:
         raise ValueError(f"int4 matmul impl {name!r} is not available; available: {sorted(IMPLEMENTATIONS)}")
     if name == "pallas_triton":

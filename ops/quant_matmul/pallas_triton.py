@@ -9,11 +9,21 @@ float32, casts to x.dtype and feeds the tensor cores; accumulation is float32. B
 one (scale, zero) row serves a whole step.
 
 ``split_dot`` variant (BK >= 128): loads the packed tile itself ([BK / 8, BN], each int32 once) and does 8 dots
-of K = BK / 8: dot j takes nibble j of every packed row (input channels k0 + 8r + j) times the x columns
-k0 + j + 8r (a strided gather of the small x tile). No 8x re-reads of the weight tile, 8 smaller MMAs instead
-of one. Groups smaller than BK are handled per packed row (the group of channels 8r..8r+7 is (k0 + 8r) // G).
-Which variant wins is measured by scripts/bench_quant_matmul.py; ``plan`` uses the gather one unless
-``JAXLLM_INT4_KERNEL_VARIANT=split`` (read when a call is traced) asks for split_dot where it fits.
+of K = BK / 8: dot j takes nibble j of every packed row (input channels k0 + 8r + j). The wrapper permutes x's
+columns inside each BK block to (nibble, packed row) order, so dot j reads a contiguous [BM, BK / 8] slice of x
+(pipelined copies; a strided gather of x here was not). ``joined`` (with split_dot): the 8 dequantized nibble
+tiles are joined back into one [BK, BN] tile in channel order (2-way joins + a transpose, all the Triton
+lowering offers) for one dot per step with unpermuted x: one wgmma per step at 64+ rows, where the 8 small
+dots of split_dot spill. Groups smaller than BK are handled per packed row (the group of channels 8r..8r+7 is
+(k0 + 8r) // G).
+
+Dequantization (all variants): a nibble q is OR-ed into the mantissa of float32 128.0 (giving 128 + q with no
+int -> float convert) and (q - z) * s is one exact fused multiply-add with the per-group constant
+-(128 + z) * s (MAGIC_128). Read back as SASS (sm_90, local triton 3.6), this replaces the I2F, the integer
+subtract and the multiply per weight.
+
+Which variant wins is measured by scripts/bench_quant_matmul.py; ``plan`` picks per M (``_variant``) and
+``JAXLLM_INT4_KERNEL_VARIANT=gather|split|joined`` forces one.
 
 Split-K: with few output tiles (decode: M <= 16, N = 4096 gives 64 programs on 132 SMs) the K loop is split
 over grid axis 2 into float32 partials [S, M, N] that a jnp sum reduces (S * M * N * 4 bytes, tiny next to W).
@@ -58,11 +68,24 @@ class Int4Tiles:
         return group_size % self.block_k == 0
 
 
+VARIANTS = ("gather", "split", "joined")
+
+
+def _variant(m: int) -> str:
+    """``JAXLLM_INT4_KERNEL_VARIANT`` (read when a call is traced) or the measured choice for M rows: split_dot
+    (8 mma.sync dots on the unpacked nibble tiles) up to 16 rows, joined (one wgmma per step) above."""
+    variant = os.environ.get("JAXLLM_INT4_KERNEL_VARIANT") or ("split" if m <= 16 else "joined")
+    if variant not in VARIANTS:
+        raise ValueError(f"JAXLLM_INT4_KERNEL_VARIANT={variant!r}; choose one of {VARIANTS}")
+    return variant
+
+
 def plan(m: int, k: int, n: int, group_size: int, num_cores: int = 132) -> Int4Tiles | None:
     """Tiles for one shape, or None when no tile divides it (the caller falls back to the reference).
 
     Small M (decode) is memory bound: narrow N tiles and split-K until ~2 programs per SM. Larger M uses
-    wider tiles (each W tile then feeds more rows)."""
+    wider tiles (each W tile then feeds more rows). The split_dot / joined variants need BK = 128 dividing K per
+    split and groups that are multiples or divisors of 128; shapes they do not fit get the gather tiles."""
     block_k = next((b for b in (128, 64, 32) if group_size % b == 0 and k % b == 0), None)
     if block_k is None:
         return None
@@ -81,12 +104,11 @@ def plan(m: int, k: int, n: int, group_size: int, num_cores: int = 132) -> Int4T
     splits = 1
     while splits < 16 and programs * splits < 2 * num_cores and steps % (2 * splits) == 0:
         splits *= 2
-    variant = os.environ.get("JAXLLM_INT4_KERNEL_VARIANT", "gather")
-    if variant not in ("gather", "split"):
-        raise ValueError(f"JAXLLM_INT4_KERNEL_VARIANT={variant!r}; choose 'gather' or 'split'")
-    split = Int4Tiles(block_m, block_n, 128, splits, warps if block_m <= 32 else 8, split_dot=True)
-    if variant == "split" and split.fits(k, n, group_size):
-        return split
+    variant = _variant(m)
+    if variant != "gather":
+        fast = Int4Tiles(block_m, block_n, 128, splits, warps, split_dot=True, joined=variant == "joined")
+        if fast.fits(k, n, group_size):
+            return fast
     return Int4Tiles(block_m, block_n, block_k, splits, warps)
 
 

@@ -66,7 +66,7 @@ def test_dispatch(monkeypatch):
     args = (jnp.asarray(x).reshape(2, 3, 128), jnp.asarray(pack_rows(q)), jnp.asarray(scales),
             jnp.asarray(zeros, jnp.int8))
     if jax.devices()[0].platform == "cpu":
-        assert choose_impl() == "reference"
+        assert choose_impl(1) == "reference"
     out = int4_matmul(*args)
     assert out.shape == (2, 3, 64)
     np.testing.assert_allclose(np.asarray(out).reshape(6, 64), x @ dequantize(q, zeros, scales), rtol=1e-5,
@@ -96,7 +96,12 @@ def test_interpret_split_dot_variant(group, tiles):
 
 
 def test_plan_variant_env(monkeypatch):
+    small, wide = plan(1, 4096, 4096, 128), plan(64, 4096, 4096, 128)
+    assert small.split_dot and not small.joined and wide.split_dot and wide.joined  # the measured defaults
+    monkeypatch.setenv("JAXLLM_INT4_KERNEL_VARIANT", "gather")
     assert not plan(1, 4096, 4096, 128).split_dot
+    monkeypatch.setenv("JAXLLM_INT4_KERNEL_VARIANT", "joined")
+    assert plan(1, 4096, 4096, 128).joined
     monkeypatch.setenv("JAXLLM_INT4_KERNEL_VARIANT", "split")
     assert plan(1, 4096, 4096, 128).split_dot and plan(1, 4096, 4096, 128).block_k == 128
     assert not plan(1, 64, 64, 32).split_dot  # K=64 < 128: the gather tiles
