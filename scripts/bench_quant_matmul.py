@@ -136,10 +136,13 @@ def tile_variants(m, k, n):
         alts = [T(16, 64, 128, s, 4, 3, True), T(16, 64, 128, s, 4, 4, True), T(16, 128, 128, s, 4, 3, True),
                 T(16, 64, 256, max(1, s // 2), 4, 3, True), T(16, 64, 128, s, 4, 3, True, True),
                 T(16, 64, 256, max(1, s // 2), 4, 3, True, True), T(16, 64, 128, s, 4, 3)]
-    elif m <= 64:
-        alts = [T(64, 64, 128, s, 4, 3, True), T(64, 128, 128, s, 4, 3, True, True),
-                T(64, 128, 128, s, 8, 3, True, True), T(64, 64, 128, s, 4, 3, True, True),
-                T(32, 64, 128, s, 4, 3, True), T(64, 128, 128, s, 4, 3)]
+    elif m <= 64:  # session 6's earlier plan (BN 128, splits until 2 programs per SM) and neighbours of the plan
+        old_s = 1
+        while old_s < 16 and (n // 128) * old_s < 2 * 132:
+            old_s *= 2
+        alts = [T(64, 128, 128, old_s, 4, 3, True, True), T(64, 64, 128, s * 2, 4, 3, True, True),
+                T(64, 64, 128, max(1, s // 2), 4, 3, True, True), T(64, 64, 256, max(1, s // 2), 4, 3, True, True),
+                T(64, 64, 128, s, 4, 4, True, True)]
     else:
         alts = [T(64, 128, 128, s, 4, 3, True, True), T(128, 128, 128, 1, 8, 3, True, True),
                 T(128, 256, 64, 1, 8, 3, True, True), T(128, 128, 64, 1, 8, 2)]
