@@ -55,6 +55,13 @@ RUN_NOTES = {
                 "low figure, kept for the record; B2_run16 is the clean one",
     "B2_run15": "commit e2edd02: --quantization gptq (random packed int4, group 128, no act-order): 0.77x bf16, "
                 "like AWQ (same int4 path)",
+    "B2decode64_run1": "commit 79adb0a: decode-heavy B2 at 64 requests (--num-requests 64 --prompt-len 64 128 "
+                       "--output-len 1024 1024: 64-row decode steps, weight-read bound), bf16",
+    "B2decode64_run2": "commit 79adb0a: same call, --quantization awq through XLA's dequantize + GEMM: 0.44x bf16",
+    "B2decode64_run3": "commit bbe7d75: bf16 baseline of the call",
+    "B2decode64_run4": "commit bbe7d75: same call, --quantization awq through our int4 kernel up to 64 rows "
+                       "(magic-number dequantization, pipelined split_dot / joined tiles, BN 128): 0.83x bf16",
+    "B2decode64_run5": "commit bbe7d75: same, JAXLLM_INT4_KERNEL_VARIANT=split forced at 64 rows too: 0.68x bf16",
     "B2decode_run3": "commit e2edd02: decode-heavy, --quantization awq, after int4_linear's one 2-D product per "
                      "shard: 0.62x bf16, unchanged; a trace of the 256-output variant shows why: XLA dequantizes "
                      "each int4 weight to a bf16 copy every step (converts: 8.6 ms per step; kernels_profile_h200.md)",

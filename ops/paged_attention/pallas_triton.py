@@ -44,8 +44,6 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
-from ..pallas_dot_acc import dot_acc
-
 LOG2E = math.log2(math.e)
 M_INIT = -1e30  # finite running-max start: masked scores are -inf, so exp2(-inf - M_INIT) == 0
 F16_MAX = 65504.0
@@ -175,7 +173,7 @@ def _kernel(sched_ref, qsl_ref, seq_lens_ref, bt_ref, q_ref, kv_ref, *rest, cfg:
             alpha = jnp.exp2(m_i - m_new)
             p = jnp.exp2(s - m_new[:, None])
             l_new = l_i * alpha + jnp.sum(p, axis=1)
-            acc = dot_acc(p.astype(v.dtype), v, acc * alpha[:, None])  # the PV product lands in acc itself
+            acc = acc * alpha[:, None] + plgpu.dot(p.astype(v.dtype), v)
             return acc, m_new, l_new
 
         carry = (jnp.zeros((rows, head_dim), jnp.float32), jnp.full((rows,), M_INIT, jnp.float32),

@@ -109,7 +109,10 @@ def plan(m: int, k: int, n: int, group_size: int, num_cores: int = 132) -> Int4T
         splits *= 2
     warps = 4
     if variant != "gather":
-        fast = Int4Tiles(block_m, block_n, 128, splits, warps, split_dot=True, joined=variant == "joined")
+        # joined tiles without split-K (wide N: gate_up) pipeline 4 copies deep. Measured at 64 rows on the H200
+        # (benchmarks/quant_matmul_h200.md): gate_up 136 vs 185 us at 3 stages; but down (8 splits) 108 vs 87
+        stages = 4 if variant == "joined" and splits == 1 else 3
+        fast = Int4Tiles(block_m, block_n, 128, splits, warps, stages, split_dot=True, joined=variant == "joined")
         if fast.fits(k, n, group_size):
             return fast
     return Int4Tiles(block_m, block_n, block_k, splits, warps)
