@@ -230,7 +230,8 @@ def int4_matmul_pallas(x: jax.Array, qweight, scales, zeros, out_dtype=None, *, 
         grid=(m_pad // bm, n // bn, splits),
         interpret=interpret,
         compiler_params=plgpu.CompilerParams(num_warps=tiles.num_warps, num_stages=tiles.num_stages),
-        name=f"int4_matmul_bm{bm}_bn{bn}_bk{bk}_s{splits}{'_split' if tiles.split_dot else ''}",
+        name=(f"int4_matmul_bm{bm}_bn{bn}_bk{bk}_s{splits}_st{tiles.num_stages}"
+              f"{'_joined' if tiles.joined else ('_split' if tiles.split_dot else '')}"),
     )(x, qweight, scales, zeros)
     out = out if splits == 1 else jnp.sum(out.reshape(splits, m_pad, n), axis=0)
     return out[:m].astype(out_dtype)
