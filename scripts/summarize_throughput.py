@@ -62,6 +62,14 @@ RUN_NOTES = {
     "B2decode64_run4": "commit bbe7d75: same call, --quantization awq through our int4 kernel up to 64 rows "
                        "(magic-number dequantization, pipelined split_dot / joined tiles, BN 128): 0.83x bf16",
     "B2decode64_run5": "commit bbe7d75: same, JAXLLM_INT4_KERNEL_VARIANT=split forced at 64 rows too: 0.68x bf16",
+    "B2decode64_run6": "commit d720042: bf16 baseline of the call",
+    "B2decode64_run7": "commit d720042: same call, --quantization awq, int4 plan with BN 64 for the joined tiles: "
+                       "0.79x bf16",
+    "B2decode64_run8": "commit 864bb63: bf16 baseline of the call (kernel traces of this call: "
+                       "kernels_profile_h200_DH64_*.json)",
+    "B2decode64_run9": "commit 864bb63: same call, --quantization awq, 4-stage joined tiles without split-K: 0.80x "
+                       "bf16; the trace puts our int4 kernels at 5.57 ms per step against 4.08 ms for XLA's bf16 "
+                       "GEMMs (gate_up 84 vs 59 us)",
     "B2decode_run3": "commit e2edd02: decode-heavy, --quantization awq, after int4_linear's one 2-D product per "
                      "shard: 0.62x bf16, unchanged; a trace of the 256-output variant shows why: XLA dequantizes "
                      "each int4 weight to a bf16 copy every step (converts: 8.6 ms per step; kernels_profile_h200.md)",

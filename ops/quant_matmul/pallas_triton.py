@@ -110,7 +110,8 @@ def plan(m: int, k: int, n: int, group_size: int, num_cores: int = 132) -> Int4T
     warps = 4
     if variant != "gather":
         # joined tiles without split-K (wide N: gate_up) pipeline 4 copies deep. Measured at 64 rows on the H200
-        # (benchmarks/quant_matmul_h200.md): gate_up 136 vs 185 us at 3 stages; but down (8 splits) 108 vs 87
+        # with sustained timing (benchmarks/quant_matmul_h200.md): gate_up 93 vs 96 us at 3 stages; with splits
+        # mixed (down 50 vs 51 us, q_o 17.5 vs 19.4, k_v 21.8 vs 12.1), so those keep 3
         stages = 4 if variant == "joined" and splits == 1 else 3
         fast = Int4Tiles(block_m, block_n, 128, splits, warps, stages, split_dot=True, joined=variant == "joined")
         if fast.fits(k, n, group_size):
