@@ -168,6 +168,15 @@ def bench_prefill(rng, shapes, interpret, results):
                 row["ours_vs_cudnn"] = tc / t
             except Exception as e:  # noqa: BLE001 - record why cuDNN could not run
                 row["cudnn_error"] = repr(e)[:300]
+            try:  # JAX's own FlashAttention-3 in Mosaic GPU (Hopper, dense): how far a wgmma/TMA kernel gets
+                from jax.experimental.pallas.ops.gpu import attention_mgpu as fa3
+                cfg = fa3.TuningConfig(block_q=128, block_kv=128, max_concurrent_steps=2, causal=True)
+                fn = jax.jit(lambda a, b, cc: fa3.attention(a, b, cc, cfg))
+                tm, _ = timeit(fn, [(q, k, v)], reps=5)
+                row["mgpu_fa3_us"] = tm * 1e6
+                row["mgpu_fa3_TFLOPs"] = flops / tm / 1e12
+            except Exception as e:  # noqa: BLE001 - not on this GPU / jax: recorded, the rest goes on
+                row["mgpu_fa3_error"] = repr(e)[:300]
         print("prefill", row, flush=True)
         results["prefill"].append(row)
 

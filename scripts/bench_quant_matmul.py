@@ -44,7 +44,7 @@ L2_BYTES = 3 * 64 << 20  # keep the weights of one program well above the L2 (50
 
 def weight_bytes(kind, k, n):
     fp8 = k * n + 4 * n
-    return {"bf16": 2 * k * n, "bf16_splitk2": 2 * k * n, "bf16_splitk4": 2 * k * n, "int8": fp8, "fp8": fp8, "fp8_w8a8": fp8, "fp8_w8a8_nk": fp8, "fp8_w8a8_nk_bf16": fp8,
+    return {"bf16": 2 * k * n, "bf16_splitk2": 2 * k * n, "bf16_splitk4": 2 * k * n, "int8": fp8, "int8_mgpu_t": fp8, "fp8": fp8, "fp8_w8a8": fp8, "fp8_w8a8_nk": fp8, "fp8_w8a8_nk_bf16": fp8,
             "int4": k * n // 2 + 3 * (k // GROUP) * n, "int4_reference": k * n // 2 + 3 * (k // GROUP) * n}[kind]
 
 
@@ -94,6 +94,18 @@ def op(kind, tiles=None):
             out = jax.lax.dot_general(xq, w[0], (((1,), (1,)), ((), ())), preferred_element_type=out_type)
             return (out.astype(jnp.float32) * xs[:, None] * w[1]).astype(x.dtype)
         return w8a8_nk
+    if kind == "int8_mgpu_t":  # JAX's Hopper mixed-type Mosaic GPU kernel (warp-specialized TMA pipeline, the
+        # int8 operand dequantized in registers for an RS wgmma): y^T = W^T [N, K] int8 @ x^T, the weight as the
+        # register operand as Machete-style int4 kernels do. A ceiling for such a kernel at decode rows.
+        from jax.experimental.pallas.ops.gpu import hopper_mixed_type_matmul_mgpu as mixed
+
+        def mgpu_t(x, w):
+            m = x.shape[0]
+            cfg = mixed.TuningConfig(tile_m=128, tile_n=min(m, 64), tile_k=128, max_concurrent_steps=4,
+                                     epi_tile_n=min(m, 64), epi_tile_m=64, wg_dimension=mixed.MatmulDimension.M)
+            yt = mixed.mixed_matmul_kernel(w[0], x.T, out_dtype=x.dtype, config=cfg)  # [N, M]
+            return (yt.astype(jnp.float32) * w[1][:, None]).T.astype(x.dtype)
+        return mgpu_t
     if kind == "int4_reference":
         return lambda x, w: int4_matmul_reference(x, *w)
     return lambda x, w: int4_matmul_pallas(x, *w, tiles=tiles)
@@ -165,7 +177,7 @@ def main():
     ap.add_argument("--output")
     ap.add_argument("--m", type=int, nargs="*", default=[1, 16, 256, 2048],
                     help="rows of x: 1-256 are decode batches, 2048 a prefill chunk (compute-bound: fp8 GEMMs)")
-    ap.add_argument("--kinds", nargs="*", help="only these implementations (bf16 bf16_splitk2 bf16_splitk4 int8 fp8 "
+    ap.add_argument("--kinds", nargs="*", help="only these implementations (bf16 bf16_splitk2 bf16_splitk4 int8 int8_mgpu_t fp8 "
                                                 "fp8_w8a8 fp8_w8a8_nk int4_reference int4_pallas); default all")
     ap.add_argument("--shapes", nargs="*", choices=sorted(SHAPES), default=list(DEFAULT_SHAPES),
                     help="weight shapes (default: %(default)s)")
@@ -189,11 +201,13 @@ def main():
         weights["int4_reference"], weights["fp8_w8a8"] = weights["int4"], weights["fp8"]
         weights["bf16_splitk2"] = weights["bf16_splitk4"] = weights["bf16"]
         weights["fp8_w8a8_nk"] = weights["fp8_w8a8_nk_bf16"] = [(jnp.asarray(w.T), s) for w, s in weights["fp8"]]
+        weights["int8_mgpu_t"] = [(jnp.asarray(w.T), s) for w, s in weights["int8"]]
         for m in args.m:
             xs = [jax.random.normal(jax.random.fold_in(key, 100 + r), (m, k), jnp.float32).astype(jnp.bfloat16)
                   for r in range(args.calls_per_copy)]
-            cases = [(kind, kind, None) for kind in ("bf16", "bf16_splitk2", "bf16_splitk4", "int8", "fp8",
-                                                     "fp8_w8a8", "fp8_w8a8_nk", "fp8_w8a8_nk_bf16", "int4_reference")]
+            cases = [(kind, kind, None) for kind in ("bf16", "bf16_splitk2", "bf16_splitk4", "int8", "int8_mgpu_t",
+                                                     "fp8", "fp8_w8a8", "fp8_w8a8_nk", "fp8_w8a8_nk_bf16",
+                                                     "int4_reference")]
             if m <= 256:  # the dispatcher runs the reference (dequantize + GEMM) above 256 rows
                 cases += [(f"int4_pallas[{label}]", "int4", t) for label, t in tile_variants(m, k, n)]
             if args.kinds:

@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 
+def _fa3_cell(row) -> str:
+    """JAX's Mosaic GPU FlashAttention-3 on the same dense inputs: TFLOP/s, or why it did not run."""
+    if "mgpu_fa3_TFLOPs" in row:
+        return f"{row['mgpu_fa3_TFLOPs']:.0f}"
+    return row.get("mgpu_fa3_error", "not run")[:80].replace("|", "/")
+
+
 def write_markdown(results, path):
     L = [f"# Kernel benchmarks ({results['device']})", "",
          f"jax {results['jax']}; ceilings measured in the same run: elementwise read+write "
@@ -17,11 +24,13 @@ def write_markdown(results, path):
                  f"{r.get('speedup_vs_jax_pallas', float('nan')):.2f} | {r.get('xla_ref_us', float('nan')):.0f} | "
                  f"{r.get('speedup_vs_xla_ref', float('nan')):.2f} |")
     L += ["", "## Prefill (causal, 32/8 heads, D=128, bf16; ours reads K/V from pages)", "",
-          "| seqs × len | ours µs | ours TFLOP/s | cuDNN dense µs | cuDNN TFLOP/s | ours/cuDNN |", "|---|---|---|---|---|---|"]
+          "| seqs × len | ours µs | ours TFLOP/s | cuDNN dense µs | cuDNN TFLOP/s | ours/cuDNN | JAX Mosaic GPU FA3 dense "
+          "TFLOP/s |", "|---|---|---|---|---|---|---|"]
     for r in results["prefill"]:
         L.append(f"| {r['seqs']} × {r['len']} | {r['ours_us']:.0f} | {r['ours_TFLOPs']:.0f} | "
                  f"{r.get('cudnn_us', float('nan')):.0f} | {r.get('cudnn_TFLOPs', float('nan')):.0f} | "
-                 f"{r.get('ours_vs_cudnn', float('nan')):.2f} |")
+                 f"{r.get('ours_vs_cudnn', float('nan')):.2f} | "
+                 f"{_fa3_cell(r)} |")
     m = results.get("mixed")
     if m:
         L += ["", "## Mixed batch", "",
