@@ -171,7 +171,7 @@ def bench_prefill(rng, shapes, interpret, results):
             try:  # JAX's own FlashAttention-3 in Mosaic GPU (Hopper, dense): how far a wgmma/TMA kernel gets
                 from jax.experimental.pallas.ops.gpu import attention_mgpu as fa3
                 cfg = fa3.TuningConfig(block_q=128, block_kv=128, max_concurrent_steps=2, causal=True)
-                fn = jax.jit(lambda a, b, cc: fa3.attention(a, b, cc, cfg))
+                fn = jax.jit(lambda a, b, cc, cfg=cfg: fa3.attention(a, b, cc, cfg))
                 tm, _ = timeit(fn, [(q, k, v)], reps=5)
                 row["mgpu_fa3_us"] = tm * 1e6
                 row["mgpu_fa3_TFLOPs"] = flops / tm / 1e12

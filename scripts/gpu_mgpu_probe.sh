@@ -7,15 +7,14 @@
 #   2. the attention benchmark: prefill rows gain JAX's Mosaic GPU FlashAttention-3 (dense, causal) next to
 #      cuDNN and ours (target: ours >= 350 TFLOP/s at 1 x 8k)
 set -uo pipefail
-OUT=${OUT:-/tmp/out}; W="$OUT/mgpu"; mkdir -p "$W"
-export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} XLA_PYTHON_CLIENT_MEM_FRACTION=0.92
-python3 -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 || echo "editable install failed"
-nvidia-smi --query-gpu=name,memory.used,clocks.sm,clocks.max.sm --format=csv,noheader
+source scripts/gpu_lib.sh
+gpu_setup mgpu
+export XLA_PYTHON_CLIENT_MEM_FRACTION=0.92
 echo "=== 1. linear layers"
 timeout 120 python3 scripts/bench_quant_matmul.py --m 16 64 --shapes gate_up down q_o k_v \
   --kinds bf16 int8 int8_mgpu_t int4_pallas --output "$W/quant_matmul_h200_mgpu.json" 2>&1 | grep -v Warning
 echo "=== 2. attention kernels"
 timeout 110 python3 scripts/bench_kernels.py --out-dir "$W" > "$W/bench_kernels.log" 2>&1
 grep "^| \(prefill\|decode\|mixed\)\|^| 1 ×\|^| 8 ×\|^| 128 | 2048" "$W/kernels_h200.md" | head -12
-tar czf "$OUT/mgpu_probe.tgz" -C "$W" .
+pack mgpu_probe.tgz
 echo "total ${SECONDS}s"

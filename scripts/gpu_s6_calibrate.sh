@@ -5,10 +5,9 @@
 #   1. int4 linear layers at 64 rows (gate_up, down, q_o, k_v): bf16, the kernel's plan and neighbours
 #   2. the attention kernel benchmark (#4), no sweep
 set -uo pipefail
-OUT=${OUT:-/tmp/out}; W="$OUT/cal"; mkdir -p "$W"
-export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} XLA_PYTHON_CLIENT_MEM_FRACTION=0.92
-python3 -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 || echo "editable install failed"
-nvidia-smi --query-gpu=name,memory.used,clocks.sm,clocks.max.sm --format=csv,noheader
+source scripts/gpu_lib.sh
+gpu_setup cal
+export XLA_PYTHON_CLIENT_MEM_FRACTION=0.92
 echo "=== 1. int4 at 64 rows, sustained timing"
 timeout 100 python3 scripts/bench_quant_matmul.py --m 64 --shapes gate_up down q_o k_v --kinds bf16 int4_pallas \
   --output "$W/quant_matmul_h200_int4_m64_sustained.json" 2>&1 | grep -v Warning
@@ -16,5 +15,5 @@ echo "=== 2. attention kernels, with a warm-up"
 timeout 110 python3 scripts/bench_kernels.py --out-dir "$W" > "$W/bench_kernels.log" 2>&1
 grep "^| \(decode\|prefill\|mixed\)" "$W/kernels_h200.md" | head -24
 grep -i "ceiling\|cudnn\|matmul\|copy" "$W/kernels_h200.md" | head -8
-tar czf "$OUT/s6_calibrate.tgz" -C "$W" .
+pack s6_calibrate.tgz
 echo "total ${SECONDS}s"

@@ -5,12 +5,11 @@
 #   3. int4 linear layers at 1 / 16 / 64 rows (the memory-bound decode range) against bf16
 #   4. the attention kernel benchmark with the prefill tile sweep (#4)
 #   5. decode-heavy B2 at 64 requests (memory-bound decode), bf16 then AWQ int4
-# Everything lands in $OUT/s6 and one archive $OUT/s6_probe.tgz (the device tool returns few files).
+# Everything lands in $OUT/s6 and one archive $OUT/s6_probe.tgz.
 set -uo pipefail
-OUT=${OUT:-/tmp/out}; W="$OUT/s6"; mkdir -p "$W"
-export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} XLA_PYTHON_CLIENT_MEM_FRACTION=0.92
-python3 -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 || echo "editable install failed"
-nvidia-smi --query-gpu=name,memory.used,clocks.sm --format=csv,noheader
+source scripts/gpu_lib.sh
+gpu_setup s6
+export XLA_PYTHON_CLIENT_MEM_FRACTION=0.92
 echo "=== 1. fp8 GPU tests"
 timeout 120 python3 -m pytest tests/quantization/test_fp8_gpu.py -q -rfE -p no:cacheprovider 2>&1 \
   | tee "$W/fp8_gpu_tests.log" | tail -4
@@ -24,15 +23,8 @@ echo "=== 4. attention kernels + prefill sweep"
 timeout 220 python3 scripts/bench_kernels.py --sweep --out-dir "$W" > "$W/bench_kernels.log" 2>&1
 grep "^| \(decode\|prefill\|mixed\)" "$W/kernels_h200.md" | head -30
 grep "^sweep" "$W/bench_kernels.log" | grep prefill | sed 's/sweep //'
-bench() {  # bench NAME LIMIT -- ARGS...
-  local name=$1 limit=$2; shift 3
-  echo "=== $name: jaxllm bench --workload B2 $*"
-  timeout "$limit" python3 -m jaxllm.bench --workload B2 --gpu-busy "$@" --output "$W/$name.json" \
-    > "$W/$name.log" 2>&1 || echo "$name exited with $?"
-  grep "output tok/s\|start-up\|ms per step\|GPU busy" "$W/$name.log"
-}
 DH64=(--num-requests 64 --prompt-len 64 128 --output-len 1024 1024)
-bench DH64_bf16 100 -- "${DH64[@]}"
-bench DH64_awq 100 -- "${DH64[@]}" --quantization awq
-tar czf "$OUT/s6_probe.tgz" -C "$W" . && rm -f "$W"/*.log "$W"/*.md
+b2_run DH64_bf16 100 -- "${DH64[@]}"
+b2_run DH64_awq 100 -- "${DH64[@]}" --quantization awq
+pack s6_probe.tgz && rm -f "$W"/*.log "$W"/*.md
 echo "total ${SECONDS}s"
