@@ -91,8 +91,9 @@ def plan(m: int, k: int, n: int, group_size: int, num_cores: int = 132) -> Int4T
         return None
     variant = _variant(m)
     block_m = 16 if m <= 16 else (32 if m <= 32 else 64)
-    # gather tiles: 128 columns from 64 rows; joined / split: 64 columns (measured at 64 rows, H200: gate_up 173
-    # vs 181 us, down 81 vs 123 us)
+    # gather tiles: 128 columns from 64 rows; joined / split: 64 columns (more programs). At 64 rows on the H200,
+    # sustained timing puts 64 and 128 columns level (gate_up 93 vs 91 us, down 51 vs 50; benchmarks/
+    # quant_matmul_h200.md); single-call timing had favoured 64 (gate_up 173 vs 181, down 81 vs 123)
     block_n = 128 if variant == "gather" and block_m == 64 else 64
     if n % block_n:
         block_n = next((b for b in (64, 32, 16) if n % b == 0), 0)
@@ -220,7 +221,7 @@ def int4_matmul_pallas(x: jax.Array, qweight, scales, zeros, out_dtype=None, *, 
     if m_pad != m:
         x = jnp.pad(x, ((0, m_pad - m), (0, 0)))
     steps = k // (bk * splits)
-    if tiles.split_dot and not tiles.joined:  # within each BK block, x columns ordered (nibble, packed row): contiguous per dot
+    if tiles.split_dot and not tiles.joined:  # x columns per BK block in (nibble, packed row) order: dot j's slice
         x = x.reshape(m_pad, k // bk, bk // PACK, PACK).swapaxes(2, 3).reshape(m_pad, k)
     kernel = functools.partial(_kernel, tiles=tiles, group_size=group_size, steps=steps, m_pad=m_pad)
     out_dtype = jnp.dtype(out_dtype or x.dtype)
