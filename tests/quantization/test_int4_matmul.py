@@ -108,3 +108,34 @@ def test_plan_variant_env(monkeypatch):
     monkeypatch.setenv("JAXLLM_INT4_KERNEL_VARIANT", "fast")
     with pytest.raises(ValueError, match="JAXLLM_INT4_KERNEL_VARIANT='fast'"):
         plan(1, 4096, 4096, 128)
+
+
+def test_magic_number_dequantization_is_exact():
+    """(128 + q) * s - (128 + z) * s, the kernel's dequantization, equals (q - z) * s exactly for every nibble,
+    zero and float16 scale magnitude (subnormal to max), whichever nibble of the int32 holds q."""
+    from jaxllm.ops.quant_matmul.pallas_triton import _nibbles_as_f32, _scale_and_offset
+    q, z = np.meshgrid(np.arange(16), np.arange(16), indexing="ij")
+    q, z = q.reshape(-1, 1), z.reshape(-1, 1)  # [256, 1]: every (q, z) pair
+    rng = np.random.RandomState(0)
+    s = np.concatenate([np.array([6e-8, 1e-5, 1e-3, 0.0173, 1.0, 3.14, 65504.0]),
+                        rng.rand(57) * 10.0 ** rng.randint(-6, 4, 57)]).astype(np.float16)[None, :]  # [1, 64]
+    want = (q - z).astype(np.float32) * s.astype(np.float32)
+    scale, offset = _scale_and_offset(jnp.asarray(s), jnp.asarray(np.broadcast_to(z, (256, 64)), jnp.int8))
+    for nib in range(8):
+        packed = jnp.asarray(np.broadcast_to((q << (4 * nib)) | (0x5 << (4 * ((nib + 1) % 8))), (256, 64))
+                             .astype(np.uint32).view(np.int32))  # another nibble set too: it must be masked off
+        got = np.asarray(_nibbles_as_f32(packed, nib) * scale + offset)
+        np.testing.assert_array_equal(got, want)
+        got_rows = np.asarray(_nibbles_as_f32(packed, jnp.full((256, 1), nib, jnp.int32)) * scale + offset)
+        np.testing.assert_array_equal(got_rows, want)  # the gather variant's per-row nibble form
+
+
+def test_choose_impl_by_device(monkeypatch):
+    """Our kernel for decode steps (<= 64 rows) on sm_80+ GPUs only; XLA's dequantize + GEMM otherwise."""
+    import jaxllm.ops.quant_matmul.dispatch as dispatch
+    for cc, rows, want in (((9, 0), 64, "pallas_triton"), ((8, 0), 1, "pallas_triton"), ((9, 0), 65, "reference"),
+                           ((7, 5), 16, "reference"), (None, 16, "reference")):
+        monkeypatch.setattr(dispatch, "gpu_compute_capability", lambda cc=cc: cc)
+        assert dispatch.choose_impl(rows) == want, (cc, rows)
+    monkeypatch.setenv("JAXLLM_QUANT_MATMUL_IMPL", "reference")
+    assert dispatch.choose_impl(1) == "reference"
