@@ -5,9 +5,11 @@
   written) and dequantizes then calls cuBLAS for large M (vLLM's AWQ path does the same from 256 tokens).
 * ``"pallas_triton"``: our fused kernel (pallas_triton.py), NVIDIA sm_80+: W is read packed, never written.
 
-Default: the kernel on sm_80+ GPUs for M <= KERNEL_MAX_ROWS rows (decode steps, memory bound: the kernel reads
-the packed weight once), the reference above (prefill chunks, compute bound: cuBLAS on the dequantized weight),
-and the reference off the GPU. Measured on the H200: benchmarks/quant_matmul_h200.md.
+Default: the kernel on Hopper (sm_90, where it was measured) for M <= KERNEL_MAX_ROWS rows (decode steps: the
+kernel reads the packed weight once; decode-heavy B2 at 64 requests 0.80x bf16 against 0.44x through the
+reference), the reference above (prefill chunks, compute bound: cuBLAS on the dequantized weight), on other GPUs
+(the kernel runs on sm_80+ but was never timed there) and off the GPU. Measured on the H200:
+benchmarks/quant_matmul_h200.md, benchmarks/throughput_h200.md (B2decode64_*).
 ``JAXLLM_QUANT_MATMUL_IMPL=reference|pallas_triton`` (or the ``impl`` argument, which wins) forces one for every
 M; forced off the GPU, ``pallas_triton`` runs in Pallas' interpret mode (tests).
 """
@@ -36,7 +38,7 @@ def choose_impl(m: int) -> str:
     if forced:
         return forced
     cc = gpu_compute_capability()
-    return "pallas_triton" if cc is not None and cc >= (8, 0) and m <= KERNEL_MAX_ROWS else "reference"
+    return "pallas_triton" if cc is not None and cc[0] == 9 and m <= KERNEL_MAX_ROWS else "reference"
 
 
 def int4_matmul(x: jax.Array, qweight, scales, zeros, out_dtype=None, *, impl: str | None = None) -> jax.Array:

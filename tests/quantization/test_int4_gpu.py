@@ -11,6 +11,7 @@ from int4_formats import pack_rows
 
 pytestmark = pytest.mark.gpu
 
+from jaxllm.ops.device_info import gpu_compute_capability  # noqa: E402
 from jaxllm.ops.quant_matmul import Int4Tiles, choose_impl, int4_matmul_pallas, int4_matmul_reference, plan  # noqa: E402
 
 
@@ -65,7 +66,8 @@ def test_split_variant_through_plan(monkeypatch):
 def test_kernel_float16_input_and_dispatch(monkeypatch):
     args = operands(5, 1024, 256, 128, jnp.float16, seed=2)
     close(int4_matmul_pallas(*args), int4_matmul_reference(*args), 1e-2)
-    assert choose_impl(64) == "pallas_triton" and choose_impl(65) == "reference"  # decode rows: the kernel
+    hopper = gpu_compute_capability()[0] == 9  # decode rows take the kernel where it was measured
+    assert choose_impl(64) == ("pallas_triton" if hopper else "reference") and choose_impl(65) == "reference"
     monkeypatch.setenv("JAXLLM_QUANT_MATMUL_IMPL", "pallas_triton")
     assert choose_impl(2048) == "pallas_triton"
 
