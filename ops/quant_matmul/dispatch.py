@@ -41,6 +41,10 @@ def choose_impl(m: int) -> str:
     return "pallas_triton" if cc is not None and cc[0] == 9 and m <= KERNEL_MAX_ROWS else "reference"
 
 
+def _forced(impl: str | None) -> bool:
+    return bool(impl or forced_implementation("JAXLLM_QUANT_MATMUL_IMPL", IMPLEMENTATIONS))
+
+
 def int4_matmul(x: jax.Array, qweight, scales, zeros, out_dtype=None, *, impl: str | None = None) -> jax.Array:
     """x [..., K] @ W [K, N] -> [..., N] for W in the packed int4 layout (reference.py); float32 accumulation,
     result in ``out_dtype`` (default x.dtype)."""
@@ -50,11 +54,11 @@ def int4_matmul(x: jax.Array, qweight, scales, zeros, out_dtype=None, *, impl: s
     name = impl or choose_impl(x2.shape[0])
     if name not in IMPLEMENTATIONS:
         raise ValueError(f"int4 matmul impl {name!r} is not available; available: {sorted(IMPLEMENTATIONS)}")
-    if name == "pallas_triton":
-        tiles = plan(x2.shape[0], k, n, group_size, _num_cores())
-        if tiles is None:
-            raise ValueError(f"int4 matmul impl 'pallas_triton' has no tiling for M={x2.shape[0]}, K={k}, N={n}, "
-                             f"group size {group_size}; use impl='reference'")
+    tiles = plan(x2.shape[0], k, n, group_size, _num_cores()) if name == "pallas_triton" else None
+    if name == "pallas_triton" and tiles is None and _forced(impl):
+        raise ValueError(f"int4 matmul impl 'pallas_triton' has no tiling for M={x2.shape[0]}, K={k}, N={n}, "
+                         f"group size {group_size}; use impl='reference'")
+    if tiles is not None:  # (the default choice on a shape no tile divides falls through to the reference)
         # forced off the GPU (tests): Pallas' interpret mode runs the same kernel
         interpret = jax.devices()[0].platform != "gpu"
         out = int4_matmul_pallas(x2, qweight, scales, zeros, out_dtype, tiles=tiles, interpret=interpret)

@@ -141,3 +141,16 @@ def test_choose_impl_by_device(monkeypatch):
         assert dispatch.choose_impl(rows) == want, (cc, rows)
     monkeypatch.setenv("JAXLLM_QUANT_MATMUL_IMPL", "reference")
     assert dispatch.choose_impl(1) == "reference"
+
+
+def test_default_kernel_choice_falls_back_where_no_tile_fits(monkeypatch):
+    """On Hopper the default sends decode rows to the kernel; a shape no tile divides (N = 100) must still run
+    (through the reference), while forcing the kernel on it is an error naming the shape."""
+    import jaxllm.ops.quant_matmul.dispatch as dispatch
+    monkeypatch.setattr(dispatch, "gpu_compute_capability", lambda: (9, 0))
+    x, q, zeros, scales = operands(4, 128, 100, 32)
+    args = (jnp.asarray(x), jnp.asarray(pack_rows(q)), jnp.asarray(scales), jnp.asarray(zeros, jnp.int8))
+    assert dispatch.choose_impl(4) == "pallas_triton" and plan(4, 128, 100, 32) is None
+    np.testing.assert_allclose(np.asarray(int4_matmul(*args)), x @ dequantize(q, zeros, scales), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="no tiling for M=4, K=128, N=100"):
+        int4_matmul(*args, impl="pallas_triton")
