@@ -133,7 +133,7 @@ def test_magic_number_dequantization_is_exact():
 def test_choose_impl_by_device(monkeypatch):
     """Our kernel for decode steps (<= 64 rows) on Hopper, where it was measured; XLA's dequantize + GEMM
     otherwise (other GPUs run the kernel only when it is forced)."""
-    import jaxllm.ops.quant_matmul.dispatch as dispatch
+    from jaxllm.ops.quant_matmul import dispatch
     for cc, rows, want in (((9, 0), 64, "pallas_triton"), ((9, 0), 1, "pallas_triton"), ((9, 0), 65, "reference"),
                            ((8, 0), 1, "reference"), ((8, 9), 16, "reference"), ((7, 5), 16, "reference"),
                            (None, 16, "reference")):
@@ -146,7 +146,7 @@ def test_choose_impl_by_device(monkeypatch):
 def test_default_kernel_choice_falls_back_where_no_tile_fits(monkeypatch):
     """On Hopper the default sends decode rows to the kernel; a shape no tile divides (N = 100) must still run
     (through the reference), while forcing the kernel on it is an error naming the shape."""
-    import jaxllm.ops.quant_matmul.dispatch as dispatch
+    from jaxllm.ops.quant_matmul import dispatch
     monkeypatch.setattr(dispatch, "gpu_compute_capability", lambda: (9, 0))
     x, q, zeros, scales = operands(4, 128, 100, 32)
     args = (jnp.asarray(x), jnp.asarray(pack_rows(q)), jnp.asarray(scales), jnp.asarray(zeros, jnp.int8))
