@@ -222,11 +222,3 @@ def _sliding_windows_from_hf(hf: dict[str, Any], arch: str, num_layers: int) -> 
         return tuple(int(window) if i >= max_window_layers else None for i in range(num_layers))
     return (None,) * num_layers
 
-
-def env_choice(name: str, choices: tuple[str, ...]) -> str:
-    """$name if set and non-empty, else ``choices[0]`` (the default); a value not in ``choices`` is a ValueError
-    naming the variable, the value and the choices."""
-    value = os.environ.get(name, "") or choices[0]
-    if value not in choices:
-        raise ValueError(f"{name}={value!r} is not supported; choose one of {choices}")
-    return value

@@ -26,11 +26,11 @@ def gpu_compute_capability() -> tuple[int, int] | None:
 
 
 def forced_implementation(env_var: str, available) -> str | None:
-    """The implementation named by ``env_var`` (a dispatcher's override), None when unset; a name not in
-    ``available`` is a ValueError listing them."""
+    """The choice named by ``env_var`` (a dispatcher's or mode switch's override), None when unset or empty; a
+    name not in ``available`` is a ValueError naming the variable, the value and the choices."""
     forced = os.environ.get(env_var)
     if not forced:
         return None
     if forced not in available:
-        raise ValueError(f"{env_var}={forced!r}; available: {sorted(available)}")
+        raise ValueError(f"{env_var}={forced!r} is not supported; choose one of {sorted(available)}")
     return forced

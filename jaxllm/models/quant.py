@@ -44,9 +44,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxllm.config import INT4_METHODS, LOAD_TIME_METHODS, env_choice
+from jaxllm.config import INT4_METHODS, LOAD_TIME_METHODS
 from jaxllm.models.quant_int4 import Int4Weight, int4_linear
-from jaxllm.ops.device_info import gpu_compute_capability
+from jaxllm.ops.device_info import forced_implementation, gpu_compute_capability
 
 # Largest representable magnitude used by each method (int8 is symmetric: -127..127, -128 is never used).
 QMAX = {"int8": 127.0, "fp8": 448.0}
@@ -61,7 +61,7 @@ FP8_TENSOR_CORES = (8, 9)  # the first compute capability with fp8 MMA (Ada; Hop
 def fp8_activation_mode() -> str:
     """"none" (weight-only) or "dynamic" (per-token fp8 activations) from $JAXLLM_FP8_ACTIVATIONS; "auto" (the
     default) is "dynamic" when the first device is a GPU with fp8 tensor cores, else "none"."""
-    mode = env_choice(FP8_ACTIVATIONS_ENV, FP8_ACTIVATION_MODES)
+    mode = forced_implementation(FP8_ACTIVATIONS_ENV, FP8_ACTIVATION_MODES) or "auto"
     if mode == "auto":
         cc = gpu_compute_capability()
         mode = "dynamic" if cc is not None and cc >= FP8_TENSOR_CORES else "none"

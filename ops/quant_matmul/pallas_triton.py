@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 
 import jax
 import jax.numpy as jnp
@@ -44,6 +43,7 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
+from ..device_info import forced_implementation
 from .reference import PACK, check_int4_operands
 
 
@@ -74,10 +74,7 @@ VARIANTS = ("gather", "split", "joined")
 def _variant(m: int) -> str:
     """``JAXLLM_INT4_KERNEL_VARIANT`` (read when a call is traced) or the measured choice for M rows: split_dot
     (8 mma.sync dots on the unpacked nibble tiles) up to 16 rows, joined (one wgmma per step) above."""
-    variant = os.environ.get("JAXLLM_INT4_KERNEL_VARIANT") or ("split" if m <= 16 else "joined")
-    if variant not in VARIANTS:
-        raise ValueError(f"JAXLLM_INT4_KERNEL_VARIANT={variant!r}; choose one of {VARIANTS}")
-    return variant
+    return forced_implementation("JAXLLM_INT4_KERNEL_VARIANT", VARIANTS) or ("split" if m <= 16 else "joined")
 
 
 def plan(m: int, k: int, n: int, group_size: int, num_cores: int = 132) -> Int4Tiles | None:
