@@ -41,21 +41,18 @@ def choose_impl(m: int) -> str:
     return "pallas_triton" if cc is not None and cc[0] == 9 and m <= KERNEL_MAX_ROWS else "reference"
 
 
-def _forced(impl: str | None) -> bool:
-    return bool(impl or forced_implementation("JAXLLM_QUANT_MATMUL_IMPL", IMPLEMENTATIONS))
-
-
 def int4_matmul(x: jax.Array, qweight, scales, zeros, out_dtype=None, *, impl: str | None = None) -> jax.Array:
     """x [..., K] @ W [K, N] -> [..., N] for W in the packed int4 layout (reference.py); float32 accumulation,
     result in ``out_dtype`` (default x.dtype)."""
     lead = x.shape[:-1]
     x2 = x.reshape(-1, x.shape[-1])
     k, n, group_size = check_int4_operands(x2, qweight, scales, zeros)
-    name = impl or choose_impl(x2.shape[0])
+    forced = impl or forced_implementation("JAXLLM_QUANT_MATMUL_IMPL", IMPLEMENTATIONS)
+    name = forced or choose_impl(x2.shape[0])
     if name not in IMPLEMENTATIONS:
         raise ValueError(f"int4 matmul impl {name!r} is not available; available: {sorted(IMPLEMENTATIONS)}")
     tiles = plan(x2.shape[0], k, n, group_size, _num_cores()) if name == "pallas_triton" else None
-    if name == "pallas_triton" and tiles is None and _forced(impl):
+    if name == "pallas_triton" and tiles is None and forced:
         raise ValueError(f"int4 matmul impl 'pallas_triton' has no tiling for M={x2.shape[0]}, K={k}, N={n}, "
                          f"group size {group_size}; use impl='reference'")
     if tiles is not None:  # (the default choice on a shape no tile divides falls through to the reference)
