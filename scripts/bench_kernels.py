@@ -34,35 +34,11 @@ from ops.paged_attention.pallas_triton import TileConfig  # noqa: E402
 from ops.paged_attention.reference import ragged_paged_attention_reference  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_timing import timeit  # noqa: E402
 from kernel_report import write_markdown  # noqa: E402
 
 HQ, HK, D, BS = 32, 8, 128, 16
 DT = jnp.bfloat16
-
-
-def timeit(fn, arg_sets, reps=10, rounds=5, warmup_s=0.3):
-    """Median seconds per call over ``rounds`` rounds of ``reps`` async calls, rotating through arg_sets
-    (different buffers, so a small working set does not sit in L2), after ``warmup_s`` seconds of calls (an idle
-    H200 sits at 345 MHz; short timings without a warm-up can catch it below its full clock).
-    Returns (seconds, compile_seconds)."""
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*arg_sets[0]))
-    compile_s = time.perf_counter() - t0
-    for a in arg_sets[1:]:
-        jax.block_until_ready(fn(*a))
-    t_end, i = time.perf_counter() + warmup_s, 0
-    while time.perf_counter() < t_end:
-        jax.block_until_ready(fn(*arg_sets[i % len(arg_sets)]))
-        i += 1
-    times = []
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        out = None
-        for i in range(reps):
-            out = fn(*arg_sets[i % len(arg_sets)])
-        jax.block_until_ready(out)
-        times.append((time.perf_counter() - t0) / reps)
-    return statistics.median(times), compile_s
 
 
 def ceilings(quick):

@@ -24,9 +24,7 @@ import argparse
 import json
 import os
 import re
-import statistics
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -34,6 +32,9 @@ import jax.numpy as jnp
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from jaxllm.models.quant import quantize_activations_fp8
 from ops.quant_matmul import Int4Tiles, int4_matmul_pallas, int4_matmul_reference, plan
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_timing import timeit  # noqa: E402
 
 SHAPES = {"gate_up": (4096, 2 * 14336), "down": (14336, 4096), "q_o": (4096, 4096), "qkv": (4096, 6144),
           "k_v": (4096, 1024)}
@@ -120,30 +121,11 @@ def gemm_kinds(compiled_text: str) -> list[str]:
     return sorted(k for k in kinds if "cublas" in k or "triton" in k or "gemm" in k.lower())
 
 
-def median_seconds(fn, *args, repeats: int = 5, burst: int = 10, warmup_s: float = 0.3) -> float:
-    """Median over ``repeats`` samples of the mean time of ``burst`` back-to-back calls of ``fn(*args)``, after
-    ``warmup_s`` seconds of calls. Single synchronized calls (the method before session 6) left the GPU at a
-    low clock: at 64 rows they timed XLA's bf16 gate_up at 200-420 us where the engine's trace shows 59 us."""
-    jax.block_until_ready(fn(*args))
-    t_end = time.perf_counter() + warmup_s
-    while time.perf_counter() < t_end:
-        jax.block_until_ready(fn(*args))
-    runs = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = None
-        for _ in range(burst):
-            out = fn(*args)
-        jax.block_until_ready(out)
-        runs.append((time.perf_counter() - t0) / burst)
-    return statistics.median(runs)
-
-
 def time_op(fn, xs, ws) -> tuple[float, list[str]]:
     """(seconds per call, GEMM kinds in the compiled program)."""
     many = jax.jit(lambda xs, ws: tuple(fn(x, w) for x in xs for w in ws))
     kinds = gemm_kinds(many.lower(xs, ws).compile().as_text())
-    return median_seconds(many, xs, ws) / (len(xs) * len(ws)), kinds
+    return timeit(many, [(xs, ws)])[0] / (len(xs) * len(ws)), kinds
 
 
 def tile_variants(m, k, n):
