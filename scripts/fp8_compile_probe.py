@@ -19,7 +19,8 @@ import jax
 import jax.numpy as jnp
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_quant_matmul import SHAPES, gemm_kinds, make_weights, median_seconds, op
+from bench_quant_matmul import SHAPES, gemm_kinds, make_weights, op
+from bench_timing import timeit
 
 
 def main() -> None:
@@ -37,7 +38,7 @@ def main() -> None:
             t0 = time.perf_counter()
             compiled = fn.lower(x, weight).compile()
             compile_s = time.perf_counter() - t0
-            us = 1e6 * median_seconds(compiled, x, weight, repeats=10)
+            us = 1e6 * timeit(compiled, [(x, weight)], rounds=10)[0]
             print(json.dumps({"label": args.label, "shape": name, "M": m, "compile_s": round(compile_s, 2),
                               "us": round(us, 1),
                               "gemm": gemm_kinds(compiled.as_text())}), flush=True)
