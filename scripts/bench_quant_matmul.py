@@ -21,6 +21,7 @@ Effective weight GB/s = bytes of the weight in its format (int4: packed + fp16 s
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -32,6 +33,7 @@ import jax.numpy as jnp
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from jaxllm.models.quant import quantize_activations_fp8
 from ops.quant_matmul import Int4Tiles, int4_matmul_pallas, int4_matmul_reference, plan
+from ops.quant_matmul.mosaic_gpu import SMEM_BUDGET, int4_matmul_mosaic, mosaic_plan, to_mosaic_layout
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_timing import timeit  # noqa: E402
@@ -46,7 +48,8 @@ L2_BYTES = 3 * 64 << 20  # keep the weights of one program well above the L2 (50
 def weight_bytes(kind, k, n):
     fp8 = k * n + 4 * n
     return {"bf16": 2 * k * n, "bf16_splitk2": 2 * k * n, "bf16_splitk4": 2 * k * n, "int8": fp8, "int8_mgpu_t": fp8, "fp8": fp8, "fp8_w8a8": fp8, "fp8_w8a8_nk": fp8, "fp8_w8a8_nk_bf16": fp8,
-            "int4": k * n // 2 + 3 * (k // GROUP) * n, "int4_reference": k * n // 2 + 3 * (k // GROUP) * n}[kind]
+            "int4": k * n // 2 + 3 * (k // GROUP) * n, "int4_reference": k * n // 2 + 3 * (k // GROUP) * n,
+            "int4_mosaic": k * n // 2 + 3 * (k // GROUP) * n}[kind]
 
 
 def make_weights(kind, k, n, copies, key):
@@ -109,6 +112,8 @@ def op(kind, tiles=None):
         return mgpu_t
     if kind == "int4_reference":
         return lambda x, w: int4_matmul_reference(x, *w)
+    if kind == "int4_mosaic":
+        return lambda x, w: int4_matmul_mosaic(x, *w, tiles=tiles)
     return lambda x, w: int4_matmul_pallas(x, *w, tiles=tiles)
 
 
@@ -154,17 +159,38 @@ def tile_variants(m, k, n):
                                 f"_st{t.num_stages}{'_split' if t.split_dot else ''}{'_joined' if t.joined else ''}"), t) for t in ok]
 
 
+def mosaic_variants(m, k, n):
+    """The Mosaic GPU kernel's plan (mosaic_gpu.py) and neighbours: pipeline depth, K splits, token tile."""
+    base = mosaic_plan(m, k, n, GROUP, 132)
+    if base is None:
+        return []
+    r = dataclasses.replace
+    alts = [r(base, stages=3), r(base, stages=6), r(base, splits=base.splits * 2), r(base, tk=64)]
+    if base.splits > 1:
+        alts.append(r(base, splits=base.splits // 2))
+    if m >= 256 and base.tm < 256:
+        alts.append(r(base, tm=256, stages=2))
+    ok = []
+    for t in alts:
+        steps = k // (t.tk * t.splits) if k % (t.tk * t.splits) == 0 else 0
+        if (steps >= 2 and (k // t.splits) % GROUP == 0 and m % t.tm == 0 and t not in ok and t != base
+                and t.smem_bytes() <= SMEM_BUDGET):
+            ok.append(t)
+    return [("plan", base)] + [(t.name, t) for t in ok]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--output")
     ap.add_argument("--m", type=int, nargs="*", default=[1, 16, 256, 2048],
                     help="rows of x: 1-256 are decode batches, 2048 a prefill chunk (compute-bound: fp8 GEMMs)")
     ap.add_argument("--kinds", nargs="*", help="only these implementations (bf16 bf16_splitk2 bf16_splitk4 int8 int8_mgpu_t fp8 "
-                                                "fp8_w8a8 fp8_w8a8_nk int4_reference int4_pallas); default all")
+                                                "fp8_w8a8 fp8_w8a8_nk int4_reference int4_pallas int4_mosaic); default all")
     ap.add_argument("--shapes", nargs="*", choices=sorted(SHAPES), default=list(DEFAULT_SHAPES),
                     help="weight shapes (default: %(default)s)")
     ap.add_argument("--calls-per-copy", type=int, default=1,
                     help="distinct x per weight copy (> 1 lets XLA share one dequantization between calls)")
+    ap.add_argument("--pallas-plan-only", action="store_true", help="time our Triton int4 kernel at its plan only")
     ap.add_argument("--markdown", nargs="+", metavar="JSON", help="only print a Markdown report of these results")
     args = ap.parse_args()
     if args.markdown:
@@ -184,6 +210,8 @@ def main():
         weights["bf16_splitk2"] = weights["bf16_splitk4"] = weights["bf16"]
         weights["fp8_w8a8_nk"] = weights["fp8_w8a8_nk_bf16"] = [(jnp.asarray(w.T), s) for w, s in weights["fp8"]]
         weights["int8_mgpu_t"] = [(jnp.asarray(w.T), s) for w, s in weights["int8"]]
+        if not args.kinds or "int4_mosaic" in args.kinds:
+            weights["int4_mosaic"] = [(jax.jit(to_mosaic_layout)(q), s, z) for q, s, z in weights["int4"]]
         for m in args.m:
             xs = [jax.random.normal(jax.random.fold_in(key, 100 + r), (m, k), jnp.float32).astype(jnp.bfloat16)
                   for r in range(args.calls_per_copy)]
@@ -191,7 +219,9 @@ def main():
                                                      "fp8", "fp8_w8a8", "fp8_w8a8_nk", "fp8_w8a8_nk_bf16",
                                                      "int4_reference")]
             if m <= 256:  # the dispatcher runs the reference (dequantize + GEMM) above 256 rows
-                cases += [(f"int4_pallas[{label}]", "int4", t) for label, t in tile_variants(m, k, n)]
+                cases += [(f"int4_pallas[{label}]", "int4", t) for label, t in tile_variants(m, k, n)
+                          if label == "plan" or not args.pallas_plan_only]
+                cases += [(f"int4_mosaic[{label}]", "int4_mosaic", t) for label, t in mosaic_variants(m, k, n)]
             if args.kinds:
                 cases = [c for c in cases if c[0].split("[")[0] in args.kinds or c[1] == "bf16"]
             bf16_us = None

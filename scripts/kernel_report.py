@@ -25,7 +25,7 @@ def write_markdown(results, path):
                  f"{r.get('speedup_vs_xla_ref', float('nan')):.2f} |")
     L += ["", "## Prefill (causal, 32/8 heads, D=128, bf16; ours reads K/V from pages)", "",
           ("| seqs × len | ours µs | ours TFLOP/s | cuDNN dense µs | cuDNN TFLOP/s | ours/cuDNN | JAX Mosaic GPU FA3 "
-           "dense TFLOP/s |"), "|---|---|---|---|---|---|---|"]
+           "dense fp16 TFLOP/s |"), "|---|---|---|---|---|---|---|"]
     for r in results["prefill"]:
         L.append(f"| {r['seqs']} × {r['len']} | {r['ours_us']:.0f} | {r['ours_TFLOPs']:.0f} | "
                  f"{r.get('cudnn_us', float('nan')):.0f} | {r.get('cudnn_TFLOPs', float('nan')):.0f} | "

@@ -1,0 +1,206 @@
+"""int4 weight-only matmul for Hopper in Mosaic GPU (Pallas' TMA/wgmma backend): the weight as the register
+operand of the wgmma, Machete-style.
+
+Why this shape of kernel: at decode rows (M <= 64) the product is bound by reading the weight, and our Triton
+kernel (pallas_triton.py) stalls on a serialized dequantize -> shared store -> wgmma chain at ~0.7 TB/s of packed
+weight (ops/quant_matmul/NOTES.md). Here the product is computed transposed, ``y^T [N, M] = W^T [N, K] @ x^T``:
+
+* the int4 weight tile ``W^T[n, k]`` goes global -> shared by TMA, shared -> registers, is upcast to bf16 and
+  dequantized in registers and fed to the wgmma as its A operand (no shared-memory round trip of the bf16 tile);
+* x's tile ``[tm, tk]`` (tm = the token rows, the wgmma's N) stays in shared memory as the B operand;
+* a warp-specialized pipeline: one warpgroup issues the TMA copies, two compute warpgroups each own 64 weight
+  rows of a 128-row CTA tile, so one's dequantization overlaps the other's wgmma;
+* persistent CTAs loop over (weight tile, token tile, K split) work units; with split-K the float32 partials are
+  summed by XLA (decode shapes with few output rows, e.g. down_proj's N = 4096, fill the GPU that way).
+
+Layout (converted once at load time from reference.py's packed layout, ``to_mosaic_layout``):
+
+* ``wt`` [N, K] int4 holding ``q - 8`` (signed, so the upcast is the CUTLASS-style exact int4 -> bf16);
+* ``scales`` [K // G, N] float16 / bfloat16 and ``zeros`` [K // G, N] int8 (0..15): unchanged.
+
+``w[k, n] = (wt[n, k] + 8 - zeros[k // G, n]) * scales[k // G, n]``, computed in bf16 registers as
+``(wt - (zeros - 8)) * bf16(scales)``: the subtraction is exact (small integers), the product is rounded once; the
+scale itself is rounded from float16 to bf16 (the reference rounds the float32 product once).
+
+Needs G a multiple of the K tile (64 or 128), N a multiple of 128, M a multiple of 8 (token tiles up to 128).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from .reference import unpack_int4
+
+W_ROWS_PER_WG = 64  # one wgmma's M
+COMPUTE_WGS = 2
+CTA_W_ROWS = W_ROWS_PER_WG * COMPUTE_WGS
+
+
+@dataclasses.dataclass(frozen=True)
+class MosaicTiles:
+    """tm: token rows per tile (the wgmma's N, a multiple of 8, <= 256); tk: K per pipeline step (divides the
+    group size); splits: K slices summed in float32 afterwards; stages: TMA copies in flight."""
+    tm: int
+    tk: int = 128
+    splits: int = 1
+    stages: int = 4
+
+    @property
+    def name(self) -> str:
+        return f"tm{self.tm}_tk{self.tk}_s{self.splits}_st{self.stages}"
+
+    def smem_bytes(self, out_bytes: int = 2) -> int:
+        """Shared memory of the kernel: per stage x's [tm, tk] bf16 tile, the [128, tk] int4 weight tile and the
+        scale / zero rows; the two warpgroups' [64, tm] output tiles (float32 with split-K)."""
+        out_bytes = 4 if self.splits > 1 else out_bytes
+        stage = self.tm * self.tk * 2 + CTA_W_ROWS * self.tk // 2 + CTA_W_ROWS * 3
+        return self.stages * stage + COMPUTE_WGS * W_ROWS_PER_WG * self.tm * out_bytes
+
+
+SMEM_BUDGET = 220 * 1024  # of the H100/H200's 227 KB per block, with room for barriers
+
+
+def mosaic_plan(m: int, k: int, n: int, group_size: int, num_sms: int) -> MosaicTiles | None:
+    """The tiling for an [m, K] x [K, N] product, or None when the kernel does not apply to the shape."""
+    tk = 128 if group_size % 128 == 0 else 64 if group_size % 64 == 0 else 0
+    if not tk or k % tk or n % CTA_W_ROWS or m % 8:
+        return None
+    tm = next((t for t in (128, 64, 32, 16, 8) if m % t == 0 and t <= m), 0)
+    if m <= 128:
+        tm = m
+    units = (n // CTA_W_ROWS) * (m // tm)
+    k_steps = k // tk
+    splits = 1
+    # split K until ~one work unit per SM, keeping >= 4 steps per split so the pipeline fills
+    def splittable(s):  # whole K steps and whole groups (or one per-channel group) per split, >= 4 steps each
+        return k_steps % s == 0 and k_steps // s >= 4 and (group_size == k or (k // s) % group_size == 0)
+
+    while units * splits * 2 <= num_sms * 1.25 and splittable(splits * 2):
+        splits *= 2
+    tiles = MosaicTiles(tm=tm, tk=tk, splits=splits)
+    while tiles.stages > 2 and tiles.smem_bytes() > SMEM_BUDGET:  # 128-token tiles: x's tile is 32 KB a stage
+        tiles = dataclasses.replace(tiles, stages=tiles.stages - 1)
+    return tiles
+
+
+def to_mosaic_layout(qweight: jax.Array) -> jax.Array:
+    """reference.py's qweight [K // 8, *N] int32 (values 0..15) -> wt [*N, K] int4 holding q - 8."""
+    q = unpack_int4(qweight) - 8  # [K, *N]
+    q = jnp.moveaxis(q, 0, -1)
+    return q.astype(jnp.int4)
+
+
+def _swizzled(bytes_per_row: int, bits: int, role: str):
+    import jax.experimental.pallas.mosaic_gpu as plgpu
+
+    swizzle = plgpu.find_swizzle(bytes_per_row * 8, role)
+    return (plgpu.TilingTransform((8, swizzle * 8 // bits)), plgpu.SwizzleTransform(swizzle))
+
+
+def int4_matmul_mosaic(x: jax.Array, wt: jax.Array, scales: jax.Array, zeros: jax.Array, out_dtype=None, *,
+                       tiles: MosaicTiles, num_sms: int | None = None) -> jax.Array:
+    """x [M, K] bf16 @ W -> [M, N] in ``out_dtype`` (default x.dtype), W given as ``wt`` [N, K] int4 (q - 8) and
+    ``scales`` / ``zeros`` [K // G, N] (module docstring). float32 accumulation."""
+    import jax.experimental.pallas as pl
+    import jax.experimental.pallas.mosaic_gpu as plgpu
+
+    out_dtype = out_dtype or x.dtype
+    m, k = x.shape
+    n = wt.shape[0]
+    if wt.shape != (n, k) or wt.dtype != jnp.int4:
+        raise ValueError(f"wt must be int4 [N, K={k}], got {wt.dtype} {wt.shape}")
+    if x.dtype != jnp.bfloat16:
+        raise ValueError(f"the Mosaic GPU int4 kernel takes bfloat16 activations, got {x.dtype}")
+    group = k // scales.shape[0]
+    tm, tk, splits, stages = tiles.tm, tiles.tk, tiles.splits, tiles.stages
+    per_channel = scales.shape[0] == 1
+    if (m % tm or k % (tk * splits) or group % tk or n % CTA_W_ROWS or tm % 8 or tm > 256
+            or (not per_channel and (k // splits) % group)):
+        raise ValueError(f"int4 Mosaic GPU tiling {tiles.name} does not fit M={m}, K={k}, N={n}, group {group}")
+    num_sms = num_sms or int(getattr(jax.devices()[0], "core_count", 0) or 132)
+    n_tiles, m_tiles = n // CTA_W_ROWS, m // tm
+    k_steps = k // (tk * splits)
+    units = n_tiles * m_tiles * splits
+    part_dtype = jnp.float32 if splits > 1 else out_dtype
+    part_bits = jnp.dtype(part_dtype).itemsize * 8
+
+    x_transforms = _swizzled(tk * 2, 16, "rhs")
+    w_transforms = _swizzled(tk // 2, 4, "lhs")
+    out_transforms = _swizzled(tm * part_bits // 8, part_bits, "out")
+
+    def kernel(x_gmem, w_gmem, s_gmem, z_gmem, out_gmem, out_smem):
+        def pipeline(body, context):
+            return plgpu.emit_pipeline_warp_specialized(
+                body, grid=(k_steps,), memory_registers=40, wg_axis="wg", num_compute_wgs=COMPUTE_WGS,
+                max_concurrent_steps=stages, compute_context=context,
+                in_specs=[
+                    plgpu.BlockSpec((tm, tk), lambda kk: (0, kk), transforms=x_transforms),
+                    plgpu.BlockSpec((CTA_W_ROWS, tk), lambda kk: (0, kk), transforms=w_transforms),
+                    plgpu.BlockSpec((1, CTA_W_ROWS), lambda kk: (kk * tk // group, 0)),
+                    plgpu.BlockSpec((1, CTA_W_ROWS), lambda kk: (kk * tk // group, 0)),
+                ])
+
+        def ignore(*_, **__):
+            return None
+
+        @functools.partial(pl.run_scoped, allocations=pipeline(ignore, ignore).get_allocations(
+            x_gmem, w_gmem, s_gmem, z_gmem), collective_axes="wg")
+        def _pipeline_scope(allocations):
+            wg = lax.axis_index("wg")
+            rows = pl.ds(wg * W_ROWS_PER_WG, W_ROWS_PER_WG)
+
+            @plgpu.nd_loop((units,), collective_axes="sm")
+            def _unit_loop(info):
+                (unit,) = info.index
+                split = unit % splits
+                mi = (unit // splits) % m_tiles
+                ni = unit // (splits * m_tiles)
+                w_slice = pl.ds(ni * CTA_W_ROWS, CTA_W_ROWS)
+                t_slice = pl.ds(mi * tm, tm)
+                k_slice = pl.ds(split * k_steps * tk, k_steps * tk)
+                # each split covers whole groups (or the one group of a per-channel weight)
+                g_slice = pl.ds(0, 1) if per_channel else pl.ds(split * (k_steps * tk // group), k_steps * tk // group)
+
+                def context(run_pipeline):
+                    @functools.partial(pl.run_scoped, acc=plgpu.ACC((W_ROWS_PER_WG, tm), jnp.float32))
+                    def _acc_scope(acc):
+                        run_pipeline(acc)
+                        result = acc[...].astype(part_dtype)
+                        plgpu.wait_smem_to_gmem(0, wait_read_only=True)
+                        out_smem[wg] = result
+                        plgpu.commit_smem()
+                        dst = out_gmem.at[split] if splits > 1 else out_gmem
+                        plgpu.copy_smem_to_gmem(out_smem.at[wg], dst.at[w_slice, t_slice].at[rows])
+
+                def body(_, x_smem, w_smem, s_smem, z_smem, acc):
+                    q = w_smem[rows].astype(jnp.bfloat16)
+                    zero = z_smem[0, rows].astype(jnp.bfloat16) - 8
+                    scale = s_smem[0, rows].astype(jnp.bfloat16)
+                    shape = (W_ROWS_PER_WG, tk)
+                    w = (q - lax.broadcast_in_dim(zero, shape, [0])) * lax.broadcast_in_dim(scale, shape, [0])
+                    plgpu.wgmma(acc, w, plgpu.transpose_ref(x_smem, (1, 0)))
+                    plgpu.wgmma_wait(0)
+                    return acc
+
+                pipeline(body, context)(
+                    x_gmem.at[t_slice, k_slice], w_gmem.at[w_slice, k_slice],
+                    s_gmem.at[g_slice, w_slice], z_gmem.at[g_slice, w_slice], allocations=allocations)
+
+        plgpu.wait_smem_to_gmem(0, wait_read_only=True)
+
+    out_shape = (splits, n, m) if splits > 1 else (n, m)
+    call = plgpu.kernel(
+        kernel, out_type=jax.ShapeDtypeStruct(out_shape, part_dtype), grid=(min(num_sms, units),),
+        grid_names=("sm",), num_threads=COMPUTE_WGS + 1, thread_name="wg",
+        compiler_params=plgpu.CompilerParams(lowering_semantics=plgpu.LoweringSemantics.Warpgroup),
+        scratch_types=dict(out_smem=plgpu.SMEM((COMPUTE_WGS, W_ROWS_PER_WG, tm), part_dtype,
+                                               transforms=out_transforms)))
+    out_t = call(x, wt, scales, zeros)
+    if splits > 1:
+        out_t = out_t.sum(axis=0)
+    return out_t.T.astype(out_dtype)
