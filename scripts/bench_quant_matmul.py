@@ -32,8 +32,8 @@ import jax.numpy as jnp
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from jaxllm.models.quant import quantize_activations_fp8
-from ops.quant_matmul import Int4Tiles, int4_matmul_pallas, int4_matmul_reference, plan
-from ops.quant_matmul.mosaic_gpu import SMEM_BUDGET, int4_matmul_mosaic, mosaic_plan, to_mosaic_layout
+from ops.quant_matmul import Int4Tiles, int4_matmul_pallas, int4_matmul_reference, plan, to_nk_layout
+from ops.quant_matmul.mosaic_gpu import SMEM_BUDGET, int4_matmul_mosaic, mosaic_plan
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_timing import timeit  # noqa: E402
@@ -211,7 +211,7 @@ def main():
         weights["fp8_w8a8_nk"] = weights["fp8_w8a8_nk_bf16"] = [(jnp.asarray(w.T), s) for w, s in weights["fp8"]]
         weights["int8_mgpu_t"] = [(jnp.asarray(w.T), s) for w, s in weights["int8"]]
         if not args.kinds or "int4_mosaic" in args.kinds:
-            weights["int4_mosaic"] = [(jax.jit(to_mosaic_layout)(q), s, z) for q, s, z in weights["int4"]]
+            weights["int4_mosaic"] = [(jax.jit(to_nk_layout)(q), s, z) for q, s, z in weights["int4"]]
         for m in args.m:
             xs = [jax.random.normal(jax.random.fold_in(key, 100 + r), (m, k), jnp.float32).astype(jnp.bfloat16)
                   for r in range(args.calls_per_copy)]

@@ -10,6 +10,10 @@ A linear weight of logical shape ``[*in_dims, *out_dims]`` (q_proj [D, H, Dh], o
 * ``perm`` [K] int32, GPTQ act order only: the checkpoint's channels are sorted by group at load time so that
   groups become contiguous, and the activation is gathered the same way (``x[..., perm]``) before the matmul.
 
+On Hopper the loader then converts ``qweight`` to the "nk" layout of ``jaxllm.ops.quant_matmul``
+(``layout == "nk"``: ``qweight`` [*out_dims, K] int4 holding q - 8, logical axes permuted the same way;
+jaxllm/weights/int4_layout.py), the operand of the Mosaic GPU kernel; ``scales`` / ``zeros`` are unchanged.
+
 Logical axes: the packed input axis takes the first input dim's name (o_proj: "q_heads", down: "mlp"), so a
 row-parallel weight is split along K (each shard holds whole groups: ``check_int4_sharding``); the output
 dims keep theirs. With one group per channel (G = K) the group axis is replicated.
@@ -63,11 +67,17 @@ class Int4Weight(nnx.Module):
         self.perm = nnx.Param(jnp.arange(k, dtype=jnp.int32), logical_axes=(None,)) if act_order else None
         self.in_dims, self.group_size = in_dims, group
         self.mesh, self.spec = None, None
+        self.layout = "packed"  # "nk" once jaxllm.weights.int4_layout has converted qweight
 
     def bind_sharding(self, mesh, rules) -> None:
-        """Record the mesh and the qweight's PartitionSpec (static; used by ``int4_linear``)."""
+        """Record the mesh and the packed qweight's PartitionSpec, (K spec, *out specs) in either layout
+        (static; used by ``int4_linear``). Called before any layout conversion."""
         self.mesh = mesh if mesh is not None and mesh.size > 1 else None
         self.spec = tuple(logical_to_spec(self.qweight.get_metadata()["logical_axes"], rules))
+
+    def qweight_spec(self) -> tuple:
+        """The stored qweight's PartitionSpec entries in its current layout."""
+        return self.spec if self.layout == "packed" else (*self.spec[1:], self.spec[0])
 
 
 def check_int4_sharding(weight_shape_in: int, group_size: int, tp: int, name: str) -> None:
@@ -84,7 +94,11 @@ def check_int4_sharding(weight_shape_in: int, group_size: int, tp: int, name: st
 
 def dequantize_int4_weight(weight: Int4Weight, dtype) -> jax.Array:
     """-> w [*in_dims, *out_dims] in ``dtype`` (input channels in the sorted order when ``perm`` is set)."""
-    w = quant_matmul.dequantize_int4(weight.qweight[...], weight.scales[...], weight.zeros[...], dtype)
+    if weight.layout == "nk":
+        w = jnp.moveaxis(quant_matmul.dequantize_int4_nk(weight.qweight[...], weight.scales[...],
+                                                         weight.zeros[...], dtype), -1, 0)
+    else:
+        w = quant_matmul.dequantize_int4(weight.qweight[...], weight.scales[...], weight.zeros[...], dtype)
     return w.reshape(*weight.in_dims, *w.shape[1:])
 
 
@@ -107,8 +121,11 @@ def int4_linear(x: jax.Array, weight: Int4Weight) -> jax.Array:
         # Tied to x: XLA would otherwise hoist every layer's dequantization to the start of the program and hold
         # all the bf16 weights at once (B2 with AWQ ran out of memory: 8.5 GiB of temporaries).
         xf, (qweight, scales, zeros) = jax.lax.optimization_barrier((xf, (qweight, scales, zeros)))
-        out = quant_matmul.int4_matmul(xf, qweight.reshape(qweight.shape[0], -1),
-                                       scales.reshape(scales.shape[0], -1), zeros.reshape(zeros.shape[0], -1))
+        scales2, zeros2 = scales.reshape(scales.shape[0], -1), zeros.reshape(zeros.shape[0], -1)
+        if weight.layout == "nk":  # [*out_dims, K] int4
+            out = quant_matmul.int4_matmul_nk(xf, qweight.reshape(-1, qweight.shape[-1]), scales2, zeros2)
+        else:
+            out = quant_matmul.int4_matmul(xf, qweight.reshape(qweight.shape[0], -1), scales2, zeros2)
         out = out.reshape(*xf.shape[:-1], *scales.shape[1:])  # scales: [groups, *out_dims]
         if weight.mesh is not None and weight.spec[0] is not None:  # row parallel: partial sums over K
             out = jax.lax.psum(out, MODEL_AXIS)
@@ -120,6 +137,7 @@ def int4_linear(x: jax.Array, weight: Int4Weight) -> jax.Array:
     lead_none = (None,) * len(lead)
     group_spec = spec if weight.scales.get_metadata()["logical_axes"][0] else (None, *spec[1:])
     return jax.shard_map(local, mesh=weight.mesh,
-                         in_specs=(P(*lead_none, spec[0]), P(*spec), P(*group_spec), P(*group_spec)),
+                         in_specs=(P(*lead_none, spec[0]), P(*weight.qweight_spec()), P(*group_spec),
+                                   P(*group_spec)),
                          out_specs=P(*lead_none, *spec[1:]), check_vma=False)(
         xf, weight.qweight[...], weight.scales[...], weight.zeros[...])

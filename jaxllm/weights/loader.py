@@ -32,8 +32,10 @@ from jaxllm.config import INT4_METHODS, ModelConfig
 from jaxllm.models.quant import quantize
 from jaxllm.models.quant_int4 import DUMMY_SCALE, Int4Weight, check_int4_sharding
 from jaxllm.models.registry import model_class
+from jaxllm.ops import quant_matmul
 from jaxllm.parallel.sharding import make_mesh, named_sharding, sharding_rules
 from jaxllm.weights.fp8_layout import store_fp8_weights_k_minor
+from jaxllm.weights.int4_layout import store_int4_weights_nk
 from jaxllm.weights.gguf import GGUFCheckpoint, is_gguf
 from jaxllm.weights.inflight import InFlightCopies
 from jaxllm.weights.kv_scales import KV_SCALE_PARAM, KVScaleCollector
@@ -188,6 +190,8 @@ def _merge(cfg: ModelConfig, graphdef, variables: dict, arrays: dict, mesh: Mesh
     rules = sharding_rules(cfg, mesh.devices.size)
     if cfg.quantization in INT4_METHODS:
         _bind_int4_sharding(model, mesh, rules)
+        if quant_matmul.weight_layout() == "nk":
+            store_int4_weights_nk(model, mesh, rules)
     if cfg.quantization == "fp8":
         store_fp8_weights_k_minor(model, mesh, rules)
     return model

@@ -1,17 +1,23 @@
-"""Picks the int4 matmul implementation.
+"""Picks the int4 weight layout (at load time) and the int4 matmul implementation (per call).
 
-* ``"reference"``: jnp (reference.py): dequantizes W to x.dtype, then one dot. Any platform. On the GPU, XLA
-  fuses the unpack/dequantize into its Triton GEMM for small M (a "nested gemm fusion": W is read packed, never
-  written) and dequantizes then calls cuBLAS for large M (vLLM's AWQ path does the same from 256 tokens).
-* ``"pallas_triton"``: our fused kernel (pallas_triton.py), NVIDIA sm_80+: W is read packed, never written.
+Layouts (reference.py): "packed" (``qweight`` [K // 8, N] int32) and "nk" (``wt`` [N, K] int4, Hopper).
+Implementations:
 
-Default: the kernel on Hopper (sm_90, where it was measured) for M <= KERNEL_MAX_ROWS rows (decode steps: the
-kernel reads the packed weight once; decode-heavy B2 at 64 requests 0.80x bf16 against 0.44x through the
-reference), the reference above (prefill chunks, compute bound: cuBLAS on the dequantized weight), on other GPUs
-(the kernel runs on sm_80+ but was never timed there) and off the GPU. Measured on the H200:
-benchmarks/quant_matmul_h200.md, benchmarks/throughput_h200.md (B2decode64_*).
-``JAXLLM_QUANT_MATMUL_IMPL=reference|pallas_triton`` (or the ``impl`` argument, which wins) forces one for every
-M; forced off the GPU, ``pallas_triton`` runs in Pallas' interpret mode (tests).
+* ``"reference"``: jnp (reference.py): dequantizes W to x.dtype, then one dot, in either layout. Any platform.
+  On the GPU XLA fuses the packed layout's unpack/dequantize into its Triton GEMM for small M and dequantizes
+  then calls cuBLAS for large M (vLLM's AWQ path does the same from 256 tokens).
+* ``"pallas_triton"``: our Pallas -> Triton kernel on the packed layout (pallas_triton.py), NVIDIA sm_80+.
+* ``"mosaic_gpu"``: our Mosaic GPU kernel on the nk layout (mosaic_gpu.py), Hopper only (wgmma/TMA).
+
+Default: on Hopper the nk layout, with the Mosaic GPU kernel up to MOSAIC_MAX_ROWS rows (decode steps and small
+prefill chunks; measured 1.2-1.6x XLA's bf16 GEMM at 16-64 rows, ~1x at 128-256) and the reference above;
+elsewhere the packed layout and the reference (the Triton kernel runs on sm_80+ but was measured slower than
+XLA's fused reference off Hopper's decode rows: it was Hopper's default up to 64 rows before the Mosaic kernel).
+A shape the kernel's tiles do not fit (N % 128, M % 8, group % 64) runs through the reference.
+``JAXLLM_QUANT_MATMUL_IMPL=reference|pallas_triton|mosaic_gpu`` (or the ``impl`` argument, which wins) forces one
+for every M; forcing it also fixes the layout at load time (``mosaic_gpu``: nk, which needs a Hopper GPU; the
+others: packed). Forced off the GPU, ``pallas_triton`` runs in Pallas' interpret mode (tests). Measured on the
+H200: benchmarks/quant_matmul_h200.md, benchmarks/throughput_h200.md.
 """
 
 from __future__ import annotations
@@ -19,26 +25,59 @@ from __future__ import annotations
 import jax
 
 from ..device_info import forced_implementation, gpu_compute_capability
+from .mosaic_gpu import int4_matmul_mosaic, mosaic_plan
 from .pallas_triton import int4_matmul_pallas, plan
-from .reference import check_int4_operands, int4_matmul_reference
+from .reference import check_int4_nk_operands, check_int4_operands, int4_matmul_reference, int4_matmul_reference_nk
 
-IMPLEMENTATIONS = {"reference": int4_matmul_reference, "pallas_triton": int4_matmul_pallas}
+IMPLEMENTATIONS = {"reference": int4_matmul_reference, "pallas_triton": int4_matmul_pallas,
+                   "mosaic_gpu": int4_matmul_mosaic}
+LAYOUT_IMPLS = {"packed": ("reference", "pallas_triton"), "nk": ("reference", "mosaic_gpu")}
+MOSAIC_MAX_ROWS = 256
 
 
 def _num_cores() -> int:
     return int(getattr(jax.devices()[0], "core_count", 0) or 132)
 
 
-KERNEL_MAX_ROWS = 64
+def _forced() -> str | None:
+    return forced_implementation("JAXLLM_QUANT_MATMUL_IMPL", IMPLEMENTATIONS)
 
 
-def choose_impl(m: int) -> str:
-    """The implementation for an [m, K] x [K, N] product when the call forces none (see the module docstring)."""
-    forced = forced_implementation("JAXLLM_QUANT_MATMUL_IMPL", IMPLEMENTATIONS)
+def _hopper() -> bool:
+    cc = gpu_compute_capability()
+    return cc is not None and cc[0] == 9
+
+
+def weight_layout() -> str:
+    """The layout int4 weights are stored in after loading: "nk" on Hopper (or with mosaic_gpu forced, which
+    needs Hopper), "packed" elsewhere or with another implementation forced."""
+    forced = _forced()
+    if forced == "mosaic_gpu" and not _hopper():
+        raise ValueError(f"JAXLLM_QUANT_MATMUL_IMPL='mosaic_gpu' needs a Hopper GPU (sm_90); this device is "
+                         f"{jax.devices()[0].device_kind} (compute capability {gpu_compute_capability()})")
+    if forced:
+        return "nk" if forced == "mosaic_gpu" else "packed"
+    return "nk" if _hopper() else "packed"
+
+
+def choose_impl(m: int, layout: str = "packed") -> str:
+    """The implementation for an [m, K] x [K, N] product in ``layout`` when the call forces none."""
+    forced = _forced()
     if forced:
         return forced
-    cc = gpu_compute_capability()
-    return "pallas_triton" if cc is not None and cc[0] == 9 and m <= KERNEL_MAX_ROWS else "reference"
+    if layout == "nk":
+        return "mosaic_gpu" if _hopper() and m <= MOSAIC_MAX_ROWS else "reference"
+    return "reference"
+
+
+def _resolve(impl: str | None, m: int, layout: str) -> tuple[str, bool]:
+    """(implementation, whether it was forced) for a call in ``layout``."""
+    forced = impl or _forced()
+    name = forced or choose_impl(m, layout)
+    if name not in LAYOUT_IMPLS[layout]:
+        raise ValueError(f"int4 matmul impl {name!r} is not available for the {layout!r} weight layout; "
+                         f"available: {list(LAYOUT_IMPLS[layout])} (the layout is fixed when the model is loaded)")
+    return name, bool(forced)
 
 
 def int4_matmul(x: jax.Array, qweight, scales, zeros, out_dtype=None, *, impl: str | None = None) -> jax.Array:
@@ -47,18 +86,37 @@ def int4_matmul(x: jax.Array, qweight, scales, zeros, out_dtype=None, *, impl: s
     lead = x.shape[:-1]
     x2 = x.reshape(-1, x.shape[-1])
     k, n, group_size = check_int4_operands(x2, qweight, scales, zeros)
-    forced = impl or forced_implementation("JAXLLM_QUANT_MATMUL_IMPL", IMPLEMENTATIONS)
-    name = forced or choose_impl(x2.shape[0])
-    if name not in IMPLEMENTATIONS:
-        raise ValueError(f"int4 matmul impl {name!r} is not available; available: {sorted(IMPLEMENTATIONS)}")
+    name, _ = _resolve(impl, x2.shape[0], "packed")
     tiles = plan(x2.shape[0], k, n, group_size, _num_cores()) if name == "pallas_triton" else None
-    if name == "pallas_triton" and tiles is None and forced:
+    if name == "pallas_triton" and tiles is None:
         raise ValueError(f"int4 matmul impl 'pallas_triton' has no tiling for M={x2.shape[0]}, K={k}, N={n}, "
                          f"group size {group_size}; use impl='reference'")
-    if tiles is not None:  # (the default choice on a shape no tile divides falls through to the reference)
+    if tiles is not None:
         # forced off the GPU (tests): Pallas' interpret mode runs the same kernel
         interpret = jax.devices()[0].platform != "gpu"
         out = int4_matmul_pallas(x2, qweight, scales, zeros, out_dtype, tiles=tiles, interpret=interpret)
     else:
         out = int4_matmul_reference(x2, qweight, scales, zeros, out_dtype)
+    return out.reshape(*lead, n)
+
+
+def int4_matmul_nk(x: jax.Array, wt, scales, zeros, out_dtype=None, *, impl: str | None = None) -> jax.Array:
+    """x [..., K] @ W -> [..., N] for W in the nk layout (``wt`` [N, K] int4); float32 accumulation, result in
+    ``out_dtype`` (default x.dtype)."""
+    lead = x.shape[:-1]
+    x2 = x.reshape(-1, x.shape[-1])
+    k, n, group_size = check_int4_nk_operands(x2, wt, scales, zeros)
+    name, forced = _resolve(impl, x2.shape[0], "nk")
+    tiles = None
+    if name == "mosaic_gpu":
+        if not _hopper():
+            raise ValueError("int4 matmul impl 'mosaic_gpu' needs a Hopper GPU (sm_90); use impl='reference'")
+        tiles = mosaic_plan(x2.shape[0], k, n, group_size, _num_cores())
+        if tiles is None and forced:
+            raise ValueError(f"int4 matmul impl 'mosaic_gpu' has no tiling for M={x2.shape[0]}, K={k}, N={n}, "
+                             f"group size {group_size}; use impl='reference'")
+    if tiles is not None and x2.dtype == jax.numpy.bfloat16:
+        out = int4_matmul_mosaic(x2, wt, scales, zeros, out_dtype, tiles=tiles, num_sms=_num_cores())
+    else:  # the default choice on a shape no tile fits (or float16 / float32 activations) takes the reference
+        out = int4_matmul_reference_nk(x2, wt, scales, zeros, out_dtype)
     return out.reshape(*lead, n)

@@ -144,3 +144,24 @@ def test_engine_path_through_the_kernel_in_interpret_mode(ckpts, monkeypatch):
     outs = llm.generate([{"prompt_token_ids": p} for p in prompts],
                         SamplingParams(temperature=0, max_tokens=4, ignore_eos=True), use_tqdm=False)
     assert [o.outputs[0].token_ids for o in outs] == [hf_greedy(hf, p, 4) for p in prompts]
+
+
+@pytest.mark.skipif(len(jax.devices()) < 2, reason="needs 2 (fake) devices")
+@pytest.mark.parametrize("case", ["awq-g32", "gptq-g32-act-order"])
+def test_nk_layout_matches_packed(ckpts, case, monkeypatch):
+    """Hopper's "nk" weight layout (jaxllm.weights.int4_layout; its reference matmul on CPU) gives the packed
+    layout's logits at TP=1 and TP=2, with qweight [*out_dims, K] int4 sharded along the same named axes."""
+    from jaxllm.ops import quant_matmul
+    qdir, _, _, _ = ckpts[case]
+    x = ids(2, 9, seed=6)
+    ref = np.asarray(jaxllm.load_model(qdir)(x))
+    monkeypatch.setattr(quant_matmul, "weight_layout", lambda: "nk")
+    for tp in (1, 2):
+        model = jaxllm.load_model(qdir, tensor_parallel_size=tp)
+        o_proj, gate_up = model.layers[0].self_attn.o_proj, model.layers[0].mlp.gate_up
+        cfg = model.config
+        d, f, k = cfg.hidden_size, cfg.intermediate_size, cfg.num_heads * cfg.head_dim
+        assert o_proj.layout == "nk" and o_proj.qweight[...].dtype == jnp.int4
+        assert {s.data.shape for s in o_proj.qweight[...].addressable_shards} == {(d, k // tp)}  # K split
+        assert {s.data.shape for s in gate_up.qweight[...].addressable_shards} == {(2, f // tp, d)}  # F split
+        assert rel_err(model(x), ref) <= 1e-5

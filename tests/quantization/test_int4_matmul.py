@@ -13,11 +13,17 @@ from jaxllm.ops.quant_matmul import (
     choose_impl,
     dequantize_int4,
     int4_matmul,
+    int4_matmul_mosaic,
+    int4_matmul_nk,
     int4_matmul_pallas,
     int4_matmul_reference,
+    int4_matmul_reference_nk,
+    mosaic_plan,
     plan,
+    to_nk_layout,
     unpack_int4,
 )
+from jaxllm.ops.quant_matmul.mosaic_gpu import SMEM_BUDGET
 
 
 def operands(m, k, n, group, seed=0, dtype=np.float32):
@@ -130,27 +136,87 @@ def test_magic_number_dequantization_is_exact():
         np.testing.assert_array_equal(got_rows, want)  # the gather variant's per-row nibble form
 
 
-def test_choose_impl_by_device(monkeypatch):
-    """Our kernel for decode steps (<= 64 rows) on Hopper, where it was measured; XLA's dequantize + GEMM
-    otherwise (other GPUs run the kernel only when it is forced)."""
+def test_choose_layout_and_impl_by_device(monkeypatch):
+    """Hopper: the nk layout, the Mosaic GPU kernel up to MOSAIC_MAX_ROWS rows and XLA's dequantize + GEMM above;
+    elsewhere the packed layout and the reference (the Triton kernel runs only when forced)."""
     from jaxllm.ops.quant_matmul import dispatch
-    for cc, rows, want in (((9, 0), 64, "pallas_triton"), ((9, 0), 1, "pallas_triton"), ((9, 0), 65, "reference"),
-                           ((8, 0), 1, "reference"), ((8, 9), 16, "reference"), ((7, 5), 16, "reference"),
-                           (None, 16, "reference")):
+    top = dispatch.MOSAIC_MAX_ROWS
+    for cc, layout, rows, want in (((9, 0), "nk", 64, "mosaic_gpu"), ((9, 0), "nk", top, "mosaic_gpu"),
+                                   ((9, 0), "nk", top + 1, "reference"), ((8, 0), "packed", 1, "reference"),
+                                   ((8, 9), "packed", 16, "reference"), ((7, 5), "packed", 16, "reference"),
+                                   (None, "packed", 16, "reference")):
         monkeypatch.setattr(dispatch, "gpu_compute_capability", lambda cc=cc: cc)
-        assert dispatch.choose_impl(rows) == want, (cc, rows)
+        assert dispatch.weight_layout() == layout, cc
+        assert dispatch.choose_impl(rows, layout) == want, (cc, rows)
+        assert dispatch.choose_impl(rows, "packed") == "reference"
     monkeypatch.setenv("JAXLLM_QUANT_MATMUL_IMPL", "reference")
-    assert dispatch.choose_impl(1) == "reference"
-
-
-def test_default_kernel_choice_falls_back_where_no_tile_fits(monkeypatch):
-    """On Hopper the default sends decode rows to the kernel; a shape no tile divides (N = 100) must still run
-    (through the reference), while forcing the kernel on it is an error naming the shape."""
-    from jaxllm.ops.quant_matmul import dispatch
+    assert dispatch.choose_impl(1, "nk") == "reference" and dispatch.weight_layout() == "packed"
+    monkeypatch.setenv("JAXLLM_QUANT_MATMUL_IMPL", "pallas_triton")
+    assert dispatch.weight_layout() == "packed"
+    monkeypatch.setenv("JAXLLM_QUANT_MATMUL_IMPL", "mosaic_gpu")
+    with pytest.raises(ValueError, match="'mosaic_gpu' needs a Hopper GPU"):
+        dispatch.weight_layout()  # (cc is None here)
     monkeypatch.setattr(dispatch, "gpu_compute_capability", lambda: (9, 0))
-    x, q, zeros, scales = operands(4, 128, 100, 32)
-    args = (jnp.asarray(x), jnp.asarray(pack_rows(q)), jnp.asarray(scales), jnp.asarray(zeros, jnp.int8))
-    assert dispatch.choose_impl(4) == "pallas_triton" and plan(4, 128, 100, 32) is None
-    np.testing.assert_allclose(np.asarray(int4_matmul(*args)), x @ dequantize(q, zeros, scales), rtol=1e-5, atol=1e-5)
+    assert dispatch.weight_layout() == "nk"
+
+
+def nk_args(m, k, n, group, seed=0):
+    x, q, zeros, scales = operands(m, k, n, group, seed=seed)
+    packed = (jnp.asarray(x), jnp.asarray(pack_rows(q)), jnp.asarray(scales), jnp.asarray(zeros, jnp.int8))
+    return x @ dequantize(q, zeros, scales), packed, (packed[0], to_nk_layout(packed[1]), *packed[2:])
+
+
+@pytest.mark.parametrize("k,n,group", [(128, 64, 32), (256, 96, 256), (512, 128, 128)])
+def test_nk_layout_reference(k, n, group):
+    """to_nk_layout + the nk reference == the numpy dequantization; the int4 values are q - 8 in [-8, 7]."""
+    want, packed, nk = nk_args(5, k, n, group, seed=k)
+    assert nk[1].dtype == jnp.int4 and nk[1].shape == (n, k)
+    np.testing.assert_array_equal(np.asarray(nk[1], np.int32) + 8, np.asarray(unpack_int4(packed[1])).T)
+    np.testing.assert_allclose(np.asarray(int4_matmul_reference_nk(*nk)), want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(int4_matmul_nk(nk[0].reshape(1, 5, k), *nk[1:])).reshape(5, n), want,
+                               rtol=1e-5, atol=1e-5)
+    multi = to_nk_layout(packed[1].reshape(k // 8, 2, n // 2))  # a model's [K // 8, 2, F] weight
+    np.testing.assert_array_equal(np.asarray(multi).reshape(n, k), np.asarray(nk[1]))
+
+
+def test_nk_dispatch_errors_and_fallback(monkeypatch):
+    """On Hopper the nk default sends rows to the Mosaic kernel; a shape its tiles do not fit (N = 100) runs
+    through the reference, forcing the kernel on it is an error naming the shape; packed-only kernels are
+    refused for the nk layout."""
+    from jaxllm.ops.quant_matmul import dispatch
+    want, _, nk = nk_args(4, 128, 100, 32)
+    monkeypatch.setattr(dispatch, "gpu_compute_capability", lambda: (9, 0))
+    assert dispatch.choose_impl(4, "nk") == "mosaic_gpu" and mosaic_plan(4, 128, 100, 32, 132) is None
+    np.testing.assert_allclose(np.asarray(int4_matmul_nk(*nk)), want, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="no tiling for M=4, K=128, N=100"):
-        int4_matmul(*args, impl="pallas_triton")
+        int4_matmul_nk(*nk, impl="mosaic_gpu")
+    with pytest.raises(ValueError, match="'pallas_triton' is not available for the 'nk' weight layout"):
+        int4_matmul_nk(*nk, impl="pallas_triton")
+    with pytest.raises(ValueError, match="wt must be int4"):
+        int4_matmul_nk(nk[0], nk[1].astype(jnp.int8), *nk[2:])
+
+
+def test_mosaic_plan():
+    """Tiles per measured shape: the token tile is M up to 128, split-K fills the GPU for few weight rows."""
+    gate_up, down = mosaic_plan(64, 4096, 28672, 128, 132), mosaic_plan(64, 14336, 4096, 128, 132)
+    assert (gate_up.tm, gate_up.splits) == (64, 1) and (down.tm, down.splits) == (64, 4)
+    assert mosaic_plan(256, 4096, 28672, 128, 132).tm == 256  # measured 1.10x bf16 against 0.92x at 128
+    assert mosaic_plan(12, 4096, 4096, 128, 132) is None  # M % 8
+    assert mosaic_plan(8, 4096, 4096, 32, 132) is None  # group 32 < the 64-wide K tile
+    for m in (8, 64, 256, 2048):
+        for k, n in ((4096, 28672), (14336, 4096), (4096, 1024)):
+            t = mosaic_plan(m, k, n, 128, 132)
+            assert t.smem_bytes() <= SMEM_BUDGET and m % t.tm == 0 and k % (t.tk * t.splits) == 0
+
+
+@pytest.mark.parametrize("m,k,n,group", [(16, 4096, 28672, 128), (64, 14336, 4096, 128), (256, 4096, 28672, 128),
+                                         (8, 2048, 512, 2048)])
+def test_mosaic_kernel_lowers_for_hopper(m, k, n, group):
+    """The Mosaic GPU kernel needs a Hopper GPU to compile, but its Pallas lowering (layout inference included)
+    runs here: a jax API change that breaks it shows up on CPU."""
+    t = mosaic_plan(m, k, n, group, 132)
+    args = (jax.ShapeDtypeStruct((m, k), jnp.bfloat16), jax.ShapeDtypeStruct((n, k), jnp.int4),
+            jax.ShapeDtypeStruct((k // group, n), jnp.float16), jax.ShapeDtypeStruct((k // group, n), jnp.int8))
+    lowered = jax.jit(lambda *a: int4_matmul_mosaic(*a, tiles=t, num_sms=132)).trace(*args).lower(
+        lowering_platforms=("cuda",))
+    assert "mosaic_gpu" in lowered.as_text()

@@ -17,12 +17,13 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif((gpu_compute_capability() or (
                                                   reason="the Mosaic GPU int4 kernel is Hopper-only (wgmma/TMA)")]
 
 from jaxllm.ops.quant_matmul import int4_matmul_reference  # noqa: E402
-from jaxllm.ops.quant_matmul.mosaic_gpu import MosaicTiles, int4_matmul_mosaic, mosaic_plan, to_mosaic_layout  # noqa: E402
+from jaxllm.ops.quant_matmul import to_nk_layout  # noqa: E402
+from jaxllm.ops.quant_matmul.mosaic_gpu import MosaicTiles, int4_matmul_mosaic, mosaic_plan  # noqa: E402
 
 
 def run(args, tiles):
     x, qweight, scales, zeros = args
-    wt = jax.jit(to_mosaic_layout)(qweight)
+    wt = jax.jit(to_nk_layout)(qweight)
     out = jax.jit(lambda *a: int4_matmul_mosaic(*a, tiles=tiles))(x, wt, scales, zeros)
     assert out.dtype == x.dtype and out.shape == (x.shape[0], qweight.shape[1])
     return out
@@ -49,3 +50,27 @@ def test_bad_tiles_raise():
     args = operands(64, 2048, 1024, 128, jnp.bfloat16)
     with pytest.raises(ValueError, match="does not fit"):
         run(args, dataclasses.replace(MosaicTiles(48), splits=3))
+
+
+def test_awq_model_through_the_mosaic_kernel(tmp_path, monkeypatch):
+    """The default on Hopper (nk layout, Mosaic GPU kernel for 16 rows) against the packed reference."""
+    import numpy as np
+    from int4_checkpoints import int4_checkpoint
+
+    import jaxllm
+
+    qdir, _, _, _ = int4_checkpoint(tmp_path, "awq", 128, arch="LlamaForCausalLM", hidden_size=256,
+                                    intermediate_size=512)
+    x = np.random.RandomState(0).randint(0, 256, (2, 8)).astype(np.int32)  # 16 rows: the kernel's M % 8
+    from jaxllm.ops.quant_matmul import dispatch
+    calls = []
+    kernel = dispatch.int4_matmul_mosaic
+    monkeypatch.setattr(dispatch, "int4_matmul_mosaic", lambda *a, **kw: calls.append(kw["tiles"]) or kernel(*a, **kw))
+    model = jaxllm.load_model(qdir, "bfloat16")
+    assert model.layers[0].mlp.gate_up.layout == "nk"
+    out = model(x)
+    assert calls  # the kernel ran (q_proj, o_proj, gate_up, down: N a multiple of 128)
+    monkeypatch.setenv("JAXLLM_QUANT_MATMUL_IMPL", "reference")
+    ref = jaxllm.load_model(qdir, "bfloat16")
+    assert ref.layers[0].mlp.gate_up.layout == "packed"
+    close(out, ref(x), 2e-2)
