@@ -22,7 +22,8 @@ Layout (reference.py's "nk" layout, converted once at load time from the packed 
 ``(wt - (zeros - 8)) * bf16(scales)``: the subtraction is exact (small integers), the product is rounded once; the
 scale itself is rounded from float16 to bf16 (the reference rounds the float32 product once).
 
-Needs G a multiple of the K tile (64 or 128), N a multiple of 128, M a multiple of 8 (token tiles up to 128).
+Needs G a multiple of the K tile (64 or 128) and N a multiple of 128; the token rows are padded to a multiple of
+the token tile (16..256).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ CTA_W_ROWS = W_ROWS_PER_WG * COMPUTE_WGS
 
 @dataclasses.dataclass(frozen=True)
 class MosaicTiles:
-    """tm: token rows per tile (the wgmma's N, a multiple of 8, <= 256); tk: K per pipeline step (divides the
+    """tm: token rows per tile (the wgmma's N, a multiple of 16, <= 256); tk: K per pipeline step (divides the
     group size); splits: K slices summed in float32 afterwards; stages: TMA copies in flight."""
     tm: int
     tk: int = 128
@@ -67,26 +68,28 @@ SMEM_BUDGET = 220 * 1024  # of the H100/H200's 227 KB per block, with room for b
 def mosaic_plan(m: int, k: int, n: int, group_size: int, num_sms: int) -> MosaicTiles | None:
     """The tiling for an [m, K] x [K, N] product, or None when the kernel does not apply to the shape."""
     tk = 128 if group_size % 128 == 0 else 64 if group_size % 64 == 0 else 0
-    if not tk or k % tk or n % CTA_W_ROWS or m % 8:
+    if not tk or k % tk or n % CTA_W_ROWS:
         return None
-    tm = next((t for t in (128, 64, 32, 16, 8) if m % t == 0 and t <= m), 0)
-    if m <= 128:
-        tm = m
-    units = (n // CTA_W_ROWS) * (m // tm)
+    tm = _round_up(m, 16) if m <= 128 else 128  # the rows are padded to a multiple of tm
+    units = (n // CTA_W_ROWS) * (_round_up(m, tm) // tm)
     k_steps = k // tk
     splits = 1
-    # split K until ~one work unit per SM, keeping >= 4 steps per split so the pipeline fills
+
     def splittable(s):  # whole K steps and whole groups (or one per-channel group) per split, >= 4 steps each
         return k_steps % s == 0 and k_steps // s >= 4 and (group_size == k or (k // s) % group_size == 0)
 
-    while units * splits * 2 <= num_sms * 1.25 and splittable(splits * 2):
+    while units * splits * 2 <= num_sms * 1.25 and splittable(splits * 2):  # split K until ~one unit per SM
         splits *= 2
     tiles = MosaicTiles(tm=tm, tk=tk, splits=splits)
-    if m % 256 == 0 and splits == 1:  # x's tile read once per 256 tokens: gate_up at 256 rows 1.10x bf16, 0.92x at 128
-        tiles = MosaicTiles(tm=256, tk=tk)
+    if m >= 256 and _round_up(m, 128) % 256 == 0 and splits == 1:
+        tiles = MosaicTiles(tm=256, tk=tk)  # x's tile read once per 256 tokens: gate_up at 256 rows 1.10x bf16, 0.92x at 128
     while tiles.stages > 2 and tiles.smem_bytes() > SMEM_BUDGET:  # 128-token tiles: x's tile is 32 KB a stage
         tiles = dataclasses.replace(tiles, stages=tiles.stages - 1)
     return tiles
+
+
+def _round_up(a: int, b: int) -> int:
+    return -(-a // b) * b
 
 
 def _swizzled(bytes_per_row: int, bits: int, role: str):
@@ -114,10 +117,13 @@ def int4_matmul_mosaic(x: jax.Array, wt: jax.Array, scales: jax.Array, zeros: ja
     group = k // scales.shape[0]
     tm, tk, splits, stages = tiles.tm, tiles.tk, tiles.splits, tiles.stages
     per_channel = scales.shape[0] == 1
-    if (m % tm or k % (tk * splits) or group % tk or n % CTA_W_ROWS or tm % 8 or tm > 256
+    if (k % (tk * splits) or group % tk or n % CTA_W_ROWS or tm % 16 or tm > 256
             or (not per_channel and (k // splits) % group)):
         raise ValueError(f"int4 Mosaic GPU tiling {tiles.name} does not fit M={m}, K={k}, N={n}, group {group}")
     num_sms = num_sms or int(getattr(jax.devices()[0], "core_count", 0) or 132)
+    rows = m
+    m = _round_up(rows, tm)  # padded token rows: the output tile is >= 32 bytes wide (the smallest swizzle)
+    x = jnp.pad(x, ((0, m - rows), (0, 0))) if m != rows else x
     n_tiles, m_tiles = n // CTA_W_ROWS, m // tm
     k_steps = k // (tk * splits)
     units = n_tiles * m_tiles * splits
@@ -198,4 +204,4 @@ def int4_matmul_mosaic(x: jax.Array, wt: jax.Array, scales: jax.Array, zeros: ja
     out_t = call(x, wt, scales, zeros)
     if splits > 1:
         out_t = out_t.sum(axis=0)
-    return out_t.T.astype(out_dtype)
+    return out_t[:, :rows].T.astype(out_dtype)

@@ -46,10 +46,22 @@ def test_tile_variants(tiles):
     close(run(args, tiles), int4_matmul_reference(*args), 1e-2)
 
 
+@pytest.mark.parametrize("m", [1, 5, 8, 200])
+def test_rows_padded_to_the_token_tile(m):
+    """M not a multiple of 16 (decode buckets of 1-8 rows, ragged prefill) on a wide N without split-K: the rows
+    are padded to the token tile, whose bf16 output tile must be >= 32 bytes wide."""
+    args = operands(m, 1024, 32768, 128, jnp.bfloat16, seed=m)
+    tiles = mosaic_plan(m, 1024, 32768, 128, jax.devices()[0].core_count)
+    assert tiles.splits == 1
+    close(run(args, tiles), int4_matmul_reference(*args), 1e-2)
+
+
 def test_bad_tiles_raise():
     args = operands(64, 2048, 1024, 128, jnp.bfloat16)
     with pytest.raises(ValueError, match="does not fit"):
         run(args, dataclasses.replace(MosaicTiles(48), splits=3))
+    with pytest.raises(ValueError, match="does not fit"):
+        run(args, MosaicTiles(24))  # the token tile must be a multiple of 16
 
 
 def test_awq_model_through_the_mosaic_kernel(tmp_path, monkeypatch):
