@@ -165,9 +165,8 @@ def mosaic_variants(m, k, n):
     if base is None:
         return []
     r = dataclasses.replace
-    alts = [r(base, stages=3), r(base, stages=6), r(base, splits=base.splits * 2), r(base, tk=64)]
-    if base.splits > 1:
-        alts.append(r(base, splits=base.splits // 2))
+    alts = [r(base, stages=3), r(base, stages=6), r(base, tk=64)]
+    alts += [r(base, splits=s) for s in (1, 2, 4, 8, 16) if s != base.splits]
     if m >= 256 and base.tm < 256:
         alts.append(r(base, tm=256, stages=2))
     ok = []
