@@ -123,7 +123,7 @@ def gemm_kinds(compiled_text: str) -> list[str]:
     convert was fused into the matmul or the fp8 dot really ran in fp8."""
     kinds = set(re.findall(r'custom_call_target="([^"]+)"', compiled_text))
     kinds |= {f"triton:{k}" for k in re.findall(r'"kind":"(__triton[a-z_]*)"', compiled_text)}
-    return sorted(k for k in kinds if "cublas" in k or "triton" in k or "gemm" in k.lower())
+    return sorted(k for k in kinds if "cublas" in k or "triton" in k or "gemm" in k.lower() or "mosaic" in k)
 
 
 def time_op(fn, xs, ws) -> tuple[float, list[str]]:

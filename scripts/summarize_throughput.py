@@ -70,6 +70,17 @@ RUN_NOTES = {
     "B2decode64_run9": "commit 864bb63: same call, --quantization awq, 4-stage joined tiles without split-K: 0.80x "
                        "bf16; the trace puts our int4 kernels at 5.57 ms per step against 4.08 ms for XLA's bf16 "
                        "GEMMs (gate_up 84 vs 59 us)",
+    "B2decode64_run10": "commit 933de9d: bf16 baseline of session 7's call 3 (its AWQ run failed on an 8-row "
+                        "decode bucket: the Mosaic kernel's 16-byte output tile, fixed in f278738)",
+    "B2decode64_run11": "commit f278738: bf16 baseline of the call",
+    "B2decode64_run12": "commit f278738: same call, --quantization awq through the Mosaic GPU int4 kernel (nk layout, "
+                        "the Hopper default up to 256 rows): 0.97x bf16 (0.80x with the Triton kernel)",
+    "B2decode64_run13": "commit f278738: same call, --quantization gptq (same kernel): 1.00x bf16",
+    "B2decode64_run14": "commit f467bb3: bf16 baseline of session 7's call 5",
+    "B2decode64_run15": "commit f467bb3: same call, --quantization awq with the Mosaic plan patched in the device's "
+                        "copy only to keep >= 16 K steps per split (q/k/v/o: fewer splits): 0.93x bf16, not kept",
+    "B2decode64_run16": "commit f467bb3: same call, --quantization awq as committed (Mosaic GPU int4 kernel): "
+                        "1.00x bf16 (9,440 vs 9,404)",
     "B2decode_run3": "commit e2edd02: decode-heavy, --quantization awq, after int4_linear's one 2-D product per "
                      "shard: 0.62x bf16, unchanged; a trace of the 256-output variant shows why: XLA dequantizes "
                      "each int4 weight to a bf16 copy every step (converts: 8.6 ms per step; kernels_profile_h200.md)",
