@@ -35,9 +35,9 @@ from jaxllm.models.registry import model_class
 from jaxllm.ops import quant_matmul
 from jaxllm.parallel.sharding import make_mesh, named_sharding, sharding_rules
 from jaxllm.weights.fp8_layout import store_fp8_weights_k_minor
-from jaxllm.weights.int4_layout import store_int4_weights_nk
 from jaxllm.weights.gguf import GGUFCheckpoint, is_gguf
 from jaxllm.weights.inflight import InFlightCopies
+from jaxllm.weights.int4_layout import store_int4_weights_nk
 from jaxllm.weights.kv_scales import KV_SCALE_PARAM, KVScaleCollector
 from jaxllm.weights.mappings import IGNORED_SUFFIXES, Target, key_map, optional_keys
 from jaxllm.weights.quantized_checkpoint import quantized_tensors

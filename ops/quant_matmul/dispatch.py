@@ -27,7 +27,12 @@ import jax
 from ..device_info import forced_implementation, gpu_compute_capability
 from .mosaic_gpu import int4_matmul_mosaic, mosaic_plan
 from .pallas_triton import int4_matmul_pallas, plan
-from .reference import check_int4_nk_operands, check_int4_operands, int4_matmul_reference, int4_matmul_reference_nk
+from .reference import (
+    check_int4_nk_operands,
+    check_int4_operands,
+    int4_matmul_reference,
+    int4_matmul_reference_nk,
+)
 
 IMPLEMENTATIONS = {"reference": int4_matmul_reference, "pallas_triton": int4_matmul_pallas,
                    "mosaic_gpu": int4_matmul_mosaic}

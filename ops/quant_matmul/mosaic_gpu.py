@@ -35,7 +35,6 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-
 W_ROWS_PER_WG = 64  # one wgmma's M
 COMPUTE_WGS = 2
 CTA_W_ROWS = W_ROWS_PER_WG * COMPUTE_WGS
@@ -199,8 +198,8 @@ def int4_matmul_mosaic(x: jax.Array, wt: jax.Array, scales: jax.Array, zeros: ja
         kernel, out_type=jax.ShapeDtypeStruct(out_shape, part_dtype), grid=(min(num_sms, units),),
         grid_names=("sm",), num_threads=COMPUTE_WGS + 1, thread_name="wg",
         compiler_params=plgpu.CompilerParams(lowering_semantics=plgpu.LoweringSemantics.Warpgroup),
-        scratch_types=dict(out_smem=plgpu.SMEM((COMPUTE_WGS, W_ROWS_PER_WG, tm), part_dtype,
-                                               transforms=out_transforms)))
+        scratch_types={"out_smem": plgpu.SMEM((COMPUTE_WGS, W_ROWS_PER_WG, tm), part_dtype,
+                                              transforms=out_transforms)})
     out_t = call(x, wt, scales, zeros)
     if splits > 1:
         out_t = out_t.sum(axis=0)

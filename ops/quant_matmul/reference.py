@@ -31,6 +31,11 @@ def check_int4_operands(x, qweight, scales, zeros) -> tuple[int, int, int]:
     k, n = qweight.shape[0] * PACK, qweight.shape[1]
     if x.shape[-1] != k:
         raise ValueError(f"x has {x.shape[-1]} input features but qweight packs {k} ([{k // PACK}, {n}])")
+    return _check_groups(k, n, scales, zeros)
+
+
+def _check_groups(k: int, n: int, scales, zeros) -> tuple[int, int, int]:
+    """(K, N, G) once scales / zeros are [K // G, N] for some G dividing K; a ValueError otherwise."""
     if scales.ndim != 2 or scales.shape[1] != n or k % scales.shape[0]:
         raise ValueError(f"scales must be [K // G, N] with G dividing K={k}, N={n}; got {scales.shape}")
     if zeros.shape != scales.shape:
@@ -79,11 +84,7 @@ def check_int4_nk_operands(x, wt, scales, zeros) -> tuple[int, int, int]:
     n, k = wt.shape
     if x.shape[-1] != k:
         raise ValueError(f"x has {x.shape[-1]} input features but wt has {k} ([{n}, {k}])")
-    if scales.ndim != 2 or scales.shape[1] != n or k % scales.shape[0]:
-        raise ValueError(f"scales must be [K // G, N] with G dividing K={k}, N={n}; got {scales.shape}")
-    if zeros.shape != scales.shape:
-        raise ValueError(f"zeros {zeros.shape} must have the shape of scales {scales.shape}")
-    return k, n, k // scales.shape[0]
+    return _check_groups(k, n, scales, zeros)
 
 
 def dequantize_int4_nk(wt, scales, zeros, dtype=jnp.float32) -> jax.Array:

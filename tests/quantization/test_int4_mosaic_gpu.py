@@ -9,15 +9,16 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import pytest
-from test_int4_gpu import close, operands
-
 from jaxllm.ops.device_info import gpu_compute_capability
+from test_int4_gpu import close, operands
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif((gpu_compute_capability() or (0,))[0] != 9,
                                                   reason="the Mosaic GPU int4 kernel is Hopper-only (wgmma/TMA)")]
 
-from jaxllm.ops.quant_matmul import int4_matmul_reference  # noqa: E402
-from jaxllm.ops.quant_matmul import to_nk_layout  # noqa: E402
+from jaxllm.ops.quant_matmul import (
+    int4_matmul_reference,  # noqa: E402
+    to_nk_layout,  # noqa: E402
+)
 from jaxllm.ops.quant_matmul.mosaic_gpu import MosaicTiles, int4_matmul_mosaic, mosaic_plan  # noqa: E402
 
 
