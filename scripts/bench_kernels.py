@@ -146,7 +146,8 @@ def bench_prefill(rng, shapes, interpret, results):
                 row["cudnn_error"] = repr(e)[:300]
             try:  # JAX's own FlashAttention-3 in Mosaic GPU (Hopper, dense): how far a wgmma/TMA kernel gets
                 from jax.experimental.pallas.ops.gpu import attention_mgpu as fa3
-                cfg = fa3.TuningConfig(block_q=128, block_kv=128, max_concurrent_steps=2, causal=True)
+                # its fastest tiles in session 7's probe (scripts/probe_fa3.py: 570 TFLOP/s at 1 x 8k in fp16)
+                cfg = fa3.TuningConfig(block_q=64, block_kv=128, max_concurrent_steps=2, causal=True)
                 fn = jax.jit(lambda a, b, cc, cfg=cfg: fa3.attention(a, b, cc, cfg))
                 # float16 inputs: jax 0.11.2's kernel allocates its shared-memory tiles in float16 whatever the
                 # input dtype (bf16 fails "Expected dtypes to match"); same FLOPs, same MMA rate on Hopper

@@ -10,10 +10,11 @@ Implementations:
 * ``"mosaic_gpu"``: our Mosaic GPU kernel on the nk layout (mosaic_gpu.py), Hopper only (wgmma/TMA).
 
 Default: on Hopper the nk layout, with the Mosaic GPU kernel up to MOSAIC_MAX_ROWS rows (decode steps and small
-prefill chunks; measured 1.2-1.6x XLA's bf16 GEMM at 16-64 rows, ~1x at 128-256) and the reference above;
-elsewhere the packed layout and the reference (the Triton kernel runs on sm_80+ but was measured slower than
-XLA's fused reference off Hopper's decode rows: it was Hopper's default up to 64 rows before the Mosaic kernel).
-A shape the kernel's tiles do not fit (N % 128, M % 8, group % 64) runs through the reference.
+prefill chunks: gate_up / down measured 1.2-1.5x XLA's bf16 GEMM at 16-64 rows and 0.9-1.2x at 128-256, the
+small q / o products slower than bf16; XLA's dequantize + GEMM was 0.4-0.6x there) and the reference above;
+elsewhere the packed layout and the reference (the Triton kernel runs on sm_80+ but was never timed off Hopper;
+it was Hopper's default up to 64 rows before the Mosaic kernel). A product the kernel's tiles do not fit
+(N % 128, a group size not a multiple of 64) or with float16 activations runs through the reference.
 ``JAXLLM_QUANT_MATMUL_IMPL=reference|pallas_triton|mosaic_gpu`` (or the ``impl`` argument, which wins) forces one
 for every M; forcing it also fixes the layout at load time (``mosaic_gpu``: nk, which needs a Hopper GPU; the
 others: packed). Forced off the GPU, ``pallas_triton`` runs in Pallas' interpret mode (tests). Measured on the
