@@ -190,7 +190,7 @@ def _merge(cfg: ModelConfig, graphdef, variables: dict, arrays: dict, mesh: Mesh
     rules = sharding_rules(cfg, mesh.devices.size)
     if cfg.quantization in INT4_METHODS:
         _bind_int4_sharding(model, mesh, rules)
-        if quant_matmul.weight_layout() == "nk":
+        if quant_matmul.weight_layout(cfg.dtype) == "nk":
             store_int4_weights_nk(model, mesh, rules)
     if cfg.quantization == "fp8":
         store_fp8_weights_k_minor(model, mesh, rules)

@@ -9,12 +9,14 @@ Implementations:
 * ``"pallas_triton"``: our Pallas -> Triton kernel on the packed layout (pallas_triton.py), NVIDIA sm_80+.
 * ``"mosaic_gpu"``: our Mosaic GPU kernel on the nk layout (mosaic_gpu.py), Hopper only (wgmma/TMA).
 
-Default: on Hopper the nk layout, with the Mosaic GPU kernel up to MOSAIC_MAX_ROWS rows (decode steps and small
-prefill chunks: gate_up / down measured 1.2-1.5x XLA's bf16 GEMM at 16-64 rows and 0.9-1.2x at 128-256, the
-small q / o products slower than bf16; XLA's dequantize + GEMM was 0.4-0.6x there) and the reference above;
-elsewhere the packed layout and the reference (the Triton kernel runs on sm_80+ but was never timed off Hopper;
-it was Hopper's default up to 64 rows before the Mosaic kernel). A product the kernel's tiles do not fit
-(N % 128, a group size not a multiple of 64) or with float16 activations runs through the reference.
+Default, on Hopper with bfloat16 activations: the nk layout, with the Mosaic GPU kernel up to MOSAIC_MAX_ROWS
+rows (decode steps and small prefill chunks: gate_up / down measured 1.2-1.5x XLA's bf16 GEMM at 16-64 rows and
+0.9-1.2x at 128-256, the small q / o products slower than bf16; XLA's dequantize + GEMM was 0.4-0.6x there) and
+the reference above. On Hopper with float16 activations (AWQ checkpoints are often float16): the packed layout,
+the Triton kernel up to TRITON_MAX_ROWS rows (session 6's default: 0.80x bf16 on decode-heavy B2 against 0.44x
+through the reference) and the reference above. On other GPUs and off the GPU: the packed layout and the
+reference (the Triton kernel runs on sm_80+ but was never timed off Hopper). A product the chosen kernel's tiles
+do not fit runs through the reference (Mosaic: N % 128 or a group size not a multiple of 64).
 ``JAXLLM_QUANT_MATMUL_IMPL=reference|pallas_triton|mosaic_gpu`` (or the ``impl`` argument, which wins) forces one
 for every M; forcing it also fixes the layout at load time (``mosaic_gpu``: nk, which needs a Hopper GPU; the
 others: packed). Forced off the GPU, ``pallas_triton`` runs in Pallas' interpret mode (tests). Measured on the
@@ -24,6 +26,7 @@ H200: benchmarks/quant_matmul_h200.md, benchmarks/throughput_h200.md.
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 
 from ..device_info import forced_implementation, gpu_compute_capability
 from .mosaic_gpu import int4_matmul_mosaic, mosaic_plan
@@ -39,6 +42,7 @@ IMPLEMENTATIONS = {"reference": int4_matmul_reference, "pallas_triton": int4_mat
                    "mosaic_gpu": int4_matmul_mosaic}
 LAYOUT_IMPLS = {"packed": ("reference", "pallas_triton"), "nk": ("reference", "mosaic_gpu")}
 MOSAIC_MAX_ROWS = 256
+TRITON_MAX_ROWS = 64  # the packed layout on Hopper (float16 models): session 6's measured default
 
 
 def _num_cores() -> int:
@@ -54,16 +58,23 @@ def _hopper() -> bool:
     return cc is not None and cc[0] == 9
 
 
-def weight_layout() -> str:
-    """The layout int4 weights are stored in after loading: "nk" on Hopper (or with mosaic_gpu forced, which
-    needs Hopper), "packed" elsewhere or with another implementation forced."""
+def weight_layout(activation_dtype) -> str:
+    """The layout int4 weights are stored in after loading, for a model computing in ``activation_dtype``: "nk"
+    on Hopper with bfloat16 activations (the Mosaic GPU kernel's operand type) or with mosaic_gpu forced (which
+    needs Hopper); "packed" elsewhere, for float16 / float32 models (AWQ checkpoints are often float16: on Hopper
+    they keep the Triton kernel) or with another implementation forced."""
     forced = _forced()
     if forced == "mosaic_gpu" and not _hopper():
         raise ValueError(f"JAXLLM_QUANT_MATMUL_IMPL='mosaic_gpu' needs a Hopper GPU (sm_90); this device is "
                          f"{jax.devices()[0].device_kind} (compute capability {gpu_compute_capability()})")
+    bf16 = jnp.dtype(activation_dtype) == jnp.bfloat16
+    if forced == "mosaic_gpu" and not bf16:
+        raise ValueError(f"JAXLLM_QUANT_MATMUL_IMPL='mosaic_gpu' takes bfloat16 activations; this model computes "
+                         f"in {jnp.dtype(activation_dtype).name} (load it with dtype='bfloat16', or force "
+                         f"'pallas_triton' / 'reference')")
     if forced:
         return "nk" if forced == "mosaic_gpu" else "packed"
-    return "nk" if _hopper() else "packed"
+    return "nk" if _hopper() and bf16 else "packed"
 
 
 def choose_impl(m: int, layout: str = "packed") -> str:
@@ -73,7 +84,7 @@ def choose_impl(m: int, layout: str = "packed") -> str:
         return forced
     if layout == "nk":
         return "mosaic_gpu" if _hopper() and m <= MOSAIC_MAX_ROWS else "reference"
-    return "reference"
+    return "pallas_triton" if _hopper() and m <= TRITON_MAX_ROWS else "reference"
 
 
 def _resolve(impl: str | None, m: int, layout: str) -> tuple[str, bool]:
@@ -92,12 +103,12 @@ def int4_matmul(x: jax.Array, qweight, scales, zeros, out_dtype=None, *, impl: s
     lead = x.shape[:-1]
     x2 = x.reshape(-1, x.shape[-1])
     k, n, group_size = check_int4_operands(x2, qweight, scales, zeros)
-    name, _ = _resolve(impl, x2.shape[0], "packed")
+    name, forced = _resolve(impl, x2.shape[0], "packed")
     tiles = plan(x2.shape[0], k, n, group_size, _num_cores()) if name == "pallas_triton" else None
-    if name == "pallas_triton" and tiles is None:
+    if name == "pallas_triton" and tiles is None and forced:
         raise ValueError(f"int4 matmul impl 'pallas_triton' has no tiling for M={x2.shape[0]}, K={k}, N={n}, "
                          f"group size {group_size}; use impl='reference'")
-    if tiles is not None:
+    if tiles is not None:  # (the default choice on a shape no tile divides falls through to the reference)
         # forced off the GPU (tests): Pallas' interpret mode runs the same kernel
         interpret = jax.devices()[0].platform != "gpu"
         out = int4_matmul_pallas(x2, qweight, scales, zeros, out_dtype, tiles=tiles, interpret=interpret)

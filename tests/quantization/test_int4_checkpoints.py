@@ -155,7 +155,7 @@ def test_nk_layout_matches_packed(ckpts, case, monkeypatch):
     qdir, _, _, _ = ckpts[case]
     x = ids(2, 9, seed=6)
     ref = np.asarray(jaxllm.load_model(qdir)(x))
-    monkeypatch.setattr(quant_matmul, "weight_layout", lambda: "nk")
+    monkeypatch.setattr(quant_matmul, "weight_layout", lambda dtype: "nk")
     for tp in (1, 2):
         model = jaxllm.load_model(qdir, tensor_parallel_size=tp)
         o_proj, gate_up = model.layers[0].self_attn.o_proj, model.layers[0].mlp.gate_up

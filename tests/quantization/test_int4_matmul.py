@@ -137,27 +137,46 @@ def test_magic_number_dequantization_is_exact():
 
 
 def test_choose_layout_and_impl_by_device(monkeypatch):
-    """Hopper: the nk layout, the Mosaic GPU kernel up to MOSAIC_MAX_ROWS rows and XLA's dequantize + GEMM above;
-    elsewhere the packed layout and the reference (the Triton kernel runs only when forced)."""
+    """Hopper, bfloat16: the nk layout, the Mosaic GPU kernel up to MOSAIC_MAX_ROWS rows and XLA's dequantize +
+    GEMM above. Hopper, float16 (AWQ checkpoints' usual dtype): the packed layout and the Triton kernel up to
+    TRITON_MAX_ROWS. Elsewhere the packed layout and the reference (the Triton kernel only when forced)."""
     from jaxllm.ops.quant_matmul import dispatch
-    top = dispatch.MOSAIC_MAX_ROWS
-    for cc, layout, rows, want in (((9, 0), "nk", 64, "mosaic_gpu"), ((9, 0), "nk", top, "mosaic_gpu"),
-                                   ((9, 0), "nk", top + 1, "reference"), ((8, 0), "packed", 1, "reference"),
-                                   ((8, 9), "packed", 16, "reference"), ((7, 5), "packed", 16, "reference"),
-                                   (None, "packed", 16, "reference")):
+    top, triton_top = dispatch.MOSAIC_MAX_ROWS, dispatch.TRITON_MAX_ROWS
+    for cc, dtype, layout, rows, want in (
+            ((9, 0), jnp.bfloat16, "nk", 64, "mosaic_gpu"), ((9, 0), jnp.bfloat16, "nk", top, "mosaic_gpu"),
+            ((9, 0), jnp.bfloat16, "nk", top + 1, "reference"),
+            ((9, 0), jnp.float16, "packed", triton_top, "pallas_triton"),
+            ((9, 0), jnp.float16, "packed", triton_top + 1, "reference"),
+            ((9, 0), jnp.float32, "packed", 1, "pallas_triton"),
+            ((8, 0), jnp.bfloat16, "packed", 1, "reference"), ((8, 9), jnp.float16, "packed", 16, "reference"),
+            ((7, 5), jnp.bfloat16, "packed", 16, "reference"), (None, jnp.bfloat16, "packed", 16, "reference")):
         monkeypatch.setattr(dispatch, "gpu_compute_capability", lambda cc=cc: cc)
-        assert dispatch.weight_layout() == layout, cc
+        assert dispatch.weight_layout(dtype) == layout, (cc, dtype)
         assert dispatch.choose_impl(rows, layout) == want, (cc, rows)
-        assert dispatch.choose_impl(rows, "packed") == "reference"
     monkeypatch.setenv("JAXLLM_QUANT_MATMUL_IMPL", "reference")
-    assert dispatch.choose_impl(1, "nk") == "reference" and dispatch.weight_layout() == "packed"
+    assert dispatch.choose_impl(1, "nk") == "reference" and dispatch.weight_layout(jnp.bfloat16) == "packed"
     monkeypatch.setenv("JAXLLM_QUANT_MATMUL_IMPL", "pallas_triton")
-    assert dispatch.weight_layout() == "packed"
+    assert dispatch.weight_layout(jnp.bfloat16) == "packed"
     monkeypatch.setenv("JAXLLM_QUANT_MATMUL_IMPL", "mosaic_gpu")
     with pytest.raises(ValueError, match="'mosaic_gpu' needs a Hopper GPU"):
-        dispatch.weight_layout()  # (cc is None here)
+        dispatch.weight_layout(jnp.bfloat16)  # (cc is None here)
     monkeypatch.setattr(dispatch, "gpu_compute_capability", lambda: (9, 0))
-    assert dispatch.weight_layout() == "nk"
+    assert dispatch.weight_layout(jnp.bfloat16) == "nk"
+    with pytest.raises(ValueError, match="'mosaic_gpu' takes bfloat16 activations; this model computes in float16"):
+        dispatch.weight_layout(jnp.float16)
+
+
+def test_packed_default_falls_back_where_no_tile_fits(monkeypatch):
+    """On Hopper the packed layout's default sends decode rows to the Triton kernel; a shape no tile divides
+    (N = 100) must still run (through the reference), while forcing the kernel on it is an error naming it."""
+    from jaxllm.ops.quant_matmul import dispatch
+    monkeypatch.setattr(dispatch, "gpu_compute_capability", lambda: (9, 0))
+    x, q, zeros, scales = operands(4, 128, 100, 32)
+    args = (jnp.asarray(x), jnp.asarray(pack_rows(q)), jnp.asarray(scales), jnp.asarray(zeros, jnp.int8))
+    assert dispatch.choose_impl(4) == "pallas_triton" and plan(4, 128, 100, 32) is None
+    np.testing.assert_allclose(np.asarray(int4_matmul(*args)), x @ dequantize(q, zeros, scales), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="no tiling for M=4, K=128, N=100"):
+        int4_matmul(*args, impl="pallas_triton")
 
 
 def nk_args(m, k, n, group, seed=0):
