@@ -10,8 +10,7 @@ source scripts/gpu_lib.sh
 gpu_setup i4
 export XLA_PYTHON_CLIENT_MEM_FRACTION=0.92
 echo "=== 1. int4 GPU tests"
-timeout 150 python3 -m pytest tests/quantization/test_int4_gpu.py -q -rfE -p no:cacheprovider 2>&1 \
-  | tee "$W/int4_gpu_tests.log" | tail -6
+TAIL=6 gpu_tests int4_gpu_tests 150 tests/quantization/test_int4_gpu.py
 echo "=== 2. int4 linear layers"
 timeout ${MICRO_S:-170} python3 scripts/bench_quant_matmul.py --m ${MS:-16 64 128} --shapes gate_up down q_o \
   --kinds bf16 int4_reference int4_pallas --output "$W/quant_matmul_h200_int4_decode.json" 2>&1 | grep -v Warning

@@ -9,6 +9,10 @@ gpu_setup() {  # gpu_setup SUBDIR: results go to $W = $OUT/SUBDIR; editable inst
   nvidia-smi --query-gpu=name,memory.used,clocks.sm,clocks.max.sm --format=csv,noheader
 }
 
+gpu_tests() {  # gpu_tests NAME LIMIT_S [PYTEST ARGS...]: GPU tests, full output in $W/NAME.log, the tail printed
+  timeout "$2" python3 -m pytest -q -rfE -p no:cacheprovider "${@:3}" 2>&1 | tee "$W/$1.log" | tail -"${TAIL:-8}"
+}
+
 b2_run() {  # b2_run NAME LIMIT_S [ENV=VALUE ...] [--profile] -- ARGS...
   # `jaxllm bench --workload B2 --gpu-busy ARGS` into $W/NAME.json (log: $W/NAME.log); with --profile also a
   # jax.profiler trace summarized by scripts/profile_summary.py into $W/kernels_NAME.{json,txt} (trace deleted)

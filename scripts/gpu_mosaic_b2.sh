@@ -11,7 +11,7 @@ source scripts/gpu_lib.sh
 gpu_setup mb2
 export XLA_PYTHON_CLIENT_MEM_FRACTION=0.92
 echo "=== 1. GPU tests"
-timeout 120 python3 -m pytest tests/quantization/test_int4_mosaic_gpu.py -q 2>&1 | tail -6 | tee "$W/int4_mosaic_gpu_tests_3.txt"
+TAIL=6 gpu_tests int4_mosaic_gpu_tests 120 tests/quantization/test_int4_mosaic_gpu.py
 echo "=== 2. decode-heavy B2, 64 requests"
 DH64=(--num-requests 64 --prompt-len 64 128 --output-len 1024 1024)
 b2_run DH64_bf16 100 -- "${DH64[@]}"; pack mosaic_b2.tgz

@@ -9,7 +9,7 @@ source scripts/gpu_lib.sh
 gpu_setup mosaic_int4
 export XLA_PYTHON_CLIENT_MEM_FRACTION=0.92
 echo "=== 1. GPU tests of the Mosaic GPU int4 kernel"
-timeout 150 python3 -m pytest tests/quantization/test_int4_mosaic_gpu.py -q -x 2>&1 | tail -25 | tee "$W/int4_mosaic_gpu_tests.txt"
+TAIL=25 gpu_tests int4_mosaic_gpu_tests 150 tests/quantization/test_int4_mosaic_gpu.py -x
 echo "=== 2. linear layers"
 timeout 200 python3 scripts/bench_quant_matmul.py --m 16 64 128 256 --shapes gate_up down q_o k_v \
   --kinds bf16 int4_pallas int4_mosaic --pallas-plan-only --output "$W/quant_matmul_h200_mosaic.json" 2>&1 | grep -v Warning

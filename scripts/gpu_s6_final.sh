@@ -11,8 +11,7 @@ source scripts/gpu_lib.sh
 gpu_setup fin
 export XLA_PYTHON_CLIENT_MEM_FRACTION=0.92
 echo "=== 1. GPU attention tests"
-timeout ${TESTS_S:-150} python3 -m pytest tests/ops/test_paged_attention_gpu.py -q -rfE --maxfail=4 -p no:cacheprovider \
-  2>&1 | tee "$W/gpu_tests.log" | tail -4
+TAIL=4 gpu_tests gpu_tests "${TESTS_S:-150}" tests/ops/test_paged_attention_gpu.py --maxfail=4
 echo "=== 2. attention kernels + sweeps"
 timeout ${BENCH_S:-170} python3 scripts/bench_kernels.py --sweep --out-dir "$W" > "$W/bench_kernels.log" 2>&1
 grep "^| \(decode\|prefill\|mixed\)" "$W/kernels_h200.md" | head -24

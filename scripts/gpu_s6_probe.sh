@@ -11,8 +11,7 @@ source scripts/gpu_lib.sh
 gpu_setup s6
 export XLA_PYTHON_CLIENT_MEM_FRACTION=0.92
 echo "=== 1. fp8 GPU tests"
-timeout 120 python3 -m pytest tests/quantization/test_fp8_gpu.py -q -rfE -p no:cacheprovider 2>&1 \
-  | tee "$W/fp8_gpu_tests.log" | tail -4
+TAIL=4 gpu_tests fp8_gpu_tests 120 tests/quantization/test_fp8_gpu.py
 echo "=== 2. bf16 split-K GEMMs"
 timeout 110 python3 scripts/bench_quant_matmul.py --m 256 2048 --shapes q_o qkv gate_up down \
   --kinds bf16 bf16_splitk2 bf16_splitk4 --output "$W/quant_matmul_h200_bf16_splitk.json" 2>&1 | grep -v Warning

@@ -11,8 +11,7 @@ gpu_setup w8
 echo "=== fp8 KV kernels (q-dtype vs float16 tiles)"
 timeout 120 python3 scripts/bench_kernels.py --fp8-kv-only --out-dir "$W" 2>&1 | grep "^| \(decode\|prefill\)"
 echo "=== GPU fp8-cache tests (JAXLLM_PA_FP8_DOT=${FP8_DOT_TESTS:-auto})"
-JAXLLM_PA_FP8_DOT=${FP8_DOT_TESTS:-auto} timeout 100 python3 -m pytest tests/ops/test_paged_attention_gpu.py -q -x -k fp8 \
-  -p no:cacheprovider 2>&1 | tee "$W/gpu_tests_fp8.log" | tail -3
+JAXLLM_PA_FP8_DOT=${FP8_DOT_TESTS:-auto} TAIL=3 gpu_tests gpu_tests_fp8 100 tests/ops/test_paged_attention_gpu.py -x -k fp8
 W8A8=(--quantization fp8 --fp8-activations dynamic)
 RUNS=" ${RUNS:-B2_w8a8_fp8kv B2_w8a8_fp8kv_f16 B2_bf16 B2_w8a8} "
 [[ $RUNS == *" B2_w8a8_fp8kv "* ]] && b2_run B2_w8a8_fp8kv 130 -- "${W8A8[@]}" --kv-cache-dtype fp8
