@@ -97,6 +97,15 @@ def _resolve(impl: str | None, m: int, layout: str) -> tuple[str, bool]:
     return name, bool(forced)
 
 
+def _kernel_tiles(name: str, forced: bool, tiles, m: int, k: int, n: int, group_size: int):
+    """The kernel's planned tiles. None sends the default choice to the reference (a shape no tile fits); for a
+    forced kernel it is an error naming the shape."""
+    if tiles is None and forced:
+        raise ValueError(f"int4 matmul impl {name!r} has no tiling for M={m}, K={k}, N={n}, group size "
+                         f"{group_size}; use impl='reference'")
+    return tiles
+
+
 def int4_matmul(x: jax.Array, qweight, scales, zeros, out_dtype=None, *, impl: str | None = None) -> jax.Array:
     """x [..., K] @ W [K, N] -> [..., N] for W in the packed int4 layout (reference.py); float32 accumulation,
     result in ``out_dtype`` (default x.dtype)."""
@@ -104,11 +113,11 @@ def int4_matmul(x: jax.Array, qweight, scales, zeros, out_dtype=None, *, impl: s
     x2 = x.reshape(-1, x.shape[-1])
     k, n, group_size = check_int4_operands(x2, qweight, scales, zeros)
     name, forced = _resolve(impl, x2.shape[0], "packed")
-    tiles = plan(x2.shape[0], k, n, group_size, _num_cores()) if name == "pallas_triton" else None
-    if name == "pallas_triton" and tiles is None and forced:
-        raise ValueError(f"int4 matmul impl 'pallas_triton' has no tiling for M={x2.shape[0]}, K={k}, N={n}, "
-                         f"group size {group_size}; use impl='reference'")
-    if tiles is not None:  # (the default choice on a shape no tile divides falls through to the reference)
+    tiles = None
+    if name == "pallas_triton":
+        tiles = _kernel_tiles(name, forced, plan(x2.shape[0], k, n, group_size, _num_cores()), x2.shape[0], k, n,
+                              group_size)
+    if tiles is not None:
         # forced off the GPU (tests): Pallas' interpret mode runs the same kernel
         interpret = jax.devices()[0].platform != "gpu"
         out = int4_matmul_pallas(x2, qweight, scales, zeros, out_dtype, tiles=tiles, interpret=interpret)
@@ -128,12 +137,15 @@ def int4_matmul_nk(x: jax.Array, wt, scales, zeros, out_dtype=None, *, impl: str
     if name == "mosaic_gpu":
         if not _hopper():
             raise ValueError("int4 matmul impl 'mosaic_gpu' needs a Hopper GPU (sm_90); use impl='reference'")
-        tiles = mosaic_plan(x2.shape[0], k, n, group_size, _num_cores())
-        if tiles is None and forced:
-            raise ValueError(f"int4 matmul impl 'mosaic_gpu' has no tiling for M={x2.shape[0]}, K={k}, N={n}, "
-                             f"group size {group_size}; use impl='reference'")
-    if tiles is not None and x2.dtype == jax.numpy.bfloat16:
+        tiles = _kernel_tiles(name, forced, mosaic_plan(x2.shape[0], k, n, group_size, _num_cores()), x2.shape[0],
+                              k, n, group_size)
+        if x2.dtype != jnp.bfloat16:  # a float16 / float32 call: the kernel's operands are bf16
+            if forced:
+                raise ValueError(f"int4 matmul impl 'mosaic_gpu' takes bfloat16 activations, got {x2.dtype}; use "
+                                 f"impl='reference'")
+            tiles = None
+    if tiles is not None:
         out = int4_matmul_mosaic(x2, wt, scales, zeros, out_dtype, tiles=tiles, num_sms=_num_cores())
-    else:  # the default choice on a shape no tile fits (or float16 / float32 activations) takes the reference
+    else:
         out = int4_matmul_reference_nk(x2, wt, scales, zeros, out_dtype)
     return out.reshape(*lead, n)

@@ -213,6 +213,10 @@ def test_nk_dispatch_errors_and_fallback(monkeypatch):
         int4_matmul_nk(*nk, impl="pallas_triton")
     with pytest.raises(ValueError, match="wt must be int4"):
         int4_matmul_nk(nk[0], nk[1].astype(jnp.int8), *nk[2:])
+    _, _, fits = nk_args(4, 128, 128, 64)
+    assert mosaic_plan(4, 128, 128, 64, 132) is not None
+    with pytest.raises(ValueError, match="'mosaic_gpu' takes bfloat16 activations, got float32"):
+        int4_matmul_nk(*fits, impl="mosaic_gpu")  # a float32 x, forced: an error, not the reference
 
 
 def test_mosaic_plan():
