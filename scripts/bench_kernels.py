@@ -311,8 +311,9 @@ def sweep(rng, interpret, results):
             print("sweep", out[-1], flush=True)
     lens = [8192]
     sets = paged_batch(rng, lens, lens)
-    # session 6 (commit 79adb0a): bq32/bn64/4 warps/3 stages led 11 variants (308 TFLOP/s); after dot_acc the
-    # 8-warp tiles no longer spill (scripts/kernel_resources.py), so they are timed again
+    # session 6 (commit 79adb0a): bq32/bn64/4 warps/3 stages led 11 variants (308 TFLOP/s); the 8-warp tiles were
+    # timed again with a dot-with-accumulator primitive that removed their spill (commit d720042, since removed:
+    # no gain)
     for bq, bn, w, st in ((32, 64, 4, 3), (32, 64, 4, 2), (32, 64, 8, 3), (32, 64, 8, 2), (64, 64, 8, 3),
                           (32, 128, 8, 2), (64, 32, 8, 3)):
         cfg = TileConfig(block_q=bq, block_n=bn, num_warps=w, num_stages=st)

@@ -46,10 +46,10 @@ L2_BYTES = 3 * 64 << 20  # keep the weights of one program well above the L2 (50
 
 
 def weight_bytes(kind, k, n):
-    fp8 = k * n + 4 * n
-    return {"bf16": 2 * k * n, "bf16_splitk2": 2 * k * n, "bf16_splitk4": 2 * k * n, "int8": fp8, "int8_mgpu_t": fp8, "fp8": fp8, "fp8_w8a8": fp8, "fp8_w8a8_nk": fp8, "fp8_w8a8_nk_bf16": fp8,
-            "int4": k * n // 2 + 3 * (k // GROUP) * n, "int4_reference": k * n // 2 + 3 * (k // GROUP) * n,
-            "int4_mosaic": k * n // 2 + 3 * (k // GROUP) * n}[kind]
+    fp8, int4 = k * n + 4 * n, k * n // 2 + 3 * (k // GROUP) * n
+    return {"bf16": 2 * k * n, "bf16_splitk2": 2 * k * n, "bf16_splitk4": 2 * k * n, "int8": fp8, "int8_mgpu_t": fp8,
+            "fp8": fp8, "fp8_w8a8": fp8, "fp8_w8a8_nk": fp8, "fp8_w8a8_nk_bf16": fp8,
+            "int4": int4, "int4_reference": int4, "int4_mosaic": int4}[kind]
 
 
 def make_weights(kind, k, n, copies, key):

@@ -15,9 +15,8 @@ import jax
 import jax.numpy as jnp
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_kernels import HK, HQ, D, causal_flops  # noqa: E402
 from bench_timing import timeit  # noqa: E402
-
-HQ, HK, D = 32, 8, 128
 
 
 def main():
@@ -25,7 +24,7 @@ def main():
 
     print(f"{'shape':10} {'impl':34} {'us':>8} {'TFLOP/s':>8}")
     for nseq, length in ((1, 8192), (8, 1024)):
-        flops = nseq * 4 * HQ * D * length * (length + 1) / 2
+        flops = causal_flops([length] * nseq)
         q, k, v = (jax.random.normal(jax.random.key(i), (nseq, length, h, D), jnp.float32).astype(jnp.float16)
                    for i, h in ((0, HQ), (1, HK), (2, HK)))
         impls = {"cudnn": jax.jit(lambda a, b, c: jax.nn.dot_product_attention(a, b, c, is_causal=True,
