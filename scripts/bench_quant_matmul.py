@@ -33,7 +33,7 @@ import jax.numpy as jnp
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from jaxllm.models.quant import quantize_activations_fp8
 from ops.quant_matmul import Int4Tiles, int4_matmul_pallas, int4_matmul_reference, plan, to_nk_layout
-from ops.quant_matmul.mosaic_gpu import SMEM_BUDGET, int4_matmul_mosaic, mosaic_plan
+from ops.quant_matmul.mosaic_gpu import SMEM_BUDGET, int4_matmul_mosaic, int4_matmul_mosaic_group, mosaic_plan
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_timing import timeit  # noqa: E402
@@ -47,9 +47,10 @@ L2_BYTES = 3 * 64 << 20  # keep the weights of one program well above the L2 (50
 
 def weight_bytes(kind, k, n):
     fp8, int4 = k * n + 4 * n, k * n // 2 + 3 * (k // GROUP) * n
-    return {"bf16": 2 * k * n, "bf16_splitk2": 2 * k * n, "bf16_splitk4": 2 * k * n, "int8": fp8, "int8_mgpu_t": fp8,
-            "fp8": fp8, "fp8_w8a8": fp8, "fp8_w8a8_nk": fp8, "fp8_w8a8_nk_bf16": fp8,
-            "int4": int4, "int4_reference": int4, "int4_mosaic": int4}[kind]
+    return {"bf16": 2 * k * n, "bf16_splitk2": 2 * k * n, "bf16_splitk4": 2 * k * n, "bf16_qkv3": 2 * k * n,
+            "int8": fp8, "int8_mgpu_t": fp8, "fp8": fp8, "fp8_w8a8": fp8, "fp8_w8a8_nk": fp8, "fp8_w8a8_nk_bf16": fp8,
+            "int4": int4, "int4_reference": int4, "int4_mosaic": int4, "int4_mosaic_qkv3": int4,
+            "int4_mosaic_group": int4}[kind]
 
 
 def make_weights(kind, k, n, copies, key):
@@ -114,6 +115,15 @@ def op(kind, tiles=None):
         return lambda x, w: int4_matmul_reference(x, *w)
     if kind == "int4_mosaic":
         return lambda x, w: int4_matmul_mosaic(x, *w, tiles=tiles)
+    # the "qkv" shape as the model runs it: q / k / v (N = 4096 / 1024 / 1024) as three products, or one grouped
+    # Mosaic launch (ops/quant_matmul/mosaic_gpu.int4_matmul_mosaic_group)
+    if kind == "bf16_qkv3":
+        return lambda x, ws: tuple(jnp.dot(x, w, preferred_element_type=jnp.float32).astype(x.dtype) for w in ws)
+    if kind == "int4_mosaic_qkv3":
+        return lambda x, ws: tuple(int4_matmul_mosaic(x, *w, tiles=mosaic_plan(x.shape[0], x.shape[1], w[0].shape[0],
+                                                                             GROUP, 132)) for w in ws)
+    if kind == "int4_mosaic_group":
+        return lambda x, ws: tuple(int4_matmul_mosaic_group(x, list(ws), tiles=tiles))
     return lambda x, w: int4_matmul_pallas(x, *w, tiles=tiles)
 
 
@@ -211,8 +221,13 @@ def main():
         weights["bf16_splitk2"] = weights["bf16_splitk4"] = weights["bf16"]
         weights["fp8_w8a8_nk"] = weights["fp8_w8a8_nk_bf16"] = [(jnp.asarray(w.T), s) for w, s in weights["fp8"]]
         weights["int8_mgpu_t"] = [(jnp.asarray(w.T), s) for w, s in weights["int8"]]
-        if not args.kinds or "int4_mosaic" in args.kinds:
+        if not args.kinds or any(kind.startswith("int4_mosaic") for kind in args.kinds):
             weights["int4_mosaic"] = [(jax.jit(to_nk_layout)(q), s, z) for q, s, z in weights["int4"]]
+        if name == "qkv":
+            cuts = ((0, 4096), (4096, 5120), (5120, 6144))
+            weights["bf16_qkv3"] = [tuple(w[:, a:b] for a, b in cuts) for w in weights["bf16"]]
+            weights["int4_mosaic_qkv3"] = weights["int4_mosaic_group"] = [
+                tuple((wt[a:b], s[:, a:b], z[:, a:b]) for a, b in cuts) for wt, s, z in weights["int4_mosaic"]]
         for m in args.m:
             xs = [jax.random.normal(jax.random.fold_in(key, 100 + r), (m, k), jnp.float32).astype(jnp.bfloat16)
                   for r in range(args.calls_per_copy)]
@@ -223,6 +238,10 @@ def main():
                 cases += [(f"int4_pallas[{label}]", "int4", t) for label, t in tile_variants(m, k, n)
                           if label == "plan" or not args.pallas_plan_only]
                 cases += [(f"int4_mosaic[{label}]", "int4_mosaic", t) for label, t in mosaic_variants(m, k, n)]
+                if name == "qkv":
+                    cases += [("bf16_qkv3", "bf16_qkv3", None), ("int4_mosaic_qkv3", "int4_mosaic_qkv3", None)]
+                    cases += [(f"int4_mosaic_group[{label}]", "int4_mosaic_group", t)
+                              for label, t in mosaic_variants(m, k, n)]
             if args.kinds:
                 cases = [c for c in cases if c[0].split("[")[0] in args.kinds or c[1] == "bf16"]
             bf16_us = None

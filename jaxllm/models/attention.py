@@ -19,6 +19,7 @@ from jax.sharding import PartitionSpec as P
 from jaxllm import ops
 from jaxllm.config import ModelConfig
 from jaxllm.models.layers import RMSNorm, apply_rope, linear, linear_weight, param
+from jaxllm.models.quant import linears
 from jaxllm.ops.paged_attention.kv_cache import is_fp8
 from jaxllm.parallel.sharding import MODEL_AXIS
 
@@ -128,9 +129,7 @@ class Attention(nnx.Module):
     def __call__(self, x, cos, sin, attend, kv_cache):
         """x: [..., T, D] -> ([..., T, D], kv_cache)."""
         with jax.named_scope("qkv"):
-            q = linear(x, self.q_proj, "...d,dhk->...hk")
-            k = linear(x, self.k_proj, "...d,dhk->...hk")
-            v = linear(x, self.v_proj, "...d,dhk->...hk")
+            q, k, v = linears(x, (self.q_proj, self.k_proj, self.v_proj), "...d,dhk->...hk")
             if self.q_bias is not None:
                 q, k, v = q + self.q_bias[...], k + self.k_bias[...], v + self.v_bias[...]
             if self.q_norm is not None:

@@ -45,7 +45,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxllm.config import INT4_METHODS, LOAD_TIME_METHODS
-from jaxllm.models.quant_int4 import Int4Weight, int4_linear
+from jaxllm.models.quant_int4 import Int4Weight, groupable, int4_linear, int4_linear_group
 from jaxllm.ops.device_info import forced_implementation, gpu_compute_capability
 
 # Largest representable magnitude used by each method (int8 is symmetric: -127..127, -128 is never used).
@@ -143,6 +143,14 @@ def k_minor_subscripts(subscripts: str, in_ndim: int) -> str:
     inputs, out = subscripts.split("->")
     x_sub, w_sub = inputs.split(",")
     return f"{x_sub},{w_sub[in_ndim:]}{w_sub[:in_ndim]}->{out}"
+
+
+def linears(x: jax.Array, weights, subscripts: str) -> list:
+    """``[linear(x, w, subscripts) for w in weights]``; int4 weights in the nk layout that share x's input (q / k /
+    v projections on Hopper) run as one grouped product: one kernel launch instead of one per weight."""
+    if len(weights) > 1 and groupable(weights):
+        return int4_linear_group(x, weights)
+    return [linear(x, w, subscripts) for w in weights]
 
 
 def linear(x: jax.Array, weight, subscripts: str) -> jax.Array:

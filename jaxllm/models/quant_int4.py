@@ -111,33 +111,53 @@ def _flat_input(x: jax.Array, weight: Int4Weight) -> jax.Array:
 
 def int4_linear(x: jax.Array, weight: Int4Weight) -> jax.Array:
     """x [..., *in_dims] @ w -> [..., *out_dims] in x.dtype (float32 accumulation)."""
-    n_in = len(weight.in_dims)
+    return int4_linear_group(x, [weight])[0]
+
+
+def groupable(weights) -> bool:
+    """Whether ``int4_linear_group`` can run ``weights`` as one grouped product: nk layout, one input (same input
+    dims, K sharding and group size, no act-order gather) and one mesh."""
+    first = weights[0]
+    return all(isinstance(w, Int4Weight) and w.layout == "nk" and w.perm is None and w.in_dims == first.in_dims
+               and w.group_size == first.group_size and w.mesh is first.mesh and w.spec[0] == first.spec[0]
+               for w in weights)
+
+
+def int4_linear_group(x: jax.Array, weights) -> list:
+    """[x @ w for w in weights], each [..., *out_dims_w] in x.dtype. More than one weight only when
+    ``groupable``: then the nk products share one kernel launch per device (q / k / v projections)."""
+    first = weights[0]
+    if len(weights) > 1 and not groupable(weights):
+        raise ValueError("int4_linear_group needs nk-layout weights with one input (see groupable)")
+    n_in = len(first.in_dims)
     lead = x.shape[:x.ndim - n_in]
-    xf = _flat_input(x, weight)
+    xf = _flat_input(x, first)
+    arrays = [(w.qweight[...], w.scales[...], w.zeros[...]) for w in weights]
 
-    def local(xf, qweight, scales, zeros):
-        # One 2-D [M, K] x [K, N] product per device, whichever implementation: the op the microbenchmark
-        # measures (scripts/bench_quant_matmul.py), where XLA fuses the reference's dequantization into its GEMM.
-        # Tied to x: XLA would otherwise hoist every layer's dequantization to the start of the program and hold
-        # all the bf16 weights at once (B2 with AWQ ran out of memory: 8.5 GiB of temporaries).
-        xf, (qweight, scales, zeros) = jax.lax.optimization_barrier((xf, (qweight, scales, zeros)))
-        scales2, zeros2 = scales.reshape(scales.shape[0], -1), zeros.reshape(zeros.shape[0], -1)
-        if weight.layout == "nk":  # [*out_dims, K] int4
-            out = quant_matmul.int4_matmul_nk(xf, qweight.reshape(-1, qweight.shape[-1]), scales2, zeros2)
+    def local(xf, arrays):
+        # One 2-D [M, K] x [K, N] product per device (per weight, or one grouped call), whichever implementation:
+        # the op the microbenchmark measures (scripts/bench_quant_matmul.py). Tied to x: XLA would otherwise
+        # hoist every layer's dequantization to the start of the program and hold all the bf16 weights at once
+        # (B2 with AWQ ran out of memory: 8.5 GiB of temporaries).
+        xf, arrays = jax.lax.optimization_barrier((xf, arrays))
+        flat = [(q, s.reshape(s.shape[0], -1), z.reshape(z.shape[0], -1)) for q, s, z in arrays]
+        if first.layout == "nk":  # [*out_dims, K] int4
+            outs = quant_matmul.int4_matmul_nk_group(xf, [(q.reshape(-1, q.shape[-1]), s, z) for q, s, z in flat])
         else:
-            out = quant_matmul.int4_matmul(xf, qweight.reshape(qweight.shape[0], -1), scales2, zeros2)
-        out = out.reshape(*xf.shape[:-1], *scales.shape[1:])  # scales: [groups, *out_dims]
-        if weight.mesh is not None and weight.spec[0] is not None:  # row parallel: partial sums over K
-            out = jax.lax.psum(out, MODEL_AXIS)
-        return out
+            outs = [quant_matmul.int4_matmul(xf, q.reshape(q.shape[0], -1), s, z) for q, s, z in flat]
+        outs = [o.reshape(*xf.shape[:-1], *a[1].shape[1:]) for o, a in zip(outs, arrays)]  # scales: [G, *out]
+        if first.mesh is not None and first.spec[0] is not None:  # row parallel: partial sums over K
+            outs = [jax.lax.psum(o, MODEL_AXIS) for o in outs]
+        return outs
 
-    if weight.mesh is None:
-        return local(xf, weight.qweight[...], weight.scales[...], weight.zeros[...])
-    spec = weight.spec
+    if first.mesh is None:
+        return local(xf, arrays)
     lead_none = (None,) * len(lead)
-    group_spec = spec if weight.scales.get_metadata()["logical_axes"][0] else (None, *spec[1:])
-    return jax.shard_map(local, mesh=weight.mesh,
-                         in_specs=(P(*lead_none, spec[0]), P(*weight.qweight_spec()), P(*group_spec),
-                                   P(*group_spec)),
-                         out_specs=P(*lead_none, *spec[1:]), check_vma=False)(
-        xf, weight.qweight[...], weight.scales[...], weight.zeros[...])
+    in_specs, out_specs = [], []
+    for w in weights:
+        spec = w.spec
+        group_spec = spec if w.scales.get_metadata()["logical_axes"][0] else (None, *spec[1:])
+        in_specs.append((P(*w.qweight_spec()), P(*group_spec), P(*group_spec)))
+        out_specs.append(P(*lead_none, *spec[1:]))
+    return jax.shard_map(local, mesh=first.mesh, in_specs=(P(*lead_none, first.spec[0]), in_specs),
+                         out_specs=out_specs, check_vma=False)(xf, arrays)

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from ..device_info import forced_implementation, gpu_compute_capability
-from .mosaic_gpu import int4_matmul_mosaic, mosaic_plan
+from .mosaic_gpu import int4_matmul_mosaic, int4_matmul_mosaic_group, mosaic_plan
 from .pallas_triton import int4_matmul_pallas, plan
 from .reference import (
     check_int4_nk_operands,
@@ -149,3 +149,20 @@ def int4_matmul_nk(x: jax.Array, wt, scales, zeros, out_dtype=None, *, impl: str
     else:
         out = int4_matmul_reference_nk(x2, wt, scales, zeros, out_dtype)
     return out.reshape(*lead, n)
+
+
+def int4_matmul_nk_group(x: jax.Array, weights, out_dtype=None, *, impl: str | None = None) -> list[jax.Array]:
+    """[x @ W_i] for ``weights`` = [(wt_i [N_i, K], scales_i, zeros_i)] in the nk layout sharing x: one grouped
+    Mosaic GPU launch where the kernel is chosen and every weight fits its tiles (same group size), otherwise one
+    ``int4_matmul_nk`` per weight (same results either way)."""
+    lead = x.shape[:-1]
+    x2 = x.reshape(-1, x.shape[-1])
+    shapes = [check_int4_nk_operands(x2, *w) for w in weights]
+    name, _ = _resolve(impl, x2.shape[0], "nk")
+    k, _, group_size = shapes[0]
+    if (len(weights) > 1 and name == "mosaic_gpu" and _hopper() and x2.dtype == jax.numpy.bfloat16
+            and all(g == group_size and mosaic_plan(x2.shape[0], k, n, g, _num_cores()) for _, n, g in shapes)):
+        tiles = mosaic_plan(x2.shape[0], k, sum(n for _, n, _ in shapes), group_size, _num_cores())
+        outs = int4_matmul_mosaic_group(x2, weights, out_dtype, tiles=tiles, num_sms=_num_cores())
+        return [o.reshape(*lead, o.shape[-1]) for o in outs]
+    return [int4_matmul_nk(x, *w, out_dtype, impl=impl) for w in weights]

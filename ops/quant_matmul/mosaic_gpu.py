@@ -103,37 +103,57 @@ def int4_matmul_mosaic(x: jax.Array, wt: jax.Array, scales: jax.Array, zeros: ja
     """x [M, K] bf16 @ W -> [M, N] in ``out_dtype`` (default x.dtype), W given as ``wt`` [N, K] int4 (q - 8) and
     ``scales`` / ``zeros`` [K // G, N] (module docstring). float32 accumulation. Hopper only: Pallas' GPU
     interpret mode (jax 0.10) cannot run a wgmma with a register operand, so the CPU tests only lower it."""
+    return int4_matmul_mosaic_group(x, [(wt, scales, zeros)], out_dtype, tiles=tiles, num_sms=num_sms)[0]
+
+
+def int4_matmul_mosaic_group(x: jax.Array, weights, out_dtype=None, *, tiles: MosaicTiles,
+                             num_sms: int | None = None) -> list[jax.Array]:
+    """[x @ W_i for each W_i] in one kernel launch: ``weights`` is a list of (wt [N_i, K], scales, zeros) sharing
+    x's K and the group size (q / k / v projections). One persistent loop runs every weight's work units, so
+    three small products pay one launch, one pipeline ramp and one split-K sum's worth of fixed cost instead of
+    three, and their CTA tiles share the GPU (k / v alone: 8 tiles of 128 rows). -> [M, N_i] each."""
     import jax.experimental.pallas as pl
     import jax.experimental.pallas.mosaic_gpu as plgpu
 
     out_dtype = out_dtype or x.dtype
     m, k = x.shape
-    n = wt.shape[0]
-    if wt.shape != (n, k) or wt.dtype != jnp.int4:
-        raise ValueError(f"wt must be int4 [N, K={k}], got {wt.dtype} {wt.shape}")
     if x.dtype != jnp.bfloat16:
         raise ValueError(f"the Mosaic GPU int4 kernel takes bfloat16 activations, got {x.dtype}")
-    group = k // scales.shape[0]
+    groups = weights[0][1].shape[0]
+    for wt, scales, _ in weights:
+        if wt.ndim != 2 or wt.shape[1] != k or wt.dtype != jnp.int4:
+            raise ValueError(f"wt must be int4 [N, K={k}], got {wt.dtype} {wt.shape}")
+        if scales.shape[0] != groups:
+            raise ValueError(f"weights grouped in one call need one group size: {scales.shape[0]} vs {groups} "
+                             f"groups along K={k}")
+    ns = [wt.shape[0] for wt, _, _ in weights]
+    group = k // groups
     tm, tk, splits, stages = tiles.tm, tiles.tk, tiles.splits, tiles.stages
-    per_channel = scales.shape[0] == 1
-    if (k % (tk * splits) or group % tk or n % CTA_W_ROWS or tm % 16 or tm > 256
+    per_channel = groups == 1
+    if (k % (tk * splits) or group % tk or any(n % CTA_W_ROWS for n in ns) or tm % 16 or tm > 256
             or (not per_channel and (k // splits) % group)):
-        raise ValueError(f"int4 Mosaic GPU tiling {tiles.name} does not fit M={m}, K={k}, N={n}, group {group}")
+        raise ValueError(f"int4 Mosaic GPU tiling {tiles.name} does not fit M={m}, K={k}, N={ns}, group {group}")
     num_sms = num_sms or int(getattr(jax.devices()[0], "core_count", 0) or 132)
     rows = m
     m = _round_up(rows, tm)  # padded token rows: the output tile is >= 32 bytes wide (the smallest swizzle)
     x = jnp.pad(x, ((0, m - rows), (0, 0))) if m != rows else x
-    n_tiles, m_tiles = n // CTA_W_ROWS, m // tm
+    m_tiles = m // tm
     k_steps = k // (tk * splits)
-    units = n_tiles * m_tiles * splits
+    unit_starts = [0]
+    for n in ns:  # weight i owns work units [unit_starts[i], unit_starts[i + 1])
+        unit_starts.append(unit_starts[-1] + (n // CTA_W_ROWS) * m_tiles * splits)
+    units = unit_starts[-1]
     part_dtype = jnp.float32 if splits > 1 else out_dtype
     part_bits = jnp.dtype(part_dtype).itemsize * 8
+    n_weights = len(weights)
 
     x_transforms = _swizzled(tk * 2, 16, "rhs")
     w_transforms = _swizzled(tk // 2, 4, "lhs")
     out_transforms = _swizzled(tm * part_bits // 8, part_bits, "out")
 
-    def kernel(x_gmem, w_gmem, s_gmem, z_gmem, out_gmem, out_smem):
+    def kernel(x_gmem, *refs, out_smem):
+        w_gmems, s_gmems, z_gmems, out_gmems = (refs[i * n_weights:(i + 1) * n_weights] for i in range(4))
+
         def pipeline(body, context):
             return plgpu.emit_pipeline_warp_specialized(
                 body, grid=(k_steps,), memory_registers=40, wg_axis="wg", num_compute_wgs=COMPUTE_WGS,
@@ -148,15 +168,14 @@ def int4_matmul_mosaic(x: jax.Array, wt: jax.Array, scales: jax.Array, zeros: ja
         def ignore(*_, **__):
             return None
 
+        # every weight's pipeline has the same block shapes: one set of buffers serves them all
         @functools.partial(pl.run_scoped, allocations=pipeline(ignore, ignore).get_allocations(
-            x_gmem, w_gmem, s_gmem, z_gmem), collective_axes="wg")
+            x_gmem, w_gmems[0], s_gmems[0], z_gmems[0]), collective_axes="wg")
         def _pipeline_scope(allocations):
             wg = lax.axis_index("wg")
             rows = pl.ds(wg * W_ROWS_PER_WG, W_ROWS_PER_WG)
 
-            @plgpu.nd_loop((units,), collective_axes="sm")
-            def _unit_loop(info):
-                (unit,) = info.index
+            def run_unit(i, unit):
                 split = unit % splits
                 mi = (unit // splits) % m_tiles
                 ni = unit // (splits * m_tiles)
@@ -174,7 +193,7 @@ def int4_matmul_mosaic(x: jax.Array, wt: jax.Array, scales: jax.Array, zeros: ja
                         plgpu.wait_smem_to_gmem(0, wait_read_only=True)
                         out_smem[wg] = result
                         plgpu.commit_smem()
-                        dst = out_gmem.at[split] if splits > 1 else out_gmem
+                        dst = out_gmems[i].at[split] if splits > 1 else out_gmems[i]
                         plgpu.copy_smem_to_gmem(out_smem.at[wg], dst.at[w_slice, t_slice].at[rows])
 
                 def body(_, x_smem, w_smem, s_smem, z_smem, acc):
@@ -188,19 +207,33 @@ def int4_matmul_mosaic(x: jax.Array, wt: jax.Array, scales: jax.Array, zeros: ja
                     return acc
 
                 pipeline(body, context)(
-                    x_gmem.at[t_slice, k_slice], w_gmem.at[w_slice, k_slice],
-                    s_gmem.at[g_slice, w_slice], z_gmem.at[g_slice, w_slice], allocations=allocations)
+                    x_gmem.at[t_slice, k_slice], w_gmems[i].at[w_slice, k_slice],
+                    s_gmems[i].at[g_slice, w_slice], z_gmems[i].at[g_slice, w_slice], allocations=allocations)
+
+            @plgpu.nd_loop((units,), collective_axes="sm")
+            def _unit_loop(info):
+                (unit,) = info.index
+                if n_weights == 1:
+                    run_unit(0, unit)
+                    return
+                for i in range(n_weights):  # the unit index is uniform over the CTA: one branch runs
+                    @pl.when((unit >= unit_starts[i]) & (unit < unit_starts[i + 1]))
+                    def _weight_i(i=i):
+                        run_unit(i, unit - unit_starts[i])
 
         plgpu.wait_smem_to_gmem(0, wait_read_only=True)
 
-    out_shape = (splits, n, m) if splits > 1 else (n, m)
+    out_types = [jax.ShapeDtypeStruct((splits, n, m) if splits > 1 else (n, m), part_dtype) for n in ns]
     call = plgpu.kernel(
-        kernel, out_type=jax.ShapeDtypeStruct(out_shape, part_dtype), grid=(min(num_sms, units),),
+        kernel, out_type=out_types, grid=(min(num_sms, units),),
         grid_names=("sm",), num_threads=COMPUTE_WGS + 1, thread_name="wg",
         compiler_params=plgpu.CompilerParams(lowering_semantics=plgpu.LoweringSemantics.Warpgroup),
         scratch_types={"out_smem": plgpu.SMEM((COMPUTE_WGS, W_ROWS_PER_WG, tm), part_dtype,
                                               transforms=out_transforms)})
-    out_t = call(x, wt, scales, zeros)
-    if splits > 1:
-        out_t = out_t.sum(axis=0)
-    return out_t[:, :rows].T.astype(out_dtype)
+    outs = call(x, *(w[0] for w in weights), *(w[1] for w in weights), *(w[2] for w in weights))
+    results = []
+    for out_t in outs:
+        if splits > 1:
+            out_t = out_t.sum(axis=0)
+        results.append(out_t[:, :rows].T.astype(out_dtype))
+    return results

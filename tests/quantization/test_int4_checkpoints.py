@@ -15,7 +15,7 @@ from int4_formats import dequantize
 
 import jaxllm
 from jaxllm import LLM, SamplingParams
-from jaxllm.models.quant_int4 import Int4Weight, dequantize_int4_weight
+from jaxllm.models.quant_int4 import Int4Weight, dequantize_int4_weight, groupable
 
 # (method, group, sym, desc_act, arch, dims)
 CASES = {
@@ -162,6 +162,8 @@ def test_nk_layout_matches_packed(ckpts, case, monkeypatch):
         cfg = model.config
         d, f, k = cfg.hidden_size, cfg.intermediate_size, cfg.num_heads * cfg.head_dim
         assert o_proj.layout == "nk" and o_proj.qweight[...].dtype == jnp.int4
+        attn = model.layers[0].self_attn  # q / k / v share x: one grouped product unless act order gathers x
+        assert groupable((attn.q_proj, attn.k_proj, attn.v_proj)) == (attn.q_proj.perm is None)
         assert {s.data.shape for s in o_proj.qweight[...].addressable_shards} == {(d, k // tp)}  # K split
         assert {s.data.shape for s in gate_up.qweight[...].addressable_shards} == {(2, f // tp, d)}  # F split
         assert rel_err(model(x), ref) <= 1e-5
