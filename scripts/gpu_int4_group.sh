@@ -11,7 +11,7 @@ source scripts/gpu_lib.sh
 gpu_setup grp
 export XLA_PYTHON_CLIENT_MEM_FRACTION=0.92
 echo "=== 1. GPU tests"
-timeout 150 python3 -m pytest tests/quantization/test_int4_mosaic_gpu.py -q 2>&1 | tail -6 | tee "$W/int4_mosaic_gpu_tests.txt"
+TAIL=6 gpu_tests int4_mosaic_gpu_tests 150 tests/quantization/test_int4_mosaic_gpu.py
 echo "=== 2. q / k / v"
 timeout 100 python3 scripts/bench_quant_matmul.py --m 16 64 --shapes qkv \
   --kinds bf16 bf16_qkv3 int4_mosaic int4_mosaic_qkv3 int4_mosaic_group \
