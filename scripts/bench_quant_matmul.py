@@ -176,6 +176,11 @@ def mosaic_variants(m, k, n):
         return []
     r = dataclasses.replace
     alts = [r(base, stages=3), r(base, stages=6), r(base, tk=64)]
+    for stages in (4, 3, 2):  # two groups per K step: half the pipeline steps (each step's fixed cost)
+        wide = r(base, tk=256, stages=stages)
+        if wide.smem_bytes() <= SMEM_BUDGET:
+            alts.append(wide)
+            break
     alts += [r(base, splits=s) for s in (1, 2, 4, 8, 16) if s != base.splits]
     if m >= 256 and base.tm < 256:
         alts.append(r(base, tm=256, stages=2))
@@ -202,6 +207,8 @@ def main():
     ap.add_argument("--calls-per-copy", type=int, default=1,
                     help="distinct x per weight copy (> 1 lets XLA share one dequantization between calls)")
     ap.add_argument("--pallas-plan-only", action="store_true", help="time our Triton int4 kernel at its plan only")
+    ap.add_argument("--variants", help="regular expression: only the Mosaic variants whose label matches (the plan "
+                                       "and plan_again always run)")
     ap.add_argument("--markdown", nargs="+", metavar="JSON", help="only print a Markdown report of these results")
     args = ap.parse_args()
     if args.markdown:
@@ -237,11 +244,12 @@ def main():
             if m <= 256:  # the dispatcher runs the reference (dequantize + GEMM) above 256 rows
                 cases += [(f"int4_pallas[{label}]", "int4", t) for label, t in tile_variants(m, k, n)
                           if label == "plan" or not args.pallas_plan_only]
-                cases += [(f"int4_mosaic[{label}]", "int4_mosaic", t) for label, t in mosaic_variants(m, k, n)]
+                variants = [(label, t) for label, t in mosaic_variants(m, k, n)
+                            if label.startswith("plan") or not args.variants or re.search(args.variants, label)]
+                cases += [(f"int4_mosaic[{label}]", "int4_mosaic", t) for label, t in variants]
                 if name == "qkv":
                     cases += [("bf16_qkv3", "bf16_qkv3", None), ("int4_mosaic_qkv3", "int4_mosaic_qkv3", None)]
-                    cases += [(f"int4_mosaic_group[{label}]", "int4_mosaic_group", t)
-                              for label, t in mosaic_variants(m, k, n)]
+                    cases += [(f"int4_mosaic_group[{label}]", "int4_mosaic_group", t) for label, t in variants]
             if args.kinds:
                 cases = [c for c in cases if c[0].split("[")[0] in args.kinds or c[1] == "bf16"]
             bf16_us = None

@@ -43,7 +43,8 @@ CTA_W_ROWS = W_ROWS_PER_WG * COMPUTE_WGS
 @dataclasses.dataclass(frozen=True)
 class MosaicTiles:
     """tm: token rows per tile (the wgmma's N, a multiple of 16, <= 256); tk: K per pipeline step (divides the
-    group size); splits: K slices summed in float32 afterwards; stages: TMA copies in flight."""
+    group size, or a multiple of it: then one step dequantizes ``tk // G`` groups, one wgmma each); splits: K
+    slices summed in float32 afterwards; stages: TMA copies in flight."""
     tm: int
     tk: int = 128
     splits: int = 1
@@ -57,7 +58,7 @@ class MosaicTiles:
         """Shared memory of the kernel: per stage x's [tm, tk] bf16 tile, the [128, tk] int4 weight tile and the
         scale / zero rows; the two warpgroups' [64, tm] output tiles (float32 with split-K)."""
         out_bytes = 4 if self.splits > 1 else out_bytes
-        stage = self.tm * self.tk * 2 + CTA_W_ROWS * self.tk // 2 + CTA_W_ROWS * 3
+        stage = self.tm * self.tk * 2 + CTA_W_ROWS * self.tk // 2 + CTA_W_ROWS * 3 * max(1, self.tk // 64)
         return self.stages * stage + COMPUTE_WGS * W_ROWS_PER_WG * self.tm * out_bytes
 
 
@@ -130,8 +131,11 @@ def int4_matmul_mosaic_group(x: jax.Array, weights, out_dtype=None, *, tiles: Mo
     group = k // groups
     tm, tk, splits, stages = tiles.tm, tiles.tk, tiles.splits, tiles.stages
     per_channel = groups == 1
-    if (k % (tk * splits) or group % tk or any(n % CTA_W_ROWS for n in ns) or tm % 16 or tm > 256
-            or (not per_channel and (k // splits) % group)):
+    # scale / zero rows per K step: several groups per step when tk > G (one wgmma of G columns each)
+    step_groups = 1 if per_channel or group >= tk else tk // group
+    sub_k = tk // step_groups
+    if (k % (tk * splits) or (group % tk and tk % group) or any(n % CTA_W_ROWS for n in ns) or tm % 16
+            or tm > 256 or (not per_channel and (k // splits) % group)):
         raise ValueError(f"int4 Mosaic GPU tiling {tiles.name} does not fit M={m}, K={k}, N={ns}, group {group}")
     num_sms = num_sms or int(getattr(jax.devices()[0], "core_count", 0) or 132)
     rows = m
@@ -147,8 +151,9 @@ def int4_matmul_mosaic_group(x: jax.Array, weights, out_dtype=None, *, tiles: Mo
     part_bits = jnp.dtype(part_dtype).itemsize * 8
     n_weights = len(weights)
 
-    x_transforms = _swizzled(tk * 2, 16, "rhs")
-    w_transforms = _swizzled(tk // 2, 4, "lhs")
+    # shared-memory tiles no wider than one group's columns, so a group's slice of a step is whole tiles
+    x_transforms = _swizzled(min(tk, 64) * 2 if step_groups > 1 else tk * 2, 16, "rhs")
+    w_transforms = _swizzled(sub_k // 2, 4, "lhs")
     out_transforms = _swizzled(tm * part_bits // 8, part_bits, "out")
 
     def kernel(x_gmem, *refs, out_smem):
@@ -161,8 +166,8 @@ def int4_matmul_mosaic_group(x: jax.Array, weights, out_dtype=None, *, tiles: Mo
                 in_specs=[
                     plgpu.BlockSpec((tm, tk), lambda kk: (0, kk), transforms=x_transforms),
                     plgpu.BlockSpec((CTA_W_ROWS, tk), lambda kk: (0, kk), transforms=w_transforms),
-                    plgpu.BlockSpec((1, CTA_W_ROWS), lambda kk: (kk * tk // group, 0)),
-                    plgpu.BlockSpec((1, CTA_W_ROWS), lambda kk: (kk * tk // group, 0)),
+                    plgpu.BlockSpec((step_groups, CTA_W_ROWS), lambda kk: (kk * tk // group // step_groups, 0)),
+                    plgpu.BlockSpec((step_groups, CTA_W_ROWS), lambda kk: (kk * tk // group // step_groups, 0)),
                 ])
 
         def ignore(*_, **__):
@@ -197,12 +202,17 @@ def int4_matmul_mosaic_group(x: jax.Array, weights, out_dtype=None, *, tiles: Mo
                         plgpu.copy_smem_to_gmem(out_smem.at[wg], dst.at[w_slice, t_slice].at[rows])
 
                 def body(_, x_smem, w_smem, s_smem, z_smem, acc):
-                    q = w_smem[rows].astype(jnp.bfloat16)
-                    zero = z_smem[0, rows].astype(jnp.bfloat16) - 8
-                    scale = s_smem[0, rows].astype(jnp.bfloat16)
-                    shape = (W_ROWS_PER_WG, tk)
-                    w = (q - lax.broadcast_in_dim(zero, shape, [0])) * lax.broadcast_in_dim(scale, shape, [0])
-                    plgpu.wgmma(acc, w, plgpu.transpose_ref(x_smem, (1, 0)))
+                    shape = (W_ROWS_PER_WG, sub_k)
+                    ws = []
+                    for g in range(step_groups):  # all groups dequantized before the wgmmas read them
+                        cols = pl.ds(g * sub_k, sub_k)
+                        q = (w_smem[rows] if step_groups == 1 else w_smem[rows, cols]).astype(jnp.bfloat16)
+                        zero = z_smem[g, rows].astype(jnp.bfloat16) - 8
+                        scale = s_smem[g, rows].astype(jnp.bfloat16)
+                        ws.append((q - lax.broadcast_in_dim(zero, shape, [0])) * lax.broadcast_in_dim(scale, shape, [0]))
+                    for g, w in enumerate(ws):
+                        x_g = x_smem if step_groups == 1 else x_smem.at[:, pl.ds(g * sub_k, sub_k)]
+                        plgpu.wgmma(acc, w, plgpu.transpose_ref(x_g, (1, 0)))
                     plgpu.wgmma_wait(0)
                     return acc
 
