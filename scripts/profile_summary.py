@@ -29,6 +29,7 @@ DERIVED_LINES = {"XLA Modules", "XLA Ops", "XLA TraceMe", "Framework Ops", "Fram
 CATEGORIES = (
     ("attention (ours)", r"ragged_paged_attention|paged_attention|flash|attention"),
     ("int4 matmul (ours)", r"int4_matmul"),
+    ("Mosaic GPU kernel (ours, unnamed)", r"mosaic_gpu"),  # named after the kernel body's function
     ("gemm: triton fusion", r"triton_gemm|gemm_fusion|__triton_nested_gemm|triton.*dot"),
     ("gemm: cublas/cutlass", r"gemm|cublas|cutlass|nvjet|xmma|sm90_|sm80_|s16816|h16816|e4m3"),
     ("collective (nccl)", r"nccl|all_reduce|allreduce|all-reduce|all_gather"),

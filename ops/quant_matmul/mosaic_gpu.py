@@ -156,7 +156,7 @@ def int4_matmul_mosaic_group(x: jax.Array, weights, out_dtype=None, *, tiles: Mo
     w_transforms = _swizzled(sub_k // 2, 4, "lhs")
     out_transforms = _swizzled(tm * part_bits // 8, part_bits, "out")
 
-    def kernel(x_gmem, *refs, out_smem):
+    def int4_matmul_kernel(x_gmem, *refs, out_smem):  # the name profiles show: int4_matmul_kernel_mosaic_gpu
         w_gmems, s_gmems, z_gmems, out_gmems = (refs[i * n_weights:(i + 1) * n_weights] for i in range(4))
 
         def pipeline(body, context):
@@ -235,7 +235,7 @@ def int4_matmul_mosaic_group(x: jax.Array, weights, out_dtype=None, *, tiles: Mo
 
     out_types = [jax.ShapeDtypeStruct((splits, n, m) if splits > 1 else (n, m), part_dtype) for n in ns]
     call = plgpu.kernel(
-        kernel, out_type=out_types, grid=(min(num_sms, units),),
+        int4_matmul_kernel, out_type=out_types, grid=(min(num_sms, units),),
         grid_names=("sm",), num_threads=COMPUTE_WGS + 1, thread_name="wg",
         compiler_params=plgpu.CompilerParams(lowering_semantics=plgpu.LoweringSemantics.Warpgroup),
         scratch_types={"out_smem": plgpu.SMEM((COMPUTE_WGS, W_ROWS_PER_WG, tm), part_dtype,
