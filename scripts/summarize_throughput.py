@@ -81,6 +81,10 @@ RUN_NOTES = {
                         "copy only to keep >= 16 K steps per split (q/k/v/o: fewer splits): 0.93x bf16, not kept",
     "B2decode64_run16": "commit f467bb3: same call, --quantization awq as committed (Mosaic GPU int4 kernel): "
                         "1.00x bf16 (9,440 vs 9,404)",
+    "B2decode64_run17": "commit 6087296 (session 8, call 1): bf16 baseline of the call",
+    "B2decode64_run18": "commit 6087296: same call, --quantization awq with q / k / v in one grouped Mosaic GPU "
+                        "launch (int4_matmul_mosaic_group): 1.07x bf16 (10,092 vs 9,458); kernel trace of the "
+                        "256-output variant: kernels_profile_h200_DH64s_awq_s8.json",
     "B2decode_run3": "commit e2edd02: decode-heavy, --quantization awq, after int4_linear's one 2-D product per "
                      "shard: 0.62x bf16, unchanged; a trace of the 256-output variant shows why: XLA dequantizes "
                      "each int4 weight to a bf16 copy every step (converts: 8.6 ms per step; kernels_profile_h200.md)",
