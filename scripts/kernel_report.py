@@ -30,7 +30,8 @@ def write_markdown(results, path):
         L.append(f"| {r['seqs']} × {r['len']} | {r['ours_us']:.0f} | {r['ours_TFLOPs']:.0f} | "
                  f"{r.get('cudnn_us', float('nan')):.0f} | {r.get('cudnn_TFLOPs', float('nan')):.0f} | "
                  f"{r.get('ours_vs_cudnn', float('nan')):.2f} | "
-                 f"{_fa3_cell(r)} |")
+                 f"{_fa3_cell(r)} |" + (f" ours, Mosaic GPU prefill: {r['mosaic_TFLOPs']:.0f} TFLOP/s" if "mosaic_TFLOPs" in r
+                                         else f" Mosaic GPU prefill: {r['mosaic_error'][:60]}" if "mosaic_error" in r else ""))
     m = results.get("mixed")
     if m:
         L += ["", "## Mixed batch", "",

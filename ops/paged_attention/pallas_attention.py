@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from ..device_info import forced_implementation
+from . import mosaic_prefill
 from .kv_cache import kv_scales
 from .pallas_triton import (TileConfig, _next_pow2, decode_schedule, launch, merge_splits, prefill_schedule,
                             scatter_decode_rows)
@@ -111,9 +112,12 @@ def ragged_paged_attention_pallas(
     prefill_cfg: TileConfig | None = None,
     k_scale=None,
     v_scale=None,
+    prefill_impl: str = "triton",
 ) -> jax.Array:
     """Same contract as ``ragged_paged_attention_reference`` (outputs of padding tokens unspecified).
-    A float8 cache is read as fp8 tiles (see pallas_triton.py); the e4m3 conversion needs sm_89+."""
+    A float8 cache is read as fp8 tiles (see pallas_triton.py); the e4m3 conversion needs sm_89+.
+    ``prefill_impl="mosaic"`` runs the prefill launch through the Hopper Mosaic GPU kernel (mosaic_prefill.py,
+    WIP: never run on a GPU yet) where it covers the call."""
     _check(q, kv_cache, query_start_loc, seq_lens, block_tables, sliding_window, soft_cap)
     scales = kv_scales(kv_cache, k_scale, v_scale)
     num_tokens, num_q_heads, head_dim = q.shape
@@ -140,6 +144,22 @@ def ragged_paged_attention_pallas(
 
     decode_sched = decode_schedule(query_start_loc, cfg_a.block_q)
     prefill_needed = num_tokens > cfg_a.block_q  # else no sequence can have q_len > BQ_A
+    if prefill_impl not in ("triton", "mosaic"):
+        raise ValueError(f"prefill_impl={prefill_impl!r}; choose 'triton' or 'mosaic'")
+    if (prefill_impl == "mosaic" and prefill_needed and scales is None
+            and mosaic_prefill.supported(q, kv_cache, sliding_window, soft_cap)):
+        if cfg_a.num_splits == 1:
+            out = run(decode_sched, cfg=cfg_a)
+        else:
+            merged = merge_splits(*run(decode_sched, cfg=cfg_a), cfg_a.num_splits, q.dtype)
+            out = scatter_decode_rows(jnp.zeros_like(q_rows), merged, query_start_loc, cfg_a.block_q)
+        bq = mosaic_prefill.block_q(num_q_heads, num_kv_heads)
+        slots = max(1, min(num_tokens // bq + num_seqs, num_tokens // bq + num_tokens // (cfg_a.block_q + 1) + 1))
+        sched = prefill_schedule(query_start_loc, cfg_a.block_q + 1, bq, slots)
+        rows = mosaic_prefill.paged_prefill_mosaic(q, kv_cache, query_start_loc, seq_lens, block_tables, sched,
+                                                   sm_scale=sm_scale)
+        return mosaic_prefill.gather_slots(rows, sched, query_start_loc, num_tokens,
+                                           into=out.reshape(num_tokens, num_q_heads, head_dim))
     if prefill_needed:
         bq = cfg_b.block_q
         slots = min(num_tokens // bq + num_seqs, num_tokens // bq + num_tokens // (cfg_a.block_q + 1) + 1)
