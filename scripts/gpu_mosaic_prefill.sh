@@ -8,7 +8,7 @@ source scripts/gpu_lib.sh
 gpu_setup mpf
 export XLA_PYTHON_CLIENT_MEM_FRACTION=0.92
 echo "=== 1. GPU tests"
-timeout 150 python3 -m pytest tests/ops/test_paged_attention_mosaic_gpu.py -q -x 2>&1 | tail -30 | tee "$W/mosaic_prefill_gpu_tests.txt"
+TAIL=30 gpu_tests mosaic_prefill_gpu_tests 150 tests/ops/test_paged_attention_mosaic_gpu.py -x
 echo "=== 2. attention benchmark"
 timeout 130 python3 scripts/bench_kernels.py --out-dir "$W" > "$W/bench_kernels.log" 2>&1
 grep "^prefill" "$W/bench_kernels.log" | cut -c1-400
