@@ -14,8 +14,13 @@ the paged cache (ops/paged_attention/NOTES.md, "Design notes for the paged Mosai
   page is copied whole (TMA copies into tiled shared memory come in 8-row tiles: a row-by-row tail copy does not
   lower), so its slots past the sequence's end must hold finite values: they do in the engine
   (``allocate_kv_cache`` zero-fills, writes are finite K/V), and the GPU test poisons only unused blocks.
+* q by slot: ``slot_queries`` gathers each q block into ``[slots, 2 * tq, Hq, D]`` first (one pass over q). TMA
+  copies into tiled shared memory address global memory in whole 8-row tiles, so a copy must start at a multiple
+  of 8 rows, which a sequence's first token in the flattened batch is not.
 * Output by slot, ``[slots, 2 * tq, Hq, D]`` (a TMA store cannot be masked, and a q block running past its
   sequence's end covers the next sequence's rows); ``gather_slots`` puts the valid rows back in token order.
+* Lowered with Lane semantics (explicit layouts, as written), the default of jax 0.10; jax 0.11 made Warpgroup
+  semantics the default.
 
 Scope: bf16 / fp16 cache and queries, head_dim 64 / 128, block_size dividing 128, GQA group 1-8 (a power of two:
 64 // group tokens, a multiple of 8, per warpgroup); no sliding window, soft cap or fp8 cache (those stay on the
@@ -61,8 +66,8 @@ def paged_prefill_mosaic(q, kv_cache, query_start_loc, seq_lens, block_tables, s
     import jax.experimental.pallas as pl
     import jax.experimental.pallas.mosaic_gpu as plgpu
 
-    num_tokens, num_q_heads, head_dim = q.shape
-    _, num_blocks, block_size, num_kv_heads, _ = kv_cache.shape
+    _, num_q_heads, head_dim = q.shape
+    _, _, block_size, num_kv_heads, _ = kv_cache.shape
     if not supported(q, kv_cache):
         raise ValueError(f"paged Mosaic GPU prefill does not cover q {q.dtype} {q.shape}, cache {kv_cache.dtype} "
                          f"{kv_cache.shape}")
@@ -74,6 +79,8 @@ def paged_prefill_mosaic(q, kv_cache, query_start_loc, seq_lens, block_tables, s
     pages_per_seq = block_tables.shape[1]
     dtype = q.dtype
     log2e = math.log2(math.e)
+
+    q_slots = slot_queries(q, sched, query_start_loc, bq)
 
     def kernel(sched_ref, qsl_ref, seq_lens_ref, bt_ref, q_ref, kv_ref, out_ref, scoped):
         q_smem, k_smem, v_smem = scoped[0]
@@ -87,8 +94,7 @@ def paged_prefill_mosaic(q, kv_cache, query_start_loc, seq_lens, block_tables, s
         live = seq_raw >= 0
         seq = jnp.maximum(seq_raw, 0)
         block0 = sched_ref[1, slot] * bq  # first token of the CTA's block, counted within the sequence
-        q_start = qsl_ref[seq]
-        q_len = qsl_ref[seq + 1] - q_start
+        q_len = qsl_ref[seq + 1] - qsl_ref[seq]
         kv_len = seq_lens_ref[seq]
         cached = kv_len - q_len
         last_token = jnp.minimum(block0 + bq, q_len) - 1
@@ -107,7 +113,7 @@ def paged_prefill_mosaic(q, kv_cache, query_start_loc, seq_lens, block_tables, s
             full_steps = jnp.minimum((cached + tok0 + 1) // BLOCK_KV, steps)  # no key masked for any row
             qs = q_smem.at[wg]
             for j in range(group):
-                plgpu.copy_gmem_to_smem(q_ref.at[pl.ds(q_start + tok0, tq), kvh * group + j],
+                plgpu.copy_gmem_to_smem(q_ref.at[slot, pl.ds(wg * tq, tq), kvh * group + j],
                                         qs.at[pl.ds(j * tq, tq)], q_ready.at[wg])
             plgpu.barrier_wait(q_ready.at[wg])
 
@@ -226,25 +232,36 @@ def paged_prefill_mosaic(q, kv_cache, query_start_loc, seq_lens, block_tables, s
                                              scoped),
                       smem, ready, free, plgpu.Barrier(num_arrivals=COMPUTE_WGS), collective_axes="wg")
 
-    if num_tokens % 8:  # the q tile's (8, 64) shared-memory tiling needs TMA boxes over whole 8-row tiles
-        q = jnp.pad(q, ((0, 8 - num_tokens % 8), (0, 0), (0, 0)))
     return plgpu.kernel(
         entry, out_type=jax.ShapeDtypeStruct((slots, bq, num_q_heads, head_dim), dtype),
         grid=(num_kv_heads, slots), grid_names=("kvh", "slot"), num_threads=COMPUTE_WGS + 1, thread_name="wg",
-        compiler_params=plgpu.CompilerParams(approx_math=True),
+        compiler_params=plgpu.CompilerParams(approx_math=True, lowering_semantics=plgpu.LoweringSemantics.Lane),
     )(sched.astype(jnp.int32), query_start_loc.astype(jnp.int32), seq_lens.astype(jnp.int32),
-      block_tables.astype(jnp.int32), q, kv_cache)
+      block_tables.astype(jnp.int32), q_slots, kv_cache)
+
+
+def slot_tokens(sched, query_start_loc, bq: int, num_tokens: int) -> jax.Array:
+    """[slots, bq] int32: the flattened token index of every row of every schedule slot's q block, ``num_tokens``
+    (out of range) for rows past a sequence's end and for idle slots."""
+    seq = sched[0]
+    seq_c = jnp.maximum(seq, 0)
+    q_lens = query_start_loc[1:] - query_start_loc[:-1]
+    local = sched[1][:, None] * bq + jnp.arange(bq, dtype=jnp.int32)[None, :]
+    valid = (seq[:, None] >= 0) & (local < q_lens[seq_c][:, None])
+    return jnp.where(valid, query_start_loc[seq_c][:, None] + local, num_tokens)
+
+
+def slot_queries(q, sched, query_start_loc, bq: int) -> jax.Array:
+    """[T, Hq, D] -> [slots, bq, Hq, D]: the q block of every schedule slot (zeros past a sequence's end and in
+    idle slots), so the kernel's q copies start at multiples of 8 rows."""
+    token = slot_tokens(sched, query_start_loc, bq, q.shape[0])
+    return jnp.take(q, token, axis=0, mode="fill", fill_value=0)
 
 
 def gather_slots(out_slots, sched, query_start_loc, num_tokens: int, into=None) -> jax.Array:
     """[slots, block_q, Hq, D] by schedule slot -> [T, Hq, D] in token order: the valid rows of every q block
     scattered onto ``into`` (default zeros), rows past a sequence's end dropped."""
     slots, bq, num_q_heads, head_dim = out_slots.shape
-    seq = sched[0]
-    q_lens = query_start_loc[1:] - query_start_loc[:-1]
-    local = sched[1][:, None] * bq + jnp.arange(bq, dtype=jnp.int32)[None, :]  # [slots, bq]
-    seq_c = jnp.maximum(seq, 0)
-    valid = (seq[:, None] >= 0) & (local < q_lens[seq_c][:, None])
-    token = jnp.where(valid, query_start_loc[seq_c][:, None] + local, num_tokens)
+    token = slot_tokens(sched, query_start_loc, bq, num_tokens)
     base = jnp.zeros((num_tokens, num_q_heads, head_dim), out_slots.dtype) if into is None else into
     return base.at[token.reshape(-1)].set(out_slots.reshape(slots * bq, num_q_heads, head_dim), mode="drop")
