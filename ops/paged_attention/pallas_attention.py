@@ -158,8 +158,8 @@ def ragged_paged_attention_pallas(
         sched = prefill_schedule(query_start_loc, cfg_a.block_q + 1, bq, slots)
         rows = mosaic_prefill.paged_prefill_mosaic(q, kv_cache, query_start_loc, seq_lens, block_tables, sched,
                                                    sm_scale=sm_scale)
-        return mosaic_prefill.gather_slots(rows, sched, query_start_loc, num_tokens,
-                                           into=out.reshape(num_tokens, num_q_heads, head_dim))
+        return mosaic_prefill.gather_slots(rows, query_start_loc, cfg_a.block_q + 1,
+                                           out.reshape(num_tokens, num_q_heads, head_dim))
     if prefill_needed:
         bq = cfg_b.block_q
         slots = min(num_tokens // bq + num_seqs, num_tokens // bq + num_tokens // (cfg_a.block_q + 1) + 1)

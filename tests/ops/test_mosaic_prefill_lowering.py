@@ -38,11 +38,13 @@ def test_supported_calls():
 
 
 def test_gather_slots_puts_rows_in_token_order():
-    qsl = jnp.array([0, 40, 45, 45], jnp.int32)  # q_lens 40, 5, 0
-    sched = prefill_schedule(qsl, 2, 16, 6)  # q blocks of 16: sequence 0 -> 3 blocks, sequence 1 -> 1 block
+    """Each prefill token takes its row of its schedule slot; decode tokens (q_len < min_q_len) and padding keep
+    ``into``."""
+    qsl = jnp.array([0, 40, 41, 46, 46], jnp.int32)  # q_lens 40, 1 (decode), 5, 0; 2 padding tokens
+    sched = prefill_schedule(qsl, 2, 16, 6)  # q blocks of 16: sequence 0 -> 3 blocks, sequence 2 -> 1 block
     rows = jnp.arange(6 * 16, dtype=jnp.float32).reshape(6, 16, 1, 1) + 1000
-    out = np.asarray(mosaic_prefill.gather_slots(rows, sched, qsl, 48)).reshape(48)
-    want = np.zeros(48)
+    out = np.asarray(mosaic_prefill.gather_slots(rows, qsl, 2, -jnp.ones((48, 1, 1)))).reshape(48)
+    want = -np.ones(48)
     for slot, (seq, blk) in enumerate(np.asarray(sched).T):
         if seq < 0:
             continue
@@ -51,4 +53,4 @@ def test_gather_slots_puts_rows_in_token_order():
             if blk * 16 + t < n:
                 want[int(qsl[seq]) + blk * 16 + t] = 1000 + slot * 16 + t
     np.testing.assert_array_equal(out, want)
-    assert (out[45:] == 0).all() and (out[:45] > 0).all()
+    assert out[40] == -1 and (out[46:] == -1).all() and (out[:40] >= 1000).all() and (out[41:46] >= 1000).all()
