@@ -13,7 +13,7 @@ import os
 import jax
 import jax.numpy as jnp
 
-from ..device_info import forced_implementation
+from ..device_info import forced_implementation, gpu_compute_capability
 from . import mosaic_prefill
 from .kv_cache import kv_scales
 from .pallas_triton import (TileConfig, _next_pow2, decode_schedule, launch, merge_splits, prefill_schedule,
@@ -146,6 +146,9 @@ def ragged_paged_attention_pallas(
     prefill_needed = num_tokens > cfg_a.block_q  # else no sequence can have q_len > BQ_A
     if prefill_impl not in ("triton", "mosaic"):
         raise ValueError(f"prefill_impl={prefill_impl!r}; choose 'triton' or 'mosaic'")
+    cc = gpu_compute_capability()
+    if prefill_impl == "mosaic" and cc is not None and cc[0] != 9:
+        raise ValueError(f"prefill_impl='mosaic' needs a Hopper GPU (sm_90, wgmma/TMA); this one is sm_{cc[0]}{cc[1]}")
     if (prefill_impl == "mosaic" and prefill_needed and scales is None
             and mosaic_prefill.supported(q, kv_cache, sliding_window, soft_cap)):
         if cfg_a.num_splits == 1:

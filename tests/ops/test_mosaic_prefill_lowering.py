@@ -54,3 +54,12 @@ def test_gather_slots_puts_rows_in_token_order():
                 want[int(qsl[seq]) + blk * 16 + t] = 1000 + slot * 16 + t
     np.testing.assert_array_equal(out, want)
     assert out[40] == -1 and (out[46:] == -1).all() and (out[:40] >= 1000).all() and (out[41:46] >= 1000).all()
+
+
+def test_mosaic_prefill_needs_hopper(monkeypatch):
+    """Forced (JAXLLM_ATTENTION_IMPL=pallas_mosaic) on another GPU: an error naming the GPU, before any compile."""
+    from jaxllm.ops.paged_attention import dispatch, pallas_attention
+    monkeypatch.setattr(pallas_attention, "gpu_compute_capability", lambda: (8, 0))
+    b = make_batch(np.random.default_rng(1), [40], [40], num_q_heads=8, num_kv_heads=8, head_dim=64, block_size=16)
+    with pytest.raises(ValueError, match="needs a Hopper GPU.*sm_80"):
+        dispatch.ragged_paged_attention(*map(jnp.asarray, b.args()), sm_scale=0.125, impl="pallas_mosaic")
