@@ -113,11 +113,13 @@ def ragged_paged_attention_pallas(
     k_scale=None,
     v_scale=None,
     prefill_impl: str = "triton",
+    mosaic_min_q_len: int | None = None,
 ) -> jax.Array:
     """Same contract as ``ragged_paged_attention_reference`` (outputs of padding tokens unspecified).
     A float8 cache is read as fp8 tiles (see pallas_triton.py); the e4m3 conversion needs sm_89+.
-    ``prefill_impl="mosaic"`` runs the prefill launch through the Hopper Mosaic GPU kernel (mosaic_prefill.py,
-    WIP: never run on a GPU yet) where it covers the call."""
+    ``prefill_impl="mosaic"`` runs the sequences of >= ``mosaic_prefill.MIN_Q_LEN`` new tokens through the Hopper
+    Mosaic GPU prefill (mosaic_prefill.py) where it covers the call, the shorter ones through the Triton prefill;
+    ``mosaic_min_q_len`` overrides that threshold (tests and the kernel benchmark)."""
     _check(q, kv_cache, query_start_loc, seq_lens, block_tables, sliding_window, soft_cap)
     scales = kv_scales(kv_cache, k_scale, v_scale)
     num_tokens, num_q_heads, head_dim = q.shape
@@ -149,24 +151,15 @@ def ragged_paged_attention_pallas(
     cc = gpu_compute_capability()
     if prefill_impl == "mosaic" and cc is not None and cc[0] != 9:
         raise ValueError(f"prefill_impl='mosaic' needs a Hopper GPU (sm_90, wgmma/TMA); this one is sm_{cc[0]}{cc[1]}")
-    if (prefill_impl == "mosaic" and prefill_needed and scales is None
-            and mosaic_prefill.supported(q, kv_cache, sliding_window, soft_cap)):
-        if cfg_a.num_splits == 1:
-            out = run(decode_sched, cfg=cfg_a)
-        else:
-            merged = merge_splits(*run(decode_sched, cfg=cfg_a), cfg_a.num_splits, q.dtype)
-            out = scatter_decode_rows(jnp.zeros_like(q_rows), merged, query_start_loc, cfg_a.block_q)
-        bq = mosaic_prefill.block_q(num_q_heads, num_kv_heads)
-        slots = max(1, min(num_tokens // bq + num_seqs, num_tokens // bq + num_tokens // (cfg_a.block_q + 1) + 1))
-        sched = prefill_schedule(query_start_loc, cfg_a.block_q + 1, bq, slots)
-        rows = mosaic_prefill.paged_prefill_mosaic(q, kv_cache, query_start_loc, seq_lens, block_tables, sched,
-                                                   sm_scale=sm_scale)
-        return mosaic_prefill.gather_slots(rows, query_start_loc, cfg_a.block_q + 1,
-                                           out.reshape(num_tokens, num_q_heads, head_dim))
+    # Mosaic GPU prefill (Hopper) for the sequences of >= MIN_Q_LEN new tokens; the Triton prefill keeps the rest
+    long_len = max(mosaic_min_q_len or mosaic_prefill.MIN_Q_LEN, cfg_a.block_q + 1)
+    use_mosaic = (prefill_impl == "mosaic" and num_tokens >= long_len and scales is None
+                  and mosaic_prefill.supported(q, kv_cache, sliding_window, soft_cap))
     if prefill_needed:
         bq = cfg_b.block_q
         slots = min(num_tokens // bq + num_seqs, num_tokens // bq + num_tokens // (cfg_a.block_q + 1) + 1)
-        prefill_sched = prefill_schedule(query_start_loc, cfg_a.block_q + 1, bq, max(1, slots))
+        prefill_sched = prefill_schedule(query_start_loc, cfg_a.block_q + 1, bq, max(1, slots),
+                                         max_q_len=long_len if use_mosaic else None)
     if cfg_a.num_splits == 1:
         out = run(decode_sched, cfg=cfg_a)
         if prefill_needed:
@@ -178,4 +171,12 @@ def ragged_paged_attention_pallas(
         else:
             out = jnp.zeros_like(q_rows)
         out = scatter_decode_rows(out, merged, query_start_loc, cfg_a.block_q)
-    return out.reshape(num_tokens, num_q_heads, head_dim)
+    out = out.reshape(num_tokens, num_q_heads, head_dim)
+    if use_mosaic:
+        bq = mosaic_prefill.block_q(num_q_heads, num_kv_heads)
+        slots = num_tokens // bq + num_tokens // long_len + 1  # each long sequence adds at most one partial block
+        sched = prefill_schedule(query_start_loc, long_len, bq, slots)
+        rows = mosaic_prefill.paged_prefill_mosaic(q, kv_cache, query_start_loc, seq_lens, block_tables, sched,
+                                                   sm_scale=sm_scale)
+        out = mosaic_prefill.gather_slots(rows, query_start_loc, long_len, out)
+    return out

@@ -21,7 +21,8 @@ def test_lowers_for_hopper(heads, head_dim, block_size):
     q, kv, qsl, sl, bt = b.args()
     args = (jax.ShapeDtypeStruct(q.shape, jnp.bfloat16), jax.ShapeDtypeStruct(kv.shape, jnp.bfloat16),
             jnp.asarray(qsl), jnp.asarray(sl), jnp.asarray(bt))
-    lowered = jax.jit(lambda *a: ragged_paged_attention_pallas(*a, sm_scale=head_dim ** -0.5, prefill_impl="mosaic")
+    lowered = jax.jit(lambda *a: ragged_paged_attention_pallas(*a, sm_scale=head_dim ** -0.5, prefill_impl="mosaic",
+                                                               mosaic_min_q_len=100)
                       ).trace(*args).lower(lowering_platforms=("cuda",))
     assert "mosaic_gpu" in lowered.as_text()
 
@@ -63,3 +64,13 @@ def test_mosaic_prefill_needs_hopper(monkeypatch):
     b = make_batch(np.random.default_rng(1), [40], [40], num_q_heads=8, num_kv_heads=8, head_dim=64, block_size=16)
     with pytest.raises(ValueError, match="needs a Hopper GPU.*sm_80"):
         dispatch.ragged_paged_attention(*map(jnp.asarray, b.args()), sm_scale=0.125, impl="pallas_mosaic")
+
+
+def test_prefill_schedule_splits_by_length():
+    """prefill_impl="mosaic": the Triton prefill schedule takes min_q_len <= q_len < max_q_len, the Mosaic one the
+    rest, so every prefill sequence is in exactly one."""
+    qsl = jnp.array([0, 40, 45, 46, 300], jnp.int32)  # q_lens 40, 5, 1, 254
+    short = np.asarray(prefill_schedule(qsl, 2, 16, 24, max_q_len=100))
+    long = np.asarray(prefill_schedule(qsl, 100, 16, 24))
+    assert set(short[0][short[0] >= 0]) == {0, 1} and set(long[0][long[0] >= 0]) == {3}
+    assert (short[0] >= 0).sum() == 3 + 1 and (long[0] >= 0).sum() == 16

@@ -30,14 +30,16 @@ def finite_tails(b):
 @pytest.mark.parametrize("q_lens,ctx_lens", [([300], [300]), ([1000, 37, 1, 129], [1000, 500, 77, 129]),
                                              ([64, 64, 1, 1, 200], [64, 1000, 5, 3000, 260])])
 @pytest.mark.parametrize("heads,head_dim,block_size", [((32, 8), 128, 16), ((8, 8), 64, 32), ((16, 2), 128, 128)])
-def test_mosaic_prefill_matches_naive(q_lens, ctx_lens, heads, head_dim, block_size):
+@pytest.mark.parametrize("min_q_len", [1, 150])  # every prefill sequence through the kernel / the long ones only
+def test_mosaic_prefill_matches_naive(q_lens, ctx_lens, heads, head_dim, block_size, min_q_len):
     rng = np.random.default_rng(sum(q_lens) + head_dim + block_size)
     b = finite_tails(make_batch(rng, q_lens, ctx_lens, num_q_heads=heads[0], num_kv_heads=heads[1],
                                 head_dim=head_dim, block_size=block_size, dtype=np.float32))
     q, kv, qsl, sl, bt = b.args()
     args = (jnp.asarray(q, jnp.bfloat16), jnp.asarray(kv, jnp.bfloat16), jnp.asarray(qsl), jnp.asarray(sl),
             jnp.asarray(bt))
-    out = ragged_paged_attention_pallas(*args, sm_scale=head_dim ** -0.5, prefill_impl="mosaic")
+    out = ragged_paged_attention_pallas(*args, sm_scale=head_dim ** -0.5, prefill_impl="mosaic",
+                                        mosaic_min_q_len=min_q_len)
     want = naive_attention(b, head_dim ** -0.5)
     got = np.asarray(out, np.float32)[:b.meta.num_real_tokens]
     assert np.isfinite(got).all()
