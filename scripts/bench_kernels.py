@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from ops.device_info import gpu_compute_capability  # noqa: E402
 from ops.paged_attention import write_kv_cache  # noqa: E402
 from ops.paged_attention.pallas_attention import (  # noqa: E402
     decode_config, prefill_config, ragged_paged_attention_pallas)
@@ -131,6 +132,14 @@ def bench_prefill(rng, shapes, interpret, results):
         t, c = timeit(ours, sets, reps=5)
         row = {"seqs": nseq, "len": length, "ours_us": t * 1e6, "ours_TFLOPs": flops / t / 1e12,
                "ours_compile_s": c}
+        if not interpret and (gpu_compute_capability() or (0,))[0] == 9:  # the WIP Mosaic GPU prefill (Hopper)
+            try:
+                mosaic = jax.jit(lambda q, kv, a, b, c: ragged_paged_attention_pallas(
+                    q, kv, a, b, c, sm_scale=D ** -0.5, prefill_impl="mosaic", mosaic_min_q_len=1))
+                tm_, _ = timeit(mosaic, sets, reps=5)
+                row["mosaic_us"], row["mosaic_TFLOPs"] = tm_ * 1e6, flops / tm_ / 1e12
+            except Exception as e:  # noqa: BLE001 - recorded, the rest goes on
+                row["mosaic_error"] = repr(e)[:300]
         if not interpret:
             q = jax.random.normal(jax.random.key(3), (nseq, length, HQ, D), jnp.float32).astype(DT)
             k = jax.random.normal(jax.random.key(4), (nseq, length, HK, D), jnp.float32).astype(DT)

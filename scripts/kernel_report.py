@@ -24,13 +24,15 @@ def write_markdown(results, path):
                  f"{r.get('speedup_vs_jax_pallas', float('nan')):.2f} | {r.get('xla_ref_us', float('nan')):.0f} | "
                  f"{r.get('speedup_vs_xla_ref', float('nan')):.2f} |")
     L += ["", "## Prefill (causal, 32/8 heads, D=128, bf16; ours reads K/V from pages)", "",
-          ("| seqs × len | ours µs | ours TFLOP/s | cuDNN dense µs | cuDNN TFLOP/s | ours/cuDNN | JAX Mosaic GPU FA3 "
-           "dense fp16 TFLOP/s |"), "|---|---|---|---|---|---|---|"]
+          ("| seqs × len | ours (Triton) µs | TFLOP/s | ours (Mosaic GPU, Hopper) µs | TFLOP/s | cuDNN dense µs | "
+           "cuDNN TFLOP/s | Triton/cuDNN | JAX Mosaic GPU FA3 dense fp16 TFLOP/s |"),
+          "|---|---|---|---|---|---|---|---|---|"]
     for r in results["prefill"]:
-        L.append(f"| {r['seqs']} × {r['len']} | {r['ours_us']:.0f} | {r['ours_TFLOPs']:.0f} | "
+        mosaic = (f"{r['mosaic_us']:.0f} | {r['mosaic_TFLOPs']:.0f}" if "mosaic_TFLOPs" in r
+                  else f"failed: {r['mosaic_error'][:60]} | " if "mosaic_error" in r else "- | -")
+        L.append(f"| {r['seqs']} × {r['len']} | {r['ours_us']:.0f} | {r['ours_TFLOPs']:.0f} | {mosaic} | "
                  f"{r.get('cudnn_us', float('nan')):.0f} | {r.get('cudnn_TFLOPs', float('nan')):.0f} | "
-                 f"{r.get('ours_vs_cudnn', float('nan')):.2f} | "
-                 f"{_fa3_cell(r)} |")
+                 f"{r.get('ours_vs_cudnn', float('nan')):.2f} | {_fa3_cell(r)} |")
     m = results.get("mixed")
     if m:
         L += ["", "## Mixed batch", "",

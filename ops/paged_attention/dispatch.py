@@ -5,6 +5,8 @@ Implementations (all take the reference's arguments; see reference.py for shapes
 * ``"reference"``: pure jnp, any platform. Gathers [T, ctx, K, D]: tests and short batches.
 * ``"chunked"``: pure jnp, any platform, memory O(chunk): the default off the GPU.
 * ``"pallas_triton"``: the Pallas kernel lowered through Triton (pallas_attention.py), NVIDIA sm_80+.
+* ``"pallas_mosaic"``: the same decode launch, the prefill launch through the Mosaic GPU kernel (mosaic_prefill.py,
+  Hopper only; calls it does not cover, e.g. a float8 cache or a sliding window, stay on the Triton prefill).
 
 ``JAXLLM_ATTENTION_IMPL`` (or the ``impl`` argument, which wins) forces one. Otherwise: ``pallas_triton`` on an
 NVIDIA GPU of compute capability >= 8.0 when the shapes are supported (head_dim a power of two >= 16; a
@@ -15,6 +17,8 @@ per-layer scales (1.0 when not given).
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax.numpy as jnp
 
@@ -27,6 +31,7 @@ IMPLEMENTATIONS = {
     "reference": ragged_paged_attention_reference,
     "chunked": ragged_paged_attention_chunked,
     "pallas_triton": ragged_paged_attention_pallas,
+    "pallas_mosaic": functools.partial(ragged_paged_attention_pallas, prefill_impl="mosaic"),
 }
 
 

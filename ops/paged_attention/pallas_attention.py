@@ -13,7 +13,8 @@ import os
 import jax
 import jax.numpy as jnp
 
-from ..device_info import forced_implementation
+from ..device_info import forced_implementation, gpu_compute_capability
+from . import mosaic_prefill
 from .kv_cache import kv_scales
 from .pallas_triton import (TileConfig, _next_pow2, decode_schedule, launch, merge_splits, prefill_schedule,
                             scatter_decode_rows)
@@ -111,9 +112,14 @@ def ragged_paged_attention_pallas(
     prefill_cfg: TileConfig | None = None,
     k_scale=None,
     v_scale=None,
+    prefill_impl: str = "triton",
+    mosaic_min_q_len: int | None = None,
 ) -> jax.Array:
     """Same contract as ``ragged_paged_attention_reference`` (outputs of padding tokens unspecified).
-    A float8 cache is read as fp8 tiles (see pallas_triton.py); the e4m3 conversion needs sm_89+."""
+    A float8 cache is read as fp8 tiles (see pallas_triton.py); the e4m3 conversion needs sm_89+.
+    ``prefill_impl="mosaic"`` runs the sequences of >= ``mosaic_prefill.MIN_Q_LEN`` new tokens through the Hopper
+    Mosaic GPU prefill (mosaic_prefill.py) where it covers the call, the shorter ones through the Triton prefill;
+    ``mosaic_min_q_len`` overrides that threshold (tests and the kernel benchmark)."""
     _check(q, kv_cache, query_start_loc, seq_lens, block_tables, sliding_window, soft_cap)
     scales = kv_scales(kv_cache, k_scale, v_scale)
     num_tokens, num_q_heads, head_dim = q.shape
@@ -140,10 +146,20 @@ def ragged_paged_attention_pallas(
 
     decode_sched = decode_schedule(query_start_loc, cfg_a.block_q)
     prefill_needed = num_tokens > cfg_a.block_q  # else no sequence can have q_len > BQ_A
+    if prefill_impl not in ("triton", "mosaic"):
+        raise ValueError(f"prefill_impl={prefill_impl!r}; choose 'triton' or 'mosaic'")
+    cc = gpu_compute_capability()
+    if prefill_impl == "mosaic" and cc is not None and cc[0] != 9:
+        raise ValueError(f"prefill_impl='mosaic' needs a Hopper GPU (sm_90, wgmma/TMA); this one is sm_{cc[0]}{cc[1]}")
+    # Mosaic GPU prefill (Hopper) for the sequences of >= MIN_Q_LEN new tokens; the Triton prefill keeps the rest
+    long_len = max(mosaic_min_q_len or mosaic_prefill.MIN_Q_LEN, cfg_a.block_q + 1)
+    use_mosaic = (prefill_impl == "mosaic" and num_tokens >= long_len and scales is None
+                  and mosaic_prefill.supported(q, kv_cache, sliding_window, soft_cap))
     if prefill_needed:
         bq = cfg_b.block_q
         slots = min(num_tokens // bq + num_seqs, num_tokens // bq + num_tokens // (cfg_a.block_q + 1) + 1)
-        prefill_sched = prefill_schedule(query_start_loc, cfg_a.block_q + 1, bq, max(1, slots))
+        prefill_sched = prefill_schedule(query_start_loc, cfg_a.block_q + 1, bq, max(1, slots),
+                                         max_q_len=long_len if use_mosaic else None)
     if cfg_a.num_splits == 1:
         out = run(decode_sched, cfg=cfg_a)
         if prefill_needed:
@@ -155,4 +171,12 @@ def ragged_paged_attention_pallas(
         else:
             out = jnp.zeros_like(q_rows)
         out = scatter_decode_rows(out, merged, query_start_loc, cfg_a.block_q)
-    return out.reshape(num_tokens, num_q_heads, head_dim)
+    out = out.reshape(num_tokens, num_q_heads, head_dim)
+    if use_mosaic:
+        bq = mosaic_prefill.block_q(num_q_heads, num_kv_heads)
+        slots = num_tokens // bq + num_tokens // long_len + 1  # each long sequence adds at most one partial block
+        sched = prefill_schedule(query_start_loc, long_len, bq, slots)
+        rows = mosaic_prefill.paged_prefill_mosaic(q, kv_cache, query_start_loc, seq_lens, block_tables, sched,
+                                                   sm_scale=sm_scale)
+        out = mosaic_prefill.gather_slots(rows, query_start_loc, long_len, out)
+    return out

@@ -210,11 +210,13 @@ def decode_schedule(query_start_loc: jax.Array, max_q_len: int) -> jax.Array:
     return jnp.stack([seq, jnp.zeros_like(seq)])
 
 
-def prefill_schedule(query_start_loc: jax.Array, min_q_len: int, block_q: int, num_slots: int) -> jax.Array:
+def prefill_schedule(query_start_loc: jax.Array, min_q_len: int, block_q: int, num_slots: int,
+                     max_q_len: int | None = None) -> jax.Array:
     """[2, num_slots] (sequence id or -1, q block index): every q block of the sequences with
-    q_len >= min_q_len, a sequence's last (heaviest) block first."""
+    min_q_len <= q_len (< max_q_len when given), a sequence's last (heaviest) block first."""
     q_lens = query_start_loc[1:] - query_start_loc[:-1]
-    nblk = jnp.where(q_lens >= min_q_len, (q_lens + block_q - 1) // block_q, 0).astype(jnp.int32)
+    mine = (q_lens >= min_q_len) & (q_lens < max_q_len) if max_q_len is not None else q_lens >= min_q_len
+    nblk = jnp.where(mine, (q_lens + block_q - 1) // block_q, 0).astype(jnp.int32)
     cum = jnp.cumsum(nblk)
     slot = jnp.arange(num_slots, dtype=jnp.int32)
     # Count of cumulative ends <= slot (not jnp.searchsorted: its loop costs ~150 µs on a GPU).
