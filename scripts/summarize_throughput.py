@@ -85,9 +85,16 @@ RUN_NOTES = {
     "B2decode64_run18": "commit 6087296: same call, --quantization awq with q / k / v in one grouped Mosaic GPU "
                         "launch (int4_matmul_mosaic_group): 1.07x bf16 (10,092 vs 9,458); kernel trace of the "
                         "256-output variant: kernels_profile_h200_DH64s_awq_s8.json",
+    "B2decode64_run19": "commit 35e8463 (session 8, call 4; main 976187c + the Mosaic prefill branch, which decode "
+                        "steps do not use): bf16 baseline of the call",
+    "B2decode64_run20": "commit 35e8463: same call, --quantization awq (grouped q/k/v Mosaic launch): 1.10x bf16",
+    "B2decode64_run21": "commit 35e8463: same call, --quantization gptq: 1.09x bf16",
     "B2decode_run3": "commit e2edd02: decode-heavy, --quantization awq, after int4_linear's one 2-D product per "
                      "shard: 0.62x bf16, unchanged; a trace of the 256-output variant shows why: XLA dequantizes "
                      "each int4 weight to a bf16 copy every step (converts: 8.6 ms per step; kernels_profile_h200.md)",
+    "B2_run28": "commit 35e8463 (session 8, call 4): bf16, Triton prefill (the default); the same call's "
+                "JAXLLM_ATTENTION_IMPL=pallas_mosaic run failed (the Mosaic custom call refused an unaligned metadata "
+                "slice; fixed in 98588bc)",
     "B2_run16": "commit bf3019a: W8A8 (K-minor fp8 weights, per-token fp8 activations) + fp8 KV cache under "
                 "XLA_FLAGS=--xla_gpu_autotune_level=2 (what the engine now sets for W8A8 programs itself): 1.27x "
                 "bf16 (B2_run13); start-up 50 s. Roofline recomputed with the linear FLOPs at the fp8 GEMM rate "
