@@ -89,6 +89,11 @@ RUN_NOTES = {
                         "steps do not use): bf16 baseline of the call",
     "B2decode64_run20": "commit 35e8463: same call, --quantization awq (grouped q/k/v Mosaic launch): 1.10x bf16",
     "B2decode64_run21": "commit 35e8463: same call, --quantization gptq: 1.09x bf16",
+    "B2long8k_run1": "commit 7c7254f (session 8, call 5; main 36a1193's code): long prompts (--num-requests 16 "
+                     "--prompt-len 8192 8192 --output-len 8 8), bf16, Triton prefill (the default)",
+    "B2long8k_run2": "commit 7c7254f: same call, JAXLLM_ATTENTION_IMPL=pallas_mosaic (sequences of >= 2048 new "
+                     "tokens through the Mosaic GPU prefill): 1.01x (4.008 vs 4.035 s), where the kernel benchmark's "
+                     "1 x 8k (1158 vs 1775 us a layer) predicts ~8%; not explained (no trace: device time spent)",
     "B2decode_run3": "commit e2edd02: decode-heavy, --quantization awq, after int4_linear's one 2-D product per "
                      "shard: 0.62x bf16, unchanged; a trace of the 256-output variant shows why: XLA dequantizes "
                      "each int4 weight to a bf16 copy every step (converts: 8.6 ms per step; kernels_profile_h200.md)",
