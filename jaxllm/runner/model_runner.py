@@ -7,6 +7,10 @@ is allocated, so that XLA's GPU autotuner has that memory while it compiles. Wit
 compiled up front and each program is compiled the first time a step needs it, which is what "eager" can
 mean for a JAX engine: start-up is fast, the first steps are slow. Rare variants (penalties, wide logit_bias,
 prompt_logprobs) are always compiled on first use. ``num_compilations`` counts every compile.
+
+Long prefills: when the attention implementation splits prefills by length (``prefill_split``: under
+``JAXLLM_ATTENTION_IMPL=pallas_mosaic`` the Mosaic GPU prefill takes sequences of >= 2048 new tokens), the buckets
+that can hold such a prefill get a second forward program with that path, used only by steps that have one.
 """
 
 from __future__ import annotations
@@ -61,6 +65,8 @@ class ModelRunner:
         self.max_model_len = max_model_len
         self.max_blocks_per_seq = -(-max_model_len // block_size)
         self.attention_impl = attention_impl
+        # (impl of other steps, impl of steps with a prefill of >= min_len new tokens, min_len), or None
+        self.prefill_split = ops.paged_attention.prefill_split(attention_impl)
         self.ladder = BucketLadder(max_num_batched_tokens, max_num_seqs)
         self.forward_compile_options = forward_compiler_options(model)  # W8A8: faster GEMM autotuning
         self.graphdef, state = nnx.split(model)
@@ -141,15 +147,15 @@ class ModelRunner:
     # ---- compilation -----------------------------------------------------------------------------------
 
     def _compile(self, key):
-        """key: ("forward", Bucket, return_hidden) or ("sample", num_seqs, SamplerConfig)."""
+        """key: ("forward", Bucket, return_hidden, long_prefill) or ("sample", num_seqs, SamplerConfig)."""
         if key[0] == "forward":
-            _, bucket, return_hidden = key
+            _, bucket, return_hidden, long_prefill = key
             inputs = jax.device_put(pack_step_inputs(dummy_step_inputs(bucket, self.max_blocks_per_seq)),
                                     self._replicated)
             return self._forward.lower(self.params, self.kv_caches, inputs, self._prev_tokens,
                                        dims=self._dims(bucket),
                                        return_hidden=return_hidden,
-                                       attention_impl=self.attention_impl,
+                                       attention_impl=self._attention_impl(long_prefill),
                                        logits_sharding=self._replicated,
                                        vocab_logits_sharding=self._vocab_logits
                                        ).compile(compiler_options=self.forward_compile_options)
@@ -158,6 +164,17 @@ class ModelRunner:
         logits = jax.ShapeDtypeStruct((num_seqs, self.cfg.vocab_size), jnp.float32, sharding=self._replicated)
         return self._sample.lower(logits, jax.device_put(md, self._replicated), config=config,
                                   out_rows=self._max_seqs).compile()
+
+    def _attention_impl(self, long_prefill: bool) -> str | None:
+        if self.prefill_split is None:
+            return self.attention_impl
+        return self.prefill_split[1] if long_prefill else self.prefill_split[0]
+
+    def _long_prefill_buckets(self) -> list[Bucket]:
+        """Buckets that can hold a long prefill (with ``prefill_split``): each gets a second forward program."""
+        if self.prefill_split is None:
+            return []
+        return [b for b in self.ladder.buckets if b.num_tokens >= self.prefill_split[2]]
 
     def _dims(self, bucket: Bucket) -> tuple[int, int, int]:
         return bucket.num_tokens, bucket.num_seqs, self.max_blocks_per_seq
@@ -182,7 +199,8 @@ class ModelRunner:
 
     def warm_up(self) -> None:
         """Compile the forward of every bucket and the start-up sampler variants, in parallel threads."""
-        keys = [("forward", b, False) for b in self.ladder.buckets]
+        keys = [("forward", b, False, False) for b in self.ladder.buckets]
+        keys += [("forward", b, False, True) for b in self._long_prefill_buckets()]
         keys += [("sample", s, c) for s in sorted({b.num_seqs for b in self.ladder.buckets}) for c in STARTUP_CONFIGS]
         t0 = time.perf_counter()
         logger.info("compiling %d programs (KV cache: %d blocks)", len(keys), self.num_blocks)
@@ -226,7 +244,9 @@ class ModelRunner:
         inputs = build_step_inputs(batch, bucket, self.block_size, self.max_blocks_per_seq, self._table_rows)
         md, sampler_config = build_sampling_metadata(batch.seqs, bucket.num_seqs, self.cfg.vocab_size)
         want_prompt_lp = any(s.want_prompt_logprobs for s in batch.seqs)
-        forward = self._get_compiled(("forward", bucket, want_prompt_lp))
+        long_prefill = self.prefill_split is not None and any(
+            s.num_new_tokens >= self.prefill_split[2] for s in batch.seqs)
+        forward = self._get_compiled(("forward", bucket, want_prompt_lp, long_prefill))
         sampler = self._get_compiled(("sample", bucket.num_seqs, self._sampler_variant(bucket.num_seqs, sampler_config)))
         dev_inputs, dev_md = jax.device_put(
             (pack_step_inputs(inputs), pack_sampling_metadata(md, sampler_config, bucket.num_seqs)), self._replicated)

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 
 from ..device_info import forced_implementation, gpu_compute_capability
 from .chunked import ragged_paged_attention_chunked
+from .mosaic_prefill import MIN_Q_LEN as MOSAIC_MIN_Q_LEN
 from .pallas_attention import ragged_paged_attention_pallas
 from .reference import ragged_paged_attention_reference
 
@@ -53,6 +54,17 @@ def default_impl(q=None, kv_cache=None) -> str:
     if cc is not None and cc >= (8, 0) and _supported_by_pallas(q, kv_cache, cc):
         return "pallas_triton"
     return "chunked"
+
+
+def prefill_split(impl: str | None = None) -> tuple[str, str, int] | None:
+    """(implementation for other steps, implementation for steps with a long prefill, the length that makes a
+    prefill long) when the chosen implementation (``impl``, else ``JAXLLM_ATTENTION_IMPL``) is ``pallas_mosaic``;
+    else None. The model runner compiles the long-prefill programs of the buckets that can hold one separately,
+    so steps without a long prefill never pay the Mosaic path's gathers and idle launch."""
+    name = impl or forced_implementation("JAXLLM_ATTENTION_IMPL", IMPLEMENTATIONS)
+    if name != "pallas_mosaic":
+        return None
+    return "pallas_triton", "pallas_mosaic", MOSAIC_MIN_Q_LEN
 
 
 def ragged_paged_attention(q, kv_cache, query_start_loc, seq_lens, block_tables, *, sm_scale,

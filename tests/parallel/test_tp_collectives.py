@@ -26,7 +26,7 @@ def test_step_collectives_are_the_megatron_minimum(tmp_path, layers, tp):
               enforce_eager=True, tensor_parallel_size=tp)
     runner, cfg = llm.llm_engine.runner, llm.model_config
     for bucket in (runner.ladder.buckets[0], runner.ladder.buckets[-1]):  # the smallest (decode) and largest
-        text = runner._get_compiled(("forward", bucket, False)).as_text()
+        text = runner._get_compiled(("forward", bucket, False, False)).as_text()
         found = [(op, re.sub(r"\{.*\}", "", shape)) for shape, op in COLLECTIVE.findall(text)]
         activations = f"f32[{bucket.num_tokens},{cfg.hidden_size}]"
         logits = f"f32[{bucket.num_seqs},{cfg.vocab_size}]"
