@@ -25,11 +25,10 @@ def test_prefill_split_follows_the_chosen_implementation(monkeypatch):
     assert paged_attention.prefill_split() == ("pallas_triton", "pallas_mosaic", 2048)
 
 
-def test_long_prefill_steps_take_their_own_programs(llama_dir, monkeypatch):
-    kwargs = {"max_num_seqs": 2, "max_num_batched_tokens": 32, "skip_tokenizer_init": True}
-    want = generate(LLM(str(llama_dir[0]), **kwargs))
+def test_long_prefill_steps_take_their_own_programs(llama_dir, llama_llm, monkeypatch):
+    want = generate(llama_llm)  # the shared LLM of the same checkpoint: one implementation for every step
     monkeypatch.setattr(paged_attention, "prefill_split", lambda impl=None: ("reference", "chunked", 8))
-    llm = LLM(str(llama_dir[0]), **kwargs)
+    llm = LLM(str(llama_dir[0]), max_num_seqs=2, max_num_batched_tokens=32, skip_tokenizer_init=True)
     runner = llm.llm_engine.runner
     used = []
     get = runner._get_compiled
