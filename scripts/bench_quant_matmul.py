@@ -179,7 +179,7 @@ def mosaic_variants(m, k, n):
     for stages in (4, 3, 2):  # two groups per K step: half the pipeline steps (each step's fixed cost)
         wide = r(base, tk=256, stages=stages)
         if wide.smem_bytes() <= SMEM_BUDGET:
-            alts.append(wide)
+            alts += [wide, r(wide, interleave=True)]  # and each group's wgmma issued as soon as it is dequantized
             break
     alts += [r(base, splits=s) for s in (1, 2, 4, 8, 16) if s != base.splits]
     if m >= 256 and base.tm < 256:

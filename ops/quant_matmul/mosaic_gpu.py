@@ -44,15 +44,18 @@ CTA_W_ROWS = W_ROWS_PER_WG * COMPUTE_WGS
 class MosaicTiles:
     """tm: token rows per tile (the wgmma's N, a multiple of 16, <= 256); tk: K per pipeline step (divides the
     group size, or a multiple of it: then one step dequantizes ``tk // G`` groups, one wgmma each); splits: K
-    slices summed in float32 afterwards; stages: TMA copies in flight."""
+    slices summed in float32 afterwards; stages: TMA copies in flight; interleave (several groups per step
+    only): issue each group's wgmma as soon as it is dequantized, so the next group's dequantization overlaps it
+    (else all groups are dequantized first). An experiment: not in the plan until measured."""
     tm: int
     tk: int = 128
     splits: int = 1
     stages: int = 4
+    interleave: bool = False
 
     @property
     def name(self) -> str:
-        return f"tm{self.tm}_tk{self.tk}_s{self.splits}_st{self.stages}"
+        return f"tm{self.tm}_tk{self.tk}_s{self.splits}_st{self.stages}" + ("_il" if self.interleave else "")
 
     def smem_bytes(self, out_bytes: int = 2) -> int:
         """Shared memory of the kernel: per stage x's [tm, tk] bf16 tile, the [128, tk] int4 weight tile and the
@@ -203,16 +206,23 @@ def int4_matmul_mosaic_group(x: jax.Array, weights, out_dtype=None, *, tiles: Mo
 
                 def body(_, x_smem, w_smem, s_smem, z_smem, acc):
                     shape = (W_ROWS_PER_WG, sub_k)
-                    ws = []
-                    for g in range(step_groups):  # all groups dequantized before the wgmmas read them
+                    def dequantized(g):
                         cols = pl.ds(g * sub_k, sub_k)
                         q = (w_smem[rows] if step_groups == 1 else w_smem[rows, cols]).astype(jnp.bfloat16)
                         zero = z_smem[g, rows].astype(jnp.bfloat16) - 8
                         scale = s_smem[g, rows].astype(jnp.bfloat16)
-                        ws.append((q - lax.broadcast_in_dim(zero, shape, [0])) * lax.broadcast_in_dim(scale, shape, [0]))
-                    for g, w in enumerate(ws):
+                        return (q - lax.broadcast_in_dim(zero, shape, [0])) * lax.broadcast_in_dim(scale, shape, [0])
+
+                    def issue(g, w):
                         x_g = x_smem if step_groups == 1 else x_smem.at[:, pl.ds(g * sub_k, sub_k)]
                         plgpu.wgmma(acc, w, plgpu.transpose_ref(x_g, (1, 0)))
+
+                    if tiles.interleave:
+                        for g in range(step_groups):
+                            issue(g, dequantized(g))
+                    else:  # all groups dequantized before the wgmmas read them
+                        for g, w in enumerate([dequantized(g) for g in range(step_groups)]):
+                            issue(g, w)
                     plgpu.wgmma_wait(0)
                     return acc
 

@@ -245,12 +245,14 @@ def test_mosaic_kernel_lowers_for_hopper(m, k, n, group):
     assert "mosaic_gpu" in lowered.as_text()
 
 
-@pytest.mark.parametrize("tk,group", [(256, 128), (128, 64), (256, 64), (256, 4096)])
-def test_mosaic_kernel_lowers_with_several_groups_per_step(tk, group):
-    """K steps wider than a group (one scale row and one wgmma per group in a step) lower for sm_90."""
+@pytest.mark.parametrize("tk,group,interleave", [(256, 128, False), (128, 64, False), (256, 64, False),
+                                                 (256, 4096, False), (256, 128, True)])
+def test_mosaic_kernel_lowers_with_several_groups_per_step(tk, group, interleave):
+    """K steps wider than a group (one scale row and one wgmma per group in a step, issued after all groups are
+    dequantized or each as soon as its group is) lower for sm_90."""
     from jaxllm.ops.quant_matmul.mosaic_gpu import MosaicTiles
     m, k, n = 64, 4096, 1024
-    t = MosaicTiles(tm=64, tk=tk, splits=2, stages=3)
+    t = MosaicTiles(tm=64, tk=tk, splits=2, stages=3, interleave=interleave)
     args = (jax.ShapeDtypeStruct((m, k), jnp.bfloat16), jax.ShapeDtypeStruct((n, k), jnp.int4),
             jax.ShapeDtypeStruct((k // group, n), jnp.float16), jax.ShapeDtypeStruct((k // group, n), jnp.int8))
     lowered = jax.jit(lambda *a: int4_matmul_mosaic(*a, tiles=t, num_sms=132)).trace(*args).lower(

@@ -47,12 +47,14 @@ def test_tile_variants(tiles):
     close(run(args, tiles), int4_matmul_reference(*args), 1e-2)
 
 
-@pytest.mark.parametrize("tk,group", [(256, 128), (128, 64), (256, 64), (256, 2048)])
+@pytest.mark.parametrize("tk,group,interleave", [(256, 128, False), (128, 64, False), (256, 64, False),
+                                                 (256, 2048, False), (256, 128, True), (128, 64, True)])
 @pytest.mark.parametrize("m", [16, 64])
-def test_several_groups_per_k_step(tk, group, m):
-    """K steps wider than a group: one scale / zero row and one wgmma per group within the step."""
+def test_several_groups_per_k_step(tk, group, interleave, m):
+    """K steps wider than a group: one scale / zero row and one wgmma per group within the step (interleaved:
+    a group's wgmma in flight while the next group is dequantized)."""
     args = operands(m, 2048, 1024, group, jnp.bfloat16, seed=tk + group + m)
-    close(run(args, MosaicTiles(m, tk, 2, 3)), int4_matmul_reference(*args), 1e-2)
+    close(run(args, MosaicTiles(m, tk, 2, 3, interleave)), int4_matmul_reference(*args), 1e-2)
 
 
 @pytest.mark.parametrize("m", [1, 5, 8, 200])
