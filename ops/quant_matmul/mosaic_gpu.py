@@ -206,6 +206,7 @@ def int4_matmul_mosaic_group(x: jax.Array, weights, out_dtype=None, *, tiles: Mo
 
                 def body(_, x_smem, w_smem, s_smem, z_smem, acc):
                     shape = (W_ROWS_PER_WG, sub_k)
+
                     def dequantized(g):
                         cols = pl.ds(g * sub_k, sub_k)
                         q = (w_smem[rows] if step_groups == 1 else w_smem[rows, cols]).astype(jnp.bfloat16)
