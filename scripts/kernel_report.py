@@ -33,6 +33,13 @@ def write_markdown(results, path):
         L.append(f"| {r['seqs']} × {r['len']} | {r['ours_us']:.0f} | {r['ours_TFLOPs']:.0f} | {mosaic} | "
                  f"{r.get('cudnn_us', float('nan')):.0f} | {r.get('cudnn_TFLOPs', float('nan')):.0f} | "
                  f"{r.get('ours_vs_cudnn', float('nan')):.2f} | {_fa3_cell(r)} |")
+    seq_rows = [r for r in results["prefill"] if "ours_seq_pages_us" in r]
+    if seq_rows:
+        L += ["", "Same shapes with each sequence's pages in pool order (as the engine allocates a fresh prompt) instead "
+              "of shuffled: " + "; ".join(
+                  f"{r['seqs']} × {r['len']}: Triton {r['ours_seq_pages_us']:.0f} µs"
+                  + (f", Mosaic {r['mosaic_seq_pages_us']:.0f} µs" if "mosaic_seq_pages_us" in r else "")
+                  for r in seq_rows) + "."]
     m = results.get("mixed")
     if m:
         L += ["", "## Mixed batch", "",
