@@ -133,7 +133,7 @@ def bench_prefill(rng, shapes, interpret, results):
         t, c = timeit(ours, sets, reps=5)
         row = {"seqs": nseq, "len": length, "ours_us": t * 1e6, "ours_TFLOPs": flops / t / 1e12,
                "ours_compile_s": c}
-        if not interpret and (gpu_compute_capability() or (0,))[0] == 9:  # the WIP Mosaic GPU prefill (Hopper)
+        if not interpret and (gpu_compute_capability() or (0,))[0] == 9:  # the Mosaic GPU prefill (Hopper)
             try:
                 mosaic = jax.jit(lambda q, kv, a, b, c: ragged_paged_attention_pallas(
                     q, kv, a, b, c, sm_scale=D ** -0.5, prefill_impl="mosaic", mosaic_min_q_len=1))

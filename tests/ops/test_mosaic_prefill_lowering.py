@@ -1,4 +1,4 @@
-"""The paged Mosaic GPU prefill (ops/paged_attention/mosaic_prefill.py, WIP) needs a Hopper GPU to compile and
+"""The paged Mosaic GPU prefill (ops/paged_attention/mosaic_prefill.py) needs a Hopper GPU to compile and
 run (tests/ops/test_paged_attention_mosaic_gpu.py), but its Pallas lowering runs on CPU: a broken kernel body or
 a jax API change shows up here. Also: the slot -> token gather, and which calls the kernel covers."""
 

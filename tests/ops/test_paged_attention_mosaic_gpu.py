@@ -1,4 +1,4 @@
-"""Hopper (sm_90) correctness of the paged Mosaic GPU prefill (ops/paged_attention/mosaic_prefill.py, WIP) against
+"""Hopper (sm_90) correctness of the paged Mosaic GPU prefill (ops/paged_attention/mosaic_prefill.py) against
 the naive dense oracle, through ``ragged_paged_attention_pallas(prefill_impl="mosaic")``: prefill-only, mixed
 and prefix-cached batches, GQA 1-8, head_dim 64 / 128, block sizes 16-128. Unused blocks and block-table entries
 are NaN-poisoned as in the other tests; the tails of used pages hold finite values (the kernel loads whole pages:
