@@ -25,6 +25,17 @@ def gpu_compute_capability() -> tuple[int, int] | None:
         return None
 
 
+DEFAULT_NUM_SMS = 132  # H200 / H100 SXM; read from the device when there is one
+
+
+def num_sms() -> int:
+    """Streaming multiprocessors of the first device (the kernels' persistent grids and split-K plans)."""
+    try:
+        return int(getattr(jax.devices()[0], "core_count", 0) or DEFAULT_NUM_SMS)
+    except Exception:  # noqa: BLE001 - no backend at all: keep the default
+        return DEFAULT_NUM_SMS
+
+
 def forced_implementation(env_var: str, available) -> str | None:
     """The choice named by ``env_var`` (a dispatcher's or mode switch's override), None when unset or empty; a
     name not in ``available`` is a ValueError naming the variable, the value and the choices."""

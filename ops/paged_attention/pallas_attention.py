@@ -14,24 +14,16 @@ import jax
 import jax.numpy as jnp
 
 from ..device_info import forced_implementation, gpu_compute_capability
+from ..device_info import num_sms as device_num_sms
 from . import mosaic_prefill
 from .kv_cache import kv_scales
 from .pallas_triton import (TileConfig, _next_pow2, decode_schedule, launch, merge_splits, prefill_schedule,
                             scatter_decode_rows)
 
-DEFAULT_NUM_SMS = 132  # H200 / H100 SXM; read from the device when there is one
 # A float8 cache's tiles converted to q's dtype or to float16 (TileConfig.fp8_f16) in both launches; "auto":
 # float16 in the decode launch only (H200, benchmarks/kernels_h200.md: decode 1.1-1.35x faster than with q-dtype
 # tiles of the same shape; prefill 2-4% slower).
 FP8_DOTS = ("auto", "q", "f16")
-
-
-def _num_sms() -> int:
-    try:
-        dev = jax.devices()[0]
-        return int(getattr(dev, "core_count", 0) or DEFAULT_NUM_SMS)
-    except Exception:  # noqa: BLE001 - no backend at all: keep the default
-        return DEFAULT_NUM_SMS
 
 
 def decode_config(num_seqs: int, num_kv_heads: int, group: int, head_dim: int, max_ctx: int,
@@ -48,7 +40,7 @@ def decode_config(num_seqs: int, num_kv_heads: int, group: int, head_dim: int, m
     per_sm, min_keys = 8, 512
     if kv_itemsize == 1:
         block_n, per_sm, min_keys = 2 * block_n, 4, 1024
-    sms = num_sms or _num_sms()
+    sms = num_sms or device_num_sms()
     want = max(1, -(-per_sm * sms // max(1, num_seqs * num_kv_heads)))
     splits = max(1, min(want, max_ctx // min_keys, 16))
     splits = 1 << (splits.bit_length() - 1)  # power of two: stable compile set

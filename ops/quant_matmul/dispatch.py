@@ -28,7 +28,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ..device_info import forced_implementation, gpu_compute_capability
+from ..device_info import forced_implementation, gpu_compute_capability, num_sms
 from .mosaic_gpu import int4_matmul_mosaic, int4_matmul_mosaic_group, mosaic_plan
 from .pallas_triton import int4_matmul_pallas, plan
 from .reference import (
@@ -43,10 +43,6 @@ IMPLEMENTATIONS = {"reference": int4_matmul_reference, "pallas_triton": int4_mat
 LAYOUT_IMPLS = {"packed": ("reference", "pallas_triton"), "nk": ("reference", "mosaic_gpu")}
 MOSAIC_MAX_ROWS = 256
 TRITON_MAX_ROWS = 64  # the packed layout on Hopper (float16 models): session 6's measured default
-
-
-def _num_cores() -> int:
-    return int(getattr(jax.devices()[0], "core_count", 0) or 132)
 
 
 def _forced() -> str | None:
@@ -115,7 +111,7 @@ def int4_matmul(x: jax.Array, qweight, scales, zeros, out_dtype=None, *, impl: s
     name, forced = _resolve(impl, x2.shape[0], "packed")
     tiles = None
     if name == "pallas_triton":
-        tiles = _kernel_tiles(name, forced, plan(x2.shape[0], k, n, group_size, _num_cores()), x2.shape[0], k, n,
+        tiles = _kernel_tiles(name, forced, plan(x2.shape[0], k, n, group_size, num_sms()), x2.shape[0], k, n,
                               group_size)
     if tiles is not None:
         # forced off the GPU (tests): Pallas' interpret mode runs the same kernel
@@ -137,7 +133,7 @@ def int4_matmul_nk(x: jax.Array, wt, scales, zeros, out_dtype=None, *, impl: str
     if name == "mosaic_gpu":
         if not _hopper():
             raise ValueError("int4 matmul impl 'mosaic_gpu' needs a Hopper GPU (sm_90); use impl='reference'")
-        tiles = _kernel_tiles(name, forced, mosaic_plan(x2.shape[0], k, n, group_size, _num_cores()), x2.shape[0],
+        tiles = _kernel_tiles(name, forced, mosaic_plan(x2.shape[0], k, n, group_size, num_sms()), x2.shape[0],
                               k, n, group_size)
         if x2.dtype != jnp.bfloat16:  # a float16 / float32 call: the kernel's operands are bf16
             if forced:
@@ -145,7 +141,7 @@ def int4_matmul_nk(x: jax.Array, wt, scales, zeros, out_dtype=None, *, impl: str
                                  f"impl='reference'")
             tiles = None
     if tiles is not None:
-        out = int4_matmul_mosaic(x2, wt, scales, zeros, out_dtype, tiles=tiles, num_sms=_num_cores())
+        out = int4_matmul_mosaic(x2, wt, scales, zeros, out_dtype, tiles=tiles, num_sms=num_sms())
     else:
         out = int4_matmul_reference_nk(x2, wt, scales, zeros, out_dtype)
     return out.reshape(*lead, n)
@@ -161,8 +157,8 @@ def int4_matmul_nk_group(x: jax.Array, weights, out_dtype=None, *, impl: str | N
     name, _ = _resolve(impl, x2.shape[0], "nk")
     k, _, group_size = shapes[0]
     if (len(weights) > 1 and name == "mosaic_gpu" and _hopper() and x2.dtype == jax.numpy.bfloat16
-            and all(g == group_size and mosaic_plan(x2.shape[0], k, n, g, _num_cores()) for _, n, g in shapes)):
-        tiles = mosaic_plan(x2.shape[0], k, sum(n for _, n, _ in shapes), group_size, _num_cores())
-        outs = int4_matmul_mosaic_group(x2, weights, out_dtype, tiles=tiles, num_sms=_num_cores())
+            and all(g == group_size and mosaic_plan(x2.shape[0], k, n, g, num_sms()) for _, n, g in shapes)):
+        tiles = mosaic_plan(x2.shape[0], k, sum(n for _, n, _ in shapes), group_size, num_sms())
+        outs = int4_matmul_mosaic_group(x2, weights, out_dtype, tiles=tiles, num_sms=num_sms())
         return [o.reshape(*lead, o.shape[-1]) for o in outs]
     return [int4_matmul_nk(x, *w, out_dtype, impl=impl) for w in weights]

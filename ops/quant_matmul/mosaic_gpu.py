@@ -35,6 +35,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from ..device_info import num_sms as device_num_sms
+
 W_ROWS_PER_WG = 64  # one wgmma's M
 COMPUTE_WGS = 2
 CTA_W_ROWS = W_ROWS_PER_WG * COMPUTE_WGS
@@ -140,7 +142,7 @@ def int4_matmul_mosaic_group(x: jax.Array, weights, out_dtype=None, *, tiles: Mo
     if (k % (tk * splits) or (group % tk and tk % group) or any(n % CTA_W_ROWS for n in ns) or tm % 16
             or tm > 256 or (not per_channel and (k // splits) % group)):
         raise ValueError(f"int4 Mosaic GPU tiling {tiles.name} does not fit M={m}, K={k}, N={ns}, group {group}")
-    num_sms = num_sms or int(getattr(jax.devices()[0], "core_count", 0) or 132)
+    num_sms = num_sms or device_num_sms()
     rows = m
     m = _round_up(rows, tm)  # padded token rows: the output tile is >= 32 bytes wide (the smallest swizzle)
     x = jnp.pad(x, ((0, m - rows), (0, 0))) if m != rows else x
