@@ -128,23 +128,30 @@ def int4_matmul_nk(x: jax.Array, wt, scales, zeros, out_dtype=None, *, impl: str
     lead = x.shape[:-1]
     x2 = x.reshape(-1, x.shape[-1])
     k, n, group_size = check_int4_nk_operands(x2, wt, scales, zeros)
-    name, forced = _resolve(impl, x2.shape[0], "nk")
-    tiles = None
-    if name == "mosaic_gpu":
-        if not _hopper():
-            raise ValueError("int4 matmul impl 'mosaic_gpu' needs a Hopper GPU (sm_90); use impl='reference'")
-        tiles = _kernel_tiles(name, forced, mosaic_plan(x2.shape[0], k, n, group_size, num_sms()), x2.shape[0],
-                              k, n, group_size)
-        if x2.dtype != jnp.bfloat16:  # a float16 / float32 call: the kernel's operands are bf16
-            if forced:
-                raise ValueError(f"int4 matmul impl 'mosaic_gpu' takes bfloat16 activations, got {x2.dtype}; use "
-                                 f"impl='reference'")
-            tiles = None
+    tiles = _mosaic_tiles(x2, k, n, group_size, impl)
     if tiles is not None:
         out = int4_matmul_mosaic(x2, wt, scales, zeros, out_dtype, tiles=tiles, num_sms=num_sms())
     else:
         out = int4_matmul_reference_nk(x2, wt, scales, zeros, out_dtype)
     return out.reshape(*lead, n)
+
+
+def _mosaic_tiles(x2, k: int, n: int, group_size: int, impl: str | None):
+    """The Mosaic GPU kernel's tiles for x2 [M, K] @ W (nk layout) when the dispatch picks that kernel, else None
+    (the nk reference runs); errors for a forced kernel that cannot run."""
+    name, forced = _resolve(impl, x2.shape[0], "nk")
+    if name != "mosaic_gpu":
+        return None
+    if not _hopper():
+        raise ValueError("int4 matmul impl 'mosaic_gpu' needs a Hopper GPU (sm_90); use impl='reference'")
+    tiles = _kernel_tiles(name, forced, mosaic_plan(x2.shape[0], k, n, group_size, num_sms()), x2.shape[0], k, n,
+                          group_size)
+    if x2.dtype != jnp.bfloat16:  # a float16 / float32 call: the kernel's operands are bf16
+        if forced:
+            raise ValueError(f"int4 matmul impl 'mosaic_gpu' takes bfloat16 activations, got {x2.dtype}; use "
+                             f"impl='reference'")
+        return None
+    return tiles
 
 
 def int4_matmul_nk_group(x: jax.Array, weights, out_dtype=None, *, impl: str | None = None) -> list[jax.Array]:
@@ -154,11 +161,11 @@ def int4_matmul_nk_group(x: jax.Array, weights, out_dtype=None, *, impl: str | N
     lead = x.shape[:-1]
     x2 = x.reshape(-1, x.shape[-1])
     shapes = [check_int4_nk_operands(x2, *w) for w in weights]
-    name, _ = _resolve(impl, x2.shape[0], "nk")
     k, _, group_size = shapes[0]
-    if (len(weights) > 1 and name == "mosaic_gpu" and _hopper() and x2.dtype == jax.numpy.bfloat16
-            and all(g == group_size and mosaic_plan(x2.shape[0], k, n, g, num_sms()) for _, n, g in shapes)):
-        tiles = mosaic_plan(x2.shape[0], k, sum(n for _, n, _ in shapes), group_size, num_sms())
+    fits = len(weights) > 1 and all(g == group_size and mosaic_plan(x2.shape[0], k, n, g, num_sms())
+                                    for _, n, g in shapes)
+    tiles = _mosaic_tiles(x2, k, sum(n for _, n, _ in shapes), group_size, impl) if fits else None
+    if tiles is not None:
         outs = int4_matmul_mosaic_group(x2, weights, out_dtype, tiles=tiles, num_sms=num_sms())
         return [o.reshape(*lead, o.shape[-1]) for o in outs]
     return [int4_matmul_nk(x, *w, out_dtype, impl=impl) for w in weights]
