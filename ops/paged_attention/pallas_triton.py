@@ -210,17 +210,25 @@ def decode_schedule(query_start_loc: jax.Array, max_q_len: int) -> jax.Array:
     return jnp.stack([seq, jnp.zeros_like(seq)])
 
 
+def prefill_blocks(query_start_loc: jax.Array, min_q_len: int, block_q: int,
+                   max_q_len: int | None = None) -> jax.Array:
+    """[S] int32: each sequence's q blocks in ``prefill_schedule`` (0 for a sequence outside
+    min_q_len <= q_len < max_q_len). Slots run sequence by sequence, so their cumsum places each sequence's blocks
+    (the Mosaic prefill's gather back to token order reads the same layout)."""
+    q_lens = query_start_loc[1:] - query_start_loc[:-1]
+    mine = (q_lens >= min_q_len) & (q_lens < max_q_len) if max_q_len is not None else q_lens >= min_q_len
+    return jnp.where(mine, (q_lens + block_q - 1) // block_q, 0).astype(jnp.int32)
+
+
 def prefill_schedule(query_start_loc: jax.Array, min_q_len: int, block_q: int, num_slots: int,
                      max_q_len: int | None = None) -> jax.Array:
     """[2, num_slots] (sequence id or -1, q block index): every q block of the sequences with
     min_q_len <= q_len (< max_q_len when given), a sequence's last (heaviest) block first."""
-    q_lens = query_start_loc[1:] - query_start_loc[:-1]
-    mine = (q_lens >= min_q_len) & (q_lens < max_q_len) if max_q_len is not None else q_lens >= min_q_len
-    nblk = jnp.where(mine, (q_lens + block_q - 1) // block_q, 0).astype(jnp.int32)
+    nblk = prefill_blocks(query_start_loc, min_q_len, block_q, max_q_len)
     cum = jnp.cumsum(nblk)
     slot = jnp.arange(num_slots, dtype=jnp.int32)
     # Count of cumulative ends <= slot (not jnp.searchsorted: its loop costs ~150 µs on a GPU).
-    seq = jnp.minimum(jnp.sum(cum[None, :] <= slot[:, None], axis=1, dtype=jnp.int32), q_lens.shape[0] - 1)
+    seq = jnp.minimum(jnp.sum(cum[None, :] <= slot[:, None], axis=1, dtype=jnp.int32), nblk.shape[0] - 1)
     local = slot - (cum[seq] - nblk[seq])
     valid = slot < cum[-1]
     return jnp.stack([jnp.where(valid, seq, -1), jnp.where(valid, nblk[seq] - 1 - local, 0)])
