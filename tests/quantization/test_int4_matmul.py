@@ -237,10 +237,14 @@ def test_mosaic_plan():
 def test_mosaic_kernel_lowers_for_hopper(m, k, n, group):
     """The Mosaic GPU kernel needs a Hopper GPU to compile, but its Pallas lowering (layout inference included)
     runs here: a jax API change that breaks it shows up on CPU."""
-    t = mosaic_plan(m, k, n, group, 132)
+    assert_lowers_for_hopper(m, k, n, group, mosaic_plan(m, k, n, group, 132))
+
+
+def assert_lowers_for_hopper(m, k, n, group, tiles):
+    """int4_matmul_mosaic on [m, K] x [K, N] int4 (group ``group``) at ``tiles`` lowers for sm_90."""
     args = (jax.ShapeDtypeStruct((m, k), jnp.bfloat16), jax.ShapeDtypeStruct((n, k), jnp.int4),
             jax.ShapeDtypeStruct((k // group, n), jnp.float16), jax.ShapeDtypeStruct((k // group, n), jnp.int8))
-    lowered = jax.jit(lambda *a: int4_matmul_mosaic(*a, tiles=t, num_sms=132)).trace(*args).lower(
+    lowered = jax.jit(lambda *a: int4_matmul_mosaic(*a, tiles=tiles, num_sms=132)).trace(*args).lower(
         lowering_platforms=("cuda",))
     assert "mosaic_gpu" in lowered.as_text()
 
@@ -251,13 +255,8 @@ def test_mosaic_kernel_lowers_with_several_groups_per_step(tk, group, interleave
     """K steps wider than a group (one scale row and one wgmma per group in a step, issued after all groups are
     dequantized or each as soon as its group is) lower for sm_90."""
     from jaxllm.ops.quant_matmul.mosaic_gpu import MosaicTiles
-    m, k, n = 64, 4096, 1024
-    t = MosaicTiles(tm=64, tk=tk, splits=2, stages=3, interleave=interleave)
-    args = (jax.ShapeDtypeStruct((m, k), jnp.bfloat16), jax.ShapeDtypeStruct((n, k), jnp.int4),
-            jax.ShapeDtypeStruct((k // group, n), jnp.float16), jax.ShapeDtypeStruct((k // group, n), jnp.int8))
-    lowered = jax.jit(lambda *a: int4_matmul_mosaic(*a, tiles=t, num_sms=132)).trace(*args).lower(
-        lowering_platforms=("cuda",))
-    assert "mosaic_gpu" in lowered.as_text()
+    assert_lowers_for_hopper(64, 4096, 1024, group, MosaicTiles(tm=64, tk=tk, splits=2, stages=3,
+                                                                interleave=interleave))
 
 
 def test_grouped_mosaic_kernel_lowers_for_hopper():
