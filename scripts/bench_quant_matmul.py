@@ -250,8 +250,8 @@ def main():
                 if name == "qkv":
                     cases += [("bf16_qkv3", "bf16_qkv3", None), ("int4_mosaic_qkv3", "int4_mosaic_qkv3", None)]
                     cases += [(f"int4_mosaic_group[{label}]", "int4_mosaic_group", t) for label, t in variants]
-            elif mosaic_plan(m, k, n, GROUP, 132):  # above the dispatch's 256 rows: does the kernel beat the reference?
-                cases.append(("int4_mosaic[plan]", "int4_mosaic", mosaic_plan(m, k, n, GROUP, 132)))
+            elif large := mosaic_plan(m, k, n, GROUP, 132):  # above the dispatch's 256 rows: does it beat the reference?
+                cases.append(("int4_mosaic[plan]", "int4_mosaic", large))
             if args.kinds:
                 cases = [c for c in cases if c[0].split("[")[0] in args.kinds or c[1] == "bf16"]
             bf16_us = None

@@ -140,8 +140,8 @@ def ragged_paged_attention_pallas(
     prefill_needed = num_tokens > cfg_a.block_q  # else no sequence can have q_len > BQ_A
     if prefill_impl not in ("triton", "mosaic"):
         raise ValueError(f"prefill_impl={prefill_impl!r}; choose 'triton' or 'mosaic'")
-    cc = gpu_compute_capability()
-    if prefill_impl == "mosaic" and cc is not None and cc[0] != 9:
+    cc = gpu_compute_capability() if prefill_impl == "mosaic" else None
+    if cc is not None and cc[0] != 9:
         raise ValueError(f"prefill_impl='mosaic' needs a Hopper GPU (sm_90, wgmma/TMA); this one is sm_{cc[0]}{cc[1]}")
     # Mosaic GPU prefill (Hopper) for the sequences of >= MIN_Q_LEN new tokens; the Triton prefill keeps the rest
     long_len = max(mosaic_min_q_len or mosaic_prefill.MIN_Q_LEN, cfg_a.block_q + 1)
