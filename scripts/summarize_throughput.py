@@ -97,6 +97,12 @@ RUN_NOTES = {
     "B2decode_run3": "commit e2edd02: decode-heavy, --quantization awq, after int4_linear's one 2-D product per "
                      "shard: 0.62x bf16, unchanged; a trace of the 256-output variant shows why: XLA dequantizes "
                      "each int4 weight to a bf16 copy every step (converts: 8.6 ms per step; kernels_profile_h200.md)",
+    "B2decode_run4": "commit b5a2032 (session 9, call 1, scripts/gpu_int4_b2.sh): decode-heavy at 256 requests, bf16",
+    "B2decode_run5": "commit b5a2032: same call, --quantization awq (Mosaic GPU int4 kernel, tm 256 plan, grouped "
+                     "q/k/v): 0.96x bf16 (0.62x before the kernel, B2decode_run3)",
+    "B2_run29": "commit b5a2032 (session 9, call 1, scripts/gpu_int4_b2.sh): bf16",
+    "B2_run30": "commit b5a2032: same call, --quantization awq: 0.95x bf16 (0.77x in session 6); prefill chunks "
+                "above 256 rows use XLA's dequantize + GEMM",
     "B2_run28": "commit 35e8463 (session 8, call 4): bf16, Triton prefill (the default); the same call's "
                 "JAXLLM_ATTENTION_IMPL=pallas_mosaic run failed (the Mosaic custom call refused an unaligned metadata "
                 "slice; fixed in 98588bc)",
