@@ -175,7 +175,7 @@ def mosaic_variants(m, k, n):
     if base is None:
         return []
     r = dataclasses.replace
-    alts = [r(base, stages=3), r(base, stages=6), r(base, tk=64)]
+    alts = [r(base, stages=3), r(base, stages=6), r(base, tk=64), r(base, tk=128)]
     for stages in (4, 3, 2):  # two groups per K step: half the pipeline steps (each step's fixed cost)
         wide = r(base, tk=256, stages=stages)
         if wide.smem_bytes() <= SMEM_BUDGET:
