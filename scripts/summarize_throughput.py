@@ -100,6 +100,11 @@ RUN_NOTES = {
     "B2decode_run4": "commit b5a2032 (session 9, call 1, scripts/gpu_int4_b2.sh): decode-heavy at 256 requests, bf16",
     "B2decode_run5": "commit b5a2032: same call, --quantization awq (Mosaic GPU int4 kernel, tm 256 plan, grouped "
                      "q/k/v): 0.96x bf16 (0.62x before the kernel, B2decode_run3)",
+    "B2decode64_run22": "commit 1d34910 (session 9, call 2, scripts/gpu_int4_y_epilogue.sh): bf16",
+    "B2decode64_run23": "commit 1d34910: same call, --quantization awq, the int4 kernel writing y instead of y^T "
+                        "(no XLA transposes): 1.17x bf16 (1.07-1.10x in session 8)",
+    "B2decode_run6": "commit 1d34910 (session 9, call 2): decode-heavy at 256 requests, --quantization awq, y "
+                     "epilogue: 17,707 tok/s, 1.01x call 1's bf16 (B2decode_run4, another machine; no same-call bf16)",
     "B2_run29": "commit b5a2032 (session 9, call 1, scripts/gpu_int4_b2.sh): bf16",
     "B2_run30": "commit b5a2032: same call, --quantization awq: 0.95x bf16 (0.77x in session 6); prefill chunks "
                 "above 256 rows use XLA's dequantize + GEMM",
