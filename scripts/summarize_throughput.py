@@ -105,6 +105,14 @@ RUN_NOTES = {
                         "(no XLA transposes): 1.17x bf16 (1.07-1.10x in session 8)",
     "B2decode_run6": "commit 1d34910 (session 9, call 2): decode-heavy at 256 requests, --quantization awq, y "
                      "epilogue: 17,707 tok/s, 1.01x call 1's bf16 (B2decode_run4, another machine; no same-call bf16)",
+    "B2long8k_run3": "commit 02750c8 (session 9, call 3, scripts/gpu_s9_call3.sh; page ids read once per tile): "
+                     "long prompts, Triton prefill, with a kernel trace (kernels_profile_h200_L8k_triton_s9.json)",
+    "B2long8k_run4": "commit 02750c8: same call, JAXLLM_ATTENTION_IMPL=pallas_mosaic, traced: 0.95x wall; kernel "
+                     "time 3,831 vs 3,950 ms (attention -272 ms, new select/gather fusions +96 ms), GPU busy 83.5 "
+                     "vs 87.6%: the kernel's gain is 3% of the step's GPU time, within the wall-clock noise",
+    "B2_run31": "commit 02750c8 (session 9, call 3): --quantization awq with the Mosaic GPU int4 kernel at every "
+                "row count (JAXLLM_QUANT_MATMUL_IMPL=mosaic_gpu), y epilogue, tk 256 plan; no same-call bf16 "
+                "(call 1's: 8,860 on another machine)",
     "B2_run29": "commit b5a2032 (session 9, call 1, scripts/gpu_int4_b2.sh): bf16",
     "B2_run30": "commit b5a2032: same call, --quantization awq: 0.95x bf16 (0.77x in session 6); prefill chunks "
                 "above 256 rows use XLA's dequantize + GEMM",
