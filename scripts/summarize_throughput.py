@@ -113,6 +113,12 @@ RUN_NOTES = {
     "B2_run31": "commit 02750c8 (session 9, call 3): --quantization awq with the Mosaic GPU int4 kernel at every "
                 "row count (JAXLLM_QUANT_MATMUL_IMPL=mosaic_gpu), y epilogue, tk 256 plan; no same-call bf16 "
                 "(call 1's: 8,860 on another machine)",
+    "B2decode64_run24": "commit b806307 (session 9, call 4, scripts/gpu_s9_call4.sh; y epilogue, tk 256 plan up to "
+                        "64 rows): bf16",
+    "B2decode64_run25": "commit b806307: same call, --quantization awq: 1.18x bf16",
+    "B2decode_run7": "commit b806307 (session 9, call 4): decode-heavy at 256 requests, bf16",
+    "B2decode_run8": "commit b806307: same call, --quantization awq: 1.02x bf16 (0.96x before the y epilogue, "
+                     "B2decode_run5)",
     "B2_run29": "commit b5a2032 (session 9, call 1, scripts/gpu_int4_b2.sh): bf16",
     "B2_run30": "commit b5a2032: same call, --quantization awq: 0.95x bf16 (0.77x in session 6); prefill chunks "
                 "above 256 rows use XLA's dequantize + GEMM",
