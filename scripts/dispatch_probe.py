@@ -3,7 +3,9 @@
 
 Why (ops/paged_attention/NOTES.md, session 9): under JAXLLM_ATTENTION_IMPL=pallas_mosaic the 16 x 8k engine run
 spent 3% less GPU time but 15 ms more host time a step, and the GPU idled more. If a Mosaic GPU custom call
-(or its inputs) makes the host wait, its host time here will track its GPU time.
+(or its inputs) makes the host wait, its host time here will track its GPU time; if the cost is a one-time one
+(the engine compiles every program at start-up but runs none, so first executions land in ``generate``: a
+24-step run feels them), the first execution will stand out.
 
 Usage (GPU machine): python3 scripts/dispatch_probe.py [--calls 20] [--json PATH]
 """
@@ -27,15 +29,24 @@ from ops.paged_attention.pallas_attention import ragged_paged_attention_pallas  
 
 
 def probe(fn, args, calls: int) -> dict:
-    """Host microseconds per call until the calls return, and per call until the last result is ready."""
-    jax.block_until_ready(fn(*args))  # compiled and warm
+    """The first and second execution of the freshly compiled program (milliseconds, each waited for: one-time
+    costs such as loading a Mosaic GPU kernel into the CUDA context or recording a command buffer land in the
+    first), then host microseconds per call until ``calls`` calls return and per call until the last is ready."""
+    compiled = fn.lower(*args).compile()
+    t0 = time.perf_counter()
+    jax.block_until_ready(compiled(*args))
+    first = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    jax.block_until_ready(compiled(*args))
+    second = time.perf_counter() - t0
+    fn = compiled
     t0 = time.perf_counter()
     outs = [fn(*args) for _ in range(calls)]
     t_host = time.perf_counter() - t0
     jax.block_until_ready(outs)
     t_all = time.perf_counter() - t0
-    return {"host_us_per_call": 1e6 * t_host / calls, "done_us_per_call": 1e6 * t_all / calls,
-            "host_share": t_host / t_all}
+    return {"first_ms": 1e3 * first, "second_ms": 1e3 * second, "host_us_per_call": 1e6 * t_host / calls,
+            "done_us_per_call": 1e6 * t_all / calls, "host_share": t_host / t_all}
 
 
 def int4_case():
@@ -65,7 +76,8 @@ def main():
         "int4_gate_up_64rows": int4_case(),
     }
     results = {}
-    print(f"{'program':24s} {'host us/call':>12s} {'done us/call':>12s} {'host share':>10s}")
+    print(f"{'program':24s} {'first ms':>9s} {'second ms':>9s} {'host us/call':>12s} {'done us/call':>12s} "
+          f"{'host share':>10s}")
     for name, (fn, a) in cases.items():
         try:
             r = probe(fn, a, args.calls)
@@ -73,7 +85,8 @@ def main():
             print(f"{name:24s} FAILED {type(e).__name__}: {str(e)[:200]}")
             continue
         results[name] = r
-        print(f"{name:24s} {r['host_us_per_call']:12.1f} {r['done_us_per_call']:12.1f} {r['host_share']:10.2f}")
+        print(f"{name:24s} {r['first_ms']:9.1f} {r['second_ms']:9.1f} {r['host_us_per_call']:12.1f} "
+              f"{r['done_us_per_call']:12.1f} {r['host_share']:10.2f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"device": jax.devices()[0].device_kind, "jax": jax.__version__, "calls": args.calls,
