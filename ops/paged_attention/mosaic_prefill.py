@@ -150,7 +150,7 @@ def paged_prefill_mosaic(q, kv_cache, query_start_loc, seq_lens, block_tables, s
                 s = lax.rem(step, stages)
 
                 def qk_scope(acc_ref):
-                    plgpu.wgmma(acc_ref, qs, plgpu.transpose_ref(k_smem.at[s], (1, 0)))
+                    plgpu.wgmma(acc_ref, qs, k_smem.at[s].T)
                     sync_schedule()
                     return acc_ref[...]
                 qk = pl.run_scoped(qk_scope, plgpu.ACC((ROWS_PER_WG, BLOCK_KV), jnp.float32))

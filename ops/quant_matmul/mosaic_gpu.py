@@ -210,7 +210,7 @@ def int4_matmul_mosaic_group(x: jax.Array, weights, out_dtype=None, *, tiles: Mo
                         # y[tokens, this warpgroup's 64 columns]; XLA no longer transposes every output
                         result = plgpu.layout_cast(acc[...].astype(part_dtype), plgpu.Layout.WGMMA_TRANSPOSED)
                         plgpu.wait_smem_to_gmem(0, wait_read_only=True)
-                        plgpu.transpose_ref(out_smem.at[wg], (1, 0))[...] = result
+                        out_smem.at[wg].T[...] = result
                         plgpu.commit_smem()
                         dst = out_gmems[i].at[split] if splits > 1 else out_gmems[i]
                         plgpu.copy_smem_to_gmem(out_smem.at[wg], dst.at[t_slice, w_slice].at[:, rows])
@@ -227,7 +227,7 @@ def int4_matmul_mosaic_group(x: jax.Array, weights, out_dtype=None, *, tiles: Mo
 
                     def issue(g, w):
                         x_g = x_smem if step_groups == 1 else x_smem.at[:, pl.ds(g * sub_k, sub_k)]
-                        plgpu.wgmma(acc, w, plgpu.transpose_ref(x_g, (1, 0)))
+                        plgpu.wgmma(acc, w, x_g.T)
 
                     if tiles.interleave:
                         for g in range(step_groups):
