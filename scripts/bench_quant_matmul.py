@@ -36,7 +36,7 @@ from ops.quant_matmul import Int4Tiles, int4_matmul_pallas, int4_matmul_referenc
 from ops.quant_matmul.mosaic_gpu import SMEM_BUDGET, int4_matmul_mosaic, int4_matmul_mosaic_group, mosaic_plan
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_timing import timeit  # noqa: E402
+from bench_timing import timeit
 
 SHAPES = {"gate_up": (4096, 2 * 14336), "down": (14336, 4096), "q_o": (4096, 4096), "qkv": (4096, 6144),
           "k_v": (4096, 1024)}

@@ -24,8 +24,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(__file__))
-from bench_kernels import D, paged_batch  # noqa: E402
-from ops.paged_attention.pallas_attention import ragged_paged_attention_pallas  # noqa: E402
+from bench_kernels import D, paged_batch
+
+from ops.paged_attention.pallas_attention import ragged_paged_attention_pallas
 
 
 def probe(fn, args, calls: int) -> dict:
