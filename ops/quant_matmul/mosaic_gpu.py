@@ -50,7 +50,8 @@ class MosaicTiles:
     group size, or a multiple of it: then one step dequantizes ``tk // G`` groups, one wgmma each); splits: K
     slices summed in float32 afterwards; stages: TMA copies in flight; interleave (several groups per step
     only): issue each group's wgmma as soon as it is dequantized, so the next group's dequantization overlaps it
-    (else all groups are dequantized first). Measured no faster than tk 256 without it (session 9): not in the plan."""
+    (else all groups are dequantized first); measured no faster than tk 256 without it (session 9), so not in
+    the plan."""
     tm: int
     tk: int = 128
     splits: int = 1
