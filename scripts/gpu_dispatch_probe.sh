@@ -1,20 +1,25 @@
 #!/usr/bin/env bash
-# Prepared in session 9 for one device call (~5 minutes by its limits), from the repository root (#4: under
+# Prepared in session 9 for one device call (~9 minutes by its limits), from the repository root (#4: under
 # JAXLLM_ATTENTION_IMPL=pallas_mosaic the traced 16 x 8k engine run had 3% less GPU time but 15 ms more host time a
 # step and a less busy GPU, 0.95x wall):
-#   1. host time to enqueue 20 calls against the time until they finish: Triton prefill, Mosaic prefill, int4 kernel
-#   2. the 16 x 8k pair untraced, twice each, alternating (a noise band for the ratio)
+#   1. every GPU test of the paged Mosaic prefill (session 9's call 3 ran 11 of 18 before its limit)
+#   2. each program's first and second execution, and the host time to enqueue 20 calls against the time until
+#      they finish: Triton prefill, Mosaic prefill, int4 kernel (scripts/dispatch_probe.py)
+#   3. the 16 x 8k pair untraced, twice each, alternating (a noise band for the ratio), time allowing
 set -uo pipefail
 source scripts/gpu_lib.sh
 gpu_setup dp
 export XLA_PYTHON_CLIENT_MEM_FRACTION=0.92
-echo "=== 1. dispatch probe"
+echo "=== 1. Mosaic prefill GPU tests"
+TAIL=4 gpu_tests mosaic_prefill_gpu_tests 170 tests/ops/test_paged_attention_mosaic_gpu.py; pack dp.tgz
+echo "=== 2. dispatch probe"
 timeout 90 python3 scripts/dispatch_probe.py --json "$W/dispatch_probe.json" 2>&1 | grep -v Warning | tail -6
 pack dp.tgz
 LONG=(--num-requests 16 --prompt-len 8192 8192 --output-len 8 8)
 for i in 1 2; do
-  b2_run L8k_triton_$i 100 -- "${LONG[@]}"; pack dp.tgz
-  b2_run L8k_mosaic_$i 100 JAXLLM_ATTENTION_IMPL=pallas_mosaic -- "${LONG[@]}"; pack dp.tgz
+  if [ "$SECONDS" -gt 420 ]; then echo "=== pair $i skipped (${SECONDS}s used)"; break; fi
+  b2_run L8k_triton_$i 90 -- "${LONG[@]}"; pack dp.tgz
+  b2_run L8k_mosaic_$i 90 JAXLLM_ATTENTION_IMPL=pallas_mosaic -- "${LONG[@]}"; pack dp.tgz
 done
 ratio_table L8k_triton_1 L8k_mosaic_1 L8k_triton_2 L8k_mosaic_2
 echo "total ${SECONDS}s"
