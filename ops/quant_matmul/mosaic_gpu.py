@@ -151,7 +151,7 @@ def int4_matmul_mosaic_group(x: jax.Array, weights, out_dtype=None, *, tiles: Mo
         raise ValueError(f"int4 Mosaic GPU tiling {tiles.name} does not fit M={m}, K={k}, N={ns}, group {group}")
     num_sms = num_sms or device_num_sms()
     rows = m
-    m = _round_up(rows, tm)  # padded token rows: the output tile is >= 32 bytes wide (the smallest swizzle)
+    m = _round_up(rows, tm)  # padded token rows: whole [tm, 64] output tiles, a wgmma N multiple of 16
     x = jnp.pad(x, ((0, m - rows), (0, 0))) if m != rows else x
     m_tiles = m // tm
     k_steps = k // (tk * splits)

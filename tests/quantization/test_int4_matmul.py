@@ -227,7 +227,7 @@ def test_mosaic_plan():
     # decode rows step over two groups of 128 (measured 12-18% faster with the y epilogue), wider tiles over one
     assert (gate_up.tk, down.tk, mosaic_plan(128, 4096, 28672, 128, 132).tk) == (256, 256, 128)
     assert mosaic_plan(16, 4096, 4096, 64, 132).tk == 64  # groups of 64: one group a step
-    assert mosaic_plan(12, 4096, 4096, 128, 132).tm == 16  # rows padded: the bf16 output tile is >= 32 bytes wide
+    assert mosaic_plan(12, 4096, 4096, 128, 132).tm == 16  # rows padded to a multiple of 16 (the wgmma's N)
     assert mosaic_plan(8, 4096, 4096, 32, 132) is None  # group 32 < the 64-wide K tile
     for m in (1, 8, 64, 200, 256, 2048):
         for k, n in ((4096, 28672), (14336, 4096), (4096, 1024)):
