@@ -13,7 +13,7 @@ export XLA_PYTHON_CLIENT_MEM_FRACTION=0.92
 echo "=== 1. Mosaic prefill GPU tests"
 TAIL=4 gpu_tests mosaic_prefill_gpu_tests 200 tests/ops/test_paged_attention_mosaic_gpu.py; pack dp.tgz
 echo "=== 2. dispatch probe"
-timeout 90 python3 scripts/dispatch_probe.py --json "$W/dispatch_probe.json" 2>&1 | grep -v Warning | tail -6
+timeout 90 python3 scripts/dispatch_probe.py --json "$W/dispatch_probe.json" 2>&1 | grep -v Warning | tail -10
 pack dp.tgz
 LONG=(--num-requests 16 --prompt-len 8192 8192 --output-len 8 8)
 for i in 1 2; do
