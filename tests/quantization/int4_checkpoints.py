@@ -10,8 +10,14 @@ import ml_dtypes
 import numpy as np
 import torch
 from hf_models import save_tiny_model
-from int4_formats import (awq_tensors, dequantize, dequantize_g_idx, gptq_tensors, quantize_act_order,
-                          quantize_groups)
+from int4_formats import (
+    awq_tensors,
+    dequantize,
+    dequantize_g_idx,
+    gptq_tensors,
+    quantize_act_order,
+    quantize_groups,
+)
 from safetensors.numpy import save_file
 
 LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")

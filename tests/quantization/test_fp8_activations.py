@@ -52,8 +52,8 @@ def test_linear_w8a8_matches_numpy(monkeypatch, shape, axes, in_ndim, subscripts
     w.qweight = nnx.Param(jnp.transpose(w.qweight[...], perm))
     w.k_minor = True
     np.testing.assert_allclose(np.asarray(linear(x, w, subscripts)), want, rtol=1e-5, atol=1e-6)
-    dot = [e for e in jax.make_jaxpr(lambda x: linear(x, w, subscripts))(x).eqns
-           if e.primitive.name == "dot_general"][0]
+    dot = next(e for e in jax.make_jaxpr(lambda x: linear(x, w, subscripts))(x).eqns
+                if e.primitive.name == "dot_general")
     (_, rhs_contract), _ = dot.params["dimension_numbers"]
     assert tuple(rhs_contract) == tuple(range(len(shape) - in_ndim, len(shape)))  # K is the weight's minor dim
     # bf16 activations: the fp8 GEMM writes bf16 (half the bytes of float32; faster on the H200), scales after

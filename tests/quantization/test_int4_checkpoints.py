@@ -24,7 +24,7 @@ CASES = {
     "gptq-g32-act-order": ("gptq", 32, False, True, "LlamaForCausalLM", {}),
     "gptq-per-channel-qwen2": ("gptq", -1, False, False, "Qwen2ForCausalLM", {}),
     "awq-g128-qwen2": ("awq", 128, False, False, "Qwen2ForCausalLM",
-                       dict(hidden_size=128, intermediate_size=256, num_attention_heads=4)),
+                       {"hidden_size": 128, "intermediate_size": 256, "num_attention_heads": 4}),
 }
 
 

@@ -11,8 +11,8 @@ from int4_formats import pack_rows
 
 pytestmark = pytest.mark.gpu
 
-from jaxllm.ops.device_info import gpu_compute_capability  # noqa: E402
-from jaxllm.ops.quant_matmul import Int4Tiles, choose_impl, int4_matmul_pallas, int4_matmul_reference, plan  # noqa: E402
+from jaxllm.ops.device_info import gpu_compute_capability
+from jaxllm.ops.quant_matmul import Int4Tiles, choose_impl, int4_matmul_pallas, int4_matmul_reference, plan
 
 
 def operands(m, k, n, group, dtype, seed=0):

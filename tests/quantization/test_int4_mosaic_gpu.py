@@ -16,10 +16,10 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif((gpu_compute_capability() or (
                                                   reason="the Mosaic GPU int4 kernel is Hopper-only (wgmma/TMA)")]
 
 from jaxllm.ops.quant_matmul import (
-    int4_matmul_reference,  # noqa: E402
-    to_nk_layout,  # noqa: E402
+    int4_matmul_reference,
+    to_nk_layout,
 )
-from jaxllm.ops.quant_matmul.mosaic_gpu import MosaicTiles, int4_matmul_mosaic, mosaic_plan  # noqa: E402
+from jaxllm.ops.quant_matmul.mosaic_gpu import MosaicTiles, int4_matmul_mosaic, mosaic_plan
 
 
 def run(args, tiles):
