@@ -14,13 +14,18 @@ from jaxllm.ops.paged_attention.pallas_attention import ragged_paged_attention_p
 from jaxllm.ops.paged_attention.pallas_triton import prefill_schedule
 
 
+def bf16_args(q_lens, ctx_lens, heads, head_dim, block_size):
+    """A random ragged batch's (q, kv cache) as bf16 shapes and its metadata as arrays: what lowering needs."""
+    b = make_batch(np.random.default_rng(0), q_lens, ctx_lens, num_q_heads=heads[0], num_kv_heads=heads[1],
+                   head_dim=head_dim, block_size=block_size)
+    q, kv, qsl, sl, bt = b.args()
+    return (jax.ShapeDtypeStruct(q.shape, jnp.bfloat16), jax.ShapeDtypeStruct(kv.shape, jnp.bfloat16),
+            jnp.asarray(qsl), jnp.asarray(sl), jnp.asarray(bt))
+
+
 @pytest.mark.parametrize("heads,head_dim,block_size", [((32, 8), 128, 16), ((8, 8), 64, 32), ((16, 2), 128, 128)])
 def test_lowers_for_hopper(heads, head_dim, block_size):
-    b = make_batch(np.random.default_rng(0), [1000, 37, 1, 129], [1000, 500, 77, 129], num_q_heads=heads[0],
-                   num_kv_heads=heads[1], head_dim=head_dim, block_size=block_size)
-    q, kv, qsl, sl, bt = b.args()
-    args = (jax.ShapeDtypeStruct(q.shape, jnp.bfloat16), jax.ShapeDtypeStruct(kv.shape, jnp.bfloat16),
-            jnp.asarray(qsl), jnp.asarray(sl), jnp.asarray(bt))
+    args = bf16_args([1000, 37, 1, 129], [1000, 500, 77, 129], heads, head_dim, block_size)
     lowered = jax.jit(lambda *a: ragged_paged_attention_pallas(*a, sm_scale=head_dim ** -0.5, prefill_impl="mosaic",
                                                                mosaic_min_q_len=100)
                       ).trace(*args).lower(lowering_platforms=("cuda",))
@@ -31,18 +36,14 @@ def test_lowers_for_hopper(heads, head_dim, block_size):
 def test_kernel_alone_lowers_for_hopper(heads, head_dim, block_size):
     """The Mosaic kernel without the Triton decode / prefill around it: jax 0.11's Triton lowering needs a GPU
     device, so this is the check that also runs under the GPU machine's jax version on a CPU machine."""
-    b = make_batch(np.random.default_rng(0), [1000, 129], [1000, 300], num_q_heads=heads[0],
-                   num_kv_heads=heads[1], head_dim=head_dim, block_size=block_size)
-    q, kv, qsl, sl, bt = b.args()
+    args = bf16_args([1000, 129], [1000, 300], heads, head_dim, block_size)
     bq = mosaic_prefill.block_q(*heads)
-    slots = q.shape[0] // bq + q.shape[0] // 100 + 1
+    slots = args[0].shape[0] // bq + args[0].shape[0] // 100 + 1
 
     def prefill(q, kv, qsl, sl, bt):
         sched = prefill_schedule(qsl, 100, bq, slots)
         return mosaic_prefill.paged_prefill_mosaic(q, kv, qsl, sl, bt, sched, sm_scale=head_dim ** -0.5)
 
-    args = (jax.ShapeDtypeStruct(q.shape, jnp.bfloat16), jax.ShapeDtypeStruct(kv.shape, jnp.bfloat16),
-            jnp.asarray(qsl), jnp.asarray(sl), jnp.asarray(bt))
     assert "mosaic_gpu" in jax.jit(prefill).trace(*args).lower(lowering_platforms=("cuda",)).as_text()
 
 
