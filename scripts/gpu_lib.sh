@@ -26,7 +26,7 @@ b2_run() {  # b2_run NAME LIMIT_S [ENV=VALUE ...] [--profile] -- ARGS...
   echo "=== $name: ${envs[*]} jaxllm bench --workload B2 $*"
   env "${envs[@]}" timeout "$limit" python3 -m jaxllm.bench --workload B2 --gpu-busy "$@" \
     ${prof:+--profile-dir "$prof"} --output "$W/$name.json" > "$W/$name.log" 2>&1 || echo "$name exited with $?"
-  grep "output tok/s\|start-up\|ms per step\|GPU busy" "$W/$name.log"
+  grep "output tok/s\|start-up\|ms per step\|GPU busy\|ran each" "$W/$name.log"
   if [ -n "$prof" ]; then
     local steps
     steps=$(python3 -c "import json;print(json.load(open('$W/$name.json'))['jaxllm']['steps'])" 2>/dev/null)

@@ -3,7 +3,8 @@ the KV cache donated, and turns the sampled ids into a RunnerOutput.
 
 Compilation: every (bucket, sampler variant) program is compiled ahead of time at start-up (in parallel
 threads; XLA compiles outside the GIL) unless ``enforce_eager``, against the KV cache's shapes before the cache
-is allocated, so that XLA's GPU autotuner has that memory while it compiles. With ``enforce_eager=True`` nothing is
+is allocated, so that XLA's GPU autotuner has that memory while it compiles; once the cache exists each program
+is executed once on an all-padding step, so that first-execution costs are paid at start-up too. With ``enforce_eager=True`` nothing is
 compiled up front and each program is compiled the first time a step needs it, which is what "eager" can
 mean for a JAX engine: start-up is fast, the first steps are slow. Rare variants (penalties, wide logit_bias,
 prompt_logprobs) are always compiled on first use. ``num_compilations`` counts every compile.
@@ -105,10 +106,13 @@ class ModelRunner:
         self.compile_seconds = 0.0
         self.num_steps = 0
         self.device_wait_seconds = 0.0  # time blocked waiting for sampled ids (device busy, host idle)
+        self.first_run_seconds = 0.0
         if not enforce_eager:
             self.warm_up()
             self._shrink_cache_to_measured_temporaries()
         self._allocate_cache()
+        if not enforce_eager:
+            self._run_each_program_once()
 
     def _allocate_cache(self) -> None:
         """Replace the cache's shapes by zeroed device arrays (once the programs are compiled)."""
@@ -229,6 +233,29 @@ class ModelRunner:
             logger.warning("the step needs %.2f GiB of temporaries but %.2f GiB were reserved: lower "
                            "gpu_memory_utilization or max_num_batched_tokens if the device runs out of memory",
                            peak / 2**30, self.activation_reserve_bytes / 2**30)
+
+    def _run_each_program_once(self) -> None:
+        """Execute every compiled program once on an all-padding step (no sequence: nothing is written to the
+        cache) and wait for it. A program's first execution carries one-time costs that compiling does not pay:
+        XLA records its CUDA command buffers, and each Mosaic GPU custom call loads its kernel into the CUDA
+        context. Without this they land in the first steps of ``generate`` that use each bucket (as vLLM, we pay
+        them at start-up, where they are counted)."""
+        t0 = time.perf_counter()
+        for key, fn in self._compiled.items():
+            if key[0] == "forward":
+                _, bucket, _, _ = key
+                inputs = jax.device_put(pack_step_inputs(dummy_step_inputs(bucket, self.max_blocks_per_seq)),
+                                        self._replicated)
+                self.kv_caches, logits, _ = fn(self.params, self.kv_caches, inputs, self._prev_tokens)
+            else:
+                _, num_seqs, config = key
+                md = pack_sampling_metadata(dummy_sampling_metadata(config, num_seqs, self.cfg.vocab_size), config,
+                                            num_seqs)
+                logits = jax.device_put(np.zeros((num_seqs, self.cfg.vocab_size), np.float32), self._replicated)
+                logits = fn(logits, jax.device_put(md, self._replicated))
+            jax.block_until_ready(logits)  # one at a time: no two programs' temporaries live together
+        self.first_run_seconds = time.perf_counter() - t0
+        logger.info("ran each of %d programs once in %.1fs", len(self._compiled), self.first_run_seconds)
 
     @property
     def num_compilations(self) -> int:
