@@ -122,6 +122,17 @@ RUN_NOTES = {
     "B2_run29": "commit b5a2032 (session 9, call 1, scripts/gpu_int4_b2.sh): bf16",
     "B2_run30": "commit b5a2032: same call, --quantization awq: 0.95x bf16 (0.77x in session 6); prefill chunks "
                 "above 256 rows use XLA's dequantize + GEMM",
+    "B2long8k_run5": "commit 85a7a64 (session 10, call 1, scripts/gpu_first_run_probe.sh; the runner now executes "
+                     "each program once at start-up): long prompts, Triton prefill: host ms per step 7.2 (45.4 in "
+                     "B2long8k_run3, before the first runs moved to start-up)",
+    "B2long8k_run6": "commit 85a7a64: same call, JAXLLM_ATTENTION_IMPL=pallas_mosaic: 1.03x wall (160.5 vs 165.2 "
+                     "ms per step)",
+    "B2long8k_run7": "commit 85a7a64: same call, XLA_FLAGS=--xla_gpu_enable_command_buffer= (CUDA command buffers "
+                     "off), Triton prefill: host ms per step 58.8, same wall",
+    "B2long8k_run8": "commit 85a7a64: same call, command buffers off, JAXLLM_ATTENTION_IMPL=pallas_mosaic: 1.03x "
+                     "run7 (host ms per step 92.3: more launches, hidden behind the GPU)",
+    "B2long8k_run9": "commit 85a7a64: same call, repeat of run5 (Triton prefill)",
+    "B2long8k_run10": "commit 85a7a64: same call, repeat of run6 (pallas_mosaic): 1.04x run9",
     "B2_run28": "commit 35e8463 (session 8, call 4): bf16, Triton prefill (the default); the same call's "
                 "JAXLLM_ATTENTION_IMPL=pallas_mosaic run failed (the Mosaic custom call refused an unaligned metadata "
                 "slice; fixed in 98588bc)",
