@@ -3,6 +3,10 @@ small random Llama. Reports, per prompt, how many of the first 16 greedy tokens 
 difference between the engine's logprobs and the fp32 reference's log_softmax along the engine's path.
 
     python scripts/gpu_e2e_check.py --output e2e.json
+    python scripts/gpu_e2e_check.py --prompt-len 2100 3600 --max-num-batched-tokens 4096 --output e2e_long.json
+
+The second form gives every prompt a prefill chunk of >= 2048 tokens: on Hopper those steps run the Mosaic GPU
+prefill (the default there for long prefills; ``JAXLLM_ATTENTION_IMPL=pallas_triton`` forces the Triton one).
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--output")
     p.add_argument("--num-prompts", type=int, default=16)
+    p.add_argument("--prompt-len", type=int, nargs=2, default=(5, 700), metavar=("MIN", "MAX"))
+    p.add_argument("--max-num-batched-tokens", type=int, default=512)
     args = p.parse_args()
     import jax
 
@@ -35,9 +41,11 @@ def main() -> None:
                          num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=2, head_dim=64,
                          max_position_embeddings=4096)
     rng = np.random.default_rng(0)
-    prompts = [rng.integers(1, 2048, rng.integers(5, 700)).tolist() for _ in range(args.num_prompts)]
-    llm = LLM(path, dtype="bfloat16", skip_tokenizer_init=True, max_model_len=1024, max_num_seqs=16,
-              max_num_batched_tokens=512, gpu_memory_utilization=0.5)
+    lo, hi = args.prompt_len
+    prompts = [rng.integers(1, 2048, rng.integers(lo, hi)).tolist() for _ in range(args.num_prompts)]
+    llm = LLM(path, dtype="bfloat16", skip_tokenizer_init=True, max_model_len=max(1024, hi + 16),
+              max_num_seqs=16, max_num_batched_tokens=args.max_num_batched_tokens, gpu_memory_utilization=0.5)
+    split = llm.llm_engine.runner.prefill_split
     params = SamplingParams(temperature=0.0, max_tokens=16, ignore_eos=True, logprobs=1)
     outs = llm.generate([{"prompt_token_ids": x} for x in prompts], params, use_tqdm=False)
     rows = []
@@ -53,12 +61,15 @@ def main() -> None:
                          "max_abs_logprob_diff": float(lp_diff)})
     full = sum(r["tokens_agreeing_before_first_divergence"] == 16 for r in rows)
     result = {"device": jax.devices()[0].device_kind, "attention_impl": default_impl(),
+              "prefill_split": split, "prompt_len": [lo, hi],
+              "max_num_batched_tokens": args.max_num_batched_tokens,
               "prompts_with_16_identical_greedy_tokens": f"{full}/{len(rows)}", "rows": rows}
     print(json.dumps({k: v for k, v in result.items() if k != "rows"}))
     for r in rows:
         print(r)
     if args.output:
-        json.dump(result, open(args.output, "w"), indent=2)
+        with open(args.output, "w") as f:
+            json.dump(result, f, indent=2)
 
 
 if __name__ == "__main__":

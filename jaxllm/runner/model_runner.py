@@ -66,8 +66,7 @@ class ModelRunner:
         self.max_model_len = max_model_len
         self.max_blocks_per_seq = -(-max_model_len // block_size)
         self.attention_impl = attention_impl
-        # (impl of other steps, impl of steps with a prefill of >= min_len new tokens, min_len), or None
-        self.prefill_split = ops.paged_attention.prefill_split(attention_impl)
+        self._attention_impl_asked = bool(attention_impl or os.environ.get("JAXLLM_ATTENTION_IMPL"))
         self.ladder = BucketLadder(max_num_batched_tokens, max_num_seqs)
         self.forward_compile_options = forward_compiler_options(model)  # W8A8: faster GEMM autotuning
         self.graphdef, state = nnx.split(model)
@@ -96,6 +95,8 @@ class ModelRunner:
         # Shapes only until warm-up has compiled the programs: XLA's autotuner needs device memory while it
         # compiles (several programs at once, in threads), memory the cache takes once it exists.
         self._set_cache_shapes(self.num_blocks)
+        # (impl of other steps, impl of steps with a prefill of >= min_len new tokens, min_len), or None
+        self.prefill_split = self._choose_prefill_split()
         self._max_seqs = self.ladder.buckets[-1].num_seqs
         self._table_rows = BlockTableRows(self.max_blocks_per_seq)
         self._prev_tokens = jax.device_put(np.zeros(self._max_seqs, np.int32), self._replicated)
@@ -113,6 +114,15 @@ class ModelRunner:
         self._allocate_cache()
         if not enforce_eager:
             self._run_each_program_once()
+
+    def _choose_prefill_split(self):
+        """``ops.paged_attention.prefill_split`` for this model's query / cache shapes and dtypes (the Mosaic GPU
+        prefill is the Hopper default for long prefills where it covers them). Layers with a sliding window stay
+        on the Triton prefill inside the long-prefill programs; the split needs one layer without."""
+        q = jax.ShapeDtypeStruct((1, self.cfg.num_heads, self.cfg.head_dim), self.dtype)
+        windows = self.cfg.sliding_windows or (None,)
+        window = None if None in windows else windows[0]
+        return ops.paged_attention.prefill_split(self.attention_impl, q, self.kv_caches[0], window)
 
     def _allocate_cache(self) -> None:
         """Replace the cache's shapes by zeroed device arrays (once the programs are compiled)."""
@@ -214,15 +224,39 @@ class ModelRunner:
             try:
                 # logged as each finishes, so a start-up cut short by a time limit shows which programs were slow
                 for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
-                    self._compiled[futures[future]] = future.result()
-                    logger.info("compiled %d/%d %s at %.1fs", done, len(keys), futures[future],
-                                time.perf_counter() - t0)
+                    key = futures[future]
+                    try:
+                        fn = future.result()
+                    except Exception as error:
+                        if not self._drop_long_prefill_programs(key, error):
+                            raise
+                        continue
+                    if key[0] == "forward" and key[3] and self.prefill_split is None:
+                        continue  # the long-prefill programs were dropped while this one compiled
+                    self._compiled[key] = fn
+                    logger.info("compiled %d/%d %s at %.1fs", done, len(keys), key, time.perf_counter() - t0)
             except BaseException:
                 pool.shutdown(wait=False, cancel_futures=True)  # a failed compile need not wait for the rest
                 raise
         self.compile_seconds += time.perf_counter() - t0
         logger.info("compiled %d programs in %.1fs", len(keys), time.perf_counter() - t0)
         self._check_activation_reserve()
+
+    def _drop_long_prefill_programs(self, key, error: Exception) -> bool:
+        """A long-prefill program failed to compile. When its implementation was the default, not asked for
+        (``attention_impl`` or ``JAXLLM_ATTENTION_IMPL``), warn and run every step with the other programs'
+        implementation (what Mosaic GPU lowers differs between jax versions); else the error is the caller's."""
+        if key[0] != "forward" or not key[3] or self._attention_impl_asked:
+            return False
+        if self.prefill_split is not None:
+            logger.warning("the %s prefill does not compile here (%s: %s); every step uses %s",
+                           self.prefill_split[1], type(error).__name__, (str(error).splitlines() or [""])[0][:200],
+                           self.prefill_split[0])
+            self.attention_impl = self.prefill_split[0]
+            self.prefill_split = None
+            for k in [k for k in self._compiled if k[0] == "forward" and k[3]]:
+                del self._compiled[k]
+        return True
 
     def _check_activation_reserve(self) -> None:
         """Compare XLA's measured temporaries of the largest programs with the reserve the KV cache left."""

@@ -8,9 +8,15 @@ Implementations (all take the reference's arguments; see reference.py for shapes
 * ``"pallas_mosaic"``: the same decode launch, the prefill launch through the Mosaic GPU kernel (mosaic_prefill.py,
   Hopper only; calls it does not cover, e.g. a float8 cache or a sliding window, stay on the Triton prefill).
 
-``JAXLLM_ATTENTION_IMPL`` (or the ``impl`` argument, which wins) forces one. Otherwise: ``pallas_triton`` on an
-NVIDIA GPU of compute capability >= 8.0 when the shapes are supported (head_dim a power of two >= 16; a
-float8_e4m3 cache needs >= 8.9, the first GPUs with e4m3 conversions), else ``chunked``.
+``JAXLLM_ATTENTION_IMPL`` (or the ``impl`` argument, which wins) forces one. Otherwise, on an NVIDIA GPU of compute
+capability >= 8.0 when the shapes are supported (head_dim a power of two >= 16; a float8_e4m3 cache needs >= 8.9,
+the first GPUs with e4m3 conversions): ``pallas_mosaic`` on Hopper (sm_90) when the Mosaic GPU prefill covers the
+shapes (mosaic_prefill.supported), else ``pallas_triton``; ``chunked`` off the GPU.
+
+Why Mosaic for long prefills on Hopper (session 10): 475 TFLOP/s against the Triton prefill's 312 at 1 x 8k
+(kernels_h200.md), and 1.03-1.04x the Triton path's wall clock on 16 x 8k-token prompts through the engine in three
+same-machine pairs (throughput_h200_B2long8k_run5-10), once each program's first execution moved to start-up.
+Decode and short prefills run the same Triton kernels under both.
 
 A float8 ``kv_cache`` (see kv_cache.py) is read by every implementation; ``k_scale`` / ``v_scale`` are its
 per-layer scales (1.0 when not given).
@@ -23,8 +29,8 @@ import functools
 import jax.numpy as jnp
 
 from ..device_info import forced_implementation, gpu_compute_capability
+from . import mosaic_prefill
 from .chunked import ragged_paged_attention_chunked
-from .mosaic_prefill import MIN_Q_LEN as MOSAIC_MIN_Q_LEN
 from .pallas_attention import ragged_paged_attention_pallas
 from .reference import ragged_paged_attention_reference
 
@@ -51,20 +57,27 @@ def default_impl(q=None, kv_cache=None) -> str:
     if forced:
         return forced
     cc = gpu_compute_capability()
-    if cc is not None and cc >= (8, 0) and _supported_by_pallas(q, kv_cache, cc):
-        return "pallas_triton"
-    return "chunked"
+    if cc is None or cc < (8, 0) or not _supported_by_pallas(q, kv_cache, cc):
+        return "chunked"
+    if cc[0] == 9 and (q is None or mosaic_prefill.supported(q, kv_cache)):
+        return "pallas_mosaic"
+    return "pallas_triton"
 
 
-def prefill_split(impl: str | None = None) -> tuple[str, str, int] | None:
+def prefill_split(impl: str | None = None, q=None, kv_cache=None, sliding_window: int | None = None
+                  ) -> tuple[str, str, int] | None:
     """(implementation for other steps, implementation for steps with a long prefill, the length that makes a
-    prefill long) when the chosen implementation (``impl``, else ``JAXLLM_ATTENTION_IMPL``) is ``pallas_mosaic``;
-    else None. The model runner compiles the long-prefill programs of the buckets that can hold one separately,
-    so steps without a long prefill never pay the Mosaic path's gathers and idle launch."""
-    name = impl or forced_implementation("JAXLLM_ATTENTION_IMPL", IMPLEMENTATIONS)
+    prefill long) when the chosen implementation (``impl``, else ``default_impl(q, kv_cache)``) is
+    ``pallas_mosaic`` and the Mosaic GPU prefill covers ``q`` / ``kv_cache`` (shapes and dtypes, e.g.
+    ShapeDtypeStructs: the model's) and ``sliding_window``; else None. The model runner compiles the long-prefill
+    programs of the buckets that can hold one separately, so steps without a long prefill never pay the Mosaic
+    path's gathers and idle launch."""
+    name = impl or default_impl(q, kv_cache)
     if name != "pallas_mosaic":
         return None
-    return "pallas_triton", "pallas_mosaic", MOSAIC_MIN_Q_LEN
+    if q is not None and not mosaic_prefill.supported(q, kv_cache, sliding_window):
+        return None  # every call would fall back to the Triton prefill: no programs of its own
+    return "pallas_triton", "pallas_mosaic", mosaic_prefill.MIN_Q_LEN
 
 
 def ragged_paged_attention(q, kv_cache, query_start_loc, seq_lens, block_tables, *, sm_scale,

@@ -5,7 +5,11 @@ two jnp implementations, so the test checks the runner's program choice and that
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
+import pytest
 from jaxllm.ops import paged_attention
+from jaxllm.ops.paged_attention import dispatch
 
 from jaxllm import LLM, SamplingParams
 
@@ -18,16 +22,30 @@ def generate(llm):
 
 
 def test_prefill_split_follows_the_chosen_implementation(monkeypatch):
-    assert paged_attention.prefill_split() is None
+    monkeypatch.delenv("JAXLLM_ATTENTION_IMPL", raising=False)
+    split = ("pallas_triton", "pallas_mosaic", 2048)
+    assert paged_attention.prefill_split() is None  # CPU: chunked
     assert paged_attention.prefill_split("pallas_triton") is None
-    assert paged_attention.prefill_split("pallas_mosaic") == ("pallas_triton", "pallas_mosaic", 2048)
+    assert paged_attention.prefill_split("pallas_mosaic") == split
     monkeypatch.setenv("JAXLLM_ATTENTION_IMPL", "pallas_mosaic")
-    assert paged_attention.prefill_split() == ("pallas_triton", "pallas_mosaic", 2048)
+    assert paged_attention.prefill_split() == split
+    monkeypatch.delenv("JAXLLM_ATTENTION_IMPL")
+    q = jax.ShapeDtypeStruct((1, 32, 128), jnp.bfloat16)
+    cache = jax.ShapeDtypeStruct((2, 64, 16, 8, 128), jnp.bfloat16)
+    for cc, want in (((9, 0), split), ((8, 0), None), ((8, 9), None), ((10, 0), None)):
+        monkeypatch.setattr(dispatch, "gpu_compute_capability", lambda cc=cc: cc)
+        assert paged_attention.prefill_split(None, q, cache) == want, cc
+    # Hopper, but shapes the Mosaic prefill does not cover: no long-prefill programs
+    assert paged_attention.prefill_split(None, q, cache, sliding_window=4096) is None
+    assert paged_attention.prefill_split(None, q, cache.update(dtype=jnp.float8_e4m3fn)) is None
+    assert paged_attention.prefill_split(None, q.update(shape=(1, 32, 256)),
+                                         cache.update(shape=(2, 64, 16, 8, 256))) is None
+    assert paged_attention.prefill_split("pallas_triton", q, cache) is None  # asked for: no split
 
 
 def test_long_prefill_steps_take_their_own_programs(llama_dir, llama_llm, monkeypatch):
     want = generate(llama_llm)  # the shared LLM of the same checkpoint: one implementation for every step
-    monkeypatch.setattr(paged_attention, "prefill_split", lambda impl=None: ("reference", "chunked", 8))
+    monkeypatch.setattr(paged_attention, "prefill_split", lambda *a, **k: ("reference", "chunked", 8))
     llm = LLM(str(llama_dir[0]), max_num_seqs=2, max_num_batched_tokens=32, skip_tokenizer_init=True)
     runner = llm.llm_engine.runner
     used = []
@@ -39,3 +57,32 @@ def test_long_prefill_steps_take_their_own_programs(llama_dir, llama_llm, monkey
     forward_keys = [k for k in used if k[0] == "forward"]
     assert forward_keys[0][3] and not forward_keys[-1][3]  # the 20-token prefill step, then decode steps
     assert (runner._attention_impl(True), runner._attention_impl(False)) == ("chunked", "reference")
+
+
+def test_default_long_prefill_that_does_not_compile_falls_back(llama_dir, llama_llm, monkeypatch, caplog):
+    """A jax whose Mosaic GPU cannot lower the prefill must not stop the engine when Mosaic was only the default:
+    the long-prefill programs are dropped with a warning and every step runs the other programs. When asked for,
+    the error is raised."""
+    from jaxllm.runner import model_runner
+
+    want = generate(llama_llm)
+    monkeypatch.delenv("JAXLLM_ATTENTION_IMPL", raising=False)
+    monkeypatch.setattr(paged_attention, "prefill_split", lambda *a, **k: ("reference", "chunked", 8))
+    compile_ = model_runner.ModelRunner._compile
+
+    def failing_compile(self, key):
+        if key[0] == "forward" and key[3]:
+            raise RuntimeError("Mosaic GPU lowering failed\nmore")
+        return compile_(self, key)
+
+    monkeypatch.setattr(model_runner.ModelRunner, "_compile", failing_compile)
+    with caplog.at_level("WARNING", logger="jaxllm"):
+        llm = LLM(str(llama_dir[0]), max_num_seqs=2, max_num_batched_tokens=32, skip_tokenizer_init=True)
+    runner = llm.llm_engine.runner
+    assert "the chunked prefill does not compile here (RuntimeError: Mosaic GPU lowering failed)" in caplog.text
+    assert runner.prefill_split is None and runner.attention_impl == "reference"
+    assert not [k for k in runner._compiled if k[0] == "forward" and k[3]]
+    assert generate(llm) == want
+    monkeypatch.setenv("JAXLLM_ATTENTION_IMPL", "chunked")
+    with pytest.raises(RuntimeError, match="Mosaic GPU lowering failed"):
+        LLM(str(llama_dir[0]), max_num_seqs=2, max_num_batched_tokens=32, skip_tokenizer_init=True)
