@@ -10,8 +10,9 @@ mean for a JAX engine: start-up is fast, the first steps are slow. Rare variants
 prompt_logprobs) are always compiled on first use. ``num_compilations`` counts every compile.
 
 Long prefills: when the attention implementation splits prefills by length (``prefill_split``: under
-``JAXLLM_ATTENTION_IMPL=pallas_mosaic`` the Mosaic GPU prefill takes sequences of >= 2048 new tokens), the buckets
-that can hold such a prefill get a second forward program with that path, used only by steps that have one.
+``pallas_mosaic``, the default on Hopper where the model's shapes allow, the Mosaic GPU prefill takes sequences of
+>= 2048 new tokens), the buckets that can hold such a prefill get a second forward program with that path, used
+only by steps that have one.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""Paged causal prefill attention for Hopper in Mosaic GPU: opt-in (``JAXLLM_ATTENTION_IMPL=pallas_mosaic``) for
-sequences of >= ``MIN_Q_LEN`` new tokens; GPU-tested on the H200 (session 8).
+"""Paged causal prefill attention for Hopper in Mosaic GPU: sequences of >= ``MIN_Q_LEN`` new tokens under
+``pallas_mosaic``, the default on sm_90 where ``supported`` (session 10; dispatch.py says why);
+GPU-tested on the H200 (sessions 8-10).
 
 Why: JAX's dense Mosaic GPU FlashAttention-3 (``attention_mgpu``) reaches 570 TFLOP/s at 1 x 8k on the H200 with
 64-row query blocks, our Triton paged prefill 312 (issue 4's target: 350). This is that design reading K/V from
