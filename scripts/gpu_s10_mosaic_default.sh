@@ -7,6 +7,7 @@
 #   3. 16 x 8k prompts: the default vs JAXLLM_ATTENTION_IMPL=pallas_triton (call 1 measured the forced pair)
 #   4. a long-prompt mix (64 requests, prompts 2048-8192, outputs 128-256): the default vs forced Triton
 #   5. B2 with the default (prompts <= 1024 tokens: no long prefill; each program run once at start-up)
+#   6. B2 with AWQ, time allowing
 set -uo pipefail
 source scripts/gpu_lib.sh
 gpu_setup md
@@ -28,6 +29,9 @@ b2_run L8k_triton 80 JAXLLM_ATTENTION_IMPL=pallas_triton -- "${LONG[@]}"; pack m
 b2_run MIX_default 100 -- "${MIX[@]}"; pack md.tgz
 b2_run MIX_triton 100 JAXLLM_ATTENTION_IMPL=pallas_triton -- "${MIX[@]}"; pack md.tgz
 if [ "$SECONDS" -lt 470 ]; then b2_run B2_default 110 --; pack md.tgz; else echo "=== B2 skipped (${SECONDS}s used)"; fi
+# 6. B2 with AWQ (the int4 kernel with session 9's y epilogue; never measured on B2), same machine as 5
+if [ "$SECONDS" -lt 420 ]; then b2_run B2_awq 150 -- --quantization awq; pack md.tgz; else echo "=== B2 awq skipped (${SECONDS}s used)"; fi
 ratio_table L8k_triton L8k_default
-ratio_table MIX_triton MIX_default B2_default
+ratio_table MIX_triton MIX_default
+ratio_table B2_default B2_awq
 echo "total ${SECONDS}s"
