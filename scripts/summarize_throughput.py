@@ -133,6 +133,16 @@ RUN_NOTES = {
                      "run7 (host ms per step 92.3: more launches, hidden behind the GPU)",
     "B2long8k_run9": "commit 85a7a64: same call, repeat of run5 (Triton prefill)",
     "B2long8k_run10": "commit 85a7a64: same call, repeat of run6 (pallas_mosaic): 1.04x run9",
+    "B2longmix_run1": "commit 1a28ce7 (session 10, call 2, DEADLINE=460 bash scripts/gpu_s10_mosaic_default.sh): a long-prompt mix "
+                      "(--num-requests 64 --prompt-len 2048 8192 --output-len 128 256), "
+                      "JAXLLM_ATTENTION_IMPL=pallas_triton",
+    "B2longmix_run2": "commit 1a28ce7: same call, the default (Mosaic GPU prefill for >= 2048 new tokens on "
+                      "Hopper): 1.02x run1 (43.14 vs 44.15 ms per step); start-up 61.8 s, the call's first, cold "
+                      "compile cache (run1: 16.1 s, warm)",
+    "B2long8k_run11": "commit 1a28ce7: same call, the default (no JAXLLM_ATTENTION_IMPL): 161.6 ms per step, as "
+                      "call 1's forced pallas_mosaic (160-161)",
+    "B2_run32": "commit 1a28ce7: same call, B2 with the default (no prompt reaches 2048 tokens) and each program run "
+                "once at start-up: 8,806 tok/s, host 8.5 ms per step",
     "B2_run28": "commit 35e8463 (session 8, call 4): bf16, Triton prefill (the default); the same call's "
                 "JAXLLM_ATTENTION_IMPL=pallas_mosaic run failed (the Mosaic custom call refused an unaligned metadata "
                 "slice; fixed in 98588bc)",
