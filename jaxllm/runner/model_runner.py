@@ -118,11 +118,17 @@ class ModelRunner:
 
     def _choose_prefill_split(self):
         """``ops.paged_attention.prefill_split`` for this model's query / cache shapes and dtypes (the Mosaic GPU
-        prefill is the Hopper default for long prefills where it covers them). Layers with a sliding window stay
-        on the Triton prefill inside the long-prefill programs; the split needs one layer without."""
+        prefill is the Hopper default for long prefills where it covers them, on one device). Layers with a
+        sliding window stay on the Triton prefill inside the long-prefill programs; the split needs one layer
+        without."""
         q = jax.ShapeDtypeStruct((1, self.cfg.num_heads, self.cfg.head_dim), self.dtype)
         windows = self.cfg.sliding_windows or (None,)
         window = None if None in windows else windows[0]
+        if (self.mesh.devices.size > 1 and not self._attention_impl_asked
+                and ops.paged_attention.default_impl(q, self.kv_caches[0]) == "pallas_mosaic"):
+            # never run under tensor parallelism (inside shard_map) on a GPU yet: Triton until measured there
+            self.attention_impl = "pallas_triton"
+            return None
         return ops.paged_attention.prefill_split(self.attention_impl, q, self.kv_caches[0], window)
 
     def _allocate_cache(self) -> None:

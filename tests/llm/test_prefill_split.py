@@ -86,3 +86,24 @@ def test_default_long_prefill_that_does_not_compile_falls_back(llama_dir, llama_
     monkeypatch.setenv("JAXLLM_ATTENTION_IMPL", "chunked")
     with pytest.raises(RuntimeError, match="Mosaic GPU lowering failed"):
         LLM(str(llama_dir[0]), max_num_seqs=2, max_num_batched_tokens=32, skip_tokenizer_init=True)
+
+
+@pytest.mark.skipif(len(jax.devices()) < 2, reason="needs 2 (fake) devices")
+def test_hopper_default_splits_on_one_device_and_keeps_triton_under_tensor_parallelism(tmp_path, monkeypatch):
+    """The Mosaic GPU prefill has not run inside shard_map on a GPU: under tensor parallelism the default stays
+    the Triton kernels (explicitly, so the model's own default cannot pick Mosaic), unless asked for."""
+    from hf_models import save_tiny_model
+
+    monkeypatch.delenv("JAXLLM_ATTENTION_IMPL", raising=False)
+    monkeypatch.setattr(dispatch, "gpu_compute_capability", lambda: (9, 0))  # shapes only: nothing compiles
+    save_tiny_model(tmp_path, "LlamaForCausalLM", hidden_size=256, num_attention_heads=4, num_key_value_heads=2,
+                    head_dim=64)
+    kw = {"dtype": "bfloat16", "skip_tokenizer_init": True, "max_num_seqs": 2, "max_num_batched_tokens": 32,
+          "enforce_eager": True}
+    one = LLM(str(tmp_path), **kw).llm_engine.runner
+    assert one.prefill_split == ("pallas_triton", "pallas_mosaic", 2048) and one.attention_impl is None
+    two = LLM(str(tmp_path), tensor_parallel_size=2, **kw).llm_engine.runner
+    assert two.prefill_split is None and two.attention_impl == "pallas_triton"
+    monkeypatch.setenv("JAXLLM_ATTENTION_IMPL", "pallas_mosaic")
+    asked = LLM(str(tmp_path), tensor_parallel_size=2, **kw).llm_engine.runner
+    assert asked.prefill_split == ("pallas_triton", "pallas_mosaic", 2048)
