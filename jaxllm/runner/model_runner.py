@@ -4,9 +4,9 @@ the KV cache donated, and turns the sampled ids into a RunnerOutput.
 Compilation: every (bucket, sampler variant) program is compiled ahead of time at start-up (in parallel
 threads; XLA compiles outside the GIL) unless ``enforce_eager``, against the KV cache's shapes before the cache
 is allocated, so that XLA's GPU autotuner has that memory while it compiles; once the cache exists each program
-is executed once on an all-padding step, so that first-execution costs are paid at start-up too. With ``enforce_eager=True`` nothing is
-compiled up front and each program is compiled the first time a step needs it, which is what "eager" can
-mean for a JAX engine: start-up is fast, the first steps are slow. Rare variants (penalties, wide logit_bias,
+is executed once on an all-padding step, so that first-execution costs are paid at start-up too. With
+``enforce_eager=True`` nothing is compiled up front and each program is compiled the first time a step needs it,
+which is what "eager" can mean for a JAX engine: start-up is fast, the first steps are slow. Rare variants (penalties, wide logit_bias,
 prompt_logprobs) are always compiled on first use. ``num_compilations`` counts every compile.
 
 Long prefills: when the attention implementation splits prefills by length (``prefill_split``: under
