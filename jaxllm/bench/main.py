@@ -196,7 +196,7 @@ def print_table(r: dict) -> None:
     rows = [
         ("workload", r["workload"]["name"]),
         ("start-up s (weights init / compile / first runs)",
-         f"{o['startup_s']:.1f} ({o['weights_init_s']:.1f} / {o['compile_s']:.1f} / {o.get('first_run_s', 0):.1f})"),
+         f"{o['startup_s']:.1f} ({o['weights_init_s']:.1f} / {o['compile_s']:.1f} / {o['first_run_s']:.1f})"),
         ("generate s", f"{o['generate_s']:.2f}"),
         ("output tok/s", f"{o['output_tok_s']:,.0f}"),
         ("total tok/s", f"{o['total_tok_s']:,.0f}"),

@@ -171,9 +171,7 @@ class ModelRunner:
         """key: ("forward", Bucket, return_hidden, long_prefill) or ("sample", num_seqs, SamplerConfig)."""
         if key[0] == "forward":
             _, bucket, return_hidden, long_prefill = key
-            inputs = jax.device_put(pack_step_inputs(dummy_step_inputs(bucket, self.max_blocks_per_seq)),
-                                    self._replicated)
-            return self._forward.lower(self.params, self.kv_caches, inputs, self._prev_tokens,
+            return self._forward.lower(self.params, self.kv_caches, self._padding_step(bucket), self._prev_tokens,
                                        dims=self._dims(bucket),
                                        return_hidden=return_hidden,
                                        attention_impl=self._attention_impl(long_prefill),
@@ -181,10 +179,19 @@ class ModelRunner:
                                        vocab_logits_sharding=self._vocab_logits
                                        ).compile(compiler_options=self.forward_compile_options)
         _, num_seqs, config = key
-        md = pack_sampling_metadata(dummy_sampling_metadata(config, num_seqs, self.cfg.vocab_size), config, num_seqs)
         logits = jax.ShapeDtypeStruct((num_seqs, self.cfg.vocab_size), jnp.float32, sharding=self._replicated)
-        return self._sample.lower(logits, jax.device_put(md, self._replicated), config=config,
+        return self._sample.lower(logits, self._neutral_sampling(num_seqs, config), config=config,
                                   out_rows=self._max_seqs).compile()
+
+    def _padding_step(self, bucket: Bucket):
+        """A bucket's all-padding step inputs (no sequence, nothing written), packed and on the device: what its
+        forward programs are compiled against and first run on."""
+        return jax.device_put(pack_step_inputs(dummy_step_inputs(bucket, self.max_blocks_per_seq)), self._replicated)
+
+    def _neutral_sampling(self, num_seqs: int, config):
+        """Neutral sampling metadata of ``config``'s shapes, packed and on the device (compile and first run)."""
+        md = dummy_sampling_metadata(config, num_seqs, self.cfg.vocab_size)
+        return jax.device_put(pack_sampling_metadata(md, config, num_seqs), self._replicated)
 
     def _attention_impl(self, long_prefill: bool) -> str | None:
         if self.prefill_split is None:
@@ -284,16 +291,12 @@ class ModelRunner:
         t0 = time.perf_counter()
         for key, fn in self._compiled.items():
             if key[0] == "forward":
-                _, bucket, _, _ = key
-                inputs = jax.device_put(pack_step_inputs(dummy_step_inputs(bucket, self.max_blocks_per_seq)),
-                                        self._replicated)
-                self.kv_caches, logits, _ = fn(self.params, self.kv_caches, inputs, self._prev_tokens)
+                self.kv_caches, logits, _ = fn(self.params, self.kv_caches, self._padding_step(key[1]),
+                                               self._prev_tokens)
             else:
                 _, num_seqs, config = key
-                md = pack_sampling_metadata(dummy_sampling_metadata(config, num_seqs, self.cfg.vocab_size), config,
-                                            num_seqs)
                 logits = jax.device_put(np.zeros((num_seqs, self.cfg.vocab_size), np.float32), self._replicated)
-                logits = fn(logits, jax.device_put(md, self._replicated))
+                logits = fn(logits, self._neutral_sampling(num_seqs, config))
             jax.block_until_ready(logits)  # one at a time: no two programs' temporaries live together
         self.first_run_seconds = time.perf_counter() - t0
         logger.info("ran each of %d programs once in %.1fs", len(self._compiled), self.first_run_seconds)
