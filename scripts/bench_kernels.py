@@ -27,16 +27,15 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from ops.device_info import gpu_compute_capability  # noqa: E402
-from ops.paged_attention import write_kv_cache  # noqa: E402
-from ops.paged_attention.pallas_attention import (  # noqa: E402
-    decode_config, prefill_config, ragged_paged_attention_pallas)
-from ops.paged_attention.pallas_triton import TileConfig  # noqa: E402
-from ops.paged_attention.reference import ragged_paged_attention_reference  # noqa: E402
+from ops.device_info import gpu_compute_capability
+from ops.paged_attention import write_kv_cache
+from ops.paged_attention.pallas_attention import decode_config, prefill_config, ragged_paged_attention_pallas
+from ops.paged_attention.pallas_triton import TileConfig
+from ops.paged_attention.reference import ragged_paged_attention_reference
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_timing import timeit  # noqa: E402
-from kernel_report import write_markdown  # noqa: E402
+from bench_timing import timeit
+from kernel_report import write_markdown
 
 HQ, HK, D, BS = 32, 8, 128, 16
 DT = jnp.bfloat16
@@ -389,7 +388,8 @@ def main():
     for step in steps:
         step()
         save()
-    print(open(base + ".md").read())
+    with open(base + ".md") as f:
+        print(f.read())
 
 
 if __name__ == "__main__":
