@@ -2,8 +2,8 @@
 small random Llama. Reports, per prompt, how many of the first 16 greedy tokens agree, and the max
 difference between the engine's logprobs and the fp32 reference's log_softmax along the engine's path.
 
-    python scripts/gpu_e2e_check.py --output e2e.json
-    python scripts/gpu_e2e_check.py --prompt-len 2100 3600 --max-num-batched-tokens 4096 --output e2e_long.json
+    python scripts/e2e_check.py --output e2e.json
+    python scripts/e2e_check.py --prompt-len 2100 3600 --max-num-batched-tokens 4096 --output e2e_long.json
 
 The second form gives every prompt a prefill chunk of >= 2048 tokens: on Hopper those steps run the Mosaic GPU
 prefill (the default there for long prefills; ``JAXLLM_ATTENTION_IMPL=pallas_triton`` forces the Triton one).

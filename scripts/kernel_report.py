@@ -1,4 +1,4 @@
-"""The Markdown table of ``scripts/bench_kernels.py``'s results (benchmarks/kernels_<tag>.md)."""
+"""The Markdown table of ``scripts/bench_kernels.py``'s results (benchmarks/kernels/attention_<tag>.md)."""
 
 from __future__ import annotations
 
