@@ -13,7 +13,7 @@ weight (docs/quantization.md). Here the product is computed transposed, ``y^T [N
 * persistent CTAs loop over (weight tile, token tile, K split) work units; with split-K the float32 partials are
   summed by XLA (decode shapes with few output rows, e.g. down_proj's N = 4096, fill the GPU that way);
 * the epilogue writes y [M, N], not y^T: the accumulator is relaid out in registers and stored through a
-  transposed view of a [tm, 64] shared tile (XLA transposing y^T cost 0.71 ms a decode step in Llama-8B AWQ).
+  transposed view of a [tm, 64] shared tile (an XLA transpose of y^T costs 0.71 ms a decode step in Llama-8B AWQ).
 
 Layout (reference.py's "nk" layout, converted once at load time from the packed one by ``to_nk_layout``):
 
@@ -207,7 +207,7 @@ def int4_matmul_mosaic_group(x: jax.Array, weights, out_dtype=None, *, tiles: Mo
                         run_pipeline(acc)
                         # y, not y^T: the [64, tm] accumulator is relaid out in registers (shuffles) and stored
                         # through a transposed view of this warpgroup's [tm, 64] tile, which TMA copies to
-                        # y[tokens, this warpgroup's 64 columns]; XLA no longer transposes every output
+                        # y[tokens, this warpgroup's 64 columns], so XLA transposes no output
                         result = plgpu.layout_cast(acc[...].astype(part_dtype), plgpu.Layout.WGMMA_TRANSPOSED)
                         plgpu.wait_smem_to_gmem(0, wait_read_only=True)
                         out_smem.at[wg].T[...] = result
