@@ -10,7 +10,8 @@ import pytest
 
 from jaxllm.bench.main import parse_args
 from jaxllm.bench.presets import PRESETS, preset_args
-from jaxllm.bench.report import summarize, write_summary
+from jaxllm.bench.report import summarize
+from jaxllm.cli import main as cli_main
 
 REPO = os.path.join(os.path.dirname(__file__), "..")
 
@@ -51,7 +52,7 @@ def test_summary_rows_ratios_and_peers(tmp_path):
     assert "| 700 | 28,000 | 40.0x |" in text and "| EasyDeL eSurge | 8B dims | H100 | 1,000 | 8,000 | 8.0x |" in text
     assert "- `b2`: `jaxllm bench --workload B2`" in text  # the machine's output path is dropped
 
-    write_summary(str(tmp_path), same_machine=True)  # one device call: ratios against its own baseline
+    assert cli_main(["bench", "--summarize", str(tmp_path), "--same-machine"]) == 0  # one device call's output
     saved = json.loads((d / "b2-awq.json").read_text())
     assert saved["baseline"] == {"preset": "b2", "output_tok_s": 9000.0}
     assert "| 0.90x b2 |" in (tmp_path / "README.md").read_text()

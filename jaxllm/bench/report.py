@@ -32,12 +32,16 @@ preset in the same device call. Regenerate this file with `jaxllm bench --summar
 """
 
 
-def load_results(directory: str) -> dict[str, dict]:
-    """{preset name: result} for every ``*.json`` under ``directory/throughput`` (or ``directory`` itself)."""
+def results_dir(directory: str) -> str:
+    """Where the results lie: ``directory/throughput`` when it exists, else ``directory`` itself."""
     sub = os.path.join(directory, "throughput")
-    root = sub if os.path.isdir(sub) else directory
+    return sub if os.path.isdir(sub) else directory
+
+
+def load_results(directory: str) -> dict[str, dict]:
+    """{preset name: result} for every ``*.json`` of ``results_dir(directory)``."""
     results = {}
-    for path in sorted(glob.glob(os.path.join(root, "*.json"))):
+    for path in sorted(glob.glob(os.path.join(results_dir(directory), "*.json"))):
         with open(path) as f:
             r = json.load(f)
         if isinstance(r, dict) and "jaxllm" in r and "roofline" in r:
@@ -48,13 +52,11 @@ def load_results(directory: str) -> dict[str, dict]:
 def attach_baselines(directory: str) -> None:
     """Write ``baseline`` into each result whose preset's baseline was measured in the same directory."""
     results = load_results(directory)
-    sub = os.path.join(directory, "throughput")
-    root = sub if os.path.isdir(sub) else directory
     for name, r in results.items():
         base = PRESETS[name].baseline if name in PRESETS else None
         if base in results:
             r["baseline"] = {"preset": base, "output_tok_s": results[base]["jaxllm"]["output_tok_s"]}
-            with open(os.path.join(root, name + ".json"), "w") as f:
+            with open(os.path.join(results_dir(directory), name + ".json"), "w") as f:
                 json.dump(r, f, indent=2)
 
 
