@@ -4,7 +4,7 @@
 #   bash scripts/device.sh gpu-tests b2 b2-awq kernels          (from the repository root)
 #
 # Runs (each writes its JSON and log under $OUT; a short table is printed last):
-#   gpu-tests      every @pytest.mark.gpu test (PYTEST_K=EXPR selects some)  -> gpu-tests.{log,json}
+#   gpu-tests      every @pytest.mark.gpu test under GPU_TESTS (default tests/; PYTEST_K=EXPR selects)  -> gpu-tests.log
 #   e2e            greedy tokens and logprobs of the bf16 engine vs fp32 transformers  -> e2e.{json,log}
 #   e2e-long       the same with prompts of 2100-3600 tokens (long-prefill path)       -> e2e-long.{json,log}
 #   kernels        attention kernels (scripts/bench_kernels.py; KERNEL_ARGS adds flags) -> kernels/
@@ -52,9 +52,9 @@ json_field() {  # json_field FILE EXPR: a Python expression over the JSON object
 
 for run in "$@"; do
   case "$run" in
-    gpu-tests)
+    gpu-tests)  # shellcheck disable=SC2086
       step gpu-tests 300 "tail -1 '$OUT/gpu-tests.log'" -- \
-        python3 -m pytest -q -rfE -m gpu -p no:cacheprovider ${PYTEST_K:+-k "$PYTEST_K"} tests/ ;;
+        python3 -m pytest -q -rfE -m gpu -p no:cacheprovider ${PYTEST_K:+-k "$PYTEST_K"} ${GPU_TESTS:-tests/} ;;
     e2e)
       step e2e 150 "json_field '$OUT/e2e.json' 'r[\"prompts_with_16_identical_greedy_tokens\"]'" -- \
         python3 scripts/e2e_check.py --output "$OUT/e2e.json" ;;
