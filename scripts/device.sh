@@ -27,6 +27,7 @@ export PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-deps --no-build-isolation -e . > "$OUT/pip.log" 2>&1 || echo "editable install failed"
 nvidia-smi --query-gpu=name,memory.used,memory.total,clocks.sm --format=csv,noheader | tee "$OUT/gpus.txt"
 BUSY=$(command -v nvidia-smi > /dev/null && echo --gpu-busy)  # GPU busy % sampled by nvidia-smi during generate
+NGPUS=$(nvidia-smi -L 2> /dev/null | grep -c "^GPU")
 SUMMARY=()
 
 limit_for() {  # limit_for WANTED_S: the smaller of WANTED_S and the time left before DEADLINE
@@ -72,8 +73,11 @@ for run in "$@"; do
       step rss 300 "json_field '$OUT/rss.json' '[round(x.get(\"peak_rss_bytes\", 0) / 2**30, 2) for x in r[\"runs\"]]'" -- \
         python3 scripts/load_rss_probe.py --workload B2 --tp 1 --output "$OUT/rss.json" ;;
     *)
-      want=$(python3 -c "from jaxllm.bench.presets import PRESETS as P; print(P['$run'].limit_s)" 2>/dev/null)
+      read -r want gpus < <(python3 -c "from jaxllm.bench.presets import PRESETS as P; p = P['$run']; \
+print(p.limit_s, p.gpus)" 2> /dev/null)
       if [ -z "$want" ]; then SUMMARY+=("$run|unknown run|0|-"); continue; fi
+      # (without nvidia-smi, a CPU smoke run, nothing is skipped for its GPU count)
+      if [ "$NGPUS" -gt 0 ] && [ "$gpus" -gt "$NGPUS" ]; then SUMMARY+=("$run|skipped: needs $gpus GPUs|0|-"); continue; fi
       # shellcheck disable=SC2086
       step "throughput/$run" "$want" \
         "json_field '$OUT/throughput/$run.json' '\"%.0f output tok/s\" % r[\"jaxllm\"][\"output_tok_s\"]'" -- \

@@ -196,8 +196,8 @@ def main(argv=None) -> dict:
     roof = run_roofline(cfg, [len(p) for p in prompts], output_lens, max_num_seqs=args.max_num_seqs,
                         quantization=args.quantization, kv_cache_dtype=args.kv_cache_dtype,
                         tensor_parallel_size=args.tensor_parallel_size, fp8_activations=ours["fp8_activations"])
-    result = {"workload": w.__dict__, "preset": args.preset, "command": "jaxllm bench " + " ".join(argv or sys.argv[1:]),
-              "jaxllm": ours, "roofline": roof,
+    result = {"workload": w.__dict__, "preset": args.preset,
+              "command": "jaxllm bench " + " ".join(argv or sys.argv[1:]), "jaxllm": ours, "roofline": roof,
               "pct_roofline_output": 100 * ours["output_tok_s"] / roof["output_tok_s"],
               "pct_roofline_total": 100 * ours["total_tok_s"] / roof["total_tok_s"]}
     if peer:

@@ -1,8 +1,9 @@
 """Named benchmark configurations: ``jaxllm bench --preset NAME`` (and ``scripts/device.sh NAME``).
 
-Each preset is the ``jaxllm bench`` arguments of one row of benchmarks/README.md, so a committed figure and the
-command that reproduces it share one name. ``baseline`` names the bf16 preset a quantized or variant row is
-compared with; a ratio is only meaningful when both ran on the same machine (one ``scripts/device.sh`` call).
+Each preset is the ``jaxllm bench`` arguments of one row of benchmarks/README.md, so a committed figure and
+the command that reproduces it share one name. ``baseline`` names the bf16 preset a quantized or variant row
+is compared with; a ratio is only meaningful when both ran on the same machine (one ``scripts/device.sh``
+call).
 """
 
 from __future__ import annotations
@@ -12,18 +13,23 @@ import os
 
 from jaxllm.bench.workloads import CONFIG_DIR
 
-DECODE64 = ("--workload", "B2", "--num-requests", "64", "--prompt-len", "64", "128", "--output-len", "1024", "1024")
-DECODE256 = ("--workload", "B2", "--num-requests", "256", "--prompt-len", "64", "128", "--output-len", "1024",
-             "1024")
-LONG_MIX = ("--workload", "B2", "--num-requests", "64", "--prompt-len", "2048", "8192", "--output-len", "128", "256")
-LONG_8K = ("--workload", "B2", "--num-requests", "16", "--prompt-len", "8192", "8192", "--output-len", "8", "8")
-L70 = ("--config", os.path.join(CONFIG_DIR, "llama-3.1-70b.json"), "--num-requests", "256", "--prompt-len", "100",
-       "1024", "--output-len", "256", "256", "--tensor-parallel-size", "4")
+
+def _b2(requests: int, prompt: tuple[int, int], output: tuple[int, int]) -> tuple[str, ...]:
+    """B2's architecture with other request counts and lengths."""
+    return ("--workload", "B2", "--num-requests", str(requests), "--prompt-len", *map(str, prompt),
+            "--output-len", *map(str, output))
+
+
+DECODE64 = _b2(64, (64, 128), (1024, 1024))
+DECODE256 = _b2(256, (64, 128), (1024, 1024))
+L70 = ("--config", os.path.join(CONFIG_DIR, "llama-3.1-70b.json"), "--num-requests", "256",
+       "--prompt-len", "100", "1024", "--output-len", "256", "256", "--tensor-parallel-size", "4")
 
 
 @dataclasses.dataclass(frozen=True)
 class Preset:
-    """One benchmark row: ``args`` for ``jaxllm bench``, what it measures, the GPUs it needs and its time limit."""
+    """One benchmark row: ``args`` for ``jaxllm bench``, what it measures, the GPUs it needs (the device
+    recipe skips it on a machine with fewer) and its time limit."""
 
     args: tuple[str, ...]
     what: str
@@ -44,7 +50,8 @@ PRESETS = {
     "b2-w8a8-fp8kv": Preset(("--workload", "B2", "--quantization", "fp8", "--kv-cache-dtype", "fp8"),
                             "B2, fp8 W8A8 + fp8 KV cache", baseline="b2"),
     "b2-int8": Preset(("--workload", "B2", "--quantization", "int8"), "B2, int8 weight-only", baseline="b2"),
-    "b2-awq": Preset(("--workload", "B2", "--quantization", "awq"), "B2, AWQ int4", baseline="b2", limit_s=300),
+    "b2-awq": Preset(("--workload", "B2", "--quantization", "awq"), "B2, AWQ int4", baseline="b2",
+                     limit_s=300),
     "decode64": Preset(DECODE64, "decode-heavy B2: 64 requests, in 64..128, out 1024"),
     "decode64-awq": Preset((*DECODE64, "--quantization", "awq"), "decode-heavy, 64 requests, AWQ int4",
                            baseline="decode64", limit_s=300),
@@ -53,13 +60,15 @@ PRESETS = {
     "decode256": Preset(DECODE256, "decode-heavy B2: 256 requests, in 64..128, out 1024"),
     "decode256-awq": Preset((*DECODE256, "--quantization", "awq"), "decode-heavy, 256 requests, AWQ int4",
                             baseline="decode256", limit_s=300),
-    "long-mix": Preset(LONG_MIX, "long prompts: 64 requests, in 2048..8192, out 128..256"),
-    "long-8k": Preset(LONG_8K, "long prompts: 16 requests of 8192 tokens, out 8"),
+    "long-mix": Preset(_b2(64, (2048, 8192), (128, 256)),
+                       "long prompts: 64 requests, in 2048..8192, out 128..256"),
+    "long-8k": Preset(_b2(16, (8192, 8192), (8, 8)), "long prompts: 16 requests of 8192 tokens, out 8"),
     "b2-tp2": Preset(("--workload", "B2", "--tensor-parallel-size", "2"), "B2, tensor_parallel_size=2",
                      baseline="b2", gpus=2),
     "b2-tp4": Preset(("--workload", "B2", "--tensor-parallel-size", "4"), "B2, tensor_parallel_size=4",
                      baseline="b2", gpus=4),
-    "l70-tp4": Preset(L70, "Llama-3.1-70B dims, TP=4, 256 requests, in 100..1024, out 256", gpus=4, limit_s=360),
+    "l70-tp4": Preset(L70, "Llama-3.1-70B dims, TP=4, 256 requests, in 100..1024, out 256", gpus=4,
+                      limit_s=360),
 }
 
 

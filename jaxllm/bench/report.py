@@ -1,9 +1,9 @@
 """The benchmark table: ``jaxllm bench --summarize DIR`` rebuilds DIR/README.md from the results in DIR.
 
 DIR holds one ``jaxllm bench`` JSON per configuration, named after its preset (``throughput/b2-awq.json``, see
-presets.py), and optionally ``peers.json``: figures of other engines measured on the same GPU outside this tool
-(a list of {"peer", "workload", "card", "output_tok_s", "jaxllm_output_tok_s", "source"}). HF transformers
-runs measured in the same invocation (``--peer hf``) are read from the results themselves.
+presets.py), and optionally ``peers.json``: figures of other engines measured on the same GPU outside this
+tool (a list of {"peer", "workload", "card", "output_tok_s", "jaxllm_output_tok_s", "source"}). HF
+transformers runs measured in the same invocation (``--peer hf``) are read from the results themselves.
 
 A row compared with a baseline (a quantized run against bf16) shows the ratio only when the result carries
 ``baseline`` (the baseline's output tok/s on the same machine). ``--same-machine`` writes that field into
@@ -22,13 +22,13 @@ from jaxllm.bench.presets import PRESETS
 
 HEADER = """# Benchmarks
 
-Current throughput of each configuration, one `jaxllm bench` result per row (JSON in `throughput/`, named after
-its preset: `jaxllm bench --preset NAME` reproduces it, `bash scripts/device.sh NAME ...` runs it on the GPU
-machine). Random weights of the real shapes (`load_format="dummy"`), random prompt ids, `ignore_eos=True`,
-max_num_seqs 256, jaxllm defaults. The roofline is ../shared/BENCHMARKS.md's bound computed by the bench for the
-run's own workload (quantized runs count their weight and KV bytes; fp8 W8A8 runs their linear FLOPs at the fp8
-GEMM rate; under tensor parallelism the bound of N ideal GPUs). "x baseline" is measured against the baseline
-preset in the same device call. Regenerate this file with `jaxllm bench --summarize benchmarks/`.
+Current throughput of each configuration, one `jaxllm bench` result per row (JSON in `throughput/`, named
+after its preset: `jaxllm bench --preset NAME` reproduces it, `bash scripts/device.sh NAME ...` runs it on the
+GPU machine). Random weights of the real shapes (`load_format="dummy"`), random prompt ids, `ignore_eos=True`,
+max_num_seqs 256, jaxllm defaults. The roofline is ../shared/BENCHMARKS.md's bound computed by the bench for
+the run's own workload (quantized runs count their weight and KV bytes; fp8 W8A8 runs their linear FLOPs at
+the fp8 GEMM rate; under tensor parallelism the bound of N ideal GPUs). "x baseline" is measured against the
+baseline preset in the same device call. Regenerate this file with `jaxllm bench --summarize benchmarks/`.
 """
 
 
@@ -75,7 +75,8 @@ def _startup(o: dict) -> str:
 
 
 def throughput_row(name: str, r: dict) -> str:
-    """One Markdown row: configuration, card, output / total tok/s, % of roofline, GPU busy, start-up, ratio."""
+    """One Markdown row: configuration, card, output / total tok/s, % of roofline, GPU busy, start-up and the
+    ratio to a same-machine baseline."""
     o, roof = r["jaxllm"], r["roofline"]
     what = PRESETS[name].what if name in PRESETS else r["workload"]["name"]
     gpus = _gpus(r)
@@ -96,12 +97,13 @@ def peer_rows(results: dict[str, dict], peers: list[dict]) -> list[str]:
         if p:
             ours = r["jaxllm"]["output_tok_s"]
             rows.append(f"| HF transformers {p.get('transformers', '')} `generate_batch` | `{name}` "
-                        f"({p['num_requests']} requests) | {r['jaxllm']['device']} | {p['output_tok_s']:,.0f} | "
-                        f"{ours:,.0f} | {ours / p['output_tok_s']:.1f}x | same invocation (`--peer hf`) |")
+                        f"({p['num_requests']} requests) | {r['jaxllm']['device']} | "
+                        f"{p['output_tok_s']:,.0f} | {ours:,.0f} | {ours / p['output_tok_s']:.1f}x | "
+                        "same invocation (`--peer hf`) |")
     for p in peers:
+        ours = p["jaxllm_output_tok_s"]
         rows.append(f"| {p['peer']} | {p['workload']} | {p['card']} | {p['output_tok_s']:,.0f} | "
-                    f"{p['jaxllm_output_tok_s']:,.0f} | {p['jaxllm_output_tok_s'] / p['output_tok_s']:.1f}x | "
-                    f"{p['source']} |")
+                    f"{ours:,.0f} | {ours / p['output_tok_s']:.1f}x | {p['source']} |")
     return rows
 
 
@@ -110,8 +112,8 @@ def summarize(directory: str) -> str:
     results = load_results(directory)
     order = {n: i for i, n in enumerate(PRESETS)}
     names = sorted(results, key=lambda n: (order.get(n, len(order)), n))
-    lines = [HEADER, ("| preset | configuration | card | output tok/s | total tok/s | % of roofline (output) | "
-                      "GPU busy | start-up s | x baseline |"), "|---|---|---|---|---|---|---|---|---|"]
+    lines = [HEADER, ("| preset | configuration | card | output tok/s | total tok/s | % of roofline (output) "
+                      "| GPU busy | start-up s | x baseline |"), "|---|---|---|---|---|---|---|---|---|"]
     lines += [throughput_row(n, results[n]) for n in names]
     peers_path = os.path.join(directory, "peers.json")
     peers = []
@@ -121,7 +123,8 @@ def summarize(directory: str) -> str:
     prows = peer_rows(results, peers)
     if prows:
         lines += ["", "## Peers on the same GPU", "",
-                  "| peer | workload | card | peer output tok/s | jaxllm output tok/s | jaxllm / peer | measured |",
+                  ("| peer | workload | card | peer output tok/s | jaxllm output tok/s | jaxllm / peer "
+                   "| measured |"),
                   "|---|---|---|---|---|---|---|", *prows]
     lines += ["", "## Commands", ""]
     lines += [f"- `{n}`: `{_command(results[n])}`" for n in names]
