@@ -8,9 +8,9 @@ import os
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hf_models import save_tiny_model, save_tokenizer_with_template
 
 import jaxllm
-from hf_models import save_tiny_model, save_tokenizer_with_template
 from jaxllm.cli import main as cli_main
 
 
