@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from jaxllm.spec_decode import SpeculativeConfig
+
 LOAD_FORMATS = ("auto", "safetensors", "gguf", "dummy")
 # "auto" = the model's dtype; the fp8 ones store the paged KV cache in float8 ("fp8" = e4m3, as vLLM),
 # per-layer scales 1.0 (jaxllm.ops.paged_attention.kv_cache: the same names, mapped to dtypes).
@@ -29,6 +31,9 @@ class EngineArgs:
     kv_cache_dtype: str = "auto"  # one of KV_CACHE_DTYPES
     # Schedule step N+1 while step N runs on the device (same outputs; see jaxllm/engine/scheduler.py).
     async_scheduling: bool = True
+    # vLLM's dict, e.g. {"method": "ngram", "num_speculative_tokens": 4, "prompt_lookup_max": 4}; validated into
+    # a jaxllm.spec_decode.SpeculativeConfig (docs/spec_decode.md)
+    speculative_config: Any = None
 
     @classmethod
     def from_kwargs(cls, kwargs: dict[str, Any]) -> "EngineArgs":
@@ -54,6 +59,7 @@ class EngineArgs:
         if self.kv_cache_dtype not in KV_CACHE_DTYPES:
             raise ValueError(f"kv_cache_dtype={self.kv_cache_dtype!r} is not supported; choose one of "
                              f"{KV_CACHE_DTYPES} ('auto' = the model's dtype, 'fp8' = 'fp8_e4m3')")
+        self.speculative_config = SpeculativeConfig.from_dict(self.speculative_config)
         if self.load_format not in LOAD_FORMATS:
             raise ValueError(f"load_format={self.load_format!r} is not supported; choose one of {LOAD_FORMATS}")
 

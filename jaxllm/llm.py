@@ -77,14 +77,15 @@ class LLM:
                                  max_model_len=args.max_model_len, gpu_memory_utilization=gpu_memory_utilization,
                                  num_gpu_blocks_override=args.num_gpu_blocks_override,
                                  kv_cache_memory_bytes=args.kv_cache_memory_bytes, enforce_eager=enforce_eager,
-                                 kv_cache_dtype=args.kv_cache_dtype)
+                                 kv_cache_dtype=args.kv_cache_dtype, speculative_config=args.speculative_config)
         del model_obj
         self.llm_engine = LLMEngine(
             runner_obj, num_blocks=runner_obj.num_blocks, block_size=args.block_size,
             max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
             max_model_len=args.max_model_len, vocab_size=cfg.vocab_size,
             enable_prefix_caching=args.enable_prefix_caching, eos_token_ids=self._eos_token_ids(),
-            tokenizer=self.tokenizer, seed=seed, async_scheduling=args.async_scheduling)
+            tokenizer=self.tokenizer, seed=seed, async_scheduling=args.async_scheduling,
+            speculative_config=args.speculative_config)
         self._request_counter = itertools.count()
         self._default_params = self._generation_config_defaults()
         self.startup_seconds = time.perf_counter() - t_start

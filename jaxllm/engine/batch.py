@@ -31,10 +31,19 @@ class ScheduledSeq:
     rng_seed: int  # seed of this sequence's sampling stream (the user's seed, or one the engine drew)
     banned_token_ids: tuple[int, ...] = ()  # eos/stop ids masked while fewer than min_tokens were generated
     want_prompt_logprobs: bool = False  # return prompt logprobs for the positions computed this step
+    # Speculative decoding: the k draft tokens computed after token_ids[start] (num_new_tokens = 1 + k; the
+    # drafts are not in token_ids), and the k + 1 sampling rows that verify them: row j samples output
+    # position output_index + j as if drafts[:j] had been generated (its token_ids, banned ids, seed index).
+    draft_token_ids: tuple[int, ...] = ()
+    spec_rows: tuple[ScheduledSeq, ...] = ()
 
     @property
     def end(self) -> int:
         return self.start + self.num_new_tokens
+
+    def sampling_rows(self) -> tuple[ScheduledSeq, ...]:
+        """The sampler rows of this sequence: its k + 1 ``spec_rows`` when it speculates, else itself."""
+        return self.spec_rows or (self,)
 
 
 @dataclasses.dataclass
@@ -50,6 +59,11 @@ class ScheduledBatch:
     @property
     def num_seqs(self) -> int:
         return len(self.seqs)
+
+    @property
+    def num_sampling_rows(self) -> int:
+        """Sequences plus the draft tokens of the speculative ones (the logits rows a step computes)."""
+        return sum(len(s.sampling_rows()) for s in self.seqs)
 
 
 @dataclasses.dataclass
@@ -69,7 +83,7 @@ class TokenLogprobs:
 class RunnerOutput:
     """What one step produced, keyed by ``ScheduledSeq.seq_id``.
 
-    ``sampled`` has an entry for each scheduled sequence with ``sample=True``.
+    ``sampled`` has an entry for each scheduled sequence with ``sample=True`` that does not speculate.
     ``logprobs`` has an entry for those whose SamplingParams.logprobs is not None.
     ``prompt_logprobs`` maps seq_id to the logprobs of prompt tokens ``start + 1 .. end`` (clipped to the
     prompt): entry j is for token ``token_ids[start + 1 + j]`` given the tokens before it."""
@@ -77,3 +91,7 @@ class RunnerOutput:
     sampled: dict[int, int]
     logprobs: dict[int, TokenLogprobs] = dataclasses.field(default_factory=dict)
     prompt_logprobs: dict[int, list[TokenLogprobs]] = dataclasses.field(default_factory=dict)
+    # Speculative sequences (``draft_token_ids``): the tokens they emit this step, the accepted drafts then the
+    # target's own token (1..k + 1), and, with logprobs, one entry per emitted token. No ``sampled`` entry.
+    accepted: dict[int, list[int]] = dataclasses.field(default_factory=dict)
+    accepted_logprobs: dict[int, list[TokenLogprobs]] = dataclasses.field(default_factory=dict)

@@ -140,6 +140,8 @@ class BlockManager:
         toks = seq.token_ids
         if toks and toks[-1] < 0:  # a pending token: its block's hash is not known yet
             num_full_blocks = min(num_full_blocks, (len(toks) - 1) // self.block_size)
+        # slots allocated for draft tokens (speculative decoding) hold no known token yet
+        num_full_blocks = min(num_full_blocks, len(toks) // self.block_size)
         if num_full_blocks <= seq.num_registered_blocks:
             return
         hashes = self._hash_blocks(seq, num_full_blocks)

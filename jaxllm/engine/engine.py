@@ -31,6 +31,7 @@ from .block_manager import BlockManager
 from .detokenizer import IncrementalDetokenizer, TokenizerView
 from .request_checks import check_params, check_prompt
 from .scheduler import Scheduler
+from ..spec_decode import SpeculativeConfig
 from .sequence import Sequence
 
 _SEED_MOD = 2**31  # per-sequence rng seeds fit int32 (and uint32)
@@ -44,6 +45,19 @@ class EngineStats:
     num_preemptions: int = 0
     num_prompt_tokens: int = 0  # of added requests (each child counted once per request)
     num_cached_tokens: int = 0  # prefix-cache hit tokens reported by finished sequences
+    # speculative decoding (vLLM's vllm:spec_decode_* counters): sequence-steps with drafts, draft tokens
+    # proposed, draft tokens accepted, accepted drafts by position
+    spec_decode_num_drafts: int = 0
+    spec_decode_num_draft_tokens: int = 0
+    spec_decode_num_accepted_tokens: int = 0
+    spec_decode_num_accepted_tokens_per_pos: list = dataclasses.field(default_factory=list)
+
+    @property
+    def spec_decode_acceptance_rate(self) -> float | None:
+        """Accepted / proposed draft tokens (None before any draft)."""
+        if not self.spec_decode_num_draft_tokens:
+            return None
+        return self.spec_decode_num_accepted_tokens / self.spec_decode_num_draft_tokens
 
 
 @dataclasses.dataclass
@@ -64,7 +78,9 @@ class LLMEngine:
     ids (e.g. generation_config's extra EOS ids) stop like ``stop_token_ids`` (stop_reason = the id), as in
     vLLM; all are ignored with ``ignore_eos``. ``tokenizer=None`` (skip_tokenizer_init): outputs have
     empty text, and stop strings / bad_words raise. ``seed`` seeds the draw of per-sequence sampling seeds
-    for requests without ``SamplingParams.seed``."""
+    for requests without ``SamplingParams.seed``. ``speculative_config``: vLLM's dict (or a
+    ``SpeculativeConfig``) for n-gram speculative decoding; the runner must verify drafts (see
+    docs/spec_decode.md)."""
 
     def __init__(
         self,
@@ -81,6 +97,7 @@ class LLMEngine:
         tokenizer: Any = None,
         seed: int | None = 0,
         async_scheduling: bool = True,
+        speculative_config: Any = None,
     ) -> None:
         for name, v in (
             ("num_blocks", num_blocks),
@@ -122,6 +139,7 @@ class LLMEngine:
             max_num_batched_tokens=max_num_batched_tokens,
             max_model_len=max_model_len,
             decode_token=self._view.decode_token if self._view else None,
+            speculative_config=SpeculativeConfig.from_dict(speculative_config),
         )
         self.async_scheduling = bool(async_scheduling) and all(
             callable(getattr(runner, m, None)) for m in ("dispatch", "fetch"))
@@ -270,6 +288,10 @@ class LLMEngine:
         finished = self.scheduler.update(batch, output)
         self.stats.num_generated_tokens = self.scheduler.num_generated_tokens
         self.stats.num_preemptions = self.scheduler.num_preemptions
+        sch, st = self.scheduler, self.stats
+        st.spec_decode_num_drafts, st.spec_decode_num_draft_tokens = sch.num_drafts, sch.num_draft_tokens
+        st.spec_decode_num_accepted_tokens = sch.num_accepted_tokens
+        st.spec_decode_num_accepted_tokens_per_pos = list(sch.num_accepted_tokens_per_pos)
         return finished
 
     def _drain(self) -> None:

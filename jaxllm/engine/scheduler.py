@@ -17,6 +17,17 @@ A sequence whose pending token surely ends it (max_tokens, max_model_len) is not
 turns out to stop on an EOS / stop id / stop string computed one extra token, which is dropped. Sequences whose
 next sampling row depends on their output tokens on the host (penalties, multi-token bad words) make the
 engine wait for step N first (``can_overlap``).
+
+Speculative decoding (``speculative_config``): a running decode whose tokens are all on the host gets up to k
+draft tokens from the n-gram proposer and schedules 1 + k query tokens (its last token, then the drafts) in the
+same ragged step as the others; the step's sampler emits the accepted drafts plus one token of the target's
+(1..k + 1 tokens), which ``update`` appends one by one with the usual stop checks (truncating at the first
+stop). The slots of rejected drafts were allocated but hold stale K/V: the sequence's ``num_computed_tokens``
+only counts accepted positions, so later steps overwrite them. Proposing needs the previous step's tokens on
+the host, so a step that speculates is not overlapped with the next (``needs_sync``), and a step scheduled
+while another is in flight does not speculate. ``disable_by_batch_size`` turns speculation off for a step
+with more running sequences than that (large batches are compute-bound: verifying drafts costs more than it
+saves).
 """
 
 from __future__ import annotations
@@ -30,6 +41,7 @@ from .batch import RunnerOutput, ScheduledBatch, ScheduledSeq
 from .block_manager import BlockManager
 from .detokenizer import make_logprobs
 from .sequence import Sequence, SequenceStatus
+from ..spec_decode import NgramProposer, SpeculativeConfig
 
 
 @dataclasses.dataclass
@@ -51,6 +63,7 @@ class Scheduler:
         max_num_batched_tokens: int,
         max_model_len: int,
         decode_token: Any = None,  # token id -> str for Logprob.decoded_token, or None
+        speculative_config: SpeculativeConfig | None = None,
     ) -> None:
         self.block_manager = block_manager
         self.max_num_seqs = max_num_seqs
@@ -62,6 +75,18 @@ class Scheduler:
         self._inflight: deque[_InFlight] = deque()  # scheduled steps not yet updated, oldest first
         self.num_preemptions = 0
         self.num_generated_tokens = 0  # tokens appended by update (dropped extra tokens not counted)
+        self.speculative_config = speculative_config
+        self.proposer = None
+        if speculative_config is not None:
+            c = speculative_config
+            self.proposer = NgramProposer(c.num_speculative_tokens, c.prompt_lookup_max, c.prompt_lookup_min)
+        # vLLM's spec-decode counters: steps with drafts per sequence, draft tokens, accepted draft tokens,
+        # and accepted drafts by position (index j: draft j + 1 accepted)
+        self.num_drafts = 0
+        self.num_draft_tokens = 0
+        self.num_accepted_tokens = 0
+        self.num_accepted_tokens_per_pos = [0] * (speculative_config.num_speculative_tokens
+                                                  if speculative_config else 0)
 
     def add(self, seq: Sequence) -> None:
         self.waiting.append(seq)
@@ -98,6 +123,8 @@ class Scheduler:
         running = self.running
         i = 0
         max_model_len = self.max_model_len
+        speculate = (self.proposer is not None and not self._inflight
+                     and self.speculative_config.speculates(len(running)))
         while i < len(running) and budget > 0:
             seq = running[i]
             toks = seq.token_ids
@@ -105,6 +132,8 @@ class Scheduler:
                 i += 1  # its pending token is its last: nothing more to compute
                 continue
             n = min(len(toks) - seq.num_computed_tokens, budget)
+            drafts = self._propose(seq, budget) if speculate and n == 1 else ()
+            n += len(drafts)
             while not bm.allocate_slots(seq, n):
                 victim = running.pop()  # the most recently admitted; it may be seq itself
                 self._preempt(victim)
@@ -112,7 +141,7 @@ class Scheduler:
                 if victim is seq:
                     break
             else:
-                batch.append(self._scheduled_seq(seq, seq.num_computed_tokens, n))
+                batch.append(self._scheduled_seq(seq, seq.num_computed_tokens, n, drafts))
                 scheduled.append(seq)
                 budget -= n
                 i += 1
@@ -143,12 +172,35 @@ class Scheduler:
             seq.num_computed_tokens = sseq.start + sseq.num_new_tokens
         result = ScheduledBatch(batch)
         if batch:
-            needs_sync = any(seq.needs_history for seq in scheduled)
+            needs_sync = speculate or any(seq.needs_history for seq in scheduled)
             self._inflight.append(_InFlight(result, scheduled, bm.take_pending_hashes(), needs_sync))
         return result
 
-    def _scheduled_seq(self, seq: Sequence, start: int, n: int) -> ScheduledSeq:
+    def _propose(self, seq: Sequence, budget: int) -> tuple[int, ...]:
+        """Draft tokens for a decode of ``seq``: as many as still fit max_tokens, max_model_len and the step's
+        token budget once the target's own token is counted."""
+        toks = seq.token_ids
+        room = min(seq.max_tokens - (len(toks) - seq.num_prompt_tokens), self.max_model_len - len(toks),
+                   budget) - 1
+        return tuple(self.proposer.propose(toks, room)) if room > 0 else ()
+
+    def _scheduled_seq(self, seq: Sequence, start: int, n: int, drafts: tuple[int, ...] = ()) -> ScheduledSeq:
         num_out = len(seq.token_ids) - seq.num_prompt_tokens
+        sseq = self._plain_scheduled_seq(seq, start, n - len(drafts), num_out)
+        if drafts:
+            sseq.num_new_tokens = n
+            sseq.draft_token_ids = drafts
+            sseq.spec_rows = tuple(self._spec_row(seq, sseq, drafts[:j], num_out + j) for j in range(len(drafts) + 1))
+        return sseq
+
+    def _spec_row(self, seq: Sequence, sseq: ScheduledSeq, drafts: tuple[int, ...], num_out: int) -> ScheduledSeq:
+        """The sampling row of output position ``num_out``, as if ``drafts`` had been generated already."""
+        return dataclasses.replace(
+            sseq, token_ids=seq.token_ids + list(drafts) if drafts else seq.token_ids, output_index=num_out,
+            banned_token_ids=seq.banned_token_ids if num_out < seq.params.min_tokens else (),
+            want_prompt_logprobs=False, draft_token_ids=(), spec_rows=())
+
+    def _plain_scheduled_seq(self, seq: Sequence, start: int, n: int, num_out: int) -> ScheduledSeq:
         return ScheduledSeq(
             seq_id=seq.seq_id,
             token_ids=seq.token_ids,  # live list, read-only for the runner until update()
@@ -213,36 +265,64 @@ class Scheduler:
                 self._add_prompt_logprobs(seq, sseq.start, output.prompt_logprobs.get(seq.seq_id), decode)
             if not sseq.sample:
                 continue
-            try:
-                token = int(output.sampled[seq.seq_id])
-            except KeyError:
-                raise RuntimeError(f"runner returned no sampled token for seq {seq.seq_id}") from None
-            if seq.token_ids[-1] < 0:
-                seq.token_ids[-1] = token  # the placeholder of asynchronous scheduling
-            else:
-                seq.token_ids.append(token)
-            self.num_generated_tokens += 1
-            if seq.logprobs is not None:
-                tl = output.logprobs.get(seq.seq_id)
-                if tl is None:
-                    raise RuntimeError(
-                        f"runner returned no logprobs for seq {seq.seq_id} (logprobs requested)"
-                    )
-                seq.logprobs.append(make_logprobs(tl, decode))
-                seq.cumulative_logprob += float(tl.logprob)
-            if seq.first_token_time is None:
-                seq.first_token_time = now
-            seq.last_token_time = now
-            was_waiting = seq.status == SequenceStatus.WAITING  # preempted while this step ran
-            if self._check_stop(seq, token):
-                finished.append(seq)
-                if was_waiting:
-                    self.waiting.remove(seq)
+            tokens, logprobs = self._step_tokens(sseq, output)
+            for j, token in enumerate(tokens):
+                if self._append_token(seq, token, logprobs[j] if logprobs else None, decode, now):
+                    finished.append(seq)
+                    break
+            if sseq.draft_token_ids and seq.status == SequenceStatus.RUNNING:
+                seq.num_computed_tokens = len(seq.token_ids) - 1  # rejected drafts' slots are recomputed
         if finished:
             for seq in finished:
                 self.block_manager.free(seq)
             self.running = [s for s in self.running if s.status != SequenceStatus.FINISHED]
         return finished
+
+    def _step_tokens(self, sseq: ScheduledSeq, output: RunnerOutput) -> tuple[list[int], list | None]:
+        """The tokens a sequence emits this step (1, or 1..k + 1 when it speculates) and their logprobs."""
+        sid = sseq.seq_id
+        if sseq.draft_token_ids:
+            tokens = output.accepted.get(sid)
+            if not tokens:
+                raise RuntimeError(f"runner returned no accepted tokens for speculative seq {sid}")
+            num = len(tokens) - 1  # accepted drafts
+            self.num_drafts += 1
+            self.num_draft_tokens += len(sseq.draft_token_ids)
+            self.num_accepted_tokens += num
+            for j in range(num):
+                self.num_accepted_tokens_per_pos[j] += 1
+            lps = output.accepted_logprobs.get(sid)
+        else:
+            try:
+                tokens = [int(output.sampled[sid])]
+            except KeyError:
+                raise RuntimeError(f"runner returned no sampled token for seq {sid}") from None
+            lps = [output.logprobs[sid]] if sid in output.logprobs else None
+        if sseq.sampling_params.logprobs is not None and (lps is None or len(lps) < len(tokens)):
+            raise RuntimeError(f"runner returned no logprobs for seq {sid} (logprobs requested)")
+        return tokens, lps
+
+    def _append_token(self, seq: Sequence, token: int, tl: Any, decode: Any, now: float) -> bool:
+        """Append one sampled token (or fill in the placeholder of asynchronous scheduling), record its
+        logprobs, apply the stop checks. Returns whether the sequence finished."""
+        token = int(token)
+        if seq.token_ids[-1] < 0:
+            seq.token_ids[-1] = token
+        else:
+            seq.token_ids.append(token)
+        self.num_generated_tokens += 1
+        if seq.logprobs is not None:
+            seq.logprobs.append(make_logprobs(tl, decode))
+            seq.cumulative_logprob += float(tl.logprob)
+        if seq.first_token_time is None:
+            seq.first_token_time = now
+        seq.last_token_time = now
+        was_waiting = seq.status == SequenceStatus.WAITING  # preempted while this step ran
+        if self._check_stop(seq, token):
+            if was_waiting:
+                self.waiting.remove(seq)
+            return True
+        return False
 
     def _add_prompt_logprobs(self, seq: Sequence, start: int, entries: list | None, decode: Any) -> None:
         """Entry j is for prompt token ``start + 1 + j``; positions already recorded (before a preemption)

@@ -23,7 +23,9 @@ class StepInputs:
 
     input_ids: np.ndarray  # [T] int32
     positions: np.ndarray  # [T] int32
-    logits_indices: np.ndarray  # [S] int32: flat index of each sequence's last new token
+    # [L] int32: flat index of each sampling row's token: each sequence's last new token, and with speculative
+    # decoding its last 1 + k (L = S without speculation)
+    logits_indices: np.ndarray
     attention: AttentionMetadata
 
 
@@ -70,8 +72,9 @@ class BlockTableRows:
 
 
 def build_step_inputs(batch: ScheduledBatch, bucket: Bucket, block_size: int, max_blocks_per_seq: int,
-                      table_rows: BlockTableRows | None = None) -> StepInputs:
-    """``table_rows``: the runner's row cache (faster); without it each table is converted afresh."""
+                      table_rows: BlockTableRows | None = None, num_rows: int | None = None) -> StepInputs:
+    """``table_rows``: the runner's row cache (faster); without it each table is converted afresh.
+    ``num_rows``: L, the padded number of sampling rows (speculative decoding; default S)."""
     T, S = bucket.num_tokens, bucket.num_seqs
     ids: list[int] = []
     pos: list[int] = []
@@ -81,7 +84,13 @@ def build_step_inputs(batch: ScheduledBatch, bucket: Bucket, block_size: int, ma
     block_tables = np.zeros((S, max_blocks_per_seq), np.int32)
     for i, s in enumerate(batch.seqs):
         start, end, table = s.start, s.end, s.block_table
-        if end - start == 1:  # decode: the common case, no ranges
+        if s.draft_token_ids:  # speculative decode: the last token, then the drafts
+            ids.append(s.token_ids[start])
+            ids.extend(s.draft_token_ids)
+            p = range(start, end)
+            pos.extend(p)
+            slots.extend(table[x // block_size] * block_size + x % block_size for x in p)
+        elif end - start == 1:  # decode: the common case, no ranges
             ids.append(s.token_ids[start])
             pos.append(start)
             slots.append(table[start // block_size] * block_size + start % block_size)
@@ -99,14 +108,26 @@ def build_step_inputs(batch: ScheduledBatch, bucket: Bucket, block_size: int, ma
     n = len(ids)
     qsl_arr = _padded(qsl, S + 1, n)
     logits_indices = np.maximum(qsl_arr[1:] - 1, 0)
+    if num_rows is not None:
+        logits_indices = _padded(_row_indices(batch, qsl), num_rows, 0)
     return StepInputs(_padded(ids, T, 0), _padded(pos, T, 0), logits_indices,
                       AttentionMetadata(_padded(slots, T, -1), qsl_arr, _padded(lens, S, 0), block_tables))
 
 
-def dummy_step_inputs(bucket: Bucket, max_blocks_per_seq: int) -> StepInputs:
+def _row_indices(batch: ScheduledBatch, qsl: list[int]) -> list[int]:
+    """Flat token index of every sampling row: the last ``len(s.sampling_rows())`` new tokens of each
+    sequence."""
+    out: list[int] = []
+    for i, s in enumerate(batch.seqs):
+        end = qsl[i + 1]
+        out.extend(range(end - len(s.sampling_rows()), end))
+    return out
+
+
+def dummy_step_inputs(bucket: Bucket, max_blocks_per_seq: int, num_rows: int | None = None) -> StepInputs:
     """An all-padding step (no sequence, nothing written): for warm-up and shape specs."""
     T, S = bucket.num_tokens, bucket.num_seqs
-    return StepInputs(np.zeros(T, np.int32), np.zeros(T, np.int32), np.zeros(S, np.int32),
+    return StepInputs(np.zeros(T, np.int32), np.zeros(T, np.int32), np.zeros(num_rows or S, np.int32),
                       AttentionMetadata(np.full(T, -1, np.int32), np.zeros(S + 1, np.int32), np.zeros(S, np.int32),
                                         np.zeros((S, max_blocks_per_seq), np.int32)))
 
@@ -118,10 +139,11 @@ def pack_step_inputs(inputs: StepInputs) -> np.ndarray:
                            a.query_start_loc, a.seq_lens, a.block_tables.ravel()])
 
 
-def unpack_step_inputs(flat, num_tokens: int, num_seqs: int, max_blocks_per_seq: int) -> StepInputs:
+def unpack_step_inputs(flat, num_tokens: int, num_seqs: int, max_blocks_per_seq: int,
+                       num_rows: int | None = None) -> StepInputs:
     """Inverse of ``pack_step_inputs`` (works on numpy and on traced jax arrays; sizes are static)."""
     T, S, P = num_tokens, num_seqs, max_blocks_per_seq
-    sizes = [T, T, T, S, S + 1, S, S * P]
+    sizes = [T, T, T, num_rows or S, S + 1, S, S * P]
     parts, offset = [], 0
     for n in sizes:
         parts.append(flat[offset:offset + n])

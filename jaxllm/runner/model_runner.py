@@ -48,7 +48,9 @@ from jaxllm.runner.sampling_metadata import (
     pack_sampling_metadata,
     to_runner_output,
 )
+from jaxllm.runner.spec_rows import sampling_rows, spec_arrays, to_spec_runner_output
 from jaxllm.runner.step import make_forward, make_prompt_logprobs, make_sample
+from jaxllm.spec_decode import SpeculativeConfig
 
 logger = logging.getLogger("jaxllm")
 
@@ -60,8 +62,11 @@ class ModelRunner:
     def __init__(self, model, cfg: ModelConfig, mesh, *, block_size: int, max_num_seqs: int,
                  max_num_batched_tokens: int, max_model_len: int, gpu_memory_utilization: float = 0.9,
                  num_gpu_blocks_override: int | None = None, kv_cache_memory_bytes: int | None = None,
-                 enforce_eager: bool = False, attention_impl: str | None = None, kv_cache_dtype: str = "auto"):
+                 enforce_eager: bool = False, attention_impl: str | None = None, kv_cache_dtype: str = "auto",
+                 speculative_config=None):
         self.cfg = cfg
+        # speculative decoding: every step computes L(bucket) logits rows and verifies drafts (spec_rows.py)
+        self.speculative_config = SpeculativeConfig.from_dict(speculative_config)
         self.mesh = mesh
         self.block_size = block_size
         self.max_model_len = max_model_len
@@ -180,13 +185,31 @@ class ModelRunner:
                                        ).compile(compiler_options=self.forward_compile_options)
         _, num_seqs, config = key
         logits = jax.ShapeDtypeStruct((num_seqs, self.cfg.vocab_size), jnp.float32, sharding=self._replicated)
-        return self._sample.lower(logits, self._neutral_sampling(num_seqs, config), config=config,
-                                  out_rows=self._max_seqs).compile()
+        return self._sample.lower(logits, self._neutral_sampling(num_seqs, config), *self._neutral_spec(num_seqs),
+                                  config=config, out_rows=self._max_seqs).compile()
+
+    def _num_rows(self, bucket: Bucket) -> int:
+        """L: the logits / sampling rows of a bucket's step. S without speculative decoding; with it, room for
+        k drafts of every sequence that may speculate (``disable_by_batch_size``), within the T tokens."""
+        spec = self.speculative_config
+        if spec is None:
+            return bucket.num_seqs
+        spec_seqs = min(bucket.num_seqs, spec.disable_by_batch_size or bucket.num_seqs)
+        return min(bucket.num_tokens, bucket.num_seqs + spec_seqs * spec.num_speculative_tokens)
+
+    def _neutral_spec(self, num_rows: int) -> tuple:
+        """The sampler program's draft-verification argument for a step without drafts: () without
+        speculative decoding."""
+        if self.speculative_config is None:
+            return ()
+        return (jax.device_put(spec_arrays([], num_rows), self._replicated),)
 
     def _padding_step(self, bucket: Bucket):
         """A bucket's all-padding step inputs (no sequence, nothing written), packed and on the device: what its
         forward programs are compiled against and first run on."""
-        return jax.device_put(pack_step_inputs(dummy_step_inputs(bucket, self.max_blocks_per_seq)), self._replicated)
+        rows = self._num_rows(bucket) if self.speculative_config else None
+        return jax.device_put(pack_step_inputs(dummy_step_inputs(bucket, self.max_blocks_per_seq, rows)),
+                              self._replicated)
 
     def _neutral_sampling(self, num_seqs: int, config):
         """Neutral sampling metadata of ``config``'s shapes, packed and on the device (compile and first run)."""
@@ -204,8 +227,9 @@ class ModelRunner:
             return []
         return [b for b in self.ladder.buckets if b.num_tokens >= self.prefill_split[2]]
 
-    def _dims(self, bucket: Bucket) -> tuple[int, int, int]:
-        return bucket.num_tokens, bucket.num_seqs, self.max_blocks_per_seq
+    def _dims(self, bucket: Bucket) -> tuple[int, ...]:
+        dims = (bucket.num_tokens, bucket.num_seqs, self.max_blocks_per_seq)
+        return dims + (self._num_rows(bucket),) if self.speculative_config else dims
 
     def _get_compiled(self, key):
         fn = self._compiled.get(key)
@@ -229,7 +253,8 @@ class ModelRunner:
         """Compile the forward of every bucket and the start-up sampler variants, in parallel threads."""
         keys = [("forward", b, False, False) for b in self.ladder.buckets]
         keys += [("forward", b, False, True) for b in self._long_prefill_buckets()]
-        keys += [("sample", s, c) for s in sorted({b.num_seqs for b in self.ladder.buckets}) for c in STARTUP_CONFIGS]
+        keys += [("sample", s, c) for s in sorted({self._num_rows(b) for b in self.ladder.buckets})
+                 for c in STARTUP_CONFIGS]
         t0 = time.perf_counter()
         logger.info("compiling %d programs (KV cache: %d blocks)", len(keys), self.num_blocks)
         workers = max(1, min(len(keys), os.cpu_count() or 2))
@@ -296,7 +321,7 @@ class ModelRunner:
             else:
                 _, num_seqs, config = key
                 logits = jax.device_put(np.zeros((num_seqs, self.cfg.vocab_size), np.float32), self._replicated)
-                logits = fn(logits, self._neutral_sampling(num_seqs, config))
+                logits = fn(logits, self._neutral_sampling(num_seqs, config), *self._neutral_spec(num_seqs))
             jax.block_until_ready(logits)  # one at a time: no two programs' temporaries live together
         self.first_run_seconds = time.perf_counter() - t0
         logger.info("ran each of %d programs once in %.1fs", len(self._compiled), self.first_run_seconds)
@@ -312,18 +337,28 @@ class ModelRunner:
         """Launch one step on the device without waiting for it; ``fetch`` returns its output. Negative input
         ids (asynchronous scheduling) are read from the sampled ids of the step dispatched just before."""
         bucket = self.ladder.pick(batch.num_tokens, batch.num_seqs)
-        inputs = build_step_inputs(batch, bucket, self.block_size, self.max_blocks_per_seq, self._table_rows)
-        md, sampler_config = build_sampling_metadata(batch.seqs, bucket.num_seqs, self.cfg.vocab_size)
+        spec = self.speculative_config is not None
+        rows = self._num_rows(bucket)
+        inputs = build_step_inputs(batch, bucket, self.block_size, self.max_blocks_per_seq, self._table_rows,
+                                   rows if spec else None)
+        md, sampler_config = build_sampling_metadata(sampling_rows(batch.seqs) if spec else batch.seqs, rows,
+                                                     self.cfg.vocab_size)
         want_prompt_lp = any(s.want_prompt_logprobs for s in batch.seqs)
         long_prefill = self.prefill_split is not None and any(
             s.num_new_tokens >= self.prefill_split[2] for s in batch.seqs)
         forward = self._get_compiled(("forward", bucket, want_prompt_lp, long_prefill))
-        sampler = self._get_compiled(("sample", bucket.num_seqs, self._sampler_variant(bucket.num_seqs, sampler_config)))
-        dev_inputs, dev_md = jax.device_put(
-            (pack_step_inputs(inputs), pack_sampling_metadata(md, sampler_config, bucket.num_seqs)), self._replicated)
+        sampler = self._get_compiled(("sample", rows, self._sampler_variant(rows, sampler_config)))
+        dev_inputs, dev_md, dev_spec = jax.device_put(
+            (pack_step_inputs(inputs), pack_sampling_metadata(md, sampler_config, rows),
+             spec_arrays(batch.seqs, rows) if spec else None), self._replicated)
         self.kv_caches, logits, hidden = forward(self.params, self.kv_caches, dev_inputs, self._prev_tokens)
-        sampled = sampler(logits, dev_md)
-        self._prev_tokens = sampled.token_ids
+        if spec:
+            sampled = sampler(logits, dev_md, dev_spec)
+            self._prev_tokens = sampled[2]
+            sampled = sampled[:2]
+        else:
+            sampled = sampler(logits, dev_md)
+            self._prev_tokens = sampled.token_ids
         for leaf in jax.tree_util.tree_leaves(sampled):
             leaf.copy_to_host_async()  # start the transfer as soon as the step ends
         self.num_steps += 1
@@ -334,7 +369,10 @@ class ModelRunner:
         t_wait = time.perf_counter()
         sampled = jax.device_get(step.sampled)  # the only host<->device sync of a step
         self.device_wait_seconds += time.perf_counter() - t_wait
-        out = to_runner_output(step.batch.seqs, sampled)
+        if self.speculative_config is not None:
+            out = to_spec_runner_output(step.batch.seqs, *sampled)
+        else:
+            out = to_runner_output(step.batch.seqs, sampled)
         if step.hidden is not None:
             out.prompt_logprobs = self._prompt_logprobs(step.batch, step.hidden)
         return out

@@ -339,16 +339,17 @@ def to_runner_output(seqs: Sequence[ScheduledSeq], sampler_output: Any) -> Runne
         num = getattr(seq.sampling_params, "logprobs", None)
         if num is None:
             continue
-        if sampler_output.logprob is None:
-            raise ValueError(
-                f"seq {seq.seq_id} asked for logprobs={num} but the sampler variant returned none"
-            )
-        top_ids, top_lps = sampler_output.top_ids[i], sampler_output.top_logprobs[i]
-        top = [(int(top_ids[j]), float(top_lps[j])) for j in range(min(num, len(top_ids)))]
-        out.logprobs[seq.seq_id] = TokenLogprobs(
-            token_id=token,
-            logprob=float(sampler_output.logprob[i]),
-            rank=int(sampler_output.rank[i]),
-            top=top,
-        )
+        out.logprobs[seq.seq_id] = row_logprobs(seq, sampler_output, i, token)
     return out
+
+
+def row_logprobs(seq: ScheduledSeq, sampler_output: Any, i: int, token: int) -> TokenLogprobs:
+    """Row ``i`` of a fetched ``SamplerOutput`` as the ``TokenLogprobs`` of ``token`` for ``seq`` (its
+    ``SamplingParams.logprobs`` best pairs, best first)."""
+    num = seq.sampling_params.logprobs
+    if sampler_output.logprob is None:
+        raise ValueError(f"seq {seq.seq_id} asked for logprobs={num} but the sampler variant returned none")
+    top_ids, top_lps = sampler_output.top_ids[i], sampler_output.top_logprobs[i]
+    top = [(int(top_ids[j]), float(top_lps[j])) for j in range(min(num, len(top_ids)))]
+    return TokenLogprobs(token_id=token, logprob=float(sampler_output.logprob[i]),
+                         rank=int(sampler_output.rank[i]), top=top)

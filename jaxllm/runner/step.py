@@ -24,11 +24,13 @@ from flax import nnx
 from jaxllm.models.sampler import sample, token_logprobs
 from jaxllm.runner.input_batch import unpack_step_inputs
 from jaxllm.runner.sampling_metadata import unpack_sampling_metadata
+from jaxllm.spec_decode.rejection import accepted_rows
 
 
 def _forward(graphdef, treedef, mesh, params, kv_caches, packed_inputs, prev_tokens, *, dims: tuple[int, int, int],
              return_hidden: bool, attention_impl: str | None, logits_sharding=None, vocab_logits_sharding=None):
-    """-> (kv_caches, logits [S, V] float32, hidden [T, D] or None). ``logits_sharding`` (replicated under
+    """-> (kv_caches, logits [L, V] float32, hidden [T, D] or None); ``dims`` = (T, S, P) or, with speculative
+    decoding, (T, S, P, L) where L is the number of sampling rows. ``logits_sharding`` (replicated under
     tensor parallelism) is the layout the sampler program is compiled for. ``params`` is the flat list of
     parameter arrays (``treedef`` rebuilds the NNX state): a flat list keeps per-call dispatch cheap.
     ``prev_tokens`` [max_num_seqs] int32: the previous step's sampled ids, read by negative input ids."""
@@ -56,13 +58,21 @@ def make_forward(graphdef, treedef, mesh):
                    donate_argnums=(1,))
 
 
-def _sample_packed(logits, packed_metadata, *, config, out_rows: int):
-    """The sampler on a packed metadata buffer; token ids padded to ``out_rows`` (the largest sequence bucket)
-    so the next step's forward takes them as ``prev_tokens`` whatever this step's bucket was."""
+def _sample_packed(logits, packed_metadata, packed_spec=None, *, config, out_rows: int):
+    """The sampler on a packed metadata buffer; token ids padded (or cut) to ``out_rows`` (the largest sequence
+    bucket) so the next step's forward takes them as ``prev_tokens`` whatever this step's bucket was.
+
+    Speculative decoding: ``packed_spec`` [2, L] i32 holds each row's draft token to verify and its sequence's
+    first row (``accepted_rows``); the program then returns (SamplerOutput with the token id of every row [L],
+    valid [L] bool, prev_tokens [out_rows])."""
     md = unpack_sampling_metadata(packed_metadata, config, logits.shape[0])
     out = sample(logits, md, config)
-    out.token_ids = jnp.pad(out.token_ids, (0, out_rows - logits.shape[0]))
-    return out
+    tokens = out.token_ids
+    prev = jnp.pad(tokens, (0, max(0, out_rows - logits.shape[0])))[:out_rows]
+    if packed_spec is None:
+        out.token_ids = prev
+        return out
+    return out, accepted_rows(tokens, packed_spec[0], packed_spec[1]), prev
 
 
 def make_sample():

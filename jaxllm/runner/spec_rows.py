@@ -1,0 +1,66 @@
+"""Speculative decoding on the runner side (host, numpy): the per-row arrays the sampler program verifies
+drafts with, and the conversion of its output into accepted tokens per sequence.
+
+Rows are ragged: a speculative sequence with k drafts owns k + 1 consecutive sampling rows (its
+``ScheduledSeq.spec_rows``), every other sequence one; padding rows follow, up to L.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from jaxllm.engine.batch import RunnerOutput, ScheduledSeq
+from jaxllm.runner.sampling_metadata import row_logprobs, to_runner_output
+
+
+def sampling_rows(seqs: Sequence[ScheduledSeq]) -> list[ScheduledSeq]:
+    """Every sampling row of a step, in order (what the sampling metadata is built from)."""
+    return [row for s in seqs for row in s.sampling_rows()]
+
+
+def spec_arrays(seqs: Sequence[ScheduledSeq], num_rows: int) -> np.ndarray:
+    """[2, L] int32: row 0 = the draft token each row's sample must equal (-1: none), row 1 = the first row
+    of the row's sequence (padding rows: themselves)."""
+    out = np.full((2, num_rows), -1, np.int32)
+    out[1] = np.arange(num_rows)
+    r = 0
+    for s in seqs:
+        n = len(s.sampling_rows())
+        out[0, r:r + n - 1] = s.draft_token_ids
+        out[1, r:r + n] = r
+        r += n
+    return out
+
+
+def to_spec_runner_output(seqs: Sequence[ScheduledSeq], sampler_output, valid: np.ndarray) -> RunnerOutput:
+    """Fetched (SamplerOutput [L rows], valid [L]) -> RunnerOutput: ``accepted`` (and ``accepted_logprobs``) for
+    speculative sequences, ``sampled`` (and ``logprobs``) for the others."""
+    rows = sampling_rows(seqs)
+    plain = RunnerOutput(sampled={})
+    tokens = np.asarray(sampler_output.token_ids)
+    r = 0
+    for s in seqs:
+        n = len(s.sampling_rows())
+        if not s.draft_token_ids:
+            part = to_runner_output([s], _RowView(sampler_output, r))
+            plain.sampled.update(part.sampled)
+            plain.logprobs.update(part.logprobs)
+        else:
+            emitted = [j for j in range(r, r + n) if valid[j]]
+            plain.accepted[s.seq_id] = [int(tokens[j]) for j in emitted]
+            if s.sampling_params.logprobs is not None:
+                plain.accepted_logprobs[s.seq_id] = [row_logprobs(rows[j], sampler_output, j, int(tokens[j]))
+                                                     for j in emitted]
+        r += n
+    return plain
+
+
+class _RowView:
+    """A fetched SamplerOutput seen from row ``r`` on (so ``to_runner_output`` reads row r as row 0)."""
+
+    def __init__(self, out, r: int) -> None:
+        for name in ("token_ids", "logprob", "rank", "top_ids", "top_logprobs"):
+            value = getattr(out, name)
+            setattr(self, name, None if value is None else value[r:])
