@@ -36,7 +36,7 @@ class EngineArgs:
     speculative_config: Any = None
 
     @classmethod
-    def from_kwargs(cls, kwargs: dict[str, Any]) -> "EngineArgs":
+    def from_kwargs(cls, kwargs: dict[str, Any]) -> EngineArgs:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(kwargs) - names)
         if unknown:
@@ -63,7 +63,7 @@ class EngineArgs:
         if self.load_format not in LOAD_FORMATS:
             raise ValueError(f"load_format={self.load_format!r} is not supported; choose one of {LOAD_FORMATS}")
 
-    def resolve(self, platform: str, max_position_embeddings: int) -> "EngineArgs":
+    def resolve(self, platform: str, max_position_embeddings: int) -> EngineArgs:
         """Fill the defaults that depend on the device and the model."""
         defaults = _CPU_DEFAULTS if platform == "cpu" else _GPU_DEFAULTS
         out = dataclasses.replace(self)

@@ -27,11 +27,11 @@ import numpy as np
 
 from ..outputs import CompletionOutput, RequestMetrics, RequestOutput
 from ..sampling_params import SamplingParams
+from ..spec_decode import SpeculativeConfig
 from .block_manager import BlockManager
 from .detokenizer import IncrementalDetokenizer, TokenizerView
 from .request_checks import check_params, check_prompt
 from .scheduler import Scheduler
-from ..spec_decode import SpeculativeConfig
 from .sequence import Sequence
 
 _SEED_MOD = 2**31  # per-sequence rng seeds fit int32 (and uint32)

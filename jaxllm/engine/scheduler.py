@@ -37,11 +37,11 @@ import time
 from collections import deque
 from typing import Any
 
+from ..spec_decode import NgramProposer, SpeculativeConfig
 from .batch import RunnerOutput, ScheduledBatch, ScheduledSeq
 from .block_manager import BlockManager
 from .detokenizer import make_logprobs
 from .sequence import Sequence, SequenceStatus
-from ..spec_decode import NgramProposer, SpeculativeConfig
 
 
 @dataclasses.dataclass
