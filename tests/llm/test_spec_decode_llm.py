@@ -1,0 +1,67 @@
+"""LLM(speculative_config={"method": "ngram", ...}) on a tiny random Llama: greedy outputs token-identical to
+no speculation; seeded sampled outputs identical too (each output position draws from the same key and the
+same processed distribution with or without drafts), with logprobs, penalties, stops, min_tokens and
+logit_bias; drafts get accepted on repeating prompts; no compilation during generate."""
+
+from __future__ import annotations
+
+import pytest
+
+from jaxllm import LLM, SamplingParams
+
+SPEC = {"method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_max": 3, "prompt_lookup_min": 1}
+REPEATING = [[5, 6, 7, 8, 5, 6, 7, 8, 5, 6, 7], [11, 12, 13, 14, 15], list(range(20, 40)),
+             [9, 9, 9, 9, 9, 9], [30, 31, 32, 33, 34, 35, 30, 31, 32]]
+
+
+@pytest.fixture(scope="module")
+def spec_llm(llama_dir):
+    return LLM(str(llama_dir[0]), max_num_seqs=4, max_num_batched_tokens=16, speculative_config=SPEC)
+
+
+def gen(llm, params, prompts=REPEATING):
+    return [o.outputs[0] for o in llm.generate([{"prompt_token_ids": p} for p in prompts], params,
+                                               use_tqdm=False)]
+
+
+def test_greedy_identical_and_drafts_accepted(llama_llm, spec_llm):
+    stats = spec_llm.llm_engine.stats
+    accepted = stats.spec_decode_num_accepted_tokens
+    params = SamplingParams(temperature=0.0, max_tokens=40, ignore_eos=True)
+    want, got = gen(llama_llm, params), gen(spec_llm, params)
+    assert [o.token_ids for o in got] == [o.token_ids for o in want]
+    assert stats.spec_decode_num_accepted_tokens - accepted > 10
+    assert 0 < stats.spec_decode_acceptance_rate <= 1
+
+
+@pytest.mark.parametrize("kw", [
+    {"temperature": 0.8, "top_p": 0.9, "top_k": 20, "logprobs": 2},
+    {"temperature": 0.5, "repetition_penalty": 1.3, "frequency_penalty": 0.2, "presence_penalty": 0.1},
+    {"temperature": 0.0, "min_tokens": 6, "stop_token_ids": [7, 8, 9, 12], "logit_bias": {6: 3.0}},
+    {"temperature": 0.0, "logprobs": 3, "max_tokens": 7},
+], ids=["filters-logprobs", "penalties", "stops-min_tokens-bias", "greedy-logprobs"])
+def test_seeded_outputs_identical(llama_llm, spec_llm, kw):
+    params = SamplingParams(**{"seed": 3, "max_tokens": 24, **kw})
+    want, got = gen(llama_llm, params), gen(spec_llm, params)
+    for w, g in zip(want, got):
+        assert (g.token_ids, g.finish_reason, g.stop_reason) == (w.token_ids, w.finish_reason, w.stop_reason)
+        if kw.get("logprobs"):
+            assert len(g.logprobs) == len(w.token_ids)
+            for lw, lg in zip(w.logprobs, g.logprobs):
+                assert lw.keys() == lg.keys()
+                assert all(abs(lw[t].logprob - lg[t].logprob) < 1e-4 and lw[t].rank == lg[t].rank for t in lw)
+            assert abs(g.cumulative_logprob - w.cumulative_logprob) < 1e-3
+
+
+def test_no_compilation_during_generate(spec_llm):
+    runner = spec_llm.llm_engine.runner
+    before = runner.num_compilations
+    prompts = [list(range(1, n)) + list(range(1, n)) for n in (3, 12, 7, 9)]
+    gen(spec_llm, SamplingParams(temperature=0, max_tokens=20, ignore_eos=True), prompts)
+    gen(spec_llm, SamplingParams(temperature=0.8, top_k=20, max_tokens=12, logprobs=2, seed=1), prompts)
+    assert runner.num_compilations == before
+
+
+def test_speculative_config_is_validated_before_loading(llama_dir):
+    with pytest.raises(ValueError, match="method='medusa'"):
+        LLM(str(llama_dir[0]), speculative_config={"method": "medusa", "num_speculative_tokens": 2})
