@@ -67,6 +67,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--host-profile", metavar="PATH", help="cProfile generate; write the top functions to PATH")
     p.add_argument("--async-scheduling", action=argparse.BooleanOptionalAction, default=True,
                    help="schedule step N+1 while step N runs (engine default: on)")
+    p.add_argument("--speculative-config", type=json.loads, metavar="JSON",
+                   help='LLM(speculative_config=...), e.g. \'{"method": "ngram", "num_speculative_tokens": 4}\'')
+    p.add_argument("--prompt-period", type=int, default=0,
+                   help="prompts repeat a random segment of this many tokens (n-gram drafts find matches)")
     p.add_argument("--output", help="write the results as JSON here")
     args = p.parse_args(argv)
     if args.preset:  # the preset's arguments first, so the ones given override them
@@ -87,7 +91,8 @@ def workload_from_args(args) -> Workload:
         name=base.name, config=args.config or base.config,
         num_requests=args.num_requests or base.num_requests,
         prompt_len=tuple(args.prompt_len or base.prompt_len), output_len=tuple(args.output_len or base.output_len),
-        temperature=base.temperature if args.temperature is None else args.temperature, seed=args.seed)
+        temperature=base.temperature if args.temperature is None else args.temperature, seed=args.seed,
+        prompt_period=args.prompt_period)
 
 
 def run_jaxllm(w: Workload, args, model_dir: str, prompts, output_lens) -> dict:
@@ -105,7 +110,8 @@ def run_jaxllm(w: Workload, args, model_dir: str, prompts, output_lens) -> dict:
               max_num_batched_tokens=args.max_num_batched_tokens, block_size=args.block_size,
               gpu_memory_utilization=args.gpu_memory_utilization, tensor_parallel_size=args.tensor_parallel_size,
               enforce_eager=args.enforce_eager, seed=args.seed, quantization=args.quantization,
-              async_scheduling=args.async_scheduling, kv_cache_dtype=args.kv_cache_dtype)
+              async_scheduling=args.async_scheduling, kv_cache_dtype=args.kv_cache_dtype,
+              speculative_config=args.speculative_config)
     startup = time.perf_counter() - t0
     logging.getLogger("jaxllm").info("ready in %.1f s; generate starts", startup)
     runner = llm.llm_engine.runner
@@ -146,7 +152,9 @@ def run_jaxllm(w: Workload, args, model_dir: str, prompts, output_lens) -> dict:
         "measured_activation_bytes": runner.measured_activation_bytes, "block_size": args.block_size,
         "num_preemptions": llm.llm_engine.stats.num_preemptions,
         "async_scheduling": llm.llm_engine.async_scheduling, "gpu_busy": gpu_busy,
-        "quantization": args.quantization,
+        "quantization": args.quantization, "speculative_config": args.speculative_config,
+        "spec_decode_acceptance_rate": llm.llm_engine.stats.spec_decode_acceptance_rate,
+        "spec_decode_num_accepted_tokens": llm.llm_engine.stats.spec_decode_num_accepted_tokens,
         "fp8_activations": fp8_activation_mode() if args.quantization == "fp8" else None,  # as resolved
         "device": str(dev.device_kind), "jax": jax.__version__, "params": cfg.num_params(),
     }

@@ -22,6 +22,16 @@ def _b2(requests: int, prompt: tuple[int, int], output: tuple[int, int]) -> tupl
 
 DECODE64 = _b2(64, (64, 128), (1024, 1024))
 DECODE256 = _b2(256, (64, 128), (1024, 1024))
+NGRAM = ("--speculative-config",
+         '{"method": "ngram", "num_speculative_tokens": 4, "prompt_lookup_max": 4, "prompt_lookup_min": 2}')
+
+
+def _spec(requests: int) -> tuple[str, ...]:
+    """8B dims, ``requests`` prompts of 256 tokens repeating a 32-token segment (random weights accept drafts
+    only where the text repeats), 256 greedy output tokens, all requests at once."""
+    return (*_b2(requests, (256, 256), (256, 256)), "--prompt-period", "32", "--max-num-seqs", str(max(requests, 1)))
+
+
 L70 = ("--config", os.path.join(CONFIG_DIR, "llama-3.1-70b.json"), "--num-requests", "256",
        "--prompt-len", "100", "1024", "--output-len", "256", "256", "--tensor-parallel-size", "4")
 
@@ -67,6 +77,14 @@ PRESETS = {
                      baseline="b2", gpus=2),
     "b2-tp4": Preset(("--workload", "B2", "--tensor-parallel-size", "4"), "B2, tensor_parallel_size=4",
                      baseline="b2", gpus=4),
+    "spec-b1": Preset(_spec(1), "8B dims, batch 1, repeating 256-token prompts, out 256, no speculation"),
+    "spec-b1-ngram": Preset((*_spec(1), *NGRAM), "spec-b1 with n-gram speculation (k=4)", baseline="spec-b1"),
+    "spec-b16": Preset(_spec(16), "8B dims, batch 16, repeating prompts, no speculation"),
+    "spec-b16-ngram": Preset((*_spec(16), *NGRAM), "spec-b16 with n-gram speculation (k=4)",
+                             baseline="spec-b16"),
+    "spec-b256": Preset(_spec(256), "8B dims, batch 256, repeating prompts, no speculation"),
+    "spec-b256-ngram": Preset((*_spec(256), *NGRAM), "spec-b256 with n-gram speculation (k=4)",
+                              baseline="spec-b256"),
     "l70-tp4": Preset(L70, "Llama-3.1-70B dims, TP=4, 256 requests, in 100..1024, out 256", gpus=4,
                       limit_s=360),
 }

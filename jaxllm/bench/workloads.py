@@ -24,6 +24,9 @@ class Workload:
     output_len: tuple[int, int]  # inclusive range
     temperature: float = 0.0
     seed: int = 0
+    # > 0: each prompt repeats a random segment of this many tokens (text n-gram drafts can predict; random
+    # weights accept ~no draft of random prompts)
+    prompt_period: int = 0
 
     def requests(self, vocab_size: int) -> tuple[list[list[int]], list[int]]:
         """(prompt token ids, output lengths), deterministic in ``seed``."""
@@ -31,6 +34,8 @@ class Workload:
         plens = rng.integers(self.prompt_len[0], self.prompt_len[1] + 1, self.num_requests)
         olens = rng.integers(self.output_len[0], self.output_len[1] + 1, self.num_requests)
         prompts = [rng.integers(0, vocab_size, n).tolist() for n in plens]
+        if self.prompt_period:
+            prompts = [(p[:self.prompt_period] * -(-len(p) // self.prompt_period))[:len(p)] for p in prompts]
         return prompts, [int(x) for x in olens]
 
     def hf_config(self) -> dict:

@@ -69,7 +69,7 @@ class AsyncSpecRunner(AsyncCacheCheckingRunner, SpecRunner):
 
 
 def make(spec, script=None, tokenizer=None, **kw):
-    sizes = dict(num_blocks=64, block_size=4, max_num_seqs=4, max_num_batched_tokens=32, max_model_len=96)
+    sizes = {"num_blocks": 64, "block_size": 4, "max_num_seqs": 4, "max_num_batched_tokens": 32, "max_model_len": 96}
     sizes.update(kw)
     cls = AsyncSpecRunner if engine_fakes.DEFAULT_ASYNC else SpecRunner
     runner = cls(sizes["num_blocks"], sizes["block_size"], sizes["max_num_seqs"],
@@ -113,7 +113,7 @@ SCRIPT = {(10, 11, 12, 13): REPEAT, (20, 21, 22): REPEAT * 2, (30, 31): REPEAT *
                          ids=["plenty", "preempting", "no-prefix-cache"])
 def test_outputs_equal_without_speculation(kw):
     plain_eng, _ = make(None, SCRIPT, **kw)
-    spec_eng, spec_runner = make(SPEC, SCRIPT, **kw)
+    spec_eng, _ = make(SPEC, SCRIPT, **kw)
     want = run_all(plain_eng, requests())
     got = run_all(spec_eng, requests())
     assert got == want
@@ -137,7 +137,7 @@ def test_stop_strings_truncate_inside_accepted_tokens():
 
 
 def test_large_batch_turns_speculation_off():
-    spec = dict(SPEC, disable_by_batch_size=1)
+    spec = {**SPEC, "disable_by_batch_size": 1}
     eng, runner = make(spec, SCRIPT)
     reqs = [r for r in requests() if r[1].n == 1][:3]
     assert run_all(eng, reqs) == run_all(make(None, SCRIPT)[0], reqs)

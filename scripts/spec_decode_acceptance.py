@@ -1,0 +1,76 @@
+"""Acceptance rate of n-gram speculative decoding with the embedded default model (SmolLM2-135M-Instruct) on
+prompts whose answers repeat text of the prompt (the case prompt lookup is for), greedy, with and without
+speculation: the outputs must be token-identical; writes the counters and timings as JSON.
+
+    python scripts/spec_decode_acceptance.py --output benchmarks/spec_decode_cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+PROMPTS = [
+    "Repeat this sentence three times: The quick brown fox jumps over the lazy dog.",
+    "Copy the following list exactly:\n1. apples\n2. bananas\n3. cherries\n4. dates\n5. elderberries\n",
+    "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a - b\n\n\ndef mul(a, b):\n",
+    "Write the numbers from 1 to 30 separated by commas: 1, 2, 3,",
+    "Here is a quote: 'To be, or not to be, that is the question.' Write the quote again, in quotes:",
+    "The word 'hello' written ten times: hello hello hello",
+    "Translate to JSON: name Alice, age 30; name Bob, age 25; name Carol, age 41. JSON: [{\"name\": \"Alice\",",
+    "Continue the pattern: red green blue red green blue red green blue",
+]
+
+
+def run(spec: dict | None, max_tokens: int) -> dict:
+    from jaxllm import LLM, SamplingParams
+
+    t0 = time.perf_counter()
+    llm = LLM("HuggingFaceTB/SmolLM2-135M-Instruct", max_num_seqs=8, max_num_batched_tokens=256,
+              speculative_config=spec)
+    startup = time.perf_counter() - t0
+    params = SamplingParams(temperature=0.0, max_tokens=max_tokens)
+    t1 = time.perf_counter()
+    outs = llm.generate(PROMPTS, params, use_tqdm=False)
+    wall = time.perf_counter() - t1
+    st = llm.llm_engine.stats
+    return {
+        "speculative_config": spec, "startup_s": startup, "generate_s": wall, "steps": st.num_steps,
+        "output_tokens": sum(len(o.outputs[0].token_ids) for o in outs),
+        "spec_decode_num_drafts": st.spec_decode_num_drafts,
+        "spec_decode_num_draft_tokens": st.spec_decode_num_draft_tokens,
+        "spec_decode_num_accepted_tokens": st.spec_decode_num_accepted_tokens,
+        "spec_decode_num_accepted_tokens_per_pos": st.spec_decode_num_accepted_tokens_per_pos,
+        "acceptance_rate": st.spec_decode_acceptance_rate,
+        "token_ids": [list(o.outputs[0].token_ids) for o in outs],
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--num-speculative-tokens", type=int, default=4)
+    p.add_argument("--prompt-lookup-max", type=int, default=4)
+    p.add_argument("--prompt-lookup-min", type=int, default=2)
+    p.add_argument("--max-tokens", type=int, default=64)
+    p.add_argument("--output", help="write the results as JSON here")
+    args = p.parse_args()
+    spec = {"method": "ngram", "num_speculative_tokens": args.num_speculative_tokens,
+            "prompt_lookup_max": args.prompt_lookup_max, "prompt_lookup_min": args.prompt_lookup_min}
+    plain, fast = run(None, args.max_tokens), run(spec, args.max_tokens)
+    identical = plain.pop("token_ids") == fast.pop("token_ids")
+    result = {"model": "HuggingFaceTB/SmolLM2-135M-Instruct (embedded GGUF, Q4_1)", "device": "cpu",
+              "num_prompts": len(PROMPTS), "greedy_outputs_identical": identical,
+              "command": "python scripts/spec_decode_acceptance.py --output benchmarks/spec_decode_cpu.json",
+              "plain": plain, "ngram": fast}
+    print(json.dumps(result, indent=1))
+    if args.output:
+        with open(args.output, "w") as f:
+            json.dump(result, f, indent=1)
+            f.write("\n")
+    if not identical:
+        raise SystemExit("greedy outputs differ with speculative decoding")
+
+
+if __name__ == "__main__":
+    main()
