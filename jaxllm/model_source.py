@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import os
 
-from jaxllm.config import ModelConfig
 from jaxllm.weights.gguf import GGUFCheckpoint, is_gguf
 
 
-def resolve_model_path(model: str | os.PathLike, revision: str | None = None) -> str:
+def resolve_model_path(model: str | os.PathLike, revision: str | None = None, *, token: bool | str | None = None,
+                       cache_dir: str | None = None) -> str:
+    """A local path for ``model``; a hub id is downloaded (``token``: vLLM's hf_token, ``cache_dir``: its
+    download_dir, None = the HF cache)."""
     if not isinstance(model, (str, os.PathLike)):
         raise TypeError(f"model must be a path or a hub id (str), got {type(model).__name__}")
     model = os.fspath(model)
@@ -25,17 +27,18 @@ def resolve_model_path(model: str | os.PathLike, revision: str | None = None) ->
     expanded = os.path.expanduser(model)
     if os.path.exists(expanded):
         return expanded
-    return _download_from_hub(model, revision)
+    return _download_from_hub(model, revision, token, cache_dir)
 
 
-def _download_from_hub(repo_id: str, revision: str | None) -> str:
+def _download_from_hub(repo_id: str, revision: str | None, token: bool | str | None, cache_dir: str | None) -> str:
     try:
         from huggingface_hub import snapshot_download
     except ImportError as e:  # pragma: no cover - huggingface_hub is a dependency of transformers
         raise ValueError(f"model {repo_id!r} is not a local path and huggingface_hub is not installed") from e
     patterns = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.txt", "*.jinja"]
     try:
-        return snapshot_download(repo_id, revision=revision, allow_patterns=patterns)
+        return snapshot_download(repo_id, revision=revision, allow_patterns=patterns, token=token,
+                                 cache_dir=cache_dir)
     except Exception as e:
         raise ValueError(f"model {repo_id!r} is neither a local path nor available from the HF hub or its "
                          f"local cache (revision={revision!r}): {type(e).__name__}: {e}") from None
@@ -50,7 +53,3 @@ def hf_config_dict(path: str) -> dict:
         raise ValueError(f"{path!r} has no config.json: not a HF checkpoint folder")
     with open(cfg_path) as f:
         return json.load(f)
-
-
-def model_config(path: str, dtype="auto", quantization: str | None = None) -> ModelConfig:
-    return ModelConfig.from_hf(hf_config_dict(path), dtype=dtype, quantization=quantization)

@@ -32,7 +32,8 @@ from collections.abc import Iterable, Iterator
 import ml_dtypes
 import numpy as np
 
-from jaxllm.config import INT4_METHODS, ModelConfig
+from jaxllm.config import ModelConfig
+from jaxllm.quantization_config import INT4_METHODS
 from jaxllm.weights.mappings import linear_layers
 
 AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)
