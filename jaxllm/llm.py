@@ -53,7 +53,8 @@ class LLM:
                                             trust_remote_code=args.trust_remote_code,
                                             revision=args.tokenizer_revision or args.revision,
                                             gguf_source=args.tokenizer is None and source.gguf,
-                                            token=args.hf_token, cache_dir=args.download_dir)
+                                            token=args.hf_token, cache_dir=args.download_dir,
+                                            code_revision=args.code_revision)
         t_load = time.perf_counter()
         model_obj = build_model(args, source)
         self.load_seconds = time.perf_counter() - t_load
@@ -65,7 +66,7 @@ class LLM:
             max_model_len=args.max_model_len, vocab_size=cfg.vocab_size,
             enable_prefix_caching=args.enable_prefix_caching, eos_token_ids=self._eos_token_ids(),
             tokenizer=self.tokenizer, seed=args.seed, async_scheduling=args.async_scheduling,
-            max_logprobs=args.max_logprobs)
+            max_logprobs=args.max_logprobs, log_stats=not args.disable_log_stats)
         self._request_counter = itertools.count()
         self._default_params = self._generation_config_defaults()
         self.startup_seconds = time.perf_counter() - t_start

@@ -32,6 +32,7 @@ from .detokenizer import IncrementalDetokenizer, TokenizerView
 from .request_checks import check_params, check_prompt
 from .scheduler import Scheduler
 from .sequence import Sequence
+from .stat_logger import StatLogger
 
 _SEED_MOD = 2**31  # per-sequence rng seeds fit int32 (and uint32)
 
@@ -65,7 +66,7 @@ class LLMEngine:
     vLLM; all are ignored with ``ignore_eos``. ``tokenizer=None`` (skip_tokenizer_init): outputs have
     empty text, and stop strings / bad_words raise. ``seed`` seeds the draw of per-sequence sampling seeds
     for requests without ``SamplingParams.seed``. ``max_logprobs`` caps a request's logprobs / prompt_logprobs
-    (vLLM's engine argument)."""
+    (vLLM's engine argument). ``log_stats``: throughput and cache usage in the log every few seconds."""
 
     def __init__(
         self,
@@ -83,6 +84,7 @@ class LLMEngine:
         seed: int | None = 0,
         async_scheduling: bool = True,
         max_logprobs: int = 20,
+        log_stats: bool = False,
     ) -> None:
         for name, v in (
             ("num_blocks", num_blocks),
@@ -116,6 +118,7 @@ class LLMEngine:
         self.vocab_size = vocab_size
         self.eos_token_ids = tuple(eos)
         self.max_logprobs = max_logprobs
+        self._stat_logger = StatLogger() if log_stats else None
         self.tokenizer = tokenizer
         self._view = TokenizerView(tokenizer) if tokenizer is not None else None
         self.block_manager = BlockManager(num_blocks, block_size, enable_prefix_caching)
@@ -244,6 +247,8 @@ class LLMEngine:
             self._steps.clear()
             self.scheduler.reset_inflight()
             raise
+        if self._stat_logger is not None:
+            self._stat_logger.maybe_log(self.stats, self.scheduler, self.block_manager)
         results = []
         for seq in finished:
             req = self._requests[seq.request_id]
