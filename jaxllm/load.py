@@ -46,8 +46,13 @@ def locate_model(args: EngineArgs) -> ModelSource:
 
 def apply_hf_overrides(hf: dict[str, Any], args: EngineArgs) -> dict[str, Any]:
     """config.json with ``rope_scaling`` / ``rope_theta`` / a dict ``hf_overrides`` merged in, then a callable
-    ``hf_overrides`` applied to it as a ``transformers.PretrainedConfig`` (vLLM's contract)."""
+    ``hf_overrides`` applied to it as a ``transformers.PretrainedConfig`` (vLLM's contract). transformers-5
+    configs keep the rope settings in ``rope_parameters``, which wins when read: the rope keywords go there too."""
+    rope = {**(args.rope_scaling or {}), **({} if args.rope_theta is None else {"rope_theta": float(args.rope_theta)})}
+    params = hf.get("rope_parameters")
     hf = {**hf, **args.config_overrides()}
+    if rope and isinstance(params, dict):
+        hf["rope_parameters"] = {**params, **rope}
     if callable(args.hf_overrides):
         from transformers import PretrainedConfig
 
