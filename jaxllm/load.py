@@ -11,7 +11,7 @@ from typing import Any
 
 from jaxllm.config import ModelConfig
 from jaxllm.engine_args import EngineArgs
-from jaxllm.model_source import hf_config_dict, resolve_model_path
+from jaxllm.model_source import hf_config_dict, model_config, resolve_model_path
 from jaxllm.weights.gguf import is_gguf
 
 logger = logging.getLogger("jaxllm")
@@ -39,7 +39,7 @@ def locate_model(args: EngineArgs) -> ModelSource:
     if args.load_format == "safetensors" and gguf:
         raise ValueError(f"load_format='safetensors' but {args.model!r} is a GGUF file")
     hf = apply_hf_overrides(hf_config_dict(path), args)
-    cfg = ModelConfig.from_hf(hf, dtype=args.dtype, quantization=args.quantization)
+    cfg = model_config(path, args.dtype, args.quantization, hf=hf)
     cfg = dataclasses.replace(cfg, **kernel_fields(args))
     return ModelSource(path, cfg, make_mesh(args.tensor_parallel_size), gguf)
 

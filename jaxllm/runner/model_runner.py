@@ -267,7 +267,7 @@ class ModelRunner:
 
     def _drop_long_prefill_programs(self, key, error: Exception) -> bool:
         """A long-prefill program failed to compile. When its implementation was the default, not asked for
-        (``attention_impl`` or ``JAXLLM_ATTENTION_IMPL``), warn and run every step with the other programs'
+        (``attention_backend``, or its ``JAXLLM_ATTENTION_IMPL`` default), warn and run every step with the other programs'
         implementation (what Mosaic GPU lowers differs between jax versions); else the error is the caller's."""
         if key[0] != "forward" or not key[3] or self._attention_impl_asked:
             return False

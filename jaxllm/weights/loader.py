@@ -35,6 +35,7 @@ from jaxllm.models.registry import model_class
 from jaxllm.ops import quant_matmul
 from jaxllm.parallel.sharding import make_mesh, named_sharding, sharding_rules
 from jaxllm.quantization_config import INT4_METHODS
+from jaxllm.runner.memory import check_weights_fit
 from jaxllm.weights.fp8_layout import store_fp8_weights_k_minor
 from jaxllm.weights.gguf import GGUFCheckpoint, is_gguf
 from jaxllm.weights.inflight import DEFAULT_INFLIGHT_BYTES, InFlightCopies
@@ -134,8 +135,7 @@ def _place_param(cfg: ModelConfig, path: tuple, variables: dict, mesh: Mesh, rul
     return {qpath: qweight, spath: scale}
 
 
-def _assemble(cfg: ModelConfig, tensors: Iterable[tuple[str, np.ndarray, str]], variables: dict,
-              mesh: Mesh,
+def _assemble(cfg: ModelConfig, tensors: Iterable[tuple[str, np.ndarray, str]], variables: dict, mesh: Mesh,
               inflight: InFlightCopies) -> dict:
     """Check every tensor against the key map and place it. Returns {path: jax.Array}."""
     targets = key_map(cfg)
@@ -204,8 +204,48 @@ def build_model_from_tensors(cfg: ModelConfig, tensors: Iterable[tuple[str, np.n
     the bound on host->device copies still running (``InFlightCopies``)."""
     mesh = mesh or make_mesh(1)
     graphdef, variables = abstract_model(cfg)
+    check_weights_fit(variables, mesh.devices.flatten())
     arrays = _assemble(cfg, tensors, variables, mesh, InFlightCopies(inflight_bytes))
     return _merge(cfg, graphdef, variables, arrays, mesh)
+
+
+def canonical_arrays(path: str | os.PathLike, cfg: ModelConfig, mesh: Mesh,
+                     inflight_bytes: int = DEFAULT_INFLIGHT_BYTES) -> dict:
+    """{NNX path: sharded jax.Array} of a checkpoint in the model's canonical layout: checked, converted and
+    quantized as ``load_weights`` does, before the device-specific relayouts of ``assemble_model`` (so what is
+    saved from it loads on any device)."""
+    _, variables = abstract_model(cfg)
+    check_weights_fit(variables, mesh.devices.flatten())
+    _, tensors = _tensor_source(os.fspath(path))
+    return _assemble(cfg, tensors, variables, mesh, InFlightCopies(inflight_bytes))
+
+
+def assemble_model(cfg: ModelConfig, arrays: dict, mesh: Mesh):
+    """The model of ``cfg`` from canonical arrays ({NNX path: array} with every path of the model)."""
+    graphdef, variables = abstract_model(cfg)
+    missing = sorted("/".join(map(str, p)) for p in set(variables) - set(arrays))
+    unknown = sorted("/".join(map(str, p)) for p in set(arrays) - set(variables))
+    if missing or unknown:
+        raise WeightLoadError(f"parameters do not match {cfg.architecture}: missing {missing[:8]}, "
+                              f"unknown {unknown[:8]}")
+    for p, var in variables.items():
+        want, got = var.get_value(), arrays[p]
+        if tuple(got.shape) != tuple(want.shape) or got.dtype != want.dtype:
+            raise WeightLoadError(f"parameter {'/'.join(map(str, p))}: expected {want.dtype}{list(want.shape)}, "
+                                  f"got {got.dtype}{list(got.shape)}")
+    return _merge(cfg, graphdef, variables, arrays, mesh)
+
+
+def param_shardings(cfg: ModelConfig, mesh: Mesh) -> dict:
+    """{NNX path: (jax.ShapeDtypeStruct with its NamedSharding)} of the canonical parameters on ``mesh``."""
+    _, variables = abstract_model(cfg)
+    rules = sharding_rules(cfg, mesh.devices.size)
+    out = {}
+    for p, var in variables.items():
+        value = var.get_value()
+        sharding = named_sharding(mesh, var.get_metadata()["logical_axes"], rules)
+        out[p] = jax.ShapeDtypeStruct(value.shape, value.dtype, sharding=sharding)
+    return out
 
 
 def build_dummy_model(cfg: ModelConfig, mesh: Mesh | None = None, seed: int = 0):
@@ -214,6 +254,7 @@ def build_dummy_model(cfg: ModelConfig, mesh: Mesh | None = None, seed: int = 0)
     One program per distinct (shape, dtype, sharding)."""
     mesh = mesh or make_mesh(1)
     graphdef, variables = abstract_model(cfg)
+    check_weights_fit(variables, mesh.devices.flatten())
     makers: dict = {}
     rules = sharding_rules(cfg, mesh.devices.size)
     _check_int4_tp(cfg, mesh.devices.size)
@@ -274,6 +315,12 @@ def _tensor_source(path: str):
 
 def load_weights(path: str | os.PathLike, cfg: ModelConfig, mesh: Mesh | None = None,
                  inflight_bytes: int = DEFAULT_INFLIGHT_BYTES):
-    """Load a checkpoint folder (safetensors, possibly sharded) or a GGUF file into the model of ``cfg``."""
+    """Load a checkpoint folder (safetensors, possibly sharded, or an Orbax checkpoint written by ``jaxllm
+    convert``) or a GGUF file into the model of ``cfg``. ``inflight_bytes``: the bound on host->device copies
+    still running while safetensors / GGUF tensors are placed."""
+    from jaxllm.weights.orbax_checkpoint import is_orbax_checkpoint, load_converted
+
+    if is_orbax_checkpoint(path):
+        return load_converted(os.fspath(path), cfg, mesh or make_mesh(1))
     _, tensors = _tensor_source(os.fspath(path))
     return build_model_from_tensors(cfg, tensors, mesh, inflight_bytes)

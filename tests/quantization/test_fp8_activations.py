@@ -1,4 +1,4 @@
-"""W8A8 for fp8 weights (JAXLLM_FP8_ACTIVATIONS=dynamic; the default on sm_89+ GPUs): per-token e4m3 activations times e4m3 weights
+"""W8A8 for fp8 weights (fp8_activations="dynamic"; the default on sm_89+ GPUs): per-token e4m3 activations times e4m3 weights
 with float32 accumulation, checked against a numpy emulation (ml_dtypes) on the CPU."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""GPU: fp8 W8A8 (JAXLLM_FP8_ACTIVATIONS=dynamic) against the numpy emulation, at bf16 and Llama-8B-like sizes.
+"""GPU: fp8 W8A8 (fp8_activations="dynamic") against the numpy emulation, at bf16 and Llama-8B-like sizes.
 Run on the GPU machine (scripts/gpu_quant.sh)."""
 
 from __future__ import annotations
