@@ -9,13 +9,14 @@ import os
 import time
 from typing import Any
 
+from jaxllm.beam_search import BeamSearchOutput, beam_search
 from jaxllm.config import check_quantization
 from jaxllm.engine import LLMEngine
 from jaxllm.engine_args import EngineArgs
 from jaxllm.inputs import as_params_list, as_prompt_list, tokenize_prompt
 from jaxllm.model_source import model_config, resolve_model_path
 from jaxllm.outputs import RequestOutput
-from jaxllm.sampling_params import SamplingParams
+from jaxllm.sampling_params import BeamSearchParams, SamplingParams
 from jaxllm.tokenizer import load_tokenizer
 from jaxllm.weights.gguf import is_gguf
 
@@ -105,6 +106,14 @@ class LLM:
         requests = [tokenize_prompt(i, p, self.tokenizer) for i, p in enumerate(items)]
         ids = self._add_requests(requests, params)
         return self._run(ids, use_tqdm)
+
+    def beam_search(self, prompts: Any, params: BeamSearchParams, lora_request: Any = None,
+                    use_tqdm: Any = False, concurrency_limit: int | None = None) -> list[BeamSearchOutput]:
+        """vLLM's beam search over the paged engine; one BeamSearchOutput per prompt (str, {"prompt": ...} or
+        {"prompt_token_ids": [...]}), sequences best first. See ``jaxllm.beam_search``."""
+        if lora_request is not None:
+            raise ValueError("lora_request is not supported yet: jaxllm has no LoRA adapters")
+        return beam_search(self, prompts, params, use_tqdm=use_tqdm, concurrency_limit=concurrency_limit)
 
     def chat(self, messages: Any, sampling_params: SamplingParams | list[SamplingParams] | None = None, *,
              chat_template: str | None = None, add_generation_prompt: bool = True,
