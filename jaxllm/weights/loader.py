@@ -34,6 +34,7 @@ from jaxllm.models.quant_int4 import DUMMY_SCALE, Int4Weight, check_int4_shardin
 from jaxllm.models.registry import model_class
 from jaxllm.ops import quant_matmul
 from jaxllm.parallel.sharding import make_mesh, named_sharding, sharding_rules
+from jaxllm.runner.memory import check_weights_fit
 from jaxllm.weights.fp8_layout import store_fp8_weights_k_minor
 from jaxllm.weights.gguf import GGUFCheckpoint, is_gguf
 from jaxllm.weights.inflight import InFlightCopies
@@ -202,6 +203,7 @@ def build_model_from_tensors(cfg: ModelConfig, tensors: Iterable[tuple[str, np.n
     """Model with weights from an iterable of (HF name, array in HF layout, source file)."""
     mesh = mesh or make_mesh(1)
     graphdef, variables = abstract_model(cfg)
+    check_weights_fit(variables, mesh.devices.flatten())
     return _merge(cfg, graphdef, variables, _assemble(cfg, tensors, variables, mesh), mesh)
 
 
@@ -211,6 +213,7 @@ def build_dummy_model(cfg: ModelConfig, mesh: Mesh | None = None, seed: int = 0)
     One program per distinct (shape, dtype, sharding)."""
     mesh = mesh or make_mesh(1)
     graphdef, variables = abstract_model(cfg)
+    check_weights_fit(variables, mesh.devices.flatten())
     makers: dict = {}
     rules = sharding_rules(cfg, mesh.devices.size)
     _check_int4_tp(cfg, mesh.devices.size)
