@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("jaxllm")
 
 _request_ids = itertools.count()  # step requests are named "beam-<n>"
+_CHECK_PREFIX = "request 'beam': "  # how the engine's request checks begin their messages
 
 
 @dataclasses.dataclass
@@ -137,10 +138,13 @@ def _prepare(llm: Any, prompts: Any, params: BeamSearchParams, concurrency_limit
     instances = []
     for i, prompt in enumerate(as_prompt_list(prompts)):
         _, ids = tokenize_prompt(i, prompt, llm.tokenizer)
-        ids = check_prompt(f"prompt {i}", ids, engine.vocab_size, engine.max_model_len)
-        check_params(f"prompt {i}", SamplingParams(max_tokens=params.max_tokens), len(ids), tokenizer=None,
-                     vocab_size=engine.vocab_size, max_model_len=engine.max_model_len,
-                     block_manager=engine.block_manager)
+        try:
+            ids = check_prompt("beam", ids, engine.vocab_size, engine.max_model_len)
+            check_params("beam", SamplingParams(max_tokens=params.max_tokens), len(ids), tokenizer=None,
+                         vocab_size=engine.vocab_size, max_model_len=engine.max_model_len,
+                         block_manager=engine.block_manager)
+        except (ValueError, TypeError) as e:  # name the prompt's place in the batch, not the check's label
+            raise type(e)(f"prompt {i}: {str(e).removeprefix(_CHECK_PREFIX)}") from None
         instances.append(BeamSearchInstance(ids))
     return instances
 
@@ -183,7 +187,7 @@ def run_one_token_requests(engine: LLMEngine, token_lists: list[list[int]],
             request_id = f"beam-{next(_request_ids)}"
             engine.add_request(request_id, tokens, step_params)
             ids.append(request_id)
-        while len(done) < len(ids):
+        while any(r not in done for r in ids):
             for out in engine.step():
                 done[out.request_id] = out
     except BaseException:

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import torch
 import transformers
-
 from hf_models import hf_greedy, hf_logprobs, save_tiny_model, save_tokenizer_with_template
+
 from jaxllm import LLM, SamplingParams
 from jaxllm.beam_search import get_beam_search_score
 from jaxllm.sampling_params import BeamSearchParams
@@ -217,3 +217,67 @@ def test_beam_search_params_types_and_positional():
                    {"beam_width": 2, "max_tokens": 4, "ignore_eos": 1}):
         with pytest.raises(TypeError):
             BeamSearchParams(**kwargs)
+
+
+def test_beams_end_by_length_at_max_model_len(llm):
+    room = 2  # the prompt leaves room for two tokens: the third step has no beam left to extend
+    max_len = llm.llm_engine.max_model_len
+    prompt = (random_prompts(1, seed=3)[0] * max_len)[: max_len - room]
+    out = llm.beam_search([{"prompt_token_ids": prompt}], BeamSearchParams(2, 5, ignore_eos=True))[0]
+    assert [len(s.tokens) for s in out.sequences] == [max_len, max_len]
+    assert all(s.finish_reason == "length" and len(s.logprobs) == room for s in out.sequences)
+
+
+def test_temperature_adds_the_sampled_token_and_progress_bar_callable(llm):
+    bars = []
+
+    class Bar:
+        def __init__(self, **kwargs):
+            self.kwargs, self.n, self.closed = kwargs, 0, False
+            bars.append(self)
+
+        def update(self, n):
+            self.n += n
+
+        def close(self):
+            self.closed = True
+
+    prompts = [{"prompt_token_ids": p} for p in random_prompts(3, seed=5)]
+    params = BeamSearchParams(2, 4, ignore_eos=True, temperature=1.0)
+    outs = llm.beam_search(prompts, params, use_tqdm=Bar, concurrency_limit=2)
+    assert len(bars) == 1 and bars[0].closed and bars[0].n == bars[0].kwargs["total"] == 4 * 2  # 2 groups
+    for out in outs:
+        assert len(out.sequences) == 2
+        scores = [get_beam_search_score(s.tokens, s.cum_logprob, EOS, 1.0) for s in out.sequences]
+        assert scores == sorted(scores, reverse=True)
+        for s in out.sequences:  # the chosen token's logprob is the one its step reported
+            steps = zip(s.tokens[-4:], s.logprobs)
+            assert s.cum_logprob == pytest.approx(sum(lps[t].logprob for t, lps in steps), abs=1e-4)
+    with pytest.raises(TypeError, match="use_tqdm"):
+        llm.beam_search(prompts, params, use_tqdm="yes")
+
+
+class _DigitsTokenizer:
+    """decode() spells every id out: this tokenizer's EOS (id 0) is not a special token, so its text shows."""
+
+    def decode(self, ids, skip_special_tokens=False):
+        return " ".join(str(i) for i in ids)
+
+
+def test_text_drops_the_eos_unless_include_stop_str_in_output():
+    from jaxllm.beam_search import (
+        BeamSearchInstance,
+        BeamSearchSequence,
+        _finish,
+        create_sort_beams_key_function,
+    )
+
+    key = create_sort_beams_key_function(EOS, 1.0)
+    for include, want in ((False, "5 6"), (True, "5 6 0")):
+        inst = BeamSearchInstance([5])
+        inst.beams = [BeamSearchSequence([5, 7, 8], [{}, {}], -9.0)]
+        inst.completed = [BeamSearchSequence([5, 6, EOS], [{}, {}], -1.0, finish_reason="stop", stop_reason=EOS)]
+        params = BeamSearchParams(2, 2, include_stop_str_in_output=include)
+        stop, length = _finish(inst, params, EOS, key, _DigitsTokenizer()).sequences
+        assert (stop.text, stop.tokens, stop.finish_reason) == (want, [5, 6, EOS], "stop")
+        assert (length.text, length.finish_reason, length.stop_reason) == ("5 7 8", "length", None)
