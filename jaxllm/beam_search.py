@@ -78,7 +78,8 @@ class BeamSearchInstance:
 def get_beam_search_score(tokens: list[int], cumulative_logprob: float, eos_token_id: int | None,
                           length_penalty: float = 1.0) -> float:
     """vLLM's score: ``cum_logprob / seq_len ** length_penalty``, where ``seq_len`` counts the prompt and the
-    generated tokens but not a final EOS (as transformers' scorer before it counted generated tokens only)."""
+    generated tokens but not a final EOS (transformers' ``_beam_search`` counts the generated tokens only, so
+    the two rank finished beams of different lengths differently unless ``length_penalty`` is 0)."""
     seq_len = len(tokens)
     if eos_token_id is not None and tokens[-1] == eos_token_id:
         seq_len -= 1
