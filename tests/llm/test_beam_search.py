@@ -43,7 +43,19 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def llm(model_dir):
-    return LLM(str(model_dir[0]), max_num_seqs=16, max_num_batched_tokens=128, enforce_eager=True)
+    """Warmed up (every bucket compiled at start-up): beam search must not compile anything more."""
+    return LLM(str(model_dir[0]), max_num_seqs=8, max_num_batched_tokens=64)
+
+
+@pytest.fixture(autouse=True)
+def no_compilation_during_beam_search(request):
+    if "llm" not in request.fixturenames:
+        yield
+        return
+    runner = request.getfixturevalue("llm").llm_engine.runner
+    before = runner.num_compilations
+    yield
+    assert runner.num_compilations == before
 
 
 def random_prompts(n, lo=3, hi=40, seed=0):
