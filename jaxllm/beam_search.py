@@ -190,7 +190,8 @@ def run_one_token_requests(engine: LLMEngine, token_lists: list[list[int]],
             ids.append(request_id)
         while any(r not in done for r in ids):
             for out in engine.step():
-                done[out.request_id] = out
+                if out.finished:  # (a streaming output kind would also report unfinished requests)
+                    done[out.request_id] = out
     except BaseException:
         engine.abort_request([r for r in ids if r not in done])
         raise
