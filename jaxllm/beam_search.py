@@ -190,7 +190,7 @@ def run_one_token_requests(engine: LLMEngine, token_lists: list[list[int]],
             ids.append(request_id)
         while any(r not in done for r in ids):
             for out in engine.step():
-                if out.finished:  # (a streaming output kind would also report unfinished requests)
+                if out.finished:  # step() may also report the progress of unfinished requests
                     done[out.request_id] = out
     except BaseException:
         engine.abort_request([r for r in ids if r not in done])
