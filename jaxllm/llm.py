@@ -107,14 +107,6 @@ class LLM:
         ids = self._add_requests(requests, params)
         return self._run(ids, use_tqdm)
 
-    def beam_search(self, prompts: Any, params: BeamSearchParams, lora_request: Any = None,
-                    use_tqdm: Any = False, concurrency_limit: int | None = None) -> list[BeamSearchOutput]:
-        """vLLM's beam search over the paged engine; one BeamSearchOutput per prompt (str, {"prompt": ...} or
-        {"prompt_token_ids": [...]}), sequences best first. See ``jaxllm.beam_search``."""
-        if lora_request is not None:
-            raise ValueError("lora_request is not supported yet: jaxllm has no LoRA adapters")
-        return beam_search(self, prompts, params, use_tqdm=use_tqdm, concurrency_limit=concurrency_limit)
-
     def chat(self, messages: Any, sampling_params: SamplingParams | list[SamplingParams] | None = None, *,
              chat_template: str | None = None, add_generation_prompt: bool = True,
              continue_final_message: bool = False, chat_template_kwargs: dict[str, Any] | None = None,
@@ -137,6 +129,14 @@ class LLM:
             ids = self.tokenizer(text, add_special_tokens=False).input_ids
             prompts.append({"prompt": text, "prompt_token_ids": ids})
         return self.generate(prompts, sampling_params, use_tqdm=use_tqdm)
+
+    def beam_search(self, prompts: Any, params: BeamSearchParams, lora_request: Any = None,
+                    use_tqdm: Any = False, concurrency_limit: int | None = None) -> list[BeamSearchOutput]:
+        """vLLM's beam search over the paged engine; one BeamSearchOutput per prompt (str, {"prompt": ...} or
+        {"prompt_token_ids": [...]}), sequences best first. See ``jaxllm.beam_search``."""
+        if lora_request is not None:
+            raise ValueError("lora_request is not supported yet: jaxllm has no LoRA adapters")
+        return beam_search(self, prompts, params, use_tqdm=use_tqdm, concurrency_limit=concurrency_limit)
 
     # ---- internals -------------------------------------------------------------------------------------
 
