@@ -160,7 +160,7 @@ def _step(engine: LLMEngine, group: list[BeamSearchInstance], step_params: Sampl
     beams = [b for inst in group for b in inst.beams]
     if not beams:
         return False
-    outputs = iter(run_one_token_requests(engine, [b.tokens for b in beams], step_params))
+    outputs = iter(_run_one_token_requests(engine, [b.tokens for b in beams], step_params))
     for inst in group:
         candidates = []
         for beam in inst.beams:
@@ -177,7 +177,7 @@ def _step(engine: LLMEngine, group: list[BeamSearchInstance], step_params: Sampl
     return True
 
 
-def run_one_token_requests(engine: LLMEngine, token_lists: list[list[int]],
+def _run_one_token_requests(engine: LLMEngine, token_lists: list[list[int]],
                            step_params: SamplingParams) -> list[RequestOutput]:
     """Run one request per token list through the engine and return their outputs in order; on an error
     the requests still queued are aborted, so the engine stays usable."""
