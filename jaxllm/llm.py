@@ -9,11 +9,12 @@ import os
 import time
 from typing import Any
 
+from jaxllm.beam_search import BeamSearchOutput, beam_search
 from jaxllm.engine import LLMEngine
 from jaxllm.engine_args import EngineArgs
 from jaxllm.inputs import as_params_list, as_prompt_list, tokenize_prompt
 from jaxllm.outputs import RequestOutput
-from jaxllm.sampling_params import SamplingParams
+from jaxllm.sampling_params import BeamSearchParams, SamplingParams
 from jaxllm.tokenizer import load_tokenizer
 
 logger = logging.getLogger("jaxllm")
@@ -110,6 +111,14 @@ class LLM:
             ids = self.tokenizer(text, add_special_tokens=False).input_ids
             prompts.append({"prompt": text, "prompt_token_ids": ids})
         return self.generate(prompts, sampling_params, use_tqdm=use_tqdm)
+
+    def beam_search(self, prompts: Any, params: BeamSearchParams, lora_request: Any = None,
+                    use_tqdm: Any = False, concurrency_limit: int | None = None) -> list[BeamSearchOutput]:
+        """vLLM's beam search over the paged engine; one BeamSearchOutput per prompt (str, {"prompt": ...} or
+        {"prompt_token_ids": [...]}), sequences best first. See ``jaxllm.beam_search``."""
+        if lora_request is not None:
+            raise ValueError("lora_request is not supported yet: jaxllm has no LoRA adapters")
+        return beam_search(self, prompts, params, use_tqdm=use_tqdm, concurrency_limit=concurrency_limit)
 
     # ---- internals -------------------------------------------------------------------------------------
 
