@@ -80,9 +80,9 @@ class LLMEngine:
     vLLM; all are ignored with ``ignore_eos``. ``tokenizer=None`` (skip_tokenizer_init): outputs have
     empty text, and stop strings / bad_words raise. ``seed`` seeds the draw of per-sequence sampling seeds
     for requests without ``SamplingParams.seed``. ``max_logprobs`` caps a request's logprobs / prompt_logprobs
-    (vLLM's engine argument). ``log_stats``: throughput and cache usage in the log every few seconds. ``speculative_config``: vLLM's dict (or a
-    ``SpeculativeConfig``) for n-gram speculative decoding; the runner must verify drafts (see
-    docs/spec_decode.md)."""
+    (vLLM's engine argument). ``log_stats``: throughput and cache usage in the log every few seconds.
+    ``speculative_config``: vLLM's dict (or a ``SpeculativeConfig``) for n-gram speculative decoding; the runner
+    must verify drafts (docs/spec_decode.md)."""
 
     def __init__(
         self,
@@ -297,10 +297,11 @@ class LLMEngine:
         finished = self.scheduler.update(batch, output)
         self.stats.num_generated_tokens = self.scheduler.num_generated_tokens
         self.stats.num_preemptions = self.scheduler.num_preemptions
-        sch, st = self.scheduler, self.stats
-        st.spec_decode_num_drafts, st.spec_decode_num_draft_tokens = sch.num_drafts, sch.num_draft_tokens
-        st.spec_decode_num_accepted_tokens = sch.num_accepted_tokens
-        st.spec_decode_num_accepted_tokens_per_pos = list(sch.num_accepted_tokens_per_pos)
+        spec, st = self.scheduler.speculation, self.stats
+        if spec is not None:
+            st.spec_decode_num_drafts, st.spec_decode_num_draft_tokens = spec.num_drafts, spec.num_draft_tokens
+            st.spec_decode_num_accepted_tokens = spec.num_accepted_tokens
+            st.spec_decode_num_accepted_tokens_per_pos = list(spec.num_accepted_tokens_per_pos)
         return finished
 
     def _drain(self) -> None:

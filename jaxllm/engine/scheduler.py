@@ -37,11 +37,12 @@ import time
 from collections import deque
 from typing import Any
 
-from ..spec_decode import NgramProposer, SpeculativeConfig
+from ..spec_decode import SpeculativeConfig
 from .batch import RunnerOutput, ScheduledBatch, ScheduledSeq
 from .block_manager import BlockManager
 from .detokenizer import make_logprobs
 from .sequence import Sequence, SequenceStatus
+from .speculation import Speculation
 
 
 @dataclasses.dataclass
@@ -75,18 +76,7 @@ class Scheduler:
         self._inflight: deque[_InFlight] = deque()  # scheduled steps not yet updated, oldest first
         self.num_preemptions = 0
         self.num_generated_tokens = 0  # tokens appended by update (dropped extra tokens not counted)
-        self.speculative_config = speculative_config
-        self.proposer = None
-        if speculative_config is not None:
-            c = speculative_config
-            self.proposer = NgramProposer(c.num_speculative_tokens, c.prompt_lookup_max, c.prompt_lookup_min)
-        # vLLM's spec-decode counters: steps with drafts per sequence, draft tokens, accepted draft tokens,
-        # and accepted drafts by position (index j: draft j + 1 accepted)
-        self.num_drafts = 0
-        self.num_draft_tokens = 0
-        self.num_accepted_tokens = 0
-        self.num_accepted_tokens_per_pos = [0] * (speculative_config.num_speculative_tokens
-                                                  if speculative_config else 0)
+        self.speculation = Speculation(speculative_config, max_model_len) if speculative_config else None
 
     def add(self, seq: Sequence) -> None:
         self.waiting.append(seq)
@@ -123,8 +113,8 @@ class Scheduler:
         running = self.running
         i = 0
         max_model_len = self.max_model_len
-        speculate = (self.proposer is not None and not self._inflight
-                     and self.speculative_config.speculates(len(running)))
+        spec = self.speculation
+        speculate = spec is not None and not self._inflight and spec.config.speculates(len(running))
         while i < len(running) and budget > 0:
             seq = running[i]
             toks = seq.token_ids
@@ -132,7 +122,7 @@ class Scheduler:
                 i += 1  # its pending token is its last: nothing more to compute
                 continue
             n = min(len(toks) - seq.num_computed_tokens, budget)
-            drafts = self._propose(seq, budget) if speculate and n == 1 else ()
+            drafts = spec.propose(seq, budget) if speculate and n == 1 else ()
             n += len(drafts)
             while not bm.allocate_slots(seq, n):
                 victim = running.pop()  # the most recently admitted; it may be seq itself
@@ -176,31 +166,14 @@ class Scheduler:
             self._inflight.append(_InFlight(result, scheduled, bm.take_pending_hashes(), needs_sync))
         return result
 
-    def _propose(self, seq: Sequence, budget: int) -> tuple[int, ...]:
-        """Draft tokens for a decode of ``seq``: as many as still fit max_tokens, max_model_len and the step's
-        token budget once the target's own token is counted."""
-        toks = seq.token_ids
-        room = min(seq.max_tokens - (len(toks) - seq.num_prompt_tokens), self.max_model_len - len(toks),
-                   budget) - 1
-        return tuple(self.proposer.propose(toks, room)) if room > 0 else ()
-
     def _scheduled_seq(self, seq: Sequence, start: int, n: int, drafts: tuple[int, ...] = ()) -> ScheduledSeq:
-        num_out = len(seq.token_ids) - seq.num_prompt_tokens
-        sseq = self._plain_scheduled_seq(seq, start, n - len(drafts), num_out)
+        sseq = self._plain_scheduled_seq(seq, start, n - len(drafts))
         if drafts:
-            sseq.num_new_tokens = n
-            sseq.draft_token_ids = drafts
-            sseq.spec_rows = tuple(self._spec_row(seq, sseq, drafts[:j], num_out + j) for j in range(len(drafts) + 1))
+            Speculation.attach(seq, sseq, drafts)
         return sseq
 
-    def _spec_row(self, seq: Sequence, sseq: ScheduledSeq, drafts: tuple[int, ...], num_out: int) -> ScheduledSeq:
-        """The sampling row of output position ``num_out``, as if ``drafts`` had been generated already."""
-        return dataclasses.replace(
-            sseq, token_ids=seq.token_ids + list(drafts) if drafts else seq.token_ids, output_index=num_out,
-            banned_token_ids=seq.banned_token_ids if num_out < seq.params.min_tokens else (),
-            want_prompt_logprobs=False, draft_token_ids=(), spec_rows=())
-
-    def _plain_scheduled_seq(self, seq: Sequence, start: int, n: int, num_out: int) -> ScheduledSeq:
+    def _plain_scheduled_seq(self, seq: Sequence, start: int, n: int) -> ScheduledSeq:
+        num_out = len(seq.token_ids) - seq.num_prompt_tokens
         return ScheduledSeq(
             seq_id=seq.seq_id,
             token_ids=seq.token_ids,  # live list, read-only for the runner until update()
@@ -285,12 +258,7 @@ class Scheduler:
             tokens = output.accepted.get(sid)
             if not tokens:
                 raise RuntimeError(f"runner returned no accepted tokens for speculative seq {sid}")
-            num = len(tokens) - 1  # accepted drafts
-            self.num_drafts += 1
-            self.num_draft_tokens += len(sseq.draft_token_ids)
-            self.num_accepted_tokens += num
-            for j in range(num):
-                self.num_accepted_tokens_per_pos[j] += 1
+            self.speculation.count(sseq, len(tokens))
             lps = output.accepted_logprobs.get(sid)
         else:
             try:
