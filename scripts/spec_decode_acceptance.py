@@ -27,8 +27,11 @@ def run(spec: dict | None, max_tokens: int) -> dict:
     from jaxllm import LLM, SamplingParams
 
     t0 = time.perf_counter()
-    llm = LLM("HuggingFaceTB/SmolLM2-135M-Instruct", max_num_seqs=8, max_num_batched_tokens=256,
-              speculative_config=spec)
+    # enforce_eager: compile only the shapes these prompts use (the default model's AOT ladder costs minutes on
+    # CPUs); float32: verification computes several positions per query, whose rounding in bf16 may flip a
+    # near-tied argmax against one-token decoding
+    llm = LLM("HuggingFaceTB/SmolLM2-135M-Instruct", dtype="float32", enforce_eager=True, max_num_seqs=8,
+              max_num_batched_tokens=128, speculative_config=spec)
     startup = time.perf_counter() - t0
     params = SamplingParams(temperature=0.0, max_tokens=max_tokens)
     t1 = time.perf_counter()

@@ -347,6 +347,9 @@ class ModelRunner:
         bucket = self.ladder.pick(batch.num_tokens, batch.num_seqs)
         spec = self.speculative_config is not None
         rows = self._num_rows(bucket)
+        if spec and batch.num_sampling_rows > rows:
+            raise ValueError(f"a step of {batch.num_sampling_rows} sampling rows exceeds bucket {bucket}'s {rows} "
+                             f"(more drafts than speculative_config allows)")
         inputs = build_step_inputs(batch, bucket, self.block_size, self.max_blocks_per_seq, self._table_rows,
                                    rows if spec else None)
         md, sampler_config = build_sampling_metadata(sampling_rows(batch.seqs) if spec else batch.seqs, rows,
