@@ -8,6 +8,7 @@ from typing import Any
 LOAD_FORMATS = ("auto", "safetensors", "gguf", "dummy")
 # "auto" = the model's dtype; the fp8 ones store the paged KV cache in float8 ("fp8" = e4m3, as vLLM),
 # per-layer scales 1.0 (jaxllm.ops.paged_attention.kv_cache: the same names, mapped to dtypes).
+SCHEDULING_POLICIES = ("fcfs", "priority")
 KV_CACHE_DTYPES = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
 _GPU_DEFAULTS = {"max_num_seqs": 256, "max_num_batched_tokens": 8192}
 # The CPU is for tests and notebooks: fewer, smaller buckets keep start-up compiles short.
@@ -29,6 +30,8 @@ class EngineArgs:
     kv_cache_dtype: str = "auto"  # one of KV_CACHE_DTYPES
     # Schedule step N+1 while step N runs on the device (same outputs; see jaxllm/engine/scheduler.py).
     async_scheduling: bool = True
+    # "fcfs" (first come, first served) or "priority" (generate(priority=[...]); lower values first)
+    scheduling_policy: str = "fcfs"
 
     @classmethod
     def from_kwargs(cls, kwargs: dict[str, Any]) -> "EngineArgs":
@@ -54,6 +57,9 @@ class EngineArgs:
         if self.kv_cache_dtype not in KV_CACHE_DTYPES:
             raise ValueError(f"kv_cache_dtype={self.kv_cache_dtype!r} is not supported; choose one of "
                              f"{KV_CACHE_DTYPES} ('auto' = the model's dtype, 'fp8' = 'fp8_e4m3')")
+        if self.scheduling_policy not in SCHEDULING_POLICIES:
+            raise ValueError(f"scheduling_policy={self.scheduling_policy!r} is not supported; choose one of "
+                             f"{SCHEDULING_POLICIES}")
         if self.load_format not in LOAD_FORMATS:
             raise ValueError(f"load_format={self.load_format!r} is not supported; choose one of {LOAD_FORMATS}")
 

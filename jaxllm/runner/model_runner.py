@@ -48,6 +48,7 @@ from jaxllm.runner.sampling_metadata import (
     pack_sampling_metadata,
     to_runner_output,
 )
+from jaxllm.runner.sleep_mode import SleepMode
 from jaxllm.runner.step import make_forward, make_prompt_logprobs, make_sample
 
 logger = logging.getLogger("jaxllm")
@@ -56,7 +57,7 @@ PROMPT_LOGPROBS_CHUNK = 128  # rows of [chunk, V] logits computed at a time for 
 PROMPT_LOGPROBS_K = 20
 
 
-class ModelRunner:
+class ModelRunner(SleepMode):
     def __init__(self, model, cfg: ModelConfig, mesh, *, block_size: int, max_num_seqs: int,
                  max_num_batched_tokens: int, max_model_len: int, gpu_memory_utilization: float = 0.9,
                  num_gpu_blocks_override: int | None = None, kv_cache_memory_bytes: int | None = None,
@@ -311,6 +312,7 @@ class ModelRunner:
     def dispatch(self, batch: ScheduledBatch) -> _StepInFlight:
         """Launch one step on the device without waiting for it; ``fetch`` returns its output. Negative input
         ids (asynchronous scheduling) are read from the sampled ids of the step dispatched just before."""
+        self.check_awake()
         bucket = self.ladder.pick(batch.num_tokens, batch.num_seqs)
         inputs = build_step_inputs(batch, bucket, self.block_size, self.max_blocks_per_seq, self._table_rows)
         md, sampler_config = build_sampling_metadata(batch.seqs, bucket.num_seqs, self.cfg.vocab_size)
