@@ -8,7 +8,7 @@ Multimodal fields (``multi_modal_data``, ...) are not supported: a prompt dict w
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, NotRequired, TypedDict
+from typing import Any, TypedDict
 
 from jaxllm.sampling_params import SamplingParams
 
@@ -19,11 +19,14 @@ class TextPrompt(TypedDict):
     prompt: str
 
 
-class TokensPrompt(TypedDict):
+class _TokensPromptRequired(TypedDict):
+    prompt_token_ids: list[int]
+
+
+class TokensPrompt(_TokensPromptRequired, total=False):
     """A tokenized prompt; ``prompt`` (optional) is the text it came from, reported in ``RequestOutput.prompt``."""
 
-    prompt_token_ids: list[int]
-    prompt: NotRequired[str]
+    prompt: str
 
 
 SingletonPrompt = str | TextPrompt | TokensPrompt
