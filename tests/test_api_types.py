@@ -18,12 +18,12 @@ def test_sampling_params_new_fields():
     assert p.clone().extra_args == {"k": [1]}
     assert SamplingParams().output_kind == RequestOutputKind.CUMULATIVE  # vLLM's default
     for bad, exc, match in [
-        (dict(truncate_prompt_tokens=0), ValueError, "positive integer or -1"),
-        (dict(truncate_prompt_tokens=-5), ValueError, "positive integer or -1"),
-        (dict(truncate_prompt_tokens=2.0), TypeError, "truncate_prompt_tokens"),
-        (dict(output_kind="delta"), TypeError, "output_kind"),
-        (dict(extra_args=["x"]), TypeError, "extra_args"),
-        (dict(flat_logprobs="yes"), TypeError, "flat_logprobs"),
+        ({"truncate_prompt_tokens": 0}, ValueError, "positive integer or -1"),
+        ({"truncate_prompt_tokens": -5}, ValueError, "positive integer or -1"),
+        ({"truncate_prompt_tokens": 2.0}, TypeError, "truncate_prompt_tokens"),
+        ({"output_kind": "delta"}, TypeError, "output_kind"),
+        ({"extra_args": ["x"]}, TypeError, "extra_args"),
+        ({"flat_logprobs": "yes"}, TypeError, "flat_logprobs"),
     ]:
         with pytest.raises(exc, match=match):
             SamplingParams(**bad)

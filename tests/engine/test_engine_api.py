@@ -144,7 +144,7 @@ def test_metrics_snapshot_and_prefix_cache_reset():
     eng.add_request("b", shared, greedy(2))  # hits the 2 full blocks a left (8 tokens; 1 token recomputed)
     finish_all(eng)
     metrics = {(m.name, m.labels.get("finished_reason")): m for m in eng.get_metrics()}
-    value = lambda name: metrics[(name, None)].value  # noqa: E731
+    value = lambda name: metrics[(name, None)].value
     assert value("vllm:prompt_tokens") == 24 and value("vllm:generation_tokens") == 5
     assert value("vllm:prefix_cache_queries") == 24 and value("vllm:prefix_cache_hits") == 8
     assert value("vllm:num_preemptions") == 0

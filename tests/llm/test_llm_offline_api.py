@@ -5,6 +5,7 @@ metrics, profiling and world size."""
 from __future__ import annotations
 
 import os
+from typing import ClassVar
 
 import pytest
 
@@ -16,7 +17,7 @@ GREEDY = SamplingParams(temperature=0, max_tokens=4, ignore_eos=True)
 class RecordingBar:
     """A stand-in for tqdm's class: records how the LLM builds and drives it."""
 
-    made: list[RecordingBar] = []
+    made: ClassVar[list[RecordingBar]] = []
 
     def __init__(self, **kwargs):
         self.kwargs, self.n, self.closed, self.postfixes = kwargs, 0, False, []
@@ -130,7 +131,7 @@ def test_prefix_cache_reset_and_metrics(llama_llm):
     assert llama_llm.reset_prefix_cache() is True
     assert llama_llm.generate(prompt, GREEDY, use_tqdm=False)[0].num_cached_tokens == 0
     after = {m.name: m for m in llama_llm.get_metrics() if "finished_reason" not in m.labels}
-    delta = lambda name: after[name].value - before[name].value  # noqa: E731
+    delta = lambda name: after[name].value - before[name].value
     assert delta("vllm:prompt_tokens") == 120 and delta("vllm:generation_tokens") == 12
     assert delta("vllm:prefix_cache_queries") == 120 and delta("vllm:prefix_cache_hits") == 32
     for name in ("vllm:time_to_first_token_seconds", "vllm:e2e_request_latency_seconds"):
