@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, TypedDict
 
-from jaxllm.sampling_params import SamplingParams
+from jaxllm.sampling_params import SamplingParams, check_unicode
 
 
 class TextPrompt(TypedDict):
@@ -97,6 +97,7 @@ def tokenize_prompt(index: int | str, prompt: Any, tokenizer,
     if tokenizer is None:
         raise ValueError(f"{label} is text but the tokenizer was skipped (skip_tokenizer_init=True); "
                          "pass {'prompt_token_ids': [...]}")
+    check_unicode(label, text)
     return text, tokenizer(text, **check_tokenization_kwargs(tokenization_kwargs)).input_ids
 
 

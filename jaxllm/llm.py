@@ -173,12 +173,16 @@ class LLM(EngineControl):
         engine = self.llm_engine
         added: list[str] = []
         try:
-            for (text, token_ids), sp, prio in zip(requests, params, priorities):
+            for index, ((text, token_ids), sp, prio) in enumerate(zip(requests, params, priorities)):
                 request_id = str(next(self._request_counter))
                 sp.output_kind = RequestOutputKind.FINAL_ONLY
                 prompt = {"prompt_token_ids": token_ids} if text is None else \
                     {"prompt_token_ids": token_ids, "prompt": text}
-                engine.add_request(request_id, prompt, sp, priority=prio)
+                try:
+                    engine.add_request(request_id, prompt, sp, priority=prio)
+                except (ValueError, TypeError) as e:  # name the prompt's place in the batch, not our request id
+                    message = str(e).removeprefix(f"request {request_id!r}: ")
+                    raise type(e)(f"prompt {index}: {message}") from None
                 added.append(request_id)
         except Exception:
             if added:
