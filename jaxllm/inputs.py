@@ -88,9 +88,10 @@ def tokenize_prompt(index: int | str, prompt: Any, tokenizer,
         if unsupported:
             raise ValueError(f"{label}: unsupported prompt fields {unsupported}")
         text = prompt.get("prompt")
-        if text is not None and not isinstance(text, str):
+        has_ids = "prompt_token_ids" in prompt
+        if not isinstance(text, str) and not (has_ids and text is None):  # with ids, the text is optional
             raise TypeError(f"{label}: 'prompt' must be a str, got {type(text).__name__}")
-        if "prompt_token_ids" in prompt:
+        if has_ids:
             return text, token_id_list(label, prompt["prompt_token_ids"])
     else:
         raise TypeError(f"{label} must be a str or a prompt dict, got {type(prompt).__name__}")
