@@ -32,6 +32,8 @@ class EngineArgs:
     async_scheduling: bool = True
     # "fcfs" (first come, first served) or "priority" (generate(priority=[...]); lower values first)
     scheduling_policy: str = "fcfs"
+    # LLM.sleep() / wake_up() are available only with enable_sleep_mode=True (vLLM's rule)
+    enable_sleep_mode: bool = False
 
     @classmethod
     def from_kwargs(cls, kwargs: dict[str, Any]) -> "EngineArgs":
@@ -51,7 +53,7 @@ class EngineArgs:
         _positive_int("block_size", self.block_size)
         if self.block_size not in (8, 16, 32, 64, 128, 256):
             raise ValueError(f"block_size={self.block_size} is not supported; choose one of 8, 16, 32, 64, 128, 256")
-        for name in ("enable_prefix_caching", "async_scheduling"):
+        for name in ("enable_prefix_caching", "async_scheduling", "enable_sleep_mode"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
         if self.kv_cache_dtype not in KV_CACHE_DTYPES:

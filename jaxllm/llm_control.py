@@ -40,7 +40,9 @@ class EngineControl:
     def sleep(self, level: int = 1) -> None:
         """Give device memory back while the LLM is idle. Level 1: the KV cache is freed and the weights are
         copied to host memory; level 2: both are freed (``wake_up`` reads the weights from the checkpoint
-        again). The prefix cache is reset (its blocks are gone). Generating raises until ``wake_up``."""
+        again). The prefix cache is reset (its blocks are gone). Generating raises until ``wake_up``. Needs
+        ``LLM(..., enable_sleep_mode=True)``, as in vLLM."""
+        self._check_sleep_mode()
         if isinstance(level, bool) or level not in (1, 2):
             raise ValueError(f"sleep level must be 1 or 2, got {level!r}")
         engine = self.llm_engine
@@ -63,6 +65,7 @@ class EngineControl:
         """Take device memory again: ``tags`` None wakes everything, or a subset of ``["weights", "kv_cache"]``
         (e.g. weights first, to update them, then the cache). Weights freed at level 2 are read from the
         checkpoint again; the KV cache comes back empty."""
+        self._check_sleep_mode()
         tags = list(SLEEP_TAGS) if tags is None else tags
         if isinstance(tags, str) or not all(t in SLEEP_TAGS for t in tags):
             raise ValueError(f"wake_up tags must be a list drawn from {list(SLEEP_TAGS)}, got {tags!r}")
@@ -75,6 +78,11 @@ class EngineControl:
         if "kv_cache" in tags:
             runner.restore_kv_cache()
         self._asleep = self._asleep - set(tags)
+
+    def _check_sleep_mode(self) -> None:
+        if not self.engine_args.enable_sleep_mode:
+            raise ValueError("Sleep mode is not enabled: build the LLM with enable_sleep_mode=True to use "
+                             "sleep() and wake_up()")
 
     def is_sleeping(self) -> bool:
         return bool(self._asleep)

@@ -16,7 +16,7 @@ PROMPTS = ["Hello world", "The quick brown fox"]
 @pytest.fixture(scope="module")
 def llm(llama_dir):
     return LLM(str(llama_dir[0]), max_num_seqs=2, max_num_batched_tokens=32, enforce_eager=True,
-               scheduling_policy="priority")
+               scheduling_policy="priority", enable_sleep_mode=True)
 
 
 def live_bytes() -> int:
@@ -50,6 +50,14 @@ def test_sleep_returns_device_memory_and_wake_up_restores_outputs(llm):
         llm.sleep(level=3)
     with pytest.raises(ValueError, match="wake_up tags"):
         llm.wake_up(tags=["cache"])
+
+
+def test_sleep_needs_enable_sleep_mode(llama_llm):
+    with pytest.raises(ValueError, match="enable_sleep_mode=True"):
+        llama_llm.sleep()
+    with pytest.raises(ValueError, match="enable_sleep_mode=True"):
+        llama_llm.wake_up()
+    assert not llama_llm.is_sleeping()
 
 
 def test_sleep_resets_the_prefix_cache(llm):
