@@ -222,13 +222,15 @@ class LLMEngine:
         self.stats.num_prompt_tokens += len(ids)
 
     def abort_request(self, request_id: str | Iterable[str]) -> None:
-        """Drop unfinished request(s); unknown ids are ignored (as vLLM). No output is returned for them."""
+        """Drop unfinished request(s); unknown ids are ignored (as vLLM). No output is returned for them; they
+        count in the ``vllm:request_success`` metric under ``finished_reason="abort"``."""
         ids = [request_id] if isinstance(request_id, str) else list(request_id)
         for rid in ids:
             req = self._requests.pop(rid, None)
             self._streaming.pop(rid, None)
             if req is not None:
                 self.scheduler.abort(req.seqs)
+                self.request_stats.finished["abort"] += 1
 
     def has_unfinished_requests(self) -> bool:
         return bool(self._requests)

@@ -161,7 +161,9 @@ def test_metrics_snapshot_and_prefix_cache_reset():
     # the prefix cache: reset only while no request holds blocks
     eng.add_request("c", shared, greedy(2))
     assert eng.reset_prefix_cache() is False
-    finish_all(eng)
+    eng.abort_request("c")
+    assert {(m.name, m.labels.get("finished_reason")): m for m in eng.get_metrics()}[
+        ("vllm:request_success", "abort")].value == 1
     assert eng.reset_prefix_cache() is True
     eng.add_request("d", shared, greedy(2))
     final, _ = finish_all(eng)
