@@ -41,7 +41,13 @@ class EngineControl:
         """Give device memory back while the LLM is idle. Level 1: the KV cache is freed and the weights are
         copied to host memory; level 2: both are freed (``wake_up`` reads the weights from the checkpoint
         again). The prefix cache is reset (its blocks are gone). Generating raises until ``wake_up``. Needs
-        ``LLM(..., enable_sleep_mode=True)``, as in vLLM."""
+        ``LLM(..., enable_sleep_mode=True)``, as in vLLM.
+
+        The buffers are deleted, so their memory goes back to JAX's allocator at once (a device's
+        ``memory_stats()["bytes_in_use"]`` drops): other JAX work in this process, such as a training step
+        between two rounds of generation, can use it. JAX's GPU allocator keeps its preallocated pool for the
+        process; another process gets the memory only when JAX runs without preallocation
+        (``XLA_PYTHON_CLIENT_PREALLOCATE=false``)."""
         self._check_sleep_mode()
         if isinstance(level, bool) or level not in (1, 2):
             raise ValueError(f"sleep level must be 1 or 2, got {level!r}")

@@ -107,3 +107,17 @@ def test_priority_orders_requests(llm):
     first = [o.metrics.first_scheduled_time for o in outs]
     # max_num_seqs=2: the two most urgent (last two prompts) are admitted first, the least urgent last
     assert max(first[3:]) <= min(first[:3]) and first[0] == max(first)
+
+
+@pytest.mark.gpu
+def test_sleep_lowers_device_bytes_in_use(llm):
+    """On a GPU: the allocator's bytes in use drop by the weights and the cache while asleep."""
+    device = jax.devices()[0]
+    runner = llm.llm_engine.runner
+    released = sum(p.nbytes for p in runner.params) + sum(c.nbytes for c in runner.kv_caches)
+    awake = device.memory_stats()["bytes_in_use"]
+    llm.sleep(level=1)
+    asleep = device.memory_stats()["bytes_in_use"]
+    llm.wake_up()
+    assert awake - asleep >= released, (awake, asleep, released)
+    assert device.memory_stats()["bytes_in_use"] >= awake - 1024
