@@ -109,6 +109,20 @@ def test_priority_orders_requests(llm):
     assert max(first[3:]) <= min(first[:3]) and first[0] == max(first)
 
 
+def test_sleep_under_tensor_parallelism_keeps_shardings(llama_dir):
+    llm = LLM(str(llama_dir[0]), max_num_seqs=2, max_num_batched_tokens=32, enforce_eager=True,
+              tensor_parallel_size=2, enable_sleep_mode=True)
+    ref = tokens(llm)
+    runner = llm.llm_engine.runner
+    shardings = [p.sharding for p in runner.params]
+    assert llm.get_world_size() == 2
+    for level in (1, 2):
+        llm.sleep(level=level)
+        llm.wake_up()
+        assert [p.sharding for p in runner.params] == shardings
+        assert tokens(llm) == ref, f"level {level}"
+
+
 @pytest.mark.gpu
 def test_sleep_lowers_device_bytes_in_use(llm):
     """On a GPU: the allocator's bytes in use drop by the weights and the cache while asleep."""
