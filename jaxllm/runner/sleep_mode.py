@@ -92,10 +92,7 @@ class SleepMode:
 
     def load_model_weights(self, model) -> None:
         """Take the parameters of ``model`` (an NNX module of the same architecture, already placed)."""
-        _, state = nnx.split(model)
-        leaves, treedef = jax.tree_util.tree_flatten(state)
-        if treedef != self._treedef:
-            raise ValueError("load_model_weights: the model's parameter tree differs from the runner's")
+        leaves = self._leaves_of(model, "load_model_weights: the model's parameter tree differs from the runner's")
         self.discard_weights()
         self.params = leaves
 
@@ -106,6 +103,14 @@ class SleepMode:
         self.discard_weights()
         self.load_model_weights(self.weights_source())
 
+    def _leaves_of(self, model, mismatch: str) -> list:
+        """``model``'s flattened NNX state, which must have the runner's tree structure (else ``mismatch``)."""
+        _, state = nnx.split(model)
+        leaves, treedef = jax.tree_util.tree_flatten(state)
+        if treedef != self._treedef:
+            raise ValueError(mismatch)
+        return leaves
+
     def model(self):
         """The NNX model over the runner's current parameters (for ``LLM.apply_model``)."""
         if self.params is None:
@@ -115,11 +120,8 @@ class SleepMode:
     def update_from_model(self, model) -> None:
         """Adopt ``model``'s parameters after user code changed them in place (same shapes and dtypes, so the
         compiled programs stay valid)."""
-        _, state = nnx.split(model)
-        leaves, treedef = jax.tree_util.tree_flatten(state)
-        if treedef != self._treedef:
-            raise ValueError("apply_model: the function changed the model's structure; only parameter values "
-                             "may change")
+        leaves = self._leaves_of(model, "apply_model: the function changed the model's structure; only "
+                                        "parameter values may change")
         for i, (new, old) in enumerate(zip(leaves, self.params)):
             if getattr(new, "shape", None) != getattr(old, "shape", None) or \
                     getattr(new, "dtype", None) != getattr(old, "dtype", None):
