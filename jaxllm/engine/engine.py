@@ -285,6 +285,7 @@ class LLMEngine:
         self._steps.append((batch, run(batch)))
         self.stats.num_steps += 1
         self.stats.num_scheduled_tokens += batch.num_tokens
+        self.request_stats.iteration_tokens.observe(batch.num_tokens)
 
     def _resolve_oldest(self):
         batch, handle = self._steps.popleft()

@@ -64,6 +64,9 @@ TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75
                 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0)
 REQUEST_LATENCY_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0,
                            120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0)
+TPOT_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0,
+                40.0, 80.0)
+ITERATION_TOKEN_BUCKETS = (1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
 TOKEN_COUNT_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000)
 
 
@@ -96,6 +99,11 @@ class RequestStats:
         self.ttft = HistogramData(TTFT_BUCKETS)
         self.e2e = HistogramData(REQUEST_LATENCY_BUCKETS)
         self.queue_time = HistogramData(REQUEST_LATENCY_BUCKETS)
+        self.inference_time = HistogramData(REQUEST_LATENCY_BUCKETS)  # first scheduled -> last token
+        self.prefill_time = HistogramData(REQUEST_LATENCY_BUCKETS)  # first scheduled -> first token
+        self.decode_time = HistogramData(REQUEST_LATENCY_BUCKETS)  # first token -> last token
+        self.time_per_output_token = HistogramData(TPOT_BUCKETS)  # decode time / (tokens - 1)
+        self.iteration_tokens = HistogramData(ITERATION_TOKEN_BUCKETS)  # tokens computed per engine step
         self.prompt_tokens = HistogramData(TOKEN_COUNT_BUCKETS)
         self.generation_tokens = HistogramData(TOKEN_COUNT_BUCKETS)
         self.finished = _Tally()  # finished_reason -> requests
@@ -104,8 +112,15 @@ class RequestStats:
         """``metrics``: the request's RequestMetrics (times); ``reasons``: its samples' finish reasons."""
         if metrics.first_token_time is not None:
             self.ttft.observe(metrics.first_token_time - metrics.arrival_time)
-        if metrics.first_scheduled_time is not None:
-            self.queue_time.observe(metrics.first_scheduled_time - metrics.arrival_time)
+        scheduled, first, last = metrics.first_scheduled_time, metrics.first_token_time, metrics.last_token_time
+        if scheduled is not None:
+            self.queue_time.observe(scheduled - metrics.arrival_time)
+        if scheduled is not None and first is not None:
+            self.prefill_time.observe(first - scheduled)
+            self.inference_time.observe(last - scheduled)
+            self.decode_time.observe(last - first)
+            if num_generation_tokens > 1:
+                self.time_per_output_token.observe((last - first) / (num_generation_tokens - 1))
         self.e2e.observe(metrics.finished_time - metrics.arrival_time)
         self.prompt_tokens.observe(num_prompt_tokens)
         self.generation_tokens.observe(num_generation_tokens)
@@ -134,6 +149,11 @@ def snapshot(engine: Any, labels: dict[str, str]) -> list[Metric]:
         req.ttft.snapshot("vllm:time_to_first_token_seconds", labels),
         req.e2e.snapshot("vllm:e2e_request_latency_seconds", labels),
         req.queue_time.snapshot("vllm:request_queue_time_seconds", labels),
+        req.inference_time.snapshot("vllm:request_inference_time_seconds", labels),
+        req.prefill_time.snapshot("vllm:request_prefill_time_seconds", labels),
+        req.decode_time.snapshot("vllm:request_decode_time_seconds", labels),
+        req.time_per_output_token.snapshot("vllm:request_time_per_output_token_seconds", labels),
+        req.iteration_tokens.snapshot("vllm:iteration_tokens_total", labels),
         req.prompt_tokens.snapshot("vllm:request_prompt_tokens", labels),
         req.generation_tokens.snapshot("vllm:request_generation_tokens", labels),
     ]

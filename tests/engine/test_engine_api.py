@@ -158,6 +158,12 @@ def test_metrics_snapshot_and_prefix_cache_reset():
     e2e = metrics[("vllm:e2e_request_latency_seconds", None)]
     assert e2e.count == 2 and "0.3" in e2e.buckets
     assert all(m.labels["engine"] == "0" for m in metrics.values())
+    for name in ("vllm:request_inference_time_seconds", "vllm:request_prefill_time_seconds",
+                 "vllm:request_decode_time_seconds", "vllm:request_time_per_output_token_seconds",
+                 "vllm:request_queue_time_seconds"):
+        assert metrics[(name, None)].count == 2, name
+    steps = metrics[("vllm:iteration_tokens_total", None)]
+    assert steps.sum == eng.stats.num_scheduled_tokens and steps.count == eng.stats.num_steps
     # the prefix cache: reset only while no request holds blocks
     eng.add_request("c", shared, greedy(2))
     assert eng.reset_prefix_cache() is False
