@@ -1,8 +1,9 @@
-"""LLMEngine: requests in, finished RequestOutputs out, one scheduler step at a time (host side, no jax).
+"""LLMEngine: requests in, RequestOutputs out, one scheduler step at a time (host side, no jax).
 
-    engine.add_request("0", prompt_token_ids, SamplingParams(max_tokens=32))
+    engine.add_request("0", "Hello, my name is", SamplingParams(max_tokens=32))  # or token ids, a prompt dict
     while engine.has_unfinished_requests():
-        for out in engine.step(): ...
+        for out in engine.step():
+            if out.finished: ...  # CUMULATIVE / DELTA requests also return unfinished outputs (output_kind)
 
 Each ``step()`` is ``Scheduler.schedule()`` -> ``runner.execute(batch)`` -> ``Scheduler.update()``. The
 runner is duck-typed: ``execute(ScheduledBatch) -> RunnerOutput`` (see ``jaxllm/engine/batch.py``).
