@@ -102,6 +102,11 @@ class LLM(EngineControl):
     def get_tokenizer(self):
         return self.tokenizer
 
+    def set_tokenizer(self, tokenizer) -> None:
+        """Replace the tokenizer (vLLM's method): prompts, chat templates and output text use it from now on."""
+        self.llm_engine.set_tokenizer(tokenizer)
+        self.tokenizer = tokenizer
+
     def get_default_sampling_params(self) -> SamplingParams:
         return self._default_params.clone()
 

@@ -320,6 +320,14 @@ class LLMEngine:
         """The tokenizer (None with ``skip_tokenizer_init``)."""
         return self.tokenizer
 
+    def set_tokenizer(self, tokenizer: Any) -> None:
+        """Use ``tokenizer`` for text prompts, detokenization and stop strings from now on (between requests)."""
+        if self._requests:
+            raise ValueError(f"set_tokenizer with {len(self._requests)} unfinished requests: finish or abort them")
+        self.tokenizer = tokenizer
+        self._view = TokenizerView(tokenizer) if tokenizer is not None else None
+        self.scheduler.decode_token = self._view.decode_token if self._view else None
+
     def get_metrics(self) -> list[_metrics.Metric]:
         """vLLM's metric snapshot: see ``jaxllm.engine.metrics``."""
         return _metrics.snapshot(self, self._metric_labels)

@@ -151,3 +151,33 @@ def test_profile_and_world_size(llama_llm, tmp_path):
     with pytest.raises(RuntimeError, match="without start_profile"):
         llama_llm.stop_profile()
     assert llama_llm.get_world_size() == 1 and llama_llm.get_world_size(include_dp=False) == 1
+
+
+def test_set_tokenizer(llama_llm):
+    original = llama_llm.get_tokenizer()
+
+    class Shouting:
+        """The same tokenizer, encoding text in upper case: what the prompts' ids must now come from."""
+
+        def __init__(self, tok):
+            self.tok = tok
+
+        def __getattr__(self, name):
+            return getattr(self.tok, name)
+
+        def __call__(self, text, **kw):
+            return self.tok(text.upper(), **kw)
+
+        def __len__(self):
+            return len(self.tok)
+
+    params = SamplingParams(temperature=0, max_tokens=6, ignore_eos=True)
+    try:
+        llama_llm.set_tokenizer(Shouting(original))
+        assert isinstance(llama_llm.get_tokenizer(), Shouting)
+        out = llama_llm.generate("Hello world", params, use_tqdm=False)[0]
+    finally:
+        llama_llm.set_tokenizer(original)
+    assert out.prompt_token_ids == original("HELLO WORLD").input_ids != original("Hello world").input_ids
+    assert out.outputs[0].text == original.decode(out.outputs[0].token_ids)
+    assert llama_llm.llm_engine.get_tokenizer() is original
