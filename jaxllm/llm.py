@@ -2,89 +2,78 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
-from jaxllm.config import check_quantization
+from jaxllm import chat_utils
+from jaxllm.beam_search import BeamSearchOutput, beam_search
 from jaxllm.engine import LLMEngine
 from jaxllm.engine_args import EngineArgs
-from jaxllm.inputs import as_params_list, as_prompt_list, tokenize_prompt
-from jaxllm.model_source import model_config, resolve_model_path
+from jaxllm.inputs import as_params_list, as_prompt_list, check_tokenization_kwargs, tokenize_prompt
+from jaxllm.llm_control import EngineControl
 from jaxllm.outputs import RequestOutput
-from jaxllm.sampling_params import SamplingParams
+from jaxllm.sampling_params import BeamSearchParams, RequestOutputKind, SamplingParams
 from jaxllm.tokenizer import load_tokenizer
-from jaxllm.weights.gguf import is_gguf
 
 logger = logging.getLogger("jaxllm")
 
-RUNNERS = ("auto", "generate", "pooling")
 _GEN_CONFIG_KEYS = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "min_p": "min_p",
                     "repetition_penalty": "repetition_penalty", "max_new_tokens": "max_tokens"}
 
 
-class LLM:
-    """An offline LLM engine (vLLM's ``LLM``). See the README for every argument.
+class LLM(EngineControl):
+    """An offline LLM engine (vLLM's ``LLM``). ``model``: a HF checkpoint folder or hub id, a .gguf file, or the
+    embedded default model's name. Every other keyword is an ``EngineArgs`` field (vLLM's names and defaults,
+    validated before anything loads; docs/settings.md lists them, docs/vllm_compat.md maps vLLM's).
 
     ``enforce_eager=True`` skips the ahead-of-time compilation of the bucket ladder: each step program is
-    compiled the first time a batch needs it (fast start-up, slow first steps). ``swap_space`` exists for
-    vLLM compatibility only: jaxllm preempts by recompute and never swaps, so it must stay 4 (the default) or 0.
+    compiled the first time a batch needs it (fast start-up, slow first steps).
     """
 
-    def __init__(self, model: str, *, runner: str = "auto", tokenizer: str | None = None,
-                 tokenizer_mode: str = "auto", skip_tokenizer_init: bool = False, trust_remote_code: bool = False,
-                 tensor_parallel_size: int = 1, dtype: Any = "auto", quantization: str | None = None,
-                 revision: str | None = None, seed: int = 0, gpu_memory_utilization: float = 0.9,
-                 swap_space: float = 4, enforce_eager: bool = False, **kwargs: Any):
+    def __init__(self, model: str, **kwargs: Any):
         t_start = time.perf_counter()
-        args = EngineArgs.from_kwargs(kwargs)
-        _check_llm_args(runner, quantization, tensor_parallel_size, gpu_memory_utilization, swap_space, seed)
+        args = EngineArgs.from_kwargs({"model": model, **kwargs})
         from jaxllm.runner.memory import request_memory_fraction
 
-        request_memory_fraction(gpu_memory_utilization)
-        _enable_compilation_cache()
+        request_memory_fraction(args.gpu_memory_utilization)
+        enable_compilation_cache(args.cache_dir)
         import jax
 
-        from jaxllm.parallel.sharding import make_mesh
+        from jaxllm.load import build_model, locate_model
         from jaxllm.runner.model_runner import ModelRunner
-        from jaxllm.weights.loader import build_dummy_model, load_weights
 
-        mesh = make_mesh(tensor_parallel_size)
-        path = resolve_model_path(model, revision)
-        gguf = is_gguf(path)
-        if args.load_format == "gguf" and not gguf:
-            raise ValueError(f"load_format='gguf' but {model!r} is not a GGUF file")
-        if args.load_format == "safetensors" and gguf:
-            raise ValueError(f"load_format='safetensors' but {model!r} is a GGUF file")
-        cfg = model_config(path, dtype, quantization)
+        source = locate_model(args)
+        cfg, path = source.config, source.path
         args = args.resolve(jax.devices()[0].platform, cfg.max_position_embeddings)
         self.model_config, self.engine_args, self.model_path = cfg, args, path
         self.tokenizer = None
-        if not skip_tokenizer_init:
-            tok_path = tokenizer or path
-            self.tokenizer = load_tokenizer(tok_path, tokenizer_mode=tokenizer_mode,
-                                            trust_remote_code=trust_remote_code, revision=revision,
-                                            gguf_source=tokenizer is None and gguf)
+        if not args.skip_tokenizer_init:
+            self.tokenizer = load_tokenizer(args.tokenizer or path, tokenizer_mode=args.tokenizer_mode,
+                                            trust_remote_code=args.trust_remote_code,
+                                            revision=args.tokenizer_revision or args.revision,
+                                            gguf_source=args.tokenizer is None and source.gguf,
+                                            token=args.hf_token, cache_dir=args.download_dir,
+                                            code_revision=args.code_revision)
         t_load = time.perf_counter()
-        model_obj = build_dummy_model(cfg, mesh, seed) if args.load_format == "dummy" else load_weights(path, cfg, mesh)
+        model_obj = build_model(args, source)
         self.load_seconds = time.perf_counter() - t_load
-        logger.info("weights ready in %.1f s (%s)", self.load_seconds, args.load_format)
-        runner_obj = ModelRunner(model_obj, cfg, mesh, block_size=args.block_size, max_num_seqs=args.max_num_seqs,
-                                 max_num_batched_tokens=args.max_num_batched_tokens,
-                                 max_model_len=args.max_model_len, gpu_memory_utilization=gpu_memory_utilization,
-                                 num_gpu_blocks_override=args.num_gpu_blocks_override,
-                                 kv_cache_memory_bytes=args.kv_cache_memory_bytes, enforce_eager=enforce_eager,
-                                 kv_cache_dtype=args.kv_cache_dtype)
+        runner_obj = ModelRunner(model_obj, cfg, source.mesh, args)
         del model_obj
+        runner_obj.weights_source = functools.partial(build_model, args, source)  # wake_up after sleep(level=2)
         self.llm_engine = LLMEngine(
             runner_obj, num_blocks=runner_obj.num_blocks, block_size=args.block_size,
             max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
             max_model_len=args.max_model_len, vocab_size=cfg.vocab_size,
             enable_prefix_caching=args.enable_prefix_caching, eos_token_ids=self._eos_token_ids(),
-            tokenizer=self.tokenizer, seed=seed, async_scheduling=args.async_scheduling)
+            tokenizer=self.tokenizer, seed=args.seed, async_scheduling=args.async_scheduling,
+            max_logprobs=args.max_logprobs, log_stats=not args.disable_log_stats,
+            scheduling_policy=args.scheduling_policy, model_config=cfg, model_name=model)
         self._request_counter = itertools.count()
         self._default_params = self._generation_config_defaults()
         self.startup_seconds = time.perf_counter() - t_start
@@ -94,52 +83,97 @@ class LLM:
     def get_tokenizer(self):
         return self.tokenizer
 
+    def set_tokenizer(self, tokenizer) -> None:
+        """Replace the tokenizer (vLLM's method): prompts, chat templates and output text use it from now on."""
+        self.llm_engine.set_tokenizer(tokenizer)
+        self.tokenizer = tokenizer
+
     def get_default_sampling_params(self) -> SamplingParams:
         return self._default_params.clone()
 
     def generate(self, prompts: Any, sampling_params: SamplingParams | list[SamplingParams] | None = None, *,
-                 use_tqdm: bool = True) -> list[RequestOutput]:
-        """Generate completions for every prompt; returns RequestOutputs in the order of ``prompts``."""
+                 use_tqdm: bool | Callable[..., Any] = True, lora_request: Any = None,
+                 priority: list[int] | None = None,
+                 tokenization_kwargs: dict[str, Any] | None = None) -> list[RequestOutput]:
+        """Generate completions for every prompt; returns RequestOutputs in the order of ``prompts``.
+
+        ``use_tqdm``: a progress bar (True), none (False), or a callable used in place of tqdm's class to
+        build it (vLLM's contract: called with ``total``, ``desc``, ``dynamic_ncols`` and ``postfix``).
+        ``priority``: one int per prompt, lower runs first; needs ``scheduling_policy="priority"``.
+        ``tokenization_kwargs``: keyword arguments of the tokenizer's call for text prompts (e.g.
+        ``truncation=True, max_length=k`` or ``add_special_tokens=False``). ``lora_request`` must be None.
+        """
+        self._check_awake()
+        _check_lora(lora_request)
         items = as_prompt_list(prompts)
         params = as_params_list(sampling_params, len(items), self._default_params)
-        requests = [tokenize_prompt(i, p, self.tokenizer) for i, p in enumerate(items)]
-        ids = self._add_requests(requests, params)
+        priorities = _priority_list(priority, len(items))
+        kwargs = check_tokenization_kwargs(tokenization_kwargs)
+        requests = [tokenize_prompt(i, p, self.tokenizer, kwargs) for i, p in enumerate(items)]
+        ids = self._add_requests(requests, params, priorities)
         return self._run(ids, use_tqdm)
 
-    def chat(self, messages: Any, sampling_params: SamplingParams | list[SamplingParams] | None = None, *,
-             chat_template: str | None = None, add_generation_prompt: bool = True,
-             continue_final_message: bool = False, chat_template_kwargs: dict[str, Any] | None = None,
-             use_tqdm: bool = True) -> list[RequestOutput]:
-        """Generate replies to one conversation (a list of {"role", "content"} dicts) or a list of them."""
+    def chat(self, messages: Any, sampling_params: SamplingParams | list[SamplingParams] | None = None,
+             use_tqdm: bool | Callable[..., Any] = True, lora_request: Any = None, chat_template: str | None = None,
+             chat_template_content_format: str = "auto", add_generation_prompt: bool = True,
+             continue_final_message: bool = False, tools: list[dict[str, Any]] | None = None,
+             chat_template_kwargs: dict[str, Any] | None = None,
+             mm_processor_kwargs: dict[str, Any] | None = None) -> list[RequestOutput]:
+        """Generate replies to one conversation (a list of {"role", "content"} dicts) or a list of them.
+
+        Content is a str or a list of OpenAI-style text parts; ``chat_template_content_format`` says how the
+        template receives it ("auto" reads the template; see ``jaxllm.chat_utils``). ``tools`` (OpenAI tool
+        schemas) are passed to the template. Media parts and ``mm_processor_kwargs`` are a ValueError
+        (text-only models)."""
         if self.tokenizer is None:
             raise ValueError("chat() needs a tokenizer, but LLM was built with skip_tokenizer_init=True")
-        if not isinstance(messages, (list, tuple)) or not messages:
-            raise TypeError("messages must be a non-empty list of {'role', 'content'} dicts or a list of them")
-        conversations = [messages] if isinstance(messages[0], dict) else list(messages)
+        _check_lora(lora_request)
+        if mm_processor_kwargs is not None:
+            raise ValueError("mm_processor_kwargs is not supported: jaxllm serves text-only models")
         if add_generation_prompt and continue_final_message:
             raise ValueError("continue_final_message and add_generation_prompt cannot both be True")
+        if tools is not None and not (isinstance(tools, list) and all(isinstance(t, dict) for t in tools)):
+            raise TypeError(f"tools must be a list of dicts (OpenAI tool schemas), got {tools!r}")
+        conversations = chat_utils.as_conversations(messages)
+        template = chat_template if chat_template is not None else getattr(self.tokenizer, "chat_template", None)
+        content_format = chat_utils.resolve_content_format(chat_template_content_format, template)
+        extra = dict(chat_template_kwargs or {})
+        if tools is not None:
+            extra["tools"] = tools
         prompts = []
-        for i, conv in enumerate(conversations):
-            if not isinstance(conv, (list, tuple)) or not all(isinstance(m, dict) for m in conv):
-                raise TypeError(f"conversation {i} must be a list of {{'role', 'content'}} dicts")
+        for conv in conversations:
+            msgs = chat_utils.normalize_messages(conv, content_format)
             text = self.tokenizer.apply_chat_template(
-                list(conv), tokenize=False, chat_template=chat_template, add_generation_prompt=add_generation_prompt,
-                continue_final_message=continue_final_message, **(chat_template_kwargs or {}))
+                msgs, tokenize=False, chat_template=chat_template, add_generation_prompt=add_generation_prompt,
+                continue_final_message=continue_final_message, **extra)
             ids = self.tokenizer(text, add_special_tokens=False).input_ids
             prompts.append({"prompt": text, "prompt_token_ids": ids})
         return self.generate(prompts, sampling_params, use_tqdm=use_tqdm)
 
+    def beam_search(self, prompts: Any, params: BeamSearchParams, lora_request: Any = None,
+                    use_tqdm: Any = False, concurrency_limit: int | None = None) -> list[BeamSearchOutput]:
+        """vLLM's beam search over the paged engine; one BeamSearchOutput per prompt (str, {"prompt": ...} or
+        {"prompt_token_ids": [...]}), sequences best first. See ``jaxllm.beam_search``."""
+        if lora_request is not None:
+            raise ValueError("lora_request is not supported yet: jaxllm has no LoRA adapters")
+        return beam_search(self, prompts, params, use_tqdm=use_tqdm, concurrency_limit=concurrency_limit)
+
     # ---- internals -------------------------------------------------------------------------------------
 
-    def _add_requests(self, requests: list[tuple[str | None, list[int]]], params: list[SamplingParams]) -> list[str]:
-        """Queue all requests, or none: a bad one raises before any device work and leaves no request behind."""
+    def _add_requests(self, requests: list[tuple[str | None, list[int]]], params: list[SamplingParams],
+                      priorities: list[int]) -> list[str]:
+        """Queue all requests, or none: a bad one raises before any device work and leaves no request behind.
+        Offline generation returns final outputs only, so every request runs as FINAL_ONLY (as in vLLM)."""
         engine = self.llm_engine
         added: list[str] = []
         try:
-            for index, ((text, token_ids), sp) in enumerate(zip(requests, params)):
+            for index, ((text, token_ids), sp, prio) in enumerate(zip(requests, params, priorities)):
                 request_id = str(next(self._request_counter))
+                sp.output_kind = RequestOutputKind.FINAL_ONLY
+                prompt = {"prompt_token_ids": token_ids} if text is None else \
+                    {"prompt_token_ids": token_ids, "prompt": text}
                 try:
-                    engine.add_request(request_id, token_ids, sp, prompt=text)
+                    engine.add_request(request_id, prompt, sp, priority=prio)
                 except (ValueError, TypeError) as e:  # name the prompt's place in the batch, not our request id
                     message = str(e).removeprefix(f"request {request_id!r}: ")
                     raise type(e)(f"prompt {index}: {message}") from None
@@ -150,18 +184,23 @@ class LLM:
             raise
         return added
 
-    def _run(self, request_ids: list[str], use_tqdm: bool) -> list[RequestOutput]:
+    def _run(self, request_ids: list[str], use_tqdm: bool | Callable[..., Any]) -> list[RequestOutput]:
         engine = self.llm_engine
         done: dict[str, RequestOutput] = {}
         bar = None
         if use_tqdm:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=len(request_ids), desc="Processed prompts", dynamic_ncols=True)
+            if callable(use_tqdm):
+                make_bar = use_tqdm
+            else:
+                from tqdm.auto import tqdm as make_bar
+            bar = make_bar(total=len(request_ids), desc="Processed prompts", dynamic_ncols=True,
+                           postfix="output: 0 tok/s")
         t0, out_tokens = time.perf_counter(), 0
         try:
             while engine.has_unfinished_requests():
                 for out in engine.step():
+                    if not out.finished:  # a streaming request added through llm_engine directly
+                        continue
                     done[out.request_id] = out
                     out_tokens += sum(len(c.token_ids) for c in out.outputs)
                     if bar is not None:
@@ -187,11 +226,19 @@ class LLM:
         return [t for t in dict.fromkeys(ids) if 0 <= t < self.model_config.vocab_size]
 
     def _generation_config(self) -> dict[str, Any]:
-        path = os.path.join(self.model_path, "generation_config.json")
-        if os.path.isfile(path):
-            with open(path) as f:
-                return json.load(f)
-        return {}
+        """generation_config.json of the model ("auto") or of a folder, none ("vllm"), with
+        ``override_generation_config`` on top (vLLM's generation_config / override_generation_config)."""
+        where = self.engine_args.generation_config
+        gen: dict[str, Any] = {}
+        if where != "vllm":
+            folder = self.model_path if where == "auto" else os.fspath(where)
+            path = os.path.join(folder, "generation_config.json")
+            if where != "auto" and not os.path.isfile(path):
+                raise ValueError(f"generation_config={where!r}: no generation_config.json in that folder")
+            if os.path.isfile(path):
+                with open(path) as f:
+                    gen = json.load(f)
+        return {**gen, **(self.engine_args.override_generation_config or {})}
 
     def _generation_config_defaults(self) -> SamplingParams:
         """vLLM's default: SamplingParams() updated with the model's generation_config.json."""
@@ -202,30 +249,28 @@ class LLM:
         return SamplingParams(**kwargs)
 
 
-def _check_llm_args(runner, quantization, tensor_parallel_size, gpu_memory_utilization, swap_space, seed) -> None:
-    if runner not in RUNNERS:
-        raise ValueError(f"runner={runner!r} is not supported; choose one of {RUNNERS}")
-    if runner == "pooling":
-        raise ValueError("runner='pooling' (embeddings) is not supported yet; use runner='generate'")
-    check_quantization(quantization)
-    if isinstance(tensor_parallel_size, bool) or not isinstance(tensor_parallel_size, int) or tensor_parallel_size < 1:
-        raise ValueError(f"tensor_parallel_size must be a positive int, got {tensor_parallel_size!r}")
-    if not isinstance(gpu_memory_utilization, (int, float)) or not 0 < gpu_memory_utilization <= 1:
-        raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization!r}")
-    if swap_space not in (0, 4):
-        raise ValueError(f"swap_space={swap_space!r}: jaxllm preempts by recompute and never swaps to CPU memory; "
-                         "leave swap_space at its default (4) or pass 0")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {seed!r}")
+def _check_lora(lora_request: Any) -> None:
+    if lora_request is not None:
+        raise ValueError(f"LoRA is not supported yet: lora_request must be None, got {lora_request!r}")
 
 
-def _enable_compilation_cache() -> None:
-    """JAX's persistent compilation cache in a user cache dir (JAXLLM_CACHE_DIR; "0" disables it), unless the
+def _priority_list(priority: Any, num_prompts: int) -> list[int]:
+    """One priority per prompt (0 for all when None); the engine checks the scheduling policy."""
+    if priority is None:
+        return [0] * num_prompts
+    if isinstance(priority, (str, bytes)) or not hasattr(priority, "__len__"):
+        raise TypeError(f"priority must be a list of ints (one per prompt), got {type(priority).__name__}")
+    if len(priority) != num_prompts:
+        raise ValueError(f"The lengths of prompts ({num_prompts}) and priority ({len(priority)}) must be the same.")
+    return list(priority)
+
+
+def enable_compilation_cache(where: str | None) -> None:
+    """JAX's persistent compilation cache in ``where`` (``EngineArgs.cache_dir``; None disables it), unless the
     user configured one already."""
     import jax
 
-    where = os.environ.get("JAXLLM_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "jaxllm", "xla"))
-    if where == "0" or jax.config.jax_compilation_cache_dir:
+    if where is None or jax.config.jax_compilation_cache_dir:
         return
     jax.config.update("jax_compilation_cache_dir", where)
     # cache every program, also the small sampler ones (JAX's default skips compiles under 1 s)
