@@ -49,6 +49,7 @@ from jaxllm.runner.sampling_metadata import (
     pack_sampling_metadata,
     to_runner_output,
 )
+from jaxllm.runner.sleep_mode import SleepMode
 from jaxllm.runner.spec_rows import sampling_rows, spec_arrays, to_spec_runner_output
 from jaxllm.runner.step import make_forward, make_prompt_logprobs, make_sample
 from jaxllm.spec_decode import SpeculativeConfig
@@ -59,7 +60,7 @@ PROMPT_LOGPROBS_CHUNK = 128  # rows of [chunk, V] logits computed at a time for 
 PROMPT_LOGPROBS_K = 20
 
 
-class ModelRunner:
+class ModelRunner(SleepMode):
     def __init__(self, model, cfg: ModelConfig, mesh, args: EngineArgs):
         """``args``: resolved EngineArgs (``EngineArgs.resolve``: the scheduler limits are set)."""
         block_size, max_num_seqs = args.block_size, args.max_num_seqs
@@ -344,6 +345,7 @@ class ModelRunner:
     def dispatch(self, batch: ScheduledBatch) -> _StepInFlight:
         """Launch one step on the device without waiting for it; ``fetch`` returns its output. Negative input
         ids (asynchronous scheduling) are read from the sampled ids of the step dispatched just before."""
+        self.check_awake()
         bucket = self.ladder.pick(batch.num_tokens, batch.num_seqs)
         spec = self.speculative_config is not None
         rows = self._num_rows(bucket)

@@ -32,6 +32,12 @@ def test_greedy_identical_and_drafts_accepted(llama_llm, spec_llm):
     assert [o.token_ids for o in got] == [o.token_ids for o in want]
     assert stats.spec_decode_num_accepted_tokens - accepted > 10
     assert 0 < stats.spec_decode_acceptance_rate <= 1
+    metrics = {m.name: m for m in spec_llm.get_metrics()}
+    assert metrics["vllm:spec_decode_num_accepted_tokens"].value == stats.spec_decode_num_accepted_tokens
+    assert metrics["vllm:spec_decode_num_draft_tokens"].value == stats.spec_decode_num_draft_tokens
+    assert metrics["vllm:spec_decode_num_drafts"].value == stats.spec_decode_num_drafts
+    assert sum(metrics["vllm:spec_decode_num_accepted_tokens_per_pos"].values) == stats.spec_decode_num_accepted_tokens
+    assert "vllm:spec_decode_num_drafts" not in {m.name for m in llama_llm.get_metrics()}
 
 
 @pytest.mark.parametrize("kw", [
