@@ -40,9 +40,10 @@ class Speculation:
         sseq.num_new_tokens += len(drafts)
         sseq.draft_token_ids = drafts
         num_out = sseq.output_index
+        history = seq.needs_history  # only penalties and multi-token bad words read a row's token ids
         sseq.spec_rows = tuple(
             dataclasses.replace(
-                sseq, token_ids=seq.token_ids + list(drafts[:j]) if j else seq.token_ids,
+                sseq, token_ids=seq.token_ids + list(drafts[:j]) if j and history else seq.token_ids,
                 output_index=num_out + j,
                 banned_token_ids=seq.banned_token_ids if num_out + j < seq.params.min_tokens else (),
                 want_prompt_logprobs=False, draft_token_ids=(), spec_rows=())
