@@ -45,10 +45,11 @@ def as_model_config(config: Any, dtype: Any = "auto") -> ModelConfig:
                     f"got {type(config).__name__}")
 
 
-def model_from_params(config: Any, params: Any, *, dtype: Any = "auto", tensor_parallel_size: int = 1):
-    """The jaxllm model of ``config`` with ``params`` (an ``nnx.State``, its ``to_pure_dict()`` or the state of
+def model_from_params(config: Any, params: Any, *, dtype: Any = "auto", tensor_parallel_size: int = 1, mesh=None):
+    """The jaxllm model of ``config`` with ``params`` (an ``nnx.State``, ``nnx.to_pure_dict`` of it or the state of
     another module of the same architecture), placed on a mesh of ``tensor_parallel_size`` devices. Every
-    parameter must be there with its shape; floating dtypes are cast to the config's dtype."""
+    parameter must be there with its shape; floating dtypes are cast to the config's dtype. ``mesh``: the mesh
+    to place on (default: one of ``tensor_parallel_size`` devices)."""
     import jax
     from flax import nnx
 
@@ -56,10 +57,10 @@ def model_from_params(config: Any, params: Any, *, dtype: Any = "auto", tensor_p
     from jaxllm.weights.loader import assemble_model, param_shardings
 
     cfg = as_model_config(config, dtype)
-    mesh = make_mesh(tensor_parallel_size)
+    mesh = mesh if mesh is not None else make_mesh(tensor_parallel_size)
     if isinstance(params, nnx.Module):
         params = nnx.state(params)
-    pure = params.to_pure_dict() if isinstance(params, nnx.State) else params
+    pure = nnx.to_pure_dict(params) if isinstance(params, nnx.State) else params
     if not isinstance(pure, dict):
         raise TypeError(f"params must be an nnx.State or a nested dict of arrays, got {type(params).__name__}")
     flat = _flatten(pure)

@@ -50,6 +50,7 @@ from jaxllm.runner.sampling_metadata import (
     to_runner_output,
 )
 from jaxllm.runner.sleep_mode import SleepMode
+from jaxllm.runner.weight_updates import WeightUpdates
 from jaxllm.runner.step import make_forward, make_prompt_logprobs, make_sample
 
 logger = logging.getLogger("jaxllm")
@@ -58,7 +59,7 @@ PROMPT_LOGPROBS_CHUNK = 128  # rows of [chunk, V] logits computed at a time for 
 PROMPT_LOGPROBS_K = 20
 
 
-class ModelRunner(SleepMode):
+class ModelRunner(SleepMode, WeightUpdates):
     def __init__(self, model, cfg: ModelConfig, mesh, args: EngineArgs):
         """``args``: resolved EngineArgs (``EngineArgs.resolve``: the scheduler limits are set)."""
         block_size, max_num_seqs = args.block_size, args.max_num_seqs

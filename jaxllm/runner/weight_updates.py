@@ -20,7 +20,8 @@ from flax import nnx
 
 
 class WeightUpdates:
-    """Mixed into ModelRunner (which owns ``graphdef``, ``params`` (flat leaves) and ``_treedef``)."""
+    """Mixed into ModelRunner (which owns ``graphdef``, ``params`` (flat leaves), ``_treedef`` and, from
+    ``SleepMode``, ``param_avals`` / ``_host_params``)."""
 
     def served_weights(self) -> nnx.State:
         """The served parameters as an ``nnx.State`` (the arrays themselves, not copies)."""
@@ -29,10 +30,13 @@ class WeightUpdates:
         return jax.tree_util.tree_unflatten(self._treedef, self.params)
 
     def update_weights(self, weights: Any) -> int:
-        """Serve ``weights`` from the next step on: an ``nnx.State`` shaped like ``served_weights()``, an NNX
-        module of the same architecture, or the nested dict of ``State.to_pure_dict()``. Returns the number of
+        """Serve ``weights`` from the next step on (also after ``sleep(level=2)`` freed the old ones): an ``nnx.State`` shaped like ``served_weights()``, an NNX
+        module of the same architecture, or the nested dict of ``nnx.to_pure_dict(state)``. Returns the number of
         arrays that had to be moved or cast (0 when every array already matched)."""
-        served = self.served_weights()
+        reference = self.params if self.params is not None else self.param_avals  # freed by sleep(level=2)
+        if reference is None:
+            raise RuntimeError("update_weights: the runner holds no parameters")
+        served = jax.tree_util.tree_unflatten(self._treedef, reference)
         if isinstance(weights, nnx.Module):
             weights = nnx.state(weights)
         if isinstance(weights, dict) and not isinstance(weights, nnx.State):
@@ -42,7 +46,7 @@ class WeightUpdates:
                 nnx.replace_by_pure_dict(weights, pure)
             except (KeyError, ValueError, TypeError) as e:
                 raise ValueError(f"update_weights: the dict does not match the served parameters ({e})") from None
-            _check_same_keys(pure, served.to_pure_dict())
+            _check_same_keys(pure, nnx.to_pure_dict(served))
         named_new = jax.tree_util.tree_flatten_with_path(weights)[0]
         named_old = jax.tree_util.tree_flatten_with_path(served)[0]
         new_names = [_name(p) for p, _ in named_new]
@@ -53,7 +57,7 @@ class WeightUpdates:
             raise ValueError(f"update_weights: parameter names differ from the served model's: missing "
                              f"{missing[:8]}, unknown {unknown[:8]}")
         leaves, moved = [], 0
-        for name, (_, new), old in zip(old_names, named_new, self.params):
+        for name, (_, new), old in zip(old_names, named_new, reference):
             if tuple(jnp.shape(new)) != tuple(old.shape):
                 raise ValueError(f"update_weights: {name} has shape {tuple(jnp.shape(new))}, the served one "
                                  f"{tuple(old.shape)}")
@@ -62,6 +66,7 @@ class WeightUpdates:
                 moved += 1
             leaves.append(new)
         self.params = leaves
+        self._host_params = None  # a host copy made by sleep(level=1) holds the old weights
         return moved
 
 
