@@ -17,6 +17,11 @@ SUPPORTED_ARCHITECTURES = (
     "MistralForCausalLM",
     "Qwen2ForCausalLM",
     "Qwen3ForCausalLM",
+    "GemmaForCausalLM",
+    "Gemma2ForCausalLM",
+    "Gemma3ForCausalLM",
+    "Phi3ForCausalLM",
+    "Olmo2ForCausalLM",
 )
 
 _DTYPE_NAMES = {
@@ -30,7 +35,9 @@ _DTYPE_NAMES = {
     "fp16": "float16",
 }
 
-_ROPE_TYPES = ("default", "linear", "dynamic", "llama3")
+_ROPE_TYPES = ("default", "linear", "dynamic", "llama3", "longrope")
+
+from jaxllm.config_families import FUSED_ARCHS, family_fields, family_sliding_windows, gemma3_rope_dicts
 
 # quantization= methods and the parsing of a checkpoint's quantization_config live in quantization_config.py
 from jaxllm.quantization_config import (  # noqa: F401  (re-exported: jaxllm.config is where they were)
@@ -63,7 +70,8 @@ def resolve_dtype_name(dtype: Any, config_dtype: str | None) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class RopeConfig:
-    """Rotary embedding settings. ``scaling`` is a sorted tuple of (key, value) pairs (hashable)."""
+    """Rotary embedding settings. ``scaling`` is a sorted tuple of (key, value) pairs (hashable; list values such
+    as longrope's ``short_factor`` / ``long_factor`` become tuples)."""
 
     theta: float = 10000.0
     rope_type: str = "default"
@@ -93,7 +101,20 @@ class ModelConfig:
     attention_bias: bool = False  # q/k/v biases
     attention_out_bias: bool = False  # o_proj bias (Llama/Qwen3 with attention_bias; Qwen2 has none)
     mlp_bias: bool = False
-    qk_norm: bool = False
+    # q/k RMSNorm: None, "head" (per head over Dh: Qwen3, Gemma 3) or "full" (over the whole projection: OLMo 2)
+    qk_norm: str | None = None
+    hidden_act: str = "silu"  # gated MLP activation: "silu", "gelu_tanh" or "gelu"
+    norm_offset: float = 0.0  # RMSNorm scales by (norm_offset + w): 1.0 for Gemma
+    embed_scale: bool = False  # embeddings times sqrt(hidden_size) (Gemma)
+    # "pre" (Llama), "sandwich" (Gemma 2/3: pre and post norms around attention and MLP), "post" (OLMo 2)
+    norm_placement: str = "pre"
+    query_pre_attn_scalar: float | None = None  # attention scale query_pre_attn_scalar ** -0.5 (Gemma 2/3)
+    attn_logit_softcap: float | None = None  # scores -> cap * tanh(scores / cap) (Gemma 2)
+    final_logit_softcap: float | None = None  # logits -> cap * tanh(logits / cap) (Gemma 2)
+    # rope of the sliding-window layers when it differs from ``rope`` (Gemma 3's local base frequency)
+    rope_local: RopeConfig | None = None
+    rotary_dim: int = 0  # leading dims of each head that rotate (partial_rotary_factor * head_dim); 0: all
+    fused_checkpoint: bool = False  # the checkpoint has qkv_proj / gate_up_proj (Phi-3): split at load
     # One entry per layer: None for full attention or the window size in tokens.
     sliding_windows: tuple[int | None, ...] = ()
     dtype: str = "float32"
@@ -111,6 +132,17 @@ class ModelConfig:
     @property
     def kv_size(self) -> int:
         return self.num_kv_heads * self.head_dim
+
+    @property
+    def sm_scale(self) -> float:
+        """The attention softmax scale: query_pre_attn_scalar ** -0.5 (Gemma 2/3), else head_dim ** -0.5."""
+        return (self.query_pre_attn_scalar or self.head_dim) ** -0.5
+
+    def layer_rope(self, layer_idx: int) -> RopeConfig:
+        """The rope of one layer: ``rope_local`` on sliding-window layers when set, else ``rope``."""
+        if self.rope_local is not None and self.sliding_windows and self.sliding_windows[layer_idx] is not None:
+            return self.rope_local
+        return self.rope
 
     def num_params(self, include_embeddings: bool = True) -> int:
         """Parameter count (used by the benchmark roofline and memory planning)."""
@@ -137,12 +169,16 @@ class ModelConfig:
         if arch not in SUPPORTED_ARCHITECTURES:
             raise ValueError(f"architecture {arch or hf.get('model_type')!r} is not supported; supported "
                              f"architectures: {', '.join(SUPPORTED_ARCHITECTURES)}")
-        act = hf.get("hidden_act", "silu")
-        if act not in ("silu", "swish"):
-            raise ValueError(f"hidden_act={act!r} is not supported (only 'silu')")
+        if arch in FUSED_ARCHS and quant_fields.get("quantization") in ("awq", "gptq") or (
+                arch in FUSED_ARCHS and quant_fields.get("quant_from_checkpoint")):
+            raise ValueError(f"quantization={quant_fields['quantization']!r} checkpoints of {arch} (fused qkv_proj / "
+                             "gate_up_proj) are not supported; load the unquantized checkpoint (optionally with "
+                             "quantization='int8' or 'fp8')")
+        family = family_fields(hf, arch)
         num_heads = int(hf["num_attention_heads"])
         hidden = int(hf["hidden_size"])
-        head_dim = hf.get("head_dim") or hidden // num_heads
+        head_dim = int(hf.get("head_dim") or hidden // num_heads)
+        rope, rope_local = _ropes_from_hf(hf, arch)
         num_kv = int(hf.get("num_key_value_heads") or num_heads)
         if num_heads % num_kv:
             raise ValueError(f"num_attention_heads={num_heads} is not a multiple of num_key_value_heads={num_kv}")
@@ -160,17 +196,19 @@ class ModelConfig:
             num_kv_heads=num_kv,
             head_dim=int(head_dim),
             rms_norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
-            rope=_rope_from_hf(hf),
+            rope=rope,
+            rope_local=rope_local,
+            rotary_dim=_rotary_dim(hf, head_dim),
             max_position_embeddings=int(hf.get("max_position_embeddings", 2048)),
             tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
             attention_bias=bool(hf.get("attention_bias", arch == "Qwen2ForCausalLM")),
             attention_out_bias=arch in ("LlamaForCausalLM", "Qwen3ForCausalLM") and bool(hf.get("attention_bias", False)),
             mlp_bias=bool(hf.get("mlp_bias", False)),
-            qk_norm=arch == "Qwen3ForCausalLM",
             sliding_windows=_sliding_windows_from_hf(hf, arch, num_layers),
             dtype=resolve_dtype_name(dtype, hf.get("dtype") or hf.get("torch_dtype")),
             bos_token_id=hf.get("bos_token_id"),
             eos_token_ids=eos_ids,
+            **family,
             **quant_fields,
         )
 
@@ -189,7 +227,40 @@ _ARCH_BY_MODEL_TYPE = {
     "mistral": "MistralForCausalLM",
     "qwen2": "Qwen2ForCausalLM",
     "qwen3": "Qwen3ForCausalLM",
+    "gemma": "GemmaForCausalLM",
+    "gemma2": "Gemma2ForCausalLM",
+    "gemma3_text": "Gemma3ForCausalLM",
+    "phi3": "Phi3ForCausalLM",
+    "olmo2": "Olmo2ForCausalLM",
 }
+
+
+def _ropes_from_hf(hf: dict[str, Any], arch: str) -> tuple[RopeConfig, RopeConfig | None]:
+    """(rope, rope of the sliding layers or None). Gemma 3 has two; Phi-3 names longrope "su" / "yarn" in old
+    configs."""
+    if arch == "Gemma3ForCausalLM":
+        full, local = gemma3_rope_dicts(hf)
+        return _rope_from_hf({**hf, "rope_parameters": full, "rope_scaling": None}), \
+            _rope_from_hf({**hf, "rope_parameters": local, "rope_scaling": None})
+    if arch == "Phi3ForCausalLM":
+        scaling = dict(hf.get("rope_scaling") or hf.get("rope_parameters") or {})
+        if scaling.get("rope_type", scaling.get("type")) in ("su", "yarn"):
+            scaling["rope_type"] = "longrope"
+            scaling.pop("type", None)
+        return _rope_from_hf({**hf, "rope_scaling": scaling, "rope_parameters": None}), None
+    return _rope_from_hf(hf), None
+
+
+def _rotary_dim(hf: dict[str, Any], head_dim: int) -> int:
+    """Rotated dims per head (Phi-4-mini rotates 3/4 of each head); 0 when the whole head rotates."""
+    factor = float((hf.get("rope_parameters") or {}).get("partial_rotary_factor")
+                   or hf.get("partial_rotary_factor") or 1.0)
+    if not 0.0 < factor <= 1.0:
+        raise ValueError(f"partial_rotary_factor={factor} must be in (0, 1]")
+    dim = int(head_dim * factor)
+    if dim % 2:
+        raise ValueError(f"partial_rotary_factor={factor} gives an odd rotary dim {dim} (head_dim={head_dim})")
+    return 0 if dim == head_dim else dim
 
 
 def _rope_from_hf(hf: dict[str, Any]) -> RopeConfig:
@@ -202,15 +273,31 @@ def _rope_from_hf(hf: dict[str, Any]) -> RopeConfig:
     merged.pop("type", None)
     if rope_type not in _ROPE_TYPES:
         raise ValueError(f"rope type {rope_type!r} is not supported; supported: {', '.join(_ROPE_TYPES)}")
-    if rope_type in ("dynamic", "llama3") and "original_max_position_embeddings" not in merged:
-        merged["original_max_position_embeddings"] = int(hf.get("max_position_embeddings", 2048))
-    items = tuple(sorted((k, v) for k, v in merged.items() if isinstance(v, (int, float, str, bool))))
+    if rope_type in ("dynamic", "llama3", "longrope") and "original_max_position_embeddings" not in merged:
+        merged["original_max_position_embeddings"] = int(hf.get("original_max_position_embeddings")
+                                                          or hf.get("max_position_embeddings", 2048))
+    if rope_type == "longrope":
+        _check_longrope(merged, hf)
+    merged = {k: tuple(v) if isinstance(v, list) else v for k, v in merged.items()}
+    items = tuple(sorted((k, v) for k, v in merged.items() if isinstance(v, (int, float, str, bool, tuple))))
     return RopeConfig(theta=theta, rope_type=rope_type, scaling=items)
+
+
+def _check_longrope(params: dict[str, Any], hf: dict[str, Any]) -> None:
+    """longrope needs both factor lists; ``factor`` defaults to max / original max positions (as transformers)."""
+    for key in ("short_factor", "long_factor"):
+        if not isinstance(params.get(key), (list, tuple)):
+            raise ValueError(f"longrope rope scaling needs a list {key!r}, got {params.get(key)!r}")  # noqa: TRY004
+    if params.get("factor") is None:
+        params["factor"] = int(hf.get("max_position_embeddings", 2048)) / params["original_max_position_embeddings"]
 
 
 def _sliding_windows_from_hf(hf: dict[str, Any], arch: str, num_layers: int) -> tuple[int | None, ...]:
     """Per-layer sliding windows. Mistral windows every layer; Qwen2/3 use ``layer_types`` when
-    ``use_sliding_window`` is set; Llama never windows."""
+    ``use_sliding_window`` is set; Llama never windows; the other families: config_families."""
+    family = family_sliding_windows(hf, arch, num_layers)
+    if family is not None:
+        return family
     window = hf.get("sliding_window")
     if arch == "MistralForCausalLM":
         return (int(window) if window else None,) * num_layers

@@ -19,6 +19,11 @@ def make_config(arch: str, **overrides):
         "MistralForCausalLM": transformers.MistralConfig,
         "Qwen2ForCausalLM": transformers.Qwen2Config,
         "Qwen3ForCausalLM": transformers.Qwen3Config,
+        "GemmaForCausalLM": transformers.GemmaConfig,
+        "Gemma2ForCausalLM": transformers.Gemma2Config,
+        "Gemma3ForCausalLM": transformers.Gemma3TextConfig,
+        "Phi3ForCausalLM": transformers.Phi3Config,
+        "Olmo2ForCausalLM": transformers.Olmo2Config,
     }[arch]
     cfg = cls(**kw)
     cfg.architectures = [arch]
@@ -30,11 +35,13 @@ def save_tiny_model(path, arch: str, seed: int = 0, max_shard_size=None, dtype=t
     torch.manual_seed(seed)
     cfg = make_config(arch, **overrides)
     model = getattr(transformers, arch)(cfg).to(dtype).eval()
-    # Random norms and biases too, so that a wrongly mapped one cannot hide behind ones/zeros.
+    # Random norms and biases too, so that a wrongly mapped one cannot hide behind ones/zeros (Gemma's norms
+    # scale by 1 + w and start at w = 0).
+    gemma = arch.startswith("Gemma")
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "norm" in name:
-                p.copy_(1.0 + 0.1 * torch.randn_like(p))
+                p.copy_((0.0 if gemma else 1.0) + 0.1 * torch.randn_like(p))
             elif name.endswith("bias"):
                 p.copy_(0.1 * torch.randn_like(p))
     kwargs = {} if max_shard_size is None else {"max_shard_size": max_shard_size}
