@@ -68,10 +68,14 @@ def family_fields(hf: dict[str, Any], arch: str) -> dict[str, Any]:
     }
     if arch in ("Gemma2ForCausalLM", "Gemma3ForCausalLM"):
         fields["query_pre_attn_scalar"] = float(hf.get("query_pre_attn_scalar") or 256)
-        default_caps = (50.0, 30.0) if arch == "Gemma2ForCausalLM" else (None, None)
-        for key, name, default in (("attn_logit_softcapping", "attn_logit_softcap", default_caps[0]),
-                                   ("final_logit_softcapping", "final_logit_softcap", default_caps[1])):
-            fields[name] = _positive_or_none({key: hf.get(key, default)}, key)
+        gemma2 = arch == "Gemma2ForCausalLM"
+        fields["final_logit_softcap"] = _positive_or_none(
+            {"final_logit_softcapping": hf.get("final_logit_softcapping", 30.0 if gemma2 else None)},
+            "final_logit_softcapping")
+        # Gemma 3 configs carry attn_logit_softcapping, but its attention never caps (transformers' Gemma 3)
+        if gemma2:
+            fields["attn_logit_softcap"] = _positive_or_none(
+                {"attn_logit_softcapping": hf.get("attn_logit_softcapping", 50.0)}, "attn_logit_softcapping")
     return fields
 
 
