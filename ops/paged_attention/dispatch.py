@@ -6,7 +6,8 @@ Implementations (all take the reference's arguments; see reference.py for shapes
 * ``"chunked"``: pure jnp, any platform, memory O(chunk): the default off the GPU.
 * ``"pallas_triton"``: the Pallas kernel lowered through Triton (pallas_attention.py), NVIDIA sm_80+.
 * ``"pallas_mosaic"``: the same decode launch, the prefill launch through the Mosaic GPU kernel (mosaic_prefill.py,
-  Hopper only; calls it does not cover, e.g. a float8 cache or a sliding window, stay on the Triton prefill).
+  Hopper only; calls it does not cover, e.g. a float8 cache or a sliding window, stay on the Triton prefill;
+  soft-capped scores are covered).
 
 ``JAXLLM_ATTENTION_IMPL`` (or the ``impl`` argument, which wins) forces one. Otherwise, on an NVIDIA GPU of compute
 capability >= 8.0 when the shapes are supported (head_dim a power of two >= 16; a float8_e4m3 cache needs >= 8.9,
@@ -64,18 +65,18 @@ def default_impl(q=None, kv_cache=None) -> str:
     return "pallas_triton"
 
 
-def prefill_split(impl: str | None = None, q=None, kv_cache=None, sliding_window: int | None = None
-                  ) -> tuple[str, str, int] | None:
+def prefill_split(impl: str | None = None, q=None, kv_cache=None, sliding_window: int | None = None,
+                  soft_cap: float | None = None) -> tuple[str, str, int] | None:
     """(implementation for other steps, implementation for steps with a long prefill, the length that makes a
     prefill long) when the chosen implementation (``impl``, else ``default_impl(q, kv_cache)``) is
     ``pallas_mosaic`` and the Mosaic GPU prefill covers ``q`` / ``kv_cache`` (shapes and dtypes, e.g.
-    ShapeDtypeStructs: the model's) and ``sliding_window``; else None. The model runner compiles the long-prefill
+    ShapeDtypeStructs: the model's), ``sliding_window`` and ``soft_cap``; else None. The model runner compiles the long-prefill
     programs of the buckets that can hold one separately, so steps without a long prefill never pay the Mosaic
     path's gathers and idle launch."""
     name = impl or default_impl(q, kv_cache)
     if name != "pallas_mosaic":
         return None
-    if q is not None and not mosaic_prefill.supported(q, kv_cache, sliding_window):
+    if q is not None and not mosaic_prefill.supported(q, kv_cache, sliding_window, soft_cap):
         return None  # every call would fall back to the Triton prefill: no programs of its own
     return "pallas_triton", "pallas_mosaic", mosaic_prefill.MIN_Q_LEN
 

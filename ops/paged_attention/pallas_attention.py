@@ -169,6 +169,6 @@ def ragged_paged_attention_pallas(
         slots = num_tokens // bq + num_tokens // long_len + 1  # each long sequence adds at most one partial block
         sched = prefill_schedule(query_start_loc, long_len, bq, slots)
         rows = mosaic_prefill.paged_prefill_mosaic(q, kv_cache, query_start_loc, seq_lens, block_tables, sched,
-                                                   sm_scale=sm_scale)
+                                                   sm_scale=sm_scale, soft_cap=soft_cap)
         out = mosaic_prefill.gather_slots(rows, query_start_loc, long_len, out)
     return out
