@@ -59,7 +59,7 @@ def hf_greedy(model, prompt_ids: list[int], num_tokens: int) -> list[int]:
     return ids[len(prompt_ids):]
 
 
-def hf_logprobs(model, token_ids: list[int]) -> "torch.Tensor":
+def hf_logprobs(model, token_ids: list[int]) -> torch.Tensor:
     """log_softmax of the logits at every position of ``token_ids`` ([T, V], float32)."""
     with torch.no_grad():
         logits = model(torch.tensor([token_ids], dtype=torch.long)).logits[0]

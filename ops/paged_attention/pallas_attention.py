@@ -17,8 +17,15 @@ from ..device_info import forced_implementation, gpu_compute_capability
 from ..device_info import num_sms as device_num_sms
 from . import mosaic_prefill
 from .kv_cache import kv_scales
-from .pallas_triton import (TileConfig, _next_pow2, decode_schedule, launch, merge_splits, prefill_schedule,
-                            scatter_decode_rows)
+from .pallas_triton import (
+    TileConfig,
+    _next_pow2,
+    decode_schedule,
+    launch,
+    merge_splits,
+    prefill_schedule,
+    scatter_decode_rows,
+)
 
 # A float8 cache's tiles converted to q's dtype or to float16 (TileConfig.fp8_f16) in both launches; "auto":
 # float16 in the decode launch only (H200, benchmarks/kernels_h200.md: decode 1.1-1.35x faster than with q-dtype

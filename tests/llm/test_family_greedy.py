@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from hf_models import hf_greedy, save_tiny_model
+
 from jaxllm import LLM, SamplingParams
 
 SPECIAL = {"pad_token_id": 0, "eos_token_id": 1, "bos_token_id": 2}

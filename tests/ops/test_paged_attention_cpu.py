@@ -4,21 +4,22 @@ and block-table entries."""
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from batches import make_batch, naive_attention  # noqa: E402
-
-from jaxllm.ops.paged_attention import dispatch  # noqa: E402
-from jaxllm.ops.paged_attention.chunked import ragged_paged_attention_chunked  # noqa: E402
-from jaxllm.ops.paged_attention.pallas_attention import ragged_paged_attention_pallas  # noqa: E402
-from jaxllm.ops.paged_attention.pallas_triton import TileConfig  # noqa: E402
-from jaxllm.ops.paged_attention.reference import ragged_paged_attention_reference  # noqa: E402
+from batches import make_batch, naive_attention
+from jaxllm.ops.paged_attention import dispatch
+from jaxllm.ops.paged_attention.chunked import ragged_paged_attention_chunked
+from jaxllm.ops.paged_attention.pallas_attention import ragged_paged_attention_pallas
+from jaxllm.ops.paged_attention.pallas_triton import TileConfig
+from jaxllm.ops.paged_attention.reference import ragged_paged_attention_reference
 
 # (name, q_lens, ctx_lens): ctx_len = cached + new tokens; ctx > q means a prefix already in the cache.
 BATCHES = [
@@ -121,3 +122,30 @@ def test_pallas_rejects_bad_input():
     b = make_batch(rng, [1], [4])
     with pytest.raises(ValueError, match="sliding_window=0"):
         ragged_paged_attention_pallas(*map(jnp.asarray, b.args()), sm_scale=1.0, sliding_window=0)
+
+
+@pytest.mark.parametrize("window", [1, 33, 45, 64])
+def test_chunked_window_scans_only_the_window(window):
+    """With a sliding window the chunked path's key loop spans ceil((w - 1) / key_len) + 1 groups from each
+    token's first visible key (pages before the window are never gathered) and still matches the oracle, with
+    tokens of several sequences (different window starts) in one token chunk."""
+    rng = np.random.default_rng(window)
+    b = make_batch(rng, [1, 13, 1, 30, 7], [70, 13, 5, 300, 200], num_q_heads=4, num_kv_heads=2, head_dim=32,
+                   block_size=16)
+    args = tuple(map(jnp.asarray, b.args()))
+    run = functools.partial(ragged_paged_attention_chunked, sm_scale=0.2, sliding_window=window, token_chunk=16,
+                            key_chunk=32)
+    _check(run(*args), naive_attention(b, 0.2, window), b.meta.num_real_tokens, 1e-4)
+    lengths = [eq.params["length"] for eq in _all_eqns(jax.make_jaxpr(run)(*args).jaxpr)
+               if eq.primitive.name == "scan"]
+    assert min(lengths) == min(-(-(window - 1) // 32) + 1, 10)  # the key loop (10 groups without a window)
+
+
+def _all_eqns(jaxpr):
+    """Every equation of a jaxpr and of the jaxprs inside its equations (lax.map / scan bodies)."""
+    for eq in jaxpr.eqns:
+        yield eq
+        for value in eq.params.values():
+            inner = getattr(value, "jaxpr", value)
+            if hasattr(inner, "eqns"):
+                yield from _all_eqns(inner)

@@ -16,7 +16,7 @@ from jaxllm.ops.device_info import gpu_compute_capability
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif((gpu_compute_capability() or (0,))[0] != 9,
                                                   reason="the Mosaic GPU prefill is Hopper-only (wgmma/TMA)")]
 
-from jaxllm.ops.paged_attention.pallas_attention import ragged_paged_attention_pallas  # noqa: E402
+from jaxllm.ops.paged_attention.pallas_attention import ragged_paged_attention_pallas
 
 
 def finite_tails(b):
