@@ -37,7 +37,13 @@ _DTYPE_NAMES = {
 
 _ROPE_TYPES = ("default", "linear", "dynamic", "llama3", "longrope")
 
-from jaxllm.config_families import FUSED_ARCHS, family_fields, family_sliding_windows, gemma3_rope_dicts
+from jaxllm.config_families import (
+    FUSED_ARCHS,
+    LAYER_NORMS,
+    family_fields,
+    family_sliding_windows,
+    gemma3_rope_dicts,
+)
 
 # quantization= methods and the parsing of a checkpoint's quantization_config live in quantization_config.py
 from jaxllm.quantization_config import (  # noqa: F401  (re-exported: jaxllm.config is where they were)
@@ -149,7 +155,8 @@ class ModelConfig:
         d, f, dh = self.hidden_size, self.intermediate_size, self.head_dim
         attn = d * (self.num_heads + 2 * self.num_kv_heads) * dh + self.num_heads * dh * d
         mlp = 3 * d * f
-        per_layer = attn + mlp + 2 * d
+        qk_norms = {"head": 2 * dh, "full": (self.num_heads + self.num_kv_heads) * dh}.get(self.qk_norm, 0)
+        per_layer = attn + mlp + len(LAYER_NORMS[self.norm_placement]) * d + qk_norms
         total = self.num_layers * per_layer + d
         if include_embeddings:
             total += self.vocab_size * d * (1 if self.tie_word_embeddings else 2)
