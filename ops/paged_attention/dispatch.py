@@ -10,7 +10,7 @@ Implementations (all take the reference's arguments; see reference.py for shapes
   soft-capped scores are covered).
 
 ``JAXLLM_ATTENTION_IMPL`` (or the ``impl`` argument, which wins) forces one. Otherwise, on an NVIDIA GPU of compute
-capability >= 8.0 when the shapes are supported (head_dim a power of two >= 16; a float8_e4m3 cache needs >= 8.9,
+capability >= 8.0 when the shapes are supported (head_dim a multiple of 8 in [16, 256]; a float8_e4m3 cache needs >= 8.9,
 the first GPUs with e4m3 conversions): ``pallas_mosaic`` on Hopper (sm_90) when the Mosaic GPU prefill covers the
 shapes (mosaic_prefill.supported), else ``pallas_triton``; ``chunked`` off the GPU.
 
@@ -49,7 +49,7 @@ def _supported_by_pallas(q, kv_cache, cc) -> bool:
     if q is None:
         return True
     head_dim = q.shape[-1]
-    return head_dim >= 16 and head_dim & (head_dim - 1) == 0
+    return 16 <= head_dim <= 256 and head_dim % 8 == 0  # padded to a power of two inside the kernel
 
 
 def default_impl(q=None, kv_cache=None) -> str:

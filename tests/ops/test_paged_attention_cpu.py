@@ -88,6 +88,21 @@ def test_pallas_interpret_options_and_splits(window, cap, splits):
     _check(out, naive_attention(b, 0.3, window, cap), b.meta.num_real_tokens, 1e-4)
 
 
+@pytest.mark.parametrize("head_dim,window,cap,splits", [(24, None, None, 1), (96, 9, 20.0, 2)])
+def test_pallas_interpret_head_dim_not_a_power_of_two(head_dim, window, cap, splits):
+    """Phi-3's D = 96 (and 24): tiles padded to the next power of two, the extra columns masked on load and store
+    (decode with split-K, prefill, window and soft cap)."""
+    rng = np.random.default_rng(head_dim)
+    b = make_batch(rng, [1, 19, 1, 2], [77, 40, 3, 50], num_q_heads=4, num_kv_heads=2, head_dim=head_dim,
+                   block_size=8)
+    out = ragged_paged_attention_pallas(
+        *map(jnp.asarray, b.args()), sm_scale=0.3, sliding_window=window, soft_cap=cap, interpret=True,
+        decode_cfg=TileConfig(block_q=2, block_n=16, num_splits=splits),
+        prefill_cfg=TileConfig(block_q=4, block_n=8))
+    assert out.shape[-1] == head_dim
+    _check(out, naive_attention(b, 0.3, window, cap), b.meta.num_real_tokens, 1e-4)
+
+
 def test_pallas_interpret_split_decode_only():
     """Split-K with no prefill launch at all (T <= BQ_A): merged rows scattered into a fresh output."""
     rng = np.random.default_rng(2)
@@ -116,8 +131,8 @@ def test_dispatch_defaults_and_forcing(monkeypatch):
 
 def test_pallas_rejects_bad_input():
     rng = np.random.default_rng(0)
-    b = make_batch(rng, [1], [4], head_dim=24)
-    with pytest.raises(ValueError, match="head_dim=24"):
+    b = make_batch(rng, [1], [4], head_dim=20)
+    with pytest.raises(ValueError, match="head_dim=20"):
         ragged_paged_attention_pallas(*map(jnp.asarray, b.args()), sm_scale=1.0, interpret=True)
     b = make_batch(rng, [1], [4])
     with pytest.raises(ValueError, match="sliding_window=0"):
