@@ -39,6 +39,7 @@ _ROPE_TYPES = ("default", "linear", "dynamic", "llama3", "longrope")
 
 from jaxllm.config_families import (
     FUSED_ARCHS,
+    GEMMA_ARCHS,
     LAYER_NORMS,
     family_fields,
     family_sliding_windows,
@@ -237,7 +238,7 @@ class ModelConfig:
             rope_local=rope_local,
             rotary_dim=_rotary_dim(hf, head_dim),
             max_position_embeddings=int(hf.get("max_position_embeddings", 2048)),
-            tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
+            tie_word_embeddings=bool(hf.get("tie_word_embeddings", arch in GEMMA_ARCHS)),  # transformers' defaults
             attention_bias=bool(hf.get("attention_bias", arch == "Qwen2ForCausalLM")),
             attention_out_bias=arch in ("LlamaForCausalLM", "Qwen3ForCausalLM") and bool(hf.get("attention_bias", False)),
             mlp_bias=bool(hf.get("mlp_bias", False)),

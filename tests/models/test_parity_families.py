@@ -80,7 +80,7 @@ def test_legacy_config_formats():
     base = {"vocab_size": 256, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 6,
             "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16}
     gemma = jaxllm.config.ModelConfig.from_hf({**base, "architectures": ["GemmaForCausalLM"], "hidden_act": "gelu"})
-    assert gemma.hidden_act == "gelu_tanh" and gemma.embed_scale
+    assert gemma.hidden_act == "gelu_tanh" and gemma.embed_scale and gemma.tie_word_embeddings  # Gemma ties
     exact = jaxllm.config.ModelConfig.from_hf({**base, "architectures": ["GemmaForCausalLM"],
                                               "hidden_activation": "gelu"})
     assert exact.hidden_act == "gelu"
