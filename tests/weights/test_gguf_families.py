@@ -12,9 +12,10 @@ import pytest
 gguf = pytest.importorskip("gguf")
 torch = pytest.importorskip("torch")
 
-import jaxllm  # noqa: E402
-from hf_models import save_tiny_model  # noqa: E402
-from jaxllm.weights.gguf import GGUFCheckpoint  # noqa: E402
+from hf_models import save_tiny_model
+
+import jaxllm
+from jaxllm.weights.gguf import GGUFCheckpoint
 
 SPECIAL = {"pad_token_id": 0, "eos_token_id": 1, "bos_token_id": 2}
 LONGROPE = {"rope_type": "longrope", "short_factor": [1.0 + 0.1 * i for i in range(6)],
