@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import torch
 import transformers
 
@@ -47,6 +48,17 @@ def save_tiny_model(path, arch: str, seed: int = 0, max_shard_size=None, dtype=t
     kwargs = {} if max_shard_size is None else {"max_shard_size": max_shard_size}
     model.save_pretrained(os.fspath(path), **kwargs)
     return model
+
+
+def hf_logits(model, ids) -> np.ndarray:
+    """transformers' float32 logits [B, T, V] of int ids [B, T]."""
+    with torch.no_grad():
+        return model(torch.tensor(ids, dtype=torch.long)).logits.numpy()
+
+
+def relative_error(ours, ref) -> float:
+    """max |ours - ref| / max |ref| (the parity tests' measure)."""
+    return float(np.abs(ours - ref).max() / np.abs(ref).max())
 
 
 def hf_greedy(model, prompt_ids: list[int], num_tokens: int) -> list[int]:
