@@ -35,16 +35,16 @@ _DTYPE_NAMES = {
     "fp16": "float16",
 }
 
-_ROPE_TYPES = ("default", "linear", "dynamic", "llama3", "longrope")
-
 from jaxllm.config_families import (
     FUSED_ARCHS,
     GEMMA_ARCHS,
     LAYER_NORMS,
+    TEXT_OF_MULTIMODAL,
     family_fields,
     family_sliding_windows,
-    gemma3_rope_dicts,
+    text_config_of_multimodal,
 )
+from jaxllm.config_rope import RopeConfig, ropes_from_hf, rotary_dim_from_hf
 
 # quantization= methods and the parsing of a checkpoint's quantization_config live in quantization_config.py
 from jaxllm.quantization_config import (  # noqa: F401  (re-exported: jaxllm.config is where they were)
@@ -84,7 +84,10 @@ _MAX_LAYERS = 4096  # far above any released model; a larger count is a corrupte
 
 def check_hf_config(hf: dict[str, Any], where: str) -> None:
     """Reject a config.json whose size fields are missing, not positive ints, or absurd, naming the key (before
-    anything is sized from it: a zero head count would divide by zero, a million layers plan for minutes)."""
+    anything is sized from it: a zero head count would divide by zero, a million layers plan for minutes). A
+    multimodal checkpoint's text config is checked."""
+    if (hf.get("architectures") or [None])[0] in TEXT_OF_MULTIMODAL:
+        hf = text_config_of_multimodal(hf)
     for key, required in _SIZE_FIELDS.items():
         if key not in hf or hf[key] is None:
             if required:
@@ -103,19 +106,6 @@ def check_hf_config(hf: dict[str, Any], where: str) -> None:
     if not hf.get("head_dim") and hf["hidden_size"] % hf["num_attention_heads"]:
         raise ValueError(f"{where}: hidden_size={hf['hidden_size']} is not a multiple of num_attention_heads="
                          f"{hf['num_attention_heads']} and no head_dim is given")
-
-
-@dataclasses.dataclass(frozen=True)
-class RopeConfig:
-    """Rotary embedding settings. ``scaling`` is a sorted tuple of (key, value) pairs (hashable; list values such
-    as longrope's ``short_factor`` / ``long_factor`` become tuples)."""
-
-    theta: float = 10000.0
-    rope_type: str = "default"
-    scaling: tuple[tuple[str, Any], ...] = ()
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return dict(self.scaling).get(key, default)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,6 +142,9 @@ class ModelConfig:
     rope_local: RopeConfig | None = None
     rotary_dim: int = 0  # leading dims of each head that rotate (partial_rotary_factor * head_dim); 0: all
     fused_checkpoint: bool = False  # the checkpoint has qkv_proj / gate_up_proj (Phi-3): split at load
+    # the checkpoint's architecture when it is a multimodal one whose language model this is (its keys carry a
+    # prefix; the vision tower's are not loaded: text prompts only)
+    multimodal_architecture: str | None = None
     # One entry per layer: None for full attention or the window size in tokens.
     sliding_windows: tuple[int | None, ...] = ()
     dtype: str = "float32"
@@ -203,6 +196,10 @@ class ModelConfig:
             hf = hf.to_dict()
         quant_fields = quantization_fields(check_quantization(quantization), hf)
         archs = hf.get("architectures") or []
+        multimodal = archs[0] if archs and archs[0] in TEXT_OF_MULTIMODAL else None
+        if multimodal:  # the language model of a multimodal checkpoint (text prompts only)
+            hf = text_config_of_multimodal(hf)
+            archs = hf["architectures"]
         arch = archs[0] if archs else _ARCH_BY_MODEL_TYPE.get(hf.get("model_type", ""), "")
         if arch not in SUPPORTED_ARCHITECTURES:
             raise ValueError(f"architecture {arch or hf.get('model_type')!r} is not supported; supported "
@@ -216,7 +213,7 @@ class ModelConfig:
         num_heads = int(hf["num_attention_heads"])
         hidden = int(hf["hidden_size"])
         head_dim = int(hf.get("head_dim") or hidden // num_heads)
-        rope, rope_local = _ropes_from_hf(hf, arch)
+        rope, rope_local = ropes_from_hf(hf, arch)
         num_kv = int(hf.get("num_key_value_heads") or num_heads)
         if num_heads % num_kv:
             raise ValueError(f"num_attention_heads={num_heads} is not a multiple of num_key_value_heads={num_kv}")
@@ -236,7 +233,7 @@ class ModelConfig:
             rms_norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
             rope=rope,
             rope_local=rope_local,
-            rotary_dim=_rotary_dim(hf, head_dim),
+            rotary_dim=rotary_dim_from_hf(hf, head_dim),
             max_position_embeddings=int(hf.get("max_position_embeddings", 2048)),
             tie_word_embeddings=bool(hf.get("tie_word_embeddings", arch in GEMMA_ARCHS)),  # transformers' defaults
             attention_bias=bool(hf.get("attention_bias", arch == "Qwen2ForCausalLM")),
@@ -246,6 +243,7 @@ class ModelConfig:
             dtype=resolve_dtype_name(dtype, hf.get("dtype") or hf.get("torch_dtype")),
             bos_token_id=hf.get("bos_token_id"),
             eos_token_ids=eos_ids,
+            multimodal_architecture=multimodal,
             **family,
             **quant_fields,
         )
@@ -271,63 +269,6 @@ _ARCH_BY_MODEL_TYPE = {
     "phi3": "Phi3ForCausalLM",
     "olmo2": "Olmo2ForCausalLM",
 }
-
-
-def _ropes_from_hf(hf: dict[str, Any], arch: str) -> tuple[RopeConfig, RopeConfig | None]:
-    """(rope, rope of the sliding layers or None). Gemma 3 has two; Phi-3 names longrope "su" / "yarn" in old
-    configs."""
-    if arch == "Gemma3ForCausalLM":
-        full, local = gemma3_rope_dicts(hf)
-        return _rope_from_hf({**hf, "rope_parameters": full, "rope_scaling": None}), \
-            _rope_from_hf({**hf, "rope_parameters": local, "rope_scaling": None})
-    if arch == "Phi3ForCausalLM":
-        scaling = dict(hf.get("rope_scaling") or hf.get("rope_parameters") or {})
-        if scaling.get("rope_type", scaling.get("type")) in ("su", "yarn"):
-            scaling["rope_type"] = "longrope"
-            scaling.pop("type", None)
-        return _rope_from_hf({**hf, "rope_scaling": scaling, "rope_parameters": None}), None
-    return _rope_from_hf(hf), None
-
-
-def _rotary_dim(hf: dict[str, Any], head_dim: int) -> int:
-    """Rotated dims per head (Phi-4-mini rotates 3/4 of each head); 0 when the whole head rotates."""
-    factor = float((hf.get("rope_parameters") or {}).get("partial_rotary_factor")
-                   or hf.get("partial_rotary_factor") or 1.0)
-    if not 0.0 < factor <= 1.0:
-        raise ValueError(f"partial_rotary_factor={factor} must be in (0, 1]")
-    dim = int(head_dim * factor)
-    if dim % 2:
-        raise ValueError(f"partial_rotary_factor={factor} gives an odd rotary dim {dim} (head_dim={head_dim})")
-    return 0 if dim == head_dim else dim
-
-
-def _rope_from_hf(hf: dict[str, Any]) -> RopeConfig:
-    """Read rope settings from either transformers-5 ``rope_parameters`` or 4.x ``rope_theta``/``rope_scaling``."""
-    params = dict(hf.get("rope_parameters") or {})
-    scaling = dict(hf.get("rope_scaling") or {})
-    merged = {**scaling, **params}
-    theta = float(merged.pop("rope_theta", hf.get("rope_theta", 10000.0)))
-    rope_type = merged.pop("rope_type", None) or merged.pop("type", None) or "default"
-    merged.pop("type", None)
-    if rope_type not in _ROPE_TYPES:
-        raise ValueError(f"rope type {rope_type!r} is not supported; supported: {', '.join(_ROPE_TYPES)}")
-    if rope_type in ("dynamic", "llama3", "longrope") and "original_max_position_embeddings" not in merged:
-        merged["original_max_position_embeddings"] = int(hf.get("original_max_position_embeddings")
-                                                          or hf.get("max_position_embeddings", 2048))
-    if rope_type == "longrope":
-        _check_longrope(merged, hf)
-    merged = {k: tuple(v) if isinstance(v, list) else v for k, v in merged.items()}
-    items = tuple(sorted((k, v) for k, v in merged.items() if isinstance(v, (int, float, str, bool, tuple))))
-    return RopeConfig(theta=theta, rope_type=rope_type, scaling=items)
-
-
-def _check_longrope(params: dict[str, Any], hf: dict[str, Any]) -> None:
-    """longrope needs both factor lists; ``factor`` defaults to max / original max positions (as transformers)."""
-    for key in ("short_factor", "long_factor"):
-        if not isinstance(params.get(key), (list, tuple)):
-            raise ValueError(f"longrope rope scaling needs a list {key!r}, got {params.get(key)!r}")  # noqa: TRY004
-    if params.get("factor") is None:
-        params["factor"] = int(hf.get("max_position_embeddings", 2048)) / params["original_max_position_embeddings"]
 
 
 def _sliding_windows_from_hf(hf: dict[str, Any], arch: str, num_layers: int) -> tuple[int | None, ...]:

@@ -13,6 +13,25 @@ from __future__ import annotations
 from typing import Any
 
 GEMMA_ARCHS = ("GemmaForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM")
+# Multimodal checkpoints whose language model we run (text prompts; the vision tower is not loaded):
+# architecture -> (its text architecture, checkpoint key prefixes of the language model -> "model.")
+TEXT_OF_MULTIMODAL = {"Gemma3ForConditionalGeneration": "Gemma3ForCausalLM"}
+
+
+def text_config_of_multimodal(hf: dict[str, Any]) -> dict[str, Any]:
+    """A multimodal Gemma 3 config.json -> the text model's config dict. Hub configs list only the text
+    fields that differ from transformers' defaults, so ``Gemma3TextConfig`` fills the rest (as transformers and
+    vLLM read it); token ids and dtype come from the top level when the text config has none."""
+    import transformers
+
+    text = dict(hf.get("text_config") or {})
+    text.pop("architectures", None)
+    full = transformers.Gemma3TextConfig(**text).to_dict()
+    for key in ("eos_token_id", "bos_token_id", "pad_token_id", "dtype", "torch_dtype", "quantization_config"):
+        if hf.get(key) is not None and (key not in text or text.get(key) is None):
+            full[key] = hf[key]
+    full["architectures"] = [TEXT_OF_MULTIMODAL[hf["architectures"][0]]]
+    return full
 FUSED_ARCHS = ("Phi3ForCausalLM",)  # checkpoints with qkv_proj / gate_up_proj
 
 # The norms of a decoder layer per ``cfg.norm_placement`` (HF names; the checkpoint keys use them too). "pre":

@@ -40,7 +40,7 @@ from jaxllm.weights.gguf import GGUFCheckpoint, is_gguf
 from jaxllm.weights.inflight import InFlightCopies
 from jaxllm.weights.int4_layout import store_int4_weights_nk
 from jaxllm.weights.kv_scales import KV_SCALE_PARAM, KVScaleCollector
-from jaxllm.weights.mappings import IGNORED_SUFFIXES, Target, key_map, optional_keys
+from jaxllm.weights.mappings import IGNORED_SUFFIXES, Target, checkpoint_key, key_map, optional_keys
 from jaxllm.weights.quantized_checkpoint import quantized_tensors
 
 
@@ -164,8 +164,9 @@ def _assemble(cfg: ModelConfig, tensors: Iterable[tuple[str, np.ndarray, str]], 
     pending: dict[tuple, list] = {}
     placed: dict[tuple, jax.Array] = {}
     inflight = InFlightCopies()
-    for name, array, source in tensors:
-        if name.endswith(IGNORED_SUFFIXES):
+    for file_key, array, source in tensors:
+        name = checkpoint_key(cfg, file_key)  # a multimodal checkpoint's language-model keys -> ours
+        if name is None or name.endswith(IGNORED_SUFFIXES):
             continue
         if name in seen:
             raise WeightLoadError(f"duplicate key {name!r} in {source} (already read from {seen[name]})")

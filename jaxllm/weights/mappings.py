@@ -174,6 +174,31 @@ KEY_MAPS = {
 }
 
 
+# A multimodal checkpoint's language-model key prefixes -> ours, and the prefixes of its vision parts, which a
+# text-only load does not read (checkpoints written by transformers 4.x and 5.x both).
+MULTIMODAL_KEYS = {
+    "Gemma3ForConditionalGeneration": (
+        (("language_model.model.", "model."), ("model.language_model.", "model."),
+         ("language_model.lm_head.", "lm_head.")),
+        ("vision_tower.", "multi_modal_projector.", "model.vision_tower.", "model.multi_modal_projector."),
+    ),
+}
+
+
+def checkpoint_key(cfg: ModelConfig, name: str) -> str | None:
+    """The key of ours for a checkpoint key: itself, a multimodal checkpoint's language-model key without its
+    prefix, or None for its vision tower's keys (not loaded)."""
+    if cfg.multimodal_architecture is None:
+        return name
+    renames, vision = MULTIMODAL_KEYS[cfg.multimodal_architecture]
+    if name.startswith(vision):
+        return None
+    for prefix, ours in renames:
+        if name.startswith(prefix):
+            return ours + name[len(prefix):]
+    return name
+
+
 def key_map(cfg: ModelConfig) -> dict[str, Target | tuple[Target, ...]]:
     return KEY_MAPS[cfg.architecture](cfg)
 

@@ -106,3 +106,49 @@ def test_bad_family_configs_are_clear(bad, match):
             "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16}
     with pytest.raises(ValueError, match=match):
         jaxllm.config.ModelConfig.from_hf({**base, **bad})
+
+
+def test_phi3_fused_weights_quantized_at_load(tmp_path):
+    """quantization="int8" on a fused checkpoint: the split q/k/v and gate_up are quantized like any weight."""
+    hf = save_tiny_model(tmp_path, "Phi3ForCausalLM", **SPECIAL)
+    model = jaxllm.load_model(tmp_path, quantization="int8")
+    assert model.layers[0].self_attn.k_proj.qweight[...].dtype.name == "int8"
+    ids = np.random.RandomState(2).randint(0, 256, (1, 16)).astype(np.int32)
+    assert relative_error(np.asarray(model(ids)), hf_logits(hf, ids)) <= 5e-2
+
+
+def test_gemma3_multimodal_checkpoint_runs_its_language_model(tmp_path):
+    """A Gemma3ForConditionalGeneration checkpoint (as Gemma 3 4B/12B/27B ship): text prompts run its language
+    model (keys under language_model.*; the vision tower's are not loaded), logits equal transformers'
+    text-only forward; a hub-style partial text_config takes transformers' defaults."""
+    import json
+
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    text = {"vocab_size": 256, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "sliding_window": 5,
+            "sliding_window_pattern": 2, "rope_scaling": {"rope_type": "linear", "factor": 2.0}}
+    vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+              "image_size": 28, "patch_size": 14}
+    cfg = transformers.Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4,
+                                    image_token_index=255, boi_token_index=254, eoi_token_index=253)
+    hf = transformers.Gemma3ForConditionalGeneration(cfg).eval()
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            if "norm" in name:
+                p.copy_(0.1 * torch.randn_like(p))
+    hf.save_pretrained(tmp_path)
+    model = jaxllm.load_model(tmp_path)
+    assert model.config.architecture == "Gemma3ForCausalLM"
+    assert model.config.multimodal_architecture == "Gemma3ForConditionalGeneration"
+    ids = np.random.RandomState(3).randint(0, 250, (2, 16)).astype(np.int32)
+    assert relative_error(np.asarray(model(ids)), hf_logits(hf, ids)) <= 1e-4
+    hub_style = {"architectures": ["Gemma3ForConditionalGeneration"], "model_type": "gemma3", "eos_token_id": [1, 106],
+                 "text_config": {"hidden_size": 2560, "intermediate_size": 10240, "model_type": "gemma3_text",
+                                 "num_hidden_layers": 34, "sliding_window": 1024,
+                                 "rope_scaling": {"factor": 8.0, "rope_type": "linear"}}}
+    parsed = jaxllm.config.ModelConfig.from_hf(json.loads(json.dumps(hub_style)))
+    assert (parsed.num_heads, parsed.head_dim, parsed.vocab_size, parsed.eos_token_ids) == (8, 256, 262208, (1, 106))
+    assert parsed.sliding_windows[:6] == (1024,) * 5 + (None,) and parsed.rope.get("factor") == 8.0
