@@ -15,8 +15,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from jaxllm.config import INT4_METHODS, ModelConfig
+from jaxllm.config import ModelConfig
 from jaxllm.config_families import LAYER_NORMS
+from jaxllm.quantization_config import INT4_METHODS
 
 # HF keys that carry no weights of ours and are skipped wherever they appear.
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
