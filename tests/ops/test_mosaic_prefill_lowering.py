@@ -97,3 +97,16 @@ def test_prefill_schedule_splits_by_length():
     long = np.asarray(prefill_schedule(qsl, 100, 16, 24))
     assert set(short[0][short[0] >= 0]) == {0, 1} and set(long[0][long[0] >= 0]) == {3}
     assert (short[0] >= 0).sum() == 3 + 1 and (long[0] >= 0).sum() == 16
+
+
+@pytest.mark.parametrize("options", [{}, {"sliding_window": 2047}, {"soft_cap": 30.0}])
+def test_triton_path_lowers_for_head_dim_96(options):
+    """Phi-3-mini's D = 96 (not a power of two): the Triton kernels' padded tiles lower for the GPU (the Mosaic
+    prefill does not cover D = 96, so calls stay on Triton)."""
+    args = bf16_args([1000, 37, 1, 129], [1000, 500, 77, 129], (32, 32), 96, 16)
+    assert not mosaic_prefill.supported(jax.ShapeDtypeStruct((8, 32, 96), jnp.bfloat16), args[1])
+    lowered = jax.jit(lambda *a: ragged_paged_attention_pallas(*a, sm_scale=96 ** -0.5, prefill_impl="mosaic",
+                                                               **options)).trace(*args).lower(
+        lowering_platforms=("cuda",))
+    text = lowered.as_text()
+    assert "triton" in text.lower() and "mosaic_gpu" not in text
