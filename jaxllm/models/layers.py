@@ -99,7 +99,9 @@ def longrope_cos_sin(positions: jax.Array, rope: RopeConfig, dim: int, seq_lens:
     """Phi-3 longrope: inverse frequencies divided by ``long_factor`` for a sequence longer than
     ``original_max_position_embeddings`` (its length after this step: ``seq_lens`` [...] per token, else the
     call's longest position + 1, as transformers' per-call switch), else by ``short_factor``; cos/sin times the
-    attention factor sqrt(1 + ln(factor) / ln(original max)) (or the config's ``attention_factor``)."""
+    attention factor sqrt(1 + ln(factor) / ln(original max)) (or the config's ``attention_factor``). Keys already
+    in the cache keep the rotation they were written with, as in transformers' cached generation; a prompt that
+    crosses the length in several prefill chunks has its earlier chunks rotated with the short factors."""
     old_len = int(rope.get("original_max_position_embeddings"))
     factor = float(rope.get("factor", 1.0))
     scale = rope.get("attention_factor")
