@@ -157,9 +157,9 @@ class LLM(EngineControl):
         prompts = []
         for conv in conversations:
             msgs = chat_utils.normalize_messages(conv, content_format)
-            text = self.tokenizer.apply_chat_template(
-                msgs, tokenize=False, chat_template=chat_template, add_generation_prompt=add_generation_prompt,
-                continue_final_message=continue_final_message, **extra)
+            text = _apply_chat_template(self.tokenizer, msgs, chat_template=chat_template,
+                                        add_generation_prompt=add_generation_prompt,
+                                        continue_final_message=continue_final_message, **extra)
             ids = self.tokenizer(text, add_special_tokens=False).input_ids
             prompts.append({"prompt": text, "prompt_token_ids": ids})
         return self._generate(prompts, sampling_params, use_tqdm)
@@ -292,3 +292,14 @@ def enable_compilation_cache(where: str | None) -> None:
     jax.config.update("jax_compilation_cache_dir", where)
     # cache every program, also the small sampler ones (JAX's default skips compiles under 1 s)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+
+
+def _apply_chat_template(tokenizer, conversation: list[dict], **kwargs) -> str:
+    """The tokenizer's chat template as text. An error the template raises (Gemma's "System role not supported",
+    roles that do not alternate) becomes a ValueError with its message, as in vLLM."""
+    import jinja2
+
+    try:
+        return tokenizer.apply_chat_template(conversation, tokenize=False, **kwargs)
+    except jinja2.TemplateError as e:
+        raise ValueError(f"chat template error: {e}") from e

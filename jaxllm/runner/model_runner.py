@@ -136,7 +136,8 @@ class ModelRunner(SleepMode, WeightUpdates):
             # never run under tensor parallelism (inside shard_map) on a GPU yet: Triton until measured there
             self.attention_impl = "pallas_triton"
             return None
-        return ops.paged_attention.prefill_split(self.attention_impl, q, self.kv_caches[0], window)
+        return ops.paged_attention.prefill_split(self.attention_impl, q, self.kv_caches[0], window,
+                                                 self.cfg.attn_logit_softcap)
 
     def _allocate_cache(self) -> None:
         """Replace the cache's shapes by zeroed device arrays (once the programs are compiled)."""
