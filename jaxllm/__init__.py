@@ -8,7 +8,19 @@ from jaxllm.llm import LLM
 from jaxllm.load import load_model
 from jaxllm.outputs import CompletionOutput, Logprob, RequestOutput
 from jaxllm.sampling_params import SamplingParams
+from jaxllm.structured_outputs import GuidedDecodingParams, StructuredOutputsConfig, StructuredOutputsParams
 
 __version__ = "0.1.0"
 
-__all__ = ["LLM", "SamplingParams", "RequestOutput", "CompletionOutput", "Logprob", "load_model", "DEFAULT_MODEL"]
+__all__ = [
+           "DEFAULT_MODEL",
+           "LLM",
+           "CompletionOutput",
+           "GuidedDecodingParams",
+           "Logprob",
+           "RequestOutput",
+           "SamplingParams",
+           "StructuredOutputsConfig",
+           "StructuredOutputsParams",
+           "load_model",
+]

@@ -29,6 +29,8 @@ class EngineArgs:
     kv_cache_dtype: str = "auto"  # one of KV_CACHE_DTYPES
     # Schedule step N+1 while step N runs on the device (same outputs; see jaxllm/engine/scheduler.py).
     async_scheduling: bool = True
+    # Structured outputs: a dict of StructuredOutputsConfig fields ({"backend": "auto"}) or an instance.
+    structured_outputs_config: Any = None
 
     @classmethod
     def from_kwargs(cls, kwargs: dict[str, Any]) -> "EngineArgs":
@@ -54,6 +56,9 @@ class EngineArgs:
         if self.kv_cache_dtype not in KV_CACHE_DTYPES:
             raise ValueError(f"kv_cache_dtype={self.kv_cache_dtype!r} is not supported; choose one of "
                              f"{KV_CACHE_DTYPES} ('auto' = the model's dtype, 'fp8' = 'fp8_e4m3')")
+        from jaxllm.structured_outputs.params import StructuredOutputsConfig
+
+        self.structured_outputs_config = StructuredOutputsConfig.coerce(self.structured_outputs_config)
         if self.load_format not in LOAD_FORMATS:
             raise ValueError(f"load_format={self.load_format!r} is not supported; choose one of {LOAD_FORMATS}")
 

@@ -84,7 +84,8 @@ class LLM:
             max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
             max_model_len=args.max_model_len, vocab_size=cfg.vocab_size,
             enable_prefix_caching=args.enable_prefix_caching, eos_token_ids=self._eos_token_ids(),
-            tokenizer=self.tokenizer, seed=seed, async_scheduling=args.async_scheduling)
+            tokenizer=self.tokenizer, seed=seed, async_scheduling=args.async_scheduling,
+            structured_outputs_config=args.structured_outputs_config)
         self._request_counter = itertools.count()
         self._default_params = self._generation_config_defaults()
         self.startup_seconds = time.perf_counter() - t_start

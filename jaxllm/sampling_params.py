@@ -12,9 +12,12 @@ import enum
 import logging
 import math
 import numbers
+import warnings
 from typing import Any
 
 import numpy as np
+
+from jaxllm.structured_outputs.params import GuidedDecodingParams, StructuredOutputsParams
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +129,8 @@ class SamplingParams:
     spaces_between_special_tokens: bool = True
     logit_bias: dict[int, float] | None = None
     allowed_token_ids: list[int] | None = None
+    structured_outputs: StructuredOutputsParams | None = None
+    guided_decoding: GuidedDecodingParams | None = None  # the older name: moved to structured_outputs
 
     # Set by update_from_tokenizer (engine side); not constructor arguments.
     _bad_words_token_ids: list[list[int]] | None = dataclasses.field(default=None, init=False)
@@ -165,6 +170,7 @@ class SamplingParams:
         self.prompt_logprobs = _check_num_logprobs("prompt_logprobs", self.prompt_logprobs)
         self.logit_bias = self._check_logit_bias(self.logit_bias)
         self.allowed_token_ids = _check_token_ids("allowed_token_ids", self.allowed_token_ids)
+        self._check_structured_outputs()
 
         if 0 < self.temperature < _MAX_TEMP:
             logger.warning(
@@ -212,6 +218,16 @@ class SamplingParams:
                 f"logit_bias contains key(s) that are not non-negative integer token IDs: {bad_keys!r}"
             )
         return out
+
+    def _check_structured_outputs(self) -> None:
+        """vLLM's rule: ``guided_decoding`` (deprecated) moves to ``structured_outputs``."""
+        if self.guided_decoding is not None:
+            warnings.warn("SamplingParams.guided_decoding is deprecated; use structured_outputs",
+                          DeprecationWarning, stacklevel=4)
+            self.structured_outputs, self.guided_decoding = self.guided_decoding, None
+        so = self.structured_outputs
+        if so is not None and not isinstance(so, StructuredOutputsParams):
+            raise TypeError(f"structured_outputs must be a StructuredOutputsParams, got {type(so).__name__} ({so!r})")
 
     def _verify_args(self) -> None:
         if self.n < 1:
@@ -313,5 +329,6 @@ class SamplingParams:
             f"logprobs={self.logprobs}, prompt_logprobs={self.prompt_logprobs}, "
             f"skip_special_tokens={self.skip_special_tokens}, "
             f"spaces_between_special_tokens={self.spaces_between_special_tokens}, "
-            f"logit_bias={self.logit_bias}, allowed_token_ids={self.allowed_token_ids})"
+            f"logit_bias={self.logit_bias}, allowed_token_ids={self.allowed_token_ids}, "
+            f"structured_outputs={self.structured_outputs})"
         )

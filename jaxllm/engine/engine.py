@@ -27,6 +27,8 @@ import numpy as np
 
 from ..outputs import CompletionOutput, RequestMetrics, RequestOutput
 from ..sampling_params import SamplingParams
+from ..structured_outputs.grammar import GrammarCompiler
+from ..structured_outputs.params import StructuredOutputsConfig
 from .block_manager import BlockManager
 from .detokenizer import IncrementalDetokenizer, TokenizerView
 from .request_checks import check_params, check_prompt
@@ -81,6 +83,7 @@ class LLMEngine:
         tokenizer: Any = None,
         seed: int | None = 0,
         async_scheduling: bool = True,
+        structured_outputs_config: Any = None,
     ) -> None:
         for name, v in (
             ("num_blocks", num_blocks),
@@ -126,6 +129,8 @@ class LLMEngine:
         self.async_scheduling = bool(async_scheduling) and all(
             callable(getattr(runner, m, None)) for m in ("dispatch", "fetch"))
         self._steps: deque = deque()  # (batch, runner handle or output), oldest first
+        self.structured_outputs_config = StructuredOutputsConfig.coerce(structured_outputs_config)
+        self._grammars: GrammarCompiler | None = None  # created with the first structured-outputs request
         self._rng = np.random.default_rng(seed)
         self._requests: dict[str, _Request] = {}
         self._next_seq_id = 0
@@ -171,6 +176,7 @@ class LLMEngine:
             or params.presence_penalty != 0.0
             or any(len(w) > 1 for w in params.bad_words_token_ids or ())
         )
+        grammars = self._new_grammar_states(request_id, params)
         seqs = []
         for index in range(params.n):
             if params.seed is not None:
@@ -195,6 +201,7 @@ class LLMEngine:
                     want_prompt_logprobs=params.prompt_logprobs is not None and index == 0,
                     detokenizer=detok,
                     needs_history=needs_history,
+                    grammar=grammars[index],
                 )
             )
             self._next_seq_id += 1
@@ -205,6 +212,16 @@ class LLMEngine:
         for seq in seqs:
             self.scheduler.add(seq)
         self.stats.num_prompt_tokens += len(ids)
+
+    def _new_grammar_states(self, request_id: str, params: SamplingParams) -> list:
+        """One GrammarState per child (None without structured outputs); validates the spec now."""
+        so = params.structured_outputs
+        if so is None:
+            return [None] * params.n
+        if self._grammars is None:
+            self._grammars = GrammarCompiler(self.tokenizer, self.vocab_size, self.eos_token_ids,
+                                             self.structured_outputs_config)
+        return [self._grammars.new_state(request_id, so) for _ in range(params.n)]
 
     def abort_request(self, request_id: str | Iterable[str]) -> None:
         """Drop unfinished request(s); unknown ids are ignored (as vLLM). No output is returned for them."""
@@ -229,10 +246,16 @@ class LLMEngine:
             return []
         try:
             if not self._steps:
-                self._launch(self.scheduler.schedule(), required=True)
+                self._launch(self._schedule_required(), required=True)
+            finished = None
             if self.async_scheduling and self.scheduler.can_overlap():
-                self._launch(self.scheduler.schedule(), required=False)
-            finished = self._resolve_oldest()
+                batch = self.scheduler.schedule()
+                if any(s.sample and s.grammar is not None for s in batch.seqs):
+                    # its masks need the tokens of the step in flight: apply them first, then dispatch
+                    finished = self._resolve_oldest()
+                self._launch(batch, required=False)
+            if finished is None:
+                finished = self._resolve_oldest()
         except BaseException:
             # The K/V of the steps in flight may not have been written: forget the prefix-cache hashes
             # registered for them and requeue their sequences for recomputation. The engine stays usable:
@@ -251,7 +274,28 @@ class LLMEngine:
             self._drain()
         return results
 
+    def _schedule_required(self):
+        """The next batch when no step is in flight; waits for a compiling grammar if nothing else can run."""
+        batch = self.scheduler.schedule()
+        while not batch.seqs and self.scheduler.waiting_grammars():
+            self.scheduler.waiting_grammars()[0].wait()
+            batch = self.scheduler.schedule()
+        return batch
+
+    def _fill_grammar_bitmasks(self, batch) -> None:
+        """The allowed-token bits of every constrained sampling row, from its grammar's current state."""
+        rows = [s for s in batch.seqs if s.sample and s.grammar is not None and s.grammar.ready()
+                and not s.grammar.failed]
+        if not rows:
+            return
+        masks = np.empty((len(rows), self._grammars.num_words), np.int32)
+        self._grammars.fill_bitmasks([s.grammar for s in rows], masks)
+        for sseq, mask in zip(rows, masks):
+            sseq.grammar_bitmask = mask
+
     def _launch(self, batch, required: bool) -> None:
+        if batch.seqs:
+            self._fill_grammar_bitmasks(batch)
         if not batch.seqs:
             if required:  # cannot happen for validated requests; fail loudly rather than spin
                 raise RuntimeError(

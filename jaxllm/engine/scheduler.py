@@ -16,7 +16,10 @@ device and ``update`` replaces by the real token. ``num_computed_tokens`` advanc
 A sequence whose pending token surely ends it (max_tokens, max_model_len) is not scheduled again; one that
 turns out to stop on an EOS / stop id / stop string computed one extra token, which is dropped. Sequences whose
 next sampling row depends on their output tokens on the host (penalties, multi-token bad words) make the
-engine wait for step N first (``can_overlap``).
+engine wait for step N first (``can_overlap``). Structured outputs need step N's token on the host too, but only
+for the mask of step N+1's row: the engine schedules step N+1 while step N runs, then waits for step N, feeds
+its tokens to the grammars and dispatches step N+1 with the masks (``LLMEngine.step``). A waiting sequence
+whose grammar is still compiling is skipped (it keeps its place in the queue).
 """
 
 from __future__ import annotations
@@ -121,8 +124,12 @@ class Scheduler:
 
         if not preempted:
             waiting = self.waiting
+            compiling = []  # structured outputs: sequences whose grammar is still compiling keep their place
             while waiting and budget > 0 and len(running) < self.max_num_seqs:
                 seq = waiting[0]
+                if seq.grammar is not None and not seq.grammar.ready():
+                    compiling.append(waiting.popleft())
+                    continue
                 hits = bm.get_computed_blocks(seq)
                 start = len(hits) * bm.block_size
                 n = min(len(seq.token_ids) - start, budget)
@@ -138,6 +145,7 @@ class Scheduler:
                 batch.append(self._scheduled_seq(seq, start, n))
                 scheduled.append(seq)
                 budget -= n
+            waiting.extendleft(reversed(compiling))
 
         for sseq, seq in zip(batch, scheduled):
             seq.num_computed_tokens = sseq.start + sseq.num_new_tokens
@@ -165,7 +173,13 @@ class Scheduler:
             want_prompt_logprobs=seq.want_prompt_logprobs
             and start < seq.num_prompt_tokens - 1
             and len(seq.prompt_logprobs) < seq.num_prompt_tokens,
+            grammar=seq.grammar,
         )
+
+    def waiting_grammars(self) -> list:
+        """GrammarStates of waiting sequences still compiling (the engine waits for one when nothing else can
+        run)."""
+        return [s.grammar for s in self.waiting if s.grammar is not None and not s.grammar.ready()]
 
     def reset_inflight(self) -> None:
         """After a failed step (the runner raised): the K/V of every step in flight may be missing, so their
@@ -234,7 +248,12 @@ class Scheduler:
                 seq.first_token_time = now
             seq.last_token_time = now
             was_waiting = seq.status == SequenceStatus.WAITING  # preempted while this step ran
-            if self._check_stop(seq, token):
+            if seq.grammar is not None and not seq.grammar.accept(token):
+                seq.finish("abort")  # its grammar rejected the sampled token (logged by GrammarState.accept)
+                finished.append(seq)
+                if was_waiting:
+                    self.waiting.remove(seq)
+            elif self._check_stop(seq, token):
                 finished.append(seq)
                 if was_waiting:
                     self.waiting.remove(seq)
