@@ -29,6 +29,7 @@ import time
 from collections import deque
 from typing import Any
 
+from ..structured_outputs.grammar import accept_tokens
 from .batch import RunnerOutput, ScheduledBatch, ScheduledSeq
 from .block_manager import BlockManager
 from .detokenizer import make_logprobs
@@ -219,6 +220,7 @@ class Scheduler:
         step = self._inflight.popleft()
         now = time.time()
         finished: list[Sequence] = []
+        constrained: list[tuple[Sequence, int]] = []  # structured outputs: (sequence, its sampled token)
         for sseq, seq in zip(batch.seqs, step.seqs):
             if seq.status == SequenceStatus.FINISHED:
                 continue  # aborted, or it stopped in the previous step: this step's token is dropped
@@ -247,21 +249,31 @@ class Scheduler:
             if seq.first_token_time is None:
                 seq.first_token_time = now
             seq.last_token_time = now
+            if seq.grammar is not None:
+                constrained.append((seq, token))
             was_waiting = seq.status == SequenceStatus.WAITING  # preempted while this step ran
-            if seq.grammar is not None and not seq.grammar.accept(token):
-                seq.finish("abort")  # its grammar rejected the sampled token (logged by GrammarState.accept)
+            if self._check_stop(seq, token):
                 finished.append(seq)
                 if was_waiting:
                     self.waiting.remove(seq)
-            elif self._check_stop(seq, token):
-                finished.append(seq)
-                if was_waiting:
-                    self.waiting.remove(seq)
+        if constrained:
+            self._advance_grammars(constrained, finished)
         if finished:
             for seq in finished:
                 self.block_manager.free(seq)
             self.running = [s for s in self.running if s.status != SequenceStatus.FINISHED]
         return finished
+
+    def _advance_grammars(self, constrained: list[tuple[Sequence, int]], finished: list[Sequence]) -> None:
+        """Feed the step's tokens to their sequences' grammars (in parallel). A rejected token (a mask that was
+        not applied, logged) ends its sequence with finish_reason "abort"."""
+        ok = accept_tokens([seq.grammar for seq, _ in constrained], [token for _, token in constrained])
+        for (seq, _), good in zip(constrained, ok):
+            if not good and seq.status != SequenceStatus.FINISHED:
+                if seq.status == SequenceStatus.WAITING:
+                    self.waiting.remove(seq)
+                seq.finish("abort")
+                finished.append(seq)
 
     def _add_prompt_logprobs(self, seq: Sequence, start: int, entries: list | None, decode: Any) -> None:
         """Entry j is for prompt token ``start + 1 + j``; positions already recorded (before a preemption)

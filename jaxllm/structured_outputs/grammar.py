@@ -13,7 +13,8 @@ Life of a request's grammar:
      ``StructuredOutputsParams.cache_key``; every sequence (each of the n children) gets a deep copy (~10 us).
      The scheduler does not admit a sequence whose grammar is still compiling (``GrammarState.ready``); the
      steps of other requests keep running meanwhile.
-  3. ``Scheduler.update`` feeds each sampled token to the sequence's matcher (``accept``), so the matcher has
+  3. ``Scheduler.update`` feeds each sampled token to the sequence's matcher (``accept_tokens``: all of a
+     step's rows in parallel), so the matcher has
      consumed exactly the sequence's output tokens: preemption by recompute keeps it valid (tokens are never
      removed), and the placeholders of asynchronous scheduling never reach it.
   4. Before a step is dispatched, ``fill_bitmasks`` computes the masks of its constrained rows in parallel
@@ -83,6 +84,33 @@ def grammar_text(params: StructuredOutputsParams, config: StructuredOutputsConfi
     return llg.grammar_from("grammar", params.grammar)  # Lark, or GBNF/EBNF converted to Lark
 
 
+_EXECUTOR = None  # llguidance's thread pool (one per process), for masks and token consumption in parallel
+
+
+def _executor():
+    global _EXECUTOR
+    if _EXECUTOR is None:
+        _EXECUTOR = _llguidance().LLExecutor()
+    return _EXECUTOR
+
+
+def accept_tokens(states: list[GrammarState], tokens: list[int]) -> list[bool]:
+    """``states[i].accept(tokens[i])`` for all i, in parallel (llguidance's pool, outside the GIL): one step's
+    sampled tokens fed to their grammars. False where a grammar rejected its token (logged)."""
+    ok = [True] * len(states)
+    todo = [i for i, s in enumerate(states) if not (s.matcher.is_stopped() and not s.matcher.is_error())]
+    if len(todo) < 8:  # a thread hand-off costs more than a few matchers
+        for i in todo:
+            ok[i] = states[i].accept(tokens[i])
+        return ok
+    results = _executor().consume_token_par([(states[i].matcher, int(tokens[i])) for i in todo])
+    for i, good in zip(todo, results):
+        if not good:
+            states[i].reject(tokens[i])
+            ok[i] = False
+    return ok
+
+
 class GrammarCompiler:
     """Compiles and caches grammars for one engine (one tokenizer and vocabulary).
 
@@ -100,7 +128,6 @@ class GrammarCompiler:
         self._lock = threading.Lock()
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._ll_tokenizer = None
-        self._executor = None
 
     @property
     def num_words(self) -> int:
@@ -150,10 +177,8 @@ class GrammarCompiler:
 
     def fill_bitmasks(self, states: list[GrammarState], out: np.ndarray) -> None:
         """Row i of ``out`` [len(states), num_words] int32 <- the allowed-token bits of ``states[i]``."""
-        if self._executor is None:
-            self._executor = _llguidance().LLExecutor()
         assert out.dtype == np.int32 and out.flags["C_CONTIGUOUS"] and out.shape[1] == self.num_words
-        self._executor.unsafe_compute_mask_ptr([(s.matcher, i) for i, s in enumerate(states)], out.ctypes.data,
+        _executor().unsafe_compute_mask_ptr([(s.matcher, i) for i, s in enumerate(states)], out.ctypes.data,
                                                self.num_words * 4, out.shape[0])
 
     def close(self) -> None:
@@ -192,9 +217,13 @@ class GrammarState:
             return True
         ok = m.consume_token(int(token))
         if not ok:
-            self.failed = True
-            logger.error("structured outputs: token %d rejected by the grammar (%s)", token, m.get_error()[:200])
+            self.reject(token)
         return ok
+
+    def reject(self, token: int) -> None:
+        self.failed = True
+        logger.error("structured outputs: token %d rejected by the grammar (%s)", token,
+                     self.matcher.get_error()[:200])
 
     def is_terminated(self) -> bool:
         return self.matcher.is_stopped()
