@@ -85,3 +85,17 @@ def test_fp8_activations_flag_needs_fp8_weights():
         parse_args(["--workload", "B2", "--fp8-activations", "dynamic"])
     args = parse_args(["--workload", "B2", "--quantization", "fp8", "--fp8-activations", "dynamic"])
     assert args.fp8_activations == "dynamic"
+
+
+def test_bench_structured_compares_with_the_plain_run(tmp_path):
+    from hf_models import save_tokenizer_with_template
+
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps(TINY))
+    save_tokenizer_with_template(tmp_path / "tok")
+    result = main(["--config", str(cfg), "--num-requests", "3", "--prompt-len", "4", "8", "--output-len", "5", "5",
+                   "--max-num-seqs", "4", "--max-num-batched-tokens", "16", "--enforce-eager", "--structured",
+                   "--tokenizer", str(tmp_path / "tok")])
+    s = result["jaxllm"]["structured"]
+    assert s["output_tokens"] == 15 and s["num_aborted"] == 0 and s["ratio_vs_plain"] > 0
+    assert s["grammar_compile_ms_per_schema"] > 0 and s["ttft_median_s"] > 0

@@ -221,6 +221,9 @@ class LLMEngine:
         if self._grammars is None:
             self._grammars = GrammarCompiler(self.tokenizer, self.vocab_size, self.eos_token_ids,
                                              self.structured_outputs_config)
+            prepare = getattr(self.runner, "prepare_structured_outputs", None)
+            if prepare is not None:
+                prepare()  # the runner's programs for constrained rows (compiled in the background)
         return [self._grammars.new_state(request_id, so) for _ in range(params.n)]
 
     def abort_request(self, request_id: str | Iterable[str]) -> None:

@@ -18,6 +18,7 @@ only by steps that have one.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import logging
 import os
 import time
@@ -41,7 +42,7 @@ from jaxllm.runner.memory import (
     kv_bytes_per_block,
     plan_num_blocks,
 )
-from jaxllm.runner.sampler_config import STARTUP_CONFIGS, covers
+from jaxllm.runner.sampler_config import SAMPLE_CONFIG, STARTUP_CONFIGS, covers
 from jaxllm.runner.sampling_metadata import (
     build_sampling_metadata,
     dummy_sampling_metadata,
@@ -105,6 +106,8 @@ class ModelRunner:
         self._sample = make_sample()
         self._prompt_lp = make_prompt_logprobs(self.graphdef, self._treedef)
         self._compiled: dict = {}
+        self._enforce_eager = enforce_eager
+        self._background: dict = {}  # key -> Future of a program compiling on a background thread
         self.compile_seconds = 0.0
         self.num_steps = 0
         self.device_wait_seconds = 0.0  # time blocked waiting for sampled ids (device busy, host idle)
@@ -207,8 +210,25 @@ class ModelRunner:
     def _dims(self, bucket: Bucket) -> tuple[int, int, int]:
         return bucket.num_tokens, bucket.num_seqs, self.max_blocks_per_seq
 
+    def prepare_structured_outputs(self) -> None:
+        """Structured outputs are coming (the engine's first constrained request): compile the sampler variant
+        with a grammar bitmask (``SAMPLE_CONFIG`` + ``grammar_words``, which covers greedy and temperature
+        rows) for every sequence bucket on a background thread, while the steps of other requests run and the
+        grammars compile. A step that needs one before it is ready waits for it (``_get_compiled``)."""
+        if self._background or self._enforce_eager:
+            return
+        config = dataclasses.replace(SAMPLE_CONFIG, grammar_words=-(-self.cfg.vocab_size // 32))
+        keys = [("sample", s, config) for s in sorted({b.num_seqs for b in self.ladder.buckets})]
+        pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="jaxllm-compile")
+        self._background = {k: pool.submit(self._compile, k) for k in keys if k not in self._compiled}
+        pool.shutdown(wait=False)
+
     def _get_compiled(self, key):
         fn = self._compiled.get(key)
+        if fn is None and key in self._background:
+            t0 = time.perf_counter()
+            fn = self._compiled[key] = self._background.pop(key).result()
+            self.compile_seconds += time.perf_counter() - t0  # only the part the step waited for
         if fn is None:
             t0 = time.perf_counter()
             fn = self._compiled[key] = self._compile(key)
@@ -220,7 +240,8 @@ class ModelRunner:
         """``config``, or the cheapest compiled variant that covers it (no compile during generate)."""
         if ("sample", num_seqs, config) in self._compiled:
             return config
-        compiled = [k[2] for k in self._compiled if k[0] == "sample" and k[1] == num_seqs and covers(k[2], config)]
+        compiled = [k[2] for k in [*self._compiled, *self._background]
+                    if k[0] == "sample" and k[1] == num_seqs and covers(k[2], config)]
         if not compiled:
             return config
         return min(compiled, key=lambda c: (c.num_logprobs, c.top_k_top_p, c.min_p, c.random))

@@ -6,10 +6,11 @@ the logits of disallowed tokens to -inf.
 
 Life of a request's grammar:
   1. ``GrammarCompiler.new_state`` (from ``LLMEngine.add_request``) turns the ``StructuredOutputsParams`` into
-     llguidance's grammar text and validates it synchronously (~0.5 ms for a JSON schema): a bad schema, regex
-     or grammar is a ValueError naming it before any device work.
-  2. The tokenizer-specific compile (an ``LLMatcher``, plus the llguidance tokenizer the first time) runs on a
-     background thread, once per distinct spec: compiled matchers live in an LRU cache keyed by
+     llguidance's grammar text and validates it against the tokenizer synchronously (~0.5 ms for a JSON schema;
+     the llguidance tokenizer is built by the first one): a bad schema, regex or grammar is a ValueError naming
+     it before any device work.
+  2. The matcher compile (an ``LLMatcher``: lexer and parser tables) runs on a background thread, once per
+     distinct spec: compiled matchers live in an LRU cache keyed by
      ``StructuredOutputsParams.cache_key``; every sequence (each of the n children) gets a deep copy (~10 us).
      The scheduler does not admit a sequence whose grammar is still compiling (``GrammarState.ready``); the
      steps of other requests keep running meanwhile.
@@ -28,6 +29,7 @@ import concurrent.futures
 import json
 import logging
 import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -128,6 +130,11 @@ class GrammarCompiler:
         self._lock = threading.Lock()
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._ll_tokenizer = None
+        # what structured outputs cost on the host (reported by ``jaxllm bench --structured``)
+        self.validate_seconds = 0.0  # synchronous, in add_request
+        self.tokenizer_seconds = 0.0  # the llguidance tokenizer, once
+        self.compile_seconds = 0.0  # background: the matchers
+        self.num_compiled = 0
 
     @property
     def num_words(self) -> int:
@@ -147,11 +154,14 @@ class GrammarCompiler:
             if future is not None:
                 self._cache.move_to_end(key)
                 return GrammarState(future)
+        lltok = self._llg_tokenizer(request_id)
+        t0 = time.perf_counter()
         try:
             text = grammar_text(params, self.config)
-            error = _llguidance().LLMatcher.validate_grammar(text)
+            error = _llguidance().LLMatcher.validate_grammar(text, lltok)
         except (ValueError, TypeError) as e:
             error = str(e)
+        self.validate_seconds += time.perf_counter() - t0
         if error:
             spec = getattr(params, params.kind)
             raise ValueError(f"request {request_id!r}: invalid structured_outputs {params.kind} {spec!r}: "
@@ -164,13 +174,27 @@ class GrammarCompiler:
                 self._cache.popitem(last=False)
         return GrammarState(future)
 
-    def _compile(self, text: str):
-        """Background thread: the tokenizer-specific matcher (the llguidance tokenizer is built once)."""
-        llg = _llguidance()
+    def _llg_tokenizer(self, request_id: str):
+        """llguidance's view of the tokenizer, built once (0.3-1.5 s, synchronously: a tokenizer it cannot
+        read is a ValueError of the first structured request). EOS ids outside the tokenizer's vocabulary are
+        left out; with none left, the tokenizer's own EOS ends a grammar."""
         if self._ll_tokenizer is None:
-            self._ll_tokenizer = llg.LLTokenizer(self.tokenizer.backend_tokenizer.to_str(),
-                                                 n_vocab=self.vocab_size, eos_token=self.eos_token_ids or None)
-        matcher = llg.LLMatcher(self._ll_tokenizer, text, log_level=0)
+            t0 = time.perf_counter()
+            eos = [t for t in self.eos_token_ids if t < len(self.tokenizer)] or self.tokenizer.eos_token_id
+            try:
+                self._ll_tokenizer = _llguidance().LLTokenizer(self.tokenizer.backend_tokenizer.to_str(),
+                                                               n_vocab=self.vocab_size, eos_token=eos)
+            except ValueError as e:
+                raise ValueError(f"request {request_id!r}: structured outputs cannot use this tokenizer: {e}") from e
+            self.tokenizer_seconds = time.perf_counter() - t0
+        return self._ll_tokenizer
+
+    def _compile(self, text: str):
+        """Background thread: the tokenizer-specific matcher of an already validated grammar."""
+        t0 = time.perf_counter()
+        matcher = _llguidance().LLMatcher(self._ll_tokenizer, text, log_level=0)
+        self.compile_seconds += time.perf_counter() - t0
+        self.num_compiled += 1
         if matcher.is_error():
             raise ValueError(f"grammar failed to compile: {matcher.get_error()}")
         return matcher
