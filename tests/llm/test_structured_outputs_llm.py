@@ -7,11 +7,12 @@ from __future__ import annotations
 import json
 import re
 
-import jsonschema
 import pytest
 
 from jaxllm import DEFAULT_MODEL, LLM, SamplingParams, StructuredOutputsParams
 from jaxllm.default_model import default_model_available
+
+jsonschema = pytest.importorskip("jsonschema")
 
 ENUM_SCHEMA = {"type": "object", "properties": {
     "color": {"enum": ["red", "green", "blue"]},
@@ -100,3 +101,20 @@ def test_default_model_regex_choice_and_grammars(smollm):
     assert re.fullmatch(r"[0-9]{1,3}([-+*][0-9]{1,3}){0,2}", texts[2]), texts[2]
     assert re.fullmatch(r"The answer is (yes|no)\.", texts[3]), texts[3]
     assert not re.fullmatch(r"\d{3}-\d{4}", texts[4])
+
+
+def test_bitmask_sampler_is_compiled_in_the_background(llama_llm, monkeypatch):
+    runner = llama_llm.llm_engine.runner
+    monkeypatch.setattr(runner, "_enforce_eager", False)  # what a start-up with the AOT ladder does
+    monkeypatch.setattr(runner, "_background", {})
+    monkeypatch.setattr(runner, "_compiled", {k: v for k, v in runner._compiled.items()
+                                              if not (k[0] == "sample" and k[2].grammar_words)})
+    runner.prepare_structured_outputs()
+    pending = set(runner._background)
+    assert pending and all(k[2].grammar_words == -(-runner.cfg.vocab_size // 32) for k in pending)
+    so = StructuredOutputsParams(choice=["Hello world", "lazy dog"])
+    params = [SamplingParams(temperature=t, seed=1, max_tokens=6, structured_outputs=so) for t in (0.0, 0.7)]
+    outs = llama_llm.generate(["The", "lazy"], params, use_tqdm=False)
+    assert all(o.outputs[0].text in so.choice for o in outs)
+    grammar_programs = {k for k in runner._compiled if k[0] == "sample" and k[2].grammar_words}
+    assert grammar_programs and grammar_programs <= pending  # greedy and random constrained rows ran the background program
