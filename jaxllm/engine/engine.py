@@ -254,9 +254,9 @@ class LLMEngine:
             if self.async_scheduling and self.scheduler.can_overlap():
                 batch = self.scheduler.schedule()
                 if any(s.sample and s.grammar is not None for s in batch.seqs):
-                    # its masks need the tokens of the step in flight: apply them first, then dispatch
-                    finished = self._resolve_oldest()
-                self._launch(batch, required=False)
+                    finished = self._launch_constrained(batch)
+                else:
+                    self._launch(batch, required=False)
             if finished is None:
                 finished = self._resolve_oldest()
         except BaseException:
@@ -284,6 +284,25 @@ class LLMEngine:
             self.scheduler.waiting_grammars()[0].wait()
             batch = self.scheduler.schedule()
         return batch
+
+    def _launch_constrained(self, batch) -> list:
+        """Step N+1 has constrained rows, whose masks need the tokens of step N, still in flight: launch step
+        N+1's forward (a runner with ``launch_sampler``), apply step N's tokens (grammars advance), then fill the
+        masks and launch step N+1's sampler. The forward runs on the device meanwhile. Returns the sequences
+        step N finished."""
+        launch_sampler = getattr(self.runner, "launch_sampler", None)
+        if launch_sampler is None:  # a runner that samples in dispatch: wait for step N first
+            finished = self._resolve_oldest()
+            self._launch(batch, required=False)
+            return finished
+        handle = self.runner.dispatch(batch, sample=False)
+        self._steps.append((batch, handle))
+        self.stats.num_steps += 1
+        self.stats.num_scheduled_tokens += batch.num_tokens
+        finished = self._resolve_oldest()
+        self._fill_grammar_bitmasks(batch)
+        launch_sampler(handle)
+        return finished
 
     def _fill_grammar_bitmasks(self, batch) -> None:
         """The allowed-token bits of every constrained sampling row, from its grammar's current state."""

@@ -17,8 +17,9 @@ A sequence whose pending token surely ends it (max_tokens, max_model_len) is not
 turns out to stop on an EOS / stop id / stop string computed one extra token, which is dropped. Sequences whose
 next sampling row depends on their output tokens on the host (penalties, multi-token bad words) make the
 engine wait for step N first (``can_overlap``). Structured outputs need step N's token on the host too, but only
-for the mask of step N+1's row: the engine schedules step N+1 while step N runs, then waits for step N, feeds
-its tokens to the grammars and dispatches step N+1 with the masks (``LLMEngine.step``). A waiting sequence
+for the mask of step N+1's row: the engine schedules step N+1 and launches its forward while step N runs, then
+waits for step N, feeds its tokens to the grammars and launches step N+1's sampler with the masks
+(``LLMEngine._launch_constrained``). A waiting sequence
 whose grammar is still compiling is skipped (it keeps its place in the queue).
 """
 

@@ -329,26 +329,38 @@ class ModelRunner:
 
     # ---- execution -------------------------------------------------------------------------------------
 
-    def dispatch(self, batch: ScheduledBatch) -> _StepInFlight:
+    def dispatch(self, batch: ScheduledBatch, sample: bool = True) -> _StepInFlight:
         """Launch one step on the device without waiting for it; ``fetch`` returns its output. Negative input
-        ids (asynchronous scheduling) are read from the sampled ids of the step dispatched just before."""
+        ids (asynchronous scheduling) are read from the sampled ids of the step dispatched just before.
+        ``sample=False`` launches the forward only and ``launch_sampler`` the rest, later: structured outputs
+        fill the rows' grammar bitmasks from the previous step's tokens, which the forward does not need, so
+        the forward runs while the host waits for them."""
         bucket = self.ladder.pick(batch.num_tokens, batch.num_seqs)
         inputs = build_step_inputs(batch, bucket, self.block_size, self.max_blocks_per_seq, self._table_rows)
-        md, sampler_config = build_sampling_metadata(batch.seqs, bucket.num_seqs, self.cfg.vocab_size)
         want_prompt_lp = any(s.want_prompt_logprobs for s in batch.seqs)
         long_prefill = self.prefill_split is not None and any(
             s.num_new_tokens >= self.prefill_split[2] for s in batch.seqs)
         forward = self._get_compiled(("forward", bucket, want_prompt_lp, long_prefill))
-        sampler = self._get_compiled(("sample", bucket.num_seqs, self._sampler_variant(bucket.num_seqs, sampler_config)))
-        dev_inputs, dev_md = jax.device_put(
-            (pack_step_inputs(inputs), pack_sampling_metadata(md, sampler_config, bucket.num_seqs)), self._replicated)
+        dev_inputs = jax.device_put(pack_step_inputs(inputs), self._replicated)
         self.kv_caches, logits, hidden = forward(self.params, self.kv_caches, dev_inputs, self._prev_tokens)
-        sampled = sampler(logits, dev_md)
+        self.num_steps += 1
+        step = _StepInFlight(batch, None, hidden if want_prompt_lp else None)
+        step.logits, step.num_seqs = logits, bucket.num_seqs
+        if sample:
+            self.launch_sampler(step)
+        return step
+
+    def launch_sampler(self, step: _StepInFlight) -> None:
+        """Launch the sampler of a dispatched step (its rows' sampling metadata is read now)."""
+        num_seqs = step.num_seqs
+        md, sampler_config = build_sampling_metadata(step.batch.seqs, num_seqs, self.cfg.vocab_size)
+        sampler = self._get_compiled(("sample", num_seqs, self._sampler_variant(num_seqs, sampler_config)))
+        dev_md = jax.device_put(pack_sampling_metadata(md, sampler_config, num_seqs), self._replicated)
+        sampled = step.sampled = sampler(step.logits, dev_md)
+        step.logits = None
         self._prev_tokens = sampled.token_ids
         for leaf in jax.tree_util.tree_leaves(sampled):
             leaf.copy_to_host_async()  # start the transfer as soon as the step ends
-        self.num_steps += 1
-        return _StepInFlight(batch, sampled, hidden if want_prompt_lp else None)
 
     def fetch(self, step: _StepInFlight) -> RunnerOutput:
         """Wait for a dispatched step and return its sampled tokens (and logprobs)."""
@@ -396,7 +408,8 @@ class ModelRunner:
 class _StepInFlight:
     """A dispatched step: its batch and the device arrays that ``ModelRunner.fetch`` reads."""
 
-    __slots__ = ("batch", "hidden", "sampled")
+    __slots__ = ("batch", "hidden", "logits", "num_seqs", "sampled")
 
     def __init__(self, batch: ScheduledBatch, sampled, hidden) -> None:
         self.batch, self.sampled, self.hidden = batch, sampled, hidden
+        self.logits = self.num_seqs = None  # until launch_sampler: the forward's logits, the padded row count

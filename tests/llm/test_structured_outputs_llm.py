@@ -39,7 +39,7 @@ SCHEMAS = [
 ]
 
 
-def test_tiny_model_mixed_batch(llama_llm):
+def test_tiny_model_mixed_batch(llama_llm, monkeypatch):
     so = StructuredOutputsParams(json=ENUM_SCHEMA, disable_any_whitespace=True)
     plain = SamplingParams(temperature=0, max_tokens=8, ignore_eos=True)
     params = [SamplingParams(temperature=0, max_tokens=80, structured_outputs=so), plain,
@@ -49,7 +49,12 @@ def test_tiny_model_mixed_batch(llama_llm):
                              structured_outputs=StructuredOutputsParams(choice=["Hello world", "lazy dog"]))]
     prompts = ["The quick", "Hello", "brown fox", "lazy"]
     alone = llama_llm.generate(prompts[1], plain, use_tqdm=False)[0].outputs[0].token_ids
+    runner, deferred = llama_llm.llm_engine.runner, []
+    dispatch = runner.dispatch
+    monkeypatch.setattr(runner, "dispatch", lambda b, sample=True: deferred.append(not sample) or dispatch(b, sample))
     outs = llama_llm.generate(prompts, params, use_tqdm=False)
+    # asynchronous scheduling: constrained steps launch their forward before the previous step's tokens are back
+    assert any(deferred) == llama_llm.llm_engine.async_scheduling
     jsonschema.validate(json.loads(outs[0].outputs[0].text), ENUM_SCHEMA)
     assert outs[1].outputs[0].token_ids == alone  # unconstrained rows are untouched
     assert all(re.fullmatch(r"[a-e]{2,6}-[0-9]{2}", c.text) for c in outs[2].outputs), outs[2].outputs
