@@ -53,12 +53,14 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 TOPK_CANDIDATES = 64  # static K of the top-k/top-p fast path (rows beyond it take the bisection fallback)
 BLOCK = 128  # largest column block of top_k_values
 CANDIDATE_BUDGET = 4096  # top_k_values sorts at most about this many candidates per row (k * block)
 _NEG_INF = float("-inf")
+_U_MAX = float(np.nextafter(np.float32(1.0), np.float32(0.0)))  # largest f32 below 1: 1 - 2^-24
 
 
 @dataclasses.dataclass
@@ -233,7 +235,8 @@ def _gumbel_argmax(x: jax.Array, seeds: jax.Array, output_index: jax.Array, nois
     The row key is threefry's ``fold_in(key(seed), output_index)`` (S tiny threefry calls); the noise of token
     v is a keyed hash of (row key, v): two rounds of a 32-bit mixer, 24 bits -> uniform in (0, 1) ->
     -log(-log(u)). This is elementwise and fuses with the argmax: ~1 pass over [S, V], where vmapped
-    ``jax.random.gumbel`` costs ~2x the time on GPU and ~1.3 s of compile time on CPU."""
+    ``jax.random.gumbel`` costs ~2x the time on GPU and ~1.3 s of compile time on CPU. u is capped at the
+    largest float32 below 1, so the noise is always finite (a masked -inf logit stays -inf)."""
     keys = jax.vmap(
         lambda seed, index: jax.random.key_data(
             jax.random.fold_in(jax.random.wrap_key_data(seed, impl="threefry2x32"), index)
@@ -241,7 +244,8 @@ def _gumbel_argmax(x: jax.Array, seeds: jax.Array, output_index: jax.Array, nois
     )(seeds, output_index)  # [S, 2] u32
     v = jnp.arange(x.shape[1], dtype=jnp.uint32)[None, :]
     h = _mix32(_mix32(v ^ keys[:, :1]) ^ keys[:, 1:])
-    u = ((h >> 8).astype(jnp.float32) + 0.5) * (1.0 / (1 << 24))
+    # (2^24 - 0.5) / 2^24 rounds to 1.0 in f32 (noise +inf: a forced token, NaN on a -inf logit): cap below 1
+    u = jnp.minimum(((h >> 8).astype(jnp.float32) + 0.5) * (1.0 / (1 << 24)), _U_MAX)
     noise = jnp.where(noisy[:, None], -jnp.log(-jnp.log(u)), 0.0)
     return jnp.argmax(x + noise, axis=-1).astype(jnp.int32)
 
