@@ -114,3 +114,23 @@ def test_structured_outputs_need_a_tokenizer():
     eng, _ = make_engine(num_blocks=64, runner=runner)
     with pytest.raises(ValueError, match="need a tokenizer"):
         eng.add_request("a", [1, 2], constrained(StructuredOutputsParams(choice=["x"])))
+
+
+def test_a_compiling_grammar_does_not_hold_up_other_requests(monkeypatch):
+    import threading
+
+    from jaxllm.structured_outputs.grammar import GrammarCompiler
+
+    release = threading.Event()
+    compile_ = GrammarCompiler._compile
+    monkeypatch.setattr(GrammarCompiler, "_compile", lambda self, text: release.wait(30) and compile_(self, text))
+    eng, _ = engine()
+    eng.add_request("slow", prompt(0), constrained(StructuredOutputsParams(regex="[ab]{4}")))
+    eng.add_request("plain", prompt(1), SamplingParams(temperature=0, max_tokens=3, ignore_eos=True))
+    done = {}
+    while "plain" not in done:
+        done.update({o.request_id: o for o in eng.step()})
+    assert eng.scheduler.waiting_grammars()  # "plain" finished while the grammar was still compiling
+    release.set()
+    done.update(run_all(eng))
+    assert re.fullmatch("[ab]{4}", done["slow"].outputs[0].text)
