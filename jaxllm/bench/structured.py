@@ -37,10 +37,15 @@ SCHEMAS = [
 
 def save_default_tokenizer(folder: str) -> str:
     """The default model's tokenizer (from its GGUF) saved as an HF tokenizer into ``folder``."""
-    from jaxllm.default_model import default_gguf_path
+    from jaxllm.default_model import DefaultModelNotInstalledError, default_gguf_path
     from jaxllm.tokenizer import load_tokenizer
 
-    load_tokenizer(default_gguf_path(), gguf_source=True).save_pretrained(folder)
+    try:
+        path = default_gguf_path()
+    except DefaultModelNotInstalledError as e:
+        raise SystemExit(f"--structured needs a tokenizer: pass --tokenizer DIR (an HF tokenizer folder, e.g. "
+                         f"one written by jaxllm.bench.structured.save_default_tokenizer elsewhere) or {e}") from e
+    load_tokenizer(path, gguf_source=True).save_pretrained(folder)
     return folder
 
 
