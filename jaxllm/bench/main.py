@@ -79,6 +79,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         return args
     if not args.workload and not args.config:
         p.error("give --workload or --config")
+    if args.tokenizer and not args.structured:
+        p.error("--tokenizer is for the grammars of --structured")
     if args.fp8_activations and args.quantization != "fp8":
         p.error(f"--fp8-activations {args.fp8_activations} needs --quantization fp8, not {args.quantization}")
     return args
