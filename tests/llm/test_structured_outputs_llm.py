@@ -5,6 +5,7 @@ a Lark and a GBNF grammar), in batches mixing constrained and unconstrained requ
 from __future__ import annotations
 
 import json
+import math
 import re
 
 import pytest
@@ -123,3 +124,15 @@ def test_bitmask_sampler_is_compiled_in_the_background(llama_llm, monkeypatch):
     assert all(o.outputs[0].text in so.choice for o in outs)
     grammar_programs = {k for k in runner._compiled if k[0] == "sample" and k[2].grammar_words}
     assert grammar_programs and grammar_programs <= pending  # greedy and random constrained rows ran the background program
+
+
+def test_logprobs_come_from_the_masked_logits(llama_llm):
+    so = StructuredOutputsParams(choice=["Hello world", "lazy dog"])
+    out = llama_llm.generate(["The"], SamplingParams(temperature=0, max_tokens=8, logprobs=5, structured_outputs=so),
+                             use_tqdm=False)[0].outputs[0]
+    assert out.text in so.choice
+    tok = llama_llm.get_tokenizer()
+    first = out.logprobs[0]  # every first token the grammar allows starts one of the choices; others are -inf
+    allowed = {t: lp.logprob for t, lp in first.items() if lp.logprob > float("-inf")}
+    assert allowed and all(any(c.startswith(tok.decode([t])) for c in so.choice) for t in allowed)
+    assert out.token_ids[0] in allowed and sum(math.exp(x) for x in allowed.values()) <= 1.0 + 1e-5
