@@ -7,20 +7,10 @@ from jaxllm.default_model import DEFAULT_MODEL
 from jaxllm.llm import LLM
 from jaxllm.load import load_model
 from jaxllm.outputs import CompletionOutput, Logprob, RequestOutput
-from jaxllm.sampling_params import SamplingParams
+from jaxllm.sampling_params import BeamSearchParams, SamplingParams
 from jaxllm.structured_outputs import GuidedDecodingParams, StructuredOutputsConfig, StructuredOutputsParams
 
 __version__ = "0.1.0"
 
-__all__ = [
-           "DEFAULT_MODEL",
-           "LLM",
-           "CompletionOutput",
-           "GuidedDecodingParams",
-           "Logprob",
-           "RequestOutput",
-           "SamplingParams",
-           "StructuredOutputsConfig",
-           "StructuredOutputsParams",
-           "load_model",
-]
+__all__ = ["LLM", "SamplingParams", "BeamSearchParams", "RequestOutput", "CompletionOutput", "Logprob", "load_model",
+           "DEFAULT_MODEL", "StructuredOutputsParams", "GuidedDecodingParams", "StructuredOutputsConfig"]
