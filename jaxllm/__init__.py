@@ -12,5 +12,16 @@ from jaxllm.structured_outputs import GuidedDecodingParams, StructuredOutputsCon
 
 __version__ = "0.1.0"
 
-__all__ = ["LLM", "SamplingParams", "BeamSearchParams", "RequestOutput", "CompletionOutput", "Logprob", "load_model",
-           "DEFAULT_MODEL", "StructuredOutputsParams", "GuidedDecodingParams", "StructuredOutputsConfig"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "LLM",
+    "BeamSearchParams",
+    "CompletionOutput",
+    "GuidedDecodingParams",
+    "Logprob",
+    "RequestOutput",
+    "SamplingParams",
+    "StructuredOutputsConfig",
+    "StructuredOutputsParams",
+    "load_model",
+]

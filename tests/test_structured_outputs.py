@@ -47,9 +47,9 @@ def test_guided_decoding_is_the_older_name():
 
 
 def test_structured_outputs_config_keyword():
-    assert EngineArgs.from_kwargs({}).structured_outputs_config.backend == "auto"
+    assert StructuredOutputsConfig.coerce(EngineArgs.from_kwargs({}).structured_outputs_config).backend == "auto"
     args = EngineArgs.from_kwargs({"structured_outputs_config": {"backend": "guidance"}})
-    assert args.structured_outputs_config == StructuredOutputsConfig(backend="guidance")
+    assert StructuredOutputsConfig.coerce(args.structured_outputs_config) == StructuredOutputsConfig("guidance")
     with pytest.raises(ValueError, match="backend='xgrammar' is a vLLM backend jaxllm does not implement"):
         EngineArgs.from_kwargs({"structured_outputs_config": {"backend": "xgrammar"}})
     with pytest.raises(ValueError, match="backend='nope' is unknown"):

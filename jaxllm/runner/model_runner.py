@@ -111,7 +111,7 @@ class ModelRunner:
         self._sample = make_sample()
         self._prompt_lp = make_prompt_logprobs(self.graphdef, self._treedef)
         self._compiled: dict = {}
-        self._enforce_eager = enforce_eager
+        self._enforce_eager = args.enforce_eager
         self._background: dict = {}  # key -> Future of a program compiling on a background thread
         self.compile_seconds = 0.0
         self.num_steps = 0
