@@ -50,6 +50,7 @@ from jaxllm.runner.sampling_metadata import (
     pack_sampling_metadata,
     to_runner_output,
 )
+from jaxllm.runner.sleep_mode import SleepMode
 from jaxllm.runner.step import make_forward, make_prompt_logprobs, make_sample
 
 logger = logging.getLogger("jaxllm")
@@ -58,7 +59,7 @@ PROMPT_LOGPROBS_CHUNK = 128  # rows of [chunk, V] logits computed at a time for 
 PROMPT_LOGPROBS_K = 20
 
 
-class ModelRunner:
+class ModelRunner(SleepMode):
     def __init__(self, model, cfg: ModelConfig, mesh, args: EngineArgs):
         """``args``: resolved EngineArgs (``EngineArgs.resolve``: the scheduler limits are set)."""
         block_size, max_num_seqs = args.block_size, args.max_num_seqs
@@ -344,6 +345,7 @@ class ModelRunner:
         ``sample=False`` launches the forward only and ``launch_sampler`` the rest, later: structured outputs
         fill the rows' grammar bitmasks from the previous step's tokens, which the forward does not need, so
         the forward runs while the host waits for them."""
+        self.check_awake()
         bucket = self.ladder.pick(batch.num_tokens, batch.num_seqs)
         inputs = build_step_inputs(batch, bucket, self.block_size, self.max_blocks_per_seq, self._table_rows)
         want_prompt_lp = any(s.want_prompt_logprobs for s in batch.seqs)
