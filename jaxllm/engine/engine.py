@@ -337,15 +337,8 @@ class LLMEngine:
         return finished
 
     def _fill_grammar_bitmasks(self, batch) -> None:
-        """The allowed-token bits of every constrained sampling row, from its grammar's current state."""
-        rows = [s for s in batch.seqs if s.sample and s.grammar is not None and s.grammar.ready()
-                and not s.grammar.failed]
-        if not rows:
-            return
-        masks = np.empty((len(rows), self._grammars.num_words), np.int32)
-        self._grammars.fill_bitmasks([s.grammar for s in rows], masks)
-        for sseq, mask in zip(rows, masks):
-            sseq.grammar_bitmask = mask
+        if self._grammars is not None:
+            self._grammars.fill_batch(batch)
 
     def _launch(self, batch, required: bool) -> None:
         if not batch.seqs:

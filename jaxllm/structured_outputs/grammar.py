@@ -205,9 +205,17 @@ class GrammarCompiler:
         _executor().unsafe_compute_mask_ptr([(s.matcher, i) for i, s in enumerate(states)], out.ctypes.data,
                                                self.num_words * 4, out.shape[0])
 
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+    def fill_batch(self, batch: Any) -> None:
+        """Set ``grammar_bitmask`` on every constrained sampling row of a ``ScheduledBatch`` from its grammar's
+        current state (rows whose grammar rejected a token stay unmasked: they are ending)."""
+        rows = [s for s in batch.seqs if s.sample and s.grammar is not None and s.grammar.ready()
+                and not s.grammar.failed]
+        if not rows:
+            return
+        masks = np.empty((len(rows), self.num_words), np.int32)
+        self.fill_bitmasks([s.grammar for s in rows], masks)
+        for sseq, mask in zip(rows, masks):
+            sseq.grammar_bitmask = mask
 
 
 class GrammarState:
@@ -248,6 +256,3 @@ class GrammarState:
         self.failed = True
         logger.error("structured outputs: token %d rejected by the grammar (%s)", token,
                      self.matcher.get_error()[:200])
-
-    def is_terminated(self) -> bool:
-        return self.matcher.is_stopped()
