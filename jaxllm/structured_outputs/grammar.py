@@ -243,7 +243,8 @@ class GrammarState:
 
     def accept(self, token: int) -> bool:
         """Advance past a sampled token; False when the grammar rejects it (the matcher is then in an error
-        state). A finished grammar accepts its EOS tokens again (``ignore_eos`` keeps sampling them)."""
+        state). A finished grammar consumes nothing more: its mask allows only EOS, which ``ignore_eos`` keeps
+        sampling."""
         m = self.matcher
         if m.is_stopped() and not m.is_error():
             return True
