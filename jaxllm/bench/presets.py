@@ -32,6 +32,12 @@ def _spec(requests: int) -> tuple[str, ...]:
     return (*_b2(requests, (256, 256), (256, 256)), "--prompt-period", "32", "--max-num-seqs", str(max(requests, 1)))
 
 
+def _b2_mix(config: str) -> tuple[str, ...]:
+    """B2's request mix (1000 requests, in 100..1024, out 256) on another architecture's dims."""
+    return ("--config", os.path.join(CONFIG_DIR, config), "--num-requests", "1000", "--prompt-len", "100", "1024",
+            "--output-len", "256", "256")
+
+
 L70 = ("--config", os.path.join(CONFIG_DIR, "llama-3.1-70b.json"), "--num-requests", "256",
        "--prompt-len", "100", "1024", "--output-len", "256", "256", "--tensor-parallel-size", "4")
 
@@ -50,6 +56,9 @@ class Preset:
 
 PRESETS = {
     "b1": Preset(("--workload", "B1"), "B1: Qwen3-0.6B dims, 256 requests, in/out 100..1024, T=0.6"),
+    "b1-structured": Preset(("--workload", "B1", "--structured"),
+                            "B1, then again with a JSON schema per request (8 schemas): constrained vs plain",
+                            baseline="b1", limit_s=360),
     "b1-peer": Preset(("--workload", "B1-peer", "--peer", "hf"),
                       "B1-peer: B1's prompts, 512 out, greedy; HF transformers on the same requests"),
     "b2": Preset(("--workload", "B2"), "B2: Llama-3.1-8B dims, 1000 requests, in 100..1024, out 256"),
@@ -85,6 +94,12 @@ PRESETS = {
     "spec-b256": Preset(_spec(256), "8B dims, batch 256, repeating prompts, no speculation"),
     "spec-b256-ngram": Preset((*_spec(256), *NGRAM), "spec-b256 with n-gram speculation (k=4)",
                               baseline="spec-b256"),
+    "b2-gemma2-9b": Preset(_b2_mix("gemma-2-9b.json"),
+                           "B2 mix on Gemma-2-9B dims (soft-capping, 4096-token windows on half the layers)",
+                           limit_s=300),
+    "b2-gemma3-12b": Preset(_b2_mix("gemma-3-12b.json"),
+                            "B2 mix on Gemma-3-12B dims (1024-token windows on 5 of 6 layers)", limit_s=300),
+    "b2-phi3-mini": Preset(_b2_mix("phi-3-mini.json"), "B2 mix on Phi-3-mini dims (head_dim 96, window 2047)"),
     "l70-tp4": Preset(L70, "Llama-3.1-70B dims, TP=4, 256 requests, in 100..1024, out 256", gpus=4,
                       limit_s=360),
 }

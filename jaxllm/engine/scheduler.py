@@ -21,7 +21,11 @@ device and ``update`` replaces by the real token. ``num_computed_tokens`` advanc
 A sequence whose pending token surely ends it (max_tokens, max_model_len) is not scheduled again; one that
 turns out to stop on an EOS / stop id / stop string computed one extra token, which is dropped. Sequences whose
 next sampling row depends on their output tokens on the host (penalties, multi-token bad words) make the
-engine wait for step N first (``can_overlap``).
+engine wait for step N first (``can_overlap``). Structured outputs need step N's token on the host too, but only
+for the mask of step N+1's row: the engine schedules step N+1 and launches its forward while step N runs, then
+waits for step N, feeds its tokens to the grammars and launches step N+1's sampler with the masks
+(``LLMEngine._launch_constrained``). A waiting sequence
+whose grammar is still compiling is skipped (it keeps its place in the queue).
 
 Speculative decoding (``speculative_config``): a running decode whose tokens are all on the host gets up to k
 draft tokens from the n-gram proposer and schedules 1 + k query tokens (its last token, then the drafts) in the
@@ -30,7 +34,7 @@ same ragged step as the others; the step's sampler emits the accepted drafts plu
 stop). The slots of rejected drafts were allocated but hold stale K/V: the sequence's ``num_computed_tokens``
 only counts accepted positions, so later steps overwrite them. Proposing needs the previous step's tokens on
 the host, so a step that speculates is not overlapped with the next (``needs_sync``), and a step scheduled
-while another is in flight does not speculate. ``disable_by_batch_size`` turns speculation off for a step
+while another is in flight does not speculate; nor does a sequence under structured outputs. ``disable_by_batch_size`` turns speculation off for a step
 with more running sequences than that (large batches are compute-bound: verifying drafts costs more than it
 saves).
 """
@@ -44,6 +48,7 @@ from collections import deque
 from typing import Any
 
 from ..spec_decode import SpeculativeConfig
+from ..structured_outputs.grammar import accept_tokens
 from .batch import RunnerOutput, ScheduledBatch, ScheduledSeq
 from .block_manager import BlockManager
 from .detokenizer import make_logprobs
@@ -168,8 +173,12 @@ class Scheduler:
 
         if not preempted:
             waiting = self.waiting
+            compiling = []  # structured outputs: sequences whose grammar is still compiling keep their place
             while waiting and budget > 0 and len(running) < self.max_num_seqs:
                 seq = waiting[0]
+                if seq.grammar is not None and not seq.grammar.ready():
+                    compiling.append(waiting.popleft())
+                    continue
                 hits = bm.get_computed_blocks(seq)
                 start = len(hits) * bm.block_size
                 n = min(len(seq.token_ids) - start, budget)
@@ -188,6 +197,7 @@ class Scheduler:
                 batch.append(self._scheduled_seq(seq, start, n))
                 scheduled.append(seq)
                 budget -= n
+            waiting.extendleft(reversed(compiling))
 
         for sseq, seq in zip(batch, scheduled):
             seq.num_computed_tokens = sseq.start + sseq.num_new_tokens
@@ -221,7 +231,13 @@ class Scheduler:
             want_prompt_logprobs=seq.want_prompt_logprobs
             and start < seq.num_prompt_tokens - 1
             and len(seq.prompt_logprobs) < seq.num_prompt_tokens,
+            grammar=seq.grammar,
         )
+
+    def waiting_grammars(self) -> list:
+        """GrammarStates of waiting sequences still compiling (the engine waits for one when nothing else can
+        run)."""
+        return [s.grammar for s in self.waiting if s.grammar is not None and not s.grammar.ready()]
 
     def reset_inflight(self) -> None:
         """After a failed step (the runner raised): the K/V of every step in flight may be missing, so their
@@ -261,6 +277,7 @@ class Scheduler:
         step = self._inflight.popleft()
         now = time.time()
         finished: list[Sequence] = []
+        constrained: list[tuple[Sequence, int]] = []  # structured outputs: (sequence, its sampled token)
         for sseq, seq in zip(batch.seqs, step.seqs):
             if seq.status == SequenceStatus.FINISHED:
                 continue  # aborted, or it stopped in the previous step: this step's token is dropped
@@ -271,11 +288,13 @@ class Scheduler:
                 continue
             tokens, logprobs = self._step_tokens(sseq, output)
             for j, token in enumerate(tokens):
-                if self._append_token(seq, token, logprobs[j] if logprobs else None, decode, now):
+                if self._append_token(seq, token, logprobs[j] if logprobs else None, decode, now, constrained):
                     finished.append(seq)
                     break
             if sseq.draft_token_ids and seq.status == SequenceStatus.RUNNING:
                 seq.num_computed_tokens = len(seq.token_ids) - 1  # rejected drafts' slots are recomputed
+        if constrained:
+            self._advance_grammars(constrained, finished)
         if finished:
             for seq in finished:
                 self.block_manager.free(seq)
@@ -301,9 +320,11 @@ class Scheduler:
             raise RuntimeError(f"runner returned no logprobs for seq {sid} (logprobs requested)")
         return tokens, lps
 
-    def _append_token(self, seq: Sequence, token: int, tl: Any, decode: Any, now: float) -> bool:
+    def _append_token(self, seq: Sequence, token: int, tl: Any, decode: Any, now: float,
+                      constrained: list[tuple[Sequence, int]]) -> bool:
         """Append one sampled token (or fill in the placeholder of asynchronous scheduling), record its
-        logprobs, apply the stop checks. Returns whether the sequence finished."""
+        logprobs, queue it for the sequence's grammar, apply the stop checks. Returns whether the sequence
+        finished."""
         token = int(token)
         if seq.token_ids[-1] < 0:
             seq.token_ids[-1] = token
@@ -316,12 +337,25 @@ class Scheduler:
         if seq.first_token_time is None:
             seq.first_token_time = now
         seq.last_token_time = now
+        if seq.grammar is not None:
+            constrained.append((seq, token))
         was_waiting = seq.status == SequenceStatus.WAITING  # preempted while this step ran
         if self._check_stop(seq, token):
             if was_waiting:
                 self.waiting.remove(seq)
             return True
         return False
+
+    def _advance_grammars(self, constrained: list[tuple[Sequence, int]], finished: list[Sequence]) -> None:
+        """Feed the step's tokens to their sequences' grammars (in parallel). A rejected token (a mask that was
+        not applied, logged) ends its sequence with finish_reason "abort"."""
+        ok = accept_tokens([seq.grammar for seq, _ in constrained], [token for _, token in constrained])
+        for (seq, _), good in zip(constrained, ok):
+            if not good and seq.status != SequenceStatus.FINISHED:
+                if seq.status == SequenceStatus.WAITING:
+                    self.waiting.remove(seq)
+                seq.finish("abort")
+                finished.append(seq)
 
     def _add_prompt_logprobs(self, seq: Sequence, start: int, entries: list | None, decode: Any) -> None:
         """Entry j is for prompt token ``start + 1 + j``; positions already recorded (before a preemption)

@@ -26,7 +26,10 @@ class Speculation:
 
     def propose(self, seq: Sequence, budget: int) -> tuple[int, ...]:
         """Draft tokens for a decode of ``seq``: as many as still fit max_tokens, max_model_len and the step's
-        token budget once the target's own token is counted."""
+        token budget once the target's own token is counted. A sequence under structured outputs gets none:
+        its grammar masks only the row of the token it has accepted so far."""
+        if seq.grammar is not None:
+            return ()
         toks = seq.token_ids
         room = min(seq.max_tokens - (len(toks) - seq.num_prompt_tokens), self.max_model_len - len(toks),
                    budget) - 1
