@@ -71,3 +71,21 @@ def test_no_compilation_during_generate(spec_llm):
 def test_speculative_config_is_validated_before_loading(llama_dir):
     with pytest.raises(ValueError, match="method='medusa'"):
         LLM(str(llama_dir[0]), speculative_config={"method": "medusa", "num_speculative_tokens": 2})
+
+
+def test_structured_outputs_alongside_speculation(llama_llm, spec_llm):
+    """A constrained request does not speculate and its constraint holds; a plain one beside it speculates."""
+    import re
+
+    from jaxllm import StructuredOutputsParams
+
+    so = SamplingParams(temperature=0.9, seed=3, max_tokens=30,
+                        structured_outputs=StructuredOutputsParams(regex=r"[a-e]{2,6}-[0-9]{2}"))
+    plain = SamplingParams(temperature=0.0, max_tokens=30, ignore_eos=True)
+    stats = spec_llm.llm_engine.stats
+    accepted = stats.spec_decode_num_accepted_tokens
+    outs = spec_llm.generate([{"prompt_token_ids": REPEATING[0]}, {"prompt_token_ids": REPEATING[1]}],
+                             [so, plain], use_tqdm=False)
+    assert re.fullmatch(r"[a-e]{2,6}-[0-9]{2}", outs[0].outputs[0].text), outs[0].outputs[0].text
+    assert outs[1].outputs[0].token_ids == gen(llama_llm, plain, REPEATING[1:2])[0].token_ids
+    assert stats.spec_decode_num_accepted_tokens > accepted
