@@ -21,6 +21,7 @@ from jaxllm.engine_args_checks import (
     check_positive_int,
     parse_env_choice,
 )
+from jaxllm.sampling_params import MAX_LOGPROBS  # also the static top-k width of the sampler's logprobs
 from jaxllm.unsupported_args import UNSUPPORTED, check_unsupported
 from jaxllm.weights.inflight import DEFAULT_INFLIGHT_BYTES
 
@@ -34,7 +35,6 @@ SCHEDULING_POLICIES = ("fcfs", "priority")
 DISTRIBUTED_EXECUTOR_BACKENDS = (None, "uni", "mp")  # one controller process drives every local device
 CONFIG_FORMATS = ("auto", "hf")
 LOGPROBS_MODES = ("raw_logprobs",)
-MAX_LOGPROBS = 20  # vLLM's default max_logprobs; also the static top-k width of the sampler's logprobs
 # Kernel choices (the names of the ops' dispatchers; tests/test_settings.py checks they match).
 ATTENTION_BACKENDS = ("reference", "chunked", "pallas_triton", "pallas_mosaic")
 QUANT_MATMUL_IMPLS = ("reference", "pallas_triton", "mosaic_gpu")

@@ -123,10 +123,6 @@ class Sequence:
     def text(self) -> str:
         return self.detokenizer.output_text if self.detokenizer is not None else ""
 
-    @property
-    def is_finished(self) -> bool:
-        return self.status == SequenceStatus.FINISHED
-
     def finish(self, reason: str, stop_reason: int | str | None = None) -> None:
         self.status = SequenceStatus.FINISHED
         self.finish_reason = reason
