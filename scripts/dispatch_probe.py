@@ -32,6 +32,7 @@ def main() -> None:
     args = p.parse_args()
     from jaxllm import LLM, SamplingParams
     from jaxllm.bench.workloads import WORKLOADS
+    from jaxllm.runner.programs import ForwardKey
 
     hf = WORKLOADS[args.workload].hf_config()
     d = tempfile.mkdtemp()
@@ -47,24 +48,24 @@ def main() -> None:
     runner = llm.llm_engine.runner
     launch = {"forward": 0.0, "sample": 0.0}
     hlo_ops = {}
-    get = runner._get_compiled
+    get = runner.programs.get
 
     def timed_get(key):
         fn = get(key)
-        kind = key[0]
+        kind = "forward" if isinstance(key, ForwardKey) else "sample"
 
         def call(*a, **k):
             t = time.perf_counter()
             r = fn(*a, **k)
             launch[kind] += time.perf_counter() - t
             return r
-        if kind == "forward" and key[1].num_tokens == args.num_seqs and key not in hlo_ops:
+        if kind == "forward" and key.bucket.num_tokens == args.num_seqs and key not in hlo_ops:
             text = fn.as_text()
             hlo_ops[key] = {op: len(re.findall(rf"= \S+ {op}\(", text)) for op in ("fusion", "custom-call", "while",
                                                                                     "conditional", "call")}
         return call
 
-    runner._get_compiled = timed_get
+    runner.programs.get = timed_get
     rng = np.random.default_rng(0)
     prompts = [{"prompt_token_ids": rng.integers(0, hf["vocab_size"], args.prompt_len).tolist()}
                for _ in range(args.num_seqs)]

@@ -45,7 +45,7 @@ def main() -> None:
     prompts = [rng.integers(1, 2048, rng.integers(lo, hi)).tolist() for _ in range(args.num_prompts)]
     llm = LLM(path, dtype="bfloat16", skip_tokenizer_init=True, max_model_len=max(1024, hi + 16),
               max_num_seqs=16, max_num_batched_tokens=args.max_num_batched_tokens, gpu_memory_utilization=0.5)
-    split = llm.llm_engine.runner.prefill_split
+    split = llm.llm_engine.runner.kernels.prefill_split
     params = SamplingParams(temperature=0.0, max_tokens=16, ignore_eos=True, logprobs=1)
     outs = llm.generate([{"prompt_token_ids": x} for x in prompts], params, use_tqdm=False)
     rows = []

@@ -27,11 +27,12 @@ from jaxllm.runner.sampling_metadata import unpack_sampling_metadata
 
 
 def _forward(graphdef, treedef, mesh, params, kv_caches, packed_inputs, prev_tokens, *, dims: tuple[int, int, int],
-             return_hidden: bool, attention_impl: str | None, logits_sharding=None, vocab_logits_sharding=None):
+             return_hidden: bool, attention_impl, logits_sharding=None, vocab_logits_sharding=None):
     """-> (kv_caches, logits [S, V] float32, hidden [T, D] or None). ``logits_sharding`` (replicated under
     tensor parallelism) is the layout the sampler program is compiled for. ``params`` is the flat list of
     parameter arrays (``treedef`` rebuilds the NNX state): a flat list keeps per-call dispatch cheap.
-    ``prev_tokens`` [max_num_seqs] int32: the previous step's sampled ids, read by negative input ids."""
+    ``prev_tokens`` [max_num_seqs] int32: the previous step's sampled ids, read by negative input ids.
+    ``attention_impl``: an ``ops.paged_attention.AttentionConfig`` (or a name; None: the dispatcher's default)."""
     inputs = unpack_step_inputs(packed_inputs, *dims)  # dims = (T, S, P), static
     ids = inputs.input_ids
     rows = jnp.clip(-ids - 1, 0, prev_tokens.shape[0] - 1)
