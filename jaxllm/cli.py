@@ -181,7 +181,8 @@ def cmd_bench(argv: Sequence[str]) -> int:
         print("jaxllm bench: the benchmark module (jaxllm.bench) is not available in this installation",
               file=sys.stderr)
         return 2
-    return int(bench.main(list(argv)) or 0)
+    bench.main(list(argv))  # returns the result dict; a failure raises
+    return 0
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
