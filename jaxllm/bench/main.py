@@ -28,6 +28,7 @@ import time
 from jaxllm.bench.monitor import GpuBusySampler, host_profile
 from jaxllm.bench.presets import PRESETS, preset_args
 from jaxllm.bench.workloads import WORKLOADS, Workload
+from jaxllm.engine_args import ATTENTION_BACKENDS, QUANT_MATMUL_IMPLS
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -58,6 +59,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="with --quantization fp8: 'dynamic' quantizes activations per token too (W8A8, fp8 GEMMs), "
                         "'none' keeps weight-only, 'auto' (the engine's default) is dynamic on sm_89+ GPUs; "
                         "passed as LLM(fp8_activations=...)")
+    p.add_argument("--attention-backend", choices=list(ATTENTION_BACKENDS),
+                   help="force a paged-attention implementation (LLM(attention_backend=...); default: by device)")
+    p.add_argument("--quant-matmul-impl", choices=list(QUANT_MATMUL_IMPLS),
+                   help="force the int4 matmul implementation (LLM(quant_matmul_impl=...); default: by rows)")
     p.add_argument("--peer", choices=["hf"], help="also run HF transformers' generate_batch on the same requests")
     p.add_argument("--peer-max-requests", type=int, help="run the peer on the first N requests only")
     p.add_argument("--peer-device", default="cuda", help="torch device of the peer (default: %(default)s)")
@@ -103,7 +108,8 @@ def run_jaxllm(w: Workload, args, model_dir: str, prompts, output_lens) -> dict:
               gpu_memory_utilization=args.gpu_memory_utilization, tensor_parallel_size=args.tensor_parallel_size,
               enforce_eager=args.enforce_eager, seed=args.seed, quantization=args.quantization,
               async_scheduling=args.async_scheduling, kv_cache_dtype=args.kv_cache_dtype,
-              fp8_activations=args.fp8_activations)
+              fp8_activations=args.fp8_activations, attention_backend=args.attention_backend,
+              quant_matmul_impl=args.quant_matmul_impl)
     startup = time.perf_counter() - t0
     logging.getLogger("jaxllm").info("ready in %.1f s; generate starts", startup)
     runner = llm.llm_engine.runner
