@@ -14,7 +14,6 @@ from jaxllm.engine_args import EngineArgs
 from jaxllm.inputs import as_params_list, as_prompt_list, tokenize_prompt
 from jaxllm.outputs import RequestOutput
 from jaxllm.sampling_params import SamplingParams
-from jaxllm.tokenizer import load_tokenizer
 
 logger = logging.getLogger("jaxllm")
 
@@ -40,21 +39,14 @@ class LLM:
         enable_compilation_cache(args.cache_dir)
         import jax
 
-        from jaxllm.load import build_model, locate_model
+        from jaxllm.load import build_model, load_tokenizer_for, locate_model
         from jaxllm.runner.model_runner import ModelRunner
 
         source = locate_model(args)
         cfg, path = source.config, source.path
         args = args.resolve(jax.devices()[0].platform, cfg.max_position_embeddings)
         self.model_config, self.engine_args, self.model_path = cfg, args, path
-        self.tokenizer = None
-        if not args.skip_tokenizer_init:
-            self.tokenizer = load_tokenizer(args.tokenizer or path, tokenizer_mode=args.tokenizer_mode,
-                                            trust_remote_code=args.trust_remote_code,
-                                            revision=args.tokenizer_revision or args.revision,
-                                            gguf_source=args.tokenizer is None and source.gguf,
-                                            token=args.hf_token, cache_dir=args.download_dir,
-                                            code_revision=args.code_revision)
+        self.tokenizer = load_tokenizer_for(args, source)
         t_load = time.perf_counter()
         model_obj = build_model(args, source)
         self.load_seconds = time.perf_counter() - t_load
