@@ -15,6 +15,7 @@ from typing import Any
 from jaxllm import envs
 from jaxllm.default_model import DEFAULT_MODEL
 from jaxllm.engine_args_checks import (
+    check_attention_config,
     check_bool,
     check_choice,
     check_compilation_config,
@@ -109,6 +110,7 @@ class EngineArgs:
     compilation_cache_dir: str | None = None  # "" disables JAX's persistent compilation cache
     # -- kernels (jaxllm; each has a JAXLLM_* environment override, jaxllm.envs.ENV_VARS) --
     attention_backend: str | None = None  # None: the dispatcher's choice for the device and shapes
+    attention_config: dict[str, Any] | None = None  # vLLM's AttentionConfig as a dict: {"backend": ...}
     attention_decode_splits: int | None = None  # None: from the batch and the GPU's SM count
     attention_fp8_dot: str | None = None
     quant_matmul_impl: str | None = None
@@ -166,6 +168,7 @@ class EngineArgs:
         check_choice("distributed_executor_backend", self.distributed_executor_backend,
                      DISTRIBUTED_EXECUTOR_BACKENDS, "(one process drives every local device with JAX; Ray and "
                      "external launchers are not supported)")
+        self.attention_backend = check_attention_config(self.attention_config, self.attention_backend)
         for name, choices in _CHOICES.items():
             check_choice(name, getattr(self, name), (None, *choices))
         self._validate_memory_and_outputs()

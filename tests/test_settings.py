@@ -39,6 +39,14 @@ def test_kernel_choices_match_the_ops():
     assert set(engine_args.ATTENTION_FP8_DOTS) == set(FP8_DOTS)
 
 
+def test_every_field_and_variable_is_in_the_settings_doc():
+    text = (ROOT / "docs" / "settings.md").read_text()
+    rows = dict(re.findall(r"^\| `(\w+)` \| (`\w*`|) \|", text, re.M))
+    assert set(EngineArgs.__dataclass_fields__) <= set(rows)
+    for var, keyword in envs.ENV_VARS.items():
+        assert rows[keyword] == f"`{var}`", keyword
+
+
 def test_every_env_var_names_a_field():
     fields = set(EngineArgs.__dataclass_fields__)
     assert set(envs.ENV_VARS.values()) <= fields
@@ -108,3 +116,13 @@ def test_config_overrides_merge_rope_and_hf_overrides():
     assert args.config_overrides() == {"rope_theta": 5e5, "max_position_embeddings": 64}
     with pytest.raises(TypeError, match="hf_overrides"):
         EngineArgs.from_kwargs({"hf_overrides": "max_position_embeddings=64"})
+
+
+def test_attention_config_backend_is_attention_backend():
+    assert EngineArgs.from_kwargs({"attention_config": {"backend": "chunked"}}).attention_backend == "chunked"
+    with pytest.raises(ValueError, match="attention_backend='FLASH_ATTN'"):
+        EngineArgs.from_kwargs({"attention_config": {"backend": "FLASH_ATTN"}})
+    with pytest.raises(ValueError, match="attention_config\\['use_cudnn_prefill'\\]"):
+        EngineArgs.from_kwargs({"attention_config": {"use_cudnn_prefill": True}})
+    with pytest.raises(ValueError, match="contradicts"):
+        EngineArgs.from_kwargs({"attention_config": {"backend": "chunked"}, "attention_backend": "reference"})

@@ -36,8 +36,9 @@ def _asking_value(off: tuple):
     """A value of an unsupported keyword that asks for the feature."""
     if False in off:
         return True
-    if any(isinstance(v, int) and not isinstance(v, bool) for v in off):
-        return max(off) + 1
+    numbers = [v for v in off if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if numbers:
+        return max(numbers) + 1
     return "something"
 
 
