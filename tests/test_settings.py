@@ -41,7 +41,7 @@ def test_kernel_choices_match_the_ops():
 
 def test_every_field_and_variable_is_in_the_settings_doc():
     text = (ROOT / "docs" / "settings.md").read_text()
-    rows = dict(re.findall(r"^\| `(\w+)` \| (`\w*`|) \|", text, re.M))
+    rows = dict(re.findall(r"^\| `(\w+)` \| (`\w*`|) \|", text, re.MULTILINE))
     assert set(EngineArgs.__dataclass_fields__) <= set(rows)
     for var, keyword in envs.ENV_VARS.items():
         assert rows[keyword] == f"`{var}`", keyword
