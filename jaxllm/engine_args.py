@@ -23,6 +23,7 @@ from jaxllm.engine_args_checks import (
     parse_env_choice,
 )
 from jaxllm.sampling_params import MAX_LOGPROBS  # also the static top-k width of the sampler's logprobs
+from jaxllm.tokenizer import TOKENIZER_MODES
 from jaxllm.unsupported_args import UNSUPPORTED, check_unsupported
 from jaxllm.weights.inflight import DEFAULT_INFLIGHT_BYTES
 
@@ -160,6 +161,7 @@ class EngineArgs:
         check_choice("kv_cache_dtype", self.kv_cache_dtype, KV_CACHE_DTYPES,
                      "('auto' = the model's dtype, 'fp8' = 'fp8_e4m3')")
         check_choice("load_format", self.load_format, LOAD_FORMATS)
+        check_choice("tokenizer_mode", self.tokenizer_mode, TOKENIZER_MODES)
         check_choice("config_format", self.config_format, CONFIG_FORMATS, "(Mistral-format params.json is "
                      "not read)")
         check_choice("logprobs_mode", self.logprobs_mode, LOGPROBS_MODES, "(logprobs are those of the "

@@ -37,6 +37,7 @@ def test_kernel_choices_match_the_ops():
     assert set(engine_args.QUANT_MATMUL_IMPLS) == set(quant_matmul.dispatch.IMPLEMENTATIONS)
     assert set(engine_args.INT4_KERNEL_VARIANTS) == set(VARIANTS)
     assert set(engine_args.ATTENTION_FP8_DOTS) == set(FP8_DOTS)
+    assert set(engine_args.KV_CACHE_DTYPES) == set(paged_attention.KV_CACHE_DTYPES)
 
 
 def test_every_field_and_variable_is_in_the_settings_doc():
@@ -96,6 +97,7 @@ def test_env_sets_the_default_and_the_keyword_wins(monkeypatch):
     ("compilation_config", {"cudagraph_capture_sizes": [1, 2]}, "cudagraph_capture_sizes"),
     ("swap_space", 8, "swap_space=8"),
     ("runner", "pooling", "runner='pooling'"),
+    ("tokenizer_mode", "custom", "tokenizer_mode='custom'"),
 ])
 def test_bad_values_name_the_keyword(name, value, match):
     with pytest.raises(ValueError, match=re.escape(match)):
