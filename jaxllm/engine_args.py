@@ -194,11 +194,23 @@ class EngineArgs:
                              "prefills to the max_num_batched_tokens budget")
         if self.hf_overrides is not None and not (isinstance(self.hf_overrides, dict) or callable(self.hf_overrides)):
             raise TypeError(f"hf_overrides must be a dict or a callable, got {type(self.hf_overrides).__name__}")
+        served = self.served_model_name
+        if served is not None and not (isinstance(served, str) or (
+                isinstance(served, (list, tuple)) and all(isinstance(n, str) for n in served))):
+            raise TypeError(f"served_model_name must be a str or a list of str, got {served!r}")
         for name in ("rope_scaling", "override_generation_config"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), dict):
                 raise TypeError(f"{name} must be a dict, got {getattr(self, name)!r}")
         if not isinstance(self.generation_config, (str, os.PathLike)):
             raise TypeError(f"generation_config must be 'auto', 'vllm' or a folder, got {self.generation_config!r}")
+
+    @property
+    def model_name(self) -> str:
+        """The name the model is reported under (metrics labels): the first ``served_model_name``, else ``model``."""
+        served = self.served_model_name
+        if isinstance(served, (list, tuple)):
+            served = served[0] if served else None
+        return str(served or self.model)
 
     @property
     def inflight_bytes(self) -> int:

@@ -44,12 +44,13 @@ from jaxllm.runner.sampling_metadata import (
     pack_sampling_metadata,
     to_runner_output,
 )
+from jaxllm.runner.sleep_mode import SleepMode
 from jaxllm.runner.step import make_forward, make_prompt_logprobs, make_sample
 
 logger = logging.getLogger("jaxllm")
 
 
-class ModelRunner:
+class ModelRunner(SleepMode):
     def __init__(self, model, cfg: ModelConfig, mesh, args: EngineArgs):
         """``args``: resolved EngineArgs (``EngineArgs.resolve``: the scheduler limits are set)."""
         self.cfg, self.mesh, self.block_size = cfg, mesh, args.block_size
@@ -192,6 +193,7 @@ class ModelRunner:
     def dispatch(self, batch: ScheduledBatch) -> _StepInFlight:
         """Launch one step on the device without waiting for it; ``fetch`` returns its output. Negative input
         ids (asynchronous scheduling) are read from the sampled ids of the step dispatched just before."""
+        self.check_awake()
         bucket = self.ladder.pick(batch.num_tokens, batch.num_seqs)
         inputs = build_step_inputs(batch, bucket, self.block_size, self.max_blocks_per_seq, self._table_rows)
         md, sampler_config = build_sampling_metadata(batch.seqs, bucket.num_seqs, self.cfg.vocab_size)

@@ -1,5 +1,5 @@
 """vLLM constructor keywords that jaxllm honours: hf_overrides / rope_*, generation_config and
-override_generation_config, max_logprobs, disable_log_stats, max_seq_len_to_capture."""
+override_generation_config, max_logprobs, disable_log_stats, max_seq_len_to_capture, served_model_name."""
 
 from __future__ import annotations
 
@@ -79,3 +79,11 @@ def test_max_seq_len_to_capture_limits_the_startup_compiles(llama_dir):
     assert compiled == {8} and max(b.num_tokens for b in runner.ladder.buckets) == 16
     out = llm.generate([{"prompt_token_ids": list(range(3, 13))}], SamplingParams(max_tokens=2), use_tqdm=False)
     assert len(out[0].outputs[0].token_ids) == 2  # a larger bucket compiled on first use
+
+
+def test_served_model_name_labels_the_metrics(llama_dir):
+    llm = LLM(str(llama_dir[0]), served_model_name=["tiny", "alias"], **SMALL)
+    assert {m.labels["model_name"] for m in llm.get_metrics()} == {"tiny"}
+    assert {m.labels["model_name"] for m in LLM(str(llama_dir[0]), **SMALL).get_metrics()} == {str(llama_dir[0])}
+    with pytest.raises(TypeError, match="served_model_name"):
+        LLM(str(llama_dir[0]), served_model_name=3, **SMALL)
