@@ -206,11 +206,14 @@ class EngineArgs:
 
     @property
     def model_name(self) -> str:
-        """The name the model is reported under (metrics labels): the first ``served_model_name``, else ``model``."""
+        """The name the model is reported under (metrics labels): the first ``served_model_name``, else ``model``
+        (an in-memory module: its class name)."""
         served = self.served_model_name
         if isinstance(served, (list, tuple)):
             served = served[0] if served else None
-        return str(served or self.model)
+        if served:
+            return served
+        return os.fspath(self.model) if isinstance(self.model, (str, os.PathLike)) else type(self.model).__name__
 
     @property
     def inflight_bytes(self) -> int:

@@ -13,6 +13,7 @@ from typing import Any
 
 from jaxllm import chat_utils
 from jaxllm.beam_search import BeamSearchOutput, beam_search
+from jaxllm.call_guard import CallGuard, serialized
 from jaxllm.engine import LLMEngine
 from jaxllm.engine_args import EngineArgs
 from jaxllm.inputs import as_params_list, as_prompt_list, check_tokenization_kwargs, tokenize_prompt
@@ -27,8 +28,9 @@ _GEN_CONFIG_KEYS = {"temperature": "temperature", "top_p": "top_p", "top_k": "to
 
 
 class LLM(EngineControl):
-    """An offline LLM engine (vLLM's ``LLM``). ``model``: a HF checkpoint folder or hub id, a .gguf file, or the
-    embedded default model's name. Every other keyword is an ``EngineArgs`` field (vLLM's names and defaults,
+    """An offline LLM engine (vLLM's ``LLM``). ``model``: a HF checkpoint folder or hub id, a .gguf file, an
+    Orbax checkpoint written by ``jaxllm convert``, the embedded default model's name, or an in-memory jaxllm
+    model module (with ``tokenizer=``; docs/jax_native.md). Every other keyword is an ``EngineArgs`` field (vLLM's names and defaults,
     validated before anything loads; docs/settings.md lists them, docs/vllm_compat.md maps vLLM's).
 
     ``enforce_eager=True`` skips the ahead-of-time compilation of the bucket ladder: each step program is
@@ -37,6 +39,7 @@ class LLM(EngineControl):
 
     def __init__(self, model: str, **kwargs: Any):
         t_start = time.perf_counter()
+        self._call_guard = CallGuard()  # one call at a time (jaxllm.call_guard)
         args = EngineArgs.from_kwargs({"model": model, **kwargs})
         from jaxllm.runner.memory import request_memory_fraction
 
@@ -44,20 +47,23 @@ class LLM(EngineControl):
         enable_compilation_cache(args.cache_dir)
         import jax
 
-        from jaxllm.load import build_model, load_tokenizer_for, locate_model
+        from jaxllm.in_memory import is_in_memory_model
+        from jaxllm.load import build_model, load_tokenizer_for, locate_in_memory_model, locate_model
         from jaxllm.runner.model_runner import ModelRunner
 
-        source = locate_model(args)
+        in_memory = is_in_memory_model(model)
+        source, model_obj = locate_in_memory_model(args) if in_memory else (locate_model(args), None)
         cfg, path = source.config, source.path
         args = args.resolve(jax.devices()[0].platform, cfg.max_position_embeddings)
         self.model_config, self.engine_args, self.model_path = cfg, args, path
         self.tokenizer = load_tokenizer_for(args, source)
         t_load = time.perf_counter()
-        model_obj = build_model(args, source)
+        model_obj = model_obj or build_model(args, source)
         self.load_seconds = time.perf_counter() - t_load
         runner_obj = ModelRunner(model_obj, cfg, source.mesh, args)
         del model_obj
-        runner_obj.weights_source = functools.partial(build_model, args, source)  # wake_up after sleep(level=2)
+        if not in_memory:  # wake_up after sleep(level=2) reads the checkpoint again
+            runner_obj.weights_source = functools.partial(build_model, args, source)
         self.llm_engine = LLMEngine(
             runner_obj, num_blocks=runner_obj.num_blocks, block_size=args.block_size,
             max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
@@ -75,6 +81,7 @@ class LLM(EngineControl):
     def get_tokenizer(self):
         return self.tokenizer
 
+    @serialized
     def set_tokenizer(self, tokenizer) -> None:
         """Replace the tokenizer (vLLM's method): prompts, chat templates and output text use it from now on."""
         self.llm_engine.set_tokenizer(tokenizer)
@@ -83,6 +90,7 @@ class LLM(EngineControl):
     def get_default_sampling_params(self) -> SamplingParams:
         return self._default_params.clone()
 
+    @serialized
     def generate(self, prompts: Any, sampling_params: SamplingParams | list[SamplingParams] | None = None, *,
                  use_tqdm: bool | Callable[..., Any] = True, lora_request: Any = None,
                  priority: list[int] | None = None,
@@ -95,6 +103,10 @@ class LLM(EngineControl):
         ``tokenization_kwargs``: keyword arguments of the tokenizer's call for text prompts (e.g.
         ``truncation=True, max_length=k`` or ``add_special_tokens=False``). ``lora_request`` must be None.
         """
+        return self._generate(prompts, sampling_params, use_tqdm, lora_request, priority, tokenization_kwargs)
+
+    def _generate(self, prompts, sampling_params, use_tqdm, lora_request=None, priority=None,
+                  tokenization_kwargs=None) -> list[RequestOutput]:
         self._check_awake()
         _check_lora(lora_request)
         items = as_prompt_list(prompts)
@@ -105,6 +117,7 @@ class LLM(EngineControl):
         ids = self._add_requests(requests, params, priorities)
         return self._run(ids, use_tqdm)
 
+    @serialized
     def chat(self, messages: Any, sampling_params: SamplingParams | list[SamplingParams] | None = None,
              use_tqdm: bool | Callable[..., Any] = True, lora_request: Any = None, chat_template: str | None = None,
              chat_template_content_format: str = "auto", add_generation_prompt: bool = True,
@@ -135,13 +148,14 @@ class LLM(EngineControl):
         prompts = []
         for conv in conversations:
             msgs = chat_utils.normalize_messages(conv, content_format)
-            text = self.tokenizer.apply_chat_template(
-                msgs, tokenize=False, chat_template=chat_template, add_generation_prompt=add_generation_prompt,
-                continue_final_message=continue_final_message, **extra)
+            text = _apply_chat_template(self.tokenizer, msgs, chat_template=chat_template,
+                                        add_generation_prompt=add_generation_prompt,
+                                        continue_final_message=continue_final_message, **extra)
             ids = self.tokenizer(text, add_special_tokens=False).input_ids
             prompts.append({"prompt": text, "prompt_token_ids": ids})
-        return self.generate(prompts, sampling_params, use_tqdm=use_tqdm)
+        return self._generate(prompts, sampling_params, use_tqdm)
 
+    @serialized
     def beam_search(self, prompts: Any, params: BeamSearchParams, lora_request: Any = None,
                     use_tqdm: Any = False, concurrency_limit: int | None = None) -> list[BeamSearchOutput]:
         """vLLM's beam search over the paged engine; one BeamSearchOutput per prompt (str, {"prompt": ...} or
@@ -223,6 +237,8 @@ class LLM(EngineControl):
         where = self.engine_args.generation_config
         gen: dict[str, Any] = {}
         if where != "vllm":
+            if where == "auto" and self.model_path is None:  # an in-memory model: none unless a folder is named
+                return dict(self.engine_args.override_generation_config or {})
             folder = self.model_path if where == "auto" else os.fspath(where)
             path = os.path.join(folder, "generation_config.json")
             if where != "auto" and not os.path.isfile(path):
@@ -267,3 +283,14 @@ def enable_compilation_cache(where: str | None) -> None:
     jax.config.update("jax_compilation_cache_dir", where)
     # cache every program, also the small sampler ones (JAX's default skips compiles under 1 s)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+
+
+def _apply_chat_template(tokenizer, conversation: list[dict], **kwargs) -> str:
+    """The tokenizer's chat template as text. An error the template raises (Gemma's "System role not supported",
+    roles that do not alternate) becomes a ValueError with its message, as in vLLM."""
+    import jinja2
+
+    try:
+        return tokenizer.apply_chat_template(conversation, tokenize=False, **kwargs)
+    except jinja2.TemplateError as e:
+        raise ValueError(f"chat template error: {e}") from e

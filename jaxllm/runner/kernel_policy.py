@@ -41,7 +41,8 @@ class KernelPolicy:
         if num_devices > 1 and not self.asked and ops.paged_attention.default_impl(q, cache_shape) == "pallas_mosaic":
             self.impl = "pallas_triton"  # explicit, so the model's own default cannot pick Mosaic either
         else:
-            self.prefill_split = ops.paged_attention.prefill_split(self.impl, q, cache_shape, window)
+            self.prefill_split = ops.paged_attention.prefill_split(self.impl, q, cache_shape, window,
+                                                                   cfg.attn_logit_softcap)
 
     def attention(self, long_prefill: bool) -> ops.paged_attention.AttentionConfig:
         """The implementation and tuning of a forward program (with or without the long-prefill path)."""

@@ -46,11 +46,12 @@ from jaxllm.runner.sampling_metadata import (
 )
 from jaxllm.runner.sleep_mode import SleepMode
 from jaxllm.runner.step import make_forward, make_prompt_logprobs, make_sample
+from jaxllm.runner.weight_updates import WeightUpdates
 
 logger = logging.getLogger("jaxllm")
 
 
-class ModelRunner(SleepMode):
+class ModelRunner(SleepMode, WeightUpdates):
     def __init__(self, model, cfg: ModelConfig, mesh, args: EngineArgs):
         """``args``: resolved EngineArgs (``EngineArgs.resolve``: the scheduler limits are set)."""
         self.cfg, self.mesh, self.block_size = cfg, mesh, args.block_size
