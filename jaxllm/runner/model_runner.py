@@ -54,7 +54,7 @@ logger = logging.getLogger("jaxllm")
 class ModelRunner(SleepMode, WeightUpdates):
     def __init__(self, model, cfg: ModelConfig, mesh, args: EngineArgs):
         """``args``: resolved EngineArgs (``EngineArgs.resolve``: the scheduler limits are set)."""
-        self.cfg, self.mesh, self.block_size = cfg, mesh, args.block_size
+        self.cfg, self.mesh, self.block_size, self.max_model_len = cfg, mesh, args.block_size, args.max_model_len
         self.max_blocks_per_seq = -(-args.max_model_len // args.block_size)
         self.max_seq_len_to_capture = args.max_seq_len_to_capture
         self.ladder = BucketLadder(args.max_num_batched_tokens, args.max_num_seqs)
