@@ -17,6 +17,7 @@ compiled on first use. Building a runner with ``enforce_eager=True`` compiles no
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 
@@ -37,7 +38,7 @@ from jaxllm.runner.kernel_policy import KernelPolicy
 from jaxllm.runner.kv_cache_plan import KVCachePlan
 from jaxllm.runner.programs import ForwardKey, ProgramKey, Programs, SampleKey
 from jaxllm.runner.prompt_logprobs import prompt_logprobs
-from jaxllm.runner.sampler_config import STARTUP_CONFIGS
+from jaxllm.runner.sampler_config import SAMPLE_CONFIG, STARTUP_CONFIGS
 from jaxllm.runner.sampling_metadata import (
     build_sampling_metadata,
     dummy_sampling_metadata,
@@ -78,6 +79,7 @@ class ModelRunner(SleepMode, WeightUpdates):
         self._sample = make_sample()
         self._prompt_lp = make_prompt_logprobs(self.graphdef, self._treedef)
         self.programs = Programs(self._compile)
+        self._enforce_eager = args.enforce_eager
         self.num_steps = 0
         self.device_wait_seconds = 0.0  # time blocked waiting for sampled ids (device busy, host idle)
         self.first_run_seconds = 0.0
@@ -149,6 +151,17 @@ class ModelRunner(SleepMode, WeightUpdates):
         keys += [SampleKey(s, c) for s in sorted({b.num_seqs for b in self.ladder.buckets}) for c in STARTUP_CONFIGS]
         return keys
 
+    def prepare_structured_outputs(self) -> None:
+        """Structured outputs are coming (the engine's first constrained request): compile the sampler variant
+        with a grammar bitmask (``SAMPLE_CONFIG`` + ``grammar_words``, which covers greedy and temperature
+        rows) for every sequence bucket on a background thread, while the steps of other requests run and the
+        grammars compile. A step that needs one before it is ready waits for it (``Programs.get``)."""
+        if self._enforce_eager:
+            return
+        config = dataclasses.replace(SAMPLE_CONFIG, grammar_words=-(-self.cfg.vocab_size // 32))
+        seqs = sorted({b.num_seqs for b in self.ladder.buckets})
+        self.programs.compile_in_background([SampleKey(s, config) for s in seqs])
+
     def warm_up(self) -> None:
         """Compile the start-up programs in parallel threads."""
         keys = self.startup_keys()
@@ -191,26 +204,37 @@ class ModelRunner(SleepMode, WeightUpdates):
 
     # ---- execution -------------------------------------------------------------------------------------
 
-    def dispatch(self, batch: ScheduledBatch) -> _StepInFlight:
+    def dispatch(self, batch: ScheduledBatch, sample: bool = True) -> _StepInFlight:
         """Launch one step on the device without waiting for it; ``fetch`` returns its output. Negative input
-        ids (asynchronous scheduling) are read from the sampled ids of the step dispatched just before."""
+        ids (asynchronous scheduling) are read from the sampled ids of the step dispatched just before.
+        ``sample=False`` launches the forward only and ``launch_sampler`` the rest, later: structured outputs
+        fill the rows' grammar bitmasks from the previous step's tokens, which the forward does not need, so
+        the forward runs while the host waits for them."""
         self.check_awake()
         bucket = self.ladder.pick(batch.num_tokens, batch.num_seqs)
         inputs = build_step_inputs(batch, bucket, self.block_size, self.max_blocks_per_seq, self._table_rows)
-        md, sampler_config = build_sampling_metadata(batch.seqs, bucket.num_seqs, self.cfg.vocab_size)
         want_prompt_lp = any(s.want_prompt_logprobs for s in batch.seqs)
         forward = self.programs.get(ForwardKey(bucket, want_prompt_lp, self.kernels.has_long_prefill(batch.seqs)))
-        variant = self.programs.sampler_variant(bucket.num_seqs, sampler_config)
-        sampler = self.programs.get(SampleKey(bucket.num_seqs, variant))
-        dev_inputs, dev_md = jax.device_put(
-            (pack_step_inputs(inputs), pack_sampling_metadata(md, sampler_config, bucket.num_seqs)), self._replicated)
+        dev_inputs = jax.device_put(pack_step_inputs(inputs), self._replicated)
         self.kv_caches, logits, hidden = forward(self.params, self.kv_caches, dev_inputs, self._prev_tokens)
-        sampled = sampler(logits, dev_md)
+        self.num_steps += 1
+        step = _StepInFlight(batch, None, hidden if want_prompt_lp else None)
+        step.logits, step.num_seqs = logits, bucket.num_seqs
+        if sample:
+            self.launch_sampler(step)
+        return step
+
+    def launch_sampler(self, step: _StepInFlight) -> None:
+        """Launch the sampler of a dispatched step (its rows' sampling metadata is read now)."""
+        num_seqs = step.num_seqs
+        md, sampler_config = build_sampling_metadata(step.batch.seqs, num_seqs, self.cfg.vocab_size)
+        sampler = self.programs.get(SampleKey(num_seqs, self.programs.sampler_variant(num_seqs, sampler_config)))
+        dev_md = jax.device_put(pack_sampling_metadata(md, sampler_config, num_seqs), self._replicated)
+        sampled = step.sampled = sampler(step.logits, dev_md)
+        step.logits = None
         self._prev_tokens = sampled.token_ids
         for leaf in jax.tree_util.tree_leaves(sampled):
             leaf.copy_to_host_async()  # start the transfer as soon as the step ends
-        self.num_steps += 1
-        return _StepInFlight(batch, sampled, hidden if want_prompt_lp else None)
 
     def fetch(self, step: _StepInFlight) -> RunnerOutput:
         """Wait for a dispatched step and return its sampled tokens (and logprobs)."""
@@ -230,7 +254,8 @@ class ModelRunner(SleepMode, WeightUpdates):
 class _StepInFlight:
     """A dispatched step: its batch and the device arrays that ``ModelRunner.fetch`` reads."""
 
-    __slots__ = ("batch", "hidden", "sampled")
+    __slots__ = ("batch", "hidden", "logits", "num_seqs", "sampled")
 
     def __init__(self, batch: ScheduledBatch, sampled, hidden) -> None:
         self.batch, self.sampled, self.hidden = batch, sampled, hidden
+        self.logits = self.num_seqs = None  # until launch_sampler: the forward's logits, the padded row count

@@ -3,7 +3,8 @@
 A step runs two programs: the forward of its bucket (``ForwardKey``) and the sampler of its sequence bucket and
 sampler variant (``SampleKey``). Every program is compiled once per key; ``compile_all`` compiles many in threads
 (XLA compiles outside the GIL) and logs each as it finishes, so a start-up cut short by a time limit shows which
-programs were slow. ``count`` includes every compile, so a test can assert that ``generate`` compiles nothing.
+programs were slow; ``compile_in_background`` compiles some on a background thread while steps run (the grammar
+sampler variants of structured outputs), and ``get`` waits for one a step needs before it is ready.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class Programs:
     def __init__(self, compile_fn: Callable[[ProgramKey], object]):
         self._compile_fn = compile_fn
         self.compiled: dict[ProgramKey, object] = {}
+        self._background: dict[ProgramKey, concurrent.futures.Future] = {}  # compiling on a background thread
         self.compile_seconds = 0.0
 
     def __contains__(self, key: ProgramKey) -> bool:
@@ -57,8 +59,13 @@ class Programs:
         return len(self.compiled)
 
     def get(self, key: ProgramKey):
-        """The executable of ``key``, compiled now if it was not (a rare variant, or ``enforce_eager``)."""
+        """The executable of ``key``, compiled now if it was not (a rare variant, or ``enforce_eager``); one still
+        compiling in the background is waited for (the wait counts as compile time)."""
         fn = self.compiled.get(key)
+        if fn is None and key in self._background:
+            t0 = time.perf_counter()
+            fn = self.compiled[key] = self._background.pop(key).result()
+            self.compile_seconds += time.perf_counter() - t0
         if fn is None:
             t0 = time.perf_counter()
             fn = self.compiled[key] = self._compile_fn(key)
@@ -70,7 +77,7 @@ class Programs:
         """``config``, or the cheapest compiled variant that covers it (no compile during generate)."""
         if SampleKey(num_seqs, config) in self.compiled:
             return config
-        compiled = [k.config for k in self.compiled
+        compiled = [k.config for k in [*self.compiled, *self._background]
                     if isinstance(k, SampleKey) and k.num_seqs == num_seqs and covers(k.config, config)]
         if not compiled:
             return config
@@ -98,6 +105,15 @@ class Programs:
                 raise
         self.compile_seconds += time.perf_counter() - t0
         logger.info("compiled %d programs in %.1fs", len(keys), time.perf_counter() - t0)
+
+    def compile_in_background(self, keys: list[ProgramKey]) -> None:
+        """Compile the ``keys`` not compiled or compiling yet, one at a time on a background thread."""
+        todo = [k for k in keys if k not in self.compiled and k not in self._background]
+        if not todo:
+            return
+        pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="jaxllm-compile")
+        self._background.update({k: pool.submit(self._compile_fn, k) for k in todo})
+        pool.shutdown(wait=False)
 
     def drop(self, keys: Iterable[ProgramKey]) -> None:
         for key in list(keys):
