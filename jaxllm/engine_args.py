@@ -9,6 +9,9 @@ LOAD_FORMATS = ("auto", "safetensors", "gguf", "dummy")
 # "auto" = the model's dtype; the fp8 ones store the paged KV cache in float8 ("fp8" = e4m3, as vLLM),
 # per-layer scales 1.0 (jaxllm.ops.paged_attention.kv_cache: the same names, mapped to dtypes).
 KV_CACHE_DTYPES = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
+# vLLM's allowed max_lora_rank values
+LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+LORA_DTYPES = ("auto", "float16", "bfloat16", "float32")
 _GPU_DEFAULTS = {"max_num_seqs": 256, "max_num_batched_tokens": 8192}
 # The CPU is for tests and notebooks: fewer, smaller buckets keep start-up compiles short.
 _CPU_DEFAULTS = {"max_num_seqs": 16, "max_num_batched_tokens": 256}
@@ -29,6 +32,13 @@ class EngineArgs:
     kv_cache_dtype: str = "auto"  # one of KV_CACHE_DTYPES
     # Schedule step N+1 while step N runs on the device (same outputs; see jaxllm/engine/scheduler.py).
     async_scheduling: bool = True
+    # Multi-LoRA (docs/lora.md): adapters per step, their largest rank, adapters kept in host memory
+    # (default max_loras) and the adapters' dtype ("auto" = the model's).
+    enable_lora: bool = False
+    max_loras: int = 1
+    max_lora_rank: int = 16
+    max_cpu_loras: int | None = None
+    lora_dtype: str = "auto"
 
     @classmethod
     def from_kwargs(cls, kwargs: dict[str, Any]) -> "EngineArgs":
@@ -48,7 +58,8 @@ class EngineArgs:
         _positive_int("block_size", self.block_size)
         if self.block_size not in (8, 16, 32, 64, 128, 256):
             raise ValueError(f"block_size={self.block_size} is not supported; choose one of 8, 16, 32, 64, 128, 256")
-        for name in ("enable_prefix_caching", "async_scheduling"):
+        self._validate_lora()
+        for name in ("enable_prefix_caching", "async_scheduling", "enable_lora"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
         if self.kv_cache_dtype not in KV_CACHE_DTYPES:
@@ -56,6 +67,18 @@ class EngineArgs:
                              f"{KV_CACHE_DTYPES} ('auto' = the model's dtype, 'fp8' = 'fp8_e4m3')")
         if self.load_format not in LOAD_FORMATS:
             raise ValueError(f"load_format={self.load_format!r} is not supported; choose one of {LOAD_FORMATS}")
+
+    def _validate_lora(self) -> None:
+        _positive_int("max_loras", self.max_loras)
+        _positive_int("max_lora_rank", self.max_lora_rank)
+        _positive_int("max_cpu_loras", self.max_cpu_loras, optional=True)
+        if self.max_lora_rank not in LORA_RANKS:
+            raise ValueError(f"max_lora_rank={self.max_lora_rank} is not supported; choose one of {LORA_RANKS}")
+        if self.max_cpu_loras is not None and self.max_cpu_loras < self.max_loras:
+            raise ValueError(f"max_cpu_loras ({self.max_cpu_loras}) must be >= max_loras ({self.max_loras})")
+        dtype = getattr(self.lora_dtype, "name", self.lora_dtype)
+        if str(dtype).replace("torch.", "") not in LORA_DTYPES:
+            raise ValueError(f"lora_dtype={self.lora_dtype!r} is not supported; choose one of {LORA_DTYPES}")
 
     def resolve(self, platform: str, max_position_embeddings: int) -> "EngineArgs":
         """Fill the defaults that depend on the device and the model."""

@@ -13,6 +13,7 @@ from jaxllm.config import check_quantization
 from jaxllm.engine import LLMEngine
 from jaxllm.engine_args import EngineArgs
 from jaxllm.inputs import as_params_list, as_prompt_list, tokenize_prompt
+from jaxllm.lora import LoRARequest
 from jaxllm.model_source import model_config, resolve_model_path
 from jaxllm.outputs import RequestOutput
 from jaxllm.sampling_params import SamplingParams
@@ -72,19 +73,21 @@ class LLM:
         model_obj = build_dummy_model(cfg, mesh, seed) if args.load_format == "dummy" else load_weights(path, cfg, mesh)
         self.load_seconds = time.perf_counter() - t_load
         logger.info("weights ready in %.1f s (%s)", self.load_seconds, args.load_format)
+        lora_slots = _lora_slots(args, cfg, mesh, path)  # before the KV cache is sized from free memory
         runner_obj = ModelRunner(model_obj, cfg, mesh, block_size=args.block_size, max_num_seqs=args.max_num_seqs,
                                  max_num_batched_tokens=args.max_num_batched_tokens,
                                  max_model_len=args.max_model_len, gpu_memory_utilization=gpu_memory_utilization,
                                  num_gpu_blocks_override=args.num_gpu_blocks_override,
                                  kv_cache_memory_bytes=args.kv_cache_memory_bytes, enforce_eager=enforce_eager,
-                                 kv_cache_dtype=args.kv_cache_dtype)
+                                 kv_cache_dtype=args.kv_cache_dtype, lora=lora_slots)
         del model_obj
         self.llm_engine = LLMEngine(
             runner_obj, num_blocks=runner_obj.num_blocks, block_size=args.block_size,
             max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
             max_model_len=args.max_model_len, vocab_size=cfg.vocab_size,
             enable_prefix_caching=args.enable_prefix_caching, eos_token_ids=self._eos_token_ids(),
-            tokenizer=self.tokenizer, seed=seed, async_scheduling=args.async_scheduling)
+            tokenizer=self.tokenizer, seed=seed, async_scheduling=args.async_scheduling,
+            max_loras=args.max_loras if args.enable_lora else None)
         self._request_counter = itertools.count()
         self._default_params = self._generation_config_defaults()
         self.startup_seconds = time.perf_counter() - t_start
@@ -98,18 +101,22 @@ class LLM:
         return self._default_params.clone()
 
     def generate(self, prompts: Any, sampling_params: SamplingParams | list[SamplingParams] | None = None, *,
-                 use_tqdm: bool = True) -> list[RequestOutput]:
-        """Generate completions for every prompt; returns RequestOutputs in the order of ``prompts``."""
+                 use_tqdm: bool = True, lora_request: LoRARequest | list[LoRARequest | None] | None = None
+                 ) -> list[RequestOutput]:
+        """Generate completions for every prompt; returns RequestOutputs in the order of ``prompts``.
+        ``lora_request``: one adapter for every prompt, or a list with one (or None) per prompt."""
         items = as_prompt_list(prompts)
         params = as_params_list(sampling_params, len(items), self._default_params)
+        loras = _lora_list(lora_request, len(items))
         requests = [tokenize_prompt(i, p, self.tokenizer) for i, p in enumerate(items)]
-        ids = self._add_requests(requests, params)
+        ids = self._add_requests(requests, params, loras)
         return self._run(ids, use_tqdm)
 
     def chat(self, messages: Any, sampling_params: SamplingParams | list[SamplingParams] | None = None, *,
              chat_template: str | None = None, add_generation_prompt: bool = True,
              continue_final_message: bool = False, chat_template_kwargs: dict[str, Any] | None = None,
-             use_tqdm: bool = True) -> list[RequestOutput]:
+             use_tqdm: bool = True, lora_request: LoRARequest | list[LoRARequest | None] | None = None
+             ) -> list[RequestOutput]:
         """Generate replies to one conversation (a list of {"role", "content"} dicts) or a list of them."""
         if self.tokenizer is None:
             raise ValueError("chat() needs a tokenizer, but LLM was built with skip_tokenizer_init=True")
@@ -127,19 +134,21 @@ class LLM:
                 continue_final_message=continue_final_message, **(chat_template_kwargs or {}))
             ids = self.tokenizer(text, add_special_tokens=False).input_ids
             prompts.append({"prompt": text, "prompt_token_ids": ids})
-        return self.generate(prompts, sampling_params, use_tqdm=use_tqdm)
+        return self.generate(prompts, sampling_params, use_tqdm=use_tqdm, lora_request=lora_request)
 
     # ---- internals -------------------------------------------------------------------------------------
 
-    def _add_requests(self, requests: list[tuple[str | None, list[int]]], params: list[SamplingParams]) -> list[str]:
+    def _add_requests(self, requests: list[tuple[str | None, list[int]]], params: list[SamplingParams],
+                      loras: list[LoRARequest | None] | None = None) -> list[str]:
         """Queue all requests, or none: a bad one raises before any device work and leaves no request behind."""
         engine = self.llm_engine
         added: list[str] = []
+        loras = loras or [None] * len(requests)
         try:
-            for index, ((text, token_ids), sp) in enumerate(zip(requests, params)):
+            for index, ((text, token_ids), sp, lora) in enumerate(zip(requests, params, loras)):
                 request_id = str(next(self._request_counter))
                 try:
-                    engine.add_request(request_id, token_ids, sp, prompt=text)
+                    engine.add_request(request_id, token_ids, sp, prompt=text, lora_request=lora)
                 except (ValueError, TypeError) as e:  # name the prompt's place in the batch, not our request id
                     message = str(e).removeprefix(f"request {request_id!r}: ")
                     raise type(e)(f"prompt {index}: {message}") from None
@@ -200,6 +209,32 @@ class LLM:
         if gen.get("do_sample") is False:
             kwargs["temperature"] = 0.0
         return SamplingParams(**kwargs)
+
+
+def _lora_list(lora_request: Any, n: int) -> list[LoRARequest | None]:
+    """One LoRARequest (or None) per prompt from ``generate``'s ``lora_request`` (one or a list)."""
+    if isinstance(lora_request, (list, tuple)):
+        if len(lora_request) != n:
+            raise ValueError(f"lora_request has {len(lora_request)} entries but there are {n} prompts")
+        items = list(lora_request)
+    else:
+        items = [lora_request] * n
+    for i, item in enumerate(items):
+        if item is not None and not isinstance(item, LoRARequest):
+            raise TypeError(f"lora_request {i} must be a jaxllm.lora.LoRARequest or None, got {type(item).__name__}")
+    return items
+
+
+def _lora_slots(args: EngineArgs, cfg, mesh, model_path: str):
+    """The device slots of LoRA adapters (jaxllm.runner.lora_slots) when ``enable_lora``, else None."""
+    if not args.enable_lora:
+        return None
+    from jaxllm.config import resolve_dtype_name
+    from jaxllm.runner.lora_slots import LoRASlots
+
+    dtype = cfg.dtype if args.lora_dtype == "auto" else resolve_dtype_name(args.lora_dtype, cfg.dtype)
+    return LoRASlots(cfg, mesh, max_loras=args.max_loras, max_lora_rank=args.max_lora_rank,
+                     max_cpu_loras=args.max_cpu_loras or args.max_loras, dtype=dtype, base_model_path=model_path)
 
 
 def _check_llm_args(runner, quantization, tensor_parallel_size, gpu_memory_utilization, swap_space, seed) -> None:

@@ -4,6 +4,7 @@ sample (``SamplingParams.n``); logprobs are lists of ``{token_id: Logprob}`` dic
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 
 @dataclasses.dataclass
@@ -83,6 +84,7 @@ class RequestOutput:
         finished: bool,
         metrics: RequestMetrics | None = None,
         num_cached_tokens: int | None = None,
+        lora_request: Any = None,
     ) -> None:
         self.request_id = request_id
         self.prompt = prompt
@@ -92,11 +94,12 @@ class RequestOutput:
         self.finished = finished
         self.metrics = metrics
         self.num_cached_tokens = num_cached_tokens
+        self.lora_request = lora_request  # the jaxllm.lora.LoRARequest the request ran with, or None
 
     def __repr__(self) -> str:
         return (
             f"RequestOutput(request_id={self.request_id}, prompt={self.prompt!r}, "
             f"prompt_token_ids={self.prompt_token_ids}, prompt_logprobs={self.prompt_logprobs}, "
             f"outputs={self.outputs}, finished={self.finished}, metrics={self.metrics}, "
-            f"num_cached_tokens={self.num_cached_tokens})"
+            f"num_cached_tokens={self.num_cached_tokens}, lora_request={self.lora_request})"
         )

@@ -31,6 +31,7 @@ class ScheduledSeq:
     rng_seed: int  # seed of this sequence's sampling stream (the user's seed, or one the engine drew)
     banned_token_ids: tuple[int, ...] = ()  # eos/stop ids masked while fewer than min_tokens were generated
     want_prompt_logprobs: bool = False  # return prompt logprobs for the positions computed this step
+    lora_request: Any = None  # jaxllm.lora.LoRARequest of the sequence, None for the base model
 
     @property
     def end(self) -> int:

@@ -55,6 +55,7 @@ class _Request:
     seqs: list[Sequence]
     metrics: RequestMetrics
     num_unfinished: int
+    lora_request: Any = None
 
 
 class LLMEngine:
@@ -81,6 +82,7 @@ class LLMEngine:
         tokenizer: Any = None,
         seed: int | None = 0,
         async_scheduling: bool = True,
+        max_loras: int | None = None,
     ) -> None:
         for name, v in (
             ("num_blocks", num_blocks),
@@ -122,7 +124,9 @@ class LLMEngine:
             max_num_batched_tokens=max_num_batched_tokens,
             max_model_len=max_model_len,
             decode_token=self._view.decode_token if self._view else None,
+            max_loras=max_loras,
         )
+        self.max_loras = max_loras  # None: LoRA is off; else the runner has check_lora(request)
         self.async_scheduling = bool(async_scheduling) and all(
             callable(getattr(runner, m, None)) for m in ("dispatch", "fetch"))
         self._steps: deque = deque()  # (batch, runner handle or output), oldest first
@@ -140,6 +144,7 @@ class LLMEngine:
         sampling_params: SamplingParams | None = None,
         prompt: str | None = None,
         arrival_time: float | None = None,
+        lora_request: Any = None,
     ) -> None:
         """Queue a request; it makes ``sampling_params.n`` sequences. Raises ValueError/TypeError naming
         the request for bad input (empty or too long prompt, ids outside the vocabulary, a request that
@@ -155,6 +160,11 @@ class LLMEngine:
                 f"got {type(params).__name__}"
             )
         ids = check_prompt(request_id, prompt_token_ids, self.vocab_size, self.max_model_len)
+        if lora_request is not None:
+            if self.max_loras is None:
+                raise ValueError(f"request {request_id!r}: a lora_request was given but LoRA is not enabled; "
+                                 "pass enable_lora=True")
+            self.runner.check_lora(lora_request)
         max_tokens = check_params(request_id, params, len(ids), tokenizer=self.tokenizer, vocab_size=self.vocab_size,
                                   max_model_len=self.max_model_len, block_manager=self.block_manager)
 
@@ -195,12 +205,13 @@ class LLMEngine:
                     want_prompt_logprobs=params.prompt_logprobs is not None and index == 0,
                     detokenizer=detok,
                     needs_history=needs_history,
+                    lora_request=lora_request,
                 )
             )
             self._next_seq_id += 1
         arrival = time.time() if arrival_time is None else float(arrival_time)
         self._requests[request_id] = _Request(
-            request_id, prompt, ids, params, seqs, RequestMetrics(arrival), len(seqs)
+            request_id, prompt, ids, params, seqs, RequestMetrics(arrival), len(seqs), lora_request
         )
         for seq in seqs:
             self.scheduler.add(seq)
@@ -315,4 +326,5 @@ class LLMEngine:
             finished=True,
             metrics=m,
             num_cached_tokens=seqs[0].num_cached_tokens,
+            lora_request=req.lora_request,
         )

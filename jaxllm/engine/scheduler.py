@@ -51,12 +51,14 @@ class Scheduler:
         max_num_batched_tokens: int,
         max_model_len: int,
         decode_token: Any = None,  # token id -> str for Logprob.decoded_token, or None
+        max_loras: int | None = None,  # distinct LoRA adapters among running sequences (None: no limit)
     ) -> None:
         self.block_manager = block_manager
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
         self.max_model_len = max_model_len
         self.decode_token = decode_token
+        self.max_loras = max_loras
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []  # admission order
         self._inflight: deque[_InFlight] = deque()  # scheduled steps not yet updated, oldest first
@@ -121,14 +123,22 @@ class Scheduler:
 
         if not preempted:
             waiting = self.waiting
+            limit = self.max_loras
+            loras = {s.lora_int_id for s in running} - {0} if limit is not None else set()
+            skipped: list[Sequence] = []  # waiting sequences whose adapter cannot join this step
             while waiting and budget > 0 and len(running) < self.max_num_seqs:
                 seq = waiting[0]
+                if limit is not None and seq.lora_int_id and seq.lora_int_id not in loras and len(loras) >= limit:
+                    skipped.append(waiting.popleft())
+                    continue
                 hits = bm.get_computed_blocks(seq)
                 start = len(hits) * bm.block_size
                 n = min(len(seq.token_ids) - start, budget)
                 if not bm.allocate_slots(seq, n, hits):
                     break  # FCFS: nobody overtakes the head of the queue
                 waiting.popleft()
+                if seq.lora_int_id:
+                    loras.add(seq.lora_int_id)
                 if seq.num_cached_tokens is None:  # reported hits: those of the first admission
                     seq.num_cached_tokens = start
                 if seq.first_scheduled_time is None:
@@ -138,6 +148,7 @@ class Scheduler:
                 batch.append(self._scheduled_seq(seq, start, n))
                 scheduled.append(seq)
                 budget -= n
+            waiting.extendleft(reversed(skipped))
 
         for sseq, seq in zip(batch, scheduled):
             seq.num_computed_tokens = sseq.start + sseq.num_new_tokens
@@ -165,6 +176,7 @@ class Scheduler:
             want_prompt_logprobs=seq.want_prompt_logprobs
             and start < seq.num_prompt_tokens - 1
             and len(seq.prompt_logprobs) < seq.num_prompt_tokens,
+            lora_request=seq.lora_request,
         )
 
     def reset_inflight(self) -> None:

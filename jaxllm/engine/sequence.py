@@ -37,6 +37,7 @@ class Sequence:
         "index",
         "last_token_time",
         "logprobs",
+        "lora_request",
         "max_tokens",
         "needs_history",
         "num_cached_tokens",
@@ -72,6 +73,7 @@ class Sequence:
         want_prompt_logprobs: bool,
         detokenizer: Any = None,
         needs_history: bool = False,
+        lora_request: Any = None,
     ) -> None:
         self.seq_id = seq_id
         self.request_id = request_id
@@ -103,9 +105,15 @@ class Sequence:
         self.logprobs: SampleLogprobs | None = None if params.logprobs is None else []
         self.prompt_logprobs: PromptLogprobs | None = [None] if want_prompt_logprobs else None
         self.detokenizer = detokenizer
+        self.lora_request = lora_request  # jaxllm.lora.LoRARequest or None (the base model)
         self.first_scheduled_time: float | None = None
         self.first_token_time: float | None = None
         self.last_token_time: float | None = None
+
+    @property
+    def lora_int_id(self) -> int:
+        """The adapter's id, 0 for the base model (it keys the prefix cache and the scheduler's adapter limit)."""
+        return 0 if self.lora_request is None else self.lora_request.lora_int_id
 
     @property
     def num_tokens(self) -> int:

@@ -60,8 +60,12 @@ class ModelRunner:
     def __init__(self, model, cfg: ModelConfig, mesh, *, block_size: int, max_num_seqs: int,
                  max_num_batched_tokens: int, max_model_len: int, gpu_memory_utilization: float = 0.9,
                  num_gpu_blocks_override: int | None = None, kv_cache_memory_bytes: int | None = None,
-                 enforce_eager: bool = False, attention_impl: str | None = None, kv_cache_dtype: str = "auto"):
+                 enforce_eager: bool = False, attention_impl: str | None = None, kv_cache_dtype: str = "auto",
+                 lora=None):
+        """``lora``: the LoRA adapter slots (jaxllm.runner.lora_slots.LoRASlots, allocated before the KV cache is
+        sized) when LoRA is enabled, else None."""
         self.cfg = cfg
+        self.lora = lora
         self.mesh = mesh
         self.block_size = block_size
         self.max_model_len = max_model_len
@@ -101,7 +105,7 @@ class ModelRunner:
         self._max_seqs = self.ladder.buckets[-1].num_seqs
         self._table_rows = BlockTableRows(self.max_blocks_per_seq)
         self._prev_tokens = jax.device_put(np.zeros(self._max_seqs, np.int32), self._replicated)
-        self._forward = make_forward(self.graphdef, self._treedef, mesh)
+        self._forward = make_forward(self.graphdef, self._treedef, mesh, with_lora=lora is not None)
         self._sample = make_sample()
         self._prompt_lp = make_prompt_logprobs(self.graphdef, self._treedef)
         self._compiled: dict = {}
@@ -172,7 +176,7 @@ class ModelRunner:
         if key[0] == "forward":
             _, bucket, return_hidden, long_prefill = key
             return self._forward.lower(self.params, self.kv_caches, self._padding_step(bucket), self._prev_tokens,
-                                       dims=self._dims(bucket),
+                                       self._lora_stacks(), dims=self._dims(bucket),
                                        return_hidden=return_hidden,
                                        attention_impl=self._attention_impl(long_prefill),
                                        logits_sharding=self._replicated,
@@ -186,7 +190,14 @@ class ModelRunner:
     def _padding_step(self, bucket: Bucket):
         """A bucket's all-padding step inputs (no sequence, nothing written), packed and on the device: what its
         forward programs are compiled against and first run on."""
-        return jax.device_put(pack_step_inputs(dummy_step_inputs(bucket, self.max_blocks_per_seq)), self._replicated)
+        packed = pack_step_inputs(dummy_step_inputs(bucket, self.max_blocks_per_seq))
+        if self.lora is not None:  # each token's adapter slot: 0, no adapter
+            packed = np.concatenate([packed, np.zeros(bucket.num_tokens, np.int32)])
+        return jax.device_put(packed, self._replicated)
+
+    def _lora_stacks(self) -> list:
+        """The forward's adapter slot stacks argument (empty without LoRA)."""
+        return [] if self.lora is None else self.lora.leaves
 
     def _neutral_sampling(self, num_seqs: int, config):
         """Neutral sampling metadata of ``config``'s shapes, packed and on the device (compile and first run)."""
@@ -292,7 +303,7 @@ class ModelRunner:
         for key, fn in self._compiled.items():
             if key[0] == "forward":
                 self.kv_caches, logits, _ = fn(self.params, self.kv_caches, self._padding_step(key[1]),
-                                               self._prev_tokens)
+                                               self._prev_tokens, self._lora_stacks())
             else:
                 _, num_seqs, config = key
                 logits = jax.device_put(np.zeros((num_seqs, self.cfg.vocab_size), np.float32), self._replicated)
@@ -305,6 +316,12 @@ class ModelRunner:
     def num_compilations(self) -> int:
         """Programs compiled so far: step variants plus prompt-logprob programs."""
         return len(self._compiled) + self._prompt_lp._cache_size()
+
+    def check_lora(self, request) -> None:
+        """Validate a request's LoRA adapter (loaded into host memory): ValueError/TypeError before device work."""
+        if self.lora is None:
+            raise ValueError("a lora_request was given but LoRA is not enabled; pass enable_lora=True")
+        self.lora.check(request)
 
     # ---- execution -------------------------------------------------------------------------------------
 
@@ -319,9 +336,13 @@ class ModelRunner:
             s.num_new_tokens >= self.prefill_split[2] for s in batch.seqs)
         forward = self._get_compiled(("forward", bucket, want_prompt_lp, long_prefill))
         sampler = self._get_compiled(("sample", bucket.num_seqs, self._sampler_variant(bucket.num_seqs, sampler_config)))
+        packed = pack_step_inputs(inputs)
+        if self.lora is not None:  # each token's adapter slot (loads adapters into slots where needed)
+            packed = np.concatenate([packed, self.lora.step_slots(batch.seqs, bucket.num_tokens)])
         dev_inputs, dev_md = jax.device_put(
-            (pack_step_inputs(inputs), pack_sampling_metadata(md, sampler_config, bucket.num_seqs)), self._replicated)
-        self.kv_caches, logits, hidden = forward(self.params, self.kv_caches, dev_inputs, self._prev_tokens)
+            (packed, pack_sampling_metadata(md, sampler_config, bucket.num_seqs)), self._replicated)
+        self.kv_caches, logits, hidden = forward(self.params, self.kv_caches, dev_inputs, self._prev_tokens,
+                                                 self._lora_stacks())
         sampled = sampler(logits, dev_md)
         self._prev_tokens = sampled.token_ids
         for leaf in jax.tree_util.tree_leaves(sampled):
