@@ -1,7 +1,8 @@
 """The slot-stack layout of LoRA adapters in our model (pure Python: the loader and the runner share it).
 
-A (layer, target) pair's adapters live in ``a`` [S, *in, R] and ``b`` [S, R, *out]: S slots (slot 0 = no
-adapter), R = max_lora_rank. The in/out dims are those of our projection weights (q heads split from the head
+A (layer, target) pair's adapters live in ``a`` [*in, S, R] and ``b`` [S, R, *out]: S slots (slot 0 = no
+adapter), R = max_lora_rank. Both are laid out so that the batched product is two plain GEMMs without a
+transpose: [T, I] @ [I, S*R] and [T, S*R] @ [S*R, O] (jaxllm.ops.lora). The in/out dims are those of our projection weights (q heads split from the head
 dim, the MLP's gate and up separate), with their logical axes, so the stacks shard like the base weights.
 Shape letters: D model dim, F ffn dim, H q heads, K kv heads, Dh head dim.
 """
@@ -29,5 +30,5 @@ def target_dims(cfg, target: str) -> tuple[tuple[int, ...], tuple, tuple[int, ..
 def stack_shapes(cfg, target: str, num_slots: int, rank: int):
     """((a shape, a logical axes), (b shape, b logical axes)) of one (layer, target) slot stack."""
     in_dims, in_axes, out_dims, out_axes = target_dims(cfg, target)
-    return (((num_slots, *in_dims, rank), (None, *in_axes, None)),
+    return (((*in_dims, num_slots, rank), (*in_axes, None, None)),
             ((num_slots, rank, *out_dims), (None, None, *out_axes)))

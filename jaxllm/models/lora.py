@@ -1,10 +1,10 @@
 """LoRA on the decoder layers' projections: the per-target slot-stack layout and the per-layer inputs.
 
-Adapters live in device "slot stacks", one pair per (layer, target): ``a`` [S, *in, R] and ``b`` [S, R, *out]
+Adapters live in device "slot stacks", one pair per (layer, target): ``a`` [*in, S, R] and ``b`` [S, R, *out]
 with S = max_loras + 1 slots (slot 0 is all zeros: "no adapter"), R = max_lora_rank (smaller ranks are
 zero-padded) and the adapter's scale folded into ``b``. The stacks are arguments of the jitted step, so loading
 an adapter into a slot never recompiles. Each token carries its sequence's slot; the update
-x_t @ a[s_t] @ b[s_t] is added to the base projection's output (jaxllm.ops.lora).
+x_t @ a[..., s_t, :] @ b[s_t] is added to the base projection's output (jaxllm.ops.lora).
 
 Shape letters: D model dim, F ffn dim, H q heads, K kv heads, Dh head dim.
 """
@@ -23,7 +23,7 @@ from jaxllm.ops.lora import lora_delta
 @dataclasses.dataclass
 class LayerLoRA:
     """One decoder layer's adapters for one step: ``slots`` [T] int32 (0 = no adapter) and ``stacks``, every
-    target of jaxllm.lora.layout.TARGETS -> (a [S, *in, R], b [S, R, *out])."""
+    target of jaxllm.lora.layout.TARGETS -> (a [*in, S, R], b [S, R, *out])."""
 
     slots: jax.Array
     stacks: dict[str, tuple[jax.Array, jax.Array]]

@@ -1,6 +1,6 @@
 """LoRA adapter slots on the device: the slot stacks, filled from host memory as steps need adapters.
 
-For every (layer, target) there is one pair of stacks ``a`` [S, *in, R] / ``b`` [S, R, *out] (S = max_loras + 1,
+For every (layer, target) there is one pair of stacks ``a`` [*in, S, R] / ``b`` [S, R, *out] (S = max_loras + 1,
 slot 0 all zeros; jaxllm/lora/layout.py), sharded by the same logical axes as the base projection. The stacks
 are arguments of the jitted forward (a flat list, like the parameters), so putting an adapter in a slot is one
 small donated update program and never recompiles the step. A step's sequences each name an adapter (or
@@ -28,8 +28,10 @@ logger = logging.getLogger("jaxllm")
 
 @functools.partial(jax.jit, donate_argnums=(0,))
 def _write_slot(stacks, values, slot):
-    """stacks: flat list of [S, ...] arrays (donated); values: the same list without S; slot: int32 scalar."""
-    return [s.at[slot].set(v.astype(s.dtype)) for s, v in zip(stacks, values)]
+    """stacks: the flat list of a [*in, S, R] / b [S, R, *out] stacks, alternating (donated); values: the same
+    without the S axis; slot: int32 scalar."""
+    return [jax.lax.dynamic_update_index_in_dim(s, v.astype(s.dtype), slot, s.ndim - 2 if i % 2 == 0 else 0)
+            for i, (s, v) in enumerate(zip(stacks, values))]
 
 
 class LoRASlots:
@@ -43,14 +45,15 @@ class LoRASlots:
         self.store = AdapterStore(max_cpu_loras, self._load)
         self.table = SlotTable(max_loras)
         rules = sharding_rules(cfg, mesh.devices.size)
-        self._shapes = []  # per leaf: (shape without S, logical axes)
+        self._shapes = []  # per leaf: its shape without the slot axis
         leaves = []
         for _ in range(cfg.num_layers):
             for target in TARGETS:
-                for shape, axes in stack_shapes(cfg, target, max_loras + 1, max_lora_rank):
+                (a_shape, a_axes), (b_shape, b_axes) = stack_shapes(cfg, target, max_loras + 1, max_lora_rank)
+                for shape, axes in ((a_shape, a_axes), (b_shape, b_axes)):
                     sharding = NamedSharding(mesh, logical_to_spec(axes, rules))
                     leaves.append(jax.device_put(jnp.zeros(shape, self.dtype), sharding))
-                    self._shapes.append(shape[1:])
+                self._shapes += [a_shape[:-2] + a_shape[-1:], b_shape[1:]]
         self.leaves = leaves
         self.num_slot_writes = 0
 

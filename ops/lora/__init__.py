@@ -15,19 +15,17 @@ IMPLS = {"onehot": lora_delta_onehot, "ragged": lora_delta_ragged, "reference": 
 
 
 def lora_delta(x: jax.Array, a: jax.Array, b: jax.Array, slots: jax.Array, impl: str = "onehot") -> jax.Array:
-    """x [T, *in], a [S, *in, R], b [S, R, *out], slots [T] int32 -> [T, *out] in x's dtype.
+    """x [T, *in], a [*in, S, R], b [S, R, *out], slots [T] int32 -> [T, *out] in x's dtype.
 
     The input and output axes are flattened for the product (a sharded leading axis, as heads under tensor
     parallelism, stays sharded)."""
     if impl not in IMPLS:
         raise ValueError(f"unknown LoRA implementation {impl!r}; choose one of {sorted(IMPLS)}")
-    num_in = a.ndim - 2
     t = x.shape[0]
     out_dims = b.shape[2:]
     flat_x = x.reshape(t, -1)
-    flat_a = a.reshape(a.shape[0], -1, a.shape[-1])
+    flat_a = a.reshape(-1, *a.shape[-2:])
     flat_b = b.reshape(b.shape[0], b.shape[1], -1)
-    assert x.ndim == num_in + 1, (x.shape, a.shape)
     return IMPLS[impl](flat_x, flat_a, flat_b, slots).reshape(t, *out_dims)
 
 

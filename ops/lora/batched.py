@@ -1,4 +1,4 @@
-"""Two fast forms of the batched LoRA product (x [T, I], a [S, I, R], b [S, R, O], slots [T] -> [T, O]).
+"""Two fast forms of the batched LoRA product (x [T, I], a [I, S, R], b [S, R, O], slots [T] -> [T, O]).
 
 - ``lora_delta_onehot``: every token is multiplied by every slot's A ([T, S*R], one dense matmul), the columns
   of the other slots are zeroed by a one-hot mask, and one dense matmul with all slots' B ([S*R, O]) expands
@@ -18,8 +18,8 @@ import jax.numpy as jnp
 
 
 def lora_delta_onehot(x: jax.Array, a: jax.Array, b: jax.Array, slots: jax.Array) -> jax.Array:
-    num_slots = a.shape[0]
-    shrunk = jnp.einsum("ti,sir->tsr", x, a, preferred_element_type=jnp.float32)
+    num_slots = a.shape[1]
+    shrunk = jnp.einsum("ti,isr->tsr", x, a, preferred_element_type=jnp.float32)
     mask = slots[:, None] == jnp.arange(num_slots, dtype=slots.dtype)[None, :]  # [T, S]
     shrunk = jnp.where(mask[:, :, None], shrunk, 0.0).astype(b.dtype)
     out = jnp.einsum("tsr,sro->to", shrunk, b, preferred_element_type=jnp.float32)
@@ -27,10 +27,10 @@ def lora_delta_onehot(x: jax.Array, a: jax.Array, b: jax.Array, slots: jax.Array
 
 
 def lora_delta_ragged(x: jax.Array, a: jax.Array, b: jax.Array, slots: jax.Array) -> jax.Array:
-    num_slots = a.shape[0]
+    num_slots = a.shape[1]
     order = jnp.argsort(slots, stable=True)
     group_sizes = jnp.bincount(slots, length=num_slots).astype(jnp.int32)
-    shrunk = jax.lax.ragged_dot(x[order], a, group_sizes, preferred_element_type=jnp.float32)
+    shrunk = jax.lax.ragged_dot(x[order], jnp.moveaxis(a, 1, 0), group_sizes, preferred_element_type=jnp.float32)
     out = jax.lax.ragged_dot(shrunk.astype(b.dtype), b, group_sizes, preferred_element_type=jnp.float32)
     inverse = jnp.zeros_like(order).at[order].set(jnp.arange(order.shape[0], dtype=order.dtype))
     return out[inverse].astype(x.dtype)

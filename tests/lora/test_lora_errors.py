@@ -7,12 +7,12 @@ import os
 import shutil
 
 import pytest
-
 from hf_models import save_tiny_model
+from lora_adapters import save_peft_adapter
+
 from jaxllm import LLM, SamplingParams
 from jaxllm.engine_args import EngineArgs
 from jaxllm.lora import LoRARequest
-from lora_adapters import save_peft_adapter
 
 GREEDY = SamplingParams(temperature=0, max_tokens=2, ignore_eos=True)
 PROMPT = {"prompt_token_ids": [1, 2, 3, 4]}

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from hf_models import hf_greedy, hf_logprobs, save_tiny_model
+from lora_adapters import save_peft_adapter
+
 from jaxllm import LLM, SamplingParams
 from jaxllm.lora import LoRARequest
-from lora_adapters import save_peft_adapter
 
 ALL = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 ADAPTERS = {  # name: (r, alpha, targets, use_rslora)
@@ -38,8 +38,8 @@ def setup(tmp_path_factory):
 
 
 def make_llm(root, **kwargs):
-    args = dict(skip_tokenizer_init=True, max_num_seqs=8, max_num_batched_tokens=64, enforce_eager=True,
-                enable_lora=True, max_loras=3, max_lora_rank=16)
+    args = {"skip_tokenizer_init": True, "max_num_seqs": 8, "max_num_batched_tokens": 64, "enforce_eager": True,
+                "enable_lora": True, "max_loras": 3, "max_lora_rank": 16}
     return LLM(str(root / "base"), **{**args, **kwargs})
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import jax
 import pytest
-
 from hf_models import hf_greedy, save_tiny_model
+from lora_adapters import save_peft_adapter
+
 from jaxllm import LLM, SamplingParams
 from jaxllm.lora import LoRARequest
-from lora_adapters import save_peft_adapter
 
 pytestmark = pytest.mark.skipif(len(jax.devices()) < 4, reason="needs 4 (fake) devices")
 ALL = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
