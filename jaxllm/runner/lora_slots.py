@@ -56,6 +56,9 @@ class LoRASlots:
                 self._shapes += [a_shape[:-2] + a_shape[-1:], b_shape[1:]]
         self.leaves = leaves
         self.num_slot_writes = 0
+        # compiled now, so that putting the first adapter in a slot during generate does not compile
+        values = [jax.ShapeDtypeStruct(shape, self.dtype) for shape in self._shapes]
+        self._write_program = _write_slot.lower(leaves, values, jnp.int32(0)).compile()
 
     @property
     def nbytes(self) -> int:
@@ -96,6 +99,6 @@ class LoRASlots:
                     a[..., :r] = pair[0]
                     b[:r] = pair[1]
                 values += [a, b]
-        self.leaves = _write_slot(self.leaves, values, jnp.int32(slot))
+        self.leaves = self._write_program(self.leaves, values, jnp.int32(slot))
         self.num_slot_writes += 1
         logger.debug("LoRA adapter %d loaded into slot %d", adapter.lora_int_id, slot)
