@@ -14,8 +14,9 @@ class LoRARequest:
 
     lora_name: str
     lora_int_id: int
-    lora_path: str = ""
-    base_model_name: str | None = None
+    lora_path: str = ""  # required: the default only keeps vLLM's positional order
+    base_model_name: str | None = None  # metadata: the base model's name, carried with the request
+    tensorizer_config_dict: dict | None = None  # vLLM's tensorizer loading: not supported (a ValueError)
 
     def __post_init__(self) -> None:
         if not isinstance(self.lora_name, str) or not self.lora_name:
@@ -26,6 +27,11 @@ class LoRARequest:
             raise ValueError(f"lora_int_id must be > 0, got {self.lora_int_id}")
         if not isinstance(self.lora_path, str):
             raise TypeError(f"lora_path must be a str, got {self.lora_path!r}")
+        if not self.lora_path:
+            raise ValueError(f"LoRA adapter {self.lora_name!r}: lora_path cannot be empty")
+        if self.tensorizer_config_dict is not None:
+            raise ValueError("tensorizer_config_dict (tensorizer-serialized adapters) is not supported; give a "
+                             "PEFT folder as lora_path")
 
     @property
     def adapter_id(self) -> int:

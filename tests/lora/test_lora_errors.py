@@ -75,6 +75,9 @@ def test_request_and_argument_errors(setup, tmp_path):
         llm.generate([PROMPT], GREEDY, lora_request=[None, None], use_tqdm=False)
     with pytest.raises(ValueError, match="lora_int_id must be > 0"):
         LoRARequest("zero", 0, str(root / "good"))
+    with pytest.raises(ValueError, match="lora_path cannot be empty"):
+        LoRARequest("nopath", 1)
+    assert LoRARequest("a", 1, "/x") == LoRARequest("a", 2, "/y")  # vLLM: equal when the names are
     base = LLM(str(root / "base"), skip_tokenizer_init=True, max_num_seqs=4, max_num_batched_tokens=32,
                enforce_eager=True)
     with pytest.raises(ValueError, match="enable_lora=True"):
