@@ -39,6 +39,7 @@ class CompletionOutput:
     logprobs: SampleLogprobs | None
     finish_reason: str | None = None
     stop_reason: int | str | None = None
+    lora_request: Any = None  # the jaxllm.lora.LoRARequest it was generated with, or None
 
     def finished(self) -> bool:
         return self.finish_reason is not None

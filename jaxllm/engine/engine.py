@@ -305,6 +305,7 @@ class LLMEngine:
                 logprobs=s.logprobs,
                 finish_reason=s.finish_reason,
                 stop_reason=s.stop_reason,
+                lora_request=req.lora_request,
             )
             for s in seqs
         ]

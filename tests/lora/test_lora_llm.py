@@ -58,6 +58,7 @@ def test_mixed_batch_matches_peft_merged_models(setup):
                         lora_request=[requests[a] for a in PLAN], use_tqdm=False)
     assert [list(o.outputs[0].token_ids) for o in outs] == expected
     assert [o.lora_request for o in outs] == [requests[a] for a in PLAN]
+    assert [o.outputs[0].lora_request for o in outs] == [requests[a] for a in PLAN]
     # logits: the prompt logprobs of every position, under each adapter, in one batch
     lp = SamplingParams(temperature=0, max_tokens=1, prompt_logprobs=0)
     outs = llm.generate([{"prompt_token_ids": p} for p in PROMPTS], lp,
