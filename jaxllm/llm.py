@@ -73,7 +73,7 @@ class LLM:
         model_obj = build_dummy_model(cfg, mesh, seed) if args.load_format == "dummy" else load_weights(path, cfg, mesh)
         self.load_seconds = time.perf_counter() - t_load
         logger.info("weights ready in %.1f s (%s)", self.load_seconds, args.load_format)
-        lora_slots = _lora_slots(args, cfg, mesh, path)  # before the KV cache is sized from free memory
+        lora_slots = _lora_slots(args, cfg, mesh, path, model_obj)  # before the KV cache is sized from free memory
         runner_obj = ModelRunner(model_obj, cfg, mesh, block_size=args.block_size, max_num_seqs=args.max_num_seqs,
                                  max_num_batched_tokens=args.max_num_batched_tokens,
                                  max_model_len=args.max_model_len, gpu_memory_utilization=gpu_memory_utilization,
@@ -225,10 +225,12 @@ def _lora_list(lora_request: Any, n: int) -> list[LoRARequest | None]:
     return items
 
 
-def _lora_slots(args: EngineArgs, cfg, mesh, model_path: str):
+def _lora_slots(args: EngineArgs, cfg, mesh, model_path: str, model):
     """The device slots of LoRA adapters (jaxllm.runner.lora_slots) when ``enable_lora``, else None."""
     if not args.enable_lora:
         return None
+    if not getattr(model, "supports_lora", False):
+        raise ValueError(f"enable_lora=True is not supported for {cfg.architecture} yet")
     from jaxllm.config import resolve_dtype_name
     from jaxllm.runner.lora_slots import LoRASlots
 

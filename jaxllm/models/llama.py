@@ -51,6 +51,8 @@ def _apply_layer(graphdef, state, x, cos, sin, attend, kv_cache, lora=None):
 class LlamaForCausalLM(nnx.Module):
     """Decoder-only transformer with SwiGLU MLPs, RMSNorm and rotary embeddings."""
 
+    supports_lora = True  # forward_paged takes per-layer LoRA adapters (jaxllm/models/lora.py)
+
     def __init__(self, cfg: ModelConfig, *, dtype=None, rngs: nnx.Rngs | None = None):
         dtype = jnp.dtype(dtype or cfg.dtype)
         rngs = rngs or nnx.Rngs(0)

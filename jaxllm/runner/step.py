@@ -36,17 +36,17 @@ def _forward(graphdef, treedef, mesh, with_lora, params, kv_caches, packed_input
     ``prev_tokens`` [max_num_seqs] int32: the previous step's sampled ids, read by negative input ids.
     ``with_lora``: the packed inputs end with each token's adapter slot [T] and ``lora_stacks`` is the flat list
     of adapter slot stacks (jaxllm/runner/lora_slots.py); else ``lora_stacks`` is empty."""
-    lora = None
+    lora = {}  # only models with supports_lora take the keyword
     if with_lora:
         packed_inputs, token_slots = packed_inputs[:-dims[0]], packed_inputs[-dims[0]:]
-        lora = layer_loras(lora_stacks, token_slots)
+        lora = {"lora": layer_loras(lora_stacks, token_slots)}
     inputs = unpack_step_inputs(packed_inputs, *dims)  # dims = (T, S, P), static
     ids = inputs.input_ids
     rows = jnp.clip(-ids - 1, 0, prev_tokens.shape[0] - 1)
     inputs.input_ids = jnp.where(ids < 0, prev_tokens[rows], ids)
     model = nnx.merge(graphdef, jax.tree_util.tree_unflatten(treedef, params))
     hidden, kv_caches = model.forward_paged(inputs.input_ids, inputs.positions, kv_caches, inputs.attention,
-                                            attention_impl, mesh, lora=lora)
+                                            attention_impl, mesh, **lora)
     with jax.named_scope("logits"):
         logits = model.compute_logits(hidden[inputs.logits_indices])
         if vocab_logits_sharding is not None:  # each device multiplies by its vocab shard of the head, then the
