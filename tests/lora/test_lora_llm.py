@@ -97,3 +97,16 @@ def test_prefix_cache_is_keyed_by_adapter(setup):
     assert other.num_cached_tokens == 0 and base.num_cached_tokens == 0
     assert list(other.outputs[0].token_ids) == expected[3]  # PLAN[3] is "mlp16"
     assert list(again.outputs[0].token_ids) == list(first.outputs[0].token_ids)
+
+
+def test_swapping_adapters_never_compiles(setup):
+    """The adapter stacks are arguments of the compiled step: swapping adapters through one slot compiles
+    nothing after start-up."""
+    root, _, requests, expected = setup
+    llm = make_llm(root, enforce_eager=False, max_loras=1, max_num_seqs=2, max_num_batched_tokens=16)
+    runner = llm.llm_engine.runner
+    before = runner.num_compilations
+    outs = llm.generate([{"prompt_token_ids": p} for p in PROMPTS], GREEDY,
+                        lora_request=[requests[a] for a in PLAN], use_tqdm=False)
+    assert [list(o.outputs[0].token_ids) for o in outs] == expected
+    assert runner.num_compilations == before and runner.lora.num_slot_writes >= 3
