@@ -57,7 +57,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--fp8-activations", choices=["auto", "none", "dynamic"],
                    help="with --quantization fp8: 'dynamic' quantizes activations per token too (W8A8, fp8 GEMMs), "
                         "'none' keeps weight-only, 'auto' (the engine's default) is dynamic on sm_89+ GPUs; "
-                        "sets JAXLLM_FP8_ACTIVATIONS for this run")
+                        "passed as LLM(fp8_activations=...)")
     p.add_argument("--lora-adapters", type=int, default=0, metavar="N",
                    help="serve N random LoRA adapters (all target modules), request i using adapter i %% N "
                         "(enable_lora, max_loras=N); 0: no LoRA")
@@ -100,11 +100,8 @@ def run_jaxllm(w: Workload, args, model_dir: str, prompts, output_lens) -> dict:
     import jax
 
     from jaxllm import LLM, SamplingParams
-    from jaxllm.models.quant import fp8_activation_mode
 
     max_model_len = w.prompt_len[1] + w.output_len[1]
-    if args.fp8_activations:  # read when the model is built (jaxllm.models.quant.fp8_activation_mode)
-        os.environ["JAXLLM_FP8_ACTIVATIONS"] = args.fp8_activations
     lora = {}
     if args.lora_adapters:
         lora = {"enable_lora": True, "max_loras": args.lora_adapters, "max_lora_rank": args.lora_rank}
@@ -114,7 +111,8 @@ def run_jaxllm(w: Workload, args, model_dir: str, prompts, output_lens) -> dict:
               max_num_batched_tokens=args.max_num_batched_tokens, block_size=args.block_size,
               gpu_memory_utilization=args.gpu_memory_utilization, tensor_parallel_size=args.tensor_parallel_size,
               enforce_eager=args.enforce_eager, seed=args.seed, quantization=args.quantization,
-              async_scheduling=args.async_scheduling, kv_cache_dtype=args.kv_cache_dtype, **lora)
+              async_scheduling=args.async_scheduling, kv_cache_dtype=args.kv_cache_dtype,
+              fp8_activations=args.fp8_activations, **lora)
     startup = time.perf_counter() - t0
     logging.getLogger("jaxllm").info("ready in %.1f s; generate starts", startup)
     runner = llm.llm_engine.runner
@@ -159,7 +157,7 @@ def run_jaxllm(w: Workload, args, model_dir: str, prompts, output_lens) -> dict:
         "quantization": args.quantization, "lora_adapters": args.lora_adapters,
         "lora_rank": args.lora_rank if args.lora_adapters else None,
         "lora_slot_writes": runner.lora.num_slot_writes if runner.lora is not None else None,
-        "fp8_activations": fp8_activation_mode() if args.quantization == "fp8" else None,  # as resolved
+        "fp8_activations": llm.model_config.fp8_activations if args.quantization == "fp8" else None,  # resolved
         "device": str(dev.device_kind), "jax": jax.__version__, "params": cfg.num_params(),
     }
 

@@ -2,6 +2,6 @@
 and slot caches (cache.py). The device side is jaxllm/models/lora.py (the slot-stack layout),
 jaxllm/runner/lora_slots.py (slots on the device) and jaxllm.ops.lora (the batched product); docs/lora.md."""
 
-from jaxllm.lora.request import LoRARequest
+from jaxllm.lora.request import LoRARequest, lora_request_list
 
-__all__ = ["LoRARequest"]
+__all__ = ["LoRARequest", "lora_request_list"]

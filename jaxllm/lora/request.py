@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 
 @dataclasses.dataclass
@@ -50,3 +51,18 @@ class LoRARequest:
 
     def __hash__(self) -> int:
         return hash(self.lora_name)
+
+
+def lora_request_list(lora_request: Any, n: int) -> list[LoRARequest | None]:
+    """One LoRARequest (or None: the base model) per prompt from a ``lora_request`` argument: one for every
+    prompt, or a list of ``n``."""
+    if isinstance(lora_request, (list, tuple)):
+        if len(lora_request) != n:
+            raise ValueError(f"lora_request has {len(lora_request)} entries but there are {n} prompts")
+        items = list(lora_request)
+    else:
+        items = [lora_request] * n
+    for i, item in enumerate(items):
+        if item is not None and not isinstance(item, LoRARequest):
+            raise TypeError(f"lora_request {i} must be a jaxllm.lora.LoRARequest or None, got {type(item).__name__}")
+    return items
