@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
+import transformers
 from hf_models import hf_greedy, hf_logprobs, save_tiny_model
 from lora_adapters import save_peft_adapter
 
 from jaxllm import LLM, SamplingParams
 from jaxllm.lora import LoRARequest
+from jaxllm.sampling_params import BeamSearchParams
 
 ALL = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 ADAPTERS = {  # name: (r, alpha, targets, use_rslora)
@@ -110,3 +113,23 @@ def test_swapping_adapters_never_compiles(setup):
                         lora_request=[requests[a] for a in PLAN], use_tqdm=False)
     assert [list(o.outputs[0].token_ids) for o in outs] == expected
     assert runner.num_compilations == before and runner.lora.num_slot_writes >= 3
+
+
+def test_beam_search_with_adapters_equals_transformers(setup):
+    """beam_search with one adapter per prompt: the beams of transformers' canonical beam search on each
+    prompt's PEFT-merged model (no EOS: ignore_eos there, eos_token_id=None here)."""
+    root, refs, requests, _ = setup
+    llm = make_llm(root)
+    plan, prompts = ["mlp16", None], PROMPTS[:2]
+    params = BeamSearchParams(beam_width=2, max_tokens=4, ignore_eos=True)
+    outs = llm.beam_search([{"prompt_token_ids": p} for p in prompts], params,
+                           lora_request=[requests[a] for a in plan])
+    for out, adapter, prompt in zip(outs, plan, prompts):
+        hf = refs[adapter]
+        config = transformers.GenerationConfig(
+            num_beams=2, num_return_sequences=2, do_sample=False, max_new_tokens=4, length_penalty=0.0,
+            early_stopping="never", eos_token_id=None, pad_token_id=255)
+        hf.generation_config.eos_token_id = None
+        with torch.no_grad():
+            want = hf.generate(torch.tensor([prompt]), generation_config=config).tolist()
+        assert [b.tokens for b in out.sequences] == want
