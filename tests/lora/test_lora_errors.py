@@ -10,6 +10,7 @@ import pytest
 from hf_models import save_tiny_model
 from lora_adapters import save_peft_adapter
 
+import jaxllm
 from jaxllm import LLM, SamplingParams
 from jaxllm.engine_args import EngineArgs
 from jaxllm.lora import LoRARequest
@@ -82,6 +83,8 @@ def test_request_and_argument_errors(setup, tmp_path):
                enforce_eager=True)
     with pytest.raises(ValueError, match="enable_lora=True"):
         base.generate([PROMPT], GREEDY, lora_request=LoRARequest("good", 1, str(root / "good")), use_tqdm=False)
+    with pytest.raises(ValueError, match="enable_lora=True is an LLM keyword"):
+        jaxllm.load_model(str(root / "base"), enable_lora=True)
     for kwargs, match in (({"max_lora_rank": 7}, "max_lora_rank=7"), ({"max_loras": 0}, "max_loras"),
                           ({"max_loras": 4, "max_cpu_loras": 2}, "max_cpu_loras"),
                           ({"lora_dtype": "int8"}, "lora_dtype")):
