@@ -97,7 +97,7 @@ def test_chat_tools_and_content_parts(llama_llm):
     ([{"role": "user", "content": "a"}, {"content": "b"}], {}, ValueError, "message 1"),
     ([{"role": "user", "content": None}], {}, ValueError, "message 0"),
     ([{"role": "user", "content": "a"}], {"mm_processor_kwargs": {"x": 1}}, ValueError, "mm_processor_kwargs"),
-    ([{"role": "user", "content": "a"}], {"lora_request": 1}, ValueError, "LoRA"),
+    ([{"role": "user", "content": "a"}], {"lora_request": 1}, TypeError, "lora_request 0"),
     ([{"role": "user", "content": "a"}], {"chat_template_content_format": "html"}, ValueError, "'html'"),
     ([{"role": "user", "content": "a"}], {"tools": "get_weather"}, TypeError, "tools"),
 ])
