@@ -3,6 +3,8 @@ order, and prefix-cache hashes depend on the adapter."""
 
 from __future__ import annotations
 
+import pytest
+
 from jaxllm.engine.block_manager import BlockManager
 from jaxllm.engine.scheduler import Scheduler
 from jaxllm.engine.sequence import Sequence
@@ -36,3 +38,20 @@ def test_prefix_hashes_depend_on_the_adapter():
         hashes[lora_id] = bm._hash_blocks(s, 2)
     assert len({tuple(h) for h in hashes.values()}) == 3
     assert bm._hash_blocks(seq(9, 1), 2) == hashes[1]
+
+
+def test_slot_table_lru_and_adapter_store():
+    from jaxllm.lora.cache import AdapterStore, SlotTable
+
+    table = SlotTable(2)
+    assert table.assign([7, 8]) == ({7: 1, 8: 2}, [(7, 1), (8, 2)])
+    assert table.assign([8]) == ({8: 2}, [])  # 7 is now the least recently used
+    assert table.assign([9, 8]) == ({9: 1, 8: 2}, [(9, 1)])  # 9 takes 7's slot, never 8's (in this step)
+    loaded = []
+    store = AdapterStore(2, lambda r: loaded.append(r.lora_int_id) or r.lora_int_id)
+    reqs = [LoRARequest(f"a{i}", i, f"/p{i}") for i in (1, 2, 3)]
+    for r in (*reqs, reqs[0]):
+        store.check(r)
+    assert loaded == [1, 2, 3, 1] and 1 in store and 2 not in store  # 1 was evicted by 3, then read again
+    with pytest.raises(ValueError, match="lora_int_id=2 is already used"):
+        store.check(LoRARequest("other", 2, "/elsewhere"))
