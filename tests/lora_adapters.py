@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-import peft
+import pytest
 import torch
 import transformers
 
