@@ -4,6 +4,7 @@
 """
 
 from jaxllm.default_model import DEFAULT_MODEL
+from jaxllm.in_memory import model_from_params
 from jaxllm.inputs import PromptType, TextPrompt, TokensPrompt
 from jaxllm.llm import LLM
 from jaxllm.load import load_model
@@ -13,4 +14,5 @@ from jaxllm.sampling_params import BeamSearchParams, RequestOutputKind, Sampling
 __version__ = "0.1.0"
 
 __all__ = ["DEFAULT_MODEL", "LLM", "BeamSearchParams", "CompletionOutput", "Logprob", "PromptType", "RequestOutput",
-           "RequestOutputKind", "SamplingParams", "TextPrompt", "TokensPrompt", "load_model"]
+           "RequestOutputKind", "SamplingParams", "TextPrompt", "TokensPrompt", "load_model",
+           "model_from_params"]
