@@ -83,6 +83,7 @@ class LLM(EngineControl):
             max_logprobs=args.max_logprobs, log_stats=not args.disable_log_stats,
             scheduling_policy=args.scheduling_policy, model_config=cfg,
             model_name=type(model).__name__ if in_memory else os.fspath(model),
+            structured_outputs_config=args.structured_outputs_config,
             max_loras=args.max_loras if args.enable_lora else None)
         self._request_counter = itertools.count()
         self._default_params = self._generation_config_defaults()
