@@ -31,6 +31,8 @@ LOAD_FORMATS = ("auto", "safetensors", "gguf", "dummy")
 # "auto" = the model's dtype; the fp8 ones store the paged KV cache in float8 ("fp8" = e4m3, as vLLM),
 # per-layer scales 1.0 (jaxllm.ops.paged_attention.kv_cache: the same names, mapped to dtypes).
 KV_CACHE_DTYPES = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
+LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # vLLM's allowed max_lora_rank values
+LORA_DTYPES = ("auto", "float16", "bfloat16", "float32")
 RUNNERS = ("auto", "generate", "pooling")
 BLOCK_SIZES = (8, 16, 32, 64, 128, 256)
 SCHEDULING_POLICIES = ("fcfs", "priority")
@@ -100,6 +102,13 @@ class EngineArgs:
     scheduling_policy: str = "fcfs"
     # Schedule step N+1 while step N runs on the device (same outputs; see jaxllm/engine/scheduler.py).
     async_scheduling: bool = True
+    # -- LoRA (docs/lora.md): adapters per step, their largest rank, adapters kept in host memory (None:
+    # max_loras) and the adapters' dtype ("auto" = the model's) --
+    enable_lora: bool = False
+    max_loras: int = 1
+    max_lora_rank: int = 16
+    max_cpu_loras: int | None = None
+    lora_dtype: Any = "auto"
     # -- outputs --
     max_logprobs: int = MAX_LOGPROBS
     logprobs_mode: str = "raw_logprobs"
@@ -154,8 +163,10 @@ class EngineArgs:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise TypeError(f"seed must be an int, got {self.seed!r}")
         for name in ("enable_prefix_caching", "async_scheduling", "skip_tokenizer_init", "trust_remote_code",
-                     "enforce_eager", "disable_log_stats", "disable_custom_all_reduce", "enable_sleep_mode"):
+                     "enforce_eager", "disable_log_stats", "disable_custom_all_reduce", "enable_sleep_mode",
+                     "enable_lora"):
             check_bool(name, getattr(self, name))
+        self._validate_lora()
         check_choice("runner", self.runner, RUNNERS)
         if self.runner == "pooling":
             raise ValueError("runner='pooling' (embeddings) is not supported yet; use runner='generate'")
@@ -208,6 +219,15 @@ class EngineArgs:
                 raise TypeError(f"{name} must be a dict, got {getattr(self, name)!r}")
         if not isinstance(self.generation_config, (str, os.PathLike)):
             raise TypeError(f"generation_config must be 'auto', 'vllm' or a folder, got {self.generation_config!r}")
+
+    def _validate_lora(self) -> None:
+        check_positive_int("max_loras", self.max_loras)
+        check_positive_int("max_cpu_loras", self.max_cpu_loras, optional=True)
+        check_choice("max_lora_rank", self.max_lora_rank, LORA_RANKS)
+        if self.max_cpu_loras is not None and self.max_cpu_loras < self.max_loras:
+            raise ValueError(f"max_cpu_loras ({self.max_cpu_loras}) must be >= max_loras ({self.max_loras})")
+        dtype = str(getattr(self.lora_dtype, "name", self.lora_dtype)).replace("torch.", "")
+        check_choice("lora_dtype", dtype, LORA_DTYPES)
 
     @property
     def model_name(self) -> str:

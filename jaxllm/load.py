@@ -134,4 +134,7 @@ def load_model(path: str | os.PathLike, dtype="auto", **kwargs):
     ``jaxllm.models.quant``), or "awq" / "gptq" (4-bit checkpoints; ``jaxllm.models.quant_int4``); ``revision``,
     ``hf_token``, ``download_dir``, ``hf_overrides``, ``seed`` and the kernel keywords of docs/settings.md."""
     args = EngineArgs.from_kwargs({"model": path, "dtype": dtype, **kwargs})
+    if args.enable_lora:
+        raise ValueError("enable_lora=True is an LLM keyword: load_model returns the base model (LoRA adapters are "
+                         "served by LLM.generate with a lora_request)")
     return build_model(args, locate_model(args))

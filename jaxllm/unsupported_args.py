@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 _MULTIMODAL = "multimodal inputs are not supported (the supported models are text-only)"
-_LORA = "LoRA adapters are not supported yet"
+_LORA = "LoRA adapters are supported without this option (docs/lora.md)"
 _DATA_PARALLEL = "data parallelism is not supported yet (one engine drives tensor_parallel_size local devices)"
 _EXPERT_PARALLEL = "expert parallelism and its load balancer are not supported yet"
 _TRACING = "request tracing and hidden metrics are not supported"
@@ -66,15 +66,11 @@ UNSUPPORTED: dict[str, tuple[tuple[Any, ...], str]] = {
     "mm_encoder_tp_mode": (("weights",), _MULTIMODAL),
     "skip_mm_profiling": ((False,), _MULTIMODAL),
     "enable_multimodal_encoder_data_parallel": ((False,), _MULTIMODAL),
-    "enable_lora": ((False,), _LORA),
-    "enable_lora_bias": ((False,), _LORA),
-    "max_loras": ((1,), _LORA),
-    "max_lora_rank": ((16,), _LORA),
-    "max_cpu_loras": ((), _LORA),
-    "fully_sharded_loras": ((False,), _LORA),
-    "lora_dtype": (("auto",), _LORA),
-    "lora_extra_vocab_size": ((256,), _LORA),
-    "default_mm_loras": ((), _LORA),
+    "enable_lora_bias": ((False,), "LoRA adapters with biases are not supported; " + _LORA),
+    "fully_sharded_loras": ((False,), ("adapters' B matrices are sharded like their base projection and the A "
+                                       "matrices replicated; the fully sharded layout is not implemented")),
+    "lora_extra_vocab_size": ((256,), "adapters with extra vocabulary are not supported; " + _LORA),
+    "default_mm_loras": ((), _MULTIMODAL),
     "ray_workers_use_nsight": ((False,), "Ray is not used: one process drives every local device"),
     "num_lookahead_slots": ((0,), "speculative decoding is not supported yet"),
     "speculative_config": ((), "speculative decoding is not supported yet"),

@@ -59,8 +59,8 @@ def test_unknown_name_is_a_type_error_known_vllm_name_a_value_error():
         EngineArgs.from_kwargs({"not_a_vllm_argument": 1})
     with pytest.raises(ValueError, match="pipeline_parallel_size=2 is not supported: pipeline parallelism"):
         EngineArgs.from_kwargs({"pipeline_parallel_size": 2})
-    with pytest.raises(ValueError, match="enable_lora=True is not supported: LoRA"):
-        EngineArgs.from_kwargs({"enable_lora": True})
+    with pytest.raises(ValueError, match="fully_sharded_loras=True is not supported: adapters"):
+        EngineArgs.from_kwargs({"fully_sharded_loras": True})
     # the values that ask for nothing are accepted, as a ported script passes them
     EngineArgs.from_kwargs({"pipeline_parallel_size": 1, "enable_lora": False, "speculative_config": None,
                             "limit_mm_per_prompt": {}, "cpu_offload_gb": 0})

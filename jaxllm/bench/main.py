@@ -63,6 +63,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="force a paged-attention implementation (LLM(attention_backend=...); default: by device)")
     p.add_argument("--quant-matmul-impl", choices=list(QUANT_MATMUL_IMPLS),
                    help="force the int4 matmul implementation (LLM(quant_matmul_impl=...); default: by rows)")
+    p.add_argument("--lora-adapters", type=int, default=0, metavar="N",
+                   help="serve N random LoRA adapters (all target modules), request i using adapter i %% N "
+                        "(enable_lora, max_loras=N); 0: no LoRA")
+    p.add_argument("--lora-rank", type=int, default=16, help="rank of the --lora-adapters (default: %(default)s)")
     p.add_argument("--peer", choices=["hf"], help="also run HF transformers' generate_batch on the same requests")
     p.add_argument("--peer-max-requests", type=int, help="run the peer on the first N requests only")
     p.add_argument("--peer-device", default="cuda", help="torch device of the peer (default: %(default)s)")
@@ -86,6 +90,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("give --workload or --config")
     if args.tokenizer and not args.structured:
         p.error("--tokenizer is for the grammars of --structured")
+    if args.lora_adapters and args.peer:
+        p.error("--lora-adapters has no peer run")
     if args.fp8_activations and args.quantization != "fp8":
         p.error(f"--fp8-activations {args.fp8_activations} needs --quantization fp8, not {args.quantization}")
     return args
@@ -112,6 +118,9 @@ def run_jaxllm(w: Workload, args, model_dir: str, prompts, output_lens) -> dict:
         from jaxllm.bench.structured import save_default_tokenizer
 
         tokenizer = args.tokenizer or save_default_tokenizer(os.path.join(model_dir, "tokenizer"))
+    lora = {}
+    if args.lora_adapters:
+        lora = {"enable_lora": True, "max_loras": args.lora_adapters, "max_lora_rank": args.lora_rank}
     t0 = time.perf_counter()
     llm = LLM(model_dir, load_format="dummy", skip_tokenizer_init=tokenizer is None, tokenizer=tokenizer,
               dtype="bfloat16",
@@ -121,12 +130,13 @@ def run_jaxllm(w: Workload, args, model_dir: str, prompts, output_lens) -> dict:
               enforce_eager=args.enforce_eager, seed=args.seed, quantization=args.quantization,
               async_scheduling=args.async_scheduling, kv_cache_dtype=args.kv_cache_dtype,
               fp8_activations=args.fp8_activations, attention_backend=args.attention_backend,
-              quant_matmul_impl=args.quant_matmul_impl)
+              quant_matmul_impl=args.quant_matmul_impl, **lora)
     startup = time.perf_counter() - t0
     logging.getLogger("jaxllm").info("ready in %.1f s; generate starts", startup)
     runner = llm.llm_engine.runner
     params = [SamplingParams(temperature=w.temperature, max_tokens=n, ignore_eos=True, detokenize=False)
               for n in output_lens]
+    loras = _lora_requests(args, llm, model_dir, len(prompts))
     if args.profile_dir:
         jax.profiler.start_trace(args.profile_dir)
     sampler = GpuBusySampler() if args.gpu_busy else None
@@ -135,7 +145,7 @@ def run_jaxllm(w: Workload, args, model_dir: str, prompts, output_lens) -> dict:
     steps0, wait0 = runner.num_steps, runner.device_wait_seconds
     t1 = time.perf_counter()
     with host_profile(args.host_profile):
-        outs = llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
+        outs = llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False, lora_request=loras)
     wall = time.perf_counter() - t1
     gpu_busy = sampler.stop() if sampler else None
     if args.profile_dir:
@@ -168,10 +178,26 @@ def run_jaxllm(w: Workload, args, model_dir: str, prompts, output_lens) -> dict:
         "measured_activation_bytes": runner.cache_plan.measured_activation_bytes, "block_size": args.block_size,
         "num_preemptions": llm.llm_engine.stats.num_preemptions,
         "async_scheduling": llm.llm_engine.async_scheduling, "gpu_busy": gpu_busy,
-        "quantization": args.quantization,
+        "quantization": args.quantization, "lora_adapters": args.lora_adapters,
+        "lora_rank": args.lora_rank if args.lora_adapters else None,
+        "lora_slot_writes": runner.lora.num_slot_writes if runner.lora is not None else None,
         "fp8_activations": llm.model_config.fp8_activations if args.quantization == "fp8" else None,  # resolved
         "device": str(dev.device_kind), "jax": jax.__version__, "params": cfg.num_params(),
     }
+
+
+def _lora_requests(args, llm, model_dir: str, num_prompts: int):
+    """With ``--lora-adapters N``: N random adapters written under ``model_dir`` and read into host memory (before
+    the timed generate), request i using adapter i % N; else None."""
+    if not args.lora_adapters:
+        return None
+    from jaxllm.bench.lora_adapters import write_random_adapters
+
+    adapters = write_random_adapters(os.path.join(model_dir, "lora"), llm.model_config, args.lora_adapters,
+                                     args.lora_rank, seed=args.seed)
+    for a in adapters:
+        llm.llm_engine.runner.check_lora(a)
+    return [adapters[i % len(adapters)] for i in range(num_prompts)]
 
 
 def run_peer(w: Workload, args, model_dir: str) -> dict:

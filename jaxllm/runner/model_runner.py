@@ -53,8 +53,11 @@ logger = logging.getLogger("jaxllm")
 
 
 class ModelRunner(SleepMode, WeightUpdates):
-    def __init__(self, model, cfg: ModelConfig, mesh, args: EngineArgs):
-        """``args``: resolved EngineArgs (``EngineArgs.resolve``: the scheduler limits are set)."""
+    def __init__(self, model, cfg: ModelConfig, mesh, args: EngineArgs, lora=None):
+        """``args``: resolved EngineArgs (``EngineArgs.resolve``: the scheduler limits are set). ``lora``: the LoRA
+        adapter slots (jaxllm.runner.lora_slots.LoRASlots, allocated before the KV cache is sized) when LoRA is
+        enabled, else None."""
+        self.lora = lora
         self.cfg, self.mesh, self.block_size, self.max_model_len = cfg, mesh, args.block_size, args.max_model_len
         self.max_blocks_per_seq = -(-args.max_model_len // args.block_size)
         self.max_seq_len_to_capture = args.max_seq_len_to_capture
@@ -75,7 +78,7 @@ class ModelRunner(SleepMode, WeightUpdates):
         self._max_seqs = self.ladder.buckets[-1].num_seqs
         self._table_rows = BlockTableRows(self.max_blocks_per_seq)
         self._prev_tokens = jax.device_put(np.zeros(self._max_seqs, np.int32), self._replicated)
-        self._forward = make_forward(self.graphdef, self._treedef, mesh)
+        self._forward = make_forward(self.graphdef, self._treedef, mesh, with_lora=lora is not None)
         self._sample = make_sample()
         self._prompt_lp = make_prompt_logprobs(self.graphdef, self._treedef)
         self.programs = Programs(self._compile)
@@ -120,7 +123,7 @@ class ModelRunner(SleepMode, WeightUpdates):
         """Lower and compile one program against the cache's current shapes."""
         if isinstance(key, ForwardKey):
             return self._forward.lower(self.params, self.kv_caches, self._padding_step(key.bucket), self._prev_tokens,
-                                       dims=self._dims(key.bucket), return_hidden=key.return_hidden,
+                                       self._lora_stacks(), dims=self._dims(key.bucket), return_hidden=key.return_hidden,
                                        attention_impl=self.kernels.attention(key.long_prefill),
                                        logits_sharding=self._replicated, vocab_logits_sharding=self._vocab_logits
                                        ).compile(compiler_options=self.forward_compile_options)
@@ -131,7 +134,14 @@ class ModelRunner(SleepMode, WeightUpdates):
     def _padding_step(self, bucket: Bucket):
         """A bucket's all-padding step inputs (no sequence, nothing written), packed and on the device: what its
         forward programs are compiled against and first run on."""
-        return jax.device_put(pack_step_inputs(dummy_step_inputs(bucket, self.max_blocks_per_seq)), self._replicated)
+        packed = pack_step_inputs(dummy_step_inputs(bucket, self.max_blocks_per_seq))
+        if self.lora is not None:  # each token's adapter slot: 0, no adapter
+            packed = np.concatenate([packed, np.zeros(bucket.num_tokens, np.int32)])
+        return jax.device_put(packed, self._replicated)
+
+    def _lora_stacks(self) -> list:
+        """The forward's adapter slot stacks argument (empty without LoRA)."""
+        return [] if self.lora is None else self.lora.leaves
 
     def _neutral_sampling(self, num_seqs: int, config):
         """Neutral sampling metadata of ``config``'s shapes, packed and on the device (compile and first run)."""
@@ -185,7 +195,7 @@ class ModelRunner(SleepMode, WeightUpdates):
         for key, fn in self.programs.compiled.items():
             if isinstance(key, ForwardKey):
                 self.kv_caches, logits, _ = fn(self.params, self.kv_caches, self._padding_step(key.bucket),
-                                               self._prev_tokens)
+                                               self._prev_tokens, self._lora_stacks())
             else:
                 logits = jax.device_put(np.zeros((key.num_seqs, self.cfg.vocab_size), np.float32), self._replicated)
                 logits = fn(logits, self._neutral_sampling(key.num_seqs, key.config))
@@ -202,6 +212,12 @@ class ModelRunner(SleepMode, WeightUpdates):
         """Programs compiled so far: step variants plus prompt-logprob programs."""
         return len(self.programs) + self._prompt_lp._cache_size()
 
+    def check_lora(self, request) -> None:
+        """Validate a request's LoRA adapter (loaded into host memory): ValueError/TypeError before device work."""
+        if self.lora is None:
+            raise ValueError("a lora_request was given but LoRA is not enabled; pass enable_lora=True")
+        self.lora.check(request)
+
     # ---- execution -------------------------------------------------------------------------------------
 
     def dispatch(self, batch: ScheduledBatch, sample: bool = True) -> _StepInFlight:
@@ -215,8 +231,12 @@ class ModelRunner(SleepMode, WeightUpdates):
         inputs = build_step_inputs(batch, bucket, self.block_size, self.max_blocks_per_seq, self._table_rows)
         want_prompt_lp = any(s.want_prompt_logprobs for s in batch.seqs)
         forward = self.programs.get(ForwardKey(bucket, want_prompt_lp, self.kernels.has_long_prefill(batch.seqs)))
-        dev_inputs = jax.device_put(pack_step_inputs(inputs), self._replicated)
-        self.kv_caches, logits, hidden = forward(self.params, self.kv_caches, dev_inputs, self._prev_tokens)
+        packed = pack_step_inputs(inputs)
+        if self.lora is not None:  # each token's adapter slot (loads adapters into slots where needed)
+            packed = np.concatenate([packed, self.lora.step_slots(batch.seqs, bucket.num_tokens)])
+        dev_inputs = jax.device_put(packed, self._replicated)
+        self.kv_caches, logits, hidden = forward(self.params, self.kv_caches, dev_inputs, self._prev_tokens,
+                                                 self._lora_stacks())
         self.num_steps += 1
         step = _StepInFlight(batch, None, hidden if want_prompt_lp else None)
         step.logits, step.num_seqs = logits, bucket.num_seqs
