@@ -19,6 +19,8 @@ def make_config(arch: str, **overrides):
         "MistralForCausalLM": transformers.MistralConfig,
         "Qwen2ForCausalLM": transformers.Qwen2Config,
         "Qwen3ForCausalLM": transformers.Qwen3Config,
+        "MixtralForCausalLM": transformers.MixtralConfig,
+        "Qwen3MoeForCausalLM": transformers.Qwen3MoeConfig,
     }[arch]
     cfg = cls(**kw)
     cfg.architectures = [arch]
@@ -37,6 +39,8 @@ def save_tiny_model(path, arch: str, seed: int = 0, max_shard_size=None, dtype=t
                 p.copy_(1.0 + 0.1 * torch.randn_like(p))
             elif name.endswith("bias"):
                 p.copy_(0.1 * torch.randn_like(p))
+            elif name.endswith("mlp.gate.weight"):  # MoE router: well-separated, non-uniform routing
+                p.copy_(torch.randn_like(p))
     kwargs = {} if max_shard_size is None else {"max_shard_size": max_shard_size}
     model.save_pretrained(os.fspath(path), **kwargs)
     return model

@@ -1,7 +1,8 @@
 """The Llama family (Llama 2/3/3.x, Mistral, Qwen2, Qwen3) as one config-driven Flax NNX module.
 
 Differences between the family members are config flags: q/k/v biases (Qwen2), q/k RMSNorm and explicit
-head_dim (Qwen3), sliding windows (Mistral), rope scaling (Llama 3.x), tied embeddings.
+head_dim (Qwen3), sliding windows (Mistral), rope scaling (Llama 3.x), tied embeddings, and mixture-of-experts MLPs
+in the layers ``cfg.moe_layers`` marks (Mixtral, Qwen3-MoE; jaxllm.models.moe).
 
 Two entry points share every layer:
 - ``model(input_ids[B, T]) -> logits[B, T, V]``: dense causal forward, no cache (scoring, probing).
@@ -21,6 +22,7 @@ from flax import nnx
 from jaxllm.config import ModelConfig
 from jaxllm.models.attention import Attention, AttentionMetadata, DenseCausalAttention, PagedAttention
 from jaxllm.models.layers import GatedMLP, RMSNorm, param, rope_cos_sin
+from jaxllm.models.moe import SparseMoeBlock
 
 
 class DecoderLayer(nnx.Module):
@@ -28,7 +30,7 @@ class DecoderLayer(nnx.Module):
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype)
         self.self_attn = Attention(cfg, layer_idx, dtype, rngs)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype)
-        self.mlp = GatedMLP(cfg, dtype, rngs)
+        self.mlp = SparseMoeBlock(cfg, dtype, rngs) if cfg.is_moe_layer(layer_idx) else GatedMLP(cfg, dtype, rngs)
 
     def __call__(self, x, cos, sin, attend, kv_cache):
         with jax.named_scope("attention"):

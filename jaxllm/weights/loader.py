@@ -19,6 +19,7 @@ until they finish; ``inflight.InFlightCopies`` caps the bytes still in flight (`
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 from collections.abc import Iterable
 
@@ -29,6 +30,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from jaxllm.config import INT4_METHODS, ModelConfig
+from jaxllm.models.moe import bind_moe_mesh
 from jaxllm.models.quant import quantize
 from jaxllm.models.quant_int4 import DUMMY_SCALE, Int4Weight, check_int4_sharding
 from jaxllm.models.registry import model_class
@@ -83,12 +85,16 @@ def _place(shape, dtype, sharding, read_slice) -> jax.Array:
     return jax.make_array_from_callback(tuple(shape), sharding, callback)
 
 
-def _fused_reader(parts: list[np.ndarray], axis: int):
+def _fused_reader(parts: list[np.ndarray], num_parts: tuple[int, ...], axes: tuple[int, ...]):
+    """Reads a shard of the parameter fused from ``parts`` (flat, row-major over ``num_parts``), each part filling
+    one index of the fused ``axes`` (e.g. stacked experts [E, D, 2, F]: num_parts (E, 2), axes (0, 2))."""
     def read(index):
-        index = tuple(index) + (slice(None),) * (parts[0].ndim + 1 - len(index))
-        part_ids = range(len(parts))[index[axis]]
-        rest = index[:axis] + index[axis + 1:]
-        return np.stack([parts[j][rest] for j in part_ids], axis=axis)
+        index = tuple(index) + (slice(None),) * (parts[0].ndim + len(axes) - len(index))
+        picks = [range(n)[index[a]] for a, n in zip(axes, num_parts)]
+        rest = tuple(ix for j, ix in enumerate(index) if j not in axes)
+        blocks = [parts[int(np.ravel_multi_index(c, num_parts))][rest] for c in itertools.product(*picks)]
+        out = np.stack(blocks).reshape(*(len(p) for p in picks), *blocks[0].shape)
+        return np.moveaxis(out, tuple(range(len(axes))), axes)
     return read
 
 
@@ -167,12 +173,13 @@ def _assemble(cfg: ModelConfig, tensors: Iterable[tuple[str, np.ndarray, str]], 
             placed.update(_place_param(cfg, target.path, variables, mesh, rules, lambda idx, a=ours: a[idx],
                                        inflight))
             continue
-        parts = pending.setdefault(target.path, [None] * target.num_parts)
+        num_parts, axes, part = target.fused()
+        parts = pending.setdefault(target.path, [None] * int(np.prod(num_parts)))
         # a copy: a view would fault the file's pages back in when the fused weight is placed, and they would
         # stay resident until the whole file is closed (see safetensors_reader's docstring)
-        parts[target.part] = np.array(ours)
+        parts[int(np.ravel_multi_index(part, num_parts))] = np.array(ours)
         if all(p is not None for p in parts):
-            read = _fused_reader(parts, target.axis)
+            read = _fused_reader(parts, num_parts, axes)
             placed.update(_place_param(cfg, target.path, variables, mesh, rules, read, inflight))
             del pending[target.path]
     missing = sorted(set(targets) - set(seen))
@@ -188,6 +195,7 @@ def _merge(cfg: ModelConfig, graphdef, variables: dict, arrays: dict, mesh: Mesh
         var.set_value(arrays[path])
     model = nnx.merge(graphdef, nnx.from_flat_state(list(variables.items())))
     rules = sharding_rules(cfg, mesh.devices.size)
+    bind_moe_mesh(model, mesh, rules)
     if cfg.quantization in INT4_METHODS:
         _bind_int4_sharding(model, mesh, rules)
         if quant_matmul.weight_layout(cfg.dtype) == "nk":

@@ -24,9 +24,14 @@ class Target:
     path: tuple  # path of the parameter in the NNX state, e.g. ("layers", 3, "self_attn", "q_proj")
     hf_shape: tuple[int, ...]  # the shape the checkpoint tensor must have
     to_ours: Callable[[np.ndarray], np.ndarray]  # HF view -> our layout (for fused params: one part)
-    part: int | None = None  # index along ``axis`` of a fused parameter
-    num_parts: int = 1
-    axis: int = 1
+    part: int | tuple[int, ...] | None = None  # index along ``axis`` of a fused parameter (a tuple: several axes)
+    num_parts: int | tuple[int, ...] = 1
+    axis: int | tuple[int, ...] = 1
+
+    def fused(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+        """(num_parts, axes, part) as tuples, one entry per fused axis."""
+        as_tuple = lambda v: v if isinstance(v, tuple) else (v,)  # noqa: E731
+        return as_tuple(self.num_parts), as_tuple(self.axis), as_tuple(self.part)
 
 
 def _linear(*out_dims: int) -> Callable[[np.ndarray], np.ndarray]:
@@ -60,14 +65,19 @@ class LinearLayer:
 
 
 def linear_layers(cfg: ModelConfig, i: int) -> list[LinearLayer]:
-    """The seven linear layers of decoder layer ``i`` (q/k/v/o, gate/up fused into gate_up, down)."""
+    """The linear layers of decoder layer ``i``: q/k/v/o, then (a dense MLP) gate/up fused into gate_up and down;
+    a MoE layer's experts are not linear layers (``expert_targets``)."""
     d, f, h, kh, dh = cfg.hidden_size, cfg.intermediate_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
     p, attn, mlp = f"model.layers.{i}.", ("layers", i, "self_attn"), ("layers", i, "mlp")
-    return [
+    attention = [
         LinearLayer(p + "self_attn.q_proj", (*attn, "q_proj"), h * dh, d, (h, dh), _linear(h, dh)),
         LinearLayer(p + "self_attn.k_proj", (*attn, "k_proj"), kh * dh, d, (kh, dh), _linear(kh, dh)),
         LinearLayer(p + "self_attn.v_proj", (*attn, "v_proj"), kh * dh, d, (kh, dh), _linear(kh, dh)),
         LinearLayer(p + "self_attn.o_proj", (*attn, "o_proj"), d, h * dh, (d,), _linear_in_split(h, dh)),
+    ]
+    if cfg.is_moe_layer(i):
+        return attention
+    return attention + [
         LinearLayer(p + "mlp.gate_proj", (*mlp, "gate_up"), f, d, (f,), _linear(f), part=0),
         LinearLayer(p + "mlp.up_proj", (*mlp, "gate_up"), f, d, (f,), _linear(f), part=1),
         LinearLayer(p + "mlp.down_proj", (*mlp, "down"), d, f, (d,), _linear(d)),
@@ -112,6 +122,8 @@ def llama_family_map(cfg: ModelConfig) -> dict[str, Target]:
         m[p + "post_attention_layernorm.weight"] = Target((*L, "post_attention_layernorm", "weight"), (d,), _same)
         for lin in linear_layers(cfg, i):
             m.update(_linear_targets(cfg, lin))
+        if cfg.is_moe_layer(i):
+            m.update(expert_targets(cfg, i))
         if cfg.attention_bias:
             m[p + "self_attn.q_proj.bias"] = Target((*attn, "q_bias"), (h * dh,), _reshape(h, dh))
             m[p + "self_attn.k_proj.bias"] = Target((*attn, "k_bias"), (kh * dh,), _reshape(kh, dh))
@@ -128,11 +140,38 @@ def llama_family_map(cfg: ModelConfig) -> dict[str, Target]:
     return m
 
 
+# HF names of a MoE layer's block and of each expert's (gate, up, down) projections
+_MOE_NAMES = {"MixtralForCausalLM": ("block_sparse_moe", ("w1", "w3", "w2")),
+              "Qwen3MoeForCausalLM": ("mlp", ("gate_proj", "up_proj", "down_proj"))}
+
+
+def expert_targets(cfg: ModelConfig, i: int) -> dict[str, Target]:
+    """Keys of MoE layer ``i``: the router ``gate`` [E, D] -> router [D, E], and every expert's gate/up [F, D] and
+    down [D, F], stacked at load into gate_up [E, D, 2, F] and down [E, F, D] (jaxllm.models.moe)."""
+    d, e, f = cfg.hidden_size, cfg.num_experts, cfg.moe_intermediate_size
+    block, (gate, up, down) = _MOE_NAMES[cfg.architecture]
+    p, mlp = f"model.layers.{i}.{block}.", ("layers", i, "mlp")
+    m = {p + "gate.weight": Target((*mlp, "router"), (e, d), _transpose)}
+    for j in range(e):
+        q = f"{p}experts.{j}."
+        for c, name in enumerate((gate, up)):
+            m[q + name + ".weight"] = Target((*mlp, "gate_up"), (f, d), _transpose, part=(j, c), num_parts=(e, 2),
+                                             axis=(0, 2))
+        m[q + down + ".weight"] = Target((*mlp, "down"), (d, f), _transpose, part=j, num_parts=e, axis=0)
+    return m
+
+
+def _transpose(w: np.ndarray) -> np.ndarray:
+    return w.T
+
+
 KEY_MAPS = {
     "LlamaForCausalLM": llama_family_map,
     "MistralForCausalLM": llama_family_map,
     "Qwen2ForCausalLM": llama_family_map,
     "Qwen3ForCausalLM": llama_family_map,
+    "MixtralForCausalLM": llama_family_map,
+    "Qwen3MoeForCausalLM": llama_family_map,
 }
 
 
