@@ -145,6 +145,15 @@ class ModelConfig:
             total += self.vocab_size * d * (1 if self.tie_word_embeddings else 2)
         return total
 
+    def with_expert_parallel(self, enabled: bool) -> ModelConfig:
+        """This config with ``enable_expert_parallel`` set (vLLM's keyword); True needs a MoE model."""
+        if not isinstance(enabled, bool):
+            raise TypeError(f"enable_expert_parallel must be a bool, got {enabled!r}")
+        if enabled and not any(self.moe_layers):
+            raise ValueError(f"enable_expert_parallel=True but {self.architecture} has no experts (it applies to "
+                             f"mixture-of-experts models: {', '.join(MOE_ARCHITECTURES)})")
+        return dataclasses.replace(self, enable_expert_parallel=enabled)
+
     @classmethod
     def from_hf(cls, hf: dict[str, Any] | Any, dtype: Any = "auto",
                 quantization: str | None = None) -> ModelConfig:

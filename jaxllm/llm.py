@@ -59,7 +59,7 @@ class LLM:
             raise ValueError(f"load_format='gguf' but {model!r} is not a GGUF file")
         if args.load_format == "safetensors" and gguf:
             raise ValueError(f"load_format='safetensors' but {model!r} is a GGUF file")
-        cfg = model_config(path, dtype, quantization)
+        cfg = model_config(path, dtype, quantization, enable_expert_parallel=args.enable_expert_parallel)
         args = args.resolve(jax.devices()[0].platform, cfg.max_position_embeddings)
         self.model_config, self.engine_args, self.model_path = cfg, args, path
         self.tokenizer = None

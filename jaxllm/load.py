@@ -11,7 +11,8 @@ LOAD_FORMATS = ("auto", "safetensors", "gguf", "dummy")
 
 
 def load_model(path: str | os.PathLike, dtype="auto", *, tensor_parallel_size: int = 1, load_format: str = "auto",
-               revision: str | None = None, seed: int = 0, quantization: str | None = None):
+               revision: str | None = None, seed: int = 0, quantization: str | None = None,
+               enable_expert_parallel: bool = False):
     """Load a HF checkpoint folder, GGUF file or hub id into the NNX model.
 
     ``model(ids)`` with int32 ids [B, T] returns float32 logits [B, T, vocab] (causal, no cache).
@@ -19,11 +20,12 @@ def load_model(path: str | os.PathLike, dtype="auto", *, tensor_parallel_size: i
     load_format="dummy" gives random weights of the real shapes (benchmarks).
     quantization: None (the checkpoint's own ``quantization_config``, if any), "int8" or "fp8" (the decoder layers'
     linear weights quantized at load time, weight-only, per output channel; see ``jaxllm.models.quant``), or
-    "awq" / "gptq" (4-bit checkpoints in those formats; ``jaxllm.models.quant_int4``)."""
+    "awq" / "gptq" (4-bit checkpoints in those formats; ``jaxllm.models.quant_int4``).
+    enable_expert_parallel: a MoE model's experts split whole over the devices (else each expert's ffn dim)."""
     if load_format not in LOAD_FORMATS:
         raise ValueError(f"load_format={load_format!r} is not supported; choose one of {LOAD_FORMATS}")
     local = resolve_model_path(path, revision)
-    cfg = model_config(local, dtype, quantization)
+    cfg = model_config(local, dtype, quantization, enable_expert_parallel=enable_expert_parallel)
     mesh = make_mesh(tensor_parallel_size)
     from jaxllm.weights.loader import build_dummy_model, load_weights
 

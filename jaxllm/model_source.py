@@ -52,5 +52,7 @@ def hf_config_dict(path: str) -> dict:
         return json.load(f)
 
 
-def model_config(path: str, dtype="auto", quantization: str | None = None) -> ModelConfig:
-    return ModelConfig.from_hf(hf_config_dict(path), dtype=dtype, quantization=quantization)
+def model_config(path: str, dtype="auto", quantization: str | None = None,
+                 enable_expert_parallel: bool = False) -> ModelConfig:
+    cfg = ModelConfig.from_hf(hf_config_dict(path), dtype=dtype, quantization=quantization)
+    return cfg.with_expert_parallel(enable_expert_parallel)
