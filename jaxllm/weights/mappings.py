@@ -30,7 +30,7 @@ class Target:
 
     def fused(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
         """(num_parts, axes, part) as tuples, one entry per fused axis."""
-        as_tuple = lambda v: v if isinstance(v, tuple) else (v,)  # noqa: E731
+        as_tuple = lambda v: v if isinstance(v, tuple) else (v,)
         return as_tuple(self.num_parts), as_tuple(self.axis), as_tuple(self.part)
 
 

@@ -7,16 +7,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hf_models import hf_greedy, save_tiny_model
 from safetensors.numpy import load_file, save_file
 
 import jaxllm
-from hf_models import hf_greedy, save_tiny_model
 from jaxllm import LLM, SamplingParams
 from jaxllm.config import ModelConfig
 from jaxllm.models.moe import SparseMoeBlock
 from jaxllm.weights.loader import WeightLoadError
 
-EXPERTS = dict(num_local_experts=8, num_experts_per_tok=2)
+EXPERTS = {"num_local_experts": 8, "num_experts_per_tok": 2}
 CASES = {
     "mixtral": ("MixtralForCausalLM", dict(EXPERTS, intermediate_size=32)),
     "mixtral-top3-window": ("MixtralForCausalLM", dict(EXPERTS, num_experts_per_tok=3, intermediate_size=32,
@@ -29,11 +29,21 @@ CASES = {
 }
 
 
-@pytest.fixture(scope="module", params=sorted(CASES))
+_SAVED: dict = {}
+
+
+def saved_checkpoint(name, tmp_path_factory):
+    """(path, HF model) of CASES[name], built once per test session."""
+    if name not in _SAVED:
+        arch, overrides = CASES[name]
+        path = tmp_path_factory.mktemp(name)
+        _SAVED[name] = path, save_tiny_model(path, arch, **overrides)
+    return _SAVED[name]
+
+
+@pytest.fixture(params=sorted(CASES))
 def checkpoint(request, tmp_path_factory):
-    arch, overrides = CASES[request.param]
-    path = tmp_path_factory.mktemp(request.param)
-    return path, save_tiny_model(path, arch, **overrides)
+    return saved_checkpoint(request.param, tmp_path_factory)
 
 
 def test_logits_match_transformers(checkpoint):
@@ -47,8 +57,9 @@ def test_logits_match_transformers(checkpoint):
     assert np.abs(ours - ref).max() / np.abs(ref).max() <= 1e-4
 
 
-def test_greedy_generate_matches_transformers(checkpoint):
-    path, hf = checkpoint
+@pytest.mark.parametrize("name", ["mixtral", "qwen3moe-mixed"])  # one per architecture: generate compiles
+def test_greedy_generate_matches_transformers(name, tmp_path_factory):
+    path, hf = saved_checkpoint(name, tmp_path_factory)
     llm = LLM(str(path), skip_tokenizer_init=True, max_num_seqs=3, max_num_batched_tokens=16, enforce_eager=True)
     rng = np.random.RandomState(2)
     prompts = [[int(t) for t in rng.randint(1, 256, n)] for n in (5, 19, 11, 3)]
@@ -60,7 +71,7 @@ def test_greedy_generate_matches_transformers(checkpoint):
 
 def test_routing_is_not_uniform(checkpoint):
     """The check above means something only if tokens pick different experts."""
-    path, hf = checkpoint
+    _path, hf = checkpoint
     layer = next(m for m in hf.model.layers if hasattr(m.mlp, "experts"))
     with torch.no_grad():
         x = hf.model.embed_tokens(torch.arange(64))
@@ -69,9 +80,9 @@ def test_routing_is_not_uniform(checkpoint):
 
 
 def test_config_parsing():
-    base = dict(architectures=["Qwen3MoeForCausalLM"], vocab_size=64, hidden_size=32, intermediate_size=64,
-                num_hidden_layers=6, num_attention_heads=4, num_experts=16, num_experts_per_tok=4,
-                moe_intermediate_size=8, decoder_sparse_step=2, mlp_only_layers=[3], norm_topk_prob=True)
+    base = {"architectures": ["Qwen3MoeForCausalLM"], "vocab_size": 64, "hidden_size": 32, "intermediate_size": 64,
+                "num_hidden_layers": 6, "num_attention_heads": 4, "num_experts": 16, "num_experts_per_tok": 4,
+                "moe_intermediate_size": 8, "decoder_sparse_step": 2, "mlp_only_layers": [3], "norm_topk_prob": True}
     cfg = ModelConfig.from_hf(base)
     assert cfg.moe_layers == (False, True, False, False, False, True)
     assert (cfg.num_experts, cfg.num_experts_per_tok, cfg.norm_topk_prob, cfg.qk_norm) == (16, 4, True, True)

@@ -7,9 +7,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jaxllm.ops.grouped_matmul import (
+    IMPLEMENTATIONS,
+    grouped_matmul_dense,
+    grouped_matmul_reference,
+    row_groups,
+)
 
 from jaxllm import ops
-from jaxllm.ops.grouped_matmul import IMPLEMENTATIONS, grouped_matmul_dense, grouped_matmul_reference, row_groups
 
 
 def operands(m=37, k=24, n=40, sizes=(5, 0, 11, 1, 0, 13), dtype=jnp.float32, seed=0):
