@@ -99,12 +99,16 @@ def _fused_reader(parts: list[np.ndarray], num_parts: tuple[int, ...], axes: tup
 
 
 @functools.cache
-def _quantizer(method: str, in_ndim: int, qweight_sharding, scale_sharding, random_shape: tuple | None = None):
+def _quantizer(method: str, in_ndim: int, qweight_sharding, scale_sharding, random_shape: tuple | None = None,
+               per_expert: bool = False):
     """Jitted ``w -> (qweight, scale)`` with the target shardings (one program per weight shape). With
-    ``random_shape`` it takes a PRNG key instead and quantizes an N(0, 0.02) weight of that shape (dummy load)."""
+    ``random_shape`` it takes a PRNG key instead and quantizes an N(0, 0.02) weight of that shape (dummy load).
+    ``per_expert``: w is [E, *in_dims, *out_dims] (MoE experts), quantized expert by expert."""
     def fn(x):
         if random_shape is not None:
             x = 0.02 * jax.random.normal(x, random_shape, jnp.float32)
+        if per_expert:
+            return jax.vmap(lambda w: quantize(w, method, in_ndim))(x)
         return quantize(x, method, in_ndim)
 
     return jax.jit(fn, out_shardings=(qweight_sharding, scale_sharding))
@@ -112,14 +116,16 @@ def _quantizer(method: str, in_ndim: int, qweight_sharding, scale_sharding, rand
 
 def _quantized_parts(variables: dict, path: tuple, mesh: Mesh, rules) -> tuple | None:
     """For a quantized linear weight at ``path``: (qweight path, scale path, qweight sharding, scale sharding,
-    in_ndim); None for a plain parameter."""
+    in_ndim, per_expert); None for a plain parameter. ``per_expert``: stacked MoE experts, whose qweight and scale
+    both lead with the "expert" axis (jaxllm.models.moe.QuantizedExperts)."""
     qpath, spath = (*path, "qweight"), (*path, "scale")
     if path in variables or qpath not in variables:
         return None
     qvar, svar = variables[qpath], variables[spath]
     in_ndim = qvar.get_value().ndim - svar.get_value().ndim
+    scale_axes = svar.get_metadata()["logical_axes"]
     return (qpath, spath, named_sharding(mesh, qvar.get_metadata()["logical_axes"], rules),
-            named_sharding(mesh, svar.get_metadata()["logical_axes"], rules), in_ndim)
+            named_sharding(mesh, scale_axes, rules), in_ndim, scale_axes[:1] == ("expert",))
 
 
 def _place_param(cfg: ModelConfig, path: tuple, variables: dict, mesh: Mesh, rules, read_slice,
@@ -132,9 +138,9 @@ def _place_param(cfg: ModelConfig, path: tuple, variables: dict, mesh: Mesh, rul
         var = variables[path]
         sharding = named_sharding(mesh, var.get_metadata()["logical_axes"], rules)
         return {path: inflight.add(_place(var.get_value().shape, var.get_value().dtype, sharding, read_slice))}
-    qpath, spath, q_sharding, s_sharding, in_ndim = quantized
+    qpath, spath, q_sharding, s_sharding, in_ndim, per_expert = quantized
     full = _place(variables[qpath].get_value().shape, jnp.float32, q_sharding, read_slice)
-    qweight, scale = _quantizer(cfg.quantization, in_ndim, q_sharding, s_sharding)(full)
+    qweight, scale = _quantizer(cfg.quantization, in_ndim, q_sharding, s_sharding, per_expert=per_expert)(full)
     inflight.add(qweight, nbytes=full.nbytes)
     return {qpath: qweight, spath: scale}
 
@@ -233,8 +239,9 @@ def build_dummy_model(cfg: ModelConfig, mesh: Mesh | None = None, seed: int = 0)
             continue  # made with its qweight
         quantized = _quantized_parts(variables, path[:-1], mesh, rules) if path[-1] == "qweight" else None
         if quantized is not None:
-            qpath, spath, q_sharding, s_sharding, in_ndim = quantized
-            quantizer = _quantizer(cfg.quantization, in_ndim, q_sharding, s_sharding, var.get_value().shape)
+            qpath, spath, q_sharding, s_sharding, in_ndim, per_expert = quantized
+            quantizer = _quantizer(cfg.quantization, in_ndim, q_sharding, s_sharding, var.get_value().shape,
+                                   per_expert)
             arrays[qpath], arrays[spath] = quantizer(jax.random.fold_in(key, i))
             continue
         sharding = named_sharding(mesh, var.get_metadata()["logical_axes"], rules)

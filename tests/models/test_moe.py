@@ -108,3 +108,38 @@ def test_missing_and_unknown_expert_keys_are_named(tmp_path):
     save_file({**tensors, extra: tensors[key]}, tmp_path / "model.safetensors")
     with pytest.raises(WeightLoadError, match=f"unexpected key '{extra}'"):
         jaxllm.load_model(tmp_path)
+
+
+@pytest.mark.parametrize("method", ["fp8", "int8"])
+def test_load_time_quantized_experts(tmp_path, method):
+    """quantization="fp8"/"int8": each expert quantized per output channel; the layer equals the same layer run on
+    the dequantized weights, and the whole model stays close to the unquantized one."""
+    import jax.numpy as jnp
+
+    from jaxllm.models.moe import QuantizedExperts, expert_ffn, route
+    from jaxllm.models.quant import dequantize
+
+    save_tiny_model(tmp_path, "Qwen3MoeForCausalLM", **CASES["qwen3moe-mixed"][1])
+    model = jaxllm.load_model(tmp_path, quantization=method)
+    block = model.layers[1].mlp
+    assert isinstance(block.gate_up, QuantizedExperts) and block.gate_up.scale[...].shape == (8, 2, 32)
+    x = jnp.asarray(np.random.RandomState(3).randn(10, 64), jnp.float32)
+    weights, experts = route(x, block.router[...], block.top_k, block.norm_topk_prob)
+    deq = [(dequantize(w.qweight[...], w.scale[...][:, None]), None) for w in (block.gate_up, block.down)]
+    quantized = [(w.qweight[...], w.scale[...]) for w in (block.gate_up, block.down)]
+    np.testing.assert_allclose(expert_ffn(x, weights, experts, *quantized, 0),
+                               expert_ffn(x, weights, experts, *deq, 0), rtol=1e-5, atol=1e-5)
+    ids = np.arange(24, dtype=np.int32)[None] * 5 % 256
+    ref = np.asarray(jaxllm.load_model(tmp_path)(ids))
+    assert np.abs(np.asarray(model(ids)) - ref).max() / np.abs(ref).max() < 0.1
+
+
+def test_prequantized_moe_checkpoint_is_clear(tmp_path):
+    import json
+
+    save_tiny_model(tmp_path, "MixtralForCausalLM", **CASES["mixtral"][1])
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    cfg["quantization_config"] = {"quant_method": "fp8", "activation_scheme": "dynamic"}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="pre-quantized MoE checkpoints are not supported yet"):
+        jaxllm.load_model(tmp_path)

@@ -59,6 +59,18 @@ def test_engine_greedy_tokens_match_one_device(tmp_path):
     assert run(tensor_parallel_size=4, enable_expert_parallel=True) == run()
 
 
+def test_fp8_experts_split_match_one_device(tmp_path):
+    save_tiny_model(tmp_path, CASES["mixtral"][0], **CASES["mixtral"][1])
+    ids = (np.arange(24, dtype=np.int32).reshape(2, 12) * 5) % 256
+    ref = np.asarray(jaxllm.load_model(tmp_path, quantization="fp8")(ids))
+    for expert_parallel in (False, True):
+        model = jaxllm.load_model(tmp_path, quantization="fp8", tensor_parallel_size=4,
+                                  enable_expert_parallel=expert_parallel)
+        scale = model.layers[0].mlp.gate_up.scale[...]  # [E, 2, F]
+        assert scale.addressable_shards[0].data.shape == ((2, 2, 32) if expert_parallel else (8, 2, 8))
+        assert np.abs(np.asarray(model(ids)) - ref).max() / np.abs(ref).max() <= 1e-5
+
+
 def test_indivisible_splits_are_clear():
     hf = {"architectures": ["Qwen3MoeForCausalLM"], "vocab_size": 64, "hidden_size": 32, "intermediate_size": 64,
               "num_hidden_layers": 2, "num_attention_heads": 4, "num_experts": 6, "num_experts_per_tok": 2,
