@@ -9,7 +9,8 @@ weights. Shapes are static: always T*k rows, whatever the routing.
 ``quantization="fp8"`` / ``"int8"`` (at load time) stores the experts as ``QuantizedExperts``: 1-byte weights
 with a float32 scale per expert and output channel. The grouped matmul takes the weights converted to x's dtype
 and each row's output is scaled by its expert's scales (weight-only: the experts never run fp8 x fp8 GEMMs, while
-the attention projections may; jaxllm.models.quant). Pre-quantized MoE checkpoints (fp8, AWQ, GPTQ) are a
+the attention projections may; jaxllm.models.quant). The GPU kernel converts each weight tile in registers, so
+the experts are read from HBM at 1 byte per weight. Pre-quantized MoE checkpoints (fp8, AWQ, GPTQ) are a
 ValueError naming the method.
 
 Under tensor parallelism (a mesh of N > 1 devices) the experts run per device in ``shard_map`` and their partial
@@ -53,8 +54,7 @@ def _grouped(rows: jax.Array, weight: jax.Array, scale: jax.Array | None, group_
     """rows [M, K] sorted by expert, weight [E_l, K, N] (any dtype), scale None or [E_l, N] -> [M, N] rows.dtype."""
     if scale is None:
         return ops.grouped_matmul(rows, weight, group_sizes, impl=impl)
-    out = ops.grouped_matmul(rows, weight.astype(rows.dtype), group_sizes, impl=impl,
-                             preferred_element_type=jnp.float32)
+    out = ops.grouped_matmul(rows, weight, group_sizes, impl=impl, preferred_element_type=jnp.float32)
     groups = jnp.minimum(row_groups(group_sizes, rows.shape[0]), weight.shape[0] - 1)  # rows past: any scale
     return (out * jnp.take(scale, groups, axis=0)).astype(rows.dtype)
 

@@ -57,6 +57,19 @@ def test_logits_match_transformers(checkpoint):
     assert np.abs(ours - ref).max() / np.abs(ref).max() <= 1e-4
 
 
+def test_pallas_kernel_in_the_layer(tmp_path_factory):
+    """The MoE layer through the Pallas grouped matmul (interpret mode off the GPU) equals ragged_dot's."""
+    import jax.numpy as jnp
+
+    path, _ = saved_checkpoint("qwen3moe-norm-topk", tmp_path_factory)
+    block = jaxllm.load_model(path).layers[0].mlp
+    x = jnp.asarray(np.random.RandomState(4).randn(2, 9, 64), jnp.float32)
+    block.impl = "ragged_dot"
+    ref = np.asarray(block(x))
+    block.impl = "pallas_triton"
+    np.testing.assert_allclose(np.asarray(block(x)), ref, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("name", ["mixtral", "qwen3moe-mixed"])  # one per architecture: generate compiles
 def test_greedy_generate_matches_transformers(name, tmp_path_factory):
     path, hf = saved_checkpoint(name, tmp_path_factory)

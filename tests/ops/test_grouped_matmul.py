@@ -17,7 +17,7 @@ from jaxllm.ops.grouped_matmul import (
 from jaxllm import ops
 
 
-def operands(m=37, k=24, n=40, sizes=(5, 0, 11, 1, 0, 13), dtype=jnp.float32, seed=0):
+def operands(m=37, k=32, n=48, sizes=(5, 0, 11, 1, 0, 13), dtype=jnp.float32, seed=0):
     kx, kw = jax.random.split(jax.random.key(seed))
     lhs = jax.random.normal(kx, (m, k), jnp.float32).astype(dtype)
     rhs = jax.random.normal(kw, (len(sizes), k, n), jnp.float32).astype(dtype)
@@ -50,9 +50,10 @@ def test_bf16_matches_reference():
     assert out.dtype == jnp.float32 and float(jnp.abs(out - ref).max()) <= 0.05 * float(jnp.abs(ref).max())
 
 
-def test_jit_with_traced_group_sizes():
+@pytest.mark.parametrize("impl", ["ragged_dot", "pallas_triton"])
+def test_jit_with_traced_group_sizes(impl):
     lhs, rhs, _ = operands(sizes=(0,) * 6)
-    f = jax.jit(lambda s: ops.grouped_matmul(lhs, rhs, s))
+    f = jax.jit(lambda s: ops.grouped_matmul(lhs, rhs, s, impl=impl))
     for sizes in ((37, 0, 0, 0, 0, 0), (0, 0, 0, 0, 0, 37), (6, 6, 6, 6, 6, 7)):
         s = jnp.asarray(sizes, jnp.int32)
         np.testing.assert_allclose(f(s), grouped_matmul_dense(lhs, rhs, s), rtol=1e-5, atol=1e-5)
@@ -60,9 +61,38 @@ def test_jit_with_traced_group_sizes():
 
 def test_bad_operands_are_clear():
     lhs, rhs, sizes = operands()
-    with pytest.raises(ValueError, match="lhs K=24 != rhs K=23"):
+    with pytest.raises(ValueError, match="lhs K=32 != rhs K=23"):
         ops.grouped_matmul(lhs, rhs[:, :23], sizes)
+    with pytest.raises(ValueError, match="no grouped-matmul tiling for K=32, N=40"):
+        ops.grouped_matmul(lhs, rhs[:, :, :40], sizes, impl="pallas_triton")
     with pytest.raises(ValueError, match="group_sizes must be an integer array of shape"):
         ops.grouped_matmul(lhs, rhs, sizes[:3])
     with pytest.raises(ValueError, match="impl='cutlass' is not supported"):
         ops.grouped_matmul(lhs, rhs, sizes, impl="cutlass")
+
+
+@pytest.mark.parametrize("impl", ["ragged_dot", "pallas_triton", "reference"])
+def test_narrow_weights_are_converted(impl):
+    """fp8 experts: rhs in float8_e4m3fn, lhs in float32 (the kernel converts each weight tile)."""
+    lhs, rhs, sizes = operands()
+    rhs8 = rhs.astype(jnp.float8_e4m3fn)
+    out = ops.grouped_matmul(lhs, rhs8, sizes, impl=impl, preferred_element_type=jnp.float32)
+    ref = grouped_matmul_dense(lhs, rhs8.astype(jnp.float32), sizes)
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("rows_per_expert", [1, 16, 300])
+def test_pallas_kernel_on_gpu_matches_reference(rows_per_expert):
+    """Qwen3-30B-A3B's expert shapes (128 experts, D 2048, F 768) in bfloat16, decode to prefill row counts."""
+    rng = np.random.RandomState(0)
+    sizes = rng.multinomial(128 * rows_per_expert, np.ones(128) / 128).astype(np.int32)
+    sizes[:3] = 0  # some experts get no rows
+    m = int(sizes.sum()) + 5  # and some rows belong to no expert
+    lhs = jax.random.normal(jax.random.key(1), (m, 2048), jnp.bfloat16)
+    for k, n in ((2048, 1536), (768, 2048)):
+        lhs_k = lhs[:, :k]
+        rhs = (0.02 * jax.random.normal(jax.random.key(k), (128, k, n), jnp.float32)).astype(jnp.bfloat16)
+        out = ops.grouped_matmul(lhs_k, rhs, jnp.asarray(sizes), impl="pallas_triton").astype(jnp.float32)
+        ref = grouped_matmul_reference(lhs_k, rhs, jnp.asarray(sizes), jnp.float32)
+        assert float(jnp.abs(out - ref).max()) <= 0.02 * float(jnp.abs(ref).max())
