@@ -239,12 +239,13 @@ def _moe_fields(hf: dict[str, Any], arch: str, num_layers: int) -> dict[str, Any
                          "1 <= num_experts_per_tok <= num_experts")
     if arch == "MixtralForCausalLM":
         return {"num_experts": num_experts, "num_experts_per_tok": top_k, "norm_topk_prob": True,
-                    "moe_intermediate_size": int(hf["intermediate_size"]), "moe_layers": (True,) * num_layers}
+                "moe_intermediate_size": int(hf["intermediate_size"]), "moe_layers": (True,) * num_layers}
     step = int(hf.get("decoder_sparse_step") or 1)
     dense = {int(i) for i in hf.get("mlp_only_layers") or ()}
     layers = tuple(i not in dense and (i + 1) % step == 0 for i in range(num_layers))
-    return {"num_experts": num_experts, "num_experts_per_tok": top_k, "norm_topk_prob": bool(hf.get("norm_topk_prob")),
-                "moe_intermediate_size": int(hf["moe_intermediate_size"]), "moe_layers": layers}
+    return {"num_experts": num_experts, "num_experts_per_tok": top_k,
+            "norm_topk_prob": bool(hf.get("norm_topk_prob")),
+            "moe_intermediate_size": int(hf["moe_intermediate_size"]), "moe_layers": layers}
 
 
 def _rope_from_hf(hf: dict[str, Any]) -> RopeConfig:

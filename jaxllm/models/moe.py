@@ -82,7 +82,8 @@ def expert_ffn(x: jax.Array, weights: jax.Array, experts: jax.Array, gate_up: tu
     h = jax.nn.silu(gu[:, 0]) * gu[:, 1]
     with jax.named_scope("experts_down"):
         y = _grouped(h, down, down_scale, group_sizes, impl)  # [T*k, D], sorted
-    y = jnp.zeros_like(y).at[order].set(y, unique_indices=True).reshape(t, k, d)  # back to (token, choice)
+    position = jnp.zeros_like(order).at[order].set(jnp.arange(t * k, dtype=order.dtype), unique_indices=True)
+    y = jnp.take(y, position, axis=0).reshape(t, k, d)  # back to (token, choice) order: a gather, not a scatter
     w = jnp.where(is_local.reshape(t, k), weights, 0.0)
     y = jnp.where(is_local.reshape(t, k, 1), y.astype(jnp.float32), 0.0)  # rows past the groups: never read
     return jnp.einsum("tk,tkd->td", w, y)
