@@ -6,12 +6,13 @@ two grouped matmuls (``jaxllm.ops.grouped_matmul``: gate_up, then down) run ever
 only, never all experts over every token; the rows are then put back in token order and summed with their router
 weights. Shapes are static: always T*k rows, whatever the routing.
 
-``quantization="fp8"`` / ``"int8"`` (at load time) stores the experts as ``QuantizedExperts``: 1-byte weights
-with a float32 scale per expert and output channel. The grouped matmul takes the weights converted to x's dtype
+``quantization="fp8"`` / ``"int8"`` (at load time) and fp8 checkpoints (per-tensor or per-channel
+``weight_scale``) store the experts as ``QuantizedExperts``: 1-byte weights with a float32 scale per expert and
+output channel. The grouped matmul takes the weights converted to x's dtype
 and each row's output is scaled by its expert's scales (weight-only: the experts never run fp8 x fp8 GEMMs, while
 the attention projections may; jaxllm.models.quant). The GPU kernel converts each weight tile in registers, so
-the experts are read from HBM at 1 byte per weight. Pre-quantized MoE checkpoints (fp8, AWQ, GPTQ) are a
-ValueError naming the method.
+the experts are read from HBM at 1 byte per weight. AWQ / GPTQ MoE checkpoints are a ValueError naming the
+method.
 
 Under tensor parallelism (a mesh of N > 1 devices) the experts run per device in ``shard_map`` and their partial
 outputs are summed over the ``model`` axis (one psum per layer, like a row-parallel dense MLP):
@@ -105,10 +106,10 @@ def _expert_weight(shape, dtype, axes, cfg: ModelConfig, rngs: nnx.Rngs):
     method = cfg.quantization
     if method is None:
         return param(shape, dtype, axes, rngs=rngs)
-    if method not in LOAD_TIME_METHODS or cfg.quant_from_checkpoint:
-        raise ValueError(f"{cfg.architecture}: pre-quantized MoE checkpoints are not supported yet (quantization="
-                         f"{method!r} read from the checkpoint); load the unquantized checkpoint with "
-                         f"quantization='fp8' or 'int8' to quantize the experts at load time")
+    if method not in LOAD_TIME_METHODS:
+        raise ValueError(f"{cfg.architecture}: {method!r} checkpoints of MoE models are not supported yet; "
+                         f"supported for experts: fp8 checkpoints (per-tensor or per-channel scales) and "
+                         f"quantization='fp8' or 'int8' at load time")
     return QuantizedExperts(shape, method, axes, rngs)
 
 

@@ -145,19 +145,36 @@ _MOE_NAMES = {"MixtralForCausalLM": ("block_sparse_moe", ("w1", "w3", "w2")),
               "Qwen3MoeForCausalLM": ("mlp", ("gate_proj", "up_proj", "down_proj"))}
 
 
+def expert_linears(cfg: ModelConfig, i: int) -> list[tuple[str, int, int, str, int]]:
+    """(HF prefix, expert j, output features, our parameter "gate_up" / "down", gate/up part) of every expert
+    projection of MoE layer ``i`` (HF [out, in] weights; jaxllm.models.moe stacks them)."""
+    block, (gate, up, down) = _MOE_NAMES[cfg.architecture]
+    f, d = cfg.moe_intermediate_size, cfg.hidden_size
+    p = f"model.layers.{i}.{block}.experts."
+    return [row for j in range(cfg.num_experts)
+            for row in ((f"{p}{j}.{gate}", j, f, "gate_up", 0), (f"{p}{j}.{up}", j, f, "gate_up", 1),
+                        (f"{p}{j}.{down}", j, d, "down", 0))]
+
+
 def expert_targets(cfg: ModelConfig, i: int) -> dict[str, Target]:
     """Keys of MoE layer ``i``: the router ``gate`` [E, D] -> router [D, E], and every expert's gate/up [F, D] and
-    down [D, F], stacked at load into gate_up [E, D, 2, F] and down [E, F, D] (jaxllm.models.moe)."""
+    down [D, F], stacked at load into gate_up [E, D, 2, F] and down [E, F, D] (jaxllm.models.moe). An fp8
+    checkpoint's experts fill ``qweight`` (same layout) and ``scale`` (gate_up [E, 2, F], down [E, D]) from each
+    expert's ``weight_scale`` (per channel after quantized_checkpoint)."""
     d, e, f = cfg.hidden_size, cfg.num_experts, cfg.moe_intermediate_size
-    block, (gate, up, down) = _MOE_NAMES[cfg.architecture]
-    p, mlp = f"model.layers.{i}.{block}.", ("layers", i, "mlp")
-    m = {p + "gate.weight": Target((*mlp, "router"), (e, d), _transpose)}
-    for j in range(e):
-        q = f"{p}experts.{j}."
-        for c, name in enumerate((gate, up)):
-            m[q + name + ".weight"] = Target((*mlp, "gate_up"), (f, d), _transpose, part=(j, c), num_parts=(e, 2),
-                                             axis=(0, 2))
-        m[q + down + ".weight"] = Target((*mlp, "down"), (d, f), _transpose, part=j, num_parts=e, axis=0)
+    block = _MOE_NAMES[cfg.architecture][0]
+    mlp = ("layers", i, "mlp")
+    m = {f"model.layers.{i}.{block}.gate.weight": Target((*mlp, "router"), (e, d), _transpose)}
+    fp8 = cfg.quant_from_checkpoint
+    for prefix, j, n, name, c in expert_linears(cfg, i):
+        k = d if name == "gate_up" else f
+        fused = {"part": (j, c), "num_parts": (e, 2)} if name == "gate_up" else {"part": j, "num_parts": e}
+        w_axes = (0, 2) if name == "gate_up" else 0
+        path = (*mlp, name, "qweight") if fp8 else (*mlp, name)
+        m[prefix + ".weight"] = Target(path, (n, k), _transpose, axis=w_axes, **fused)
+        if fp8:
+            m[prefix + ".weight_scale"] = Target((*mlp, name, "scale"), (n,), _same,
+                                                 axis=(0, 1) if name == "gate_up" else 0, **fused)
     return m
 
 

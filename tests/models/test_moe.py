@@ -147,12 +147,55 @@ def test_load_time_quantized_experts(tmp_path, method):
     assert np.abs(np.asarray(model(ids)) - ref).max() / np.abs(ref).max() < 0.1
 
 
-def test_prequantized_moe_checkpoint_is_clear(tmp_path):
+def _fp8_moe_checkpoint(src, qdir, ddir):
+    """From the float checkpoint in ``src``: an fp8 one in ``qdir`` (every linear weight and expert float8_e4m3fn
+    with a per-tensor ``weight_scale``) and its dequantized float32 twin in ``ddir``."""
+    import json
+    import shutil
+
+    import ml_dtypes
+
+    tensors = load_file(src / "model.safetensors")
+    quantized, dequantized = {}, {}
+    for name, w in tensors.items():
+        if "proj" in name or ".experts." in name:
+            scale = np.array(np.abs(w).max() / 448.0, np.float32)
+            q = (w / scale).astype(ml_dtypes.float8_e4m3fn)
+            quantized[name], quantized[name + "_scale"] = q, scale
+            dequantized[name] = q.astype(np.float32) * scale
+        else:
+            quantized[name] = dequantized[name] = w
+    cfg = json.loads((src / "config.json").read_text())
+    for path, t, extra in ((qdir, quantized, {"quant_method": "fp8", "activation_scheme": "dynamic"}),
+                           (ddir, dequantized, None)):
+        path.mkdir()
+        save_file(t, path / "model.safetensors")
+        (path / "config.json").write_text(json.dumps({**cfg, "quantization_config": extra} if extra else cfg))
+    shutil.copy(src / "config.json", ddir / "config.json")
+
+
+def test_fp8_checkpoint_experts(tmp_path):
+    """An fp8 checkpoint's experts load as QuantizedExperts and compute what the dequantized weights compute."""
+    from jaxllm.models.moe import QuantizedExperts
+
+    src = tmp_path / "src"
+    save_tiny_model(src, "MixtralForCausalLM", **CASES["mixtral"][1])
+    _fp8_moe_checkpoint(src, tmp_path / "fp8", tmp_path / "deq")
+    model = jaxllm.load_model(tmp_path / "fp8")
+    assert isinstance(model.layers[0].mlp.down, QuantizedExperts)
+    assert model.layers[0].mlp.down.scale[...].shape == (8, 64)
+    ids = np.arange(24, dtype=np.int32)[None] * 7 % 256
+    ref = np.asarray(jaxllm.load_model(tmp_path / "deq")(ids))
+    assert np.abs(np.asarray(model(ids)) - ref).max() / np.abs(ref).max() <= 1e-5
+
+
+def test_int4_moe_checkpoint_is_clear(tmp_path):
     import json
 
     save_tiny_model(tmp_path, "MixtralForCausalLM", **CASES["mixtral"][1])
     cfg = json.loads((tmp_path / "config.json").read_text())
-    cfg["quantization_config"] = {"quant_method": "fp8", "activation_scheme": "dynamic"}
+    cfg["quantization_config"] = {"quant_method": "awq", "bits": 4, "group_size": 32, "zero_point": True,
+                                  "version": "gemm"}
     (tmp_path / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ValueError, match="pre-quantized MoE checkpoints are not supported yet"):
+    with pytest.raises(ValueError, match="'awq' checkpoints of MoE models are not supported yet"):
         jaxllm.load_model(tmp_path)
