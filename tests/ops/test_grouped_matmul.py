@@ -96,3 +96,14 @@ def test_pallas_kernel_on_gpu_matches_reference(rows_per_expert):
         out = ops.grouped_matmul(lhs_k, rhs, jnp.asarray(sizes), impl="pallas_triton").astype(jnp.float32)
         ref = grouped_matmul_reference(lhs_k, rhs, jnp.asarray(sizes), jnp.float32)
         assert float(jnp.abs(out - ref).max()) <= 0.02 * float(jnp.abs(ref).max())
+
+
+@pytest.mark.parametrize("impl", sorted(IMPLEMENTATIONS))
+def test_poisoned_rows_past_the_groups_stay_out(impl):
+    """NaN in the rows no group owns (the MoE layer's static padding): the groups' rows are exact, the rest 0."""
+    lhs, rhs, sizes = operands(sizes=(3, 0, 17, 2, 0, 5))  # 27 of 37 rows
+    lhs = lhs.at[27:].set(jnp.nan)
+    out = np.asarray(ops.grouped_matmul(lhs, rhs, sizes, impl=impl))
+    ref = np.asarray(grouped_matmul_dense(lhs.at[27:].set(0.0), rhs, sizes))
+    np.testing.assert_allclose(out[:27], ref[:27], rtol=1e-5, atol=1e-5)
+    assert not out[27:].any() and np.isfinite(out).all()
