@@ -83,3 +83,21 @@ def test_indivisible_splits_are_clear():
         sharding_rules(ModelConfig.from_hf(dict(hf, moe_intermediate_size=6)), 4)
     with pytest.raises(TypeError, match="enable_expert_parallel must be a bool"):
         LLM("unused", enable_expert_parallel="yes")
+
+
+@pytest.mark.parametrize("expert_parallel", [False, True])
+def test_step_collectives_one_all_reduce_per_moe_layer(tmp_path, expert_parallel):
+    """Both splits issue one all-reduce of the [tokens, hidden] activations per MoE layer (the psum of the experts'
+    partial sums), like a dense MLP's down projection: no expert weight is ever gathered."""
+    from test_tp_collectives import COLLECTIVE
+
+    save_tiny_model(tmp_path, CASES["mixtral"][0], **CASES["mixtral"][1])
+    llm = LLM(str(tmp_path), skip_tokenizer_init=True, max_num_seqs=4, max_num_batched_tokens=16,
+              enforce_eager=True, tensor_parallel_size=4, enable_expert_parallel=expert_parallel)
+    runner, cfg = llm.llm_engine.runner, llm.model_config
+    bucket = runner.ladder.buckets[-1]
+    text = runner._get_compiled(("forward", bucket, False, False)).as_text()
+    found = sorted((op, shape.split("{")[0]) for shape, op in COLLECTIVE.findall(text))
+    activations = f"f32[{bucket.num_tokens},{cfg.hidden_size}]"
+    want = [("all-gather", f"f32[{bucket.num_seqs},{cfg.vocab_size}]")]
+    assert found == want + [("all-reduce", activations)] * (2 * cfg.num_layers + 1)
