@@ -38,3 +38,15 @@ def test_moe_bench_configs(name, total, active):
     assert cfg.num_params() == pytest.approx(total, rel=0.01)
     assert cfg.num_params(experts_per_layer=cfg.num_experts_per_tok) == pytest.approx(active, rel=0.01)
     assert WORKLOADS[f"B2-{name}"].num_requests == WORKLOADS["B2"].num_requests
+
+
+def test_bench_runs_a_moe_model_with_expert_parallelism(tmp_path):
+    """Random weights of a tiny MoE config, experts split over 2 devices, through the whole bench."""
+    from jaxllm.bench.main import main
+
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps({**TINY_MOE, "max_position_embeddings": 512}))
+    result = main(["--config", str(cfg), "--num-requests", "3", "--prompt-len", "4", "8", "--output-len", "5", "5",
+                   "--max-num-seqs", "4", "--max-num-batched-tokens", "16", "--enforce-eager",
+                   "--tensor-parallel-size", "2", "--enable-expert-parallel"])
+    assert result["jaxllm"]["output_tokens"] == 15 and 0 < result["pct_roofline_output"]

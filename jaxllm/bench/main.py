@@ -40,6 +40,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--gpu-memory-utilization", type=float, default=0.9)
     p.add_argument("--tensor-parallel-size", type=int, default=1)
     p.add_argument("--enforce-eager", action="store_true")
+    p.add_argument("--enable-expert-parallel", action="store_true",
+                   help="MoE models: whole experts per GPU instead of a slice of every expert (vLLM's keyword)")
     p.add_argument("--kv-cache-dtype", default="auto", choices=["auto", "fp8", "fp8_e4m3", "fp8_e5m2"],
                    help="KV cache storage (vLLM's kv_cache_dtype; default: %(default)s = the model's dtype)")
     p.add_argument("--quantization", choices=["int8", "fp8", "awq", "gptq"],
@@ -91,7 +93,8 @@ def run_jaxllm(w: Workload, args, model_dir: str, prompts, output_lens) -> dict:
               max_num_batched_tokens=args.max_num_batched_tokens, block_size=args.block_size,
               gpu_memory_utilization=args.gpu_memory_utilization, tensor_parallel_size=args.tensor_parallel_size,
               enforce_eager=args.enforce_eager, seed=args.seed, quantization=args.quantization,
-              async_scheduling=args.async_scheduling, kv_cache_dtype=args.kv_cache_dtype)
+              async_scheduling=args.async_scheduling, kv_cache_dtype=args.kv_cache_dtype,
+              enable_expert_parallel=args.enable_expert_parallel)
     startup = time.perf_counter() - t0
     logging.getLogger("jaxllm").info("ready in %.1f s; generate starts", startup)
     runner = llm.llm_engine.runner
