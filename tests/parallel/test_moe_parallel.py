@@ -71,6 +71,17 @@ def test_fp8_experts_split_match_one_device(tmp_path):
         assert np.abs(np.asarray(model(ids)) - ref).max() / np.abs(ref).max() <= 1e-5
 
 
+def test_orbax_conversion_of_fp8_experts_restores_under_expert_parallelism(tmp_path):
+    from jaxllm.convert import convert_checkpoint
+
+    save_tiny_model(tmp_path / "hf", CASES["mixtral"][0], **CASES["mixtral"][1])
+    convert_checkpoint(str(tmp_path / "hf"), str(tmp_path / "orbax"), quantization="fp8")
+    ids = (np.arange(20, dtype=np.int32)[None] * 3) % 256
+    ref = np.asarray(jaxllm.load_model(tmp_path / "hf", quantization="fp8")(ids))
+    model = jaxllm.load_model(tmp_path / "orbax", tensor_parallel_size=2, enable_expert_parallel=True)
+    assert np.abs(np.asarray(model(ids)) - ref).max() / np.abs(ref).max() <= 1e-5
+
+
 def test_indivisible_splits_are_clear():
     hf = {"architectures": ["Qwen3MoeForCausalLM"], "vocab_size": 64, "hidden_size": 32, "intermediate_size": 64,
               "num_hidden_layers": 2, "num_attention_heads": 4, "num_experts": 6, "num_experts_per_tok": 2,
