@@ -107,3 +107,16 @@ def test_poisoned_rows_past_the_groups_stay_out(impl):
     ref = np.asarray(grouped_matmul_dense(lhs.at[27:].set(0.0), rhs, sizes))
     np.testing.assert_allclose(out[:27], ref[:27], rtol=1e-5, atol=1e-5)
     assert not out[27:].any() and np.isfinite(out).all()
+
+
+@pytest.mark.parametrize("lhs_dtype, rhs_dtype", [(jnp.bfloat16, jnp.bfloat16), (jnp.bfloat16, jnp.float8_e4m3fn),
+                                                  (jnp.float32, jnp.float32)])
+def test_pallas_kernel_lowers_for_cuda(lhs_dtype, rhs_dtype):
+    """The kernel's Pallas -> Triton lowering runs on the CPU: a broken kernel body shows up here (the GPU test
+    above compiles and runs it). Qwen3-30B-A3B's gate_up at 256 decode tokens."""
+    from jaxllm.ops.grouped_matmul.pallas_triton import grouped_matmul_pallas
+
+    args = (jax.ShapeDtypeStruct((2048, 2048), lhs_dtype), jax.ShapeDtypeStruct((128, 2048, 1536), rhs_dtype),
+            jax.ShapeDtypeStruct((128,), jnp.int32))
+    lowered = jax.jit(grouped_matmul_pallas).trace(*args).lower(lowering_platforms=("cuda",))
+    assert "triton" in lowered.as_text()
