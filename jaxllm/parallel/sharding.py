@@ -1,7 +1,8 @@
 """The device mesh and the ONE table mapping logical parameter axes to mesh axes.
 
 Tensor parallelism splits attention heads, the MLP hidden dim and the vocabulary over the ``model`` axis;
-the model dim, head dim and norms are replicated. Every parameter's ``logical_axes`` metadata is translated
+the model dim, head dim and norms are replicated. MoE experts split their ffn dim, or with expert parallelism
+(``enable_expert_parallel``) the experts themselves. Every parameter's ``logical_axes`` metadata is translated
 to a ``PartitionSpec`` here and nowhere else.
 """
 
@@ -43,7 +44,7 @@ def sharding_rules(cfg, tensor_parallel_size: int) -> dict[str, str | None]:
         if size % tp:
             raise ValueError(f"tensor_parallel_size={tp} does not divide {name}={size}")
     rules = dict(LOGICAL_RULES)
-    if getattr(cfg, "enable_expert_parallel", False):
+    if cfg.enable_expert_parallel:
         rules["expert"], rules["moe_mlp"] = MODEL_AXIS, None
     if cfg.num_kv_heads % tp:
         if tp % cfg.num_kv_heads:
@@ -58,7 +59,7 @@ def sharding_rules(cfg, tensor_parallel_size: int) -> dict[str, str | None]:
 def _split_dims(cfg) -> list[tuple[str, int]]:
     """(config name, size) of every dimension tensor parallelism splits: heads, the dense MLP (when a layer has
     one), and the experts' ffn dim or, under expert parallelism, the experts."""
-    moe = tuple(getattr(cfg, "moe_layers", ()))
+    moe = cfg.moe_layers
     dims = [("num_attention_heads", cfg.num_heads)]
     if not moe or not all(moe):
         dims.append(("intermediate_size", cfg.intermediate_size))
