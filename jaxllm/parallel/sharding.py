@@ -8,8 +8,8 @@ to a ``PartitionSpec`` here and nowhere else.
 
 from __future__ import annotations
 
-import numpy as np
 import jax
+import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 MODEL_AXIS = "model"
