@@ -12,6 +12,8 @@ import json
 import os
 from typing import Any
 
+from jaxllm.quantization_config import check_quantization, quantization_fields
+
 SUPPORTED_ARCHITECTURES = (
     "LlamaForCausalLM",
     "MistralForCausalLM",
@@ -34,15 +36,6 @@ _DTYPE_NAMES = {
 }
 
 _ROPE_TYPES = ("default", "linear", "dynamic", "llama3")
-
-# quantization= methods and the parsing of a checkpoint's quantization_config live in quantization_config.py
-from jaxllm.quantization_config import (  # noqa: F401  (re-exported: jaxllm.config is where they were)
-    INT4_METHODS,
-    LOAD_TIME_METHODS,
-    QUANTIZATION_METHODS,
-    check_quantization,
-    quantization_fields,
-)
 
 
 def resolve_dtype_name(dtype: Any, config_dtype: str | None) -> str:
@@ -145,6 +138,11 @@ class ModelConfig:
     moe_layers: tuple[bool, ...] = ()
     # experts split over the devices (vLLM's enable_expert_parallel) instead of their ffn dim
     enable_expert_parallel: bool = False
+    # Kernel choices the layers are built with (EngineArgs: fp8_activations resolved for the device,
+    # quant_matmul_impl, int4_kernel_variant; None = the ops' dispatcher decides per call).
+    fp8_activations: str = "none"  # "none" (weight-only) or "dynamic" (per-token fp8 activations, W8A8)
+    quant_matmul_impl: str | None = None
+    int4_kernel_variant: str | None = None
 
     @property
     def q_size(self) -> int:

@@ -30,11 +30,12 @@ from flax import nnx
 from jax.sharding import PartitionSpec as P
 
 from jaxllm import ops
-from jaxllm.config import LOAD_TIME_METHODS, ModelConfig
+from jaxllm.config import ModelConfig
 from jaxllm.models.layers import param
 from jaxllm.models.quant import quantize
 from jaxllm.ops.grouped_matmul import row_groups
 from jaxllm.parallel.sharding import MODEL_AXIS, logical_to_spec
+from jaxllm.quantization_config import LOAD_TIME_METHODS
 
 GATE_UP_AXES = ("expert", "embed", None, "moe_mlp")  # [E, D, 2, F]: gate (0) and up (1)
 DOWN_AXES = ("expert", "moe_mlp", "embed")  # [E, F, D]
