@@ -25,6 +25,7 @@ class Sequence:
     it), computed lazily and kept across preemptions because tokens are only ever appended."""
 
     __slots__ = (
+        "arrival_time",
         "banned_token_ids",
         "block_hashes",
         "block_table",
@@ -44,6 +45,7 @@ class Sequence:
         "num_prompt_tokens",
         "num_registered_blocks",
         "params",
+        "priority",
         "prompt_logprobs",
         "read_prefix_cache",
         "request_id",
@@ -72,6 +74,8 @@ class Sequence:
         want_prompt_logprobs: bool,
         detokenizer: Any = None,
         needs_history: bool = False,
+        priority: int = 0,
+        arrival_time: float = 0.0,
     ) -> None:
         self.seq_id = seq_id
         self.request_id = request_id
@@ -106,6 +110,13 @@ class Sequence:
         self.first_scheduled_time: float | None = None
         self.first_token_time: float | None = None
         self.last_token_time: float | None = None
+        # scheduling_policy="priority": lower (priority, arrival_time) is admitted first, preempted last
+        self.priority = priority
+        self.arrival_time = arrival_time
+
+    def priority_key(self) -> tuple[int, float, int]:
+        """Order of the priority policy: priority, then arrival, then creation (children of one request)."""
+        return (self.priority, self.arrival_time, self.seq_id)
 
     @property
     def num_tokens(self) -> int:
