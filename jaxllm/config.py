@@ -143,6 +143,7 @@ class ModelConfig:
     fp8_activations: str = "none"  # "none" (weight-only) or "dynamic" (per-token fp8 activations, W8A8)
     quant_matmul_impl: str | None = None
     int4_kernel_variant: str | None = None
+    moe_matmul_impl: str | None = None  # the MoE experts' grouped matmul (ops/grouped_matmul)
 
     @property
     def q_size(self) -> int:

@@ -38,6 +38,7 @@ MAX_LOGPROBS = 20  # vLLM's default max_logprobs; also the static top-k width of
 # Kernel choices (the names of the ops' dispatchers; tests/test_settings.py checks they match).
 ATTENTION_BACKENDS = ("reference", "chunked", "pallas_triton", "pallas_mosaic")
 QUANT_MATMUL_IMPLS = ("reference", "pallas_triton", "mosaic_gpu")
+MOE_MATMUL_IMPLS = ("reference", "ragged_dot", "pallas_triton")  # ops/grouped_matmul
 INT4_KERNEL_VARIANTS = ("gather", "split", "joined")
 FP8_ACTIVATION_MODES = ("auto", "none", "dynamic")
 ATTENTION_FP8_DOTS = ("auto", "q", "f16")
@@ -46,6 +47,7 @@ _GPU_DEFAULTS = {"max_num_seqs": 256, "max_num_batched_tokens": 8192}
 # The CPU is for tests and notebooks: fewer, smaller buckets keep start-up compiles short.
 _CPU_DEFAULTS = {"max_num_seqs": 16, "max_num_batched_tokens": 256}
 _CHOICES = {"attention_backend": ATTENTION_BACKENDS, "quant_matmul_impl": QUANT_MATMUL_IMPLS,
+            "moe_matmul_impl": MOE_MATMUL_IMPLS,
             "int4_kernel_variant": INT4_KERNEL_VARIANTS, "fp8_activations": FP8_ACTIVATION_MODES,
             "attention_fp8_dot": ATTENTION_FP8_DOTS}
 
@@ -114,6 +116,7 @@ class EngineArgs:
     attention_fp8_dot: str | None = None
     quant_matmul_impl: str | None = None
     int4_kernel_variant: str | None = None
+    moe_matmul_impl: str | None = None  # MoE experts' grouped matmul; None: Pallas on NVIDIA GPUs, else ragged_dot
     fp8_activations: str | None = None
     load_inflight_bytes: int | None = None
 

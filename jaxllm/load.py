@@ -68,7 +68,8 @@ def kernel_fields(args: EngineArgs) -> dict[str, Any]:
     from jaxllm.models.quant import resolve_fp8_activations
 
     return {"fp8_activations": resolve_fp8_activations(args.fp8_activations or "auto"),
-            "quant_matmul_impl": args.quant_matmul_impl, "int4_kernel_variant": args.int4_kernel_variant}
+            "quant_matmul_impl": args.quant_matmul_impl, "int4_kernel_variant": args.int4_kernel_variant,
+            "moe_matmul_impl": args.moe_matmul_impl}
 
 
 def build_model(args: EngineArgs, source: ModelSource):

@@ -139,7 +139,7 @@ class SparseMoeBlock(nnx.Module):
         self.down = _expert_weight((e, f, d), dtype, DOWN_AXES, cfg, rngs)
         self.mesh = None  # set by bind_mesh after loading (static: part of the graph definition)
         self.specs = None  # (gate_up spec, down spec) on that mesh
-        self.impl = None  # grouped matmul implementation (None: the dispatcher's default)
+        self.impl = cfg.moe_matmul_impl  # grouped matmul implementation (None: the dispatcher's default)
 
     def bind_mesh(self, mesh, rules) -> None:
         """Record the mesh the weights are sharded over and their PartitionSpecs (used to run per shard)."""

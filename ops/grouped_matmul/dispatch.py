@@ -8,6 +8,8 @@
   behind ``--xla_gpu_experimental_use_ragged_dot_fusion=true`` (XLA_FLAGS). See NOTES.md.
 * ``"reference"``: the per-group loop of reference.py (tests).
 
+``LLM(moe_matmul_impl=...)`` (or JAXLLM_MOE_MATMUL_IMPL) forces one for every MoE layer.
+
 Operands: lhs [M, K] rows sorted by group, rhs [G, K, N] (its dtype may be narrower than lhs': fp8 / int8
 weights are converted to lhs.dtype), group_sizes [G] int32 -> [M, N] (rows past the groups' total are zeros).
 """

@@ -62,12 +62,15 @@ def test_pallas_kernel_in_the_layer(tmp_path_factory):
     import jax.numpy as jnp
 
     path, _ = saved_checkpoint("qwen3moe-norm-topk", tmp_path_factory)
-    block = jaxllm.load_model(path).layers[0].mlp
     x = jnp.asarray(np.random.RandomState(4).randn(2, 9, 64), jnp.float32)
-    block.impl = "ragged_dot"
-    ref = np.asarray(block(x))
-    block.impl = "pallas_triton"
-    np.testing.assert_allclose(np.asarray(block(x)), ref, rtol=1e-5, atol=1e-5)
+    outs = {}
+    for impl in ("ragged_dot", "pallas_triton"):  # LLM / load_model keyword moe_matmul_impl
+        block = jaxllm.load_model(path, moe_matmul_impl=impl).layers[0].mlp
+        assert block.impl == impl
+        outs[impl] = np.asarray(block(x))
+    np.testing.assert_allclose(outs["pallas_triton"], outs["ragged_dot"], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="moe_matmul_impl='cutlass'"):
+        jaxllm.load_model(path, moe_matmul_impl="cutlass")
 
 
 @pytest.mark.parametrize("name", ["mixtral", "qwen3moe-mixed"])  # one per architecture: generate compiles
