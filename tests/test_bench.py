@@ -85,3 +85,31 @@ def test_fp8_activations_flag_needs_fp8_weights():
         parse_args(["--workload", "B2", "--fp8-activations", "dynamic"])
     args = parse_args(["--workload", "B2", "--quantization", "fp8", "--fp8-activations", "dynamic"])
     assert args.fp8_activations == "dynamic"
+
+
+def test_roofline_caps_windowed_layers_at_their_window():
+    """Gemma 2 style: layer 0 windowed (4 keys), layer 1 global: the windowed layer's prefill pairs are
+    4 * n - 8 instead of n^2 / 2, and a decode step reads min(ctx, 4) keys there."""
+    cfg = ModelConfig.from_hf({**TINY, "architectures": ["Gemma2ForCausalLM"], "sliding_window": 4, "head_dim": 16})
+    assert cfg.sliding_windows == (4, None)
+    r = roofline(cfg, [10], [3], max_num_seqs=4, peak_flops=1e12, bandwidth=1e9)
+    body, head = cfg.num_params(include_embeddings=False), cfg.vocab_size * cfg.hidden_size
+    prefill = (2 * body * 10 + 4 * 4 * 16 * ((4 * 10 - 8) + 10 * 10 / 2)) / 1e12
+    kv_per_key = 2 * 16 * 2 * 2  # one layer, K and V, 2 kv heads, bf16
+    decode = sum(max(((body + head) * 2 + (4 + ctx) * kv_per_key) / 1e9,
+                     (2 * (body + head) + 4 * 4 * 16 * (4 + ctx)) / 1e12) for ctx in (10, 11))
+    assert abs(r["prefill_s"] - prefill) < 1e-12 and abs(r["decode_s"] - decode) < 1e-12
+
+
+def test_bench_structured_compares_with_the_plain_run(tmp_path):
+    from hf_models import save_tokenizer_with_template
+
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps(TINY))
+    save_tokenizer_with_template(tmp_path / "tok")
+    result = main(["--config", str(cfg), "--num-requests", "3", "--prompt-len", "4", "8", "--output-len", "5", "5",
+                   "--max-num-seqs", "4", "--max-num-batched-tokens", "16", "--enforce-eager", "--structured",
+                   "--tokenizer", str(tmp_path / "tok")])
+    s = result["jaxllm"]["structured"]
+    assert s["output_tokens"] == 15 and s["num_aborted"] == 0 and s["ratio_vs_plain"] > 0
+    assert s["grammar_compile_ms_per_schema"] > 0 and s["ttft_median_s"] > 0
