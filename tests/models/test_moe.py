@@ -101,7 +101,7 @@ def test_config_parsing():
                 "moe_intermediate_size": 8, "decoder_sparse_step": 2, "mlp_only_layers": [3], "norm_topk_prob": True}
     cfg = ModelConfig.from_hf(base)
     assert cfg.moe_layers == (False, True, False, False, False, True)
-    assert (cfg.num_experts, cfg.num_experts_per_tok, cfg.norm_topk_prob, cfg.qk_norm) == (16, 4, True, True)
+    assert (cfg.num_experts, cfg.num_experts_per_tok, cfg.norm_topk_prob, cfg.qk_norm) == (16, 4, True, "head")
     # active parameters: 4 of 16 experts in each of the 2 sparse layers
     saved = 2 * 12 * 3 * 32 * 8
     assert cfg.num_params() - cfg.num_params(experts_per_layer=4) == saved
