@@ -11,8 +11,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from jaxllm.engine.batch import RunnerOutput, ScheduledSeq
+from jaxllm.engine.batch import RunnerOutput, ScheduledBatch, ScheduledSeq
+from jaxllm.runner.buckets import Bucket
 from jaxllm.runner.sampling_metadata import row_logprobs, to_runner_output
+from jaxllm.spec_decode import SpeculativeConfig
 
 
 def sampling_rows(seqs: Sequence[ScheduledSeq]) -> list[ScheduledSeq]:
@@ -64,3 +66,49 @@ class _RowView:
         for name in ("token_ids", "logprob", "rank", "top_ids", "top_logprobs"):
             value = getattr(out, name)
             setattr(self, name, None if value is None else value[r:])
+
+
+class SpecLayout:
+    """The runner's shapes under speculative decoding (``config`` None: none). Every step of a bucket computes
+    L logits rows, L = S without speculation; with it, room for k drafts of every sequence that may speculate
+    (``disable_by_batch_size``) within the T tokens. The forward's ``dims`` gain L as a fourth entry and the
+    sampler program takes the [2, L] verification arrays (``spec_arrays``) as a third argument; both are
+    compiled at start-up for the configured k."""
+
+    def __init__(self, config: SpeculativeConfig | None) -> None:
+        self.config = config
+
+    @property
+    def enabled(self) -> bool:
+        return self.config is not None
+
+    def num_rows(self, bucket: Bucket) -> int:
+        """L: the logits / sampling rows of ``bucket``'s step."""
+        if self.config is None:
+            return bucket.num_seqs
+        spec_seqs = min(bucket.num_seqs, self.config.disable_by_batch_size or bucket.num_seqs)
+        return min(bucket.num_tokens, bucket.num_seqs + spec_seqs * self.config.num_speculative_tokens)
+
+    def dims(self, bucket: Bucket, max_blocks_per_seq: int) -> tuple[int, ...]:
+        """The forward's static dims: (T, S, P), or (T, S, P, L) with speculative decoding."""
+        dims = (bucket.num_tokens, bucket.num_seqs, max_blocks_per_seq)
+        return dims + (self.num_rows(bucket),) if self.enabled else dims
+
+    def step_rows(self, batch: ScheduledBatch, bucket: Bucket) -> int | None:
+        """``build_step_inputs``'s ``num_rows`` for ``batch`` in ``bucket`` (None without speculation);
+        ValueError when the batch has more sampling rows than the bucket's programs were compiled for."""
+        if not self.enabled:
+            return None
+        rows = self.num_rows(bucket)
+        if batch.num_sampling_rows > rows:
+            raise ValueError(f"a step of {batch.num_sampling_rows} sampling rows exceeds bucket {bucket}'s {rows} "
+                             f"(more drafts than speculative_config allows)")
+        return rows
+
+    def verify_args(self, seqs: Sequence[ScheduledSeq], num_rows: int) -> tuple[np.ndarray, ...]:
+        """The sampler program's extra host arguments: (spec_arrays [2, L],), or () without speculation."""
+        return (spec_arrays(seqs, num_rows),) if self.enabled else ()
+
+    def rows(self, seqs: Sequence[ScheduledSeq]) -> Sequence[ScheduledSeq]:
+        """The sampling rows the sampling metadata is built from: one per sequence, or each sequence's k + 1."""
+        return sampling_rows(seqs) if self.enabled else seqs
