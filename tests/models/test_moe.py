@@ -202,3 +202,18 @@ def test_int4_moe_checkpoint_is_clear(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match="'awq' checkpoints of MoE models are not supported yet"):
         jaxllm.load_model(tmp_path)
+
+
+def test_speculative_decoding_matches_transformers(tmp_path_factory):
+    """n-gram speculation on an MoE model: the drafts are routed like any other token, so greedy outputs stay
+    transformers' tokens, with drafts proposed on repeating prompts."""
+    path, hf = saved_checkpoint("mixtral", tmp_path_factory)
+    spec = {"method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_max": 3, "prompt_lookup_min": 1}
+    llm = LLM(str(path), skip_tokenizer_init=True, max_num_seqs=3, max_num_batched_tokens=16, enforce_eager=True,
+              speculative_config=spec)
+    prompts = [[7, 8, 9] * 4, [20, 21] * 5, [40, 41, 42, 43] * 2]
+    params = SamplingParams(temperature=0.0, max_tokens=10, ignore_eos=True)
+    outs = llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
+    for p, out in zip(prompts, outs):
+        assert out.outputs[0].token_ids == hf_greedy(hf, p, 10)
+    assert llm.llm_engine.stats.spec_decode_num_draft_tokens > 0
