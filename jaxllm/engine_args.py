@@ -80,6 +80,7 @@ class EngineArgs:
     seed: int = 0
     # -- devices and memory --
     tensor_parallel_size: int = 1
+    data_parallel_size: int = 1  # engine replicas, each on its own tensor_parallel_size devices
     distributed_executor_backend: str | None = None
     disable_custom_all_reduce: bool = False  # XLA's collectives: there is no custom all-reduce either way
     gpu_memory_utilization: float = 0.9
@@ -143,6 +144,9 @@ class EngineArgs:
                      "kv_cache_memory_bytes", "max_seq_len_to_capture", "attention_decode_splits"):
             check_positive_int(name, getattr(self, name), optional=True)
         check_positive_int("tensor_parallel_size", self.tensor_parallel_size)
+        check_positive_int("data_parallel_size", self.data_parallel_size)
+        if self.data_parallel_size > 1 and self.enable_sleep_mode:
+            raise ValueError("enable_sleep_mode=True is not supported with data_parallel_size > 1 yet")
         check_positive_int("block_size", self.block_size)
         check_positive_int("max_logprobs", self.max_logprobs)
         check_positive_int("load_inflight_bytes", self.load_inflight_bytes, optional=True, minimum=0)

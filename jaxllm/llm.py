@@ -15,6 +15,7 @@ from jaxllm import chat_utils
 from jaxllm.beam_search import BeamSearchOutput, beam_search
 from jaxllm.call_guard import CallGuard, serialized
 from jaxllm.engine import LLMEngine
+from jaxllm.engine.data_parallel import DataParallelEngine
 from jaxllm.engine_args import EngineArgs
 from jaxllm.inputs import as_params_list, as_prompt_list, check_tokenization_kwargs, tokenize_prompt
 from jaxllm.llm_control import EngineControl
@@ -49,7 +50,7 @@ class LLM(EngineControl):
         import jax
 
         from jaxllm.in_memory import is_in_memory_model
-        from jaxllm.load import build_model, locate_in_memory_model, locate_model
+        from jaxllm.load import build_model, locate_in_memory_model, locate_model, replicate_model
         from jaxllm.runner.model_runner import ModelRunner
 
         in_memory = is_in_memory_model(model)
@@ -68,11 +69,13 @@ class LLM(EngineControl):
         t_load = time.perf_counter()
         model_obj = model_obj or build_model(args, source)
         self.load_seconds = time.perf_counter() - t_load
-        runner_obj = ModelRunner(model_obj, cfg, source.mesh, args)
+        runners = [ModelRunner(model_obj, cfg, source.mesh, args)]
+        runners += [ModelRunner(replica, cfg, replica_mesh, args)
+                    for replica, replica_mesh in replicate_model(model_obj, args)]
         del model_obj
         if not in_memory:  # wake_up after sleep(level=2) reads the checkpoint again
-            runner_obj.weights_source = functools.partial(build_model, args, source)
-        self.llm_engine = LLMEngine(
+            runners[0].weights_source = functools.partial(build_model, args, source)
+        engines = [LLMEngine(
             runner_obj, num_blocks=runner_obj.num_blocks, block_size=args.block_size,
             max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
             max_model_len=args.max_model_len, vocab_size=cfg.vocab_size,
@@ -80,7 +83,8 @@ class LLM(EngineControl):
             tokenizer=self.tokenizer, seed=args.seed, async_scheduling=args.async_scheduling,
             max_logprobs=args.max_logprobs, log_stats=not args.disable_log_stats,
             scheduling_policy=args.scheduling_policy, model_config=cfg,
-            model_name=type(model).__name__ if in_memory else os.fspath(model))
+            model_name=type(model).__name__ if in_memory else os.fspath(model)) for runner_obj in runners]
+        self.llm_engine = engines[0] if len(engines) == 1 else DataParallelEngine(engines)
         self._request_counter = itertools.count()
         self._default_params = self._generation_config_defaults()
         self.startup_seconds = time.perf_counter() - t_start

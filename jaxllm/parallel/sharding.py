@@ -7,8 +7,8 @@ to a ``PartitionSpec`` here and nowhere else.
 
 from __future__ import annotations
 
-import numpy as np
 import jax
+import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 MODEL_AXIS = "model"
@@ -78,3 +78,26 @@ def named_sharding(mesh: Mesh, axes: tuple[str | None, ...], rules=None) -> Name
 
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
+
+
+def replica_meshes(tensor_parallel_size: int, data_parallel_size: int, devices=None) -> list[Mesh]:
+    """One 1-D ``model`` mesh per data-parallel replica: replica r gets devices [r * tp, (r + 1) * tp) of
+    ``jax.devices()`` (all processes' devices, ordered by process, under ``jax.distributed``)."""
+    devices = list(devices if devices is not None else jax.devices())
+    need = tensor_parallel_size * data_parallel_size
+    if need > len(devices):
+        raise ValueError(f"tensor_parallel_size={tensor_parallel_size} x data_parallel_size={data_parallel_size} "
+                         f"needs {need} devices; {len(devices)} {devices[0].platform} devices are available")
+    tp = tensor_parallel_size
+    return [make_mesh(tp, devices[r * tp:(r + 1) * tp]) for r in range(data_parallel_size)]
+
+
+def copy_to_mesh(tree, mesh: Mesh):
+    """``tree``'s arrays on ``mesh`` with the same partition specs (a device-to-device copy: the weights are read
+    from the checkpoint once, for replica 0, and copied to the other replicas)."""
+    def move(a):
+        if not isinstance(a, jax.Array):
+            return a
+        return jax.device_put(a, NamedSharding(mesh, getattr(a.sharding, "spec", PartitionSpec())))
+
+    return jax.tree_util.tree_map(move, tree)
