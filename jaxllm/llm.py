@@ -15,7 +15,7 @@ from jaxllm import chat_utils
 from jaxllm.beam_search import BeamSearchOutput, beam_search
 from jaxllm.call_guard import CallGuard, serialized
 from jaxllm.engine import LLMEngine
-from jaxllm.engine.data_parallel import DataParallelEngine
+from jaxllm.engine.data_parallel import DataParallelEngine, RemoteReplica
 from jaxllm.engine_args import EngineArgs
 from jaxllm.inputs import as_params_list, as_prompt_list, check_tokenization_kwargs, tokenize_prompt
 from jaxllm.llm_control import EngineControl
@@ -50,7 +50,8 @@ class LLM(EngineControl):
         import jax
 
         from jaxllm.in_memory import is_in_memory_model
-        from jaxllm.load import build_model, locate_in_memory_model, locate_model, replicate_model
+        from jaxllm.load import build_model, locate_in_memory_model, locate_model, replica_models
+        from jaxllm.parallel.multihost import allgather_objects
         from jaxllm.runner.model_runner import ModelRunner
 
         in_memory = is_in_memory_model(model)
@@ -69,22 +70,25 @@ class LLM(EngineControl):
         t_load = time.perf_counter()
         model_obj = model_obj or build_model(args, source)
         self.load_seconds = time.perf_counter() - t_load
-        runners = [ModelRunner(model_obj, cfg, source.mesh, args)]
-        runners += [ModelRunner(replica, cfg, replica_mesh, args)
-                    for replica, replica_mesh in replicate_model(model_obj, args)]
+        runners = [None if replica is None else ModelRunner(replica, cfg, mesh, args)
+                   for replica, mesh in replica_models(model_obj, args, source)]  # None: another process's
         del model_obj
+        local = [r for r in runners if r is not None]
         if not in_memory:  # wake_up after sleep(level=2) reads the checkpoint again
-            runners[0].weights_source = functools.partial(build_model, args, source)
+            local[0].weights_source = functools.partial(build_model, args, source)
         engines = [LLMEngine(
-            runner_obj, num_blocks=runner_obj.num_blocks, block_size=args.block_size,
+            runner_obj or RemoteReplica(rank), num_blocks=(runner_obj or local[0]).num_blocks,
+            block_size=args.block_size,
             max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
             max_model_len=args.max_model_len, vocab_size=cfg.vocab_size,
             enable_prefix_caching=args.enable_prefix_caching, eos_token_ids=self._eos_token_ids(),
             tokenizer=self.tokenizer, seed=args.seed, async_scheduling=args.async_scheduling,
             max_logprobs=args.max_logprobs, log_stats=not args.disable_log_stats,
             scheduling_policy=args.scheduling_policy, model_config=cfg,
-            model_name=type(model).__name__ if in_memory else os.fspath(model)) for runner_obj in runners]
-        self.llm_engine = engines[0] if len(engines) == 1 else DataParallelEngine(engines)
+            model_name=type(model).__name__ if in_memory else os.fspath(model))
+            for rank, runner_obj in enumerate(runners)]
+        self.llm_engine = engines[0] if len(engines) == 1 else DataParallelEngine(
+            engines, exchange=allgather_objects if jax.process_count() > 1 else None)
         self._request_counter = itertools.count()
         self._default_params = self._generation_config_defaults()
         self.startup_seconds = time.perf_counter() - t_start

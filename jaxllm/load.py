@@ -30,7 +30,7 @@ class ModelSource:
 def locate_model(args: EngineArgs) -> ModelSource:
     """Resolve ``args.model`` to a local path, read its config (with the overrides) and build the mesh. No
     weight is read; a format mismatch or an unsupported config is a ValueError here."""
-    from jaxllm.parallel.sharding import replica_meshes
+    from jaxllm.parallel.sharding import local_meshes
 
     path = resolve_model_path(args.model, args.revision, token=args.hf_token, cache_dir=args.download_dir)
     gguf = is_gguf(path)
@@ -41,7 +41,7 @@ def locate_model(args: EngineArgs) -> ModelSource:
     hf = apply_hf_overrides(hf_config_dict(path), args)
     cfg = model_config(path, args.dtype, args.quantization, hf=hf)
     cfg = dataclasses.replace(cfg, **kernel_fields(args))
-    return ModelSource(path, cfg, replica_meshes(args.tensor_parallel_size, args.data_parallel_size)[0], gguf)
+    return ModelSource(path, cfg, local_meshes(args.tensor_parallel_size, args.data_parallel_size)[0], gguf)
 
 
 def locate_in_memory_model(args: EngineArgs):
@@ -51,7 +51,7 @@ def locate_in_memory_model(args: EngineArgs):
     from flax import nnx
 
     from jaxllm.in_memory import model_from_params, module_config
-    from jaxllm.parallel.sharding import replica_meshes
+    from jaxllm.parallel.sharding import local_meshes
 
     module = args.model
     cfg = module_config(module)
@@ -64,7 +64,7 @@ def locate_in_memory_model(args: EngineArgs):
         raise ValueError("an in-memory model has no tokenizer files: pass tokenizer=<folder or hub id>, or "
                          "skip_tokenizer_init=True to work with token ids")
     cfg = dataclasses.replace(cfg, **kernel_fields(args))
-    mesh = replica_meshes(args.tensor_parallel_size, args.data_parallel_size)[0]
+    mesh = local_meshes(args.tensor_parallel_size, args.data_parallel_size)[0]
     model = model_from_params(cfg, nnx.state(module), mesh=mesh)
     return ModelSource(None, cfg, mesh, False), model
 
@@ -96,18 +96,28 @@ def kernel_fields(args: EngineArgs) -> dict[str, Any]:
             "quant_matmul_impl": args.quant_matmul_impl, "int4_kernel_variant": args.int4_kernel_variant}
 
 
-def replicate_model(model, args: EngineArgs) -> list[tuple[Any, Any]]:
-    """(model copy, mesh) for data-parallel replicas 1..D-1: ``model``'s parameters (on replica 0's mesh) copied
-    device to device onto each replica's own devices, so the checkpoint is read once."""
-    if args.data_parallel_size == 1:
-        return []
+def replica_models(model, args: EngineArgs, source: ModelSource) -> list[tuple[Any, Any]]:
+    """(model, mesh) of every data-parallel replica, None for the model of a replica on another process's
+    devices (``jax.distributed``). ``model`` is the first local replica's (on ``source.mesh``); other local
+    replicas get its parameters copied device to device, so the checkpoint is read once per process (a
+    replica that shares devices with other processes reads the checkpoint itself: JAX does not copy
+    between hosts)."""
     from flax import nnx
 
-    from jaxllm.parallel.sharding import copy_to_mesh, replica_meshes
+    from jaxllm.parallel.sharding import copy_to_mesh, is_local, replica_meshes
 
     graphdef, state = nnx.split(model)
-    meshes = replica_meshes(args.tensor_parallel_size, args.data_parallel_size)[1:]
-    return [(nnx.merge(graphdef, copy_to_mesh(state, mesh)), mesh) for mesh in meshes]
+    out = []
+    for mesh in replica_meshes(args.tensor_parallel_size, args.data_parallel_size):
+        if mesh == source.mesh:
+            out.append((model, source.mesh))
+        elif not is_local(mesh):
+            out.append((None, mesh))
+        elif not (mesh.is_multi_process or source.mesh.is_multi_process):
+            out.append((nnx.merge(graphdef, copy_to_mesh(state, mesh)), mesh))
+        else:
+            out.append((build_model(args, dataclasses.replace(source, mesh=mesh)), mesh))
+    return out
 
 
 def build_model(args: EngineArgs, source: ModelSource):

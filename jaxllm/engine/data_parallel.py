@@ -7,6 +7,13 @@ only on the order of the requests and is the same on every process and every run
 that has work in turn: each replica launches its next step before it waits for its oldest one, so the replicas'
 device work overlaps while the host serves the others.
 
+Under ``jax.distributed`` every process runs this engine with the same requests. Each process builds every
+replica's host state (so every process places and validates requests the same way) but steps only the
+replicas on its own devices; a replica on another process's devices is a ``RemoteReplica``. When its replicas
+are idle, a process shares the final outputs it holds with all others (``exchange``: a list in, every
+process's lists out), so every process returns every output. Requests finish at that exchange on every
+process at once, which keeps the replicas' loads, and so the placement of later requests, the same everywhere.
+
 The replicas share one seed generator: a request without ``SamplingParams.seed`` draws its per-sample seeds in
 the order requests are added, as with one engine, so seeded and unseeded outputs do not depend on the replica
 count or on which replica served a request.
@@ -14,7 +21,7 @@ count or on which replica served a request.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import fields
 from typing import Any
 
@@ -26,10 +33,16 @@ from jaxllm.outputs import RequestOutput
 class DataParallelEngine:
     """``LLMEngine``'s request API over several replicas (``engines``, one per data-parallel rank)."""
 
-    def __init__(self, engines: list[LLMEngine]) -> None:
+    def __init__(self, engines: list[LLMEngine],
+                 exchange: Callable[[list[RequestOutput]], list[list[RequestOutput]]] | None = None) -> None:
         if len(engines) < 2:
             raise ValueError(f"DataParallelEngine needs at least 2 engines, got {len(engines)}")
         self.engines = list(engines)
+        self._local = [not isinstance(e.runner, RemoteReplica) for e in self.engines]
+        if not any(self._local):
+            raise ValueError("DataParallelEngine: no replica runs on this process's devices")
+        self._exchange = exchange
+        self._held: list[RequestOutput] = []  # final outputs of local replicas, until the next exchange
         for rank, engine in enumerate(self.engines):
             engine._rng = self.engines[0]._rng  # one draw order of per-sample seeds (module docstring)
             engine._metric_labels["engine"] = str(rank)
@@ -76,15 +89,36 @@ class DataParallelEngine:
     # ---- step ------------------------------------------------------------------------------------------
 
     def step(self) -> list[RequestOutput]:
-        """One step of every replica with unfinished requests; their outputs, replica 0's first."""
+        """One step of every local replica with unfinished requests; their outputs, replica 0's first. With an
+        ``exchange``, final outputs are held until the local replicas are idle, then every process's are
+        returned (the exchange is a collective: every process reaches it with the same requests outstanding)."""
         results: list[RequestOutput] = []
-        for engine in self.engines:
-            if engine.has_unfinished_requests():
-                results += engine.step()
+        busy = [e for e, local in zip(self.engines, self._local) if local and e.has_unfinished_requests()]
+        for engine in busy:
+            results += engine.step()
+        if self._exchange is not None:
+            self._held += [out for out in results if out.finished]
+            results = [out for out in results if not out.finished]
+            if not busy and self._owner:
+                results += self._share_held()
         for out in results:
             if out.finished:
                 self._forget(out.request_id)
         return results
+
+    def _share_held(self) -> list[RequestOutput]:
+        """Every process's held final outputs (one per request: a replica over several processes gives its
+        outputs on each); the remote replicas' host state of those requests is dropped."""
+        gathered = {out.request_id: out for outs in self._exchange(self._held) for out in outs}
+        self._held = []
+        missing = set(self._owner) - set(gathered)
+        if missing:
+            raise RuntimeError(f"data-parallel exchange: no process returned requests {sorted(missing)}")
+        for rid in gathered:
+            engine = self.engines[self._owner[rid]]
+            if not self._local[self._owner[rid]]:
+                engine.abort_request(rid)
+        return list(gathered.values())
 
     # ---- vLLM's engine accessors -----------------------------------------------------------------------
 
@@ -115,22 +149,35 @@ class DataParallelEngine:
 
     @property
     def runner(self):
-        """Replica 0's runner (every replica serves the same weights; ``runners`` has them all)."""
-        return self.engines[0].runner
+        """The first local replica's runner (every replica serves the same weights; ``runners`` has them all)."""
+        return self.runners[0]
 
     @property
     def runners(self) -> list[Any]:
-        return [engine.runner for engine in self.engines]
+        """The runners of the replicas on this process's devices."""
+        return [e.runner for e, local in zip(self.engines, self._local) if local]
 
     @property
     def stats(self) -> EngineStats:
         """The replicas' counters summed."""
-        return EngineStats(**{f.name: sum(getattr(e.stats, f.name) for e in self.engines) for f in fields(EngineStats)})
+        local = [e for e, is_local in zip(self.engines, self._local) if is_local]
+        return EngineStats(**{f.name: sum(getattr(e.stats, f.name) for e in local) for f in fields(EngineStats)})
 
     def get_metrics(self) -> list[_metrics.Metric]:
         """Every replica's metrics, labelled ``engine="<rank>"`` (as vLLM labels its data-parallel engines)."""
-        return [m for engine in self.engines for m in engine.get_metrics()]
+        return [m for e, local in zip(self.engines, self._local) if local for m in e.get_metrics()]
 
     def reset_prefix_cache(self) -> bool:
         done = [engine.reset_prefix_cache() for engine in self.engines]  # every replica, no short circuit
         return all(done)
+
+
+class RemoteReplica:
+    """The runner slot of a replica whose devices belong to another process: its requests are placed and
+    validated here but run there (their outputs arrive through the exchange)."""
+
+    def __init__(self, rank: int) -> None:
+        self.rank = rank
+
+    def execute(self, batch: Any) -> Any:
+        raise RuntimeError(f"data-parallel replica {self.rank} runs on another process's devices")

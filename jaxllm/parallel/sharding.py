@@ -83,13 +83,24 @@ def replicated(mesh: Mesh) -> NamedSharding:
 def replica_meshes(tensor_parallel_size: int, data_parallel_size: int, devices=None) -> list[Mesh]:
     """One 1-D ``model`` mesh per data-parallel replica: replica r gets devices [r * tp, (r + 1) * tp) of
     ``jax.devices()`` (all processes' devices, ordered by process, under ``jax.distributed``)."""
-    devices = list(devices if devices is not None else jax.devices())
+    devices = sorted(devices if devices is not None else jax.devices(), key=lambda d: (d.process_index, d.id))
     need = tensor_parallel_size * data_parallel_size
     if need > len(devices):
         raise ValueError(f"tensor_parallel_size={tensor_parallel_size} x data_parallel_size={data_parallel_size} "
                          f"needs {need} devices; {len(devices)} {devices[0].platform} devices are available")
     tp = tensor_parallel_size
     return [make_mesh(tp, devices[r * tp:(r + 1) * tp]) for r in range(data_parallel_size)]
+
+
+def is_local(mesh: Mesh) -> bool:
+    """Whether this process drives any of ``mesh``'s devices (under ``jax.distributed``, every process that
+    does runs the mesh's programs)."""
+    return any(d.process_index == jax.process_index() for d in mesh.devices.flat)
+
+
+def local_meshes(tensor_parallel_size: int, data_parallel_size: int) -> list[Mesh]:
+    """The replica meshes this process takes part in (``replica_meshes``, in replica order)."""
+    return [m for m in replica_meshes(tensor_parallel_size, data_parallel_size) if is_local(m)]
 
 
 def copy_to_mesh(tree, mesh: Mesh):
