@@ -31,7 +31,7 @@ KV_CACHE_DTYPES = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
 RUNNERS = ("auto", "generate", "pooling")
 BLOCK_SIZES = (8, 16, 32, 64, 128, 256)
 SCHEDULING_POLICIES = ("fcfs", "priority")
-DISTRIBUTED_EXECUTOR_BACKENDS = (None, "uni", "mp")  # one controller process drives every local device
+DISTRIBUTED_EXECUTOR_BACKENDS = (None, "uni", "mp", "external_launcher")  # docs/multi_host.md
 CONFIG_FORMATS = ("auto", "hf")
 LOGPROBS_MODES = ("raw_logprobs",)
 MAX_LOGPROBS = 20  # vLLM's default max_logprobs; also the static top-k width of the sampler's logprobs
@@ -168,8 +168,9 @@ class EngineArgs:
                      "model's raw logits; the other modes are not supported yet)")
         check_choice("scheduling_policy", self.scheduling_policy, SCHEDULING_POLICIES)
         check_choice("distributed_executor_backend", self.distributed_executor_backend,
-                     DISTRIBUTED_EXECUTOR_BACKENDS, "(one process drives every local device with JAX; Ray and "
-                     "external launchers are not supported)")
+                     DISTRIBUTED_EXECUTOR_BACKENDS, "(one process drives every local device with JAX; "
+                     "'external_launcher': every process runs the same script under jax.distributed; Ray is not "
+                     "supported)")
         for name, choices in _CHOICES.items():
             check_choice(name, getattr(self, name), (None, *choices))
         self._validate_memory_and_outputs()

@@ -43,6 +43,10 @@ class LLM(EngineControl):
         t_start = time.perf_counter()
         self._call_guard = CallGuard()  # one call at a time (jaxllm.call_guard)
         args = EngineArgs.from_kwargs({"model": model, **kwargs})
+        if args.distributed_executor_backend == "external_launcher":
+            from jaxllm.parallel.multihost import initialize_distributed
+
+            initialize_distributed()
         from jaxllm.runner.memory import request_memory_fraction
 
         request_memory_fraction(args.gpu_memory_utilization)

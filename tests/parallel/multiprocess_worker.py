@@ -3,6 +3,8 @@ localhost with CPU collectives, serves the tiny checkpoint with the given parall
 token ids as JSON.
 
 Usage: python multiprocess_worker.py CHECKPOINT OUT_JSON PORT NUM_PROCESSES PROCESS_ID LOCAL_DEVICES TP DP
+With PORT "launcher" the script leaves ``jax.distributed.initialize`` to ``LLM`` (``distributed_executor_backend=
+"external_launcher"``), which reads the process layout from the launcher's environment.
 """
 
 from __future__ import annotations
@@ -19,13 +21,17 @@ def main(argv: list[str]) -> None:
 
     jax.config.update("jax_platforms", "cpu")
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(f"localhost:{port}", num_processes=int(nproc), process_id=int(pid))
+    launcher = port == "launcher"
+    if not launcher:
+        jax.distributed.initialize(f"localhost:{port}", num_processes=int(nproc), process_id=int(pid))
     sys.path.insert(0, os.path.dirname(__file__))
     from multiprocess_cases import PARAMS, PROMPTS, llm_kwargs
 
     from jaxllm import LLM
 
-    llm = LLM(checkpoint, tensor_parallel_size=int(tp), data_parallel_size=int(dp), **llm_kwargs())
+    llm = LLM(checkpoint, tensor_parallel_size=int(tp), data_parallel_size=int(dp),
+              distributed_executor_backend="external_launcher" if launcher else None, **llm_kwargs())
+    assert jax.process_count() == int(nproc)
     outputs = llm.generate(PROMPTS, PARAMS, use_tqdm=False)
     with open(out, "w") as f:
         json.dump({"tokens": [[list(c.token_ids) for c in o.outputs] for o in outputs],

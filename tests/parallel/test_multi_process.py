@@ -30,13 +30,22 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run(checkpoint, tmp_path, num_processes: int, local_devices: int, tp: int, dp: int) -> list:
-    """Start the processes, wait for them, and return each one's outputs."""
+def _run(checkpoint, tmp_path, num_processes: int, local_devices: int, tp: int, dp: int,
+         slurm: bool = False) -> list:
+    """Start the processes, wait for them, and return each one's outputs. ``slurm``: the processes get the
+    environment ``srun`` gives its tasks, and ``LLM`` initialises ``jax.distributed`` from it."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     outs = [tmp_path / f"out{p}-{num_processes}-{tp}-{dp}.json" for p in range(num_processes)]
-    procs = [subprocess.Popen([sys.executable, WORKER, checkpoint, str(outs[p]), str(port), str(num_processes),
-                               str(p), str(local_devices), str(tp), str(dp)], env=env,
+
+    def task_env(p):
+        if not slurm:
+            return env
+        return {**env, "SLURM_JOB_ID": "1", "SLURM_STEP_NODELIST": "localhost", "SLURM_NTASKS": str(num_processes),
+                "SLURM_PROCID": str(p), "SLURM_LOCALID": "0", "JAX_COORDINATOR_PORT": str(port)}
+
+    procs = [subprocess.Popen([sys.executable, WORKER, checkpoint, str(outs[p]), "launcher" if slurm else str(port),
+                               str(num_processes), str(p), str(local_devices), str(tp), str(dp)], env=task_env(p),
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for p in range(num_processes)]
     logs = []
@@ -70,3 +79,10 @@ def test_every_process_returns_one_process_outputs(checkpoint, reference, tmp_pa
     # each process drives the replicas on its devices only, and every one of them served requests
     assert [r["local_replicas"] for r in results] == [max(1, dp * tp // (num_processes * local_devices))] * num_processes
     assert all(r["local_steps"] > 0 for r in results)
+
+
+def test_external_launcher_initializes_jax_distributed(checkpoint, reference, tmp_path):
+    """distributed_executor_backend="external_launcher": LLM calls jax.distributed.initialize(), which reads
+    the layout from the launcher (here SLURM's task environment); DP across the two processes."""
+    results = _run(checkpoint, tmp_path, 2, 1, 1, 2, slurm=True)
+    assert [r["tokens"] for r in results] == [reference["tokens"]] * 2
