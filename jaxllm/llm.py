@@ -89,7 +89,8 @@ class LLM(EngineControl):
             tokenizer=self.tokenizer, seed=args.seed, async_scheduling=args.async_scheduling,
             max_logprobs=args.max_logprobs, log_stats=not args.disable_log_stats,
             scheduling_policy=args.scheduling_policy, model_config=cfg,
-            model_name=type(model).__name__ if in_memory else os.fspath(model))
+            model_name=type(model).__name__ if in_memory else os.fspath(model),
+            structured_outputs_config=args.structured_outputs_config)
             for rank, runner_obj in enumerate(runners)]
         self.llm_engine = engines[0] if len(engines) == 1 else DataParallelEngine(
             engines, exchange=allgather_objects if jax.process_count() > 1 else None)
