@@ -140,6 +140,19 @@ class DataParallelEngine:
         return self.engines[0].eos_token_ids
 
     @property
+    def vocab_size(self) -> int:
+        return self.engines[0].vocab_size
+
+    @property
+    def max_model_len(self) -> int:
+        return self.engines[0].max_model_len
+
+    @property
+    def block_manager(self):
+        """Replica 0's (the replicas' caches have the same size; what request checks compare against)."""
+        return self.engines[0].block_manager
+
+    @property
     def model_config(self):
         return self.engines[0].model_config
 

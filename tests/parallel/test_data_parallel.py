@@ -7,7 +7,7 @@ import jax
 import pytest
 from hf_models import save_tiny_model
 
-from jaxllm import LLM, SamplingParams
+from jaxllm import LLM, BeamSearchParams, SamplingParams
 
 pytestmark = pytest.mark.skipif(len(jax.devices()) < 4, reason="needs 4 (fake) devices")
 
@@ -52,6 +52,17 @@ def test_outputs_match_one_replica(checkpoint, reference, dp, tp):
     assert _tokens(llm.generate(PROMPTS, PARAMS, use_tqdm=False)) == reference
     assert all(e.stats.num_steps > 0 for e in engine.engines)  # every replica served requests
     assert not engine.has_unfinished_requests()
+
+
+def test_per_replica_calls_and_beam_search(checkpoint, reference):
+    llm = _llm(checkpoint, data_parallel_size=2)
+    assert llm.collective_rpc(lambda runner: runner.mesh.devices.flat[0].id) == [0, 1]
+    assert llm.apply_model(lambda model: type(model).__name__) == ["LlamaForCausalLM"] * 2
+    llm.update_weights(llm.get_weights())  # replica 0's arrays, copied onto replica 1's device
+    assert _tokens(llm.generate(PROMPTS, PARAMS, use_tqdm=False)) == reference
+    one = _llm(checkpoint).beam_search([{"prompt_token_ids": [5, 6, 7]}], BeamSearchParams(beam_width=2, max_tokens=3))
+    two = llm.beam_search([{"prompt_token_ids": [5, 6, 7]}], BeamSearchParams(beam_width=2, max_tokens=3))
+    assert [s.tokens for s in one[0].sequences] == [s.tokens for s in two[0].sequences]
 
 
 def test_requests_spread_by_outstanding_tokens(checkpoint):
