@@ -85,7 +85,7 @@ def replica_meshes(tensor_parallel_size: int, data_parallel_size: int, devices=N
     ``jax.devices()`` (all processes' devices, ordered by process, under ``jax.distributed``)."""
     devices = sorted(devices if devices is not None else jax.devices(), key=lambda d: (d.process_index, d.id))
     need = tensor_parallel_size * data_parallel_size
-    if need > len(devices):
+    if data_parallel_size > 1 and need > len(devices):
         raise ValueError(f"tensor_parallel_size={tensor_parallel_size} x data_parallel_size={data_parallel_size} "
                          f"needs {need} devices; {len(devices)} {devices[0].platform} devices are available")
     tp = tensor_parallel_size
