@@ -78,8 +78,8 @@ class LLM(EngineControl):
                    for replica, mesh in replica_models(model_obj, args, source)]  # None: another process's
         del model_obj
         local = [r for r in runners if r is not None]
-        if not in_memory:  # wake_up after sleep(level=2) reads the checkpoint again
-            local[0].weights_source = functools.partial(build_model, args, source)
+        for runner_obj in local if not in_memory else ():  # wake_up after sleep(level=2) reads the checkpoint
+            runner_obj.weights_source = functools.partial(build_model, args, source.on_mesh(runner_obj.mesh))
         engines = [LLMEngine(
             runner_obj or RemoteReplica(rank), num_blocks=(runner_obj or local[0]).num_blocks,
             block_size=args.block_size,

@@ -26,6 +26,10 @@ class ModelSource:
     mesh: Any
     gguf: bool
 
+    def on_mesh(self, mesh) -> ModelSource:
+        """The same weights placed on another mesh (a data-parallel replica's)."""
+        return dataclasses.replace(self, mesh=mesh)
+
 
 def locate_model(args: EngineArgs) -> ModelSource:
     """Resolve ``args.model`` to a local path, read its config (with the overrides) and build the mesh. No
@@ -116,7 +120,7 @@ def replica_models(model, args: EngineArgs, source: ModelSource) -> list[tuple[A
         elif not (mesh.is_multi_process or source.mesh.is_multi_process):
             out.append((nnx.merge(graphdef, copy_to_mesh(state, mesh)), mesh))
         else:
-            out.append((build_model(args, dataclasses.replace(source, mesh=mesh)), mesh))
+            out.append((build_model(args, source.on_mesh(mesh)), mesh))
     return out
 
 

@@ -59,6 +59,7 @@ def test_per_replica_calls_and_beam_search(checkpoint, reference):
     assert llm.collective_rpc(lambda runner: runner.mesh.devices.flat[0].id) == [0, 1]
     assert llm.apply_model(lambda model: type(model).__name__) == ["LlamaForCausalLM"] * 2
     llm.update_weights(llm.get_weights())  # replica 0's arrays, copied onto replica 1's device
+    assert llm.collective_rpc("reload_weights") == [None, None]  # each replica reads the checkpoint again
     assert _tokens(llm.generate(PROMPTS, PARAMS, use_tqdm=False)) == reference
     one = _llm(checkpoint).beam_search([{"prompt_token_ids": [5, 6, 7]}], BeamSearchParams(beam_width=2, max_tokens=3))
     two = llm.beam_search([{"prompt_token_ids": [5, 6, 7]}], BeamSearchParams(beam_width=2, max_tokens=3))
