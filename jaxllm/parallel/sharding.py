@@ -99,8 +99,14 @@ def is_local(mesh: Mesh) -> bool:
 
 
 def local_meshes(tensor_parallel_size: int, data_parallel_size: int) -> list[Mesh]:
-    """The replica meshes this process takes part in (``replica_meshes``, in replica order)."""
-    return [m for m in replica_meshes(tensor_parallel_size, data_parallel_size) if is_local(m)]
+    """The replica meshes this process takes part in (``replica_meshes``, in replica order). A process whose
+    devices serve no replica is a ValueError: every process of a ``jax.distributed`` job must take part."""
+    meshes = [m for m in replica_meshes(tensor_parallel_size, data_parallel_size) if is_local(m)]
+    if not meshes:
+        raise ValueError(f"process {jax.process_index()} drives none of the tensor_parallel_size="
+                         f"{tensor_parallel_size} x data_parallel_size={data_parallel_size} devices in use; make "
+                         f"them cover all {jax.device_count()} devices of the {jax.process_count()} processes")
+    return meshes
 
 
 def copy_to_mesh(tree, mesh: Mesh):
