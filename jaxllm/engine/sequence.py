@@ -33,6 +33,7 @@ class Sequence:
         "detokenizer",
         "eos_token_ids",
         "finish_reason",
+        "host_blocks",
         "first_scheduled_time",
         "first_token_time",
         "index",
@@ -85,6 +86,7 @@ class Sequence:
         self.num_computed_tokens = 0
         self.num_cached_tokens: int | None = None  # prefix-cache hit tokens at first admission
         self.block_table: list[int] = []
+        self.host_blocks: list[int] = []  # host-tier slots of its blocks while preempted by swap
         self.block_hashes: list[int] = []
         self.num_registered_blocks = 0  # leading blocks of block_table already offered to the cache
         self.status = SequenceStatus.WAITING
