@@ -21,6 +21,7 @@ from jaxllm.engine_args_checks import (
     check_positive_int,
     parse_env_choice,
 )
+from jaxllm.host_memory import available_host_bytes
 from jaxllm.unsupported_args import UNSUPPORTED, check_unsupported
 from jaxllm.weights.inflight import DEFAULT_INFLIGHT_BYTES
 
@@ -83,7 +84,9 @@ class EngineArgs:
     distributed_executor_backend: str | None = None
     disable_custom_all_reduce: bool = False  # XLA's collectives: there is no custom all-reduce either way
     gpu_memory_utilization: float = 0.9
-    swap_space: float = 4  # preemption recomputes: 4 (vLLM's default) or 0, never used
+    swap_space: float = 4  # GiB of host memory for KV blocks: preemption by swap, host prefix cache
+    preemption_mode: str | None = None  # "recompute", "swap", or None: the cheaper (docs/kv_offload.md)
+    host_prefix_cache: bool = False  # evicted prefix blocks go to the swap_space host tier and hit there
     kv_cache_memory_bytes: int | None = None
     num_gpu_blocks_override: int | None = None
     block_size: int = 16
@@ -171,6 +174,21 @@ class EngineArgs:
         self._validate_memory_and_outputs()
         self.compilation_cache_dir = check_compilation_config(self.compilation_config, self.compilation_cache_dir)
 
+    def _validate_host_tier(self) -> None:
+        swap = self.swap_space
+        if isinstance(swap, bool) or not isinstance(swap, (int, float)) or not swap >= 0:
+            raise ValueError(f"swap_space={swap!r}: give the GiB of host memory for KV blocks (a number >= 0)")
+        available = available_host_bytes()
+        if available is not None and swap * 2**30 > available:
+            raise ValueError(f"swap_space={swap!r} GiB is more than the free host memory "
+                             f"({available / 2**30:.1f} GiB available)")
+        check_choice("preemption_mode", self.preemption_mode, (None, "recompute", "swap"))
+        check_bool("host_prefix_cache", self.host_prefix_cache)
+        if self.preemption_mode == "swap" and not swap:
+            raise ValueError("preemption_mode='swap' needs swap_space > 0 (the host memory blocks are swapped to)")
+        if self.host_prefix_cache and not (swap and self.enable_prefix_caching):
+            raise ValueError("host_prefix_cache=True needs swap_space > 0 and enable_prefix_caching=True")
+
     def _validate_memory_and_outputs(self) -> None:
         from jaxllm.quantization_config import check_quantization
 
@@ -178,9 +196,7 @@ class EngineArgs:
         gmu = self.gpu_memory_utilization
         if isinstance(gmu, bool) or not isinstance(gmu, (int, float)) or not 0 < gmu <= 1:
             raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {gmu!r}")
-        if self.swap_space not in (0, 4):
-            raise ValueError(f"swap_space={self.swap_space!r}: jaxllm preempts by recompute and never swaps to "
-                             "CPU memory; leave swap_space at its default (4) or pass 0")
+        self._validate_host_tier()
         if self.max_logprobs > MAX_LOGPROBS:
             raise ValueError(f"max_logprobs={self.max_logprobs} is not supported: the sampler returns at most "
                              f"{MAX_LOGPROBS} logprobs per token (vLLM's default)")

@@ -80,6 +80,7 @@ class LLM(EngineControl):
             tokenizer=self.tokenizer, seed=args.seed, async_scheduling=args.async_scheduling,
             max_logprobs=args.max_logprobs, log_stats=not args.disable_log_stats,
             scheduling_policy=args.scheduling_policy, model_config=cfg,
+            **runner_obj.host_tier_kwargs(args),
             model_name=type(model).__name__ if in_memory else os.fspath(model))
         self._request_counter = itertools.count()
         self._default_params = self._generation_config_defaults()

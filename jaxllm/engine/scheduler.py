@@ -40,8 +40,8 @@ from typing import Any
 
 from .batch import RunnerOutput, ScheduledBatch, ScheduledSeq
 from .block_manager import BlockManager
-from .host_tier import PREEMPTION_MODES, PreemptionCost
 from .detokenizer import make_logprobs
+from .host_tier import PREEMPTION_MODES, PreemptionCost
 from .sequence import Sequence, SequenceStatus
 
 POLICIES = ("fcfs", "priority")

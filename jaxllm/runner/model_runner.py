@@ -31,11 +31,13 @@ from jax.sharding import NamedSharding, PartitionSpec
 from jaxllm import ops
 from jaxllm.config import ModelConfig
 from jaxllm.engine.batch import RunnerOutput, ScheduledBatch, TokenLogprobs
+from jaxllm.engine.host_tier import PreemptionCost
 from jaxllm.engine_args import EngineArgs
 from jaxllm.models.quant import forward_compiler_options
 from jaxllm.parallel.sharding import cache_kv_heads, logical_to_spec, sharding_rules
 from jaxllm.runner.buckets import Bucket, BucketLadder
 from jaxllm.runner.input_batch import BlockTableRows, build_step_inputs, dummy_step_inputs, pack_step_inputs
+from jaxllm.runner.kv_swap import make_host_pool, preemption_cost_terms
 from jaxllm.runner.memory import (
     GPU_SLACK_BYTES,
     activation_reserve_bytes,
@@ -50,8 +52,8 @@ from jaxllm.runner.sampling_metadata import (
     to_runner_output,
 )
 from jaxllm.runner.sleep_mode import SleepMode
-from jaxllm.runner.weight_updates import WeightUpdates
 from jaxllm.runner.step import make_forward, make_prompt_logprobs, make_sample
+from jaxllm.runner.weight_updates import WeightUpdates
 
 logger = logging.getLogger("jaxllm")
 
@@ -103,6 +105,10 @@ class ModelRunner(SleepMode, WeightUpdates):
         # Shapes only until warm-up has compiled the programs: XLA's autotuner needs device memory while it
         # compiles (several programs at once, in threads), memory the cache takes once it exists.
         self._set_cache_shapes(self.num_blocks)
+        # the KV cache's host tier (swap_space; None when nothing would use it)
+        self.host_kv = (make_host_pool(args.swap_space, self.kv_caches, self._cache_sharding)
+                        if args.swap_space and (args.preemption_mode != "recompute" or args.host_prefix_cache)
+                        else None)
         # (impl of other steps, impl of steps with a prefill of >= min_len new tokens, min_len), or None
         self.prefill_split = self._choose_prefill_split()
         self._max_seqs = self.ladder.buckets[-1].num_seqs
@@ -313,7 +319,16 @@ class ModelRunner(SleepMode, WeightUpdates):
         self.first_run_seconds = time.perf_counter() - t0
         logger.info("ran each of %d programs once in %.1fs", len(self._compiled), self.first_run_seconds)
 
-    @property
+    def host_tier_kwargs(self, args: EngineArgs) -> dict:
+        """LLMEngine's host-tier keywords: the slots, the switches, and the preemption cost rule's constants
+        for this model and device (kv_swap.py)."""
+        if self.host_kv is None:
+            return {"num_host_blocks": 0, "preemption_mode": args.preemption_mode}
+        cost = preemption_cost_terms(self.params, self.cfg, self.host_kv.slot_bytes(self.kv_caches),
+                                     self.mesh.devices.flat[0].platform)
+        return {"num_host_blocks": self.host_kv.num_slots, "host_prefix_cache": args.host_prefix_cache,
+                "preemption_mode": args.preemption_mode, "preemption_cost": PreemptionCost(**cost)}
+
     def num_compilations(self) -> int:
         """Programs compiled so far: step variants plus prompt-logprob programs."""
         return len(self._compiled) + self._prompt_lp._cache_size()
@@ -324,6 +339,8 @@ class ModelRunner(SleepMode, WeightUpdates):
         """Launch one step on the device without waiting for it; ``fetch`` returns its output. Negative input
         ids (asynchronous scheduling) are read from the sampled ids of the step dispatched just before."""
         self.check_awake()
+        if batch.swap_out or batch.swap_in:  # the host tier's copies, before the step (host_tier.py)
+            self.kv_caches = self.host_kv.apply(self.kv_caches, batch.swap_out, batch.swap_in)
         bucket = self.ladder.pick(batch.num_tokens, batch.num_seqs)
         inputs = build_step_inputs(batch, bucket, self.block_size, self.max_blocks_per_seq, self._table_rows)
         md, sampler_config = build_sampling_metadata(batch.seqs, bucket.num_seqs, self.cfg.vocab_size)
@@ -347,6 +364,8 @@ class ModelRunner(SleepMode, WeightUpdates):
         t_wait = time.perf_counter()
         sampled = jax.device_get(step.sampled)  # the only host<->device sync of a step
         self.device_wait_seconds += time.perf_counter() - t_wait
+        if self.host_kv is not None:
+            self.host_kv.flush()  # swap-outs dispatched before this step: done
         out = to_runner_output(step.batch.seqs, sampled)
         if step.hidden is not None:
             out.prompt_logprobs = self._prompt_logprobs(step.batch, step.hidden)
