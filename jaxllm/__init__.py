@@ -10,9 +10,10 @@ from jaxllm.llm import LLM
 from jaxllm.load import load_model
 from jaxllm.outputs import CompletionOutput, Logprob, RequestOutput
 from jaxllm.sampling_params import BeamSearchParams, RequestOutputKind, SamplingParams
+from jaxllm.structured_outputs import GuidedDecodingParams, StructuredOutputsConfig, StructuredOutputsParams
 
 __version__ = "0.1.0"
 
-__all__ = ["DEFAULT_MODEL", "LLM", "BeamSearchParams", "CompletionOutput", "Logprob", "PromptType", "RequestOutput",
-           "RequestOutputKind", "SamplingParams", "TextPrompt", "TokensPrompt", "load_model",
-           "model_from_params"]
+__all__ = ["DEFAULT_MODEL", "LLM", "BeamSearchParams", "CompletionOutput", "GuidedDecodingParams", "Logprob",
+           "PromptType", "RequestOutput", "RequestOutputKind", "SamplingParams", "StructuredOutputsConfig",
+           "StructuredOutputsParams", "TextPrompt", "TokensPrompt", "load_model", "model_from_params"]
