@@ -113,3 +113,16 @@ def test_bench_structured_compares_with_the_plain_run(tmp_path):
     s = result["jaxllm"]["structured"]
     assert s["output_tokens"] == 15 and s["num_aborted"] == 0 and s["ratio_vs_plain"] > 0
     assert s["grammar_compile_ms_per_schema"] > 0 and s["ttft_median_s"] > 0
+
+
+def test_bench_host_tier_options(tmp_path):
+    """--shared-prefix over a small device cache with the host prefix cache: the prefixes hit in the host tier."""
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps(TINY))
+    result = main(["--config", str(cfg), "--num-requests", "6", "--prompt-len", "4", "4", "--output-len", "2", "2",
+                   "--max-num-seqs", "2", "--max-num-batched-tokens", "64", "--enforce-eager", "--block-size", "8",
+                   "--num-gpu-blocks-override", "12", "--shared-prefix", "48", "3", "--swap-space", "0.01",
+                   "--host-prefix-cache"])
+    ours = result["jaxllm"]
+    assert ours["output_tokens"] == 12 and ours["swap_space"] == 0.01
+    assert ours["host_prefix_cache_hits"] > 0 and ours["prefix_cache_hit_tokens"] >= 3 * 48
