@@ -65,7 +65,7 @@ def test_full_host_falls_back_to_recompute():
 def shared_prefix_runs(num_host_blocks, host_prefix_cache):
     """Three 24-token prefixes (6 blocks each) over a 14-block device cache, each asked twice in turn."""
     prefixes = random_prompts(3, lo=24, hi=24, seed=5)
-    eng, runner = make_engine(num_blocks=14, max_num_seqs=2, max_num_batched_tokens=32,
+    eng, _ = make_engine(num_blocks=14, max_num_seqs=2, max_num_batched_tokens=32,
                               num_host_blocks=num_host_blocks, host_prefix_cache=host_prefix_cache)
     cached = []
     for round_ in range(2):
@@ -89,7 +89,7 @@ def test_host_prefix_cache_hits_prefixes_larger_than_the_device_cache():
 
 
 def test_small_host_prefix_cache_evicts_lru_and_stays_exact():
-    eng, cached = shared_prefix_runs(5, True)
+    eng, _ = shared_prefix_runs(5, True)
     assert len(eng.block_manager.host.cached) == 5
 
 

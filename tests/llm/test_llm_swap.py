@@ -14,8 +14,8 @@ from jaxllm import LLM, SamplingParams
 
 PARAMS = SamplingParams(temperature=0.0, max_tokens=20, ignore_eos=True)
 # 12 blocks of 8 tokens: 4 sequences of ~40-60 tokens cannot all fit -> preemption
-TIGHT = dict(max_num_seqs=4, max_num_batched_tokens=32, block_size=8, num_gpu_blocks_override=12,
-             enforce_eager=True)
+TIGHT = {"max_num_seqs": 4, "max_num_batched_tokens": 32, "block_size": 8, "num_gpu_blocks_override": 12,
+         "enforce_eager": True}
 
 
 @pytest.mark.parametrize("async_scheduling", [True, False])
@@ -34,7 +34,7 @@ def test_preemption_by_swap_keeps_outputs_exact(llama_dir, async_scheduling):
 
 
 def test_host_memory_is_bounded_and_freed(llama_dir):
-    path, hf = llama_dir
+    path, _ = llama_dir
     llm = LLM(str(path), swap_space=0.01, preemption_mode="swap", **TIGHT)
     prompts = random_prompts(6, 448, lo=20, hi=40, seed=4)
     sizes = []
@@ -59,8 +59,7 @@ def test_host_prefix_cache_hits_prefixes_beyond_the_device_cache(llama_dir):
     path, hf = llama_dir
     prefixes = random_prompts(3, 448, lo=48, hi=49, seed=5)
     params = SamplingParams(temperature=0.0, max_tokens=4, ignore_eos=True)
-    kw = dict(max_num_seqs=2, max_num_batched_tokens=32, block_size=8, num_gpu_blocks_override=12,
-              enforce_eager=True)
+    kw = {**TIGHT, "max_num_seqs": 2}
     llm = LLM(str(path), swap_space=0.01, host_prefix_cache=True, **kw)
     plain = LLM(str(path), swap_space=0, **kw)
     for round_ in range(2):
