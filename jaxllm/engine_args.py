@@ -32,6 +32,7 @@ KV_CACHE_DTYPES = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
 RUNNERS = ("auto", "generate", "pooling")
 BLOCK_SIZES = (8, 16, 32, 64, 128, 256)
 SCHEDULING_POLICIES = ("fcfs", "priority")
+DEFAULT_SWAP_SPACE = 4  # GiB (vLLM's)
 DISTRIBUTED_EXECUTOR_BACKENDS = (None, "uni", "mp")  # one controller process drives every local device
 CONFIG_FORMATS = ("auto", "hf")
 LOGPROBS_MODES = ("raw_logprobs",)
@@ -84,7 +85,9 @@ class EngineArgs:
     distributed_executor_backend: str | None = None
     disable_custom_all_reduce: bool = False  # XLA's collectives: there is no custom all-reduce either way
     gpu_memory_utilization: float = 0.9
-    swap_space: float = 4  # GiB of host memory for KV blocks: preemption by swap, host prefix cache
+    # GiB of host memory for KV blocks (preemption by swap, host prefix cache); None: vLLM's 4, or half the
+    # free host memory when that is less (an explicit value larger than the free memory is an error)
+    swap_space: float | None = None
     preemption_mode: str | None = None  # "recompute", "swap", or None: the cheaper (docs/kv_offload.md)
     host_prefix_cache: bool = False  # evicted prefix blocks go to the swap_space host tier and hit there
     kv_cache_memory_bytes: int | None = None
@@ -181,9 +184,12 @@ class EngineArgs:
 
     def _validate_host_tier(self) -> None:
         swap = self.swap_space
+        available = available_host_bytes()
+        if swap is None:
+            swap = self.swap_space = DEFAULT_SWAP_SPACE if available is None else min(
+                DEFAULT_SWAP_SPACE, available / 2 / 2**30)
         if isinstance(swap, bool) or not isinstance(swap, (int, float)) or not swap >= 0:
             raise ValueError(f"swap_space={swap!r}: give the GiB of host memory for KV blocks (a number >= 0)")
-        available = available_host_bytes()
         if available is not None and swap * 2**30 > available:
             raise ValueError(f"swap_space={swap!r} GiB is more than the free host memory "
                              f"({available / 2**30:.1f} GiB available)")
