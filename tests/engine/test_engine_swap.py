@@ -5,7 +5,7 @@ unconstrained reference run; a block copied wrong shows up in the fake's cache c
 from __future__ import annotations
 
 import pytest
-from engine_fakes import make_engine
+from engine_fakes import CacheCheckingRunner, make_engine
 from test_engine_scheduling import check_against_reference, greedy, random_prompts, run_all
 
 from jaxllm.engine.host_tier import PreemptionCost
@@ -116,3 +116,31 @@ def test_bad_host_tier_options():
         make_engine(preemption_mode="swap")
     with pytest.raises(ValueError, match="host_prefix_cache needs"):
         make_engine(host_prefix_cache=True)
+
+
+class FailingOnSwap(CacheCheckingRunner):
+    """Raises on the first step that carries swap-outs, before making any copy."""
+
+    failed = False
+
+    def execute(self, batch):
+        if batch.swap_out and not self.failed:
+            self.failed = True
+            raise KeyboardInterrupt
+        return super().execute(batch)
+
+
+def test_failed_step_with_copies_recomputes_swapped_sequences():
+    prompts = random_prompts(8, lo=5, hi=30, seed=2)
+    max_tokens = [20 + i for i in range(8)]
+    runner = FailingOnSwap(16, 4, 8, 32)
+    eng, _ = make_engine(num_blocks=16, max_num_seqs=8, max_num_batched_tokens=32, runner=runner,
+                         num_host_blocks=64, host_prefix_cache=True, preemption_mode="swap")
+    for i, p in enumerate(prompts):
+        eng.add_request(str(i), p, greedy(max_tokens[i]))
+    with pytest.raises(KeyboardInterrupt):
+        while eng.has_unfinished_requests():
+            eng.step()
+    assert runner.failed
+    check_against_reference(run_all(eng), prompts, max_tokens)
+    assert eng.stats.num_swap_preemptions > 0
