@@ -350,6 +350,7 @@ class ModelRunner(SleepMode, WeightUpdates):
         return {"num_host_blocks": self.host_kv.num_slots, "host_prefix_cache": args.host_prefix_cache,
                 "preemption_mode": args.preemption_mode, "preemption_cost": PreemptionCost(**cost)}
 
+    @property
     def num_compilations(self) -> int:
         """Programs compiled so far: step variants plus prompt-logprob programs."""
         return len(self._compiled) + self._prompt_lp._cache_size()
