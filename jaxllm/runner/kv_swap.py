@@ -67,6 +67,11 @@ class HostKVPool:
         return sum(int(np.prod(s.shape)) // s.shape[1] * np.dtype(s.dtype).itemsize for s in cache_shapes)
 
     @property
+    def num_compilations(self) -> int:
+        """Copy programs compiled so far (one per padded size and direction, on first use)."""
+        return self._gather._cache_size() + self._scatter._cache_size()
+
+    @property
     def nbytes(self) -> int:
         return 0 if self.pools is None else sum(p.nbytes for p in self.pools)
 

@@ -352,8 +352,9 @@ class ModelRunner(SleepMode, WeightUpdates):
 
     @property
     def num_compilations(self) -> int:
-        """Programs compiled so far: step variants plus prompt-logprob programs."""
-        return len(self._compiled) + self._prompt_lp._cache_size()
+        """Programs compiled so far: step variants, prompt-logprob programs and the host tier's copies."""
+        swap = 0 if self.host_kv is None else self.host_kv.num_compilations
+        return len(self._compiled) + self._prompt_lp._cache_size() + swap
 
     # ---- execution -------------------------------------------------------------------------------------
 
