@@ -71,3 +71,12 @@ def test_host_prefix_cache_hits_prefixes_beyond_the_device_cache(llama_dir):
             assert out.num_cached_tokens == (48 if round_ else 0)
             assert ref.num_cached_tokens == 0
     assert llm.llm_engine.stats.num_host_prefix_cache_hits >= 18
+
+
+def test_preemption_by_swap_under_tensor_parallelism(llama_dir):
+    """TP=2: the cache is sharded over KV heads; swapped blocks gather every shard and go back sharded."""
+    path, hf = llama_dir
+    prompts = random_prompts(6, 448, lo=20, hi=40, seed=6)
+    llm = LLM(str(path), swap_space=0.01, preemption_mode="swap", tensor_parallel_size=2, **TIGHT)
+    check_parity(llm, hf, prompts, PARAMS)
+    assert llm.llm_engine.stats.num_swap_preemptions > 0
