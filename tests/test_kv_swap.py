@@ -15,7 +15,8 @@ SHAPE = (2, 10, 4, 2, 8)  # [K/V, blocks, block_size, kv_heads, head_dim]
 
 def caches_and_pool(num_slots=6, layers=2, dtype=jnp.bfloat16):
     rng = np.random.default_rng(0)
-    caches = [jnp.asarray(rng.standard_normal(SHAPE), dtype) for _ in range(layers)]
+    dev = jax.devices()[0]  # committed, as the runner allocates the cache
+    caches = [jax.device_put(jnp.asarray(rng.standard_normal(SHAPE), dtype), dev) for _ in range(layers)]
     pool = HostKVPool(num_slots, [jax.ShapeDtypeStruct(SHAPE, dtype)] * layers,
                       SingleDeviceSharding(jax.devices()[0]))
     return caches, pool
@@ -46,6 +47,19 @@ def test_same_step_order_and_repeated_slots():
     for b, c in zip(before, caches):
         np.testing.assert_array_equal(np.asarray(c)[:, 8], b[:, 6])
     assert not pool._pending
+
+
+def test_long_copies_go_in_chunks(monkeypatch):
+    monkeypatch.setattr("jaxllm.runner.kv_swap._MAX_COPY", 4)
+    caches, pool = caches_and_pool(num_slots=10)
+    before = [np.asarray(c) for c in caches]
+    order = [9, 0, 5, 1, 8, 2, 7, 3, 6, 4]
+    caches = pool.apply(caches, list(zip(range(10), range(10))), [])
+    pool.flush()
+    caches = pool.apply(caches, [], list(zip(range(10), order)))  # block i -> block order[i]
+    for b, c in zip(before, caches):
+        np.testing.assert_array_equal(np.asarray(c)[:, order], b)
+    assert pool.num_compilations == 2  # chunks of 4, 4 and 2 (padded to 4): one size per direction
 
 
 def test_pool_size_follows_swap_space():

@@ -10,8 +10,8 @@ indices, which numpy does in place, whereas a JAX host array would be rewritten 
 donated host-side scatter that not every backend compiles); the device -> host copy itself is a device
 transfer either way (``copy_to_host_async``). ``scripts/host_bandwidth.py`` measures both paths.
 
-Swap-out: one jitted gather of the ``n`` blocks from every layer (``n`` padded to a power of two, so few
-programs are compiled), whose transfer to the host starts at once (``copy_to_host_async``); the results are
+Swap-out: one jitted gather of the ``n`` blocks from every layer (``n`` padded to a power of two, and long
+lists copied in chunks of 256, so at most 7 programs per direction are compiled, on first use), whose transfer to the host starts at once (``copy_to_host_async``); the results are
 written into the slots when the step's output is fetched (the gather ran before the step, so it is done by
 then) or before a swap-in needs them. Swap-in: the slots' data goes to the device in one transfer and one
 jitted, donated scatter writes it into the cache before the step's forward. Neither blocks the host per block.
@@ -28,6 +28,7 @@ import numpy as np
 HOST_BANDWIDTH = {"gpu": 25e9, "cpu": 10e9}  # bytes / s
 DEVICE_FLOPS = {"gpu": 400e12, "cpu": 50e9}  # FLOP / s
 _MIN_COPY = 4  # smallest padded copy
+_MAX_COPY = 256  # largest: longer lists are copied in chunks, so at most 7 sizes per direction are compiled
 
 
 def _gather(caches, idx):
@@ -77,9 +78,10 @@ class HostKVPool:
 
     def apply(self, caches: list, swap_out: list[tuple[int, int]], swap_in: list[tuple[int, int]]) -> list:
         """Issue one step's copies (swap-outs first); returns the cache arrays (the swap-in donates them)."""
-        if swap_out:
-            last = {slot: block for block, slot in swap_out}  # a slot written twice in a step keeps the later
-            slots, blocks = zip(*last.items())
+        last = {slot: block for block, slot in swap_out}  # a slot written twice in a step keeps the later
+        out = [(block, slot) for slot, block in last.items()]
+        for c in range(0, len(out), _MAX_COPY):
+            blocks, slots = zip(*out[c:c + _MAX_COPY])
             gathered = self._gather(caches, _padded(list(blocks)))
             for a in gathered:
                 a.copy_to_host_async()
@@ -87,7 +89,8 @@ class HostKVPool:
         if swap_in:
             self.flush()
             self._ensure_pools()
-            slots, blocks = zip(*swap_in)
+        for c in range(0, len(swap_in), _MAX_COPY):
+            slots, blocks = zip(*swap_in[c:c + _MAX_COPY])
             idx = _padded(list(slots))
             values = jax.device_put([p[:, idx] for p in self.pools], self._sharding)
             caches = self._scatter(caches, _padded(list(blocks)), values)
