@@ -59,8 +59,9 @@ class HostKVPool:
         self._sharding = sharding
         self.pools: list[np.ndarray] | None = None
         self._pending: list[tuple[np.ndarray, int, list]] = []  # (slots, n, gathered device arrays)
-        self._gather = jax.jit(_gather)
-        self._scatter = jax.jit(_scatter, donate_argnums=0)
+        # per-pool wrappers: jax.jit of one function shares its cache, and num_compilations counts this pool's
+        self._gather = jax.jit(lambda caches, idx: _gather(caches, idx))
+        self._scatter = jax.jit(lambda caches, idx, values: _scatter(caches, idx, values), donate_argnums=0)
 
     @staticmethod
     def slot_bytes(cache_shapes) -> int:
