@@ -96,6 +96,19 @@ def kernel_fields(args: EngineArgs) -> dict[str, Any]:
             "quant_matmul_impl": args.quant_matmul_impl, "int4_kernel_variant": args.int4_kernel_variant}
 
 
+def load_tokenizer_for(args: EngineArgs, source: ModelSource):
+    """The tokenizer ``args`` ask for (``tokenizer``, else the model's own; a GGUF file's from its metadata), or
+    None with ``skip_tokenizer_init``."""
+    from jaxllm.tokenizer import load_tokenizer
+
+    if args.skip_tokenizer_init:
+        return None
+    return load_tokenizer(args.tokenizer or source.path, tokenizer_mode=args.tokenizer_mode,
+                          trust_remote_code=args.trust_remote_code, revision=args.tokenizer_revision or args.revision,
+                          gguf_source=args.tokenizer is None and source.gguf, token=args.hf_token,
+                          cache_dir=args.download_dir, code_revision=args.code_revision)
+
+
 def build_model(args: EngineArgs, source: ModelSource):
     """The NNX model on ``source.mesh``: random weights of the real shapes (load_format="dummy") or the
     checkpoint's."""
@@ -121,4 +134,7 @@ def load_model(path: str | os.PathLike, dtype="auto", **kwargs):
     ``jaxllm.models.quant``), or "awq" / "gptq" (4-bit checkpoints; ``jaxllm.models.quant_int4``); ``revision``,
     ``hf_token``, ``download_dir``, ``hf_overrides``, ``seed`` and the kernel keywords of docs/settings.md."""
     args = EngineArgs.from_kwargs({"model": path, "dtype": dtype, **kwargs})
+    if args.enable_lora:
+        raise ValueError("enable_lora=True is an LLM keyword: load_model returns the base model (LoRA adapters are "
+                         "served by LLM.generate with a lora_request)")
     return build_model(args, locate_model(args))

@@ -74,6 +74,7 @@ class Scheduler:
         policy: str = "fcfs",  # or "priority"
         preemption_mode: str | None = None,  # "recompute", "swap", or None: the cheaper by preemption_cost
         preemption_cost: PreemptionCost | None = None,
+        max_loras: int | None = None,  # distinct LoRA adapters among running sequences (None: no limit)
     ) -> None:
         if policy not in POLICIES:
             raise ValueError(f"scheduling policy {policy!r} is not supported; choose one of {POLICIES}")
@@ -90,6 +91,7 @@ class Scheduler:
         self.max_num_batched_tokens = max_num_batched_tokens
         self.max_model_len = max_model_len
         self.decode_token = decode_token
+        self.max_loras = max_loras
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []  # admission order
         self._inflight: deque[_InFlight] = deque()  # scheduled steps not yet updated, oldest first
@@ -171,33 +173,32 @@ class Scheduler:
 
         if not preempted:
             waiting = self.waiting
-            compiling = []  # structured outputs: sequences whose grammar is still compiling keep their place
+            loras = {s.lora_int_id for s in running} - {0} if self.max_loras is not None else set()
+            # waiting sequences that cannot start this step keep their place: a grammar still compiling
+            # (structured outputs), or an adapter beyond max_loras
+            skipped: list[Sequence] = []
             while waiting and budget > 0 and len(running) < self.max_num_seqs:
                 seq = waiting[0]
-                if seq.grammar is not None and not seq.grammar.ready():
-                    compiling.append(waiting.popleft())
+                if (seq.grammar is not None and not seq.grammar.ready()) or self._adapter_waits(seq, loras):
+                    skipped.append(waiting.popleft())
                     continue
                 if seq.host_blocks:  # preempted by swap: resume where it stopped
                     start = seq.num_computed_tokens
                     n = min(len(seq.token_ids) - start, budget)
                     if not bm.swap_in(seq, n):
                         break
-                    waiting.popleft()
-                    seq.status = SequenceStatus.RUNNING
-                    running.append(seq)
-                    batch.append(self._scheduled_seq(seq, start, n))
-                    scheduled.append(seq)
-                    budget -= n
-                    continue
-                hits = bm.get_computed_blocks(seq)
-                start = len(hits) * bm.block_size
-                n = min(len(seq.token_ids) - start, budget)
-                if not bm.allocate_slots(seq, n, hits):
-                    break  # FCFS: nobody overtakes the head of the queue
+                else:
+                    hits = bm.get_computed_blocks(seq)
+                    start = len(hits) * bm.block_size
+                    n = min(len(seq.token_ids) - start, budget)
+                    if not bm.allocate_slots(seq, n, hits):
+                        break  # FCFS: nobody overtakes the head of the queue
+                    if bm.enable_prefix_caching and seq.read_prefix_cache:
+                        self.prefix_cache_queries += len(seq.token_ids)
+                        self.prefix_cache_hits += start
                 waiting.popleft()
-                if bm.enable_prefix_caching and seq.read_prefix_cache:
-                    self.prefix_cache_queries += len(seq.token_ids)
-                    self.prefix_cache_hits += start
+                if seq.lora_int_id:
+                    loras.add(seq.lora_int_id)
                 if seq.num_cached_tokens is None:  # reported hits: those of the first admission
                     seq.num_cached_tokens = start
                 if seq.first_scheduled_time is None:
@@ -207,7 +208,7 @@ class Scheduler:
                 batch.append(self._scheduled_seq(seq, start, n))
                 scheduled.append(seq)
                 budget -= n
-            waiting.extendleft(reversed(compiling))
+            waiting.extendleft(reversed(skipped))
 
         for sseq, seq in zip(batch, scheduled):
             seq.num_computed_tokens = sseq.start + sseq.num_new_tokens
@@ -217,6 +218,11 @@ class Scheduler:
             needs_sync = any(seq.needs_history for seq in scheduled)
             self._inflight.append(_InFlight(result, scheduled, bm.take_pending_hashes(), needs_sync))
         return result
+
+    def _adapter_waits(self, seq: Sequence, loras: set[int]) -> bool:
+        """Whether admitting ``seq`` would make more than ``max_loras`` distinct LoRA adapters run at once."""
+        return (self.max_loras is not None and seq.lora_int_id != 0 and seq.lora_int_id not in loras
+                and len(loras) >= self.max_loras)
 
     def _scheduled_seq(self, seq: Sequence, start: int, n: int) -> ScheduledSeq:
         num_out = len(seq.token_ids) - seq.num_prompt_tokens
@@ -237,6 +243,7 @@ class Scheduler:
             and start < seq.num_prompt_tokens - 1
             and len(seq.prompt_logprobs) < seq.num_prompt_tokens,
             grammar=seq.grammar,
+            lora_request=seq.lora_request,
         )
 
     def waiting_grammars(self) -> list:

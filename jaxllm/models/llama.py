@@ -26,6 +26,7 @@ from jaxllm.config import ModelConfig
 from jaxllm.config_families import LAYER_NORMS
 from jaxllm.models.attention import Attention, AttentionMetadata, DenseCausalAttention, PagedAttention
 from jaxllm.models.layers import GatedMLP, norm, param, rope_cos_sin
+from jaxllm.models.lora import LayerLoRA
 
 
 def _identity(x):
@@ -48,25 +49,28 @@ class DecoderLayer(nnx.Module):
         return (get("input_layernorm"), self.post_attention_layernorm, get("pre_feedforward_layernorm"),
                 self.post_feedforward_layernorm)
 
-    def __call__(self, x, cos, sin, attend, kv_cache):
+    def __call__(self, x, cos, sin, attend, kv_cache, lora: LayerLoRA | None = None):
         attn_in, attn_out, mlp_in, mlp_out = self._norms()
         with jax.named_scope("attention"):
-            h, kv_cache = self.self_attn(attn_in(x), cos, sin, attend, kv_cache)
+            h, kv_cache = self.self_attn(attn_in(x), cos, sin, attend, kv_cache, lora=lora)
             x = x + attn_out(h)
-        x = x + mlp_out(self.mlp(mlp_in(x)))
+        x = x + mlp_out(self.mlp(mlp_in(x), lora=lora))
         return x, kv_cache
 
 
 @functools.partial(jax.jit, static_argnums=(0,))
-def _apply_layer(graphdef, state, x, cos, sin, attend, kv_cache):
+def _apply_layer(graphdef, state, x, cos, sin, attend, kv_cache, lora=None):
     """One decoder layer as its own jitted function: layers of the same structure share one trace (per shape),
     so tracing a bucket costs one layer instead of all of them (XLA inlines the calls; the compiled program is
-    the same). ``attend`` is a pytree (its metadata arrays are traced, its impl/mesh static)."""
-    return nnx.merge(graphdef, state)(x, cos, sin, attend, kv_cache)
+    the same). ``attend`` is a pytree (its metadata arrays are traced, its impl/mesh static); ``lora`` this
+    layer's adapters (LayerLoRA) or None."""
+    return nnx.merge(graphdef, state)(x, cos, sin, attend, kv_cache, lora)
 
 
 class LlamaForCausalLM(nnx.Module):
     """Decoder-only transformer with SwiGLU MLPs, RMSNorm and rotary embeddings."""
+
+    supports_lora = True  # forward_paged takes per-layer LoRA adapters (jaxllm/models/lora.py)
 
     def __init__(self, cfg: ModelConfig, *, dtype=None, rngs: nnx.Rngs | None = None):
         dtype = jnp.dtype(dtype or cfg.dtype)
@@ -81,7 +85,7 @@ class LlamaForCausalLM(nnx.Module):
         else:
             self.lm_head = param((cfg.vocab_size, cfg.hidden_size), dtype, ("vocab", "embed"), rngs=rngs)
 
-    def _backbone(self, input_ids, positions, attend, kv_caches):
+    def _backbone(self, input_ids, positions, attend, kv_caches, lora=None):
         cfg = self.config
         x = jnp.take(self.embed[...], input_ids, axis=0)
         if cfg.embed_scale:  # the scale in the activation dtype, as HF (bf16 rounds sqrt(D))
@@ -98,7 +102,8 @@ class LlamaForCausalLM(nnx.Module):
             graphdef, state = nnx.split(layer)
             with jax.named_scope(f"layer_{i}"):
                 x, cache = _apply_layer(graphdef, state, x, cos, sin, attend,
-                                        None if kv_caches is None else kv_caches[i])
+                                        None if kv_caches is None else kv_caches[i],
+                                        None if lora is None else lora[i])
             new_caches.append(cache)
         return self.norm(x), new_caches
 
@@ -120,7 +125,9 @@ class LlamaForCausalLM(nnx.Module):
         return self.compute_logits(hidden)
 
     def forward_paged(self, input_ids: jax.Array, positions: jax.Array, kv_caches: list[jax.Array],
-                      metadata: AttentionMetadata, attention_impl: str | None = None, mesh=None):
+                      metadata: AttentionMetadata, attention_impl: str | None = None, mesh=None,
+                      lora: list[LayerLoRA] | None = None):
         """Engine path: ids/positions [T] -> (hidden [T, D], updated kv_caches). ``mesh``: run attention per
-        tensor-parallel shard (see PagedAttention)."""
-        return self._backbone(input_ids, positions, PagedAttention(metadata, attention_impl, mesh), kv_caches)
+        tensor-parallel shard (see PagedAttention). ``lora``: one LayerLoRA per layer (multi-LoRA), or None."""
+        return self._backbone(input_ids, positions, PagedAttention(metadata, attention_impl, mesh), kv_caches,
+                              lora)
