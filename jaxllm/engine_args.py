@@ -44,6 +44,7 @@ LOGPROBS_MODES = ("raw_logprobs",)
 # Kernel choices (the names of the ops' dispatchers; tests/test_settings.py checks they match).
 ATTENTION_BACKENDS = ("reference", "chunked", "pallas_triton", "pallas_mosaic")
 QUANT_MATMUL_IMPLS = ("reference", "pallas_triton", "mosaic_gpu")
+MOE_MATMUL_IMPLS = ("reference", "ragged_dot", "pallas_triton")  # ops/grouped_matmul
 INT4_KERNEL_VARIANTS = ("gather", "split", "joined")
 FP8_ACTIVATION_MODES = ("auto", "none", "dynamic")
 ATTENTION_FP8_DOTS = ("auto", "q", "f16")
@@ -52,6 +53,7 @@ _GPU_DEFAULTS = {"max_num_seqs": 256, "max_num_batched_tokens": 8192}
 # The CPU is for tests and notebooks: fewer, smaller buckets keep start-up compiles short.
 _CPU_DEFAULTS = {"max_num_seqs": 16, "max_num_batched_tokens": 256}
 _CHOICES = {"attention_backend": ATTENTION_BACKENDS, "quant_matmul_impl": QUANT_MATMUL_IMPLS,
+            "moe_matmul_impl": MOE_MATMUL_IMPLS,
             "int4_kernel_variant": INT4_KERNEL_VARIANTS, "fp8_activations": FP8_ACTIVATION_MODES,
             "attention_fp8_dot": ATTENTION_FP8_DOTS}
 
@@ -86,6 +88,7 @@ class EngineArgs:
     seed: int = 0
     # -- devices and memory --
     tensor_parallel_size: int = 1
+    enable_expert_parallel: bool = False  # MoE models: whole experts per device, not a slice of each (models/moe.py)
     distributed_executor_backend: str | None = None
     disable_custom_all_reduce: bool = False  # XLA's collectives: there is no custom all-reduce either way
     gpu_memory_utilization: float = 0.9
@@ -133,6 +136,7 @@ class EngineArgs:
     attention_fp8_dot: str | None = None
     quant_matmul_impl: str | None = None
     int4_kernel_variant: str | None = None
+    moe_matmul_impl: str | None = None  # MoE experts' grouped matmul; None: Pallas on NVIDIA GPUs, else ragged_dot
     fp8_activations: str | None = None
     load_inflight_bytes: int | None = None
 
@@ -170,7 +174,7 @@ class EngineArgs:
             raise TypeError(f"seed must be an int, got {self.seed!r}")
         for name in ("enable_prefix_caching", "async_scheduling", "skip_tokenizer_init", "trust_remote_code",
                      "enforce_eager", "disable_log_stats", "disable_custom_all_reduce", "enable_sleep_mode",
-                     "enable_lora"):
+                     "enable_lora", "enable_expert_parallel"):
             check_bool(name, getattr(self, name))
         self._validate_lora()
         check_choice("runner", self.runner, RUNNERS)

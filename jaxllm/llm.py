@@ -267,7 +267,7 @@ def _lora_slots(args: EngineArgs, cfg, mesh, model_path: str, model):
     """The device slots of LoRA adapters (jaxllm.runner.lora_slots) when ``enable_lora``, else None."""
     if not args.enable_lora:
         return None
-    if not getattr(model, "supports_lora", False):
+    if not getattr(model, "supports_lora", False) or cfg.num_experts:
         raise ValueError(f"enable_lora=True is not supported for {cfg.architecture} yet")
     from jaxllm.config import resolve_dtype_name
     from jaxllm.runner.lora_slots import LoRASlots

@@ -40,7 +40,7 @@ def locate_model(args: EngineArgs) -> ModelSource:
         raise ValueError(f"load_format='safetensors' but {args.model!r} is a GGUF file")
     hf = apply_hf_overrides(hf_config_dict(path), args)
     cfg = model_config(path, args.dtype, args.quantization, hf=hf)
-    cfg = dataclasses.replace(cfg, **kernel_fields(args))
+    cfg = dataclasses.replace(cfg, **kernel_fields(args)).with_expert_parallel(args.enable_expert_parallel)
     return ModelSource(path, cfg, make_mesh(args.tensor_parallel_size), gguf)
 
 
@@ -93,7 +93,8 @@ def kernel_fields(args: EngineArgs) -> dict[str, Any]:
     from jaxllm.models.quant import resolve_fp8_activations
 
     return {"fp8_activations": resolve_fp8_activations(args.fp8_activations or "auto"),
-            "quant_matmul_impl": args.quant_matmul_impl, "int4_kernel_variant": args.int4_kernel_variant}
+            "quant_matmul_impl": args.quant_matmul_impl, "int4_kernel_variant": args.int4_kernel_variant,
+            "moe_matmul_impl": args.moe_matmul_impl}
 
 
 def load_tokenizer_for(args: EngineArgs, source: ModelSource):

@@ -13,7 +13,8 @@ from typing import Any
 _MULTIMODAL = "multimodal inputs are not supported (the supported models are text-only)"
 _LORA = "LoRA adapters are supported without this option (docs/lora.md)"
 _DATA_PARALLEL = "data parallelism is not supported yet (one engine drives tensor_parallel_size local devices)"
-_EXPERT_PARALLEL = "expert parallelism and its load balancer are not supported yet"
+_EXPERT_PARALLEL = ("expert parallelism's load balancer (redundant experts) is not supported yet; "
+                    "enable_expert_parallel=True splits the experts evenly")
 _TRACING = "request tracing and hidden metrics are not supported"
 _POOLING = "pooling models are not supported yet (runner='generate' only)"
 _PLUGINS = "vLLM's worker, scheduler and connector plug-ins have no jaxllm counterpart"
@@ -43,7 +44,6 @@ UNSUPPORTED: dict[str, tuple[tuple[Any, ...], str]] = {
     "data_parallel_rpc_port": ((), _DATA_PARALLEL),
     "data_parallel_hybrid_lb": ((False,), _DATA_PARALLEL),
     "data_parallel_backend": (("mp",), _DATA_PARALLEL),
-    "enable_expert_parallel": ((False,), _EXPERT_PARALLEL),
     "enable_eplb": ((False,), _EXPERT_PARALLEL),
     "eplb_config": ((), _EXPERT_PARALLEL),
     "num_redundant_experts": ((0,), _EXPERT_PARALLEL),

@@ -35,6 +35,9 @@ def test_kernel_choices_match_the_ops():
 
     assert set(engine_args.ATTENTION_BACKENDS) == set(paged_attention.IMPLEMENTATIONS)
     assert set(engine_args.QUANT_MATMUL_IMPLS) == set(quant_matmul.dispatch.IMPLEMENTATIONS)
+    from jaxllm.ops.grouped_matmul import IMPLEMENTATIONS as GROUPED_MATMUL_IMPLS
+
+    assert set(engine_args.MOE_MATMUL_IMPLS) == set(GROUPED_MATMUL_IMPLS)
     assert set(engine_args.INT4_KERNEL_VARIANTS) == set(VARIANTS)
     assert set(engine_args.ATTENTION_FP8_DOTS) == set(FP8_DOTS)
     assert set(engine_args.KV_CACHE_DTYPES) == set(paged_attention.KV_CACHE_DTYPES)

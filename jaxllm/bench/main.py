@@ -52,6 +52,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--gpu-memory-utilization", type=float, default=0.9)
     p.add_argument("--tensor-parallel-size", type=int, default=1)
     p.add_argument("--enforce-eager", action="store_true")
+    p.add_argument("--moe-matmul-impl", choices=["pallas_triton", "ragged_dot", "reference"],
+                   help="MoE models: the experts' grouped matmul (default: Pallas on NVIDIA GPUs)")
+    p.add_argument("--enable-expert-parallel", action="store_true",
+                   help="MoE models: whole experts per GPU instead of a slice of every expert (vLLM's keyword)")
     p.add_argument("--kv-cache-dtype", default="auto", choices=["auto", "fp8", "fp8_e4m3", "fp8_e5m2"],
                    help="KV cache storage (vLLM's kv_cache_dtype; default: %(default)s = the model's dtype)")
     p.add_argument("--quantization", choices=["int8", "fp8", "awq", "gptq"],
@@ -132,7 +136,9 @@ def run_jaxllm(w: Workload, args, model_dir: str, prompts, output_lens) -> dict:
               enforce_eager=args.enforce_eager, seed=args.seed, quantization=args.quantization,
               async_scheduling=args.async_scheduling, kv_cache_dtype=args.kv_cache_dtype,
               fp8_activations=args.fp8_activations, attention_backend=args.attention_backend,
-              quant_matmul_impl=args.quant_matmul_impl, **lora, **kv_offload.llm_kwargs(args))
+              quant_matmul_impl=args.quant_matmul_impl, enable_expert_parallel=args.enable_expert_parallel,
+              moe_matmul_impl=args.moe_matmul_impl, **lora,
+              **kv_offload.llm_kwargs(args))
     startup = time.perf_counter() - t0
     logging.getLogger("jaxllm").info("ready in %.1f s; generate starts", startup)
     runner = llm.llm_engine.runner

@@ -5,7 +5,8 @@ Differences between the families are config flags: q/k/v biases (Qwen2), q/k RMS
 or over the whole projection (OLMo 2), explicit head_dim, sliding windows per layer (Mistral, Gemma 2/3, Phi-3),
 rope scaling (Llama 3.x, Gemma 3 global layers, Phi-3 longrope) and a second rope for local layers (Gemma 3),
 partial rotary (Phi-4-mini), norm placement ("pre"; Gemma 2/3 "sandwich"; OLMo 2 "post"), Gemma's (1 + w) norms,
-sqrt(D) embedding scale, GeGLU and attention / final logit soft-capping, tied embeddings.
+sqrt(D) embedding scale, GeGLU and attention / final logit soft-capping, tied embeddings, and
+mixture-of-experts MLPs in the layers ``cfg.moe_layers`` marks (Mixtral, Qwen3-MoE; jaxllm.models.moe).
 
 Two entry points share every layer:
 - ``model(input_ids[B, T]) -> logits[B, T, V]``: dense causal forward, no cache (scoring, probing).
@@ -27,6 +28,7 @@ from jaxllm.config_families import LAYER_NORMS
 from jaxllm.models.attention import Attention, AttentionMetadata, DenseCausalAttention, PagedAttention
 from jaxllm.models.layers import GatedMLP, norm, param, rope_cos_sin
 from jaxllm.models.lora import LayerLoRA
+from jaxllm.models.moe import SparseMoeBlock
 
 
 def _identity(x):
@@ -39,7 +41,7 @@ class DecoderLayer(nnx.Module):
         for name in LAYER_NORMS[cfg.norm_placement]:
             setattr(self, name, norm(cfg, cfg.hidden_size, dtype))
         self.self_attn = Attention(cfg, layer_idx, dtype, rngs)
-        self.mlp = GatedMLP(cfg, dtype, rngs)
+        self.mlp = SparseMoeBlock(cfg, dtype, rngs) if cfg.is_moe_layer(layer_idx) else GatedMLP(cfg, dtype, rngs)
 
     def _norms(self):
         """(before attention, after attention, before the MLP, after the MLP): norms or the identity."""
@@ -54,7 +56,8 @@ class DecoderLayer(nnx.Module):
         with jax.named_scope("attention"):
             h, kv_cache = self.self_attn(attn_in(x), cos, sin, attend, kv_cache, lora=lora)
             x = x + attn_out(h)
-        x = x + mlp_out(self.mlp(mlp_in(x), lora=lora))
+        mlp = self.mlp(mlp_in(x)) if isinstance(self.mlp, SparseMoeBlock) else self.mlp(mlp_in(x), lora=lora)
+        x = x + mlp_out(mlp)
         return x, kv_cache
 
 
