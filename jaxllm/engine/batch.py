@@ -31,6 +31,7 @@ class ScheduledSeq:
     rng_seed: int  # seed of this sequence's sampling stream (the user's seed, or one the engine drew)
     banned_token_ids: tuple[int, ...] = ()  # eos/stop ids masked while fewer than min_tokens were generated
     want_prompt_logprobs: bool = False  # return prompt logprobs for the positions computed this step
+    pooling_params: Any = None  # a pooling request's PoolingParams (prefill only: pooled, never sampled)
 
     @property
     def end(self) -> int:
@@ -77,3 +78,5 @@ class RunnerOutput:
     sampled: dict[int, int]
     logprobs: dict[int, TokenLogprobs] = dataclasses.field(default_factory=dict)
     prompt_logprobs: dict[int, list[TokenLogprobs]] = dataclasses.field(default_factory=dict)
+    # pooling requests: seq_id -> pooled data (numpy), for each one whose last prompt chunk ran this step
+    pooled: dict[int, Any] = dataclasses.field(default_factory=dict)

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..outputs import CompletionOutput, RequestMetrics, RequestOutput
+from ..pooling.outputs import PoolingOutput, PoolingRequestOutput
 from ..sampling_params import SamplingParams
 from .block_manager import BlockManager
 from .detokenizer import IncrementalDetokenizer, TokenizerView
@@ -140,21 +141,29 @@ class LLMEngine:
         sampling_params: SamplingParams | None = None,
         prompt: str | None = None,
         arrival_time: float | None = None,
+        pooling_params: Any = None,
     ) -> None:
         """Queue a request; it makes ``sampling_params.n`` sequences. Raises ValueError/TypeError naming
         the request for bad input (empty or too long prompt, ids outside the vocabulary, a request that
-        could never fit the KV cache, options that need a tokenizer when there is none)."""
+        could never fit the KV cache, options that need a tokenizer when there is none).
+
+        ``pooling_params`` (a verified ``PoolingParams``) makes it a pooling request instead: one sequence,
+        prefill only, that finishes when its whole prompt ran, with the runner's pooled data as a
+        ``PoolingRequestOutput``; its blocks are freed then (no KV is kept for it beyond the prefix cache)."""
         if not isinstance(request_id, str):
             raise TypeError(f"request_id must be a str, got {type(request_id).__name__} ({request_id!r})")
         if request_id in self._requests:
             raise ValueError(f"request {request_id!r} is already running; request ids must be unique")
+        if pooling_params is not None:
+            sampling_params = SamplingParams(max_tokens=1, detokenize=False)
         params = SamplingParams() if sampling_params is None else sampling_params
         if not isinstance(params, SamplingParams):
             raise TypeError(
                 f"request {request_id!r}: sampling_params must be a SamplingParams, "
                 f"got {type(params).__name__}"
             )
-        ids = check_prompt(request_id, prompt_token_ids, self.vocab_size, self.max_model_len)
+        ids = check_prompt(request_id, prompt_token_ids, self.vocab_size, self.max_model_len,
+                           generates=pooling_params is None)
         max_tokens = check_params(request_id, params, len(ids), tokenizer=self.tokenizer, vocab_size=self.vocab_size,
                                   max_model_len=self.max_model_len, block_manager=self.block_manager)
 
@@ -198,6 +207,9 @@ class LLMEngine:
                 )
             )
             self._next_seq_id += 1
+        if pooling_params is not None:
+            seqs[0].pooling_params = pooling_params
+            seqs[0].read_prefix_cache = not getattr(pooling_params, "skip_reading_prefix_cache", True)
         arrival = time.time() if arrival_time is None else float(arrival_time)
         self._requests[request_id] = _Request(
             request_id, prompt, ids, params, seqs, RequestMetrics(arrival), len(seqs)
@@ -282,9 +294,12 @@ class LLMEngine:
             self.scheduler.reset_inflight()
             raise
 
-    def _make_output(self, req: _Request) -> RequestOutput:
+    def _make_output(self, req: _Request) -> RequestOutput | PoolingRequestOutput:
         now = time.time()
         seqs = req.seqs
+        if seqs[0].pooling_params is not None:
+            self.stats.num_cached_tokens += seqs[0].num_cached_tokens or 0
+            return PoolingRequestOutput(req.request_id, PoolingOutput(seqs[0].pooled), req.prompt_token_ids, True)
         outputs = [
             CompletionOutput(
                 index=s.index,

@@ -165,6 +165,7 @@ class Scheduler:
             want_prompt_logprobs=seq.want_prompt_logprobs
             and start < seq.num_prompt_tokens - 1
             and len(seq.prompt_logprobs) < seq.num_prompt_tokens,
+            pooling_params=seq.pooling_params,
         )
 
     def reset_inflight(self) -> None:
@@ -213,6 +214,9 @@ class Scheduler:
                 self._add_prompt_logprobs(seq, sseq.start, output.prompt_logprobs.get(seq.seq_id), decode)
             if not sseq.sample:
                 continue
+            if seq.pooling_params is not None:
+                self._finish_pooled(seq, output, finished)
+                continue
             try:
                 token = int(output.sampled[seq.seq_id])
             except KeyError:
@@ -243,6 +247,17 @@ class Scheduler:
                 self.block_manager.free(seq)
             self.running = [s for s in self.running if s.status != SequenceStatus.FINISHED]
         return finished
+
+    def _finish_pooled(self, seq: Sequence, output: RunnerOutput, finished: list[Sequence]) -> None:
+        """A pooling request's whole prompt ran: it finishes with the runner's pooled data (nothing sampled)."""
+        try:
+            seq.pooled = output.pooled[seq.seq_id]
+        except KeyError:
+            raise RuntimeError(f"runner returned no pooled data for seq {seq.seq_id}") from None
+        if seq.status == SequenceStatus.WAITING:  # preempted while this step ran
+            self.waiting.remove(seq)
+        seq.finish("stop")
+        finished.append(seq)
 
     def _add_prompt_logprobs(self, seq: Sequence, start: int, entries: list | None, decode: Any) -> None:
         """Entry j is for prompt token ``start + 1 + j``; positions already recorded (before a preemption)

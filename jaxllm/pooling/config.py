@@ -1,0 +1,155 @@
+"""What a checkpoint is as a pooling model: runner choice, tasks, pooling type, head and activation.
+
+vLLM's rules: ``runner="auto"`` picks "generate" for ``*ForCausalLM`` and "pooling" for ``*ForSequenceClassification``
+and ``*Model`` (``BertModel``, ``XLMRobertaModel``, ``Qwen3Model``, ...). A ``*ForCausalLM`` checkpoint with
+``runner="pooling"`` becomes an embedding model (vLLM's ``convert="embed"``, as Qwen3-Embedding). Pooling type:
+the model's default (LAST for decoders, CLS for BERT-style encoders), replaced by sentence-transformers'
+``modules.json`` + ``1_Pooling/config.json`` when present; their ``Normalize`` module sets the ``normalize``
+default (on when there is no sentence-transformers config).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+# decoder families: pooling architecture -> the causal-LM architecture whose backbone it shares
+DECODER_BACKBONES = {
+    f"{family}{suffix}": f"{family}ForCausalLM"
+    for family in ("Llama", "Mistral", "Qwen2", "Qwen3")
+    for suffix in ("ForCausalLM", "Model", "ForSequenceClassification")
+}
+ENCODER_ARCHITECTURES = ("BertModel", "XLMRobertaModel", "RobertaModel")
+_GENERATE_SUFFIXES = ("ForCausalLM", "ForConditionalGeneration", "ChatModel", "LMHeadModel")
+_POOLING_SUFFIXES = ("ForTextEncoding", "EmbeddingModel", "ForSequenceClassification", "ClassificationModel",
+                     "ForRewardModeling", "RewardModel", "Model")
+_ST_MODES = (("pooling_mode_lasttoken", "LAST"), ("pooling_mode_cls_token", "CLS"),
+             ("pooling_mode_mean_tokens", "MEAN"))
+_ACTIVATIONS = {"Sigmoid": "sigmoid", "Identity": "identity", "Softmax": "softmax", "Tanh": "tanh"}
+
+
+@dataclasses.dataclass(frozen=True)
+class PoolingModelInfo:
+    """How a pooling model turns hidden states into outputs (host-side facts, no weights)."""
+
+    name: str  # the model path, for messages
+    architecture: str  # HF architectures[0]
+    encoder: bool  # bidirectional (BERT family) rather than a causal decoder
+    tasks: tuple[str, ...]  # pooling tasks it supports
+    pooling_type: str  # "LAST", "CLS" or "MEAN"
+    normalize: bool  # default of PoolingParams.normalize for embed tasks
+    hidden_size: int
+    num_labels: int = 0  # classifier outputs; 0 for embedding models
+    classify_activation: str = "softmax"  # "softmax", "sigmoid" or "identity" (on [L] logits)
+    score_activation: str = "sigmoid"  # cross-encoder score activation
+    is_matryoshka: bool = False
+    matryoshka_dimensions: tuple[int, ...] = ()
+
+    @property
+    def is_cross_encoder(self) -> bool:
+        return "score" in self.tasks and "embed" not in self.tasks
+
+
+def architecture_of(hf: dict[str, Any]) -> str:
+    archs = hf.get("architectures") or []
+    return archs[0] if archs else ""
+
+
+def resolve_runner(runner: str, hf: dict[str, Any]) -> str:
+    """"generate" or "pooling" for ``LLM(runner=...)``; "auto" follows the architecture's suffix."""
+    arch = architecture_of(hf)
+    if runner != "auto":
+        if runner == "generate" and arch in DECODER_BACKBONES and not arch.endswith("ForCausalLM"):
+            raise ValueError(f"{arch} is a pooling model; use runner='pooling' (or 'auto')")
+        if runner == "generate" and arch in ENCODER_ARCHITECTURES:
+            raise ValueError(f"{arch} is an encoder-only model and cannot generate; use runner='pooling'")
+        return runner
+    if arch.endswith(_GENERATE_SUFFIXES) or not arch:
+        return "generate"
+    return "pooling" if arch.endswith(_POOLING_SUFFIXES) else "generate"
+
+
+def pooling_model_info(path: str, hf: dict[str, Any]) -> PoolingModelInfo:
+    """The pooling facts of the checkpoint at ``path`` (config.json ``hf``); ValueError for what jaxllm
+    cannot pool."""
+    arch = architecture_of(hf)
+    if arch not in DECODER_BACKBONES and arch not in ENCODER_ARCHITECTURES:
+        supported = sorted(DECODER_BACKBONES) + list(ENCODER_ARCHITECTURES)
+        raise ValueError(f"architecture {arch!r} is not supported as a pooling model; supported: "
+                         f"{', '.join(supported)}")
+    encoder = arch in ENCODER_ARCHITECTURES
+    st_type, st_normalize = sentence_transformers_pooling(path)
+    classifier = arch.endswith("ForSequenceClassification")
+    num_labels = num_labels_of(hf) if classifier else 0
+    if classifier:
+        tasks = ("classify", "token_classify") + (("score",) if num_labels == 1 else ())
+    else:
+        tasks = ("embed", "token_embed")
+    dims = hf.get("matryoshka_dimensions")
+    return PoolingModelInfo(
+        name=path, architecture=arch, encoder=encoder, tasks=tasks,
+        pooling_type=st_type or ("CLS" if encoder else "LAST"),
+        normalize=st_normalize, hidden_size=int(hf["hidden_size"]), num_labels=num_labels,
+        classify_activation=_classify_activation(hf, num_labels), score_activation=_score_activation(hf),
+        is_matryoshka=bool(hf.get("is_matryoshka") or dims), matryoshka_dimensions=tuple(dims or ()))
+
+
+def num_labels_of(hf: dict[str, Any]) -> int:
+    if hf.get("id2label"):
+        return len(hf["id2label"])
+    return int(hf.get("num_labels", 2))
+
+
+def sentence_transformers_pooling(path: str) -> tuple[str | None, bool]:
+    """(pooling type or None, normalize default) from ``modules.json`` and its Pooling module's config."""
+    modules_path = os.path.join(path, "modules.json")
+    if not os.path.isfile(modules_path):
+        return None, True
+    with open(modules_path) as f:
+        modules = json.load(f)
+    types = [m.get("type", "") for m in modules]
+    unsupported = [t for t in types if t.rsplit(".", 1)[-1] not in ("Transformer", "Pooling", "Normalize")]
+    if unsupported:
+        raise ValueError(f"{modules_path}: sentence-transformers modules {unsupported} are not supported "
+                         "(only Transformer, Pooling and Normalize)")
+    normalize = any(t.endswith("Normalize") for t in types)
+    pooling = next((m for m in modules if m.get("type", "").endswith("Pooling")), None)
+    if pooling is None:
+        return None, normalize
+    cfg_path = os.path.join(path, pooling.get("path", ""), "config.json")
+    if not os.path.isfile(cfg_path):
+        return None, normalize
+    with open(cfg_path) as f:
+        cfg = json.load(f)
+    modes = [name for key, name in _ST_MODES if cfg.get(key)]
+    others = [k for k, v in cfg.items() if k.startswith("pooling_mode_") and v and k not in dict(_ST_MODES)]
+    if others or len(modes) > 1:
+        raise ValueError(f"{cfg_path}: pooling modes {others or modes} are not supported (one of "
+                         "lasttoken, cls_token, mean_tokens)")
+    return (modes[0] if modes else None), normalize
+
+
+def _classify_activation(hf: dict[str, Any], num_labels: int) -> str:
+    """transformers' loss convention: regression -> identity, multi-label -> sigmoid, else softmax (sigmoid
+    for a single label)."""
+    problem = hf.get("problem_type") or ""
+    if problem == "regression":
+        return "identity"
+    if problem == "multi_label_classification":
+        return "sigmoid"
+    return "sigmoid" if num_labels < 2 else "softmax"
+
+
+def _score_activation(hf: dict[str, Any]) -> str:
+    """A cross-encoder's activation: sentence-transformers' ``activation_fn`` (or the older
+    ``sbert_ce_default_activation_function``) when the config names one, else the classify default."""
+    name = (hf.get("sentence_transformers") or {}).get("activation_fn") or hf.get(
+        "sbert_ce_default_activation_function")
+    if not name:
+        return _classify_activation(hf, num_labels_of(hf))
+    short = name.rsplit(".", 1)[-1]
+    if short not in _ACTIVATIONS:
+        raise ValueError(f"cross-encoder activation {name!r} is not supported; supported: {sorted(_ACTIVATIONS)}")
+    return _ACTIVATIONS[short]

@@ -1,0 +1,134 @@
+"""PoolingModelRunner: the paged engine's runner for decoder pooling models (prefill-only requests).
+
+It keeps the generate runner's whole host<->device boundary (bucket ladder, KV-cache sizing and allocation,
+ahead-of-time compilation, the long-prefill attention split) and swaps the step program: the model's forward
+over the ragged batch, then per sequence one [D] float32 row chosen by the pooling type (``_pool_rows``)
+instead of logits and sampling. A long prompt is chunked by the scheduler like any prefill; the host combines
+its chunks (``pooler.PooledState``) and, on the last one, applies the task head (``pooler.finish``). Token-level
+tasks also fetch every new token's hidden state, from a second program per bucket compiled on first use.
+
+Steps run synchronously (``execute``): a pooling step ends its sequences' work, so there is no next token to
+overlap with.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
+
+from jaxllm.engine.batch import RunnerOutput, ScheduledBatch
+from jaxllm.pooling.config import PoolingModelInfo
+from jaxllm.pooling.pooler import PooledState, finish
+from jaxllm.runner.input_batch import build_step_inputs, pack_step_inputs, unpack_step_inputs
+from jaxllm.runner.model_runner import ModelRunner
+
+
+def _pool_rows(hidden, query_start_loc, last_indices, pooling_type: str):
+    """hidden [T, D] float32 -> [S, D]: each sequence's last new row (LAST), first row (CLS) or row sum (MEAN).
+    Padding tokens lie past query_start_loc[-1] and land in a dropped segment."""
+    num_seqs, num_tokens = last_indices.shape[0], hidden.shape[0]
+    if pooling_type == "LAST":
+        return hidden[last_indices]
+    if pooling_type == "CLS":
+        return hidden[jnp.minimum(query_start_loc[:-1], num_tokens - 1)]
+    segment = jnp.searchsorted(query_start_loc[1:], jnp.arange(num_tokens), side="right")
+    return jax.ops.segment_sum(hidden, segment, num_segments=num_seqs + 1)[:num_seqs]
+
+
+def _pool_forward(graphdef, treedef, mesh, params, kv_caches, packed_inputs, *, dims, pooling_type: str,
+                  token_rows: bool, attention_impl: str | None, out_sharding=None):
+    """-> (kv_caches, pooled [S, D] float32, hidden [T, D] float32 or None)."""
+    inputs = unpack_step_inputs(packed_inputs, *dims)
+    model = nnx.merge(graphdef, jax.tree_util.tree_unflatten(treedef, params))
+    hidden, kv_caches = model.forward_paged(inputs.input_ids, inputs.positions, kv_caches, inputs.attention,
+                                            attention_impl, mesh)
+    hidden = hidden.astype(jnp.float32)
+    with jax.named_scope("pool"):
+        pooled = _pool_rows(hidden, inputs.attention.query_start_loc, inputs.logits_indices, pooling_type)
+        if out_sharding is not None:
+            pooled = jax.lax.with_sharding_constraint(pooled, out_sharding)
+    return kv_caches, pooled, (hidden if token_rows else None)
+
+
+class PoolingModelRunner(ModelRunner):
+    """``execute(batch) -> RunnerOutput`` with ``pooled`` filled for each sequence whose prompt ends in the
+    step. ``info`` and ``head`` ([L, D] float32 classifier weights, or None) define the task outputs."""
+
+    dispatch = None  # synchronous only (see the module docstring); the engine checks for it
+    fetch = None
+
+    def __init__(self, model, cfg, mesh, *, info: PoolingModelInfo, head: np.ndarray | None, **kwargs):
+        self.info = info
+        self.head = head
+        self._states: dict[int, PooledState] = {}
+        graphdef, state = nnx.split(model)
+        _, treedef = jax.tree_util.tree_flatten(state)
+        self._pool = jax.jit(functools.partial(_pool_forward, graphdef, treedef, mesh),
+                             static_argnames=("dims", "pooling_type", "token_rows", "attention_impl",
+                                              "out_sharding"), donate_argnums=(1,))
+        super().__init__(model, cfg, mesh, **kwargs)
+
+    # ---- compilation (replaces the generate programs) ---------------------------------------------------
+
+    def _compile(self, key):
+        """key: ("pool", Bucket, token_rows, long_prefill)."""
+        _, bucket, token_rows, long_prefill = key
+        return self._pool.lower(self.params, self.kv_caches, self._padding_step(bucket), dims=self._dims(bucket),
+                                pooling_type=self.info.pooling_type, token_rows=token_rows,
+                                attention_impl=self._attention_impl(long_prefill),
+                                out_sharding=NamedSharding(self.mesh, PartitionSpec())
+                                ).compile(compiler_options=self.forward_compile_options)
+
+    def warm_up(self) -> None:
+        """Compile the pooled forward of every bucket (and its long-prefill twin) at start-up."""
+        keys = [("pool", b, False, False) for b in self.ladder.buckets]
+        keys += [("pool", b, False, True) for b in self._long_prefill_buckets()]
+        t0 = time.perf_counter()
+        for key in keys:
+            self._compiled[key] = self._compile(key)
+        self.compile_seconds += time.perf_counter() - t0
+        self._check_activation_reserve()
+
+    def _run_each_program_once(self) -> None:
+        t0 = time.perf_counter()
+        for key, fn in self._compiled.items():
+            self.kv_caches, pooled, _ = fn(self.params, self.kv_caches, self._padding_step(key[1]))
+            jax.block_until_ready(pooled)
+        self.first_run_seconds = time.perf_counter() - t0
+
+    # ---- execution --------------------------------------------------------------------------------------
+
+    def execute(self, batch: ScheduledBatch) -> RunnerOutput:
+        bucket = self.ladder.pick(batch.num_tokens, batch.num_seqs)
+        inputs = build_step_inputs(batch, bucket, self.block_size, self.max_blocks_per_seq, self._table_rows)
+        token_rows = any(s.pooling_params.task.startswith("token_") for s in batch.seqs)
+        long_prefill = self.prefill_split is not None and any(
+            s.num_new_tokens >= self.prefill_split[2] for s in batch.seqs)
+        program = self._get_compiled(("pool", bucket, token_rows, long_prefill))
+        packed = jax.device_put(pack_step_inputs(inputs), self._replicated)
+        self.kv_caches, pooled, hidden = program(self.params, self.kv_caches, packed)
+        t_wait = time.perf_counter()
+        pooled, hidden = jax.device_get((pooled, hidden))
+        self.device_wait_seconds += time.perf_counter() - t_wait
+        self.num_steps += 1
+        out = RunnerOutput(sampled={})
+        offset = 0
+        for i, s in enumerate(batch.seqs):
+            if s.start == 0 or s.seq_id not in self._states:  # a new (or recomputed) prompt
+                self._states[s.seq_id] = PooledState()
+            state = self._states[s.seq_id]
+            rows = None
+            if s.pooling_params.task.startswith("token_"):
+                rows = hidden[offset:offset + s.num_new_tokens]
+            state.add(self.info.pooling_type, pooled[i], s.num_new_tokens, rows)
+            offset += s.num_new_tokens
+            if s.sample:  # the prompt's last chunk
+                del self._states[s.seq_id]
+                out.pooled[s.seq_id] = finish(self.info, self.head, state, s.pooling_params)
+        return out
