@@ -61,6 +61,36 @@ def resolve_dtype_name(dtype: Any, config_dtype: str | None) -> str:
     return _DTYPE_NAMES[name]
 
 
+# config.json fields that size the model: each must be a positive int where present (required ones marked True)
+_SIZE_FIELDS = {"vocab_size": True, "hidden_size": True, "num_hidden_layers": True, "num_attention_heads": True,
+                "intermediate_size": False, "num_key_value_heads": False, "head_dim": False,
+                "max_position_embeddings": False}
+_MAX_LAYERS = 4096  # far above any released model; a larger count is a corrupted config
+
+
+def check_hf_config(hf: dict[str, Any], where: str) -> None:
+    """Reject a config.json whose size fields are missing, not positive ints, or absurd, naming the key (before
+    anything is sized from it: a zero head count would divide by zero, a million layers plan for minutes)."""
+    for key, required in _SIZE_FIELDS.items():
+        if key not in hf or hf[key] is None:
+            if required:
+                raise ValueError(f"{where}: the model config has no {key!r}")
+            continue
+        value = hf[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{where}: {key}={value!r} must be a positive integer")
+    if hf["num_hidden_layers"] > _MAX_LAYERS:
+        raise ValueError(f"{where}: num_hidden_layers={hf['num_hidden_layers']} is not plausible "
+                         f"(at most {_MAX_LAYERS})")
+    kv = hf.get("num_key_value_heads") or hf["num_attention_heads"]
+    if hf["num_attention_heads"] % kv:
+        raise ValueError(f"{where}: num_attention_heads={hf['num_attention_heads']} is not a multiple of "
+                         f"num_key_value_heads={kv}")
+    if not hf.get("head_dim") and hf["hidden_size"] % hf["num_attention_heads"]:
+        raise ValueError(f"{where}: hidden_size={hf['hidden_size']} is not a multiple of num_attention_heads="
+                         f"{hf['num_attention_heads']} and no head_dim is given")
+
+
 @dataclasses.dataclass(frozen=True)
 class RopeConfig:
     """Rotary embedding settings. ``scaling`` is a sorted tuple of (key, value) pairs (hashable)."""

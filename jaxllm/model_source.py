@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 
-from jaxllm.config import ModelConfig
+from jaxllm.config import ModelConfig, check_hf_config
 from jaxllm.weights.gguf import GGUFCheckpoint, is_gguf
 
 
@@ -44,13 +44,31 @@ def _download_from_hub(repo_id: str, revision: str | None) -> str:
 def hf_config_dict(path: str) -> dict:
     """config.json contents (or the GGUF's equivalent)."""
     if is_gguf(path):
-        return GGUFCheckpoint(path).hf_config
+        hf = GGUFCheckpoint(path).hf_config
+        check_hf_config(hf, path)
+        return hf
     cfg_path = os.path.join(path, "config.json")
     if not os.path.isfile(cfg_path):
         raise ValueError(f"{path!r} has no config.json: not a HF checkpoint folder")
-    with open(cfg_path) as f:
-        return json.load(f)
+    try:
+        with open(cfg_path, encoding="utf-8") as f:
+            hf = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{cfg_path} is not valid JSON: {e}") from None
+    if not isinstance(hf, dict):
+        raise ValueError(f"{cfg_path} must hold a JSON object, got a {type(hf).__name__}")  # noqa: TRY004
+    check_hf_config(hf, cfg_path)
+    return hf
 
 
 def model_config(path: str, dtype="auto", quantization: str | None = None) -> ModelConfig:
-    return ModelConfig.from_hf(hf_config_dict(path), dtype=dtype, quantization=quantization)
+    hf = hf_config_dict(path)
+    try:
+        return ModelConfig.from_hf(hf, dtype=dtype, quantization=quantization)
+    except (KeyError, TypeError, ZeroDivisionError, OverflowError, ValueError) as e:
+        where = path if is_gguf(path) else os.path.join(path, "config.json")
+        if isinstance(e, ValueError) and where in str(e):
+            raise
+        # ours (unsupported architecture, ...) or Python's on a field of the wrong kind: say which file
+        detail = str(e) if type(e) is ValueError else f"malformed model config ({type(e).__name__}: {e})"
+        raise ValueError(f"{where}: {detail}") from None

@@ -1,0 +1,66 @@
+"""Malformed config.json files: each a ValueError naming the file and the key, before anything is sized or
+loaded from it (a zero head count, a negative length or a million layers never reach the model code)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from hf_models import save_tiny_model
+
+import jaxllm
+from jaxllm.model_source import model_config
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    save_tiny_model(tmp_path, "LlamaForCausalLM")
+    return tmp_path
+
+
+def _edit(path, edit):
+    cfg_path = path / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    edit(cfg)
+    cfg_path.write_text(json.dumps(cfg))
+
+
+@pytest.mark.parametrize("key,value", [
+    ("num_attention_heads", 0), ("num_attention_heads", -2), ("hidden_size", "64"), ("vocab_size", 1.5),
+    ("num_hidden_layers", 10**6), ("num_hidden_layers", True), ("max_position_embeddings", -5),
+    ("num_key_value_heads", 3), ("head_dim", 0),
+])
+def test_bad_size_field(checkpoint, key, value):
+    _edit(checkpoint, lambda c: c.__setitem__(key, value))
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match=key) as err:
+        model_config(str(checkpoint))
+    assert "config.json" in str(err.value)
+    assert time.perf_counter() - t0 < 1.0
+
+
+@pytest.mark.parametrize("key", ["vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads"])
+def test_missing_required_field(checkpoint, key):
+    _edit(checkpoint, lambda c: c.pop(key))
+    with pytest.raises(ValueError, match=f"no '{key}'"):
+        model_config(str(checkpoint))
+
+
+@pytest.mark.parametrize("text", ["{not json", "[1, 2, 3]", "\udcff".encode("utf-8", "surrogatepass").decode("latin-1")])
+def test_not_a_json_object(checkpoint, text):
+    (checkpoint / "config.json").write_text(text)
+    with pytest.raises(ValueError, match="config.json"):
+        model_config(str(checkpoint))
+
+
+def test_wrong_kind_of_field_names_the_file(checkpoint):
+    _edit(checkpoint, lambda c: c.__setitem__("rope_scaling", "fast"))
+    with pytest.raises(ValueError, match="config.json"):
+        model_config(str(checkpoint))
+
+
+def test_llm_reports_it_before_loading(checkpoint):
+    _edit(checkpoint, lambda c: c.__setitem__("num_attention_heads", 0))
+    with pytest.raises(ValueError, match="num_attention_heads=0"):
+        jaxllm.LLM(str(checkpoint))
