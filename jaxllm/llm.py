@@ -13,8 +13,10 @@ from jaxllm.config import check_quantization
 from jaxllm.engine import LLMEngine
 from jaxllm.engine_args import EngineArgs
 from jaxllm.inputs import as_params_list, as_prompt_list, tokenize_prompt
-from jaxllm.model_source import model_config, resolve_model_path
+from jaxllm.model_source import hf_config_dict, model_config, resolve_model_path
 from jaxllm.outputs import RequestOutput
+from jaxllm.pooling.api import PoolingMixin
+from jaxllm.pooling.config import resolve_runner
 from jaxllm.sampling_params import SamplingParams
 from jaxllm.tokenizer import load_tokenizer
 from jaxllm.weights.gguf import is_gguf
@@ -26,8 +28,11 @@ _GEN_CONFIG_KEYS = {"temperature": "temperature", "top_p": "top_p", "top_k": "to
                     "repetition_penalty": "repetition_penalty", "max_new_tokens": "max_tokens"}
 
 
-class LLM:
+class LLM(PoolingMixin):
     """An offline LLM engine (vLLM's ``LLM``). See the README for every argument.
+
+    ``runner="pooling"`` (or "auto" on a pooling architecture) makes a pooling model: ``embed``, ``classify``,
+    ``score``, ``reward`` and ``encode`` (jaxllm.pooling.api) instead of ``generate``.
 
     ``enforce_eager=True`` skips the ahead-of-time compilation of the bucket ladder: each step program is
     compiled the first time a batch needs it (fast start-up, slow first steps). ``swap_space`` exists for
@@ -59,6 +64,18 @@ class LLM:
             raise ValueError(f"load_format='gguf' but {model!r} is not a GGUF file")
         if args.load_format == "safetensors" and gguf:
             raise ValueError(f"load_format='safetensors' but {model!r} is a GGUF file")
+        if runner == "pooling" and gguf:
+            raise ValueError("runner='pooling' needs a safetensors checkpoint folder, not a GGUF file")
+        self.runner_type = "generate" if gguf else resolve_runner(runner, hf_config_dict(path))
+        if self.runner_type == "pooling":
+            tok = None if skip_tokenizer_init else load_tokenizer(
+                tokenizer or path, tokenizer_mode=tokenizer_mode, trust_remote_code=trust_remote_code,
+                revision=revision)
+            self._init_pooling(path, hf_config_dict(path), args, mesh, dtype=dtype, quantization=quantization,
+                               seed=seed, gpu_memory_utilization=gpu_memory_utilization,
+                               enforce_eager=enforce_eager, tokenizer=tok)
+            self.startup_seconds = time.perf_counter() - t_start
+            return
         cfg = model_config(path, dtype, quantization)
         args = args.resolve(jax.devices()[0].platform, cfg.max_position_embeddings)
         self.model_config, self.engine_args, self.model_path = cfg, args, path
@@ -100,6 +117,7 @@ class LLM:
     def generate(self, prompts: Any, sampling_params: SamplingParams | list[SamplingParams] | None = None, *,
                  use_tqdm: bool = True) -> list[RequestOutput]:
         """Generate completions for every prompt; returns RequestOutputs in the order of ``prompts``."""
+        self._check_generate_runner("generate")
         items = as_prompt_list(prompts)
         params = as_params_list(sampling_params, len(items), self._default_params)
         requests = [tokenize_prompt(i, p, self.tokenizer) for i, p in enumerate(items)]
@@ -111,6 +129,7 @@ class LLM:
              continue_final_message: bool = False, chat_template_kwargs: dict[str, Any] | None = None,
              use_tqdm: bool = True) -> list[RequestOutput]:
         """Generate replies to one conversation (a list of {"role", "content"} dicts) or a list of them."""
+        self._check_generate_runner("chat")
         if self.tokenizer is None:
             raise ValueError("chat() needs a tokenizer, but LLM was built with skip_tokenizer_init=True")
         if not isinstance(messages, (list, tuple)) or not messages:
@@ -201,8 +220,6 @@ class LLM:
 def _check_llm_args(runner, quantization, tensor_parallel_size, gpu_memory_utilization, swap_space, seed) -> None:
     if runner not in RUNNERS:
         raise ValueError(f"runner={runner!r} is not supported; choose one of {RUNNERS}")
-    if runner == "pooling":
-        raise ValueError("runner='pooling' (embeddings) is not supported yet; use runner='generate'")
     check_quantization(quantization)
     if isinstance(tensor_parallel_size, bool) or not isinstance(tensor_parallel_size, int) or tensor_parallel_size < 1:
         raise ValueError(f"tensor_parallel_size must be a positive int, got {tensor_parallel_size!r}")

@@ -1,0 +1,232 @@
+"""The pooling methods of ``LLM`` (vLLM's ``encode``, ``embed``, ``classify``, ``reward``, ``score``), as a
+mixin so that ``llm.py`` only gains a branch in ``__init__``.
+
+Every request is tokenized, truncated (``truncate_prompt_tokens``: keep the last k tokens) and validated with
+its ``PoolingParams`` before any device work; a bad one raises naming it and no request of the call runs.
+Decoders run on the paged engine (prefill-only requests); encoders on ``EncoderRunner``'s dense path.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from jaxllm.inputs import as_prompt_list, token_id_list, tokenize_prompt
+from jaxllm.pooling.config import PoolingModelInfo, pooling_model_info
+from jaxllm.pooling.outputs import (
+    ClassificationRequestOutput,
+    EmbeddingRequestOutput,
+    PoolingRequestOutput,
+)
+from jaxllm.pooling.scoring import ScoringMixin
+from jaxllm.pooling_params import PoolingParams
+
+
+class PoolingMixin(ScoringMixin):
+    """``LLM``'s pooling methods. ``runner_type`` is "generate" or "pooling"; ``pooling_info`` describes a
+    pooling model (None for a generate model)."""
+
+    runner_type = "generate"
+    pooling_info: PoolingModelInfo | None = None
+
+    # ---- construction ------------------------------------------------------------------------------------
+
+    def _init_pooling(self, path: str, hf: dict, args, mesh, *, dtype: Any, quantization: str | None, seed: int,
+                      gpu_memory_utilization: float, enforce_eager: bool, tokenizer: Any) -> None:
+        import jax
+
+        info = pooling_model_info(path, hf)
+        self.pooling_info, self.tokenizer, self.model_path = info, tokenizer, path
+        self._request_counter = itertools.count()
+        platform = jax.devices()[0].platform
+        if info.encoder:
+            from jaxllm.pooling.encoder_runner import EncoderRunner
+
+            self._encoder = EncoderRunner.load(path, hf, mesh, args, platform=platform, dtype=dtype,
+                                               quantization=quantization, seed=seed, enforce_eager=enforce_eager)
+            self.model_config, self.engine_args, self.llm_engine = self._encoder.config, self._encoder.args, None
+            return
+        from jaxllm.engine import LLMEngine
+        from jaxllm.pooling.decoder import backbone_config, load_decoder
+        from jaxllm.pooling.runner import PoolingModelRunner
+
+        cfg = backbone_config(hf, dtype, quantization)
+        args = args.resolve(platform, cfg.max_position_embeddings)
+        model, head = load_decoder(path, cfg, info, mesh, args.load_format, seed)
+        runner = PoolingModelRunner(
+            model, cfg, mesh, info=info, head=head, block_size=args.block_size, max_num_seqs=args.max_num_seqs,
+            max_num_batched_tokens=args.max_num_batched_tokens, max_model_len=args.max_model_len,
+            gpu_memory_utilization=gpu_memory_utilization, num_gpu_blocks_override=args.num_gpu_blocks_override,
+            kv_cache_memory_bytes=args.kv_cache_memory_bytes, enforce_eager=enforce_eager,
+            kv_cache_dtype=args.kv_cache_dtype)
+        del model
+        self.model_config, self.engine_args = cfg, args
+        self.llm_engine = LLMEngine(
+            runner, num_blocks=runner.num_blocks, block_size=args.block_size, max_num_seqs=args.max_num_seqs,
+            max_num_batched_tokens=args.max_num_batched_tokens, max_model_len=args.max_model_len,
+            vocab_size=cfg.vocab_size, enable_prefix_caching=args.enable_prefix_caching, tokenizer=None,
+            seed=seed, async_scheduling=False)
+
+    @property
+    def supported_tasks(self) -> tuple[str, ...]:
+        return ("generate",) if self.pooling_info is None else self.pooling_info.tasks
+
+    def _check_generate_runner(self, method: str) -> None:
+        if self.runner_type != "generate":
+            raise ValueError(f"LLM.{method}() is only supported for generative models. Try passing "
+                             "`--runner generate` to use the model as a generative model.")
+
+    # ---- vLLM API ------------------------------------------------------------------------------------------
+
+    def encode(self, prompts: Any, pooling_params: PoolingParams | list[PoolingParams] | None = None, *,
+               truncate_prompt_tokens: int | None = None, use_tqdm: bool = True, lora_request: Any = None,
+               pooling_task: str | None = None,
+               tokenization_kwargs: dict[str, Any] | None = None) -> list[PoolingRequestOutput]:
+        """Pool every prompt for ``pooling_task`` ("embed", "classify", "score", "token_embed",
+        "token_classify"; "encode" = the model's token-level task); PoolingRequestOutputs in prompt order."""
+        if self.runner_type != "pooling":
+            raise ValueError("LLM.encode() is only supported for pooling models. Try passing `--runner pooling` "
+                             "to use the model as a pooling model.")
+        if pooling_task is None:
+            raise ValueError("pooling_task required for `LLM.encode`: use LLM.embed / classify / score / reward, "
+                             "or pass pooling_task='embed', 'classify', 'token_embed' or 'token_classify'")
+        if pooling_task == "encode":
+            pooling_task = "token_embed" if "token_embed" in self.supported_tasks else "token_classify"
+        if pooling_task not in self.supported_tasks:
+            raise ValueError(f"pooling_task={pooling_task!r} is not supported by this model "
+                             f"({self.pooling_info.architecture}); it supports {list(self.supported_tasks)}")
+        _no_lora(lora_request)
+        requests = self._pooling_requests(as_prompt_list(prompts), pooling_params, pooling_task,
+                                          truncate_prompt_tokens, tokenization_kwargs)
+        return self._run_pooling(requests, use_tqdm)
+
+    def embed(self, prompts: Any, *, truncate_prompt_tokens: int | None = None, use_tqdm: bool = True,
+              pooling_params: PoolingParams | list[PoolingParams] | None = None, lora_request: Any = None,
+              tokenization_kwargs: dict[str, Any] | None = None) -> list[EmbeddingRequestOutput]:
+        """One embedding per prompt (``outputs.embedding``, a list of floats)."""
+        if "embed" not in self.supported_tasks:
+            raise ValueError("Embedding API is not supported by this model. Try converting the model using "
+                             "`--convert embed`.")
+        items = self.encode(prompts, pooling_params, truncate_prompt_tokens=truncate_prompt_tokens,
+                            use_tqdm=use_tqdm, lora_request=lora_request, pooling_task="embed",
+                            tokenization_kwargs=tokenization_kwargs)
+        return [EmbeddingRequestOutput.from_base(item) for item in items]
+
+    def classify(self, prompts: Any, *, pooling_params: PoolingParams | list[PoolingParams] | None = None,
+                 use_tqdm: bool = True, lora_request: Any = None,
+                 tokenization_kwargs: dict[str, Any] | None = None) -> list[ClassificationRequestOutput]:
+        """Class probabilities per prompt (``outputs.probs``)."""
+        if "classify" not in self.supported_tasks:
+            raise ValueError("Classification API is not supported by this model. Try converting the model "
+                             "using `--convert classify`.")
+        items = self.encode(prompts, pooling_params, use_tqdm=use_tqdm, lora_request=lora_request,
+                            pooling_task="classify", tokenization_kwargs=tokenization_kwargs)
+        return [ClassificationRequestOutput.from_base(item) for item in items]
+
+    def reward(self, prompts: Any, /, *, truncate_prompt_tokens: int | None = None, use_tqdm: bool = True,
+               pooling_params: PoolingParams | list[PoolingParams] | None = None, lora_request: Any = None,
+               tokenization_kwargs: dict[str, Any] | None = None) -> list[PoolingRequestOutput]:
+        """Per-token rewards of a reward / classifier model (``outputs.data`` [T, L], "token_classify")."""
+        return self.encode(prompts, pooling_params, truncate_prompt_tokens=truncate_prompt_tokens,
+                           use_tqdm=use_tqdm, lora_request=lora_request, pooling_task="token_classify",
+                           tokenization_kwargs=tokenization_kwargs)
+
+    # ---- internals -----------------------------------------------------------------------------------------
+
+    def _max_model_len(self) -> int:
+        return self.engine_args.max_model_len
+
+    def _pooling_requests(self, items: list, pooling_params, task: str, truncate_prompt_tokens: int | None,
+                          tokenization_kwargs: dict | None) -> list[tuple[list[int], PoolingParams]]:
+        """(truncated token ids, verified params) per prompt; raises before any device work."""
+        params = _params_list(pooling_params, len(items))
+        out = []
+        for i, (item, p) in enumerate(zip(items, params)):
+            if truncate_prompt_tokens is not None:
+                p.truncate_prompt_tokens = truncate_prompt_tokens
+            p.verify(task, self.pooling_info)
+            k = truncation_size(self._max_model_len(), p.truncate_prompt_tokens)
+            out.append((self._tokenize(i, item, tokenization_kwargs, k), p))
+        return out
+
+    def _tokenize(self, index: int, item: Any, tokenization_kwargs: dict | None, keep_last: int | None) -> list[int]:
+        if tokenization_kwargs and isinstance(item, (str, dict)) and "prompt_token_ids" not in item:
+            if self.tokenizer is None:
+                raise ValueError(f"prompt {index} is text but the tokenizer was skipped (skip_tokenizer_init=True)")
+            text = item if isinstance(item, str) else item.get("prompt")
+            ids = token_id_list(index, self.tokenizer(text, **tokenization_kwargs).input_ids)
+        else:
+            ids = tokenize_prompt(index, item, self.tokenizer)[1]
+        return ids if keep_last is None else ids[-keep_last:]
+
+    def _run_pooling(self, requests: list[tuple[list[int], PoolingParams]], use_tqdm: bool):
+        """Run the requests (all or none are queued) and return their outputs in order."""
+        ids = [str(next(self._request_counter)) for _ in requests]
+        if self.llm_engine is None:
+            data = self._encoder.run(ids, requests, use_tqdm)
+            return [PoolingRequestOutput(rid, d, toks, True) for rid, d, (toks, _) in zip(ids, data, requests)]
+        engine = self.llm_engine
+        added: list[str] = []
+        try:
+            for rid, (toks, p) in zip(ids, requests):
+                engine.add_request(rid, toks, pooling_params=p)
+                added.append(rid)
+        except Exception:
+            engine.abort_request(added)
+            raise
+        return self._step_until_done(added, use_tqdm)
+
+    def _step_until_done(self, request_ids: list[str], use_tqdm: bool) -> list[PoolingRequestOutput]:
+        engine, done = self.llm_engine, {}
+        bar = None
+        if use_tqdm:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(request_ids), desc="Processed prompts", dynamic_ncols=True)
+        try:
+            while engine.has_unfinished_requests():
+                for out in engine.step():
+                    done[out.request_id] = out
+                    if bar is not None:
+                        bar.update(1)
+        except BaseException:
+            engine.abort_request([r for r in request_ids if r not in done])
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+        return [done[r] for r in request_ids]
+
+
+def truncation_size(max_model_len: int, truncate_prompt_tokens: int | None) -> int | None:
+    """Tokens to keep (the last k), as vLLM: -1 = ``max_model_len``; larger than it is an error."""
+    if truncate_prompt_tokens is None:
+        return None
+    if truncate_prompt_tokens == -1:
+        return max_model_len
+    if truncate_prompt_tokens > max_model_len:
+        raise ValueError(f"truncate_prompt_tokens value ({truncate_prompt_tokens}) is greater than "
+                         f"max_model_len ({max_model_len}). Please, select a smaller truncation size.")
+    return truncate_prompt_tokens
+
+
+def _params_list(pooling_params: Any, n: int) -> list[PoolingParams]:
+    """One private copy per prompt (verify fills defaults in place)."""
+    if pooling_params is None:
+        return [PoolingParams() for _ in range(n)]
+    if isinstance(pooling_params, PoolingParams):
+        return [pooling_params.clone() for _ in range(n)]
+    if isinstance(pooling_params, (list, tuple)):
+        if len(pooling_params) != n:
+            raise ValueError(f"the lengths of prompts ({n}) and pooling_params ({len(pooling_params)}) must be "
+                             "the same")
+        for i, p in enumerate(pooling_params):
+            if not isinstance(p, PoolingParams):
+                raise TypeError(f"pooling_params[{i}] must be a PoolingParams, got {type(p).__name__}")
+        return [p.clone() for p in pooling_params]
+    raise TypeError(f"pooling_params must be a PoolingParams or a list of them, got {type(pooling_params).__name__}")
+
+
+def _no_lora(lora_request: Any) -> None:
+    if lora_request is not None:
+        raise ValueError("lora_request is not supported by jaxllm (no LoRA adapters yet)")

@@ -1,0 +1,40 @@
+"""Pooling LLMs over tiny random checkpoints, session-scoped (building one compiles its programs)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from pooling_models import save_decoder_embedder, save_seq_cls  # noqa: E402
+
+ENGINE = dict(max_num_seqs=4, max_num_batched_tokens=32, max_model_len=128, enforce_eager=True)
+
+
+@pytest.fixture(scope="session")
+def embedder_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("qwen3_embed")
+    return path, save_decoder_embedder(path)
+
+
+@pytest.fixture(scope="session")
+def embedder_llm(embedder_dir):
+    from jaxllm import LLM
+
+    return LLM(str(embedder_dir[0]), runner="pooling", **ENGINE)
+
+
+@pytest.fixture(scope="session")
+def classifier_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("qwen2_cls")
+    return path, save_seq_cls(path, "Qwen2ForSequenceClassification", num_labels=3)
+
+
+@pytest.fixture(scope="session")
+def classifier_llm(classifier_dir):
+    from jaxllm import LLM
+
+    return LLM(str(classifier_dir[0]), **ENGINE)  # runner="auto" picks pooling from the architecture

@@ -1,0 +1,78 @@
+"""Tiny random pooling checkpoints built with transformers in the test (no downloads)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+import transformers
+
+from hf_models import TINY, save_tokenizer_with_template
+
+VOCAB = 448  # >= the tests' BPE tokenizer (421 tokens)
+
+
+def _randomize(model) -> None:
+    """Random norms and biases, so a wrongly mapped one cannot hide behind ones / zeros."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name.lower():
+                p.copy_(1.0 + 0.1 * torch.randn_like(p))
+            elif name.endswith("bias"):
+                p.copy_(0.1 * torch.randn_like(p))
+
+
+def write_sentence_transformers(path, mode: str | None, normalize: bool) -> None:
+    """modules.json (+ 1_Pooling/config.json when ``mode``), as sentence-transformers saves them."""
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}]
+    if mode is not None:
+        modules.append({"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"})
+        os.makedirs(os.path.join(path, "1_Pooling"), exist_ok=True)
+        keys = ("cls_token", "mean_tokens", "max_tokens", "mean_sqrt_len_tokens", "weightedmean_tokens",
+                "lasttoken")
+        cfg = {"word_embedding_dimension": 64, **{f"pooling_mode_{k}": k == mode for k in keys}}
+        with open(os.path.join(path, "1_Pooling", "config.json"), "w") as f:
+            json.dump(cfg, f)
+    if normalize:
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+    with open(os.path.join(path, "modules.json"), "w") as f:
+        json.dump(modules, f)
+
+
+def save_decoder_embedder(path, seed: int = 0, **overrides):
+    """A Qwen3-Embedding-style checkpoint: Qwen3Model weights (no ``model.`` prefix) with
+    ``architectures: ["Qwen3ForCausalLM"]``, a tokenizer, and sentence-transformers' LAST + Normalize."""
+    torch.manual_seed(seed)
+    cfg = transformers.Qwen3Config(**{**TINY, "vocab_size": VOCAB, "head_dim": 16, **overrides})
+    model = transformers.Qwen3Model(cfg).eval()
+    _randomize(model)
+    model.config.architectures = ["Qwen3ForCausalLM"]
+    model.save_pretrained(os.fspath(path))
+    save_tokenizer_with_template(path)
+    write_sentence_transformers(path, "lasttoken", normalize=True)
+    return model
+
+
+def save_seq_cls(path, arch: str, num_labels: int, seed: int = 0, **overrides):
+    """A ``{Llama,Qwen2,Qwen3}ForSequenceClassification`` checkpoint with a tokenizer."""
+    torch.manual_seed(seed)
+    family = arch.removesuffix("ForSequenceClassification")
+    extra = {"head_dim": 16} if family == "Qwen3" else {}
+    cfg = getattr(transformers, f"{family}Config")(**{**TINY, "vocab_size": VOCAB, "num_labels": num_labels,
+                                                      **extra, **overrides})
+    cfg.architectures = [arch]
+    model = getattr(transformers, arch)(cfg).eval()
+    _randomize(model)
+    with torch.no_grad():
+        model.score.weight.normal_(0, 1.0)  # logits of a useful size, so the probabilities differ
+    model.save_pretrained(os.fspath(path))
+    save_tokenizer_with_template(path)
+    return model
+
+
+def hidden_states(model, ids: list[int]) -> torch.Tensor:
+    """Last hidden states [T, D] of a backbone (a *Model) or a classifier's backbone."""
+    backbone = getattr(model, "model", model)
+    with torch.no_grad():
+        return backbone(torch.tensor([ids])).last_hidden_state[0].float()
