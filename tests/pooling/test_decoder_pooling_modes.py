@@ -1,0 +1,48 @@
+"""A cross-encoder (one-label classifier) score and MEAN pooling read from sentence-transformers' config."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import ENGINE
+
+from pooling_models import hidden_states, save_decoder_embedder, save_seq_cls, write_sentence_transformers
+
+from jaxllm import LLM, ScoringRequestOutput
+
+
+def test_cross_encoder_score(tmp_path):
+    """LlamaForSequenceClassification with one label: score = sigmoid(logit) of the pair tokenized together;
+    1-to-N and N-to-N pairs."""
+    model = save_seq_cls(tmp_path, "LlamaForSequenceClassification", num_labels=1)
+    llm = LLM(str(tmp_path), runner="pooling", **ENGINE)
+    tok = llm.get_tokenizer()
+    query, docs = "Hello world", ["The quick brown fox", "STOP here", "Hello"]
+    one_to_n = llm.score(query, docs, use_tqdm=False)
+    n_to_n = llm.score([query] * 3, docs, use_tqdm=False)
+    for doc, a, b in zip(docs, one_to_n, n_to_n):
+        ids = tok(text=query, text_pair=doc).input_ids
+        with torch.no_grad():
+            logit = model(torch.tensor([ids])).logits[0, 0].float()
+        assert isinstance(a, ScoringRequestOutput)
+        assert a.outputs.score == pytest.approx(float(torch.sigmoid(logit)), abs=1e-5)
+        assert b.outputs.score == pytest.approx(a.outputs.score, abs=1e-6)
+    probs = llm.classify(query, use_tqdm=False)[0].outputs.probs
+    assert len(probs) == 1 and 0 < probs[0] < 1
+    with pytest.raises(ValueError, match="only supports"):
+        llm.score(query, docs, pooling_params=__import__("jaxllm").PoolingParams(normalize=True), use_tqdm=False)
+
+
+def test_mean_pooling_from_sentence_transformers(tmp_path):
+    """modules.json + 1_Pooling/config.json with mean_tokens and no Normalize module: MEAN pooling over every
+    prompt token (also across chunks), not normalised by default."""
+    model = save_decoder_embedder(tmp_path, seed=1)
+    write_sentence_transformers(tmp_path, "mean_tokens", normalize=False)
+    llm = LLM(str(tmp_path), runner="pooling", **ENGINE)
+    assert llm.pooling_info.pooling_type == "MEAN" and not llm.pooling_info.normalize
+    tok = llm.get_tokenizer()
+    texts = ["Hello world", "The quick brown fox jumps over the lazy dog. " * 3]
+    for text, out in zip(texts, llm.embed(texts, use_tqdm=False)):
+        want = hidden_states(model, tok(text).input_ids).numpy().mean(axis=0)
+        np.testing.assert_allclose(out.outputs.embedding, want, atol=1e-4, rtol=1e-4)
