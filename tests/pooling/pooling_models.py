@@ -76,3 +76,23 @@ def hidden_states(model, ids: list[int]) -> torch.Tensor:
     backbone = getattr(model, "model", model)
     with torch.no_grad():
         return backbone(torch.tensor([ids])).last_hidden_state[0].float()
+
+
+def save_encoder(path, arch: str = "BertModel", seed: int = 0, **overrides):
+    """A BERT-family checkpoint (BertModel / XLMRobertaModel) with the tests' tokenizer."""
+    torch.manual_seed(seed)
+    family = arch.removesuffix("Model")
+    kw = dict(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+              max_position_embeddings=130 if family != "Bert" else 128, pad_token_id=1)
+    cfg = getattr(transformers, f"{family}Config")(**{**kw, **overrides})
+    cfg.architectures = [arch]
+    model = getattr(transformers, arch)(cfg).eval()
+    _randomize(model)
+    model.save_pretrained(os.fspath(path))
+    save_tokenizer_with_template(path)
+    return model
+
+
+def encoder_hidden(model, ids: list[int]) -> torch.Tensor:
+    with torch.no_grad():
+        return model(torch.tensor([ids])).last_hidden_state[0].float()

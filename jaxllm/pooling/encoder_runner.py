@@ -1,0 +1,135 @@
+"""EncoderRunner: bidirectional encoders (the BERT family) on a dense, non-paged path.
+
+Why not the paged engine: a bidirectional layer needs every token of the sequence before any output is
+final, so a prompt cannot be chunked, and nothing is reused afterwards (no decode, no prefix to cache). Each
+request therefore runs whole, in one call: requests are sorted by length and packed into [B, L] batches, where
+L is the smallest length bucket (powers of two from 16 up to ``max_model_len``) holding the batch's longest
+sequence and B = ``max_num_batched_tokens // L`` (at least 1, at most ``max_num_seqs``) rows; short rows are
+padded and masked out of attention (``key_value_seq_lengths``). One program per length bucket, compiled at
+start-up unless ``enforce_eager``; token-level tasks use a second program per bucket compiled on first use.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
+
+from jaxllm.engine.request_checks import check_prompt
+from jaxllm.models.bert import EncoderConfig
+from jaxllm.pooling.config import pooling_model_info
+from jaxllm.pooling.outputs import PoolingOutput
+from jaxllm.pooling.pooler import PooledState, finish
+from jaxllm.runner.buckets import token_ladder
+
+
+def _encode(graphdef, state, ids, types, lens, *, pooling_type: str, token_rows: bool):
+    """ids / types [B, L], lens [B] -> (pooled [B, D] float32, hidden [B, L, D] float32 or None). MEAN returns
+    the masked row sum (the host divides by the length)."""
+    hidden = nnx.merge(graphdef, state)(ids, types, lens).astype(jnp.float32)
+    with jax.named_scope("pool"):
+        if pooling_type == "CLS":
+            pooled = hidden[:, 0]
+        elif pooling_type == "LAST":
+            pooled = jnp.take_along_axis(hidden, jnp.maximum(lens - 1, 0)[:, None, None], axis=1)[:, 0]
+        else:
+            mask = (jnp.arange(ids.shape[1])[None, :] < lens[:, None]).astype(jnp.float32)
+            pooled = jnp.einsum("bld,bl->bd", hidden, mask)
+    return pooled, (hidden if token_rows else None)
+
+
+class EncoderRunner:
+    """``run(request_ids, [(token_ids, PoolingParams)]) -> [PoolingOutput]`` for an encoder model."""
+
+    def __init__(self, model, config: EncoderConfig, info, mesh, args, *, enforce_eager: bool):
+        self.config, self.info, self.args = config, info, args
+        self.graphdef, self.state = nnx.split(model)
+        self._replicated = NamedSharding(mesh, PartitionSpec())
+        self.lengths = token_ladder(args.max_model_len, 16)
+        self.compile_seconds = 0.0
+        self._encode = jax.jit(functools.partial(_encode, self.graphdef),
+                               static_argnames=("pooling_type", "token_rows"))
+        self._compiled: dict = {}
+        if not enforce_eager:
+            for length in self.lengths:
+                self._program(length, False)
+
+    @classmethod
+    def load(cls, path: str, hf: dict, mesh, args, *, platform: str, dtype, quantization, seed: int,
+             enforce_eager: bool) -> EncoderRunner:
+        from jaxllm.weights.bert import dummy_bert, load_bert
+
+        if quantization is not None:
+            raise ValueError(f"quantization={quantization!r} is not supported for encoder models")
+        if mesh.devices.size > 1:
+            raise ValueError("tensor_parallel_size > 1 is not supported for encoder models (BERT family)")
+        if args.load_format not in ("auto", "safetensors", "dummy"):
+            raise ValueError(f"load_format={args.load_format!r} is not supported for encoder models")
+        config = EncoderConfig.from_hf(hf, dtype)
+        if args.max_model_len is not None and args.max_model_len > config.max_model_len:
+            raise ValueError(f"max_model_len={args.max_model_len} is longer than the {config.max_model_len} "
+                             f"positions of {config.architecture}'s absolute position embeddings")
+        args = args.resolve(platform, config.max_model_len)
+        model = dummy_bert(config, mesh, seed) if args.load_format == "dummy" else load_bert(path, config, mesh)
+        return cls(model, config, pooling_model_info(path, hf), mesh, args, enforce_eager=enforce_eager)
+
+    def batch_rows(self, length: int) -> int:
+        return max(1, min(self.args.max_num_seqs, self.args.max_num_batched_tokens // length))
+
+    def _program(self, length: int, token_rows: bool):
+        key = (length, token_rows)
+        if key not in self._compiled:
+            t0 = time.perf_counter()
+            rows = self.batch_rows(length)
+            spec = jax.ShapeDtypeStruct((rows, length), jnp.int32, sharding=self._replicated)
+            lens = jax.ShapeDtypeStruct((rows,), jnp.int32, sharding=self._replicated)
+            self._compiled[key] = self._encode.lower(self.state, spec, spec, lens, pooling_type=self.info.pooling_type,
+                                                     token_rows=token_rows).compile()
+            self.compile_seconds += time.perf_counter() - t0
+        return self._compiled[key]
+
+    def run(self, request_ids: list[str], requests: list, use_tqdm: bool = False) -> list[PoolingOutput]:
+        """Validate every request (before any device work), then encode them in length-sorted batches."""
+        for rid, (ids, _) in zip(request_ids, requests):
+            check_prompt(rid, ids, self.config.vocab_size, self.args.max_model_len, generates=False)
+        results: list[PoolingOutput | None] = [None] * len(requests)
+        order = sorted(range(len(requests)), key=lambda i: len(requests[i][0]))
+        bar = None
+        if use_tqdm:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(requests), desc="Processed prompts", dynamic_ncols=True)
+        i = 0
+        while i < len(order):
+            length = next(n for n in self.lengths if n >= len(requests[order[i]][0]))
+            rows = self.batch_rows(length)
+            # the batch: the next rows requests whose length fits this bucket (sorted, so a prefix of the rest)
+            batch = [j for j in order[i:i + rows] if len(requests[j][0]) <= length]
+            self._run_batch(batch, requests, length, rows, results)
+            i += len(batch)
+            if bar is not None:
+                bar.update(len(batch))
+        if bar is not None:
+            bar.close()
+        return results
+
+    def _run_batch(self, batch: list[int], requests: list, length: int, rows: int, results: list) -> None:
+        ids = np.zeros((rows, length), np.int32)
+        lens = np.zeros(rows, np.int32)
+        for r, j in enumerate(batch):
+            toks = requests[j][0]
+            ids[r, :len(toks)], lens[r] = toks, len(toks)
+        token_rows = any(requests[j][1].task.startswith("token_") for j in batch)
+        program = self._program(length, token_rows)
+        dev = jax.device_put((ids, np.zeros_like(ids), lens), self._replicated)
+        pooled, hidden = jax.device_get(program(self.state, *dev))
+        for r, j in enumerate(batch):
+            state = PooledState()
+            state.add(self.info.pooling_type, pooled[r], int(lens[r]),
+                      None if hidden is None else hidden[r, :lens[r]])
+            results[j] = PoolingOutput(finish(self.info, None, state, requests[j][1]))
