@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
+from pooling_models import save_decoder_embedder, save_seq_cls
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from pooling_models import save_decoder_embedder, save_seq_cls  # noqa: E402
-
-ENGINE = dict(max_num_seqs=4, max_num_batched_tokens=32, max_model_len=128, enforce_eager=True)
+ENGINE = {"max_num_seqs": 4, "max_num_batched_tokens": 32, "max_model_len": 128, "enforce_eager": True}
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,6 @@ import os
 
 import torch
 import transformers
-
 from hf_models import TINY, save_tokenizer_with_template
 
 VOCAB = 448  # >= the tests' BPE tokenizer (421 tokens)
@@ -82,8 +81,8 @@ def save_encoder(path, arch: str = "BertModel", seed: int = 0, **overrides):
     """A BERT-family checkpoint (BertModel / XLMRobertaModel) with the tests' tokenizer."""
     torch.manual_seed(seed)
     family = arch.removesuffix("Model")
-    kw = dict(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
-              max_position_embeddings=130 if family != "Bert" else 128, pad_token_id=1)
+    kw = {"vocab_size": VOCAB, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128,
+              "max_position_embeddings": 130 if family != "Bert" else 128, "pad_token_id": 1}
     cfg = getattr(transformers, f"{family}Config")(**{**kw, **overrides})
     cfg.architectures = [arch]
     model = getattr(transformers, arch)(cfg).eval()

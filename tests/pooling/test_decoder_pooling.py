@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from pooling_models import hidden_states
 
 from jaxllm import EmbeddingRequestOutput, PoolingParams, PoolingRequestOutput

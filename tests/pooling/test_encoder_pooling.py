@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from pooling_models import encoder_hidden, save_encoder, write_sentence_transformers
 
 from jaxllm import LLM, PoolingParams
 
 TEXTS = ["Hello world", "The quick brown fox jumps over the lazy dog. " * 4, "STOP", "emoji done. The end."]
-ENGINE = dict(max_num_seqs=4, max_num_batched_tokens=64)
+ENGINE = {"max_num_seqs": 4, "max_num_batched_tokens": 64}
 
 
 def _normalize(x):

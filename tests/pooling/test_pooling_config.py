@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from pooling_models import write_sentence_transformers
 
 from jaxllm import PoolingParams
