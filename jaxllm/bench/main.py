@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 
+from jaxllm.bench.embed import EMBED_WORKLOADS
 from jaxllm.bench.monitor import GpuBusySampler, host_profile
 from jaxllm.bench.workloads import WORKLOADS, Workload
 
@@ -27,7 +28,8 @@ from jaxllm.bench.workloads import WORKLOADS, Workload
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="jaxllm bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--workload", choices=sorted(WORKLOADS), help="a named workload of BENCHMARKS.md")
+    p.add_argument("--workload", choices=sorted(WORKLOADS) + sorted(EMBED_WORKLOADS),
+                   help="a named workload of BENCHMARKS.md (E-*: embedding throughput, jaxllm.bench.embed)")
     p.add_argument("--config", help="custom workload: an HF config.json of the architecture")
     p.add_argument("--num-requests", type=int, help="override the request count")
     p.add_argument("--prompt-len", type=int, nargs=2, metavar=("MIN", "MAX"))
@@ -67,7 +69,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def workload_from_args(args) -> Workload:
-    base = WORKLOADS[args.workload] if args.workload else Workload(
+    named = {**WORKLOADS, **EMBED_WORKLOADS}
+    base = named[args.workload] if args.workload else Workload(
         "custom", args.config, 64, (128, 512), (128, 128))
     return Workload(
         name=base.name, config=args.config or base.config,
@@ -159,6 +162,10 @@ def main(argv=None) -> dict:
     logging.getLogger("jaxllm").addHandler(handler)
     logging.getLogger("jaxllm").setLevel(logging.INFO)
     w = workload_from_args(args)
+    if args.workload in EMBED_WORKLOADS:
+        from jaxllm.bench import embed
+
+        return embed.main(args, w, argv)
     from jaxllm.bench.roofline import dummy_int4_quantization_config, run_roofline
     from jaxllm.config import ModelConfig
 

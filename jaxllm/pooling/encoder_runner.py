@@ -3,7 +3,8 @@
 Why not the paged engine: a bidirectional layer needs every token of the sequence before any output is
 final, so a prompt cannot be chunked, and nothing is reused afterwards (no decode, no prefix to cache). Each
 request therefore runs whole, in one call: requests are sorted by length and packed into [B, L] batches, where
-L is the smallest length bucket (powers of two from 16 up to ``max_model_len``) holding the batch's longest
+L is the smallest length bucket (``length_buckets``: powers of two from 16 and their 1.5x midpoints, so a
+batch pads at most a third of its slots, up to ``max_model_len``) holding the batch's longest
 sequence and B = ``max_num_batched_tokens // L`` (at least 1, at most ``max_num_seqs``) rows; short rows are
 padded and masked out of attention (``key_value_seq_lengths``). One program per length bucket, compiled at
 start-up unless ``enforce_eager``; token-level tasks use a second program per bucket compiled on first use.
@@ -25,7 +26,15 @@ from jaxllm.models.bert import EncoderConfig
 from jaxllm.pooling.config import pooling_model_info
 from jaxllm.pooling.outputs import PoolingOutput
 from jaxllm.pooling.pooler import PooledState, finish
-from jaxllm.runner.buckets import token_ladder
+
+
+def length_buckets(max_model_len: int, smallest: int = 16) -> list[int]:
+    """Padded sequence lengths: 16, 24, 32, 48, 64, 96, ... below ``max_model_len``, then ``max_model_len``."""
+    out, n = [], smallest
+    while n < max_model_len:
+        out += [n] + ([n * 3 // 2] if n * 3 // 2 < max_model_len else [])
+        n *= 2
+    return out + [max_model_len]
 
 
 def _encode(graphdef, state, ids, types, lens, *, pooling_type: str, token_rows: bool):
@@ -50,7 +59,7 @@ class EncoderRunner:
         self.config, self.info, self.args = config, info, args
         self.graphdef, self.state = nnx.split(model)
         self._replicated = NamedSharding(mesh, PartitionSpec())
-        self.lengths = token_ladder(args.max_model_len, 16)
+        self.lengths = length_buckets(args.max_model_len)
         self.compile_seconds = 0.0
         self._encode = jax.jit(functools.partial(_encode, self.graphdef),
                                static_argnames=("pooling_type", "token_rows"))
