@@ -22,7 +22,7 @@ def bert(tmp_path_factory):
     path = tmp_path_factory.mktemp("bert")
     model = save_encoder(path, "BertModel")
     write_sentence_transformers(path, "mean_tokens", normalize=True)
-    return LLM(str(path), **ENGINE), model  # runner="auto": BertModel is a pooling architecture
+    return LLM(str(path), max_model_len=64, **ENGINE), model  # runner="auto": BertModel is a pooling architecture
 
 
 def test_bert_mean_normalized(bert):
