@@ -45,3 +45,20 @@ def test_mean_pooling_from_sentence_transformers(tmp_path):
     for text, out in zip(texts, llm.embed(texts, use_tqdm=False)):
         want = hidden_states(model, tok(text).input_ids).numpy().mean(axis=0)
         np.testing.assert_allclose(out.outputs.embedding, want, atol=1e-4, rtol=1e-4)
+
+
+def test_prefix_cache_and_tensor_parallel(embedder_dir, embedder_llm):
+    """LAST pooling may start from prefix-cache hits (the last token is always computed); token-level tasks
+    never do. Under tensor parallelism (2 host devices) the embeddings are the same."""
+    text = "The quick brown fox jumps over the lazy dog. " * 3
+    engine = embedder_llm.llm_engine
+    first = embedder_llm.embed(text, use_tqdm=False)[0].outputs.embedding
+    cached0 = engine.stats.num_cached_tokens
+    again = embedder_llm.embed(text, use_tqdm=False)[0].outputs.embedding
+    assert engine.stats.num_cached_tokens > cached0
+    np.testing.assert_allclose(again, first, atol=1e-5)
+    cached1 = engine.stats.num_cached_tokens
+    embedder_llm.encode(text, pooling_task="token_embed", use_tqdm=False)
+    assert engine.stats.num_cached_tokens == cached1
+    tp = LLM(str(embedder_dir[0]), runner="pooling", tensor_parallel_size=2, **ENGINE)
+    np.testing.assert_allclose(tp.embed(text, use_tqdm=False)[0].outputs.embedding, first, atol=1e-4)
