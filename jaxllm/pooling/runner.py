@@ -13,7 +13,9 @@ overlap with.
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
+import os
 import time
 
 import jax
@@ -77,7 +79,8 @@ class PoolingModelRunner(ModelRunner):
     # ---- compilation (replaces the generate programs) ---------------------------------------------------
 
     def _compile(self, key):
-        """key: ("pool", Bucket, token_rows, long_prefill)."""
+        """key: ("forward", Bucket, token_rows, long_prefill) (the generate runner's key layout, so its
+        long-prefill fallback applies)."""
         _, bucket, token_rows, long_prefill = key
         return self._pool.lower(self.params, self.kv_caches, self._padding_step(bucket), dims=self._dims(bucket),
                                 pooling_type=self.info.pooling_type, token_rows=token_rows,
@@ -86,12 +89,24 @@ class PoolingModelRunner(ModelRunner):
                                 ).compile(compiler_options=self.forward_compile_options)
 
     def warm_up(self) -> None:
-        """Compile the pooled forward of every bucket (and its long-prefill twin) at start-up."""
-        keys = [("pool", b, False, False) for b in self.ladder.buckets]
-        keys += [("pool", b, False, True) for b in self._long_prefill_buckets()]
+        """Compile the pooled forward of every bucket (and its long-prefill twin where a prompt can be that
+        long) at start-up, in parallel threads (XLA compiles outside the GIL)."""
+        keys = [("forward", b, False, False) for b in self.ladder.buckets]
+        if self.prefill_split is not None and self.max_model_len >= self.prefill_split[2]:
+            keys += [("forward", b, False, True) for b in self._long_prefill_buckets()]
         t0 = time.perf_counter()
-        for key in keys:
-            self._compiled[key] = self._compile(key)
+        with concurrent.futures.ThreadPoolExecutor(max(1, min(len(keys), os.cpu_count() or 2))) as pool:
+            futures = {pool.submit(self._compile, key): key for key in keys}
+            for future in concurrent.futures.as_completed(futures):
+                key = futures[future]
+                try:
+                    program = future.result()
+                except Exception as error:
+                    if not self._drop_long_prefill_programs(key, error):
+                        raise
+                    continue
+                if not key[3] or self.prefill_split is not None:
+                    self._compiled[key] = program
         self.compile_seconds += time.perf_counter() - t0
         self._check_activation_reserve()
 
@@ -110,7 +125,7 @@ class PoolingModelRunner(ModelRunner):
         token_rows = any(s.pooling_params.task.startswith("token_") for s in batch.seqs)
         long_prefill = self.prefill_split is not None and any(
             s.num_new_tokens >= self.prefill_split[2] for s in batch.seqs)
-        program = self._get_compiled(("pool", bucket, token_rows, long_prefill))
+        program = self._get_compiled(("forward", bucket, token_rows, long_prefill))
         packed = jax.device_put(pack_step_inputs(inputs), self._replicated)
         self.kv_caches, pooled, hidden = program(self.params, self.kv_caches, packed)
         t_wait = time.perf_counter()

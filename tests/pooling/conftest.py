@@ -31,4 +31,5 @@ def classifier_dir(tmp_path_factory):
 def classifier_llm(classifier_dir):
     from jaxllm import LLM
 
-    return LLM(str(classifier_dir[0]), **ENGINE)  # runner="auto" picks pooling from the architecture
+    # runner="auto" picks pooling from the architecture; compiled ahead of time (the others are eager)
+    return LLM(str(classifier_dir[0]), **{**ENGINE, "enforce_eager": False})

@@ -109,3 +109,12 @@ def test_classify_and_reward(classifier_llm, classifier_dir):
         classifier_llm.embed("hi")
     with pytest.raises(ValueError, match="Score API is not supported"):
         classifier_llm.score("a", "b")
+
+
+def test_no_compilation_while_pooling(classifier_llm):
+    """Every bucket's program is compiled at start-up: classify compiles nothing new."""
+    runner = classifier_llm.llm_engine.runner
+    before = runner.num_compilations
+    assert before >= len(runner.ladder.buckets)
+    classifier_llm.classify(TEXTS * 3, use_tqdm=False)
+    assert runner.num_compilations == before
