@@ -94,6 +94,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(chat)
     _add_sampling_args(chat, max_tokens=256, temperature=0.7)
 
+    conv = sub.add_parser("convert", help="convert a checkpoint into an Orbax checkpoint of jaxllm's parameters",
+                          description="Convert a HF checkpoint (folder, hub id or GGUF file) once into an Orbax "
+                                      "checkpoint that LLM(model=OUT_DIR) and load_model(OUT_DIR) read directly, "
+                                      "optionally in another dtype or quantized (int8 / fp8).")
+    conv.add_argument("source", metavar="SRC", help="HF checkpoint folder, hub id or .gguf file")
+    conv.add_argument("out_dir", metavar="OUT_DIR", help="output folder (must not exist or be empty)")
+    conv.add_argument("--dtype", default="auto", help="auto (the checkpoint's), float32, bfloat16 or float16")
+    conv.add_argument("--quantization", default=None, help="int8 or fp8 (quantize the decoder's linear weights)")
+    conv.add_argument("--tensor-parallel-size", type=_positive_int, default=1, metavar="N",
+                      help="devices to spread the conversion over (the result loads at any size)")
     sub.add_parser("bench", help="throughput benchmark (see: jaxllm bench --help)", add_help=False)
     return parser
 
@@ -171,7 +181,17 @@ def cmd_bench(argv: Sequence[str]) -> int:
         print("jaxllm bench: the benchmark module (jaxllm.bench) is not available in this installation",
               file=sys.stderr)
         return 2
-    return int(bench.main(list(argv)) or 0)
+    bench.main(list(argv))  # returns the result dict; a failure raises
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from jaxllm.convert import convert_checkpoint
+
+    seconds = convert_checkpoint(args.source, args.out_dir, dtype=args.dtype, quantization=args.quantization,
+                                 tensor_parallel_size=args.tensor_parallel_size)
+    print(f"wrote {args.out_dir} in {seconds:.1f} s", file=sys.stderr)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -186,7 +206,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return cmd_generate(args) if args.command == "generate" else cmd_chat(args)
+        commands = {"generate": cmd_generate, "chat": cmd_chat, "convert": cmd_convert}
+        return commands[args.command](args)
     except KeyboardInterrupt:
         return 130
     except (FileNotFoundError, ValueError, TypeError) as e:  # bad model path/arguments: no traceback

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from jaxllm.sampling_params import SamplingParams
+from jaxllm.sampling_params import SamplingParams, check_unicode
 
 
 def as_prompt_list(prompts: Any) -> list[Any]:
@@ -64,6 +64,7 @@ def tokenize_prompt(index: int, prompt: Any, tokenizer) -> tuple[str | None, lis
     if tokenizer is None:
         raise ValueError(f"prompt {index} is text but the tokenizer was skipped (skip_tokenizer_init=True); "
                          "pass {'prompt_token_ids': [...]}")
+    check_unicode(f"prompt {index}", text)
     return text, tokenizer(text).input_ids
 
 

@@ -155,9 +155,13 @@ class LLM(PoolingMixin):
         engine = self.llm_engine
         added: list[str] = []
         try:
-            for (text, token_ids), sp in zip(requests, params):
+            for index, ((text, token_ids), sp) in enumerate(zip(requests, params)):
                 request_id = str(next(self._request_counter))
-                engine.add_request(request_id, token_ids, sp, prompt=text)
+                try:
+                    engine.add_request(request_id, token_ids, sp, prompt=text)
+                except (ValueError, TypeError) as e:  # name the prompt's place in the batch, not our request id
+                    message = str(e).removeprefix(f"request {request_id!r}: ")
+                    raise type(e)(f"prompt {index}: {message}") from None
                 added.append(request_id)
         except Exception:
             if added:

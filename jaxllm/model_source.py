@@ -11,6 +11,7 @@ import os
 
 from jaxllm.config import ModelConfig, check_hf_config
 from jaxllm.weights.gguf import GGUFCheckpoint, is_gguf
+from jaxllm.weights.orbax_checkpoint import checkpoint_quantization, is_orbax_checkpoint
 
 
 def resolve_model_path(model: str | os.PathLike, revision: str | None = None) -> str:
@@ -63,6 +64,8 @@ def hf_config_dict(path: str) -> dict:
 
 def model_config(path: str, dtype="auto", quantization: str | None = None) -> ModelConfig:
     hf = hf_config_dict(path)
+    if is_orbax_checkpoint(path):
+        quantization = checkpoint_quantization(path, quantization)
     try:
         return ModelConfig.from_hf(hf, dtype=dtype, quantization=quantization)
     except (KeyError, TypeError, ZeroDivisionError, OverflowError, ValueError) as e:

@@ -64,16 +64,26 @@ def _check_token_ids(name: str, value: Any) -> list[int] | None:
     return [int(t) for t in ids]
 
 
+def check_unicode(where: str, text: str) -> None:
+    """Reject text no tokenizer can encode (a lone UTF-16 surrogate such as '\\ud800'), naming ``where``."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"{where} is not valid Unicode text: {text[e.start:e.end]!r} at position {e.start} is "
+                         "a lone surrogate") from None
+
+
 def _check_strs(name: str, value: Any) -> list[str]:
     if value is None:
         return []
     if isinstance(value, str):
-        return [value]
+        value = [value]
     if not isinstance(value, (list, tuple)):
         raise TypeError(f"{name} must be a str or a list of str, got {type(value).__name__} ({value!r})")
     for s in value:
         if not isinstance(s, str):
             raise TypeError(f"{name} must contain only strings, got {value!r}")
+        check_unicode(name, s)
     return list(dict.fromkeys(value))  # drop duplicates, keep order (as vLLM)
 
 
@@ -253,6 +263,10 @@ class SamplingParams:
             )
         if any(not w for w in self.bad_words):
             raise ValueError(f"bad_words cannot contain an empty string. Got bad_words={self.bad_words}")
+        if self.allowed_token_ids and self.logit_bias and all(
+                self.logit_bias.get(t) == -math.inf for t in self.allowed_token_ids):
+            raise ValueError(f"no token can be sampled: every id in allowed_token_ids={self.allowed_token_ids} has "
+                             "logit_bias -inf")
         if self.allowed_token_ids is not None and len(self.allowed_token_ids) == 0:
             raise ValueError("allowed_token_ids is not None and empty!")
 

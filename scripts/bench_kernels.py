@@ -1,6 +1,6 @@
 """Benchmark of the ragged paged attention kernels and the KV-cache write, in one invocation on one GPU.
 
-Writes benchmarks/kernels_<tag>.json and .md (``--out-dir``, ``--tag``). Measures, in the same run:
+Writes benchmarks/kernels/attention_<tag>.json and .md (``--out-dir``, ``--tag``). Measures, in the same run:
 ceilings (elementwise read+write bandwidth, bf16 matmul), decode (B x context grid, 32 q / 8 kv heads, D=128,
 bf16, block 16) as µs and effective KV-read TB/s against JAX's Pallas paged_attention and the XLA reference,
 prefill TFLOP/s (causal FLOPs) against cuDNN's dense kernel, a mixed batch against the sum of its parts,
@@ -27,16 +27,15 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from ops.device_info import gpu_compute_capability  # noqa: E402
-from ops.paged_attention import write_kv_cache  # noqa: E402
-from ops.paged_attention.pallas_attention import (  # noqa: E402
-    decode_config, prefill_config, ragged_paged_attention_pallas)
-from ops.paged_attention.pallas_triton import TileConfig  # noqa: E402
-from ops.paged_attention.reference import ragged_paged_attention_reference  # noqa: E402
+from ops.device_info import gpu_compute_capability
+from ops.paged_attention import write_kv_cache
+from ops.paged_attention.pallas_attention import decode_config, prefill_config, ragged_paged_attention_pallas
+from ops.paged_attention.pallas_triton import TileConfig
+from ops.paged_attention.reference import ragged_paged_attention_reference
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_timing import timeit  # noqa: E402
-from kernel_report import write_markdown  # noqa: E402
+from bench_timing import timeit
+from kernel_report import write_markdown
 
 HQ, HK, D, BS = 32, 8, 128, 16
 DT = jnp.bfloat16
@@ -161,7 +160,7 @@ def bench_prefill(rng, shapes, interpret, results):
                 row["cudnn_error"] = repr(e)[:300]
             try:  # JAX's own FlashAttention-3 in Mosaic GPU (Hopper, dense): how far a wgmma/TMA kernel gets
                 from jax.experimental.pallas.ops.gpu import attention_mgpu as fa3
-                # its fastest tiles in session 7's probe (scripts/probe_fa3.py: 570 TFLOP/s at 1 x 8k in fp16)
+                # its fastest tiles on the H200 (570 TFLOP/s at 1 x 8k in fp16; docs/kernels.md)
                 cfg = fa3.TuningConfig(block_q=64, block_kv=128, max_concurrent_steps=2, causal=True)
                 fn = jax.jit(lambda a, b, cc, cfg=cfg: fa3.attention(a, b, cc, cfg))
                 # float16 inputs: jax 0.11.2's kernel allocates its shared-memory tiles in float16 whatever the
@@ -326,9 +325,8 @@ def sweep(rng, interpret, results):
             print("sweep", out[-1], flush=True)
     lens = [8192]
     sets = paged_batch(rng, lens, lens)
-    # session 6 (commit 79adb0a): bq32/bn64/4 warps/3 stages led 11 variants (308 TFLOP/s); the 8-warp tiles were
-    # timed again with a dot-with-accumulator primitive that removed their spill (commit d720042, since removed:
-    # no gain)
+    # bq32/bn64/4 warps/3 stages leads the 11 variants of the full sweep (308 TFLOP/s at 1 x 8k on the H200);
+    # these are its neighbours
     for bq, bn, w, st in ((32, 64, 4, 3), (32, 64, 4, 2), (32, 64, 8, 3), (32, 64, 8, 2), (64, 64, 8, 3),
                           (32, 128, 8, 2), (64, 32, 8, 3)):
         cfg = TileConfig(block_q=bq, block_n=bn, num_warps=w, num_stages=st)
@@ -351,7 +349,7 @@ def main():
     ap.add_argument("--sweep", action="store_true", help="also time tile-shape variants")
     ap.add_argument("--fp8-kv", action="store_true", help="also time the fp8 KV cache (decode, prefill, write)")
     ap.add_argument("--fp8-kv-only", action="store_true", help="ceilings and the fp8 KV cache section only")
-    ap.add_argument("--out-dir", default="benchmarks")
+    ap.add_argument("--out-dir", default="benchmarks/kernels")
     ap.add_argument("--tag", help="file name tag (default: h200, or h200_fp8kv with --fp8-kv-only so that the "
                                    "main table is not overwritten)")
     args = ap.parse_args()
@@ -361,7 +359,7 @@ def main():
     results = {"device": getattr(dev, "device_kind", dev.platform), "jax": jax.__version__,
                "decode": [], "prefill": []}
     os.makedirs(args.out_dir, exist_ok=True)
-    base = os.path.join(args.out_dir, f"kernels_{args.tag}")
+    base = os.path.join(args.out_dir, f"attention_{args.tag}")
 
     def save():  # after every section, so a run cut short still leaves its numbers
         with open(base + ".json", "w") as f:
@@ -389,7 +387,8 @@ def main():
     for step in steps:
         step()
         save()
-    print(open(base + ".md").read())
+    with open(base + ".md") as f:
+        print(f.read())
 
 
 if __name__ == "__main__":

@@ -8,14 +8,13 @@ Shapes: Llama-3.1-8B's fused gate_up (K=4096, N=2*14336) and down (K=14336, N=40
 bf16 activations, group 128; with ``--shapes``, also q_proj / o_proj (K=N=4096) and a fused qkv (K=4096, N=6144).
 ``bf16_splitk2`` / ``bf16_splitk4``: the bf16 product as a batched GEMM over 2 / 4 slices of K plus a float32 sum,
 for GEMMs with too few output tiles to fill the GPU (q_proj / o_proj at 256 rows: 64 tiles of 128 x 128 on 132 SMs,
-~290 TFLOP/s in the decode-heavy B2 trace, benchmarks/kernels_profile_h200.md). Timing: one jitted program runs R x C calls (C weight copies, so the weights in
+~290 TFLOP/s in the decode-heavy B2 trace). Timing: one jitted program runs R x C calls (C weight copies, so the weights in
 use never fit in L2; R distinct x, ``--calls-per-copy``), all outputs returned; median of 5 runs / calls. R is 1 by
 default: with R > 1, XLA computes a weight's dequantization or convert once for its R calls (common
-subexpression), which flatters every method that does not fuse it into the GEMM (results before this default,
-e.g. quant_matmul_h200.md, used R = 4).
+subexpression), which flatters every method that does not fuse it into the GEMM.
 Effective weight GB/s = bytes of the weight in its format (int4: packed + fp16 scales + int8 zeros) / time.
 
-    python scripts/bench_quant_matmul.py --output $OUT/quant_matmul_h200.json
+    python scripts/bench_quant_matmul.py --output $OUT/quant_matmul.json      (bash scripts/device.sh quant)
 """
 
 from __future__ import annotations
@@ -154,7 +153,7 @@ def tile_variants(m, k, n):
         alts = [T(16, 64, 128, s, 4, 3, True), T(16, 64, 128, s, 4, 4, True), T(16, 128, 128, s, 4, 3, True),
                 T(16, 64, 256, max(1, s // 2), 4, 3, True), T(16, 64, 128, s, 4, 3, True, True),
                 T(16, 64, 256, max(1, s // 2), 4, 3, True, True), T(16, 64, 128, s, 4, 3)]
-    elif m <= 64:  # session 6's earlier plan (BN 128, splits until 2 programs per SM) and neighbours of the plan
+    elif m <= 64:  # the BN 128 plan (splits until 2 programs per SM) and neighbours of the plan
         old_s = 1
         while old_s < 16 and (n // 128) * old_s < 2 * 132:
             old_s *= 2
@@ -190,8 +189,8 @@ def mosaic_variants(m, k, n):
         if (steps >= 2 and (k // t.splits) % GROUP == 0 and m % t.tm == 0 and t not in ok and t != base
                 and t.smem_bytes() <= SMEM_BUDGET):
             ok.append(t)
-    # the plan again last: a first-timed variant that reads slow (call 2 of session 7: q_o 34 us at the plan,
-    # 14-17 us for its neighbours) shows up as a gap between the two
+    # the plan again last: a first-timed variant that reads slow (q_o has timed 34 us at the plan first and 14-17 us
+    # for its neighbours) shows up as a gap between the two
     return [("plan", base)] + [(t.name, t) for t in ok] + [("plan_again", base)]
 
 

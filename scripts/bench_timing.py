@@ -13,9 +13,8 @@ def timeit(fn, arg_sets, reps=10, rounds=5, warmup_s=0.3):
     (different buffers, so a small working set does not sit in L2), after ``warmup_s`` seconds of calls.
     Returns (seconds, compile_seconds).
 
-    Why the warm-up and the bursts: an idle H200 sits at 345 MHz, and single synchronized calls (the quantized
-    linear-layer benchmark's method before session 6) timed XLA's bf16 gate_up at 64 rows at 200-420 us where the
-    engine's trace shows 59 us."""
+    Why the warm-up and the bursts: an idle H200 sits at 345 MHz, and single synchronized calls time XLA's bf16
+    gate_up at 64 rows at 200-420 us where the engine's trace shows 59 us."""
     t0 = time.perf_counter()
     jax.block_until_ready(fn(*arg_sets[0]))
     compile_s = time.perf_counter() - t0

@@ -1,4 +1,4 @@
-"""The Markdown table of ``scripts/bench_kernels.py``'s results (benchmarks/kernels_<tag>.md)."""
+"""The Markdown table of ``scripts/bench_kernels.py``'s results (benchmarks/kernels/attention_<tag>.md)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ def _fa3_cell(row) -> str:
 
 def write_markdown(results, path):
     L = [f"# Kernel benchmarks ({results['device']})", "",
-         f"jax {results['jax']}; ceilings measured in the same run: elementwise read+write "
-         f"{results['ceilings']['elementwise_rw_TBps']:.2f} TB/s, bf16 matmul "
-         f"{results['ceilings']['matmul_bf16_TFLOPs']:.0f} TFLOP/s.", "",
+         (f"jax {results['jax']}; ceilings measured in the same run: elementwise read+write "
+          f"{results['ceilings']['elementwise_rw_TBps']:.2f} TB/s, bf16 matmul "
+          f"{results['ceilings']['matmul_bf16_TFLOPs']:.0f} TFLOP/s."), "",
          "## Decode (32 q / 8 kv heads, D=128, bf16, block 16; effective KV read)", "",
          "| B | ctx | ours µs | ours TB/s | JAX Pallas µs | TB/s | ×JAX | XLA ref µs | ×XLA |",
          "|---|---|---|---|---|---|---|---|---|"]
@@ -43,9 +43,9 @@ def write_markdown(results, path):
     m = results.get("mixed")
     if m:
         L += ["", "## Mixed batch", "",
-              f"{m['decodes']} decodes (ctx {m['decode_ctx']}) + one {m['prefill_chunk']}-token prefill chunk: "
-              f"{m['mixed_us']:.0f} µs vs {m['decode_us']:.0f} + {m['prefill_us']:.0f} µs apart "
-              f"(ratio {m['mixed_over_sum']:.2f})."]
+              (f"{m['decodes']} decodes (ctx {m['decode_ctx']}) + one {m['prefill_chunk']}-token prefill chunk: "
+               f"{m['mixed_us']:.0f} µs vs {m['decode_us']:.0f} + {m['prefill_us']:.0f} µs apart "
+               f"(ratio {m['mixed_over_sum']:.2f}).")]
     L += ["", "## write_kv_cache (jit, cache donated)", "", "| tokens | µs | cache GB | a cache copy would take µs |",
           "|---|---|---|---|"]
     for r in results.get("write_kv_cache", []):
@@ -55,8 +55,8 @@ def write_markdown(results, path):
         L += ["", "## fp8 KV cache (32/8 heads, D=128, block 16, scales 1.0; TB/s counts the bytes stored)", "",
               "| kind | kv | shape | config | µs | rate | × bf16 |", "|---|---|---|---|---|---|---|"]
         for r in results["fp8_kv"]:
-            shape = {"decode": lambda: f"B={r['B']} ctx={r['ctx']}", "prefill": lambda: f"{r['seqs']}×{r['len']}",
-                     "write_kv_cache": lambda: f"{r['tokens']} tokens"}[r["kind"]]()
+            shape = (f"B={r['B']} ctx={r['ctx']}" if r["kind"] == "decode" else
+                     f"{r['seqs']}×{r['len']}" if r["kind"] == "prefill" else f"{r['tokens']} tokens")
             rate = (f"{r['TBps']:.2f} TB/s" if "TBps" in r else f"{r['TFLOPs']:.0f} TFLOP/s" if "TFLOPs" in r
                     else r.get("error", ""))
             L.append(f"| {r['kind']} | {r['kv']} | {shape} | {r.get('config', '')} | {r.get('us', float('nan')):.0f} "

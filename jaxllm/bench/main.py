@@ -1,7 +1,13 @@
 """``jaxllm bench`` / scripts/bench_throughput.py: vLLM-style offline throughput with roofline and peer.
 
-    jaxllm bench --workload B1 --output benchmarks/b1.json
+    jaxllm bench --workload B1 --output b1.json
+    jaxllm bench --preset b2-awq --gpu-busy --output benchmarks/throughput/b2-awq.json
     jaxllm bench --config my_config.json --num-requests 64 --prompt-len 128 512 --output-len 64 64
+    jaxllm bench --summarize benchmarks/          # rebuild benchmarks/README.md from the results there
+    jaxllm bench --workload E-bert --peer hf      # embedding docs/s (E-bert, E-qwen3: jaxllm.bench.embed)
+
+A preset (presets.py) is a named set of these arguments, one per row of benchmarks/README.md; arguments given
+after it override its own.
 
 Weights are random (load_format="dummy"), prompts random ids, ignore_eos=True. Start-up (construction, weight
 init, compile) is timed apart from ``generate``. ``--peer hf`` runs transformers' continuous batching on the
@@ -22,12 +28,17 @@ import time
 
 from jaxllm.bench.embed import EMBED_WORKLOADS
 from jaxllm.bench.monitor import GpuBusySampler, host_profile
+from jaxllm.bench.presets import PRESETS, preset_args
 from jaxllm.bench.workloads import WORKLOADS, Workload
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="jaxllm bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", choices=list(PRESETS), help="a named configuration of benchmarks/README.md")
+    p.add_argument("--summarize", metavar="DIR", help="only rebuild DIR/README.md from the results in DIR")
+    p.add_argument("--same-machine", action="store_true",
+                   help="with --summarize: DIR is one device call's output; record each run's baseline ratio")
     p.add_argument("--workload", choices=sorted(WORKLOADS) + sorted(EMBED_WORKLOADS),
                    help="a named workload of BENCHMARKS.md (E-*: embedding throughput, jaxllm.bench.embed)")
     p.add_argument("--config", help="custom workload: an HF config.json of the architecture")
@@ -61,6 +72,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="schedule step N+1 while step N runs (engine default: on)")
     p.add_argument("--output", help="write the results as JSON here")
     args = p.parse_args(argv)
+    if args.preset:  # the preset's arguments first, so the ones given override them
+        args = p.parse_args(preset_args(args.preset) + list(sys.argv[1:] if argv is None else argv))
+    if args.summarize:
+        return args
     if not args.workload and not args.config:
         p.error("give --workload or --config")
     if args.fp8_activations and args.quantization != "fp8":
@@ -156,6 +171,12 @@ def run_peer(w: Workload, args, model_dir: str) -> dict:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.summarize:
+        from jaxllm.bench.report import write_summary
+
+        text = write_summary(args.summarize, same_machine=args.same_machine)
+        print(text)
+        return {"summary": text}
     # progress on stderr (weights, compilation), so a run cut short by a time limit shows where it was
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
@@ -183,8 +204,8 @@ def main(argv=None) -> dict:
     roof = run_roofline(cfg, [len(p) for p in prompts], output_lens, max_num_seqs=args.max_num_seqs,
                         quantization=args.quantization, kv_cache_dtype=args.kv_cache_dtype,
                         tensor_parallel_size=args.tensor_parallel_size, fp8_activations=ours["fp8_activations"])
-    result = {"workload": w.__dict__, "command": "jaxllm bench " + " ".join(argv or sys.argv[1:]),
-              "jaxllm": ours, "roofline": roof,
+    result = {"workload": w.__dict__, "preset": args.preset,
+              "command": "jaxllm bench " + " ".join(argv or sys.argv[1:]), "jaxllm": ours, "roofline": roof,
               "pct_roofline_output": 100 * ours["output_tok_s"] / roof["output_tok_s"],
               "pct_roofline_total": 100 * ours["total_tok_s"] / roof["total_tok_s"]}
     if peer:

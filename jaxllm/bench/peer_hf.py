@@ -47,10 +47,12 @@ def main() -> None:
     wall = time.perf_counter() - t1
     out_tokens = sum(len(r.generated_tokens) for r in results.values())
     prompt_tokens = sum(len(x) for x in prompts)
-    json.dump({"name": "transformers generate_batch", "transformers": transformers.__version__,
-               "torch": torch.__version__, "num_requests": len(prompts), "startup_s": startup, "generate_s": wall,
-               "output_tokens": out_tokens, "output_tok_s": out_tokens / wall,
-               "total_tok_s": (out_tokens + prompt_tokens) / wall}, open(args.output, "w"))
+    result = {"name": "transformers generate_batch", "transformers": transformers.__version__,
+              "torch": torch.__version__, "num_requests": len(prompts), "startup_s": startup, "generate_s": wall,
+              "output_tokens": out_tokens, "output_tok_s": out_tokens / wall,
+              "total_tok_s": (out_tokens + prompt_tokens) / wall}
+    with open(args.output, "w") as f:
+        json.dump(result, f)
 
 
 if __name__ == "__main__":

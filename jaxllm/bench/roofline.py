@@ -16,8 +16,8 @@ from jaxllm.config import ModelConfig
 
 PEAK_FLOPS = 783e12  # bf16 matmul measured through JAX on the H200
 # fp8 x fp8 GEMM (cuBLASLt, f32 accumulation): the bf16 peak times the fp8/bf16 speed-up measured through JAX on
-# the same GEMM in the same run (Llama-8B gate_up, M=2048: 789 vs 466 us, 1.69x;
-# benchmarks/quant_matmul_h200_autotune_default.json), so both rates are on the same footing.
+# the same GEMM in the same run (Llama-8B gate_up, M=2048: 789 vs 466 us, 1.69x; docs/quantization.md), so both
+# rates are on the same footing.
 FP8_PEAK_FLOPS = PEAK_FLOPS * 789.3 / 466.4
 HBM_BYTES_PER_S = 4.3e12  # device-to-device copy, bytes read + written
 

@@ -25,14 +25,13 @@ the scales applied in float32 after the GEMM. cuBLASLt's
 fp8 GEMM needs both operands with the contracted dim minor ("TN"), so after loading such a weight is stored
 transposed, ``[*out_dims, *in_dims]`` (``k_minor``; jaxllm.weights.fp8_layout): in our usual [K, N] layout XLA
 transposed the weight on every call and the fp8 GEMM ran at 0.37x bf16; K-minor it runs at 1.9-2.0x bf16 (Llama-8B
-gate_up, M = 16 and 256, benchmarks/quant_matmul_h200.md). It adds activation rounding (e4m3: 3 mantissa bits);
-B2 on the H200 runs 1.33x bf16 with it and 0.83x weight-only (benchmarks/throughput_h200.md).
+gate_up, M = 16 and 256; docs/quantization.md). It adds activation rounding (e4m3: 3 mantissa bits);
+B2 on the H200 runs 1.33x bf16 with it and 0.83x weight-only (benchmarks/README.md).
 
 Compiling W8A8 programs (``forward_compiler_options``): XLA's default GEMM autotuning (level 4) checks every
-candidate fp8 GEMM's result against a reference, which took 2-25 s per fp8 GEMM shape on the H200
-(scripts/fp8_compile_probe.py); with a program per bucket the B2 start-up did not finish in 270 s. Level 2 still
-times every candidate but skips the checks: about 1 s per shape, the same GEMMs, and B2 started in 50 s
-(benchmarks/fp8_startup_h200.md). Level 0 (no autotuning) is no answer: its default Triton tilings ran 4.6-66x slower
+candidate fp8 GEMM's result against a reference, which takes 2-25 s per fp8 GEMM shape on the H200; with a
+program per bucket the B2 start-up does not finish in 270 s. Level 2 still times every candidate but skips the
+checks: about 1 s per shape, the same GEMMs, and B2 starts in 22-50 s (docs/quantization.md). Level 0 (no autotuning) is no answer: its default Triton tilings ran 4.6-66x slower
 than the autotuned GEMMs (bf16 and fp8 alike). So the engine compiles programs with fp8 activations at level 2, unless XLA_FLAGS sets a level.
 """
 
@@ -173,7 +172,7 @@ def linear(x: jax.Array, weight, subscripts: str) -> jax.Array:
         if weight.k_minor:
             subscripts = k_minor_subscripts(subscripts, in_ndim)
         # the fp8 GEMM accumulates in float32 and writes x.dtype: half the output bytes of a float32 result, and
-        # 1.2-1.25x faster GEMMs at 256 rows on the H200 (benchmarks/quant_matmul_h200.md, level-2 rows); the
+        # 1.2-1.25x faster GEMMs at 256 rows on the H200 (docs/quantization.md); the
         # scales are then applied in float32 (one more bf16 rounding than a float32 output)
         out = jnp.einsum(subscripts, xq, qweight, preferred_element_type=x.dtype)
         x_scale = x_scale.reshape(*x_scale.shape, *(1,) * scale.ndim)

@@ -20,12 +20,9 @@ dims keep theirs. With one group per channel (G = K) the group axis is replicate
 
 Matmul (``int4_linear``): one 2-D ``jaxllm.ops.quant_matmul.int4_matmul`` per TP shard in ``shard_map`` (a
 Pallas call cannot be partitioned by XLA), with a psum for row-parallel weights, whichever implementation the
-dispatcher picks (the reference, which XLA fuses on the GPU, unless the Pallas kernel is forced). Until commit
-504c040 the reference ran as an einsum over the original multi-dim weight: AWQ was 0.63x bf16 on a decode-heavy
-B2 variant although the 2-D product measured 0.9-1.3x bf16 at 256 rows. The 2-D form did not close the gap (0.62x,
-benchmarks/throughput_h200.md B2decode_run3): at 256 rows XLA writes a bf16 copy of each weight every step
-(benchmarks/kernels_profile_h200.md). A layout read through XLA's own int4 type was tried and removed (its GEMM
-fusions were slower still: benchmarks/quant_matmul_h200.md, level-2 rows).
+dispatcher picks (docs/quantization.md). The reference, run as one 2-D product, is XLA's dequantize + GEMM: at
+256 rows XLA writes a bf16 copy of each weight every step, which is why the GPU kernels exist. XLA's own int4
+type is not used as the layout: its GEMM fusions are slower still (0.59x bf16 on gate_up at 256 rows).
 """
 
 from __future__ import annotations

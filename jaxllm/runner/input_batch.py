@@ -36,7 +36,7 @@ def _padded(values: list[int], size: int, fill: int) -> np.ndarray:
 class BlockTableRows:
     """Per-sequence numpy copies of the block tables, kept across steps so that a step copies the rows it needs
     instead of converting every table from a Python list again (~1 ms per step at 256 sequences on the GPU
-    host, the largest Python cost of a B1 step after XLA's launch: benchmarks/host_profile_h200_B1_run5.txt).
+    host, the largest Python cost of a B1 step after XLA's launch; docs/performance.md).
 
     Rigorous because a block table only ever grows by appending to the same list object, and a freed sequence
     gets a new list (engine/block_manager.py): a row is reused while the sequence's ``block_table`` is the very

@@ -35,6 +35,30 @@ def request_memory_fraction(gpu_memory_utilization: float) -> None:
     os.environ["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{gpu_memory_utilization:.4f}"
 
 
+def check_weights_fit(variables: dict, devices) -> None:
+    """Refuse, before anything is allocated, a model whose weights cannot fit: their bytes split evenly over
+    ``devices`` (a lower bound of any device's share) against one device's memory (the allocator's limit on a GPU,
+    physical memory on the CPU). ``variables``: {path: abstract Variable} of ``nnx.eval_shape``."""
+    total = sum(v.get_value().size * v.get_value().dtype.itemsize for v in variables.values())
+    device = devices[0]
+    per_device = total // len(devices)
+    capacity = _device_capacity(device)
+    if capacity and per_device > capacity:
+        raise ValueError(f"the model's weights need {total / 2**30:.1f} GiB ({per_device / 2**30:.1f} GiB on each "
+                         f"of {len(devices)} device(s)) but a {device.platform} device has "
+                         f"{capacity / 2**30:.1f} GiB: use more devices (tensor_parallel_size), quantization or a "
+                         "smaller model")
+
+
+def _device_capacity(device) -> int | None:
+    if device.platform == "cpu":
+        try:
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            return None
+    return (device.memory_stats() or {}).get("bytes_limit")
+
+
 def kv_bytes_per_block(cfg: ModelConfig, block_size: int, dtype_bytes: int, tp: int = 1) -> int:
     """Bytes of one block (all layers, K and V) on one device. ``dtype_bytes``: bytes per element of the cache's
     storage dtype, not the model's (1 with kv_cache_dtype="fp8": the same budget holds 2x the blocks of bf16;
@@ -59,9 +83,17 @@ def plan_num_blocks(cfg: ModelConfig, *, device, block_size: int, dtype_bytes: i
                     num_gpu_blocks_override: int | None, kv_cache_memory_bytes: int | None, tp: int = 1) -> int:
     """Number of KV blocks to allocate (per device, all layers)."""
     per_block = kv_bytes_per_block(cfg, block_size, dtype_bytes, tp)
+    capacity = _device_capacity(device)
     if num_gpu_blocks_override is not None:
+        if capacity and num_gpu_blocks_override * per_block > capacity:
+            raise ValueError(f"num_gpu_blocks_override={num_gpu_blocks_override} needs "
+                             f"{num_gpu_blocks_override * per_block / 2**30:.1f} GiB of KV cache but a "
+                             f"{device.platform} device has {capacity / 2**30:.1f} GiB")
         return int(num_gpu_blocks_override)
     if kv_cache_memory_bytes is not None:
+        if capacity and kv_cache_memory_bytes > capacity:
+            raise ValueError(f"kv_cache_memory_bytes={kv_cache_memory_bytes} is more than a {device.platform} "
+                             f"device has ({capacity} bytes)")
         budget = int(kv_cache_memory_bytes)
     elif device.platform == "cpu":
         needed = max_num_seqs * -(-max_model_len // block_size) * per_block

@@ -2,7 +2,7 @@
 
 cuBLASLt's fp8 GEMM takes both operands with the contracted dim minor. Our weights are ``[*in_dims, *out_dims]``
 (e.g. gate_up [D, 2, F]); given that layout XLA transposes the fp8 weight inside every step, and the fp8 GEMM
-ran at 0.37x of bf16 on the H200 instead of ~2x (benchmarks/quant_matmul_h200.md). So once a model is loaded,
+runs at 0.37x of bf16 on the H200 instead of ~2x (docs/quantization.md). So once a model is loaded,
 each such ``qweight`` is transposed once to ``[*out_dims, *in_dims]``, with its logical axes permuted the same way
 (tensor parallelism shards the same named axes), and ``k_minor`` tells ``jaxllm.models.quant.linear`` to
 contract the trailing dims. Loading itself (checkpoints, load-time quantization, dummy weights) is unchanged.

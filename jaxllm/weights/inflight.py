@@ -37,7 +37,7 @@ class InFlightCopies:
     ``.nbytes``, once per array even when a replicated one is copied to several devices) are not known to be
     ready, the oldest arrays are waited on (``block_until_ready``). This bounds the copies in flight only: the
     tensor being read and converted and the checkpoint's mapped file pages come on top (measured loader share on
-    the H200, 8B dims: 3.8-4.9 GiB, benchmarks/load_rss_h200.md; other budgets not compared yet). The arrays
+    the H200, 8B dims: 3.8-4.9 GiB, docs/performance.md; other budgets not compared). The arrays
     themselves are not changed."""
 
     def __init__(self, budget_bytes: int | None = None):

@@ -34,6 +34,7 @@ from jaxllm.models.quant_int4 import DUMMY_SCALE, Int4Weight, check_int4_shardin
 from jaxllm.models.registry import model_class
 from jaxllm.ops import quant_matmul
 from jaxllm.parallel.sharding import make_mesh, named_sharding, sharding_rules
+from jaxllm.runner.memory import check_weights_fit
 from jaxllm.weights.fp8_layout import store_fp8_weights_k_minor
 from jaxllm.weights.gguf import GGUFCheckpoint, is_gguf
 from jaxllm.weights.inflight import InFlightCopies
@@ -202,7 +203,46 @@ def build_model_from_tensors(cfg: ModelConfig, tensors: Iterable[tuple[str, np.n
     """Model with weights from an iterable of (HF name, array in HF layout, source file)."""
     mesh = mesh or make_mesh(1)
     graphdef, variables = abstract_model(cfg)
+    check_weights_fit(variables, mesh.devices.flatten())
     return _merge(cfg, graphdef, variables, _assemble(cfg, tensors, variables, mesh), mesh)
+
+
+def canonical_arrays(path: str | os.PathLike, cfg: ModelConfig, mesh: Mesh) -> dict:
+    """{NNX path: sharded jax.Array} of a checkpoint in the model's canonical layout: checked, converted and
+    quantized as ``load_weights`` does, before the device-specific relayouts of ``assemble_model`` (so what is
+    saved from it loads on any device)."""
+    _, variables = abstract_model(cfg)
+    check_weights_fit(variables, mesh.devices.flatten())
+    _, tensors = _tensor_source(os.fspath(path))
+    return _assemble(cfg, tensors, variables, mesh)
+
+
+def assemble_model(cfg: ModelConfig, arrays: dict, mesh: Mesh):
+    """The model of ``cfg`` from canonical arrays ({NNX path: array} with every path of the model)."""
+    graphdef, variables = abstract_model(cfg)
+    missing = sorted("/".join(map(str, p)) for p in set(variables) - set(arrays))
+    unknown = sorted("/".join(map(str, p)) for p in set(arrays) - set(variables))
+    if missing or unknown:
+        raise WeightLoadError(f"parameters do not match {cfg.architecture}: missing {missing[:8]}, "
+                              f"unknown {unknown[:8]}")
+    for p, var in variables.items():
+        want, got = var.get_value(), arrays[p]
+        if tuple(got.shape) != tuple(want.shape) or got.dtype != want.dtype:
+            raise WeightLoadError(f"parameter {'/'.join(map(str, p))}: expected {want.dtype}{list(want.shape)}, "
+                                  f"got {got.dtype}{list(got.shape)}")
+    return _merge(cfg, graphdef, variables, arrays, mesh)
+
+
+def param_shardings(cfg: ModelConfig, mesh: Mesh) -> dict:
+    """{NNX path: (jax.ShapeDtypeStruct with its NamedSharding)} of the canonical parameters on ``mesh``."""
+    _, variables = abstract_model(cfg)
+    rules = sharding_rules(cfg, mesh.devices.size)
+    out = {}
+    for p, var in variables.items():
+        value = var.get_value()
+        sharding = named_sharding(mesh, var.get_metadata()["logical_axes"], rules)
+        out[p] = jax.ShapeDtypeStruct(value.shape, value.dtype, sharding=sharding)
+    return out
 
 
 def build_dummy_model(cfg: ModelConfig, mesh: Mesh | None = None, seed: int = 0):
@@ -211,6 +251,7 @@ def build_dummy_model(cfg: ModelConfig, mesh: Mesh | None = None, seed: int = 0)
     One program per distinct (shape, dtype, sharding)."""
     mesh = mesh or make_mesh(1)
     graphdef, variables = abstract_model(cfg)
+    check_weights_fit(variables, mesh.devices.flatten())
     makers: dict = {}
     rules = sharding_rules(cfg, mesh.devices.size)
     _check_int4_tp(cfg, mesh.devices.size)
@@ -270,6 +311,11 @@ def _tensor_source(path: str):
 
 
 def load_weights(path: str | os.PathLike, cfg: ModelConfig, mesh: Mesh | None = None):
-    """Load a checkpoint folder (safetensors, possibly sharded) or a GGUF file into the model of ``cfg``."""
+    """Load a checkpoint folder (safetensors, possibly sharded, or an Orbax checkpoint written by ``jaxllm
+    convert``) or a GGUF file into the model of ``cfg``."""
+    from jaxllm.weights.orbax_checkpoint import is_orbax_checkpoint, load_converted
+
+    if is_orbax_checkpoint(path):
+        return load_converted(os.fspath(path), cfg, mesh or make_mesh(1))
     _, tensors = _tensor_source(os.fspath(path))
     return build_model_from_tensors(cfg, tensors, mesh)

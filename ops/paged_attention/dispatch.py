@@ -13,9 +13,9 @@ capability >= 8.0 when the shapes are supported (head_dim a power of two >= 16; 
 the first GPUs with e4m3 conversions): ``pallas_mosaic`` on Hopper (sm_90) when the Mosaic GPU prefill covers the
 shapes (mosaic_prefill.supported), else ``pallas_triton``; ``chunked`` off the GPU.
 
-Why Mosaic for long prefills on Hopper (session 10): 475 TFLOP/s against the Triton prefill's 312 at 1 x 8k
-(kernels_h200.md), and 1.03-1.04x the Triton path's wall clock on 16 x 8k-token prompts through the engine in three
-same-machine pairs (throughput_h200_B2long8k_run5-10), once each program's first execution moved to start-up.
+Why Mosaic for long prefills on Hopper: 475 TFLOP/s against the Triton prefill's 312 at 1 x 8k, and 1.03-1.04x
+the Triton path's wall clock on 16 x 8k-token prompts through the engine in three same-machine pairs
+(docs/kernels.md).
 Decode and short prefills run the same Triton kernels under both.
 
 A float8 ``kv_cache`` (see kv_cache.py) is read by every implementation; ``k_scale`` / ``v_scale`` are its

@@ -1,10 +1,9 @@
 """Paged causal prefill attention for Hopper in Mosaic GPU: sequences of >= ``MIN_Q_LEN`` new tokens under
-``pallas_mosaic``, the default on sm_90 where ``supported`` (session 10; dispatch.py says why);
-GPU-tested on the H200 (sessions 8-10).
+``pallas_mosaic``, the default on sm_90 where ``supported`` (dispatch.py says why); GPU-tested on the H200.
 
 Why: JAX's dense Mosaic GPU FlashAttention-3 (``attention_mgpu``) reaches 570 TFLOP/s at 1 x 8k on the H200 with
 64-row query blocks, our Triton paged prefill 312 (issue 4's target: 350). This is that design reading K/V from
-the paged cache (ops/paged_attention/NOTES.md): 475 TFLOP/s at 1 x 8k, 160 at 8 x 1k (Triton: 310 / 195).
+the paged cache (docs/kernels.md): 475 TFLOP/s at 1 x 8k, 160 at 8 x 1k (Triton: 310 / 195).
 
 * Work: one CTA per (kv head, schedule slot) of ``pallas_triton.prefill_schedule`` (slot -> sequence, q block of
   ``2 * tq`` tokens). Two compute warpgroups own ``tq = 64 // group`` tokens each, x the ``group`` q heads of the
@@ -42,7 +41,7 @@ from .pallas_triton import prefill_blocks
 
 BLOCK_KV = 128
 # Sequences with at least this many new tokens take this kernel under prefill_impl="mosaic" (shorter ones the
-# Triton prefill). Measured at 8k tokens in one call (session 8): 1 x 8k 1158 us vs Triton 1775 us, but 8 x 1k
+# Triton prefill). Measured at 8k tokens (H200): 1 x 8k 1158 us vs Triton 1775 us, but 8 x 1k
 # 430 vs 353 us (the q / output gathers over every token and the per-CTA start-up weigh more on short sequences).
 MIN_Q_LEN = 2048
 ROWS_PER_WG = 64
@@ -91,7 +90,7 @@ def paged_prefill_mosaic(q, kv_cache, query_start_loc, seq_lens, block_tables, s
     q_slots = slot_queries(q, sched, query_start_loc, bq)
     # The schedule, query starts, sequence lengths and block tables in one fresh int32 array: the engine's
     # metadata arrive as slices of one packed buffer, which XLA passes to a custom call as offset pointers, and
-    # the Mosaic GPU custom call refuses inputs that are not 256-byte aligned (B2 failed so, session 8 call 4).
+    # the Mosaic GPU custom call refuses inputs that are not 256-byte aligned.
     num_seqs = seq_lens.shape[0]
     at_qsl = 2 * slots
     at_seq_lens = at_qsl + num_seqs + 1

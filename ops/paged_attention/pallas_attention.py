@@ -21,7 +21,7 @@ from .pallas_triton import (TileConfig, _next_pow2, decode_schedule, launch, mer
                             scatter_decode_rows)
 
 # A float8 cache's tiles converted to q's dtype or to float16 (TileConfig.fp8_f16) in both launches; "auto":
-# float16 in the decode launch only (H200, benchmarks/kernels_h200.md: decode 1.1-1.35x faster than with q-dtype
+# float16 in the decode launch only (H200, docs/kernels.md: decode 1.1-1.35x faster than with q-dtype
 # tiles of the same shape; prefill 2-4% slower).
 FP8_DOTS = ("auto", "q", "f16")
 
@@ -31,9 +31,8 @@ def decode_config(num_seqs: int, num_kv_heads: int, group: int, head_dim: int, m
     """Launch A: ~16 rows (the minimum tensor-core M), 64 keys a step, split-K until the GPU has
     ~8 programs per SM, each split keeping >= 512 keys. A float8 cache (kv_itemsize 1): 128 keys a step (the
     bytes of a bf16 tile), float16 tiles, and split-K only below ~4 programs per SM (each split >= 1024 keys):
-    at B=128, ctx 2048 that tile ran 209 us, against 329 us for the bf16 cache's tile with bf16 tiles (the fp8
-    default before) and 312 us over a bf16 cache; it was the fastest of 1/2/4 splits at B=32/128/256 (H200,
-    benchmarks/kernels_h200.md, fp8 section)."""
+    at B=128, ctx 2048 that tile runs 209 us, against 329 us for the bf16 cache's tile with bf16 tiles and 312 us
+    over a bf16 cache; it is the fastest of 1/2/4 splits at B=32/128/256 (H200, docs/kernels.md)."""
     gp = _next_pow2(group)
     block_q = max(1, 16 // gp)
     block_n = 64 if head_dim <= 128 else 32
@@ -53,9 +52,9 @@ def decode_config(num_seqs: int, num_kv_heads: int, group: int, head_dim: int, m
 
 def prefill_config(group: int, head_dim: int, itemsize: int = 2) -> TileConfig:
     """Launch B: 128 rows (BQ tokens x all q heads of one kv head), 64 keys a step, 4 warps (H200 sweep in
-    benchmarks/kernels_h200.md: 235 TFLOP/s at 1 x 8k against 203 with 8 warps). Wide rows (D=256 bf16, or
+    docs/kernels.md: 235 TFLOP/s at 1 x 8k against 203 with 8 warps). Wide rows (D=256 bf16, or
     fp32): 64 rows, 32 keys, 8 warps -- chosen from ptxas resource counts (the 128-row tile spills ~1.3 KB of
-    registers per thread at D=256; this one spills none), not yet timed."""
+    registers per thread at D=256; this one spills none)."""
     gp = _next_pow2(group)
     if head_dim * itemsize > 256:
         return TileConfig(block_q=max(1, 64 // gp), block_n=32, num_warps=8, num_stages=2)

@@ -13,14 +13,14 @@ Default, on Hopper with bfloat16 activations: the nk layout, with the Mosaic GPU
 rows (decode steps and small prefill chunks: gate_up / down measured 1.2-1.5x XLA's bf16 GEMM at 16-64 rows and
 0.9-1.2x at 128-256, the small q / o products slower than bf16; XLA's dequantize + GEMM was 0.4-0.6x there) and
 the reference above. On Hopper with float16 activations (AWQ checkpoints are often float16): the packed layout,
-the Triton kernel up to TRITON_MAX_ROWS rows (session 6's default: 0.80x bf16 on decode-heavy B2 against 0.44x
-through the reference) and the reference above. On other GPUs and off the GPU: the packed layout and the
+the Triton kernel up to TRITON_MAX_ROWS rows (0.80x bf16 on decode-heavy B2 against 0.44x through the
+reference) and the reference above. On other GPUs and off the GPU: the packed layout and the
 reference (the Triton kernel runs on sm_80+ but was never timed off Hopper). A product the chosen kernel's tiles
 do not fit runs through the reference (Mosaic: N % 128 or a group size not a multiple of 64).
 ``JAXLLM_QUANT_MATMUL_IMPL=reference|pallas_triton|mosaic_gpu`` (or the ``impl`` argument, which wins) forces one
 for every M; forcing it also fixes the layout at load time (``mosaic_gpu``: nk, which needs a Hopper GPU; the
 others: packed). Forced off the GPU, ``pallas_triton`` runs in Pallas' interpret mode (tests). Measured on the
-H200: benchmarks/quant_matmul_h200.md, benchmarks/throughput_h200.md.
+H200: docs/quantization.md, benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ IMPLEMENTATIONS = {"reference": int4_matmul_reference, "pallas_triton": int4_mat
                    "mosaic_gpu": int4_matmul_mosaic}
 LAYOUT_IMPLS = {"packed": ("reference", "pallas_triton"), "nk": ("reference", "mosaic_gpu")}
 MOSAIC_MAX_ROWS = 256
-TRITON_MAX_ROWS = 64  # the packed layout on Hopper (float16 models): session 6's measured default
+TRITON_MAX_ROWS = 64  # the packed layout on Hopper (float16 models): where the Triton kernel beats the reference
 
 
 def _forced() -> str | None:

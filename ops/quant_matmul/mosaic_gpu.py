@@ -3,7 +3,7 @@ operand of the wgmma, Machete-style.
 
 Why this shape of kernel: at decode rows (M <= 64) the product is bound by reading the weight, and our Triton
 kernel (pallas_triton.py) stalls on a serialized dequantize -> shared store -> wgmma chain at ~0.7 TB/s of packed
-weight (ops/quant_matmul/NOTES.md). Here the product is computed transposed, ``y^T [N, M] = W^T [N, K] @ x^T``:
+weight (docs/quantization.md). Here the product is computed transposed, ``y^T [N, M] = W^T [N, K] @ x^T``:
 
 * the int4 weight tile ``W^T[n, k]`` goes global -> shared by TMA, shared -> registers, is upcast to bf16 and
   dequantized in registers and fed to the wgmma as its A operand (no shared-memory round trip of the bf16 tile);
@@ -13,7 +13,7 @@ weight (ops/quant_matmul/NOTES.md). Here the product is computed transposed, ``y
 * persistent CTAs loop over (weight tile, token tile, K split) work units; with split-K the float32 partials are
   summed by XLA (decode shapes with few output rows, e.g. down_proj's N = 4096, fill the GPU that way);
 * the epilogue writes y [M, N], not y^T: the accumulator is relaid out in registers and stored through a
-  transposed view of a [tm, 64] shared tile (XLA transposing y^T cost 0.71 ms a decode step in Llama-8B AWQ).
+  transposed view of a [tm, 64] shared tile (an XLA transpose of y^T costs 0.71 ms a decode step in Llama-8B AWQ).
 
 Layout (reference.py's "nk" layout, converted once at load time from the packed one by ``to_nk_layout``):
 
@@ -50,8 +50,7 @@ class MosaicTiles:
     group size, or a multiple of it: then one step dequantizes ``tk // G`` groups, one wgmma each); splits: K
     slices summed in float32 afterwards; stages: TMA copies in flight; interleave (several groups per step
     only): issue each group's wgmma as soon as it is dequantized, so the next group's dequantization overlaps it
-    (else all groups are dequantized first); measured no faster than tk 256 without it (session 9), so not in
-    the plan."""
+    (else all groups are dequantized first); measured no faster than tk 256 without it, so not in the plan."""
     tm: int
     tk: int = 128
     splits: int = 1
@@ -81,7 +80,7 @@ def mosaic_plan(m: int, k: int, n: int, group_size: int, num_sms: int) -> Mosaic
     tm = _round_up(m, 16) if m <= 128 else 128  # the rows are padded to a multiple of tm
     if tm <= 64 and tk == 128 and k % 256 == 0:
         # decode rows: two groups of 128 per K step (half the steps, each step's fixed cost): with the y epilogue
-        # gate_up 42 / 49 us at 16 / 64 rows against 50-53 / 56 at tk 128, down 23 vs 28-29 at 16 rows (session 9)
+        # gate_up 42 / 49 us at 16 / 64 rows against 50-53 / 56 at tk 128, down 23 vs 28-29 at 16 rows (H200)
         tk = 256
     units = (n // CTA_W_ROWS) * (_round_up(m, tm) // tm)
     k_steps = k // tk
@@ -208,7 +207,7 @@ def int4_matmul_mosaic_group(x: jax.Array, weights, out_dtype=None, *, tiles: Mo
                         run_pipeline(acc)
                         # y, not y^T: the [64, tm] accumulator is relaid out in registers (shuffles) and stored
                         # through a transposed view of this warpgroup's [tm, 64] tile, which TMA copies to
-                        # y[tokens, this warpgroup's 64 columns]; XLA no longer transposes every output
+                        # y[tokens, this warpgroup's 64 columns], so XLA transposes no output
                         result = plgpu.layout_cast(acc[...].astype(part_dtype), plgpu.Layout.WGMMA_TRANSPOSED)
                         plgpu.wait_smem_to_gmem(0, wait_read_only=True)
                         out_smem.at[wg].T[...] = result

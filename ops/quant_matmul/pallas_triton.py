@@ -89,8 +89,7 @@ def plan(m: int, k: int, n: int, group_size: int, num_cores: int = 132) -> Int4T
     variant = _variant(m)
     block_m = 16 if m <= 16 else (32 if m <= 32 else 64)
     # gather tiles: 128 columns from 64 rows; joined / split: 64 columns (more programs). At 64 rows on the H200,
-    # sustained timing puts 64 and 128 columns level (gate_up 93 vs 91 us, down 51 vs 50; benchmarks/
-    # quant_matmul_h200.md); single-call timing had favoured 64 (gate_up 173 vs 181, down 81 vs 123)
+    # sustained timing puts 64 and 128 columns level (gate_up 93 vs 91 us, down 51 vs 50)
     block_n = 128 if variant == "gather" and block_m == 64 else 64
     if n % block_n:
         block_n = next((b for b in (64, 32, 16) if n % b == 0), 0)
@@ -108,7 +107,7 @@ def plan(m: int, k: int, n: int, group_size: int, num_cores: int = 132) -> Int4T
     warps = 4
     if variant != "gather":
         # joined tiles without split-K (wide N: gate_up) pipeline 4 copies deep. Measured at 64 rows on the H200
-        # with sustained timing (benchmarks/quant_matmul_h200.md): gate_up 93 vs 96 us at 3 stages; with splits
+        # with sustained timing: gate_up 93 vs 96 us at 3 stages; with splits
         # mixed (down 50 vs 51 us, q_o 17.5 vs 19.4, k_v 21.8 vs 12.1), so those keep 3
         stages = 4 if variant == "joined" and splits == 1 else 3
         fast = Int4Tiles(block_m, block_n, 128, splits, warps, stages, split_dot=True, joined=variant == "joined")

@@ -64,3 +64,17 @@ def test_llm_reports_it_before_loading(checkpoint):
     _edit(checkpoint, lambda c: c.__setitem__("num_attention_heads", 0))
     with pytest.raises(ValueError, match="num_attention_heads=0"):
         jaxllm.LLM(str(checkpoint))
+
+
+def test_weights_that_cannot_fit_are_refused_before_loading(checkpoint):
+    _edit(checkpoint, lambda c: c.update(hidden_size=2**20, intermediate_size=2**22, head_dim=16,
+                                         num_attention_heads=4, num_key_value_heads=2))
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match="weights need"):
+        jaxllm.load_model(str(checkpoint), load_format="dummy")
+    assert time.perf_counter() - t0 < 10
+
+
+def test_kv_cache_that_cannot_fit_is_refused(checkpoint):
+    with pytest.raises(ValueError, match="num_gpu_blocks_override"):
+        jaxllm.LLM(str(checkpoint), num_gpu_blocks_override=10**12, enforce_eager=True, skip_tokenizer_init=True)

@@ -1,5 +1,5 @@
 """GPU: fp8 W8A8 (JAXLLM_FP8_ACTIVATIONS=dynamic) against the numpy emulation, at bf16 and Llama-8B-like sizes.
-Run on the GPU machine (scripts/gpu_quant.sh)."""
+Run on the GPU machine (`bash scripts/device.sh gpu-tests`)."""
 
 from __future__ import annotations
 

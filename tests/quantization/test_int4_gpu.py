@@ -1,5 +1,5 @@
 """GPU (sm_80+) correctness of the fused int4 kernel against the jnp reference, and of a 4-bit model through it.
-Run on the GPU machine: ``python -m pytest tests/quantization/test_int4_gpu.py -q`` (scripts/gpu_quant.sh)."""
+Run on the GPU machine: ``python -m pytest tests/quantization/test_int4_gpu.py -q`` (or ``bash scripts/device.sh gpu-tests``)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,79 @@
+"""Named benchmark configurations: ``jaxllm bench --preset NAME`` (and ``scripts/device.sh NAME``).
+
+Each preset is the ``jaxllm bench`` arguments of one row of benchmarks/README.md, so a committed figure and
+the command that reproduces it share one name. ``baseline`` names the bf16 preset a quantized or variant row
+is compared with; a ratio is only meaningful when both ran on the same machine (one ``scripts/device.sh``
+call).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from jaxllm.bench.workloads import CONFIG_DIR
+
+
+def _b2(requests: int, prompt: tuple[int, int], output: tuple[int, int]) -> tuple[str, ...]:
+    """B2's architecture with other request counts and lengths."""
+    return ("--workload", "B2", "--num-requests", str(requests), "--prompt-len", *map(str, prompt),
+            "--output-len", *map(str, output))
+
+
+DECODE64 = _b2(64, (64, 128), (1024, 1024))
+DECODE256 = _b2(256, (64, 128), (1024, 1024))
+L70 = ("--config", os.path.join(CONFIG_DIR, "llama-3.1-70b.json"), "--num-requests", "256",
+       "--prompt-len", "100", "1024", "--output-len", "256", "256", "--tensor-parallel-size", "4")
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """One benchmark row: ``args`` for ``jaxllm bench``, what it measures, the GPUs it needs (the device
+    recipe skips it on a machine with fewer) and its time limit."""
+
+    args: tuple[str, ...]
+    what: str
+    baseline: str | None = None  # the preset this one is compared with on the same machine
+    gpus: int = 1
+    limit_s: int = 240  # cold start-up included; the device recipe skips a run that cannot finish in time
+
+
+PRESETS = {
+    "b1": Preset(("--workload", "B1"), "B1: Qwen3-0.6B dims, 256 requests, in/out 100..1024, T=0.6"),
+    "b1-peer": Preset(("--workload", "B1-peer", "--peer", "hf"),
+                      "B1-peer: B1's prompts, 512 out, greedy; HF transformers on the same requests"),
+    "b2": Preset(("--workload", "B2"), "B2: Llama-3.1-8B dims, 1000 requests, in 100..1024, out 256"),
+    "b2-peer": Preset(("--workload", "B2", "--peer", "hf", "--peer-max-requests", "256"),
+                      "B2; HF transformers on its first 256 requests", limit_s=420),
+    "b2-fp8kv": Preset(("--workload", "B2", "--kv-cache-dtype", "fp8"), "B2, fp8 KV cache", baseline="b2"),
+    "b2-w8a8": Preset(("--workload", "B2", "--quantization", "fp8"), "B2, fp8 W8A8", baseline="b2"),
+    "b2-w8a8-fp8kv": Preset(("--workload", "B2", "--quantization", "fp8", "--kv-cache-dtype", "fp8"),
+                            "B2, fp8 W8A8 + fp8 KV cache", baseline="b2"),
+    "b2-int8": Preset(("--workload", "B2", "--quantization", "int8"), "B2, int8 weight-only", baseline="b2"),
+    "b2-awq": Preset(("--workload", "B2", "--quantization", "awq"), "B2, AWQ int4", baseline="b2",
+                     limit_s=300),
+    "decode64": Preset(DECODE64, "decode-heavy B2: 64 requests, in 64..128, out 1024"),
+    "decode64-awq": Preset((*DECODE64, "--quantization", "awq"), "decode-heavy, 64 requests, AWQ int4",
+                           baseline="decode64", limit_s=300),
+    "decode64-gptq": Preset((*DECODE64, "--quantization", "gptq"), "decode-heavy, 64 requests, GPTQ int4",
+                            baseline="decode64", limit_s=300),
+    "decode256": Preset(DECODE256, "decode-heavy B2: 256 requests, in 64..128, out 1024"),
+    "decode256-awq": Preset((*DECODE256, "--quantization", "awq"), "decode-heavy, 256 requests, AWQ int4",
+                            baseline="decode256", limit_s=300),
+    "long-mix": Preset(_b2(64, (2048, 8192), (128, 256)),
+                       "long prompts: 64 requests, in 2048..8192, out 128..256"),
+    "long-8k": Preset(_b2(16, (8192, 8192), (8, 8)), "long prompts: 16 requests of 8192 tokens, out 8"),
+    "b2-tp2": Preset(("--workload", "B2", "--tensor-parallel-size", "2"), "B2, tensor_parallel_size=2",
+                     baseline="b2", gpus=2),
+    "b2-tp4": Preset(("--workload", "B2", "--tensor-parallel-size", "4"), "B2, tensor_parallel_size=4",
+                     baseline="b2", gpus=4),
+    "l70-tp4": Preset(L70, "Llama-3.1-70B dims, TP=4, 256 requests, in 100..1024, out 256", gpus=4,
+                      limit_s=360),
+}
+
+
+def preset_args(name: str) -> list[str]:
+    """The bench arguments of preset ``name`` (ValueError listing the presets when unknown)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown benchmark preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return list(PRESETS[name].args)

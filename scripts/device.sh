@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# The GPU machine's one recipe: install offline, then make the runs named as arguments, in order.
+#
+#   bash scripts/device.sh gpu-tests b2 b2-awq kernels          (from the repository root)
+#
+# Runs (each writes its JSON and log under $OUT; a short table is printed last):
+#   gpu-tests      every @pytest.mark.gpu test under GPU_TESTS (default tests/; PYTEST_K=EXPR selects)  -> gpu-tests.log
+#   e2e            greedy tokens and logprobs of the bf16 engine vs fp32 transformers  -> e2e.{json,log}
+#   e2e-long       the same with prompts of 2100-3600 tokens (long-prefill path)       -> e2e-long.{json,log}
+#   kernels        attention kernels (scripts/bench_kernels.py; KERNEL_ARGS adds flags) -> kernels/
+#   quant          quantized linear layers (scripts/bench_quant_matmul.py)              -> quant_matmul.{json,md}
+#   rss            peak host memory while loading the 8B checkpoint (scripts/load_rss_probe.py) -> rss.json
+#   PRESET         a throughput row of benchmarks/README.md (jaxllm/bench/presets.py: b1, b2, b2-awq, ...)
+#                  -> throughput/PRESET.{json,log}; BENCH_ARGS adds `jaxllm bench` flags to every preset
+#
+# DEADLINE (seconds from the start, default 570) bounds the whole call: each run gets its own limit or what is
+# left, whichever is smaller, and a run with under 60 s left is skipped. Wheels under .whl/ (carried to the
+# machine, which has no network) are installed first.
+set -uo pipefail
+OUT=${OUT:-/tmp/out}
+DEADLINE=${DEADLINE:-570}
+mkdir -p "$OUT/throughput"
+if compgen -G ".whl/*.whl" > /dev/null; then
+  python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
+fi
+export PYTHONUNBUFFERED=1
+python3 -m pip install -q --no-deps --no-build-isolation -e . > "$OUT/pip.log" 2>&1 || echo "editable install failed"
+nvidia-smi --query-gpu=name,memory.used,memory.total,clocks.sm --format=csv,noheader | tee "$OUT/gpus.txt"
+BUSY=$(command -v nvidia-smi > /dev/null && echo --gpu-busy)  # GPU busy % sampled by nvidia-smi during generate
+NGPUS=$(nvidia-smi -L 2> /dev/null | grep -c "^GPU")
+SUMMARY=()
+
+limit_for() {  # limit_for WANTED_S: the smaller of WANTED_S and the time left before DEADLINE
+  local left=$((DEADLINE - SECONDS))
+  if [ "$left" -lt "$1" ]; then echo "$left"; else echo "$1"; fi
+}
+
+step() {  # step NAME WANTED_S HEADLINE_CMD -- CMD...: run CMD under its limit into $OUT/NAME.log, record a row
+  local name=$1 want=$2 headline=$3 limit t0=$SECONDS rc
+  shift 4
+  limit=$(limit_for "$want")
+  if [ "$limit" -lt 60 ]; then SUMMARY+=("$name|skipped (${SECONDS}s used)|0|-"); return; fi
+  echo "=== $name (limit ${limit}s): $*"
+  timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
+  rc=$?
+  tail -4 "$OUT/$name.log"
+  SUMMARY+=("$name|$([ $rc = 0 ] && echo ok || echo "exit $rc")|$((SECONDS - t0))|$(eval "$headline" 2>/dev/null)")
+}
+
+json_field() {  # json_field FILE EXPR: a Python expression over the JSON object `r`
+  python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print($2)" "$1"
+}
+
+for run in "$@"; do
+  case "$run" in
+    gpu-tests)  # shellcheck disable=SC2086
+      step gpu-tests 300 "tail -1 '$OUT/gpu-tests.log'" -- \
+        python3 -m pytest -q -rfE -m gpu -p no:cacheprovider ${PYTEST_K:+-k "$PYTEST_K"} ${GPU_TESTS:-tests/} ;;
+    e2e)
+      step e2e 150 "json_field '$OUT/e2e.json' 'r[\"prompts_with_16_identical_greedy_tokens\"]'" -- \
+        python3 scripts/e2e_check.py --output "$OUT/e2e.json" ;;
+    e2e-long)
+      step e2e-long 150 "json_field '$OUT/e2e-long.json' 'r[\"prompts_with_16_identical_greedy_tokens\"]'" -- \
+        python3 scripts/e2e_check.py --prompt-len 2100 3600 --max-num-batched-tokens 4096 \
+        --output "$OUT/e2e-long.json" ;;
+    kernels)
+      # shellcheck disable=SC2086
+      step kernels 330 "ls '$OUT/kernels'" -- python3 scripts/bench_kernels.py --out-dir "$OUT/kernels" ${KERNEL_ARGS:-} ;;
+    quant)
+      step quant 200 "echo see quant_matmul.md" -- \
+        python3 scripts/bench_quant_matmul.py --output "$OUT/quant_matmul.json" ;;
+    rss)
+      step rss 300 "json_field '$OUT/rss.json' '[round(x.get(\"peak_rss_bytes\", 0) / 2**30, 2) for x in r[\"runs\"]]'" -- \
+        python3 scripts/load_rss_probe.py --workload B2 --tp 1 --output "$OUT/rss.json" ;;
+    *)
+      read -r want gpus < <(python3 -c "from jaxllm.bench.presets import PRESETS as P; p = P['$run']; \
+print(p.limit_s, p.gpus)" 2> /dev/null)
+      if [ -z "$want" ]; then SUMMARY+=("$run|unknown run|0|-"); continue; fi
+      # (without nvidia-smi, a CPU smoke run, nothing is skipped for its GPU count)
+      if [ "$NGPUS" -gt 0 ] && [ "$gpus" -gt "$NGPUS" ]; then SUMMARY+=("$run|skipped: needs $gpus GPUs|0|-"); continue; fi
+      # shellcheck disable=SC2086
+      step "throughput/$run" "$want" \
+        "json_field '$OUT/throughput/$run.json' '\"%.0f output tok/s\" % r[\"jaxllm\"][\"output_tok_s\"]'" -- \
+        python3 -m jaxllm.bench --preset "$run" $BUSY ${BENCH_ARGS:-} --output "$OUT/throughput/$run.json" ;;
+  esac
+done
+
+if compgen -G "$OUT/throughput/*.json" > /dev/null; then
+  python3 -m jaxllm.bench --summarize "$OUT" --same-machine > /dev/null 2>&1 || echo "summary failed"
+  sed -n '/^| preset/,/^$/p' "$OUT/README.md"
+fi
+printf '%-28s %-22s %6s  %s\n' run status s result
+for row in "${SUMMARY[@]}"; do
+  IFS='|' read -r name status secs head <<< "$row"
+  printf '%-28s %-22s %6s  %s\n' "$name" "$status" "$secs" "$head"
+done
+echo "total ${SECONDS}s"
