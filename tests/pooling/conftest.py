@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from pooling_models import save_decoder_embedder, save_seq_cls
-
-ENGINE = {"max_num_seqs": 4, "max_num_batched_tokens": 32, "max_model_len": 128, "enforce_eager": True}
+from pooling_models import ENGINE, save_decoder_embedder, save_seq_cls
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,8 @@ import transformers
 from hf_models import TINY, save_tokenizer_with_template
 
 VOCAB = 448  # >= the tests' BPE tokenizer (421 tokens)
+# small decoder engines: a 32-token budget, so the tests' longer prompts run in chunks
+ENGINE = {"max_num_seqs": 4, "max_num_batched_tokens": 32, "max_model_len": 128, "enforce_eager": True}
 
 
 def _randomize(model) -> None:

@@ -5,8 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import ENGINE
-from pooling_models import hidden_states, save_decoder_embedder, save_seq_cls, write_sentence_transformers
+from pooling_models import (
+    ENGINE,
+    hidden_states,
+    save_decoder_embedder,
+    save_seq_cls,
+    write_sentence_transformers,
+)
 
 from jaxllm import LLM, ScoringRequestOutput
 
