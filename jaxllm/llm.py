@@ -182,7 +182,8 @@ class LLM(PoolingMixin):
             while engine.has_unfinished_requests():
                 for out in engine.step():
                     done[out.request_id] = out
-                    out_tokens += sum(len(c.token_ids) for c in out.outputs)
+                    if isinstance(out.outputs, list):  # pooling outputs generate no tokens
+                        out_tokens += sum(len(c.token_ids) for c in out.outputs)
                     if bar is not None:
                         bar.update(1)
                         bar.set_postfix_str(f"output: {out_tokens / (time.perf_counter() - t0):.0f} tok/s")

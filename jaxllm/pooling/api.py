@@ -174,28 +174,7 @@ class PoolingMixin(ScoringMixin):
         except Exception:
             engine.abort_request(added)
             raise
-        return self._step_until_done(added, use_tqdm)
-
-    def _step_until_done(self, request_ids: list[str], use_tqdm: bool) -> list[PoolingRequestOutput]:
-        engine, done = self.llm_engine, {}
-        bar = None
-        if use_tqdm:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=len(request_ids), desc="Processed prompts", dynamic_ncols=True)
-        try:
-            while engine.has_unfinished_requests():
-                for out in engine.step():
-                    done[out.request_id] = out
-                    if bar is not None:
-                        bar.update(1)
-        except BaseException:
-            engine.abort_request([r for r in request_ids if r not in done])
-            raise
-        finally:
-            if bar is not None:
-                bar.close()
-        return [done[r] for r in request_ids]
+        return self._run(added, use_tqdm)
 
 
 def truncation_size(max_model_len: int, truncate_prompt_tokens: int | None) -> int | None:

@@ -37,16 +37,20 @@ class PoolingRequestOutput(Generic[_O]):
                 f"prompt_token_ids={self.prompt_token_ids}, finished={self.finished})")
 
 
+def _vector(pooling_output: PoolingOutput, what: str) -> list[float]:
+    data = np.asarray(pooling_output.data)
+    if data.ndim != 1:
+        raise ValueError(f"pooled_data should be a 1-D {what}")
+    return data.tolist()
+
+
 @dataclasses.dataclass
 class EmbeddingOutput:
     embedding: list[float]
 
     @staticmethod
     def from_base(pooling_output: PoolingOutput) -> EmbeddingOutput:
-        data = np.asarray(pooling_output.data)
-        if data.ndim != 1:
-            raise ValueError("pooled_data should be a 1-D embedding vector")
-        return EmbeddingOutput(data.tolist())
+        return EmbeddingOutput(_vector(pooling_output, "embedding vector"))
 
     @property
     def hidden_size(self) -> int:
@@ -59,10 +63,7 @@ class ClassificationOutput:
 
     @staticmethod
     def from_base(pooling_output: PoolingOutput) -> ClassificationOutput:
-        data = np.asarray(pooling_output.data)
-        if data.ndim != 1:
-            raise ValueError("pooled_data should be a 1-D probability vector")
-        return ClassificationOutput(data.tolist())
+        return ClassificationOutput(_vector(pooling_output, "probability vector"))
 
     @property
     def num_classes(self) -> int:
