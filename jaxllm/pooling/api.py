@@ -65,7 +65,7 @@ class PoolingMixin(ScoringMixin):
             runner, num_blocks=runner.num_blocks, block_size=args.block_size, max_num_seqs=args.max_num_seqs,
             max_num_batched_tokens=args.max_num_batched_tokens, max_model_len=args.max_model_len,
             vocab_size=cfg.vocab_size, enable_prefix_caching=args.enable_prefix_caching, tokenizer=None,
-            seed=seed, async_scheduling=False)
+            seed=seed, async_scheduling=args.async_scheduling)
 
     @property
     def supported_tasks(self) -> tuple[str, ...]:

@@ -7,8 +7,9 @@ instead of logits and sampling. A long prompt is chunked by the scheduler like a
 its chunks (``pooler.PooledState``) and, on the last one, applies the task head (``pooler.finish``). Token-level
 tasks also fetch every new token's hidden state, from a second program per bucket compiled on first use.
 
-Steps run synchronously (``execute``): a pooling step ends its sequences' work, so there is no next token to
-overlap with.
+With asynchronous scheduling the engine packs and launches step N+1 while step N runs (``dispatch`` /
+``fetch``): a sequence whose prompt ends in step N is never scheduled again, and one whose next chunk is in
+step N+1 has its chunks fetched in order.
 """
 
 from __future__ import annotations
@@ -61,9 +62,6 @@ def _pool_forward(graphdef, treedef, mesh, params, kv_caches, packed_inputs, *, 
 class PoolingModelRunner(ModelRunner):
     """``execute(batch) -> RunnerOutput`` with ``pooled`` filled for each sequence whose prompt ends in the
     step. ``info`` and ``head`` ([L, D] float32 classifier weights, or None) define the task outputs."""
-
-    dispatch = None  # synchronous only (see the module docstring); the engine checks for it
-    fetch = None
 
     def __init__(self, model, cfg, mesh, *, info: PoolingModelInfo, head: np.ndarray | None, **kwargs):
         self.info = info
@@ -119,7 +117,8 @@ class PoolingModelRunner(ModelRunner):
 
     # ---- execution --------------------------------------------------------------------------------------
 
-    def execute(self, batch: ScheduledBatch) -> RunnerOutput:
+    def dispatch(self, batch: ScheduledBatch) -> _PoolStepInFlight:
+        """Launch one step without waiting for it (the engine schedules the next one meanwhile)."""
         bucket = self.ladder.pick(batch.num_tokens, batch.num_seqs)
         inputs = build_step_inputs(batch, bucket, self.block_size, self.max_blocks_per_seq, self._table_rows)
         token_rows = any(s.pooling_params.task.startswith("token_") for s in batch.seqs)
@@ -128,13 +127,21 @@ class PoolingModelRunner(ModelRunner):
         program = self._get_compiled(("forward", bucket, token_rows, long_prefill))
         packed = jax.device_put(pack_step_inputs(inputs), self._replicated)
         self.kv_caches, pooled, hidden = program(self.params, self.kv_caches, packed)
-        t_wait = time.perf_counter()
-        pooled, hidden = jax.device_get((pooled, hidden))
-        self.device_wait_seconds += time.perf_counter() - t_wait
+        for leaf in (pooled, hidden):
+            if leaf is not None:
+                leaf.copy_to_host_async()
         self.num_steps += 1
+        return _PoolStepInFlight(batch, pooled, hidden)
+
+    def fetch(self, step: _PoolStepInFlight) -> RunnerOutput:
+        """Wait for a dispatched step; add each sequence's chunk to its pooled state and finish the sequences
+        whose prompt ended in it (steps are fetched in dispatch order, so chunks arrive in order)."""
+        t_wait = time.perf_counter()
+        pooled, hidden = jax.device_get((step.pooled, step.hidden))
+        self.device_wait_seconds += time.perf_counter() - t_wait
         out = RunnerOutput(sampled={})
         offset = 0
-        for i, s in enumerate(batch.seqs):
+        for i, s in enumerate(step.batch.seqs):
             if s.start == 0 or s.seq_id not in self._states:  # a new (or recomputed) prompt
                 self._states[s.seq_id] = PooledState()
             state = self._states[s.seq_id]
@@ -147,3 +154,12 @@ class PoolingModelRunner(ModelRunner):
                 del self._states[s.seq_id]
                 out.pooled[s.seq_id] = finish(self.info, self.head, state, s.pooling_params)
         return out
+
+
+class _PoolStepInFlight:
+    """A dispatched pooling step: its batch and the device arrays ``fetch`` reads."""
+
+    __slots__ = ("batch", "hidden", "pooled")
+
+    def __init__(self, batch: ScheduledBatch, pooled, hidden) -> None:
+        self.batch, self.pooled, self.hidden = batch, pooled, hidden

@@ -54,7 +54,7 @@ def test_mean_pooling_from_sentence_transformers(tmp_path):
 
 def test_prefix_cache_and_tensor_parallel(embedder_dir, embedder_llm):
     """LAST pooling may start from prefix-cache hits (the last token is always computed); token-level tasks
-    never do. Under tensor parallelism (2 host devices) the embeddings are the same."""
+    never do. Under tensor parallelism (2 host devices, synchronous steps) the embeddings are the same."""
     text = "The quick brown fox jumps over the lazy dog. " * 3
     engine = embedder_llm.llm_engine
     first = embedder_llm.embed(text, use_tqdm=False)[0].outputs.embedding
@@ -65,5 +65,7 @@ def test_prefix_cache_and_tensor_parallel(embedder_dir, embedder_llm):
     cached1 = engine.stats.num_cached_tokens
     embedder_llm.encode(text, pooling_task="token_embed", use_tqdm=False)
     assert engine.stats.num_cached_tokens == cached1
-    tp = LLM(str(embedder_dir[0]), runner="pooling", tensor_parallel_size=2, **ENGINE)
+    assert engine.async_scheduling
+    tp = LLM(str(embedder_dir[0]), runner="pooling", tensor_parallel_size=2, async_scheduling=False, **ENGINE)
+    assert not tp.llm_engine.async_scheduling
     np.testing.assert_allclose(tp.embed(text, use_tqdm=False)[0].outputs.embedding, first, atol=1e-4)
