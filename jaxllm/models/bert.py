@@ -112,8 +112,10 @@ class BertModel(nnx.Module):
         self.down_bias = param((n, d), dtype, (None, "norm"), init="zeros")
         self.out_ln = param((n, 2, d), dtype, (None, None, "norm"), init="ones")
 
-    def __call__(self, input_ids, token_type_ids, seq_lens):
-        """ids / token types [B, L] int32, seq_lens [B] int32 (0 for a padding row) -> hidden [B, L, D]."""
+    def __call__(self, input_ids, token_type_ids, seq_lens, attention_impl: str | None = None):
+        """ids / token types [B, L] int32, seq_lens [B] int32 (0 for a padding row) -> hidden [B, L, D].
+        ``attention_impl``: ``jax.nn.dot_product_attention``'s implementation (None: XLA; "cudnn": the fused
+        cuDNN kernel, GPU and 16-bit dtypes only)."""
         cfg = self.config
         positions = jnp.arange(input_ids.shape[1]) + cfg.position_offset
         with jax.named_scope("embeddings"):
@@ -125,19 +127,20 @@ class BertModel(nnx.Module):
         lens = jnp.maximum(seq_lens, 1).astype(jnp.int32)  # a padding row attends to its first slot, not NaN
 
         def layer(x, p):
-            return _encoder_layer(cfg, x, p, lens), None
+            return _encoder_layer(cfg, x, p, lens, attention_impl), None
 
         x, _ = jax.lax.scan(layer, x, layers)
         return x
 
 
-def _encoder_layer(cfg: EncoderConfig, x, p, lens):
+def _encoder_layer(cfg: EncoderConfig, x, p, lens, attention_impl: str | None):
     """One post-LN layer: x [B, L, D] -> [B, L, D]; keys past ``lens`` [B] are masked out."""
     eps = cfg.layer_norm_eps
     with jax.named_scope("attention"):
         qkv = jnp.einsum("bld,dchk->blchk", x, p["qkv"]) + p["qkv_bias"]
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-        a = jax.nn.dot_product_attention(q, k, v, key_value_seq_lengths=lens, scale=cfg.head_dim ** -0.5)
+        a = jax.nn.dot_product_attention(q, k, v, query_seq_lengths=lens, key_value_seq_lengths=lens,
+                                         scale=cfg.head_dim ** -0.5, implementation=attention_impl)
         a = jnp.einsum("blhk,hkd->bld", a, p["o"]) + p["o_bias"]
         x = layer_norm(x + a, p["attn_ln"][0], p["attn_ln"][1], eps)
     with jax.named_scope("mlp"):

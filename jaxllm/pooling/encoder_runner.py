@@ -13,6 +13,7 @@ start-up unless ``enforce_eager``; token-level tasks use a second program per bu
 from __future__ import annotations
 
 import functools
+import logging
 import time
 
 import jax
@@ -27,6 +28,8 @@ from jaxllm.pooling.config import pooling_model_info
 from jaxllm.pooling.outputs import PoolingOutput
 from jaxllm.pooling.pooler import PooledState, finish
 
+logger = logging.getLogger("jaxllm")
+
 
 def length_buckets(max_model_len: int, smallest: int = 16) -> list[int]:
     """Padded sequence lengths: 16, 24, 32, 48, 64, 96, ... below ``max_model_len``, then ``max_model_len``."""
@@ -37,10 +40,10 @@ def length_buckets(max_model_len: int, smallest: int = 16) -> list[int]:
     return out + [max_model_len]
 
 
-def _encode(graphdef, state, ids, types, lens, *, pooling_type: str, token_rows: bool):
+def _encode(graphdef, state, ids, types, lens, *, pooling_type: str, token_rows: bool, attention_impl):
     """ids / types [B, L], lens [B] -> (pooled [B, D] float32, hidden [B, L, D] float32 or None). MEAN returns
     the masked row sum (the host divides by the length)."""
-    hidden = nnx.merge(graphdef, state)(ids, types, lens).astype(jnp.float32)
+    hidden = nnx.merge(graphdef, state)(ids, types, lens, attention_impl).astype(jnp.float32)
     with jax.named_scope("pool"):
         if pooling_type == "CLS":
             pooled = hidden[:, 0]
@@ -53,16 +56,22 @@ def _encode(graphdef, state, ids, types, lens, *, pooling_type: str, token_rows:
 
 
 class EncoderRunner:
-    """``run(request_ids, [(token_ids, PoolingParams)]) -> [PoolingOutput]`` for an encoder model."""
+    """``run(request_ids, [(token_ids, PoolingParams)]) -> [PoolingOutput]`` for an encoder model.
+
+    Attention: the fused cuDNN kernel on GPUs for 16-bit models (XLA's attention writes the [B, H, L, L] scores
+    to memory, which costs as much as the layer's matmuls at L = 512), XLA elsewhere or when cuDNN cannot
+    compile it here (a warning says so)."""
 
     def __init__(self, model, config: EncoderConfig, info, mesh, args, *, enforce_eager: bool):
         self.config, self.info, self.args = config, info, args
         self.graphdef, self.state = nnx.split(model)
         self._replicated = NamedSharding(mesh, PartitionSpec())
         self.lengths = length_buckets(args.max_model_len)
+        on_gpu = mesh.devices.flat[0].platform == "gpu"
+        self.attention_impl = "cudnn" if on_gpu and config.dtype in ("bfloat16", "float16") else None
         self.compile_seconds = 0.0
         self._encode = jax.jit(functools.partial(_encode, self.graphdef),
-                               static_argnames=("pooling_type", "token_rows"))
+                               static_argnames=("pooling_type", "token_rows", "attention_impl"))
         self._compiled: dict = {}
         if not enforce_eager:
             for length in self.lengths:
@@ -94,40 +103,64 @@ class EncoderRunner:
         key = (length, token_rows)
         if key not in self._compiled:
             t0 = time.perf_counter()
-            rows = self.batch_rows(length)
-            spec = jax.ShapeDtypeStruct((rows, length), jnp.int32, sharding=self._replicated)
-            lens = jax.ShapeDtypeStruct((rows,), jnp.int32, sharding=self._replicated)
-            self._compiled[key] = self._encode.lower(self.state, spec, spec, lens, pooling_type=self.info.pooling_type,
-                                                     token_rows=token_rows).compile()
+            try:
+                self._compiled[key] = self._lower(length, token_rows).compile()
+            except Exception as error:  # any cuDNN refusal: XLA's attention always compiles
+                if self.attention_impl is None:
+                    raise
+                logger.warning("cuDNN attention does not compile here (%s: %s); using XLA's", type(error).__name__,
+                               (str(error).splitlines() or [""])[0][:200])
+                self.attention_impl = None
+                self._compiled.clear()
+                self._compiled[key] = self._lower(length, token_rows).compile()
             self.compile_seconds += time.perf_counter() - t0
         return self._compiled[key]
 
+    def _lower(self, length: int, token_rows: bool):
+        rows = self.batch_rows(length)
+        ids = jax.ShapeDtypeStruct((rows, length), jnp.int32, sharding=self._replicated)
+        lens = jax.ShapeDtypeStruct((rows,), jnp.int32, sharding=self._replicated)
+        return self._encode.lower(self.state, ids, ids, lens, pooling_type=self.info.pooling_type,
+                                  token_rows=token_rows, attention_impl=self.attention_impl)
+
     def run(self, request_ids: list[str], requests: list, use_tqdm: bool = False) -> list[PoolingOutput]:
-        """Validate every request (before any device work), then encode them in length-sorted batches."""
+        """Validate every request (before any device work), then encode them in length-sorted batches, one
+        batch in flight while the host finishes the previous one."""
         for rid, (ids, _) in zip(request_ids, requests):
             check_prompt(rid, ids, self.config.vocab_size, self.args.max_model_len, generates=False)
         results: list[PoolingOutput | None] = [None] * len(requests)
-        order = sorted(range(len(requests)), key=lambda i: len(requests[i][0]))
         bar = None
         if use_tqdm:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(requests), desc="Processed prompts", dynamic_ncols=True)
-        i = 0
-        while i < len(order):
-            length = next(n for n in self.lengths if n >= len(requests[order[i]][0]))
-            rows = self.batch_rows(length)
-            # the batch: the next rows requests whose length fits this bucket (sorted, so a prefix of the rest)
-            batch = [j for j in order[i:i + rows] if len(requests[j][0]) <= length]
-            self._run_batch(batch, requests, length, rows, results)
-            i += len(batch)
-            if bar is not None:
-                bar.update(len(batch))
+        pending = None
+        for batch, length in self._plan(requests):
+            launched = self._launch(batch, requests, length)
+            if pending is not None:
+                self._collect(*pending, requests, results, bar)
+            pending = launched
+        if pending is not None:
+            self._collect(*pending, requests, results, bar)
         if bar is not None:
             bar.close()
         return results
 
-    def _run_batch(self, batch: list[int], requests: list, length: int, rows: int, results: list) -> None:
+    def _plan(self, requests: list) -> list[tuple[list[int], int]]:
+        """(request indices, padded length) per batch: length-sorted; a batch takes the next requests that fit
+        the bucket of its shortest one, up to the bucket's row count."""
+        order = sorted(range(len(requests)), key=lambda i: len(requests[i][0]))
+        plan, i = [], 0
+        while i < len(order):
+            length = next(n for n in self.lengths if n >= len(requests[order[i]][0]))
+            batch = [j for j in order[i:i + self.batch_rows(length)] if len(requests[j][0]) <= length]
+            plan.append((batch, length))
+            i += len(batch)
+        return plan
+
+    def _launch(self, batch: list[int], requests: list, length: int):
+        """Pad the batch to [rows, length] and start its program (asynchronous)."""
+        rows = self.batch_rows(length)
         ids = np.zeros((rows, length), np.int32)
         lens = np.zeros(rows, np.int32)
         for r, j in enumerate(batch):
@@ -136,9 +169,18 @@ class EncoderRunner:
         token_rows = any(requests[j][1].task.startswith("token_") for j in batch)
         program = self._program(length, token_rows)
         dev = jax.device_put((ids, np.zeros_like(ids), lens), self._replicated)
-        pooled, hidden = jax.device_get(program(self.state, *dev))
+        pooled, hidden = program(self.state, *dev)
+        for leaf in (pooled, hidden):
+            if leaf is not None:
+                leaf.copy_to_host_async()
+        return batch, lens, pooled, hidden
+
+    def _collect(self, batch, lens, pooled, hidden, requests: list, results: list, bar) -> None:
+        pooled, hidden = jax.device_get((pooled, hidden))
         for r, j in enumerate(batch):
             state = PooledState()
             state.add(self.info.pooling_type, pooled[r], int(lens[r]),
                       None if hidden is None else hidden[r, :lens[r]])
             results[j] = PoolingOutput(finish(self.info, None, state, requests[j][1]))
+        if bar is not None:
+            bar.update(len(batch))
