@@ -1,4 +1,5 @@
-"""The BERT encoder family (BertModel, RobertaModel, XLMRobertaModel) as one Flax NNX module.
+"""The BERT encoder family (BertModel, RobertaModel, XLMRobertaModel and their *ForSequenceClassification
+backbones) as one Flax NNX module.
 
 Bidirectional: every token attends to every non-padding token of its sequence (no causal mask, no KV cache).
 Embeddings are word + absolute position + token type, then LayerNorm; each layer is post-LayerNorm
@@ -24,7 +25,7 @@ from jaxllm.models.layers import param
 _ACTIVATIONS = {"gelu": lambda x: jax.nn.gelu(x, approximate=False), "relu": jax.nn.relu,
                 "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
                 "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True)}
-_ROBERTA = ("RobertaModel", "XLMRobertaModel")
+_ROBERTA = ("Roberta", "XLMRoberta")  # architecture prefixes whose positions start after pad_token_id
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +71,7 @@ class EncoderConfig:
         if hf["hidden_size"] % hf["num_attention_heads"]:
             raise ValueError(f"hidden_size={hf['hidden_size']} is not a multiple of num_attention_heads="
                              f"{hf['num_attention_heads']}")
-        offset = int(hf.get("pad_token_id") or 0) + 1 if arch in _ROBERTA else 0
+        offset = int(hf.get("pad_token_id") or 0) + 1 if arch.startswith(_ROBERTA) else 0
         return cls(architecture=arch, vocab_size=int(hf["vocab_size"]), hidden_size=int(hf["hidden_size"]),
                    num_layers=int(hf["num_hidden_layers"]), num_heads=int(hf["num_attention_heads"]),
                    intermediate_size=int(hf["intermediate_size"]),

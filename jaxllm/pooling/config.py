@@ -21,7 +21,8 @@ DECODER_BACKBONES = {
     for family in ("Llama", "Mistral", "Qwen2", "Qwen3")
     for suffix in ("ForCausalLM", "Model", "ForSequenceClassification")
 }
-ENCODER_ARCHITECTURES = ("BertModel", "XLMRobertaModel", "RobertaModel")
+ENCODER_ARCHITECTURES = ("BertModel", "XLMRobertaModel", "RobertaModel", "BertForSequenceClassification",
+                         "XLMRobertaForSequenceClassification", "RobertaForSequenceClassification")
 _GENERATE_SUFFIXES = ("ForCausalLM", "ForConditionalGeneration", "ChatModel", "LMHeadModel")
 _POOLING_SUFFIXES = ("ForTextEncoding", "EmbeddingModel", "ForSequenceClassification", "ClassificationModel",
                      "ForRewardModeling", "RewardModel", "Model")
@@ -83,8 +84,8 @@ def pooling_model_info(path: str, hf: dict[str, Any]) -> PoolingModelInfo:
     st_type, st_normalize = sentence_transformers_pooling(path)
     classifier = arch.endswith("ForSequenceClassification")
     num_labels = num_labels_of(hf) if classifier else 0
-    if classifier:
-        tasks = ("classify", "token_classify") + (("score",) if num_labels == 1 else ())
+    if classifier:  # (the encoders' heads read the CLS row only: no per-token classification)
+        tasks = ("classify",) + (() if encoder else ("token_classify",)) + (("score",) if num_labels == 1 else ())
     else:
         tasks = ("embed", "token_embed")
     dims = hf.get("matryoshka_dimensions")

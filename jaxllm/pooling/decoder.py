@@ -16,6 +16,7 @@ import numpy as np
 
 from jaxllm.config import ModelConfig
 from jaxllm.pooling.config import DECODER_BACKBONES, PoolingModelInfo
+from jaxllm.pooling.heads import LinearHead
 
 HEAD_KEY = "score.weight"
 
@@ -39,7 +40,8 @@ def _renamed(tensors, head: dict[str, np.ndarray], want_head: bool):
 
 
 def load_decoder(path: str, cfg: ModelConfig, info: PoolingModelInfo, mesh, load_format: str, seed: int):
-    """(backbone model, head [L, D] float32 or None). ``load_format="dummy"``: random weights."""
+    """(backbone model, ``LinearHead`` of ``score.weight`` [L, D] or None). ``load_format="dummy"``: random
+    weights."""
     from jaxllm.weights.loader import WeightLoadError, build_dummy_model, build_model_from_tensors
     from jaxllm.weights.safetensors_reader import iter_checkpoint
 
@@ -48,7 +50,7 @@ def load_decoder(path: str, cfg: ModelConfig, info: PoolingModelInfo, mesh, load
         head = None
         if want_head:
             head = (0.02 * np.random.default_rng(seed).standard_normal((info.num_labels, cfg.hidden_size)))
-        return build_dummy_model(cfg, mesh, seed), None if head is None else head.astype(np.float32)
+        return build_dummy_model(cfg, mesh, seed), None if head is None else LinearHead(head)
     if load_format == "gguf":
         raise ValueError("load_format='gguf' is not supported with runner='pooling'")
     found: dict[str, np.ndarray] = {}
@@ -61,4 +63,4 @@ def load_decoder(path: str, cfg: ModelConfig, info: PoolingModelInfo, mesh, load
     if head.shape != (info.num_labels, cfg.hidden_size):
         raise WeightLoadError(f"shape mismatch for {HEAD_KEY!r}: expected {(info.num_labels, cfg.hidden_size)}, "
                               f"got {head.shape}")
-    return model, head
+    return model, LinearHead(head)

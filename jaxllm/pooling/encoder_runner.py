@@ -25,6 +25,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from jaxllm.engine.request_checks import check_prompt
 from jaxllm.models.bert import EncoderConfig
 from jaxllm.pooling.config import pooling_model_info
+from jaxllm.pooling.heads import encoder_head
 from jaxllm.pooling.outputs import PoolingOutput
 from jaxllm.pooling.pooler import PooledState, finish
 
@@ -62,8 +63,8 @@ class EncoderRunner:
     to memory, which costs as much as the layer's matmuls at L = 512), XLA elsewhere or when cuDNN cannot
     compile it here (a warning says so)."""
 
-    def __init__(self, model, config: EncoderConfig, info, mesh, args, *, enforce_eager: bool):
-        self.config, self.info, self.args = config, info, args
+    def __init__(self, model, config: EncoderConfig, info, mesh, args, *, enforce_eager: bool, head=None):
+        self.config, self.info, self.args, self.head = config, info, args, head
         self.graphdef, self.state = nnx.split(model)
         self._replicated = NamedSharding(mesh, PartitionSpec())
         self.lengths = length_buckets(args.max_model_len)
@@ -93,8 +94,13 @@ class EncoderRunner:
             raise ValueError(f"max_model_len={args.max_model_len} is longer than the {config.max_model_len} "
                              f"positions of {config.architecture}'s absolute position embeddings")
         args = args.resolve(platform, config.max_model_len)
-        model = dummy_bert(config, mesh, seed) if args.load_format == "dummy" else load_bert(path, config, mesh)
-        return cls(model, config, pooling_model_info(path, hf), mesh, args, enforce_eager=enforce_eager)
+        info = pooling_model_info(path, hf)
+        if args.load_format == "dummy":
+            model, tensors = dummy_bert(config, mesh, seed, info.num_labels)
+        else:
+            model, tensors = load_bert(path, config, mesh, info.num_labels)
+        head = None if tensors is None else encoder_head(config.architecture, tensors)
+        return cls(model, config, info, mesh, args, enforce_eager=enforce_eager, head=head)
 
     def batch_rows(self, length: int) -> int:
         return max(1, min(self.args.max_num_seqs, self.args.max_num_batched_tokens // length))
@@ -162,13 +168,17 @@ class EncoderRunner:
         """Pad the batch to [rows, length] and start its program (asynchronous)."""
         rows = self.batch_rows(length)
         ids = np.zeros((rows, length), np.int32)
+        types = np.zeros((rows, length), np.int32)
         lens = np.zeros(rows, np.int32)
         for r, j in enumerate(batch):
-            toks = requests[j][0]
+            toks, params = requests[j]
             ids[r, :len(toks)], lens[r] = toks, len(toks)
+            second = (params.extra_kwargs or {}).get("compressed_token_type_ids")
+            if second is not None and self.config.type_vocab_size > 1:  # a pair: its second segment is type 1
+                types[r, second:len(toks)] = 1
         token_rows = any(requests[j][1].task.startswith("token_") for j in batch)
         program = self._program(length, token_rows)
-        dev = jax.device_put((ids, np.zeros_like(ids), lens), self._replicated)
+        dev = jax.device_put((ids, types, lens), self._replicated)
         pooled, hidden = program(self.state, *dev)
         for leaf in (pooled, hidden):
             if leaf is not None:
@@ -181,6 +191,6 @@ class EncoderRunner:
             state = PooledState()
             state.add(self.info.pooling_type, pooled[r], int(lens[r]),
                       None if hidden is None else hidden[r, :lens[r]])
-            results[j] = PoolingOutput(finish(self.info, None, state, requests[j][1]))
+            results[j] = PoolingOutput(finish(self.info, self.head, state, requests[j][1]))
         if bar is not None:
             bar.update(len(batch))

@@ -68,13 +68,14 @@ def embed_head(x: np.ndarray, params) -> np.ndarray:
     return x.astype(np.float32)
 
 
-def classify_head(x: np.ndarray, head: np.ndarray, act: str, params) -> np.ndarray:
-    """x [..., D], head [L, D] -> [..., L] (with the activation ``act`` when ``params.use_activation``)."""
-    logits = x.astype(np.float32) @ head.T
+def classify_head(x: np.ndarray, head, act: str, params) -> np.ndarray:
+    """x [..., D] -> [..., L] through ``head`` (jaxllm.pooling.heads), with the activation ``act`` when
+    ``params.use_activation``."""
+    logits = head(x)
     return activation(act, logits) if params.use_activation else logits
 
 
-def finish(info: PoolingModelInfo, head: np.ndarray | None, state: PooledState, params) -> np.ndarray:
+def finish(info: PoolingModelInfo, head, state: PooledState, params) -> np.ndarray:
     """The task output of one sequence: embed [d], classify [L], score [] , token_embed [T, d],
     token_classify [T, L]."""
     task = params.task

@@ -21,7 +21,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
@@ -61,9 +60,9 @@ def _pool_forward(graphdef, treedef, mesh, params, kv_caches, packed_inputs, *, 
 
 class PoolingModelRunner(ModelRunner):
     """``execute(batch) -> RunnerOutput`` with ``pooled`` filled for each sequence whose prompt ends in the
-    step. ``info`` and ``head`` ([L, D] float32 classifier weights, or None) define the task outputs."""
+    step. ``info`` and ``head`` (a ``heads.LinearHead`` classifier, or None) define the task outputs."""
 
-    def __init__(self, model, cfg, mesh, *, info: PoolingModelInfo, head: np.ndarray | None, **kwargs):
+    def __init__(self, model, cfg, mesh, *, info: PoolingModelInfo, head=None, **kwargs):
         self.info = info
         self.head = head
         self._states: dict[int, PooledState] = {}

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from jaxllm.pooling.outputs import PoolingOutput, PoolingRequestOutput, ScoringRequestOutput
+from jaxllm.pooling_params import PoolingParams
 
 
 class ScoringMixin:
@@ -78,11 +79,26 @@ class ScoringMixin:
         k = truncation_size(self._max_model_len(), truncate_prompt_tokens)
         if k is not None:
             kwargs.update(truncation=True, max_length=k)
-        prompts = [{"prompt_token_ids": self.tokenizer(text=a, text_pair=b, **kwargs).input_ids}
-                   for a, b in zip(texts_1, texts_2)]
-        items = self.encode(prompts, pooling_params, use_tqdm=use_tqdm, lora_request=lora_request,
-                            pooling_task="score")
+        prompts, params = [], []
+        for a, b in zip(texts_1, texts_2):
+            encoded = self.tokenizer(text=a, text_pair=b, **kwargs)
+            prompts.append({"prompt_token_ids": encoded.input_ids})
+            params.append(_with_token_types(pooling_params, encoded.get("token_type_ids")))
+        items = self.encode(prompts, params, use_tqdm=use_tqdm, lora_request=lora_request, pooling_task="score")
         return [ScoringRequestOutput.from_base(item) for item in items]
+
+
+def _with_token_types(pooling_params: Any, token_type_ids: list[int] | None):
+    """A copy of ``pooling_params`` carrying the pair's segment boundary for models with token types (BERT):
+    ``extra_kwargs["compressed_token_type_ids"]`` = the index of the first type-1 token (the types are 0s then
+    1s), as vLLM passes it."""
+    if pooling_params is not None and not isinstance(pooling_params, PoolingParams):
+        raise TypeError(f"score() takes one PoolingParams for every pair, got {type(pooling_params).__name__}")
+    p = PoolingParams() if pooling_params is None else pooling_params.clone()
+    if token_type_ids:
+        first = next((i for i, t in enumerate(token_type_ids) if t), len(token_type_ids))
+        p.extra_kwargs = {**(p.extra_kwargs or {}), "compressed_token_type_ids": first}
+    return p
 
 
 def validate_score_input_lens(texts_1: list, texts_2: list) -> None:

@@ -2,7 +2,7 @@
 
 Every HF key maps to one slot of our (stacked, [in, ...out]) parameters: a missing, unknown or duplicate key, or
 a wrong shape, is an error naming the key. The checkpoint may carry a ``bert.`` / ``roberta.`` prefix (saved from
-a task model), old ``gamma`` / ``beta`` LayerNorm names, BertModel's unused ``pooler`` (sentence embeddings pool
+a task model; a ``*ForSequenceClassification``'s head keys are returned apart), old ``gamma`` / ``beta`` LayerNorm names, BertModel's unused ``pooler`` (sentence embeddings pool
 the last hidden states, as sentence-transformers and vLLM do) and a ``position_ids`` buffer; those are accepted.
 Weights are assembled on the host (an encoder is small) and placed replicated: encoders run on one device.
 """
@@ -18,6 +18,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxllm.models.bert import BertModel, EncoderConfig
+from jaxllm.pooling.heads import BERT_HEAD_KEYS, ROBERTA_HEAD_KEYS
 
 _PREFIXES = ("bert.", "roberta.", "model.")
 _OPTIONAL = re.compile(r"^(pooler\.dense\.(weight|bias)|embeddings\.position_ids)$")
@@ -61,8 +62,18 @@ def hf_name(name: str) -> str:
     return re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", name))
 
 
-def load_bert(path: str | os.PathLike, cfg: EncoderConfig, mesh) -> BertModel:
-    """The model of ``cfg`` with the weights of the safetensors folder ``path`` (replicated on ``mesh``)."""
+def head_shapes(cfg: EncoderConfig, num_labels: int) -> dict[str, tuple[int, ...]]:
+    """HF keys and shapes of a ``*ForSequenceClassification`` head (``num_labels`` > 0), else none."""
+    if not num_labels:
+        return {}
+    d = cfg.hidden_size
+    keys = BERT_HEAD_KEYS if cfg.architecture.startswith("Bert") else ROBERTA_HEAD_KEYS
+    return dict(zip(keys, ((d, d), (d,), (num_labels, d), (num_labels,))))
+
+
+def load_bert(path: str | os.PathLike, cfg: EncoderConfig, mesh, num_labels: int = 0):
+    """(model of ``cfg`` with the weights of the safetensors folder ``path``, replicated on ``mesh``; the
+    classifier head's tensors {HF key: float32 array} of a ``*ForSequenceClassification``, else None)."""
     from jaxllm.weights.loader import WeightLoadError
     from jaxllm.weights.safetensors_reader import iter_checkpoint
 
@@ -70,8 +81,15 @@ def load_bert(path: str | os.PathLike, cfg: EncoderConfig, mesh) -> BertModel:
     shapes = {k: getattr(model, k).get_value().shape for k in vars(model) if isinstance(getattr(model, k), nnx.Param)}
     host = {k: np.zeros(s, np.float32) for k, s in shapes.items()}
     targets, seen = _targets(cfg), {}
+    heads, head = head_shapes(cfg, num_labels), {}
     for raw, array, source in iter_checkpoint(path):
         name = hf_name(raw)
+        if name in heads:
+            if tuple(array.shape) != heads[name]:
+                raise WeightLoadError(f"shape mismatch for {raw!r} in {source}: expected {heads[name]}, got "
+                                      f"{tuple(array.shape)}")
+            head[name] = np.array(array, np.float32)
+            continue
         if _OPTIONAL.match(name):
             continue
         if name in seen:
@@ -86,11 +104,11 @@ def load_bert(path: str | os.PathLike, cfg: EncoderConfig, mesh) -> BertModel:
                                   f"{tuple(array.shape)}")
         value = np.asarray(array, np.float32)
         host[param_name][index] = value if to_ours is None else to_ours(value)
-    missing = sorted(set(targets) - set(seen))
+    missing = sorted((set(targets) - set(seen)) | (set(heads) - set(head)))
     if missing:
         shown = ", ".join(repr(k) for k in missing[:8]) + (" ..." if len(missing) > 8 else "")
         raise WeightLoadError(f"checkpoint is missing {len(missing)} key(s) for {cfg.architecture}: {shown}")
-    return place(model, host, mesh)
+    return place(model, host, mesh), (head or None)
 
 
 def place(abstract_model: BertModel, host: dict[str, np.ndarray], mesh) -> BertModel:
@@ -102,8 +120,9 @@ def place(abstract_model: BertModel, host: dict[str, np.ndarray], mesh) -> BertM
     return abstract_model
 
 
-def dummy_bert(cfg: EncoderConfig, mesh, seed: int) -> BertModel:
-    """Random weights of the real shapes (``load_format="dummy"``): N(0, 0.02), LayerNorm weights 1, biases 0."""
+def dummy_bert(cfg: EncoderConfig, mesh, seed: int, num_labels: int = 0):
+    """Random weights of the real shapes (``load_format="dummy"``): N(0, 0.02), LayerNorm weights 1, biases 0;
+    (model, head tensors or None) as ``load_bert``."""
     model = nnx.eval_shape(lambda: BertModel(cfg, rngs=nnx.Rngs(0)))
     rng = np.random.default_rng(seed)
     host = {}
@@ -120,4 +139,6 @@ def dummy_bert(cfg: EncoderConfig, mesh, seed: int) -> BertModel:
         else:
             value = (0.02 * rng.standard_normal(shape)).astype(np.float32)
         host[name] = value
-    return place(model, host, mesh)
+    head = {k: (0.02 * rng.standard_normal(shape)).astype(np.float32) for k, shape in
+            head_shapes(cfg, num_labels).items()}
+    return place(model, host, mesh), (head or None)

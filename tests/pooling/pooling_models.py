@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 
@@ -80,9 +81,10 @@ def hidden_states(model, ids: list[int]) -> torch.Tensor:
 
 
 def save_encoder(path, arch: str = "BertModel", seed: int = 0, **overrides):
-    """A BERT-family checkpoint (BertModel / XLMRobertaModel) with the tests' tokenizer."""
+    """A BERT-family checkpoint (BertModel, XLMRobertaModel or their *ForSequenceClassification; ``num_labels``
+    in ``overrides``) with the tests' tokenizer."""
     torch.manual_seed(seed)
-    family = arch.removesuffix("Model")
+    family = arch.removesuffix("ForSequenceClassification").removesuffix("Model")
     kw = {"vocab_size": VOCAB, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128,
               "max_position_embeddings": 130 if family != "Bert" else 128, "pad_token_id": 1}
     cfg = getattr(transformers, f"{family}Config")(**{**kw, **overrides})
@@ -97,3 +99,19 @@ def save_encoder(path, arch: str = "BertModel", seed: int = 0, **overrides):
 def encoder_hidden(model, ids: list[int]) -> torch.Tensor:
     with torch.no_grad():
         return model(torch.tensor([ids])).last_hidden_state[0].float()
+
+
+def save_pair_tokenizer(path) -> None:
+    """The tests' BPE tokenizer with BERT's pair template: ``<pad> A <eos>`` and ``<pad> A <eos> B <eos>``, the
+    second segment of token type 1 (``token_type_ids`` returned)."""
+    from engine.bpe_tokenizer import bpe_tokenizer
+    from tokenizers import processors
+
+    tok = copy.deepcopy(bpe_tokenizer())  # the cached one is shared by other tests
+    cls_id, sep_id = tok.convert_tokens_to_ids("<pad>"), tok.convert_tokens_to_ids("<eos>")
+    tok.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single="<pad> $A <eos>", pair="<pad> $A <eos> $B:1 <eos>:1",
+        special_tokens=[("<pad>", cls_id), ("<eos>", sep_id)])
+    tok.model_input_names = ["input_ids", "token_type_ids", "attention_mask"]
+    tok.init_kwargs["model_input_names"] = tok.model_input_names
+    tok.save_pretrained(str(path))
