@@ -33,11 +33,17 @@ class PoolingMixin(ScoringMixin):
 
     def _init_pooling(self, path: str, hf: dict, args, mesh, *, dtype: Any, quantization: str | None, seed: int,
                       gpu_memory_utilization: float, enforce_eager: bool, tokenizer: Any) -> None:
+        import time
+
         import jax
 
+        from jaxllm.sampling_params import SamplingParams
+
+        t_load = time.perf_counter()
         info = pooling_model_info(path, hf)
         self.pooling_info, self.tokenizer, self.model_path = info, tokenizer, path
         self._request_counter = itertools.count()
+        self._default_params = SamplingParams()  # get_default_sampling_params() still answers, as in vLLM
         platform = jax.devices()[0].platform
         if info.encoder:
             from jaxllm.pooling.encoder_runner import EncoderRunner
@@ -45,6 +51,7 @@ class PoolingMixin(ScoringMixin):
             self._encoder = EncoderRunner.load(path, hf, mesh, args, platform=platform, dtype=dtype,
                                                quantization=quantization, seed=seed, enforce_eager=enforce_eager)
             self.model_config, self.engine_args, self.llm_engine = self._encoder.config, self._encoder.args, None
+            self.load_seconds = time.perf_counter() - t_load
             return
         from jaxllm.engine import LLMEngine
         from jaxllm.pooling.decoder import backbone_config, load_decoder
@@ -53,6 +60,7 @@ class PoolingMixin(ScoringMixin):
         cfg = backbone_config(hf, dtype, quantization)
         args = args.resolve(platform, cfg.max_position_embeddings)
         model, head = load_decoder(path, cfg, info, mesh, args.load_format, seed)
+        self.load_seconds = time.perf_counter() - t_load
         runner = PoolingModelRunner(
             model, cfg, mesh, info=info, head=head, block_size=args.block_size, max_num_seqs=args.max_num_seqs,
             max_num_batched_tokens=args.max_num_batched_tokens, max_model_len=args.max_model_len,
