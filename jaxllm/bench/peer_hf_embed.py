@@ -23,6 +23,25 @@ def _batches(lengths: list[int], max_batch_tokens: int) -> list[list[int]]:
     return out + ([cur] if cur else [])
 
 
+def _embed(model, prompts: list[list[int]], batches: list[list[int]], encoder: bool, device: str) -> list:
+    """Normalised pooled rows per batch: each batch padded on the host and copied to ``device`` once."""
+    import torch
+
+    pooled = []
+    with torch.no_grad():
+        for batch in batches:
+            lens = torch.tensor([len(prompts[i]) for i in batch])
+            ids = torch.zeros(len(batch), int(lens.max()), dtype=torch.long)
+            for r, i in enumerate(batch):
+                ids[r, :len(prompts[i])] = torch.tensor(prompts[i])
+            mask = (torch.arange(ids.shape[1])[None] < lens[:, None]).long()
+            ids, mask, lens = ids.to(device), mask.to(device), lens.to(device)
+            hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state
+            rows = hidden[:, 0] if encoder else hidden[torch.arange(len(batch), device=device), lens - 1]
+            pooled.append(torch.nn.functional.normalize(rows.float(), dim=-1))
+    return pooled
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--model-dir", required=True)
@@ -46,26 +65,12 @@ def main() -> None:
     with torch.device(args.device):
         model = AutoModel.from_config(config, dtype=torch.bfloat16, attn_implementation="sdpa").eval()
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
-
-    def run(batches):
-        pooled = []
-        with torch.no_grad():
-            for batch in batches:
-                lens = torch.tensor([len(prompts[i]) for i in batch], device=args.device)
-                ids = torch.zeros(len(batch), int(lens.max()), dtype=torch.long, device=args.device)
-                for r, i in enumerate(batch):
-                    ids[r, :len(prompts[i])] = torch.tensor(prompts[i], device=args.device)
-                mask = (torch.arange(ids.shape[1], device=args.device)[None] < lens[:, None]).long()
-                hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state
-                rows = hidden[:, 0] if encoder else hidden[torch.arange(len(batch)), lens - 1]
-                pooled.append(torch.nn.functional.normalize(rows.float(), dim=-1))
-        sync()
-        return pooled
-
     batches = _batches([len(x) for x in prompts], args.max_batch_tokens)
-    run(batches[:1])  # CUDA context, cuBLAS handles, SDPA kernels: not counted
+    _embed(model, prompts, batches[:1], encoder, args.device)  # CUDA context, cuBLAS, SDPA kernels: not counted
+    sync()
     t0 = time.perf_counter()
-    run(batches)
+    _embed(model, prompts, batches, encoder, args.device)
+    sync()
     wall = time.perf_counter() - t0
     with open(args.output, "w") as f:
         json.dump({"name": "transformers AutoModel (sdpa, bf16)", "transformers": transformers.__version__,
