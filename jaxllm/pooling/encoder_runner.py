@@ -56,6 +56,15 @@ def _encode(graphdef, state, ids, types, lens, *, pooling_type: str, token_rows:
     return pooled, (hidden if token_rows else None)
 
 
+def _check_no_kv_cache_args(args) -> None:
+    """Encoders keep no KV cache: its settings cannot apply, so setting one is an error."""
+    for name, value in (("kv_cache_dtype", args.kv_cache_dtype if args.kv_cache_dtype != "auto" else None),
+                        ("num_gpu_blocks_override", args.num_gpu_blocks_override),
+                        ("kv_cache_memory_bytes", args.kv_cache_memory_bytes)):
+        if value is not None:
+            raise ValueError(f"{name}={value!r}: encoder models (BERT family) run without a KV cache")
+
+
 class EncoderRunner:
     """``run(request_ids, [(token_ids, PoolingParams)]) -> [PoolingOutput]`` for an encoder model.
 
@@ -89,6 +98,7 @@ class EncoderRunner:
             raise ValueError("tensor_parallel_size > 1 is not supported for encoder models (BERT family)")
         if args.load_format not in ("auto", "safetensors", "dummy"):
             raise ValueError(f"load_format={args.load_format!r} is not supported for encoder models")
+        _check_no_kv_cache_args(args)
         config = EncoderConfig.from_hf(hf, dtype)
         if args.max_model_len is not None and args.max_model_len > config.max_model_len:
             raise ValueError(f"max_model_len={args.max_model_len} is longer than the {config.max_model_len} "

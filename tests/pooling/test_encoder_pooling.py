@@ -51,6 +51,10 @@ def test_bert_token_embed_and_options(bert):
         llm.embed({"prompt_token_ids": [3] * 200}, use_tqdm=False)
     with pytest.raises(ValueError, match="only supported for generative models"):
         llm.generate("hi")
+    with pytest.raises(ValueError, match="kv_cache_dtype='fp8'.*without a KV cache"):
+        LLM(llm.model_path, kv_cache_dtype="fp8", **ENGINE)
+    with pytest.raises(ValueError, match="tensor_parallel_size"):
+        LLM(llm.model_path, tensor_parallel_size=2, **ENGINE)
     scores = llm.score(TEXTS[0], TEXTS, use_tqdm=False)
     assert scores[0].outputs.score == pytest.approx(1.0, abs=1e-5)
 
