@@ -35,6 +35,8 @@ from .scheduler import Scheduler
 from .sequence import Sequence
 
 _SEED_MOD = 2**31  # per-sequence rng seeds fit int32 (and uint32)
+# the scheduling view of a pooling request: its prompt, then done (the runner pools instead of sampling)
+_POOLING_SAMPLING_PARAMS = SamplingParams(max_tokens=1, detokenize=False)
 
 
 @dataclasses.dataclass
@@ -154,8 +156,8 @@ class LLMEngine:
             raise TypeError(f"request_id must be a str, got {type(request_id).__name__} ({request_id!r})")
         if request_id in self._requests:
             raise ValueError(f"request {request_id!r} is already running; request ids must be unique")
-        if pooling_params is not None:
-            sampling_params = SamplingParams(max_tokens=1, detokenize=False)
+        if pooling_params is not None:  # one shared, never-mutated SamplingParams: nothing is sampled
+            sampling_params = _POOLING_SAMPLING_PARAMS
         params = SamplingParams() if sampling_params is None else sampling_params
         if not isinstance(params, SamplingParams):
             raise TypeError(
