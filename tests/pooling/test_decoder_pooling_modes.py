@@ -69,3 +69,18 @@ def test_prefix_cache_and_tensor_parallel(embedder_dir, embedder_llm):
     tp = LLM(str(embedder_dir[0]), runner="pooling", tensor_parallel_size=2, async_scheduling=False, **ENGINE)
     assert not tp.llm_engine.async_scheduling
     np.testing.assert_allclose(tp.embed(text, use_tqdm=False)[0].outputs.embedding, first, atol=1e-4)
+
+
+def test_preempted_prompts_pool_once(embedder_dir):
+    """A KV cache too small for every chunked prompt at once: preempted prompts are recomputed from the start,
+    and their token-level outputs still have exactly one row per prompt token."""
+    model = embedder_dir[1]
+    llm = LLM(str(embedder_dir[0]), runner="pooling", num_gpu_blocks_override=9, block_size=16,
+              **{**ENGINE, "max_num_batched_tokens": 48})
+    ids = [[3 + (7 * i + 5 * j) % 400 for j in range(n)] for i, n in enumerate((100, 90, 110, 70))]
+    outs = llm.encode([{"prompt_token_ids": x} for x in ids], pooling_task="token_embed", use_tqdm=False)
+    assert llm.llm_engine.stats.num_preemptions > 0
+    for x, out in zip(ids, outs):
+        want = hidden_states(model, x).numpy()
+        want /= np.linalg.norm(want, axis=-1, keepdims=True)
+        np.testing.assert_allclose(out.outputs.data, want, atol=1e-4)
