@@ -33,6 +33,7 @@ class PoolingMixin(ScoringMixin):
 
     def _init_pooling(self, path: str, hf: dict, args, mesh, *, dtype: Any, quantization: str | None, seed: int,
                       gpu_memory_utilization: float, enforce_eager: bool, tokenizer: Any) -> None:
+        """Build the pooling model of the checkpoint at ``path`` (config.json ``hf``) and its runner."""
         import time
 
         import jax
@@ -53,27 +54,15 @@ class PoolingMixin(ScoringMixin):
             self.model_config, self.engine_args, self.llm_engine = self._encoder.config, self._encoder.args, None
             self.load_seconds = time.perf_counter() - t_load
             return
-        from jaxllm.engine import LLMEngine
         from jaxllm.pooling.decoder import backbone_config, load_decoder
-        from jaxllm.pooling.runner import PoolingModelRunner
 
         cfg = backbone_config(hf, dtype, quantization)
-        args = args.resolve(platform, cfg.max_position_embeddings)
+        self.model_config = cfg
+        self.engine_args = args = args.resolve(platform, cfg.max_position_embeddings)
         model, head = load_decoder(path, cfg, info, mesh, args.load_format, seed)
         self.load_seconds = time.perf_counter() - t_load
-        runner = PoolingModelRunner(
-            model, cfg, mesh, info=info, head=head, block_size=args.block_size, max_num_seqs=args.max_num_seqs,
-            max_num_batched_tokens=args.max_num_batched_tokens, max_model_len=args.max_model_len,
-            gpu_memory_utilization=gpu_memory_utilization, num_gpu_blocks_override=args.num_gpu_blocks_override,
-            kv_cache_memory_bytes=args.kv_cache_memory_bytes, enforce_eager=enforce_eager,
-            kv_cache_dtype=args.kv_cache_dtype)
-        del model
-        self.model_config, self.engine_args = cfg, args
-        self.llm_engine = LLMEngine(
-            runner, num_blocks=runner.num_blocks, block_size=args.block_size, max_num_seqs=args.max_num_seqs,
-            max_num_batched_tokens=args.max_num_batched_tokens, max_model_len=args.max_model_len,
-            vocab_size=cfg.vocab_size, enable_prefix_caching=args.enable_prefix_caching, tokenizer=None,
-            seed=seed, async_scheduling=args.async_scheduling)
+        self.llm_engine = _decoder_engine(model, cfg, info, head, mesh, args, seed=seed,
+                                          gpu_memory_utilization=gpu_memory_utilization, enforce_eager=enforce_eager)
 
     @property
     def supported_tasks(self) -> tuple[str, ...]:
@@ -183,6 +172,25 @@ class PoolingMixin(ScoringMixin):
             engine.abort_request(added)
             raise
         return self._run(added, use_tqdm)
+
+
+def _decoder_engine(model, cfg, info: PoolingModelInfo, head, mesh, args, *, seed: int,
+                    gpu_memory_utilization: float, enforce_eager: bool):
+    """The paged engine over a ``PoolingModelRunner`` (compiles the bucket programs unless ``enforce_eager``)."""
+    from jaxllm.engine import LLMEngine
+    from jaxllm.pooling.runner import PoolingModelRunner
+
+    runner = PoolingModelRunner(
+        model, cfg, mesh, info=info, head=head, block_size=args.block_size, max_num_seqs=args.max_num_seqs,
+        max_num_batched_tokens=args.max_num_batched_tokens, max_model_len=args.max_model_len,
+        gpu_memory_utilization=gpu_memory_utilization, num_gpu_blocks_override=args.num_gpu_blocks_override,
+        kv_cache_memory_bytes=args.kv_cache_memory_bytes, enforce_eager=enforce_eager,
+        kv_cache_dtype=args.kv_cache_dtype)
+    return LLMEngine(
+        runner, num_blocks=runner.num_blocks, block_size=args.block_size, max_num_seqs=args.max_num_seqs,
+        max_num_batched_tokens=args.max_num_batched_tokens, max_model_len=args.max_model_len,
+        vocab_size=cfg.vocab_size, enable_prefix_caching=args.enable_prefix_caching, tokenizer=None,
+        seed=seed, async_scheduling=args.async_scheduling)
 
 
 def truncation_size(max_model_len: int, truncate_prompt_tokens: int | None) -> int | None:
