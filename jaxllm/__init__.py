@@ -18,13 +18,14 @@ from jaxllm.pooling.outputs import (
     ScoringRequestOutput,
 )
 from jaxllm.pooling_params import PoolingParams
-from jaxllm.sampling_params import SamplingParams
+from jaxllm.sampling_params import BeamSearchParams, SamplingParams
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_MODEL",
     "LLM",
+    "BeamSearchParams",
     "ClassificationOutput",
     "ClassificationRequestOutput",
     "CompletionOutput",

@@ -8,10 +8,10 @@ Built only on the public API (``jaxllm.LLM``, ``jaxllm.SamplingParams``), import
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 
+from . import envs
 from .default_model import DEFAULT_MODEL, INSTALL_HINT
 
 _DESCRIPTION = f"""\
@@ -197,7 +197,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # transformers' advice "PyTorch was not found" is noise here: jaxllm uses it for tokenizers only.
-    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    envs.quiet_transformers()
     if argv and argv[0] == "bench":  # bench owns its own argument parser
         return cmd_bench(argv[1:])
     parser = build_parser()

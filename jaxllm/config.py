@@ -12,6 +12,8 @@ import json
 import os
 from typing import Any
 
+from jaxllm.quantization_config import check_quantization, quantization_fields
+
 SUPPORTED_ARCHITECTURES = (
     "LlamaForCausalLM",
     "MistralForCausalLM",
@@ -31,15 +33,6 @@ _DTYPE_NAMES = {
 }
 
 _ROPE_TYPES = ("default", "linear", "dynamic", "llama3")
-
-# quantization= methods and the parsing of a checkpoint's quantization_config live in quantization_config.py
-from jaxllm.quantization_config import (  # noqa: F401  (re-exported: jaxllm.config is where they were)
-    INT4_METHODS,
-    LOAD_TIME_METHODS,
-    QUANTIZATION_METHODS,
-    check_quantization,
-    quantization_fields,
-)
 
 
 def resolve_dtype_name(dtype: Any, config_dtype: str | None) -> str:
@@ -133,6 +126,11 @@ class ModelConfig:
     quant_group_size: int = 0  # awq/gptq: input channels per (scale, zero) group; -1: one group per channel
     quant_desc_act: bool = False  # gptq act order: groups follow g_idx, not the channel order
     quant_from_checkpoint: bool = False  # fp8: the checkpoint holds fp8 weights + scales (not quantized at load)
+    # Kernel choices the layers are built with (EngineArgs: fp8_activations resolved for the device,
+    # quant_matmul_impl, int4_kernel_variant; None = the ops' dispatcher decides per call).
+    fp8_activations: str = "none"  # "none" (weight-only) or "dynamic" (per-token fp8 activations, W8A8)
+    quant_matmul_impl: str | None = None
+    int4_kernel_variant: str | None = None
 
     @property
     def q_size(self) -> int:

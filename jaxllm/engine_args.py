@@ -1,63 +1,220 @@
-"""EngineArgs: the engine knobs a vLLM user passes to ``LLM(**kwargs)``, validated before anything loads."""
+"""EngineArgs: every keyword of ``LLM(...)`` (vLLM's names and defaults), typed and validated in one place before
+anything loads, with the ``JAXLLM_*`` environment variables (read by ``jaxllm.envs``) as the documented defaults
+of the kernel and cache choices. docs/settings.md lists every field; docs/vllm_compat.md maps vLLM's names.
+
+``EngineArgs.from_kwargs(kwargs)`` is what ``LLM`` and ``jaxllm.load_model`` call: a known vLLM keyword that
+jaxllm does not implement is a ValueError saying why (``jaxllm.unsupported_args``), an unknown name a TypeError.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
+
+from jaxllm import envs
+from jaxllm.default_model import DEFAULT_MODEL
+from jaxllm.engine_args_checks import (
+    check_bool,
+    check_choice,
+    check_compilation_config,
+    check_positive_int,
+    parse_env_choice,
+)
+from jaxllm.unsupported_args import UNSUPPORTED, check_unsupported
+from jaxllm.weights.inflight import DEFAULT_INFLIGHT_BYTES
 
 LOAD_FORMATS = ("auto", "safetensors", "gguf", "dummy")
 # "auto" = the model's dtype; the fp8 ones store the paged KV cache in float8 ("fp8" = e4m3, as vLLM),
 # per-layer scales 1.0 (jaxllm.ops.paged_attention.kv_cache: the same names, mapped to dtypes).
 KV_CACHE_DTYPES = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
+RUNNERS = ("auto", "generate", "pooling")
+BLOCK_SIZES = (8, 16, 32, 64, 128, 256)
+SCHEDULING_POLICIES = ("fcfs", "priority")
+DISTRIBUTED_EXECUTOR_BACKENDS = (None, "uni", "mp")  # one controller process drives every local device
+CONFIG_FORMATS = ("auto", "hf")
+LOGPROBS_MODES = ("raw_logprobs",)
+MAX_LOGPROBS = 20  # vLLM's default max_logprobs; also the static top-k width of the sampler's logprobs
+# Kernel choices (the names of the ops' dispatchers; tests/test_settings.py checks they match).
+ATTENTION_BACKENDS = ("reference", "chunked", "pallas_triton", "pallas_mosaic")
+QUANT_MATMUL_IMPLS = ("reference", "pallas_triton", "mosaic_gpu")
+INT4_KERNEL_VARIANTS = ("gather", "split", "joined")
+FP8_ACTIVATION_MODES = ("auto", "none", "dynamic")
+ATTENTION_FP8_DOTS = ("auto", "q", "f16")
+DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "jaxllm", "xla")
 _GPU_DEFAULTS = {"max_num_seqs": 256, "max_num_batched_tokens": 8192}
 # The CPU is for tests and notebooks: fewer, smaller buckets keep start-up compiles short.
 _CPU_DEFAULTS = {"max_num_seqs": 16, "max_num_batched_tokens": 256}
+_CHOICES = {"attention_backend": ATTENTION_BACKENDS, "quant_matmul_impl": QUANT_MATMUL_IMPLS,
+            "int4_kernel_variant": INT4_KERNEL_VARIANTS, "fp8_activations": FP8_ACTIVATION_MODES,
+            "attention_fp8_dot": ATTENTION_FP8_DOTS}
 
 
 @dataclasses.dataclass
 class EngineArgs:
-    """Engine keyword arguments of ``LLM`` (vLLM names). ``None`` means "derive a default"."""
+    """The keywords of ``LLM`` (vLLM names). ``None`` means "derive a default" (see docs/settings.md)."""
 
+    # -- model, tokenizer, download --
+    model: str | os.PathLike = DEFAULT_MODEL
+    served_model_name: str | list[str] | None = None
+    runner: str = "auto"
+    tokenizer: str | None = None
+    tokenizer_mode: str = "auto"
+    skip_tokenizer_init: bool = False
+    trust_remote_code: bool = False
+    revision: str | None = None
+    tokenizer_revision: str | None = None
+    code_revision: str | None = None
+    hf_token: bool | str | None = None
+    download_dir: str | None = None
+    config_format: str = "auto"
+    hf_overrides: dict[str, Any] | Any = None  # a dict merged into config.json, or a callable on the HF config
+    rope_scaling: dict[str, Any] | None = None
+    rope_theta: float | None = None
+    generation_config: str = "auto"  # "auto" (the model's), "vllm" (SamplingParams' defaults) or a folder
+    override_generation_config: dict[str, Any] | None = None
+    # -- weights --
+    dtype: Any = "auto"
+    quantization: str | None = None
+    load_format: str = "auto"
+    seed: int = 0
+    # -- devices and memory --
+    tensor_parallel_size: int = 1
+    distributed_executor_backend: str | None = None
+    disable_custom_all_reduce: bool = False  # XLA's collectives: there is no custom all-reduce either way
+    gpu_memory_utilization: float = 0.9
+    swap_space: float = 4  # preemption recomputes: 4 (vLLM's default) or 0, never used
+    kv_cache_memory_bytes: int | None = None
+    num_gpu_blocks_override: int | None = None
+    block_size: int = 16
+    kv_cache_dtype: str = "auto"
+    enable_prefix_caching: bool = True
+    enable_sleep_mode: bool = False
+    # -- scheduling --
     max_model_len: int | None = None
     max_num_seqs: int | None = None
     max_num_batched_tokens: int | None = None
-    block_size: int = 16
-    enable_prefix_caching: bool = True
-    num_gpu_blocks_override: int | None = None
-    kv_cache_memory_bytes: int | None = None
-    load_format: str = "auto"
-    kv_cache_dtype: str = "auto"  # one of KV_CACHE_DTYPES
+    enable_chunked_prefill: bool | None = None  # prefills are always chunked to the token budget
+    scheduling_policy: str = "fcfs"
     # Schedule step N+1 while step N runs on the device (same outputs; see jaxllm/engine/scheduler.py).
     async_scheduling: bool = True
+    # -- outputs --
+    max_logprobs: int = MAX_LOGPROBS
+    logprobs_mode: str = "raw_logprobs"
+    disable_log_stats: bool = True
+    # -- compilation --
+    enforce_eager: bool = False
+    max_seq_len_to_capture: int | None = None  # buckets of more tokens are compiled on first use
+    compilation_config: int | dict[str, Any] | None = None
+    compilation_cache_dir: str | None = None  # "" disables JAX's persistent compilation cache
+    # -- kernels (jaxllm; each has a JAXLLM_* environment override, jaxllm.envs.ENV_VARS) --
+    attention_backend: str | None = None  # None: the dispatcher's choice for the device and shapes
+    attention_decode_splits: int | None = None  # None: from the batch and the GPU's SM count
+    attention_fp8_dot: str | None = None
+    quant_matmul_impl: str | None = None
+    int4_kernel_variant: str | None = None
+    fp8_activations: str | None = None
+    load_inflight_bytes: int | None = None
 
     @classmethod
-    def from_kwargs(cls, kwargs: dict[str, Any]) -> "EngineArgs":
+    def from_kwargs(cls, kwargs: dict[str, Any]) -> EngineArgs:
+        """Validated args from ``LLM``'s keywords (environment defaults applied)."""
         names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(kwargs) - names)
+        unknown = sorted(set(kwargs) - names - set(UNSUPPORTED))
         if unknown:
             raise TypeError(f"LLM() got unexpected keyword argument(s): {', '.join(unknown)}; supported engine "
                             f"arguments: {', '.join(sorted(names))}")
-        args = cls(**kwargs)
+        check_unsupported({k: v for k, v in kwargs.items() if k not in names})
+        args = cls(**{k: v for k, v in kwargs.items() if k in names})
+        args.apply_env()
         args.validate()
         return args
 
-    def validate(self) -> None:
-        for name in ("max_model_len", "max_num_seqs", "max_num_batched_tokens", "num_gpu_blocks_override",
-                     "kv_cache_memory_bytes"):
-            _positive_int(name, getattr(self, name), optional=True)
-        _positive_int("block_size", self.block_size)
-        if self.block_size not in (8, 16, 32, 64, 128, 256):
-            raise ValueError(f"block_size={self.block_size} is not supported; choose one of 8, 16, 32, 64, 128, 256")
-        for name in ("enable_prefix_caching", "async_scheduling"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
-        if self.kv_cache_dtype not in KV_CACHE_DTYPES:
-            raise ValueError(f"kv_cache_dtype={self.kv_cache_dtype!r} is not supported; choose one of "
-                             f"{KV_CACHE_DTYPES} ('auto' = the model's dtype, 'fp8' = 'fp8_e4m3')")
-        if self.load_format not in LOAD_FORMATS:
-            raise ValueError(f"load_format={self.load_format!r} is not supported; choose one of {LOAD_FORMATS}")
+    def apply_env(self) -> None:
+        """Fill the kernel / cache keywords left at None from their ``JAXLLM_*`` variables."""
+        for keyword, var in envs.KEYWORD_ENV.items():
+            raw = envs.get(var)
+            if getattr(self, keyword) is None and raw is not None:
+                setattr(self, keyword, _from_env(keyword, var, raw))
 
-    def resolve(self, platform: str, max_position_embeddings: int) -> "EngineArgs":
+    def validate(self) -> None:
+        """TypeError / ValueError naming the first bad keyword (nothing is loaded yet)."""
+        for name in ("max_model_len", "max_num_seqs", "max_num_batched_tokens", "num_gpu_blocks_override",
+                     "kv_cache_memory_bytes", "max_seq_len_to_capture", "attention_decode_splits"):
+            check_positive_int(name, getattr(self, name), optional=True)
+        check_positive_int("tensor_parallel_size", self.tensor_parallel_size)
+        check_positive_int("block_size", self.block_size)
+        check_positive_int("max_logprobs", self.max_logprobs)
+        check_positive_int("load_inflight_bytes", self.load_inflight_bytes, optional=True, minimum=0)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise TypeError(f"seed must be an int, got {self.seed!r}")
+        for name in ("enable_prefix_caching", "async_scheduling", "skip_tokenizer_init", "trust_remote_code",
+                     "enforce_eager", "disable_log_stats", "disable_custom_all_reduce", "enable_sleep_mode"):
+            check_bool(name, getattr(self, name))
+        check_choice("runner", self.runner, RUNNERS)
+        check_choice("block_size", self.block_size, BLOCK_SIZES)
+        check_choice("kv_cache_dtype", self.kv_cache_dtype, KV_CACHE_DTYPES,
+                     "('auto' = the model's dtype, 'fp8' = 'fp8_e4m3')")
+        check_choice("load_format", self.load_format, LOAD_FORMATS)
+        check_choice("config_format", self.config_format, CONFIG_FORMATS, "(Mistral-format params.json is "
+                     "not read)")
+        check_choice("logprobs_mode", self.logprobs_mode, LOGPROBS_MODES, "(logprobs are those of the "
+                     "model's raw logits; the other modes are not supported yet)")
+        check_choice("scheduling_policy", self.scheduling_policy, SCHEDULING_POLICIES)
+        check_choice("distributed_executor_backend", self.distributed_executor_backend,
+                     DISTRIBUTED_EXECUTOR_BACKENDS, "(one process drives every local device with JAX; Ray and "
+                     "external launchers are not supported)")
+        for name, choices in _CHOICES.items():
+            check_choice(name, getattr(self, name), (None, *choices))
+        self._validate_memory_and_outputs()
+        self.compilation_cache_dir = check_compilation_config(self.compilation_config, self.compilation_cache_dir)
+
+    def _validate_memory_and_outputs(self) -> None:
+        from jaxllm.quantization_config import check_quantization
+
+        check_quantization(self.quantization)
+        gmu = self.gpu_memory_utilization
+        if isinstance(gmu, bool) or not isinstance(gmu, (int, float)) or not 0 < gmu <= 1:
+            raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {gmu!r}")
+        if self.swap_space not in (0, 4):
+            raise ValueError(f"swap_space={self.swap_space!r}: jaxllm preempts by recompute and never swaps to "
+                             "CPU memory; leave swap_space at its default (4) or pass 0")
+        if self.max_logprobs > MAX_LOGPROBS:
+            raise ValueError(f"max_logprobs={self.max_logprobs} is not supported: the sampler returns at most "
+                             f"{MAX_LOGPROBS} logprobs per token (vLLM's default)")
+        if self.enable_chunked_prefill is False:
+            raise ValueError("enable_chunked_prefill=False is not supported: the scheduler always splits long "
+                             "prefills to the max_num_batched_tokens budget")
+        if self.hf_overrides is not None and not (isinstance(self.hf_overrides, dict) or callable(self.hf_overrides)):
+            raise TypeError(f"hf_overrides must be a dict or a callable, got {type(self.hf_overrides).__name__}")
+        for name in ("rope_scaling", "override_generation_config"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), dict):
+                raise TypeError(f"{name} must be a dict, got {getattr(self, name)!r}")
+        if not isinstance(self.generation_config, (str, os.PathLike)):
+            raise TypeError(f"generation_config must be 'auto', 'vllm' or a folder, got {self.generation_config!r}")
+
+    @property
+    def inflight_bytes(self) -> int:
+        return DEFAULT_INFLIGHT_BYTES if self.load_inflight_bytes is None else self.load_inflight_bytes
+
+    @property
+    def cache_dir(self) -> str | None:
+        """The persistent compilation cache folder, or None when disabled."""
+        where = DEFAULT_CACHE_DIR if self.compilation_cache_dir is None else self.compilation_cache_dir
+        return os.path.expanduser(where) if where else None
+
+    def config_overrides(self) -> dict[str, Any]:
+        """The dict part of the HF config changes (rope_scaling / rope_theta, then a dict hf_overrides)."""
+        out: dict[str, Any] = {}
+        if self.rope_scaling is not None:
+            out["rope_scaling"] = dict(self.rope_scaling)
+        if self.rope_theta is not None:
+            out["rope_theta"] = float(self.rope_theta)
+        if isinstance(self.hf_overrides, dict):
+            out.update(self.hf_overrides)
+        return out
+
+    def resolve(self, platform: str, max_position_embeddings: int) -> EngineArgs:
         """Fill the defaults that depend on the device and the model."""
         defaults = _CPU_DEFAULTS if platform == "cpu" else _GPU_DEFAULTS
         out = dataclasses.replace(self)
@@ -71,10 +228,15 @@ class EngineArgs:
         return out
 
 
-def _positive_int(name: str, value: Any, optional: bool = False) -> None:
-    if value is None and optional:
-        return
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
+def _from_env(keyword: str, var: str, raw: str) -> Any:
+    if keyword in _CHOICES:
+        return parse_env_choice(var, raw, _CHOICES[keyword])
+    if keyword == "compilation_cache_dir":
+        return "" if raw == "0" else raw  # "0": no persistent cache
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ValueError(f"{var}={raw!r} is not supported: {keyword} takes an integer >= 0")
+    return value

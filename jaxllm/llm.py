@@ -9,99 +9,74 @@ import os
 import time
 from typing import Any
 
-from jaxllm.config import check_quantization
+from jaxllm.beam_search import BeamSearchOutput, beam_search
 from jaxllm.engine import LLMEngine
 from jaxllm.engine_args import EngineArgs
 from jaxllm.inputs import as_params_list, as_prompt_list, tokenize_prompt
-from jaxllm.model_source import hf_config_dict, model_config, resolve_model_path
 from jaxllm.outputs import RequestOutput
-from jaxllm.pooling.api import PoolingMixin
-from jaxllm.pooling.config import resolve_runner
-from jaxllm.sampling_params import SamplingParams
+from jaxllm.pooling.api import PoolingMixin, choose_runner
+from jaxllm.sampling_params import BeamSearchParams, SamplingParams
 from jaxllm.tokenizer import load_tokenizer
-from jaxllm.weights.gguf import is_gguf
 
 logger = logging.getLogger("jaxllm")
 
-RUNNERS = ("auto", "generate", "pooling")
 _GEN_CONFIG_KEYS = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "min_p": "min_p",
                     "repetition_penalty": "repetition_penalty", "max_new_tokens": "max_tokens"}
 
 
 class LLM(PoolingMixin):
-    """An offline LLM engine (vLLM's ``LLM``). See the README for every argument.
+    """An offline LLM engine (vLLM's ``LLM``). ``model``: a HF checkpoint folder or hub id, a .gguf file, or the
+    embedded default model's name. Every other keyword is an ``EngineArgs`` field (vLLM's names and defaults,
+    validated before anything loads; docs/settings.md lists them, docs/vllm_compat.md maps vLLM's).
 
     ``runner="pooling"`` (or "auto" on a pooling architecture) makes a pooling model: ``embed``, ``classify``,
-    ``score``, ``reward`` and ``encode`` (jaxllm.pooling.api) instead of ``generate``.
+    ``score``, ``reward`` and ``encode`` (jaxllm.pooling) instead of ``generate``.
 
     ``enforce_eager=True`` skips the ahead-of-time compilation of the bucket ladder: each step program is
-    compiled the first time a batch needs it (fast start-up, slow first steps). ``swap_space`` exists for
-    vLLM compatibility only: jaxllm preempts by recompute and never swaps, so it must stay 4 (the default) or 0.
+    compiled the first time a batch needs it (fast start-up, slow first steps).
     """
 
-    def __init__(self, model: str, *, runner: str = "auto", tokenizer: str | None = None,
-                 tokenizer_mode: str = "auto", skip_tokenizer_init: bool = False, trust_remote_code: bool = False,
-                 tensor_parallel_size: int = 1, dtype: Any = "auto", quantization: str | None = None,
-                 revision: str | None = None, seed: int = 0, gpu_memory_utilization: float = 0.9,
-                 swap_space: float = 4, enforce_eager: bool = False, **kwargs: Any):
+    def __init__(self, model: str, **kwargs: Any):
         t_start = time.perf_counter()
-        args = EngineArgs.from_kwargs(kwargs)
-        _check_llm_args(runner, quantization, tensor_parallel_size, gpu_memory_utilization, swap_space, seed)
+        args = EngineArgs.from_kwargs({"model": model, **kwargs})
         from jaxllm.runner.memory import request_memory_fraction
 
-        request_memory_fraction(gpu_memory_utilization)
-        _enable_compilation_cache()
+        request_memory_fraction(args.gpu_memory_utilization)
+        enable_compilation_cache(args.cache_dir)
         import jax
 
-        from jaxllm.parallel.sharding import make_mesh
+        from jaxllm.load import build_model, locate_model
         from jaxllm.runner.model_runner import ModelRunner
-        from jaxllm.weights.loader import build_dummy_model, load_weights
 
-        mesh = make_mesh(tensor_parallel_size)
-        path = resolve_model_path(model, revision)
-        gguf = is_gguf(path)
-        if args.load_format == "gguf" and not gguf:
-            raise ValueError(f"load_format='gguf' but {model!r} is not a GGUF file")
-        if args.load_format == "safetensors" and gguf:
-            raise ValueError(f"load_format='safetensors' but {model!r} is a GGUF file")
-        if runner == "pooling" and gguf:
-            raise ValueError("runner='pooling' needs a safetensors checkpoint folder, not a GGUF file")
-        self.runner_type = "generate" if gguf else resolve_runner(runner, hf_config_dict(path))
+        self.runner_type = choose_runner(args)
         if self.runner_type == "pooling":
-            tok = None if skip_tokenizer_init else load_tokenizer(
-                tokenizer or path, tokenizer_mode=tokenizer_mode, trust_remote_code=trust_remote_code,
-                revision=revision)
-            self._init_pooling(path, hf_config_dict(path), args, mesh, dtype=dtype, quantization=quantization,
-                               seed=seed, gpu_memory_utilization=gpu_memory_utilization,
-                               enforce_eager=enforce_eager, tokenizer=tok)
+            self._init_pooling(args)
             self.startup_seconds = time.perf_counter() - t_start
             return
-        cfg = model_config(path, dtype, quantization)
+        source = locate_model(args)
+        cfg, path = source.config, source.path
         args = args.resolve(jax.devices()[0].platform, cfg.max_position_embeddings)
         self.model_config, self.engine_args, self.model_path = cfg, args, path
         self.tokenizer = None
-        if not skip_tokenizer_init:
-            tok_path = tokenizer or path
-            self.tokenizer = load_tokenizer(tok_path, tokenizer_mode=tokenizer_mode,
-                                            trust_remote_code=trust_remote_code, revision=revision,
-                                            gguf_source=tokenizer is None and gguf)
+        if not args.skip_tokenizer_init:
+            self.tokenizer = load_tokenizer(args.tokenizer or path, tokenizer_mode=args.tokenizer_mode,
+                                            trust_remote_code=args.trust_remote_code,
+                                            revision=args.tokenizer_revision or args.revision,
+                                            gguf_source=args.tokenizer is None and source.gguf,
+                                            token=args.hf_token, cache_dir=args.download_dir,
+                                            code_revision=args.code_revision)
         t_load = time.perf_counter()
-        model_obj = build_dummy_model(cfg, mesh, seed) if args.load_format == "dummy" else load_weights(path, cfg, mesh)
+        model_obj = build_model(args, source)
         self.load_seconds = time.perf_counter() - t_load
-        logger.info("weights ready in %.1f s (%s)", self.load_seconds, args.load_format)
-        runner_obj = ModelRunner(model_obj, cfg, mesh, block_size=args.block_size, max_num_seqs=args.max_num_seqs,
-                                 max_num_batched_tokens=args.max_num_batched_tokens,
-                                 max_model_len=args.max_model_len, gpu_memory_utilization=gpu_memory_utilization,
-                                 num_gpu_blocks_override=args.num_gpu_blocks_override,
-                                 kv_cache_memory_bytes=args.kv_cache_memory_bytes, enforce_eager=enforce_eager,
-                                 kv_cache_dtype=args.kv_cache_dtype)
+        runner_obj = ModelRunner(model_obj, cfg, source.mesh, args)
         del model_obj
         self.llm_engine = LLMEngine(
             runner_obj, num_blocks=runner_obj.num_blocks, block_size=args.block_size,
             max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
             max_model_len=args.max_model_len, vocab_size=cfg.vocab_size,
             enable_prefix_caching=args.enable_prefix_caching, eos_token_ids=self._eos_token_ids(),
-            tokenizer=self.tokenizer, seed=seed, async_scheduling=args.async_scheduling)
+            tokenizer=self.tokenizer, seed=args.seed, async_scheduling=args.async_scheduling,
+            max_logprobs=args.max_logprobs, log_stats=not args.disable_log_stats)
         self._request_counter = itertools.count()
         self._default_params = self._generation_config_defaults()
         self.startup_seconds = time.perf_counter() - t_start
@@ -147,6 +122,15 @@ class LLM(PoolingMixin):
             ids = self.tokenizer(text, add_special_tokens=False).input_ids
             prompts.append({"prompt": text, "prompt_token_ids": ids})
         return self.generate(prompts, sampling_params, use_tqdm=use_tqdm)
+
+    def beam_search(self, prompts: Any, params: BeamSearchParams, lora_request: Any = None,
+                    use_tqdm: Any = False, concurrency_limit: int | None = None) -> list[BeamSearchOutput]:
+        """vLLM's beam search over the paged engine; one BeamSearchOutput per prompt (str, {"prompt": ...} or
+        {"prompt_token_ids": [...]}), sequences best first. See ``jaxllm.beam_search``."""
+        if lora_request is not None:
+            raise ValueError("lora_request is not supported yet: jaxllm has no LoRA adapters")
+        self._check_generate_runner("beam_search")
+        return beam_search(self, prompts, params, use_tqdm=use_tqdm, concurrency_limit=concurrency_limit)
 
     # ---- internals -------------------------------------------------------------------------------------
 
@@ -207,11 +191,19 @@ class LLM(PoolingMixin):
         return [t for t in dict.fromkeys(ids) if 0 <= t < self.model_config.vocab_size]
 
     def _generation_config(self) -> dict[str, Any]:
-        path = os.path.join(self.model_path, "generation_config.json")
-        if os.path.isfile(path):
-            with open(path) as f:
-                return json.load(f)
-        return {}
+        """generation_config.json of the model ("auto") or of a folder, none ("vllm"), with
+        ``override_generation_config`` on top (vLLM's generation_config / override_generation_config)."""
+        where = self.engine_args.generation_config
+        gen: dict[str, Any] = {}
+        if where != "vllm":
+            folder = self.model_path if where == "auto" else os.fspath(where)
+            path = os.path.join(folder, "generation_config.json")
+            if where != "auto" and not os.path.isfile(path):
+                raise ValueError(f"generation_config={where!r}: no generation_config.json in that folder")
+            if os.path.isfile(path):
+                with open(path) as f:
+                    gen = json.load(f)
+        return {**gen, **(self.engine_args.override_generation_config or {})}
 
     def _generation_config_defaults(self) -> SamplingParams:
         """vLLM's default: SamplingParams() updated with the model's generation_config.json."""
@@ -222,28 +214,12 @@ class LLM(PoolingMixin):
         return SamplingParams(**kwargs)
 
 
-def _check_llm_args(runner, quantization, tensor_parallel_size, gpu_memory_utilization, swap_space, seed) -> None:
-    if runner not in RUNNERS:
-        raise ValueError(f"runner={runner!r} is not supported; choose one of {RUNNERS}")
-    check_quantization(quantization)
-    if isinstance(tensor_parallel_size, bool) or not isinstance(tensor_parallel_size, int) or tensor_parallel_size < 1:
-        raise ValueError(f"tensor_parallel_size must be a positive int, got {tensor_parallel_size!r}")
-    if not isinstance(gpu_memory_utilization, (int, float)) or not 0 < gpu_memory_utilization <= 1:
-        raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization!r}")
-    if swap_space not in (0, 4):
-        raise ValueError(f"swap_space={swap_space!r}: jaxllm preempts by recompute and never swaps to CPU memory; "
-                         "leave swap_space at its default (4) or pass 0")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {seed!r}")
-
-
-def _enable_compilation_cache() -> None:
-    """JAX's persistent compilation cache in a user cache dir (JAXLLM_CACHE_DIR; "0" disables it), unless the
+def enable_compilation_cache(where: str | None) -> None:
+    """JAX's persistent compilation cache in ``where`` (``EngineArgs.cache_dir``; None disables it), unless the
     user configured one already."""
     import jax
 
-    where = os.environ.get("JAXLLM_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "jaxllm", "xla"))
-    if where == "0" or jax.config.jax_compilation_cache_dir:
+    if where is None or jax.config.jax_compilation_cache_dir:
         return
     jax.config.update("jax_compilation_cache_dir", where)
     # cache every program, also the small sampler ones (JAX's default skips compiles under 1 s)

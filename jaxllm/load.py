@@ -1,32 +1,99 @@
-"""``jaxllm.load_model``: the research API (a Flax NNX module you can call on token ids)."""
+"""The one load path from validated ``EngineArgs`` to a model on the devices, shared by ``LLM`` and
+``jaxllm.load_model`` (the research API: a Flax NNX module you can call on token ids)."""
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
+import time
+from typing import Any
 
-from jaxllm.model_source import model_config, resolve_model_path
-from jaxllm.parallel.sharding import make_mesh
+from jaxllm.config import ModelConfig
+from jaxllm.engine_args import EngineArgs
+from jaxllm.model_source import hf_config_dict, model_config, resolve_model_path
+from jaxllm.weights.gguf import is_gguf
 
-LOAD_FORMATS = ("auto", "safetensors", "gguf", "dummy")
+logger = logging.getLogger("jaxllm")
 
 
-def load_model(path: str | os.PathLike, dtype="auto", *, tensor_parallel_size: int = 1, load_format: str = "auto",
-               revision: str | None = None, seed: int = 0, quantization: str | None = None):
+@dataclasses.dataclass
+class ModelSource:
+    """Where the weights are and what they are: the local path, the parsed config, the device mesh."""
+
+    path: str
+    config: ModelConfig
+    mesh: Any
+    gguf: bool
+
+
+def locate_model(args: EngineArgs) -> ModelSource:
+    """Resolve ``args.model`` to a local path, read its config (with the overrides) and build the mesh. No
+    weight is read; a format mismatch or an unsupported config is a ValueError here."""
+    from jaxllm.parallel.sharding import make_mesh
+
+    path = resolve_model_path(args.model, args.revision, token=args.hf_token, cache_dir=args.download_dir)
+    gguf = is_gguf(path)
+    if args.load_format == "gguf" and not gguf:
+        raise ValueError(f"load_format='gguf' but {args.model!r} is not a GGUF file")
+    if args.load_format == "safetensors" and gguf:
+        raise ValueError(f"load_format='safetensors' but {args.model!r} is a GGUF file")
+    hf = apply_hf_overrides(hf_config_dict(path), args)
+    cfg = model_config(path, args.dtype, args.quantization, hf=hf)
+    cfg = dataclasses.replace(cfg, **kernel_fields(args))
+    return ModelSource(path, cfg, make_mesh(args.tensor_parallel_size), gguf)
+
+
+def apply_hf_overrides(hf: dict[str, Any], args: EngineArgs) -> dict[str, Any]:
+    """config.json with ``rope_scaling`` / ``rope_theta`` / a dict ``hf_overrides`` merged in, then a callable
+    ``hf_overrides`` applied to it as a ``transformers.PretrainedConfig`` (vLLM's contract). transformers-5
+    configs keep the rope settings in ``rope_parameters``, which wins when read: the rope keywords go there too."""
+    rope = {**(args.rope_scaling or {}), **({} if args.rope_theta is None else {"rope_theta": float(args.rope_theta)})}
+    params = hf.get("rope_parameters")
+    hf = {**hf, **args.config_overrides()}
+    if rope and isinstance(params, dict):
+        hf["rope_parameters"] = {**params, **rope}
+    if callable(args.hf_overrides):
+        from transformers import PretrainedConfig
+
+        changed = args.hf_overrides(PretrainedConfig(**hf))
+        if not isinstance(changed, PretrainedConfig):
+            raise TypeError(f"hf_overrides must return the (changed) PretrainedConfig, got {type(changed).__name__}")
+        hf = changed.to_dict()
+    return hf
+
+
+def kernel_fields(args: EngineArgs) -> dict[str, Any]:
+    """The ModelConfig fields that carry the kernel choices into the layers (read when the model is built)."""
+    from jaxllm.models.quant import resolve_fp8_activations
+
+    return {"fp8_activations": resolve_fp8_activations(args.fp8_activations or "auto"),
+            "quant_matmul_impl": args.quant_matmul_impl, "int4_kernel_variant": args.int4_kernel_variant}
+
+
+def build_model(args: EngineArgs, source: ModelSource):
+    """The NNX model on ``source.mesh``: random weights of the real shapes (load_format="dummy") or the
+    checkpoint's."""
+    from jaxllm.weights.loader import build_dummy_model, load_weights
+
+    t0 = time.perf_counter()
+    if args.load_format == "dummy":
+        model = build_dummy_model(source.config, source.mesh, args.seed)
+    else:
+        model = load_weights(source.path, source.config, source.mesh, inflight_bytes=args.inflight_bytes)
+    logger.info("weights ready in %.1f s (%s)", time.perf_counter() - t0, args.load_format)
+    return model
+
+
+def load_model(path: str | os.PathLike, dtype="auto", **kwargs):
     """Load a HF checkpoint folder, GGUF file or hub id into the NNX model.
 
     ``model(ids)`` with int32 ids [B, T] returns float32 logits [B, T, vocab] (causal, no cache).
-    dtype: "auto" (the checkpoint's), "float32", "bfloat16" or "float16".
-    load_format="dummy" gives random weights of the real shapes (benchmarks).
-    quantization: None (the checkpoint's own ``quantization_config``, if any), "int8" or "fp8" (the decoder layers'
-    linear weights quantized at load time, weight-only, per output channel; see ``jaxllm.models.quant``), or
-    "awq" / "gptq" (4-bit checkpoints in those formats; ``jaxllm.models.quant_int4``)."""
-    if load_format not in LOAD_FORMATS:
-        raise ValueError(f"load_format={load_format!r} is not supported; choose one of {LOAD_FORMATS}")
-    local = resolve_model_path(path, revision)
-    cfg = model_config(local, dtype, quantization)
-    mesh = make_mesh(tensor_parallel_size)
-    from jaxllm.weights.loader import build_dummy_model, load_weights
-
-    if load_format == "dummy":
-        return build_dummy_model(cfg, mesh, seed)
-    return load_weights(local, cfg, mesh)
+    Takes ``LLM``'s model keywords (validated the same way): dtype "auto" (the checkpoint's), "float32",
+    "bfloat16" or "float16"; ``tensor_parallel_size``; ``load_format="dummy"`` gives random weights of the real
+    shapes (benchmarks); ``quantization``: None (the checkpoint's own ``quantization_config``, if any), "int8" or
+    "fp8" (the decoder layers' linear weights quantized at load time, weight-only, per output channel; see
+    ``jaxllm.models.quant``), or "awq" / "gptq" (4-bit checkpoints; ``jaxllm.models.quant_int4``); ``revision``,
+    ``hf_token``, ``download_dir``, ``hf_overrides``, ``seed`` and the kernel keywords of docs/settings.md."""
+    args = EngineArgs.from_kwargs({"model": path, "dtype": dtype, **kwargs})
+    return build_model(args, locate_model(args))

@@ -14,7 +14,10 @@ from jaxllm.weights.gguf import GGUFCheckpoint, is_gguf
 from jaxllm.weights.orbax_checkpoint import checkpoint_quantization, is_orbax_checkpoint
 
 
-def resolve_model_path(model: str | os.PathLike, revision: str | None = None) -> str:
+def resolve_model_path(model: str | os.PathLike, revision: str | None = None, *, token: bool | str | None = None,
+                       cache_dir: str | None = None) -> str:
+    """A local path for ``model``; a hub id is downloaded (``token``: vLLM's hf_token, ``cache_dir``: its
+    download_dir, None = the HF cache)."""
     if not isinstance(model, (str, os.PathLike)):
         raise TypeError(f"model must be a path or a hub id (str), got {type(model).__name__}")
     model = os.fspath(model)
@@ -26,17 +29,18 @@ def resolve_model_path(model: str | os.PathLike, revision: str | None = None) ->
     expanded = os.path.expanduser(model)
     if os.path.exists(expanded):
         return expanded
-    return _download_from_hub(model, revision)
+    return _download_from_hub(model, revision, token, cache_dir)
 
 
-def _download_from_hub(repo_id: str, revision: str | None) -> str:
+def _download_from_hub(repo_id: str, revision: str | None, token: bool | str | None, cache_dir: str | None) -> str:
     try:
         from huggingface_hub import snapshot_download
     except ImportError as e:  # pragma: no cover - huggingface_hub is a dependency of transformers
         raise ValueError(f"model {repo_id!r} is not a local path and huggingface_hub is not installed") from e
     patterns = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.txt", "*.jinja"]
     try:
-        return snapshot_download(repo_id, revision=revision, allow_patterns=patterns)
+        return snapshot_download(repo_id, revision=revision, allow_patterns=patterns, token=token,
+                                 cache_dir=cache_dir)
     except Exception as e:
         raise ValueError(f"model {repo_id!r} is neither a local path nor available from the HF hub or its "
                          f"local cache (revision={revision!r}): {type(e).__name__}: {e}") from None
@@ -62,8 +66,10 @@ def hf_config_dict(path: str) -> dict:
     return hf
 
 
-def model_config(path: str, dtype="auto", quantization: str | None = None) -> ModelConfig:
-    hf = hf_config_dict(path)
+def model_config(path: str, dtype="auto", quantization: str | None = None, hf: dict | None = None) -> ModelConfig:
+    """The ModelConfig of the checkpoint at ``path``; ``hf``: its config dict when the caller has changed it
+    (``jaxllm.load.apply_hf_overrides``), else read from ``path``."""
+    hf = hf_config_dict(path) if hf is None else hf
     if is_orbax_checkpoint(path):
         quantization = checkpoint_quantization(path, quantization)
     try:

@@ -8,8 +8,11 @@ TOKENIZER_MODES = ("auto", "slow", "mistral")
 
 
 def load_tokenizer(path: str, *, tokenizer_mode: str = "auto", trust_remote_code: bool = False,
-                   revision: str | None = None, gguf_source: bool = False):
-    """HF tokenizer for ``path``. ``gguf_source``: build it from the GGUF file's metadata."""
+                   revision: str | None = None, gguf_source: bool = False, token: bool | str | None = None,
+                   cache_dir: str | None = None, code_revision: str | None = None):
+    """HF tokenizer for ``path``. ``gguf_source``: build it from the GGUF file's metadata. ``token`` /
+    ``cache_dir``: vLLM's hf_token / download_dir, for a tokenizer fetched from the hub; ``code_revision``: the
+    revision of remote tokenizer code (with ``trust_remote_code``)."""
     if tokenizer_mode not in TOKENIZER_MODES:
         raise ValueError(f"tokenizer_mode={tokenizer_mode!r} is not supported; choose one of {TOKENIZER_MODES}")
     if gguf_source:
@@ -24,12 +27,14 @@ def load_tokenizer(path: str, *, tokenizer_mode: str = "auto", trust_remote_code
                              "pip install mistral-common")
         from transformers import MistralCommonTokenizer
 
-        return MistralCommonTokenizer.from_pretrained(path, revision=revision)
+        return MistralCommonTokenizer.from_pretrained(path, revision=revision, token=token, cache_dir=cache_dir)
     from transformers import AutoTokenizer
 
     try:
         return AutoTokenizer.from_pretrained(path, use_fast=tokenizer_mode != "slow",
-                                             trust_remote_code=trust_remote_code, revision=revision)
+                                             trust_remote_code=trust_remote_code, revision=revision,
+                                             token=token, cache_dir=cache_dir,
+                                             **({"code_revision": code_revision} if code_revision else {}))
     except (OSError, ValueError, TypeError) as e:
         raise ValueError(f"could not load a tokenizer from {path!r} ({type(e).__name__}: {e}); pass "
                          "tokenizer=<folder or hub id>, or skip_tokenizer_init=True to work with token ids") from e

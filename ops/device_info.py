@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import jax
 
 
@@ -34,14 +32,3 @@ def num_sms() -> int:
         return int(getattr(jax.devices()[0], "core_count", 0) or DEFAULT_NUM_SMS)
     except Exception:  # noqa: BLE001 - no backend at all: keep the default
         return DEFAULT_NUM_SMS
-
-
-def forced_implementation(env_var: str, available) -> str | None:
-    """The choice named by ``env_var`` (a dispatcher's or mode switch's override), None when unset or empty; a
-    name not in ``available`` is a ValueError naming the variable, the value and the choices."""
-    forced = os.environ.get(env_var)
-    if not forced:
-        return None
-    if forced not in available:
-        raise ValueError(f"{env_var}={forced!r} is not supported; choose one of {sorted(available)}")
-    return forced

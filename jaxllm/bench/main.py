@@ -60,7 +60,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--fp8-activations", choices=["auto", "none", "dynamic"],
                    help="with --quantization fp8: 'dynamic' quantizes activations per token too (W8A8, fp8 GEMMs), "
                         "'none' keeps weight-only, 'auto' (the engine's default) is dynamic on sm_89+ GPUs; "
-                        "sets JAXLLM_FP8_ACTIVATIONS for this run")
+                        "passed as LLM(fp8_activations=...)")
     p.add_argument("--peer", choices=["hf"], help="also run HF transformers' generate_batch on the same requests")
     p.add_argument("--peer-max-requests", type=int, help="run the peer on the first N requests only")
     p.add_argument("--peer-device", default="cuda", help="torch device of the peer (default: %(default)s)")
@@ -98,18 +98,16 @@ def run_jaxllm(w: Workload, args, model_dir: str, prompts, output_lens) -> dict:
     import jax
 
     from jaxllm import LLM, SamplingParams
-    from jaxllm.models.quant import fp8_activation_mode
 
     max_model_len = w.prompt_len[1] + w.output_len[1]
-    if args.fp8_activations:  # read when the model is built (jaxllm.models.quant.fp8_activation_mode)
-        os.environ["JAXLLM_FP8_ACTIVATIONS"] = args.fp8_activations
     t0 = time.perf_counter()
     llm = LLM(model_dir, load_format="dummy", skip_tokenizer_init=True, dtype="bfloat16",
               max_model_len=max_model_len, max_num_seqs=args.max_num_seqs,
               max_num_batched_tokens=args.max_num_batched_tokens, block_size=args.block_size,
               gpu_memory_utilization=args.gpu_memory_utilization, tensor_parallel_size=args.tensor_parallel_size,
               enforce_eager=args.enforce_eager, seed=args.seed, quantization=args.quantization,
-              async_scheduling=args.async_scheduling, kv_cache_dtype=args.kv_cache_dtype)
+              async_scheduling=args.async_scheduling, kv_cache_dtype=args.kv_cache_dtype,
+              fp8_activations=args.fp8_activations)
     startup = time.perf_counter() - t0
     logging.getLogger("jaxllm").info("ready in %.1f s; generate starts", startup)
     runner = llm.llm_engine.runner
@@ -151,7 +149,7 @@ def run_jaxllm(w: Workload, args, model_dir: str, prompts, output_lens) -> dict:
         "num_preemptions": llm.llm_engine.stats.num_preemptions,
         "async_scheduling": llm.llm_engine.async_scheduling, "gpu_busy": gpu_busy,
         "quantization": args.quantization,
-        "fp8_activations": fp8_activation_mode() if args.quantization == "fp8" else None,  # as resolved
+        "fp8_activations": llm.model_config.fp8_activations if args.quantization == "fp8" else None,  # resolved
         "device": str(dev.device_kind), "jax": jax.__version__, "params": cfg.num_params(),
     }
 

@@ -33,6 +33,7 @@ from .detokenizer import IncrementalDetokenizer, TokenizerView
 from .request_checks import check_params, check_prompt
 from .scheduler import Scheduler
 from .sequence import Sequence
+from .stat_logger import StatLogger
 
 _SEED_MOD = 2**31  # per-sequence rng seeds fit int32 (and uint32)
 # the scheduling view of a pooling request: its prompt, then done (the runner pools instead of sampling)
@@ -67,7 +68,8 @@ class LLMEngine:
     ids (e.g. generation_config's extra EOS ids) stop like ``stop_token_ids`` (stop_reason = the id), as in
     vLLM; all are ignored with ``ignore_eos``. ``tokenizer=None`` (skip_tokenizer_init): outputs have
     empty text, and stop strings / bad_words raise. ``seed`` seeds the draw of per-sequence sampling seeds
-    for requests without ``SamplingParams.seed``."""
+    for requests without ``SamplingParams.seed``. ``max_logprobs`` caps a request's logprobs / prompt_logprobs
+    (vLLM's engine argument). ``log_stats``: throughput and cache usage in the log every few seconds."""
 
     def __init__(
         self,
@@ -84,6 +86,8 @@ class LLMEngine:
         tokenizer: Any = None,
         seed: int | None = 0,
         async_scheduling: bool = True,
+        max_logprobs: int = 20,
+        log_stats: bool = False,
     ) -> None:
         for name, v in (
             ("num_blocks", num_blocks),
@@ -116,6 +120,8 @@ class LLMEngine:
         self.max_model_len = max_model_len
         self.vocab_size = vocab_size
         self.eos_token_ids = tuple(eos)
+        self.max_logprobs = max_logprobs
+        self._stat_logger = StatLogger() if log_stats else None
         self.tokenizer = tokenizer
         self._view = TokenizerView(tokenizer) if tokenizer is not None else None
         self.block_manager = BlockManager(num_blocks, block_size, enable_prefix_caching)
@@ -167,7 +173,8 @@ class LLMEngine:
         ids = check_prompt(request_id, prompt_token_ids, self.vocab_size, self.max_model_len,
                            generates=pooling_params is None)
         max_tokens = check_params(request_id, params, len(ids), tokenizer=self.tokenizer, vocab_size=self.vocab_size,
-                                  max_model_len=self.max_model_len, block_manager=self.block_manager)
+                                  max_model_len=self.max_model_len, block_manager=self.block_manager,
+                                  max_logprobs=self.max_logprobs)
 
         eos_ids = frozenset() if params.ignore_eos else frozenset(self.eos_token_ids[:1])
         stop_ids = frozenset(params.stop_token_ids) | (
@@ -254,6 +261,8 @@ class LLMEngine:
             self._steps.clear()
             self.scheduler.reset_inflight()
             raise
+        if self._stat_logger is not None:
+            self._stat_logger.maybe_log(self.stats, self.scheduler, self.block_manager)
         results = []
         for seq in finished:
             req = self._requests[seq.request_id]

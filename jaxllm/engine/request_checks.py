@@ -53,7 +53,7 @@ def check_prompt(request_id: str, prompt_token_ids: Any, vocab_size: int, max_mo
     return ids
 
 def check_params(request_id: str, params: SamplingParams, prompt_len: int, *, tokenizer: Any, vocab_size: int,
-                 max_model_len: int, block_manager: BlockManager) -> int:
+                 max_model_len: int, block_manager: BlockManager, max_logprobs: int = 20) -> int:
     """Checks that need the engine (vocabulary, tokenizer, KV pool); returns the resolved max_tokens."""
     if tokenizer is None and params.stop:
         raise ValueError(
@@ -82,6 +82,10 @@ def check_params(request_id: str, params: SamplingParams, prompt_len: int, *, to
             )
     for name in ("logprobs", "prompt_logprobs"):
         k = getattr(params, name)
+        if k is not None and k > max_logprobs:
+            what = "sample logprobs" if name == "logprobs" else "prompt logprobs"
+            raise ValueError(f"request {request_id!r}: Requested {what} of {k}, which is greater than max "
+                             f"allowed: {max_logprobs} (the LLM's max_logprobs)")
         if k is not None and k > v:
             raise ValueError(f"request {request_id!r}: {name}={k} is larger than the vocabulary ({v})")
     max_tokens = max_model_len - prompt_len if params.max_tokens is None else params.max_tokens

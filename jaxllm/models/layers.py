@@ -14,9 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxllm.config import INT4_METHODS, ModelConfig, RopeConfig
+from jaxllm.config import ModelConfig, RopeConfig
 from jaxllm.models.quant import QuantizedWeight, linear
 from jaxllm.models.quant_int4 import Int4Weight
+from jaxllm.quantization_config import INT4_METHODS
 
 
 def param(shape, dtype, axes, init: str = "normal", rngs: nnx.Rngs | None = None) -> nnx.Param:
@@ -38,8 +39,9 @@ def linear_weight(shape, dtype, axes, in_ndim: int, cfg: ModelConfig, rngs: nnx.
     if method is None:
         return param(shape, dtype, axes, rngs=rngs)
     if method in INT4_METHODS:
-        return Int4Weight(shape, axes, in_ndim, cfg.quant_group_size, cfg.quant_desc_act)
-    return QuantizedWeight(shape, method, axes, in_ndim, rngs)
+        return Int4Weight(shape, axes, in_ndim, cfg.quant_group_size, cfg.quant_desc_act,
+                          impl=cfg.quant_matmul_impl, variant=cfg.int4_kernel_variant)
+    return QuantizedWeight(shape, method, axes, in_ndim, rngs, activations=cfg.fp8_activations)
 
 
 class RMSNorm(nnx.Module):

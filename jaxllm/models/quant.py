@@ -15,7 +15,7 @@ fp8 checkpoints (``quant_from_checkpoint``) load straight into the same module: 
 becomes ``qweight`` and their per-tensor or per-channel ``weight_scale`` becomes ``scale`` (per-tensor scales
 broadcast to every output channel). 4-bit AWQ/GPTQ weights are ``Int4Weight`` modules (quant_int4.py).
 
-fp8 activations (W8A8; ``JAXLLM_FP8_ACTIVATIONS=auto|none|dynamic``, read when the model is built; "auto", the
+fp8 activations (W8A8; ``LLM(fp8_activations="auto"|"none"|"dynamic")``, fixed when the model is built; "auto", the
 default, is "dynamic" on GPUs with fp8 tensor cores (sm_89+: L4, H100, H200) and weight-only elsewhere, as vLLM's
 ``quantization="fp8"`` runs fp8 GEMMs where the GPU has them and weight-only kernels where it does not): for fp8
 weights the activation is also quantized to float8_e4m3fn, with one dynamic scale per token (max |x| over the
@@ -37,30 +37,29 @@ than the autotuned GEMMs (bf16 and fp8 alike). So the engine compiles programs w
 
 from __future__ import annotations
 
-import os
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxllm.config import INT4_METHODS, LOAD_TIME_METHODS
+from jaxllm import envs
 from jaxllm.models.quant_int4 import Int4Weight, groupable, int4_linear, int4_linear_group
-from jaxllm.ops.device_info import forced_implementation, gpu_compute_capability
+from jaxllm.ops.device_info import gpu_compute_capability
+from jaxllm.quantization_config import INT4_METHODS, LOAD_TIME_METHODS
 
 # Largest representable magnitude used by each method (int8 is symmetric: -127..127, -128 is never used).
 QMAX = {"int8": 127.0, "fp8": 448.0}
 QDTYPE = {"int8": jnp.int8, "fp8": jnp.float8_e4m3fn}
 
 
-FP8_ACTIVATIONS_ENV = "JAXLLM_FP8_ACTIVATIONS"
 FP8_ACTIVATION_MODES = ("auto", "none", "dynamic")
 FP8_TENSOR_CORES = (8, 9)  # the first compute capability with fp8 MMA (Ada; Hopper is 9.0)
 
 
-def fp8_activation_mode() -> str:
-    """"none" (weight-only) or "dynamic" (per-token fp8 activations) from $JAXLLM_FP8_ACTIVATIONS; "auto" (the
-    default) is "dynamic" when the first device is a GPU with fp8 tensor cores, else "none"."""
-    mode = forced_implementation(FP8_ACTIVATIONS_ENV, FP8_ACTIVATION_MODES) or "auto"
+def resolve_fp8_activations(mode: str) -> str:
+    """"none" (weight-only) or "dynamic" (per-token fp8 activations) for the ``fp8_activations`` keyword;
+    "auto" is "dynamic" when the first device is a GPU with fp8 tensor cores, else "none"."""
+    if mode not in FP8_ACTIVATION_MODES:
+        raise ValueError(f"fp8_activations={mode!r} is not supported; choose one of {FP8_ACTIVATION_MODES}")
     if mode == "auto":
         cc = gpu_compute_capability()
         mode = "dynamic" if cc is not None and cc >= FP8_TENSOR_CORES else "none"
@@ -79,7 +78,7 @@ def forward_compiler_options(model, xla_flags: str | None = None) -> dict | None
     """XLA compile options for the model's step programs: autotuning without the correctness checks for W8A8
     models (see the module docstring), None otherwise or when ``xla_flags`` (default: $XLA_FLAGS) already
     names an autotune level (the user's choice wins)."""
-    xla_flags = os.environ.get("XLA_FLAGS", "") if xla_flags is None else xla_flags
+    xla_flags = envs.xla_flags() if xla_flags is None else xla_flags
     if "xla_gpu_autotune_level" in xla_flags or not uses_fp8_activations(model):
         return None
     return {"xla_gpu_autotune_level": W8A8_AUTOTUNE_LEVEL}
@@ -124,12 +123,14 @@ class QuantizedWeight(nnx.Module):
     Built from N(0, 0.02) placeholder values (the loader replaces them); ``in_ndim`` is how many leading axes
     the matmul contracts (the loader recovers it as ``qweight.ndim - scale.ndim``)."""
 
-    def __init__(self, shape, method: str, axes, in_ndim: int, rngs: nnx.Rngs):
+    def __init__(self, shape, method: str, axes, in_ndim: int, rngs: nnx.Rngs, activations: str = "none"):
         if method not in LOAD_TIME_METHODS:
             raise ValueError(f"QuantizedWeight holds {LOAD_TIME_METHODS} weights, not {method!r} (4-bit "
                              f"methods {INT4_METHODS} use jaxllm.models.quant_int4.Int4Weight)")
         # static (part of the graph definition, so a change means a new trace, never a stale one)
-        self.activations = fp8_activation_mode() if method == "fp8" else "none"
+        if activations not in ("none", "dynamic"):
+            raise ValueError(f"activations={activations!r}: choose 'none' or 'dynamic' (resolve_fp8_activations)")
+        self.activations = activations if method == "fp8" else "none"
         self.k_minor = False  # qweight [*out_dims, *in_dims] (set by jaxllm.weights.fp8_layout after loading)
         w = 0.02 * jax.random.normal(rngs.params(), shape, jnp.float32)
         qweight, scale = quantize(w, method, in_ndim)

@@ -49,7 +49,7 @@ class Int4Weight(nnx.Module):
     weight is sharded."""
 
     def __init__(self, shape, axes, in_ndim: int, group_size: int, act_order: bool,
-                 scale_dtype=jnp.float16):
+                 scale_dtype=jnp.float16, *, impl: str | None = None, variant: str | None = None):
         in_dims, out_dims = tuple(shape[:in_ndim]), tuple(shape[in_ndim:])
         k = math.prod(in_dims)
         group = k if group_size == -1 else group_size
@@ -64,6 +64,8 @@ class Int4Weight(nnx.Module):
         self.perm = nnx.Param(jnp.arange(k, dtype=jnp.int32), logical_axes=(None,)) if act_order else None
         self.in_dims, self.group_size = in_dims, group
         self.mesh, self.spec = None, None
+        # the LLM's quant_matmul_impl / int4_kernel_variant (None: the dispatcher's choice per call shape)
+        self.impl, self.variant = impl, variant
         self.layout = "packed"  # "nk" once jaxllm.weights.int4_layout has converted qweight
 
     def bind_sharding(self, mesh, rules) -> None:
@@ -139,9 +141,11 @@ def int4_linear_group(x: jax.Array, weights) -> list:
         xf, arrays = jax.lax.optimization_barrier((xf, arrays))
         flat = [(q, s.reshape(s.shape[0], -1), z.reshape(z.shape[0], -1)) for q, s, z in arrays]
         if first.layout == "nk":  # [*out_dims, K] int4
-            outs = quant_matmul.int4_matmul_nk_group(xf, [(q.reshape(-1, q.shape[-1]), s, z) for q, s, z in flat])
+            outs = quant_matmul.int4_matmul_nk_group(xf, [(q.reshape(-1, q.shape[-1]), s, z) for q, s, z in flat],
+                                                     impl=first.impl)
         else:
-            outs = [quant_matmul.int4_matmul(xf, q.reshape(q.shape[0], -1), s, z) for q, s, z in flat]
+            outs = [quant_matmul.int4_matmul(xf, q.reshape(q.shape[0], -1), s, z, impl=first.impl,
+                                             variant=first.variant) for q, s, z in flat]
         outs = [o.reshape(*xf.shape[:-1], *a[1].shape[1:]) for o, a in zip(outs, arrays)]  # scales: [G, *out]
         if first.mesh is not None and first.spec[0] is not None:  # row parallel: partial sums over K
             outs = [jax.lax.psum(o, MODEL_AXIS) for o in outs]

@@ -8,11 +8,12 @@ Decoders run on the paged engine (prefill-only requests); encoders on ``EncoderR
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from typing import Any
 
 from jaxllm.inputs import as_prompt_list, token_id_list, tokenize_prompt
-from jaxllm.pooling.config import PoolingModelInfo, pooling_model_info
+from jaxllm.pooling.config import PoolingModelInfo, pooling_model_info, resolve_runner
 from jaxllm.pooling.outputs import (
     ClassificationRequestOutput,
     EmbeddingRequestOutput,
@@ -31,38 +32,58 @@ class PoolingMixin(ScoringMixin):
 
     # ---- construction ------------------------------------------------------------------------------------
 
-    def _init_pooling(self, path: str, hf: dict, args, mesh, *, dtype: Any, quantization: str | None, seed: int,
-                      gpu_memory_utilization: float, enforce_eager: bool, tokenizer: Any) -> None:
-        """Build the pooling model of the checkpoint at ``path`` (config.json ``hf``) and its runner."""
+    def _init_pooling(self, args) -> None:
+        """Build the pooling model of ``args.model`` (``choose_runner`` said "pooling") and its runner."""
         import time
 
         import jax
 
+        from jaxllm.load import apply_hf_overrides
+        from jaxllm.model_source import hf_config_dict, resolve_model_path
+        from jaxllm.parallel.sharding import make_mesh
         from jaxllm.sampling_params import SamplingParams
+        from jaxllm.tokenizer import load_tokenizer
 
         t_load = time.perf_counter()
-        info = pooling_model_info(path, hf)
-        self.pooling_info, self.tokenizer, self.model_path = info, tokenizer, path
+        path = resolve_model_path(args.model, args.revision, token=args.hf_token, cache_dir=args.download_dir)
+        hf = apply_hf_overrides(hf_config_dict(path), args)
+        info, mesh = pooling_model_info(path, hf), make_mesh(args.tensor_parallel_size)
+        self.pooling_info, self.model_path = info, path
+        self.tokenizer = None if args.skip_tokenizer_init else load_tokenizer(
+            args.tokenizer or path, tokenizer_mode=args.tokenizer_mode, trust_remote_code=args.trust_remote_code,
+            revision=args.tokenizer_revision or args.revision, token=args.hf_token, cache_dir=args.download_dir,
+            code_revision=args.code_revision)
         self._request_counter = itertools.count()
         self._default_params = SamplingParams()  # get_default_sampling_params() still answers, as in vLLM
         platform = jax.devices()[0].platform
         if info.encoder:
             from jaxllm.pooling.encoder_runner import EncoderRunner
 
-            self._encoder = EncoderRunner.load(path, hf, mesh, args, platform=platform, dtype=dtype,
-                                               quantization=quantization, seed=seed, enforce_eager=enforce_eager)
+            self._encoder = EncoderRunner.load(path, hf, mesh, args, platform=platform)
             self.model_config, self.engine_args, self.llm_engine = self._encoder.config, self._encoder.args, None
-            self.load_seconds = time.perf_counter() - t_load
-            return
-        from jaxllm.pooling.decoder import backbone_config, load_decoder
-
-        cfg = backbone_config(hf, dtype, quantization)
-        self.model_config = cfg
-        self.engine_args = args = args.resolve(platform, cfg.max_position_embeddings)
-        model, head = load_decoder(path, cfg, info, mesh, args.load_format, seed)
+        else:
+            self.llm_engine = self._decoder_engine(path, hf, info, mesh, args, platform)
         self.load_seconds = time.perf_counter() - t_load
-        self.llm_engine = _decoder_engine(model, cfg, info, head, mesh, args, seed=seed,
-                                          gpu_memory_utilization=gpu_memory_utilization, enforce_eager=enforce_eager)
+
+    def _decoder_engine(self, path: str, hf: dict, info: PoolingModelInfo, mesh, args, platform: str):
+        """The paged engine over a ``PoolingModelRunner`` (compiles the bucket programs unless
+        ``enforce_eager``)."""
+        from jaxllm.engine import LLMEngine
+        from jaxllm.load import kernel_fields
+        from jaxllm.pooling.decoder import backbone_config, load_decoder
+        from jaxllm.pooling.runner import PoolingModelRunner
+
+        cfg = dataclasses.replace(backbone_config(hf, args.dtype, args.quantization), **kernel_fields(args))
+        args = args.resolve(platform, cfg.max_position_embeddings)
+        self.model_config, self.engine_args = cfg, args
+        model, head = load_decoder(path, cfg, info, mesh, args.load_format, args.seed)
+        runner = PoolingModelRunner(model, cfg, mesh, args, info=info, head=head)
+        return LLMEngine(
+            runner, num_blocks=runner.num_blocks, block_size=args.block_size, max_num_seqs=args.max_num_seqs,
+            max_num_batched_tokens=args.max_num_batched_tokens, max_model_len=args.max_model_len,
+            vocab_size=cfg.vocab_size, enable_prefix_caching=args.enable_prefix_caching, tokenizer=None,
+            seed=args.seed, async_scheduling=args.async_scheduling, max_logprobs=args.max_logprobs,
+            log_stats=not args.disable_log_stats)
 
     @property
     def supported_tasks(self) -> tuple[str, ...]:
@@ -174,23 +195,19 @@ class PoolingMixin(ScoringMixin):
         return self._run(added, use_tqdm)
 
 
-def _decoder_engine(model, cfg, info: PoolingModelInfo, head, mesh, args, *, seed: int,
-                    gpu_memory_utilization: float, enforce_eager: bool):
-    """The paged engine over a ``PoolingModelRunner`` (compiles the bucket programs unless ``enforce_eager``)."""
-    from jaxllm.engine import LLMEngine
-    from jaxllm.pooling.runner import PoolingModelRunner
+def choose_runner(args) -> str:
+    """"generate" or "pooling": ``args.runner``, or for "auto" the checkpoint's architecture (vLLM's suffix
+    rules, ``config.resolve_runner``). A GGUF file generates."""
+    from jaxllm.load import apply_hf_overrides
+    from jaxllm.model_source import hf_config_dict, resolve_model_path
+    from jaxllm.weights.gguf import is_gguf
 
-    runner = PoolingModelRunner(
-        model, cfg, mesh, info=info, head=head, block_size=args.block_size, max_num_seqs=args.max_num_seqs,
-        max_num_batched_tokens=args.max_num_batched_tokens, max_model_len=args.max_model_len,
-        gpu_memory_utilization=gpu_memory_utilization, num_gpu_blocks_override=args.num_gpu_blocks_override,
-        kv_cache_memory_bytes=args.kv_cache_memory_bytes, enforce_eager=enforce_eager,
-        kv_cache_dtype=args.kv_cache_dtype)
-    return LLMEngine(
-        runner, num_blocks=runner.num_blocks, block_size=args.block_size, max_num_seqs=args.max_num_seqs,
-        max_num_batched_tokens=args.max_num_batched_tokens, max_model_len=args.max_model_len,
-        vocab_size=cfg.vocab_size, enable_prefix_caching=args.enable_prefix_caching, tokenizer=None,
-        seed=seed, async_scheduling=args.async_scheduling)
+    path = resolve_model_path(args.model, args.revision, token=args.hf_token, cache_dir=args.download_dir)
+    if is_gguf(path):
+        if args.runner == "pooling":
+            raise ValueError("runner='pooling' needs a safetensors checkpoint folder, not a GGUF file")
+        return "generate"
+    return resolve_runner(args.runner, apply_hf_overrides(hf_config_dict(path), args))
 
 
 def truncation_size(max_model_len: int, truncate_prompt_tokens: int | None) -> int | None:

@@ -88,29 +88,29 @@ class EncoderRunner:
                 self._program(length, False)
 
     @classmethod
-    def load(cls, path: str, hf: dict, mesh, args, *, platform: str, dtype, quantization, seed: int,
-             enforce_eager: bool) -> EncoderRunner:
+    def load(cls, path: str, hf: dict, mesh, args, *, platform: str) -> EncoderRunner:
+        """The runner of the encoder checkpoint at ``path`` (config.json ``hf``) for validated ``args``."""
         from jaxllm.weights.bert import dummy_bert, load_bert
 
-        if quantization is not None:
-            raise ValueError(f"quantization={quantization!r} is not supported for encoder models")
+        if args.quantization is not None:
+            raise ValueError(f"quantization={args.quantization!r} is not supported for encoder models")
         if mesh.devices.size > 1:
             raise ValueError("tensor_parallel_size > 1 is not supported for encoder models (BERT family)")
         if args.load_format not in ("auto", "safetensors", "dummy"):
             raise ValueError(f"load_format={args.load_format!r} is not supported for encoder models")
         _check_no_kv_cache_args(args)
-        config = EncoderConfig.from_hf(hf, dtype)
+        config = EncoderConfig.from_hf(hf, args.dtype)
         if args.max_model_len is not None and args.max_model_len > config.max_model_len:
             raise ValueError(f"max_model_len={args.max_model_len} is longer than the {config.max_model_len} "
                              f"positions of {config.architecture}'s absolute position embeddings")
         args = args.resolve(platform, config.max_model_len)
         info = pooling_model_info(path, hf)
         if args.load_format == "dummy":
-            model, tensors = dummy_bert(config, mesh, seed, info.num_labels)
+            model, tensors = dummy_bert(config, mesh, args.seed, info.num_labels)
         else:
             model, tensors = load_bert(path, config, mesh, info.num_labels)
         head = None if tensors is None else encoder_head(config.architecture, tensors)
-        return cls(model, config, info, mesh, args, enforce_eager=enforce_eager, head=head)
+        return cls(model, config, info, mesh, args, enforce_eager=args.enforce_eager, head=head)
 
     def batch_rows(self, length: int) -> int:
         return max(1, min(self.args.max_num_seqs, self.args.max_num_batched_tokens // length))

@@ -62,7 +62,7 @@ class PoolingModelRunner(ModelRunner):
     """``execute(batch) -> RunnerOutput`` with ``pooled`` filled for each sequence whose prompt ends in the
     step. ``info`` and ``head`` (a ``heads.LinearHead`` classifier, or None) define the task outputs."""
 
-    def __init__(self, model, cfg, mesh, *, info: PoolingModelInfo, head=None, **kwargs):
+    def __init__(self, model, cfg, mesh, args, *, info: PoolingModelInfo, head=None):
         self.info = info
         self.head = head
         self._states: dict[int, PooledState] = {}
@@ -71,7 +71,7 @@ class PoolingModelRunner(ModelRunner):
         self._pool = jax.jit(functools.partial(_pool_forward, graphdef, treedef, mesh),
                              static_argnames=("dims", "pooling_type", "token_rows", "attention_impl",
                                               "out_sharding"), donate_argnums=(1,))
-        super().__init__(model, cfg, mesh, **kwargs)
+        super().__init__(model, cfg, mesh, args)
 
     # ---- compilation (replaces the generate programs) ---------------------------------------------------
 
@@ -88,9 +88,11 @@ class PoolingModelRunner(ModelRunner):
     def warm_up(self) -> None:
         """Compile the pooled forward of every bucket (and its long-prefill twin where a prompt can be that
         long) at start-up, in parallel threads (XLA compiles outside the GIL)."""
-        keys = [("forward", b, False, False) for b in self.ladder.buckets]
+        buckets = [b for b in self.ladder.buckets
+                   if self.max_seq_len_to_capture is None or b.num_tokens <= self.max_seq_len_to_capture]
+        keys = [("forward", b, False, False) for b in buckets]
         if self.prefill_split is not None and self.max_model_len >= self.prefill_split[2]:
-            keys += [("forward", b, False, True) for b in self._long_prefill_buckets()]
+            keys += [("forward", b, False, True) for b in self._long_prefill_buckets() if b in buckets]
         t0 = time.perf_counter()
         with concurrent.futures.ThreadPoolExecutor(max(1, min(len(keys), os.cpu_count() or 2))) as pool:
             futures = {pool.submit(self._compile, key): key for key in keys}

@@ -14,25 +14,23 @@ from __future__ import annotations
 import logging
 import os
 
+from jaxllm import envs
 from jaxllm.config import ModelConfig
 
 logger = logging.getLogger("jaxllm")
 
 CPU_KV_CACHE_BYTES = 1 << 30
 GPU_SLACK_BYTES = 512 << 20
-_JAX_DEFAULT_FRACTION = 0.75
 
 
 def request_memory_fraction(gpu_memory_utilization: float) -> None:
     """Set XLA_PYTHON_CLIENT_MEM_FRACTION before the first GPU allocation (no effect once jax has started a
     GPU backend, or when the user set the variable)."""
-    if "XLA_PYTHON_CLIENT_MEM_FRACTION" in os.environ:
-        return
     from jax._src import xla_bridge
 
     if getattr(xla_bridge, "_backends", None):
         return  # backends already initialised: the allocator's limit is fixed
-    os.environ["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{gpu_memory_utilization:.4f}"
+    envs.request_jax_memory_fraction(gpu_memory_utilization)
 
 
 def check_weights_fit(variables: dict, devices) -> None:
@@ -114,7 +112,7 @@ def _gpu_budget(device, gpu_memory_utilization: float) -> int:
     limit, in_use = stats.get("bytes_limit"), stats.get("bytes_in_use", 0)
     if not limit:
         raise RuntimeError(f"{device} reports no memory limit; pass kv_cache_memory_bytes or num_gpu_blocks_override")
-    fraction = float(os.environ.get("XLA_PYTHON_CLIENT_MEM_FRACTION", _JAX_DEFAULT_FRACTION))
+    fraction = envs.jax_memory_fraction()
     total = limit / fraction
     target = gpu_memory_utilization * total
     if target > limit * 1.001:

@@ -31,6 +31,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from jaxllm import ops
 from jaxllm.config import ModelConfig
 from jaxllm.engine.batch import RunnerOutput, ScheduledBatch, TokenLogprobs
+from jaxllm.engine_args import EngineArgs
 from jaxllm.models.quant import forward_compiler_options
 from jaxllm.parallel.sharding import cache_kv_heads, logical_to_spec, sharding_rules
 from jaxllm.runner.buckets import Bucket, BucketLadder
@@ -57,23 +58,27 @@ PROMPT_LOGPROBS_K = 20
 
 
 class ModelRunner:
-    def __init__(self, model, cfg: ModelConfig, mesh, *, block_size: int, max_num_seqs: int,
-                 max_num_batched_tokens: int, max_model_len: int, gpu_memory_utilization: float = 0.9,
-                 num_gpu_blocks_override: int | None = None, kv_cache_memory_bytes: int | None = None,
-                 enforce_eager: bool = False, attention_impl: str | None = None, kv_cache_dtype: str = "auto"):
+    def __init__(self, model, cfg: ModelConfig, mesh, args: EngineArgs):
+        """``args``: resolved EngineArgs (``EngineArgs.resolve``: the scheduler limits are set)."""
+        block_size, max_num_seqs = args.block_size, args.max_num_seqs
+        max_num_batched_tokens, max_model_len = args.max_num_batched_tokens, args.max_model_len
+        num_gpu_blocks_override, kv_cache_memory_bytes = args.num_gpu_blocks_override, args.kv_cache_memory_bytes
         self.cfg = cfg
         self.mesh = mesh
         self.block_size = block_size
         self.max_model_len = max_model_len
         self.max_blocks_per_seq = -(-max_model_len // block_size)
-        self.attention_impl = attention_impl
-        self._attention_impl_asked = bool(attention_impl or os.environ.get("JAXLLM_ATTENTION_IMPL"))
+        self.attention_impl = args.attention_backend
+        self._attention_impl_asked = args.attention_backend is not None
+        self._attention_tuning = {"decode_splits": args.attention_decode_splits,
+                                  "fp8_dot": args.attention_fp8_dot or "auto"}
+        self.max_seq_len_to_capture = args.max_seq_len_to_capture
         self.ladder = BucketLadder(max_num_batched_tokens, max_num_seqs)
         self.forward_compile_options = forward_compiler_options(model)  # W8A8: faster GEMM autotuning
         self.graphdef, state = nnx.split(model)
         self.params, self._treedef = jax.tree_util.tree_flatten(state)
         self.dtype = jnp.dtype(cfg.dtype)
-        self.kv_cache_dtype = ops.paged_attention.resolve_kv_cache_dtype(kv_cache_dtype, self.dtype)
+        self.kv_cache_dtype = ops.paged_attention.resolve_kv_cache_dtype(args.kv_cache_dtype, self.dtype)
         self._replicated = NamedSharding(mesh, PartitionSpec())
         tp = mesh.devices.size
         vocab_spec = logical_to_spec((None, "vocab"), sharding_rules(cfg, tp))
@@ -83,7 +88,7 @@ class ModelRunner:
         self.num_blocks = plan_num_blocks(
             cfg, device=mesh.devices.flat[0], block_size=block_size, dtype_bytes=self.kv_cache_dtype.itemsize,
             max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens, max_model_len=max_model_len,
-            gpu_memory_utilization=gpu_memory_utilization, num_gpu_blocks_override=num_gpu_blocks_override,
+            gpu_memory_utilization=args.gpu_memory_utilization, num_gpu_blocks_override=num_gpu_blocks_override,
             kv_cache_memory_bytes=kv_cache_memory_bytes, tp=tp)
         # the cache was sized from what device memory is left after the reserve: it shrinks if XLA needs more
         self._cache_fills_device = (num_gpu_blocks_override is None and kv_cache_memory_bytes is None
@@ -109,11 +114,11 @@ class ModelRunner:
         self.num_steps = 0
         self.device_wait_seconds = 0.0  # time blocked waiting for sampled ids (device busy, host idle)
         self.first_run_seconds = 0.0
-        if not enforce_eager:
+        if not args.enforce_eager:
             self.warm_up()
             self._shrink_cache_to_measured_temporaries()
         self._allocate_cache()
-        if not enforce_eager:
+        if not args.enforce_eager:
             self._run_each_program_once()
 
     def _choose_prefill_split(self):
@@ -193,10 +198,12 @@ class ModelRunner:
         md = dummy_sampling_metadata(config, num_seqs, self.cfg.vocab_size)
         return jax.device_put(pack_sampling_metadata(md, config, num_seqs), self._replicated)
 
-    def _attention_impl(self, long_prefill: bool) -> str | None:
-        if self.prefill_split is None:
-            return self.attention_impl
-        return self.prefill_split[1] if long_prefill else self.prefill_split[0]
+    def _attention_impl(self, long_prefill: bool) -> ops.paged_attention.AttentionConfig:
+        """The attention implementation and tuning a forward program is compiled with."""
+        name = self.attention_impl
+        if self.prefill_split is not None:
+            name = self.prefill_split[1] if long_prefill else self.prefill_split[0]
+        return ops.paged_attention.AttentionConfig(name, **self._attention_tuning)
 
     def _long_prefill_buckets(self) -> list[Bucket]:
         """Buckets that can hold a long prefill (with ``prefill_split``): each gets a second forward program."""
@@ -227,8 +234,10 @@ class ModelRunner:
 
     def warm_up(self) -> None:
         """Compile the forward of every bucket and the start-up sampler variants, in parallel threads."""
-        keys = [("forward", b, False, False) for b in self.ladder.buckets]
-        keys += [("forward", b, False, True) for b in self._long_prefill_buckets()]
+        buckets = [b for b in self.ladder.buckets
+                   if self.max_seq_len_to_capture is None or b.num_tokens <= self.max_seq_len_to_capture]
+        keys = [("forward", b, False, False) for b in buckets]
+        keys += [("forward", b, False, True) for b in self._long_prefill_buckets() if b in buckets]
         keys += [("sample", s, c) for s in sorted({b.num_seqs for b in self.ladder.buckets}) for c in STARTUP_CONFIGS]
         t0 = time.perf_counter()
         logger.info("compiling %d programs (KV cache: %d blocks)", len(keys), self.num_blocks)
@@ -258,7 +267,7 @@ class ModelRunner:
 
     def _drop_long_prefill_programs(self, key, error: Exception) -> bool:
         """A long-prefill program failed to compile. When its implementation was the default, not asked for
-        (``attention_impl`` or ``JAXLLM_ATTENTION_IMPL``), warn and run every step with the other programs'
+        (``attention_backend``, or its ``JAXLLM_ATTENTION_IMPL`` default), warn and run every step with the other programs'
         implementation (what Mosaic GPU lowers differs between jax versions); else the error is the caller's."""
         if key[0] != "forward" or not key[3] or self._attention_impl_asked:
             return False

@@ -1,4 +1,4 @@
-"""After loading: fp8 W8A8 weights (``jaxllm.models.quant.fp8_activation_mode``) are stored K-minor for cuBLASLt.
+"""After loading: fp8 W8A8 weights (``ModelConfig.fp8_activations``) are stored K-minor for cuBLASLt.
 
 cuBLASLt's fp8 GEMM takes both operands with the contracted dim minor. Our weights are ``[*in_dims, *out_dims]``
 (e.g. gate_up [D, 2, F]); given that layout XLA transposes the fp8 weight inside every step, and the fp8 GEMM

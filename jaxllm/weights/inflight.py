@@ -7,25 +7,8 @@
 from __future__ import annotations
 
 import collections
-import os
 
-INFLIGHT_BYTES_ENV = "JAXLLM_LOAD_INFLIGHT_BYTES"
-DEFAULT_INFLIGHT_BYTES = 2 << 30
-
-
-def inflight_budget_from_env() -> int:
-    """The in-flight copy budget in bytes: ``$JAXLLM_LOAD_INFLIGHT_BYTES`` (an integer >= 0; 0 waits for every
-    copy) or ``DEFAULT_INFLIGHT_BYTES``."""
-    raw = os.environ.get(INFLIGHT_BYTES_ENV)
-    if raw is None or raw.strip() == "":
-        return DEFAULT_INFLIGHT_BYTES
-    try:
-        budget = int(raw)
-    except ValueError:
-        budget = -1
-    if budget < 0:
-        raise ValueError(f"{INFLIGHT_BYTES_ENV}={raw!r} is not a byte count (an integer >= 0)")
-    return budget
+DEFAULT_INFLIGHT_BYTES = 2 << 30  # EngineArgs.load_inflight_bytes' default
 
 
 class InFlightCopies:
@@ -40,9 +23,7 @@ class InFlightCopies:
     the H200, 8B dims: 3.8-4.9 GiB, docs/performance.md; other budgets not compared). The arrays
     themselves are not changed."""
 
-    def __init__(self, budget_bytes: int | None = None):
-        if budget_bytes is None:
-            budget_bytes = inflight_budget_from_env()
+    def __init__(self, budget_bytes: int = DEFAULT_INFLIGHT_BYTES):
         if not isinstance(budget_bytes, int) or budget_bytes < 0:
             raise ValueError(f"budget_bytes={budget_bytes!r} must be an integer >= 0")
         self.budget_bytes = budget_bytes

@@ -4,7 +4,7 @@ The kernel (ops/quant_matmul/mosaic_gpu.py) computes y^T = W^T x^T with the weig
 operand, which needs W^T's rows K-contiguous: ``qweight`` [K // 8, *out_dims] int32 becomes [*out_dims, K] int4
 holding q - 8 (``jaxllm.ops.quant_matmul.to_nk_layout``), once, with its logical axes permuted the same way so
 tensor parallelism shards the same named axes. ``jaxllm.ops.quant_matmul.weight_layout`` decides (Hopper with a bfloat16
-model, or ``JAXLLM_QUANT_MATMUL_IMPL=mosaic_gpu``); loading itself (checkpoints, dummy weights) is unchanged.
+model, or ``quant_matmul_impl="mosaic_gpu"``); loading itself (checkpoints, dummy weights) is unchanged.
 """
 
 from __future__ import annotations

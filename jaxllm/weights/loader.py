@@ -13,7 +13,7 @@ quantized on device right away, so only one full-precision weight exists at a ti
 ``quantized_checkpoint.quantized_tensors`` and placed as they are.
 
 The host->device copies of ``make_array_from_callback`` are asynchronous and keep their host shard buffers alive
-until they finish; ``inflight.InFlightCopies`` caps the bytes still in flight (``JAXLLM_LOAD_INFLIGHT_BYTES``, default 2 GiB).
+until they finish; ``inflight.InFlightCopies`` caps the bytes still in flight (``LLM(load_inflight_bytes=...)``, default 2 GiB).
 """
 
 from __future__ import annotations
@@ -28,16 +28,17 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
-from jaxllm.config import INT4_METHODS, ModelConfig
+from jaxllm.config import ModelConfig
 from jaxllm.models.quant import quantize
 from jaxllm.models.quant_int4 import DUMMY_SCALE, Int4Weight, check_int4_sharding
 from jaxllm.models.registry import model_class
 from jaxllm.ops import quant_matmul
 from jaxllm.parallel.sharding import make_mesh, named_sharding, sharding_rules
+from jaxllm.quantization_config import INT4_METHODS
 from jaxllm.runner.memory import check_weights_fit
 from jaxllm.weights.fp8_layout import store_fp8_weights_k_minor
 from jaxllm.weights.gguf import GGUFCheckpoint, is_gguf
-from jaxllm.weights.inflight import InFlightCopies
+from jaxllm.weights.inflight import DEFAULT_INFLIGHT_BYTES, InFlightCopies
 from jaxllm.weights.int4_layout import store_int4_weights_nk
 from jaxllm.weights.kv_scales import KV_SCALE_PARAM, KVScaleCollector
 from jaxllm.weights.mappings import IGNORED_SUFFIXES, Target, key_map, optional_keys
@@ -134,8 +135,8 @@ def _place_param(cfg: ModelConfig, path: tuple, variables: dict, mesh: Mesh, rul
     return {qpath: qweight, spath: scale}
 
 
-def _assemble(cfg: ModelConfig, tensors: Iterable[tuple[str, np.ndarray, str]], variables: dict,
-              mesh: Mesh) -> dict:
+def _assemble(cfg: ModelConfig, tensors: Iterable[tuple[str, np.ndarray, str]], variables: dict, mesh: Mesh,
+              inflight: InFlightCopies) -> dict:
     """Check every tensor against the key map and place it. Returns {path: jax.Array}."""
     targets = key_map(cfg)
     optional = optional_keys(cfg)
@@ -146,7 +147,6 @@ def _assemble(cfg: ModelConfig, tensors: Iterable[tuple[str, np.ndarray, str]], 
     seen: dict[str, str] = {}
     pending: dict[tuple, list] = {}
     placed: dict[tuple, jax.Array] = {}
-    inflight = InFlightCopies()
     for name, array, source in tensors:
         if name.endswith(IGNORED_SUFFIXES):
             continue
@@ -191,7 +191,7 @@ def _merge(cfg: ModelConfig, graphdef, variables: dict, arrays: dict, mesh: Mesh
     rules = sharding_rules(cfg, mesh.devices.size)
     if cfg.quantization in INT4_METHODS:
         _bind_int4_sharding(model, mesh, rules)
-        if quant_matmul.weight_layout(cfg.dtype) == "nk":
+        if quant_matmul.weight_layout(cfg.dtype, cfg.quant_matmul_impl) == "nk":
             store_int4_weights_nk(model, mesh, rules)
     if cfg.quantization == "fp8":
         store_fp8_weights_k_minor(model, mesh, rules)
@@ -199,22 +199,25 @@ def _merge(cfg: ModelConfig, graphdef, variables: dict, arrays: dict, mesh: Mesh
 
 
 def build_model_from_tensors(cfg: ModelConfig, tensors: Iterable[tuple[str, np.ndarray, str]],
-                             mesh: Mesh | None = None):
-    """Model with weights from an iterable of (HF name, array in HF layout, source file)."""
+                             mesh: Mesh | None = None, inflight_bytes: int = DEFAULT_INFLIGHT_BYTES):
+    """Model with weights from an iterable of (HF name, array in HF layout, source file). ``inflight_bytes``:
+    the bound on host->device copies still running (``InFlightCopies``)."""
     mesh = mesh or make_mesh(1)
     graphdef, variables = abstract_model(cfg)
     check_weights_fit(variables, mesh.devices.flatten())
-    return _merge(cfg, graphdef, variables, _assemble(cfg, tensors, variables, mesh), mesh)
+    arrays = _assemble(cfg, tensors, variables, mesh, InFlightCopies(inflight_bytes))
+    return _merge(cfg, graphdef, variables, arrays, mesh)
 
 
-def canonical_arrays(path: str | os.PathLike, cfg: ModelConfig, mesh: Mesh) -> dict:
+def canonical_arrays(path: str | os.PathLike, cfg: ModelConfig, mesh: Mesh,
+                     inflight_bytes: int = DEFAULT_INFLIGHT_BYTES) -> dict:
     """{NNX path: sharded jax.Array} of a checkpoint in the model's canonical layout: checked, converted and
     quantized as ``load_weights`` does, before the device-specific relayouts of ``assemble_model`` (so what is
     saved from it loads on any device)."""
     _, variables = abstract_model(cfg)
     check_weights_fit(variables, mesh.devices.flatten())
     _, tensors = _tensor_source(os.fspath(path))
-    return _assemble(cfg, tensors, variables, mesh)
+    return _assemble(cfg, tensors, variables, mesh, InFlightCopies(inflight_bytes))
 
 
 def assemble_model(cfg: ModelConfig, arrays: dict, mesh: Mesh):
@@ -310,12 +313,14 @@ def _tensor_source(path: str):
     return None, iter_checkpoint(path)
 
 
-def load_weights(path: str | os.PathLike, cfg: ModelConfig, mesh: Mesh | None = None):
+def load_weights(path: str | os.PathLike, cfg: ModelConfig, mesh: Mesh | None = None,
+                 inflight_bytes: int = DEFAULT_INFLIGHT_BYTES):
     """Load a checkpoint folder (safetensors, possibly sharded, or an Orbax checkpoint written by ``jaxllm
-    convert``) or a GGUF file into the model of ``cfg``."""
+    convert``) or a GGUF file into the model of ``cfg``. ``inflight_bytes``: the bound on host->device copies
+    still running while safetensors / GGUF tensors are placed."""
     from jaxllm.weights.orbax_checkpoint import is_orbax_checkpoint, load_converted
 
     if is_orbax_checkpoint(path):
         return load_converted(os.fspath(path), cfg, mesh or make_mesh(1))
     _, tensors = _tensor_source(os.fspath(path))
-    return build_model_from_tensors(cfg, tensors, mesh)
+    return build_model_from_tensors(cfg, tensors, mesh, inflight_bytes)

@@ -13,7 +13,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from jaxllm.config import INT4_METHODS, ModelConfig
+from jaxllm.config import ModelConfig
+from jaxllm.quantization_config import INT4_METHODS
 
 # HF keys that carry no weights of ours and are skipped wherever they appear.
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)

@@ -21,8 +21,8 @@ and places the result like any checkpoint (``mappings.key_map`` gives the keys a
 * fp8 (``cfg.quant_from_checkpoint``): ``<prefix>.weight`` float8_e4m3fn [N, K] passes through;
   ``<prefix>.weight_scale`` (scalar, [1], [N] or [N, 1]) becomes float32 [N] (a per-tensor scale broadcast to
   every channel). ``input_scale`` / ``input_scale_ub`` (static activation scales) are skipped: activations get
-  dynamic per-token scales on GPUs with fp8 tensor cores (JAXLLM_FP8_ACTIVATIONS, default "auto"), or stay in the
-  model dtype (weight-only) elsewhere or with JAXLLM_FP8_ACTIVATIONS=none.
+  dynamic per-token scales on GPUs with fp8 tensor cores (``fp8_activations``, default "auto"), or stay in the
+  model dtype (weight-only) elsewhere or with fp8_activations="none".
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ from collections.abc import Iterable, Iterator
 import ml_dtypes
 import numpy as np
 
-from jaxllm.config import INT4_METHODS, ModelConfig
+from jaxllm.config import ModelConfig
+from jaxllm.quantization_config import INT4_METHODS
 from jaxllm.weights.mappings import linear_layers
 
 AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)

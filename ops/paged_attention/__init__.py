@@ -8,9 +8,11 @@ quantizes and every attention implementation reads it, with per-layer k_scale / 
 from .kv_cache import (FP8_KV_CACHE_DTYPES, KV_CACHE_DTYPES, allocate_kv_cache, kv_cache_shape,
                        resolve_kv_cache_dtype, write_kv_cache)
 from .reference import ragged_paged_attention_reference
-from .dispatch import default_impl, prefill_split, ragged_paged_attention
+from .dispatch import IMPLEMENTATIONS, AttentionConfig, default_impl, prefill_split, ragged_paged_attention
 
 __all__ = [
+    "IMPLEMENTATIONS",
+    "AttentionConfig",
     "FP8_KV_CACHE_DTYPES",
     "KV_CACHE_DTYPES",
     "allocate_kv_cache",

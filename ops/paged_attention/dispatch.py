@@ -8,7 +8,8 @@ Implementations (all take the reference's arguments; see reference.py for shapes
 * ``"pallas_mosaic"``: the same decode launch, the prefill launch through the Mosaic GPU kernel (mosaic_prefill.py,
   Hopper only; calls it does not cover, e.g. a float8 cache or a sliding window, stay on the Triton prefill).
 
-``JAXLLM_ATTENTION_IMPL`` (or the ``impl`` argument, which wins) forces one. Otherwise, on an NVIDIA GPU of compute
+The ``impl`` argument (``LLM(attention_backend=...)``) forces one, by name or as an ``AttentionConfig`` (a name
+and the Pallas kernels' tuning: decode split-K count, float8 dot operands). Otherwise, on an NVIDIA GPU of compute
 capability >= 8.0 when the shapes are supported (head_dim a power of two >= 16; a float8_e4m3 cache needs >= 8.9,
 the first GPUs with e4m3 conversions): ``pallas_mosaic`` on Hopper (sm_90) when the Mosaic GPU prefill covers the
 shapes (mosaic_prefill.supported), else ``pallas_triton``; ``chunked`` off the GPU.
@@ -24,11 +25,12 @@ per-layer scales (1.0 when not given).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax.numpy as jnp
 
-from ..device_info import forced_implementation, gpu_compute_capability
+from ..device_info import gpu_compute_capability
 from . import mosaic_prefill
 from .chunked import ragged_paged_attention_chunked
 from .pallas_attention import ragged_paged_attention_pallas
@@ -42,6 +44,18 @@ IMPLEMENTATIONS = {
 }
 
 
+@dataclasses.dataclass(frozen=True)
+class AttentionConfig:
+    """An implementation (None: ``default_impl``) and the tuning of the Pallas kernels (``pallas_triton`` /
+    ``pallas_mosaic``; the jnp implementations have none): ``decode_splits`` forces the decode launch's split-K
+    count, ``fp8_dot`` (pallas_attention.FP8_DOTS) how a float8 cache's tiles feed the dots. Hashable: a static
+    argument of the jitted step."""
+
+    impl: str | None = None
+    decode_splits: int | None = None
+    fp8_dot: str = "auto"
+
+
 def _supported_by_pallas(q, kv_cache, cc) -> bool:
     if kv_cache is not None and kv_cache.dtype == jnp.float8_e4m3fn and cc < (8, 9):
         return False  # Triton converts e4m3 only on sm_89+ (Ada, Hopper)
@@ -53,9 +67,6 @@ def _supported_by_pallas(q, kv_cache, cc) -> bool:
 
 def default_impl(q=None, kv_cache=None) -> str:
     """The implementation used when none is forced (``q`` and ``kv_cache`` let it check support)."""
-    forced = forced_implementation("JAXLLM_ATTENTION_IMPL", IMPLEMENTATIONS)
-    if forced:
-        return forced
     cc = gpu_compute_capability()
     if cc is None or cc < (8, 0) or not _supported_by_pallas(q, kv_cache, cc):
         return "chunked"
@@ -82,12 +93,17 @@ def prefill_split(impl: str | None = None, q=None, kv_cache=None, sliding_window
 
 def ragged_paged_attention(q, kv_cache, query_start_loc, seq_lens, block_tables, *, sm_scale,
                            sliding_window=None, soft_cap=None, k_scale=None, v_scale=None,
-                           impl: str | None = None):
+                           impl: str | AttentionConfig | None = None):
     """Ragged paged attention (see reference.py for shapes and semantics). Outputs of padding tokens
-    (after query_start_loc[-1]) are unspecified for the GPU kernels."""
-    name = impl or default_impl(q, kv_cache)
+    (after query_start_loc[-1]) are unspecified for the GPU kernels. ``impl``: a name of IMPLEMENTATIONS, an
+    AttentionConfig, or None (``default_impl``)."""
+    config = impl if isinstance(impl, AttentionConfig) else AttentionConfig(impl)
+    name = config.impl or default_impl(q, kv_cache)
     if name not in IMPLEMENTATIONS:
         raise ValueError(f"attention impl {name!r} is not available; available: {sorted(IMPLEMENTATIONS)}")
+    tuning = {}
+    if name.startswith("pallas_"):
+        tuning = {"decode_splits": config.decode_splits, "fp8_dot": config.fp8_dot}
     return IMPLEMENTATIONS[name](q, kv_cache, query_start_loc, seq_lens, block_tables, sm_scale=sm_scale,
                                  sliding_window=sliding_window, soft_cap=soft_cap, k_scale=k_scale,
-                                 v_scale=v_scale)
+                                 v_scale=v_scale, **tuning)

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 
 import jax
 import jax.numpy as jnp
 
-from ..device_info import forced_implementation, gpu_compute_capability
+from ..device_info import gpu_compute_capability
 from ..device_info import num_sms as device_num_sms
 from . import mosaic_prefill
 from .kv_cache import kv_scales
@@ -27,12 +26,13 @@ FP8_DOTS = ("auto", "q", "f16")
 
 
 def decode_config(num_seqs: int, num_kv_heads: int, group: int, head_dim: int, max_ctx: int,
-                  num_sms: int | None = None, kv_itemsize: int = 2) -> TileConfig:
+                  num_sms: int | None = None, kv_itemsize: int = 2, num_splits: int | None = None) -> TileConfig:
     """Launch A: ~16 rows (the minimum tensor-core M), 64 keys a step, split-K until the GPU has
     ~8 programs per SM, each split keeping >= 512 keys. A float8 cache (kv_itemsize 1): 128 keys a step (the
     bytes of a bf16 tile), float16 tiles, and split-K only below ~4 programs per SM (each split >= 1024 keys):
     at B=128, ctx 2048 that tile runs 209 us, against 329 us for the bf16 cache's tile with bf16 tiles and 312 us
-    over a bf16 cache; it is the fastest of 1/2/4 splits at B=32/128/256 (H200, docs/kernels.md)."""
+    over a bf16 cache; it is the fastest of 1/2/4 splits at B=32/128/256 (H200, docs/kernels.md).
+    ``num_splits`` forces the split-K count."""
     gp = _next_pow2(group)
     block_q = max(1, 16 // gp)
     block_n = 64 if head_dim <= 128 else 32
@@ -43,9 +43,8 @@ def decode_config(num_seqs: int, num_kv_heads: int, group: int, head_dim: int, m
     want = max(1, -(-per_sm * sms // max(1, num_seqs * num_kv_heads)))
     splits = max(1, min(want, max_ctx // min_keys, 16))
     splits = 1 << (splits.bit_length() - 1)  # power of two: stable compile set
-    env = os.environ.get("JAXLLM_PA_DECODE_SPLITS")
-    if env:
-        splits = int(env)
+    if num_splits is not None:  # forced (LLM(attention_decode_splits=...))
+        splits = num_splits
     return TileConfig(block_q=block_q, block_n=block_n, num_splits=splits, num_warps=4, num_stages=3,
                       fp8_f16=kv_itemsize == 1)
 
@@ -59,11 +58,6 @@ def prefill_config(group: int, head_dim: int, itemsize: int = 2) -> TileConfig:
     if head_dim * itemsize > 256:
         return TileConfig(block_q=max(1, 64 // gp), block_n=32, num_warps=8, num_stages=2)
     return TileConfig(block_q=max(1, 128 // gp), block_n=64, num_warps=4, num_stages=3)
-
-
-def fp8_dot() -> str:
-    """How a float8 cache's tiles feed the dots: $JAXLLM_PA_FP8_DOT (one of FP8_DOTS), else "auto"."""
-    return forced_implementation("JAXLLM_PA_FP8_DOT", FP8_DOTS) or "auto"
 
 
 def _check(q, kv_cache, query_start_loc, seq_lens, block_tables, sliding_window, soft_cap):
@@ -105,12 +99,17 @@ def ragged_paged_attention_pallas(
     v_scale=None,
     prefill_impl: str = "triton",
     mosaic_min_q_len: int | None = None,
+    decode_splits: int | None = None,
+    fp8_dot: str = "auto",
 ) -> jax.Array:
     """Same contract as ``ragged_paged_attention_reference`` (outputs of padding tokens unspecified).
     A float8 cache is read as fp8 tiles (see pallas_triton.py); the e4m3 conversion needs sm_89+.
     ``prefill_impl="mosaic"`` runs the sequences of >= ``mosaic_prefill.MIN_Q_LEN`` new tokens through the Hopper
     Mosaic GPU prefill (mosaic_prefill.py) where it covers the call, the shorter ones through the Triton prefill;
-    ``mosaic_min_q_len`` overrides that threshold (tests and the kernel benchmark)."""
+    ``mosaic_min_q_len`` overrides that threshold (tests and the kernel benchmark). ``decode_splits`` forces the
+    decode launch's split-K count; ``fp8_dot`` (one of FP8_DOTS) how a float8 cache's tiles feed the dots."""
+    if fp8_dot not in FP8_DOTS:
+        raise ValueError(f"fp8_dot={fp8_dot!r} is not supported; choose one of {FP8_DOTS}")
     _check(q, kv_cache, query_start_loc, seq_lens, block_tables, sliding_window, soft_cap)
     scales = kv_scales(kv_cache, k_scale, v_scale)
     num_tokens, num_q_heads, head_dim = q.shape
@@ -121,9 +120,9 @@ def ragged_paged_attention_pallas(
     seq_lens = seq_lens.astype(jnp.int32)
     block_tables = block_tables.astype(jnp.int32)
     cfg_a = decode_cfg or decode_config(num_seqs, num_kv_heads, group, head_dim, pages_per_seq * block_size,
-                                        kv_itemsize=kv_cache.dtype.itemsize)
+                                        kv_itemsize=kv_cache.dtype.itemsize, num_splits=decode_splits)
     cfg_b = prefill_cfg or prefill_config(group, head_dim, q.dtype.itemsize)
-    forced = fp8_dot() if scales is not None else "auto"
+    forced = fp8_dot if scales is not None else "auto"
     if forced != "auto":
         cfg_a, cfg_b = (dataclasses.replace(c, fp8_f16=forced == "f16") for c in (cfg_a, cfg_b))
 

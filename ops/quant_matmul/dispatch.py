@@ -17,7 +17,7 @@ the Triton kernel up to TRITON_MAX_ROWS rows (0.80x bf16 on decode-heavy B2 agai
 reference) and the reference above. On other GPUs and off the GPU: the packed layout and the
 reference (the Triton kernel runs on sm_80+ but was never timed off Hopper). A product the chosen kernel's tiles
 do not fit runs through the reference (Mosaic: N % 128 or a group size not a multiple of 64).
-``JAXLLM_QUANT_MATMUL_IMPL=reference|pallas_triton|mosaic_gpu`` (or the ``impl`` argument, which wins) forces one
+The ``impl`` argument (``LLM(quant_matmul_impl=reference|pallas_triton|mosaic_gpu)``) forces one
 for every M; forcing it also fixes the layout at load time (``mosaic_gpu``: nk, which needs a Hopper GPU; the
 others: packed). Forced off the GPU, ``pallas_triton`` runs in Pallas' interpret mode (tests). Measured on the
 H200: docs/quantization.md, benchmarks/README.md.
@@ -28,7 +28,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ..device_info import forced_implementation, gpu_compute_capability, num_sms
+from ..device_info import gpu_compute_capability, num_sms
 from .mosaic_gpu import int4_matmul_mosaic, int4_matmul_mosaic_group, mosaic_plan
 from .pallas_triton import int4_matmul_pallas, plan
 from .reference import (
@@ -45,8 +45,10 @@ MOSAIC_MAX_ROWS = 256
 TRITON_MAX_ROWS = 64  # the packed layout on Hopper (float16 models): where the Triton kernel beats the reference
 
 
-def _forced() -> str | None:
-    return forced_implementation("JAXLLM_QUANT_MATMUL_IMPL", IMPLEMENTATIONS)
+def _check_impl(impl: str | None) -> str | None:
+    if impl is not None and impl not in IMPLEMENTATIONS:
+        raise ValueError(f"int4 matmul impl {impl!r} is not available; available: {sorted(IMPLEMENTATIONS)}")
+    return impl
 
 
 def _hopper() -> bool:
@@ -54,18 +56,18 @@ def _hopper() -> bool:
     return cc is not None and cc[0] == 9
 
 
-def weight_layout(activation_dtype) -> str:
+def weight_layout(activation_dtype, impl: str | None = None) -> str:
     """The layout int4 weights are stored in after loading, for a model computing in ``activation_dtype``: "nk"
     on Hopper with bfloat16 activations (the Mosaic GPU kernel's operand type) or with mosaic_gpu forced (which
     needs Hopper); "packed" elsewhere, for float16 / float32 models (AWQ checkpoints are often float16: on Hopper
     they keep the Triton kernel) or with another implementation forced."""
-    forced = _forced()
+    forced = _check_impl(impl)
     if forced == "mosaic_gpu" and not _hopper():
-        raise ValueError(f"JAXLLM_QUANT_MATMUL_IMPL='mosaic_gpu' needs a Hopper GPU (sm_90); this device is "
+        raise ValueError(f"quant_matmul_impl='mosaic_gpu' needs a Hopper GPU (sm_90); this device is "
                          f"{jax.devices()[0].device_kind} (compute capability {gpu_compute_capability()})")
     bf16 = jnp.dtype(activation_dtype) == jnp.bfloat16
     if forced == "mosaic_gpu" and not bf16:
-        raise ValueError(f"JAXLLM_QUANT_MATMUL_IMPL='mosaic_gpu' takes bfloat16 activations; this model computes "
+        raise ValueError(f"quant_matmul_impl='mosaic_gpu' takes bfloat16 activations; this model computes "
                          f"in {jnp.dtype(activation_dtype).name} (load it with dtype='bfloat16', or force "
                          f"'pallas_triton' / 'reference')")
     if forced:
@@ -75,9 +77,6 @@ def weight_layout(activation_dtype) -> str:
 
 def choose_impl(m: int, layout: str = "packed") -> str:
     """The implementation for an [m, K] x [K, N] product in ``layout`` when the call forces none."""
-    forced = _forced()
-    if forced:
-        return forced
     if layout == "nk":
         return "mosaic_gpu" if _hopper() and m <= MOSAIC_MAX_ROWS else "reference"
     return "pallas_triton" if _hopper() and m <= TRITON_MAX_ROWS else "reference"
@@ -85,7 +84,7 @@ def choose_impl(m: int, layout: str = "packed") -> str:
 
 def _resolve(impl: str | None, m: int, layout: str) -> tuple[str, bool]:
     """(implementation, whether it was forced) for a call in ``layout``."""
-    forced = impl or _forced()
+    forced = _check_impl(impl)
     name = forced or choose_impl(m, layout)
     if name not in LAYOUT_IMPLS[layout]:
         raise ValueError(f"int4 matmul impl {name!r} is not available for the {layout!r} weight layout; "
@@ -102,17 +101,19 @@ def _kernel_tiles(name: str, forced: bool, tiles, m: int, k: int, n: int, group_
     return tiles
 
 
-def int4_matmul(x: jax.Array, qweight, scales, zeros, out_dtype=None, *, impl: str | None = None) -> jax.Array:
+def int4_matmul(x: jax.Array, qweight, scales, zeros, out_dtype=None, *, impl: str | None = None,
+                variant: str | None = None) -> jax.Array:
     """x [..., K] @ W [K, N] -> [..., N] for W in the packed int4 layout (reference.py); float32 accumulation,
-    result in ``out_dtype`` (default x.dtype)."""
+    result in ``out_dtype`` (default x.dtype). ``impl`` forces an implementation, ``variant`` the Triton
+    kernel's (pallas_triton.VARIANTS); None: the measured choice for the shape."""
     lead = x.shape[:-1]
     x2 = x.reshape(-1, x.shape[-1])
     k, n, group_size = check_int4_operands(x2, qweight, scales, zeros)
     name, forced = _resolve(impl, x2.shape[0], "packed")
     tiles = None
     if name == "pallas_triton":
-        tiles = _kernel_tiles(name, forced, plan(x2.shape[0], k, n, group_size, num_sms()), x2.shape[0], k, n,
-                              group_size)
+        tiles = _kernel_tiles(name, forced, plan(x2.shape[0], k, n, group_size, num_sms(), variant),
+                              x2.shape[0], k, n, group_size)
     if tiles is not None:
         # forced off the GPU (tests): Pallas' interpret mode runs the same kernel
         interpret = jax.devices()[0].platform != "gpu"

@@ -23,7 +23,7 @@ int -> float convert) and (q - z) * s is one exact fused multiply-add with the p
 subtract and the multiply per weight.
 
 Which variant wins is measured by scripts/bench_quant_matmul.py; ``plan`` picks per M (``_variant``) and
-``JAXLLM_INT4_KERNEL_VARIANT=gather|split|joined`` forces one.
+``plan(..., variant="gather"|"split"|"joined")`` forces one (``LLM(int4_kernel_variant=...)``).
 
 Split-K: with few output tiles (decode: M <= 16, N = 4096 gives 64 programs on 132 SMs) the K loop is split
 over grid axis 2 into float32 partials [S, M, N] that a jnp sum reduces (S * M * N * 4 bytes, tiny next to W).
@@ -43,7 +43,6 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
-from ..device_info import forced_implementation
 from .reference import PACK, check_int4_operands
 
 
@@ -71,13 +70,16 @@ class Int4Tiles:
 VARIANTS = ("gather", "split", "joined")
 
 
-def _variant(m: int) -> str:
-    """``JAXLLM_INT4_KERNEL_VARIANT`` (read when a call is traced) or the measured choice for M rows: split_dot
-    (8 mma.sync dots on the unpacked nibble tiles) up to 16 rows, joined (one wgmma per step) above."""
-    return forced_implementation("JAXLLM_INT4_KERNEL_VARIANT", VARIANTS) or ("split" if m <= 16 else "joined")
+def _variant(m: int, forced: str | None) -> str:
+    """``forced`` (one of VARIANTS) or the measured choice for M rows: split_dot (8 mma.sync dots on the unpacked
+    nibble tiles) up to 16 rows, joined (one wgmma per step) above."""
+    if forced is not None and forced not in VARIANTS:
+        raise ValueError(f"int4 kernel variant {forced!r} is not supported; choose one of {list(VARIANTS)}")
+    return forced or ("split" if m <= 16 else "joined")
 
 
-def plan(m: int, k: int, n: int, group_size: int, num_cores: int = 132) -> Int4Tiles | None:
+def plan(m: int, k: int, n: int, group_size: int, num_cores: int = 132,
+         variant: str | None = None) -> Int4Tiles | None:
     """Tiles for one shape, or None when no tile divides it (the caller falls back to the reference).
 
     Small M (decode) is memory bound: narrow N tiles and split-K until ~2 programs per SM. Larger M uses
@@ -86,7 +88,7 @@ def plan(m: int, k: int, n: int, group_size: int, num_cores: int = 132) -> Int4T
     block_k = next((b for b in (128, 64, 32) if group_size % b == 0 and k % b == 0), None)
     if block_k is None:
         return None
-    variant = _variant(m)
+    variant = _variant(m, variant)
     block_m = 16 if m <= 16 else (32 if m <= 32 else 64)
     # gather tiles: 128 columns from 64 rows; joined / split: 64 columns (more programs). At 64 rows on the H200,
     # sustained timing puts 64 and 128 columns level (gate_up 93 vs 91 us, down 51 vs 50)

@@ -22,14 +22,10 @@ def generate(llm):
 
 
 def test_prefill_split_follows_the_chosen_implementation(monkeypatch):
-    monkeypatch.delenv("JAXLLM_ATTENTION_IMPL", raising=False)
     split = ("pallas_triton", "pallas_mosaic", 2048)
     assert paged_attention.prefill_split() is None  # CPU: chunked
     assert paged_attention.prefill_split("pallas_triton") is None
     assert paged_attention.prefill_split("pallas_mosaic") == split
-    monkeypatch.setenv("JAXLLM_ATTENTION_IMPL", "pallas_mosaic")
-    assert paged_attention.prefill_split() == split
-    monkeypatch.delenv("JAXLLM_ATTENTION_IMPL")
     q = jax.ShapeDtypeStruct((1, 32, 128), jnp.bfloat16)
     cache = jax.ShapeDtypeStruct((2, 64, 16, 8, 128), jnp.bfloat16)
     for cc, want in (((9, 0), split), ((8, 0), None), ((8, 9), None), ((10, 0), None)):
@@ -56,7 +52,7 @@ def test_long_prefill_steps_take_their_own_programs(llama_dir, llama_llm, monkey
     assert long_buckets == {b for b in runner.ladder.buckets if b.num_tokens >= 8} != set()
     forward_keys = [k for k in used if k[0] == "forward"]
     assert forward_keys[0][3] and not forward_keys[-1][3]  # the 20-token prefill step, then decode steps
-    assert (runner._attention_impl(True), runner._attention_impl(False)) == ("chunked", "reference")
+    assert (runner._attention_impl(True).impl, runner._attention_impl(False).impl) == ("chunked", "reference")
 
 
 def test_default_long_prefill_that_does_not_compile_falls_back(llama_dir, llama_llm, monkeypatch, caplog):
@@ -66,7 +62,6 @@ def test_default_long_prefill_that_does_not_compile_falls_back(llama_dir, llama_
     from jaxllm.runner import model_runner
 
     want = generate(llama_llm)
-    monkeypatch.delenv("JAXLLM_ATTENTION_IMPL", raising=False)
     monkeypatch.setattr(paged_attention, "prefill_split", lambda *a, **k: ("reference", "chunked", 8))
     compile_ = model_runner.ModelRunner._compile
 
@@ -83,9 +78,9 @@ def test_default_long_prefill_that_does_not_compile_falls_back(llama_dir, llama_
     assert runner.prefill_split is None and runner.attention_impl == "reference"
     assert not [k for k in runner._compiled if k[0] == "forward" and k[3]]
     assert generate(llm) == want
-    monkeypatch.setenv("JAXLLM_ATTENTION_IMPL", "chunked")
     with pytest.raises(RuntimeError, match="Mosaic GPU lowering failed"):
-        LLM(str(llama_dir[0]), max_num_seqs=2, max_num_batched_tokens=32, skip_tokenizer_init=True)
+        LLM(str(llama_dir[0]), max_num_seqs=2, max_num_batched_tokens=32, skip_tokenizer_init=True,
+            attention_backend="chunked")
 
 
 @pytest.mark.skipif(len(jax.devices()) < 2, reason="needs 2 (fake) devices")
@@ -94,7 +89,6 @@ def test_hopper_default_splits_on_one_device_and_keeps_triton_under_tensor_paral
     the Triton kernels (explicitly, so the model's own default cannot pick Mosaic), unless asked for."""
     from hf_models import save_tiny_model
 
-    monkeypatch.delenv("JAXLLM_ATTENTION_IMPL", raising=False)
     monkeypatch.setattr(dispatch, "gpu_compute_capability", lambda: (9, 0))  # shapes only: nothing compiles
     save_tiny_model(tmp_path, "LlamaForCausalLM", hidden_size=256, num_attention_heads=4, num_key_value_heads=2,
                     head_dim=64)
@@ -104,6 +98,5 @@ def test_hopper_default_splits_on_one_device_and_keeps_triton_under_tensor_paral
     assert one.prefill_split == ("pallas_triton", "pallas_mosaic", 2048) and one.attention_impl is None
     two = LLM(str(tmp_path), tensor_parallel_size=2, **kw).llm_engine.runner
     assert two.prefill_split is None and two.attention_impl == "pallas_triton"
-    monkeypatch.setenv("JAXLLM_ATTENTION_IMPL", "pallas_mosaic")
-    asked = LLM(str(tmp_path), tensor_parallel_size=2, **kw).llm_engine.runner
+    asked = LLM(str(tmp_path), tensor_parallel_size=2, attention_backend="pallas_mosaic", **kw).llm_engine.runner
     assert asked.prefill_split == ("pallas_triton", "pallas_mosaic", 2048)

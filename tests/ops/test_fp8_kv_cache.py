@@ -156,9 +156,9 @@ def test_pallas_interpret_on_fp8_cache(dtype, name, q_lens, ctx_lens):
 
 
 @pytest.mark.parametrize("cap,splits", [(None, 1), (None, 2), (3.0, 1)])
-def test_pallas_interpret_fp8_f16_dots(monkeypatch, cap, splits):
+def test_pallas_interpret_fp8_f16_dots(cap, splits):
     """bf16 q over an fp8 cache with the tiles converted to float16 (TileConfig.fp8_f16, forced by
-    $JAXLLM_PA_FP8_DOT=f16): within bf16-input error of the exact attention over the dequantized cache, as
+    fp8_dot="f16", LLM(attention_fp8_dot="f16")): within bf16-input error of the exact attention over the dequantized cache, as
     close as the q-dtype path; f32 q ignores the switch (bit-identical)."""
     rng = np.random.default_rng(11 + splits)
     b = make_batch(rng, [1, 19, 1, 2], [77, 40, 3, 50], num_q_heads=8, num_kv_heads=2, head_dim=32,
@@ -171,18 +171,14 @@ def test_pallas_interpret_fp8_f16_dots(monkeypatch, cap, splits):
     exact = naive_attention(type(b)(np.asarray(qb, np.float32), deq, b.meta), 0.2, None, cap)
     args = _args(b, kv8)
     want = ragged_paged_attention_pallas(qb, *args[1:], **kw)
-    monkeypatch.setenv("JAXLLM_PA_FP8_DOT", "f16")
-    got = ragged_paged_attention_pallas(qb, *args[1:], **kw)
+    got = ragged_paged_attention_pallas(qb, *args[1:], **kw, fp8_dot="f16")
     assert not np.array_equal(np.asarray(got), np.asarray(want))  # the float16 path really ran
     assert _err(got, exact, n) < 1.5 * _err(want, exact, n) + 1e-3
     assert _err(got, exact, n) < 2e-2
-    f32 = [ragged_paged_attention_pallas(*args, **kw)]
-    monkeypatch.setenv("JAXLLM_PA_FP8_DOT", "q")
-    f32.append(ragged_paged_attention_pallas(*args, **kw))
+    f32 = [ragged_paged_attention_pallas(*args, **kw), ragged_paged_attention_pallas(*args, **kw, fp8_dot="q")]
     np.testing.assert_array_equal(np.asarray(f32[0]), np.asarray(f32[1]))
-    monkeypatch.setenv("JAXLLM_PA_FP8_DOT", "bf16")
-    with pytest.raises(ValueError, match="JAXLLM_PA_FP8_DOT='bf16'"):
-        ragged_paged_attention_pallas(*args, **kw)
+    with pytest.raises(ValueError, match="fp8_dot='bf16'"):
+        ragged_paged_attention_pallas(*args, **kw, fp8_dot="bf16")
 
 
 @pytest.mark.parametrize("window,cap,splits", [(None, 3.0, 3), (9, None, 1)])
@@ -203,7 +199,6 @@ def test_pallas_interpret_fp8_options_and_splits(window, cap, splits):
 
 
 def test_dispatch_with_fp8_cache(monkeypatch):
-    monkeypatch.delenv("JAXLLM_ATTENTION_IMPL", raising=False)
     rng = np.random.default_rng(0)
     b = make_batch(rng, [1, 3], [9, 3], head_dim=64)
     kv8, deq = fp8_batch(b, E4M3)

@@ -78,7 +78,7 @@ def test_gather_slots_puts_rows_in_token_order():
 
 
 def test_mosaic_prefill_needs_hopper(monkeypatch):
-    """Forced (JAXLLM_ATTENTION_IMPL=pallas_mosaic) on another GPU: an error naming the GPU, before any compile."""
+    """Forced (attention_backend="pallas_mosaic") on another GPU: an error naming the GPU, before any compile."""
     from jaxllm.ops.paged_attention import dispatch, pallas_attention
     monkeypatch.setattr(pallas_attention, "gpu_compute_capability", lambda: (8, 0))
     b = make_batch(np.random.default_rng(1), [40], [40], num_q_heads=8, num_kv_heads=8, head_dim=64, block_size=16)

@@ -97,20 +97,21 @@ def test_pallas_interpret_split_decode_only():
     _check(out, naive_attention(b, 0.3), b.meta.num_real_tokens, 1e-4)
 
 
-def test_dispatch_defaults_and_forcing(monkeypatch):
-    monkeypatch.delenv("JAXLLM_ATTENTION_IMPL", raising=False)
+def test_dispatch_defaults_and_forcing():
     assert dispatch.default_impl() == "chunked"  # CPU
-    monkeypatch.setenv("JAXLLM_ATTENTION_IMPL", "reference")
-    assert dispatch.default_impl() == "reference"
-    monkeypatch.setenv("JAXLLM_ATTENTION_IMPL", "nope")
-    with pytest.raises(ValueError, match="nope"):
-        dispatch.default_impl()
     rng = np.random.default_rng(0)
     b = make_batch(rng, [1, 3], [9, 3])
     with pytest.raises(ValueError, match="bogus"):
         dispatch.ragged_paged_attention(*map(jnp.asarray, b.args()), sm_scale=1.0, impl="bogus")
     out = dispatch.ragged_paged_attention(*map(jnp.asarray, b.args()), sm_scale=1.0, impl="chunked")
     _check(out, naive_attention(b, 1.0), b.meta.num_real_tokens, 1e-4)
+    # an AttentionConfig carries the name (and the Pallas kernels' tuning, which the jnp paths do not have)
+    config = dispatch.AttentionConfig("chunked", decode_splits=2, fp8_dot="f16")
+    same = dispatch.ragged_paged_attention(*map(jnp.asarray, b.args()), sm_scale=1.0, impl=config)
+    np.testing.assert_array_equal(np.asarray(same), np.asarray(out))
+    with pytest.raises(ValueError, match="bogus"):
+        dispatch.ragged_paged_attention(*map(jnp.asarray, b.args()), sm_scale=1.0,
+                                        impl=dispatch.AttentionConfig("bogus"))
 
 
 def test_pallas_rejects_bad_input():

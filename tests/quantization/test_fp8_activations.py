@@ -1,4 +1,4 @@
-"""W8A8 for fp8 weights (JAXLLM_FP8_ACTIVATIONS=dynamic; the default on sm_89+ GPUs): per-token e4m3 activations times e4m3 weights
+"""W8A8 for fp8 weights (fp8_activations="dynamic"; the default on sm_89+ GPUs): per-token e4m3 activations times e4m3 weights
 with float32 accumulation, checked against a numpy emulation (ml_dtypes) on the CPU."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from flax import nnx
 from hf_models import save_tiny_model
 
 import jaxllm
-from jaxllm.models.quant import QuantizedWeight, fp8_activation_mode, linear
+from jaxllm.models.quant import QuantizedWeight, linear, resolve_fp8_activations
 
 
 def np_w8a8(x, qweight, scale, in_ndim):
@@ -31,12 +31,11 @@ def np_w8a8(x, qweight, scale, in_ndim):
     ((32, 4, 8), ("embed", "q_heads", "head_dim"), 1, "...d,dhk->...hk"),
     ((4, 8, 32), ("q_heads", "head_dim", "embed"), 2, "...hk,hkd->...d"),
 ])
-def test_linear_w8a8_matches_numpy(monkeypatch, shape, axes, in_ndim, subscripts):
+def test_linear_w8a8_matches_numpy(shape, axes, in_ndim, subscripts):
     x = jax.random.normal(jax.random.key(1), (5, *shape[:in_ndim]), jnp.float32)
     x = x.at[2].set(0.0)  # an all-zero token
     weight_only = linear(x, QuantizedWeight(shape, "fp8", axes, in_ndim, nnx.Rngs(0)), subscripts)
-    monkeypatch.setenv("JAXLLM_FP8_ACTIVATIONS", "dynamic")  # read when the weight (model) is built
-    w = QuantizedWeight(shape, "fp8", axes, in_ndim, nnx.Rngs(0))
+    w = QuantizedWeight(shape, "fp8", axes, in_ndim, nnx.Rngs(0), activations="dynamic")  # fixed when built
     assert w.activations == "dynamic"
     out = linear(x, w, subscripts)
     want = np_w8a8(x, w.qweight[...], w.scale[...], in_ndim).reshape(out.shape)
@@ -64,41 +63,38 @@ def test_linear_w8a8_matches_numpy(monkeypatch, shape, axes, in_ndim, subscripts
     np.testing.assert_allclose(np.asarray(linear(xb, w, subscripts), np.float32), want, rtol=0.02, atol=0.02)
 
 
-def test_model_w8a8_and_bad_mode(monkeypatch, tmp_path):
+def test_model_w8a8_and_bad_mode(tmp_path):
     save_tiny_model(tmp_path, "LlamaForCausalLM")
     x = np.random.RandomState(0).randint(0, 256, (2, 16)).astype(np.int32)
     ref = np.asarray(jaxllm.load_model(tmp_path, quantization="fp8")(x))
-    monkeypatch.setenv("JAXLLM_FP8_ACTIVATIONS", "dynamic")
-    model = jaxllm.load_model(tmp_path, quantization="fp8")
+    model = jaxllm.load_model(tmp_path, quantization="fp8", fp8_activations="dynamic")
     out = np.asarray(model(x))
     assert 0 < np.abs(out - ref).max() / np.abs(ref).max() < 0.1
     # stored K-minor for cuBLASLt's fp8 GEMM: qweight [*out_dims, *in_dims], contracted as its trailing dims
     weights = [m for _, m in nnx.iter_graph(model) if isinstance(m, QuantizedWeight)]
     assert weights and all(w.k_minor and w.qweight[...].shape[:w.scale[...].ndim] == w.scale[...].shape
                            for w in weights)
-    tp2 = np.asarray(jaxllm.load_model(tmp_path, quantization="fp8", tensor_parallel_size=2)(x))
+    tp2 = np.asarray(jaxllm.load_model(tmp_path, quantization="fp8", tensor_parallel_size=2,
+                                       fp8_activations="dynamic")(x))
     np.testing.assert_allclose(tp2, out, rtol=1e-5, atol=1e-5 * np.abs(out).max())
-    monkeypatch.setenv("JAXLLM_FP8_ACTIVATIONS", "static")
-    with pytest.raises(ValueError, match="JAXLLM_FP8_ACTIVATIONS='static' is not supported"):
-        fp8_activation_mode()
+    with pytest.raises(ValueError, match="fp8_activations='static' is not supported"):
+        jaxllm.load_model(tmp_path, quantization="fp8", fp8_activations="static")
+    with pytest.raises(ValueError, match="fp8_activations='static' is not supported"):
+        resolve_fp8_activations("static")
 
 
 def test_auto_mode_follows_fp8_tensor_cores(monkeypatch):
-    """Unset or "auto": W8A8 on GPUs with fp8 tensor cores (sm_89+), weight-only on older GPUs and off the GPU,
-    as vLLM's quantization="fp8" does; an explicit mode wins everywhere."""
+    """"auto" (the default): W8A8 on GPUs with fp8 tensor cores (sm_89+), weight-only on older GPUs and off the
+    GPU, as vLLM's quantization="fp8" does; an explicit mode wins everywhere. The mode is fixed when a weight is
+    built (ModelConfig.fp8_activations)."""
     from jaxllm.models import quant
-    monkeypatch.delenv("JAXLLM_FP8_ACTIVATIONS", raising=False)
     for cc, want in ((None, "none"), ((8, 0), "none"), ((8, 6), "none"), ((8, 9), "dynamic"), ((9, 0), "dynamic")):
         monkeypatch.setattr(quant, "gpu_compute_capability", lambda cc=cc: cc)
-        assert fp8_activation_mode() == want, cc
-        monkeypatch.setenv("JAXLLM_FP8_ACTIVATIONS", "auto")
-        assert fp8_activation_mode() == want, cc
-        monkeypatch.setenv("JAXLLM_FP8_ACTIVATIONS", "none")
-        assert fp8_activation_mode() == "none"
-        monkeypatch.setenv("JAXLLM_FP8_ACTIVATIONS", "dynamic")
-        assert fp8_activation_mode() == "dynamic"
-        monkeypatch.delenv("JAXLLM_FP8_ACTIVATIONS")
-    monkeypatch.setattr(quant, "gpu_compute_capability", lambda: (9, 0))
-    w = QuantizedWeight((32, 4, 8), "fp8", ("embed", "q_heads", "head_dim"), 1, nnx.Rngs(0))
+        assert resolve_fp8_activations("auto") == want, cc
+        assert resolve_fp8_activations("none") == "none"
+        assert resolve_fp8_activations("dynamic") == "dynamic"
+    w = QuantizedWeight((32, 4, 8), "fp8", ("embed", "q_heads", "head_dim"), 1, nnx.Rngs(0), activations="dynamic")
     assert w.activations == "dynamic"
-    assert QuantizedWeight((32, 4, 8), "int8", ("embed", "q_heads", "head_dim"), 1, nnx.Rngs(0)).activations == "none"
+    assert QuantizedWeight((32, 4, 8), "fp8", ("embed", "q_heads", "head_dim"), 1, nnx.Rngs(0)).activations == "none"
+    int8 = QuantizedWeight((32, 4, 8), "int8", ("embed", "q_heads", "head_dim"), 1, nnx.Rngs(0), activations="dynamic")
+    assert int8.activations == "none"

@@ -1,4 +1,4 @@
-"""GPU: fp8 W8A8 (JAXLLM_FP8_ACTIVATIONS=dynamic) against the numpy emulation, at bf16 and Llama-8B-like sizes.
+"""GPU: fp8 W8A8 (fp8_activations="dynamic") against the numpy emulation, at bf16 and Llama-8B-like sizes.
 Run on the GPU machine (`bash scripts/device.sh gpu-tests`)."""
 
 from __future__ import annotations
@@ -16,9 +16,8 @@ pytestmark = pytest.mark.gpu
 
 
 @pytest.mark.parametrize("m", [1, 16, 256])
-def test_w8a8_on_gpu_matches_numpy(monkeypatch, m):
-    monkeypatch.setenv("JAXLLM_FP8_ACTIVATIONS", "dynamic")
-    w = QuantizedWeight((4096, 2, 1024), "fp8", ("embed", None, "mlp"), 1, nnx.Rngs(0))
+def test_w8a8_on_gpu_matches_numpy(m):
+    w = QuantizedWeight((4096, 2, 1024), "fp8", ("embed", None, "mlp"), 1, nnx.Rngs(0), activations="dynamic")
     x = jax.random.normal(jax.random.key(m), (m, 4096), jnp.float32)
     out = jax.jit(lambda x: linear(x, w, "...d,dcf->...cf"))(x)
     want = np_w8a8(x, w.qweight[...], w.scale[...], 1).reshape(out.shape)

@@ -125,21 +125,21 @@ def test_tensor_parallel_groups_must_not_straddle_devices(ckpts):
 
 
 @pytest.mark.skipif(len(jax.devices()) < 2, reason="needs 2 (fake) devices")
-def test_fused_kernel_path_per_shard_in_interpret_mode(ckpts, monkeypatch):
+def test_fused_kernel_path_per_shard_in_interpret_mode(ckpts):
     """The Pallas kernel (interpret mode on CPU) through shard_map: TP=2 with the kernel == TP=1 reference."""
     qdir, _, _, _ = ckpts["gptq-g32-act-order"]
     x = ids(1, 6, seed=4)
     ref = np.asarray(jaxllm.load_model(qdir)(x))
-    monkeypatch.setenv("JAXLLM_QUANT_MATMUL_IMPL", "pallas_triton")
     for tp in (1, 2):
-        assert rel_err(jaxllm.load_model(qdir, tensor_parallel_size=tp)(x), ref) <= 1e-5
+        model = jaxllm.load_model(qdir, tensor_parallel_size=tp, quant_matmul_impl="pallas_triton")
+        assert rel_err(model(x), ref) <= 1e-5
 
 
-def test_engine_path_through_the_kernel_in_interpret_mode(ckpts, monkeypatch):
+def test_engine_path_through_the_kernel_in_interpret_mode(ckpts):
     """LLM.generate (paged forward) with the Pallas kernel forced (interpret mode on CPU): HF's greedy tokens."""
     qdir, _, hf, _ = ckpts["gptq-g32-act-order"]
-    monkeypatch.setenv("JAXLLM_QUANT_MATMUL_IMPL", "pallas_triton")
-    llm = LLM(str(qdir), skip_tokenizer_init=True, max_num_seqs=2, max_num_batched_tokens=16, enforce_eager=True)
+    llm = LLM(str(qdir), skip_tokenizer_init=True, max_num_seqs=2, max_num_batched_tokens=16, enforce_eager=True,
+              quant_matmul_impl="pallas_triton")
     prompts = [list(range(1, 7)), list(range(3, 12))]
     outs = llm.generate([{"prompt_token_ids": p} for p in prompts],
                         SamplingParams(temperature=0, max_tokens=4, ignore_eos=True), use_tqdm=False)
@@ -155,7 +155,7 @@ def test_nk_layout_matches_packed(ckpts, case, monkeypatch):
     qdir, _, _, _ = ckpts[case]
     x = ids(2, 9, seed=6)
     ref = np.asarray(jaxllm.load_model(qdir)(x))
-    monkeypatch.setattr(quant_matmul, "weight_layout", lambda dtype: "nk")
+    monkeypatch.setattr(quant_matmul, "weight_layout", lambda dtype, impl=None: "nk")
     for tp in (1, 2):
         model = jaxllm.load_model(qdir, tensor_parallel_size=tp)
         o_proj, gate_up = model.layers[0].self_attn.o_proj, model.layers[0].mlp.gate_up

@@ -12,7 +12,14 @@ from int4_formats import pack_rows
 pytestmark = pytest.mark.gpu
 
 from jaxllm.ops.device_info import gpu_compute_capability
-from jaxllm.ops.quant_matmul import Int4Tiles, choose_impl, int4_matmul_pallas, int4_matmul_reference, plan
+from jaxllm.ops.quant_matmul import (
+    Int4Tiles,
+    choose_impl,
+    int4_matmul,
+    int4_matmul_pallas,
+    int4_matmul_reference,
+    plan,
+)
 
 
 def operands(m, k, n, group, dtype, seed=0):
@@ -56,24 +63,24 @@ def test_kernel_tile_variants(tiles, group):
     close(jax.jit(lambda *a: int4_matmul_pallas(*a, tiles=tiles))(*args), int4_matmul_reference(*args), 1e-2)
 
 
-def test_split_variant_through_plan(monkeypatch):
-    monkeypatch.setenv("JAXLLM_INT4_KERNEL_VARIANT", "split")
-    assert plan(1, 4096, 4096, 128).split_dot
+def test_split_variant_through_plan():
+    tiles = plan(3, 4096, 4096, 128, variant="split")
+    assert tiles.split_dot
     args = operands(3, 4096, 4096, 128, jnp.bfloat16, seed=5)
-    close(jax.jit(int4_matmul_pallas)(*args), int4_matmul_reference(*args), 1e-2)
+    close(jax.jit(lambda *a: int4_matmul_pallas(*a, tiles=tiles))(*args), int4_matmul_reference(*args), 1e-2)
 
 
-def test_kernel_float16_input_and_dispatch(monkeypatch):
+def test_kernel_float16_input_and_dispatch():
     args = operands(5, 1024, 256, 128, jnp.float16, seed=2)
     close(int4_matmul_pallas(*args), int4_matmul_reference(*args), 1e-2)
     hopper = gpu_compute_capability()[0] == 9  # Hopper: Mosaic (nk, bf16) or Triton (packed) for decode rows
     assert choose_impl(64) == ("pallas_triton" if hopper else "reference") and choose_impl(65) == "reference"
     assert choose_impl(64, "nk") == ("mosaic_gpu" if hopper else "reference")
-    monkeypatch.setenv("JAXLLM_QUANT_MATMUL_IMPL", "pallas_triton")
-    assert choose_impl(2048) == "pallas_triton"
+    big = operands(2048, 1024, 256, 128, jnp.float16, seed=3)
+    close(int4_matmul(*big, impl="pallas_triton"), int4_matmul_reference(*big), 1e-2)  # forced for any M
 
 
-def test_awq_model_through_the_kernel(tmp_path, monkeypatch):
+def test_awq_model_through_the_kernel(tmp_path):
     from int4_checkpoints import int4_checkpoint
 
     import jaxllm
@@ -81,7 +88,5 @@ def test_awq_model_through_the_kernel(tmp_path, monkeypatch):
     qdir, _, _, _ = int4_checkpoint(tmp_path, "awq", 64, arch="LlamaForCausalLM", hidden_size=128,
                                     intermediate_size=256)
     x = np.random.RandomState(0).randint(0, 256, (1, 12)).astype(np.int32)
-    monkeypatch.setenv("JAXLLM_QUANT_MATMUL_IMPL", "reference")
-    ref = np.asarray(jaxllm.load_model(qdir, "bfloat16")(x))
-    monkeypatch.setenv("JAXLLM_QUANT_MATMUL_IMPL", "pallas_triton")
-    close(jaxllm.load_model(qdir, "bfloat16")(x), ref, 2e-2)
+    ref = np.asarray(jaxllm.load_model(qdir, "bfloat16", quant_matmul_impl="reference")(x))
+    close(jaxllm.load_model(qdir, "bfloat16", quant_matmul_impl="pallas_triton")(x), ref, 2e-2)

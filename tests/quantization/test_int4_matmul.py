@@ -67,7 +67,7 @@ def test_interpret_kernel_bfloat16_and_explicit_tiles():
         np.testing.assert_allclose(np.asarray(out, np.float32), np.asarray(ref, np.float32), rtol=2e-2, atol=2e-2)
 
 
-def test_dispatch(monkeypatch):
+def test_dispatch():
     x, q, zeros, scales = operands(6, 128, 64, 32)
     args = (jnp.asarray(x).reshape(2, 3, 128), jnp.asarray(pack_rows(q)), jnp.asarray(scales),
             jnp.asarray(zeros, jnp.int8))
@@ -77,9 +77,6 @@ def test_dispatch(monkeypatch):
     assert out.shape == (2, 3, 64)
     np.testing.assert_allclose(np.asarray(out).reshape(6, 64), x @ dequantize(q, zeros, scales), rtol=1e-5,
                                atol=1e-5)
-    monkeypatch.setenv("JAXLLM_QUANT_MATMUL_IMPL", "cuda_magic")
-    with pytest.raises(ValueError, match="JAXLLM_QUANT_MATMUL_IMPL='cuda_magic'"):
-        int4_matmul(*args)
     with pytest.raises(ValueError, match="impl 'nope' is not available"):
         int4_matmul(*args, impl="nope")
     with pytest.raises(ValueError, match="x has 100 input features"):
@@ -101,19 +98,16 @@ def test_interpret_split_dot_variant(group, tiles):
     assert not Int4Tiles(16, 64, 64, split_dot=True).fits(512, 128, group)  # BK / 8 < 16
 
 
-def test_plan_variant_env(monkeypatch):
+def test_plan_variant():
     small, wide = plan(1, 4096, 4096, 128), plan(64, 4096, 4096, 128)
     assert small.split_dot and not small.joined and wide.split_dot and wide.joined  # the measured defaults
-    monkeypatch.setenv("JAXLLM_INT4_KERNEL_VARIANT", "gather")
-    assert not plan(1, 4096, 4096, 128).split_dot
-    monkeypatch.setenv("JAXLLM_INT4_KERNEL_VARIANT", "joined")
-    assert plan(1, 4096, 4096, 128).joined
-    monkeypatch.setenv("JAXLLM_INT4_KERNEL_VARIANT", "split")
-    assert plan(1, 4096, 4096, 128).split_dot and plan(1, 4096, 4096, 128).block_k == 128
-    assert not plan(1, 64, 64, 32).split_dot  # K=64 < 128: the gather tiles
-    monkeypatch.setenv("JAXLLM_INT4_KERNEL_VARIANT", "fast")
-    with pytest.raises(ValueError, match="JAXLLM_INT4_KERNEL_VARIANT='fast'"):
-        plan(1, 4096, 4096, 128)
+    assert not plan(1, 4096, 4096, 128, variant="gather").split_dot
+    assert plan(1, 4096, 4096, 128, variant="joined").joined
+    split = plan(1, 4096, 4096, 128, variant="split")
+    assert split.split_dot and not split.joined and split.block_k == 128
+    assert not plan(1, 64, 64, 32, variant="split").split_dot  # K=64 < 128: the gather tiles
+    with pytest.raises(ValueError, match="variant 'fast'"):
+        plan(1, 4096, 4096, 128, variant="fast")
 
 
 def test_magic_number_dequantization_is_exact():
@@ -153,17 +147,16 @@ def test_choose_layout_and_impl_by_device(monkeypatch):
         monkeypatch.setattr(dispatch, "gpu_compute_capability", lambda cc=cc: cc)
         assert dispatch.weight_layout(dtype) == layout, (cc, dtype)
         assert dispatch.choose_impl(rows, layout) == want, (cc, rows)
-    monkeypatch.setenv("JAXLLM_QUANT_MATMUL_IMPL", "reference")
-    assert dispatch.choose_impl(1, "nk") == "reference" and dispatch.weight_layout(jnp.bfloat16) == "packed"
-    monkeypatch.setenv("JAXLLM_QUANT_MATMUL_IMPL", "pallas_triton")
-    assert dispatch.weight_layout(jnp.bfloat16) == "packed"
-    monkeypatch.setenv("JAXLLM_QUANT_MATMUL_IMPL", "mosaic_gpu")
+    assert dispatch.weight_layout(jnp.bfloat16, "reference") == "packed"
+    assert dispatch.weight_layout(jnp.bfloat16, "pallas_triton") == "packed"
     with pytest.raises(ValueError, match="'mosaic_gpu' needs a Hopper GPU"):
-        dispatch.weight_layout(jnp.bfloat16)  # (cc is None here)
+        dispatch.weight_layout(jnp.bfloat16, "mosaic_gpu")  # (cc is None here)
+    with pytest.raises(ValueError, match="impl 'cuda_magic' is not available"):
+        dispatch.weight_layout(jnp.bfloat16, "cuda_magic")
     monkeypatch.setattr(dispatch, "gpu_compute_capability", lambda: (9, 0))
-    assert dispatch.weight_layout(jnp.bfloat16) == "nk"
+    assert dispatch.weight_layout(jnp.bfloat16, "mosaic_gpu") == "nk"
     with pytest.raises(ValueError, match="'mosaic_gpu' takes bfloat16 activations; this model computes in float16"):
-        dispatch.weight_layout(jnp.float16)
+        dispatch.weight_layout(jnp.float16, "mosaic_gpu")
 
 
 def test_packed_default_falls_back_where_no_tile_fits(monkeypatch):

@@ -106,7 +106,6 @@ def test_awq_model_through_the_mosaic_kernel(tmp_path, monkeypatch):
     assert model.layers[0].mlp.gate_up.layout == "nk"
     out = model(x)
     assert calls  # the kernel ran (o_proj, gate_up, down; q / k / v as one group when k / v fit the tiles)
-    monkeypatch.setenv("JAXLLM_QUANT_MATMUL_IMPL", "reference")
-    ref = jaxllm.load_model(qdir, "bfloat16")
+    ref = jaxllm.load_model(qdir, "bfloat16", quant_matmul_impl="reference")
     assert ref.layers[0].mlp.gate_up.layout == "packed"
     close(out, ref(x), 2e-2)

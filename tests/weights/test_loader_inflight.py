@@ -1,4 +1,5 @@
-"""The loader's bound on host->device copies in flight (``InFlightCopies``, ``JAXLLM_LOAD_INFLIGHT_BYTES``).
+"""The loader's bound on host->device copies in flight (``InFlightCopies``, ``load_inflight_bytes`` /
+``JAXLLM_LOAD_INFLIGHT_BYTES``).
 
 Unit tests use fake arrays that record ``block_until_ready`` calls; the loader tests build a tiny random HF
 checkpoint and check that every placed weight goes through the bound and that the weights do not depend on it.
@@ -14,12 +15,9 @@ from hf_models import save_tiny_model
 
 import jaxllm
 from jaxllm.weights import loader
-from jaxllm.weights.inflight import (
-    DEFAULT_INFLIGHT_BYTES,
-    INFLIGHT_BYTES_ENV,
-    InFlightCopies,
-    inflight_budget_from_env,
-)
+from jaxllm.weights.inflight import DEFAULT_INFLIGHT_BYTES, InFlightCopies
+
+INFLIGHT_BYTES_ENV = "JAXLLM_LOAD_INFLIGHT_BYTES"
 
 
 class FakeArray:
@@ -87,25 +85,9 @@ def test_bad_budget_argument(bad):
         InFlightCopies(bad)
 
 
-def test_env_budget(monkeypatch):
-    monkeypatch.delenv(INFLIGHT_BYTES_ENV, raising=False)
-    assert inflight_budget_from_env() == DEFAULT_INFLIGHT_BYTES == 2 << 30
-    assert InFlightCopies().budget_bytes == DEFAULT_INFLIGHT_BYTES
-    monkeypatch.setenv(INFLIGHT_BYTES_ENV, "123")
-    assert inflight_budget_from_env() == 123
-    assert InFlightCopies().budget_bytes == 123
-    assert InFlightCopies(7).budget_bytes == 7  # an explicit budget wins
-    monkeypatch.setenv(INFLIGHT_BYTES_ENV, "0")
-    assert InFlightCopies().budget_bytes == 0
-
-
-@pytest.mark.parametrize("bad", ["abc", "-1", "1.5", "2GiB"])
-def test_bad_env_budget_names_the_variable(monkeypatch, bad):
-    monkeypatch.setenv(INFLIGHT_BYTES_ENV, bad)
-    with pytest.raises(ValueError, match=rf"{INFLIGHT_BYTES_ENV}='{bad}'"):
-        inflight_budget_from_env()
-    with pytest.raises(ValueError, match=INFLIGHT_BYTES_ENV):
-        InFlightCopies()
+def test_default_budget():
+    assert InFlightCopies().budget_bytes == DEFAULT_INFLIGHT_BYTES == 2 << 30
+    assert InFlightCopies(7).budget_bytes == 7
 
 
 # --- through the loader ------------------------------------------------------------------------------------------
@@ -123,7 +105,7 @@ def recorded(monkeypatch):
     made: list = []
 
     class Recording(InFlightCopies):
-        def __init__(self, budget_bytes=None):
+        def __init__(self, budget_bytes=DEFAULT_INFLIGHT_BYTES):
             super().__init__(budget_bytes)
             self.added: list = []
             self.waited: list = []
@@ -153,9 +135,8 @@ def _params(model) -> dict:
     return {path: np.asarray(jax.device_get(v.get_value())) for path, v in nnx.to_flat_state(nnx.state(model))}
 
 
-def test_loader_registers_every_placed_weight(checkpoint, recorded, monkeypatch):
-    monkeypatch.setenv(INFLIGHT_BYTES_ENV, "0")
-    model = jaxllm.load_model(checkpoint, "float32")
+def test_loader_registers_every_placed_weight(checkpoint, recorded):
+    model = jaxllm.load_model(checkpoint, "float32", load_inflight_bytes=0)
     (inflight,) = recorded
     assert inflight.budget_bytes == 0
     params = _params(model)
@@ -171,7 +152,7 @@ def test_loader_registers_every_placed_weight(checkpoint, recorded, monkeypatch)
 def test_budget_does_not_change_the_weights(checkpoint, monkeypatch, tp):
     """Only the budget differs (on the CPU the copies finish at once, so this guards the bookkeeping, not buffer
     lifetimes)."""
-    monkeypatch.setenv(INFLIGHT_BYTES_ENV, "0")
+    monkeypatch.setenv(INFLIGHT_BYTES_ENV, "0")  # the variable sets the default
     waited_each = _params(jaxllm.load_model(checkpoint, "float32", tensor_parallel_size=tp))
     monkeypatch.setenv(INFLIGHT_BYTES_ENV, str(1 << 40))
     never_waited = _params(jaxllm.load_model(checkpoint, "float32", tensor_parallel_size=tp))
@@ -180,9 +161,8 @@ def test_budget_does_not_change_the_weights(checkpoint, monkeypatch, tp):
         np.testing.assert_array_equal(value, never_waited[path], err_msg=str(path))
 
 
-def test_quantized_weight_counts_its_float32_input(checkpoint, recorded, monkeypatch):
-    monkeypatch.setenv(INFLIGHT_BYTES_ENV, "0")
-    jaxllm.load_model(checkpoint, "float32", quantization="int8")
+def test_quantized_weight_counts_its_float32_input(checkpoint, recorded):
+    jaxllm.load_model(checkpoint, "float32", quantization="int8", load_inflight_bytes=0)
     (inflight,) = recorded
     int8 = [(a, n) for a, n in inflight.added if a.dtype == np.int8]
     assert int8, "no int8 qweight was registered"
@@ -193,3 +173,8 @@ def test_bad_env_budget_fails_the_load(checkpoint, monkeypatch):
     monkeypatch.setenv(INFLIGHT_BYTES_ENV, "lots")
     with pytest.raises(ValueError, match=rf"{INFLIGHT_BYTES_ENV}='lots'"):
         jaxllm.load_model(checkpoint, "float32")
+
+
+def test_bad_keyword_budget_fails_before_loading(checkpoint):
+    with pytest.raises(ValueError, match="load_inflight_bytes must be >= 0"):
+        jaxllm.load_model(checkpoint, "float32", load_inflight_bytes=-1)

@@ -1,0 +1,69 @@
+"""Environment variables: the one module of jaxllm that reads (or writes) ``os.environ`` (vLLM's ``envs.py``).
+
+Each ``JAXLLM_*`` variable is the documented override of one ``LLM`` keyword (``ENV_VARS``): when the keyword
+is not given, ``jaxllm.engine_args.EngineArgs`` takes the variable's value; an explicit keyword wins. The
+variables are read when an ``LLM`` is built, never while a program is traced, so a choice cannot change
+between two compiles of one engine. A test (tests/test_settings.py) fails when any other module reads the
+environment. docs/settings.md has the full table.
+"""
+
+from __future__ import annotations
+
+import os
+
+# variable -> the EngineArgs keyword whose default it sets
+ENV_VARS = {
+    "JAXLLM_ATTENTION_IMPL": "attention_backend",
+    "JAXLLM_QUANT_MATMUL_IMPL": "quant_matmul_impl",
+    "JAXLLM_INT4_KERNEL_VARIANT": "int4_kernel_variant",
+    "JAXLLM_FP8_ACTIVATIONS": "fp8_activations",
+    "JAXLLM_PA_FP8_DOT": "attention_fp8_dot",
+    "JAXLLM_PA_DECODE_SPLITS": "attention_decode_splits",
+    "JAXLLM_LOAD_INFLIGHT_BYTES": "load_inflight_bytes",
+    "JAXLLM_CACHE_DIR": "compilation_cache_dir",
+}
+KEYWORD_ENV = {keyword: var for var, keyword in ENV_VARS.items()}
+
+# JAX's allocator reads this when its GPU backend starts: the share of device memory it may hand out.
+JAX_MEM_FRACTION_VAR = "XLA_PYTHON_CLIENT_MEM_FRACTION"
+JAX_DEFAULT_MEM_FRACTION = 0.75
+
+
+def keyword_default(keyword: str) -> str | None:
+    """The raw value of the variable that overrides ``keyword`` (None when unset or empty)."""
+    return get(KEYWORD_ENV[keyword])
+
+
+def get(name: str) -> str | None:
+    """``$name``, None when unset or empty."""
+    value = os.environ.get(name)
+    return value if value else None
+
+
+def xla_flags() -> str:
+    """``$XLA_FLAGS`` ("" when unset): the user's XLA options, which win over the engine's compile options."""
+    return os.environ.get("XLA_FLAGS", "")
+
+
+def jax_memory_fraction() -> float:
+    """The fraction of device memory JAX's allocator hands out (``$XLA_PYTHON_CLIENT_MEM_FRACTION``, else JAX's
+    default 0.75)."""
+    raw = get(JAX_MEM_FRACTION_VAR)
+    try:
+        return float(raw) if raw is not None else JAX_DEFAULT_MEM_FRACTION
+    except ValueError:
+        raise ValueError(f"{JAX_MEM_FRACTION_VAR}={raw!r} is not a fraction") from None
+
+
+def request_jax_memory_fraction(fraction: float) -> bool:
+    """Set ``$XLA_PYTHON_CLIENT_MEM_FRACTION`` to ``fraction`` unless the user set it; True when set. It only
+    has an effect before JAX starts its GPU backend (the caller checks that)."""
+    if get(JAX_MEM_FRACTION_VAR) is not None:
+        return False
+    os.environ[JAX_MEM_FRACTION_VAR] = f"{fraction:.4f}"
+    return True
+
+
+def quiet_transformers() -> None:
+    """Silence transformers' advisory warnings (the command line prints only results), unless the user chose."""
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")

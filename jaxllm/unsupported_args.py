@@ -1,0 +1,127 @@
+"""vLLM ``LLM`` / ``EngineArgs`` keywords that jaxllm does not implement: each one with the values that mean "off"
+(accepted: they ask for nothing jaxllm does not do) and the reason any other value is a ValueError.
+
+A script ported from vLLM that passes one of these at its "off" value runs unchanged; one that asks for the
+feature fails at construction with the keyword's name and why, before anything loads. A name neither here nor
+an ``EngineArgs`` field is a TypeError, as for any Python function.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_MULTIMODAL = "multimodal inputs are not supported (the supported models are text-only)"
+_LORA = "LoRA adapters are not supported yet"
+_DATA_PARALLEL = "data parallelism is not supported yet (one engine drives tensor_parallel_size local devices)"
+_EXPERT_PARALLEL = "expert parallelism and its load balancer are not supported yet"
+_TRACING = "request tracing and hidden metrics are not supported"
+_POOLING = ("runner='pooling' takes its pooling setup from the checkpoint (architecture, sentence-transformers "
+            "files); converting a model to another pooling task or overriding the pooler is not supported yet")
+_PLUGINS = "vLLM's worker, scheduler and connector plug-ins have no jaxllm counterpart"
+_PARTIAL_PREFILLS = "the scheduler runs every partial prefill that fits the token budget; it has no separate caps"
+
+# name -> (values that mean "off", why anything else is refused). None and empty containers are always "off".
+UNSUPPORTED: dict[str, tuple[tuple[Any, ...], str]] = {
+    "hf_config_path": ((), "config.json is read from the model folder (pass hf_overrides to change it)"),
+    "convert": (("auto", "none"), _POOLING),
+    "task": (("auto", "generate"), "the legacy task names other than 'generate' select a pooling task; use "
+             "runner='pooling' and LLM.embed / classify / score / reward / encode (" + _POOLING + ")"),
+    "enable_prompt_embeds": ((False,), "prompt embeddings as inputs are not supported"),
+    "allowed_local_media_path": (("",), _MULTIMODAL),
+    "allowed_media_domains": ((), _MULTIMODAL),
+    "safetensors_load_strategy": (("lazy",), "safetensors files are always memory-mapped and read per shard"),
+    "cuda_graph_sizes": ((), ("the batch shapes are jaxllm's bucket ladder (from max_num_seqs and "
+                             "max_num_batched_tokens), every one compiled by XLA")),
+    "pipeline_parallel_size": ((1,), "pipeline parallelism is not supported (use tensor_parallel_size)"),
+    "decode_context_parallel_size": ((1,), "decode context parallelism is not supported"),
+    "data_parallel_size": ((1,), _DATA_PARALLEL),
+    "data_parallel_rank": ((), _DATA_PARALLEL),
+    "data_parallel_start_rank": ((), _DATA_PARALLEL),
+    "data_parallel_size_local": ((), _DATA_PARALLEL),
+    "data_parallel_address": ((), _DATA_PARALLEL),
+    "data_parallel_rpc_port": ((), _DATA_PARALLEL),
+    "data_parallel_hybrid_lb": ((False,), _DATA_PARALLEL),
+    "data_parallel_backend": (("mp",), _DATA_PARALLEL),
+    "enable_expert_parallel": ((False,), _EXPERT_PARALLEL),
+    "enable_eplb": ((False,), _EXPERT_PARALLEL),
+    "eplb_config": ((), _EXPERT_PARALLEL),
+    "num_redundant_experts": ((0,), _EXPERT_PARALLEL),
+    "max_parallel_loading_workers": ((), ("weights are placed shard by shard by one loader with a bounded number "
+                                          "of copies in flight (load_inflight_bytes)")),
+    "prefix_caching_hash_algo": (("builtin",), ("prefix-cache blocks are keyed by Python's hash of the block's "
+                                               "token ids and its parent's key")),
+    "disable_sliding_window": ((False,), "sliding-window layers always attend within their window"),
+    "disable_cascade_attn": ((False, True), ""),  # jaxllm has no cascade attention: both values are its behaviour
+    "cpu_offload_gb": ((0,), "weights are never offloaded to host memory"),
+    "max_num_partial_prefills": ((1,), _PARTIAL_PREFILLS),
+    "max_long_partial_prefills": ((1,), _PARTIAL_PREFILLS),
+    "long_prefill_token_threshold": ((0,), _PARTIAL_PREFILLS),
+    "limit_mm_per_prompt": ((), _MULTIMODAL),
+    "interleave_mm_strings": ((False,), _MULTIMODAL),
+    "media_io_kwargs": ((), _MULTIMODAL),
+    "mm_processor_kwargs": ((), _MULTIMODAL),
+    "disable_mm_preprocessor_cache": ((False,), _MULTIMODAL),
+    "mm_processor_cache_gb": ((), _MULTIMODAL),
+    "mm_encoder_tp_mode": (("weights",), _MULTIMODAL),
+    "skip_mm_profiling": ((False,), _MULTIMODAL),
+    "enable_multimodal_encoder_data_parallel": ((False,), _MULTIMODAL),
+    "enable_lora": ((False,), _LORA),
+    "enable_lora_bias": ((False,), _LORA),
+    "max_loras": ((1,), _LORA),
+    "max_lora_rank": ((16,), _LORA),
+    "max_cpu_loras": ((), _LORA),
+    "fully_sharded_loras": ((False,), _LORA),
+    "lora_dtype": (("auto",), _LORA),
+    "lora_extra_vocab_size": ((256,), _LORA),
+    "default_mm_loras": ((), _LORA),
+    "ray_workers_use_nsight": ((False,), "Ray is not used: one process drives every local device"),
+    "num_lookahead_slots": ((0,), "speculative decoding is not supported yet"),
+    "speculative_config": ((), "speculative decoding is not supported yet"),
+    "model_loader_extra_config": ((), "the loader has no extra options (load_format picks it)"),
+    "ignore_patterns": ((), "only the checkpoint's *.safetensors (or the .gguf file) are read"),
+    "disable_chunked_mm_input": ((False,), _MULTIMODAL),
+    "disable_hybrid_kv_cache_manager": ((False,), "there is one KV-cache manager (paged blocks for every layer)"),
+    "structured_outputs_config": ((), "structured outputs are not supported yet"),
+    "guided_decoding_backend": (("auto",), "structured outputs are not supported yet"),
+    "reasoning_parser": (("",), "reasoning parsers belong to vLLM's server, not the offline LLM"),
+    "logits_processor_pattern": ((), "custom logits processors are not supported yet"),
+    "logits_processors": ((), "custom logits processors are not supported yet"),
+    "show_hidden_metrics_for_version": ((), _TRACING),
+    "otlp_traces_endpoint": ((), _TRACING),
+    "collect_detailed_traces": ((), _TRACING),
+    "scheduler_cls": ((), _PLUGINS),
+    "worker_cls": (("auto",), _PLUGINS),
+    "worker_extension_cls": (("",), _PLUGINS),
+    "kv_transfer_config": ((), "disaggregated prefill (KV transfer) is not supported"),
+    "kv_events_config": ((), "KV-cache events are not published"),
+    "pooler_config": ((), _POOLING),
+    "override_pooler_config": ((), _POOLING),
+    "model_impl": (("auto", "vllm"), "jaxllm runs its own JAX model implementations only"),
+    "override_attention_dtype": ((), "attention runs in the model's dtype (kv_cache_dtype picks the cache's)"),
+    "calculate_kv_scales": ((False,), ("fp8 KV-cache scales come from the checkpoint (or are 1.0), never "
+                                      "measured at run time")),
+    "mamba_cache_dtype": (("auto",), "no Mamba models are supported"),
+    "mamba_ssm_cache_dtype": (("auto",), "no Mamba models are supported"),
+    "additional_config": ((), "there are no platform plug-ins to pass options to"),
+    "use_tqdm_on_load": ((False,), "weight loading shows no progress bar"),
+    "pt_load_map_location": (("cpu",), "PyTorch checkpoints are not read (safetensors and GGUF only)"),
+    "kv_sharing_fast_prefill": ((False,), "no model here shares KV caches across layers"),
+    "enable_dbo": ((False,), "dual-batch overlap is not supported"),
+}
+
+
+def is_off(value: Any, off_values: tuple[Any, ...]) -> bool:
+    """Whether ``value`` asks for nothing: None, an empty dict/list/tuple, or one of ``off_values`` (a bool
+    never equals an int here)."""
+    if value is None or (isinstance(value, (dict, list, tuple)) and not value):
+        return True
+    return any(value == v and isinstance(value, bool) == isinstance(v, bool) for v in off_values)
+
+
+def check_unsupported(kwargs: dict[str, Any]) -> None:
+    """A ValueError naming the first keyword of ``kwargs`` that asks for an unsupported vLLM feature."""
+    for name, value in kwargs.items():
+        off, why = UNSUPPORTED[name]
+        if not is_off(value, off):
+            accepted = ", ".join(repr(v) for v in off) or "None"
+            raise ValueError(f"{name}={value!r} is not supported: {why} (accepted: {accepted})")
