@@ -7,6 +7,7 @@ from jaxllm.default_model import DEFAULT_MODEL
 from jaxllm.llm import LLM
 from jaxllm.load import load_model
 from jaxllm.outputs import CompletionOutput, Logprob, RequestOutput
+from jaxllm.pooling.config import PoolerConfig
 from jaxllm.pooling.outputs import (
     ClassificationOutput,
     ClassificationRequestOutput,
@@ -32,6 +33,7 @@ __all__ = [
     "EmbeddingOutput",
     "EmbeddingRequestOutput",
     "Logprob",
+    "PoolerConfig",
     "PoolingOutput",
     "PoolingParams",
     "PoolingRequestOutput",

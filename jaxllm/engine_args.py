@@ -71,6 +71,7 @@ class EngineArgs:
     hf_overrides: dict[str, Any] | Any = None  # a dict merged into config.json, or a callable on the HF config
     rope_scaling: dict[str, Any] | None = None
     rope_theta: float | None = None
+    pooler_config: Any = None  # pooling models: a dict or jaxllm.PoolerConfig overriding the checkpoint's pooling
     generation_config: str = "auto"  # "auto" (the model's), "vllm" (SamplingParams' defaults) or a folder
     override_generation_config: dict[str, Any] | None = None
     # -- weights --
@@ -185,6 +186,9 @@ class EngineArgs:
         if self.enable_chunked_prefill is False:
             raise ValueError("enable_chunked_prefill=False is not supported: the scheduler always splits long "
                              "prefills to the max_num_batched_tokens budget")
+        from jaxllm.pooling.config import PoolerConfig
+
+        PoolerConfig.of(self.pooler_config)  # validated here, read by the pooling model (kept as given)
         if self.hf_overrides is not None and not (isinstance(self.hf_overrides, dict) or callable(self.hf_overrides)):
             raise TypeError(f"hf_overrides must be a dict or a callable, got {type(self.hf_overrides).__name__}")
         for name in ("rope_scaling", "override_generation_config"):

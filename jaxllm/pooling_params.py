@@ -74,6 +74,11 @@ class PoolingParams:
             raise ValueError(f"You cannot overwrite self.task={self.task!r} with task={task!r}!")
         if self.use_activation is None:  # the older names, as vLLM still honours them
             self.use_activation = self.softmax if self.softmax is not None else self.activation
+        if info is not None:  # the model's pooler_config defaults, for the options this task takes
+            if self.dimensions is None and task in ("embed", "token_embed"):
+                self.dimensions = info.default_dimensions
+            if self.use_activation is None and task not in ("embed", "token_embed"):
+                self.use_activation = info.default_use_activation
         if self.step_tag_id is not None or self.returned_token_ids is not None:
             raise ValueError("step_tag_id / returned_token_ids need STEP pooling, which jaxllm does not support")
         if task in ("embed", "token_embed"):

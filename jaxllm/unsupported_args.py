@@ -16,7 +16,7 @@ _DATA_PARALLEL = "data parallelism is not supported yet (one engine drives tenso
 _EXPERT_PARALLEL = "expert parallelism and its load balancer are not supported yet"
 _TRACING = "request tracing and hidden metrics are not supported"
 _POOLING = ("runner='pooling' takes its pooling setup from the checkpoint (architecture, sentence-transformers "
-            "files); converting a model to another pooling task or overriding the pooler is not supported yet")
+            "files) and pooler_config; converting a model to another pooling task is not supported yet")
 _PLUGINS = "vLLM's worker, scheduler and connector plug-ins have no jaxllm counterpart"
 _PARTIAL_PREFILLS = "the scheduler runs every partial prefill that fits the token budget; it has no separate caps"
 
@@ -94,8 +94,7 @@ UNSUPPORTED: dict[str, tuple[tuple[Any, ...], str]] = {
     "worker_extension_cls": (("",), _PLUGINS),
     "kv_transfer_config": ((), "disaggregated prefill (KV transfer) is not supported"),
     "kv_events_config": ((), "KV-cache events are not published"),
-    "pooler_config": ((), _POOLING),
-    "override_pooler_config": ((), _POOLING),
+    "override_pooler_config": ((), "vLLM's older name of pooler_config: pass pooler_config"),
     "model_impl": (("auto", "vllm"), "jaxllm runs its own JAX model implementations only"),
     "override_attention_dtype": ((), "attention runs in the model's dtype (kv_cache_dtype picks the cache's)"),
     "calculate_kv_scales": ((False,), ("fp8 KV-cache scales come from the checkpoint (or are 1.0), never "

@@ -47,7 +47,7 @@ class PoolingMixin(ScoringMixin):
         t_load = time.perf_counter()
         path = resolve_model_path(args.model, args.revision, token=args.hf_token, cache_dir=args.download_dir)
         hf = apply_hf_overrides(hf_config_dict(path), args)
-        info, mesh = pooling_model_info(path, hf), make_mesh(args.tensor_parallel_size)
+        info, mesh = pooling_model_info(path, hf, args.pooler_config), make_mesh(args.tensor_parallel_size)
         self.pooling_info, self.model_path = info, path
         self.tokenizer = None if args.skip_tokenizer_init else load_tokenizer(
             args.tokenizer or path, tokenizer_mode=args.tokenizer_mode, trust_remote_code=args.trust_remote_code,
@@ -206,8 +206,13 @@ def choose_runner(args) -> str:
     if is_gguf(path):
         if args.runner == "pooling":
             raise ValueError("runner='pooling' needs a safetensors checkpoint folder, not a GGUF file")
-        return "generate"
-    return resolve_runner(args.runner, apply_hf_overrides(hf_config_dict(path), args))
+        runner = "generate"
+    else:
+        runner = resolve_runner(args.runner, apply_hf_overrides(hf_config_dict(path), args))
+    if runner == "generate" and args.pooler_config is not None:
+        raise ValueError(f"pooler_config={args.pooler_config!r} applies to pooling models; {args.model!r} runs "
+                         "as a generative model (pass runner='pooling')")
+    return runner
 
 
 def truncation_size(max_model_len: int, truncate_prompt_tokens: int | None) -> int | None:

@@ -31,6 +31,35 @@ _ST_MODES = (("pooling_mode_lasttoken", "LAST"), ("pooling_mode_cls_token", "CLS
 _ACTIVATIONS = {"Sigmoid": "sigmoid", "Identity": "identity", "Softmax": "softmax", "Tanh": "tanh"}
 
 
+@dataclasses.dataclass
+class PoolerConfig:
+    """vLLM's ``PoolerConfig`` (``LLM(pooler_config=...)``, a dict works too): overrides of the checkpoint's
+    pooling. ``pooling_type``: "LAST", "CLS" or "MEAN"; ``normalize`` / ``dimensions`` / ``use_activation``:
+    the defaults of the matching ``PoolingParams`` fields. None keeps the checkpoint's choice."""
+
+    pooling_type: str | None = None
+    normalize: bool | None = None
+    dimensions: int | None = None
+    use_activation: bool | None = None
+
+    @classmethod
+    def of(cls, value: Any) -> PoolerConfig | None:
+        """A PoolerConfig from ``LLM``'s keyword (None, a dict of the fields, or a PoolerConfig)."""
+        if value is None or isinstance(value, PoolerConfig):
+            return value
+        if not isinstance(value, dict):
+            raise TypeError(f"pooler_config must be a dict or a PoolerConfig, got {type(value).__name__}")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(value) - fields)
+        if unknown:
+            raise ValueError(f"pooler_config: {unknown} not supported; supported fields: {sorted(fields)}")
+        out = cls(**value)
+        if out.pooling_type is not None and str(out.pooling_type).upper() not in ("LAST", "CLS", "MEAN"):
+            raise ValueError(f"pooler_config pooling_type={out.pooling_type!r} is not supported; choose 'LAST', "
+                             "'CLS' or 'MEAN'")
+        return out
+
+
 @dataclasses.dataclass(frozen=True)
 class PoolingModelInfo:
     """How a pooling model turns hidden states into outputs (host-side facts, no weights)."""
@@ -47,6 +76,8 @@ class PoolingModelInfo:
     score_activation: str = "sigmoid"  # cross-encoder score activation
     is_matryoshka: bool = False
     matryoshka_dimensions: tuple[int, ...] = ()
+    default_dimensions: int | None = None  # pooler_config's PoolingParams defaults
+    default_use_activation: bool | None = None
 
     @property
     def is_cross_encoder(self) -> bool:
@@ -72,9 +103,9 @@ def resolve_runner(runner: str, hf: dict[str, Any]) -> str:
     return "pooling" if arch.endswith(_POOLING_SUFFIXES) else "generate"
 
 
-def pooling_model_info(path: str, hf: dict[str, Any]) -> PoolingModelInfo:
-    """The pooling facts of the checkpoint at ``path`` (config.json ``hf``); ValueError for what jaxllm
-    cannot pool."""
+def pooling_model_info(path: str, hf: dict[str, Any], pooler_config: Any = None) -> PoolingModelInfo:
+    """The pooling facts of the checkpoint at ``path`` (config.json ``hf``), with ``pooler_config``'s overrides;
+    ValueError for what jaxllm cannot pool."""
     arch = architecture_of(hf)
     if arch not in DECODER_BACKBONES and arch not in ENCODER_ARCHITECTURES:
         supported = sorted(DECODER_BACKBONES) + list(ENCODER_ARCHITECTURES)
@@ -89,12 +120,18 @@ def pooling_model_info(path: str, hf: dict[str, Any]) -> PoolingModelInfo:
     else:
         tasks = ("embed", "token_embed")
     dims = hf.get("matryoshka_dimensions")
+    over = PoolerConfig.of(pooler_config) or PoolerConfig()
+    if over.pooling_type is not None:
+        st_type = str(over.pooling_type).upper()
+    if over.normalize is not None:
+        st_normalize = over.normalize
     return PoolingModelInfo(
         name=path, architecture=arch, encoder=encoder, tasks=tasks,
         pooling_type=st_type or ("CLS" if encoder else "LAST"),
         normalize=st_normalize, hidden_size=int(hf["hidden_size"]), num_labels=num_labels,
         classify_activation=_classify_activation(hf, num_labels), score_activation=_score_activation(hf),
-        is_matryoshka=bool(hf.get("is_matryoshka") or dims), matryoshka_dimensions=tuple(dims or ()))
+        is_matryoshka=bool(hf.get("is_matryoshka") or dims), matryoshka_dimensions=tuple(dims or ()),
+        default_dimensions=over.dimensions, default_use_activation=over.use_activation)
 
 
 def num_labels_of(hf: dict[str, Any]) -> int:

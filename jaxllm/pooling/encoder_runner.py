@@ -104,7 +104,7 @@ class EncoderRunner:
             raise ValueError(f"max_model_len={args.max_model_len} is longer than the {config.max_model_len} "
                              f"positions of {config.architecture}'s absolute position embeddings")
         args = args.resolve(platform, config.max_model_len)
-        info = pooling_model_info(path, hf)
+        info = pooling_model_info(path, hf, args.pooler_config)
         if args.load_format == "dummy":
             model, tensors = dummy_bert(config, mesh, args.seed, info.num_labels)
         else:

@@ -68,3 +68,19 @@ def test_xlm_roberta_cls(tmp_path):
     for text, out in zip(TEXTS, llm.embed(TEXTS, use_tqdm=False)):
         want = _normalize(encoder_hidden(model, tok(text).input_ids)[0].numpy())
         np.testing.assert_allclose(out.outputs.embedding, want, atol=1e-4)
+
+
+def test_pooler_config_overrides(tmp_path):
+    """LLM(pooler_config=...) replaces the checkpoint's pooling (sentence-transformers' MEAN + Normalize here)."""
+    model = save_encoder(tmp_path, "BertModel", seed=5)
+    write_sentence_transformers(tmp_path, "mean_tokens", normalize=True)
+    llm = LLM(str(tmp_path), pooler_config={"pooling_type": "CLS", "normalize": False}, enforce_eager=True,
+              **ENGINE)
+    tok = llm.get_tokenizer()
+    out = llm.embed(TEXTS[0], use_tqdm=False)[0]
+    np.testing.assert_allclose(out.outputs.embedding, encoder_hidden(model, tok(TEXTS[0]).input_ids)[0].numpy(),
+                               atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="pooler_config.*not supported"):
+        LLM(str(tmp_path), pooler_config={"pooling": "CLS"})
+    with pytest.raises(ValueError, match="pooling_type='MAX'"):
+        LLM(str(tmp_path), pooler_config={"pooling_type": "MAX"})

@@ -89,3 +89,19 @@ def test_output_views():
     assert ScoringOutput.from_base(PoolingOutput(np.float32(0.5))).score == 0.5
     with pytest.raises(ValueError, match="scalar"):
         ScoringOutput.from_base(PoolingOutput(np.ones(2)))
+
+
+def test_pooler_config_defaults(tmp_path):
+    from jaxllm import PoolerConfig
+
+    info = pooling_model_info(str(tmp_path), {**HF, "architectures": ["Qwen3Model"], "is_matryoshka": True},
+                              PoolerConfig(pooling_type="mean", dimensions=16))
+    assert info.pooling_type == "MEAN"
+    p = PoolingParams()
+    p.verify("embed", info)
+    assert p.dimensions == 16
+    cls = pooling_model_info(str(tmp_path), {**HF, "architectures": ["LlamaForSequenceClassification"],
+                                             "num_labels": 2}, {"use_activation": False})
+    c = PoolingParams()
+    c.verify("classify", cls)
+    assert c.use_activation is False
