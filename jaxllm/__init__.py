@@ -4,6 +4,7 @@
 """
 
 from jaxllm.default_model import DEFAULT_MODEL
+from jaxllm.inputs import PromptType, TextPrompt, TokensPrompt
 from jaxllm.llm import LLM
 from jaxllm.load import load_model
 from jaxllm.outputs import CompletionOutput, Logprob, RequestOutput
@@ -19,7 +20,7 @@ from jaxllm.pooling.outputs import (
     ScoringRequestOutput,
 )
 from jaxllm.pooling_params import PoolingParams
-from jaxllm.sampling_params import BeamSearchParams, SamplingParams
+from jaxllm.sampling_params import BeamSearchParams, RequestOutputKind, SamplingParams
 
 __version__ = "0.1.0"
 
@@ -37,9 +38,13 @@ __all__ = [
     "PoolingOutput",
     "PoolingParams",
     "PoolingRequestOutput",
+    "PromptType",
     "RequestOutput",
+    "RequestOutputKind",
     "SamplingParams",
     "ScoringOutput",
     "ScoringRequestOutput",
+    "TextPrompt",
+    "TokensPrompt",
     "load_model",
 ]

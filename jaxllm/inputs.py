@@ -1,15 +1,37 @@
-"""Normalising what ``LLM.generate`` accepts into (prompt text or None, prompt token ids) pairs.
+"""vLLM's prompt types, and normalising what ``LLM.generate`` accepts into (prompt text or None, token ids).
 
 Accepted, as in vLLM: a str, a ``{"prompt": str}`` TextPrompt, a ``{"prompt_token_ids": [...]}``
-TokensPrompt, or a list of any of these.
+TokensPrompt (optionally with the ``"prompt"`` text it came from), or a list of any of these.
+Multimodal fields (``multi_modal_data``, ...) are not supported: a prompt dict with them is a ValueError.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 from jaxllm.sampling_params import SamplingParams, check_unicode
+
+
+class TextPrompt(TypedDict):
+    """A text prompt, tokenized by the engine."""
+
+    prompt: str
+
+
+class _TokensPromptRequired(TypedDict):
+    prompt_token_ids: list[int]
+
+
+class TokensPrompt(_TokensPromptRequired, total=False):
+    """A tokenized prompt; ``prompt`` (optional) is the text it came from, reported in ``RequestOutput.prompt``."""
+
+    prompt: str
+
+
+SingletonPrompt = str | TextPrompt | TokensPrompt
+# What one request's prompt may be (vLLM's name; its encoder-decoder and embeddings forms are not supported).
+PromptType = SingletonPrompt
 
 
 def as_prompt_list(prompts: Any) -> list[Any]:
@@ -23,51 +45,88 @@ def as_prompt_list(prompts: Any) -> list[Any]:
     raise TypeError(f"prompts must be a str, a prompt dict or a list of them, got {type(prompts).__name__}")
 
 
-def token_id_list(index: int, ids: Any) -> list[int]:
+def _label(index: int | str) -> str:
+    return f"prompt {index}" if isinstance(index, int) else index
+
+
+def token_id_list(index: int | str, ids: Any) -> list[int]:
     """``prompt_token_ids`` as a list of Python ints. Besides a list of ints (vLLM's type) it takes what JAX and
     numpy code has at hand: numpy integer scalars and 1-D integer arrays (anything with ``ndim == 1`` and
-    ``tolist()``). Floats, bools and nested lists are a TypeError naming the prompt and the first bad value."""
+    ``tolist()``). Floats, bools and nested lists are a TypeError naming the prompt (``index``: its position,
+    or a label such as "request 'a'") and the first bad value."""
+    if type(ids) is list and all(type(t) is int for t in ids):
+        return ids  # the common case, already checked (the LLM passes its lists on to the engine)
+    label = _label(index)
     if getattr(ids, "ndim", None) == 1 and hasattr(ids, "tolist"):
         ids = ids.tolist()
     if type(ids) is list and ids and set(map(type, ids)) == {int}:  # the common case, in one C-level pass
         return list(ids)
     if isinstance(ids, (str, bytes)) or not isinstance(ids, Sequence):
-        raise TypeError(f"prompt {index}: prompt_token_ids must be a list of ints, got {type(ids).__name__}")
+        raise TypeError(f"{label}: prompt_token_ids must be a list of ints, got {type(ids).__name__}")
     out = []
     for t in ids:
         dtype_kind = getattr(getattr(t, "dtype", None), "kind", None)
         if isinstance(t, bool) or dtype_kind == "b" or getattr(t, "ndim", 0) != 0:
-            raise TypeError(f"prompt {index}: prompt_token_ids must hold ints, got {t!r}")
+            raise TypeError(f"{label}: prompt_token_ids must hold ints, got {t!r}")
         try:
             out.append(t.__index__())
         except (AttributeError, TypeError):
-            raise TypeError(f"prompt {index}: prompt_token_ids must hold ints, got {t!r}") from None
+            raise TypeError(f"{label}: prompt_token_ids must hold ints, got {t!r}") from None
     return out
 
 
-def tokenize_prompt(index: int, prompt: Any, tokenizer) -> tuple[str | None, list[int]]:
-    """(text, token ids) of one prompt; raises naming the prompt's index."""
+def tokenize_prompt(index: int | str, prompt: Any, tokenizer,
+                    tokenization_kwargs: dict[str, Any] | None = None) -> tuple[str | None, list[int]]:
+    """(text, token ids) of one str / TextPrompt / TokensPrompt; raises naming the prompt (see token_id_list).
+    ``tokenization_kwargs`` go to the tokenizer's call for text (e.g. truncation, max_length,
+    add_special_tokens)."""
+    label = _label(index)
     if isinstance(prompt, str):
         text = prompt
     elif isinstance(prompt, dict):
-        if "prompt_token_ids" in prompt:
-            return prompt.get("prompt"), token_id_list(index, prompt["prompt_token_ids"])
-        if "prompt" not in prompt:
-            raise ValueError(f"prompt {index}: a prompt dict needs 'prompt' or 'prompt_token_ids', "
+        allowed = {"prompt_token_ids", "prompt"} if "prompt_token_ids" in prompt else {"prompt"}
+        unsupported = sorted(set(prompt) - allowed)
+        if "prompt" not in prompt and "prompt_token_ids" not in prompt:
+            raise ValueError(f"{label}: a prompt dict needs 'prompt' or 'prompt_token_ids', "
                              f"got keys {sorted(prompt)}")
-        unsupported = sorted(set(prompt) - {"prompt"})
         if unsupported:
-            raise ValueError(f"prompt {index}: unsupported prompt fields {unsupported}")
-        text = prompt["prompt"]
-        if not isinstance(text, str):
-            raise TypeError(f"prompt {index}: 'prompt' must be a str, got {type(text).__name__}")
+            raise ValueError(f"{label}: unsupported prompt fields {unsupported}")
+        text = prompt.get("prompt")
+        has_ids = "prompt_token_ids" in prompt
+        if not isinstance(text, str) and not (has_ids and text is None):  # with ids, the text is optional
+            raise TypeError(f"{label}: 'prompt' must be a str, got {type(text).__name__}")
+        if has_ids:
+            return text, token_id_list(label, prompt["prompt_token_ids"])
     else:
-        raise TypeError(f"prompt {index} must be a str or a prompt dict, got {type(prompt).__name__}")
+        raise TypeError(f"{label} must be a str or a prompt dict, got {type(prompt).__name__}")
     if tokenizer is None:
-        raise ValueError(f"prompt {index} is text but the tokenizer was skipped (skip_tokenizer_init=True); "
+        raise ValueError(f"{label} is text but the tokenizer was skipped (skip_tokenizer_init=True); "
                          "pass {'prompt_token_ids': [...]}")
-    check_unicode(f"prompt {index}", text)
-    return text, tokenizer(text).input_ids
+    check_unicode(label, text)
+    return text, tokenizer(text, **check_tokenization_kwargs(tokenization_kwargs)).input_ids
+
+
+def prompt_to_ids(label: str, prompt: Any, tokenizer,
+                  tokenization_kwargs: dict[str, Any] | None = None) -> tuple[str | None, Any]:
+    """What ``LLMEngine.add_request`` takes as a prompt: a str or prompt dict (as ``tokenize_prompt``), or token
+    ids as a list / 1-D array of ints (returned as given; the engine checks them)."""
+    if isinstance(prompt, (str, dict)):
+        return tokenize_prompt(label, prompt, tokenizer, tokenization_kwargs)
+    if isinstance(prompt, (bytes, bytearray)) or not hasattr(prompt, "__iter__"):
+        raise TypeError(f"{label}: the prompt must be a str, a prompt dict or a list of token ids, "
+                        f"got {type(prompt).__name__}")
+    return None, prompt
+
+
+def check_tokenization_kwargs(kwargs: Any) -> dict[str, Any]:
+    """``tokenization_kwargs`` (keyword arguments of the HF tokenizer's call) as a dict."""
+    if kwargs is None:
+        return {}
+    if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+        raise TypeError(f"tokenization_kwargs must be a dict of keyword arguments, got {kwargs!r}")
+    if "return_tensors" in kwargs:
+        raise ValueError("tokenization_kwargs: return_tensors is not supported (token ids are lists)")
+    return kwargs
 
 
 def as_params_list(sampling_params: Any, num_prompts: int, default: SamplingParams) -> list[SamplingParams]:

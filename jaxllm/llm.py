@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
+from jaxllm import chat_utils
 from jaxllm.beam_search import BeamSearchOutput, beam_search
 from jaxllm.engine import LLMEngine
 from jaxllm.engine_args import EngineArgs
-from jaxllm.inputs import as_params_list, as_prompt_list, tokenize_prompt
+from jaxllm.inputs import as_params_list, as_prompt_list, check_tokenization_kwargs, tokenize_prompt
+from jaxllm.llm_control import EngineControl
 from jaxllm.outputs import RequestOutput
 from jaxllm.pooling.api import PoolingMixin, choose_runner
-from jaxllm.sampling_params import BeamSearchParams, SamplingParams
+from jaxllm.sampling_params import BeamSearchParams, RequestOutputKind, SamplingParams
 from jaxllm.tokenizer import load_tokenizer
 
 logger = logging.getLogger("jaxllm")
@@ -24,13 +28,10 @@ _GEN_CONFIG_KEYS = {"temperature": "temperature", "top_p": "top_p", "top_k": "to
                     "repetition_penalty": "repetition_penalty", "max_new_tokens": "max_tokens"}
 
 
-class LLM(PoolingMixin):
+class LLM(EngineControl, PoolingMixin):
     """An offline LLM engine (vLLM's ``LLM``). ``model``: a HF checkpoint folder or hub id, a .gguf file, or the
     embedded default model's name. Every other keyword is an ``EngineArgs`` field (vLLM's names and defaults,
     validated before anything loads; docs/settings.md lists them, docs/vllm_compat.md maps vLLM's).
-
-    ``runner="pooling"`` (or "auto" on a pooling architecture) makes a pooling model: ``embed``, ``classify``,
-    ``score``, ``reward`` and ``encode`` (jaxllm.pooling) instead of ``generate``.
 
     ``enforce_eager=True`` skips the ahead-of-time compilation of the bucket ladder: each step program is
     compiled the first time a batch needs it (fast start-up, slow first steps).
@@ -70,13 +71,15 @@ class LLM(PoolingMixin):
         self.load_seconds = time.perf_counter() - t_load
         runner_obj = ModelRunner(model_obj, cfg, source.mesh, args)
         del model_obj
+        runner_obj.weights_source = functools.partial(build_model, args, source)  # wake_up after sleep(level=2)
         self.llm_engine = LLMEngine(
             runner_obj, num_blocks=runner_obj.num_blocks, block_size=args.block_size,
             max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
             max_model_len=args.max_model_len, vocab_size=cfg.vocab_size,
             enable_prefix_caching=args.enable_prefix_caching, eos_token_ids=self._eos_token_ids(),
             tokenizer=self.tokenizer, seed=args.seed, async_scheduling=args.async_scheduling,
-            max_logprobs=args.max_logprobs, log_stats=not args.disable_log_stats)
+            max_logprobs=args.max_logprobs, log_stats=not args.disable_log_stats,
+            scheduling_policy=args.scheduling_policy, model_config=cfg, model_name=model)
         self._request_counter = itertools.count()
         self._default_params = self._generation_config_defaults()
         self.startup_seconds = time.perf_counter() - t_start
@@ -86,39 +89,71 @@ class LLM(PoolingMixin):
     def get_tokenizer(self):
         return self.tokenizer
 
+    def set_tokenizer(self, tokenizer) -> None:
+        """Replace the tokenizer (vLLM's method): prompts, chat templates and output text use it from now on."""
+        self.llm_engine.set_tokenizer(tokenizer)
+        self.tokenizer = tokenizer
+
     def get_default_sampling_params(self) -> SamplingParams:
         return self._default_params.clone()
 
     def generate(self, prompts: Any, sampling_params: SamplingParams | list[SamplingParams] | None = None, *,
-                 use_tqdm: bool = True) -> list[RequestOutput]:
-        """Generate completions for every prompt; returns RequestOutputs in the order of ``prompts``."""
+                 use_tqdm: bool | Callable[..., Any] = True, lora_request: Any = None,
+                 priority: list[int] | None = None,
+                 tokenization_kwargs: dict[str, Any] | None = None) -> list[RequestOutput]:
+        """Generate completions for every prompt; returns RequestOutputs in the order of ``prompts``.
+
+        ``use_tqdm``: a progress bar (True), none (False), or a callable used in place of tqdm's class to
+        build it (vLLM's contract: called with ``total``, ``desc``, ``dynamic_ncols`` and ``postfix``).
+        ``priority``: one int per prompt, lower runs first; needs ``scheduling_policy="priority"``.
+        ``tokenization_kwargs``: keyword arguments of the tokenizer's call for text prompts (e.g.
+        ``truncation=True, max_length=k`` or ``add_special_tokens=False``). ``lora_request`` must be None.
+        """
         self._check_generate_runner("generate")
+        self._check_awake()
+        _check_lora(lora_request)
         items = as_prompt_list(prompts)
         params = as_params_list(sampling_params, len(items), self._default_params)
-        requests = [tokenize_prompt(i, p, self.tokenizer) for i, p in enumerate(items)]
-        ids = self._add_requests(requests, params)
+        priorities = _priority_list(priority, len(items))
+        kwargs = check_tokenization_kwargs(tokenization_kwargs)
+        requests = [tokenize_prompt(i, p, self.tokenizer, kwargs) for i, p in enumerate(items)]
+        ids = self._add_requests(requests, params, priorities)
         return self._run(ids, use_tqdm)
 
-    def chat(self, messages: Any, sampling_params: SamplingParams | list[SamplingParams] | None = None, *,
-             chat_template: str | None = None, add_generation_prompt: bool = True,
-             continue_final_message: bool = False, chat_template_kwargs: dict[str, Any] | None = None,
-             use_tqdm: bool = True) -> list[RequestOutput]:
-        """Generate replies to one conversation (a list of {"role", "content"} dicts) or a list of them."""
+    def chat(self, messages: Any, sampling_params: SamplingParams | list[SamplingParams] | None = None,
+             use_tqdm: bool | Callable[..., Any] = True, lora_request: Any = None, chat_template: str | None = None,
+             chat_template_content_format: str = "auto", add_generation_prompt: bool = True,
+             continue_final_message: bool = False, tools: list[dict[str, Any]] | None = None,
+             chat_template_kwargs: dict[str, Any] | None = None,
+             mm_processor_kwargs: dict[str, Any] | None = None) -> list[RequestOutput]:
+        """Generate replies to one conversation (a list of {"role", "content"} dicts) or a list of them.
+
+        Content is a str or a list of OpenAI-style text parts; ``chat_template_content_format`` says how the
+        template receives it ("auto" reads the template; see ``jaxllm.chat_utils``). ``tools`` (OpenAI tool
+        schemas) are passed to the template. Media parts and ``mm_processor_kwargs`` are a ValueError
+        (text-only models)."""
         self._check_generate_runner("chat")
         if self.tokenizer is None:
             raise ValueError("chat() needs a tokenizer, but LLM was built with skip_tokenizer_init=True")
-        if not isinstance(messages, (list, tuple)) or not messages:
-            raise TypeError("messages must be a non-empty list of {'role', 'content'} dicts or a list of them")
-        conversations = [messages] if isinstance(messages[0], dict) else list(messages)
+        _check_lora(lora_request)
+        if mm_processor_kwargs is not None:
+            raise ValueError("mm_processor_kwargs is not supported: jaxllm serves text-only models")
         if add_generation_prompt and continue_final_message:
             raise ValueError("continue_final_message and add_generation_prompt cannot both be True")
+        if tools is not None and not (isinstance(tools, list) and all(isinstance(t, dict) for t in tools)):
+            raise TypeError(f"tools must be a list of dicts (OpenAI tool schemas), got {tools!r}")
+        conversations = chat_utils.as_conversations(messages)
+        template = chat_template if chat_template is not None else getattr(self.tokenizer, "chat_template", None)
+        content_format = chat_utils.resolve_content_format(chat_template_content_format, template)
+        extra = dict(chat_template_kwargs or {})
+        if tools is not None:
+            extra["tools"] = tools
         prompts = []
-        for i, conv in enumerate(conversations):
-            if not isinstance(conv, (list, tuple)) or not all(isinstance(m, dict) for m in conv):
-                raise TypeError(f"conversation {i} must be a list of {{'role', 'content'}} dicts")
+        for conv in conversations:
+            msgs = chat_utils.normalize_messages(conv, content_format)
             text = self.tokenizer.apply_chat_template(
-                list(conv), tokenize=False, chat_template=chat_template, add_generation_prompt=add_generation_prompt,
-                continue_final_message=continue_final_message, **(chat_template_kwargs or {}))
+                msgs, tokenize=False, chat_template=chat_template, add_generation_prompt=add_generation_prompt,
+                continue_final_message=continue_final_message, **extra)
             ids = self.tokenizer(text, add_special_tokens=False).input_ids
             prompts.append({"prompt": text, "prompt_token_ids": ids})
         return self.generate(prompts, sampling_params, use_tqdm=use_tqdm)
@@ -134,15 +169,20 @@ class LLM(PoolingMixin):
 
     # ---- internals -------------------------------------------------------------------------------------
 
-    def _add_requests(self, requests: list[tuple[str | None, list[int]]], params: list[SamplingParams]) -> list[str]:
-        """Queue all requests, or none: a bad one raises before any device work and leaves no request behind."""
+    def _add_requests(self, requests: list[tuple[str | None, list[int]]], params: list[SamplingParams],
+                      priorities: list[int]) -> list[str]:
+        """Queue all requests, or none: a bad one raises before any device work and leaves no request behind.
+        Offline generation returns final outputs only, so every request runs as FINAL_ONLY (as in vLLM)."""
         engine = self.llm_engine
         added: list[str] = []
         try:
-            for index, ((text, token_ids), sp) in enumerate(zip(requests, params)):
+            for index, ((text, token_ids), sp, prio) in enumerate(zip(requests, params, priorities)):
                 request_id = str(next(self._request_counter))
+                sp.output_kind = RequestOutputKind.FINAL_ONLY
+                prompt = {"prompt_token_ids": token_ids} if text is None else \
+                    {"prompt_token_ids": token_ids, "prompt": text}
                 try:
-                    engine.add_request(request_id, token_ids, sp, prompt=text)
+                    engine.add_request(request_id, prompt, sp, priority=prio)
                 except (ValueError, TypeError) as e:  # name the prompt's place in the batch, not our request id
                     message = str(e).removeprefix(f"request {request_id!r}: ")
                     raise type(e)(f"prompt {index}: {message}") from None
@@ -153,18 +193,23 @@ class LLM(PoolingMixin):
             raise
         return added
 
-    def _run(self, request_ids: list[str], use_tqdm: bool) -> list[RequestOutput]:
+    def _run(self, request_ids: list[str], use_tqdm: bool | Callable[..., Any]) -> list[RequestOutput]:
         engine = self.llm_engine
         done: dict[str, RequestOutput] = {}
         bar = None
         if use_tqdm:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=len(request_ids), desc="Processed prompts", dynamic_ncols=True)
+            if callable(use_tqdm):
+                make_bar = use_tqdm
+            else:
+                from tqdm.auto import tqdm as make_bar
+            bar = make_bar(total=len(request_ids), desc="Processed prompts", dynamic_ncols=True,
+                           postfix="output: 0 tok/s")
         t0, out_tokens = time.perf_counter(), 0
         try:
             while engine.has_unfinished_requests():
                 for out in engine.step():
+                    if not out.finished:  # a streaming request added through llm_engine directly
+                        continue
                     done[out.request_id] = out
                     if isinstance(out.outputs, list):  # pooling outputs generate no tokens
                         out_tokens += sum(len(c.token_ids) for c in out.outputs)
@@ -212,6 +257,22 @@ class LLM(PoolingMixin):
         if gen.get("do_sample") is False:
             kwargs["temperature"] = 0.0
         return SamplingParams(**kwargs)
+
+
+def _check_lora(lora_request: Any) -> None:
+    if lora_request is not None:
+        raise ValueError(f"LoRA is not supported yet: lora_request must be None, got {lora_request!r}")
+
+
+def _priority_list(priority: Any, num_prompts: int) -> list[int]:
+    """One priority per prompt (0 for all when None); the engine checks the scheduling policy."""
+    if priority is None:
+        return [0] * num_prompts
+    if isinstance(priority, (str, bytes)) or not hasattr(priority, "__len__"):
+        raise TypeError(f"priority must be a list of ints (one per prompt), got {type(priority).__name__}")
+    if len(priority) != num_prompts:
+        raise ValueError(f"The lengths of prompts ({num_prompts}) and priority ({len(priority)}) must be the same.")
+    return list(priority)
 
 
 def enable_compilation_cache(where: str | None) -> None:

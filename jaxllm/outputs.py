@@ -4,6 +4,7 @@ sample (``SamplingParams.n``); logprobs are lists of ``{token_id: Logprob}`` dic
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import MutableSequence
 
 
 @dataclasses.dataclass
@@ -100,3 +101,64 @@ class RequestOutput:
             f"outputs={self.outputs}, finished={self.finished}, metrics={self.metrics}, "
             f"num_cached_tokens={self.num_cached_tokens})"
         )
+
+
+class FlatLogprobs(MutableSequence):
+    """Logprobs of many positions in six flat lists (vLLM's ``FlatLogprobs``, chosen by
+    ``SamplingParams.flat_logprobs``): position i's entries are ``[start_indices[i], end_indices[i])`` of
+    ``token_ids`` / ``logprobs`` / ``ranks`` / ``decoded_tokens``. Indexing gives the same ``{token_id: Logprob}``
+    dict the list form holds (``{}`` for a position without logprobs, such as the first prompt token), and a
+    slice gives a FlatLogprobs; a few long lists cost the garbage collector far less than a dict per token."""
+
+    def __init__(self) -> None:
+        self.start_indices: list[int] = []
+        self.end_indices: list[int] = []
+        self.token_ids: list[int] = []
+        self.logprobs: list[float] = []
+        self.ranks: list[int | None] = []
+        self.decoded_tokens: list[str | None] = []
+
+    @classmethod
+    def from_positions(cls, positions: list[dict[int, Logprob] | None]) -> FlatLogprobs:
+        flat = cls()
+        for position in positions:
+            flat.append(position)
+        return flat
+
+    def append(self, position: dict[int, Logprob] | None) -> None:
+        self.start_indices.append(len(self.token_ids))
+        for token_id, lp in (position or {}).items():
+            self.token_ids.append(token_id)
+            self.logprobs.append(lp.logprob)
+            self.ranks.append(lp.rank)
+            self.decoded_tokens.append(lp.decoded_token)
+        self.end_indices.append(len(self.token_ids))
+
+    def __len__(self) -> int:
+        return len(self.start_indices)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return FlatLogprobs.from_positions([self[i] for i in range(*index.indices(len(self)))])
+        start, end = self.start_indices[index], self.end_indices[index]
+        return {self.token_ids[j]: Logprob(self.logprobs[j], self.ranks[j], self.decoded_tokens[j])
+                for j in range(start, end)}
+
+    def __setitem__(self, index, value) -> None:
+        raise TypeError("FlatLogprobs is append-only")
+
+    def __delitem__(self, index) -> None:
+        raise TypeError("FlatLogprobs is append-only")
+
+    def insert(self, index, value) -> None:
+        if index != len(self):
+            raise TypeError("FlatLogprobs is append-only: insert only at the end")
+        self.append(value)
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, FlatLogprobs | list):
+            return len(self) == len(other) and all(self[i] == (other[i] or {}) for i in range(len(self)))
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return f"FlatLogprobs({list(self)})"

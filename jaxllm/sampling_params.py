@@ -23,6 +23,19 @@ _MAX_TEMP = 1e-2  # 0 < temperature < this is raised to this, as vLLM does (avoi
 MAX_LOGPROBS = 20  # vLLM's default max_logprobs: logprobs / prompt_logprobs above this are rejected
 
 
+# SamplingParams.from_optional: fields for which None means "the default" (vLLM's list).
+_NONE_MEANS_DEFAULT = ("n", "presence_penalty", "frequency_penalty", "repetition_penalty", "temperature", "top_p")
+
+
+class RequestOutputKind(enum.Enum):
+    """What a request's outputs carry while it runs (vLLM's enum). ``LLM.generate``/``chat`` return only final
+    outputs, so they run every request as FINAL_ONLY; ``LLMEngine.step`` honours the kind of each request."""
+
+    CUMULATIVE = 0  # every output holds all tokens and text so far
+    DELTA = 1  # every output holds only the tokens and text new since the previous one
+    FINAL_ONLY = 2  # one output, when the request finishes
+
+
 class SamplingType(enum.IntEnum):
     GREEDY = 0
     RANDOM = 1
@@ -136,6 +149,14 @@ class SamplingParams:
     spaces_between_special_tokens: bool = True
     logit_bias: dict[int, float] | None = None
     allowed_token_ids: list[int] | None = None
+    # None: no truncation; k > 0: keep the last k prompt tokens; -1: keep the last max_model_len tokens.
+    truncate_prompt_tokens: int | None = None
+    output_kind: RequestOutputKind = RequestOutputKind.CUMULATIVE
+    # Logprobs as FlatLogprobs (one flat list per field, indexed like the list of dicts) instead of a list
+    # of {token_id: Logprob} dicts per position.
+    flat_logprobs: bool = False
+    # Free-form data kept on the params for user code (custom logits processors, plugins): never read here.
+    extra_args: dict[str, Any] | None = None
 
     # Set by update_from_tokenizer (engine side); not constructor arguments.
     _bad_words_token_ids: list[list[int]] | None = dataclasses.field(default=None, init=False)
@@ -167,6 +188,7 @@ class SamplingParams:
             "detokenize",
             "skip_special_tokens",
             "spaces_between_special_tokens",
+            "flat_logprobs",
         ):
             setattr(self, name, _check_bool(name, getattr(self, name)))
         self.max_tokens = _check_int("max_tokens", self.max_tokens, optional=True)
@@ -175,6 +197,12 @@ class SamplingParams:
         self.prompt_logprobs = _check_num_logprobs("prompt_logprobs", self.prompt_logprobs)
         self.logit_bias = self._check_logit_bias(self.logit_bias)
         self.allowed_token_ids = _check_token_ids("allowed_token_ids", self.allowed_token_ids)
+        self.truncate_prompt_tokens = _check_int("truncate_prompt_tokens", self.truncate_prompt_tokens,
+                                                 optional=True)
+        if not isinstance(self.output_kind, RequestOutputKind):
+            raise TypeError(f"output_kind must be a RequestOutputKind, got {self.output_kind!r}")
+        if self.extra_args is not None and not isinstance(self.extra_args, dict):
+            raise TypeError(f"extra_args must be a dict or None, got {type(self.extra_args).__name__}")
 
         if 0 < self.temperature < _MAX_TEMP:
             logger.warning(
@@ -269,6 +297,28 @@ class SamplingParams:
                              "logit_bias -inf")
         if self.allowed_token_ids is not None and len(self.allowed_token_ids) == 0:
             raise ValueError("allowed_token_ids is not None and empty!")
+        k = self.truncate_prompt_tokens
+        if k is not None and (k == 0 or k < -1):
+            raise ValueError(f"truncate_prompt_tokens has to be a positive integer or -1, got {k}")
+
+    @classmethod
+    def from_optional(cls, **kwargs: Any) -> SamplingParams:
+        """vLLM's constructor for optional values (an OpenAI-style request body): None means the default for
+        ``n``, the penalties, ``temperature`` and ``top_p``; every other field takes its value as given
+        (``max_tokens=None``: up to max_model_len). ``logit_bias`` keys become ints and biases are clamped to
+        [-100, 100] (the OpenAI range). Unknown names are a TypeError, as for the constructor."""
+        names = {f.name for f in dataclasses.fields(cls) if f.init}
+        unknown = sorted(set(kwargs) - names)
+        if unknown:
+            raise TypeError(f"SamplingParams.from_optional() got unexpected keyword argument(s): {unknown}")
+        for name in _NONE_MEANS_DEFAULT:
+            if name in kwargs and kwargs[name] is None:
+                del kwargs[name]
+        bias = kwargs.get("logit_bias")
+        if isinstance(bias, dict):
+            kwargs["logit_bias"] = {k: min(100.0, max(-100.0, _check_float(f"logit_bias[{k!r}]", v)))
+                                    for k, v in bias.items()}
+        return cls(**kwargs)
 
     # ---- engine-side helpers -------------------------------------------------------------------------
 
@@ -327,7 +377,8 @@ class SamplingParams:
             f"logprobs={self.logprobs}, prompt_logprobs={self.prompt_logprobs}, "
             f"skip_special_tokens={self.skip_special_tokens}, "
             f"spaces_between_special_tokens={self.spaces_between_special_tokens}, "
-            f"logit_bias={self.logit_bias}, allowed_token_ids={self.allowed_token_ids})"
+            f"logit_bias={self.logit_bias}, allowed_token_ids={self.allowed_token_ids}, "
+            f"truncate_prompt_tokens={self.truncate_prompt_tokens}, extra_args={self.extra_args})"
         )
 
 

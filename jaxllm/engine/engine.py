@@ -1,8 +1,9 @@
-"""LLMEngine: requests in, finished RequestOutputs out, one scheduler step at a time (host side, no jax).
+"""LLMEngine: requests in, RequestOutputs out, one scheduler step at a time (host side, no jax).
 
-    engine.add_request("0", prompt_token_ids, SamplingParams(max_tokens=32))
+    engine.add_request("0", "Hello, my name is", SamplingParams(max_tokens=32))  # or token ids, a prompt dict
     while engine.has_unfinished_requests():
-        for out in engine.step(): ...
+        for out in engine.step():
+            if out.finished: ...  # CUMULATIVE / DELTA requests also return unfinished outputs (output_kind)
 
 Each ``step()`` is ``Scheduler.schedule()`` -> ``runner.execute(batch)`` -> ``Scheduler.update()``. The
 runner is duck-typed: ``execute(ScheduledBatch) -> RunnerOutput`` (see ``jaxllm/engine/batch.py``).
@@ -25,12 +26,16 @@ from typing import Any
 
 import numpy as np
 
-from ..outputs import CompletionOutput, RequestMetrics, RequestOutput
+from ..inputs import prompt_to_ids
+from ..outputs import RequestMetrics, RequestOutput
 from ..pooling.outputs import PoolingOutput, PoolingRequestOutput
+from ..pooling_params import PoolingParams
 from ..sampling_params import SamplingParams
+from . import metrics as _metrics
 from .block_manager import BlockManager
 from .detokenizer import IncrementalDetokenizer, TokenizerView
-from .request_checks import check_params, check_prompt
+from .request_checks import check_params, check_prompt, check_request_options, truncate_prompt
+from .request_state import RequestState
 from .scheduler import Scheduler
 from .sequence import Sequence
 from .stat_logger import StatLogger
@@ -50,17 +55,6 @@ class EngineStats:
     num_cached_tokens: int = 0  # prefix-cache hit tokens reported by finished sequences
 
 
-@dataclasses.dataclass
-class _Request:
-    request_id: str
-    prompt: str | None
-    prompt_token_ids: list[int]
-    params: SamplingParams
-    seqs: list[Sequence]
-    metrics: RequestMetrics
-    num_unfinished: int
-
-
 class LLMEngine:
     """Continuous-batching engine over a paged KV cache of ``num_blocks`` x ``block_size`` tokens.
 
@@ -69,7 +63,9 @@ class LLMEngine:
     vLLM; all are ignored with ``ignore_eos``. ``tokenizer=None`` (skip_tokenizer_init): outputs have
     empty text, and stop strings / bad_words raise. ``seed`` seeds the draw of per-sequence sampling seeds
     for requests without ``SamplingParams.seed``. ``max_logprobs`` caps a request's logprobs / prompt_logprobs
-    (vLLM's engine argument). ``log_stats``: throughput and cache usage in the log every few seconds."""
+    (vLLM's engine argument). ``log_stats``: throughput and cache usage in the log every few seconds.
+    ``scheduling_policy``: "fcfs" or "priority" (see the scheduler). ``model_config`` / ``model_name``: what
+    ``model_config`` and the metrics' labels report."""
 
     def __init__(
         self,
@@ -88,6 +84,9 @@ class LLMEngine:
         async_scheduling: bool = True,
         max_logprobs: int = 20,
         log_stats: bool = False,
+        scheduling_policy: str = "fcfs",
+        model_config: Any = None,
+        model_name: str = "",
     ) -> None:
         for name, v in (
             ("num_blocks", num_blocks),
@@ -131,12 +130,18 @@ class LLMEngine:
             max_num_batched_tokens=max_num_batched_tokens,
             max_model_len=max_model_len,
             decode_token=self._view.decode_token if self._view else None,
+            policy=scheduling_policy,
         )
+        self.scheduling_policy = scheduling_policy
+        self.model_config = model_config
+        self._metric_labels = {"model_name": str(model_name), "engine": "0"}
+        self.request_stats = _metrics.RequestStats()
         self.async_scheduling = bool(async_scheduling) and all(
             callable(getattr(runner, m, None)) for m in ("dispatch", "fetch"))
         self._steps: deque = deque()  # (batch, runner handle or output), oldest first
         self._rng = np.random.default_rng(seed)
-        self._requests: dict[str, _Request] = {}
+        self._requests: dict[str, RequestState] = {}
+        self._streaming: dict[str, RequestState] = {}  # unfinished requests with output_kind != FINAL_ONLY
         self._next_seq_id = 0
         self.stats = EngineStats()
 
@@ -145,36 +150,45 @@ class LLMEngine:
     def add_request(
         self,
         request_id: str,
-        prompt_token_ids: Any,
-        sampling_params: SamplingParams | None = None,
-        prompt: str | None = None,
+        prompt: Any,
+        params: SamplingParams | PoolingParams | None = None,
         arrival_time: float | None = None,
-        pooling_params: Any = None,
+        lora_request: Any = None,
+        tokenization_kwargs: dict[str, Any] | None = None,
+        priority: int = 0,
     ) -> None:
-        """Queue a request; it makes ``sampling_params.n`` sequences. Raises ValueError/TypeError naming
-        the request for bad input (empty or too long prompt, ids outside the vocabulary, a request that
-        could never fit the KV cache, options that need a tokenizer when there is none).
+        """Queue a request (vLLM's ``LLMEngine.add_request``); it makes ``params.n`` sequences.
 
-        ``pooling_params`` (a verified ``PoolingParams``) makes it a pooling request instead: one sequence,
-        prefill only, that finishes when its whole prompt ran, with the runner's pooled data as a
-        ``PoolingRequestOutput``; its blocks are freed then (no KV is kept for it beyond the prefix cache)."""
+        ``prompt`` is what ``LLM.generate`` takes for one prompt: a str (tokenized here, with
+        ``tokenization_kwargs``), a TextPrompt / TokensPrompt dict, or token ids (a list or 1-D array of ints).
+        Raises ValueError/TypeError naming the request for bad input (empty or too long prompt, ids outside the
+        vocabulary, a request that could never fit the KV cache, options that need a tokenizer when there is
+        none, a priority without ``scheduling_policy="priority"``), before anything is queued.
+
+        A (verified) ``PoolingParams`` makes it a pooling request: one sequence, prefill only, that finishes when
+        its whole prompt ran, with the runner's pooled data as a ``PoolingRequestOutput``; its blocks are freed
+        then (no KV is kept for it beyond the prefix cache)."""
         if not isinstance(request_id, str):
             raise TypeError(f"request_id must be a str, got {type(request_id).__name__} ({request_id!r})")
         if request_id in self._requests:
             raise ValueError(f"request {request_id!r} is already running; request ids must be unique")
+        pooling_params = params if isinstance(params, PoolingParams) else None
         if pooling_params is not None:  # one shared, never-mutated SamplingParams: nothing is sampled
-            sampling_params = _POOLING_SAMPLING_PARAMS
-        params = SamplingParams() if sampling_params is None else sampling_params
+            params = _POOLING_SAMPLING_PARAMS
+        params = SamplingParams() if params is None else params
         if not isinstance(params, SamplingParams):
             raise TypeError(
                 f"request {request_id!r}: sampling_params must be a SamplingParams, "
                 f"got {type(params).__name__}"
             )
-        ids = check_prompt(request_id, prompt_token_ids, self.vocab_size, self.max_model_len,
-                           generates=pooling_params is None)
+        check_request_options(request_id, lora_request, priority, self.scheduling_policy)
+        text, ids = prompt_to_ids(f"request {request_id!r}", prompt, self.tokenizer, tokenization_kwargs)
+        ids = truncate_prompt(request_id, ids, params.truncate_prompt_tokens, self.max_model_len)
+        ids = check_prompt(request_id, ids, self.vocab_size, self.max_model_len, generates=pooling_params is None)
         max_tokens = check_params(request_id, params, len(ids), tokenizer=self.tokenizer, vocab_size=self.vocab_size,
                                   max_model_len=self.max_model_len, block_manager=self.block_manager,
                                   max_logprobs=self.max_logprobs)
+        arrival = time.time() if arrival_time is None else float(arrival_time)
 
         eos_ids = frozenset() if params.ignore_eos else frozenset(self.eos_token_ids[:1])
         stop_ids = frozenset(params.stop_token_ids) | (
@@ -213,27 +227,33 @@ class LLMEngine:
                     want_prompt_logprobs=params.prompt_logprobs is not None and index == 0,
                     detokenizer=detok,
                     needs_history=needs_history,
+                    priority=priority,
+                    arrival_time=arrival,
                 )
             )
             self._next_seq_id += 1
         if pooling_params is not None:
             seqs[0].pooling_params = pooling_params
-            seqs[0].read_prefix_cache = not getattr(pooling_params, "skip_reading_prefix_cache", True)
-        arrival = time.time() if arrival_time is None else float(arrival_time)
-        self._requests[request_id] = _Request(
-            request_id, prompt, ids, params, seqs, RequestMetrics(arrival), len(seqs)
+            seqs[0].read_prefix_cache = not pooling_params.skip_reading_prefix_cache
+        req = self._requests[request_id] = RequestState(
+            request_id, text, ids, params, seqs, RequestMetrics(arrival), len(seqs)
         )
+        if req.streams:
+            self._streaming[request_id] = req
         for seq in seqs:
             self.scheduler.add(seq)
         self.stats.num_prompt_tokens += len(ids)
 
     def abort_request(self, request_id: str | Iterable[str]) -> None:
-        """Drop unfinished request(s); unknown ids are ignored (as vLLM). No output is returned for them."""
+        """Drop unfinished request(s); unknown ids are ignored (as vLLM). No output is returned for them; they
+        count in the ``vllm:request_success`` metric under ``finished_reason="abort"``."""
         ids = [request_id] if isinstance(request_id, str) else list(request_id)
         for rid in ids:
             req = self._requests.pop(rid, None)
+            self._streaming.pop(rid, None)
             if req is not None:
                 self.scheduler.abort(req.seqs)
+                self.request_stats.finished["abort"] += 1
 
     def has_unfinished_requests(self) -> bool:
         return bool(self._requests)
@@ -244,7 +264,9 @@ class LLMEngine:
     # ---- step ------------------------------------------------------------------------------------------
 
     def step(self) -> list[RequestOutput]:
-        """Run one scheduler step; returns the requests that finished in it (all their samples done)."""
+        """Run one scheduler step; returns the outputs it produced: requests that finished in it (all their
+        samples done), and, for requests whose ``output_kind`` is CUMULATIVE or DELTA, an unfinished output
+        for each one that got new tokens."""
         if not self._requests:
             self._drain()
             return []
@@ -269,7 +291,9 @@ class LLMEngine:
             req.num_unfinished -= 1
             if req.num_unfinished == 0:
                 del self._requests[seq.request_id]
+                self._streaming.pop(seq.request_id, None)
                 results.append(self._make_output(req))
+        results += [r.make_output(False) for r in self._streaming.values() if r.has_news()]
         if not self._requests:
             self._drain()
         return results
@@ -286,6 +310,7 @@ class LLMEngine:
         self._steps.append((batch, run(batch)))
         self.stats.num_steps += 1
         self.stats.num_scheduled_tokens += batch.num_tokens
+        self.request_stats.iteration_tokens.observe(batch.num_tokens)
 
     def _resolve_oldest(self):
         batch, handle = self._steps.popleft()
@@ -305,40 +330,37 @@ class LLMEngine:
             self.scheduler.reset_inflight()
             raise
 
-    def _make_output(self, req: _Request) -> RequestOutput | PoolingRequestOutput:
-        now = time.time()
+    def _make_output(self, req: RequestState) -> RequestOutput | PoolingRequestOutput:
         seqs = req.seqs
         if seqs[0].pooling_params is not None:
             self.stats.num_cached_tokens += seqs[0].num_cached_tokens or 0
             return PoolingRequestOutput(req.request_id, PoolingOutput(seqs[0].pooled), req.prompt_token_ids, True)
-        outputs = [
-            CompletionOutput(
-                index=s.index,
-                text=s.text,
-                token_ids=s.output_token_ids,
-                cumulative_logprob=s.cumulative_logprob,
-                logprobs=s.logprobs,
-                finish_reason=s.finish_reason,
-                stop_reason=s.stop_reason,
-            )
-            for s in seqs
-        ]
-        m = req.metrics
-        times = [s.first_scheduled_time for s in seqs if s.first_scheduled_time is not None]
-        m.first_scheduled_time = min(times) if times else None
-        times = [s.first_token_time for s in seqs if s.first_token_time is not None]
-        m.first_token_time = min(times) if times else None
-        times = [s.last_token_time for s in seqs if s.last_token_time is not None]
-        m.last_token_time = max(times) if times else None
-        m.finished_time = now
+        out = req.make_output(finished=True)
         self.stats.num_cached_tokens += sum(s.num_cached_tokens or 0 for s in seqs)
-        return RequestOutput(
-            request_id=req.request_id,
-            prompt=req.prompt,
-            prompt_token_ids=req.prompt_token_ids,
-            prompt_logprobs=seqs[0].prompt_logprobs,
-            outputs=outputs,
-            finished=True,
-            metrics=m,
-            num_cached_tokens=seqs[0].num_cached_tokens,
-        )
+        self.request_stats.record(out.metrics, len(req.prompt_token_ids), sum(s.num_output_tokens for s in seqs),
+                                  [s.finish_reason for s in seqs])
+        return out
+
+    # ---- vLLM's engine accessors -----------------------------------------------------------------------
+
+    def get_tokenizer(self):
+        """The tokenizer (None with ``skip_tokenizer_init``)."""
+        return self.tokenizer
+
+    def set_tokenizer(self, tokenizer: Any) -> None:
+        """Use ``tokenizer`` for text prompts, detokenization and stop strings from now on (between requests)."""
+        if self._requests:
+            raise ValueError(f"set_tokenizer with {len(self._requests)} unfinished requests: finish or abort them")
+        self.tokenizer = tokenizer
+        self._view = TokenizerView(tokenizer) if tokenizer is not None else None
+        self.scheduler.decode_token = self._view.decode_token if self._view else None
+
+    def get_metrics(self) -> list[_metrics.Metric]:
+        """vLLM's metric snapshot: see ``jaxllm.engine.metrics``."""
+        return _metrics.snapshot(self, self._metric_labels)
+
+    def reset_prefix_cache(self) -> bool:
+        """Forget every cached prefix block; False (nothing done) while some request holds blocks (vLLM)."""
+        if self._requests or self._steps:
+            return False
+        return self.block_manager.reset_prefix_cache()

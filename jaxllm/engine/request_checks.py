@@ -52,6 +52,7 @@ def check_prompt(request_id: str, prompt_token_ids: Any, vocab_size: int, max_mo
         )
     return ids
 
+
 def check_params(request_id: str, params: SamplingParams, prompt_len: int, *, tokenizer: Any, vocab_size: int,
                  max_model_len: int, block_manager: BlockManager, max_logprobs: int = 20) -> int:
     """Checks that need the engine (vocabulary, tokenizer, KV pool); returns the resolved max_tokens."""
@@ -100,3 +101,27 @@ def check_params(request_id: str, params: SamplingParams, prompt_len: int, *, to
             "max_tokens / max_model_len or give the KV cache more memory"
         )
     return max_tokens
+
+
+def check_request_options(request_id: str, lora_request: Any, priority: Any, policy: str) -> None:
+    """Options of ``add_request`` besides the prompt and params (vLLM's messages)."""
+    if lora_request is not None:
+        raise ValueError(f"request {request_id!r}: LoRA is not supported yet; lora_request must be None, "
+                         f"got {lora_request!r}")
+    if isinstance(priority, bool) or not isinstance(priority, (int, np.integer)):
+        raise TypeError(f"request {request_id!r}: priority must be an int, got {type(priority).__name__} "
+                        f"({priority!r})")
+    if priority != 0 and policy != "priority":
+        raise ValueError(f"Got priority {priority} but Priority scheduling is not enabled.")
+
+
+def truncate_prompt(request_id: str, ids: list[int], truncate_prompt_tokens: int | None,
+                    max_model_len: int) -> list[int]:
+    """``SamplingParams.truncate_prompt_tokens``: keep the last k tokens (-1: the last max_model_len)."""
+    if truncate_prompt_tokens is None:
+        return ids
+    k = max_model_len if truncate_prompt_tokens == -1 else truncate_prompt_tokens
+    if k > max_model_len:
+        raise ValueError(f"request {request_id!r}: truncate_prompt_tokens value ({k}) is greater than "
+                         f"max_model_len ({max_model_len}). Please, select a smaller truncation size.")
+    return list(ids[-k:]) if len(ids) > k else ids

@@ -9,6 +9,11 @@ preempted by recompute: its blocks are freed and it goes back to the front of th
 ``num_computed_tokens = 0`` (its generated tokens are kept and recomputed in its next prefill, so outputs
 are exact). No waiting sequence is admitted in a step that preempted.
 
+With ``policy="priority"`` (vLLM's ``scheduling_policy``), both queues are ordered by (priority, arrival time),
+lower first: the waiting queue is kept sorted (a preempted sequence goes back to its place in it), and the
+running list is sorted at the start of each step, so that running sequences get the token budget in priority
+order and the one preempted when blocks run out is the lowest priority (the latest arrival among equals).
+
 Asynchronous scheduling (the engine's default with a runner that has ``dispatch``/``fetch``): step N+1 may be
 scheduled while step N runs. Each sequence that samples in step N then gets a placeholder token
 ``-(row + 1)`` (``row``: its row in step N's batch), which the runner reads from step N's sampled ids on
@@ -21,6 +26,7 @@ engine wait for step N first (``can_overlap``).
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import time
 from collections import deque
@@ -30,6 +36,8 @@ from .batch import RunnerOutput, ScheduledBatch, ScheduledSeq
 from .block_manager import BlockManager
 from .detokenizer import make_logprobs
 from .sequence import Sequence, SequenceStatus
+
+POLICIES = ("fcfs", "priority")
 
 
 @dataclasses.dataclass
@@ -51,7 +59,11 @@ class Scheduler:
         max_num_batched_tokens: int,
         max_model_len: int,
         decode_token: Any = None,  # token id -> str for Logprob.decoded_token, or None
+        policy: str = "fcfs",  # or "priority"
     ) -> None:
+        if policy not in POLICIES:
+            raise ValueError(f"scheduling policy {policy!r} is not supported; choose one of {POLICIES}")
+        self.policy = policy
         self.block_manager = block_manager
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
@@ -62,9 +74,23 @@ class Scheduler:
         self._inflight: deque[_InFlight] = deque()  # scheduled steps not yet updated, oldest first
         self.num_preemptions = 0
         self.num_generated_tokens = 0  # tokens appended by update (dropped extra tokens not counted)
+        # prefix-cache lookups at admission: prompt (+ output) tokens looked up, and tokens found cached
+        self.prefix_cache_queries = 0
+        self.prefix_cache_hits = 0
 
     def add(self, seq: Sequence) -> None:
-        self.waiting.append(seq)
+        if self.policy == "priority":
+            bisect.insort(self.waiting, seq, key=Sequence.priority_key)
+        else:
+            self.waiting.append(seq)
+
+    def _requeue(self, seq: Sequence) -> None:
+        """A preempted (or failed) sequence goes back to the front of the waiting queue (fcfs), or to its place
+        in the priority order."""
+        if self.policy == "priority":
+            bisect.insort(self.waiting, seq, key=Sequence.priority_key)
+        else:
+            self.waiting.appendleft(seq)
 
     def has_unfinished(self) -> bool:
         return bool(self.waiting or self.running)
@@ -95,6 +121,8 @@ class Scheduler:
         preempted = False
         now = time.time()
 
+        if self.policy == "priority":
+            self.running.sort(key=Sequence.priority_key)
         running = self.running
         i = 0
         max_model_len = self.max_model_len
@@ -129,6 +157,9 @@ class Scheduler:
                 if not bm.allocate_slots(seq, n, hits):
                     break  # FCFS: nobody overtakes the head of the queue
                 waiting.popleft()
+                if bm.enable_prefix_caching and seq.read_prefix_cache:
+                    self.prefix_cache_queries += len(seq.token_ids)
+                    self.prefix_cache_hits += start
                 if seq.num_cached_tokens is None:  # reported hits: those of the first admission
                     seq.num_cached_tokens = start
                 if seq.first_scheduled_time is None:
@@ -187,13 +218,13 @@ class Scheduler:
             self.block_manager.free(seq)
             seq.num_computed_tokens = 0
             seq.status = SequenceStatus.WAITING
-            self.waiting.appendleft(seq)
+            self._requeue(seq)
 
     def _preempt(self, seq: Sequence) -> None:
         self.block_manager.free(seq)
         seq.num_computed_tokens = 0
         seq.status = SequenceStatus.WAITING
-        self.waiting.appendleft(seq)
+        self._requeue(seq)
         self.num_preemptions += 1
 
     # ---- update ----------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ class Sequence:
     it), computed lazily and kept across preemptions because tokens are only ever appended."""
 
     __slots__ = (
+        "arrival_time",
         "banned_token_ids",
         "block_hashes",
         "block_table",
@@ -46,6 +47,7 @@ class Sequence:
         "params",
         "pooled",
         "pooling_params",
+        "priority",
         "prompt_logprobs",
         "read_prefix_cache",
         "request_id",
@@ -74,6 +76,8 @@ class Sequence:
         want_prompt_logprobs: bool,
         detokenizer: Any = None,
         needs_history: bool = False,
+        priority: int = 0,
+        arrival_time: float = 0.0,
     ) -> None:
         self.seq_id = seq_id
         self.request_id = request_id
@@ -110,6 +114,13 @@ class Sequence:
         self.first_scheduled_time: float | None = None
         self.first_token_time: float | None = None
         self.last_token_time: float | None = None
+        # scheduling_policy="priority": lower (priority, arrival_time) is admitted first, preempted last
+        self.priority = priority
+        self.arrival_time = arrival_time
+
+    def priority_key(self) -> tuple[int, float, int]:
+        """Order of the priority policy: priority, then arrival, then creation (children of one request)."""
+        return (self.priority, self.arrival_time, self.seq_id)
 
     @property
     def num_tokens(self) -> int:

@@ -12,7 +12,7 @@ import dataclasses
 import itertools
 from typing import Any
 
-from jaxllm.inputs import as_prompt_list, token_id_list, tokenize_prompt
+from jaxllm.inputs import as_prompt_list, check_tokenization_kwargs, tokenize_prompt
 from jaxllm.pooling.config import PoolingModelInfo, pooling_model_info, resolve_runner
 from jaxllm.pooling.outputs import (
     ClassificationRequestOutput,
@@ -168,13 +168,7 @@ class PoolingMixin(ScoringMixin):
         return out
 
     def _tokenize(self, index: int, item: Any, tokenization_kwargs: dict | None, keep_last: int | None) -> list[int]:
-        if tokenization_kwargs and isinstance(item, (str, dict)) and "prompt_token_ids" not in item:
-            if self.tokenizer is None:
-                raise ValueError(f"prompt {index} is text but the tokenizer was skipped (skip_tokenizer_init=True)")
-            text = item if isinstance(item, str) else item.get("prompt")
-            ids = token_id_list(index, self.tokenizer(text, **tokenization_kwargs).input_ids)
-        else:
-            ids = tokenize_prompt(index, item, self.tokenizer)[1]
+        ids = tokenize_prompt(index, item, self.tokenizer, check_tokenization_kwargs(tokenization_kwargs))[1]
         return ids if keep_last is None else ids[-keep_last:]
 
     def _run_pooling(self, requests: list[tuple[list[int], PoolingParams]], use_tqdm: bool):
@@ -187,7 +181,7 @@ class PoolingMixin(ScoringMixin):
         added: list[str] = []
         try:
             for rid, (toks, p) in zip(ids, requests):
-                engine.add_request(rid, toks, pooling_params=p)
+                engine.add_request(rid, toks, p)
                 added.append(rid)
         except Exception:
             engine.abort_request(added)

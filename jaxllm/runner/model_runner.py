@@ -49,6 +49,7 @@ from jaxllm.runner.sampling_metadata import (
     pack_sampling_metadata,
     to_runner_output,
 )
+from jaxllm.runner.sleep_mode import SleepMode
 from jaxllm.runner.step import make_forward, make_prompt_logprobs, make_sample
 
 logger = logging.getLogger("jaxllm")
@@ -57,7 +58,7 @@ PROMPT_LOGPROBS_CHUNK = 128  # rows of [chunk, V] logits computed at a time for 
 PROMPT_LOGPROBS_K = 20
 
 
-class ModelRunner:
+class ModelRunner(SleepMode):
     def __init__(self, model, cfg: ModelConfig, mesh, args: EngineArgs):
         """``args``: resolved EngineArgs (``EngineArgs.resolve``: the scheduler limits are set)."""
         block_size, max_num_seqs = args.block_size, args.max_num_seqs
@@ -320,6 +321,7 @@ class ModelRunner:
     def dispatch(self, batch: ScheduledBatch) -> _StepInFlight:
         """Launch one step on the device without waiting for it; ``fetch`` returns its output. Negative input
         ids (asynchronous scheduling) are read from the sampled ids of the step dispatched just before."""
+        self.check_awake()
         bucket = self.ladder.pick(batch.num_tokens, batch.num_seqs)
         inputs = build_step_inputs(batch, bucket, self.block_size, self.max_blocks_per_seq, self._table_rows)
         md, sampler_config = build_sampling_metadata(batch.seqs, bucket.num_seqs, self.cfg.vocab_size)

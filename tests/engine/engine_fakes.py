@@ -173,6 +173,7 @@ def make_engine(
     script=None,
     async_scheduling=None,
     runner=None,
+    scheduling_policy="fcfs",
 ):
     """(LLMEngine, CacheCheckingRunner) wired together; the vocabulary is the tokenizer's when there is one.
     ``async_scheduling`` None: ``DEFAULT_ASYNC``. ``runner``: a fake built by the test (e.g. one that fails)
@@ -194,5 +195,6 @@ def make_engine(
         tokenizer=tokenizer,
         seed=seed,
         async_scheduling=async_scheduling,
+        scheduling_policy=scheduling_policy,
     )
     return eng, runner

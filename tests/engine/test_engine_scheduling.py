@@ -16,6 +16,8 @@ def run_all(eng, max_steps=100_000):
     steps = 0
     while eng.has_unfinished_requests():
         for o in eng.step():
+            if not o.finished:  # CUMULATIVE (the default output_kind) also streams unfinished outputs
+                continue
             assert o.request_id not in outs
             outs[o.request_id] = o
         steps += 1

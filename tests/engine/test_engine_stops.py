@@ -23,7 +23,7 @@ def run(eng, prompt=PROMPT, **kw):
     eng.add_request("r", prompt, SamplingParams(temperature=0.0, **kw))
     outs = []
     while eng.has_unfinished_requests():
-        outs += eng.step()
+        outs += [o for o in eng.step() if o.finished]
     assert len(outs) == 1
     return outs[0], outs[0].outputs[0]
 
@@ -173,7 +173,7 @@ def test_prompt_logprobs_complete_under_chunking_preemption_and_caching(budget, 
     eng.add_request("r", prompt, SamplingParams(max_tokens=3, prompt_logprobs=1, n=2))
     outs = {}
     while eng.has_unfinished_requests():
-        outs.update({o.request_id: o for o in eng.step()})
+        outs.update({o.request_id: o for o in eng.step() if o.finished})
     pl = outs["r"].prompt_logprobs
     assert pl[0] is None and len(pl) == len(prompt)
     for tok_id, d in zip(prompt[1:], pl[1:]):
@@ -190,7 +190,7 @@ def test_bad_input_errors_name_the_request():
         (list(range(1, 18)), ValueError, r"length 17\) is longer than the maximum model length of 16"),
         (list(range(1, 17)), ValueError, "leaves no room"),
         ([1, 2.5], TypeError, "must be ints"),
-        ("abc", TypeError, "list of ints"),
+        (b"abc", TypeError, "list of token ids"),
     ]
     for prompt, exc, msg in cases:
         with pytest.raises(exc, match=msg) as e:
@@ -217,7 +217,7 @@ def test_bad_input_errors_name_the_request():
         eng.add_request("ok", [1], SamplingParams())
     outs = []
     while eng.has_unfinished_requests():
-        outs += eng.step()
+        outs += [o for o in eng.step() if o.finished]
     assert len(outs[0].outputs[0].token_ids) == 2
 
 
