@@ -43,6 +43,7 @@ class PoolingMixin(ScoringMixin):
         from jaxllm.parallel.sharding import make_mesh
         from jaxllm.sampling_params import SamplingParams
         from jaxllm.tokenizer import load_tokenizer
+        from jaxllm.weights.gguf import is_gguf
 
         t_load = time.perf_counter()
         path = resolve_model_path(args.model, args.revision, token=args.hf_token, cache_dir=args.download_dir)
@@ -52,7 +53,7 @@ class PoolingMixin(ScoringMixin):
         self.tokenizer = None if args.skip_tokenizer_init else load_tokenizer(
             args.tokenizer or path, tokenizer_mode=args.tokenizer_mode, trust_remote_code=args.trust_remote_code,
             revision=args.tokenizer_revision or args.revision, token=args.hf_token, cache_dir=args.download_dir,
-            code_revision=args.code_revision)
+            code_revision=args.code_revision, gguf_source=args.tokenizer is None and is_gguf(path))
         self._request_counter = itertools.count()
         self._default_params = SamplingParams()  # get_default_sampling_params() still answers, as in vLLM
         platform = jax.devices()[0].platform
@@ -191,16 +192,14 @@ class PoolingMixin(ScoringMixin):
 
 def choose_runner(args) -> str:
     """"generate" or "pooling": ``args.runner``, or for "auto" the checkpoint's architecture (vLLM's suffix
-    rules, ``config.resolve_runner``). A GGUF file generates."""
+    rules, ``config.resolve_runner``). A GGUF file (a causal LM) generates unless ``runner="pooling"``."""
     from jaxllm.load import apply_hf_overrides
     from jaxllm.model_source import hf_config_dict, resolve_model_path
     from jaxllm.weights.gguf import is_gguf
 
     path = resolve_model_path(args.model, args.revision, token=args.hf_token, cache_dir=args.download_dir)
-    if is_gguf(path):
-        if args.runner == "pooling":
-            raise ValueError("runner='pooling' needs a safetensors checkpoint folder, not a GGUF file")
-        runner = "generate"
+    if is_gguf(path):  # a causal LM: it pools only when asked to
+        runner = "pooling" if args.runner == "pooling" else "generate"
     else:
         runner = resolve_runner(args.runner, apply_hf_overrides(hf_config_dict(path), args))
     if runner == "generate" and args.pooler_config is not None:

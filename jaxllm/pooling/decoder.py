@@ -42,8 +42,13 @@ def _renamed(tensors, head: dict[str, np.ndarray], want_head: bool):
 def load_decoder(path: str, cfg: ModelConfig, info: PoolingModelInfo, mesh, load_format: str, seed: int):
     """(backbone model, ``LinearHead`` of ``score.weight`` [L, D] or None). ``load_format="dummy"``: random
     weights."""
-    from jaxllm.weights.loader import WeightLoadError, build_dummy_model, build_model_from_tensors
-    from jaxllm.weights.safetensors_reader import iter_checkpoint
+    from jaxllm.weights.gguf import is_gguf
+    from jaxllm.weights.loader import (
+        WeightLoadError,
+        _tensor_source,
+        build_dummy_model,
+        build_model_from_tensors,
+    )
 
     want_head = info.num_labels > 0
     if load_format == "dummy":
@@ -51,10 +56,12 @@ def load_decoder(path: str, cfg: ModelConfig, info: PoolingModelInfo, mesh, load
         if want_head:
             head = (0.02 * np.random.default_rng(seed).standard_normal((info.num_labels, cfg.hidden_size)))
         return build_dummy_model(cfg, mesh, seed), None if head is None else LinearHead(head)
-    if load_format == "gguf":
-        raise ValueError("load_format='gguf' is not supported with runner='pooling'")
+    gguf = is_gguf(path)
+    if load_format in ("gguf", "safetensors") and gguf != (load_format == "gguf"):
+        raise ValueError(f"load_format={load_format!r} but {path!r} is {'' if gguf else 'not '}a GGUF file")
     found: dict[str, np.ndarray] = {}
-    model = build_model_from_tensors(cfg, _renamed(iter_checkpoint(path), found, want_head), mesh)
+    _, tensors = _tensor_source(path)  # a safetensors folder or a GGUF file, in HF names
+    model = build_model_from_tensors(cfg, _renamed(tensors, found, want_head), mesh)
     if not want_head:
         return model, None
     head = found.get(HEAD_KEY)
