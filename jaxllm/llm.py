@@ -13,6 +13,7 @@ from typing import Any
 
 from jaxllm import chat_utils
 from jaxllm.beam_search import BeamSearchOutput, beam_search
+from jaxllm.call_guard import CallGuard, serialized
 from jaxllm.engine import LLMEngine
 from jaxllm.engine_args import EngineArgs
 from jaxllm.inputs import as_params_list, as_prompt_list, check_tokenization_kwargs, tokenize_prompt
@@ -39,6 +40,7 @@ class LLM(EngineControl, PoolingMixin):
 
     def __init__(self, model: str, **kwargs: Any):
         t_start = time.perf_counter()
+        self._call_guard = CallGuard()  # one call at a time (jaxllm.call_guard)
         args = EngineArgs.from_kwargs({"model": model, **kwargs})
         from jaxllm.runner.memory import request_memory_fraction
 
@@ -89,6 +91,7 @@ class LLM(EngineControl, PoolingMixin):
     def get_tokenizer(self):
         return self.tokenizer
 
+    @serialized
     def set_tokenizer(self, tokenizer) -> None:
         """Replace the tokenizer (vLLM's method): prompts, chat templates and output text use it from now on."""
         self.llm_engine.set_tokenizer(tokenizer)
@@ -97,6 +100,7 @@ class LLM(EngineControl, PoolingMixin):
     def get_default_sampling_params(self) -> SamplingParams:
         return self._default_params.clone()
 
+    @serialized
     def generate(self, prompts: Any, sampling_params: SamplingParams | list[SamplingParams] | None = None, *,
                  use_tqdm: bool | Callable[..., Any] = True, lora_request: Any = None,
                  priority: list[int] | None = None,
@@ -110,6 +114,10 @@ class LLM(EngineControl, PoolingMixin):
         ``truncation=True, max_length=k`` or ``add_special_tokens=False``). ``lora_request`` must be None.
         """
         self._check_generate_runner("generate")
+        return self._generate(prompts, sampling_params, use_tqdm, lora_request, priority, tokenization_kwargs)
+
+    def _generate(self, prompts, sampling_params, use_tqdm, lora_request=None, priority=None,
+                  tokenization_kwargs=None) -> list[RequestOutput]:
         self._check_awake()
         _check_lora(lora_request)
         items = as_prompt_list(prompts)
@@ -120,6 +128,7 @@ class LLM(EngineControl, PoolingMixin):
         ids = self._add_requests(requests, params, priorities)
         return self._run(ids, use_tqdm)
 
+    @serialized
     def chat(self, messages: Any, sampling_params: SamplingParams | list[SamplingParams] | None = None,
              use_tqdm: bool | Callable[..., Any] = True, lora_request: Any = None, chat_template: str | None = None,
              chat_template_content_format: str = "auto", add_generation_prompt: bool = True,
@@ -156,8 +165,9 @@ class LLM(EngineControl, PoolingMixin):
                 continue_final_message=continue_final_message, **extra)
             ids = self.tokenizer(text, add_special_tokens=False).input_ids
             prompts.append({"prompt": text, "prompt_token_ids": ids})
-        return self.generate(prompts, sampling_params, use_tqdm=use_tqdm)
+        return self._generate(prompts, sampling_params, use_tqdm)
 
+    @serialized
     def beam_search(self, prompts: Any, params: BeamSearchParams, lora_request: Any = None,
                     use_tqdm: Any = False, concurrency_limit: int | None = None) -> list[BeamSearchOutput]:
         """vLLM's beam search over the paged engine; one BeamSearchOutput per prompt (str, {"prompt": ...} or

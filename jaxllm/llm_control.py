@@ -12,6 +12,8 @@ import tempfile
 from collections.abc import Callable
 from typing import Any
 
+from jaxllm.call_guard import serialized
+
 logger = logging.getLogger("jaxllm")
 
 SLEEP_TAGS = ("weights", "kv_cache")
@@ -25,6 +27,7 @@ class EngineControl:
 
     # ---- prefix cache and metrics ------------------------------------------------------------------
 
+    @serialized
     def reset_prefix_cache(self) -> bool:
         """Forget every cached prefix (e.g. after changing weights). Returns False, doing nothing, while a
         request holds KV blocks (vLLM's contract), True otherwise."""
@@ -37,6 +40,7 @@ class EngineControl:
 
     # ---- sleep mode ----------------------------------------------------------------------------------
 
+    @serialized
     def sleep(self, level: int = 1) -> None:
         """Give device memory back while the LLM is idle. Level 1: the KV cache is freed and the weights are
         copied to host memory; level 2: both are freed (``wake_up`` reads the weights from the checkpoint
@@ -67,6 +71,7 @@ class EngineControl:
         logger.info("sleeping (level %d): KV cache freed, weights %s", level,
                     "in host memory" if level == 1 else "freed")
 
+    @serialized
     def wake_up(self, tags: list[str] | None = None) -> None:
         """Take device memory again: ``tags`` None wakes everything, or a subset of ``["weights", "kv_cache"]``
         (e.g. weights first, to update them, then the cache). Weights freed at level 2 are read from the
@@ -100,6 +105,7 @@ class EngineControl:
 
     # ---- direct access -----------------------------------------------------------------------------
 
+    @serialized
     def apply_model(self, func: Callable[[Any], Any]) -> list:
         """``[func(model)]`` with the Flax NNX model (one element: one controller). Parameter values that
         ``func`` changes in place are kept (same shapes and dtypes); call ``reset_prefix_cache()`` after
@@ -112,6 +118,7 @@ class EngineControl:
         runner.update_from_model(model)
         return [result]
 
+    @serialized
     def collective_rpc(self, method: str | Callable[..., Any], timeout: float | None = None, args: tuple = (),
                        kwargs: dict[str, Any] | None = None) -> list:
         """Call ``method`` on the model runner: a method name (``runner.method(*args, **kwargs)``) or a callable
@@ -134,6 +141,7 @@ class EngineControl:
 
     # ---- profiling and topology ---------------------------------------------------------------------
 
+    @serialized
     def start_profile(self, profile_dir: str | None = None) -> None:
         """Start a ``jax.profiler`` trace (open it with TensorBoard or XProf) into ``profile_dir`` (a new
         temporary directory when None; ``profile_dir`` attribute afterwards)."""
@@ -146,6 +154,7 @@ class EngineControl:
         self._profile_dir = self.profile_dir = where
         logger.info("profiling into %s", where)
 
+    @serialized
     def stop_profile(self) -> None:
         """Stop the trace started by ``start_profile`` and write it."""
         import jax

@@ -12,6 +12,7 @@ import dataclasses
 import itertools
 from typing import Any
 
+from jaxllm.call_guard import serialized
 from jaxllm.inputs import as_prompt_list, check_tokenization_kwargs, tokenize_prompt
 from jaxllm.pooling.config import PoolingModelInfo, pooling_model_info, resolve_runner
 from jaxllm.pooling.outputs import (
@@ -97,12 +98,20 @@ class PoolingMixin(ScoringMixin):
 
     # ---- vLLM API ------------------------------------------------------------------------------------------
 
+    @serialized
     def encode(self, prompts: Any, pooling_params: PoolingParams | list[PoolingParams] | None = None, *,
                truncate_prompt_tokens: int | None = None, use_tqdm: bool = True, lora_request: Any = None,
                pooling_task: str | None = None,
                tokenization_kwargs: dict[str, Any] | None = None) -> list[PoolingRequestOutput]:
         """Pool every prompt for ``pooling_task`` ("embed", "classify", "score", "token_embed",
         "token_classify"; "encode" = the model's token-level task); PoolingRequestOutputs in prompt order."""
+        return self._encode(prompts, pooling_params, truncate_prompt_tokens=truncate_prompt_tokens,
+                            use_tqdm=use_tqdm, lora_request=lora_request, pooling_task=pooling_task,
+                            tokenization_kwargs=tokenization_kwargs)
+
+    def _encode(self, prompts: Any, pooling_params: Any = None, *, truncate_prompt_tokens: int | None = None,
+                use_tqdm: bool = True, lora_request: Any = None, pooling_task: str | None = None,
+                tokenization_kwargs: dict[str, Any] | None = None) -> list[PoolingRequestOutput]:
         if self.runner_type != "pooling":
             raise ValueError("LLM.encode() is only supported for pooling models. Try passing `--runner pooling` "
                              "to use the model as a pooling model.")
@@ -119,6 +128,7 @@ class PoolingMixin(ScoringMixin):
                                           truncate_prompt_tokens, tokenization_kwargs)
         return self._run_pooling(requests, use_tqdm)
 
+    @serialized
     def embed(self, prompts: Any, *, truncate_prompt_tokens: int | None = None, use_tqdm: bool = True,
               pooling_params: PoolingParams | list[PoolingParams] | None = None, lora_request: Any = None,
               tokenization_kwargs: dict[str, Any] | None = None) -> list[EmbeddingRequestOutput]:
@@ -126,11 +136,12 @@ class PoolingMixin(ScoringMixin):
         if "embed" not in self.supported_tasks:
             raise ValueError("Embedding API is not supported by this model. Try converting the model using "
                              "`--convert embed`.")
-        items = self.encode(prompts, pooling_params, truncate_prompt_tokens=truncate_prompt_tokens,
-                            use_tqdm=use_tqdm, lora_request=lora_request, pooling_task="embed",
-                            tokenization_kwargs=tokenization_kwargs)
+        items = self._encode(prompts, pooling_params, truncate_prompt_tokens=truncate_prompt_tokens,
+                             use_tqdm=use_tqdm, lora_request=lora_request, pooling_task="embed",
+                             tokenization_kwargs=tokenization_kwargs)
         return [EmbeddingRequestOutput.from_base(item) for item in items]
 
+    @serialized
     def classify(self, prompts: Any, *, pooling_params: PoolingParams | list[PoolingParams] | None = None,
                  use_tqdm: bool = True, lora_request: Any = None,
                  tokenization_kwargs: dict[str, Any] | None = None) -> list[ClassificationRequestOutput]:
@@ -138,17 +149,18 @@ class PoolingMixin(ScoringMixin):
         if "classify" not in self.supported_tasks:
             raise ValueError("Classification API is not supported by this model. Try converting the model "
                              "using `--convert classify`.")
-        items = self.encode(prompts, pooling_params, use_tqdm=use_tqdm, lora_request=lora_request,
-                            pooling_task="classify", tokenization_kwargs=tokenization_kwargs)
+        items = self._encode(prompts, pooling_params, use_tqdm=use_tqdm, lora_request=lora_request,
+                             pooling_task="classify", tokenization_kwargs=tokenization_kwargs)
         return [ClassificationRequestOutput.from_base(item) for item in items]
 
+    @serialized
     def reward(self, prompts: Any, /, *, truncate_prompt_tokens: int | None = None, use_tqdm: bool = True,
                pooling_params: PoolingParams | list[PoolingParams] | None = None, lora_request: Any = None,
                tokenization_kwargs: dict[str, Any] | None = None) -> list[PoolingRequestOutput]:
         """Per-token rewards of a reward / classifier model (``outputs.data`` [T, L], "token_classify")."""
-        return self.encode(prompts, pooling_params, truncate_prompt_tokens=truncate_prompt_tokens,
-                           use_tqdm=use_tqdm, lora_request=lora_request, pooling_task="token_classify",
-                           tokenization_kwargs=tokenization_kwargs)
+        return self._encode(prompts, pooling_params, truncate_prompt_tokens=truncate_prompt_tokens,
+                            use_tqdm=use_tqdm, lora_request=lora_request, pooling_task="token_classify",
+                            tokenization_kwargs=tokenization_kwargs)
 
     # ---- internals -----------------------------------------------------------------------------------------
 

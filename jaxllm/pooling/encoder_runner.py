@@ -146,10 +146,11 @@ class EncoderRunner:
             check_prompt(rid, ids, self.config.vocab_size, self.args.max_model_len, generates=False)
         results: list[PoolingOutput | None] = [None] * len(requests)
         bar = None
-        if use_tqdm:
+        if use_tqdm:  # True, or a callable building the bar in tqdm's place (vLLM's contract)
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=len(requests), desc="Processed prompts", dynamic_ncols=True)
+            make_bar = use_tqdm if callable(use_tqdm) else tqdm
+            bar = make_bar(total=len(requests), desc="Processed prompts", dynamic_ncols=True)
         pending = None
         for batch, length in self._plan(requests):
             launched = self._launch(batch, requests, length)

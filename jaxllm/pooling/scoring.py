@@ -9,11 +9,13 @@ from typing import Any
 
 import numpy as np
 
+from jaxllm.call_guard import serialized
 from jaxllm.pooling.outputs import PoolingOutput, PoolingRequestOutput, ScoringRequestOutput
 from jaxllm.pooling_params import PoolingParams
 
 
 class ScoringMixin:
+    @serialized
     def score(self, data_1: Any, data_2: Any, /, *, truncate_prompt_tokens: int | None = None,
               use_tqdm: bool = True, pooling_params: Any = None, lora_request: Any = None,
               tokenization_kwargs: dict[str, Any] | None = None) -> list[ScoringRequestOutput]:
@@ -50,7 +52,7 @@ class ScoringMixin:
 
     def _embedding_score(self, texts_1, texts_2, truncate_prompt_tokens, use_tqdm, pooling_params, lora_request,
                          tokenization_kwargs) -> list[ScoringRequestOutput]:
-        encoded = self.encode(texts_1 + texts_2, pooling_params, truncate_prompt_tokens=truncate_prompt_tokens,
+        encoded = self._encode(texts_1 + texts_2, pooling_params, truncate_prompt_tokens=truncate_prompt_tokens,
                               use_tqdm=use_tqdm, lora_request=lora_request, pooling_task="embed",
                               tokenization_kwargs=tokenization_kwargs)
         out_1, out_2 = encoded[:len(texts_1)], encoded[len(texts_1):]
@@ -84,7 +86,7 @@ class ScoringMixin:
             encoded = self.tokenizer(text=a, text_pair=b, **kwargs)
             prompts.append({"prompt_token_ids": encoded.input_ids})
             params.append(_with_token_types(pooling_params, encoded.get("token_type_ids")))
-        items = self.encode(prompts, params, use_tqdm=use_tqdm, lora_request=lora_request, pooling_task="score")
+        items = self._encode(prompts, params, use_tqdm=use_tqdm, lora_request=lora_request, pooling_task="score")
         return [ScoringRequestOutput.from_base(item) for item in items]
 
 
