@@ -121,8 +121,13 @@ class PoolingMixin(ScoringMixin):
         if pooling_task == "encode":
             pooling_task = "token_embed" if "token_embed" in self.supported_tasks else "token_classify"
         if pooling_task not in self.supported_tasks:
-            raise ValueError(f"pooling_task={pooling_task!r} is not supported by this model "
-                             f"({self.pooling_info.architecture}); it supports {list(self.supported_tasks)}")
+            if pooling_task in ("embed", "token_embed"):
+                raise ValueError("Embedding API is not supported by this model. Try converting the model using "
+                                 "`--convert embed`.")
+            if pooling_task in ("classify", "token_classify"):
+                raise ValueError("Classification API is not supported by this model. Try converting the model "
+                                 "using `--convert classify`.")
+            raise ValueError(f"Unsupported task: {pooling_task!r} Supported tasks: {self.supported_tasks}")
         _no_lora(lora_request)
         requests = self._pooling_requests(as_prompt_list(prompts), pooling_params, pooling_task,
                                           truncate_prompt_tokens, tokenization_kwargs)
@@ -133,9 +138,6 @@ class PoolingMixin(ScoringMixin):
               pooling_params: PoolingParams | list[PoolingParams] | None = None, lora_request: Any = None,
               tokenization_kwargs: dict[str, Any] | None = None) -> list[EmbeddingRequestOutput]:
         """One embedding per prompt (``outputs.embedding``, a list of floats)."""
-        if "embed" not in self.supported_tasks:
-            raise ValueError("Embedding API is not supported by this model. Try converting the model using "
-                             "`--convert embed`.")
         items = self._encode(prompts, pooling_params, truncate_prompt_tokens=truncate_prompt_tokens,
                              use_tqdm=use_tqdm, lora_request=lora_request, pooling_task="embed",
                              tokenization_kwargs=tokenization_kwargs)
@@ -146,9 +148,6 @@ class PoolingMixin(ScoringMixin):
                  use_tqdm: bool = True, lora_request: Any = None,
                  tokenization_kwargs: dict[str, Any] | None = None) -> list[ClassificationRequestOutput]:
         """Class probabilities per prompt (``outputs.probs``)."""
-        if "classify" not in self.supported_tasks:
-            raise ValueError("Classification API is not supported by this model. Try converting the model "
-                             "using `--convert classify`.")
         items = self._encode(prompts, pooling_params, use_tqdm=use_tqdm, lora_request=lora_request,
                              pooling_task="classify", tokenization_kwargs=tokenization_kwargs)
         return [ClassificationRequestOutput.from_base(item) for item in items]

@@ -21,11 +21,14 @@ class ScoringMixin:
               tokenization_kwargs: dict[str, Any] | None = None) -> list[ScoringRequestOutput]:
         """Scores of the pairs; ``outputs.score`` is a float."""
         if self.runner_type != "pooling":
-            raise ValueError("LLM.score() is only supported for pooling models.")
+            raise ValueError("LLM.score() is only supported for pooling models. Try passing `--runner pooling` to "
+                             "use the model as a pooling model.")
         tasks = self.supported_tasks
         if "embed" not in tasks and "score" not in tasks:
-            raise ValueError("Score API is not supported by this model. Try converting the model using "
-                             "`--convert embed` or `--convert classify`.")
+            if self.pooling_info.num_labels:
+                raise ValueError(f"Scoring API is only enabled for num_labels == 1 (this classifier has "
+                                 f"{self.pooling_info.num_labels}).")
+            raise ValueError("This model does not support the Scoring API.")
         texts_1, texts_2 = self._score_texts(data_1), self._score_texts(data_2)
         validate_score_input_lens(texts_1, texts_2)
         if self.pooling_info.is_cross_encoder:

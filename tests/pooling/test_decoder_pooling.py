@@ -81,8 +81,10 @@ def test_wrong_api_errors(embedder_llm):
         embedder_llm.generate("hi")
     with pytest.raises(ValueError, match="Classification API is not supported"):
         embedder_llm.classify("hi")
-    with pytest.raises(ValueError, match="token_classify"):
+    with pytest.raises(ValueError, match="Classification API is not supported"):
         embedder_llm.reward("hi")
+    with pytest.raises(ValueError, match="Unsupported task: 'score'"):
+        embedder_llm.encode("hi", pooling_task="score")
     with pytest.raises(ValueError, match="out of vocabulary"):
         embedder_llm.embed([{"prompt_token_ids": [1, 2]}, {"prompt_token_ids": [10**6]}], use_tqdm=False)
     assert not embedder_llm.llm_engine.has_unfinished_requests()  # the bad batch left nothing behind
@@ -107,7 +109,7 @@ def test_classify_and_reward(classifier_llm, classifier_dir):
     np.testing.assert_allclose(reward.outputs.data, torch.softmax(token_logits, -1).numpy(), atol=1e-5)
     with pytest.raises(ValueError, match="Embedding API is not supported"):
         classifier_llm.embed("hi")
-    with pytest.raises(ValueError, match="Score API is not supported"):
+    with pytest.raises(ValueError, match="only enabled for num_labels == 1"):
         classifier_llm.score("a", "b")
 
 
