@@ -4,6 +4,7 @@
 """
 
 from jaxllm.default_model import DEFAULT_MODEL
+from jaxllm.in_memory import model_from_params
 from jaxllm.inputs import PromptType, TextPrompt, TokensPrompt
 from jaxllm.llm import LLM
 from jaxllm.load import load_model
@@ -47,4 +48,5 @@ __all__ = [
     "TextPrompt",
     "TokensPrompt",
     "load_model",
+    "model_from_params",
 ]

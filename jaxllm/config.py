@@ -19,6 +19,11 @@ SUPPORTED_ARCHITECTURES = (
     "MistralForCausalLM",
     "Qwen2ForCausalLM",
     "Qwen3ForCausalLM",
+    "GemmaForCausalLM",
+    "Gemma2ForCausalLM",
+    "Gemma3ForCausalLM",
+    "Phi3ForCausalLM",
+    "Olmo2ForCausalLM",
 )
 
 _DTYPE_NAMES = {
@@ -32,7 +37,16 @@ _DTYPE_NAMES = {
     "fp16": "float16",
 }
 
-_ROPE_TYPES = ("default", "linear", "dynamic", "llama3")
+from jaxllm.config_families import (
+    FUSED_ARCHS,
+    GEMMA_ARCHS,
+    LAYER_NORMS,
+    TEXT_OF_MULTIMODAL,
+    family_fields,
+    family_sliding_windows,
+    text_config_of_multimodal,
+)
+from jaxllm.config_rope import RopeConfig, ropes_from_hf, rotary_dim_from_hf
 
 
 def resolve_dtype_name(dtype: Any, config_dtype: str | None) -> str:
@@ -63,7 +77,10 @@ _MAX_LAYERS = 4096  # far above any released model; a larger count is a corrupte
 
 def check_hf_config(hf: dict[str, Any], where: str) -> None:
     """Reject a config.json whose size fields are missing, not positive ints, or absurd, naming the key (before
-    anything is sized from it: a zero head count would divide by zero, a million layers plan for minutes)."""
+    anything is sized from it: a zero head count would divide by zero, a million layers plan for minutes). A
+    multimodal checkpoint's text config is checked."""
+    if (hf.get("architectures") or [None])[0] in TEXT_OF_MULTIMODAL:
+        hf = text_config_of_multimodal(hf)
     for key, required in _SIZE_FIELDS.items():
         if key not in hf or hf[key] is None:
             if required:
@@ -82,18 +99,6 @@ def check_hf_config(hf: dict[str, Any], where: str) -> None:
     if not hf.get("head_dim") and hf["hidden_size"] % hf["num_attention_heads"]:
         raise ValueError(f"{where}: hidden_size={hf['hidden_size']} is not a multiple of num_attention_heads="
                          f"{hf['num_attention_heads']} and no head_dim is given")
-
-
-@dataclasses.dataclass(frozen=True)
-class RopeConfig:
-    """Rotary embedding settings. ``scaling`` is a sorted tuple of (key, value) pairs (hashable)."""
-
-    theta: float = 10000.0
-    rope_type: str = "default"
-    scaling: tuple[tuple[str, Any], ...] = ()
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return dict(self.scaling).get(key, default)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,7 +121,23 @@ class ModelConfig:
     attention_bias: bool = False  # q/k/v biases
     attention_out_bias: bool = False  # o_proj bias (Llama/Qwen3 with attention_bias; Qwen2 has none)
     mlp_bias: bool = False
-    qk_norm: bool = False
+    # q/k RMSNorm: None, "head" (per head over Dh: Qwen3, Gemma 3) or "full" (over the whole projection: OLMo 2)
+    qk_norm: str | None = None
+    hidden_act: str = "silu"  # gated MLP activation: "silu", "gelu_tanh" or "gelu"
+    norm_offset: float = 0.0  # RMSNorm scales by (norm_offset + w): 1.0 for Gemma
+    embed_scale: bool = False  # embeddings times sqrt(hidden_size) (Gemma)
+    # "pre" (Llama), "sandwich" (Gemma 2/3: pre and post norms around attention and MLP), "post" (OLMo 2)
+    norm_placement: str = "pre"
+    query_pre_attn_scalar: float | None = None  # attention scale query_pre_attn_scalar ** -0.5 (Gemma 2/3)
+    attn_logit_softcap: float | None = None  # scores -> cap * tanh(scores / cap) (Gemma 2)
+    final_logit_softcap: float | None = None  # logits -> cap * tanh(logits / cap) (Gemma 2)
+    # rope of the sliding-window layers when it differs from ``rope`` (Gemma 3's local base frequency)
+    rope_local: RopeConfig | None = None
+    rotary_dim: int = 0  # leading dims of each head that rotate (partial_rotary_factor * head_dim); 0: all
+    fused_checkpoint: bool = False  # the checkpoint has qkv_proj / gate_up_proj (Phi-3): split at load
+    # the checkpoint's architecture when it is a multimodal one whose language model this is (its keys carry a
+    # prefix; the vision tower's are not loaded: text prompts only)
+    multimodal_architecture: str | None = None
     # One entry per layer: None for full attention or the window size in tokens.
     sliding_windows: tuple[int | None, ...] = ()
     dtype: str = "float32"
@@ -140,12 +161,24 @@ class ModelConfig:
     def kv_size(self) -> int:
         return self.num_kv_heads * self.head_dim
 
+    @property
+    def sm_scale(self) -> float:
+        """The attention softmax scale: query_pre_attn_scalar ** -0.5 (Gemma 2/3), else head_dim ** -0.5."""
+        return (self.query_pre_attn_scalar or self.head_dim) ** -0.5
+
+    def layer_rope(self, layer_idx: int) -> RopeConfig:
+        """The rope of one layer: ``rope_local`` on sliding-window layers when set, else ``rope``."""
+        if self.rope_local is not None and self.sliding_windows and self.sliding_windows[layer_idx] is not None:
+            return self.rope_local
+        return self.rope
+
     def num_params(self, include_embeddings: bool = True) -> int:
         """Parameter count (used by the benchmark roofline and memory planning)."""
         d, f, dh = self.hidden_size, self.intermediate_size, self.head_dim
         attn = d * (self.num_heads + 2 * self.num_kv_heads) * dh + self.num_heads * dh * d
         mlp = 3 * d * f
-        per_layer = attn + mlp + 2 * d
+        qk_norms = {"head": 2 * dh, "full": (self.num_heads + self.num_kv_heads) * dh}.get(self.qk_norm, 0)
+        per_layer = attn + mlp + len(LAYER_NORMS[self.norm_placement]) * d + qk_norms
         total = self.num_layers * per_layer + d
         if include_embeddings:
             total += self.vocab_size * d * (1 if self.tie_word_embeddings else 2)
@@ -161,16 +194,24 @@ class ModelConfig:
             hf = hf.to_dict()
         quant_fields = quantization_fields(check_quantization(quantization), hf)
         archs = hf.get("architectures") or []
+        multimodal = archs[0] if archs and archs[0] in TEXT_OF_MULTIMODAL else None
+        if multimodal:  # the language model of a multimodal checkpoint (text prompts only)
+            hf = text_config_of_multimodal(hf)
+            archs = hf["architectures"]
         arch = archs[0] if archs else _ARCH_BY_MODEL_TYPE.get(hf.get("model_type", ""), "")
         if arch not in SUPPORTED_ARCHITECTURES:
             raise ValueError(f"architecture {arch or hf.get('model_type')!r} is not supported; supported "
                              f"architectures: {', '.join(SUPPORTED_ARCHITECTURES)}")
-        act = hf.get("hidden_act", "silu")
-        if act not in ("silu", "swish"):
-            raise ValueError(f"hidden_act={act!r} is not supported (only 'silu')")
+        if arch in FUSED_ARCHS and quant_fields.get("quantization") in ("awq", "gptq") or (
+                arch in FUSED_ARCHS and quant_fields.get("quant_from_checkpoint")):
+            raise ValueError(f"quantization={quant_fields['quantization']!r} checkpoints of {arch} (fused qkv_proj / "
+                             "gate_up_proj) are not supported; load the unquantized checkpoint (optionally with "
+                             "quantization='int8' or 'fp8')")
+        family = family_fields(hf, arch)
         num_heads = int(hf["num_attention_heads"])
         hidden = int(hf["hidden_size"])
-        head_dim = hf.get("head_dim") or hidden // num_heads
+        head_dim = int(hf.get("head_dim") or hidden // num_heads)
+        rope, rope_local = ropes_from_hf(hf, arch)
         num_kv = int(hf.get("num_key_value_heads") or num_heads)
         if num_heads % num_kv:
             raise ValueError(f"num_attention_heads={num_heads} is not a multiple of num_key_value_heads={num_kv}")
@@ -188,17 +229,20 @@ class ModelConfig:
             num_kv_heads=num_kv,
             head_dim=int(head_dim),
             rms_norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
-            rope=_rope_from_hf(hf),
+            rope=rope,
+            rope_local=rope_local,
+            rotary_dim=rotary_dim_from_hf(hf, head_dim),
             max_position_embeddings=int(hf.get("max_position_embeddings", 2048)),
-            tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
+            tie_word_embeddings=bool(hf.get("tie_word_embeddings", arch in GEMMA_ARCHS)),  # transformers' defaults
             attention_bias=bool(hf.get("attention_bias", arch == "Qwen2ForCausalLM")),
             attention_out_bias=arch in ("LlamaForCausalLM", "Qwen3ForCausalLM") and bool(hf.get("attention_bias", False)),
             mlp_bias=bool(hf.get("mlp_bias", False)),
-            qk_norm=arch == "Qwen3ForCausalLM",
             sliding_windows=_sliding_windows_from_hf(hf, arch, num_layers),
             dtype=resolve_dtype_name(dtype, hf.get("dtype") or hf.get("torch_dtype")),
             bos_token_id=hf.get("bos_token_id"),
             eos_token_ids=eos_ids,
+            multimodal_architecture=multimodal,
+            **family,
             **quant_fields,
         )
 
@@ -217,28 +261,20 @@ _ARCH_BY_MODEL_TYPE = {
     "mistral": "MistralForCausalLM",
     "qwen2": "Qwen2ForCausalLM",
     "qwen3": "Qwen3ForCausalLM",
+    "gemma": "GemmaForCausalLM",
+    "gemma2": "Gemma2ForCausalLM",
+    "gemma3_text": "Gemma3ForCausalLM",
+    "phi3": "Phi3ForCausalLM",
+    "olmo2": "Olmo2ForCausalLM",
 }
-
-
-def _rope_from_hf(hf: dict[str, Any]) -> RopeConfig:
-    """Read rope settings from either transformers-5 ``rope_parameters`` or 4.x ``rope_theta``/``rope_scaling``."""
-    params = dict(hf.get("rope_parameters") or {})
-    scaling = dict(hf.get("rope_scaling") or {})
-    merged = {**scaling, **params}
-    theta = float(merged.pop("rope_theta", hf.get("rope_theta", 10000.0)))
-    rope_type = merged.pop("rope_type", None) or merged.pop("type", None) or "default"
-    merged.pop("type", None)
-    if rope_type not in _ROPE_TYPES:
-        raise ValueError(f"rope type {rope_type!r} is not supported; supported: {', '.join(_ROPE_TYPES)}")
-    if rope_type in ("dynamic", "llama3") and "original_max_position_embeddings" not in merged:
-        merged["original_max_position_embeddings"] = int(hf.get("max_position_embeddings", 2048))
-    items = tuple(sorted((k, v) for k, v in merged.items() if isinstance(v, (int, float, str, bool))))
-    return RopeConfig(theta=theta, rope_type=rope_type, scaling=items)
 
 
 def _sliding_windows_from_hf(hf: dict[str, Any], arch: str, num_layers: int) -> tuple[int | None, ...]:
     """Per-layer sliding windows. Mistral windows every layer; Qwen2/3 use ``layer_types`` when
-    ``use_sliding_window`` is set; Llama never windows."""
+    ``use_sliding_window`` is set; Llama never windows; the other families: config_families."""
+    family = family_sliding_windows(hf, arch, num_layers)
+    if family is not None:
+        return family
     window = hf.get("sliding_window")
     if arch == "MistralForCausalLM":
         return (int(window) if window else None,) * num_layers

@@ -30,9 +30,13 @@ _GEN_CONFIG_KEYS = {"temperature": "temperature", "top_p": "top_p", "top_k": "to
 
 
 class LLM(EngineControl, PoolingMixin):
-    """An offline LLM engine (vLLM's ``LLM``). ``model``: a HF checkpoint folder or hub id, a .gguf file, or the
-    embedded default model's name. Every other keyword is an ``EngineArgs`` field (vLLM's names and defaults,
+    """An offline LLM engine (vLLM's ``LLM``). ``model``: a HF checkpoint folder or hub id, a .gguf file, an
+    Orbax checkpoint written by ``jaxllm convert``, the embedded default model's name, or an in-memory jaxllm
+    model module (with ``tokenizer=``; docs/jax_native.md). Every other keyword is an ``EngineArgs`` field (vLLM's names and defaults,
     validated before anything loads; docs/settings.md lists them, docs/vllm_compat.md maps vLLM's).
+
+    ``runner="pooling"`` (or "auto" on a pooling architecture) makes a pooling model: ``embed``, ``classify``,
+    ``score``, ``reward`` and ``encode`` (jaxllm.pooling) instead of ``generate``.
 
     ``enforce_eager=True`` skips the ahead-of-time compilation of the bucket ladder: each step program is
     compiled the first time a batch needs it (fast start-up, slow first steps).
@@ -48,15 +52,17 @@ class LLM(EngineControl, PoolingMixin):
         enable_compilation_cache(args.cache_dir)
         import jax
 
-        from jaxllm.load import build_model, locate_model
+        from jaxllm.in_memory import is_in_memory_model
+        from jaxllm.load import build_model, locate_in_memory_model, locate_model
         from jaxllm.runner.model_runner import ModelRunner
 
-        self.runner_type = choose_runner(args)
+        in_memory = is_in_memory_model(model)
+        self.runner_type = "generate" if in_memory else choose_runner(args)
         if self.runner_type == "pooling":
             self._init_pooling(args)
             self.startup_seconds = time.perf_counter() - t_start
             return
-        source = locate_model(args)
+        source, model_obj = locate_in_memory_model(args) if in_memory else (locate_model(args), None)
         cfg, path = source.config, source.path
         args = args.resolve(jax.devices()[0].platform, cfg.max_position_embeddings)
         self.model_config, self.engine_args, self.model_path = cfg, args, path
@@ -69,11 +75,12 @@ class LLM(EngineControl, PoolingMixin):
                                             token=args.hf_token, cache_dir=args.download_dir,
                                             code_revision=args.code_revision)
         t_load = time.perf_counter()
-        model_obj = build_model(args, source)
+        model_obj = model_obj or build_model(args, source)
         self.load_seconds = time.perf_counter() - t_load
         runner_obj = ModelRunner(model_obj, cfg, source.mesh, args)
         del model_obj
-        runner_obj.weights_source = functools.partial(build_model, args, source)  # wake_up after sleep(level=2)
+        if not in_memory:  # wake_up after sleep(level=2) reads the checkpoint again
+            runner_obj.weights_source = functools.partial(build_model, args, source)
         self.llm_engine = LLMEngine(
             runner_obj, num_blocks=runner_obj.num_blocks, block_size=args.block_size,
             max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
@@ -81,7 +88,8 @@ class LLM(EngineControl, PoolingMixin):
             enable_prefix_caching=args.enable_prefix_caching, eos_token_ids=self._eos_token_ids(),
             tokenizer=self.tokenizer, seed=args.seed, async_scheduling=args.async_scheduling,
             max_logprobs=args.max_logprobs, log_stats=not args.disable_log_stats,
-            scheduling_policy=args.scheduling_policy, model_config=cfg, model_name=model)
+            scheduling_policy=args.scheduling_policy, model_config=cfg,
+            model_name=type(model).__name__ if in_memory else os.fspath(model))
         self._request_counter = itertools.count()
         self._default_params = self._generation_config_defaults()
         self.startup_seconds = time.perf_counter() - t_start
@@ -160,9 +168,9 @@ class LLM(EngineControl, PoolingMixin):
         prompts = []
         for conv in conversations:
             msgs = chat_utils.normalize_messages(conv, content_format)
-            text = self.tokenizer.apply_chat_template(
-                msgs, tokenize=False, chat_template=chat_template, add_generation_prompt=add_generation_prompt,
-                continue_final_message=continue_final_message, **extra)
+            text = _apply_chat_template(self.tokenizer, msgs, chat_template=chat_template,
+                                        add_generation_prompt=add_generation_prompt,
+                                        continue_final_message=continue_final_message, **extra)
             ids = self.tokenizer(text, add_special_tokens=False).input_ids
             prompts.append({"prompt": text, "prompt_token_ids": ids})
         return self._generate(prompts, sampling_params, use_tqdm)
@@ -251,6 +259,8 @@ class LLM(EngineControl, PoolingMixin):
         where = self.engine_args.generation_config
         gen: dict[str, Any] = {}
         if where != "vllm":
+            if where == "auto" and self.model_path is None:  # an in-memory model: none unless a folder is named
+                return dict(self.engine_args.override_generation_config or {})
             folder = self.model_path if where == "auto" else os.fspath(where)
             path = os.path.join(folder, "generation_config.json")
             if where != "auto" and not os.path.isfile(path):
@@ -295,3 +305,14 @@ def enable_compilation_cache(where: str | None) -> None:
     jax.config.update("jax_compilation_cache_dir", where)
     # cache every program, also the small sampler ones (JAX's default skips compiles under 1 s)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+
+
+def _apply_chat_template(tokenizer, conversation: list[dict], **kwargs) -> str:
+    """The tokenizer's chat template as text. An error the template raises (Gemma's "System role not supported",
+    roles that do not alternate) becomes a ValueError with its message, as in vLLM."""
+    import jinja2
+
+    try:
+        return tokenizer.apply_chat_template(conversation, tokenize=False, **kwargs)
+    except jinja2.TemplateError as e:
+        raise ValueError(f"chat template error: {e}") from e

@@ -103,6 +103,27 @@ class EngineControl:
             raise RuntimeError(f"the LLM is asleep ({', '.join(sorted(self._asleep))} released by sleep()); "
                                "call wake_up() first")
 
+    # ---- weights (JAX-native use: docs/jax_native.md) ------------------------------------------------
+
+    def get_weights(self):
+        """The served parameters as an ``nnx.State`` (the device arrays themselves, in the served layout)."""
+        self._check_awake()
+        return self.llm_engine.runner.served_weights()
+
+    @serialized
+    def update_weights(self, weights: Any) -> None:
+        """Serve ``weights`` from now on: an ``nnx.State`` like ``get_weights()``, ``nnx.to_pure_dict`` of it, or a
+        model module of the same architecture. Arrays on other shardings are moved on the device, other
+        floating dtypes cast; names and shapes must match. Nothing is recompiled; the prefix cache is reset
+        (its KV came from the old weights). Also brings weights back after ``sleep(level=2)``."""
+        engine = self.llm_engine
+        if engine.has_unfinished_requests():
+            raise ValueError(f"cannot update weights with {engine.get_num_unfinished_requests()} unfinished "
+                             "requests; finish or abort them first")
+        engine.runner.update_weights(weights)
+        self._asleep = self._asleep - {"weights"}
+        engine.reset_prefix_cache()
+
     # ---- direct access -----------------------------------------------------------------------------
 
     @serialized

@@ -44,6 +44,31 @@ def locate_model(args: EngineArgs) -> ModelSource:
     return ModelSource(path, cfg, make_mesh(args.tensor_parallel_size), gguf)
 
 
+def locate_in_memory_model(args: EngineArgs):
+    """(ModelSource, model) for ``args.model`` an NNX module: its own config (with the kernel keywords), its
+    parameters checked against the architecture and placed on the serving mesh. Keywords that would change the
+    weights (dtype, quantization, a load format) must keep their defaults: the module's own are served."""
+    from flax import nnx
+
+    from jaxllm.in_memory import model_from_params, module_config
+    from jaxllm.parallel.sharding import make_mesh
+
+    module = args.model
+    cfg = module_config(module)
+    for name, default in (("dtype", "auto"), ("quantization", None), ("load_format", "auto"), ("hf_overrides", None),
+                          ("rope_scaling", None), ("rope_theta", None)):
+        if getattr(args, name) not in (default, cfg.dtype if name == "dtype" else default):
+            raise ValueError(f"{name}={getattr(args, name)!r} does not apply to an in-memory model: it is served "
+                             "with its own config and parameters")
+    if args.tokenizer is None and not args.skip_tokenizer_init:
+        raise ValueError("an in-memory model has no tokenizer files: pass tokenizer=<folder or hub id>, or "
+                         "skip_tokenizer_init=True to work with token ids")
+    cfg = dataclasses.replace(cfg, **kernel_fields(args))
+    mesh = make_mesh(args.tensor_parallel_size)
+    model = model_from_params(cfg, nnx.state(module), mesh=mesh)
+    return ModelSource(None, cfg, mesh, False), model
+
+
 def apply_hf_overrides(hf: dict[str, Any], args: EngineArgs) -> dict[str, Any]:
     """config.json with ``rope_scaling`` / ``rope_theta`` / a dict ``hf_overrides`` merged in, then a callable
     ``hf_overrides`` applied to it as a ``transformers.PretrainedConfig`` (vLLM's contract). transformers-5

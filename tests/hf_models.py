@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import torch
 import transformers
 
@@ -19,6 +20,11 @@ def make_config(arch: str, **overrides):
         "MistralForCausalLM": transformers.MistralConfig,
         "Qwen2ForCausalLM": transformers.Qwen2Config,
         "Qwen3ForCausalLM": transformers.Qwen3Config,
+        "GemmaForCausalLM": transformers.GemmaConfig,
+        "Gemma2ForCausalLM": transformers.Gemma2Config,
+        "Gemma3ForCausalLM": transformers.Gemma3TextConfig,
+        "Phi3ForCausalLM": transformers.Phi3Config,
+        "Olmo2ForCausalLM": transformers.Olmo2Config,
     }[arch]
     cfg = cls(**kw)
     cfg.architectures = [arch]
@@ -30,16 +36,29 @@ def save_tiny_model(path, arch: str, seed: int = 0, max_shard_size=None, dtype=t
     torch.manual_seed(seed)
     cfg = make_config(arch, **overrides)
     model = getattr(transformers, arch)(cfg).to(dtype).eval()
-    # Random norms and biases too, so that a wrongly mapped one cannot hide behind ones/zeros.
+    # Random norms and biases too, so that a wrongly mapped one cannot hide behind ones/zeros (Gemma's norms
+    # scale by 1 + w and start at w = 0).
+    gemma = arch.startswith("Gemma")
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "norm" in name:
-                p.copy_(1.0 + 0.1 * torch.randn_like(p))
+                p.copy_((0.0 if gemma else 1.0) + 0.1 * torch.randn_like(p))
             elif name.endswith("bias"):
                 p.copy_(0.1 * torch.randn_like(p))
     kwargs = {} if max_shard_size is None else {"max_shard_size": max_shard_size}
     model.save_pretrained(os.fspath(path), **kwargs)
     return model
+
+
+def hf_logits(model, ids) -> np.ndarray:
+    """transformers' float32 logits [B, T, V] of int ids [B, T]."""
+    with torch.no_grad():
+        return model(torch.tensor(ids, dtype=torch.long)).logits.numpy()
+
+
+def relative_error(ours, ref) -> float:
+    """max |ours - ref| / max |ref| (the parity tests' measure)."""
+    return float(np.abs(ours - ref).max() / np.abs(ref).max())
 
 
 def hf_greedy(model, prompt_ids: list[int], num_tokens: int) -> list[int]:
@@ -52,7 +71,7 @@ def hf_greedy(model, prompt_ids: list[int], num_tokens: int) -> list[int]:
     return ids[len(prompt_ids):]
 
 
-def hf_logprobs(model, token_ids: list[int]) -> "torch.Tensor":
+def hf_logprobs(model, token_ids: list[int]) -> torch.Tensor:
     """log_softmax of the logits at every position of ``token_ids`` ([T, V], float32)."""
     with torch.no_grad():
         logits = model(torch.tensor([token_ids], dtype=torch.long)).logits[0]

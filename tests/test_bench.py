@@ -85,3 +85,17 @@ def test_fp8_activations_flag_needs_fp8_weights():
         parse_args(["--workload", "B2", "--fp8-activations", "dynamic"])
     args = parse_args(["--workload", "B2", "--quantization", "fp8", "--fp8-activations", "dynamic"])
     assert args.fp8_activations == "dynamic"
+
+
+def test_roofline_caps_windowed_layers_at_their_window():
+    """Gemma 2 style: layer 0 windowed (4 keys), layer 1 global: the windowed layer's prefill pairs are
+    4 * n - 8 instead of n^2 / 2, and a decode step reads min(ctx, 4) keys there."""
+    cfg = ModelConfig.from_hf({**TINY, "architectures": ["Gemma2ForCausalLM"], "sliding_window": 4, "head_dim": 16})
+    assert cfg.sliding_windows == (4, None)
+    r = roofline(cfg, [10], [3], max_num_seqs=4, peak_flops=1e12, bandwidth=1e9)
+    body, head = cfg.num_params(include_embeddings=False), cfg.vocab_size * cfg.hidden_size
+    prefill = (2 * body * 10 + 4 * 4 * 16 * ((4 * 10 - 8) + 10 * 10 / 2)) / 1e12
+    kv_per_key = 2 * 16 * 2 * 2  # one layer, K and V, 2 kv heads, bf16
+    decode = sum(max(((body + head) * 2 + (4 + ctx) * kv_per_key) / 1e9,
+                     (2 * (body + head) + 4 * 4 * 16 * (4 + ctx)) / 1e12) for ctx in (10, 11))
+    assert abs(r["prefill_s"] - prefill) < 1e-12 and abs(r["decode_s"] - decode) < 1e-12

@@ -22,6 +22,14 @@ def _b2(requests: int, prompt: tuple[int, int], output: tuple[int, int]) -> tupl
 
 DECODE64 = _b2(64, (64, 128), (1024, 1024))
 DECODE256 = _b2(256, (64, 128), (1024, 1024))
+
+
+def _b2_mix(config: str) -> tuple[str, ...]:
+    """B2's request mix (1000 requests, in 100..1024, out 256) on another architecture's dims."""
+    return ("--config", os.path.join(CONFIG_DIR, config), "--num-requests", "1000", "--prompt-len", "100", "1024",
+            "--output-len", "256", "256")
+
+
 L70 = ("--config", os.path.join(CONFIG_DIR, "llama-3.1-70b.json"), "--num-requests", "256",
        "--prompt-len", "100", "1024", "--output-len", "256", "256", "--tensor-parallel-size", "4")
 
@@ -67,6 +75,12 @@ PRESETS = {
                      baseline="b2", gpus=2),
     "b2-tp4": Preset(("--workload", "B2", "--tensor-parallel-size", "4"), "B2, tensor_parallel_size=4",
                      baseline="b2", gpus=4),
+    "b2-gemma2-9b": Preset(_b2_mix("gemma-2-9b.json"),
+                           "B2 mix on Gemma-2-9B dims (soft-capping, 4096-token windows on half the layers)",
+                           limit_s=300),
+    "b2-gemma3-12b": Preset(_b2_mix("gemma-3-12b.json"),
+                            "B2 mix on Gemma-3-12B dims (1024-token windows on 5 of 6 layers)", limit_s=300),
+    "b2-phi3-mini": Preset(_b2_mix("phi-3-mini.json"), "B2 mix on Phi-3-mini dims (head_dim 96, window 2047)"),
     "l70-tp4": Preset(L70, "Llama-3.1-70B dims, TP=4, 256 requests, in 100..1024, out 256", gpus=4,
                       limit_s=360),
 }

@@ -4,6 +4,9 @@ prefill = (2 x non-embedding params x prompt tokens + causal attention FLOPs) / 
 decode = sum over decode steps of max((weight bytes + KV bytes read) / HBM bandwidth, step FLOPs / peak FLOP/s),
 with every request that fits (up to max_num_seqs) running at once; a finished request's slot is taken by the
 next waiting one. Roofline throughput = output tokens / (prefill + decode).
+Sliding-window layers (Mistral, Gemma 2/3, Phi-3) attend to and read at most ``window`` keys per token: their
+attention FLOPs and KV bytes are counted per layer with each sequence's context capped at the window.
+Soft-capping (Gemma 2) adds one tanh per score: elementwise work, not counted as matmul FLOPs.
 Quantized runs: linear weights count at their bytes per element, an fp8 KV cache at 1 byte, and under fp8 W8A8 the
 linear layers' FLOPs at the fp8 GEMM rate (``FP8_PEAK_FLOPS``).
 """
@@ -48,6 +51,13 @@ def dummy_int4_quantization_config(method: str, group_size: int = INT4_GROUP_SIZ
     raise ValueError(f"{method!r} is not a 4-bit method; choose 'awq' or 'gptq'")
 
 
+def causal_pairs(n: int, window: int | None) -> float:
+    """(query, key) pairs of a causal n-token prefill, n^2 / 2, with a window: at most ``window`` keys a query."""
+    if window is None or window >= n:
+        return n * n / 2
+    return window * n - window * window / 2
+
+
 def run_roofline(cfg: ModelConfig, prompt_lens: list[int], output_lens: list[int], *, max_num_seqs: int,
                  quantization: str | None, kv_cache_dtype: str, tensor_parallel_size: int,
                  fp8_activations: str | None) -> dict:
@@ -81,19 +91,27 @@ def roofline(cfg: ModelConfig, prompt_lens: list[int], output_lens: list[int], m
     lw_bytes = dtype_bytes if linear_weight_bytes is None else linear_weight_bytes
     weight_bytes = (body_params - linear_params + head_params) * dtype_bytes + linear_params * lw_bytes
     kv_elem_bytes = dtype_bytes if kv_dtype_bytes is None else kv_dtype_bytes
-    kv_bytes_per_token = layers * cfg.num_kv_heads * dh * 2 * kv_elem_bytes
+    kv_bytes_per_token = cfg.num_kv_heads * dh * 2 * kv_elem_bytes  # one layer's
+    windows = list(cfg.sliding_windows) or [None] * layers
+
+    def attended(ctxs: list[int]) -> int:
+        """Keys read by one decode step of sequences with contexts ``ctxs``, summed over the layers."""
+        return sum(sum(ctxs) if w is None else sum(min(c, w) for c in ctxs) for w in windows)
+
     def flop_seconds(tokens: int, attention_flops: float, head: bool) -> float:
         """Time of ``tokens`` rows through the linear layers (at their rate), the rest of the body, the
         attention FLOPs and (decode) the lm_head."""
         other = 2 * (body_params - linear_params + (head_params if head else 0)) * tokens + attention_flops
         return 2 * linear_params * tokens / linear_peak + other / peak_flops
 
-    prefill_s = sum(flop_seconds(n, 2 * layers * heads * dh * n * n, head=False) for n in prompt_lens)
+    prefill_s = sum(flop_seconds(n, 4 * heads * dh * sum(causal_pairs(n, w) for w in windows), head=False)
+                    for n in prompt_lens)
 
     # decode: simulate the running set step by step (a heap of finish steps keeps it O(N log N) per step)
     decode_s, step = 0.0, 0
     waiting = list(zip(prompt_lens, output_lens))[::-1]
     running: list[tuple[int, int, int]] = []  # (finish step, start step, prompt len)
+    windowed = any(w is not None for w in windows)
     ctx_sum = 0  # sum of context lengths of the running set at the current step
     while waiting or running:
         if waiting and len(running) < max_num_seqs:
@@ -107,8 +125,9 @@ def roofline(cfg: ModelConfig, prompt_lens: list[int], output_lens: list[int], m
             ctx_sum -= p + (step - start)
             continue
         n = len(running)
-        bytes_ = weight_bytes + ctx_sum * kv_bytes_per_token
-        decode_s += max(bytes_ / bandwidth, flop_seconds(n, 4 * layers * heads * dh * ctx_sum, head=True))
+        keys = attended([p + step - start for _, start, p in running]) if windowed else layers * ctx_sum
+        bytes_ = weight_bytes + keys * kv_bytes_per_token
+        decode_s += max(bytes_ / bandwidth, flop_seconds(n, 4 * heads * dh * keys, head=True))
         ctx_sum += n
         step += 1
     out_tokens, prompt_tokens = sum(output_lens), sum(prompt_lens)

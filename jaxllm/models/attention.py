@@ -18,9 +18,10 @@ from jax.sharding import PartitionSpec as P
 
 from jaxllm import ops
 from jaxllm.config import ModelConfig
-from jaxllm.models.layers import RMSNorm, apply_rope, linear, linear_weight, param
+from jaxllm.models.layers import apply_rope, linear, linear_weight, norm, param
 from jaxllm.models.quant import linears
 from jaxllm.ops.paged_attention.kv_cache import is_fp8
+from jaxllm.ops.paged_attention.reference import token_sequence_ids
 from jaxllm.parallel.sharding import MODEL_AXIS
 
 
@@ -39,22 +40,47 @@ class AttentionMetadata:
 @dataclasses.dataclass(frozen=True)
 class DenseCausalAttention:
     """Causal attention over the tokens of the call itself: q [B, T, H, Dh], k/v [B, T, K, Dh]. No cache, so the
-    KV-cache scales are not used."""
+    KV-cache scales are not used. With ``soft_cap`` the scores go through cap * tanh(s / cap) before the mask
+    (a plain jnp softmax: dot_product_attention has no soft-capping)."""
 
-    def __call__(self, q, k, v, kv_cache, *, sm_scale: float, sliding_window: int | None, kv_scale=None):
-        window = None if sliding_window is None else (sliding_window - 1, 0)
-        out = jax.nn.dot_product_attention(q, k, v, scale=sm_scale, is_causal=True, local_window_size=window)
-        return out, kv_cache
+    def rope_seq_lens(self, num_tokens: int):
+        return None  # one call is one batch of whole sequences: rope switches on the longest position
+
+    def __call__(self, q, k, v, kv_cache, *, sm_scale: float, sliding_window: int | None, kv_scale=None,
+                 soft_cap: float | None = None):
+        if soft_cap is None:
+            window = None if sliding_window is None else (sliding_window - 1, 0)
+            out = jax.nn.dot_product_attention(q, k, v, scale=sm_scale, is_causal=True, local_window_size=window)
+            return out, kv_cache
+        return _dense_soft_capped(q, k, v, sm_scale, sliding_window, soft_cap), kv_cache
 
 
-def _write_and_attend(q, k, v, kv_cache, md: AttentionMetadata, kv_scale, *, sm_scale, sliding_window, impl):
+def _dense_soft_capped(q, k, v, sm_scale, sliding_window, soft_cap):
+    """q [B, T, H, Dh], k/v [B, T, K, Dh] -> [B, T, H, Dh]: causal (windowed) attention with soft-capped scores."""
+    b, t, h, dh = q.shape
+    kh = k.shape[2]
+    qg = q.reshape(b, t, kh, h // kh, dh).astype(jnp.float32)
+    scores = jnp.einsum("btkgd,bskd->bkgts", qg, k.astype(jnp.float32)) * sm_scale
+    scores = soft_cap * jnp.tanh(scores / soft_cap)
+    qpos, kpos = jnp.arange(t)[:, None], jnp.arange(t)[None, :]
+    mask = kpos <= qpos
+    if sliding_window is not None:
+        mask &= qpos - kpos < sliding_window
+    probs = jax.nn.softmax(jnp.where(mask, scores, -jnp.inf), axis=-1)
+    out = jnp.einsum("bkgts,bskd->btkgd", probs, v.astype(jnp.float32))
+    return out.reshape(b, t, h, dh).astype(q.dtype)
+
+
+def _write_and_attend(q, k, v, kv_cache, md: AttentionMetadata, kv_scale, *, sm_scale, sliding_window, soft_cap,
+                      impl):
     """kv_scale: [2] float32 (k, v); used by a float8 cache only (a bf16 cache ignores them, as vLLM does)."""
     scales = {}
     if is_fp8(kv_cache.dtype):
         scales = {"k_scale": kv_scale[0], "v_scale": kv_scale[1]}
     kv_cache = ops.write_kv_cache(kv_cache, k, v, md.slot_mapping, **scales)
     out = ops.ragged_paged_attention(q, kv_cache, md.query_start_loc, md.seq_lens, md.block_tables,
-                                     sm_scale=sm_scale, sliding_window=sliding_window, impl=impl, **scales)
+                                     sm_scale=sm_scale, sliding_window=sliding_window, soft_cap=soft_cap, impl=impl,
+                                     **scales)
     return out, kv_cache
 
 
@@ -76,9 +102,17 @@ class PagedAttention:
     impl: str | None = None
     mesh: Mesh | None = None
 
-    def __call__(self, q, k, v, kv_cache, *, sm_scale: float, sliding_window: int | None, kv_scale):
+    def rope_seq_lens(self, num_tokens: int) -> jax.Array:
+        """[T] length of each token's sequence after this step (cached + new): longrope switches per sequence,
+        as transformers' cached generation of that sequence alone does."""
+        md = self.metadata
+        seq = jnp.minimum(token_sequence_ids(md.query_start_loc, num_tokens), md.seq_lens.shape[0] - 1)
+        return md.seq_lens[seq]
+
+    def __call__(self, q, k, v, kv_cache, *, sm_scale: float, sliding_window: int | None, kv_scale,
+                 soft_cap: float | None = None):
         attend = functools.partial(_write_and_attend, sm_scale=sm_scale, sliding_window=sliding_window,
-                                   impl=self.impl)
+                                   soft_cap=soft_cap, impl=self.impl)
         if self.mesh is None or self.mesh.size == 1:
             return attend(q, k, v, kv_cache, self.metadata, kv_scale)
         tp, num_kv = self.mesh.size, k.shape[1]
@@ -100,7 +134,8 @@ class PagedAttention:
 
 
 class Attention(nnx.Module):
-    """q/k/v projections (+ optional biases, q/k RMSNorm), rotary embedding, attend, output projection."""
+    """q/k/v projections (+ optional biases, q/k RMSNorm per head or over the whole projection), rotary
+    embedding, attend (optionally soft-capped scores, a per-layer sliding window), output projection."""
 
     def __init__(self, cfg: ModelConfig, layer_idx: int, dtype, rngs: nnx.Rngs):
         d, h, kh, dh = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
@@ -116,14 +151,17 @@ class Attention(nnx.Module):
         else:
             self.q_bias = self.k_bias = self.v_bias = None
         self.o_bias = param((d,), dtype, ("norm",), init="zeros") if cfg.attention_out_bias else None
-        if cfg.qk_norm:
-            self.q_norm = RMSNorm(dh, cfg.rms_norm_eps, dtype)
-            self.k_norm = RMSNorm(dh, cfg.rms_norm_eps, dtype)
+        if cfg.qk_norm == "head":
+            self.q_norm, self.k_norm = norm(cfg, dh, dtype), norm(cfg, dh, dtype)
+        elif cfg.qk_norm == "full":  # over H * Dh: the weight [H, Dh] is sharded like the heads
+            self.q_norm = norm(cfg, (h, dh), dtype, ("q_heads", "head_dim"))
+            self.k_norm = norm(cfg, (kh, dh), dtype, ("kv_heads", "head_dim"))
         else:
             self.q_norm = self.k_norm = None
         # fp8 KV-cache scales (k, v): 1.0 unless the checkpoint ships calibrated ones (jaxllm.weights.kv_scales)
         self.kv_scale = param((2,), jnp.float32, (None,), init="ones")
-        self.sm_scale = dh ** -0.5
+        self.sm_scale = cfg.sm_scale
+        self.soft_cap = cfg.attn_logit_softcap
         self.sliding_window = cfg.sliding_windows[layer_idx] if cfg.sliding_windows else None
 
     def __call__(self, x, cos, sin, attend, kv_cache):
@@ -137,7 +175,7 @@ class Attention(nnx.Module):
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         with jax.named_scope("attend"):
             out, kv_cache = attend(q, k, v, kv_cache, sm_scale=self.sm_scale, sliding_window=self.sliding_window,
-                                   kv_scale=self.kv_scale[...])
+                                   kv_scale=self.kv_scale[...], soft_cap=self.soft_cap)
         with jax.named_scope("o_proj"):
             out = linear(out, self.o_proj, "...hk,hkd->...d")
             if self.o_bias is not None:

@@ -45,17 +45,34 @@ def linear_weight(shape, dtype, axes, in_ndim: int, cfg: ModelConfig, rngs: nnx.
 
 
 class RMSNorm(nnx.Module):
-    """y = w * x / rms(x), computed in float32 like HF (then cast back before the scale)."""
+    """y = w * x / rms(x) over the trailing ``len(shape)`` axes, the rms in float32 like HF.
 
-    def __init__(self, dim: int, eps: float, dtype):
-        self.weight = param((dim,), dtype, ("norm",), init="ones")
+    Llama casts the normed x back before the scale; with ``offset`` (Gemma: (1 + w)) or ``fp32_scale`` (OLMo 2)
+    the scale is applied in float32 and the product cast back, as those families do. ``axes`` are the weight's
+    logical axes (a norm over a whole q/k projection is [H, Dh], sharded like the heads)."""
+
+    def __init__(self, dim: int | tuple[int, ...], eps: float, dtype, offset: float = 0.0, fp32_scale: bool = False,
+                 axes: tuple = ("norm",)):
+        shape = (dim,) if isinstance(dim, int) else tuple(dim)
+        self.weight = param(shape, dtype, axes, init="ones")
         self.eps = eps
+        self.offset = offset
+        self.fp32_scale = fp32_scale or offset != 0.0
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x32 = x.astype(jnp.float32)
-        var = jnp.mean(x32 * x32, axis=-1, keepdims=True)
-        normed = (x32 * jax.lax.rsqrt(var + self.eps)).astype(x.dtype)
-        return self.weight[...] * normed
+        red = tuple(range(-self.weight.ndim, 0))
+        var = jnp.mean(x32 * x32, axis=red, keepdims=True)
+        normed = x32 * jax.lax.rsqrt(var + self.eps)
+        if self.fp32_scale:
+            return (normed * (self.offset + self.weight[...].astype(jnp.float32))).astype(x.dtype)
+        return self.weight[...] * normed.astype(x.dtype)
+
+
+def norm(cfg: ModelConfig, dim, dtype, axes: tuple = ("norm",)) -> RMSNorm:
+    """An RMSNorm in the style of ``cfg``'s family (Gemma's (1 + w); OLMo 2's float32 scale)."""
+    return RMSNorm(dim, cfg.rms_norm_eps, dtype, offset=cfg.norm_offset,
+                   fp32_scale=cfg.architecture == "Olmo2ForCausalLM", axes=axes)
 
 
 def rope_inv_freq(rope: RopeConfig, head_dim: int) -> np.ndarray:
@@ -78,11 +95,36 @@ def rope_inv_freq(rope: RopeConfig, head_dim: int) -> np.ndarray:
     return inv
 
 
-def rope_cos_sin(positions: jax.Array, rope: RopeConfig, head_dim: int) -> tuple[jax.Array, jax.Array]:
-    """cos/sin of shape [..., Dh/2] (float32) for integer positions [...].
+def longrope_cos_sin(positions: jax.Array, rope: RopeConfig, dim: int, seq_lens: jax.Array | None):
+    """Phi-3 longrope: inverse frequencies divided by ``long_factor`` for a sequence longer than
+    ``original_max_position_embeddings`` (its length after this step: ``seq_lens`` [...] per token, else the
+    call's longest position + 1, as transformers' per-call switch), else by ``short_factor``; cos/sin times the
+    attention factor sqrt(1 + ln(factor) / ln(original max)) (or the config's ``attention_factor``). Keys already
+    in the cache keep the rotation they were written with, as in transformers' cached generation; a prompt that
+    crosses the length in several prefill chunks has its earlier chunks rotated with the short factors."""
+    old_len = int(rope.get("original_max_position_embeddings"))
+    factor = float(rope.get("factor", 1.0))
+    scale = rope.get("attention_factor")
+    if scale is None:
+        scale = 1.0 if factor <= 1.0 else math.sqrt(1 + math.log(factor) / math.log(old_len))
+    base = rope.theta ** (np.arange(0, dim, 2, dtype=np.float64) / dim)
+    short = jnp.asarray(1.0 / (np.asarray(rope.get("short_factor"), np.float64) * base), jnp.float32)
+    long = jnp.asarray(1.0 / (np.asarray(rope.get("long_factor"), np.float64) * base), jnp.float32)
+    if seq_lens is None:
+        seq_lens = jnp.broadcast_to(jnp.max(positions) + 1, positions.shape)
+    inv = jnp.where((seq_lens > old_len)[..., None], long, short)
+    angles = positions.astype(jnp.float32)[..., None] * inv
+    return jnp.cos(angles) * scale, jnp.sin(angles) * scale
+
+
+def rope_cos_sin(positions: jax.Array, rope: RopeConfig, head_dim: int,
+                 seq_lens: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    """cos/sin of shape [..., Dh/2] (float32) for integer positions [...] (``head_dim``: the rotated dims).
 
     "dynamic" (NTK) scaling follows HF: when the longest position seen in this call exceeds the original
-    context, the base grows with it; below that it is the default rope."""
+    context, the base grows with it; below that it is the default rope. "longrope": longrope_cos_sin."""
+    if rope.rope_type == "longrope":
+        return longrope_cos_sin(positions, rope, head_dim, seq_lens)
     inv = jnp.asarray(rope_inv_freq(rope, head_dim), jnp.float32)
     pos = positions.astype(jnp.float32)
     if rope.rope_type == "dynamic":
@@ -96,17 +138,23 @@ def rope_cos_sin(positions: jax.Array, rope: RopeConfig, head_dim: int) -> tuple
 
 
 def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
-    """Rotate-half rotary embedding (HF convention). x: [..., heads, Dh]; cos/sin: [..., Dh/2]."""
-    half = x.shape[-1] // 2
+    """Rotate-half rotary embedding (HF convention). x: [..., heads, Dh]; cos/sin: [..., R/2] rotate the
+    leading R dims of each head (R < Dh: partial rotary, the rest passes through)."""
+    half = cos.shape[-1]
     x32 = x.astype(jnp.float32)
-    x1, x2 = x32[..., :half], x32[..., half:]
+    x1, x2, rest = x32[..., :half], x32[..., half:2 * half], x32[..., 2 * half:]
     c, s = cos[..., None, :], sin[..., None, :]
-    out = jnp.concatenate([x1 * c - x2 * s, x2 * c + x1 * s], axis=-1)
+    out = jnp.concatenate([x1 * c - x2 * s, x2 * c + x1 * s, rest], axis=-1)
     return out.astype(x.dtype)
 
 
+ACTIVATIONS = {"silu": jax.nn.silu, "gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+               "gelu": lambda x: jax.nn.gelu(x, approximate=False)}
+
+
 class GatedMLP(nnx.Module):
-    """SwiGLU MLP with the gate and up projections fused into one [D, 2, F] matmul."""
+    """Gated MLP act(gate) * up (SwiGLU; GeGLU for Gemma) with the gate and up projections fused into one
+    [D, 2, F] matmul."""
 
     def __init__(self, cfg: ModelConfig, dtype, rngs: nnx.Rngs):
         d, f = cfg.hidden_size, cfg.intermediate_size
@@ -115,13 +163,14 @@ class GatedMLP(nnx.Module):
         self.down = linear_weight((f, d), dtype, ("mlp", "embed"), 1, q, rngs)
         self.gate_up_bias = param((2, f), dtype, (None, "mlp"), init="zeros") if cfg.mlp_bias else None
         self.down_bias = param((d,), dtype, ("norm",), init="zeros") if cfg.mlp_bias else None
+        self.act = ACTIVATIONS[cfg.hidden_act]
 
     def __call__(self, x: jax.Array) -> jax.Array:
         with jax.named_scope("mlp"):
             gu = linear(x, self.gate_up, "...d,dcf->...cf")
             if self.gate_up_bias is not None:
                 gu = gu + self.gate_up_bias[...]
-            h = jax.nn.silu(gu[..., 0, :]) * gu[..., 1, :]
+            h = self.act(gu[..., 0, :]) * gu[..., 1, :]
             out = linear(h, self.down, "...f,fd->...d")
             if self.down_bias is not None:
                 out = out + self.down_bias[...]

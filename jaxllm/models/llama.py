@@ -1,7 +1,11 @@
-"""The Llama family (Llama 2/3/3.x, Mistral, Qwen2, Qwen3) as one config-driven Flax NNX module.
+"""Dense decoder-only transformers (Llama 2/3/3.x, Mistral, Qwen2, Qwen3, Gemma 1/2/3, Phi-3/3.5/4, OLMo 2) as one
+config-driven Flax NNX module.
 
-Differences between the family members are config flags: q/k/v biases (Qwen2), q/k RMSNorm and explicit
-head_dim (Qwen3), sliding windows (Mistral), rope scaling (Llama 3.x), tied embeddings.
+Differences between the families are config flags: q/k/v biases (Qwen2), q/k RMSNorm per head (Qwen3, Gemma 3)
+or over the whole projection (OLMo 2), explicit head_dim, sliding windows per layer (Mistral, Gemma 2/3, Phi-3),
+rope scaling (Llama 3.x, Gemma 3 global layers, Phi-3 longrope) and a second rope for local layers (Gemma 3),
+partial rotary (Phi-4-mini), norm placement ("pre"; Gemma 2/3 "sandwich"; OLMo 2 "post"), Gemma's (1 + w) norms,
+sqrt(D) embedding scale, GeGLU and attention / final logit soft-capping, tied embeddings.
 
 Two entry points share every layer:
 - ``model(input_ids[B, T]) -> logits[B, T, V]``: dense causal forward, no cache (scoring, probing).
@@ -19,22 +23,37 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxllm.config import ModelConfig
+from jaxllm.config_families import LAYER_NORMS
 from jaxllm.models.attention import Attention, AttentionMetadata, DenseCausalAttention, PagedAttention
-from jaxllm.models.layers import GatedMLP, RMSNorm, param, rope_cos_sin
+from jaxllm.models.layers import GatedMLP, norm, param, rope_cos_sin
+
+
+def _identity(x):
+    return x
 
 
 class DecoderLayer(nnx.Module):
     def __init__(self, cfg: ModelConfig, layer_idx: int, dtype, rngs: nnx.Rngs):
-        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype)
+        self.placement = cfg.norm_placement
+        for name in LAYER_NORMS[cfg.norm_placement]:
+            setattr(self, name, norm(cfg, cfg.hidden_size, dtype))
         self.self_attn = Attention(cfg, layer_idx, dtype, rngs)
-        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype)
         self.mlp = GatedMLP(cfg, dtype, rngs)
 
+    def _norms(self):
+        """(before attention, after attention, before the MLP, after the MLP): norms or the identity."""
+        get = lambda name: getattr(self, name, None) or _identity
+        if self.placement == "pre":
+            return self.input_layernorm, _identity, self.post_attention_layernorm, _identity
+        return (get("input_layernorm"), self.post_attention_layernorm, get("pre_feedforward_layernorm"),
+                self.post_feedforward_layernorm)
+
     def __call__(self, x, cos, sin, attend, kv_cache):
+        attn_in, attn_out, mlp_in, mlp_out = self._norms()
         with jax.named_scope("attention"):
-            h, kv_cache = self.self_attn(self.input_layernorm(x), cos, sin, attend, kv_cache)
-            x = x + h
-        x = x + self.mlp(self.post_attention_layernorm(x))
+            h, kv_cache = self.self_attn(attn_in(x), cos, sin, attend, kv_cache)
+            x = x + attn_out(h)
+        x = x + mlp_out(self.mlp(mlp_in(x)))
         return x, kv_cache
 
 
@@ -56,7 +75,7 @@ class LlamaForCausalLM(nnx.Module):
         self.dtype = dtype
         self.embed = param((cfg.vocab_size, cfg.hidden_size), dtype, ("vocab", "embed"), rngs=rngs)
         self.layers = nnx.List([DecoderLayer(cfg, i, dtype, rngs) for i in range(cfg.num_layers)])
-        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype)
+        self.norm = norm(cfg, cfg.hidden_size, dtype)
         if cfg.tie_word_embeddings:
             self.lm_head = None
         else:
@@ -65,9 +84,17 @@ class LlamaForCausalLM(nnx.Module):
     def _backbone(self, input_ids, positions, attend, kv_caches):
         cfg = self.config
         x = jnp.take(self.embed[...], input_ids, axis=0)
-        cos, sin = rope_cos_sin(positions, cfg.rope, cfg.head_dim)
+        if cfg.embed_scale:  # the scale in the activation dtype, as HF (bf16 rounds sqrt(D))
+            x = x * jnp.asarray(cfg.hidden_size ** 0.5, x.dtype)
+        seq_lens = attend.rope_seq_lens(input_ids.shape[-1]) if cfg.rope.rope_type == "longrope" else None
+        rotary_dim = cfg.rotary_dim or cfg.head_dim
+        ropes = {}  # one cos/sin pair per distinct rope (Gemma 3: local and global)
         new_caches = []
         for i, layer in enumerate(self.layers):
+            rope = cfg.layer_rope(i)
+            if rope not in ropes:
+                ropes[rope] = rope_cos_sin(positions, rope, rotary_dim, seq_lens)
+            cos, sin = ropes[rope]
             graphdef, state = nnx.split(layer)
             with jax.named_scope(f"layer_{i}"):
                 x, cache = _apply_layer(graphdef, state, x, cos, sin, attend,
@@ -76,10 +103,12 @@ class LlamaForCausalLM(nnx.Module):
         return self.norm(x), new_caches
 
     def compute_logits(self, hidden: jax.Array) -> jax.Array:
-        """hidden [..., D] -> float32 logits [..., V]."""
+        """hidden [..., D] -> float32 logits [..., V] (soft-capped: cap * tanh(logits / cap), Gemma 2)."""
         head = self.embed[...] if self.lm_head is None else self.lm_head[...]
+        cap = self.config.final_logit_softcap
         with jax.named_scope("lm_head"):
-            return jnp.einsum("...d,vd->...v", hidden, head, preferred_element_type=jnp.float32)
+            logits = jnp.einsum("...d,vd->...v", hidden, head, preferred_element_type=jnp.float32)
+            return logits if cap is None else cap * jnp.tanh(logits / cap)
 
     def __call__(self, input_ids: jax.Array) -> jax.Array:
         """Dense causal forward: int32 ids [B, T] -> float32 logits [B, T, V]."""

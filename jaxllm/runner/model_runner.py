@@ -50,6 +50,7 @@ from jaxllm.runner.sampling_metadata import (
     to_runner_output,
 )
 from jaxllm.runner.sleep_mode import SleepMode
+from jaxllm.runner.weight_updates import WeightUpdates
 from jaxllm.runner.step import make_forward, make_prompt_logprobs, make_sample
 
 logger = logging.getLogger("jaxllm")
@@ -58,7 +59,7 @@ PROMPT_LOGPROBS_CHUNK = 128  # rows of [chunk, V] logits computed at a time for 
 PROMPT_LOGPROBS_K = 20
 
 
-class ModelRunner(SleepMode):
+class ModelRunner(SleepMode, WeightUpdates):
     def __init__(self, model, cfg: ModelConfig, mesh, args: EngineArgs):
         """``args``: resolved EngineArgs (``EngineArgs.resolve``: the scheduler limits are set)."""
         block_size, max_num_seqs = args.block_size, args.max_num_seqs
@@ -135,7 +136,8 @@ class ModelRunner(SleepMode):
             # never run under tensor parallelism (inside shard_map) on a GPU yet: Triton until measured there
             self.attention_impl = "pallas_triton"
             return None
-        return ops.paged_attention.prefill_split(self.attention_impl, q, self.kv_caches[0], window)
+        return ops.paged_attention.prefill_split(self.attention_impl, q, self.kv_caches[0], window,
+                                                 self.cfg.attn_logit_softcap)
 
     def _allocate_cache(self) -> None:
         """Replace the cache's shapes by zeroed device arrays (once the programs are compiled)."""

@@ -29,6 +29,7 @@ class SleepMode:
     ``_set_cache_shapes`` and ``_allocate_cache``)."""
 
     _host_params: list | None = None
+    param_avals: list | None = None  # shapes, dtypes and shardings of the parameters once freed
     _param_shardings: list | None = None
     # Builds the model again from its checkpoint (set by LLM): what reload_weights() reads.
     weights_source: Callable[[], Any] | None = None
@@ -69,6 +70,8 @@ class SleepMode:
 
     def discard_weights(self, keep_host_copy: bool = False) -> None:
         """Free the parameters' device buffers (and the host copy, unless ``keep_host_copy``)."""
+        if self.params is not None:  # what update_weights places new arrays on while they are gone
+            self.param_avals = [jax.ShapeDtypeStruct(p.shape, p.dtype, sharding=p.sharding) for p in self.params]
         for p in self.params or ():
             if isinstance(p, jax.Array):
                 p.delete()

@@ -10,8 +10,10 @@ safetensors path already understands, so the rest of jaxllm never sees GGUF:
 - ``tokenizer()``: a ``transformers`` fast tokenizer rebuilt from the vocabulary, merges and chat template.
 
 llama.cpp's converter permutes the rows of ``q_proj``/``k_proj`` of llama models (it rotates pairs of
-adjacent dimensions, HF rotates the two halves of each head); ``tensors()`` undoes that. Qwen2/Qwen3 files are
-written unpermuted (NeoX-style rope, like HF).
+adjacent dimensions, HF rotates the two halves of each head); ``tensors()`` undoes that. Qwen2/Qwen3, Gemma,
+Phi-3 and OLMo 2 files are written unpermuted (NeoX-style rope, like HF). The converter adds 1 to every Gemma
+norm weight (llama.cpp scales by w, HF by 1 + w): ``tensors()`` subtracts it. Per-architecture metadata (Gemma's
+soft-caps and windows, Phi-3's longrope factor tensors and partial rotary) is in gguf_families.py.
 """
 
 from __future__ import annotations
@@ -24,11 +26,18 @@ from typing import Any
 
 import numpy as np
 
+from .gguf_families import FAMILY_CONFIG
+
 # GGUF general.architecture -> HF architectures[0]. Only the families jaxllm's models implement.
 SUPPORTED_GGUF_ARCHITECTURES = {
     "llama": "LlamaForCausalLM",
     "qwen2": "Qwen2ForCausalLM",
     "qwen3": "Qwen3ForCausalLM",
+    "gemma": "GemmaForCausalLM",
+    "gemma2": "Gemma2ForCausalLM",
+    "gemma3": "Gemma3ForCausalLM",
+    "phi3": "Phi3ForCausalLM",
+    "olmo2": "Olmo2ForCausalLM",
 }
 
 # Tensor types dequantized (with gguf.quants) to float32. Names are gguf.GGMLQuantizationType names.
@@ -57,9 +66,18 @@ _LAYER_TENSORS = {
     "ffn_up.weight": "mlp.up_proj.weight",
     "ffn_down.weight": "mlp.down_proj.weight",
 }
+# Where one llama.cpp name means another HF tensor in some architectures (Gemma 2/3's ffn_norm is the norm before
+# the MLP, Phi-3's fused qkv and gate_up).
+_ARCH_LAYER_TENSORS = {
+    "gemma2": {"ffn_norm.weight": "pre_feedforward_layernorm.weight"},
+    "gemma3": {"ffn_norm.weight": "pre_feedforward_layernorm.weight"},
+    "phi3": {"attn_qkv.weight": "self_attn.qkv_proj.weight", "ffn_up.weight": "mlp.gate_up_proj.weight"},
+}
+_POST_NORMS = {"post_attention_norm.weight": "post_attention_layernorm.weight",
+               "post_ffw_norm.weight": "post_feedforward_layernorm.weight"}
 _LAYER_RE = re.compile(r"^blk\.(\d+)\.(.+)$")
 # Tensors that are metadata, not parameters: consumed by hf_config, never yielded.
-_CONSUMED_TENSORS = ("rope_freqs.weight",)
+_CONSUMED_TENSORS = ("rope_freqs.weight", "rope_factors_long.weight", "rope_factors_short.weight")
 
 GGUF_MAGIC = b"GGUF"
 
@@ -76,15 +94,23 @@ def is_gguf(path: str | os.PathLike) -> bool:
         return f.read(4) == GGUF_MAGIC
 
 
-def hf_tensor_name(gguf_name: str) -> str:
+def _layer_tensors(architecture: str) -> dict[str, str]:
+    table = {**_LAYER_TENSORS, **_ARCH_LAYER_TENSORS.get(architecture, {})}
+    if architecture in ("gemma2", "gemma3", "olmo2"):
+        table.update(_POST_NORMS)
+    return table
+
+
+def hf_tensor_name(gguf_name: str, architecture: str = "llama") -> str:
     """llama.cpp tensor name -> HF name (``blk.3.attn_q.weight`` -> ``model.layers.3.self_attn.q_proj.weight``)."""
     if gguf_name in _GLOBAL_TENSORS:
         return _GLOBAL_TENSORS[gguf_name]
+    table = _layer_tensors(architecture)
     m = _LAYER_RE.match(gguf_name)
-    if m and m.group(2) in _LAYER_TENSORS:
-        return f"model.layers.{m.group(1)}.{_LAYER_TENSORS[m.group(2)]}"
-    raise ValueError(f"GGUF tensor {gguf_name!r} has no HF equivalent that jaxllm knows; known tensors: "
-                     f"{', '.join(_GLOBAL_TENSORS)}, blk.N.{{{', '.join(_LAYER_TENSORS)}}}")
+    if m and m.group(2) in table:
+        return f"model.layers.{m.group(1)}.{table[m.group(2)]}"
+    raise ValueError(f"GGUF tensor {gguf_name!r} has no HF equivalent that jaxllm knows for {architecture}; known "
+                     f"tensors: {', '.join(_GLOBAL_TENSORS)}, blk.N.{{{', '.join(table)}}}")
 
 
 def unpermute_qk(w: np.ndarray, n_heads: int) -> np.ndarray:
@@ -138,12 +164,19 @@ class GGUFCheckpoint:
                 raise ValueError(f"GGUF tensor {name!r} has type {t.type_name}, which is not supported; "
                                  f"supported types: {', '.join(SUPPORTED_TENSOR_TYPES)}")
             if name not in _CONSUMED_TENSORS:
-                hf_tensor_name(name)
+                hf_tensor_name(name, self.architecture)
         self.hf_config = self._build_hf_config()
 
     # ------------------------------------------------------------------ metadata
-    def _arch_key(self, key: str, default: Any = None) -> Any:
+    def arch_key(self, key: str, default: Any = None) -> Any:
+        """The metadata value ``{architecture}.{key}`` (``default`` when absent)."""
         return self.metadata.get(f"{self.architecture}.{key}", default)
+
+    _arch_key = arch_key
+
+    def tensor_keys(self) -> set[str]:
+        """llama.cpp names of every tensor in the file."""
+        return set(self._tensors)
 
     def _build_hf_config(self) -> dict[str, Any]:
         """The HF config.json dict of the equivalent model (see ``ModelConfig.from_hf``)."""
@@ -152,9 +185,9 @@ class GGUFCheckpoint:
         kv_heads = int(self._arch_key("attention.head_count_kv", heads))
         head_dim = int(self._arch_key("attention.key_length", hidden // heads))
         rope_dim = self._arch_key("rope.dimension_count")
-        if rope_dim is not None and int(rope_dim) != head_dim:
+        if rope_dim is not None and int(rope_dim) != head_dim and self.architecture != "phi3":
             raise ValueError(f"GGUF rope.dimension_count={rope_dim} differs from head_dim={head_dim}: partial "
-                             "rotary embeddings are not supported")
+                             f"rotary embeddings are not supported for {self.architecture}")
         vocab = self._arch_key("vocab_size")
         if vocab is None:  # older files: the vocabulary's length, else the embedding's rows
             tokens = self.metadata.get("tokenizer.ggml.tokens")
@@ -180,10 +213,18 @@ class GGUFCheckpoint:
         }
         if self.architecture == "llama":
             cfg["attention_bias"] = "blk.0.attn_q.bias" in self._tensors
+        if self.architecture in FAMILY_CONFIG:
+            cfg.update(FAMILY_CONFIG[self.architecture](self, cfg))
+            return cfg
         rope_scaling = self._rope_scaling(cfg)
         if rope_scaling is not None:
             cfg["rope_scaling"] = rope_scaling
         return cfg
+
+    def tensor_array(self, name: str) -> np.ndarray:
+        """One tensor of the file dequantized to float32 (HF order), by its llama.cpp name."""
+        t = self._tensors[name]
+        return dequantize(t.data, t.type_name, t.shape)
 
     def _rope_scaling(self, cfg: dict[str, Any]) -> dict[str, Any] | None:
         """HF ``rope_scaling`` from ``{arch}.rope.scaling.*`` keys or a llama-3.1 ``rope_freqs`` tensor."""
@@ -218,7 +259,7 @@ class GGUFCheckpoint:
     # ------------------------------------------------------------------ tensors
     def tensor_names(self) -> list[str]:
         """HF names of the tensors ``tensors()`` yields, in file order."""
-        return [hf_tensor_name(n) for n in self._tensors if n not in _CONSUMED_TENSORS]
+        return [hf_tensor_name(n, self.architecture) for n in self._tensors if n not in _CONSUMED_TENSORS]
 
     def tensors(self) -> Iterator[tuple[str, np.ndarray]]:
         """Yield ``(hf_name, float32 ndarray in HF layout)`` one tensor at a time, in file order.
@@ -237,7 +278,9 @@ class GGUFCheckpoint:
                     w = unpermute_qk(w, heads)
                 elif suffix.startswith("attn_k."):
                     w = unpermute_qk(w, kv_heads)
-            yield hf_tensor_name(name), w
+            elif self.architecture.startswith("gemma") and name.endswith("norm.weight"):
+                w = w - 1.0  # the converter's + 1 (llama.cpp scales by w, HF by 1 + w)
+            yield hf_tensor_name(name, self.architecture), w
 
     # ------------------------------------------------------------------ tokenizer
     def tokenizer(self):

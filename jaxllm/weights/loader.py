@@ -41,7 +41,7 @@ from jaxllm.weights.gguf import GGUFCheckpoint, is_gguf
 from jaxllm.weights.inflight import DEFAULT_INFLIGHT_BYTES, InFlightCopies
 from jaxllm.weights.int4_layout import store_int4_weights_nk
 from jaxllm.weights.kv_scales import KV_SCALE_PARAM, KVScaleCollector
-from jaxllm.weights.mappings import IGNORED_SUFFIXES, Target, key_map, optional_keys
+from jaxllm.weights.mappings import IGNORED_SUFFIXES, Target, checkpoint_key, key_map, optional_keys
 from jaxllm.weights.quantized_checkpoint import quantized_tensors
 
 
@@ -135,6 +135,23 @@ def _place_param(cfg: ModelConfig, path: tuple, variables: dict, mesh: Mesh, rul
     return {qpath: qweight, spath: scale}
 
 
+def _place_target(cfg: ModelConfig, target: Target, array: np.ndarray, variables: dict, mesh: Mesh, rules,
+                  pending: dict, placed: dict, inflight: InFlightCopies) -> None:
+    """Place one target's parameter; a part of a fused parameter waits in ``pending`` for its other parts."""
+    ours = target.to_ours(array)
+    if target.part is None:
+        placed.update(_place_param(cfg, target.path, variables, mesh, rules, lambda idx, a=ours: a[idx], inflight))
+        return
+    parts = pending.setdefault(target.path, [None] * target.num_parts)
+    # a copy: a view would fault the file's pages back in when the fused weight is placed, and they would
+    # stay resident until the whole file is closed (see safetensors_reader's docstring)
+    parts[target.part] = np.array(ours)
+    if all(p is not None for p in parts):
+        read = _fused_reader(parts, target.axis)
+        placed.update(_place_param(cfg, target.path, variables, mesh, rules, read, inflight))
+        del pending[target.path]
+
+
 def _assemble(cfg: ModelConfig, tensors: Iterable[tuple[str, np.ndarray, str]], variables: dict, mesh: Mesh,
               inflight: InFlightCopies) -> dict:
     """Check every tensor against the key map and place it. Returns {path: jax.Array}."""
@@ -147,35 +164,25 @@ def _assemble(cfg: ModelConfig, tensors: Iterable[tuple[str, np.ndarray, str]], 
     seen: dict[str, str] = {}
     pending: dict[tuple, list] = {}
     placed: dict[tuple, jax.Array] = {}
-    for name, array, source in tensors:
-        if name.endswith(IGNORED_SUFFIXES):
+    for file_key, array, source in tensors:
+        name = checkpoint_key(cfg, file_key)  # a multimodal checkpoint's language-model keys -> ours
+        if name is None or name.endswith(IGNORED_SUFFIXES):
             continue
         if name in seen:
             raise WeightLoadError(f"duplicate key {name!r} in {source} (already read from {seen[name]})")
         seen[name] = source
         if kv_scales.take(name, array, source):
             continue
-        target: Target | None = targets.get(name)
-        if target is None:
+        found: Target | tuple[Target, ...] | None = targets.get(name)
+        if found is None:
             if name in optional:
                 continue
             raise WeightLoadError(f"unexpected key {name!r} in {source}: {cfg.architecture} has no such weight")
-        if tuple(array.shape) != target.hf_shape:
-            raise WeightLoadError(f"shape mismatch for {name!r} in {source}: expected {target.hf_shape}, "
-                                  f"got {tuple(array.shape)}")
-        ours = target.to_ours(array)
-        if target.part is None:
-            placed.update(_place_param(cfg, target.path, variables, mesh, rules, lambda idx, a=ours: a[idx],
-                                       inflight))
-            continue
-        parts = pending.setdefault(target.path, [None] * target.num_parts)
-        # a copy: a view would fault the file's pages back in when the fused weight is placed, and they would
-        # stay resident until the whole file is closed (see safetensors_reader's docstring)
-        parts[target.part] = np.array(ours)
-        if all(p is not None for p in parts):
-            read = _fused_reader(parts, target.axis)
-            placed.update(_place_param(cfg, target.path, variables, mesh, rules, read, inflight))
-            del pending[target.path]
+        for target in found if isinstance(found, tuple) else (found,):
+            if tuple(array.shape) != target.hf_shape:
+                raise WeightLoadError(f"shape mismatch for {name!r} in {source}: expected {target.hf_shape}, "
+                                      f"got {tuple(array.shape)}")
+            _place_target(cfg, target, array, variables, mesh, rules, pending, placed, inflight)
     missing = sorted(set(targets) - set(seen))
     if missing:
         shown = ", ".join(repr(k) for k in missing[:8]) + (" ..." if len(missing) > 8 else "")

@@ -4,6 +4,8 @@ A ``Target`` says which parameter a HF tensor fills and how its HF layout become
 are [out, in]; our kernels are [in, ...out dims] so that einsums read naturally (e.g. q: [D, H, Dh]).
 The transforms are numpy *views* (transpose + axis splits), so sharded placement can slice them lazily.
 Fused parameters (gate/up -> ``gate_up[D, 2, F]``) are filled part by part (``part`` = index on ``axis``).
+A fused checkpoint tensor (Phi-3's ``qkv_proj``) maps to a tuple of targets, one per parameter it fills: the
+q/k/v projections stay separate parameters so that tensor parallelism splits each by heads.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Callable
 import numpy as np
 
 from jaxllm.config import ModelConfig
+from jaxllm.config_families import LAYER_NORMS
 from jaxllm.quantization_config import INT4_METHODS
 
 # HF keys that carry no weights of ours and are skipped wherever they appear.
@@ -60,6 +63,28 @@ class LinearLayer:
     part: int | None = None  # gate_proj 0 / up_proj 1 of the fused gate_up
 
 
+def _rows(start: int, stop: int, fn: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+    """A slice of output rows [start, stop) of a fused [out, in] weight, then ``fn``."""
+    return lambda w: fn(w[start:stop])
+
+
+def fused_linear_targets(cfg: ModelConfig, i: int) -> dict[str, Target | tuple[Target, ...]]:
+    """Phi-3's fused weights of layer ``i``: ``qkv_proj`` [(H + 2K) * Dh, D] -> q/k/v projections,
+    ``gate_up_proj`` [2F, D] (gate rows first) -> gate_up [D, 2, F]."""
+    d, f, h, kh, dh = cfg.hidden_size, cfg.intermediate_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+    p, attn, mlp = f"model.layers.{i}.", ("layers", i, "self_attn"), ("layers", i, "mlp")
+    qkv_shape, q_end, k_end = ((h + 2 * kh) * dh, d), h * dh, (h + kh) * dh
+    return {
+        p + "self_attn.qkv_proj.weight": (
+            Target((*attn, "q_proj"), qkv_shape, _rows(0, q_end, _linear(h, dh))),
+            Target((*attn, "k_proj"), qkv_shape, _rows(q_end, k_end, _linear(kh, dh))),
+            Target((*attn, "v_proj"), qkv_shape, _rows(k_end, k_end + kh * dh, _linear(kh, dh)))),
+        p + "self_attn.o_proj.weight": Target((*attn, "o_proj"), (d, h * dh), _linear_in_split(h, dh)),
+        p + "mlp.gate_up_proj.weight": Target((*mlp, "gate_up"), (2 * f, d), _linear(2, f)),
+        p + "mlp.down_proj.weight": Target((*mlp, "down"), (d, f), _linear(d)),
+    }
+
+
 def linear_layers(cfg: ModelConfig, i: int) -> list[LinearLayer]:
     """The seven linear layers of decoder layer ``i`` (q/k/v/o, gate/up fused into gate_up, down)."""
     d, f, h, kh, dh = cfg.hidden_size, cfg.intermediate_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
@@ -96,8 +121,10 @@ def _linear_targets(cfg: ModelConfig, lin: LinearLayer) -> dict[str, Target]:
     return {f"{lin.hf_prefix}.weight": Target(lin.path, (lin.n, lin.k), lin.to_ours, **fused)}
 
 
-def llama_family_map(cfg: ModelConfig) -> dict[str, Target]:
-    """Keys of Llama/Mistral/Qwen2/Qwen3 checkpoints (``model.`` prefix, ``lm_head`` when untied)."""
+def llama_family_map(cfg: ModelConfig) -> dict[str, Target | tuple[Target, ...]]:
+    """Keys of the dense decoder checkpoints (Llama/Mistral/Qwen2/Qwen3/Gemma/Phi-3/OLMo 2: ``model.`` prefix,
+    ``lm_head`` when untied; the layer norms of ``cfg.norm_placement``)."""
+
     d, f, h, kh, dh, v = (cfg.hidden_size, cfg.intermediate_size, cfg.num_heads, cfg.num_kv_heads,
                           cfg.head_dim, cfg.vocab_size)
     m: dict[str, Target] = {
@@ -109,19 +136,25 @@ def llama_family_map(cfg: ModelConfig) -> dict[str, Target]:
     for i in range(cfg.num_layers):
         p, L = f"model.layers.{i}.", ("layers", i)
         attn, mlp = (*L, "self_attn"), (*L, "mlp")
-        m[p + "input_layernorm.weight"] = Target((*L, "input_layernorm", "weight"), (d,), _same)
-        m[p + "post_attention_layernorm.weight"] = Target((*L, "post_attention_layernorm", "weight"), (d,), _same)
-        for lin in linear_layers(cfg, i):
-            m.update(_linear_targets(cfg, lin))
+        for name in LAYER_NORMS[cfg.norm_placement]:
+            m[p + name + ".weight"] = Target((*L, name, "weight"), (d,), _same)
+        if cfg.fused_checkpoint:
+            m.update(fused_linear_targets(cfg, i))
+        else:
+            for lin in linear_layers(cfg, i):
+                m.update(_linear_targets(cfg, lin))
         if cfg.attention_bias:
             m[p + "self_attn.q_proj.bias"] = Target((*attn, "q_bias"), (h * dh,), _reshape(h, dh))
             m[p + "self_attn.k_proj.bias"] = Target((*attn, "k_bias"), (kh * dh,), _reshape(kh, dh))
             m[p + "self_attn.v_proj.bias"] = Target((*attn, "v_bias"), (kh * dh,), _reshape(kh, dh))
         if cfg.attention_out_bias:
             m[p + "self_attn.o_proj.bias"] = Target((*attn, "o_bias"), (d,), _same)
-        if cfg.qk_norm:
+        if cfg.qk_norm == "head":
             m[p + "self_attn.q_norm.weight"] = Target((*attn, "q_norm", "weight"), (dh,), _same)
             m[p + "self_attn.k_norm.weight"] = Target((*attn, "k_norm", "weight"), (dh,), _same)
+        elif cfg.qk_norm == "full":
+            m[p + "self_attn.q_norm.weight"] = Target((*attn, "q_norm", "weight"), (h * dh,), _reshape(h, dh))
+            m[p + "self_attn.k_norm.weight"] = Target((*attn, "k_norm", "weight"), (kh * dh,), _reshape(kh, dh))
         if cfg.mlp_bias:
             m[p + "mlp.gate_proj.bias"] = Target((*mlp, "gate_up_bias"), (f,), _same, part=0, num_parts=2, axis=0)
             m[p + "mlp.up_proj.bias"] = Target((*mlp, "gate_up_bias"), (f,), _same, part=1, num_parts=2, axis=0)
@@ -134,10 +167,40 @@ KEY_MAPS = {
     "MistralForCausalLM": llama_family_map,
     "Qwen2ForCausalLM": llama_family_map,
     "Qwen3ForCausalLM": llama_family_map,
+    "GemmaForCausalLM": llama_family_map,
+    "Gemma2ForCausalLM": llama_family_map,
+    "Gemma3ForCausalLM": llama_family_map,
+    "Phi3ForCausalLM": llama_family_map,
+    "Olmo2ForCausalLM": llama_family_map,
 }
 
 
-def key_map(cfg: ModelConfig) -> dict[str, Target]:
+# A multimodal checkpoint's language-model key prefixes -> ours, and the prefixes of its vision parts, which a
+# text-only load does not read (checkpoints written by transformers 4.x and 5.x both).
+MULTIMODAL_KEYS = {
+    "Gemma3ForConditionalGeneration": (
+        (("language_model.model.", "model."), ("model.language_model.", "model."),
+         ("language_model.lm_head.", "lm_head.")),
+        ("vision_tower.", "multi_modal_projector.", "model.vision_tower.", "model.multi_modal_projector."),
+    ),
+}
+
+
+def checkpoint_key(cfg: ModelConfig, name: str) -> str | None:
+    """The key of ours for a checkpoint key: itself, a multimodal checkpoint's language-model key without its
+    prefix, or None for its vision tower's keys (not loaded)."""
+    if cfg.multimodal_architecture is None:
+        return name
+    renames, vision = MULTIMODAL_KEYS[cfg.multimodal_architecture]
+    if name.startswith(vision):
+        return None
+    for prefix, ours in renames:
+        if name.startswith(prefix):
+            return ours + name[len(prefix):]
+    return name
+
+
+def key_map(cfg: ModelConfig) -> dict[str, Target | tuple[Target, ...]]:
     return KEY_MAPS[cfg.architecture](cfg)
 
 

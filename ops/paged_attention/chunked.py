@@ -3,7 +3,9 @@
 Same math as reference.py, but query tokens are processed in chunks of ``token_chunk`` (lax.map) and keys in
 groups of ``key_chunk`` cache slots (lax.scan, online softmax), so the gathered K/V is
 [token_chunk, key_chunk, K, D] instead of the reference's [T, ctx, K, D]: an 8k-token prefill over an 8k context
-stays at a few MB per step instead of tens of GB.
+stays at a few MB per step instead of tens of GB. With a sliding window each token's key loop starts at the group
+of its first visible key and spans only the groups a window can cover: local layers never read pages outside
+their window.
 
 Shapes: T tokens, S sequences, P block-table width, Hq q heads, K kv heads, D head dim, BS block size.
 """
@@ -63,18 +65,31 @@ def ragged_paged_attention_chunked(
         jnp.pad(kv_len, (0, pad_t)).reshape(-1, tc),
     )
     key_len = pg * block_size
+    num_groups = p_pad // pg
+    if sliding_window is not None:  # a window of w keys spans at most ceil((w - 1) / key_len) + 1 groups
+        num_groups = min(num_groups, -(-(int(sliding_window) - 1) // key_len) + 1)
 
     def one_chunk(args):
         qc, sc, pc, lc = args  # [tc, K, G, D], [tc], [tc], [tc]
         qf = qc.astype(jnp.float32) * sm_scale
 
+        # with a window, token t's groups start at the one holding its first visible key (group0[t]): the
+        # scan covers only the groups a window can span, so pages before the window are never read
+        group0 = None if sliding_window is None else jnp.maximum(pc - sliding_window + 1, 0) // key_len
+
         def key_group(carry, j):
             acc, m, l = carry
-            blocks = lax.dynamic_slice_in_dim(tables[sc], j * pg, pg, axis=1)  # [tc, pg]
-            kpos = j * key_len + jnp.arange(key_len, dtype=jnp.int32)
-            vis = kpos[None, :] < lc[:, None]
+            if group0 is None:
+                blocks = lax.dynamic_slice_in_dim(tables[sc], j * pg, pg, axis=1)  # [tc, pg]
+                kpos = (j * key_len + jnp.arange(key_len, dtype=jnp.int32))[None, :]
+            else:
+                first = (group0 + j) * pg  # [tc]
+                page_ids = jnp.minimum(first[:, None] + jnp.arange(pg, dtype=jnp.int32)[None, :], p_pad - 1)
+                blocks = jnp.take_along_axis(tables[sc], page_ids, axis=1)  # [tc, pg]
+                kpos = (group0 + j)[:, None] * key_len + jnp.arange(key_len, dtype=jnp.int32)[None, :]
+            vis = kpos < lc[:, None]
             if sliding_window is not None:
-                vis &= pc[:, None] - kpos[None, :] < sliding_window
+                vis &= pc[:, None] - kpos < sliding_window
             keys = kv_cache[0][blocks].reshape(tc, key_len, num_kv_heads, head_dim)
             vals = kv_cache[1][blocks].reshape(tc, key_len, num_kv_heads, head_dim)
             if scales is not None:
@@ -92,7 +107,7 @@ def ragged_paged_attention_chunked(
 
         init = (jnp.zeros(qc.shape, jnp.float32), jnp.full(qc.shape[:-1], -1e30, jnp.float32),
                 jnp.zeros(qc.shape[:-1], jnp.float32))
-        (acc, _, l), _ = lax.scan(key_group, init, jnp.arange(p_pad // pg, dtype=jnp.int32))
+        (acc, _, l), _ = lax.scan(key_group, init, jnp.arange(num_groups, dtype=jnp.int32))
         return acc / jnp.where(l == 0.0, 1.0, l)[..., None]
 
     out = lax.map(one_chunk, per_chunk)  # [T_pad / tc, tc, K, G, D]

@@ -6,11 +6,12 @@ Implementations (all take the reference's arguments; see reference.py for shapes
 * ``"chunked"``: pure jnp, any platform, memory O(chunk): the default off the GPU.
 * ``"pallas_triton"``: the Pallas kernel lowered through Triton (pallas_attention.py), NVIDIA sm_80+.
 * ``"pallas_mosaic"``: the same decode launch, the prefill launch through the Mosaic GPU kernel (mosaic_prefill.py,
-  Hopper only; calls it does not cover, e.g. a float8 cache or a sliding window, stay on the Triton prefill).
+  Hopper only; calls it does not cover, e.g. a float8 cache or a sliding window, stay on the Triton prefill;
+  soft-capped scores are covered).
 
 The ``impl`` argument (``LLM(attention_backend=...)``) forces one, by name or as an ``AttentionConfig`` (a name
 and the Pallas kernels' tuning: decode split-K count, float8 dot operands). Otherwise, on an NVIDIA GPU of compute
-capability >= 8.0 when the shapes are supported (head_dim a power of two >= 16; a float8_e4m3 cache needs >= 8.9,
+capability >= 8.0 when the shapes are supported (head_dim a multiple of 8 in [16, 256]; a float8_e4m3 cache needs >= 8.9,
 the first GPUs with e4m3 conversions): ``pallas_mosaic`` on Hopper (sm_90) when the Mosaic GPU prefill covers the
 shapes (mosaic_prefill.supported), else ``pallas_triton``; ``chunked`` off the GPU.
 
@@ -62,7 +63,7 @@ def _supported_by_pallas(q, kv_cache, cc) -> bool:
     if q is None:
         return True
     head_dim = q.shape[-1]
-    return head_dim >= 16 and head_dim & (head_dim - 1) == 0
+    return 16 <= head_dim <= 256 and head_dim % 8 == 0  # padded to a power of two inside the kernel
 
 
 def default_impl(q=None, kv_cache=None) -> str:
@@ -75,18 +76,18 @@ def default_impl(q=None, kv_cache=None) -> str:
     return "pallas_triton"
 
 
-def prefill_split(impl: str | None = None, q=None, kv_cache=None, sliding_window: int | None = None
-                  ) -> tuple[str, str, int] | None:
+def prefill_split(impl: str | None = None, q=None, kv_cache=None, sliding_window: int | None = None,
+                  soft_cap: float | None = None) -> tuple[str, str, int] | None:
     """(implementation for other steps, implementation for steps with a long prefill, the length that makes a
     prefill long) when the chosen implementation (``impl``, else ``default_impl(q, kv_cache)``) is
     ``pallas_mosaic`` and the Mosaic GPU prefill covers ``q`` / ``kv_cache`` (shapes and dtypes, e.g.
-    ShapeDtypeStructs: the model's) and ``sliding_window``; else None. The model runner compiles the long-prefill
+    ShapeDtypeStructs: the model's), ``sliding_window`` and ``soft_cap``; else None. The model runner compiles the long-prefill
     programs of the buckets that can hold one separately, so steps without a long prefill never pay the Mosaic
     path's gathers and idle launch."""
     name = impl or default_impl(q, kv_cache)
     if name != "pallas_mosaic":
         return None
-    if q is not None and not mosaic_prefill.supported(q, kv_cache, sliding_window):
+    if q is not None and not mosaic_prefill.supported(q, kv_cache, sliding_window, soft_cap):
         return None  # every call would fall back to the Triton prefill: no programs of its own
     return "pallas_triton", "pallas_mosaic", mosaic_prefill.MIN_Q_LEN
 

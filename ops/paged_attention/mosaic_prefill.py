@@ -49,11 +49,14 @@ COMPUTE_WGS = 2
 
 
 def supported(q, kv_cache, sliding_window=None, soft_cap=None) -> bool:
-    """Whether this kernel covers the call (else the Triton kernel runs it)."""
+    """Whether this kernel covers the call (else the Triton kernel runs it): no sliding window (its key loop
+    starts at key 0); soft-capped scores are covered."""
     _, num_q_heads, head_dim = q.shape
     _, _, block_size, num_kv_heads, _ = kv_cache.shape
     group = num_q_heads // num_kv_heads
-    return (sliding_window is None and soft_cap is None and q.dtype == kv_cache.dtype
+    if soft_cap is not None and not float(soft_cap) > 0:
+        return False
+    return (sliding_window is None and q.dtype == kv_cache.dtype
             and q.dtype in (jnp.bfloat16, jnp.float16) and head_dim in (64, 128) and BLOCK_KV % block_size == 0
             and ROWS_PER_WG % group == 0 and (ROWS_PER_WG // group) % 8 == 0)  # q boxes of whole 8-row tiles
 
@@ -64,18 +67,18 @@ def block_q(num_q_heads: int, num_kv_heads: int) -> int:
 
 
 def paged_prefill_mosaic(q, kv_cache, query_start_loc, seq_lens, block_tables, sched, *, sm_scale: float,
-                         stages: int = 2) -> jax.Array:
+                         soft_cap: float | None = None, stages: int = 2) -> jax.Array:
     """-> [slots, block_q, Hq, D] in q's dtype: the attention output of every q block in ``sched`` ([2, slots]:
     sequence id or -1, q block index; rows of tokens past the sequence's end are unspecified).
 
     q [T, Hq, D]; kv_cache [2, NB, BS, Hkv, D]; query_start_loc [S + 1]; seq_lens [S] (cached + new tokens);
-    block_tables [S, P]."""
+    block_tables [S, P]. ``soft_cap``: scores s * sm_scale become cap * tanh(s * sm_scale / cap) (Gemma 2)."""
     import jax.experimental.pallas as pl
     import jax.experimental.pallas.mosaic_gpu as plgpu
 
     _, num_q_heads, head_dim = q.shape
     _, _, block_size, num_kv_heads, _ = kv_cache.shape
-    if not supported(q, kv_cache):
+    if not supported(q, kv_cache, soft_cap=soft_cap):
         raise ValueError(f"paged Mosaic GPU prefill does not cover q {q.dtype} {q.shape}, cache {kv_cache.dtype} "
                          f"{kv_cache.shape}")
     group = num_q_heads // num_kv_heads
@@ -155,7 +158,10 @@ def paged_prefill_mosaic(q, kv_cache, query_start_loc, seq_lens, block_tables, s
                     return acc_ref[...]
                 qk = pl.run_scoped(qk_scope, plgpu.ACC((ROWS_PER_WG, BLOCK_KV), jnp.float32))
                 plgpu.barrier_arrive(k_free.at[s])
-                qk = qk * sm_scale
+                if soft_cap is None:
+                    qk = qk * sm_scale
+                else:
+                    qk = jnp.tanh(qk * (sm_scale / soft_cap)) * soft_cap
                 if masked:  # causal: the row's position (cached + token) >= the key's
                     rows = plgpu.broadcasted_iota(jnp.int32, qk.shape, 0, layout=plgpu.Layout.WGMMA)
                     cols = plgpu.broadcasted_iota(jnp.int32, qk.shape, 1, layout=plgpu.Layout.WGMMA)

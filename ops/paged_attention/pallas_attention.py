@@ -16,8 +16,15 @@ from ..device_info import gpu_compute_capability
 from ..device_info import num_sms as device_num_sms
 from . import mosaic_prefill
 from .kv_cache import kv_scales
-from .pallas_triton import (TileConfig, _next_pow2, decode_schedule, launch, merge_splits, prefill_schedule,
-                            scatter_decode_rows)
+from .pallas_triton import (
+    TileConfig,
+    _next_pow2,
+    decode_schedule,
+    launch,
+    merge_splits,
+    prefill_schedule,
+    scatter_decode_rows,
+)
 
 # A float8 cache's tiles converted to q's dtype or to float16 (TileConfig.fp8_f16) in both launches; "auto":
 # float16 in the decode launch only (H200, docs/kernels.md: decode 1.1-1.35x faster than with q-dtype
@@ -71,8 +78,9 @@ def _check(q, kv_cache, query_start_loc, seq_lens, block_tables, sliding_window,
         raise ValueError(f"head_dim of q ({head_dim}) != head_dim of kv_cache ({kv_cache.shape[4]})")
     if num_q_heads % num_kv_heads:
         raise ValueError(f"num_q_heads={num_q_heads} is not a multiple of num_kv_heads={num_kv_heads}")
-    if head_dim < 16 or head_dim & (head_dim - 1):
-        raise ValueError(f"head_dim={head_dim}: the Pallas kernel needs a power of two >= 16")
+    if head_dim < 16 or head_dim % 8 or head_dim > 256:
+        raise ValueError(f"head_dim={head_dim}: the Pallas kernel needs a multiple of 8 in [16, 256] (tiles pad it "
+                         "to a power of two)")
     if query_start_loc.shape != (seq_lens.shape[0] + 1,) or block_tables.shape[0] != seq_lens.shape[0]:
         raise ValueError(f"inconsistent metadata shapes: query_start_loc {query_start_loc.shape}, "
                          f"seq_lens {seq_lens.shape}, block_tables {block_tables.shape}")
@@ -119,9 +127,10 @@ def ragged_paged_attention_pallas(
     query_start_loc = query_start_loc.astype(jnp.int32)
     seq_lens = seq_lens.astype(jnp.int32)
     block_tables = block_tables.astype(jnp.int32)
-    cfg_a = decode_cfg or decode_config(num_seqs, num_kv_heads, group, head_dim, pages_per_seq * block_size,
+    cfg_a = decode_cfg or decode_config(num_seqs, num_kv_heads, group, _next_pow2(head_dim),
+                                        pages_per_seq * block_size,
                                         kv_itemsize=kv_cache.dtype.itemsize, num_splits=decode_splits)
-    cfg_b = prefill_cfg or prefill_config(group, head_dim, q.dtype.itemsize)
+    cfg_b = prefill_cfg or prefill_config(group, _next_pow2(head_dim), q.dtype.itemsize)
     forced = fp8_dot if scales is not None else "auto"
     if forced != "auto":
         cfg_a, cfg_b = (dataclasses.replace(c, fp8_f16=forced == "f16") for c in (cfg_a, cfg_b))
@@ -167,6 +176,6 @@ def ragged_paged_attention_pallas(
         slots = num_tokens // bq + num_tokens // long_len + 1  # each long sequence adds at most one partial block
         sched = prefill_schedule(query_start_loc, long_len, bq, slots)
         rows = mosaic_prefill.paged_prefill_mosaic(q, kv_cache, query_start_loc, seq_lens, block_tables, sched,
-                                                   sm_scale=sm_scale)
+                                                   sm_scale=sm_scale, soft_cap=soft_cap)
         out = mosaic_prefill.gather_slots(rows, query_start_loc, long_len, out)
     return out

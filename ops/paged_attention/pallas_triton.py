@@ -12,7 +12,9 @@ One kernel, launched twice per call with different tile shapes:
   so the two launches fill disjoint token rows of one output.
 
 Shapes: T tokens, S sequences, P block-table width, Hq q heads, K kv heads, G = Hq // K (padded to a power of
-two, Gp), D head dim, NB blocks, BS block size. Inside the kernel q is viewed as rows [T * Hq, D] and the cache
+two, Gp), D head dim (padded to a power of two, Dp, inside the kernel: columns >= D are masked loads of zeros and
+masked stores, so Phi-3's D = 96 runs as 128-wide tiles), NB blocks, BS block size. Inside the kernel q is viewed
+as rows [T * Hq, D] and the cache
 as rows [2 * NB * BS * K, D] (a free reshape of the layout [2, NB, BS, K, D]); K/V rows are gathered through
 the block table one token at a time, so block sizes need not divide the KV tile.
 
@@ -108,8 +110,12 @@ def _kernel(sched_ref, qsl_ref, seq_lens_ref, bt_ref, q_ref, kv_ref, *rest, cfg:
         # by interpret mode's scatter, where a repeated index could write back a stale value.
         qrow = jnp.where(row_ok, tok * num_q_heads + h * group + g, q_ref.shape[0])
         qpos = first_q + tok_local  # [rows]
-        cols = jnp.arange(head_dim, dtype=jnp.int32)[None, :]
-        qmask = jnp.broadcast_to(row_ok[:, None], (rows, head_dim))
+        head_pad = _next_pow2(head_dim)
+        cols = jnp.arange(head_pad, dtype=jnp.int32)[None, :]
+        col_ok = None if head_pad == head_dim else jnp.broadcast_to(cols < head_dim, (bn, head_pad))
+        qmask = jnp.broadcast_to(row_ok[:, None], (rows, head_pad))
+        if head_pad != head_dim:
+            qmask &= cols < head_dim
         q = plgpu.load(q_ref.at[_rows2d(qrow, cols)], mask=qmask, other=0.0)
 
         kv_hi = last_q + 1
@@ -150,8 +156,10 @@ def _kernel(sched_ref, qsl_ref, seq_lens_ref, bt_ref, q_ref, kv_ref, *rest, cfg:
                 blk = bt_ref[seq * pages_per_seq + page]
             krow = (blk * block_size + slot) * num_kv_heads + h
             vrow = krow + num_blocks * block_size * num_kv_heads
-            if masked:
-                lmask = jnp.broadcast_to(kok[:, None], (bn, head_dim))
+            if masked or col_ok is not None:
+                lmask = jnp.broadcast_to(kok[:, None], (bn, head_pad)) if masked else col_ok
+                if masked and col_ok is not None:
+                    lmask &= col_ok
                 k = plgpu.load(kv_ref.at[_rows2d(krow, cols)], mask=lmask, other=0.0)
                 v = plgpu.load(kv_ref.at[_rows2d(vrow, cols)], mask=lmask, other=0.0)
             else:
@@ -176,7 +184,7 @@ def _kernel(sched_ref, qsl_ref, seq_lens_ref, bt_ref, q_ref, kv_ref, *rest, cfg:
             acc = acc * alpha[:, None] + plgpu.dot(p.astype(v.dtype), v)
             return acc, m_new, l_new
 
-        carry = (jnp.zeros((rows, head_dim), jnp.float32), jnp.full((rows,), M_INIT, jnp.float32),
+        carry = (jnp.zeros((rows, head_pad), jnp.float32), jnp.full((rows,), M_INIT, jnp.float32),
                  jnp.zeros((rows,), jnp.float32))
         masked_step = functools.partial(step, masked=True)
         if sliding_window is not None:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import jaxllm
-from hf_models import save_tiny_model
+from hf_models import hf_logits, relative_error, save_tiny_model
 
 LLAMA3_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                "original_max_position_embeddings": 64}
@@ -33,15 +33,6 @@ CASES = {
     "qwen3-qknorm-headdim": ("Qwen3ForCausalLM", {"head_dim": 32}),
     "qwen3-tied": ("Qwen3ForCausalLM", {"tie_word_embeddings": True, "head_dim": 8}),
 }
-
-
-def relative_error(ours, ref):
-    return float(np.abs(ours - ref).max() / np.abs(ref).max())
-
-
-def hf_logits(model, ids):
-    with torch.no_grad():
-        return model(torch.tensor(ids, dtype=torch.long)).logits.numpy()
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

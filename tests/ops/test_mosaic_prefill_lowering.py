@@ -32,8 +32,9 @@ def test_lowers_for_hopper(heads, head_dim, block_size):
     assert "mosaic_gpu" in lowered.as_text()
 
 
-@pytest.mark.parametrize("heads,head_dim,block_size", [((32, 8), 128, 16), ((16, 2), 128, 128)])
-def test_kernel_alone_lowers_for_hopper(heads, head_dim, block_size):
+@pytest.mark.parametrize("heads,head_dim,block_size,soft_cap", [((32, 8), 128, 16, None), ((16, 2), 128, 128, None),
+                                                                ((16, 8), 128, 16, 50.0)])
+def test_kernel_alone_lowers_for_hopper(heads, head_dim, block_size, soft_cap):
     """The Mosaic kernel without the Triton decode / prefill around it: jax 0.11's Triton lowering needs a GPU
     device, so this is the check that also runs under the GPU machine's jax version on a CPU machine."""
     args = bf16_args([1000, 129], [1000, 300], heads, head_dim, block_size)
@@ -42,7 +43,8 @@ def test_kernel_alone_lowers_for_hopper(heads, head_dim, block_size):
 
     def prefill(q, kv, qsl, sl, bt):
         sched = prefill_schedule(qsl, 100, bq, slots)
-        return mosaic_prefill.paged_prefill_mosaic(q, kv, qsl, sl, bt, sched, sm_scale=head_dim ** -0.5)
+        return mosaic_prefill.paged_prefill_mosaic(q, kv, qsl, sl, bt, sched, sm_scale=head_dim ** -0.5,
+                                                   soft_cap=soft_cap)
 
     assert "mosaic_gpu" in jax.jit(prefill).trace(*args).lower(lowering_platforms=("cuda",)).as_text()
 
@@ -52,6 +54,7 @@ def test_supported_calls():
     kv = jnp.zeros((2, 4, 16, 8, 128), jnp.bfloat16)
     assert mosaic_prefill.supported(q, kv)
     assert not mosaic_prefill.supported(q, kv, sliding_window=128)
+    assert mosaic_prefill.supported(q, kv, soft_cap=50.0)  # Gemma 2's global layers
     assert not mosaic_prefill.supported(q, kv.astype(jnp.float8_e4m3fn))
     assert not mosaic_prefill.supported(jnp.zeros((64, 32, 256), jnp.bfloat16), jnp.zeros((2, 4, 16, 8, 256)))
     assert not mosaic_prefill.supported(q, jnp.zeros((2, 4, 16, 2, 128), jnp.bfloat16))  # group 16: 4-row boxes
@@ -94,3 +97,16 @@ def test_prefill_schedule_splits_by_length():
     long = np.asarray(prefill_schedule(qsl, 100, 16, 24))
     assert set(short[0][short[0] >= 0]) == {0, 1} and set(long[0][long[0] >= 0]) == {3}
     assert (short[0] >= 0).sum() == 3 + 1 and (long[0] >= 0).sum() == 16
+
+
+@pytest.mark.parametrize("options", [{}, {"sliding_window": 2047}, {"soft_cap": 30.0}])
+def test_triton_path_lowers_for_head_dim_96(options):
+    """Phi-3-mini's D = 96 (not a power of two): the Triton kernels' padded tiles lower for the GPU (the Mosaic
+    prefill does not cover D = 96, so calls stay on Triton)."""
+    args = bf16_args([1000, 37, 1, 129], [1000, 500, 77, 129], (32, 32), 96, 16)
+    assert not mosaic_prefill.supported(jax.ShapeDtypeStruct((8, 32, 96), jnp.bfloat16), args[1])
+    lowered = jax.jit(lambda *a: ragged_paged_attention_pallas(*a, sm_scale=96 ** -0.5, prefill_impl="mosaic",
+                                                               **options)).trace(*args).lower(
+        lowering_platforms=("cuda",))
+    text = lowered.as_text()
+    assert "triton" in text.lower() and "mosaic_gpu" not in text

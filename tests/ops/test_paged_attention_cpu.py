@@ -4,21 +4,22 @@ and block-table entries."""
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from batches import make_batch, naive_attention  # noqa: E402
-
-from jaxllm.ops.paged_attention import dispatch  # noqa: E402
-from jaxllm.ops.paged_attention.chunked import ragged_paged_attention_chunked  # noqa: E402
-from jaxllm.ops.paged_attention.pallas_attention import ragged_paged_attention_pallas  # noqa: E402
-from jaxllm.ops.paged_attention.pallas_triton import TileConfig  # noqa: E402
-from jaxllm.ops.paged_attention.reference import ragged_paged_attention_reference  # noqa: E402
+from batches import make_batch, naive_attention
+from jaxllm.ops.paged_attention import dispatch
+from jaxllm.ops.paged_attention.chunked import ragged_paged_attention_chunked
+from jaxllm.ops.paged_attention.pallas_attention import ragged_paged_attention_pallas
+from jaxllm.ops.paged_attention.pallas_triton import TileConfig
+from jaxllm.ops.paged_attention.reference import ragged_paged_attention_reference
 
 # (name, q_lens, ctx_lens): ctx_len = cached + new tokens; ctx > q means a prefix already in the cache.
 BATCHES = [
@@ -87,6 +88,21 @@ def test_pallas_interpret_options_and_splits(window, cap, splits):
     _check(out, naive_attention(b, 0.3, window, cap), b.meta.num_real_tokens, 1e-4)
 
 
+@pytest.mark.parametrize("head_dim,window,cap,splits", [(24, None, None, 1), (96, 9, 20.0, 2)])
+def test_pallas_interpret_head_dim_not_a_power_of_two(head_dim, window, cap, splits):
+    """Phi-3's D = 96 (and 24): tiles padded to the next power of two, the extra columns masked on load and store
+    (decode with split-K, prefill, window and soft cap)."""
+    rng = np.random.default_rng(head_dim)
+    b = make_batch(rng, [1, 19, 1, 2], [77, 40, 3, 50], num_q_heads=4, num_kv_heads=2, head_dim=head_dim,
+                   block_size=8)
+    out = ragged_paged_attention_pallas(
+        *map(jnp.asarray, b.args()), sm_scale=0.3, sliding_window=window, soft_cap=cap, interpret=True,
+        decode_cfg=TileConfig(block_q=2, block_n=16, num_splits=splits),
+        prefill_cfg=TileConfig(block_q=4, block_n=8))
+    assert out.shape[-1] == head_dim
+    _check(out, naive_attention(b, 0.3, window, cap), b.meta.num_real_tokens, 1e-4)
+
+
 def test_pallas_interpret_split_decode_only():
     """Split-K with no prefill launch at all (T <= BQ_A): merged rows scattered into a fresh output."""
     rng = np.random.default_rng(2)
@@ -116,9 +132,36 @@ def test_dispatch_defaults_and_forcing():
 
 def test_pallas_rejects_bad_input():
     rng = np.random.default_rng(0)
-    b = make_batch(rng, [1], [4], head_dim=24)
-    with pytest.raises(ValueError, match="head_dim=24"):
+    b = make_batch(rng, [1], [4], head_dim=20)
+    with pytest.raises(ValueError, match="head_dim=20"):
         ragged_paged_attention_pallas(*map(jnp.asarray, b.args()), sm_scale=1.0, interpret=True)
     b = make_batch(rng, [1], [4])
     with pytest.raises(ValueError, match="sliding_window=0"):
         ragged_paged_attention_pallas(*map(jnp.asarray, b.args()), sm_scale=1.0, sliding_window=0)
+
+
+@pytest.mark.parametrize("window", [1, 33, 45, 64])
+def test_chunked_window_scans_only_the_window(window):
+    """With a sliding window the chunked path's key loop spans ceil((w - 1) / key_len) + 1 groups from each
+    token's first visible key (pages before the window are never gathered) and still matches the oracle, with
+    tokens of several sequences (different window starts) in one token chunk."""
+    rng = np.random.default_rng(window)
+    b = make_batch(rng, [1, 13, 1, 30, 7], [70, 13, 5, 300, 200], num_q_heads=4, num_kv_heads=2, head_dim=32,
+                   block_size=16)
+    args = tuple(map(jnp.asarray, b.args()))
+    run = functools.partial(ragged_paged_attention_chunked, sm_scale=0.2, sliding_window=window, token_chunk=16,
+                            key_chunk=32)
+    _check(run(*args), naive_attention(b, 0.2, window), b.meta.num_real_tokens, 1e-4)
+    lengths = [eq.params["length"] for eq in _all_eqns(jax.make_jaxpr(run)(*args).jaxpr)
+               if eq.primitive.name == "scan"]
+    assert min(lengths) == min(-(-(window - 1) // 32) + 1, 10)  # the key loop (10 groups without a window)
+
+
+def _all_eqns(jaxpr):
+    """Every equation of a jaxpr and of the jaxprs inside its equations (lax.map / scan bodies)."""
+    for eq in jaxpr.eqns:
+        yield eq
+        for value in eq.params.values():
+            inner = getattr(value, "jaxpr", value)
+            if hasattr(inner, "eqns"):
+                yield from _all_eqns(inner)

@@ -82,7 +82,8 @@ def test_prefill(impl, q_lens, ctx_lens):
 
 
 @pytest.mark.parametrize("impl", GPU_IMPLS)
-@pytest.mark.parametrize("hq,hk,d,bs", [(14, 2, 64, 32), (8, 8, 256, 64), (32, 4, 128, 128), (16, 8, 64, 256)])
+@pytest.mark.parametrize("hq,hk,d,bs", [(14, 2, 64, 32), (8, 8, 256, 64), (32, 4, 128, 128), (16, 8, 64, 256),
+                                        (32, 32, 96, 16)])  # Phi-3-mini: D = 96 (tiles padded to 128)
 def test_mixed_shapes(impl, hq, hk, d, bs):
     rng = np.random.default_rng()
     ctx = _rand_lens(rng, 100, 1, 3000)
@@ -92,11 +93,12 @@ def test_mixed_shapes(impl, hq, hk, d, bs):
 
 
 @pytest.mark.parametrize("impl", GPU_IMPLS)
-@pytest.mark.parametrize("window,cap", [(256, None), (1000, 30.0)])
-def test_window_and_softcap(impl, window, cap):
+@pytest.mark.parametrize("window,cap,d", [(256, None, 128), (1000, 30.0, 128), (4096, 50.0, 256), (2047, None, 96)])
+def test_window_and_softcap(impl, window, cap, d):
+    """Gemma 2 (window 4096, cap 50, D = 256) and Phi-3-mini (window 2047, D = 96) among them."""
     rng = np.random.default_rng()
-    ctx = _rand_lens(rng, 40, 1, 4000) + [1200]
-    _run_case(impl, [1] * 40 + [900], ctx, window=window, cap=cap)
+    ctx = _rand_lens(rng, 40, 1, 6000) + [5000]
+    _run_case(impl, [1] * 40 + [900], ctx, window=window, cap=cap, d=d)
 
 
 @pytest.mark.parametrize("impl", GPU_IMPLS)

@@ -16,7 +16,7 @@ from jaxllm.ops.device_info import gpu_compute_capability
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif((gpu_compute_capability() or (0,))[0] != 9,
                                                   reason="the Mosaic GPU prefill is Hopper-only (wgmma/TMA)")]
 
-from jaxllm.ops.paged_attention.pallas_attention import ragged_paged_attention_pallas  # noqa: E402
+from jaxllm.ops.paged_attention.pallas_attention import ragged_paged_attention_pallas
 
 
 def finite_tails(b):
@@ -43,4 +43,25 @@ def test_mosaic_prefill_matches_naive(q_lens, ctx_lens, heads, head_dim, block_s
     want = naive_attention(b, head_dim ** -0.5)
     got = np.asarray(out, np.float32)[:b.meta.num_real_tokens]
     assert np.isfinite(got).all()
+    np.testing.assert_allclose(got, want, atol=3e-2, rtol=3e-2)
+
+
+@pytest.mark.parametrize("heads,head_dim,block_size", [((16, 8), 128, 16), ((8, 4), 64, 32)])
+def test_mosaic_prefill_soft_cap_matches_naive(heads, head_dim, block_size):
+    """Gemma 2's global layers: scores cap * tanh(s / cap) inside the kernel (cap 50 with large scores, so the
+    cap changes the result)."""
+    q_lens, ctx_lens = [1000, 37, 1, 129], [1000, 500, 77, 129]
+    rng = np.random.default_rng(7)
+    b = finite_tails(make_batch(rng, q_lens, ctx_lens, num_q_heads=heads[0], num_kv_heads=heads[1],
+                                head_dim=head_dim, block_size=block_size, dtype=np.float32))
+    b.q *= 8.0
+    q, kv, qsl, sl, bt = b.args()
+    args = (jnp.asarray(q, jnp.bfloat16), jnp.asarray(kv, jnp.bfloat16), jnp.asarray(qsl), jnp.asarray(sl),
+            jnp.asarray(bt))
+    out = ragged_paged_attention_pallas(*args, sm_scale=head_dim ** -0.5, soft_cap=5.0, prefill_impl="mosaic",
+                                        mosaic_min_q_len=100)
+    want = naive_attention(b, head_dim ** -0.5, soft_cap=5.0)
+    got = np.asarray(out, np.float32)[:b.meta.num_real_tokens]
+    assert np.isfinite(got).all()
+    assert np.abs(want - naive_attention(b, head_dim ** -0.5)).max() > 0.1  # the cap matters here
     np.testing.assert_allclose(got, want, atol=3e-2, rtol=3e-2)

@@ -1,5 +1,6 @@
 """Tensor parallelism on 4 fake CPU devices (tests/conftest.py sets XLA_FLAGS): TP=2 and TP=4 logits within
-fp32 tolerance of TP=1 and identical greedy tokens, for GQA models including one with TP > kv heads."""
+fp32 tolerance of TP=1 and identical greedy tokens, for GQA models including one with TP > kv heads, and every
+model family."""
 
 from __future__ import annotations
 
@@ -13,10 +14,19 @@ from jaxllm import LLM, SamplingParams
 
 pytestmark = pytest.mark.skipif(len(jax.devices()) < 4, reason="needs 4 (fake) devices")
 
+SPECIAL = {"pad_token_id": 0, "eos_token_id": 1, "bos_token_id": 2}  # ids inside the tiny vocabulary
 CASES = {
     "llama-gqa-4q-2kv": ("LlamaForCausalLM", {}),  # TP=4 > 2 kv heads: kv heads replicated
     "qwen3-gqa-8q-4kv": ("Qwen3ForCausalLM", {"num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 16}),
     "qwen2-bias-4q-1kv": ("Qwen2ForCausalLM", {"num_key_value_heads": 1}),
+    # Phi-3's fused qkv_proj split into sharded q/k/v; OLMo 2's q/k norms over sharded heads; Gemma's soft-caps,
+    # windows and local/global layers
+    "gemma-mqa": ("GemmaForCausalLM", {"head_dim": 16, "num_key_value_heads": 1}),
+    "gemma2-softcap-window": ("Gemma2ForCausalLM", {"head_dim": 16, "sliding_window": 6,
+                                                    "attn_logit_softcapping": 2.0, "final_logit_softcapping": 3.0}),
+    "gemma3-local-global": ("Gemma3ForCausalLM", {"head_dim": 16, "sliding_window": 5, "sliding_window_pattern": 2}),
+    "phi3-fused-8q-4kv": ("Phi3ForCausalLM", {"num_attention_heads": 8, "num_key_value_heads": 4, **SPECIAL}),
+    "olmo2-full-qk-norm": ("Olmo2ForCausalLM", SPECIAL),
 }
 
 

@@ -1,0 +1,148 @@
+"""Per-family fields of ``ModelConfig`` read from a HF ``config.json`` (no jax here).
+
+The shared decoder layer is one module with a few options; this file says which options each architecture
+sets: activation, norm style and placement, q/k norms, attention scale and logit soft-capping, per-layer
+sliding windows and rope settings (Gemma 3's local/global ropes, Phi-3's longrope), fused checkpoint weights.
+
+Both config formats are read: transformers 4.x (``rope_theta``, ``rope_scaling``, ``rope_local_base_freq``,
+``sliding_window_pattern``) and 5.x (``rope_parameters``, per layer type for Gemma 3; ``layer_types``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+GEMMA_ARCHS = ("GemmaForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM")
+# Multimodal checkpoints whose language model we run (text prompts; the vision tower is not loaded):
+# architecture -> (its text architecture, checkpoint key prefixes of the language model -> "model.")
+TEXT_OF_MULTIMODAL = {"Gemma3ForConditionalGeneration": "Gemma3ForCausalLM"}
+
+
+def text_config_of_multimodal(hf: dict[str, Any]) -> dict[str, Any]:
+    """A multimodal Gemma 3 config.json -> the text model's config dict. Hub configs list only the text
+    fields that differ from transformers' defaults, so ``Gemma3TextConfig`` fills the rest (as transformers and
+    vLLM read it); token ids and dtype come from the top level when the text config has none."""
+    import transformers
+
+    text = dict(hf.get("text_config") or {})
+    text.pop("architectures", None)
+    full = transformers.Gemma3TextConfig(**text).to_dict()
+    for key in ("eos_token_id", "bos_token_id", "pad_token_id", "dtype", "torch_dtype", "quantization_config"):
+        if hf.get(key) is not None and (key not in text or text.get(key) is None):
+            full[key] = hf[key]
+    full["architectures"] = [TEXT_OF_MULTIMODAL[hf["architectures"][0]]]
+    return full
+FUSED_ARCHS = ("Phi3ForCausalLM",)  # checkpoints with qkv_proj / gate_up_proj
+
+# The norms of a decoder layer per ``cfg.norm_placement`` (HF names; the checkpoint keys use them too). "pre":
+# x + attn(in(x)), then x + mlp(post_attention(x)). "sandwich": x + post_attention(attn(in(x))), then
+# x + post_feedforward(mlp(pre_feedforward(x))). "post": x + post_attention(attn(x)), x + post_feedforward(mlp(x)).
+LAYER_NORMS = {
+    "pre": ("input_layernorm", "post_attention_layernorm"),
+    "sandwich": ("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm",
+                 "post_feedforward_layernorm"),
+    "post": ("post_attention_layernorm", "post_feedforward_layernorm"),
+}
+
+# activation name -> ours ("silu", "gelu_tanh", "gelu")
+_ACTIVATIONS = {"silu": "silu", "swish": "silu", "gelu_pytorch_tanh": "gelu_tanh", "gelu_tanh": "gelu_tanh",
+                "gelu_new": "gelu_tanh", "gelu_fast": "gelu_tanh", "gelu": "gelu"}
+
+
+def activation(hf: dict[str, Any], arch: str) -> str:
+    """The MLP activation. Gemma 1 configs name the tanh approximation "gelu" in ``hidden_act`` (a legacy value
+    that transformers and vLLM both read as tanh); Gemma 2/3 read ``hidden_activation``."""
+    if arch in GEMMA_ARCHS:
+        name = hf.get("hidden_activation") or hf.get("hidden_act") or "gelu_pytorch_tanh"
+        if arch == "GemmaForCausalLM" and name == "gelu" and not hf.get("hidden_activation"):
+            name = "gelu_pytorch_tanh"
+    else:
+        name = hf.get("hidden_act", "silu")
+    if name not in _ACTIVATIONS:
+        raise ValueError(f"hidden_act={name!r} is not supported; supported: {', '.join(sorted(_ACTIVATIONS))}")
+    return _ACTIVATIONS[name]
+
+
+def _positive_or_none(hf: dict[str, Any], key: str) -> float | None:
+    value = hf.get(key)
+    if value is None:
+        return None
+    if not float(value) > 0:
+        raise ValueError(f"{key}={value!r} must be > 0 or null")
+    return float(value)
+
+
+def family_fields(hf: dict[str, Any], arch: str) -> dict[str, Any]:
+    """Norm style/placement, q/k norm kind, embedding scale, attention scale and soft-capping of ``arch``."""
+    gemma = arch in GEMMA_ARCHS
+    fields: dict[str, Any] = {
+        "hidden_act": activation(hf, arch),
+        "norm_offset": 1.0 if gemma else 0.0,  # Gemma norms scale by (1 + w)
+        "embed_scale": gemma,  # Gemma multiplies the embeddings by sqrt(hidden_size)
+        "norm_placement": {"Gemma2ForCausalLM": "sandwich", "Gemma3ForCausalLM": "sandwich",
+                           "Olmo2ForCausalLM": "post"}.get(arch, "pre"),
+        "qk_norm": {"Qwen3ForCausalLM": "head", "Gemma3ForCausalLM": "head",
+                    "Olmo2ForCausalLM": "full"}.get(arch),
+        "fused_checkpoint": arch in FUSED_ARCHS,
+    }
+    if arch in ("Gemma2ForCausalLM", "Gemma3ForCausalLM"):
+        fields["query_pre_attn_scalar"] = float(hf.get("query_pre_attn_scalar") or 256)
+        gemma2 = arch == "Gemma2ForCausalLM"
+        fields["final_logit_softcap"] = _positive_or_none(
+            {"final_logit_softcapping": hf.get("final_logit_softcapping", 30.0 if gemma2 else None)},
+            "final_logit_softcapping")
+        # Gemma 3 configs carry attn_logit_softcapping, but its attention never caps (transformers' Gemma 3)
+        if gemma2:
+            fields["attn_logit_softcap"] = _positive_or_none(
+                {"attn_logit_softcapping": hf.get("attn_logit_softcapping", 50.0)}, "attn_logit_softcapping")
+    return fields
+
+
+def layer_types(hf: dict[str, Any], arch: str, num_layers: int) -> tuple[str, ...] | None:
+    """"sliding_attention" / "full_attention" per layer for the families that mix them (None otherwise):
+    ``layer_types`` when given, else Gemma 2's alternation (even layers local) or Gemma 3's
+    ``sliding_window_pattern`` (every pattern-th layer global, default 6)."""
+    types = hf.get("layer_types")
+    if types:
+        if len(types) != num_layers:
+            raise ValueError(f"layer_types has {len(types)} entries for num_hidden_layers={num_layers}")
+        bad = sorted({t for t in types if t not in ("sliding_attention", "full_attention")})
+        if bad:
+            raise ValueError(f"layer_types {bad} are not supported (only 'sliding_attention', 'full_attention')")
+        return tuple(types)
+    if arch == "Gemma2ForCausalLM":
+        return tuple("sliding_attention" if (i + 1) % 2 else "full_attention" for i in range(num_layers))
+    if arch == "Gemma3ForCausalLM":
+        pattern = int(hf.get("sliding_window_pattern") or 6)
+        return tuple("sliding_attention" if (i + 1) % pattern else "full_attention" for i in range(num_layers))
+    return None
+
+
+def family_sliding_windows(hf: dict[str, Any], arch: str, num_layers: int) -> tuple[int | None, ...] | None:
+    """Per-layer windows of the Gemma 2/3, Phi-3 and OLMo 2 families (None: not one of them)."""
+    window = hf.get("sliding_window")
+    if arch in ("Gemma2ForCausalLM", "Gemma3ForCausalLM"):
+        if hf.get("use_bidirectional_attention"):
+            raise ValueError("use_bidirectional_attention=True (an encoder checkpoint) is not supported")
+        types = layer_types(hf, arch, num_layers)
+        return tuple(int(window) if window and t == "sliding_attention" else None for t in types)
+    if arch in ("Phi3ForCausalLM", "Olmo2ForCausalLM", "GemmaForCausalLM"):
+        # transformers' Phi-3 windows every layer when ``sliding_window`` is set (Phi-3-mini-4k: 2047)
+        return (int(window) if window and arch == "Phi3ForCausalLM" else None,) * num_layers
+    return None
+
+
+def gemma3_rope_dicts(hf: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(global rope dict, local rope dict) of a Gemma 3 config: rope_parameters per layer type (5.x), or
+    rope_theta + rope_scaling for global layers and rope_local_base_freq for local ones (4.x)."""
+    params = hf.get("rope_parameters") or {}
+    if "full_attention" in params or "sliding_attention" in params:
+        full = dict(params.get("full_attention") or {})
+        local = dict(params.get("sliding_attention") or {})
+        full.setdefault("rope_theta", 1_000_000.0)
+        local.setdefault("rope_theta", 10_000.0)
+        return full, local
+    full = {**dict(hf.get("rope_scaling") or {}), **params}
+    full.setdefault("rope_theta", hf.get("rope_theta", 1_000_000.0))
+    local = {"rope_type": "default", "rope_theta": hf.get("rope_local_base_freq", 10_000.0)}
+    return full, local

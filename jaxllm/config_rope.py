@@ -1,0 +1,82 @@
+"""Rotary embedding settings read from a HF config (no jax here): ``RopeConfig`` (frozen, hashable) and the
+parsing of transformers 4.x (``rope_theta`` / ``rope_scaling``) and 5.x (``rope_parameters``) spellings, Gemma 3's
+two ropes (local / global layers), Phi-3's longrope (legacy "su" / "yarn" names) and partial rotary."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from jaxllm.config_families import gemma3_rope_dicts
+
+_ROPE_TYPES = ("default", "linear", "dynamic", "llama3", "longrope")
+
+
+@dataclasses.dataclass(frozen=True)
+class RopeConfig:
+    """Rotary embedding settings. ``scaling`` is a sorted tuple of (key, value) pairs (hashable; list values such
+    as longrope's ``short_factor`` / ``long_factor`` become tuples)."""
+
+    theta: float = 10000.0
+    rope_type: str = "default"
+    scaling: tuple[tuple[str, Any], ...] = ()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return dict(self.scaling).get(key, default)
+
+
+def ropes_from_hf(hf: dict[str, Any], arch: str) -> tuple[RopeConfig, RopeConfig | None]:
+    """(rope, rope of the sliding layers or None). Gemma 3 has two; Phi-3 names longrope "su" / "yarn" in old
+    configs."""
+    if arch == "Gemma3ForCausalLM":
+        full, local = gemma3_rope_dicts(hf)
+        return _rope_from_hf({**hf, "rope_parameters": full, "rope_scaling": None}), \
+            _rope_from_hf({**hf, "rope_parameters": local, "rope_scaling": None})
+    if arch == "Phi3ForCausalLM":
+        scaling = dict(hf.get("rope_scaling") or hf.get("rope_parameters") or {})
+        if scaling.get("rope_type", scaling.get("type")) in ("su", "yarn"):
+            scaling["rope_type"] = "longrope"
+            scaling.pop("type", None)
+        return _rope_from_hf({**hf, "rope_scaling": scaling, "rope_parameters": None}), None
+    return _rope_from_hf(hf), None
+
+
+def rotary_dim_from_hf(hf: dict[str, Any], head_dim: int) -> int:
+    """Rotated dims per head (Phi-4-mini rotates 3/4 of each head); 0 when the whole head rotates."""
+    factor = float((hf.get("rope_parameters") or {}).get("partial_rotary_factor")
+                   or hf.get("partial_rotary_factor") or 1.0)
+    if not 0.0 < factor <= 1.0:
+        raise ValueError(f"partial_rotary_factor={factor} must be in (0, 1]")
+    dim = int(head_dim * factor)
+    if dim % 2:
+        raise ValueError(f"partial_rotary_factor={factor} gives an odd rotary dim {dim} (head_dim={head_dim})")
+    return 0 if dim == head_dim else dim
+
+
+def _rope_from_hf(hf: dict[str, Any]) -> RopeConfig:
+    """Read rope settings from either transformers-5 ``rope_parameters`` or 4.x ``rope_theta``/``rope_scaling``."""
+    params = dict(hf.get("rope_parameters") or {})
+    scaling = dict(hf.get("rope_scaling") or {})
+    merged = {**scaling, **params}
+    theta = float(merged.pop("rope_theta", hf.get("rope_theta", 10000.0)))
+    rope_type = merged.pop("rope_type", None) or merged.pop("type", None) or "default"
+    merged.pop("type", None)
+    if rope_type not in _ROPE_TYPES:
+        raise ValueError(f"rope type {rope_type!r} is not supported; supported: {', '.join(_ROPE_TYPES)}")
+    if rope_type in ("dynamic", "llama3", "longrope") and "original_max_position_embeddings" not in merged:
+        merged["original_max_position_embeddings"] = int(hf.get("original_max_position_embeddings")
+                                                          or hf.get("max_position_embeddings", 2048))
+    if rope_type == "longrope":
+        _check_longrope(merged, hf)
+    merged = {k: tuple(v) if isinstance(v, list) else v for k, v in merged.items()}
+    items = tuple(sorted((k, v) for k, v in merged.items() if isinstance(v, (int, float, str, bool, tuple))))
+    return RopeConfig(theta=theta, rope_type=rope_type, scaling=items)
+
+
+def _check_longrope(params: dict[str, Any], hf: dict[str, Any]) -> None:
+    """longrope needs both factor lists; ``factor`` defaults to max / original max positions (as transformers)."""
+    for key in ("short_factor", "long_factor"):
+        if not isinstance(params.get(key), (list, tuple)):
+            raise ValueError(f"longrope rope scaling needs a list {key!r}, got {params.get(key)!r}")  # noqa: TRY004
+    if params.get("factor") is None:
+        params["factor"] = int(hf.get("max_position_embeddings", 2048)) / params["original_max_position_embeddings"]

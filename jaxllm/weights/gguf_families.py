@@ -1,0 +1,90 @@
+"""GGUF metadata -> HF config fields for Gemma 1/2/3, Phi-3 and OLMo 2 (the llama.cpp converter's keys).
+
+Each function takes the ``GGUFCheckpoint`` and the config built so far (sizes, rope_theta, eps, ...) and returns
+the fields to add. Values llama.cpp does not store but hard-codes per model are rebuilt its way:
+
+- Gemma 2/3's attention scale: query_pre_attn_scalar = hidden / heads for the 27B models (46 / 62 layers),
+  else head_dim (llama.cpp picks 1/sqrt of either by model size, as the HF configs do).
+- Gemma 3's local layers: rope base 10000, every 6th layer global (unless the file has
+  ``attention.sliding_window_pattern``, one bool per layer: true = sliding).
+- Phi-3 longrope: ``rope_factors_long`` / ``rope_factors_short`` tensors hold the factor lists.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_GEMMA_27B_LAYERS = {"gemma2": 46, "gemma3": 62}
+
+
+def _query_pre_attn_scalar(arch: str, cfg: dict[str, Any]) -> float:
+    if cfg["num_hidden_layers"] == _GEMMA_27B_LAYERS[arch]:
+        return cfg["hidden_size"] / cfg["num_attention_heads"]
+    return float(cfg["head_dim"])
+
+
+def _float_or_none(value) -> float | None:
+    return None if value is None else float(f"{float(value):.7g}")
+
+
+def gemma(ckpt, cfg: dict[str, Any]) -> dict[str, Any]:
+    return {"hidden_activation": "gelu_pytorch_tanh"}
+
+
+def gemma2(ckpt, cfg: dict[str, Any]) -> dict[str, Any]:
+    return {"hidden_activation": "gelu_pytorch_tanh",
+            "query_pre_attn_scalar": _query_pre_attn_scalar("gemma2", cfg),
+            "sliding_window": ckpt.arch_key("attention.sliding_window"),
+            "attn_logit_softcapping": _float_or_none(ckpt.arch_key("attn_logit_softcapping")),
+            "final_logit_softcapping": _float_or_none(ckpt.arch_key("final_logit_softcapping"))}
+
+
+def gemma3(ckpt, cfg: dict[str, Any]) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "hidden_activation": "gelu_pytorch_tanh", "query_pre_attn_scalar": _query_pre_attn_scalar("gemma3", cfg),
+        "sliding_window": ckpt.arch_key("attention.sliding_window"), "rope_local_base_freq": 10000.0,
+        "final_logit_softcapping": _float_or_none(ckpt.arch_key("final_logit_softcapping"))}
+    pattern = ckpt.arch_key("attention.sliding_window_pattern")
+    if isinstance(pattern, (list, tuple)):
+        fields["layer_types"] = ["sliding_attention" if p else "full_attention" for p in pattern]
+    elif pattern is not None:
+        fields["sliding_window_pattern"] = int(pattern)
+    kind = ckpt.arch_key("rope.scaling.type")
+    if kind == "linear":
+        fields["rope_scaling"] = {"rope_type": "linear", "factor": float(ckpt.arch_key("rope.scaling.factor"))}
+    elif kind not in (None, "none"):
+        raise ValueError(f"GGUF gemma3 rope scaling type {kind!r} is not supported; supported: none, linear")
+    return fields
+
+
+def phi3(ckpt, cfg: dict[str, Any]) -> dict[str, Any]:
+    """Partial rotary (Phi-4-mini: rope.dimension_count < head_dim), a sliding window, longrope factors."""
+    fields: dict[str, Any] = {"sliding_window": ckpt.arch_key("attention.sliding_window")}
+    rope_dim = ckpt.arch_key("rope.dimension_count")
+    if rope_dim is not None and int(rope_dim) != cfg["head_dim"]:
+        fields["partial_rotary_factor"] = int(rope_dim) / cfg["head_dim"]
+    names = ("rope_factors_long.weight", "rope_factors_short.weight")
+    present = [n in ckpt.tensor_keys() for n in names]
+    if any(present) and not all(present):
+        raise ValueError(f"GGUF {ckpt.path!r} has only one of {names}: longrope needs both")
+    if all(present):
+        original = ckpt.arch_key("rope.scaling.original_context_length")
+        if original is None:
+            raise ValueError(f"GGUF {ckpt.path!r} has longrope factors but no "
+                             "phi3.rope.scaling.original_context_length")
+        scaling = {"rope_type": "longrope", "long_factor": ckpt.tensor_array(names[0]).tolist(),
+                   "short_factor": ckpt.tensor_array(names[1]).tolist(),
+                   "original_max_position_embeddings": int(original)}
+        attn_factor = ckpt.arch_key("rope.scaling.attn_factor")
+        if attn_factor is not None:
+            scaling["attention_factor"] = _float_or_none(attn_factor)
+        fields["rope_scaling"] = scaling
+        fields["original_max_position_embeddings"] = int(original)
+    return fields
+
+
+def olmo2(ckpt, cfg: dict[str, Any]) -> dict[str, Any]:
+    return {}
+
+
+FAMILY_CONFIG = {"gemma": gemma, "gemma2": gemma2, "gemma3": gemma3, "phi3": phi3, "olmo2": olmo2}

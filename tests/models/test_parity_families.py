@@ -1,0 +1,154 @@
+"""Gemma 1/2/3, Phi-3/3.5/4 and OLMo 2: fp32 logits of jaxllm.load_model within 1e-4 relative of transformers on
+tiny random checkpoints (every weight, norms included, perturbed; sequences longer than the sliding windows)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hf_models import hf_logits, relative_error, save_tiny_model
+
+import jaxllm
+
+SPECIAL = {"pad_token_id": 0, "eos_token_id": 1, "bos_token_id": 2}  # ids inside the tiny vocabulary
+
+
+def longrope(dim: int, original: int) -> dict:
+    """A longrope scaling with distinct short/long factors (dim: the rotated dims of a head)."""
+    rng = np.random.RandomState(0)
+    return {"rope_type": "longrope", "short_factor": [float(x) for x in 1.0 + rng.rand(dim // 2)],
+            "long_factor": [float(x) for x in 2.0 + 4 * rng.rand(dim // 2)],
+            "original_max_position_embeddings": original}
+
+
+CASES = {
+    "gemma-mqa": ("GemmaForCausalLM", {"head_dim": 32, "num_key_value_heads": 1}),
+    "gemma2-softcap-window": ("Gemma2ForCausalLM", {"head_dim": 16, "sliding_window": 5, "query_pre_attn_scalar": 24,
+                                                    "attn_logit_softcapping": 2.0, "final_logit_softcapping": 3.0}),
+    "gemma2-no-caps": ("Gemma2ForCausalLM", {"sliding_window": 7, "attn_logit_softcapping": None,
+                                             "final_logit_softcapping": None}),
+    "gemma3-local-global": ("Gemma3ForCausalLM", {"head_dim": 16, "sliding_window": 5, "query_pre_attn_scalar": 24,
+                                                  "num_hidden_layers": 3, "sliding_window_pattern": 2,
+                                                  "rope_scaling": {"rope_type": "linear", "factor": 4.0},
+                                                  "rope_local_base_freq": 100.0, "rope_theta": 5000.0}),
+    "gemma3-softcap": ("Gemma3ForCausalLM", {"sliding_window": 6, "attn_logit_softcapping": 3.0,
+                                             "final_logit_softcapping": 5.0}),
+    "phi3": ("Phi3ForCausalLM", SPECIAL),
+    "phi3-window": ("Phi3ForCausalLM", {**SPECIAL, "sliding_window": 6}),
+    "phi3-longrope-long": ("Phi3ForCausalLM", {**SPECIAL, "rope_scaling": longrope(16, 8),
+                                               "original_max_position_embeddings": 8}),
+    "phi3-longrope-short": ("Phi3ForCausalLM", {**SPECIAL, "rope_scaling": longrope(16, 64),
+                                                "original_max_position_embeddings": 64}),
+    "phi4-mini-partial-rotary": ("Phi3ForCausalLM", {**SPECIAL, "partial_rotary_factor": 0.75,
+                                                     "tie_word_embeddings": True, "rope_scaling": longrope(12, 8),
+                                                     "original_max_position_embeddings": 8}),
+    "olmo2": ("Olmo2ForCausalLM", SPECIAL),
+    "olmo2-mha": ("Olmo2ForCausalLM", {**SPECIAL, "num_key_value_heads": 4}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_logits_match_transformers(tmp_path, case):
+    arch, overrides = CASES[case]
+    hf = save_tiny_model(tmp_path, arch, **overrides)
+    model = jaxllm.load_model(tmp_path)
+    ids = np.random.RandomState(1).randint(0, hf.config.vocab_size, (2, 24)).astype(np.int32)
+    assert relative_error(np.asarray(model(ids)), hf_logits(hf, ids)) <= 1e-4
+
+
+def test_family_config_fields(tmp_path):
+    arch, overrides = CASES["gemma3-local-global"]
+    save_tiny_model(tmp_path, arch, **overrides)
+    cfg = jaxllm.config.ModelConfig.from_pretrained(tmp_path)
+    assert cfg.sliding_windows == (5, None, 5)
+    assert cfg.rope_local.theta == 100.0 and cfg.rope.theta == 5000.0 and cfg.rope.rope_type == "linear"
+    assert cfg.layer_rope(0) is cfg.rope_local and cfg.layer_rope(1) is cfg.rope
+    assert cfg.sm_scale == 24 ** -0.5 and cfg.norm_offset == 1.0 and cfg.qk_norm == "head"
+    assert cfg.norm_placement == "sandwich" and cfg.hidden_act == "gelu_tanh"
+
+
+def test_legacy_config_formats():
+    """transformers 4.x config.json spellings: Gemma 1's "gelu", Gemma 3's rope_local_base_freq and
+    sliding_window_pattern, Phi-3's "su" rope scaling."""
+    base = {"vocab_size": 256, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 6,
+            "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16}
+    gemma = jaxllm.config.ModelConfig.from_hf({**base, "architectures": ["GemmaForCausalLM"], "hidden_act": "gelu"})
+    assert gemma.hidden_act == "gelu_tanh" and gemma.embed_scale and gemma.tie_word_embeddings  # Gemma ties
+    exact = jaxllm.config.ModelConfig.from_hf({**base, "architectures": ["GemmaForCausalLM"],
+                                              "hidden_activation": "gelu"})
+    assert exact.hidden_act == "gelu"
+    g3 = jaxllm.config.ModelConfig.from_hf({**base, "architectures": ["Gemma3ForCausalLM"], "rope_theta": 1e6,
+                                           "rope_local_base_freq": 1e4, "sliding_window": 512,
+                                           "sliding_window_pattern": 3,
+                                           "rope_scaling": {"rope_type": "linear", "factor": 8.0}})
+    assert g3.sliding_windows == (512, 512, None, 512, 512, None)
+    assert (g3.rope.theta, g3.rope.get("factor"), g3.rope_local.theta) == (1e6, 8.0, 1e4)
+    phi = jaxllm.config.ModelConfig.from_hf({**base, "architectures": ["Phi3ForCausalLM"],
+                                            "max_position_embeddings": 1024, "original_max_position_embeddings": 256,
+                                            "rope_scaling": {"type": "su", "short_factor": [1.0] * 8,
+                                                             "long_factor": [2.0] * 8}})
+    assert phi.rope.rope_type == "longrope" and phi.rope.get("factor") == 4.0
+    assert phi.rope.get("original_max_position_embeddings") == 256 and phi.fused_checkpoint
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"architectures": ["Gemma2ForCausalLM"], "attn_logit_softcapping": 0}, "attn_logit_softcapping=0"),
+    ({"architectures": ["Gemma2ForCausalLM"], "layer_types": ["sliding_attention", "chunked_attention"]},
+     "chunked_attention"),
+    ({"architectures": ["Phi3ForCausalLM"], "rope_scaling": {"type": "longrope", "short_factor": [1.0] * 8}},
+     "long_factor"),
+    ({"architectures": ["Phi3ForCausalLM"], "partial_rotary_factor": 1.5}, "partial_rotary_factor=1.5"),
+    ({"architectures": ["GemmaForCausalLM"], "hidden_activation": "relu"}, "hidden_act='relu'"),
+    ({"architectures": ["Phi3ForCausalLM"], "quantization_config": {"quant_method": "awq", "bits": 4,
+                                                                    "group_size": 32}}, "fused qkv_proj"),
+])
+def test_bad_family_configs_are_clear(bad, match):
+    base = {"vocab_size": 256, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16}
+    with pytest.raises(ValueError, match=match):
+        jaxllm.config.ModelConfig.from_hf({**base, **bad})
+
+
+def test_phi3_fused_weights_quantized_at_load(tmp_path):
+    """quantization="int8" on a fused checkpoint: the split q/k/v and gate_up are quantized like any weight."""
+    hf = save_tiny_model(tmp_path, "Phi3ForCausalLM", **SPECIAL)
+    model = jaxllm.load_model(tmp_path, quantization="int8")
+    assert model.layers[0].self_attn.k_proj.qweight[...].dtype.name == "int8"
+    ids = np.random.RandomState(2).randint(0, 256, (1, 16)).astype(np.int32)
+    assert relative_error(np.asarray(model(ids)), hf_logits(hf, ids)) <= 5e-2
+
+
+def test_gemma3_multimodal_checkpoint_runs_its_language_model(tmp_path):
+    """A Gemma3ForConditionalGeneration checkpoint (as Gemma 3 4B/12B/27B ship): text prompts run its language
+    model (keys under language_model.*; the vision tower's are not loaded), logits equal transformers'
+    text-only forward; a hub-style partial text_config takes transformers' defaults."""
+    import json
+
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    text = {"vocab_size": 256, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "sliding_window": 5,
+            "sliding_window_pattern": 2, "rope_scaling": {"rope_type": "linear", "factor": 2.0}}
+    vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+              "image_size": 28, "patch_size": 14}
+    cfg = transformers.Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4,
+                                    image_token_index=255, boi_token_index=254, eoi_token_index=253)
+    hf = transformers.Gemma3ForConditionalGeneration(cfg).eval()
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            if "norm" in name:
+                p.copy_(0.1 * torch.randn_like(p))
+    hf.save_pretrained(tmp_path)
+    model = jaxllm.load_model(tmp_path)
+    assert model.config.architecture == "Gemma3ForCausalLM"
+    assert model.config.multimodal_architecture == "Gemma3ForConditionalGeneration"
+    ids = np.random.RandomState(3).randint(0, 250, (2, 16)).astype(np.int32)
+    assert relative_error(np.asarray(model(ids)), hf_logits(hf, ids)) <= 1e-4
+    hub_style = {"architectures": ["Gemma3ForConditionalGeneration"], "model_type": "gemma3", "eos_token_id": [1, 106],
+                 "text_config": {"hidden_size": 2560, "intermediate_size": 10240, "model_type": "gemma3_text",
+                                 "num_hidden_layers": 34, "sliding_window": 1024,
+                                 "rope_scaling": {"factor": 8.0, "rope_type": "linear"}}}
+    parsed = jaxllm.config.ModelConfig.from_hf(json.loads(json.dumps(hub_style)))
+    assert (parsed.num_heads, parsed.head_dim, parsed.vocab_size, parsed.eos_token_ids) == (8, 256, 262208, (1, 106))
+    assert parsed.sliding_windows[:6] == (1024,) * 5 + (None,) and parsed.rope.get("factor") == 8.0
