@@ -22,6 +22,7 @@ from jaxllm.pooling.outputs import (
 )
 from jaxllm.pooling_params import PoolingParams
 from jaxllm.sampling_params import BeamSearchParams, RequestOutputKind, SamplingParams
+from jaxllm.structured_outputs import GuidedDecodingParams, StructuredOutputsConfig, StructuredOutputsParams
 
 __version__ = "0.1.0"
 
@@ -34,6 +35,7 @@ __all__ = [
     "CompletionOutput",
     "EmbeddingOutput",
     "EmbeddingRequestOutput",
+    "GuidedDecodingParams",
     "Logprob",
     "PoolerConfig",
     "PoolingOutput",
@@ -45,6 +47,8 @@ __all__ = [
     "SamplingParams",
     "ScoringOutput",
     "ScoringRequestOutput",
+    "StructuredOutputsConfig",
+    "StructuredOutputsParams",
     "TextPrompt",
     "TokensPrompt",
     "load_model",

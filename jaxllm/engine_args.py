@@ -103,6 +103,8 @@ class EngineArgs:
     max_logprobs: int = MAX_LOGPROBS
     logprobs_mode: str = "raw_logprobs"
     disable_log_stats: bool = True
+    # Structured outputs: a dict of StructuredOutputsConfig fields ({"backend": "auto"}) or an instance.
+    structured_outputs_config: Any = None
     # -- compilation --
     enforce_eager: bool = False
     max_seq_len_to_capture: int | None = None  # buckets of more tokens are compiled on first use
@@ -168,6 +170,9 @@ class EngineArgs:
         for name, choices in _CHOICES.items():
             check_choice(name, getattr(self, name), (None, *choices))
         self._validate_memory_and_outputs()
+        from jaxllm.structured_outputs.params import StructuredOutputsConfig
+
+        StructuredOutputsConfig.coerce(self.structured_outputs_config)  # checked here, used by the engine
         self.compilation_cache_dir = check_compilation_config(self.compilation_config, self.compilation_cache_dir)
 
     def _validate_memory_and_outputs(self) -> None:

@@ -89,7 +89,8 @@ class LLM(EngineControl, PoolingMixin):
             tokenizer=self.tokenizer, seed=args.seed, async_scheduling=args.async_scheduling,
             max_logprobs=args.max_logprobs, log_stats=not args.disable_log_stats,
             scheduling_policy=args.scheduling_policy, model_config=cfg,
-            model_name=type(model).__name__ if in_memory else os.fspath(model))
+            model_name=type(model).__name__ if in_memory else os.fspath(model),
+            structured_outputs_config=args.structured_outputs_config)
         self._request_counter = itertools.count()
         self._default_params = self._generation_config_defaults()
         self.startup_seconds = time.perf_counter() - t_start

@@ -12,9 +12,12 @@ import enum
 import logging
 import math
 import numbers
+import warnings
 from typing import Any
 
 import numpy as np
+
+from jaxllm.structured_outputs.params import GuidedDecodingParams, StructuredOutputsParams
 
 logger = logging.getLogger(__name__)
 
@@ -157,6 +160,8 @@ class SamplingParams:
     flat_logprobs: bool = False
     # Free-form data kept on the params for user code (custom logits processors, plugins): never read here.
     extra_args: dict[str, Any] | None = None
+    structured_outputs: StructuredOutputsParams | None = None
+    guided_decoding: GuidedDecodingParams | None = None  # the older name: moved to structured_outputs
 
     # Set by update_from_tokenizer (engine side); not constructor arguments.
     _bad_words_token_ids: list[list[int]] | None = dataclasses.field(default=None, init=False)
@@ -203,6 +208,7 @@ class SamplingParams:
             raise TypeError(f"output_kind must be a RequestOutputKind, got {self.output_kind!r}")
         if self.extra_args is not None and not isinstance(self.extra_args, dict):
             raise TypeError(f"extra_args must be a dict or None, got {type(self.extra_args).__name__}")
+        self._check_structured_outputs()
 
         if 0 < self.temperature < _MAX_TEMP:
             logger.warning(
@@ -250,6 +256,16 @@ class SamplingParams:
                 f"logit_bias contains key(s) that are not non-negative integer token IDs: {bad_keys!r}"
             )
         return out
+
+    def _check_structured_outputs(self) -> None:
+        """vLLM's rule: ``guided_decoding`` (deprecated) moves to ``structured_outputs``."""
+        if self.guided_decoding is not None:
+            warnings.warn("SamplingParams.guided_decoding is deprecated; use structured_outputs",
+                          DeprecationWarning, stacklevel=4)
+            self.structured_outputs, self.guided_decoding = self.guided_decoding, None
+        so = self.structured_outputs
+        if so is not None and not isinstance(so, StructuredOutputsParams):
+            raise TypeError(f"structured_outputs must be a StructuredOutputsParams, got {type(so).__name__} ({so!r})")
 
     def _verify_args(self) -> None:
         if self.n < 1:
@@ -378,7 +394,8 @@ class SamplingParams:
             f"skip_special_tokens={self.skip_special_tokens}, "
             f"spaces_between_special_tokens={self.spaces_between_special_tokens}, "
             f"logit_bias={self.logit_bias}, allowed_token_ids={self.allowed_token_ids}, "
-            f"truncate_prompt_tokens={self.truncate_prompt_tokens}, extra_args={self.extra_args})"
+            f"truncate_prompt_tokens={self.truncate_prompt_tokens}, extra_args={self.extra_args}, "
+            f"structured_outputs={self.structured_outputs})"
         )
 
 

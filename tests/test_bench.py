@@ -99,3 +99,17 @@ def test_roofline_caps_windowed_layers_at_their_window():
     decode = sum(max(((body + head) * 2 + (4 + ctx) * kv_per_key) / 1e9,
                      (2 * (body + head) + 4 * 4 * 16 * (4 + ctx)) / 1e12) for ctx in (10, 11))
     assert abs(r["prefill_s"] - prefill) < 1e-12 and abs(r["decode_s"] - decode) < 1e-12
+
+
+def test_bench_structured_compares_with_the_plain_run(tmp_path):
+    from hf_models import save_tokenizer_with_template
+
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps(TINY))
+    save_tokenizer_with_template(tmp_path / "tok")
+    result = main(["--config", str(cfg), "--num-requests", "3", "--prompt-len", "4", "8", "--output-len", "5", "5",
+                   "--max-num-seqs", "4", "--max-num-batched-tokens", "16", "--enforce-eager", "--structured",
+                   "--tokenizer", str(tmp_path / "tok")])
+    s = result["jaxllm"]["structured"]
+    assert s["output_tokens"] == 15 and s["num_aborted"] == 0 and s["ratio_vs_plain"] > 0
+    assert s["grammar_compile_ms_per_schema"] > 0 and s["ttft_median_s"] > 0

@@ -70,6 +70,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--host-profile", metavar="PATH", help="cProfile generate; write the top functions to PATH")
     p.add_argument("--async-scheduling", action=argparse.BooleanOptionalAction, default=True,
                    help="schedule step N+1 while step N runs (engine default: on)")
+    p.add_argument("--structured", action="store_true",
+                   help="then run the requests again, each with one of 8 JSON schemas (structured outputs), and "
+                        "compare (jaxllm/bench/structured.py)")
+    p.add_argument("--tokenizer", help="with --structured: an HF tokenizer folder (default: the default model's)")
     p.add_argument("--output", help="write the results as JSON here")
     args = p.parse_args(argv)
     if args.preset:  # the preset's arguments first, so the ones given override them
@@ -78,6 +82,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         return args
     if not args.workload and not args.config:
         p.error("give --workload or --config")
+    if args.tokenizer and not args.structured:
+        p.error("--tokenizer is for the grammars of --structured")
     if args.fp8_activations and args.quantization != "fp8":
         p.error(f"--fp8-activations {args.fp8_activations} needs --quantization fp8, not {args.quantization}")
     return args
@@ -100,8 +106,14 @@ def run_jaxllm(w: Workload, args, model_dir: str, prompts, output_lens) -> dict:
     from jaxllm import LLM, SamplingParams
 
     max_model_len = w.prompt_len[1] + w.output_len[1]
+    tokenizer = None
+    if args.structured:
+        from jaxllm.bench.structured import save_default_tokenizer
+
+        tokenizer = args.tokenizer or save_default_tokenizer(os.path.join(model_dir, "tokenizer"))
     t0 = time.perf_counter()
-    llm = LLM(model_dir, load_format="dummy", skip_tokenizer_init=True, dtype="bfloat16",
+    llm = LLM(model_dir, load_format="dummy", skip_tokenizer_init=tokenizer is None, tokenizer=tokenizer,
+              dtype="bfloat16",
               max_model_len=max_model_len, max_num_seqs=args.max_num_seqs,
               max_num_batched_tokens=args.max_num_batched_tokens, block_size=args.block_size,
               gpu_memory_utilization=args.gpu_memory_utilization, tensor_parallel_size=args.tensor_parallel_size,
@@ -134,7 +146,13 @@ def run_jaxllm(w: Workload, args, model_dir: str, prompts, output_lens) -> dict:
     stats = dev.memory_stats() or {}
     cfg = llm.model_config
     kv_bytes = sum(a.nbytes for a in runner.kv_caches)
+    structured = None
+    if args.structured:
+        from jaxllm.bench.structured import run_structured
+
+        structured = run_structured(llm, prompts, output_lens, w.temperature, outs, wall)
     return {
+        "structured": structured,
         "startup_s": startup, "weights_init_s": llm.load_seconds, "compile_s": runner.compile_seconds,
         "first_run_s": runner.first_run_seconds,
         "num_compilations": runner.num_compilations, "generate_s": wall,
@@ -234,6 +252,10 @@ def print_table(r: dict) -> None:
         ("roofline output / total tok/s", f"{roof['output_tok_s']:,.0f} / {roof['total_tok_s']:,.0f}"),
         ("% of roofline (output / total)", f"{r['pct_roofline_output']:.1f}% / {r['pct_roofline_total']:.1f}%"),
     ]
+    if o.get("structured"):
+        from jaxllm.bench.structured import table_rows
+
+        rows += table_rows(o["structured"])
     if "peer_hf" in r:
         rows.append(("HF peer output tok/s (ratio)", (f"{r['peer_hf']['output_tok_s']:,.0f} "
                                                     f"({r['speedup_vs_peer_output']:.1f}x)")))

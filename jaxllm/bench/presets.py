@@ -48,6 +48,9 @@ class Preset:
 
 PRESETS = {
     "b1": Preset(("--workload", "B1"), "B1: Qwen3-0.6B dims, 256 requests, in/out 100..1024, T=0.6"),
+    "b1-structured": Preset(("--workload", "B1", "--structured"),
+                            "B1, then again with a JSON schema per request (8 schemas): constrained vs plain",
+                            baseline="b1", limit_s=360),
     "b1-peer": Preset(("--workload", "B1-peer", "--peer", "hf"),
                       "B1-peer: B1's prompts, 512 out, greedy; HF transformers on the same requests"),
     "b2": Preset(("--workload", "B2"), "B2: Llama-3.1-8B dims, 1000 requests, in 100..1024, out 256"),

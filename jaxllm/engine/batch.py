@@ -32,6 +32,10 @@ class ScheduledSeq:
     banned_token_ids: tuple[int, ...] = ()  # eos/stop ids masked while fewer than min_tokens were generated
     want_prompt_logprobs: bool = False  # return prompt logprobs for the positions computed this step
     pooling_params: Any = None  # a pooling request's PoolingParams (prefill only: pooled, never sampled)
+    grammar: Any = None  # structured outputs: the sequence's GrammarState (None: unconstrained)
+    # [ceil(V / 32)] int32 allowed-token bits of this step's sampling row, filled by the engine just before
+    # dispatch (None: nothing masked); the sampler sets the logits of the other tokens to -inf.
+    grammar_bitmask: Any = None
 
     @property
     def end(self) -> int:

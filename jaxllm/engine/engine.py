@@ -31,6 +31,8 @@ from ..outputs import RequestMetrics, RequestOutput
 from ..pooling.outputs import PoolingOutput, PoolingRequestOutput
 from ..pooling_params import PoolingParams
 from ..sampling_params import SamplingParams
+from ..structured_outputs.grammar import GrammarCompiler
+from ..structured_outputs.params import StructuredOutputsConfig
 from . import metrics as _metrics
 from .block_manager import BlockManager
 from .detokenizer import IncrementalDetokenizer, TokenizerView
@@ -84,6 +86,7 @@ class LLMEngine:
         async_scheduling: bool = True,
         max_logprobs: int = 20,
         log_stats: bool = False,
+        structured_outputs_config: Any = None,
         scheduling_policy: str = "fcfs",
         model_config: Any = None,
         model_name: str = "",
@@ -139,6 +142,8 @@ class LLMEngine:
         self.async_scheduling = bool(async_scheduling) and all(
             callable(getattr(runner, m, None)) for m in ("dispatch", "fetch"))
         self._steps: deque = deque()  # (batch, runner handle or output), oldest first
+        self.structured_outputs_config = StructuredOutputsConfig.coerce(structured_outputs_config)
+        self._grammars: GrammarCompiler | None = None  # created with the first structured-outputs request
         self._rng = np.random.default_rng(seed)
         self._requests: dict[str, RequestState] = {}
         self._streaming: dict[str, RequestState] = {}  # unfinished requests with output_kind != FINAL_ONLY
@@ -203,6 +208,7 @@ class LLMEngine:
             or params.presence_penalty != 0.0
             or any(len(w) > 1 for w in params.bad_words_token_ids or ())
         )
+        grammars = self._new_grammar_states(request_id, params)
         seqs = []
         for index in range(params.n):
             if params.seed is not None:
@@ -227,6 +233,7 @@ class LLMEngine:
                     want_prompt_logprobs=params.prompt_logprobs is not None and index == 0,
                     detokenizer=detok,
                     needs_history=needs_history,
+                    grammar=grammars[index],
                     priority=priority,
                     arrival_time=arrival,
                 )
@@ -243,6 +250,19 @@ class LLMEngine:
         for seq in seqs:
             self.scheduler.add(seq)
         self.stats.num_prompt_tokens += len(ids)
+
+    def _new_grammar_states(self, request_id: str, params: SamplingParams) -> list:
+        """One GrammarState per child (None without structured outputs); validates the spec now."""
+        so = params.structured_outputs
+        if so is None:
+            return [None] * params.n
+        if self._grammars is None:
+            self._grammars = GrammarCompiler(self.tokenizer, self.vocab_size, self.eos_token_ids,
+                                             self.structured_outputs_config)
+            prepare = getattr(self.runner, "prepare_structured_outputs", None)
+            if prepare is not None:
+                prepare()  # the runner's programs for constrained rows (compiled in the background)
+        return [self._grammars.new_state(request_id, so) for _ in range(params.n)]
 
     def abort_request(self, request_id: str | Iterable[str]) -> None:
         """Drop unfinished request(s); unknown ids are ignored (as vLLM). No output is returned for them; they
@@ -272,10 +292,16 @@ class LLMEngine:
             return []
         try:
             if not self._steps:
-                self._launch(self.scheduler.schedule(), required=True)
+                self._launch(self._schedule_required(), required=True)
+            finished = None
             if self.async_scheduling and self.scheduler.can_overlap():
-                self._launch(self.scheduler.schedule(), required=False)
-            finished = self._resolve_oldest()
+                batch = self.scheduler.schedule()
+                if any(s.sample and s.grammar is not None for s in batch.seqs):
+                    finished = self._launch_constrained(batch)
+                else:
+                    self._launch(batch, required=False)
+            if finished is None:
+                finished = self._resolve_oldest()
         except BaseException:
             # The K/V of the steps in flight may not have been written: forget the prefix-cache hashes
             # registered for them and requeue their sequences for recomputation. The engine stays usable:
@@ -298,6 +324,36 @@ class LLMEngine:
             self._drain()
         return results
 
+    def _schedule_required(self):
+        """The next batch when no step is in flight; waits for a compiling grammar if nothing else can run."""
+        batch = self.scheduler.schedule()
+        while not batch.seqs and self.scheduler.waiting_grammars():
+            self.scheduler.waiting_grammars()[0].wait()
+            batch = self.scheduler.schedule()
+        return batch
+
+    def _launch_constrained(self, batch) -> list:
+        """Step N+1 has constrained rows, whose masks need the tokens of step N, still in flight: launch step
+        N+1's forward (a runner with ``launch_sampler``), apply step N's tokens (grammars advance), then fill the
+        masks and launch step N+1's sampler. The forward runs on the device meanwhile. Returns the sequences
+        step N finished."""
+        launch_sampler = getattr(self.runner, "launch_sampler", None)
+        if launch_sampler is None:  # a runner that samples in dispatch: wait for step N first
+            finished = self._resolve_oldest()
+            self._launch(batch, required=False)
+            return finished
+        handle = self.runner.dispatch(batch, sample=False)
+        self._steps.append((batch, handle))
+        self._count_step(batch)
+        finished = self._resolve_oldest()
+        self._fill_grammar_bitmasks(batch)
+        launch_sampler(handle)
+        return finished
+
+    def _fill_grammar_bitmasks(self, batch) -> None:
+        if self._grammars is not None:
+            self._grammars.fill_batch(batch)
+
     def _launch(self, batch, required: bool) -> None:
         if not batch.seqs:
             if required:  # cannot happen for validated requests; fail loudly rather than spin
@@ -306,8 +362,12 @@ class LLMEngine:
                     f"({self.block_manager.num_free_blocks}/{self.num_blocks} free blocks)"
                 )
             return
+        self._fill_grammar_bitmasks(batch)
         run = self.runner.dispatch if self.async_scheduling else self.runner.execute
         self._steps.append((batch, run(batch)))
+        self._count_step(batch)
+
+    def _count_step(self, batch) -> None:
         self.stats.num_steps += 1
         self.stats.num_scheduled_tokens += batch.num_tokens
         self.request_stats.iteration_tokens.observe(batch.num_tokens)

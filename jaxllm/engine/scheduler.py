@@ -21,7 +21,11 @@ device and ``update`` replaces by the real token. ``num_computed_tokens`` advanc
 A sequence whose pending token surely ends it (max_tokens, max_model_len) is not scheduled again; one that
 turns out to stop on an EOS / stop id / stop string computed one extra token, which is dropped. Sequences whose
 next sampling row depends on their output tokens on the host (penalties, multi-token bad words) make the
-engine wait for step N first (``can_overlap``).
+engine wait for step N first (``can_overlap``). Structured outputs need step N's token on the host too, but only
+for the mask of step N+1's row: the engine schedules step N+1 and launches its forward while step N runs, then
+waits for step N, feeds its tokens to the grammars and launches step N+1's sampler with the masks
+(``LLMEngine._launch_constrained``). A waiting sequence
+whose grammar is still compiling is skipped (it keeps its place in the queue).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import time
 from collections import deque
 from typing import Any
 
+from ..structured_outputs.grammar import accept_tokens
 from .batch import RunnerOutput, ScheduledBatch, ScheduledSeq
 from .block_manager import BlockManager
 from .detokenizer import make_logprobs
@@ -149,8 +154,12 @@ class Scheduler:
 
         if not preempted:
             waiting = self.waiting
+            compiling = []  # structured outputs: sequences whose grammar is still compiling keep their place
             while waiting and budget > 0 and len(running) < self.max_num_seqs:
                 seq = waiting[0]
+                if seq.grammar is not None and not seq.grammar.ready():
+                    compiling.append(waiting.popleft())
+                    continue
                 hits = bm.get_computed_blocks(seq)
                 start = len(hits) * bm.block_size
                 n = min(len(seq.token_ids) - start, budget)
@@ -169,6 +178,7 @@ class Scheduler:
                 batch.append(self._scheduled_seq(seq, start, n))
                 scheduled.append(seq)
                 budget -= n
+            waiting.extendleft(reversed(compiling))
 
         for sseq, seq in zip(batch, scheduled):
             seq.num_computed_tokens = sseq.start + sseq.num_new_tokens
@@ -197,7 +207,13 @@ class Scheduler:
             and start < seq.num_prompt_tokens - 1
             and len(seq.prompt_logprobs) < seq.num_prompt_tokens,
             pooling_params=seq.pooling_params,
+            grammar=seq.grammar,
         )
+
+    def waiting_grammars(self) -> list:
+        """GrammarStates of waiting sequences still compiling (the engine waits for one when nothing else can
+        run)."""
+        return [s.grammar for s in self.waiting if s.grammar is not None and not s.grammar.ready()]
 
     def reset_inflight(self) -> None:
         """After a failed step (the runner raised): the K/V of every step in flight may be missing, so their
@@ -237,6 +253,7 @@ class Scheduler:
         step = self._inflight.popleft()
         now = time.time()
         finished: list[Sequence] = []
+        constrained: list[tuple[Sequence, int]] = []  # structured outputs: (sequence, its sampled token)
         for sseq, seq in zip(batch.seqs, step.seqs):
             if seq.status == SequenceStatus.FINISHED:
                 continue  # aborted, or it stopped in the previous step: this step's token is dropped
@@ -268,11 +285,15 @@ class Scheduler:
             if seq.first_token_time is None:
                 seq.first_token_time = now
             seq.last_token_time = now
+            if seq.grammar is not None:
+                constrained.append((seq, token))
             was_waiting = seq.status == SequenceStatus.WAITING  # preempted while this step ran
             if self._check_stop(seq, token):
                 finished.append(seq)
                 if was_waiting:
                     self.waiting.remove(seq)
+        if constrained:
+            self._advance_grammars(constrained, finished)
         if finished:
             for seq in finished:
                 self.block_manager.free(seq)
@@ -289,6 +310,17 @@ class Scheduler:
             self.waiting.remove(seq)
         seq.finish("stop")
         finished.append(seq)
+
+    def _advance_grammars(self, constrained: list[tuple[Sequence, int]], finished: list[Sequence]) -> None:
+        """Feed the step's tokens to their sequences' grammars (in parallel). A rejected token (a mask that was
+        not applied, logged) ends its sequence with finish_reason "abort"."""
+        ok = accept_tokens([seq.grammar for seq, _ in constrained], [token for _, token in constrained])
+        for (seq, _), good in zip(constrained, ok):
+            if not good and seq.status != SequenceStatus.FINISHED:
+                if seq.status == SequenceStatus.WAITING:
+                    self.waiting.remove(seq)
+                seq.finish("abort")
+                finished.append(seq)
 
     def _add_prompt_logprobs(self, seq: Sequence, start: int, entries: list | None, decode: Any) -> None:
         """Entry j is for prompt token ``start + 1 + j``; positions already recorded (before a preemption)

@@ -35,6 +35,7 @@ class Sequence:
         "finish_reason",
         "first_scheduled_time",
         "first_token_time",
+        "grammar",
         "index",
         "last_token_time",
         "logprobs",
@@ -78,6 +79,7 @@ class Sequence:
         needs_history: bool = False,
         priority: int = 0,
         arrival_time: float = 0.0,
+        grammar: Any = None,
     ) -> None:
         self.seq_id = seq_id
         self.request_id = request_id
@@ -102,6 +104,9 @@ class Sequence:
         # Its sampling row reads its output tokens on the host (penalties, multi-token bad words), so the
         # step after one where it samples cannot be scheduled before that step's tokens are known.
         self.needs_history = needs_history
+        # Structured outputs: the matcher state (jaxllm.structured_outputs.grammar.GrammarState), fed every
+        # sampled token by Scheduler.update; None for an unconstrained sequence.
+        self.grammar = grammar
         # A sequence that returns prompt logprobs must compute every prompt position (vLLM skips the
         # prefix cache for it); the others may start from cached blocks.
         self.read_prefix_cache = not want_prompt_logprobs

@@ -37,7 +37,10 @@ greedy variant 68 (46); temperature only 360-400 (141); + logprobs 569 (193); mi
 (bisection) 1990 / 1578 (378 / 502); penalties 571 (138). Each variant compiles in ~1.2-1.9 s on GPU, ~2-4 s
 on CPU.
 
-Logprobs (``config.num_logprobs`` > 0) come from the RAW logits (vLLM v1's default ``raw_logprobs``): the
+Structured outputs (``config.grammar_words``): a packed allowed-token bitmask per row, built on the host by
+``jaxllm.structured_outputs.grammar``, sets the logits of disallowed tokens to -inf before everything else.
+
+Logprobs (``config.num_logprobs`` > 0) come from the RAW logits (vLLM v1's default ``raw_logprobs``; after the grammar mask): the
 sampled token's logprob, its rank (1 + number of tokens with a strictly greater logprob) and the top-k ids and
 logprobs.
 """
@@ -50,12 +53,14 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 TOPK_CANDIDATES = 64  # static K of the top-k/top-p fast path (rows beyond it take the bisection fallback)
 BLOCK = 128  # largest column block of top_k_values
 CANDIDATE_BUDGET = 4096  # top_k_values sorts at most about this many candidates per row (k * block)
 _NEG_INF = float("-inf")
+_U_MAX = float(np.nextafter(np.float32(1.0), np.float32(0.0)))  # largest f32 below 1: 1 - 2^-24
 
 
 @dataclasses.dataclass
@@ -230,7 +235,8 @@ def _gumbel_argmax(x: jax.Array, seeds: jax.Array, output_index: jax.Array, nois
     The row key is threefry's ``fold_in(key(seed), output_index)`` (S tiny threefry calls); the noise of token
     v is a keyed hash of (row key, v): two rounds of a 32-bit mixer, 24 bits -> uniform in (0, 1) ->
     -log(-log(u)). This is elementwise and fuses with the argmax: ~1 pass over [S, V], where vmapped
-    ``jax.random.gumbel`` costs ~2x the time on GPU and ~1.3 s of compile time on CPU."""
+    ``jax.random.gumbel`` costs ~2x the time on GPU and ~1.3 s of compile time on CPU. u is capped at the
+    largest float32 below 1, so the noise is always finite (a masked -inf logit stays -inf)."""
     keys = jax.vmap(
         lambda seed, index: jax.random.key_data(
             jax.random.fold_in(jax.random.wrap_key_data(seed, impl="threefry2x32"), index)
@@ -238,7 +244,8 @@ def _gumbel_argmax(x: jax.Array, seeds: jax.Array, output_index: jax.Array, nois
     )(seeds, output_index)  # [S, 2] u32
     v = jnp.arange(x.shape[1], dtype=jnp.uint32)[None, :]
     h = _mix32(_mix32(v ^ keys[:, :1]) ^ keys[:, 1:])
-    u = ((h >> 8).astype(jnp.float32) + 0.5) * (1.0 / (1 << 24))
+    # (2^24 - 0.5) / 2^24 rounds to 1.0 in f32 (noise +inf: a forced token, NaN on a -inf logit): cap below 1
+    u = jnp.minimum(((h >> 8).astype(jnp.float32) + 0.5) * (1.0 / (1 << 24)), _U_MAX)
     noise = jnp.where(noisy[:, None], -jnp.log(-jnp.log(u)), 0.0)
     return jnp.argmax(x + noise, axis=-1).astype(jnp.int32)
 
@@ -265,6 +272,29 @@ def _random_tokens(x: jax.Array, md: Any, config: Any) -> jax.Array:
         return _gumbel_argmax(scaled, md.seeds, md.output_index, ~md.greedy)
 
 
+def apply_grammar_bitmask(logits: jax.Array, bitmask: jax.Array) -> jax.Array:
+    """Structured outputs: logits [S, V] f32, bitmask [S, ceil(V / 32)] i32 (bit v % 32 of word v // 32 set =
+    token v allowed; a row of -1 allows everything) -> logits with disallowed tokens at -inf. Unpacking the
+    bits is elementwise and fuses with the select: one pass over [S, V]."""
+    s, v = logits.shape
+    bits = (bitmask[:, :, None] >> jnp.arange(32, dtype=jnp.int32)) & 1  # [S, W, 32]
+    allowed = bits.reshape(s, -1)[:, :v] != 0
+    return jnp.where(allowed, logits, _NEG_INF)
+
+
+def apply_grammar_bitmask_reference(logits, bitmask):
+    """Plain numpy reference of ``apply_grammar_bitmask`` (a loop over rows and tokens), for the tests."""
+    import numpy as np
+
+    out = np.array(logits, np.float32, copy=True)
+    words = np.asarray(bitmask).astype(np.uint32)
+    for r in range(out.shape[0]):
+        for t in range(out.shape[1]):
+            if not (int(words[r, t // 32]) >> (t % 32)) & 1:
+                out[r, t] = _NEG_INF
+    return out
+
+
 def sample(logits: jax.Array, metadata: Any, config: Any) -> SamplerOutput:
     """logits [S, V] (any float dtype, computed as f32), metadata: ``SamplingMetadata`` pytree of device
     arrays, config: ``SamplerConfig`` (static) -> ``SamplerOutput``. Pure jax, no host sync; call inside the
@@ -273,6 +303,9 @@ def sample(logits: jax.Array, metadata: Any, config: Any) -> SamplerOutput:
     if config.greedy_only:
         return SamplerOutput(token_ids=jnp.argmax(logits, axis=-1).astype(jnp.int32))
     md = metadata
+    if config.grammar_words:  # first, as vLLM: logprobs and every filter see the masked logits
+        with jax.named_scope("grammar_bitmask"):
+            logits = apply_grammar_bitmask(logits, md.grammar_bitmask)
     with jax.named_scope("logits_processors"):
         x = _apply_processors(logits, md, penalties=bool(config.penalty_len))
     if config.random:

@@ -18,6 +18,7 @@ only by steps that have one.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import logging
 import os
 import time
@@ -42,7 +43,7 @@ from jaxllm.runner.memory import (
     kv_bytes_per_block,
     plan_num_blocks,
 )
-from jaxllm.runner.sampler_config import STARTUP_CONFIGS, covers
+from jaxllm.runner.sampler_config import SAMPLE_CONFIG, STARTUP_CONFIGS, covers
 from jaxllm.runner.sampling_metadata import (
     build_sampling_metadata,
     dummy_sampling_metadata,
@@ -112,6 +113,8 @@ class ModelRunner(SleepMode, WeightUpdates):
         self._sample = make_sample()
         self._prompt_lp = make_prompt_logprobs(self.graphdef, self._treedef)
         self._compiled: dict = {}
+        self._enforce_eager = args.enforce_eager
+        self._background: dict = {}  # key -> Future of a program compiling on a background thread
         self.compile_seconds = 0.0
         self.num_steps = 0
         self.device_wait_seconds = 0.0  # time blocked waiting for sampled ids (device busy, host idle)
@@ -217,8 +220,25 @@ class ModelRunner(SleepMode, WeightUpdates):
     def _dims(self, bucket: Bucket) -> tuple[int, int, int]:
         return bucket.num_tokens, bucket.num_seqs, self.max_blocks_per_seq
 
+    def prepare_structured_outputs(self) -> None:
+        """Structured outputs are coming (the engine's first constrained request): compile the sampler variant
+        with a grammar bitmask (``SAMPLE_CONFIG`` + ``grammar_words``, which covers greedy and temperature
+        rows) for every sequence bucket on a background thread, while the steps of other requests run and the
+        grammars compile. A step that needs one before it is ready waits for it (``_get_compiled``)."""
+        if self._background or self._enforce_eager:
+            return
+        config = dataclasses.replace(SAMPLE_CONFIG, grammar_words=-(-self.cfg.vocab_size // 32))
+        keys = [("sample", s, config) for s in sorted({b.num_seqs for b in self.ladder.buckets})]
+        pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="jaxllm-compile")
+        self._background = {k: pool.submit(self._compile, k) for k in keys if k not in self._compiled}
+        pool.shutdown(wait=False)
+
     def _get_compiled(self, key):
         fn = self._compiled.get(key)
+        if fn is None and key in self._background:
+            t0 = time.perf_counter()
+            fn = self._compiled[key] = self._background.pop(key).result()
+            self.compile_seconds += time.perf_counter() - t0  # only the part the step waited for
         if fn is None:
             t0 = time.perf_counter()
             fn = self._compiled[key] = self._compile(key)
@@ -230,7 +250,8 @@ class ModelRunner(SleepMode, WeightUpdates):
         """``config``, or the cheapest compiled variant that covers it (no compile during generate)."""
         if ("sample", num_seqs, config) in self._compiled:
             return config
-        compiled = [k[2] for k in self._compiled if k[0] == "sample" and k[1] == num_seqs and covers(k[2], config)]
+        compiled = [k[2] for k in [*self._compiled, *self._background]
+                    if k[0] == "sample" and k[1] == num_seqs and covers(k[2], config)]
         if not compiled:
             return config
         return min(compiled, key=lambda c: (c.num_logprobs, c.top_k_top_p, c.min_p, c.random))
@@ -320,27 +341,39 @@ class ModelRunner(SleepMode, WeightUpdates):
 
     # ---- execution -------------------------------------------------------------------------------------
 
-    def dispatch(self, batch: ScheduledBatch) -> _StepInFlight:
+    def dispatch(self, batch: ScheduledBatch, sample: bool = True) -> _StepInFlight:
         """Launch one step on the device without waiting for it; ``fetch`` returns its output. Negative input
-        ids (asynchronous scheduling) are read from the sampled ids of the step dispatched just before."""
+        ids (asynchronous scheduling) are read from the sampled ids of the step dispatched just before.
+        ``sample=False`` launches the forward only and ``launch_sampler`` the rest, later: structured outputs
+        fill the rows' grammar bitmasks from the previous step's tokens, which the forward does not need, so
+        the forward runs while the host waits for them."""
         self.check_awake()
         bucket = self.ladder.pick(batch.num_tokens, batch.num_seqs)
         inputs = build_step_inputs(batch, bucket, self.block_size, self.max_blocks_per_seq, self._table_rows)
-        md, sampler_config = build_sampling_metadata(batch.seqs, bucket.num_seqs, self.cfg.vocab_size)
         want_prompt_lp = any(s.want_prompt_logprobs for s in batch.seqs)
         long_prefill = self.prefill_split is not None and any(
             s.num_new_tokens >= self.prefill_split[2] for s in batch.seqs)
         forward = self._get_compiled(("forward", bucket, want_prompt_lp, long_prefill))
-        sampler = self._get_compiled(("sample", bucket.num_seqs, self._sampler_variant(bucket.num_seqs, sampler_config)))
-        dev_inputs, dev_md = jax.device_put(
-            (pack_step_inputs(inputs), pack_sampling_metadata(md, sampler_config, bucket.num_seqs)), self._replicated)
+        dev_inputs = jax.device_put(pack_step_inputs(inputs), self._replicated)
         self.kv_caches, logits, hidden = forward(self.params, self.kv_caches, dev_inputs, self._prev_tokens)
-        sampled = sampler(logits, dev_md)
+        self.num_steps += 1
+        step = _StepInFlight(batch, None, hidden if want_prompt_lp else None)
+        step.logits, step.num_seqs = logits, bucket.num_seqs
+        if sample:
+            self.launch_sampler(step)
+        return step
+
+    def launch_sampler(self, step: _StepInFlight) -> None:
+        """Launch the sampler of a dispatched step (its rows' sampling metadata is read now)."""
+        num_seqs = step.num_seqs
+        md, sampler_config = build_sampling_metadata(step.batch.seqs, num_seqs, self.cfg.vocab_size)
+        sampler = self._get_compiled(("sample", num_seqs, self._sampler_variant(num_seqs, sampler_config)))
+        dev_md = jax.device_put(pack_sampling_metadata(md, sampler_config, num_seqs), self._replicated)
+        sampled = step.sampled = sampler(step.logits, dev_md)
+        step.logits = None
         self._prev_tokens = sampled.token_ids
         for leaf in jax.tree_util.tree_leaves(sampled):
             leaf.copy_to_host_async()  # start the transfer as soon as the step ends
-        self.num_steps += 1
-        return _StepInFlight(batch, sampled, hidden if want_prompt_lp else None)
 
     def fetch(self, step: _StepInFlight) -> RunnerOutput:
         """Wait for a dispatched step and return its sampled tokens (and logprobs)."""
@@ -388,7 +421,8 @@ class ModelRunner(SleepMode, WeightUpdates):
 class _StepInFlight:
     """A dispatched step: its batch and the device arrays that ``ModelRunner.fetch`` reads."""
 
-    __slots__ = ("batch", "hidden", "sampled")
+    __slots__ = ("batch", "hidden", "logits", "num_seqs", "sampled")
 
     def __init__(self, batch: ScheduledBatch, sampled, hidden) -> None:
         self.batch, self.sampled, self.hidden = batch, sampled, hidden
+        self.logits = self.num_seqs = None  # until launch_sampler: the forward's logits, the padded row count

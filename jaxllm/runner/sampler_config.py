@@ -15,7 +15,9 @@ Variants (each is compiled once per sequence bucket, i.e. per padded_num_seqs):
   parts). A step that needs more compiles lazily, on first use, a variant that differs only in shapes: a
   wider sparse array (more than 8 bias, allowed or banned ids in a row: widths from ``SPARSE_WIDTHS``) or
   penalties (repetition/frequency/presence), which carry the prompt+output token ids padded to a power-of-two
-  length ``penalty_len`` (>= ``PENALTY_MIN_LEN``).
+  length ``penalty_len`` (>= ``PENALTY_MIN_LEN``), or structured outputs (``grammar_words``: a packed [S,
+  ceil(V / 32)] allowed-token bitmask), compiled the first time a batch has a constrained row: unconstrained
+  batches never compile or run it.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class SamplerConfig:
     allowed_width: int = 0
     banned_width: int = 0
     penalty_len: int = 0
+    grammar_words: int = 0  # 0 = no structured-outputs row, else ceil(V / 32): the bitmask's width in int32 words
     # Which parts of the sampler run, decided on the host: a lax.cond on device data would make XLA read the
     # predicate back to the host (a sync that stalls the launch of the next step).
     random: bool = False  # some row samples (temperature >= SAMPLING_EPS); else argmax of the processed logits
@@ -52,7 +55,7 @@ class SamplerConfig:
 
     def __post_init__(self):
         widths = (self.num_logprobs, self.bias_width, self.allowed_width, self.banned_width, self.penalty_len,
-                  self.random, self.min_p, self.top_k_top_p)
+                  self.grammar_words, self.random, self.min_p, self.top_k_top_p)
         if self.greedy_only and any(widths):
             raise ValueError(f"greedy_only SamplerConfig must have zero widths and no random rows, got {self}")
         if (self.min_p or self.top_k_top_p) and not self.random:
@@ -95,7 +98,7 @@ def covers(compiled: SamplerConfig, needed: SamplerConfig) -> bool:
         return True
     if compiled.greedy_only or needed.greedy_only:  # the greedy variant takes no metadata at all
         return False
-    same_shapes = (compiled.bias_width, compiled.allowed_width, compiled.banned_width, compiled.penalty_len) == (
-        needed.bias_width, needed.allowed_width, needed.banned_width, needed.penalty_len)
+    shapes = lambda c: (c.bias_width, c.allowed_width, c.banned_width, c.penalty_len, c.grammar_words)
+    same_shapes = shapes(compiled) == shapes(needed)
     return same_shapes and all(getattr(compiled, f) >= getattr(needed, f)
                                for f in ("random", "min_p", "top_k_top_p", "num_logprobs"))

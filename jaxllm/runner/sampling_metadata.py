@@ -57,6 +57,7 @@ _FIELDS = (
     "presence_penalty",
     "penalty_token_ids",
     "prompt_len",
+    "grammar_bitmask",
 )
 
 
@@ -82,6 +83,7 @@ class SamplingMetadata:
     presence_penalty: Any = None  # [S] f32; 0.0 = off
     penalty_token_ids: Any = None  # [S, penalty_len] i32: prompt then output tokens
     prompt_len: Any = None  # [S] i32: penalty_token_ids[:, :prompt_len] are prompt tokens
+    grammar_bitmask: Any = None  # [S, grammar_words] i32: bit v % 32 of word v // 32 = token v allowed; -1 = all
 
 
 jax.tree_util.register_dataclass(SamplingMetadata, data_fields=list(_FIELDS), meta_fields=[])
@@ -215,6 +217,8 @@ def _field_specs(config: SamplerConfig, S: int) -> list[tuple[str, tuple[int, ..
         specs += [("repetition_penalty", (S,), f32, 1.0), ("frequency_penalty", (S,), f32, 0.0),
                   ("presence_penalty", (S,), f32, 0.0), ("penalty_token_ids", (S, config.penalty_len), i32, V),
                   ("prompt_len", (S,), i32, 0)]
+    if config.grammar_words:
+        specs.append(("grammar_bitmask", (S, config.grammar_words), i32, -1))
     return specs
 
 
@@ -263,6 +267,7 @@ def build_sampling_metadata(
         raise ValueError(f"{len(seqs)} sequences do not fit padded_num_seqs={padded_num_seqs}")
     rows, scalars, sparse, penalties, logprobs = [], [], {"bias": {}, "allowed": {}, "banned": {}}, {}, False
     min_p = top_k_top_p = False
+    grammar: dict[int, np.ndarray] = {}  # row -> allowed-token bits (structured outputs)
     for i, seq in enumerate(seqs):
         if not seq.sample:
             continue
@@ -283,11 +288,13 @@ def build_sampling_metadata(
             sparse["banned"][i] = banned
         if pen != (1.0, 0.0, 0.0):
             penalties[i] = pen
+        if seq.grammar_bitmask is not None:
+            grammar[i] = seq.grammar_bitmask
         logprobs = logprobs or wants_logprobs
         min_p = min_p or min_p_ > 0.0
         top_k_top_p = top_k_top_p or top_k < vocab_size or top_p < 1.0
     greedy_rows = all(r[1] for r in scalars)
-    if greedy_rows and not (logprobs or penalties or any(sparse.values())):
+    if greedy_rows and not (logprobs or penalties or grammar or any(sparse.values())):
         return SamplingMetadata(), GREEDY_CONFIG
 
     width = lambda kind: _ladder(
@@ -301,6 +308,7 @@ def build_sampling_metadata(
         allowed_width=width("allowed"),
         banned_width=width("banned"),
         penalty_len=max(PENALTY_MIN_LEN, 1 << (longest - 1).bit_length()) if penalties else 0,
+        grammar_words=-(-vocab_size // 32) if grammar else 0,
         random=not greedy_rows,
         min_p=min_p,
         top_k_top_p=top_k_top_p,
@@ -317,6 +325,8 @@ def build_sampling_metadata(
         md.allowed_ids[i, : len(ids)], md.has_allowed[i] = ids, True
     for i, ids in sparse["banned"].items():
         md.banned_ids[i, : len(ids)] = ids
+    for i, bits in grammar.items():
+        md.grammar_bitmask[i] = bits
     for i, (rep, freq, pres) in penalties.items():
         seq = seqs[i]
         md.repetition_penalty[i], md.frequency_penalty[i], md.presence_penalty[i] = rep, freq, pres

@@ -1,0 +1,259 @@
+"""Grammar compilation, caching and per-sequence matcher state on the host (no jax), on llguidance.
+
+The device half is ``jaxllm.models.sampler.apply_grammar_bitmask``: the host fills one packed int32 bitmask
+row per constrained sequence (bit ``v % 32`` of word ``v // 32`` set = token v allowed) and the sampler sets
+the logits of disallowed tokens to -inf.
+
+Life of a request's grammar:
+  1. ``GrammarCompiler.new_state`` (from ``LLMEngine.add_request``) turns the ``StructuredOutputsParams`` into
+     llguidance's grammar text and validates it against the tokenizer synchronously (~0.5 ms for a JSON schema;
+     the llguidance tokenizer is built by the first one): a bad schema, regex or grammar is a ValueError naming
+     it before any device work.
+  2. The matcher compile (an ``LLMatcher``: lexer and parser tables) runs on a background thread, once per
+     distinct spec: compiled matchers live in an LRU cache keyed by
+     ``StructuredOutputsParams.cache_key``; every sequence (each of the n children) gets a deep copy (~10 us).
+     The scheduler does not admit a sequence whose grammar is still compiling (``GrammarState.ready``); the
+     steps of other requests keep running meanwhile.
+  3. ``Scheduler.update`` feeds each sampled token to the sequence's matcher (``accept_tokens``: all of a
+     step's rows in parallel), so the matcher has
+     consumed exactly the sequence's output tokens: preemption by recompute keeps it valid (tokens are never
+     removed), and the placeholders of asynchronous scheduling never reach it.
+  4. Before a step is dispatched, ``fill_bitmasks`` computes the masks of its constrained rows in parallel
+     (llguidance's thread pool, outside the GIL).
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import json
+import logging
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from .params import StructuredOutputsConfig, StructuredOutputsParams
+
+logger = logging.getLogger("jaxllm")
+
+CACHE_SIZE = 256  # distinct compiled grammars kept (vLLM's xgrammar cache is of the same order)
+
+
+def _llguidance():
+    try:
+        import llguidance
+    except ImportError as e:  # a declared dependency; only a broken install lands here
+        raise ValueError("structured outputs need the llguidance package: pip install llguidance") from e
+    return llguidance
+
+
+def _no_additional_properties(schema: Any) -> Any:
+    """``additionalProperties: false`` on every object schema that does not set it (vLLM's option)."""
+    if isinstance(schema, list):
+        return [_no_additional_properties(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _no_additional_properties(v) for k, v in schema.items()}
+    if (out.get("type") == "object" or "properties" in out) and "additionalProperties" not in out:
+        out["additionalProperties"] = False
+    return out
+
+
+def grammar_text(params: StructuredOutputsParams, config: StructuredOutputsConfig) -> str:
+    """llguidance's grammar text for ``params``; raises ValueError for a malformed spec."""
+    llg = _llguidance()
+    kind = params.kind
+    if kind in ("json", "json_object"):
+        schema = {"type": "object"} if kind == "json_object" else params.json
+        if isinstance(schema, str):
+            try:
+                schema = json.loads(schema)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"structured_outputs json is not valid JSON ({e}): {params.json!r}") from None
+        if params.disable_additional_properties or config.disable_additional_properties:
+            schema = _no_additional_properties(schema)
+        options: dict[str, Any] = {
+            "whitespace_flexible": not (params.disable_any_whitespace or config.disable_any_whitespace)}
+        if params.whitespace_pattern is not None:
+            options["whitespace_pattern"] = params.whitespace_pattern
+        return llg.LLMatcher.grammar_from_json_schema(schema, defaults=options)
+    if kind == "regex":
+        return llg.LLMatcher.grammar_from_regex(params.regex)
+    if kind == "choice":
+        return llg.grammar_from("choice", params.choice)
+    return llg.grammar_from("grammar", params.grammar)  # Lark, or GBNF/EBNF converted to Lark
+
+
+_EXECUTOR = None  # llguidance's thread pool (one per process), for masks and token consumption in parallel
+
+
+def _executor():
+    global _EXECUTOR
+    if _EXECUTOR is None:
+        _EXECUTOR = _llguidance().LLExecutor()
+    return _EXECUTOR
+
+
+def accept_tokens(states: list[GrammarState], tokens: list[int]) -> list[bool]:
+    """``states[i].accept(tokens[i])`` for all i, in parallel (llguidance's pool, outside the GIL): one step's
+    sampled tokens fed to their grammars. False where a grammar rejected its token (logged)."""
+    ok = [True] * len(states)
+    todo = [i for i, s in enumerate(states) if not (s.matcher.is_stopped() and not s.matcher.is_error())]
+    if len(todo) < 8:  # a thread hand-off costs more than a few matchers
+        for i in todo:
+            ok[i] = states[i].accept(tokens[i])
+        return ok
+    results = _executor().consume_token_par([(states[i].matcher, int(tokens[i])) for i in todo])
+    for i, good in zip(todo, results):
+        if not good:
+            states[i].reject(tokens[i])
+            ok[i] = False
+    return ok
+
+
+class GrammarCompiler:
+    """Compiles and caches grammars for one engine (one tokenizer and vocabulary).
+
+    ``vocab_size`` is the model's (bitmask width ``ceil(vocab_size / 32)`` words; tokens beyond the tokenizer's
+    vocabulary are never allowed); ``eos_token_ids`` are the ids a finished grammar allows."""
+
+    def __init__(self, tokenizer: Any, vocab_size: int, eos_token_ids: tuple[int, ...],
+                 config: StructuredOutputsConfig | None = None, cache_size: int = CACHE_SIZE) -> None:
+        self.tokenizer = tokenizer
+        self.vocab_size = vocab_size
+        self.eos_token_ids = list(eos_token_ids)
+        self.config = config or StructuredOutputsConfig()
+        self.cache_size = cache_size
+        self._cache: collections.OrderedDict[tuple, concurrent.futures.Future] = collections.OrderedDict()
+        self._lock = threading.Lock()
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._ll_tokenizer = None
+        # what structured outputs cost on the host (reported by ``jaxllm bench --structured``)
+        self.validate_seconds = 0.0  # synchronous, in add_request
+        self.tokenizer_seconds = 0.0  # the llguidance tokenizer, once
+        self.compile_seconds = 0.0  # background: the matchers
+        self.num_compiled = 0
+
+    @property
+    def num_words(self) -> int:
+        return -(-self.vocab_size // 32)
+
+    def new_state(self, request_id: str, params: StructuredOutputsParams) -> GrammarState:
+        """Validate ``params`` now (ValueError naming the request) and start compiling it in the background."""
+        if self.tokenizer is None:
+            raise ValueError(f"request {request_id!r}: structured outputs need a tokenizer, but the engine has "
+                             "none (skip_tokenizer_init)")
+        if not hasattr(self.tokenizer, "backend_tokenizer"):
+            raise ValueError(f"request {request_id!r}: structured outputs need a fast (Rust) HF tokenizer, got "
+                             f"{type(self.tokenizer).__name__}")
+        key = params.cache_key(self.config)
+        with self._lock:
+            future = self._cache.get(key)
+            if future is not None:
+                self._cache.move_to_end(key)
+                return GrammarState(future)
+        lltok = self._llg_tokenizer(request_id)
+        t0 = time.perf_counter()
+        try:
+            text = grammar_text(params, self.config)
+            error = _llguidance().LLMatcher.validate_grammar(text, lltok)
+        except (ValueError, TypeError) as e:
+            error = str(e)
+        self.validate_seconds += time.perf_counter() - t0
+        if error:
+            spec = getattr(params, params.kind)
+            raise ValueError(f"request {request_id!r}: invalid structured_outputs {params.kind} {spec!r}: "
+                             f"{error.strip()}")
+        with self._lock:
+            if self._pool is None:
+                self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="jaxllm-grammar")
+            future = self._cache[key] = self._pool.submit(self._compile, text)
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return GrammarState(future)
+
+    def _llg_tokenizer(self, request_id: str):
+        """llguidance's view of the tokenizer, built once (0.3-1.5 s, synchronously: a tokenizer it cannot
+        read is a ValueError of the first structured request). EOS ids outside the tokenizer's vocabulary are
+        left out; with none left, the tokenizer's own EOS ends a grammar."""
+        if self._ll_tokenizer is None:
+            t0 = time.perf_counter()
+            eos = [t for t in self.eos_token_ids if t < len(self.tokenizer)] or self.tokenizer.eos_token_id
+            try:
+                self._ll_tokenizer = _llguidance().LLTokenizer(self.tokenizer.backend_tokenizer.to_str(),
+                                                               n_vocab=self.vocab_size, eos_token=eos)
+            except ValueError as e:
+                raise ValueError(f"request {request_id!r}: structured outputs cannot use this tokenizer: {e}") from e
+            self.tokenizer_seconds = time.perf_counter() - t0
+        return self._ll_tokenizer
+
+    def _compile(self, text: str):
+        """Background thread: the tokenizer-specific matcher of an already validated grammar."""
+        t0 = time.perf_counter()
+        matcher = _llguidance().LLMatcher(self._ll_tokenizer, text, log_level=0)
+        self.compile_seconds += time.perf_counter() - t0
+        self.num_compiled += 1
+        if matcher.is_error():
+            raise ValueError(f"grammar failed to compile: {matcher.get_error()}")
+        return matcher
+
+    def fill_bitmasks(self, states: list[GrammarState], out: np.ndarray) -> None:
+        """Row i of ``out`` [len(states), num_words] int32 <- the allowed-token bits of ``states[i]``."""
+        assert out.dtype == np.int32 and out.flags["C_CONTIGUOUS"] and out.shape[1] == self.num_words
+        _executor().unsafe_compute_mask_ptr([(s.matcher, i) for i, s in enumerate(states)], out.ctypes.data,
+                                               self.num_words * 4, out.shape[0])
+
+    def fill_batch(self, batch: Any) -> None:
+        """Set ``grammar_bitmask`` on every constrained sampling row of a ``ScheduledBatch`` from its grammar's
+        current state (rows whose grammar rejected a token stay unmasked: they are ending)."""
+        rows = [s for s in batch.seqs if s.sample and s.grammar is not None and s.grammar.ready()
+                and not s.grammar.failed]
+        if not rows:
+            return
+        masks = np.empty((len(rows), self.num_words), np.int32)
+        self.fill_bitmasks([s.grammar for s in rows], masks)
+        for sseq, mask in zip(rows, masks):
+            sseq.grammar_bitmask = mask
+
+
+class GrammarState:
+    """One sequence's matcher: created from the compiled grammar when first used (a deep copy of the cached
+    one), fed every token the sequence samples."""
+
+    __slots__ = ("_future", "_matcher", "failed")
+
+    def __init__(self, future: concurrent.futures.Future) -> None:
+        self._future = future
+        self._matcher = None
+        self.failed = False  # a sampled token the grammar rejected (see ``accept``)
+
+    def ready(self) -> bool:
+        return self._future.done()
+
+    def wait(self, timeout: float | None = None) -> None:
+        concurrent.futures.wait([self._future], timeout)
+
+    @property
+    def matcher(self):
+        if self._matcher is None:
+            self._matcher = self._future.result().deep_copy()
+        return self._matcher
+
+    def accept(self, token: int) -> bool:
+        """Advance past a sampled token; False when the grammar rejects it (the matcher is then in an error
+        state). A finished grammar consumes nothing more: its mask allows only EOS, which ``ignore_eos`` keeps
+        sampling."""
+        m = self.matcher
+        if m.is_stopped() and not m.is_error():
+            return True
+        ok = m.consume_token(int(token))
+        if not ok:
+            self.reject(token)
+        return ok
+
+    def reject(self, token: int) -> None:
+        self.failed = True
+        logger.error("structured outputs: token %d rejected by the grammar (%s)", token,
+                     self.matcher.get_error()[:200])
