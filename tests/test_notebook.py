@@ -60,3 +60,11 @@ def test_quickstart_notebook_runs_top_to_bottom():
     nb = execute_notebook(NOTEBOOK)  # raises CellExecutionError naming the failing cell
     text = _text(nb)
     assert "Paris" in text and "logits" in text
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not default_model_available(), reason=f"default model not installed ({INSTALL_HINT})")
+def test_rl_loop_notebook_updates_weights_without_recompiling():
+    nb = execute_notebook(REPO / "notebooks" / "rl_loop.ipynb")
+    text = _text(nb)
+    assert "outputs changed: True" in text and "compiled programs constant after round 0: True" in text
