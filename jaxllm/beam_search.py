@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from jaxllm.engine.request_checks import check_params, check_prompt
 from jaxllm.inputs import as_prompt_list, tokenize_prompt
+from jaxllm.lora.request import lora_request_list
 from jaxllm.outputs import Logprob, RequestOutput
 from jaxllm.sampling_params import MAX_LOGPROBS, BeamSearchParams, SamplingParams
 
@@ -69,8 +70,9 @@ class BeamSearchOutput:
 class BeamSearchInstance:
     """The search state of one prompt: ``beams`` alive, ``completed`` ended (by EOS or max_model_len)."""
 
-    def __init__(self, prompt_token_ids: list[int]) -> None:
+    def __init__(self, prompt_token_ids: list[int], lora_request: Any = None) -> None:
         self.num_prompt_tokens = len(prompt_token_ids)
+        self.lora_request = lora_request  # the prompt's LoRA adapter (jaxllm.lora.LoRARequest) or None
         self.beams: list[BeamSearchSequence] = [BeamSearchSequence(list(prompt_token_ids), [])]
         self.completed: list[BeamSearchSequence] = []
 
@@ -93,12 +95,13 @@ def create_sort_beams_key_function(eos_token_id: int | None, length_penalty: flo
     return sort_beams_key
 
 
-def beam_search(llm: Any, prompts: Any, params: BeamSearchParams, *, use_tqdm: Any = False,
-                concurrency_limit: int | None = None) -> list[BeamSearchOutput]:
+def beam_search(llm: Any, prompts: Any, params: BeamSearchParams, *, lora_request: Any = None,
+                use_tqdm: Any = False, concurrency_limit: int | None = None) -> list[BeamSearchOutput]:
     """``LLM.beam_search``: one BeamSearchOutput per prompt, in order. Prompts are processed
-    ``concurrency_limit`` at a time (all at once when None); every input is checked before device work."""
+    ``concurrency_limit`` at a time (all at once when None); every input is checked before device work.
+    ``lora_request``: one LoRA adapter for every prompt or a list with one (or None) per prompt."""
     engine: LLMEngine = llm.llm_engine
-    instances = _prepare(llm, prompts, params, concurrency_limit)
+    instances = _prepare(llm, prompts, params, concurrency_limit, lora_request)
     eos = engine.eos_token_ids[0] if engine.eos_token_ids else None
     key = create_sort_beams_key_function(eos, params.length_penalty)
     step_params = SamplingParams(max_tokens=1, logprobs=2 * params.beam_width, temperature=params.temperature,
@@ -121,7 +124,8 @@ def beam_search(llm: Any, prompts: Any, params: BeamSearchParams, *, use_tqdm: A
     return [_finish(inst, params, eos, key, llm.tokenizer) for inst in instances]
 
 
-def _prepare(llm: Any, prompts: Any, params: BeamSearchParams, concurrency_limit: Any) -> list[BeamSearchInstance]:
+def _prepare(llm: Any, prompts: Any, params: BeamSearchParams, concurrency_limit: Any,
+             lora_request: Any = None) -> list[BeamSearchInstance]:
     """Validate everything and tokenize the prompts (ValueError/TypeError before any device work)."""
     if not isinstance(params, BeamSearchParams):
         raise TypeError(f"params must be a BeamSearchParams, got {type(params).__name__}")
@@ -137,7 +141,11 @@ def _prepare(llm: Any, prompts: Any, params: BeamSearchParams, concurrency_limit
     if not engine.block_manager.enable_prefix_caching:
         logger.warning("beam_search without enable_prefix_caching recomputes every beam in full at every step")
     instances = []
-    for i, prompt in enumerate(as_prompt_list(prompts)):
+    prompts = as_prompt_list(prompts)
+    loras = lora_request_list(lora_request, len(prompts))
+    for lora in dict.fromkeys(x for x in loras if x is not None):
+        engine.check_lora_request(lora)
+    for i, prompt in enumerate(prompts):
         _, ids = tokenize_prompt(i, prompt, llm.tokenizer)
         try:
             ids = check_prompt("beam", ids, engine.vocab_size, engine.max_model_len)
@@ -146,7 +154,7 @@ def _prepare(llm: Any, prompts: Any, params: BeamSearchParams, concurrency_limit
                          block_manager=engine.block_manager)
         except (ValueError, TypeError) as e:  # name the prompt's place in the batch, not the check's label
             raise type(e)(f"prompt {i}: {str(e).removeprefix(_CHECK_PREFIX)}") from None
-        instances.append(BeamSearchInstance(ids))
+        instances.append(BeamSearchInstance(ids, loras[i]))
     return instances
 
 
@@ -160,7 +168,8 @@ def _step(engine: LLMEngine, group: list[BeamSearchInstance], step_params: Sampl
     beams = [b for inst in group for b in inst.beams]
     if not beams:
         return False
-    outputs = iter(_run_one_token_requests(engine, [b.tokens for b in beams], step_params))
+    loras = [inst.lora_request for inst in group for _ in inst.beams]
+    outputs = iter(_run_one_token_requests(engine, [b.tokens for b in beams], step_params, loras))
     for inst in group:
         candidates = []
         for beam in inst.beams:
@@ -177,16 +186,16 @@ def _step(engine: LLMEngine, group: list[BeamSearchInstance], step_params: Sampl
     return True
 
 
-def _run_one_token_requests(engine: LLMEngine, token_lists: list[list[int]],
-                           step_params: SamplingParams) -> list[RequestOutput]:
+def _run_one_token_requests(engine: LLMEngine, token_lists: list[list[int]], step_params: SamplingParams,
+                            loras: list[Any]) -> list[RequestOutput]:
     """Run one request per token list through the engine and return their outputs in order; on an error
     the requests still queued are aborted, so the engine stays usable."""
     ids: list[str] = []
     done: dict[str, RequestOutput] = {}
     try:
-        for tokens in token_lists:
+        for tokens, lora in zip(token_lists, loras):
             request_id = f"beam-{next(_request_ids)}"
-            engine.add_request(request_id, tokens, step_params)
+            engine.add_request(request_id, tokens, step_params, lora_request=lora)
             ids.append(request_id)
         while any(r not in done for r in ids):
             for out in engine.step():

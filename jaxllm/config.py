@@ -24,7 +24,10 @@ SUPPORTED_ARCHITECTURES = (
     "Gemma3ForCausalLM",
     "Phi3ForCausalLM",
     "Olmo2ForCausalLM",
+    "MixtralForCausalLM",
+    "Qwen3MoeForCausalLM",
 )
+MOE_ARCHITECTURES = ("MixtralForCausalLM", "Qwen3MoeForCausalLM")
 
 _DTYPE_NAMES = {
     "float32": "float32",
@@ -147,11 +150,21 @@ class ModelConfig:
     quant_group_size: int = 0  # awq/gptq: input channels per (scale, zero) group; -1: one group per channel
     quant_desc_act: bool = False  # gptq act order: groups follow g_idx, not the channel order
     quant_from_checkpoint: bool = False  # fp8: the checkpoint holds fp8 weights + scales (not quantized at load)
+    # Mixture of experts (Mixtral, Qwen3-MoE; jaxllm.models.moe). E experts of ffn dim moe_intermediate_size, top-k
+    # routing; moe_layers[i] says whether layer i is sparse (else a dense MLP of intermediate_size).
+    num_experts: int = 0
+    num_experts_per_tok: int = 0
+    moe_intermediate_size: int = 0
+    norm_topk_prob: bool = False  # renormalize the top-k router probabilities to sum to 1
+    moe_layers: tuple[bool, ...] = ()
+    # experts split over the devices (vLLM's enable_expert_parallel) instead of their ffn dim
+    enable_expert_parallel: bool = False
     # Kernel choices the layers are built with (EngineArgs: fp8_activations resolved for the device,
     # quant_matmul_impl, int4_kernel_variant; None = the ops' dispatcher decides per call).
     fp8_activations: str = "none"  # "none" (weight-only) or "dynamic" (per-token fp8 activations, W8A8)
     quant_matmul_impl: str | None = None
     int4_kernel_variant: str | None = None
+    moe_matmul_impl: str | None = None  # the MoE experts' grouped matmul (ops/grouped_matmul)
 
     @property
     def q_size(self) -> int:
@@ -172,17 +185,36 @@ class ModelConfig:
             return self.rope_local
         return self.rope
 
-    def num_params(self, include_embeddings: bool = True) -> int:
-        """Parameter count (used by the benchmark roofline and memory planning)."""
+    def is_moe_layer(self, layer_idx: int) -> bool:
+        return bool(self.moe_layers) and self.moe_layers[layer_idx]
+
+    def num_params(self, include_embeddings: bool = True, experts_per_layer: float | None = None) -> int:
+        """Parameter count (used by the benchmark roofline and memory planning). ``experts_per_layer``: count
+        only that many experts of each MoE layer (``num_experts_per_tok``: the parameters active per token)."""
         d, f, dh = self.hidden_size, self.intermediate_size, self.head_dim
         attn = d * (self.num_heads + 2 * self.num_kv_heads) * dh + self.num_heads * dh * d
-        mlp = 3 * d * f
         qk_norms = {"head": 2 * dh, "full": (self.num_heads + self.num_kv_heads) * dh}.get(self.qk_norm, 0)
-        per_layer = attn + mlp + len(LAYER_NORMS[self.norm_placement]) * d + qk_norms
-        total = self.num_layers * per_layer + d
+        experts = self.num_experts if experts_per_layer is None else experts_per_layer
+        total = d
+        for i in range(self.num_layers):
+            if self.is_moe_layer(i):
+                mlp = d * self.num_experts + experts * 3 * d * self.moe_intermediate_size  # router + experts
+            else:
+                mlp = 3 * d * f
+            total += attn + mlp + len(LAYER_NORMS[self.norm_placement]) * d + qk_norms
+        total = int(total)
         if include_embeddings:
             total += self.vocab_size * d * (1 if self.tie_word_embeddings else 2)
         return total
+
+    def with_expert_parallel(self, enabled: bool) -> ModelConfig:
+        """This config with ``enable_expert_parallel`` set (vLLM's keyword); True needs a MoE model."""
+        if not isinstance(enabled, bool):
+            raise TypeError(f"enable_expert_parallel must be a bool, got {enabled!r}")
+        if enabled and not any(self.moe_layers):
+            raise ValueError(f"enable_expert_parallel=True but {self.architecture} has no experts (it applies to "
+                             f"mixture-of-experts models: {', '.join(MOE_ARCHITECTURES)})")
+        return dataclasses.replace(self, enable_expert_parallel=enabled)
 
     @classmethod
     def from_hf(cls, hf: dict[str, Any] | Any, dtype: Any = "auto",
@@ -235,7 +267,7 @@ class ModelConfig:
             max_position_embeddings=int(hf.get("max_position_embeddings", 2048)),
             tie_word_embeddings=bool(hf.get("tie_word_embeddings", arch in GEMMA_ARCHS)),  # transformers' defaults
             attention_bias=bool(hf.get("attention_bias", arch == "Qwen2ForCausalLM")),
-            attention_out_bias=arch in ("LlamaForCausalLM", "Qwen3ForCausalLM") and bool(hf.get("attention_bias", False)),
+            attention_out_bias=arch in ("LlamaForCausalLM", "Qwen3ForCausalLM", "Qwen3MoeForCausalLM") and bool(hf.get("attention_bias", False)),
             mlp_bias=bool(hf.get("mlp_bias", False)),
             sliding_windows=_sliding_windows_from_hf(hf, arch, num_layers),
             dtype=resolve_dtype_name(dtype, hf.get("dtype") or hf.get("torch_dtype")),
@@ -244,6 +276,7 @@ class ModelConfig:
             multimodal_architecture=multimodal,
             **family,
             **quant_fields,
+            **_moe_fields(hf, arch, num_layers),
         )
 
     @classmethod
@@ -266,7 +299,31 @@ _ARCH_BY_MODEL_TYPE = {
     "gemma3_text": "Gemma3ForCausalLM",
     "phi3": "Phi3ForCausalLM",
     "olmo2": "Olmo2ForCausalLM",
+    "mixtral": "MixtralForCausalLM",
+    "qwen3_moe": "Qwen3MoeForCausalLM",
 }
+
+
+def _moe_fields(hf: dict[str, Any], arch: str, num_layers: int) -> dict[str, Any]:
+    """ModelConfig's MoE fields. Mixtral: every layer sparse, experts of ``intermediate_size``, top-k
+    renormalized. Qwen3-MoE: layer i is sparse unless listed in ``mlp_only_layers`` or (i + 1) is not a multiple
+    of ``decoder_sparse_step``; experts of ``moe_intermediate_size``; ``norm_topk_prob`` as configured."""
+    if arch not in MOE_ARCHITECTURES:
+        return {}
+    num_experts = int(hf.get("num_local_experts") or hf.get("num_experts") or 0)
+    top_k = int(hf.get("num_experts_per_tok") or 0)
+    if num_experts < 1 or not 1 <= top_k <= num_experts:
+        raise ValueError(f"{arch}: num_experts={num_experts} and num_experts_per_tok={top_k} must satisfy "
+                         "1 <= num_experts_per_tok <= num_experts")
+    if arch == "MixtralForCausalLM":
+        return {"num_experts": num_experts, "num_experts_per_tok": top_k, "norm_topk_prob": True,
+                "moe_intermediate_size": int(hf["intermediate_size"]), "moe_layers": (True,) * num_layers}
+    step = int(hf.get("decoder_sparse_step") or 1)
+    dense = {int(i) for i in hf.get("mlp_only_layers") or ()}
+    layers = tuple(i not in dense and (i + 1) % step == 0 for i in range(num_layers))
+    return {"num_experts": num_experts, "num_experts_per_tok": top_k,
+            "norm_topk_prob": bool(hf.get("norm_topk_prob")),
+            "moe_intermediate_size": int(hf["moe_intermediate_size"]), "moe_layers": layers}
 
 
 def _sliding_windows_from_hf(hf: dict[str, Any], arch: str, num_layers: int) -> tuple[int | None, ...]:
@@ -276,7 +333,7 @@ def _sliding_windows_from_hf(hf: dict[str, Any], arch: str, num_layers: int) -> 
     if family is not None:
         return family
     window = hf.get("sliding_window")
-    if arch == "MistralForCausalLM":
+    if arch in ("MistralForCausalLM", "MixtralForCausalLM", "Qwen3MoeForCausalLM"):  # (as HF: when set)
         return (int(window) if window else None,) * num_layers
     if arch in ("Qwen2ForCausalLM", "Qwen3ForCausalLM") and hf.get("use_sliding_window") and window:
         types = hf.get("layer_types")

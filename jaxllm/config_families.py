@@ -81,7 +81,7 @@ def family_fields(hf: dict[str, Any], arch: str) -> dict[str, Any]:
         "embed_scale": gemma,  # Gemma multiplies the embeddings by sqrt(hidden_size)
         "norm_placement": {"Gemma2ForCausalLM": "sandwich", "Gemma3ForCausalLM": "sandwich",
                            "Olmo2ForCausalLM": "post"}.get(arch, "pre"),
-        "qk_norm": {"Qwen3ForCausalLM": "head", "Gemma3ForCausalLM": "head",
+        "qk_norm": {"Qwen3ForCausalLM": "head", "Qwen3MoeForCausalLM": "head", "Gemma3ForCausalLM": "head",
                     "Olmo2ForCausalLM": "full"}.get(arch),
         "fused_checkpoint": arch in FUSED_ARCHS,
     }

@@ -15,12 +15,15 @@ from typing import Any
 from jaxllm import envs
 from jaxllm.default_model import DEFAULT_MODEL
 from jaxllm.engine_args_checks import (
+    check_attention_config,
     check_bool,
     check_choice,
     check_compilation_config,
     check_positive_int,
     parse_env_choice,
 )
+from jaxllm.sampling_params import MAX_LOGPROBS  # also the static top-k width of the sampler's logprobs
+from jaxllm.tokenizer import TOKENIZER_MODES
 from jaxllm.unsupported_args import UNSUPPORTED, check_unsupported
 from jaxllm.weights.inflight import DEFAULT_INFLIGHT_BYTES
 
@@ -28,16 +31,18 @@ LOAD_FORMATS = ("auto", "safetensors", "gguf", "dummy")
 # "auto" = the model's dtype; the fp8 ones store the paged KV cache in float8 ("fp8" = e4m3, as vLLM),
 # per-layer scales 1.0 (jaxllm.ops.paged_attention.kv_cache: the same names, mapped to dtypes).
 KV_CACHE_DTYPES = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
+LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # vLLM's allowed max_lora_rank values
+LORA_DTYPES = ("auto", "float16", "bfloat16", "float32")
 RUNNERS = ("auto", "generate", "pooling")
 BLOCK_SIZES = (8, 16, 32, 64, 128, 256)
 SCHEDULING_POLICIES = ("fcfs", "priority")
 DISTRIBUTED_EXECUTOR_BACKENDS = (None, "uni", "mp")  # one controller process drives every local device
 CONFIG_FORMATS = ("auto", "hf")
 LOGPROBS_MODES = ("raw_logprobs",)
-MAX_LOGPROBS = 20  # vLLM's default max_logprobs; also the static top-k width of the sampler's logprobs
 # Kernel choices (the names of the ops' dispatchers; tests/test_settings.py checks they match).
 ATTENTION_BACKENDS = ("reference", "chunked", "pallas_triton", "pallas_mosaic")
 QUANT_MATMUL_IMPLS = ("reference", "pallas_triton", "mosaic_gpu")
+MOE_MATMUL_IMPLS = ("reference", "ragged_dot", "pallas_triton")  # ops/grouped_matmul
 INT4_KERNEL_VARIANTS = ("gather", "split", "joined")
 FP8_ACTIVATION_MODES = ("auto", "none", "dynamic")
 ATTENTION_FP8_DOTS = ("auto", "q", "f16")
@@ -46,6 +51,7 @@ _GPU_DEFAULTS = {"max_num_seqs": 256, "max_num_batched_tokens": 8192}
 # The CPU is for tests and notebooks: fewer, smaller buckets keep start-up compiles short.
 _CPU_DEFAULTS = {"max_num_seqs": 16, "max_num_batched_tokens": 256}
 _CHOICES = {"attention_backend": ATTENTION_BACKENDS, "quant_matmul_impl": QUANT_MATMUL_IMPLS,
+            "moe_matmul_impl": MOE_MATMUL_IMPLS,
             "int4_kernel_variant": INT4_KERNEL_VARIANTS, "fp8_activations": FP8_ACTIVATION_MODES,
             "attention_fp8_dot": ATTENTION_FP8_DOTS}
 
@@ -81,6 +87,7 @@ class EngineArgs:
     seed: int = 0
     # -- devices and memory --
     tensor_parallel_size: int = 1
+    enable_expert_parallel: bool = False  # MoE models: whole experts per device, not a slice of each (models/moe.py)
     distributed_executor_backend: str | None = None
     disable_custom_all_reduce: bool = False  # XLA's collectives: there is no custom all-reduce either way
     gpu_memory_utilization: float = 0.9
@@ -99,6 +106,13 @@ class EngineArgs:
     scheduling_policy: str = "fcfs"
     # Schedule step N+1 while step N runs on the device (same outputs; see jaxllm/engine/scheduler.py).
     async_scheduling: bool = True
+    # -- LoRA (docs/lora.md): adapters per step, their largest rank, adapters kept in host memory (None:
+    # max_loras) and the adapters' dtype ("auto" = the model's) --
+    enable_lora: bool = False
+    max_loras: int = 1
+    max_lora_rank: int = 16
+    max_cpu_loras: int | None = None
+    lora_dtype: Any = "auto"
     # -- outputs --
     max_logprobs: int = MAX_LOGPROBS
     logprobs_mode: str = "raw_logprobs"
@@ -112,10 +126,12 @@ class EngineArgs:
     compilation_cache_dir: str | None = None  # "" disables JAX's persistent compilation cache
     # -- kernels (jaxllm; each has a JAXLLM_* environment override, jaxllm.envs.ENV_VARS) --
     attention_backend: str | None = None  # None: the dispatcher's choice for the device and shapes
+    attention_config: dict[str, Any] | None = None  # vLLM's AttentionConfig as a dict: {"backend": ...}
     attention_decode_splits: int | None = None  # None: from the batch and the GPU's SM count
     attention_fp8_dot: str | None = None
     quant_matmul_impl: str | None = None
     int4_kernel_variant: str | None = None
+    moe_matmul_impl: str | None = None  # MoE experts' grouped matmul; None: Pallas on NVIDIA GPUs, else ragged_dot
     fp8_activations: str | None = None
     load_inflight_bytes: int | None = None
 
@@ -152,13 +168,16 @@ class EngineArgs:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise TypeError(f"seed must be an int, got {self.seed!r}")
         for name in ("enable_prefix_caching", "async_scheduling", "skip_tokenizer_init", "trust_remote_code",
-                     "enforce_eager", "disable_log_stats", "disable_custom_all_reduce", "enable_sleep_mode"):
+                     "enforce_eager", "disable_log_stats", "disable_custom_all_reduce", "enable_sleep_mode",
+                     "enable_lora", "enable_expert_parallel"):
             check_bool(name, getattr(self, name))
+        self._validate_lora()
         check_choice("runner", self.runner, RUNNERS)
         check_choice("block_size", self.block_size, BLOCK_SIZES)
         check_choice("kv_cache_dtype", self.kv_cache_dtype, KV_CACHE_DTYPES,
                      "('auto' = the model's dtype, 'fp8' = 'fp8_e4m3')")
         check_choice("load_format", self.load_format, LOAD_FORMATS)
+        check_choice("tokenizer_mode", self.tokenizer_mode, TOKENIZER_MODES)
         check_choice("config_format", self.config_format, CONFIG_FORMATS, "(Mistral-format params.json is "
                      "not read)")
         check_choice("logprobs_mode", self.logprobs_mode, LOGPROBS_MODES, "(logprobs are those of the "
@@ -167,6 +186,7 @@ class EngineArgs:
         check_choice("distributed_executor_backend", self.distributed_executor_backend,
                      DISTRIBUTED_EXECUTOR_BACKENDS, "(one process drives every local device with JAX; Ray and "
                      "external launchers are not supported)")
+        self.attention_backend = check_attention_config(self.attention_config, self.attention_backend)
         for name, choices in _CHOICES.items():
             check_choice(name, getattr(self, name), (None, *choices))
         self._validate_memory_and_outputs()
@@ -196,11 +216,35 @@ class EngineArgs:
         PoolerConfig.of(self.pooler_config)  # validated here, read by the pooling model (kept as given)
         if self.hf_overrides is not None and not (isinstance(self.hf_overrides, dict) or callable(self.hf_overrides)):
             raise TypeError(f"hf_overrides must be a dict or a callable, got {type(self.hf_overrides).__name__}")
+        served = self.served_model_name
+        if served is not None and not (isinstance(served, str) or (
+                isinstance(served, (list, tuple)) and all(isinstance(n, str) for n in served))):
+            raise TypeError(f"served_model_name must be a str or a list of str, got {served!r}")
         for name in ("rope_scaling", "override_generation_config"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), dict):
                 raise TypeError(f"{name} must be a dict, got {getattr(self, name)!r}")
         if not isinstance(self.generation_config, (str, os.PathLike)):
             raise TypeError(f"generation_config must be 'auto', 'vllm' or a folder, got {self.generation_config!r}")
+
+    def _validate_lora(self) -> None:
+        check_positive_int("max_loras", self.max_loras)
+        check_positive_int("max_cpu_loras", self.max_cpu_loras, optional=True)
+        check_choice("max_lora_rank", self.max_lora_rank, LORA_RANKS)
+        if self.max_cpu_loras is not None and self.max_cpu_loras < self.max_loras:
+            raise ValueError(f"max_cpu_loras ({self.max_cpu_loras}) must be >= max_loras ({self.max_loras})")
+        dtype = str(getattr(self.lora_dtype, "name", self.lora_dtype)).replace("torch.", "")
+        check_choice("lora_dtype", dtype, LORA_DTYPES)
+
+    @property
+    def model_name(self) -> str:
+        """The name the model is reported under (metrics labels): the first ``served_model_name``, else ``model``
+        (an in-memory module: its class name)."""
+        served = self.served_model_name
+        if isinstance(served, (list, tuple)):
+            served = served[0] if served else None
+        if served:
+            return served
+        return os.fspath(self.model) if isinstance(self.model, (str, os.PathLike)) else type(self.model).__name__
 
     @property
     def inflight_bytes(self) -> int:

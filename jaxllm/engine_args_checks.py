@@ -62,3 +62,20 @@ def check_compilation_config(config: Any, cache_dir: str | None) -> str | None:
             raise ValueError(f"compilation_config[{key!r}] is not supported: jaxllm compiles with XLA; it takes "
                              "'level' / 'mode' (3) and 'cache_dir'")
     return cache_dir
+
+
+def check_attention_config(config: Any, backend: str | None) -> str | None:
+    """vLLM's ``attention_config`` (a dict): its ``backend`` is ``attention_backend``; returns the backend. Other
+    keys tune vLLM's CUDA kernels and are a ValueError."""
+    if config is None:
+        return backend
+    if not isinstance(config, dict):
+        raise TypeError(f"attention_config must be a dict, got {type(config).__name__}")
+    other = sorted(set(config) - {"backend"})
+    if other:
+        raise ValueError(f"attention_config[{other[0]!r}] is not supported: attention_config takes 'backend' (the "
+                         "same as attention_backend)")
+    chosen = config.get("backend")
+    if chosen is not None and backend is not None and chosen != backend:
+        raise ValueError(f"attention_config backend={chosen!r} contradicts attention_backend={backend!r}")
+    return backend if chosen is None else chosen

@@ -16,6 +16,7 @@ ENV_VARS = {
     "JAXLLM_ATTENTION_IMPL": "attention_backend",
     "JAXLLM_QUANT_MATMUL_IMPL": "quant_matmul_impl",
     "JAXLLM_INT4_KERNEL_VARIANT": "int4_kernel_variant",
+    "JAXLLM_MOE_MATMUL_IMPL": "moe_matmul_impl",
     "JAXLLM_FP8_ACTIVATIONS": "fp8_activations",
     "JAXLLM_PA_FP8_DOT": "attention_fp8_dot",
     "JAXLLM_PA_DECODE_SPLITS": "attention_decode_splits",

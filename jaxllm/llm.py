@@ -18,10 +18,10 @@ from jaxllm.engine import LLMEngine
 from jaxllm.engine_args import EngineArgs
 from jaxllm.inputs import as_params_list, as_prompt_list, check_tokenization_kwargs, tokenize_prompt
 from jaxllm.llm_control import EngineControl
+from jaxllm.lora import lora_request_list
 from jaxllm.outputs import RequestOutput
 from jaxllm.pooling.api import PoolingMixin, choose_runner
 from jaxllm.sampling_params import BeamSearchParams, RequestOutputKind, SamplingParams
-from jaxllm.tokenizer import load_tokenizer
 
 logger = logging.getLogger("jaxllm")
 
@@ -53,7 +53,7 @@ class LLM(EngineControl, PoolingMixin):
         import jax
 
         from jaxllm.in_memory import is_in_memory_model
-        from jaxllm.load import build_model, locate_in_memory_model, locate_model
+        from jaxllm.load import build_model, load_tokenizer_for, locate_in_memory_model, locate_model
         from jaxllm.runner.model_runner import ModelRunner
 
         in_memory = is_in_memory_model(model)
@@ -66,18 +66,12 @@ class LLM(EngineControl, PoolingMixin):
         cfg, path = source.config, source.path
         args = args.resolve(jax.devices()[0].platform, cfg.max_position_embeddings)
         self.model_config, self.engine_args, self.model_path = cfg, args, path
-        self.tokenizer = None
-        if not args.skip_tokenizer_init:
-            self.tokenizer = load_tokenizer(args.tokenizer or path, tokenizer_mode=args.tokenizer_mode,
-                                            trust_remote_code=args.trust_remote_code,
-                                            revision=args.tokenizer_revision or args.revision,
-                                            gguf_source=args.tokenizer is None and source.gguf,
-                                            token=args.hf_token, cache_dir=args.download_dir,
-                                            code_revision=args.code_revision)
+        self.tokenizer = load_tokenizer_for(args, source)
         t_load = time.perf_counter()
         model_obj = model_obj or build_model(args, source)
         self.load_seconds = time.perf_counter() - t_load
-        runner_obj = ModelRunner(model_obj, cfg, source.mesh, args)
+        lora_slots = _lora_slots(args, cfg, source.mesh, path, model_obj)  # before the KV cache is sized
+        runner_obj = ModelRunner(model_obj, cfg, source.mesh, args, lora=lora_slots)
         del model_obj
         if not in_memory:  # wake_up after sleep(level=2) reads the checkpoint again
             runner_obj.weights_source = functools.partial(build_model, args, source)
@@ -88,9 +82,9 @@ class LLM(EngineControl, PoolingMixin):
             enable_prefix_caching=args.enable_prefix_caching, eos_token_ids=self._eos_token_ids(),
             tokenizer=self.tokenizer, seed=args.seed, async_scheduling=args.async_scheduling,
             max_logprobs=args.max_logprobs, log_stats=not args.disable_log_stats,
-            scheduling_policy=args.scheduling_policy, model_config=cfg,
-            model_name=type(model).__name__ if in_memory else os.fspath(model),
-            structured_outputs_config=args.structured_outputs_config)
+            scheduling_policy=args.scheduling_policy, model_config=cfg, model_name=args.model_name,
+            structured_outputs_config=args.structured_outputs_config,
+            max_loras=args.max_loras if args.enable_lora else None)
         self._request_counter = itertools.count()
         self._default_params = self._generation_config_defaults()
         self.startup_seconds = time.perf_counter() - t_start
@@ -120,7 +114,9 @@ class LLM(EngineControl, PoolingMixin):
         build it (vLLM's contract: called with ``total``, ``desc``, ``dynamic_ncols`` and ``postfix``).
         ``priority``: one int per prompt, lower runs first; needs ``scheduling_policy="priority"``.
         ``tokenization_kwargs``: keyword arguments of the tokenizer's call for text prompts (e.g.
-        ``truncation=True, max_length=k`` or ``add_special_tokens=False``). ``lora_request`` must be None.
+        ``truncation=True, max_length=k`` or ``add_special_tokens=False``). ``lora_request``: a LoRA adapter
+        (jaxllm.lora.LoRARequest, with ``enable_lora=True``) for every prompt, or a list with one (or None) per
+        prompt.
         """
         self._check_generate_runner("generate")
         return self._generate(prompts, sampling_params, use_tqdm, lora_request, priority, tokenization_kwargs)
@@ -128,13 +124,13 @@ class LLM(EngineControl, PoolingMixin):
     def _generate(self, prompts, sampling_params, use_tqdm, lora_request=None, priority=None,
                   tokenization_kwargs=None) -> list[RequestOutput]:
         self._check_awake()
-        _check_lora(lora_request)
         items = as_prompt_list(prompts)
         params = as_params_list(sampling_params, len(items), self._default_params)
         priorities = _priority_list(priority, len(items))
+        loras = lora_request_list(lora_request, len(items))
         kwargs = check_tokenization_kwargs(tokenization_kwargs)
         requests = [tokenize_prompt(i, p, self.tokenizer, kwargs) for i, p in enumerate(items)]
-        ids = self._add_requests(requests, params, priorities)
+        ids = self._add_requests(requests, params, priorities, loras)
         return self._run(ids, use_tqdm)
 
     @serialized
@@ -153,7 +149,6 @@ class LLM(EngineControl, PoolingMixin):
         self._check_generate_runner("chat")
         if self.tokenizer is None:
             raise ValueError("chat() needs a tokenizer, but LLM was built with skip_tokenizer_init=True")
-        _check_lora(lora_request)
         if mm_processor_kwargs is not None:
             raise ValueError("mm_processor_kwargs is not supported: jaxllm serves text-only models")
         if add_generation_prompt and continue_final_message:
@@ -174,34 +169,34 @@ class LLM(EngineControl, PoolingMixin):
                                         continue_final_message=continue_final_message, **extra)
             ids = self.tokenizer(text, add_special_tokens=False).input_ids
             prompts.append({"prompt": text, "prompt_token_ids": ids})
-        return self._generate(prompts, sampling_params, use_tqdm)
+        return self._generate(prompts, sampling_params, use_tqdm, lora_request)
 
     @serialized
     def beam_search(self, prompts: Any, params: BeamSearchParams, lora_request: Any = None,
                     use_tqdm: Any = False, concurrency_limit: int | None = None) -> list[BeamSearchOutput]:
         """vLLM's beam search over the paged engine; one BeamSearchOutput per prompt (str, {"prompt": ...} or
         {"prompt_token_ids": [...]}), sequences best first. See ``jaxllm.beam_search``."""
-        if lora_request is not None:
-            raise ValueError("lora_request is not supported yet: jaxllm has no LoRA adapters")
         self._check_generate_runner("beam_search")
-        return beam_search(self, prompts, params, use_tqdm=use_tqdm, concurrency_limit=concurrency_limit)
+        return beam_search(self, prompts, params, lora_request=lora_request, use_tqdm=use_tqdm,
+                           concurrency_limit=concurrency_limit)
 
     # ---- internals -------------------------------------------------------------------------------------
 
     def _add_requests(self, requests: list[tuple[str | None, list[int]]], params: list[SamplingParams],
-                      priorities: list[int]) -> list[str]:
+                      priorities: list[int], loras: list[Any] | None = None) -> list[str]:
         """Queue all requests, or none: a bad one raises before any device work and leaves no request behind.
         Offline generation returns final outputs only, so every request runs as FINAL_ONLY (as in vLLM)."""
         engine = self.llm_engine
         added: list[str] = []
+        loras = loras or [None] * len(requests)
         try:
-            for index, ((text, token_ids), sp, prio) in enumerate(zip(requests, params, priorities)):
+            for index, ((text, token_ids), sp, prio, lora) in enumerate(zip(requests, params, priorities, loras)):
                 request_id = str(next(self._request_counter))
                 sp.output_kind = RequestOutputKind.FINAL_ONLY
                 prompt = {"prompt_token_ids": token_ids} if text is None else \
                     {"prompt_token_ids": token_ids, "prompt": text}
                 try:
-                    engine.add_request(request_id, prompt, sp, priority=prio)
+                    engine.add_request(request_id, prompt, sp, priority=prio, lora_request=lora)
                 except (ValueError, TypeError) as e:  # name the prompt's place in the batch, not our request id
                     message = str(e).removeprefix(f"request {request_id!r}: ")
                     raise type(e)(f"prompt {index}: {message}") from None
@@ -280,9 +275,18 @@ class LLM(EngineControl, PoolingMixin):
         return SamplingParams(**kwargs)
 
 
-def _check_lora(lora_request: Any) -> None:
-    if lora_request is not None:
-        raise ValueError(f"LoRA is not supported yet: lora_request must be None, got {lora_request!r}")
+def _lora_slots(args: EngineArgs, cfg, mesh, model_path: str, model):
+    """The device slots of LoRA adapters (jaxllm.runner.lora_slots) when ``enable_lora``, else None."""
+    if not args.enable_lora:
+        return None
+    if not getattr(model, "supports_lora", False) or cfg.num_experts:
+        raise ValueError(f"enable_lora=True is not supported for {cfg.architecture} yet")
+    from jaxllm.config import resolve_dtype_name
+    from jaxllm.runner.lora_slots import LoRASlots
+
+    dtype = cfg.dtype if args.lora_dtype == "auto" else resolve_dtype_name(args.lora_dtype, cfg.dtype)
+    return LoRASlots(cfg, mesh, max_loras=args.max_loras, max_lora_rank=args.max_lora_rank,
+                     max_cpu_loras=args.max_cpu_loras or args.max_loras, dtype=dtype, base_model_path=model_path)
 
 
 def _priority_list(priority: Any, num_prompts: int) -> list[int]:

@@ -40,7 +40,7 @@ def locate_model(args: EngineArgs) -> ModelSource:
         raise ValueError(f"load_format='safetensors' but {args.model!r} is a GGUF file")
     hf = apply_hf_overrides(hf_config_dict(path), args)
     cfg = model_config(path, args.dtype, args.quantization, hf=hf)
-    cfg = dataclasses.replace(cfg, **kernel_fields(args))
+    cfg = dataclasses.replace(cfg, **kernel_fields(args)).with_expert_parallel(args.enable_expert_parallel)
     return ModelSource(path, cfg, make_mesh(args.tensor_parallel_size), gguf)
 
 
@@ -93,7 +93,21 @@ def kernel_fields(args: EngineArgs) -> dict[str, Any]:
     from jaxllm.models.quant import resolve_fp8_activations
 
     return {"fp8_activations": resolve_fp8_activations(args.fp8_activations or "auto"),
-            "quant_matmul_impl": args.quant_matmul_impl, "int4_kernel_variant": args.int4_kernel_variant}
+            "quant_matmul_impl": args.quant_matmul_impl, "int4_kernel_variant": args.int4_kernel_variant,
+            "moe_matmul_impl": args.moe_matmul_impl}
+
+
+def load_tokenizer_for(args: EngineArgs, source: ModelSource):
+    """The tokenizer ``args`` ask for (``tokenizer``, else the model's own; a GGUF file's from its metadata), or
+    None with ``skip_tokenizer_init``."""
+    from jaxllm.tokenizer import load_tokenizer
+
+    if args.skip_tokenizer_init:
+        return None
+    return load_tokenizer(args.tokenizer or source.path, tokenizer_mode=args.tokenizer_mode,
+                          trust_remote_code=args.trust_remote_code, revision=args.tokenizer_revision or args.revision,
+                          gguf_source=args.tokenizer is None and source.gguf, token=args.hf_token,
+                          cache_dir=args.download_dir, code_revision=args.code_revision)
 
 
 def build_model(args: EngineArgs, source: ModelSource):
@@ -121,4 +135,7 @@ def load_model(path: str | os.PathLike, dtype="auto", **kwargs):
     ``jaxllm.models.quant``), or "awq" / "gptq" (4-bit checkpoints; ``jaxllm.models.quant_int4``); ``revision``,
     ``hf_token``, ``download_dir``, ``hf_overrides``, ``seed`` and the kernel keywords of docs/settings.md."""
     args = EngineArgs.from_kwargs({"model": path, "dtype": dtype, **kwargs})
+    if args.enable_lora:
+        raise ValueError("enable_lora=True is an LLM keyword: load_model returns the base model (LoRA adapters are "
+                         "served by LLM.generate with a lora_request)")
     return build_model(args, locate_model(args))

@@ -73,7 +73,7 @@ def model_config(path: str, dtype="auto", quantization: str | None = None, hf: d
     if is_orbax_checkpoint(path):
         quantization = checkpoint_quantization(path, quantization)
     try:
-        return ModelConfig.from_hf(hf, dtype=dtype, quantization=quantization)
+        cfg = ModelConfig.from_hf(hf, dtype=dtype, quantization=quantization)
     except (KeyError, TypeError, ZeroDivisionError, OverflowError, ValueError) as e:
         where = path if is_gguf(path) else os.path.join(path, "config.json")
         if isinstance(e, ValueError) and where in str(e):
@@ -81,3 +81,4 @@ def model_config(path: str, dtype="auto", quantization: str | None = None, hf: d
         # ours (unsupported architecture, ...) or Python's on a field of the wrong kind: say which file
         detail = str(e) if type(e) is ValueError else f"malformed model config ({type(e).__name__}: {e})"
         raise ValueError(f"{where}: {detail}") from None
+    return cfg

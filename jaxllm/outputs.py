@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import MutableSequence
+from typing import Any
 
 
 @dataclasses.dataclass
@@ -39,6 +40,7 @@ class CompletionOutput:
     logprobs: SampleLogprobs | None
     finish_reason: str | None = None
     stop_reason: int | str | None = None
+    lora_request: Any = None  # the jaxllm.lora.LoRARequest it was generated with, or None
 
     def finished(self) -> bool:
         return self.finish_reason is not None
@@ -84,6 +86,7 @@ class RequestOutput:
         finished: bool,
         metrics: RequestMetrics | None = None,
         num_cached_tokens: int | None = None,
+        lora_request: Any = None,
     ) -> None:
         self.request_id = request_id
         self.prompt = prompt
@@ -93,13 +96,14 @@ class RequestOutput:
         self.finished = finished
         self.metrics = metrics
         self.num_cached_tokens = num_cached_tokens
+        self.lora_request = lora_request  # the jaxllm.lora.LoRARequest the request ran with, or None
 
     def __repr__(self) -> str:
         return (
             f"RequestOutput(request_id={self.request_id}, prompt={self.prompt!r}, "
             f"prompt_token_ids={self.prompt_token_ids}, prompt_logprobs={self.prompt_logprobs}, "
             f"outputs={self.outputs}, finished={self.finished}, metrics={self.metrics}, "
-            f"num_cached_tokens={self.num_cached_tokens})"
+            f"num_cached_tokens={self.num_cached_tokens}, lora_request={self.lora_request})"
         )
 
 

@@ -21,7 +21,7 @@ from jaxllm.structured_outputs.params import GuidedDecodingParams, StructuredOut
 
 logger = logging.getLogger(__name__)
 
-_SAMPLING_EPS = 1e-5  # temperature below this means greedy (vLLM's constant)
+SAMPLING_EPS = 1e-5  # temperature below this means greedy (vLLM's constant)
 _MAX_TEMP = 1e-2  # 0 < temperature < this is raised to this, as vLLM does (avoids inf/nan in logits / t)
 MAX_LOGPROBS = 20  # vLLM's default max_logprobs: logprobs / prompt_logprobs above this are rejected
 
@@ -222,7 +222,7 @@ class SamplingParams:
         if self.top_k == -1:
             self.top_k = 0
         self._verify_args()
-        if self.temperature < _SAMPLING_EPS:  # greedy: the other truncations are meaningless
+        if self.temperature < SAMPLING_EPS:  # greedy: the other truncations are meaningless
             self.top_p, self.top_k, self.min_p = 1.0, 0, 0.0
             if self.n > 1:
                 raise ValueError(f"n must be 1 when using greedy sampling, got {self.n}.")
@@ -371,13 +371,13 @@ class SamplingParams:
 
     @property
     def sampling_type(self) -> SamplingType:
-        if self.temperature < _SAMPLING_EPS:
+        if self.temperature < SAMPLING_EPS:
             return SamplingType.GREEDY
         return SamplingType.RANDOM if self.seed is None else SamplingType.RANDOM_SEED
 
     @property
     def is_greedy(self) -> bool:
-        return self.temperature < _SAMPLING_EPS
+        return self.temperature < SAMPLING_EPS
 
     def clone(self) -> SamplingParams:
         return copy.deepcopy(self)

@@ -11,14 +11,19 @@ from __future__ import annotations
 from typing import Any
 
 _MULTIMODAL = "multimodal inputs are not supported (the supported models are text-only)"
-_LORA = "LoRA adapters are not supported yet"
+_LORA = "LoRA adapters are supported without this option (docs/lora.md)"
 _DATA_PARALLEL = "data parallelism is not supported yet (one engine drives tensor_parallel_size local devices)"
-_EXPERT_PARALLEL = "expert parallelism and its load balancer are not supported yet"
+_EXPERT_PARALLEL = ("expert parallelism's load balancer (redundant experts) is not supported yet; "
+                    "enable_expert_parallel=True splits the experts evenly")
 _TRACING = "request tracing and hidden metrics are not supported"
 _POOLING = ("runner='pooling' takes its pooling setup from the checkpoint (architecture, sentence-transformers "
             "files) and pooler_config; converting a model to another pooling task is not supported yet")
 _PLUGINS = "vLLM's worker, scheduler and connector plug-ins have no jaxllm counterpart"
 _PARTIAL_PREFILLS = "the scheduler runs every partial prefill that fits the token budget; it has no separate caps"
+_MULTI_NODE = "multi-host serving is not supported yet (docs/multi_host.md)"
+_FAULT_TOLERANCE = "engine fault tolerance is not supported (one process, no workers to recover)"
+_BUCKETS = ("the step shapes are jaxllm's bucket ladder (from max_num_seqs and max_num_batched_tokens), each "
+            "compiled by XLA; max_seq_len_to_capture limits the ones compiled at start-up")
 
 # name -> (values that mean "off", why anything else is refused). None and empty containers are always "off".
 UNSUPPORTED: dict[str, tuple[tuple[Any, ...], str]] = {
@@ -30,8 +35,7 @@ UNSUPPORTED: dict[str, tuple[tuple[Any, ...], str]] = {
     "allowed_local_media_path": (("",), _MULTIMODAL),
     "allowed_media_domains": ((), _MULTIMODAL),
     "safetensors_load_strategy": (("lazy",), "safetensors files are always memory-mapped and read per shard"),
-    "cuda_graph_sizes": ((), ("the batch shapes are jaxllm's bucket ladder (from max_num_seqs and "
-                             "max_num_batched_tokens), every one compiled by XLA")),
+    "cuda_graph_sizes": ((), _BUCKETS),
     "pipeline_parallel_size": ((1,), "pipeline parallelism is not supported (use tensor_parallel_size)"),
     "decode_context_parallel_size": ((1,), "decode context parallelism is not supported"),
     "data_parallel_size": ((1,), _DATA_PARALLEL),
@@ -42,7 +46,6 @@ UNSUPPORTED: dict[str, tuple[tuple[Any, ...], str]] = {
     "data_parallel_rpc_port": ((), _DATA_PARALLEL),
     "data_parallel_hybrid_lb": ((False,), _DATA_PARALLEL),
     "data_parallel_backend": (("mp",), _DATA_PARALLEL),
-    "enable_expert_parallel": ((False,), _EXPERT_PARALLEL),
     "enable_eplb": ((False,), _EXPERT_PARALLEL),
     "eplb_config": ((), _EXPERT_PARALLEL),
     "num_redundant_experts": ((0,), _EXPERT_PARALLEL),
@@ -65,15 +68,11 @@ UNSUPPORTED: dict[str, tuple[tuple[Any, ...], str]] = {
     "mm_encoder_tp_mode": (("weights",), _MULTIMODAL),
     "skip_mm_profiling": ((False,), _MULTIMODAL),
     "enable_multimodal_encoder_data_parallel": ((False,), _MULTIMODAL),
-    "enable_lora": ((False,), _LORA),
-    "enable_lora_bias": ((False,), _LORA),
-    "max_loras": ((1,), _LORA),
-    "max_lora_rank": ((16,), _LORA),
-    "max_cpu_loras": ((), _LORA),
-    "fully_sharded_loras": ((False,), _LORA),
-    "lora_dtype": (("auto",), _LORA),
-    "lora_extra_vocab_size": ((256,), _LORA),
-    "default_mm_loras": ((), _LORA),
+    "enable_lora_bias": ((False,), "LoRA adapters with biases are not supported; " + _LORA),
+    "fully_sharded_loras": ((False,), ("adapters' B matrices are sharded like their base projection and the A "
+                                       "matrices replicated; the fully sharded layout is not implemented")),
+    "lora_extra_vocab_size": ((256,), "adapters with extra vocabulary are not supported; " + _LORA),
+    "default_mm_loras": ((), _MULTIMODAL),
     "ray_workers_use_nsight": ((False,), "Ray is not used: one process drives every local device"),
     "num_lookahead_slots": ((0,), "speculative decoding is not supported yet"),
     "speculative_config": ((), "speculative decoding is not supported yet"),
@@ -105,6 +104,62 @@ UNSUPPORTED: dict[str, tuple[tuple[Any, ...], str]] = {
     "pt_load_map_location": (("cpu",), "PyTorch checkpoints are not read (safetensors and GGUF only)"),
     "kv_sharing_fast_prefill": ((False,), "no model here shares KV caches across layers"),
     "enable_dbo": ((False,), "dual-batch overlap is not supported"),
+    "cudagraph_capture_sizes": ((), _BUCKETS),
+    "max_cudagraph_capture_size": ((), _BUCKETS),
+    "optimization_level": ((2, 3, "O2", "O3"), ("every step is compiled whole by XLA; enforce_eager=True gives the "
+                                               "fastest start-up (each shape compiled when first used)")),
+    "model_weights": (("",), "the weights are read from the model folder (or .gguf file) itself"),
+    "enable_return_routed_experts": ((False,), _EXPERT_PARALLEL),
+    "expert_placement_strategy": (("linear",), _EXPERT_PARALLEL),
+    "all2all_backend": ((), _EXPERT_PARALLEL),
+    "master_addr": ((), _MULTI_NODE),
+    "master_port": ((), _MULTI_NODE),
+    "nnodes": ((1,), _MULTI_NODE),
+    "node_rank": ((0,), _MULTI_NODE),
+    "prefill_context_parallel_size": ((1,), "context parallelism is not supported"),
+    "dcp_kv_cache_interleave_size": ((1,), "context parallelism is not supported"),
+    "cp_kv_cache_interleave_size": ((1,), "context parallelism is not supported"),
+    "data_parallel_external_lb": ((False,), _DATA_PARALLEL),
+    "disable_nccl_for_dp_synchronization": ((False,), _DATA_PARALLEL),
+    "ubatch_size": ((0,), "dual-batch overlap is not supported"),
+    "dbo_decode_token_threshold": ((), "dual-batch overlap is not supported"),
+    "dbo_prefill_token_threshold": ((), "dual-batch overlap is not supported"),
+    "aggregate_engine_logging": ((False,), ("there is one engine: its statistics are logged as they are "
+                                           "(disable_log_stats=False)")),
+    "allow_deprecated_quantization": ((False,), "quantization= takes int8, fp8, awq and gptq only"),
+    "enable_mm_embeds": ((False,), _MULTIMODAL),
+    "mm_processor_cache_type": ((), _MULTIMODAL),
+    "mm_shm_cache_max_object_size_mb": ((128,), _MULTIMODAL),
+    "mm_encoder_only": ((False,), _MULTIMODAL),
+    "mm_encoder_attn_backend": ((), _MULTIMODAL),
+    "io_processor_plugin": ((), _PLUGINS),
+    "video_pruning_rate": ((0, 0.0), _MULTIMODAL),
+    "enable_tower_connector_lora": ((False,), _LORA),
+    "specialize_active_lora": ((False,), _LORA),
+    "reasoning_parser_plugin": ((), "reasoning parsers belong to vLLM's server, not the offline LLM"),
+    "kv_cache_metrics": ((False,), _TRACING),
+    "kv_cache_metrics_sample": ((), _TRACING),
+    "cudagraph_metrics": ((False,), _TRACING),
+    "enable_layerwise_nvtx_tracing": ((False,), _TRACING),
+    "enable_mfu_metrics": ((False,), _TRACING),
+    "enable_logging_iteration_details": ((False,), _TRACING),
+    "enable_mm_processor_stats": ((False,), _MULTIMODAL),
+    "profiler_config": ((), "profiles are jax.profiler traces started with LLM.start_profile()"),
+    "ec_transfer_config": ((), "disaggregated encoders are not supported"),
+    "mamba_block_size": ((), "no Mamba models are supported"),
+    "mamba_cache_mode": ((), "no Mamba models are supported"),
+    "stream_interval": ((1,), "the offline LLM returns whole outputs (output_kind streams every token)"),
+    "enable_fault_tolerance": ((False,), _FAULT_TOLERANCE),
+    "engine_recovery_timeout": ((), _FAULT_TOLERANCE),
+    "internal_fault_report_port": ((), _FAULT_TOLERANCE),
+    "external_fault_notify_port": ((), _FAULT_TOLERANCE),
+    "gloo_comm_timeout": ((), _FAULT_TOLERANCE),
+    "shutdown_on_fault_tolerance_failure": ((), _FAULT_TOLERANCE),
+    "kv_offloading_size": ((), "the KV cache is not offloaded to host memory"),
+    "kv_offloading_backend": ((), "the KV cache is not offloaded to host memory"),
+    "tokens_only": ((False,), "the offline LLM always detokenizes unless SamplingParams(detokenize=False)"),
+    "afd_config": ((), "attention-FFN disaggregation is not supported"),
+    "weight_transfer_config": ((), "weights are not transferred between engines"),
 }
 
 

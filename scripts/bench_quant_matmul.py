@@ -1,6 +1,6 @@
 """Microbenchmark of the weight-only linear layers on one GPU: the fused int4 kernel (ops/quant_matmul) vs a
 bf16 matmul vs int8 / fp8 weight-only (the ``jaxllm.models.quant.linear`` math: convert in the GEMM, scale the
-output) vs fp8 W8A8 (``JAXLLM_FP8_ACTIVATIONS=dynamic``: per-token e4m3 activations, fp8 x fp8 dot with float32
+output) vs fp8 W8A8 (``fp8_activations="dynamic"``: per-token e4m3 activations, fp8 x fp8 dot with float32
 accumulation, cuBLASLt fp8 on Hopper if XLA picks it) vs the int4 reference (dequantize, then the GEMM: the
 dispatcher's choice at M >= 256).
 

@@ -6,7 +6,7 @@ difference between the engine's logprobs and the fp32 reference's log_softmax al
     python scripts/e2e_check.py --prompt-len 2100 3600 --max-num-batched-tokens 4096 --output e2e_long.json
 
 The second form gives every prompt a prefill chunk of >= 2048 tokens: on Hopper those steps run the Mosaic GPU
-prefill (the default there for long prefills; ``JAXLLM_ATTENTION_IMPL=pallas_triton`` forces the Triton one).
+prefill (the default there for long prefills; ``attention_backend="pallas_triton"`` forces the Triton one).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def main() -> None:
     prompts = [rng.integers(1, 2048, rng.integers(lo, hi)).tolist() for _ in range(args.num_prompts)]
     llm = LLM(path, dtype="bfloat16", skip_tokenizer_init=True, max_model_len=max(1024, hi + 16),
               max_num_seqs=16, max_num_batched_tokens=args.max_num_batched_tokens, gpu_memory_utilization=0.5)
-    split = llm.llm_engine.runner.prefill_split
+    split = llm.llm_engine.runner.kernels.prefill_split
     params = SamplingParams(temperature=0.0, max_tokens=16, ignore_eos=True, logprobs=1)
     outs = llm.generate([{"prompt_token_ids": x} for x in prompts], params, use_tqdm=False)
     rows = []

@@ -25,6 +25,8 @@ def make_config(arch: str, **overrides):
         "Gemma3ForCausalLM": transformers.Gemma3TextConfig,
         "Phi3ForCausalLM": transformers.Phi3Config,
         "Olmo2ForCausalLM": transformers.Olmo2Config,
+        "MixtralForCausalLM": transformers.MixtralConfig,
+        "Qwen3MoeForCausalLM": transformers.Qwen3MoeConfig,
     }[arch]
     cfg = cls(**kw)
     cfg.architectures = [arch]
@@ -45,6 +47,8 @@ def save_tiny_model(path, arch: str, seed: int = 0, max_shard_size=None, dtype=t
                 p.copy_((0.0 if gemma else 1.0) + 0.1 * torch.randn_like(p))
             elif name.endswith("bias"):
                 p.copy_(0.1 * torch.randn_like(p))
+            elif name.endswith("mlp.gate.weight"):  # MoE router: well-separated, non-uniform routing
+                p.copy_(torch.randn_like(p))
     kwargs = {} if max_shard_size is None else {"max_shard_size": max_shard_size}
     model.save_pretrained(os.fspath(path), **kwargs)
     return model

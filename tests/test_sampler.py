@@ -15,13 +15,8 @@ from sampler_rows import seq, sp
 
 from jaxllm.models import sampler as sampler_mod
 from jaxllm.models.sampler import sample, token_logprobs, top_k_values
-from jaxllm.runner.sampling_metadata import (
-    FILTER_CONFIG,
-    FULL_CONFIG,
-    GREEDY_CONFIG,
-    build_sampling_metadata,
-    to_runner_output,
-)
+from jaxllm.runner.sampler_config import FILTER_CONFIG, FULL_CONFIG, GREEDY_CONFIG
+from jaxllm.runner.sampling_metadata import build_sampling_metadata, to_runner_output
 
 _sample = jax.jit(sample, static_argnums=2)
 

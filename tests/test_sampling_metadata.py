@@ -7,19 +7,21 @@ import numpy as np
 import pytest
 from sampler_rows import seq, sp
 
-from jaxllm.runner.sampling_metadata import (
+from jaxllm.runner.sampler_config import (
     FILTER_CONFIG,
     FULL_CONFIG,
     GREEDY_CONFIG,
-    MAX_LOGPROBS,
     SAMPLE_CONFIG,
     SamplerConfig,
+    covers,
+)
+from jaxllm.runner.sampling_metadata import (
     bad_words_banned_ids,
     build_sampling_metadata,
-    covers,
     pack_sampling_metadata,
     unpack_sampling_metadata,
 )
+from jaxllm.sampling_params import MAX_LOGPROBS
 
 
 def test_config_choice_and_ladders():

@@ -35,8 +35,20 @@ def test_kernel_choices_match_the_ops():
 
     assert set(engine_args.ATTENTION_BACKENDS) == set(paged_attention.IMPLEMENTATIONS)
     assert set(engine_args.QUANT_MATMUL_IMPLS) == set(quant_matmul.dispatch.IMPLEMENTATIONS)
+    from jaxllm.ops.grouped_matmul import IMPLEMENTATIONS as GROUPED_MATMUL_IMPLS
+
+    assert set(engine_args.MOE_MATMUL_IMPLS) == set(GROUPED_MATMUL_IMPLS)
     assert set(engine_args.INT4_KERNEL_VARIANTS) == set(VARIANTS)
     assert set(engine_args.ATTENTION_FP8_DOTS) == set(FP8_DOTS)
+    assert set(engine_args.KV_CACHE_DTYPES) == set(paged_attention.KV_CACHE_DTYPES)
+
+
+def test_every_field_and_variable_is_in_the_settings_doc():
+    text = (ROOT / "docs" / "settings.md").read_text()
+    rows = dict(re.findall(r"^\| `(\w+)` \| (`\w*`|) \|", text, re.MULTILINE))
+    assert set(EngineArgs.__dataclass_fields__) <= set(rows)
+    for var, keyword in envs.ENV_VARS.items():
+        assert rows[keyword] == f"`{var}`", keyword
 
 
 def test_every_env_var_names_a_field():
@@ -50,8 +62,8 @@ def test_unknown_name_is_a_type_error_known_vllm_name_a_value_error():
         EngineArgs.from_kwargs({"not_a_vllm_argument": 1})
     with pytest.raises(ValueError, match="pipeline_parallel_size=2 is not supported: pipeline parallelism"):
         EngineArgs.from_kwargs({"pipeline_parallel_size": 2})
-    with pytest.raises(ValueError, match="enable_lora=True is not supported: LoRA"):
-        EngineArgs.from_kwargs({"enable_lora": True})
+    with pytest.raises(ValueError, match="fully_sharded_loras=True is not supported: adapters"):
+        EngineArgs.from_kwargs({"fully_sharded_loras": True})
     # the values that ask for nothing are accepted, as a ported script passes them
     EngineArgs.from_kwargs({"pipeline_parallel_size": 1, "enable_lora": False, "speculative_config": None,
                             "limit_mm_per_prompt": {}, "cpu_offload_gb": 0})
@@ -88,6 +100,7 @@ def test_env_sets_the_default_and_the_keyword_wins(monkeypatch):
     ("compilation_config", {"cudagraph_capture_sizes": [1, 2]}, "cudagraph_capture_sizes"),
     ("swap_space", 8, "swap_space=8"),
     ("runner", "embedding", "runner='embedding'"),
+    ("tokenizer_mode", "custom", "tokenizer_mode='custom'"),
 ])
 def test_bad_values_name_the_keyword(name, value, match):
     with pytest.raises(ValueError, match=re.escape(match)):
@@ -108,3 +121,13 @@ def test_config_overrides_merge_rope_and_hf_overrides():
     assert args.config_overrides() == {"rope_theta": 5e5, "max_position_embeddings": 64}
     with pytest.raises(TypeError, match="hf_overrides"):
         EngineArgs.from_kwargs({"hf_overrides": "max_position_embeddings=64"})
+
+
+def test_attention_config_backend_is_attention_backend():
+    assert EngineArgs.from_kwargs({"attention_config": {"backend": "chunked"}}).attention_backend == "chunked"
+    with pytest.raises(ValueError, match="attention_backend='FLASH_ATTN'"):
+        EngineArgs.from_kwargs({"attention_config": {"backend": "FLASH_ATTN"}})
+    with pytest.raises(ValueError, match="attention_config\\['use_cudnn_prefill'\\]"):
+        EngineArgs.from_kwargs({"attention_config": {"use_cudnn_prefill": True}})
+    with pytest.raises(ValueError, match="contradicts"):
+        EngineArgs.from_kwargs({"attention_config": {"backend": "chunked"}, "attention_backend": "reference"})

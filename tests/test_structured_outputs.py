@@ -11,7 +11,8 @@ from engine.bpe_tokenizer import bpe_tokenizer
 from jaxllm.engine.batch import ScheduledSeq
 from jaxllm.engine_args import EngineArgs
 from jaxllm.models.sampler import apply_grammar_bitmask, apply_grammar_bitmask_reference, sample
-from jaxllm.runner.sampling_metadata import build_sampling_metadata, covers
+from jaxllm.runner.sampler_config import covers
+from jaxllm.runner.sampling_metadata import build_sampling_metadata
 from jaxllm.sampling_params import SamplingParams
 from jaxllm.structured_outputs import GuidedDecodingParams, StructuredOutputsConfig, StructuredOutputsParams
 from jaxllm.structured_outputs.grammar import GrammarCompiler

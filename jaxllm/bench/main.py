@@ -30,6 +30,7 @@ from jaxllm.bench.embed import EMBED_WORKLOADS
 from jaxllm.bench.monitor import GpuBusySampler, host_profile
 from jaxllm.bench.presets import PRESETS, preset_args
 from jaxllm.bench.workloads import WORKLOADS, Workload
+from jaxllm.engine_args import ATTENTION_BACKENDS, QUANT_MATMUL_IMPLS
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -53,6 +54,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--gpu-memory-utilization", type=float, default=0.9)
     p.add_argument("--tensor-parallel-size", type=int, default=1)
     p.add_argument("--enforce-eager", action="store_true")
+    p.add_argument("--moe-matmul-impl", choices=["pallas_triton", "ragged_dot", "reference"],
+                   help="MoE models: the experts' grouped matmul (default: Pallas on NVIDIA GPUs)")
+    p.add_argument("--enable-expert-parallel", action="store_true",
+                   help="MoE models: whole experts per GPU instead of a slice of every expert (vLLM's keyword)")
     p.add_argument("--kv-cache-dtype", default="auto", choices=["auto", "fp8", "fp8_e4m3", "fp8_e5m2"],
                    help="KV cache storage (vLLM's kv_cache_dtype; default: %(default)s = the model's dtype)")
     p.add_argument("--quantization", choices=["int8", "fp8", "awq", "gptq"],
@@ -61,6 +66,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="with --quantization fp8: 'dynamic' quantizes activations per token too (W8A8, fp8 GEMMs), "
                         "'none' keeps weight-only, 'auto' (the engine's default) is dynamic on sm_89+ GPUs; "
                         "passed as LLM(fp8_activations=...)")
+    p.add_argument("--attention-backend", choices=list(ATTENTION_BACKENDS),
+                   help="force a paged-attention implementation (LLM(attention_backend=...); default: by device)")
+    p.add_argument("--quant-matmul-impl", choices=list(QUANT_MATMUL_IMPLS),
+                   help="force the int4 matmul implementation (LLM(quant_matmul_impl=...); default: by rows)")
+    p.add_argument("--lora-adapters", type=int, default=0, metavar="N",
+                   help="serve N random LoRA adapters (all target modules), request i using adapter i %% N "
+                        "(enable_lora, max_loras=N); 0: no LoRA")
+    p.add_argument("--lora-rank", type=int, default=16, help="rank of the --lora-adapters (default: %(default)s)")
     p.add_argument("--peer", choices=["hf"], help="also run HF transformers' generate_batch on the same requests")
     p.add_argument("--peer-max-requests", type=int, help="run the peer on the first N requests only")
     p.add_argument("--peer-device", default="cuda", help="torch device of the peer (default: %(default)s)")
@@ -84,6 +97,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("give --workload or --config")
     if args.tokenizer and not args.structured:
         p.error("--tokenizer is for the grammars of --structured")
+    if args.lora_adapters and args.peer:
+        p.error("--lora-adapters has no peer run")
     if args.fp8_activations and args.quantization != "fp8":
         p.error(f"--fp8-activations {args.fp8_activations} needs --quantization fp8, not {args.quantization}")
     return args
@@ -111,6 +126,9 @@ def run_jaxllm(w: Workload, args, model_dir: str, prompts, output_lens) -> dict:
         from jaxllm.bench.structured import save_default_tokenizer
 
         tokenizer = args.tokenizer or save_default_tokenizer(os.path.join(model_dir, "tokenizer"))
+    lora = {}
+    if args.lora_adapters:
+        lora = {"enable_lora": True, "max_loras": args.lora_adapters, "max_lora_rank": args.lora_rank}
     t0 = time.perf_counter()
     llm = LLM(model_dir, load_format="dummy", skip_tokenizer_init=tokenizer is None, tokenizer=tokenizer,
               dtype="bfloat16",
@@ -119,12 +137,15 @@ def run_jaxllm(w: Workload, args, model_dir: str, prompts, output_lens) -> dict:
               gpu_memory_utilization=args.gpu_memory_utilization, tensor_parallel_size=args.tensor_parallel_size,
               enforce_eager=args.enforce_eager, seed=args.seed, quantization=args.quantization,
               async_scheduling=args.async_scheduling, kv_cache_dtype=args.kv_cache_dtype,
-              fp8_activations=args.fp8_activations)
+              fp8_activations=args.fp8_activations, attention_backend=args.attention_backend,
+              quant_matmul_impl=args.quant_matmul_impl, enable_expert_parallel=args.enable_expert_parallel,
+              moe_matmul_impl=args.moe_matmul_impl, **lora)
     startup = time.perf_counter() - t0
     logging.getLogger("jaxllm").info("ready in %.1f s; generate starts", startup)
     runner = llm.llm_engine.runner
     params = [SamplingParams(temperature=w.temperature, max_tokens=n, ignore_eos=True, detokenize=False)
               for n in output_lens]
+    loras = _lora_requests(args, llm, model_dir, len(prompts))
     if args.profile_dir:
         jax.profiler.start_trace(args.profile_dir)
     sampler = GpuBusySampler() if args.gpu_busy else None
@@ -133,7 +154,7 @@ def run_jaxllm(w: Workload, args, model_dir: str, prompts, output_lens) -> dict:
     steps0, wait0 = runner.num_steps, runner.device_wait_seconds
     t1 = time.perf_counter()
     with host_profile(args.host_profile):
-        outs = llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
+        outs = llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False, lora_request=loras)
     wall = time.perf_counter() - t1
     gpu_busy = sampler.stop() if sampler else None
     if args.profile_dir:
@@ -162,14 +183,30 @@ def run_jaxllm(w: Workload, args, model_dir: str, prompts, output_lens) -> dict:
         "host_ms_per_step": 1e3 * (wall - wait) / max(steps, 1),
         "peak_device_bytes": stats.get("peak_bytes_in_use"), "kv_cache_bytes": kv_bytes,
         "kv_cache_blocks": runner.num_blocks, "kv_cache_dtype": str(runner.kv_caches[0].dtype),
-        "activation_reserve_bytes": runner.activation_reserve_bytes,
-        "measured_activation_bytes": runner.measured_activation_bytes, "block_size": args.block_size,
+        "activation_reserve_bytes": runner.cache_plan.activation_reserve_bytes,
+        "measured_activation_bytes": runner.cache_plan.measured_activation_bytes, "block_size": args.block_size,
         "num_preemptions": llm.llm_engine.stats.num_preemptions,
         "async_scheduling": llm.llm_engine.async_scheduling, "gpu_busy": gpu_busy,
-        "quantization": args.quantization,
+        "quantization": args.quantization, "lora_adapters": args.lora_adapters,
+        "lora_rank": args.lora_rank if args.lora_adapters else None,
+        "lora_slot_writes": runner.lora.num_slot_writes if runner.lora is not None else None,
         "fp8_activations": llm.model_config.fp8_activations if args.quantization == "fp8" else None,  # resolved
         "device": str(dev.device_kind), "jax": jax.__version__, "params": cfg.num_params(),
     }
+
+
+def _lora_requests(args, llm, model_dir: str, num_prompts: int):
+    """With ``--lora-adapters N``: N random adapters written under ``model_dir`` and read into host memory (before
+    the timed generate), request i using adapter i % N; else None."""
+    if not args.lora_adapters:
+        return None
+    from jaxllm.bench.lora_adapters import write_random_adapters
+
+    adapters = write_random_adapters(os.path.join(model_dir, "lora"), llm.model_config, args.lora_adapters,
+                                     args.lora_rank, seed=args.seed)
+    for a in adapters:
+        llm.llm_engine.runner.check_lora(a)
+    return [adapters[i % len(adapters)] for i in range(num_prompts)]
 
 
 def run_peer(w: Workload, args, model_dir: str) -> dict:

@@ -60,6 +60,8 @@ PRESETS = {
     "b2-w8a8": Preset(("--workload", "B2", "--quantization", "fp8"), "B2, fp8 W8A8", baseline="b2"),
     "b2-w8a8-fp8kv": Preset(("--workload", "B2", "--quantization", "fp8", "--kv-cache-dtype", "fp8"),
                             "B2, fp8 W8A8 + fp8 KV cache", baseline="b2"),
+    "b2-lora": Preset(("--workload", "B2", "--lora-adapters", "8", "--lora-rank", "16"),
+                      "B2, 8 rank-16 LoRA adapters (all target modules) spread over the requests", baseline="b2"),
     "b2-int8": Preset(("--workload", "B2", "--quantization", "int8"), "B2, int8 weight-only", baseline="b2"),
     "b2-awq": Preset(("--workload", "B2", "--quantization", "awq"), "B2, AWQ int4", baseline="b2",
                      limit_s=300),

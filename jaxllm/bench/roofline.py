@@ -9,6 +9,9 @@ attention FLOPs and KV bytes are counted per layer with each sequence's context 
 Soft-capping (Gemma 2) adds one tanh per score: elementwise work, not counted as matmul FLOPs.
 Quantized runs: linear weights count at their bytes per element, an fp8 KV cache at 1 byte, and under fp8 W8A8 the
 linear layers' FLOPs at the fp8 GEMM rate (``FP8_PEAK_FLOPS``).
+Mixture-of-experts models: FLOPs from the ACTIVE parameters (k of E experts per token, prefill included); a decode
+step of n sequences reads the non-expert weights plus the experts its tokens are expected to pick under uniform
+routing (``experts_touched``: k at n = 1, nearly all E at large n).
 """
 
 from __future__ import annotations
@@ -51,6 +54,22 @@ def dummy_int4_quantization_config(method: str, group_size: int = INT4_GROUP_SIZ
     raise ValueError(f"{method!r} is not a 4-bit method; choose 'awq' or 'gptq'")
 
 
+def linear_param_counts(cfg: ModelConfig) -> tuple[int, int]:
+    """(decoder-layer linear weights, of which MoE experts): q/k/v/o, dense MLPs, every expert's gate/up/down."""
+    d, f, heads, dh = cfg.hidden_size, cfg.intermediate_size, cfg.num_heads, cfg.head_dim
+    attn = d * (heads + 2 * cfg.num_kv_heads) * dh + heads * dh * d
+    moe_layers = sum(cfg.moe_layers)
+    experts = moe_layers * cfg.num_experts * 3 * d * cfg.moe_intermediate_size
+    return cfg.num_layers * attn + (cfg.num_layers - moe_layers) * 3 * d * f + experts, experts
+
+
+def experts_touched(cfg: ModelConfig, tokens: int) -> float:
+    """Expected distinct experts per MoE layer that ``tokens`` tokens pick under uniform routing,
+    E * (1 - (1 - k/E)^tokens): k for one token, approaching E for large batches."""
+    e, k = cfg.num_experts, cfg.num_experts_per_tok
+    return e * (1 - (1 - k / e) ** tokens)
+
+
 def causal_pairs(n: int, window: int | None) -> float:
     """(query, key) pairs of a causal n-token prefill, n^2 / 2, with a window: at most ``window`` keys a query."""
     if window is None or window >= n:
@@ -86,10 +105,12 @@ def roofline(cfg: ModelConfig, prompt_lens: list[int], output_lens: list[int], m
     layers, heads, dh = cfg.num_layers, cfg.num_heads, cfg.head_dim
     body_params = cfg.num_params(include_embeddings=False)
     head_params = cfg.vocab_size * cfg.hidden_size
-    d, f, dh = cfg.hidden_size, cfg.intermediate_size, cfg.head_dim
-    linear_params = layers * (d * (heads + 2 * cfg.num_kv_heads) * dh + heads * dh * d + 3 * d * f)
+    linear_params, expert_params = linear_param_counts(cfg)
     lw_bytes = dtype_bytes if linear_weight_bytes is None else linear_weight_bytes
     weight_bytes = (body_params - linear_params + head_params) * dtype_bytes + linear_params * lw_bytes
+    # MoE: a step reads only the experts its tokens picked (experts_touched) and computes only the active ones
+    active_body = cfg.num_params(include_embeddings=False, experts_per_layer=cfg.num_experts_per_tok)
+    active_linear = linear_params - expert_params * (1 - cfg.num_experts_per_tok / max(cfg.num_experts, 1))
     kv_elem_bytes = dtype_bytes if kv_dtype_bytes is None else kv_dtype_bytes
     kv_bytes_per_token = cfg.num_kv_heads * dh * 2 * kv_elem_bytes  # one layer's
     windows = list(cfg.sliding_windows) or [None] * layers
@@ -99,10 +120,15 @@ def roofline(cfg: ModelConfig, prompt_lens: list[int], output_lens: list[int], m
         return sum(sum(ctxs) if w is None else sum(min(c, w) for c in ctxs) for w in windows)
 
     def flop_seconds(tokens: int, attention_flops: float, head: bool) -> float:
-        """Time of ``tokens`` rows through the linear layers (at their rate), the rest of the body, the
-        attention FLOPs and (decode) the lm_head."""
-        other = 2 * (body_params - linear_params + (head_params if head else 0)) * tokens + attention_flops
-        return 2 * linear_params * tokens / linear_peak + other / peak_flops
+        """Time of ``tokens`` rows through the linear layers (at their rate; MoE: the active experts), the rest
+        of the body, the attention FLOPs and (decode) the lm_head."""
+        other = 2 * (active_body - active_linear + (head_params if head else 0)) * tokens + attention_flops
+        return 2 * active_linear * tokens / linear_peak + other / peak_flops
+
+    def step_weight_bytes(tokens: int) -> float:
+        """Weights one decode step of ``tokens`` sequences reads: all but the experts no token picked."""
+        unread = expert_params * (1 - experts_touched(cfg, tokens) / cfg.num_experts) if expert_params else 0
+        return weight_bytes - unread * lw_bytes
 
     prefill_s = sum(flop_seconds(n, 4 * heads * dh * sum(causal_pairs(n, w) for w in windows), head=False)
                     for n in prompt_lens)
@@ -126,7 +152,7 @@ def roofline(cfg: ModelConfig, prompt_lens: list[int], output_lens: list[int], m
             continue
         n = len(running)
         keys = attended([p + step - start for _, start, p in running]) if windowed else layers * ctx_sum
-        bytes_ = weight_bytes + keys * kv_bytes_per_token
+        bytes_ = step_weight_bytes(n) + keys * kv_bytes_per_token
         decode_s += max(bytes_ / bandwidth, flop_seconds(n, 4 * heads * dh * keys, head=True))
         ctx_sum += n
         step += 1

@@ -46,4 +46,7 @@ WORKLOADS = {
     "B1": Workload("B1", _cfg("qwen3-0.6b.json"), 256, (100, 1024), (100, 1024), temperature=0.6),
     "B1-peer": Workload("B1-peer", _cfg("qwen3-0.6b.json"), 256, (100, 1024), (512, 512)),
     "B2": Workload("B2", _cfg("llama-3.1-8b.json"), 1000, (100, 1024), (256, 256)),
+    # B2's request mix on mixture-of-experts architectures (random weights of the real shapes)
+    "B2-qwen3-30b-a3b": Workload("B2-qwen3-30b-a3b", _cfg("qwen3-30b-a3b.json"), 1000, (100, 1024), (256, 256)),
+    "B2-mixtral-8x7b": Workload("B2-mixtral-8x7b", _cfg("mixtral-8x7b.json"), 1000, (100, 1024), (256, 256)),
 }

@@ -36,6 +36,7 @@ class ScheduledSeq:
     # [ceil(V / 32)] int32 allowed-token bits of this step's sampling row, filled by the engine just before
     # dispatch (None: nothing masked); the sampler sets the logits of the other tokens to -inf.
     grammar_bitmask: Any = None
+    lora_request: Any = None  # jaxllm.lora.LoRARequest of the sequence, None for the base model
 
     @property
     def end(self) -> int:

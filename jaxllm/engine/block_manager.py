@@ -54,7 +54,9 @@ class BlockManager:
         """Extend ``seq.block_hashes`` to cover its first ``num_full_blocks`` (full) blocks; O(new tokens)."""
         hashes = seq.block_hashes
         bs, toks = self.block_size, seq.token_ids
-        prev = hashes[-1] if hashes else _HASH_SEED
+        # the chain of an adapter's sequence starts from the adapter's id: equal tokens under different
+        # adapters have different K/V, so they never share blocks
+        prev = hashes[-1] if hashes else (hash((_HASH_SEED, seq.lora_int_id)) if seq.lora_int_id else _HASH_SEED)
         for i in range(len(hashes), num_full_blocks):
             prev = hash((prev, tuple(toks[i * bs : (i + 1) * bs])))
             hashes.append(prev)

@@ -90,6 +90,7 @@ class LLMEngine:
         scheduling_policy: str = "fcfs",
         model_config: Any = None,
         model_name: str = "",
+        max_loras: int | None = None,
     ) -> None:
         for name, v in (
             ("num_blocks", num_blocks),
@@ -134,7 +135,9 @@ class LLMEngine:
             max_model_len=max_model_len,
             decode_token=self._view.decode_token if self._view else None,
             policy=scheduling_policy,
+            max_loras=max_loras,
         )
+        self.max_loras = max_loras  # None: LoRA is off; else the runner has check_lora(request)
         self.scheduling_policy = scheduling_policy
         self.model_config = model_config
         self._metric_labels = {"model_name": str(model_name), "engine": "0"}
@@ -186,7 +189,9 @@ class LLMEngine:
                 f"request {request_id!r}: sampling_params must be a SamplingParams, "
                 f"got {type(params).__name__}"
             )
-        check_request_options(request_id, lora_request, priority, self.scheduling_policy)
+        check_request_options(request_id, priority, self.scheduling_policy)
+        if lora_request is not None:
+            self.check_lora_request(lora_request)
         text, ids = prompt_to_ids(f"request {request_id!r}", prompt, self.tokenizer, tokenization_kwargs)
         ids = truncate_prompt(request_id, ids, params.truncate_prompt_tokens, self.max_model_len)
         ids = check_prompt(request_id, ids, self.vocab_size, self.max_model_len, generates=pooling_params is None)
@@ -236,6 +241,7 @@ class LLMEngine:
                     grammar=grammars[index],
                     priority=priority,
                     arrival_time=arrival,
+                    lora_request=lora_request,
                 )
             )
             self._next_seq_id += 1
@@ -250,6 +256,13 @@ class LLMEngine:
         for seq in seqs:
             self.scheduler.add(seq)
         self.stats.num_prompt_tokens += len(ids)
+
+    def check_lora_request(self, lora_request: Any) -> None:
+        """ValueError/TypeError before any device work when LoRA is off or the adapter is bad (the runner loads
+        it into host memory)."""
+        if self.max_loras is None:
+            raise ValueError("a lora_request was given but LoRA is not enabled; pass enable_lora=True")
+        self.runner.check_lora(lora_request)
 
     def _new_grammar_states(self, request_id: str, params: SamplingParams) -> list:
         """One GrammarState per child (None without structured outputs); validates the spec now."""

@@ -103,11 +103,8 @@ def check_params(request_id: str, params: SamplingParams, prompt_len: int, *, to
     return max_tokens
 
 
-def check_request_options(request_id: str, lora_request: Any, priority: Any, policy: str) -> None:
-    """Options of ``add_request`` besides the prompt and params (vLLM's messages)."""
-    if lora_request is not None:
-        raise ValueError(f"request {request_id!r}: LoRA is not supported yet; lora_request must be None, "
-                         f"got {lora_request!r}")
+def check_request_options(request_id: str, priority: Any, policy: str) -> None:
+    """Options of ``add_request`` besides the prompt, params and LoRA adapter (vLLM's messages)."""
     if isinstance(priority, bool) or not isinstance(priority, (int, np.integer)):
         raise TypeError(f"request {request_id!r}: priority must be an int, got {type(priority).__name__} "
                         f"({priority!r})")

@@ -66,6 +66,7 @@ class RequestState:
             finished=finished,
             metrics=m,
             num_cached_tokens=seqs[0].num_cached_tokens,
+            lora_request=seqs[0].lora_request,
         )
 
     def _completion(self, i: int, seq: Sequence) -> CompletionOutput:
@@ -89,6 +90,7 @@ class RequestState:
             logprobs=logprobs,
             finish_reason=seq.finish_reason,
             stop_reason=seq.stop_reason,
+            lora_request=seq.lora_request,
         )
 
 

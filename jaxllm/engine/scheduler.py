@@ -65,6 +65,7 @@ class Scheduler:
         max_model_len: int,
         decode_token: Any = None,  # token id -> str for Logprob.decoded_token, or None
         policy: str = "fcfs",  # or "priority"
+        max_loras: int | None = None,  # distinct LoRA adapters among running sequences (None: no limit)
     ) -> None:
         if policy not in POLICIES:
             raise ValueError(f"scheduling policy {policy!r} is not supported; choose one of {POLICIES}")
@@ -74,6 +75,7 @@ class Scheduler:
         self.max_num_batched_tokens = max_num_batched_tokens
         self.max_model_len = max_model_len
         self.decode_token = decode_token
+        self.max_loras = max_loras
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []  # admission order
         self._inflight: deque[_InFlight] = deque()  # scheduled steps not yet updated, oldest first
@@ -154,11 +156,14 @@ class Scheduler:
 
         if not preempted:
             waiting = self.waiting
-            compiling = []  # structured outputs: sequences whose grammar is still compiling keep their place
+            loras = {s.lora_int_id for s in running} - {0} if self.max_loras is not None else set()
+            # waiting sequences that cannot start this step keep their place: a grammar still compiling
+            # (structured outputs), or an adapter beyond max_loras
+            skipped: list[Sequence] = []
             while waiting and budget > 0 and len(running) < self.max_num_seqs:
                 seq = waiting[0]
-                if seq.grammar is not None and not seq.grammar.ready():
-                    compiling.append(waiting.popleft())
+                if (seq.grammar is not None and not seq.grammar.ready()) or self._adapter_waits(seq, loras):
+                    skipped.append(waiting.popleft())
                     continue
                 hits = bm.get_computed_blocks(seq)
                 start = len(hits) * bm.block_size
@@ -169,6 +174,8 @@ class Scheduler:
                 if bm.enable_prefix_caching and seq.read_prefix_cache:
                     self.prefix_cache_queries += len(seq.token_ids)
                     self.prefix_cache_hits += start
+                if seq.lora_int_id:
+                    loras.add(seq.lora_int_id)
                 if seq.num_cached_tokens is None:  # reported hits: those of the first admission
                     seq.num_cached_tokens = start
                 if seq.first_scheduled_time is None:
@@ -178,7 +185,7 @@ class Scheduler:
                 batch.append(self._scheduled_seq(seq, start, n))
                 scheduled.append(seq)
                 budget -= n
-            waiting.extendleft(reversed(compiling))
+            waiting.extendleft(reversed(skipped))
 
         for sseq, seq in zip(batch, scheduled):
             seq.num_computed_tokens = sseq.start + sseq.num_new_tokens
@@ -187,6 +194,11 @@ class Scheduler:
             needs_sync = any(seq.needs_history for seq in scheduled)
             self._inflight.append(_InFlight(result, scheduled, bm.take_pending_hashes(), needs_sync))
         return result
+
+    def _adapter_waits(self, seq: Sequence, loras: set[int]) -> bool:
+        """Whether admitting ``seq`` would make more than ``max_loras`` distinct LoRA adapters run at once."""
+        return (self.max_loras is not None and seq.lora_int_id != 0 and seq.lora_int_id not in loras
+                and len(loras) >= self.max_loras)
 
     def _scheduled_seq(self, seq: Sequence, start: int, n: int) -> ScheduledSeq:
         num_out = len(seq.token_ids) - seq.num_prompt_tokens
@@ -208,6 +220,7 @@ class Scheduler:
             and len(seq.prompt_logprobs) < seq.num_prompt_tokens,
             pooling_params=seq.pooling_params,
             grammar=seq.grammar,
+            lora_request=seq.lora_request,
         )
 
     def waiting_grammars(self) -> list:

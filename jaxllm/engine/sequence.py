@@ -39,6 +39,7 @@ class Sequence:
         "index",
         "last_token_time",
         "logprobs",
+        "lora_request",
         "max_tokens",
         "needs_history",
         "num_cached_tokens",
@@ -80,6 +81,7 @@ class Sequence:
         priority: int = 0,
         arrival_time: float = 0.0,
         grammar: Any = None,
+        lora_request: Any = None,
     ) -> None:
         self.seq_id = seq_id
         self.request_id = request_id
@@ -116,6 +118,7 @@ class Sequence:
         self.detokenizer = detokenizer
         self.pooling_params: Any = None  # set for a pooling request (prefill only; see Scheduler.update)
         self.pooled: Any = None  # its pooled data once the whole prompt ran
+        self.lora_request = lora_request  # jaxllm.lora.LoRARequest or None (the base model)
         self.first_scheduled_time: float | None = None
         self.first_token_time: float | None = None
         self.last_token_time: float | None = None
@@ -126,6 +129,11 @@ class Sequence:
     def priority_key(self) -> tuple[int, float, int]:
         """Order of the priority policy: priority, then arrival, then creation (children of one request)."""
         return (self.priority, self.arrival_time, self.seq_id)
+
+    @property
+    def lora_int_id(self) -> int:
+        """The adapter's id, 0 for the base model (it keys the prefix cache and the scheduler's adapter limit)."""
+        return 0 if self.lora_request is None else self.lora_request.lora_int_id
 
     @property
     def num_tokens(self) -> int:
@@ -142,10 +150,6 @@ class Sequence:
     @property
     def text(self) -> str:
         return self.detokenizer.output_text if self.detokenizer is not None else ""
-
-    @property
-    def is_finished(self) -> bool:
-        return self.status == SequenceStatus.FINISHED
 
     def finish(self, reason: str, stop_reason: int | str | None = None) -> None:
         self.status = SequenceStatus.FINISHED

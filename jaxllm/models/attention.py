@@ -164,10 +164,13 @@ class Attention(nnx.Module):
         self.soft_cap = cfg.attn_logit_softcap
         self.sliding_window = cfg.sliding_windows[layer_idx] if cfg.sliding_windows else None
 
-    def __call__(self, x, cos, sin, attend, kv_cache):
-        """x: [..., T, D] -> ([..., T, D], kv_cache)."""
+    def __call__(self, x, cos, sin, attend, kv_cache, lora=None):
+        """x: [..., T, D] -> ([..., T, D], kv_cache). ``lora``: this layer's adapters (models/lora.py; the
+        engine's flattened [T, D] path only) or None."""
         with jax.named_scope("qkv"):
             q, k, v = linears(x, (self.q_proj, self.k_proj, self.v_proj), "...d,dhk->...hk")
+            if lora is not None:
+                q, k, v = q + lora.delta("q_proj", x), k + lora.delta("k_proj", x), v + lora.delta("v_proj", x)
             if self.q_bias is not None:
                 q, k, v = q + self.q_bias[...], k + self.k_bias[...], v + self.v_bias[...]
             if self.q_norm is not None:
@@ -177,7 +180,8 @@ class Attention(nnx.Module):
             out, kv_cache = attend(q, k, v, kv_cache, sm_scale=self.sm_scale, sliding_window=self.sliding_window,
                                    kv_scale=self.kv_scale[...], soft_cap=self.soft_cap)
         with jax.named_scope("o_proj"):
-            out = linear(out, self.o_proj, "...hk,hkd->...d")
+            projected = linear(out, self.o_proj, "...hk,hkd->...d")
+            out = projected if lora is None else projected + lora.delta("o_proj", out)
             if self.o_bias is not None:
                 out = out + self.o_bias[...]
             return out, kv_cache

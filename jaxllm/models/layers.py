@@ -165,13 +165,18 @@ class GatedMLP(nnx.Module):
         self.down_bias = param((d,), dtype, ("norm",), init="zeros") if cfg.mlp_bias else None
         self.act = ACTIVATIONS[cfg.hidden_act]
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, lora=None) -> jax.Array:
+        """x [..., D] -> [..., D]. ``lora``: the layer's adapters (jaxllm.models.lora.LayerLoRA) or None."""
         with jax.named_scope("mlp"):
             gu = linear(x, self.gate_up, "...d,dcf->...cf")
+            if lora is not None:
+                gu = gu + jnp.stack([lora.delta("gate_proj", x), lora.delta("up_proj", x)], axis=-2)
             if self.gate_up_bias is not None:
                 gu = gu + self.gate_up_bias[...]
             h = self.act(gu[..., 0, :]) * gu[..., 1, :]
             out = linear(h, self.down, "...f,fd->...d")
+            if lora is not None:
+                out = out + lora.delta("down_proj", h)
             if self.down_bias is not None:
                 out = out + self.down_bias[...]
             return out

@@ -5,7 +5,8 @@ Differences between the families are config flags: q/k/v biases (Qwen2), q/k RMS
 or over the whole projection (OLMo 2), explicit head_dim, sliding windows per layer (Mistral, Gemma 2/3, Phi-3),
 rope scaling (Llama 3.x, Gemma 3 global layers, Phi-3 longrope) and a second rope for local layers (Gemma 3),
 partial rotary (Phi-4-mini), norm placement ("pre"; Gemma 2/3 "sandwich"; OLMo 2 "post"), Gemma's (1 + w) norms,
-sqrt(D) embedding scale, GeGLU and attention / final logit soft-capping, tied embeddings.
+sqrt(D) embedding scale, GeGLU and attention / final logit soft-capping, tied embeddings, and
+mixture-of-experts MLPs in the layers ``cfg.moe_layers`` marks (Mixtral, Qwen3-MoE; jaxllm.models.moe).
 
 Two entry points share every layer:
 - ``model(input_ids[B, T]) -> logits[B, T, V]``: dense causal forward, no cache (scoring, probing).
@@ -26,6 +27,8 @@ from jaxllm.config import ModelConfig
 from jaxllm.config_families import LAYER_NORMS
 from jaxllm.models.attention import Attention, AttentionMetadata, DenseCausalAttention, PagedAttention
 from jaxllm.models.layers import GatedMLP, norm, param, rope_cos_sin
+from jaxllm.models.lora import LayerLoRA
+from jaxllm.models.moe import SparseMoeBlock
 
 
 def _identity(x):
@@ -38,7 +41,7 @@ class DecoderLayer(nnx.Module):
         for name in LAYER_NORMS[cfg.norm_placement]:
             setattr(self, name, norm(cfg, cfg.hidden_size, dtype))
         self.self_attn = Attention(cfg, layer_idx, dtype, rngs)
-        self.mlp = GatedMLP(cfg, dtype, rngs)
+        self.mlp = SparseMoeBlock(cfg, dtype, rngs) if cfg.is_moe_layer(layer_idx) else GatedMLP(cfg, dtype, rngs)
 
     def _norms(self):
         """(before attention, after attention, before the MLP, after the MLP): norms or the identity."""
@@ -48,25 +51,29 @@ class DecoderLayer(nnx.Module):
         return (get("input_layernorm"), self.post_attention_layernorm, get("pre_feedforward_layernorm"),
                 self.post_feedforward_layernorm)
 
-    def __call__(self, x, cos, sin, attend, kv_cache):
+    def __call__(self, x, cos, sin, attend, kv_cache, lora: LayerLoRA | None = None):
         attn_in, attn_out, mlp_in, mlp_out = self._norms()
         with jax.named_scope("attention"):
-            h, kv_cache = self.self_attn(attn_in(x), cos, sin, attend, kv_cache)
+            h, kv_cache = self.self_attn(attn_in(x), cos, sin, attend, kv_cache, lora=lora)
             x = x + attn_out(h)
-        x = x + mlp_out(self.mlp(mlp_in(x)))
+        mlp = self.mlp(mlp_in(x)) if isinstance(self.mlp, SparseMoeBlock) else self.mlp(mlp_in(x), lora=lora)
+        x = x + mlp_out(mlp)
         return x, kv_cache
 
 
 @functools.partial(jax.jit, static_argnums=(0,))
-def _apply_layer(graphdef, state, x, cos, sin, attend, kv_cache):
+def _apply_layer(graphdef, state, x, cos, sin, attend, kv_cache, lora=None):
     """One decoder layer as its own jitted function: layers of the same structure share one trace (per shape),
     so tracing a bucket costs one layer instead of all of them (XLA inlines the calls; the compiled program is
-    the same). ``attend`` is a pytree (its metadata arrays are traced, its impl/mesh static)."""
-    return nnx.merge(graphdef, state)(x, cos, sin, attend, kv_cache)
+    the same). ``attend`` is a pytree (its metadata arrays are traced, its impl/mesh static); ``lora`` this
+    layer's adapters (LayerLoRA) or None."""
+    return nnx.merge(graphdef, state)(x, cos, sin, attend, kv_cache, lora)
 
 
 class LlamaForCausalLM(nnx.Module):
     """Decoder-only transformer with SwiGLU MLPs, RMSNorm and rotary embeddings."""
+
+    supports_lora = True  # forward_paged takes per-layer LoRA adapters (jaxllm/models/lora.py)
 
     def __init__(self, cfg: ModelConfig, *, dtype=None, rngs: nnx.Rngs | None = None):
         dtype = jnp.dtype(dtype or cfg.dtype)
@@ -81,7 +88,7 @@ class LlamaForCausalLM(nnx.Module):
         else:
             self.lm_head = param((cfg.vocab_size, cfg.hidden_size), dtype, ("vocab", "embed"), rngs=rngs)
 
-    def _backbone(self, input_ids, positions, attend, kv_caches):
+    def _backbone(self, input_ids, positions, attend, kv_caches, lora=None):
         cfg = self.config
         x = jnp.take(self.embed[...], input_ids, axis=0)
         if cfg.embed_scale:  # the scale in the activation dtype, as HF (bf16 rounds sqrt(D))
@@ -98,7 +105,8 @@ class LlamaForCausalLM(nnx.Module):
             graphdef, state = nnx.split(layer)
             with jax.named_scope(f"layer_{i}"):
                 x, cache = _apply_layer(graphdef, state, x, cos, sin, attend,
-                                        None if kv_caches is None else kv_caches[i])
+                                        None if kv_caches is None else kv_caches[i],
+                                        None if lora is None else lora[i])
             new_caches.append(cache)
         return self.norm(x), new_caches
 
@@ -120,7 +128,9 @@ class LlamaForCausalLM(nnx.Module):
         return self.compute_logits(hidden)
 
     def forward_paged(self, input_ids: jax.Array, positions: jax.Array, kv_caches: list[jax.Array],
-                      metadata: AttentionMetadata, attention_impl: str | None = None, mesh=None):
+                      metadata: AttentionMetadata, attention_impl: str | None = None, mesh=None,
+                      lora: list[LayerLoRA] | None = None):
         """Engine path: ids/positions [T] -> (hidden [T, D], updated kv_caches). ``mesh``: run attention per
-        tensor-parallel shard (see PagedAttention)."""
-        return self._backbone(input_ids, positions, PagedAttention(metadata, attention_impl, mesh), kv_caches)
+        tensor-parallel shard (see PagedAttention). ``lora``: one LayerLoRA per layer (multi-LoRA), or None."""
+        return self._backbone(input_ids, positions, PagedAttention(metadata, attention_impl, mesh), kv_caches,
+                              lora)

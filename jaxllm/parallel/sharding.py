@@ -1,14 +1,15 @@
 """The device mesh and the ONE table mapping logical parameter axes to mesh axes.
 
 Tensor parallelism splits attention heads, the MLP hidden dim and the vocabulary over the ``model`` axis;
-the model dim, head dim and norms are replicated. Every parameter's ``logical_axes`` metadata is translated
+the model dim, head dim and norms are replicated. MoE experts split their ffn dim, or with expert parallelism
+(``enable_expert_parallel``) the experts themselves. Every parameter's ``logical_axes`` metadata is translated
 to a ``PartitionSpec`` here and nowhere else.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import jax
+import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 MODEL_AXIS = "model"
@@ -22,6 +23,10 @@ LOGICAL_RULES: dict[str, str | None] = {
     "head_dim": None,
     "mlp": MODEL_AXIS,
     "norm": None,
+    # MoE experts [E, ...]: Megatron-style over each expert's ffn dim by default; with enable_expert_parallel
+    # whole experts per device instead (sharding_rules swaps the two)
+    "expert": None,
+    "moe_mlp": MODEL_AXIS,
     # KV cache axes
     "cache_kv": None,
     "cache_blocks": None,
@@ -35,10 +40,12 @@ def sharding_rules(cfg, tensor_parallel_size: int) -> dict[str, str | None]:
     kv heads (and the KV cache) are replicated when they cannot be split (tp > kv heads), so each device
     holds what its query heads need; an indivisible vocabulary is replicated."""
     tp = tensor_parallel_size
-    for name, size in (("num_attention_heads", cfg.num_heads), ("intermediate_size", cfg.intermediate_size)):
+    for name, size in _split_dims(cfg):
         if size % tp:
             raise ValueError(f"tensor_parallel_size={tp} does not divide {name}={size}")
     rules = dict(LOGICAL_RULES)
+    if cfg.enable_expert_parallel:
+        rules["expert"], rules["moe_mlp"] = MODEL_AXIS, None
     if cfg.num_kv_heads % tp:
         if tp % cfg.num_kv_heads:
             raise ValueError(f"tensor_parallel_size={tp} and num_key_value_heads={cfg.num_kv_heads}: one must "
@@ -47,6 +54,19 @@ def sharding_rules(cfg, tensor_parallel_size: int) -> dict[str, str | None]:
     if cfg.vocab_size % tp:
         rules["vocab"] = None
     return rules
+
+
+def _split_dims(cfg) -> list[tuple[str, int]]:
+    """(config name, size) of every dimension tensor parallelism splits: heads, the dense MLP (when a layer has
+    one), and the experts' ffn dim or, under expert parallelism, the experts."""
+    moe = cfg.moe_layers
+    dims = [("num_attention_heads", cfg.num_heads)]
+    if not moe or not all(moe):
+        dims.append(("intermediate_size", cfg.intermediate_size))
+    if any(moe):
+        dims.append(("num_experts", cfg.num_experts) if cfg.enable_expert_parallel
+                    else ("moe_intermediate_size", cfg.moe_intermediate_size))
+    return dims
 
 
 def cache_kv_heads(num_kv_heads: int, tensor_parallel_size: int) -> int:

@@ -46,6 +46,9 @@ class PoolingMixin(ScoringMixin):
         from jaxllm.tokenizer import load_tokenizer
         from jaxllm.weights.gguf import is_gguf
 
+        if args.enable_lora:
+            raise ValueError("enable_lora=True is not supported with runner='pooling' yet (LoRA adapters serve "
+                             "generative models)")
         t_load = time.perf_counter()
         path = resolve_model_path(args.model, args.revision, token=args.hf_token, cache_dir=args.download_dir)
         hf = apply_hf_overrides(hf_config_dict(path), args)
@@ -85,7 +88,7 @@ class PoolingMixin(ScoringMixin):
             max_num_batched_tokens=args.max_num_batched_tokens, max_model_len=args.max_model_len,
             vocab_size=cfg.vocab_size, enable_prefix_caching=args.enable_prefix_caching, tokenizer=None,
             seed=args.seed, async_scheduling=args.async_scheduling, max_logprobs=args.max_logprobs,
-            log_stats=not args.disable_log_stats)
+            log_stats=not args.disable_log_stats, model_name=args.model_name)
 
     @property
     def supported_tasks(self) -> tuple[str, ...]:
@@ -250,4 +253,5 @@ def _params_list(pooling_params: Any, n: int) -> list[PoolingParams]:
 
 def _no_lora(lora_request: Any) -> None:
     if lora_request is not None:
-        raise ValueError("lora_request is not supported by jaxllm (no LoRA adapters yet)")
+        raise ValueError("lora_request is not supported with runner='pooling' yet (LoRA adapters serve "
+                         "generative models)")

@@ -14,21 +14,19 @@ step N+1 has its chunks fetched in order.
 
 from __future__ import annotations
 
-import concurrent.futures
 import functools
-import os
 import time
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxllm.engine.batch import RunnerOutput, ScheduledBatch
 from jaxllm.pooling.config import PoolingModelInfo
 from jaxllm.pooling.pooler import PooledState, finish
 from jaxllm.runner.input_batch import build_step_inputs, pack_step_inputs, unpack_step_inputs
 from jaxllm.runner.model_runner import ModelRunner
+from jaxllm.runner.programs import ForwardKey
 
 
 def _pool_rows(hidden, query_start_loc, last_indices, pooling_type: str):
@@ -75,44 +73,23 @@ class PoolingModelRunner(ModelRunner):
 
     # ---- compilation (replaces the generate programs) ---------------------------------------------------
 
-    def _compile(self, key):
-        """key: ("forward", Bucket, token_rows, long_prefill) (the generate runner's key layout, so its
-        long-prefill fallback applies)."""
-        _, bucket, token_rows, long_prefill = key
-        return self._pool.lower(self.params, self.kv_caches, self._padding_step(bucket), dims=self._dims(bucket),
-                                pooling_type=self.info.pooling_type, token_rows=token_rows,
-                                attention_impl=self._attention_impl(long_prefill),
-                                out_sharding=NamedSharding(self.mesh, PartitionSpec())
-                                ).compile(compiler_options=self.forward_compile_options)
+    def _compile(self, key: ForwardKey):
+        """The pooled forward of ``key.bucket``; ``key.return_hidden``: also every token's hidden row (token-level
+        tasks); ``key.long_prefill``: with the long-prefill attention path (``KernelPolicy``). The generate
+        runner's key, so its start-up compile, long-prefill fallback and cache shrink apply unchanged."""
+        return self._pool.lower(self.params, self.kv_caches, self._padding_step(key.bucket), dims=self._dims(key.bucket),
+                                pooling_type=self.info.pooling_type, token_rows=key.return_hidden,
+                                attention_impl=self.kernels.attention(key.long_prefill),
+                                out_sharding=self._replicated).compile(compiler_options=self.forward_compile_options)
 
-    def warm_up(self) -> None:
-        """Compile the pooled forward of every bucket (and its long-prefill twin where a prompt can be that
-        long) at start-up, in parallel threads (XLA compiles outside the GIL)."""
-        buckets = [b for b in self.ladder.buckets
-                   if self.max_seq_len_to_capture is None or b.num_tokens <= self.max_seq_len_to_capture]
-        keys = [("forward", b, False, False) for b in buckets]
-        if self.prefill_split is not None and self.max_model_len >= self.prefill_split[2]:
-            keys += [("forward", b, False, True) for b in self._long_prefill_buckets() if b in buckets]
-        t0 = time.perf_counter()
-        with concurrent.futures.ThreadPoolExecutor(max(1, min(len(keys), os.cpu_count() or 2))) as pool:
-            futures = {pool.submit(self._compile, key): key for key in keys}
-            for future in concurrent.futures.as_completed(futures):
-                key = futures[future]
-                try:
-                    program = future.result()
-                except Exception as error:
-                    if not self._drop_long_prefill_programs(key, error):
-                        raise
-                    continue
-                if not key[3] or self.prefill_split is not None:
-                    self._compiled[key] = program
-        self.compile_seconds += time.perf_counter() - t0
-        self._check_activation_reserve()
+    def startup_keys(self) -> list[ForwardKey]:
+        """The generate runner's start-up forwards (no sampler programs: nothing is sampled)."""
+        return [k for k in super().startup_keys() if isinstance(k, ForwardKey)]
 
     def _run_each_program_once(self) -> None:
         t0 = time.perf_counter()
-        for key, fn in self._compiled.items():
-            self.kv_caches, pooled, _ = fn(self.params, self.kv_caches, self._padding_step(key[1]))
+        for key, fn in self.programs.compiled.items():
+            self.kv_caches, pooled, _ = fn(self.params, self.kv_caches, self._padding_step(key.bucket))
             jax.block_until_ready(pooled)
         self.first_run_seconds = time.perf_counter() - t0
 
@@ -120,12 +97,11 @@ class PoolingModelRunner(ModelRunner):
 
     def dispatch(self, batch: ScheduledBatch) -> _PoolStepInFlight:
         """Launch one step without waiting for it (the engine schedules the next one meanwhile)."""
+        self.check_awake()
         bucket = self.ladder.pick(batch.num_tokens, batch.num_seqs)
         inputs = build_step_inputs(batch, bucket, self.block_size, self.max_blocks_per_seq, self._table_rows)
         token_rows = any(s.pooling_params.task.startswith("token_") for s in batch.seqs)
-        long_prefill = self.prefill_split is not None and any(
-            s.num_new_tokens >= self.prefill_split[2] for s in batch.seqs)
-        program = self._get_compiled(("forward", bucket, token_rows, long_prefill))
+        program = self.programs.get(ForwardKey(bucket, token_rows, self.kernels.has_long_prefill(batch.seqs)))
         packed = jax.device_put(pack_step_inputs(inputs), self._replicated)
         self.kv_caches, pooled, hidden = program(self.params, self.kv_caches, packed)
         for leaf in (pooled, hidden):

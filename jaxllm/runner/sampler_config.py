@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import dataclasses
 
-MAX_LOGPROBS = 20  # vLLM's default max_logprobs: the static top-k width of sample logprobs
+# MAX_LOGPROBS (vLLM's default max_logprobs) is the static top-k width of sample logprobs
+from jaxllm.sampling_params import MAX_LOGPROBS
+
 SPARSE_WIDTHS = (8, 32, 128, 512, 2048, 8192, 32768, 262144)  # widths of bias/allowed/banned id arrays
 PENALTY_MIN_LEN = 64  # penalty token arrays have a power-of-two length >= this
-SAMPLING_EPS = 1e-5  # temperature below this is greedy (vLLM's _SAMPLING_EPS)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,19 +25,8 @@ import numpy as np
 from jax import lax
 
 from jaxllm.engine.batch import RunnerOutput, ScheduledSeq, TokenLogprobs
-from jaxllm.runner.sampler_config import (  # noqa: F401  (re-exported)
-    FILTER_CONFIG,
-    FULL_CONFIG,
-    GREEDY_CONFIG,
-    MAX_LOGPROBS,
-    PENALTY_MIN_LEN,
-    SAMPLE_CONFIG,
-    SAMPLING_EPS,
-    SPARSE_WIDTHS,
-    STARTUP_CONFIGS,
-    SamplerConfig,
-    covers,
-)
+from jaxllm.runner.sampler_config import GREEDY_CONFIG, PENALTY_MIN_LEN, SPARSE_WIDTHS, SamplerConfig
+from jaxllm.sampling_params import MAX_LOGPROBS, SAMPLING_EPS
 
 _FIELDS = (
     "temperature",
@@ -157,12 +146,6 @@ def _banned_ids(seq: ScheduledSeq, words: list, vocab_size: int) -> np.ndarray |
 def _float(sp: Any, name: str, default: float) -> float:
     value = getattr(sp, name, None)
     return default if value is None else float(value)
-
-
-def check_sampling_params(sp: Any, vocab_size: int) -> None:
-    """The checks ``build_sampling_metadata`` applies to a sampling row (vocabulary-dependent ids, logprobs up
-    to ``MAX_LOGPROBS``, top_k >= -1); call it when a request is added to fail before any device work."""
-    _static_row(sp, vocab_size)
 
 
 def _static_row(sp: Any, vocab_size: int) -> tuple:

@@ -21,24 +21,33 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxllm.models.lora import layer_loras
 from jaxllm.models.sampler import sample, token_logprobs
 from jaxllm.runner.input_batch import unpack_step_inputs
 from jaxllm.runner.sampling_metadata import unpack_sampling_metadata
 
 
-def _forward(graphdef, treedef, mesh, params, kv_caches, packed_inputs, prev_tokens, *, dims: tuple[int, int, int],
-             return_hidden: bool, attention_impl: str | None, logits_sharding=None, vocab_logits_sharding=None):
+def _forward(graphdef, treedef, mesh, with_lora, params, kv_caches, packed_inputs, prev_tokens, lora_stacks, *,
+             dims: tuple[int, int, int], return_hidden: bool, attention_impl, logits_sharding=None,
+             vocab_logits_sharding=None):
     """-> (kv_caches, logits [S, V] float32, hidden [T, D] or None). ``logits_sharding`` (replicated under
     tensor parallelism) is the layout the sampler program is compiled for. ``params`` is the flat list of
     parameter arrays (``treedef`` rebuilds the NNX state): a flat list keeps per-call dispatch cheap.
-    ``prev_tokens`` [max_num_seqs] int32: the previous step's sampled ids, read by negative input ids."""
+    ``prev_tokens`` [max_num_seqs] int32: the previous step's sampled ids, read by negative input ids.
+    ``attention_impl``: an ``ops.paged_attention.AttentionConfig`` (or a name; None: the dispatcher's default).
+    ``with_lora``: the packed inputs end with each token's adapter slot [T] and ``lora_stacks`` is the flat list
+    of adapter slot stacks (jaxllm/runner/lora_slots.py); else ``lora_stacks`` is empty."""
+    lora = {}  # only models with supports_lora take the keyword
+    if with_lora:
+        packed_inputs, token_slots = packed_inputs[:-dims[0]], packed_inputs[-dims[0]:]
+        lora = {"lora": layer_loras(lora_stacks, token_slots)}
     inputs = unpack_step_inputs(packed_inputs, *dims)  # dims = (T, S, P), static
     ids = inputs.input_ids
     rows = jnp.clip(-ids - 1, 0, prev_tokens.shape[0] - 1)
     inputs.input_ids = jnp.where(ids < 0, prev_tokens[rows], ids)
     model = nnx.merge(graphdef, jax.tree_util.tree_unflatten(treedef, params))
     hidden, kv_caches = model.forward_paged(inputs.input_ids, inputs.positions, kv_caches, inputs.attention,
-                                            attention_impl, mesh)
+                                            attention_impl, mesh, **lora)
     with jax.named_scope("logits"):
         logits = model.compute_logits(hidden[inputs.logits_indices])
         if vocab_logits_sharding is not None:  # each device multiplies by its vocab shard of the head, then the
@@ -49,9 +58,9 @@ def _forward(graphdef, treedef, mesh, params, kv_caches, packed_inputs, prev_tok
     return kv_caches, logits, (hidden if return_hidden else None)
 
 
-def make_forward(graphdef, treedef, mesh):
+def make_forward(graphdef, treedef, mesh, with_lora: bool = False):
     """jit of the forward for one model graph on ``mesh``; the KV cache (argument 1) is donated."""
-    return jax.jit(functools.partial(_forward, graphdef, treedef, mesh), static_argnames=("dims", "return_hidden", "attention_impl", "logits_sharding",
+    return jax.jit(functools.partial(_forward, graphdef, treedef, mesh, with_lora), static_argnames=("dims", "return_hidden", "attention_impl", "logits_sharding",
                                     "vocab_logits_sharding"),
                    donate_argnums=(1,))
 

@@ -19,6 +19,7 @@ until they finish; ``inflight.InFlightCopies`` caps the bytes still in flight (`
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 from collections.abc import Iterable
 
@@ -29,6 +30,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from jaxllm.config import ModelConfig
+from jaxllm.models.moe import bind_moe_mesh
 from jaxllm.models.quant import quantize
 from jaxllm.models.quant_int4 import DUMMY_SCALE, Int4Weight, check_int4_sharding
 from jaxllm.models.registry import model_class
@@ -85,22 +87,30 @@ def _place(shape, dtype, sharding, read_slice) -> jax.Array:
     return jax.make_array_from_callback(tuple(shape), sharding, callback)
 
 
-def _fused_reader(parts: list[np.ndarray], axis: int):
+def _fused_reader(parts: list[np.ndarray], num_parts: tuple[int, ...], axes: tuple[int, ...]):
+    """Reads a shard of the parameter fused from ``parts`` (flat, row-major over ``num_parts``), each part filling
+    one index of the fused ``axes`` (e.g. stacked experts [E, D, 2, F]: num_parts (E, 2), axes (0, 2))."""
     def read(index):
-        index = tuple(index) + (slice(None),) * (parts[0].ndim + 1 - len(index))
-        part_ids = range(len(parts))[index[axis]]
-        rest = index[:axis] + index[axis + 1:]
-        return np.stack([parts[j][rest] for j in part_ids], axis=axis)
+        index = tuple(index) + (slice(None),) * (parts[0].ndim + len(axes) - len(index))
+        picks = [range(n)[index[a]] for a, n in zip(axes, num_parts)]
+        rest = tuple(ix for j, ix in enumerate(index) if j not in axes)
+        blocks = [parts[int(np.ravel_multi_index(c, num_parts))][rest] for c in itertools.product(*picks)]
+        out = np.stack(blocks).reshape(*(len(p) for p in picks), *blocks[0].shape)
+        return np.moveaxis(out, tuple(range(len(axes))), axes)
     return read
 
 
 @functools.cache
-def _quantizer(method: str, in_ndim: int, qweight_sharding, scale_sharding, random_shape: tuple | None = None):
+def _quantizer(method: str, in_ndim: int, qweight_sharding, scale_sharding, random_shape: tuple | None = None,
+               per_expert: bool = False):
     """Jitted ``w -> (qweight, scale)`` with the target shardings (one program per weight shape). With
-    ``random_shape`` it takes a PRNG key instead and quantizes an N(0, 0.02) weight of that shape (dummy load)."""
+    ``random_shape`` it takes a PRNG key instead and quantizes an N(0, 0.02) weight of that shape (dummy load).
+    ``per_expert``: w is [E, *in_dims, *out_dims] (MoE experts), quantized expert by expert."""
     def fn(x):
         if random_shape is not None:
             x = 0.02 * jax.random.normal(x, random_shape, jnp.float32)
+        if per_expert:
+            return jax.vmap(lambda w: quantize(w, method, in_ndim))(x)
         return quantize(x, method, in_ndim)
 
     return jax.jit(fn, out_shardings=(qweight_sharding, scale_sharding))
@@ -108,14 +118,16 @@ def _quantizer(method: str, in_ndim: int, qweight_sharding, scale_sharding, rand
 
 def _quantized_parts(variables: dict, path: tuple, mesh: Mesh, rules) -> tuple | None:
     """For a quantized linear weight at ``path``: (qweight path, scale path, qweight sharding, scale sharding,
-    in_ndim); None for a plain parameter."""
+    in_ndim, per_expert); None for a plain parameter. ``per_expert``: stacked MoE experts, whose qweight and scale
+    both lead with the "expert" axis (jaxllm.models.moe.QuantizedExperts)."""
     qpath, spath = (*path, "qweight"), (*path, "scale")
     if path in variables or qpath not in variables:
         return None
     qvar, svar = variables[qpath], variables[spath]
     in_ndim = qvar.get_value().ndim - svar.get_value().ndim
+    scale_axes = svar.get_metadata()["logical_axes"]
     return (qpath, spath, named_sharding(mesh, qvar.get_metadata()["logical_axes"], rules),
-            named_sharding(mesh, svar.get_metadata()["logical_axes"], rules), in_ndim)
+            named_sharding(mesh, scale_axes, rules), in_ndim, scale_axes[:1] == ("expert",))
 
 
 def _place_param(cfg: ModelConfig, path: tuple, variables: dict, mesh: Mesh, rules, read_slice,
@@ -128,9 +140,9 @@ def _place_param(cfg: ModelConfig, path: tuple, variables: dict, mesh: Mesh, rul
         var = variables[path]
         sharding = named_sharding(mesh, var.get_metadata()["logical_axes"], rules)
         return {path: inflight.add(_place(var.get_value().shape, var.get_value().dtype, sharding, read_slice))}
-    qpath, spath, q_sharding, s_sharding, in_ndim = quantized
+    qpath, spath, q_sharding, s_sharding, in_ndim, per_expert = quantized
     full = _place(variables[qpath].get_value().shape, jnp.float32, q_sharding, read_slice)
-    qweight, scale = _quantizer(cfg.quantization, in_ndim, q_sharding, s_sharding)(full)
+    qweight, scale = _quantizer(cfg.quantization, in_ndim, q_sharding, s_sharding, per_expert=per_expert)(full)
     inflight.add(qweight, nbytes=full.nbytes)
     return {qpath: qweight, spath: scale}
 
@@ -142,12 +154,13 @@ def _place_target(cfg: ModelConfig, target: Target, array: np.ndarray, variables
     if target.part is None:
         placed.update(_place_param(cfg, target.path, variables, mesh, rules, lambda idx, a=ours: a[idx], inflight))
         return
-    parts = pending.setdefault(target.path, [None] * target.num_parts)
+    num_parts, axes, part = target.fused()
+    parts = pending.setdefault(target.path, [None] * int(np.prod(num_parts)))
     # a copy: a view would fault the file's pages back in when the fused weight is placed, and they would
     # stay resident until the whole file is closed (see safetensors_reader's docstring)
-    parts[target.part] = np.array(ours)
+    parts[int(np.ravel_multi_index(part, num_parts))] = np.array(ours)
     if all(p is not None for p in parts):
-        read = _fused_reader(parts, target.axis)
+        read = _fused_reader(parts, num_parts, axes)
         placed.update(_place_param(cfg, target.path, variables, mesh, rules, read, inflight))
         del pending[target.path]
 
@@ -196,6 +209,7 @@ def _merge(cfg: ModelConfig, graphdef, variables: dict, arrays: dict, mesh: Mesh
         var.set_value(arrays[path])
     model = nnx.merge(graphdef, nnx.from_flat_state(list(variables.items())))
     rules = sharding_rules(cfg, mesh.devices.size)
+    bind_moe_mesh(model, mesh, rules)
     if cfg.quantization in INT4_METHODS:
         _bind_int4_sharding(model, mesh, rules)
         if quant_matmul.weight_layout(cfg.dtype, cfg.quant_matmul_impl) == "nk":
@@ -276,8 +290,9 @@ def build_dummy_model(cfg: ModelConfig, mesh: Mesh | None = None, seed: int = 0)
             continue  # made with its qweight
         quantized = _quantized_parts(variables, path[:-1], mesh, rules) if path[-1] == "qweight" else None
         if quantized is not None:
-            qpath, spath, q_sharding, s_sharding, in_ndim = quantized
-            quantizer = _quantizer(cfg.quantization, in_ndim, q_sharding, s_sharding, var.get_value().shape)
+            qpath, spath, q_sharding, s_sharding, in_ndim, per_expert = quantized
+            quantizer = _quantizer(cfg.quantization, in_ndim, q_sharding, s_sharding, var.get_value().shape,
+                                   per_expert)
             arrays[qpath], arrays[spath] = quantizer(jax.random.fold_in(key, i))
             continue
         sharding = named_sharding(mesh, var.get_metadata()["logical_axes"], rules)

@@ -28,9 +28,14 @@ class Target:
     path: tuple  # path of the parameter in the NNX state, e.g. ("layers", 3, "self_attn", "q_proj")
     hf_shape: tuple[int, ...]  # the shape the checkpoint tensor must have
     to_ours: Callable[[np.ndarray], np.ndarray]  # HF view -> our layout (for fused params: one part)
-    part: int | None = None  # index along ``axis`` of a fused parameter
-    num_parts: int = 1
-    axis: int = 1
+    part: int | tuple[int, ...] | None = None  # index along ``axis`` of a fused parameter (a tuple: several axes)
+    num_parts: int | tuple[int, ...] = 1
+    axis: int | tuple[int, ...] = 1
+
+    def fused(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+        """(num_parts, axes, part) as tuples, one entry per fused axis."""
+        as_tuple = lambda v: v if isinstance(v, tuple) else (v,)
+        return as_tuple(self.num_parts), as_tuple(self.axis), as_tuple(self.part)
 
 
 def _linear(*out_dims: int) -> Callable[[np.ndarray], np.ndarray]:
@@ -86,14 +91,19 @@ def fused_linear_targets(cfg: ModelConfig, i: int) -> dict[str, Target | tuple[T
 
 
 def linear_layers(cfg: ModelConfig, i: int) -> list[LinearLayer]:
-    """The seven linear layers of decoder layer ``i`` (q/k/v/o, gate/up fused into gate_up, down)."""
+    """The linear layers of decoder layer ``i``: q/k/v/o, then (a dense MLP) gate/up fused into gate_up and down;
+    a MoE layer's experts are not linear layers (``expert_targets``)."""
     d, f, h, kh, dh = cfg.hidden_size, cfg.intermediate_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
     p, attn, mlp = f"model.layers.{i}.", ("layers", i, "self_attn"), ("layers", i, "mlp")
-    return [
+    attention = [
         LinearLayer(p + "self_attn.q_proj", (*attn, "q_proj"), h * dh, d, (h, dh), _linear(h, dh)),
         LinearLayer(p + "self_attn.k_proj", (*attn, "k_proj"), kh * dh, d, (kh, dh), _linear(kh, dh)),
         LinearLayer(p + "self_attn.v_proj", (*attn, "v_proj"), kh * dh, d, (kh, dh), _linear(kh, dh)),
         LinearLayer(p + "self_attn.o_proj", (*attn, "o_proj"), d, h * dh, (d,), _linear_in_split(h, dh)),
+    ]
+    if cfg.is_moe_layer(i):
+        return attention
+    return attention + [
         LinearLayer(p + "mlp.gate_proj", (*mlp, "gate_up"), f, d, (f,), _linear(f), part=0),
         LinearLayer(p + "mlp.up_proj", (*mlp, "gate_up"), f, d, (f,), _linear(f), part=1),
         LinearLayer(p + "mlp.down_proj", (*mlp, "down"), d, f, (d,), _linear(d)),
@@ -143,6 +153,8 @@ def llama_family_map(cfg: ModelConfig) -> dict[str, Target | tuple[Target, ...]]
         else:
             for lin in linear_layers(cfg, i):
                 m.update(_linear_targets(cfg, lin))
+        if cfg.is_moe_layer(i):
+            m.update(expert_targets(cfg, i))
         if cfg.attention_bias:
             m[p + "self_attn.q_proj.bias"] = Target((*attn, "q_bias"), (h * dh,), _reshape(h, dh))
             m[p + "self_attn.k_proj.bias"] = Target((*attn, "k_bias"), (kh * dh,), _reshape(kh, dh))
@@ -162,6 +174,48 @@ def llama_family_map(cfg: ModelConfig) -> dict[str, Target | tuple[Target, ...]]
     return m
 
 
+# HF names of a MoE layer's block and of each expert's (gate, up, down) projections
+_MOE_NAMES = {"MixtralForCausalLM": ("block_sparse_moe", ("w1", "w3", "w2")),
+              "Qwen3MoeForCausalLM": ("mlp", ("gate_proj", "up_proj", "down_proj"))}
+
+
+def expert_linears(cfg: ModelConfig, i: int) -> list[tuple[str, int, int, str, int]]:
+    """(HF prefix, expert j, output features, our parameter "gate_up" / "down", gate/up part) of every expert
+    projection of MoE layer ``i`` (HF [out, in] weights; jaxllm.models.moe stacks them)."""
+    block, (gate, up, down) = _MOE_NAMES[cfg.architecture]
+    f, d = cfg.moe_intermediate_size, cfg.hidden_size
+    p = f"model.layers.{i}.{block}.experts."
+    return [row for j in range(cfg.num_experts)
+            for row in ((f"{p}{j}.{gate}", j, f, "gate_up", 0), (f"{p}{j}.{up}", j, f, "gate_up", 1),
+                        (f"{p}{j}.{down}", j, d, "down", 0))]
+
+
+def expert_targets(cfg: ModelConfig, i: int) -> dict[str, Target]:
+    """Keys of MoE layer ``i``: the router ``gate`` [E, D] -> router [D, E], and every expert's gate/up [F, D] and
+    down [D, F], stacked at load into gate_up [E, D, 2, F] and down [E, F, D] (jaxllm.models.moe). An fp8
+    checkpoint's experts fill ``qweight`` (same layout) and ``scale`` (gate_up [E, 2, F], down [E, D]) from each
+    expert's ``weight_scale`` (per channel after quantized_checkpoint)."""
+    d, e, f = cfg.hidden_size, cfg.num_experts, cfg.moe_intermediate_size
+    block = _MOE_NAMES[cfg.architecture][0]
+    mlp = ("layers", i, "mlp")
+    m = {f"model.layers.{i}.{block}.gate.weight": Target((*mlp, "router"), (e, d), _transpose)}
+    fp8 = cfg.quant_from_checkpoint
+    for prefix, j, n, name, c in expert_linears(cfg, i):
+        k = d if name == "gate_up" else f
+        fused = {"part": (j, c), "num_parts": (e, 2)} if name == "gate_up" else {"part": j, "num_parts": e}
+        w_axes = (0, 2) if name == "gate_up" else 0
+        path = (*mlp, name, "qweight") if fp8 else (*mlp, name)
+        m[prefix + ".weight"] = Target(path, (n, k), _transpose, axis=w_axes, **fused)
+        if fp8:
+            m[prefix + ".weight_scale"] = Target((*mlp, name, "scale"), (n,), _same,
+                                                 axis=(0, 1) if name == "gate_up" else 0, **fused)
+    return m
+
+
+def _transpose(w: np.ndarray) -> np.ndarray:
+    return w.T
+
+
 KEY_MAPS = {
     "LlamaForCausalLM": llama_family_map,
     "MistralForCausalLM": llama_family_map,
@@ -172,6 +226,8 @@ KEY_MAPS = {
     "Gemma3ForCausalLM": llama_family_map,
     "Phi3ForCausalLM": llama_family_map,
     "Olmo2ForCausalLM": llama_family_map,
+    "MixtralForCausalLM": llama_family_map,
+    "Qwen3MoeForCausalLM": llama_family_map,
 }
 
 

@@ -34,7 +34,7 @@ import numpy as np
 
 from jaxllm.config import ModelConfig
 from jaxllm.quantization_config import INT4_METHODS
-from jaxllm.weights.mappings import linear_layers
+from jaxllm.weights.mappings import expert_linears, linear_layers
 
 AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)
 _FP8_SKIPPED = ("input_scale", "input_scale_ub")
@@ -185,6 +185,8 @@ def _int4_stream(cfg: ModelConfig, tensors) -> Iterator[tuple[str, np.ndarray, s
 
 def _fp8_stream(cfg: ModelConfig, tensors) -> Iterator[tuple[str, np.ndarray, str]]:
     outs = {lin.hf_prefix: lin.n for i in range(cfg.num_layers) for lin in linear_layers(cfg, i)}
+    outs.update({row[0]: row[2] for i in range(cfg.num_layers) if cfg.is_moe_layer(i)
+                 for row in expert_linears(cfg, i)})  # MoE experts' projections
     for name, array, source in tensors:
         prefix, _, part = name.rpartition(".")
         if prefix in outs and part in _FP8_SKIPPED:

@@ -38,8 +38,8 @@ def decode_config(num_seqs: int, num_kv_heads: int, group: int, head_dim: int, m
     ~8 programs per SM, each split keeping >= 512 keys. A float8 cache (kv_itemsize 1): 128 keys a step (the
     bytes of a bf16 tile), float16 tiles, and split-K only below ~4 programs per SM (each split >= 1024 keys):
     at B=128, ctx 2048 that tile runs 209 us, against 329 us for the bf16 cache's tile with bf16 tiles and 312 us
-    over a bf16 cache; it is the fastest of 1/2/4 splits at B=32/128/256 (H200, docs/kernels.md).
-    ``num_splits`` forces the split-K count."""
+    over a bf16 cache; it is the fastest of 1/2/4 splits at B=32/128/256 (H200, docs/kernels.md). ``num_splits``
+    forces the split-K count."""
     gp = _next_pow2(group)
     block_q = max(1, 16 // gp)
     block_n = 64 if head_dim <= 128 else 32

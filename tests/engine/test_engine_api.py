@@ -44,7 +44,7 @@ def test_add_request_takes_text_dicts_and_token_ids():
     assert final["kwargs"].prompt_token_ids == ids[:2]
     with pytest.raises(ValueError, match="unsupported prompt fields.*multi_modal_data"):
         eng.add_request("mm", {"prompt": "x", "multi_modal_data": {}}, greedy(3))
-    with pytest.raises(ValueError, match="LoRA is not supported yet"):
+    with pytest.raises(ValueError, match="LoRA is not enabled; pass enable_lora=True"):
         eng.add_request("lora", ids, greedy(3), lora_request=object())
     assert eng.get_tokenizer() is tok and not eng.has_unfinished_requests()
 

@@ -22,6 +22,7 @@ from hf_models import hf_greedy, hf_logprobs, save_tiny_model, save_tokenizer_wi
 
 from jaxllm import LLM, SamplingParams
 from jaxllm.beam_search import get_beam_search_score
+from jaxllm.lora import LoRARequest
 from jaxllm.sampling_params import BeamSearchParams
 
 VOCAB = 448
@@ -205,8 +206,10 @@ def test_bad_input_raises_before_device_work(llm):
             llm.beam_search(*args)
     with pytest.raises(ValueError, match="concurrency_limit"):
         llm.beam_search([good], BeamSearchParams(2, 4), concurrency_limit=0)
-    with pytest.raises(ValueError, match="lora_request"):
+    with pytest.raises(TypeError, match="lora_request"):
         llm.beam_search([good], BeamSearchParams(2, 4), lora_request=object())
+    with pytest.raises(ValueError, match="enable_lora=True"):  # this LLM has LoRA off
+        llm.beam_search([good], BeamSearchParams(2, 4), lora_request=LoRARequest("a", 1, "/nowhere"))
     assert engine.stats.num_steps == steps0 and not engine.has_unfinished_requests()
     assert len(llm.beam_search([good], BeamSearchParams(2, 2))[0].sequences) == 2  # still usable
 

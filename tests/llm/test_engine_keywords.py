@@ -1,5 +1,5 @@
 """vLLM constructor keywords that jaxllm honours: hf_overrides / rope_*, generation_config and
-override_generation_config, max_logprobs, disable_log_stats, max_seq_len_to_capture."""
+override_generation_config, max_logprobs, disable_log_stats, max_seq_len_to_capture, served_model_name."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 from jaxllm import LLM, SamplingParams
 from jaxllm.engine_args import EngineArgs
 from jaxllm.load import locate_model
+from jaxllm.runner.programs import ForwardKey
 
 SMALL = {"skip_tokenizer_init": True, "max_num_seqs": 2, "max_num_batched_tokens": 16, "enforce_eager": True}
 PROMPT = {"prompt_token_ids": [5, 9, 13, 2]}
@@ -74,7 +75,15 @@ def test_max_seq_len_to_capture_limits_the_startup_compiles(llama_dir):
     llm = LLM(str(llama_dir[0]), skip_tokenizer_init=True, max_num_seqs=2, max_num_batched_tokens=16,
               max_seq_len_to_capture=8)
     runner = llm.llm_engine.runner
-    compiled = {k[1].num_tokens for k in runner._compiled if k[0] == "forward"}
+    compiled = {k.bucket.num_tokens for k in runner.programs.compiled if isinstance(k, ForwardKey)}
     assert compiled == {8} and max(b.num_tokens for b in runner.ladder.buckets) == 16
     out = llm.generate([{"prompt_token_ids": list(range(3, 13))}], SamplingParams(max_tokens=2), use_tqdm=False)
     assert len(out[0].outputs[0].token_ids) == 2  # a larger bucket compiled on first use
+
+
+def test_served_model_name_labels_the_metrics(llama_dir):
+    llm = LLM(str(llama_dir[0]), served_model_name=["tiny", "alias"], **SMALL)
+    assert {m.labels["model_name"] for m in llm.get_metrics()} == {"tiny"}
+    assert {m.labels["model_name"] for m in LLM(str(llama_dir[0]), **SMALL).get_metrics()} == {str(llama_dir[0])}
+    with pytest.raises(TypeError, match="served_model_name"):
+        LLM(str(llama_dir[0]), served_model_name=3, **SMALL)

@@ -54,7 +54,7 @@ def test_generate_keywords(llama_llm):
                                                    truncate_prompt_tokens=2), use_tqdm=False)[0]
     alone = llama_llm.generate({"prompt_token_ids": ids[-2:]}, GREEDY, use_tqdm=False)[0]
     assert kept.prompt_token_ids == ids[-2:] and kept.outputs[0].token_ids == alone.outputs[0].token_ids
-    with pytest.raises(ValueError, match="LoRA is not supported yet"):
+    with pytest.raises(TypeError, match="lora_request 0 must be a jaxllm.lora.LoRARequest"):
         llama_llm.generate(text, GREEDY, lora_request=object(), use_tqdm=False)
     with pytest.raises(ValueError, match="Priority scheduling is not enabled"):
         llama_llm.generate([text, text], GREEDY, priority=[0, 1], use_tqdm=False)
@@ -97,7 +97,7 @@ def test_chat_tools_and_content_parts(llama_llm):
     ([{"role": "user", "content": "a"}, {"content": "b"}], {}, ValueError, "message 1"),
     ([{"role": "user", "content": None}], {}, ValueError, "message 0"),
     ([{"role": "user", "content": "a"}], {"mm_processor_kwargs": {"x": 1}}, ValueError, "mm_processor_kwargs"),
-    ([{"role": "user", "content": "a"}], {"lora_request": 1}, ValueError, "LoRA"),
+    ([{"role": "user", "content": "a"}], {"lora_request": 1}, TypeError, "lora_request 0"),
     ([{"role": "user", "content": "a"}], {"chat_template_content_format": "html"}, ValueError, "'html'"),
     ([{"role": "user", "content": "a"}], {"tools": "get_weather"}, TypeError, "tools"),
 ])

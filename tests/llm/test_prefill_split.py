@@ -12,6 +12,7 @@ from jaxllm.ops import paged_attention
 from jaxllm.ops.paged_attention import dispatch
 
 from jaxllm import LLM, SamplingParams
+from jaxllm.runner.programs import ForwardKey
 
 PARAMS = SamplingParams(temperature=0.0, max_tokens=4, ignore_eos=True)
 PROMPTS = [{"prompt_token_ids": list(range(3, 23))}, {"prompt_token_ids": [5, 9, 13]}]
@@ -45,14 +46,14 @@ def test_long_prefill_steps_take_their_own_programs(llama_dir, llama_llm, monkey
     llm = LLM(str(llama_dir[0]), max_num_seqs=2, max_num_batched_tokens=32, skip_tokenizer_init=True)
     runner = llm.llm_engine.runner
     used = []
-    get = runner._get_compiled
-    monkeypatch.setattr(runner, "_get_compiled", lambda key: used.append(key) or get(key))
+    get = runner.programs.get
+    monkeypatch.setattr(runner.programs, "get", lambda key: used.append(key) or get(key))
     assert generate(llm) == want
-    long_buckets = {k[1] for k in runner._compiled if k[0] == "forward" and k[3]}
+    long_buckets = {k.bucket for k in runner.programs.compiled if isinstance(k, ForwardKey) and k.long_prefill}
     assert long_buckets == {b for b in runner.ladder.buckets if b.num_tokens >= 8} != set()
-    forward_keys = [k for k in used if k[0] == "forward"]
-    assert forward_keys[0][3] and not forward_keys[-1][3]  # the 20-token prefill step, then decode steps
-    assert (runner._attention_impl(True).impl, runner._attention_impl(False).impl) == ("chunked", "reference")
+    forward_keys = [k for k in used if isinstance(k, ForwardKey)]
+    assert forward_keys[0].long_prefill and not forward_keys[-1].long_prefill  # the 20-token prefill, then decodes
+    assert (runner.kernels.attention(True).impl, runner.kernels.attention(False).impl) == ("chunked", "reference")
 
 
 def test_default_long_prefill_that_does_not_compile_falls_back(llama_dir, llama_llm, monkeypatch, caplog):
@@ -66,7 +67,7 @@ def test_default_long_prefill_that_does_not_compile_falls_back(llama_dir, llama_
     compile_ = model_runner.ModelRunner._compile
 
     def failing_compile(self, key):
-        if key[0] == "forward" and key[3]:
+        if isinstance(key, ForwardKey) and key.long_prefill:
             raise RuntimeError("Mosaic GPU lowering failed\nmore")
         return compile_(self, key)
 
@@ -75,8 +76,8 @@ def test_default_long_prefill_that_does_not_compile_falls_back(llama_dir, llama_
         llm = LLM(str(llama_dir[0]), max_num_seqs=2, max_num_batched_tokens=32, skip_tokenizer_init=True)
     runner = llm.llm_engine.runner
     assert "the chunked prefill does not compile here (RuntimeError: Mosaic GPU lowering failed)" in caplog.text
-    assert runner.prefill_split is None and runner.attention_impl == "reference"
-    assert not [k for k in runner._compiled if k[0] == "forward" and k[3]]
+    assert runner.kernels.prefill_split is None and runner.kernels.impl == "reference"
+    assert not [k for k in runner.programs.compiled if isinstance(k, ForwardKey) and k.long_prefill]
     assert generate(llm) == want
     with pytest.raises(RuntimeError, match="Mosaic GPU lowering failed"):
         LLM(str(llama_dir[0]), max_num_seqs=2, max_num_batched_tokens=32, skip_tokenizer_init=True,
@@ -95,8 +96,8 @@ def test_hopper_default_splits_on_one_device_and_keeps_triton_under_tensor_paral
     kw = {"dtype": "bfloat16", "skip_tokenizer_init": True, "max_num_seqs": 2, "max_num_batched_tokens": 32,
           "enforce_eager": True}
     one = LLM(str(tmp_path), **kw).llm_engine.runner
-    assert one.prefill_split == ("pallas_triton", "pallas_mosaic", 2048) and one.attention_impl is None
+    assert one.kernels.prefill_split == ("pallas_triton", "pallas_mosaic", 2048) and one.kernels.impl is None
     two = LLM(str(tmp_path), tensor_parallel_size=2, **kw).llm_engine.runner
-    assert two.prefill_split is None and two.attention_impl == "pallas_triton"
+    assert two.kernels.prefill_split is None and two.kernels.impl == "pallas_triton"
     asked = LLM(str(tmp_path), tensor_parallel_size=2, attention_backend="pallas_mosaic", **kw).llm_engine.runner
-    assert asked.prefill_split == ("pallas_triton", "pallas_mosaic", 2048)
+    assert asked.kernels.prefill_split == ("pallas_triton", "pallas_mosaic", 2048)

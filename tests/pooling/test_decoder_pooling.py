@@ -8,6 +8,7 @@ import torch
 from pooling_models import hidden_states
 
 from jaxllm import EmbeddingRequestOutput, PoolingParams, PoolingRequestOutput
+from jaxllm.runner.programs import ForwardKey
 
 TEXTS = ["Hello world", "The quick brown fox jumps over the lazy dog. " * 3, "STOP here"]
 
@@ -114,9 +115,16 @@ def test_classify_and_reward(classifier_llm, classifier_dir):
 
 
 def test_no_compilation_while_pooling(classifier_llm):
-    """Every bucket's program is compiled at start-up: classify compiles nothing new."""
+    """Every bucket's pooled forward (and no sampler) is compiled at start-up: classify compiles nothing new;
+    a token-level task gets the forwards that also return every token's hidden row."""
     runner = classifier_llm.llm_engine.runner
+    startup = runner.startup_keys()
+    assert all(isinstance(k, ForwardKey) and not k.return_hidden for k in startup)
+    assert {k.bucket for k in startup} == set(runner.ladder.buckets)
+    assert set(startup) <= set(runner.programs.compiled)
+    assert all(isinstance(k, ForwardKey) for k in runner.programs.compiled)
     before = runner.num_compilations
-    assert before >= len(runner.ladder.buckets)
     classifier_llm.classify(TEXTS * 3, use_tqdm=False)
     assert runner.num_compilations == before
+    classifier_llm.reward(TEXTS[0], use_tqdm=False)
+    assert any(k.return_hidden for k in runner.programs.compiled)

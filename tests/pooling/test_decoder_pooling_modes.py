@@ -84,3 +84,12 @@ def test_preempted_prompts_pool_once(embedder_dir):
         want = hidden_states(model, x).numpy()
         want /= np.linalg.norm(want, axis=-1, keepdims=True)
         np.testing.assert_allclose(out.outputs.data, want, atol=1e-4)
+
+
+def test_lora_is_a_generate_feature(embedder_dir, embedder_llm):
+    """LoRA adapters serve generative models: enable_lora with runner='pooling' and a pooling lora_request are
+    ValueErrors naming them, before any device work."""
+    with pytest.raises(ValueError, match="enable_lora=True is not supported with runner='pooling'"):
+        LLM(str(embedder_dir[0]), runner="pooling", enable_lora=True, **ENGINE)
+    with pytest.raises(ValueError, match="lora_request is not supported with runner='pooling'"):
+        embedder_llm.embed("hi", lora_request=object(), use_tqdm=False)

@@ -1,0 +1,178 @@
+"""Sparse mixture-of-experts MLP (Mixtral, Qwen3-MoE): router, top-k, tokens sorted by expert, grouped GEMMs.
+
+Shape letters: T tokens, D model dim, E experts (E_l on this device), F expert ffn dim (F_l on this device),
+k experts per token. The T*k (token, choice) rows are sorted by expert so that each expert's rows are contiguous;
+two grouped matmuls (``jaxllm.ops.grouped_matmul``: gate_up, then down) run every expert over its own rows
+only, never all experts over every token; the rows are then put back in token order and summed with their router
+weights. Shapes are static: always T*k rows, whatever the routing.
+
+``quantization="fp8"`` / ``"int8"`` (at load time) and fp8 checkpoints (per-tensor or per-channel
+``weight_scale``) store the experts as ``QuantizedExperts``: 1-byte weights with a float32 scale per expert and
+output channel. The grouped matmul takes the weights converted to x's dtype
+and each row's output is scaled by its expert's scales (weight-only: the experts never run fp8 x fp8 GEMMs, while
+the attention projections may; jaxllm.models.quant). The GPU kernel converts each weight tile in registers, so
+the experts are read from HBM at 1 byte per weight. AWQ / GPTQ MoE checkpoints are a ValueError naming the
+method.
+
+Under tensor parallelism (a mesh of N > 1 devices) the experts run per device in ``shard_map`` and their partial
+outputs are summed over the ``model`` axis (one psum per layer, like a row-parallel dense MLP):
+- default (Megatron style): every device holds all experts with F/N of each expert's ffn dim;
+- ``enable_expert_parallel``: every device holds E/N whole experts. The tokens are already replicated between
+  layers (the all-gather dispatch), so each device computes the rows routed to its own experts and the psum
+  combines them; rows of other devices' experts sort last and contribute zeros.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jax.sharding import PartitionSpec as P
+
+from jaxllm import ops
+from jaxllm.config import ModelConfig
+from jaxllm.models.layers import param
+from jaxllm.models.quant import quantize
+from jaxllm.ops.grouped_matmul import row_groups
+from jaxllm.parallel.sharding import MODEL_AXIS, logical_to_spec
+from jaxllm.quantization_config import LOAD_TIME_METHODS
+
+GATE_UP_AXES = ("expert", "embed", None, "moe_mlp")  # [E, D, 2, F]: gate (0) and up (1)
+DOWN_AXES = ("expert", "moe_mlp", "embed")  # [E, F, D]
+
+
+def route(x: jax.Array, router: jax.Array, top_k: int, norm_topk_prob: bool) -> tuple[jax.Array, jax.Array]:
+    """x [T, D], router [D, E] -> (float32 weights [T, k], int32 experts [T, k]). As HF: logits in x's dtype,
+    softmax in float32 over all experts, the top k (ties to the lower expert id), optionally renormalized."""
+    logits = jnp.einsum("td,de->te", x, router)
+    probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+    weights, experts = jax.lax.top_k(probs, top_k)
+    if norm_topk_prob:
+        weights = weights / jnp.sum(weights, axis=-1, keepdims=True)
+    return weights, experts.astype(jnp.int32)
+
+
+def _grouped(rows: jax.Array, weight: jax.Array, scale: jax.Array | None, group_sizes: jax.Array, impl):
+    """rows [M, K] sorted by expert, weight [E_l, K, N] (any dtype), scale None or [E_l, N] -> [M, N] rows.dtype."""
+    if scale is None:
+        return ops.grouped_matmul(rows, weight, group_sizes, impl=impl)
+    out = ops.grouped_matmul(rows, weight, group_sizes, impl=impl, preferred_element_type=jnp.float32)
+    groups = jnp.minimum(row_groups(group_sizes, rows.shape[0]), weight.shape[0] - 1)  # rows past: any scale
+    return (out * jnp.take(scale, groups, axis=0)).astype(rows.dtype)
+
+
+def expert_ffn(x: jax.Array, weights: jax.Array, experts: jax.Array, gate_up: tuple, down: tuple,
+               first_expert, impl: str | None = None) -> jax.Array:
+    """The experts [first_expert, first_expert + E_l) of x's routed rows, summed per token with their weights.
+
+    x [T, D]; weights [T, k] float32; experts [T, k] int32 (global ids); gate_up (w [E_l, D, 2, F_l], scale None
+    or [E_l, 2, F_l]); down (w [E_l, F_l, D], scale None or [E_l, D]). Returns float32 [T, D]: the full MoE
+    output when every expert is local, else this device's share (rows of other experts contribute zero)."""
+    (gate_up, gate_up_scale), (down, down_scale) = gate_up, down
+    t, k = experts.shape
+    e_local, d, _, f_local = gate_up.shape
+    local_id = experts.reshape(-1) - first_expert  # [T*k]
+    is_local = (local_id >= 0) & (local_id < e_local)
+    sort_key = jnp.where(is_local, local_id, e_local)  # rows of other devices' experts sort last
+    order = jnp.argsort(sort_key, stable=True)  # [T*k] row (token * k + choice) at each sorted position
+    group_sizes = jnp.sum(sort_key[:, None] == jnp.arange(e_local, dtype=jnp.int32), axis=0, dtype=jnp.int32)
+    rows = jnp.take(x, order // k, axis=0)  # [T*k, D]
+    with jax.named_scope("experts_gate_up"):
+        gu_scale = None if gate_up_scale is None else gate_up_scale.reshape(e_local, 2 * f_local)
+        gu = _grouped(rows, gate_up.reshape(e_local, d, 2 * f_local), gu_scale, group_sizes, impl)
+    gu = gu.reshape(t * k, 2, f_local)
+    h = jax.nn.silu(gu[:, 0]) * gu[:, 1]
+    with jax.named_scope("experts_down"):
+        y = _grouped(h, down, down_scale, group_sizes, impl)  # [T*k, D], sorted
+    position = jnp.zeros_like(order).at[order].set(jnp.arange(t * k, dtype=order.dtype), unique_indices=True)
+    y = jnp.take(y, position, axis=0).reshape(t, k, d)  # back to (token, choice) order: a gather, not a scatter
+    w = jnp.where(is_local.reshape(t, k), weights, 0.0)
+    y = jnp.where(is_local.reshape(t, k, 1), y.astype(jnp.float32), 0.0)  # rows past the groups: never read
+    return jnp.einsum("tk,tkd->td", w, y)
+
+
+class QuantizedExperts(nnx.Module):
+    """Stacked expert weights [E, K, *out] as ``qweight`` (int8 / float8_e4m3fn) and a float32 ``scale``
+    [E, *out], one per expert and output channel (the loader quantizes expert by expert). Placeholder values."""
+
+    def __init__(self, shape, method: str, axes, rngs: nnx.Rngs):
+        w = 0.02 * jax.random.normal(rngs.params(), shape, jnp.float32)
+        qweight, scale = jax.vmap(lambda w: quantize(w, method, 1))(w)
+        self.qweight = nnx.Param(qweight, logical_axes=tuple(axes))
+        self.scale = nnx.Param(scale, logical_axes=(axes[0], *axes[2:]))
+
+
+def _expert_weight(shape, dtype, axes, cfg: ModelConfig, rngs: nnx.Rngs):
+    """A plain [E, K, *out] parameter, or ``QuantizedExperts`` under a load-time quantization."""
+    method = cfg.quantization
+    if method is None:
+        return param(shape, dtype, axes, rngs=rngs)
+    if method not in LOAD_TIME_METHODS:
+        raise ValueError(f"{cfg.architecture}: {method!r} checkpoints of MoE models are not supported yet; "
+                         f"supported for experts: fp8 checkpoints (per-tensor or per-channel scales) and "
+                         f"quantization='fp8' or 'int8' at load time")
+    return QuantizedExperts(shape, method, axes, rngs)
+
+
+def _operand(weight) -> tuple:
+    """(weight array, scale or None) of a plain or quantized expert weight."""
+    if isinstance(weight, QuantizedExperts):
+        return weight.qweight[...], weight.scale[...]
+    return weight[...], None
+
+
+def _specs(weight, axes, rules) -> tuple:
+    """PartitionSpecs of ``_operand(weight)`` (a quantized weight's scale drops the contracted axis 1)."""
+    scale_spec = logical_to_spec((axes[0], *axes[2:]), rules) if isinstance(weight, QuantizedExperts) else None
+    return logical_to_spec(axes, rules), scale_spec
+
+
+class SparseMoeBlock(nnx.Module):
+    """Router [D, E] + E SwiGLU experts (gate_up [E, D, 2, F], down [E, F, D]); see the module docstring."""
+
+    def __init__(self, cfg: ModelConfig, dtype, rngs: nnx.Rngs):
+        d, e, f = cfg.hidden_size, cfg.num_experts, cfg.moe_intermediate_size
+        self.top_k = cfg.num_experts_per_tok
+        self.norm_topk_prob = cfg.norm_topk_prob
+        self.router = param((d, e), dtype, ("embed", None), rngs=rngs)
+        self.gate_up = _expert_weight((e, d, 2, f), dtype, GATE_UP_AXES, cfg, rngs)
+        self.down = _expert_weight((e, f, d), dtype, DOWN_AXES, cfg, rngs)
+        self.mesh = None  # set by bind_mesh after loading (static: part of the graph definition)
+        self.specs = None  # (gate_up spec, down spec) on that mesh
+        self.impl = cfg.moe_matmul_impl  # grouped matmul implementation (None: the dispatcher's default)
+
+    def bind_mesh(self, mesh, rules) -> None:
+        """Record the mesh the weights are sharded over and their PartitionSpecs (used to run per shard)."""
+        self.mesh = mesh if mesh is not None and mesh.size > 1 else None
+        self.specs = (_specs(self.gate_up, GATE_UP_AXES, rules), _specs(self.down, DOWN_AXES, rules))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """x [..., D] -> [..., D] in x's dtype."""
+        with jax.named_scope("moe"):
+            lead = x.shape[:-1]
+            x2 = x.reshape(-1, x.shape[-1])
+            weights, experts = route(x2, self.router[...], self.top_k, self.norm_topk_prob)
+            out = self._experts(x2, weights, experts)
+            return out.reshape(*lead, x.shape[-1])
+
+    def _experts(self, x, weights, experts):
+        gate_up, down = _operand(self.gate_up), _operand(self.down)
+        if self.mesh is None:
+            return expert_ffn(x, weights, experts, gate_up, down, 0, self.impl).astype(x.dtype)
+        gate_up_spec, down_spec = self.specs
+        experts_split = gate_up_spec[0][0] is not None
+
+        def local(x, weights, experts, gate_up, down):
+            first = jax.lax.axis_index(MODEL_AXIS) * gate_up[0].shape[0] if experts_split else 0
+            partial = expert_ffn(x, weights, experts, gate_up, down, first, self.impl).astype(x.dtype)
+            return jax.lax.psum(partial, MODEL_AXIS)
+
+        return jax.shard_map(local, mesh=self.mesh, in_specs=(P(), P(), P(), gate_up_spec, down_spec),
+                             out_specs=P(), check_vma=False)(x, weights, experts, gate_up, down)
+
+
+def bind_moe_mesh(model, mesh, rules) -> None:
+    """Tell every SparseMoeBlock of ``model`` the mesh and sharding rules its experts were placed with."""
+    for _, node in nnx.iter_graph(model):
+        if isinstance(node, SparseMoeBlock):
+            node.bind_mesh(mesh, rules)

@@ -1,0 +1,125 @@
+"""The runner's compiled programs: their keys, the cache of compiled executables, parallel compilation.
+
+A step runs two programs: the forward of its bucket (``ForwardKey``) and the sampler of its sequence bucket and
+sampler variant (``SampleKey``). Every program is compiled once per key; ``compile_all`` compiles many in threads
+(XLA compiles outside the GIL) and logs each as it finishes, so a start-up cut short by a time limit shows which
+programs were slow; ``compile_in_background`` compiles some on a background thread while steps run (the grammar
+sampler variants of structured outputs), and ``get`` waits for one a step needs before it is ready.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable
+
+from jaxllm.runner.buckets import Bucket
+from jaxllm.runner.sampler_config import SamplerConfig, covers
+
+logger = logging.getLogger("jaxllm")
+
+
+@dataclasses.dataclass(frozen=True)
+class ForwardKey:
+    """The forward of one bucket; ``return_hidden``: also returns the hidden states (prompt logprobs);
+    ``long_prefill``: compiled with the long-prefill attention path (``KernelPolicy.prefill_split``)."""
+
+    bucket: Bucket
+    return_hidden: bool = False
+    long_prefill: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleKey:
+    """The sampler for ``num_seqs`` rows of logits in variant ``config``."""
+
+    num_seqs: int
+    config: SamplerConfig
+
+
+ProgramKey = ForwardKey | SampleKey
+
+
+class Programs:
+    """Compiled executables by key. ``compile_fn(key)`` lowers and compiles one program (the runner's)."""
+
+    def __init__(self, compile_fn: Callable[[ProgramKey], object]):
+        self._compile_fn = compile_fn
+        self.compiled: dict[ProgramKey, object] = {}
+        self._background: dict[ProgramKey, concurrent.futures.Future] = {}  # compiling on a background thread
+        self.compile_seconds = 0.0
+
+    def __contains__(self, key: ProgramKey) -> bool:
+        return key in self.compiled
+
+    def __len__(self) -> int:
+        return len(self.compiled)
+
+    def get(self, key: ProgramKey):
+        """The executable of ``key``, compiled now if it was not (a rare variant, or ``enforce_eager``); one still
+        compiling in the background is waited for (the wait counts as compile time)."""
+        fn = self.compiled.get(key)
+        if fn is None and key in self._background:
+            t0 = time.perf_counter()
+            fn = self.compiled[key] = self._background.pop(key).result()
+            self.compile_seconds += time.perf_counter() - t0
+        if fn is None:
+            t0 = time.perf_counter()
+            fn = self.compiled[key] = self._compile_fn(key)
+            self.compile_seconds += time.perf_counter() - t0
+            logger.info("compiled %s in %.1fs", key, time.perf_counter() - t0)
+        return fn
+
+    def sampler_variant(self, num_seqs: int, config: SamplerConfig) -> SamplerConfig:
+        """``config``, or the cheapest compiled variant that covers it (no compile during generate)."""
+        if SampleKey(num_seqs, config) in self.compiled:
+            return config
+        compiled = [k.config for k in [*self.compiled, *self._background]
+                    if isinstance(k, SampleKey) and k.num_seqs == num_seqs and covers(k.config, config)]
+        if not compiled:
+            return config
+        return min(compiled, key=lambda c: (c.num_logprobs, c.top_k_top_p, c.min_p, c.random))
+
+    def compile_all(self, keys: list[ProgramKey], on_error: Callable[[ProgramKey, Exception], bool]) -> None:
+        """Compile ``keys`` in parallel threads. A failed compile goes to ``on_error(key, error)``: True drops the
+        program (the caller changed its plan), False re-raises."""
+        t0 = time.perf_counter()
+        workers = max(1, min(len(keys), os.cpu_count() or 2))
+        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+            futures = {pool.submit(self._compile_fn, key): key for key in keys}
+            try:
+                for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
+                    key = futures[future]
+                    try:
+                        self.compiled[key] = future.result()
+                    except Exception as error:
+                        if not on_error(key, error):
+                            raise
+                        continue
+                    logger.info("compiled %d/%d %s at %.1fs", done, len(keys), key, time.perf_counter() - t0)
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)  # a failed compile need not wait for the rest
+                raise
+        self.compile_seconds += time.perf_counter() - t0
+        logger.info("compiled %d programs in %.1fs", len(keys), time.perf_counter() - t0)
+
+    def compile_in_background(self, keys: list[ProgramKey]) -> None:
+        """Compile the ``keys`` not compiled or compiling yet, one at a time on a background thread."""
+        todo = [k for k in keys if k not in self.compiled and k not in self._background]
+        if not todo:
+            return
+        pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="jaxllm-compile")
+        self._background.update({k: pool.submit(self._compile_fn, k) for k in todo})
+        pool.shutdown(wait=False)
+
+    def drop(self, keys: Iterable[ProgramKey]) -> None:
+        for key in list(keys):
+            self.compiled.pop(key, None)
+
+    def peak_temp_bytes(self) -> int:
+        """XLA's largest temporary allocation over the compiled programs (what the step needs besides the cache)."""
+        temps = [fn.memory_analysis() for fn in self.compiled.values()]
+        return max((getattr(t, "temp_size_in_bytes", 0) or 0 for t in temps), default=0)

@@ -1,0 +1,53 @@
+"""Prompt logprobs (``SamplingParams.prompt_logprobs``) from a step's hidden states.
+
+A step with a sequence that asked for them runs the forward program that also returns the hidden states [T, D];
+the logprob of each prompt token given the tokens before it then comes from the raw logits of the row before it,
+``CHUNK`` rows at a time (a [CHUNK, V] logits array, not [T, V]), with the top ``TOP_K`` alternatives.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxllm.engine.batch import ScheduledBatch, TokenLogprobs
+from jaxllm.sampling_params import MAX_LOGPROBS
+
+CHUNK = 128  # rows of [chunk, V] logits computed at a time
+TOP_K = MAX_LOGPROBS  # the static width of the returned alternatives: a request takes its first k
+
+
+def _rows(batch: ScheduledBatch) -> tuple[list[int], list[int], list]:
+    """(row of the step's hidden states, target prompt token, owning sequence) for every prompt position whose
+    next token is a prompt token, in the sequences that asked."""
+    rows, targets, owners = [], [], []
+    offset = 0
+    for s in batch.seqs:
+        if s.want_prompt_logprobs:
+            last = min(s.end, s.num_prompt_tokens - 1)
+            for p in range(s.start, last):
+                rows.append(offset + p - s.start)
+                targets.append(s.token_ids[p + 1])
+                owners.append(s)
+        offset += s.num_new_tokens
+    return rows, targets, owners
+
+
+def prompt_logprobs(batch: ScheduledBatch, hidden, program, params) -> dict[int, list[TokenLogprobs]]:
+    """{seq_id: logprobs of prompt tokens start+1..end} for the sequences of ``batch`` that asked.
+    ``program(params, hidden_rows, targets, k=TOP_K)`` -> (logprob [N], rank [N], top ids [N, k], top logprobs)."""
+    rows, targets, owners = _rows(batch)
+    result: dict[int, list[TokenLogprobs]] = {s.seq_id: [] for s in batch.seqs if s.want_prompt_logprobs}
+    for c in range(0, len(rows), CHUNK):
+        idx = np.zeros(CHUNK, np.int32)
+        tgt = np.zeros(CHUNK, np.int32)
+        chunk = rows[c:c + CHUNK]
+        idx[:len(chunk)], tgt[:len(chunk)] = chunk, targets[c:c + CHUNK]
+        lp, rank, top_ids, top_lp = jax.device_get(program(params, hidden[idx], jnp.asarray(tgt), k=TOP_K))
+        for j in range(len(chunk)):
+            s = owners[c + j]
+            k = s.sampling_params.prompt_logprobs
+            top = [(int(top_ids[j, i]), float(top_lp[j, i])) for i in range(min(k, TOP_K))]
+            result[s.seq_id].append(TokenLogprobs(int(tgt[j]), float(lp[j]), int(rank[j]), top))
+    return result
