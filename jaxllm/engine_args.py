@@ -36,7 +36,7 @@ LORA_DTYPES = ("auto", "float16", "bfloat16", "float32")
 RUNNERS = ("auto", "generate", "pooling")
 BLOCK_SIZES = (8, 16, 32, 64, 128, 256)
 SCHEDULING_POLICIES = ("fcfs", "priority")
-DISTRIBUTED_EXECUTOR_BACKENDS = (None, "uni", "mp")  # one controller process drives every local device
+DISTRIBUTED_EXECUTOR_BACKENDS = (None, "uni", "mp", "external_launcher")  # docs/multi_host.md
 CONFIG_FORMATS = ("auto", "hf")
 LOGPROBS_MODES = ("raw_logprobs",)
 # Kernel choices (the names of the ops' dispatchers; tests/test_settings.py checks they match).
@@ -88,6 +88,7 @@ class EngineArgs:
     # -- devices and memory --
     tensor_parallel_size: int = 1
     enable_expert_parallel: bool = False  # MoE models: whole experts per device, not a slice of each (models/moe.py)
+    data_parallel_size: int = 1  # engine replicas, each on its own tensor_parallel_size devices
     distributed_executor_backend: str | None = None
     disable_custom_all_reduce: bool = False  # XLA's collectives: there is no custom all-reduce either way
     gpu_memory_utilization: float = 0.9
@@ -162,6 +163,9 @@ class EngineArgs:
                      "kv_cache_memory_bytes", "max_seq_len_to_capture", "attention_decode_splits"):
             check_positive_int(name, getattr(self, name), optional=True)
         check_positive_int("tensor_parallel_size", self.tensor_parallel_size)
+        check_positive_int("data_parallel_size", self.data_parallel_size)
+        if self.data_parallel_size > 1 and self.enable_sleep_mode:
+            raise ValueError("enable_sleep_mode=True is not supported with data_parallel_size > 1 yet")
         check_positive_int("block_size", self.block_size)
         check_positive_int("max_logprobs", self.max_logprobs)
         check_positive_int("load_inflight_bytes", self.load_inflight_bytes, optional=True, minimum=0)
@@ -184,8 +188,9 @@ class EngineArgs:
                      "model's raw logits; the other modes are not supported yet)")
         check_choice("scheduling_policy", self.scheduling_policy, SCHEDULING_POLICIES)
         check_choice("distributed_executor_backend", self.distributed_executor_backend,
-                     DISTRIBUTED_EXECUTOR_BACKENDS, "(one process drives every local device with JAX; Ray and "
-                     "external launchers are not supported)")
+                     DISTRIBUTED_EXECUTOR_BACKENDS, "(one process drives every local device with JAX; "
+                     "'external_launcher': every process runs the same script under jax.distributed; Ray is not "
+                     "supported)")
         self.attention_backend = check_attention_config(self.attention_config, self.attention_backend)
         for name, choices in _CHOICES.items():
             check_choice(name, getattr(self, name), (None, *choices))
@@ -232,6 +237,9 @@ class EngineArgs:
         check_choice("max_lora_rank", self.max_lora_rank, LORA_RANKS)
         if self.max_cpu_loras is not None and self.max_cpu_loras < self.max_loras:
             raise ValueError(f"max_cpu_loras ({self.max_cpu_loras}) must be >= max_loras ({self.max_loras})")
+        if self.enable_lora and self.data_parallel_size > 1:
+            raise ValueError(f"enable_lora=True with data_parallel_size={self.data_parallel_size} is not supported "
+                             "yet: LoRA runs on one replica (data_parallel_size=1)")
         dtype = str(getattr(self.lora_dtype, "name", self.lora_dtype)).replace("torch.", "")
         check_choice("lora_dtype", dtype, LORA_DTYPES)
 

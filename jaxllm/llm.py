@@ -15,6 +15,7 @@ from jaxllm import chat_utils
 from jaxllm.beam_search import BeamSearchOutput, beam_search
 from jaxllm.call_guard import CallGuard, serialized
 from jaxllm.engine import LLMEngine
+from jaxllm.engine.data_parallel import DataParallelEngine, RemoteReplica
 from jaxllm.engine_args import EngineArgs
 from jaxllm.inputs import as_params_list, as_prompt_list, check_tokenization_kwargs, tokenize_prompt
 from jaxllm.llm_control import EngineControl
@@ -46,6 +47,10 @@ class LLM(EngineControl, PoolingMixin):
         t_start = time.perf_counter()
         self._call_guard = CallGuard()  # one call at a time (jaxllm.call_guard)
         args = EngineArgs.from_kwargs({"model": model, **kwargs})
+        if args.distributed_executor_backend == "external_launcher":
+            from jaxllm.parallel.multihost import initialize_distributed
+
+            initialize_distributed()
         from jaxllm.runner.memory import request_memory_fraction
 
         request_memory_fraction(args.gpu_memory_utilization)
@@ -53,7 +58,14 @@ class LLM(EngineControl, PoolingMixin):
         import jax
 
         from jaxllm.in_memory import is_in_memory_model
-        from jaxllm.load import build_model, load_tokenizer_for, locate_in_memory_model, locate_model
+        from jaxllm.load import (
+            build_model,
+            load_tokenizer_for,
+            locate_in_memory_model,
+            locate_model,
+            replica_models,
+        )
+        from jaxllm.parallel.multihost import allgather_objects
         from jaxllm.runner.model_runner import ModelRunner
 
         in_memory = is_in_memory_model(model)
@@ -71,12 +83,15 @@ class LLM(EngineControl, PoolingMixin):
         model_obj = model_obj or build_model(args, source)
         self.load_seconds = time.perf_counter() - t_load
         lora_slots = _lora_slots(args, cfg, source.mesh, path, model_obj)  # before the KV cache is sized
-        runner_obj = ModelRunner(model_obj, cfg, source.mesh, args, lora=lora_slots)
+        runners = [None if replica is None else ModelRunner(replica, cfg, mesh, args, lora=lora_slots)
+                   for replica, mesh in replica_models(model_obj, args, source)]  # None: another process's
         del model_obj
-        if not in_memory:  # wake_up after sleep(level=2) reads the checkpoint again
-            runner_obj.weights_source = functools.partial(build_model, args, source)
-        self.llm_engine = LLMEngine(
-            runner_obj, num_blocks=runner_obj.num_blocks, block_size=args.block_size,
+        local = [r for r in runners if r is not None]
+        for runner_obj in local if not in_memory else ():  # wake_up after sleep(level=2) reads the checkpoint
+            runner_obj.weights_source = functools.partial(build_model, args, source.on_mesh(runner_obj.mesh))
+        engines = [LLMEngine(
+            runner_obj or RemoteReplica(rank), num_blocks=(runner_obj or local[0]).num_blocks,
+            block_size=args.block_size,
             max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
             max_model_len=args.max_model_len, vocab_size=cfg.vocab_size,
             enable_prefix_caching=args.enable_prefix_caching, eos_token_ids=self._eos_token_ids(),
@@ -85,6 +100,9 @@ class LLM(EngineControl, PoolingMixin):
             scheduling_policy=args.scheduling_policy, model_config=cfg, model_name=args.model_name,
             structured_outputs_config=args.structured_outputs_config,
             max_loras=args.max_loras if args.enable_lora else None)
+            for rank, runner_obj in enumerate(runners)]
+        self.llm_engine = engines[0] if len(engines) == 1 else DataParallelEngine(
+            engines, exchange=allgather_objects if jax.process_count() > 1 else None)
         self._request_counter = itertools.count()
         self._default_params = self._generation_config_defaults()
         self.startup_seconds = time.perf_counter() - t_start

@@ -2,7 +2,7 @@
 metrics, sleep mode, direct access to the model and the runner, profiling, world size.
 
 One ``LLM`` is one controller process driving every device of its mesh, so vLLM's per-worker lists
-(``apply_model``, ``collective_rpc``) have one element here.
+(``apply_model``, ``collective_rpc``) have one element per engine replica (``data_parallel_size``).
 """
 
 from __future__ import annotations
@@ -24,6 +24,11 @@ class EngineControl:
 
     _asleep: frozenset[str] = frozenset()
     _profile_dir: str | None = None
+
+    def _runners(self) -> list:
+        """The model runner of every engine replica (one unless ``data_parallel_size`` > 1)."""
+        engine = self.llm_engine
+        return list(engine.runners) if hasattr(engine, "runners") else [engine.runner]
 
     # ---- prefix cache and metrics ------------------------------------------------------------------
 
@@ -120,7 +125,8 @@ class EngineControl:
         if engine.has_unfinished_requests():
             raise ValueError(f"cannot update weights with {engine.get_num_unfinished_requests()} unfinished "
                              "requests; finish or abort them first")
-        engine.runner.update_weights(weights)
+        for runner in self._runners():
+            runner.update_weights(weights)
         self._asleep = self._asleep - {"weights"}
         engine.reset_prefix_cache()
 
@@ -133,11 +139,12 @@ class EngineControl:
         changing weights, as with vLLM."""
         if not callable(func):
             raise TypeError(f"apply_model needs a callable, got {type(func).__name__}")
-        runner = self.llm_engine.runner
-        model = runner.model()
-        result = func(model)
-        runner.update_from_model(model)
-        return [result]
+        results = []
+        for runner in self._runners():
+            model = runner.model()
+            results.append(func(model))
+            runner.update_from_model(model)
+        return results
 
     @serialized
     def collective_rpc(self, method: str | Callable[..., Any], timeout: float | None = None, args: tuple = (),
@@ -147,17 +154,17 @@ class EngineControl:
         if timeout is not None:
             raise ValueError("collective_rpc(timeout=...) is not supported: the call runs in this process, "
                              "which cannot interrupt it; pass timeout=None")
-        runner = self.llm_engine.runner
+        runners = self._runners()
         kwargs = dict(kwargs or {})
         if isinstance(method, str):
-            fn = getattr(runner, method, None)
+            fn = getattr(runners[0], method, None)
             if fn is None:
                 raise AttributeError(f"collective_rpc: the model runner has no method {method!r}")
             if not callable(fn):
                 raise TypeError(f"collective_rpc: the model runner's {method!r} is not a method")
-            return [fn(*args, **kwargs)]
+            return [getattr(runner, method)(*args, **kwargs) for runner in runners]
         if callable(method):
-            return [method(runner, *args, **kwargs)]
+            return [method(runner, *args, **kwargs) for runner in runners]
         raise TypeError(f"collective_rpc needs a method name or a callable, got {type(method).__name__}")
 
     # ---- profiling and topology ---------------------------------------------------------------------
@@ -187,8 +194,8 @@ class EngineControl:
         self._profile_dir = None
 
     def get_world_size(self, include_dp: bool = True) -> int:
-        """Devices of the model's mesh (tensor parallel size; there is no data parallelism, so
-        ``include_dp`` does not change it)."""
+        """Devices serving the model: tensor_parallel_size, times data_parallel_size with ``include_dp``."""
         if not isinstance(include_dp, bool):
             raise TypeError(f"include_dp must be a bool, got {include_dp!r}")
-        return int(self.llm_engine.runner.mesh.devices.size)
+        runners = self._runners()
+        return int(runners[0].mesh.devices.size) * (len(runners) if include_dp else 1)

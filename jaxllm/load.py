@@ -26,11 +26,15 @@ class ModelSource:
     mesh: Any
     gguf: bool
 
+    def on_mesh(self, mesh) -> ModelSource:
+        """The same weights placed on another mesh (a data-parallel replica's)."""
+        return dataclasses.replace(self, mesh=mesh)
+
 
 def locate_model(args: EngineArgs) -> ModelSource:
     """Resolve ``args.model`` to a local path, read its config (with the overrides) and build the mesh. No
     weight is read; a format mismatch or an unsupported config is a ValueError here."""
-    from jaxllm.parallel.sharding import make_mesh
+    from jaxllm.parallel.sharding import local_meshes
 
     path = resolve_model_path(args.model, args.revision, token=args.hf_token, cache_dir=args.download_dir)
     gguf = is_gguf(path)
@@ -41,7 +45,7 @@ def locate_model(args: EngineArgs) -> ModelSource:
     hf = apply_hf_overrides(hf_config_dict(path), args)
     cfg = model_config(path, args.dtype, args.quantization, hf=hf)
     cfg = dataclasses.replace(cfg, **kernel_fields(args)).with_expert_parallel(args.enable_expert_parallel)
-    return ModelSource(path, cfg, make_mesh(args.tensor_parallel_size), gguf)
+    return ModelSource(path, cfg, local_meshes(args.tensor_parallel_size, args.data_parallel_size)[0], gguf)
 
 
 def locate_in_memory_model(args: EngineArgs):
@@ -51,7 +55,7 @@ def locate_in_memory_model(args: EngineArgs):
     from flax import nnx
 
     from jaxllm.in_memory import model_from_params, module_config
-    from jaxllm.parallel.sharding import make_mesh
+    from jaxllm.parallel.sharding import local_meshes
 
     module = args.model
     cfg = module_config(module)
@@ -64,7 +68,7 @@ def locate_in_memory_model(args: EngineArgs):
         raise ValueError("an in-memory model has no tokenizer files: pass tokenizer=<folder or hub id>, or "
                          "skip_tokenizer_init=True to work with token ids")
     cfg = dataclasses.replace(cfg, **kernel_fields(args))
-    mesh = make_mesh(args.tensor_parallel_size)
+    mesh = local_meshes(args.tensor_parallel_size, args.data_parallel_size)[0]
     model = model_from_params(cfg, nnx.state(module), mesh=mesh)
     return ModelSource(None, cfg, mesh, False), model
 
@@ -108,6 +112,30 @@ def load_tokenizer_for(args: EngineArgs, source: ModelSource):
                           trust_remote_code=args.trust_remote_code, revision=args.tokenizer_revision or args.revision,
                           gguf_source=args.tokenizer is None and source.gguf, token=args.hf_token,
                           cache_dir=args.download_dir, code_revision=args.code_revision)
+
+
+def replica_models(model, args: EngineArgs, source: ModelSource) -> list[tuple[Any, Any]]:
+    """(model, mesh) of every data-parallel replica, None for the model of a replica on another process's
+    devices (``jax.distributed``). ``model`` is the first local replica's (on ``source.mesh``); other local
+    replicas get its parameters copied device to device, so the checkpoint is read once per process (a
+    replica that shares devices with other processes reads the checkpoint itself: JAX does not copy
+    between hosts)."""
+    from flax import nnx
+
+    from jaxllm.parallel.sharding import copy_to_mesh, is_local, replica_meshes
+
+    graphdef, state = nnx.split(model)
+    out = []
+    for mesh in replica_meshes(args.tensor_parallel_size, args.data_parallel_size):
+        if mesh == source.mesh:
+            out.append((model, source.mesh))
+        elif not is_local(mesh):
+            out.append((None, mesh))
+        elif not (mesh.is_multi_process or source.mesh.is_multi_process):
+            out.append((nnx.merge(graphdef, copy_to_mesh(state, mesh)), mesh))
+        else:
+            out.append((build_model(args, source.on_mesh(mesh)), mesh))
+    return out
 
 
 def build_model(args: EngineArgs, source: ModelSource):

@@ -12,7 +12,8 @@ from typing import Any
 
 _MULTIMODAL = "multimodal inputs are not supported (the supported models are text-only)"
 _LORA = "LoRA adapters are supported without this option (docs/lora.md)"
-_DATA_PARALLEL = "data parallelism is not supported yet (one engine drives tensor_parallel_size local devices)"
+_DATA_PARALLEL = ("external data-parallel launchers are not supported: data_parallel_size replicas run in one "
+                  "controller per process (docs/data_parallel.md)")
 _EXPERT_PARALLEL = ("expert parallelism's load balancer (redundant experts) is not supported yet; "
                     "enable_expert_parallel=True splits the experts evenly")
 _TRACING = "request tracing and hidden metrics are not supported"
@@ -38,7 +39,6 @@ UNSUPPORTED: dict[str, tuple[tuple[Any, ...], str]] = {
     "cuda_graph_sizes": ((), _BUCKETS),
     "pipeline_parallel_size": ((1,), "pipeline parallelism is not supported (use tensor_parallel_size)"),
     "decode_context_parallel_size": ((1,), "decode context parallelism is not supported"),
-    "data_parallel_size": ((1,), _DATA_PARALLEL),
     "data_parallel_rank": ((), _DATA_PARALLEL),
     "data_parallel_start_rank": ((), _DATA_PARALLEL),
     "data_parallel_size_local": ((), _DATA_PARALLEL),

@@ -113,3 +113,15 @@ def test_bench_structured_compares_with_the_plain_run(tmp_path):
     s = result["jaxllm"]["structured"]
     assert s["output_tokens"] == 15 and s["num_aborted"] == 0 and s["ratio_vs_plain"] > 0
     assert s["grammar_compile_ms_per_schema"] > 0 and s["ttft_median_s"] > 0
+
+
+def test_bench_data_parallel_counts_every_replica(tmp_path):
+    from jaxllm.bench.report import _gpus
+
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps(TINY))
+    argv = ["--config", str(cfg), "--num-requests", "4", "--prompt-len", "4", "8", "--output-len", "5", "5",
+            "--max-num-seqs", "4", "--max-num-batched-tokens", "16", "--enforce-eager", "--data-parallel-size", "2"]
+    result = main(argv)
+    assert result["jaxllm"]["output_tokens"] == 20
+    assert result["roofline"]["num_gpus"] == 2 and _gpus(result) == 2

@@ -53,6 +53,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--block-size", type=int, default=16)
     p.add_argument("--gpu-memory-utilization", type=float, default=0.9)
     p.add_argument("--tensor-parallel-size", type=int, default=1)
+    p.add_argument("--data-parallel-size", type=int, default=1,
+                   help="engine replicas (each on --tensor-parallel-size GPUs); steps and host time are replica 0's")
     p.add_argument("--enforce-eager", action="store_true")
     p.add_argument("--moe-matmul-impl", choices=["pallas_triton", "ragged_dot", "reference"],
                    help="MoE models: the experts' grouped matmul (default: Pallas on NVIDIA GPUs)")
@@ -135,7 +137,7 @@ def run_jaxllm(w: Workload, args, model_dir: str, prompts, output_lens) -> dict:
               max_model_len=max_model_len, max_num_seqs=args.max_num_seqs,
               max_num_batched_tokens=args.max_num_batched_tokens, block_size=args.block_size,
               gpu_memory_utilization=args.gpu_memory_utilization, tensor_parallel_size=args.tensor_parallel_size,
-              enforce_eager=args.enforce_eager, seed=args.seed, quantization=args.quantization,
+              data_parallel_size=args.data_parallel_size, enforce_eager=args.enforce_eager, seed=args.seed, quantization=args.quantization,
               async_scheduling=args.async_scheduling, kv_cache_dtype=args.kv_cache_dtype,
               fp8_activations=args.fp8_activations, attention_backend=args.attention_backend,
               quant_matmul_impl=args.quant_matmul_impl, enable_expert_parallel=args.enable_expert_parallel,
@@ -254,9 +256,11 @@ def main(argv=None) -> dict:
         peer = run_peer(w, args, model_dir) if args.peer else None
         ours = run_jaxllm(w, args, model_dir, prompts, output_lens)
     gc.collect()
-    roof = run_roofline(cfg, [len(p) for p in prompts], output_lens, max_num_seqs=args.max_num_seqs,
+    # data-parallel replicas counted as ideal, like tensor parallelism: GPUs and concurrent sequences add up
+    roof = run_roofline(cfg, [len(p) for p in prompts], output_lens,
+                        max_num_seqs=args.max_num_seqs * args.data_parallel_size,
                         quantization=args.quantization, kv_cache_dtype=args.kv_cache_dtype,
-                        tensor_parallel_size=args.tensor_parallel_size, fp8_activations=ours["fp8_activations"])
+                        tensor_parallel_size=args.tensor_parallel_size * args.data_parallel_size, fp8_activations=ours["fp8_activations"])
     result = {"workload": w.__dict__, "preset": args.preset,
               "command": "jaxllm bench " + " ".join(argv or sys.argv[1:]), "jaxllm": ours, "roofline": roof,
               "pct_roofline_output": 100 * ours["output_tok_s"] / roof["output_tok_s"],

@@ -61,8 +61,8 @@ def attach_baselines(directory: str) -> None:
 
 
 def _gpus(r: dict) -> int:
-    m = re.search(r"--tensor-parallel-size (\d+)", r.get("command", ""))
-    return int(m.group(1)) if m else 1
+    sizes = [re.search(rf"--{name}-parallel-size (\d+)", r.get("command", "")) for name in ("tensor", "data")]
+    return (int(sizes[0].group(1)) if sizes[0] else 1) * (int(sizes[1].group(1)) if sizes[1] else 1)
 
 
 def _command(r: dict) -> str:

@@ -291,6 +291,12 @@ class LLMEngine:
     def has_unfinished_requests(self) -> bool:
         return bool(self._requests)
 
+    def outstanding_tokens(self, request_id: str) -> int:
+        """Tokens an unfinished request may still take: its prompt plus each sample's ``max_tokens`` (what the
+        data-parallel engine balances)."""
+        req = self._requests[request_id]
+        return len(req.prompt_token_ids) + sum(seq.max_tokens for seq in req.seqs)
+
     def get_num_unfinished_requests(self) -> int:
         return len(self._requests)
 

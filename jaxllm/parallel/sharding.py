@@ -98,3 +98,43 @@ def named_sharding(mesh: Mesh, axes: tuple[str | None, ...], rules=None) -> Name
 
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
+
+
+def replica_meshes(tensor_parallel_size: int, data_parallel_size: int, devices=None) -> list[Mesh]:
+    """One 1-D ``model`` mesh per data-parallel replica: replica r gets devices [r * tp, (r + 1) * tp) of
+    ``jax.devices()`` (all processes' devices, ordered by process, under ``jax.distributed``)."""
+    devices = sorted(devices if devices is not None else jax.devices(), key=lambda d: (d.process_index, d.id))
+    need = tensor_parallel_size * data_parallel_size
+    if data_parallel_size > 1 and need > len(devices):
+        raise ValueError(f"tensor_parallel_size={tensor_parallel_size} x data_parallel_size={data_parallel_size} "
+                         f"needs {need} devices; {len(devices)} {devices[0].platform} devices are available")
+    tp = tensor_parallel_size
+    return [make_mesh(tp, devices[r * tp:(r + 1) * tp]) for r in range(data_parallel_size)]
+
+
+def is_local(mesh: Mesh) -> bool:
+    """Whether this process drives any of ``mesh``'s devices (under ``jax.distributed``, every process that
+    does runs the mesh's programs)."""
+    return any(d.process_index == jax.process_index() for d in mesh.devices.flat)
+
+
+def local_meshes(tensor_parallel_size: int, data_parallel_size: int) -> list[Mesh]:
+    """The replica meshes this process takes part in (``replica_meshes``, in replica order). A process whose
+    devices serve no replica is a ValueError: every process of a ``jax.distributed`` job must take part."""
+    meshes = [m for m in replica_meshes(tensor_parallel_size, data_parallel_size) if is_local(m)]
+    if not meshes:
+        raise ValueError(f"process {jax.process_index()} drives none of the tensor_parallel_size="
+                         f"{tensor_parallel_size} x data_parallel_size={data_parallel_size} devices in use; make "
+                         f"them cover all {jax.device_count()} devices of the {jax.process_count()} processes")
+    return meshes
+
+
+def copy_to_mesh(tree, mesh: Mesh):
+    """``tree``'s arrays on ``mesh`` with the same partition specs (a device-to-device copy: the weights are read
+    from the checkpoint once, for replica 0, and copied to the other replicas)."""
+    def move(a):
+        if not isinstance(a, jax.Array):
+            return a
+        return jax.device_put(a, NamedSharding(mesh, getattr(a.sharding, "spec", PartitionSpec())))
+
+    return jax.tree_util.tree_map(move, tree)

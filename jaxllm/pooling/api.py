@@ -49,6 +49,10 @@ class PoolingMixin(ScoringMixin):
         if args.enable_lora:
             raise ValueError("enable_lora=True is not supported with runner='pooling' yet (LoRA adapters serve "
                              "generative models)")
+        if args.data_parallel_size > 1 or jax.process_count() > 1:
+            raise ValueError(f"runner='pooling' with data_parallel_size={args.data_parallel_size} over "
+                             f"{jax.process_count()} process(es) is not supported yet: a pooling model runs as one "
+                             "replica in one process (data_parallel_size=1, no jax.distributed launcher)")
         t_load = time.perf_counter()
         path = resolve_model_path(args.model, args.revision, token=args.hf_token, cache_dir=args.download_dir)
         hf = apply_hf_overrides(hf_config_dict(path), args)

@@ -31,6 +31,7 @@ from jaxllm.config import ModelConfig
 from jaxllm.engine.batch import RunnerOutput, ScheduledBatch
 from jaxllm.engine_args import EngineArgs
 from jaxllm.models.quant import forward_compiler_options
+from jaxllm.parallel.multihost import local_replica
 from jaxllm.parallel.sharding import logical_to_spec, sharding_rules
 from jaxllm.runner.buckets import Bucket, BucketLadder
 from jaxllm.runner.input_batch import BlockTableRows, build_step_inputs, dummy_step_inputs, pack_step_inputs
@@ -259,7 +260,7 @@ class ModelRunner(SleepMode, WeightUpdates):
     def fetch(self, step: _StepInFlight) -> RunnerOutput:
         """Wait for a dispatched step and return its sampled tokens (and logprobs)."""
         t_wait = time.perf_counter()
-        sampled = jax.device_get(step.sampled)  # the only host<->device sync of a step
+        sampled = jax.device_get(local_replica(step.sampled))  # the only host<->device sync of a step
         self.device_wait_seconds += time.perf_counter() - t_wait
         out = to_runner_output(step.batch.seqs, sampled)
         if step.hidden is not None:

@@ -86,9 +86,11 @@ def test_preempted_prompts_pool_once(embedder_dir):
         np.testing.assert_allclose(out.outputs.data, want, atol=1e-4)
 
 
-def test_lora_is_a_generate_feature(embedder_dir, embedder_llm):
-    """LoRA adapters serve generative models: enable_lora with runner='pooling' and a pooling lora_request are
-    ValueErrors naming them, before any device work."""
+def test_lora_and_data_parallel_are_generate_features(embedder_dir, embedder_llm):
+    """LoRA adapters and data-parallel replicas serve generative models: enable_lora or data_parallel_size > 1
+    with runner='pooling', and a pooling lora_request, are ValueErrors naming them, before any device work."""
+    with pytest.raises(ValueError, match="runner='pooling' with data_parallel_size=2"):
+        LLM(str(embedder_dir[0]), runner="pooling", data_parallel_size=2, **ENGINE)
     with pytest.raises(ValueError, match="enable_lora=True is not supported with runner='pooling'"):
         LLM(str(embedder_dir[0]), runner="pooling", enable_lora=True, **ENGINE)
     with pytest.raises(ValueError, match="lora_request is not supported with runner='pooling'"):
