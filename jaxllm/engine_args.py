@@ -22,6 +22,7 @@ from jaxllm.engine_args_checks import (
     check_positive_int,
     parse_env_choice,
 )
+from jaxllm.host_memory import available_host_bytes
 from jaxllm.sampling_params import MAX_LOGPROBS  # also the static top-k width of the sampler's logprobs
 from jaxllm.tokenizer import TOKENIZER_MODES
 from jaxllm.unsupported_args import UNSUPPORTED, check_unsupported
@@ -36,6 +37,7 @@ LORA_DTYPES = ("auto", "float16", "bfloat16", "float32")
 RUNNERS = ("auto", "generate", "pooling")
 BLOCK_SIZES = (8, 16, 32, 64, 128, 256)
 SCHEDULING_POLICIES = ("fcfs", "priority")
+DEFAULT_SWAP_SPACE = 4  # GiB (vLLM's)
 DISTRIBUTED_EXECUTOR_BACKENDS = (None, "uni", "mp", "external_launcher")  # docs/multi_host.md
 CONFIG_FORMATS = ("auto", "hf")
 LOGPROBS_MODES = ("raw_logprobs",)
@@ -92,7 +94,11 @@ class EngineArgs:
     distributed_executor_backend: str | None = None
     disable_custom_all_reduce: bool = False  # XLA's collectives: there is no custom all-reduce either way
     gpu_memory_utilization: float = 0.9
-    swap_space: float = 4  # preemption recomputes: 4 (vLLM's default) or 0, never used
+    # GiB of host memory for KV blocks (preemption by swap, host prefix cache); None: vLLM's 4, or half the
+    # free host memory when that is less (an explicit value larger than the free memory is an error)
+    swap_space: float | None = None
+    preemption_mode: str | None = None  # "recompute", "swap", or None: the cheaper (docs/kv_offload.md)
+    host_prefix_cache: bool = False  # evicted prefix blocks go to the swap_space host tier and hit there
     kv_cache_memory_bytes: int | None = None
     num_gpu_blocks_override: int | None = None
     block_size: int = 16
@@ -200,6 +206,24 @@ class EngineArgs:
         StructuredOutputsConfig.coerce(self.structured_outputs_config)  # checked here, used by the engine
         self.compilation_cache_dir = check_compilation_config(self.compilation_config, self.compilation_cache_dir)
 
+    def _validate_host_tier(self) -> None:
+        swap = self.swap_space
+        available = available_host_bytes()
+        if swap is None:
+            swap = self.swap_space = DEFAULT_SWAP_SPACE if available is None else min(
+                DEFAULT_SWAP_SPACE, available / 2 / 2**30)
+        if isinstance(swap, bool) or not isinstance(swap, (int, float)) or not swap >= 0:
+            raise ValueError(f"swap_space={swap!r}: give the GiB of host memory for KV blocks (a number >= 0)")
+        if available is not None and swap * 2**30 > available:
+            raise ValueError(f"swap_space={swap!r} GiB is more than the free host memory "
+                             f"({available / 2**30:.1f} GiB available)")
+        check_choice("preemption_mode", self.preemption_mode, (None, "recompute", "swap"))
+        check_bool("host_prefix_cache", self.host_prefix_cache)
+        if self.preemption_mode == "swap" and not swap:
+            raise ValueError("preemption_mode='swap' needs swap_space > 0 (the host memory blocks are swapped to)")
+        if self.host_prefix_cache and not (swap and self.enable_prefix_caching):
+            raise ValueError("host_prefix_cache=True needs swap_space > 0 and enable_prefix_caching=True")
+
     def _validate_memory_and_outputs(self) -> None:
         from jaxllm.quantization_config import check_quantization
 
@@ -207,9 +231,7 @@ class EngineArgs:
         gmu = self.gpu_memory_utilization
         if isinstance(gmu, bool) or not isinstance(gmu, (int, float)) or not 0 < gmu <= 1:
             raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {gmu!r}")
-        if self.swap_space not in (0, 4):
-            raise ValueError(f"swap_space={self.swap_space!r}: jaxllm preempts by recompute and never swaps to "
-                             "CPU memory; leave swap_space at its default (4) or pass 0")
+        self._validate_host_tier()
         if self.max_logprobs > MAX_LOGPROBS:
             raise ValueError(f"max_logprobs={self.max_logprobs} is not supported: the sampler returns at most "
                              f"{MAX_LOGPROBS} logprobs per token (vLLM's default)")

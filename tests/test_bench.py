@@ -125,3 +125,16 @@ def test_bench_data_parallel_counts_every_replica(tmp_path):
     result = main(argv)
     assert result["jaxllm"]["output_tokens"] == 20
     assert result["roofline"]["num_gpus"] == 2 and _gpus(result) == 2
+
+
+def test_bench_host_tier_options(tmp_path):
+    """--shared-prefix over a small device cache with the host prefix cache: the prefixes hit in the host tier."""
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps(TINY))
+    result = main(["--config", str(cfg), "--num-requests", "6", "--prompt-len", "4", "4", "--output-len", "2", "2",
+                   "--max-num-seqs", "2", "--max-num-batched-tokens", "64", "--enforce-eager", "--block-size", "8",
+                   "--num-gpu-blocks-override", "12", "--shared-prefix", "48", "3", "--swap-space", "0.01",
+                   "--host-prefix-cache"])
+    ours = result["jaxllm"]
+    assert ours["output_tokens"] == 12 and ours["swap_space"] == 0.01
+    assert ours["host_prefix_cache_hits"] > 0 and ours["prefix_cache_hit_tokens"] >= 3 * 48

@@ -98,13 +98,23 @@ def test_env_sets_the_default_and_the_keyword_wins(monkeypatch):
     ("config_format", "mistral", "config_format='mistral'"),
     ("compilation_config", 0, "compilation_config level=0"),
     ("compilation_config", {"cudagraph_capture_sizes": [1, 2]}, "cudagraph_capture_sizes"),
-    ("swap_space", 8, "swap_space=8"),
+    ("swap_space", -1, "swap_space=-1"),
+    ("swap_space", 10**9, "swap_space=1000000000"),
+    ("preemption_mode", "lazy", "preemption_mode='lazy'"),
     ("runner", "embedding", "runner='embedding'"),
     ("tokenizer_mode", "custom", "tokenizer_mode='custom'"),
 ])
 def test_bad_values_name_the_keyword(name, value, match):
     with pytest.raises(ValueError, match=re.escape(match)):
         EngineArgs.from_kwargs({name: value})
+
+
+def test_host_tier_keywords():
+    assert EngineArgs.from_kwargs({"swap_space": 8, "preemption_mode": "swap"}).swap_space == 8
+    with pytest.raises(ValueError, match="preemption_mode='swap' needs swap_space > 0"):
+        EngineArgs.from_kwargs({"swap_space": 0, "preemption_mode": "swap"})
+    with pytest.raises(ValueError, match="host_prefix_cache=True needs"):
+        EngineArgs.from_kwargs({"host_prefix_cache": True, "enable_prefix_caching": False})
 
 
 def test_compilation_config_maps_cache_dir(monkeypatch):

@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 
+from jaxllm.bench import kv_offload
 from jaxllm.bench.embed import EMBED_WORKLOADS
 from jaxllm.bench.monitor import GpuBusySampler, host_profile
 from jaxllm.bench.presets import PRESETS, preset_args
@@ -89,6 +90,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="then run the requests again, each with one of 8 JSON schemas (structured outputs), and "
                         "compare (jaxllm/bench/structured.py)")
     p.add_argument("--tokenizer", help="with --structured: an HF tokenizer folder (default: the default model's)")
+    kv_offload.add_args(p)
     p.add_argument("--output", help="write the results as JSON here")
     args = p.parse_args(argv)
     if args.preset:  # the preset's arguments first, so the ones given override them
@@ -122,7 +124,7 @@ def run_jaxllm(w: Workload, args, model_dir: str, prompts, output_lens) -> dict:
 
     from jaxllm import LLM, SamplingParams
 
-    max_model_len = w.prompt_len[1] + w.output_len[1]
+    max_model_len = w.prompt_len[1] + w.output_len[1] + (args.shared_prefix[0] if args.shared_prefix else 0)
     tokenizer = None
     if args.structured:
         from jaxllm.bench.structured import save_default_tokenizer
@@ -141,7 +143,8 @@ def run_jaxllm(w: Workload, args, model_dir: str, prompts, output_lens) -> dict:
               async_scheduling=args.async_scheduling, kv_cache_dtype=args.kv_cache_dtype,
               fp8_activations=args.fp8_activations, attention_backend=args.attention_backend,
               quant_matmul_impl=args.quant_matmul_impl, enable_expert_parallel=args.enable_expert_parallel,
-              moe_matmul_impl=args.moe_matmul_impl, **lora)
+              moe_matmul_impl=args.moe_matmul_impl, **lora,
+              **kv_offload.llm_kwargs(args))
     startup = time.perf_counter() - t0
     logging.getLogger("jaxllm").info("ready in %.1f s; generate starts", startup)
     runner = llm.llm_engine.runner
@@ -187,7 +190,7 @@ def run_jaxllm(w: Workload, args, model_dir: str, prompts, output_lens) -> dict:
         "kv_cache_blocks": runner.num_blocks, "kv_cache_dtype": str(runner.kv_caches[0].dtype),
         "activation_reserve_bytes": runner.cache_plan.activation_reserve_bytes,
         "measured_activation_bytes": runner.cache_plan.measured_activation_bytes, "block_size": args.block_size,
-        "num_preemptions": llm.llm_engine.stats.num_preemptions,
+        "num_preemptions": llm.llm_engine.stats.num_preemptions, **kv_offload.stats(llm),
         "async_scheduling": llm.llm_engine.async_scheduling, "gpu_busy": gpu_busy,
         "quantization": args.quantization, "lora_adapters": args.lora_adapters,
         "lora_rank": args.lora_rank if args.lora_adapters else None,
@@ -250,6 +253,7 @@ def main(argv=None) -> dict:
         hf = {**hf, "quantization_config": dummy_int4_quantization_config(args.quantization)}
     cfg = ModelConfig.from_hf(hf, dtype="bfloat16")
     prompts, output_lens = w.requests(cfg.vocab_size)
+    prompts = kv_offload.with_shared_prefixes(prompts, args, cfg.vocab_size, args.seed)
     with tempfile.TemporaryDirectory() as model_dir:
         with open(os.path.join(model_dir, "config.json"), "w") as f:
             json.dump(hf, f)

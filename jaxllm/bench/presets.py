@@ -30,6 +30,8 @@ def _b2_mix(config: str) -> tuple[str, ...]:
             "--output-len", "256", "256")
 
 
+PREEMPT = (*_b2(128, (512, 1024), (256, 512)), "--num-gpu-blocks-override", "1024")
+PREFIX3X = (*_b2(120, (64, 128), (32, 32)), "--num-gpu-blocks-override", "1024", "--shared-prefix", "4096", "12")
 L70 = ("--config", os.path.join(CONFIG_DIR, "llama-3.1-70b.json"), "--num-requests", "256",
        "--prompt-len", "100", "1024", "--output-len", "256", "256", "--tensor-parallel-size", "4")
 
@@ -90,6 +92,18 @@ PRESETS = {
     "b2-gemma3-12b": Preset(_b2_mix("gemma-3-12b.json"),
                             "B2 mix on Gemma-3-12B dims (1024-token windows on 5 of 6 layers)", limit_s=300),
     "b2-phi3-mini": Preset(_b2_mix("phi-3-mini.json"), "B2 mix on Phi-3-mini dims (head_dim 96, window 2047)"),
+    # the host tier (docs/kv_offload.md): a 1024-block (16K-token) device cache under 128 long requests
+    "preempt-recompute": Preset((*PREEMPT, "--preemption-mode", "recompute"),
+                                "preemption-heavy B2 (128 requests, in 512..1024, out 256..512, 1024 device "
+                                "blocks): preemption by recompute", limit_s=300),
+    "preempt-swap": Preset((*PREEMPT, "--swap-space", "16", "--preemption-mode", "swap"),
+                           "the same, preemption by swap to 16 GiB of host memory", baseline="preempt-recompute",
+                           limit_s=300),
+    # 12 shared prefixes of 4096 tokens (~49K tokens) over a 1024-block (16K-token) device cache: ~3x
+    "prefix3x": Preset(PREFIX3X, "12 shared 4096-token prefixes, 3x the device cache, no host tier",
+                       limit_s=300),
+    "prefix3x-host": Preset((*PREFIX3X, "--swap-space", "8", "--host-prefix-cache"),
+                            "the same with the host prefix cache (8 GiB)", baseline="prefix3x", limit_s=300),
     "l70-tp4": Preset(L70, "Llama-3.1-70B dims, TP=4, 256 requests, in 100..1024, out 256", gpus=4,
                       limit_s=360),
 }

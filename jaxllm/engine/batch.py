@@ -45,9 +45,12 @@ class ScheduledSeq:
 
 @dataclasses.dataclass
 class ScheduledBatch:
-    """A ragged batch: the concatenation of every scheduled sequence's new tokens."""
+    """A ragged batch: the concatenation of every scheduled sequence's new tokens, and the host-tier copies
+    the runner makes before computing them (see ``host_tier.py`` for their order)."""
 
     seqs: list[ScheduledSeq]
+    swap_out: list[tuple[int, int]] = dataclasses.field(default_factory=list)  # (device block, host slot)
+    swap_in: list[tuple[int, int]] = dataclasses.field(default_factory=list)  # (host slot, device block)
 
     @property
     def num_tokens(self) -> int:

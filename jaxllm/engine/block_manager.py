@@ -11,19 +11,26 @@ computes them runs (as vLLM v1 does), except for a block holding a token not sam
 asynchronous scheduling, a negative id): that one is registered when the sequence is next scheduled. A sequence admitted later in the same step may then reuse those
 blocks: this is exact because the runner writes the K/V of every scheduled token of a layer to the cache
 before that layer's attention reads the cache.
+
+With a host tier (``host``, see ``host_tier.py``), a preempted sequence's blocks can be swapped out to host
+slots (``swap_out``) and back into fresh device blocks (``swap_in``), and, with the host prefix cache, an
+evicted prefix block is copied to the host and found there by ``get_computed_blocks``: a host hit is
+returned as ``~slot`` (a negative id) and ``allocate`` copies it into a fresh device block.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 
+from .host_tier import HostTier
 from .sequence import Sequence
 
 _HASH_SEED = 0x5EED_CAFE  # "previous block hash" of block 0
 
 
 class BlockManager:
-    def __init__(self, num_blocks: int, block_size: int, enable_prefix_caching: bool) -> None:
+    def __init__(self, num_blocks: int, block_size: int, enable_prefix_caching: bool,
+                 host: HostTier | None = None) -> None:
         if num_blocks < 1 or block_size < 1:
             raise ValueError(f"num_blocks and block_size must be >= 1, got {num_blocks} and {block_size}")
         self.num_blocks = num_blocks
@@ -35,6 +42,7 @@ class BlockManager:
         # Free blocks, eviction order first (an OrderedDict is an O(1) LRU queue with removal by key).
         self.free_queue: OrderedDict[int, None] = OrderedDict((b, None) for b in range(num_blocks))
         self._pending: list[int] = []  # blocks registered since the last take_pending_hashes()
+        self.host = host
 
     @property
     def num_free_blocks(self) -> int:
@@ -70,8 +78,12 @@ class BlockManager:
         max_blocks = (len(seq.token_ids) - 1) // self.block_size
         hashes = self._hash_blocks(seq, max_blocks)
         hits = []
+        host = self.host
         for i in range(max_blocks):
             b = self.cached_blocks.get(hashes[i])
+            if b is None and host is not None:
+                slot = host.lookup(hashes[i])
+                b = None if slot is None else ~slot
             if b is None:
                 break
             hits.append(b)
@@ -83,9 +95,9 @@ class BlockManager:
         """Whether ``allocate(seq, num_new_tokens, computed_blocks)`` would find enough free blocks."""
         if computed_blocks:
             total = len(computed_blocks) * self.block_size + num_new_tokens
-            have = len(computed_blocks)
-            # Reusing a free cached block takes it out of the free queue too.
-            have_free = sum(1 for b in computed_blocks if self.ref_counts[b] == 0)
+            # Reusing a free cached block takes it out of the free queue too; a host hit needs a fresh block.
+            have = sum(1 for b in computed_blocks if b >= 0)
+            have_free = sum(1 for b in computed_blocks if b >= 0 and self.ref_counts[b] == 0)
         else:
             total = seq.num_computed_tokens + num_new_tokens
             have, have_free = len(seq.block_table), 0
@@ -100,10 +112,16 @@ class BlockManager:
         if computed_blocks:
             assert not table, "computed blocks are only taken by a sequence that holds no blocks"
             for b in computed_blocks:
-                if self.ref_counts[b] == 0:
-                    del self.free_queue[b]
-                self.ref_counts[b] += 1
+                if b >= 0:
+                    if self.ref_counts[b] == 0:
+                        del self.free_queue[b]
+                    self.ref_counts[b] += 1
             table.extend(computed_blocks)
+            if self.host is not None:  # the blocks taken below may evict to the host: keep these slots
+                self.host.hold([~b for b in computed_blocks if b < 0])
+            for i, b in enumerate(table):
+                if b < 0:
+                    table[i] = self._load_from_host(~b, seq.block_hashes[i])
             seq.num_computed_tokens = len(computed_blocks) * self.block_size
             seq.num_registered_blocks = len(computed_blocks)
         total = seq.num_computed_tokens + num_new_tokens
@@ -135,6 +153,8 @@ class BlockManager:
         if h is not None:  # evict: its old contents are about to be overwritten
             del self.cached_blocks[h]
             self.block_hash[b] = None
+            if self.host is not None:
+                self.host.offload(h, b)
         self.ref_counts[b] = 1
         return b
 
@@ -154,6 +174,52 @@ class BlockManager:
                 self._pending.append(b)
         seq.num_registered_blocks = num_full_blocks
 
+    def _load_from_host(self, slot: int, h: int) -> int:
+        """A host prefix-cache hit: a fresh device block, registered under ``h``, that this step's copy fills."""
+        b = self._take_free_block()
+        self.host.load(slot, b)
+        if h not in self.cached_blocks:
+            self.cached_blocks[h] = b
+            self.block_hash[b] = h
+            self._pending.append(b)
+        return b
+
+    # ---- host tier: preemption by swap ------------------------------------------------------------------
+
+    def swap_out(self, seq: Sequence) -> bool:
+        """Move a preempted sequence's blocks to host slots (its ``num_computed_tokens`` stays); False, with
+        nothing changed, when the host tier lacks the slots."""
+        if self.host is None or not seq.block_table:
+            return False
+        slots = self.host.swap_out(seq.block_table)
+        if slots is None:
+            return False
+        self._free_device(seq)
+        seq.host_blocks = slots
+        return True
+
+    def swap_in(self, seq: Sequence, num_new_tokens: int) -> bool:
+        """Bring a swapped-out sequence's blocks back into fresh device blocks and allocate its next
+        ``num_new_tokens``; False, with nothing changed, when the device lacks the blocks."""
+        if self.blocks_needed(seq.num_computed_tokens + num_new_tokens) > len(self.free_queue):
+            return False
+        blocks = [self._take_free_block() for _ in seq.host_blocks]
+        self.host.swap_in(seq.host_blocks, blocks)
+        seq.host_blocks = []
+        seq.block_table = blocks
+        self.allocate(seq, num_new_tokens)
+        return True
+
+    def take_swaps(self) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+        """The host copies queued for the step being scheduled: (swap_out, swap_in) pairs."""
+        return self.host.take_swaps() if self.host is not None else ([], [])
+
+    def drop_host_copies(self) -> None:
+        """A step failed: forget the queued copies and the host prefix cache (its copies may be missing)."""
+        if self.host is not None:
+            self.host.take_swaps()
+            self.host.clear_cache()
+
     def take_pending_hashes(self) -> list[int]:
         """The blocks registered since the last call (for the step being scheduled); keep them until the step
         ran, to ``drop_hashes`` them if it failed."""
@@ -169,9 +235,15 @@ class BlockManager:
                 self.block_hash[b] = None
 
     def free(self, seq: Sequence) -> None:
-        """Release the sequence's blocks. Blocks reaching ref_count 0 join the free queue: uncached ones at
-        the front (reused first), cached ones at the back, the sequence's last block first so that common
-        prefixes outlive their tails."""
+        """Release the sequence's blocks (device and host)."""
+        if seq.host_blocks:
+            self.host.release(seq.host_blocks)
+            seq.host_blocks = []
+        self._free_device(seq)
+
+    def _free_device(self, seq: Sequence) -> None:
+        """Blocks reaching ref_count 0 join the free queue: uncached ones at the front (reused first), cached
+        ones at the back, the sequence's last block first so that common prefixes outlive their tails."""
         for b in reversed(seq.block_table):
             self.ref_counts[b] -= 1
             if self.ref_counts[b] == 0:
@@ -187,4 +259,6 @@ class BlockManager:
             return False
         self.cached_blocks.clear()
         self.block_hash = [None] * self.num_blocks
+        if self.host is not None:
+            self.host.clear_cache()
         return True

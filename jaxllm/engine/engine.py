@@ -36,6 +36,7 @@ from ..structured_outputs.params import StructuredOutputsConfig
 from . import metrics as _metrics
 from .block_manager import BlockManager
 from .detokenizer import IncrementalDetokenizer, TokenizerView
+from .host_tier import HostTier, PreemptionCost
 from .request_checks import check_params, check_prompt, check_request_options, truncate_prompt
 from .request_state import RequestState
 from .scheduler import Scheduler
@@ -55,6 +56,10 @@ class EngineStats:
     num_preemptions: int = 0
     num_prompt_tokens: int = 0  # of added requests (each child counted once per request)
     num_cached_tokens: int = 0  # prefix-cache hit tokens reported by finished sequences
+    num_swap_preemptions: int = 0  # preemptions by swap (included in num_preemptions)
+    num_swapped_out_blocks: int = 0  # KV blocks copied device -> host (preemption and prefix offload)
+    num_swapped_in_blocks: int = 0  # KV blocks copied host -> device
+    num_host_prefix_cache_hits: int = 0  # blocks found in the host prefix cache
 
 
 class LLMEngine:
@@ -67,7 +72,9 @@ class LLMEngine:
     for requests without ``SamplingParams.seed``. ``max_logprobs`` caps a request's logprobs / prompt_logprobs
     (vLLM's engine argument). ``log_stats``: throughput and cache usage in the log every few seconds.
     ``scheduling_policy``: "fcfs" or "priority" (see the scheduler). ``model_config`` / ``model_name``: what
-    ``model_config`` and the metrics' labels report."""
+    ``model_config`` and the metrics' labels report. ``num_host_blocks`` (> 0: the runner executes the batches'
+    ``swap_out`` / ``swap_in`` copies): the host tier's slots, for ``preemption_mode`` ("recompute", "swap" or
+    None: the cheaper by ``preemption_cost``) and, with ``host_prefix_cache``, evicted prefix blocks."""
 
     def __init__(
         self,
@@ -90,6 +97,10 @@ class LLMEngine:
         scheduling_policy: str = "fcfs",
         model_config: Any = None,
         model_name: str = "",
+        num_host_blocks: int = 0,
+        host_prefix_cache: bool = False,
+        preemption_mode: str | None = None,
+        preemption_cost: PreemptionCost | None = None,
         max_loras: int | None = None,
     ) -> None:
         for name, v in (
@@ -127,7 +138,10 @@ class LLMEngine:
         self._stat_logger = StatLogger() if log_stats else None
         self.tokenizer = tokenizer
         self._view = TokenizerView(tokenizer) if tokenizer is not None else None
-        self.block_manager = BlockManager(num_blocks, block_size, enable_prefix_caching)
+        if host_prefix_cache and not (num_host_blocks and enable_prefix_caching):
+            raise ValueError("host_prefix_cache needs a host tier (swap_space > 0) and enable_prefix_caching")
+        host = HostTier(num_host_blocks, host_prefix_cache) if num_host_blocks else None
+        self.block_manager = BlockManager(num_blocks, block_size, enable_prefix_caching, host)
         self.scheduler = Scheduler(
             self.block_manager,
             max_num_seqs=max_num_seqs,
@@ -135,6 +149,8 @@ class LLMEngine:
             max_model_len=max_model_len,
             decode_token=self._view.decode_token if self._view else None,
             policy=scheduling_policy,
+            preemption_mode=preemption_mode,
+            preemption_cost=preemption_cost,
             max_loras=max_loras,
         )
         self.max_loras = max_loras  # None: LoRA is off; else the runner has check_lora(request)
@@ -397,6 +413,12 @@ class LLMEngine:
         finished = self.scheduler.update(batch, output)
         self.stats.num_generated_tokens = self.scheduler.num_generated_tokens
         self.stats.num_preemptions = self.scheduler.num_preemptions
+        host = self.block_manager.host
+        if host is not None:
+            self.stats.num_swap_preemptions = self.scheduler.num_swap_preemptions
+            self.stats.num_swapped_out_blocks = host.num_swapped_out
+            self.stats.num_swapped_in_blocks = host.num_swapped_in
+            self.stats.num_host_prefix_cache_hits = host.prefix_hits
         return finished
 
     def _drain(self) -> None:

@@ -143,6 +143,16 @@ def snapshot(engine: Any, labels: dict[str, str]) -> list[Metric]:
         Counter("vllm:prefix_cache_queries", dict(labels), int(sched.prefix_cache_queries)),
         Counter("vllm:prefix_cache_hits", dict(labels), int(sched.prefix_cache_hits)),
     ]
+    if bm.host is not None:  # the host tier (swap_space): vLLM v0's swap gauges, and its copy counters
+        host = bm.host
+        swapped = {s.request_id for s in sched.waiting if s.host_blocks}
+        out += [
+            Gauge("vllm:num_requests_swapped", dict(labels), float(len(swapped))),
+            Gauge("vllm:cpu_cache_usage_perc", dict(labels), 1.0 - host.num_free_slots / host.num_slots),
+            Counter("vllm:kv_swapped_out_blocks", dict(labels), int(host.num_swapped_out)),
+            Counter("vllm:kv_swapped_in_blocks", dict(labels), int(host.num_swapped_in)),
+            Counter("vllm:host_prefix_cache_hits", dict(labels), int(host.prefix_hits)),
+        ]
     for reason in ("stop", "length", "abort"):
         out.append(Counter("vllm:request_success", {**labels, "finished_reason": reason}, req.finished[reason]))
     out += [

@@ -9,6 +9,12 @@ preempted by recompute: its blocks are freed and it goes back to the front of th
 ``num_computed_tokens = 0`` (its generated tokens are kept and recomputed in its next prefill, so outputs
 are exact). No waiting sequence is admitted in a step that preempted.
 
+Preemption by swap (with a host tier, see ``host_tier.py``): the victim's blocks are copied to host slots
+and it keeps ``num_computed_tokens``; when it is admitted again its blocks are copied back into fresh device
+blocks and it continues where it stopped. ``preemption_mode`` picks "recompute" or "swap" for every
+preemption, or (None) the cheaper one by ``PreemptionCost``; a swap that finds too few free host slots
+falls back to recompute.
+
 With ``policy="priority"`` (vLLM's ``scheduling_policy``), both queues are ordered by (priority, arrival time),
 lower first: the waiting queue is kept sorted (a preempted sequence goes back to its place in it), and the
 running list is sorted at the start of each step, so that running sequences get the token budget in priority
@@ -40,6 +46,7 @@ from ..structured_outputs.grammar import accept_tokens
 from .batch import RunnerOutput, ScheduledBatch, ScheduledSeq
 from .block_manager import BlockManager
 from .detokenizer import make_logprobs
+from .host_tier import PREEMPTION_MODES, PreemptionCost
 from .sequence import Sequence, SequenceStatus
 
 POLICIES = ("fcfs", "priority")
@@ -65,10 +72,19 @@ class Scheduler:
         max_model_len: int,
         decode_token: Any = None,  # token id -> str for Logprob.decoded_token, or None
         policy: str = "fcfs",  # or "priority"
+        preemption_mode: str | None = None,  # "recompute", "swap", or None: the cheaper by preemption_cost
+        preemption_cost: PreemptionCost | None = None,
         max_loras: int | None = None,  # distinct LoRA adapters among running sequences (None: no limit)
     ) -> None:
         if policy not in POLICIES:
             raise ValueError(f"scheduling policy {policy!r} is not supported; choose one of {POLICIES}")
+        if preemption_mode not in (None, *PREEMPTION_MODES):
+            raise ValueError(f"preemption_mode {preemption_mode!r} is not supported; choose one of "
+                             f"{PREEMPTION_MODES} or None")
+        if preemption_mode == "swap" and block_manager.host is None:
+            raise ValueError("preemption_mode='swap' needs a host tier (swap_space > 0)")
+        self.preemption_mode = preemption_mode
+        self.preemption_cost = preemption_cost
         self.policy = policy
         self.block_manager = block_manager
         self.max_num_seqs = max_num_seqs
@@ -80,6 +96,7 @@ class Scheduler:
         self.running: list[Sequence] = []  # admission order
         self._inflight: deque[_InFlight] = deque()  # scheduled steps not yet updated, oldest first
         self.num_preemptions = 0
+        self.num_swap_preemptions = 0  # preemptions by swap (included in num_preemptions)
         self.num_generated_tokens = 0  # tokens appended by update (dropped extra tokens not counted)
         # prefix-cache lookups at admission: prompt (+ output) tokens looked up, and tokens found cached
         self.prefix_cache_queries = 0
@@ -165,15 +182,21 @@ class Scheduler:
                 if (seq.grammar is not None and not seq.grammar.ready()) or self._adapter_waits(seq, loras):
                     skipped.append(waiting.popleft())
                     continue
-                hits = bm.get_computed_blocks(seq)
-                start = len(hits) * bm.block_size
-                n = min(len(seq.token_ids) - start, budget)
-                if not bm.allocate_slots(seq, n, hits):
-                    break  # FCFS: nobody overtakes the head of the queue
+                if seq.host_blocks:  # preempted by swap: resume where it stopped
+                    start = seq.num_computed_tokens
+                    n = min(len(seq.token_ids) - start, budget)
+                    if not bm.swap_in(seq, n):
+                        break
+                else:
+                    hits = bm.get_computed_blocks(seq)
+                    start = len(hits) * bm.block_size
+                    n = min(len(seq.token_ids) - start, budget)
+                    if not bm.allocate_slots(seq, n, hits):
+                        break  # FCFS: nobody overtakes the head of the queue
+                    if bm.enable_prefix_caching and seq.read_prefix_cache:
+                        self.prefix_cache_queries += len(seq.token_ids)
+                        self.prefix_cache_hits += start
                 waiting.popleft()
-                if bm.enable_prefix_caching and seq.read_prefix_cache:
-                    self.prefix_cache_queries += len(seq.token_ids)
-                    self.prefix_cache_hits += start
                 if seq.lora_int_id:
                     loras.add(seq.lora_int_id)
                 if seq.num_cached_tokens is None:  # reported hits: those of the first admission
@@ -190,7 +213,8 @@ class Scheduler:
         for sseq, seq in zip(batch, scheduled):
             seq.num_computed_tokens = sseq.start + sseq.num_new_tokens
         result = ScheduledBatch(batch)
-        if batch:
+        if batch:  # copies queued by a step with nothing to run wait for the next one
+            result.swap_out, result.swap_in = bm.take_swaps()
             needs_sync = any(seq.needs_history for seq in scheduled)
             self._inflight.append(_InFlight(result, scheduled, bm.take_pending_hashes(), needs_sync))
         return result
@@ -231,7 +255,9 @@ class Scheduler:
     def reset_inflight(self) -> None:
         """After a failed step (the runner raised): the K/V of every step in flight may be missing, so their
         prefix-cache hashes are dropped and each of their unfinished sequences drops its pending tokens,
-        releases its blocks and goes back to the front of the waiting queue, in order, to be recomputed."""
+        releases its blocks and goes back to the front of the waiting queue, in order, to be recomputed. The
+        host tier's copies may be missing too: swapped-out sequences are recomputed and its prefix cache is
+        dropped."""
         seqs: dict[int, Sequence] = {}
         for step in self._inflight:
             self.block_manager.drop_hashes(step.hashes)
@@ -248,13 +274,29 @@ class Scheduler:
             seq.num_computed_tokens = 0
             seq.status = SequenceStatus.WAITING
             self._requeue(seq)
+        for seq in self.waiting:
+            if seq.host_blocks:
+                self.block_manager.free(seq)
+                seq.num_computed_tokens = 0
+        self.block_manager.drop_host_copies()
 
     def _preempt(self, seq: Sequence) -> None:
-        self.block_manager.free(seq)
-        seq.num_computed_tokens = 0
+        if self._prefer_swap(seq) and self.block_manager.swap_out(seq):
+            self.num_swap_preemptions += 1
+        else:
+            self.block_manager.free(seq)
+            seq.num_computed_tokens = 0
         seq.status = SequenceStatus.WAITING
         self._requeue(seq)
         self.num_preemptions += 1
+
+    def _prefer_swap(self, seq: Sequence) -> bool:
+        if self.block_manager.host is None or self.preemption_mode == "recompute":
+            return False
+        if self.preemption_mode == "swap":
+            return True
+        cost = self.preemption_cost
+        return cost is not None and cost.prefer_swap(len(seq.block_table), seq.num_computed_tokens)
 
     # ---- update ----------------------------------------------------------------------------------------
 
@@ -377,6 +419,9 @@ class Scheduler:
         doomed = {id(s) for s in seqs if s.status != SequenceStatus.FINISHED}
         if not doomed:
             return
+        for s in self.waiting:
+            if id(s) in doomed and s.host_blocks:  # preempted by swap: its host slots
+                self.block_manager.free(s)
         self.waiting = deque(s for s in self.waiting if id(s) not in doomed)
         keep = []
         for s in self.running:

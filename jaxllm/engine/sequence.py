@@ -36,6 +36,7 @@ class Sequence:
         "first_scheduled_time",
         "first_token_time",
         "grammar",
+        "host_blocks",
         "index",
         "last_token_time",
         "logprobs",
@@ -91,6 +92,7 @@ class Sequence:
         self.num_computed_tokens = 0
         self.num_cached_tokens: int | None = None  # prefix-cache hit tokens at first admission
         self.block_table: list[int] = []
+        self.host_blocks: list[int] = []  # host-tier slots of its blocks while preempted by swap
         self.block_hashes: list[int] = []
         self.num_registered_blocks = 0  # leading blocks of block_table already offered to the cache
         self.status = SequenceStatus.WAITING

@@ -60,7 +60,9 @@ def _check_no_kv_cache_args(args) -> None:
     """Encoders keep no KV cache: its settings cannot apply, so setting one is an error."""
     for name, value in (("kv_cache_dtype", args.kv_cache_dtype if args.kv_cache_dtype != "auto" else None),
                         ("num_gpu_blocks_override", args.num_gpu_blocks_override),
-                        ("kv_cache_memory_bytes", args.kv_cache_memory_bytes)):
+                        ("kv_cache_memory_bytes", args.kv_cache_memory_bytes),
+                        ("preemption_mode", args.preemption_mode),
+                        ("host_prefix_cache", args.host_prefix_cache or None)):
         if value is not None:
             raise ValueError(f"{name}={value!r}: encoder models (BERT family) run without a KV cache")
 

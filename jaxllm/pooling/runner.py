@@ -9,7 +9,8 @@ tasks also fetch every new token's hidden state, from a second program per bucke
 
 With asynchronous scheduling the engine packs and launches step N+1 while step N runs (``dispatch`` /
 ``fetch``): a sequence whose prompt ends in step N is never scheduled again, and one whose next chunk is in
-step N+1 has its chunks fetched in order.
+step N+1 has its chunks fetched in order. A prompt preempted by swap (``swap_space``, the KV cache's host tier)
+resumes at its next chunk with its pooled state kept; one preempted by recompute starts again from its first.
 """
 
 from __future__ import annotations
@@ -98,6 +99,8 @@ class PoolingModelRunner(ModelRunner):
     def dispatch(self, batch: ScheduledBatch) -> _PoolStepInFlight:
         """Launch one step without waiting for it (the engine schedules the next one meanwhile)."""
         self.check_awake()
+        if batch.swap_out or batch.swap_in:  # the host tier's copies, before the step (preemption by swap)
+            self.kv_caches = self.host_kv.apply(self.kv_caches, batch.swap_out, batch.swap_in)
         bucket = self.ladder.pick(batch.num_tokens, batch.num_seqs)
         inputs = build_step_inputs(batch, bucket, self.block_size, self.max_blocks_per_seq, self._table_rows)
         token_rows = any(s.pooling_params.task.startswith("token_") for s in batch.seqs)
@@ -116,6 +119,8 @@ class PoolingModelRunner(ModelRunner):
         t_wait = time.perf_counter()
         pooled, hidden = jax.device_get((step.pooled, step.hidden))
         self.device_wait_seconds += time.perf_counter() - t_wait
+        if self.host_kv is not None:
+            self.host_kv.flush()  # swap-outs dispatched before this step: done
         out = RunnerOutput(sampled={})
         offset = 0
         for i, s in enumerate(step.batch.seqs):

@@ -29,6 +29,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxllm.config import ModelConfig
 from jaxllm.engine.batch import RunnerOutput, ScheduledBatch
+from jaxllm.engine.host_tier import PreemptionCost
 from jaxllm.engine_args import EngineArgs
 from jaxllm.models.quant import forward_compiler_options
 from jaxllm.parallel.multihost import local_replica
@@ -37,6 +38,7 @@ from jaxllm.runner.buckets import Bucket, BucketLadder
 from jaxllm.runner.input_batch import BlockTableRows, build_step_inputs, dummy_step_inputs, pack_step_inputs
 from jaxllm.runner.kernel_policy import KernelPolicy
 from jaxllm.runner.kv_cache_plan import KVCachePlan
+from jaxllm.runner.kv_swap import make_host_pool, preemption_cost_terms
 from jaxllm.runner.programs import ForwardKey, ProgramKey, Programs, SampleKey
 from jaxllm.runner.prompt_logprobs import prompt_logprobs
 from jaxllm.runner.sampler_config import SAMPLE_CONFIG, STARTUP_CONFIGS
@@ -74,6 +76,10 @@ class ModelRunner(SleepMode, WeightUpdates):
         self.cache_plan = KVCachePlan(cfg, mesh, args, self.dtype)
         self.kv_cache_dtype = self.cache_plan.dtype
         self._set_cache_shapes(self.cache_plan.num_blocks)  # shapes only until the programs are compiled
+        # the KV cache's host tier (swap_space; None when nothing would use it)
+        self.host_kv = (make_host_pool(args.swap_space, self.kv_caches, self.cache_plan.sharding)
+                        if args.swap_space and (args.preemption_mode != "recompute" or args.host_prefix_cache)
+                        else None)
         self.kernels = KernelPolicy(cfg, self.dtype, self.kv_caches[0], tp, attention_backend=args.attention_backend,
                                     decode_splits=args.attention_decode_splits, fp8_dot=args.attention_fp8_dot)
         self._max_seqs = self.ladder.buckets[-1].num_seqs
@@ -210,8 +216,19 @@ class ModelRunner(SleepMode, WeightUpdates):
 
     @property
     def num_compilations(self) -> int:
-        """Programs compiled so far: step variants plus prompt-logprob programs."""
-        return len(self.programs) + self._prompt_lp._cache_size()
+        """Programs compiled so far: step variants, prompt-logprob programs and the host tier's copies."""
+        swap = 0 if self.host_kv is None else self.host_kv.num_compilations
+        return len(self.programs) + self._prompt_lp._cache_size() + swap
+
+    def host_tier_kwargs(self, args: EngineArgs) -> dict:
+        """LLMEngine's host-tier keywords: the slots, the switches, and the preemption cost rule's constants
+        for this model and device (kv_swap.py)."""
+        if self.host_kv is None:
+            return {"num_host_blocks": 0, "preemption_mode": args.preemption_mode}
+        cost = preemption_cost_terms(self.params, self.cfg, self.host_kv.slot_bytes(self.kv_caches),
+                                     self.mesh.devices.flat[0].platform)
+        return {"num_host_blocks": self.host_kv.num_slots, "host_prefix_cache": args.host_prefix_cache,
+                "preemption_mode": args.preemption_mode, "preemption_cost": PreemptionCost(**cost)}
 
     def check_lora(self, request) -> None:
         """Validate a request's LoRA adapter (loaded into host memory): ValueError/TypeError before device work."""
@@ -228,6 +245,8 @@ class ModelRunner(SleepMode, WeightUpdates):
         fill the rows' grammar bitmasks from the previous step's tokens, which the forward does not need, so
         the forward runs while the host waits for them."""
         self.check_awake()
+        if batch.swap_out or batch.swap_in:  # the host tier's copies, before the step (host_tier.py)
+            self.kv_caches = self.host_kv.apply(self.kv_caches, batch.swap_out, batch.swap_in)
         bucket = self.ladder.pick(batch.num_tokens, batch.num_seqs)
         inputs = build_step_inputs(batch, bucket, self.block_size, self.max_blocks_per_seq, self._table_rows)
         want_prompt_lp = any(s.want_prompt_logprobs for s in batch.seqs)
@@ -262,6 +281,8 @@ class ModelRunner(SleepMode, WeightUpdates):
         t_wait = time.perf_counter()
         sampled = jax.device_get(local_replica(step.sampled))  # the only host<->device sync of a step
         self.device_wait_seconds += time.perf_counter() - t_wait
+        if self.host_kv is not None:
+            self.host_kv.flush()  # swap-outs dispatched before this step: done
         out = to_runner_output(step.batch.seqs, sampled)
         if step.hidden is not None:
             out.prompt_logprobs = prompt_logprobs(step.batch, step.hidden, self._prompt_lp, self.params)

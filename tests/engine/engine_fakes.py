@@ -4,7 +4,9 @@
 it to, then reads every position ``0 .. end-1`` of every sequence back *through the cache* and checks it
 holds that sequence's token. The next token is a function of what was read from the cache, like a real
 model. A wrong block table, a shared block overwritten with other tokens, an evicted cached block reused,
-a stale prefix-cache hit: each shows up as an assertion or a different output.
+a stale prefix-cache hit: each shows up as an assertion or a different output. Host-tier copies
+(``batch.swap_out`` / ``swap_in``) move blocks between that cache and a dict of host slots, in the order the
+real runner makes them.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class CacheCheckingRunner:
         self.max_num_batched_tokens = max_num_batched_tokens
         self.script = script or {}  # tuple(prompt) -> list of output tokens to emit, by output_index
         self.batches: list[list[tuple[int, int, int, bool]]] = []  # (seq_id, start, n, sample) per step
+        self.host: dict[int, list] = {}  # host slot -> the block's cache entries
 
     def slot(self, block_table: list[int], pos: int) -> int:
         return block_table[pos // self.block_size] * self.block_size + pos % self.block_size
@@ -64,6 +67,17 @@ class CacheCheckingRunner:
             t = (t + 1) % VOCAB
         return t
 
+    def _swap(self, batch: ScheduledBatch) -> None:
+        """Swap-outs read the device, then write the host (in order), then swap-ins read the host and write
+        the device; a swapped-in slot that was never written fails."""
+        bs = self.block_size
+        outs = [(slot, self.cache[b * bs:(b + 1) * bs]) for b, slot in batch.swap_out]
+        for slot, data in outs:
+            self.host[slot] = data
+        ins = [(b, self.host[slot]) for slot, b in batch.swap_in]
+        for b, data in ins:
+            self.cache[b * bs:(b + 1) * bs] = data
+
     def execute(self, batch: ScheduledBatch) -> RunnerOutput:
         return self._run(batch, lambda token: token)
 
@@ -76,6 +90,7 @@ class CacheCheckingRunner:
             assert batch.num_tokens <= self.max_num_batched_tokens
         assert len({s.seq_id for s in batch.seqs}) == batch.num_seqs
         self.batches.append([(s.seq_id, s.start, s.num_new_tokens, s.sample) for s in batch.seqs])
+        self._swap(batch)
         # 1) write K/V of every scheduled token (all sequences first, as the runner's layers do)
         for s in batch.seqs:
             assert s.num_new_tokens >= 1 and s.end <= len(s.token_ids)
@@ -174,10 +189,12 @@ def make_engine(
     async_scheduling=None,
     runner=None,
     scheduling_policy="fcfs",
+    **host_tier,
 ):
     """(LLMEngine, CacheCheckingRunner) wired together; the vocabulary is the tokenizer's when there is one.
     ``async_scheduling`` None: ``DEFAULT_ASYNC``. ``runner``: a fake built by the test (e.g. one that fails)
-    instead of a CacheCheckingRunner of these sizes."""
+    instead of a CacheCheckingRunner of these sizes. ``host_tier``: num_host_blocks, host_prefix_cache,
+    preemption_mode."""
     async_scheduling = DEFAULT_ASYNC if async_scheduling is None else async_scheduling
     if runner is None:
         cls = AsyncCacheCheckingRunner if async_scheduling else CacheCheckingRunner
@@ -196,5 +213,6 @@ def make_engine(
         seed=seed,
         async_scheduling=async_scheduling,
         scheduling_policy=scheduling_policy,
+        **host_tier,
     )
     return eng, runner

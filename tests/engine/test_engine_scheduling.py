@@ -273,10 +273,12 @@ def test_failed_step_is_recovered_without_stale_cache_hits():
     assert list(run_all(eng)["again"].outputs[0].token_ids) == reference_greedy(prompts[0], 6)
 
 
+@pytest.mark.parametrize("host_slots", [0, 6])
 @pytest.mark.parametrize("trial", range(6))
-def test_random_configs_match_unconstrained_run(trial):
+def test_random_configs_match_unconstrained_run(trial, host_slots):
     """Random pools, budgets, block sizes, shared prefixes, n > 1, seeded and unseeded sampling: every
-    constrained run (chunking, preemption, eviction) gives the outputs of a roomy run."""
+    constrained run (chunking, preemption, eviction; with host slots: preemption by swap and the host prefix
+    cache, both falling short of slots at times) gives the outputs of a roomy run."""
     rng = random.Random(100 + trial)
     bs = rng.choice([1, 2, 4, 16])
     base = [rng.randrange(VOCAB) for _ in range(40)]
@@ -298,7 +300,7 @@ def test_random_configs_match_unconstrained_run(trial):
             )
         reqs.append((str(i), p, sp))
 
-    def run(num_blocks, max_num_seqs, budget, caching):
+    def run(num_blocks, max_num_seqs, budget, caching, **host):
         eng, _ = make_engine(
             num_blocks=num_blocks,
             block_size=bs,
@@ -307,6 +309,7 @@ def test_random_configs_match_unconstrained_run(trial):
             max_model_len=128,
             enable_prefix_caching=caching,
             seed=trial,
+            **host,
         )
         for rid, p, sp in reqs:
             eng.add_request(rid, p, sp)
@@ -321,5 +324,8 @@ def test_random_configs_match_unconstrained_run(trial):
 
     _, want = run(4096, 64, 4096, False)
     need = max(-(-(len(p) + sp.max_tokens) // bs) for _, p, sp in reqs)
-    eng, got = run(need + rng.randint(0, 3 * need), rng.randint(1, 6), rng.randint(6, 40), rng.random() < 0.7)
+    caching = rng.random() < 0.7
+    host = {"num_host_blocks": host_slots, "host_prefix_cache": caching,
+            "preemption_mode": "swap"} if host_slots else {}
+    eng, got = run(need + rng.randint(0, 3 * need), rng.randint(1, 6), rng.randint(6, 40), caching, **host)
     assert got == want

@@ -71,15 +71,19 @@ def test_prefix_cache_and_tensor_parallel(embedder_dir, embedder_llm):
     np.testing.assert_allclose(tp.embed(text, use_tqdm=False)[0].outputs.embedding, first, atol=1e-4)
 
 
-def test_preempted_prompts_pool_once(embedder_dir):
+@pytest.mark.parametrize("preemption_mode", ["recompute", "swap"])
+def test_preempted_prompts_pool_once(embedder_dir, preemption_mode):
     """A KV cache too small for every chunked prompt at once: preempted prompts are recomputed from the start,
-    and their token-level outputs still have exactly one row per prompt token."""
+    or swapped to the host tier and resumed at their next chunk; their token-level outputs still have exactly
+    one row per prompt token."""
     model = embedder_dir[1]
     llm = LLM(str(embedder_dir[0]), runner="pooling", num_gpu_blocks_override=9, block_size=16,
-              **{**ENGINE, "max_num_batched_tokens": 48})
+              preemption_mode=preemption_mode, swap_space=0.01, **{**ENGINE, "max_num_batched_tokens": 48})
     ids = [[3 + (7 * i + 5 * j) % 400 for j in range(n)] for i, n in enumerate((100, 90, 110, 70))]
     outs = llm.encode([{"prompt_token_ids": x} for x in ids], pooling_task="token_embed", use_tqdm=False)
-    assert llm.llm_engine.stats.num_preemptions > 0
+    stats = llm.llm_engine.stats
+    assert stats.num_preemptions > 0
+    assert (stats.num_swap_preemptions > 0) == (preemption_mode == "swap")
     for x, out in zip(ids, outs):
         want = hidden_states(model, x).numpy()
         want /= np.linalg.norm(want, axis=-1, keepdims=True)

@@ -53,6 +53,8 @@ def test_bert_token_embed_and_options(bert):
         llm.generate("hi")
     with pytest.raises(ValueError, match="kv_cache_dtype='fp8'.*without a KV cache"):
         LLM(llm.model_path, kv_cache_dtype="fp8", **ENGINE)
+    with pytest.raises(ValueError, match="preemption_mode='swap'.*without a KV cache"):
+        LLM(llm.model_path, preemption_mode="swap", swap_space=0.01, **ENGINE)
     with pytest.raises(ValueError, match="tensor_parallel_size"):
         LLM(llm.model_path, tensor_parallel_size=2, **ENGINE)
     scores = llm.score(TEXTS[0], TEXTS, use_tqdm=False)
