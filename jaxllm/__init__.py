@@ -9,11 +9,48 @@ from jaxllm.inputs import PromptType, TextPrompt, TokensPrompt
 from jaxllm.llm import LLM
 from jaxllm.load import load_model
 from jaxllm.outputs import CompletionOutput, Logprob, RequestOutput
+from jaxllm.pooling.config import PoolerConfig
+from jaxllm.pooling.outputs import (
+    ClassificationOutput,
+    ClassificationRequestOutput,
+    EmbeddingOutput,
+    EmbeddingRequestOutput,
+    PoolingOutput,
+    PoolingRequestOutput,
+    ScoringOutput,
+    ScoringRequestOutput,
+)
+from jaxllm.pooling_params import PoolingParams
 from jaxllm.sampling_params import BeamSearchParams, RequestOutputKind, SamplingParams
 from jaxllm.structured_outputs import GuidedDecodingParams, StructuredOutputsConfig, StructuredOutputsParams
 
 __version__ = "0.1.0"
 
-__all__ = ["DEFAULT_MODEL", "LLM", "BeamSearchParams", "CompletionOutput", "GuidedDecodingParams", "Logprob",
-           "PromptType", "RequestOutput", "RequestOutputKind", "SamplingParams", "StructuredOutputsConfig",
-           "StructuredOutputsParams", "TextPrompt", "TokensPrompt", "load_model", "model_from_params"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "LLM",
+    "BeamSearchParams",
+    "ClassificationOutput",
+    "ClassificationRequestOutput",
+    "CompletionOutput",
+    "EmbeddingOutput",
+    "EmbeddingRequestOutput",
+    "GuidedDecodingParams",
+    "Logprob",
+    "PoolerConfig",
+    "PoolingOutput",
+    "PoolingParams",
+    "PoolingRequestOutput",
+    "PromptType",
+    "RequestOutput",
+    "RequestOutputKind",
+    "SamplingParams",
+    "ScoringOutput",
+    "ScoringRequestOutput",
+    "StructuredOutputsConfig",
+    "StructuredOutputsParams",
+    "TextPrompt",
+    "TokensPrompt",
+    "load_model",
+    "model_from_params",
+]

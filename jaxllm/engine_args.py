@@ -80,6 +80,7 @@ class EngineArgs:
     hf_overrides: dict[str, Any] | Any = None  # a dict merged into config.json, or a callable on the HF config
     rope_scaling: dict[str, Any] | None = None
     rope_theta: float | None = None
+    pooler_config: Any = None  # pooling models: a dict or jaxllm.PoolerConfig overriding the checkpoint's pooling
     generation_config: str = "auto"  # "auto" (the model's), "vllm" (SamplingParams' defaults) or a folder
     override_generation_config: dict[str, Any] | None = None
     # -- weights --
@@ -187,8 +188,6 @@ class EngineArgs:
             check_bool(name, getattr(self, name))
         self._validate_lora()
         check_choice("runner", self.runner, RUNNERS)
-        if self.runner == "pooling":
-            raise ValueError("runner='pooling' (embeddings) is not supported yet; use runner='generate'")
         check_choice("block_size", self.block_size, BLOCK_SIZES)
         check_choice("kv_cache_dtype", self.kv_cache_dtype, KV_CACHE_DTYPES,
                      "('auto' = the model's dtype, 'fp8' = 'fp8_e4m3')")
@@ -245,6 +244,9 @@ class EngineArgs:
         if self.enable_chunked_prefill is False:
             raise ValueError("enable_chunked_prefill=False is not supported: the scheduler always splits long "
                              "prefills to the max_num_batched_tokens budget")
+        from jaxllm.pooling.config import PoolerConfig
+
+        PoolerConfig.of(self.pooler_config)  # validated here, read by the pooling model (kept as given)
         if self.hf_overrides is not None and not (isinstance(self.hf_overrides, dict) or callable(self.hf_overrides)):
             raise TypeError(f"hf_overrides must be a dict or a callable, got {type(self.hf_overrides).__name__}")
         served = self.served_model_name

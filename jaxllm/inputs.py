@@ -59,6 +59,8 @@ def token_id_list(index: int | str, ids: Any) -> list[int]:
     label = _label(index)
     if getattr(ids, "ndim", None) == 1 and hasattr(ids, "tolist"):
         ids = ids.tolist()
+    if type(ids) is list and ids and set(map(type, ids)) == {int}:  # the common case, in one C-level pass
+        return list(ids)
     if isinstance(ids, (str, bytes)) or not isinstance(ids, Sequence):
         raise TypeError(f"{label}: prompt_token_ids must be a list of ints, got {type(ids).__name__}")
     out = []

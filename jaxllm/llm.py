@@ -21,6 +21,7 @@ from jaxllm.inputs import as_params_list, as_prompt_list, check_tokenization_kwa
 from jaxllm.llm_control import EngineControl
 from jaxllm.lora import lora_request_list
 from jaxllm.outputs import RequestOutput
+from jaxllm.pooling.api import PoolingMixin, choose_runner
 from jaxllm.sampling_params import BeamSearchParams, RequestOutputKind, SamplingParams
 
 logger = logging.getLogger("jaxllm")
@@ -29,11 +30,14 @@ _GEN_CONFIG_KEYS = {"temperature": "temperature", "top_p": "top_p", "top_k": "to
                     "repetition_penalty": "repetition_penalty", "max_new_tokens": "max_tokens"}
 
 
-class LLM(EngineControl):
+class LLM(EngineControl, PoolingMixin):
     """An offline LLM engine (vLLM's ``LLM``). ``model``: a HF checkpoint folder or hub id, a .gguf file, an
     Orbax checkpoint written by ``jaxllm convert``, the embedded default model's name, or an in-memory jaxllm
     model module (with ``tokenizer=``; docs/jax_native.md). Every other keyword is an ``EngineArgs`` field (vLLM's names and defaults,
     validated before anything loads; docs/settings.md lists them, docs/vllm_compat.md maps vLLM's).
+
+    ``runner="pooling"`` (or "auto" on a pooling architecture) makes a pooling model: ``embed``, ``classify``,
+    ``score``, ``reward`` and ``encode`` (jaxllm.pooling) instead of ``generate``.
 
     ``enforce_eager=True`` skips the ahead-of-time compilation of the bucket ladder: each step program is
     compiled the first time a batch needs it (fast start-up, slow first steps).
@@ -65,6 +69,11 @@ class LLM(EngineControl):
         from jaxllm.runner.model_runner import ModelRunner
 
         in_memory = is_in_memory_model(model)
+        self.runner_type = "generate" if in_memory else choose_runner(args)
+        if self.runner_type == "pooling":
+            self._init_pooling(args)
+            self.startup_seconds = time.perf_counter() - t_start
+            return
         source, model_obj = locate_in_memory_model(args) if in_memory else (locate_model(args), None)
         cfg, path = source.config, source.path
         args = args.resolve(jax.devices()[0].platform, cfg.max_position_embeddings)
@@ -129,6 +138,7 @@ class LLM(EngineControl):
         (jaxllm.lora.LoRARequest, with ``enable_lora=True``) for every prompt, or a list with one (or None) per
         prompt.
         """
+        self._check_generate_runner("generate")
         return self._generate(prompts, sampling_params, use_tqdm, lora_request, priority, tokenization_kwargs)
 
     def _generate(self, prompts, sampling_params, use_tqdm, lora_request=None, priority=None,
@@ -156,6 +166,7 @@ class LLM(EngineControl):
         template receives it ("auto" reads the template; see ``jaxllm.chat_utils``). ``tools`` (OpenAI tool
         schemas) are passed to the template. Media parts and ``mm_processor_kwargs`` are a ValueError
         (text-only models)."""
+        self._check_generate_runner("chat")
         if self.tokenizer is None:
             raise ValueError("chat() needs a tokenizer, but LLM was built with skip_tokenizer_init=True")
         if mm_processor_kwargs is not None:
@@ -185,6 +196,7 @@ class LLM(EngineControl):
                     use_tqdm: Any = False, concurrency_limit: int | None = None) -> list[BeamSearchOutput]:
         """vLLM's beam search over the paged engine; one BeamSearchOutput per prompt (str, {"prompt": ...} or
         {"prompt_token_ids": [...]}), sequences best first. See ``jaxllm.beam_search``."""
+        self._check_generate_runner("beam_search")
         return beam_search(self, prompts, params, lora_request=lora_request, use_tqdm=use_tqdm,
                            concurrency_limit=concurrency_limit)
 
@@ -233,7 +245,8 @@ class LLM(EngineControl):
                     if not out.finished:  # a streaming request added through llm_engine directly
                         continue
                     done[out.request_id] = out
-                    out_tokens += sum(len(c.token_ids) for c in out.outputs)
+                    if isinstance(out.outputs, list):  # pooling outputs generate no tokens
+                        out_tokens += sum(len(c.token_ids) for c in out.outputs)
                     if bar is not None:
                         bar.update(1)
                         bar.set_postfix_str(f"output: {out_tokens / (time.perf_counter() - t0):.0f} tok/s")

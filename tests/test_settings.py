@@ -101,7 +101,7 @@ def test_env_sets_the_default_and_the_keyword_wins(monkeypatch):
     ("swap_space", -1, "swap_space=-1"),
     ("swap_space", 10**9, "swap_space=1000000000"),
     ("preemption_mode", "lazy", "preemption_mode='lazy'"),
-    ("runner", "pooling", "runner='pooling'"),
+    ("runner", "embedding", "runner='embedding'"),
     ("tokenizer_mode", "custom", "tokenizer_mode='custom'"),
 ])
 def test_bad_values_name_the_keyword(name, value, match):

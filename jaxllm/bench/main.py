@@ -4,6 +4,7 @@
     jaxllm bench --preset b2-awq --gpu-busy --output benchmarks/throughput/b2-awq.json
     jaxllm bench --config my_config.json --num-requests 64 --prompt-len 128 512 --output-len 64 64
     jaxllm bench --summarize benchmarks/          # rebuild benchmarks/README.md from the results there
+    jaxllm bench --workload E-bert --peer hf      # embedding docs/s (E-bert, E-qwen3: jaxllm.bench.embed)
 
 A preset (presets.py) is a named set of these arguments, one per row of benchmarks/README.md; arguments given
 after it override its own.
@@ -26,6 +27,7 @@ import tempfile
 import time
 
 from jaxllm.bench import kv_offload
+from jaxllm.bench.embed import EMBED_WORKLOADS
 from jaxllm.bench.monitor import GpuBusySampler, host_profile
 from jaxllm.bench.presets import PRESETS, preset_args
 from jaxllm.bench.workloads import WORKLOADS, Workload
@@ -39,7 +41,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--summarize", metavar="DIR", help="only rebuild DIR/README.md from the results in DIR")
     p.add_argument("--same-machine", action="store_true",
                    help="with --summarize: DIR is one device call's output; record each run's baseline ratio")
-    p.add_argument("--workload", choices=sorted(WORKLOADS), help="a named workload of BENCHMARKS.md")
+    p.add_argument("--workload", choices=sorted(WORKLOADS) + sorted(EMBED_WORKLOADS),
+                   help="a named workload of BENCHMARKS.md (E-*: embedding throughput, jaxllm.bench.embed)")
     p.add_argument("--config", help="custom workload: an HF config.json of the architecture")
     p.add_argument("--num-requests", type=int, help="override the request count")
     p.add_argument("--prompt-len", type=int, nargs=2, metavar=("MIN", "MAX"))
@@ -110,7 +113,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def workload_from_args(args) -> Workload:
-    base = WORKLOADS[args.workload] if args.workload else Workload(
+    named = {**WORKLOADS, **EMBED_WORKLOADS}
+    base = named[args.workload] if args.workload else Workload(
         "custom", args.config, 64, (128, 512), (128, 128))
     return Workload(
         name=base.name, config=args.config or base.config,
@@ -245,6 +249,10 @@ def main(argv=None) -> dict:
     logging.getLogger("jaxllm").addHandler(handler)
     logging.getLogger("jaxllm").setLevel(logging.INFO)
     w = workload_from_args(args)
+    if args.workload in EMBED_WORKLOADS:
+        from jaxllm.bench import embed
+
+        return embed.main(args, w, argv)
     from jaxllm.bench.roofline import dummy_int4_quantization_config, run_roofline
     from jaxllm.config import ModelConfig
 

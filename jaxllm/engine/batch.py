@@ -31,6 +31,7 @@ class ScheduledSeq:
     rng_seed: int  # seed of this sequence's sampling stream (the user's seed, or one the engine drew)
     banned_token_ids: tuple[int, ...] = ()  # eos/stop ids masked while fewer than min_tokens were generated
     want_prompt_logprobs: bool = False  # return prompt logprobs for the positions computed this step
+    pooling_params: Any = None  # a pooling request's PoolingParams (prefill only: pooled, never sampled)
     grammar: Any = None  # structured outputs: the sequence's GrammarState (None: unconstrained)
     # [ceil(V / 32)] int32 allowed-token bits of this step's sampling row, filled by the engine just before
     # dispatch (None: nothing masked); the sampler sets the logits of the other tokens to -inf.
@@ -103,3 +104,5 @@ class RunnerOutput:
     # target's own token (1..k + 1), and, with logprobs, one entry per emitted token. No ``sampled`` entry.
     accepted: dict[int, list[int]] = dataclasses.field(default_factory=dict)
     accepted_logprobs: dict[int, list[TokenLogprobs]] = dataclasses.field(default_factory=dict)
+    # pooling requests: seq_id -> pooled data (numpy), for each one whose last prompt chunk ran this step
+    pooled: dict[int, Any] = dataclasses.field(default_factory=dict)

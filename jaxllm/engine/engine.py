@@ -28,6 +28,8 @@ import numpy as np
 
 from ..inputs import prompt_to_ids
 from ..outputs import RequestMetrics, RequestOutput
+from ..pooling.outputs import PoolingOutput, PoolingRequestOutput
+from ..pooling_params import PoolingParams
 from ..sampling_params import SamplingParams
 from ..spec_decode import SpeculativeConfig
 from ..structured_outputs.grammar import GrammarCompiler
@@ -43,6 +45,8 @@ from .sequence import Sequence
 from .stat_logger import StatLogger
 
 _SEED_MOD = 2**31  # per-sequence rng seeds fit int32 (and uint32)
+# the scheduling view of a pooling request: its prompt, then done (the runner pools instead of sampling)
+_POOLING_SAMPLING_PARAMS = SamplingParams(max_tokens=1, detokenize=False)
 
 
 @dataclasses.dataclass
@@ -189,7 +193,7 @@ class LLMEngine:
         self,
         request_id: str,
         prompt: Any,
-        params: SamplingParams | None = None,
+        params: SamplingParams | PoolingParams | None = None,
         arrival_time: float | None = None,
         lora_request: Any = None,
         tokenization_kwargs: dict[str, Any] | None = None,
@@ -201,11 +205,18 @@ class LLMEngine:
         ``tokenization_kwargs``), a TextPrompt / TokensPrompt dict, or token ids (a list or 1-D array of ints).
         Raises ValueError/TypeError naming the request for bad input (empty or too long prompt, ids outside the
         vocabulary, a request that could never fit the KV cache, options that need a tokenizer when there is
-        none, a priority without ``scheduling_policy="priority"``), before anything is queued."""
+        none, a priority without ``scheduling_policy="priority"``), before anything is queued.
+
+        A (verified) ``PoolingParams`` makes it a pooling request: one sequence, prefill only, that finishes when
+        its whole prompt ran, with the runner's pooled data as a ``PoolingRequestOutput``; its blocks are freed
+        then (no KV is kept for it beyond the prefix cache)."""
         if not isinstance(request_id, str):
             raise TypeError(f"request_id must be a str, got {type(request_id).__name__} ({request_id!r})")
         if request_id in self._requests:
             raise ValueError(f"request {request_id!r} is already running; request ids must be unique")
+        pooling_params = params if isinstance(params, PoolingParams) else None
+        if pooling_params is not None:  # one shared, never-mutated SamplingParams: nothing is sampled
+            params = _POOLING_SAMPLING_PARAMS
         params = SamplingParams() if params is None else params
         if not isinstance(params, SamplingParams):
             raise TypeError(
@@ -217,7 +228,7 @@ class LLMEngine:
             self.check_lora_request(lora_request)
         text, ids = prompt_to_ids(f"request {request_id!r}", prompt, self.tokenizer, tokenization_kwargs)
         ids = truncate_prompt(request_id, ids, params.truncate_prompt_tokens, self.max_model_len)
-        ids = check_prompt(request_id, ids, self.vocab_size, self.max_model_len)
+        ids = check_prompt(request_id, ids, self.vocab_size, self.max_model_len, generates=pooling_params is None)
         max_tokens = check_params(request_id, params, len(ids), tokenizer=self.tokenizer, vocab_size=self.vocab_size,
                                   max_model_len=self.max_model_len, block_manager=self.block_manager,
                                   max_logprobs=self.max_logprobs)
@@ -268,6 +279,9 @@ class LLMEngine:
                 )
             )
             self._next_seq_id += 1
+        if pooling_params is not None:
+            seqs[0].pooling_params = pooling_params
+            seqs[0].read_prefix_cache = not pooling_params.skip_reading_prefix_cache
         req = self._requests[request_id] = RequestState(
             request_id, text, ids, params, seqs, RequestMetrics(arrival), len(seqs)
         )
@@ -440,9 +454,12 @@ class LLMEngine:
             self.scheduler.reset_inflight()
             raise
 
-    def _make_output(self, req: RequestState) -> RequestOutput:
-        out = req.make_output(finished=True)
+    def _make_output(self, req: RequestState) -> RequestOutput | PoolingRequestOutput:
         seqs = req.seqs
+        if seqs[0].pooling_params is not None:
+            self.stats.num_cached_tokens += seqs[0].num_cached_tokens or 0
+            return PoolingRequestOutput(req.request_id, PoolingOutput(seqs[0].pooled), req.prompt_token_ids, True)
+        out = req.make_output(finished=True)
         self.stats.num_cached_tokens += sum(s.num_cached_tokens or 0 for s in seqs)
         self.request_stats.record(out.metrics, len(req.prompt_token_ids), sum(s.num_output_tokens for s in seqs),
                                   [s.finish_reason for s in seqs])

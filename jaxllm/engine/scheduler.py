@@ -267,6 +267,7 @@ class Scheduler:
             want_prompt_logprobs=seq.want_prompt_logprobs
             and start < seq.num_prompt_tokens - 1
             and len(seq.prompt_logprobs) < seq.num_prompt_tokens,
+            pooling_params=seq.pooling_params,
             grammar=seq.grammar,
             lora_request=seq.lora_request,
         )
@@ -341,6 +342,9 @@ class Scheduler:
                 self._add_prompt_logprobs(seq, sseq.start, output.prompt_logprobs.get(seq.seq_id), decode)
             if not sseq.sample:
                 continue
+            if seq.pooling_params is not None:
+                self._finish_pooled(seq, output, finished)
+                continue
             tokens, logprobs = self._step_tokens(sseq, output)
             for j, token in enumerate(tokens):
                 if self._append_token(seq, token, logprobs[j] if logprobs else None, decode, now, constrained):
@@ -400,6 +404,17 @@ class Scheduler:
                 self.waiting.remove(seq)
             return True
         return False
+
+    def _finish_pooled(self, seq: Sequence, output: RunnerOutput, finished: list[Sequence]) -> None:
+        """A pooling request's whole prompt ran: it finishes with the runner's pooled data (nothing sampled)."""
+        try:
+            seq.pooled = output.pooled[seq.seq_id]
+        except KeyError:
+            raise RuntimeError(f"runner returned no pooled data for seq {seq.seq_id}") from None
+        if seq.status == SequenceStatus.WAITING:  # preempted while this step ran
+            self.waiting.remove(seq)
+        seq.finish("stop")
+        finished.append(seq)
 
     def _advance_grammars(self, constrained: list[tuple[Sequence, int]], finished: list[Sequence]) -> None:
         """Feed the step's tokens to their sequences' grammars (in parallel). A rejected token (a mask that was

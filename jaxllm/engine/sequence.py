@@ -48,6 +48,8 @@ class Sequence:
         "num_prompt_tokens",
         "num_registered_blocks",
         "params",
+        "pooled",
+        "pooling_params",
         "priority",
         "prompt_logprobs",
         "read_prefix_cache",
@@ -116,6 +118,8 @@ class Sequence:
         self.logprobs: SampleLogprobs | None = None if params.logprobs is None else []
         self.prompt_logprobs: PromptLogprobs | None = [None] if want_prompt_logprobs else None
         self.detokenizer = detokenizer
+        self.pooling_params: Any = None  # set for a pooling request (prefill only; see Scheduler.update)
+        self.pooled: Any = None  # its pooled data once the whole prompt ran
         self.lora_request = lora_request  # jaxllm.lora.LoRARequest or None (the base model)
         self.first_scheduled_time: float | None = None
         self.first_token_time: float | None = None

@@ -91,8 +91,8 @@ def test_constructor_errors(llama_dir):
         LLM(path, quantization="awq")
     with pytest.raises(ValueError, match="kv_cache_dtype='fp16' is not supported"):
         LLM(path, kv_cache_dtype="fp16")
-    with pytest.raises(ValueError, match="runner='pooling'"):
-        LLM(path, runner="pooling")
+    with pytest.raises(ValueError, match="runner='embedding' is not supported"):
+        LLM(path, runner="embedding")
     with pytest.raises(ValueError, match="swap_space=1000000000 GiB is more than the free host memory"):
         LLM(path, swap_space=10**9)
     with pytest.raises(ValueError, match="tensor_parallel_size=.*exceeds"):

@@ -1,0 +1,193 @@
+"""What a checkpoint is as a pooling model: runner choice, tasks, pooling type, head and activation.
+
+vLLM's rules: ``runner="auto"`` picks "generate" for ``*ForCausalLM`` and "pooling" for ``*ForSequenceClassification``
+and ``*Model`` (``BertModel``, ``XLMRobertaModel``, ``Qwen3Model``, ...). A ``*ForCausalLM`` checkpoint with
+``runner="pooling"`` becomes an embedding model (vLLM's ``convert="embed"``, as Qwen3-Embedding). Pooling type:
+the model's default (LAST for decoders, CLS for BERT-style encoders), replaced by sentence-transformers'
+``modules.json`` + ``1_Pooling/config.json`` when present; their ``Normalize`` module sets the ``normalize``
+default (on when there is no sentence-transformers config).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+# decoder families: pooling architecture -> the causal-LM architecture whose backbone it shares
+DECODER_BACKBONES = {
+    f"{family}{suffix}": f"{family}ForCausalLM"
+    for family in ("Llama", "Mistral", "Qwen2", "Qwen3")
+    for suffix in ("ForCausalLM", "Model", "ForSequenceClassification")
+}
+ENCODER_ARCHITECTURES = ("BertModel", "XLMRobertaModel", "RobertaModel", "BertForSequenceClassification",
+                         "XLMRobertaForSequenceClassification", "RobertaForSequenceClassification")
+_GENERATE_SUFFIXES = ("ForCausalLM", "ForConditionalGeneration", "ChatModel", "LMHeadModel")
+_POOLING_SUFFIXES = ("ForTextEncoding", "EmbeddingModel", "ForSequenceClassification", "ClassificationModel",
+                     "ForRewardModeling", "RewardModel", "Model")
+_ST_MODES = (("pooling_mode_lasttoken", "LAST"), ("pooling_mode_cls_token", "CLS"),
+             ("pooling_mode_mean_tokens", "MEAN"))
+_ACTIVATIONS = {"Sigmoid": "sigmoid", "Identity": "identity", "Softmax": "softmax", "Tanh": "tanh"}
+
+
+@dataclasses.dataclass
+class PoolerConfig:
+    """vLLM's ``PoolerConfig`` (``LLM(pooler_config=...)``, a dict works too): overrides of the checkpoint's
+    pooling. ``pooling_type``: "LAST", "CLS" or "MEAN"; ``normalize`` / ``dimensions`` / ``use_activation``:
+    the defaults of the matching ``PoolingParams`` fields. None keeps the checkpoint's choice."""
+
+    pooling_type: str | None = None
+    normalize: bool | None = None
+    dimensions: int | None = None
+    use_activation: bool | None = None
+
+    @classmethod
+    def of(cls, value: Any) -> PoolerConfig | None:
+        """A PoolerConfig from ``LLM``'s keyword (None, a dict of the fields, or a PoolerConfig)."""
+        if value is None or isinstance(value, PoolerConfig):
+            return value
+        if not isinstance(value, dict):
+            raise TypeError(f"pooler_config must be a dict or a PoolerConfig, got {type(value).__name__}")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(value) - fields)
+        if unknown:
+            raise ValueError(f"pooler_config: {unknown} not supported; supported fields: {sorted(fields)}")
+        out = cls(**value)
+        if out.pooling_type is not None and str(out.pooling_type).upper() not in ("LAST", "CLS", "MEAN"):
+            raise ValueError(f"pooler_config pooling_type={out.pooling_type!r} is not supported; choose 'LAST', "
+                             "'CLS' or 'MEAN'")
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class PoolingModelInfo:
+    """How a pooling model turns hidden states into outputs (host-side facts, no weights)."""
+
+    name: str  # the model path, for messages
+    architecture: str  # HF architectures[0]
+    encoder: bool  # bidirectional (BERT family) rather than a causal decoder
+    tasks: tuple[str, ...]  # pooling tasks it supports
+    pooling_type: str  # "LAST", "CLS" or "MEAN"
+    normalize: bool  # default of PoolingParams.normalize for embed tasks
+    hidden_size: int
+    num_labels: int = 0  # classifier outputs; 0 for embedding models
+    classify_activation: str = "softmax"  # "softmax", "sigmoid" or "identity" (on [L] logits)
+    score_activation: str = "sigmoid"  # cross-encoder score activation
+    is_matryoshka: bool = False
+    matryoshka_dimensions: tuple[int, ...] = ()
+    default_dimensions: int | None = None  # pooler_config's PoolingParams defaults
+    default_use_activation: bool | None = None
+
+    @property
+    def is_cross_encoder(self) -> bool:
+        return "score" in self.tasks and "embed" not in self.tasks
+
+
+def architecture_of(hf: dict[str, Any]) -> str:
+    archs = hf.get("architectures") or []
+    return archs[0] if archs else ""
+
+
+def resolve_runner(runner: str, hf: dict[str, Any]) -> str:
+    """"generate" or "pooling" for ``LLM(runner=...)``; "auto" follows the architecture's suffix."""
+    arch = architecture_of(hf)
+    if runner != "auto":
+        if runner == "generate" and arch in DECODER_BACKBONES and not arch.endswith("ForCausalLM"):
+            raise ValueError(f"{arch} is a pooling model; use runner='pooling' (or 'auto')")
+        if runner == "generate" and arch in ENCODER_ARCHITECTURES:
+            raise ValueError(f"{arch} is an encoder-only model and cannot generate; use runner='pooling'")
+        return runner
+    if arch.endswith(_GENERATE_SUFFIXES) or not arch:
+        return "generate"
+    return "pooling" if arch.endswith(_POOLING_SUFFIXES) else "generate"
+
+
+def pooling_model_info(path: str, hf: dict[str, Any], pooler_config: Any = None) -> PoolingModelInfo:
+    """The pooling facts of the checkpoint at ``path`` (config.json ``hf``), with ``pooler_config``'s overrides;
+    ValueError for what jaxllm cannot pool."""
+    arch = architecture_of(hf)
+    if arch not in DECODER_BACKBONES and arch not in ENCODER_ARCHITECTURES:
+        supported = sorted(DECODER_BACKBONES) + list(ENCODER_ARCHITECTURES)
+        raise ValueError(f"architecture {arch!r} is not supported as a pooling model; supported: "
+                         f"{', '.join(supported)}")
+    encoder = arch in ENCODER_ARCHITECTURES
+    st_type, st_normalize = sentence_transformers_pooling(path)
+    classifier = arch.endswith("ForSequenceClassification")
+    num_labels = num_labels_of(hf) if classifier else 0
+    if classifier:  # (the encoders' heads read the CLS row only: no per-token classification)
+        tasks = ("classify",) + (() if encoder else ("token_classify",)) + (("score",) if num_labels == 1 else ())
+    else:
+        tasks = ("embed", "token_embed")
+    dims = hf.get("matryoshka_dimensions")
+    over = PoolerConfig.of(pooler_config) or PoolerConfig()
+    if over.pooling_type is not None:
+        st_type = str(over.pooling_type).upper()
+    if over.normalize is not None:
+        st_normalize = over.normalize
+    return PoolingModelInfo(
+        name=path, architecture=arch, encoder=encoder, tasks=tasks,
+        pooling_type=st_type or ("CLS" if encoder else "LAST"),
+        normalize=st_normalize, hidden_size=int(hf["hidden_size"]), num_labels=num_labels,
+        classify_activation=_classify_activation(hf, num_labels), score_activation=_score_activation(hf),
+        is_matryoshka=bool(hf.get("is_matryoshka") or dims), matryoshka_dimensions=tuple(dims or ()),
+        default_dimensions=over.dimensions, default_use_activation=over.use_activation)
+
+
+def num_labels_of(hf: dict[str, Any]) -> int:
+    if hf.get("id2label"):
+        return len(hf["id2label"])
+    return int(hf.get("num_labels", 2))
+
+
+def sentence_transformers_pooling(path: str) -> tuple[str | None, bool]:
+    """(pooling type or None, normalize default) from ``modules.json`` and its Pooling module's config."""
+    modules_path = os.path.join(path, "modules.json")
+    if not os.path.isfile(modules_path):
+        return None, True
+    with open(modules_path) as f:
+        modules = json.load(f)
+    types = [m.get("type", "") for m in modules]
+    unsupported = [t for t in types if t.rsplit(".", 1)[-1] not in ("Transformer", "Pooling", "Normalize")]
+    if unsupported:
+        raise ValueError(f"{modules_path}: sentence-transformers modules {unsupported} are not supported "
+                         "(only Transformer, Pooling and Normalize)")
+    normalize = any(t.endswith("Normalize") for t in types)
+    pooling = next((m for m in modules if m.get("type", "").endswith("Pooling")), None)
+    if pooling is None:
+        return None, normalize
+    cfg_path = os.path.join(path, pooling.get("path", ""), "config.json")
+    if not os.path.isfile(cfg_path):
+        return None, normalize
+    with open(cfg_path) as f:
+        cfg = json.load(f)
+    modes = [name for key, name in _ST_MODES if cfg.get(key)]
+    others = [k for k, v in cfg.items() if k.startswith("pooling_mode_") and v and k not in dict(_ST_MODES)]
+    if others or len(modes) > 1:
+        raise ValueError(f"{cfg_path}: pooling modes {others or modes} are not supported (one of "
+                         "lasttoken, cls_token, mean_tokens)")
+    return (modes[0] if modes else None), normalize
+
+
+def _classify_activation(hf: dict[str, Any], num_labels: int) -> str:
+    """transformers' loss convention: regression -> identity, multi-label -> sigmoid, else softmax (sigmoid
+    for a single label)."""
+    problem = hf.get("problem_type") or ""
+    if problem == "regression":
+        return "identity"
+    if problem == "multi_label_classification":
+        return "sigmoid"
+    return "sigmoid" if num_labels < 2 else "softmax"
+
+
+def _score_activation(hf: dict[str, Any]) -> str:
+    """A cross-encoder's activation: sentence-transformers' ``activation_fn`` (or the older
+    ``sbert_ce_default_activation_function``) when the config names one, else the classify default."""
+    name = (hf.get("sentence_transformers") or {}).get("activation_fn") or hf.get(
+        "sbert_ce_default_activation_function")
+    if not name:
+        return _classify_activation(hf, num_labels_of(hf))
+    short = name.rsplit(".", 1)[-1]
+    if short not in _ACTIVATIONS:
+        raise ValueError(f"cross-encoder activation {name!r} is not supported; supported: {sorted(_ACTIVATIONS)}")
+    return _ACTIVATIONS[short]

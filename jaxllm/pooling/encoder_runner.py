@@ -1,0 +1,209 @@
+"""EncoderRunner: bidirectional encoders (the BERT family) on a dense, non-paged path.
+
+Why not the paged engine: a bidirectional layer needs every token of the sequence before any output is
+final, so a prompt cannot be chunked, and nothing is reused afterwards (no decode, no prefix to cache). Each
+request therefore runs whole, in one call: requests are sorted by length and packed into [B, L] batches, where
+L is the smallest length bucket (``length_buckets``: powers of two from 16 and their 1.5x midpoints, so a
+batch pads at most a third of its slots, up to ``max_model_len``) holding the batch's longest
+sequence and B = ``max_num_batched_tokens // L`` (at least 1, at most ``max_num_seqs``) rows; short rows are
+padded and masked out of attention (``key_value_seq_lengths``). One program per length bucket, compiled at
+start-up unless ``enforce_eager``; token-level tasks use a second program per bucket compiled on first use.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
+
+from jaxllm.engine.request_checks import check_prompt
+from jaxllm.models.bert import EncoderConfig
+from jaxllm.pooling.config import pooling_model_info
+from jaxllm.pooling.heads import encoder_head
+from jaxllm.pooling.outputs import PoolingOutput
+from jaxllm.pooling.pooler import PooledState, finish
+
+logger = logging.getLogger("jaxllm")
+
+
+def length_buckets(max_model_len: int, smallest: int = 16) -> list[int]:
+    """Padded sequence lengths: 16, 24, 32, 48, 64, 96, ... below ``max_model_len``, then ``max_model_len``."""
+    out, n = [], smallest
+    while n < max_model_len:
+        out += [n] + ([n * 3 // 2] if n * 3 // 2 < max_model_len else [])
+        n *= 2
+    return out + [max_model_len]
+
+
+def _encode(graphdef, state, ids, types, lens, *, pooling_type: str, token_rows: bool, attention_impl):
+    """ids / types [B, L], lens [B] -> (pooled [B, D] float32, hidden [B, L, D] float32 or None). MEAN returns
+    the masked row sum (the host divides by the length)."""
+    hidden = nnx.merge(graphdef, state)(ids, types, lens, attention_impl).astype(jnp.float32)
+    with jax.named_scope("pool"):
+        if pooling_type == "CLS":
+            pooled = hidden[:, 0]
+        elif pooling_type == "LAST":
+            pooled = jnp.take_along_axis(hidden, jnp.maximum(lens - 1, 0)[:, None, None], axis=1)[:, 0]
+        else:
+            mask = (jnp.arange(ids.shape[1])[None, :] < lens[:, None]).astype(jnp.float32)
+            pooled = jnp.einsum("bld,bl->bd", hidden, mask)
+    return pooled, (hidden if token_rows else None)
+
+
+def _check_no_kv_cache_args(args) -> None:
+    """Encoders keep no KV cache: its settings cannot apply, so setting one is an error."""
+    for name, value in (("kv_cache_dtype", args.kv_cache_dtype if args.kv_cache_dtype != "auto" else None),
+                        ("num_gpu_blocks_override", args.num_gpu_blocks_override),
+                        ("kv_cache_memory_bytes", args.kv_cache_memory_bytes),
+                        ("preemption_mode", args.preemption_mode),
+                        ("host_prefix_cache", args.host_prefix_cache or None)):
+        if value is not None:
+            raise ValueError(f"{name}={value!r}: encoder models (BERT family) run without a KV cache")
+
+
+class EncoderRunner:
+    """``run(request_ids, [(token_ids, PoolingParams)]) -> [PoolingOutput]`` for an encoder model.
+
+    Attention: the fused cuDNN kernel on GPUs for 16-bit models (XLA's attention writes the [B, H, L, L] scores
+    to memory, which costs as much as the layer's matmuls at L = 512), XLA elsewhere or when cuDNN cannot
+    compile it here (a warning says so)."""
+
+    def __init__(self, model, config: EncoderConfig, info, mesh, args, *, enforce_eager: bool, head=None):
+        self.config, self.info, self.args, self.head = config, info, args, head
+        self.graphdef, self.state = nnx.split(model)
+        self._replicated = NamedSharding(mesh, PartitionSpec())
+        self.lengths = length_buckets(args.max_model_len)
+        on_gpu = mesh.devices.flat[0].platform == "gpu"
+        self.attention_impl = "cudnn" if on_gpu and config.dtype in ("bfloat16", "float16") else None
+        self.compile_seconds = 0.0
+        self._encode = jax.jit(functools.partial(_encode, self.graphdef),
+                               static_argnames=("pooling_type", "token_rows", "attention_impl"))
+        self._compiled: dict = {}
+        if not enforce_eager:
+            for length in self.lengths:
+                self._program(length, False)
+
+    @classmethod
+    def load(cls, path: str, hf: dict, mesh, args, *, platform: str) -> EncoderRunner:
+        """The runner of the encoder checkpoint at ``path`` (config.json ``hf``) for validated ``args``."""
+        from jaxllm.weights.bert import dummy_bert, load_bert
+
+        if args.quantization is not None:
+            raise ValueError(f"quantization={args.quantization!r} is not supported for encoder models")
+        if mesh.devices.size > 1:
+            raise ValueError("tensor_parallel_size > 1 is not supported for encoder models (BERT family)")
+        if args.load_format not in ("auto", "safetensors", "dummy"):
+            raise ValueError(f"load_format={args.load_format!r} is not supported for encoder models")
+        _check_no_kv_cache_args(args)
+        config = EncoderConfig.from_hf(hf, args.dtype)
+        if args.max_model_len is not None and args.max_model_len > config.max_model_len:
+            raise ValueError(f"max_model_len={args.max_model_len} is longer than the {config.max_model_len} "
+                             f"positions of {config.architecture}'s absolute position embeddings")
+        args = args.resolve(platform, config.max_model_len)
+        info = pooling_model_info(path, hf, args.pooler_config)
+        if args.load_format == "dummy":
+            model, tensors = dummy_bert(config, mesh, args.seed, info.num_labels)
+        else:
+            model, tensors = load_bert(path, config, mesh, info.num_labels)
+        head = None if tensors is None else encoder_head(config.architecture, tensors)
+        return cls(model, config, info, mesh, args, enforce_eager=args.enforce_eager, head=head)
+
+    def batch_rows(self, length: int) -> int:
+        return max(1, min(self.args.max_num_seqs, self.args.max_num_batched_tokens // length))
+
+    def _program(self, length: int, token_rows: bool):
+        key = (length, token_rows)
+        if key not in self._compiled:
+            t0 = time.perf_counter()
+            try:
+                self._compiled[key] = self._lower(length, token_rows).compile()
+            except Exception as error:  # any cuDNN refusal: XLA's attention always compiles
+                if self.attention_impl is None:
+                    raise
+                logger.warning("cuDNN attention does not compile here (%s: %s); using XLA's", type(error).__name__,
+                               (str(error).splitlines() or [""])[0][:200])
+                self.attention_impl = None
+                self._compiled.clear()
+                self._compiled[key] = self._lower(length, token_rows).compile()
+            self.compile_seconds += time.perf_counter() - t0
+        return self._compiled[key]
+
+    def _lower(self, length: int, token_rows: bool):
+        rows = self.batch_rows(length)
+        ids = jax.ShapeDtypeStruct((rows, length), jnp.int32, sharding=self._replicated)
+        lens = jax.ShapeDtypeStruct((rows,), jnp.int32, sharding=self._replicated)
+        return self._encode.lower(self.state, ids, ids, lens, pooling_type=self.info.pooling_type,
+                                  token_rows=token_rows, attention_impl=self.attention_impl)
+
+    def run(self, request_ids: list[str], requests: list, use_tqdm: bool = False) -> list[PoolingOutput]:
+        """Validate every request (before any device work), then encode them in length-sorted batches, one
+        batch in flight while the host finishes the previous one."""
+        for rid, (ids, _) in zip(request_ids, requests):
+            check_prompt(rid, ids, self.config.vocab_size, self.args.max_model_len, generates=False)
+        results: list[PoolingOutput | None] = [None] * len(requests)
+        bar = None
+        if use_tqdm:  # True, or a callable building the bar in tqdm's place (vLLM's contract)
+            from tqdm.auto import tqdm
+
+            make_bar = use_tqdm if callable(use_tqdm) else tqdm
+            bar = make_bar(total=len(requests), desc="Processed prompts", dynamic_ncols=True)
+        pending = None
+        for batch, length in self._plan(requests):
+            launched = self._launch(batch, requests, length)
+            if pending is not None:
+                self._collect(*pending, requests, results, bar)
+            pending = launched
+        if pending is not None:
+            self._collect(*pending, requests, results, bar)
+        if bar is not None:
+            bar.close()
+        return results
+
+    def _plan(self, requests: list) -> list[tuple[list[int], int]]:
+        """(request indices, padded length) per batch: length-sorted; a batch takes the next requests that fit
+        the bucket of its shortest one, up to the bucket's row count."""
+        order = sorted(range(len(requests)), key=lambda i: len(requests[i][0]))
+        plan, i = [], 0
+        while i < len(order):
+            length = next(n for n in self.lengths if n >= len(requests[order[i]][0]))
+            batch = [j for j in order[i:i + self.batch_rows(length)] if len(requests[j][0]) <= length]
+            plan.append((batch, length))
+            i += len(batch)
+        return plan
+
+    def _launch(self, batch: list[int], requests: list, length: int):
+        """Pad the batch to [rows, length] and start its program (asynchronous)."""
+        rows = self.batch_rows(length)
+        ids = np.zeros((rows, length), np.int32)
+        types = np.zeros((rows, length), np.int32)
+        lens = np.zeros(rows, np.int32)
+        for r, j in enumerate(batch):
+            toks, params = requests[j]
+            ids[r, :len(toks)], lens[r] = toks, len(toks)
+            second = (params.extra_kwargs or {}).get("compressed_token_type_ids")
+            if second is not None and self.config.type_vocab_size > 1:  # a pair: its second segment is type 1
+                types[r, second:len(toks)] = 1
+        token_rows = any(requests[j][1].task.startswith("token_") for j in batch)
+        program = self._program(length, token_rows)
+        dev = jax.device_put((ids, types, lens), self._replicated)
+        pooled, hidden = program(self.state, *dev)
+        for leaf in (pooled, hidden):
+            if leaf is not None:
+                leaf.copy_to_host_async()
+        return batch, lens, pooled, hidden
+
+    def _collect(self, batch, lens, pooled, hidden, requests: list, results: list, bar) -> None:
+        pooled, hidden = jax.device_get((pooled, hidden))
+        for r, j in enumerate(batch):
+            state = PooledState()
+            state.add(self.info.pooling_type, pooled[r], int(lens[r]),
+                      None if hidden is None else hidden[r, :lens[r]])
+            results[j] = PoolingOutput(finish(self.info, self.head, state, requests[j][1]))
+        if bar is not None:
+            bar.update(len(batch))
