@@ -98,7 +98,7 @@ class LLM(EngineControl, PoolingMixin):
             tokenizer=self.tokenizer, seed=args.seed, async_scheduling=args.async_scheduling,
             max_logprobs=args.max_logprobs, log_stats=not args.disable_log_stats,
             scheduling_policy=args.scheduling_policy, model_config=cfg, model_name=args.model_name,
-            **runner_obj.host_tier_kwargs(args),
+            **(runner_obj or local[0]).host_tier_kwargs(args),  # a remote replica: the same model and args
             structured_outputs_config=args.structured_outputs_config,
             max_loras=args.max_loras if args.enable_lora else None,
             speculative_config=args.speculative_config)
