@@ -142,6 +142,8 @@ class EngineArgs:
     moe_matmul_impl: str | None = None  # MoE experts' grouped matmul; None: Pallas on NVIDIA GPUs, else ragged_dot
     fp8_activations: str | None = None
     load_inflight_bytes: int | None = None
+    # a max_model_len above the model's context (vLLM: the VLLM_ALLOW_LONG_MAX_MODEL_LEN variable)
+    allow_long_max_model_len: bool | None = None
     # -- speculative decoding --
     # vLLM's dict, e.g. {"method": "ngram", "num_speculative_tokens": 4, "prompt_lookup_max": 4}; validated as
     # a jaxllm.spec_decode.SpeculativeConfig (docs/spec_decode.md)
@@ -186,6 +188,8 @@ class EngineArgs:
                      "enforce_eager", "disable_log_stats", "disable_custom_all_reduce", "enable_sleep_mode",
                      "enable_lora", "enable_expert_parallel"):
             check_bool(name, getattr(self, name))
+        if self.allow_long_max_model_len is not None:
+            check_bool("allow_long_max_model_len", self.allow_long_max_model_len)
         self._validate_lora()
         check_choice("runner", self.runner, RUNNERS)
         check_choice("block_size", self.block_size, BLOCK_SIZES)
@@ -303,11 +307,18 @@ class EngineArgs:
             out.update(self.hf_overrides)
         return out
 
-    def resolve(self, platform: str, max_position_embeddings: int) -> EngineArgs:
-        """Fill the defaults that depend on the device and the model."""
+    def resolve(self, platform: str, model_max_len: int) -> EngineArgs:
+        """Fill the defaults that depend on the device and the model. ``model_max_len``: the model's context
+        (``derived_max_model_len``); a larger ``max_model_len`` is refused unless ``allow_long_max_model_len``,
+        as vLLM refuses it unless VLLM_ALLOW_LONG_MAX_MODEL_LEN is set."""
         defaults = _CPU_DEFAULTS if platform == "cpu" else _GPU_DEFAULTS
         out = dataclasses.replace(self)
-        out.max_model_len = self.max_model_len or max_position_embeddings
+        if self.max_model_len is not None and self.max_model_len > model_max_len and not self.allow_long_max_model_len:
+            raise ValueError(f"max_model_len={self.max_model_len} is greater than the model's context "
+                             f"({model_max_len}: max_position_embeddings with its rope scaling); positions past it "
+                             "were never trained. Pass allow_long_max_model_len=True (or set "
+                             "JAXLLM_ALLOW_LONG_MAX_MODEL_LEN=1) to use it anyway")
+        out.max_model_len = self.max_model_len or model_max_len
         out.max_num_seqs = self.max_num_seqs or defaults["max_num_seqs"]
         out.max_num_batched_tokens = self.max_num_batched_tokens or max(defaults["max_num_batched_tokens"],
                                                                         out.max_num_seqs)
@@ -317,7 +328,19 @@ class EngineArgs:
         return out
 
 
+def derived_max_model_len(cfg) -> int:
+    """The model's context length as vLLM derives it: max_position_embeddings, times the rope scaling factor for
+    the linear and dynamic types (their configs keep the original length; llama3 and longrope configs already
+    state the long one)."""
+    length = cfg.max_position_embeddings
+    if cfg.rope.rope_type in ("linear", "dynamic"):
+        length = int(length * float(cfg.rope.get("factor", 1.0)))
+    return length
+
+
 def _from_env(keyword: str, var: str, raw: str) -> Any:
+    if keyword == "allow_long_max_model_len":
+        return raw.strip().lower() in ("1", "true", "yes")
     if keyword in _CHOICES:
         return parse_env_choice(var, raw, _CHOICES[keyword])
     if keyword == "compilation_cache_dir":

@@ -16,7 +16,7 @@ from jaxllm.beam_search import BeamSearchOutput, beam_search
 from jaxllm.call_guard import CallGuard, serialized
 from jaxllm.engine import LLMEngine
 from jaxllm.engine.data_parallel import DataParallelEngine, RemoteReplica
-from jaxllm.engine_args import EngineArgs
+from jaxllm.engine_args import EngineArgs, derived_max_model_len
 from jaxllm.inputs import as_params_list, as_prompt_list, check_tokenization_kwargs, tokenize_prompt
 from jaxllm.llm_control import EngineControl
 from jaxllm.lora import lora_request_list
@@ -76,7 +76,7 @@ class LLM(EngineControl, PoolingMixin):
             return
         source, model_obj = locate_in_memory_model(args) if in_memory else (locate_model(args), None)
         cfg, path = source.config, source.path
-        args = args.resolve(jax.devices()[0].platform, cfg.max_position_embeddings)
+        args = args.resolve(jax.devices()[0].platform, derived_max_model_len(cfg))
         self.model_config, self.engine_args, self.model_path = cfg, args, path
         self.tokenizer = load_tokenizer_for(args, source)
         t_load = time.perf_counter()

@@ -81,12 +81,13 @@ class PoolingMixin(ScoringMixin):
         """The paged engine over a ``PoolingModelRunner`` (compiles the bucket programs unless
         ``enforce_eager``)."""
         from jaxllm.engine import LLMEngine
+        from jaxllm.engine_args import derived_max_model_len
         from jaxllm.load import kernel_fields
         from jaxllm.pooling.decoder import backbone_config, load_decoder
         from jaxllm.pooling.runner import PoolingModelRunner
 
         cfg = dataclasses.replace(backbone_config(hf, args.dtype, args.quantization), **kernel_fields(args))
-        args = args.resolve(platform, cfg.max_position_embeddings)
+        args = args.resolve(platform, derived_max_model_len(cfg))
         self.model_config, self.engine_args = cfg, args
         model, head = load_decoder(path, cfg, info, mesh, args.load_format, args.seed)
         runner = PoolingModelRunner(model, cfg, mesh, args, info=info, head=head)

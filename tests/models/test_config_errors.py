@@ -78,3 +78,22 @@ def test_weights_that_cannot_fit_are_refused_before_loading(checkpoint):
 def test_kv_cache_that_cannot_fit_is_refused(checkpoint):
     with pytest.raises(ValueError, match="num_gpu_blocks_override"):
         jaxllm.LLM(str(checkpoint), num_gpu_blocks_override=10**12, enforce_eager=True, skip_tokenizer_init=True)
+
+
+def test_max_model_len_above_the_models_context(checkpoint):
+    with pytest.raises(ValueError, match=r"max_model_len=100000 is greater than the model's context \(512"):
+        jaxllm.LLM(str(checkpoint), max_model_len=100000, skip_tokenizer_init=True, enforce_eager=True)
+    llm = jaxllm.LLM(str(checkpoint), max_model_len=1024, allow_long_max_model_len=True, skip_tokenizer_init=True,
+                     enforce_eager=True, max_num_seqs=2, max_num_batched_tokens=32)
+    assert llm.engine_args.max_model_len == 1024
+
+
+def test_derived_context_counts_linear_rope_scaling(checkpoint):
+    from jaxllm.engine_args import derived_max_model_len
+
+    def linear(c):
+        c.pop("rope_parameters", None)  # transformers 5 writes the rope settings here; 4.x reads rope_scaling
+        c.update(rope_scaling={"rope_type": "linear", "factor": 4.0})
+
+    _edit(checkpoint, linear)
+    assert derived_max_model_len(model_config(str(checkpoint))) == 2048
