@@ -4,6 +4,7 @@ Markdown resolves."""
 from __future__ import annotations
 
 import os
+import pathlib
 import re
 
 import pytest
@@ -49,3 +50,19 @@ def test_relative_markdown_links_resolve(path):
         if not resolved.startswith(REPO + os.sep):
             continue  # outside the repository (e.g. the project's shared notes)
         assert os.path.exists(resolved), f"{os.path.relpath(path, REPO)} links to missing {target}"
+
+
+def test_every_package_is_listed_in_pyproject():
+    """pyproject.toml lists packages explicitly (ops/ installs as jaxllm.ops): a package missing there is missing
+    from a non-editable install, which only README command 1 would notice."""
+    import tomllib
+
+    root = pathlib.Path(REPO)
+    with open(root / "pyproject.toml", "rb") as f:
+        listed = set(tomllib.load(f)["tool"]["setuptools"]["packages"])
+    found = set()
+    for top, name in (("jaxllm", "jaxllm"), ("ops", "jaxllm.ops")):
+        for init in (root / top).rglob("__init__.py"):
+            rel = init.parent.relative_to(root / top).parts
+            found.add(".".join((name, *rel)))
+    assert found == listed
