@@ -28,8 +28,7 @@ GPU machine). Random weights of the real shapes (`load_format="dummy"`), random 
 max_num_seqs 256, jaxllm defaults. The roofline is ../shared/BENCHMARKS.md's bound computed by the bench for
 the run's own workload (quantized runs count their weight and KV bytes; fp8 W8A8 runs their linear FLOPs at
 the fp8 GEMM rate; under tensor parallelism the bound of N ideal GPUs). "x baseline" is measured against the
-baseline preset in the same device call, on the row's own card (the H100 rows' b2 baseline is the `b2-h100`
-row). Regenerate this file with `jaxllm bench --summarize benchmarks/`.
+baseline preset in the same device call. Regenerate this file with `jaxllm bench --summarize benchmarks/`.
 """
 
 
