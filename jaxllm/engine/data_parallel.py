@@ -26,9 +26,9 @@ from dataclasses import fields
 from itertools import zip_longest
 from typing import Any
 
+from ..outputs import RequestOutput
 from . import metrics as _metrics
 from .engine import EngineStats, LLMEngine
-from ..outputs import RequestOutput
 
 
 class DataParallelEngine:
