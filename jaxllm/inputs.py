@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, TypedDict
 
-from jaxllm.sampling_params import SamplingParams, check_unicode
+from jaxllm.sampling_checks import check_unicode
+from jaxllm.sampling_params import SamplingParams
 
 
 class TextPrompt(TypedDict):

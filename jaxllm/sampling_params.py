@@ -11,12 +11,18 @@ import dataclasses
 import enum
 import logging
 import math
-import numbers
 import warnings
 from typing import Any
 
 import numpy as np
 
+from jaxllm.sampling_checks import (
+    check_bool,
+    check_float,
+    check_int,
+    check_strs,
+    check_token_ids,
+)
 from jaxllm.structured_outputs.params import GuidedDecodingParams, StructuredOutputsParams
 
 logger = logging.getLogger(__name__)
@@ -45,68 +51,10 @@ class SamplingType(enum.IntEnum):
     RANDOM_SEED = 2
 
 
-def _check_int(name: str, value: Any, *, optional: bool = False) -> int | None:
-    if value is None and optional:
-        return None
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        kind = "an int or None" if optional else "an int"
-        raise TypeError(f"{name} must be {kind}, got {type(value).__name__} ({value!r})")
-    return int(value)
-
-
-def _check_float(name: str, value: Any) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__} ({value!r})")
-    return float(value)
-
-
-def _check_bool(name: str, value: Any) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__} ({value!r})")
-    return bool(value)
-
-
-def _check_token_ids(name: str, value: Any) -> list[int] | None:
-    if value is None:
-        return None
-    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
-        raise TypeError(f"{name} must be a list of ints, got {type(value).__name__} ({value!r})")
-    ids = list(value)
-    for t in ids:
-        if isinstance(t, (bool, np.bool_)) or not isinstance(t, numbers.Integral):
-            raise TypeError(f"{name} must contain only integers, got {ids}.")
-        if t < 0:
-            raise ValueError(f"{name} must contain only non-negative token ids, got {ids}.")
-    return [int(t) for t in ids]
-
-
-def check_unicode(where: str, text: str) -> None:
-    """Reject text no tokenizer can encode (a lone UTF-16 surrogate such as '\\ud800'), naming ``where``."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as e:
-        raise ValueError(f"{where} is not valid Unicode text: {text[e.start:e.end]!r} at position {e.start} is "
-                         "a lone surrogate") from None
-
-
-def _check_strs(name: str, value: Any) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, (list, tuple)):
-        raise TypeError(f"{name} must be a str or a list of str, got {type(value).__name__} ({value!r})")
-    for s in value:
-        if not isinstance(s, str):
-            raise TypeError(f"{name} must contain only strings, got {value!r}")
-        check_unicode(name, s)
-    return list(dict.fromkeys(value))  # drop duplicates, keep order (as vLLM)
-
-
-def _check_num_logprobs(name: str, value: Any) -> int | None:
+def check_num_logprobs(name: str, value: Any) -> int | None:
     if value is True:  # vLLM: logprobs=True means 1
         return 1
-    value = _check_int(name, value, optional=True)
+    value = check_int(name, value, optional=True)
     if value is None:
         return None
     if value < 0 and value != -1:
@@ -168,7 +116,7 @@ class SamplingParams:
     _all_stop_token_ids: set[int] = dataclasses.field(default_factory=set, init=False)
 
     def __post_init__(self) -> None:
-        self.n = _check_int("n", self.n)
+        self.n = check_int("n", self.n)
         for name in (
             "presence_penalty",
             "frequency_penalty",
@@ -177,16 +125,16 @@ class SamplingParams:
             "top_p",
             "min_p",
         ):
-            setattr(self, name, _check_float(name, getattr(self, name)))
-        self.top_k = _check_int("top_k", self.top_k)
-        self.seed = _check_int("seed", self.seed, optional=True)
+            setattr(self, name, check_float(name, getattr(self, name)))
+        self.top_k = check_int("top_k", self.top_k)
+        self.seed = check_int("seed", self.seed, optional=True)
         if self.seed == -1:
             self.seed = None
-        self.stop = _check_strs("stop", self.stop)
+        self.stop = check_strs("stop", self.stop)
         self.stop_token_ids = list(
-            dict.fromkeys(_check_token_ids("stop_token_ids", self.stop_token_ids) or [])
+            dict.fromkeys(check_token_ids("stop_token_ids", self.stop_token_ids) or [])
         )
-        self.bad_words = _check_strs("bad_words", self.bad_words)
+        self.bad_words = check_strs("bad_words", self.bad_words)
         for name in (
             "include_stop_str_in_output",
             "ignore_eos",
@@ -195,14 +143,14 @@ class SamplingParams:
             "spaces_between_special_tokens",
             "flat_logprobs",
         ):
-            setattr(self, name, _check_bool(name, getattr(self, name)))
-        self.max_tokens = _check_int("max_tokens", self.max_tokens, optional=True)
-        self.min_tokens = _check_int("min_tokens", self.min_tokens)
-        self.logprobs = _check_num_logprobs("logprobs", self.logprobs)
-        self.prompt_logprobs = _check_num_logprobs("prompt_logprobs", self.prompt_logprobs)
+            setattr(self, name, check_bool(name, getattr(self, name)))
+        self.max_tokens = check_int("max_tokens", self.max_tokens, optional=True)
+        self.min_tokens = check_int("min_tokens", self.min_tokens)
+        self.logprobs = check_num_logprobs("logprobs", self.logprobs)
+        self.prompt_logprobs = check_num_logprobs("prompt_logprobs", self.prompt_logprobs)
         self.logit_bias = self._check_logit_bias(self.logit_bias)
-        self.allowed_token_ids = _check_token_ids("allowed_token_ids", self.allowed_token_ids)
-        self.truncate_prompt_tokens = _check_int("truncate_prompt_tokens", self.truncate_prompt_tokens,
+        self.allowed_token_ids = check_token_ids("allowed_token_ids", self.allowed_token_ids)
+        self.truncate_prompt_tokens = check_int("truncate_prompt_tokens", self.truncate_prompt_tokens,
                                                  optional=True)
         if not isinstance(self.output_kind, RequestOutputKind):
             raise TypeError(f"output_kind must be a RequestOutputKind, got {self.output_kind!r}")
@@ -247,7 +195,7 @@ class SamplingParams:
             if tid < 0:
                 bad_keys.append(k)
                 continue
-            bias = _check_float(f"logit_bias[{k!r}]", v)
+            bias = check_float(f"logit_bias[{k!r}]", v)
             if math.isnan(bias):
                 raise ValueError(f"logit_bias[{k!r}] must not be NaN.")
             out[tid] = bias
@@ -332,7 +280,7 @@ class SamplingParams:
                 del kwargs[name]
         bias = kwargs.get("logit_bias")
         if isinstance(bias, dict):
-            kwargs["logit_bias"] = {k: min(100.0, max(-100.0, _check_float(f"logit_bias[{k!r}]", v)))
+            kwargs["logit_bias"] = {k: min(100.0, max(-100.0, check_float(f"logit_bias[{k!r}]", v)))
                                     for k, v in bias.items()}
         return cls(**kwargs)
 
@@ -420,18 +368,18 @@ class BeamSearchParams:
     structured_outputs: Any = None
 
     def __post_init__(self) -> None:
-        self.beam_width = _check_int("beam_width", self.beam_width)
-        self.max_tokens = _check_int("max_tokens", self.max_tokens)
+        self.beam_width = check_int("beam_width", self.beam_width)
+        self.max_tokens = check_int("max_tokens", self.max_tokens)
         if self.beam_width < 1:
             raise ValueError(f"beam_width must be at least 1, got {self.beam_width}.")
         if self.max_tokens < 1:
             raise ValueError(f"max_tokens must be at least 1, got {self.max_tokens}.")
-        self.ignore_eos = _check_bool("ignore_eos", self.ignore_eos)
-        self.include_stop_str_in_output = _check_bool("include_stop_str_in_output", self.include_stop_str_in_output)
-        self.temperature = _check_float("temperature", self.temperature)
+        self.ignore_eos = check_bool("ignore_eos", self.ignore_eos)
+        self.include_stop_str_in_output = check_bool("include_stop_str_in_output", self.include_stop_str_in_output)
+        self.temperature = check_float("temperature", self.temperature)
         if not 0.0 <= self.temperature <= 2.0:
             raise ValueError(f"temperature must be in [0, 2], got {self.temperature}.")
-        self.length_penalty = _check_float("length_penalty", self.length_penalty)
+        self.length_penalty = check_float("length_penalty", self.length_penalty)
         if not math.isfinite(self.length_penalty):
             raise ValueError(f"length_penalty must be a finite number, got {self.length_penalty}.")
         if self.structured_outputs is not None:
