@@ -9,22 +9,26 @@ import json
 import time
 
 
-def main() -> None:
+def peer_arg_parser() -> argparse.ArgumentParser:
+    """The arguments every HF peer subprocess takes (the bench passes the workload as JSON)."""
     p = argparse.ArgumentParser()
     p.add_argument("--model-dir", required=True)
     p.add_argument("--workload-json", required=True)
     p.add_argument("--max-requests", type=int)
     p.add_argument("--output", required=True)
     p.add_argument("--device", default="cuda", help="torch device (cpu only for smoke tests)")
-    args = p.parse_args()
+    return p
+
+
+def main() -> None:
+    args = peer_arg_parser().parse_args()
     import torch
     import transformers
     from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
 
     from jaxllm.bench.workloads import Workload
 
-    spec = json.loads(args.workload_json)
-    w = Workload(**{**spec, "prompt_len": tuple(spec["prompt_len"]), "output_len": tuple(spec["output_len"])})
+    w = Workload.from_json(args.workload_json)
     config = AutoConfig.from_pretrained(args.model_dir)
     prompts, output_lens = w.requests(config.vocab_size)
     if len(set(output_lens)) != 1:

@@ -5,7 +5,6 @@ by ``jaxllm bench --workload E-... --peer hf``."""
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import time
@@ -43,13 +42,10 @@ def _embed(model, prompts: list[list[int]], batches: list[list[int]], encoder: b
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--model-dir", required=True)
-    p.add_argument("--workload-json", required=True)
-    p.add_argument("--max-requests", type=int)
+    from jaxllm.bench.peer_hf import peer_arg_parser
+
+    p = peer_arg_parser()
     p.add_argument("--max-batch-tokens", type=int, default=8192)
-    p.add_argument("--output", required=True)
-    p.add_argument("--device", default="cuda", help="torch device (cpu only for smoke tests)")
     args = p.parse_args()
     import torch
     import transformers
@@ -57,8 +53,7 @@ def main() -> None:
 
     from jaxllm.bench.workloads import Workload
 
-    spec = json.loads(args.workload_json)
-    w = Workload(**{**spec, "prompt_len": tuple(spec["prompt_len"]), "output_len": tuple(spec["output_len"])})
+    w = Workload.from_json(args.workload_json)
     config = AutoConfig.from_pretrained(args.model_dir)
     prompts = w.requests(config.vocab_size)[0][:args.max_requests or None]
     encoder = config.architectures[0] in ("BertModel", "XLMRobertaModel", "RobertaModel")

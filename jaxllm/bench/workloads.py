@@ -28,6 +28,12 @@ class Workload:
     # weights accept ~no draft of random prompts)
     prompt_period: int = 0
 
+    @classmethod
+    def from_json(cls, text: str) -> Workload:
+        """The workload a peer subprocess receives on its command line (``json.dumps(dataclasses.asdict(w))``)."""
+        spec = json.loads(text)
+        return cls(**{**spec, "prompt_len": tuple(spec["prompt_len"]), "output_len": tuple(spec["output_len"])})
+
     def requests(self, vocab_size: int) -> tuple[list[list[int]], list[int]]:
         """(prompt token ids, output lengths), deterministic in ``seed``."""
         rng = np.random.default_rng(self.seed)
