@@ -4,6 +4,7 @@ Plain Python (numpy at most): this package never imports jax, so it is testable 
 """
 
 from .batch import RunnerOutput, ScheduledBatch, ScheduledSeq, TokenLogprobs
-from .engine import EngineStats, LLMEngine
+from .engine import LLMEngine
+from .stats import EngineStats
 
 __all__ = ["EngineStats", "LLMEngine", "RunnerOutput", "ScheduledBatch", "ScheduledSeq", "TokenLogprobs"]

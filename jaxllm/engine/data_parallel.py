@@ -28,7 +28,8 @@ from typing import Any
 
 from ..outputs import RequestOutput
 from . import metrics as _metrics
-from .engine import EngineStats, LLMEngine
+from .engine import LLMEngine
+from .stats import EngineStats
 
 
 class DataParallelEngine:

@@ -18,7 +18,6 @@ engine keeps working.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -35,7 +34,9 @@ from ..spec_decode import SpeculativeConfig
 from ..structured_outputs.grammar import GrammarCompiler
 from ..structured_outputs.params import StructuredOutputsConfig
 from . import metrics as _metrics
+from .accessors import EngineAccessors
 from .block_manager import BlockManager
+from .constrained_steps import ConstrainedSteps
 from .detokenizer import IncrementalDetokenizer, TokenizerView
 from .host_tier import HostTier, PreemptionCost
 from .request_checks import check_params, check_prompt, check_request_options, truncate_prompt
@@ -43,40 +44,14 @@ from .request_state import RequestState
 from .scheduler import Scheduler
 from .sequence import Sequence
 from .stat_logger import StatLogger
+from .stats import EngineStats
 
 _SEED_MOD = 2**31  # per-sequence rng seeds fit int32 (and uint32)
 # the scheduling view of a pooling request: its prompt, then done (the runner pools instead of sampling)
 _POOLING_SAMPLING_PARAMS = SamplingParams(max_tokens=1, detokenize=False)
 
 
-@dataclasses.dataclass
-class EngineStats:
-    num_steps: int = 0
-    num_scheduled_tokens: int = 0  # prefill + decode tokens computed (recomputation included)
-    num_generated_tokens: int = 0  # tokens sampled
-    num_preemptions: int = 0
-    num_prompt_tokens: int = 0  # of added requests (each child counted once per request)
-    num_cached_tokens: int = 0  # prefix-cache hit tokens reported by finished sequences
-    num_swap_preemptions: int = 0  # preemptions by swap (included in num_preemptions)
-    num_swapped_out_blocks: int = 0  # KV blocks copied device -> host (preemption and prefix offload)
-    num_swapped_in_blocks: int = 0  # KV blocks copied host -> device
-    num_host_prefix_cache_hits: int = 0  # blocks found in the host prefix cache
-    # speculative decoding (vLLM's vllm:spec_decode_* counters): sequence-steps with drafts, draft tokens
-    # proposed, draft tokens accepted, accepted drafts by position
-    spec_decode_num_drafts: int = 0
-    spec_decode_num_draft_tokens: int = 0
-    spec_decode_num_accepted_tokens: int = 0
-    spec_decode_num_accepted_tokens_per_pos: list = dataclasses.field(default_factory=list)
-
-    @property
-    def spec_decode_acceptance_rate(self) -> float | None:
-        """Accepted / proposed draft tokens (None before any draft)."""
-        if not self.spec_decode_num_draft_tokens:
-            return None
-        return self.spec_decode_num_accepted_tokens / self.spec_decode_num_draft_tokens
-
-
-class LLMEngine:
+class LLMEngine(EngineAccessors, ConstrainedSteps):
     """Continuous-batching engine over a paged KV cache of ``num_blocks`` x ``block_size`` tokens.
 
     ``eos_token_ids``: the first id is the primary EOS (finish_reason "stop", stop_reason None); further
@@ -291,26 +266,6 @@ class LLMEngine:
             self.scheduler.add(seq)
         self.stats.num_prompt_tokens += len(ids)
 
-    def check_lora_request(self, lora_request: Any) -> None:
-        """ValueError/TypeError before any device work when LoRA is off or the adapter is bad (the runner loads
-        it into host memory)."""
-        if self.max_loras is None:
-            raise ValueError("a lora_request was given but LoRA is not enabled; pass enable_lora=True")
-        self.runner.check_lora(lora_request)
-
-    def _new_grammar_states(self, request_id: str, params: SamplingParams) -> list:
-        """One GrammarState per child (None without structured outputs); validates the spec now."""
-        so = params.structured_outputs
-        if so is None:
-            return [None] * params.n
-        if self._grammars is None:
-            self._grammars = GrammarCompiler(self.tokenizer, self.vocab_size, self.eos_token_ids,
-                                             self.structured_outputs_config)
-            prepare = getattr(self.runner, "prepare_structured_outputs", None)
-            if prepare is not None:
-                prepare()  # the runner's programs for constrained rows (compiled in the background)
-        return [self._grammars.new_state(request_id, so) for _ in range(params.n)]
-
     def abort_request(self, request_id: str | Iterable[str]) -> None:
         """Drop unfinished request(s); unknown ids are ignored (as vLLM). No output is returned for them; they
         count in the ``vllm:request_success`` metric under ``finished_reason="abort"``."""
@@ -377,36 +332,6 @@ class LLMEngine:
             self._drain()
         return results
 
-    def _schedule_required(self):
-        """The next batch when no step is in flight; waits for a compiling grammar if nothing else can run."""
-        batch = self.scheduler.schedule()
-        while not batch.seqs and self.scheduler.waiting_grammars():
-            self.scheduler.waiting_grammars()[0].wait()
-            batch = self.scheduler.schedule()
-        return batch
-
-    def _launch_constrained(self, batch) -> list:
-        """Step N+1 has constrained rows, whose masks need the tokens of step N, still in flight: launch step
-        N+1's forward (a runner with ``launch_sampler``), apply step N's tokens (grammars advance), then fill the
-        masks and launch step N+1's sampler. The forward runs on the device meanwhile. Returns the sequences
-        step N finished."""
-        launch_sampler = getattr(self.runner, "launch_sampler", None)
-        if launch_sampler is None:  # a runner that samples in dispatch: wait for step N first
-            finished = self._resolve_oldest()
-            self._launch(batch, required=False)
-            return finished
-        handle = self.runner.dispatch(batch, sample=False)
-        self._steps.append((batch, handle))
-        self._count_step(batch)
-        finished = self._resolve_oldest()
-        self._fill_grammar_bitmasks(batch)
-        launch_sampler(handle)
-        return finished
-
-    def _fill_grammar_bitmasks(self, batch) -> None:
-        if self._grammars is not None:
-            self._grammars.fill_batch(batch)
-
     def _launch(self, batch, required: bool) -> None:
         if not batch.seqs:
             if required:  # cannot happen for validated requests; fail loudly rather than spin
@@ -464,27 +389,3 @@ class LLMEngine:
         self.request_stats.record(out.metrics, len(req.prompt_token_ids), sum(s.num_output_tokens for s in seqs),
                                   [s.finish_reason for s in seqs])
         return out
-
-    # ---- vLLM's engine accessors -----------------------------------------------------------------------
-
-    def get_tokenizer(self):
-        """The tokenizer (None with ``skip_tokenizer_init``)."""
-        return self.tokenizer
-
-    def set_tokenizer(self, tokenizer: Any) -> None:
-        """Use ``tokenizer`` for text prompts, detokenization and stop strings from now on (between requests)."""
-        if self._requests:
-            raise ValueError(f"set_tokenizer with {len(self._requests)} unfinished requests: finish or abort them")
-        self.tokenizer = tokenizer
-        self._view = TokenizerView(tokenizer) if tokenizer is not None else None
-        self.scheduler.decode_token = self._view.decode_token if self._view else None
-
-    def get_metrics(self) -> list[_metrics.Metric]:
-        """vLLM's metric snapshot: see ``jaxllm.engine.metrics``."""
-        return _metrics.snapshot(self, self._metric_labels)
-
-    def reset_prefix_cache(self) -> bool:
-        """Forget every cached prefix block; False (nothing done) while some request holds blocks (vLLM)."""
-        if self._requests or self._steps:
-            return False
-        return self.block_manager.reset_prefix_cache()

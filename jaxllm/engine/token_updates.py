@@ -1,0 +1,120 @@
+"""How ``Scheduler.update`` applies a step's sampled tokens to a sequence: one token at a time (speculative
+steps emit several) with the stop checks, logprobs, prompt logprobs, grammar advances and pooled outputs.
+Mixed into ``Scheduler``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..structured_outputs.grammar import accept_tokens
+from .batch import RunnerOutput, ScheduledSeq
+from .detokenizer import make_logprobs
+from .sequence import Sequence, SequenceStatus
+
+
+class TokenUpdates:
+    """Needs the scheduler's queues, block manager and counters (see ``Scheduler.update``)."""
+
+    def _step_tokens(self, sseq: ScheduledSeq, output: RunnerOutput) -> tuple[list[int], list | None]:
+        """The tokens a sequence emits this step (1, or 1..k + 1 when it speculates) and their logprobs."""
+        sid = sseq.seq_id
+        if sseq.draft_token_ids:
+            tokens = output.accepted.get(sid)
+            if not tokens:
+                raise RuntimeError(f"runner returned no accepted tokens for speculative seq {sid}")
+            self.speculation.count(sseq, len(tokens))
+            lps = output.accepted_logprobs.get(sid)
+        else:
+            try:
+                tokens = [int(output.sampled[sid])]
+            except KeyError:
+                raise RuntimeError(f"runner returned no sampled token for seq {sid}") from None
+            lps = [output.logprobs[sid]] if sid in output.logprobs else None
+        if sseq.sampling_params.logprobs is not None and (lps is None or len(lps) < len(tokens)):
+            raise RuntimeError(f"runner returned no logprobs for seq {sid} (logprobs requested)")
+        return tokens, lps
+
+    def _append_token(self, seq: Sequence, token: int, tl: Any, decode: Any, now: float,
+                      constrained: list[tuple[Sequence, int]]) -> bool:
+        """Append one sampled token (or fill in the placeholder of asynchronous scheduling), record its
+        logprobs, queue it for the sequence's grammar, apply the stop checks. Returns whether the sequence
+        finished."""
+        token = int(token)
+        if seq.token_ids[-1] < 0:
+            seq.token_ids[-1] = token
+        else:
+            seq.token_ids.append(token)
+        self.num_generated_tokens += 1
+        if seq.logprobs is not None:
+            seq.logprobs.append(make_logprobs(tl, decode))
+            seq.cumulative_logprob += float(tl.logprob)
+        if seq.first_token_time is None:
+            seq.first_token_time = now
+        seq.last_token_time = now
+        if seq.grammar is not None:
+            constrained.append((seq, token))
+        was_waiting = seq.status == SequenceStatus.WAITING  # preempted while this step ran
+        if self._check_stop(seq, token):
+            if was_waiting:
+                self.waiting.remove(seq)
+            return True
+        return False
+
+    def _finish_pooled(self, seq: Sequence, output: RunnerOutput, finished: list[Sequence]) -> None:
+        """A pooling request's whole prompt ran: it finishes with the runner's pooled data (nothing sampled)."""
+        try:
+            seq.pooled = output.pooled[seq.seq_id]
+        except KeyError:
+            raise RuntimeError(f"runner returned no pooled data for seq {seq.seq_id}") from None
+        if seq.status == SequenceStatus.WAITING:  # preempted while this step ran
+            self.waiting.remove(seq)
+        seq.finish("stop")
+        finished.append(seq)
+
+    def _advance_grammars(self, constrained: list[tuple[Sequence, int]], finished: list[Sequence]) -> None:
+        """Feed the step's tokens to their sequences' grammars (in parallel). A rejected token (a mask that was
+        not applied, logged) ends its sequence with finish_reason "abort"."""
+        ok = accept_tokens([seq.grammar for seq, _ in constrained], [token for _, token in constrained])
+        for (seq, _), good in zip(constrained, ok):
+            if not good and seq.status != SequenceStatus.FINISHED:
+                if seq.status == SequenceStatus.WAITING:
+                    self.waiting.remove(seq)
+                seq.finish("abort")
+                finished.append(seq)
+
+    def _add_prompt_logprobs(self, seq: Sequence, start: int, entries: list | None, decode: Any) -> None:
+        """Entry j is for prompt token ``start + 1 + j``; positions already recorded (before a preemption)
+        are skipped, so recomputation does not duplicate them."""
+        if not entries:
+            return
+        pls = seq.prompt_logprobs
+        for j, tl in enumerate(entries):
+            pos = start + 1 + j
+            if pos >= seq.num_prompt_tokens:
+                break
+            if pos == len(pls):
+                pls.append(make_logprobs(tl, decode))
+
+    def _check_stop(self, seq: Sequence, token: int) -> bool:
+        """vLLM's order: EOS / stop ids (not before min_tokens), then length (max_tokens, max_model_len);
+        then stop strings, which override "length". Returns whether the sequence finished."""
+        num_out = len(seq.token_ids) - seq.num_prompt_tokens
+        reason: str | None = None
+        stop_reason: int | str | None = None
+        if num_out >= seq.params.min_tokens:
+            if token in seq.eos_token_ids:
+                reason = "stop"
+            elif token in seq.stop_token_ids:
+                reason, stop_reason = "stop", token
+        if reason is None and (num_out >= seq.max_tokens or len(seq.token_ids) >= self.max_model_len):
+            reason = "length"
+        if seq.detokenizer is not None:
+            stop_str = seq.detokenizer.update(token, num_out, reason == "stop")
+            if stop_str is not None:
+                reason, stop_reason = "stop", stop_str
+        if reason is None:
+            return False
+        seq.finish(reason, stop_reason)
+        return True
+
+    # ---- abort -----------------------------------------------------------------------------------------
