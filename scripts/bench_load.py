@@ -1,6 +1,6 @@
 """Load time of one model from safetensors and from the Orbax checkpoint `jaxllm convert` writes, plus the time of
-the conversion itself. Random bf16 bytes of the real shapes (names and shapes from transformers' model on the meta
-device) are written as a sharded HF checkpoint first.
+the conversion itself. A random bf16 checkpoint of the real shapes (load_rss_probe.write_checkpoint) is written
+first.
 
     python scripts/bench_load.py --config llama-3.1-8b --workdir /tmp/load --output load.json
 """
@@ -13,50 +13,7 @@ import os
 import shutil
 import time
 
-import numpy as np
-
-SHARD_BYTES = 4 << 30
-
-
-def write_random_checkpoint(hf: dict, folder: str) -> int:
-    """A HF safetensors checkpoint of random bf16 bytes for config ``hf``; returns its size in bytes."""
-    import ml_dtypes
-    import torch
-    import transformers
-    from safetensors.numpy import save_file
-
-    cfg = transformers.AutoConfig.for_model(**hf)
-    with torch.device("meta"):
-        model = transformers.AutoModelForCausalLM.from_config(cfg)
-    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    if getattr(cfg, "tie_word_embeddings", False):
-        shapes.pop("lm_head.weight", None)
-    os.makedirs(folder, exist_ok=True)
-    rng = np.random.default_rng(0)
-    shard, shard_bytes, index, total, n = {}, 0, {}, 0, 0
-
-    def flush():
-        nonlocal shard, shard_bytes, n
-        if shard:
-            name = f"model-{n:05d}.safetensors"
-            save_file(shard, os.path.join(folder, name), metadata={"format": "pt"})
-            index.update({k: name for k in shard})
-            shard, shard_bytes, n = {}, 0, n + 1
-
-    for key, shape in shapes.items():
-        bits = rng.integers(0, 2**16, size=shape, dtype=np.uint16) & 0xBFFF  # finite bf16 values
-        arr = bits.view(ml_dtypes.bfloat16)
-        shard[key] = arr
-        shard_bytes += arr.nbytes
-        total += arr.nbytes
-        if shard_bytes >= SHARD_BYTES:
-            flush()
-    flush()
-    with open(os.path.join(folder, "model.safetensors.index.json"), "w") as f:
-        json.dump({"metadata": {"total_size": total}, "weight_map": index}, f)
-    with open(os.path.join(folder, "config.json"), "w") as f:
-        json.dump(hf, f)
-    return total
+from load_rss_probe import write_checkpoint  # scripts/: the random checkpoint of real shapes
 
 
 def timed_load(path: str, **kwargs) -> float:
@@ -87,7 +44,7 @@ def main() -> None:
     shutil.rmtree(args.workdir, ignore_errors=True)
     st_dir, orbax_dir = os.path.join(args.workdir, "hf"), os.path.join(args.workdir, "orbax")
     t0 = time.perf_counter()
-    size = write_random_checkpoint(hf, st_dir)
+    size = write_checkpoint(hf, st_dir)
     write_s = time.perf_counter() - t0
     from jaxllm.convert import convert_checkpoint
 

@@ -20,23 +20,20 @@ import numpy as np
 
 
 def write_checkpoint(hf: dict, path: str, shard_bytes: int = 4 << 30) -> int:
-    """Random bf16 tensors with the HF names and shapes of a Llama-family config; returns the total bytes."""
+    """Random bf16 tensors with the HF names and shapes of config ``hf`` (any architecture transformers knows:
+    its model built on the meta device names them), saved as a sharded checkpoint; returns the total bytes."""
     import ml_dtypes
+    import torch
+    import transformers
     from safetensors.numpy import save_file
 
-    d, f, v = hf["hidden_size"], hf["intermediate_size"], hf["vocab_size"]
-    hq, hk = hf["num_attention_heads"], hf["num_key_value_heads"]
-    hd = hf.get("head_dim") or d // hq
-    shapes = {"model.embed_tokens.weight": (v, d), "model.norm.weight": (d,)}
-    if not hf.get("tie_word_embeddings"):
-        shapes["lm_head.weight"] = (v, d)
-    for i in range(hf["num_hidden_layers"]):
-        p = f"model.layers.{i}."
-        shapes.update({p + "input_layernorm.weight": (d,), p + "post_attention_layernorm.weight": (d,),
-                       p + "self_attn.q_proj.weight": (hq * hd, d), p + "self_attn.k_proj.weight": (hk * hd, d),
-                       p + "self_attn.v_proj.weight": (hk * hd, d), p + "self_attn.o_proj.weight": (d, hq * hd),
-                       p + "mlp.gate_proj.weight": (f, d), p + "mlp.up_proj.weight": (f, d),
-                       p + "mlp.down_proj.weight": (d, f)})
+    cfg = transformers.AutoConfig.for_model(**hf)
+    with torch.device("meta"):
+        model = transformers.AutoModelForCausalLM.from_config(cfg)
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    if getattr(cfg, "tie_word_embeddings", False):
+        shapes.pop("lm_head.weight", None)
+    os.makedirs(path, exist_ok=True)
     # one pool of random values, tiled into every tensor: drawing 8B normals one by one took minutes on the GPU
     # host, and the loader's memory does not depend on the values
     pool = (np.random.default_rng(0).standard_normal(1 << 24, np.float32) * 0.02).astype(ml_dtypes.bfloat16)
@@ -45,7 +42,7 @@ def write_checkpoint(hf: dict, path: str, shard_bytes: int = 4 << 30) -> int:
     def flush():
         nonlocal shard, size
         name = f"model-{len(files) + 1:05d}.safetensors"
-        save_file(shard, os.path.join(path, name))
+        save_file(shard, os.path.join(path, name), metadata={"format": "pt"})
         files.append(name)
         index.update({k: name for k in shard})
         shard, size = {}, 0
