@@ -108,6 +108,11 @@ PRESETS = {
     "b2-gemma3-12b": Preset(_b2_mix("gemma-3-12b.json"),
                             "B2 mix on Gemma-3-12B dims (1024-token windows on 5 of 6 layers)", limit_s=300),
     "b2-phi3-mini": Preset(_b2_mix("phi-3-mini.json"), "B2 mix on Phi-3-mini dims (head_dim 96, window 2047)"),
+    "b2-qwen3-30b-a3b": Preset(("--workload", "B2-qwen3-30b-a3b"),
+                               "B2 mix on Qwen3-30B-A3B dims (128 experts, top-8, grouped GEMM)", limit_s=360),
+    "b2-mixtral-8x7b": Preset(("--workload", "B2-mixtral-8x7b"),
+                              "B2 mix on Mixtral-8x7B dims (8 experts, top-2; ~94 GB of bf16 weights: H200)",
+                              limit_s=420),
     # the host tier (docs/kv_offload.md): a 1024-block (16K-token) device cache under 128 long requests
     "preempt-recompute": Preset((*PREEMPT, "--preemption-mode", "recompute"),
                                 "preemption-heavy B2 (128 requests, in 512..1024, out 256..512, 1024 device "
