@@ -53,6 +53,9 @@ DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "jaxllm", "xla")
 _GPU_DEFAULTS = {"max_num_seqs": 256, "max_num_batched_tokens": 8192}
 # The CPU is for tests and notebooks: fewer, smaller buckets keep start-up compiles short.
 _CPU_DEFAULTS = {"max_num_seqs": 16, "max_num_batched_tokens": 256}
+# With background_compile on the CPU, start-up compiles the buckets up to this many tokens (a short prompt's
+# prefill and decode); the rest follow in the background.
+CPU_STARTUP_TOKENS = 16
 _CHOICES = {"attention_backend": ATTENTION_BACKENDS, "quant_matmul_impl": QUANT_MATMUL_IMPLS,
             "moe_matmul_impl": MOE_MATMUL_IMPLS,
             "int4_kernel_variant": INT4_KERNEL_VARIANTS, "fp8_activations": FP8_ACTIVATION_MODES,
@@ -130,6 +133,11 @@ class EngineArgs:
     # -- compilation --
     enforce_eager: bool = False
     max_seq_len_to_capture: int | None = None  # buckets of more tokens are compiled on first use
+    # The programs left out of start-up (buckets over max_seq_len_to_capture, the top-k/top-p and logprobs
+    # sampler variants) compile on a background thread once the engine is ready, instead of at start-up / on
+    # first use. None: on for the CPU (start-up compiles the buckets of at most CPU_STARTUP_TOKENS tokens),
+    # off for GPUs.
+    background_compile: bool | None = None
     compilation_config: int | dict[str, Any] | None = None
     compilation_cache_dir: str | None = None  # "" disables JAX's persistent compilation cache
     # -- kernels (jaxllm; each has a JAXLLM_* environment override, jaxllm.envs.ENV_VARS) --
@@ -188,8 +196,9 @@ class EngineArgs:
                      "enforce_eager", "disable_log_stats", "disable_custom_all_reduce", "enable_sleep_mode",
                      "enable_lora", "enable_expert_parallel"):
             check_bool(name, getattr(self, name))
-        if self.allow_long_max_model_len is not None:
-            check_bool("allow_long_max_model_len", self.allow_long_max_model_len)
+        for name in ("allow_long_max_model_len", "background_compile"):
+            if getattr(self, name) is not None:
+                check_bool(name, getattr(self, name))
         self._validate_lora()
         check_choice("runner", self.runner, RUNNERS)
         check_choice("block_size", self.block_size, BLOCK_SIZES)
@@ -320,6 +329,10 @@ class EngineArgs:
                              "JAXLLM_ALLOW_LONG_MAX_MODEL_LEN=1) to use it anyway")
         out.max_model_len = self.max_model_len or model_max_len
         out.max_num_seqs = self.max_num_seqs or defaults["max_num_seqs"]
+        if self.background_compile is None:
+            out.background_compile = platform == "cpu"
+        if out.background_compile and platform == "cpu" and self.max_seq_len_to_capture is None:
+            out.max_seq_len_to_capture = CPU_STARTUP_TOKENS
         out.max_num_batched_tokens = self.max_num_batched_tokens or max(defaults["max_num_batched_tokens"],
                                                                         out.max_num_seqs)
         if out.max_num_batched_tokens < out.max_num_seqs:

@@ -12,7 +12,10 @@ that memory while it compiles; once the cache exists each program is executed on
 first-execution costs (CUDA command buffers, Mosaic kernels loaded into the context) are paid at start-up too, as
 vLLM pays them. With ``enforce_eager=True`` nothing is compiled up front and each program is compiled the first
 time a step needs it (fast start-up, slow first steps); ``max_seq_len_to_capture`` limits the start-up set to the
-buckets of at most that many tokens. Rare variants (penalties, wide logit_bias, prompt_logprobs) are always
+buckets of at most that many tokens. With ``background_compile`` (the CPU's default) start-up compiles only those
+buckets (16 tokens by default on the CPU) with the greedy and plain-sampling samplers, and the other programs
+compile on a background thread once the engine is ready, smallest first: a CPU user gets an engine in seconds and
+short prompts run at once. Rare variants (penalties, wide logit_bias, prompt_logprobs) are always
 compiled on first use. Building a runner with ``enforce_eager=True`` compiles nothing (tests build one so).
 """
 
@@ -69,6 +72,7 @@ class ModelRunner(SleepMode, WeightUpdates):
         self.speculative_config = SpeculativeConfig.from_dict(args.speculative_config)
         self.spec = SpecLayout(self.speculative_config)  # L logits rows per bucket, drafts verified by the sampler
         self.max_seq_len_to_capture = args.max_seq_len_to_capture
+        self.background_compile = bool(args.background_compile)
         self.ladder = BucketLadder(args.max_num_batched_tokens, args.max_num_seqs)
         self.forward_compile_options = forward_compiler_options(model)  # W8A8: faster GEMM autotuning
         self.graphdef, state = nnx.split(model)
@@ -104,6 +108,8 @@ class ModelRunner(SleepMode, WeightUpdates):
         self._allocate_cache()
         if not args.enforce_eager:
             self._run_each_program_once()
+            if self.background_compile:
+                self.programs.compile_in_background(self.deferred_keys())
 
     # ---- KV cache ----------------------------------------------------------------------------------------
 
@@ -133,8 +139,9 @@ class ModelRunner(SleepMode, WeightUpdates):
 
     def _compile(self, key: ProgramKey):
         """Lower and compile one program against the cache's current shapes."""
-        if isinstance(key, ForwardKey):
-            return self._forward.lower(self.params, self.kv_caches, self._padding_step(key.bucket), self._prev_tokens,
+        if isinstance(key, ForwardKey):  # against shapes: a background compile runs while steps replace them
+            return self._forward.lower(_shapes(self.params), _shapes(self.kv_caches), self._padding_step(key.bucket),
+                                       _shapes(self._prev_tokens),
                                        self._lora_stacks(), dims=self._dims(key.bucket), return_hidden=key.return_hidden,
                                        attention_impl=self.kernels.attention(key.long_prefill),
                                        logits_sharding=self._replicated, vocab_logits_sharding=self._vocab_logits
@@ -170,18 +177,33 @@ class ModelRunner(SleepMode, WeightUpdates):
     def _dims(self, bucket: Bucket) -> tuple[int, ...]:
         return self.spec.dims(bucket, self.max_blocks_per_seq)
 
-    def _sample_rows(self) -> list[int]:
-        """The sampler programs' row counts: every bucket's S, or its L with speculative decoding."""
-        return sorted({self.spec.num_rows(b) for b in self.ladder.buckets})
+    def _sample_rows(self, buckets: list[Bucket] | None = None) -> list[int]:
+        """The sampler programs' row counts: every bucket's (of ``buckets``, default all) S, or its L with
+        speculative decoding."""
+        return sorted({self.spec.num_rows(b) for b in (self.ladder.buckets if buckets is None else buckets)})
 
     def startup_keys(self) -> list[ProgramKey]:
         """The programs compiled at start-up: each bucket's forward (up to ``max_seq_len_to_capture`` tokens), the
-        long-prefill forwards, and the start-up sampler variants of every sequence bucket."""
+        long-prefill forwards, and the start-up sampler variants of every sequence bucket (with
+        ``background_compile``: the greedy and plain-sampling ones of the buckets kept)."""
         cap = self.max_seq_len_to_capture
         buckets = [b for b in self.ladder.buckets if cap is None or b.num_tokens <= cap]
+        if not self.background_compile:
+            return self._program_keys(buckets, self._sample_rows(), STARTUP_CONFIGS)
+        return self._program_keys(buckets, self._sample_rows(buckets), STARTUP_CONFIGS[:2])
+
+    def deferred_keys(self) -> list[ProgramKey]:
+        """The start-up set's complement over every bucket and start-up sampler variant, smallest buckets first:
+        what ``background_compile`` compiles once the engine is ready."""
+        early = set(self.startup_keys())
+        keys = self._program_keys(self.ladder.buckets, self._sample_rows(), STARTUP_CONFIGS)
+        return sorted((k for k in keys if k not in early), key=lambda k: (
+            k.bucket.num_tokens if isinstance(k, ForwardKey) else k.num_seqs, isinstance(k, SampleKey)))
+
+    def _program_keys(self, buckets: list[Bucket], sample_rows: list[int], configs) -> list[ProgramKey]:
         keys: list[ProgramKey] = [ForwardKey(b) for b in buckets]
         keys += [ForwardKey(b, long_prefill=True) for b in self.kernels.long_prefill_buckets(buckets)]
-        keys += [SampleKey(s, c) for s in self._sample_rows() for c in STARTUP_CONFIGS]
+        keys += [SampleKey(s, c) for s in sample_rows for c in configs]
         return keys
 
     def prepare_structured_outputs(self) -> None:
@@ -231,9 +253,10 @@ class ModelRunner(SleepMode, WeightUpdates):
 
     @property
     def num_compilations(self) -> int:
-        """Programs compiled so far: step variants, prompt-logprob programs and the host tier's copies."""
+        """Programs compiled so far or compiling in the background: step variants, prompt-logprob programs and
+        the host tier's copies."""
         swap = 0 if self.host_kv is None else self.host_kv.num_compilations
-        return len(self.programs) + self._prompt_lp._cache_size() + swap
+        return self.programs.num_scheduled + self._prompt_lp._cache_size() + swap
 
     def host_tier_kwargs(self, args: EngineArgs) -> dict:
         """LLMEngine's host-tier keywords: the slots, the switches, and the preemption cost rule's constants
@@ -315,6 +338,11 @@ class ModelRunner(SleepMode, WeightUpdates):
     def execute(self, batch: ScheduledBatch) -> RunnerOutput:
         """One synchronous step: ``fetch(dispatch(batch))``."""
         return self.fetch(self.dispatch(batch))
+
+
+def _shapes(tree):
+    """ShapeDtypeStructs (with shardings) of a pytree of arrays: what a program is compiled against."""
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), tree)
 
 
 class _StepInFlight:

@@ -4,22 +4,56 @@ A step runs two programs: the forward of its bucket (``ForwardKey``) and the sam
 sampler variant (``SampleKey``). Every program is compiled once per key; ``compile_all`` compiles many in threads
 (XLA compiles outside the GIL) and logs each as it finishes, so a start-up cut short by a time limit shows which
 programs were slow; ``compile_in_background`` compiles some on a background thread while steps run (the grammar
-sampler variants of structured outputs), and ``get`` waits for one a step needs before it is ready.
+sampler variants of structured outputs; the programs left out of start-up with ``background_compile``), and ``get`` waits for one a step needs before it is ready.
 """
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
 import dataclasses
 import logging
 import os
+import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 
 from jaxllm.runner.buckets import Bucket
 from jaxllm.runner.sampler_config import SamplerConfig, covers
 
 logger = logging.getLogger("jaxllm")
+_STOP_BACKGROUND = threading.Event()  # set at interpreter exit: queued background compiles are cancelled
+_BACKGROUND_THREADS: set[threading.Thread] = set()
+
+
+def _compile_queued(programs: weakref.ref, queued: list[tuple[ProgramKey, concurrent.futures.Future]]) -> None:
+    """A background thread's loop: compile each queued program in order until the interpreter exits or the
+    ``Programs`` is gone."""
+    for key, future in queued:
+        owner = programs()
+        if owner is None or _STOP_BACKGROUND.is_set() or not future.set_running_or_notify_cancel():
+            future.cancel()
+            continue
+        t0 = time.perf_counter()
+        try:
+            future.set_result(owner._compile_fn(key))
+        except Exception as error:  # noqa: BLE001 - raised to the step that needs it (``Programs.get``)
+            future.set_exception(error)
+            continue
+        finally:
+            del owner
+        logger.info("compiled %s in the background in %.1fs", key, time.perf_counter() - t0)
+    _BACKGROUND_THREADS.discard(threading.current_thread())
+
+
+@atexit.register
+def _stop_background_compiles() -> None:
+    """Cancel the queued background compiles and wait for the ones in progress (XLA must not be compiling while
+    the interpreter tears down)."""
+    _STOP_BACKGROUND.set()
+    for thread in list(_BACKGROUND_THREADS):
+        thread.join()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,13 +142,31 @@ class Programs:
         logger.info("compiled %d programs in %.1fs", len(keys), time.perf_counter() - t0)
 
     def compile_in_background(self, keys: list[ProgramKey]) -> None:
-        """Compile the ``keys`` not compiled or compiling yet, one at a time on a background thread."""
+        """Compile the ``keys`` not compiled or compiling yet, one at a time and in order on a background
+        thread (``get`` waits for one a step needs first). The thread is a daemon: at interpreter exit
+        ``_stop_background_compiles`` lets the compile in progress finish and cancels the queued ones, so a
+        script that ends early does not wait for programs it never used."""
         todo = [k for k in keys if k not in self.compiled and k not in self._background]
         if not todo:
             return
-        pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="jaxllm-compile")
-        self._background.update({k: pool.submit(self._compile_fn, k) for k in todo})
-        pool.shutdown(wait=False)
+        queued = [(k, concurrent.futures.Future()) for k in todo]
+        self._background.update(queued)
+        # the thread holds the runner weakly: an engine deleted while its programs compile is freed, and the
+        # rest of its queue is dropped
+        thread = threading.Thread(target=_compile_queued, args=(weakref.ref(self), queued), name="jaxllm-compile",
+                                  daemon=True)
+        _BACKGROUND_THREADS.add(thread)
+        thread.start()
+
+    def wait_background(self) -> None:
+        """Wait until every background compile is done (benchmarks: time steady-state steps)."""
+        for key in list(self._background):
+            self.get(key)
+
+    @property
+    def num_scheduled(self) -> int:
+        """Programs compiled or compiling in the background."""
+        return len(self.compiled) + len(self._background)
 
     def drop(self, keys: Iterable[ProgramKey]) -> None:
         for key in list(keys):

@@ -1,9 +1,10 @@
 """Memory-bounded pure-jnp ragged paged attention: the CPU path of the engine (and any platform's fallback).
 
 Same math as reference.py, but query tokens are processed in chunks of ``token_chunk`` (lax.map) and keys in
-groups of ``key_chunk`` cache slots (lax.scan, online softmax), so the gathered K/V is
-[token_chunk, key_chunk, K, D] instead of the reference's [T, ctx, K, D]: an 8k-token prefill over an 8k context
-stays at a few MB per step instead of tens of GB. With a sliding window each token's key loop starts at the group
+groups of ``key_chunk`` cache slots (online softmax), so the gathered K/V is [token_chunk, key_chunk, K, D]
+instead of the reference's [T, ctx, K, D]: an 8k-token prefill over an 8k context stays at a few MB per step
+instead of tens of GB. The key loop's trip count is data-dependent (a while loop): it covers the groups the chunk's
+tokens can see, so a step's cost follows its real context, not the block table's width (max_model_len). With a sliding window each token's key loop starts at the group
 of its first visible key and spans only the groups a window can cover: local layers never read pages outside
 their window.
 
@@ -18,6 +19,18 @@ from jax import lax
 
 from .kv_cache import dequantize_fp8, kv_scales
 from .reference import token_sequence_ids
+
+
+def key_groups(pos, kv_len, key_len: int, max_groups: int, sliding_window: int | None = None):
+    """(group0 [tc], trips []) of one token chunk's key loop: token t reads the key groups group0[t] ..
+    (kv_len[t] - 1) // key_len (with a window, group0 is the group holding its first visible key, so pages
+    before the window are never read; else 0). ``trips`` is the most groups any token of the chunk reads, at most
+    ``max_groups``: a decode at a short context reads a few pages, not max_model_len's, and a chunk of padding
+    tokens (kv_len 0) reads none. ``pos`` / ``kv_len``: [tc] int32."""
+    group0 = (jnp.zeros_like(pos) if sliding_window is None
+              else jnp.maximum(pos - sliding_window + 1, 0) // key_len)
+    needed = jnp.where(kv_len > 0, (kv_len - 1) // key_len - group0 + 1, 0)
+    return group0, jnp.minimum(jnp.max(needed), max_groups)
 
 
 def ragged_paged_attention_chunked(
@@ -73,20 +86,14 @@ def ragged_paged_attention_chunked(
         qc, sc, pc, lc = args  # [tc, K, G, D], [tc], [tc], [tc]
         qf = qc.astype(jnp.float32) * sm_scale
 
-        # with a window, token t's groups start at the one holding its first visible key (group0[t]): the
-        # scan covers only the groups a window can span, so pages before the window are never read
-        group0 = None if sliding_window is None else jnp.maximum(pc - sliding_window + 1, 0) // key_len
+        group0, trips = key_groups(pc, lc, key_len, num_groups, sliding_window)
 
-        def key_group(carry, j):
+        def key_group(j, carry):
             acc, m, l = carry
-            if group0 is None:
-                blocks = lax.dynamic_slice_in_dim(tables[sc], j * pg, pg, axis=1)  # [tc, pg]
-                kpos = (j * key_len + jnp.arange(key_len, dtype=jnp.int32))[None, :]
-            else:
-                first = (group0 + j) * pg  # [tc]
-                page_ids = jnp.minimum(first[:, None] + jnp.arange(pg, dtype=jnp.int32)[None, :], p_pad - 1)
-                blocks = jnp.take_along_axis(tables[sc], page_ids, axis=1)  # [tc, pg]
-                kpos = (group0 + j)[:, None] * key_len + jnp.arange(key_len, dtype=jnp.int32)[None, :]
+            first = (group0 + j) * pg  # [tc]
+            page_ids = jnp.minimum(first[:, None] + jnp.arange(pg, dtype=jnp.int32)[None, :], p_pad - 1)
+            blocks = jnp.take_along_axis(tables[sc], page_ids, axis=1)  # [tc, pg]
+            kpos = (group0 + j)[:, None] * key_len + jnp.arange(key_len, dtype=jnp.int32)[None, :]
             vis = kpos < lc[:, None]
             if sliding_window is not None:
                 vis &= pc[:, None] - kpos < sliding_window
@@ -103,11 +110,11 @@ def ragged_paged_attention_chunked(
             p = jnp.exp(sco - m_new[..., None])
             alpha = jnp.exp(m - m_new)
             acc = acc * alpha[..., None] + jnp.einsum("tkgc,tckd->tkgd", p, vals)
-            return (acc, m_new, l * alpha + jnp.sum(p, axis=-1)), None
+            return acc, m_new, l * alpha + jnp.sum(p, axis=-1)
 
         init = (jnp.zeros(qc.shape, jnp.float32), jnp.full(qc.shape[:-1], -1e30, jnp.float32),
                 jnp.zeros(qc.shape[:-1], jnp.float32))
-        (acc, _, l), _ = lax.scan(key_group, init, jnp.arange(num_groups, dtype=jnp.int32))
+        acc, _, l = lax.fori_loop(0, trips, key_group, init)
         return acc / jnp.where(l == 0.0, 1.0, l)[..., None]
 
     out = lax.map(one_chunk, per_chunk)  # [T_pad / tc, tc, K, G, D]
