@@ -15,19 +15,20 @@ import numpy as np
 from flax import nnx
 
 from jaxllm.config import ModelConfig, RopeConfig
-from jaxllm.models.quant import QuantizedWeight, linear
+from jaxllm.models.quant import QuantizedWeight, linear, placeholder_normal
 from jaxllm.models.quant_int4 import Int4Weight
 from jaxllm.quantization_config import INT4_METHODS
 
 
 def param(shape, dtype, axes, init: str = "normal", rngs: nnx.Rngs | None = None) -> nnx.Param:
-    """A parameter with logical axes. Values are placeholders: real ones come from the loader."""
+    """A parameter with logical axes. Values are placeholders: real ones come from the loader (zeros when
+    ``rngs`` is ``SHAPES_ONLY``)."""
     if init == "ones":
         value = jnp.ones(shape, dtype)
     elif init == "zeros":
         value = jnp.zeros(shape, dtype)
     else:
-        value = (0.02 * jax.random.normal(rngs.params(), shape, jnp.float32)).astype(dtype)
+        value = placeholder_normal(rngs, shape).astype(dtype)
     return nnx.Param(value, logical_axes=tuple(axes))
 
 

@@ -32,7 +32,7 @@ from jax.sharding import PartitionSpec as P
 from jaxllm import ops
 from jaxllm.config import ModelConfig
 from jaxllm.models.layers import param
-from jaxllm.models.quant import quantize
+from jaxllm.models.quant import placeholder_normal, quantize
 from jaxllm.ops.grouped_matmul import row_groups
 from jaxllm.parallel.sharding import MODEL_AXIS, logical_to_spec
 from jaxllm.quantization_config import LOAD_TIME_METHODS
@@ -96,8 +96,7 @@ class QuantizedExperts(nnx.Module):
     [E, *out], one per expert and output channel (the loader quantizes expert by expert). Placeholder values."""
 
     def __init__(self, shape, method: str, axes, rngs: nnx.Rngs):
-        w = 0.02 * jax.random.normal(rngs.params(), shape, jnp.float32)
-        qweight, scale = jax.vmap(lambda w: quantize(w, method, 1))(w)
+        qweight, scale = jax.vmap(lambda w: quantize(w, method, 1))(placeholder_normal(rngs, shape))
         self.qweight = nnx.Param(qweight, logical_axes=tuple(axes))
         self.scale = nnx.Param(scale, logical_axes=(axes[0], *axes[2:]))
 

@@ -117,6 +117,26 @@ def dequantize(qweight: jax.Array, scale: jax.Array, dtype=jnp.float32) -> jax.A
     return (qweight.astype(jnp.float32) * scale).astype(dtype)
 
 
+class _ShapesOnly:
+    """The ``rngs`` of a shape-only model build (``SHAPES_ONLY``)."""
+
+    def __repr__(self) -> str:
+        return "SHAPES_ONLY"
+
+
+# Pass as a model's ``rngs`` when only its shapes matter (the loader's ``jax.eval_shape`` build): placeholders are
+# zeros, so the build traces no RNG state updates (nnx's key counter costs ~1 s over a 30-layer model's params).
+SHAPES_ONLY = _ShapesOnly()
+
+
+def placeholder_normal(rngs, shape) -> jax.Array:
+    """A parameter's placeholder value before the loader replaces it: N(0, 0.02) float32 draws from ``rngs``
+    (random weights, load_format="dummy"), or zeros for ``SHAPES_ONLY``."""
+    if rngs is SHAPES_ONLY:
+        return jnp.zeros(shape, jnp.float32)
+    return 0.02 * jax.random.normal(rngs.params(), shape, jnp.float32)
+
+
 class QuantizedWeight(nnx.Module):
     """A linear weight held as ``qweight`` + per-output-channel ``scale`` (see the module docstring).
 
@@ -132,8 +152,7 @@ class QuantizedWeight(nnx.Module):
             raise ValueError(f"activations={activations!r}: choose 'none' or 'dynamic' (resolve_fp8_activations)")
         self.activations = activations if method == "fp8" else "none"
         self.k_minor = False  # qweight [*out_dims, *in_dims] (set by jaxllm.weights.fp8_layout after loading)
-        w = 0.02 * jax.random.normal(rngs.params(), shape, jnp.float32)
-        qweight, scale = quantize(w, method, in_ndim)
+        qweight, scale = quantize(placeholder_normal(rngs, shape), method, in_ndim)
         self.qweight = nnx.Param(qweight, logical_axes=tuple(axes))
         self.scale = nnx.Param(scale, logical_axes=tuple(axes[in_ndim:]))
 

@@ -31,7 +31,7 @@ from jax.sharding import Mesh
 
 from jaxllm.config import ModelConfig
 from jaxllm.models.moe import bind_moe_mesh
-from jaxllm.models.quant import quantize
+from jaxllm.models.quant import SHAPES_ONLY, quantize
 from jaxllm.models.quant_int4 import DUMMY_SCALE, Int4Weight, check_int4_sharding
 from jaxllm.models.registry import model_class
 from jaxllm.ops import quant_matmul
@@ -55,8 +55,8 @@ def abstract_model(cfg: ModelConfig, dtype=None):
     """(graphdef, {path: abstract Variable}) of the model, without allocating anything."""
     cls = model_class(cfg)
 
-    def build():
-        return cls(cfg, dtype=dtype, rngs=nnx.Rngs(0))
+    def build():  # zero placeholders: shapes are all that is kept
+        return cls(cfg, dtype=dtype, rngs=SHAPES_ONLY)
 
     abstract = nnx.eval_shape(build)
     graphdef, state = nnx.split(abstract)
