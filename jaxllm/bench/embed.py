@@ -48,7 +48,7 @@ def run_jaxllm(w: Workload, args, model_dir: str, prompts: list[list[int]]) -> d
     from jaxllm import LLM
 
     t0 = time.perf_counter()
-    llm = LLM(model_dir, runner="pooling", load_format="dummy", skip_tokenizer_init=True, dtype="bfloat16",
+    llm = LLM(model_dir, runner="pooling", load_format="dummy", skip_tokenizer_init=True, dtype=args.dtype,
               max_model_len=w.prompt_len[1], max_num_seqs=args.max_num_seqs,
               max_num_batched_tokens=args.max_num_batched_tokens, gpu_memory_utilization=args.gpu_memory_utilization,
               enforce_eager=args.enforce_eager, seed=args.seed)
@@ -72,7 +72,7 @@ def run_peer(w: Workload, args, model_dir: str) -> dict:
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         out_path = f.name
     cmd = [sys.executable, "-m", "jaxllm.bench.peer_hf_embed", "--model-dir", model_dir, "--workload-json",
-           json.dumps(dataclasses.asdict(w)), "--output", out_path, "--device", args.peer_device,
+           json.dumps(dataclasses.asdict(w)), "--output", out_path, "--device", args.peer_device, "--dtype", args.dtype,
            "--max-batch-tokens", str(args.max_num_batched_tokens)]
     if args.peer_max_requests:
         cmd += ["--max-requests", str(args.peer_max_requests)]

@@ -16,12 +16,16 @@ def peer_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--workload-json", required=True)
     p.add_argument("--max-requests", type=int)
     p.add_argument("--output", required=True)
-    p.add_argument("--device", default="cuda", help="torch device (cpu only for smoke tests)")
+    p.add_argument("--device", default="cuda", help="torch device")
+    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     return p
 
 
 def main() -> None:
-    args = peer_arg_parser().parse_args()
+    p = peer_arg_parser()
+    p.add_argument("--api", default="generate_batch", choices=["generate_batch", "generate"],
+                   help="continuous batching (paged), or one left-padded batch through model.generate")
+    args = p.parse_args()
     import torch
     import transformers
     from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
@@ -37,7 +41,7 @@ def main() -> None:
         prompts = prompts[:args.max_requests]
     t0 = time.perf_counter()
     with torch.device(args.device):
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16, attn_implementation="sdpa")
+        model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, args.dtype), attn_implementation="sdpa")
     model.eval()
     startup = time.perf_counter() - t0
     gen = GenerationConfig(max_new_tokens=output_lens[0], do_sample=w.temperature > 0,
@@ -46,17 +50,36 @@ def main() -> None:
     sync()
     t1 = time.perf_counter()
     with torch.no_grad():
-        results = model.generate_batch(inputs=prompts, generation_config=gen, progress_bar=False)
+        if args.api == "generate":
+            out_tokens = _padded_generate(model, prompts, gen, args.device)
+        else:
+            results = model.generate_batch(inputs=prompts, generation_config=gen, progress_bar=False)
+            out_tokens = sum(len(r.generated_tokens) for r in results.values())
     sync()
     wall = time.perf_counter() - t1
-    out_tokens = sum(len(r.generated_tokens) for r in results.values())
     prompt_tokens = sum(len(x) for x in prompts)
-    result = {"name": "transformers generate_batch", "transformers": transformers.__version__,
-              "torch": torch.__version__, "num_requests": len(prompts), "startup_s": startup, "generate_s": wall,
+    result = {"name": f"transformers {args.api}", "transformers": transformers.__version__,
+              "torch": torch.__version__, "device": args.device, "dtype": args.dtype,
+              "torch_threads": torch.get_num_threads(), "num_requests": len(prompts), "startup_s": startup, "generate_s": wall,
               "output_tokens": out_tokens, "output_tok_s": out_tokens / wall,
               "total_tok_s": (out_tokens + prompt_tokens) / wall}
     with open(args.output, "w") as f:
         json.dump(result, f)
+
+
+def _padded_generate(model, prompts: list[list[int]], gen, device: str) -> int:
+    """All prompts as one left-padded batch through ``model.generate`` (what a CPU user of transformers runs);
+    returns the number of generated tokens."""
+    import torch
+
+    width = max(len(p) for p in prompts)
+    ids = torch.zeros((len(prompts), width), dtype=torch.long, device=device)
+    mask = torch.zeros_like(ids)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p):] = torch.tensor(p)
+        mask[i, width - len(p):] = 1
+    out = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen)
+    return int(out[:, width:].numel())
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ def main() -> None:
     prompts = w.requests(config.vocab_size)[0][:args.max_requests or None]
     encoder = config.architectures[0] in ("BertModel", "XLMRobertaModel", "RobertaModel")
     with torch.device(args.device):
-        model = AutoModel.from_config(config, dtype=torch.bfloat16, attn_implementation="sdpa").eval()
+        model = AutoModel.from_config(config, dtype=getattr(torch, args.dtype), attn_implementation="sdpa").eval()
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
     batches = _batches([len(x) for x in prompts], args.max_batch_tokens)
     _embed(model, prompts, batches[:1], encoder, args.device)  # CUDA context, cuBLAS, SDPA kernels: not counted

@@ -60,4 +60,6 @@ WORKLOADS = {
     # B2's request mix on mixture-of-experts architectures (random weights of the real shapes)
     "B2-qwen3-30b-a3b": Workload("B2-qwen3-30b-a3b", _cfg("qwen3-30b-a3b.json"), 1000, (100, 1024), (256, 256)),
     "B2-mixtral-8x7b": Workload("B2-mixtral-8x7b", _cfg("mixtral-8x7b.json"), 1000, (100, 1024), (256, 256)),
+    # the CPU: the default model's dims (SmolLM2-135M), a notebook's batch of 8 short prompts, 32 tokens each
+    "CPU": Workload("CPU", _cfg("smollm2-135m.json"), 8, (16, 64), (32, 32)),
 }
