@@ -50,6 +50,7 @@ INT4_KERNEL_VARIANTS = ("gather", "split", "joined")
 FP8_ACTIVATION_MODES = ("auto", "none", "dynamic")
 ATTENTION_FP8_DOTS = ("auto", "q", "f16")
 DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "jaxllm", "xla")
+DEFAULT_GGUF_CACHE_DIR = os.path.join("~", ".cache", "jaxllm", "gguf")
 _GPU_DEFAULTS = {"max_num_seqs": 256, "max_num_batched_tokens": 8192}
 # The CPU is for tests and notebooks: fewer, smaller buckets keep start-up compiles short.
 _CPU_DEFAULTS = {"max_num_seqs": 16, "max_num_batched_tokens": 256}
@@ -140,6 +141,8 @@ class EngineArgs:
     background_compile: bool | None = None
     compilation_config: int | dict[str, Any] | None = None
     compilation_cache_dir: str | None = None  # "" disables JAX's persistent compilation cache
+    # a GGUF's dequantized float32 tensors, memory-mapped on later loads (jaxllm/weights/gguf_cache.py); "": off
+    gguf_cache_dir: str | None = None
     # -- kernels (jaxllm; each has a JAXLLM_* environment override, jaxllm.envs.ENV_VARS) --
     attention_backend: str | None = None  # None: the dispatcher's choice for the device and shapes
     attention_config: dict[str, Any] | None = None  # vLLM's AttentionConfig as a dict: {"backend": ...}
@@ -305,6 +308,12 @@ class EngineArgs:
         where = DEFAULT_CACHE_DIR if self.compilation_cache_dir is None else self.compilation_cache_dir
         return os.path.expanduser(where) if where else None
 
+    @property
+    def gguf_cache(self) -> str | None:
+        """The dequantized-GGUF cache folder, or None when disabled."""
+        where = DEFAULT_GGUF_CACHE_DIR if self.gguf_cache_dir is None else self.gguf_cache_dir
+        return os.path.expanduser(where) if where else None
+
     def config_overrides(self) -> dict[str, Any]:
         """The dict part of the HF config changes (rope_scaling / rope_theta, then a dict hf_overrides)."""
         out: dict[str, Any] = {}
@@ -356,8 +365,8 @@ def _from_env(keyword: str, var: str, raw: str) -> Any:
         return raw.strip().lower() in ("1", "true", "yes")
     if keyword in _CHOICES:
         return parse_env_choice(var, raw, _CHOICES[keyword])
-    if keyword == "compilation_cache_dir":
-        return "" if raw == "0" else raw  # "0": no persistent cache
+    if keyword in ("compilation_cache_dir", "gguf_cache_dir"):
+        return "" if raw == "0" else raw  # "0": no cache
     try:
         value = int(raw)
     except ValueError:

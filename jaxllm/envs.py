@@ -22,6 +22,7 @@ ENV_VARS = {
     "JAXLLM_PA_DECODE_SPLITS": "attention_decode_splits",
     "JAXLLM_LOAD_INFLIGHT_BYTES": "load_inflight_bytes",
     "JAXLLM_CACHE_DIR": "compilation_cache_dir",
+    "JAXLLM_GGUF_CACHE_DIR": "gguf_cache_dir",
     "JAXLLM_ALLOW_LONG_MAX_MODEL_LEN": "allow_long_max_model_len",
 }
 KEYWORD_ENV = {keyword: var for var, keyword in ENV_VARS.items()}

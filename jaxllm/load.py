@@ -147,7 +147,8 @@ def build_model(args: EngineArgs, source: ModelSource):
     if args.load_format == "dummy":
         model = build_dummy_model(source.config, source.mesh, args.seed)
     else:
-        model = load_weights(source.path, source.config, source.mesh, inflight_bytes=args.inflight_bytes)
+        model = load_weights(source.path, source.config, source.mesh, inflight_bytes=args.inflight_bytes,
+                             gguf_cache_dir=args.gguf_cache)
     logger.info("weights ready in %.1f s (%s)", time.perf_counter() - t0, args.load_format)
     return model
 

@@ -325,24 +325,28 @@ def _int4_dummy(part: str, shape: tuple, sharding):
     return jax.jit(fn, out_shardings=sharding)
 
 
-def _tensor_source(path: str):
-    """(hf config dict or None, tensor iterator) for a safetensors folder or a GGUF file."""
+def _tensor_source(path: str, gguf_cache_dir: str | None = None):
+    """(hf config dict or None, tensor iterator) for a safetensors folder or a GGUF file (its dequantized tensors
+    read through the cache in ``gguf_cache_dir``, gguf_cache.py, when given)."""
     if is_gguf(path):
+        from jaxllm.weights.gguf_cache import cached_tensors
+
         ckpt = GGUFCheckpoint(path)
-        return ckpt.hf_config, ((name, arr, path) for name, arr in ckpt.tensors())
+        return ckpt.hf_config, ((name, arr, path) for name, arr in cached_tensors(ckpt, gguf_cache_dir))
     from jaxllm.weights.safetensors_reader import iter_checkpoint
 
     return None, iter_checkpoint(path)
 
 
 def load_weights(path: str | os.PathLike, cfg: ModelConfig, mesh: Mesh | None = None,
-                 inflight_bytes: int = DEFAULT_INFLIGHT_BYTES):
+                 inflight_bytes: int = DEFAULT_INFLIGHT_BYTES, gguf_cache_dir: str | None = None):
     """Load a checkpoint folder (safetensors, possibly sharded, or an Orbax checkpoint written by ``jaxllm
     convert``) or a GGUF file into the model of ``cfg``. ``inflight_bytes``: the bound on host->device copies
-    still running while safetensors / GGUF tensors are placed."""
+    still running while safetensors / GGUF tensors are placed; ``gguf_cache_dir``: the dequantized-GGUF cache
+    (``LLM(gguf_cache_dir=...)``; None: none)."""
     from jaxllm.weights.orbax_checkpoint import is_orbax_checkpoint, load_converted
 
     if is_orbax_checkpoint(path):
         return load_converted(os.fspath(path), cfg, mesh or make_mesh(1))
-    _, tensors = _tensor_source(os.fspath(path))
+    _, tensors = _tensor_source(os.fspath(path), gguf_cache_dir)
     return build_model_from_tensors(cfg, tensors, mesh, inflight_bytes)

@@ -1,0 +1,48 @@
+"""background_compile (the CPU's default): start-up compiles the buckets of at most CPU_STARTUP_TOKENS tokens with
+the greedy and plain-sampling samplers; every other start-up program compiles on a background thread, and a step
+that needs one first waits for it (never compiling anything itself)."""
+
+from __future__ import annotations
+
+import pytest
+
+from jaxllm import LLM, SamplingParams
+from jaxllm.engine_args import CPU_STARTUP_TOKENS, EngineArgs
+from jaxllm.runner.programs import ForwardKey, SampleKey
+from jaxllm.runner.sampler_config import STARTUP_CONFIGS
+
+SMALL = {"skip_tokenizer_init": True, "max_num_seqs": 4, "max_num_batched_tokens": 64}
+
+
+def test_cpu_compiles_small_buckets_first_and_the_rest_in_the_background(llama_dir):
+    llm = LLM(str(llama_dir[0]), **SMALL)
+    runner = llm.llm_engine.runner
+    assert runner.background_compile and runner.max_seq_len_to_capture == CPU_STARTUP_TOKENS
+    startup = set(runner.startup_keys())
+    assert {k.bucket.num_tokens for k in startup if isinstance(k, ForwardKey)} == {8, 16}
+    assert {k.config for k in startup if isinstance(k, SampleKey)} == set(STARTUP_CONFIGS[:2])
+    deferred = runner.deferred_keys()
+    assert {k.bucket.num_tokens for k in deferred if isinstance(k, ForwardKey)} == {32, 64}
+    assert not startup & set(deferred) and set(runner.programs.compiled) == startup
+    before = runner.num_compilations
+    assert before == len(startup) + len(deferred)  # compiled or compiling: nothing is left for generate
+    prompts = [{"prompt_token_ids": list(range(1, n))} for n in (50, 3, 20)]
+    greedy = llm.generate(prompts, SamplingParams(temperature=0, max_tokens=6, ignore_eos=True), use_tqdm=False)
+    llm.generate(prompts, SamplingParams(temperature=0.8, top_p=0.9, logprobs=2, max_tokens=4), use_tqdm=False)
+    runner.programs.wait_background()
+    assert set(runner.programs.compiled) == startup | set(deferred) and runner.num_compilations == before
+    eager = LLM(str(llama_dir[0]), background_compile=False, **SMALL)
+    assert set(eager.llm_engine.runner.programs.compiled) == startup | set(deferred)
+    again = eager.generate(prompts, SamplingParams(temperature=0, max_tokens=6, ignore_eos=True), use_tqdm=False)
+    assert [o.outputs[0].token_ids for o in again] == [o.outputs[0].token_ids for o in greedy]
+
+
+def test_background_compile_is_a_bool_and_resolves_by_platform():
+    with pytest.raises(TypeError, match="background_compile"):
+        EngineArgs.from_kwargs({"background_compile": "yes"})
+    args = EngineArgs.from_kwargs({})
+    assert args.resolve("cpu", 512).background_compile is True
+    gpu = args.resolve("gpu", 512)
+    assert gpu.background_compile is False and gpu.max_seq_len_to_capture is None
+    assert args.resolve("cpu", 512).max_seq_len_to_capture == CPU_STARTUP_TOKENS
+    assert EngineArgs.from_kwargs({"max_seq_len_to_capture": 64}).resolve("cpu", 512).max_seq_len_to_capture == 64
