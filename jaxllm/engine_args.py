@@ -56,7 +56,7 @@ _GPU_DEFAULTS = {"max_num_seqs": 256, "max_num_batched_tokens": 8192}
 _CPU_DEFAULTS = {"max_num_seqs": 16, "max_num_batched_tokens": 256}
 # With background_compile on the CPU, start-up compiles the buckets up to this many tokens (a short prompt's
 # prefill and decode); the rest follow in the background.
-CPU_STARTUP_TOKENS = 16
+CPU_STARTUP_TOKENS = 8
 _CHOICES = {"attention_backend": ATTENTION_BACKENDS, "quant_matmul_impl": QUANT_MATMUL_IMPLS,
             "moe_matmul_impl": MOE_MATMUL_IMPLS,
             "int4_kernel_variant": INT4_KERNEL_VARIANTS, "fp8_activations": FP8_ACTIVATION_MODES,

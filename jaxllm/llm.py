@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import itertools
 import json
@@ -78,10 +79,14 @@ class LLM(EngineControl, PoolingMixin):
         cfg, path = source.config, source.path
         args = args.resolve(jax.devices()[0].platform, derived_max_model_len(cfg))
         self.model_config, self.engine_args, self.model_path = cfg, args, path
-        self.tokenizer = load_tokenizer_for(args, source)
-        t_load = time.perf_counter()
-        model_obj = model_obj or build_model(args, source)
-        self.load_seconds = time.perf_counter() - t_load
+        # the tokenizer (transformers' import, a GGUF's vocabulary) loads on a thread while the weights load;
+        # its errors surface before anything is compiled
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="jaxllm-tokenizer") as pool:
+            tokenizer = pool.submit(load_tokenizer_for, args, source)
+            t_load = time.perf_counter()
+            model_obj = model_obj or build_model(args, source)
+            self.load_seconds = time.perf_counter() - t_load
+            self.tokenizer = tokenizer.result()
         lora_slots = _lora_slots(args, cfg, source.mesh, path, model_obj)  # before the KV cache is sized
         runners = [None if replica is None else ModelRunner(replica, cfg, mesh, args, lora=lora_slots)
                    for replica, mesh in replica_models(model_obj, args, source)]  # None: another process's
