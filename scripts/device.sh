@@ -15,6 +15,8 @@
 #   host-bw        host <-> device bandwidth of the KV host tier (scripts/host_bandwidth.py) -> host_bw.json
 #   grouped-gemm   the MoE grouped matmul vs dense GEMM (scripts/bench_grouped_matmul.py)  -> grouped_matmul_*.{json,md}
 #   embed-bert / embed-qwen3   embedding throughput vs transformers (jaxllm bench --workload E-bert|E-qwen3 --peer hf)
+#   profile-PRESET the preset under jax.profiler, then its kernels by category (scripts/profile_summary.py)
+#                  -> profile-PRESET.json (the bench row) and profile-PRESET-kernels.{json,txt}
 #   PRESET         a throughput row of benchmarks/README.md (jaxllm/bench/presets.py: b1, b2, b2-awq, ...)
 #                  -> throughput/PRESET.{json,log}; BENCH_ARGS adds `jaxllm bench` flags to every preset
 #
@@ -92,6 +94,12 @@ for run in "$@"; do
       wl=$([ "$run" = embed-bert ] && echo E-bert || echo E-qwen3)
       step "$run" 300 "echo see $run.json" -- \
         python3 -m jaxllm.bench --workload "$wl" --peer hf --output "$OUT/$run.json" ;;
+    profile-*)
+      p=${run#profile-}
+      step "$run" 300 "echo see $run-kernels.txt" -- bash -c "python3 -m jaxllm.bench --preset $p \
+        --profile-dir /tmp/$run --output $OUT/$run.json && python3 scripts/profile_summary.py /tmp/$run \
+        --steps \$(python3 -c 'import json; print(json.load(open(\"$OUT/$run.json\"))[\"jaxllm\"][\"steps\"])') \
+        --json $OUT/$run-kernels.json > $OUT/$run-kernels.txt" ;;
     *)
       read -r want gpus < <(python3 -c "from jaxllm.bench.presets import PRESETS as P; p = P['$run']; \
 print(p.limit_s, p.gpus)" 2> /dev/null)
