@@ -4,7 +4,9 @@ Same math as reference.py, but query tokens are processed in chunks of ``token_c
 groups of ``key_chunk`` cache slots (online softmax), so the gathered K/V is [token_chunk, key_chunk, K, D]
 instead of the reference's [T, ctx, K, D]: an 8k-token prefill over an 8k context stays at a few MB per step
 instead of tens of GB. The key loop's trip count is data-dependent (a while loop): it covers the groups the chunk's
-tokens can see, so a step's cost follows its real context, not the block table's width (max_model_len). With a sliding window each token's key loop starts at the group
+tokens can see, so a step's cost follows its real context, not the block table's width (max_model_len). Groups
+of 128 keys: a decode at a short context gathers little past its end (~15% less CPU time per SmolLM2 decode step
+than 512-key groups), and the loop's per-group cost stays small against a long prefill's. With a sliding window each token's key loop starts at the group
 of its first visible key and spans only the groups a window can cover: local layers never read pages outside
 their window.
 
@@ -44,7 +46,7 @@ def ragged_paged_attention_chunked(
     sliding_window: int | None = None,
     soft_cap: float | None = None,
     token_chunk: int = 64,
-    key_chunk: int = 512,
+    key_chunk: int = 128,
     k_scale=None,
     v_scale=None,
 ) -> jax.Array:
