@@ -78,6 +78,10 @@ class LLM(EngineControl, PoolingMixin):
         source, model_obj = locate_in_memory_model(args) if in_memory else (locate_model(args), None)
         cfg, path = source.config, source.path
         args = args.resolve(jax.devices()[0].platform, derived_max_model_len(cfg))
+        if jax.devices()[0].platform == "cpu" and cfg.dtype != "float32":
+            logger.warning("dtype %s on the CPU: XLA's CPU matmuls in %s are an order of magnitude slower than in "
+                           "float32 (SmolLM2-135M's decode step: 13x); pass dtype='float32' for speed", cfg.dtype,
+                           cfg.dtype)
         self.model_config, self.engine_args, self.model_path = cfg, args, path
         # the tokenizer (transformers' import, a GGUF's vocabulary) loads on a thread while the weights load;
         # its errors surface before anything is compiled

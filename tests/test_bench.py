@@ -28,6 +28,24 @@ def test_bench_runs_and_reports(tmp_path):
     assert saved["speedup_vs_peer_output"] > 0
 
 
+def test_bench_cpu_options_reach_both_sides(tmp_path):
+    """--dtype sets ours and the peer's dtype; --peer-api generate runs one padded model.generate batch;
+    --peer-threads sets torch's threads; the CPU workload is the default model's dims."""
+    from jaxllm.bench.main import parse_args, workload_from_args
+
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps(TINY))
+    result = main(["--config", str(cfg), "--num-requests", "3", "--prompt-len", "4", "9", "--output-len", "5", "5",
+                   "--max-num-seqs", "4", "--max-num-batched-tokens", "16", "--dtype", "float32", "--peer", "hf",
+                   "--peer-device", "cpu", "--peer-api", "generate", "--peer-threads", "1"])
+    peer = result["peer_hf"]
+    assert peer["name"] == "transformers generate" and peer["dtype"] == "float32" and peer["torch_threads"] == 1
+    assert peer["output_tokens"] == 15 == result["jaxllm"]["output_tokens"] and result["jaxllm"]["dtype"] == "float32"
+    assert result["jaxllm"]["all_compiled_s"] >= result["jaxllm"]["startup_s"]
+    w = workload_from_args(parse_args(["--workload", "CPU"]))
+    assert w.hf_config()["hidden_size"] == 576 and w.num_requests == 8 and w.output_len == (32, 32)
+
+
 def test_roofline_single_request_by_hand():
     cfg = ModelConfig.from_hf(TINY)
     r = roofline(cfg, [10], [3], max_num_seqs=4, peak_flops=1e12, bandwidth=1e9)

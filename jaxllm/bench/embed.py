@@ -76,6 +76,8 @@ def run_peer(w: Workload, args, model_dir: str) -> dict:
            "--max-batch-tokens", str(args.max_num_batched_tokens)]
     if args.peer_max_requests:
         cmd += ["--max-requests", str(args.peer_max_requests)]
+    if args.peer_threads:
+        cmd += ["--threads", str(args.peer_threads)]
     subprocess.run(cmd, check=True)
     with open(out_path) as f:
         return json.load(f)

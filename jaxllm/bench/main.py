@@ -82,6 +82,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--peer", choices=["hf"], help="also run HF transformers' generate_batch on the same requests")
     p.add_argument("--peer-max-requests", type=int, help="run the peer on the first N requests only")
     p.add_argument("--peer-device", default="cuda", help="torch device of the peer (default: %(default)s)")
+    p.add_argument("--peer-threads", type=int,
+                   help="the peer's torch.set_num_threads (default: torch's; on a busy CPU fewer may be faster)")
     p.add_argument("--peer-api", default="generate_batch", choices=["generate_batch", "generate"],
                    help="the peer's transformers API: continuous batching, or one left-padded batch through "
                         "model.generate (faster on the CPU) (default: %(default)s)")
@@ -110,6 +112,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("give --workload or --config")
     if args.tokenizer and not args.structured:
         p.error("--tokenizer is for the grammars of --structured")
+    if args.peer_api != "generate_batch" and args.workload in EMBED_WORKLOADS:
+        p.error("--peer-api is for generation workloads (the embedding peer runs the model's forward)")
     if args.lora_adapters and args.peer:
         p.error("--lora-adapters has no peer run")
     if args.fp8_activations and args.quantization != "fp8":
@@ -236,6 +240,8 @@ def run_peer(w: Workload, args, model_dir: str) -> dict:
         out_path = f.name
     cmd = [sys.executable, "-m", "jaxllm.bench.peer_hf", "--model-dir", model_dir, "--workload-json",
            json.dumps(w.__dict__), "--output", out_path, "--device", args.peer_device, "--dtype", args.dtype, "--api", args.peer_api]
+    if args.peer_threads:
+        cmd += ["--threads", str(args.peer_threads)]
     if args.peer_max_requests:
         cmd += ["--max-requests", str(args.peer_max_requests)]
     subprocess.run(cmd, check=True)

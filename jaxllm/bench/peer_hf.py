@@ -18,6 +18,7 @@ def peer_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True)
     p.add_argument("--device", default="cuda", help="torch device")
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's, one per core)")
     return p
 
 
@@ -32,6 +33,8 @@ def main() -> None:
 
     from jaxllm.bench.workloads import Workload
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     w = Workload.from_json(args.workload_json)
     config = AutoConfig.from_pretrained(args.model_dir)
     prompts, output_lens = w.requests(config.vocab_size)

@@ -53,6 +53,8 @@ def main() -> None:
 
     from jaxllm.bench.workloads import Workload
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     w = Workload.from_json(args.workload_json)
     config = AutoConfig.from_pretrained(args.model_dir)
     prompts = w.requests(config.vocab_size)[0][:args.max_requests or None]
