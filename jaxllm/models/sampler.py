@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxllm.models.sampler_filters import sample_top_k_top_p, top_k_values
-from jaxllm.ops.sampling import row_keys, truncated_gumbel_argmax
+from jaxllm.ops.sampling import first_argmax, row_keys, truncated_gumbel_argmax
 
 _NEG_INF = float("-inf")
 
@@ -149,7 +149,7 @@ def sample(logits: jax.Array, metadata: Any, config: Any) -> SamplerOutput:
     jitted step."""
     logits = logits.astype(jnp.float32)
     if config.greedy_only:
-        return SamplerOutput(token_ids=jnp.argmax(logits, axis=-1).astype(jnp.int32))
+        return SamplerOutput(token_ids=first_argmax(logits))
     md = metadata
     if config.grammar_words:  # first, as vLLM: logprobs and every filter see the masked logits
         with jax.named_scope("grammar_bitmask"):
@@ -159,7 +159,7 @@ def sample(logits: jax.Array, metadata: Any, config: Any) -> SamplerOutput:
     if config.random:
         tokens = _random_tokens(x, md, config)
     else:
-        tokens = jnp.argmax(x, axis=-1).astype(jnp.int32)
+        tokens = first_argmax(x)
     out = SamplerOutput(token_ids=tokens)
     if config.num_logprobs:
         with jax.named_scope("logprobs"):

@@ -16,7 +16,13 @@ from jax import lax
 from ..device_info import gpu_compute_capability
 from .noise import gumbel, row_keys
 from .pallas_triton import exact_rows_pallas
-from .reference import exact_rows_reference, threshold_bisect, threshold_sorted, truncated_gumbel_argmax
+from .reference import (
+    exact_rows_reference,
+    first_argmax,
+    threshold_bisect,
+    threshold_sorted,
+    truncated_gumbel_argmax,
+)
 
 
 def _pallas(x, rows, floor, top_k, top_p, temperature, keys, tokens):
@@ -48,5 +54,5 @@ def exact_rows(x: jax.Array, rows: jax.Array, floor: jax.Array, top_k: jax.Array
     return IMPLEMENTATIONS[impl](x, rows, floor, top_k, top_p, temperature, keys, tokens)
 
 
-__all__ = ["IMPLEMENTATIONS", "default_impl", "exact_rows", "gumbel", "row_keys", "threshold_bisect",
+__all__ = ["IMPLEMENTATIONS", "default_impl", "exact_rows", "first_argmax", "gumbel", "row_keys", "threshold_bisect",
            "threshold_sorted", "truncated_gumbel_argmax"]
