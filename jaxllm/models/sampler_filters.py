@@ -122,10 +122,9 @@ def _survives(x, cand_x, floor, row_max, temperature, top_k, top_p) -> jax.Array
     return (cand_x > NEG_INF) & (count < top_k[:, None]) & in_p
 
 
-def sample_top_k_top_p(x, min_p_floor, temperature, top_k, top_p, keys, noisy) -> jax.Array:
-    """Tokens [S] i32: x [S, V] f32 processed logits; min_p_floor [S] f32 (-inf: off); temperature [S]; top_k
-    [S] i32 (V = off); top_p [S] f32 (1 = off); keys [S, 2] u32 noise keys; noisy [S] bool (False: greedy row,
-    no noise). No host sync; see the module docstring for the steps."""
+def fast_path(x, min_p_floor, temperature, top_k, top_p, keys, noisy) -> tuple[jax.Array, jax.Array]:
+    """Steps 1-3 of the module docstring: (tokens [S] i32, undecided [S] bool: rows whose token must come from
+    ``exact_rows``). Arguments as ``sample_top_k_top_p``."""
     v = x.shape[1]
     kc = min(TOPK_CANDIDATES, v)
     with jax.named_scope("top_values"):
@@ -141,6 +140,13 @@ def sample_top_k_top_p(x, min_p_floor, temperature, top_k, top_p, keys, noisy) -
     any_finite = cand_x[:, 0] > NEG_INF
     tokens = jnp.where(any_finite, tokens, 0)  # every logit -inf: token 0, as argmax would
     unknown_mass = (top_k < v) & (top_k > kc) & (top_p < 1.0)
-    undecided = noisy & any_finite & (unknown_mass | ~jnp.any(ok, axis=1))
+    return tokens, noisy & any_finite & (unknown_mass | ~jnp.any(ok, axis=1))
+
+
+def sample_top_k_top_p(x, min_p_floor, temperature, top_k, top_p, keys, noisy) -> jax.Array:
+    """Tokens [S] i32: x [S, V] f32 processed logits; min_p_floor [S] f32 (-inf: off); temperature [S]; top_k
+    [S] i32 (V = off); top_p [S] f32 (1 = off); keys [S, 2] u32 noise keys; noisy [S] bool (False: greedy row,
+    no noise). No host sync; see the module docstring for the steps."""
+    tokens, undecided = fast_path(x, min_p_floor, temperature, top_k, top_p, keys, noisy)
     with jax.named_scope("exact_rows"):
         return exact_rows(x, undecided, min_p_floor, top_k, top_p, temperature, keys, tokens)
