@@ -114,6 +114,10 @@ def test_token_frequencies_follow_the_truncated_law(t, min_p, k, p):
                col(p, jnp.float32), keys, jnp.ones(n, bool))
     freq = np.bincount(np.asarray(tokens), minlength=v) / n
     law = truncated_law(row, t, floor, k, p)
+    one = lambda a, dt: jnp.asarray([a], dt)
+    t_sorted = threshold_sorted(jnp.asarray(row[None]), one(floor, jnp.float32), one(k, jnp.int32),
+                                one(p, jnp.float32), one(t, jnp.float32))
+    np.testing.assert_array_equal(row >= np.asarray(t_sorted)[0], law > 0)  # the jnp reference's support
     assert np.all(freq[law == 0] == 0), np.nonzero((law == 0) & (freq > 0))
     assert np.all(np.abs(freq - law) <= 5 * np.sqrt(law * (1 - law) / n) + 1e-12)
     # the 600 frequencies as one chi-square statistic (dof = support - 1): far above it means a biased law
