@@ -57,7 +57,7 @@ def test_tokens_equal_the_sorted_threshold_draw(monkeypatch, race, top_values, i
     """Few race candidates / top values force the undecided-row path in many rows."""
     monkeypatch.setattr(sf, "RACE_CANDIDATES", race)
     monkeypatch.setattr(sf, "TOPK_CANDIDATES", top_values)
-    monkeypatch.setattr(ops_sampling, "default_impl", lambda: impl)
+    monkeypatch.setattr(ops_sampling, "default_impl", lambda v: impl)
     v = 300
     args = make_rows(3, 96, v, [1, 3, 5, 7, 40, 100, v], [0.05, 0.3, 0.5, 0.8, 0.95, 1.0], [0.0, 0.0, 0.01, 0.2])
     undecided = fast_tokens(*args, fn=lambda *a: sf.fast_path(*a)[1]).sum()
