@@ -24,8 +24,11 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from jaxllm.ops.sampling import row_keys, truncated_gumbel_argmax
+
 from jaxllm.engine.batch import ScheduledSeq
 from jaxllm.models import sampler
+from jaxllm.models import sampler_filters as sf
 from jaxllm.runner.sampling_metadata import build_sampling_metadata
 from jaxllm.sampling_params import SamplingParams
 
@@ -83,6 +86,29 @@ def measure(module, xs, md, cfg, reps, rounds) -> tuple[float, int]:
     return sec * 1e6, n_cond
 
 
+def parts(xs, temperature: float, reps: int, rounds: int) -> list[dict]:
+    """The top-k / top-p fast path's steps alone (jaxllm/models/sampler_filters.py) on the same logits, so a
+    slow setting shows which step to work on: plain Gumbel-max, top-64 values, race, membership."""
+    s = xs[0].shape[0]
+    t, floor = jnp.full(s, temperature), jnp.full(s, -jnp.inf)
+    keys, noisy = row_keys(jnp.zeros((s, 2), jnp.uint32), jnp.arange(s)), jnp.ones(s, bool)
+    k, p = jnp.full(s, 50, jnp.int32), jnp.full(s, 0.95)
+    cand = jnp.asarray(np.asarray(xs[0][:, :sf.RACE_CANDIDATES]))
+    steps = {
+        "gumbel-max (plain)": lambda x: truncated_gumbel_argmax(x, floor, t, keys, noisy),
+        f"top-{sf.TOPK_CANDIDATES} values": lambda x: sf.top_k_values(x, sf.TOPK_CANDIDATES)[0],
+        "race": lambda x: sf.race(x, floor, t, keys, noisy)[0],
+        "membership": lambda x: sf._survives(x, cand, floor, jnp.max(x, axis=-1), t, k, p),
+        "fast path (all steps)": lambda x: sf.fast_path(x, floor, t, k, p, keys, noisy)[0],
+    }
+    out = []
+    for name, fn in steps.items():
+        sec, _ = timeit(jax.jit(fn), [(x,) for x in xs], reps=reps, rounds=rounds)
+        out.append({"step": name, "us": sec * 1e6})
+        print(f"  {name:28} {sec * 1e6:9.1f} us", flush=True)
+    return out
+
+
 def main(argv=None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=256)
@@ -94,6 +120,7 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    ap.add_argument("--no-parts", action="store_true", help="skip the per-step timings of the fast path")
     args = ap.parse_args(argv)
     names = [n for n in args.variants.split(",") if n]
     unknown = [n for n in names if n not in VARIANTS]
@@ -120,10 +147,14 @@ def main(argv=None) -> list[dict]:
                          f" {row['base_conds']:5d}")
             print(line, flush=True)
             rows.append(row)
+    steps = []
+    if not args.no_parts:
+        print(f"fast-path steps, flat logits, top_k=50 + top_p=0.95 (S={args.batch}, V={args.vocab}):")
+        steps = parts(logits_sets("flat", args.batch, args.vocab), args.temperature, args.reps, args.rounds)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"device": jax.devices()[0].device_kind, "batch": args.batch, "vocab": args.vocab,
-                       "temperature": args.temperature, "rows": rows}, f, indent=1)
+                       "temperature": args.temperature, "rows": rows, "steps": steps}, f, indent=1)
     return rows
 
 
