@@ -79,7 +79,7 @@ for run in "$@"; do
       step quant 200 "echo see quant_matmul.md" -- \
         python3 scripts/bench_quant_matmul.py --output "$OUT/quant_matmul.json" ;;
     sampler)  # shellcheck disable=SC2086
-      step sampler 240 "echo see sampler.log" -- python3 scripts/bench_sampler.py --json "$OUT/sampler.json" \
+      step sampler 300 "echo see sampler.log" -- python3 scripts/bench_sampler.py --json "$OUT/sampler.json" \
         ${SAMPLER_BASELINE:+--baseline-module "$SAMPLER_BASELINE"} ;;
     rss)
       step rss 300 "json_field '$OUT/rss.json' '[round(x.get(\"peak_rss_bytes\", 0) / 2**30, 2) for x in r[\"runs\"]]'" -- \
