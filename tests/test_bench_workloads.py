@@ -42,3 +42,17 @@ def test_truncation_presets_compare_with_b1():
     plain = workload_from_args(parse_args(["--preset", "sharegpt-plain"]))
     assert plain.top_p == 1.0 and plain.num_requests == 2000 and PRESETS["sharegpt"].baseline == "sharegpt-plain"
     assert workload_from_args(parse_args(["--workload", "B1", "--per-request-seeds"])).per_request_seeds
+
+
+def test_bench_passes_truncation_settings(tmp_path):
+    from test_bench import TINY
+
+    from jaxllm.bench.main import main
+
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps(TINY))
+    result = main(["--config", str(cfg), "--num-requests", "3", "--prompt-len", "4", "8", "--output-len", "5", "5",
+                   "--max-num-seqs", "4", "--max-num-batched-tokens", "16", "--enforce-eager", "--temperature", "0.8",
+                   "--top-p", "0.9", "--top-k", "5", "--min-p", "0.01", "--per-request-seeds"])
+    assert result["workload"]["top_p"] == 0.9 and result["workload"]["per_request_seeds"]
+    assert result["jaxllm"]["output_tokens"] == 15
