@@ -98,7 +98,8 @@ def parts(xs, temperature: float, reps: int, rounds: int) -> list[dict]:
         "gumbel-max (plain)": lambda x: truncated_gumbel_argmax(x, floor, t, keys, noisy),
         f"top-{sf.TOPK_CANDIDATES} values": lambda x: sf.top_k_values(x, sf.TOPK_CANDIDATES)[0],
         "race": lambda x: sf.race(x, floor, t, keys, noisy)[0],
-        "membership": lambda x: sf._survives(x, cand, floor, jnp.max(x, axis=-1), t, k, p),
+        "membership (one pass)": lambda x: sf._survives(x, cand, floor, jnp.max(x, axis=-1), t, k, p, True),
+        "membership (per candidate)": lambda x: sf._survives(x, cand, floor, jnp.max(x, axis=-1), t, k, p, False),
         "fast path (all steps)": lambda x: sf.fast_path(x, floor, t, k, p, keys, noisy)[0],
     }
     out = []

@@ -65,6 +65,17 @@ def test_tokens_equal_the_sorted_threshold_draw(monkeypatch, race, top_values, i
     np.testing.assert_array_equal(fast_tokens(*args, fn=sf.sample_top_k_top_p), reference_tokens(*args))
 
 
+def test_membership_sums_agree():
+    """The GPU's one-pass variadic reduction and the CPU's per-candidate loop give the same membership."""
+    x, floor, k, p, t, _ = make_rows(11, 16, 300, [3, 100, 300], [0.3, 0.9, 1.0], [0.0, 0.1])
+    cand = np.sort(x, axis=1)[:, ::-1][:, ::37][:, :8].copy()
+    cand[0, 5:] = NEG_INF
+    args = [jnp.asarray(a) for a in (x, cand, floor, x.max(axis=1), t, k, p)]
+    both = [np.asarray(jax.jit(sf._survives, static_argnums=7)(*args, one_pass)) for one_pass in (True, False)]
+    np.testing.assert_array_equal(both[0], both[1])
+    assert both[0].any() and not both[0].all()
+
+
 def test_bisection_threshold_equals_sorted_threshold():
     v = 257
     x, floor, k, p, t, _ = make_rows(4, 64, v, [1, 2, 9, 64, 200, v], [0.1, 0.6, 0.99, 1.0], [0.0, 0.05, 1.0])

@@ -9,9 +9,9 @@ a long search when the nucleus is wide (a flat distribution: thousands of tokens
    from the top-64 values (``top_k_values``: one pass over [S, V] plus two small sorts).
 2. The race: the RACE_CANDIDATES tokens with the largest z among x >= floor (``race``: one pass computing z's
    block maxima, then small sorts). They are the first draws, in order, of sampling without replacement.
-3. Membership, exactly, in one pass: candidate c survives iff fewer than k tokens lie strictly above it and
-   the mass strictly above it is < top_p * mass(x >= floor). The answer is the first surviving candidate: the
-   argmax of z over K, bit for bit the token the threshold would give.
+3. Membership, exactly, in one pass (one variadic reduction): candidate c survives iff fewer than k tokens lie
+   strictly above it and the mass strictly above it is < top_p * mass(x >= floor). The answer is the first
+   surviving candidate: the argmax of z over K, bit for bit the token the threshold would give.
 A row is undecided when no candidate survives (probability <= (1 - top_p)^8 for top-p: 4e-11 at 0.95; higher for
 top-k > 64 on flat distributions) or when it has both top_k > 64 and top_p (the mass of its top-k is unknown).
 Those rows, and only they, are drawn by ``jaxllm.ops.sampling.exact_rows`` (a per-row Pallas kernel on the GPU:
@@ -100,24 +100,37 @@ def race(x, floor, temperature, keys, noisy, m: int | None = None) -> tuple[jax.
     return ids, jnp.where(z > NEG_INF, cand_x, NEG_INF)
 
 
-def _survives(x, cand_x, floor, row_max, temperature, top_k, top_p) -> jax.Array:
+def _sums_one_pass(x, e, cand_x):
+    """(count [S, M] i32 of x > cand_x[:, j], mass [S, M] f32 of e there, total [S] f32 of e) as ONE variadic
+    reduction: a single kernel that reads each row of x [S, V] once. (Separate sums of the same operands rely
+    on XLA's sibling fusion, which a GPU profile of the bisection this replaces showed not to happen.)"""
+    m = cand_x.shape[1]
+    above = [x > cand_x[:, j:j + 1] for j in range(m)]
+    operands = [a.astype(jnp.int32) for a in above] + [jnp.where(a, e, 0.0) for a in above] + [e]
+    inits = [jnp.int32(0)] * m + [jnp.float32(0.0)] * (m + 1)
+    sums = lax.reduce(operands, inits, lambda p, q: tuple(a + b for a, b in zip(p, q)), (1,))
+    return jnp.stack(sums[:m], axis=1), jnp.stack(sums[m:2 * m], axis=1), sums[2 * m]
+
+
+def _sums_per_candidate(x, e, cand_x):
+    """``_sums_one_pass`` one candidate at a time (a loop of M passes): XLA's CPU backend runs a variadic or
+    fused multi-output reduction unvectorised, ~5x slower than this."""
+    def one(c):
+        above = x > c[:, None]
+        return jnp.sum(above, axis=-1, dtype=jnp.int32), jnp.sum(jnp.where(above, e, 0.0), axis=-1)
+
+    count, mass = lax.map(one, cand_x.T)
+    return count.T, mass.T, jnp.sum(e, axis=-1)
+
+
+def _survives(x, cand_x, floor, row_max, temperature, top_k, top_p, one_pass: bool | None = None) -> jax.Array:
     """Exact membership [S, M] bool of candidates with logits cand_x [S, M] (-inf: none) in the top-k / top-p
     survivors of x [S, V] >= floor [S]: fewer than k tokens strictly above, and mass strictly above < top_p *
-    mass(x >= floor), mass = exp((x - row_max) / T). One pass over x (M + 1 sums per row)."""
+    mass(x >= floor), mass = exp((x - row_max) / T). ``one_pass`` (default: on a GPU) picks ``_sums_one_pass``
+    over ``_sums_per_candidate``."""
     e = jnp.where(x >= floor[:, None], jnp.exp((x - row_max[:, None]) / temperature[:, None]), 0.0)
-    total = jnp.sum(e, axis=-1)
-    if gpu_compute_capability() is not None:
-        # sibling reductions of the same [S, V] operands: XLA's GPU fusion makes them one pass (a [S, M, V]
-        # broadcast would make a reduction that reads each row M times)
-        above = [x > cand_x[:, j:j + 1] for j in range(cand_x.shape[1])]
-        count = jnp.stack([jnp.sum(a, axis=-1, dtype=jnp.int32) for a in above], axis=1)
-        mass = jnp.stack([jnp.sum(jnp.where(a, e, 0.0), axis=-1) for a in above], axis=1)
-    else:  # XLA's CPU backend runs fused sibling reductions unvectorised: one candidate at a time is ~5x faster
-        def one(c):
-            above = x > c[:, None]
-            return jnp.sum(above, axis=-1, dtype=jnp.int32), jnp.sum(jnp.where(above, e, 0.0), axis=-1)
-
-        count, mass = (a.T for a in lax.map(one, cand_x.T))
+    one_pass = gpu_compute_capability() is not None if one_pass is None else one_pass
+    count, mass, total = (_sums_one_pass if one_pass else _sums_per_candidate)(x, e, cand_x)
     in_p = (top_p[:, None] >= 1.0) | (mass < (top_p * total)[:, None])
     return (cand_x > NEG_INF) & (count < top_k[:, None]) & in_p
 
