@@ -1,4 +1,4 @@
-"""min_p / top-k / top-p sampling with no host sync and no sort of the vocabulary, exact (vLLM's order, ties kept).
+"""min_p / top-k / top-p sampling without a host sync or a vocabulary sort, exact (vLLM's order, ties kept).
 
 The sampled token is argmax over the surviving tokens K of z = x / T + g (Gumbel-max; x the processed logits, g
 the keyed noise of ``jaxllm.ops.sampling.gumbel``), with K = {x >= t} for a per-row threshold t (min_p, then
