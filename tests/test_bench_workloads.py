@@ -52,7 +52,7 @@ def test_bench_passes_truncation_settings(tmp_path):
     cfg = tmp_path / "config.json"
     cfg.write_text(json.dumps(TINY))
     result = main(["--config", str(cfg), "--num-requests", "3", "--prompt-len", "4", "8", "--output-len", "5", "5",
-                   "--max-num-seqs", "4", "--max-num-batched-tokens", "16", "--enforce-eager", "--temperature", "0.8",
-                   "--top-p", "0.9", "--top-k", "5", "--min-p", "0.01", "--per-request-seeds"])
+                   "--max-num-seqs", "4", "--max-num-batched-tokens", "16", "--enforce-eager",
+                   "--temperature", "0.8", "--top-p", "0.9", "--top-k", "5", "--min-p", "0.01", "--per-request-seeds"])
     assert result["workload"]["top_p"] == 0.9 and result["workload"]["per_request_seeds"]
     assert result["jaxllm"]["output_tokens"] == 15

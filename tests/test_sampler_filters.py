@@ -40,7 +40,8 @@ def make_rows(seed, s, v, ks, ps, min_ps, ties=True):
 
 def reference_tokens(x, floor, k, p, t, keys):
     args = [jnp.asarray(a) for a in (x, floor, k, p, t)]
-    return np.asarray(truncated_gumbel_argmax(args[0], threshold_sorted(*args), args[4], keys, jnp.ones(len(x), bool)))
+    tokens = truncated_gumbel_argmax(args[0], threshold_sorted(*args), args[4], keys, jnp.ones(len(x), bool))
+    return np.asarray(tokens)
 
 
 FAST = jax.jit(sf.sample_top_k_top_p)

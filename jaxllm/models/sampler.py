@@ -101,7 +101,8 @@ def _gumbel_argmax(x: jax.Array, seeds: jax.Array, output_index: jax.Array, nois
     """argmax(x + Gumbel noise) per row, the noise keyed by (seed [S, 2] u32, output_index [S]) only; rows
     with noisy [S] False get no noise (greedy rows: a plain argmax). One pass over x [S, V]."""
     ones = jnp.ones(x.shape[:1], jnp.float32)
-    return truncated_gumbel_argmax(x, jnp.full_like(ones, _NEG_INF), ones, row_keys(seeds, output_index), noisy)
+    keys = row_keys(seeds, output_index)
+    return truncated_gumbel_argmax(x, jnp.full_like(ones, _NEG_INF), ones, keys, noisy)
 
 
 def _random_tokens(x: jax.Array, md: Any, config: Any) -> jax.Array:

@@ -77,7 +77,8 @@ def _perturbed(x, ids, floor, temperature, keys, noisy):
 
 
 def race(x, floor, temperature, keys, noisy, m: int | None = None) -> tuple[jax.Array, jax.Array]:
-    """The m (default RACE_CANDIDATES) tokens with the largest z (``_perturbed``) per row of x [S, V], best first (first index on ties):
+    """The m (default RACE_CANDIDATES) tokens with the largest z (``_perturbed``) per row of x [S, V], best
+    first (first index on ties):
     (ids [S, m] i32, their x [S, m] f32; x = -inf where the row has fewer than m survivors)."""
     s, v = x.shape
     m = min(m or RACE_CANDIDATES, v)

@@ -65,7 +65,8 @@ def default_impl(vocab_size: int) -> str:
 
 
 def exact_rows(x: jax.Array, rows: jax.Array, floor: jax.Array, top_k: jax.Array, top_p: jax.Array,
-               temperature: jax.Array, keys: jax.Array, tokens: jax.Array, *, impl: str | None = None) -> jax.Array:
+               temperature: jax.Array, keys: jax.Array, tokens: jax.Array, *,
+               impl: str | None = None) -> jax.Array:
     """tokens [S] i32 with the rows where ``rows`` [S] is True replaced by an exact draw: min_p floor [S] f32,
     then top_k [S] i32 (V = off), then top_p [S] f32 (1 = off) on x [S, V] f32 processed logits, temperature
     [S], Gumbel-max keyed by keys [S, 2] u32. ``impl`` one of IMPLEMENTATIONS (None: ``default_impl(V)``)."""

@@ -45,7 +45,8 @@ def _kernel(rows_ref, floor_ref, top_k_ref, top_p_ref, temp_ref, key0_ref, key1_
     def load(i):
         ids = i * bv + lane
         valid = ids < v
-        idx = (jnp.full((bv,), r, jnp.int32), jnp.minimum(ids, v - 1))  # index arrays: interpret mode clamps slices
+        # index arrays, not a slice: interpret mode clamps a slice that runs past the end
+        idx = (jnp.full((bv,), r, jnp.int32), jnp.minimum(ids, v - 1))
         xs = plgpu.load(x_ref.at[idx], mask=valid, other=NEG_INF)
         return ids, valid, xs
 

@@ -72,7 +72,8 @@ def _bisect(x: jax.Array, weight: Callable[[jax.Array], jax.Array], target: jax.
         shift = (32 - nb * (i + 1)).astype(jnp.uint32)
         cands = t[:, None] | (steps[None, :] << shift)  # [S, 2^nb - 1]
         u, w = sortable(x), weight(x)
-        mass = jnp.stack([jnp.sum(jnp.where(u >= cands[:, j:j + 1], w, 0), axis=-1) for j in range(len(steps))], 1)
+        mass = jnp.stack([jnp.sum(jnp.where(u >= cands[:, j:j + 1], w, 0), axis=-1)
+                          for j in range(len(steps))], 1)
         digit = jnp.sum(mass >= target[:, None], axis=1, dtype=jnp.uint32)  # mass falls as the candidate rises
         return t | (digit << shift)
 
