@@ -59,11 +59,13 @@ logger = logging.getLogger("jaxllm")
 
 
 class ModelRunner(SleepMode, WeightUpdates):
-    def __init__(self, model, cfg: ModelConfig, mesh, args: EngineArgs, lora=None):
+    def __init__(self, model, cfg: ModelConfig, mesh, args: EngineArgs, lora=None, structured_outputs=False):
         """``args``: resolved EngineArgs (``EngineArgs.resolve``: the scheduler limits are set). ``lora``: the LoRA
         adapter slots (jaxllm.runner.lora_slots.LoRASlots, allocated before the KV cache is sized) when LoRA is
-        enabled, else None."""
+        enabled, else None. ``structured_outputs``: the engine's tokenizer can serve constrained requests, so
+        the grammar-bitmask sampler programs are compiled at start-up with the others."""
         self.lora = lora
+        self.structured_outputs = structured_outputs
         self.cfg, self.mesh, self.block_size, self.max_model_len = cfg, mesh, args.block_size, args.max_model_len
         self.max_blocks_per_seq = -(-args.max_model_len // args.block_size)
         self.speculative_config = SpeculativeConfig.from_dict(args.speculative_config)
@@ -182,17 +184,23 @@ class ModelRunner(SleepMode, WeightUpdates):
         keys: list[ProgramKey] = [ForwardKey(b) for b in buckets]
         keys += [ForwardKey(b, long_prefill=True) for b in self.kernels.long_prefill_buckets(buckets)]
         keys += [SampleKey(s, c) for s in self._sample_rows() for c in STARTUP_CONFIGS]
+        if self.structured_outputs:
+            keys += self._grammar_sample_keys()
         return keys
 
-    def prepare_structured_outputs(self) -> None:
-        """Structured outputs are coming (the engine's first constrained request): compile the sampler variant
-        with a grammar bitmask (``SAMPLE_CONFIG`` + ``grammar_words``, which covers greedy and temperature
-        rows) for every sequence bucket on a background thread, while the steps of other requests run and the
-        grammars compile. A step that needs one before it is ready waits for it (``Programs.get``)."""
-        if self._enforce_eager:
-            return
+    def _grammar_sample_keys(self) -> list[SampleKey]:
+        """The sampler variant with a grammar bitmask (``SAMPLE_CONFIG`` + ``grammar_words``, which serves
+        greedy and temperature rows) of every sequence bucket."""
         config = dataclasses.replace(SAMPLE_CONFIG, grammar_words=-(-self.cfg.vocab_size // 32))
-        self.programs.compile_in_background([SampleKey(s, config) for s in self._sample_rows()])
+        return [SampleKey(s, config) for s in self._sample_rows()]
+
+    def prepare_structured_outputs(self) -> None:
+        """A constrained request arrived: compile the grammar-bitmask sampler programs not compiled at start-up
+        (a runner built without ``structured_outputs``) on a background thread, while the steps of other
+        requests run and the grammars compile. A step that needs one before it is ready waits for it
+        (``Programs.get``)."""
+        if not self._enforce_eager:
+            self.programs.compile_in_background(self._grammar_sample_keys())
 
     def warm_up(self) -> None:
         """Compile the start-up programs in parallel threads."""
