@@ -49,6 +49,14 @@ def save_default_tokenizer(folder: str) -> str:
     return folder
 
 
+def wait_for_grammar_start_up(llm) -> None:
+    """Wait for llguidance's tokenizer, built on a background thread from the engine's start-up, so that the
+    plain run does not share the host with it (the wait counts as start-up)."""
+    grammars = llm.llm_engine._grammars
+    if grammars is not None:
+        grammars._llg_tokenizer("bench")
+
+
 def _ttft(outs) -> float:
     """Median seconds from a request's arrival to its first token."""
     return statistics.median(o.metrics.first_token_time - o.metrics.arrival_time for o in outs)
