@@ -73,11 +73,13 @@ def run_structured(llm, prompts, output_lens, temperature: float, plain_outs, pl
                              structured_outputs=StructuredOutputsParams(json=SCHEMAS[i % len(SCHEMAS)]))
               for i, n in enumerate(output_lens)]
     engine = llm.llm_engine
-    compile_s = engine.runner.compile_seconds
+    runner = engine.runner
+    compile_s, steps, wait = runner.compile_seconds, runner.num_steps, runner.device_wait_seconds
     t0 = time.perf_counter()
     outs = llm.generate([{"prompt_token_ids": p} for p in shifted], params, use_tqdm=False)
     wall = time.perf_counter() - t0
-    compile_s = engine.runner.compile_seconds - compile_s  # programs compiled (or waited for) in generate
+    compile_s = runner.compile_seconds - compile_s  # programs compiled (or waited for) in generate
+    steps, wait = runner.num_steps - steps, runner.device_wait_seconds - wait
     grammars = engine._grammars
     tokens = sum(len(o.outputs[0].token_ids) for o in outs)
     plain_tokens = sum(len(o.outputs[0].token_ids) for o in plain_outs)
@@ -88,6 +90,8 @@ def run_structured(llm, prompts, output_lens, temperature: float, plain_outs, pl
         "grammar_tokenizer_s": grammars.tokenizer_seconds, "grammar_compile_s_total": grammars.compile_seconds,
         "grammar_compile_ms_per_schema": 1e3 * grammars.compile_seconds / max(grammars.num_compiled, 1),
         "grammar_validate_s_total": grammars.validate_seconds, "sampler_compile_s_in_generate": compile_s,
+        "steps": steps, "ms_per_step": 1e3 * wall / max(steps, 1),
+        "host_ms_per_step": 1e3 * (wall - wait) / max(steps, 1),
         "num_aborted": sum(o.outputs[0].finish_reason == "abort" for o in outs),
     }
 
@@ -100,4 +104,6 @@ def table_rows(s: dict) -> list[tuple[str, str]]:
         ("grammar: tokenizer s / compile ms per schema",
          f"{s['grammar_tokenizer_s']:.2f} / {s['grammar_compile_ms_per_schema']:.1f}"),
         ("structured: programs compiled in generate s", f"{s.get('sampler_compile_s_in_generate', 0):.2f}"),
+        ("structured: steps / ms per step / host ms per step",
+         f"{s.get('steps', 0)} / {s.get('ms_per_step', 0):.2f} / {s.get('host_ms_per_step', 0):.2f}"),
     ]

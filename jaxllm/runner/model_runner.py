@@ -42,7 +42,7 @@ from jaxllm.runner.kv_cache_plan import KVCachePlan
 from jaxllm.runner.kv_swap import make_host_pool, preemption_cost_terms
 from jaxllm.runner.programs import ForwardKey, ProgramKey, Programs, SampleKey
 from jaxllm.runner.prompt_logprobs import prompt_logprobs
-from jaxllm.runner.sampler_config import SAMPLE_CONFIG, STARTUP_CONFIGS
+from jaxllm.runner.sampler_config import SAMPLE_CONFIG, STARTUP_CONFIGS, SamplerConfig
 from jaxllm.runner.sampling_metadata import (
     build_sampling_metadata,
     dummy_sampling_metadata,
@@ -185,22 +185,21 @@ class ModelRunner(SleepMode, WeightUpdates):
         keys += [ForwardKey(b, long_prefill=True) for b in self.kernels.long_prefill_buckets(buckets)]
         keys += [SampleKey(s, c) for s in self._sample_rows() for c in STARTUP_CONFIGS]
         if self.structured_outputs:
-            keys += self._grammar_sample_keys()
+            keys += self._grammar_sample_keys(SAMPLE_CONFIG)
         return keys
 
-    def _grammar_sample_keys(self) -> list[SampleKey]:
-        """The sampler variant with a grammar bitmask (``SAMPLE_CONFIG`` + ``grammar_words``, which serves
-        greedy and temperature rows) of every sequence bucket."""
-        config = dataclasses.replace(SAMPLE_CONFIG, grammar_words=-(-self.cfg.vocab_size // 32))
-        return [SampleKey(s, config) for s in self._sample_rows()]
+    def _grammar_sample_keys(self, *configs: SamplerConfig) -> list[SampleKey]:
+        """The sampler variants ``configs`` with a grammar bitmask, for every sequence bucket."""
+        words = -(-self.cfg.vocab_size // 32)
+        return [SampleKey(s, dataclasses.replace(c, grammar_words=words)) for c in configs for s in self._sample_rows()]
 
     def prepare_structured_outputs(self) -> None:
-        """A constrained request arrived: compile the grammar-bitmask sampler programs not compiled at start-up
-        (a runner built without ``structured_outputs``) on a background thread, while the steps of other
-        requests run and the grammars compile. A step that needs one before it is ready waits for it
-        (``Programs.get``)."""
+        """A constrained request arrived: compile the grammar-bitmask sampler programs of greedy and temperature
+        rows if start-up did not (a runner built without ``structured_outputs``), on a background thread while
+        the steps of other requests run and the grammars compile. A step that needs one before it is ready waits
+        for it (``Programs.get``); the variants with min-p / top-k / top-p or logprobs compile on first use."""
         if not self._enforce_eager:
-            self.programs.compile_in_background(self._grammar_sample_keys())
+            self.programs.compile_in_background(self._grammar_sample_keys(SAMPLE_CONFIG))
 
     def warm_up(self) -> None:
         """Compile the start-up programs in parallel threads."""

@@ -4,6 +4,7 @@ a Lark and a GBNF grammar), in batches mixing constrained and unconstrained requ
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -13,6 +14,7 @@ import pytest
 from jaxllm import DEFAULT_MODEL, LLM, SamplingParams, StructuredOutputsParams
 from jaxllm.default_model import default_model_available
 from jaxllm.runner.programs import SampleKey
+from jaxllm.runner.sampler_config import SAMPLE_CONFIG
 
 jsonschema = pytest.importorskip("jsonschema")
 
@@ -138,3 +140,16 @@ def test_logprobs_come_from_the_masked_logits(llama_llm):
     allowed = {t: lp.logprob for t, lp in first.items() if lp.logprob > float("-inf")}
     assert allowed and all(any(c.startswith(tok.decode([t])) for c in so.choice) for t in allowed)
     assert out.token_ids[0] in allowed and sum(math.exp(x) for x in allowed.values()) <= 1.0 + 1e-5
+
+
+def test_bitmask_sampler_is_a_start_up_program_when_the_tokenizer_serves_grammars(llama_llm, llama_dir):
+    runner = llama_llm.llm_engine.runner
+    grammar_keys = lambda r: [k for k in r.startup_keys() if isinstance(k, SampleKey) and k.config.grammar_words]
+    words = -(-runner.cfg.vocab_size // 32)
+    assert runner.structured_outputs
+    assert {k.num_seqs for k in grammar_keys(runner)} == set(runner._sample_rows())
+    assert {k.config for k in grammar_keys(runner)} == {dataclasses.replace(SAMPLE_CONFIG, grammar_words=words)}
+    no_tokenizer = LLM(str(llama_dir[0]), skip_tokenizer_init=True, enforce_eager=True, max_num_seqs=2,
+                       max_num_batched_tokens=16)
+    assert not no_tokenizer.llm_engine.runner.structured_outputs and not grammar_keys(no_tokenizer.llm_engine.runner)
+    assert no_tokenizer.llm_engine._grammars is None
