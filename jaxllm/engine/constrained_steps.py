@@ -32,7 +32,7 @@ class ConstrainedSteps:
                                              self.structured_outputs_config)
         prepare = getattr(self.runner, "prepare_structured_outputs", None)
         if prepare is not None:
-            prepare()  # the runner's programs for constrained rows, unless compiled at start-up (cheap then)
+            prepare(params)  # the runner's programs for these constrained rows, unless compiled (cheap then)
         return [self._grammars.new_state(request_id, so) for _ in range(params.n)]
 
     def _schedule_required(self):

@@ -47,6 +47,7 @@ from jaxllm.runner.sampling_metadata import (
     build_sampling_metadata,
     dummy_sampling_metadata,
     pack_sampling_metadata,
+    start_up_variant,
     to_runner_output,
 )
 from jaxllm.runner.sleep_mode import SleepMode
@@ -193,13 +194,17 @@ class ModelRunner(SleepMode, WeightUpdates):
         words = -(-self.cfg.vocab_size // 32)
         return [SampleKey(s, dataclasses.replace(c, grammar_words=words)) for c in configs for s in self._sample_rows()]
 
-    def prepare_structured_outputs(self) -> None:
-        """A constrained request arrived: compile the grammar-bitmask sampler programs of greedy and temperature
-        rows if start-up did not (a runner built without ``structured_outputs``), on a background thread while
-        the steps of other requests run and the grammars compile. A step that needs one before it is ready waits
-        for it (``Programs.get``); the variants with min-p / top-k / top-p or logprobs compile on first use."""
-        if not self._enforce_eager:
-            self.programs.compile_in_background(self._grammar_sample_keys(SAMPLE_CONFIG))
+    def prepare_structured_outputs(self, params=None) -> None:
+        """A constrained request (SamplingParams ``params``) arrived: compile the grammar-bitmask sampler programs
+        it will need that are not compiled yet, on a background thread while the steps of other requests run and
+        the grammars compile: those of greedy and temperature rows (compiled at start-up with
+        ``structured_outputs``), and those with min-p / top-k / top-p or logprobs when ``params`` uses them. A
+        step that needs one before it is ready waits for it (``Programs.get``); penalties and wide sparse arrays
+        compile their variant on first use."""
+        if self._enforce_eager:
+            return
+        configs = {SAMPLE_CONFIG} if params is None else {SAMPLE_CONFIG, start_up_variant(params, self.cfg.vocab_size)}
+        self.programs.compile_in_background(self._grammar_sample_keys(*sorted(configs, key=STARTUP_CONFIGS.index)))
 
     def warm_up(self) -> None:
         """Compile the start-up programs in parallel threads."""
