@@ -8,7 +8,7 @@ Life of a request's grammar:
   1. ``GrammarCompiler.new_state`` (from ``LLMEngine.add_request``) turns the ``StructuredOutputsParams`` into
      llguidance's grammar text and validates it against the tokenizer synchronously (~0.5 ms for a JSON schema):
      a bad schema, regex or grammar is a ValueError naming it before any device work. The llguidance tokenizer
-     it needs is built once, on the background thread from the engine's start-up (``prepare``).
+     it needs is built once, on a background thread from the engine's start-up (``prepare``).
   2. The matcher compile (an ``LLMatcher``: lexer and parser tables) runs on a background thread, once per
      distinct spec: compiled matchers live in an LRU cache keyed by
      ``StructuredOutputsParams.cache_key``; every sequence (each of the n children) gets a deep copy (~10 us).
@@ -181,17 +181,27 @@ class GrammarCompiler:
         return GrammarState(future)
 
     def _background(self) -> concurrent.futures.ThreadPoolExecutor:
-        """The one background thread of the tokenizer build and the matcher compiles (call under the lock)."""
+        """The one background thread of the matcher compiles (call under the lock)."""
         if self._pool is None:
             self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="jaxllm-grammar")
         return self._pool
 
     def prepare(self) -> None:
-        """Start building llguidance's view of the tokenizer (0.3-1.5 s) on the background thread, so that the
-        first constrained request does not wait for it (the engine calls this at start-up)."""
+        """Start building llguidance's view of the tokenizer (0.3-1.5 s) on a thread of its own, so that the first
+        constrained request does not wait for it (the engine calls this at start-up). A daemon thread: a process
+        that never uses structured outputs does not wait for it at exit."""
         with self._lock:
-            if self._ll_tokenizer is None:
-                self._ll_tokenizer = self._background().submit(self._build_llg_tokenizer)
+            if self._ll_tokenizer is not None:
+                return
+            future = self._ll_tokenizer = concurrent.futures.Future()
+
+        def build() -> None:
+            try:
+                future.set_result(self._build_llg_tokenizer())
+            except Exception as e:  # noqa: BLE001 - handed to the first constrained request (``_llg_tokenizer``)
+                future.set_exception(e)
+
+        threading.Thread(target=build, name="jaxllm-grammar-tokenizer", daemon=True).start()
 
     def _llg_tokenizer(self, request_id: str):
         """llguidance's tokenizer, waiting for its build (started now if ``prepare`` was not called): a

@@ -151,3 +151,19 @@ def test_llguidance_tokenizer_is_built_at_start_up_and_again_for_a_new_tokenizer
     assert eng._grammars is None
     with pytest.raises(ValueError, match="need a tokenizer"):
         eng.add_request("b", prompt(1), constrained(StructuredOutputsParams(choice=["x"])))
+
+
+def test_a_tokenizer_llguidance_cannot_read_fails_the_constrained_request_only():
+    class Unreadable:
+        def to_str(self):
+            return '{"not": "a tokenizer"}'
+
+    tok = bpe_tokenizer()
+    eng, _ = engine()
+    eng.tokenizer = type("T", (), {"backend_tokenizer": Unreadable(), "eos_token_id": 0, "__len__": lambda s: 421})()
+    eng._prepare_grammars()  # the build fails on its thread; the error waits for the first constrained request
+    with pytest.raises(ValueError, match=r"request 'a': structured outputs cannot use this tokenizer"):
+        eng.add_request("a", prompt(0), constrained(StructuredOutputsParams(regex="[ab]{3}")))
+    eng.tokenizer = tok
+    eng.add_request("b", prompt(1), SamplingParams(temperature=0, max_tokens=3, ignore_eos=True))
+    assert len(run_all(eng)["b"].outputs[0].token_ids) == 3
