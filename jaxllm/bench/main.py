@@ -157,6 +157,10 @@ def run_jaxllm(w: Workload, args, model_dir: str, prompts, output_lens) -> dict:
               quant_matmul_impl=args.quant_matmul_impl, enable_expert_parallel=args.enable_expert_parallel,
               moe_matmul_impl=args.moe_matmul_impl, speculative_config=args.speculative_config, **lora,
               **kv_offload.llm_kwargs(args))
+    if args.structured:  # its start-up work on a background thread, which the plain run must not share
+        from jaxllm.bench.structured import wait_for_grammar_start_up
+
+        wait_for_grammar_start_up(llm)
     startup = time.perf_counter() - t0
     logging.getLogger("jaxllm").info("ready in %.1f s; generate starts", startup)
     runner = llm.llm_engine.runner
