@@ -61,7 +61,7 @@ def test_every_keyword_is_in_the_table():
     listed = {r[0] for r in CONSTRUCTOR}
     jaxllm_only = {"compilation_cache_dir", "attention_decode_splits", "attention_fp8_dot", "quant_matmul_impl",
                    "int4_kernel_variant", "fp8_activations", "load_inflight_bytes", "moe_matmul_impl",
-                   "host_prefix_cache", "allow_long_max_model_len"}
+                   "host_prefix_cache", "allow_long_max_model_len", "background_compile", "gguf_cache_dir"}
     assert {f.name for f in dataclasses.fields(EngineArgs)} - jaxllm_only <= listed
     assert set(UNSUPPORTED) <= listed
 
