@@ -54,9 +54,9 @@ DEFAULT_GGUF_CACHE_DIR = os.path.join("~", ".cache", "jaxllm", "gguf")
 _GPU_DEFAULTS = {"max_num_seqs": 256, "max_num_batched_tokens": 8192}
 # The CPU is for tests and notebooks: fewer, smaller buckets keep start-up compiles short.
 _CPU_DEFAULTS = {"max_num_seqs": 16, "max_num_batched_tokens": 256}
-# With background_compile on the CPU, start-up compiles the buckets up to this many tokens (a short prompt's
-# prefill and decode); the rest follow in the background.
-CPU_STARTUP_TOKENS = 8
+# With background_compile (and no max_seq_len_to_capture), start-up compiles the buckets up to this many tokens
+# (a short prompt's prefill and decode); the rest follow in the background.
+BACKGROUND_STARTUP_TOKENS = 8
 _CHOICES = {"attention_backend": ATTENTION_BACKENDS, "quant_matmul_impl": QUANT_MATMUL_IMPLS,
             "moe_matmul_impl": MOE_MATMUL_IMPLS,
             "int4_kernel_variant": INT4_KERNEL_VARIANTS, "fp8_activations": FP8_ACTIVATION_MODES,
@@ -134,10 +134,10 @@ class EngineArgs:
     # -- compilation --
     enforce_eager: bool = False
     max_seq_len_to_capture: int | None = None  # buckets of more tokens are compiled on first use
-    # The programs left out of start-up (buckets over max_seq_len_to_capture, the top-k/top-p and logprobs
-    # sampler variants) compile on a background thread once the engine is ready, instead of at start-up / on
-    # first use. None: on for the CPU (start-up compiles the buckets of at most CPU_STARTUP_TOKENS tokens),
-    # off for GPUs.
+    # Generation: the programs left out of start-up (buckets over max_seq_len_to_capture, default then
+    # BACKGROUND_STARTUP_TOKENS; the top-k/top-p and logprobs sampler variants) compile on a background thread once
+    # the engine is ready, instead of at start-up / on first use. None: on for the CPU, off for GPUs. Pooling
+    # models compile every bucket at start-up.
     background_compile: bool | None = None
     compilation_config: int | dict[str, Any] | None = None
     compilation_cache_dir: str | None = None  # "" disables JAX's persistent compilation cache
@@ -340,8 +340,6 @@ class EngineArgs:
         out.max_num_seqs = self.max_num_seqs or defaults["max_num_seqs"]
         if self.background_compile is None:
             out.background_compile = platform == "cpu"
-        if out.background_compile and platform == "cpu" and self.max_seq_len_to_capture is None:
-            out.max_seq_len_to_capture = CPU_STARTUP_TOKENS
         out.max_num_batched_tokens = self.max_num_batched_tokens or max(defaults["max_num_batched_tokens"],
                                                                         out.max_num_seqs)
         if out.max_num_batched_tokens < out.max_num_seqs:

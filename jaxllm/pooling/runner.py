@@ -26,7 +26,7 @@ from jaxllm.engine.batch import RunnerOutput, ScheduledBatch
 from jaxllm.pooling.config import PoolingModelInfo
 from jaxllm.pooling.pooler import PooledState, finish
 from jaxllm.runner.input_batch import build_step_inputs, pack_step_inputs, unpack_step_inputs
-from jaxllm.runner.model_runner import ModelRunner
+from jaxllm.runner.model_runner import ModelRunner, shapes_of
 from jaxllm.runner.programs import ForwardKey
 
 
@@ -61,6 +61,8 @@ class PoolingModelRunner(ModelRunner):
     """``execute(batch) -> RunnerOutput`` with ``pooled`` filled for each sequence whose prompt ends in the
     step. ``info`` and ``head`` (a ``heads.LinearHead`` classifier, or None) define the task outputs."""
 
+    compiles_in_background = False  # every bucket's pooled forward at start-up
+
     def __init__(self, model, cfg, mesh, args, *, info: PoolingModelInfo, head=None):
         self.info = info
         self.head = head
@@ -78,7 +80,8 @@ class PoolingModelRunner(ModelRunner):
         """The pooled forward of ``key.bucket``; ``key.return_hidden``: also every token's hidden row (token-level
         tasks); ``key.long_prefill``: with the long-prefill attention path (``KernelPolicy``). The generate
         runner's key, so its start-up compile, long-prefill fallback and cache shrink apply unchanged."""
-        return self._pool.lower(self.params, self.kv_caches, self._padding_step(key.bucket), dims=self._dims(key.bucket),
+        return self._pool.lower(shapes_of(self.params), shapes_of(self.kv_caches), self._padding_step(key.bucket),
+                                dims=self._dims(key.bucket),
                                 pooling_type=self.info.pooling_type, token_rows=key.return_hidden,
                                 attention_impl=self.kernels.attention(key.long_prefill),
                                 out_sharding=self._replicated).compile(compiler_options=self.forward_compile_options)

@@ -34,7 +34,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from jaxllm.config import ModelConfig
 from jaxllm.engine.batch import RunnerOutput, ScheduledBatch
 from jaxllm.engine.host_tier import PreemptionCost
-from jaxllm.engine_args import EngineArgs
+from jaxllm.engine_args import BACKGROUND_STARTUP_TOKENS, EngineArgs
 from jaxllm.models.quant import forward_compiler_options
 from jaxllm.parallel.multihost import local_replica
 from jaxllm.parallel.sharding import logical_to_spec, sharding_rules
@@ -63,6 +63,8 @@ logger = logging.getLogger("jaxllm")
 
 
 class ModelRunner(SleepMode, WeightUpdates):
+    compiles_in_background = True  # honours ``background_compile`` (pooling runners compile all at start-up)
+
     def __init__(self, model, cfg: ModelConfig, mesh, args: EngineArgs, lora=None, structured_outputs=False):
         """``args``: resolved EngineArgs (``EngineArgs.resolve``: the scheduler limits are set). ``lora``: the LoRA
         adapter slots (jaxllm.runner.lora_slots.LoRASlots, allocated before the KV cache is sized) when LoRA is
@@ -74,8 +76,10 @@ class ModelRunner(SleepMode, WeightUpdates):
         self.max_blocks_per_seq = -(-args.max_model_len // args.block_size)
         self.speculative_config = SpeculativeConfig.from_dict(args.speculative_config)
         self.spec = SpecLayout(self.speculative_config)  # L logits rows per bucket, drafts verified by the sampler
+        self.background_compile = bool(args.background_compile) and self.compiles_in_background
         self.max_seq_len_to_capture = args.max_seq_len_to_capture
-        self.background_compile = bool(args.background_compile)
+        if self.background_compile and self.max_seq_len_to_capture is None:
+            self.max_seq_len_to_capture = BACKGROUND_STARTUP_TOKENS
         self.ladder = BucketLadder(args.max_num_batched_tokens, args.max_num_seqs)
         self.forward_compile_options = forward_compiler_options(model)  # W8A8: faster GEMM autotuning
         self.graphdef, state = nnx.split(model)
@@ -143,8 +147,8 @@ class ModelRunner(SleepMode, WeightUpdates):
     def _compile(self, key: ProgramKey):
         """Lower and compile one program against the cache's current shapes."""
         if isinstance(key, ForwardKey):  # against shapes: a background compile runs while steps replace them
-            return self._forward.lower(_shapes(self.params), _shapes(self.kv_caches), self._padding_step(key.bucket),
-                                       _shapes(self._prev_tokens),
+            return self._forward.lower(shapes_of(self.params), shapes_of(self.kv_caches), self._padding_step(key.bucket),
+                                       shapes_of(self._prev_tokens),
                                        self._lora_stacks(), dims=self._dims(key.bucket), return_hidden=key.return_hidden,
                                        attention_impl=self.kernels.attention(key.long_prefill),
                                        logits_sharding=self._replicated, vocab_logits_sharding=self._vocab_logits
@@ -354,7 +358,7 @@ class ModelRunner(SleepMode, WeightUpdates):
         return self.fetch(self.dispatch(batch))
 
 
-def _shapes(tree):
+def shapes_of(tree):
     """ShapeDtypeStructs (with shardings) of a pytree of arrays: what a program is compiled against."""
     return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), tree)
 

@@ -1,4 +1,4 @@
-"""background_compile (the CPU's default): start-up compiles the buckets of at most CPU_STARTUP_TOKENS tokens with
+"""background_compile (the CPU's default): start-up compiles the buckets of at most BACKGROUND_STARTUP_TOKENS tokens with
 the greedy and plain-sampling samplers; every other start-up program compiles on a background thread, and a step
 that needs one first waits for it (never compiling anything itself)."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from jaxllm import LLM, SamplingParams
-from jaxllm.engine_args import CPU_STARTUP_TOKENS, EngineArgs
+from jaxllm.engine_args import BACKGROUND_STARTUP_TOKENS, EngineArgs
 from jaxllm.runner.programs import ForwardKey, SampleKey
 from jaxllm.runner.sampler_config import STARTUP_CONFIGS
 
@@ -17,9 +17,9 @@ SMALL = {"skip_tokenizer_init": True, "max_num_seqs": 4, "max_num_batched_tokens
 def test_cpu_compiles_small_buckets_first_and_the_rest_in_the_background(llama_dir):
     llm = LLM(str(llama_dir[0]), **SMALL)
     runner = llm.llm_engine.runner
-    assert runner.background_compile and runner.max_seq_len_to_capture == CPU_STARTUP_TOKENS
+    assert runner.background_compile and runner.max_seq_len_to_capture == BACKGROUND_STARTUP_TOKENS
     startup = set(runner.startup_keys())
-    assert {k.bucket.num_tokens for k in startup if isinstance(k, ForwardKey)} == {8} == {CPU_STARTUP_TOKENS}
+    assert {k.bucket.num_tokens for k in startup if isinstance(k, ForwardKey)} == {8} == {BACKGROUND_STARTUP_TOKENS}
     assert {k.config for k in startup if isinstance(k, SampleKey)} == set(STARTUP_CONFIGS[:2])
     deferred = runner.deferred_keys()
     assert {k.bucket.num_tokens for k in deferred if isinstance(k, ForwardKey)} == {16, 32, 64}
@@ -42,7 +42,12 @@ def test_background_compile_is_a_bool_and_resolves_by_platform():
         EngineArgs.from_kwargs({"background_compile": "yes"})
     args = EngineArgs.from_kwargs({})
     assert args.resolve("cpu", 512).background_compile is True
-    gpu = args.resolve("gpu", 512)
-    assert gpu.background_compile is False and gpu.max_seq_len_to_capture is None
-    assert args.resolve("cpu", 512).max_seq_len_to_capture == CPU_STARTUP_TOKENS
-    assert EngineArgs.from_kwargs({"max_seq_len_to_capture": 64}).resolve("cpu", 512).max_seq_len_to_capture == 64
+    assert args.resolve("gpu", 512).background_compile is False
+    assert EngineArgs.from_kwargs({"background_compile": False}).resolve("cpu", 512).background_compile is False
+
+
+def test_max_seq_len_to_capture_sets_the_startup_buckets_with_background_compile(llama_dir):
+    llm = LLM(str(llama_dir[0]), max_seq_len_to_capture=16, **SMALL)
+    runner = llm.llm_engine.runner
+    assert {k.bucket.num_tokens for k in runner.programs.compiled if isinstance(k, ForwardKey)} == {8, 16}
+    assert {k.bucket.num_tokens for k in runner.deferred_keys() if isinstance(k, ForwardKey)} == {32, 64}
