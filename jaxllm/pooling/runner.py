@@ -26,7 +26,7 @@ from jaxllm.engine.batch import RunnerOutput, ScheduledBatch
 from jaxllm.pooling.config import PoolingModelInfo
 from jaxllm.pooling.pooler import PooledState, finish
 from jaxllm.runner.input_batch import build_step_inputs, pack_step_inputs, unpack_step_inputs
-from jaxllm.runner.model_runner import ModelRunner, shapes_of
+from jaxllm.runner.model_runner import ModelRunner
 from jaxllm.runner.programs import ForwardKey
 
 
@@ -80,7 +80,7 @@ class PoolingModelRunner(ModelRunner):
         """The pooled forward of ``key.bucket``; ``key.return_hidden``: also every token's hidden row (token-level
         tasks); ``key.long_prefill``: with the long-prefill attention path (``KernelPolicy``). The generate
         runner's key, so its start-up compile, long-prefill fallback and cache shrink apply unchanged."""
-        return self._pool.lower(shapes_of(self.params), shapes_of(self.kv_caches), self._padding_step(key.bucket),
+        return self._pool.lower(self.param_shapes, self.cache_plan.shapes(), self._padding_step(key.bucket),
                                 dims=self._dims(key.bucket),
                                 pooling_type=self.info.pooling_type, token_rows=key.return_hidden,
                                 attention_impl=self.kernels.attention(key.long_prefill),

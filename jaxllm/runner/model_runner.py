@@ -84,6 +84,8 @@ class ModelRunner(SleepMode, WeightUpdates):
         self.forward_compile_options = forward_compiler_options(model)  # W8A8: faster GEMM autotuning
         self.graphdef, state = nnx.split(model)
         self.params, self._treedef = jax.tree_util.tree_flatten(state)
+        # what programs are compiled against: a background compile may run while sleep mode drops the params
+        self.param_shapes = shapes_of(self.params)
         self.dtype = jnp.dtype(cfg.dtype)
         self._replicated = NamedSharding(mesh, PartitionSpec())
         tp = mesh.devices.size
@@ -147,7 +149,7 @@ class ModelRunner(SleepMode, WeightUpdates):
     def _compile(self, key: ProgramKey):
         """Lower and compile one program against the cache's current shapes."""
         if isinstance(key, ForwardKey):  # against shapes: a background compile runs while steps replace them
-            return self._forward.lower(shapes_of(self.params), shapes_of(self.kv_caches), self._padding_step(key.bucket),
+            return self._forward.lower(self.param_shapes, self.cache_plan.shapes(), self._padding_step(key.bucket),
                                        shapes_of(self._prev_tokens),
                                        self._lora_stacks(), dims=self._dims(key.bucket), return_hidden=key.return_hidden,
                                        attention_impl=self.kernels.attention(key.long_prefill),
