@@ -51,3 +51,15 @@ def test_max_seq_len_to_capture_sets_the_startup_buckets_with_background_compile
     runner = llm.llm_engine.runner
     assert {k.bucket.num_tokens for k in runner.programs.compiled if isinstance(k, ForwardKey)} == {8, 16}
     assert {k.bucket.num_tokens for k in runner.deferred_keys() if isinstance(k, ForwardKey)} == {32, 64}
+
+
+def test_background_compiles_survive_sleep_mode(llama_dir):
+    """Programs compile against the parameters' and the cache plan's shapes: a background compile that runs
+    while sleep mode has dropped both still serves the steps after wake_up."""
+    llm = LLM(str(llama_dir[0]), enable_sleep_mode=True, **SMALL)
+    llm.sleep(level=1)
+    llm.llm_engine.runner.programs.wait_background()
+    llm.wake_up()
+    out = llm.generate([{"prompt_token_ids": list(range(1, 40))}], SamplingParams(temperature=0, max_tokens=3),
+                       use_tqdm=False)
+    assert len(out[0].outputs[0].token_ids) == 3
