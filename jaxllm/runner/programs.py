@@ -4,7 +4,8 @@ A step runs two programs: the forward of its bucket (``ForwardKey``) and the sam
 sampler variant (``SampleKey``). Every program is compiled once per key; ``compile_all`` compiles many in threads
 (XLA compiles outside the GIL) and logs each as it finishes, so a start-up cut short by a time limit shows which
 programs were slow; ``compile_in_background`` compiles some on a background thread while steps run (the grammar
-sampler variants of structured outputs; the programs left out of start-up with ``background_compile``), and ``get`` waits for one a step needs before it is ready.
+sampler variants of structured outputs; the programs left out of start-up with ``background_compile``), and
+``get`` waits for one a step needs before it is ready.
 """
 
 from __future__ import annotations
