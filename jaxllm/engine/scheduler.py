@@ -349,6 +349,9 @@ class Scheduler(TokenUpdates):
                 if self._append_token(seq, token, logprobs[j] if logprobs else None, decode, now, constrained):
                     finished.append(seq)
                     break
+            if seq.seq_id in output.nonfinite and seq.status != SequenceStatus.FINISHED:
+                self._finish_error(seq, finished)
+                continue
             if sseq.draft_token_ids and seq.status == SequenceStatus.RUNNING:
                 seq.num_computed_tokens = len(seq.token_ids) - 1  # rejected drafts' slots are recomputed
         if constrained:
