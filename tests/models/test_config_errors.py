@@ -40,6 +40,31 @@ def test_bad_size_field(checkpoint, key, value):
     assert time.perf_counter() - t0 < 1.0
 
 
+@pytest.mark.parametrize("key,value", [
+    ("architectures", "LlamaForCausalLM"), ("architectures", [1]), ("architectures", {"a": 1}),
+    ("rms_norm_eps", -1.0), ("rms_norm_eps", "tiny"), ("rope_theta", float("inf")), ("tie_word_embeddings", "yes"),
+    ("eos_token_id", "a"), ("eos_token_id", [2, -1]), ("rope_parameters", "x"), ("rope_scaling", [1]),
+    ("quantization_config", "fp8"),
+])
+def test_field_of_the_wrong_kind(checkpoint, key, value):
+    """Not Python's AttributeError / TypeError, nor a negative epsilon that makes every logit NaN."""
+    _edit(checkpoint, lambda c: c.__setitem__(key, value))
+    with pytest.raises(ValueError, match=key) as err:
+        model_config(str(checkpoint))
+    assert "config.json" in str(err.value)
+
+
+def test_a_model_too_large_for_memory_is_refused_from_its_config_at_once(checkpoint):
+    """Thousands of wide layers: the weights' lower bound from config.json fails the plan before the abstract
+    model (minutes of eval_shape) is built."""
+    _edit(checkpoint, lambda c: c.update(num_hidden_layers=4096, hidden_size=8192, intermediate_size=28672,
+                                         num_attention_heads=64, num_key_value_heads=8, head_dim=128))
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match="weights need"):
+        jaxllm.LLM(str(checkpoint), skip_tokenizer_init=True, enforce_eager=True)
+    assert time.perf_counter() - t0 < 10
+
+
 @pytest.mark.parametrize("key", ["vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads"])
 def test_missing_required_field(checkpoint, key):
     _edit(checkpoint, lambda c: c.pop(key))
