@@ -15,13 +15,14 @@ _DICTS = ("rope_scaling", "rope_parameters", "quantization_config")
 
 
 def check_field_kinds(hf: dict[str, Any], where: str) -> None:
-    """``hf``: config.json's dict; ``where``: the file, for the messages. Absent or null fields are fine."""
+    """``hf``: config.json's dict; ``where``: the file, for the messages. Absent fields are fine, and null ones
+    except the numbers."""
     archs = hf.get("architectures")
     if archs is not None and (not isinstance(archs, list) or not all(isinstance(a, str) for a in archs)):
         raise ValueError(f"{where}: architectures={archs!r} must be a list of class names (strings)")
-    for key in _POSITIVE_FLOATS:
+    for key in _POSITIVE_FLOATS:  # (an explicit null too: there is no default to fall back on)
         value = hf.get(key)
-        if value is not None and not _positive_number(value):
+        if key in hf and not _positive_number(value):
             raise ValueError(f"{where}: {key}={value!r} must be a positive finite number")
     for key in _BOOLS:
         value = hf.get(key)

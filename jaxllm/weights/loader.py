@@ -351,5 +351,9 @@ def load_weights(path: str | os.PathLike, cfg: ModelConfig, mesh: Mesh | None = 
 
     if is_orbax_checkpoint(path):
         return load_converted(os.fspath(path), cfg, mesh or make_mesh(1))
+    if not is_gguf(os.fspath(path)):
+        from jaxllm.weights.safetensors_reader import check_layer_count
+
+        check_layer_count(path, cfg.num_layers)
     _, tensors = _tensor_source(os.fspath(path))
     return build_model_from_tensors(cfg, tensors, mesh, inflight_bytes)

@@ -42,7 +42,7 @@ def test_bad_size_field(checkpoint, key, value):
 
 @pytest.mark.parametrize("key,value", [
     ("architectures", "LlamaForCausalLM"), ("architectures", [1]), ("architectures", {"a": 1}),
-    ("rms_norm_eps", -1.0), ("rms_norm_eps", "tiny"), ("rope_theta", float("inf")), ("tie_word_embeddings", "yes"),
+    ("rms_norm_eps", -1.0), ("rms_norm_eps", "tiny"), ("rms_norm_eps", None), ("rope_theta", float("inf")), ("tie_word_embeddings", "yes"),
     ("eos_token_id", "a"), ("eos_token_id", [2, -1]), ("rope_parameters", "x"), ("rope_scaling", [1]),
     ("quantization_config", "fp8"),
 ])
@@ -61,6 +61,16 @@ def test_a_model_too_large_for_memory_is_refused_from_its_config_at_once(checkpo
                                          num_attention_heads=64, num_key_value_heads=8, head_dim=128))
     t0 = time.perf_counter()
     with pytest.raises(ValueError, match="weights need"):
+        jaxllm.LLM(str(checkpoint), skip_tokenizer_init=True, enforce_eager=True, load_format="dummy")
+    assert time.perf_counter() - t0 < 10
+
+
+def test_more_layers_than_the_checkpoint_holds_is_refused_from_its_headers(checkpoint):
+    """A plausible but wrong layer count (the checkpoint has 2): refused before the model of 4000 layers is
+    built, naming the count."""
+    _edit(checkpoint, lambda c: c.update(num_hidden_layers=4000))
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match="num_hidden_layers=4000 but the checkpoint's tensors stop at layer 1"):
         jaxllm.LLM(str(checkpoint), skip_tokenizer_init=True, enforce_eager=True)
     assert time.perf_counter() - t0 < 10
 
