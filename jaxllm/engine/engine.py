@@ -206,7 +206,7 @@ class LLMEngine(EngineAccessors, ConstrainedSteps):
         ids = check_prompt(request_id, ids, self.vocab_size, self.max_model_len, generates=pooling_params is None)
         max_tokens = check_params(request_id, params, len(ids), tokenizer=self.tokenizer, vocab_size=self.vocab_size,
                                   max_model_len=self.max_model_len, block_manager=self.block_manager,
-                                  max_logprobs=self.max_logprobs)
+                                  max_logprobs=self.max_logprobs, eos_token_ids=tuple(self.eos_token_ids))
         arrival = time.time() if arrival_time is None else float(arrival_time)
 
         eos_ids = frozenset() if params.ignore_eos else frozenset(self.eos_token_ids[:1])
