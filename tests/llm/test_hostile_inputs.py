@@ -70,3 +70,25 @@ def test_bad_chat_message_names_its_conversation_and_message(llama_llm, referenc
     with pytest.raises(error, match=match):
         llama_llm.chat(conversations, GREEDY, use_tqdm=False)
     _clean(llama_llm, reference)
+
+
+@pytest.mark.parametrize("where", ["dispatch", "fetch"])
+def test_interrupt_inside_a_step_leaves_nothing_behind(llama_llm, reference, monkeypatch, where):
+    """Ctrl-C while the device works (in the runner, not in a callback): no request, block or step in flight is
+    left, and the next call is unchanged."""
+    runner = llama_llm.llm_engine.runner
+    real, calls = getattr(runner, where), []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner, where, interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        llama_llm.generate([OK] * 3, SamplingParams(temperature=0, max_tokens=8, ignore_eos=True), use_tqdm=False)
+    monkeypatch.undo()
+    engine = llama_llm.llm_engine
+    assert engine.block_manager.num_free_blocks == engine.num_blocks
+    _clean(llama_llm, reference)
