@@ -69,11 +69,11 @@ class TokenUpdates:
         """The sampler found no valid token for ``seq`` (non-finite logits, or every token masked): it ends with
         finish_reason "error" (vLLM's FinishReason.ERROR) and the tokens it has; the other sequences of the step
         are unaffected. A placeholder of asynchronous scheduling for the missing token is dropped."""
+        while seq.token_ids[-1] < 0:
+            seq.token_ids.pop()
         logger.warning("request %r (sample %d): the logits held NaN / inf or left no token to sample after "
                        "%d generated tokens; it finishes with finish_reason 'error'", seq.request_id, seq.index,
                        seq.num_output_tokens)
-        while seq.token_ids[-1] < 0:
-            seq.token_ids.pop()
         if seq.status == SequenceStatus.WAITING:  # preempted while this step ran
             self.waiting.remove(seq)
         seq.finish("error")
