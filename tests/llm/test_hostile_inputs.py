@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from jaxllm import SamplingParams
+from jaxllm import SamplingParams, StructuredOutputsParams
 
 GREEDY = SamplingParams(temperature=0, max_tokens=3, ignore_eos=True)
 OK = {"prompt_token_ids": [5, 6, 7]}
@@ -91,4 +91,15 @@ def test_interrupt_inside_a_step_leaves_nothing_behind(llama_llm, reference, mon
     monkeypatch.undo()
     engine = llama_llm.llm_engine
     assert engine.block_manager.num_free_blocks == engine.num_blocks
+    _clean(llama_llm, reference)
+
+
+def test_grammar_that_ends_before_min_tokens_finishes_with_error(llama_llm, reference):
+    """A finished grammar allows only EOS, which min_tokens bans: no token is left, so the request ends with
+    finish_reason "error" and the grammar's text (the other request is unchanged)."""
+    params = SamplingParams(temperature=0, max_tokens=12, min_tokens=10,
+                            structured_outputs=StructuredOutputsParams(choice=["yes"]))
+    outs = llama_llm.generate([{"prompt": "answer:"}, OK], [params, GREEDY], use_tqdm=False)
+    assert outs[0].outputs[0].finish_reason == "error" and outs[0].outputs[0].text == "yes"
+    assert outs[1].outputs[0].token_ids == reference
     _clean(llama_llm, reference)
