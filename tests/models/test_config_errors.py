@@ -123,6 +123,18 @@ def test_max_model_len_above_the_models_context(checkpoint):
     assert llm.engine_args.max_model_len == 1024
 
 
+@pytest.mark.parametrize("scaling", [{"rope_type": "linear"}, {"rope_type": "dynamic", "factor": "2"},
+                                     {"type": "llama3", "factor": -1.0}])
+def test_rope_scaling_without_a_usable_factor(checkpoint, scaling):
+    def edit(c):
+        c.pop("rope_parameters", None)
+        c.update(rope_scaling=scaling)
+
+    _edit(checkpoint, edit)
+    with pytest.raises(ValueError, match="config.json: .* rope scaling needs a positive 'factor'"):
+        model_config(str(checkpoint))
+
+
 def test_derived_context_counts_linear_rope_scaling(checkpoint):
     from jaxllm.engine_args import derived_max_model_len
 
