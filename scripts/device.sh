@@ -9,6 +9,8 @@
 #   e2e-long       the same with prompts of 2100-3600 tokens (long-prefill path)       -> e2e-long.{json,log}
 #   kernels        attention kernels (scripts/bench_kernels.py; KERNEL_ARGS adds flags) -> kernels/
 #   quant          quantized linear layers (scripts/bench_quant_matmul.py)              -> quant_matmul.{json,md}
+#   sampler        the sampler alone per sampling setting (scripts/bench_sampler.py; SAMPLER_BASELINE=PATH of
+#                  another sampler.py to time beside it)                                -> sampler.{json,log}
 #   rss            peak host memory while loading the 8B checkpoint (scripts/load_rss_probe.py) -> rss.json
 #   weights        update_weights / sleep / wake_up at 8B dims (scripts/bench_weight_sync.py) -> weights.json
 #   load           8B load time from safetensors vs Orbax (scripts/bench_load.py)       -> load.json
@@ -76,6 +78,9 @@ for run in "$@"; do
     quant)
       step quant 200 "echo see quant_matmul.md" -- \
         python3 scripts/bench_quant_matmul.py --output "$OUT/quant_matmul.json" ;;
+    sampler)  # shellcheck disable=SC2086
+      step sampler 300 "echo see sampler.log" -- python3 scripts/bench_sampler.py --json "$OUT/sampler.json" \
+        ${SAMPLER_BASELINE:+--baseline-module "$SAMPLER_BASELINE"} ;;
     rss)
       step rss 300 "json_field '$OUT/rss.json' '[round(x.get(\"peak_rss_bytes\", 0) / 2**30, 2) for x in r[\"runs\"]]'" -- \
         python3 scripts/load_rss_probe.py --workload B2 --tp 1 --output "$OUT/rss.json" ;;
