@@ -54,6 +54,7 @@ from jaxllm.runner.spec_rows import SpecLayout, to_spec_runner_output
 from jaxllm.runner.step import make_forward, make_prompt_logprobs, make_sample
 from jaxllm.runner.weight_updates import WeightUpdates
 from jaxllm.spec_decode import SpeculativeConfig
+from jaxllm.spec_decode.draft_runner import make_draft
 
 logger = logging.getLogger("jaxllm")
 
@@ -78,13 +79,17 @@ class ModelRunner(SleepMode, WeightUpdates):
         tp = mesh.devices.size
         vocab_spec = logical_to_spec((None, "vocab"), sharding_rules(cfg, tp))
         self._vocab_logits = NamedSharding(mesh, vocab_spec) if tp > 1 and any(vocab_spec) else None
+        # draft-model speculation: the draft's weights are placed before the KV cache is sized (they take memory)
+        self.draft = make_draft(args, cfg, mesh, self.ladder, self.max_blocks_per_seq)
         self.cache_plan = KVCachePlan(cfg, mesh, args, self.dtype)
+        if self.draft is not None:
+            self.draft.share_device_memory(self.cache_plan)
         self.kv_cache_dtype = self.cache_plan.dtype
         self._set_cache_shapes(self.cache_plan.num_blocks)  # shapes only until the programs are compiled
         # the KV cache's host tier (swap_space; None when nothing would use it)
         self.host_kv = (make_host_pool(args.swap_space, self.kv_caches, self.cache_plan.sharding)
                         if args.swap_space and (args.preemption_mode != "recompute" or args.host_prefix_cache)
-                        else None)
+                        and self.draft is None else None)  # the draft's cache has no host tier
         self.kernels = KernelPolicy(cfg, self.dtype, self.kv_caches[0], tp, attention_backend=args.attention_backend,
                                     decode_splits=args.attention_decode_splits, fp8_dot=args.attention_fp8_dot)
         self._max_seqs = self.ladder.buckets[-1].num_seqs
@@ -104,6 +109,8 @@ class ModelRunner(SleepMode, WeightUpdates):
         self._allocate_cache()
         if not args.enforce_eager:
             self._run_each_program_once()
+            if self.draft is not None:
+                self.draft.warm_up(sorted({self._dims(b) for b in self.ladder.buckets}))
 
     # ---- KV cache ----------------------------------------------------------------------------------------
 
@@ -117,8 +124,11 @@ class ModelRunner(SleepMode, WeightUpdates):
         self.kv_caches = self.cache_plan.shapes()
 
     def _allocate_cache(self) -> None:
-        """Replace the cache's shapes by zeroed device arrays (once the programs are compiled)."""
+        """Replace the cache's shapes by zeroed device arrays (once the programs are compiled); the draft
+        model's cache (draft-model speculation) gets as many blocks."""
         self.kv_caches = self.cache_plan.allocate()
+        if self.draft is not None:
+            self.draft.allocate(self.num_blocks)
 
     def _fit_cache_to_temporaries(self, measured_bytes: int) -> None:
         """When the compiled programs need more temporaries than the cache left (``KVCachePlan.shrink_to``),
@@ -233,7 +243,8 @@ class ModelRunner(SleepMode, WeightUpdates):
     def num_compilations(self) -> int:
         """Programs compiled so far: step variants, prompt-logprob programs and the host tier's copies."""
         swap = 0 if self.host_kv is None else self.host_kv.num_compilations
-        return len(self.programs) + self._prompt_lp._cache_size() + swap
+        draft = 0 if self.draft is None else self.draft.num_compilations
+        return len(self.programs) + self._prompt_lp._cache_size() + swap + draft
 
     def host_tier_kwargs(self, args: EngineArgs) -> dict:
         """LLMEngine's host-tier keywords: the slots, the switches, and the preemption cost rule's constants
@@ -273,6 +284,8 @@ class ModelRunner(SleepMode, WeightUpdates):
         dev_inputs = jax.device_put(packed, self._replicated)
         self.kv_caches, logits, hidden = forward(self.params, self.kv_caches, dev_inputs, self._prev_tokens,
                                                  self._lora_stacks())
+        if self.draft is not None:  # the draft writes its K/V of the same tokens into the same slots
+            self.draft.mirror(dev_inputs, self._prev_tokens, self._dims(bucket))
         self.num_steps += 1
         step = _StepInFlight(batch, None, hidden if want_prompt_lp else None)
         step.logits, step.num_seqs = logits, rows or bucket.num_seqs  # the sampler's rows: S, or L
@@ -311,6 +324,14 @@ class ModelRunner(SleepMode, WeightUpdates):
         if step.hidden is not None:
             out.prompt_logprobs = prompt_logprobs(step.batch, step.hidden, self._prompt_lp, self.params)
         return out
+
+    def propose_drafts(self, items) -> list[tuple[int, ...]]:
+        """Draft-model speculation (the scheduler's ``drafter``): [(sequence, n)] -> n draft ids each
+        (``DraftRunner.propose``)."""
+        if self.draft is None:
+            raise RuntimeError("propose_drafts needs speculative_config method='draft_model'")
+        self.check_awake()
+        return self.draft.propose(items)
 
     def execute(self, batch: ScheduledBatch) -> RunnerOutput:
         """One synchronous step: ``fetch(dispatch(batch))``."""
