@@ -25,7 +25,6 @@ from jaxllm.engine_args_checks import (
 from jaxllm.host_memory import available_host_bytes
 from jaxllm.sampling_params import MAX_LOGPROBS  # also the static top-k width of the sampler's logprobs
 from jaxllm.spec_decode import SpeculativeConfig
-from jaxllm.spec_decode.config import check_engine_args as check_speculative_args
 from jaxllm.tokenizer import TOKENIZER_MODES
 from jaxllm.unsupported_args import UNSUPPORTED, check_unsupported
 from jaxllm.weights.inflight import DEFAULT_INFLIGHT_BYTES
@@ -212,7 +211,6 @@ class EngineArgs:
             check_choice(name, getattr(self, name), (None, *choices))
         self._validate_memory_and_outputs()
         SpeculativeConfig.from_dict(self.speculative_config)  # the engine and the runner read the dict
-        check_speculative_args(self)
         from jaxllm.structured_outputs.params import StructuredOutputsConfig
 
         StructuredOutputsConfig.coerce(self.structured_outputs_config)  # checked here, used by the engine

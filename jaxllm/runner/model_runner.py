@@ -89,7 +89,7 @@ class ModelRunner(SleepMode, WeightUpdates):
         # the KV cache's host tier (swap_space; None when nothing would use it)
         self.host_kv = (make_host_pool(args.swap_space, self.kv_caches, self.cache_plan.sharding)
                         if args.swap_space and (args.preemption_mode != "recompute" or args.host_prefix_cache)
-                        and self.draft is None else None)  # the draft's cache has no host tier
+                        else None)
         self.kernels = KernelPolicy(cfg, self.dtype, self.kv_caches[0], tp, attention_backend=args.attention_backend,
                                     decode_splits=args.attention_decode_splits, fp8_dot=args.attention_fp8_dot)
         self._max_seqs = self.ladder.buckets[-1].num_seqs
@@ -110,7 +110,7 @@ class ModelRunner(SleepMode, WeightUpdates):
         if not args.enforce_eager:
             self._run_each_program_once()
             if self.draft is not None:
-                self.draft.warm_up(sorted({self._dims(b) for b in self.ladder.buckets}))
+                self.draft.warm_up()
 
     # ---- KV cache ----------------------------------------------------------------------------------------
 
@@ -284,8 +284,6 @@ class ModelRunner(SleepMode, WeightUpdates):
         dev_inputs = jax.device_put(packed, self._replicated)
         self.kv_caches, logits, hidden = forward(self.params, self.kv_caches, dev_inputs, self._prev_tokens,
                                                  self._lora_stacks())
-        if self.draft is not None:  # the draft writes its K/V of the same tokens into the same slots
-            self.draft.mirror(dev_inputs, self._prev_tokens, self._dims(bucket))
         self.num_steps += 1
         step = _StepInFlight(batch, None, hidden if want_prompt_lp else None)
         step.logits, step.num_seqs = logits, rows or bucket.num_seqs  # the sampler's rows: S, or L

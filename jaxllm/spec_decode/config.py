@@ -70,20 +70,6 @@ class SpeculativeConfig:
         return self.disable_by_batch_size is None or num_running <= self.disable_by_batch_size
 
 
-def check_engine_args(args: Any) -> None:
-    """The ``LLM`` keywords that do not combine with draft-model speculation, a ValueError naming them: the
-    draft's cache mirrors the target's through the step's packed inputs (no LoRA adapter slots in them) and has
-    no host tier (preemption is by recompute, which re-prefills both caches)."""
-    spec = SpeculativeConfig.from_dict(args.speculative_config)
-    if spec is None or spec.method != "draft_model":
-        return
-    for name, bad in (("enable_lora", args.enable_lora), ("preemption_mode='swap'", args.preemption_mode == "swap"),
-                      ("host_prefix_cache", args.host_prefix_cache)):
-        if bad:
-            raise ValueError(f"{name} is not supported with speculative_config method='draft_model' (the draft "
-                             "model's KV cache mirrors the target's on the device only)")
-
-
 def _method_and_model(spec: dict) -> tuple[str, str | None]:
     """(method, draft model path) with vLLM's inference: no method but a ``model`` -> "draft_model" (or "ngram"
     for model="[ngram]")."""

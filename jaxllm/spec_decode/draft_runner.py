@@ -1,21 +1,24 @@
 """The draft model of draft-model speculative decoding, on the runner side (jax).
 
 The draft is a smaller model of the target's vocabulary with its own paged KV cache of the same number of
-blocks as the target's, addressed by the same block tables and slots: the scheduler and block manager serve both
-caches at once, and a block id means the same tokens in both. Two kinds of work keep it in step with the target:
+blocks as the target's, addressed by the same block tables and slots: the scheduler and block manager serve
+both caches at once. The draft runs only for the decodes of a speculating step (their 1 + k slots allocated):
 
-- ``mirror``: every target step (prefill chunks, decodes, drafts under verification) runs through the draft's
-  forward on the very same packed step inputs, writing the draft's K/V into the same slots. So wherever the
-  target's cache holds valid K/V (computed tokens, prefix-cache hits, recomputed preempted sequences) the
-  draft's does too, and the slots of rejected drafts are overwritten by later steps in both caches alike.
-- ``propose``: for the decodes of a speculating step (their 1 + k slots allocated), k one-token decode steps
-  of the draft: the first reads the sequence's last token, each next one the previous step's greedy choice,
-  still on device (the forward's negative-id placeholders), so the k drafts reach the host with one transfer.
+- catch-up: the draft's K/V of positions it has not computed for the sequence yet (the whole context the first
+  time, as a chunked prefill; after a step whose k drafts were all accepted, the last draft) is written into
+  the sequence's slots. ``_computed`` records, per sequence and block table, how many leading positions hold the
+  draft's K/V of the sequence's tokens; positions at or past the target's ``num_computed_tokens`` (rejected
+  drafts) do not count, and a new block table (preemption, swap-in) starts from 0. Prefix-cache blocks shared
+  with other sequences may be written again: their K/V is a function of the same tokens at the same positions.
+- k one-token decode steps: the first reads the sequence's last token, each next one the previous step's
+  greedy choice, still on device (the forward's negative-id placeholders), so the k drafts reach the host
+  with one transfer.
 
-Drafts are the draft's greedy (argmax) tokens: a draft that is a deterministic function of the context has a
-one-hot q, for which the runner's verification (sample each row with the plain sampler, accept while equal;
-``rejection.py``) is exactly the rejection-sampling rule, so outputs keep the target's distribution, and a
-seeded request samples the same tokens as without speculation.
+So steps that do not speculate (``disable_by_batch_size``, structured outputs, overlapped steps) cost the draft
+nothing. Drafts are the draft's greedy (argmax) tokens: a draft that is a deterministic function of the context
+has a one-hot q, for which the runner's verification (sample each row with the plain sampler, accept while
+equal; ``rejection.py``) is exactly the rejection-sampling rule, so outputs keep the target's distribution, and
+a seeded request samples the same tokens as without speculation.
 """
 
 from __future__ import annotations
@@ -78,6 +81,8 @@ class DraftRunner:
         self._greedy = jax.jit(_greedy, static_argnames=("out_rows",))
         self._max_seqs = ladder.buckets[-1].num_seqs
         self._no_tokens = jax.device_put(np.zeros(self._max_seqs, np.int32), self._replicated)
+        # seq_id -> (its block table list, leading positions whose draft K/V is written); see the docstring
+        self._computed: dict[int, tuple[list, int]] = {}
 
     def share_device_memory(self, target_plan: KVCachePlan) -> None:
         """Both caches hold the same number of blocks: when the target's cache was sized to fill the device,
@@ -90,74 +95,97 @@ class DraftRunner:
         """A zeroed draft cache of ``num_blocks`` blocks (the target's count: same block ids)."""
         self.cache_plan.num_blocks = num_blocks
         self.kv_caches = self.cache_plan.allocate()
+        self._computed = {}
 
     @property
     def num_compilations(self) -> int:
         return self._forward._cache_size() + self._greedy._cache_size()
 
-    def mirror(self, dev_inputs, prev_tokens, dims: tuple[int, ...]) -> None:
-        """Run a target step's packed inputs (``dims`` = the target forward's (T, S, P[, L])) through the draft:
-        its K/V lands in the same slots. Its logits are not used."""
-        self.kv_caches, _, _ = self._forward(self.params, self.kv_caches, dev_inputs, prev_tokens, [], dims=dims,
-                                             return_hidden=False, attention_impl=None,
-                                             logits_sharding=self._replicated)
-
     def propose(self, items) -> list[tuple[int, ...]]:
         """``items``: [(sequence, n)] with the sequence's last token not yet computed and slots allocated for
-        its next 1 + n positions -> n greedy draft tokens per sequence. Runs max(n) one-token draft steps;
-        sequences are ordered by n, longest first, so each step's sequences are a prefix of the previous
-        step's and keep their row (the placeholder -(row + 1) reads the previous step's choice)."""
+        its next 1 + n positions -> n greedy draft tokens per sequence. Sequences are ordered by n, longest
+        first, so each draft step's sequences are a prefix of the previous step's and keep their row (the
+        placeholder -(row + 1) reads the previous step's choice)."""
         order = sorted(range(len(items)), key=lambda i: -items[i][1])
         seqs = [items[i][0] for i in order]
         counts = [items[i][1] for i in order]
+        self._catch_up(seqs)
         steps, prev = [], self._no_tokens
         for j in range(counts[0] if counts else 0):
             n = sum(c > j for c in counts)
-            bucket = self.ladder.pick(n, n)
-            prev = self._decode_step(self._decode_inputs(seqs[:n], j, bucket), prev, bucket)
+            pieces = [(s, len(s.token_ids) - 1 + j, [s.token_ids[-1] if j == 0 else -(r + 1)])
+                      for r, s in enumerate(seqs[:n])]
+            prev = self._run(pieces, prev)
             steps.append(prev)
+        for s, c in zip(seqs, counts):
+            self._computed[s.seq_id] = (s.block_table, len(s.token_ids) - 1 + c)
+        if len(self._computed) > 4 * max(len(seqs), 256):  # forget finished sequences now and then
+            live = {s.seq_id for s in seqs}
+            self._computed = {k: v for k, v in self._computed.items() if k in live}
         host = np.asarray(jax.device_get(steps)) if steps else np.zeros((0, self._max_seqs), np.int32)
         out: list[tuple[int, ...]] = [()] * len(items)
         for row, (i, c) in enumerate(zip(order, counts)):
             out[i] = tuple(int(t) for t in host[:c, row])
         return out
 
-    def _decode_step(self, inputs: StepInputs, prev, bucket: Bucket):
-        """One draft decode step on the device -> its greedy ids [max_num_seqs] (device)."""
-        dev = jax.device_put(pack_step_inputs(inputs), self._replicated)
+    def _catch_up(self, seqs) -> None:
+        """Write the draft's K/V of every position before each sequence's last token that it lacks, in chunks
+        of at most the largest bucket's tokens and sequences (no host sync)."""
+        largest = self.ladder.buckets[-1]
+        chunk, used = [], 0
+        for s in seqs:
+            table, done = self._computed.get(s.seq_id, (None, 0))
+            start = min(done, len(s.token_ids) - 1) if table is s.block_table else 0
+            end = len(s.token_ids) - 1
+            while start < end:
+                if used == largest.num_tokens or len(chunk) == largest.num_seqs:
+                    self._run(chunk, self._no_tokens)
+                    chunk, used = [], 0
+                stop = min(end, start + largest.num_tokens - used)
+                chunk.append((s, start, s.token_ids[start:stop]))
+                used += stop - start
+                start = stop
+        if chunk:
+            self._run(chunk, self._no_tokens)
+
+    def _run(self, pieces, prev):
+        """One draft forward over ``pieces`` [(sequence, first position, query ids)] (K/V written into the
+        sequences' slots) -> the greedy id after each piece's last token [max_num_seqs] (device)."""
+        bucket = self.ladder.pick(sum(len(ids) for _, _, ids in pieces), len(pieces))
+        dev = jax.device_put(pack_step_inputs(self._inputs(pieces, bucket)), self._replicated)
         self.kv_caches, logits, _ = self._forward(
             self.params, self.kv_caches, dev, prev, [],
             dims=(bucket.num_tokens, bucket.num_seqs, self.max_blocks_per_seq), return_hidden=False,
             attention_impl=None, logits_sharding=self._replicated)
         return self._greedy(logits, out_rows=self._max_seqs)
 
-    def _decode_inputs(self, seqs, j: int, bucket: Bucket) -> StepInputs:
-        """Draft step ``j`` of ``seqs``: one token each at position len(token_ids) - 1 + j, the sequence's last
-        token (j = 0) or the previous step's choice (placeholder -(row + 1)); padded to the bucket."""
-        n, bs, T, S = len(seqs), self.block_size, bucket.num_tokens, bucket.num_seqs
-        ids = np.zeros(T, np.int32)
-        pos = np.zeros(T, np.int32)
-        slots = np.full(T, -1, np.int32)
+    def _inputs(self, pieces, bucket: Bucket) -> StepInputs:
+        """The ragged step of ``pieces``, padded to ``bucket`` (padding tokens write nothing)."""
+        bs, T, S = self.block_size, bucket.num_tokens, bucket.num_seqs
+        ids, pos, slots, qsl = np.zeros(T, np.int32), np.zeros(T, np.int32), np.full(T, -1, np.int32), [0]
         tables = np.zeros((S, self.max_blocks_per_seq), np.int32)
         lens = np.zeros(S, np.int32)
-        for r, seq in enumerate(seqs):
-            p = len(seq.token_ids) - 1 + j
-            ids[r] = seq.token_ids[-1] if j == 0 else -(r + 1)
-            pos[r] = p
-            table = seq.block_table
-            slots[r] = table[p // bs] * bs + p % bs
+        for r, (seq, start, query) in enumerate(pieces):
+            a, n, table = qsl[-1], len(query), seq.block_table
+            p = np.arange(start, start + n)
+            ids[a:a + n] = query
+            pos[a:a + n] = p
+            slots[a:a + n] = np.asarray(table, np.int32)[p // bs] * bs + p % bs
             tables[r, :len(table)] = table
-            lens[r] = p + 1
-        qsl = np.minimum(np.arange(S + 1), n).astype(np.int32)
-        logits_indices = np.maximum(qsl[1:] - 1, 0)
-        return StepInputs(ids, pos, logits_indices, AttentionMetadata(slots, qsl, lens, tables))
+            lens[r] = start + n
+            qsl.append(a + n)
+        qsl_arr = np.full(S + 1, qsl[-1], np.int32)
+        qsl_arr[:len(qsl)] = qsl
+        return StepInputs(ids, pos, np.maximum(qsl_arr[1:] - 1, 0), AttentionMetadata(slots, qsl_arr, lens, tables))
 
-    def warm_up(self, target_dims: list[tuple[int, ...]]) -> None:
-        """Compile, by running once on all-padding inputs (nothing is written), the mirror of every target
-        forward shape and the draft step of every bucket a proposal can pick."""
-        for dims in target_dims:
-            packed = pack_step_inputs(dummy_step_inputs(Bucket(*dims[:2]), dims[2], dims[3] if len(dims) > 3 else None))
-            self.mirror(jax.device_put(packed, self._replicated), self._no_tokens, dims)
-        for bucket in sorted({self.ladder.pick(n, n) for n in range(1, self._max_seqs + 1)},
-                             key=lambda b: b.num_tokens):
-            jax.block_until_ready(self._decode_step(self._decode_inputs([], 0, bucket), self._no_tokens, bucket))
+    def warm_up(self) -> None:
+        """Compile, by running once on all-padding inputs (nothing is written), the draft forward of every
+        bucket (catch-up chunks and draft steps pick from the target's ladder)."""
+        for bucket in self.ladder.buckets:
+            dims = (bucket.num_tokens, bucket.num_seqs, self.max_blocks_per_seq)
+            dev = jax.device_put(pack_step_inputs(dummy_step_inputs(bucket, self.max_blocks_per_seq)),
+                                 self._replicated)
+            self.kv_caches, logits, _ = self._forward(self.params, self.kv_caches, dev, self._no_tokens, [],
+                                                      dims=dims, return_hidden=False, attention_impl=None,
+                                                      logits_sharding=self._replicated)
+            jax.block_until_ready(self._greedy(logits, out_rows=self._max_seqs))

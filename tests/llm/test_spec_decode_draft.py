@@ -143,9 +143,3 @@ def test_a_draft_of_another_vocabulary_is_a_value_error(llama_dir, tmp_path):
 def test_speculative_config_is_validated(llama_dir, spec, match):
     with pytest.raises(ValueError, match=match):
         LLM(str(llama_dir[0]), speculative_config=spec)
-
-
-def test_lora_with_a_draft_model_is_a_value_error(llama_dir):
-    spec = {"method": "draft_model", "model": str(llama_dir[0]), "num_speculative_tokens": 2}
-    with pytest.raises(ValueError, match="enable_lora"):
-        LLM(str(llama_dir[0]), enable_lora=True, speculative_config=spec)
