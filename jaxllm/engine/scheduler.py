@@ -34,7 +34,8 @@ waits for step N, feeds its tokens to the grammars and launches step N+1's sampl
 whose grammar is still compiling is skipped (it keeps its place in the queue).
 
 Speculative decoding (``speculative_config``): a running decode whose tokens are all on the host gets up to k
-draft tokens from the n-gram proposer and schedules 1 + k query tokens (its last token, then the drafts) in the
+draft tokens (n-gram: found on the host before its slots are allocated; draft model: proposed by the runner's
+``drafter`` for all such decodes at once, after their slots are allocated) and schedules 1 + k query tokens (its last token, then the drafts) in the
 same ragged step as the others; the step's sampler emits the accepted drafts plus one token of the target's
 (1..k + 1 tokens), which ``update`` appends one by one with the usual stop checks (truncating at the first
 stop). The slots of rejected drafts were allocated but hold stale K/V: the sequence's ``num_computed_tokens``
