@@ -25,9 +25,17 @@ class EngineControl:
     _asleep: frozenset[str] = frozenset()
     _profile_dir: str | None = None
 
-    def _runners(self) -> list:
+    def _paged_engine(self, method: str):
+        """``llm_engine``, or a ValueError naming ``method`` for a bidirectional encoder (runner="pooling"), which
+        runs each batch in one pass without the paged engine, its runner or its caches."""
+        if self.llm_engine is None:
+            raise ValueError(f"LLM.{method}() is not supported for this encoder model (runner='pooling'): it runs "
+                             "without the paged engine, so it has no model runner, KV cache or prefix cache")
+        return self.llm_engine
+
+    def _runners(self, method: str) -> list:
         """The model runner of every engine replica (one unless ``data_parallel_size`` > 1)."""
-        engine = self.llm_engine
+        engine = self._paged_engine(method)
         return list(engine.runners) if hasattr(engine, "runners") else [engine.runner]
 
     # ---- prefix cache and metrics ------------------------------------------------------------------
@@ -36,12 +44,12 @@ class EngineControl:
     def reset_prefix_cache(self) -> bool:
         """Forget every cached prefix (e.g. after changing weights). Returns False, doing nothing, while a
         request holds KV blocks (vLLM's contract), True otherwise."""
-        return self.llm_engine.reset_prefix_cache()
+        return self._paged_engine("reset_prefix_cache").reset_prefix_cache()
 
     def get_metrics(self) -> list:
         """A snapshot of vLLM's metrics (``jaxllm.engine.metrics``: Counter, Gauge, Histogram, Vector objects,
         e.g. ``vllm:prompt_tokens``, ``vllm:time_to_first_token_seconds``), aggregated since start-up."""
-        return self.llm_engine.get_metrics()
+        return self._paged_engine("get_metrics").get_metrics()
 
     # ---- sleep mode ----------------------------------------------------------------------------------
 
@@ -60,7 +68,7 @@ class EngineControl:
         self._check_sleep_mode()
         if isinstance(level, bool) or level not in (1, 2):
             raise ValueError(f"sleep level must be 1 or 2, got {level!r}")
-        engine = self.llm_engine
+        engine = self._paged_engine("sleep")
         if engine.has_unfinished_requests():
             raise ValueError(f"cannot sleep with {engine.get_num_unfinished_requests()} unfinished requests; "
                              "finish or abort them first")
@@ -85,7 +93,7 @@ class EngineControl:
         tags = list(SLEEP_TAGS) if tags is None else tags
         if isinstance(tags, str) or not all(t in SLEEP_TAGS for t in tags):
             raise ValueError(f"wake_up tags must be a list drawn from {list(SLEEP_TAGS)}, got {tags!r}")
-        runner = self.llm_engine.runner
+        runner = self._paged_engine("wake_up").runner
         if "weights" in tags and not runner.weights_on_device:
             if runner.has_host_weights:
                 runner.restore_weights()
@@ -113,7 +121,7 @@ class EngineControl:
     def get_weights(self):
         """The served parameters as an ``nnx.State`` (the device arrays themselves, in the served layout)."""
         self._check_awake()
-        return self.llm_engine.runner.served_weights()
+        return self._paged_engine("get_weights").runner.served_weights()
 
     @serialized
     def update_weights(self, weights: Any) -> None:
@@ -121,11 +129,11 @@ class EngineControl:
         model module of the same architecture. Arrays on other shardings are moved on the device, other
         floating dtypes cast; names and shapes must match. Nothing is recompiled; the prefix cache is reset
         (its KV came from the old weights). Also brings weights back after ``sleep(level=2)``."""
-        engine = self.llm_engine
+        engine = self._paged_engine("update_weights")
         if engine.has_unfinished_requests():
             raise ValueError(f"cannot update weights with {engine.get_num_unfinished_requests()} unfinished "
                              "requests; finish or abort them first")
-        for runner in self._runners():
+        for runner in self._runners("update_weights"):
             runner.update_weights(weights)
         self._asleep = self._asleep - {"weights"}
         engine.reset_prefix_cache()
@@ -140,7 +148,7 @@ class EngineControl:
         if not callable(func):
             raise TypeError(f"apply_model needs a callable, got {type(func).__name__}")
         results = []
-        for runner in self._runners():
+        for runner in self._runners("apply_model"):
             model = runner.model()
             results.append(func(model))
             runner.update_from_model(model)
@@ -154,7 +162,7 @@ class EngineControl:
         if timeout is not None:
             raise ValueError("collective_rpc(timeout=...) is not supported: the call runs in this process, "
                              "which cannot interrupt it; pass timeout=None")
-        runners = self._runners()
+        runners = self._runners("collective_rpc")
         kwargs = dict(kwargs or {})
         if isinstance(method, str):
             fn = getattr(runners[0], method, None)
@@ -197,5 +205,7 @@ class EngineControl:
         """Devices serving the model: tensor_parallel_size, times data_parallel_size with ``include_dp``."""
         if not isinstance(include_dp, bool):
             raise TypeError(f"include_dp must be a bool, got {include_dp!r}")
-        runners = self._runners()
+        if self.llm_engine is None:  # the bidirectional encoder: one replica over its tensor-parallel mesh
+            return int(self.engine_args.tensor_parallel_size)
+        runners = self._runners("get_world_size")
         return int(runners[0].mesh.devices.size) * (len(runners) if include_dp else 1)

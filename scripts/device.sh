@@ -10,6 +10,11 @@
 #   kernels        attention kernels (scripts/bench_kernels.py; KERNEL_ARGS adds flags) -> kernels/
 #   quant          quantized linear layers (scripts/bench_quant_matmul.py)              -> quant_matmul.{json,md}
 #   rss            peak host memory while loading the 8B checkpoint (scripts/load_rss_probe.py) -> rss.json
+#   weights        update_weights / sleep / wake_up at 8B dims (scripts/bench_weight_sync.py) -> weights.json
+#   load           8B load time from safetensors vs Orbax (scripts/bench_load.py)       -> load.json
+#   host-bw        host <-> device bandwidth of the KV host tier (scripts/host_bandwidth.py) -> host_bw.json
+#   grouped-gemm   the MoE grouped matmul vs dense GEMM (scripts/bench_grouped_matmul.py)  -> grouped_matmul_*.{json,md}
+#   embed-bert / embed-qwen3   embedding throughput vs transformers (jaxllm bench --workload E-bert|E-qwen3 --peer hf)
 #   PRESET         a throughput row of benchmarks/README.md (jaxllm/bench/presets.py: b1, b2, b2-awq, ...)
 #                  -> throughput/PRESET.{json,log}; BENCH_ARGS adds `jaxllm bench` flags to every preset
 #
@@ -72,6 +77,21 @@ for run in "$@"; do
     rss)
       step rss 300 "json_field '$OUT/rss.json' '[round(x.get(\"peak_rss_bytes\", 0) / 2**30, 2) for x in r[\"runs\"]]'" -- \
         python3 scripts/load_rss_probe.py --workload B2 --tp 1 --output "$OUT/rss.json" ;;
+    weights)
+      step weights 240 "json_field '$OUT/weights.json' 'r[\"median_update_weights_s\"]'" -- \
+        python3 scripts/bench_weight_sync.py --config llama-3.1-8b --output "$OUT/weights.json" ;;
+    load)
+      step load 300 "json_field '$OUT/load.json' '(r[\"safetensors_load_s\"], r[\"orbax_load_s\"])'" -- \
+        python3 scripts/bench_load.py --config llama-3.1-8b --output "$OUT/load.json" ;;
+    host-bw)
+      step host-bw 120 "echo see host_bw.json" -- python3 scripts/host_bandwidth.py --output "$OUT/host_bw.json" ;;
+    grouped-gemm)
+      step grouped-gemm 240 "ls '$OUT'/grouped_matmul_*" -- \
+        python3 scripts/bench_grouped_matmul.py --out-dir "$OUT" --tag "${GEMM_TAG:-gpu}" ;;
+    embed-bert|embed-qwen3)
+      wl=$([ "$run" = embed-bert ] && echo E-bert || echo E-qwen3)
+      step "$run" 300 "echo see $run.json" -- \
+        python3 -m jaxllm.bench --workload "$wl" --peer hf --output "$OUT/$run.json" ;;
     *)
       read -r want gpus < <(python3 -c "from jaxllm.bench.presets import PRESETS as P; p = P['$run']; \
 print(p.limit_s, p.gpus)" 2> /dev/null)

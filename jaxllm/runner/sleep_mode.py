@@ -64,8 +64,8 @@ class SleepMode:
         if self.params is None:
             return
         self._param_shardings = [getattr(p, "sharding", None) for p in self.params]
-        self._host_params = [np.asarray(jax.device_get(p)) if isinstance(p, jax.Array) else p
-                             for p in self.params]
+        # one device_get over the list starts every transfer before waiting on any
+        self._host_params = [np.asarray(h) for h in jax.device_get(list(self.params))]
         self.discard_weights(keep_host_copy=True)
 
     def discard_weights(self, keep_host_copy: bool = False) -> None:

@@ -86,3 +86,14 @@ def test_pooler_config_overrides(tmp_path):
         LLM(str(tmp_path), pooler_config={"pooling": "CLS"})
     with pytest.raises(ValueError, match="pooling_type='MAX'"):
         LLM(str(tmp_path), pooler_config={"pooling_type": "MAX"})
+
+
+def test_bert_engine_control_methods_name_themselves(bert):
+    """The encoder runs without the paged engine: its control methods are clear errors, not AttributeErrors."""
+    llm, _ = bert
+    assert llm.get_world_size() == 1
+    for call, name in [(llm.reset_prefix_cache, "reset_prefix_cache"), (llm.get_metrics, "get_metrics"),
+                       (llm.get_weights, "get_weights"), (lambda: llm.apply_model(len), "apply_model"),
+                       (lambda: llm.collective_rpc("warm_up"), "collective_rpc")]:
+        with pytest.raises(ValueError, match=rf"LLM\.{name}\(\) is not supported for this encoder"):
+            call()
