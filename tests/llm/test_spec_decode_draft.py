@@ -10,6 +10,8 @@ import collections
 
 import pytest
 from hf_models import hf_greedy, save_tiny_model
+from test_spec_decode_llm import assert_same_outputs
+from test_spec_decode_llm import gen as spec_gen
 
 from jaxllm import LLM, SamplingParams
 
@@ -40,8 +42,7 @@ def self_draft_llm(llama_dir):
 
 
 def gen(llm, params, prompts=PROMPTS):
-    return [o.outputs[0] for o in llm.generate([{"prompt_token_ids": p} for p in prompts], params,
-                                               use_tqdm=False)]
+    return spec_gen(llm, params, prompts)
 
 
 def test_greedy_identical_with_a_different_draft(llama_llm, draft_llm):
@@ -95,14 +96,7 @@ def test_target_as_its_own_draft_accepts_every_draft(llama_llm, self_draft_llm):
 ], ids=["filters-logprobs", "stops-min_tokens", "max_tokens"])
 def test_seeded_outputs_identical(llama_llm, draft_llm, kw):
     params = SamplingParams(**{"seed": 3, "max_tokens": 24, **kw})
-    want, got = gen(llama_llm, params), gen(draft_llm, params)
-    for w, g in zip(want, got):
-        assert (g.token_ids, g.finish_reason, g.stop_reason) == (w.token_ids, w.finish_reason, w.stop_reason)
-        if kw.get("logprobs"):
-            assert len(g.logprobs) == len(w.token_ids)
-            for lw, lg in zip(w.logprobs, g.logprobs):
-                assert lw.keys() == lg.keys()
-                assert all(abs(lw[t].logprob - lg[t].logprob) < 1e-4 for t in lw)
+    assert_same_outputs(gen(llama_llm, params), gen(draft_llm, params), bool(kw.get("logprobs")))
 
 
 def test_sampled_token_frequencies_match_plain_sampling(llama_llm, self_draft_llm):
