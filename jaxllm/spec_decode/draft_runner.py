@@ -34,6 +34,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from jaxllm.models.attention import AttentionMetadata
 from jaxllm.runner.buckets import Bucket, BucketLadder
 from jaxllm.runner.input_batch import StepInputs, dummy_step_inputs, pack_step_inputs
+from jaxllm.runner.kernel_policy import KernelPolicy
 from jaxllm.runner.kv_cache_plan import KVCachePlan
 from jaxllm.runner.step import make_forward
 
@@ -76,6 +77,12 @@ class DraftRunner:
         self.params, self._treedef = jax.tree_util.tree_flatten(state)
         self._replicated = NamedSharding(mesh, PartitionSpec())
         self.cache_plan = KVCachePlan(cfg, mesh, args, cfg.dtype)
+        # the target's attention choice rules for the draft's shapes (no long-prefill program: catch-up chunks
+        # take the path of other steps)
+        self._attention = KernelPolicy(cfg, jnp.dtype(cfg.dtype), self.cache_plan.shapes()[0], mesh.devices.size,
+                                       attention_backend=args.attention_backend,
+                                       decode_splits=args.attention_decode_splits,
+                                       fp8_dot=args.attention_fp8_dot).attention(long_prefill=False)
         self.kv_caches: list | None = None  # allocate(): the target's number of blocks
         self._forward = make_forward(self.graphdef, self._treedef, mesh)
         self._greedy = jax.jit(_greedy, static_argnames=("out_rows",))
@@ -152,11 +159,14 @@ class DraftRunner:
         """One draft forward over ``pieces`` [(sequence, first position, query ids)] (K/V written into the
         sequences' slots) -> the greedy id after each piece's last token [max_num_seqs] (device)."""
         bucket = self.ladder.pick(sum(len(ids) for _, _, ids in pieces), len(pieces))
-        dev = jax.device_put(pack_step_inputs(self._inputs(pieces, bucket)), self._replicated)
+        return self._step(self._inputs(pieces, bucket), prev, bucket)
+
+    def _step(self, inputs: StepInputs, prev, bucket: Bucket):
+        dev = jax.device_put(pack_step_inputs(inputs), self._replicated)
         self.kv_caches, logits, _ = self._forward(
             self.params, self.kv_caches, dev, prev, [],
             dims=(bucket.num_tokens, bucket.num_seqs, self.max_blocks_per_seq), return_hidden=False,
-            attention_impl=None, logits_sharding=self._replicated)
+            attention_impl=self._attention, logits_sharding=self._replicated)
         return self._greedy(logits, out_rows=self._max_seqs)
 
     def _inputs(self, pieces, bucket: Bucket) -> StepInputs:
@@ -182,10 +192,5 @@ class DraftRunner:
         """Compile, by running once on all-padding inputs (nothing is written), the draft forward of every
         bucket (catch-up chunks and draft steps pick from the target's ladder)."""
         for bucket in self.ladder.buckets:
-            dims = (bucket.num_tokens, bucket.num_seqs, self.max_blocks_per_seq)
-            dev = jax.device_put(pack_step_inputs(dummy_step_inputs(bucket, self.max_blocks_per_seq)),
-                                 self._replicated)
-            self.kv_caches, logits, _ = self._forward(self.params, self.kv_caches, dev, self._no_tokens, [],
-                                                      dims=dims, return_hidden=False, attention_impl=None,
-                                                      logits_sharding=self._replicated)
-            jax.block_until_ready(self._greedy(logits, out_rows=self._max_seqs))
+            inputs = dummy_step_inputs(bucket, self.max_blocks_per_seq)
+            jax.block_until_ready(self._step(inputs, self._no_tokens, bucket))
