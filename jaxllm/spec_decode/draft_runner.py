@@ -77,6 +77,7 @@ class DraftRunner:
         self.params, self._treedef = jax.tree_util.tree_flatten(state)
         self._replicated = NamedSharding(mesh, PartitionSpec())
         self.cache_plan = KVCachePlan(cfg, mesh, args, cfg.dtype)
+        self._kv_bytes_given = args.kv_cache_memory_bytes is not None and args.num_gpu_blocks_override is None
         # the target's attention choice rules for the draft's shapes (no long-prefill program: catch-up chunks
         # take the path of other steps)
         self._attention = KernelPolicy(cfg, jnp.dtype(cfg.dtype), self.cache_plan.shapes()[0], mesh.devices.size,
@@ -92,9 +93,9 @@ class DraftRunner:
         self._computed: dict[int, tuple[list, int]] = {}
 
     def share_device_memory(self, target_plan: KVCachePlan) -> None:
-        """Both caches hold the same number of blocks: when the target's cache was sized to fill the device,
-        scale its block count so that the two fit where the target's alone was planned."""
-        if target_plan.fills_device:
+        """Both caches hold the same number of blocks: when the target's cache was sized in bytes (to fill the
+        device, or ``kv_cache_memory_bytes``), scale its block count so that the two fit in those bytes."""
+        if target_plan.fills_device or self._kv_bytes_given:
             tb, db = target_plan.bytes_per_block, self.cache_plan.bytes_per_block
             target_plan.num_blocks = max(1, target_plan.num_blocks * tb // (tb + db))
 
