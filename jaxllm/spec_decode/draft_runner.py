@@ -99,6 +99,10 @@ class DraftRunner:
             tb, db = target_plan.bytes_per_block, self.cache_plan.bytes_per_block
             target_plan.num_blocks = max(1, target_plan.num_blocks * tb // (tb + db))
 
+    @property
+    def bytes_per_block(self) -> int:
+        return self.cache_plan.bytes_per_block
+
     def allocate(self, num_blocks: int) -> None:
         """A zeroed draft cache of ``num_blocks`` blocks (the target's count: same block ids)."""
         self.cache_plan.num_blocks = num_blocks

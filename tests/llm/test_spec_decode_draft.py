@@ -137,3 +137,13 @@ def test_a_draft_of_another_vocabulary_is_a_value_error(llama_dir, tmp_path):
 def test_speculative_config_is_validated(llama_dir, spec, match):
     with pytest.raises(ValueError, match=match):
         LLM(str(llama_dir[0]), speculative_config=spec)
+
+
+def test_kv_cache_memory_bytes_holds_both_caches(llama_dir, draft_dir):
+    spec = {"method": "draft_model", "model": str(draft_dir[0]), "num_speculative_tokens": 2}
+    llm = LLM(str(llama_dir[0]), **KW, enforce_eager=True, kv_cache_memory_bytes=2**20, speculative_config=spec)
+    runner = llm.llm_engine.runner
+    per_block = runner.cache_plan.bytes_per_block + runner.draft.bytes_per_block
+    assert runner.num_blocks == (2**20 // runner.cache_plan.bytes_per_block) * runner.cache_plan.bytes_per_block \
+        // per_block
+    assert runner.draft.cache_plan.num_blocks == runner.num_blocks
