@@ -35,8 +35,8 @@ whose grammar is still compiling is skipped (it keeps its place in the queue).
 
 Speculative decoding (``speculative_config``): a running decode whose tokens are all on the host gets up to k
 draft tokens (n-gram: found on the host before its slots are allocated; draft model: proposed by the runner's
-``drafter`` for all such decodes at once, after their slots are allocated) and schedules 1 + k query tokens (its last token, then the drafts) in the
-same ragged step as the others; the step's sampler emits the accepted drafts plus one token of the target's
+``drafter`` for all such decodes at once, after their slots are allocated) and schedules 1 + k query tokens
+(its last token, then the drafts) in the same ragged step as the others; the step's sampler emits the accepted drafts plus one token of the target's
 (1..k + 1 tokens), which ``update`` appends one by one with the usual stop checks (truncating at the first
 stop). The slots of rejected drafts were allocated but hold stale K/V: the sequence's ``num_computed_tokens``
 only counts accepted positions, so later steps overwrite them. Proposing needs the previous step's tokens on
