@@ -88,7 +88,8 @@ def main() -> None:
     p.add_argument("--num-speculative-tokens", type=int, default=4)
     p.add_argument("--prompt-lookup-max", type=int, default=4)
     p.add_argument("--prompt-lookup-min", type=int, default=2)
-    p.add_argument("--draft-layers", type=int, default=16, help="decoder layers of the truncated draft model")
+    p.add_argument("--draft-layers", type=int, nargs="+", default=[16, 24],
+                   help="decoder layers of the truncated draft model (one run each: draft_model_<N>_layers)")
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--output", help="write the results as JSON here (entries of methods not run are kept)")
     args = p.parse_args()
@@ -108,21 +109,20 @@ def main() -> None:
     if "ngram" in methods:
         result["ngram"] = run({"method": "ngram", "num_speculative_tokens": k, "prompt_lookup_max":
                                args.prompt_lookup_max, "prompt_lookup_min": args.prompt_lookup_min}, args.max_tokens)
-    if "draft_model" in methods:
+    drafts = [f"draft_model_{n}_layers" for n in args.draft_layers] if "draft_model" in methods else []
+    for n, name in zip(args.draft_layers, drafts):
         with tempfile.TemporaryDirectory() as tmp:
-            write_truncated_default_model(tmp, args.draft_layers)
-            result["draft_model"] = run({"method": "draft_model", "model": tmp, "num_speculative_tokens": k},
-                                        args.max_tokens)
-        result["draft_model"]["speculative_config"]["model"] = (
-            f"the default model truncated to its first {args.draft_layers} of 30 decoder layers (same embeddings, "
-            "final norm and tied head), written as safetensors to a temporary folder (--draft-layers)")
-    for name in ("ngram", "draft_model"):
-        if name in methods:
-            ids = result[name].pop("token_ids")
-            if plain_ids is not None:
-                result[name]["greedy_outputs_identical"] = ids == plain_ids
-    result["greedy_outputs_identical"] = all(result[m].get("greedy_outputs_identical", True)
-                                             for m in ("ngram", "draft_model") if m in result)
+            write_truncated_default_model(tmp, n)
+            result[name] = run({"method": "draft_model", "model": tmp, "num_speculative_tokens": k}, args.max_tokens)
+        result[name]["speculative_config"]["model"] = (
+            f"the default model truncated to its first {n} of 30 decoder layers (same embeddings, final norm and "
+            "tied head), written as safetensors to a temporary folder (--draft-layers)")
+    for name in (["ngram"] if "ngram" in methods else []) + drafts:
+        ids = result[name].pop("token_ids")
+        if plain_ids is not None:
+            result[name]["greedy_outputs_identical"] = ids == plain_ids
+    result["greedy_outputs_identical"] = all(v.get("greedy_outputs_identical", True) for v in result.values()
+                                             if isinstance(v, dict) and "speculative_config" in v)
     print(json.dumps(result, indent=1))
     if args.output:
         with open(args.output, "w") as f:
