@@ -54,12 +54,15 @@ def test_greedy_identical_with_a_different_draft(llama_llm, draft_llm):
     assert stats.spec_decode_num_draft_tokens - drafts > 50
 
 
-def test_drafts_are_the_draft_models_greedy_continuation(llama_dir, draft_dir):
+@pytest.mark.parametrize("preemption", [{"preemption_mode": "recompute"},
+                                        {"preemption_mode": "swap", "swap_space": 0.01}], ids=["recompute", "swap"])
+def test_drafts_are_the_draft_models_greedy_continuation(llama_dir, draft_dir, preemption):
     """The draft's cache stays right through prefill chunks, rejections, prefix-cache hits and preemption by
-    recompute (12 blocks for 4 sequences of up to 4 blocks): every proposal equals transformers' greedy
-    continuation of the draft checkpoint from the full context."""
+    recompute or by swap (12 blocks for 4 sequences of up to 4 blocks): every proposal equals transformers'
+    greedy continuation of the draft checkpoint from the full context."""
     spec = {"method": "draft_model", "model": str(draft_dir[0]), "num_speculative_tokens": 3}
-    llm = LLM(str(llama_dir[0]), **KW, enforce_eager=True, num_gpu_blocks_override=12, speculative_config=spec)
+    llm = LLM(str(llama_dir[0]), **KW, enforce_eager=True, num_gpu_blocks_override=12, speculative_config=spec,
+              **preemption)
     runner, proposals = llm.llm_engine.runner, []
     propose = runner.propose_drafts
 
@@ -73,9 +76,10 @@ def test_drafts_are_the_draft_models_greedy_continuation(llama_dir, draft_dir):
     gen(llm, params)
     gen(llm, params, [PROMPTS[2] + [1, 2, 3], PROMPTS[2][:17] + [4], PROMPTS[0]])  # prefix-cache hits
     assert llm.llm_engine.scheduler.num_preemptions > 0
+    assert (llm.llm_engine.scheduler.num_swap_preemptions > 0) == ("swap_space" in preemption)
     assert llm.llm_engine.scheduler.prefix_cache_hits > 0
     assert len(proposals) > 50
-    for context, drafts in proposals[::3]:
+    for context, drafts in proposals:
         assert list(drafts) == hf_greedy(draft_dir[1], context, len(drafts)), context
 
 
