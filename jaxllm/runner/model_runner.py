@@ -106,11 +106,13 @@ class ModelRunner(SleepMode, WeightUpdates):
         if not args.enforce_eager:
             self.warm_up()
             self._fit_cache_to_temporaries(self.programs.peak_temp_bytes())
+            if self.draft is not None:
+                self.draft.compile(self.num_blocks)
         self._allocate_cache()
         if not args.enforce_eager:
             self._run_each_program_once()
             if self.draft is not None:
-                self.draft.warm_up()
+                self.draft.run_each_program_once()
 
     # ---- KV cache ----------------------------------------------------------------------------------------
 

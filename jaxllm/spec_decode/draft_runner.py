@@ -36,6 +36,7 @@ from jaxllm.runner.buckets import Bucket, BucketLadder
 from jaxllm.runner.input_batch import StepInputs, dummy_step_inputs, pack_step_inputs
 from jaxllm.runner.kernel_policy import KernelPolicy
 from jaxllm.runner.kv_cache_plan import KVCachePlan
+from jaxllm.runner.programs import ForwardKey, Programs
 from jaxllm.runner.step import make_forward
 
 logger = logging.getLogger("jaxllm")
@@ -86,6 +87,7 @@ class DraftRunner:
                                        fp8_dot=args.attention_fp8_dot).attention(long_prefill=False)
         self.kv_caches: list | None = None  # allocate(): the target's number of blocks
         self._forward = make_forward(self.graphdef, self._treedef, mesh)
+        self.programs = Programs(self._compile)  # the draft forward of each bucket (ForwardKey)
         self._greedy = jax.jit(_greedy, static_argnames=("out_rows",))
         self._max_seqs = ladder.buckets[-1].num_seqs
         self._no_tokens = jax.device_put(np.zeros(self._max_seqs, np.int32), self._replicated)
@@ -111,7 +113,20 @@ class DraftRunner:
 
     @property
     def num_compilations(self) -> int:
-        return self._forward._cache_size() + self._greedy._cache_size()
+        return len(self.programs) + self._greedy._cache_size()
+
+    def compile(self, num_blocks: int) -> None:
+        """Compile the draft forward of every bucket (catch-up chunks and draft steps pick from the target's
+        ladder) in parallel threads, against a cache of ``num_blocks`` blocks (before it exists)."""
+        self.cache_plan.num_blocks = num_blocks
+        self.programs.compile_all([ForwardKey(b) for b in self.ladder.buckets], lambda key, error: False)
+
+    def _compile(self, key: ForwardKey):
+        b = key.bucket
+        padding = jax.device_put(pack_step_inputs(dummy_step_inputs(b, self.max_blocks_per_seq)), self._replicated)
+        return self._forward.lower(self.params, self.cache_plan.shapes(), padding, self._no_tokens, [],
+                                   dims=(b.num_tokens, b.num_seqs, self.max_blocks_per_seq), return_hidden=False,
+                                   attention_impl=self._attention, logits_sharding=self._replicated).compile()
 
     def propose(self, items) -> list[tuple[int, ...]]:
         """``items``: [(sequence, n)] with the sequence's last token not yet computed and slots allocated for
@@ -168,10 +183,8 @@ class DraftRunner:
 
     def _step(self, inputs: StepInputs, prev, bucket: Bucket):
         dev = jax.device_put(pack_step_inputs(inputs), self._replicated)
-        self.kv_caches, logits, _ = self._forward(
-            self.params, self.kv_caches, dev, prev, [],
-            dims=(bucket.num_tokens, bucket.num_seqs, self.max_blocks_per_seq), return_hidden=False,
-            attention_impl=self._attention, logits_sharding=self._replicated)
+        forward = self.programs.get(ForwardKey(bucket))  # compiled now under enforce_eager
+        self.kv_caches, logits, _ = forward(self.params, self.kv_caches, dev, prev, [])
         return self._greedy(logits, out_rows=self._max_seqs)
 
     def _inputs(self, pieces, bucket: Bucket) -> StepInputs:
@@ -193,9 +206,9 @@ class DraftRunner:
         qsl_arr[:len(qsl)] = qsl
         return StepInputs(ids, pos, np.maximum(qsl_arr[1:] - 1, 0), AttentionMetadata(slots, qsl_arr, lens, tables))
 
-    def warm_up(self) -> None:
-        """Compile, by running once on all-padding inputs (nothing is written), the draft forward of every
-        bucket (catch-up chunks and draft steps pick from the target's ladder)."""
-        for bucket in self.ladder.buckets:
-            inputs = dummy_step_inputs(bucket, self.max_blocks_per_seq)
-            jax.block_until_ready(self._step(inputs, self._no_tokens, bucket))
+    def run_each_program_once(self) -> None:
+        """Execute every compiled draft forward (and the argmax of its rows) once on all-padding inputs
+        (nothing is written), so that first-execution costs land at start-up."""
+        for key in list(self.programs.compiled):
+            inputs = dummy_step_inputs(key.bucket, self.max_blocks_per_seq)
+            jax.block_until_ready(self._step(inputs, self._no_tokens, key.bucket))
