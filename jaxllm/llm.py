@@ -67,6 +67,7 @@ class LLM(EngineControl, PoolingMixin):
         )
         from jaxllm.parallel.multihost import allgather_objects
         from jaxllm.runner.model_runner import ModelRunner
+        from jaxllm.structured_outputs.grammar import grammar_capable
 
         in_memory = is_in_memory_model(model)
         self.runner_type = "generate" if in_memory else choose_runner(args)
@@ -83,7 +84,9 @@ class LLM(EngineControl, PoolingMixin):
         model_obj = model_obj or build_model(args, source)
         self.load_seconds = time.perf_counter() - t_load
         lora_slots = _lora_slots(args, cfg, source.mesh, path, model_obj)  # before the KV cache is sized
-        runners = [None if replica is None else ModelRunner(replica, cfg, mesh, args, lora=lora_slots)
+        constrained = grammar_capable(self.tokenizer)  # compile the grammar-bitmask sampler at start-up too
+        runners = [None if replica is None else ModelRunner(replica, cfg, mesh, args, lora=lora_slots,
+                                                            structured_outputs=constrained)
                    for replica, mesh in replica_models(model_obj, args, source)]  # None: another process's
         del model_obj
         local = [r for r in runners if r is not None]

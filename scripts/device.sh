@@ -9,12 +9,16 @@
 #   e2e-long       the same with prompts of 2100-3600 tokens (long-prefill path)       -> e2e-long.{json,log}
 #   kernels        attention kernels (scripts/bench_kernels.py; KERNEL_ARGS adds flags) -> kernels/
 #   quant          quantized linear layers (scripts/bench_quant_matmul.py)              -> quant_matmul.{json,md}
+#   sampler        the sampler alone per sampling setting (scripts/bench_sampler.py; SAMPLER_BASELINE=PATH of
+#                  another sampler.py to time beside it)                                -> sampler.{json,log}
 #   rss            peak host memory while loading the 8B checkpoint (scripts/load_rss_probe.py) -> rss.json
 #   weights        update_weights / sleep / wake_up at 8B dims (scripts/bench_weight_sync.py) -> weights.json
 #   load           8B load time from safetensors vs Orbax (scripts/bench_load.py)       -> load.json
 #   host-bw        host <-> device bandwidth of the KV host tier (scripts/host_bandwidth.py) -> host_bw.json
 #   grouped-gemm   the MoE grouped matmul vs dense GEMM (scripts/bench_grouped_matmul.py)  -> grouped_matmul_*.{json,md}
 #   embed-bert / embed-qwen3   embedding throughput vs transformers (jaxllm bench --workload E-bert|E-qwen3 --peer hf)
+#   profile-PRESET the preset under jax.profiler, then its kernels by category (scripts/profile_summary.py)
+#                  -> profile-PRESET.json (the bench row) and profile-PRESET-kernels.{json,txt}
 #   PRESET         a throughput row of benchmarks/README.md (jaxllm/bench/presets.py: b1, b2, b2-awq, ...)
 #                  -> throughput/PRESET.{json,log}; BENCH_ARGS adds `jaxllm bench` flags to every preset
 #
@@ -74,6 +78,9 @@ for run in "$@"; do
     quant)
       step quant 200 "echo see quant_matmul.md" -- \
         python3 scripts/bench_quant_matmul.py --output "$OUT/quant_matmul.json" ;;
+    sampler)  # shellcheck disable=SC2086
+      step sampler 300 "echo see sampler.log" -- python3 scripts/bench_sampler.py --json "$OUT/sampler.json" \
+        ${SAMPLER_BASELINE:+--baseline-module "$SAMPLER_BASELINE"} ;;
     rss)
       step rss 300 "json_field '$OUT/rss.json' '[round(x.get(\"peak_rss_bytes\", 0) / 2**30, 2) for x in r[\"runs\"]]'" -- \
         python3 scripts/load_rss_probe.py --workload B2 --tp 1 --output "$OUT/rss.json" ;;
@@ -92,6 +99,12 @@ for run in "$@"; do
       wl=$([ "$run" = embed-bert ] && echo E-bert || echo E-qwen3)
       step "$run" 300 "echo see $run.json" -- \
         python3 -m jaxllm.bench --workload "$wl" --peer hf --output "$OUT/$run.json" ;;
+    profile-*)
+      p=${run#profile-}
+      step "$run" 300 "echo see $run-kernels.txt" -- bash -c "python3 -m jaxllm.bench --preset $p \
+        --profile-dir /tmp/$run --output $OUT/$run.json && python3 scripts/profile_summary.py /tmp/$run \
+        --steps \$(python3 -c 'import json; print(json.load(open(\"$OUT/$run.json\"))[\"jaxllm\"][\"steps\"])') \
+        --json $OUT/$run-kernels.json > $OUT/$run-kernels.txt" ;;
     *)
       read -r want gpus < <(python3 -c "from jaxllm.bench.presets import PRESETS as P; p = P['$run']; \
 print(p.limit_s, p.gpus)" 2> /dev/null)

@@ -17,6 +17,7 @@ same requests first, in a subprocess (so its CUDA memory is gone before JAX take
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import logging
@@ -48,6 +49,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--prompt-len", type=int, nargs=2, metavar=("MIN", "MAX"))
     p.add_argument("--output-len", type=int, nargs=2, metavar=("MIN", "MAX"))
     p.add_argument("--temperature", type=float)
+    p.add_argument("--top-p", type=float, help="SamplingParams.top_p of every request (default: the workload's)")
+    p.add_argument("--top-k", type=int, help="SamplingParams.top_k of every request (default: the workload's)")
+    p.add_argument("--min-p", type=float, help="SamplingParams.min_p of every request (default: the workload's)")
+    p.add_argument("--per-request-seeds", action=argparse.BooleanOptionalAction, default=None,
+                   help="request i samples with seed = --seed + i (default: the workload's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-num-seqs", type=int, default=256)
     p.add_argument("--max-num-batched-tokens", type=int, default=8192)
@@ -118,12 +124,13 @@ def workload_from_args(args) -> Workload:
     named = {**WORKLOADS, **EMBED_WORKLOADS}
     base = named[args.workload] if args.workload else Workload(
         "custom", args.config, 64, (128, 512), (128, 128))
-    return Workload(
-        name=base.name, config=args.config or base.config,
-        num_requests=args.num_requests or base.num_requests,
+    pick = lambda value, default: default if value is None else value
+    return dataclasses.replace(
+        base, config=args.config or base.config, num_requests=args.num_requests or base.num_requests,
         prompt_len=tuple(args.prompt_len or base.prompt_len), output_len=tuple(args.output_len or base.output_len),
-        temperature=base.temperature if args.temperature is None else args.temperature, seed=args.seed,
-        prompt_period=args.prompt_period)
+        temperature=pick(args.temperature, base.temperature), seed=args.seed, prompt_period=args.prompt_period,
+        top_p=pick(args.top_p, base.top_p), top_k=pick(args.top_k, base.top_k), min_p=pick(args.min_p, base.min_p),
+        per_request_seeds=pick(args.per_request_seeds, base.per_request_seeds))
 
 
 def run_jaxllm(w: Workload, args, model_dir: str, prompts, output_lens) -> dict:
@@ -153,11 +160,15 @@ def run_jaxllm(w: Workload, args, model_dir: str, prompts, output_lens) -> dict:
               quant_matmul_impl=args.quant_matmul_impl, enable_expert_parallel=args.enable_expert_parallel,
               moe_matmul_impl=args.moe_matmul_impl, speculative_config=speculative, **lora,
               **kv_offload.llm_kwargs(args))
+    if args.structured:  # its start-up work on a background thread, which the plain run must not share
+        from jaxllm.bench.structured import wait_for_grammar_start_up
+
+        wait_for_grammar_start_up(llm)
     startup = time.perf_counter() - t0
     logging.getLogger("jaxllm").info("ready in %.1f s; generate starts", startup)
     runner = llm.llm_engine.runner
-    params = [SamplingParams(temperature=w.temperature, max_tokens=n, ignore_eos=True, detokenize=False)
-              for n in output_lens]
+    params = [SamplingParams(**w.sampling_kwargs(i), max_tokens=n, ignore_eos=True, detokenize=False)
+              for i, n in enumerate(output_lens)]
     loras = _lora_requests(args, llm, model_dir, len(prompts))
     if args.profile_dir:
         jax.profiler.start_trace(args.profile_dir)

@@ -41,7 +41,10 @@ def main() -> None:
     model.eval()
     startup = time.perf_counter() - t0
     gen = GenerationConfig(max_new_tokens=output_lens[0], do_sample=w.temperature > 0,
-                           temperature=w.temperature or None, eos_token_id=-1, pad_token_id=0)
+                           temperature=w.temperature or None, eos_token_id=-1, pad_token_id=0,
+                           # our truncation when sampling (top_k 0 = off, as ours; HF's default would be 50)
+                           **({"top_p": w.top_p, "top_k": w.top_k, "min_p": w.min_p or None}
+                              if w.temperature > 0 else {}))
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
     sync()
     t1 = time.perf_counter()

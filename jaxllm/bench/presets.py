@@ -63,6 +63,14 @@ class Preset:
 
 PRESETS = {
     "b1": Preset(("--workload", "B1"), "B1: Qwen3-0.6B dims, 256 requests, in/out 100..1024, T=0.6"),
+    "b1-topp": Preset(("--workload", "B1", "--top-p", "0.95"), "B1 with top_p=0.95", baseline="b1"),
+    "b1-topk": Preset(("--workload", "B1", "--top-k", "50"), "B1 with top_k=50", baseline="b1"),
+    "b1-minp": Preset(("--workload", "B1", "--min-p", "0.05"), "B1 with min_p=0.05", baseline="b1"),
+    "sharegpt": Preset(("--workload", "ShareGPT"),
+                       "ShareGPT-like: Qwen3-0.6B dims, 2000 requests, lognormal in/out (means 161 / 338), T=0.8, "
+                       "top_p=0.95, a seed per request", baseline="sharegpt-plain", limit_s=300),
+    "sharegpt-plain": Preset(("--workload", "ShareGPT", "--top-p", "1.0"),
+                             "the ShareGPT requests with plain temperature sampling (no top_p)", limit_s=300),
     "b1-structured": Preset(("--workload", "B1", "--structured"),
                             "B1, then again with a JSON schema per request (8 schemas): constrained vs plain",
                             baseline="b1", limit_s=360),

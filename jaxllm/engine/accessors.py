@@ -31,6 +31,7 @@ class EngineAccessors:
         self.tokenizer = tokenizer
         self._view = TokenizerView(tokenizer) if tokenizer is not None else None
         self.scheduler.decode_token = self._view.decode_token if self._view else None
+        self._prepare_grammars()  # grammars compiled for the old tokenizer's vocabulary are dropped
 
     def get_metrics(self) -> list[_metrics.Metric]:
         """vLLM's metric snapshot: see ``jaxllm.engine.metrics``."""

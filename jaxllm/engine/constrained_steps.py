@@ -5,24 +5,34 @@ step's forward run while the host fills its grammar bitmasks from the previous s
 from __future__ import annotations
 
 from ..sampling_params import SamplingParams
-from ..structured_outputs.grammar import GrammarCompiler
+from ..structured_outputs.grammar import GrammarCompiler, grammar_capable
 
 
 class ConstrainedSteps:
     """Needs the engine's ``_grammars``, ``tokenizer``, ``vocab_size``, ``eos_token_ids``,
     ``structured_outputs_config``, ``runner``, ``scheduler``, ``_steps`` and its step methods."""
 
+    def _prepare_grammars(self) -> None:
+        """At start-up (and after set_tokenizer): with a tokenizer structured outputs can use, create the
+        grammar compiler and start building llguidance's tokenizer in the background, so that the first
+        constrained request finds it ready."""
+        self._grammars = None
+        if grammar_capable(self.tokenizer):
+            self._grammars = GrammarCompiler(self.tokenizer, self.vocab_size, self.eos_token_ids,
+                                             self.structured_outputs_config)
+            self._grammars.prepare()
+
     def _new_grammar_states(self, request_id: str, params: SamplingParams) -> list:
         """One GrammarState per child (None without structured outputs); validates the spec now."""
         so = params.structured_outputs
         if so is None:
             return [None] * params.n
-        if self._grammars is None:
+        if self._grammars is None:  # a tokenizer it cannot use: new_state raises the ValueError naming it
             self._grammars = GrammarCompiler(self.tokenizer, self.vocab_size, self.eos_token_ids,
                                              self.structured_outputs_config)
-            prepare = getattr(self.runner, "prepare_structured_outputs", None)
-            if prepare is not None:
-                prepare()  # the runner's programs for constrained rows (compiled in the background)
+        prepare = getattr(self.runner, "prepare_structured_outputs", None)
+        if prepare is not None:
+            prepare(params)  # the runner's programs for these constrained rows, unless compiled (cheap then)
         return [self._grammars.new_state(request_id, so) for _ in range(params.n)]
 
     def _schedule_required(self):

@@ -157,7 +157,8 @@ class LLMEngine(EngineAccessors, ConstrainedSteps):
             callable(getattr(runner, m, None)) for m in ("dispatch", "fetch"))
         self._steps: deque = deque()  # (batch, runner handle or output), oldest first
         self.structured_outputs_config = StructuredOutputsConfig.coerce(structured_outputs_config)
-        self._grammars: GrammarCompiler | None = None  # created with the first structured-outputs request
+        self._grammars: GrammarCompiler | None = None  # None: the tokenizer cannot serve structured outputs
+        self._prepare_grammars()
         self._rng = np.random.default_rng(seed)
         self._requests: dict[str, RequestState] = {}
         self._streaming: dict[str, RequestState] = {}  # unfinished requests with output_kind != FINAL_ONLY

@@ -42,11 +42,12 @@ from jaxllm.runner.kv_cache_plan import KVCachePlan
 from jaxllm.runner.kv_swap import make_host_pool, preemption_cost_terms
 from jaxllm.runner.programs import ForwardKey, ProgramKey, Programs, SampleKey
 from jaxllm.runner.prompt_logprobs import prompt_logprobs
-from jaxllm.runner.sampler_config import SAMPLE_CONFIG, STARTUP_CONFIGS
+from jaxllm.runner.sampler_config import SAMPLE_CONFIG, STARTUP_CONFIGS, SamplerConfig
 from jaxllm.runner.sampling_metadata import (
     build_sampling_metadata,
     dummy_sampling_metadata,
     pack_sampling_metadata,
+    start_up_variant,
     to_runner_output,
 )
 from jaxllm.runner.sleep_mode import SleepMode
@@ -60,11 +61,13 @@ logger = logging.getLogger("jaxllm")
 
 
 class ModelRunner(SleepMode, WeightUpdates):
-    def __init__(self, model, cfg: ModelConfig, mesh, args: EngineArgs, lora=None):
+    def __init__(self, model, cfg: ModelConfig, mesh, args: EngineArgs, lora=None, structured_outputs=False):
         """``args``: resolved EngineArgs (``EngineArgs.resolve``: the scheduler limits are set). ``lora``: the LoRA
         adapter slots (jaxllm.runner.lora_slots.LoRASlots, allocated before the KV cache is sized) when LoRA is
-        enabled, else None."""
+        enabled, else None. ``structured_outputs``: the engine's tokenizer can serve constrained requests, so
+        the grammar-bitmask sampler programs are compiled at start-up with the others."""
         self.lora = lora
+        self.structured_outputs = structured_outputs
         self.cfg, self.mesh, self.block_size, self.max_model_len = cfg, mesh, args.block_size, args.max_model_len
         self.max_blocks_per_seq = -(-args.max_model_len // args.block_size)
         self.speculative_config = SpeculativeConfig.from_dict(args.speculative_config)
@@ -194,17 +197,26 @@ class ModelRunner(SleepMode, WeightUpdates):
         keys: list[ProgramKey] = [ForwardKey(b) for b in buckets]
         keys += [ForwardKey(b, long_prefill=True) for b in self.kernels.long_prefill_buckets(buckets)]
         keys += [SampleKey(s, c) for s in self._sample_rows() for c in STARTUP_CONFIGS]
+        if self.structured_outputs:
+            keys += self._grammar_sample_keys(SAMPLE_CONFIG)
         return keys
 
-    def prepare_structured_outputs(self) -> None:
-        """Structured outputs are coming (the engine's first constrained request): compile the sampler variant
-        with a grammar bitmask (``SAMPLE_CONFIG`` + ``grammar_words``, which covers greedy and temperature
-        rows) for every sequence bucket on a background thread, while the steps of other requests run and the
-        grammars compile. A step that needs one before it is ready waits for it (``Programs.get``)."""
+    def _grammar_sample_keys(self, *configs: SamplerConfig) -> list[SampleKey]:
+        """The sampler variants ``configs`` with a grammar bitmask, for every sequence bucket."""
+        words = -(-self.cfg.vocab_size // 32)
+        return [SampleKey(s, dataclasses.replace(c, grammar_words=words)) for c in configs for s in self._sample_rows()]
+
+    def prepare_structured_outputs(self, params=None) -> None:
+        """A constrained request (SamplingParams ``params``) arrived: compile the grammar-bitmask sampler programs
+        it will need that are not compiled yet, on a background thread while the steps of other requests run and
+        the grammars compile: those of greedy and temperature rows (compiled at start-up with
+        ``structured_outputs``), and those with min-p / top-k / top-p or logprobs when ``params`` uses them. A
+        step that needs one before it is ready waits for it (``Programs.get``); penalties and wide sparse arrays
+        compile their variant on first use."""
         if self._enforce_eager:
             return
-        config = dataclasses.replace(SAMPLE_CONFIG, grammar_words=-(-self.cfg.vocab_size // 32))
-        self.programs.compile_in_background([SampleKey(s, config) for s in self._sample_rows()])
+        configs = {SAMPLE_CONFIG} if params is None else {SAMPLE_CONFIG, start_up_variant(params, self.cfg.vocab_size)}
+        self.programs.compile_in_background(self._grammar_sample_keys(*sorted(configs, key=STARTUP_CONFIGS.index)))
 
     def warm_up(self) -> None:
         """Compile the start-up programs in parallel threads."""

@@ -16,8 +16,9 @@ Variants (each is compiled once per sequence bucket, i.e. per padded_num_seqs):
   wider sparse array (more than 8 bias, allowed or banned ids in a row: widths from ``SPARSE_WIDTHS``) or
   penalties (repetition/frequency/presence), which carry the prompt+output token ids padded to a power-of-two
   length ``penalty_len`` (>= ``PENALTY_MIN_LEN``), or structured outputs (``grammar_words``: a packed [S,
-  ceil(V / 32)] allowed-token bitmask), compiled the first time a batch has a constrained row: unconstrained
-  batches never compile or run it.
+  ceil(V / 32)] allowed-token bitmask): ``SAMPLE_CONFIG`` with the bitmask is compiled at start-up when the
+  tokenizer can serve grammars (``ModelRunner.startup_keys``), other bitmask variants on first use; unconstrained
+  batches never run them.
 """
 
 from __future__ import annotations

@@ -25,7 +25,15 @@ import numpy as np
 from jax import lax
 
 from jaxllm.engine.batch import RunnerOutput, ScheduledSeq, TokenLogprobs
-from jaxllm.runner.sampler_config import GREEDY_CONFIG, PENALTY_MIN_LEN, SPARSE_WIDTHS, SamplerConfig
+from jaxllm.runner.sampler_config import (
+    FILTER_CONFIG,
+    FULL_CONFIG,
+    GREEDY_CONFIG,
+    PENALTY_MIN_LEN,
+    SAMPLE_CONFIG,
+    SPARSE_WIDTHS,
+    SamplerConfig,
+)
 from jaxllm.sampling_params import MAX_LOGPROBS, SAMPLING_EPS
 
 _FIELDS = (
@@ -110,6 +118,16 @@ def _cached_row(sp: Any, vocab_size: int) -> tuple:
         _ROW_CACHE.clear()
     _ROW_CACHE[id(sp)] = (sp, vocab_size, row)
     return row
+
+
+def start_up_variant(sp: Any, vocab_size: int) -> SamplerConfig:
+    """The start-up variant (``SAMPLE_CONFIG``, ``FILTER_CONFIG`` or ``FULL_CONFIG``) that serves a row of ``sp``
+    whose sparse arrays fit the narrowest width and that has no penalties: which structured-outputs sampler a
+    constrained request will need, known when it is added (``ModelRunner.prepare_structured_outputs``)."""
+    _, _, top_k, top_p, min_p, _, _, _, _, wants_logprobs = _cached_row(sp, vocab_size)
+    if wants_logprobs:
+        return FULL_CONFIG
+    return FILTER_CONFIG if min_p > 0.0 or top_k < vocab_size or top_p < 1.0 else SAMPLE_CONFIG
 
 
 def _bad_words_ids(sp: Any) -> list[list[int]]:

@@ -6,9 +6,9 @@ the logits of disallowed tokens to -inf.
 
 Life of a request's grammar:
   1. ``GrammarCompiler.new_state`` (from ``LLMEngine.add_request``) turns the ``StructuredOutputsParams`` into
-     llguidance's grammar text and validates it against the tokenizer synchronously (~0.5 ms for a JSON schema;
-     the llguidance tokenizer is built by the first one): a bad schema, regex or grammar is a ValueError naming
-     it before any device work.
+     llguidance's grammar text and validates it against the tokenizer synchronously (~0.5 ms for a JSON schema):
+     a bad schema, regex or grammar is a ValueError naming it before any device work. The llguidance tokenizer
+     it needs is built once, on a background thread from the engine's start-up (``prepare``).
   2. The matcher compile (an ``LLMatcher``: lexer and parser tables) runs on a background thread, once per
      distinct spec: compiled matchers live in an LRU cache keyed by
      ``StructuredOutputsParams.cache_key``; every sequence (each of the n children) gets a deep copy (~10 us).
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import importlib.util
 import json
 import logging
 import threading
@@ -47,6 +48,13 @@ def _llguidance():
     except ImportError as e:  # a declared dependency; only a broken install lands here
         raise ValueError("structured outputs need the llguidance package: pip install llguidance") from e
     return llguidance
+
+
+def grammar_capable(tokenizer: Any) -> bool:
+    """Whether structured outputs can run with ``tokenizer``: a fast (Rust) HF tokenizer, llguidance installed.
+    Such an engine prepares for constrained requests at start-up (the llguidance tokenizer on a background
+    thread, the runner's bitmask sampler programs with the others)."""
+    return hasattr(tokenizer, "backend_tokenizer") and importlib.util.find_spec("llguidance") is not None
 
 
 def _no_additional_properties(schema: Any) -> Any:
@@ -129,7 +137,7 @@ class GrammarCompiler:
         self._cache: collections.OrderedDict[tuple, concurrent.futures.Future] = collections.OrderedDict()
         self._lock = threading.Lock()
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
-        self._ll_tokenizer = None
+        self._ll_tokenizer: concurrent.futures.Future | None = None  # llguidance's tokenizer, built once
         # what structured outputs cost on the host (reported by ``jaxllm bench --structured``)
         self.validate_seconds = 0.0  # synchronous, in add_request
         self.tokenizer_seconds = 0.0  # the llguidance tokenizer, once
@@ -167,32 +175,57 @@ class GrammarCompiler:
             raise ValueError(f"request {request_id!r}: invalid structured_outputs {params.kind} {spec!r}: "
                              f"{error.strip()}")
         with self._lock:
-            if self._pool is None:
-                self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="jaxllm-grammar")
-            future = self._cache[key] = self._pool.submit(self._compile, text)
+            future = self._cache[key] = self._background().submit(self._compile, lltok, text)
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
         return GrammarState(future)
 
-    def _llg_tokenizer(self, request_id: str):
-        """llguidance's view of the tokenizer, built once (0.3-1.5 s, synchronously: a tokenizer it cannot
-        read is a ValueError of the first structured request). EOS ids outside the tokenizer's vocabulary are
-        left out; with none left, the tokenizer's own EOS ends a grammar."""
-        if self._ll_tokenizer is None:
-            t0 = time.perf_counter()
-            eos = [t for t in self.eos_token_ids if t < len(self.tokenizer)] or self.tokenizer.eos_token_id
-            try:
-                self._ll_tokenizer = _llguidance().LLTokenizer(self.tokenizer.backend_tokenizer.to_str(),
-                                                               n_vocab=self.vocab_size, eos_token=eos)
-            except ValueError as e:
-                raise ValueError(f"request {request_id!r}: structured outputs cannot use this tokenizer: {e}") from e
-            self.tokenizer_seconds = time.perf_counter() - t0
-        return self._ll_tokenizer
+    def _background(self) -> concurrent.futures.ThreadPoolExecutor:
+        """The one background thread of the matcher compiles (call under the lock)."""
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="jaxllm-grammar")
+        return self._pool
 
-    def _compile(self, text: str):
+    def prepare(self) -> None:
+        """Start building llguidance's view of the tokenizer (0.3-1.5 s) on a thread of its own, so that the first
+        constrained request does not wait for it (the engine calls this at start-up). A daemon thread: a process
+        that never uses structured outputs does not wait for it at exit."""
+        with self._lock:
+            if self._ll_tokenizer is not None:
+                return
+            future = self._ll_tokenizer = concurrent.futures.Future()
+
+        def build() -> None:
+            try:
+                future.set_result(self._build_llg_tokenizer())
+            except Exception as e:  # noqa: BLE001 - handed to the first constrained request (``_llg_tokenizer``)
+                future.set_exception(e)
+
+        threading.Thread(target=build, name="jaxllm-grammar-tokenizer", daemon=True).start()
+
+    def _llg_tokenizer(self, request_id: str):
+        """llguidance's tokenizer, waiting for its build (started now if ``prepare`` was not called): a
+        tokenizer it cannot read is a ValueError of the first structured request."""
+        self.prepare()
+        try:
+            return self._ll_tokenizer.result()
+        except ValueError as e:
+            raise ValueError(f"request {request_id!r}: structured outputs cannot use this tokenizer: {e}") from e
+
+    def _build_llg_tokenizer(self):
+        """EOS ids outside the tokenizer's vocabulary are left out; with none left, the tokenizer's own EOS
+        ends a grammar."""
+        t0 = time.perf_counter()
+        eos = [t for t in self.eos_token_ids if t < len(self.tokenizer)] or self.tokenizer.eos_token_id
+        lltok = _llguidance().LLTokenizer(self.tokenizer.backend_tokenizer.to_str(), n_vocab=self.vocab_size,
+                                          eos_token=eos)
+        self.tokenizer_seconds = time.perf_counter() - t0
+        return lltok
+
+    def _compile(self, lltok, text: str):
         """Background thread: the tokenizer-specific matcher of an already validated grammar."""
         t0 = time.perf_counter()
-        matcher = _llguidance().LLMatcher(self._ll_tokenizer, text, log_level=0)
+        matcher = _llguidance().LLMatcher(lltok, text, log_level=0)
         self.compile_seconds += time.perf_counter() - t0
         self.num_compiled += 1
         if matcher.is_error():

@@ -123,7 +123,7 @@ def test_a_compiling_grammar_does_not_hold_up_other_requests(monkeypatch):
 
     release = threading.Event()
     compile_ = GrammarCompiler._compile
-    monkeypatch.setattr(GrammarCompiler, "_compile", lambda self, text: release.wait(30) and compile_(self, text))
+    monkeypatch.setattr(GrammarCompiler, "_compile", lambda self, *a: release.wait(30) and compile_(self, *a))
     eng, _ = engine()
     eng.add_request("slow", prompt(0), constrained(StructuredOutputsParams(regex="[ab]{4}")))
     eng.add_request("plain", prompt(1), SamplingParams(temperature=0, max_tokens=3, ignore_eos=True))
@@ -134,3 +134,36 @@ def test_a_compiling_grammar_does_not_hold_up_other_requests(monkeypatch):
     release.set()
     done.update(run_all(eng))
     assert re.fullmatch("[ab]{4}", done["slow"].outputs[0].text)
+
+
+def test_llguidance_tokenizer_is_built_at_start_up_and_again_for_a_new_tokenizer():
+    eng, _ = engine()
+    grammars = eng._grammars
+    assert grammars is not None and grammars._ll_tokenizer is not None  # building before any request
+    grammars._ll_tokenizer.result(timeout=60)
+    assert grammars.tokenizer_seconds > 0
+    eng.add_request("a", prompt(0), constrained(StructuredOutputsParams(regex="[ab]{3}")))
+    assert eng._grammars is grammars
+    assert re.fullmatch("[ab]{3}", run_all(eng)["a"].outputs[0].text)
+    eng.set_tokenizer(bpe_tokenizer())
+    assert eng._grammars is not grammars and eng._grammars._ll_tokenizer is not None
+    eng.set_tokenizer(None)
+    assert eng._grammars is None
+    with pytest.raises(ValueError, match="need a tokenizer"):
+        eng.add_request("b", prompt(1), constrained(StructuredOutputsParams(choice=["x"])))
+
+
+def test_a_tokenizer_llguidance_cannot_read_fails_the_constrained_request_only():
+    class Unreadable:
+        def to_str(self):
+            return '{"not": "a tokenizer"}'
+
+    tok = bpe_tokenizer()
+    eng, _ = engine()
+    eng.tokenizer = type("T", (), {"backend_tokenizer": Unreadable(), "eos_token_id": 0, "__len__": lambda s: 421})()
+    eng._prepare_grammars()  # the build fails on its thread; the error waits for the first constrained request
+    with pytest.raises(ValueError, match=r"request 'a': structured outputs cannot use this tokenizer"):
+        eng.add_request("a", prompt(0), constrained(StructuredOutputsParams(regex="[ab]{3}")))
+    eng.tokenizer = tok
+    eng.add_request("b", prompt(1), SamplingParams(temperature=0, max_tokens=3, ignore_eos=True))
+    assert len(run_all(eng)["b"].outputs[0].token_ids) == 3

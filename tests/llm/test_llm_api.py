@@ -4,12 +4,13 @@ during generate after warm-up, releasing memory."""
 from __future__ import annotations
 
 import gc
+import re
 
 import jax
 import numpy as np
 import pytest
 
-from jaxllm import LLM, SamplingParams
+from jaxllm import LLM, SamplingParams, StructuredOutputsParams
 
 
 def test_stop_string_truncates_text(llama_llm):
@@ -128,6 +129,11 @@ def test_no_compilation_during_generate_after_warm_up(llama_dir):
     llm.generate(prompts, SamplingParams(temperature=0.6, max_tokens=5, min_tokens=2), use_tqdm=False)
     llm.generate(prompts, [SamplingParams(temperature=0, max_tokens=5), SamplingParams(temperature=1.0)] * 3,
                  use_tqdm=False)
+    # structured outputs: the grammar-bitmask sampler programs were compiled at start-up too
+    so = StructuredOutputsParams(regex="[a-c]{1,6}")
+    outs = llm.generate(prompts[:3], [SamplingParams(temperature=t, max_tokens=8, structured_outputs=so)
+                                      for t in (0.0, 0.7, 1.0)], use_tqdm=False)
+    assert all(re.fullmatch("[a-c]{1,6}", o.outputs[0].text) for o in outs), [o.outputs[0].text for o in outs]
     assert runner.num_compilations == before
 
 

@@ -4,15 +4,18 @@ a Lark and a GBNF grammar), in batches mixing constrained and unconstrained requ
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
+import threading
 
 import pytest
 
 from jaxllm import DEFAULT_MODEL, LLM, SamplingParams, StructuredOutputsParams
 from jaxllm.default_model import default_model_available
 from jaxllm.runner.programs import SampleKey
+from jaxllm.runner.sampler_config import FILTER_CONFIG, FULL_CONFIG, SAMPLE_CONFIG
 
 jsonschema = pytest.importorskip("jsonschema")
 
@@ -110,22 +113,33 @@ def test_default_model_regex_choice_and_grammars(smollm):
     assert not re.fullmatch(r"\d{3}-\d{4}", texts[4])
 
 
-def test_bitmask_sampler_is_compiled_in_the_background(llama_llm, monkeypatch):
+def test_bitmask_samplers_are_compiled_in_the_background(llama_llm, monkeypatch):
+    """Without them at start-up, a constrained request starts the compile of the bitmask sampler variants it
+    needs (temperature; top-p; logprobs) on the background thread when it is added, never in a step."""
     runner = llama_llm.llm_engine.runner
     monkeypatch.setattr(runner, "_enforce_eager", False)  # what a start-up with the AOT ladder does
     programs = runner.programs
     monkeypatch.setattr(programs, "_background", {})
     monkeypatch.setattr(programs, "compiled", {k: v for k, v in programs.compiled.items()
                                                if not (isinstance(k, SampleKey) and k.config.grammar_words)})
+    threads = {}
+    compile_fn = programs._compile_fn
+    monkeypatch.setattr(programs, "_compile_fn", lambda key: threads.setdefault(
+        key, threading.current_thread().name) and compile_fn(key))
     runner.prepare_structured_outputs()
-    pending = set(programs._background)
-    assert pending and all(k.config.grammar_words == -(-runner.cfg.vocab_size // 32) for k in pending)
+    words = -(-runner.cfg.vocab_size // 32)
+    assert {k.config for k in programs._background} == {dataclasses.replace(SAMPLE_CONFIG, grammar_words=words)}
     so = StructuredOutputsParams(choice=["Hello world", "lazy dog"])
     params = [SamplingParams(temperature=t, seed=1, max_tokens=6, structured_outputs=so) for t in (0.0, 0.7)]
-    outs = llama_llm.generate(["The", "lazy"], params, use_tqdm=False)
+    params += [SamplingParams(temperature=0.7, top_p=0.9, max_tokens=6, structured_outputs=so),
+               SamplingParams(temperature=0.7, logprobs=2, max_tokens=6, structured_outputs=so)]
+    outs = llama_llm.generate(["The", "lazy", "The quick", "lazy dog"], params, use_tqdm=False)
     assert all(o.outputs[0].text in so.choice for o in outs)
-    grammar_programs = {k for k in programs.compiled if isinstance(k, SampleKey) and k.config.grammar_words}
-    assert grammar_programs and grammar_programs <= pending  # greedy and random constrained rows ran the background program
+    expected = {dataclasses.replace(c, grammar_words=words) for c in (SAMPLE_CONFIG, FILTER_CONFIG, FULL_CONFIG)}
+    assert {k.config for k in programs._background} | {k.config for k in programs.compiled
+                                                        if isinstance(k, SampleKey) and k.config.grammar_words} == expected
+    grammar_compiles = {k: name for k, name in threads.items() if isinstance(k, SampleKey) and k.config.grammar_words}
+    assert grammar_compiles and all(n.startswith("jaxllm-compile") for n in grammar_compiles.values()), threads
 
 
 def test_logprobs_come_from_the_masked_logits(llama_llm):
@@ -138,3 +152,16 @@ def test_logprobs_come_from_the_masked_logits(llama_llm):
     allowed = {t: lp.logprob for t, lp in first.items() if lp.logprob > float("-inf")}
     assert allowed and all(any(c.startswith(tok.decode([t])) for c in so.choice) for t in allowed)
     assert out.token_ids[0] in allowed and sum(math.exp(x) for x in allowed.values()) <= 1.0 + 1e-5
+
+
+def test_bitmask_sampler_is_a_start_up_program_when_the_tokenizer_serves_grammars(llama_llm, llama_dir):
+    runner = llama_llm.llm_engine.runner
+    grammar_keys = lambda r: [k for k in r.startup_keys() if isinstance(k, SampleKey) and k.config.grammar_words]
+    words = -(-runner.cfg.vocab_size // 32)
+    assert runner.structured_outputs
+    assert {k.num_seqs for k in grammar_keys(runner)} == set(runner._sample_rows())
+    assert {k.config for k in grammar_keys(runner)} == {dataclasses.replace(SAMPLE_CONFIG, grammar_words=words)}
+    no_tokenizer = LLM(str(llama_dir[0]), skip_tokenizer_init=True, enforce_eager=True, max_num_seqs=2,
+                       max_num_batched_tokens=16)
+    assert not no_tokenizer.llm_engine.runner.structured_outputs and not grammar_keys(no_tokenizer.llm_engine.runner)
+    assert no_tokenizer.llm_engine._grammars is None

@@ -1,0 +1,166 @@
+"""min_p / top-k / top-p sampling without a host sync or a vocabulary sort, exact (vLLM's order, ties kept).
+
+The sampled token is argmax over the surviving tokens K of z = x / T + g (Gumbel-max; x the processed logits, g
+the keyed noise of ``jaxllm.ops.sampling.gumbel``), with K = {x >= t} for a per-row threshold t (min_p, then
+top-k, then top-p on the renormalised survivors: ``jaxllm.ops.sampling.reference``). Finding t needs a sort or
+a long search when the nucleus is wide (a flat distribution: thousands of tokens), so the fast path does not:
+
+1. ``floor``: the min_p threshold, raised to the k-th largest value when k <= TOPK_CANDIDATES, found exactly
+   from the top-64 values (``top_k_values``: one pass over [S, V] plus two small sorts).
+2. The race: the RACE_CANDIDATES tokens with the largest z among x >= floor (``race``: one pass computing z's
+   block maxima, then small sorts). They are the first draws, in order, of sampling without replacement.
+3. Membership, exactly, in one pass (one variadic reduction): candidate c survives iff fewer than k tokens lie
+   strictly above it and the mass strictly above it is < top_p * mass(x >= floor). The answer is the first
+   surviving candidate: the argmax of z over K, bit for bit the token the threshold would give.
+A row is undecided when no candidate survives (probability <= (1 - top_p)^8 for top-p: 4e-11 at 0.95; higher for
+top-k > 64 on flat distributions) or when it has both top_k > 64 and top_p (the mass of its top-k is unknown).
+Those rows, and only they, are drawn by ``jaxllm.ops.sampling.exact_rows`` (a per-row Pallas kernel on the GPU:
+no lax.cond, whose predicate XLA's GPU runtime reads back to the host every step, stalling the next launch).
+The token law is therefore exactly the threshold's, and a seeded row's token depends only on its seed, its
+output index and its logits.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxllm.ops.device_info import gpu_compute_capability
+from jaxllm.ops.sampling import exact_rows, gumbel
+
+TOPK_CANDIDATES = 64  # top-k up to this many is resolved exactly from the top values (step 1)
+RACE_CANDIDATES = 8  # race draws tested per row (step 3)
+RACE_BLOCK = 128  # column block of the race's block maxima
+BLOCK = 128  # largest column block of top_k_values
+CANDIDATE_BUDGET = 4096  # top_k_values sorts at most about this many candidates per row (k * block)
+NEG_INF = float("-inf")
+
+
+def _block_size(v: int, k: int) -> int:
+    """Largest power of two <= min(BLOCK, CANDIDATE_BUDGET / k) that divides v (no padding copy), at least 8."""
+    block = BLOCK
+    while block > 8 and (block * k > CANDIDATE_BUDGET or v % block):
+        block //= 2
+    return block
+
+
+def top_k_values(x: jax.Array, k: int, block: int | None = None) -> tuple[jax.Array, jax.Array]:
+    """Exact top-k of each row of x [N, V] without sorting V: (values [N, k] descending, ids [N, k] i32). Takes
+    the k column blocks with the largest maxima (every value above the k-th largest lies in a block whose max
+    beats it), then ``lax.top_k`` over those candidates only: ``lax.top_k`` with k > 16 is a full sort on GPU
+    (~2.6 ms for [256, 151936] f32 on an H200). Ties may be broken differently from ``lax.top_k``; the values
+    are the same multiset."""
+    n, v = x.shape
+    block = block or _block_size(v, k)
+    num_blocks = -(-v // block)
+    if num_blocks < 4 * k:  # small vocabulary: the plain top_k is cheap
+        vals, ids = lax.top_k(x, k)
+        return vals, ids.astype(jnp.int32)
+    if num_blocks * block != v:
+        x = jnp.pad(x, ((0, 0), (0, num_blocks * block - v)), constant_values=NEG_INF)
+    xb = x.reshape(n, num_blocks, block)
+    _, block_ids = lax.top_k(xb.max(axis=-1), k)  # [N, k]
+    cand = jnp.take_along_axis(xb, block_ids[:, :, None], axis=1).reshape(n, k * block)
+    vals, pos = lax.top_k(cand, k)
+    ids = jnp.take_along_axis(block_ids, pos // block, axis=1) * block + pos % block
+    return vals, jnp.minimum(ids, v - 1).astype(jnp.int32)
+
+
+def _perturbed(x, ids, floor, temperature, keys, noisy):
+    """z = x / T + g where x >= floor, else -inf. x [S, ...] f32, ids int (x's trailing shape); per-row floor,
+    temperature, noisy [S], keys [S, 2] u32."""
+    row = lambda a: a.reshape(a.shape[:1] + (1,) * (x.ndim - 1))
+    g = gumbel(ids.astype(jnp.uint32), row(keys[:, 0]), row(keys[:, 1]))
+    z = x / row(temperature) + jnp.where(row(noisy), g, 0.0)
+    return jnp.where(x >= row(floor), z, NEG_INF)
+
+
+def race(x, floor, temperature, keys, noisy, m: int | None = None) -> tuple[jax.Array, jax.Array]:
+    """The m (default RACE_CANDIDATES) tokens with the largest z (``_perturbed``) per row of x [S, V], best
+    first (first index on ties):
+    (ids [S, m] i32, their x [S, m] f32; x = -inf where the row has fewer than m survivors)."""
+    s, v = x.shape
+    m = min(m or RACE_CANDIDATES, v)
+    nb = -(-v // RACE_BLOCK)
+    if nb < 4 * m:  # small vocabulary: z in full
+        _, ids = lax.top_k(_perturbed(x, jnp.arange(v), floor, temperature, keys, noisy), m)
+    else:
+        if nb * RACE_BLOCK != v:
+            x = jnp.pad(x, ((0, 0), (0, nb * RACE_BLOCK - v)), constant_values=NEG_INF)
+        xb = x.reshape(s, nb, RACE_BLOCK)
+        block_ids = jnp.arange(nb * RACE_BLOCK).reshape(nb, RACE_BLOCK)
+        _, best = lax.top_k(_perturbed(xb, block_ids, floor, temperature, keys, noisy).max(axis=-1), m)
+        cand_ids = (best[:, :, None] * RACE_BLOCK + jnp.arange(RACE_BLOCK)).reshape(s, m * RACE_BLOCK)
+        cand_x = jnp.take_along_axis(xb, best[:, :, None], axis=1).reshape(s, m * RACE_BLOCK)
+        _, pos = lax.top_k(_perturbed(cand_x, cand_ids, floor, temperature, keys, noisy), m)
+        ids = jnp.take_along_axis(cand_ids, pos, axis=1)
+    ids = jnp.minimum(ids, v - 1).astype(jnp.int32)
+    cand_x = jnp.take_along_axis(x, ids, axis=1)
+    z = _perturbed(cand_x, ids, floor, temperature, keys, noisy)
+    return ids, jnp.where(z > NEG_INF, cand_x, NEG_INF)
+
+
+def _sums_one_pass(x, e, cand_x):
+    """(count [S, M] i32 of x > cand_x[:, j], mass [S, M] f32 of e there, total [S] f32 of e) as ONE variadic
+    reduction: a single kernel that reads each row of x [S, V] once. (Separate sums of the same operands rely
+    on XLA's sibling fusion, which a GPU profile of the bisection this replaces showed not to happen.)"""
+    m = cand_x.shape[1]
+    above = [x > cand_x[:, j:j + 1] for j in range(m)]
+    operands = [a.astype(jnp.int32) for a in above] + [jnp.where(a, e, 0.0) for a in above] + [e]
+    inits = [jnp.int32(0)] * m + [jnp.float32(0.0)] * (m + 1)
+    sums = lax.reduce(operands, inits, lambda p, q: tuple(a + b for a, b in zip(p, q)), (1,))
+    return jnp.stack(sums[:m], axis=1), jnp.stack(sums[m:2 * m], axis=1), sums[2 * m]
+
+
+def _sums_per_candidate(x, e, cand_x):
+    """``_sums_one_pass`` one candidate at a time (a loop of M passes): XLA's CPU backend runs a variadic or
+    fused multi-output reduction unvectorised, ~5x slower than this."""
+    def one(c):
+        above = x > c[:, None]
+        return jnp.sum(above, axis=-1, dtype=jnp.int32), jnp.sum(jnp.where(above, e, 0.0), axis=-1)
+
+    count, mass = lax.map(one, cand_x.T)
+    return count.T, mass.T, jnp.sum(e, axis=-1)
+
+
+def _survives(x, cand_x, floor, row_max, temperature, top_k, top_p, one_pass: bool | None = None) -> jax.Array:
+    """Exact membership [S, M] bool of candidates with logits cand_x [S, M] (-inf: none) in the top-k / top-p
+    survivors of x [S, V] >= floor [S]: fewer than k tokens strictly above, and mass strictly above < top_p *
+    mass(x >= floor), mass = exp((x - row_max) / T). ``one_pass`` (default: on a GPU) picks ``_sums_one_pass``
+    over ``_sums_per_candidate``."""
+    e = jnp.where(x >= floor[:, None], jnp.exp((x - row_max[:, None]) / temperature[:, None]), 0.0)
+    one_pass = gpu_compute_capability() is not None if one_pass is None else one_pass
+    count, mass, total = (_sums_one_pass if one_pass else _sums_per_candidate)(x, e, cand_x)
+    in_p = (top_p[:, None] >= 1.0) | (mass < (top_p * total)[:, None])
+    return (cand_x > NEG_INF) & (count < top_k[:, None]) & in_p
+
+
+def fast_path(x, min_p_floor, temperature, top_k, top_p, keys, noisy) -> tuple[jax.Array, jax.Array]:
+    """Steps 1-3 of the module docstring: (tokens [S] i32, undecided [S] bool: rows whose token must come from
+    ``exact_rows``). Arguments as ``sample_top_k_top_p``."""
+    v = x.shape[1]
+    kc = min(TOPK_CANDIDATES, v)
+    with jax.named_scope("top_values"):
+        vals, _ = top_k_values(x, kc)  # [S, kc] descending
+        t_k = jnp.take_along_axis(vals, jnp.clip(top_k - 1, 0, kc - 1)[:, None], axis=1)[:, 0]
+        floor = jnp.maximum(min_p_floor, jnp.where(top_k <= kc, t_k, NEG_INF))
+        row_max = jnp.where(jnp.isfinite(vals[:, 0]), vals[:, 0], 0.0)
+    with jax.named_scope("race"):
+        ids, cand_x = race(x, floor, temperature, keys, noisy)
+    with jax.named_scope("membership"):
+        ok = _survives(x, cand_x, floor, row_max, temperature, top_k, top_p)
+    tokens = jnp.take_along_axis(ids, jnp.argmax(ok, axis=1)[:, None], axis=1)[:, 0]
+    any_finite = cand_x[:, 0] > NEG_INF
+    tokens = jnp.where(any_finite, tokens, 0)  # every logit -inf: token 0, as argmax would
+    unknown_mass = (top_k < v) & (top_k > kc) & (top_p < 1.0)
+    return tokens, noisy & any_finite & (unknown_mass | ~jnp.any(ok, axis=1))
+
+
+def sample_top_k_top_p(x, min_p_floor, temperature, top_k, top_p, keys, noisy) -> jax.Array:
+    """Tokens [S] i32: x [S, V] f32 processed logits; min_p_floor [S] f32 (-inf: off); temperature [S]; top_k
+    [S] i32 (V = off); top_p [S] f32 (1 = off); keys [S, 2] u32 noise keys; noisy [S] bool (False: greedy row,
+    no noise). No host sync; see the module docstring for the steps."""
+    tokens, undecided = fast_path(x, min_p_floor, temperature, top_k, top_p, keys, noisy)
+    with jax.named_scope("exact_rows"):
+        return exact_rows(x, undecided, min_p_floor, top_k, top_p, temperature, keys, tokens)
