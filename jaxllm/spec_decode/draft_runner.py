@@ -9,7 +9,8 @@ both caches at once. The draft runs only for the decodes of a speculating step (
   the sequence's slots. ``_computed`` records, per sequence and block table, how many leading positions hold the
   draft's K/V of the sequence's tokens; positions at or past the target's ``num_computed_tokens`` (rejected
   drafts) do not count, and a new block table (preemption, swap-in) starts from 0. Prefix-cache blocks shared
-  with other sequences may be written again: their K/V is a function of the same tokens at the same positions.
+  with other sequences may be written again: K/V of the same tokens at the same positions, equal up to
+  rounding (another chunking), which can only change a draft, never an output.
 - k one-token decode steps: the first reads the sequence's last token, each next one the previous step's
   greedy choice, still on device (the forward's negative-id placeholders), so the k drafts reach the host
   with one transfer.
