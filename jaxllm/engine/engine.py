@@ -64,8 +64,9 @@ class LLMEngine(EngineAccessors, ConstrainedSteps):
     ``model_config`` and the metrics' labels report. ``num_host_blocks`` (> 0: the runner executes the batches'
     ``swap_out`` / ``swap_in`` copies): the host tier's slots, for ``preemption_mode`` ("recompute", "swap" or
     None: the cheaper by ``preemption_cost``) and, with ``host_prefix_cache``, evicted prefix blocks.
-    ``speculative_config``: vLLM's dict (or a ``SpeculativeConfig``) for n-gram speculative decoding; the runner
-    must verify drafts (docs/spec_decode.md)."""
+    ``speculative_config``: vLLM's dict (or a ``SpeculativeConfig``) for n-gram or draft-model speculative
+    decoding; the runner must verify drafts, and propose them for "draft_model" (``propose_drafts``;
+    docs/spec_decode.md)."""
 
     def __init__(
         self,
@@ -145,6 +146,7 @@ class LLMEngine(EngineAccessors, ConstrainedSteps):
             preemption_cost=preemption_cost,
             max_loras=max_loras,
             speculative_config=SpeculativeConfig.from_dict(speculative_config),
+            drafter=getattr(runner, "propose_drafts", None),  # draft-model speculation (a ModelRunner's)
         )
         self.max_loras = max_loras  # None: LoRA is off; else the runner has check_lora(request)
         self.scheduling_policy = scheduling_policy
