@@ -14,6 +14,7 @@ scripts/step_control_flow.py prints the report for a tiny model of each family.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import re
 import sys
 
@@ -23,6 +24,26 @@ import jax.numpy as jnp
 CONTROL_FLOW = ("stablehlo.while", "stablehlo.case", "stablehlo.if")
 _FRAME = re.compile(r'"([^"]+\.py)":(\d+)')
 CUDA = ("cuda",)
+_DISPATCHERS = ("jaxllm.ops.grouped_matmul.dispatch", "jaxllm.ops.paged_attention.dispatch",
+                "jaxllm.ops.quant_matmul.dispatch", "jaxllm.ops.sampling", "jaxllm.models.quant",
+                "jaxllm.models.sampler_filters")
+# one tiny checkpoint per family we serve (tests/hf_models.py keywords): head_dim 64, so that with a bf16 model
+# the Hopper attention choices (the Mosaic long-prefill programs) apply
+HEADS = {"hidden_size": 256, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 64,
+         "max_position_embeddings": 2048,
+         "pad_token_id": 0, "eos_token_id": 1, "bos_token_id": 2}
+FAMILIES = {
+    "LlamaForCausalLM": HEADS,
+    "Qwen3ForCausalLM": HEADS,
+    "Gemma2ForCausalLM": {**HEADS, "sliding_window": 16},
+    "Gemma3ForCausalLM": {**HEADS, "sliding_window": 16},
+    "Phi3ForCausalLM": {k: v for k, v in HEADS.items() if k != "head_dim"},
+    "Olmo2ForCausalLM": {k: v for k, v in HEADS.items() if k != "head_dim"},
+    "MixtralForCausalLM": {**HEADS, "num_local_experts": 4, "num_experts_per_tok": 2},
+    "Qwen3MoeForCausalLM": {**HEADS, "num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 64},
+}
+ENGINE = {"dtype": "bfloat16", "skip_tokenizer_init": True, "max_num_seqs": 4, "max_num_batched_tokens": 2048,
+          "enforce_eager": True, "max_model_len": 2048}
 _OURS = re.compile(r"\b(jaxllm|ops|tests|scripts)/[^\"]*$")
 
 
@@ -30,12 +51,8 @@ _OURS = re.compile(r"\b(jaxllm|ops|tests|scripts)/[^\"]*$")
 def as_if_gpu(cc: tuple[int, int] = (9, 0)):
     """While inside, ``gpu_compute_capability()`` returns ``cc`` in every module that imported it (the
     dispatchers bind the function by name at import), so programs lowered for CUDA take the GPU kernels."""
-    import jaxllm.models.quant  # noqa: F401 - every dispatcher module loaded before patching
-    import jaxllm.models.sampler_filters  # noqa: F401
-    import jaxllm.ops.grouped_matmul.dispatch  # noqa: F401
-    import jaxllm.ops.paged_attention.dispatch  # noqa: F401
-    import jaxllm.ops.quant_matmul.dispatch  # noqa: F401
-    import jaxllm.ops.sampling  # noqa: F401
+    for name in _DISPATCHERS:  # loaded before patching, so that each one's binding is patched
+        importlib.import_module(name)
 
     def fake():
         return cc
@@ -143,11 +160,33 @@ def step_programs(runner, max_buckets: int = 2) -> dict[str, object]:
     return out
 
 
-def encoder_programs(encoder) -> dict[str, object]:
-    """{name: program lowered for CUDA} of an ``EncoderRunner``: its smallest and largest length buckets. With
-    XLA's attention: the cuDNN kernel a 16-bit encoder takes on a GPU (one custom call) needs cuDNN to lower."""
-    lengths = sorted({encoder.lengths[0], encoder.lengths[-1]})
-    return {f"encode(len={n}, token_rows={t})": encoder._lower(n, t, CUDA) for n in lengths for t in (False, True)}
+def family_programs(arch: str, path: str, **engine) -> dict[str, object]:
+    """Save a tiny ``arch`` checkpoint (``FAMILIES``) at ``path``, build its runner as on an sm_90 GPU
+    (``engine``: more LLM keywords) and lower its step programs for CUDA (``step_programs``)."""
+    from hf_models import save_tiny_model
+
+    from jaxllm import LLM
+
+    save_tiny_model(path, arch, **FAMILIES[arch])
+    with as_if_gpu():
+        return step_programs(LLM(path, **{**ENGINE, **engine}).llm_engine.runner)
+
+
+def encoder_programs(path: str) -> dict[str, object]:
+    """A tiny BertModel saved at ``path``: its smallest and largest length buckets lowered for CUDA as on an sm_90
+    GPU. With XLA's attention: the cuDNN kernel a 16-bit encoder takes on a GPU (one custom call) needs cuDNN
+    to lower."""
+    from pooling.pooling_models import save_encoder
+
+    from jaxllm import LLM
+
+    save_encoder(path, "BertModel")
+    with as_if_gpu():
+        encoder = LLM(path, runner="pooling", dtype="bfloat16", enforce_eager=True, max_num_seqs=4,
+                      max_num_batched_tokens=256)._encoder
+        lengths = sorted({encoder.lengths[0], encoder.lengths[-1]})
+        return {f"encode(len={n}, token_rows={t})": encoder._lower(n, t, CUDA) for n in lengths
+                for t in (False, True)}
 
 
 def report(programs: dict[str, object]) -> dict[str, list[str]]:
