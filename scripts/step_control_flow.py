@@ -2,6 +2,7 @@
 family, lowered for CUDA with the sm_90 kernel choices, on the CPU (tests/cuda_lowering.py says why it matters).
 
     python scripts/step_control_flow.py [--check Qwen3MoeForCausalLM --check LoRA ...]
+    XLA_FLAGS=--xla_force_host_platform_device_count=2 python scripts/step_control_flow.py  # + tensor parallel
 
 Prints each program with a while / case / if and the source line of each; exits 1 when there is any.
 """
@@ -24,13 +25,23 @@ FEATURES = {
                                                                        "prompt_lookup_max": 3}}),
     "MEAN pooling": ("Qwen3ForCausalLM", {"runner": "pooling", "pooler_config": {"pooling_type": "MEAN"}}),
     "LAST pooling": ("Qwen3ForCausalLM", {"runner": "pooling", "pooler_config": {"pooling_type": "LAST"}}),
+    "fp8 weights": ("Qwen3MoeForCausalLM", {"quantization": "fp8"}),
+    "fp8 KV cache": ("LlamaForCausalLM", {"kv_cache_dtype": "fp8"}),
+}
+# with 2+ devices (on the CPU: XLA_FLAGS=--xla_force_host_platform_device_count=2)
+PARALLEL = {
+    "tensor parallel": ("LlamaForCausalLM", {"tensor_parallel_size": 2}),
+    "tensor parallel MoE": ("Qwen3MoeForCausalLM", {"tensor_parallel_size": 2}),
 }
 
 
 def checks(names: list[str] | None) -> dict[str, object]:
     """{check name: () -> its lowered programs} of every family, feature and the BERT encoder."""
     out = {arch: (lambda tmp, a=arch: family_programs(a, tmp)) for arch in FAMILIES}
-    out |= {name: (lambda tmp, a=arch, kw=kw: family_programs(a, tmp, **kw)) for name, (arch, kw) in FEATURES.items()}
+    import jax
+
+    features = {**FEATURES, **(PARALLEL if len(jax.devices()) >= 2 else {})}
+    out |= {name: (lambda tmp, a=arch, kw=kw: family_programs(a, tmp, **kw)) for name, (arch, kw) in features.items()}
     out["BertModel"] = encoder_programs
     return {name: fn for name, fn in out.items() if not names or name in names}
 
