@@ -30,8 +30,7 @@ _DISPATCHERS = ("jaxllm.ops.grouped_matmul.dispatch", "jaxllm.ops.paged_attentio
 # one tiny checkpoint per family we serve (tests/hf_models.py keywords): head_dim 64, so that with a bf16 model
 # the Hopper attention choices (the Mosaic long-prefill programs) apply
 HEADS = {"hidden_size": 256, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 64,
-         "max_position_embeddings": 2048,
-         "pad_token_id": 0, "eos_token_id": 1, "bos_token_id": 2}
+         "max_position_embeddings": 2048, "pad_token_id": 0, "eos_token_id": 1, "bos_token_id": 2}
 FAMILIES = {
     "LlamaForCausalLM": HEADS,
     "Qwen3ForCausalLM": HEADS,
@@ -50,7 +49,9 @@ _OURS = re.compile(r"\b(jaxllm|ops|tests|scripts)/[^\"]*$")
 @contextlib.contextmanager
 def as_if_gpu(cc: tuple[int, int] = (9, 0)):
     """While inside, ``gpu_compute_capability()`` returns ``cc`` in every module that imported it (the
-    dispatchers bind the function by name at import), so programs lowered for CUDA take the GPU kernels."""
+    dispatchers bind the function by name at import), so programs lowered for CUDA take the GPU kernels; the
+    exact-sampling kernel's compile probe (``kernel_compiles``, which compiles for real) answers True, as on a
+    GPU where the kernel compiles."""
     for name in _DISPATCHERS:  # loaded before patching, so that each one's binding is patched
         importlib.import_module(name)
 
@@ -63,7 +64,6 @@ def as_if_gpu(cc: tuple[int, int] = (9, 0)):
         if original is not None:
             patched.append((module, original))
             module.gpu_compute_capability = fake
-    # the exact-sampling kernel's probe compiles it for real: on the GPU it does, so the sampler takes it
     sampling = sys.modules["jaxllm.ops.sampling"]
     patched.append((sampling, sampling.kernel_compiles))
     sampling.kernel_compiles = lambda v: True
@@ -128,17 +128,17 @@ def _sample_configs(runner):
     return [*STARTUP_CONFIGS, full]
 
 
-def step_programs(runner, max_buckets: int = 2) -> dict[str, object]:
+def step_programs(runner) -> dict[str, object]:
     """{name: program lowered for CUDA} of a ``ModelRunner`` / ``PoolingModelRunner``: the forward of the
-    smallest and largest of ``max_buckets`` buckets (plain, with hidden states, long-prefill when the attention
-    policy splits prefills), the sampler variants, the prompt-logprobs program and the KV swap copies. Call
+    smallest and the largest bucket (plain, with hidden states, long-prefill when the attention policy splits
+    prefills), the sampler variants, the prompt-logprobs program and the KV swap copies. Call
     it inside ``as_if_gpu`` with a runner built there (its kernel policy reads the device at construction)."""
     from jaxllm.runner.kv_swap import _gather, _scatter
     from jaxllm.runner.programs import ForwardKey, SampleKey
     from jaxllm.runner.prompt_logprobs import CHUNK, TOP_K
 
     buckets = runner.ladder.buckets
-    buckets = sorted({buckets[0], buckets[-1]}, key=lambda b: b.num_tokens)[:max_buckets]
+    buckets = sorted({buckets[0], buckets[-1]}, key=lambda b: b.num_tokens)
     keys = [ForwardKey(b, return_hidden=h) for b in buckets for h in (False, True)]
     if runner.kernels.prefill_split is not None:
         keys += [ForwardKey(b, long_prefill=True) for b in buckets]
