@@ -10,6 +10,7 @@ Prints each program with a while / case / if and the source line of each; exits 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import tempfile
@@ -35,23 +36,26 @@ PARALLEL = {
 }
 
 
-def checks(names: list[str] | None) -> dict[str, object]:
-    """{check name: () -> its lowered programs} of every family, feature and the BERT encoder."""
-    out = {arch: (lambda tmp, a=arch: family_programs(a, tmp)) for arch in FAMILIES}
+def checks(names: list[str] | None, cc: tuple[int, int] = (9, 0)) -> dict[str, object]:
+    """{check name: (tmp dir) -> its lowered programs} of every family, feature and the BERT encoder, as on a
+    GPU of compute capability ``cc``."""
     import jax
 
-    features = {**FEATURES, **(PARALLEL if len(jax.devices()) >= 2 else {})}
-    out |= {name: (lambda tmp, a=arch, kw=kw: family_programs(a, tmp, **kw)) for name, (arch, kw) in features.items()}
-    out["BertModel"] = encoder_programs
+    features = {arch: (arch, {}) for arch in FAMILIES}
+    features |= {**FEATURES, **(PARALLEL if len(jax.devices()) >= 2 else {})}
+    out = {name: functools.partial(family_programs, arch, cc=cc, **kw) for name, (arch, kw) in features.items()}
+    out["BertModel"] = functools.partial(encoder_programs, cc=cc)
     return {name: fn for name, fn in out.items() if not names or name in names}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="append", choices=sorted(checks(None)), help="default: all of them")
+    parser.add_argument("--cc", default="9.0", help="the GPU's compute capability (default: 9.0, Hopper)")
     args = parser.parse_args()
+    cc = tuple(int(part) for part in args.cc.split("."))
     dirty = False
-    for name, programs in checks(args.check).items():
+    for name, programs in checks(args.check, cc).items():
         with tempfile.TemporaryDirectory() as tmp:
             found = report(programs(tmp))
         print(f"{name}: {'clean' if not found else ''}")

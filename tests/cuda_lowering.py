@@ -160,28 +160,28 @@ def step_programs(runner) -> dict[str, object]:
     return out
 
 
-def family_programs(arch: str, path: str, **engine) -> dict[str, object]:
-    """Save a tiny ``arch`` checkpoint (``FAMILIES``) at ``path``, build its runner as on an sm_90 GPU
-    (``engine``: more LLM keywords) and lower its step programs for CUDA (``step_programs``)."""
+def family_programs(arch: str, path: str, cc: tuple[int, int] = (9, 0), **engine) -> dict[str, object]:
+    """Save a tiny ``arch`` checkpoint (``FAMILIES``) at ``path``, build its runner as on a GPU of compute
+    capability ``cc`` (``engine``: more LLM keywords) and lower its step programs for CUDA (``step_programs``)."""
     from hf_models import save_tiny_model
 
     from jaxllm import LLM
 
     save_tiny_model(path, arch, **FAMILIES[arch])
-    with as_if_gpu():
+    with as_if_gpu(cc):
         return step_programs(LLM(path, **{**ENGINE, **engine}).llm_engine.runner)
 
 
-def encoder_programs(path: str) -> dict[str, object]:
-    """A tiny BertModel saved at ``path``: its smallest and largest length buckets lowered for CUDA as on an sm_90
-    GPU. With XLA's attention: the cuDNN kernel a 16-bit encoder takes on a GPU (one custom call) needs cuDNN
+def encoder_programs(path: str, cc: tuple[int, int] = (9, 0)) -> dict[str, object]:
+    """A tiny BertModel saved at ``path``: its smallest and largest length buckets lowered for CUDA as on a GPU
+    of compute capability ``cc``. With XLA's attention: the cuDNN kernel a 16-bit encoder takes on a GPU (one custom call) needs cuDNN
     to lower."""
     from pooling.pooling_models import save_encoder
 
     from jaxllm import LLM
 
     save_encoder(path, "BertModel")
-    with as_if_gpu():
+    with as_if_gpu(cc):
         encoder = LLM(path, runner="pooling", dtype="bfloat16", enforce_eager=True, max_num_seqs=4,
                       max_num_batched_tokens=256)._encoder
         lengths = sorted({encoder.lengths[0], encoder.lengths[-1]})
