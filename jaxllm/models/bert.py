@@ -5,7 +5,8 @@ Bidirectional: every token attends to every non-padding token of its sequence (n
 Embeddings are word + absolute position + token type, then LayerNorm; each layer is post-LayerNorm
 (attention -> add -> LayerNorm -> GELU MLP -> add -> LayerNorm). RoBERTa / XLM-R differ only in where positions
 start (``pad_token_id + 1``), a config fact. The layers' parameters are stacked on a leading layer axis and run
-with ``lax.scan``: one layer is traced and compiled whatever the depth.
+with a fully unrolled ``lax.scan``: one layer is traced whatever the depth, and the program has no XLA while
+loop, whose every iteration XLA's GPU runtime drives from the host (a sync and a launch sequence per layer).
 
 Shape letters: B batch, L padded sequence length, D model dim, H heads, Dh head dim, F ffn dim, V vocab.
 """
@@ -130,7 +131,7 @@ class BertModel(nnx.Module):
         def layer(x, p):
             return _encoder_layer(cfg, x, p, lens, attention_impl), None
 
-        x, _ = jax.lax.scan(layer, x, layers)
+        x, _ = jax.lax.scan(layer, x, layers, unroll=True)
         return x
 
 

@@ -134,12 +134,14 @@ class EncoderRunner:
             self.compile_seconds += time.perf_counter() - t0
         return self._compiled[key]
 
-    def _lower(self, length: int, token_rows: bool):
+    def _lower(self, length: int, token_rows: bool, lowering_platforms: tuple[str, ...] | None = None):
+        """The lowered program of one length bucket; ``lowering_platforms`` as ``ModelRunner.lower``."""
         rows = self.batch_rows(length)
         ids = jax.ShapeDtypeStruct((rows, length), jnp.int32, sharding=self._replicated)
         lens = jax.ShapeDtypeStruct((rows,), jnp.int32, sharding=self._replicated)
-        return self._encode.lower(self.state, ids, ids, lens, pooling_type=self.info.pooling_type,
-                                  token_rows=token_rows, attention_impl=self.attention_impl)
+        return self._encode.trace(self.state, ids, ids, lens, pooling_type=self.info.pooling_type,
+                                  token_rows=token_rows, attention_impl=self.attention_impl
+                                  ).lower(lowering_platforms=lowering_platforms)
 
     def run(self, request_ids: list[str], requests: list, use_tqdm: bool = False) -> list[PoolingOutput]:
         """Validate every request (before any device work), then encode them in length-sorted batches, one

@@ -38,7 +38,8 @@ def _pool_rows(hidden, query_start_loc, last_indices, pooling_type: str):
         return hidden[last_indices]
     if pooling_type == "CLS":
         return hidden[jnp.minimum(query_start_loc[:-1], num_tokens - 1)]
-    segment = jnp.searchsorted(query_start_loc[1:], jnp.arange(num_tokens), side="right")
+    # [T, S] compares, not the default binary search: its XLA while loop is driven from the host on a GPU
+    segment = jnp.searchsorted(query_start_loc[1:], jnp.arange(num_tokens), side="right", method="compare_all")
     return jax.ops.segment_sum(hidden, segment, num_segments=num_seqs + 1)[:num_seqs]
 
 
@@ -74,14 +75,14 @@ class PoolingModelRunner(ModelRunner):
 
     # ---- compilation (replaces the generate programs) ---------------------------------------------------
 
-    def _compile(self, key: ForwardKey):
+    def lower(self, key: ForwardKey, lowering_platforms: tuple[str, ...] | None = None):
         """The pooled forward of ``key.bucket``; ``key.return_hidden``: also every token's hidden row (token-level
         tasks); ``key.long_prefill``: with the long-prefill attention path (``KernelPolicy``). The generate
         runner's key, so its start-up compile, long-prefill fallback and cache shrink apply unchanged."""
-        return self._pool.lower(self.params, self.kv_caches, self._padding_step(key.bucket), dims=self._dims(key.bucket),
+        return self._pool.trace(self.params, self.kv_caches, self._padding_step(key.bucket), dims=self._dims(key.bucket),
                                 pooling_type=self.info.pooling_type, token_rows=key.return_hidden,
                                 attention_impl=self.kernels.attention(key.long_prefill),
-                                out_sharding=self._replicated).compile(compiler_options=self.forward_compile_options)
+                                out_sharding=self._replicated).lower(lowering_platforms=lowering_platforms)
 
     def startup_keys(self) -> list[ForwardKey]:
         """The generate runner's start-up forwards (no sampler programs: nothing is sampled)."""

@@ -148,16 +148,22 @@ class ModelRunner(SleepMode, WeightUpdates):
 
     def _compile(self, key: ProgramKey):
         """Lower and compile one program against the cache's current shapes."""
+        options = self.forward_compile_options if isinstance(key, ForwardKey) else None
+        return self.lower(key).compile(compiler_options=options)
+
+    def lower(self, key: ProgramKey, lowering_platforms: tuple[str, ...] | None = None):
+        """The lowered (not compiled) program of ``key``; ``lowering_platforms`` (e.g. ``("cuda",)``) lowers for
+        another platform than the devices' (a CPU test inspects what a GPU would run)."""
         if isinstance(key, ForwardKey):
-            return self._forward.lower(self.params, self.kv_caches, self._padding_step(key.bucket), self._prev_tokens,
+            return self._forward.trace(self.params, self.kv_caches, self._padding_step(key.bucket), self._prev_tokens,
                                        self._lora_stacks(), dims=self._dims(key.bucket), return_hidden=key.return_hidden,
                                        attention_impl=self.kernels.attention(key.long_prefill),
                                        logits_sharding=self._replicated, vocab_logits_sharding=self._vocab_logits
-                                       ).compile(compiler_options=self.forward_compile_options)
+                                       ).lower(lowering_platforms=lowering_platforms)
         logits = jax.ShapeDtypeStruct((key.num_seqs, self.cfg.vocab_size), jnp.float32, sharding=self._replicated)
-        return self._sample.lower(logits, self._neutral_sampling(key.num_seqs, key.config),
+        return self._sample.trace(logits, self._neutral_sampling(key.num_seqs, key.config),
                                   *self._neutral_spec(key.num_seqs), config=key.config,
-                                  out_rows=self._max_seqs).compile()
+                                  out_rows=self._max_seqs).lower(lowering_platforms=lowering_platforms)
 
     def _padding_step(self, bucket: Bucket):
         """A bucket's all-padding step inputs (no sequence, nothing written), packed and on the device: what its
