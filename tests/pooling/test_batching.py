@@ -76,3 +76,14 @@ def test_mixed_lengths_in_order_against_transformers(tmp_path):
         np.testing.assert_allclose(out.outputs.embedding, want, atol=1e-4)
     alone = [llm.embed({"prompt_token_ids": p[-48:]}, use_tqdm=False)[0].outputs.embedding for p in prompts[:3]]
     np.testing.assert_allclose([o.outputs.embedding for o in outs[:3]], alone, atol=1e-5)
+
+
+def test_pooling_batched_tokens_default():
+    """vLLM's pooling default on GPUs (32768 tokens a step); an explicit value and the CPU default stay."""
+    from jaxllm.engine_args import POOLING_MAX_NUM_BATCHED_TOKENS, EngineArgs
+
+    assert POOLING_MAX_NUM_BATCHED_TOKENS == 32768
+    assert EngineArgs().resolve("gpu", 512, pooling=True).max_num_batched_tokens == 32768
+    assert EngineArgs().resolve("gpu", 512).max_num_batched_tokens == 8192
+    assert EngineArgs(max_num_batched_tokens=4096).resolve("gpu", 512, pooling=True).max_num_batched_tokens == 4096
+    assert EngineArgs().resolve("cpu", 512, pooling=True).max_num_batched_tokens == 256
