@@ -9,12 +9,15 @@ The plan table gives, per padded length L, the batches, their rows (``max_num_ba
 documents and the padded tokens over the real ones, then the totals for 2, 4 and 8 length buckets per octave.
 ``--run`` times the phases of ``embed``: the host work before the first launch (prompt checks), the host side of
 each launch (padding, device_put, the asynchronous program call), the wait for each batch's pooled rows and the
-host work after it (pooling heads, outputs), and the most batches queued on the device at once.
+host work after it (pooling heads, outputs), the most batches queued on the device at once, then each length's
+program alone on a full batch (ms, TFLOP/s of its padded tokens, % of the bf16 peak) and the plan's device time
+alone against the wall time: what the kernels lose versus what padding, the host and the pipeline lose.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import sys
@@ -57,7 +60,7 @@ def timed_run(prompts: list[list[int]], hf: dict, args) -> None:
         with open(os.path.join(model_dir, "config.json"), "w") as f:
             json.dump(hf, f)
         llm = LLM(model_dir, runner="pooling", load_format="dummy", skip_tokenizer_init=True, dtype="bfloat16",
-                  max_model_len=max(map(len, prompts)), max_num_seqs=args.max_num_seqs,
+                  max_model_len=args.max_model_len, max_num_seqs=args.max_num_seqs,
                   max_num_batched_tokens=args.max_num_batched_tokens, enforce_eager=args.tiny)
     runner = llm._encoder
     items = [{"prompt_token_ids": p} for p in prompts]
@@ -96,6 +99,36 @@ def timed_run(prompts: list[list[int]], hf: dict, args) -> None:
             ("most batches queued", t["max_queued"]), ("compiled programs", len(runner._compiled))]
     for k, v in rows:
         print(f"{k:<28} {v}")
+    device_times(runner, hf, plan_batches([len(p) for p in prompts], runner.lengths,
+                                          runner.args.max_num_batched_tokens, runner.args.max_num_seqs), wall)
+
+
+def device_times(runner, hf: dict, plan: list, wall: float, repeats: int = 5) -> None:
+    """Each length's program alone, back to back on a full batch: ms per batch and the FLOP rate of its padded
+    tokens (``doc_flops``) against ``PEAK_FLOPS``; then the plan's device time alone against the wall time."""
+    import jax
+    import numpy as np
+
+    from jaxllm.bench.embed import doc_flops
+    from jaxllm.bench.roofline import PEAK_FLOPS
+
+    print(f"{'L':>5} {'rows':>5} {'ms/batch':>9} {'TFLOP/s':>8} {'% peak':>7}")
+    total = 0.0
+    for length, count in sorted(collections.Counter(n for _, n in plan).items()):
+        rows = runner.batch_rows(length)
+        ids = jax.device_put(np.ones((rows, length), np.int32), runner._replicated)
+        lens = jax.device_put(np.full(rows, length, np.int32), runner._replicated)
+        program = runner._program(length, False)
+        jax.block_until_ready(program(runner.state, ids, ids * 0, lens))
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            out = program(runner.state, ids, ids * 0, lens)
+        jax.block_until_ready(out)
+        ms = 1e3 * (time.perf_counter() - t0) / repeats
+        rate = rows * doc_flops(hf, length) / ms / 1e9
+        total += count * ms / 1e3
+        print(f"{length:>5} {rows:>5} {ms:>9.3f} {rate:>8.1f} {100 * rate * 1e12 / PEAK_FLOPS:>6.1f}%")
+    print(f"device time of the plan alone: {total:.3f} s ({100 * total / wall:.0f}% of the wall time)")
 
 
 def main(argv=None) -> None:
@@ -112,6 +145,7 @@ def main(argv=None) -> None:
     prompts = w.requests(hf["vocab_size"])[0][:args.num_docs]
     print_plan([len(x) for x in prompts], w.prompt_len[1], args.max_num_batched_tokens, args.max_num_seqs)
     if args.run:
+        args.max_model_len = w.prompt_len[1]
         timed_run(prompts, {**hf, **TINY} if args.tiny else hf, args)
 
 
