@@ -25,7 +25,7 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
-from .reference import check_grouped_operands, row_groups
+from .reference import check_grouped_operands, count_at_or_below, row_groups
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +61,7 @@ def tile_map(group_sizes: jax.Array, num_rows: int, block_m: int) -> tuple[jax.A
     group_start = jnp.cumsum(sizes) - sizes
     num_tiles = -(-num_rows // block_m) + g
     t = jnp.arange(num_tiles, dtype=jnp.int32)
-    tg = jnp.searchsorted(tile_end, t, side="right").astype(jnp.int32)
+    tg = count_at_or_below(tile_end, num_tiles)  # group of each tile (g: unused)
     tgc = jnp.minimum(tg, g - 1)
     tile_row = jnp.where(tg < g, group_start[tgc] + (t - tile_first[tgc]) * block_m, 0)
     rows = jnp.arange(num_rows, dtype=jnp.int32)

@@ -22,10 +22,18 @@ def check_grouped_operands(lhs: jax.Array, rhs: jax.Array, group_sizes: jax.Arra
                          f"{group_sizes.dtype}{group_sizes.shape}")
 
 
+def count_at_or_below(ends: jax.Array, n: int) -> jax.Array:
+    """[n] int32: for each i in range(n), how many entries of ``ends`` (non-negative ints) are <= i; for sorted
+    ``ends`` that is ``jnp.searchsorted(ends, arange(n), side="right")``. Computed as a scatter-add and a cumsum
+    because searchsorted lowers to a while loop, which XLA's GPU runtime drives from the host one iteration at a
+    time: a dozen small launches per call, per MoE layer, per step."""
+    hits = jnp.zeros((n + 1,), jnp.int32).at[jnp.clip(ends.astype(jnp.int32), 0, n)].add(1)
+    return jnp.cumsum(hits[:n], dtype=jnp.int32)
+
+
 def row_groups(group_sizes: jax.Array, num_rows: int) -> jax.Array:
     """[M] int32 group of each row; G (no group) for rows past the last group."""
-    ends = jnp.cumsum(group_sizes.astype(jnp.int32))
-    return jnp.searchsorted(ends, jnp.arange(num_rows, dtype=jnp.int32), side="right").astype(jnp.int32)
+    return count_at_or_below(jnp.cumsum(group_sizes.astype(jnp.int32)), num_rows)
 
 
 def grouped_matmul_reference(lhs: jax.Array, rhs: jax.Array, group_sizes: jax.Array,
