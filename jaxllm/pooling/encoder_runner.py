@@ -41,17 +41,18 @@ IN_FLIGHT = 2
 
 def _encode(graphdef, state, ids, types, lens, *, pooling_type: str, token_rows: bool, attention_impl):
     """ids / types [B, L], lens [B] -> (pooled [B, D] float32, hidden [B, L, D] float32 or None). MEAN returns
-    the masked row sum (the host divides by the length)."""
-    hidden = nnx.merge(graphdef, state)(ids, types, lens, attention_impl).astype(jnp.float32)
+    the masked row sum (the host divides by the length). Rows are picked (or summed in float32) before any
+    cast, so only token-level tasks convert the whole [B, L, D] output."""
+    hidden = nnx.merge(graphdef, state)(ids, types, lens, attention_impl)
     with jax.named_scope("pool"):
         if pooling_type == "CLS":
             pooled = hidden[:, 0]
         elif pooling_type == "LAST":
             pooled = jnp.take_along_axis(hidden, jnp.maximum(lens - 1, 0)[:, None, None], axis=1)[:, 0]
         else:
-            mask = (jnp.arange(ids.shape[1])[None, :] < lens[:, None]).astype(jnp.float32)
-            pooled = jnp.einsum("bld,bl->bd", hidden, mask)
-    return pooled, (hidden if token_rows else None)
+            mask = (jnp.arange(ids.shape[1])[None, :] < lens[:, None]).astype(hidden.dtype)
+            pooled = jnp.einsum("bld,bl->bd", hidden, mask, preferred_element_type=jnp.float32)
+    return pooled.astype(jnp.float32), (hidden.astype(jnp.float32) if token_rows else None)
 
 
 def _check_no_kv_cache_args(args) -> None:
