@@ -83,19 +83,22 @@ def timed_run(prompts: list[list[int]], hf: dict, args) -> None:
         t1 = time.perf_counter()
         collect(batch, lens, pooled, hidden, *rest)
         t["wait"] += t1 - t0
-        t["host_after"] += time.perf_counter() - t1
+        t["last_collect"] = time.perf_counter()
+        t["host_after"] += t["last_collect"] - t1
         t["queued"] -= 1
 
     runner._launch, runner._collect = timed_launch, timed_collect
     t_start = time.perf_counter()
     llm.embed(items, use_tqdm=False)
-    wall = time.perf_counter() - t_start
+    t_end = time.perf_counter()
+    wall = t_end - t_start
     n = len(plan_batches([len(p) for p in prompts], runner.lengths, runner.args.max_num_batched_tokens,
                          runner.args.max_num_seqs))
     rows = [("device", jax.devices()[0].device_kind), ("wall s (docs/s)", f"{wall:.3f} ({len(prompts) / wall:,.0f})"),
             ("host before first launch s", f"{t['first_launch'] - t_start:.3f}"), ("batches", n),
             ("launch host ms/batch", f"{1e3 * t['launch'] / n:.3f}"), ("wait ms/batch", f"{1e3 * t['wait'] / n:.3f}"),
             ("host after wait ms/batch", f"{1e3 * t['host_after'] / n:.3f}"),
+            ("host after last batch s", f"{t_end - t['last_collect']:.3f}"),
             ("most batches queued", t["max_queued"]), ("compiled programs", len(runner._compiled))]
     for k, v in rows:
         print(f"{k:<28} {v}")

@@ -28,7 +28,7 @@ from jaxllm.models.bert import EncoderConfig
 from jaxllm.pooling.batching import batch_rows, length_buckets, plan_batches
 from jaxllm.pooling.config import pooling_model_info
 from jaxllm.pooling.heads import encoder_head
-from jaxllm.pooling.outputs import PoolingOutput
+from jaxllm.pooling.outputs import PoolingOutput, pooled_output
 from jaxllm.pooling.pooler import PooledState, finish
 
 logger = logging.getLogger("jaxllm")
@@ -192,6 +192,6 @@ class EncoderRunner:
             state = PooledState()
             state.add(self.info.pooling_type, pooled[r], int(lens[r]),
                       None if hidden is None else hidden[r, :lens[r]])
-            results[j] = PoolingOutput(finish(self.info, self.head, state, requests[j][1]))
+            results[j] = pooled_output(finish(self.info, self.head, state, requests[j][1]))
         if bar is not None:
             bar.update(len(batch))

@@ -24,6 +24,7 @@ from flax import nnx
 
 from jaxllm.engine.batch import RunnerOutput, ScheduledBatch
 from jaxllm.pooling.config import PoolingModelInfo
+from jaxllm.pooling.outputs import pooled_output
 from jaxllm.pooling.pooler import PooledState, finish
 from jaxllm.runner.input_batch import build_step_inputs, pack_step_inputs, unpack_step_inputs
 from jaxllm.runner.model_runner import ModelRunner
@@ -134,7 +135,7 @@ class PoolingModelRunner(ModelRunner):
             offset += s.num_new_tokens
             if s.sample:  # the prompt's last chunk
                 del self._states[s.seq_id]
-                out.pooled[s.seq_id] = finish(self.info, self.head, state, s.pooling_params)
+                out.pooled[s.seq_id] = pooled_output(finish(self.info, self.head, state, s.pooling_params))
         return out
 
 

@@ -87,3 +87,15 @@ def test_pooling_batched_tokens_default():
     assert EngineArgs().resolve("gpu", 512).max_num_batched_tokens == 8192
     assert EngineArgs(max_num_batched_tokens=4096).resolve("gpu", 512, pooling=True).max_num_batched_tokens == 4096
     assert EngineArgs().resolve("cpu", 512, pooling=True).max_num_batched_tokens == 256
+
+
+def test_pooled_output_floats_handed_over_once():
+    """A runner's early float conversion gives the same lists as converting afterwards, never shared."""
+    from jaxllm.pooling.outputs import EmbeddingOutput, pooled_output
+
+    data = np.arange(4, dtype=np.float32) / 3
+    out = pooled_output(data)
+    first, second = EmbeddingOutput.from_base(out), EmbeddingOutput.from_base(out)
+    assert first.embedding == second.embedding == data.tolist() and first.embedding is not second.embedding
+    np.testing.assert_array_equal(out.data, data)
+    assert pooled_output(np.float32(2.0))._floats is None  # a score stays a scalar
