@@ -30,22 +30,23 @@ from jaxllm.pooling.batching import batch_rows, length_buckets, plan_batches, pl
 TINY = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32}
 
 
-def print_plan(lengths: list[int], max_len: int, tokens: int, seqs: int) -> None:
+def print_plan(lengths: list[int], max_len: int, tokens: int, seqs: int, heads: int) -> None:
     buckets = length_buckets(max_len)
-    plan = plan_batches(lengths, buckets, tokens, seqs)
+    plan = plan_batches(lengths, buckets, tokens, seqs, heads)
     print(f"{len(lengths)} documents, {sum(lengths):,} tokens; max_num_batched_tokens={tokens}, max_num_seqs={seqs}")
     print(f"{'L':>5} {'rows':>5} {'batches':>8} {'docs':>6} {'padded/real':>12}")
     for length in buckets:
         mine = [b for b, n in plan if n == length]
         if mine:
             real = sum(lengths[j] for b in mine for j in b)
-            padded = len(mine) * batch_rows(length, tokens, seqs) * length
-            print(f"{length:>5} {batch_rows(length, tokens, seqs):>5} {len(mine):>8} {sum(map(len, mine)):>6} "
+            rows = batch_rows(length, tokens, seqs, heads)
+            padded = len(mine) * rows * length
+            print(f"{length:>5} {rows:>5} {len(mine):>8} {sum(map(len, mine)):>6} "
                   f"{padded / real:>12.3f}")
     print(f"{'per octave':>10} {'programs':>9} {'batches':>8} {'padded tokens':>14} {'padded/real':>12}")
     for per_octave in (2, 4, 8):
         ladder = length_buckets(max_len, per_octave)
-        s = plan_stats(lengths, plan_batches(lengths, ladder, tokens, seqs), tokens, seqs)
+        s = plan_stats(lengths, plan_batches(lengths, ladder, tokens, seqs, heads), tokens, seqs, heads)
         print(f"{per_octave:>10} {len(ladder):>9} {s['batches']:>8} {s['padded_tokens']:>14,} "
               f"{s['padded_over_real']:>12.3f}")
 
@@ -92,8 +93,8 @@ def timed_run(prompts: list[list[int]], hf: dict, args) -> None:
     llm.embed(items, use_tqdm=False)
     t_end = time.perf_counter()
     wall = t_end - t_start
-    n = len(plan_batches([len(p) for p in prompts], runner.lengths, runner.args.max_num_batched_tokens,
-                         runner.args.max_num_seqs))
+    plan = runner.plan([len(p) for p in prompts])
+    n = len(plan)
     rows = [("device", jax.devices()[0].device_kind), ("wall s (docs/s)", f"{wall:.3f} ({len(prompts) / wall:,.0f})"),
             ("host before first launch s", f"{t['first_launch'] - t_start:.3f}"), ("batches", n),
             ("launch host ms/batch", f"{1e3 * t['launch'] / n:.3f}"), ("wait ms/batch", f"{1e3 * t['wait'] / n:.3f}"),
@@ -102,8 +103,7 @@ def timed_run(prompts: list[list[int]], hf: dict, args) -> None:
             ("most batches queued", t["max_queued"]), ("compiled programs", len(runner._compiled))]
     for k, v in rows:
         print(f"{k:<28} {v}")
-    device_times(runner, hf, plan_batches([len(p) for p in prompts], runner.lengths,
-                                          runner.args.max_num_batched_tokens, runner.args.max_num_seqs), wall)
+    device_times(runner, hf, plan, wall)
 
 
 def device_times(runner, hf: dict, plan: list, wall: float, repeats: int = 5) -> None:
@@ -146,7 +146,8 @@ def main(argv=None) -> None:
     w = EMBED_WORKLOADS[args.workload]
     hf = w.hf_config()
     prompts = w.requests(hf["vocab_size"])[0][:args.num_docs]
-    print_plan([len(x) for x in prompts], w.prompt_len[1], args.max_num_batched_tokens, args.max_num_seqs)
+    print_plan([len(x) for x in prompts], w.prompt_len[1], args.max_num_batched_tokens, args.max_num_seqs,
+               hf["num_attention_heads"])
     if args.run:
         args.max_model_len = w.prompt_len[1]
         timed_run(prompts, {**hf, **TINY} if args.tiny else hf, args)

@@ -65,11 +65,11 @@ def run_jaxllm(w: Workload, args, model_dir: str, prompts: list[list[int]]) -> d
     runner = llm._encoder if llm.llm_engine is None else llm.llm_engine.runner
     padding = {}
     if llm.llm_engine is None:  # the dense path's batch plan: padded tokens (rows x length) over real ones
-        from jaxllm.pooling.batching import plan_batches, plan_stats
+        from jaxllm.pooling.batching import plan_stats
 
         lengths, a = [len(p) for p in prompts], runner.args
-        stats = plan_stats(lengths, plan_batches(lengths, runner.lengths, a.max_num_batched_tokens, a.max_num_seqs),
-                           a.max_num_batched_tokens, a.max_num_seqs)
+        stats = plan_stats(lengths, runner.plan(lengths), a.max_num_batched_tokens, a.max_num_seqs,
+                           runner.config.num_heads)
         padding = {"batches": stats["batches"], "padded_over_real": stats["padded_over_real"]}
     return {**padding, "startup_s": startup, "compile_s": runner.compile_seconds, "embed_s": wall,
             "docs_s": len(prompts) / wall, "tokens_s": sum(map(len, prompts)) / wall,

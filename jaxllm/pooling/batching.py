@@ -8,7 +8,9 @@ keeps padding small while compiling few programs:
   pad a sequence by less than a quarter of its length (an eighth on average) with about 4 x log2(L / 16)
   programs.
 - ``batch_rows``: a bucket's row count, the token budget ``max_num_batched_tokens // L`` (at most
-  ``max_num_seqs``): short sequences run in larger batches, and every program does about the same work.
+  ``max_num_seqs``): short sequences run in larger batches, and every program does about the same work. Long
+  buckets also keep XLA's attention scores ([B, H, L, L] float32, when the fused kernel is not used) within
+  ``SCORES_BYTES``.
 - ``plan_batches``: requests sorted by length fill batches greedily; a batch takes the next request while the
   bucket of its longest member still has a row for it, so only the last batch of a run leaves rows empty (a
   request just past a bucket boundary joins the longer bucket's batch instead of closing a short one).
@@ -21,6 +23,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 PER_OCTAVE = 4
+SCORES_BYTES = 2 << 30
 
 
 def length_buckets(max_model_len: int, per_octave: int = PER_OCTAVE) -> list[int]:
@@ -39,13 +42,17 @@ def length_buckets(max_model_len: int, per_octave: int = PER_OCTAVE) -> list[int
     return sorted(out) + [max_model_len]
 
 
-def batch_rows(length: int, max_num_batched_tokens: int, max_num_seqs: int) -> int:
-    """Rows of a batch padded to ``length``: the token budget's worth, at least 1, at most ``max_num_seqs``."""
-    return max(1, min(max_num_seqs, max_num_batched_tokens // length))
+def batch_rows(length: int, max_num_batched_tokens: int, max_num_seqs: int, num_heads: int = 0) -> int:
+    """Rows of a batch padded to ``length``: the token budget's worth, at least 1, at most ``max_num_seqs`` and,
+    given the model's ``num_heads``, at most what keeps [rows, heads, L, L] float32 scores in ``SCORES_BYTES``."""
+    rows = min(max_num_seqs, max_num_batched_tokens // length)
+    if num_heads:
+        rows = min(rows, SCORES_BYTES // (num_heads * length * length * 4))
+    return max(1, rows)
 
 
 def plan_batches(lengths: Sequence[int], buckets: Sequence[int], max_num_batched_tokens: int,
-                 max_num_seqs: int) -> list[tuple[list[int], int]]:
+                 max_num_seqs: int, num_heads: int = 0) -> list[tuple[list[int], int]]:
     """(request indices, padded length) per batch, in launch order (shortest first). Each index appears once;
     every request fits its batch's length (``lengths`` must not exceed ``buckets[-1]``)."""
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
@@ -56,7 +63,7 @@ def plan_batches(lengths: Sequence[int], buckets: Sequence[int], max_num_batched
         n = 1
         while i + n < len(order):
             grown = buckets[bisect_left(buckets, lengths[order[i + n]])]
-            if n + 1 > batch_rows(grown, max_num_batched_tokens, max_num_seqs):
+            if n + 1 > batch_rows(grown, max_num_batched_tokens, max_num_seqs, num_heads):
                 break
             length, n = grown, n + 1
         plan.append((order[i:i + n], length))
@@ -65,11 +72,11 @@ def plan_batches(lengths: Sequence[int], buckets: Sequence[int], max_num_batched
 
 
 def plan_stats(lengths: Sequence[int], plan: list[tuple[list[int], int]], max_num_batched_tokens: int,
-               max_num_seqs: int) -> dict:
+               max_num_seqs: int, num_heads: int = 0) -> dict:
     """What a plan costs: batches, programs (distinct lengths), real and padded tokens (rows x length,
     empty rows included), their ratio, and the batches per length."""
     real = sum(lengths)
-    padded = sum(batch_rows(length, max_num_batched_tokens, max_num_seqs) * length for _, length in plan)
+    padded = sum(batch_rows(length, max_num_batched_tokens, max_num_seqs, num_heads) * length for _, length in plan)
     per_length = Counter(length for _, length in plan)
     return {"batches": len(plan), "programs": len(per_length), "real_tokens": real, "padded_tokens": padded,
             "padded_over_real": padded / max(real, 1), "batches_per_length": dict(sorted(per_length.items()))}

@@ -114,7 +114,12 @@ class EncoderRunner:
         return cls(model, config, info, mesh, args, enforce_eager=args.enforce_eager, head=head)
 
     def batch_rows(self, length: int) -> int:
-        return batch_rows(length, self.args.max_num_batched_tokens, self.args.max_num_seqs)
+        return batch_rows(length, self.args.max_num_batched_tokens, self.args.max_num_seqs, self.config.num_heads)
+
+    def plan(self, lengths: list[int]) -> list[tuple[list[int], int]]:
+        """(request indices, padded length) per batch for requests of these lengths (``plan_batches``)."""
+        return plan_batches(lengths, self.lengths, self.args.max_num_batched_tokens, self.args.max_num_seqs,
+                            self.config.num_heads)
 
     def _program(self, length: int, token_rows: bool):
         key = (length, token_rows)
@@ -154,8 +159,7 @@ class EncoderRunner:
             bar = make_bar(total=len(requests), desc="Processed prompts", dynamic_ncols=True)
         pending: collections.deque = collections.deque()
         lengths = [len(ids) for ids, _ in requests]
-        for batch, length in plan_batches(lengths, self.lengths, self.args.max_num_batched_tokens,
-                                          self.args.max_num_seqs):
+        for batch, length in self.plan(lengths):
             pending.append(self._launch(batch, requests, length))
             if len(pending) > IN_FLIGHT:
                 self._collect(*pending.popleft(), requests, results, bar)

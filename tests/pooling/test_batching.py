@@ -99,3 +99,14 @@ def test_pooled_output_floats_handed_over_once():
     assert first.embedding == second.embedding == data.tolist() and first.embedding is not second.embedding
     np.testing.assert_array_equal(out.data, data)
     assert pooled_output(np.float32(2.0))._floats is None  # a score stays a scalar
+
+
+def test_rows_keep_attention_scores_bounded():
+    """Long buckets keep XLA's [B, H, L, L] float32 scores within SCORES_BYTES; BERT-base sizes are unaffected."""
+    from jaxllm.pooling.batching import SCORES_BYTES
+
+    assert batch_rows(512, 32768, 256, num_heads=12) == 64 and batch_rows(128, 32768, 256, num_heads=12) == 256
+    assert batch_rows(4096, 32768, 256, num_heads=16) == 2 and batch_rows(8192, 32768, 256, num_heads=16) == 1
+    assert 2 * 16 * 4096 * 4096 * 4 <= SCORES_BYTES
+    plan = plan_batches([8192, 8000, 4096, 4000, 100], [128, 4096, 8192], 32768, 256, num_heads=16)
+    assert [len(b) for b, _ in plan] == [2, 1, 1, 1] and [n for _, n in plan] == [4096, 4096, 8192, 8192]
