@@ -4,8 +4,8 @@ Why not the paged engine: a bidirectional layer needs every token of the sequenc
 final, so a prompt cannot be chunked, and nothing is reused afterwards (no decode, no prefix to cache). Each
 request therefore runs whole, in one call: ``batching.plan_batches`` sorts the requests by length and packs
 them into [B, L] batches, L a length bucket (``batching.length_buckets``: four per octave, so a row pads less
-than a quarter of its length) and B = ``max_num_batched_tokens // L`` (at least 1, at most ``max_num_seqs``)
-rows; short rows are padded and masked out of attention (``key_value_seq_lengths``). One program per length
+than a quarter of its length) and B = ``max_num_batched_tokens // L`` (at least 1, at most ``max_num_seqs``
+and what keeps XLA's attention scores within ``batching.SCORES_BYTES``) rows; short rows are padded and masked out of attention (``key_value_seq_lengths``). One program per length
 bucket, compiled at start-up unless ``enforce_eager``; token-level tasks use a second program per bucket
 compiled on first use. ``IN_FLIGHT`` batches are queued on the device while the host pools the oldest one.
 """
