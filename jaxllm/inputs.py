@@ -67,7 +67,7 @@ def token_id_list(index: int | str, ids: Any) -> list[int]:
     numpy code has at hand: numpy integer scalars and 1-D integer arrays (anything with ``ndim == 1`` and
     ``tolist()``). Floats, bools and nested lists are a TypeError naming the prompt (``index``: its position,
     or a label such as "request 'a'") and the first bad value."""
-    if type(ids) is list and all(type(t) is int for t in ids):
+    if type(ids) is list and (not ids or set(map(type, ids)) == {int}):  # one C-level pass
         return ids  # the common case, already checked (the LLM passes its lists on to the engine)
     label = _label(index)
     if getattr(ids, "ndim", None) == 1 and hasattr(ids, "tolist"):

@@ -56,7 +56,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="request i samples with seed = --seed + i (default: the workload's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-num-seqs", type=int, default=256)
-    p.add_argument("--max-num-batched-tokens", type=int, default=8192)
+    p.add_argument("--max-num-batched-tokens", type=int,
+                   help="default: the LLM's (8192 on GPUs; 32768 for the embedding workloads' pooling models)")
     p.add_argument("--block-size", type=int, default=16)
     p.add_argument("--gpu-memory-utilization", type=float, default=0.9)
     p.add_argument("--tensor-parallel-size", type=int, default=1)

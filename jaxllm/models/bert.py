@@ -139,8 +139,9 @@ def _encoder_layer(cfg: EncoderConfig, x, p, lens, attention_impl: str | None):
     """One post-LN layer: x [B, L, D] -> [B, L, D]; keys past ``lens`` [B] are masked out."""
     eps = cfg.layer_norm_eps
     with jax.named_scope("attention"):
-        qkv = jnp.einsum("bld,dchk->blchk", x, p["qkv"]) + p["qkv_bias"]
-        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        # three projections rather than one sliced [B, L, 3, H, Dh] result: each comes out contiguous, as the
+        # attention kernel reads it, with no strided copies of q, k and v
+        q, k, v = (jnp.einsum("bld,dhk->blhk", x, p["qkv"][:, c]) + p["qkv_bias"][c] for c in range(3))
         a = jax.nn.dot_product_attention(q, k, v, query_seq_lengths=lens, key_value_seq_lengths=lens,
                                          scale=cfg.head_dim ** -0.5, implementation=attention_impl)
         a = jnp.einsum("blhk,hkd->bld", a, p["o"]) + p["o_bias"]

@@ -87,7 +87,7 @@ class PoolingMixin(ScoringMixin):
         from jaxllm.pooling.runner import PoolingModelRunner
 
         cfg = dataclasses.replace(backbone_config(hf, args.dtype, args.quantization), **kernel_fields(args))
-        args = args.resolve(platform, derived_max_model_len(cfg))
+        args = args.resolve(platform, derived_max_model_len(cfg), pooling=True)
         self.model_config, self.engine_args = cfg, args
         model, head = load_decoder(path, cfg, info, mesh, args.load_format, args.seed)
         runner = PoolingModelRunner(model, cfg, mesh, args, info=info, head=head)
