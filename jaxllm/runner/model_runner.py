@@ -77,7 +77,9 @@ class ModelRunner(SleepMode, WeightUpdates):
         self.max_blocks_per_seq = -(-args.max_model_len // args.block_size)
         self.speculative_config = SpeculativeConfig.from_dict(args.speculative_config)
         self.spec = SpecLayout(self.speculative_config)  # L logits rows per bucket, drafts verified by the sampler
-        self.background_compile = bool(args.background_compile) and self.compiles_in_background
+        # (enforce_eager compiles every program on first use: nothing is left for a background thread)
+        self.background_compile = (bool(args.background_compile) and self.compiles_in_background
+                                   and not args.enforce_eager)
         self.max_seq_len_to_capture = args.max_seq_len_to_capture
         if self.background_compile and self.max_seq_len_to_capture is None:
             self.max_seq_len_to_capture = BACKGROUND_STARTUP_TOKENS

@@ -43,7 +43,8 @@ def test_prefill_split_follows_the_chosen_implementation(monkeypatch):
 def test_long_prefill_steps_take_their_own_programs(llama_dir, llama_llm, monkeypatch):
     want = generate(llama_llm)  # the shared LLM of the same checkpoint: one implementation for every step
     monkeypatch.setattr(paged_attention, "prefill_split", lambda *a, **k: ("reference", "chunked", 8))
-    llm = LLM(str(llama_dir[0]), max_num_seqs=2, max_num_batched_tokens=32, skip_tokenizer_init=True)
+    llm = LLM(str(llama_dir[0]), max_num_seqs=2, max_num_batched_tokens=32, skip_tokenizer_init=True,
+              background_compile=False)  # every start-up program compiled before LLM returns
     runner = llm.llm_engine.runner
     used = []
     get = runner.programs.get
