@@ -110,16 +110,20 @@ def test_seeded_outputs_identical(llama_llm, draft_llm, kw):
 
 
 def test_sampled_token_frequencies_match_plain_sampling(llama_llm, self_draft_llm):
-    """Unseeded draws (n=200 per prompt): the frequencies of the tokens at output positions 1..3 (the first
-    verified by a draft) agree with plain sampling's within sampling noise (total variation distance)."""
-    params = SamplingParams(temperature=1.5, max_tokens=4, n=200, ignore_eos=True)
+    """Unseeded draws (n=800): the frequencies of the tokens at output positions 1 and 2 (verified against the
+    draft's greedy proposals: accepted with the target's probability, else drawn from the residual) agree with
+    plain sampling's. top_k=3 keeps the support small (<= 3 then <= 9 tokens at the two positions), so the
+    expected total variation distance of two such samples is below 0.08 whatever the model's logits; a draft
+    accepted without the rejection rule moves mass to the greedy token by far more than 0.2."""
+    n = 800
+    params = SamplingParams(temperature=1.5, top_k=3, max_tokens=3, n=n, ignore_eos=True)
 
     def freqs(llm):
         out = llm.generate({"prompt_token_ids": PROMPTS[3]}, params, use_tqdm=False)[0].outputs
-        return [collections.Counter(o.token_ids[j] for o in out) for j in range(1, 4)]
+        return [collections.Counter(o.token_ids[j] for o in out) for j in range(1, 3)]
 
     for want, got in zip(freqs(llama_llm), freqs(self_draft_llm)):
-        tv = 0.5 * sum(abs(want[t] - got[t]) for t in set(want) | set(got)) / 200
+        tv = 0.5 * sum(abs(want[t] - got[t]) for t in set(want) | set(got)) / n
         assert tv < 0.2, (tv, want.most_common(5), got.most_common(5))
 
 
