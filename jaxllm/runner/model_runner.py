@@ -79,6 +79,7 @@ class ModelRunner(SleepMode, WeightUpdates):
         self.params, self._treedef = jax.tree_util.tree_flatten(state)
         self.dtype = jnp.dtype(cfg.dtype)
         self._replicated = NamedSharding(mesh, PartitionSpec())
+        self._one_process = all(d.process_index == jax.process_index() for d in mesh.devices.flat)
         tp = mesh.devices.size
         vocab_spec = logical_to_spec((None, "vocab"), sharding_rules(cfg, tp))
         self._vocab_logits = NamedSharding(mesh, vocab_spec) if tp > 1 and any(vocab_spec) else None
@@ -285,9 +286,8 @@ class ModelRunner(SleepMode, WeightUpdates):
         packed = pack_step_inputs(inputs)
         if self.lora is not None:  # each token's adapter slot (loads adapters into slots where needed)
             packed = np.concatenate([packed, self.lora.step_slots(batch.seqs, bucket.num_tokens)])
-        dev_inputs = jax.device_put(packed, self._replicated)
-        self.kv_caches, logits, hidden, greedy = forward(self.params, self.kv_caches, dev_inputs, self._prev_tokens,
-                                                         self._lora_stacks())
+        self.kv_caches, logits, hidden, greedy = forward(self.params, self.kv_caches, self._step_arg(packed),
+                                                         self._prev_tokens, self._lora_stacks())
         self.num_steps += 1
         step = _StepInFlight(batch, None, hidden if want_prompt_lp else None)
         step.logits, step.num_seqs, step.greedy = logits, rows or bucket.num_seqs, greedy  # sampler rows: S, or L
@@ -305,14 +305,20 @@ class ModelRunner(SleepMode, WeightUpdates):
             self._set_sampled(step, SamplerOutput(token_ids=step.greedy))
             return
         sampler = self.programs.get(SampleKey(rows, self.programs.sampler_variant(rows, sampler_config)))
-        dev_md, dev_spec = jax.device_put(
-            (pack_sampling_metadata(md, sampler_config, rows), self.spec.verify_args(seqs, rows)), self._replicated)
-        out = sampler(step.logits, dev_md, *dev_spec)
+        out = sampler(step.logits, self._step_arg(pack_sampling_metadata(md, sampler_config, rows)),
+                      *map(self._step_arg, self.spec.verify_args(seqs, rows)))
         if self.spec.enabled:  # (SamplerOutput [L], valid [L], prev_tokens)
             self._prev_tokens, sampled = out[2], out[:2]
         else:
             sampled, self._prev_tokens = out, out.token_ids
         self._set_sampled(step, sampled)
+
+    def _step_arg(self, host_array: np.ndarray):
+        """A step's host array as a program argument. On one process it is passed as is: the compiled program's
+        C++ dispatch copies it to every device of its replicated input, which costs less host time per step than
+        a Python ``jax.device_put`` (more so the more devices). Under ``jax.distributed`` each process puts its
+        own devices' copies (``jax.device_put``)."""
+        return host_array if self._one_process else jax.device_put(host_array, self._replicated)
 
     @staticmethod
     def _set_sampled(step: _StepInFlight, sampled) -> None:
