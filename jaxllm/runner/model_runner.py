@@ -33,7 +33,6 @@ from jaxllm.engine.batch import RunnerOutput, ScheduledBatch
 from jaxllm.engine.host_tier import PreemptionCost
 from jaxllm.engine_args import EngineArgs
 from jaxllm.models.quant import forward_compiler_options
-from jaxllm.models.sampler import SamplerOutput
 from jaxllm.parallel.multihost import local_replica
 from jaxllm.parallel.sharding import logical_to_spec, sharding_rules
 from jaxllm.runner.buckets import Bucket, BucketLadder
@@ -301,8 +300,8 @@ class ModelRunner(SleepMode, WeightUpdates):
         rows, seqs = step.num_seqs, step.batch.seqs
         md, sampler_config = build_sampling_metadata(self.spec.rows(seqs), rows, self.cfg.vocab_size)
         if sampler_config.greedy_only and not self.spec.enabled:  # the forward's argmax: no sampler program
-            self._prev_tokens = step.greedy
-            self._set_sampled(step, SamplerOutput(token_ids=step.greedy))
+            self._prev_tokens = step.greedy.token_ids
+            self._set_sampled(step, step.greedy)
             return
         sampler = self.programs.get(SampleKey(rows, self.programs.sampler_variant(rows, sampler_config)))
         out = sampler(step.logits, self._step_arg(pack_sampling_metadata(md, sampler_config, rows)),
