@@ -173,7 +173,11 @@ def _step(engine: LLMEngine, group: list[BeamSearchInstance], step_params: Sampl
     for inst in group:
         candidates = []
         for beam in inst.beams:
-            logprobs = next(outputs).outputs[0].logprobs[0]
+            out = next(outputs).outputs[0]
+            if out.finish_reason == "error":  # the sampler found no valid token (NaN logits): the beam ends
+                inst.completed.append(dataclasses.replace(beam, finish_reason="error"))
+                continue
+            logprobs = out.logprobs[0]
             for token_id, lp in logprobs.items():
                 new = BeamSearchSequence(beam.tokens + [token_id], beam.logprobs + [logprobs],
                                          beam.cum_logprob + lp.logprob)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from jaxllm.sampling_checks import check_unicode
+
 CONTENT_FORMATS = ("auto", "string", "openai")
 _TEXT_TYPES = ("text", "input_text", "output_text", "refusal", "thinking")
 _MEDIA_TYPES = ("image_url", "image", "image_pil", "image_embeds", "input_image", "audio_url", "input_audio",
@@ -38,6 +40,7 @@ def normalize_messages(conversation: list[dict], content_format: str) -> list[di
         role = msg.get("role")
         if not isinstance(role, str) or not role:
             raise ValueError(f"message {i}: 'role' must be a non-empty str, got {role!r}")
+        check_unicode(f"message {i}: 'role'", role)
         msg = dict(msg)
         if "content" not in msg or msg["content"] is None:
             # vLLM: an assistant message that only calls tools may have no content
@@ -59,6 +62,7 @@ def normalize_messages(conversation: list[dict], content_format: str) -> list[di
 def _text_parts(index: int, content: Any) -> str | list[str]:
     """A str content as is, or the texts of a list of parts."""
     if isinstance(content, str):
+        check_unicode(f"message {index}: 'content'", content)
         return content
     if not isinstance(content, (list, tuple)):  # a malformed message: ValueError, as for the others
         raise ValueError(f"message {index}: 'content' must be a str or a list of content parts, "  # noqa: TRY004
@@ -66,6 +70,7 @@ def _text_parts(index: int, content: Any) -> str | list[str]:
     texts = []
     for j, part in enumerate(content):
         if isinstance(part, str):
+            check_unicode(f"message {index}, part {j}", part)
             texts.append(part)
             continue
         kind = part.get("type") if isinstance(part, dict) else None
@@ -73,6 +78,7 @@ def _text_parts(index: int, content: Any) -> str | list[str]:
             text = part.get(kind if kind in ("refusal", "thinking") else "text")
             if not isinstance(text, str):
                 raise ValueError(f"message {index}, part {j}: a {kind!r} part needs a str {kind!r} field")
+            check_unicode(f"message {index}, part {j}", text)
             texts.append(text)
         elif kind in _MEDIA_TYPES:
             raise ValueError(f"message {index}, part {j}: content parts of type {kind!r} are not supported "

@@ -12,6 +12,7 @@ import json
 import os
 from typing import Any
 
+from jaxllm.config_checks import check_field_kinds
 from jaxllm.quantization_config import check_quantization, quantization_fields
 
 SUPPORTED_ARCHITECTURES = (
@@ -81,9 +82,11 @@ _MAX_LAYERS = 4096  # far above any released model; a larger count is a corrupte
 def check_hf_config(hf: dict[str, Any], where: str) -> None:
     """Reject a config.json whose size fields are missing, not positive ints, or absurd, naming the key (before
     anything is sized from it: a zero head count would divide by zero, a million layers plan for minutes). A
-    multimodal checkpoint's text config is checked."""
+    multimodal checkpoint's text config is checked, and the kinds of the other fields (``config_checks``)."""
+    check_field_kinds(hf, where)
     if (hf.get("architectures") or [None])[0] in TEXT_OF_MULTIMODAL:
         hf = text_config_of_multimodal(hf)
+        check_field_kinds(hf, where)
     for key, required in _SIZE_FIELDS.items():
         if key not in hf or hf[key] is None:
             if required:

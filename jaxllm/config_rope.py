@@ -68,6 +68,10 @@ def _rope_from_hf(hf: dict[str, Any]) -> RopeConfig:
                                                           or hf.get("max_position_embeddings", 2048))
     if rope_type == "longrope":
         _check_longrope(merged, hf)
+    elif rope_type != "default":  # (as transformers' rope validation: linear / dynamic / llama3 need a factor)
+        factor = merged.get("factor")
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 0 < factor < float("inf"):
+            raise ValueError(f"{rope_type} rope scaling needs a positive 'factor', got {factor!r}")
     merged = {k: tuple(v) if isinstance(v, list) else v for k, v in merged.items()}
     items = tuple(sorted((k, v) for k, v in merged.items() if isinstance(v, (int, float, str, bool, tuple))))
     return RopeConfig(theta=theta, rope_type=rope_type, scaling=items)

@@ -53,6 +53,9 @@ DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "jaxllm", "xla")
 _GPU_DEFAULTS = {"max_num_seqs": 256, "max_num_batched_tokens": 8192}
 # The CPU is for tests and notebooks: fewer, smaller buckets keep start-up compiles short.
 _CPU_DEFAULTS = {"max_num_seqs": 16, "max_num_batched_tokens": 256}
+# Pooling models on GPUs batch more tokens a step by default, as vLLM (POOLING_MODEL_MAX_NUM_BATCHED_TOKENS):
+# their requests are prefill only, so a step's latency delays no decode and larger steps raise throughput.
+POOLING_MAX_NUM_BATCHED_TOKENS = 32768
 _CHOICES = {"attention_backend": ATTENTION_BACKENDS, "quant_matmul_impl": QUANT_MATMUL_IMPLS,
             "moe_matmul_impl": MOE_MATMUL_IMPLS,
             "int4_kernel_variant": INT4_KERNEL_VARIANTS, "fp8_activations": FP8_ACTIVATION_MODES,
@@ -307,11 +310,14 @@ class EngineArgs:
             out.update(self.hf_overrides)
         return out
 
-    def resolve(self, platform: str, model_max_len: int) -> EngineArgs:
+    def resolve(self, platform: str, model_max_len: int, pooling: bool = False) -> EngineArgs:
         """Fill the defaults that depend on the device and the model. ``model_max_len``: the model's context
         (``derived_max_model_len``); a larger ``max_model_len`` is refused unless ``allow_long_max_model_len``,
-        as vLLM refuses it unless VLLM_ALLOW_LONG_MAX_MODEL_LEN is set."""
+        as vLLM refuses it unless VLLM_ALLOW_LONG_MAX_MODEL_LEN is set. ``pooling``: a pooling model's
+        defaults (``POOLING_MAX_NUM_BATCHED_TOKENS`` on GPUs)."""
         defaults = _CPU_DEFAULTS if platform == "cpu" else _GPU_DEFAULTS
+        if pooling and platform != "cpu":
+            defaults = {**defaults, "max_num_batched_tokens": POOLING_MAX_NUM_BATCHED_TOKENS}
         out = dataclasses.replace(self)
         if self.max_model_len is not None and self.max_model_len > model_max_len and not self.allow_long_max_model_len:
             raise ValueError(f"max_model_len={self.max_model_len} is greater than the model's context "

@@ -46,6 +46,18 @@ def as_prompt_list(prompts: Any) -> list[Any]:
     raise TypeError(f"prompts must be a str, a prompt dict or a list of them, got {type(prompts).__name__}")
 
 
+def name_the_prompt(error: ValueError | TypeError, request_ids: list[str]) -> ValueError | TypeError:
+    """An engine validation error about ``request '<id>'`` restated about the prompt's index in the call (the
+    request ids are internal counters the caller never saw); other errors are returned as they are."""
+    message = str(error)
+    for index, rid in enumerate(request_ids):
+        prefix = f"request {rid!r}: "
+        if message.startswith(prefix):
+            return (ValueError if isinstance(error, ValueError) else TypeError)(
+                f"prompt {index}: {message.removeprefix(prefix)}")
+    return error
+
+
 def _label(index: int | str) -> str:
     return f"prompt {index}" if isinstance(index, int) else index
 
@@ -55,7 +67,7 @@ def token_id_list(index: int | str, ids: Any) -> list[int]:
     numpy code has at hand: numpy integer scalars and 1-D integer arrays (anything with ``ndim == 1`` and
     ``tolist()``). Floats, bools and nested lists are a TypeError naming the prompt (``index``: its position,
     or a label such as "request 'a'") and the first bad value."""
-    if type(ids) is list and all(type(t) is int for t in ids):
+    if type(ids) is list and (not ids or set(map(type, ids)) == {int}):  # one C-level pass
         return ids  # the common case, already checked (the LLM passes its lists on to the engine)
     label = _label(index)
     if getattr(ids, "ndim", None) == 1 and hasattr(ids, "tolist"):

@@ -185,11 +185,16 @@ class LLM(EngineControl, PoolingMixin):
         if tools is not None:
             extra["tools"] = tools
         prompts = []
-        for conv in conversations:
-            msgs = chat_utils.normalize_messages(conv, content_format)
-            text = _apply_chat_template(self.tokenizer, msgs, chat_template=chat_template,
-                                        add_generation_prompt=add_generation_prompt,
-                                        continue_final_message=continue_final_message, **extra)
+        for k, conv in enumerate(conversations):
+            try:
+                msgs = chat_utils.normalize_messages(conv, content_format)
+                text = _apply_chat_template(self.tokenizer, msgs, chat_template=chat_template,
+                                            add_generation_prompt=add_generation_prompt,
+                                            continue_final_message=continue_final_message, **extra)
+            except (ValueError, TypeError) as e:  # a batch of conversations: name the one at fault
+                if len(conversations) == 1:
+                    raise
+                raise (ValueError if isinstance(e, ValueError) else TypeError)(f"conversation {k}: {e}") from e
             ids = self.tokenizer(text, add_special_tokens=False).input_ids
             prompts.append({"prompt": text, "prompt_token_ids": ids})
         return self._generate(prompts, sampling_params, use_tqdm, lora_request)

@@ -167,3 +167,19 @@ def load_model(path: str | os.PathLike, dtype="auto", **kwargs):
         raise ValueError("enable_lora=True is an LLM keyword: load_model returns the base model (LoRA adapters are "
                          "served by LLM.generate with a lora_request)")
     return build_model(args, locate_model(args))
+
+
+def load_draft_model(args: EngineArgs, target: ModelConfig, mesh):
+    """(draft NNX model on ``mesh``, its ModelConfig) for ``speculative_config={"method": "draft_model",
+    "model": PATH}``, through the same path as the target: the target's dtype and mesh; the target's keywords
+    that describe the target's own checkpoint (quantization, overrides, tokenizer) do not apply; random weights
+    of the draft's shapes when the target has them (load_format="dummy", benchmarks)."""
+    from jaxllm.spec_decode import SpeculativeConfig
+
+    spec = SpeculativeConfig.from_dict(args.speculative_config)
+    draft_args = dataclasses.replace(
+        args, model=spec.model, dtype=target.dtype, quantization=None, hf_overrides=None, rope_scaling=None,
+        rope_theta=None, tokenizer=None, revision=None, speculative_config=None, enable_lora=False,
+        load_format="dummy" if args.load_format == "dummy" else "auto")
+    source = locate_model(draft_args).on_mesh(mesh)
+    return build_model(draft_args, source), source.config

@@ -31,7 +31,9 @@ class CompletionOutput:
     ``token_ids`` include a final EOS / stop token (as vLLM); ``text`` excludes it, and excludes a matched
     stop string unless ``include_stop_str_in_output``. ``cumulative_logprob`` and ``logprobs`` are None
     unless ``SamplingParams.logprobs`` was set. ``finish_reason`` is "stop" or "length" (None while
-    unfinished); ``stop_reason`` is the stop string or stop token id that ended it, None for EOS/length."""
+    unfinished), or "error" when the model's logits held NaN / +inf or left no token to sample (vLLM's
+    FinishReason.ERROR; the tokens before it are kept); ``stop_reason`` is the stop string or stop token id that
+    ended it, None for EOS/length."""
 
     index: int
     text: str

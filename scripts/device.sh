@@ -17,6 +17,9 @@
 #   host-bw        host <-> device bandwidth of the KV host tier (scripts/host_bandwidth.py) -> host_bw.json
 #   grouped-gemm   the MoE grouped matmul vs dense GEMM (scripts/bench_grouped_matmul.py)  -> grouped_matmul_*.{json,md}
 #   embed-bert / embed-qwen3   embedding throughput vs transformers (jaxllm bench --workload E-bert|E-qwen3 --peer hf)
+#   embed-batches  E-bert's batch plan, embed's phases and each program's device time (scripts/embed_batches.py)
+#                  -> embed-batches.log
+#   embed-profile  E-bert under jax.profiler, its kernels by category -> embed-profile-kernels.{json,txt}
 #   profile-PRESET the preset under jax.profiler, then its kernels by category (scripts/profile_summary.py)
 #                  -> profile-PRESET.json (the bench row) and profile-PRESET-kernels.{json,txt}
 #   PRESET         a throughput row of benchmarks/README.md (jaxllm/bench/presets.py: b1, b2, b2-awq, ...)
@@ -99,6 +102,12 @@ for run in "$@"; do
       wl=$([ "$run" = embed-bert ] && echo E-bert || echo E-qwen3)
       step "$run" 300 "echo see $run.json" -- \
         python3 -m jaxllm.bench --workload "$wl" --peer hf --output "$OUT/$run.json" ;;
+    embed-batches)
+      step "$run" 300 "tail -1 '$OUT/$run.log'" -- python3 scripts/embed_batches.py --run ;;
+    embed-profile)
+      step "$run" 300 "echo see $run-kernels.txt" -- bash -c "python3 -m jaxllm.bench --workload E-bert \
+        --profile-dir /tmp/$run --output $OUT/$run.json && python3 scripts/profile_summary.py /tmp/$run \
+        --json $OUT/$run-kernels.json > $OUT/$run-kernels.txt" ;;
     profile-*)
       p=${run#profile-}
       step "$run" 300 "echo see $run-kernels.txt" -- bash -c "python3 -m jaxllm.bench --preset $p \

@@ -1,15 +1,23 @@
-"""Acceptance rate of n-gram speculative decoding with the embedded default model (SmolLM2-135M-Instruct) on
-prompts whose answers repeat text of the prompt (the case prompt lookup is for), greedy, one request at a time
-(batch 1, where speculation pays), with and without speculation: the outputs must be token-identical; writes
-the counters and the engine steps as JSON (CPU wall times include lazy compiles, so they are not compared).
+"""Acceptance rate of speculative decoding with the embedded default model (SmolLM2-135M-Instruct) on prompts
+whose answers repeat text of the prompt (the case prompt lookup is for), greedy, one request at a time (batch 1,
+where speculation pays), with and without speculation: the outputs must be token-identical; writes the counters
+and the engine steps as JSON (CPU wall times include lazy compiles, so they are not compared).
+
+Methods: "ngram" (prompt lookup) and "draft_model". No smaller trained model of SmolLM2's tokenizer is available
+offline, so the draft is the default model truncated to its first ``--draft-layers`` decoder layers (same
+embeddings, final norm and tied head), written as a safetensors checkpoint in a temporary folder.
+``--methods`` picks what runs; entries of an existing ``--output`` file that are not run are kept.
 
     python scripts/spec_decode_acceptance.py --output benchmarks/spec_decode_cpu.json
+    python scripts/spec_decode_acceptance.py --methods plain,draft_model --output benchmarks/spec_decode_cpu.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import tempfile
 import time
 
 PROMPTS = [
@@ -54,28 +62,73 @@ def run(spec: dict | None, max_tokens: int) -> dict:
     }
 
 
+def write_truncated_default_model(out_dir: str, num_layers: int) -> None:
+    """The default model's first ``num_layers`` decoder layers (dequantized float32) as a HF safetensors
+    checkpoint in ``out_dir``: the draft of the "draft_model" run."""
+    from safetensors.numpy import save_file
+
+    from jaxllm.default_model import default_gguf_path
+    from jaxllm.weights.gguf import GGUFCheckpoint
+
+    ckpt = GGUFCheckpoint(default_gguf_path())
+    if not 1 <= num_layers <= ckpt.hf_config["num_hidden_layers"]:
+        raise SystemExit(f"--draft-layers {num_layers} must be in 1..{ckpt.hf_config['num_hidden_layers']}")
+    keep = {}
+    for name, w in ckpt.tensors():
+        if not name.startswith("model.layers.") or int(name.split(".")[2]) < num_layers:
+            keep[name] = w.astype("float32")
+    save_file(keep, os.path.join(out_dir, "model.safetensors"))
+    with open(os.path.join(out_dir, "config.json"), "w") as f:
+        json.dump({**ckpt.hf_config, "num_hidden_layers": num_layers}, f)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--methods", default="plain,ngram,draft_model", help="comma-separated: plain, ngram, draft_model")
     p.add_argument("--num-speculative-tokens", type=int, default=4)
     p.add_argument("--prompt-lookup-max", type=int, default=4)
     p.add_argument("--prompt-lookup-min", type=int, default=2)
+    p.add_argument("--draft-layers", type=int, nargs="+", default=[16, 24],
+                   help="decoder layers of the truncated draft model (one run each: draft_model_<N>_layers)")
     p.add_argument("--max-tokens", type=int, default=64)
-    p.add_argument("--output", help="write the results as JSON here")
+    p.add_argument("--output", help="write the results as JSON here (entries of methods not run are kept)")
     args = p.parse_args()
-    spec = {"method": "ngram", "num_speculative_tokens": args.num_speculative_tokens,
-            "prompt_lookup_max": args.prompt_lookup_max, "prompt_lookup_min": args.prompt_lookup_min}
-    plain, fast = run(None, args.max_tokens), run(spec, args.max_tokens)
-    identical = plain.pop("token_ids") == fast.pop("token_ids")
-    result = {"model": "HuggingFaceTB/SmolLM2-135M-Instruct (embedded GGUF, Q4_1), float32", "device": "cpu",
-              "num_prompts": len(PROMPTS), "batch": 1, "greedy_outputs_identical": identical,
-              "command": "python scripts/spec_decode_acceptance.py --output benchmarks/spec_decode_cpu.json",
-              "plain": plain, "ngram": fast}
+    methods = args.methods.split(",")
+    result = {}
+    if args.output and os.path.exists(args.output):
+        with open(args.output) as f:
+            result = json.load(f)
+    result.update({"model": "HuggingFaceTB/SmolLM2-135M-Instruct (embedded GGUF, Q4_1), float32", "device": "cpu",
+                   "num_prompts": len(PROMPTS), "batch": 1,
+                   "command": "python scripts/spec_decode_acceptance.py --output benchmarks/spec_decode_cpu.json"})
+    k = args.num_speculative_tokens
+    plain_ids = None
+    if "plain" in methods:
+        result["plain"] = run(None, args.max_tokens)
+        plain_ids = result["plain"].pop("token_ids")
+    if "ngram" in methods:
+        result["ngram"] = run({"method": "ngram", "num_speculative_tokens": k, "prompt_lookup_max":
+                               args.prompt_lookup_max, "prompt_lookup_min": args.prompt_lookup_min}, args.max_tokens)
+    drafts = [f"draft_model_{n}_layers" for n in args.draft_layers] if "draft_model" in methods else []
+    for n, name in zip(args.draft_layers, drafts):
+        with tempfile.TemporaryDirectory() as tmp:
+            write_truncated_default_model(tmp, n)
+            result[name] = run({"method": "draft_model", "model": tmp, "num_speculative_tokens": k}, args.max_tokens)
+        result[name]["speculative_config"]["model"] = (
+            f"the default model truncated to its first {n} of 30 decoder layers (same embeddings, final norm and "
+            "tied head), written as safetensors to a temporary folder (--draft-layers)")
+    for name in (["ngram"] if "ngram" in methods else []) + drafts:
+        ids = result[name].pop("token_ids")
+        if plain_ids is not None:
+            result[name]["greedy_outputs_identical"] = ids == plain_ids
+    result["greedy_outputs_identical"] = all(v.get("greedy_outputs_identical", True) for v in result.values()
+                                             if isinstance(v, dict) and "speculative_config" in v)
     print(json.dumps(result, indent=1))
     if args.output:
         with open(args.output, "w") as f:
             json.dump(result, f, indent=1)
             f.write("\n")
-    if not identical:
+    if not result["greedy_outputs_identical"]:
         raise SystemExit("greedy outputs differ with speculative decoding")
 
 

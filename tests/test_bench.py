@@ -138,3 +138,22 @@ def test_bench_host_tier_options(tmp_path):
     ours = result["jaxllm"]
     assert ours["output_tokens"] == 12 and ours["swap_space"] == 0.01
     assert ours["host_prefix_cache_hits"] > 0 and ours["prefix_cache_hit_tokens"] >= 3 * 48
+
+
+def test_bench_draft_model_options(tmp_path):
+    """--draft-config / --draft-layers: a random draft of the workload's vocabulary (here the target's own dims
+    cut to 1 layer) speculates; the presets spec-b*-draft name an existing draft config."""
+    from jaxllm.bench.presets import preset_args
+
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps(TINY))
+    result = main(["--config", str(cfg), "--num-requests", "2", "--prompt-len", "4", "4", "--output-len", "6", "6",
+                   "--max-num-seqs", "2", "--max-num-batched-tokens", "16", "--enforce-eager", "--draft-config",
+                   str(cfg), "--draft-layers", "1"])
+    ours = result["jaxllm"]
+    assert ours["output_tokens"] == 12
+    assert ours["speculative_config"]["method"] == "draft_model" and ours["spec_decode_acceptance_rate"] is not None
+    for name in ("spec-b1-draft", "spec-b16-draft", "spec-b256-draft"):
+        args = preset_args(name)
+        with open(args[args.index("--draft-config") + 1]) as f:
+            assert json.load(f)["vocab_size"] == 128256

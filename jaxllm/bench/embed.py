@@ -4,8 +4,8 @@ tokens; BERT-base dims and Qwen3-0.6B dims = Qwen3-Embedding-0.6B), docs/s and %
 Weights are random (load_format="dummy", bf16). The roofline is compute-bound: 2 x linear params x tokens plus
 attention (4 x T^2 x heads x head dim per layer; half of it for a causal decoder), at the measured bf16 matmul
 peak (``roofline.PEAK_FLOPS``). Padding and the pooling heads are not counted, so they show as lost roofline.
-``--peer hf`` runs transformers (AutoModel, bf16, SDPA, length-sorted padded batches) on the same documents first,
-in a subprocess.
+``--peer hf`` runs transformers (AutoModel, bf16, SDPA, length-sorted padded batches of as many padded tokens
+as our batches: ``max_num_batched_tokens``, 32768 unless given) on the same documents first, in a subprocess.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import time
 
 from jaxllm.bench.roofline import PEAK_FLOPS
 from jaxllm.bench.workloads import CONFIG_DIR, Workload
+from jaxllm.engine_args import POOLING_MAX_NUM_BATCHED_TOKENS
 
 EMBED_WORKLOADS = {
     "E-bert": Workload("E-bert", os.path.join(CONFIG_DIR, "bert-base.json"), 10_000, (128, 512), (0, 0)),
@@ -62,8 +63,17 @@ def run_jaxllm(w: Workload, args, model_dir: str, prompts: list[list[int]]) -> d
     if args.profile_dir:
         jax.profiler.stop_trace()
     runner = llm._encoder if llm.llm_engine is None else llm.llm_engine.runner
-    return {"startup_s": startup, "compile_s": runner.compile_seconds, "embed_s": wall,
+    padding = {}
+    if llm.llm_engine is None:  # the dense path's batch plan: padded tokens (rows x length) over real ones
+        from jaxllm.pooling.batching import plan_stats
+
+        lengths, a = [len(p) for p in prompts], runner.args
+        stats = plan_stats(lengths, runner.plan(lengths), a.max_num_batched_tokens, a.max_num_seqs,
+                           runner.config.num_heads)
+        padding = {"batches": stats["batches"], "padded_over_real": stats["padded_over_real"]}
+    return {**padding, "startup_s": startup, "compile_s": runner.compile_seconds, "embed_s": wall,
             "docs_s": len(prompts) / wall, "tokens_s": sum(map(len, prompts)) / wall,
+            "max_num_batched_tokens": llm.engine_args.max_num_batched_tokens,
             "embedding_dim": len(outs[0].outputs.embedding), "path": "dense encoder" if llm.llm_engine is None
             else "paged engine", "device": str(jax.devices()[0].device_kind), "jax": jax.__version__}
 
@@ -73,7 +83,7 @@ def run_peer(w: Workload, args, model_dir: str) -> dict:
         out_path = f.name
     cmd = [sys.executable, "-m", "jaxllm.bench.peer_hf_embed", "--model-dir", model_dir, "--workload-json",
            json.dumps(dataclasses.asdict(w)), "--output", out_path, "--device", args.peer_device,
-           "--max-batch-tokens", str(args.max_num_batched_tokens)]
+           "--max-batch-tokens", str(args.max_num_batched_tokens or POOLING_MAX_NUM_BATCHED_TOKENS)]
     if args.peer_max_requests:
         cmd += ["--max-requests", str(args.peer_max_requests)]
     subprocess.run(cmd, check=True)
@@ -101,6 +111,8 @@ def main(args, w: Workload, argv) -> dict:
             f"{ours['startup_s']:.1f} ({ours['compile_s']:.1f})"), ("embed s", f"{ours['embed_s']:.2f}"),
             ("docs/s", f"{ours['docs_s']:,.1f}"), ("tokens/s", f"{ours['tokens_s']:,.0f}"),
             ("roofline docs/s", f"{roof_docs_s:,.1f}"), ("% of compute roofline", f"{result['pct_roofline']:.1f}%")]
+    if "padded_over_real" in ours:
+        rows.append(("batches (padded / real tokens)", f"{ours['batches']} ({ours['padded_over_real']:.3f})"))
     if peer:
         rows.append(("HF peer docs/s (ratio)", f"{peer['docs_s']:,.1f} ({result['speedup_vs_peer']:.2f}x)"))
     width = max(len(k) for k, _ in rows)

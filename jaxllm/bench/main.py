@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 
-from jaxllm.bench import kv_offload
+from jaxllm.bench import kv_offload, spec_draft
 from jaxllm.bench.embed import EMBED_WORKLOADS
 from jaxllm.bench.monitor import GpuBusySampler, host_profile
 from jaxllm.bench.presets import PRESETS, preset_args
@@ -56,7 +56,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="request i samples with seed = --seed + i (default: the workload's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-num-seqs", type=int, default=256)
-    p.add_argument("--max-num-batched-tokens", type=int, default=8192)
+    p.add_argument("--max-num-batched-tokens", type=int,
+                   help="default: the LLM's (8192 on GPUs; 32768 for the embedding workloads' pooling models)")
     p.add_argument("--block-size", type=int, default=16)
     p.add_argument("--gpu-memory-utilization", type=float, default=0.9)
     p.add_argument("--tensor-parallel-size", type=int, default=1)
@@ -101,12 +102,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "compare (jaxllm/bench/structured.py)")
     p.add_argument("--tokenizer", help="with --structured: an HF tokenizer folder (default: the default model's)")
     kv_offload.add_args(p)
+    spec_draft.add_args(p)
     p.add_argument("--output", help="write the results as JSON here")
     args = p.parse_args(argv)
     if args.preset:  # the preset's arguments first, so the ones given override them
         args = p.parse_args(preset_args(args.preset) + list(sys.argv[1:] if argv is None else argv))
     if args.summarize:
         return args
+    spec_draft.check_args(p, args)
     if not args.workload and not args.config:
         p.error("give --workload or --config")
     if args.tokenizer and not args.structured:
@@ -145,6 +148,7 @@ def run_jaxllm(w: Workload, args, model_dir: str, prompts, output_lens) -> dict:
     lora = {}
     if args.lora_adapters:
         lora = {"enable_lora": True, "max_loras": args.lora_adapters, "max_lora_rank": args.lora_rank}
+    speculative = spec_draft.speculative_config(args, model_dir)
     t0 = time.perf_counter()
     llm = LLM(model_dir, load_format="dummy", skip_tokenizer_init=tokenizer is None, tokenizer=tokenizer,
               dtype="bfloat16",
@@ -155,7 +159,7 @@ def run_jaxllm(w: Workload, args, model_dir: str, prompts, output_lens) -> dict:
               async_scheduling=args.async_scheduling, kv_cache_dtype=args.kv_cache_dtype,
               fp8_activations=args.fp8_activations, attention_backend=args.attention_backend,
               quant_matmul_impl=args.quant_matmul_impl, enable_expert_parallel=args.enable_expert_parallel,
-              moe_matmul_impl=args.moe_matmul_impl, speculative_config=args.speculative_config, **lora,
+              moe_matmul_impl=args.moe_matmul_impl, speculative_config=speculative, **lora,
               **kv_offload.llm_kwargs(args))
     if args.structured:  # its start-up work on a background thread, which the plain run must not share
         from jaxllm.bench.structured import wait_for_grammar_start_up
@@ -211,7 +215,7 @@ def run_jaxllm(w: Workload, args, model_dir: str, prompts, output_lens) -> dict:
         "quantization": args.quantization, "lora_adapters": args.lora_adapters,
         "lora_rank": args.lora_rank if args.lora_adapters else None,
         "lora_slot_writes": runner.lora.num_slot_writes if runner.lora is not None else None,
-        "speculative_config": args.speculative_config,
+        "speculative_config": speculative,
         "spec_decode_acceptance_rate": llm.llm_engine.stats.spec_decode_acceptance_rate,
         "spec_decode_num_accepted_tokens": llm.llm_engine.stats.spec_decode_num_accepted_tokens,
         "fp8_activations": llm.model_config.fp8_activations if args.quantization == "fp8" else None,  # resolved

@@ -25,6 +25,11 @@ DECODE256 = _b2(256, (64, 128), (1024, 1024))
 NGRAM = ("--speculative-config",
          '{"method": "ngram", "num_speculative_tokens": 4, "prompt_lookup_max": 4, "prompt_lookup_min": 2}')
 
+# Llama-3.2-1B dims (the 8B's vocabulary) as a random draft, k=4; speculation off in steps with more than 32
+# running sequences (disable_by_batch_size: a large batch is compute-bound and verification does not pay)
+DRAFT = ("--draft-config", os.path.join(CONFIG_DIR, "llama-3.2-1b.json"), "--speculative-config",
+         '{"method": "draft_model", "num_speculative_tokens": 4, "disable_by_batch_size": 32}')
+
 
 def _spec(requests: int) -> tuple[str, ...]:
     """8B dims, ``requests`` prompts of 256 tokens repeating a 32-token segment (random weights accept drafts
@@ -110,6 +115,12 @@ PRESETS = {
     "spec-b256": Preset(_spec(256), "8B dims, batch 256, repeating prompts, no speculation"),
     "spec-b256-ngram": Preset((*_spec(256), *NGRAM), "spec-b256 with n-gram speculation (k=4)",
                               baseline="spec-b256"),
+    "spec-b1-draft": Preset((*_spec(1), *DRAFT), "spec-b1 with a random Llama-3.2-1B-dims draft model (k=4)",
+                            baseline="spec-b1"),
+    "spec-b16-draft": Preset((*_spec(16), *DRAFT), "spec-b16 with a random Llama-3.2-1B-dims draft model (k=4)",
+                             baseline="spec-b16"),
+    "spec-b256-draft": Preset((*_spec(256), *DRAFT), "spec-b256 with the draft model; disable_by_batch_size=32 "
+                              "turns speculation off at this batch", baseline="spec-b256"),
     "b2-gemma2-9b": Preset(_b2_mix("gemma-2-9b.json"),
                            "B2 mix on Gemma-2-9B dims (soft-capping, 4096-token windows on half the layers)",
                            limit_s=300),

@@ -104,5 +104,10 @@ class RunnerOutput:
     # target's own token (1..k + 1), and, with logprobs, one entry per emitted token. No ``sampled`` entry.
     accepted: dict[int, list[int]] = dataclasses.field(default_factory=dict)
     accepted_logprobs: dict[int, list[TokenLogprobs]] = dataclasses.field(default_factory=dict)
-    # pooling requests: seq_id -> pooled data (numpy), for each one whose last prompt chunk ran this step
+    # pooling requests: seq_id -> pooled data (numpy, or a PoolingOutput of it), for each one whose last prompt
+    # chunk ran this step
     pooled: dict[int, Any] = dataclasses.field(default_factory=dict)
+    # sequences whose sampling row had no valid token (NaN / +inf logits, or every token masked): they get no
+    # ``sampled`` entry (speculative ones: ``accepted`` holds the tokens of the rows before the bad one) and
+    # finish with finish_reason "error"
+    nonfinite: set[int] = dataclasses.field(default_factory=set)

@@ -197,6 +197,9 @@ class RemoteReplica:
     def execute(self, batch: Any) -> Any:
         raise RuntimeError(f"data-parallel replica {self.rank} runs on another process's devices")
 
+    def propose_drafts(self, items: Any) -> Any:  # draft-model speculation: proposed where the replica runs
+        raise RuntimeError(f"data-parallel replica {self.rank} runs on another process's devices")
+
 
 def _summed(values: list) -> Any:
     """The replicas' values of one counter summed; per-position counters (lists) position by position."""

@@ -64,8 +64,9 @@ class LLMEngine(EngineAccessors, ConstrainedSteps):
     ``model_config`` and the metrics' labels report. ``num_host_blocks`` (> 0: the runner executes the batches'
     ``swap_out`` / ``swap_in`` copies): the host tier's slots, for ``preemption_mode`` ("recompute", "swap" or
     None: the cheaper by ``preemption_cost``) and, with ``host_prefix_cache``, evicted prefix blocks.
-    ``speculative_config``: vLLM's dict (or a ``SpeculativeConfig``) for n-gram speculative decoding; the runner
-    must verify drafts (docs/spec_decode.md)."""
+    ``speculative_config``: vLLM's dict (or a ``SpeculativeConfig``) for n-gram or draft-model speculative
+    decoding; the runner must verify drafts, and propose them for "draft_model" (``propose_drafts``;
+    docs/spec_decode.md)."""
 
     def __init__(
         self,
@@ -145,6 +146,7 @@ class LLMEngine(EngineAccessors, ConstrainedSteps):
             preemption_cost=preemption_cost,
             max_loras=max_loras,
             speculative_config=SpeculativeConfig.from_dict(speculative_config),
+            drafter=getattr(runner, "propose_drafts", None),  # draft-model speculation (a ModelRunner's)
         )
         self.max_loras = max_loras  # None: LoRA is off; else the runner has check_lora(request)
         self.scheduling_policy = scheduling_policy
@@ -207,7 +209,7 @@ class LLMEngine(EngineAccessors, ConstrainedSteps):
         ids = check_prompt(request_id, ids, self.vocab_size, self.max_model_len, generates=pooling_params is None)
         max_tokens = check_params(request_id, params, len(ids), tokenizer=self.tokenizer, vocab_size=self.vocab_size,
                                   max_model_len=self.max_model_len, block_manager=self.block_manager,
-                                  max_logprobs=self.max_logprobs)
+                                  max_logprobs=self.max_logprobs, eos_token_ids=tuple(self.eos_token_ids))
         arrival = time.time() if arrival_time is None else float(arrival_time)
 
         eos_ids = frozenset() if params.ignore_eos else frozenset(self.eos_token_ids[:1])
@@ -384,7 +386,9 @@ class LLMEngine(EngineAccessors, ConstrainedSteps):
         seqs = req.seqs
         if seqs[0].pooling_params is not None:
             self.stats.num_cached_tokens += seqs[0].num_cached_tokens or 0
-            return PoolingRequestOutput(req.request_id, PoolingOutput(seqs[0].pooled), req.prompt_token_ids, True)
+            pooled = seqs[0].pooled  # a runner's PoolingOutput, or its bare data
+            pooled = pooled if isinstance(pooled, PoolingOutput) else PoolingOutput(pooled)
+            return PoolingRequestOutput(req.request_id, pooled, req.prompt_token_ids, True)
         out = req.make_output(finished=True)
         self.stats.num_cached_tokens += sum(s.num_cached_tokens or 0 for s in seqs)
         self.request_stats.record(out.metrics, len(req.prompt_token_ids), sum(s.num_output_tokens for s in seqs),

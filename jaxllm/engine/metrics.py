@@ -153,7 +153,7 @@ def snapshot(engine: Any, labels: dict[str, str]) -> list[Metric]:
             Counter("vllm:kv_swapped_in_blocks", dict(labels), int(host.num_swapped_in)),
             Counter("vllm:host_prefix_cache_hits", dict(labels), int(host.prefix_hits)),
         ]
-    for reason in ("stop", "length", "abort"):
+    for reason in ("stop", "length", "abort", "error"):
         out.append(Counter("vllm:request_success", {**labels, "finished_reason": reason}, req.finished[reason]))
     out += [
         req.ttft.snapshot("vllm:time_to_first_token_seconds", labels),

@@ -54,8 +54,9 @@ def check_prompt(request_id: str, prompt_token_ids: Any, vocab_size: int, max_mo
 
 
 def check_params(request_id: str, params: SamplingParams, prompt_len: int, *, tokenizer: Any, vocab_size: int,
-                 max_model_len: int, block_manager: BlockManager, max_logprobs: int = 20) -> int:
-    """Checks that need the engine (vocabulary, tokenizer, KV pool); returns the resolved max_tokens."""
+                 max_model_len: int, block_manager: BlockManager, max_logprobs: int = 20,
+                 eos_token_ids: tuple[int, ...] = ()) -> int:
+    """Checks that need the engine (vocabulary, tokenizer, KV pool, EOS ids); returns the resolved max_tokens."""
     if tokenizer is None and params.stop:
         raise ValueError(
             f"request {request_id!r}: stop strings {params.stop} need a tokenizer, but the "
@@ -81,6 +82,7 @@ def check_params(request_id: str, params: SamplingParams, prompt_len: int, *, to
                 f"request {request_id!r}: token_id(s) {bad} in {name} contain out-of-vocab "
                 f"token ids. Vocabulary size: {v}"
             )
+    _check_some_token_allowed(request_id, params, eos_token_ids)
     for name in ("logprobs", "prompt_logprobs"):
         k = getattr(params, name)
         if k is not None and k > max_logprobs:
@@ -101,6 +103,22 @@ def check_params(request_id: str, params: SamplingParams, prompt_len: int, *, to
             "max_tokens / max_model_len or give the KV cache more memory"
         )
     return max_tokens
+
+
+def _check_some_token_allowed(request_id: str, params: SamplingParams, eos_token_ids: tuple[int, ...]) -> None:
+    """allowed_token_ids whose every id is banned at the first step (a one-token bad word, logit_bias -inf, or
+    with min_tokens > 0 a stop / EOS id) leave nothing to sample: an error here, not a request that ends with
+    finish_reason "error" at its first step."""
+    if not params.allowed_token_ids:
+        return
+    banned = {w[0] for w in params.bad_words_token_ids or () if len(w) == 1}
+    banned |= {t for t, b in (params.logit_bias or {}).items() if b == float("-inf")}
+    if params.min_tokens > 0:
+        banned |= set(params.stop_token_ids) | (set() if params.ignore_eos else set(eos_token_ids))
+    if set(params.allowed_token_ids) <= banned:
+        raise ValueError(f"request {request_id!r}: no token can be sampled: every id in allowed_token_ids="
+                         f"{params.allowed_token_ids} is banned (bad_words, logit_bias -inf, or a stop / EOS id "
+                         f"while min_tokens={params.min_tokens})")
 
 
 def check_request_options(request_id: str, priority: Any, policy: str) -> None:

@@ -34,8 +34,9 @@ waits for step N, feeds its tokens to the grammars and launches step N+1's sampl
 whose grammar is still compiling is skipped (it keeps its place in the queue).
 
 Speculative decoding (``speculative_config``): a running decode whose tokens are all on the host gets up to k
-draft tokens from the n-gram proposer and schedules 1 + k query tokens (its last token, then the drafts) in the
-same ragged step as the others; the step's sampler emits the accepted drafts plus one token of the target's
+draft tokens (n-gram: found on the host before its slots are allocated; draft model: proposed by the runner's
+``drafter`` for all such decodes at once, after their slots are allocated) and schedules 1 + k query tokens
+(its last token, then the drafts) in the same ragged step as the others; the step's sampler emits the accepted drafts plus one token of the target's
 (1..k + 1 tokens), which ``update`` appends one by one with the usual stop checks (truncating at the first
 stop). The slots of rejected drafts were allocated but hold stale K/V: the sequence's ``num_computed_tokens``
 only counts accepted positions, so later steps overwrite them. Proposing needs the previous step's tokens on
@@ -88,6 +89,7 @@ class Scheduler(TokenUpdates):
         preemption_cost: PreemptionCost | None = None,
         max_loras: int | None = None,  # distinct LoRA adapters among running sequences (None: no limit)
         speculative_config: SpeculativeConfig | None = None,
+        drafter: Any = None,  # method "draft_model": the runner's propose_drafts (speculation.py)
     ) -> None:
         if policy not in POLICIES:
             raise ValueError(f"scheduling policy {policy!r} is not supported; choose one of {POLICIES}")
@@ -114,7 +116,8 @@ class Scheduler(TokenUpdates):
         # prefix-cache lookups at admission: prompt (+ output) tokens looked up, and tokens found cached
         self.prefix_cache_queries = 0
         self.prefix_cache_hits = 0
-        self.speculation = Speculation(speculative_config, max_model_len) if speculative_config else None
+        self.speculation = (Speculation(speculative_config, max_model_len, drafter)
+                           if speculative_config else None)
 
     def add(self, seq: Sequence) -> None:
         if self.policy == "priority":
@@ -166,6 +169,7 @@ class Scheduler(TokenUpdates):
         max_model_len = self.max_model_len
         spec = self.speculation
         speculate = spec is not None and not self._inflight and spec.config.speculates(len(running))
+        pending: list[tuple[Sequence, ScheduledSeq, int]] = []  # draft model: decodes awaiting their drafts
         while i < len(running) and budget > 0:
             seq = running[i]
             toks = seq.token_ids
@@ -173,8 +177,12 @@ class Scheduler(TokenUpdates):
                 i += 1  # its pending token is its last: nothing more to compute
                 continue
             n = min(len(toks) - seq.num_computed_tokens, budget)
-            drafts = spec.propose(seq, budget) if speculate and n == 1 else ()
-            n += len(drafts)
+            drafts, num_model_drafts = (), 0
+            if speculate and n == 1 and spec.drafter is None:
+                drafts = spec.propose(seq, budget)
+            elif speculate and n == 1:
+                num_model_drafts = spec.room(seq, budget)  # proposed below, once their slots are allocated
+            n += len(drafts) + num_model_drafts
             while not bm.allocate_slots(seq, n):
                 victim = running.pop()  # the most recently admitted; it may be seq itself
                 self._preempt(victim)
@@ -182,12 +190,16 @@ class Scheduler(TokenUpdates):
                 if victim is seq:
                     break
             else:
-                batch.append(self._scheduled_seq(seq, seq.num_computed_tokens, n, drafts))
+                batch.append(self._scheduled_seq(seq, seq.num_computed_tokens, n - num_model_drafts, drafts))
+                if num_model_drafts:
+                    pending.append((seq, batch[-1], num_model_drafts))
                 scheduled.append(seq)
                 budget -= n
                 i += 1
                 continue
             break  # seq preempted itself: every later sequence is already preempted
+        if pending:
+            spec.draft_all(pending)
 
         if not preempted:
             waiting = self.waiting
@@ -349,6 +361,9 @@ class Scheduler(TokenUpdates):
                 if self._append_token(seq, token, logprobs[j] if logprobs else None, decode, now, constrained):
                     finished.append(seq)
                     break
+            if seq.seq_id in output.nonfinite and seq.status != SequenceStatus.FINISHED:
+                self._finish_error(seq, finished)
+                continue
             if sseq.draft_token_ids and seq.status == SequenceStatus.RUNNING:
                 seq.num_computed_tokens = len(seq.token_ids) - 1  # rejected drafts' slots are recomputed
         if constrained:

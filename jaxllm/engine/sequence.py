@@ -15,7 +15,7 @@ from ..outputs import PromptLogprobs, SampleLogprobs
 class SequenceStatus(enum.IntEnum):
     WAITING = 0  # queued for (re)prefill: new, or preempted (num_computed_tokens reset to 0)
     RUNNING = 1  # holds KV blocks and is scheduled every step while the token budget allows
-    FINISHED = 2  # done: see finish_reason ("stop", "length" or "abort")
+    FINISHED = 2  # done: see finish_reason ("stop", "length", "abort" or "error")
 
 
 class Sequence:

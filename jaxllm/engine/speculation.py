@@ -1,10 +1,16 @@
 """The scheduler's part of speculative decoding (host, no jax): drafts for a decode, the sampling rows that
 verify them, and vLLM's acceptance counters. The scheduler's docstring describes the step; docs/spec_decode.md
-the whole design."""
+the whole design.
+
+n-gram drafts are found on the host before a decode's slots are allocated. A draft model's drafts come from
+the runner's ``drafter`` (``ModelRunner.propose_drafts``, a callable handed in by the engine, which keeps this
+package free of jax): the scheduler allocates 1 + k slots per speculating decode first (the draft model writes
+its own K/V of the drafts into the same slots of its cache), then asks for all drafts of the step at once."""
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from ..spec_decode import NgramProposer, SpeculativeConfig
 from .batch import ScheduledSeq
@@ -12,11 +18,20 @@ from .sequence import Sequence
 
 
 class Speculation:
-    def __init__(self, config: SpeculativeConfig, max_model_len: int) -> None:
+    def __init__(self, config: SpeculativeConfig, max_model_len: int, drafter: Any = None) -> None:
+        """``drafter`` (method "draft_model"): called with [(sequence, number of drafts)], returns one tuple of
+        that many draft token ids per sequence."""
         self.config = config
         self.max_model_len = max_model_len
-        self.proposer = NgramProposer(config.num_speculative_tokens, config.prompt_lookup_max,
-                                      config.prompt_lookup_min)
+        if config.method == "draft_model":
+            if not callable(drafter):
+                raise ValueError("speculative_config method='draft_model' needs a runner with a draft model "
+                                 "(ModelRunner.propose_drafts)")
+            self.proposer, self.drafter = None, drafter
+        else:
+            self.drafter = None
+            self.proposer = NgramProposer(config.num_speculative_tokens, config.prompt_lookup_max,
+                                          config.prompt_lookup_min)
         # vLLM's spec-decode counters: sequence-steps with drafts, draft tokens, accepted draft tokens, and
         # accepted drafts by position (index j: draft j + 1 accepted)
         self.num_drafts = 0
@@ -28,12 +43,30 @@ class Speculation:
         """Draft tokens for a decode of ``seq``: as many as still fit max_tokens, max_model_len and the step's
         token budget once the target's own token is counted. A sequence under structured outputs gets none:
         its grammar masks only the row of the token it has accepted so far."""
+        room = self.room(seq, budget)
+        return tuple(self.proposer.propose(seq.token_ids, room)) if room > 0 else ()
+
+    def room(self, seq: Sequence, budget: int) -> int:
+        """How many drafts a decode of ``seq`` may verify: up to k, within max_tokens, max_model_len and the
+        step's token budget once the target's own token is counted (0 under structured outputs, see
+        ``propose``)."""
         if seq.grammar is not None:
-            return ()
+            return 0
         toks = seq.token_ids
         room = min(seq.max_tokens - (len(toks) - seq.num_prompt_tokens), self.max_model_len - len(toks),
                    budget) - 1
-        return tuple(self.proposer.propose(toks, room)) if room > 0 else ()
+        return max(0, min(room, self.config.num_speculative_tokens))
+
+    def draft_all(self, pending: list[tuple[Sequence, ScheduledSeq, int]]) -> None:
+        """Draft-model speculation: the drafts of every (sequence, its scheduled decode, number of drafts) of a
+        step, proposed by the runner in one call once their slots are allocated, then attached."""
+        if not pending:
+            return
+        drafts = self.drafter([(seq, n) for seq, _, n in pending])
+        for (seq, sseq, n), d in zip(pending, drafts):
+            if len(d) != n:
+                raise RuntimeError(f"drafter returned {len(d)} drafts for seq {seq.seq_id}, expected {n}")
+            self.attach(seq, sseq, tuple(d))
 
     @staticmethod
     def attach(seq: Sequence, sseq: ScheduledSeq, drafts: tuple[int, ...]) -> None:

@@ -4,12 +4,15 @@ Mixed into ``Scheduler``."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from ..structured_outputs.grammar import accept_tokens
 from .batch import RunnerOutput, ScheduledSeq
 from .detokenizer import make_logprobs
 from .sequence import Sequence, SequenceStatus
+
+logger = logging.getLogger("jaxllm")
 
 
 class TokenUpdates:
@@ -20,10 +23,12 @@ class TokenUpdates:
         sid = sseq.seq_id
         if sseq.draft_token_ids:
             tokens = output.accepted.get(sid)
-            if not tokens:
+            if not tokens and not (tokens is not None and sid in output.nonfinite):
                 raise RuntimeError(f"runner returned no accepted tokens for speculative seq {sid}")
-            self.speculation.count(sseq, len(tokens))
+            self.speculation.count(sseq, len(tokens) + (sid in output.nonfinite))  # drafts accepted: len(tokens)
             lps = output.accepted_logprobs.get(sid)
+        elif sid in output.nonfinite:
+            return [], []
         else:
             try:
                 tokens = [int(output.sampled[sid])]
@@ -59,6 +64,20 @@ class TokenUpdates:
                 self.waiting.remove(seq)
             return True
         return False
+
+    def _finish_error(self, seq: Sequence, finished: list[Sequence]) -> None:
+        """The sampler found no valid token for ``seq`` (non-finite logits, or every token masked): it ends with
+        finish_reason "error" (vLLM's FinishReason.ERROR) and the tokens it has; the other sequences of the step
+        are unaffected. A placeholder of asynchronous scheduling for the missing token is dropped."""
+        while seq.token_ids[-1] < 0:
+            seq.token_ids.pop()
+        logger.warning("request %r (sample %d): the logits held NaN / inf or left no token to sample after "
+                       "%d generated tokens; it finishes with finish_reason 'error'", seq.request_id, seq.index,
+                       seq.num_output_tokens)
+        if seq.status == SequenceStatus.WAITING:  # preempted while this step ran
+            self.waiting.remove(seq)
+        seq.finish("error")
+        finished.append(seq)
 
     def _finish_pooled(self, seq: Sequence, output: RunnerOutput, finished: list[Sequence]) -> None:
         """A pooling request's whole prompt ran: it finishes with the runner's pooled data (nothing sampled)."""

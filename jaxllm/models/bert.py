@@ -5,7 +5,8 @@ Bidirectional: every token attends to every non-padding token of its sequence (n
 Embeddings are word + absolute position + token type, then LayerNorm; each layer is post-LayerNorm
 (attention -> add -> LayerNorm -> GELU MLP -> add -> LayerNorm). RoBERTa / XLM-R differ only in where positions
 start (``pad_token_id + 1``), a config fact. The layers' parameters are stacked on a leading layer axis and run
-with ``lax.scan``: one layer is traced and compiled whatever the depth.
+with a fully unrolled ``lax.scan``: one layer is traced whatever the depth, and the program has no XLA while
+loop, whose every iteration XLA's GPU runtime drives from the host (a sync and a launch sequence per layer).
 
 Shape letters: B batch, L padded sequence length, D model dim, H heads, Dh head dim, F ffn dim, V vocab.
 """
@@ -130,7 +131,7 @@ class BertModel(nnx.Module):
         def layer(x, p):
             return _encoder_layer(cfg, x, p, lens, attention_impl), None
 
-        x, _ = jax.lax.scan(layer, x, layers)
+        x, _ = jax.lax.scan(layer, x, layers, unroll=True)
         return x
 
 
@@ -138,8 +139,9 @@ def _encoder_layer(cfg: EncoderConfig, x, p, lens, attention_impl: str | None):
     """One post-LN layer: x [B, L, D] -> [B, L, D]; keys past ``lens`` [B] are masked out."""
     eps = cfg.layer_norm_eps
     with jax.named_scope("attention"):
-        qkv = jnp.einsum("bld,dchk->blchk", x, p["qkv"]) + p["qkv_bias"]
-        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        # three projections rather than one sliced [B, L, 3, H, Dh] result: each comes out contiguous, as the
+        # attention kernel reads it, with no strided copies of q, k and v
+        q, k, v = (jnp.einsum("bld,dhk->blhk", x, p["qkv"][:, c]) + p["qkv_bias"][c] for c in range(3))
         a = jax.nn.dot_product_attention(q, k, v, query_seq_lengths=lens, key_value_seq_lengths=lens,
                                          scale=cfg.head_dim ** -0.5, implementation=attention_impl)
         a = jnp.einsum("blhk,hkd->bld", a, p["o"]) + p["o_bias"]

@@ -20,6 +20,10 @@ which stalls the launch of the next step. ``scripts/bench_sampler.py`` times eve
 Structured outputs (``config.grammar_words``): a packed allowed-token bitmask per row, built on the host by
 ``jaxllm.structured_outputs.grammar``, sets the logits of disallowed tokens to -inf before everything else.
 
+Non-finite logits (``nonfinite_rows``): a row whose raw logits hold a NaN or +inf, or whose processed logits
+leave no token, is flagged in ``SamplerOutput.nonfinite``; the engine then ends that request with finish_reason
+"error" instead of emitting the arbitrary id argmax returns. The flag travels with the token ids (no extra sync).
+
 Logprobs (``config.num_logprobs`` > 0) come from the RAW logits (vLLM v1's default ``raw_logprobs``; after the grammar mask): the
 sampled token's logprob, its rank (1 + number of tokens with a strictly greater logprob) and the top-k ids and
 logprobs.
@@ -48,10 +52,13 @@ class SamplerOutput:
     rank: Any = None  # [S] i32: 1 + number of tokens with a strictly greater raw logprob
     top_ids: Any = None  # [S, num_logprobs] i32, best first
     top_logprobs: Any = None  # [S, num_logprobs] f32
+    nonfinite: Any = None  # [S] bool: the row has no valid token (``nonfinite_rows``); its token is meaningless
 
 
 jax.tree_util.register_dataclass(
-    SamplerOutput, data_fields=["token_ids", "logprob", "rank", "top_ids", "top_logprobs"], meta_fields=[]
+    SamplerOutput,
+    data_fields=["token_ids", "logprob", "rank", "top_ids", "top_logprobs", "nonfinite"],
+    meta_fields=[],
 )
 
 
@@ -144,13 +151,27 @@ def apply_grammar_bitmask_reference(logits, bitmask):
     return out
 
 
+def nonfinite_rows(raw: jax.Array, processed: jax.Array | None, tokens: jax.Array) -> jax.Array:
+    """Rows [S] bool that must not emit their token: the raw logits [S, V] f32 hold a NaN or +inf (a broken
+    forward: argmax would pick an arbitrary id), or no token survives the processing (every processed logit
+    -inf or NaN). ``processed`` None (greedy-only variant): raw is what the argmax saw, and since argmax picks
+    a NaN or +inf when there is one, the raw logit of the chosen token [S] tells it all with no extra pass.
+    Otherwise one fused reduction over the raw row plus the processed logit of the chosen token."""
+    chosen = jnp.take_along_axis(raw if processed is None else processed, tokens[:, None], axis=1)[:, 0]
+    if processed is None:
+        return ~jnp.isfinite(chosen)
+    broken = jnp.any(jnp.isnan(raw) | (raw == jnp.inf), axis=-1)
+    return broken | ~(chosen > _NEG_INF)  # NaN compares False: caught as well
+
+
 def sample(logits: jax.Array, metadata: Any, config: Any) -> SamplerOutput:
     """logits [S, V] (any float dtype, computed as f32), metadata: ``SamplingMetadata`` pytree of device
     arrays, config: ``SamplerConfig`` (static) -> ``SamplerOutput``. Pure jax, no host sync; call inside the
     jitted step."""
     logits = logits.astype(jnp.float32)
     if config.greedy_only:
-        return SamplerOutput(token_ids=first_argmax(logits))
+        tokens = first_argmax(logits)
+        return SamplerOutput(token_ids=tokens, nonfinite=nonfinite_rows(logits, None, tokens))
     md = metadata
     if config.grammar_words:  # first, as vLLM: logprobs and every filter see the masked logits
         with jax.named_scope("grammar_bitmask"):
@@ -161,7 +182,7 @@ def sample(logits: jax.Array, metadata: Any, config: Any) -> SamplerOutput:
         tokens = _random_tokens(x, md, config)
     else:
         tokens = first_argmax(x)
-    out = SamplerOutput(token_ids=tokens)
+    out = SamplerOutput(token_ids=tokens, nonfinite=nonfinite_rows(logits, x, tokens))
     if config.num_logprobs:
         with jax.named_scope("logprobs"):
             out.logprob, out.rank, out.top_ids, out.top_logprobs = token_logprobs(

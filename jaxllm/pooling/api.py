@@ -13,7 +13,7 @@ import itertools
 from typing import Any
 
 from jaxllm.call_guard import serialized
-from jaxllm.inputs import as_prompt_list, check_tokenization_kwargs, tokenize_prompt
+from jaxllm.inputs import as_prompt_list, check_tokenization_kwargs, name_the_prompt, tokenize_prompt
 from jaxllm.pooling.config import PoolingModelInfo, pooling_model_info, resolve_runner
 from jaxllm.pooling.outputs import (
     ClassificationRequestOutput,
@@ -87,7 +87,7 @@ class PoolingMixin(ScoringMixin):
         from jaxllm.pooling.runner import PoolingModelRunner
 
         cfg = dataclasses.replace(backbone_config(hf, args.dtype, args.quantization), **kernel_fields(args))
-        args = args.resolve(platform, derived_max_model_len(cfg))
+        args = args.resolve(platform, derived_max_model_len(cfg), pooling=True)
         self.model_config, self.engine_args = cfg, args
         model, head = load_decoder(path, cfg, info, mesh, args.load_format, args.seed)
         runner = PoolingModelRunner(model, cfg, mesh, args, info=info, head=head)
@@ -198,7 +198,10 @@ class PoolingMixin(ScoringMixin):
         """Run the requests (all or none are queued) and return their outputs in order."""
         ids = [str(next(self._request_counter)) for _ in requests]
         if self.llm_engine is None:
-            data = self._encoder.run(ids, requests, use_tqdm)
+            try:
+                data = self._encoder.run(ids, requests, use_tqdm)
+            except (ValueError, TypeError) as e:  # a validation error names the prompt's index, not our id
+                raise name_the_prompt(e, ids) from None
             return [PoolingRequestOutput(rid, d, toks, True) for rid, d, (toks, _) in zip(ids, data, requests)]
         engine = self.llm_engine
         added: list[str] = []
@@ -206,8 +209,10 @@ class PoolingMixin(ScoringMixin):
             for rid, (toks, p) in zip(ids, requests):
                 engine.add_request(rid, toks, p)
                 added.append(rid)
-        except Exception:
+        except Exception as e:
             engine.abort_request(added)
+            if isinstance(e, (ValueError, TypeError)):
+                raise name_the_prompt(e, ids) from None
             raise
         return self._run(added, use_tqdm)
 

@@ -2,16 +2,17 @@
 
 Why not the paged engine: a bidirectional layer needs every token of the sequence before any output is
 final, so a prompt cannot be chunked, and nothing is reused afterwards (no decode, no prefix to cache). Each
-request therefore runs whole, in one call: requests are sorted by length and packed into [B, L] batches, where
-L is the smallest length bucket (``length_buckets``: powers of two from 16 and their 1.5x midpoints, so a
-batch pads at most a third of its slots, up to ``max_model_len``) holding the batch's longest
-sequence and B = ``max_num_batched_tokens // L`` (at least 1, at most ``max_num_seqs``) rows; short rows are
-padded and masked out of attention (``key_value_seq_lengths``). One program per length bucket, compiled at
-start-up unless ``enforce_eager``; token-level tasks use a second program per bucket compiled on first use.
+request therefore runs whole, in one call: ``batching.plan_batches`` sorts the requests by length and packs
+them into [B, L] batches, L a length bucket (``batching.length_buckets``: four per octave, so a row pads less
+than a quarter of its length) and B = ``max_num_batched_tokens // L`` (at least 1, at most ``max_num_seqs``
+and what keeps XLA's attention scores within ``batching.SCORES_BYTES``) rows; short rows are padded and masked out of attention (``key_value_seq_lengths``). One program per length
+bucket, compiled at start-up unless ``enforce_eager``; token-level tasks use a second program per bucket
+compiled on first use. ``IN_FLIGHT`` batches are queued on the device while the host pools the oldest one.
 """
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
 import time
@@ -24,36 +25,34 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxllm.engine.request_checks import check_prompt
 from jaxllm.models.bert import EncoderConfig
+from jaxllm.pooling.batching import batch_rows, length_buckets, plan_batches
 from jaxllm.pooling.config import pooling_model_info
 from jaxllm.pooling.heads import encoder_head
-from jaxllm.pooling.outputs import PoolingOutput
+from jaxllm.pooling.outputs import PoolingOutput, pooled_output
 from jaxllm.pooling.pooler import PooledState, finish
 
 logger = logging.getLogger("jaxllm")
 
 
-def length_buckets(max_model_len: int, smallest: int = 16) -> list[int]:
-    """Padded sequence lengths: 16, 24, 32, 48, 64, 96, ... below ``max_model_len``, then ``max_model_len``."""
-    out, n = [], smallest
-    while n < max_model_len:
-        out += [n] + ([n * 3 // 2] if n * 3 // 2 < max_model_len else [])
-        n *= 2
-    return out + [max_model_len]
+# Batches queued on the device at once: the host fills and launches the next ones while the oldest runs, so
+# its per-batch work (padding, pooling heads, outputs) hides behind the device's.
+IN_FLIGHT = 2
 
 
 def _encode(graphdef, state, ids, types, lens, *, pooling_type: str, token_rows: bool, attention_impl):
     """ids / types [B, L], lens [B] -> (pooled [B, D] float32, hidden [B, L, D] float32 or None). MEAN returns
-    the masked row sum (the host divides by the length)."""
-    hidden = nnx.merge(graphdef, state)(ids, types, lens, attention_impl).astype(jnp.float32)
+    the masked row sum (the host divides by the length). Rows are picked (or summed in float32) before any
+    cast, so only token-level tasks convert the whole [B, L, D] output."""
+    hidden = nnx.merge(graphdef, state)(ids, types, lens, attention_impl)
     with jax.named_scope("pool"):
         if pooling_type == "CLS":
             pooled = hidden[:, 0]
         elif pooling_type == "LAST":
             pooled = jnp.take_along_axis(hidden, jnp.maximum(lens - 1, 0)[:, None, None], axis=1)[:, 0]
         else:
-            mask = (jnp.arange(ids.shape[1])[None, :] < lens[:, None]).astype(jnp.float32)
-            pooled = jnp.einsum("bld,bl->bd", hidden, mask)
-    return pooled, (hidden if token_rows else None)
+            mask = (jnp.arange(ids.shape[1])[None, :] < lens[:, None]).astype(hidden.dtype)
+            pooled = jnp.einsum("bld,bl->bd", hidden, mask, preferred_element_type=jnp.float32)
+    return pooled.astype(jnp.float32), (hidden.astype(jnp.float32) if token_rows else None)
 
 
 def _check_no_kv_cache_args(args) -> None:
@@ -105,7 +104,7 @@ class EncoderRunner:
         if args.max_model_len is not None and args.max_model_len > config.max_model_len:
             raise ValueError(f"max_model_len={args.max_model_len} is longer than the {config.max_model_len} "
                              f"positions of {config.architecture}'s absolute position embeddings")
-        args = args.resolve(platform, config.max_model_len)
+        args = args.resolve(platform, config.max_model_len, pooling=True)
         info = pooling_model_info(path, hf, args.pooler_config)
         if args.load_format == "dummy":
             model, tensors = dummy_bert(config, mesh, args.seed, info.num_labels)
@@ -115,7 +114,12 @@ class EncoderRunner:
         return cls(model, config, info, mesh, args, enforce_eager=args.enforce_eager, head=head)
 
     def batch_rows(self, length: int) -> int:
-        return max(1, min(self.args.max_num_seqs, self.args.max_num_batched_tokens // length))
+        return batch_rows(length, self.args.max_num_batched_tokens, self.args.max_num_seqs, self.config.num_heads)
+
+    def plan(self, lengths: list[int]) -> list[tuple[list[int], int]]:
+        """(request indices, padded length) per batch for requests of these lengths (``plan_batches``)."""
+        return plan_batches(lengths, self.lengths, self.args.max_num_batched_tokens, self.args.max_num_seqs,
+                            self.config.num_heads)
 
     def _program(self, length: int, token_rows: bool):
         key = (length, token_rows)
@@ -134,16 +138,18 @@ class EncoderRunner:
             self.compile_seconds += time.perf_counter() - t0
         return self._compiled[key]
 
-    def _lower(self, length: int, token_rows: bool):
+    def _lower(self, length: int, token_rows: bool, lowering_platforms: tuple[str, ...] | None = None):
+        """The lowered program of one length bucket; ``lowering_platforms`` as ``ModelRunner.lower``."""
         rows = self.batch_rows(length)
         ids = jax.ShapeDtypeStruct((rows, length), jnp.int32, sharding=self._replicated)
         lens = jax.ShapeDtypeStruct((rows,), jnp.int32, sharding=self._replicated)
-        return self._encode.lower(self.state, ids, ids, lens, pooling_type=self.info.pooling_type,
-                                  token_rows=token_rows, attention_impl=self.attention_impl)
+        return self._encode.trace(self.state, ids, ids, lens, pooling_type=self.info.pooling_type,
+                                  token_rows=token_rows, attention_impl=self.attention_impl
+                                  ).lower(lowering_platforms=lowering_platforms)
 
     def run(self, request_ids: list[str], requests: list, use_tqdm: bool = False) -> list[PoolingOutput]:
-        """Validate every request (before any device work), then encode them in length-sorted batches, one
-        batch in flight while the host finishes the previous one."""
+        """Validate every request (before any device work), then encode them in length-sorted batches
+        (``plan_batches``), up to ``IN_FLIGHT`` more batches queued while the host finishes the oldest one."""
         for rid, (ids, _) in zip(request_ids, requests):
             check_prompt(rid, ids, self.config.vocab_size, self.args.max_model_len, generates=False)
         results: list[PoolingOutput | None] = [None] * len(requests)
@@ -153,29 +159,17 @@ class EncoderRunner:
 
             make_bar = use_tqdm if callable(use_tqdm) else tqdm
             bar = make_bar(total=len(requests), desc="Processed prompts", dynamic_ncols=True)
-        pending = None
-        for batch, length in self._plan(requests):
-            launched = self._launch(batch, requests, length)
-            if pending is not None:
-                self._collect(*pending, requests, results, bar)
-            pending = launched
-        if pending is not None:
-            self._collect(*pending, requests, results, bar)
+        pending: collections.deque = collections.deque()
+        lengths = [len(ids) for ids, _ in requests]
+        for batch, length in self.plan(lengths):
+            pending.append(self._launch(batch, requests, length))
+            if len(pending) > IN_FLIGHT:
+                self._collect(*pending.popleft(), requests, results, bar)
+        while pending:
+            self._collect(*pending.popleft(), requests, results, bar)
         if bar is not None:
             bar.close()
         return results
-
-    def _plan(self, requests: list) -> list[tuple[list[int], int]]:
-        """(request indices, padded length) per batch: length-sorted; a batch takes the next requests that fit
-        the bucket of its shortest one, up to the bucket's row count."""
-        order = sorted(range(len(requests)), key=lambda i: len(requests[i][0]))
-        plan, i = [], 0
-        while i < len(order):
-            length = next(n for n in self.lengths if n >= len(requests[order[i]][0]))
-            batch = [j for j in order[i:i + self.batch_rows(length)] if len(requests[j][0]) <= length]
-            plan.append((batch, length))
-            i += len(batch)
-        return plan
 
     def _launch(self, batch: list[int], requests: list, length: int):
         """Pad the batch to [rows, length] and start its program (asynchronous)."""
@@ -204,6 +198,6 @@ class EncoderRunner:
             state = PooledState()
             state.add(self.info.pooling_type, pooled[r], int(lens[r]),
                       None if hidden is None else hidden[r, :lens[r]])
-            results[j] = PoolingOutput(finish(self.info, self.head, state, requests[j][1]))
+            results[j] = pooled_output(finish(self.info, self.head, state, requests[j][1]))
         if bar is not None:
             bar.update(len(batch))

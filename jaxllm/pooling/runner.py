@@ -24,6 +24,7 @@ from flax import nnx
 
 from jaxllm.engine.batch import RunnerOutput, ScheduledBatch
 from jaxllm.pooling.config import PoolingModelInfo
+from jaxllm.pooling.outputs import pooled_output
 from jaxllm.pooling.pooler import PooledState, finish
 from jaxllm.runner.input_batch import build_step_inputs, pack_step_inputs, unpack_step_inputs
 from jaxllm.runner.model_runner import ModelRunner
@@ -31,15 +32,16 @@ from jaxllm.runner.programs import ForwardKey
 
 
 def _pool_rows(hidden, query_start_loc, last_indices, pooling_type: str):
-    """hidden [T, D] float32 -> [S, D]: each sequence's last new row (LAST), first row (CLS) or row sum (MEAN).
-    Padding tokens lie past query_start_loc[-1] and land in a dropped segment."""
+    """hidden [T, D] -> [S, D] float32: each sequence's last new row (LAST), first row (CLS) or row sum (MEAN,
+    summed in float32). Rows are picked before the cast. Padding tokens lie past query_start_loc[-1] and land
+    in a dropped segment; "compare_all" finds the segments without the while loop of the default search."""
     num_seqs, num_tokens = last_indices.shape[0], hidden.shape[0]
     if pooling_type == "LAST":
-        return hidden[last_indices]
+        return hidden[last_indices].astype(jnp.float32)
     if pooling_type == "CLS":
-        return hidden[jnp.minimum(query_start_loc[:-1], num_tokens - 1)]
-    segment = jnp.searchsorted(query_start_loc[1:], jnp.arange(num_tokens), side="right")
-    return jax.ops.segment_sum(hidden, segment, num_segments=num_seqs + 1)[:num_seqs]
+        return hidden[jnp.minimum(query_start_loc[:-1], num_tokens - 1)].astype(jnp.float32)
+    segment = jnp.searchsorted(query_start_loc[1:], jnp.arange(num_tokens), side="right", method="compare_all")
+    return jax.ops.segment_sum(hidden.astype(jnp.float32), segment, num_segments=num_seqs + 1)[:num_seqs]
 
 
 def _pool_forward(graphdef, treedef, mesh, params, kv_caches, packed_inputs, *, dims, pooling_type: str,
@@ -49,12 +51,11 @@ def _pool_forward(graphdef, treedef, mesh, params, kv_caches, packed_inputs, *, 
     model = nnx.merge(graphdef, jax.tree_util.tree_unflatten(treedef, params))
     hidden, kv_caches = model.forward_paged(inputs.input_ids, inputs.positions, kv_caches, inputs.attention,
                                             attention_impl, mesh)
-    hidden = hidden.astype(jnp.float32)
     with jax.named_scope("pool"):
         pooled = _pool_rows(hidden, inputs.attention.query_start_loc, inputs.logits_indices, pooling_type)
         if out_sharding is not None:
             pooled = jax.lax.with_sharding_constraint(pooled, out_sharding)
-    return kv_caches, pooled, (hidden if token_rows else None)
+    return kv_caches, pooled, (hidden.astype(jnp.float32) if token_rows else None)
 
 
 class PoolingModelRunner(ModelRunner):
@@ -74,14 +75,14 @@ class PoolingModelRunner(ModelRunner):
 
     # ---- compilation (replaces the generate programs) ---------------------------------------------------
 
-    def _compile(self, key: ForwardKey):
+    def lower(self, key: ForwardKey, lowering_platforms: tuple[str, ...] | None = None):
         """The pooled forward of ``key.bucket``; ``key.return_hidden``: also every token's hidden row (token-level
         tasks); ``key.long_prefill``: with the long-prefill attention path (``KernelPolicy``). The generate
         runner's key, so its start-up compile, long-prefill fallback and cache shrink apply unchanged."""
-        return self._pool.lower(self.params, self.kv_caches, self._padding_step(key.bucket), dims=self._dims(key.bucket),
+        return self._pool.trace(self.params, self.kv_caches, self._padding_step(key.bucket), dims=self._dims(key.bucket),
                                 pooling_type=self.info.pooling_type, token_rows=key.return_hidden,
                                 attention_impl=self.kernels.attention(key.long_prefill),
-                                out_sharding=self._replicated).compile(compiler_options=self.forward_compile_options)
+                                out_sharding=self._replicated).lower(lowering_platforms=lowering_platforms)
 
     def startup_keys(self) -> list[ForwardKey]:
         """The generate runner's start-up forwards (no sampler programs: nothing is sampled)."""
@@ -134,7 +135,7 @@ class PoolingModelRunner(ModelRunner):
             offset += s.num_new_tokens
             if s.sample:  # the prompt's last chunk
                 del self._states[s.seq_id]
-                out.pooled[s.seq_id] = finish(self.info, self.head, state, s.pooling_params)
+                out.pooled[s.seq_id] = pooled_output(finish(self.info, self.head, state, s.pooling_params))
         return out
 
 

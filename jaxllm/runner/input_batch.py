@@ -94,11 +94,11 @@ def build_step_inputs(batch: ScheduledBatch, bucket: Bucket, block_size: int, ma
             ids.append(s.token_ids[start])
             pos.append(start)
             slots.append(table[start // block_size] * block_size + start % block_size)
-        else:
+        else:  # a prefill chunk: its slots in one numpy pass (a Python loop costs ~1 us a token)
             ids.extend(s.token_ids[start:end])
-            p = range(start, end)
-            pos.extend(p)
-            slots.extend(table[x // block_size] * block_size + x % block_size for x in p)
+            pos.extend(range(start, end))
+            p = np.arange(start, end)
+            slots.extend((np.asarray(table)[p // block_size] * block_size + p % block_size).tolist())
         if table_rows is None:
             block_tables[i, :len(table)] = table
         lens.append(end)

@@ -37,7 +37,21 @@ def check_weights_fit(variables: dict, devices) -> None:
     """Refuse, before anything is allocated, a model whose weights cannot fit: their bytes split evenly over
     ``devices`` (a lower bound of any device's share) against one device's memory (the allocator's limit on a GPU,
     physical memory on the CPU). ``variables``: {path: abstract Variable} of ``nnx.eval_shape``."""
-    total = sum(v.get_value().size * v.get_value().dtype.itemsize for v in variables.values())
+    _refuse_weights(sum(v.get_value().size * v.get_value().dtype.itemsize for v in variables.values()), devices)
+
+
+_DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+
+
+def check_config_fits(cfg: ModelConfig, devices) -> None:
+    """``check_weights_fit`` from the config alone, before the abstract model is built (``nnx.eval_shape`` of a
+    corrupted config's thousands of wide layers takes minutes): a lower bound of the weights' bytes, every
+    parameter at its smallest storage (half a byte with int4 checkpoints, one with int8 / fp8)."""
+    per_param = {"awq": 0.5, "gptq": 0.5, "int8": 1, "fp8": 1}.get(cfg.quantization, _DTYPE_BYTES.get(cfg.dtype, 1))
+    _refuse_weights(int(cfg.num_params() * per_param), devices)
+
+
+def _refuse_weights(total: int, devices) -> None:
     device = devices[0]
     per_device = total // len(devices)
     capacity = _device_capacity(device)

@@ -55,6 +55,7 @@ from jaxllm.runner.spec_rows import SpecLayout, to_spec_runner_output
 from jaxllm.runner.step import make_forward, make_prompt_logprobs, make_sample
 from jaxllm.runner.weight_updates import WeightUpdates
 from jaxllm.spec_decode import SpeculativeConfig
+from jaxllm.spec_decode.draft_runner import make_draft
 
 logger = logging.getLogger("jaxllm")
 
@@ -82,7 +83,11 @@ class ModelRunner(SleepMode, WeightUpdates):
         tp = mesh.devices.size
         vocab_spec = logical_to_spec((None, "vocab"), sharding_rules(cfg, tp))
         self._vocab_logits = NamedSharding(mesh, vocab_spec) if tp > 1 and any(vocab_spec) else None
+        # draft-model speculation: the draft's weights are placed before the KV cache is sized (they take memory)
+        self.draft = make_draft(args, cfg, mesh, self.ladder, self.max_blocks_per_seq)
         self.cache_plan = KVCachePlan(cfg, mesh, args, self.dtype)
+        if self.draft is not None:
+            self.draft.share_device_memory(self.cache_plan)
         self.kv_cache_dtype = self.cache_plan.dtype
         self._set_cache_shapes(self.cache_plan.num_blocks)  # shapes only until the programs are compiled
         # the KV cache's host tier (swap_space; None when nothing would use it)
@@ -105,9 +110,13 @@ class ModelRunner(SleepMode, WeightUpdates):
         if not args.enforce_eager:
             self.warm_up()
             self._fit_cache_to_temporaries(self.programs.peak_temp_bytes())
+            if self.draft is not None:
+                self.draft.compile(self.num_blocks)
         self._allocate_cache()
         if not args.enforce_eager:
             self._run_each_program_once()
+            if self.draft is not None:
+                self.draft.run_each_program_once()
 
     # ---- KV cache ----------------------------------------------------------------------------------------
 
@@ -121,8 +130,11 @@ class ModelRunner(SleepMode, WeightUpdates):
         self.kv_caches = self.cache_plan.shapes()
 
     def _allocate_cache(self) -> None:
-        """Replace the cache's shapes by zeroed device arrays (once the programs are compiled)."""
+        """Replace the cache's shapes by zeroed device arrays (once the programs are compiled); the draft
+        model's cache (draft-model speculation) gets as many blocks."""
         self.kv_caches = self.cache_plan.allocate()
+        if self.draft is not None:
+            self.draft.allocate(self.num_blocks)
 
     def _fit_cache_to_temporaries(self, measured_bytes: int) -> None:
         """When the compiled programs need more temporaries than the cache left (``KVCachePlan.shrink_to``),
@@ -137,16 +149,22 @@ class ModelRunner(SleepMode, WeightUpdates):
 
     def _compile(self, key: ProgramKey):
         """Lower and compile one program against the cache's current shapes."""
+        options = self.forward_compile_options if isinstance(key, ForwardKey) else None
+        return self.lower(key).compile(compiler_options=options)
+
+    def lower(self, key: ProgramKey, lowering_platforms: tuple[str, ...] | None = None):
+        """The lowered (not compiled) program of ``key``; ``lowering_platforms`` (e.g. ``("cuda",)``) lowers for
+        another platform than the devices' (a CPU test inspects what a GPU would run)."""
         if isinstance(key, ForwardKey):
-            return self._forward.lower(self.params, self.kv_caches, self._padding_step(key.bucket), self._prev_tokens,
+            return self._forward.trace(self.params, self.kv_caches, self._padding_step(key.bucket), self._prev_tokens,
                                        self._lora_stacks(), dims=self._dims(key.bucket), return_hidden=key.return_hidden,
                                        attention_impl=self.kernels.attention(key.long_prefill),
                                        logits_sharding=self._replicated, vocab_logits_sharding=self._vocab_logits
-                                       ).compile(compiler_options=self.forward_compile_options)
+                                       ).lower(lowering_platforms=lowering_platforms)
         logits = jax.ShapeDtypeStruct((key.num_seqs, self.cfg.vocab_size), jnp.float32, sharding=self._replicated)
-        return self._sample.lower(logits, self._neutral_sampling(key.num_seqs, key.config),
+        return self._sample.trace(logits, self._neutral_sampling(key.num_seqs, key.config),
                                   *self._neutral_spec(key.num_seqs), config=key.config,
-                                  out_rows=self._max_seqs).compile()
+                                  out_rows=self._max_seqs).lower(lowering_platforms=lowering_platforms)
 
     def _padding_step(self, bucket: Bucket):
         """A bucket's all-padding step inputs (no sequence, nothing written), packed and on the device: what its
@@ -248,7 +266,8 @@ class ModelRunner(SleepMode, WeightUpdates):
     def num_compilations(self) -> int:
         """Programs compiled so far: step variants, prompt-logprob programs and the host tier's copies."""
         swap = 0 if self.host_kv is None else self.host_kv.num_compilations
-        return len(self.programs) + self._prompt_lp._cache_size() + swap
+        draft = 0 if self.draft is None else self.draft.num_compilations
+        return len(self.programs) + self._prompt_lp._cache_size() + swap + draft
 
     def host_tier_kwargs(self, args: EngineArgs) -> dict:
         """LLMEngine's host-tier keywords: the slots, the switches, and the preemption cost rule's constants
@@ -340,6 +359,14 @@ class ModelRunner(SleepMode, WeightUpdates):
         if step.hidden is not None:
             out.prompt_logprobs = prompt_logprobs(step.batch, step.hidden, self._prompt_lp, self.params)
         return out
+
+    def propose_drafts(self, items) -> list[tuple[int, ...]]:
+        """Draft-model speculation (the scheduler's ``drafter``): [(sequence, n)] -> n draft ids each
+        (``DraftRunner.propose``)."""
+        if self.draft is None:
+            raise RuntimeError("propose_drafts needs speculative_config method='draft_model'")
+        self.check_awake()
+        return self.draft.propose(items)
 
     def execute(self, batch: ScheduledBatch) -> RunnerOutput:
         """One synchronous step: ``fetch(dispatch(batch))``."""

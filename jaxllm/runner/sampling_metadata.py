@@ -338,12 +338,17 @@ def build_sampling_metadata(
 
 def to_runner_output(seqs: Sequence[ScheduledSeq], sampler_output: Any) -> RunnerOutput:
     """Fetched ``SamplerOutput`` (numpy leaves, e.g. from ``jax.device_get``) -> ``RunnerOutput`` with
-    ``sampled`` and ``logprobs`` filled (``prompt_logprobs`` is left to the runner). ``top`` holds the
-    ``SamplingParams.logprobs`` best (token_id, logprob) pairs, best first."""
+    ``sampled`` and ``logprobs`` filled, or ``nonfinite`` for a row the sampler flagged (``prompt_logprobs`` is
+    left to the runner). ``top`` holds the ``SamplingParams.logprobs`` best (token_id, logprob) pairs, best
+    first."""
     out = RunnerOutput(sampled={})
     token_ids = np.asarray(sampler_output.token_ids)
+    nonfinite = getattr(sampler_output, "nonfinite", None)
     for i, seq in enumerate(seqs):
         if not seq.sample:
+            continue
+        if nonfinite is not None and nonfinite[i]:
+            out.nonfinite.add(seq.seq_id)
             continue
         token = int(token_ids[i])
         out.sampled[seq.seq_id] = token

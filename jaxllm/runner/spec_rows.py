@@ -42,6 +42,7 @@ def to_spec_runner_output(seqs: Sequence[ScheduledSeq], sampler_output, valid: n
     rows = sampling_rows(seqs)
     plain = RunnerOutput(sampled={})
     tokens = np.asarray(sampler_output.token_ids)
+    nonfinite = getattr(sampler_output, "nonfinite", None)
     r = 0
     for s in seqs:
         n = len(s.sampling_rows())
@@ -49,8 +50,13 @@ def to_spec_runner_output(seqs: Sequence[ScheduledSeq], sampler_output, valid: n
             part = to_runner_output([s], _RowView(sampler_output, r))
             plain.sampled.update(part.sampled)
             plain.logprobs.update(part.logprobs)
+            plain.nonfinite.update(part.nonfinite)
         else:
             emitted = [j for j in range(r, r + n) if valid[j]]
+            bad = [j for j in emitted if nonfinite is not None and nonfinite[j]]
+            if bad:  # the tokens before the first flagged row stand; the sequence then ends with an error
+                emitted = emitted[:emitted.index(bad[0])]
+                plain.nonfinite.add(s.seq_id)
             plain.accepted[s.seq_id] = [int(tokens[j]) for j in emitted]
             if s.sampling_params.logprobs is not None:
                 plain.accepted_logprobs[s.seq_id] = [row_logprobs(rows[j], sampler_output, j, int(tokens[j]))
@@ -63,8 +69,8 @@ class _RowView:
     """A fetched SamplerOutput seen from row ``r`` on (so ``to_runner_output`` reads row r as row 0)."""
 
     def __init__(self, out, r: int) -> None:
-        for name in ("token_ids", "logprob", "rank", "top_ids", "top_logprobs"):
-            value = getattr(out, name)
+        for name in ("token_ids", "logprob", "rank", "top_ids", "top_logprobs", "nonfinite"):
+            value = getattr(out, name, None)
             setattr(self, name, None if value is None else value[r:])
 
 

@@ -3,31 +3,37 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 
-METHODS = ("ngram",)
-_KEYS = ("method", "num_speculative_tokens", "prompt_lookup_max", "prompt_lookup_min", "disable_by_batch_size")
+METHODS = ("ngram", "draft_model")
+_KEYS = ("method", "model", "num_speculative_tokens", "prompt_lookup_max", "prompt_lookup_min",
+         "disable_by_batch_size")
+_NGRAM_MODELS = ("ngram", "[ngram]")  # vLLM's older spelling: model="[ngram]" with no method
 
 
 @dataclasses.dataclass(frozen=True)
 class SpeculativeConfig:
-    """``method``: "ngram" (prompt lookup). ``num_speculative_tokens`` k: draft tokens proposed per step.
-    ``prompt_lookup_max`` / ``prompt_lookup_min``: the longest / shortest suffix n-gram matched (vLLM's
-    defaults: one given -> the other equals it; neither -> both 5).
+    """``method``: "ngram" (prompt lookup) or "draft_model" (a smaller model of the same vocabulary, ``model``:
+    its checkpoint folder or hub id; vLLM infers "draft_model" when only ``model`` is given).
+    ``num_speculative_tokens`` k: draft tokens proposed per step. ``prompt_lookup_max`` / ``prompt_lookup_min``
+    (n-gram only): the longest / shortest suffix n-gram matched (vLLM's defaults: one given -> the other equals
+    it; neither -> both 5).
     ``disable_by_batch_size``: a step speculates only while at most this many sequences are running (vLLM's
     key; None = always); a large batch is compute-bound, where verifying k extra tokens per sequence costs
     more than the accepted tokens save."""
 
     method: str
     num_speculative_tokens: int
-    prompt_lookup_max: int
-    prompt_lookup_min: int
+    prompt_lookup_max: int | None
+    prompt_lookup_min: int | None
     disable_by_batch_size: int | None = None
+    model: str | None = None
 
     @classmethod
     def from_dict(cls, spec: Any) -> SpeculativeConfig | None:
-        """``LLM(speculative_config=...)``: None, or a dict with vLLM's keys. Unknown keys and methods other
-        than "ngram" are a ValueError naming them."""
+        """``LLM(speculative_config=...)``: None, or a dict with vLLM's keys. Unknown keys and methods are a
+        ValueError naming them."""
         if spec is None:
             return None
         if isinstance(spec, SpeculativeConfig):
@@ -37,11 +43,17 @@ class SpeculativeConfig:
         unknown = sorted(set(spec) - set(_KEYS))
         if unknown:
             raise ValueError(f"speculative_config keys {unknown} are not supported; supported keys: {list(_KEYS)}")
-        method = spec.get("method")
-        if method not in METHODS:
-            raise ValueError(f"speculative_config method={method!r} is not supported; supported: {list(METHODS)}")
+        method, model = _method_and_model(spec)
         k = spec.get("num_speculative_tokens")
         _check_int("num_speculative_tokens", k)
+        disable = spec.get("disable_by_batch_size")
+        if disable is not None:
+            _check_int("disable_by_batch_size", disable)
+        if method == "draft_model":
+            lookup = sorted(key for key in ("prompt_lookup_max", "prompt_lookup_min") if spec.get(key) is not None)
+            if lookup:
+                raise ValueError(f"speculative_config {lookup} apply to method='ngram', not 'draft_model'")
+            return cls(method, k, None, None, disable, model)
         lo, hi = spec.get("prompt_lookup_min"), spec.get("prompt_lookup_max")
         if lo is None and hi is None:  # vLLM's ngram defaults
             lo, hi = 5, 5
@@ -51,14 +63,34 @@ class SpeculativeConfig:
         _check_int("prompt_lookup_max", hi)
         if lo > hi:
             raise ValueError(f"speculative_config prompt_lookup_min={lo} must be <= prompt_lookup_max={hi}")
-        disable = spec.get("disable_by_batch_size")
-        if disable is not None:
-            _check_int("disable_by_batch_size", disable)
         return cls(method, k, hi, lo, disable)
 
     def speculates(self, num_running: int) -> bool:
         """Whether a step with ``num_running`` running sequences speculates (``disable_by_batch_size``)."""
         return self.disable_by_batch_size is None or num_running <= self.disable_by_batch_size
+
+
+def _method_and_model(spec: dict) -> tuple[str, str | None]:
+    """(method, draft model path) with vLLM's inference: no method but a ``model`` -> "draft_model" (or "ngram"
+    for model="[ngram]")."""
+    method, model = spec.get("method"), spec.get("model")
+    if isinstance(model, os.PathLike):
+        model = os.fspath(model)
+    if model is not None and not (isinstance(model, str) and model):
+        raise ValueError(f"speculative_config model={model!r} must be a checkpoint folder or hub id (a str)")
+    if method is None and model is not None:
+        method = "ngram" if model in _NGRAM_MODELS else "draft_model"
+    if method not in METHODS:
+        raise ValueError(f"speculative_config method={method!r} is not supported; supported: {list(METHODS)}")
+    if method == "ngram":
+        if model not in (None, *_NGRAM_MODELS):
+            raise ValueError(f"speculative_config model={model!r} does not apply to method='ngram' (drafts come "
+                             "from the prompt); use method='draft_model' for a draft model")
+        return method, None
+    if model is None:
+        raise ValueError("speculative_config method='draft_model' needs 'model': the draft checkpoint (a smaller "
+                         "model with the target's vocabulary)")
+    return method, model
 
 
 def _check_int(name: str, value: Any) -> None:

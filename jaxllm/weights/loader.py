@@ -37,7 +37,7 @@ from jaxllm.models.registry import model_class
 from jaxllm.ops import quant_matmul
 from jaxllm.parallel.sharding import make_mesh, named_sharding, sharding_rules
 from jaxllm.quantization_config import INT4_METHODS
-from jaxllm.runner.memory import check_weights_fit
+from jaxllm.runner.memory import check_config_fits, check_weights_fit
 from jaxllm.weights.fp8_layout import store_fp8_weights_k_minor
 from jaxllm.weights.gguf import GGUFCheckpoint, is_gguf
 from jaxllm.weights.inflight import DEFAULT_INFLIGHT_BYTES, InFlightCopies
@@ -61,6 +61,16 @@ def abstract_model(cfg: ModelConfig, dtype=None):
     abstract = nnx.eval_shape(build)
     graphdef, state = nnx.split(abstract)
     return graphdef, dict(nnx.to_flat_state(state))
+
+
+def _planned_model(cfg: ModelConfig, mesh: Mesh):
+    """``abstract_model`` of a model whose weights fit ``mesh``'s devices: refused from the config first (at
+    once), then from the exact parameter shapes."""
+    devices = mesh.devices.flatten()
+    check_config_fits(cfg, devices)
+    graphdef, variables = abstract_model(cfg)
+    check_weights_fit(variables, devices)
+    return graphdef, variables
 
 
 def _check_int4_tp(cfg: ModelConfig, tp: int) -> None:
@@ -224,8 +234,7 @@ def build_model_from_tensors(cfg: ModelConfig, tensors: Iterable[tuple[str, np.n
     """Model with weights from an iterable of (HF name, array in HF layout, source file). ``inflight_bytes``:
     the bound on host->device copies still running (``InFlightCopies``)."""
     mesh = mesh or make_mesh(1)
-    graphdef, variables = abstract_model(cfg)
-    check_weights_fit(variables, mesh.devices.flatten())
+    graphdef, variables = _planned_model(cfg, mesh)
     arrays = _assemble(cfg, tensors, variables, mesh, InFlightCopies(inflight_bytes))
     return _merge(cfg, graphdef, variables, arrays, mesh)
 
@@ -235,8 +244,7 @@ def canonical_arrays(path: str | os.PathLike, cfg: ModelConfig, mesh: Mesh,
     """{NNX path: sharded jax.Array} of a checkpoint in the model's canonical layout: checked, converted and
     quantized as ``load_weights`` does, before the device-specific relayouts of ``assemble_model`` (so what is
     saved from it loads on any device)."""
-    _, variables = abstract_model(cfg)
-    check_weights_fit(variables, mesh.devices.flatten())
+    _, variables = _planned_model(cfg, mesh)
     _, tensors = _tensor_source(os.fspath(path))
     return _assemble(cfg, tensors, variables, mesh, InFlightCopies(inflight_bytes))
 
@@ -274,8 +282,7 @@ def build_dummy_model(cfg: ModelConfig, mesh: Mesh | None = None, seed: int = 0)
     Norm weights are ones; everything else is N(0, 0.02), quantized when ``cfg.quantization`` says so.
     One program per distinct (shape, dtype, sharding)."""
     mesh = mesh or make_mesh(1)
-    graphdef, variables = abstract_model(cfg)
-    check_weights_fit(variables, mesh.devices.flatten())
+    graphdef, variables = _planned_model(cfg, mesh)
     makers: dict = {}
     rules = sharding_rules(cfg, mesh.devices.size)
     _check_int4_tp(cfg, mesh.devices.size)
@@ -344,5 +351,9 @@ def load_weights(path: str | os.PathLike, cfg: ModelConfig, mesh: Mesh | None = 
 
     if is_orbax_checkpoint(path):
         return load_converted(os.fspath(path), cfg, mesh or make_mesh(1))
+    if not is_gguf(os.fspath(path)):
+        from jaxllm.weights.safetensors_reader import check_layer_count
+
+        check_layer_count(path, cfg.num_layers)
     _, tensors = _tensor_source(os.fspath(path))
     return build_model_from_tensors(cfg, tensors, mesh, inflight_bytes)

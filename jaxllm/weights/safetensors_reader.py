@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import mmap
 import os
+import re
 import struct
 from collections.abc import Iterator
 
@@ -140,6 +141,20 @@ def checkpoint_files(folder: str | os.PathLike) -> list[str]:
         return [os.path.join(folder, x) for x in found]
     raise FileNotFoundError(f"no safetensors weights (model.safetensors or model.safetensors.index.json) in "
                             f"{folder!r}")
+
+
+_LAYER_KEY = re.compile(r"(?:^|\.)layers\.(\d+)\.")
+
+
+def check_layer_count(folder: str | os.PathLike, num_layers: int) -> None:
+    """Refuse, from the files' headers alone, a checkpoint holding fewer decoder layers than config.json's
+    ``num_hidden_layers``: building the model of a corrupted count (thousands of layers) takes minutes before
+    its missing keys would show."""
+    found = [int(m.group(1)) for path in checkpoint_files(folder) for name in SafetensorsFile(path).names()
+             if (m := _LAYER_KEY.search(name))]
+    if found and max(found) + 1 < num_layers:
+        raise ValueError(f"{os.fspath(folder)!r}: config.json says num_hidden_layers={num_layers} but the "
+                         f"checkpoint's tensors stop at layer {max(found)} (no 'layers.{max(found) + 1}.' key)")
 
 
 def iter_checkpoint(folder: str | os.PathLike) -> Iterator[tuple[str, np.ndarray, str]]:

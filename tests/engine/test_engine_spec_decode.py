@@ -178,3 +178,49 @@ def test_speculative_config_validation():
             SpeculativeConfig.from_dict(bad)
     with pytest.raises(TypeError, match="speculative_config must be a dict"):
         SpeculativeConfig.from_dict("ngram")
+
+
+DRAFT_SPEC = {"method": "draft_model", "model": "fake-draft", "num_speculative_tokens": 3}
+
+
+class DraftModelRunner(SpecRunner):
+    """SpecRunner with ``propose_drafts`` (the scheduler's drafter for method "draft_model"): a fake draft model
+    that continues the context as the n-gram proposer would, padded with token 1 to exactly n drafts; it checks
+    the scheduler's side of the contract (all tokens on the host, slots allocated for the last token + n)."""
+
+    def propose_drafts(self, items):
+        self.proposals = getattr(self, "proposals", 0) + 1
+        out = []
+        for seq, n in items:
+            assert 1 <= n <= 3 and min(seq.token_ids) >= 0, "drafts proposed from a placeholder"
+            assert len(seq.block_table) * self.block_size >= len(seq.token_ids) + n, "slots not allocated"
+            guess = NgramProposer(3, 3, 1).propose(seq.token_ids, n)
+            out.append(tuple(guess + [1] * (n - len(guess))))
+        return out
+
+
+@pytest.mark.parametrize("kw", [{}, {"num_blocks": 14}], ids=["plenty", "preempting"])
+def test_draft_model_outputs_equal_without_speculation(kw):
+    sizes = {"num_blocks": 64, "block_size": 4, "max_num_seqs": 4, "max_num_batched_tokens": 32,
+             "max_model_len": 96, **kw}
+    runner = DraftModelRunner(sizes["num_blocks"], sizes["block_size"], sizes["max_num_seqs"],
+                              sizes["max_num_batched_tokens"], SCRIPT)
+    eng = LLMEngine(runner, vocab_size=engine_fakes.VOCAB, eos_token_ids=(EOS,), speculative_config=DRAFT_SPEC,
+                    **sizes)
+    assert run_all(eng, requests()) == run_all(make(None, SCRIPT, **kw)[0], requests())
+    st = eng.stats
+    assert runner.proposals > 5 and st.spec_decode_num_accepted_tokens > 10
+    assert st.spec_decode_num_draft_tokens > st.spec_decode_num_accepted_tokens  # the padding gets rejected
+
+
+def test_draft_model_needs_a_runner_that_proposes():
+    runner = SpecRunner(64, 4, 4, 32, SCRIPT)
+    with pytest.raises(ValueError, match="draft_model"):
+        LLMEngine(runner, vocab_size=engine_fakes.VOCAB, num_blocks=64, block_size=4, max_num_seqs=4,
+                  max_num_batched_tokens=32, max_model_len=96, speculative_config=DRAFT_SPEC)
+
+
+def test_draft_model_config():
+    c = SpeculativeConfig.from_dict({"model": "some/draft", "num_speculative_tokens": 2})  # method inferred
+    assert (c.method, c.model, c.prompt_lookup_max) == ("draft_model", "some/draft", None)
+    assert SpeculativeConfig.from_dict({"model": "[ngram]", "num_speculative_tokens": 2}).method == "ngram"

@@ -48,10 +48,14 @@ def test_greedy_identical_and_drafts_accepted(llama_llm, spec_llm):
 ], ids=["filters-logprobs", "penalties", "stops-min_tokens-bias", "greedy-logprobs"])
 def test_seeded_outputs_identical(llama_llm, spec_llm, kw):
     params = SamplingParams(**{"seed": 3, "max_tokens": 24, **kw})
-    want, got = gen(llama_llm, params), gen(spec_llm, params)
-    for w, g in zip(want, got):
+    assert_same_outputs(gen(llama_llm, params), gen(spec_llm, params), bool(kw.get("logprobs")))
+
+
+def assert_same_outputs(want, got, with_logprobs: bool) -> None:
+    """CompletionOutputs with and without speculation: same tokens, finish and stop reasons (and logprobs)."""
+    for w, g in zip(want, got, strict=True):
         assert (g.token_ids, g.finish_reason, g.stop_reason) == (w.token_ids, w.finish_reason, w.stop_reason)
-        if kw.get("logprobs"):
+        if with_logprobs:
             assert len(g.logprobs) == len(w.token_ids)
             for lw, lg in zip(w.logprobs, g.logprobs):
                 assert lw.keys() == lg.keys()

@@ -135,15 +135,18 @@ def test_beam_search_with_adapters_equals_transformers(setup):
         assert [b.tokens for b in out.sequences] == want
 
 
-def test_speculative_decoding_with_adapters_matches_peft(setup):
-    """n-gram speculation beside LoRA: the drafts of an adapter's sequence are computed with its adapter (the
-    per-token slot ids cover the drafts), so greedy outputs stay PEFT's merged models' tokens."""
+@pytest.mark.parametrize("method", ["ngram", "draft_model"])
+def test_speculative_decoding_with_adapters_matches_peft(setup, method):
+    """Speculation beside LoRA: the drafts of an adapter's sequence are verified with its adapter (the per-token
+    slot ids cover the drafts), so greedy outputs stay PEFT's merged models' tokens. The draft model (here the
+    base model) proposes without adapters."""
     root, refs, requests, _ = setup
     prompts = [[5, 6, 7, 8] * 4, [9, 10, 11] * 5, [12, 13] * 6]
     plan = ["all8", None, "mlp16"]
     expected = [hf_greedy(refs[a], p, 12) for a, p in zip(plan, prompts)]
-    llm = make_llm(root, speculative_config={"method": "ngram", "num_speculative_tokens": 3,
-                                             "prompt_lookup_max": 3, "prompt_lookup_min": 1})
+    spec = ({"method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_max": 3, "prompt_lookup_min": 1}
+            if method == "ngram" else {"method": method, "model": str(root / "base"), "num_speculative_tokens": 3})
+    llm = make_llm(root, speculative_config=spec)
     params = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
     outs = llm.generate([{"prompt_token_ids": p} for p in prompts], params,
                         lora_request=[requests[a] for a in plan], use_tqdm=False)

@@ -40,6 +40,41 @@ def test_bad_size_field(checkpoint, key, value):
     assert time.perf_counter() - t0 < 1.0
 
 
+@pytest.mark.parametrize("key,value", [
+    ("architectures", "LlamaForCausalLM"), ("architectures", [1]), ("architectures", {"a": 1}),
+    ("rms_norm_eps", -1.0), ("rms_norm_eps", "tiny"), ("rms_norm_eps", None), ("rope_theta", float("inf")), ("tie_word_embeddings", "yes"),
+    ("eos_token_id", "a"), ("eos_token_id", [2, -1]), ("rope_parameters", "x"), ("rope_scaling", [1]),
+    ("quantization_config", "fp8"),
+])
+def test_field_of_the_wrong_kind(checkpoint, key, value):
+    """Not Python's AttributeError / TypeError, nor a negative epsilon that makes every logit NaN."""
+    _edit(checkpoint, lambda c: c.__setitem__(key, value))
+    with pytest.raises(ValueError, match=key) as err:
+        model_config(str(checkpoint))
+    assert "config.json" in str(err.value)
+
+
+def test_a_model_too_large_for_memory_is_refused_from_its_config_at_once(checkpoint):
+    """Thousands of wide layers: the weights' lower bound from config.json fails the plan before the abstract
+    model (minutes of eval_shape) is built."""
+    _edit(checkpoint, lambda c: c.update(num_hidden_layers=4096, hidden_size=8192, intermediate_size=28672,
+                                         num_attention_heads=64, num_key_value_heads=8, head_dim=128))
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match="weights need"):
+        jaxllm.LLM(str(checkpoint), skip_tokenizer_init=True, enforce_eager=True, load_format="dummy")
+    assert time.perf_counter() - t0 < 10
+
+
+def test_more_layers_than_the_checkpoint_holds_is_refused_from_its_headers(checkpoint):
+    """A plausible but wrong layer count (the checkpoint has 2): refused before the model of 4000 layers is
+    built, naming the count."""
+    _edit(checkpoint, lambda c: c.update(num_hidden_layers=4000))
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match="num_hidden_layers=4000 but the checkpoint's tensors stop at layer 1"):
+        jaxllm.LLM(str(checkpoint), skip_tokenizer_init=True, enforce_eager=True)
+    assert time.perf_counter() - t0 < 10
+
+
 @pytest.mark.parametrize("key", ["vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads"])
 def test_missing_required_field(checkpoint, key):
     _edit(checkpoint, lambda c: c.pop(key))
@@ -86,6 +121,18 @@ def test_max_model_len_above_the_models_context(checkpoint):
     llm = jaxllm.LLM(str(checkpoint), max_model_len=1024, allow_long_max_model_len=True, skip_tokenizer_init=True,
                      enforce_eager=True, max_num_seqs=2, max_num_batched_tokens=32)
     assert llm.engine_args.max_model_len == 1024
+
+
+@pytest.mark.parametrize("scaling", [{"rope_type": "linear"}, {"rope_type": "dynamic", "factor": "2"},
+                                     {"type": "llama3", "factor": -1.0}])
+def test_rope_scaling_without_a_usable_factor(checkpoint, scaling):
+    def edit(c):
+        c.pop("rope_parameters", None)
+        c.update(rope_scaling=scaling)
+
+    _edit(checkpoint, edit)
+    with pytest.raises(ValueError, match="config.json: .* rope scaling needs a positive 'factor'"):
+        model_config(str(checkpoint))
 
 
 def test_derived_context_counts_linear_rope_scaling(checkpoint):

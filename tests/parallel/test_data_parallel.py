@@ -105,3 +105,16 @@ def test_speculative_decoding_per_replica(checkpoint):
     stats, replicas = llm.llm_engine.stats, [e.stats for e in llm.llm_engine.engines]
     assert stats.spec_decode_num_draft_tokens == sum(s.spec_decode_num_draft_tokens for s in replicas) > 0
     assert sum(stats.spec_decode_num_accepted_tokens_per_pos) == stats.spec_decode_num_accepted_tokens
+
+
+def test_draft_model_per_replica_under_tensor_parallelism(checkpoint, reference):
+    """Draft-model speculation with DP=2 x TP=2 (the draft's weights and cache sharded like the target's, one
+    draft per replica): greedy outputs equal one replica's without speculation; the target as its own draft
+    accepts every draft."""
+    spec = {"method": "draft_model", "model": checkpoint, "num_speculative_tokens": 2}
+    llm = _llm(checkpoint, data_parallel_size=2, tensor_parallel_size=2, speculative_config=spec)
+    greedy = [i for i, p in enumerate(PARAMS) if p.temperature == 0]
+    outs = llm.generate([PROMPTS[i] for i in greedy], [PARAMS[i] for i in greedy], use_tqdm=False)
+    assert _tokens(outs) == [reference[i] for i in greedy]
+    stats = llm.llm_engine.stats
+    assert stats.spec_decode_num_accepted_tokens == stats.spec_decode_num_draft_tokens > 0

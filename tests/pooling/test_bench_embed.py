@@ -23,6 +23,7 @@ def test_embed_bench_runs_and_reports(tmp_path):
     assert saved["jaxllm"]["path"] == "dense encoder" and saved["jaxllm"]["embedding_dim"] == 32
     assert saved["jaxllm"]["docs_s"] > 0 and saved["peer_hf"]["num_requests"] == 5
     assert 0 < saved["pct_roofline"] == result["pct_roofline"]
+    assert saved["jaxllm"]["batches"] >= 2 and saved["jaxllm"]["padded_over_real"] >= 1
 
 
 def test_doc_flops_by_hand():

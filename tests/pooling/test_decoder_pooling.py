@@ -86,7 +86,7 @@ def test_wrong_api_errors(embedder_llm):
         embedder_llm.reward("hi")
     with pytest.raises(ValueError, match="Unsupported task: 'score'"):
         embedder_llm.encode("hi", pooling_task="score")
-    with pytest.raises(ValueError, match="out of vocabulary"):
+    with pytest.raises(ValueError, match="^prompt 1: Token id 1000000 is out of vocabulary"):
         embedder_llm.embed([{"prompt_token_ids": [1, 2]}, {"prompt_token_ids": [10**6]}], use_tqdm=False)
     assert not embedder_llm.llm_engine.has_unfinished_requests()  # the bad batch left nothing behind
 

@@ -47,8 +47,10 @@ def test_bert_token_embed_and_options(bert):
     cut = llm.embed(TEXTS[1], truncate_prompt_tokens=7, use_tqdm=False)[0]
     want = _normalize(encoder_hidden(model, ids[-7:]).numpy().mean(0))
     np.testing.assert_allclose(cut.outputs.embedding, want, atol=1e-4)
-    with pytest.raises(ValueError, match="longer than the maximum model length"):
-        llm.embed({"prompt_token_ids": [3] * 200}, use_tqdm=False)
+    with pytest.raises(ValueError, match="^prompt 1: The decoder prompt .* longer than the maximum model length"):
+        llm.embed([{"prompt_token_ids": [3]}, {"prompt_token_ids": [3] * 200}], use_tqdm=False)
+    with pytest.raises(ValueError, match="^prompt 0: Token id 1000000 is out of vocabulary"):
+        llm.embed({"prompt_token_ids": [3, 10**6]}, use_tqdm=False)
     with pytest.raises(ValueError, match="only supported for generative models"):
         llm.generate("hi")
     with pytest.raises(ValueError, match="kv_cache_dtype='fp8'.*without a KV cache"):

@@ -1,0 +1,215 @@
+"""The draft model of draft-model speculative decoding, on the runner side (jax).
+
+The draft is a smaller model of the target's vocabulary with its own paged KV cache of the same number of
+blocks as the target's, addressed by the same block tables and slots: the scheduler and block manager serve
+both caches at once. The draft runs only for the decodes of a speculating step (their 1 + k slots allocated):
+
+- catch-up: the draft's K/V of positions it has not computed for the sequence yet (the whole context the first
+  time, as a chunked prefill; after a step whose k drafts were all accepted, the last draft) is written into
+  the sequence's slots. ``_computed`` records, per sequence and block table, how many leading positions hold the
+  draft's K/V of the sequence's tokens; positions at or past the target's ``num_computed_tokens`` (rejected
+  drafts) do not count, and a new block table (preemption, swap-in) starts from 0. Prefix-cache blocks shared
+  with other sequences may be written again: K/V of the same tokens at the same positions, equal up to
+  rounding (another chunking), which can only change a draft, never an output.
+- k one-token decode steps: the first reads the sequence's last token, each next one the previous step's
+  greedy choice, still on device (the forward's negative-id placeholders), so the k drafts reach the host
+  with one transfer.
+
+So steps that do not speculate (``disable_by_batch_size``, structured outputs, overlapped steps) cost the draft
+nothing. Drafts are the draft's greedy (argmax) tokens: a draft that is a deterministic function of the context
+has a one-hot q, for which the runner's verification (sample each row with the plain sampler, accept while
+equal; ``rejection.py``) is exactly the rejection-sampling rule, so outputs keep the target's distribution, and
+a seeded request samples the same tokens as without speculation.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
+
+from jaxllm.models.attention import AttentionMetadata
+from jaxllm.runner.buckets import Bucket, BucketLadder
+from jaxllm.runner.input_batch import StepInputs, dummy_step_inputs, pack_step_inputs
+from jaxllm.runner.kernel_policy import KernelPolicy
+from jaxllm.runner.kv_cache_plan import KVCachePlan
+from jaxllm.runner.programs import ForwardKey, Programs
+from jaxllm.runner.step import make_forward
+
+logger = logging.getLogger("jaxllm")
+
+
+def make_draft(args, target_cfg, mesh, ladder: BucketLadder, max_blocks_per_seq: int) -> DraftRunner | None:
+    """The DraftRunner of ``args.speculative_config`` with method "draft_model" (loaded through
+    ``jaxllm.load.load_draft_model`` onto the target's mesh), else None."""
+    from jaxllm.load import load_draft_model
+    from jaxllm.spec_decode import SpeculativeConfig
+
+    spec = SpeculativeConfig.from_dict(args.speculative_config)
+    if spec is None or spec.method != "draft_model":
+        return None
+    model, cfg = load_draft_model(args, target_cfg, mesh)
+    return DraftRunner(model, cfg, target_cfg, mesh, args, ladder, max_blocks_per_seq)
+
+
+def _greedy(logits, *, out_rows: int):
+    """logits [S, V] -> argmax ids [out_rows] int32 (padded or cut), the next draft step's ``prev_tokens``."""
+    ids = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    return jnp.pad(ids, (0, max(0, out_rows - ids.shape[0])))[:out_rows]
+
+
+class DraftRunner:
+    """``model``: the draft NNX module on ``mesh``; ``cfg`` / ``target_cfg``: the draft's and the target's
+    ModelConfig (ValueError when their vocabularies differ); ``args``: the target's resolved EngineArgs."""
+
+    def __init__(self, model, cfg, target_cfg, mesh, args, ladder: BucketLadder, max_blocks_per_seq: int):
+        if cfg.vocab_size != target_cfg.vocab_size:
+            raise ValueError(f"speculative_config model: the draft's vocab_size ({cfg.vocab_size}) differs from the "
+                             f"target's ({target_cfg.vocab_size}); a draft model must share the target's tokenizer")
+        if cfg.max_position_embeddings < args.max_model_len:
+            raise ValueError(f"speculative_config model: the draft's max_position_embeddings "
+                             f"({cfg.max_position_embeddings}) is below max_model_len ({args.max_model_len})")
+        self.cfg, self.ladder, self.block_size = cfg, ladder, args.block_size
+        self.max_blocks_per_seq = max_blocks_per_seq
+        self.graphdef, state = nnx.split(model)
+        self.params, self._treedef = jax.tree_util.tree_flatten(state)
+        self._replicated = NamedSharding(mesh, PartitionSpec())
+        self.cache_plan = KVCachePlan(cfg, mesh, args, cfg.dtype)
+        self._kv_bytes_given = args.kv_cache_memory_bytes is not None and args.num_gpu_blocks_override is None
+        # the target's attention choice rules for the draft's shapes (no long-prefill program: catch-up chunks
+        # take the path of other steps)
+        self._attention = KernelPolicy(cfg, jnp.dtype(cfg.dtype), self.cache_plan.shapes()[0], mesh.devices.size,
+                                       attention_backend=args.attention_backend,
+                                       decode_splits=args.attention_decode_splits,
+                                       fp8_dot=args.attention_fp8_dot).attention(long_prefill=False)
+        self.kv_caches: list | None = None  # allocate(): the target's number of blocks
+        self._forward = make_forward(self.graphdef, self._treedef, mesh)
+        self.programs = Programs(self._compile)  # the draft forward of each bucket (ForwardKey)
+        self._greedy = jax.jit(_greedy, static_argnames=("out_rows",))
+        self._max_seqs = ladder.buckets[-1].num_seqs
+        self._no_tokens = jax.device_put(np.zeros(self._max_seqs, np.int32), self._replicated)
+        # seq_id -> (its block table list, leading positions whose draft K/V is written); see the docstring
+        self._computed: dict[int, tuple[list, int]] = {}
+
+    def share_device_memory(self, target_plan: KVCachePlan) -> None:
+        """Both caches hold the same number of blocks: when the target's cache was sized in bytes (to fill the
+        device, or ``kv_cache_memory_bytes``), scale its block count so that the two fit in those bytes."""
+        if target_plan.fills_device or self._kv_bytes_given:
+            tb, db = target_plan.bytes_per_block, self.cache_plan.bytes_per_block
+            target_plan.num_blocks = max(1, target_plan.num_blocks * tb // (tb + db))
+
+    @property
+    def bytes_per_block(self) -> int:
+        return self.cache_plan.bytes_per_block
+
+    def allocate(self, num_blocks: int) -> None:
+        """A zeroed draft cache of ``num_blocks`` blocks (the target's count: same block ids)."""
+        self.cache_plan.num_blocks = num_blocks
+        self.kv_caches = self.cache_plan.allocate()
+        self._computed = {}
+
+    @property
+    def num_compilations(self) -> int:
+        return len(self.programs) + self._greedy._cache_size()
+
+    def compile(self, num_blocks: int) -> None:
+        """Compile the draft forward of every bucket (catch-up chunks and draft steps pick from the target's
+        ladder) in parallel threads, against a cache of ``num_blocks`` blocks (before it exists)."""
+        self.cache_plan.num_blocks = num_blocks
+        self.programs.compile_all([ForwardKey(b) for b in self.ladder.buckets], lambda key, error: False)
+
+    def _compile(self, key: ForwardKey):
+        b = key.bucket
+        padding = jax.device_put(pack_step_inputs(dummy_step_inputs(b, self.max_blocks_per_seq)), self._replicated)
+        return self._forward.lower(self.params, self.cache_plan.shapes(), padding, self._no_tokens, [],
+                                   dims=(b.num_tokens, b.num_seqs, self.max_blocks_per_seq), return_hidden=False,
+                                   attention_impl=self._attention, logits_sharding=self._replicated).compile()
+
+    def propose(self, items) -> list[tuple[int, ...]]:
+        """``items``: [(sequence, n)] with the sequence's last token not yet computed and slots allocated for
+        its next 1 + n positions -> n greedy draft tokens per sequence. Sequences are ordered by n, longest
+        first, so each draft step's sequences are a prefix of the previous step's and keep their row (the
+        placeholder -(row + 1) reads the previous step's choice)."""
+        order = sorted(range(len(items)), key=lambda i: -items[i][1])
+        seqs = [items[i][0] for i in order]
+        counts = [items[i][1] for i in order]
+        self._catch_up(seqs)
+        steps, prev = [], self._no_tokens
+        for j in range(counts[0] if counts else 0):
+            n = sum(c > j for c in counts)
+            pieces = [(s, len(s.token_ids) - 1 + j, [s.token_ids[-1] if j == 0 else -(r + 1)])
+                      for r, s in enumerate(seqs[:n])]
+            prev = self._run(pieces, prev)
+            steps.append(prev)
+        for s, c in zip(seqs, counts):
+            self._computed[s.seq_id] = (s.block_table, len(s.token_ids) - 1 + c)
+        if len(self._computed) > 4 * max(len(seqs), 256):  # forget finished sequences now and then
+            live = {s.seq_id for s in seqs}
+            self._computed = {k: v for k, v in self._computed.items() if k in live}
+        host = np.asarray(jax.device_get(steps)) if steps else np.zeros((0, self._max_seqs), np.int32)
+        out: list[tuple[int, ...]] = [()] * len(items)
+        for row, (i, c) in enumerate(zip(order, counts)):
+            out[i] = tuple(int(t) for t in host[:c, row])
+        return out
+
+    def _catch_up(self, seqs) -> None:
+        """Write the draft's K/V of every position before each sequence's last token that it lacks, in chunks
+        of at most the largest bucket's tokens and sequences (no host sync)."""
+        largest = self.ladder.buckets[-1]
+        chunk, used = [], 0
+        for s in seqs:
+            table, done = self._computed.get(s.seq_id, (None, 0))
+            start = min(done, len(s.token_ids) - 1) if table is s.block_table else 0
+            end = len(s.token_ids) - 1
+            while start < end:
+                if used == largest.num_tokens or len(chunk) == largest.num_seqs:
+                    self._run(chunk, self._no_tokens)
+                    chunk, used = [], 0
+                stop = min(end, start + largest.num_tokens - used)
+                chunk.append((s, start, s.token_ids[start:stop]))
+                used += stop - start
+                start = stop
+        if chunk:
+            self._run(chunk, self._no_tokens)
+
+    def _run(self, pieces, prev):
+        """One draft forward over ``pieces`` [(sequence, first position, query ids)] (K/V written into the
+        sequences' slots) -> the greedy id after each piece's last token [max_num_seqs] (device)."""
+        bucket = self.ladder.pick(sum(len(ids) for _, _, ids in pieces), len(pieces))
+        return self._step(self._inputs(pieces, bucket), prev, bucket)
+
+    def _step(self, inputs: StepInputs, prev, bucket: Bucket):
+        dev = jax.device_put(pack_step_inputs(inputs), self._replicated)
+        forward = self.programs.get(ForwardKey(bucket))  # compiled now under enforce_eager
+        self.kv_caches, logits, _ = forward(self.params, self.kv_caches, dev, prev, [])
+        return self._greedy(logits, out_rows=self._max_seqs)
+
+    def _inputs(self, pieces, bucket: Bucket) -> StepInputs:
+        """The ragged step of ``pieces``, padded to ``bucket`` (padding tokens write nothing)."""
+        bs, T, S = self.block_size, bucket.num_tokens, bucket.num_seqs
+        ids, pos, slots, qsl = np.zeros(T, np.int32), np.zeros(T, np.int32), np.full(T, -1, np.int32), [0]
+        tables = np.zeros((S, self.max_blocks_per_seq), np.int32)
+        lens = np.zeros(S, np.int32)
+        for r, (seq, start, query) in enumerate(pieces):
+            a, n, table = qsl[-1], len(query), seq.block_table
+            p = np.arange(start, start + n)
+            ids[a:a + n] = query
+            pos[a:a + n] = p
+            slots[a:a + n] = np.asarray(table, np.int32)[p // bs] * bs + p % bs
+            tables[r, :len(table)] = table
+            lens[r] = start + n
+            qsl.append(a + n)
+        qsl_arr = np.full(S + 1, qsl[-1], np.int32)
+        qsl_arr[:len(qsl)] = qsl
+        return StepInputs(ids, pos, np.maximum(qsl_arr[1:] - 1, 0), AttentionMetadata(slots, qsl_arr, lens, tables))
+
+    def run_each_program_once(self) -> None:
+        """Execute every compiled draft forward (and the argmax of its rows) once on all-padding inputs
+        (nothing is written), so that first-execution costs land at start-up."""
+        for key in list(self.programs.compiled):
+            inputs = dummy_step_inputs(key.bucket, self.max_blocks_per_seq)
+            jax.block_until_ready(self._step(inputs, self._no_tokens, key.bucket))
