@@ -34,8 +34,8 @@ def _forward(graphdef, treedef, mesh, with_lora, params, kv_caches, packed_input
              vocab_logits_sharding=None):
     """-> (kv_caches, logits [L, V] float32, hidden [T, D] or None, greedy); ``dims`` = (T, S, P) or, with
     speculative decoding, (T, S, P, L) where L is the number of sampling rows (else L = S). ``logits_sharding``
-    (replicated under tensor parallelism) is the layout the sampler program is compiled for. ``params`` is the flat list of
-    parameter arrays (``treedef`` rebuilds the NNX state): a flat list keeps per-call dispatch cheap.
+    (replicated under tensor parallelism) is the layout the sampler program is compiled for. ``params`` is the
+    flat list of parameter arrays (``treedef`` rebuilds the NNX state): a flat list keeps per-call dispatch cheap.
     ``prev_tokens`` [max_num_seqs] int32: the previous step's sampled ids, read by negative input ids.
     ``attention_impl``: an ``ops.paged_attention.AttentionConfig`` (or a name; None: the dispatcher's default).
     ``with_lora``: the packed inputs end with each token's adapter slot [T] and ``lora_stacks`` is the flat list

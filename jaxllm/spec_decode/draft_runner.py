@@ -201,8 +201,8 @@ class DraftRunner:
         return StepInputs(ids, pos, np.maximum(qsl_arr[1:] - 1, 0), AttentionMetadata(slots, qsl_arr, lens, tables))
 
     def run_each_program_once(self) -> None:
-        """Execute every compiled draft forward once on all-padding inputs
-        (nothing is written), so that first-execution costs land at start-up."""
+        """Execute every compiled draft forward once on all-padding inputs (nothing is written), so that
+        first-execution costs land at start-up."""
         for key in list(self.programs.compiled):
             inputs = dummy_step_inputs(key.bucket, self.max_blocks_per_seq)
             jax.block_until_ready(self._step(inputs, self._no_tokens, key.bucket))
