@@ -33,7 +33,7 @@ from jaxllm.engine.batch import RunnerOutput, ScheduledBatch
 from jaxllm.engine.host_tier import PreemptionCost
 from jaxllm.engine_args import EngineArgs
 from jaxllm.models.quant import forward_compiler_options
-from jaxllm.parallel.multihost import local_replica
+from jaxllm.parallel.multihost import local_replica, program_arg
 from jaxllm.parallel.sharding import logical_to_spec, sharding_rules
 from jaxllm.runner.buckets import Bucket, BucketLadder
 from jaxllm.runner.input_batch import BlockTableRows, build_step_inputs, dummy_step_inputs, pack_step_inputs
@@ -79,7 +79,6 @@ class ModelRunner(SleepMode, WeightUpdates):
         self.params, self._treedef = jax.tree_util.tree_flatten(state)
         self.dtype = jnp.dtype(cfg.dtype)
         self._replicated = NamedSharding(mesh, PartitionSpec())
-        self._one_process = all(d.process_index == jax.process_index() for d in mesh.devices.flat)
         tp = mesh.devices.size
         vocab_spec = logical_to_spec((None, "vocab"), sharding_rules(cfg, tp))
         self._vocab_logits = NamedSharding(mesh, vocab_spec) if tp > 1 and any(vocab_spec) else None
@@ -332,11 +331,8 @@ class ModelRunner(SleepMode, WeightUpdates):
         self._set_sampled(step, sampled)
 
     def _step_arg(self, host_array: np.ndarray):
-        """A step's host array as a program argument. On one process it is passed as is: the compiled program's
-        C++ dispatch copies it to every device of its replicated input, which costs less host time per step than
-        a Python ``jax.device_put`` (more so the more devices). Under ``jax.distributed`` each process puts its
-        own devices' copies (``jax.device_put``)."""
-        return host_array if self._one_process else jax.device_put(host_array, self._replicated)
+        """A step's host array as a program argument on the replicated layout (``program_arg``)."""
+        return program_arg(host_array, self._replicated)
 
     @staticmethod
     def _set_sampled(step: _StepInFlight, sampled) -> None:

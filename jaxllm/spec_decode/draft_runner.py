@@ -33,6 +33,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxllm.models.attention import AttentionMetadata
+from jaxllm.parallel.multihost import program_arg
 from jaxllm.runner.buckets import Bucket, BucketLadder
 from jaxllm.runner.input_batch import StepInputs, dummy_step_inputs, pack_step_inputs
 from jaxllm.runner.kernel_policy import KernelPolicy
@@ -176,9 +177,9 @@ class DraftRunner:
         return self._step(self._inputs(pieces, bucket), prev, bucket)
 
     def _step(self, inputs: StepInputs, prev, bucket: Bucket):
-        dev = jax.device_put(pack_step_inputs(inputs), self._replicated)
+        packed = program_arg(pack_step_inputs(inputs), self._replicated)
         forward = self.programs.get(ForwardKey(bucket))  # compiled now under enforce_eager
-        self.kv_caches, _, _, greedy = forward(self.params, self.kv_caches, dev, prev, [])
+        self.kv_caches, _, _, greedy = forward(self.params, self.kv_caches, packed, prev, [])
         return greedy.token_ids  # the forward's argmax ids [max_num_seqs]: no second program per draft step
 
     def _inputs(self, pieces, bucket: Bucket) -> StepInputs:
