@@ -36,7 +36,7 @@ from jaxllm.engine.batch import RunnerOutput, ScheduledBatch
 from jaxllm.engine.host_tier import PreemptionCost
 from jaxllm.engine_args import BACKGROUND_STARTUP_TOKENS, EngineArgs
 from jaxllm.models.quant import forward_compiler_options
-from jaxllm.parallel.multihost import local_replica
+from jaxllm.parallel.multihost import local_replica, program_arg
 from jaxllm.parallel.sharding import logical_to_spec, sharding_rules
 from jaxllm.runner.buckets import Bucket, BucketLadder
 from jaxllm.runner.input_batch import BlockTableRows, build_step_inputs, dummy_step_inputs, pack_step_inputs
@@ -216,7 +216,8 @@ class ModelRunner(SleepMode, WeightUpdates):
     def startup_keys(self) -> list[ProgramKey]:
         """The programs compiled at start-up: each bucket's forward (up to ``max_seq_len_to_capture`` tokens), the
         long-prefill forwards, and the start-up sampler variants of every sequence bucket (with
-        ``background_compile``: the greedy and plain-sampling ones of the buckets kept)."""
+        ``background_compile``: the plain-sampling ones of the buckets kept). The greedy variant is left out unless
+        speculative decoding verifies drafts: the forward returns the greedy tokens itself."""
         cap = self.max_seq_len_to_capture
         buckets = [b for b in self.ladder.buckets if cap is None or b.num_tokens <= cap]
         if not self.background_compile:
@@ -234,6 +235,7 @@ class ModelRunner(SleepMode, WeightUpdates):
     def _program_keys(self, buckets: list[Bucket], sample_rows: list[int], configs) -> list[ProgramKey]:
         keys: list[ProgramKey] = [ForwardKey(b) for b in buckets]
         keys += [ForwardKey(b, long_prefill=True) for b in self.kernels.long_prefill_buckets(buckets)]
+        configs = [c for c in configs if self.spec.enabled or not c.greedy_only]  # greedy: the forward's
         keys += [SampleKey(s, c) for s in sample_rows for c in configs]
         if self.structured_outputs:
             keys += self._grammar_sample_keys(SAMPLE_CONFIG, rows=sample_rows)
@@ -280,8 +282,8 @@ class ModelRunner(SleepMode, WeightUpdates):
         t0 = time.perf_counter()
         for key, fn in self.programs.compiled.items():
             if isinstance(key, ForwardKey):
-                self.kv_caches, logits, _ = fn(self.params, self.kv_caches, self._padding_step(key.bucket),
-                                               self._prev_tokens, self._lora_stacks())
+                self.kv_caches, logits, _, _ = fn(self.params, self.kv_caches, self._padding_step(key.bucket),
+                                                  self._prev_tokens, self._lora_stacks())
             else:
                 logits = jax.device_put(np.zeros((key.num_seqs, self.cfg.vocab_size), np.float32), self._replicated)
                 logits = fn(logits, self._neutral_sampling(key.num_seqs, key.config), *self._neutral_spec(key.num_seqs))
@@ -336,12 +338,11 @@ class ModelRunner(SleepMode, WeightUpdates):
         packed = pack_step_inputs(inputs)
         if self.lora is not None:  # each token's adapter slot (loads adapters into slots where needed)
             packed = np.concatenate([packed, self.lora.step_slots(batch.seqs, bucket.num_tokens)])
-        dev_inputs = jax.device_put(packed, self._replicated)
-        self.kv_caches, logits, hidden = forward(self.params, self.kv_caches, dev_inputs, self._prev_tokens,
-                                                 self._lora_stacks())
+        self.kv_caches, logits, hidden, greedy = forward(self.params, self.kv_caches, self._step_arg(packed),
+                                                         self._prev_tokens, self._lora_stacks())
         self.num_steps += 1
         step = _StepInFlight(batch, None, hidden if want_prompt_lp else None)
-        step.logits, step.num_seqs = logits, rows or bucket.num_seqs  # the sampler's rows: S, or L
+        step.logits, step.num_seqs, step.greedy = logits, rows or bucket.num_seqs, greedy  # sampler rows: S, or L
         if sample:
             self.launch_sampler(step)
         return step
@@ -351,15 +352,27 @@ class ModelRunner(SleepMode, WeightUpdates):
         decoding the program also verifies the drafts (``spec_rows.py``)."""
         rows, seqs = step.num_seqs, step.batch.seqs
         md, sampler_config = build_sampling_metadata(self.spec.rows(seqs), rows, self.cfg.vocab_size)
+        if sampler_config.greedy_only and not self.spec.enabled:  # the forward's argmax: no sampler program
+            self._prev_tokens = step.greedy.token_ids
+            self._set_sampled(step, step.greedy)
+            return
         sampler = self.programs.get(SampleKey(rows, self.programs.sampler_variant(rows, sampler_config)))
-        dev_md, dev_spec = jax.device_put(
-            (pack_sampling_metadata(md, sampler_config, rows), self.spec.verify_args(seqs, rows)), self._replicated)
-        out = sampler(step.logits, dev_md, *dev_spec)
+        out = sampler(step.logits, self._step_arg(pack_sampling_metadata(md, sampler_config, rows)),
+                      *map(self._step_arg, self.spec.verify_args(seqs, rows)))
         if self.spec.enabled:  # (SamplerOutput [L], valid [L], prev_tokens)
             self._prev_tokens, sampled = out[2], out[:2]
         else:
             sampled, self._prev_tokens = out, out.token_ids
-        step.sampled, step.logits = sampled, None
+        self._set_sampled(step, sampled)
+
+    def _step_arg(self, host_array: np.ndarray):
+        """A step's host array as a program argument on the replicated layout (``program_arg``)."""
+        return program_arg(host_array, self._replicated)
+
+    @staticmethod
+    def _set_sampled(step: _StepInFlight, sampled) -> None:
+        """Record a launched step's sampler output and start its transfer to the host."""
+        step.sampled, step.logits, step.greedy = sampled, None, None
         for leaf in jax.tree_util.tree_leaves(sampled):
             leaf.copy_to_host_async()  # start the transfer as soon as the step ends
 
@@ -399,8 +412,9 @@ def shapes_of(tree):
 class _StepInFlight:
     """A dispatched step: its batch and the device arrays that ``ModelRunner.fetch`` reads."""
 
-    __slots__ = ("batch", "hidden", "logits", "num_seqs", "sampled")
+    __slots__ = ("batch", "greedy", "hidden", "logits", "num_seqs", "sampled")
 
     def __init__(self, batch: ScheduledBatch, sampled, hidden) -> None:
         self.batch, self.sampled, self.hidden = batch, sampled, hidden
-        self.logits = self.num_seqs = None  # until launch_sampler: the forward's logits, the padded row count
+        # until launch_sampler: the forward's logits, the padded row count, the forward's greedy ids
+        self.logits = self.num_seqs = self.greedy = None

@@ -24,6 +24,7 @@ from flax import nnx
 from jaxllm.models.lora import layer_loras
 from jaxllm.models.sampler import sample, token_logprobs
 from jaxllm.runner.input_batch import unpack_step_inputs
+from jaxllm.runner.sampler_config import GREEDY_CONFIG
 from jaxllm.runner.sampling_metadata import unpack_sampling_metadata
 from jaxllm.spec_decode.rejection import accepted_rows
 
@@ -31,14 +32,18 @@ from jaxllm.spec_decode.rejection import accepted_rows
 def _forward(graphdef, treedef, mesh, with_lora, params, kv_caches, packed_inputs, prev_tokens, lora_stacks, *,
              dims: tuple[int, ...], return_hidden: bool, attention_impl, logits_sharding=None,
              vocab_logits_sharding=None):
-    """-> (kv_caches, logits [L, V] float32, hidden [T, D] or None); ``dims`` = (T, S, P) or, with speculative
-    decoding, (T, S, P, L) where L is the number of sampling rows (else L = S). ``logits_sharding`` (replicated under
-    tensor parallelism) is the layout the sampler program is compiled for. ``params`` is the flat list of
-    parameter arrays (``treedef`` rebuilds the NNX state): a flat list keeps per-call dispatch cheap.
+    """-> (kv_caches, logits [L, V] float32, hidden [T, D] or None, greedy); ``dims`` = (T, S, P) or, with
+    speculative decoding, (T, S, P, L) where L is the number of sampling rows (else L = S). ``logits_sharding``
+    (replicated under tensor parallelism) is the layout the sampler program is compiled for. ``params`` is the
+    flat list of parameter arrays (``treedef`` rebuilds the NNX state): a flat list keeps per-call dispatch cheap.
     ``prev_tokens`` [max_num_seqs] int32: the previous step's sampled ids, read by negative input ids.
     ``attention_impl``: an ``ops.paged_attention.AttentionConfig`` (or a name; None: the dispatcher's default).
     ``with_lora``: the packed inputs end with each token's adapter slot [T] and ``lora_stacks`` is the flat list
-    of adapter slot stacks (jaxllm/runner/lora_slots.py); else ``lora_stacks`` is empty."""
+    of adapter slot stacks (jaxllm/runner/lora_slots.py); else ``lora_stacks`` is empty.
+    ``greedy``: the greedy sampler program's output (``GREEDY_CONFIG``; token ids padded like ``prev_tokens``)
+    computed in this program: a step whose rows are all greedy takes it and launches no sampler program, one
+    program launch per device fewer per step (tensor parallelism launches each program on every device from the
+    host)."""
     lora = {}  # only models with supports_lora take the keyword
     if with_lora:
         packed_inputs, token_slots = packed_inputs[:-dims[0]], packed_inputs[-dims[0]:]
@@ -57,7 +62,8 @@ def _forward(graphdef, treedef, mesh, with_lora, params, kv_caches, packed_input
             logits = jax.lax.with_sharding_constraint(logits, vocab_logits_sharding)
         if logits_sharding is not None:
             logits = jax.lax.with_sharding_constraint(logits, logits_sharding)
-    return kv_caches, logits, (hidden if return_hidden else None)
+    greedy = _sample_packed(logits, jnp.zeros(0, jnp.int32), config=GREEDY_CONFIG, out_rows=prev_tokens.shape[0])
+    return kv_caches, logits, (hidden if return_hidden else None), greedy
 
 
 def make_forward(graphdef, treedef, mesh, with_lora: bool = False):

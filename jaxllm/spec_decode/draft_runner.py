@@ -33,6 +33,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxllm.models.attention import AttentionMetadata
+from jaxllm.parallel.multihost import program_arg
 from jaxllm.runner.buckets import Bucket, BucketLadder
 from jaxllm.runner.input_batch import StepInputs, dummy_step_inputs, pack_step_inputs
 from jaxllm.runner.kernel_policy import KernelPolicy
@@ -54,12 +55,6 @@ def make_draft(args, target_cfg, mesh, ladder: BucketLadder, max_blocks_per_seq:
         return None
     model, cfg = load_draft_model(args, target_cfg, mesh)
     return DraftRunner(model, cfg, target_cfg, mesh, args, ladder, max_blocks_per_seq)
-
-
-def _greedy(logits, *, out_rows: int):
-    """logits [S, V] -> argmax ids [out_rows] int32 (padded or cut), the next draft step's ``prev_tokens``."""
-    ids = jnp.argmax(logits, axis=-1).astype(jnp.int32)
-    return jnp.pad(ids, (0, max(0, out_rows - ids.shape[0])))[:out_rows]
 
 
 class DraftRunner:
@@ -89,7 +84,6 @@ class DraftRunner:
         self.kv_caches: list | None = None  # allocate(): the target's number of blocks
         self._forward = make_forward(self.graphdef, self._treedef, mesh)
         self.programs = Programs(self._compile)  # the draft forward of each bucket (ForwardKey)
-        self._greedy = jax.jit(_greedy, static_argnames=("out_rows",))
         self._max_seqs = ladder.buckets[-1].num_seqs
         self._no_tokens = jax.device_put(np.zeros(self._max_seqs, np.int32), self._replicated)
         # seq_id -> (its block table list, leading positions whose draft K/V is written); see the docstring
@@ -114,7 +108,7 @@ class DraftRunner:
 
     @property
     def num_compilations(self) -> int:
-        return len(self.programs) + self._greedy._cache_size()
+        return len(self.programs)
 
     def compile(self, num_blocks: int) -> None:
         """Compile the draft forward of every bucket (catch-up chunks and draft steps pick from the target's
@@ -183,10 +177,10 @@ class DraftRunner:
         return self._step(self._inputs(pieces, bucket), prev, bucket)
 
     def _step(self, inputs: StepInputs, prev, bucket: Bucket):
-        dev = jax.device_put(pack_step_inputs(inputs), self._replicated)
+        packed = program_arg(pack_step_inputs(inputs), self._replicated)
         forward = self.programs.get(ForwardKey(bucket))  # compiled now under enforce_eager
-        self.kv_caches, logits, _ = forward(self.params, self.kv_caches, dev, prev, [])
-        return self._greedy(logits, out_rows=self._max_seqs)
+        self.kv_caches, _, _, greedy = forward(self.params, self.kv_caches, packed, prev, [])
+        return greedy.token_ids  # the forward's argmax ids [max_num_seqs]: no second program per draft step
 
     def _inputs(self, pieces, bucket: Bucket) -> StepInputs:
         """The ragged step of ``pieces``, padded to ``bucket`` (padding tokens write nothing)."""
@@ -208,8 +202,8 @@ class DraftRunner:
         return StepInputs(ids, pos, np.maximum(qsl_arr[1:] - 1, 0), AttentionMetadata(slots, qsl_arr, lens, tables))
 
     def run_each_program_once(self) -> None:
-        """Execute every compiled draft forward (and the argmax of its rows) once on all-padding inputs
-        (nothing is written), so that first-execution costs land at start-up."""
+        """Execute every compiled draft forward once on all-padding inputs (nothing is written), so that
+        first-execution costs land at start-up."""
         for key in list(self.programs.compiled):
             inputs = dummy_step_inputs(key.bucket, self.max_blocks_per_seq)
             jax.block_until_ready(self._step(inputs, self._no_tokens, key.bucket))

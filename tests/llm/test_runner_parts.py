@@ -9,8 +9,7 @@ import pytest
 from jaxllm.ops.paged_attention import AttentionConfig
 
 from jaxllm import LLM, SamplingParams
-from jaxllm.runner.programs import ForwardKey, SampleKey
-from jaxllm.runner.sampler_config import GREEDY_CONFIG
+from jaxllm.runner.programs import ForwardKey
 
 
 def test_runner_builds_without_compiling(llama_dir):
@@ -25,8 +24,8 @@ def test_runner_builds_without_compiling(llama_dir):
     assert {k.bucket for k in keys if isinstance(k, ForwardKey)} == set(runner.ladder.buckets)
     assert all(dataclasses.is_dataclass(k) for k in keys)
     llm.generate([{"prompt_token_ids": [5, 9, 13]}], SamplingParams(temperature=0, max_tokens=1), use_tqdm=False)
-    assert set(runner.programs.compiled) == {ForwardKey(runner.ladder.buckets[0]),
-                                             SampleKey(runner.ladder.buckets[0].num_seqs, GREEDY_CONFIG)}
+    # a greedy step takes the forward's argmax: no sampler program
+    assert set(runner.programs.compiled) == {ForwardKey(runner.ladder.buckets[0])}
 
 
 def test_program_keys_are_frozen(llama_dir):
