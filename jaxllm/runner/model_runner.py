@@ -3,8 +3,8 @@ the KV cache donated, and turns the sampled ids into a RunnerOutput.
 
 Its parts, one job each: ``programs`` (keys and compiled executables, programs.py), ``kernels`` (which attention
 kernels, kernel_policy.py), ``cache_plan`` (how many KV blocks, kv_cache_plan.py), prompt logprobs
-(prompt_logprobs.py), speculative decoding's row layout and draft verification (``spec``, spec_rows.py); this
-module builds them, compiles at start-up and executes steps.
+(prompt_logprobs.py), speculative decoding's row layout and draft verification (``spec``, spec_rows.py), which
+programs compile when (startup_programs.py); this module builds them and executes steps.
 
 Start-up: every (bucket, sampler variant) program is compiled ahead of time (in parallel threads) unless
 ``enforce_eager``, against the KV cache's shapes before the cache is allocated, so that XLA's GPU autotuner has
@@ -21,7 +21,6 @@ compiled on first use. Building a runner with ``enforce_eager=True`` compiles no
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 
@@ -45,16 +44,15 @@ from jaxllm.runner.kv_cache_plan import KVCachePlan
 from jaxllm.runner.kv_swap import make_host_pool, preemption_cost_terms
 from jaxllm.runner.programs import ForwardKey, ProgramKey, Programs, SampleKey
 from jaxllm.runner.prompt_logprobs import prompt_logprobs
-from jaxllm.runner.sampler_config import SAMPLE_CONFIG, STARTUP_CONFIGS, SamplerConfig
 from jaxllm.runner.sampling_metadata import (
     build_sampling_metadata,
     dummy_sampling_metadata,
     pack_sampling_metadata,
-    start_up_variant,
     to_runner_output,
 )
 from jaxllm.runner.sleep_mode import SleepMode
 from jaxllm.runner.spec_rows import SpecLayout, to_spec_runner_output
+from jaxllm.runner.startup_programs import StartupPrograms
 from jaxllm.runner.step import make_forward, make_prompt_logprobs, make_sample
 from jaxllm.runner.weight_updates import WeightUpdates
 from jaxllm.spec_decode import SpeculativeConfig
@@ -63,7 +61,7 @@ from jaxllm.spec_decode.draft_runner import make_draft
 logger = logging.getLogger("jaxllm")
 
 
-class ModelRunner(SleepMode, WeightUpdates):
+class ModelRunner(StartupPrograms, SleepMode, WeightUpdates):
     compiles_in_background = True  # honours ``background_compile`` (pooling runners compile all at start-up)
 
     def __init__(self, model, cfg: ModelConfig, mesh, args: EngineArgs, lora=None, structured_outputs=False):
@@ -207,101 +205,6 @@ class ModelRunner(SleepMode, WeightUpdates):
 
     def _dims(self, bucket: Bucket) -> tuple[int, ...]:
         return self.spec.dims(bucket, self.max_blocks_per_seq)
-
-    def _sample_rows(self, buckets: list[Bucket] | None = None) -> list[int]:
-        """The sampler programs' row counts: every bucket's (of ``buckets``, default all) S, or its L with
-        speculative decoding."""
-        return sorted({self.spec.num_rows(b) for b in (self.ladder.buckets if buckets is None else buckets)})
-
-    def startup_keys(self) -> list[ProgramKey]:
-        """The programs compiled at start-up: each bucket's forward (up to ``max_seq_len_to_capture`` tokens), the
-        long-prefill forwards, and the start-up sampler variants of every sequence bucket (with
-        ``background_compile``: the plain-sampling ones of the buckets kept). The greedy variant is left out unless
-        speculative decoding verifies drafts: the forward returns the greedy tokens itself."""
-        cap = self.max_seq_len_to_capture
-        buckets = [b for b in self.ladder.buckets if cap is None or b.num_tokens <= cap]
-        if not self.background_compile:
-            return self._program_keys(buckets, self._sample_rows(), STARTUP_CONFIGS)
-        return self._program_keys(buckets, self._sample_rows(buckets), STARTUP_CONFIGS[:2])
-
-    def deferred_keys(self) -> list[ProgramKey]:
-        """The start-up set's complement over every bucket and start-up sampler variant, smallest buckets first:
-        what ``background_compile`` compiles once the engine is ready."""
-        early = set(self.startup_keys())
-        keys = self._program_keys(self.ladder.buckets, self._sample_rows(), STARTUP_CONFIGS)
-        return sorted((k for k in keys if k not in early), key=lambda k: (
-            k.bucket.num_tokens if isinstance(k, ForwardKey) else k.num_seqs, isinstance(k, SampleKey)))
-
-    def _program_keys(self, buckets: list[Bucket], sample_rows: list[int], configs) -> list[ProgramKey]:
-        keys: list[ProgramKey] = [ForwardKey(b) for b in buckets]
-        keys += [ForwardKey(b, long_prefill=True) for b in self.kernels.long_prefill_buckets(buckets)]
-        configs = [c for c in configs if self.spec.enabled or not c.greedy_only]  # greedy: the forward's
-        keys += [SampleKey(s, c) for s in sample_rows for c in configs]
-        if self.structured_outputs:
-            keys += self._grammar_sample_keys(SAMPLE_CONFIG, rows=sample_rows)
-        return keys
-
-    def _grammar_sample_keys(self, *configs: SamplerConfig, rows: list[int] | None = None) -> list[SampleKey]:
-        """The sampler variants ``configs`` with a grammar bitmask, for the row counts ``rows`` (default: every
-        sequence bucket's)."""
-        words = -(-self.cfg.vocab_size // 32)
-        rows = self._sample_rows() if rows is None else rows
-        return [SampleKey(s, dataclasses.replace(c, grammar_words=words)) for c in configs for s in rows]
-
-    def prepare_structured_outputs(self, params=None) -> None:
-        """A constrained request (SamplingParams ``params``) arrived: compile the grammar-bitmask sampler programs
-        it will need that are not compiled yet, on a background thread while the steps of other requests run and
-        the grammars compile: those of greedy and temperature rows (compiled at start-up with
-        ``structured_outputs``), and those with min-p / top-k / top-p or logprobs when ``params`` uses them. A
-        step that needs one before it is ready waits for it (``Programs.get``); penalties and wide sparse arrays
-        compile their variant on first use."""
-        if self._enforce_eager:
-            return
-        configs = {SAMPLE_CONFIG} if params is None else {SAMPLE_CONFIG, start_up_variant(params, self.cfg.vocab_size)}
-        self.programs.compile_in_background(self._grammar_sample_keys(*sorted(configs, key=STARTUP_CONFIGS.index)))
-
-    def warm_up(self) -> None:
-        """Compile the start-up programs in parallel threads."""
-        keys = self.startup_keys()
-        logger.info("compiling %d programs (KV cache: %d blocks)", len(keys), self.num_blocks)
-        self.programs.compile_all(keys, self._drop_long_prefill_programs)
-        if self.kernels.prefill_split is None:  # dropped while others compiled
-            self.programs.drop(k for k in self.programs.compiled if isinstance(k, ForwardKey) and k.long_prefill)
-
-    def _drop_long_prefill_programs(self, key: ProgramKey, error: Exception) -> bool:
-        """A program failed to compile: a long-prefill one whose implementation was the default falls back
-        (``KernelPolicy.drop_long_prefill``); any other failure is raised."""
-        if not (isinstance(key, ForwardKey) and key.long_prefill) or not self.kernels.drop_long_prefill(error):
-            return False
-        self.programs.drop(k for k in self.programs.compiled if isinstance(k, ForwardKey) and k.long_prefill)
-        return True
-
-    def _run_each_program_once(self) -> None:
-        """Execute every compiled program once on an all-padding step (no sequence: nothing is written to the
-        cache) and wait for it, so that first-execution costs land at start-up, not in ``generate``."""
-        t0 = time.perf_counter()
-        for key, fn in self.programs.compiled.items():
-            if isinstance(key, ForwardKey):
-                self.kv_caches, logits, _, _ = fn(self.params, self.kv_caches, self._padding_step(key.bucket),
-                                                  self._prev_tokens, self._lora_stacks())
-            else:
-                logits = jax.device_put(np.zeros((key.num_seqs, self.cfg.vocab_size), np.float32), self._replicated)
-                logits = fn(logits, self._neutral_sampling(key.num_seqs, key.config), *self._neutral_spec(key.num_seqs))
-            jax.block_until_ready(logits)  # one at a time: no two programs' temporaries live together
-        self.first_run_seconds = time.perf_counter() - t0
-        logger.info("ran each of %d programs once in %.1fs", len(self.programs), self.first_run_seconds)
-
-    @property
-    def compile_seconds(self) -> float:
-        return self.programs.compile_seconds
-
-    @property
-    def num_compilations(self) -> int:
-        """Programs compiled so far or compiling in the background: step variants, prompt-logprob programs and
-        the host tier's copies."""
-        swap = 0 if self.host_kv is None else self.host_kv.num_compilations
-        draft = 0 if self.draft is None else self.draft.num_compilations
-        return self.programs.num_scheduled + self._prompt_lp._cache_size() + swap + draft
 
     def host_tier_kwargs(self, args: EngineArgs) -> dict:
         """LLMEngine's host-tier keywords: the slots, the switches, and the preemption cost rule's constants
