@@ -13,11 +13,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 
+from jaxllm.bench.peer_process import run_peer_process
 from jaxllm.bench.roofline import PEAK_FLOPS
 from jaxllm.bench.workloads import CONFIG_DIR, Workload
 from jaxllm.engine_args import POOLING_MAX_NUM_BATCHED_TOKENS
@@ -79,18 +79,9 @@ def run_jaxllm(w: Workload, args, model_dir: str, prompts: list[list[int]]) -> d
 
 
 def run_peer(w: Workload, args, model_dir: str) -> dict:
-    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
-        out_path = f.name
-    cmd = [sys.executable, "-m", "jaxllm.bench.peer_hf_embed", "--model-dir", model_dir, "--workload-json",
-           json.dumps(dataclasses.asdict(w)), "--output", out_path, "--device", args.peer_device, "--dtype", args.dtype,
-           "--max-batch-tokens", str(args.max_num_batched_tokens or POOLING_MAX_NUM_BATCHED_TOKENS)]
-    if args.peer_max_requests:
-        cmd += ["--max-requests", str(args.peer_max_requests)]
-    if args.peer_threads:
-        cmd += ["--threads", str(args.peer_threads)]
-    subprocess.run(cmd, check=True)
-    with open(out_path) as f:
-        return json.load(f)
+    """transformers' AutoModel on the same documents (peer_hf_embed.py), in a subprocess; returns its JSON."""
+    budget = args.max_num_batched_tokens or POOLING_MAX_NUM_BATCHED_TOKENS
+    return run_peer_process("jaxllm.bench.peer_hf_embed", w, args, model_dir, "--max-batch-tokens", str(budget))
 
 
 def main(args, w: Workload, argv) -> dict:

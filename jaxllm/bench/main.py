@@ -22,7 +22,6 @@ import gc
 import json
 import logging
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,6 +29,7 @@ import time
 from jaxllm.bench import kv_offload, spec_draft
 from jaxllm.bench.embed import EMBED_WORKLOADS
 from jaxllm.bench.monitor import GpuBusySampler, host_profile
+from jaxllm.bench.peer_process import run_peer_process
 from jaxllm.bench.presets import PRESETS, preset_args
 from jaxllm.bench.workloads import WORKLOADS, Workload
 from jaxllm.engine_args import ATTENTION_BACKENDS, QUANT_MATMUL_IMPLS
@@ -250,18 +250,8 @@ def _lora_requests(args, llm, model_dir: str, num_prompts: int):
 
 
 def run_peer(w: Workload, args, model_dir: str) -> dict:
-    """transformers' generate_batch in a subprocess; returns its JSON."""
-    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
-        out_path = f.name
-    cmd = [sys.executable, "-m", "jaxllm.bench.peer_hf", "--model-dir", model_dir, "--workload-json",
-           json.dumps(w.__dict__), "--output", out_path, "--device", args.peer_device, "--dtype", args.dtype, "--api", args.peer_api]
-    if args.peer_threads:
-        cmd += ["--threads", str(args.peer_threads)]
-    if args.peer_max_requests:
-        cmd += ["--max-requests", str(args.peer_max_requests)]
-    subprocess.run(cmd, check=True)
-    with open(out_path) as f:
-        return json.load(f)
+    """transformers' generate_batch (or generate) in a subprocess; returns its JSON."""
+    return run_peer_process("jaxllm.bench.peer_hf", w, args, model_dir, "--api", args.peer_api)
 
 
 def main(argv=None) -> dict:
