@@ -18,6 +18,8 @@ gguf = pytest.importorskip("gguf")
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from gguf_files import finish_gguf, gguf_writer
+
 from jaxllm.config import ModelConfig
 from jaxllm.weights.gguf import (
     SUPPORTED_TENSOR_TYPES,
@@ -63,21 +65,13 @@ def write_gguf(path, model, arch: str, pre: str, quantize: dict[str, str] | None
     """Write ``model`` (a transformers causal LM) as llama.cpp would; ``quantize`` maps HF names to a type."""
     cfg = model.config
     tokens, types = tiny_vocab()
-    w = gguf.GGUFWriter(os.fspath(path), arch)
-    w.add_block_count(cfg.num_hidden_layers)
-    w.add_context_length(cfg.max_position_embeddings)
-    w.add_embedding_length(cfg.hidden_size)
-    w.add_feed_forward_length(cfg.intermediate_size)
-    w.add_head_count(cfg.num_attention_heads)
-    w.add_head_count_kv(cfg.num_key_value_heads)
+    w = gguf_writer(path, arch, cfg)
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     if arch == "qwen3":
         w.add_key_length(head_dim)
     w.add_rope_dimension_count(head_dim)
     theta = (getattr(cfg, "rope_parameters", None) or {}).get("rope_theta") or cfg.rope_theta
     w.add_rope_freq_base(theta)
-    w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
-    w.add_vocab_size(cfg.vocab_size)
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre(pre)
     w.add_token_list(tokens)
@@ -104,10 +98,7 @@ def write_gguf(path, model, arch: str, pre: str, quantize: dict[str, str] | None
         else:
             q = gguf.GGMLQuantizationType[qtype]
             w.add_tensor(gguf_name(name), gguf.quants.quantize(arr, q), raw_dtype=q)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    finish_gguf(w)
     return path
 
 

@@ -4,14 +4,13 @@ jaxllm.load_model on the file gives transformers' fp32 logits within 1e-4 relati
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 
 gguf = pytest.importorskip("gguf")
 torch = pytest.importorskip("torch")
 
+from gguf_files import finish_gguf, gguf_writer
 from hf_models import hf_logits, relative_error, save_tiny_model
 
 import jaxllm
@@ -41,19 +40,11 @@ def write_family_gguf(path, model, arch: str):
     cfg = model.config
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     rope = cfg.rope_parameters.get("full_attention", cfg.rope_parameters)
-    w = gguf.GGUFWriter(os.fspath(path), arch)
-    w.add_block_count(cfg.num_hidden_layers)
-    w.add_context_length(cfg.max_position_embeddings)
-    w.add_embedding_length(cfg.hidden_size)
-    w.add_feed_forward_length(cfg.intermediate_size)
-    w.add_head_count(cfg.num_attention_heads)
-    w.add_head_count_kv(cfg.num_key_value_heads)
+    w = gguf_writer(path, arch, cfg)
     w.add_key_length(head_dim)
     w.add_value_length(head_dim)
     w.add_rope_dimension_count(int(head_dim * rope.get("partial_rotary_factor", 1.0)))
     w.add_rope_freq_base(rope["rope_theta"])
-    w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
-    w.add_vocab_size(cfg.vocab_size)
     if getattr(cfg, "sliding_window", None):
         w.add_sliding_window(cfg.sliding_window)
     if arch == "gemma2":
@@ -75,10 +66,7 @@ def write_family_gguf(path, model, arch: str):
         w.add_rope_scaling_orig_ctx_len(rope["original_max_position_embeddings"])
         w.add_tensor("rope_factors_long.weight", np.asarray(rope["long_factor"], np.float32))
         w.add_tensor("rope_factors_short.weight", np.asarray(rope["short_factor"], np.float32))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    finish_gguf(w)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
