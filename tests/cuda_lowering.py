@@ -124,7 +124,7 @@ def _sample_configs(runner):
 
     full = SamplerConfig(greedy_only=False, num_logprobs=20, bias_width=8, allowed_width=8, banned_width=8,
                          penalty_len=64, grammar_words=-(-runner.cfg.vocab_size // 32), random=True, min_p=True,
-                         top_k_top_p=True)
+                         top_k=True, top_p=True)
     return [*STARTUP_CONFIGS, full]
 
 

@@ -33,7 +33,7 @@ def test_config_choice_and_ladders():
     _, cfg = build_sampling_metadata([seq(sp(temperature=0.0, logprobs=0))], 2, V)
     assert cfg == dataclasses.replace(SAMPLE_CONFIG, random=False, num_logprobs=MAX_LOGPROBS)  # no noise
     _, cfg = build_sampling_metadata([seq(sp(temperature=0.5, top_p=0.9)), seq(sp(temperature=0.0))], 2, V)
-    assert cfg == dataclasses.replace(SAMPLE_CONFIG, top_k_top_p=True)
+    assert cfg == dataclasses.replace(SAMPLE_CONFIG, top_p=True)
     _, cfg = build_sampling_metadata([seq(sp(temperature=0.5, min_p=0.1))], 2, V)
     assert cfg == dataclasses.replace(SAMPLE_CONFIG, min_p=True)
     # every variant but the greedy one is served by a compiled superset of its parts with the same shapes

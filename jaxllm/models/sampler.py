@@ -13,7 +13,7 @@ else is in the batch and wherever its row is.
 min_p keeps x >= max(x) + T * log(min_p) (p >= min_p * p_max): one pass. top-k / top-p (exact, tie-inclusive,
 vLLM's order) run in ``sampler_filters`` without sorting the vocabulary and without a host sync: a race of
 the 8 best Gumbel draws tested exactly for membership, the rare undecided rows drawn by an exact per-row
-kernel. Which parts run is decided on the host (``SamplerConfig.random / min_p / top_k_top_p`` are static),
+kernel. Which parts run is decided on the host (``SamplerConfig.random / min_p / top_k / top_p`` are static),
 because a ``lax.cond`` on device data makes XLA's GPU runtime copy the predicate to the host and wait for it,
 which stalls the launch of the next step. ``scripts/bench_sampler.py`` times every variant.
 
@@ -115,15 +115,18 @@ def _gumbel_argmax(x: jax.Array, seeds: jax.Array, output_index: jax.Array, nois
 def _random_tokens(x: jax.Array, md: Any, config: Any) -> jax.Array:
     """min_p, top_k, top_p, temperature, then Gumbel-max. x [S, V] processed logits -> [S] i32. Greedy rows
     (temperature 1, nothing to mask, no noise) come out as the argmax of x. A part no row uses (static
-    ``config`` flags) is not computed."""
+    ``config`` flags) is not computed: min_p alone is one max pass before the Gumbel-max pass; with top-k / top-p
+    the row maximum comes from their passes."""
     floor = jnp.full(x.shape[:1], _NEG_INF)
+    keys = row_keys(md.seeds, md.output_index)
+    if config.top_k or config.top_p:
+        with jax.named_scope("top_k_top_p"):
+            return sample_top_k_top_p(x, floor, md.temperature, md.top_k, md.top_p, keys, ~md.greedy,
+                                      min_p=md.min_p if config.min_p else None, top_values=config.top_k,
+                                      membership=config.top_p)
     if config.min_p:
         with jax.named_scope("min_p"):  # p >= min_p * p_max  <=>  x >= max(x) + T * log(min_p)
             floor = jnp.max(x, axis=-1) + md.temperature * jnp.log(md.min_p)
-    keys = row_keys(md.seeds, md.output_index)
-    if config.top_k_top_p:
-        with jax.named_scope("top_k_top_p"):
-            return sample_top_k_top_p(x, floor, md.temperature, md.top_k, md.top_p, keys, ~md.greedy)
     with jax.named_scope("gumbel_max"):
         return truncated_gumbel_argmax(x, floor, md.temperature, keys, ~md.greedy)
 

@@ -136,31 +136,57 @@ def _survives(x, cand_x, floor, row_max, temperature, top_k, top_p, one_pass: bo
     return (cand_x > NEG_INF) & (count < top_k[:, None]) & in_p
 
 
-def fast_path(x, min_p_floor, temperature, top_k, top_p, keys, noisy) -> tuple[jax.Array, jax.Array]:
+def _thresholds(x, floor, min_p, temperature, top_k, top_values: bool):
+    """(row_max [S] f32: 0 where the row is all -inf, floor [S]: ``floor`` raised to the min_p threshold, t [S]:
+    floor raised to the k-th largest value of rows with top_k <= TOPK_CANDIDATES when ``top_values``). The row
+    maximum comes from the top values when they are computed, else from one max pass, which min_p shares."""
+    kc = min(TOPK_CANDIDATES, x.shape[1])
+    if top_values:
+        with jax.named_scope("top_values"):
+            vals, _ = top_k_values(x, kc)  # [S, kc] descending
+            t_k = jnp.take_along_axis(vals, jnp.clip(top_k - 1, 0, kc - 1)[:, None], axis=1)[:, 0]
+            t_k = jnp.where(top_k <= kc, t_k, NEG_INF)
+            top = vals[:, 0]
+    else:
+        t_k, top = NEG_INF, jnp.max(x, axis=-1)
+    if min_p is not None:  # p >= min_p * p_max  <=>  x >= max(x) + T * log(min_p)
+        floor = jnp.maximum(floor, top + temperature * jnp.log(min_p))
+    return jnp.where(jnp.isfinite(top), top, 0.0), floor, jnp.maximum(floor, t_k)
+
+
+def fast_path(x, floor, temperature, top_k, top_p, keys, noisy, *, min_p=None, top_values: bool = True,
+              membership: bool = True) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Steps 1-3 of the module docstring: (tokens [S] i32, undecided [S] bool: rows whose token must come from
-    ``exact_rows``). Arguments as ``sample_top_k_top_p``."""
+    ``exact_rows``, floor [S]: ``floor`` raised to the min_p threshold). Arguments as ``sample_top_k_top_p``."""
     v = x.shape[1]
     kc = min(TOPK_CANDIDATES, v)
-    with jax.named_scope("top_values"):
-        vals, _ = top_k_values(x, kc)  # [S, kc] descending
-        t_k = jnp.take_along_axis(vals, jnp.clip(top_k - 1, 0, kc - 1)[:, None], axis=1)[:, 0]
-        floor = jnp.maximum(min_p_floor, jnp.where(top_k <= kc, t_k, NEG_INF))
-        row_max = jnp.where(jnp.isfinite(vals[:, 0]), vals[:, 0], 0.0)
+    row_max, floor, t = _thresholds(x, floor, min_p, temperature, top_k, top_values)
     with jax.named_scope("race"):
-        ids, cand_x = race(x, floor, temperature, keys, noisy)
-    with jax.named_scope("membership"):
-        ok = _survives(x, cand_x, floor, row_max, temperature, top_k, top_p)
+        ids, cand_x = race(x, t, temperature, keys, noisy)
+    beyond_t = (top_k < v) & ((top_k > kc) | (not top_values))  # a top-k that t does not hold
+    if membership:
+        with jax.named_scope("membership"):
+            ok = _survives(x, cand_x, t, row_max, temperature, top_k, top_p)
+        unknown = beyond_t & (top_p < 1.0)  # the mass of the row's top-k is unknown
+    else:  # the survivors are x >= t (min_p, top-k within the top values): the race's first draw is the token
+        ok, unknown = cand_x > NEG_INF, beyond_t | (top_p < 1.0)
     tokens = jnp.take_along_axis(ids, jnp.argmax(ok, axis=1)[:, None], axis=1)[:, 0]
     any_finite = cand_x[:, 0] > NEG_INF
     tokens = jnp.where(any_finite, tokens, 0)  # every logit -inf: token 0, as argmax would
-    unknown_mass = (top_k < v) & (top_k > kc) & (top_p < 1.0)
-    return tokens, noisy & any_finite & (unknown_mass | ~jnp.any(ok, axis=1))
+    return tokens, noisy & any_finite & (unknown | ~jnp.any(ok, axis=1)), floor
 
 
-def sample_top_k_top_p(x, min_p_floor, temperature, top_k, top_p, keys, noisy) -> jax.Array:
-    """Tokens [S] i32: x [S, V] f32 processed logits; min_p_floor [S] f32 (-inf: off); temperature [S]; top_k
-    [S] i32 (V = off); top_p [S] f32 (1 = off); keys [S, 2] u32 noise keys; noisy [S] bool (False: greedy row,
-    no noise). No host sync; see the module docstring for the steps."""
-    tokens, undecided = fast_path(x, min_p_floor, temperature, top_k, top_p, keys, noisy)
+def sample_top_k_top_p(x, floor, temperature, top_k, top_p, keys, noisy, *, min_p=None, top_values: bool = True,
+                       membership: bool = True) -> jax.Array:
+    """Tokens [S] i32: x [S, V] f32 processed logits; floor [S] f32 (keep x >= floor; -inf: off); temperature
+    [S]; top_k [S] i32 (V = off); top_p [S] f32 (1 = off); keys [S, 2] u32 noise keys; noisy [S] bool (False:
+    greedy row, no noise); min_p [S] f32 or None (0 = off): the floor rises to max(x) + T * log(min_p), the row
+    maximum taken from a pass the path makes anyway. The static parts (decided on the host, as the sampler's
+    ``SamplerConfig``): ``top_values`` (some row has top_k <= TOPK_CANDIDATES: its threshold comes from the exact
+    top values), ``membership`` (some row has top_p < 1 or a larger top_k < V: the exact membership pass; without
+    it every row's survivors are x >= its threshold and the race's first draw is the token). No host sync; see the
+    module docstring for the steps."""
+    tokens, undecided, floor = fast_path(x, floor, temperature, top_k, top_p, keys, noisy, min_p=min_p,
+                                         top_values=top_values, membership=membership)
     with jax.named_scope("exact_rows"):
-        return exact_rows(x, undecided, min_p_floor, top_k, top_p, temperature, keys, tokens)
+        return exact_rows(x, undecided, floor, top_k, top_p, temperature, keys, tokens)

@@ -21,7 +21,7 @@ import weakref
 from collections.abc import Callable, Iterable
 
 from jaxllm.runner.buckets import Bucket
-from jaxllm.runner.sampler_config import SamplerConfig, covers
+from jaxllm.runner.sampler_config import SamplerConfig, cost_order, covers
 
 logger = logging.getLogger("jaxllm")
 _STOP_BACKGROUND = threading.Event()  # set at interpreter exit: queued background compiles are cancelled
@@ -117,7 +117,7 @@ class Programs:
                     if isinstance(k, SampleKey) and k.num_seqs == num_seqs and covers(k.config, config)]
         if not compiled:
             return config
-        return min(compiled, key=lambda c: (c.num_logprobs, c.top_k_top_p, c.min_p, c.random))
+        return min(compiled, key=cost_order)
 
     def compile_all(self, keys: list[ProgramKey], on_error: Callable[[ProgramKey, Exception], bool]) -> None:
         """Compile ``keys`` in parallel threads. A failed compile goes to ``on_error(key, error)``: True drops the

@@ -7,12 +7,15 @@ Variants (each is compiled once per sequence bucket, i.e. per padded_num_seqs):
     argmax only; the metadata carries no arrays at all.
   * ``SAMPLE_CONFIG``: temperature, top-k, top-p, min-p, seeds, logit_bias, allowed_token_ids, banned ids
     (min_tokens stop ids and bad words), with sparse widths at the bottom of the ladder.
-  * ``FILTER_CONFIG``: ``SAMPLE_CONFIG`` with min_p and top-k / top-p.
+  * ``FILTER_CONFIG``: ``SAMPLE_CONFIG`` with min_p, top-k and top-p.
   * ``FULL_CONFIG``: ``FILTER_CONFIG`` plus top-``MAX_LOGPROBS`` logprobs.
-  Which parts run (random rows, min_p, top-k/top-p, logprobs) is a static field too, so the device never
-  branches on data. These four (``STARTUP_CONFIGS``) are what the runner compiles at start-up; a step whose
-  exact variant is not compiled runs a compiled one that ``covers`` it (same shapes, a superset of the
-  parts). A step that needs more compiles lazily, on first use, a variant that differs only in shapes: a
+  * ``MIN_P_CONFIG``, ``TOP_K_CONFIG``, ``TOP_P_CONFIG``: one filter (with min_p, free beside the other two),
+    so that a batch using one runs its passes only: min_p one max pass, top-k (<= 64) the exact top values
+    and the race, top-p one max pass, the race and the exact membership pass (sampler_filters.py).
+  Which parts run (random rows, min_p, top-k, top-p, logprobs) is a static field too, so the device never
+  branches on data. These seven (``STARTUP_CONFIGS``) are what the runner compiles at start-up; a step whose
+  exact variant is not compiled runs the cheapest compiled one that ``covers`` it (same shapes, a superset of
+  the parts). A step that needs more compiles lazily, on first use, a variant that differs only in shapes: a
   wider sparse array (more than 8 bias, allowed or banned ids in a row: widths from ``SPARSE_WIDTHS``) or
   penalties (repetition/frequency/presence), which carry the prompt+output token ids padded to a power-of-two
   length ``penalty_len`` (>= ``PENALTY_MIN_LEN``), or structured outputs (``grammar_words``: a packed [S,
@@ -53,15 +56,18 @@ class SamplerConfig:
     # predicate back to the host (a sync that stalls the launch of the next step).
     random: bool = False  # some row samples (temperature >= SAMPLING_EPS); else argmax of the processed logits
     min_p: bool = False  # some row has min_p > 0
-    top_k_top_p: bool = False  # some row has top_k or top_p
+    # top_k: some row has top_k <= TOPK_CANDIDATES (its threshold from the exact top values); top_p: some row has
+    # top_p < 1 or a larger top_k (< V): the exact membership pass (jaxllm/models/sampler_filters.py)
+    top_k: bool = False
+    top_p: bool = False
 
     def __post_init__(self):
         widths = (self.num_logprobs, self.bias_width, self.allowed_width, self.banned_width, self.penalty_len,
-                  self.grammar_words, self.random, self.min_p, self.top_k_top_p)
+                  self.grammar_words, self.random, self.min_p, self.top_k, self.top_p)
         if self.greedy_only and any(widths):
             raise ValueError(f"greedy_only SamplerConfig must have zero widths and no random rows, got {self}")
-        if (self.min_p or self.top_k_top_p) and not self.random:
-            raise ValueError(f"min_p / top_k_top_p need random=True, got {self}")
+        if (self.min_p or self.top_k or self.top_p) and not self.random:
+            raise ValueError(f"min_p / top_k / top_p need random=True, got {self}")
         if not self.greedy_only:
             for name in ("bias_width", "allowed_width", "banned_width"):
                 if getattr(self, name) not in SPARSE_WIDTHS:
@@ -87,9 +93,19 @@ SAMPLE_CONFIG = SamplerConfig(
     banned_width=SPARSE_WIDTHS[0],
     random=True,
 )
-FILTER_CONFIG = dataclasses.replace(SAMPLE_CONFIG, min_p=True, top_k_top_p=True)
+FILTER_CONFIG = dataclasses.replace(SAMPLE_CONFIG, min_p=True, top_k=True, top_p=True)
 FULL_CONFIG = dataclasses.replace(FILTER_CONFIG, num_logprobs=MAX_LOGPROBS)
-STARTUP_CONFIGS = (GREEDY_CONFIG, SAMPLE_CONFIG, FILTER_CONFIG, FULL_CONFIG)
+# each filter alone, at its own cost (min_p rides free on the top values or top-p's max pass)
+MIN_P_CONFIG = dataclasses.replace(SAMPLE_CONFIG, min_p=True)
+TOP_K_CONFIG = dataclasses.replace(SAMPLE_CONFIG, min_p=True, top_k=True)
+TOP_P_CONFIG = dataclasses.replace(SAMPLE_CONFIG, min_p=True, top_p=True)
+STARTUP_CONFIGS = (GREEDY_CONFIG, SAMPLE_CONFIG, FILTER_CONFIG, FULL_CONFIG, MIN_P_CONFIG, TOP_K_CONFIG, TOP_P_CONFIG)
+
+
+def cost_order(config: SamplerConfig) -> tuple:
+    """Sort key of the variants that may serve a step: the cheapest first (logprobs, then the exact membership
+    pass, the top values, min_p's max pass, noise)."""
+    return config.num_logprobs, config.top_p, config.top_k, config.min_p, config.random
 
 
 def covers(compiled: SamplerConfig, needed: SamplerConfig) -> bool:
@@ -103,4 +119,4 @@ def covers(compiled: SamplerConfig, needed: SamplerConfig) -> bool:
     shapes = lambda c: (c.bias_width, c.allowed_width, c.banned_width, c.penalty_len, c.grammar_words)
     same_shapes = shapes(compiled) == shapes(needed)
     return same_shapes and all(getattr(compiled, f) >= getattr(needed, f)
-                               for f in ("random", "min_p", "top_k_top_p", "num_logprobs"))
+                               for f in ("random", "min_p", "top_k", "top_p", "num_logprobs"))
