@@ -177,3 +177,22 @@ def test_mixed_rows_in_one_batch_do_not_change_each_other():
     keep = np.arange(s) % 2 == 0
     mixed = [np.where(keep.reshape((s,) + (1,) * (np.ndim(a) - 1)), a, b) for a, b in zip(args, other)]
     np.testing.assert_array_equal(fast_tokens(*mixed)[keep], full[keep])
+
+
+@pytest.mark.parametrize("top_values, membership", [(True, False), (False, True), (False, False)])
+def test_static_parts_left_out_keep_every_row_exact(top_values, membership):
+    """A sampler variant without the top values or the membership pass (a batch that needs neither) draws the
+    reference token in every row it serves; a row that does need the missing part is drawn by the exact rows."""
+    v = 300
+    x, _, k, p, t, keys = make_rows(12, 48, v, [1, 5, 40, v], [0.3, 0.9, 1.0, 1.0], [0.0, 0.0, 0.1])
+    min_p = np.random.default_rng(12).choice([0.0, 0.0, 0.1], size=len(x)).astype(np.float32)
+    floor = np.asarray(jnp.max(x, axis=1) + t * jnp.log(min_p))  # the sampler's min_p floor, as it computes it
+    parts = {"min_p": jnp.asarray(min_p), "top_values": top_values, "membership": membership}
+    no_floor = jnp.full(len(x), -jnp.inf)
+    fast = lambda f, x, t, k, p: jax.jit(lambda *a: f(*a, **parts))(x, no_floor, t, k, p, keys,
+                                                                     jnp.ones(len(x), bool))
+    args = tuple(map(jnp.asarray, (x, t, k, p)))
+    undecided = np.asarray(fast(lambda *a, **kw: sf.fast_path(*a, **kw)[1], *args))
+    assert 0 < undecided.sum() < len(x)  # rows from the fast path and rows from the exact rows
+    want = reference_tokens(x, floor, k, p, t, keys)
+    np.testing.assert_array_equal(np.asarray(fast(sf.sample_top_k_top_p, *args)), want)
