@@ -14,9 +14,16 @@ sampler_cost = importlib.util.module_from_spec(_SPEC)
 _SPEC.loader.exec_module(sampler_cost)
 
 S, V = 32, 32768
-# bytes accessed / plain's; the processors' passes (allowed mask, bias scatter) are in plain's bytes too
-BYTES_BUDGET = {"min_p=0.05": 1.2, "top_k=50": 1.85, "top_p=0.95": 1.85, "top_k=20+top_p=0.95+min_p=0.05": 1.95}
-EXTRA_PASSES = {"min_p=0.05": 1, "top_k=50": 3, "top_p=0.95": 4, "top_k=20+top_p=0.95+min_p=0.05": 4}
+# setting: (bytes accessed / plain's, [S, V] passes over plain's, transcendentals per [S, V] element over plain's).
+# Plain sampling: the processors' passes (allowed mask, bias scatter, non-finite check) and one Gumbel-max pass
+# (2 logs per element). CPU figures: the GPU fuses the race's elementwise producer into its reduction.
+BUDGET = {
+    "min_p=0.05": (1.15, 1, 0.0),  # one max pass
+    "top_k=50": (1.3, 1, -1.9),  # the top values only: no noise over the vocabulary
+    "top_k=20+top_p=0.95+min_p=0.05": (1.3, 1, -1.9),
+    "top_p=0.95": (1.65, 3, 1.1),  # the race (z materialised on the CPU) and the membership pass with its exp
+    "top_k=100+top_p=0.95": (1.65, 3, 1.1),
+}
 
 
 @pytest.fixture(scope="module")
@@ -24,11 +31,10 @@ def plain():
     return sampler_cost.program_cost(sampler_cost.SETTINGS["plain"], S, V)
 
 
-@pytest.mark.parametrize("name", list(BYTES_BUDGET))
+@pytest.mark.parametrize("name", list(BUDGET))
 def test_filtered_sampler_stays_within_its_budget(plain, name):
     cost = sampler_cost.program_cost(sampler_cost.SETTINGS[name], S, V)
-    assert cost["bytes"] <= BYTES_BUDGET[name] * plain["bytes"], (cost, plain)
-    assert cost["full_passes"] <= plain["full_passes"] + EXTRA_PASSES[name], (cost, plain)
-    # one noise evaluation per token (2 logs) as plain sampling, plus at most one exp for top-p's mass
-    extra = 0.0 if name == "min_p=0.05" else 1.0 if "top_p" in name else 0.1
-    assert cost["transcendentals"] <= plain["transcendentals"] + (extra + 0.1) * S * V, (cost, plain)
+    bytes_ratio, passes, transcendentals = BUDGET[name]
+    assert cost["bytes"] <= bytes_ratio * plain["bytes"], (cost, plain)
+    assert cost["full_passes"] <= plain["full_passes"] + passes, (cost, plain)
+    assert cost["transcendentals"] <= plain["transcendentals"] + (transcendentals + 0.01) * S * V, (cost, plain)

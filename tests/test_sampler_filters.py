@@ -108,13 +108,15 @@ def truncated_law(x, t, floor, k, p):
     return w / w.sum()
 
 
-@pytest.mark.parametrize("t, min_p, k, p", [
-    (1.0, 0.0, 600, 0.05),  # flat law, small nucleus beyond the top values: the race often fails
-    (0.8, 0.0, 100, 0.9),  # top_k > 64 with top_p: always the exact rows
-    (0.7, 0.02, 20, 0.8),  # everything together
-    (1.3, 0.0, 90, 1.0),  # top_k > 64 alone: membership counts
+@pytest.mark.parametrize("t, min_p, k, p, parts", [
+    (1.0, 0.0, 600, 0.05, {}),  # flat law, small nucleus beyond the top values: the race often fails
+    (1.0, 0.0, 600, 0.3, {"top_values": False}),  # top-p alone (TOP_P_CONFIG)
+    (0.8, 0.0, 100, 0.9, {}),  # top_k > 64 with top_p: always the exact rows
+    (0.7, 0.02, 20, 0.8, {}),  # everything together
+    (0.7, 0.02, 20, 0.8, {"race": False, "membership": False}),  # from the top values alone (TOP_K_CONFIG)
+    (1.3, 0.0, 90, 1.0, {}),  # top_k > 64 alone: membership counts
 ])
-def test_token_frequencies_follow_the_truncated_law(t, min_p, k, p):
+def test_token_frequencies_follow_the_truncated_law(t, min_p, k, p, parts):
     n, v = 12000, 600
     row = np.random.default_rng(6).normal(size=v).astype(np.float32) * 0.5
     with np.errstate(divide="ignore"):
@@ -122,7 +124,8 @@ def test_token_frequencies_follow_the_truncated_law(t, min_p, k, p):
     keys = row_keys(jnp.asarray(np.random.default_rng(7).integers(0, 2**32, (n, 2), dtype=np.uint32)),
                     jnp.zeros(n, jnp.int32))
     col = lambda a, dt: jnp.full(n, a, dt)
-    tokens = FAST(jnp.broadcast_to(row, (n, v)), col(floor, jnp.float32), col(t, jnp.float32), col(k, jnp.int32),
+    fast = jax.jit(lambda *a: sf.sample_top_k_top_p(*a, **parts)) if parts else FAST
+    tokens = fast(jnp.broadcast_to(row, (n, v)), col(floor, jnp.float32), col(t, jnp.float32), col(k, jnp.int32),
                col(p, jnp.float32), keys, jnp.ones(n, bool))
     freq = np.bincount(np.asarray(tokens), minlength=v) / n
     law = truncated_law(row, t, floor, k, p)
@@ -179,20 +182,40 @@ def test_mixed_rows_in_one_batch_do_not_change_each_other():
     np.testing.assert_array_equal(fast_tokens(*mixed)[keep], full[keep])
 
 
-@pytest.mark.parametrize("top_values, membership", [(True, False), (False, True), (False, False)])
-def test_static_parts_left_out_keep_every_row_exact(top_values, membership):
-    """A sampler variant without the top values or the membership pass (a batch that needs neither) draws the
-    reference token in every row it serves; a row that does need the missing part is drawn by the exact rows."""
+@pytest.mark.parametrize("top_values, race, membership, with_min_p", [
+    (True, False, False, True), (True, True, False, True), (False, True, True, True), (False, True, False, True),
+    (False, True, True, False)])  # the last: top-p alone, its mass scaled by the race winner's logit
+def test_static_parts_left_out_keep_every_row_exact(top_values, race, membership, with_min_p):
+    """A sampler variant without some parts (the top values, the race over the vocabulary, the membership pass)
+    draws the reference token in every row it serves; a row that needs a missing part is drawn by the exact
+    rows."""
     v = 300
     x, _, k, p, t, keys = make_rows(12, 48, v, [1, 5, 40, v], [0.3, 0.9, 1.0, 1.0], [0.0, 0.0, 0.1])
-    min_p = np.random.default_rng(12).choice([0.0, 0.0, 0.1], size=len(x)).astype(np.float32)
-    floor = np.asarray(jnp.max(x, axis=1) + t * jnp.log(min_p))  # the sampler's min_p floor, as it computes it
-    parts = {"min_p": jnp.asarray(min_p), "top_values": top_values, "membership": membership}
-    no_floor = jnp.full(len(x), -jnp.inf)
-    fast = lambda f, x, t, k, p: jax.jit(lambda *a: f(*a, **parts))(x, no_floor, t, k, p, keys,
-                                                                     jnp.ones(len(x), bool))
-    args = tuple(map(jnp.asarray, (x, t, k, p)))
-    undecided = np.asarray(fast(lambda *a, **kw: sf.fast_path(*a, **kw)[1], *args))
+    min_p = jnp.asarray(np.random.default_rng(12).choice([0.0, 0.0, 0.1], size=len(x)).astype(np.float32))
+    min_p = min_p if with_min_p else None
+    # the sampler's min_p floor, as it computes it
+    floor = np.asarray(jnp.max(x, axis=1) + t * jnp.log(min_p)) if with_min_p else np.full(len(x), NEG_INF)
+    run = lambda f: np.asarray(jax.jit(f)(*map(jnp.asarray, (x, np.full(len(x), NEG_INF, np.float32), t, k, p)),
+                                          keys, jnp.ones(len(x), bool)))
+    if race:
+        undecided = run(lambda *a: sf.fast_path(*a, min_p=min_p, top_values=top_values, membership=membership)[1])
+    else:
+        undecided = run(lambda *a: sf.top_values_draw(*a, min_p=min_p)[1])
     assert 0 < undecided.sum() < len(x)  # rows from the fast path and rows from the exact rows
-    want = reference_tokens(x, floor, k, p, t, keys)
-    np.testing.assert_array_equal(np.asarray(fast(sf.sample_top_k_top_p, *args)), want)
+    got = run(lambda *a: sf.sample_top_k_top_p(*a, min_p=min_p, top_values=top_values, race=race,
+                                               membership=membership))
+    np.testing.assert_array_equal(got, reference_tokens(x, floor, k, p, t, keys))
+
+
+def test_top_values_draw_greedy_rows_take_the_first_maximum():
+    """More tied maxima than top values: a greedy row still gets the first of them, as argmax; a sampled row
+    with top_k 1 is undecided (its survivors lie beyond the top values) and the exact rows draw it."""
+    v, s = 4096, 4
+    x = np.random.default_rng(13).normal(size=(s, v)).astype(np.float32)
+    tied = np.sort(np.random.default_rng(14).choice(np.arange(100, v), 100, replace=False))
+    x[:, tied] = 9.0
+    keys = row_keys(jnp.zeros((s, 2), jnp.uint32), jnp.arange(s))
+    k, p, t = jnp.asarray([v, v, 1, 1], jnp.int32), jnp.ones(s), jnp.ones(s)
+    noisy = jnp.asarray([False, False, True, True])
+    tokens, undecided, _ = jax.jit(sf.top_values_draw)(jnp.asarray(x), jnp.full(s, -jnp.inf), t, k, p, keys, noisy)
+    assert list(np.asarray(tokens)[:2]) == [tied[0]] * 2 and list(np.asarray(undecided)) == [False, False, True, True]

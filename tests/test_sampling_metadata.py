@@ -62,17 +62,21 @@ def test_config_choice_and_ladders():
 @pytest.mark.parametrize("rows, needed, served", [
     ([{"min_p": 0.05}], {"min_p"}, MIN_P_CONFIG),
     ([{"top_k": 50}], {"top_k"}, TOP_K_CONFIG),
-    ([{"top_k": 64}, {"min_p": 0.1}], {"top_k", "min_p"}, TOP_K_CONFIG),
+    # every sampled row draws from its top values (top_k < 64; greedy rows take their maximum): top-k alone
+    ([{"top_k": 20, "top_p": 0.95}, {"top_k": 5, "min_p": 0.1}, {"temperature": 0.0}], {"top_k", "min_p"},
+     TOP_K_CONFIG),
     ([{"top_k": 65}], {"top_p"}, TOP_P_CONFIG),  # beyond the top values: the membership pass counts
     ([{"top_p": 0.95}, {}], {"top_p"}, TOP_P_CONFIG),
-    ([{"top_p": 0.9, "min_p": 0.05}], {"top_p", "min_p"}, TOP_P_CONFIG),
+    ([{"top_p": 0.9, "min_p": 0.05}], {"top_p", "min_p"}, FILTER_CONFIG),  # min_p needs the max first
+    ([{"top_k": 64}], {"top_k", "top_p"}, FILTER_CONFIG),  # its k-th value: the top values; its draw: the race
     ([{"top_k": 20}, {"top_p": 0.95}], {"top_k", "top_p"}, FILTER_CONFIG),
+    ([{"top_k": 20}, {}], {"top_k", "top_p"}, FILTER_CONFIG),  # a plain row beside: the race for all
 ])
 def test_each_filter_is_served_by_its_own_start_up_variant(rows, needed, served):
     """A batch using one filter runs that filter's passes only: the cheapest start-up variant covering it (as
     ``Programs.sampler_variant`` picks) is the filter's own, not the one with every part."""
     V = 1000
-    _, cfg = build_sampling_metadata([seq(sp(temperature=0.6, **r)) for r in rows], len(rows), V)
+    _, cfg = build_sampling_metadata([seq(sp(**{"temperature": 0.6, **r})) for r in rows], len(rows), V)
     assert {f for f in ("min_p", "top_k", "top_p") if getattr(cfg, f)} == needed
     assert min((c for c in STARTUP_CONFIGS if covers(c, cfg)), key=cost_order) == served
 

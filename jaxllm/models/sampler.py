@@ -123,7 +123,7 @@ def _random_tokens(x: jax.Array, md: Any, config: Any) -> jax.Array:
         with jax.named_scope("top_k_top_p"):
             return sample_top_k_top_p(x, floor, md.temperature, md.top_k, md.top_p, keys, ~md.greedy,
                                       min_p=md.min_p if config.min_p else None, top_values=config.top_k,
-                                      membership=config.top_p)
+                                      race=config.top_p, membership=config.top_p)
     if config.min_p:
         with jax.named_scope("min_p"):  # p >= min_p * p_max  <=>  x >= max(x) + T * log(min_p)
             floor = jnp.max(x, axis=-1) + md.temperature * jnp.log(md.min_p)

@@ -5,15 +5,20 @@ the keyed noise of ``jaxllm.ops.sampling.gumbel``), with K = {x >= t} for a per-
 top-k, then top-p on the renormalised survivors: ``jaxllm.ops.sampling.reference``). Finding t needs a sort or
 a long search when the nucleus is wide (a flat distribution: thousands of tokens), so the fast path does not:
 
+0. When every sampled row has top_k < TOPK_CANDIDATES (``top_values_draw``), all of its survivors lie among its
+   exact top-64 values (``top_k_values``: one pass over [S, V] plus two small sorts): min_p, top-k, top-p and the
+   Gumbel-max run on those 64 values alone, with no other pass over the vocabulary. Otherwise:
 1. ``floor``: the min_p threshold, raised to the k-th largest value when k <= TOPK_CANDIDATES, found exactly
-   from the top-64 values (``top_k_values``: one pass over [S, V] plus two small sorts).
+   from the top-64 values (only when some row has such a k; min_p alone takes one max pass).
 2. The race: the RACE_CANDIDATES tokens with the largest z among x >= floor (``race``: one pass computing z's
    block maxima, then small sorts). They are the first draws, in order, of sampling without replacement.
 3. Membership, exactly, in one pass (one variadic reduction): candidate c survives iff fewer than k tokens lie
    strictly above it and the mass strictly above it is < top_p * mass(x >= floor). The answer is the first
-   surviving candidate: the argmax of z over K, bit for bit the token the threshold would give.
+   surviving candidate: the argmax of z over K, bit for bit the token the threshold would give. Without top-p
+   and larger top-k (static), the first draw is the answer and this pass does not run.
 A row is undecided when no candidate survives (probability <= (1 - top_p)^8 for top-p: 4e-11 at 0.95; higher for
-top-k > 64 on flat distributions) or when it has both top_k > 64 and top_p (the mass of its top-k is unknown).
+top-k > 64 on flat distributions), when it has both top_k > 64 and top_p (the mass of its top-k is unknown), or
+(step 0) when its k-th value ties with values beyond the top 64.
 Those rows, and only they, are drawn by ``jaxllm.ops.sampling.exact_rows`` (a per-row Pallas kernel on the GPU:
 no lax.cond, whose predicate XLA's GPU runtime reads back to the host every step, stalling the next launch).
 The token law is therefore exactly the threshold's, and a seeded row's token depends only on its seed, its
@@ -137,21 +142,22 @@ def _survives(x, cand_x, floor, row_max, temperature, top_k, top_p, one_pass: bo
 
 
 def _thresholds(x, floor, min_p, temperature, top_k, top_values: bool):
-    """(row_max [S] f32: 0 where the row is all -inf, floor [S]: ``floor`` raised to the min_p threshold, t [S]:
-    floor raised to the k-th largest value of rows with top_k <= TOPK_CANDIDATES when ``top_values``). The row
-    maximum comes from the top values when they are computed, else from one max pass, which min_p shares."""
+    """(row_max [S] f32 or None, floor [S]: ``floor`` raised to the min_p threshold, t [S]: floor raised to the
+    k-th largest value of rows with top_k <= TOPK_CANDIDATES when ``top_values``). The row maximum comes from the
+    top values when they are computed, else from one max pass when min_p needs it, else None: no pass."""
     kc = min(TOPK_CANDIDATES, x.shape[1])
+    t_k, top = NEG_INF, None
     if top_values:
         with jax.named_scope("top_values"):
             vals, _ = top_k_values(x, kc)  # [S, kc] descending
             t_k = jnp.take_along_axis(vals, jnp.clip(top_k - 1, 0, kc - 1)[:, None], axis=1)[:, 0]
             t_k = jnp.where(top_k <= kc, t_k, NEG_INF)
             top = vals[:, 0]
-    else:
-        t_k, top = NEG_INF, jnp.max(x, axis=-1)
+    elif min_p is not None:
+        top = jnp.max(x, axis=-1)
     if min_p is not None:  # p >= min_p * p_max  <=>  x >= max(x) + T * log(min_p)
         floor = jnp.maximum(floor, top + temperature * jnp.log(min_p))
-    return jnp.where(jnp.isfinite(top), top, 0.0), floor, jnp.maximum(floor, t_k)
+    return top, floor, jnp.maximum(floor, t_k)
 
 
 def fast_path(x, floor, temperature, top_k, top_p, keys, noisy, *, min_p=None, top_values: bool = True,
@@ -163,6 +169,10 @@ def fast_path(x, floor, temperature, top_k, top_p, keys, noisy, *, min_p=None, t
     row_max, floor, t = _thresholds(x, floor, min_p, temperature, top_k, top_values)
     with jax.named_scope("race"):
         ids, cand_x = race(x, t, temperature, keys, noisy)
+    # the scale of the membership's mass: the row maximum, else the winner's logit, which lies within
+    # T * (max(g) - min(g)) < 20 T of it (Gumbel-max), so exp((x - it) / T) < e^20 cannot overflow a row's sum
+    row_max = cand_x[:, 0] if row_max is None else row_max
+    row_max = jnp.where(jnp.isfinite(row_max), row_max, 0.0)
     beyond_t = (top_k < v) & ((top_k > kc) | (not top_values))  # a top-k that t does not hold
     if membership:
         with jax.named_scope("membership"):
@@ -176,17 +186,52 @@ def fast_path(x, floor, temperature, top_k, top_p, keys, noisy, *, min_p=None, t
     return tokens, noisy & any_finite & (unknown | ~jnp.any(ok, axis=1)), floor
 
 
+def top_values_draw(x, floor, temperature, top_k, top_p, keys, noisy, *, min_p=None):
+    """Step 0 of the module docstring, for batches whose sampled rows all have top_k < TOPK_CANDIDATES: (tokens
+    [S] i32, undecided [S] bool, floor [S]: ``floor`` raised to the min_p threshold). Every survivor of min_p
+    and top-k then lies among the row's exact top values, so top-p (``threshold_sorted`` on them) and the
+    Gumbel-max run on those TOPK_CANDIDATES values alone: no other pass over [S, V], no noise over the
+    vocabulary. Undecided: a sampled row whose k-th value ties beyond the top values. A greedy row's token is
+    its first maximum: ``top_k_values`` lists tied values by index. Arguments as ``sample_top_k_top_p``."""
+    v = x.shape[1]
+    kc = min(TOPK_CANDIDATES, v)
+    with jax.named_scope("top_values"):
+        vals, ids = top_k_values(x, kc)  # [S, kc] descending
+    top = vals[:, 0]
+    if min_p is not None:  # p >= min_p * p_max  <=>  x >= max(x) + T * log(min_p)
+        floor = jnp.maximum(floor, top + temperature * jnp.log(min_p))
+    t_k = jnp.take_along_axis(vals, jnp.clip(top_k - 1, 0, kc - 1)[:, None], axis=1)[:, 0]
+    t_b = jnp.maximum(floor, jnp.where(top_k <= kc, t_k, NEG_INF))
+    w = jnp.where(vals >= t_b[:, None], jnp.exp((vals - jnp.where(jnp.isfinite(top), top, 0.0)[:, None])
+                                                / temperature[:, None]), 0.0)
+    ok = jnp.cumsum(w, axis=1) - w < (top_p * jnp.sum(w, axis=1))[:, None]  # mass strictly above: a prefix
+    t_p = jnp.take_along_axis(vals, jnp.maximum(jnp.sum(ok, axis=1) - 1, 0)[:, None], axis=1)[:, 0]
+    t = jnp.maximum(t_b, jnp.where(top_p < 1.0, t_p, NEG_INF))
+    z = _perturbed(vals, ids, t, temperature, keys, noisy)  # -inf below t
+    best = jnp.max(z, axis=1)
+    tokens = jnp.min(jnp.where(z == best[:, None], ids, v), axis=1)  # the first index on ties, as argmax
+    any_finite = best > NEG_INF
+    tokens = jnp.where(any_finite, tokens, 0)  # every logit -inf: token 0, as argmax would
+    beyond = (vals[:, kc - 1] >= t_b) & (kc < v)  # survivors of min_p / top-k may lie outside the top values
+    return tokens, noisy & any_finite & beyond, floor
+
+
 def sample_top_k_top_p(x, floor, temperature, top_k, top_p, keys, noisy, *, min_p=None, top_values: bool = True,
-                       membership: bool = True) -> jax.Array:
+                       race: bool = True, membership: bool = True) -> jax.Array:
     """Tokens [S] i32: x [S, V] f32 processed logits; floor [S] f32 (keep x >= floor; -inf: off); temperature
     [S]; top_k [S] i32 (V = off); top_p [S] f32 (1 = off); keys [S, 2] u32 noise keys; noisy [S] bool (False:
     greedy row, no noise); min_p [S] f32 or None (0 = off): the floor rises to max(x) + T * log(min_p), the row
     maximum taken from a pass the path makes anyway. The static parts (decided on the host, as the sampler's
     ``SamplerConfig``): ``top_values`` (some row has top_k <= TOPK_CANDIDATES: its threshold comes from the exact
-    top values), ``membership`` (some row has top_p < 1 or a larger top_k < V: the exact membership pass; without
-    it every row's survivors are x >= its threshold and the race's first draw is the token). No host sync; see the
-    module docstring for the steps."""
-    tokens, undecided, floor = fast_path(x, floor, temperature, top_k, top_p, keys, noisy, min_p=min_p,
-                                         top_values=top_values, membership=membership)
+    top values), ``race`` (some sampled row may draw a token outside its top values: the race over the whole
+    vocabulary; without it, ``top_values_draw``), ``membership`` (some row has top_p < 1 or a larger top_k < V:
+    the exact membership pass; without it every row's survivors are x >= its threshold and the race's first draw
+    is the token). A row a variant cannot decide is drawn by ``exact_rows``. No host sync; see the module
+    docstring for the steps."""
+    if top_values and not race:
+        tokens, undecided, floor = top_values_draw(x, floor, temperature, top_k, top_p, keys, noisy, min_p=min_p)
+    else:
+        tokens, undecided, floor = fast_path(x, floor, temperature, top_k, top_p, keys, noisy, min_p=min_p,
+                                             top_values=top_values, membership=membership)
     with jax.named_scope("exact_rows"):
         return exact_rows(x, undecided, floor, top_k, top_p, temperature, keys, tokens)

@@ -9,9 +9,10 @@ Variants (each is compiled once per sequence bucket, i.e. per padded_num_seqs):
     (min_tokens stop ids and bad words), with sparse widths at the bottom of the ladder.
   * ``FILTER_CONFIG``: ``SAMPLE_CONFIG`` with min_p, top-k and top-p.
   * ``FULL_CONFIG``: ``FILTER_CONFIG`` plus top-``MAX_LOGPROBS`` logprobs.
-  * ``MIN_P_CONFIG``, ``TOP_K_CONFIG``, ``TOP_P_CONFIG``: one filter (with min_p, free beside the other two),
-    so that a batch using one runs its passes only: min_p one max pass, top-k (<= 64) the exact top values
-    and the race, top-p one max pass, the race and the exact membership pass (sampler_filters.py).
+  * ``MIN_P_CONFIG``, ``TOP_K_CONFIG``, ``TOP_P_CONFIG``: one filter, so that a batch using one runs its passes
+    only: min_p one max pass; top-k (< 64, with or without top-p and min_p) the exact top values and nothing
+    else over the vocabulary; top-p the race and the exact membership pass (sampler_filters.py). top-p with
+    min_p (a max pass first) runs ``FILTER_CONFIG``.
   Which parts run (random rows, min_p, top-k, top-p, logprobs) is a static field too, so the device never
   branches on data. These seven (``STARTUP_CONFIGS``) are what the runner compiles at start-up; a step whose
   exact variant is not compiled runs the cheapest compiled one that ``covers`` it (same shapes, a superset of
@@ -56,8 +57,10 @@ class SamplerConfig:
     # predicate back to the host (a sync that stalls the launch of the next step).
     random: bool = False  # some row samples (temperature >= SAMPLING_EPS); else argmax of the processed logits
     min_p: bool = False  # some row has min_p > 0
-    # top_k: some row has top_k <= TOPK_CANDIDATES (its threshold from the exact top values); top_p: some row has
-    # top_p < 1 or a larger top_k (< V): the exact membership pass (jaxllm/models/sampler_filters.py)
+    # top_k: some sampled row has top_k <= TOPK_CANDIDATES: the exact top values run; alone, every sampled row
+    # has top_k < TOPK_CANDIDATES and draws from its top values only. top_p: some sampled row draws from the whole
+    # vocabulary under top_p or a larger top_k (< V), or beside top-k rows: the race over the vocabulary and the
+    # exact membership pass run (jaxllm/models/sampler_filters.py)
     top_k: bool = False
     top_p: bool = False
 
@@ -95,10 +98,10 @@ SAMPLE_CONFIG = SamplerConfig(
 )
 FILTER_CONFIG = dataclasses.replace(SAMPLE_CONFIG, min_p=True, top_k=True, top_p=True)
 FULL_CONFIG = dataclasses.replace(FILTER_CONFIG, num_logprobs=MAX_LOGPROBS)
-# each filter alone, at its own cost (min_p rides free on the top values or top-p's max pass)
+# each filter alone, at its own cost (min_p rides free on the top values; beside top-p it needs a max pass)
 MIN_P_CONFIG = dataclasses.replace(SAMPLE_CONFIG, min_p=True)
 TOP_K_CONFIG = dataclasses.replace(SAMPLE_CONFIG, min_p=True, top_k=True)
-TOP_P_CONFIG = dataclasses.replace(SAMPLE_CONFIG, min_p=True, top_p=True)
+TOP_P_CONFIG = dataclasses.replace(SAMPLE_CONFIG, top_p=True)
 STARTUP_CONFIGS = (GREEDY_CONFIG, SAMPLE_CONFIG, FILTER_CONFIG, FULL_CONFIG, MIN_P_CONFIG, TOP_K_CONFIG, TOP_P_CONFIG)
 
 

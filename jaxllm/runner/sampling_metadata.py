@@ -268,7 +268,7 @@ def build_sampling_metadata(
     if len(seqs) > padded_num_seqs:
         raise ValueError(f"{len(seqs)} sequences do not fit padded_num_seqs={padded_num_seqs}")
     rows, scalars, sparse, penalties, logprobs = [], [], {"bias": {}, "allowed": {}, "banned": {}}, {}, False
-    min_p = top_k_ = top_p_ = False
+    min_p = filtered = top_k_ = wide = False
     grammar: dict[int, np.ndarray] = {}  # row -> allowed-token bits (structured outputs)
     for i, seq in enumerate(seqs):
         if not seq.sample:
@@ -294,8 +294,11 @@ def build_sampling_metadata(
             grammar[i] = seq.grammar_bitmask
         logprobs = logprobs or wants_logprobs
         min_p = min_p or min_p_ > 0.0
-        top_k_ = top_k_ or top_k <= min(TOPK_CANDIDATES, vocab_size - 1)
-        top_p_ = top_p_ or top_p < 1.0 or TOPK_CANDIDATES < top_k < vocab_size
+        if not greedy:
+            filtered = filtered or top_k < vocab_size or top_p < 1.0
+            top_k_ = top_k_ or top_k < vocab_size and top_k <= TOPK_CANDIDATES
+            # a row that may draw beyond its top values (top_k >= TOPK_CANDIDATES): the race over the vocabulary
+            wide = wide or top_k >= min(TOPK_CANDIDATES, vocab_size) and vocab_size > TOPK_CANDIDATES
     greedy_rows = all(r[1] for r in scalars)
     if greedy_rows and not (logprobs or penalties or grammar or any(sparse.values())):
         return SamplingMetadata(), GREEDY_CONFIG
@@ -314,8 +317,8 @@ def build_sampling_metadata(
         grammar_words=-(-vocab_size // 32) if grammar else 0,
         random=not greedy_rows,
         min_p=min_p,
-        top_k=top_k_,
-        top_p=top_p_,
+        top_k=filtered and (top_k_ or not wide),  # alone: every row draws from its top values
+        top_p=filtered and wide,
     )
     md = dummy_sampling_metadata(config, padded_num_seqs, vocab_size)
     if rows:
