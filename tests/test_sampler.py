@@ -14,7 +14,7 @@ from sampler_rows import seq, sp
 
 from jaxllm.models import sampler as sampler_mod
 from jaxllm.models.sampler import sample, token_logprobs, top_k_values
-from jaxllm.runner.sampler_config import FULL_CONFIG, GREEDY_CONFIG
+from jaxllm.runner.sampler_config import FILTER_CONFIG, FULL_CONFIG, GREEDY_CONFIG
 from jaxllm.runner.sampling_metadata import build_sampling_metadata, to_runner_output
 
 _sample = jax.jit(sample, static_argnums=2)
@@ -279,3 +279,20 @@ def test_noise_is_uniform_and_independent_across_steps():
     chi2 = lambda c: float(np.sum((c - c.mean()) ** 2 / c.mean()))
     assert chi2(marginal) < 45.0  # df = 15: p ~ 1e-4
     assert chi2(pairs) < 360.0  # df = 255: p ~ 1e-4
+
+
+@pytest.mark.parametrize("fields", [{"top_k": 20, "top_p": 0.8}, {"top_k": 5, "min_p": 0.1}, {"top_p": 0.9},
+                                    {"min_p": 0.05}])
+def test_seeded_rows_do_not_depend_on_the_variant(fields):
+    """A batch using one filter runs its own variant (TOP_K / TOP_P / MIN_P_CONFIG), one with other rows the
+    all-filters one (or one with logprobs): the same seeded row gets the same token in each, on tie-heavy logits."""
+    V, S = 3000, 24
+    rng = np.random.default_rng(21)
+    logits = np.round(rng.normal(size=(S, V)) * 3).astype(np.float32)  # many ties
+    seqs = [seq(sp(temperature=float(t), seed=s, **fields), seq_id=s, seed=s, output_index=3)
+            for s, t in enumerate(rng.choice([0.0, 0.5, 1.0, 1.5], S))]
+    md, own = build_sampling_metadata(seqs, S, V)
+    assert own != FILTER_CONFIG
+    tokens = [np.asarray(_sample(jnp.asarray(logits), md, cfg).token_ids) for cfg in (own, FILTER_CONFIG, FULL_CONFIG)]
+    np.testing.assert_array_equal(tokens[0], tokens[1])
+    np.testing.assert_array_equal(tokens[0], tokens[2])

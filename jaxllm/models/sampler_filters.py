@@ -129,81 +129,34 @@ def _sums_per_candidate(x, e, cand_x):
     return count.T, mass.T, jnp.sum(e, axis=-1)
 
 
-def _survives(x, cand_x, floor, row_max, temperature, top_k, top_p, one_pass: bool | None = None) -> jax.Array:
+def _survives(x, cand_x, floor, scale, temperature, top_k, top_p, one_pass: bool | None = None) -> jax.Array:
     """Exact membership [S, M] bool of candidates with logits cand_x [S, M] (-inf: none) in the top-k / top-p
     survivors of x [S, V] >= floor [S]: fewer than k tokens strictly above, and mass strictly above < top_p *
-    mass(x >= floor), mass = exp((x - row_max) / T). ``one_pass`` (default: on a GPU) picks ``_sums_one_pass``
-    over ``_sums_per_candidate``."""
-    e = jnp.where(x >= floor[:, None], jnp.exp((x - row_max[:, None]) / temperature[:, None]), 0.0)
+    mass(x >= floor), mass = exp((x - scale) / T), scale [S] near the row maximum. ``one_pass`` (default: on a
+    GPU) picks ``_sums_one_pass`` over ``_sums_per_candidate``."""
+    e = jnp.where(x >= floor[:, None], jnp.exp((x - scale[:, None]) / temperature[:, None]), 0.0)
     one_pass = gpu_compute_capability() is not None if one_pass is None else one_pass
     count, mass, total = (_sums_one_pass if one_pass else _sums_per_candidate)(x, e, cand_x)
     in_p = (top_p[:, None] >= 1.0) | (mass < (top_p * total)[:, None])
     return (cand_x > NEG_INF) & (count < top_k[:, None]) & in_p
 
 
-def _thresholds(x, floor, min_p, temperature, top_k, top_values: bool):
-    """(row_max [S] f32 or None, floor [S]: ``floor`` raised to the min_p threshold, t [S]: floor raised to the
-    k-th largest value of rows with top_k <= TOPK_CANDIDATES when ``top_values``). The row maximum comes from the
-    top values when they are computed, else from one max pass when min_p needs it, else None: no pass."""
-    kc = min(TOPK_CANDIDATES, x.shape[1])
-    t_k, top = NEG_INF, None
-    if top_values:
-        with jax.named_scope("top_values"):
-            vals, _ = top_k_values(x, kc)  # [S, kc] descending
-            t_k = jnp.take_along_axis(vals, jnp.clip(top_k - 1, 0, kc - 1)[:, None], axis=1)[:, 0]
-            t_k = jnp.where(top_k <= kc, t_k, NEG_INF)
-            top = vals[:, 0]
-    elif min_p is not None:
-        top = jnp.max(x, axis=-1)
-    if min_p is not None:  # p >= min_p * p_max  <=>  x >= max(x) + T * log(min_p)
-        floor = jnp.maximum(floor, top + temperature * jnp.log(min_p))
-    return top, floor, jnp.maximum(floor, t_k)
+def _min_p_floor(top, floor, min_p, temperature):
+    """floor [S] raised to min_p's threshold: p >= min_p * p_max  <=>  x >= max(x) + T * log(min_p)."""
+    return floor if min_p is None else jnp.maximum(floor, top + temperature * jnp.log(min_p))
 
 
-def fast_path(x, floor, temperature, top_k, top_p, keys, noisy, *, min_p=None, top_values: bool = True,
-              membership: bool = True) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Steps 1-3 of the module docstring: (tokens [S] i32, undecided [S] bool: rows whose token must come from
-    ``exact_rows``, floor [S]: ``floor`` raised to the min_p threshold). Arguments as ``sample_top_k_top_p``."""
-    v = x.shape[1]
-    kc = min(TOPK_CANDIDATES, v)
-    row_max, floor, t = _thresholds(x, floor, min_p, temperature, top_k, top_values)
-    with jax.named_scope("race"):
-        ids, cand_x = race(x, t, temperature, keys, noisy)
-    # the scale of the membership's mass: the row maximum, else the winner's logit, which lies within
-    # T * (max(g) - min(g)) < 20 T of it (Gumbel-max), so exp((x - it) / T) < e^20 cannot overflow a row's sum
-    row_max = cand_x[:, 0] if row_max is None else row_max
-    row_max = jnp.where(jnp.isfinite(row_max), row_max, 0.0)
-    beyond_t = (top_k < v) & ((top_k > kc) | (not top_values))  # a top-k that t does not hold
-    if membership:
-        with jax.named_scope("membership"):
-            ok = _survives(x, cand_x, t, row_max, temperature, top_k, top_p)
-        unknown = beyond_t & (top_p < 1.0)  # the mass of the row's top-k is unknown
-    else:  # the survivors are x >= t (min_p, top-k within the top values): the race's first draw is the token
-        ok, unknown = cand_x > NEG_INF, beyond_t | (top_p < 1.0)
-    tokens = jnp.take_along_axis(ids, jnp.argmax(ok, axis=1)[:, None], axis=1)[:, 0]
-    any_finite = cand_x[:, 0] > NEG_INF
-    tokens = jnp.where(any_finite, tokens, 0)  # every logit -inf: token 0, as argmax would
-    return tokens, noisy & any_finite & (unknown | ~jnp.any(ok, axis=1)), floor
-
-
-def top_values_draw(x, floor, temperature, top_k, top_p, keys, noisy, *, min_p=None):
-    """Step 0 of the module docstring, for batches whose sampled rows all have top_k < TOPK_CANDIDATES: (tokens
-    [S] i32, undecided [S] bool, floor [S]: ``floor`` raised to the min_p threshold). Every survivor of min_p
-    and top-k then lies among the row's exact top values, so top-p (``threshold_sorted`` on them) and the
-    Gumbel-max run on those TOPK_CANDIDATES values alone: no other pass over [S, V], no noise over the
-    vocabulary. Undecided: a sampled row whose k-th value ties beyond the top values. A greedy row's token is
-    its first maximum: ``top_k_values`` lists tied values by index. Arguments as ``sample_top_k_top_p``."""
-    v = x.shape[1]
-    kc = min(TOPK_CANDIDATES, v)
-    with jax.named_scope("top_values"):
-        vals, ids = top_k_values(x, kc)  # [S, kc] descending
-    top = vals[:, 0]
-    if min_p is not None:  # p >= min_p * p_max  <=>  x >= max(x) + T * log(min_p)
-        floor = jnp.maximum(floor, top + temperature * jnp.log(min_p))
+def _draw_from_top_values(vals, ids, floor, temperature, top_k, top_p, keys, noisy, v: int):
+    """Step 0 on the exact top values vals [S, kc] (descending) and their ids [S, kc] of rows of V = v logits:
+    (tokens [S] i32, undecided [S] bool). min_p's ``floor`` and top-k give t_b; when every token >= t_b is among
+    the top values (their last value is below t_b, or kc = V), top-p (``threshold_sorted`` on them) and the
+    Gumbel-max run on them alone. Otherwise a sampled row is undecided; a greedy row's token is its first maximum
+    either way (``top_k_values`` lists tied values by index)."""
+    kc = vals.shape[1]
     t_k = jnp.take_along_axis(vals, jnp.clip(top_k - 1, 0, kc - 1)[:, None], axis=1)[:, 0]
     t_b = jnp.maximum(floor, jnp.where(top_k <= kc, t_k, NEG_INF))
-    w = jnp.where(vals >= t_b[:, None], jnp.exp((vals - jnp.where(jnp.isfinite(top), top, 0.0)[:, None])
-                                                / temperature[:, None]), 0.0)
+    top = jnp.where(jnp.isfinite(vals[:, :1]), vals[:, :1], 0.0)
+    w = jnp.where(vals >= t_b[:, None], jnp.exp((vals - top) / temperature[:, None]), 0.0)
     ok = jnp.cumsum(w, axis=1) - w < (top_p * jnp.sum(w, axis=1))[:, None]  # mass strictly above: a prefix
     t_p = jnp.take_along_axis(vals, jnp.maximum(jnp.sum(ok, axis=1) - 1, 0)[:, None], axis=1)[:, 0]
     t = jnp.maximum(t_b, jnp.where(top_p < 1.0, t_p, NEG_INF))
@@ -213,7 +166,60 @@ def top_values_draw(x, floor, temperature, top_k, top_p, keys, noisy, *, min_p=N
     any_finite = best > NEG_INF
     tokens = jnp.where(any_finite, tokens, 0)  # every logit -inf: token 0, as argmax would
     beyond = (vals[:, kc - 1] >= t_b) & (kc < v)  # survivors of min_p / top-k may lie outside the top values
-    return tokens, noisy & any_finite & beyond, floor
+    return tokens, noisy & any_finite & beyond
+
+
+def top_values_draw(x, floor, temperature, top_k, top_p, keys, noisy, *, min_p=None):
+    """Step 0 of the module docstring, for batches whose sampled rows all have top_k < TOPK_CANDIDATES: (tokens
+    [S] i32, undecided [S] bool, floor [S]: ``floor`` raised to the min_p threshold). One pass over [S, V] (the
+    top values), no noise over the vocabulary. Arguments as ``sample_top_k_top_p``."""
+    with jax.named_scope("top_values"):
+        vals, ids = top_k_values(x, min(TOPK_CANDIDATES, x.shape[1]))  # [S, kc] descending
+    floor = _min_p_floor(vals[:, 0], floor, min_p, temperature)
+    tokens, undecided = _draw_from_top_values(vals, ids, floor, temperature, top_k, top_p, keys, noisy, x.shape[1])
+    return tokens, undecided, floor
+
+
+def fast_path(x, floor, temperature, top_k, top_p, keys, noisy, *, min_p=None, top_values: bool = True,
+              membership: bool = True) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Steps 1-3 of the module docstring: (tokens [S] i32, undecided [S] bool: rows whose token must come from
+    ``exact_rows``, floor [S]: ``floor`` raised to the min_p threshold). With ``top_values``, the rows with
+    top_k < TOPK_CANDIDATES take step 0's token (as in ``top_values_draw``), so that a row's token does not
+    depend on the variant its batch runs. Arguments as ``sample_top_k_top_p``."""
+    v = x.shape[1]
+    kc = min(TOPK_CANDIDATES, v)
+    t_k = NEG_INF
+    if top_values:
+        with jax.named_scope("top_values"):
+            vals, top_ids = top_k_values(x, kc)  # [S, kc] descending
+        top = vals[:, 0]
+        t_k = jnp.take_along_axis(vals, jnp.clip(top_k - 1, 0, kc - 1)[:, None], axis=1)[:, 0]
+        t_k = jnp.where(top_k <= kc, t_k, NEG_INF)
+    else:  # min_p alone needs the row maximum: one pass
+        top = jnp.max(x, axis=-1) if min_p is not None else None
+    floor = _min_p_floor(top, floor, min_p, temperature)
+    t = jnp.maximum(floor, t_k)
+    with jax.named_scope("race"):
+        ids, cand_x = race(x, t, temperature, keys, noisy)
+    beyond_t = (top_k < v) & ((top_k > kc) | (not top_values))  # a top-k that t does not hold
+    if membership:
+        # the mass's scale: the winner's logit, within T * (max(g) - min(g)) < 20 T of the row maximum
+        # (Gumbel-max), so exp((x - it) / T) < e^20 cannot overflow a row's sum
+        scale = jnp.where(cand_x[:, 0] > NEG_INF, cand_x[:, 0], 0.0)
+        with jax.named_scope("membership"):
+            ok = _survives(x, cand_x, t, scale, temperature, top_k, top_p)
+        unknown = beyond_t & (top_p < 1.0)  # the mass of the row's top-k is unknown
+    else:  # the survivors are x >= t (min_p, top-k within the top values): the race's first draw is the token
+        ok, unknown = cand_x > NEG_INF, beyond_t | (top_p < 1.0)
+    tokens = jnp.take_along_axis(ids, jnp.argmax(ok, axis=1)[:, None], axis=1)[:, 0]
+    any_finite = cand_x[:, 0] > NEG_INF
+    tokens = jnp.where(any_finite, tokens, 0)  # every logit -inf: token 0, as argmax would
+    undecided = noisy & any_finite & (unknown | ~jnp.any(ok, axis=1))
+    if top_values:
+        listed = (top_k < kc) | (kc == v)
+        by_values = _draw_from_top_values(vals, top_ids, floor, temperature, top_k, top_p, keys, noisy, v)
+        tokens, undecided = (jnp.where(listed, a, b) for a, b in zip(by_values, (tokens, undecided)))
+    return tokens, undecided, floor
 
 
 def sample_top_k_top_p(x, floor, temperature, top_k, top_p, keys, noisy, *, min_p=None, top_values: bool = True,

@@ -18,7 +18,7 @@ import numpy as np
 
 from jaxllm.runner.buckets import Bucket
 from jaxllm.runner.programs import ForwardKey, ProgramKey, SampleKey
-from jaxllm.runner.sampler_config import SAMPLE_CONFIG, STARTUP_CONFIGS, SamplerConfig
+from jaxllm.runner.sampler_config import FILTER_VARIANTS, SAMPLE_CONFIG, STARTUP_CONFIGS, SamplerConfig
 from jaxllm.runner.sampling_metadata import start_up_variant
 
 logger = logging.getLogger("jaxllm")
@@ -45,10 +45,12 @@ class StartupPrograms:
         return self._program_keys(buckets, self._sample_rows(buckets), STARTUP_CONFIGS[:2])
 
     def deferred_keys(self) -> list[ProgramKey]:
-        """The start-up set's complement over every bucket and start-up sampler variant, smallest buckets first:
-        what ``background_compile`` compiles once the engine is ready."""
+        """The start-up set's complement over every bucket and start-up sampler variant but the single-filter
+        ones (``FILTER_VARIANTS``), smallest buckets first: what ``background_compile`` compiles once the engine
+        is ready."""
         early = set(self.startup_keys())
-        keys = self._program_keys(self.ladder.buckets, self._sample_rows(), STARTUP_CONFIGS)
+        configs = [c for c in STARTUP_CONFIGS if c not in FILTER_VARIANTS]  # FILTER_CONFIG serves those
+        keys = self._program_keys(self.ladder.buckets, self._sample_rows(), configs)
         return sorted((k for k in keys if k not in early), key=lambda k: (
             k.bucket.num_tokens if isinstance(k, ForwardKey) else k.num_seqs, isinstance(k, SampleKey)))
 

@@ -9,7 +9,7 @@ import pytest
 from jaxllm import LLM, SamplingParams
 from jaxllm.engine_args import BACKGROUND_STARTUP_TOKENS, EngineArgs
 from jaxllm.runner.programs import ForwardKey, SampleKey
-from jaxllm.runner.sampler_config import STARTUP_CONFIGS
+from jaxllm.runner.sampler_config import FILTER_VARIANTS, STARTUP_CONFIGS
 
 SMALL = {"skip_tokenizer_init": True, "max_num_seqs": 4, "max_num_batched_tokens": 64}
 
@@ -33,7 +33,10 @@ def test_cpu_compiles_small_buckets_first_and_the_rest_in_the_background(llama_d
     runner.programs.wait_background()
     assert set(runner.programs.compiled) == startup | set(deferred) and runner.num_compilations == before
     eager = LLM(str(llama_dir[0]), background_compile=False, **SMALL)
-    assert set(eager.llm_engine.runner.programs.compiled) == startup | set(deferred)
+    # and the single-filter samplers, which the all-filters one serves with background_compile
+    filters = {SampleKey(k.num_seqs, c) for k in startup | set(deferred) if isinstance(k, SampleKey)
+               for c in FILTER_VARIANTS}
+    assert set(eager.llm_engine.runner.programs.compiled) == startup | set(deferred) | filters
     again = eager.generate(prompts, SamplingParams(temperature=0, max_tokens=6, ignore_eos=True), use_tqdm=False)
     assert [o.outputs[0].token_ids for o in again] == [o.outputs[0].token_ids for o in greedy]
 
