@@ -138,8 +138,8 @@ class EngineArgs:
     enforce_eager: bool = False
     max_seq_len_to_capture: int | None = None  # buckets of more tokens are compiled on first use
     # Generation: the programs left out of start-up (buckets over max_seq_len_to_capture, default then
-    # BACKGROUND_STARTUP_TOKENS; the top-k/top-p and logprobs sampler variants) compile on a background thread once
-    # the engine is ready, instead of at start-up / on first use. None: on for the CPU, off for GPUs. Pooling
+    # BACKGROUND_STARTUP_TOKENS; the all-filters and logprobs sampler variants, the single-filter ones not at all)
+    # compile on a background thread once the engine is ready, instead of at start-up / on first use. None: on for the CPU, off for GPUs. Pooling
     # models compile every bucket at start-up.
     background_compile: bool | None = None
     compilation_config: int | dict[str, Any] | None = None

@@ -29,6 +29,7 @@ from jaxllm.ops.sampling import row_keys, truncated_gumbel_argmax
 from jaxllm.engine.batch import ScheduledSeq
 from jaxllm.models import sampler
 from jaxllm.models import sampler_filters as sf
+from jaxllm.runner.sampler_config import start_up_cover
 from jaxllm.runner.sampling_metadata import build_sampling_metadata
 from jaxllm.sampling_params import SamplingParams
 
@@ -68,7 +69,7 @@ def metadata(fields: list[dict], temperature: float, s: int, v: int):
                                  num_prompt_tokens=1, sampling_params=sp, sample=True, output_index=5,
                                  rng_seed=i))
     md, cfg = build_sampling_metadata(seqs, s, v)
-    return jax.device_put(md), cfg
+    return jax.device_put(md), start_up_cover(cfg)  # the variant the runner runs (the same array shapes)
 
 
 def load_module(path: str):

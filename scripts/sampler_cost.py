@@ -28,8 +28,8 @@ from jaxllm.ops.sampling import reference
 
 from jaxllm.engine.batch import ScheduledSeq
 from jaxllm.models import sampler, sampler_filters
-from jaxllm.runner.sampler_config import STARTUP_CONFIGS, SamplerConfig, cost_order, covers
-from jaxllm.runner.sampling_metadata import build_sampling_metadata, dummy_sampling_metadata
+from jaxllm.runner.sampler_config import start_up_cover
+from jaxllm.runner.sampling_metadata import build_sampling_metadata
 from jaxllm.sampling_params import SamplingParams
 
 SETTINGS = {  # name -> SamplingParams fields of every row
@@ -93,18 +93,12 @@ def _elements(dims: str) -> int:
     return n
 
 
-def served(config: SamplerConfig) -> SamplerConfig:
-    """The start-up variant the runner serves a step needing ``config`` with (``Programs.sampler_variant``)."""
-    return min([c for c in STARTUP_CONFIGS if covers(c, config)] or [config], key=cost_order)
-
-
 def program_cost(fields: dict, s: int, v: int) -> dict:
-    """Cost of the sampler program the runner serves the rows ``fields`` with (``served``): its
+    """Cost of the sampler program the runner serves the rows ``fields`` with (``start_up_cover``): its
     ``SamplerConfig`` flags, bytes accessed, flops, transcendentals (XLA's estimates) and full passes
     (``full_passes``)."""
     md, config = metadata(fields, s, v)
-    config = served(config)
-    md = dummy_sampling_metadata(config, s, v)  # the served variant's shapes; the costs do not read the values
+    config = start_up_cover(config)  # the same array shapes as the variant the rows need
     with as_gpu_paths():
         compiled = jax.jit(sampler.sample, static_argnums=2).lower(
             jax.ShapeDtypeStruct((s, v), jnp.float32), jax.device_put(md), config).compile()

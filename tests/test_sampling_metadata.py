@@ -13,12 +13,11 @@ from jaxllm.runner.sampler_config import (
     GREEDY_CONFIG,
     MIN_P_CONFIG,
     SAMPLE_CONFIG,
-    STARTUP_CONFIGS,
     TOP_K_CONFIG,
     TOP_P_CONFIG,
     SamplerConfig,
-    cost_order,
     covers,
+    start_up_cover,
 )
 from jaxllm.runner.sampling_metadata import (
     bad_words_banned_ids,
@@ -78,7 +77,7 @@ def test_each_filter_is_served_by_its_own_start_up_variant(rows, needed, served)
     V = 1000
     _, cfg = build_sampling_metadata([seq(sp(**{"temperature": 0.6, **r})) for r in rows], len(rows), V)
     assert {f for f in ("min_p", "top_k", "top_p") if getattr(cfg, f)} == needed
-    assert min((c for c in STARTUP_CONFIGS if covers(c, cfg)), key=cost_order) == served
+    assert start_up_cover(cfg) == served
 
 
 @pytest.mark.parametrize(

@@ -126,3 +126,9 @@ def covers(compiled: SamplerConfig, needed: SamplerConfig) -> bool:
     same_shapes = shapes(compiled) == shapes(needed)
     return same_shapes and all(getattr(compiled, f) >= getattr(needed, f)
                                for f in ("random", "min_p", "top_k", "top_p", "num_logprobs"))
+
+
+def start_up_cover(config: SamplerConfig) -> SamplerConfig:
+    """The variant a step needing ``config`` runs when every start-up variant is compiled (GPU start-up): the
+    cheapest that covers it, else ``config`` itself (compiled on first use)."""
+    return min([c for c in STARTUP_CONFIGS if covers(c, config)] or [config], key=cost_order)
