@@ -89,7 +89,8 @@ def measure(module, xs, md, cfg, reps, rounds) -> tuple[float, int]:
 
 def parts(xs, temperature: float, reps: int, rounds: int) -> list[dict]:
     """The top-k / top-p fast path's steps alone (jaxllm/models/sampler_filters.py) on the same logits, so a
-    slow setting shows which step to work on: plain Gumbel-max, top-64 values, race, membership."""
+    slow setting shows which step to work on: plain Gumbel-max, top-64 values, the draw from them (top_k < 64),
+    race, membership."""
     s = xs[0].shape[0]
     t, floor = jnp.full(s, temperature), jnp.full(s, -jnp.inf)
     keys, noisy = row_keys(jnp.zeros((s, 2), jnp.uint32), jnp.arange(s)), jnp.ones(s, bool)
@@ -98,6 +99,7 @@ def parts(xs, temperature: float, reps: int, rounds: int) -> list[dict]:
     steps = {
         "gumbel-max (plain)": lambda x: truncated_gumbel_argmax(x, floor, t, keys, noisy),
         f"top-{sf.TOPK_CANDIDATES} values": lambda x: sf.top_k_values(x, sf.TOPK_CANDIDATES)[0],
+        "top-values draw (all)": lambda x: sf.top_values_draw(x, floor, t, k, p, keys, noisy)[0],
         "race": lambda x: sf.race(x, floor, t, keys, noisy)[0],
         "membership (one pass)": lambda x: sf._survives(x, cand, floor, jnp.max(x, axis=-1), t, k, p, True),
         "membership (per candidate)": lambda x: sf._survives(x, cand, floor, jnp.max(x, axis=-1), t, k, p, False),

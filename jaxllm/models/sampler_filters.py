@@ -50,6 +50,13 @@ def _block_size(v: int, k: int) -> int:
     return block
 
 
+def _top_k(x: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+    """``lax.top_k`` whose outputs XLA cannot slice into the sort: XLA's CPU backend turns a top_k into its fast
+    TopK call only when all k outputs are used, and a consumer that reads one column (the k-th value) would
+    otherwise make it a full comparator sort of the row (~100x slower)."""
+    return lax.optimization_barrier(lax.top_k(x, k))
+
+
 def top_k_values(x: jax.Array, k: int, block: int | None = None) -> tuple[jax.Array, jax.Array]:
     """Exact top-k of each row of x [N, V] without sorting V: (values [N, k] descending, ids [N, k] i32). Takes
     the k column blocks with the largest maxima (every value above the k-th largest lies in a block whose max
@@ -60,14 +67,14 @@ def top_k_values(x: jax.Array, k: int, block: int | None = None) -> tuple[jax.Ar
     block = block or _block_size(v, k)
     num_blocks = -(-v // block)
     if num_blocks < 4 * k:  # small vocabulary: the plain top_k is cheap
-        vals, ids = lax.top_k(x, k)
+        vals, ids = _top_k(x, k)
         return vals, ids.astype(jnp.int32)
     if num_blocks * block != v:
         x = jnp.pad(x, ((0, 0), (0, num_blocks * block - v)), constant_values=NEG_INF)
     xb = x.reshape(n, num_blocks, block)
     _, block_ids = lax.top_k(xb.max(axis=-1), k)  # [N, k]
     cand = jnp.take_along_axis(xb, block_ids[:, :, None], axis=1).reshape(n, k * block)
-    vals, pos = lax.top_k(cand, k)
+    vals, pos = _top_k(cand, k)
     ids = jnp.take_along_axis(block_ids, pos // block, axis=1) * block + pos % block
     return vals, jnp.minimum(ids, v - 1).astype(jnp.int32)
 
