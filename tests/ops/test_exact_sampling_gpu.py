@@ -59,10 +59,12 @@ def test_kernel_is_the_default_here():
     assert default_impl(V) == "pallas_triton"  # it compiles (else a warning names the compiler's error)
 
 
-def test_sampler_program_has_no_conditional():
-    from jaxllm.runner.sampler_config import FULL_CONFIG
+@pytest.mark.parametrize("name", ["FULL_CONFIG", "MIN_P_CONFIG", "TOP_K_CONFIG", "TOP_P_CONFIG"])
+def test_sampler_program_has_no_conditional(name):
+    from jaxllm.runner import sampler_config
     from jaxllm.runner.sampling_metadata import dummy_sampling_metadata
 
-    md = jax.device_put(dummy_sampling_metadata(FULL_CONFIG, 256, V))
-    hlo = jax.jit(sample, static_argnums=2).lower(jnp.zeros((256, V)), md, FULL_CONFIG).compile().as_text()
+    config = getattr(sampler_config, name)
+    md = jax.device_put(dummy_sampling_metadata(config, 256, V))
+    hlo = jax.jit(sample, static_argnums=2).lower(jnp.zeros((256, V)), md, config).compile().as_text()
     assert " conditional(" not in hlo
