@@ -128,7 +128,10 @@ def main() -> None:
               f"{r['full_passes']:9d}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"batch": args.batch, "vocab": args.vocab, "platform": jax.devices()[0].platform,
+            json.dump({"command": " ".join(["python", "scripts/sampler_cost.py", *sys.argv[1:]]),
+                       "what": "XLA cost_analysis of the sampler program the runner serves each setting with (the "
+                               "GPU's code paths); full_passes: top-level ops reading or writing >= S*V elements",
+                       "batch": args.batch, "vocab": args.vocab, "platform": jax.devices()[0].platform,
                        "programs": rows}, f, indent=1)
 
 
