@@ -94,9 +94,10 @@ def expert_ffn(x: jax.Array, weights: jax.Array, experts: jax.Array, gate_up: tu
         y = grouped_matmul_slotted(h, down, layout, impl=impl, scale=down_scale)  # [S, D]
     slot = layout.slots(position, sort_key)  # [T*k] slot of each (token, choice) row
     y = jnp.take(y, slot, axis=0, mode="clip").reshape(t, k, d)  # back to (token, choice) order
-    w = jnp.where(is_local.reshape(t, k), weights, 0.0)
-    y = jnp.where(is_local.reshape(t, k, 1), y.astype(jnp.float32), 0.0)  # other devices' rows: never read
-    return jnp.einsum("tk,tkd->td", w, y)
+    # other devices' rows (EP) read slot 0, any value: selected away. A multiply-and-sum, not a [T] batch of
+    # 1 x k x D dots: it fuses with the gather into one pass over the rows.
+    y = jnp.where(is_local.reshape(t, k, 1), y.astype(jnp.float32) * weights[..., None], 0.0)
+    return jnp.sum(y, axis=1)
 
 
 class QuantizedExperts(nnx.Module):
