@@ -36,7 +36,7 @@ def main() -> None:
         if args.cost:
             cost = layer_cost(tokens, **dims)
             print(f"  CPU cost analysis: bytes accessed {cost.get('bytes accessed', 0) / 1e6:.1f} MB, "
-                  f"flops {cost.get('flops', 0) / 1e9:.2f} G")
+                  f"flops {cost.get('flops', 0) / 1e9:.2f} G, {cost['top-level ops']} top-level ops")
 
 
 if __name__ == "__main__":

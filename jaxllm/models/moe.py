@@ -92,12 +92,21 @@ def expert_ffn(x: jax.Array, weights: jax.Array, experts: jax.Array, gate_up: tu
     h = jax.nn.silu(gu[:, 0]) * gu[:, 1]  # [S, F_l]
     with jax.named_scope("experts_down"):
         y = grouped_matmul_slotted(h, down, layout, impl=impl, scale=down_scale)  # [S, D]
-    slot = layout.slots(position, sort_key)  # [T*k] slot of each (token, choice) row
-    y = jnp.take(y, slot, axis=0, mode="clip").reshape(t, k, d)  # back to (token, choice) order
-    # other devices' rows (EP) read slot 0, any value: selected away. A multiply-and-sum, not a [T] batch of
-    # 1 x k x D dots: it fuses with the gather into one pass over the rows.
-    y = jnp.where(is_local.reshape(t, k, 1), y.astype(jnp.float32) * weights[..., None], 0.0)
-    return jnp.sum(y, axis=1)
+    slot = layout.slots(position, sort_key).reshape(t, k)  # slot of each (token, choice) row
+    return _combine(y, slot, is_local.reshape(t, k), weights)
+
+
+def _combine(y: jax.Array, slot: jax.Array, is_local: jax.Array, weights: jax.Array) -> jax.Array:
+    """y [S, D] slotted expert outputs, slot / is_local / weights [T, k] -> float32 [T, D]: each token's rows
+    weighted and summed. k gathers, selects and adds that XLA fuses into one pass writing [T, D] (no [T, k, D]
+    array, no [T]-batched 1 x k x D dots). Other devices' rows (expert parallelism) read slot 0, whatever it
+    holds: selected away, never multiplied."""
+    t, k = slot.shape
+    out = jnp.zeros((t, y.shape[1]), jnp.float32)
+    for j in range(k):
+        y_j = jnp.take(y, slot[:, j], axis=0, mode="clip").astype(jnp.float32)
+        out = out + jnp.where(is_local[:, j, None], y_j * weights[:, j, None], 0.0)
+    return out
 
 
 class QuantizedExperts(nnx.Module):

