@@ -80,16 +80,14 @@ def expert_ffn(x: jax.Array, weights: jax.Array, experts: jax.Array, gate_up: tu
     is_local = (local_id >= 0) & (local_id < e_local)
     sort_key = jnp.where(is_local, local_id, e_local)  # rows of other devices' experts sort last
     order, position, group_sizes = _order(sort_key, e_local)
-    impl, block_m = layout_plan(t * k, e_local, [(d, 2 * f_local), (f_local, d)], impl)
+    impl, block_m = layout_plan(t * k, e_local, [(d, f_local), (f_local, d)], impl)
     layout = grouped_layout(group_sizes, t * k, block_m)
     token = jnp.take(order, layout.source_rows(), mode="clip") // k  # [S] token of each slot
     rows = jnp.take(x, token, axis=0, mode="clip")  # [S, D]
     with jax.named_scope("experts_gate_up"):
         gu_scale = None if gate_up_scale is None else gate_up_scale.reshape(e_local, 2 * f_local)
-        gu = grouped_matmul_slotted(rows, gate_up.reshape(e_local, d, 2 * f_local), layout, impl=impl,
-                                    scale=gu_scale)
-    gu = gu.reshape(-1, 2, f_local)
-    h = jax.nn.silu(gu[:, 0]) * gu[:, 1]  # [S, F_l]
+        h = grouped_matmul_slotted(rows, gate_up.reshape(e_local, d, 2 * f_local), layout, impl=impl,
+                                   scale=gu_scale, swiglu=True)  # [S, F_l]: silu(gate) * up
     with jax.named_scope("experts_down"):
         y = grouped_matmul_slotted(h, down, layout, impl=impl, scale=down_scale)  # [S, D]
     slot = layout.slots(position, sort_key).reshape(t, k)  # slot of each (token, choice) row

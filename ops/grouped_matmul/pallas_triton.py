@@ -51,52 +51,73 @@ def plan(m: int, k: int, n: int, num_groups: int) -> GroupedTiles | None:
     return GroupedTiles(block_m, block_n, block_k)
 
 
-def _kernel(tile_group_ref, lhs_ref, rhs_ref, *refs, tiles: GroupedTiles, k: int, scaled: bool):
-    """Program (t, j): slots [t*BM, +BM) of lhs and out (one group's tile), columns [j*BN, +BN)."""
+def _kernel(tile_group_ref, lhs_ref, rhs_ref, *refs, tiles: GroupedTiles, k: int, scaled: bool,
+            up_offset: int | None):
+    """Program (t, j): slots [t*BM, +BM) of lhs and out (one group's tile), output columns [j*BN, +BN).
+    up_offset None: those columns of the product. Else (SwiGLU): rhs columns [j*BN, +BN) are the gate and
+    [up_offset + j*BN, +BN) the up projection, and the program writes silu(gate) * up."""
     scale_ref, out_ref = refs if scaled else (None, refs[0])
     bm, bn, bk = tiles.block_m, tiles.block_n, tiles.block_k
     t, j = pl.program_id(0), pl.program_id(1)
     group = tile_group_ref[t]
+    halves = (0,) if up_offset is None else (0, up_offset)
 
     @pl.when(group >= 0)
     def _():
         row0, n0 = pl.multiple_of(t * bm, bm), pl.multiple_of(j * bn, bn)
 
-        def step(s, acc):
+        def step(s, accs):
             k0 = pl.multiple_of(s * bk, bk)
             x = lhs_ref[pl.ds(row0, bm), pl.ds(k0, bk)]
-            w = rhs_ref[pl.ds(group * k + k0, bk), pl.ds(n0, bn)].astype(x.dtype)
             # float32 models keep float32 products (no TF32), as XLA's default dot does for parity with HF
-            return acc + plgpu.dot(x, w, allow_tf32=x.dtype != jnp.float32)
+            return tuple(acc + plgpu.dot(x, rhs_ref[pl.ds(group * k + k0, bk), pl.ds(c0 + n0, bn)].astype(x.dtype),
+                                         allow_tf32=x.dtype != jnp.float32) for acc, c0 in zip(accs, halves))
 
-        acc = lax.fori_loop(0, k // bk, step, jnp.zeros((bm, bn), jnp.float32))
-        if scaled:  # fp8 / int8 experts: each output channel's scale, applied in float32 before the store
-            acc = acc * scale_ref[pl.ds(group, 1), pl.ds(n0, bn)]
-        out_ref[pl.ds(row0, bm), pl.ds(n0, bn)] = acc.astype(out_ref.dtype)
+        accs = lax.fori_loop(0, k // bk, step, tuple(jnp.zeros((bm, bn), jnp.float32) for _ in halves))
+        if scaled:  # fp8 / int8 experts: each output channel's scale, applied in float32
+            accs = tuple(acc * scale_ref[pl.ds(group, 1), pl.ds(c0 + n0, bn)] for acc, c0 in zip(accs, halves))
+        if up_offset is None:
+            out = accs[0]
+        else:  # silu(gate) * up in float32, rounded once
+            gate, up = accs
+            out = gate / (1.0 + jnp.exp(-gate)) * up
+        out_ref[pl.ds(row0, bm), pl.ds(n0, bn)] = out.astype(out_ref.dtype)
+
+
+def _tiles_for(layout: GroupedLayout, k: int, n: int, g: int, swiglu: bool) -> GroupedTiles | None:
+    """The planned tiles of an [S, K] x [K, N] product (N: the output width) at the layout's block_m. SwiGLU
+    keeps two accumulators, so its column tile is at most 64 (the registers of one 128-wide accumulator)."""
+    planned = plan(layout.num_slots, k, n, g)
+    if planned is None:
+        return None
+    block_n = min(planned.block_n, 64) if swiglu else planned.block_n
+    return dataclasses.replace(planned, block_m=layout.block_m, block_n=block_n)
 
 
 def grouped_matmul_tiles(lhs: jax.Array, rhs: jax.Array, layout: GroupedLayout, out_dtype, *,
-                         scale: jax.Array | None = None, tiles: GroupedTiles | None = None,
+                         scale: jax.Array | None = None, swiglu: bool = False, tiles: GroupedTiles | None = None,
                          interpret: bool = False) -> jax.Array:
     """lhs [S, K] in ``layout``'s slot order, rhs [G, K, N], scale None or float32 [G, N] -> [S, N] out_dtype:
-    slot s of group g gets ``(lhs[s] @ rhs[g]) * scale[g]``; slots past the last group's tiles are left unwritten
-    (any value: never read). ValueError when no tiling fits the shape or the layout's block_m."""
+    slot s of group g gets ``p = (lhs[s] @ rhs[g]) * scale[g]``; with ``swiglu`` (rhs columns: gate, then up)
+    [S, N/2] ``silu(p[:N/2]) * p[N/2:]``. Slots past the last group's tiles are left unwritten (any value: never
+    read). ValueError when no tiling fits the shape or the layout's block_m."""
     g, k, n = rhs.shape
-    if tiles is None and (planned := plan(lhs.shape[0], k, n, g)) is not None:
-        tiles = dataclasses.replace(planned, block_m=layout.block_m)
-    if tiles is None or k % tiles.block_k or n % tiles.block_n or tiles.block_m != layout.block_m:
+    width = n // 2 if swiglu else n
+    tiles = tiles or _tiles_for(layout, k, width, g, swiglu)
+    if (tiles is None or k % tiles.block_k or width % tiles.block_n or tiles.block_m != layout.block_m
+            or (swiglu and n % 2)):
         raise ValueError(f"no grouped-matmul tiling for K={k}, N={n}, block_m={layout.block_m} (tiles {tiles})")
     if lhs.shape != (layout.num_slots, k):
         raise ValueError(f"grouped matmul: lhs {lhs.shape} is not [{layout.num_slots}, {k}] (the layout's slots)")
     scaled = scale is not None
     operands = (layout.tile_group, lhs, rhs.reshape(g * k, n)) + ((scale.astype(jnp.float32),) if scaled else ())
     return pl.pallas_call(
-        functools.partial(_kernel, tiles=tiles, k=k, scaled=scaled),
-        out_shape=jax.ShapeDtypeStruct((layout.num_slots, n), out_dtype),
-        grid=(layout.tile_group.shape[0], n // tiles.block_n),
+        functools.partial(_kernel, tiles=tiles, k=k, scaled=scaled, up_offset=width if swiglu else None),
+        out_shape=jax.ShapeDtypeStruct((layout.num_slots, width), out_dtype),
+        grid=(layout.tile_group.shape[0], width // tiles.block_n),
         interpret=interpret,
         compiler_params=plgpu.CompilerParams(num_warps=tiles.num_warps, num_stages=tiles.num_stages),
-        name=f"grouped_matmul_bm{tiles.block_m}_bn{tiles.block_n}_bk{tiles.block_k}",
+        name=f"grouped_matmul{'_swiglu' if swiglu else ''}_bm{tiles.block_m}_bn{tiles.block_n}_bk{tiles.block_k}",
     )(*operands)
 
 
