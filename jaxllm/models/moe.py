@@ -1,10 +1,12 @@
 """Sparse mixture-of-experts MLP (Mixtral, Qwen3-MoE): router, top-k, tokens sorted by expert, grouped GEMMs.
 
 Shape letters: T tokens, D model dim, E experts (E_l on this device), F expert ffn dim (F_l on this device),
-k experts per token. The T*k (token, choice) rows are sorted by expert so that each expert's rows are contiguous;
-two grouped matmuls (``jaxllm.ops.grouped_matmul``: gate_up, then down) run every expert over its own rows
-only, never all experts over every token; the rows are then put back in token order and summed with their router
-weights. Shapes are static: always T*k rows, whatever the routing.
+k experts per token. The T*k (token, choice) rows are sorted by expert and placed in a ``GroupedLayout`` slot
+order (each expert's rows contiguous, starting on a kernel tile); two grouped matmuls
+(``jaxllm.ops.grouped_matmul``: gate_up with SwiGLU applied before its store, then down) run every expert over
+its own rows only, never all experts over every token; each token's k rows are then gathered back and summed with
+their router weights. Shapes are static (S slots for T*k rows, whatever the routing); the layout is built once
+per layer, by compare-and-sums (no cumsum, no loop), and shared by both matmuls.
 
 ``quantization="fp8"`` / ``"int8"`` (at load time) and fp8 checkpoints (per-tensor or per-channel
 ``weight_scale``) store the experts as ``QuantizedExperts``: 1-byte weights with a float32 scale per expert and
