@@ -63,28 +63,34 @@ def tier_bandwidth(num_blocks: int, layers: int, counts: tuple[int, ...]) -> dic
     result = {"warm_up_s": time.perf_counter() - t0, "copy_seconds_per_block": pool.copy_seconds_per_block,
               "runs": []}
     for n in counts:
-        nbytes = n * HostKVPool.slot_bytes(caches)
-        blocks = list(range(0, 2 * n, 2))  # scattered blocks, as a preempted sequence's are
-        host_s = {"out": [], "in": []}
-
-        def out():
-            t = time.perf_counter()
-            pool.apply(caches, list(zip(blocks, range(n))), [])
-            host_s["out"].append(time.perf_counter() - t)
-            jax.block_until_ready(pool.slots[:n])
-
-        def back():
-            nonlocal caches
-            t = time.perf_counter()
-            caches = pool.apply(caches, [], list(zip(range(n), blocks)))
-            host_s["in"].append(time.perf_counter() - t)
-            jax.block_until_ready(caches)
-
-        row = {"blocks": n, "bytes": nbytes, "swap_out_GBps": nbytes / timed(out) / 1e9,
-               "swap_in_GBps": nbytes / timed(back) / 1e9}
-        row.update({f"swap_{k}_host_ms": 1e3 * float(np.median(v)) for k, v in host_s.items()})
+        row, caches = _round_trip(pool, caches, n)
         result["runs"].append(row)
     return result
+
+
+def _round_trip(pool: HostKVPool, caches: list, n: int) -> tuple[dict, list]:
+    """Time ``n`` scattered blocks (as a preempted sequence's are) out to slots ``0..n-1`` and back."""
+    nbytes = n * HostKVPool.slot_bytes(caches)
+    blocks = list(range(0, 2 * n, 2))
+    host_s = {"out": [], "in": []}
+    state = {"caches": caches}
+
+    def out():
+        t = time.perf_counter()
+        pool.apply(state["caches"], list(zip(blocks, range(n))), [])
+        host_s["out"].append(time.perf_counter() - t)
+        jax.block_until_ready(pool.slots[:n])
+
+    def back():
+        t = time.perf_counter()
+        state["caches"] = pool.apply(state["caches"], [], list(zip(range(n), blocks)))
+        host_s["in"].append(time.perf_counter() - t)
+        jax.block_until_ready(state["caches"])
+
+    row = {"blocks": n, "bytes": nbytes, "swap_out_GBps": nbytes / timed(out) / 1e9,
+           "swap_in_GBps": nbytes / timed(back) / 1e9}
+    row.update({f"swap_{k}_host_ms": 1e3 * float(np.median(v)) for k, v in host_s.items()})
+    return row, state["caches"]
 
 
 def main() -> None:
