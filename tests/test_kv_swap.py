@@ -113,3 +113,18 @@ def test_pool_size_follows_swap_space():
     assert slot == 3 * 2 * 4 * 2 * 8 * 4
     assert make_host_pool(10 * slot / 2**30, shapes, None).num_slots == 10
     assert make_host_pool(0.5 * slot / 2**30, shapes, None) is None
+
+
+def test_cost_rule_uses_the_measured_copy_time():
+    """preemption_cost_terms: the copy time warm_up measured, else a slot's bytes over the nominal bandwidth."""
+    from types import SimpleNamespace
+
+    shapes = [jax.ShapeDtypeStruct(SHAPE, jnp.float32)] * 3
+    pool = make_host_pool(10 * HostKVPool.slot_bytes(shapes) / 2**30, shapes, None)
+    cfg = SimpleNamespace(num_layers=3, num_heads=4, head_dim=8)
+    params = [np.zeros((10, 10))]
+    nominal = kv_swap.preemption_cost_terms(params, cfg, pool, shapes, "gpu")
+    assert nominal["copy_seconds_per_block"] == HostKVPool.slot_bytes(shapes) / kv_swap.HOST_BANDWIDTH["gpu"]
+    assert nominal["seconds_per_token"] == 2 * 100 / kv_swap.DEVICE_FLOPS["gpu"]
+    pool.copy_seconds_per_block = 1.5e-3
+    assert kv_swap.preemption_cost_terms(params, cfg, pool, shapes, "gpu")["copy_seconds_per_block"] == 1.5e-3
