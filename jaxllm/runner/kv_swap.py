@@ -5,7 +5,9 @@ and the two copy programs that move blocks between it and the device cache (the 
 A slot is one JAX array in the ``pinned_host`` memory kind, shaped ``[L (layers), 2 (K, V), block_size,
 kv_heads, head_dim]`` and sharded over KV heads like the cache (each device's shard goes to host memory from
 that device). A slot array exists only once a block was swapped into it, so host memory is at most
-``num_slots`` slots, and it is freed with the pool.
+``num_slots`` slots, and it is freed with the pool. One array per slot rather than one per step's transfer:
+slots are freed, evicted and rewritten one at a time, and a JAX host array cannot be updated in part without
+host-side compute, so an array shared by several slots would outlive most of them.
 
 Swap-out of a step's ``n`` blocks: one jitted gather reads the blocks from every layer into ``n`` slot-shaped
 device arrays, and one ``jax.device_put`` of that list to the ``pinned_host`` sharding starts their direct
@@ -33,7 +35,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 # Nominal constants of the preemption cost rule (``jaxllm.engine.host_tier.PreemptionCost``) where the copy
-# time was not measured (``enforce_eager``): the host link's bandwidth (PCIe Gen5 x16 reaches ~50 GB/s one way
+# time was not measured (``enforce_eager``, the CPU backend): the host link's bandwidth (PCIe Gen5 x16 reaches ~50 GB/s one way
 # into pinned memory; half of it is what a mix of small copies sees) and the dense FLOP rate of a recompute.
 HOST_BANDWIDTH = {"gpu": 25e9, "cpu": 10e9}  # bytes / s
 DEVICE_FLOPS = {"gpu": 400e12, "cpu": 50e9}  # FLOP / s
