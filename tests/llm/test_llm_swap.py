@@ -75,12 +75,17 @@ def test_host_prefix_cache_hits_prefixes_beyond_the_device_cache(llama_dir):
 
 
 def test_preemption_by_swap_under_tensor_parallelism(llama_dir):
-    """TP=2: the cache is sharded over KV heads; swapped blocks gather every shard and go back sharded."""
+    """TP=2: the cache is sharded over KV heads; each device's shard of a swapped block goes to pinned host
+    memory from that device and comes back to it."""
     path, hf = llama_dir
     prompts = random_prompts(6, 448, lo=20, hi=40, seed=6)
     llm = LLM(str(path), swap_space=0.01, preemption_mode="swap", tensor_parallel_size=2, **TIGHT)
     check_parity(llm, hf, prompts, PARAMS)
     assert llm.llm_engine.stats.num_swap_preemptions > 0
+    pool = llm.llm_engine.runner.host_kv
+    slot = next(a for a in pool.slots if a is not None)  # [L, 2, block_size, kv_heads, head_dim]
+    assert slot.sharding.memory_kind == "pinned_host" and len(slot.addressable_shards) == 2
+    assert slot.addressable_shards[0].data.shape[3] * 2 == slot.shape[3]  # KV heads split over the devices
 
 
 def test_preemption_by_swap_with_speculative_decoding(llama_dir):
