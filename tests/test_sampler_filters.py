@@ -182,14 +182,14 @@ def test_mixed_rows_in_one_batch_do_not_change_each_other():
     np.testing.assert_array_equal(fast_tokens(*mixed)[keep], full[keep])
 
 
-@pytest.mark.parametrize("top_values, race, membership, with_min_p", [
-    (True, False, False, True), (True, True, False, True), (False, True, True, True), (False, True, False, True),
-    (False, True, True, False)])  # the last: top-p alone, its mass scaled by the race winner's logit
-def test_static_parts_left_out_keep_every_row_exact(top_values, race, membership, with_min_p):
+@pytest.mark.parametrize("top_values, race, membership, with_min_p, v", [
+    (True, False, False, True, 300), (True, False, False, True, 3000),  # 3000: the blocked top values
+    (True, True, False, True, 300), (False, True, True, True, 300), (False, True, False, True, 300),
+    (False, True, True, False, 300)])  # the last: top-p alone, its mass scaled by the race winner's logit
+def test_static_parts_left_out_keep_every_row_exact(top_values, race, membership, with_min_p, v):
     """A sampler variant without some parts (the top values, the race over the vocabulary, the membership pass)
     draws the reference token in every row it serves; a row that needs a missing part is drawn by the exact
     rows."""
-    v = 300
     x, _, k, p, t, keys = make_rows(12, 48, v, [1, 5, 40, v], [0.3, 0.9, 1.0, 1.0], [0.0, 0.0, 0.1])
     min_p = jnp.asarray(np.random.default_rng(12).choice([0.0, 0.0, 0.1], size=len(x)).astype(np.float32))
     min_p = min_p if with_min_p else None
@@ -210,7 +210,7 @@ def test_static_parts_left_out_keep_every_row_exact(top_values, race, membership
 def test_top_values_draw_greedy_rows_take_the_first_maximum():
     """More tied maxima than top values: a greedy row still gets the first of them, as argmax; a sampled row
     with top_k 1 is undecided (its survivors lie beyond the top values) and the exact rows draw it."""
-    v, s = 4096, 4
+    v, s = 20000, 4  # 625 blocks of 32: the blocked top values
     x = np.random.default_rng(13).normal(size=(s, v)).astype(np.float32)
     tied = np.sort(np.random.default_rng(14).choice(np.arange(100, v), 100, replace=False))
     x[:, tied] = 9.0
