@@ -22,16 +22,21 @@ def sampling_rows(seqs: Sequence[ScheduledSeq]) -> list[ScheduledSeq]:
     return [row for s in seqs for row in s.sampling_rows()]
 
 
-def spec_arrays(seqs: Sequence[ScheduledSeq], num_rows: int) -> np.ndarray:
+def spec_arrays(seqs: Sequence[ScheduledSeq], num_rows: int, draft_rows: dict[int, int] | None = None,
+                num_draft_rows: int = 0) -> np.ndarray:
     """[2, L] int32: row 0 = the draft token each row's sample must equal (-1: none), row 1 = the first row
-    of the row's sequence (padding rows: themselves)."""
-    out = np.full((2, num_rows), -1, np.int32)
+    of the row's sequence (padding rows: themselves). Sampled drafts (``draft_rows``: seq_id -> its row in each
+    draft step's distributions of ``num_draft_rows`` rows) add row 2: the index of row j's q in the k steps'
+    concatenated distributions, j * num_draft_rows + that row (-1: none)."""
+    out = np.full((2 if draft_rows is None else 3, num_rows), -1, np.int32)
     out[1] = np.arange(num_rows)
     r = 0
     for s in seqs:
         n = len(s.sampling_rows())
         out[0, r:r + n - 1] = s.draft_token_ids
         out[1, r:r + n] = r
+        if draft_rows is not None and s.seq_id in draft_rows and s.draft_token_ids:
+            out[2, r:r + n - 1] = np.arange(n - 1) * num_draft_rows + draft_rows[s.seq_id]
         r += n
     return out
 
