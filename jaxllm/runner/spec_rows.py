@@ -7,6 +7,7 @@ Rows are ragged: a speculative sequence with k drafts owns k + 1 consecutive sam
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
@@ -79,6 +80,19 @@ class _RowView:
             setattr(self, name, None if value is None else value[r:])
 
 
+@dataclasses.dataclass
+class DraftProbs:
+    """The draft model's distributions of one proposal with sampled drafts: ``arrays`` (k device arrays [D, V]
+    f32: q of each draft step's rows, zeros past the last step) and ``rows`` (seq_id -> its row in them)."""
+
+    arrays: tuple
+    rows: dict[int, int]
+
+    @property
+    def num_rows(self) -> int:
+        return self.arrays[0].shape[0]
+
+
 class SpecLayout:
     """The runner's shapes under speculative decoding (``config`` None: none). Every step of a bucket computes
     L logits rows, L = S without speculation; with it, room for k drafts of every sequence that may speculate
@@ -116,9 +130,21 @@ class SpecLayout:
                              f"(more drafts than speculative_config allows)")
         return rows
 
-    def verify_args(self, seqs: Sequence[ScheduledSeq], num_rows: int) -> tuple[np.ndarray, ...]:
-        """The sampler program's extra host arguments: (spec_arrays [2, L],), or () without speculation."""
-        return (spec_arrays(seqs, num_rows),) if self.enabled else ()
+    @property
+    def sampled_drafts(self) -> bool:
+        """Whether drafts may be sampled (a draft model proposes for random requests): the runner then also
+        compiles the sampler variants that verify them (``SampleKey.sampled_drafts``)."""
+        return self.enabled and self.config.method == "draft_model"
+
+    def verify_args(self, seqs: Sequence[ScheduledSeq], num_rows: int,
+                    probs: DraftProbs | None = None) -> tuple[np.ndarray, ...]:
+        """The sampler program's extra host arguments: (spec_arrays [2, L],), or [3, L] with the q index of
+        sampled drafts (``probs``), or () without speculation."""
+        if not self.enabled:
+            return ()
+        if probs is None:
+            return (spec_arrays(seqs, num_rows),)
+        return (spec_arrays(seqs, num_rows, probs.rows, probs.num_rows),)
 
     def rows(self, seqs: Sequence[ScheduledSeq]) -> Sequence[ScheduledSeq]:
         """The sampling rows the sampling metadata is built from: one per sequence, or each sequence's k + 1."""

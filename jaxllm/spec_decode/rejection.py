@@ -27,10 +27,10 @@ distribution), the reference the tests compare the sampler path against.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
-
-import dataclasses
 
 from jaxllm.models.sampler import SamplerOutput, nonfinite_rows, processed_logits, sample, token_logprobs
 from jaxllm.ops.sampling import first_argmax, row_keys, threshold_sorted, truncated_gumbel_argmax
