@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 
+import numpy as np
 import pytest
 import torch
 from hf_models import hf_greedy, save_tiny_model
@@ -133,60 +134,66 @@ def test_sampled_drafts_seeded_reproducible_with_target_logprobs(llama_llm, draf
             assert abs(lp[tok].logprob - fed.prompt_logprobs[len(prompt) + i][tok].logprob) < 1e-4
 
 
-def test_sampled_token_frequencies_match_plain_sampling(llama_llm, self_draft_llm):
-    """Unseeded draws (n=800): the frequencies of the tokens at output positions 1 and 2 (verified against the
-    draft's greedy proposals: accepted with the target's probability, else drawn from the residual) agree with
-    plain sampling's. top_k=3 keeps the support small (<= 3 then <= 9 tokens at the two positions), so the
-    expected total variation distance of two such samples is below 0.08 whatever the model's logits; a draft
-    accepted without the rejection rule moves mass to the greedy token by far more than 0.2."""
-    n = 800
-    params = SamplingParams(temperature=1.5, top_k=3, max_tokens=3, n=n, ignore_eos=True)
-
-    def freqs(llm):
-        out = llm.generate({"prompt_token_ids": PROMPTS[3]}, params, use_tqdm=False)[0].outputs
-        return [collections.Counter(o.token_ids[j] for o in out) for j in range(1, 3)]
-
-    for want, got in zip(freqs(llama_llm), freqs(self_draft_llm)):
-        tv = 0.5 * sum(abs(want[t] - got[t]) for t in set(want) | set(got)) / n
-        assert tv < 0.2, (tv, want.most_common(5), got.most_common(5))
-
-
-@pytest.fixture(scope="module")
-def near_draft_llm(llama_dir, tmp_path_factory):
-    """The target with noise on its output head as the draft: q close to p but not equal (partial acceptance)."""
-    import copy
-
-    path = tmp_path_factory.mktemp("near_draft")
-    model = copy.deepcopy(llama_dir[1])
-    torch.manual_seed(0)
-    with torch.no_grad():
-        head = model.lm_head.weight
-        head.add_(0.5 * head.std() * torch.randn_like(head))
-    model.save_pretrained(path, safe_serialization=True)
-    spec = {"method": "draft_model", "model": str(path), "num_speculative_tokens": 2}
-    return LLM(str(llama_dir[0]), **KW, enforce_eager=True, speculative_config=spec)
-
-
-def test_sampled_drafts_keep_the_target_distribution(llama_llm, near_draft_llm):
-    """Unseeded draws (n=800) at temperature 1.0 with top_p < 1 (and top_k=4, so that each position has at most
-    4 tokens): with drafts sampled from a draft close to the target (some drafts accepted, some rejected), the
-    frequencies of the tokens at output positions 1 and 2 (the first verified ones) agree with plain
-    sampling's (expected total variation distance below 0.05)."""
-    n = 800
-    params = SamplingParams(temperature=1.0, top_p=0.9, top_k=4, max_tokens=3, n=n, ignore_eos=True)
-    draft_llm = near_draft_llm
-    stats = draft_llm.llm_engine.stats
+def assert_same_frequencies(want_llm, got_llm, params, bound: float) -> float:
+    """Unseeded draws (``params.n`` of them): the total variation distance between the two LLMs' frequencies
+    of the tokens at output positions 1 and 2 (the first ones verified against drafts) stays below ``bound``;
+    -> the fraction of ``got_llm``'s drafts accepted meanwhile (its drafts made at least n)."""
+    stats, n = got_llm.llm_engine.stats, params.n
     drafted, accepted = stats.spec_decode_num_draft_tokens, stats.spec_decode_num_accepted_tokens
 
     def freqs(llm):
         out = llm.generate({"prompt_token_ids": PROMPTS[3]}, params, use_tqdm=False)[0].outputs
         return [collections.Counter(o.token_ids[j] for o in out) for j in range(1, 3)]
 
-    for want, got in zip(freqs(llama_llm), freqs(draft_llm)):
+    for want, got in zip(freqs(want_llm), freqs(got_llm)):
         tv = 0.5 * sum(abs(want[t] - got[t]) for t in set(want) | set(got)) / n
-        assert tv < 0.12, (tv, want.most_common(5), got.most_common(5))
-    rate = (stats.spec_decode_num_accepted_tokens - accepted) / (stats.spec_decode_num_draft_tokens - drafted)
-    assert stats.spec_decode_num_draft_tokens - drafted >= n and 0.05 < rate < 0.95, rate
+        assert tv < bound, (tv, want.most_common(5), got.most_common(5))
+    assert stats.spec_decode_num_draft_tokens - drafted >= n
+    return (stats.spec_decode_num_accepted_tokens - accepted) / (stats.spec_decode_num_draft_tokens - drafted)
+
+
+def test_target_as_its_own_sampled_draft_accepts_and_keeps_the_distribution(llama_llm, self_draft_llm):
+    """n=800 at temperature 1.5, top_k=3 (<= 3 then <= 9 tokens at the two positions: the expected total
+    variation distance of two such samples is below 0.08): drafts drawn from q = p are all accepted (up to
+    rounding) and the frequencies agree with plain sampling's."""
+    params = SamplingParams(temperature=1.5, top_k=3, max_tokens=3, n=800, ignore_eos=True)
+    assert assert_same_frequencies(llama_llm, self_draft_llm, params, 0.2) > 0.95
+
+
+@pytest.fixture(scope="module")
+def near_draft_llm(llama_dir, tmp_path_factory):
+    """The target with its output head scaled by 20 as the draft: the same token ranking with sharper
+    distributions, so q is far from p on the same support (partial acceptance; a wrong acceptance rule would
+    favour the top token)."""
+    import copy
+
+    path = tmp_path_factory.mktemp("near_draft")
+    model = copy.deepcopy(llama_dir[1])
+    with torch.no_grad():
+        model.lm_head.weight.mul_(20.0)
+    model.save_pretrained(path, safe_serialization=True)
+    spec = {"method": "draft_model", "model": str(path), "num_speculative_tokens": 2}
+    return LLM(str(llama_dir[0]), **KW, enforce_eager=True, speculative_config=spec)
+
+
+def test_sampled_drafts_keep_the_target_distribution(llama_llm, near_draft_llm):
+    """n=800 at temperature 1.0 with top_p=0.9 (and top_k=2): drafts sampled from a sharper draft (same ranking)
+    are partly accepted, partly rejected (then the residual draws). Each draw's token at output positions 1
+    and 2 is checked against the target's exact conditional law there, read from its logprobs (the top-2
+    raw logprobs: softmax over them, then top-p): the standardized sum of (token == top-1) - P(top-1) over the
+    draws stays within 4.5; and the frequencies agree with plain sampling's."""
+    params = SamplingParams(temperature=1.0, top_p=0.9, top_k=2, max_tokens=3, n=800, ignore_eos=True, logprobs=2)
+    rate = assert_same_frequencies(llama_llm, near_draft_llm, params, 0.12)
+    assert 0.05 < rate < 0.95, rate
+    out = near_draft_llm.generate({"prompt_token_ids": PROMPTS[3]}, params, use_tqdm=False)[0].outputs
+    for j in (1, 2):
+        hits, expected, var = 0.0, 0.0, 0.0
+        for o in out:
+            (a, la), (_, lb) = sorted(((t, lp.logprob) for t, lp in o.logprobs[j].items()), key=lambda x: -x[1])[:2]
+            p_a = 1.0 / (1.0 + np.exp(lb - la))
+            p_a = 1.0 if p_a >= params.top_p else p_a  # top-p on the two: the second kept iff mass above < top_p
+            hits, expected, var = hits + (o.token_ids[j] == a), expected + p_a, var + p_a * (1 - p_a)
+        assert abs(hits - expected) <= 4.5 * np.sqrt(var) + 1e-9, (j, hits, expected, var)
 
 
 def test_sleep_frees_and_restores_the_draft(llama_dir, draft_dir):
