@@ -103,6 +103,7 @@ class DraftRunner(SleepMode):
         self._q_rows = min(self._max_seqs, spec.disable_by_batch_size or self._max_seqs)  # D
         self._sample = make_draft_sample()
         self._probs: DraftProbs | None = None  # the last proposal's q (sampled drafts), until take_probs()
+        self._zero_probs: DraftProbs | None = None  # neutral_probs(), made on first use
 
     def share_device_memory(self, target_plan: KVCachePlan) -> None:
         """Both caches hold the same number of blocks: when the target's cache was sized in bytes (to fill the
@@ -202,7 +203,7 @@ class DraftRunner(SleepMode):
     def neutral_probs(self) -> DraftProbs:
         """Zero distributions of the verification's shapes (k arrays [D, V]): padding past the last draft
         step, and what the sampler programs are compiled and first run against."""
-        if getattr(self, "_zero_probs", None) is None:
+        if self._zero_probs is None:
             zeros = jax.device_put(np.zeros((self._q_rows, self.cfg.vocab_size), np.float32), self._replicated)
             self._zero_probs = DraftProbs((zeros,) * self._num_k, {})
         return self._zero_probs
