@@ -103,7 +103,6 @@ class DraftRunner(SleepMode):
         self._q_rows = min(self._max_seqs, spec.disable_by_batch_size or self._max_seqs)  # D
         self._sample = make_draft_sample()
         self._probs: DraftProbs | None = None  # the last proposal's q (sampled drafts), until take_probs()
-        self._zero_probs: DraftProbs | None = None  # neutral_probs(), made on first use
 
     def share_device_memory(self, target_plan: KVCachePlan) -> None:
         """Both caches hold the same number of blocks: when the target's cache was sized in bytes (to fill the
@@ -186,7 +185,7 @@ class DraftRunner(SleepMode):
             self._computed = {k: v for k, v in self._computed.items() if k in live}
         self._probs = None
         if probs:
-            arrays = tuple(probs) + self.neutral_probs().arrays[len(probs):]
+            arrays = tuple(probs) + (probs[-1],) * (self._num_k - len(probs))  # rows past a sequence's drafts: unread
             self._probs = DraftProbs(arrays, {s.seq_id: r for r, s in enumerate(seqs)})
         host = np.asarray(jax.device_get(steps)) if steps else np.zeros((0, self._max_seqs), np.int32)
         out: list[tuple[int, ...]] = [()] * len(items)
@@ -201,12 +200,10 @@ class DraftRunner(SleepMode):
         return probs
 
     def neutral_probs(self) -> DraftProbs:
-        """Zero distributions of the verification's shapes (k arrays [D, V]): padding past the last draft
-        step, and what the sampler programs are compiled and first run against."""
-        if self._zero_probs is None:
-            zeros = jax.device_put(np.zeros((self._q_rows, self.cfg.vocab_size), np.float32), self._replicated)
-            self._zero_probs = DraftProbs((zeros,) * self._num_k, {})
-        return self._zero_probs
+        """Zero distributions of the verification's shapes (k arrays [D, V]): what the sampler programs are
+        compiled and first run against (start-up only: not kept)."""
+        zeros = jax.device_put(np.zeros((self._q_rows, self.cfg.vocab_size), np.float32), self._replicated)
+        return DraftProbs((zeros,) * self._num_k, {})
 
     def _catch_up(self, seqs) -> None:
         """Write the draft's K/V of every position before each sequence's last token that it lacks, in chunks
