@@ -173,7 +173,7 @@ def _draft_sample_programs(draft) -> dict[str, object]:
     for s in sorted({draft.ladder.buckets[0].num_seqs, draft.ladder.buckets[-1].num_seqs}):
         logits = jax.ShapeDtypeStruct((s, draft.cfg.vocab_size), jnp.float32)
         rows = draft_row_arrays([], 0, s, draft.cfg.vocab_size)
-        out[f"draft_sample_{s}"] = draft._sample.trace(logits, *rows, out_rows=draft._max_seqs,
+        out[f"draft_sample_{s}"] = draft._sample.trace(logits, rows, out_rows=draft._max_seqs,
                                                        q_rows=draft._q_rows).lower(lowering_platforms=CUDA)
     return out
 

@@ -142,3 +142,23 @@ def test_reference_with_a_sampled_draft_emits_the_same_law():
     tokens, num = jax.jit(jax.vmap(one))(jax.random.split(jax.random.key(0), N))
     tokens, num = np.asarray(tokens), np.asarray(num)
     assert_law(collections.Counter(tuple(tokens[i, :num[i]].tolist()) for i in range(N)), sampled_law(params))
+
+
+def test_draft_rows_pack_the_requests_sampling_parameters():
+    """The draft step's rows, one int32 buffer: each request's processed parameters, seed and drafted position;
+    padding rows greedy."""
+    import types
+
+    from jaxllm.spec_decode.draft_sampling import _unpack_rows, draft_row_arrays
+
+    def sequence(seed, num_out, **params):
+        return types.SimpleNamespace(params=sp(**params), rng_seed=seed, num_output_tokens=num_out)
+
+    seqs = [sequence(2**40 + 7, 3, temperature=0.7, top_k=5, top_p=0.9, min_p=0.1), sequence(9, 0, temperature=0.0)]
+    t, k, p, m, greedy, seeds, index = (np.asarray(a) for a in _unpack_rows(jnp.asarray(
+        draft_row_arrays(seqs, 2, 4, V))))
+    np.testing.assert_allclose(t, [0.7, 1.0, 1.0, 1.0], rtol=1e-6)
+    assert k.tolist() == [5, V, V, V] and greedy.tolist() == [False, True, True, True]
+    np.testing.assert_allclose(p, [0.9, 1, 1, 1], rtol=1e-6)
+    np.testing.assert_allclose(m, [0.1, 0, 0, 0], rtol=1e-6)
+    assert seeds.tolist() == [[2**8, 7], [0, 9], [0, 0], [0, 0]] and index.tolist() == [5, 2, 0, 0]

@@ -148,7 +148,7 @@ class DraftRunner(SleepMode):
         if isinstance(key, DraftSampleKey):
             logits = jax.ShapeDtypeStruct((key.num_seqs, self.cfg.vocab_size), jnp.float32, sharding=self._replicated)
             rows = draft_row_arrays([], 0, key.num_seqs, self.cfg.vocab_size)
-            return self._sample.lower(logits, *rows, out_rows=self._max_seqs, q_rows=self._q_rows).compile()
+            return self._sample.lower(logits, rows, out_rows=self._max_seqs, q_rows=self._q_rows).compile()
         b = key.bucket
         padding = jax.device_put(pack_step_inputs(dummy_step_inputs(b, self.max_blocks_per_seq)), self._replicated)
         return self._forward.lower(self.params, self.cache_plan.shapes(), padding, self._no_tokens, [],
@@ -175,7 +175,7 @@ class DraftRunner(SleepMode):
             if sampled:
                 rows = draft_row_arrays(seqs[:n], j, bucket.num_seqs, self.cfg.vocab_size)
                 sample = self.programs.get(DraftSampleKey(bucket.num_seqs))
-                prev, q = sample(logits, *(program_arg(a, self._replicated) for a in rows))
+                prev, q = sample(logits, program_arg(rows, self._replicated))
                 probs.append(q)
             steps.append(prev)
         for s, c in zip(seqs, counts):
@@ -264,7 +264,7 @@ class DraftRunner(SleepMode):
             if isinstance(key, DraftSampleKey):
                 logits = np.zeros((key.num_seqs, self.cfg.vocab_size), np.float32)
                 rows = draft_row_arrays([], 0, key.num_seqs, self.cfg.vocab_size)
-                jax.block_until_ready(self.programs.get(key)(jax.device_put(logits, self._replicated), *rows))
+                jax.block_until_ready(self.programs.get(key)(jax.device_put(logits, self._replicated), rows))
                 continue
             inputs = dummy_step_inputs(key.bucket, self.max_blocks_per_seq)
             jax.block_until_ready(self._step(inputs, self._no_tokens, key.bucket))

@@ -16,6 +16,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from jaxllm.runner.sampling_metadata import _cached_row
 from jaxllm.spec_decode.rejection import draft_tokens
@@ -28,21 +29,32 @@ class DraftSampleKey:
     num_seqs: int
 
 
-def draft_row_arrays(seqs, step: int, num_rows: int, vocab_size: int) -> tuple[np.ndarray, ...]:
+def draft_row_arrays(seqs, step: int, num_rows: int, vocab_size: int) -> np.ndarray:
     """The rows of draft step ``step`` (row r = seqs[r], drafting output position num_output_tokens + step),
-    padded to ``num_rows`` greedy rows: (temperature f32, top_k i32, top_p f32, min_p f32, greedy bool, seeds
-    [R, 2] u32, output_index i32), ``draft_tokens``'s arguments."""
-    temperature, top_k = np.ones(num_rows, np.float32), np.full(num_rows, vocab_size, np.int32)
-    top_p, min_p = np.ones(num_rows, np.float32), np.zeros(num_rows, np.float32)
-    greedy, seeds = np.ones(num_rows, bool), np.zeros((num_rows, 2), np.uint32)
-    output_index = np.zeros(num_rows, np.int32)
+    padded to ``num_rows`` greedy rows, packed as one int32 buffer [8, R] (one transfer; ``_unpack_rows``):
+    temperature, top_k, top_p, min_p, greedy, the seed's two 32-bit words, output_index."""
+    f32 = lambda value: np.full(num_rows, value, np.float32).view(np.int32)
+    out = np.stack([f32(1.0), np.full(num_rows, vocab_size, np.int32), f32(1.0), f32(0.0),
+                    np.ones(num_rows, np.int32), np.zeros(num_rows, np.int32), np.zeros(num_rows, np.int32),
+                    np.zeros(num_rows, np.int32)])
+    floats = out[[0, 2, 3]].view(np.float32)
     for r, seq in enumerate(seqs):
         t, g, k, p, m = _cached_row(seq.params, vocab_size)[:5]
-        temperature[r], greedy[r], top_k[r], top_p[r], min_p[r] = t, g, k, p, m
+        floats[:, r] = (t, p, m)
         s = int(seq.rng_seed) & (2**64 - 1)
-        seeds[r] = (s >> 32, s & 0xFFFFFFFF)
-        output_index[r] = seq.num_output_tokens + step
-    return temperature, top_k, top_p, min_p, greedy, seeds, output_index
+        out[1, r], out[4, r] = k, g
+        out[5:7, r] = np.array([s >> 32, s & 0xFFFFFFFF], np.uint32).view(np.int32)
+        out[7, r] = seq.num_output_tokens + step
+    out[[0, 2, 3]] = floats.view(np.int32)
+    return out
+
+
+def _unpack_rows(packed: jax.Array) -> tuple[jax.Array, ...]:
+    """[8, R] int32 (``draft_row_arrays``) -> ``draft_tokens``'s temperature, top_k, top_p, min_p, greedy,
+    seeds [R, 2] u32 and output_index."""
+    f32 = lambda row: lax.bitcast_convert_type(row, jnp.float32)
+    seeds = lax.bitcast_convert_type(packed[5:7].T, jnp.uint32)
+    return f32(packed[0]), packed[1], f32(packed[2]), f32(packed[3]), packed[4] != 0, seeds, packed[7]
 
 
 def is_random(seq, vocab_size: int) -> bool:
@@ -50,11 +62,11 @@ def is_random(seq, vocab_size: int) -> bool:
     return not _cached_row(seq.params, vocab_size)[1]
 
 
-def _draft_sample(logits, temperature, top_k, top_p, min_p, greedy, seeds, output_index, *, out_rows: int,
-                  q_rows: int):
-    """logits [S, V] and the rows' arrays -> (tokens [out_rows] i32, padded like the forward's greedy ids so
-    the next draft step reads them as ``prev_tokens``; q [q_rows, V] f32, cut or padded with zeros)."""
-    tokens, q = draft_tokens(logits, temperature, top_k, top_p, min_p, greedy, seeds, output_index)
+def _draft_sample(logits, packed_rows, *, out_rows: int, q_rows: int):
+    """logits [S, V] and the rows' packed arrays [8, S] -> (tokens [out_rows] i32, padded like the forward's
+    greedy ids so the next draft step reads them as ``prev_tokens``; q [q_rows, V] f32, cut or padded with
+    zeros)."""
+    tokens, q = draft_tokens(logits, *_unpack_rows(packed_rows))
     s = logits.shape[0]
     tokens = jnp.pad(tokens, (0, max(0, out_rows - s)))[:out_rows]
     q = jnp.pad(q, ((0, max(0, q_rows - s)), (0, 0)))[:q_rows]
