@@ -173,8 +173,10 @@ def _draft_sample_programs(draft) -> dict[str, object]:
     for s in sorted({draft.ladder.buckets[0].num_seqs, draft.ladder.buckets[-1].num_seqs}):
         logits = jax.ShapeDtypeStruct((s, draft.cfg.vocab_size), jnp.float32)
         rows = draft_row_arrays([], 0, s, draft.cfg.vocab_size)
-        out[f"draft_sample_{s}"] = draft._sample.trace(logits, rows, out_rows=draft._max_seqs,
-                                                       q_rows=draft._q_rows).lower(lowering_platforms=CUDA)
+        for filters in (False, True):
+            out[f"draft_sample_{s}_{filters}"] = draft._sample.trace(
+                logits, rows, out_rows=draft._max_seqs, q_rows=draft._q_rows, top_k_top_p=filters,
+            ).lower(lowering_platforms=CUDA)
     return out
 
 

@@ -120,6 +120,10 @@ def test_drafts_follow_q_and_processed_probs_match_the_sampler_law():
     p = processed_probs(jnp.asarray(LOGITS), *[jnp.full(3, v, d) for v, d in ((0.8, jnp.float32), (8, jnp.int32),
                                                                             (0.9, jnp.float32), (0.0, jnp.float32))])
     np.testing.assert_allclose(np.asarray(p), [np_distribution(r, **params) for r in LOGITS], atol=1e-6)
+    # no row with top-k / top-p: the variant without the sort gives the same law (min_p kept)
+    off = [jnp.full(3, v, d) for v, d in ((1.3, jnp.float32), (V, jnp.int32), (1.0, jnp.float32), (0.1, jnp.float32))]
+    np.testing.assert_allclose(np.asarray(processed_probs(jnp.asarray(LOGITS), *off, top_k_top_p=False)),
+                               [np_distribution(r, temperature=1.3, min_p=0.1) for r in LOGITS], atol=1e-6)
 
 
 def test_seeded_rows_are_reproducible_and_seeds_matter():

@@ -48,7 +48,13 @@ from jaxllm.runner.sleep_mode import SleepMode
 from jaxllm.runner.spec_rows import DraftProbs
 from jaxllm.runner.step import make_forward
 from jaxllm.spec_decode.config import SpeculativeConfig
-from jaxllm.spec_decode.draft_sampling import DraftSampleKey, draft_row_arrays, is_random, make_draft_sample
+from jaxllm.spec_decode.draft_sampling import (
+    DraftSampleKey,
+    draft_row_arrays,
+    is_random,
+    make_draft_sample,
+    uses_top_k_top_p,
+)
 
 logger = logging.getLogger("jaxllm")
 
@@ -141,14 +147,15 @@ class DraftRunner(SleepMode):
         ladder) in parallel threads, against a cache of ``num_blocks`` blocks (before it exists)."""
         self.cache_plan.num_blocks = num_blocks
         keys = [ForwardKey(b) for b in self.ladder.buckets]
-        keys += [DraftSampleKey(s) for s in sorted({b.num_seqs for b in self.ladder.buckets})]
+        keys += [DraftSampleKey(s, f) for s in sorted({b.num_seqs for b in self.ladder.buckets}) for f in (False, True)]
         self.programs.compile_all(keys, lambda key, error: False)
 
     def _compile(self, key: ForwardKey | DraftSampleKey):
         if isinstance(key, DraftSampleKey):
             logits = jax.ShapeDtypeStruct((key.num_seqs, self.cfg.vocab_size), jnp.float32, sharding=self._replicated)
             rows = draft_row_arrays([], 0, key.num_seqs, self.cfg.vocab_size)
-            return self._sample.lower(logits, rows, out_rows=self._max_seqs, q_rows=self._q_rows).compile()
+            return self._sample.lower(logits, rows, out_rows=self._max_seqs, q_rows=self._q_rows,
+                                      top_k_top_p=key.top_k_top_p).compile()
         b = key.bucket
         padding = jax.device_put(pack_step_inputs(dummy_step_inputs(b, self.max_blocks_per_seq)), self._replicated)
         return self._forward.lower(self.params, self.cache_plan.shapes(), padding, self._no_tokens, [],
@@ -165,6 +172,7 @@ class DraftRunner(SleepMode):
         seqs = [items[i][0] for i in order]
         counts = [items[i][1] for i in order]
         sampled = any(is_random(s, self.cfg.vocab_size) for s in seqs)
+        filters = sampled and uses_top_k_top_p(seqs, self.cfg.vocab_size)
         self._catch_up(seqs)
         steps, probs, prev = [], [], self._no_tokens
         for j in range(counts[0] if counts else 0):
@@ -174,7 +182,7 @@ class DraftRunner(SleepMode):
             prev, logits, bucket = self._run(pieces, prev)
             if sampled:
                 rows = draft_row_arrays(seqs[:n], j, bucket.num_seqs, self.cfg.vocab_size)
-                sample = self.programs.get(DraftSampleKey(bucket.num_seqs))
+                sample = self.programs.get(DraftSampleKey(bucket.num_seqs, filters))
                 prev, q = sample(logits, program_arg(rows, self._replicated))
                 probs.append(q)
             steps.append(prev)

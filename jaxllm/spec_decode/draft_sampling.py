@@ -24,9 +24,11 @@ from jaxllm.spec_decode.rejection import draft_tokens
 
 @dataclasses.dataclass(frozen=True)
 class DraftSampleKey:
-    """The draft sampling program of a draft bucket with ``num_seqs`` logits rows."""
+    """The draft sampling program of a draft bucket with ``num_seqs`` logits rows; ``top_k_top_p``: some row
+    uses top-k / top-p (the variant that sorts)."""
 
     num_seqs: int
+    top_k_top_p: bool
 
 
 def draft_row_arrays(seqs, step: int, num_rows: int, vocab_size: int) -> np.ndarray:
@@ -62,15 +64,21 @@ def is_random(seq, vocab_size: int) -> bool:
     return not _cached_row(seq.params, vocab_size)[1]
 
 
-def _draft_sample(logits, packed_rows, *, out_rows: int, q_rows: int):
+def uses_top_k_top_p(seqs, vocab_size: int) -> bool:
+    """Whether a random request of ``seqs`` has top-k or top-p (the draft program variant that sorts)."""
+    rows = [_cached_row(s.params, vocab_size) for s in seqs]
+    return any(not g and (k < vocab_size or p < 1.0) for _, g, k, p, *_ in rows)
+
+
+def _draft_sample(logits, packed_rows, *, out_rows: int, q_rows: int, top_k_top_p: bool):
     """logits [S, V] and the rows' packed arrays [8, S] -> (tokens [out_rows] i32, padded like the forward's
     greedy ids so the next draft step reads them as ``prev_tokens``; q [q_rows, V] f32, cut or padded with
     zeros)."""
-    tokens, q = draft_tokens(logits, *_unpack_rows(packed_rows))
+    tokens, q = draft_tokens(logits, *_unpack_rows(packed_rows), top_k_top_p=top_k_top_p)
     s = logits.shape[0]
     tokens = jnp.pad(tokens, (0, max(0, out_rows - s)))[:out_rows]
     q = jnp.pad(q, ((0, max(0, q_rows - s)), (0, 0)))[:q_rows]
     return tokens, q
 
 
-make_draft_sample = functools.partial(jax.jit, _draft_sample, static_argnames=("out_rows", "q_rows"))
+make_draft_sample = functools.partial(jax.jit, _draft_sample, static_argnames=("out_rows", "q_rows", "top_k_top_p"))

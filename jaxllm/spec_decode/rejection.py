@@ -62,11 +62,13 @@ def _min_p_floor(x: jax.Array, temperature: jax.Array, min_p: jax.Array) -> jax.
 
 
 def processed_probs(x: jax.Array, temperature: jax.Array, top_k: jax.Array, top_p: jax.Array,
-                    min_p: jax.Array) -> jax.Array:
+                    min_p: jax.Array, top_k_top_p: bool = True) -> jax.Array:
     """The law the plain sampler draws a random row from: x [R, V] f32 processed logits, temperature / top_p /
     min_p [R] f32, top_k [R] i32 (V = off) -> probs [R, V] f32 (rows sum to 1; an all -inf row gives zeros).
-    The threshold is ``threshold_sorted``'s (a sort per row: only steps with sampled drafts pay it)."""
-    t = threshold_sorted(x, _min_p_floor(x, temperature, min_p), top_k, top_p, temperature)
+    The threshold is ``threshold_sorted``'s (a sort per row: only steps with sampled drafts pay it); static
+    ``top_k_top_p`` False (no row uses them) keeps the min_p floor only and sorts nothing."""
+    floor = _min_p_floor(x, temperature, min_p)
+    t = threshold_sorted(x, floor, top_k, top_p, temperature) if top_k_top_p else floor
     m = jnp.max(x, axis=-1, keepdims=True)
     m = jnp.where(jnp.isfinite(m), m, 0.0)
     w = jnp.where(x >= t[:, None], jnp.exp((x - m) / temperature[:, None]), 0.0)
@@ -74,13 +76,15 @@ def processed_probs(x: jax.Array, temperature: jax.Array, top_k: jax.Array, top_
 
 
 def draft_tokens(logits: jax.Array, temperature: jax.Array, top_k: jax.Array, top_p: jax.Array, min_p: jax.Array,
-                 greedy: jax.Array, seeds: jax.Array, output_index: jax.Array) -> tuple[jax.Array, jax.Array]:
+                 greedy: jax.Array, seeds: jax.Array, output_index: jax.Array,
+                 top_k_top_p: bool = True) -> tuple[jax.Array, jax.Array]:
     """The draft model's proposals for one draft step: logits [R, V] (the draft's, one row per sequence), the
     rows' sampling parameters [R] (as ``SamplingMetadata``), greedy [R] bool, seeds [R, 2] u32, output_index [R]
-    i32 (the output position drafted) -> (tokens [R] i32, q [R, V] f32). Greedy rows take the argmax (a one-hot
+    i32 (the output position drafted), static ``top_k_top_p`` (some row uses top-k / top-p) -> (tokens [R] i32,
+    q [R, V] f32). Greedy rows take the argmax (a one-hot
     q, verified by the plain path); the others draw from q = ``processed_probs`` with the row's DRAFT stream."""
     x = logits.astype(jnp.float32)
-    q = processed_probs(x, temperature, top_k, top_p, min_p)
+    q = processed_probs(x, temperature, top_k, top_p, min_p, top_k_top_p)
     keys = tagged_keys(row_keys(seeds, output_index), DRAFT_TAG)
     sampled = truncated_gumbel_argmax(jnp.log(q), jnp.full(x.shape[:1], -jnp.inf), jnp.ones_like(temperature),
                                       keys, ~greedy)
@@ -117,7 +121,7 @@ def sample_and_verify(logits: jax.Array, md, config, draft: jax.Array, q_index: 
         return sample(logits, md, config) if config.num_logprobs else out
     masked, x = processed_logits(logits.astype(jnp.float32), md, config)
     with jax.named_scope("verify_sampled_drafts"):
-        p = processed_probs(x, md.temperature, md.top_k, md.top_p, md.min_p)
+        p = processed_probs(x, md.temperature, md.top_k, md.top_p, md.min_p, config.top_k_top_p)
         q_all = jnp.concatenate(draft_probs, axis=0)
         q = q_all[jnp.clip(q_index, 0, q_all.shape[0] - 1)]
         tokens = verify_sampled(p, q, draft, (q_index >= 0) & ~md.greedy, row_keys(md.seeds, md.output_index),
