@@ -80,6 +80,7 @@ class EngineControl:
             runner.offload_weights()
         else:
             runner.discard_weights()
+        runner.sleep_draft(level)
         self._asleep = frozenset(SLEEP_TAGS)
         logger.info("sleeping (level %d): KV cache freed, weights %s", level,
                     "in host memory" if level == 1 else "freed")
@@ -102,6 +103,8 @@ class EngineControl:
         if "kv_cache" in tags:
             runner.restore_kv_cache()
         self._asleep = self._asleep - set(tags)
+        if not self._asleep:
+            runner.wake_draft()
 
     def _check_sleep_mode(self) -> None:
         if not self.engine_args.enable_sleep_mode:

@@ -1,7 +1,9 @@
 """Acceptance rate of speculative decoding with the embedded default model (SmolLM2-135M-Instruct) on prompts
-whose answers repeat text of the prompt (the case prompt lookup is for), greedy, one request at a time (batch 1,
-where speculation pays), with and without speculation: the outputs must be token-identical; writes the counters
-and the engine steps as JSON (CPU wall times include lazy compiles, so they are not compared).
+whose answers repeat text of the prompt (the case prompt lookup is for), one request at a time (batch 1, where
+speculation pays), with and without speculation; greedy by default, where the outputs must be token-identical;
+``--temperature T`` samples instead (seeded; random requests' drafts are drawn from the draft's processed
+distribution and verified by rejection sampling), its entries named ``<method>_T<T>``. Writes the counters and
+the engine steps as JSON (CPU wall times include lazy compiles, so they are not compared).
 
 Methods: "ngram" (prompt lookup) and "draft_model". No smaller trained model of SmolLM2's tokenizer is available
 offline, so the draft is the default model truncated to its first ``--draft-layers`` decoder layers (same
@@ -10,6 +12,8 @@ embeddings, final norm and tied head), written as a safetensors checkpoint in a 
 
     python scripts/spec_decode_acceptance.py --output benchmarks/spec_decode_cpu.json
     python scripts/spec_decode_acceptance.py --methods plain,draft_model --output benchmarks/spec_decode_cpu.json
+    python scripts/spec_decode_acceptance.py --methods draft_model --draft-layers 24 --temperature 0.8 \
+        --output benchmarks/spec_decode_cpu.json
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ PROMPTS = [
 ]
 
 
-def run(spec: dict | None, max_tokens: int) -> dict:
+def run(spec: dict | None, max_tokens: int, temperature: float = 0.0) -> dict:
     from jaxllm import LLM, SamplingParams
 
     t0 = time.perf_counter()
@@ -42,14 +46,14 @@ def run(spec: dict | None, max_tokens: int) -> dict:
     llm = LLM("HuggingFaceTB/SmolLM2-135M-Instruct", dtype="float32", enforce_eager=True, max_num_seqs=8,
               max_num_batched_tokens=128, speculative_config=spec)
     startup = time.perf_counter() - t0
-    params = SamplingParams(temperature=0.0, max_tokens=max_tokens)
+    params = SamplingParams(temperature=temperature, max_tokens=max_tokens, seed=0 if temperature else None)
     t1 = time.perf_counter()
     outs = [llm.generate(p, params, use_tqdm=False)[0] for p in PROMPTS]
     wall = time.perf_counter() - t1
     st = llm.llm_engine.stats
     out_tokens = sum(len(o.outputs[0].token_ids) for o in outs)
     return {
-        "speculative_config": spec, "startup_s": startup, "generate_s": wall, "steps": st.num_steps,
+        "speculative_config": spec, "temperature": temperature, "startup_s": startup, "generate_s": wall, "steps": st.num_steps,
         "output_tokens": out_tokens, "output_tokens_per_step": out_tokens / st.num_steps,
         "spec_decode_num_drafts": st.spec_decode_num_drafts,
         "spec_decode_num_draft_tokens": st.spec_decode_num_draft_tokens,
@@ -91,6 +95,8 @@ def main() -> None:
     p.add_argument("--draft-layers", type=int, nargs="+", default=[16, 24],
                    help="decoder layers of the truncated draft model (one run each: draft_model_<N>_layers)")
     p.add_argument("--max-tokens", type=int, default=64)
+    p.add_argument("--temperature", type=float, default=0.0,
+                   help="0: greedy (outputs checked token-identical); > 0: seeded sampling, entries <method>_T<T>")
     p.add_argument("--output", help="write the results as JSON here (entries of methods not run are kept)")
     args = p.parse_args()
     methods = args.methods.split(",")
@@ -101,25 +107,28 @@ def main() -> None:
     result.update({"model": "HuggingFaceTB/SmolLM2-135M-Instruct (embedded GGUF, Q4_1), float32", "device": "cpu",
                    "num_prompts": len(PROMPTS), "batch": 1,
                    "command": "python scripts/spec_decode_acceptance.py --output benchmarks/spec_decode_cpu.json"})
-    k = args.num_speculative_tokens
+    k, temp = args.num_speculative_tokens, args.temperature
+    tag = f"_T{temp:g}" if temp else ""
     plain_ids = None
     if "plain" in methods:
-        result["plain"] = run(None, args.max_tokens)
-        plain_ids = result["plain"].pop("token_ids")
+        result["plain" + tag] = run(None, args.max_tokens, temp)
+        plain_ids = result["plain" + tag].pop("token_ids")
     if "ngram" in methods:
-        result["ngram"] = run({"method": "ngram", "num_speculative_tokens": k, "prompt_lookup_max":
-                               args.prompt_lookup_max, "prompt_lookup_min": args.prompt_lookup_min}, args.max_tokens)
-    drafts = [f"draft_model_{n}_layers" for n in args.draft_layers] if "draft_model" in methods else []
+        result["ngram" + tag] = run({"method": "ngram", "num_speculative_tokens": k, "prompt_lookup_max":
+                                     args.prompt_lookup_max, "prompt_lookup_min": args.prompt_lookup_min},
+                                    args.max_tokens, temp)
+    drafts = [f"draft_model_{n}_layers{tag}" for n in args.draft_layers] if "draft_model" in methods else []
     for n, name in zip(args.draft_layers, drafts):
         with tempfile.TemporaryDirectory() as tmp:
             write_truncated_default_model(tmp, n)
-            result[name] = run({"method": "draft_model", "model": tmp, "num_speculative_tokens": k}, args.max_tokens)
+            result[name] = run({"method": "draft_model", "model": tmp, "num_speculative_tokens": k}, args.max_tokens,
+                               temp)
         result[name]["speculative_config"]["model"] = (
             f"the default model truncated to its first {n} of 30 decoder layers (same embeddings, final norm and "
             "tied head), written as safetensors to a temporary folder (--draft-layers)")
-    for name in (["ngram"] if "ngram" in methods else []) + drafts:
+    for name in (["ngram" + tag] if "ngram" in methods else []) + drafts:
         ids = result[name].pop("token_ids")
-        if plain_ids is not None:
+        if plain_ids is not None and not temp:  # sampled outputs differ from plain sampling's (same law)
             result[name]["greedy_outputs_identical"] = ids == plain_ids
     result["greedy_outputs_identical"] = all(v.get("greedy_outputs_identical", True) for v in result.values()
                                              if isinstance(v, dict) and "speculative_config" in v)

@@ -146,7 +146,12 @@ def step_programs(runner) -> dict[str, object]:
     if not pooling:
         rows = runner._sample_rows()
         keys += [SampleKey(s, c) for s in sorted({rows[0], rows[-1]}) for c in _sample_configs(runner)]
+        if runner.spec.sampled_drafts:  # verifying a draft model's sampled drafts
+            keys += [SampleKey(s, c, sampled_drafts=True) for s in sorted({rows[0], rows[-1]})
+                     for c in _sample_configs(runner) if c.random]
     out = {str(key): runner.lower(key, CUDA) for key in keys}
+    if getattr(runner, "draft", None) is not None:  # the draft model's sampling program
+        out.update(_draft_sample_programs(runner.draft))
     if not pooling:
         hidden = jax.ShapeDtypeStruct((CHUNK, runner.cfg.hidden_size), runner.dtype)
         targets = jax.ShapeDtypeStruct((CHUNK,), jnp.int32)
@@ -157,6 +162,21 @@ def step_programs(runner) -> dict[str, object]:
     out["kv_swap_out"] = jax.jit(_gather).trace(caches, idx).lower(lowering_platforms=CUDA)
     values = jax.eval_shape(_gather, caches, idx)
     out["kv_swap_in"] = jax.jit(_scatter).trace(caches, idx, values).lower(lowering_platforms=CUDA)
+    return out
+
+
+def _draft_sample_programs(draft) -> dict[str, object]:
+    """The draft's sampling program (``DraftSampleKey``) of its smallest and largest sequence bucket, for CUDA."""
+    from jaxllm.spec_decode.draft_sampling import draft_row_arrays
+
+    out = {}
+    for s in sorted({draft.ladder.buckets[0].num_seqs, draft.ladder.buckets[-1].num_seqs}):
+        logits = jax.ShapeDtypeStruct((s, draft.cfg.vocab_size), jnp.float32)
+        rows = draft_row_arrays([], 0, s, draft.cfg.vocab_size)
+        for filters in (False, True):
+            out[f"draft_sample_{s}_{filters}"] = draft._sample.trace(
+                logits, rows, out_rows=draft._max_seqs, q_rows=draft._q_rows, top_k_top_p=filters,
+            ).lower(lowering_platforms=CUDA)
     return out
 
 

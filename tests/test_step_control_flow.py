@@ -42,3 +42,13 @@ def test_mean_pooling_forward(tmp_path):
 def test_bert_encoder(tmp_path):
     programs = encoder_programs(str(tmp_path))
     assert programs and report(programs) == {}
+
+
+def test_sampled_draft_programs(tmp_path):
+    """Draft-model speculation: the sampler variants that verify sampled drafts and the draft's sampling
+    program have no host-driven control flow either."""
+    spec = {"model": str(tmp_path), "num_speculative_tokens": 2}
+    programs = family_programs("LlamaForCausalLM", str(tmp_path), speculative_config=spec)
+    assert any("sampled_drafts=True" in name for name in programs)
+    assert any(name.startswith("draft_sample_") for name in programs)
+    assert report(programs) == {}

@@ -121,6 +121,14 @@ PRESETS = {
                              baseline="spec-b16"),
     "spec-b256-draft": Preset((*_spec(256), *DRAFT), "spec-b256 with the draft model; disable_by_batch_size=32 "
                               "turns speculation off at this batch", baseline="spec-b256"),
+    "spec-b1-t08": Preset((*_spec(1), "--temperature", "0.8"), "spec-b1 sampled at temperature 0.8, no speculation"),
+    "spec-b1-draft-t08": Preset((*_spec(1), "--temperature", "0.8", *DRAFT),
+                                "spec-b1-t08 with the draft model: drafts sampled from its q, verified by rejection "
+                                "sampling", baseline="spec-b1-t08"),
+    "spec-b16-t08": Preset((*_spec(16), "--temperature", "0.8"),
+                           "spec-b16 sampled at temperature 0.8, no speculation"),
+    "spec-b16-draft-t08": Preset((*_spec(16), "--temperature", "0.8", *DRAFT),
+                                 "spec-b16-t08 with the draft model (sampled drafts)", baseline="spec-b16-t08"),
     "b2-gemma2-9b": Preset(_b2_mix("gemma-2-9b.json"),
                            "B2 mix on Gemma-2-9B dims (soft-capping, 4096-token windows on half the layers)",
                            limit_s=300),

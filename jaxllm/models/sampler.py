@@ -167,6 +167,16 @@ def nonfinite_rows(raw: jax.Array, processed: jax.Array | None, tokens: jax.Arra
     return broken | ~(chosen > _NEG_INF)  # NaN compares False: caught as well
 
 
+def processed_logits(logits: jax.Array, md: Any, config: Any) -> tuple[jax.Array, jax.Array]:
+    """logits [S, V] f32 -> (logits after the grammar bitmask, processed logits x [S, V]: allowed ids,
+    logit_bias, banned ids, penalties). Not for ``greedy_only`` configs (no metadata)."""
+    if config.grammar_words:  # first, as vLLM: logprobs and every filter see the masked logits
+        with jax.named_scope("grammar_bitmask"):
+            logits = apply_grammar_bitmask(logits, md.grammar_bitmask)
+    with jax.named_scope("logits_processors"):
+        return logits, _apply_processors(logits, md, penalties=bool(config.penalty_len))
+
+
 def sample(logits: jax.Array, metadata: Any, config: Any) -> SamplerOutput:
     """logits [S, V] (any float dtype, computed as f32), metadata: ``SamplingMetadata`` pytree of device
     arrays, config: ``SamplerConfig`` (static) -> ``SamplerOutput``. Pure jax, no host sync; call inside the
@@ -176,11 +186,7 @@ def sample(logits: jax.Array, metadata: Any, config: Any) -> SamplerOutput:
         tokens = first_argmax(logits)
         return SamplerOutput(token_ids=tokens, nonfinite=nonfinite_rows(logits, None, tokens))
     md = metadata
-    if config.grammar_words:  # first, as vLLM: logprobs and every filter see the masked logits
-        with jax.named_scope("grammar_bitmask"):
-            logits = apply_grammar_bitmask(logits, md.grammar_bitmask)
-    with jax.named_scope("logits_processors"):
-        x = _apply_processors(logits, md, penalties=bool(config.penalty_len))
+    logits, x = processed_logits(logits, md, config)
     if config.random:
         tokens = _random_tokens(x, md, config)
     else:

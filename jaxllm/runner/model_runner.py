@@ -179,7 +179,7 @@ class ModelRunner(StartupPrograms, SleepMode, WeightUpdates):
                                        ).lower(lowering_platforms=lowering_platforms)
         logits = jax.ShapeDtypeStruct((key.num_seqs, self.cfg.vocab_size), jnp.float32, sharding=self._replicated)
         return self._sample.trace(logits, self._neutral_sampling(key.num_seqs, key.config),
-                                  *self._neutral_spec(key.num_seqs), config=key.config,
+                                  *self._neutral_spec(key.num_seqs, key.sampled_drafts), config=key.config,
                                   out_rows=self._max_seqs).lower(lowering_platforms=lowering_platforms)
 
     def _padding_step(self, bucket: Bucket):
@@ -200,10 +200,12 @@ class ModelRunner(StartupPrograms, SleepMode, WeightUpdates):
         md = dummy_sampling_metadata(config, num_seqs, self.cfg.vocab_size)
         return jax.device_put(pack_sampling_metadata(md, config, num_seqs), self._replicated)
 
-    def _neutral_spec(self, num_rows: int) -> tuple:
-        """The sampler's draft-verification argument for a step without drafts, on the device (() without
-        speculative decoding)."""
-        return tuple(jax.device_put(a, self._replicated) for a in self.spec.verify_args([], num_rows))
+    def _neutral_spec(self, num_rows: int, sampled_drafts: bool = False) -> tuple:
+        """The sampler's draft-verification arguments for a step without drafts, on the device (() without
+        speculative decoding; with ``sampled_drafts``, the draft's distributions too: zeros)."""
+        probs = self.draft.neutral_probs() if sampled_drafts else None
+        args = tuple(jax.device_put(a, self._replicated) for a in self.spec.verify_args([], num_rows, probs))
+        return args + (probs.arrays,) if probs is not None else args
 
     def _dims(self, bucket: Bucket) -> tuple[int, ...]:
         return self.spec.dims(bucket, self.max_blocks_per_seq)
@@ -247,6 +249,7 @@ class ModelRunner(StartupPrograms, SleepMode, WeightUpdates):
                                                          self._prev_tokens, self._lora_stacks())
         self.num_steps += 1
         step = _StepInFlight(batch, None, hidden if want_prompt_lp else None)
+        step.draft_probs = None if self.draft is None else self.draft.take_probs()  # sampled drafts' q
         step.logits, step.num_seqs, step.greedy = logits, rows or bucket.num_seqs, greedy  # sampler rows: S, or L
         if sample:
             self.launch_sampler(step)
@@ -261,9 +264,12 @@ class ModelRunner(StartupPrograms, SleepMode, WeightUpdates):
             self._prev_tokens = step.greedy.token_ids
             self._set_sampled(step, step.greedy)
             return
-        sampler = self.programs.get(SampleKey(rows, self.programs.sampler_variant(rows, sampler_config)))
+        probs = step.draft_probs if sampler_config.random else None  # else every draft is an argmax
+        variant = self.programs.sampler_variant(rows, sampler_config)
+        sampler = self.programs.get(SampleKey(rows, variant, sampled_drafts=probs is not None))
         out = sampler(step.logits, self._step_arg(pack_sampling_metadata(md, sampler_config, rows)),
-                      *map(self._step_arg, self.spec.verify_args(seqs, rows)))
+                      *map(self._step_arg, self.spec.verify_args(seqs, rows, probs)),
+                      *(() if probs is None else (probs.arrays,)))
         if self.spec.enabled:  # (SamplerOutput [L], valid [L], prev_tokens)
             self._prev_tokens, sampled = out[2], out[:2]
         else:
@@ -315,9 +321,9 @@ def shapes_of(tree):
 class _StepInFlight:
     """A dispatched step: its batch and the device arrays that ``ModelRunner.fetch`` reads."""
 
-    __slots__ = ("batch", "greedy", "hidden", "logits", "num_seqs", "sampled")
+    __slots__ = ("batch", "draft_probs", "greedy", "hidden", "logits", "num_seqs", "sampled")
 
     def __init__(self, batch: ScheduledBatch, sampled, hidden) -> None:
         self.batch, self.sampled, self.hidden = batch, sampled, hidden
         # until launch_sampler: the forward's logits, the padded row count, the forward's greedy ids
-        self.logits = self.num_seqs = self.greedy = None
+        self.logits = self.num_seqs = self.greedy = self.draft_probs = None

@@ -70,10 +70,12 @@ class ForwardKey:
 @dataclasses.dataclass(frozen=True)
 class SampleKey:
     """The sampler for ``num_seqs`` rows of logits in variant ``config`` (with speculative decoding, the L
-    sampling rows of a bucket: ``SpecLayout.num_rows``)."""
+    sampling rows of a bucket: ``SpecLayout.num_rows``). ``sampled_drafts``: the variant that also verifies drafts
+    sampled by a draft model (``spec_rows.DraftProbs``)."""
 
     num_seqs: int
     config: SamplerConfig
+    sampled_drafts: bool = False
 
 
 ProgramKey = ForwardKey | SampleKey

@@ -106,6 +106,25 @@ class SleepMode:
         self.discard_weights()
         self.load_model_weights(self.weights_source())
 
+    def sleep_draft(self, level: int) -> None:
+        """The draft model of draft-model speculation (``draft``, a runner with this mixin) sleeps as the
+        target: its cache freed, its weights copied to the host (level 1) or freed (level 2)."""
+        draft = getattr(self, "draft", None)
+        if draft is None:
+            return
+        draft.release_kv_cache()
+        draft.offload_weights() if level == 1 else draft.discard_weights()
+
+    def wake_draft(self) -> None:
+        """The draft's weights (from the host copy, or its checkpoint read again) and an empty cache, back on
+        the devices: once the target is awake, whatever woke it (``wake_up``, ``update_weights``)."""
+        draft = getattr(self, "draft", None)
+        if draft is None:
+            return
+        if not draft.weights_on_device:
+            draft.restore_weights() if draft.has_host_weights else draft.reload_weights()
+        draft.restore_kv_cache()
+
     def _leaves_of(self, model, mismatch: str) -> list:
         """``model``'s flattened NNX state, which must have the runner's tree structure (else ``mismatch``)."""
         _, state = nnx.split(model)

@@ -7,6 +7,7 @@ Rows are ragged: a speculative sequence with k drafts owns k + 1 consecutive sam
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
@@ -22,16 +23,21 @@ def sampling_rows(seqs: Sequence[ScheduledSeq]) -> list[ScheduledSeq]:
     return [row for s in seqs for row in s.sampling_rows()]
 
 
-def spec_arrays(seqs: Sequence[ScheduledSeq], num_rows: int) -> np.ndarray:
+def spec_arrays(seqs: Sequence[ScheduledSeq], num_rows: int, draft_rows: dict[int, int] | None = None,
+                num_draft_rows: int = 0) -> np.ndarray:
     """[2, L] int32: row 0 = the draft token each row's sample must equal (-1: none), row 1 = the first row
-    of the row's sequence (padding rows: themselves)."""
-    out = np.full((2, num_rows), -1, np.int32)
+    of the row's sequence (padding rows: themselves). Sampled drafts (``draft_rows``: seq_id -> its row in each
+    draft step's distributions of ``num_draft_rows`` rows) add row 2: the index of row j's q in the k steps'
+    concatenated distributions, j * num_draft_rows + that row (-1: none)."""
+    out = np.full((2 if draft_rows is None else 3, num_rows), -1, np.int32)
     out[1] = np.arange(num_rows)
     r = 0
     for s in seqs:
         n = len(s.sampling_rows())
         out[0, r:r + n - 1] = s.draft_token_ids
         out[1, r:r + n] = r
+        if draft_rows is not None and s.seq_id in draft_rows and s.draft_token_ids:
+            out[2, r:r + n - 1] = np.arange(n - 1) * num_draft_rows + draft_rows[s.seq_id]
         r += n
     return out
 
@@ -74,6 +80,19 @@ class _RowView:
             setattr(self, name, None if value is None else value[r:])
 
 
+@dataclasses.dataclass
+class DraftProbs:
+    """The draft model's distributions of one proposal with sampled drafts: ``arrays`` (k device arrays [D, V]
+    f32: q of each draft step's rows, zeros past the last step) and ``rows`` (seq_id -> its row in them)."""
+
+    arrays: tuple
+    rows: dict[int, int]
+
+    @property
+    def num_rows(self) -> int:
+        return self.arrays[0].shape[0]
+
+
 class SpecLayout:
     """The runner's shapes under speculative decoding (``config`` None: none). Every step of a bucket computes
     L logits rows, L = S without speculation; with it, room for k drafts of every sequence that may speculate
@@ -111,9 +130,21 @@ class SpecLayout:
                              f"(more drafts than speculative_config allows)")
         return rows
 
-    def verify_args(self, seqs: Sequence[ScheduledSeq], num_rows: int) -> tuple[np.ndarray, ...]:
-        """The sampler program's extra host arguments: (spec_arrays [2, L],), or () without speculation."""
-        return (spec_arrays(seqs, num_rows),) if self.enabled else ()
+    @property
+    def sampled_drafts(self) -> bool:
+        """Whether drafts may be sampled (a draft model proposes for random requests): the runner then also
+        compiles the sampler variants that verify them (``SampleKey.sampled_drafts``)."""
+        return self.enabled and self.config.method == "draft_model"
+
+    def verify_args(self, seqs: Sequence[ScheduledSeq], num_rows: int,
+                    probs: DraftProbs | None = None) -> tuple[np.ndarray, ...]:
+        """The sampler program's extra host arguments: (spec_arrays [2, L],), or [3, L] with the q index of
+        sampled drafts (``probs``), or () without speculation."""
+        if not self.enabled:
+            return ()
+        if probs is None:
+            return (spec_arrays(seqs, num_rows),)
+        return (spec_arrays(seqs, num_rows, probs.rows, probs.num_rows),)
 
     def rows(self, seqs: Sequence[ScheduledSeq]) -> Sequence[ScheduledSeq]:
         """The sampling rows the sampling metadata is built from: one per sequence, or each sequence's k + 1."""

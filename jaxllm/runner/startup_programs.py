@@ -59,6 +59,8 @@ class StartupPrograms:
         keys += [ForwardKey(b, long_prefill=True) for b in self.kernels.long_prefill_buckets(buckets)]
         configs = [c for c in configs if self.spec.enabled or not c.greedy_only]  # greedy: the forward's
         keys += [SampleKey(s, c) for s in sample_rows for c in configs]
+        if self.spec.sampled_drafts:  # random rows verifying a draft model's sampled drafts
+            keys += [SampleKey(s, c, sampled_drafts=True) for s in sample_rows for c in configs if c.random]
         if self.structured_outputs:
             keys += self._grammar_sample_keys(SAMPLE_CONFIG, rows=sample_rows)
         return keys
@@ -108,7 +110,8 @@ class StartupPrograms:
                                                   self._prev_tokens, self._lora_stacks())
             else:
                 logits = jax.device_put(np.zeros((key.num_seqs, self.cfg.vocab_size), np.float32), self._replicated)
-                logits = fn(logits, self._neutral_sampling(key.num_seqs, key.config), *self._neutral_spec(key.num_seqs))
+                logits = fn(logits, self._neutral_sampling(key.num_seqs, key.config),
+                            *self._neutral_spec(key.num_seqs, key.sampled_drafts))
             jax.block_until_ready(logits)  # one at a time: no two programs' temporaries live together
         self.first_run_seconds = time.perf_counter() - t0
         logger.info("ran each of %d programs once in %.1fs", len(self.programs), self.first_run_seconds)

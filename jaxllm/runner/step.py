@@ -26,7 +26,7 @@ from jaxllm.models.sampler import sample, token_logprobs
 from jaxllm.runner.input_batch import unpack_step_inputs
 from jaxllm.runner.sampler_config import GREEDY_CONFIG
 from jaxllm.runner.sampling_metadata import unpack_sampling_metadata
-from jaxllm.spec_decode.rejection import accepted_rows
+from jaxllm.spec_decode.rejection import accepted_rows, sample_and_verify
 
 
 def _forward(graphdef, treedef, mesh, with_lora, params, kv_caches, packed_inputs, prev_tokens, lora_stacks, *,
@@ -74,15 +74,20 @@ def make_forward(graphdef, treedef, mesh, with_lora: bool = False):
                    donate_argnums=(1,))
 
 
-def _sample_packed(logits, packed_metadata, packed_spec=None, *, config, out_rows: int):
+def _sample_packed(logits, packed_metadata, packed_spec=None, draft_probs=None, *, config, out_rows: int):
     """The sampler on a packed metadata buffer; token ids padded (or cut) to ``out_rows`` (the largest sequence
     bucket) so the next step's forward takes them as ``prev_tokens`` whatever this step's bucket was.
 
     Speculative decoding: ``packed_spec`` [2, L] i32 holds each row's draft token to verify and its sequence's
     first row (``accepted_rows``); the program then returns (SamplerOutput with the token id of every row [L],
-    valid [L] bool, prev_tokens [out_rows])."""
+    valid [L] bool, prev_tokens [out_rows]). Sampled drafts (``draft_probs``: the draft steps' distributions,
+    k arrays [D, V]) add a third row to ``packed_spec``, each row's index into them, and are verified by the
+    rejection rule written out (``sample_and_verify``)."""
     md = unpack_sampling_metadata(packed_metadata, config, logits.shape[0])
-    out = sample(logits, md, config)
+    if draft_probs is None:
+        out = sample(logits, md, config)
+    else:
+        out = sample_and_verify(logits, md, config, packed_spec[0], packed_spec[2], draft_probs)
     tokens = out.token_ids
     prev = jnp.pad(tokens, (0, max(0, out_rows - logits.shape[0])))[:out_rows]
     if packed_spec is None:

@@ -12,14 +12,19 @@ both caches at once. The draft runs only for the decodes of a speculating step (
   with other sequences may be written again: K/V of the same tokens at the same positions, equal up to
   rounding (another chunking), which can only change a draft, never an output.
 - k one-token decode steps: the first reads the sequence's last token, each next one the previous step's
-  greedy choice, still on device (the forward's negative-id placeholders), so the k drafts reach the host
-  with one transfer.
+  choice, still on device (the forward's negative-id placeholders), so the k drafts reach the host with one
+  transfer.
 
 So steps that do not speculate (``disable_by_batch_size``, structured outputs, overlapped steps) cost the draft
-nothing. Drafts are the draft's greedy (argmax) tokens: a draft that is a deterministic function of the context
-has a one-hot q, for which the runner's verification (sample each row with the plain sampler, accept while
-equal; ``rejection.py``) is exactly the rejection-sampling rule, so outputs keep the target's distribution, and
-a seeded request samples the same tokens as without speculation.
+nothing. A greedy request's drafts are the draft's argmax tokens: a one-hot q, for which the runner's
+verification (sample each row with the plain sampler, accept while equal; ``rejection.py``) is exactly the
+rejection-sampling rule, and the outputs are token-identical to no speculation. A random request's drafts are
+drawn from the draft's processed distribution q (``draft_sampling.py``), which stays on the device
+(``take_probs``: k arrays [D, V], D the most sequences that speculate in a step) for the target's sampler to
+apply the rule with p / q (``rejection.sample_and_verify``).
+
+Sleep mode (``SleepMode``, as the target's runner): the draft's weights and cache are freed and restored with
+the target's; weights discarded at level 2 are read from the draft checkpoint again (``weights_source``).
 """
 
 from __future__ import annotations
@@ -39,7 +44,17 @@ from jaxllm.runner.input_batch import StepInputs, dummy_step_inputs, pack_step_i
 from jaxllm.runner.kernel_policy import KernelPolicy
 from jaxllm.runner.kv_cache_plan import KVCachePlan
 from jaxllm.runner.programs import ForwardKey, Programs
+from jaxllm.runner.sleep_mode import SleepMode
+from jaxllm.runner.spec_rows import DraftProbs
 from jaxllm.runner.step import make_forward
+from jaxllm.spec_decode.config import SpeculativeConfig
+from jaxllm.spec_decode.draft_sampling import (
+    DraftSampleKey,
+    draft_row_arrays,
+    is_random,
+    make_draft_sample,
+    uses_top_k_top_p,
+)
 
 logger = logging.getLogger("jaxllm")
 
@@ -48,16 +63,17 @@ def make_draft(args, target_cfg, mesh, ladder: BucketLadder, max_blocks_per_seq:
     """The DraftRunner of ``args.speculative_config`` with method "draft_model" (loaded through
     ``jaxllm.load.load_draft_model`` onto the target's mesh), else None."""
     from jaxllm.load import load_draft_model
-    from jaxllm.spec_decode import SpeculativeConfig
 
     spec = SpeculativeConfig.from_dict(args.speculative_config)
     if spec is None or spec.method != "draft_model":
         return None
     model, cfg = load_draft_model(args, target_cfg, mesh)
-    return DraftRunner(model, cfg, target_cfg, mesh, args, ladder, max_blocks_per_seq)
+    draft = DraftRunner(model, cfg, target_cfg, mesh, args, ladder, max_blocks_per_seq)
+    draft.weights_source = lambda: load_draft_model(args, target_cfg, mesh)[0]  # sleep level 2
+    return draft
 
 
-class DraftRunner:
+class DraftRunner(SleepMode):
     """``model``: the draft NNX module on ``mesh``; ``cfg`` / ``target_cfg``: the draft's and the target's
     ModelConfig (ValueError when their vocabularies differ); ``args``: the target's resolved EngineArgs."""
 
@@ -88,6 +104,11 @@ class DraftRunner:
         self._no_tokens = jax.device_put(np.zeros(self._max_seqs, np.int32), self._replicated)
         # seq_id -> (its block table list, leading positions whose draft K/V is written); see the docstring
         self._computed: dict[int, tuple[list, int]] = {}
+        spec = SpeculativeConfig.from_dict(args.speculative_config)
+        self._num_k = spec.num_speculative_tokens
+        self._q_rows = min(self._max_seqs, spec.disable_by_batch_size or self._max_seqs)  # D
+        self._sample = make_draft_sample()
+        self._probs: DraftProbs | None = None  # the last proposal's q (sampled drafts), until take_probs()
 
     def share_device_memory(self, target_plan: KVCachePlan) -> None:
         """Both caches hold the same number of blocks: when the target's cache was sized in bytes (to fill the
@@ -107,6 +128,17 @@ class DraftRunner:
         self._computed = {}
 
     @property
+    def num_blocks(self) -> int:
+        return self.cache_plan.num_blocks
+
+    def _set_cache_shapes(self, num_blocks: int) -> None:  # SleepMode: the cache released
+        self.cache_plan.num_blocks = num_blocks
+        self.kv_caches = self.cache_plan.shapes()
+
+    def _allocate_cache(self) -> None:  # SleepMode: the cache restored
+        self.allocate(self.num_blocks)
+
+    @property
     def num_compilations(self) -> int:
         return len(self.programs)
 
@@ -114,9 +146,16 @@ class DraftRunner:
         """Compile the draft forward of every bucket (catch-up chunks and draft steps pick from the target's
         ladder) in parallel threads, against a cache of ``num_blocks`` blocks (before it exists)."""
         self.cache_plan.num_blocks = num_blocks
-        self.programs.compile_all([ForwardKey(b) for b in self.ladder.buckets], lambda key, error: False)
+        keys = [ForwardKey(b) for b in self.ladder.buckets]
+        keys += [DraftSampleKey(s, f) for s in sorted({b.num_seqs for b in self.ladder.buckets}) for f in (False, True)]
+        self.programs.compile_all(keys, lambda key, error: False)
 
-    def _compile(self, key: ForwardKey):
+    def _compile(self, key: ForwardKey | DraftSampleKey):
+        if isinstance(key, DraftSampleKey):
+            logits = jax.ShapeDtypeStruct((key.num_seqs, self.cfg.vocab_size), jnp.float32, sharding=self._replicated)
+            rows = draft_row_arrays([], 0, key.num_seqs, self.cfg.vocab_size)
+            return self._sample.lower(logits, rows, out_rows=self._max_seqs, q_rows=self._q_rows,
+                                      top_k_top_p=key.top_k_top_p).compile()
         b = key.bucket
         padding = jax.device_put(pack_step_inputs(dummy_step_inputs(b, self.max_blocks_per_seq)), self._replicated)
         return self._forward.lower(self.params, self.cache_plan.shapes(), padding, self._no_tokens, [],
@@ -125,30 +164,54 @@ class DraftRunner:
 
     def propose(self, items) -> list[tuple[int, ...]]:
         """``items``: [(sequence, n)] with the sequence's last token not yet computed and slots allocated for
-        its next 1 + n positions -> n greedy draft tokens per sequence. Sequences are ordered by n, longest
-        first, so each draft step's sequences are a prefix of the previous step's and keep their row (the
-        placeholder -(row + 1) reads the previous step's choice)."""
+        its next 1 + n positions -> n draft tokens per sequence (argmax for greedy requests, drawn from q for
+        random ones; then ``take_probs`` holds the q). Sequences are ordered by n, longest first, so each draft
+        step's sequences are a prefix of the previous step's and keep their row (the placeholder -(row + 1)
+        reads the previous step's choice)."""
         order = sorted(range(len(items)), key=lambda i: -items[i][1])
         seqs = [items[i][0] for i in order]
         counts = [items[i][1] for i in order]
+        sampled = any(is_random(s, self.cfg.vocab_size) for s in seqs)
+        filters = sampled and uses_top_k_top_p(seqs, self.cfg.vocab_size)
         self._catch_up(seqs)
-        steps, prev = [], self._no_tokens
+        steps, probs, prev = [], [], self._no_tokens
         for j in range(counts[0] if counts else 0):
             n = sum(c > j for c in counts)
             pieces = [(s, len(s.token_ids) - 1 + j, [s.token_ids[-1] if j == 0 else -(r + 1)])
                       for r, s in enumerate(seqs[:n])]
-            prev = self._run(pieces, prev)
+            prev, logits, bucket = self._run(pieces, prev)
+            if sampled:
+                rows = draft_row_arrays(seqs[:n], j, bucket.num_seqs, self.cfg.vocab_size)
+                sample = self.programs.get(DraftSampleKey(bucket.num_seqs, filters))
+                prev, q = sample(logits, program_arg(rows, self._replicated))
+                probs.append(q)
             steps.append(prev)
         for s, c in zip(seqs, counts):
             self._computed[s.seq_id] = (s.block_table, len(s.token_ids) - 1 + c)
         if len(self._computed) > 4 * max(len(seqs), 256):  # forget finished sequences now and then
             live = {s.seq_id for s in seqs}
             self._computed = {k: v for k, v in self._computed.items() if k in live}
+        self._probs = None
+        if probs:
+            arrays = tuple(probs) + (probs[-1],) * (self._num_k - len(probs))  # rows past a sequence's drafts: unread
+            self._probs = DraftProbs(arrays, {s.seq_id: r for r, s in enumerate(seqs)})
         host = np.asarray(jax.device_get(steps)) if steps else np.zeros((0, self._max_seqs), np.int32)
         out: list[tuple[int, ...]] = [()] * len(items)
         for row, (i, c) in enumerate(zip(order, counts)):
             out[i] = tuple(int(t) for t in host[:c, row])
         return out
+
+    def take_probs(self) -> DraftProbs | None:
+        """The last proposal's distributions (None: no sampled draft), handed over once: the step that
+        verifies them takes them."""
+        probs, self._probs = self._probs, None
+        return probs
+
+    def neutral_probs(self) -> DraftProbs:
+        """Zero distributions of the verification's shapes (k arrays [D, V]): what the sampler programs are
+        compiled and first run against (start-up only: not kept)."""
+        zeros = jax.device_put(np.zeros((self._q_rows, self.cfg.vocab_size), np.float32), self._replicated)
+        return DraftProbs((zeros,) * self._num_k, {})
 
     def _catch_up(self, seqs) -> None:
         """Write the draft's K/V of every position before each sequence's last token that it lacks, in chunks
@@ -172,15 +235,16 @@ class DraftRunner:
 
     def _run(self, pieces, prev):
         """One draft forward over ``pieces`` [(sequence, first position, query ids)] (K/V written into the
-        sequences' slots) -> the greedy id after each piece's last token [max_num_seqs] (device)."""
+        sequences' slots) -> (the greedy id after each piece's last token [max_num_seqs], the logits there
+        [S, V], the bucket), on the device."""
         bucket = self.ladder.pick(sum(len(ids) for _, _, ids in pieces), len(pieces))
-        return self._step(self._inputs(pieces, bucket), prev, bucket)
+        return *self._step(self._inputs(pieces, bucket), prev, bucket), bucket
 
     def _step(self, inputs: StepInputs, prev, bucket: Bucket):
         packed = program_arg(pack_step_inputs(inputs), self._replicated)
         forward = self.programs.get(ForwardKey(bucket))  # compiled now under enforce_eager
-        self.kv_caches, _, _, greedy = forward(self.params, self.kv_caches, packed, prev, [])
-        return greedy.token_ids  # the forward's argmax ids [max_num_seqs]: no second program per draft step
+        self.kv_caches, logits, _, greedy = forward(self.params, self.kv_caches, packed, prev, [])
+        return greedy.token_ids, logits  # the forward's argmax ids [max_num_seqs]: no second program when greedy
 
     def _inputs(self, pieces, bucket: Bucket) -> StepInputs:
         """The ragged step of ``pieces``, padded to ``bucket`` (padding tokens write nothing)."""
@@ -205,5 +269,10 @@ class DraftRunner:
         """Execute every compiled draft forward once on all-padding inputs (nothing is written), so that
         first-execution costs land at start-up."""
         for key in list(self.programs.compiled):
+            if isinstance(key, DraftSampleKey):
+                logits = np.zeros((key.num_seqs, self.cfg.vocab_size), np.float32)
+                rows = draft_row_arrays([], 0, key.num_seqs, self.cfg.vocab_size)
+                jax.block_until_ready(self.programs.get(key)(jax.device_put(logits, self._replicated), rows))
+                continue
             inputs = dummy_step_inputs(key.bucket, self.max_blocks_per_seq)
             jax.block_until_ready(self._step(inputs, self._no_tokens, key.bucket))

@@ -1,6 +1,7 @@
 """GPU only: draft-model speculative decoding through the GPU attention kernels (compiled buckets, catch-up
 chunks and one-token draft steps on the paged caches): greedy outputs identical to plain decoding, and the
-target as its own draft accepts (nearly) every draft."""
+target as its own draft accepts (nearly) every draft, greedy or sampled (q = p up to rounding); seeded sampled
+outputs are reproducible."""
 
 from __future__ import annotations
 
@@ -33,3 +34,10 @@ def test_draft_model_on_gpu(tmp_path):
         got = [o.outputs[0].token_ids for o in llm.generate(prompts, params, use_tqdm=False)]
         assert got == want
         assert llm.llm_engine.stats.spec_decode_acceptance_rate >= min_rate
+    sampled = SamplingParams(temperature=0.8, top_p=0.95, max_tokens=48, ignore_eos=True, seed=7, logprobs=2)
+    stats = llm.llm_engine.stats
+    drafted, accepted = stats.spec_decode_num_draft_tokens, stats.spec_decode_num_accepted_tokens
+    runs = [[o.outputs[0].token_ids for o in llm.generate(prompts, sampled, use_tqdm=False)] for _ in range(2)]
+    assert runs[0] == runs[1]
+    rate = (stats.spec_decode_num_accepted_tokens - accepted) / (stats.spec_decode_num_draft_tokens - drafted)
+    assert rate >= 0.9, rate
