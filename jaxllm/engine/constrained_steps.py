@@ -4,8 +4,11 @@ step's forward run while the host fills its grammar bitmasks from the previous s
 
 from __future__ import annotations
 
+import time
+
 from ..sampling_params import SamplingParams
 from ..structured_outputs.grammar import GrammarCompiler, grammar_capable
+from ..structured_outputs.step import HOST_SECONDS
 
 
 class ConstrainedSteps:
@@ -45,9 +48,9 @@ class ConstrainedSteps:
 
     def _launch_constrained(self, batch) -> list:
         """Step N+1 has constrained rows, whose masks need the tokens of step N, still in flight: launch step
-        N+1's forward (a runner with ``launch_sampler``), apply step N's tokens (grammars advance), then fill the
-        masks and launch step N+1's sampler. The forward runs on the device meanwhile. Returns the sequences
-        step N finished."""
+        N+1's forward (a runner with ``launch_sampler``), apply step N's tokens (the grammars advance and then
+        fill step N+1's masks on the grammar thread while the scheduler's loop runs), then launch step N+1's
+        sampler. The forward runs on the device meanwhile. Returns the sequences step N finished."""
         launch_sampler = getattr(self.runner, "launch_sampler", None)
         if launch_sampler is None:  # a runner that samples in dispatch: wait for step N first
             finished = self._resolve_oldest()
@@ -56,9 +59,11 @@ class ConstrainedSteps:
         handle = self.runner.dispatch(batch, sample=False)
         self._steps.append((batch, handle))
         self._count_step(batch)
-        finished = self._resolve_oldest()
-        self._fill_grammar_bitmasks(batch)
+        masks = self._grammars.mask_fill(batch) if self._grammars is not None else None
+        finished = self._resolve_oldest(next_masks=masks)
+        t0 = time.perf_counter()
         launch_sampler(handle)
+        HOST_SECONDS["sampler_launch"] += time.perf_counter() - t0
         return finished
 
     def _fill_grammar_bitmasks(self, batch) -> None:
