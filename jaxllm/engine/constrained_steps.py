@@ -56,14 +56,19 @@ class ConstrainedSteps:
             finished = self._resolve_oldest()
             self._launch(batch, required=False)
             return finished
+        t0 = time.perf_counter()
         handle = self.runner.dispatch(batch, sample=False)
         self._steps.append((batch, handle))
         self._count_step(batch)
         masks = self._grammars.mask_fill(batch) if self._grammars is not None else None
+        t1 = time.perf_counter()
         finished = self._resolve_oldest(next_masks=masks)
-        t0 = time.perf_counter()
+        t2 = time.perf_counter()
         launch_sampler(handle)
-        HOST_SECONDS["sampler_launch"] += time.perf_counter() - t0
+        t3 = time.perf_counter()
+        HOST_SECONDS["forward_launch"] += t1 - t0
+        HOST_SECONDS["resolve"] += t2 - t1  # fetch (device wait included) + Scheduler.update
+        HOST_SECONDS["sampler_launch"] += t3 - t2
         return finished
 
     def _fill_grammar_bitmasks(self, batch) -> None:

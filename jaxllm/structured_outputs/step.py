@@ -22,7 +22,8 @@ import numpy as np
 PARALLEL_MIN = 8  # rows below which a thread hand-off costs more than the grammar work it moves
 
 # Host seconds of structured outputs per phase, process-wide ("accept": tokens fed to grammars, "mask": bitmasks
-# filled, "wait": Scheduler.update waiting for the grammar thread after its loop); the bench reports deltas.
+# filled, "wait": Scheduler.update waiting for the grammar thread after its loop; the engine adds the phases of
+# its constrained steps, ``ConstrainedSteps._launch_constrained``); the bench reports their deltas.
 HOST_SECONDS: collections.Counter = collections.Counter()
 
 _EXECUTOR = None  # llguidance's thread pool (one per process), for masks and token consumption in parallel
