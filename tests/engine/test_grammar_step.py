@@ -4,6 +4,8 @@ takes the consumed tokens back, and a failing ``Scheduler.update`` leaves the gr
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 from engine.bpe_tokenizer import bpe_tokenizer
@@ -46,9 +48,11 @@ def test_same_tokens_and_masks_as_one_matcher_at_a_time(n):
     _, ref = rows(n)
     rng = np.random.default_rng(n)
     tokens = []
+    interval = sys.getswitchinterval()
     for _ in range(6):
         ok = GrammarStep([s.grammar for s in seqs] if tokens else [], tokens, comp.mask_fill(ScheduledBatch(seqs)))
         assert all(ok.result())
+        assert sys.getswitchinterval() == interval  # lowered only while the grammar thread works
         for s, r, t in zip(seqs, ref, tokens or [None] * n):
             if t is not None and not r.grammar.matcher.is_stopped():
                 assert r.grammar.matcher.consume_token(t)
