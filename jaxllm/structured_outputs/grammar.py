@@ -247,7 +247,8 @@ class GrammarState:
         self.failed = False  # a sampled token the grammar rejected (see ``accept``)
 
     def ready(self) -> bool:
-        return self._future.done()
+        """Compiled (a matcher, once made, answers without the future's lock: this is asked per row per step)."""
+        return self._matcher is not None or self._future.done()
 
     def wait(self, timeout: float | None = None) -> None:
         concurrent.futures.wait([self._future], timeout)
