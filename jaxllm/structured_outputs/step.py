@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import os
 import sys
 import threading
 import time
@@ -21,6 +22,11 @@ import time
 import numpy as np
 
 PARALLEL_MIN = 8  # rows below which a thread hand-off costs more than the grammar work it moves
+# The grammar thread pays off when it and llguidance's pool have cores beside the engine's thread (a GPU host);
+# on a machine of 2-3 cores they would take the loop's core, so the work runs inline, after the loop.
+THREAD_MIN_CPUS = 4
+_CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+USE_THREAD = _CPUS >= THREAD_MIN_CPUS
 # The interpreter's switch interval while a step's grammar work runs beside the scheduler's loop. The grammar
 # thread needs the GIL three times (to start, between its two llguidance calls, to finish); a thread waiting
 # for the GIL gets it only after the switch interval (5 ms by default), longer than the whole loop, which would
@@ -88,7 +94,7 @@ class MaskFill:
 class GrammarStep:
     """One step's grammar work: ``states[i]`` consumes ``tokens[i]`` (a finished grammar takes nothing more),
     then ``masks`` (the next step's rows, from the advanced grammars) are filled. Started at construction: on
-    the grammar thread when there are at least ``PARALLEL_MIN`` rows, so that it overlaps what the caller does until ``result()``, which returns False where a grammar rejected its
+    the grammar thread when there are at least ``PARALLEL_MIN`` rows (and ``USE_THREAD``), so that it overlaps what the caller does until ``result()``, which returns False where a grammar rejected its
     token (logged) and assigns the masks. Small steps run inline in ``result()``, in the same order."""
 
     def __init__(self, states: list, tokens: list[int], masks: MaskFill | None = None) -> None:
@@ -99,7 +105,7 @@ class GrammarStep:
         self._consumed: list[int] = []  # states that took their token (``undo``)
         self._future = None
         self._interval = None  # the switch interval to restore
-        if len(self._pairs) + (len(masks.rows) if masks else 0) >= PARALLEL_MIN:
+        if USE_THREAD and len(self._pairs) + (len(masks.rows) if masks else 0) >= PARALLEL_MIN:
             self._interval = sys.getswitchinterval()
             sys.setswitchinterval(min(self._interval, SWITCH_INTERVAL_S))
             self._future = _thread().submit(self._run)

@@ -13,7 +13,7 @@ from test_engine_structured import constrained, engine, prompt
 
 from jaxllm.engine.batch import RunnerOutput, ScheduledBatch, ScheduledSeq
 from jaxllm.sampling_params import SamplingParams
-from jaxllm.structured_outputs import StructuredOutputsParams
+from jaxllm.structured_outputs import StructuredOutputsParams, step
 from jaxllm.structured_outputs.grammar import GrammarCompiler
 from jaxllm.structured_outputs.step import PARALLEL_MIN, GrammarStep
 
@@ -40,6 +40,12 @@ def reference_mask(state) -> np.ndarray:
     out = np.zeros((1, -(-VOCAB // 32)), np.int32)
     state.matcher.unsafe_compute_mask_ptr(out.ctypes.data, out.nbytes)
     return out[0]
+
+
+@pytest.fixture(autouse=True)
+def grammar_thread(monkeypatch):
+    """The grammar thread whatever the machine's core count (``USE_THREAD``)."""
+    monkeypatch.setattr(step, "USE_THREAD", True)
 
 
 @pytest.mark.parametrize("n", [3, 2 * PARALLEL_MIN])  # inline and on the grammar thread
