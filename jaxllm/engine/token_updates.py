@@ -123,9 +123,12 @@ class TokenUpdates:
             if (seq.grammar is None or not sseq.sample or seq.status == SequenceStatus.FINISHED
                     or seq.pooling_params is not None or seq.seq_id in output.nonfinite):
                 continue
+            if sseq.draft_token_ids:
+                raise RuntimeError(f"seq {seq.seq_id} speculates under structured outputs")
             token = output.sampled.get(seq.seq_id)
-            if token is None or sseq.draft_token_ids:  # the loop raises the runner's error
-                return [], None
+            if token is None:  # the loop raises the runner's error; no grammar moves
+                constrained, tokens = [], []
+                break
             constrained.append(seq)
             tokens.append(int(token))
         if not constrained and next_masks is None:
