@@ -5,8 +5,8 @@ step's bitmasks (``MaskFill``). Both run in llguidance's thread pool outside the
 starts them on a thread of their own (``GrammarStep``) before its per-sequence loop (appending tokens, stop
 checks, detokenization) and collects them after it: the grammar work overlaps that Python loop instead of
 following it. Everything that needs Python (which matchers, which rows, the buffer) is prepared before, on the
-caller's thread, so the grammar thread only makes the two llguidance calls and never waits for the GIL between
-them. The loop never touches a matcher, and which tokens the grammars get is known before it
+caller's thread, so the grammar thread only makes the two llguidance calls and holds the GIL for moments
+between them (``SWITCH_INTERVAL_S``). The loop never touches a matcher, and which tokens the grammars get is known before it
 (``TokenUpdates._start_grammars``), so the result is the same as running them one after the other.
 """
 
