@@ -72,14 +72,19 @@ def run_structured(llm, prompts, output_lens, temperature: float, plain_outs, pl
     params = [SamplingParams(temperature=temperature, max_tokens=n, ignore_eos=True, detokenize=False,
                              structured_outputs=StructuredOutputsParams(json=SCHEMAS[i % len(SCHEMAS)]))
               for i, n in enumerate(output_lens)]
+    from jaxllm.structured_outputs.step import HOST_SECONDS
+
     engine = llm.llm_engine
     runner = engine.runner
     compile_s, steps, wait = runner.compile_seconds, runner.num_steps, runner.device_wait_seconds
+    host0 = dict(HOST_SECONDS)
     t0 = time.perf_counter()
     outs = llm.generate([{"prompt_token_ids": p} for p in shifted], params, use_tqdm=False)
     wall = time.perf_counter() - t0
     compile_s = runner.compile_seconds - compile_s  # programs compiled (or waited for) in generate
     steps, wait = runner.num_steps - steps, runner.device_wait_seconds - wait
+    phases = {f"host_ms_per_step_{k}": 1e3 * (v - host0.get(k, 0.0)) / max(steps, 1)
+              for k, v in sorted(HOST_SECONDS.items())}
     grammars = engine._grammars
     tokens = sum(len(o.outputs[0].token_ids) for o in outs)
     plain_tokens = sum(len(o.outputs[0].token_ids) for o in plain_outs)
@@ -92,8 +97,14 @@ def run_structured(llm, prompts, output_lens, temperature: float, plain_outs, pl
         "grammar_validate_s_total": grammars.validate_seconds, "sampler_compile_s_in_generate": compile_s,
         "steps": steps, "ms_per_step": 1e3 * wall / max(steps, 1),
         "host_ms_per_step": 1e3 * (wall - wait) / max(steps, 1),
-        "num_aborted": sum(o.outputs[0].finish_reason == "abort" for o in outs),
+        "num_aborted": sum(o.outputs[0].finish_reason == "abort" for o in outs), **phases,
     }
+
+
+# host work per step (jaxllm.structured_outputs.step.HOST_SECONDS): tokens consumed and masks filled (on the
+# grammar thread, beside the scheduler's loop), what the loop then waited for them; of the constrained steps:
+# the forward's launch, fetching and applying the previous step (its device wait included), the sampler's launch
+PHASES = ("accept", "mask", "wait", "forward_launch", "resolve", "sampler_launch")
 
 
 def table_rows(s: dict) -> list[tuple[str, str]]:
@@ -106,4 +117,6 @@ def table_rows(s: dict) -> list[tuple[str, str]]:
         ("structured: programs compiled in generate s", f"{s.get('sampler_compile_s_in_generate', 0):.2f}"),
         ("structured: steps / ms per step / host ms per step",
          f"{s.get('steps', 0)} / {s.get('ms_per_step', 0):.2f} / {s.get('host_ms_per_step', 0):.2f}"),
+        ("structured host ms per step: " + " / ".join(PHASES), " / ".join(
+            f"{s.get('host_ms_per_step_' + k, 0):.2f}" for k in PHASES)),
     ]

@@ -4,8 +4,11 @@ step's forward run while the host fills its grammar bitmasks from the previous s
 
 from __future__ import annotations
 
+import time
+
 from ..sampling_params import SamplingParams
 from ..structured_outputs.grammar import GrammarCompiler, grammar_capable
+from ..structured_outputs.step import HOST_SECONDS
 
 
 class ConstrainedSteps:
@@ -45,20 +48,27 @@ class ConstrainedSteps:
 
     def _launch_constrained(self, batch) -> list:
         """Step N+1 has constrained rows, whose masks need the tokens of step N, still in flight: launch step
-        N+1's forward (a runner with ``launch_sampler``), apply step N's tokens (grammars advance), then fill the
-        masks and launch step N+1's sampler. The forward runs on the device meanwhile. Returns the sequences
-        step N finished."""
+        N+1's forward (a runner with ``launch_sampler``), apply step N's tokens (the grammars advance and then
+        fill step N+1's masks on the grammar thread while the scheduler's loop runs), then launch step N+1's
+        sampler. The forward runs on the device meanwhile. Returns the sequences step N finished."""
         launch_sampler = getattr(self.runner, "launch_sampler", None)
         if launch_sampler is None:  # a runner that samples in dispatch: wait for step N first
             finished = self._resolve_oldest()
             self._launch(batch, required=False)
             return finished
+        t0 = time.perf_counter()
         handle = self.runner.dispatch(batch, sample=False)
         self._steps.append((batch, handle))
         self._count_step(batch)
-        finished = self._resolve_oldest()
-        self._fill_grammar_bitmasks(batch)
+        masks = self._grammars.mask_fill(batch) if self._grammars is not None else None
+        t1 = time.perf_counter()
+        finished = self._resolve_oldest(next_masks=masks)
+        t2 = time.perf_counter()
         launch_sampler(handle)
+        t3 = time.perf_counter()
+        HOST_SECONDS["forward_launch"] += t1 - t0
+        HOST_SECONDS["resolve"] += t2 - t1  # fetch (device wait included) + Scheduler.update
+        HOST_SECONDS["sampler_launch"] += t3 - t2
         return finished
 
     def _fill_grammar_bitmasks(self, batch) -> None:

@@ -353,10 +353,12 @@ class LLMEngine(EngineAccessors, ConstrainedSteps):
         self.stats.num_scheduled_tokens += batch.num_tokens
         self.request_stats.iteration_tokens.observe(batch.num_tokens)
 
-    def _resolve_oldest(self):
+    def _resolve_oldest(self, next_masks=None):
+        """Fetch the oldest step in flight and apply it (``Scheduler.update``, which also fills ``next_masks``,
+        the next step's grammar bitmasks, once the grammars consumed this step's tokens)."""
         batch, handle = self._steps.popleft()
         output = self.runner.fetch(handle) if self.async_scheduling else handle
-        finished = self.scheduler.update(batch, output)
+        finished = self.scheduler.update(batch, output, next_masks)
         self.stats.num_generated_tokens = self.scheduler.num_generated_tokens
         self.stats.num_preemptions = self.scheduler.num_preemptions
         host = self.block_manager.host

@@ -336,38 +336,25 @@ class Scheduler(TokenUpdates):
 
     # ---- update ----------------------------------------------------------------------------------------
 
-    def update(self, batch: ScheduledBatch, output: RunnerOutput) -> list[Sequence]:
+    def update(self, batch: ScheduledBatch, output: RunnerOutput, next_masks: Any = None) -> list[Sequence]:
         """Apply the oldest in-flight step's results: append (or fill in) sampled tokens, collect logprobs,
-        apply stop checks. Finished sequences release their blocks and are returned."""
+        apply stop checks. Finished sequences release their blocks and are returned. Meanwhile the step's
+        grammars consume their tokens and then fill ``next_masks`` (the next step's bitmask rows, a
+        ``MaskFill``), on the grammar thread (``_start_grammars``); both are done when this returns."""
         if not self._inflight or self._inflight[0].batch is not batch:
             raise ValueError("update() must get the oldest batch returned by schedule() and not yet updated")
         step = self._inflight.popleft()
         now = time.time()
         finished: list[Sequence] = []
-        constrained: list[tuple[Sequence, int]] = []  # structured outputs: (sequence, its sampled token)
-        for sseq, seq in zip(batch.seqs, step.seqs):
-            if seq.status == SequenceStatus.FINISHED:
-                continue  # aborted, or it stopped in the previous step: this step's token is dropped
-            decode = self.decode_token if seq.params.detokenize else None
-            if sseq.want_prompt_logprobs:
-                self._add_prompt_logprobs(seq, sseq.start, output.prompt_logprobs.get(seq.seq_id), decode)
-            if not sseq.sample:
-                continue
-            if seq.pooling_params is not None:
-                self._finish_pooled(seq, output, finished)
-                continue
-            tokens, logprobs = self._step_tokens(sseq, output)
-            for j, token in enumerate(tokens):
-                if self._append_token(seq, token, logprobs[j] if logprobs else None, decode, now, constrained):
-                    finished.append(seq)
-                    break
-            if seq.seq_id in output.nonfinite and seq.status != SequenceStatus.FINISHED:
-                self._finish_error(seq, finished)
-                continue
-            if sseq.draft_token_ids and seq.status == SequenceStatus.RUNNING:
-                seq.num_computed_tokens = len(seq.token_ids) - 1  # rejected drafts' slots are recomputed
-        if constrained:
-            self._advance_grammars(constrained, finished)
+        constrained, grammars = self._start_grammars(batch, step.seqs, output, next_masks)
+        try:
+            self._append_step(batch, step.seqs, output, now, finished)
+        except BaseException:
+            if grammars is not None:
+                grammars.undo()
+            raise
+        if grammars is not None:
+            self._finish_grammars(constrained, grammars, finished)
         if finished:
             for seq in finished:
                 self.block_manager.free(seq)

@@ -7,8 +7,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ..structured_outputs.grammar import accept_tokens
-from .batch import RunnerOutput, ScheduledSeq
+from ..structured_outputs.step import GrammarStep
+from .batch import RunnerOutput, ScheduledBatch, ScheduledSeq
 from .detokenizer import make_logprobs
 from .sequence import Sequence, SequenceStatus
 
@@ -17,6 +17,31 @@ logger = logging.getLogger("jaxllm")
 
 class TokenUpdates:
     """Needs the scheduler's queues, block manager and counters (see ``Scheduler.update``)."""
+
+    def _append_step(self, batch: ScheduledBatch, seqs: list[Sequence], output: RunnerOutput, now: float,
+                     finished: list[Sequence]) -> None:
+        """``update``'s per-sequence loop: tokens, logprobs and stop checks."""
+        for sseq, seq in zip(batch.seqs, seqs):
+            if seq.status == SequenceStatus.FINISHED:
+                continue  # aborted, or it stopped in the previous step: this step's token is dropped
+            decode = self.decode_token if seq.params.detokenize else None
+            if sseq.want_prompt_logprobs:
+                self._add_prompt_logprobs(seq, sseq.start, output.prompt_logprobs.get(seq.seq_id), decode)
+            if not sseq.sample:
+                continue
+            if seq.pooling_params is not None:
+                self._finish_pooled(seq, output, finished)
+                continue
+            tokens, logprobs = self._step_tokens(sseq, output)
+            for j, token in enumerate(tokens):
+                if self._append_token(seq, token, logprobs[j] if logprobs else None, decode, now):
+                    finished.append(seq)
+                    break
+            if seq.seq_id in output.nonfinite and seq.status != SequenceStatus.FINISHED:
+                self._finish_error(seq, finished)
+                continue
+            if sseq.draft_token_ids and seq.status == SequenceStatus.RUNNING:
+                seq.num_computed_tokens = len(seq.token_ids) - 1  # rejected drafts' slots are recomputed
 
     def _step_tokens(self, sseq: ScheduledSeq, output: RunnerOutput) -> tuple[list[int], list | None]:
         """The tokens a sequence emits this step (1, or 1..k + 1 when it speculates) and their logprobs."""
@@ -39,11 +64,10 @@ class TokenUpdates:
             raise RuntimeError(f"runner returned no logprobs for seq {sid} (logprobs requested)")
         return tokens, lps
 
-    def _append_token(self, seq: Sequence, token: int, tl: Any, decode: Any, now: float,
-                      constrained: list[tuple[Sequence, int]]) -> bool:
+    def _append_token(self, seq: Sequence, token: int, tl: Any, decode: Any, now: float) -> bool:
         """Append one sampled token (or fill in the placeholder of asynchronous scheduling), record its
-        logprobs, queue it for the sequence's grammar, apply the stop checks. Returns whether the sequence
-        finished."""
+        logprobs, apply the stop checks. Returns whether the sequence finished. (Its grammar gets the token
+        from ``_start_grammars``.)"""
         token = int(token)
         if seq.token_ids[-1] < 0:
             seq.token_ids[-1] = token
@@ -56,8 +80,6 @@ class TokenUpdates:
         if seq.first_token_time is None:
             seq.first_token_time = now
         seq.last_token_time = now
-        if seq.grammar is not None:
-            constrained.append((seq, token))
         was_waiting = seq.status == SequenceStatus.WAITING  # preempted while this step ran
         if self._check_stop(seq, token):
             if was_waiting:
@@ -90,11 +112,33 @@ class TokenUpdates:
         seq.finish("stop")
         finished.append(seq)
 
-    def _advance_grammars(self, constrained: list[tuple[Sequence, int]], finished: list[Sequence]) -> None:
-        """Feed the step's tokens to their sequences' grammars (in parallel). A rejected token (a mask that was
-        not applied, logged) ends its sequence with finish_reason "abort"."""
-        ok = accept_tokens([seq.grammar for seq, _ in constrained], [token for _, token in constrained])
-        for (seq, _), good in zip(constrained, ok):
+    def _start_grammars(self, batch: ScheduledBatch, seqs: list[Sequence], output: RunnerOutput,
+                        next_masks: Any) -> tuple[list[Sequence], GrammarStep | None]:
+        """Start feeding the step's tokens to their sequences' grammars, then filling ``next_masks`` (a
+        ``MaskFill`` or None): a ``GrammarStep``, beside ``update``'s loop. The sequences are those the loop
+        appends a token to: unfinished, sampled, not pooled, with a finite row (constrained sequences never
+        speculate, so it is one token each)."""
+        constrained, tokens = [], []
+        for sseq, seq in zip(batch.seqs, seqs):
+            if (seq.grammar is None or not sseq.sample or seq.status == SequenceStatus.FINISHED
+                    or seq.pooling_params is not None or seq.seq_id in output.nonfinite):
+                continue
+            if sseq.draft_token_ids:
+                raise RuntimeError(f"seq {seq.seq_id} speculates under structured outputs")
+            token = output.sampled.get(seq.seq_id)
+            if token is None:  # the loop raises the runner's error; no grammar moves
+                constrained, tokens = [], []
+                break
+            constrained.append(seq)
+            tokens.append(int(token))
+        if not constrained and next_masks is None:
+            return [], None
+        return constrained, GrammarStep([seq.grammar for seq in constrained], tokens, next_masks)
+
+    def _finish_grammars(self, constrained: list[Sequence], job: GrammarStep, finished: list[Sequence]) -> None:
+        """Wait for the grammars. A rejected token (a mask that was not applied, logged) ends its sequence with
+        finish_reason "abort"."""
+        for seq, good in zip(constrained, job.result()):
             if not good and seq.status != SequenceStatus.FINISHED:
                 if seq.status == SequenceStatus.WAITING:
                     self.waiting.remove(seq)

@@ -15,11 +15,12 @@ Life of a request's grammar:
      The scheduler does not admit a sequence whose grammar is still compiling (``GrammarState.ready``); the
      steps of other requests keep running meanwhile.
   3. ``Scheduler.update`` feeds each sampled token to the sequence's matcher (``accept_tokens``: all of a
-     step's rows in parallel), so the matcher has
-     consumed exactly the sequence's output tokens: preemption by recompute keeps it valid (tokens are never
-     removed), and the placeholders of asynchronous scheduling never reach it.
-  4. Before a step is dispatched, ``fill_bitmasks`` computes the masks of its constrained rows in parallel
-     (llguidance's thread pool, outside the GIL).
+     step's rows in parallel, on the grammar thread beside its own loop: ``step.GrammarStep``), so the matcher
+     has consumed exactly the sequence's output tokens: preemption by recompute keeps it valid (tokens are
+     never removed), and the placeholders of asynchronous scheduling never reach it.
+  4. Before a step samples, ``fill_batch`` computes the masks of its constrained rows in parallel (llguidance's
+     thread pool, outside the GIL); under asynchronous scheduling on the grammar thread right after step 3,
+     while the scheduler's loop still runs.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ from typing import Any
 import numpy as np
 
 from .params import StructuredOutputsConfig, StructuredOutputsParams
+from .step import HOST_SECONDS, MaskFill, accept_tokens, executor
+
+__all__ = ["GrammarCompiler", "GrammarState", "accept_tokens", "grammar_capable", "grammar_text"]
 
 logger = logging.getLogger("jaxllm")
 
@@ -92,33 +96,6 @@ def grammar_text(params: StructuredOutputsParams, config: StructuredOutputsConfi
     if kind == "choice":
         return llg.grammar_from("choice", params.choice)
     return llg.grammar_from("grammar", params.grammar)  # Lark, or GBNF/EBNF converted to Lark
-
-
-_EXECUTOR = None  # llguidance's thread pool (one per process), for masks and token consumption in parallel
-
-
-def _executor():
-    global _EXECUTOR
-    if _EXECUTOR is None:
-        _EXECUTOR = _llguidance().LLExecutor()
-    return _EXECUTOR
-
-
-def accept_tokens(states: list[GrammarState], tokens: list[int]) -> list[bool]:
-    """``states[i].accept(tokens[i])`` for all i, in parallel (llguidance's pool, outside the GIL): one step's
-    sampled tokens fed to their grammars. False where a grammar rejected its token (logged)."""
-    ok = [True] * len(states)
-    todo = [i for i, s in enumerate(states) if not (s.matcher.is_stopped() and not s.matcher.is_error())]
-    if len(todo) < 8:  # a thread hand-off costs more than a few matchers
-        for i in todo:
-            ok[i] = states[i].accept(tokens[i])
-        return ok
-    results = _executor().consume_token_par([(states[i].matcher, int(tokens[i])) for i in todo])
-    for i, good in zip(todo, results):
-        if not good:
-            states[i].reject(tokens[i])
-            ok[i] = False
-    return ok
 
 
 class GrammarCompiler:
@@ -235,25 +212,32 @@ class GrammarCompiler:
     def fill_bitmasks(self, states: list[GrammarState], out: np.ndarray) -> None:
         """Row i of ``out`` [len(states), num_words] int32 <- the allowed-token bits of ``states[i]``."""
         assert out.dtype == np.int32 and out.flags["C_CONTIGUOUS"] and out.shape[1] == self.num_words
-        _executor().unsafe_compute_mask_ptr([(s.matcher, i) for i, s in enumerate(states)], out.ctypes.data,
-                                               self.num_words * 4, out.shape[0])
+        t0 = time.perf_counter()
+        executor().unsafe_compute_mask_ptr([(s.matcher, i) for i, s in enumerate(states)], out.ctypes.data,
+                                           self.num_words * 4, out.shape[0])
+        HOST_SECONDS["mask"] += time.perf_counter() - t0
+
+    def mask_fill(self, batch: Any) -> MaskFill | None:
+        """The bitmask rows of a ``ScheduledBatch``: its constrained sampling rows whose grammar is ready and
+        has not failed (None without any); ``MaskFill.fill`` computes them, ``assign`` sets each row's
+        ``grammar_bitmask``."""
+        rows = [s for s in batch.seqs if s.sample and s.grammar is not None and s.grammar.ready()
+                and not s.grammar.failed]
+        return MaskFill(rows, self.num_words) if rows else None
 
     def fill_batch(self, batch: Any) -> None:
         """Set ``grammar_bitmask`` on every constrained sampling row of a ``ScheduledBatch`` from its grammar's
-        current state (rows whose grammar rejected a token stay unmasked: they are ending)."""
-        rows = [s for s in batch.seqs if s.sample and s.grammar is not None and s.grammar.ready()
-                and not s.grammar.failed]
-        if not rows:
-            return
-        masks = np.empty((len(rows), self.num_words), np.int32)
-        self.fill_bitmasks([s.grammar for s in rows], masks)
-        for sseq, mask in zip(rows, masks):
-            sseq.grammar_bitmask = mask
+        current state, now (rows whose grammar rejected a token stay unmasked: they are ending)."""
+        masks = self.mask_fill(batch)
+        if masks is not None:
+            masks.fill()
+            masks.assign()
 
 
 class GrammarState:
     """One sequence's matcher: created from the compiled grammar when first used (a deep copy of the cached
-    one), fed every token the sequence samples."""
+    one), fed every token the sequence samples (``step.GrammarStep``). A finished grammar consumes nothing
+    more: its mask allows only EOS, which ``ignore_eos`` keeps sampling."""
 
     __slots__ = ("_future", "_matcher", "failed")
 
@@ -263,7 +247,8 @@ class GrammarState:
         self.failed = False  # a sampled token the grammar rejected (see ``accept``)
 
     def ready(self) -> bool:
-        return self._future.done()
+        """Compiled (a matcher, once made, answers without the future's lock: this is asked per row per step)."""
+        return self._matcher is not None or self._future.done()
 
     def wait(self, timeout: float | None = None) -> None:
         concurrent.futures.wait([self._future], timeout)
@@ -274,19 +259,8 @@ class GrammarState:
             self._matcher = self._future.result().deep_copy()
         return self._matcher
 
-    def accept(self, token: int) -> bool:
-        """Advance past a sampled token; False when the grammar rejects it (the matcher is then in an error
-        state). A finished grammar consumes nothing more: its mask allows only EOS, which ``ignore_eos`` keeps
-        sampling."""
-        m = self.matcher
-        if m.is_stopped() and not m.is_error():
-            return True
-        ok = m.consume_token(int(token))
-        if not ok:
-            self.reject(token)
-        return ok
-
     def reject(self, token: int) -> None:
+        """The grammar rejected a sampled token (its matcher is now in an error state, for good)."""
         self.failed = True
         logger.error("structured outputs: token %d rejected by the grammar (%s)", token,
                      self.matcher.get_error()[:200])

@@ -14,11 +14,20 @@ from engine_fakes import AsyncCacheCheckingRunner, CacheCheckingRunner, make_eng
 from test_engine_scheduling import run_all
 
 from jaxllm.sampling_params import SamplingParams
-from jaxllm.structured_outputs import StructuredOutputsParams
+from jaxllm.structured_outputs import StructuredOutputsParams, step
 
 VOCAB = 448  # >= the BPE tokenizer's 421 tokens
 REGEX = r"(ab|c)[0-9]{1,3}(-[a-c]{1,4})?"
 CHOICES = ["Hello world", "lazy dog", "STOP"]
+
+
+@pytest.fixture(autouse=True, params=[False, True], ids=["inline", "grammar-thread"])
+def grammar_thread(request, monkeypatch):
+    """Every test with the grammar work inline after the scheduler's loop and on the grammar thread beside it
+    (``USE_THREAD``, which a machine of few cores turns off; every step on the thread)."""
+    monkeypatch.setattr(step, "USE_THREAD", request.param)
+    if request.param:
+        monkeypatch.setattr(step, "PARALLEL_MIN", 1)
 
 
 def allowed_tokens(bitmask) -> np.ndarray:
