@@ -121,7 +121,7 @@ def sample_and_verify(logits: jax.Array, md, config, draft: jax.Array, q_index: 
         return sample(logits, md, config) if config.num_logprobs else out
     masked, x = processed_logits(logits.astype(jnp.float32), md, config)
     with jax.named_scope("verify_sampled_drafts"):
-        p = processed_probs(x, md.temperature, md.top_k, md.top_p, md.min_p, config.top_k_top_p)
+        p = processed_probs(x, md.temperature, md.top_k, md.top_p, md.min_p, config.top_k or config.top_p)
         q_all = jnp.concatenate(draft_probs, axis=0)
         q = q_all[jnp.clip(q_index, 0, q_all.shape[0] - 1)]
         tokens = verify_sampled(p, q, draft, (q_index >= 0) & ~md.greedy, row_keys(md.seeds, md.output_index),
