@@ -58,6 +58,10 @@ class LLM(EngineControl, PoolingMixin):
         enable_compilation_cache(args.cache_dir)
         import jax
 
+        from jaxllm.flax_import import import_flax_nnx
+
+        import_flax_nnx()  # before the modules below import it
+
         from jaxllm.in_memory import is_in_memory_model
         from jaxllm.load import (
             build_model,
