@@ -38,8 +38,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="llama-3.1-8b", help="a config of jaxllm/bench/configs (name or path)")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--gpu-memory-utilization", type=float, default=0.4,
-                   help="leaves room for two extra copies of the weights (the new trees)")
+    p.add_argument("--gpu-memory-utilization", type=float, default=0.25,
+                   help="leaves room for two extra copies of the weights (a new tree and its cast)")
     p.add_argument("--output")
     args = p.parse_args()
     import jax
@@ -66,22 +66,25 @@ def main() -> None:
     compiled_before = runner.num_compilations
     served = llm.get_weights()
     nbytes = sum(x.nbytes for x in jax.tree_util.tree_leaves(served))
-    scaled = jax.tree_util.tree_map(lambda x: (x * 1.01).astype(x.dtype), served)  # new arrays, same layout
-    jax.block_until_ready(scaled)
-    other_dtype = jax.tree_util.tree_map(lambda x: x.astype(jnp.float16 if x.dtype == jnp.bfloat16 else jnp.float32),
-                                         served)  # as a trainer might hold them: cast on the device
-    jax.block_until_ready(other_dtype)
 
     def update(tree):
         llm.update_weights(tree)
         jax.block_until_ready(llm.get_weights())
 
+    # One new tree at a time beside the served one (the served arrays, the new tree and, during a cast, its
+    # converted copy: three weight-sized trees at the peak).
+    other_dtype = jax.tree_util.tree_map(lambda x: x.astype(jnp.float16 if x.dtype == jnp.bfloat16 else jnp.float32),
+                                         served)  # as a trainer might hold them: cast on the device
+    del served
+    jax.block_until_ready(other_dtype)
     cast_s = _timed(update, other_dtype, args.repeats)
     del other_dtype
+    scaled = jax.tree_util.tree_map(lambda x: (x * 1.01).astype(x.dtype), llm.get_weights())  # same layout
+    jax.block_until_ready(scaled)
     same_layout_s = _timed(update, scaled, args.repeats)  # served last: the outputs must change
+    del scaled
     after = generate()
     compiled_after = runner.num_compilations
-    del scaled, served
 
     result = {"config": os.path.basename(cfg_path), "weights_bytes": nbytes, "startup_s": startup,
               "update_weights_same_layout_s": same_layout_s, "update_weights_from_other_dtype_s": cast_s,

@@ -23,7 +23,9 @@
 #   profile-PRESET the preset under jax.profiler, then its kernels by category (scripts/profile_summary.py)
 #                  -> profile-PRESET.json (the bench row) and profile-PRESET-kernels.{json,txt}
 #   PRESET         a throughput row of benchmarks/README.md (jaxllm/bench/presets.py: b1, b2, b2-awq, ...)
-#                  -> throughput/PRESET.{json,log}; BENCH_ARGS adds `jaxllm bench` flags to every preset
+#                  -> throughput/PRESET.{json,log}; BENCH_ARGS adds `jaxllm bench` flags to every preset;
+#                  structured presets get `--tokenizer .benchtok` when that folder was carried (the machine has
+#                  no hub: python -c "from jaxllm.bench.structured import save_default_tokenizer as s; s('.benchtok')")
 #
 # DEADLINE (seconds from the start, default 570) bounds the whole call: each run gets its own limit or what is
 # left, whichever is smaller, and a run with under 60 s left is skipped. Wheels under .whl/ (carried to the
@@ -115,15 +117,17 @@ for run in "$@"; do
         --steps \$(python3 -c 'import json; print(json.load(open(\"$OUT/$run.json\"))[\"jaxllm\"][\"steps\"])') \
         --json $OUT/$run-kernels.json > $OUT/$run-kernels.txt" ;;
     *)
-      read -r want gpus < <(python3 -c "from jaxllm.bench.presets import PRESETS as P; p = P['$run']; \
-print(p.limit_s, p.gpus)" 2> /dev/null)
+      read -r want gpus structured < <(python3 -c "from jaxllm.bench.presets import PRESETS as P; p = P['$run']; \
+print(p.limit_s, p.gpus, int('--structured' in p.args))" 2> /dev/null)
       if [ -z "$want" ]; then SUMMARY+=("$run|unknown run|0|-"); continue; fi
       # (without nvidia-smi, a CPU smoke run, nothing is skipped for its GPU count)
       if [ "$NGPUS" -gt 0 ] && [ "$gpus" -gt "$NGPUS" ]; then SUMMARY+=("$run|skipped: needs $gpus GPUs|0|-"); continue; fi
       # shellcheck disable=SC2086
       step "throughput/$run" "$want" \
         "json_field '$OUT/throughput/$run.json' '\"%.0f output tok/s\" % r[\"jaxllm\"][\"output_tok_s\"]'" -- \
-        python3 -m jaxllm.bench --preset "$run" $BUSY ${BENCH_ARGS:-} --output "$OUT/throughput/$run.json" ;;
+        python3 -m jaxllm.bench --preset "$run" $BUSY ${BENCH_ARGS:-} \
+        $([ "$structured" = 1 ] && [ -d .benchtok ] && echo --tokenizer .benchtok) \
+        --output "$OUT/throughput/$run.json" ;;
   esac
 done
 

@@ -132,6 +132,9 @@ PRESETS = {
     "b2-mixtral-8x7b": Preset(("--workload", "B2-mixtral-8x7b"),
                               "B2 mix on Mixtral-8x7B dims (8 experts, top-2; ~94 GB of bf16 weights: H200)",
                               limit_s=420),
+    "b2-mixtral-8x7b-fp8": Preset(("--workload", "B2-mixtral-8x7b", "--quantization", "fp8"),
+                                  "B2 mix on Mixtral-8x7B dims, fp8 experts and linears (~47 GB: one 80 GB card)",
+                                  limit_s=420),
     # the host tier (docs/kv_offload.md): a 1024-block (16K-token) device cache under 128 long requests
     "preempt-recompute": Preset((*PREEMPT, "--preemption-mode", "recompute"),
                                 "preemption-heavy B2 (128 requests, in 512..1024, out 256..512, 1024 device "

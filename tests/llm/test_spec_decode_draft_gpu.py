@@ -21,7 +21,10 @@ def test_draft_model_on_gpu(tmp_path):
     save_tiny_model(target, "LlamaForCausalLM", **DIMS, hidden_size=256, intermediate_size=512)
     save_tiny_model(draft, "LlamaForCausalLM", seed=1, **DIMS, hidden_size=128, intermediate_size=256,
                     num_hidden_layers=1)
-    kw = {"max_num_seqs": 8, "max_num_batched_tokens": 64, "max_model_len": 512, "skip_tokenizer_init": True}
+    # a fixed KV cache: the three engines of this test live in one process, so none may size its cache from
+    # the device memory the others left free
+    kw = {"max_num_seqs": 8, "max_num_batched_tokens": 64, "max_model_len": 512, "skip_tokenizer_init": True,
+          "kv_cache_memory_bytes": 64 * 2**20}
     params = SamplingParams(temperature=0.0, max_tokens=48, ignore_eos=True)
     prompts = [{"prompt_token_ids": p} for p in PROMPTS]
     want = [o.outputs[0].token_ids for o in LLM(str(target), **kw).generate(prompts, params, use_tqdm=False)]
