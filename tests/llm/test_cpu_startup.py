@@ -1,5 +1,6 @@
 """Pieces of the CPU start-up path: flax imported without IPython when no IPython shell can run
-(jaxllm.flax_import), and the KV cache zeroed on a thread while the programs compile (KVCachePlan.start_zeroing)."""
+(jaxllm.flax_import), the KV cache zeroed on a thread while the programs compile (KVCachePlan.start_zeroing), and
+a GGUF file's tokenizer loading while they compile (grammar_capable_before_loading)."""
 
 from __future__ import annotations
 
@@ -62,3 +63,19 @@ def test_cpu_cache_is_zeroed_on_a_thread_and_used(llama_dir):
     assert len(arrays) == len(runner.kv_caches) and all(a.shape[1] == 20 and not np.asarray(a).any() for a in arrays)
     assert threads[-1] == "MainThread"  # zeroed again, in the caller
     plan.num_blocks = 24
+
+
+@pytest.mark.parametrize("kwargs, gguf, known", [
+    ({}, True, True),  # a GGUF file's own tokenizer: a fast one, known before it loads
+    ({}, False, None),  # a folder's: only the loaded tokenizer tells
+    ({"skip_tokenizer_init": True}, True, None),
+    ({"tokenizer": "some/folder"}, True, None),
+])
+def test_grammar_capability_known_before_the_tokenizer_loads(kwargs, gguf, known):
+    from jaxllm.engine_args import EngineArgs
+    from jaxllm.load import ModelSource, grammar_capable_before_loading
+
+    pytest.importorskip("llguidance")
+    args = EngineArgs.from_kwargs({"model": "m", **kwargs})
+    assert grammar_capable_before_loading(args, ModelSource("m", None, None, gguf)) is known
+
