@@ -24,8 +24,9 @@ class PreemptionCost:
     """The cost rule of ``preemption_mode=None``: swap a preempted sequence out (and back in) when copying its
     blocks twice over the host link takes less time than recomputing its tokens, i.e. when
     ``2 * blocks * copy_seconds_per_block < tokens * seconds_per_token + tokens**2 * seconds_per_token_pair``
-    (the dense FLOPs are linear in the tokens, causal attention quadratic). The runner fills the constants in
-    from the model's size and the device's nominal host bandwidth and FLOP rate."""
+    (the dense FLOPs are linear in the tokens, causal attention quadratic). The runner fills the constants in:
+    the copy time its own copy path took at start-up (a nominal bandwidth where it was not measured), and the
+    recompute time from the model's size and a nominal FLOP rate (``jaxllm/runner/kv_swap.py``)."""
 
     copy_seconds_per_block: float
     seconds_per_token: float

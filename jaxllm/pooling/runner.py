@@ -123,8 +123,6 @@ class PoolingModelRunner(ModelRunner):
         t_wait = time.perf_counter()
         pooled, hidden = jax.device_get((step.pooled, step.hidden))
         self.device_wait_seconds += time.perf_counter() - t_wait
-        if self.host_kv is not None:
-            self.host_kv.flush()  # swap-outs dispatched before this step: done
         out = RunnerOutput(sampled={})
         offset = 0
         for i, s in enumerate(step.batch.seqs):

@@ -124,6 +124,8 @@ class ModelRunner(StartupPrograms, SleepMode, WeightUpdates):
                 self.draft.compile(self.num_blocks)
         self._allocate_cache()
         if not args.enforce_eager:
+            if self.host_kv is not None and mesh.devices.flat[0].platform != "cpu":  # kv_swap.py
+                self.kv_caches = self.host_kv.warm_up(self.kv_caches)
             self._run_each_program_once()
             if self.draft is not None:
                 self.draft.run_each_program_once()
@@ -212,7 +214,7 @@ class ModelRunner(StartupPrograms, SleepMode, WeightUpdates):
         for this model and device (kv_swap.py)."""
         if self.host_kv is None:
             return {"num_host_blocks": 0, "preemption_mode": args.preemption_mode}
-        cost = preemption_cost_terms(self.params, self.cfg, self.host_kv.slot_bytes(self.kv_caches),
+        cost = preemption_cost_terms(self.params, self.cfg, self.host_kv, self.kv_caches,
                                      self.mesh.devices.flat[0].platform)
         return {"num_host_blocks": self.host_kv.num_slots, "host_prefix_cache": args.host_prefix_cache,
                 "preemption_mode": args.preemption_mode, "preemption_cost": PreemptionCost(**cost)}
@@ -285,8 +287,6 @@ class ModelRunner(StartupPrograms, SleepMode, WeightUpdates):
         t_wait = time.perf_counter()
         sampled = jax.device_get(local_replica(step.sampled))  # the only host<->device sync of a step
         self.device_wait_seconds += time.perf_counter() - t_wait
-        if self.host_kv is not None:
-            self.host_kv.flush()  # swap-outs dispatched before this step: done
         if self.spec.enabled:
             out = to_spec_runner_output(step.batch.seqs, *sampled)
         else:
