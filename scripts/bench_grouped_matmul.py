@@ -24,7 +24,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from ops.grouped_matmul.dispatch import grouped_matmul_ragged_dot
-from ops.grouped_matmul.pallas_triton import grouped_matmul_pallas
+from ops.grouped_matmul.layout import grouped_layout
+from ops.grouped_matmul.pallas_triton import grouped_matmul_tiles, plan
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_timing import timeit
@@ -49,12 +50,17 @@ def bench_one(rng, experts, top_k, k, n, tokens, interpret, dtype=jnp.bfloat16):
     touched = int((sizes > 0).sum())
     nbytes = (touched * k * n + m * k + m * n) * jnp.dtype(dtype).itemsize
     row = {"tokens": tokens, "rows": m, "K": k, "N": n, "experts_touched": touched}
-    candidates = {"pallas_triton": jax.jit(lambda a, b, s: grouped_matmul_pallas(a, b, s, interpret=interpret)),
+    # the kernel as the MoE layer runs it: rows already in the slot order (the layer gathers them there from x),
+    # the layout built from the group sizes inside the timed call
+    block_m = plan(m, k, n, experts).block_m
+    slotted = jnp.take(lhs, grouped_layout(gs, m, block_m).source_rows(), axis=0)
+    candidates = {"pallas_triton": jax.jit(lambda a, b, s: grouped_matmul_tiles(
+                      a, b, grouped_layout(s, m, block_m), dtype, interpret=interpret)),
                   "dense_gemm": jax.jit(lambda a, w: a @ w)}
     if m * experts * n * 4 <= RAGGED_MAX_BYTES:
         candidates["ragged_dot"] = jax.jit(grouped_matmul_ragged_dot)
     for name, fn in candidates.items():
-        args = [(lhs, dense_w)] if name == "dense_gemm" else [(lhs, rhs, gs)]
+        args = {"dense_gemm": [(lhs, dense_w)], "pallas_triton": [(slotted, rhs, gs)]}.get(name, [(lhs, rhs, gs)])
         try:
             sec, compile_s = timeit(fn, args, reps=3 if interpret else 10, rounds=1 if interpret else 5,
                                     warmup_s=0 if interpret else 0.3)

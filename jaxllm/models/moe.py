@@ -1,10 +1,12 @@
 """Sparse mixture-of-experts MLP (Mixtral, Qwen3-MoE): router, top-k, tokens sorted by expert, grouped GEMMs.
 
 Shape letters: T tokens, D model dim, E experts (E_l on this device), F expert ffn dim (F_l on this device),
-k experts per token. The T*k (token, choice) rows are sorted by expert so that each expert's rows are contiguous;
-two grouped matmuls (``jaxllm.ops.grouped_matmul``: gate_up, then down) run every expert over its own rows
-only, never all experts over every token; the rows are then put back in token order and summed with their router
-weights. Shapes are static: always T*k rows, whatever the routing.
+k experts per token. The T*k (token, choice) rows are sorted by expert and placed in a ``GroupedLayout`` slot
+order (each expert's rows contiguous, starting on a kernel tile); two grouped matmuls
+(``jaxllm.ops.grouped_matmul``: gate_up with SwiGLU applied before its store, then down) run every expert over
+its own rows only, never all experts over every token; each token's k rows are then gathered back and summed with
+their router weights. Shapes are static (S slots for T*k rows, whatever the routing); the layout is built once
+per layer, by compare-and-sums (no cumsum, no loop), and shared by both matmuls.
 
 ``quantization="fp8"`` / ``"int8"`` (at load time) and fp8 checkpoints (per-tensor or per-channel
 ``weight_scale``) store the experts as ``QuantizedExperts``: 1-byte weights with a float32 scale per expert and
@@ -29,11 +31,10 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
-from jaxllm import ops
 from jaxllm.config import ModelConfig
 from jaxllm.models.layers import param
 from jaxllm.models.quant import placeholder_normal, quantize
-from jaxllm.ops.grouped_matmul import row_groups
+from jaxllm.ops.grouped_matmul import grouped_layout, grouped_matmul_slotted, layout_plan
 from jaxllm.parallel.sharding import MODEL_AXIS, logical_to_spec
 from jaxllm.quantization_config import LOAD_TIME_METHODS
 
@@ -52,13 +53,16 @@ def route(x: jax.Array, router: jax.Array, top_k: int, norm_topk_prob: bool) -> 
     return weights, experts.astype(jnp.int32)
 
 
-def _grouped(rows: jax.Array, weight: jax.Array, scale: jax.Array | None, group_sizes: jax.Array, impl):
-    """rows [M, K] sorted by expert, weight [E_l, K, N] (any dtype), scale None or [E_l, N] -> [M, N] rows.dtype."""
-    if scale is None:
-        return ops.grouped_matmul(rows, weight, group_sizes, impl=impl)
-    out = ops.grouped_matmul(rows, weight, group_sizes, impl=impl, preferred_element_type=jnp.float32)
-    groups = jnp.minimum(row_groups(group_sizes, rows.shape[0]), weight.shape[0] - 1)  # rows past: any scale
-    return (out * jnp.take(scale, groups, axis=0)).astype(rows.dtype)
+def _order(sort_key: jax.Array, e_local: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """sort_key [M] local expert of each row (e_local: another device's) -> (order [M]: the row at each sorted
+    position, position [M]: the sorted position of each row, group_sizes [E_l]). One sort, one [M] int32
+    scatter (the inverse permutation) and one [M, E_l] compare-and-sum."""
+    m = sort_key.shape[0]
+    iota = jnp.arange(m, dtype=jnp.int32)
+    order = jnp.argsort(sort_key, stable=True).astype(jnp.int32)
+    position = jnp.zeros_like(order).at[order].set(iota, unique_indices=True, mode="promise_in_bounds")
+    group_sizes = jnp.sum(sort_key[:, None] == jnp.arange(e_local, dtype=jnp.int32), axis=0, dtype=jnp.int32)
+    return order, position, group_sizes
 
 
 def expert_ffn(x: jax.Array, weights: jax.Array, experts: jax.Array, gate_up: tuple, down: tuple,
@@ -67,28 +71,42 @@ def expert_ffn(x: jax.Array, weights: jax.Array, experts: jax.Array, gate_up: tu
 
     x [T, D]; weights [T, k] float32; experts [T, k] int32 (global ids); gate_up (w [E_l, D, 2, F_l], scale None
     or [E_l, 2, F_l]); down (w [E_l, F_l, D], scale None or [E_l, D]). Returns float32 [T, D]: the full MoE
-    output when every expert is local, else this device's share (rows of other experts contribute zero)."""
+    output when every expert is local, else this device's share (rows of other experts contribute zero).
+
+    The routed rows live in one ``GroupedLayout`` slot order (S slots, each expert's rows starting on a kernel
+    tile) from the gather out of x to the gather back: built once, shared by both grouped matmuls."""
     (gate_up, gate_up_scale), (down, down_scale) = gate_up, down
     t, k = experts.shape
     e_local, d, _, f_local = gate_up.shape
     local_id = experts.reshape(-1) - first_expert  # [T*k]
     is_local = (local_id >= 0) & (local_id < e_local)
     sort_key = jnp.where(is_local, local_id, e_local)  # rows of other devices' experts sort last
-    order = jnp.argsort(sort_key, stable=True)  # [T*k] row (token * k + choice) at each sorted position
-    group_sizes = jnp.sum(sort_key[:, None] == jnp.arange(e_local, dtype=jnp.int32), axis=0, dtype=jnp.int32)
-    rows = jnp.take(x, order // k, axis=0)  # [T*k, D]
+    order, position, group_sizes = _order(sort_key, e_local)
+    impl, block_m = layout_plan(t * k, e_local, [(d, f_local), (f_local, d)], impl)
+    layout = grouped_layout(group_sizes, t * k, block_m)
+    token = jnp.take(order, layout.source_rows(), mode="clip") // k  # [S] token of each slot
+    rows = jnp.take(x, token, axis=0, mode="clip")  # [S, D]
     with jax.named_scope("experts_gate_up"):
         gu_scale = None if gate_up_scale is None else gate_up_scale.reshape(e_local, 2 * f_local)
-        gu = _grouped(rows, gate_up.reshape(e_local, d, 2 * f_local), gu_scale, group_sizes, impl)
-    gu = gu.reshape(t * k, 2, f_local)
-    h = jax.nn.silu(gu[:, 0]) * gu[:, 1]
+        h = grouped_matmul_slotted(rows, gate_up.reshape(e_local, d, 2 * f_local), layout, impl=impl,
+                                   scale=gu_scale, swiglu=True)  # [S, F_l]: silu(gate) * up
     with jax.named_scope("experts_down"):
-        y = _grouped(h, down, down_scale, group_sizes, impl)  # [T*k, D], sorted
-    position = jnp.zeros_like(order).at[order].set(jnp.arange(t * k, dtype=order.dtype), unique_indices=True)
-    y = jnp.take(y, position, axis=0).reshape(t, k, d)  # back to (token, choice) order: a gather, not a scatter
-    w = jnp.where(is_local.reshape(t, k), weights, 0.0)
-    y = jnp.where(is_local.reshape(t, k, 1), y.astype(jnp.float32), 0.0)  # rows past the groups: never read
-    return jnp.einsum("tk,tkd->td", w, y)
+        y = grouped_matmul_slotted(h, down, layout, impl=impl, scale=down_scale)  # [S, D]
+    slot = layout.slots(position, sort_key).reshape(t, k)  # slot of each (token, choice) row
+    return _combine(y, slot, is_local.reshape(t, k), weights)
+
+
+def _combine(y: jax.Array, slot: jax.Array, is_local: jax.Array, weights: jax.Array) -> jax.Array:
+    """y [S, D] slotted expert outputs, slot / is_local / weights [T, k] -> float32 [T, D]: each token's rows
+    weighted and summed. k gathers, selects and adds that XLA fuses into one pass writing [T, D] (no [T, k, D]
+    array, no [T]-batched 1 x k x D dots). Other devices' rows (expert parallelism) read slot 0, whatever it
+    holds: selected away, never multiplied."""
+    t, k = slot.shape
+    out = jnp.zeros((t, y.shape[1]), jnp.float32)
+    for j in range(k):
+        y_j = jnp.take(y, slot[:, j], axis=0, mode="clip").astype(jnp.float32)
+        out = out + jnp.where(is_local[:, j, None], y_j * weights[:, j, None], 0.0)
+    return out
 
 
 class QuantizedExperts(nnx.Module):

@@ -10,6 +10,10 @@
 
 ``LLM(moe_matmul_impl=...)`` (or JAXLLM_MOE_MATMUL_IMPL) forces one for every MoE layer.
 
+A MoE layer calls ``layout_plan`` and ``grouped_matmul_slotted``: its rows stay in one ``GroupedLayout`` slot
+order (layout.py) through both grouped matmuls, so the tile map is built once per layer and nothing is padded or
+gathered between them.
+
 Operands: lhs [M, K] rows sorted by group, rhs [G, K, N] (its dtype may be narrower than lhs': fp8 / int8
 weights are converted to lhs.dtype), group_sizes [G] int32 -> [M, N] (rows past the groups' total are zeros).
 """
@@ -17,9 +21,11 @@ weights are converted to lhs.dtype), group_sizes [G] int32 -> [M, N] (rows past 
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 
 from ..device_info import gpu_compute_capability
-from .pallas_triton import grouped_matmul_pallas, plan
+from .layout import GroupedLayout
+from .pallas_triton import grouped_matmul_pallas, grouped_matmul_tiles, plan
 from .reference import check_grouped_operands, grouped_matmul_reference
 
 
@@ -42,10 +48,47 @@ IMPLEMENTATIONS = {"pallas_triton": _pallas, "ragged_dot": grouped_matmul_ragged
 
 def default_impl(lhs: jax.Array, rhs: jax.Array) -> str:
     """"pallas_triton" on NVIDIA sm_80+ when its tiles fit the shape, else "ragged_dot"."""
-    cc = gpu_compute_capability()
-    if cc is not None and cc >= (8, 0) and plan(lhs.shape[0], lhs.shape[1], rhs.shape[2], rhs.shape[0]):
-        return "pallas_triton"
-    return "ragged_dot"
+    return layout_plan(lhs.shape[0], rhs.shape[0], [(lhs.shape[1], rhs.shape[2])], None)[0]
+
+
+def layout_plan(num_rows: int, num_groups: int, shapes, impl: str | None) -> tuple[str, int]:
+    """(impl, block_m) of grouped matmuls of ``num_rows`` rows in ``num_groups`` groups sharing one
+    ``GroupedLayout``, one per (K, N) of ``shapes``. impl None: "pallas_triton" on NVIDIA sm_80+ when its tiles
+    fit every shape, else "ragged_dot". block_m: the kernel's row tile, 1 (the contiguous order) for the others."""
+    if impl is not None and impl not in IMPLEMENTATIONS:
+        raise ValueError(f"grouped matmul impl={impl!r} is not supported; choose one of {sorted(IMPLEMENTATIONS)}")
+    plans = [plan(num_rows, k, n, num_groups) for k, n in shapes]
+    if impl is None:
+        cc = gpu_compute_capability()
+        impl = "pallas_triton" if cc is not None and cc >= (8, 0) and all(plans) else "ragged_dot"
+    if impl != "pallas_triton":
+        return impl, 1
+    if not all(plans):
+        raise ValueError(f"no grouped-matmul tiling for (K, N) in {list(shapes)}")
+    return impl, plans[0].block_m
+
+
+def grouped_matmul_slotted(lhs: jax.Array, rhs: jax.Array, layout: GroupedLayout, *, impl: str,
+                           scale: jax.Array | None = None, swiglu: bool = False, out_dtype=None) -> jax.Array:
+    """lhs [S, K] in ``layout``'s slot order (S = layout.num_slots), rhs [G, K, N], scale None or [G, N] (the
+    experts' per-channel scales) -> [S, N] out_dtype (default lhs.dtype): slot s of group g gets
+    ``p = (lhs[s] @ rhs[g]) * scale[g]``; ``swiglu`` (rhs columns: gate, then up): [S, N/2] ``silu(p[:N/2]) *
+    p[N/2:]``, computed in float32 and rounded once. Padding slots get any value. ``impl`` from ``layout_plan``."""
+    out_dtype = jnp.dtype(out_dtype or lhs.dtype)
+    if impl == "pallas_triton":
+        return grouped_matmul_tiles(lhs, rhs, layout, out_dtype, scale=scale, swiglu=swiglu,
+                                    interpret=gpu_compute_capability() is None)
+    if impl not in IMPLEMENTATIONS:
+        raise ValueError(f"grouped matmul impl={impl!r} is not supported; choose one of {sorted(IMPLEMENTATIONS)}")
+    if scale is None and not swiglu:
+        return IMPLEMENTATIONS[impl](lhs, rhs, layout.padded_sizes, out_dtype)
+    out = IMPLEMENTATIONS[impl](lhs, rhs, layout.padded_sizes, jnp.float32)
+    if scale is not None:
+        out = out * jnp.take(scale, jnp.maximum(layout.slot_group(), 0), axis=0)
+    if swiglu:
+        gate, up = jnp.split(out, 2, axis=1)
+        out = jax.nn.silu(gate) * up
+    return out.astype(out_dtype)
 
 
 def grouped_matmul(lhs: jax.Array, rhs: jax.Array, group_sizes: jax.Array, *, impl: str | None = None,

@@ -3,15 +3,15 @@
 Why: XLA's GPU lowering of ``jax.lax.ragged_dot`` in jaxlib 0.10 multiplies every row by every group's weight
 (G times the FLOPs: 128x for Qwen3-30B-A3B's experts), see NOTES.md. This kernel does the work of the groups only.
 
-Layout (as vLLM's fused-MoE ``moe_align_block_size``): each group's rows are split into tiles of BM rows; tile t
-belongs to one group g and covers its rows [start, start + BM) (the last tile of a group is partial). The grid is
-(tiles, N / BN); program (t, j) loads its BM rows of lhs (rows past the group's end are other groups' rows or
-padding: computed, never read back), walks K in steps of BK against rows [g*K + k0, +BK) of rhs viewed as
-[G*K, N], accumulates in float32, and writes output rows [t*BM, +BM) of a tile-aligned buffer, so no two programs
-write the same row and no store needs a mask. The wrapper then gathers every real row from its tile slot.
-``tiles`` is static: cdiv(M, BM) + G bounds the tiles of any group sizes; tiles past the last group skip their
-work (``pl.when``). rhs may be in a narrower dtype than lhs (fp8 / int8 experts): each [BK, BN] tile is converted
-in registers, so the weights are read from HBM at their own width.
+Layout (as vLLM's fused-MoE ``moe_align_block_size``; layout.py): lhs comes in a tile-aligned slot order where
+each tile of BM slots belongs to one group g (a group's last tile is padded with rows whose results are never
+read). The grid is (tiles, N / BN); program (t, j) loads slots [t*BM, +BM) of lhs, walks K in steps of BK against
+rows [g*K + k0, +BK) of rhs viewed as [G*K, N], accumulates in float32 and writes the same slots of the output, so
+no load or store needs a mask and lhs needs no padded copy. Tiles past the last group skip their work
+(``pl.when``). A MoE layer builds the slot order once and keeps its rows in it through both grouped matmuls
+(``grouped_matmul_tiles``); ``grouped_matmul_pallas`` serves contiguous rows by gathering them in and out.
+rhs may be in a narrower dtype than lhs (fp8 / int8 experts): each [BK, BN] tile is converted in registers, so
+the weights are read from HBM at their own width, and their per-channel scales are applied before the store.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
-from .reference import check_grouped_operands, count_at_or_below, row_groups
+from .layout import GroupedLayout, grouped_layout
+from .reference import check_grouped_operands, row_groups
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,68 +51,90 @@ def plan(m: int, k: int, n: int, num_groups: int) -> GroupedTiles | None:
     return GroupedTiles(block_m, block_n, block_k)
 
 
-def tile_map(group_sizes: jax.Array, num_rows: int, block_m: int) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """(tile_group [tiles] int32 (-1: unused tile), tile_row [tiles] int32 first lhs row of each tile,
-    slot [M] int32 row of each lhs row in the tile-aligned output (rows past the groups: slot 0, zeroed later))."""
-    g = group_sizes.shape[0]
-    sizes = group_sizes.astype(jnp.int32)
-    tiles_per_group = (sizes + block_m - 1) // block_m
-    tile_end = jnp.cumsum(tiles_per_group)
-    tile_first = tile_end - tiles_per_group
-    group_start = jnp.cumsum(sizes) - sizes
-    num_tiles = -(-num_rows // block_m) + g
-    t = jnp.arange(num_tiles, dtype=jnp.int32)
-    tg = count_at_or_below(tile_end, num_tiles)  # group of each tile (g: unused)
-    tgc = jnp.minimum(tg, g - 1)
-    tile_row = jnp.where(tg < g, group_start[tgc] + (t - tile_first[tgc]) * block_m, 0)
-    rows = jnp.arange(num_rows, dtype=jnp.int32)
-    rg = jnp.minimum(row_groups(sizes, num_rows), g - 1)
-    slot = tile_first[rg] * block_m + rows - group_start[rg]
-    return jnp.where(tg < g, tg, -1), tile_row, slot
-
-
-def _kernel(tile_group_ref, tile_row_ref, lhs_ref, rhs_ref, out_ref, *, tiles: GroupedTiles, k: int):
-    """Program (t, j): output slots [t*BM, +BM), columns [j*BN, +BN)."""
+def _kernel(tile_group_ref, lhs_ref, rhs_ref, *refs, tiles: GroupedTiles, k: int, scaled: bool,
+            up_offset: int | None):
+    """Program (t, j): slots [t*BM, +BM) of lhs and out (one group's tile), output columns [j*BN, +BN).
+    up_offset None: those columns of the product. Else (SwiGLU): rhs columns [j*BN, +BN) are the gate and
+    [up_offset + j*BN, +BN) the up projection, and the program writes silu(gate) * up."""
+    scale_ref, out_ref = refs if scaled else (None, refs[0])
     bm, bn, bk = tiles.block_m, tiles.block_n, tiles.block_k
     t, j = pl.program_id(0), pl.program_id(1)
     group = tile_group_ref[t]
+    halves = (0,) if up_offset is None else (0, up_offset)
 
     @pl.when(group >= 0)
     def _():
-        row0, n0 = tile_row_ref[t], j * bn
+        row0, n0 = pl.multiple_of(t * bm, bm), pl.multiple_of(j * bn, bn)
 
-        def step(s, acc):
-            k0 = s * bk
+        def step(s, accs):
+            k0 = pl.multiple_of(s * bk, bk)
             x = lhs_ref[pl.ds(row0, bm), pl.ds(k0, bk)]
-            w = rhs_ref[pl.ds(group * k + k0, bk), pl.ds(n0, bn)].astype(x.dtype)
             # float32 models keep float32 products (no TF32), as XLA's default dot does for parity with HF
-            return acc + plgpu.dot(x, w, allow_tf32=x.dtype != jnp.float32)
+            return tuple(acc + plgpu.dot(x, rhs_ref[pl.ds(group * k + k0, bk), pl.ds(c0 + n0, bn)].astype(x.dtype),
+                                         allow_tf32=x.dtype != jnp.float32) for acc, c0 in zip(accs, halves))
 
-        acc = lax.fori_loop(0, k // bk, step, jnp.zeros((bm, bn), jnp.float32))
-        out_ref[pl.ds(t * bm, bm), pl.ds(n0, bn)] = acc.astype(out_ref.dtype)
+        accs = lax.fori_loop(0, k // bk, step, tuple(jnp.zeros((bm, bn), jnp.float32) for _ in halves))
+        if scaled:  # fp8 / int8 experts: each output channel's scale, applied in float32
+            accs = tuple(acc * scale_ref[pl.ds(group, 1), pl.ds(c0 + n0, bn)] for acc, c0 in zip(accs, halves))
+        if up_offset is None:
+            out = accs[0]
+        else:  # silu(gate) * up in float32, rounded once
+            gate, up = accs
+            out = gate / (1.0 + jnp.exp(-gate)) * up
+        out_ref[pl.ds(row0, bm), pl.ds(n0, bn)] = out.astype(out_ref.dtype)
+
+
+def _tiles_for(layout: GroupedLayout, k: int, n: int, g: int, swiglu: bool) -> GroupedTiles | None:
+    """The planned tiles of an [S, K] x [K, N] product (N: the output width) at the layout's block_m. SwiGLU
+    keeps two accumulators, so its column tile is at most 64 (the registers of one 128-wide accumulator)."""
+    planned = plan(layout.num_slots, k, n, g)
+    if planned is None:
+        return None
+    block_n = min(planned.block_n, 64) if swiglu else planned.block_n
+    return dataclasses.replace(planned, block_m=layout.block_m, block_n=block_n)
+
+
+def grouped_matmul_tiles(lhs: jax.Array, rhs: jax.Array, layout: GroupedLayout, out_dtype, *,
+                         scale: jax.Array | None = None, swiglu: bool = False, tiles: GroupedTiles | None = None,
+                         interpret: bool = False) -> jax.Array:
+    """lhs [S, K] in ``layout``'s slot order, rhs [G, K, N], scale None or float32 [G, N] -> [S, N] out_dtype:
+    slot s of group g gets ``p = (lhs[s] @ rhs[g]) * scale[g]``; with ``swiglu`` (rhs columns: gate, then up)
+    [S, N/2] ``silu(p[:N/2]) * p[N/2:]``. Slots past the last group's tiles are left unwritten (any value: never
+    read). ValueError when no tiling fits the shape or the layout's block_m."""
+    g, k, n = rhs.shape
+    width = n // 2 if swiglu else n
+    tiles = tiles or _tiles_for(layout, k, width, g, swiglu)
+    if (tiles is None or k % tiles.block_k or width % tiles.block_n or tiles.block_m != layout.block_m
+            or (swiglu and n % 2)):
+        raise ValueError(f"no grouped-matmul tiling for K={k}, N={n}, block_m={layout.block_m} (tiles {tiles})")
+    if lhs.shape != (layout.num_slots, k):
+        raise ValueError(f"grouped matmul: lhs {lhs.shape} is not [{layout.num_slots}, {k}] (the layout's slots)")
+    scaled = scale is not None
+    operands = (layout.tile_group, lhs, rhs.reshape(g * k, n)) + ((scale.astype(jnp.float32),) if scaled else ())
+    return pl.pallas_call(
+        functools.partial(_kernel, tiles=tiles, k=k, scaled=scaled, up_offset=width if swiglu else None),
+        out_shape=jax.ShapeDtypeStruct((layout.num_slots, width), out_dtype),
+        grid=(layout.tile_group.shape[0], width // tiles.block_n),
+        interpret=interpret,
+        compiler_params=plgpu.CompilerParams(num_warps=tiles.num_warps, num_stages=tiles.num_stages),
+        name=f"grouped_matmul{'_swiglu' if swiglu else ''}_bm{tiles.block_m}_bn{tiles.block_n}_bk{tiles.block_k}",
+    )(*operands)
 
 
 def grouped_matmul_pallas(lhs: jax.Array, rhs: jax.Array, group_sizes: jax.Array, preferred_element_type=None,
                           *, tiles: GroupedTiles | None = None, interpret: bool = False) -> jax.Array:
-    """Same contract as ``grouped_matmul_reference`` ([M, N]; rows past the groups are zeros). ValueError when
-    no tiling fits the shape."""
+    """Same contract as ``grouped_matmul_reference`` ([M, N]; rows past the groups are zeros): the rows are
+    gathered into the tile-aligned slot order, multiplied, and gathered back. ValueError when no tiling fits."""
     check_grouped_operands(lhs, rhs, group_sizes)
     m, k = lhs.shape
     g, _, n = rhs.shape
     tiles = tiles or plan(m, k, n, g)
-    if tiles is None or k % tiles.block_k or n % tiles.block_n:
+    if tiles is None:
         raise ValueError(f"no grouped-matmul tiling for K={k}, N={n} (tiles {tiles})")
-    bm = tiles.block_m
-    tile_group, tile_row, slot = tile_map(group_sizes, m, bm)
-    num_tiles = tile_group.shape[0]
+    layout = grouped_layout(group_sizes, m, tiles.block_m)
     out_dtype = jnp.dtype(preferred_element_type or lhs.dtype)
-    padded = pl.pallas_call(
-        functools.partial(_kernel, tiles=tiles, k=k),
-        out_shape=jax.ShapeDtypeStruct((num_tiles * bm, n), out_dtype),
-        grid=(num_tiles, n // tiles.block_n),
-        interpret=interpret,
-        compiler_params=plgpu.CompilerParams(num_warps=tiles.num_warps, num_stages=tiles.num_stages),
-        name=f"grouped_matmul_bm{bm}_bn{tiles.block_n}_bk{tiles.block_k}",
-    )(tile_group, tile_row, jnp.pad(lhs, ((0, bm), (0, 0))), rhs.reshape(g * k, n))
-    in_group = row_groups(group_sizes, m) < g
-    return jnp.where(in_group[:, None], jnp.take(padded, slot, axis=0), jnp.zeros((), out_dtype))
+    slotted = jnp.take(lhs, layout.source_rows(), axis=0, mode="clip")
+    out = grouped_matmul_tiles(slotted, rhs, layout, out_dtype, tiles=tiles, interpret=interpret)
+    groups = row_groups(group_sizes, m)
+    slots = layout.slots(jnp.arange(m, dtype=jnp.int32), groups)
+    return jnp.where((groups < g)[:, None], jnp.take(out, slots, axis=0, mode="clip"), jnp.zeros((), out_dtype))

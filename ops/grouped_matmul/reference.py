@@ -10,6 +10,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from .layout import count_at_or_below, exclusive_prefix
+
 
 def check_grouped_operands(lhs: jax.Array, rhs: jax.Array, group_sizes: jax.Array) -> None:
     """Shapes: lhs [M, K], rhs [G, K, N], group_sizes [G] integer (a ValueError naming the mismatch)."""
@@ -22,18 +24,10 @@ def check_grouped_operands(lhs: jax.Array, rhs: jax.Array, group_sizes: jax.Arra
                          f"{group_sizes.dtype}{group_sizes.shape}")
 
 
-def count_at_or_below(ends: jax.Array, n: int) -> jax.Array:
-    """[n] int32: for each i in range(n), how many entries of ``ends`` (non-negative ints) are <= i; for sorted
-    ``ends`` that is ``jnp.searchsorted(ends, arange(n), side="right")``. Computed as a scatter-add and a cumsum
-    because searchsorted lowers to a while loop, which XLA's GPU runtime drives from the host one iteration at a
-    time: a dozen small launches per call, per MoE layer, per step."""
-    hits = jnp.zeros((n + 1,), jnp.int32).at[jnp.clip(ends.astype(jnp.int32), 0, n)].add(1)
-    return jnp.cumsum(hits[:n], dtype=jnp.int32)
-
-
 def row_groups(group_sizes: jax.Array, num_rows: int) -> jax.Array:
     """[M] int32 group of each row; G (no group) for rows past the last group."""
-    return count_at_or_below(jnp.cumsum(group_sizes.astype(jnp.int32)), num_rows)
+    sizes = group_sizes.astype(jnp.int32)
+    return count_at_or_below(exclusive_prefix(sizes) + sizes, num_rows)
 
 
 def grouped_matmul_reference(lhs: jax.Array, rhs: jax.Array, group_sizes: jax.Array,
