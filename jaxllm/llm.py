@@ -58,9 +58,14 @@ class LLM(EngineControl, PoolingMixin):
         enable_compilation_cache(args.cache_dir)
         import jax
 
+        from jaxllm.flax_import import import_flax_nnx
+
+        import_flax_nnx()  # before the modules below import it
+
         from jaxllm.in_memory import is_in_memory_model
         from jaxllm.load import (
             build_model,
+            grammar_capable_before_loading,
             load_tokenizer_for,
             locate_in_memory_model,
             locate_model,
@@ -84,19 +89,23 @@ class LLM(EngineControl, PoolingMixin):
                            "float32 (SmolLM2-135M's decode step: 13x); pass dtype='float32' for speed", cfg.dtype,
                            cfg.dtype)
         self.model_config, self.engine_args, self.model_path = cfg, args, path
-        # the tokenizer (transformers' import, a GGUF's vocabulary) loads on a thread while the weights load;
-        # its errors surface before anything is compiled
+        # the tokenizer (transformers' import, a GGUF's vocabulary) loads on a thread while the weights load, and
+        # a GGUF file's own (always a fast one) also while the programs compile: whether constrained requests can
+        # run is known without it. Any other's errors surface before anything is compiled.
         with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="jaxllm-tokenizer") as pool:
             tokenizer = pool.submit(load_tokenizer_for, args, source)
             t_load = time.perf_counter()
             model_obj = model_obj or build_model(args, source)
             self.load_seconds = time.perf_counter() - t_load
+            constrained = grammar_capable_before_loading(args, source)
+            if constrained is None:
+                self.tokenizer = tokenizer.result()
+                constrained = grammar_capable(self.tokenizer)  # compile the grammar-bitmask sampler at start-up too
+            lora_slots = _lora_slots(args, cfg, source.mesh, path, model_obj)  # before the KV cache is sized
+            runners = [None if replica is None else ModelRunner(replica, cfg, mesh, args, lora=lora_slots,
+                                                                structured_outputs=constrained)
+                       for replica, mesh in replica_models(model_obj, args, source)]  # None: another process's
             self.tokenizer = tokenizer.result()
-        lora_slots = _lora_slots(args, cfg, source.mesh, path, model_obj)  # before the KV cache is sized
-        constrained = grammar_capable(self.tokenizer)  # compile the grammar-bitmask sampler at start-up too
-        runners = [None if replica is None else ModelRunner(replica, cfg, mesh, args, lora=lora_slots,
-                                                            structured_outputs=constrained)
-                   for replica, mesh in replica_models(model_obj, args, source)]  # None: another process's
         del model_obj
         local = [r for r in runners if r is not None]
         for runner_obj in local if not in_memory else ():  # wake_up after sleep(level=2) reads the checkpoint

@@ -114,6 +114,17 @@ def load_tokenizer_for(args: EngineArgs, source: ModelSource):
                           cache_dir=args.download_dir, code_revision=args.code_revision)
 
 
+def grammar_capable_before_loading(args: EngineArgs, source: ModelSource) -> bool | None:
+    """``grammar_capable`` of the tokenizer ``load_tokenizer_for`` returns, when known before it loads: a GGUF
+    file's own tokenizer is always a fast one (``gguf_tokenizer.build_tokenizer``). None: only the tokenizer
+    itself tells."""
+    from jaxllm.structured_outputs.grammar import llguidance_installed
+
+    gguf_tokenizer = (not args.skip_tokenizer_init and args.tokenizer is None and source.gguf
+                      and args.tokenizer_mode != "mistral")
+    return llguidance_installed() if gguf_tokenizer else None
+
+
 def replica_models(model, args: EngineArgs, source: ModelSource) -> list[tuple[Any, Any]]:
     """(model, mesh) of every data-parallel replica, None for the model of a replica on another process's
     devices (``jax.distributed``). ``model`` is the first local replica's (on ``source.mesh``); other local

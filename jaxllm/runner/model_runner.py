@@ -117,6 +117,7 @@ class ModelRunner(StartupPrograms, SleepMode, WeightUpdates):
         self.device_wait_seconds = 0.0  # time blocked waiting for sampled ids (device busy, host idle)
         self.first_run_seconds = 0.0
         if not args.enforce_eager:
+            self.cache_plan.start_zeroing()  # on the CPU, while the programs compile
             self.warm_up()
             self._fit_cache_to_temporaries(self.programs.peak_temp_bytes())
             if self.draft is not None:

@@ -58,7 +58,11 @@ def grammar_capable(tokenizer: Any) -> bool:
     """Whether structured outputs can run with ``tokenizer``: a fast (Rust) HF tokenizer, llguidance installed.
     Such an engine prepares for constrained requests at start-up (the llguidance tokenizer on a background
     thread, the runner's bitmask sampler programs with the others)."""
-    return hasattr(tokenizer, "backend_tokenizer") and importlib.util.find_spec("llguidance") is not None
+    return hasattr(tokenizer, "backend_tokenizer") and llguidance_installed()
+
+
+def llguidance_installed() -> bool:
+    return importlib.util.find_spec("llguidance") is not None
 
 
 def _no_additional_properties(schema: Any) -> Any:

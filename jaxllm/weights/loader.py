@@ -19,7 +19,6 @@ until they finish; ``inflight.InFlightCopies`` caps the bytes still in flight (`
 from __future__ import annotations
 
 import functools
-import itertools
 import os
 from collections.abc import Iterable
 
@@ -88,26 +87,35 @@ def _bind_int4_sharding(model, mesh: Mesh, rules) -> None:
 
 
 def _place(shape, dtype, sharding, read_slice) -> jax.Array:
-    """Build a sharded array; ``read_slice(index) -> np.ndarray`` supplies one device's shard."""
+    """Build a sharded array; ``read_slice(index) -> np.ndarray`` supplies one device's shard. A shard may be a
+    strided view (a transposed [out, in] checkpoint weight): the host->device copy reads it through its strides,
+    so a weight is copied once, not first into a contiguous host array and then to the device."""
     np_dtype = jnp.dtype(dtype)
 
     def callback(index):
-        return np.ascontiguousarray(read_slice(index), dtype=np_dtype)
+        return np.asarray(read_slice(index), dtype=np_dtype)
 
     return jax.make_array_from_callback(tuple(shape), sharding, callback)
 
 
-def _fused_reader(parts: list[np.ndarray], num_parts: tuple[int, ...], axes: tuple[int, ...]):
-    """Reads a shard of the parameter fused from ``parts`` (flat, row-major over ``num_parts``), each part filling
-    one index of the fused ``axes`` (e.g. stacked experts [E, D, 2, F]: num_parts (E, 2), axes (0, 2))."""
-    def read(index):
-        index = tuple(index) + (slice(None),) * (parts[0].ndim + len(axes) - len(index))
-        picks = [range(n)[index[a]] for a, n in zip(axes, num_parts)]
-        rest = tuple(ix for j, ix in enumerate(index) if j not in axes)
-        blocks = [parts[int(np.ravel_multi_index(c, num_parts))][rest] for c in itertools.product(*picks)]
-        out = np.stack(blocks).reshape(*(len(p) for p in picks), *blocks[0].shape)
-        return np.moveaxis(out, tuple(range(len(axes))), axes)
-    return read
+def _fused_slot(num_parts: tuple[int, ...], axes: tuple[int, ...], part: tuple[int, ...], ndim: int) -> tuple:
+    """Index of one part's block in a fused parameter of ``ndim`` dims: ``part[j]`` on fused axis ``axes[j]``
+    (e.g. stacked experts [E, D, 2, F]: num_parts (E, 2), axes (0, 2)), everything along the others."""
+    index: list = [slice(None)] * ndim
+    for axis, n, p in zip(axes, num_parts, part):
+        if not 0 <= p < n:
+            raise ValueError(f"fused part {part} outside {num_parts}")
+        index[axis] = p
+    return tuple(index)
+
+
+def _fused_shape(block_shape: tuple[int, ...], num_parts: tuple[int, ...], axes: tuple[int, ...]) -> tuple:
+    """Shape of the fused parameter whose parts have ``block_shape``: each ``num_parts[j]`` inserted at
+    ``axes[j]`` (in increasing axis order)."""
+    shape = list(block_shape)
+    for axis, n in sorted(zip(axes, num_parts)):
+        shape.insert(axis, n)
+    return tuple(shape)
 
 
 @functools.cache
@@ -165,13 +173,15 @@ def _place_target(cfg: ModelConfig, target: Target, array: np.ndarray, variables
         placed.update(_place_param(cfg, target.path, variables, mesh, rules, lambda idx, a=ours: a[idx], inflight))
         return
     num_parts, axes, part = target.fused()
-    parts = pending.setdefault(target.path, [None] * int(np.prod(num_parts)))
-    # a copy: a view would fault the file's pages back in when the fused weight is placed, and they would
-    # stay resident until the whole file is closed (see safetensors_reader's docstring)
-    parts[int(np.ravel_multi_index(part, num_parts))] = np.array(ours)
-    if all(p is not None for p in parts):
-        read = _fused_reader(parts, num_parts, axes)
-        placed.update(_place_param(cfg, target.path, variables, mesh, rules, read, inflight))
+    if target.path not in pending:  # the fused parameter's host buffer; each part is copied into its block
+        pending[target.path] = (np.empty(_fused_shape(ours.shape, num_parts, axes), ours.dtype), set())
+    fused, filled = pending[target.path]
+    # a copy (not a view kept until the last part): a view would fault the file's pages back in when the fused
+    # weight is placed, and they would stay resident until the whole file is closed (safetensors_reader)
+    fused[_fused_slot(num_parts, axes, part, fused.ndim)] = ours
+    filled.add(part)
+    if len(filled) == int(np.prod(num_parts)):
+        placed.update(_place_param(cfg, target.path, variables, mesh, rules, lambda idx, a=fused: a[idx], inflight))
         del pending[target.path]
 
 
