@@ -8,7 +8,9 @@ Reads every ``*.xplane.pb`` under DIR with ``jax.profiler.ProfileData``. On a GP
 ("/device:GPU:N") hold one line per CUDA stream whose events are kernels; only those lines are summed (the
 derived "XLA Ops" / "XLA Modules" lines, ``DERIVED_LINES``, would count the same time twice; the lines summed are
 printed). Without device planes (a CPU run) it
-falls back to the host plane's lines so the script can be checked anywhere. Categories come from kernel names
+falls back to the host plane's lines so the script can be checked anywhere. Each top kernel is printed with where
+it comes from when the trace says (its HLO module, the JAX name scope of its op, the op's HLO text), so an
+unnamed fusion can be traced back to the model code that produced it. Categories come from kernel names
 (``CATEGORIES``, first match wins); times are totals over the trace, and ``per step`` divides by ``--steps``.
 """
 
@@ -46,8 +48,18 @@ def category(name: str) -> str:
     return "other"
 
 
-def kernel_events(trace_dir: str):
-    """Yields ("plane line", kernel name, duration ns) for every kernel of every device stream in the trace."""
+OP_STATS = ("hlo_module", "hlo_op", "tf_op", "long_name", "name")  # what says where a kernel comes from
+
+
+def _where(stats) -> dict:
+    """The stats of an event that say which HLO op / JAX name scope it runs (``OP_STATS``), as strings."""
+    return {str(k): str(v) for k, v in stats if str(k) in OP_STATS}
+
+
+def kernel_events(trace_dir: str, ops: dict | None = None):
+    """Yields ("plane line", kernel name, duration ns, its ``_where`` stats) for every kernel of every device
+    stream in the trace. ``ops``, when given, collects the derived "XLA Ops" line's ``_where`` stats by op name
+    (there the long HLO text and the JAX name scope of each op are recorded)."""
     from jax.profiler import ProfileData
 
     files = sorted(glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True))
@@ -59,27 +71,37 @@ def kernel_events(trace_dir: str):
         for plane in device or [p for p in planes if p.name == "/host:CPU"]:
             for line in plane.lines:
                 if device and line.name in DERIVED_LINES:
+                    if ops is not None and line.name == "XLA Ops":
+                        for event in line.events:
+                            ops.setdefault(event.name, _where(event.stats))
                     continue
                 for event in line.events:
-                    yield f"{plane.name} {line.name}", event.name, event.duration_ns
+                    yield f"{plane.name} {line.name}", event.name, event.duration_ns, _where(event.stats)
 
 
 def summarize(trace_dir: str, top: int = 25) -> dict:
-    by_name: dict[str, list] = collections.defaultdict(lambda: [0.0, 0])
+    by_name: dict[str, list] = collections.defaultdict(lambda: [0.0, 0, {}])
     planes = set()
-    for plane, name, ns in kernel_events(trace_dir):
+    ops: dict[str, dict] = {}
+    for plane, name, ns, where in kernel_events(trace_dir, ops):
         planes.add(plane)
         entry = by_name[name]
         entry[0] += ns
         entry[1] += 1
-    total = sum(ns for ns, _ in by_name.values())
+        entry[2] = entry[2] or where
+    total = sum(ns for ns, _, _ in by_name.values())
     by_cat: dict[str, float] = collections.defaultdict(float)
-    for name, (ns, _) in by_name.items():
+    for name, (ns, _, _) in by_name.items():
         by_cat[category(name)] += ns
     ranked = sorted(by_name.items(), key=lambda kv: -kv[1][0])[:top]
+
+    def origin(where: dict) -> dict:  # the kernel's own stats, completed by its op's on the "XLA Ops" line
+        return {**ops.get(where.get("hlo_op", ""), {}), **where}
+
     return {"planes": sorted(planes), "total_ms": total / 1e6,
             "categories": {c: ns / 1e6 for c, ns in sorted(by_cat.items(), key=lambda kv: -kv[1])},
-            "top": [{"name": n, "ms": ns / 1e6, "calls": calls, "category": category(n)} for n, (ns, calls) in ranked]}
+            "top": [{"name": n, "ms": ns / 1e6, "calls": calls, "category": category(n), "origin": origin(where)}
+                    for n, (ns, calls, where) in ranked]}
 
 
 def print_summary(s: dict, steps: int | None) -> None:
@@ -91,6 +113,12 @@ def print_summary(s: dict, steps: int | None) -> None:
     print("top kernels:")
     for k in s["top"]:
         print(f"  {k['ms']:10.1f} ms {k['calls']:7d} calls  [{k['category']}] {k['name'][:110]}")
+        origin = k.get("origin") or {}
+        scope = origin.get("tf_op") or origin.get("name")
+        if origin.get("hlo_module") or scope:
+            print(f"  {'':10}    {origin.get('hlo_module', '?')}: {(scope or origin.get('hlo_op', ''))[:140]}")
+        if origin.get("long_name"):
+            print(f"  {'':10}    {origin['long_name'][:200]}")
 
 
 def main() -> None:
