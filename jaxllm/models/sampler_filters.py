@@ -53,8 +53,12 @@ def _block_size(v: int, k: int) -> int:
 def _top_k(x: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
     """``lax.top_k`` whose outputs XLA cannot slice into the sort: XLA's CPU backend turns a top_k into its fast
     TopK call only when all k outputs are used, and a consumer that reads one column (the k-th value) would
-    otherwise make it a full comparator sort of the row (~100x slower)."""
-    return lax.optimization_barrier(lax.top_k(x, k))
+    otherwise make it a full comparator sort of the row (~100x slower). The barrier takes (ids, values), not the
+    top_k's own tuple: XLA's TopkDecomposer aborts on a top_k whose tuple feeds a barrier directly, which the
+    tuple simplifier makes of (values, ids) in their own order."""
+    values, ids = lax.top_k(x, k)
+    ids, values = lax.optimization_barrier((ids, values))
+    return values, ids
 
 
 def top_k_values(x: jax.Array, k: int, block: int | None = None) -> tuple[jax.Array, jax.Array]:
