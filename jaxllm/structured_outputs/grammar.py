@@ -14,8 +14,8 @@ Life of a request's grammar:
      ``StructuredOutputsParams.cache_key``; every sequence (each of the n children) gets a deep copy (~10 us).
      The scheduler does not admit a sequence whose grammar is still compiling (``GrammarState.ready``); the
      steps of other requests keep running meanwhile.
-  3. ``Scheduler.update`` feeds each sampled token to the sequence's matcher (``accept_tokens``: all of a
-     step's rows in parallel, on the grammar thread beside its own loop: ``step.GrammarStep``), so the matcher
+  3. ``Scheduler.update`` feeds each sampled token to the sequence's matcher (all of a step's rows in
+     parallel, on the grammar thread beside its own loop: ``step.GrammarStep``), so the matcher
      has consumed exactly the sequence's output tokens: preemption by recompute keeps it valid (tokens are
      never removed), and the placeholders of asynchronous scheduling never reach it.
   4. Before a step samples, ``fill_batch`` computes the masks of its constrained rows in parallel (llguidance's
@@ -37,9 +37,9 @@ from typing import Any
 import numpy as np
 
 from .params import StructuredOutputsConfig, StructuredOutputsParams
-from .step import HOST_SECONDS, MaskFill, accept_tokens, executor
+from .step import HOST_SECONDS, MaskFill, executor
 
-__all__ = ["GrammarCompiler", "GrammarState", "accept_tokens", "grammar_capable", "grammar_text"]
+__all__ = ["GrammarCompiler", "GrammarState", "grammar_capable", "grammar_text"]
 
 logger = logging.getLogger("jaxllm")
 

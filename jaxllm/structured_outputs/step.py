@@ -63,12 +63,6 @@ def _thread() -> concurrent.futures.ThreadPoolExecutor:
     return _THREAD
 
 
-def accept_tokens(states: list, tokens: list[int]) -> list[bool]:
-    """``states[i]`` consumes ``tokens[i]``, for all i in parallel (llguidance's pool, outside the GIL): one
-    step's sampled tokens fed to their grammars. False where a grammar rejected its token (logged)."""
-    return GrammarStep(states, tokens).result()
-
-
 class MaskFill:
     """The bitmask rows of one step: ``rows`` (ScheduledSeqs whose grammar is ready and has not failed) get
     row i of ``out`` [len(rows), num_words] int32. Planned on the engine's thread; ``fill`` is one llguidance
