@@ -37,7 +37,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxllm.models.sampler_filters import sample_top_k_top_p, top_k_values
+from jaxllm.models.sampler_filters import min_p_threshold, sample_top_k_top_p, top_k_values
 from jaxllm.ops.sampling import first_argmax, row_keys, truncated_gumbel_argmax
 
 _NEG_INF = float("-inf")
@@ -126,7 +126,7 @@ def _random_tokens(x: jax.Array, md: Any, config: Any) -> jax.Array:
                                       race=config.top_p, membership=config.top_p)
     if config.min_p:
         with jax.named_scope("min_p"):  # p >= min_p * p_max  <=>  x >= max(x) + T * log(min_p)
-            floor = jnp.max(x, axis=-1) + md.temperature * jnp.log(md.min_p)
+            floor = min_p_threshold(jnp.max(x, axis=-1), md.temperature, md.min_p)
     with jax.named_scope("gumbel_max"):
         return truncated_gumbel_argmax(x, floor, md.temperature, keys, ~md.greedy)
 

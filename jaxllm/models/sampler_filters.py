@@ -152,9 +152,16 @@ def _survives(x, cand_x, floor, scale, temperature, top_k, top_p, one_pass: bool
     return (cand_x > NEG_INF) & (count < top_k[:, None]) & in_p
 
 
+def min_p_threshold(row_max: jax.Array, temperature: jax.Array, min_p: jax.Array) -> jax.Array:
+    """min_p's threshold on the processed logits, [S]: p >= min_p * p_max  <=>  x >= max(x) + T * log(min_p)
+    (row_max = max(x); min_p 0 gives -inf: off). The one rule of the sampler, its filters and the
+    speculative verification."""
+    return row_max + temperature * jnp.log(min_p)
+
+
 def _min_p_floor(top, floor, min_p, temperature):
-    """floor [S] raised to min_p's threshold: p >= min_p * p_max  <=>  x >= max(x) + T * log(min_p)."""
-    return floor if min_p is None else jnp.maximum(floor, top + temperature * jnp.log(min_p))
+    """floor [S] raised to min_p's threshold (``min_p_threshold``; min_p None: unchanged)."""
+    return floor if min_p is None else jnp.maximum(floor, min_p_threshold(top, temperature, min_p))
 
 
 def _draw_from_top_values(vals, ids, floor, temperature, top_k, top_p, keys, noisy, v: int):

@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxllm.models.sampler import SamplerOutput, nonfinite_rows, processed_logits, sample, token_logprobs
+from jaxllm.models.sampler_filters import min_p_threshold
 from jaxllm.ops.sampling import first_argmax, row_keys, threshold_sorted, truncated_gumbel_argmax
 
 DRAFT_TAG, ACCEPT_TAG, RESIDUAL_TAG = 1, 2, 3  # the derived random streams of a row (``tagged_keys``)
@@ -56,18 +57,13 @@ def tagged_keys(keys: jax.Array, tag: int) -> jax.Array:
     return jax.vmap(fold)(keys)
 
 
-def _min_p_floor(x: jax.Array, temperature: jax.Array, min_p: jax.Array) -> jax.Array:
-    """The sampler's min_p threshold on x [R, V]: p >= min_p * p_max <=> x >= max(x) + T * log(min_p) [R]."""
-    return jnp.max(x, axis=-1) + temperature * jnp.log(min_p)
-
-
 def processed_probs(x: jax.Array, temperature: jax.Array, top_k: jax.Array, top_p: jax.Array,
                     min_p: jax.Array, top_k_top_p: bool = True) -> jax.Array:
     """The law the plain sampler draws a random row from: x [R, V] f32 processed logits, temperature / top_p /
     min_p [R] f32, top_k [R] i32 (V = off) -> probs [R, V] f32 (rows sum to 1; an all -inf row gives zeros).
     The threshold is ``threshold_sorted``'s (a sort per row: only steps with sampled drafts pay it); static
     ``top_k_top_p`` False (no row uses them) keeps the min_p floor only and sorts nothing."""
-    floor = _min_p_floor(x, temperature, min_p)
+    floor = min_p_threshold(jnp.max(x, axis=-1), temperature, min_p)
     t = threshold_sorted(x, floor, top_k, top_p, temperature) if top_k_top_p else floor
     m = jnp.max(x, axis=-1, keepdims=True)
     m = jnp.where(jnp.isfinite(m), m, 0.0)
