@@ -5,7 +5,11 @@ the whole design.
 n-gram drafts are found on the host before a decode's slots are allocated. A draft model's drafts come from
 the runner's ``drafter`` (``ModelRunner.propose_drafts``, a callable handed in by the engine, which keeps this
 package free of jax): the scheduler allocates 1 + k slots per speculating decode first (the draft model writes
-its own K/V of the drafts into the same slots of its cache), then asks for all drafts of the step at once."""
+its own K/V of the drafts into the same slots of its cache), then asks for all drafts of the step at once.
+
+Which decodes speculate (``plan``): with ``disable_by_batch_size``, vLLM's rule (all of them while at most that
+many sequences run, else none); without it, the automatic rule of ``jaxllm.spec_decode.auto``, from each
+request's measured acceptance and the runner's step-cost model (``cost``)."""
 
 from __future__ import annotations
 
@@ -13,16 +17,23 @@ import dataclasses
 from typing import Any
 
 from ..spec_decode import NgramProposer, SpeculativeConfig
+from ..spec_decode.auto import AcceptanceTracker, StepLoad, choose, speculating_seqs_cap
 from .batch import ScheduledSeq
 from .sequence import Sequence
 
 
 class Speculation:
-    def __init__(self, config: SpeculativeConfig, max_model_len: int, drafter: Any = None) -> None:
+    def __init__(self, config: SpeculativeConfig, max_model_len: int, drafter: Any = None, cost: Any = None,
+                 max_num_seqs: int | None = None) -> None:
         """``drafter`` (method "draft_model"): called with [(sequence, number of drafts)], returns one tuple of
-        that many draft token ids per sequence."""
+        that many draft token ids per sequence. ``cost``: the runner's ``SpecCostModel`` (None: the automatic
+        rule drafts every request worth drafting). ``max_num_seqs``: the scheduler's, for the cap on
+        speculating sequences per step (``max_seqs``, the one the runner compiled for)."""
         self.config = config
         self.max_model_len = max_model_len
+        self.cost = cost
+        self.max_seqs = speculating_seqs_cap(config, max_num_seqs or 1 << 30, cost)
+        self.acceptance = AcceptanceTracker()
         if config.method == "draft_model":
             if not callable(drafter):
                 raise ValueError("speculative_config method='draft_model' needs a runner with a draft model "
@@ -39,12 +50,39 @@ class Speculation:
         self.num_accepted_tokens = 0
         self.num_accepted_tokens_per_pos = [0] * config.num_speculative_tokens
 
+    def plan(self, running: list[Sequence], budget: int) -> set[int]:
+        """The seq_ids of the running decodes that speculate in the next step (see the module docstring)."""
+        self.acceptance.step += 1
+        limit = self.config.disable_by_batch_size
+        if limit is not None:
+            return {seq.seq_id for seq in running} if len(running) <= limit else set()
+        load, candidates = StepLoad(), []
+        prior = self.acceptance.engine_estimate()
+        for seq in running:
+            context = len(seq.token_ids)
+            new = min(context - seq.num_computed_tokens, budget)
+            if new <= 0:
+                continue
+            load.tokens += new
+            load.keys += context
+            load.pairs += new * context
+            room = self.room(seq, budget) if new == 1 else 0
+            if room:
+                match = 1.0 if self.proposer is None else self.acceptance.match_rate(seq.seq_id)
+                candidates.append((seq.seq_id, room, context, self.acceptance.estimate(seq.seq_id, prior), match))
+        return set(choose(self.cost, load, candidates, self.max_seqs)) if candidates else set()
+
     def propose(self, seq: Sequence, budget: int) -> tuple[int, ...]:
         """Draft tokens for a decode of ``seq``: as many as still fit max_tokens, max_model_len and the step's
         token budget once the target's own token is counted. A sequence under structured outputs gets none:
-        its grammar masks only the row of the token it has accepted so far."""
+        its grammar masks only the row of the token it has accepted so far. The automatic rule learns from each
+        lookup whether the request's text repeats (``AcceptanceTracker.lookup``)."""
         room = self.room(seq, budget)
-        return tuple(self.proposer.propose(seq.token_ids, room)) if room > 0 else ()
+        if room <= 0:
+            return ()
+        drafts = tuple(self.proposer.propose(seq.token_ids, room))
+        self.acceptance.lookup(seq.seq_id, bool(drafts))
+        return drafts
 
     def room(self, seq: Sequence, budget: int) -> int:
         """How many drafts a decode of ``seq`` may verify: up to k, within max_tokens, max_model_len and the
@@ -90,5 +128,6 @@ class Speculation:
         self.num_drafts += 1
         self.num_draft_tokens += len(sseq.draft_token_ids)
         self.num_accepted_tokens += num_emitted - 1
+        self.acceptance.observe(sseq.seq_id, len(sseq.draft_token_ids), num_emitted - 1)
         for j in range(num_emitted - 1):
             self.num_accepted_tokens_per_pos[j] += 1

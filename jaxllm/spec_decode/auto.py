@@ -1,0 +1,136 @@
+"""The automatic speculation rule (``speculative_config`` without ``disable_by_batch_size``; plain Python +
+numpy, no jax): each step, which running decodes verify drafts.
+
+Yield: a sequence whose drafts are each accepted with probability a (until the first rejection) emits
+E = (1 - a^(k+1)) / (1 - a) tokens per verifying step instead of 1. ``AcceptanceTracker`` estimates a per
+request from its verified steps (an exponentially weighted count of accepted drafts and of rejections, with the
+engine-wide estimate as the prior), and lets the counts fade with the steps since the request's last
+verification, so that a request whose drafts fail stops being drafted and is tried again now and then. With
+n-gram drafts, the expected extra tokens E - 1 are weighted by the chance that a lookup finds a draft at all
+(``match_rate``): a request whose text does not repeat is not looked up every step.
+Cost: ``SpecCostModel`` (cost.py), the roofline of the step with and without the drafts.
+
+``choose`` sorts the candidate decodes by expected extra tokens and takes the prefix (at most the compiled cap)
+that maximizes the step's tokens per second; the step speculates when that beats the plain step by
+``MIN_GAIN``. A large batch is compute-bound, where every draft token costs its full FLOPs and no prefix pays:
+speculation turns itself off, and back on when the batch shrinks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from jaxllm.spec_decode.cost import SpecCostModel, expected_tokens
+
+PRIOR_ACCEPTANCE = 0.5  # the engine-wide estimate before any draft was verified
+CEILING_ACCEPTANCE = 0.8  # the acceptance the compiled cap on speculating sequences is sized for
+REQUEST_DECAY = 0.85  # per verified step of a request: its counts cover its last ~7 verifications
+ENGINE_DECAY = 0.99  # per verified sequence-step, engine-wide
+HALF_LIFE_STEPS = 64  # counts halve over this many engine steps without a verification
+MIN_EXTRA_TOKENS = 0.1  # a request expected to gain less than this per step is not drafted
+MIN_GAIN = 1.05  # a step speculates when it is expected to emit 5% more tokens per second
+
+
+class AcceptanceTracker:
+    """Per request (seq_id) and engine-wide estimates of the per-draft acceptance probability, and per request
+    the chance that an n-gram lookup finds a draft at all (``match_rate``)."""
+
+    def __init__(self) -> None:
+        self.step = 0  # engine steps scheduled (the clock of the fading)
+        self._engine = [0.0, 0.0, 0]  # accepted, rejections, step of the last observation
+        self._seqs: dict[int, list] = {}  # the same per request
+        self._misses: dict[int, tuple[float, int]] = {}  # seq_id -> (weight of recent misses, step of the last)
+
+    def _faded(self, counts: list) -> tuple[float, float]:
+        f = 0.5 ** ((self.step - counts[2]) / HALF_LIFE_STEPS)
+        return counts[0] * f, counts[1] * f
+
+    def _faded_misses(self, seq_id: int) -> float:
+        weight, step = self._misses.get(seq_id, (0.0, self.step))
+        return weight * 0.5 ** ((self.step - step) / HALF_LIFE_STEPS)
+
+    def match_rate(self, seq_id: int) -> float:
+        """The chance that the next lookup finds a draft: 1 / (1 + recent misses), the misses fading with the
+        steps since the last one; a match clears them. A request whose text does not repeat drops below
+        ``MIN_EXTRA_TOKENS`` after about 8 misses and is looked up again every few steps."""
+        return 1 / (1 + self._faded_misses(seq_id))
+
+    def lookup(self, seq_id: int, found: bool) -> None:
+        """An n-gram lookup of ``seq_id`` found a draft (``found``) or none."""
+        if found:
+            self._misses.pop(seq_id, None)
+        else:
+            self._misses[seq_id] = (self._faded_misses(seq_id) + 1, self.step)
+
+    def engine_estimate(self) -> float:
+        s, r = self._faded(self._engine)
+        return (s + 2 * PRIOR_ACCEPTANCE) / (s + r + 2)
+
+    def estimate(self, seq_id: int, prior: float | None = None) -> float:
+        """The acceptance estimate of ``seq_id``: its faded counts plus one observation's weight of ``prior``
+        (default: the engine-wide estimate)."""
+        prior = self.engine_estimate() if prior is None else prior
+        counts = self._seqs.get(seq_id)
+        s, r = self._faded(counts) if counts is not None else (0.0, 0.0)
+        return (s + prior) / (s + r + 1)
+
+    def observe(self, seq_id: int, num_drafts: int, num_accepted: int) -> None:
+        """A verified step of ``seq_id``: ``num_accepted`` of ``num_drafts`` drafts accepted, a rejection when
+        fewer."""
+        rejected = 1.0 if num_accepted < num_drafts else 0.0
+        for counts, decay in ((self._seqs.setdefault(seq_id, [0.0, 0.0, self.step]), REQUEST_DECAY),
+                              (self._engine, ENGINE_DECAY)):
+            s, r = self._faded(counts)
+            counts[:] = [s * decay + num_accepted, r * decay + rejected, self.step]
+
+    def forget(self, seq_id: int) -> None:
+        self._seqs.pop(seq_id, None)
+        self._misses.pop(seq_id, None)
+
+
+@dataclasses.dataclass
+class StepLoad:
+    """The plain step the rule weighs drafts against: its query tokens, the K/V tokens it reads, its
+    (query, key) pairs."""
+
+    tokens: int = 0
+    keys: int = 0
+    pairs: int = 0
+
+
+def choose(cost: SpecCostModel | None, load: StepLoad, candidates: list[tuple[int, int, int, float, float]],
+           max_seqs: int) -> list[int]:
+    """The seq_ids that speculate this step. ``candidates``: (seq_id, number of drafts it may verify, its
+    context length, its acceptance estimate, the chance it gets drafts at all) for every running decode that
+    may speculate. Without a cost model (a runner that gives none) every candidate worth drafting speculates."""
+    k = np.array([c[1] for c in candidates], np.float64)
+    extra = (expected_tokens([c[3] for c in candidates], k) - 1) * np.array([c[4] for c in candidates])
+    order = [i for i in np.argsort(-extra, kind="stable") if extra[i] >= MIN_EXTRA_TOKENS][:max_seqs]
+    if not order or cost is None:
+        return [candidates[i][0] for i in order]
+    ctx = np.array([candidates[i][2] for i in order], np.float64)
+    kk = k[order]
+    m = np.arange(len(order) + 1, dtype=np.float64)
+    tokens = load.tokens + np.concatenate([[0.0], np.cumsum(kk)])
+    pairs = load.pairs + np.concatenate([[0.0], np.cumsum(kk * ctx)])
+    spec_keys = np.concatenate([[0.0], np.cumsum(ctx)])
+    seconds = cost.seconds(tokens, load.keys + 0 * m, pairs, m, spec_keys)
+    emitted = load.tokens + np.concatenate([[0.0], np.cumsum(extra[order])])
+    rate = emitted / seconds
+    best = int(np.argmax(rate))
+    if best == 0 or rate[best] < MIN_GAIN * rate[0]:
+        return []
+    return [candidates[i][0] for i in order[:best]]
+
+
+def speculating_seqs_cap(config, max_num_seqs: int, cost: SpecCostModel | None) -> int:
+    """D, the most sequences one step may speculate for (the runner's logits rows and the draft's q arrays are
+    compiled for it): ``disable_by_batch_size`` when given (vLLM's rule: all running sequences speculate up to
+    that many), else what the cost model allows at ``CEILING_ACCEPTANCE`` (every sequence without one)."""
+    if config.disable_by_batch_size is not None:
+        return min(max_num_seqs, config.disable_by_batch_size)
+    if cost is None:
+        return max_num_seqs
+    return cost.max_speculating_seqs(max_num_seqs, CEILING_ACCEPTANCE)
