@@ -24,13 +24,13 @@ import numpy as np
 
 from jaxllm.spec_decode.cost import SpecCostModel, expected_tokens
 
-PRIOR_ACCEPTANCE = 0.5  # the engine-wide estimate before any draft was verified
+PRIOR_ACCEPTANCE = 0.7  # the engine-wide estimate before any draft was verified (optimistic: a request is tried)
 CEILING_ACCEPTANCE = 0.8  # the acceptance the compiled cap on speculating sequences is sized for
 REQUEST_DECAY = 0.85  # per verified step of a request: its counts cover its last ~7 verifications
 ENGINE_DECAY = 0.99  # per verified sequence-step, engine-wide
 HALF_LIFE_STEPS = 64  # counts halve over this many engine steps without a verification
 MIN_EXTRA_TOKENS = 0.1  # a request expected to gain less than this per step is not drafted
-MIN_GAIN = 1.05  # a step speculates when it is expected to emit 5% more tokens per second
+MIN_GAIN = 1.1  # a step speculates when it is expected to emit 10% more tokens per second
 
 
 class AcceptanceTracker:
@@ -41,28 +41,25 @@ class AcceptanceTracker:
         self.step = 0  # engine steps scheduled (the clock of the fading)
         self._engine = [0.0, 0.0, 0]  # accepted, rejections, step of the last observation
         self._seqs: dict[int, list] = {}  # the same per request
-        self._misses: dict[int, tuple[float, int]] = {}  # seq_id -> (weight of recent misses, step of the last)
+        self._lookups: dict[int, list] = {}  # seq_id -> [lookups that found drafts, that found none, step]
 
     def _faded(self, counts: list) -> tuple[float, float]:
         f = 0.5 ** ((self.step - counts[2]) / HALF_LIFE_STEPS)
         return counts[0] * f, counts[1] * f
 
-    def _faded_misses(self, seq_id: int) -> float:
-        weight, step = self._misses.get(seq_id, (0.0, self.step))
-        return weight * 0.5 ** ((self.step - step) / HALF_LIFE_STEPS)
-
     def match_rate(self, seq_id: int) -> float:
-        """The chance that the next lookup finds a draft: 1 / (1 + recent misses), the misses fading with the
-        steps since the last one; a match clears them. A request whose text does not repeat drops below
-        ``MIN_EXTRA_TOKENS`` after about 8 misses and is looked up again every few steps."""
-        return 1 / (1 + self._faded_misses(seq_id))
+        """The chance that the next n-gram lookup finds a draft: (hits + 3) / (lookups + 4), the counts fading
+        with the steps since the last lookup. A request whose text does not repeat drops below
+        ``MIN_EXTRA_TOKENS`` after a few dozen misses and is then looked up again every few steps."""
+        counts = self._lookups.get(seq_id)
+        hits, misses = self._faded(counts) if counts is not None else (0.0, 0.0)
+        return (hits + 3) / (hits + misses + 4)
 
     def lookup(self, seq_id: int, found: bool) -> None:
         """An n-gram lookup of ``seq_id`` found a draft (``found``) or none."""
-        if found:
-            self._misses.pop(seq_id, None)
-        else:
-            self._misses[seq_id] = (self._faded_misses(seq_id) + 1, self.step)
+        counts = self._lookups.setdefault(seq_id, [0.0, 0.0, self.step])
+        hits, misses = self._faded(counts)
+        counts[:] = [hits + found, misses + (not found), self.step]
 
     def engine_estimate(self) -> float:
         s, r = self._faded(self._engine)
@@ -87,7 +84,7 @@ class AcceptanceTracker:
 
     def forget(self, seq_id: int) -> None:
         self._seqs.pop(seq_id, None)
-        self._misses.pop(seq_id, None)
+        self._lookups.pop(seq_id, None)
 
 
 @dataclasses.dataclass

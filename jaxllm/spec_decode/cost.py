@@ -1,14 +1,16 @@
 """What a step costs, for the automatic speculation rule (plain Python + numpy, no jax: the engine uses it).
 
-A step of t query tokens over sequences whose contexts hold ``keys`` tokens in all costs, on the roofline,
-    overhead + max((weight bytes + keys x KV bytes per token + t x logits bytes) / HBM bandwidth,
-                   (2 x params x t + attention FLOPs) / peak FLOP/s)
-with the device's peaks from one table per platform (``PLATFORM_PEAKS``; the GPU's are the benchmark roofline's,
-jaxllm/bench/roofline.py). Decode reads every weight once per step whatever t is, so while a step is memory-bound
+A step of t query tokens over sequences whose contexts hold ``keys`` tokens in all reads
+bytes = weight bytes + keys x KV bytes per token + t x logits bytes and computes
+flops = 2 x params x t + attention FLOPs, and costs
+    overhead + max(bytes / HBM bandwidth, flops / peak FLOP/s) + OVERLAP_LOSS x min(...)
+with the device's peaks from one table per platform (``platform_peaks``; the GPU's are the benchmark roofline's,
+jaxllm/bench/roofline.py). The min term stands for the imperfect overlap of memory traffic and compute near the
+ridge, where a pure roofline would call extra FLOPs free. Decode reads every weight once per step whatever t is, so while a step is memory-bound
 (t below about peak FLOP/s / bandwidth x bytes per weight / 2: ~180 tokens for a bf16 model on an H100) k more
 query tokens per sequence cost almost nothing; past that point they cost their full FLOPs and verification
 loses. A draft model adds its k one-token forward passes over the speculating sequences, and a speculating step
-gives up the overlap of host and device work (``HOST_STEP_SECONDS``), so the rule weighs those too
+gives up the overlap of host and device work (``DevicePeaks.sync_seconds``), so the rule weighs those too
 (``jaxllm.spec_decode.auto``).
 """
 
@@ -23,22 +25,28 @@ import numpy as np
 class DevicePeaks:
     flops: float  # matmul FLOP/s
     bandwidth: float  # HBM (memory) bytes/s
-    forward_overhead: float  # seconds one forward program costs beyond its roofline (launch, small kernels)
+    forward_overhead: float  # seconds one step costs beyond its roofline (launches, small kernels, host floor)
+    sync_seconds: float  # what a step loses when the host waits for it (no overlap with the next step's host work)
 
 
 def platform_peaks() -> dict[str, DevicePeaks]:
-    # the GPU's are the benchmark roofline's (bf16 matmul and copy rates measured through JAX on the H200);
-    # CPU: a jitted f32 matmul (~200 GFLOP/s) and matrix-vector product (~30 GB/s) through JAX on two cores
+    """Rough rates per platform. GPU: the benchmark roofline's (bf16 matmul and copy rates measured through JAX
+    on the H200); a step's launches and the host work a synchronous step exposes are estimates. CPU (two cores):
+    a jitted f32 matmul (~200 GFLOP/s) and matrix-vector product (~30 GB/s) through JAX; a tiny model's whole
+    step takes ~0.2 ms, of which ~0.04 ms is the forward that asynchronous scheduling overlaps."""
     from jaxllm.bench.roofline import HBM_BYTES_PER_S, PEAK_FLOPS
 
-    return {"gpu": DevicePeaks(PEAK_FLOPS, HBM_BYTES_PER_S, 50e-6),
-            "cpu": DevicePeaks(200e9, 30e9, 300e-6)}
+    return {"gpu": DevicePeaks(PEAK_FLOPS, HBM_BYTES_PER_S, 50e-6, 200e-6),
+            "cpu": DevicePeaks(200e9, 30e9, 200e-6, 40e-6)}
 
 
-# host work a speculating step exposes: it is not overlapped with the next step's scheduling (the drafts need
-# its tokens on the host), so the host's per-step time adds to the device's; n-gram lookups add per sequence
-HOST_STEP_SECONDS = 150e-6
-HOST_SEQ_SECONDS = 20e-6
+OVERLAP_LOSS = 0.5  # share of the smaller of memory and compute time that does not overlap with the larger
+# host work per speculating sequence: its k + 1 sampling rows, their verification arrays and the accepted tokens'
+# updates (measured on the CPU: a step of 4 speculating sequences with k = 3 takes ~0.22 ms more than a plain
+# one), and with n-gram drafts the lookup, whose conversion of the context to numpy grows with it (12 us at 50
+# tokens, 24 us at 500, 220 us at 2000)
+HOST_SEQ_SECONDS = 50e-6
+LOOKUP_SECONDS_PER_TOKEN = 0.1e-6
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +69,8 @@ class StepCost:
         p = self.peaks
         read = self.weight_bytes + keys * self.kv_bytes_per_token + tokens * self.logits_bytes
         flops = tokens * self.flops_per_token + pairs * self.attention_flops_per_pair
-        return p.forward_overhead + np.maximum(read / p.bandwidth, flops / p.flops)
+        memory, compute = read / p.bandwidth, flops / p.flops
+        return p.forward_overhead + np.maximum(memory, compute) + OVERLAP_LOSS * np.minimum(memory, compute)
 
 
 def step_cost(cfg, peaks: DevicePeaks, kv_dtype_bytes: int, num_devices: int = 1) -> StepCost:
@@ -75,7 +84,7 @@ def step_cost(cfg, peaks: DevicePeaks, kv_dtype_bytes: int, num_devices: int = 1
     linear, _ = linear_param_counts(cfg)
     lw = linear_weight_bytes(cfg.quantization, dtype_bytes, cfg.quant_group_size if cfg.quant_group_size > 0 else 128)
     active = cfg.num_params(include_embeddings=False, experts_per_layer=cfg.num_experts_per_tok)
-    scaled = DevicePeaks(peaks.flops * num_devices, peaks.bandwidth * num_devices, peaks.forward_overhead)
+    scaled = dataclasses.replace(peaks, flops=peaks.flops * num_devices, bandwidth=peaks.bandwidth * num_devices)
     return StepCost(
         weight_bytes=(body - linear + head) * dtype_bytes + linear * lw,
         flops_per_token=2 * (active + head),
@@ -100,11 +109,12 @@ class SpecCostModel:
         broadcast."""
         num_spec = np.asarray(num_spec, np.float64)
         t = self.target.seconds(tokens, keys, pairs)
+        extra = num_spec * HOST_SEQ_SECONDS
         if self.draft is None:
-            host = num_spec * HOST_SEQ_SECONDS
+            extra = extra + spec_keys * LOOKUP_SECONDS_PER_TOKEN
         else:  # k one-token draft steps over the speculating sequences (nothing when none speculates)
-            host = self.num_speculative_tokens * self.draft.seconds(num_spec, spec_keys, spec_keys)
-        return t + np.where(num_spec > 0, HOST_STEP_SECONDS + host, 0.0)
+            extra = extra + self.num_speculative_tokens * self.draft.seconds(num_spec, spec_keys, spec_keys)
+        return t + np.where(num_spec > 0, self.target.peaks.sync_seconds + extra, 0.0)
 
     def max_speculating_seqs(self, max_num_seqs: int, acceptance: float) -> int:
         """The most sequences a step may speculate for: the largest m <= ``max_num_seqs`` for which m decodes
