@@ -41,8 +41,9 @@ draft tokens (n-gram: found on the host before its slots are allocated; draft mo
 stop). The slots of rejected drafts were allocated but hold stale K/V: the sequence's ``num_computed_tokens``
 only counts accepted positions, so later steps overwrite them. Proposing needs the previous step's tokens on
 the host, so a step that speculates is not overlapped with the next (``needs_sync``), and a step scheduled
-while another is in flight does not speculate (but waits for that one, so that the next step can); nor does a
-sequence under structured outputs. Which decodes speculate is ``Speculation.plan``'s choice: with
+while another is in flight does not speculate; nor does a sequence under structured outputs. Which decodes
+speculate is chosen when the step before is scheduled (``Speculation.plan``), which then waits for its tokens
+(``needs_sync``) only when some do: with
 ``disable_by_batch_size``, all of them while at most that many sequences run (vLLM's rule); without it, the
 automatic rule (``jaxllm.spec_decode.auto``) weighs each request's measured acceptance against the step's
 roofline cost, which turns speculation off in large, compute-bound batches and for requests whose drafts fail.
@@ -121,6 +122,7 @@ class Scheduler(TokenUpdates):
         self.prefix_cache_hits = 0
         self.speculation = (Speculation(speculative_config, max_model_len, drafter, spec_cost, max_num_seqs)
                             if speculative_config else None)
+        self._next_plan: set[int] = set()  # seq_ids that speculate in the next step (Speculation.plan)
 
     def add(self, seq: Sequence) -> None:
         if self.policy == "priority":
@@ -171,9 +173,9 @@ class Scheduler(TokenUpdates):
         i = 0
         max_model_len = self.max_model_len
         spec = self.speculation
-        # the decodes that speculate; a step scheduled while another is in flight cannot (its drafts need the
-        # tokens on the host) but then waits for it, so that the next step can
-        chosen = spec.plan(running, budget) if spec is not None else set()
+        # the decodes that speculate, chosen when the previous step was scheduled (which then waited for its
+        # tokens: a step scheduled while another is in flight cannot propose drafts)
+        chosen, self._next_plan = self._next_plan, set()
         speculate = bool(chosen) and not self._inflight
         pending: list[tuple[Sequence, ScheduledSeq, int]] = []  # draft model: decodes awaiting their drafts
         while i < len(running) and budget > 0:
@@ -251,7 +253,11 @@ class Scheduler(TokenUpdates):
         result = ScheduledBatch(batch)
         if batch:  # copies queued by a step with nothing to run wait for the next one
             result.swap_out, result.swap_in = bm.take_swaps()
-            needs_sync = bool(chosen) or any(seq.needs_history for seq in scheduled)
+            if spec is not None:
+                self._next_plan = spec.plan(running, self.max_num_batched_tokens)
+            # a verifying step emits a variable number of tokens, which no placeholder stands for
+            needs_sync = (bool(self._next_plan) or any(s.draft_token_ids for s in batch)
+                          or any(seq.needs_history for seq in scheduled))
             self._inflight.append(_InFlight(result, scheduled, bm.take_pending_hashes(), needs_sync))
         return result
 
@@ -307,6 +313,7 @@ class Scheduler(TokenUpdates):
                 if seq.status != SequenceStatus.FINISHED:
                     seqs.setdefault(id(seq), seq)
         self._inflight.clear()
+        self._next_plan = set()
         self.running = [s for s in self.running if id(s) not in seqs]
         self.waiting = deque(s for s in self.waiting if id(s) not in seqs)
         for seq in reversed(list(seqs.values())):

@@ -51,7 +51,9 @@ class Speculation:
         self.num_accepted_tokens_per_pos = [0] * config.num_speculative_tokens
 
     def plan(self, running: list[Sequence], budget: int) -> set[int]:
-        """The seq_ids of the running decodes that speculate in the next step (see the module docstring)."""
+        """The seq_ids of ``running`` sequences that speculate in the step after the one just scheduled, whose
+        tokens are pending: a sequence that has computed all its known tokens decodes next (its pending token
+        then its drafts); one still in its prefill does not speculate. ``budget``: max_num_batched_tokens."""
         self.acceptance.step += 1
         limit = self.config.disable_by_batch_size
         if limit is not None:
@@ -59,14 +61,13 @@ class Speculation:
         load, candidates = StepLoad(), []
         prior = self.acceptance.engine_estimate()
         for seq in running:
-            context = len(seq.token_ids)
-            new = min(context - seq.num_computed_tokens, budget)
-            if new <= 0:
-                continue
+            left = len(seq.token_ids) - seq.num_computed_tokens  # 0: its pending token is decoded next
+            context = len(seq.token_ids) + (left == 0)
+            new = min(max(left, 1), budget)
             load.tokens += new
             load.keys += context
             load.pairs += new * context
-            room = self.room(seq, budget) if new == 1 else 0
+            room = self.room(seq, budget, pending=1) if left == 0 else 0
             if room:
                 match = 1.0 if self.proposer is None else self.acceptance.match_rate(seq.seq_id)
                 candidates.append((seq.seq_id, room, context, self.acceptance.estimate(seq.seq_id, prior), match))
@@ -84,15 +85,14 @@ class Speculation:
         self.acceptance.lookup(seq.seq_id, bool(drafts))
         return drafts
 
-    def room(self, seq: Sequence, budget: int) -> int:
+    def room(self, seq: Sequence, budget: int, pending: int = 0) -> int:
         """How many drafts a decode of ``seq`` may verify: up to k, within max_tokens, max_model_len and the
         step's token budget once the target's own token is counted (0 under structured outputs, see
-        ``propose``)."""
+        ``propose``). ``pending``: tokens of ``seq`` sampled but not appended yet."""
         if seq.grammar is not None:
             return 0
-        toks = seq.token_ids
-        room = min(seq.max_tokens - (len(toks) - seq.num_prompt_tokens), self.max_model_len - len(toks),
-                   budget) - 1
+        length = len(seq.token_ids) + pending
+        room = min(seq.max_tokens - (length - seq.num_prompt_tokens), self.max_model_len - length, budget) - 1
         return max(0, min(room, self.config.num_speculative_tokens))
 
     def draft_all(self, pending: list[tuple[Sequence, ScheduledSeq, int]]) -> None:
