@@ -53,24 +53,25 @@ class Speculation:
     def plan(self, running: list[Sequence], budget: int) -> set[int]:
         """The seq_ids of ``running`` sequences that speculate in the step after the one just scheduled, whose
         tokens are pending: a sequence that has computed all its known tokens decodes next (its pending token
-        then its drafts); one still in its prefill does not speculate. ``budget``: max_num_batched_tokens."""
+        then its drafts; room counted for one pending token, the fewest a step emits); one still in its
+        prefill does not speculate. ``budget``: max_num_batched_tokens."""
         self.acceptance.step += 1
         limit = self.config.disable_by_batch_size
         if limit is not None:
             return {seq.seq_id for seq in running} if len(running) <= limit else set()
         load, candidates = StepLoad(), []
-        prior = self.acceptance.engine_estimate()
         for seq in running:
-            left = len(seq.token_ids) - seq.num_computed_tokens  # 0: its pending token is decoded next
-            context = len(seq.token_ids) + (left == 0)
+            # left <= 0: its pending token(s) decode next (< 0: the step verifies drafts, not in token_ids)
+            left = len(seq.token_ids) - seq.num_computed_tokens
+            context = len(seq.token_ids) + (left <= 0)
             new = min(max(left, 1), budget)
             load.tokens += new
             load.keys += context
             load.pairs += new * context
-            room = self.room(seq, budget, pending=1) if left == 0 else 0
+            room = self.room(seq, budget, pending=1) if left <= 0 else 0
             if room:
                 match = 1.0 if self.proposer is None else self.acceptance.match_rate(seq.seq_id)
-                candidates.append((seq.seq_id, room, context, self.acceptance.estimate(seq.seq_id, prior), match))
+                candidates.append((seq.seq_id, room, context, self.acceptance.estimate(seq.seq_id), match))
         return set(choose(self.cost, load, candidates, self.max_seqs)) if candidates else set()
 
     def propose(self, seq: Sequence, budget: int) -> tuple[int, ...]:

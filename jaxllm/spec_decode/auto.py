@@ -3,8 +3,8 @@ numpy, no jax): each step, which running decodes verify drafts.
 
 Yield: a sequence whose drafts are each accepted with probability a (until the first rejection) emits
 E = (1 - a^(k+1)) / (1 - a) tokens per verifying step instead of 1. ``AcceptanceTracker`` estimates a per
-request from its verified steps (an exponentially weighted count of accepted drafts and of rejections, with the
-engine-wide estimate as the prior), and lets the counts fade with the steps since the request's last
+request from its verified steps (an exponentially weighted count of accepted drafts and of rejections, with an
+optimistic prior, so that every request is tried), and lets the counts fade with the steps since the request's last
 verification, so that a request whose drafts fail stops being drafted and is tried again now and then. With
 n-gram drafts, the expected extra tokens E - 1 are weighted by the chance that a lookup finds a draft at all
 (``match_rate``): a request whose text does not repeat is not looked up every step.
@@ -24,23 +24,23 @@ import numpy as np
 
 from jaxllm.spec_decode.cost import SpecCostModel, expected_tokens
 
-PRIOR_ACCEPTANCE = 0.7  # the engine-wide estimate before any draft was verified (optimistic: a request is tried)
+PRIOR_ACCEPTANCE = 0.7  # a request's estimate before any of its drafts was verified (optimistic: it is tried)
 CEILING_ACCEPTANCE = 0.8  # the acceptance the compiled cap on speculating sequences is sized for
-REQUEST_DECAY = 0.85  # per verified step of a request: its counts cover its last ~7 verifications
-ENGINE_DECAY = 0.99  # per verified sequence-step, engine-wide
+REQUEST_DECAY = 0.9  # per verified step of a request: its counts cover its last ~10 verifications
+PRIOR_WEIGHT = 0.5  # the prior counts as half a verification
 HALF_LIFE_STEPS = 64  # counts halve over this many engine steps without a verification
-MIN_EXTRA_TOKENS = 0.1  # a request expected to gain less than this per step is not drafted
+MIN_EXTRA_TOKENS = 0.1  # a request whose accepted drafts are expected to add less per step is not drafted
+MIN_MATCH_RATE = 0.15  # nor one whose n-gram lookups find a draft less often than this
 MIN_GAIN = 1.1  # a step speculates when it is expected to emit 10% more tokens per second
 
 
 class AcceptanceTracker:
-    """Per request (seq_id) and engine-wide estimates of the per-draft acceptance probability, and per request
-    the chance that an n-gram lookup finds a draft at all (``match_rate``)."""
+    """Per request (seq_id): the per-draft acceptance probability, and the chance that an n-gram lookup finds a
+    draft at all (``match_rate``)."""
 
     def __init__(self) -> None:
         self.step = 0  # engine steps scheduled (the clock of the fading)
-        self._engine = [0.0, 0.0, 0]  # accepted, rejections, step of the last observation
-        self._seqs: dict[int, list] = {}  # the same per request
+        self._seqs: dict[int, list] = {}  # seq_id -> [accepted drafts, rejections, step of the last verification]
         self._lookups: dict[int, list] = {}  # seq_id -> [lookups that found drafts, that found none, step]
 
     def _faded(self, counts: list) -> tuple[float, float]:
@@ -50,7 +50,7 @@ class AcceptanceTracker:
     def match_rate(self, seq_id: int) -> float:
         """The chance that the next n-gram lookup finds a draft: (hits + 3) / (lookups + 4), the counts fading
         with the steps since the last lookup. A request whose text does not repeat drops below
-        ``MIN_EXTRA_TOKENS`` after a few dozen misses and is then looked up again every few steps."""
+        ``MIN_MATCH_RATE`` after 17 misses in a row and is then looked up again every few steps."""
         counts = self._lookups.get(seq_id)
         hits, misses = self._faded(counts) if counts is not None else (0.0, 0.0)
         return (hits + 3) / (hits + misses + 4)
@@ -61,26 +61,19 @@ class AcceptanceTracker:
         hits, misses = self._faded(counts)
         counts[:] = [hits + found, misses + (not found), self.step]
 
-    def engine_estimate(self) -> float:
-        s, r = self._faded(self._engine)
-        return (s + 2 * PRIOR_ACCEPTANCE) / (s + r + 2)
-
-    def estimate(self, seq_id: int, prior: float | None = None) -> float:
-        """The acceptance estimate of ``seq_id``: its faded counts plus one observation's weight of ``prior``
-        (default: the engine-wide estimate)."""
-        prior = self.engine_estimate() if prior is None else prior
+    def estimate(self, seq_id: int) -> float:
+        """The acceptance estimate of ``seq_id``: its faded counts plus ``PRIOR_WEIGHT`` verifications at
+        ``PRIOR_ACCEPTANCE``. Four or five rejections in a row bring it below 0.1."""
         counts = self._seqs.get(seq_id)
         s, r = self._faded(counts) if counts is not None else (0.0, 0.0)
-        return (s + prior) / (s + r + 1)
+        return (s + PRIOR_WEIGHT * PRIOR_ACCEPTANCE) / (s + r + PRIOR_WEIGHT)
 
     def observe(self, seq_id: int, num_drafts: int, num_accepted: int) -> None:
         """A verified step of ``seq_id``: ``num_accepted`` of ``num_drafts`` drafts accepted, a rejection when
         fewer."""
-        rejected = 1.0 if num_accepted < num_drafts else 0.0
-        for counts, decay in ((self._seqs.setdefault(seq_id, [0.0, 0.0, self.step]), REQUEST_DECAY),
-                              (self._engine, ENGINE_DECAY)):
-            s, r = self._faded(counts)
-            counts[:] = [s * decay + num_accepted, r * decay + rejected, self.step]
+        counts = self._seqs.setdefault(seq_id, [0.0, 0.0, self.step])
+        s, r = self._faded(counts)
+        counts[:] = [s * REQUEST_DECAY + num_accepted, r * REQUEST_DECAY + (num_accepted < num_drafts), self.step]
 
     def forget(self, seq_id: int) -> None:
         self._seqs.pop(seq_id, None)
@@ -103,8 +96,11 @@ def choose(cost: SpecCostModel | None, load: StepLoad, candidates: list[tuple[in
     context length, its acceptance estimate, the chance it gets drafts at all) for every running decode that
     may speculate. Without a cost model (a runner that gives none) every candidate worth drafting speculates."""
     k = np.array([c[1] for c in candidates], np.float64)
-    extra = (expected_tokens([c[3] for c in candidates], k) - 1) * np.array([c[4] for c in candidates])
-    order = [i for i in np.argsort(-extra, kind="stable") if extra[i] >= MIN_EXTRA_TOKENS][:max_seqs]
+    accepted = expected_tokens([c[3] for c in candidates], k) - 1
+    match = np.array([c[4] for c in candidates])
+    extra = accepted * match
+    order = [i for i in np.argsort(-extra, kind="stable")
+             if accepted[i] >= MIN_EXTRA_TOKENS and match[i] >= MIN_MATCH_RATE][:max_seqs]
     if not order or cost is None:
         return [candidates[i][0] for i in order]
     ctx = np.array([candidates[i][2] for i in order], np.float64)

@@ -3,10 +3,11 @@
 A step of t query tokens over sequences whose contexts hold ``keys`` tokens in all reads
 bytes = weight bytes + keys x KV bytes per token + t x logits bytes and computes
 flops = 2 x params x t + attention FLOPs, and costs
-    overhead + max(bytes / HBM bandwidth, flops / peak FLOP/s) + OVERLAP_LOSS x min(...)
+    overhead + (memory^3 + compute^3)^(1/3),  memory = bytes / HBM bandwidth, compute = flops / peak FLOP/s
 with the device's peaks from one table per platform (``platform_peaks``; the GPU's are the benchmark roofline's,
-jaxllm/bench/roofline.py). The min term stands for the imperfect overlap of memory traffic and compute near the
-ridge, where a pure roofline would call extra FLOPs free. Decode reads every weight once per step whatever t is, so while a step is memory-bound
+jaxllm/bench/roofline.py). The cube norm is the roofline's max(memory, compute) smoothed: within a few percent of
+it far from the ridge, 26% above it at the ridge, where memory traffic and compute do not overlap perfectly and a
+pure roofline would call the extra FLOPs free. Decode reads every weight once per step whatever t is, so while a step is memory-bound
 (t below about peak FLOP/s / bandwidth x bytes per weight / 2: ~180 tokens for a bf16 model on an H100) k more
 query tokens per sequence cost almost nothing; past that point they cost their full FLOPs and verification
 loses. A draft model adds its k one-token forward passes over the speculating sequences, and a speculating step
@@ -40,13 +41,13 @@ def platform_peaks() -> dict[str, DevicePeaks]:
             "cpu": DevicePeaks(200e9, 30e9, 200e-6, 40e-6)}
 
 
-OVERLAP_LOSS = 0.5  # share of the smaller of memory and compute time that does not overlap with the larger
+ROOFLINE_NORM = 3  # the smoothing of max(memory, compute): see the module docstring
 # host work per speculating sequence: its k + 1 sampling rows, their verification arrays and the accepted tokens'
-# updates (measured on the CPU: a step of 4 speculating sequences with k = 3 takes ~0.22 ms more than a plain
-# one), and with n-gram drafts the lookup, whose conversion of the context to numpy grows with it (12 us at 50
-# tokens, 24 us at 500, 220 us at 2000)
-HOST_SEQ_SECONDS = 50e-6
-LOOKUP_SECONDS_PER_TOKEN = 0.1e-6
+# updates (measured on the CPU: a step of 4 speculating sequences with k = 3 and short contexts takes ~0.22 ms
+# more than a plain one), and with n-gram drafts the lookup's conversion of the context to numpy, which grows
+# with it (a lookup takes 12 us at 50 tokens, 24 us at 500, 220 us at 2000)
+HOST_SEQ_SECONDS = 40e-6
+LOOKUP_SECONDS_PER_TOKEN = 0.05e-6
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +71,7 @@ class StepCost:
         read = self.weight_bytes + keys * self.kv_bytes_per_token + tokens * self.logits_bytes
         flops = tokens * self.flops_per_token + pairs * self.attention_flops_per_pair
         memory, compute = read / p.bandwidth, flops / p.flops
-        return p.forward_overhead + np.maximum(memory, compute) + OVERLAP_LOSS * np.minimum(memory, compute)
+        return p.forward_overhead + (memory ** ROOFLINE_NORM + compute ** ROOFLINE_NORM) ** (1 / ROOFLINE_NORM)
 
 
 def step_cost(cfg, peaks: DevicePeaks, kv_dtype_bytes: int, num_devices: int = 1) -> StepCost:
