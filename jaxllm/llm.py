@@ -84,7 +84,8 @@ class LLM(EngineControl, PoolingMixin):
             return
         source, model_obj = locate_in_memory_model(args) if in_memory else (locate_model(args), None)
         cfg, path = source.config, source.path
-        args = args.resolve(jax.devices()[0].platform, derived_max_model_len(cfg))
+        args = args.resolve(jax.devices()[0].platform, derived_max_model_len(cfg),
+                            num_processes=jax.process_count())  # before any weight reaches a device
         if jax.devices()[0].platform == "cpu" and cfg.dtype != "float32":
             logger.warning("dtype %s on the CPU: XLA's CPU matmuls in %s are an order of magnitude slower than in "
                            "float32 (SmolLM2-135M's decode step: 13x); pass dtype='float32' for speed", cfg.dtype,
