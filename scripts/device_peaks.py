@@ -50,11 +50,10 @@ def torch_copy_bytes_per_s(copy_bytes: int) -> float | None:
         return None
     if not torch.cuda.is_available():
         return None
-    src = torch.empty(copy_bytes, dtype=torch.uint8, device="cuda")
-    dst = torch.empty_like(src)
-    seconds = best_seconds(lambda: dst.copy_(src), lambda out=None: torch.cuda.synchronize())
-    del src, dst
-    torch.cuda.empty_cache()
+    buffers = [torch.empty(copy_bytes, dtype=torch.uint8, device="cuda") for _ in range(2)]
+    seconds = best_seconds(lambda: buffers[1].copy_(buffers[0]), lambda out=None: torch.cuda.synchronize())
+    buffers.clear()
+    torch.cuda.empty_cache()  # before JAX takes its share of the memory
     return 2 * copy_bytes / seconds
 
 
