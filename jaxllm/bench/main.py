@@ -24,7 +24,8 @@ from jaxllm.bench.peer_process import run_peer_process
 from jaxllm.bench.workloads import Workload
 
 # parse_args and workload_from_args (command_line.py) keep their import path here.
-__all__ = ["main", "parse_args", "print_table", "run_jaxllm", "run_peer", "workload_from_args"]
+__all__ = ["bench_requests", "bench_roofline", "main", "parse_args", "print_table", "run_jaxllm", "run_peer",
+           "workload_from_args"]
 
 
 def run_jaxllm(w: Workload, args, model_dir: str, prompts, output_lens) -> dict:
