@@ -43,10 +43,10 @@ only counts accepted positions, so later steps overwrite them. Proposing needs t
 the host, so a step that speculates is not overlapped with the next (``needs_sync``), and a step scheduled
 while another is in flight does not speculate; nor does a sequence under structured outputs. Which decodes
 speculate is chosen when the step before is scheduled (``Speculation.plan``), which then waits for its tokens
-(``needs_sync``) only when some do: with
-``disable_by_batch_size``, all of them while at most that many sequences run (vLLM's rule); without it, the
-automatic rule (``jaxllm.spec_decode.auto``) weighs each request's measured acceptance against the step's
-roofline cost, which turns speculation off in large, compute-bound batches and for requests whose drafts fail.
+(``needs_sync``) only when some do: with ``disable_by_batch_size``, all of them while at most that many
+sequences run (vLLM's rule); without it, the automatic rule (``jaxllm.spec_decode.auto``) weighs each request's
+measured acceptance against the step's roofline cost, which turns speculation off in large, compute-bound
+batches and for requests whose drafts fail.
 """
 
 from __future__ import annotations
