@@ -17,7 +17,7 @@ import dataclasses
 from typing import Any
 
 from ..spec_decode import NgramProposer, SpeculativeConfig
-from ..spec_decode.auto import AcceptanceTracker, StepLoad, choose, speculating_seqs_cap
+from ..spec_decode.auto import AcceptanceTracker, StepLoad, choose, may_pay, speculating_seqs_cap
 from .batch import ScheduledSeq
 from .sequence import Sequence
 
@@ -59,7 +59,7 @@ class Speculation:
         limit = self.config.disable_by_batch_size
         if limit is not None:
             return {seq.seq_id for seq in running} if len(running) <= limit else set()
-        load, candidates = StepLoad(), []
+        load, decodes = StepLoad(), []
         for seq in running:
             # left <= 0: its pending token(s) decode next (< 0: the step verifies drafts, not in token_ids)
             left = len(seq.token_ids) - seq.num_computed_tokens
@@ -68,7 +68,14 @@ class Speculation:
             load.tokens += new
             load.keys += context
             load.pairs += new * context
-            room = self.room(seq, budget, pending=1) if left <= 0 else 0
+            if left <= 0:
+                decodes.append((seq, context))
+        k = self.config.num_speculative_tokens
+        if not decodes or not may_pay(self.cost, load, len(decodes), sum(c for _, c in decodes), k, self.max_seqs):
+            return set()  # (a large batch: no per-request estimates needed)
+        candidates = []
+        for seq, context in decodes:
+            room = self.room(seq, budget, pending=1)
             if room:
                 match = 1.0 if self.proposer is None else self.acceptance.match_rate(seq.seq_id)
                 candidates.append((seq.seq_id, room, context, self.acceptance.estimate(seq.seq_id), match))

@@ -90,6 +90,20 @@ class StepLoad:
     pairs: int = 0
 
 
+def may_pay(cost: SpecCostModel | None, load: StepLoad, num_decodes: int, decode_keys: int, k: int,
+            max_seqs: int) -> bool:
+    """Whether any speculation could pay in a step of ``load`` with ``num_decodes`` decodes whose contexts hold
+    ``decode_keys`` tokens: the best case of ``choose``, every draft accepted. False in a compute-bound batch,
+    which then needs no per-request estimates."""
+    if cost is None:
+        return True
+    m = np.arange(min(num_decodes, max_seqs) + 1, dtype=np.float64)
+    context = decode_keys / num_decodes
+    seconds = cost.seconds(load.tokens + m * k, load.keys + 0 * m, load.pairs + m * k * context, m, m * context)
+    rate = (load.tokens + m * k) / seconds
+    return bool(rate.max() >= MIN_GAIN * rate[0])
+
+
 def choose(cost: SpecCostModel | None, load: StepLoad, candidates: list[tuple[int, int, int, float, float]],
            max_seqs: int) -> list[int]:
     """The seq_ids that speculate this step. ``candidates``: (seq_id, number of drafts it may verify, its
