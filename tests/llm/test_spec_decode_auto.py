@@ -29,7 +29,10 @@ def gen(llm, prompts):
 def test_greedy_identical_and_a_repeating_request_speculates(llama_llm, auto_llm):
     runner, engine = auto_llm.llm_engine.runner, auto_llm.llm_engine
     assert engine.scheduler.speculation.cost is runner.spec_cost is not None
-    assert engine.scheduler.speculation.max_seqs == runner.spec.max_spec_seqs
+    cap = engine.scheduler.speculation.max_seqs
+    assert cap == runner.spec.max_spec_seqs  # D: the programs' logits rows are compiled for it
+    for b in runner.ladder.buckets:
+        assert runner.spec.num_rows(b) == min(b.num_tokens, b.num_seqs + min(b.num_seqs, cap) * 3)
     before, stats = runner.num_compilations, engine.stats
     assert gen(auto_llm, PROMPTS) == gen(llama_llm, PROMPTS)
     accepted, steps = stats.spec_decode_num_accepted_tokens, stats.num_steps
