@@ -128,7 +128,7 @@ def check_ranges(p: Any) -> None:
         raise ValueError(f"temperature must be in [0, 2], got {p.temperature}.")
     if not 0.0 < p.top_p <= 1.0:
         raise ValueError(f"top_p must be in (0, 1], got {p.top_p}.")
-    if p.top_k < 0:
+    if p.top_k < -1:  # -1 is quietly accepted as "off", as vLLM does
         raise ValueError(f"top_k must be 0 (disable), or at least 1, got {p.top_k}.")
     if not 0.0 <= p.min_p <= 1.0:
         raise ValueError(f"min_p must be in [0, 1], got {p.min_p}.")

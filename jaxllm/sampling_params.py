@@ -74,8 +74,8 @@ def check_num_logprobs(name: str, value: Any) -> int | None:
 class SamplingParams:
     """Sampling parameters for text generation (vLLM's ``SamplingParams``; keyword-only).
 
-    Differences from vLLM, all documented: ``top_k=-1`` is stored as 0 (both mean "off");
-    ``logprobs``/``prompt_logprobs`` are capped at ``MAX_LOGPROBS`` = 20 (vLLM's default ``max_logprobs``),
+    ``top_k`` 0 and -1 both mean "off" (vLLM quietly accepts -1 and keeps it as given).
+    Differences from vLLM, all documented: ``logprobs``/``prompt_logprobs`` are capped at ``MAX_LOGPROBS`` = 20 (vLLM's default ``max_logprobs``),
     and -1 (all logprobs) is rejected; token ids are checked against the vocabulary by the engine.
     ``spaces_between_special_tokens`` only changes the text of tokenizers that are not "fast" (HF's fast
     tokenizers and vLLM ignore it; see ``jaxllm.engine.detokenizer``).
@@ -171,8 +171,6 @@ class SamplingParams:
                 _MAX_TEMP,
             )
             self.temperature = _MAX_TEMP
-        if self.top_k == -1:
-            self.top_k = 0
         check_ranges(self)
         if self.temperature < SAMPLING_EPS:  # greedy: the other truncations are meaningless
             self.top_p, self.top_k, self.min_p = 1.0, 0, 0.0

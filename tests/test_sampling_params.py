@@ -23,7 +23,7 @@ def test_defaults_match_vllm():
 
 def test_normalization():
     p = SamplingParams(stop="x", stop_token_ids=[3, 3, 2], top_k=-1, seed=-1, logprobs=True)
-    assert p.stop == ["x"] and p.stop_token_ids == [3, 2] and p.top_k == 0 and p.seed is None
+    assert p.stop == ["x"] and p.stop_token_ids == [3, 2] and p.top_k == -1 and p.seed is None
     assert p.logprobs == 1 and p.all_stop_token_ids == {2, 3}
     g = SamplingParams(temperature=0.0, top_p=0.5, top_k=5, min_p=0.2)
     assert g.is_greedy and (g.top_p, g.top_k, g.min_p) == (1.0, 0, 0.0)
