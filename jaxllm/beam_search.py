@@ -221,7 +221,21 @@ def _finish(inst: BeamSearchInstance, params: BeamSearchParams, eos: int | None,
         for beam in best:
             drop_eos = beam.finish_reason == "stop" and not params.include_stop_str_in_output
             beam.text = tokenizer.decode(beam.tokens[:-1] if drop_eos else beam.tokens, skip_special_tokens=True)
+        _decode_logprob_tokens(best, tokenizer)
     return BeamSearchOutput(sequences=best)
+
+
+def _decode_logprob_tokens(beams: list[BeamSearchSequence], tokenizer: Any) -> None:
+    """Fill ``Logprob.decoded_token`` of the returned beams (as vLLM's beam search, whose steps detokenize). The
+    steps run with ``detokenize=False``, so only the returned beams' tokens are decoded, once each."""
+    texts: dict[int, str] = {}
+    for beam in beams:
+        for position in beam.logprobs:
+            for token_id, lp in position.items():
+                if lp.decoded_token is None:
+                    if token_id not in texts:
+                        texts[token_id] = tokenizer.decode([token_id])
+                    lp.decoded_token = texts[token_id]
 
 
 def _progress_bar(use_tqdm: Any, total: int):
