@@ -3,11 +3,12 @@ reasons, logprob formats, the SamplingParams fields that shape a completion, and
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
-
 from hf_models import save_tiny_model, save_tokenizer_with_template
+
 from jaxllm import LLM, Logprob, SamplingParams, TextPrompt, TokensPrompt
 
 EOS = 0
@@ -109,7 +110,7 @@ def _check_position(d, sampled, k):
     assert all(isinstance(lp, Logprob) and isinstance(lp.rank, int) and lp.logprob <= 0.0 for lp in d.values())
     top = sorted((lp for t, lp in d.items() if lp.rank <= k), key=lambda lp: lp.rank)
     assert [lp.rank for lp in top] == list(range(1, k + 1))
-    assert all(x.logprob >= y.logprob for x, y in zip(top, top[1:]))
+    assert all(x.logprob >= y.logprob for x, y in itertools.pairwise(top))
     assert all(lp.logprob <= top[0].logprob for lp in d.values())
 
 

@@ -4,9 +4,17 @@ keywords and ``LLM.beam_search``'s sequences, on a tiny random Llama."""
 from __future__ import annotations
 
 import pytest
-
 from hf_models import save_tiny_model, save_tokenizer_with_template
-from jaxllm import LLM, BeamSearchParams, CompletionOutput, Logprob, RequestOutput, RequestOutputKind, SamplingParams
+
+from jaxllm import (
+    LLM,
+    BeamSearchParams,
+    CompletionOutput,
+    Logprob,
+    RequestOutput,
+    RequestOutputKind,
+    SamplingParams,
+)
 
 G = {"use_tqdm": False}
 USER = [{"role": "user", "content": "hi"}]
