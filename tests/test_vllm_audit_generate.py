@@ -131,6 +131,19 @@ def test_sample_logprobs_format(llm):
     assert all(d[t].rank == 1 for d, t in zip(greedy.logprobs, greedy.token_ids))
 
 
+def test_logprobs_cap_is_checked_when_the_request_is_added(llm):
+    # vLLM: any count >= -1 constructs; the LLM's max_logprobs (20 by default) is enforced by generate
+    too_many, everything = SamplingParams(logprobs=21), SamplingParams(prompt_logprobs=-1)
+    with pytest.raises(ValueError, match="Requested sample logprobs of 21, which is greater than max allowed: 20"):
+        llm.generate("a", too_many, **G)
+    with pytest.raises(ValueError, match="Requested prompt logprobs of 448, which is greater than max allowed"):
+        llm.generate("a", everything, **G)  # -1: the whole vocabulary
+    with pytest.raises(ValueError, match="logprobs must be non-negative or -1, got -2"):
+        SamplingParams(logprobs=-2)
+    c = one(llm, max_tokens=2, ignore_eos=True, logprobs=20, temperature=1.5, seed=3)
+    assert all(len(d) in (20, 21) for d in c.logprobs)
+
+
 def test_prompt_logprobs_format(llm):
     out = llm.generate("a b c", SamplingParams(max_tokens=1, prompt_logprobs=2), **G)[0]
     ids = out.prompt_token_ids
