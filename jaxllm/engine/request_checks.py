@@ -47,8 +47,9 @@ def check_prompt(request_id: str, prompt_token_ids: Any, vocab_size: int, max_mo
         )
     if generates and len(ids) + 1 > max_model_len:
         raise ValueError(
-            f"request {request_id!r}: The decoder prompt (length {len(ids)}) leaves no room "
-            f"for a generated token within the maximum model length of {max_model_len}."
+            f"request {request_id!r}: The decoder prompt (length {len(ids)}) plus the number of requested "
+            f"output tokens (at least 1) is longer than the maximum model length of {max_model_len}. Make sure "
+            "that `max_model_len` is no smaller than the number of text tokens (prompt + requested output tokens)."
         )
     return ids
 
