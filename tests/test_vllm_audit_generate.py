@@ -205,7 +205,8 @@ def test_bad_prompts_raise_like_vllm(llm):
     with pytest.raises(ValueError, match=r"\(length 64\) plus the number of requested output tokens \(at least 1\) "
                        "is longer than the maximum model length of 64"):
         llm.generate({"prompt_token_ids": [5] * MAX_MODEL_LEN}, SamplingParams(max_tokens=1), **G)
-    one_left = llm.generate({"prompt_token_ids": [5] * (MAX_MODEL_LEN - 1)}, SamplingParams(max_tokens=9, ignore_eos=True), **G)[0]
+    one_left = llm.generate({"prompt_token_ids": [5] * (MAX_MODEL_LEN - 1)},
+                            SamplingParams(max_tokens=9, ignore_eos=True), **G)[0]
     assert len(one_left.outputs[0].token_ids) == 1 and one_left.outputs[0].finish_reason == "length"
     with pytest.raises(ValueError, match="out of vocabulary"):
         llm.generate({"prompt_token_ids": [10**6]}, SamplingParams(max_tokens=1), **G)
