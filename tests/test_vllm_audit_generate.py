@@ -174,6 +174,8 @@ def test_n_samples_and_seeds(llm):
     assert len({tuple(c.token_ids) for c in out.outputs}) == 3
     again = llm.generate(["x y", "a b"], SamplingParams(n=3, max_tokens=6, ignore_eos=True, seed=5), **G)[1]
     assert [c.token_ids for c in again.outputs] == [c.token_ids for c in out.outputs]  # batch-independent
+    for i, c in enumerate(out.outputs):  # sample i runs with seed + i, as vLLM's parallel sampling does
+        assert one(llm, "a b", max_tokens=6, ignore_eos=True, seed=5 + i).token_ids == c.token_ids
 
 
 def test_token_restrictions(llm):
