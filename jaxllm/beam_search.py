@@ -58,6 +58,7 @@ class BeamSearchSequence:
     text: str | None = None
     finish_reason: str | None = None
     stop_reason: int | str | None = None
+    lora_request: Any = None  # the LoRA adapter the beam ran with (vLLM's field; keyword here), or None
 
 
 @dataclasses.dataclass
@@ -73,7 +74,8 @@ class BeamSearchInstance:
     def __init__(self, prompt_token_ids: list[int], lora_request: Any = None) -> None:
         self.num_prompt_tokens = len(prompt_token_ids)
         self.lora_request = lora_request  # the prompt's LoRA adapter (jaxllm.lora.LoRARequest) or None
-        self.beams: list[BeamSearchSequence] = [BeamSearchSequence(list(prompt_token_ids), [])]
+        self.beams: list[BeamSearchSequence] = [BeamSearchSequence(list(prompt_token_ids), [],
+                                                                      lora_request=lora_request)]
         self.completed: list[BeamSearchSequence] = []
 
 
@@ -180,7 +182,7 @@ def _step(engine: LLMEngine, group: list[BeamSearchInstance], step_params: Sampl
             logprobs = out.logprobs[0]
             for token_id, lp in logprobs.items():
                 new = BeamSearchSequence(beam.tokens + [token_id], beam.logprobs + [logprobs],
-                                         beam.cum_logprob + lp.logprob)
+                                         beam.cum_logprob + lp.logprob, lora_request=beam.lora_request)
                 if token_id == eos and not params.ignore_eos:
                     new.finish_reason, new.stop_reason = "stop", eos
                     inst.completed.append(new)
