@@ -44,6 +44,14 @@ def test_every_prompt_form_gives_the_same_completion(llm):
     assert len({o.request_id for o in outs}) == 4 and all(isinstance(o.request_id, str) for o in outs)
     single = llm.generate("a b", SamplingParams(**GREEDY), **G)  # one prompt: still a list
     assert len(single) == 1 and single[0].outputs[0].token_ids == outs[0].outputs[0].token_ids
+    # current vLLM: a list of ints is one prompt of token ids, a list of such lists a batch of them
+    raw = llm.generate(ids, SamplingParams(**GREEDY), **G)
+    assert len(raw) == 1 and raw[0].prompt is None and raw[0].outputs[0].token_ids == outs[0].outputs[0].token_ids
+    batch = llm.generate([ids, ids[:1]], SamplingParams(**GREEDY), **G)
+    assert [o.prompt_token_ids for o in batch] == [ids, ids[:1]]
+    assert llm.generate([], SamplingParams(**GREEDY), **G) == []
+    with pytest.raises(TypeError, match="prompt 0"):
+        llm.generate([ids[0], [1]], SamplingParams(**GREEDY), **G)
 
 
 def test_per_prompt_sampling_params_and_defaults(llm):

@@ -104,9 +104,10 @@ def test_chat_keywords(llm):
 
 def test_beam_search_sequences(llm):
     tok = llm.get_tokenizer()
-    outs = llm.beam_search(["a b", {"prompt": "c"}], BeamSearchParams(beam_width=2, max_tokens=3, ignore_eos=True))
-    assert len(outs) == 2
-    for out, prompt in zip(outs, ["a b", "c"]):
+    prompts = ["a b", {"prompt": "c"}, tok("x y").input_ids]  # text, TextPrompt, token ids
+    outs = llm.beam_search(prompts, BeamSearchParams(beam_width=2, max_tokens=3, ignore_eos=True))
+    assert len(outs) == 3
+    for out, prompt in zip(outs, ["a b", "c", "x y"]):
         ids = tok(prompt).input_ids
         seqs = out.sequences
         assert len(seqs) == 2 and seqs[0].cum_logprob >= seqs[1].cum_logprob  # best first
