@@ -114,7 +114,8 @@ def test_stop_strings(llm):
 
 
 def _check_position(d, sampled, k):
-    assert isinstance(d, dict) and sampled in d and len(d) in (k, k + 1)  # the sampled token is always there
+    assert isinstance(d, dict) and sampled in d and len(d) in (k, k + 1)  # the sampled token is always there,
+    assert next(iter(d)) == sampled  # first (vLLM puts it before the top-k)
     assert all(isinstance(lp, Logprob) and isinstance(lp.rank, int) and lp.logprob <= 0.0 for lp in d.values())
     top = sorted((lp for t, lp in d.items() if lp.rank <= k), key=lambda lp: lp.rank)
     assert [lp.rank for lp in top] == list(range(1, k + 1))
