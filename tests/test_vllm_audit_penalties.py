@@ -62,3 +62,23 @@ def test_penalties_follow_vllms_rules(setup, penalties):
             _PLAIN[key] = reference_greedy(model, out.prompt_token_ids)
         changed |= want != _PLAIN[key]
     assert changed, "the penalty changed no reference output: the test would not notice it being ignored"
+
+
+def test_logprobs_are_the_raw_model_logprobs(setup):
+    """vLLM's default ``logprobs_mode="raw_logprobs"``: the returned logprobs and ranks are the model's, before
+    temperature, penalties, logit_bias or top-k/top-p change what is sampled."""
+    llm, model = setup
+    bias = {5: 3.0, 6: 3.0, 7: 3.0}
+    params = SamplingParams(temperature=1.5, top_k=3, seed=1, max_tokens=6, ignore_eos=True, logprobs=2,
+                            presence_penalty=0.5, logit_bias=bias)
+    out = llm.generate("a b", params, use_tqdm=False)[0]
+    c, prompt = out.outputs[0], out.prompt_token_ids
+    assert set(c.token_ids) <= set(bias)  # the bias and top-k decided what was sampled ...
+    ref = hf_logits(model, [prompt + c.token_ids[:-1]])[0].astype(np.float64)
+    ref = ref - np.log(np.exp(ref - ref.max(-1, keepdims=True)).sum(-1, keepdims=True)) - ref.max(-1, keepdims=True)
+    for i, (t, d) in enumerate(zip(c.token_ids, c.logprobs)):
+        row = ref[len(prompt) - 1 + i]
+        assert abs(d[t].logprob - row[t]) < 1e-4  # ... but the logprobs are the model's own
+        assert d[t].rank == 1 + int((row > row[t]).sum())
+        top = [int(x) for x in np.argsort(-row)[:2]]
+        assert all(abs(d[x].logprob - row[x]) < 1e-4 and d[x].rank == r for r, x in enumerate(top, 1))
