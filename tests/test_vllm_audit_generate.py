@@ -111,6 +111,11 @@ def test_stop_strings(llm):
     assert c.token_ids == full.token_ids[:len(c.token_ids)] and len(c.token_ids) < 20
     c = one(llm, **{**GREEDY, "max_tokens": 20}, stop=stop, include_stop_str_in_output=True)
     assert (c.stop_reason, c.text) == (stop, full.text[:cut + len(stop)])
+    # stop strings are looked for only once more than min_tokens tokens exist, in the text new since then
+    tok = llm.get_tokenizer()
+    n_stop = next(n for n in range(1, 21) if stop in tok.decode(full.token_ids[:n], skip_special_tokens=True))
+    c = one(llm, **{**GREEDY, "max_tokens": 20}, stop=stop, min_tokens=n_stop)
+    assert len(c.token_ids) > n_stop and c.text.startswith(full.text[:cut + len(stop)])
 
 
 def _check_position(d, sampled, k):
