@@ -12,24 +12,29 @@ from typing import Any
 import numpy as np
 
 
+class WrongTypeError(TypeError, ValueError):
+    """A sampling value of the wrong type: a TypeError by Python's convention, and a ValueError as vLLM raises
+    for some fields (its ``VLLMValidationError`` for ``n=1.5`` or ``top_k=1.5`` is a ValueError)."""
+
+
 def check_int(name: str, value: Any, *, optional: bool = False) -> int | None:
     if value is None and optional:
         return None
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         kind = "an int or None" if optional else "an int"
-        raise TypeError(f"{name} must be {kind}, got {type(value).__name__} ({value!r})")
+        raise WrongTypeError(f"{name} must be {kind}, got {type(value).__name__} ({value!r})")
     return int(value)
 
 
 def check_float(name: str, value: Any) -> float:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__} ({value!r})")
+        raise WrongTypeError(f"{name} must be a number, got {type(value).__name__} ({value!r})")
     return float(value)
 
 
 def check_bool(name: str, value: Any) -> bool:
     if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__} ({value!r})")
+        raise WrongTypeError(f"{name} must be a bool, got {type(value).__name__} ({value!r})")
     return bool(value)
 
 
