@@ -42,11 +42,11 @@ def check_token_ids(name: str, value: Any) -> list[int] | None:
     if value is None:
         return None
     if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
-        raise TypeError(f"{name} must be a list of ints, got {type(value).__name__} ({value!r})")
+        raise WrongTypeError(f"{name} must be a list of ints, got {type(value).__name__} ({value!r})")
     ids = list(value)
     for t in ids:
         if isinstance(t, (bool, np.bool_)) or not isinstance(t, numbers.Integral):
-            raise TypeError(f"{name} must contain only integers, got {ids}.")
+            raise WrongTypeError(f"{name} must contain only integers, got {ids}.")
         if t < 0:
             raise ValueError(f"{name} must contain only non-negative token ids, got {ids}.")
     return [int(t) for t in ids]

@@ -236,10 +236,11 @@ def test_bad_prompts_raise_like_vllm(llm):
     assert llm.generate("a", SamplingParams(max_tokens=1), **G)[0].finished
 
 
-@pytest.mark.parametrize("kwargs", [{"n": 1.5}, {"top_k": 1.5}, {"temperature": "hot"}, {"ignore_eos": "yes"}])
+@pytest.mark.parametrize("kwargs", [{"n": 1.5}, {"top_k": 1.5}, {"temperature": "hot"}, {"ignore_eos": "yes"},
+                                    {"stop_token_ids": [1, "2"]}])
 def test_wrong_types_are_value_errors_as_in_vllm(kwargs):
-    """vLLM's VLLMValidationError (a ValueError) for ``n`` / ``top_k`` of the wrong type; jaxllm's error is also a
-    TypeError, so either ``except`` catches it."""
+    """vLLM's VLLMValidationError (a ValueError) for ``n`` / ``top_k`` / ``stop_token_ids`` of the wrong type;
+    jaxllm's error is also a TypeError, so either ``except`` catches it."""
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         SamplingParams(**kwargs)
     with pytest.raises(TypeError, match=next(iter(kwargs))):
