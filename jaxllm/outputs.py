@@ -7,6 +7,23 @@ import dataclasses
 from collections.abc import MutableSequence
 from typing import Any
 
+# vLLM's ``vllm.outputs`` holds the pooling outputs too; jaxllm keeps them beside the pooling code.
+from jaxllm.pooling.outputs import (
+    ClassificationOutput,
+    ClassificationRequestOutput,
+    EmbeddingOutput,
+    EmbeddingRequestOutput,
+    PoolingOutput,
+    PoolingRequestOutput,
+    ScoringOutput,
+    ScoringRequestOutput,
+)
+
+__all__ = ["ClassificationOutput", "ClassificationRequestOutput", "CompletionOutput", "EmbeddingOutput",
+           "EmbeddingRequestOutput", "FlatLogprobs", "Logprob", "PoolingOutput", "PoolingRequestOutput",
+           "PromptLogprobs", "RequestMetrics", "RequestOutput", "SampleLogprobs", "ScoringOutput",
+           "ScoringRequestOutput"]
+
 
 @dataclasses.dataclass
 class Logprob:

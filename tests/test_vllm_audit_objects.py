@@ -117,3 +117,18 @@ def test_beam_search_sequences(llm):
             assert len(s.logprobs) == 3
             for d, t in zip(s.logprobs, s.tokens[len(ids):]):
                 assert t in d and all(lp.decoded_token == tok.decode([i]) for i, lp in d.items())
+
+
+def test_vllm_module_names_import():
+    """A script ported by changing ``vllm`` to ``jaxllm`` finds the names in vLLM's modules."""
+    import jaxllm
+    from jaxllm.inputs import PromptType, TextPrompt, TokensPrompt  # noqa: F401
+    from jaxllm.logprobs import FlatLogprobs, PromptLogprobs, SampleLogprobs  # noqa: F401
+    from jaxllm.logprobs import Logprob as LogprobFromLogprobs
+    from jaxllm.outputs import ClassificationRequestOutput, EmbeddingRequestOutput, PoolingRequestOutput
+    from jaxllm.sampling_params import StructuredOutputsParams  # noqa: F401
+
+    assert LogprobFromLogprobs is Logprob is jaxllm.Logprob
+    assert (EmbeddingRequestOutput, ClassificationRequestOutput, PoolingRequestOutput) == (
+        jaxllm.EmbeddingRequestOutput, jaxllm.ClassificationRequestOutput, jaxllm.PoolingRequestOutput)
+    assert issubclass(EmbeddingRequestOutput, PoolingRequestOutput)
