@@ -4,6 +4,8 @@
 """
 
 from jaxllm.default_model import DEFAULT_MODEL
+from jaxllm.engine import LLMEngine
+from jaxllm.engine_args import EngineArgs
 from jaxllm.in_memory import model_from_params
 from jaxllm.inputs import PromptType, TextPrompt, TokensPrompt
 from jaxllm.llm import LLM
@@ -29,12 +31,14 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_MODEL",
     "LLM",
+    "LLMEngine",
     "BeamSearchParams",
     "ClassificationOutput",
     "ClassificationRequestOutput",
     "CompletionOutput",
     "EmbeddingOutput",
     "EmbeddingRequestOutput",
+    "EngineArgs",
     "GuidedDecodingParams",
     "Logprob",
     "PoolerConfig",
