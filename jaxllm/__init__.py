@@ -31,7 +31,6 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_MODEL",
     "LLM",
-    "LLMEngine",
     "BeamSearchParams",
     "ClassificationOutput",
     "ClassificationRequestOutput",
@@ -40,6 +39,7 @@ __all__ = [
     "EmbeddingRequestOutput",
     "EngineArgs",
     "GuidedDecodingParams",
+    "LLMEngine",
     "Logprob",
     "PoolerConfig",
     "PoolingOutput",

@@ -122,6 +122,7 @@ def test_beam_search_sequences(llm):
 def test_vllm_module_names_import():
     """A script ported by changing ``vllm`` to ``jaxllm`` finds the names in vLLM's modules."""
     import jaxllm
+    from jaxllm import EngineArgs, LLMEngine  # noqa: F401  (``from vllm import LLM, EngineArgs`` in its examples)
     from jaxllm.inputs import PromptType, TextPrompt, TokensPrompt  # noqa: F401
     from jaxllm.logprobs import FlatLogprobs, PromptLogprobs, SampleLogprobs  # noqa: F401
     from jaxllm.logprobs import Logprob as LogprobFromLogprobs
