@@ -10,18 +10,20 @@ from jaxllm.in_memory import model_from_params
 from jaxllm.inputs import PromptType, TextPrompt, TokensPrompt
 from jaxllm.llm import LLM
 from jaxllm.load import load_model
-from jaxllm.outputs import CompletionOutput, Logprob, RequestOutput
-from jaxllm.pooling.config import PoolerConfig
-from jaxllm.pooling.outputs import (
+from jaxllm.outputs import (
     ClassificationOutput,
     ClassificationRequestOutput,
+    CompletionOutput,
     EmbeddingOutput,
     EmbeddingRequestOutput,
+    Logprob,
     PoolingOutput,
     PoolingRequestOutput,
+    RequestOutput,
     ScoringOutput,
     ScoringRequestOutput,
 )
+from jaxllm.pooling.config import PoolerConfig
 from jaxllm.pooling_params import PoolingParams
 from jaxllm.sampling_params import BeamSearchParams, RequestOutputKind, SamplingParams
 from jaxllm.structured_outputs import GuidedDecodingParams, StructuredOutputsConfig, StructuredOutputsParams
