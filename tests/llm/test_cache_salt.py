@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from jaxllm import LLM, SamplingParams
+from jaxllm import LLM, BeamSearchParams, SamplingParams
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=2)
 PROMPT = list(range(3, 43))  # 40 tokens: two full blocks of 16 can be reused
@@ -52,3 +52,5 @@ def test_a_salt_that_is_not_a_str_is_refused(llm):
     with pytest.raises(TypeError, match=r"prompt 1: cache_salt must be a str, got int \(5\)"):
         llm.generate([PROMPT, {"prompt_token_ids": PROMPT, "cache_salt": 5}], GREEDY, use_tqdm=False)
     assert llm.generate([_salted("x")], GREEDY, use_tqdm=False)[0].outputs[0].token_ids  # still serving
+    with pytest.raises(ValueError, match=r"unsupported prompt fields \['cache_salt'\]"):  # never ignored
+        llm.beam_search([_salted("x")], BeamSearchParams(beam_width=2, max_tokens=1))
