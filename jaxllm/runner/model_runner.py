@@ -15,8 +15,8 @@ time a step needs it (fast start-up, slow first steps); ``max_seq_len_to_capture
 buckets of at most that many tokens. With ``background_compile`` (the CPU's default) start-up compiles only those
 buckets (8 tokens by default on the CPU) with the plain-sampling sampler (greedy tokens come from the forward itself), and the other programs
 compile on a background thread once the engine is ready, smallest first: a CPU user gets an engine in seconds and
-short prompts run at once. Rare variants (penalties, wide logit_bias, prompt_logprobs) are always
-compiled on first use. Building a runner with ``enforce_eager=True`` compiles nothing (tests build one so).
+short prompts run at once. Rare variants (penalties, wide logit_bias, prompt_logprobs, logprobs above 20) are
+always compiled on first use. Building a runner with ``enforce_eager=True`` compiles nothing (tests build one so).
 """
 
 from __future__ import annotations

@@ -8,7 +8,9 @@ Variants (each is compiled once per sequence bucket, i.e. per padded_num_seqs):
   * ``SAMPLE_CONFIG``: temperature, top-k, top-p, min-p, seeds, logit_bias, allowed_token_ids, banned ids
     (min_tokens stop ids and bad words), with sparse widths at the bottom of the ladder.
   * ``FILTER_CONFIG``: ``SAMPLE_CONFIG`` with min_p, top-k and top-p.
-  * ``FULL_CONFIG``: ``FILTER_CONFIG`` plus top-``MAX_LOGPROBS`` logprobs.
+  * ``FULL_CONFIG``: ``FILTER_CONFIG`` plus top-``MAX_LOGPROBS`` logprobs. A request for more (up to the LLM's
+    ``max_logprobs``; -1, the whole vocabulary) runs a variant whose width is ``max_logprobs``
+    (``logprobs_width``), compiled on first use.
   * ``MIN_P_CONFIG``, ``TOP_K_CONFIG``, ``TOP_P_CONFIG``: one filter, so that a batch using one runs its passes
     only: min_p one max pass; top-k (< 64, with or without top-p and min_p) the exact top values and nothing
     else over the vocabulary; top-p the race and the exact membership pass (sampler_filters.py). top-p with

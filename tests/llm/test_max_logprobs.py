@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from jaxllm import LLM, SamplingParams
+from jaxllm import LLM, BeamSearchParams, SamplingParams
 
 VOCAB = 448  # the llama_dir fixture's (tests/llm/conftest.py)
 
@@ -61,5 +61,9 @@ def test_the_cap_is_vllms_error(llama_dir):
     with pytest.raises(ValueError, match=f"Requested prompt logprobs of {VOCAB}, which is greater than max "
                                          "allowed: 30"):
         llm.generate([PROMPT], SamplingParams(max_tokens=2, prompt_logprobs=-1), use_tqdm=False)
+    beams = llm.beam_search([PROMPT], BeamSearchParams(beam_width=12, max_tokens=1))  # 24 logprobs a step
+    assert len(beams[0].sequences) == 12
+    with pytest.raises(ValueError, match="beam_width=16 is not supported"):
+        llm.beam_search([PROMPT], BeamSearchParams(beam_width=16, max_tokens=1))
     with pytest.raises(ValueError, match="max_logprobs must be >= -1"):
         LLM(str(llama_dir[0]), max_logprobs=-2, **SMALL)
