@@ -46,6 +46,7 @@ from jaxllm.config_families import (
     LAYER_NORMS,
     MOE_ARCHITECTURES,
     TEXT_OF_MULTIMODAL,
+    attention_biases,
     family_fields,
     moe_fields,
     sliding_windows_from_hf,
@@ -239,8 +240,7 @@ class ModelConfig:
             rotary_dim=rotary_dim_from_hf(hf, head_dim),
             max_position_embeddings=int(hf.get("max_position_embeddings", 2048)),
             tie_word_embeddings=bool(hf.get("tie_word_embeddings", arch in GEMMA_ARCHS)),  # transformers' defaults
-            attention_bias=bool(hf.get("attention_bias", arch == "Qwen2ForCausalLM")),
-            attention_out_bias=arch in ("LlamaForCausalLM", "Qwen3ForCausalLM", "Qwen3MoeForCausalLM") and bool(hf.get("attention_bias", False)),
+            **attention_biases(hf, arch),
             mlp_bias=bool(hf.get("mlp_bias", False)),
             sliding_windows=sliding_windows_from_hf(hf, arch, num_layers),
             dtype=resolve_dtype_name(dtype, hf.get("dtype") or hf.get("torch_dtype")),

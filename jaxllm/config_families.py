@@ -64,6 +64,20 @@ def activation(hf: dict[str, Any], arch: str) -> str:
     return _ACTIVATIONS[name]
 
 
+# Families whose attention has no biases whatever ``attention_bias`` says (transformers' Mistral, Mixtral, Phi-3),
+# and Qwen2, whose q/k/v always have biases and o_proj never.
+_NO_ATTENTION_BIAS = ("MistralForCausalLM", "MixtralForCausalLM", "Phi3ForCausalLM")
+
+
+def attention_biases(hf: dict[str, Any], arch: str) -> dict[str, bool]:
+    """ModelConfig's ``attention_bias`` (q/k/v) and ``attention_out_bias`` (o_proj) as transformers builds them:
+    the other families put ``attention_bias`` on all four projections (Llama, Qwen3, Gemma 1/2/3, OLMo 2)."""
+    if arch == "Qwen2ForCausalLM":
+        return {"attention_bias": True, "attention_out_bias": False}
+    biased = arch not in _NO_ATTENTION_BIAS and bool(hf.get("attention_bias", False))
+    return {"attention_bias": biased, "attention_out_bias": biased}
+
+
 def _positive_or_none(hf: dict[str, Any], key: str) -> float | None:
     value = hf.get(key)
     if value is None:
@@ -177,13 +191,17 @@ def sliding_windows_from_hf(hf: dict[str, Any], arch: str, num_layers: int) -> t
     family = family_sliding_windows(hf, arch, num_layers)
     if family is not None:
         return family
-    window = hf.get("sliding_window")
-    if arch in ("MistralForCausalLM", "MixtralForCausalLM", "Qwen3MoeForCausalLM"):  # (as HF: when set)
+    # transformers' defaults when config.json has no ``sliding_window``: Mistral 4096, Qwen2/3(-MoE) 4096 (used only
+    # with use_sliding_window), Mixtral none
+    window = hf.get("sliding_window", 4096 if arch != "MixtralForCausalLM" else None)
+    if arch == "Qwen3MoeForCausalLM" and not hf.get("use_sliding_window"):
+        window = None  # (Qwen3MoeConfig drops the window unless use_sliding_window; then every layer has it)
+    if arch in ("MistralForCausalLM", "MixtralForCausalLM", "Qwen3MoeForCausalLM"):
         return (int(window) if window else None,) * num_layers
     if arch in ("Qwen2ForCausalLM", "Qwen3ForCausalLM") and hf.get("use_sliding_window") and window:
         types = hf.get("layer_types")
         if types:
             return tuple(int(window) if t == "sliding_attention" else None for t in types)
-        max_window_layers = int(hf.get("max_window_layers", num_layers))
+        max_window_layers = int(hf.get("max_window_layers", 28))  # (Qwen2Config / Qwen3Config default)
         return tuple(int(window) if i >= max_window_layers else None for i in range(num_layers))
     return (None,) * num_layers
