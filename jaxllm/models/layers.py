@@ -163,8 +163,10 @@ def rope_cos_sin(positions: jax.Array, rope: RopeConfig, head_dim: int,
                  seq_lens: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
     """cos/sin of shape [..., Dh/2] (float32) for integer positions [...] (``head_dim``: the rotated dims).
 
-    "dynamic" (NTK) scaling follows HF: when the longest position seen in this call exceeds the original
-    context, the base grows with it; below that it is the default rope. "longrope": longrope_cos_sin."""
+    "dynamic" (NTK) scaling follows HF: when the sequence is longer than the original context (its length after
+    this step: ``seq_lens`` [...] per token, else the call's longest position + 1, as transformers' per-call
+    update), the base grows with it; below that it is the default rope. Keys already in the cache keep the
+    rotation they were written with, as in transformers' cached generation. "longrope": longrope_cos_sin."""
     if rope.rope_type == "longrope":
         return longrope_cos_sin(positions, rope, head_dim, seq_lens)
     inv = jnp.asarray(rope_inv_freq(rope, head_dim), jnp.float32)
@@ -172,9 +174,11 @@ def rope_cos_sin(positions: jax.Array, rope: RopeConfig, head_dim: int,
     if rope.rope_type == "dynamic":
         factor = float(rope.get("factor", 1.0))
         old_len = float(rope.get("original_max_position_embeddings"))
-        seq_len = jnp.maximum(jnp.max(positions) + 1, old_len).astype(jnp.float32)
+        if seq_lens is None:
+            seq_lens = jnp.broadcast_to(jnp.max(positions) + 1, positions.shape)
+        seq_len = jnp.maximum(seq_lens, old_len).astype(jnp.float32)[..., None]
         base = rope.theta * ((factor * seq_len / old_len) - (factor - 1)) ** (head_dim / (head_dim - 2))
-        inv = 1.0 / (base ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+        inv = 1.0 / (base ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))  # [..., Dh/2]
     angles = pos[..., None] * inv
     scale = rope_attention_factor(rope)
     if scale != 1.0:
