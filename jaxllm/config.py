@@ -43,6 +43,7 @@ from jaxllm.config_checks import check_hf_config
 from jaxllm.config_families import (
     FUSED_ARCHS,
     GEMMA_ARCHS,
+    HF_DEFAULTS,
     LAYER_NORMS,
     MOE_ARCHITECTURES,
     TEXT_OF_MULTIMODAL,
@@ -213,6 +214,9 @@ class ModelConfig:
             raise ValueError(f"quantization={quant_fields['quantization']!r} checkpoints of {arch} (fused qkv_proj / "
                              "gate_up_proj) are not supported; load the unquantized checkpoint (optionally with "
                              "quantization='int8' or 'fp8')")
+        hf = {**HF_DEFAULTS.get(arch, {}), **hf}
+        if hf.get("intermediate_size") is None:
+            raise ValueError(f"{arch}: the model config has no 'intermediate_size'")
         family = family_fields(hf, arch)
         num_heads = int(hf["num_attention_heads"])
         hidden = int(hf["hidden_size"])

@@ -64,6 +64,23 @@ def activation(hf: dict[str, Any], arch: str) -> str:
     return _ACTIVATIONS[name]
 
 
+# transformers' config-class defaults of fields a config.json may leave out, where they differ from the generic
+# fallbacks of ``ModelConfig.from_hf`` (rms_norm_eps 1e-6, rope_theta 10000, max_position_embeddings 2048, no
+# sliding window): a hand-written config means what transformers (and vLLM, reading it through transformers) make
+# of it. (Head counts and head_dim keep the generic fallbacks: real configs always state them.)
+HF_DEFAULTS: dict[str, dict[str, Any]] = {
+    "MistralForCausalLM": {"max_position_embeddings": 131072, "sliding_window": 4096},
+    "Qwen2ForCausalLM": {"max_position_embeddings": 32768, "sliding_window": 4096},
+    "Qwen3ForCausalLM": {"max_position_embeddings": 32768, "sliding_window": 4096},
+    "GemmaForCausalLM": {"max_position_embeddings": 8192},
+    "Gemma2ForCausalLM": {"max_position_embeddings": 8192, "sliding_window": 4096},
+    "Gemma3ForCausalLM": {"max_position_embeddings": 131072, "sliding_window": 4096},
+    "Phi3ForCausalLM": {"rms_norm_eps": 1e-5, "max_position_embeddings": 4096},
+    "Olmo2ForCausalLM": {"rms_norm_eps": 1e-5},
+    "MixtralForCausalLM": {"rms_norm_eps": 1e-5, "rope_theta": 1e6, "max_position_embeddings": 131072},
+    "Qwen3MoeForCausalLM": {"max_position_embeddings": 32768, "sliding_window": 4096},
+}
+
 # Families whose attention has no biases whatever ``attention_bias`` says (transformers' Mistral, Mixtral, Phi-3),
 # and Qwen2, whose q/k/v always have biases and o_proj never.
 _NO_ATTENTION_BIAS = ("MistralForCausalLM", "MixtralForCausalLM", "Phi3ForCausalLM")
@@ -191,9 +208,7 @@ def sliding_windows_from_hf(hf: dict[str, Any], arch: str, num_layers: int) -> t
     family = family_sliding_windows(hf, arch, num_layers)
     if family is not None:
         return family
-    # transformers' defaults when config.json has no ``sliding_window``: Mistral 4096, Qwen2/3(-MoE) 4096 (used only
-    # with use_sliding_window), Mixtral none
-    window = hf.get("sliding_window", 4096 if arch != "MixtralForCausalLM" else None)
+    window = hf.get("sliding_window")  # (HF_DEFAULTS: Mistral's 4096; Qwen2/3(-MoE)'s only with use_sliding_window)
     if arch == "Qwen3MoeForCausalLM" and not hf.get("use_sliding_window"):
         window = None  # (Qwen3MoeConfig drops the window unless use_sliding_window; then every layer has it)
     if arch in ("MistralForCausalLM", "MixtralForCausalLM", "Qwen3MoeForCausalLM"):

@@ -174,3 +174,20 @@ def test_rope_original_length_precedence():
 def test_unsupported_values_are_clear(bad, match):
     with pytest.raises(ValueError, match=match):
         ModelConfig.from_hf({**BASE, "num_hidden_layers": 2, "architectures": ["LlamaForCausalLM"], **bad})
+
+
+@pytest.mark.parametrize("model_type", ["llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text",
+                                        "phi3", "olmo2", "mixtral", "qwen3_moe"])
+def test_absent_fields_take_transformers_defaults(model_type):
+    """A config.json that states only the sizes: norm eps, rope base, context length, tied head and sliding
+    windows are what transformers' config class of the family makes of it."""
+    raw = {**BASE, "num_hidden_layers": 2, "head_dim": 16, "num_local_experts": 4, **MOE}
+    ours = ModelConfig.from_hf({**raw, "model_type": model_type})
+    hf = transformers.AutoConfig.for_model(model_type, **raw)
+    rope = hf.rope_parameters.get("full_attention", hf.rope_parameters)
+    types = getattr(hf, "layer_types", None) or ["sliding_attention"] * hf.num_hidden_layers
+    window = getattr(hf, "sliding_window", None)
+    assert ours.rms_norm_eps == hf.rms_norm_eps and ours.rope.theta == rope["rope_theta"]
+    assert ours.max_position_embeddings == hf.max_position_embeddings
+    assert ours.tie_word_embeddings == hf.tie_word_embeddings
+    assert ours.sliding_windows == tuple(window if t == "sliding_attention" else None for t in types)
