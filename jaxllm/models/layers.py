@@ -139,11 +139,11 @@ def rope_attention_factor(rope: RopeConfig) -> float:
 
 def longrope_cos_sin(positions: jax.Array, rope: RopeConfig, dim: int, seq_lens: jax.Array | None):
     """Phi-3 longrope: inverse frequencies divided by ``long_factor`` for a sequence longer than
-    ``original_max_position_embeddings`` (its length after this step: ``seq_lens`` [...] per token, else the
-    call's longest position + 1, as transformers' per-call switch), else by ``short_factor``; cos/sin times the
-    attention factor sqrt(1 + ln(factor) / ln(original max)) (or the config's ``attention_factor``). Keys already
-    in the cache keep the rotation they were written with, as in transformers' cached generation; a prompt that
-    crosses the length in several prefill chunks has its earlier chunks rotated with the short factors."""
+    ``original_max_position_embeddings`` (its rope length: ``seq_lens`` [...] per token, the whole prompt's
+    length during its prefill chunks and the sequence's length after each decode step; else the call's longest
+    position + 1, as transformers' per-call switch), else by ``short_factor``; cos/sin times the attention factor
+    sqrt(1 + ln(factor) / ln(original max)) (or the config's ``attention_factor``). Keys already in the cache keep
+    the rotation they were written with, as in transformers' cached generation."""
     old_len = int(rope.get("original_max_position_embeddings"))
     factor = float(rope.get("factor", 1.0))
     scale = rope.get("attention_factor")
@@ -163,8 +163,8 @@ def rope_cos_sin(positions: jax.Array, rope: RopeConfig, head_dim: int,
                  seq_lens: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
     """cos/sin of shape [..., Dh/2] (float32) for integer positions [...] (``head_dim``: the rotated dims).
 
-    "dynamic" (NTK) scaling follows HF: when the sequence is longer than the original context (its length after
-    this step: ``seq_lens`` [...] per token, else the call's longest position + 1, as transformers' per-call
+    "dynamic" (NTK) scaling follows HF: when the sequence is longer than the original context (its rope length:
+    ``seq_lens`` [...] per token, as for longrope; else the call's longest position + 1, as transformers' per-call
     update), the base grows with it; below that it is the default rope. Keys already in the cache keep the
     rotation they were written with, as in transformers' cached generation. "longrope": longrope_cos_sin."""
     if rope.rope_type == "longrope":

@@ -66,6 +66,7 @@ def hf_cached_logprobs(model, prompt_ids, num_tokens):
     (token ids, log_softmax rows [num_tokens, V])."""
     rows, ids = [], []
     with torch.no_grad():
+        model(torch.tensor([prompt_ids[:1]]))  # a short call resets a grown dynamic rope (its state spans calls)
         out = model(torch.tensor([prompt_ids]), use_cache=True)
         for _ in range(num_tokens):
             rows.append(torch.log_softmax(out.logits[0, -1].float(), -1).numpy())
@@ -85,6 +86,34 @@ def test_dynamic_rope_grows_per_sequence(tmp_path):
     assert llm.engine_args.max_model_len == 32  # max_position_embeddings * factor, as vLLM
     batch = prompts(2, 12, 16, seed=3) + [[5, 6, 7]]
     params = SamplingParams(temperature=0.0, max_tokens=12, logprobs=0, ignore_eos=True)
+    outs = llm.generate([{"prompt_token_ids": p} for p in batch], params, use_tqdm=False)
+    for p, out in zip(batch, outs):
+        ids, rows = hf_cached_logprobs(hf, p, params.max_tokens)
+        comp = out.outputs[0]
+        assert comp.token_ids == ids
+        assert max(abs(lp[t].logprob - row[t]) for t, lp, row in zip(ids, comp.logprobs, rows)) < 1e-4
+
+
+LONGROPE = {"rope_type": "longrope", "short_factor": [1.0 + 0.1 * i for i in range(8)],
+            "long_factor": [2.0 + 0.5 * i for i in range(8)], "original_max_position_embeddings": 24}
+LONG_PROMPTS = {
+    "phi3-longrope": ("Phi3ForCausalLM", {**SPECIAL, "rope_scaling": LONGROPE, "original_max_position_embeddings": 24,
+                                          "max_position_embeddings": 96}, (26, 41)),
+    "llama-dynamic": ("LlamaForCausalLM", {"rope_scaling": {"rope_type": "dynamic", "factor": 2.0},
+                                           "max_position_embeddings": 16}, (18, 24)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LONG_PROMPTS))
+def test_prompt_beyond_original_length_in_chunks(tmp_path, case):
+    """A prompt longer than the rope's original length, prefilled in 16-token chunks: every chunk is rotated
+    for the whole prompt's length, as transformers rotates the prompt in one forward (logprobs within 1e-4)."""
+    arch, overrides, (lo, hi) = LONG_PROMPTS[case]
+    hf = save_tiny_model(tmp_path, arch, **overrides)
+    llm = LLM(str(tmp_path), skip_tokenizer_init=True, max_num_seqs=3, max_num_batched_tokens=16, block_size=8,
+              enforce_eager=True)
+    batch = prompts(3, lo, hi, seed=4)
+    params = SamplingParams(temperature=0.0, max_tokens=6, logprobs=0, ignore_eos=True)
     outs = llm.generate([{"prompt_token_ids": p} for p in batch], params, use_tqdm=False)
     for p, out in zip(batch, outs):
         ids, rows = hf_cached_logprobs(hf, p, params.max_tokens)
