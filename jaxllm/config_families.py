@@ -51,12 +51,14 @@ _ACTIVATIONS = {"silu": "silu", "swish": "silu", "gelu_pytorch_tanh": "gelu_tanh
 
 
 def activation(hf: dict[str, Any], arch: str) -> str:
-    """The MLP activation. Gemma 1 configs name the tanh approximation "gelu" in ``hidden_act`` (a legacy value
-    that transformers and vLLM both read as tanh); Gemma 2/3 read ``hidden_activation``."""
-    if arch in GEMMA_ARCHS:
-        name = hf.get("hidden_activation") or hf.get("hidden_act") or "gelu_pytorch_tanh"
-        if arch == "GemmaForCausalLM" and name == "gelu" and not hf.get("hidden_activation"):
-            name = "gelu_pytorch_tanh"
+    """The MLP activation, from the field transformers' modeling code reads: Gemma 1 ``hidden_act`` (its legacy
+    "gelu" meaning the tanh approximation, as GemmaConfig rewrites it), Gemma 2/3 ``hidden_activation`` (both
+    default to gelu-tanh), the others ``hidden_act``."""
+    if arch == "GemmaForCausalLM":
+        name = hf.get("hidden_act") or "gelu_pytorch_tanh"
+        name = "gelu_pytorch_tanh" if name == "gelu" else name
+    elif arch in GEMMA_ARCHS:
+        name = hf.get("hidden_activation") or "gelu_pytorch_tanh"
     else:
         name = hf.get("hidden_act", "silu")
     if name not in _ACTIVATIONS:

@@ -19,10 +19,12 @@ from jaxllm.config import ModelConfig
 SPECIAL = {"pad_token_id": 0, "eos_token_id": 1, "bos_token_id": 2}
 YARN = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64}  # ramp over the middle dims
 MOE = {"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32}
+# wider random weights: MLP inputs large enough that exact and tanh-approximated GELU differ beyond the tolerance
+WIDE = {"initializer_range": 0.3}
 
 CASES = {
-    "llama-headdim-gelu": ("LlamaForCausalLM", {"head_dim": 32, "hidden_act": "gelu"}),
-    "llama-mqa-mlp-bias-tanh": ("LlamaForCausalLM", {"num_key_value_heads": 1, "mlp_bias": True,
+    "llama-headdim-gelu": ("LlamaForCausalLM", {"head_dim": 32, "hidden_act": "gelu", **WIDE}),
+    "llama-mqa-mlp-bias-tanh": ("LlamaForCausalLM", {"num_key_value_heads": 1, "mlp_bias": True, **WIDE,
                                                      "hidden_act": "gelu_pytorch_tanh", "rms_norm_eps": 1e-2}),
     "llama-yarn": ("LlamaForCausalLM", {"rope_scaling": YARN, "max_position_embeddings": 256}),
     "llama-yarn-mscale": ("LlamaForCausalLM", {"rope_scaling": {**YARN, "mscale": 0.9, "mscale_all_dim": 0.5,
@@ -46,8 +48,12 @@ CASES = {
                                                "sliding_window": 5, "max_window_layers": 1}),
     "qwen3-yarn": ("Qwen3ForCausalLM", {"rope_scaling": YARN, "head_dim": 32}),
     "gemma-attention-bias": ("GemmaForCausalLM", {"attention_bias": True, "head_dim": 16}),
-    "gemma-untied-exact-gelu": ("GemmaForCausalLM", {"tie_word_embeddings": False, "head_dim": 32,
-                                                     "hidden_activation": "gelu"}),
+    "gemma-untied-hidden-activation-unread": ("GemmaForCausalLM", {"tie_word_embeddings": False, "head_dim": 32,
+                                                                   "hidden_activation": "gelu", **WIDE}),
+    "gemma2-exact-gelu": ("Gemma2ForCausalLM", {"hidden_activation": "gelu", "final_logit_softcapping": None,
+                                                "head_dim": 16, **WIDE}),
+    "gemma2-hidden-act-unread": ("Gemma2ForCausalLM", {"hidden_act": "gelu", "final_logit_softcapping": None,
+                                                       "head_dim": 16, **WIDE}),
     "gemma2-attention-bias": ("Gemma2ForCausalLM", {"attention_bias": True, "head_dim": 16, "sliding_window": 5}),
     "gemma2-query-scalar-headdim": ("Gemma2ForCausalLM", {"query_pre_attn_scalar": 7, "head_dim": 32,
                                                           "sliding_window": 5}),
@@ -65,7 +71,8 @@ CASES = {
     "phi3-medium-heads": ("Phi3ForCausalLM", {**SPECIAL, "num_attention_heads": 8, "num_key_value_heads": 2}),
     "phi3-headdim-mqa-tied": ("Phi3ForCausalLM", {**SPECIAL, "head_dim": 24, "num_key_value_heads": 1,
                                                   "tie_word_embeddings": True}),
-    "phi3-partial-gelu": ("Phi3ForCausalLM", {**SPECIAL, "partial_rotary_factor": 0.5, "hidden_act": "gelu_new"}),
+    "phi3-partial-gelu": ("Phi3ForCausalLM", {**SPECIAL, "partial_rotary_factor": 0.5, "hidden_act": "gelu_new",
+                                              **WIDE}),
     "olmo2-attention-bias": ("Olmo2ForCausalLM", {**SPECIAL, "attention_bias": True}),
     "olmo2-tied-mqa": ("Olmo2ForCausalLM", {**SPECIAL, "tie_word_embeddings": True, "num_key_value_heads": 1}),
     "olmo2-rope-headdim": ("Olmo2ForCausalLM", {**SPECIAL, "head_dim": 32,
@@ -191,3 +198,16 @@ def test_absent_fields_take_transformers_defaults(model_type):
     assert ours.max_position_embeddings == hf.max_position_embeddings
     assert ours.tie_word_embeddings == hf.tie_word_embeddings
     assert ours.sliding_windows == tuple(window if t == "sliding_attention" else None for t in types)
+
+
+@pytest.mark.parametrize("arch, fields, expected", [
+    ("GemmaForCausalLM", {"hidden_act": "gelu"}, "gelu_tanh"),  # GemmaConfig's legacy rewrite
+    ("GemmaForCausalLM", {"hidden_act": "gelu_pytorch_tanh", "hidden_activation": "gelu"}, "gelu_tanh"),
+    ("Gemma2ForCausalLM", {"hidden_act": "gelu"}, "gelu_tanh"),  # Gemma 2/3 read hidden_activation only
+    ("Gemma3ForCausalLM", {"hidden_activation": "gelu", "hidden_act": "gelu_pytorch_tanh"}, "gelu"),
+    ("Phi3ForCausalLM", {"hidden_act": "gelu_new"}, "gelu_tanh"),
+    ("Olmo2ForCausalLM", {"hidden_act": "gelu"}, "gelu"),
+])
+def test_activation_from_the_field_transformers_reads(arch, fields, expected):
+    cfg = ModelConfig.from_hf({**BASE, "num_hidden_layers": 2, "head_dim": 16, "architectures": [arch], **fields})
+    assert cfg.hidden_act == expected
