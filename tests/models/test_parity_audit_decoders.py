@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from hf_models import hf_logits, relative_error, save_tiny_model
+from hf_models import check_logits, hf_logits, relative_error, save_tiny_model
 
 import jaxllm
 from jaxllm.config import ModelConfig
@@ -93,10 +93,7 @@ CASES = {
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_logits_match_transformers(tmp_path, case):
     arch, overrides = CASES[case]
-    hf = save_tiny_model(tmp_path, arch, **overrides)
-    model = jaxllm.load_model(tmp_path)
-    ids = np.random.RandomState(1).randint(0, hf.config.vocab_size, (2, 24)).astype(np.int32)
-    assert relative_error(np.asarray(model(ids)), hf_logits(hf, ids)) <= 1e-4
+    check_logits(tmp_path, arch, **overrides)
 
 
 @pytest.mark.parametrize("arch, overrides", [

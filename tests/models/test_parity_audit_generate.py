@@ -75,6 +75,16 @@ def hf_cached_logprobs(model, prompt_ids, num_tokens):
     return ids, np.stack(rows)
 
 
+def check_cached_logprobs(llm, hf, batch, params) -> None:
+    """Greedy tokens equal, and their logprobs within 1e-4 of, transformers' cached generation of each prompt."""
+    outs = llm.generate([{"prompt_token_ids": p} for p in batch], params, use_tqdm=False)
+    for p, out in zip(batch, outs):
+        ids, rows = hf_cached_logprobs(hf, p, params.max_tokens)
+        comp = out.outputs[0]
+        assert comp.token_ids == ids
+        assert max(abs(lp[t].logprob - row[t]) for t, lp, row in zip(ids, comp.logprobs, rows)) < 1e-4
+
+
 def test_dynamic_rope_grows_per_sequence(tmp_path):
     """Dynamic NTK past max_position_embeddings (16): each sequence's rope base follows its own length, so a
     sequence that crosses 16 tokens while generating matches transformers' cached generation of it alone
@@ -86,12 +96,7 @@ def test_dynamic_rope_grows_per_sequence(tmp_path):
     assert llm.engine_args.max_model_len == 32  # max_position_embeddings * factor, as vLLM
     batch = prompts(2, 12, 16, seed=3) + [[5, 6, 7]]
     params = SamplingParams(temperature=0.0, max_tokens=12, logprobs=0, ignore_eos=True)
-    outs = llm.generate([{"prompt_token_ids": p} for p in batch], params, use_tqdm=False)
-    for p, out in zip(batch, outs):
-        ids, rows = hf_cached_logprobs(hf, p, params.max_tokens)
-        comp = out.outputs[0]
-        assert comp.token_ids == ids
-        assert max(abs(lp[t].logprob - row[t]) for t, lp, row in zip(ids, comp.logprobs, rows)) < 1e-4
+    check_cached_logprobs(llm, hf, batch, params)
 
 
 LONGROPE = {"rope_type": "longrope", "short_factor": [1.0 + 0.1 * i for i in range(8)],
@@ -114,9 +119,4 @@ def test_prompt_beyond_original_length_in_chunks(tmp_path, case):
               enforce_eager=True)
     batch = prompts(3, lo, hi, seed=4)
     params = SamplingParams(temperature=0.0, max_tokens=6, logprobs=0, ignore_eos=True)
-    outs = llm.generate([{"prompt_token_ids": p} for p in batch], params, use_tqdm=False)
-    for p, out in zip(batch, outs):
-        ids, rows = hf_cached_logprobs(hf, p, params.max_tokens)
-        comp = out.outputs[0]
-        assert comp.token_ids == ids
-        assert max(abs(lp[t].logprob - row[t]) for t, lp, row in zip(ids, comp.logprobs, rows)) < 1e-4
+    check_cached_logprobs(llm, hf, batch, params)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hf_models import hf_logits, relative_error, save_tiny_model
+from hf_models import check_logits, hf_logits, relative_error, save_tiny_model
 
 import jaxllm
 
@@ -49,10 +49,7 @@ CASES = {
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_logits_match_transformers(tmp_path, case):
     arch, overrides = CASES[case]
-    hf = save_tiny_model(tmp_path, arch, **overrides)
-    model = jaxllm.load_model(tmp_path)
-    ids = np.random.RandomState(1).randint(0, hf.config.vocab_size, (2, 24)).astype(np.int32)
-    assert relative_error(np.asarray(model(ids)), hf_logits(hf, ids)) <= 1e-4
+    check_logits(tmp_path, arch, **overrides)
 
 
 def test_family_config_fields(tmp_path):
