@@ -208,3 +208,28 @@ def test_absent_fields_take_transformers_defaults(model_type):
 def test_activation_from_the_field_transformers_reads(arch, fields, expected):
     cfg = ModelConfig.from_hf({**BASE, "num_hidden_layers": 2, "head_dim": 16, "architectures": [arch], **fields})
     assert cfg.hidden_act == expected
+
+
+@pytest.mark.parametrize("rope", [
+    {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768},  # Qwen2.5 / Qwen3 long context
+    {"rope_type": "yarn", "factor": 40.0, "original_max_position_embeddings": 4096, "beta_fast": 32,
+     "beta_slow": 1, "mscale": 1.0, "mscale_all_dim": 0.707},
+    {"rope_type": "yarn", "factor": 8.0, "original_max_position_embeddings": 8192, "attention_factor": 1.1,
+     "truncate": False},
+    {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+     "original_max_position_embeddings": 8192},
+    {"rope_type": "linear", "factor": 8.0},
+])
+def test_rope_frequencies_at_real_sizes(rope):
+    """Inverse frequencies and cos/sin scale of real-size ropes (head_dim 128, base 1e6) equal transformers'."""
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    from jaxllm.models.layers import rope_attention_factor, rope_inv_freq
+
+    raw = {**BASE, "hidden_size": 4096, "num_attention_heads": 32, "num_hidden_layers": 2, "head_dim": 128,
+           "max_position_embeddings": 131072, "rope_theta": 1e6, "rope_scaling": rope}
+    ours = ModelConfig.from_hf({**raw, "architectures": ["Qwen2ForCausalLM"]}).rope
+    hf = transformers.Qwen2Config(**raw)
+    inv, scale = ROPE_INIT_FUNCTIONS[rope["rope_type"]](hf, "cpu")
+    np.testing.assert_allclose(rope_inv_freq(ours, 128), inv.double().numpy(), rtol=1e-6)
+    assert rope_attention_factor(ours) == pytest.approx(scale, rel=1e-6)
