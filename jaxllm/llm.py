@@ -174,9 +174,9 @@ class LLM(EngineControl, PoolingMixin):
         priorities = priority_list(priority, len(items))
         loras = lora_request_list(lora_request, len(items))
         kwargs = check_tokenization_kwargs(tokenization_kwargs)
-        salts, items = zip(*[split_cache_salt(i, p) for i, p in enumerate(items)]) if items else ((), ())
-        requests = [tokenize_prompt(i, p, self.tokenizer, kwargs) for i, p in enumerate(items)]
-        ids = self._add_requests(requests, params, priorities, loras, salts)
+        split = [split_cache_salt(i, p) for i, p in enumerate(items)]  # a prompt's cache_salt keys the prefix cache
+        requests = [tokenize_prompt(i, p, self.tokenizer, kwargs) for i, (_, p) in enumerate(split)]
+        ids = self._add_requests(requests, params, priorities, loras, [salt for salt, _ in split])
         return self._run(ids, use_tqdm)
 
     @serialized
