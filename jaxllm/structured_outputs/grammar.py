@@ -28,7 +28,6 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import importlib.util
-import json
 import logging
 import threading
 import time
@@ -37,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from .params import StructuredOutputsConfig, StructuredOutputsParams
+from .spec_text import _llguidance, grammar_text
 from .step import HOST_SECONDS, MaskFill, executor
 
 __all__ = ["GrammarCompiler", "GrammarState", "grammar_capable", "grammar_text"]
@@ -44,14 +44,6 @@ __all__ = ["GrammarCompiler", "GrammarState", "grammar_capable", "grammar_text"]
 logger = logging.getLogger("jaxllm")
 
 CACHE_SIZE = 256  # distinct compiled grammars kept (vLLM's xgrammar cache is of the same order)
-
-
-def _llguidance():
-    try:
-        import llguidance
-    except ImportError as e:  # a declared dependency; only a broken install lands here
-        raise ValueError("structured outputs need the llguidance package: pip install llguidance") from e
-    return llguidance
 
 
 def grammar_capable(tokenizer: Any) -> bool:
@@ -63,43 +55,6 @@ def grammar_capable(tokenizer: Any) -> bool:
 
 def llguidance_installed() -> bool:
     return importlib.util.find_spec("llguidance") is not None
-
-
-def _no_additional_properties(schema: Any) -> Any:
-    """``additionalProperties: false`` on every object schema that does not set it (vLLM's option)."""
-    if isinstance(schema, list):
-        return [_no_additional_properties(s) for s in schema]
-    if not isinstance(schema, dict):
-        return schema
-    out = {k: _no_additional_properties(v) for k, v in schema.items()}
-    if (out.get("type") == "object" or "properties" in out) and "additionalProperties" not in out:
-        out["additionalProperties"] = False
-    return out
-
-
-def grammar_text(params: StructuredOutputsParams, config: StructuredOutputsConfig) -> str:
-    """llguidance's grammar text for ``params``; raises ValueError for a malformed spec."""
-    llg = _llguidance()
-    kind = params.kind
-    if kind in ("json", "json_object"):
-        schema = {"type": "object"} if kind == "json_object" else params.json
-        if isinstance(schema, str):
-            try:
-                schema = json.loads(schema)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"structured_outputs json is not valid JSON ({e}): {params.json!r}") from None
-        if params.disable_additional_properties or config.disable_additional_properties:
-            schema = _no_additional_properties(schema)
-        options: dict[str, Any] = {
-            "whitespace_flexible": not (params.disable_any_whitespace or config.disable_any_whitespace)}
-        if params.whitespace_pattern is not None:
-            options["whitespace_pattern"] = params.whitespace_pattern
-        return llg.LLMatcher.grammar_from_json_schema(schema, defaults=options)
-    if kind == "regex":
-        return llg.LLMatcher.grammar_from_regex(params.regex)
-    if kind == "choice":
-        return llg.grammar_from("choice", params.choice)
-    return llg.grammar_from("grammar", params.grammar)  # Lark, or GBNF/EBNF converted to Lark
 
 
 class GrammarCompiler:

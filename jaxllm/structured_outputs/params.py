@@ -24,12 +24,14 @@ _KINDS = ("json", "regex", "choice", "grammar", "json_object", "structural_tag")
 class StructuredOutputsParams:
     """One request's output constraint (vLLM's ``StructuredOutputsParams``): exactly one of ``json`` (a JSON
     schema as a dict, a JSON string, or a pydantic model class), ``regex``, ``choice`` (a list of strings),
-    ``grammar`` (Lark or GBNF/EBNF text) or ``json_object=True`` (any JSON object).
+    ``grammar`` (Lark or GBNF/EBNF text), ``json_object=True`` (any JSON object) or ``structural_tag`` (JSON
+    text: ``{"structures": [{"begin", "schema", "end"}], "triggers": [...]}``, free text whose tags follow their
+    schemas).
 
     ``disable_any_whitespace``: JSON without free whitespace (compact ``,`` and ``:`` separators);
     ``whitespace_pattern``: a regex for the whitespace allowed between JSON tokens; ``disable_additional_properties``:
     objects take only the properties their schema lists. ``disable_fallback`` is accepted for vLLM compatibility
-    and always holds: jaxllm has one backend and never falls back. ``structural_tag`` is not supported yet."""
+    and always holds: jaxllm has one backend and never falls back."""
 
     json: str | dict | None = None
     regex: str | None = None
@@ -70,17 +72,17 @@ class StructuredOutputsParams:
         if count < 1:
             raise ValueError("You must use one kind of structured outputs constraint but none are specified: "
                              f"{self.__dict__}")
-        if self.structural_tag is not None:
-            raise ValueError("structured_outputs structural_tag is not supported yet; use json, regex, choice, "
-                             "grammar or json_object")
+        if self.json_object is False:
+            raise ValueError("structured_outputs json_object=False is no constraint; leave it None or pass "
+                             "json_object=True")
 
     def _is_set(self, kind: str) -> bool:
-        value = getattr(self, kind)
-        return bool(value) if kind == "json_object" else value is not None
+        """vLLM counts a constraint as given when it is not None (so ``json_object=False`` counts too)."""
+        return getattr(self, kind) is not None
 
     @property
     def kind(self) -> str:
-        """Which constraint this is: one of json, regex, choice, grammar, json_object."""
+        """Which constraint this is: one of json, regex, choice, grammar, json_object, structural_tag."""
         return next(k for k in _KINDS if self._is_set(k))
 
     def cache_key(self, config: StructuredOutputsConfig) -> tuple:
@@ -118,25 +120,30 @@ class StructuredOutputsConfig:
     """``LLM(structured_outputs_config=...)`` (vLLM's ``StructuredOutputsConfig``; a dict of these fields or
     an instance). ``backend``: "auto" or "guidance" (llguidance; see docs/structured_outputs.md for why);
     ``disable_any_whitespace`` / ``disable_additional_properties``: engine-wide defaults of the per-request
-    options; ``disable_fallback`` always holds (one backend); ``reasoning_parser`` is not supported yet."""
+    options; ``disable_fallback`` always holds (one backend); ``reasoning_parser`` and
+    ``reasoning_parser_plugin`` are not supported yet, so ``enable_in_reasoning`` (constrain the reasoning too)
+    has no reasoning to act on and only its type is checked, as in vLLM without a parser."""
 
     backend: str = "auto"
     disable_fallback: bool = False
     disable_any_whitespace: bool = False
     disable_additional_properties: bool = False
     reasoning_parser: str = ""
+    reasoning_parser_plugin: str = ""
+    enable_in_reasoning: bool = False
 
     def __post_init__(self) -> None:
         if self.backend not in SUPPORTED_BACKENDS:
             known = "a vLLM backend jaxllm does not implement" if self.backend in VLLM_BACKENDS else "unknown"
             raise ValueError(f"structured_outputs_config backend={self.backend!r} is {known}; choose one of "
                              f"{SUPPORTED_BACKENDS} (llguidance)")
-        for name in ("disable_fallback", "disable_any_whitespace", "disable_additional_properties"):
+        for name in ("disable_fallback", "disable_any_whitespace", "disable_additional_properties",
+                     "enable_in_reasoning"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"structured_outputs_config {name} must be a bool, got {getattr(self, name)!r}")
-        if self.reasoning_parser:
-            raise ValueError(f"structured_outputs_config reasoning_parser={self.reasoning_parser!r} is not "
-                             "supported yet")
+        for name in ("reasoning_parser", "reasoning_parser_plugin"):
+            if getattr(self, name):
+                raise ValueError(f"structured_outputs_config {name}={getattr(self, name)!r} is not supported yet")
 
     @classmethod
     def coerce(cls, value: Any) -> StructuredOutputsConfig:
