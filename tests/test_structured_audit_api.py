@@ -18,6 +18,13 @@ S = StructuredOutputsParams
 TAG = {"structures": [{"begin": "<f=add>", "schema": {"type": "object", "properties": {"a": {"type": "integer"}}},
                        "end": "</f>"}], "triggers": ["<f="]}
 
+LARK_SQL = """?start: select_statement
+?select_statement: "SELECT " column_list " FROM " table_name
+?column_list: column_name ("," column_name)*
+?table_name: identifier
+?column_name: identifier
+?identifier: /[a-zA-Z_][a-zA-Z0-9_]*/"""
+
 
 @pytest.fixture(scope="module")
 def compiler():
@@ -103,11 +110,24 @@ def test_whitespace_options_reach_the_grammar():
     'root ::= item ("," item)*\nitem ::= [a-z]+',
     'start: "yes" | "no"',  # Lark (vLLM's guidance backend)
     'start: item ("," item)*\nitem: /[a-z]+/',
+    LARK_SQL,  # vLLM's documented Lark example (``?rule:`` inlined rules)
+    ('# xgrammar EBNF: comments, negated classes, bounded repeats\nroot ::= "[" item ("," item){0,3} "]"\n'
+    'item ::= "\\"" [^"\\\\]* "\\"" | [0-9]{1,3} | "null"'),
 ])
 def test_gbnf_and_lark_grammars_are_accepted(compiler, grammar):
     state = compiler.new_state("g", S(grammar=grammar))
     state.wait(60)
     assert not state.matcher.is_error()
+
+
+def test_lark_grammar_with_inlined_rules_constrains_the_text(compiler):
+    tok = compiler.tokenizer
+    for text, accepted in (("SELECT a,b FROM t", True), ("SELECT a b", False)):
+        state = compiler.new_state("l", S(grammar=LARK_SQL))
+        state.wait(60)
+        matcher = state.matcher.deep_copy()
+        ok = all(matcher.consume_token(t) for t in tok.encode(text, add_special_tokens=False))
+        assert ok == accepted and (not ok or matcher.is_accepting()), text
 
 
 def test_structural_tag_is_vllms_guidance_form(compiler):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from typing import Any
 
 from .params import StructuredOutputsConfig, StructuredOutputsParams
@@ -19,6 +20,10 @@ _SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "depe
 _SUBSCHEMAS = ("additionalProperties", "unevaluatedProperties", "propertyNames", "contains", "additionalItems",
                "unevaluatedItems", "not", "if", "then", "else", "contentSchema", "items", "prefixItems", "allOf",
                "anyOf", "oneOf")
+
+
+# a GBNF / EBNF rule definition (``name ::= ...``) at the start of a line; Lark rules use ``name:``
+_GBNF_RULE = re.compile(r"(?m)^\s*[A-Za-z_][\w-]*\s*::=")
 
 
 def _llguidance():
@@ -111,4 +116,12 @@ def grammar_text(params: StructuredOutputsParams, config: StructuredOutputsConfi
         return llg.LLMatcher.grammar_from_regex(params.regex)
     if kind == "choice":
         return llg.grammar_from("choice", params.choice)
-    return llg.grammar_from("grammar", params.grammar)  # Lark, or GBNF/EBNF converted to Lark
+    return grammar_format_text(params.grammar)
+
+
+def grammar_format_text(grammar: str) -> str:
+    """A GBNF / EBNF grammar (xgrammar's and llama.cpp's ``root ::= ...``) is converted to Lark; anything else is
+    Lark (vLLM's guidance format, including ``?rule:`` inlined rules, which llguidance's own format guess would
+    take for GBNF)."""
+    llg = _llguidance()
+    return llg.grammar_from("gbnf" if _GBNF_RULE.search(grammar) else "lark", grammar)
