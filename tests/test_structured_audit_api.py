@@ -62,6 +62,10 @@ def test_every_constraint_kind_and_form():
     assert sp.structured_outputs.regex == "[ab]+" and sp.guided_decoding is None
     with pytest.raises(TypeError, match="choice must be a list of str"):
         S(choice="ab")
+    with pytest.warns(DeprecationWarning):  # the older name's per-request backend (as TRL passes it)
+        assert GuidedDecodingParams(backend="guidance", regex="a").backend == "guidance"
+        with pytest.raises(ValueError, match="backend='xgrammar' is not available"):
+            GuidedDecodingParams(backend="xgrammar", regex="a")
 
 
 @pytest.mark.parametrize("backend", ["xgrammar", "outlines", "lm-format-enforcer", "nope"])

@@ -107,11 +107,18 @@ class StructuredOutputsParams:
 
 @dataclasses.dataclass
 class GuidedDecodingParams(StructuredOutputsParams):
-    """The older name of ``StructuredOutputsParams`` (deprecated in vLLM; same fields and behaviour)."""
+    """The older name of ``StructuredOutputsParams`` (deprecated in vLLM; same fields and behaviour), with its
+    per-request ``backend`` (TRL passes it): None, "auto" or "guidance", the one backend jaxllm has; vLLM's
+    other backends are a ValueError naming them."""
+
+    backend: str | None = None
 
     def __post_init__(self) -> None:
         warnings.warn("GuidedDecodingParams is deprecated; use StructuredOutputsParams instead",
                       DeprecationWarning, stacklevel=3)
+        if self.backend is not None and self.backend not in SUPPORTED_BACKENDS:
+            raise ValueError(f"guided decoding backend={self.backend!r} is not available; jaxllm implements "
+                             f"{SUPPORTED_BACKENDS} (llguidance)")
         super().__post_init__()
 
 
