@@ -22,6 +22,7 @@ compiled on first use. Building a runner with ``enforce_eager=True`` compiles no
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 import jax
@@ -111,7 +112,9 @@ class ModelRunner(StartupPrograms, SleepMode, WeightUpdates):
         self._forward = make_forward(self.graphdef, self._treedef, mesh, with_lora=lora is not None)
         self._sample = make_sample()
         self._prompt_lp = make_prompt_logprobs(self.graphdef, self._treedef)
-        self.programs = Programs(self._compile)
+        # held while a step or a background first run takes the (donated) cache, and while sleep mode frees it
+        self.device_lock = threading.RLock()
+        self.programs = Programs(self._compile, self._run_program_once)
         self._enforce_eager = args.enforce_eager
         self.num_steps = 0
         self.device_wait_seconds = 0.0  # time blocked waiting for sampled ids (device busy, host idle)
@@ -236,18 +239,20 @@ class ModelRunner(StartupPrograms, SleepMode, WeightUpdates):
         fill the rows' grammar bitmasks from the previous step's tokens, which the forward does not need, so
         the forward runs while the host waits for them."""
         self.check_awake()
-        if batch.swap_out or batch.swap_in:  # the host tier's copies, before the step (host_tier.py)
-            self.kv_caches = self.host_kv.apply(self.kv_caches, batch.swap_out, batch.swap_in)
         bucket = self.ladder.pick(batch.num_tokens, batch.num_seqs)
         rows = self.spec.step_rows(batch, bucket)  # L with speculative decoding, else None (S)
         inputs = build_step_inputs(batch, bucket, self.block_size, self.max_blocks_per_seq, self._table_rows, rows)
         want_prompt_lp = any(s.want_prompt_logprobs for s in batch.seqs)
+        # outside the lock: a program still compiling in the background takes it for its first run
         forward = self.programs.get(ForwardKey(bucket, want_prompt_lp, self.kernels.has_long_prefill(batch.seqs)))
         packed = pack_step_inputs(inputs)
-        if self.lora is not None:  # each token's adapter slot (loads adapters into slots where needed)
-            packed = np.concatenate([packed, self.lora.step_slots(batch.seqs, bucket.num_tokens)])
-        self.kv_caches, logits, hidden, greedy = forward(self.params, self.kv_caches, self._step_arg(packed),
-                                                         self._prev_tokens, self._lora_stacks())
+        with self.device_lock:
+            if batch.swap_out or batch.swap_in:  # the host tier's copies, before the step (host_tier.py)
+                self.kv_caches = self.host_kv.apply(self.kv_caches, batch.swap_out, batch.swap_in)
+            if self.lora is not None:  # each token's adapter slot (loads adapters into slots where needed)
+                packed = np.concatenate([packed, self.lora.step_slots(batch.seqs, bucket.num_tokens)])
+            self.kv_caches, logits, hidden, greedy = forward(self.params, self.kv_caches, self._step_arg(packed),
+                                                             self._prev_tokens, self._lora_stacks())
         self.num_steps += 1
         step = _StepInFlight(batch, None, hidden if want_prompt_lp else None)
         step.draft_probs = None if self.draft is None else self.draft.take_probs()  # sampled drafts' q

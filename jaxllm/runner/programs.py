@@ -5,7 +5,10 @@ sampler variant (``SampleKey``). Every program is compiled once per key; ``compi
 (XLA compiles outside the GIL) and logs each as it finishes, so a start-up cut short by a time limit shows which
 programs were slow; ``compile_in_background`` compiles some on a background thread while steps run (the grammar
 sampler variants of structured outputs; the programs left out of start-up with ``background_compile``), and
-``get`` waits for one a step needs before it is ready.
+``get`` waits for one a step needs before it is ready. A program compiled in the background is also executed once
+there (``first_run_fn``) before any step can take it: on the CPU, the first execution of a program builds the
+runtime of each of its YNNPACK fusions (XLA's matmul library: a slinky pipeline per fusion, 0.1-0.25 s a forward
+on 2 cores), which a first ``generate`` would otherwise pay in its first steps.
 """
 
 from __future__ import annotations
@@ -38,13 +41,18 @@ def _compile_queued(programs: weakref.ref, queued: list[tuple[ProgramKey, concur
             continue
         t0 = time.perf_counter()
         try:
-            future.set_result(owner._compile_fn(key))
+            fn = owner._compile_fn(key)
+            t1 = time.perf_counter()
+            if owner._first_run_fn is not None:
+                owner._first_run_fn(key, fn)
+            future.set_result(fn)
         except Exception as error:  # noqa: BLE001 - raised to the step that needs it (``Programs.get``)
             future.set_exception(error)
             continue
         finally:
             del owner
-        logger.info("compiled %s in the background in %.1fs", key, time.perf_counter() - t0)
+        logger.info("compiled %s in the background in %.1fs (first run %.2fs)", key, t1 - t0,
+                    time.perf_counter() - t1)
     _BACKGROUND_THREADS.discard(threading.current_thread())
 
 
@@ -82,10 +90,14 @@ ProgramKey = ForwardKey | SampleKey
 
 
 class Programs:
-    """Compiled executables by key. ``compile_fn(key)`` lowers and compiles one program (the runner's)."""
+    """Compiled executables by key. ``compile_fn(key)`` lowers and compiles one program (the runner's);
+    ``first_run_fn(key, executable)``, when given, executes a program compiled in the background once, on the
+    background thread, before a step may use it."""
 
-    def __init__(self, compile_fn: Callable[[ProgramKey], object]):
+    def __init__(self, compile_fn: Callable[[ProgramKey], object],
+                 first_run_fn: Callable[[ProgramKey, object], None] | None = None):
         self._compile_fn = compile_fn
+        self._first_run_fn = first_run_fn
         self.compiled: dict[ProgramKey, object] = {}
         self._background: dict[ProgramKey, concurrent.futures.Future] = {}  # compiling on a background thread
         self.compile_seconds = 0.0
@@ -146,7 +158,8 @@ class Programs:
 
     def compile_in_background(self, keys: list[ProgramKey]) -> None:
         """Compile the ``keys`` not compiled or compiling yet, one at a time and in order on a background
-        thread (``get`` waits for one a step needs first). The thread is a daemon: at interpreter exit
+        thread, each executed once after its compile (``first_run_fn``; ``get`` waits for one a step needs
+        first). The thread is a daemon: at interpreter exit
         ``_stop_background_compiles`` lets the compile in progress finish and cancels the queued ones, so a
         script that ends early does not wait for programs it never used."""
         todo = [k for k in keys if k not in self.compiled and k not in self._background]
@@ -162,7 +175,7 @@ class Programs:
         thread.start()
 
     def wait_background(self) -> None:
-        """Wait until every background compile is done (benchmarks: time steady-state steps)."""
+        """Wait until every background compile (and first run) is done (benchmarks: time steady-state steps)."""
         for key in list(self._background):
             self.get(key)
 

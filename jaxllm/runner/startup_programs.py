@@ -3,7 +3,7 @@
 At start-up every (bucket, sampler variant) program of ``startup_keys`` is compiled in parallel threads, then each
 is executed once on an all-padding step (``_run_each_program_once``) so first-execution costs land at start-up.
 With ``background_compile`` only the smallest buckets are compiled up front and ``deferred_keys`` follow on a
-background thread. The grammar-bitmask sampler variants are compiled at start-up when structured outputs are
+background thread, which executes each once as well before a step can take it. The grammar-bitmask sampler variants are compiled at start-up when structured outputs are
 possible, and the rarer ones in the background when a constrained request needing them arrives.
 """
 
@@ -101,20 +101,33 @@ class StartupPrograms:
         return True
 
     def _run_each_program_once(self) -> None:
-        """Execute every compiled program once on an all-padding step (no sequence: nothing is written to the
-        cache) and wait for it, so that first-execution costs land at start-up, not in ``generate``."""
+        """Execute every compiled program once (``_run_program_once``), so that first-execution costs land at
+        start-up, not in ``generate``."""
         t0 = time.perf_counter()
         for key, fn in self.programs.compiled.items():
-            if isinstance(key, ForwardKey):
-                self.kv_caches, logits, _, _ = fn(self.params, self.kv_caches, self._padding_step(key.bucket),
-                                                  self._prev_tokens, self._lora_stacks())
-            else:
-                logits = jax.device_put(np.zeros((key.num_seqs, self.cfg.vocab_size), np.float32), self._replicated)
-                logits = fn(logits, self._neutral_sampling(key.num_seqs, key.config),
-                            *self._neutral_spec(key.num_seqs, key.sampled_drafts))
-            jax.block_until_ready(logits)  # one at a time: no two programs' temporaries live together
+            self._run_program_once(key, fn)
         self.first_run_seconds = time.perf_counter() - t0
         logger.info("ran each of %d programs once in %.1fs", len(self.programs), self.first_run_seconds)
+
+    def _run_program_once(self, key: ProgramKey, fn) -> None:
+        """Execute ``fn``, the program of ``key``, on an all-padding step (no sequence: nothing is written to the
+        cache) and wait for it: one at a time, so no two programs' temporaries live together. What a first
+        execution pays: CUDA command buffers and Mosaic kernels loaded on the GPU; on the CPU, the runtime of each
+        YNNPACK matmul fusion (0.1-0.25 s a forward program on 2 cores). The background compile thread calls it
+        too (``Programs.first_run_fn``), while steps may run: a forward takes the cache (donated) and gives it
+        back under ``device_lock``, and is skipped while sleep mode has freed the weights or the cache (the first
+        step after ``wake_up`` pays its first execution)."""
+        if isinstance(key, ForwardKey):
+            with self.device_lock:
+                if not (self.weights_on_device and self.kv_cache_on_device):
+                    return
+                self.kv_caches, out, _, _ = fn(self.params, self.kv_caches, self._padding_step(key.bucket),
+                                               self._prev_tokens, self._lora_stacks())
+        else:
+            logits = jax.device_put(np.zeros((key.num_seqs, self.cfg.vocab_size), np.float32), self._replicated)
+            out = fn(logits, self._neutral_sampling(key.num_seqs, key.config),
+                     *self._neutral_spec(key.num_seqs, key.sampled_drafts))
+        jax.block_until_ready(out)
 
     @property
     def compile_seconds(self) -> float:
