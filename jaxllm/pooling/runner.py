@@ -92,9 +92,10 @@ class PoolingModelRunner(ModelRunner):
         return [k for k in super().startup_keys() if isinstance(k, ForwardKey)]
 
     def _run_program_once(self, key: ForwardKey, fn) -> None:
-        """The pooled forward of ``key`` on an all-padding step, waited for (first-execution costs at start-up)."""
+        """The pooled forward of ``key`` on a step that writes nothing (one token reading cache slot 0), waited
+        for: first-execution costs at start-up."""
         with self.device_lock:
-            self.kv_caches, pooled, _ = fn(self.params, self.kv_caches, self._padding_step(key.bucket))
+            self.kv_caches, pooled, _ = fn(self.params, self.kv_caches, self._padding_step(key.bucket, True))
         jax.block_until_ready(pooled)
 
     # ---- execution --------------------------------------------------------------------------------------

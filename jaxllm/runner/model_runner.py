@@ -39,7 +39,13 @@ from jaxllm.models.quant import forward_compiler_options
 from jaxllm.parallel.multihost import local_replica, program_arg
 from jaxllm.parallel.sharding import logical_to_spec, sharding_rules
 from jaxllm.runner.buckets import Bucket, BucketLadder
-from jaxllm.runner.input_batch import BlockTableRows, build_step_inputs, dummy_step_inputs, pack_step_inputs
+from jaxllm.runner.input_batch import (
+    BlockTableRows,
+    build_step_inputs,
+    dummy_step_inputs,
+    pack_step_inputs,
+    warm_up_step_inputs,
+)
 from jaxllm.runner.kernel_policy import KernelPolicy
 from jaxllm.runner.kv_cache_plan import KVCachePlan
 from jaxllm.runner.kv_swap import make_host_pool, preemption_cost_terms
@@ -186,11 +192,13 @@ class ModelRunner(StartupPrograms, SleepMode, WeightUpdates):
                                   *self._neutral_spec(key.num_seqs, key.sampled_drafts), config=key.config,
                                   out_rows=self._max_seqs).lower(lowering_platforms=lowering_platforms)
 
-    def _padding_step(self, bucket: Bucket):
+    def _padding_step(self, bucket: Bucket, warm_up: bool = False):
         """A bucket's all-padding step inputs (no sequence, nothing written), packed and on the device: what its
-        forward programs are compiled against and first run on."""
+        forward programs are compiled against; ``warm_up``: with one token reading cache slot 0 (nothing
+        written either, ``warm_up_step_inputs``), what they first run on."""
         rows = self.spec.num_rows(bucket) if self.spec.enabled else None
-        packed = pack_step_inputs(dummy_step_inputs(bucket, self.max_blocks_per_seq, rows))
+        inputs = (warm_up_step_inputs if warm_up else dummy_step_inputs)(bucket, self.max_blocks_per_seq, rows)
+        packed = pack_step_inputs(inputs)
         if self.lora is not None:  # each token's adapter slot: 0, no adapter
             packed = np.concatenate([packed, np.zeros(bucket.num_tokens, np.int32)])
         return jax.device_put(packed, self._replicated)

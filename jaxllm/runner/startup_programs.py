@@ -110,8 +110,9 @@ class StartupPrograms:
         logger.info("ran each of %d programs once in %.1fs", len(self.programs), self.first_run_seconds)
 
     def _run_program_once(self, key: ProgramKey, fn) -> None:
-        """Execute ``fn``, the program of ``key``, on an all-padding step (no sequence: nothing is written to the
-        cache) and wait for it: one at a time, so no two programs' temporaries live together. What a first
+        """Execute ``fn``, the program of ``key``, on a step that writes nothing to the cache (a forward: one
+        token attending to cache slot 0, ``warm_up_step_inputs``, so its attention's key loop runs too) and wait
+        for it: one at a time, so no two programs' temporaries live together. What a first
         execution pays: CUDA command buffers and Mosaic kernels loaded on the GPU; on the CPU, the runtime of each
         YNNPACK matmul fusion (0.1-0.25 s a forward program on 2 cores). The background compile thread calls it
         too (``Programs.first_run_fn``), while steps may run: a forward takes the cache (donated) and gives it
@@ -121,7 +122,7 @@ class StartupPrograms:
             with self.device_lock:
                 if not (self.weights_on_device and self.kv_cache_on_device):
                     return
-                self.kv_caches, out, _, _ = fn(self.params, self.kv_caches, self._padding_step(key.bucket),
+                self.kv_caches, out, _, _ = fn(self.params, self.kv_caches, self._padding_step(key.bucket, True),
                                                self._prev_tokens, self._lora_stacks())
         else:
             logits = jax.device_put(np.zeros((key.num_seqs, self.cfg.vocab_size), np.float32), self._replicated)

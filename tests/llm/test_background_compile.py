@@ -1,9 +1,11 @@
 """background_compile (the CPU's default): start-up compiles the buckets of at most BACKGROUND_STARTUP_TOKENS tokens with
 the greedy and plain-sampling samplers; every other start-up program compiles on a background thread, and a step
-that needs one first waits for it (never compiling anything itself)."""
+that needs one first waits for it (never compiling anything itself). The background thread executes each program it
+compiled once, on an all-padding step, while steps may be running."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from jaxllm import LLM, SamplingParams
@@ -39,6 +41,14 @@ def test_cpu_compiles_small_buckets_first_and_the_rest_in_the_background(llama_d
     assert set(eager.llm_engine.runner.programs.compiled) == startup | set(deferred) | filters
     again = eager.generate(prompts, SamplingParams(temperature=0, max_tokens=6, ignore_eos=True), use_tqdm=False)
     assert [o.outputs[0].token_ids for o in again] == [o.outputs[0].token_ids for o in greedy]
+
+
+def test_background_first_runs_write_nothing_to_the_cache(llama_dir):
+    llm = LLM(str(llama_dir[0]), **SMALL)
+    runner = llm.llm_engine.runner
+    runner.programs.wait_background()
+    assert not runner.programs._background and len(runner.programs) > 3
+    assert all(not np.any(np.asarray(c, np.float32)) for c in runner.kv_caches)
 
 
 def test_background_compile_is_a_bool_and_resolves_by_platform():
