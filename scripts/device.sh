@@ -14,6 +14,7 @@
 #   rss            peak host memory while loading the 8B checkpoint (scripts/load_rss_probe.py) -> rss.json
 #   weights        update_weights / sleep / wake_up at 8B dims (scripts/bench_weight_sync.py) -> weights.json
 #   load           8B load time from safetensors vs Orbax (scripts/bench_load.py)       -> load.json
+#   peaks          the card's bf16 matmul FLOP/s and copy bandwidth (scripts/device_peaks.py) -> peaks.json
 #   host-bw        host <-> device bandwidth of the KV host tier (scripts/host_bandwidth.py) -> host_bw.json
 #   grouped-gemm   the MoE grouped matmul vs dense GEMM (scripts/bench_grouped_matmul.py)  -> grouped_matmul_*.{json,md}
 #   embed-bert / embed-qwen3   embedding throughput vs transformers (jaxllm bench --workload E-bert|E-qwen3 --peer hf)
@@ -95,6 +96,8 @@ for run in "$@"; do
     load)
       step load 300 "json_field '$OUT/load.json' '(r[\"safetensors_load_s\"], r[\"orbax_load_s\"])'" -- \
         python3 scripts/bench_load.py --config llama-3.1-8b --output "$OUT/load.json" ;;
+    peaks)
+      step peaks 90 "tail -1 '$OUT/peaks.log'" -- python3 scripts/device_peaks.py --output "$OUT/peaks.json" ;;
     host-bw)
       step host-bw 120 "echo see host_bw.json" -- python3 scripts/host_bandwidth.py --output "$OUT/host_bw.json" ;;
     grouped-gemm)

@@ -48,7 +48,7 @@ def test_summary_rows_ratios_and_peers(tmp_path):
     text = summarize(str(tmp_path))
     rows = [line for line in text.splitlines() if line.startswith("| `")]
     assert [r.split("|")[1].strip() for r in rows] == ["`b1-peer`", "`b2`", "`b2-awq`"]  # preset order
-    assert "| 9,000 | 27,000 | 50.0% of 18,000 | 98% | 30 | - |" in rows[1]
+    assert "| 9,000 | 27,000 | 50.0% of 18,000 | - | 98% | 30 | - |" in rows[1]
     assert rows[2].endswith("| - |")  # no same-machine baseline recorded: no ratio
     assert "| 700 | 28,000 | 40.0x |" in text
     assert "| EasyDeL eSurge | 8B dims | H100 | 1,000 | 8,000 | 8.0x |" in text

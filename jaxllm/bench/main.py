@@ -27,6 +27,7 @@ import tempfile
 import time
 
 from jaxllm.bench import kv_offload, spec_draft
+from jaxllm.bench.card_roofline import card_fields, with_card_fractions
 from jaxllm.bench.embed import EMBED_WORKLOADS
 from jaxllm.bench.monitor import GpuBusySampler, host_profile
 from jaxllm.bench.peer_process import run_peer_process
@@ -249,6 +250,40 @@ def _lora_requests(args, llm, model_dir: str, num_prompts: int):
     return [adapters[i % len(adapters)] for i in range(num_prompts)]
 
 
+def bench_requests(args):
+    """(workload, ModelConfig, HF config dict, prompt ids, output lengths) of a generation run: deterministic in
+    the arguments, so a saved result's command rebuilds them."""
+    from jaxllm.bench.roofline import dummy_int4_quantization_config
+    from jaxllm.config import ModelConfig
+
+    w = workload_from_args(args)
+    hf = w.hf_config()
+    if args.quantization in ("awq", "gptq"):  # dummy 4-bit weights need the checkpoint format in config.json
+        hf = {**hf, "quantization_config": dummy_int4_quantization_config(args.quantization)}
+    cfg = ModelConfig.from_hf(hf, dtype="bfloat16")
+    prompts, output_lens = w.requests(cfg.vocab_size)
+    prompts = kv_offload.with_shared_prefixes(prompts, args, cfg.vocab_size, args.seed)
+    return w, cfg, hf, prompts, output_lens
+
+
+def bench_roofline(args, fp8_activations: str | None, peaks=None, requests=None) -> dict:
+    """The roofline of the run ``args`` describes, with ``peaks`` (a card_roofline.CardPeaks; default the H200
+    reference). ``requests``: (cfg, prompts, output lengths) when already built."""
+    from jaxllm.bench.roofline import run_roofline
+
+    if requests is None:
+        _, cfg, _, prompts, output_lens = bench_requests(args)
+    else:
+        cfg, prompts, output_lens = requests
+    card = {} if peaks is None else {"peak_flops": peaks.matmul_flops, "bandwidth": peaks.copy_bytes_per_s}
+    # data-parallel replicas counted as ideal, like tensor parallelism: GPUs and concurrent sequences add up
+    return run_roofline(cfg, [len(p) for p in prompts], output_lens,
+                        max_num_seqs=args.max_num_seqs * args.data_parallel_size,
+                        quantization=args.quantization, kv_cache_dtype=args.kv_cache_dtype,
+                        tensor_parallel_size=args.tensor_parallel_size * args.data_parallel_size,
+                        fp8_activations=fp8_activations, **card)
+
+
 def run_peer(w: Workload, args, model_dir: str) -> dict:
     """transformers' generate_batch (or generate) in a subprocess; returns its JSON."""
     return run_peer_process("jaxllm.bench.peer_hf", w, args, model_dir, "--api", args.peer_api)
@@ -272,30 +307,21 @@ def main(argv=None) -> dict:
         from jaxllm.bench import embed
 
         return embed.main(args, w, argv)
-    from jaxllm.bench.roofline import dummy_int4_quantization_config, run_roofline
-    from jaxllm.config import ModelConfig
-
-    hf = w.hf_config()
-    if args.quantization in ("awq", "gptq"):  # dummy 4-bit weights need the checkpoint format in config.json
-        hf = {**hf, "quantization_config": dummy_int4_quantization_config(args.quantization)}
-    cfg = ModelConfig.from_hf(hf, dtype="bfloat16")
-    prompts, output_lens = w.requests(cfg.vocab_size)
-    prompts = kv_offload.with_shared_prefixes(prompts, args, cfg.vocab_size, args.seed)
+    w, cfg, hf, prompts, output_lens = bench_requests(args)
     with tempfile.TemporaryDirectory() as model_dir:
         with open(os.path.join(model_dir, "config.json"), "w") as f:
             json.dump(hf, f)
         peer = run_peer(w, args, model_dir) if args.peer else None
         ours = run_jaxllm(w, args, model_dir, prompts, output_lens)
     gc.collect()
-    # data-parallel replicas counted as ideal, like tensor parallelism: GPUs and concurrent sequences add up
-    roof = run_roofline(cfg, [len(p) for p in prompts], output_lens,
-                        max_num_seqs=args.max_num_seqs * args.data_parallel_size,
-                        quantization=args.quantization, kv_cache_dtype=args.kv_cache_dtype,
-                        tensor_parallel_size=args.tensor_parallel_size * args.data_parallel_size, fp8_activations=ours["fp8_activations"])
+    roof = bench_roofline(args, ours["fp8_activations"], requests=(cfg, prompts, output_lens))
     result = {"workload": w.__dict__, "preset": args.preset,
               "command": "jaxllm bench " + " ".join(argv or sys.argv[1:]), "jaxllm": ours, "roofline": roof,
               "pct_roofline_output": 100 * ours["output_tok_s"] / roof["output_tok_s"],
               "pct_roofline_total": 100 * ours["total_tok_s"] / roof["total_tok_s"]}
+    card = card_fields(ours["device"], lambda peaks: bench_roofline(args, ours["fp8_activations"], peaks,
+                                                                    (cfg, prompts, output_lens)))
+    result = with_card_fractions({**result, **card})
     if peer:
         result["peer_hf"] = peer
         result["speedup_vs_peer_output"] = ours["output_tok_s"] / peer["output_tok_s"]
@@ -324,6 +350,9 @@ def print_table(r: dict) -> None:
         ("roofline output / total tok/s", f"{roof['output_tok_s']:,.0f} / {roof['total_tok_s']:,.0f}"),
         ("% of roofline (output / total)", f"{r['pct_roofline_output']:.1f}% / {r['pct_roofline_total']:.1f}%"),
     ]
+    if "card_roofline" in r:
+        rows.append((f"% of the {r['card_roofline']['card']}'s own roofline (output / total)",
+                     f"{r['pct_card_roofline_output']:.1f}% / {r['pct_card_roofline_total']:.1f}%"))
     if o.get("structured"):
         from jaxllm.bench.structured import table_rows
 

@@ -27,8 +27,10 @@ after its preset: `jaxllm bench --preset NAME` reproduces it, `bash scripts/devi
 GPU machine). Random weights of the real shapes (`load_format="dummy"`), random prompt ids, `ignore_eos=True`,
 max_num_seqs 256, jaxllm defaults. The roofline is ../shared/BENCHMARKS.md's bound computed by the bench for
 the run's own workload (quantized runs count their weight and KV bytes; fp8 W8A8 runs their linear FLOPs at
-the fp8 GEMM rate; under tensor parallelism the bound of N ideal GPUs). "x baseline" is measured against the
-baseline preset in the same device call. Regenerate this file with `jaxllm bench --summarize benchmarks/`.
+the fp8 GEMM rate; under tensor parallelism the bound of N ideal GPUs), with the H200's peaks, the reference of
+every target. A run on another card is also held to that card's own measured peaks
+(jaxllm/bench/card_roofline.py). "x baseline" is measured against the baseline preset in the same device call.
+Regenerate this file with `jaxllm bench --summarize benchmarks/`.
 """
 
 
@@ -74,6 +76,11 @@ def _startup(o: dict) -> str:
     return f"{o['startup_s']:.0f}" if o.get("startup_s") is not None else "-"
 
 
+def _card_pct(r: dict) -> str:
+    """The output fraction of the card's own roofline (card_roofline.py), "-" on the reference card."""
+    return f"{r['pct_card_roofline_output']:.1f}%" if "pct_card_roofline_output" in r else "-"
+
+
 def throughput_row(name: str, r: dict) -> str:
     """One Markdown row: configuration, card, output / total tok/s, % of roofline, GPU busy, start-up and the
     ratio to a same-machine baseline."""
@@ -85,7 +92,7 @@ def throughput_row(name: str, r: dict) -> str:
     base = r.get("baseline")
     ratio = f"{o['output_tok_s'] / base['output_tok_s']:.2f}x {base['preset']}" if base else "-"
     return (f"| `{name}` | {what} | {card} | {o['output_tok_s']:,.0f} | {o['total_tok_s']:,.0f} | "
-            f"{r['pct_roofline_output']:.1f}% of {roof['output_tok_s']:,.0f} | "
+            f"{r['pct_roofline_output']:.1f}% of {roof['output_tok_s']:,.0f} | {_card_pct(r)} | "
             f"{'-' if busy is None else f'{busy:.0f}%'} | {_startup(o)} | {ratio} |")
 
 
@@ -113,7 +120,8 @@ def summarize(directory: str) -> str:
     order = {n: i for i, n in enumerate(PRESETS)}
     names = sorted(results, key=lambda n: (order.get(n, len(order)), n))
     lines = [HEADER, ("| preset | configuration | card | output tok/s | total tok/s | % of roofline (output) "
-                      "| GPU busy | start-up s | x baseline |"), "|---|---|---|---|---|---|---|---|---|"]
+                      "| % of the card's own roofline | GPU busy | start-up s | x baseline |"),
+             "|---|---|---|---|---|---|---|---|---|---|"]
     lines += [throughput_row(n, results[n]) for n in names]
     peers_path = os.path.join(directory, "peers.json")
     peers = []

@@ -79,15 +79,18 @@ def causal_pairs(n: int, window: int | None) -> float:
 
 def run_roofline(cfg: ModelConfig, prompt_lens: list[int], output_lens: list[int], *, max_num_seqs: int,
                  quantization: str | None, kv_cache_dtype: str, tensor_parallel_size: int,
-                 fp8_activations: str | None) -> dict:
+                 fp8_activations: str | None, peak_flops: float = PEAK_FLOPS,
+                 bandwidth: float = HBM_BYTES_PER_S) -> dict:
     """The roofline of a ``jaxllm bench`` run from its flags: quantized linear weights at their bytes, an fp8 KV
-    cache at 1 byte, W8A8 (fp8 with ``fp8_activations="dynamic"``) linear FLOPs at ``FP8_PEAK_FLOPS``, N GPUs."""
-    return roofline(cfg, prompt_lens, output_lens, max_num_seqs,
+    cache at 1 byte, W8A8 (fp8 with ``fp8_activations="dynamic"``) linear FLOPs at the fp8 rate (``peak_flops``
+    times the fp8/bf16 GEMM speed-up of ``FP8_PEAK_FLOPS``), N GPUs. ``peak_flops`` / ``bandwidth``: the card's
+    (default: the H200's, the reference of every target)."""
+    fp8 = quantization == "fp8" and fp8_activations == "dynamic"
+    return roofline(cfg, prompt_lens, output_lens, max_num_seqs, peak_flops=peak_flops, bandwidth=bandwidth,
                     linear_weight_bytes=linear_weight_bytes(quantization),
                     kv_dtype_bytes=1 if kv_cache_dtype.startswith("fp8") else None,
                     num_gpus=tensor_parallel_size,
-                    linear_peak_flops=FP8_PEAK_FLOPS if quantization == "fp8" and fp8_activations == "dynamic"
-                    else None)
+                    linear_peak_flops=peak_flops * FP8_PEAK_FLOPS / PEAK_FLOPS if fp8 else None)
 
 
 def roofline(cfg: ModelConfig, prompt_lens: list[int], output_lens: list[int], max_num_seqs: int,
