@@ -120,7 +120,9 @@ class ModelRunner(StartupPrograms, SleepMode, WeightUpdates):
         self._prompt_lp = make_prompt_logprobs(self.graphdef, self._treedef)
         # held while a step or a background first run takes the (donated) cache, and while sleep mode frees it
         self.device_lock = threading.RLock()
-        self.programs = Programs(self._compile, self._run_program_once)
+        self.programs = Programs(self._compile, self._first_run_in_background)
+        self.last_step_time = float("-inf")  # perf_counter() of the last dispatch or fetch
+        self.background_first_runs = 0  # programs executed once by the background thread
         self._enforce_eager = args.enforce_eager
         self.num_steps = 0
         self.device_wait_seconds = 0.0  # time blocked waiting for sampled ids (device busy, host idle)
@@ -262,6 +264,7 @@ class ModelRunner(StartupPrograms, SleepMode, WeightUpdates):
             self.kv_caches, logits, hidden, greedy = forward(self.params, self.kv_caches, self._step_arg(packed),
                                                              self._prev_tokens, self._lora_stacks())
         self.num_steps += 1
+        self.last_step_time = time.perf_counter()
         step = _StepInFlight(batch, None, hidden if want_prompt_lp else None)
         step.draft_probs = None if self.draft is None else self.draft.take_probs()  # sampled drafts' q
         step.logits, step.num_seqs, step.greedy = logits, rows or bucket.num_seqs, greedy  # sampler rows: S, or L
@@ -305,7 +308,8 @@ class ModelRunner(StartupPrograms, SleepMode, WeightUpdates):
         """Wait for a dispatched step and return its sampled tokens (and logprobs)."""
         t_wait = time.perf_counter()
         sampled = jax.device_get(local_replica(step.sampled))  # the only host<->device sync of a step
-        self.device_wait_seconds += time.perf_counter() - t_wait
+        self.last_step_time = time.perf_counter()
+        self.device_wait_seconds += self.last_step_time - t_wait
         if self.spec.enabled:
             out = to_spec_runner_output(step.batch.seqs, *sampled)
         else:

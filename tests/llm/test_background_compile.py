@@ -5,6 +5,8 @@ compiled once, on an all-padding step, while steps may be running."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -43,12 +45,18 @@ def test_cpu_compiles_small_buckets_first_and_the_rest_in_the_background(llama_d
     assert [o.outputs[0].token_ids for o in again] == [o.outputs[0].token_ids for o in greedy]
 
 
-def test_background_first_runs_write_nothing_to_the_cache(llama_dir):
+def test_background_first_runs_write_nothing_and_wait_while_steps_run(llama_dir):
     llm = LLM(str(llama_dir[0]), **SMALL)
     runner = llm.llm_engine.runner
     runner.programs.wait_background()
-    assert not runner.programs._background and len(runner.programs) > 3
+    # idle: every program compiled in the background was executed once there, writing nothing to the cache
+    assert runner.background_first_runs == len(runner.deferred_keys()) > 3
     assert all(not np.any(np.asarray(c, np.float32)) for c in runner.kv_caches)
+    runner.last_step_time = time.perf_counter()  # a step just ran: generate is running
+    filters = [SampleKey(4, c) for c in FILTER_VARIANTS]
+    runner.programs.compile_in_background(filters)
+    runner.programs.wait_background()
+    assert all(k in runner.programs for k in filters) and runner.background_first_runs == len(runner.deferred_keys())
 
 
 def test_background_compile_is_a_bool_and_resolves_by_platform():
