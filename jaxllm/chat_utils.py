@@ -126,3 +126,33 @@ def _reads_content(node: Any) -> bool:
     if isinstance(node, nodes.Filter):  # e.g. message['content'] | selectattr(...)
         return node.node is not None and _reads_content(node.node)
     return False
+
+
+def render_conversations(tokenizer: Any, conversations: list[list[dict]], content_format: str,
+                         **template_kwargs: Any) -> list[dict[str, Any]]:
+    """Each conversation through the tokenizer's chat template: TokensPrompt dicts (``prompt`` text and its
+    ``prompt_token_ids``). ``template_kwargs``: the template's arguments (chat_template, add_generation_prompt,
+    tools, ...). With several conversations, an error names the one at fault."""
+    prompts = []
+    for k, conv in enumerate(conversations):
+        try:
+            msgs = normalize_messages(conv, content_format)
+            text = apply_chat_template(tokenizer, msgs, **template_kwargs)
+        except (ValueError, TypeError) as e:
+            if len(conversations) == 1:
+                raise
+            raise (ValueError if isinstance(e, ValueError) else TypeError)(f"conversation {k}: {e}") from e
+        ids = tokenizer(text, add_special_tokens=False).input_ids
+        prompts.append({"prompt": text, "prompt_token_ids": ids})
+    return prompts
+
+
+def apply_chat_template(tokenizer: Any, conversation: list[dict], **kwargs: Any) -> str:
+    """The tokenizer's chat template as text. An error the template raises (Gemma's "System role not supported",
+    roles that do not alternate) becomes a ValueError with its message, as in vLLM."""
+    import jinja2
+
+    try:
+        return tokenizer.apply_chat_template(conversation, tokenize=False, **kwargs)
+    except jinja2.TemplateError as e:
+        raise ValueError(f"chat template error: {e}") from e

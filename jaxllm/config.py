@@ -12,7 +12,6 @@ import json
 import os
 from typing import Any
 
-from jaxllm.config_checks import check_field_kinds
 from jaxllm.quantization_config import check_quantization, quantization_fields
 
 SUPPORTED_ARCHITECTURES = (
@@ -28,7 +27,6 @@ SUPPORTED_ARCHITECTURES = (
     "MixtralForCausalLM",
     "Qwen3MoeForCausalLM",
 )
-MOE_ARCHITECTURES = ("MixtralForCausalLM", "Qwen3MoeForCausalLM")
 
 _DTYPE_NAMES = {
     "float32": "float32",
@@ -41,16 +39,23 @@ _DTYPE_NAMES = {
     "fp16": "float16",
 }
 
+from jaxllm.config_checks import check_hf_config
 from jaxllm.config_families import (
     FUSED_ARCHS,
     GEMMA_ARCHS,
     LAYER_NORMS,
+    MOE_ARCHITECTURES,
     TEXT_OF_MULTIMODAL,
     family_fields,
-    family_sliding_windows,
+    moe_fields,
+    sliding_windows_from_hf,
     text_config_of_multimodal,
 )
 from jaxllm.config_rope import RopeConfig, ropes_from_hf, rotary_dim_from_hf
+
+# check_hf_config (config_checks) and MOE_ARCHITECTURES (config_families) keep their import path here.
+__all__ = ["MOE_ARCHITECTURES", "SUPPORTED_ARCHITECTURES", "ModelConfig", "RopeConfig", "check_hf_config",
+           "resolve_dtype_name"]
 
 
 def resolve_dtype_name(dtype: Any, config_dtype: str | None) -> str:
@@ -70,41 +75,6 @@ def resolve_dtype_name(dtype: Any, config_dtype: str | None) -> str:
     if name not in _DTYPE_NAMES:
         raise ValueError(f"dtype={dtype!r} is not supported; choose 'auto', 'float32', 'bfloat16' or 'float16'")
     return _DTYPE_NAMES[name]
-
-
-# config.json fields that size the model: each must be a positive int where present (required ones marked True)
-_SIZE_FIELDS = {"vocab_size": True, "hidden_size": True, "num_hidden_layers": True, "num_attention_heads": True,
-                "intermediate_size": False, "num_key_value_heads": False, "head_dim": False,
-                "max_position_embeddings": False}
-_MAX_LAYERS = 4096  # far above any released model; a larger count is a corrupted config
-
-
-def check_hf_config(hf: dict[str, Any], where: str) -> None:
-    """Reject a config.json whose size fields are missing, not positive ints, or absurd, naming the key (before
-    anything is sized from it: a zero head count would divide by zero, a million layers plan for minutes). A
-    multimodal checkpoint's text config is checked, and the kinds of the other fields (``config_checks``)."""
-    check_field_kinds(hf, where)
-    if (hf.get("architectures") or [None])[0] in TEXT_OF_MULTIMODAL:
-        hf = text_config_of_multimodal(hf)
-        check_field_kinds(hf, where)
-    for key, required in _SIZE_FIELDS.items():
-        if key not in hf or hf[key] is None:
-            if required:
-                raise ValueError(f"{where}: the model config has no {key!r}")
-            continue
-        value = hf[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{where}: {key}={value!r} must be a positive integer")
-    if hf["num_hidden_layers"] > _MAX_LAYERS:
-        raise ValueError(f"{where}: num_hidden_layers={hf['num_hidden_layers']} is not plausible "
-                         f"(at most {_MAX_LAYERS})")
-    kv = hf.get("num_key_value_heads") or hf["num_attention_heads"]
-    if hf["num_attention_heads"] % kv:
-        raise ValueError(f"{where}: num_attention_heads={hf['num_attention_heads']} is not a multiple of "
-                         f"num_key_value_heads={kv}")
-    if not hf.get("head_dim") and hf["hidden_size"] % hf["num_attention_heads"]:
-        raise ValueError(f"{where}: hidden_size={hf['hidden_size']} is not a multiple of num_attention_heads="
-                         f"{hf['num_attention_heads']} and no head_dim is given")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -272,14 +242,14 @@ class ModelConfig:
             attention_bias=bool(hf.get("attention_bias", arch == "Qwen2ForCausalLM")),
             attention_out_bias=arch in ("LlamaForCausalLM", "Qwen3ForCausalLM", "Qwen3MoeForCausalLM") and bool(hf.get("attention_bias", False)),
             mlp_bias=bool(hf.get("mlp_bias", False)),
-            sliding_windows=_sliding_windows_from_hf(hf, arch, num_layers),
+            sliding_windows=sliding_windows_from_hf(hf, arch, num_layers),
             dtype=resolve_dtype_name(dtype, hf.get("dtype") or hf.get("torch_dtype")),
             bos_token_id=hf.get("bos_token_id"),
             eos_token_ids=eos_ids,
             multimodal_architecture=multimodal,
             **family,
             **quant_fields,
-            **_moe_fields(hf, arch, num_layers),
+            **moe_fields(hf, arch, num_layers),
         )
 
     @classmethod
@@ -305,44 +275,3 @@ _ARCH_BY_MODEL_TYPE = {
     "mixtral": "MixtralForCausalLM",
     "qwen3_moe": "Qwen3MoeForCausalLM",
 }
-
-
-def _moe_fields(hf: dict[str, Any], arch: str, num_layers: int) -> dict[str, Any]:
-    """ModelConfig's MoE fields. Mixtral: every layer sparse, experts of ``intermediate_size``, top-k
-    renormalized. Qwen3-MoE: layer i is sparse unless listed in ``mlp_only_layers`` or (i + 1) is not a multiple
-    of ``decoder_sparse_step``; experts of ``moe_intermediate_size``; ``norm_topk_prob`` as configured."""
-    if arch not in MOE_ARCHITECTURES:
-        return {}
-    num_experts = int(hf.get("num_local_experts") or hf.get("num_experts") or 0)
-    top_k = int(hf.get("num_experts_per_tok") or 0)
-    if num_experts < 1 or not 1 <= top_k <= num_experts:
-        raise ValueError(f"{arch}: num_experts={num_experts} and num_experts_per_tok={top_k} must satisfy "
-                         "1 <= num_experts_per_tok <= num_experts")
-    if arch == "MixtralForCausalLM":
-        return {"num_experts": num_experts, "num_experts_per_tok": top_k, "norm_topk_prob": True,
-                "moe_intermediate_size": int(hf["intermediate_size"]), "moe_layers": (True,) * num_layers}
-    step = int(hf.get("decoder_sparse_step") or 1)
-    dense = {int(i) for i in hf.get("mlp_only_layers") or ()}
-    layers = tuple(i not in dense and (i + 1) % step == 0 for i in range(num_layers))
-    return {"num_experts": num_experts, "num_experts_per_tok": top_k,
-            "norm_topk_prob": bool(hf.get("norm_topk_prob")),
-            "moe_intermediate_size": int(hf["moe_intermediate_size"]), "moe_layers": layers}
-
-
-def _sliding_windows_from_hf(hf: dict[str, Any], arch: str, num_layers: int) -> tuple[int | None, ...]:
-    """Per-layer sliding windows. Mistral windows every layer; Qwen2/3 use ``layer_types`` when
-    ``use_sliding_window`` is set; Llama never windows; the other families: config_families."""
-    family = family_sliding_windows(hf, arch, num_layers)
-    if family is not None:
-        return family
-    window = hf.get("sliding_window")
-    if arch in ("MistralForCausalLM", "MixtralForCausalLM", "Qwen3MoeForCausalLM"):  # (as HF: when set)
-        return (int(window) if window else None,) * num_layers
-    if arch in ("Qwen2ForCausalLM", "Qwen3ForCausalLM") and hf.get("use_sliding_window") and window:
-        types = hf.get("layer_types")
-        if types:
-            return tuple(int(window) if t == "sliding_attention" else None for t in types)
-        max_window_layers = int(hf.get("max_window_layers", num_layers))
-        return tuple(int(window) if i >= max_window_layers else None for i in range(num_layers))
-    return (None,) * num_layers
-

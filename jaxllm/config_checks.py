@@ -1,5 +1,6 @@
-"""The kinds of config.json's non-size fields, checked before anything reads them (``config.check_hf_config``
-checks the size fields): a field of the wrong kind is a ValueError naming the file and the key, not Python's
+"""Checks of a config.json before anything reads it: ``check_hf_config`` refuses missing, non-positive or absurd
+size fields (a zero head count would divide by zero, a million layers plan for minutes), ``check_field_kinds``
+other fields of the wrong kind. A bad field is a ValueError naming the file and the key, not Python's
 AttributeError / TypeError from deep inside ``ModelConfig.from_hf``, nor a model that silently computes NaN
 (a negative norm epsilon) or reads a truthy string as True."""
 
@@ -7,6 +8,8 @@ from __future__ import annotations
 
 import math
 from typing import Any
+
+from jaxllm.config_families import TEXT_OF_MULTIMODAL, text_config_of_multimodal
 
 _POSITIVE_FLOATS = ("rms_norm_eps", "layer_norm_eps", "norm_eps", "rope_theta")
 _BOOLS = ("tie_word_embeddings", "attention_bias", "mlp_bias")
@@ -46,3 +49,38 @@ def _positive_number(value: Any) -> bool:
 
 def _token_id(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+# config.json fields that size the model: each must be a positive int where present (required ones marked True)
+_SIZE_FIELDS = {"vocab_size": True, "hidden_size": True, "num_hidden_layers": True, "num_attention_heads": True,
+                "intermediate_size": False, "num_key_value_heads": False, "head_dim": False,
+                "max_position_embeddings": False}
+_MAX_LAYERS = 4096  # far above any released model; a larger count is a corrupted config
+
+
+def check_hf_config(hf: dict[str, Any], where: str) -> None:
+    """Reject a config.json whose size fields are missing, not positive ints, or absurd, naming the key (before
+    anything is sized from it: a zero head count would divide by zero, a million layers plan for minutes). A
+    multimodal checkpoint's text config is checked, and the kinds of the other fields (``config_checks``)."""
+    check_field_kinds(hf, where)
+    if (hf.get("architectures") or [None])[0] in TEXT_OF_MULTIMODAL:
+        hf = text_config_of_multimodal(hf)
+        check_field_kinds(hf, where)
+    for key, required in _SIZE_FIELDS.items():
+        if key not in hf or hf[key] is None:
+            if required:
+                raise ValueError(f"{where}: the model config has no {key!r}")
+            continue
+        value = hf[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{where}: {key}={value!r} must be a positive integer")
+    if hf["num_hidden_layers"] > _MAX_LAYERS:
+        raise ValueError(f"{where}: num_hidden_layers={hf['num_hidden_layers']} is not plausible "
+                         f"(at most {_MAX_LAYERS})")
+    kv = hf.get("num_key_value_heads") or hf["num_attention_heads"]
+    if hf["num_attention_heads"] % kv:
+        raise ValueError(f"{where}: num_attention_heads={hf['num_attention_heads']} is not a multiple of "
+                         f"num_key_value_heads={kv}")
+    if not hf.get("head_dim") and hf["hidden_size"] % hf["num_attention_heads"]:
+        raise ValueError(f"{where}: hidden_size={hf['hidden_size']} is not a multiple of num_attention_heads="
+                         f"{hf['num_attention_heads']} and no head_dim is given")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+MOE_ARCHITECTURES = ("MixtralForCausalLM", "Qwen3MoeForCausalLM")
 GEMMA_ARCHS = ("GemmaForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM")
 # Multimodal checkpoints whose language model we run (text prompts; the vision tower is not loaded):
 # architecture -> (its text architecture, checkpoint key prefixes of the language model -> "model.")
@@ -146,3 +147,43 @@ def gemma3_rope_dicts(hf: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any
     full.setdefault("rope_theta", hf.get("rope_theta", 1_000_000.0))
     local = {"rope_type": "default", "rope_theta": hf.get("rope_local_base_freq", 10_000.0)}
     return full, local
+
+
+def moe_fields(hf: dict[str, Any], arch: str, num_layers: int) -> dict[str, Any]:
+    """ModelConfig's MoE fields. Mixtral: every layer sparse, experts of ``intermediate_size``, top-k
+    renormalized. Qwen3-MoE: layer i is sparse unless listed in ``mlp_only_layers`` or (i + 1) is not a multiple
+    of ``decoder_sparse_step``; experts of ``moe_intermediate_size``; ``norm_topk_prob`` as configured."""
+    if arch not in MOE_ARCHITECTURES:
+        return {}
+    num_experts = int(hf.get("num_local_experts") or hf.get("num_experts") or 0)
+    top_k = int(hf.get("num_experts_per_tok") or 0)
+    if num_experts < 1 or not 1 <= top_k <= num_experts:
+        raise ValueError(f"{arch}: num_experts={num_experts} and num_experts_per_tok={top_k} must satisfy "
+                         "1 <= num_experts_per_tok <= num_experts")
+    if arch == "MixtralForCausalLM":
+        return {"num_experts": num_experts, "num_experts_per_tok": top_k, "norm_topk_prob": True,
+                "moe_intermediate_size": int(hf["intermediate_size"]), "moe_layers": (True,) * num_layers}
+    step = int(hf.get("decoder_sparse_step") or 1)
+    dense = {int(i) for i in hf.get("mlp_only_layers") or ()}
+    layers = tuple(i not in dense and (i + 1) % step == 0 for i in range(num_layers))
+    return {"num_experts": num_experts, "num_experts_per_tok": top_k,
+            "norm_topk_prob": bool(hf.get("norm_topk_prob")),
+            "moe_intermediate_size": int(hf["moe_intermediate_size"]), "moe_layers": layers}
+
+
+def sliding_windows_from_hf(hf: dict[str, Any], arch: str, num_layers: int) -> tuple[int | None, ...]:
+    """Per-layer sliding windows. Mistral windows every layer; Qwen2/3 use ``layer_types`` when
+    ``use_sliding_window`` is set; Llama never windows; the other families: ``family_sliding_windows``."""
+    family = family_sliding_windows(hf, arch, num_layers)
+    if family is not None:
+        return family
+    window = hf.get("sliding_window")
+    if arch in ("MistralForCausalLM", "MixtralForCausalLM", "Qwen3MoeForCausalLM"):  # (as HF: when set)
+        return (int(window) if window else None,) * num_layers
+    if arch in ("Qwen2ForCausalLM", "Qwen3ForCausalLM") and hf.get("use_sliding_window") and window:
+        types = hf.get("layer_types")
+        if types:
+            return tuple(int(window) if t == "sliding_attention" else None for t in types)
+        max_window_layers = int(hf.get("max_window_layers", num_layers))
+        return tuple(int(window) if i >= max_window_layers else None for i in range(num_layers))
+    return (None,) * num_layers

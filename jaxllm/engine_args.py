@@ -19,26 +19,34 @@ from jaxllm.engine_args_checks import (
     check_bool,
     check_choice,
     check_compilation_config,
+    check_lora_args,
     check_positive_int,
-    parse_env_choice,
+    value_from_env,
 )
-from jaxllm.host_memory import available_host_bytes
+from jaxllm.engine_args_resolve import (
+    BACKGROUND_STARTUP_TOKENS,
+    POOLING_MAX_NUM_BATCHED_TOKENS,
+    derived_max_model_len,
+    resolve_args,
+)
+from jaxllm.host_memory import DEFAULT_SWAP_SPACE, check_host_tier
 from jaxllm.sampling_params import MAX_LOGPROBS  # also the static top-k width of the sampler's logprobs
 from jaxllm.spec_decode import SpeculativeConfig
 from jaxllm.tokenizer import TOKENIZER_MODES
 from jaxllm.unsupported_args import UNSUPPORTED, check_unsupported
 from jaxllm.weights.inflight import DEFAULT_INFLIGHT_BYTES
 
+# Re-exported here, their import path: the defaults resolve_args fills in, and the host tier's default size.
+__all__ = ["BACKGROUND_STARTUP_TOKENS", "DEFAULT_SWAP_SPACE", "POOLING_MAX_NUM_BATCHED_TOKENS", "EngineArgs",
+           "derived_max_model_len"]
+
 LOAD_FORMATS = ("auto", "safetensors", "gguf", "dummy")
 # "auto" = the model's dtype; the fp8 ones store the paged KV cache in float8 ("fp8" = e4m3, as vLLM),
 # per-layer scales 1.0 (jaxllm.ops.paged_attention.kv_cache: the same names, mapped to dtypes).
 KV_CACHE_DTYPES = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
-LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # vLLM's allowed max_lora_rank values
-LORA_DTYPES = ("auto", "float16", "bfloat16", "float32")
 RUNNERS = ("auto", "generate", "pooling")
 BLOCK_SIZES = (8, 16, 32, 64, 128, 256)
 SCHEDULING_POLICIES = ("fcfs", "priority")
-DEFAULT_SWAP_SPACE = 4  # GiB (vLLM's)
 DISTRIBUTED_EXECUTOR_BACKENDS = (None, "uni", "mp", "external_launcher")  # docs/multi_host.md
 CONFIG_FORMATS = ("auto", "hf")
 LOGPROBS_MODES = ("raw_logprobs",)
@@ -51,15 +59,6 @@ FP8_ACTIVATION_MODES = ("auto", "none", "dynamic")
 ATTENTION_FP8_DOTS = ("auto", "q", "f16")
 DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "jaxllm", "xla")
 DEFAULT_GGUF_CACHE_DIR = os.path.join("~", ".cache", "jaxllm", "gguf")
-_GPU_DEFAULTS = {"max_num_seqs": 256, "max_num_batched_tokens": 8192}
-# The CPU is for tests and notebooks: fewer, smaller buckets keep start-up compiles short.
-_CPU_DEFAULTS = {"max_num_seqs": 16, "max_num_batched_tokens": 256}
-# With background_compile (and no max_seq_len_to_capture), start-up compiles the buckets up to this many tokens
-# (a short prompt's prefill and decode); the rest follow in the background.
-BACKGROUND_STARTUP_TOKENS = 8
-# Pooling models on GPUs batch more tokens a step by default, as vLLM (POOLING_MODEL_MAX_NUM_BATCHED_TOKENS):
-# their requests are prefill only, so a step's latency delays no decode and larger steps raise throughput.
-POOLING_MAX_NUM_BATCHED_TOKENS = 32768
 _CHOICES = {"attention_backend": ATTENTION_BACKENDS, "quant_matmul_impl": QUANT_MATMUL_IMPLS,
             "moe_matmul_impl": MOE_MATMUL_IMPLS,
             "int4_kernel_variant": INT4_KERNEL_VARIANTS, "fp8_activations": FP8_ACTIVATION_MODES,
@@ -182,7 +181,7 @@ class EngineArgs:
         for keyword, var in envs.KEYWORD_ENV.items():
             raw = envs.get(var)
             if getattr(self, keyword) is None and raw is not None:
-                setattr(self, keyword, _from_env(keyword, var, raw))
+                setattr(self, keyword, value_from_env(keyword, var, raw, _CHOICES.get(keyword)))
 
     def validate(self) -> None:
         """TypeError / ValueError naming the first bad keyword (nothing is loaded yet)."""
@@ -205,7 +204,7 @@ class EngineArgs:
         for name in ("allow_long_max_model_len", "background_compile"):
             if getattr(self, name) is not None:
                 check_bool(name, getattr(self, name))
-        self._validate_lora()
+        check_lora_args(self)
         check_choice("runner", self.runner, RUNNERS)
         check_choice("block_size", self.block_size, BLOCK_SIZES)
         check_choice("kv_cache_dtype", self.kv_cache_dtype, KV_CACHE_DTYPES,
@@ -231,24 +230,6 @@ class EngineArgs:
         StructuredOutputsConfig.coerce(self.structured_outputs_config)  # checked here, used by the engine
         self.compilation_cache_dir = check_compilation_config(self.compilation_config, self.compilation_cache_dir)
 
-    def _validate_host_tier(self) -> None:
-        swap = self.swap_space
-        available = available_host_bytes()
-        if swap is None:
-            swap = self.swap_space = DEFAULT_SWAP_SPACE if available is None else min(
-                DEFAULT_SWAP_SPACE, available / 2 / 2**30)
-        if isinstance(swap, bool) or not isinstance(swap, (int, float)) or not swap >= 0:
-            raise ValueError(f"swap_space={swap!r}: give the GiB of host memory for KV blocks (a number >= 0)")
-        if available is not None and swap * 2**30 > available:
-            raise ValueError(f"swap_space={swap!r} GiB is more than the free host memory "
-                             f"({available / 2**30:.1f} GiB available)")
-        check_choice("preemption_mode", self.preemption_mode, (None, "recompute", "swap"))
-        check_bool("host_prefix_cache", self.host_prefix_cache)
-        if self.preemption_mode == "swap" and not swap:
-            raise ValueError("preemption_mode='swap' needs swap_space > 0 (the host memory blocks are swapped to)")
-        if self.host_prefix_cache and not (swap and self.enable_prefix_caching):
-            raise ValueError("host_prefix_cache=True needs swap_space > 0 and enable_prefix_caching=True")
-
     def _validate_memory_and_outputs(self) -> None:
         from jaxllm.quantization_config import check_quantization
 
@@ -256,7 +237,7 @@ class EngineArgs:
         gmu = self.gpu_memory_utilization
         if isinstance(gmu, bool) or not isinstance(gmu, (int, float)) or not 0 < gmu <= 1:
             raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {gmu!r}")
-        self._validate_host_tier()
+        check_host_tier(self)
         if self.max_logprobs > MAX_LOGPROBS:
             raise ValueError(f"max_logprobs={self.max_logprobs} is not supported: the sampler returns at most "
                              f"{MAX_LOGPROBS} logprobs per token (vLLM's default)")
@@ -277,18 +258,6 @@ class EngineArgs:
                 raise TypeError(f"{name} must be a dict, got {getattr(self, name)!r}")
         if not isinstance(self.generation_config, (str, os.PathLike)):
             raise TypeError(f"generation_config must be 'auto', 'vllm' or a folder, got {self.generation_config!r}")
-
-    def _validate_lora(self) -> None:
-        check_positive_int("max_loras", self.max_loras)
-        check_positive_int("max_cpu_loras", self.max_cpu_loras, optional=True)
-        check_choice("max_lora_rank", self.max_lora_rank, LORA_RANKS)
-        if self.max_cpu_loras is not None and self.max_cpu_loras < self.max_loras:
-            raise ValueError(f"max_cpu_loras ({self.max_cpu_loras}) must be >= max_loras ({self.max_loras})")
-        if self.enable_lora and self.data_parallel_size > 1:
-            raise ValueError(f"enable_lora=True with data_parallel_size={self.data_parallel_size} is not supported "
-                             "yet: LoRA runs on one replica (data_parallel_size=1)")
-        dtype = str(getattr(self.lora_dtype, "name", self.lora_dtype)).replace("torch.", "")
-        check_choice("lora_dtype", dtype, LORA_DTYPES)
 
     @property
     def model_name(self) -> str:
@@ -328,53 +297,8 @@ class EngineArgs:
             out.update(self.hf_overrides)
         return out
 
-    def resolve(self, platform: str, model_max_len: int, pooling: bool = False) -> EngineArgs:
-        """Fill the defaults that depend on the device and the model. ``model_max_len``: the model's context
-        (``derived_max_model_len``); a larger ``max_model_len`` is refused unless ``allow_long_max_model_len``,
-        as vLLM refuses it unless VLLM_ALLOW_LONG_MAX_MODEL_LEN is set. ``pooling``: a pooling model's
-        defaults (``POOLING_MAX_NUM_BATCHED_TOKENS`` on GPUs)."""
-        defaults = _CPU_DEFAULTS if platform == "cpu" else _GPU_DEFAULTS
-        if pooling and platform != "cpu":
-            defaults = {**defaults, "max_num_batched_tokens": POOLING_MAX_NUM_BATCHED_TOKENS}
-        out = dataclasses.replace(self)
-        if self.max_model_len is not None and self.max_model_len > model_max_len and not self.allow_long_max_model_len:
-            raise ValueError(f"max_model_len={self.max_model_len} is greater than the model's context "
-                             f"({model_max_len}: max_position_embeddings with its rope scaling); positions past it "
-                             "were never trained. Pass allow_long_max_model_len=True (or set "
-                             "JAXLLM_ALLOW_LONG_MAX_MODEL_LEN=1) to use it anyway")
-        out.max_model_len = self.max_model_len or model_max_len
-        out.max_num_seqs = self.max_num_seqs or defaults["max_num_seqs"]
-        if self.background_compile is None:
-            out.background_compile = platform == "cpu"
-        out.max_num_batched_tokens = self.max_num_batched_tokens or max(defaults["max_num_batched_tokens"],
-                                                                        out.max_num_seqs)
-        if out.max_num_batched_tokens < out.max_num_seqs:
-            raise ValueError(f"max_num_batched_tokens ({out.max_num_batched_tokens}) must be greater than or "
-                             f"equal to max_num_seqs ({out.max_num_seqs})")
-        return out
-
-
-def derived_max_model_len(cfg) -> int:
-    """The model's context length as vLLM derives it: max_position_embeddings, times the rope scaling factor for
-    the linear and dynamic types (their configs keep the original length; llama3 and longrope configs already
-    state the long one)."""
-    length = cfg.max_position_embeddings
-    if cfg.rope.rope_type in ("linear", "dynamic"):
-        length = int(length * float(cfg.rope.get("factor", 1.0)))
-    return length
-
-
-def _from_env(keyword: str, var: str, raw: str) -> Any:
-    if keyword == "allow_long_max_model_len":
-        return raw.strip().lower() in ("1", "true", "yes")
-    if keyword in _CHOICES:
-        return parse_env_choice(var, raw, _CHOICES[keyword])
-    if keyword in ("compilation_cache_dir", "gguf_cache_dir"):
-        return "" if raw == "0" else raw  # "0": no cache
-    try:
-        value = int(raw)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise ValueError(f"{var}={raw!r} is not supported: {keyword} takes an integer >= 0")
-    return value
+    def resolve(self, platform: str, model_max_len: int, pooling: bool = False,
+                num_processes: int = 1) -> EngineArgs:
+        """A copy with the defaults that depend on the device and the model filled in
+        (``jaxllm.engine_args_resolve.resolve_args``)."""
+        return resolve_args(self, platform, model_max_len, pooling, num_processes)

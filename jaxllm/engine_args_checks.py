@@ -8,6 +8,8 @@ from typing import Any
 # torch.compile's levels / modes in vLLM: only "compile everything" has a counterpart (every step is one XLA
 # program); 3 is vLLM's default (VLLM_COMPILE / PIECEWISE).
 COMPILE_LEVELS = (3, "VLLM_COMPILE")
+LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # vLLM's allowed max_lora_rank values
+LORA_DTYPES = ("auto", "float16", "bfloat16", "float32")
 
 
 def check_positive_int(name: str, value: Any, optional: bool = False, minimum: int = 1) -> None:
@@ -35,6 +37,24 @@ def parse_env_choice(var: str, raw: str, choices: tuple) -> str:
         raise ValueError(f"{var}={raw!r} is not supported; choose one of {sorted(choices)}")
     return raw
 
+
+
+def value_from_env(keyword: str, var: str, raw: str, choices: tuple | None = None) -> Any:
+    """The value of keyword ``keyword`` given by ``$var`` = ``raw``: one of ``choices`` when the keyword has them,
+    a bool for ``allow_long_max_model_len``, a folder ("0": none) for the cache folders, else an int >= 0."""
+    if keyword == "allow_long_max_model_len":
+        return raw.strip().lower() in ("1", "true", "yes")
+    if choices is not None:
+        return parse_env_choice(var, raw, choices)
+    if keyword in ("compilation_cache_dir", "gguf_cache_dir"):
+        return "" if raw == "0" else raw  # "0": no cache
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ValueError(f"{var}={raw!r} is not supported: {keyword} takes an integer >= 0")
+    return value
 
 def check_compilation_config(config: Any, cache_dir: str | None) -> str | None:
     """vLLM's ``compilation_config`` (an int level or a dict) against what jaxllm can mean by it; returns the
@@ -79,3 +99,17 @@ def check_attention_config(config: Any, backend: str | None) -> str | None:
     if chosen is not None and backend is not None and chosen != backend:
         raise ValueError(f"attention_config backend={chosen!r} contradicts attention_backend={backend!r}")
     return backend if chosen is None else chosen
+
+
+def check_lora_args(args: Any) -> None:
+    """The LoRA keywords of an ``EngineArgs`` (docs/lora.md): slot counts, the largest rank, the dtype."""
+    check_positive_int("max_loras", args.max_loras)
+    check_positive_int("max_cpu_loras", args.max_cpu_loras, optional=True)
+    check_choice("max_lora_rank", args.max_lora_rank, LORA_RANKS)
+    if args.max_cpu_loras is not None and args.max_cpu_loras < args.max_loras:
+        raise ValueError(f"max_cpu_loras ({args.max_cpu_loras}) must be >= max_loras ({args.max_loras})")
+    if args.enable_lora and args.data_parallel_size > 1:
+        raise ValueError(f"enable_lora=True with data_parallel_size={args.data_parallel_size} is not supported "
+                         "yet: LoRA runs on one replica (data_parallel_size=1)")
+    dtype = str(getattr(args.lora_dtype, "name", args.lora_dtype)).replace("torch.", "")
+    check_choice("lora_dtype", dtype, LORA_DTYPES)

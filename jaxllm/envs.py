@@ -30,6 +30,10 @@ KEYWORD_ENV = {keyword: var for var, keyword in ENV_VARS.items()}
 # JAX's allocator reads this when its GPU backend starts: the share of device memory it may hand out.
 JAX_MEM_FRACTION_VAR = "XLA_PYTHON_CLIENT_MEM_FRACTION"
 JAX_DEFAULT_MEM_FRACTION = 0.75
+# XLA's GPU client reads these when it starts: its pinned host allocator (one pool per process, where the KV
+# cache's host tier lives) holds at most LIMIT GiB; unset, 64, or 16 when PREALLOCATE makes it reserve the pool.
+GPU_HOST_MEMORY_LIMIT_VAR = "XLA_PJRT_GPU_HOST_MEMORY_LIMIT_GB"
+GPU_HOST_MEMORY_PREALLOCATE_VAR = "XLA_PJRT_GPU_HOST_MEMORY_PREALLOCATE"
 
 
 def keyword_default(keyword: str) -> str | None:
@@ -56,6 +60,20 @@ def jax_memory_fraction() -> float:
         return float(raw) if raw is not None else JAX_DEFAULT_MEM_FRACTION
     except ValueError:
         raise ValueError(f"{JAX_MEM_FRACTION_VAR}={raw!r} is not a fraction") from None
+
+
+def gpu_pinned_host_limit_gib() -> int:
+    """The GiB of pinned host memory XLA's GPU client may allocate (``$XLA_PJRT_GPU_HOST_MEMORY_LIMIT_GB``, else
+    XLA's default: 64, or 16 with ``$XLA_PJRT_GPU_HOST_MEMORY_PREALLOCATE`` true). A value XLA cannot parse is a
+    ValueError (XLA would log it and use its default)."""
+    preallocate = (get(GPU_HOST_MEMORY_PREALLOCATE_VAR) or "").strip().lower() in ("1", "true")
+    raw = get(GPU_HOST_MEMORY_LIMIT_VAR)
+    if raw is None:
+        return 16 if preallocate else 64
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{GPU_HOST_MEMORY_LIMIT_VAR}={raw!r} is not a whole number of GiB") from None
 
 
 def request_jax_memory_fraction(fraction: float) -> bool:

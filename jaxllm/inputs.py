@@ -158,3 +158,14 @@ def as_params_list(sampling_params: Any, num_prompts: int, default: SamplingPara
         return params
     raise TypeError(f"sampling_params must be a SamplingParams or a list of them, got "
                     f"{type(sampling_params).__name__}")
+
+
+def priority_list(priority: Any, num_prompts: int) -> list[int]:
+    """One priority per prompt (0 for all when None); the engine checks the scheduling policy."""
+    if priority is None:
+        return [0] * num_prompts
+    if isinstance(priority, (str, bytes)) or not hasattr(priority, "__len__"):
+        raise TypeError(f"priority must be a list of ints (one per prompt), got {type(priority).__name__}")
+    if len(priority) != num_prompts:
+        raise ValueError(f"The lengths of prompts ({num_prompts}) and priority ({len(priority)}) must be the same.")
+    return list(priority)

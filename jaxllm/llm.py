@@ -5,9 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import itertools
-import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,7 +16,14 @@ from jaxllm.call_guard import CallGuard, serialized
 from jaxllm.engine import LLMEngine
 from jaxllm.engine.data_parallel import DataParallelEngine, RemoteReplica
 from jaxllm.engine_args import EngineArgs, derived_max_model_len
-from jaxllm.inputs import as_params_list, as_prompt_list, check_tokenization_kwargs, tokenize_prompt
+from jaxllm.generation_config import default_sampling_params, eos_token_ids, read_generation_config
+from jaxllm.inputs import (
+    as_params_list,
+    as_prompt_list,
+    check_tokenization_kwargs,
+    priority_list,
+    tokenize_prompt,
+)
 from jaxllm.llm_control import EngineControl
 from jaxllm.lora import lora_request_list
 from jaxllm.outputs import RequestOutput
@@ -26,10 +31,6 @@ from jaxllm.pooling.api import PoolingMixin, choose_runner
 from jaxllm.sampling_params import BeamSearchParams, RequestOutputKind, SamplingParams
 
 logger = logging.getLogger("jaxllm")
-
-_GEN_CONFIG_KEYS = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "min_p": "min_p",
-                    "repetition_penalty": "repetition_penalty", "max_new_tokens": "max_tokens"}
-
 
 class LLM(EngineControl, PoolingMixin):
     """An offline LLM engine (vLLM's ``LLM``). ``model``: a HF checkpoint folder or hub id, a .gguf file, an
@@ -83,7 +84,8 @@ class LLM(EngineControl, PoolingMixin):
             return
         source, model_obj = locate_in_memory_model(args) if in_memory else (locate_model(args), None)
         cfg, path = source.config, source.path
-        args = args.resolve(jax.devices()[0].platform, derived_max_model_len(cfg))
+        args = args.resolve(jax.devices()[0].platform, derived_max_model_len(cfg),
+                            num_processes=jax.process_count())  # before any weight reaches a device
         if jax.devices()[0].platform == "cpu" and cfg.dtype != "float32":
             logger.warning("dtype %s on the CPU: XLA's CPU matmuls in %s are an order of magnitude slower than in "
                            "float32 (SmolLM2-135M's decode step: 13x); pass dtype='float32' for speed", cfg.dtype,
@@ -110,12 +112,13 @@ class LLM(EngineControl, PoolingMixin):
         local = [r for r in runners if r is not None]
         for runner_obj in local if not in_memory else ():  # wake_up after sleep(level=2) reads the checkpoint
             runner_obj.weights_source = functools.partial(build_model, args, source.on_mesh(runner_obj.mesh))
+        gen = read_generation_config(args, path)
         engines = [LLMEngine(
             runner_obj or RemoteReplica(rank), num_blocks=(runner_obj or local[0]).num_blocks,
             block_size=args.block_size,
             max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
             max_model_len=args.max_model_len, vocab_size=cfg.vocab_size,
-            enable_prefix_caching=args.enable_prefix_caching, eos_token_ids=self._eos_token_ids(),
+            enable_prefix_caching=args.enable_prefix_caching, eos_token_ids=eos_token_ids(self.tokenizer, gen, cfg),
             tokenizer=self.tokenizer, seed=args.seed, async_scheduling=args.async_scheduling,
             max_logprobs=args.max_logprobs, log_stats=not args.disable_log_stats,
             scheduling_policy=args.scheduling_policy, model_config=cfg, model_name=args.model_name,
@@ -127,7 +130,7 @@ class LLM(EngineControl, PoolingMixin):
         self.llm_engine = engines[0] if len(engines) == 1 else DataParallelEngine(
             engines, exchange=allgather_objects if jax.process_count() > 1 else None)
         self._request_counter = itertools.count()
-        self._default_params = self._generation_config_defaults()
+        self._default_params = default_sampling_params(gen)
         self.startup_seconds = time.perf_counter() - t_start
 
     # ---- vLLM API --------------------------------------------------------------------------------------
@@ -167,7 +170,7 @@ class LLM(EngineControl, PoolingMixin):
         self._check_awake()
         items = as_prompt_list(prompts)
         params = as_params_list(sampling_params, len(items), self._default_params)
-        priorities = _priority_list(priority, len(items))
+        priorities = priority_list(priority, len(items))
         loras = lora_request_list(lora_request, len(items))
         kwargs = check_tokenization_kwargs(tokenization_kwargs)
         requests = [tokenize_prompt(i, p, self.tokenizer, kwargs) for i, p in enumerate(items)]
@@ -202,19 +205,9 @@ class LLM(EngineControl, PoolingMixin):
         extra = dict(chat_template_kwargs or {})
         if tools is not None:
             extra["tools"] = tools
-        prompts = []
-        for k, conv in enumerate(conversations):
-            try:
-                msgs = chat_utils.normalize_messages(conv, content_format)
-                text = _apply_chat_template(self.tokenizer, msgs, chat_template=chat_template,
-                                            add_generation_prompt=add_generation_prompt,
-                                            continue_final_message=continue_final_message, **extra)
-            except (ValueError, TypeError) as e:  # a batch of conversations: name the one at fault
-                if len(conversations) == 1:
-                    raise
-                raise (ValueError if isinstance(e, ValueError) else TypeError)(f"conversation {k}: {e}") from e
-            ids = self.tokenizer(text, add_special_tokens=False).input_ids
-            prompts.append({"prompt": text, "prompt_token_ids": ids})
+        prompts = chat_utils.render_conversations(
+            self.tokenizer, conversations, content_format, chat_template=chat_template,
+            add_generation_prompt=add_generation_prompt, continue_final_message=continue_final_message, **extra)
         return self._generate(prompts, sampling_params, use_tqdm, lora_request)
 
     @serialized
@@ -284,42 +277,6 @@ class LLM(EngineControl, PoolingMixin):
                 bar.close()
         return [done[r] for r in request_ids]
 
-    def _eos_token_ids(self) -> list[int]:
-        """Primary EOS first (the tokenizer's), then extra ids from generation_config/config."""
-        ids: list[int] = []
-        if self.tokenizer is not None and self.tokenizer.eos_token_id is not None:
-            ids.append(int(self.tokenizer.eos_token_id))
-        gen = self._generation_config()
-        extra = gen.get("eos_token_id")
-        extra = extra if isinstance(extra, list) else ([extra] if extra is not None else [])
-        ids += [int(t) for t in (*extra, *self.model_config.eos_token_ids)]
-        return [t for t in dict.fromkeys(ids) if 0 <= t < self.model_config.vocab_size]
-
-    def _generation_config(self) -> dict[str, Any]:
-        """generation_config.json of the model ("auto") or of a folder, none ("vllm"), with
-        ``override_generation_config`` on top (vLLM's generation_config / override_generation_config)."""
-        where = self.engine_args.generation_config
-        gen: dict[str, Any] = {}
-        if where != "vllm":
-            if where == "auto" and self.model_path is None:  # an in-memory model: none unless a folder is named
-                return dict(self.engine_args.override_generation_config or {})
-            folder = self.model_path if where == "auto" else os.fspath(where)
-            path = os.path.join(folder, "generation_config.json")
-            if where != "auto" and not os.path.isfile(path):
-                raise ValueError(f"generation_config={where!r}: no generation_config.json in that folder")
-            if os.path.isfile(path):
-                with open(path) as f:
-                    gen = json.load(f)
-        return {**gen, **(self.engine_args.override_generation_config or {})}
-
-    def _generation_config_defaults(self) -> SamplingParams:
-        """vLLM's default: SamplingParams() updated with the model's generation_config.json."""
-        gen = self._generation_config()
-        kwargs = {ours: gen[theirs] for theirs, ours in _GEN_CONFIG_KEYS.items() if gen.get(theirs) is not None}
-        if gen.get("do_sample") is False:
-            kwargs["temperature"] = 0.0
-        return SamplingParams(**kwargs)
-
 
 def _lora_slots(args: EngineArgs, cfg, mesh, model_path: str, model):
     """The device slots of LoRA adapters (jaxllm.runner.lora_slots) when ``enable_lora``, else None."""
@@ -335,17 +292,6 @@ def _lora_slots(args: EngineArgs, cfg, mesh, model_path: str, model):
                      max_cpu_loras=args.max_cpu_loras or args.max_loras, dtype=dtype, base_model_path=model_path)
 
 
-def _priority_list(priority: Any, num_prompts: int) -> list[int]:
-    """One priority per prompt (0 for all when None); the engine checks the scheduling policy."""
-    if priority is None:
-        return [0] * num_prompts
-    if isinstance(priority, (str, bytes)) or not hasattr(priority, "__len__"):
-        raise TypeError(f"priority must be a list of ints (one per prompt), got {type(priority).__name__}")
-    if len(priority) != num_prompts:
-        raise ValueError(f"The lengths of prompts ({num_prompts}) and priority ({len(priority)}) must be the same.")
-    return list(priority)
-
-
 def enable_compilation_cache(where: str | None) -> None:
     """JAX's persistent compilation cache in ``where`` (``EngineArgs.cache_dir``; None disables it), unless the
     user configured one already."""
@@ -356,14 +302,3 @@ def enable_compilation_cache(where: str | None) -> None:
     jax.config.update("jax_compilation_cache_dir", where)
     # cache every program, also the small sampler ones (JAX's default skips compiles under 1 s)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-
-
-def _apply_chat_template(tokenizer, conversation: list[dict], **kwargs) -> str:
-    """The tokenizer's chat template as text. An error the template raises (Gemma's "System role not supported",
-    roles that do not alternate) becomes a ValueError with its message, as in vLLM."""
-    import jinja2
-
-    try:
-        return tokenizer.apply_chat_template(conversation, tokenize=False, **kwargs)
-    except jinja2.TemplateError as e:
-        raise ValueError(f"chat template error: {e}") from e

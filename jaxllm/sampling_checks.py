@@ -1,8 +1,11 @@
-"""Type and range checks of user-given sampling values (SamplingParams, BeamSearchParams): each returns the
-normalized value or raises a TypeError / ValueError naming the field and the offending value, in vLLM's words."""
+"""Type and range checks of user-given sampling values (SamplingParams, BeamSearchParams): each field check returns
+the normalized value, and ``check_ranges`` the cross-field rules of a whole ``SamplingParams``; all raise a
+TypeError / ValueError naming the field and the offending value, in vLLM's words. They live apart from the
+parameter classes so those read as their fields and defaults."""
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any
 
@@ -65,3 +68,93 @@ def check_strs(name: str, value: Any) -> list[str]:
             raise TypeError(f"{name} must contain only strings, got {value!r}")
         check_unicode(name, s)
     return list(dict.fromkeys(value))  # drop duplicates, keep order (as vLLM)
+
+
+def check_logit_bias(value: Any) -> dict[int, float] | None:
+    """``logit_bias`` as {token id: bias}: keys are ints, numpy ints or digit strings (as OpenAI-style clients
+    send), biases finite or infinite numbers, never NaN."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise TypeError(f"logit_bias must be a dict of token id -> float, got {type(value).__name__}")
+    out: dict[int, float] = {}
+    bad_keys = []
+    for k, v in value.items():
+        tid = _token_id_key(k)
+        if tid is None:
+            bad_keys.append(k)
+            continue
+        bias = check_float(f"logit_bias[{k!r}]", v)
+        if math.isnan(bias):
+            raise ValueError(f"logit_bias[{k!r}] must not be NaN.")
+        out[tid] = bias
+    if bad_keys:
+        raise ValueError(
+            f"logit_bias contains key(s) that are not non-negative integer token IDs: {bad_keys!r}"
+        )
+    return out
+
+
+def _token_id_key(key: Any) -> int | None:
+    """A logit_bias key as a token id (ints, numpy ints and digit strings, as OpenAI-style clients send); None
+    when it is not a non-negative integer."""
+    if isinstance(key, (bool, np.bool_, float)):
+        return None
+    try:
+        tid = int(key)
+    except (TypeError, ValueError):
+        return None
+    return tid if tid >= 0 else None
+
+
+def check_ranges(p: Any) -> None:
+    """The ranges and cross-field rules of a ``SamplingParams`` whose fields are already type-checked and
+    normalized (vLLM's ``_verify_args``, with its messages)."""
+    if p.n < 1:
+        raise ValueError(f"n must be at least 1, got {p.n}.")
+    if not -2.0 <= p.presence_penalty <= 2.0:
+        raise ValueError(f"presence_penalty must be in [-2, 2], got {p.presence_penalty}.")
+    if not -2.0 <= p.frequency_penalty <= 2.0:
+        raise ValueError(f"frequency_penalty must be in [-2, 2], got {p.frequency_penalty}.")
+    if not math.isfinite(p.repetition_penalty):
+        raise ValueError(f"repetition_penalty must be a finite number, got {p.repetition_penalty}.")
+    if p.repetition_penalty <= 0.0:
+        raise ValueError(f"repetition_penalty must be greater than zero, got {p.repetition_penalty}.")
+    if not math.isfinite(p.temperature):
+        raise ValueError(f"temperature must be a finite number, got {p.temperature}.")
+    if p.temperature < 0.0:
+        raise ValueError(f"temperature must be non-negative, got {p.temperature}.")
+    if p.temperature > 2.0:
+        raise ValueError(f"temperature must be in [0, 2], got {p.temperature}.")
+    if not 0.0 < p.top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1], got {p.top_p}.")
+    if p.top_k < 0:
+        raise ValueError(f"top_k must be 0 (disable), or at least 1, got {p.top_k}.")
+    if not 0.0 <= p.min_p <= 1.0:
+        raise ValueError(f"min_p must be in [0, 1], got {p.min_p}.")
+    if p.max_tokens is not None and p.max_tokens < 1:
+        raise ValueError(f"max_tokens must be at least 1, got {p.max_tokens}.")
+    if p.min_tokens < 0:
+        raise ValueError(f"min_tokens must be greater than or equal to 0, got {p.min_tokens}.")
+    if p.max_tokens is not None and p.min_tokens > p.max_tokens:
+        raise ValueError(
+            f"min_tokens must be less than or equal to max_tokens={p.max_tokens}, "
+            f"got {p.min_tokens}."
+        )
+    if any(not s for s in p.stop):
+        raise ValueError("stop cannot contain an empty string.")
+    if p.stop and not p.detokenize:
+        raise ValueError(
+            "stop strings are only supported when detokenize is True. Set detokenize=True to use stop."
+        )
+    if any(not w for w in p.bad_words):
+        raise ValueError(f"bad_words cannot contain an empty string. Got bad_words={p.bad_words}")
+    if p.allowed_token_ids and p.logit_bias and all(
+            p.logit_bias.get(t) == -math.inf for t in p.allowed_token_ids):
+        raise ValueError(f"no token can be sampled: every id in allowed_token_ids={p.allowed_token_ids} has "
+                         "logit_bias -inf")
+    if p.allowed_token_ids is not None and len(p.allowed_token_ids) == 0:
+        raise ValueError("allowed_token_ids is not None and empty!")
+    k = p.truncate_prompt_tokens
+    if k is not None and (k == 0 or k < -1):
+        raise ValueError(f"truncate_prompt_tokens has to be a positive integer or -1, got {k}")

@@ -10,20 +10,24 @@ import copy
 import dataclasses
 import enum
 import logging
-import math
 import warnings
 from typing import Any
 
-import numpy as np
-
+from jaxllm.beam_search_params import BeamSearchParams
 from jaxllm.sampling_checks import (
     check_bool,
     check_float,
     check_int,
+    check_logit_bias,
+    check_ranges,
     check_strs,
     check_token_ids,
 )
 from jaxllm.structured_outputs.params import GuidedDecodingParams, StructuredOutputsParams
+
+# BeamSearchParams lives in jaxllm.beam_search_params; vLLM users import it from here.
+__all__ = ["MAX_LOGPROBS", "SAMPLING_EPS", "BeamSearchParams", "RequestOutputKind", "SamplingParams", "SamplingType",
+           "check_num_logprobs"]
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +152,7 @@ class SamplingParams:
         self.min_tokens = check_int("min_tokens", self.min_tokens)
         self.logprobs = check_num_logprobs("logprobs", self.logprobs)
         self.prompt_logprobs = check_num_logprobs("prompt_logprobs", self.prompt_logprobs)
-        self.logit_bias = self._check_logit_bias(self.logit_bias)
+        self.logit_bias = check_logit_bias(self.logit_bias)
         self.allowed_token_ids = check_token_ids("allowed_token_ids", self.allowed_token_ids)
         self.truncate_prompt_tokens = check_int("truncate_prompt_tokens", self.truncate_prompt_tokens,
                                                  optional=True)
@@ -169,41 +173,12 @@ class SamplingParams:
             self.temperature = _MAX_TEMP
         if self.top_k == -1:
             self.top_k = 0
-        self._verify_args()
+        check_ranges(self)
         if self.temperature < SAMPLING_EPS:  # greedy: the other truncations are meaningless
             self.top_p, self.top_k, self.min_p = 1.0, 0, 0.0
             if self.n > 1:
                 raise ValueError(f"n must be 1 when using greedy sampling, got {self.n}.")
         self._all_stop_token_ids = set(self.stop_token_ids)
-
-    @staticmethod
-    def _check_logit_bias(value: Any) -> dict[int, float] | None:
-        if value is None:
-            return None
-        if not isinstance(value, dict):
-            raise TypeError(f"logit_bias must be a dict of token id -> float, got {type(value).__name__}")
-        out: dict[int, float] = {}
-        bad_keys = []
-        for k, v in value.items():
-            try:
-                if isinstance(k, (bool, np.bool_, float)):
-                    raise ValueError
-                tid = int(k)  # ints, numpy ints and digit strings (as OpenAI-style clients send)
-            except (TypeError, ValueError):
-                bad_keys.append(k)
-                continue
-            if tid < 0:
-                bad_keys.append(k)
-                continue
-            bias = check_float(f"logit_bias[{k!r}]", v)
-            if math.isnan(bias):
-                raise ValueError(f"logit_bias[{k!r}] must not be NaN.")
-            out[tid] = bias
-        if bad_keys:
-            raise ValueError(
-                f"logit_bias contains key(s) that are not non-negative integer token IDs: {bad_keys!r}"
-            )
-        return out
 
     def _check_structured_outputs(self) -> None:
         """vLLM's rule: ``guided_decoding`` (deprecated) moves to ``structured_outputs``."""
@@ -214,56 +189,6 @@ class SamplingParams:
         so = self.structured_outputs
         if so is not None and not isinstance(so, StructuredOutputsParams):
             raise TypeError(f"structured_outputs must be a StructuredOutputsParams, got {type(so).__name__} ({so!r})")
-
-    def _verify_args(self) -> None:
-        if self.n < 1:
-            raise ValueError(f"n must be at least 1, got {self.n}.")
-        if not -2.0 <= self.presence_penalty <= 2.0:
-            raise ValueError(f"presence_penalty must be in [-2, 2], got {self.presence_penalty}.")
-        if not -2.0 <= self.frequency_penalty <= 2.0:
-            raise ValueError(f"frequency_penalty must be in [-2, 2], got {self.frequency_penalty}.")
-        if not math.isfinite(self.repetition_penalty):
-            raise ValueError(f"repetition_penalty must be a finite number, got {self.repetition_penalty}.")
-        if self.repetition_penalty <= 0.0:
-            raise ValueError(f"repetition_penalty must be greater than zero, got {self.repetition_penalty}.")
-        if not math.isfinite(self.temperature):
-            raise ValueError(f"temperature must be a finite number, got {self.temperature}.")
-        if self.temperature < 0.0:
-            raise ValueError(f"temperature must be non-negative, got {self.temperature}.")
-        if self.temperature > 2.0:
-            raise ValueError(f"temperature must be in [0, 2], got {self.temperature}.")
-        if not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}.")
-        if self.top_k < 0:
-            raise ValueError(f"top_k must be 0 (disable), or at least 1, got {self.top_k}.")
-        if not 0.0 <= self.min_p <= 1.0:
-            raise ValueError(f"min_p must be in [0, 1], got {self.min_p}.")
-        if self.max_tokens is not None and self.max_tokens < 1:
-            raise ValueError(f"max_tokens must be at least 1, got {self.max_tokens}.")
-        if self.min_tokens < 0:
-            raise ValueError(f"min_tokens must be greater than or equal to 0, got {self.min_tokens}.")
-        if self.max_tokens is not None and self.min_tokens > self.max_tokens:
-            raise ValueError(
-                f"min_tokens must be less than or equal to max_tokens={self.max_tokens}, "
-                f"got {self.min_tokens}."
-            )
-        if any(not s for s in self.stop):
-            raise ValueError("stop cannot contain an empty string.")
-        if self.stop and not self.detokenize:
-            raise ValueError(
-                "stop strings are only supported when detokenize is True. Set detokenize=True to use stop."
-            )
-        if any(not w for w in self.bad_words):
-            raise ValueError(f"bad_words cannot contain an empty string. Got bad_words={self.bad_words}")
-        if self.allowed_token_ids and self.logit_bias and all(
-                self.logit_bias.get(t) == -math.inf for t in self.allowed_token_ids):
-            raise ValueError(f"no token can be sampled: every id in allowed_token_ids={self.allowed_token_ids} has "
-                             "logit_bias -inf")
-        if self.allowed_token_ids is not None and len(self.allowed_token_ids) == 0:
-            raise ValueError("allowed_token_ids is not None and empty!")
-        k = self.truncate_prompt_tokens
-        if k is not None and (k == 0 or k < -1):
-            raise ValueError(f"truncate_prompt_tokens has to be a positive integer or -1, got {k}")
 
     @classmethod
     def from_optional(cls, **kwargs: Any) -> SamplingParams:
@@ -345,42 +270,3 @@ class SamplingParams:
             f"truncate_prompt_tokens={self.truncate_prompt_tokens}, extra_args={self.extra_args}, "
             f"structured_outputs={self.structured_outputs})"
         )
-
-
-@dataclasses.dataclass
-class BeamSearchParams:
-    """Beam search parameters for ``LLM.beam_search`` (vLLM's ``BeamSearchParams``; ``beam_width`` and
-    ``max_tokens`` may be passed positionally, as vLLM allows).
-
-    ``temperature`` is the temperature of the one-token step requests (vLLM's meaning): 0 scores candidates
-    from the raw logprobs only; above 0 each beam's sampled token joins its top ``2 * beam_width``
-    candidates. ``include_stop_str_in_output`` keeps the EOS that ended a beam in its ``text`` (as
-    ``SamplingParams.include_stop_str_in_output`` does for generate; a special EOS still decodes to nothing).
-    ``structured_outputs`` is not supported yet and must stay None.
-    """
-
-    beam_width: int
-    max_tokens: int
-    ignore_eos: bool = False
-    temperature: float = 0.0
-    length_penalty: float = 1.0
-    include_stop_str_in_output: bool = False
-    structured_outputs: Any = None
-
-    def __post_init__(self) -> None:
-        self.beam_width = check_int("beam_width", self.beam_width)
-        self.max_tokens = check_int("max_tokens", self.max_tokens)
-        if self.beam_width < 1:
-            raise ValueError(f"beam_width must be at least 1, got {self.beam_width}.")
-        if self.max_tokens < 1:
-            raise ValueError(f"max_tokens must be at least 1, got {self.max_tokens}.")
-        self.ignore_eos = check_bool("ignore_eos", self.ignore_eos)
-        self.include_stop_str_in_output = check_bool("include_stop_str_in_output", self.include_stop_str_in_output)
-        self.temperature = check_float("temperature", self.temperature)
-        if not 0.0 <= self.temperature <= 2.0:
-            raise ValueError(f"temperature must be in [0, 2], got {self.temperature}.")
-        self.length_penalty = check_float("length_penalty", self.length_penalty)
-        if not math.isfinite(self.length_penalty):
-            raise ValueError(f"length_penalty must be a finite number, got {self.length_penalty}.")
-        if self.structured_outputs is not None:
-            raise ValueError("BeamSearchParams.structured_outputs is not supported yet; leave it None")

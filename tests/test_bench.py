@@ -167,7 +167,8 @@ def test_bench_draft_model_options(tmp_path):
     cfg.write_text(json.dumps(TINY))
     result = main(["--config", str(cfg), "--num-requests", "2", "--prompt-len", "4", "4", "--output-len", "6", "6",
                    "--max-num-seqs", "2", "--max-num-batched-tokens", "16", "--enforce-eager", "--draft-config",
-                   str(cfg), "--draft-layers", "1"])
+                   str(cfg), "--draft-layers", "1", "--speculative-config",
+                   '{"num_speculative_tokens": 4, "disable_by_batch_size": 2}'])  # every step speculates
     ours = result["jaxllm"]
     assert ours["output_tokens"] == 12
     assert ours["speculative_config"]["method"] == "draft_model" and ours["spec_decode_acceptance_rate"] is not None

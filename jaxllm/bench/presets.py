@@ -31,6 +31,11 @@ DRAFT = ("--draft-config", os.path.join(CONFIG_DIR, "llama-3.2-1b.json"), "--spe
          '{"method": "draft_model", "num_speculative_tokens": 4, "disable_by_batch_size": 32}')
 
 
+# the same draft under the automatic rule (no disable_by_batch_size: docs/spec_decode.md)
+DRAFT_AUTO = ("--draft-config", os.path.join(CONFIG_DIR, "llama-3.2-1b.json"), "--speculative-config",
+              '{"method": "draft_model", "num_speculative_tokens": 4}')
+
+
 def _spec(requests: int) -> tuple[str, ...]:
     """8B dims, ``requests`` prompts of 256 tokens repeating a 32-token segment (random weights accept drafts
     only where the text repeats), 256 greedy output tokens, all requests at once."""
@@ -121,6 +126,10 @@ PRESETS = {
                              baseline="spec-b16"),
     "spec-b256-draft": Preset((*_spec(256), *DRAFT), "spec-b256 with the draft model; disable_by_batch_size=32 "
                               "turns speculation off at this batch", baseline="spec-b256"),
+    "spec-b1-draft-auto": Preset((*_spec(1), *DRAFT_AUTO), "spec-b1-draft under the automatic speculation rule",
+                                 baseline="spec-b1"),
+    "spec-b256-draft-auto": Preset((*_spec(256), *DRAFT_AUTO), "spec-b256 with the draft model under the automatic "
+                                   "speculation rule (no disable_by_batch_size)", baseline="spec-b256"),
     "spec-b1-t08": Preset((*_spec(1), "--temperature", "0.8"), "spec-b1 sampled at temperature 0.8, no speculation"),
     "spec-b1-draft-t08": Preset((*_spec(1), "--temperature", "0.8", *DRAFT),
                                 "spec-b1-t08 with the draft model: drafts sampled from its q, verified by rejection "

@@ -147,6 +147,7 @@ class LLMEngine(EngineAccessors, ConstrainedSteps):
             max_loras=max_loras,
             speculative_config=SpeculativeConfig.from_dict(speculative_config),
             drafter=getattr(runner, "propose_drafts", None),  # draft-model speculation (a ModelRunner's)
+            spec_cost=getattr(runner, "spec_cost", None),  # the automatic speculation rule's step costs
         )
         self.max_loras = max_loras  # None: LoRA is off; else the runner has check_lora(request)
         self.scheduling_policy = scheduling_policy

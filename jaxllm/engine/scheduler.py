@@ -41,9 +41,12 @@ draft tokens (n-gram: found on the host before its slots are allocated; draft mo
 stop). The slots of rejected drafts were allocated but hold stale K/V: the sequence's ``num_computed_tokens``
 only counts accepted positions, so later steps overwrite them. Proposing needs the previous step's tokens on
 the host, so a step that speculates is not overlapped with the next (``needs_sync``), and a step scheduled
-while another is in flight does not speculate; nor does a sequence under structured outputs. ``disable_by_batch_size`` turns speculation off for a step
-with more running sequences than that (large batches are compute-bound: verifying drafts costs more than it
-saves).
+while another is in flight does not speculate; nor does a sequence under structured outputs. Which decodes
+speculate is chosen when the step before is scheduled (``Speculation.plan``), which then waits for its tokens
+(``needs_sync``) only when some do: with ``disable_by_batch_size``, all of them while at most that many
+sequences run (vLLM's rule); without it, the automatic rule (``jaxllm.spec_decode.auto``) weighs each request's
+measured acceptance against the step's roofline cost, which turns speculation off in large, compute-bound
+batches and for requests whose drafts fail.
 """
 
 from __future__ import annotations
@@ -90,6 +93,7 @@ class Scheduler(TokenUpdates):
         max_loras: int | None = None,  # distinct LoRA adapters among running sequences (None: no limit)
         speculative_config: SpeculativeConfig | None = None,
         drafter: Any = None,  # method "draft_model": the runner's propose_drafts (speculation.py)
+        spec_cost: Any = None,  # the runner's SpecCostModel for the automatic speculation rule, or None
     ) -> None:
         if policy not in POLICIES:
             raise ValueError(f"scheduling policy {policy!r} is not supported; choose one of {POLICIES}")
@@ -116,8 +120,9 @@ class Scheduler(TokenUpdates):
         # prefix-cache lookups at admission: prompt (+ output) tokens looked up, and tokens found cached
         self.prefix_cache_queries = 0
         self.prefix_cache_hits = 0
-        self.speculation = (Speculation(speculative_config, max_model_len, drafter)
-                           if speculative_config else None)
+        self.speculation = (Speculation(speculative_config, max_model_len, drafter, spec_cost, max_num_seqs)
+                            if speculative_config else None)
+        self._next_plan: set[int] = set()  # seq_ids that speculate in the next step (Speculation.plan)
 
     def add(self, seq: Sequence) -> None:
         if self.policy == "priority":
@@ -168,7 +173,10 @@ class Scheduler(TokenUpdates):
         i = 0
         max_model_len = self.max_model_len
         spec = self.speculation
-        speculate = spec is not None and not self._inflight and spec.config.speculates(len(running))
+        # the decodes that speculate, chosen when the previous step was scheduled (which then waited for its
+        # tokens: a step scheduled while another is in flight cannot propose drafts)
+        chosen, self._next_plan = self._next_plan, set()
+        speculate = bool(chosen) and not self._inflight
         pending: list[tuple[Sequence, ScheduledSeq, int]] = []  # draft model: decodes awaiting their drafts
         while i < len(running) and budget > 0:
             seq = running[i]
@@ -178,9 +186,9 @@ class Scheduler(TokenUpdates):
                 continue
             n = min(len(toks) - seq.num_computed_tokens, budget)
             drafts, num_model_drafts = (), 0
-            if speculate and n == 1 and spec.drafter is None:
+            if speculate and n == 1 and seq.seq_id in chosen and spec.drafter is None:
                 drafts = spec.propose(seq, budget)
-            elif speculate and n == 1:
+            elif speculate and n == 1 and seq.seq_id in chosen:
                 num_model_drafts = spec.room(seq, budget)  # proposed below, once their slots are allocated
             n += len(drafts) + num_model_drafts
             while not bm.allocate_slots(seq, n):
@@ -245,7 +253,11 @@ class Scheduler(TokenUpdates):
         result = ScheduledBatch(batch)
         if batch:  # copies queued by a step with nothing to run wait for the next one
             result.swap_out, result.swap_in = bm.take_swaps()
-            needs_sync = speculate or any(seq.needs_history for seq in scheduled)
+            if spec is not None:
+                self._next_plan = spec.plan(running, self.max_num_batched_tokens)
+            # a verifying step emits a variable number of tokens, which no placeholder stands for
+            needs_sync = (bool(self._next_plan) or any(s.draft_token_ids for s in batch)
+                          or any(seq.needs_history for seq in scheduled))
             self._inflight.append(_InFlight(result, scheduled, bm.take_pending_hashes(), needs_sync))
         return result
 
@@ -301,6 +313,7 @@ class Scheduler(TokenUpdates):
                 if seq.status != SequenceStatus.FINISHED:
                     seqs.setdefault(id(seq), seq)
         self._inflight.clear()
+        self._next_plan = set()
         self.running = [s for s in self.running if id(s) not in seqs]
         self.waiting = deque(s for s in self.waiting if id(s) not in seqs)
         for seq in reversed(list(seqs.values())):
@@ -358,6 +371,8 @@ class Scheduler(TokenUpdates):
         if finished:
             for seq in finished:
                 self.block_manager.free(seq)
+                if self.speculation is not None:
+                    self.speculation.acceptance.forget(seq.seq_id)
             self.running = [s for s in self.running if s.status != SequenceStatus.FINISHED]
         return finished
 
@@ -380,3 +395,5 @@ class Scheduler(TokenUpdates):
         for s in seqs:
             if id(s) in doomed:
                 s.finish("abort")
+                if self.speculation is not None:
+                    self.speculation.acceptance.forget(s.seq_id)

@@ -58,7 +58,7 @@ from jaxllm.runner.sampling_metadata import (
     to_runner_output,
 )
 from jaxllm.runner.sleep_mode import SleepMode
-from jaxllm.runner.spec_rows import SpecLayout, to_spec_runner_output
+from jaxllm.runner.spec_rows import SpecLayout, spec_cost_model, to_spec_runner_output
 from jaxllm.runner.startup_programs import StartupPrograms
 from jaxllm.runner.step import make_forward, make_prompt_logprobs, make_sample
 from jaxllm.runner.weight_updates import WeightUpdates
@@ -81,7 +81,6 @@ class ModelRunner(StartupPrograms, SleepMode, WeightUpdates):
         self.cfg, self.mesh, self.block_size, self.max_model_len = cfg, mesh, args.block_size, args.max_model_len
         self.max_blocks_per_seq = -(-args.max_model_len // args.block_size)
         self.speculative_config = SpeculativeConfig.from_dict(args.speculative_config)
-        self.spec = SpecLayout(self.speculative_config)  # L logits rows per bucket, drafts verified by the sampler
         # (enforce_eager compiles every program on first use: nothing is left for a background thread)
         self.background_compile = (bool(args.background_compile) and self.compiles_in_background
                                    and not args.enforce_eager)
@@ -102,8 +101,12 @@ class ModelRunner(StartupPrograms, SleepMode, WeightUpdates):
         # draft-model speculation: the draft's weights are placed before the KV cache is sized (they take memory)
         self.draft = make_draft(args, cfg, mesh, self.ladder, self.max_blocks_per_seq)
         self.cache_plan = KVCachePlan(cfg, mesh, args, self.dtype)
+        # the automatic speculation rule's step costs (the engine's scheduler reads them), and the L logits rows
+        # per bucket with the drafts the sampler verifies
+        self.spec_cost = spec_cost_model(self.speculative_config, cfg, mesh, self.cache_plan.dtype, self.draft)
+        self.spec = SpecLayout(self.speculative_config, args.max_num_seqs, self.spec_cost)
         if self.draft is not None:
-            self.draft.share_device_memory(self.cache_plan)
+            self.draft.share_device_memory(self.cache_plan, self.spec.max_spec_seqs)
         self.kv_cache_dtype = self.cache_plan.dtype
         self._set_cache_shapes(self.cache_plan.num_blocks)  # shapes only until the programs are compiled
         # the KV cache's host tier (swap_space; None when nothing would use it)

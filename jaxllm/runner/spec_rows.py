@@ -16,6 +16,8 @@ from jaxllm.engine.batch import RunnerOutput, ScheduledBatch, ScheduledSeq
 from jaxllm.runner.buckets import Bucket
 from jaxllm.runner.sampling_metadata import row_logprobs, to_runner_output
 from jaxllm.spec_decode import SpeculativeConfig
+from jaxllm.spec_decode.auto import speculating_seqs_cap
+from jaxllm.spec_decode.cost import SpecCostModel, platform_peaks, step_cost
 
 
 def sampling_rows(seqs: Sequence[ScheduledSeq]) -> list[ScheduledSeq]:
@@ -93,15 +95,30 @@ class DraftProbs:
         return self.arrays[0].shape[0]
 
 
+def spec_cost_model(config: SpeculativeConfig | None, cfg, mesh, kv_dtype, draft=None) -> SpecCostModel | None:
+    """The automatic speculation rule's step costs (``jaxllm.spec_decode.cost``) of the target ``cfg`` on
+    ``mesh``'s platform with a KV cache of ``kv_dtype`` (and the ``draft`` runner's model), or None without
+    speculative decoding or with ``disable_by_batch_size`` (vLLM's rule needs no costs)."""
+    if config is None or not config.auto:
+        return None
+    platform = mesh.devices.flat[0].platform
+    peaks = platform_peaks()["cpu" if platform == "cpu" else "gpu"]
+    n = mesh.devices.size
+    draft_cost = None if draft is None else step_cost(draft.cfg, peaks, draft.cache_plan.dtype.itemsize, n)
+    return SpecCostModel(step_cost(cfg, peaks, kv_dtype.itemsize, n), config.num_speculative_tokens, draft_cost)
+
+
 class SpecLayout:
     """The runner's shapes under speculative decoding (``config`` None: none). Every step of a bucket computes
     L logits rows, L = S without speculation; with it, room for k drafts of every sequence that may speculate
-    (``disable_by_batch_size``) within the T tokens. The forward's ``dims`` gain L as a fourth entry and the
-    sampler program takes the [2, L] verification arrays (``spec_arrays``) as a third argument; both are
-    compiled at start-up for the configured k."""
+    (``max_spec_seqs``, D: ``jaxllm.spec_decode.auto.speculating_seqs_cap``) within the T tokens. The forward's
+    ``dims`` gain L as a fourth entry and the sampler program takes the [2, L] verification arrays
+    (``spec_arrays``) as a third argument; both are compiled at start-up for the configured k."""
 
-    def __init__(self, config: SpeculativeConfig | None) -> None:
+    def __init__(self, config: SpeculativeConfig | None, max_num_seqs: int = 1, cost: SpecCostModel | None = None):
+        """``cost``: ``spec_cost_model``'s (the automatic rule's cap depends on it)."""
         self.config = config
+        self.max_spec_seqs = None if config is None else speculating_seqs_cap(config, max_num_seqs, cost)
 
     @property
     def enabled(self) -> bool:
@@ -111,7 +128,7 @@ class SpecLayout:
         """L: the logits / sampling rows of ``bucket``'s step."""
         if self.config is None:
             return bucket.num_seqs
-        spec_seqs = min(bucket.num_seqs, self.config.disable_by_batch_size or bucket.num_seqs)
+        spec_seqs = min(bucket.num_seqs, self.max_spec_seqs)
         return min(bucket.num_tokens, bucket.num_seqs + spec_seqs * self.config.num_speculative_tokens)
 
     def dims(self, bucket: Bucket, max_blocks_per_seq: int) -> tuple[int, ...]:

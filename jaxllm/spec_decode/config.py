@@ -20,8 +20,9 @@ class SpeculativeConfig:
     (n-gram only): the longest / shortest suffix n-gram matched (vLLM's defaults: one given -> the other equals
     it; neither -> both 5).
     ``disable_by_batch_size``: a step speculates only while at most this many sequences are running (vLLM's
-    key; None = always); a large batch is compute-bound, where verifying k extra tokens per sequence costs
-    more than the accepted tokens save."""
+    key); a large batch is compute-bound, where verifying k extra tokens per sequence costs more than the
+    accepted tokens save. None (the default): the automatic rule decides per step and per request from the
+    measured acceptance and the step's roofline cost (``jaxllm.spec_decode.auto``)."""
 
     method: str
     num_speculative_tokens: int
@@ -65,9 +66,10 @@ class SpeculativeConfig:
             raise ValueError(f"speculative_config prompt_lookup_min={lo} must be <= prompt_lookup_max={hi}")
         return cls(method, k, hi, lo, disable)
 
-    def speculates(self, num_running: int) -> bool:
-        """Whether a step with ``num_running`` running sequences speculates (``disable_by_batch_size``)."""
-        return self.disable_by_batch_size is None or num_running <= self.disable_by_batch_size
+    @property
+    def auto(self) -> bool:
+        """Whether the automatic rule decides which steps and requests speculate (no ``disable_by_batch_size``)."""
+        return self.disable_by_batch_size is None
 
 
 def _method_and_model(spec: dict) -> tuple[str, str | None]:

@@ -73,6 +73,17 @@ def make_draft(args, target_cfg, mesh, ladder: BucketLadder, max_blocks_per_seq:
     return draft
 
 
+def shared_num_blocks(num_blocks: int, target_block_bytes: int, draft_block_bytes: int, reserved_bytes: int) -> int:
+    """The blocks of both caches (same count) that the bytes of ``num_blocks`` target blocks hold once
+    ``reserved_bytes`` are set aside (at least one); ValueError when the reserve leaves none."""
+    blocks = (num_blocks * target_block_bytes - reserved_bytes) // (target_block_bytes + draft_block_bytes)
+    if blocks < 1 and reserved_bytes:
+        raise ValueError(f"the target's and the draft's KV caches and the draft distributions ({reserved_bytes / 2**30:.2f} "
+                         f"GiB) do not fit the memory left for the KV cache: raise gpu_memory_utilization or lower "
+                         f"max_num_seqs or num_speculative_tokens")
+    return max(1, blocks)
+
+
 class DraftRunner(SleepMode):
     """``model``: the draft NNX module on ``mesh``; ``cfg`` / ``target_cfg``: the draft's and the target's
     ModelConfig (ValueError when their vocabularies differ); ``args``: the target's resolved EngineArgs."""
@@ -106,16 +117,25 @@ class DraftRunner(SleepMode):
         self._computed: dict[int, tuple[list, int]] = {}
         spec = SpeculativeConfig.from_dict(args.speculative_config)
         self._num_k = spec.num_speculative_tokens
-        self._q_rows = min(self._max_seqs, spec.disable_by_batch_size or self._max_seqs)  # D
+        self._q_rows = self._max_seqs  # D: share_device_memory sets the runner's cap on speculating sequences
         self._sample = make_draft_sample()
         self._probs: DraftProbs | None = None  # the last proposal's q (sampled drafts), until take_probs()
 
-    def share_device_memory(self, target_plan: KVCachePlan) -> None:
+    def share_device_memory(self, target_plan: KVCachePlan, max_spec_seqs: int) -> None:
         """Both caches hold the same number of blocks: when the target's cache was sized in bytes (to fill the
-        device, or ``kv_cache_memory_bytes``), scale its block count so that the two fit in those bytes."""
+        device, or ``kv_cache_memory_bytes``), scale its block count so that the two fit in those bytes. A cache
+        that fills the device also leaves room for the sampled drafts' q arrays (``q_bytes``) of at most
+        ``max_spec_seqs`` speculating sequences (D, the runner's cap), which live between programs."""
+        self._q_rows = max(1, min(self._max_seqs, max_spec_seqs))
         if target_plan.fills_device or self._kv_bytes_given:
-            tb, db = target_plan.bytes_per_block, self.cache_plan.bytes_per_block
-            target_plan.num_blocks = max(1, target_plan.num_blocks * tb // (tb + db))
+            reserved = self.q_bytes if target_plan.fills_device else 0
+            target_plan.num_blocks = shared_num_blocks(target_plan.num_blocks, target_plan.bytes_per_block,
+                                                       self.cache_plan.bytes_per_block, reserved)
+
+    @property
+    def q_bytes(self) -> int:
+        """The k arrays [D, V] float32 of one proposal's draft distributions (``take_probs``)."""
+        return self._num_k * self._q_rows * self.cfg.vocab_size * 4
 
     @property
     def bytes_per_block(self) -> int:

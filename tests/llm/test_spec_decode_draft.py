@@ -20,6 +20,7 @@ from jaxllm import LLM, SamplingParams
 VOCAB = 448  # the llama_dir fixture's (tests/llm/conftest.py)
 
 PROMPTS = [[5, 6, 7, 8, 5, 6, 7], [11, 12, 13, 14, 15], list(range(20, 40)), [9, 9, 9], [30, 31, 32, 33]]
+ALWAYS = {"disable_by_batch_size": 64}  # every step speculates (the automatic rule would not on a tiny CPU model)
 KW = {"max_num_seqs": 4, "max_num_batched_tokens": 16}
 
 
@@ -33,13 +34,13 @@ def draft_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def draft_llm(llama_dir, draft_dir):
-    spec = {"method": "draft_model", "model": str(draft_dir[0]), "num_speculative_tokens": 3}
+    spec = {"method": "draft_model", "model": str(draft_dir[0]), "num_speculative_tokens": 3, **ALWAYS}
     return LLM(str(llama_dir[0]), **KW, speculative_config=spec)
 
 
 @pytest.fixture(scope="module")
 def self_draft_llm(llama_dir):
-    spec = {"model": str(llama_dir[0]), "num_speculative_tokens": 3}  # method inferred, as vLLM does
+    spec = {"model": str(llama_dir[0]), "num_speculative_tokens": 3, **ALWAYS}  # method inferred, as vLLM does
     return LLM(str(llama_dir[0]), **KW, enforce_eager=True, speculative_config=spec)
 
 
@@ -62,7 +63,7 @@ def test_drafts_are_the_draft_models_greedy_continuation(llama_dir, draft_dir, p
     """The draft's cache stays right through prefill chunks, rejections, prefix-cache hits and preemption by
     recompute or by swap (12 blocks for 4 sequences of up to 4 blocks): every proposal equals transformers'
     greedy continuation of the draft checkpoint from the full context."""
-    spec = {"method": "draft_model", "model": str(draft_dir[0]), "num_speculative_tokens": 3}
+    spec = {"method": "draft_model", "model": str(draft_dir[0]), "num_speculative_tokens": 3, **ALWAYS}
     llm = LLM(str(llama_dir[0]), **KW, enforce_eager=True, num_gpu_blocks_override=12, speculative_config=spec,
               **preemption)
     runner, proposals = llm.llm_engine.runner, []
@@ -172,7 +173,7 @@ def near_draft_llm(llama_dir, tmp_path_factory):
     with torch.no_grad():
         model.lm_head.weight.mul_(20.0)
     model.save_pretrained(path, safe_serialization=True)
-    spec = {"method": "draft_model", "model": str(path), "num_speculative_tokens": 2}
+    spec = {"method": "draft_model", "model": str(path), "num_speculative_tokens": 2, **ALWAYS}
     return LLM(str(llama_dir[0]), **KW, enforce_eager=True, speculative_config=spec)
 
 
@@ -202,7 +203,7 @@ def test_sleep_frees_and_restores_the_draft(llama_dir, draft_dir):
     checkpoint) and seeded sampled outputs are the same as before."""
     import jax
 
-    spec = {"method": "draft_model", "model": str(draft_dir[0]), "num_speculative_tokens": 3}
+    spec = {"method": "draft_model", "model": str(draft_dir[0]), "num_speculative_tokens": 3, **ALWAYS}
     llm = LLM(str(llama_dir[0]), **KW, enforce_eager=True, enable_sleep_mode=True, speculative_config=spec)
     runner, params = llm.llm_engine.runner, SamplingParams(temperature=0.9, seed=5, max_tokens=12)
     ref = [o.token_ids for o in gen(llm, params)]
@@ -248,7 +249,7 @@ def test_speculative_config_is_validated(llama_dir, spec, match):
 
 
 def test_kv_cache_memory_bytes_holds_both_caches(llama_dir, draft_dir):
-    spec = {"method": "draft_model", "model": str(draft_dir[0]), "num_speculative_tokens": 2}
+    spec = {"method": "draft_model", "model": str(draft_dir[0]), "num_speculative_tokens": 2, **ALWAYS}
     llm = LLM(str(llama_dir[0]), **KW, enforce_eager=True, kv_cache_memory_bytes=2**20, speculative_config=spec)
     runner = llm.llm_engine.runner
     per_block = runner.cache_plan.bytes_per_block + runner.draft.bytes_per_block

@@ -94,7 +94,8 @@ def test_bad_sizes_raise(checkpoint):
 def test_speculative_decoding_per_replica(checkpoint):
     """n-gram speculation with DP=2: each replica's scheduler drafts for its own sequences; outputs equal one
     replica's with speculation, and the speculative counters (per-position ones too) are the replicas' sums."""
-    spec = {"method": "ngram", "num_speculative_tokens": 2, "prompt_lookup_max": 2, "prompt_lookup_min": 1}
+    spec = {"method": "ngram", "num_speculative_tokens": 2, "prompt_lookup_max": 2, "prompt_lookup_min": 1,
+            "disable_by_batch_size": 64}  # every step speculates (the automatic rule would not on a tiny CPU model)
     prompts = [{"prompt_token_ids": [5, 6, 7] * 4}, {"prompt_token_ids": [9, 10] * 6},
                {"prompt_token_ids": [20, 21, 22, 23] * 3}, {"prompt_token_ids": [30, 31] * 5}]
     params = SamplingParams(temperature=0, max_tokens=8, ignore_eos=True)
@@ -111,7 +112,7 @@ def test_draft_model_per_replica_under_tensor_parallelism(checkpoint, reference)
     """Draft-model speculation with DP=2 x TP=2 (the draft's weights and cache sharded like the target's, one
     draft per replica): greedy outputs equal one replica's without speculation; the target as its own draft
     accepts every draft."""
-    spec = {"method": "draft_model", "model": checkpoint, "num_speculative_tokens": 2}
+    spec = {"method": "draft_model", "model": checkpoint, "num_speculative_tokens": 2, "disable_by_batch_size": 64}
     llm = _llm(checkpoint, data_parallel_size=2, tensor_parallel_size=2, speculative_config=spec)
     greedy = [i for i, p in enumerate(PARAMS) if p.temperature == 0]
     outs = llm.generate([PROMPTS[i] for i in greedy], [PARAMS[i] for i in greedy], use_tqdm=False)

@@ -1,0 +1,84 @@
+"""llama.cpp's tensor names and q/k row order -> HuggingFace's, for ``GGUFCheckpoint``.
+
+A GGUF names weights ``blk.N.attn_q.weight`` where a HF checkpoint has ``model.layers.N.self_attn.q_proj.weight``;
+a few llama.cpp names mean different HF tensors per architecture (Gemma 2/3's ``ffn_norm``, Phi-3's fused
+projections). llama.cpp's converter also interleaves the rotary halves of llama's q/k rows; ``unpermute_qk``
+restores HF's order (``permute_qk`` is its inverse, for writing test files). Kept apart from the file reader
+because it is a fixed translation table, independent of how the file is parsed.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+_GLOBAL_TENSORS = {
+    "token_embd.weight": "model.embed_tokens.weight",
+    "output_norm.weight": "model.norm.weight",
+    "output.weight": "lm_head.weight",
+}
+_LAYER_TENSORS = {
+    "attn_norm.weight": "input_layernorm.weight",
+    "ffn_norm.weight": "post_attention_layernorm.weight",
+    "attn_q.weight": "self_attn.q_proj.weight",
+    "attn_q.bias": "self_attn.q_proj.bias",
+    "attn_k.weight": "self_attn.k_proj.weight",
+    "attn_k.bias": "self_attn.k_proj.bias",
+    "attn_v.weight": "self_attn.v_proj.weight",
+    "attn_v.bias": "self_attn.v_proj.bias",
+    "attn_output.weight": "self_attn.o_proj.weight",
+    "attn_q_norm.weight": "self_attn.q_norm.weight",
+    "attn_k_norm.weight": "self_attn.k_norm.weight",
+    "ffn_gate.weight": "mlp.gate_proj.weight",
+    "ffn_up.weight": "mlp.up_proj.weight",
+    "ffn_down.weight": "mlp.down_proj.weight",
+}
+# Where one llama.cpp name means another HF tensor in some architectures (Gemma 2/3's ffn_norm is the norm before
+# the MLP, Phi-3's fused qkv and gate_up).
+_ARCH_LAYER_TENSORS = {
+    "gemma2": {"ffn_norm.weight": "pre_feedforward_layernorm.weight"},
+    "gemma3": {"ffn_norm.weight": "pre_feedforward_layernorm.weight"},
+    "phi3": {"attn_qkv.weight": "self_attn.qkv_proj.weight", "ffn_up.weight": "mlp.gate_up_proj.weight"},
+}
+_POST_NORMS = {"post_attention_norm.weight": "post_attention_layernorm.weight",
+               "post_ffw_norm.weight": "post_feedforward_layernorm.weight"}
+_LAYER_RE = re.compile(r"^blk\.(\d+)\.(.+)$")
+
+
+def _layer_tensors(architecture: str) -> dict[str, str]:
+    table = {**_LAYER_TENSORS, **_ARCH_LAYER_TENSORS.get(architecture, {})}
+    if architecture in ("gemma2", "gemma3", "olmo2"):
+        table.update(_POST_NORMS)
+    return table
+
+
+def hf_tensor_name(gguf_name: str, architecture: str = "llama") -> str:
+    """llama.cpp tensor name -> HF name (``blk.3.attn_q.weight`` -> ``model.layers.3.self_attn.q_proj.weight``)."""
+    if gguf_name in _GLOBAL_TENSORS:
+        return _GLOBAL_TENSORS[gguf_name]
+    table = _layer_tensors(architecture)
+    m = _LAYER_RE.match(gguf_name)
+    if m and m.group(2) in table:
+        return f"model.layers.{m.group(1)}.{table[m.group(2)]}"
+    raise ValueError(f"GGUF tensor {gguf_name!r} has no HF equivalent that jaxllm knows for {architecture}; known "
+                     f"tensors: {', '.join(_GLOBAL_TENSORS)}, blk.N.{{{', '.join(table)}}}")
+
+
+def unpermute_qk(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """Undo llama.cpp's q/k row permutation. ``w``: [n_heads*Dh, ...] (a weight [H*Dh, D] or a bias [H*Dh]).
+
+    llama.cpp stores, inside each head, rows (0, Dh/2, 1, Dh/2+1, ...) interleaved as adjacent pairs; HF keeps
+    the two rotary halves contiguous. View rows as [n_heads, Dh/2, 2] and swap the last two axes back."""
+    rows = w.shape[0]
+    if rows % (2 * n_heads):
+        raise ValueError(f"cannot un-permute {rows} rows into {n_heads} heads of even size")
+    return np.ascontiguousarray(
+        w.reshape(n_heads, rows // n_heads // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape))
+
+
+def permute_qk(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """llama.cpp's permutation (HF -> GGUF), the inverse of :func:`unpermute_qk`; used to write test files."""
+    rows = w.shape[0]
+    return np.ascontiguousarray(
+        w.reshape(n_heads, 2, rows // n_heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape))
