@@ -47,3 +47,23 @@ def test_without_first_run_fn_background_programs_are_only_compiled():
     programs.compile_in_background(KEYS)
     programs.wait_background()
     assert [programs.get(k) for k in KEYS] == ["exe-8", "exe-16", "exe-32"]
+
+
+def test_before_runs_on_the_background_thread_first_and_is_held_weakly():
+    class Runner:
+        def __init__(self):
+            self.events = []
+
+        def warm(self):
+            self.events.append(("before", threading.get_ident()))
+
+        def compile(self, key):
+            self.events.append(("compile", key))
+            return key
+
+    runner = Runner()
+    programs = Programs(runner.compile)
+    programs.compile_in_background(KEYS[:2], before=runner.warm)
+    programs.wait_background()
+    assert runner.events[0][0] == "before" and runner.events[0][1] != threading.get_ident()
+    assert runner.events[1:] == [("compile", k) for k in KEYS[:2]]

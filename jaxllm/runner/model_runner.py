@@ -121,7 +121,8 @@ class ModelRunner(StartupPrograms, SleepMode, WeightUpdates):
         self._forward = make_forward(self.graphdef, self._treedef, mesh, with_lora=lora is not None)
         self._sample = make_sample()
         self._prompt_lp = make_prompt_logprobs(self.graphdef, self._treedef)
-        # held while a step or a background first run takes the (donated) cache, and while sleep mode frees it
+        # held while a step or a background first run takes the (donated) cache, and while sleep mode frees it:
+        # code that reads kv_caches while the background thread may run programs holds it too
         self.device_lock = threading.RLock()
         self.programs = Programs(self._compile, self._first_run_in_background)
         self.last_step_time = float("-inf")  # perf_counter() of the last dispatch or fetch
@@ -144,7 +145,7 @@ class ModelRunner(StartupPrograms, SleepMode, WeightUpdates):
             if self.draft is not None:
                 self.draft.run_each_program_once()
             if self.background_compile:
-                self.programs.compile_in_background(self.deferred_keys())
+                self.programs.compile_in_background(self.deferred_keys(), before=self._warm_up_attention_loops)
 
     # ---- KV cache ----------------------------------------------------------------------------------------
 

@@ -31,9 +31,17 @@ _STOP_BACKGROUND = threading.Event()  # set at interpreter exit: queued backgrou
 _BACKGROUND_THREADS: set[threading.Thread] = set()
 
 
-def _compile_queued(programs: weakref.ref, queued: list[tuple[ProgramKey, concurrent.futures.Future]]) -> None:
-    """A background thread's loop: compile each queued program in order until the interpreter exits or the
-    ``Programs`` is gone."""
+def _compile_queued(programs: weakref.ref, queued: list[tuple[ProgramKey, concurrent.futures.Future]],
+                    before: weakref.WeakMethod | None = None) -> None:
+    """A background thread's loop: ``before()`` (when given and its runner still lives), then compile each queued
+    program in order until the interpreter exits or the ``Programs`` is gone."""
+    job = None if before is None else before()
+    if job is not None:
+        try:
+            job()
+        except Exception:  # a warm-up only: the compiles go on, the error goes to the log
+            logger.exception("the background thread's first job failed")
+        del job
     for key, future in queued:
         owner = programs()
         if owner is None or _STOP_BACKGROUND.is_set() or not future.set_running_or_notify_cancel():
@@ -156,21 +164,22 @@ class Programs:
         self.compile_seconds += time.perf_counter() - t0
         logger.info("compiled %d programs in %.1fs", len(keys), time.perf_counter() - t0)
 
-    def compile_in_background(self, keys: list[ProgramKey]) -> None:
+    def compile_in_background(self, keys: list[ProgramKey], before: Callable[[], None] | None = None) -> None:
         """Compile the ``keys`` not compiled or compiling yet, one at a time and in order on a background
         thread, each executed once after its compile (``first_run_fn``; ``get`` waits for one a step needs
-        first). The thread is a daemon: at interpreter exit
-        ``_stop_background_compiles`` lets the compile in progress finish and cancels the queued ones, so a
-        script that ends early does not wait for programs it never used."""
+        first); ``before``, a method of the runner (held weakly), when given runs on the thread first. The
+        thread is a daemon: at interpreter exit ``_stop_background_compiles`` lets the compile in progress finish
+        and cancels the queued ones, so a script that ends early does not wait for programs it never used."""
         todo = [k for k in keys if k not in self.compiled and k not in self._background]
-        if not todo:
+        if not todo and before is None:
             return
         queued = [(k, concurrent.futures.Future()) for k in todo]
         self._background.update(queued)
         # the thread holds the runner weakly: an engine deleted while its programs compile is freed, and the
         # rest of its queue is dropped
-        thread = threading.Thread(target=_compile_queued, args=(weakref.ref(self), queued), name="jaxllm-compile",
-                                  daemon=True)
+        before = None if before is None else weakref.WeakMethod(before)
+        thread = threading.Thread(target=_compile_queued, args=(weakref.ref(self), queued, before),
+                                  name="jaxllm-compile", daemon=True)
         _BACKGROUND_THREADS.add(thread)
         thread.start()
 

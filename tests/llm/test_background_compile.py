@@ -49,14 +49,16 @@ def test_background_first_runs_write_nothing_and_wait_while_steps_run(llama_dir)
     llm = LLM(str(llama_dir[0]), **SMALL)
     runner = llm.llm_engine.runner
     runner.programs.wait_background()
-    # idle: every program compiled in the background was executed once there, writing nothing to the cache
-    assert runner.background_first_runs == len(runner.deferred_keys()) > 3
+    # idle: every program compiled in the background was executed once there, and before them the start-up
+    # forward on the warm-up step (its attention loop), writing nothing to the cache
+    assert runner.background_first_runs == len(runner.deferred_keys()) + 1 > 4
     assert all(not np.any(np.asarray(c, np.float32)) for c in runner.kv_caches)
     runner.last_step_time = time.perf_counter()  # a step just ran: generate is running
     filters = [SampleKey(4, c) for c in FILTER_VARIANTS]
     runner.programs.compile_in_background(filters)
     runner.programs.wait_background()
-    assert all(k in runner.programs for k in filters) and runner.background_first_runs == len(runner.deferred_keys())
+    assert all(k in runner.programs for k in filters)
+    assert runner.background_first_runs == len(runner.deferred_keys()) + 1
 
 
 def test_background_compile_is_a_bool_and_resolves_by_platform():
