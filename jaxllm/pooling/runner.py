@@ -91,11 +91,11 @@ class PoolingModelRunner(ModelRunner):
         """The generate runner's start-up forwards (no sampler programs: nothing is sampled)."""
         return [k for k in super().startup_keys() if isinstance(k, ForwardKey)]
 
-    def _run_program_once(self, key: ForwardKey, fn) -> None:
-        """The pooled forward of ``key`` on a step that writes nothing (one token reading cache slot 0), waited
-        for: first-execution costs at start-up."""
+    def _run_program_once(self, key: ForwardKey, fn, warm_up: bool = True) -> None:
+        """The pooled forward of ``key`` on a step that writes nothing (``warm_up``: one token reading cache slot
+        0; else all padding), waited for: first-execution costs at start-up."""
         with self.device_lock:
-            self.kv_caches, pooled, _ = fn(self.params, self.kv_caches, self._padding_step(key.bucket, True))
+            self.kv_caches, pooled, _ = fn(self.params, self.kv_caches, self._padding_step(key.bucket, warm_up))
         jax.block_until_ready(pooled)
 
     # ---- execution --------------------------------------------------------------------------------------
