@@ -4,22 +4,26 @@
 """
 
 from jaxllm.default_model import DEFAULT_MODEL
+from jaxllm.engine import LLMEngine
+from jaxllm.engine_args import EngineArgs
 from jaxllm.in_memory import model_from_params
 from jaxllm.inputs import PromptType, TextPrompt, TokensPrompt
 from jaxllm.llm import LLM
 from jaxllm.load import load_model
-from jaxllm.outputs import CompletionOutput, Logprob, RequestOutput
-from jaxllm.pooling.config import PoolerConfig
-from jaxllm.pooling.outputs import (
+from jaxllm.outputs import (
     ClassificationOutput,
     ClassificationRequestOutput,
+    CompletionOutput,
     EmbeddingOutput,
     EmbeddingRequestOutput,
+    Logprob,
     PoolingOutput,
     PoolingRequestOutput,
+    RequestOutput,
     ScoringOutput,
     ScoringRequestOutput,
 )
+from jaxllm.pooling.config import PoolerConfig
 from jaxllm.pooling_params import PoolingParams
 from jaxllm.sampling_params import BeamSearchParams, RequestOutputKind, SamplingParams
 from jaxllm.structured_outputs import GuidedDecodingParams, StructuredOutputsConfig, StructuredOutputsParams
@@ -35,7 +39,9 @@ __all__ = [
     "CompletionOutput",
     "EmbeddingOutput",
     "EmbeddingRequestOutput",
+    "EngineArgs",
     "GuidedDecodingParams",
+    "LLMEngine",
     "Logprob",
     "PoolerConfig",
     "PoolingOutput",

@@ -58,6 +58,7 @@ class BeamSearchSequence:
     text: str | None = None
     finish_reason: str | None = None
     stop_reason: int | str | None = None
+    lora_request: Any = None  # the LoRA adapter the beam ran with (vLLM's field; keyword here), or None
 
 
 @dataclasses.dataclass
@@ -73,7 +74,8 @@ class BeamSearchInstance:
     def __init__(self, prompt_token_ids: list[int], lora_request: Any = None) -> None:
         self.num_prompt_tokens = len(prompt_token_ids)
         self.lora_request = lora_request  # the prompt's LoRA adapter (jaxllm.lora.LoRARequest) or None
-        self.beams: list[BeamSearchSequence] = [BeamSearchSequence(list(prompt_token_ids), [])]
+        self.beams: list[BeamSearchSequence] = [BeamSearchSequence(list(prompt_token_ids), [],
+                                                                      lora_request=lora_request)]
         self.completed: list[BeamSearchSequence] = []
 
 
@@ -180,7 +182,7 @@ def _step(engine: LLMEngine, group: list[BeamSearchInstance], step_params: Sampl
             logprobs = out.logprobs[0]
             for token_id, lp in logprobs.items():
                 new = BeamSearchSequence(beam.tokens + [token_id], beam.logprobs + [logprobs],
-                                         beam.cum_logprob + lp.logprob)
+                                         beam.cum_logprob + lp.logprob, lora_request=beam.lora_request)
                 if token_id == eos and not params.ignore_eos:
                     new.finish_reason, new.stop_reason = "stop", eos
                     inst.completed.append(new)
@@ -221,7 +223,21 @@ def _finish(inst: BeamSearchInstance, params: BeamSearchParams, eos: int | None,
         for beam in best:
             drop_eos = beam.finish_reason == "stop" and not params.include_stop_str_in_output
             beam.text = tokenizer.decode(beam.tokens[:-1] if drop_eos else beam.tokens, skip_special_tokens=True)
+        _decode_logprob_tokens(best, tokenizer)
     return BeamSearchOutput(sequences=best)
+
+
+def _decode_logprob_tokens(beams: list[BeamSearchSequence], tokenizer: Any) -> None:
+    """Fill ``Logprob.decoded_token`` of the returned beams (as vLLM's beam search, whose steps detokenize). The
+    steps run with ``detokenize=False``, so only the returned beams' tokens are decoded, once each."""
+    texts: dict[int, str] = {}
+    for beam in beams:
+        for position in beam.logprobs:
+            for token_id, lp in position.items():
+                if lp.decoded_token is None:
+                    if token_id not in texts:
+                        texts[token_id] = tokenizer.decode([token_id])
+                    lp.decoded_token = texts[token_id]
 
 
 def _progress_bar(use_tqdm: Any, total: int):

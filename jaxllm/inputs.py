@@ -1,14 +1,18 @@
 """vLLM's prompt types, and normalising what ``LLM.generate`` accepts into (prompt text or None, token ids).
 
-Accepted, as in vLLM: a str, a ``{"prompt": str}`` TextPrompt, a ``{"prompt_token_ids": [...]}``
-TokensPrompt (optionally with the ``"prompt"`` text it came from), or a list of any of these.
+Accepted, as in vLLM: a str, a list of token ids, a ``{"prompt": str}`` TextPrompt, a
+``{"prompt_token_ids": [...]}`` TokensPrompt (optionally with the ``"prompt"`` text it came from), or a list of
+any of these. A flat list of ints is one prompt of token ids; a list of lists of ints is a batch of them.
 Multimodal fields (``multi_modal_data``, ...) are not supported: a prompt dict with them is a ValueError.
 """
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from typing import Any, TypedDict
+
+import numpy as np
 
 from jaxllm.sampling_checks import check_unicode
 from jaxllm.sampling_params import SamplingParams
@@ -30,20 +34,26 @@ class TokensPrompt(_TokensPromptRequired, total=False):
     prompt: str
 
 
-SingletonPrompt = str | TextPrompt | TokensPrompt
+SingletonPrompt = str | list[int] | TextPrompt | TokensPrompt
 # What one request's prompt may be (vLLM's name; its encoder-decoder and embeddings forms are not supported).
 PromptType = SingletonPrompt
 
 
 def as_prompt_list(prompts: Any) -> list[Any]:
+    """The prompts of one call as a list of single prompts. A non-empty list whose first item is an int is one
+    prompt of token ids (vLLM's ``prompt_to_seq``), so ``[[1, 2], [3]]`` is two prompts and ``[1, 2]`` one."""
     if isinstance(prompts, (str, dict)):
         return [prompts]
+    if isinstance(prompts, list) and prompts and _is_int(prompts[0]):
+        return [prompts]
     if isinstance(prompts, Sequence) and not isinstance(prompts, (bytes, bytearray)):
-        items = list(prompts)
-        if items and all(isinstance(p, int) for p in items):
-            raise TypeError("a list of ints is ambiguous: pass token ids as {'prompt_token_ids': [...]}")
-        return items
-    raise TypeError(f"prompts must be a str, a prompt dict or a list of them, got {type(prompts).__name__}")
+        return list(prompts)
+    raise TypeError(f"prompts must be a str, a list of token ids, a prompt dict or a list of them, got "
+                    f"{type(prompts).__name__}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
 def name_the_prompt(error: ValueError | TypeError, request_ids: list[str]) -> ValueError | TypeError:
@@ -94,6 +104,8 @@ def tokenize_prompt(index: int | str, prompt: Any, tokenizer,
     ``tokenization_kwargs`` go to the tokenizer's call for text (e.g. truncation, max_length,
     add_special_tokens)."""
     label = _label(index)
+    if isinstance(prompt, list):  # token ids (vLLM's list[int] prompt)
+        return None, token_id_list(label, prompt)
     if isinstance(prompt, str):
         text = prompt
     elif isinstance(prompt, dict):
@@ -111,7 +123,7 @@ def tokenize_prompt(index: int | str, prompt: Any, tokenizer,
         if has_ids:
             return text, token_id_list(label, prompt["prompt_token_ids"])
     else:
-        raise TypeError(f"{label} must be a str or a prompt dict, got {type(prompt).__name__}")
+        raise TypeError(f"{label} must be a str, a list of token ids or a prompt dict, got {type(prompt).__name__}")
     if tokenizer is None:
         raise ValueError(f"{label} is text but the tokenizer was skipped (skip_tokenizer_init=True); "
                          "pass {'prompt_token_ids': [...]}")

@@ -7,6 +7,23 @@ import dataclasses
 from collections.abc import MutableSequence
 from typing import Any
 
+# vLLM's ``vllm.outputs`` holds the pooling outputs too; jaxllm keeps them beside the pooling code.
+from jaxllm.pooling.outputs import (
+    ClassificationOutput,
+    ClassificationRequestOutput,
+    EmbeddingOutput,
+    EmbeddingRequestOutput,
+    PoolingOutput,
+    PoolingRequestOutput,
+    ScoringOutput,
+    ScoringRequestOutput,
+)
+
+__all__ = ["ClassificationOutput", "ClassificationRequestOutput", "CompletionOutput", "EmbeddingOutput",
+           "EmbeddingRequestOutput", "FlatLogprobs", "Logprob", "PoolingOutput", "PoolingRequestOutput",
+           "PromptLogprobs", "RequestMetrics", "RequestOutput", "SampleLogprobs", "ScoringOutput",
+           "ScoringRequestOutput"]
+
 
 @dataclasses.dataclass
 class Logprob:
@@ -43,6 +60,9 @@ class CompletionOutput:
     finish_reason: str | None = None
     stop_reason: int | str | None = None
     lora_request: Any = None  # the jaxllm.lora.LoRARequest it was generated with, or None
+    # Parameters of a remote KV transfer (vLLM's disaggregated prefill); jaxllm has no KV connector, so the engine
+    # leaves it None. ``RequestOutput.kv_transfer_params`` reads it.
+    kv_transfer_params: dict[str, Any] | None = None
 
     def finished(self) -> bool:
         return self.finish_reason is not None
@@ -75,8 +95,10 @@ class RequestMetrics:
 class RequestOutput:
     """The result of one request: ``outputs`` has one CompletionOutput per sample, ordered by index.
 
-    ``num_cached_tokens`` is the number of prompt tokens served from the prefix cache (of the first
-    sample), ``prompt_logprobs`` is None unless ``SamplingParams.prompt_logprobs`` was set."""
+    The constructor takes vLLM's arguments in vLLM's order. ``num_cached_tokens`` is the number of prompt
+    tokens served from the prefix cache (of the first sample), ``prompt_logprobs`` is None unless
+    ``SamplingParams.prompt_logprobs`` was set. ``encoder_prompt`` / ``encoder_prompt_token_ids`` are None: every
+    model jaxllm serves is decoder-only."""
 
     def __init__(
         self,
@@ -87,8 +109,10 @@ class RequestOutput:
         outputs: list[CompletionOutput],
         finished: bool,
         metrics: RequestMetrics | None = None,
-        num_cached_tokens: int | None = None,
         lora_request: Any = None,
+        encoder_prompt: str | None = None,
+        encoder_prompt_token_ids: list[int] | None = None,
+        num_cached_tokens: int | None = None,
     ) -> None:
         self.request_id = request_id
         self.prompt = prompt
@@ -97,16 +121,56 @@ class RequestOutput:
         self.outputs = outputs
         self.finished = finished
         self.metrics = metrics
-        self.num_cached_tokens = num_cached_tokens
         self.lora_request = lora_request  # the jaxllm.lora.LoRARequest the request ran with, or None
+        self.encoder_prompt = encoder_prompt
+        self.encoder_prompt_token_ids = encoder_prompt_token_ids
+        self.num_cached_tokens = num_cached_tokens
+
+    @property
+    def kv_transfer_params(self) -> dict[str, Any] | list[dict[str, Any]] | None:
+        """The outputs' ``kv_transfer_params``: the one dict of a single output, a list for several, else None."""
+        params = [c.kv_transfer_params for c in self.outputs if c.kv_transfer_params]
+        if len(params) == 1:
+            return params[0]
+        return params or None
+
+    def add(self, next_output: RequestOutput, aggregate: bool) -> None:
+        """Merge a later output of the same request into this one (vLLM's streaming helper): with ``aggregate``
+        a DELTA output's text, token ids and logprobs are appended to the output of the same index, otherwise
+        that output is replaced; an index not seen yet is appended."""
+        self.finished |= next_output.finished
+        for new in next_output.outputs:
+            old = next((i for i, c in enumerate(self.outputs) if c.index == new.index), None)
+            if old is None:
+                self.outputs.append(new)
+            elif not aggregate:
+                self.outputs[old] = new
+            else:
+                _extend(self.outputs[old], new)
 
     def __repr__(self) -> str:
         return (
             f"RequestOutput(request_id={self.request_id}, prompt={self.prompt!r}, "
-            f"prompt_token_ids={self.prompt_token_ids}, prompt_logprobs={self.prompt_logprobs}, "
+            f"prompt_token_ids={self.prompt_token_ids}, encoder_prompt={self.encoder_prompt!r}, "
+            f"encoder_prompt_token_ids={self.encoder_prompt_token_ids}, prompt_logprobs={self.prompt_logprobs}, "
             f"outputs={self.outputs}, finished={self.finished}, metrics={self.metrics}, "
-            f"num_cached_tokens={self.num_cached_tokens}, lora_request={self.lora_request})"
+            f"lora_request={self.lora_request}, num_cached_tokens={self.num_cached_tokens}, "
+            f"kv_transfer_params={self.kv_transfer_params})"
         )
+
+
+def _extend(completion: CompletionOutput, delta: CompletionOutput) -> None:
+    """Append a DELTA completion to the accumulated one of the same index (``RequestOutput.add``)."""
+    completion.text += delta.text
+    completion.token_ids = list(completion.token_ids) + list(delta.token_ids)
+    if delta.logprobs:
+        if completion.logprobs is None:
+            completion.logprobs = delta.logprobs[:]
+        else:
+            completion.logprobs.extend(delta.logprobs)  # a list or a FlatLogprobs
+    completion.cumulative_logprob = delta.cumulative_logprob
+    completion.finish_reason, completion.stop_reason = delta.finish_reason, delta.stop_reason
+    completion.kv_transfer_params = delta.kv_transfer_params
 
 
 class FlatLogprobs(MutableSequence):

@@ -12,24 +12,29 @@ from typing import Any
 import numpy as np
 
 
+class WrongTypeError(TypeError, ValueError):
+    """A sampling value of the wrong type: a TypeError by Python's convention, and a ValueError as vLLM raises
+    for some fields (its ``VLLMValidationError`` for ``n=1.5`` or ``top_k=1.5`` is a ValueError)."""
+
+
 def check_int(name: str, value: Any, *, optional: bool = False) -> int | None:
     if value is None and optional:
         return None
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         kind = "an int or None" if optional else "an int"
-        raise TypeError(f"{name} must be {kind}, got {type(value).__name__} ({value!r})")
+        raise WrongTypeError(f"{name} must be {kind}, got {type(value).__name__} ({value!r})")
     return int(value)
 
 
 def check_float(name: str, value: Any) -> float:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__} ({value!r})")
+        raise WrongTypeError(f"{name} must be a number, got {type(value).__name__} ({value!r})")
     return float(value)
 
 
 def check_bool(name: str, value: Any) -> bool:
     if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__} ({value!r})")
+        raise WrongTypeError(f"{name} must be a bool, got {type(value).__name__} ({value!r})")
     return bool(value)
 
 
@@ -37,11 +42,11 @@ def check_token_ids(name: str, value: Any) -> list[int] | None:
     if value is None:
         return None
     if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
-        raise TypeError(f"{name} must be a list of ints, got {type(value).__name__} ({value!r})")
+        raise WrongTypeError(f"{name} must be a list of ints, got {type(value).__name__} ({value!r})")
     ids = list(value)
     for t in ids:
         if isinstance(t, (bool, np.bool_)) or not isinstance(t, numbers.Integral):
-            raise TypeError(f"{name} must contain only integers, got {ids}.")
+            raise WrongTypeError(f"{name} must contain only integers, got {ids}.")
         if t < 0:
             raise ValueError(f"{name} must contain only non-negative token ids, got {ids}.")
     return [int(t) for t in ids]
@@ -128,7 +133,7 @@ def check_ranges(p: Any) -> None:
         raise ValueError(f"temperature must be in [0, 2], got {p.temperature}.")
     if not 0.0 < p.top_p <= 1.0:
         raise ValueError(f"top_p must be in (0, 1], got {p.top_p}.")
-    if p.top_k < 0:
+    if p.top_k < -1:  # -1 is quietly accepted as "off", as vLLM does
         raise ValueError(f"top_k must be 0 (disable), or at least 1, got {p.top_k}.")
     if not 0.0 <= p.min_p <= 1.0:
         raise ValueError(f"min_p must be in [0, 1], got {p.min_p}.")

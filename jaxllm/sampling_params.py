@@ -56,17 +56,13 @@ class SamplingType(enum.IntEnum):
 
 
 def check_num_logprobs(name: str, value: Any) -> int | None:
+    """``logprobs`` / ``prompt_logprobs`` as an int >= -1 or None (True means 1). As in vLLM, the cap
+    (the LLM's ``max_logprobs``; -1 counts as the whole vocabulary) is checked when the request is added."""
     if value is True:  # vLLM: logprobs=True means 1
         return 1
     value = check_int(name, value, optional=True)
-    if value is None:
-        return None
-    if value < 0 and value != -1:
+    if value is not None and value < -1:
         raise ValueError(f"{name} must be non-negative or -1, got {value}.")
-    if value == -1 or value > MAX_LOGPROBS:
-        what = "sample logprobs" if name == "logprobs" else "prompt logprobs"
-        shown = "-1 (the whole vocabulary)" if value == -1 else str(value)
-        raise ValueError(f"Requested {what} of {shown}, which is greater than max allowed: {MAX_LOGPROBS}")
     return value
 
 
@@ -74,9 +70,10 @@ def check_num_logprobs(name: str, value: Any) -> int | None:
 class SamplingParams:
     """Sampling parameters for text generation (vLLM's ``SamplingParams``; keyword-only).
 
-    Differences from vLLM, all documented: ``top_k=-1`` is stored as 0 (both mean "off");
-    ``logprobs``/``prompt_logprobs`` are capped at ``MAX_LOGPROBS`` = 20 (vLLM's default ``max_logprobs``),
-    and -1 (all logprobs) is rejected; token ids are checked against the vocabulary by the engine.
+    ``top_k`` 0 and -1 both mean "off" (vLLM quietly accepts -1 and keeps it as given).
+    Checked when a request is added, as in vLLM: token ids against the vocabulary, and ``logprobs`` /
+    ``prompt_logprobs`` against the LLM's ``max_logprobs`` (at most ``MAX_LOGPROBS`` = 20 in jaxllm, whose
+    sampler returns a static top-20, so -1, the whole vocabulary, is refused there).
     ``spaces_between_special_tokens`` only changes the text of tokenizers that are not "fast" (HF's fast
     tokenizers and vLLM ignore it; see ``jaxllm.engine.detokenizer``).
     """
@@ -171,8 +168,6 @@ class SamplingParams:
                 _MAX_TEMP,
             )
             self.temperature = _MAX_TEMP
-        if self.top_k == -1:
-            self.top_k = 0
         check_ranges(self)
         if self.temperature < SAMPLING_EPS:  # greedy: the other truncations are meaningless
             self.top_p, self.top_k, self.min_p = 1.0, 0, 0.0

@@ -6,14 +6,15 @@ import shutil
 
 import pytest
 
-from jaxllm.bench import card_roofline
-from jaxllm.bench.card_roofline import CardPeaks, add_to_saved, card_name
+from jaxllm import hardware
+from jaxllm.bench.card_roofline import add_to_saved
+from jaxllm.hardware import CardPeaks, card_name
 
 SAVED = "benchmarks/h100/throughput/b1.json"
 
 
 def test_card_name_matches_device_kind(monkeypatch):
-    monkeypatch.setitem(card_roofline.CARD_PEAKS, "H100", CardPeaks(1.0, 1.0, "test"))
+    monkeypatch.setitem(hardware.CARD_PEAKS, "H100", CardPeaks(1.0, 1.0, "test"))
     assert card_name("NVIDIA H100 80GB HBM3") == "H100"
     assert card_name("NVIDIA H200") == "H200"
     assert card_name("cpu") is None
@@ -23,9 +24,9 @@ def test_saved_result_gets_its_card_roofline(tmp_path, monkeypatch):
     with open(SAVED) as f:
         saved = json.load(f)
     shutil.copy(SAVED, tmp_path / "b1.json")
-    reference = card_roofline.CARD_PEAKS["H200"]
+    reference = hardware.CARD_PEAKS["H200"]
     # the reference peaks give back the stored reference bound: the command rebuilt the same requests
-    monkeypatch.setitem(card_roofline.CARD_PEAKS, "H100", CardPeaks(reference.matmul_flops,
+    monkeypatch.setitem(hardware.CARD_PEAKS, "H100", CardPeaks(reference.matmul_flops,
                                                                     reference.copy_bytes_per_s, "test"))
     assert add_to_saved(str(tmp_path)) == [str(tmp_path / "b1.json")]
     with open(tmp_path / "b1.json") as f:
@@ -33,7 +34,7 @@ def test_saved_result_gets_its_card_roofline(tmp_path, monkeypatch):
     assert same["card_roofline"]["output_tok_s"] == pytest.approx(saved["roofline"]["output_tok_s"], rel=1e-9)
     assert same["pct_card_roofline_output"] == pytest.approx(saved["pct_roofline_output"], rel=1e-9)
     # a card with 70% of the bandwidth: a decode-bound workload's bound drops, its fraction rises
-    monkeypatch.setitem(card_roofline.CARD_PEAKS, "H100", CardPeaks(reference.matmul_flops,
+    monkeypatch.setitem(hardware.CARD_PEAKS, "H100", CardPeaks(reference.matmul_flops,
                                                                     0.7 * reference.copy_bytes_per_s, "test"))
     add_to_saved(str(tmp_path))
     with open(tmp_path / "b1.json") as f:

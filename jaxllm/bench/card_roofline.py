@@ -11,32 +11,13 @@ how well the engine uses the card it ran on. The two differ only in the peaks.
 
 from __future__ import annotations
 
-import dataclasses
 import glob
 import json
 import os
 import shlex
 import sys
 
-
-@dataclasses.dataclass(frozen=True)
-class CardPeaks:
-    """A card's measured peaks: bf16 matmul FLOP/s through JAX, device copy bytes (read + written) per second."""
-    matmul_flops: float
-    copy_bytes_per_s: float
-    source: str
-
-
-# The reference (BENCHMARKS.md) first; other cards as scripts/device_peaks.py measured them.
-CARD_PEAKS = {
-    "H200": CardPeaks(783e12, 4.3e12, "../shared/BENCHMARKS.md"),
-}
-REFERENCE_CARD = "H200"
-
-
-def card_name(device_kind: str) -> str | None:
-    """The CARD_PEAKS key of a JAX ``device_kind`` ("NVIDIA H100 80GB HBM3" -> "H100"), or None."""
-    return next((name for name in CARD_PEAKS if name in device_kind.upper()), None)
+from jaxllm.hardware import CARD_PEAKS, REFERENCE_CARD, card_name
 
 
 def card_fields(device_kind: str, compute) -> dict:

@@ -19,13 +19,14 @@ from __future__ import annotations
 import heapq
 
 from jaxllm.config import ModelConfig
+from jaxllm.hardware import CARD_PEAKS, REFERENCE_CARD
 
-PEAK_FLOPS = 783e12  # bf16 matmul measured through JAX on the H200
+PEAK_FLOPS = CARD_PEAKS[REFERENCE_CARD].matmul_flops  # bf16 matmul measured through JAX on the H200
 # fp8 x fp8 GEMM (cuBLASLt, f32 accumulation): the bf16 peak times the fp8/bf16 speed-up measured through JAX on
 # the same GEMM in the same run (Llama-8B gate_up, M=2048: 789 vs 466 us, 1.69x; docs/quantization.md), so both
 # rates are on the same footing.
 FP8_PEAK_FLOPS = PEAK_FLOPS * 789.3 / 466.4
-HBM_BYTES_PER_S = 4.3e12  # device-to-device copy, bytes read + written
+HBM_BYTES_PER_S = CARD_PEAKS[REFERENCE_CARD].copy_bytes_per_s  # device-to-device copy, bytes read + written
 
 
 INT4_GROUP_SIZE = 128  # the benchmark's dummy AWQ/GPTQ weights

@@ -47,8 +47,9 @@ def check_prompt(request_id: str, prompt_token_ids: Any, vocab_size: int, max_mo
         )
     if generates and len(ids) + 1 > max_model_len:
         raise ValueError(
-            f"request {request_id!r}: The decoder prompt (length {len(ids)}) leaves no room "
-            f"for a generated token within the maximum model length of {max_model_len}."
+            f"request {request_id!r}: The decoder prompt (length {len(ids)}) plus the number of requested "
+            f"output tokens (at least 1) is longer than the maximum model length of {max_model_len}. Make sure "
+            "that `max_model_len` is no smaller than the number of text tokens (prompt + requested output tokens)."
         )
     return ids
 
@@ -85,10 +86,15 @@ def check_params(request_id: str, params: SamplingParams, prompt_len: int, *, to
     _check_some_token_allowed(request_id, params, eos_token_ids)
     for name in ("logprobs", "prompt_logprobs"):
         k = getattr(params, name)
+        if k == -1:  # vLLM: the whole vocabulary
+            k = v
         if k is not None and k > max_logprobs:
             what = "sample logprobs" if name == "logprobs" else "prompt logprobs"
             raise ValueError(f"request {request_id!r}: Requested {what} of {k}, which is greater than max "
                              f"allowed: {max_logprobs} (the LLM's max_logprobs)")
+        if getattr(params, name) == -1:  # a vocabulary no larger than max_logprobs: a static top-k cannot hold it
+            raise ValueError(f"request {request_id!r}: {name}=-1 (the whole vocabulary) is not supported; "
+                             f"ask for {name}={v}")
         if k is not None and k > v:
             raise ValueError(f"request {request_id!r}: {name}={k} is larger than the vocabulary ({v})")
     max_tokens = max_model_len - prompt_len if params.max_tokens is None else params.max_tokens

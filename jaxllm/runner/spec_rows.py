@@ -101,8 +101,8 @@ def spec_cost_model(config: SpeculativeConfig | None, cfg, mesh, kv_dtype, draft
     speculative decoding or with ``disable_by_batch_size`` (vLLM's rule needs no costs)."""
     if config is None or not config.auto:
         return None
-    platform = mesh.devices.flat[0].platform
-    peaks = platform_peaks()["cpu" if platform == "cpu" else "gpu"]
+    device = mesh.devices.flat[0]
+    peaks = platform_peaks(device.platform, device.device_kind)
     n = mesh.devices.size
     draft_cost = None if draft is None else step_cost(draft.cfg, peaks, draft.cache_plan.dtype.itemsize, n)
     return SpecCostModel(step_cost(cfg, peaks, kv_dtype.itemsize, n), config.num_speculative_tokens, draft_cost)

@@ -4,11 +4,11 @@ A step of t query tokens over sequences whose contexts hold ``keys`` tokens in a
 bytes = weight bytes + keys x KV bytes per token + t x logits bytes and computes
 flops = 2 x params x t + attention FLOPs, and costs
     overhead + (memory^3 + compute^3)^(1/3),  memory = bytes / HBM bandwidth, compute = flops / peak FLOP/s
-with the device's peaks from one table per platform (``platform_peaks``; the GPU's are the benchmark roofline's,
-jaxllm/bench/roofline.py). The cube norm is the roofline's max(memory, compute) smoothed: within a few percent of
-it far from the ridge, 26% above it at the ridge, where memory traffic and compute do not overlap perfectly and a
-pure roofline would call the extra FLOPs free. Decode reads every weight once per step whatever t is, so while a step is memory-bound
-(t below about peak FLOP/s / bandwidth x bytes per weight / 2: ~180 tokens for a bf16 model on an H100) k more
+with the device's peaks (``platform_peaks``: a GPU's are its card's measured peaks, jaxllm/hardware.py). The
+cube norm is the roofline's max(memory, compute) smoothed: within a few percent of it far from the ridge, 26%
+above it at the ridge, where memory traffic and compute do not overlap perfectly and a pure roofline would call
+the extra FLOPs free. Decode reads every weight once per step whatever t is, so while a step is memory-bound
+(t below about peak FLOP/s / bandwidth x bytes per weight / 2: ~180 tokens for a bf16 model on an H200) k more
 query tokens per sequence cost almost nothing; past that point they cost their full FLOPs and verification
 loses. A draft model adds its k one-token forward passes over the speculating sequences, and a speculating step
 gives up the overlap of host and device work (``DevicePeaks.sync_seconds``), so the rule weighs those too
@@ -21,6 +21,8 @@ import dataclasses
 
 import numpy as np
 
+from jaxllm.hardware import card_peaks
+
 
 @dataclasses.dataclass(frozen=True)
 class DevicePeaks:
@@ -30,15 +32,15 @@ class DevicePeaks:
     sync_seconds: float  # what a step loses when the host waits for it (no overlap with the next step's host work)
 
 
-def platform_peaks() -> dict[str, DevicePeaks]:
-    """Rough rates per platform. GPU: the benchmark roofline's (bf16 matmul and copy rates measured through JAX
-    on the H200); a step's launches and the host work a synchronous step exposes are estimates. CPU (two cores):
+def platform_peaks(platform: str, device_kind: str = "") -> DevicePeaks:
+    """Rough rates of the device. GPU: the card's measured peaks (``jaxllm.hardware``; a card not measured gets
+    the H200's); a step's launches and the host work a synchronous step exposes are estimates. CPU (two cores):
     a jitted f32 matmul (~200 GFLOP/s) and matrix-vector product (~30 GB/s) through JAX; a tiny model's whole
     step takes ~0.2 ms, of which ~0.04 ms is the forward that asynchronous scheduling overlaps."""
-    from jaxllm.bench.roofline import HBM_BYTES_PER_S, PEAK_FLOPS
-
-    return {"gpu": DevicePeaks(PEAK_FLOPS, HBM_BYTES_PER_S, 50e-6, 200e-6),
-            "cpu": DevicePeaks(200e9, 30e9, 200e-6, 40e-6)}
+    if platform == "cpu":
+        return DevicePeaks(200e9, 30e9, 200e-6, 40e-6)
+    card = card_peaks(device_kind)
+    return DevicePeaks(card.matmul_flops, card.copy_bytes_per_s, 50e-6, 200e-6)
 
 
 ROOFLINE_NORM = 3  # the smoothing of max(memory, compute): see the module docstring

@@ -188,7 +188,7 @@ def test_bad_input_errors_name_the_request():
         ([1, VOCAB], ValueError, f"Token id {VOCAB} is out of vocabulary"),
         ([-1, 2], ValueError, "Token id -1 is out of vocabulary"),
         (list(range(1, 18)), ValueError, r"length 17\) is longer than the maximum model length of 16"),
-        (list(range(1, 17)), ValueError, "leaves no room"),
+        (list(range(1, 17)), ValueError, "plus the number of requested output tokens"),
         ([1, 2.5], TypeError, "must be ints"),
         (b"abc", TypeError, "list of token ids"),
     ]

@@ -28,7 +28,7 @@ def cost_8b(k: int = 3, draft: bool = False) -> SpecCostModel:
         with open(os.path.join(CONFIG_DIR, name)) as f:
             return ModelConfig.from_hf(json.load(f), dtype="bfloat16")
 
-    gpu = platform_peaks()["gpu"]
+    gpu = platform_peaks("gpu", "NVIDIA H200")
     return SpecCostModel(step_cost(cfg("llama-3.1-8b.json"), gpu, 2), k,
                          step_cost(cfg("llama-3.2-1b.json"), gpu, 2) if draft else None)
 

@@ -133,6 +133,7 @@ def test_beam_search_with_adapters_equals_transformers(setup):
         with torch.no_grad():
             want = hf.generate(torch.tensor([prompt]), generation_config=config).tolist()
         assert [b.tokens for b in out.sequences] == want
+        assert all(b.lora_request is requests[adapter] for b in out.sequences)
 
 
 @pytest.mark.parametrize("method", ["ngram", "draft_model"])
