@@ -34,7 +34,7 @@ from jaxllm.engine.request_checks import check_params, check_prompt
 from jaxllm.inputs import as_prompt_list, tokenize_prompt
 from jaxllm.lora.request import lora_request_list
 from jaxllm.outputs import Logprob, RequestOutput
-from jaxllm.sampling_params import MAX_LOGPROBS, BeamSearchParams, SamplingParams
+from jaxllm.sampling_params import BeamSearchParams, SamplingParams
 
 if TYPE_CHECKING:
     from jaxllm.engine import LLMEngine
@@ -135,11 +135,13 @@ def _prepare(llm: Any, prompts: Any, params: BeamSearchParams, concurrency_limit
             concurrency_limit, int) or concurrency_limit < 1):
         raise ValueError(f"concurrency_limit must be None or a positive int, got {concurrency_limit!r}")
     engine = llm.llm_engine
-    max_width = MAX_LOGPROBS // 2
+    cap = llm.engine_args.max_logprobs  # -1: the vocabulary size
+    cap = engine.vocab_size if cap == -1 else cap
+    max_width = cap // 2
     if params.beam_width > max_width:
         raise ValueError(f"beam_width={params.beam_width} is not supported: each step asks the engine for "
-                         f"2 * beam_width logprobs and it returns at most {2 * max_width}; use beam_width <= "
-                         f"{max_width}")
+                         f"2 * beam_width logprobs and the LLM's max_logprobs allows {cap}; use beam_width <= "
+                         f"{max_width} or a larger max_logprobs")
     if not engine.block_manager.enable_prefix_caching:
         logger.warning("beam_search without enable_prefix_caching recomputes every beam in full at every step")
     instances = []

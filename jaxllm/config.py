@@ -43,9 +43,11 @@ from jaxllm.config_checks import check_hf_config
 from jaxllm.config_families import (
     FUSED_ARCHS,
     GEMMA_ARCHS,
+    HF_DEFAULTS,
     LAYER_NORMS,
     MOE_ARCHITECTURES,
     TEXT_OF_MULTIMODAL,
+    attention_biases,
     family_fields,
     moe_fields,
     sliding_windows_from_hf,
@@ -212,6 +214,9 @@ class ModelConfig:
             raise ValueError(f"quantization={quant_fields['quantization']!r} checkpoints of {arch} (fused qkv_proj / "
                              "gate_up_proj) are not supported; load the unquantized checkpoint (optionally with "
                              "quantization='int8' or 'fp8')")
+        hf = {**HF_DEFAULTS.get(arch, {}), **hf}
+        if hf.get("intermediate_size") is None:
+            raise ValueError(f"{arch}: the model config has no 'intermediate_size'")
         family = family_fields(hf, arch)
         num_heads = int(hf["num_attention_heads"])
         hidden = int(hf["hidden_size"])
@@ -239,8 +244,7 @@ class ModelConfig:
             rotary_dim=rotary_dim_from_hf(hf, head_dim),
             max_position_embeddings=int(hf.get("max_position_embeddings", 2048)),
             tie_word_embeddings=bool(hf.get("tie_word_embeddings", arch in GEMMA_ARCHS)),  # transformers' defaults
-            attention_bias=bool(hf.get("attention_bias", arch == "Qwen2ForCausalLM")),
-            attention_out_bias=arch in ("LlamaForCausalLM", "Qwen3ForCausalLM", "Qwen3MoeForCausalLM") and bool(hf.get("attention_bias", False)),
+            **attention_biases(hf, arch),
             mlp_bias=bool(hf.get("mlp_bias", False)),
             sliding_windows=sliding_windows_from_hf(hf, arch, num_layers),
             dtype=resolve_dtype_name(dtype, hf.get("dtype") or hf.get("torch_dtype")),

@@ -51,17 +51,50 @@ _ACTIVATIONS = {"silu": "silu", "swish": "silu", "gelu_pytorch_tanh": "gelu_tanh
 
 
 def activation(hf: dict[str, Any], arch: str) -> str:
-    """The MLP activation. Gemma 1 configs name the tanh approximation "gelu" in ``hidden_act`` (a legacy value
-    that transformers and vLLM both read as tanh); Gemma 2/3 read ``hidden_activation``."""
-    if arch in GEMMA_ARCHS:
-        name = hf.get("hidden_activation") or hf.get("hidden_act") or "gelu_pytorch_tanh"
-        if arch == "GemmaForCausalLM" and name == "gelu" and not hf.get("hidden_activation"):
-            name = "gelu_pytorch_tanh"
+    """The MLP activation, from the field transformers' modeling code reads: Gemma 1 ``hidden_act`` (its legacy
+    "gelu" meaning the tanh approximation, as GemmaConfig rewrites it), Gemma 2/3 ``hidden_activation`` (both
+    default to gelu-tanh), the others ``hidden_act``."""
+    if arch == "GemmaForCausalLM":
+        name = hf.get("hidden_act") or "gelu_pytorch_tanh"
+        name = "gelu_pytorch_tanh" if name == "gelu" else name
+    elif arch in GEMMA_ARCHS:
+        name = hf.get("hidden_activation") or "gelu_pytorch_tanh"
     else:
         name = hf.get("hidden_act", "silu")
     if name not in _ACTIVATIONS:
         raise ValueError(f"hidden_act={name!r} is not supported; supported: {', '.join(sorted(_ACTIVATIONS))}")
     return _ACTIVATIONS[name]
+
+
+# transformers' config-class defaults of fields a config.json may leave out, where they differ from the generic
+# fallbacks of ``ModelConfig.from_hf`` (rms_norm_eps 1e-6, rope_theta 10000, max_position_embeddings 2048, no
+# sliding window): a hand-written config means what transformers (and vLLM, reading it through transformers) make
+# of it. (Head counts and head_dim keep the generic fallbacks: real configs always state them.)
+HF_DEFAULTS: dict[str, dict[str, Any]] = {
+    "MistralForCausalLM": {"max_position_embeddings": 131072, "sliding_window": 4096},
+    "Qwen2ForCausalLM": {"max_position_embeddings": 32768, "sliding_window": 4096},
+    "Qwen3ForCausalLM": {"max_position_embeddings": 32768, "sliding_window": 4096},
+    "GemmaForCausalLM": {"max_position_embeddings": 8192},
+    "Gemma2ForCausalLM": {"max_position_embeddings": 8192, "sliding_window": 4096},
+    "Gemma3ForCausalLM": {"max_position_embeddings": 131072, "sliding_window": 4096},
+    "Phi3ForCausalLM": {"rms_norm_eps": 1e-5, "max_position_embeddings": 4096},
+    "Olmo2ForCausalLM": {"rms_norm_eps": 1e-5},
+    "MixtralForCausalLM": {"rms_norm_eps": 1e-5, "rope_theta": 1e6, "max_position_embeddings": 131072},
+    "Qwen3MoeForCausalLM": {"max_position_embeddings": 32768, "sliding_window": 4096},
+}
+
+# Families whose attention has no biases whatever ``attention_bias`` says (transformers' Mistral, Mixtral, Phi-3),
+# and Qwen2, whose q/k/v always have biases and o_proj never.
+_NO_ATTENTION_BIAS = ("MistralForCausalLM", "MixtralForCausalLM", "Phi3ForCausalLM")
+
+
+def attention_biases(hf: dict[str, Any], arch: str) -> dict[str, bool]:
+    """ModelConfig's ``attention_bias`` (q/k/v) and ``attention_out_bias`` (o_proj) as transformers builds them:
+    the other families put ``attention_bias`` on all four projections (Llama, Qwen3, Gemma 1/2/3, OLMo 2)."""
+    if arch == "Qwen2ForCausalLM":
+        return {"attention_bias": True, "attention_out_bias": False}
+    biased = arch not in _NO_ATTENTION_BIAS and bool(hf.get("attention_bias", False))
+    return {"attention_bias": biased, "attention_out_bias": biased}
 
 
 def _positive_or_none(hf: dict[str, Any], key: str) -> float | None:
@@ -177,13 +210,15 @@ def sliding_windows_from_hf(hf: dict[str, Any], arch: str, num_layers: int) -> t
     family = family_sliding_windows(hf, arch, num_layers)
     if family is not None:
         return family
-    window = hf.get("sliding_window")
-    if arch in ("MistralForCausalLM", "MixtralForCausalLM", "Qwen3MoeForCausalLM"):  # (as HF: when set)
+    window = hf.get("sliding_window")  # (HF_DEFAULTS: Mistral's 4096; Qwen2/3(-MoE)'s only with use_sliding_window)
+    if arch == "Qwen3MoeForCausalLM" and not hf.get("use_sliding_window"):
+        window = None  # (Qwen3MoeConfig drops the window unless use_sliding_window; then every layer has it)
+    if arch in ("MistralForCausalLM", "MixtralForCausalLM", "Qwen3MoeForCausalLM"):
         return (int(window) if window else None,) * num_layers
     if arch in ("Qwen2ForCausalLM", "Qwen3ForCausalLM") and hf.get("use_sliding_window") and window:
         types = hf.get("layer_types")
         if types:
             return tuple(int(window) if t == "sliding_attention" else None for t in types)
-        max_window_layers = int(hf.get("max_window_layers", num_layers))
+        max_window_layers = int(hf.get("max_window_layers", 28))  # (Qwen2Config / Qwen3Config default)
         return tuple(int(window) if i >= max_window_layers else None for i in range(num_layers))
     return (None,) * num_layers

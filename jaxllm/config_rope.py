@@ -9,7 +9,7 @@ from typing import Any
 
 from jaxllm.config_families import gemma3_rope_dicts
 
-_ROPE_TYPES = ("default", "linear", "dynamic", "llama3", "longrope")
+_ROPE_TYPES = ("default", "linear", "dynamic", "llama3", "yarn", "longrope")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,7 +37,9 @@ def ropes_from_hf(hf: dict[str, Any], arch: str) -> tuple[RopeConfig, RopeConfig
         if scaling.get("rope_type", scaling.get("type")) in ("su", "yarn"):
             scaling["rope_type"] = "longrope"
             scaling.pop("type", None)
-        return _rope_from_hf({**hf, "rope_scaling": scaling, "rope_parameters": None}), None
+        original = hf.get("original_max_position_embeddings") or 4096  # (Phi3Config's default)
+        return _rope_from_hf({**hf, "rope_scaling": scaling, "rope_parameters": None,
+                              "original_max_position_embeddings": original}), None
     return _rope_from_hf(hf), None
 
 
@@ -63,11 +65,11 @@ def _rope_from_hf(hf: dict[str, Any]) -> RopeConfig:
     merged.pop("type", None)
     if rope_type not in _ROPE_TYPES:
         raise ValueError(f"rope type {rope_type!r} is not supported; supported: {', '.join(_ROPE_TYPES)}")
-    if rope_type in ("dynamic", "llama3", "longrope") and "original_max_position_embeddings" not in merged:
-        merged["original_max_position_embeddings"] = int(hf.get("original_max_position_embeddings")
-                                                          or hf.get("max_position_embeddings", 2048))
+    _set_original_length(merged, rope_type, hf)
     if rope_type == "longrope":
         _check_longrope(merged, hf)
+    elif rope_type == "yarn" and merged.get("factor") is None:  # (transformers: the ratio of the two lengths)
+        merged["factor"] = int(hf.get("max_position_embeddings", 2048)) / merged["original_max_position_embeddings"]
     elif rope_type != "default":  # (as transformers' rope validation: linear / dynamic / llama3 need a factor)
         factor = merged.get("factor")
         if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 0 < factor < float("inf"):
@@ -75,6 +77,21 @@ def _rope_from_hf(hf: dict[str, Any]) -> RopeConfig:
     merged = {k: tuple(v) if isinstance(v, list) else v for k, v in merged.items()}
     items = tuple(sorted((k, v) for k, v in merged.items() if isinstance(v, (int, float, str, bool, tuple))))
     return RopeConfig(theta=theta, rope_type=rope_type, scaling=items)
+
+
+def _set_original_length(params: dict[str, Any], rope_type: str, hf: dict[str, Any]) -> None:
+    """``original_max_position_embeddings`` as transformers reads it: dynamic NTK grows past
+    ``max_position_embeddings``; llama3 / yarn / longrope take a top-level ``original_max_position_embeddings``
+    first (Phi-3's configs keep it there; Phi3Config's default is 4096), else the rope dict's, else
+    ``max_position_embeddings``."""
+    max_len = int(hf.get("max_position_embeddings", 2048))
+    if rope_type == "dynamic":
+        params["original_max_position_embeddings"] = max_len
+    elif rope_type in ("llama3", "yarn", "longrope"):
+        top = hf.get("original_max_position_embeddings")
+        if top is not None:
+            params["original_max_position_embeddings"] = int(top)
+        params.setdefault("original_max_position_embeddings", max_len)
 
 
 def _check_longrope(params: dict[str, Any], hf: dict[str, Any]) -> None:

@@ -30,7 +30,7 @@ from jaxllm.engine_args_resolve import (
     resolve_args,
 )
 from jaxllm.host_memory import DEFAULT_SWAP_SPACE, check_host_tier
-from jaxllm.sampling_params import MAX_LOGPROBS  # also the static top-k width of the sampler's logprobs
+from jaxllm.sampling_params import MAX_LOGPROBS  # vLLM's default max_logprobs
 from jaxllm.spec_decode import SpeculativeConfig
 from jaxllm.tokenizer import TOKENIZER_MODES
 from jaxllm.unsupported_args import UNSUPPORTED, check_unsupported
@@ -193,7 +193,7 @@ class EngineArgs:
         if self.data_parallel_size > 1 and self.enable_sleep_mode:
             raise ValueError("enable_sleep_mode=True is not supported with data_parallel_size > 1 yet")
         check_positive_int("block_size", self.block_size)
-        check_positive_int("max_logprobs", self.max_logprobs)
+        check_positive_int("max_logprobs", self.max_logprobs, minimum=-1)  # -1: the whole vocabulary (vLLM)
         check_positive_int("load_inflight_bytes", self.load_inflight_bytes, optional=True, minimum=0)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise TypeError(f"seed must be an int, got {self.seed!r}")
@@ -238,9 +238,6 @@ class EngineArgs:
         if isinstance(gmu, bool) or not isinstance(gmu, (int, float)) or not 0 < gmu <= 1:
             raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {gmu!r}")
         check_host_tier(self)
-        if self.max_logprobs > MAX_LOGPROBS:
-            raise ValueError(f"max_logprobs={self.max_logprobs} is not supported: the sampler returns at most "
-                             f"{MAX_LOGPROBS} logprobs per token (vLLM's default)")
         if self.enable_chunked_prefill is False:
             raise ValueError("enable_chunked_prefill=False is not supported: the scheduler always splits long "
                              "prefills to the max_num_batched_tokens budget")

@@ -56,8 +56,10 @@ def resolve_args(args: Any, platform: str, model_max_len: int, pooling: bool = F
 def derived_max_model_len(cfg) -> int:
     """The model's context length as vLLM derives it: max_position_embeddings, times the rope scaling factor for
     the linear and dynamic types (their configs keep the original length; llama3 and longrope configs already
-    state the long one)."""
+    state the long one); yarn: its original_max_position_embeddings times its factor."""
     length = cfg.max_position_embeddings
     if cfg.rope.rope_type in ("linear", "dynamic"):
         length = int(length * float(cfg.rope.get("factor", 1.0)))
+    elif cfg.rope.rope_type == "yarn":
+        length = int(cfg.rope.get("original_max_position_embeddings") * float(cfg.rope.get("factor")))
     return length

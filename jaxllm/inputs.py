@@ -3,6 +3,8 @@
 Accepted, as in vLLM: a str, a list of token ids, a ``{"prompt": str}`` TextPrompt, a
 ``{"prompt_token_ids": [...]}`` TokensPrompt (optionally with the ``"prompt"`` text it came from), or a list of
 any of these. A flat list of ints is one prompt of token ids; a list of lists of ints is a batch of them.
+A prompt dict may carry vLLM's ``cache_salt`` (``split_cache_salt``): requests with different salts never share
+prefix-cache blocks.
 Multimodal fields (``multi_modal_data``, ...) are not supported: a prompt dict with them is a ValueError.
 """
 
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Sequence
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 import numpy as np
 
@@ -19,9 +21,10 @@ from jaxllm.sampling_params import SamplingParams
 
 
 class TextPrompt(TypedDict):
-    """A text prompt, tokenized by the engine."""
+    """A text prompt, tokenized by the engine; ``cache_salt`` (optional) isolates its prefix-cache blocks."""
 
     prompt: str
+    cache_salt: NotRequired[str]
 
 
 class _TokensPromptRequired(TypedDict):
@@ -29,9 +32,11 @@ class _TokensPromptRequired(TypedDict):
 
 
 class TokensPrompt(_TokensPromptRequired, total=False):
-    """A tokenized prompt; ``prompt`` (optional) is the text it came from, reported in ``RequestOutput.prompt``."""
+    """A tokenized prompt; ``prompt`` (optional) is the text it came from, reported in ``RequestOutput.prompt``;
+    ``cache_salt`` (optional) isolates its prefix-cache blocks."""
 
     prompt: str
+    cache_salt: str
 
 
 SingletonPrompt = str | list[int] | TextPrompt | TokensPrompt
@@ -66,6 +71,19 @@ def name_the_prompt(error: ValueError | TypeError, request_ids: list[str]) -> Va
             return (ValueError if isinstance(error, ValueError) else TypeError)(
                 f"prompt {index}: {message.removeprefix(prefix)}")
     return error
+
+
+def split_cache_salt(index: int | str, prompt: Any) -> tuple[str | None, Any]:
+    """(vLLM's ``cache_salt`` of a prompt dict, the prompt without it). The salt is hashed into the first
+    prefix-cache block (``BlockManager``), so requests with different salts never share cached blocks and equal
+    salts do; an empty or missing salt is none (as vLLM: the prompt shares with every unsalted one). A salt that
+    is not a str is a TypeError naming the prompt."""
+    if not isinstance(prompt, dict) or "cache_salt" not in prompt:
+        return None, prompt
+    salt = prompt["cache_salt"]
+    if salt is not None and not isinstance(salt, str):
+        raise TypeError(f"{_label(index)}: cache_salt must be a str, got {type(salt).__name__} ({salt!r})")
+    return salt or None, {k: v for k, v in prompt.items() if k != "cache_salt"}
 
 
 def _label(index: int | str) -> str:

@@ -7,7 +7,7 @@ import functools
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from jaxllm import chat_utils
@@ -22,6 +22,7 @@ from jaxllm.inputs import (
     as_prompt_list,
     check_tokenization_kwargs,
     priority_list,
+    split_cache_salt,
     tokenize_prompt,
 )
 from jaxllm.llm_control import EngineControl
@@ -173,8 +174,9 @@ class LLM(EngineControl, PoolingMixin):
         priorities = priority_list(priority, len(items))
         loras = lora_request_list(lora_request, len(items))
         kwargs = check_tokenization_kwargs(tokenization_kwargs)
-        requests = [tokenize_prompt(i, p, self.tokenizer, kwargs) for i, p in enumerate(items)]
-        ids = self._add_requests(requests, params, priorities, loras)
+        split = [split_cache_salt(i, p) for i, p in enumerate(items)]  # a prompt's cache_salt keys the prefix cache
+        requests = [tokenize_prompt(i, p, self.tokenizer, kwargs) for i, (_, p) in enumerate(split)]
+        ids = self._add_requests(requests, params, priorities, loras, [salt for salt, _ in split])
         return self._run(ids, use_tqdm)
 
     @serialized
@@ -222,18 +224,24 @@ class LLM(EngineControl, PoolingMixin):
     # ---- internals -------------------------------------------------------------------------------------
 
     def _add_requests(self, requests: list[tuple[str | None, list[int]]], params: list[SamplingParams],
-                      priorities: list[int], loras: list[Any] | None = None) -> list[str]:
+                      priorities: list[int], loras: list[Any] | None = None,
+                      salts: Sequence[str | None] | None = None) -> list[str]:
         """Queue all requests, or none: a bad one raises before any device work and leaves no request behind.
-        Offline generation returns final outputs only, so every request runs as FINAL_ONLY (as in vLLM)."""
+        Offline generation returns final outputs only, so every request runs as FINAL_ONLY (as in vLLM).
+        ``salts``: each prompt's ``cache_salt`` (or None)."""
         engine = self.llm_engine
         added: list[str] = []
         loras = loras or [None] * len(requests)
+        salts = salts or [None] * len(requests)
         try:
-            for index, ((text, token_ids), sp, prio, lora) in enumerate(zip(requests, params, priorities, loras)):
+            for index, ((text, token_ids), sp, prio, lora, salt) in enumerate(
+                    zip(requests, params, priorities, loras, salts)):
                 request_id = str(next(self._request_counter))
                 sp.output_kind = RequestOutputKind.FINAL_ONLY
                 prompt = {"prompt_token_ids": token_ids} if text is None else \
                     {"prompt_token_ids": token_ids, "prompt": text}
+                if salt:
+                    prompt["cache_salt"] = salt
                 try:
                     engine.add_request(request_id, prompt, sp, priority=prio, lora_request=lora)
                 except (ValueError, TypeError) as e:  # name the prompt's place in the batch, not our request id

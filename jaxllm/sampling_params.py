@@ -72,8 +72,8 @@ class SamplingParams:
 
     ``top_k`` 0 and -1 both mean "off" (vLLM quietly accepts -1 and keeps it as given).
     Checked when a request is added, as in vLLM: token ids against the vocabulary, and ``logprobs`` /
-    ``prompt_logprobs`` against the LLM's ``max_logprobs`` (at most ``MAX_LOGPROBS`` = 20 in jaxllm, whose
-    sampler returns a static top-20, so -1, the whole vocabulary, is refused there).
+    ``prompt_logprobs`` against the LLM's ``max_logprobs`` (``MAX_LOGPROBS`` = 20 by default; -1, the whole
+    vocabulary, needs ``max_logprobs`` -1 or at least the vocabulary size).
     ``spaces_between_special_tokens`` only changes the text of tokenizers that are not "fast" (HF's fast
     tokenizers and vLLM ignore it; see ``jaxllm.engine.detokenizer``).
     """

@@ -47,6 +47,10 @@ VARIANTS = {  # name -> SamplingParams fields (a list: cycled over the rows)
     "top_k=1000": [{"top_k": 1000}],
     "top_k=100+top_p=0.9": [{"top_k": 100, "top_p": 0.9}],
     "mixed rows": [{}, {"top_p": 0.95}, {"top_k": 50}, {"min_p": 0.1}, {"top_k": 20, "top_p": 0.8}],
+    # logprobs widths (logprobs_width): the start-up top-20, a max_logprobs of 100, the whole vocabulary
+    "logprobs=20": [{"logprobs": 20}],
+    "logprobs=100": [{"logprobs": 100}],
+    "logprobs=-1": [{"logprobs": -1}],
 }
 
 

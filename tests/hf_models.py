@@ -65,6 +65,19 @@ def relative_error(ours, ref) -> float:
     return float(np.abs(ours - ref).max() / np.abs(ref).max())
 
 
+def check_logits(path, arch: str, **overrides) -> None:
+    """Save a tiny random ``arch`` checkpoint (``overrides`` on its config) to ``path``: jaxllm.load_model's
+    float32 logits [2, 24, V] are within 1e-4 relative of transformers'."""
+    import jaxllm
+
+    hf = save_tiny_model(path, arch, **overrides)
+    model = jaxllm.load_model(path)
+    ids = np.random.RandomState(1).randint(0, hf.config.vocab_size, (2, 24)).astype(np.int32)
+    logits = np.asarray(model(ids))
+    assert logits.shape == (2, 24, hf.config.vocab_size) and logits.dtype == np.float32
+    assert relative_error(logits, hf_logits(hf, ids)) <= 1e-4
+
+
 def hf_greedy(model, prompt_ids: list[int], num_tokens: int) -> list[int]:
     """Greedy continuation with transformers, never stopping early (like ignore_eos=True)."""
     ids = list(prompt_ids)

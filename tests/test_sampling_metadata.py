@@ -85,7 +85,7 @@ def test_each_filter_is_served_by_its_own_start_up_variant(rows, needed, served)
     [
         (sp(logit_bias={1000: 1.0}), "logit_bias"),
         (sp(allowed_token_ids=[-1]), "allowed_token_ids"),
-        (sp(logprobs=21), "logprobs=21"),
+        (sp(logprobs=-2), "logprobs=-2"),
         (sp(top_k=-2), "top_k=-2"),
         (sp(bad_words=["x"]), "bad_words"),
         (sp(bad_words_token_ids=[[5, 2000]]), "bad_words_token_ids"),

@@ -90,7 +90,7 @@ def test_env_sets_the_default_and_the_keyword_wins(monkeypatch):
 @pytest.mark.parametrize("name, value, match", [
     ("attention_backend", "FLASH_ATTN", "attention_backend='FLASH_ATTN'"),
     ("fp8_activations", "static", "fp8_activations='static'"),
-    ("max_logprobs", 21, "max_logprobs=21"),
+    ("max_logprobs", -2, "max_logprobs must be >= -1, got -2"),
     ("enable_chunked_prefill", False, "enable_chunked_prefill=False"),
     ("distributed_executor_backend", "ray", "distributed_executor_backend='ray'"),
     ("scheduling_policy", "lifo", "scheduling_policy='lifo'"),

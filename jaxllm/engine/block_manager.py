@@ -28,6 +28,16 @@ from .sequence import Sequence
 _HASH_SEED = 0x5EED_CAFE  # "previous block hash" of block 0
 
 
+def _chain_start(seq: Sequence) -> int:
+    """The "previous block hash" of ``seq``'s first block. An adapter's sequence starts from the adapter's id
+    (equal tokens under different adapters have different K/V); a prompt's ``cache_salt`` is hashed in after
+    it (vLLM mixes the salt into the first block's hash), so requests with different salts never share a
+    block and equal salts do. The salt's tuple has three items and the adapter's two: no salt hashes as an
+    adapter."""
+    prev = hash((_HASH_SEED, seq.lora_int_id)) if seq.lora_int_id else _HASH_SEED
+    return hash((prev, "cache_salt", seq.cache_salt)) if seq.cache_salt else prev
+
+
 class BlockManager:
     def __init__(self, num_blocks: int, block_size: int, enable_prefix_caching: bool,
                  host: HostTier | None = None) -> None:
@@ -62,9 +72,7 @@ class BlockManager:
         """Extend ``seq.block_hashes`` to cover its first ``num_full_blocks`` (full) blocks; O(new tokens)."""
         hashes = seq.block_hashes
         bs, toks = self.block_size, seq.token_ids
-        # the chain of an adapter's sequence starts from the adapter's id: equal tokens under different
-        # adapters have different K/V, so they never share blocks
-        prev = hashes[-1] if hashes else (hash((_HASH_SEED, seq.lora_int_id)) if seq.lora_int_id else _HASH_SEED)
+        prev = hashes[-1] if hashes else _chain_start(seq)
         for i in range(len(hashes), num_full_blocks):
             prev = hash((prev, tuple(toks[i * bs : (i + 1) * bs])))
             hashes.append(prev)

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..inputs import prompt_to_ids
+from ..inputs import prompt_to_ids, split_cache_salt
 from ..outputs import RequestMetrics, RequestOutput
 from ..pooling.outputs import PoolingOutput, PoolingRequestOutput
 from ..pooling_params import PoolingParams
@@ -181,7 +181,8 @@ class LLMEngine(EngineAccessors, ConstrainedSteps):
         """Queue a request (vLLM's ``LLMEngine.add_request``); it makes ``params.n`` sequences.
 
         ``prompt`` is what ``LLM.generate`` takes for one prompt: a str (tokenized here, with
-        ``tokenization_kwargs``), a TextPrompt / TokensPrompt dict, or token ids (a list or 1-D array of ints).
+        ``tokenization_kwargs``), a TextPrompt / TokensPrompt dict (its ``cache_salt`` keys the prefix cache), or token
+        ids (a list or 1-D array of ints).
         Raises ValueError/TypeError naming the request for bad input (empty or too long prompt, ids outside the
         vocabulary, a request that could never fit the KV cache, options that need a tokenizer when there is
         none, a priority without ``scheduling_policy="priority"``), before anything is queued.
@@ -205,6 +206,7 @@ class LLMEngine(EngineAccessors, ConstrainedSteps):
         check_request_options(request_id, priority, self.scheduling_policy)
         if lora_request is not None:
             self.check_lora_request(lora_request)
+        cache_salt, prompt = split_cache_salt(f"request {request_id!r}", prompt)
         text, ids = prompt_to_ids(f"request {request_id!r}", prompt, self.tokenizer, tokenization_kwargs)
         ids = truncate_prompt(request_id, ids, params.truncate_prompt_tokens, self.max_model_len)
         ids = check_prompt(request_id, ids, self.vocab_size, self.max_model_len, generates=pooling_params is None)
@@ -255,6 +257,7 @@ class LLMEngine(EngineAccessors, ConstrainedSteps):
                     priority=priority,
                     arrival_time=arrival,
                     lora_request=lora_request,
+                    cache_salt=cache_salt,
                 )
             )
             self._next_seq_id += 1

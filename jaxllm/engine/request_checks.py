@@ -84,19 +84,7 @@ def check_params(request_id: str, params: SamplingParams, prompt_len: int, *, to
                 f"token ids. Vocabulary size: {v}"
             )
     _check_some_token_allowed(request_id, params, eos_token_ids)
-    for name in ("logprobs", "prompt_logprobs"):
-        k = getattr(params, name)
-        if k == -1:  # vLLM: the whole vocabulary
-            k = v
-        if k is not None and k > max_logprobs:
-            what = "sample logprobs" if name == "logprobs" else "prompt logprobs"
-            raise ValueError(f"request {request_id!r}: Requested {what} of {k}, which is greater than max "
-                             f"allowed: {max_logprobs} (the LLM's max_logprobs)")
-        if getattr(params, name) == -1:  # a vocabulary no larger than max_logprobs: a static top-k cannot hold it
-            raise ValueError(f"request {request_id!r}: {name}=-1 (the whole vocabulary) is not supported; "
-                             f"ask for {name}={v}")
-        if k is not None and k > v:
-            raise ValueError(f"request {request_id!r}: {name}={k} is larger than the vocabulary ({v})")
+    _check_num_logprobs(request_id, params, v, max_logprobs)
     max_tokens = max_model_len - prompt_len if params.max_tokens is None else params.max_tokens
     # Worst-case KV footprint of one sequence: every position but the last sampled token's.
     max_len = min(max_model_len, prompt_len + max_tokens)
@@ -109,6 +97,22 @@ def check_params(request_id: str, params: SamplingParams, prompt_len: int, *, to
             "max_tokens / max_model_len or give the KV cache more memory"
         )
     return max_tokens
+
+
+def _check_num_logprobs(request_id: str, params: SamplingParams, vocab_size: int, max_logprobs: int) -> None:
+    """vLLM's rule: ``logprobs`` / ``prompt_logprobs`` (-1: the whole vocabulary) at most the LLM's
+    ``max_logprobs`` (-1: the vocabulary size); and never more than the vocabulary holds."""
+    limit = vocab_size if max_logprobs == -1 else max_logprobs
+    for name in ("logprobs", "prompt_logprobs"):
+        k = getattr(params, name)
+        if k == -1:
+            k = vocab_size
+        if k is not None and k > limit:
+            what = "sample logprobs" if name == "logprobs" else "prompt logprobs"
+            raise ValueError(f"request {request_id!r}: Requested {what} of {k}, which is greater than max "
+                             f"allowed: {limit} (the LLM's max_logprobs)")
+        if k is not None and k > vocab_size:
+            raise ValueError(f"request {request_id!r}: {name}={k} is larger than the vocabulary ({vocab_size})")
 
 
 def _check_some_token_allowed(request_id: str, params: SamplingParams, eos_token_ids: tuple[int, ...]) -> None:

@@ -29,6 +29,7 @@ class Sequence:
         "banned_token_ids",
         "block_hashes",
         "block_table",
+        "cache_salt",
         "cumulative_logprob",
         "detokenizer",
         "eos_token_ids",
@@ -83,6 +84,7 @@ class Sequence:
         arrival_time: float = 0.0,
         grammar: Any = None,
         lora_request: Any = None,
+        cache_salt: str | None = None,
     ) -> None:
         self.seq_id = seq_id
         self.request_id = request_id
@@ -121,6 +123,7 @@ class Sequence:
         self.pooling_params: Any = None  # set for a pooling request (prefill only; see Scheduler.update)
         self.pooled: Any = None  # its pooled data once the whole prompt ran
         self.lora_request = lora_request  # jaxllm.lora.LoRARequest or None (the base model)
+        self.cache_salt = cache_salt  # the prompt's cache_salt (keys the prefix cache, as the adapter) or None
         self.first_scheduled_time: float | None = None
         self.first_token_time: float | None = None
         self.last_token_time: float | None = None

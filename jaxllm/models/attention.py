@@ -34,6 +34,9 @@ class AttentionMetadata:
     query_start_loc: jax.Array  # [S + 1] int32, cumulative query lengths (padding sequences repeat the end)
     seq_lens: jax.Array  # [S] int32, tokens in the cache after this step (cached + new); 0 for padding
     block_tables: jax.Array  # [S, P] int32, physical block of each logical block
+    # [S] int32, the length a length-dependent rope (longrope, dynamic NTK) follows: max(prompt length, seq_lens),
+    # so every chunk of a prompt is rotated as transformers rotates the whole prompt; None: seq_lens
+    rope_lens: jax.Array | None = None
 
 
 @functools.partial(jax.tree_util.register_dataclass, data_fields=[], meta_fields=[])
@@ -103,11 +106,13 @@ class PagedAttention:
     mesh: Mesh | None = None
 
     def rope_seq_lens(self, num_tokens: int) -> jax.Array:
-        """[T] length of each token's sequence after this step (cached + new): longrope switches per sequence,
-        as transformers' cached generation of that sequence alone does."""
+        """[T] the rope length of each token's sequence (``rope_lens``: its whole prompt during prefill chunks,
+        then its length after this step): longrope and dynamic NTK switch per sequence, as transformers' cached
+        generation of that sequence alone does."""
         md = self.metadata
-        seq = jnp.minimum(token_sequence_ids(md.query_start_loc, num_tokens), md.seq_lens.shape[0] - 1)
-        return md.seq_lens[seq]
+        lens = md.seq_lens if md.rope_lens is None else md.rope_lens
+        seq = jnp.minimum(token_sequence_ids(md.query_start_loc, num_tokens), lens.shape[0] - 1)
+        return lens[seq]
 
     def __call__(self, q, k, v, kv_cache, *, sm_scale: float, sliding_window: int | None, kv_scale,
                  soft_cap: float | None = None):

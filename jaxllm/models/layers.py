@@ -93,16 +93,57 @@ def rope_inv_freq(rope: RopeConfig, head_dim: int) -> np.ndarray:
         smoothed = (1 - smooth) * scaled / factor + smooth * scaled
         is_medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
         inv = np.where(is_medium, smoothed, scaled)
+    elif rope.rope_type == "yarn":
+        inv = _yarn_inv_freq(inv, rope, head_dim)
     return inv
+
+
+def _yarn_inv_freq(inv: np.ndarray, rope: RopeConfig, dim: int) -> np.ndarray:
+    """YaRN: [Dh/2] frequencies blended between the original ones (fast dims, more than ``beta_fast`` turns over
+    the original context) and ones divided by ``factor`` (slow dims, fewer than ``beta_slow`` turns), with a
+    linear ramp between them, as transformers' ``_compute_yarn_parameters``."""
+    factor = float(rope.get("factor"))
+    old_len = float(rope.get("original_max_position_embeddings"))
+    beta_fast, beta_slow = float(rope.get("beta_fast") or 32), float(rope.get("beta_slow") or 1)
+
+    def correction_dim(turns: float) -> float:
+        return dim * math.log(old_len / (turns * 2 * math.pi)) / (2 * math.log(rope.theta))
+
+    low, high = correction_dim(beta_fast), correction_dim(beta_slow)
+    if rope.get("truncate", True):
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, dim - 1)
+    if low == high:
+        high += 0.001  # (transformers' guard against a zero-width ramp)
+    ramp = np.clip((np.arange(dim // 2, dtype=np.float64) - low) / (high - low), 0.0, 1.0)
+    extrapolation = 1.0 - ramp  # 1: keep the original frequency, 0: interpolate (divide by factor)
+    return inv / factor * (1.0 - extrapolation) + inv * extrapolation
+
+
+def rope_attention_factor(rope: RopeConfig) -> float:
+    """The scale of cos/sin (YaRN's ``attention_factor``, else 0.1 * ln(factor) + 1, or the ratio of the
+    ``mscale`` / ``mscale_all_dim`` terms when both are set); 1.0 for the other static rope types."""
+    if rope.rope_type != "yarn":
+        return 1.0
+    if rope.get("attention_factor") is not None:
+        return float(rope.get("attention_factor"))
+    factor = float(rope.get("factor"))
+
+    def mscale(m: float) -> float:
+        return 1.0 if factor <= 1 else 0.1 * m * math.log(factor) + 1.0
+
+    if rope.get("mscale") and rope.get("mscale_all_dim"):
+        return mscale(float(rope.get("mscale"))) / mscale(float(rope.get("mscale_all_dim")))
+    return mscale(1.0)
 
 
 def longrope_cos_sin(positions: jax.Array, rope: RopeConfig, dim: int, seq_lens: jax.Array | None):
     """Phi-3 longrope: inverse frequencies divided by ``long_factor`` for a sequence longer than
-    ``original_max_position_embeddings`` (its length after this step: ``seq_lens`` [...] per token, else the
-    call's longest position + 1, as transformers' per-call switch), else by ``short_factor``; cos/sin times the
-    attention factor sqrt(1 + ln(factor) / ln(original max)) (or the config's ``attention_factor``). Keys already
-    in the cache keep the rotation they were written with, as in transformers' cached generation; a prompt that
-    crosses the length in several prefill chunks has its earlier chunks rotated with the short factors."""
+    ``original_max_position_embeddings`` (its rope length: ``seq_lens`` [...] per token, the whole prompt's
+    length during its prefill chunks and the sequence's length after each decode step; else the call's longest
+    position + 1, as transformers' per-call switch), else by ``short_factor``; cos/sin times the attention factor
+    sqrt(1 + ln(factor) / ln(original max)) (or the config's ``attention_factor``). Keys already in the cache keep
+    the rotation they were written with, as in transformers' cached generation."""
     old_len = int(rope.get("original_max_position_embeddings"))
     factor = float(rope.get("factor", 1.0))
     scale = rope.get("attention_factor")
@@ -122,8 +163,10 @@ def rope_cos_sin(positions: jax.Array, rope: RopeConfig, head_dim: int,
                  seq_lens: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
     """cos/sin of shape [..., Dh/2] (float32) for integer positions [...] (``head_dim``: the rotated dims).
 
-    "dynamic" (NTK) scaling follows HF: when the longest position seen in this call exceeds the original
-    context, the base grows with it; below that it is the default rope. "longrope": longrope_cos_sin."""
+    "dynamic" (NTK) scaling follows HF: when the sequence is longer than the original context (its rope length:
+    ``seq_lens`` [...] per token, as for longrope; else the call's longest position + 1, as transformers' per-call
+    update), the base grows with it; below that it is the default rope. Keys already in the cache keep the
+    rotation they were written with, as in transformers' cached generation. "longrope": longrope_cos_sin."""
     if rope.rope_type == "longrope":
         return longrope_cos_sin(positions, rope, head_dim, seq_lens)
     inv = jnp.asarray(rope_inv_freq(rope, head_dim), jnp.float32)
@@ -131,10 +174,15 @@ def rope_cos_sin(positions: jax.Array, rope: RopeConfig, head_dim: int,
     if rope.rope_type == "dynamic":
         factor = float(rope.get("factor", 1.0))
         old_len = float(rope.get("original_max_position_embeddings"))
-        seq_len = jnp.maximum(jnp.max(positions) + 1, old_len).astype(jnp.float32)
+        if seq_lens is None:
+            seq_lens = jnp.broadcast_to(jnp.max(positions) + 1, positions.shape)
+        seq_len = jnp.maximum(seq_lens, old_len).astype(jnp.float32)[..., None]
         base = rope.theta * ((factor * seq_len / old_len) - (factor - 1)) ** (head_dim / (head_dim - 2))
-        inv = 1.0 / (base ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+        inv = 1.0 / (base ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))  # [..., Dh/2]
     angles = pos[..., None] * inv
+    scale = rope_attention_factor(rope)
+    if scale != 1.0:
+        return jnp.cos(angles) * scale, jnp.sin(angles) * scale
     return jnp.cos(angles), jnp.sin(angles)
 
 

@@ -13,7 +13,13 @@ import itertools
 from typing import Any
 
 from jaxllm.call_guard import serialized
-from jaxllm.inputs import as_prompt_list, check_tokenization_kwargs, name_the_prompt, tokenize_prompt
+from jaxllm.inputs import (
+    as_prompt_list,
+    check_tokenization_kwargs,
+    name_the_prompt,
+    split_cache_salt,
+    tokenize_prompt,
+)
 from jaxllm.pooling.config import PoolingModelInfo, pooling_model_info, resolve_runner
 from jaxllm.pooling.outputs import (
     ClassificationRequestOutput,
@@ -140,9 +146,11 @@ class PoolingMixin(ScoringMixin):
                                  "using `--convert classify`.")
             raise ValueError(f"Unsupported task: {pooling_task!r} Supported tasks: {self.supported_tasks}")
         _no_lora(lora_request)
-        requests = self._pooling_requests(as_prompt_list(prompts), pooling_params, pooling_task,
-                                          truncate_prompt_tokens, tokenization_kwargs)
-        return self._run_pooling(requests, use_tqdm)
+        split = [split_cache_salt(i, p) for i, p in enumerate(as_prompt_list(prompts))]
+        salts, items = [salt for salt, _ in split], [p for _, p in split]  # a salt keys the prefix cache
+        requests = self._pooling_requests(items, pooling_params, pooling_task, truncate_prompt_tokens,
+                                          tokenization_kwargs)
+        return self._run_pooling(requests, use_tqdm, salts)
 
     @serialized
     def embed(self, prompts: Any, *, truncate_prompt_tokens: int | None = None, use_tqdm: bool = True,
@@ -194,8 +202,10 @@ class PoolingMixin(ScoringMixin):
         ids = tokenize_prompt(index, item, self.tokenizer, check_tokenization_kwargs(tokenization_kwargs))[1]
         return ids if keep_last is None else ids[-keep_last:]
 
-    def _run_pooling(self, requests: list[tuple[list[int], PoolingParams]], use_tqdm: bool):
-        """Run the requests (all or none are queued) and return their outputs in order."""
+    def _run_pooling(self, requests: list[tuple[list[int], PoolingParams]], use_tqdm: bool,
+                     salts: list[str | None] | None = None):
+        """Run the requests (all or none are queued) and return their outputs in order. ``salts``: each
+        prompt's ``cache_salt`` or None (the encoder-only path keeps no prefix cache to isolate)."""
         ids = [str(next(self._request_counter)) for _ in requests]
         if self.llm_engine is None:
             try:
@@ -206,8 +216,8 @@ class PoolingMixin(ScoringMixin):
         engine = self.llm_engine
         added: list[str] = []
         try:
-            for rid, (toks, p) in zip(ids, requests):
-                engine.add_request(rid, toks, p)
+            for rid, (toks, p), salt in zip(ids, requests, salts or [None] * len(requests)):
+                engine.add_request(rid, {"prompt_token_ids": toks, "cache_salt": salt} if salt else toks, p)
                 added.append(rid)
         except Exception as e:
             engine.abort_request(added)

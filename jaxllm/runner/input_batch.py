@@ -81,6 +81,7 @@ def build_step_inputs(batch: ScheduledBatch, bucket: Bucket, block_size: int, ma
     slots: list[int] = []
     qsl: list[int] = [0]
     lens: list[int] = []
+    rope_lens: list[int] = []
     block_tables = np.zeros((S, max_blocks_per_seq), np.int32)
     for i, s in enumerate(batch.seqs):
         start, end, table = s.start, s.end, s.block_table
@@ -102,6 +103,7 @@ def build_step_inputs(batch: ScheduledBatch, bucket: Bucket, block_size: int, ma
         if table_rows is None:
             block_tables[i, :len(table)] = table
         lens.append(end)
+        rope_lens.append(max(end, s.num_prompt_tokens))
         qsl.append(len(ids))
     if table_rows is not None and batch.seqs:
         block_tables[:len(batch.seqs)] = np.stack(table_rows.gather(batch.seqs))
@@ -111,7 +113,8 @@ def build_step_inputs(batch: ScheduledBatch, bucket: Bucket, block_size: int, ma
     if num_rows is not None:
         logits_indices = _padded(_row_indices(batch, qsl), num_rows, 0)
     return StepInputs(_padded(ids, T, 0), _padded(pos, T, 0), logits_indices,
-                      AttentionMetadata(_padded(slots, T, -1), qsl_arr, _padded(lens, S, 0), block_tables))
+                      AttentionMetadata(_padded(slots, T, -1), qsl_arr, _padded(lens, S, 0), block_tables,
+                                        _padded(rope_lens, S, 0)))
 
 
 def _row_indices(batch: ScheduledBatch, qsl: list[int]) -> list[int]:
@@ -129,7 +132,7 @@ def dummy_step_inputs(bucket: Bucket, max_blocks_per_seq: int, num_rows: int | N
     T, S = bucket.num_tokens, bucket.num_seqs
     return StepInputs(np.zeros(T, np.int32), np.zeros(T, np.int32), np.zeros(num_rows or S, np.int32),
                       AttentionMetadata(np.full(T, -1, np.int32), np.zeros(S + 1, np.int32), np.zeros(S, np.int32),
-                                        np.zeros((S, max_blocks_per_seq), np.int32)))
+                                        np.zeros((S, max_blocks_per_seq), np.int32), np.zeros(S, np.int32)))
 
 
 def warm_up_step_inputs(bucket: Bucket, max_blocks_per_seq: int, num_rows: int | None = None) -> StepInputs:
@@ -147,18 +150,19 @@ def warm_up_step_inputs(bucket: Bucket, max_blocks_per_seq: int, num_rows: int |
 def pack_step_inputs(inputs: StepInputs) -> np.ndarray:
     """All int32 step arrays in one flat buffer: one host->device transfer per step instead of seven."""
     a = inputs.attention
+    rope_lens = a.seq_lens if a.rope_lens is None else a.rope_lens
     return np.concatenate([inputs.input_ids, inputs.positions, a.slot_mapping, inputs.logits_indices,
-                           a.query_start_loc, a.seq_lens, a.block_tables.ravel()])
+                           a.query_start_loc, a.seq_lens, a.block_tables.ravel(), rope_lens])
 
 
 def unpack_step_inputs(flat, num_tokens: int, num_seqs: int, max_blocks_per_seq: int,
                        num_rows: int | None = None) -> StepInputs:
     """Inverse of ``pack_step_inputs`` (works on numpy and on traced jax arrays; sizes are static)."""
     T, S, P = num_tokens, num_seqs, max_blocks_per_seq
-    sizes = [T, T, T, num_rows or S, S + 1, S, S * P]
+    sizes = [T, T, T, num_rows or S, S + 1, S, S * P, S]
     parts, offset = [], 0
     for n in sizes:
         parts.append(flat[offset:offset + n])
         offset += n
-    ids, pos, slots, logits_idx, qsl, lens, tables = parts
-    return StepInputs(ids, pos, logits_idx, AttentionMetadata(slots, qsl, lens, tables.reshape(S, P)))
+    ids, pos, slots, logits_idx, qsl, lens, tables, rope_lens = parts
+    return StepInputs(ids, pos, logits_idx, AttentionMetadata(slots, qsl, lens, tables.reshape(S, P), rope_lens))

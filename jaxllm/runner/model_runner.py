@@ -15,8 +15,8 @@ time a step needs it (fast start-up, slow first steps); ``max_seq_len_to_capture
 buckets of at most that many tokens. With ``background_compile`` (the CPU's default) start-up compiles only those
 buckets (8 tokens by default on the CPU) with the plain-sampling sampler (greedy tokens come from the forward itself), and the other programs
 compile on a background thread once the engine is ready, smallest first: a CPU user gets an engine in seconds and
-short prompts run at once. Rare variants (penalties, wide logit_bias, prompt_logprobs) are always
-compiled on first use. Building a runner with ``enforce_eager=True`` compiles nothing (tests build one so).
+short prompts run at once. Rare variants (penalties, wide logit_bias, prompt_logprobs, logprobs above 20) are
+always compiled on first use. Building a runner with ``enforce_eager=True`` compiles nothing (tests build one so).
 """
 
 from __future__ import annotations
@@ -81,6 +81,7 @@ class ModelRunner(StartupPrograms, SleepMode, WeightUpdates):
         self.cfg, self.mesh, self.block_size, self.max_model_len = cfg, mesh, args.block_size, args.max_model_len
         self.max_blocks_per_seq = -(-args.max_model_len // args.block_size)
         self.speculative_config = SpeculativeConfig.from_dict(args.speculative_config)
+        self.max_logprobs = args.max_logprobs  # the logprobs width of requests above MAX_LOGPROBS (-1: vocab)
         # (enforce_eager compiles every program on first use: nothing is left for a background thread)
         self.background_compile = (bool(args.background_compile) and self.compiles_in_background
                                    and not args.enforce_eager)
@@ -280,7 +281,8 @@ class ModelRunner(StartupPrograms, SleepMode, WeightUpdates):
         """Launch the sampler of a dispatched step (its rows' sampling metadata is read now). With speculative
         decoding the program also verifies the drafts (``spec_rows.py``)."""
         rows, seqs = step.num_seqs, step.batch.seqs
-        md, sampler_config = build_sampling_metadata(self.spec.rows(seqs), rows, self.cfg.vocab_size)
+        md, sampler_config = build_sampling_metadata(self.spec.rows(seqs), rows, self.cfg.vocab_size,
+                                                     self.max_logprobs)
         if sampler_config.greedy_only and not self.spec.enabled:  # the forward's argmax: no sampler program
             self._prev_tokens = step.greedy.token_ids
             self._set_sampled(step, step.greedy)
@@ -319,7 +321,8 @@ class ModelRunner(StartupPrograms, SleepMode, WeightUpdates):
         else:
             out = to_runner_output(step.batch.seqs, sampled)
         if step.hidden is not None:
-            out.prompt_logprobs = prompt_logprobs(step.batch, step.hidden, self._prompt_lp, self.params)
+            out.prompt_logprobs = prompt_logprobs(step.batch, step.hidden, self._prompt_lp, self.params,
+                                                  self.cfg.vocab_size, self.max_logprobs)
         return out
 
     def propose_drafts(self, items) -> list[tuple[int, ...]]:

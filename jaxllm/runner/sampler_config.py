@@ -8,7 +8,9 @@ Variants (each is compiled once per sequence bucket, i.e. per padded_num_seqs):
   * ``SAMPLE_CONFIG``: temperature, top-k, top-p, min-p, seeds, logit_bias, allowed_token_ids, banned ids
     (min_tokens stop ids and bad words), with sparse widths at the bottom of the ladder.
   * ``FILTER_CONFIG``: ``SAMPLE_CONFIG`` with min_p, top-k and top-p.
-  * ``FULL_CONFIG``: ``FILTER_CONFIG`` plus top-``MAX_LOGPROBS`` logprobs.
+  * ``FULL_CONFIG``: ``FILTER_CONFIG`` plus top-``MAX_LOGPROBS`` logprobs. A request for more (up to the LLM's
+    ``max_logprobs``; -1, the whole vocabulary) runs a variant whose width is ``max_logprobs``
+    (``logprobs_width``), compiled on first use.
   * ``MIN_P_CONFIG``, ``TOP_K_CONFIG``, ``TOP_P_CONFIG``: one filter, so that a batch using one runs its passes
     only: min_p one max pass; top-k (< 64, with or without top-p and min_p) the exact top values and nothing
     else over the vocabulary; top-p the race and the exact membership pass (sampler_filters.py). top-p with
@@ -31,7 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 
-# MAX_LOGPROBS (vLLM's default max_logprobs) is the static top-k width of sample logprobs
+# MAX_LOGPROBS (vLLM's default max_logprobs) is the static top-k width of the start-up logprobs variant
 from jaxllm.sampling_params import MAX_LOGPROBS
 
 SPARSE_WIDTHS = (8, 32, 128, 512, 2048, 8192, 32768, 262144)  # widths of bias/allowed/banned id arrays
@@ -43,7 +45,7 @@ class SamplerConfig:
     """Static jit argument selecting the sampler variant; every field is a plain int/bool.
 
     ``greedy_only``: argmax of the raw logits, nothing else (all other fields must be 0).
-    ``num_logprobs``: 0, or the static top-k width of the returned logprobs (``MAX_LOGPROBS``).
+    ``num_logprobs``: 0, or the static top-k width of the returned logprobs (``logprobs_width``).
     ``bias_width`` / ``allowed_width`` / ``banned_width``: widths W of the sparse id arrays (from
     ``SPARSE_WIDTHS``). ``penalty_len``: 0 = no penalties, else the length L of the padded prompt+output token
     array."""
@@ -77,10 +79,8 @@ class SamplerConfig:
             for name in ("bias_width", "allowed_width", "banned_width"):
                 if getattr(self, name) not in SPARSE_WIDTHS:
                     raise ValueError(f"SamplerConfig.{name}={getattr(self, name)} is not in {SPARSE_WIDTHS}")
-            if self.num_logprobs not in (0, MAX_LOGPROBS):
-                raise ValueError(
-                    f"SamplerConfig.num_logprobs={self.num_logprobs} must be 0 or {MAX_LOGPROBS}"
-                )
+            if self.num_logprobs < 0:
+                raise ValueError(f"SamplerConfig.num_logprobs={self.num_logprobs} must be >= 0")
             if self.penalty_len and (
                 self.penalty_len < PENALTY_MIN_LEN or self.penalty_len & (self.penalty_len - 1)
             ):
@@ -106,6 +106,21 @@ TOP_K_CONFIG = dataclasses.replace(SAMPLE_CONFIG, min_p=True, top_k=True)
 TOP_P_CONFIG = dataclasses.replace(SAMPLE_CONFIG, top_p=True)
 FILTER_VARIANTS = (MIN_P_CONFIG, TOP_K_CONFIG, TOP_P_CONFIG)
 STARTUP_CONFIGS = (GREEDY_CONFIG, SAMPLE_CONFIG, FILTER_CONFIG, FULL_CONFIG, *FILTER_VARIANTS)
+
+
+def logprobs_width(num: int | None, vocab_size: int, max_logprobs: int = MAX_LOGPROBS) -> int:
+    """The static top-k width of the logprobs program that serves a request for ``num`` logprobs (None: none,
+    0 for the sampled token only, -1: the whole vocabulary) under the LLM's ``max_logprobs`` (-1: the
+    vocabulary). Two widths, so a batch compiles at most two logprobs programs per shape: ``MAX_LOGPROBS``
+    (vLLM's default cap: the start-up ``FULL_CONFIG``) for up to that many, else ``max_logprobs`` itself (a
+    request asks for at most that: the engine checks it), compiled on first use; never above the vocabulary."""
+    if num is None:
+        return 0
+    k = vocab_size if num == -1 else num
+    if k <= MAX_LOGPROBS:
+        return MAX_LOGPROBS
+    cap = vocab_size if max_logprobs == -1 else max(max_logprobs, k)
+    return min(cap, vocab_size)
 
 
 def cost_order(config: SamplerConfig) -> tuple:

@@ -32,6 +32,7 @@ from jaxllm.runner.sampler_config import (
     PENALTY_MIN_LEN,
     SPARSE_WIDTHS,
     SamplerConfig,
+    logprobs_width,
 )
 from jaxllm.runner.sampling_rows import bad_words_banned_ids, banned_ids, cached_row, start_up_variant
 from jaxllm.sampling_params import MAX_LOGPROBS
@@ -154,16 +155,17 @@ def unpack_sampling_metadata(flat: Any, config: SamplerConfig, padded_num_seqs: 
 
 
 def build_sampling_metadata(
-    seqs: Sequence[ScheduledSeq], padded_num_seqs: int, vocab_size: int
+    seqs: Sequence[ScheduledSeq], padded_num_seqs: int, vocab_size: int, max_logprobs: int = MAX_LOGPROBS
 ) -> tuple[SamplingMetadata, SamplerConfig]:
-    """Pack one step's sequences (row i = seqs[i], padded to ``padded_num_seqs`` rows) into numpy arrays.
+    """Pack one step's sequences (row i = seqs[i], padded to ``padded_num_seqs`` rows) into numpy arrays;
+    ``max_logprobs`` (the LLM's) sets the logprobs width of rows asking for more than ``MAX_LOGPROBS``.
 
     Returns ``(metadata, config)``: pass ``metadata`` (or ``jax.device_put(metadata)``) as a traced argument
     and ``config`` as a static argument of the jitted sampler. Each SamplingParams object is read and checked
     once (cached by identity); a step costs a few us per row, plus each row's token ids under penalties."""
     if len(seqs) > padded_num_seqs:
         raise ValueError(f"{len(seqs)} sequences do not fit padded_num_seqs={padded_num_seqs}")
-    rows, scalars, sparse, penalties, logprobs = [], [], {"bias": {}, "allowed": {}, "banned": {}}, {}, False
+    rows, scalars, sparse, penalties, logprobs = [], [], {"bias": {}, "allowed": {}, "banned": {}}, {}, 0
     min_p = filtered = top_k_ = wide = False
     grammar: dict[int, np.ndarray] = {}  # row -> allowed-token bits (structured outputs)
     for i, seq in enumerate(seqs):
@@ -188,7 +190,8 @@ def build_sampling_metadata(
             penalties[i] = pen
         if seq.grammar_bitmask is not None:
             grammar[i] = seq.grammar_bitmask
-        logprobs = logprobs or wants_logprobs
+        if wants_logprobs:
+            logprobs = max(logprobs, logprobs_width(sp.logprobs, vocab_size, max_logprobs))
         min_p = min_p or min_p_ > 0.0
         if not greedy:
             filtered = filtered or top_k < vocab_size or top_p < 1.0
@@ -205,7 +208,7 @@ def build_sampling_metadata(
     longest = max([len(seqs[i].token_ids) for i in penalties] + [0])
     config = SamplerConfig(
         greedy_only=False,
-        num_logprobs=MAX_LOGPROBS if logprobs else 0,
+        num_logprobs=logprobs,
         bias_width=width("bias"),
         allowed_width=width("allowed"),
         banned_width=width("banned"),
@@ -263,11 +266,12 @@ def to_runner_output(seqs: Sequence[ScheduledSeq], sampler_output: Any) -> Runne
 
 def row_logprobs(seq: ScheduledSeq, sampler_output: Any, i: int, token: int) -> TokenLogprobs:
     """Row ``i`` of a fetched ``SamplerOutput`` as the ``TokenLogprobs`` of ``token`` for ``seq`` (its
-    ``SamplingParams.logprobs`` best pairs, best first)."""
+    ``SamplingParams.logprobs`` best pairs, best first; -1: every token of the vocabulary)."""
     num = seq.sampling_params.logprobs
     if sampler_output.logprob is None:
         raise ValueError(f"seq {seq.seq_id} asked for logprobs={num} but the sampler variant returned none")
     top_ids, top_lps = sampler_output.top_ids[i], sampler_output.top_logprobs[i]
-    top = [(int(top_ids[j]), float(top_lps[j])) for j in range(min(num, len(top_ids)))]
+    count = len(top_ids) if num == -1 else min(num, len(top_ids))  # -1: the whole vocabulary
+    top = [(int(top_ids[j]), float(top_lps[j])) for j in range(count)]
     return TokenLogprobs(token_id=token, logprob=float(sampler_output.logprob[i]),
                          rank=int(sampler_output.rank[i]), top=top)

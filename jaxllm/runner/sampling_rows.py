@@ -16,7 +16,7 @@ import numpy as np
 
 from jaxllm.engine.batch import ScheduledSeq
 from jaxllm.runner.sampler_config import FILTER_CONFIG, FULL_CONFIG, SAMPLE_CONFIG, SamplerConfig
-from jaxllm.sampling_params import MAX_LOGPROBS, SAMPLING_EPS
+from jaxllm.sampling_params import SAMPLING_EPS
 
 
 def _id_array(ids: Any, vocab_size: int, what: str) -> np.ndarray:
@@ -102,8 +102,8 @@ def _static_row(sp: Any, vocab_size: int) -> tuple:
     if top_k < -1:
         raise ValueError(f"top_k={top_k} must be -1, 0 (disabled) or a positive integer")
     num = getattr(sp, "logprobs", None)
-    if num is not None and not 0 <= num <= MAX_LOGPROBS:
-        raise ValueError(f"logprobs={num} is not supported: ask for 0..{MAX_LOGPROBS} (vLLM's max_logprobs)")
+    if num is not None and num < -1:  # the LLM's max_logprobs is checked when the request is added
+        raise ValueError(f"logprobs={num} must be non-negative or -1 (the whole vocabulary)")
     bias, allowed = getattr(sp, "logit_bias", None), getattr(sp, "allowed_token_ids", None)
     words = _bad_words_ids(sp)
     for word in words:

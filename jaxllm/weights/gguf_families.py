@@ -28,7 +28,7 @@ def _float_or_none(value) -> float | None:
 
 
 def gemma(ckpt, cfg: dict[str, Any]) -> dict[str, Any]:
-    return {"hidden_activation": "gelu_pytorch_tanh"}
+    return {"hidden_act": "gelu_pytorch_tanh", "hidden_activation": "gelu_pytorch_tanh"}
 
 
 def gemma2(ckpt, cfg: dict[str, Any]) -> dict[str, Any]:

@@ -9,9 +9,9 @@ import os
 import numpy as np
 import pytest
 import torch
+from hf_models import check_logits, hf_logits, relative_error, save_tiny_model
 
 import jaxllm
-from hf_models import hf_logits, relative_error, save_tiny_model
 
 LLAMA3_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                "original_max_position_embeddings": 64}
@@ -38,13 +38,7 @@ CASES = {
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_logits_match_transformers(tmp_path, case):
     arch, overrides = CASES[case]
-    hf = save_tiny_model(tmp_path, arch, **overrides)
-    model = jaxllm.load_model(tmp_path)
-    ids = np.random.RandomState(1).randint(0, hf.config.vocab_size, (2, 24)).astype(np.int32)
-    logits = np.asarray(model(ids))
-    assert logits.shape == (2, 24, hf.config.vocab_size)
-    assert logits.dtype == np.float32
-    assert relative_error(logits, hf_logits(hf, ids)) <= 1e-4
+    check_logits(tmp_path, arch, **overrides)
 
 
 def test_sharded_checkpoint(tmp_path):
