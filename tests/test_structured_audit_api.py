@@ -56,16 +56,19 @@ def test_every_constraint_kind_and_form():
     assert S(json=Answer).json == Answer.model_json_schema()
     assert S(json='{"type": "integer"}').kind == "json"
     assert S(choice=("a", "b")).choice == ["a", "b"]
-    assert S(structural_tag=json.dumps(TAG)).kind == "structural_tag"
+    tag = S(structural_tag=json.dumps(TAG))
+    assert tag.kind == "structural_tag" and not tag.all_constraints_none()
+    assert tag.all_non_structural_tag_constraints_none() and not S(regex="a").all_non_structural_tag_constraints_none()
     with pytest.warns(DeprecationWarning):
         sp = SamplingParams(guided_decoding=GuidedDecodingParams(regex="[ab]+"))
     assert sp.structured_outputs.regex == "[ab]+" and sp.guided_decoding is None
     with pytest.raises(TypeError, match="choice must be a list of str"):
         S(choice="ab")
     with pytest.warns(DeprecationWarning):  # the older name's per-request backend (as TRL passes it)
-        assert GuidedDecodingParams(backend="guidance", regex="a").backend == "guidance"
-        with pytest.raises(ValueError, match="backend='xgrammar' is not available"):
-            GuidedDecodingParams(backend="xgrammar", regex="a")
+        older = GuidedDecodingParams(backend="guidance", regex="a")
+    assert older.backend == "guidance" and older.kind == "regex"
+    with pytest.raises(ValueError, match="backend='xgrammar' is not available"), pytest.warns(DeprecationWarning):
+        GuidedDecodingParams(backend="xgrammar", regex="a")
 
 
 @pytest.mark.parametrize("backend", ["xgrammar", "outlines", "lm-format-enforcer", "nope"])

@@ -80,6 +80,14 @@ class StructuredOutputsParams:
         """vLLM counts a constraint as given when it is not None (so ``json_object=False`` counts too)."""
         return getattr(self, kind) is not None
 
+    def all_constraints_none(self) -> bool:
+        """Whether no constraint field is set (vLLM's helper)."""
+        return not any(self._is_set(k) for k in _KINDS)
+
+    def all_non_structural_tag_constraints_none(self) -> bool:
+        """Whether no constraint other than ``structural_tag`` is set (vLLM's helper)."""
+        return not any(self._is_set(k) for k in _KINDS if k != "structural_tag")
+
     @property
     def kind(self) -> str:
         """Which constraint this is: one of json, regex, choice, grammar, json_object, structural_tag."""
