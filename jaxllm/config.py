@@ -54,10 +54,11 @@ from jaxllm.config_families import (
     text_config_of_multimodal,
 )
 from jaxllm.config_rope import RopeConfig, ropes_from_hf, rotary_dim_from_hf
+from jaxllm.structured_outputs.params import StructuredOutputsConfig  # vLLM's import path: vllm.config
 
 # check_hf_config (config_checks) and MOE_ARCHITECTURES (config_families) keep their import path here.
-__all__ = ["MOE_ARCHITECTURES", "SUPPORTED_ARCHITECTURES", "ModelConfig", "RopeConfig", "check_hf_config",
-           "resolve_dtype_name"]
+__all__ = ["MOE_ARCHITECTURES", "SUPPORTED_ARCHITECTURES", "ModelConfig", "RopeConfig", "StructuredOutputsConfig",
+           "check_hf_config", "resolve_dtype_name"]
 
 
 def resolve_dtype_name(dtype: Any, config_dtype: str | None) -> str:

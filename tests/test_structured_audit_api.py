@@ -78,6 +78,9 @@ def test_backends_jaxllm_does_not_implement_are_a_value_error_naming_them(backen
 
 
 def test_config_takes_vllms_keys():
+    from jaxllm.config import StructuredOutputsConfig as from_config  # vLLM's import path (vllm.config)
+
+    assert from_config is StructuredOutputsConfig
     for backend in ("auto", "guidance"):
         assert StructuredOutputsConfig.coerce({"backend": backend, "disable_fallback": True}).backend == backend
     assert StructuredOutputsConfig.coerce({"enable_in_reasoning": False, "reasoning_parser_plugin": ""})
