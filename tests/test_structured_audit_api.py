@@ -164,3 +164,22 @@ def test_malformed_specs_are_a_value_error_naming_request_and_spec(compiler, par
     with pytest.raises(ValueError, match=message) as info:
         compiler.new_state("req-7", params)
     assert "request 'req-7'" in str(info.value)
+
+
+def test_formats_llguidance_does_not_implement_are_annotations(compiler):
+    """pydantic writes formats such as "path", "binary" and "password"; JSON Schema lets a validator ignore a
+    format it does not know, so these compile (as any string) while known formats stay enforced."""
+    schema = {"type": "object", "properties": {"p": {"type": "string", "format": "path"},
+                                               "items": {"type": "array", "items": {"type": "string",
+                                                                                    "format": "binary"}},
+                                               "mail": {"type": "string", "format": "email"}}}
+    original = json.dumps(schema)
+    state = compiler.new_state("f", S(json=schema))
+    state.wait(60)
+    assert not state.matcher.is_error() and json.dumps(schema) == original  # the request's schema is unchanged
+    compiled = _schema(S(json=schema))
+    assert "format" not in compiled["properties"]["p"] and "format" not in compiled["properties"]["items"]["items"]
+    assert compiled["properties"]["mail"]["format"] == "email"
+    matcher = state.matcher.deep_copy()
+    tok = compiler.tokenizer
+    assert not all(matcher.consume_token(t) for t in tok.encode('{"mail": "no at sign"', add_special_tokens=False))

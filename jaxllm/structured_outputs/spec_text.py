@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import re
 from typing import Any
 
@@ -24,6 +25,9 @@ _SUBSCHEMAS = ("additionalProperties", "unevaluatedProperties", "propertyNames",
 
 # a GBNF / EBNF rule definition (``name ::= ...``) at the start of a line; Lark rules use ``name:``
 _GBNF_RULE = re.compile(r"(?m)^\s*[A-Za-z_][\w-]*\s*::=")
+_UNKNOWN_FORMAT = re.compile(r"Unknown format: (\S+)")
+
+logger = logging.getLogger("jaxllm")
 
 
 def _llguidance():
@@ -34,26 +38,52 @@ def _llguidance():
     return llguidance
 
 
-def _close_objects(schema: Any) -> None:
-    """In place: ``additionalProperties: false`` on every schema that lists ``properties`` or
-    ``patternProperties`` and does not set it, walking only real sub-schema positions (never ``enum``,
-    ``const`` or ``default`` values, nor a property that happens to be called "properties")."""
+def _subschemas(schema: Any):
+    """Every schema nested in ``schema`` (a dict or list), itself included, visiting only real sub-schema
+    positions (never ``enum``, ``const`` or ``default`` values, nor a property that happens to be called
+    "properties"); children before their parent."""
     if isinstance(schema, list):
         for item in schema:
-            _close_objects(item)
+            yield from _subschemas(item)
         return
     if not isinstance(schema, dict):
         return
     for key in _SCHEMA_MAPS:
         if isinstance(schema.get(key), dict):
             for sub in schema[key].values():
-                _close_objects(sub)
+                yield from _subschemas(sub)
     for key in _SUBSCHEMAS:
         if isinstance(schema.get(key), (dict, list)):
-            _close_objects(schema[key])
-    if "additionalProperties" not in schema and (isinstance(schema.get("properties"), dict)
-                                                 or isinstance(schema.get("patternProperties"), dict)):
-        schema["additionalProperties"] = False
+            yield from _subschemas(schema[key])
+    yield schema
+
+
+def _close_objects(schema: Any) -> None:
+    """In place: ``additionalProperties: false`` on every schema that lists ``properties`` or
+    ``patternProperties`` and does not set it (vLLM's ``disable_additional_properties``)."""
+    for sub in _subschemas(schema):
+        if "additionalProperties" not in sub and (isinstance(sub.get("properties"), dict)
+                                                  or isinstance(sub.get("patternProperties"), dict)):
+            sub["additionalProperties"] = False
+
+
+def _schema_grammar(schema: Any, options: dict) -> str:
+    """llguidance's grammar for ``schema``. A string ``format`` llguidance does not implement (pydantic's
+    "path", "binary", "password", ...) is dropped, as JSON Schema treats formats as annotations a validator
+    need not know: the output is still a string that validates against the schema."""
+    llg = _llguidance()
+    text = llg.LLMatcher.grammar_from_json_schema(schema, defaults=options)
+    for _ in range(64):  # one pass per unknown format name
+        unknown = _UNKNOWN_FORMAT.search(llg.LLMatcher.validate_grammar(text) or "") if '"format"' in text else None
+        if unknown is None:
+            return text
+        logger.warning("structured outputs: JSON schema format %r is not enforced (llguidance does not implement "
+                       "it)", unknown.group(1))
+        for sub in _subschemas(schema):
+            if sub.get("format") == unknown.group(1):
+                del sub["format"]
+        text = llg.LLMatcher.grammar_from_json_schema(schema, defaults=options)
+    return text
 
 
 def _load_schema(spec: Any, what: str) -> Any:
@@ -76,7 +106,7 @@ def json_schema_text(schema: Any, params: StructuredOutputsParams, config: Struc
         "whitespace_flexible": not (params.disable_any_whitespace or config.disable_any_whitespace)}
     if params.whitespace_pattern is not None:
         options["whitespace_pattern"] = params.whitespace_pattern
-    return _llguidance().LLMatcher.grammar_from_json_schema(schema, defaults=options)
+    return _schema_grammar(schema, options)
 
 
 def structural_tag_text(params: StructuredOutputsParams, config: StructuredOutputsConfig) -> str:
