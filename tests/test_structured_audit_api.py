@@ -55,6 +55,7 @@ def test_every_constraint_kind_and_form():
 
     assert S(json=Answer).json == Answer.model_json_schema()
     assert S(json='{"type": "integer"}').kind == "json"
+    assert _schema(S(json="true"))["x-guidance"]  # JSON Schema's "any value"
     assert S(choice=("a", "b")).choice == ["a", "b"]
     tag = S(structural_tag=json.dumps(TAG))
     assert tag.kind == "structural_tag" and not tag.all_constraints_none()
@@ -149,6 +150,8 @@ def test_structural_tag_is_vllms_guidance_form(compiler):
 @pytest.mark.parametrize(("params", "message"), [
     (S(json={"type": "foo"}), "invalid structured_outputs json .*Invalid type"),
     (S(json='{"type": '), "not valid JSON"),
+    (S(json="[1, 2]"), "must be a JSON schema object"),
+    (S(json="false"), "must be a JSON schema object"),
     (S(json={"$ref": "#/$defs/nope"}), "does not exist"),
     (S(json={"type": "array", "minItems": 3, "maxItems": 1}), "Unsatisfiable"),
     (S(json={"type": "object"}, whitespace_pattern="(("), "unclosed group"),

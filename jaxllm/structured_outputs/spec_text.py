@@ -100,6 +100,11 @@ def json_schema_text(schema: Any, params: StructuredOutputsParams, config: Struc
     """llguidance's grammar for a JSON schema (a dict or JSON text) under the request's and engine's options
     (``close=False``: never add ``additionalProperties: false``)."""
     schema = _load_schema(schema, what)
+    if schema is True:  # JSON Schema's "any value"
+        schema = {}
+    if not isinstance(schema, dict):  # a bad value of the spec's text: ValueError, as every malformed spec
+        message = f"structured_outputs {what} must be a JSON schema object (or true), got {schema!r}"
+        raise ValueError(message)  # noqa: TRY004
     if close and (params.disable_additional_properties or config.disable_additional_properties):
         _close_objects(schema)
     options: dict[str, Any] = {
