@@ -135,6 +135,18 @@ def dummy_step_inputs(bucket: Bucket, max_blocks_per_seq: int, num_rows: int | N
                                         np.zeros((S, max_blocks_per_seq), np.int32), np.zeros(S, np.int32)))
 
 
+def warm_up_step_inputs(bucket: Bucket, max_blocks_per_seq: int, num_rows: int | None = None) -> StepInputs:
+    """A step that writes nothing but attends: the all-padding step with its first token a one-token sequence
+    whose context is cache slot 0 (block table row of zeros), read and never written (every slot is -1). A
+    program's first execution on it runs the attention's key loop, which an all-padding step skips (no visible
+    key: zero trips), so the loop body's first-execution costs land there too; the cache's contents, whatever
+    they are, only reach logits that are thrown away."""
+    inputs = dummy_step_inputs(bucket, max_blocks_per_seq, num_rows)
+    inputs.attention.query_start_loc[1:] = 1
+    inputs.attention.seq_lens[0] = 1
+    return inputs
+
+
 def pack_step_inputs(inputs: StepInputs) -> np.ndarray:
     """All int32 step arrays in one flat buffer: one host->device transfer per step instead of seven."""
     a = inputs.attention
