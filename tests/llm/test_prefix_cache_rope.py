@@ -63,3 +63,25 @@ def test_prefix_hits_follow_the_rope_regime(tmp_path, case):
         assert out.token_ids == ref.token_ids == ids
         for got in (out, ref):
             assert max(abs(lp[t].logprob - row[t]) for t, lp, row in zip(ids, got.logprobs, rows)) < 1e-4
+
+
+@pytest.mark.parametrize("prefix_caching", [False, True])
+def test_recomputed_sequence_keeps_its_rotation(tmp_path, prefix_caching):
+    """A short-prompt sequence preempted (recompute) after it grew past longrope's original length re-prefills its
+    prompt and output tokens in one chunk: each is rotated as when first written (the prompt short, later tokens
+    by their own length), so it still equals transformers' cached generation."""
+    arch, overrides, _ = CASES["phi3-longrope"]
+    hf = save_tiny_model(tmp_path, arch, **overrides)
+    llm = LLM(str(tmp_path), skip_tokenizer_init=True, max_num_seqs=2, max_num_batched_tokens=64, block_size=8,
+              num_gpu_blocks_override=6, preemption_mode="recompute", enable_prefix_caching=prefix_caching,
+              enforce_eager=True)
+    rng = np.random.RandomState(0)
+    prompts = [[int(t) for t in rng.randint(3, 256, 20)] for _ in range(2)]
+    params = SamplingParams(temperature=0.0, max_tokens=14, logprobs=0, ignore_eos=True)  # 34 tokens > 24
+    outs = llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
+    assert llm.llm_engine.stats.num_preemptions >= 1
+    for p, out in zip(prompts, outs):
+        ids, rows = hf_cached_logprobs(hf, p, params.max_tokens)
+        got = out.outputs[0]
+        assert got.token_ids == ids
+        assert max(abs(lp[t].logprob - row[t]) for t, lp, row in zip(ids, got.logprobs, rows)) < 1e-4
