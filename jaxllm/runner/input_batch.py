@@ -103,7 +103,7 @@ def build_step_inputs(batch: ScheduledBatch, bucket: Bucket, block_size: int, ma
         if table_rows is None:
             block_tables[i, :len(table)] = table
         lens.append(end)
-        rope_lens.append(max(end, s.num_prompt_tokens))
+        rope_lens.append(s.num_prompt_tokens)  # a token at p follows max(prompt, p + 1): rope_seq_lens
         qsl.append(len(ids))
     if table_rows is not None and batch.seqs:
         block_tables[:len(batch.seqs)] = np.stack(table_rows.gather(batch.seqs))
