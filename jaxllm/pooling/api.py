@@ -212,7 +212,8 @@ class PoolingMixin(ScoringMixin):
                 data = self._encoder.run(ids, requests, use_tqdm)
             except (ValueError, TypeError) as e:  # a validation error names the prompt's index, not our id
                 raise name_the_prompt(e, ids) from None
-            return [PoolingRequestOutput(rid, d, toks, True) for rid, d, (toks, _) in zip(ids, data, requests)]
+            # the dense encoder path keeps no prefix cache: no cached tokens
+            return [PoolingRequestOutput(rid, d, toks, 0, True) for rid, d, (toks, _) in zip(ids, data, requests)]
         engine = self.llm_engine
         added: list[str] = []
         try:

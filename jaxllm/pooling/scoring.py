@@ -66,7 +66,8 @@ class ScoringMixin:
             a, b = np.asarray(e1.outputs.data, np.float32), np.asarray(e2.outputs.data, np.float32)
             cos = float(a @ b / max(float(np.linalg.norm(a) * np.linalg.norm(b)), 1e-8))
             base = PoolingRequestOutput(f"{e1.request_id}_{e2.request_id}", PoolingOutput(np.float32(cos)),
-                                        e1.prompt_token_ids + e2.prompt_token_ids, True)
+                                        e1.prompt_token_ids + e2.prompt_token_ids,
+                                        e1.num_cached_tokens + e2.num_cached_tokens, True)
             scores.append(ScoringRequestOutput.from_base(base))
         return scores
 
