@@ -8,6 +8,7 @@ Decoders run on the paged engine (prefill-only requests); encoders on ``EncoderR
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 from typing import Any
@@ -93,7 +94,7 @@ class PoolingMixin(ScoringMixin):
         from jaxllm.pooling.runner import PoolingModelRunner
 
         cfg = dataclasses.replace(backbone_config(hf, args.dtype, args.quantization), **kernel_fields(args))
-        args = args.resolve(platform, derived_max_model_len(cfg), pooling=True)
+        args = args.resolve(platform, info.model_max_len(derived_max_model_len(cfg)), pooling=True)
         self.model_config, self.engine_args = cfg, args
         model, head = load_decoder(path, cfg, info, mesh, args.load_format, args.seed)
         runner = PoolingModelRunner(model, cfg, mesh, args, info=info, head=head)
@@ -199,8 +200,18 @@ class PoolingMixin(ScoringMixin):
         return out
 
     def _tokenize(self, index: int, item: Any, tokenization_kwargs: dict | None, keep_last: int | None) -> list[int]:
-        ids = tokenize_prompt(index, item, self.tokenizer, check_tokenization_kwargs(tokenization_kwargs))[1]
-        return ids if keep_last is None else ids[-keep_last:]
+        """Token ids of one prompt, keeping the last ``keep_last``. Text is truncated by the tokenizer from the
+        left (vLLM's ``truncation_side="left"``), so the special tokens it adds (BERT's [CLS] ... [SEP], a
+        BOS) stay and the result is at most ``keep_last`` long; token ids are cut as given."""
+        kwargs = check_tokenization_kwargs(tokenization_kwargs)
+        if self.pooling_info.do_lower_case and _is_text(item):  # sentence-transformers' tokenizer option
+            item = item.lower() if isinstance(item, str) else {**item, "prompt": _lower(item.get("prompt"))}
+        if keep_last is None or not _is_text(item) or self.tokenizer is None:
+            ids = tokenize_prompt(index, item, self.tokenizer, kwargs)[1]
+            return ids if keep_last is None else ids[-keep_last:]
+        with left_truncation(self.tokenizer):
+            return tokenize_prompt(index, item, self.tokenizer, {**kwargs, "truncation": True,
+                                                                 "max_length": keep_last})[1]
 
     def _run_pooling(self, requests: list[tuple[list[int], PoolingParams]], use_tqdm: bool,
                      salts: list[str | None] | None = None):
@@ -273,6 +284,30 @@ def _params_list(pooling_params: Any, n: int) -> list[PoolingParams]:
                 raise TypeError(f"pooling_params[{i}] must be a PoolingParams, got {type(p).__name__}")
         return [p.clone() for p in pooling_params]
     raise TypeError(f"pooling_params must be a PoolingParams or a list of them, got {type(pooling_params).__name__}")
+
+
+def _is_text(item: Any) -> bool:
+    """A str or TextPrompt (tokenized here) rather than token ids."""
+    return isinstance(item, str) or (isinstance(item, dict) and "prompt_token_ids" not in item)
+
+
+def _lower(text: Any) -> Any:
+    return text.lower() if isinstance(text, str) else text  # a non-str is reported by tokenize_prompt
+
+
+@contextlib.contextmanager
+def left_truncation(tokenizer):
+    """The tokenizer truncating from the left for the duration (HF tokenizers take the side as an attribute,
+    not a call argument)."""
+    side = getattr(tokenizer, "truncation_side", None)
+    if side is None:
+        yield
+        return
+    tokenizer.truncation_side = "left"
+    try:
+        yield
+    finally:
+        tokenizer.truncation_side = side
 
 
 def _no_lora(lora_request: Any) -> None:

@@ -78,6 +78,13 @@ class PoolingModelInfo:
     matryoshka_dimensions: tuple[int, ...] = ()
     default_dimensions: int | None = None  # pooler_config's PoolingParams defaults
     default_use_activation: bool | None = None
+    max_seq_length: int | None = None  # sentence-transformers' sentence_bert_config.json: max_model_len default
+    do_lower_case: bool = False  # ... and whether text prompts are lower-cased before tokenizing
+
+    def model_max_len(self, derived: int) -> int:
+        """The default ``max_model_len``: sentence-transformers' ``max_seq_length`` when the checkpoint has one
+        (vLLM's rule), never beyond what the model's positions allow (``derived``)."""
+        return derived if self.max_seq_length is None else min(derived, self.max_seq_length)
 
     @property
     def is_cross_encoder(self) -> bool:
@@ -131,7 +138,8 @@ def pooling_model_info(path: str, hf: dict[str, Any], pooler_config: Any = None)
         normalize=st_normalize, hidden_size=int(hf["hidden_size"]), num_labels=num_labels,
         classify_activation=_classify_activation(hf, num_labels), score_activation=_score_activation(hf),
         is_matryoshka=bool(hf.get("is_matryoshka") or dims), matryoshka_dimensions=tuple(dims or ()),
-        default_dimensions=over.dimensions, default_use_activation=over.use_activation)
+        default_dimensions=over.dimensions, default_use_activation=over.use_activation,
+        **sentence_transformers_tokenizer(path))
 
 
 def num_labels_of(hf: dict[str, Any]) -> int:
@@ -169,6 +177,31 @@ def sentence_transformers_pooling(path: str) -> tuple[str | None, bool]:
     return (modes[0] if modes else None), normalize
 
 
+ST_TOKENIZER_FILES = ("sentence_bert_config.json", "sentence_roberta_config.json",
+                      "sentence_distilbert_config.json", "sentence_camembert_config.json",
+                      "sentence_albert_config.json", "sentence_xlm-roberta_config.json",
+                      "sentence_xlnet_config.json")
+
+
+def sentence_transformers_tokenizer(path: str) -> dict[str, Any]:
+    """``max_seq_length`` and ``do_lower_case`` from the first sentence-transformers tokenizer config in
+    ``path`` that has both (vLLM's rule; one missing either is ignored), as ``PoolingModelInfo`` fields."""
+    for name in ST_TOKENIZER_FILES:
+        file = os.path.join(path, name)
+        if not os.path.isfile(file):
+            continue
+        with open(file) as f:
+            cfg = json.load(f)
+        if cfg:
+            if "max_seq_length" not in cfg or "do_lower_case" not in cfg:
+                return {}
+            length = cfg["max_seq_length"]
+            if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+                raise ValueError(f"{file}: max_seq_length must be a positive int, got {length!r}")
+            return {"max_seq_length": length, "do_lower_case": bool(cfg["do_lower_case"])}
+    return {}
+
+
 def _classify_activation(hf: dict[str, Any], num_labels: int) -> str:
     """transformers' loss convention: regression -> identity, multi-label -> sigmoid, else softmax (sigmoid
     for a single label)."""
@@ -182,11 +215,12 @@ def _classify_activation(hf: dict[str, Any], num_labels: int) -> str:
 
 def _score_activation(hf: dict[str, Any]) -> str:
     """A cross-encoder's activation: sentence-transformers' ``activation_fn`` (or the older
-    ``sbert_ce_default_activation_function``) when the config names one, else the classify default."""
+    ``sbert_ce_default_activation_function``) when the config names one, else sigmoid for one label and softmax
+    for more, whatever the ``problem_type`` (vLLM's cross-encoder rule: a score is a probability)."""
     name = (hf.get("sentence_transformers") or {}).get("activation_fn") or hf.get(
         "sbert_ce_default_activation_function")
     if not name:
-        return _classify_activation(hf, num_labels_of(hf))
+        return "sigmoid" if num_labels_of(hf) < 2 else "softmax"
     short = name.rsplit(".", 1)[-1]
     if short not in _ACTIVATIONS:
         raise ValueError(f"cross-encoder activation {name!r} is not supported; supported: {sorted(_ACTIVATIONS)}")

@@ -104,8 +104,8 @@ class EncoderRunner:
         if args.max_model_len is not None and args.max_model_len > config.max_model_len:
             raise ValueError(f"max_model_len={args.max_model_len} is longer than the {config.max_model_len} "
                              f"positions of {config.architecture}'s absolute position embeddings")
-        args = args.resolve(platform, config.max_model_len, pooling=True)
         info = pooling_model_info(path, hf, args.pooler_config)
+        args = args.resolve(platform, info.model_max_len(config.max_model_len), pooling=True)
         if args.load_format == "dummy":
             model, tensors = dummy_bert(config, mesh, args.seed, info.num_labels)
         else:

@@ -73,9 +73,9 @@ class ScoringMixin:
 
     def _cross_encoding_score(self, texts_1, texts_2, truncate_prompt_tokens, use_tqdm, pooling_params,
                               lora_request, tokenization_kwargs) -> list[ScoringRequestOutput]:
-        """Each pair tokenized as ``tokenizer(text, text_pair)`` (truncated by the tokenizer to k tokens when
-        ``truncate_prompt_tokens`` is set, as vLLM), then the "score" task."""
-        from jaxllm.pooling.api import truncation_size
+        """Each pair tokenized as ``tokenizer(text, text_pair)`` (truncated by the tokenizer from the left to k
+        tokens when ``truncate_prompt_tokens`` is set, as vLLM), then the "score" task."""
+        from jaxllm.pooling.api import left_truncation, truncation_size
 
         if self.tokenizer is None:
             raise ValueError("score() on a cross-encoder needs a tokenizer (skip_tokenizer_init=True)")
@@ -87,7 +87,8 @@ class ScoringMixin:
             kwargs.update(truncation=True, max_length=k)
         prompts, params = [], []
         for a, b in zip(texts_1, texts_2):
-            encoded = self.tokenizer(text=a, text_pair=b, **kwargs)
+            with left_truncation(self.tokenizer):
+                encoded = self.tokenizer(text=a, text_pair=b, **kwargs)
             prompts.append({"prompt_token_ids": encoded.input_ids})
             params.append(_with_token_types(pooling_params, encoded.get("token_type_ids")))
         items = self._encode(prompts, params, use_tqdm=use_tqdm, lora_request=lora_request, pooling_task="score")
