@@ -21,7 +21,7 @@ from jaxllm.inputs import (
     split_cache_salt,
     tokenize_prompt,
 )
-from jaxllm.pooling.config import PoolingModelInfo, pooling_model_info, resolve_runner
+from jaxllm.pooling.config import PoolingModelInfo, pooling_model_info, resolve_runner, st_pooling_module
 from jaxllm.pooling.outputs import (
     ClassificationRequestOutput,
     EmbeddingRequestOutput,
@@ -90,13 +90,17 @@ class PoolingMixin(ScoringMixin):
         from jaxllm.engine import LLMEngine
         from jaxllm.engine_args import derived_max_model_len
         from jaxllm.load import kernel_fields
+        from jaxllm.pooling.config import st_dense_modules
         from jaxllm.pooling.decoder import backbone_config, load_decoder
+        from jaxllm.pooling.heads import load_dense_projector
         from jaxllm.pooling.runner import PoolingModelRunner
 
         cfg = dataclasses.replace(backbone_config(hf, args.dtype, args.quantization), **kernel_fields(args))
         args = args.resolve(platform, info.model_max_len(derived_max_model_len(cfg)), pooling=True)
         self.model_config, self.engine_args = cfg, args
         model, head = load_decoder(path, cfg, info, mesh, args.load_format, args.seed)
+        if head is None and info.projected_size is not None:  # an embedder's Dense modules
+            head = load_dense_projector(path, st_dense_modules(path))
         runner = PoolingModelRunner(model, cfg, mesh, args, info=info, head=head)
         return LLMEngine(
             runner, num_blocks=runner.num_blocks, block_size=args.block_size, max_num_seqs=args.max_num_seqs,
@@ -241,7 +245,8 @@ class PoolingMixin(ScoringMixin):
 
 def choose_runner(args) -> str:
     """"generate" or "pooling": ``args.runner``, or for "auto" the checkpoint's architecture (vLLM's suffix
-    rules, ``config.resolve_runner``). A GGUF file (a causal LM) generates unless ``runner="pooling"``."""
+    rules, ``config.resolve_runner``; a sentence-transformers Pooling module makes even a ``*ForCausalLM``
+    checkpoint, as Qwen3-Embedding, a pooling model). A GGUF file (a causal LM) generates unless ``runner="pooling"``."""
     from jaxllm.load import apply_hf_overrides
     from jaxllm.model_source import hf_config_dict, resolve_model_path
     from jaxllm.weights.gguf import is_gguf
@@ -250,7 +255,8 @@ def choose_runner(args) -> str:
     if is_gguf(path):  # a causal LM: it pools only when asked to
         runner = "pooling" if args.runner == "pooling" else "generate"
     else:
-        runner = resolve_runner(args.runner, apply_hf_overrides(hf_config_dict(path), args))
+        runner = resolve_runner(args.runner, apply_hf_overrides(hf_config_dict(path), args),
+                                has_st_pooling=st_pooling_module(path) is not None)
     if runner == "generate" and args.pooler_config is not None:
         raise ValueError(f"pooler_config={args.pooler_config!r} applies to pooling models; {args.model!r} runs "
                          "as a generative model (pass runner='pooling')")

@@ -78,6 +78,7 @@ class PoolingModelInfo:
     matryoshka_dimensions: tuple[int, ...] = ()
     default_dimensions: int | None = None  # pooler_config's PoolingParams defaults
     default_use_activation: bool | None = None
+    projected_size: int | None = None  # embedding size after sentence-transformers' Dense modules, if any
     max_seq_length: int | None = None  # sentence-transformers' sentence_bert_config.json: max_model_len default
     do_lower_case: bool = False  # ... and whether text prompts are lower-cased before tokenizing
 
@@ -96,8 +97,9 @@ def architecture_of(hf: dict[str, Any]) -> str:
     return archs[0] if archs else ""
 
 
-def resolve_runner(runner: str, hf: dict[str, Any]) -> str:
-    """"generate" or "pooling" for ``LLM(runner=...)``; "auto" follows the architecture's suffix."""
+def resolve_runner(runner: str, hf: dict[str, Any], has_st_pooling: bool = False) -> str:
+    """"generate" or "pooling" for ``LLM(runner=...)``; "auto" is "pooling" for a checkpoint with a
+    sentence-transformers Pooling module (``has_st_pooling``), else follows the architecture's suffix."""
     arch = architecture_of(hf)
     if runner != "auto":
         if runner == "generate" and arch in DECODER_BACKBONES and not arch.endswith("ForCausalLM"):
@@ -105,6 +107,8 @@ def resolve_runner(runner: str, hf: dict[str, Any]) -> str:
         if runner == "generate" and arch in ENCODER_ARCHITECTURES:
             raise ValueError(f"{arch} is an encoder-only model and cannot generate; use runner='pooling'")
         return runner
+    if has_st_pooling:
+        return "pooling"
     if arch.endswith(_GENERATE_SUFFIXES) or not arch:
         return "generate"
     return "pooling" if arch.endswith(_POOLING_SUFFIXES) else "generate"
@@ -139,6 +143,7 @@ def pooling_model_info(path: str, hf: dict[str, Any], pooler_config: Any = None)
         classify_activation=_classify_activation(hf, num_labels), score_activation=_score_activation(hf),
         is_matryoshka=bool(hf.get("is_matryoshka") or dims), matryoshka_dimensions=tuple(dims or ()),
         default_dimensions=over.dimensions, default_use_activation=over.use_activation,
+        projected_size=None if classifier else _projected_size(path, int(hf["hidden_size"])),
         **sentence_transformers_tokenizer(path))
 
 
@@ -146,6 +151,41 @@ def num_labels_of(hf: dict[str, Any]) -> int:
     if hf.get("id2label"):
         return len(hf["id2label"])
     return int(hf.get("num_labels", 2))
+
+
+def st_pooling_module(path: str) -> dict[str, Any] | None:
+    """The Pooling entry of sentence-transformers' ``modules.json`` in ``path``, or None."""
+    modules_path = os.path.join(path, "modules.json")
+    if not os.path.isfile(modules_path):
+        return None
+    with open(modules_path) as f:
+        modules = json.load(f)
+    return next((m for m in modules if m.get("type", "").endswith("Pooling")), None)
+
+
+def st_dense_modules(path: str) -> list[dict[str, Any]]:
+    """The Dense entries of sentence-transformers' ``modules.json`` in ``path``, in order."""
+    modules_path = os.path.join(path, "modules.json")
+    if not os.path.isfile(modules_path):
+        return []
+    with open(modules_path) as f:
+        return [m for m in json.load(f) if m.get("type", "").endswith(".Dense")]
+
+
+def _projected_size(path: str, hidden_size: int) -> int | None:
+    """The embedding size after the checkpoint's Dense modules (None without any); ValueError when their
+    ``in_features`` / ``out_features`` do not chain from ``hidden_size``."""
+    size = None
+    for module in st_dense_modules(path):
+        cfg_path = os.path.join(path, module.get("path", ""), "config.json")
+        with open(cfg_path) as f:
+            cfg = json.load(f)
+        expected = hidden_size if size is None else size
+        if cfg.get("in_features") != expected:
+            raise ValueError(f"{cfg_path}: in_features={cfg.get('in_features')} does not match the {expected} "
+                             "features it receives")
+        size = int(cfg["out_features"])
+    return size
 
 
 def sentence_transformers_pooling(path: str) -> tuple[str | None, bool]:
@@ -156,12 +196,13 @@ def sentence_transformers_pooling(path: str) -> tuple[str | None, bool]:
     with open(modules_path) as f:
         modules = json.load(f)
     types = [m.get("type", "") for m in modules]
-    unsupported = [t for t in types if t.rsplit(".", 1)[-1] not in ("Transformer", "Pooling", "Normalize")]
+    unsupported = [t for t in types if t.rsplit(".", 1)[-1] not in ("Transformer", "Pooling", "Dense",
+                                                                     "Normalize")]
     if unsupported:
         raise ValueError(f"{modules_path}: sentence-transformers modules {unsupported} are not supported "
-                         "(only Transformer, Pooling and Normalize)")
+                         "(only Transformer, Pooling, Dense and Normalize)")
     normalize = any(t.endswith("Normalize") for t in types)
-    pooling = next((m for m in modules if m.get("type", "").endswith("Pooling")), None)
+    pooling = st_pooling_module(path)
     if pooling is None:
         return None, normalize
     cfg_path = os.path.join(path, pooling.get("path", ""), "config.json")

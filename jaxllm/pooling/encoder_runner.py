@@ -26,8 +26,8 @@ from jax.sharding import NamedSharding, PartitionSpec
 from jaxllm.engine.request_checks import check_prompt
 from jaxllm.models.bert import EncoderConfig
 from jaxllm.pooling.batching import batch_rows, length_buckets, plan_batches
-from jaxllm.pooling.config import pooling_model_info
-from jaxllm.pooling.heads import encoder_head
+from jaxllm.pooling.config import pooling_model_info, st_dense_modules
+from jaxllm.pooling.heads import encoder_head, load_dense_projector
 from jaxllm.pooling.outputs import PoolingOutput, pooled_output
 from jaxllm.pooling.pooler import PooledState, finish
 
@@ -111,6 +111,8 @@ class EncoderRunner:
         else:
             model, tensors = load_bert(path, config, mesh, info.num_labels)
         head = None if tensors is None else encoder_head(config.architecture, tensors)
+        if head is None and info.projected_size is not None:  # an embedder's Dense modules
+            head = load_dense_projector(path, st_dense_modules(path))
         return cls(model, config, info, mesh, args, enforce_eager=args.enforce_eager, head=head)
 
     def batch_rows(self, length: int) -> int:

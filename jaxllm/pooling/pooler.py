@@ -58,8 +58,11 @@ def activation(name: str, logits: np.ndarray) -> np.ndarray:
     return x
 
 
-def embed_head(x: np.ndarray, params) -> np.ndarray:
-    """x [..., D] -> [..., dimensions], L2-normalised over the last axis when ``params.normalize``."""
+def embed_head(x: np.ndarray, params, projector=None) -> np.ndarray:
+    """x [..., D] -> [..., dimensions]: sentence-transformers' Dense ``projector`` (when the model has one),
+    matryoshka truncation, then L2 normalisation over the last axis when ``params.normalize``."""
+    if projector is not None:
+        x = projector(x)
     if params.dimensions is not None:
         x = x[..., :params.dimensions]
     if params.normalize:
@@ -77,15 +80,15 @@ def classify_head(x: np.ndarray, head, act: str, params) -> np.ndarray:
 
 def finish(info: PoolingModelInfo, head, state: PooledState, params) -> np.ndarray:
     """The task output of one sequence: embed [d], classify [L], score [] , token_embed [T, d],
-    token_classify [T, L]."""
+    token_classify [T, L]. ``head``: a classifier's head, or an embedding model's Dense projector (or None)."""
     task = params.task
     if task == "token_embed":
-        return embed_head(np.concatenate(state.rows), params)
+        return embed_head(np.concatenate(state.rows), params, head)
     if task == "token_classify":
         return classify_head(np.concatenate(state.rows), head, info.classify_activation, params)
     pooled = state.pooled(info.pooling_type)
     if task == "embed":
-        return embed_head(pooled, params)
+        return embed_head(pooled, params, head)
     if task == "classify":
         return classify_head(pooled, head, info.classify_activation, params)
     return classify_head(pooled, head, info.score_activation, params).reshape(())  # score: one label
