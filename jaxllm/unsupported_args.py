@@ -29,7 +29,6 @@ _BUCKETS = ("the step shapes are jaxllm's bucket ladder (from max_num_seqs and m
 # name -> (values that mean "off", why anything else is refused). None and empty containers are always "off".
 UNSUPPORTED: dict[str, tuple[tuple[Any, ...], str]] = {
     "hf_config_path": ((), "config.json is read from the model folder (pass hf_overrides to change it)"),
-    "convert": (("auto", "none"), _POOLING),
     "task": (("auto", "generate"), "the legacy task names other than 'generate' select a pooling task; use "
              "runner='pooling' and LLM.embed / classify / score / reward / encode (" + _POOLING + ")"),
     "enable_prompt_embeds": ((False,), "prompt embeddings as inputs are not supported"),

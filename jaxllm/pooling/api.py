@@ -21,7 +21,14 @@ from jaxllm.inputs import (
     split_cache_salt,
     tokenize_prompt,
 )
-from jaxllm.pooling.config import PoolingModelInfo, pooling_model_info, resolve_runner, st_pooling_module
+from jaxllm.pooling.config import (
+    PoolingModelInfo,
+    architecture_of,
+    check_convert,
+    pooling_model_info,
+    resolve_runner,
+    st_pooling_module,
+)
 from jaxllm.pooling.outputs import (
     ClassificationRequestOutput,
     EmbeddingRequestOutput,
@@ -253,10 +260,12 @@ def choose_runner(args) -> str:
 
     path = resolve_model_path(args.model, args.revision, token=args.hf_token, cache_dir=args.download_dir)
     if is_gguf(path):  # a causal LM: it pools only when asked to
-        runner = "pooling" if args.runner == "pooling" else "generate"
+        runner, arch = ("pooling" if args.runner == "pooling" else "generate"), "ForCausalLM"
     else:
-        runner = resolve_runner(args.runner, apply_hf_overrides(hf_config_dict(path), args),
-                                has_st_pooling=st_pooling_module(path) is not None)
+        hf = apply_hf_overrides(hf_config_dict(path), args)
+        runner, arch = resolve_runner(args.runner, hf, has_st_pooling=st_pooling_module(path) is not None), \
+            architecture_of(hf)
+    check_convert(args.convert, runner, arch)
     if runner == "generate" and args.pooler_config is not None:
         raise ValueError(f"pooler_config={args.pooler_config!r} applies to pooling models; {args.model!r} runs "
                          "as a generative model (pass runner='pooling')")

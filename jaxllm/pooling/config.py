@@ -114,6 +114,31 @@ def resolve_runner(runner: str, hf: dict[str, Any], has_st_pooling: bool = False
     return "pooling" if arch.endswith(_POOLING_SUFFIXES) else "generate"
 
 
+def check_convert(convert: str, runner: str, arch: str) -> None:
+    """vLLM's ``convert`` for a checkpoint of architecture ``arch`` that runs as ``runner`` ("generate" or
+    "pooling"). "auto" takes the architecture's default. With runner="pooling", "embed" is what jaxllm does to
+    a causal LM or ``*Model`` and leaves a pooling architecture as it is (vLLM's ``as_embedding_model``);
+    "classify" needs a ``*ForSequenceClassification`` checkpoint; "none" refuses a causal LM (it is no pooling
+    model unconverted); "reward" is not supported. Any conversion under runner="generate" is an error."""
+    if convert == "auto":
+        return
+    if runner == "generate":
+        if convert != "none":
+            raise ValueError(f"convert={convert!r} adapts a model for pooling, but {arch or 'the model'} runs as a "
+                             "generative model: pass runner='pooling'")
+        return
+    if convert == "none" and arch.endswith("ForCausalLM"):
+        raise ValueError("This model does not support `--runner pooling` with convert='none'. You can pass "
+                         "convert='embed' (or 'auto') to adapt it into a pooling model.")
+    if convert == "classify" and not arch.endswith("ForSequenceClassification"):
+        raise ValueError(f"convert='classify' of a {arch or 'causal LM'} checkpoint (a classifier head on a model "
+                         "without one) is not supported yet; a *ForSequenceClassification checkpoint classifies "
+                         "as it is")
+    if convert == "reward":
+        raise ValueError("convert='reward' (per-token rewards of a converted model) is not supported yet; "
+                         "*ForSequenceClassification checkpoints give per-token scores through LLM.reward")
+
+
 def pooling_model_info(path: str, hf: dict[str, Any], pooler_config: Any = None) -> PoolingModelInfo:
     """The pooling facts of the checkpoint at ``path`` (config.json ``hf``), with ``pooler_config``'s overrides;
     ValueError for what jaxllm cannot pool."""

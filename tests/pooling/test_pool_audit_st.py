@@ -9,8 +9,10 @@ import os
 
 import numpy as np
 import pytest
+from hf_models import save_tiny_model, save_tokenizer_with_template
 from pooling_models import (
     ENGINE,
+    VOCAB,
     encoder_hidden,
     hidden_states,
     save_decoder_embedder,
@@ -87,3 +89,28 @@ def test_dense_config_errors(tmp_path):
     _add_dense(tmp_path, 48, 24, "torch.nn.modules.activation.Tanh", seed=1)
     with pytest.raises(ValueError, match="in_features=48 does not match the 64"):
         LLM(str(tmp_path), **ENGINE)
+
+
+def test_convert_keyword(tmp_path, embedder_dir, classifier_dir):
+    """vLLM's convert: "embed" is the causal LM's embedder (and leaves a classifier as it is), "classify" needs
+    a classifier checkpoint, "none" refuses to pool a causal LM, any conversion needs runner="pooling"."""
+    emb_path, cls_path = str(embedder_dir[0]), str(classifier_dir[0])
+    llm = LLM(emb_path, runner="pooling", convert="embed", **ENGINE)
+    assert llm.supported_tasks == ("embed", "token_embed")
+    cls = LLM(cls_path, runner="pooling", convert="classify", **ENGINE)
+    assert "classify" in cls.supported_tasks
+    with pytest.raises(ValueError, match="Embedding API is not supported"):
+        LLM(cls_path, convert="embed", **ENGINE).embed("hi", use_tqdm=False)
+    with pytest.raises(ValueError, match="convert='classify' of a Qwen3Model"):
+        LLM(emb_path, runner="pooling", convert="classify", **ENGINE)
+    with pytest.raises(ValueError, match="convert='reward'.*not supported"):
+        LLM(emb_path, runner="pooling", convert="reward", **ENGINE)
+    with pytest.raises(ValueError, match="convert"):
+        LLM(emb_path, convert="bogus", **ENGINE)
+    save_tiny_model(tmp_path, "Qwen3ForCausalLM", vocab_size=VOCAB, head_dim=16)
+    save_tokenizer_with_template(tmp_path)
+    with pytest.raises(ValueError, match="convert='embed' adapts a model for pooling"):
+        LLM(str(tmp_path), convert="embed", **ENGINE)  # runner="auto": a causal LM generates
+    with pytest.raises(ValueError, match="does not support `--runner pooling`"):
+        LLM(str(tmp_path), runner="pooling", convert="none", **ENGINE)
+    assert LLM(str(tmp_path), runner="pooling", convert="embed", **ENGINE).embed("hi", use_tqdm=False)
