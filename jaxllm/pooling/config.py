@@ -35,12 +35,28 @@ _ACTIVATIONS = {"Sigmoid": "sigmoid", "Identity": "identity", "Softmax": "softma
 class PoolerConfig:
     """vLLM's ``PoolerConfig`` (``LLM(pooler_config=...)``, a dict works too): overrides of the checkpoint's
     pooling. ``pooling_type``: "LAST", "CLS" or "MEAN"; ``normalize`` / ``dimensions`` / ``use_activation``:
-    the defaults of the matching ``PoolingParams`` fields. None keeps the checkpoint's choice."""
+    the defaults of the matching ``PoolingParams`` fields (``softmax`` / ``activation``: the older names of
+    ``use_activation``); ``logit_bias``: subtracted from classification logits before the activation. None
+    keeps the checkpoint's choice."""
 
     pooling_type: str | None = None
     normalize: bool | None = None
     dimensions: int | None = None
     use_activation: bool | None = None
+    softmax: bool | None = None
+    activation: bool | None = None
+    logit_bias: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("normalize", "use_activation", "softmax", "activation"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, bool):
+                raise TypeError(f"pooler_config {name} must be a bool or None, got {value!r}")
+        if self.logit_bias is not None and (isinstance(self.logit_bias, bool)
+                                            or not isinstance(self.logit_bias, (int, float))):
+            raise TypeError(f"pooler_config logit_bias must be a float or None, got {self.logit_bias!r}")
+        if self.use_activation is None:  # the older names, as vLLM still honours them
+            self.use_activation = self.softmax if self.softmax is not None else self.activation
 
     @classmethod
     def of(cls, value: Any) -> PoolerConfig | None:
@@ -78,6 +94,7 @@ class PoolingModelInfo:
     matryoshka_dimensions: tuple[int, ...] = ()
     default_dimensions: int | None = None  # pooler_config's PoolingParams defaults
     default_use_activation: bool | None = None
+    logit_bias: float | None = None  # pooler_config's: subtracted from classification logits
     projected_size: int | None = None  # embedding size after sentence-transformers' Dense modules, if any
     max_seq_length: int | None = None  # sentence-transformers' sentence_bert_config.json: max_model_len default
     do_lower_case: bool = False  # ... and whether text prompts are lower-cased before tokenizing
@@ -167,7 +184,7 @@ def pooling_model_info(path: str, hf: dict[str, Any], pooler_config: Any = None)
         normalize=st_normalize, hidden_size=int(hf["hidden_size"]), num_labels=num_labels,
         classify_activation=_classify_activation(hf, num_labels), score_activation=_score_activation(hf),
         is_matryoshka=bool(hf.get("is_matryoshka") or dims), matryoshka_dimensions=tuple(dims or ()),
-        default_dimensions=over.dimensions, default_use_activation=over.use_activation,
+        default_dimensions=over.dimensions, default_use_activation=over.use_activation, logit_bias=over.logit_bias,
         projected_size=None if classifier else _projected_size(path, int(hf["hidden_size"])),
         **sentence_transformers_tokenizer(path))
 

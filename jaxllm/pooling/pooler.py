@@ -71,10 +71,12 @@ def embed_head(x: np.ndarray, params, projector=None) -> np.ndarray:
     return x.astype(np.float32)
 
 
-def classify_head(x: np.ndarray, head, act: str, params) -> np.ndarray:
-    """x [..., D] -> [..., L] through ``head`` (jaxllm.pooling.heads), with the activation ``act`` when
-    ``params.use_activation``."""
+def classify_head(x: np.ndarray, head, act: str, params, logit_bias: float | None = None) -> np.ndarray:
+    """x [..., D] -> [..., L] through ``head`` (jaxllm.pooling.heads), less ``logit_bias`` (pooler_config's),
+    with the activation ``act`` when ``params.use_activation``."""
     logits = head(x)
+    if logit_bias is not None:
+        logits = logits - np.float32(logit_bias)
     return activation(act, logits) if params.use_activation else logits
 
 
@@ -85,10 +87,10 @@ def finish(info: PoolingModelInfo, head, state: PooledState, params) -> np.ndarr
     if task == "token_embed":
         return embed_head(np.concatenate(state.rows), params, head)
     if task == "token_classify":
-        return classify_head(np.concatenate(state.rows), head, info.classify_activation, params)
+        return classify_head(np.concatenate(state.rows), head, info.classify_activation, params, info.logit_bias)
     pooled = state.pooled(info.pooling_type)
     if task == "embed":
         return embed_head(pooled, params, head)
     if task == "classify":
-        return classify_head(pooled, head, info.classify_activation, params)
-    return classify_head(pooled, head, info.score_activation, params).reshape(())  # score: one label
+        return classify_head(pooled, head, info.classify_activation, params, info.logit_bias)
+    return classify_head(pooled, head, info.score_activation, params, info.logit_bias).reshape(())  # score: one label

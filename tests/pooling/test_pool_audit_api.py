@@ -132,3 +132,23 @@ def test_score_pairing(embedder_llm):
         embedder_llm.score(docs[:2], docs, use_tqdm=False)
     with pytest.raises(ValueError, match="At least one"):
         embedder_llm.score([], docs, use_tqdm=False)
+
+
+def test_pooler_config_logit_bias_and_legacy_names(classifier_dir, classifier_llm):
+    """vLLM's PoolerConfig: logit_bias is subtracted from the logits before the activation; softmax=False
+    (the older name of use_activation) makes raw logits the default."""
+    from pooling_models import ENGINE
+
+    from jaxllm.pooling.config import PoolerConfig
+
+    logits = np.array(classifier_llm.classify("hello there", pooling_params=PoolingParams(use_activation=False),
+                                              use_tqdm=False)[0].outputs.probs)
+    llm = LLM(str(classifier_dir[0]), pooler_config={"logit_bias": 0.5, "softmax": False}, **ENGINE)
+    np.testing.assert_allclose(llm.classify("hello there", use_tqdm=False)[0].outputs.probs, logits - 0.5,
+                               atol=1e-5)
+    probs = llm.classify("hello there", pooling_params=PoolingParams(use_activation=True),
+                         use_tqdm=False)[0].outputs.probs
+    e = np.exp(logits - 0.5 - (logits - 0.5).max())
+    np.testing.assert_allclose(probs, e / e.sum(), atol=1e-5)
+    with pytest.raises(TypeError, match="logit_bias"):
+        PoolerConfig.of({"logit_bias": "big"})
