@@ -61,12 +61,15 @@ class ScoringMixin:
         out_1, out_2 = encoded[:len(texts_1)], encoded[len(texts_1):]
         if len(out_1) == 1:  # 1-to-N: the one query embedded once
             out_1 = out_1 * len(out_2)
+        # a pair's prompt_token_ids: both prompts, joined by the pad token when the tokenizer has one (vLLM's)
+        pad = getattr(self.tokenizer, "pad_token_id", None)
+        padding = [] if pad is None else [pad]
         scores = []
         for e1, e2 in zip(out_1, out_2):
             a, b = np.asarray(e1.outputs.data, np.float32), np.asarray(e2.outputs.data, np.float32)
             cos = float(a @ b / max(float(np.linalg.norm(a) * np.linalg.norm(b)), 1e-8))
             base = PoolingRequestOutput(f"{e1.request_id}_{e2.request_id}", PoolingOutput(np.float32(cos)),
-                                        e1.prompt_token_ids + e2.prompt_token_ids,
+                                        e1.prompt_token_ids + padding + e2.prompt_token_ids,
                                         e1.num_cached_tokens + e2.num_cached_tokens, True)
             scores.append(ScoringRequestOutput.from_base(base))
         return scores

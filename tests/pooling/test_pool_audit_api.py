@@ -124,6 +124,9 @@ def test_score_pairing(embedder_llm):
     assert [type(o) for o in one_to_n] == [ScoringRequestOutput] * 3
     for out, e in zip(one_to_n, embs[1:]):
         assert out.outputs.score == pytest.approx(float(embs[0] @ e), abs=1e-5)
+    pad = embedder_llm.get_tokenizer().pad_token_id
+    assert one_to_n[0].prompt_token_ids == embs_ids(embedder_llm, "query") + [pad] + embs_ids(embedder_llm, docs[0])
+    assert one_to_n[0].request_id.count("_") == 1 and one_to_n[0].finished
     n_to_n = embedder_llm.score(docs, docs[::-1], use_tqdm=False)
     assert n_to_n[1].outputs.score == pytest.approx(1.0, abs=1e-5)
     one = embedder_llm.score({"prompt": "query"}, "gamma", use_tqdm=False)
@@ -152,3 +155,7 @@ def test_pooler_config_logit_bias_and_legacy_names(classifier_dir, classifier_ll
     np.testing.assert_allclose(probs, e / e.sum(), atol=1e-5)
     with pytest.raises(TypeError, match="logit_bias"):
         PoolerConfig.of({"logit_bias": "big"})
+
+
+def embs_ids(llm, text: str) -> list[int]:
+    return llm.get_tokenizer()(text).input_ids
