@@ -5,6 +5,7 @@ two ropes (local / global layers), Phi-3's longrope (legacy "su" / "yarn" names)
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from jaxllm.config_families import gemma3_rope_dicts
@@ -23,6 +24,41 @@ class RopeConfig:
 
     def get(self, key: str, default: Any = None) -> Any:
         return dict(self.scaling).get(key, default)
+
+    @property
+    def length_dependent(self) -> bool:
+        """Whether a sequence's keys are rotated by a rule that depends on its length (longrope, dynamic NTK)."""
+        return self.rope_type in ("longrope", "dynamic")
+
+    def length_regime(self, prompt_len: int) -> int:
+        """The rotation regime of the keys of a sequence whose prompt has ``prompt_len`` tokens; 0 for every
+        length of a length-independent rope and for prompts within ``original_max_position_embeddings``.
+
+        A key at position p of a sequence with prompt length L is rotated for length max(L, p + 1) (transformers'
+        cached generation: the prompt in one forward, then one token per forward). Two sequences whose regimes
+        are equal rotate every shared position alike, so their blocks are interchangeable: longrope switches once
+        (short factors up to the original length, long ones beyond), so all long prompts share one regime (1);
+        dynamic NTK's base is a different function of every length beyond the original one, so such a prompt's
+        regime is its length. Within the original length both ropes rotate as the plain rope (regime 0), and a
+        generated token's rotation depends only on its position."""
+        if not self.length_dependent or prompt_len <= int(self.get("original_max_position_embeddings")):
+            return 0
+        return 1 if self.rope_type == "longrope" else prompt_len
+
+
+def prefix_cache_regime(ropes: Iterable[RopeConfig | None]) -> Callable[[int], int] | None:
+    """A model's rope regime of a prompt length for the prefix cache's hashes (``RopeConfig.length_regime`` of
+    its length-dependent ropes, 0 when all are 0); None when no rope depends on the length."""
+    dependent = tuple(r for r in ropes if r is not None and r.length_dependent)
+    if not dependent:
+        return None
+    if len(dependent) == 1:
+        return dependent[0].length_regime
+
+    def regime(prompt_len: int) -> int:
+        regimes = tuple(r.length_regime(prompt_len) for r in dependent)
+        return hash(regimes) if any(regimes) else 0
+    return regime
 
 
 def ropes_from_hf(hf: dict[str, Any], arch: str) -> tuple[RopeConfig, RopeConfig | None]:

@@ -88,6 +88,20 @@ def hf_greedy(model, prompt_ids: list[int], num_tokens: int) -> list[int]:
     return ids[len(prompt_ids):]
 
 
+def hf_cached_logprobs(model, prompt_ids, num_tokens):
+    """Greedy continuation through transformers' KV cache (each call's rope sees the sequence's length so far):
+    (token ids, log_softmax rows [num_tokens, V])."""
+    rows, ids = [], []
+    with torch.no_grad():
+        model(torch.tensor([prompt_ids[:1]]))  # a short call resets a grown dynamic rope (its state spans calls)
+        out = model(torch.tensor([prompt_ids]), use_cache=True)
+        for _ in range(num_tokens):
+            rows.append(torch.log_softmax(out.logits[0, -1].float(), -1).numpy())
+            ids.append(int(rows[-1].argmax()))
+            out = model(torch.tensor([[ids[-1]]]), past_key_values=out.past_key_values, use_cache=True)
+    return ids, np.stack(rows)
+
+
 def hf_logprobs(model, token_ids: list[int]) -> torch.Tensor:
     """log_softmax of the logits at every position of ``token_ids`` ([T, V], float32)."""
     with torch.no_grad():

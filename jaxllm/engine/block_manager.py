@@ -4,7 +4,9 @@ A block holds the K/V of ``block_size`` consecutive positions of one or more seq
 ref_count > 1). Free blocks wait in an LRU queue; with prefix caching a full block keeps its hash after it
 is freed, so a later sequence with the same prefix can take it back until it is evicted (reused for other
 tokens). The hash of block i chains the previous block's hash with block i's token ids, so equal hashes
-mean equal prefixes (vLLM's scheme, with Python's 64-bit tuple hash).
+mean equal prefixes (vLLM's scheme, with Python's 64-bit tuple hash). Under a rope whose rotation depends on
+the sequence's length (longrope, dynamic NTK) the first block's hash also carries the prompt's rope regime
+(``RopeConfig.length_regime``), so a block is only reused by a sequence that would have rotated its keys alike.
 
 Hashes are registered when a block is *allocated* for the tokens that fill it, before the step that
 computes them runs (as vLLM v1 does), except for a block holding a token not sampled yet (a placeholder of
@@ -21,6 +23,7 @@ returned as ``~slot`` (a negative id) and ``allocate`` copies it into a fresh de
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 
 from .host_tier import HostTier
 from .sequence import Sequence
@@ -28,19 +31,26 @@ from .sequence import Sequence
 _HASH_SEED = 0x5EED_CAFE  # "previous block hash" of block 0
 
 
-def _chain_start(seq: Sequence) -> int:
+def _chain_start(seq: Sequence, rope_regime: Callable[[int], int] | None) -> int:
     """The "previous block hash" of ``seq``'s first block. An adapter's sequence starts from the adapter's id
     (equal tokens under different adapters have different K/V); a prompt's ``cache_salt`` is hashed in after
     it (vLLM mixes the salt into the first block's hash), so requests with different salts never share a
     block and equal salts do. The salt's tuple has three items and the adapter's two: no salt hashes as an
-    adapter."""
+    adapter. A nonzero rope regime of the prompt's length is hashed in last (regime 0, and a model whose rope
+    does not depend on the length, hash as before: no hit is lost)."""
     prev = hash((_HASH_SEED, seq.lora_int_id)) if seq.lora_int_id else _HASH_SEED
-    return hash((prev, "cache_salt", seq.cache_salt)) if seq.cache_salt else prev
+    if seq.cache_salt:
+        prev = hash((prev, "cache_salt", seq.cache_salt))
+    regime = rope_regime(seq.num_prompt_tokens) if rope_regime is not None else 0
+    return hash((prev, "rope_regime", regime)) if regime else prev
 
 
 class BlockManager:
+    """``rope_regime``: the model's rope regime of a prompt length (``RopeConfig.length_regime``), hashed into
+    each sequence's first block; None for a rope that does not depend on the length."""
+
     def __init__(self, num_blocks: int, block_size: int, enable_prefix_caching: bool,
-                 host: HostTier | None = None) -> None:
+                 host: HostTier | None = None, rope_regime: Callable[[int], int] | None = None) -> None:
         if num_blocks < 1 or block_size < 1:
             raise ValueError(f"num_blocks and block_size must be >= 1, got {num_blocks} and {block_size}")
         self.num_blocks = num_blocks
@@ -53,6 +63,7 @@ class BlockManager:
         self.free_queue: OrderedDict[int, None] = OrderedDict((b, None) for b in range(num_blocks))
         self._pending: list[int] = []  # blocks registered since the last take_pending_hashes()
         self.host = host
+        self.rope_regime = rope_regime
 
     @property
     def num_free_blocks(self) -> int:
@@ -72,7 +83,7 @@ class BlockManager:
         """Extend ``seq.block_hashes`` to cover its first ``num_full_blocks`` (full) blocks; O(new tokens)."""
         hashes = seq.block_hashes
         bs, toks = self.block_size, seq.token_ids
-        prev = hashes[-1] if hashes else _chain_start(seq)
+        prev = hashes[-1] if hashes else _chain_start(seq, self.rope_regime)
         for i in range(len(hashes), num_full_blocks):
             prev = hash((prev, tuple(toks[i * bs : (i + 1) * bs])))
             hashes.append(prev)

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from ..config_rope import prefix_cache_regime
 from ..inputs import prompt_to_ids, split_cache_salt
 from ..outputs import RequestMetrics, RequestOutput
 from ..pooling.outputs import PoolingOutput, PoolingRequestOutput
@@ -61,7 +62,7 @@ class LLMEngine(EngineAccessors, ConstrainedSteps):
     for requests without ``SamplingParams.seed``. ``max_logprobs`` caps a request's logprobs / prompt_logprobs
     (vLLM's engine argument). ``log_stats``: throughput and cache usage in the log every few seconds.
     ``scheduling_policy``: "fcfs" or "priority" (see the scheduler). ``model_config`` / ``model_name``: what
-    ``model_config`` and the metrics' labels report. ``num_host_blocks`` (> 0: the runner executes the batches'
+    ``model_config`` and the metrics' labels report (its ropes' length regimes also key the prefix cache). ``num_host_blocks`` (> 0: the runner executes the batches'
     ``swap_out`` / ``swap_in`` copies): the host tier's slots, for ``preemption_mode`` ("recompute", "swap" or
     None: the cheaper by ``preemption_cost``) and, with ``host_prefix_cache``, evicted prefix blocks.
     ``speculative_config``: vLLM's dict (or a ``SpeculativeConfig``) for n-gram or draft-model speculative
@@ -134,7 +135,8 @@ class LLMEngine(EngineAccessors, ConstrainedSteps):
         if host_prefix_cache and not (num_host_blocks and enable_prefix_caching):
             raise ValueError("host_prefix_cache needs a host tier (swap_space > 0) and enable_prefix_caching")
         host = HostTier(num_host_blocks, host_prefix_cache) if num_host_blocks else None
-        self.block_manager = BlockManager(num_blocks, block_size, enable_prefix_caching, host)
+        rope_regime = prefix_cache_regime((getattr(model_config, "rope", None), getattr(model_config, "rope_local", None)))
+        self.block_manager = BlockManager(num_blocks, block_size, enable_prefix_caching, host, rope_regime)
         self.scheduler = Scheduler(
             self.block_manager,
             max_num_seqs=max_num_seqs,

@@ -34,8 +34,9 @@ class AttentionMetadata:
     query_start_loc: jax.Array  # [S + 1] int32, cumulative query lengths (padding sequences repeat the end)
     seq_lens: jax.Array  # [S] int32, tokens in the cache after this step (cached + new); 0 for padding
     block_tables: jax.Array  # [S, P] int32, physical block of each logical block
-    # [S] int32, the length a length-dependent rope (longrope, dynamic NTK) follows: max(prompt length, seq_lens),
-    # so every chunk of a prompt is rotated as transformers rotates the whole prompt; None: seq_lens
+    # [S] int32, the least length a length-dependent rope (longrope, dynamic NTK) follows: the prompt's length, so
+    # every chunk of a prompt is rotated as transformers rotates the whole prompt (a token at position p follows
+    # max(rope_lens, p + 1): rope_seq_lens); None: seq_lens
     rope_lens: jax.Array | None = None
 
 
@@ -46,7 +47,7 @@ class DenseCausalAttention:
     KV-cache scales are not used. With ``soft_cap`` the scores go through cap * tanh(s / cap) before the mask
     (a plain jnp softmax: dot_product_attention has no soft-capping)."""
 
-    def rope_seq_lens(self, num_tokens: int):
+    def rope_seq_lens(self, positions):
         return None  # one call is one batch of whole sequences: rope switches on the longest position
 
     def __call__(self, q, k, v, kv_cache, *, sm_scale: float, sliding_window: int | None, kv_scale=None,
@@ -105,14 +106,16 @@ class PagedAttention:
     impl: str | None = None
     mesh: Mesh | None = None
 
-    def rope_seq_lens(self, num_tokens: int) -> jax.Array:
-        """[T] the rope length of each token's sequence (``rope_lens``: its whole prompt during prefill chunks,
-        then its length after this step): longrope and dynamic NTK switch per sequence, as transformers' cached
-        generation of that sequence alone does."""
+    def rope_seq_lens(self, positions: jax.Array) -> jax.Array:
+        """[T] the rope length of each token (positions [T]): max(its sequence's ``rope_lens``, position + 1), so
+        a prompt's tokens follow the whole prompt and every later token its own length, as transformers' cached
+        generation of that sequence alone does (the prompt in one forward, then one token per forward). A chunk
+        that recomputes a preempted sequence's prompt and output tokens rotates each of them as first written,
+        so its blocks equal the ones the prefix cache keys by the prompt's rope regime."""
         md = self.metadata
         lens = md.seq_lens if md.rope_lens is None else md.rope_lens
-        seq = jnp.minimum(token_sequence_ids(md.query_start_loc, num_tokens), lens.shape[0] - 1)
-        return lens[seq]
+        seq = jnp.minimum(token_sequence_ids(md.query_start_loc, positions.shape[-1]), lens.shape[0] - 1)
+        return jnp.maximum(lens[seq], positions + 1)
 
     def __call__(self, q, k, v, kv_cache, *, sm_scale: float, sliding_window: int | None, kv_scale,
                  soft_cap: float | None = None):

@@ -94,7 +94,7 @@ class LlamaForCausalLM(nnx.Module):
         if cfg.embed_scale:  # the scale in the activation dtype, as HF (bf16 rounds sqrt(D))
             x = x * jnp.asarray(cfg.hidden_size ** 0.5, x.dtype)
         length_dependent = cfg.rope.rope_type in ("longrope", "dynamic")  # the rope follows each sequence's length
-        seq_lens = attend.rope_seq_lens(input_ids.shape[-1]) if length_dependent else None
+        seq_lens = attend.rope_seq_lens(positions) if length_dependent else None
         rotary_dim = cfg.rotary_dim or cfg.head_dim
         ropes = {}  # one cos/sin pair per distinct rope (Gemma 3: local and global)
         new_caches = []

@@ -114,7 +114,8 @@ class PoolingMixin(ScoringMixin):
             max_num_batched_tokens=args.max_num_batched_tokens, max_model_len=args.max_model_len,
             vocab_size=cfg.vocab_size, enable_prefix_caching=args.enable_prefix_caching, tokenizer=None,
             seed=args.seed, async_scheduling=args.async_scheduling, max_logprobs=args.max_logprobs,
-            log_stats=not args.disable_log_stats, model_name=args.model_name, **runner.host_tier_kwargs(args))
+            log_stats=not args.disable_log_stats, model_config=cfg, model_name=args.model_name,
+            **runner.host_tier_kwargs(args))
 
     @property
     def supported_tasks(self) -> tuple[str, ...]:

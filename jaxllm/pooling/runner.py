@@ -91,12 +91,12 @@ class PoolingModelRunner(ModelRunner):
         """The generate runner's start-up forwards (no sampler programs: nothing is sampled)."""
         return [k for k in super().startup_keys() if isinstance(k, ForwardKey)]
 
-    def _run_each_program_once(self) -> None:
-        t0 = time.perf_counter()
-        for key, fn in self.programs.compiled.items():
-            self.kv_caches, pooled, _ = fn(self.params, self.kv_caches, self._padding_step(key.bucket))
-            jax.block_until_ready(pooled)
-        self.first_run_seconds = time.perf_counter() - t0
+    def _run_program_once(self, key: ForwardKey, fn, warm_up: bool = True) -> None:
+        """The pooled forward of ``key`` on a step that writes nothing (``warm_up``: one token reading cache slot
+        0; else all padding), waited for: first-execution costs at start-up."""
+        with self.device_lock:
+            self.kv_caches, pooled, _ = fn(self.params, self.kv_caches, self._padding_step(key.bucket, warm_up))
+        jax.block_until_ready(pooled)
 
     # ---- execution --------------------------------------------------------------------------------------
 

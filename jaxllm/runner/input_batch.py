@@ -103,7 +103,7 @@ def build_step_inputs(batch: ScheduledBatch, bucket: Bucket, block_size: int, ma
         if table_rows is None:
             block_tables[i, :len(table)] = table
         lens.append(end)
-        rope_lens.append(max(end, s.num_prompt_tokens))
+        rope_lens.append(s.num_prompt_tokens)  # a token at p follows max(prompt, p + 1): rope_seq_lens
         qsl.append(len(ids))
     if table_rows is not None and batch.seqs:
         block_tables[:len(batch.seqs)] = np.stack(table_rows.gather(batch.seqs))
@@ -133,6 +133,18 @@ def dummy_step_inputs(bucket: Bucket, max_blocks_per_seq: int, num_rows: int | N
     return StepInputs(np.zeros(T, np.int32), np.zeros(T, np.int32), np.zeros(num_rows or S, np.int32),
                       AttentionMetadata(np.full(T, -1, np.int32), np.zeros(S + 1, np.int32), np.zeros(S, np.int32),
                                         np.zeros((S, max_blocks_per_seq), np.int32), np.zeros(S, np.int32)))
+
+
+def warm_up_step_inputs(bucket: Bucket, max_blocks_per_seq: int, num_rows: int | None = None) -> StepInputs:
+    """A step that writes nothing but attends: the all-padding step with its first token a one-token sequence
+    whose context is cache slot 0 (block table row of zeros), read and never written (every slot is -1). A
+    program's first execution on it runs the attention's key loop, which an all-padding step skips (no visible
+    key: zero trips), so the loop body's first-execution costs land there too; the cache's contents, whatever
+    they are, only reach logits that are thrown away."""
+    inputs = dummy_step_inputs(bucket, max_blocks_per_seq, num_rows)
+    inputs.attention.query_start_loc[1:] = 1
+    inputs.attention.seq_lens[0] = 1
+    return inputs
 
 
 def pack_step_inputs(inputs: StepInputs) -> np.ndarray:

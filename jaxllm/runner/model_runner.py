@@ -22,6 +22,7 @@ always compiled on first use. Building a runner with ``enforce_eager=True`` comp
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 import jax
@@ -38,7 +39,13 @@ from jaxllm.models.quant import forward_compiler_options
 from jaxllm.parallel.multihost import local_replica, program_arg
 from jaxllm.parallel.sharding import logical_to_spec, sharding_rules
 from jaxllm.runner.buckets import Bucket, BucketLadder
-from jaxllm.runner.input_batch import BlockTableRows, build_step_inputs, dummy_step_inputs, pack_step_inputs
+from jaxllm.runner.input_batch import (
+    BlockTableRows,
+    build_step_inputs,
+    dummy_step_inputs,
+    pack_step_inputs,
+    warm_up_step_inputs,
+)
 from jaxllm.runner.kernel_policy import KernelPolicy
 from jaxllm.runner.kv_cache_plan import KVCachePlan
 from jaxllm.runner.kv_swap import make_host_pool, preemption_cost_terms
@@ -115,7 +122,12 @@ class ModelRunner(StartupPrograms, SleepMode, WeightUpdates):
         self._forward = make_forward(self.graphdef, self._treedef, mesh, with_lora=lora is not None)
         self._sample = make_sample()
         self._prompt_lp = make_prompt_logprobs(self.graphdef, self._treedef)
-        self.programs = Programs(self._compile)
+        # held while a step or a background first run takes the (donated) cache, and while sleep mode frees it:
+        # code that reads kv_caches while the background thread may run programs holds it too
+        self.device_lock = threading.RLock()
+        self.programs = Programs(self._compile, self._first_run_in_background)
+        self.last_step_time = float("-inf")  # perf_counter() of the last dispatch or fetch
+        self.background_first_runs = 0  # programs executed once by the background thread
         self._enforce_eager = args.enforce_eager
         self.num_steps = 0
         self.device_wait_seconds = 0.0  # time blocked waiting for sampled ids (device busy, host idle)
@@ -134,7 +146,7 @@ class ModelRunner(StartupPrograms, SleepMode, WeightUpdates):
             if self.draft is not None:
                 self.draft.run_each_program_once()
             if self.background_compile:
-                self.programs.compile_in_background(self.deferred_keys())
+                self.programs.compile_in_background(self.deferred_keys(), before=self._warm_up_attention_loops)
 
     # ---- KV cache ----------------------------------------------------------------------------------------
 
@@ -187,11 +199,13 @@ class ModelRunner(StartupPrograms, SleepMode, WeightUpdates):
                                   *self._neutral_spec(key.num_seqs, key.sampled_drafts), config=key.config,
                                   out_rows=self._max_seqs).lower(lowering_platforms=lowering_platforms)
 
-    def _padding_step(self, bucket: Bucket):
+    def _padding_step(self, bucket: Bucket, warm_up: bool = False):
         """A bucket's all-padding step inputs (no sequence, nothing written), packed and on the device: what its
-        forward programs are compiled against and first run on."""
+        forward programs are compiled against; ``warm_up``: with one token reading cache slot 0 (nothing
+        written either, ``warm_up_step_inputs``), what they first run on."""
         rows = self.spec.num_rows(bucket) if self.spec.enabled else None
-        packed = pack_step_inputs(dummy_step_inputs(bucket, self.max_blocks_per_seq, rows))
+        inputs = (warm_up_step_inputs if warm_up else dummy_step_inputs)(bucket, self.max_blocks_per_seq, rows)
+        packed = pack_step_inputs(inputs)
         if self.lora is not None:  # each token's adapter slot: 0, no adapter
             packed = np.concatenate([packed, np.zeros(bucket.num_tokens, np.int32)])
         return jax.device_put(packed, self._replicated)
@@ -240,19 +254,22 @@ class ModelRunner(StartupPrograms, SleepMode, WeightUpdates):
         fill the rows' grammar bitmasks from the previous step's tokens, which the forward does not need, so
         the forward runs while the host waits for them."""
         self.check_awake()
-        if batch.swap_out or batch.swap_in:  # the host tier's copies, before the step (host_tier.py)
-            self.kv_caches = self.host_kv.apply(self.kv_caches, batch.swap_out, batch.swap_in)
         bucket = self.ladder.pick(batch.num_tokens, batch.num_seqs)
         rows = self.spec.step_rows(batch, bucket)  # L with speculative decoding, else None (S)
         inputs = build_step_inputs(batch, bucket, self.block_size, self.max_blocks_per_seq, self._table_rows, rows)
         want_prompt_lp = any(s.want_prompt_logprobs for s in batch.seqs)
+        # outside the lock: a program still compiling in the background takes it for its first run
         forward = self.programs.get(ForwardKey(bucket, want_prompt_lp, self.kernels.has_long_prefill(batch.seqs)))
         packed = pack_step_inputs(inputs)
-        if self.lora is not None:  # each token's adapter slot (loads adapters into slots where needed)
-            packed = np.concatenate([packed, self.lora.step_slots(batch.seqs, bucket.num_tokens)])
-        self.kv_caches, logits, hidden, greedy = forward(self.params, self.kv_caches, self._step_arg(packed),
-                                                         self._prev_tokens, self._lora_stacks())
+        with self.device_lock:
+            if batch.swap_out or batch.swap_in:  # the host tier's copies, before the step (host_tier.py)
+                self.kv_caches = self.host_kv.apply(self.kv_caches, batch.swap_out, batch.swap_in)
+            if self.lora is not None:  # each token's adapter slot (loads adapters into slots where needed)
+                packed = np.concatenate([packed, self.lora.step_slots(batch.seqs, bucket.num_tokens)])
+            self.kv_caches, logits, hidden, greedy = forward(self.params, self.kv_caches, self._step_arg(packed),
+                                                             self._prev_tokens, self._lora_stacks())
         self.num_steps += 1
+        self.last_step_time = time.perf_counter()
         step = _StepInFlight(batch, None, hidden if want_prompt_lp else None)
         step.draft_probs = None if self.draft is None else self.draft.take_probs()  # sampled drafts' q
         step.logits, step.num_seqs, step.greedy = logits, rows or bucket.num_seqs, greedy  # sampler rows: S, or L
@@ -297,7 +314,8 @@ class ModelRunner(StartupPrograms, SleepMode, WeightUpdates):
         """Wait for a dispatched step and return its sampled tokens (and logprobs)."""
         t_wait = time.perf_counter()
         sampled = jax.device_get(local_replica(step.sampled))  # the only host<->device sync of a step
-        self.device_wait_seconds += time.perf_counter() - t_wait
+        self.last_step_time = time.perf_counter()
+        self.device_wait_seconds += self.last_step_time - t_wait
         if self.spec.enabled:
             out = to_spec_runner_output(step.batch.seqs, *sampled)
         else:

@@ -5,7 +5,10 @@ sampler variant (``SampleKey``). Every program is compiled once per key; ``compi
 (XLA compiles outside the GIL) and logs each as it finishes, so a start-up cut short by a time limit shows which
 programs were slow; ``compile_in_background`` compiles some on a background thread while steps run (the grammar
 sampler variants of structured outputs; the programs left out of start-up with ``background_compile``), and
-``get`` waits for one a step needs before it is ready.
+``get`` waits for one a step needs before it is ready. A program compiled in the background is also executed once
+there (``first_run_fn``) before any step can take it: on the CPU, the first execution of a program builds the
+runtime of each of its YNNPACK fusions (XLA's matmul library: a slinky pipeline per fusion, 0.1-0.25 s a forward
+on 2 cores), which a first ``generate`` would otherwise pay in its first steps.
 """
 
 from __future__ import annotations
@@ -28,9 +31,17 @@ _STOP_BACKGROUND = threading.Event()  # set at interpreter exit: queued backgrou
 _BACKGROUND_THREADS: set[threading.Thread] = set()
 
 
-def _compile_queued(programs: weakref.ref, queued: list[tuple[ProgramKey, concurrent.futures.Future]]) -> None:
-    """A background thread's loop: compile each queued program in order until the interpreter exits or the
-    ``Programs`` is gone."""
+def _compile_queued(programs: weakref.ref, queued: list[tuple[ProgramKey, concurrent.futures.Future]],
+                    before: weakref.WeakMethod | None = None) -> None:
+    """A background thread's loop: ``before()`` (when given and its runner still lives), then compile each queued
+    program in order until the interpreter exits or the ``Programs`` is gone."""
+    job = None if before is None else before()
+    if job is not None:
+        try:
+            job()
+        except Exception:  # a warm-up only: the compiles go on, the error goes to the log
+            logger.exception("the background thread's first job failed")
+        del job
     for key, future in queued:
         owner = programs()
         if owner is None or _STOP_BACKGROUND.is_set() or not future.set_running_or_notify_cancel():
@@ -38,13 +49,18 @@ def _compile_queued(programs: weakref.ref, queued: list[tuple[ProgramKey, concur
             continue
         t0 = time.perf_counter()
         try:
-            future.set_result(owner._compile_fn(key))
+            fn = owner._compile_fn(key)
+            t1 = time.perf_counter()
+            if owner._first_run_fn is not None:
+                owner._first_run_fn(key, fn)
+            future.set_result(fn)
         except Exception as error:  # noqa: BLE001 - raised to the step that needs it (``Programs.get``)
             future.set_exception(error)
             continue
         finally:
             del owner
-        logger.info("compiled %s in the background in %.1fs", key, time.perf_counter() - t0)
+        logger.info("compiled %s in the background in %.1fs (first run %.2fs)", key, t1 - t0,
+                    time.perf_counter() - t1)
     _BACKGROUND_THREADS.discard(threading.current_thread())
 
 
@@ -82,10 +98,14 @@ ProgramKey = ForwardKey | SampleKey
 
 
 class Programs:
-    """Compiled executables by key. ``compile_fn(key)`` lowers and compiles one program (the runner's)."""
+    """Compiled executables by key. ``compile_fn(key)`` lowers and compiles one program (the runner's);
+    ``first_run_fn(key, executable)``, when given, executes a program compiled in the background once, on the
+    background thread, before a step may use it."""
 
-    def __init__(self, compile_fn: Callable[[ProgramKey], object]):
+    def __init__(self, compile_fn: Callable[[ProgramKey], object],
+                 first_run_fn: Callable[[ProgramKey, object], None] | None = None):
         self._compile_fn = compile_fn
+        self._first_run_fn = first_run_fn
         self.compiled: dict[ProgramKey, object] = {}
         self._background: dict[ProgramKey, concurrent.futures.Future] = {}  # compiling on a background thread
         self.compile_seconds = 0.0
@@ -144,25 +164,27 @@ class Programs:
         self.compile_seconds += time.perf_counter() - t0
         logger.info("compiled %d programs in %.1fs", len(keys), time.perf_counter() - t0)
 
-    def compile_in_background(self, keys: list[ProgramKey]) -> None:
+    def compile_in_background(self, keys: list[ProgramKey], before: Callable[[], None] | None = None) -> None:
         """Compile the ``keys`` not compiled or compiling yet, one at a time and in order on a background
-        thread (``get`` waits for one a step needs first). The thread is a daemon: at interpreter exit
-        ``_stop_background_compiles`` lets the compile in progress finish and cancels the queued ones, so a
-        script that ends early does not wait for programs it never used."""
+        thread, each executed once after its compile (``first_run_fn``; ``get`` waits for one a step needs
+        first); ``before``, a method of the runner (held weakly), when given runs on the thread first. The
+        thread is a daemon: at interpreter exit ``_stop_background_compiles`` lets the compile in progress finish
+        and cancels the queued ones, so a script that ends early does not wait for programs it never used."""
         todo = [k for k in keys if k not in self.compiled and k not in self._background]
-        if not todo:
+        if not todo and before is None:
             return
         queued = [(k, concurrent.futures.Future()) for k in todo]
         self._background.update(queued)
         # the thread holds the runner weakly: an engine deleted while its programs compile is freed, and the
         # rest of its queue is dropped
-        thread = threading.Thread(target=_compile_queued, args=(weakref.ref(self), queued), name="jaxllm-compile",
-                                  daemon=True)
+        before = None if before is None else weakref.WeakMethod(before)
+        thread = threading.Thread(target=_compile_queued, args=(weakref.ref(self), queued, before),
+                                  name="jaxllm-compile", daemon=True)
         _BACKGROUND_THREADS.add(thread)
         thread.start()
 
     def wait_background(self) -> None:
-        """Wait until every background compile is done (benchmarks: time steady-state steps)."""
+        """Wait until every background compile (and first run) is done (benchmarks: time steady-state steps)."""
         for key in list(self._background):
             self.get(key)
 

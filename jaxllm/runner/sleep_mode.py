@@ -16,6 +16,7 @@ references to the array object remain. The compiled step programs stay valid: th
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -33,6 +34,9 @@ class SleepMode:
     _param_shardings: list | None = None
     # Builds the model again from its checkpoint (set by LLM): what reload_weights() reads.
     weights_source: Callable[[], Any] | None = None
+    # held while the cache or the weights are deleted (ModelRunner's lock: a background thread may be running a
+    # program on them, ``StartupPrograms._run_program_once``)
+    device_lock: Any = contextlib.nullcontext()
 
     @property
     def weights_on_device(self) -> bool:
@@ -48,11 +52,12 @@ class SleepMode:
 
     def release_kv_cache(self) -> None:
         """Delete the KV cache arrays; the programs keep its shapes."""
-        if not self.kv_cache_on_device:
-            return
-        for cache in self.kv_caches:
-            cache.delete()
-        self._set_cache_shapes(self.num_blocks)
+        with self.device_lock:
+            if not self.kv_cache_on_device:
+                return
+            for cache in self.kv_caches:
+                cache.delete()
+            self._set_cache_shapes(self.num_blocks)
 
     def restore_kv_cache(self) -> None:
         """A zeroed KV cache of the planned shape (prefix-cache contents are gone: the engine forgets them)."""
@@ -70,12 +75,13 @@ class SleepMode:
 
     def discard_weights(self, keep_host_copy: bool = False) -> None:
         """Free the parameters' device buffers (and the host copy, unless ``keep_host_copy``)."""
-        if self.params is not None:  # what update_weights places new arrays on while they are gone
-            self.param_avals = [jax.ShapeDtypeStruct(p.shape, p.dtype, sharding=p.sharding) for p in self.params]
-        for p in self.params or ():
-            if isinstance(p, jax.Array):
-                p.delete()
-        self.params = None
+        with self.device_lock:
+            if self.params is not None:  # what update_weights places new arrays on while they are gone
+                self.param_avals = [jax.ShapeDtypeStruct(p.shape, p.dtype, sharding=p.sharding) for p in self.params]
+            for p in self.params or ():
+                if isinstance(p, jax.Array):
+                    p.delete()
+            self.params = None
         if not keep_host_copy:
             self._host_params = self._param_shardings = None
 

@@ -1,9 +1,13 @@
 """background_compile (the CPU's default): start-up compiles the buckets of at most BACKGROUND_STARTUP_TOKENS tokens with
 the greedy and plain-sampling samplers; every other start-up program compiles on a background thread, and a step
-that needs one first waits for it (never compiling anything itself)."""
+that needs one first waits for it (never compiling anything itself). The background thread executes each program it
+compiled once, on an all-padding step, while steps may be running."""
 
 from __future__ import annotations
 
+import time
+
+import numpy as np
 import pytest
 
 from jaxllm import LLM, SamplingParams
@@ -39,6 +43,22 @@ def test_cpu_compiles_small_buckets_first_and_the_rest_in_the_background(llama_d
     assert set(eager.llm_engine.runner.programs.compiled) == startup | set(deferred) | filters
     again = eager.generate(prompts, SamplingParams(temperature=0, max_tokens=6, ignore_eos=True), use_tqdm=False)
     assert [o.outputs[0].token_ids for o in again] == [o.outputs[0].token_ids for o in greedy]
+
+
+def test_background_first_runs_write_nothing_and_wait_while_steps_run(llama_dir):
+    llm = LLM(str(llama_dir[0]), **SMALL)
+    runner = llm.llm_engine.runner
+    runner.programs.wait_background()
+    # idle: every program compiled in the background was executed once there, and before them the start-up
+    # forward on the warm-up step (its attention loop), writing nothing to the cache
+    assert runner.background_first_runs == len(runner.deferred_keys()) + 1 > 4
+    assert all(not np.any(np.asarray(c, np.float32)) for c in runner.kv_caches)
+    runner.last_step_time = time.perf_counter()  # a step just ran: generate is running
+    filters = [SampleKey(4, c) for c in FILTER_VARIANTS]
+    runner.programs.compile_in_background(filters)
+    runner.programs.wait_background()
+    assert all(k in runner.programs for k in filters)
+    assert runner.background_first_runs == len(runner.deferred_keys()) + 1
 
 
 def test_background_compile_is_a_bool_and_resolves_by_platform():

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
-from hf_models import hf_greedy, save_tiny_model
+from hf_models import hf_cached_logprobs, hf_greedy, save_tiny_model
 
 from jaxllm import LLM, SamplingParams
 
@@ -59,20 +58,6 @@ def test_greedy_chunked_prefill(tmp_path, case):
               enforce_eager=True)
     batch = prompts(3, 8, 30, seed=1)
     assert generate(llm, batch) == [hf_greedy(hf, p, GREEDY.max_tokens) for p in batch]
-
-
-def hf_cached_logprobs(model, prompt_ids, num_tokens):
-    """Greedy continuation through transformers' KV cache (each call's rope sees the sequence's length so far):
-    (token ids, log_softmax rows [num_tokens, V])."""
-    rows, ids = [], []
-    with torch.no_grad():
-        model(torch.tensor([prompt_ids[:1]]))  # a short call resets a grown dynamic rope (its state spans calls)
-        out = model(torch.tensor([prompt_ids]), use_cache=True)
-        for _ in range(num_tokens):
-            rows.append(torch.log_softmax(out.logits[0, -1].float(), -1).numpy())
-            ids.append(int(rows[-1].argmax()))
-            out = model(torch.tensor([[ids[-1]]]), past_key_values=out.past_key_values, use_cache=True)
-    return ids, np.stack(rows)
 
 
 def check_cached_logprobs(llm, hf, batch, params) -> None:
