@@ -105,7 +105,7 @@ class PoolingMixin(ScoringMixin):
         cfg = dataclasses.replace(backbone_config(hf, args.dtype, args.quantization), **kernel_fields(args))
         args = args.resolve(platform, info.model_max_len(derived_max_model_len(cfg)), pooling=True)
         self.model_config, self.engine_args = cfg, args
-        model, head = load_decoder(path, cfg, info, mesh, args.load_format, args.seed)
+        model, head = load_decoder(path, cfg, info, mesh, args.load_format, args.seed, self._classifier_ids(info))
         if head is None and info.projected_size is not None:  # an embedder's Dense modules
             head = load_dense_projector(path, st_dense_modules(path))
         runner = PoolingModelRunner(model, cfg, mesh, args, info=info, head=head)
@@ -116,6 +116,18 @@ class PoolingMixin(ScoringMixin):
             seed=args.seed, async_scheduling=args.async_scheduling, max_logprobs=args.max_logprobs,
             log_stats=not args.disable_log_stats, model_config=cfg, model_name=args.model_name,
             **runner.host_tier_kwargs(args))
+
+    def _classifier_ids(self, info: PoolingModelInfo) -> list[int] | None:
+        """The token ids of ``classifier_from_token`` (a classifier built from the LM head), or None."""
+        if not info.classifier_from_token:
+            return None
+        if self.tokenizer is None:
+            raise ValueError("classifier_from_token needs the tokenizer (skip_tokenizer_init=True)")
+        ids = [self.tokenizer.convert_tokens_to_ids(t) for t in info.classifier_from_token]
+        unknown = [t for t, i in zip(info.classifier_from_token, ids) if i is None or i == self.tokenizer.unk_token_id]
+        if unknown:
+            raise ValueError(f"classifier_from_token {unknown} are not tokens of the tokenizer")
+        return ids
 
     @property
     def supported_tasks(self) -> tuple[str, ...]:

@@ -95,6 +95,8 @@ class PoolingModelInfo:
     default_dimensions: int | None = None  # pooler_config's PoolingParams defaults
     default_use_activation: bool | None = None
     logit_bias: float | None = None  # pooler_config's: subtracted from classification logits
+    classifier_from_token: tuple[str, ...] = ()  # a causal LM's classifier tokens (``seq_cls_method``)
+    use_pad_token: bool = True  # score pairs tokenized as a pair (else as one concatenated text)
     projected_size: int | None = None  # embedding size after sentence-transformers' Dense modules, if any
     max_seq_length: int | None = None  # sentence-transformers' sentence_bert_config.json: max_model_len default
     do_lower_case: bool = False  # ... and whether text prompts are lower-cased before tokenizing
@@ -186,10 +188,37 @@ def pooling_model_info(path: str, hf: dict[str, Any], pooler_config: Any = None)
         is_matryoshka=bool(hf.get("is_matryoshka") or dims), matryoshka_dimensions=tuple(dims or ()),
         default_dimensions=over.dimensions, default_use_activation=over.use_activation, logit_bias=over.logit_bias,
         projected_size=None if classifier else _projected_size(path, int(hf["hidden_size"])),
+        classifier_from_token=tuple(hf["classifier_from_token"]) if classifier and seq_cls_method(hf) else (),
+        use_pad_token=bool(hf.get("use_pad_token", not (classifier and seq_cls_method(hf)))),
         **sentence_transformers_tokenizer(path))
 
 
+SEQ_CLS_METHODS = ("from_2_way_softmax", "no_post_processing")
+
+
+def seq_cls_method(hf: dict[str, Any]) -> str | None:
+    """How a causal LM checkpoint becomes a classifier from its LM head (vLLM's ``classifier_from_token``
+    conversion, set through ``hf_overrides``): "from_2_way_softmax" (two tokens ["no", "yes"]: one label,
+    ``lm_head[yes] - lm_head[no]``, as Qwen3-Reranker with ``is_original_qwen3_reranker``), "no_post_processing"
+    (one label per token, ``lm_head[tokens]``), or None for a checkpoint with its own ``score`` head."""
+    method = hf.get("method") or ("from_2_way_softmax" if hf.get("is_original_qwen3_reranker") else None)
+    if method is None:
+        return None
+    tokens = hf.get("classifier_from_token")
+    if method not in SEQ_CLS_METHODS:
+        raise ValueError(f"method={method!r} is not supported; choose one of {SEQ_CLS_METHODS}")
+    if not isinstance(tokens, (list, tuple)) or not tokens or not all(isinstance(t, str) for t in tokens):
+        raise ValueError(f"method={method!r} needs classifier_from_token, a list of tokens, got {tokens!r}")
+    if method == "from_2_way_softmax" and len(tokens) != 2:
+        raise ValueError(f"method='from_2_way_softmax' needs two classifier_from_token (the 'no' and 'yes' "
+                         f"tokens), got {tokens!r}")
+    return method
+
+
 def num_labels_of(hf: dict[str, Any]) -> int:
+    method = seq_cls_method(hf)
+    if method is not None:
+        return 1 if method == "from_2_way_softmax" else len(hf["classifier_from_token"])
     if hf.get("id2label"):
         return len(hf["id2label"])
     return int(hf.get("num_labels", 2))

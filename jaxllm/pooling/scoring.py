@@ -90,8 +90,9 @@ class ScoringMixin:
             kwargs.update(truncation=True, max_length=k)
         prompts, params = [], []
         for a, b in zip(texts_1, texts_2):
-            with left_truncation(self.tokenizer):
-                encoded = self.tokenizer(text=a, text_pair=b, **kwargs)
+            with left_truncation(self.tokenizer):  # an LLM as reranker (no pad token) reads one text
+                encoded = (self.tokenizer(text=a, text_pair=b, **kwargs) if self.pooling_info.use_pad_token
+                           else self.tokenizer(text=a + b, **kwargs))
             prompts.append({"prompt_token_ids": encoded.input_ids})
             params.append(_with_token_types(pooling_params, encoded.get("token_type_ids")))
         items = self._encode(prompts, params, use_tqdm=use_tqdm, lora_request=lora_request, pooling_task="score")
