@@ -170,8 +170,8 @@ def pooling_model_info(path: str, hf: dict[str, Any], pooler_config: Any = None)
     st_type, st_normalize = sentence_transformers_pooling(path)
     classifier = arch.endswith("ForSequenceClassification")
     num_labels = num_labels_of(hf) if classifier else 0
-    if classifier:  # (the encoders' heads read the CLS row only: no per-token classification)
-        tasks = ("classify",) + (() if encoder else ("token_classify",)) + (("score",) if num_labels == 1 else ())
+    if classifier:
+        tasks = ("classify", "token_classify") + (("score",) if num_labels == 1 else ())
     else:
         tasks = ("embed", "token_embed")
     dims = hf.get("matryoshka_dimensions")

@@ -31,10 +31,14 @@ class LinearHead:
 
 
 class TanhDenseHead:
-    """logits = out(tanh(dense(x))): BERT's pooler + classifier, RoBERTa's classification head."""
+    """logits = out(tanh(dense(x))): BERT's pooler + classifier, RoBERTa's classification head.
 
-    def __init__(self, dense: LinearHead, out: LinearHead):
+    ``token_head`` is what a per-token task ("token_classify") applies to every token's row: the whole head for
+    RoBERTa, the classifier alone for BERT (its pooler belongs to the CLS row), as vLLM."""
+
+    def __init__(self, dense: LinearHead, out: LinearHead, dense_per_token: bool = True):
         self.dense, self.out = dense, out
+        self.token_head = self if dense_per_token else out
 
     @property
     def num_labels(self) -> int:
@@ -52,9 +56,9 @@ ROBERTA_HEAD_KEYS = ("classifier.dense.weight", "classifier.dense.bias", "classi
 
 def encoder_head(architecture: str, tensors: dict[str, np.ndarray]) -> TanhDenseHead:
     """The head of a ``{Bert,Roberta,XLMRoberta}ForSequenceClassification`` from its checkpoint tensors."""
-    keys = BERT_HEAD_KEYS if architecture.startswith("Bert") else ROBERTA_HEAD_KEYS
-    dw, db, ow, ob = (tensors[k] for k in keys)
-    return TanhDenseHead(LinearHead(dw, db), LinearHead(ow, ob))
+    bert = architecture.startswith("Bert")
+    dw, db, ow, ob = (tensors[k] for k in (BERT_HEAD_KEYS if bert else ROBERTA_HEAD_KEYS))
+    return TanhDenseHead(LinearHead(dw, db), LinearHead(ow, ob), dense_per_token=not bert)
 
 
 # sentence-transformers Dense activations (torch.nn.modules.* names, lower-cased last part) on numpy

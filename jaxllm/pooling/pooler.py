@@ -87,7 +87,8 @@ def finish(info: PoolingModelInfo, head, state: PooledState, params) -> np.ndarr
     if task == "token_embed":
         return embed_head(np.concatenate(state.rows), params, head)
     if task == "token_classify":
-        return classify_head(np.concatenate(state.rows), head, info.classify_activation, params, info.logit_bias)
+        return classify_head(np.concatenate(state.rows), getattr(head, "token_head", head),
+                             info.classify_activation, params, info.logit_bias)
     pooled = state.pooled(info.pooling_type)
     if task == "embed":
         return embed_head(pooled, params, head)

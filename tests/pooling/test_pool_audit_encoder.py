@@ -82,3 +82,24 @@ def test_cross_encoder_activations(tmp_path):
     want = tok(text=query, text_pair=doc, truncation=True, max_length=8).input_ids
     tok.truncation_side = "right"
     assert cut.prompt_token_ids == want and len(want) == 8
+
+
+@pytest.mark.parametrize("arch", ["BertForSequenceClassification", "XLMRobertaForSequenceClassification"])
+def test_encoder_token_classify(tmp_path, arch):
+    """reward / token_classify on an encoder classifier: BERT's classifier (without its pooler) on every token,
+    RoBERTa's whole classification head on every token (vLLM's heads); per-token softmax over the labels."""
+    model = save_encoder(tmp_path, arch, num_labels=3)
+    llm = LLM(str(tmp_path), max_model_len=64, **ENGINE)
+    ids = llm.get_tokenizer()(TEXT).input_ids
+    backbone = model.bert if arch.startswith("Bert") else model.roberta
+    with torch.no_grad():
+        hidden = backbone(torch.tensor([ids])).last_hidden_state[0]
+        if arch.startswith("Bert"):
+            logits = model.classifier(hidden)
+        else:
+            logits = model.classifier.out_proj(torch.tanh(model.classifier.dense(hidden)))
+    out = llm.reward(ids, use_tqdm=False)[0]
+    np.testing.assert_allclose(out.outputs.data, torch.softmax(logits, -1).numpy(), atol=1e-5)
+    raw = llm.encode(ids, pooling_task="token_classify", use_tqdm=False,
+                     pooling_params=PoolingParams(use_activation=False))[0]
+    np.testing.assert_allclose(raw.outputs.data, logits.numpy(), atol=1e-4)
