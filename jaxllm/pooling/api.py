@@ -8,7 +8,6 @@ Decoders run on the paged engine (prefill-only requests); encoders on ``EncoderR
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import itertools
 from typing import Any
@@ -27,14 +26,15 @@ from jaxllm.pooling.config import (
     check_convert,
     pooling_model_info,
     resolve_runner,
-    st_pooling_module,
 )
 from jaxllm.pooling.outputs import (
     ClassificationRequestOutput,
     EmbeddingRequestOutput,
     PoolingRequestOutput,
 )
+from jaxllm.pooling.prompts import is_text, left_truncation, lower_text, params_list, truncation_size
 from jaxllm.pooling.scoring import ScoringMixin
+from jaxllm.pooling.st_config import st_pooling_module
 from jaxllm.pooling_params import PoolingParams
 
 
@@ -97,10 +97,10 @@ class PoolingMixin(ScoringMixin):
         from jaxllm.engine import LLMEngine
         from jaxllm.engine_args import derived_max_model_len
         from jaxllm.load import kernel_fields
-        from jaxllm.pooling.config import st_dense_modules
         from jaxllm.pooling.decoder import backbone_config, load_decoder
         from jaxllm.pooling.heads import load_dense_projector
         from jaxllm.pooling.runner import PoolingModelRunner
+        from jaxllm.pooling.st_config import st_dense_modules
 
         cfg = dataclasses.replace(backbone_config(hf, args.dtype, args.quantization), **kernel_fields(args))
         args = args.resolve(platform, info.model_max_len(derived_max_model_len(cfg)), pooling=True)
@@ -213,7 +213,7 @@ class PoolingMixin(ScoringMixin):
     def _pooling_requests(self, items: list, pooling_params, task: str, truncate_prompt_tokens: int | None,
                           tokenization_kwargs: dict | None) -> list[tuple[list[int], PoolingParams]]:
         """(truncated token ids, verified params) per prompt; raises before any device work."""
-        params = _params_list(pooling_params, len(items))
+        params = params_list(pooling_params, len(items))
         out = []
         for i, (item, p) in enumerate(zip(items, params)):
             if truncate_prompt_tokens is not None:
@@ -228,9 +228,9 @@ class PoolingMixin(ScoringMixin):
         left (vLLM's ``truncation_side="left"``), so the special tokens it adds (BERT's [CLS] ... [SEP], a
         BOS) stay and the result is at most ``keep_last`` long; token ids are cut as given."""
         kwargs = check_tokenization_kwargs(tokenization_kwargs)
-        if self.pooling_info.do_lower_case and _is_text(item):  # sentence-transformers' tokenizer option
-            item = item.lower() if isinstance(item, str) else {**item, "prompt": _lower(item.get("prompt"))}
-        if keep_last is None or not _is_text(item) or self.tokenizer is None:
+        if self.pooling_info.do_lower_case and is_text(item):  # sentence-transformers' tokenizer option
+            item = item.lower() if isinstance(item, str) else {**item, "prompt": lower_text(item.get("prompt"))}
+        if keep_last is None or not is_text(item) or self.tokenizer is None:
             ids = tokenize_prompt(index, item, self.tokenizer, kwargs)[1]
             return ids if keep_last is None else ids[-keep_last:]
         with left_truncation(self.tokenizer):
@@ -283,59 +283,6 @@ def choose_runner(args) -> str:
         raise ValueError(f"pooler_config={args.pooler_config!r} applies to pooling models; {args.model!r} runs "
                          "as a generative model (pass runner='pooling')")
     return runner
-
-
-def truncation_size(max_model_len: int, truncate_prompt_tokens: int | None) -> int | None:
-    """Tokens to keep (the last k), as vLLM: -1 = ``max_model_len``; larger than it is an error."""
-    if truncate_prompt_tokens is None:
-        return None
-    if truncate_prompt_tokens == -1:
-        return max_model_len
-    if truncate_prompt_tokens > max_model_len:
-        raise ValueError(f"truncate_prompt_tokens value ({truncate_prompt_tokens}) is greater than "
-                         f"max_model_len ({max_model_len}). Please, select a smaller truncation size.")
-    return truncate_prompt_tokens
-
-
-def _params_list(pooling_params: Any, n: int) -> list[PoolingParams]:
-    """One private copy per prompt (verify fills defaults in place)."""
-    if pooling_params is None:
-        return [PoolingParams() for _ in range(n)]
-    if isinstance(pooling_params, PoolingParams):
-        return [pooling_params.clone() for _ in range(n)]
-    if isinstance(pooling_params, (list, tuple)):
-        if len(pooling_params) != n:
-            raise ValueError(f"the lengths of prompts ({n}) and pooling_params ({len(pooling_params)}) must be "
-                             "the same")
-        for i, p in enumerate(pooling_params):
-            if not isinstance(p, PoolingParams):
-                raise TypeError(f"pooling_params[{i}] must be a PoolingParams, got {type(p).__name__}")
-        return [p.clone() for p in pooling_params]
-    raise TypeError(f"pooling_params must be a PoolingParams or a list of them, got {type(pooling_params).__name__}")
-
-
-def _is_text(item: Any) -> bool:
-    """A str or TextPrompt (tokenized here) rather than token ids."""
-    return isinstance(item, str) or (isinstance(item, dict) and "prompt_token_ids" not in item)
-
-
-def _lower(text: Any) -> Any:
-    return text.lower() if isinstance(text, str) else text  # a non-str is reported by tokenize_prompt
-
-
-@contextlib.contextmanager
-def left_truncation(tokenizer):
-    """The tokenizer truncating from the left for the duration (HF tokenizers take the side as an attribute,
-    not a call argument)."""
-    side = getattr(tokenizer, "truncation_side", None)
-    if side is None:
-        yield
-        return
-    tokenizer.truncation_side = "left"
-    try:
-        yield
-    finally:
-        tokenizer.truncation_side = side
 
 
 def _no_lora(lora_request: Any) -> None:

@@ -26,10 +26,11 @@ from jax.sharding import NamedSharding, PartitionSpec
 from jaxllm.engine.request_checks import check_prompt
 from jaxllm.models.bert import EncoderConfig
 from jaxllm.pooling.batching import batch_rows, length_buckets, plan_batches
-from jaxllm.pooling.config import pooling_model_info, st_dense_modules
+from jaxllm.pooling.config import pooling_model_info
 from jaxllm.pooling.heads import encoder_head, load_dense_projector
 from jaxllm.pooling.outputs import PoolingOutput, pooled_output
 from jaxllm.pooling.pooler import PooledState, finish
+from jaxllm.pooling.st_config import st_dense_modules
 
 logger = logging.getLogger("jaxllm")
 

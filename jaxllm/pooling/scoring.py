@@ -11,6 +11,7 @@ import numpy as np
 
 from jaxllm.call_guard import serialized
 from jaxllm.pooling.outputs import PoolingOutput, PoolingRequestOutput, ScoringRequestOutput
+from jaxllm.pooling.prompts import left_truncation, truncation_size
 from jaxllm.pooling_params import PoolingParams
 
 
@@ -78,7 +79,6 @@ class ScoringMixin:
                               lora_request, tokenization_kwargs) -> list[ScoringRequestOutput]:
         """Each pair tokenized as ``tokenizer(text, text_pair)`` (truncated by the tokenizer from the left to k
         tokens when ``truncate_prompt_tokens`` is set, as vLLM), then the "score" task."""
-        from jaxllm.pooling.api import left_truncation, truncation_size
 
         if self.tokenizer is None:
             raise ValueError("score() on a cross-encoder needs a tokenizer (skip_tokenizer_init=True)")
