@@ -79,6 +79,9 @@ class EmbeddingOutput:
     def hidden_size(self) -> int:
         return len(self.embedding)
 
+    def __repr__(self) -> str:  # vLLM's: the size, not thousands of floats
+        return f"EmbeddingOutput(hidden_size={self.hidden_size})"
+
 
 @dataclasses.dataclass
 class ClassificationOutput:
@@ -91,6 +94,9 @@ class ClassificationOutput:
     @property
     def num_classes(self) -> int:
         return len(self.probs)
+
+    def __repr__(self) -> str:
+        return f"ClassificationOutput(num_classes={self.num_classes})"
 
 
 @dataclasses.dataclass

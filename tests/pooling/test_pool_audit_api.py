@@ -43,10 +43,12 @@ def test_request_output_constructor_and_views():
     assert base.num_cached_tokens == 1 and base.finished is True and "num_cached_tokens=1" in repr(base)
     emb = EmbeddingRequestOutput.from_base(base)
     assert emb.outputs.embedding == [0.0, 1.0, 2.0] and emb.num_cached_tokens == 1 and emb.request_id == "7"
+    assert repr(emb.outputs) == "EmbeddingOutput(hidden_size=3)"
     base = PoolingRequestOutput("8", PoolingOutput(np.arange(3, dtype=np.float32)), [1], 0, True)
-    assert ClassificationRequestOutput.from_base(base).outputs.num_classes == 3
+    assert repr(ClassificationRequestOutput.from_base(base).outputs) == "ClassificationOutput(num_classes=3)"
     score = ScoringRequestOutput.from_base(PoolingRequestOutput("9", PoolingOutput(np.float32(0.5)), [1], 0, True))
     assert score.outputs.score == 0.5 and isinstance(score.outputs.score, float)
+    assert repr(score.outputs) == "ScoringOutput(score=0.5)"
     assert PoolingOutput(np.ones(2)) == PoolingOutput(np.ones(2)) and PoolingOutput(np.ones(2)) != PoolingOutput(
         np.zeros(2))
     with pytest.raises(ValueError, match="scalar score"):
