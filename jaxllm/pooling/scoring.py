@@ -19,8 +19,12 @@ class ScoringMixin:
     @serialized
     def score(self, data_1: Any, data_2: Any, /, *, truncate_prompt_tokens: int | None = None,
               use_tqdm: bool = True, pooling_params: Any = None, lora_request: Any = None,
-              tokenization_kwargs: dict[str, Any] | None = None) -> list[ScoringRequestOutput]:
+              tokenization_kwargs: dict[str, Any] | None = None,
+              chat_template: str | None = None) -> list[ScoringRequestOutput]:
         """Scores of the pairs; ``outputs.score`` is a float."""
+        if chat_template is not None:
+            raise ValueError("chat_template is not supported by score() yet: pairs are tokenized as a text pair "
+                             "(or one text for an LLM reranker); format the texts before the call")
         if self.runner_type != "pooling":
             raise ValueError("LLM.score() is only supported for pooling models. Try passing `--runner pooling` to "
                              "use the model as a pooling model.")

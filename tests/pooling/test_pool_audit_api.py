@@ -135,6 +135,8 @@ def test_score_pairing(embedder_llm):
     assert len(one) == 1 and one[0].outputs.score == pytest.approx(one_to_n[1].outputs.score, abs=1e-5)
     with pytest.raises(ValueError, match="1:1, 1:N or N:N"):
         embedder_llm.score(docs[:2], docs, use_tqdm=False)
+    with pytest.raises(ValueError, match="chat_template is not supported"):
+        embedder_llm.score("a", "b", chat_template="{{ x }}", use_tqdm=False)
     with pytest.raises(ValueError, match="At least one"):
         embedder_llm.score([], docs, use_tqdm=False)
 
