@@ -21,6 +21,7 @@ from jaxllm.engine_args_checks import (
     check_compilation_config,
     check_lora_args,
     check_positive_int,
+    legacy_task,
     value_from_env,
 )
 from jaxllm.engine_args_resolve import (
@@ -167,6 +168,7 @@ class EngineArgs:
     @classmethod
     def from_kwargs(cls, kwargs: dict[str, Any]) -> EngineArgs:
         """Validated args from ``LLM``'s keywords (environment defaults applied)."""
+        kwargs = legacy_task(kwargs)
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(kwargs) - names - set(UNSUPPORTED))
         if unknown:

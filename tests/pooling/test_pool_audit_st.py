@@ -114,3 +114,14 @@ def test_convert_keyword(tmp_path, embedder_dir, classifier_dir):
     with pytest.raises(ValueError, match="does not support `--runner pooling`"):
         LLM(str(tmp_path), runner="pooling", convert="none", **ENGINE)
     assert LLM(str(tmp_path), runner="pooling", convert="embed", **ENGINE).embed("hi", use_tqdm=False)
+
+
+def test_legacy_task_keyword(embedder_dir):
+    """vLLM's deprecated task=: a pooling task selects runner="pooling" (with a DeprecationWarning)."""
+    with pytest.warns(DeprecationWarning, match="pass runner='pooling'"):
+        llm = LLM(str(embedder_dir[0]), task="embed", **ENGINE)
+    assert llm.runner_type == "pooling"
+    with pytest.raises(ValueError, match="task='embed' selects runner='pooling'"):
+        LLM(str(embedder_dir[0]), task="embed", runner="generate", **ENGINE)
+    with pytest.raises(ValueError, match="task='translate'"):
+        LLM(str(embedder_dir[0]), task="translate", **ENGINE)
