@@ -62,8 +62,8 @@ def sentence_transformers_pooling(path: str) -> tuple[str | None, bool]:
                          "(only Transformer, Pooling, Dense and Normalize)")
     normalize = any(t.endswith("Normalize") for t in types)
     pooling = st_pooling_module(path)
-    if pooling is None:
-        return None, normalize
+    if pooling is None:  # vLLM reads the sentence-transformers pooling setup only with a Pooling module
+        return None, True
     cfg_path = os.path.join(path, pooling.get("path", ""), "config.json")
     if not os.path.isfile(cfg_path):
         return None, normalize

@@ -125,3 +125,12 @@ def test_legacy_task_keyword(embedder_dir):
         LLM(str(embedder_dir[0]), task="embed", runner="generate", **ENGINE)
     with pytest.raises(ValueError, match="task='translate'"):
         LLM(str(embedder_dir[0]), task="translate", **ENGINE)
+
+
+def test_modules_without_pooling_keep_the_defaults(tmp_path):
+    """A modules.json without a Pooling module is not read for pooling (vLLM): normalize stays on."""
+    from jaxllm.pooling.config import pooling_model_info
+
+    write_sentence_transformers(tmp_path, None, normalize=False)
+    info = pooling_model_info(str(tmp_path), {"hidden_size": 64, "architectures": ["BertModel"]})
+    assert (info.pooling_type, info.normalize) == ("CLS", True)
