@@ -21,6 +21,7 @@ from jaxllm.engine_args_checks import (
     check_compilation_config,
     check_lora_args,
     check_positive_int,
+    legacy_task,
     value_from_env,
 )
 from jaxllm.engine_args_resolve import (
@@ -45,6 +46,7 @@ LOAD_FORMATS = ("auto", "safetensors", "gguf", "dummy")
 # per-layer scales 1.0 (jaxllm.ops.paged_attention.kv_cache: the same names, mapped to dtypes).
 KV_CACHE_DTYPES = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
 RUNNERS = ("auto", "generate", "pooling")
+CONVERTS = ("auto", "none", "embed", "classify", "reward")
 BLOCK_SIZES = (8, 16, 32, 64, 128, 256)
 SCHEDULING_POLICIES = ("fcfs", "priority")
 DISTRIBUTED_EXECUTOR_BACKENDS = (None, "uni", "mp", "external_launcher")  # docs/multi_host.md
@@ -73,6 +75,7 @@ class EngineArgs:
     model: str | os.PathLike = DEFAULT_MODEL
     served_model_name: str | list[str] | None = None
     runner: str = "auto"
+    convert: str = "auto"  # vLLM's model conversion for runner="pooling" (jaxllm.pooling.config.check_convert)
     tokenizer: str | None = None
     tokenizer_mode: str = "auto"
     skip_tokenizer_init: bool = False
@@ -165,6 +168,7 @@ class EngineArgs:
     @classmethod
     def from_kwargs(cls, kwargs: dict[str, Any]) -> EngineArgs:
         """Validated args from ``LLM``'s keywords (environment defaults applied)."""
+        kwargs = legacy_task(kwargs)
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(kwargs) - names - set(UNSUPPORTED))
         if unknown:
@@ -206,6 +210,7 @@ class EngineArgs:
                 check_bool(name, getattr(self, name))
         check_lora_args(self)
         check_choice("runner", self.runner, RUNNERS)
+        check_choice("convert", self.convert, CONVERTS)
         check_choice("block_size", self.block_size, BLOCK_SIZES)
         check_choice("kv_cache_dtype", self.kv_cache_dtype, KV_CACHE_DTYPES,
                      "('auto' = the model's dtype, 'fp8' = 'fp8_e4m3')")

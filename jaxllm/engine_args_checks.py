@@ -113,3 +113,29 @@ def check_lora_args(args: Any) -> None:
                          "yet: LoRA runs on one replica (data_parallel_size=1)")
     dtype = str(getattr(args.lora_dtype, "name", args.lora_dtype)).replace("torch.", "")
     check_choice("lora_dtype", dtype, LORA_DTYPES)
+
+
+_POOLING_TASKS = ("embed", "embedding", "classify", "score", "reward")
+
+
+def legacy_task(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` with vLLM's deprecated ``task=`` turned into the runner it selects: "generate" ->
+    ``runner="generate"``, a pooling task ("embed", "classify", "score", "reward") -> ``runner="pooling"`` (the
+    conversion then follows the architecture), "auto" or None -> nothing. A DeprecationWarning says so, as vLLM."""
+    if "task" not in kwargs:
+        return kwargs
+    kwargs = dict(kwargs)
+    task = kwargs.pop("task")
+    if task is None or task == "auto":
+        return kwargs
+    if task != "generate" and task not in _POOLING_TASKS:
+        raise ValueError(f"task={task!r} is not supported; choose 'auto', 'generate' or one of {_POOLING_TASKS}")
+    runner = "generate" if task == "generate" else "pooling"
+    if kwargs.get("runner", "auto") not in ("auto", runner):
+        raise ValueError(f"task={task!r} selects runner={runner!r}, but runner={kwargs['runner']!r} was passed")
+    import warnings
+
+    warnings.warn(f"task is deprecated (as in vLLM): pass runner={runner!r} instead of task={task!r}",
+                  DeprecationWarning, stacklevel=4)
+    kwargs["runner"] = runner
+    return kwargs

@@ -107,5 +107,7 @@ def _check_dimensions(dimensions: int, info: Any) -> None:
         if dimensions not in info.matryoshka_dimensions:
             raise ValueError(f"Model {info.name!r} only supports {list(info.matryoshka_dimensions)} matryoshka "
                              f"dimensions, got dimensions={dimensions}")
-    elif not 1 <= dimensions <= info.hidden_size:
-        raise ValueError(f"dimensions must be in [1, {info.hidden_size}], got {dimensions}")
+    else:
+        size = info.projected_size or info.hidden_size
+        if not 1 <= dimensions <= size:
+            raise ValueError(f"dimensions must be in [1, {size}], got {dimensions}")

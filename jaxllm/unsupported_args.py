@@ -17,8 +17,6 @@ _DATA_PARALLEL = ("external data-parallel launchers are not supported: data_para
 _EXPERT_PARALLEL = ("expert parallelism's load balancer (redundant experts) is not supported yet; "
                     "enable_expert_parallel=True splits the experts evenly")
 _TRACING = "request tracing and hidden metrics are not supported"
-_POOLING = ("runner='pooling' takes its pooling setup from the checkpoint (architecture, sentence-transformers "
-            "files) and pooler_config; converting a model to another pooling task is not supported yet")
 _PLUGINS = "vLLM's worker, scheduler and connector plug-ins have no jaxllm counterpart"
 _PARTIAL_PREFILLS = "the scheduler runs every partial prefill that fits the token budget; it has no separate caps"
 _MULTI_NODE = "multi-host serving is not supported yet (docs/multi_host.md)"
@@ -29,9 +27,6 @@ _BUCKETS = ("the step shapes are jaxllm's bucket ladder (from max_num_seqs and m
 # name -> (values that mean "off", why anything else is refused). None and empty containers are always "off".
 UNSUPPORTED: dict[str, tuple[tuple[Any, ...], str]] = {
     "hf_config_path": ((), "config.json is read from the model folder (pass hf_overrides to change it)"),
-    "convert": (("auto", "none"), _POOLING),
-    "task": (("auto", "generate"), "the legacy task names other than 'generate' select a pooling task; use "
-             "runner='pooling' and LLM.embed / classify / score / reward / encode (" + _POOLING + ")"),
     "enable_prompt_embeds": ((False,), "prompt embeddings as inputs are not supported"),
     "allowed_local_media_path": (("",), _MULTIMODAL),
     "allowed_media_domains": ((), _MULTIMODAL),

@@ -396,7 +396,8 @@ class LLMEngine(EngineAccessors, ConstrainedSteps):
             self.stats.num_cached_tokens += seqs[0].num_cached_tokens or 0
             pooled = seqs[0].pooled  # a runner's PoolingOutput, or its bare data
             pooled = pooled if isinstance(pooled, PoolingOutput) else PoolingOutput(pooled)
-            return PoolingRequestOutput(req.request_id, pooled, req.prompt_token_ids, True)
+            return PoolingRequestOutput(req.request_id, pooled, req.prompt_token_ids,
+                                        seqs[0].num_cached_tokens or 0, True)
         out = req.make_output(finished=True)
         self.stats.num_cached_tokens += sum(s.num_cached_tokens or 0 for s in seqs)
         self.request_stats.record(out.metrics, len(req.prompt_token_ids), sum(s.num_output_tokens for s in seqs),

@@ -20,13 +20,21 @@ from jaxllm.inputs import (
     split_cache_salt,
     tokenize_prompt,
 )
-from jaxllm.pooling.config import PoolingModelInfo, pooling_model_info, resolve_runner
+from jaxllm.pooling.config import (
+    PoolingModelInfo,
+    architecture_of,
+    check_convert,
+    pooling_model_info,
+    resolve_runner,
+)
 from jaxllm.pooling.outputs import (
     ClassificationRequestOutput,
     EmbeddingRequestOutput,
     PoolingRequestOutput,
 )
+from jaxllm.pooling.prompts import is_text, left_truncation, lower_text, params_list, truncation_size
 from jaxllm.pooling.scoring import ScoringMixin
+from jaxllm.pooling.st_config import st_pooling_module
 from jaxllm.pooling_params import PoolingParams
 
 
@@ -90,12 +98,16 @@ class PoolingMixin(ScoringMixin):
         from jaxllm.engine_args import derived_max_model_len
         from jaxllm.load import kernel_fields
         from jaxllm.pooling.decoder import backbone_config, load_decoder
+        from jaxllm.pooling.heads import load_dense_projector
         from jaxllm.pooling.runner import PoolingModelRunner
+        from jaxllm.pooling.st_config import st_dense_modules
 
         cfg = dataclasses.replace(backbone_config(hf, args.dtype, args.quantization), **kernel_fields(args))
-        args = args.resolve(platform, derived_max_model_len(cfg), pooling=True)
+        args = args.resolve(platform, info.model_max_len(derived_max_model_len(cfg)), pooling=True)
         self.model_config, self.engine_args = cfg, args
-        model, head = load_decoder(path, cfg, info, mesh, args.load_format, args.seed)
+        model, head = load_decoder(path, cfg, info, mesh, args.load_format, args.seed, self._classifier_ids(info))
+        if head is None and info.projected_size is not None:  # an embedder's Dense modules
+            head = load_dense_projector(path, st_dense_modules(path))
         runner = PoolingModelRunner(model, cfg, mesh, args, info=info, head=head)
         return LLMEngine(
             runner, num_blocks=runner.num_blocks, block_size=args.block_size, max_num_seqs=args.max_num_seqs,
@@ -104,6 +116,18 @@ class PoolingMixin(ScoringMixin):
             seed=args.seed, async_scheduling=args.async_scheduling, max_logprobs=args.max_logprobs,
             log_stats=not args.disable_log_stats, model_config=cfg, model_name=args.model_name,
             **runner.host_tier_kwargs(args))
+
+    def _classifier_ids(self, info: PoolingModelInfo) -> list[int] | None:
+        """The token ids of ``classifier_from_token`` (a classifier built from the LM head), or None."""
+        if not info.classifier_from_token:
+            return None
+        if self.tokenizer is None:
+            raise ValueError("classifier_from_token needs the tokenizer (skip_tokenizer_init=True)")
+        ids = [self.tokenizer.convert_tokens_to_ids(t) for t in info.classifier_from_token]
+        unknown = [t for t, i in zip(info.classifier_from_token, ids) if i is None or i == self.tokenizer.unk_token_id]
+        if unknown:
+            raise ValueError(f"classifier_from_token {unknown} are not tokens of the tokenizer")
+        return ids
 
     @property
     def supported_tasks(self) -> tuple[str, ...]:
@@ -189,7 +213,7 @@ class PoolingMixin(ScoringMixin):
     def _pooling_requests(self, items: list, pooling_params, task: str, truncate_prompt_tokens: int | None,
                           tokenization_kwargs: dict | None) -> list[tuple[list[int], PoolingParams]]:
         """(truncated token ids, verified params) per prompt; raises before any device work."""
-        params = _params_list(pooling_params, len(items))
+        params = params_list(pooling_params, len(items))
         out = []
         for i, (item, p) in enumerate(zip(items, params)):
             if truncate_prompt_tokens is not None:
@@ -200,8 +224,18 @@ class PoolingMixin(ScoringMixin):
         return out
 
     def _tokenize(self, index: int, item: Any, tokenization_kwargs: dict | None, keep_last: int | None) -> list[int]:
-        ids = tokenize_prompt(index, item, self.tokenizer, check_tokenization_kwargs(tokenization_kwargs))[1]
-        return ids if keep_last is None else ids[-keep_last:]
+        """Token ids of one prompt, keeping the last ``keep_last``. Text is truncated by the tokenizer from the
+        left (vLLM's ``truncation_side="left"``), so the special tokens it adds (BERT's [CLS] ... [SEP], a
+        BOS) stay and the result is at most ``keep_last`` long; token ids are cut as given."""
+        kwargs = check_tokenization_kwargs(tokenization_kwargs)
+        if self.pooling_info.do_lower_case and is_text(item):  # sentence-transformers' tokenizer option
+            item = item.lower() if isinstance(item, str) else {**item, "prompt": lower_text(item.get("prompt"))}
+        if keep_last is None or not is_text(item) or self.tokenizer is None:
+            ids = tokenize_prompt(index, item, self.tokenizer, kwargs)[1]
+            return ids if keep_last is None else ids[-keep_last:]
+        with left_truncation(self.tokenizer):
+            return tokenize_prompt(index, item, self.tokenizer, {**kwargs, "truncation": True,
+                                                                 "max_length": keep_last})[1]
 
     def _run_pooling(self, requests: list[tuple[list[int], PoolingParams]], use_tqdm: bool,
                      salts: list[str | None] | None = None):
@@ -213,7 +247,8 @@ class PoolingMixin(ScoringMixin):
                 data = self._encoder.run(ids, requests, use_tqdm)
             except (ValueError, TypeError) as e:  # a validation error names the prompt's index, not our id
                 raise name_the_prompt(e, ids) from None
-            return [PoolingRequestOutput(rid, d, toks, True) for rid, d, (toks, _) in zip(ids, data, requests)]
+            # the dense encoder path keeps no prefix cache: no cached tokens
+            return [PoolingRequestOutput(rid, d, toks, 0, True) for rid, d, (toks, _) in zip(ids, data, requests)]
         engine = self.llm_engine
         added: list[str] = []
         try:
@@ -230,49 +265,24 @@ class PoolingMixin(ScoringMixin):
 
 def choose_runner(args) -> str:
     """"generate" or "pooling": ``args.runner``, or for "auto" the checkpoint's architecture (vLLM's suffix
-    rules, ``config.resolve_runner``). A GGUF file (a causal LM) generates unless ``runner="pooling"``."""
+    rules, ``config.resolve_runner``; a sentence-transformers Pooling module makes even a ``*ForCausalLM``
+    checkpoint, as Qwen3-Embedding, a pooling model). A GGUF file (a causal LM) generates unless ``runner="pooling"``."""
     from jaxllm.load import apply_hf_overrides
     from jaxllm.model_source import hf_config_dict, resolve_model_path
     from jaxllm.weights.gguf import is_gguf
 
     path = resolve_model_path(args.model, args.revision, token=args.hf_token, cache_dir=args.download_dir)
     if is_gguf(path):  # a causal LM: it pools only when asked to
-        runner = "pooling" if args.runner == "pooling" else "generate"
+        runner, arch = ("pooling" if args.runner == "pooling" else "generate"), "ForCausalLM"
     else:
-        runner = resolve_runner(args.runner, apply_hf_overrides(hf_config_dict(path), args))
+        hf = apply_hf_overrides(hf_config_dict(path), args)
+        runner, arch = resolve_runner(args.runner, hf, has_st_pooling=st_pooling_module(path) is not None), \
+            architecture_of(hf)
+    check_convert(args.convert, runner, arch)
     if runner == "generate" and args.pooler_config is not None:
         raise ValueError(f"pooler_config={args.pooler_config!r} applies to pooling models; {args.model!r} runs "
                          "as a generative model (pass runner='pooling')")
     return runner
-
-
-def truncation_size(max_model_len: int, truncate_prompt_tokens: int | None) -> int | None:
-    """Tokens to keep (the last k), as vLLM: -1 = ``max_model_len``; larger than it is an error."""
-    if truncate_prompt_tokens is None:
-        return None
-    if truncate_prompt_tokens == -1:
-        return max_model_len
-    if truncate_prompt_tokens > max_model_len:
-        raise ValueError(f"truncate_prompt_tokens value ({truncate_prompt_tokens}) is greater than "
-                         f"max_model_len ({max_model_len}). Please, select a smaller truncation size.")
-    return truncate_prompt_tokens
-
-
-def _params_list(pooling_params: Any, n: int) -> list[PoolingParams]:
-    """One private copy per prompt (verify fills defaults in place)."""
-    if pooling_params is None:
-        return [PoolingParams() for _ in range(n)]
-    if isinstance(pooling_params, PoolingParams):
-        return [pooling_params.clone() for _ in range(n)]
-    if isinstance(pooling_params, (list, tuple)):
-        if len(pooling_params) != n:
-            raise ValueError(f"the lengths of prompts ({n}) and pooling_params ({len(pooling_params)}) must be "
-                             "the same")
-        for i, p in enumerate(pooling_params):
-            if not isinstance(p, PoolingParams):
-                raise TypeError(f"pooling_params[{i}] must be a PoolingParams, got {type(p).__name__}")
-        return [p.clone() for p in pooling_params]
-    raise TypeError(f"pooling_params must be a PoolingParams or a list of them, got {type(pooling_params).__name__}")
 
 
 def _no_lora(lora_request: Any) -> None:

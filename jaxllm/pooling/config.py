@@ -4,16 +4,21 @@ vLLM's rules: ``runner="auto"`` picks "generate" for ``*ForCausalLM`` and "pooli
 and ``*Model`` (``BertModel``, ``XLMRobertaModel``, ``Qwen3Model``, ...). A ``*ForCausalLM`` checkpoint with
 ``runner="pooling"`` becomes an embedding model (vLLM's ``convert="embed"``, as Qwen3-Embedding). Pooling type:
 the model's default (LAST for decoders, CLS for BERT-style encoders), replaced by sentence-transformers'
-``modules.json`` + ``1_Pooling/config.json`` when present; their ``Normalize`` module sets the ``normalize``
-default (on when there is no sentence-transformers config).
+``modules.json`` + ``1_Pooling/config.json`` when present (``st_config``); their ``Normalize`` module sets the
+``normalize`` default (on when there is no sentence-transformers config), a Pooling module makes ``runner="auto"``
+pool even a ``*ForCausalLM`` checkpoint.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 from typing import Any
+
+from jaxllm.pooling.st_config import (
+    projected_size,
+    sentence_transformers_pooling,
+    sentence_transformers_tokenizer,
+)
 
 # decoder families: pooling architecture -> the causal-LM architecture whose backbone it shares
 DECODER_BACKBONES = {
@@ -26,8 +31,6 @@ ENCODER_ARCHITECTURES = ("BertModel", "XLMRobertaModel", "RobertaModel", "BertFo
 _GENERATE_SUFFIXES = ("ForCausalLM", "ForConditionalGeneration", "ChatModel", "LMHeadModel")
 _POOLING_SUFFIXES = ("ForTextEncoding", "EmbeddingModel", "ForSequenceClassification", "ClassificationModel",
                      "ForRewardModeling", "RewardModel", "Model")
-_ST_MODES = (("pooling_mode_lasttoken", "LAST"), ("pooling_mode_cls_token", "CLS"),
-             ("pooling_mode_mean_tokens", "MEAN"))
 _ACTIVATIONS = {"Sigmoid": "sigmoid", "Identity": "identity", "Softmax": "softmax", "Tanh": "tanh"}
 
 
@@ -35,12 +38,28 @@ _ACTIVATIONS = {"Sigmoid": "sigmoid", "Identity": "identity", "Softmax": "softma
 class PoolerConfig:
     """vLLM's ``PoolerConfig`` (``LLM(pooler_config=...)``, a dict works too): overrides of the checkpoint's
     pooling. ``pooling_type``: "LAST", "CLS" or "MEAN"; ``normalize`` / ``dimensions`` / ``use_activation``:
-    the defaults of the matching ``PoolingParams`` fields. None keeps the checkpoint's choice."""
+    the defaults of the matching ``PoolingParams`` fields (``softmax`` / ``activation``: the older names of
+    ``use_activation``); ``logit_bias``: subtracted from classification logits before the activation. None
+    keeps the checkpoint's choice."""
 
     pooling_type: str | None = None
     normalize: bool | None = None
     dimensions: int | None = None
     use_activation: bool | None = None
+    softmax: bool | None = None
+    activation: bool | None = None
+    logit_bias: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("normalize", "use_activation", "softmax", "activation"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, bool):
+                raise TypeError(f"pooler_config {name} must be a bool or None, got {value!r}")
+        if self.logit_bias is not None and (isinstance(self.logit_bias, bool)
+                                            or not isinstance(self.logit_bias, (int, float))):
+            raise TypeError(f"pooler_config logit_bias must be a float or None, got {self.logit_bias!r}")
+        if self.use_activation is None:  # the older names, as vLLM still honours them
+            self.use_activation = self.softmax if self.softmax is not None else self.activation
 
     @classmethod
     def of(cls, value: Any) -> PoolerConfig | None:
@@ -78,6 +97,17 @@ class PoolingModelInfo:
     matryoshka_dimensions: tuple[int, ...] = ()
     default_dimensions: int | None = None  # pooler_config's PoolingParams defaults
     default_use_activation: bool | None = None
+    logit_bias: float | None = None  # pooler_config's: subtracted from classification logits
+    classifier_from_token: tuple[str, ...] = ()  # a causal LM's classifier tokens (``seq_cls_method``)
+    use_pad_token: bool = True  # score pairs tokenized as a pair (else as one concatenated text)
+    projected_size: int | None = None  # embedding size after sentence-transformers' Dense modules, if any
+    max_seq_length: int | None = None  # sentence-transformers' sentence_bert_config.json: max_model_len default
+    do_lower_case: bool = False  # ... and whether text prompts are lower-cased before tokenizing
+
+    def model_max_len(self, derived: int) -> int:
+        """The default ``max_model_len``: sentence-transformers' ``max_seq_length`` when the checkpoint has one
+        (vLLM's rule), never beyond what the model's positions allow (``derived``)."""
+        return derived if self.max_seq_length is None else min(derived, self.max_seq_length)
 
     @property
     def is_cross_encoder(self) -> bool:
@@ -89,8 +119,9 @@ def architecture_of(hf: dict[str, Any]) -> str:
     return archs[0] if archs else ""
 
 
-def resolve_runner(runner: str, hf: dict[str, Any]) -> str:
-    """"generate" or "pooling" for ``LLM(runner=...)``; "auto" follows the architecture's suffix."""
+def resolve_runner(runner: str, hf: dict[str, Any], has_st_pooling: bool = False) -> str:
+    """"generate" or "pooling" for ``LLM(runner=...)``; "auto" is "pooling" for a checkpoint with a
+    sentence-transformers Pooling module (``has_st_pooling``), else follows the architecture's suffix."""
     arch = architecture_of(hf)
     if runner != "auto":
         if runner == "generate" and arch in DECODER_BACKBONES and not arch.endswith("ForCausalLM"):
@@ -98,9 +129,36 @@ def resolve_runner(runner: str, hf: dict[str, Any]) -> str:
         if runner == "generate" and arch in ENCODER_ARCHITECTURES:
             raise ValueError(f"{arch} is an encoder-only model and cannot generate; use runner='pooling'")
         return runner
+    if has_st_pooling:
+        return "pooling"
     if arch.endswith(_GENERATE_SUFFIXES) or not arch:
         return "generate"
     return "pooling" if arch.endswith(_POOLING_SUFFIXES) else "generate"
+
+
+def check_convert(convert: str, runner: str, arch: str) -> None:
+    """vLLM's ``convert`` for a checkpoint of architecture ``arch`` that runs as ``runner`` ("generate" or
+    "pooling"). "auto" takes the architecture's default. With runner="pooling", "embed" is what jaxllm does to
+    a causal LM or ``*Model`` and leaves a pooling architecture as it is (vLLM's ``as_embedding_model``);
+    "classify" needs a ``*ForSequenceClassification`` checkpoint; "none" refuses a causal LM (it is no pooling
+    model unconverted); "reward" is not supported. Any conversion under runner="generate" is an error."""
+    if convert == "auto":
+        return
+    if runner == "generate":
+        if convert != "none":
+            raise ValueError(f"convert={convert!r} adapts a model for pooling, but {arch or 'the model'} runs as a "
+                             "generative model: pass runner='pooling'")
+        return
+    if convert == "none" and arch.endswith("ForCausalLM"):
+        raise ValueError("This model does not support `--runner pooling` with convert='none'. You can pass "
+                         "convert='embed' (or 'auto') to adapt it into a pooling model.")
+    if convert == "classify" and not arch.endswith("ForSequenceClassification"):
+        raise ValueError(f"convert='classify' of a {arch or 'causal LM'} checkpoint (a classifier head on a model "
+                         "without one) is not supported yet; a *ForSequenceClassification checkpoint classifies "
+                         "as it is")
+    if convert == "reward":
+        raise ValueError("convert='reward' (per-token rewards of a converted model) is not supported yet; "
+                         "*ForSequenceClassification checkpoints give per-token scores through LLM.reward")
 
 
 def pooling_model_info(path: str, hf: dict[str, Any], pooler_config: Any = None) -> PoolingModelInfo:
@@ -115,8 +173,8 @@ def pooling_model_info(path: str, hf: dict[str, Any], pooler_config: Any = None)
     st_type, st_normalize = sentence_transformers_pooling(path)
     classifier = arch.endswith("ForSequenceClassification")
     num_labels = num_labels_of(hf) if classifier else 0
-    if classifier:  # (the encoders' heads read the CLS row only: no per-token classification)
-        tasks = ("classify",) + (() if encoder else ("token_classify",)) + (("score",) if num_labels == 1 else ())
+    if classifier:
+        tasks = ("classify", "token_classify") + (("score",) if num_labels == 1 else ())
     else:
         tasks = ("embed", "token_embed")
     dims = hf.get("matryoshka_dimensions")
@@ -131,42 +189,42 @@ def pooling_model_info(path: str, hf: dict[str, Any], pooler_config: Any = None)
         normalize=st_normalize, hidden_size=int(hf["hidden_size"]), num_labels=num_labels,
         classify_activation=_classify_activation(hf, num_labels), score_activation=_score_activation(hf),
         is_matryoshka=bool(hf.get("is_matryoshka") or dims), matryoshka_dimensions=tuple(dims or ()),
-        default_dimensions=over.dimensions, default_use_activation=over.use_activation)
+        default_dimensions=over.dimensions, default_use_activation=over.use_activation, logit_bias=over.logit_bias,
+        projected_size=None if classifier else projected_size(path, int(hf["hidden_size"])),
+        classifier_from_token=tuple(hf["classifier_from_token"]) if classifier and seq_cls_method(hf) else (),
+        use_pad_token=bool(hf.get("use_pad_token", not (classifier and seq_cls_method(hf)))),
+        **sentence_transformers_tokenizer(path))
+
+
+SEQ_CLS_METHODS = ("from_2_way_softmax", "no_post_processing")
+
+
+def seq_cls_method(hf: dict[str, Any]) -> str | None:
+    """How a causal LM checkpoint becomes a classifier from its LM head (vLLM's ``classifier_from_token``
+    conversion, set through ``hf_overrides``): "from_2_way_softmax" (two tokens ["no", "yes"]: one label,
+    ``lm_head[yes] - lm_head[no]``, as Qwen3-Reranker with ``is_original_qwen3_reranker``), "no_post_processing"
+    (one label per token, ``lm_head[tokens]``), or None for a checkpoint with its own ``score`` head."""
+    method = hf.get("method") or ("from_2_way_softmax" if hf.get("is_original_qwen3_reranker") else None)
+    if method is None:
+        return None
+    tokens = hf.get("classifier_from_token")
+    if method not in SEQ_CLS_METHODS:
+        raise ValueError(f"method={method!r} is not supported; choose one of {SEQ_CLS_METHODS}")
+    if not isinstance(tokens, (list, tuple)) or not tokens or not all(isinstance(t, str) for t in tokens):
+        raise ValueError(f"method={method!r} needs classifier_from_token, a list of tokens, got {tokens!r}")
+    if method == "from_2_way_softmax" and len(tokens) != 2:
+        raise ValueError(f"method='from_2_way_softmax' needs two classifier_from_token (the 'no' and 'yes' "
+                         f"tokens), got {tokens!r}")
+    return method
 
 
 def num_labels_of(hf: dict[str, Any]) -> int:
+    method = seq_cls_method(hf)
+    if method is not None:
+        return 1 if method == "from_2_way_softmax" else len(hf["classifier_from_token"])
     if hf.get("id2label"):
         return len(hf["id2label"])
     return int(hf.get("num_labels", 2))
-
-
-def sentence_transformers_pooling(path: str) -> tuple[str | None, bool]:
-    """(pooling type or None, normalize default) from ``modules.json`` and its Pooling module's config."""
-    modules_path = os.path.join(path, "modules.json")
-    if not os.path.isfile(modules_path):
-        return None, True
-    with open(modules_path) as f:
-        modules = json.load(f)
-    types = [m.get("type", "") for m in modules]
-    unsupported = [t for t in types if t.rsplit(".", 1)[-1] not in ("Transformer", "Pooling", "Normalize")]
-    if unsupported:
-        raise ValueError(f"{modules_path}: sentence-transformers modules {unsupported} are not supported "
-                         "(only Transformer, Pooling and Normalize)")
-    normalize = any(t.endswith("Normalize") for t in types)
-    pooling = next((m for m in modules if m.get("type", "").endswith("Pooling")), None)
-    if pooling is None:
-        return None, normalize
-    cfg_path = os.path.join(path, pooling.get("path", ""), "config.json")
-    if not os.path.isfile(cfg_path):
-        return None, normalize
-    with open(cfg_path) as f:
-        cfg = json.load(f)
-    modes = [name for key, name in _ST_MODES if cfg.get(key)]
-    others = [k for k, v in cfg.items() if k.startswith("pooling_mode_") and v and k not in dict(_ST_MODES)]
-    if others or len(modes) > 1:
-        raise ValueError(f"{cfg_path}: pooling modes {others or modes} are not supported (one of "
-                         "lasttoken, cls_token, mean_tokens)")
-    return (modes[0] if modes else None), normalize
 
 
 def _classify_activation(hf: dict[str, Any], num_labels: int) -> str:
@@ -182,11 +240,12 @@ def _classify_activation(hf: dict[str, Any], num_labels: int) -> str:
 
 def _score_activation(hf: dict[str, Any]) -> str:
     """A cross-encoder's activation: sentence-transformers' ``activation_fn`` (or the older
-    ``sbert_ce_default_activation_function``) when the config names one, else the classify default."""
+    ``sbert_ce_default_activation_function``) when the config names one, else sigmoid for one label and softmax
+    for more, whatever the ``problem_type`` (vLLM's cross-encoder rule: a score is a probability)."""
     name = (hf.get("sentence_transformers") or {}).get("activation_fn") or hf.get(
         "sbert_ce_default_activation_function")
     if not name:
-        return _classify_activation(hf, num_labels_of(hf))
+        return "sigmoid" if num_labels_of(hf) < 2 else "softmax"
     short = name.rsplit(".", 1)[-1]
     if short not in _ACTIVATIONS:
         raise ValueError(f"cross-encoder activation {name!r} is not supported; supported: {sorted(_ACTIVATIONS)}")

@@ -27,9 +27,10 @@ from jaxllm.engine.request_checks import check_prompt
 from jaxllm.models.bert import EncoderConfig
 from jaxllm.pooling.batching import batch_rows, length_buckets, plan_batches
 from jaxllm.pooling.config import pooling_model_info
-from jaxllm.pooling.heads import encoder_head
+from jaxllm.pooling.heads import encoder_head, load_dense_projector
 from jaxllm.pooling.outputs import PoolingOutput, pooled_output
 from jaxllm.pooling.pooler import PooledState, finish
+from jaxllm.pooling.st_config import st_dense_modules
 
 logger = logging.getLogger("jaxllm")
 
@@ -104,13 +105,15 @@ class EncoderRunner:
         if args.max_model_len is not None and args.max_model_len > config.max_model_len:
             raise ValueError(f"max_model_len={args.max_model_len} is longer than the {config.max_model_len} "
                              f"positions of {config.architecture}'s absolute position embeddings")
-        args = args.resolve(platform, config.max_model_len, pooling=True)
         info = pooling_model_info(path, hf, args.pooler_config)
+        args = args.resolve(platform, info.model_max_len(config.max_model_len), pooling=True)
         if args.load_format == "dummy":
             model, tensors = dummy_bert(config, mesh, args.seed, info.num_labels)
         else:
             model, tensors = load_bert(path, config, mesh, info.num_labels)
         head = None if tensors is None else encoder_head(config.architecture, tensors)
+        if head is None and info.projected_size is not None:  # an embedder's Dense modules
+            head = load_dense_projector(path, st_dense_modules(path))
         return cls(model, config, info, mesh, args, enforce_eager=args.enforce_eager, head=head)
 
     def batch_rows(self, length: int) -> int:

@@ -21,6 +21,12 @@ class PoolingOutput:
     # (``pooled_output``); the first ``from_base`` takes it instead of converting after the last batch
     _floats: list[float] | None = dataclasses.field(default=None, init=False, repr=False, compare=False)
 
+    def __eq__(self, other: object) -> bool:
+        """Equal data, element-wise (vLLM's rule; a dataclass' tuple comparison of arrays would raise)."""
+        return isinstance(other, self.__class__) and bool(np.array_equal(self.data, other.data))
+
+    __hash__ = None  # mutable, compared by value
+
 
 def pooled_output(data: np.ndarray) -> PoolingOutput:
     """``PoolingOutput(data)`` with a vector's floats converted now: ``tolist`` of an embedding costs tens of
@@ -36,17 +42,21 @@ _O = TypeVar("_O")
 
 class PoolingRequestOutput(Generic[_O]):
     """The result of one pooling request: ``outputs`` (the pooled data), ``prompt_token_ids`` (after
-    truncation), ``finished`` (always True for the offline methods)."""
+    truncation), ``num_cached_tokens`` (prompt tokens served from the prefix cache), ``finished`` (always True
+    for the offline methods). The arguments are in vLLM's order."""
 
-    def __init__(self, request_id: str, outputs: _O, prompt_token_ids: list[int], finished: bool) -> None:
+    def __init__(self, request_id: str, outputs: _O, prompt_token_ids: list[int], num_cached_tokens: int,
+                 finished: bool) -> None:
         self.request_id = request_id
         self.prompt_token_ids = prompt_token_ids
+        self.num_cached_tokens = num_cached_tokens
         self.finished = finished
         self.outputs = outputs
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(request_id={self.request_id!r}, outputs={self.outputs!r}, "
-                f"prompt_token_ids={self.prompt_token_ids}, finished={self.finished})")
+                f"prompt_token_ids={self.prompt_token_ids}, num_cached_tokens={self.num_cached_tokens}, "
+                f"finished={self.finished})")
 
 
 def _vector(pooling_output: PoolingOutput, what: str) -> list[float]:
@@ -69,6 +79,9 @@ class EmbeddingOutput:
     def hidden_size(self) -> int:
         return len(self.embedding)
 
+    def __repr__(self) -> str:  # vLLM's: the size, not thousands of floats
+        return f"EmbeddingOutput(hidden_size={self.hidden_size})"
+
 
 @dataclasses.dataclass
 class ClassificationOutput:
@@ -81,6 +94,9 @@ class ClassificationOutput:
     @property
     def num_classes(self) -> int:
         return len(self.probs)
+
+    def __repr__(self) -> str:
+        return f"ClassificationOutput(num_classes={self.num_classes})"
 
 
 @dataclasses.dataclass
@@ -101,7 +117,8 @@ class EmbeddingRequestOutput(PoolingRequestOutput[EmbeddingOutput]):
     @staticmethod
     def from_base(request_output: PoolingRequestOutput) -> EmbeddingRequestOutput:
         return EmbeddingRequestOutput(request_output.request_id, EmbeddingOutput.from_base(request_output.outputs),
-                                      request_output.prompt_token_ids, request_output.finished)
+                                      request_output.prompt_token_ids, request_output.num_cached_tokens,
+                                    request_output.finished)
 
 
 class ClassificationRequestOutput(PoolingRequestOutput[ClassificationOutput]):
@@ -111,7 +128,8 @@ class ClassificationRequestOutput(PoolingRequestOutput[ClassificationOutput]):
     def from_base(request_output: PoolingRequestOutput) -> ClassificationRequestOutput:
         return ClassificationRequestOutput(request_output.request_id,
                                            ClassificationOutput.from_base(request_output.outputs),
-                                           request_output.prompt_token_ids, request_output.finished)
+                                           request_output.prompt_token_ids, request_output.num_cached_tokens,
+                                           request_output.finished)
 
 
 class ScoringRequestOutput(PoolingRequestOutput[ScoringOutput]):
@@ -120,4 +138,5 @@ class ScoringRequestOutput(PoolingRequestOutput[ScoringOutput]):
     @staticmethod
     def from_base(request_output: PoolingRequestOutput) -> ScoringRequestOutput:
         return ScoringRequestOutput(request_output.request_id, ScoringOutput.from_base(request_output.outputs),
-                                    request_output.prompt_token_ids, request_output.finished)
+                                    request_output.prompt_token_ids, request_output.num_cached_tokens,
+                                    request_output.finished)

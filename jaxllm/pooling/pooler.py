@@ -58,8 +58,11 @@ def activation(name: str, logits: np.ndarray) -> np.ndarray:
     return x
 
 
-def embed_head(x: np.ndarray, params) -> np.ndarray:
-    """x [..., D] -> [..., dimensions], L2-normalised over the last axis when ``params.normalize``."""
+def embed_head(x: np.ndarray, params, projector=None) -> np.ndarray:
+    """x [..., D] -> [..., dimensions]: sentence-transformers' Dense ``projector`` (when the model has one),
+    matryoshka truncation, then L2 normalisation over the last axis when ``params.normalize``."""
+    if projector is not None:
+        x = projector(x)
     if params.dimensions is not None:
         x = x[..., :params.dimensions]
     if params.normalize:
@@ -68,24 +71,27 @@ def embed_head(x: np.ndarray, params) -> np.ndarray:
     return x.astype(np.float32)
 
 
-def classify_head(x: np.ndarray, head, act: str, params) -> np.ndarray:
-    """x [..., D] -> [..., L] through ``head`` (jaxllm.pooling.heads), with the activation ``act`` when
-    ``params.use_activation``."""
+def classify_head(x: np.ndarray, head, act: str, params, logit_bias: float | None = None) -> np.ndarray:
+    """x [..., D] -> [..., L] through ``head`` (jaxllm.pooling.heads), less ``logit_bias`` (pooler_config's),
+    with the activation ``act`` when ``params.use_activation``."""
     logits = head(x)
+    if logit_bias is not None:
+        logits = logits - np.float32(logit_bias)
     return activation(act, logits) if params.use_activation else logits
 
 
 def finish(info: PoolingModelInfo, head, state: PooledState, params) -> np.ndarray:
     """The task output of one sequence: embed [d], classify [L], score [] , token_embed [T, d],
-    token_classify [T, L]."""
+    token_classify [T, L]. ``head``: a classifier's head, or an embedding model's Dense projector (or None)."""
     task = params.task
     if task == "token_embed":
-        return embed_head(np.concatenate(state.rows), params)
+        return embed_head(np.concatenate(state.rows), params, head)
     if task == "token_classify":
-        return classify_head(np.concatenate(state.rows), head, info.classify_activation, params)
+        return classify_head(np.concatenate(state.rows), getattr(head, "token_head", head),
+                             info.classify_activation, params, info.logit_bias)
     pooled = state.pooled(info.pooling_type)
     if task == "embed":
-        return embed_head(pooled, params)
+        return embed_head(pooled, params, head)
     if task == "classify":
-        return classify_head(pooled, head, info.classify_activation, params)
-    return classify_head(pooled, head, info.score_activation, params).reshape(())  # score: one label
+        return classify_head(pooled, head, info.classify_activation, params, info.logit_bias)
+    return classify_head(pooled, head, info.score_activation, params, info.logit_bias).reshape(())  # score: one label

@@ -11,6 +11,7 @@ import numpy as np
 
 from jaxllm.call_guard import serialized
 from jaxllm.pooling.outputs import PoolingOutput, PoolingRequestOutput, ScoringRequestOutput
+from jaxllm.pooling.prompts import left_truncation, truncation_size
 from jaxllm.pooling_params import PoolingParams
 
 
@@ -18,8 +19,12 @@ class ScoringMixin:
     @serialized
     def score(self, data_1: Any, data_2: Any, /, *, truncate_prompt_tokens: int | None = None,
               use_tqdm: bool = True, pooling_params: Any = None, lora_request: Any = None,
-              tokenization_kwargs: dict[str, Any] | None = None) -> list[ScoringRequestOutput]:
+              tokenization_kwargs: dict[str, Any] | None = None,
+              chat_template: str | None = None) -> list[ScoringRequestOutput]:
         """Scores of the pairs; ``outputs.score`` is a float."""
+        if chat_template is not None:
+            raise ValueError("chat_template is not supported by score() yet: pairs are tokenized as a text pair "
+                             "(or one text for an LLM reranker); format the texts before the call")
         if self.runner_type != "pooling":
             raise ValueError("LLM.score() is only supported for pooling models. Try passing `--runner pooling` to "
                              "use the model as a pooling model.")
@@ -61,20 +66,23 @@ class ScoringMixin:
         out_1, out_2 = encoded[:len(texts_1)], encoded[len(texts_1):]
         if len(out_1) == 1:  # 1-to-N: the one query embedded once
             out_1 = out_1 * len(out_2)
+        # a pair's prompt_token_ids: both prompts, joined by the pad token when the tokenizer has one (vLLM's)
+        pad = getattr(self.tokenizer, "pad_token_id", None)
+        padding = [] if pad is None else [pad]
         scores = []
         for e1, e2 in zip(out_1, out_2):
             a, b = np.asarray(e1.outputs.data, np.float32), np.asarray(e2.outputs.data, np.float32)
             cos = float(a @ b / max(float(np.linalg.norm(a) * np.linalg.norm(b)), 1e-8))
             base = PoolingRequestOutput(f"{e1.request_id}_{e2.request_id}", PoolingOutput(np.float32(cos)),
-                                        e1.prompt_token_ids + e2.prompt_token_ids, True)
+                                        e1.prompt_token_ids + padding + e2.prompt_token_ids,
+                                        e1.num_cached_tokens + e2.num_cached_tokens, True)
             scores.append(ScoringRequestOutput.from_base(base))
         return scores
 
     def _cross_encoding_score(self, texts_1, texts_2, truncate_prompt_tokens, use_tqdm, pooling_params,
                               lora_request, tokenization_kwargs) -> list[ScoringRequestOutput]:
-        """Each pair tokenized as ``tokenizer(text, text_pair)`` (truncated by the tokenizer to k tokens when
-        ``truncate_prompt_tokens`` is set, as vLLM), then the "score" task."""
-        from jaxllm.pooling.api import truncation_size
+        """Each pair tokenized as ``tokenizer(text, text_pair)`` (truncated by the tokenizer from the left to k
+        tokens when ``truncate_prompt_tokens`` is set, as vLLM), then the "score" task."""
 
         if self.tokenizer is None:
             raise ValueError("score() on a cross-encoder needs a tokenizer (skip_tokenizer_init=True)")
@@ -86,7 +94,9 @@ class ScoringMixin:
             kwargs.update(truncation=True, max_length=k)
         prompts, params = [], []
         for a, b in zip(texts_1, texts_2):
-            encoded = self.tokenizer(text=a, text_pair=b, **kwargs)
+            with left_truncation(self.tokenizer):  # an LLM as reranker (no pad token) reads one text
+                encoded = (self.tokenizer(text=a, text_pair=b, **kwargs) if self.pooling_info.use_pad_token
+                           else self.tokenizer(text=a + b, **kwargs))
             prompts.append({"prompt_token_ids": encoded.input_ids})
             params.append(_with_token_types(pooling_params, encoded.get("token_type_ids")))
         items = self._encode(prompts, params, use_tqdm=use_tqdm, lora_request=lora_request, pooling_task="score")

@@ -40,5 +40,4 @@ def test_xlm_roberta_classifier(tmp_path):
         with torch.no_grad():
             logits = model(torch.tensor([tok(text).input_ids])).logits[0]
         np.testing.assert_allclose(out.outputs.probs, torch.softmax(logits, -1).numpy(), atol=1e-5)
-    with pytest.raises(ValueError, match="Classification API is not supported"):
-        llm.reward("hi")  # the encoders' heads read the CLS row only: no token classification
+    assert llm.reward("hi", use_tqdm=False)[0].outputs.data.shape[1] == 3  # per token (test_pool_audit_encoder)

@@ -1,0 +1,63 @@
+"""Per-prompt preparation of the pooling methods (host-side, no jax): truncation sizes, one ``PoolingParams``
+copy per prompt, and left truncation in the tokenizer (vLLM's ``truncation_side="left"``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from jaxllm.pooling_params import PoolingParams
+
+
+def truncation_size(max_model_len: int, truncate_prompt_tokens: int | None) -> int | None:
+    """Tokens to keep (the last k), as vLLM: -1 = ``max_model_len``; larger than it is an error."""
+    if truncate_prompt_tokens is None:
+        return None
+    if truncate_prompt_tokens == -1:
+        return max_model_len
+    if truncate_prompt_tokens > max_model_len:
+        raise ValueError(f"truncate_prompt_tokens value ({truncate_prompt_tokens}) is greater than "
+                         f"max_model_len ({max_model_len}). Please, select a smaller truncation size.")
+    return truncate_prompt_tokens
+
+
+def params_list(pooling_params: Any, n: int) -> list[PoolingParams]:
+    """One private copy per prompt (verify fills defaults in place)."""
+    if pooling_params is None:
+        return [PoolingParams() for _ in range(n)]
+    if isinstance(pooling_params, PoolingParams):
+        return [pooling_params.clone() for _ in range(n)]
+    if isinstance(pooling_params, (list, tuple)):
+        if len(pooling_params) != n:
+            raise ValueError(f"the lengths of prompts ({n}) and pooling_params ({len(pooling_params)}) must be "
+                             "the same")
+        for i, p in enumerate(pooling_params):
+            if not isinstance(p, PoolingParams):
+                raise TypeError(f"pooling_params[{i}] must be a PoolingParams, got {type(p).__name__}")
+        return [p.clone() for p in pooling_params]
+    raise TypeError(f"pooling_params must be a PoolingParams or a list of them, got {type(pooling_params).__name__}")
+
+
+def is_text(item: Any) -> bool:
+    """A str or TextPrompt (tokenized here) rather than token ids."""
+    return isinstance(item, str) or (isinstance(item, dict) and "prompt_token_ids" not in item)
+
+
+def lower_text(text: Any) -> Any:
+    return text.lower() if isinstance(text, str) else text  # a non-str is reported by tokenize_prompt
+
+
+@contextlib.contextmanager
+def left_truncation(tokenizer):
+    """The tokenizer truncating from the left for the duration (HF tokenizers take the side as an attribute,
+    not a call argument)."""
+    side = getattr(tokenizer, "truncation_side", None)
+    if side is None:
+        yield
+        return
+    tokenizer.truncation_side = "left"
+    try:
+        yield
+    finally:
+        tokenizer.truncation_side = side
