@@ -22,6 +22,7 @@ class CardPeaks:
 REFERENCE_CARD = "H200"
 CARD_PEAKS = {
     REFERENCE_CARD: CardPeaks(783e12, 4.3e12, "../shared/BENCHMARKS.md"),
+    "H100": CardPeaks(783e12, 3.03e12, "benchmarks/h100/peaks.json (H100 80GB HBM3)"),
 }
 
 

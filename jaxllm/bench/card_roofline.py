@@ -6,7 +6,7 @@ bound (``roofline``), so its fraction says how far it is from the H200 target; a
 were measured the same way (scripts/device_peaks.py), to its own bound as well (``card_roofline``), which says
 how well the engine uses the card it ran on. The two differ only in the peaks.
 
-    python -m jaxllm.bench.card_roofline benchmarks/h100     # add card_roofline to results measured before
+    python scripts/card_roofline.py benchmarks/h100     # add card_roofline to results measured before
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import glob
 import json
 import os
 import shlex
-import sys
 
 from jaxllm.hardware import CARD_PEAKS, REFERENCE_CARD, card_name
 
@@ -63,7 +62,3 @@ def add_to_saved(directory: str) -> list[str]:
             changed.append(path)
     return changed
 
-
-if __name__ == "__main__":
-    for changed_path in add_to_saved(sys.argv[1]):
-        print(changed_path)

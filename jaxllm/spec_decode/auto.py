@@ -29,6 +29,9 @@ CEILING_ACCEPTANCE = 0.8  # the acceptance the compiled cap on speculating seque
 REQUEST_DECAY = 0.9  # per verified step of a request: its counts cover its last ~10 verifications
 PRIOR_WEIGHT = 0.5  # the prior counts as half a verification
 HALF_LIFE_STEPS = 64  # counts halve over this many engine steps without a verification
+# n-gram lookup counts fade slower: a lookup makes its step wait for the previous step's token (no overlap of host
+# and device work), so a request whose text does not repeat is looked up again only about every 45 steps
+LOOKUP_HALF_LIFE_STEPS = 512
 MIN_EXTRA_TOKENS = 0.1  # a request whose accepted drafts are expected to add less per step is not drafted
 MIN_MATCH_RATE = 0.15  # nor one whose n-gram lookups find a draft less often than this
 MIN_GAIN = 1.1  # a step speculates when it is expected to emit 10% more tokens per second
@@ -43,22 +46,23 @@ class AcceptanceTracker:
         self._seqs: dict[int, list] = {}  # seq_id -> [accepted drafts, rejections, step of the last verification]
         self._lookups: dict[int, list] = {}  # seq_id -> [lookups that found drafts, that found none, step]
 
-    def _faded(self, counts: list) -> tuple[float, float]:
-        f = 0.5 ** ((self.step - counts[2]) / HALF_LIFE_STEPS)
+    def _faded(self, counts: list, half_life: float = HALF_LIFE_STEPS) -> tuple[float, float]:
+        f = 0.5 ** ((self.step - counts[2]) / half_life)
         return counts[0] * f, counts[1] * f
 
     def match_rate(self, seq_id: int) -> float:
         """The chance that the next n-gram lookup finds a draft: (hits + 3) / (lookups + 4), the counts fading
-        with the steps since the last lookup. A request whose text does not repeat drops below
-        ``MIN_MATCH_RATE`` after 17 misses in a row and is then looked up again every few steps."""
+        with the steps since the last lookup (``LOOKUP_HALF_LIFE_STEPS``). A request whose text does not repeat
+        drops below ``MIN_MATCH_RATE`` after 17 misses in a row and is then looked up again about every 45
+        steps."""
         counts = self._lookups.get(seq_id)
-        hits, misses = self._faded(counts) if counts is not None else (0.0, 0.0)
+        hits, misses = self._faded(counts, LOOKUP_HALF_LIFE_STEPS) if counts is not None else (0.0, 0.0)
         return (hits + 3) / (hits + misses + 4)
 
     def lookup(self, seq_id: int, found: bool) -> None:
         """An n-gram lookup of ``seq_id`` found a draft (``found``) or none."""
         counts = self._lookups.setdefault(seq_id, [0.0, 0.0, self.step])
-        hits, misses = self._faded(counts)
+        hits, misses = self._faded(counts, LOOKUP_HALF_LIFE_STEPS)
         counts[:] = [hits + found, misses + (not found), self.step]
 
     def estimate(self, seq_id: int) -> float:

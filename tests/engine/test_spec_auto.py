@@ -15,7 +15,7 @@ from jaxllm.bench.workloads import CONFIG_DIR
 from jaxllm.config import ModelConfig
 from jaxllm.engine import LLMEngine
 from jaxllm.sampling_params import SamplingParams
-from jaxllm.spec_decode.auto import AcceptanceTracker, StepLoad, choose, speculating_seqs_cap
+from jaxllm.spec_decode.auto import MIN_MATCH_RATE, AcceptanceTracker, StepLoad, choose, speculating_seqs_cap
 from jaxllm.spec_decode.config import SpeculativeConfig
 from jaxllm.spec_decode.cost import SpecCostModel, platform_peaks, step_cost
 
@@ -139,10 +139,14 @@ def test_acceptance_tracker_and_choice():
     assert low < 0.1
     t.step += 300  # long unverified: the counts fade back towards the prior
     assert t.estimate(1) > 0.5 > low
-    for _ in range(20):
+    for _ in range(17):
         t.lookup(2, False)
     before = t.match_rate(2)
-    assert before < 0.2 and t.match_rate(3) == 0.75  # a request not looked up yet: the prior
+    assert before < MIN_MATCH_RATE and t.match_rate(3) == 0.75  # a request not looked up yet: the prior
+    t.step += 30  # not looked up again for a while (each lookup makes a step wait for the previous one)
+    assert t.match_rate(2) < MIN_MATCH_RATE
+    t.step += 20  # then retried
+    assert t.match_rate(2) >= MIN_MATCH_RATE
     t.lookup(2, True)
     assert t.match_rate(2) > before
     cost = cost_8b(k=4)
