@@ -45,11 +45,12 @@ PromptType = SingletonPrompt
 
 
 def as_prompt_list(prompts: Any) -> list[Any]:
-    """The prompts of one call as a list of single prompts. A non-empty list whose first item is an int is one
-    prompt of token ids (vLLM's ``prompt_to_seq``), so ``[[1, 2], [3]]`` is two prompts and ``[1, 2]`` one."""
+    """The prompts of one call as a list of single prompts. A non-empty list of ints is one prompt of token ids
+    (vLLM's ``prompt_to_seq``), so ``[[1, 2], [3]]`` is two prompts and ``[1, 2]`` one; a list mixing ints with
+    other prompts is a list of prompts (each int then a bad prompt, named by its index)."""
     if isinstance(prompts, (str, dict)):
         return [prompts]
-    if isinstance(prompts, list) and prompts and _is_int(prompts[0]):
+    if isinstance(prompts, list) and prompts and all(_is_int(p) for p in prompts):
         return [prompts]
     if isinstance(prompts, Sequence) and not isinstance(prompts, (bytes, bytearray)):
         return list(prompts)
