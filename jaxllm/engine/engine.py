@@ -38,16 +38,15 @@ from . import metrics as _metrics
 from .accessors import EngineAccessors
 from .block_manager import BlockManager
 from .constrained_steps import ConstrainedSteps
-from .detokenizer import IncrementalDetokenizer, TokenizerView
+from .detokenizer import TokenizerView
 from .host_tier import HostTier, PreemptionCost
 from .request_checks import check_params, check_prompt, check_request_options, truncate_prompt
+from .request_sequences import make_sequences
 from .request_state import RequestState
 from .scheduler import Scheduler
-from .sequence import Sequence
 from .stat_logger import StatLogger
 from .stats import EngineStats
 
-_SEED_MOD = 2**31  # per-sequence rng seeds fit int32 (and uint32)
 # the scheduling view of a pooling request: its prompt, then done (the runner pools instead of sampling)
 _POOLING_SAMPLING_PARAMS = SamplingParams(max_tokens=1, detokenize=False)
 
@@ -217,52 +216,11 @@ class LLMEngine(EngineAccessors, ConstrainedSteps):
                                   max_logprobs=self.max_logprobs, eos_token_ids=tuple(self.eos_token_ids))
         arrival = time.time() if arrival_time is None else float(arrival_time)
 
-        eos_ids = frozenset() if params.ignore_eos else frozenset(self.eos_token_ids[:1])
-        stop_ids = frozenset(params.stop_token_ids) | (
-            frozenset() if params.ignore_eos else frozenset(self.eos_token_ids[1:])
-        )
-        banned = tuple(
-            dict.fromkeys([*(() if params.ignore_eos else self.eos_token_ids), *params.stop_token_ids])
-        )
-        needs_history = (
-            params.repetition_penalty != 1.0
-            or params.frequency_penalty != 0.0
-            or params.presence_penalty != 0.0
-            or any(len(w) > 1 for w in params.bad_words_token_ids or ())
-        )
-        grammars = self._new_grammar_states(request_id, params)
-        seqs = []
-        for index in range(params.n):
-            if params.seed is not None:
-                rng_seed = (params.seed + index) % _SEED_MOD
-            else:
-                rng_seed = int(self._rng.integers(0, _SEED_MOD))
-            detok = None
-            if self._view is not None and params.detokenize:
-                detok = IncrementalDetokenizer(self._view, ids, params)
-            seqs.append(
-                Sequence(
-                    self._next_seq_id,
-                    request_id,
-                    index,
-                    ids,
-                    params,
-                    max_tokens=max_tokens,
-                    rng_seed=rng_seed,
-                    eos_token_ids=eos_ids,
-                    stop_token_ids=stop_ids,
-                    banned_token_ids=banned,
-                    want_prompt_logprobs=params.prompt_logprobs is not None and index == 0,
-                    detokenizer=detok,
-                    needs_history=needs_history,
-                    grammar=grammars[index],
-                    priority=priority,
-                    arrival_time=arrival,
-                    lora_request=lora_request,
-                    cache_salt=cache_salt,
-                )
-            )
-            self._next_seq_id += 1
+        seqs = make_sequences(self._next_seq_id, request_id, ids, params, max_tokens=max_tokens,
+                              eos_token_ids=list(self.eos_token_ids), rng=self._rng, view=self._view,
+                              grammars=self._new_grammar_states(request_id, params), priority=priority,
+                              arrival=arrival, lora_request=lora_request, cache_salt=cache_salt)
+        self._next_seq_id += len(seqs)
         if pooling_params is not None:
             seqs[0].pooling_params = pooling_params
             seqs[0].read_prefix_cache = not pooling_params.skip_reading_prefix_cache
