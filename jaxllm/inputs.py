@@ -173,22 +173,26 @@ def check_tokenization_kwargs(kwargs: Any) -> dict[str, Any]:
     return kwargs
 
 
+def per_prompt(value: Any, num_prompts: int, kind: type, name: str, default: Any) -> list:
+    """``value`` for each of ``num_prompts`` prompts: one ``kind`` for all (``default`` when None), or a sequence
+    of exactly ``num_prompts`` of them (``name`` is the argument the errors name)."""
+    if value is None:
+        value = default
+    if isinstance(value, kind):
+        return [value] * num_prompts
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        items = list(value)
+        if len(items) != num_prompts:
+            raise ValueError(f"the lengths of prompts ({num_prompts}) and {name} ({len(items)}) must be the same")
+        for i, item in enumerate(items):
+            if not isinstance(item, kind):
+                raise TypeError(f"{name}[{i}] must be a {kind.__name__}, got {type(item).__name__}")
+        return items
+    raise TypeError(f"{name} must be a {kind.__name__} or a list of them, got {type(value).__name__}")
+
+
 def as_params_list(sampling_params: Any, num_prompts: int, default: SamplingParams) -> list[SamplingParams]:
-    if sampling_params is None:
-        return [default] * num_prompts
-    if isinstance(sampling_params, SamplingParams):
-        return [sampling_params] * num_prompts
-    if isinstance(sampling_params, Sequence) and not isinstance(sampling_params, str):
-        params = list(sampling_params)
-        if len(params) != num_prompts:
-            raise ValueError(f"the lengths of prompts ({num_prompts}) and sampling_params ({len(params)}) "
-                             "must be the same")
-        for i, p in enumerate(params):
-            if not isinstance(p, SamplingParams):
-                raise TypeError(f"sampling_params[{i}] must be a SamplingParams, got {type(p).__name__}")
-        return params
-    raise TypeError(f"sampling_params must be a SamplingParams or a list of them, got "
-                    f"{type(sampling_params).__name__}")
+    return per_prompt(sampling_params, num_prompts, SamplingParams, "sampling_params", default)
 
 
 def priority_list(priority: Any, num_prompts: int) -> list[int]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+from jaxllm.inputs import per_prompt
 from jaxllm.pooling_params import PoolingParams
 
 
@@ -24,19 +25,7 @@ def truncation_size(max_model_len: int, truncate_prompt_tokens: int | None) -> i
 
 def params_list(pooling_params: Any, n: int) -> list[PoolingParams]:
     """One private copy per prompt (verify fills defaults in place)."""
-    if pooling_params is None:
-        return [PoolingParams() for _ in range(n)]
-    if isinstance(pooling_params, PoolingParams):
-        return [pooling_params.clone() for _ in range(n)]
-    if isinstance(pooling_params, (list, tuple)):
-        if len(pooling_params) != n:
-            raise ValueError(f"the lengths of prompts ({n}) and pooling_params ({len(pooling_params)}) must be "
-                             "the same")
-        for i, p in enumerate(pooling_params):
-            if not isinstance(p, PoolingParams):
-                raise TypeError(f"pooling_params[{i}] must be a PoolingParams, got {type(p).__name__}")
-        return [p.clone() for p in pooling_params]
-    raise TypeError(f"pooling_params must be a PoolingParams or a list of them, got {type(pooling_params).__name__}")
+    return [p.clone() for p in per_prompt(pooling_params, n, PoolingParams, "pooling_params", PoolingParams())]
 
 
 def is_text(item: Any) -> bool:
