@@ -186,11 +186,10 @@ def main(argv=None) -> dict:
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
     logging.getLogger("jaxllm").addHandler(handler)
     logging.getLogger("jaxllm").setLevel(logging.INFO)
-    w = workload_from_args(args)
     if args.workload in EMBED_WORKLOADS:
         from jaxllm.bench import embed
 
-        return embed.main(args, w, argv)
+        return embed.main(args, workload_from_args(args), argv)
     w, cfg, hf, prompts, output_lens = bench_requests(args)
     with tempfile.TemporaryDirectory() as model_dir:
         with open(os.path.join(model_dir, "config.json"), "w") as f:
