@@ -39,10 +39,9 @@ def read_generation_config(args: Any, model_path: str | None) -> dict[str, Any]:
 
 
 def default_sampling_params(gen: dict[str, Any]) -> SamplingParams:
-    """vLLM's default: SamplingParams() updated with the generation config (``do_sample=False``: greedy)."""
+    """vLLM's default: SamplingParams() with the generation config's values of ``GEN_CONFIG_KEYS``. Other keys
+    are not read, ``do_sample`` included (vLLM samples at the config's temperature whatever it says)."""
     kwargs = {ours: gen[theirs] for theirs, ours in GEN_CONFIG_KEYS.items() if gen.get(theirs) is not None}
-    if gen.get("do_sample") is False:
-        kwargs["temperature"] = 0.0
     return SamplingParams(**kwargs)
 
 

@@ -115,6 +115,7 @@ class SamplingParams:
     # Set by update_from_tokenizer (engine side); not constructor arguments.
     _bad_words_token_ids: list[list[int]] | None = dataclasses.field(default=None, init=False)
     _all_stop_token_ids: set[int] = dataclasses.field(default_factory=set, init=False)
+    _eos_token_id: int | None = dataclasses.field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.n = check_int("n", self.n)
@@ -131,7 +132,7 @@ class SamplingParams:
         self.seed = check_int("seed", self.seed, optional=True)
         if self.seed == -1:
             self.seed = None
-        self.stop = check_strs("stop", self.stop)
+        self.stop = check_strs("stop", self.stop, unique=False)
         self.stop_token_ids = list(
             dict.fromkeys(check_token_ids("stop_token_ids", self.stop_token_ids) or [])
         )
@@ -226,6 +227,30 @@ class SamplingParams:
             if spaced and len(spaced) == len(plain) and spaced[0] != plain[0]:
                 result.append(spaced)
         self._bad_words_token_ids = result
+
+    def update_from_generation_config(self, generation_config: dict[str, Any],
+                                      eos_token_id: int | None = None) -> None:
+        """vLLM's per-request merge of the model's EOS ids: ``eos_token_id`` (the tokenizer's) becomes
+        ``self.eos_token_id`` unless ``ignore_eos``; the generation config's other ``eos_token_id`` values join
+        ``stop_token_ids`` (so they stop with stop_reason = the id) unless ``ignore_eos``. All of them join
+        ``all_stop_token_ids``, which ``min_tokens`` bans, ``ignore_eos`` or not."""
+        if not self.ignore_eos:
+            self._eos_token_id = eos_token_id
+        if eos_token_id is not None:
+            self._all_stop_token_ids.add(eos_token_id)
+        extra = generation_config.get("eos_token_id")
+        if extra is None:
+            return
+        extra = [extra] if isinstance(extra, int) else list(extra)
+        extra = [t for t in dict.fromkeys(extra) if t != eos_token_id]
+        self._all_stop_token_ids.update(extra)
+        if not self.ignore_eos:
+            self.stop_token_ids += [t for t in extra if t not in self.stop_token_ids]
+
+    @property
+    def eos_token_id(self) -> int | None:
+        """The request's EOS id, set by ``update_from_generation_config`` (None under ``ignore_eos``)."""
+        return self._eos_token_id
 
     @property
     def bad_words_token_ids(self) -> list[list[int]] | None:
