@@ -106,3 +106,22 @@ def test_default_sampling_params_take_vllms_generation_config_keys_only():
     # vLLM's get_diff_sampling_param reads only those keys: do_sample=False does not make it greedy
     assert default_sampling_params({"do_sample": False}) == SamplingParams()
     assert default_sampling_params({"temperature": None, "top_k": None}) == SamplingParams()
+
+
+def test_generation_config_modes_keep_the_models_eos_ids(tmp_path):
+    from types import SimpleNamespace
+
+    from jaxllm.generation_config import read_generation_config
+
+    (tmp_path / "generation_config.json").write_text('{"temperature": 0.3, "eos_token_id": [1, 7]}')
+
+    def args(where, override=None):
+        return SimpleNamespace(generation_config=where, override_generation_config=override)
+
+    assert read_generation_config(args("auto"), str(tmp_path)) == {"temperature": 0.3, "eos_token_id": [1, 7]}
+    # "vllm": vLLM's neutral sampling defaults, but the model's EOS ids still stop requests
+    assert read_generation_config(args("vllm", {"top_k": 3}), str(tmp_path)) == {"eos_token_id": [1, 7], "top_k": 3}
+    assert read_generation_config(args("vllm"), None) == {}
+    assert read_generation_config(args(str(tmp_path)), None)["temperature"] == 0.3
+    with pytest.raises(ValueError, match="no generation_config.json"):
+        read_generation_config(args(str(tmp_path / "none")), str(tmp_path))
