@@ -188,3 +188,49 @@ def test_prompt_logprobs_are_whole_when_the_prompt_is_cached(setup):
     for a, b in zip(first.prompt_logprobs[1:], again.prompt_logprobs[1:]):
         assert list(a) == list(b) and np.allclose([x.logprob for x in a.values()], [x.logprob for x in b.values()],
                                                   atol=1e-5)
+
+
+def test_generate_returns_final_outputs_whatever_the_output_kind(setup):
+    llm, _ = setup
+    ids_before = [o.request_id for o in llm.generate(["a", "b"], SamplingParams(max_tokens=1), **G)]
+    params = SamplingParams(**GREEDY, max_tokens=5, output_kind=RequestOutputKind.DELTA)
+    out = llm.generate(["a b", "c"], params, **G)
+    assert params.output_kind == RequestOutputKind.FINAL_ONLY  # vLLM's LLM sets it on the given params
+    assert out[0].outputs[0].token_ids == one(llm, **GREEDY, max_tokens=5).token_ids and out[0].finished
+    # request ids count on across calls, as vLLM's LLM counter does
+    assert [int(o.request_id) for o in out] == [int(ids_before[-1]) + 1, int(ids_before[-1]) + 2]
+
+
+def _vllm_fast_text(tok, prompt: list[int], out: list[int], skip: bool, spaces: bool) -> str:
+    """vLLM's FastIncrementalDetokenizer: a tokenizers DecodeStream primed with the prompt, raw added-token
+    text between consecutive added tokens when ``spaces_between_special_tokens`` is off."""
+    from tokenizers.decoders import DecodeStream
+
+    backend = tok.backend_tokenizer
+    stream = DecodeStream(skip_special_tokens=skip)
+    for t in prompt:
+        stream.step(backend, t)
+    added = {t: a.content for t, a in backend.get_added_tokens_decoder().items()}
+    text, last_added = "", False
+    for t in out:
+        piece = stream.step(backend, t) or ""
+        if not (skip or spaces):
+            if t in added and last_added:
+                piece = added[t]
+            last_added = t in added
+        text += piece
+    return text
+
+
+@pytest.mark.parametrize("skip", [True, False])
+@pytest.mark.parametrize("spaces", [True, False])
+def test_text_with_special_tokens_is_vllms(setup, skip, spaces):
+    llm, _ = setup
+    tok = llm.get_tokenizer()
+    bias = {EOS: 3.5, 1: 3.5, 420: 3.5}  # <eos>, <pad> and <extra> come up now and then
+    params = SamplingParams(max_tokens=16, seed=5, ignore_eos=True, logit_bias=bias, skip_special_tokens=skip,
+                            spaces_between_special_tokens=spaces)
+    out = llm.generate("a b", params, **G)[0]
+    c = out.outputs[0]
+    assert {EOS, 1, 420} & set(c.token_ids), c.token_ids
+    assert c.text == _vllm_fast_text(tok, out.prompt_token_ids, c.token_ids, skip, spaces)

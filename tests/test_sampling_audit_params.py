@@ -125,3 +125,12 @@ def test_generation_config_modes_keep_the_models_eos_ids(tmp_path):
     assert read_generation_config(args(str(tmp_path)), None)["temperature"] == 0.3
     with pytest.raises(ValueError, match="no generation_config.json"):
         read_generation_config(args(str(tmp_path / "none")), str(tmp_path))
+
+
+@pytest.mark.parametrize("mode", ["raw_logits", "processed_logprobs", "processed_logits"])
+def test_logprobs_modes_other_than_raw_logprobs_are_refused_by_name(mode):
+    from jaxllm.engine_args import EngineArgs
+
+    assert EngineArgs.from_kwargs({"logprobs_mode": "raw_logprobs"}).logprobs_mode == "raw_logprobs"  # vLLM's default
+    with pytest.raises(ValueError, match=f"logprobs_mode='{mode}'"):
+        EngineArgs.from_kwargs({"logprobs_mode": mode})
