@@ -185,6 +185,7 @@ def test_prompt_logprobs_are_whole_when_the_prompt_is_cached(setup):
     assert cached.num_cached_tokens > 0  # the prompt's blocks are in the prefix cache
     again = llm.generate(prompt, SamplingParams(max_tokens=1, prompt_logprobs=1), **G)[0]
     assert len(again.prompt_logprobs) == len(again.prompt_token_ids)
+    assert again.num_cached_tokens == 0  # vLLM's skip_reading_prefix_cache for prompt logprobs
     for a, b in zip(first.prompt_logprobs[1:], again.prompt_logprobs[1:]):
         assert list(a) == list(b) and np.allclose([x.logprob for x in a.values()], [x.logprob for x in b.values()],
                                                   atol=1e-5)
