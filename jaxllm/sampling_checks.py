@@ -162,6 +162,8 @@ def check_ranges(p: Any) -> None:
                          "logit_bias -inf")
     if p.allowed_token_ids is not None and len(p.allowed_token_ids) == 0:
         raise ValueError("allowed_token_ids is not None and empty!")
+    if p.stream_interval is not None and p.stream_interval < 1:
+        raise ValueError(f"stream_interval must be at least 1, got {p.stream_interval}.")
     k = p.truncate_prompt_tokens
     if k is not None and (k == 0 or k < -1):
         raise ValueError(f"truncate_prompt_tokens has to be a positive integer or -1, got {k}")

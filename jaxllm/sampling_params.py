@@ -104,6 +104,9 @@ class SamplingParams:
     # None: no truncation; k > 0: keep the last k prompt tokens; -1: keep the last max_model_len tokens.
     truncate_prompt_tokens: int | None = None
     output_kind: RequestOutputKind = RequestOutputKind.CUMULATIVE
+    # Streamed outputs (CUMULATIVE / DELTA through LLMEngine.step) come every this many new tokens; the first
+    # and the final output come at once. None: every step that adds tokens.
+    stream_interval: int | None = None
     # Logprobs as FlatLogprobs (one flat list per field, indexed like the list of dicts) instead of a list
     # of {token_id: Logprob} dicts per position.
     flat_logprobs: bool = False
@@ -154,6 +157,7 @@ class SamplingParams:
         self.allowed_token_ids = check_token_ids("allowed_token_ids", self.allowed_token_ids)
         self.truncate_prompt_tokens = check_int("truncate_prompt_tokens", self.truncate_prompt_tokens,
                                                  optional=True)
+        self.stream_interval = check_int("stream_interval", self.stream_interval, optional=True)
         if not isinstance(self.output_kind, RequestOutputKind):
             raise TypeError(f"output_kind must be a RequestOutputKind, got {self.output_kind!r}")
         if self.extra_args is not None and not isinstance(self.extra_args, dict):

@@ -235,3 +235,16 @@ def test_text_with_special_tokens_is_vllms(setup, skip, spaces):
     c = out.outputs[0]
     assert {EOS, 1, 420} & set(c.token_ids), c.token_ids
     assert c.text == _vllm_fast_text(tok, out.prompt_token_ids, c.token_ids, skip, spaces)
+
+
+def test_stream_interval_batches_streamed_tokens(setup):
+    llm, _ = setup
+    params = SamplingParams(**GREEDY, max_tokens=8, stream_interval=3, output_kind=RequestOutputKind.DELTA)
+    deltas = _stream(llm, "interval", "a b", params)
+    # the first output at once, then every 3 new tokens, and the final one whatever is left
+    assert [len(c.token_ids) for c in deltas] == [1, 3, 3, 1]
+    assert [t for c in deltas for t in c.token_ids] == one(llm, **GREEDY, max_tokens=8).token_ids
+    every = _stream(llm, "every", "a b", SamplingParams(**GREEDY, max_tokens=4, output_kind=RequestOutputKind.DELTA))
+    assert [len(c.token_ids) for c in every] == [1, 1, 1, 1]
+    with pytest.raises(ValueError, match="stream_interval must be at least 1, got 0"):
+        SamplingParams(stream_interval=0)

@@ -35,8 +35,12 @@ class RequestState:
         return self.params.output_kind != RequestOutputKind.FINAL_ONLY
 
     def has_news(self) -> bool:
-        """Whether some sample got tokens since this request's last output."""
-        return sum(_num_outputs(s) for s in self.seqs) != self.last_num_tokens
+        """Whether an unfinished request has an output to stream: some sample got tokens since its last output
+        (at least ``SamplingParams.stream_interval`` of them, but the first output comes at once)."""
+        new = sum(_num_outputs(s) for s in self.seqs) - self.last_num_tokens
+        if self.last_num_tokens == 0:
+            return new > 0
+        return new >= (self.params.stream_interval or 1)
 
     def make_output(self, finished: bool) -> RequestOutput:
         """The RequestOutput of now (``finished``: the final one, which also stamps the finish time)."""
