@@ -248,3 +248,19 @@ def test_stream_interval_batches_streamed_tokens(setup):
     assert [len(c.token_ids) for c in every] == [1, 1, 1, 1]
     with pytest.raises(ValueError, match="stream_interval must be at least 1, got 0"):
         SamplingParams(stream_interval=0)
+
+
+def test_a_stop_string_ending_inside_a_token_cuts_that_token(setup):
+    llm, _ = setup
+    tok = llm.get_tokenizer()
+    full = one(llm, **GREEDY, max_tokens=24)
+    ends = {len(tok.decode(full.token_ids[:k + 1])) for k in range(len(full.token_ids))}
+    text = full.text
+    start, end = next((s, s + 2) for s in range(len(text) - 2)
+                      if s + 2 not in ends and text.find(text[s:s + 2]) == s and "\ufffd" not in text[s:s + 3])
+    stop = text[start:end]
+    cut = one(llm, **GREEDY, max_tokens=24, stop=stop)
+    kept = one(llm, **GREEDY, max_tokens=24, stop=stop, include_stop_str_in_output=True)
+    assert (cut.text, cut.stop_reason) == (text[:start], stop)
+    assert (kept.text, kept.stop_reason) == (text[:end], stop)  # the rest of the completing token is dropped
+    assert kept.token_ids == cut.token_ids and len(tok.decode(kept.token_ids)) > end
