@@ -107,6 +107,7 @@ class SamplingParams:
     # Streamed outputs (CUMULATIVE / DELTA through LLMEngine.step) come every this many new tokens; the first
     # and the final output come at once. None: every step that adds tokens.
     stream_interval: int | None = None
+    skip_clone: bool = False  # clone() is a shallow copy: the caller promises not to share the object
     # Logprobs as FlatLogprobs (one flat list per field, indexed like the list of dicts) instead of a list
     # of {token_id: Logprob} dicts per position.
     flat_logprobs: bool = False
@@ -147,6 +148,7 @@ class SamplingParams:
             "skip_special_tokens",
             "spaces_between_special_tokens",
             "flat_logprobs",
+            "skip_clone",
         ):
             setattr(self, name, check_bool(name, getattr(self, name)))
         self.max_tokens = check_int("max_tokens", self.max_tokens, optional=True)
@@ -277,7 +279,7 @@ class SamplingParams:
         return self.temperature < SAMPLING_EPS
 
     def clone(self) -> SamplingParams:
-        return copy.deepcopy(self)
+        return copy.copy(self) if self.skip_clone else copy.deepcopy(self)
 
     def __repr__(self) -> str:
         return (

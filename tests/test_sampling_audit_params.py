@@ -47,6 +47,8 @@ def test_clone_equality_and_repr():
     assert q == p and q is not p and q.stop is not p.stop and q.logit_bias is not p.logit_bias
     q.stop_token_ids.append(8)
     assert p.stop_token_ids == [7] and q != p
+    shallow = SamplingParams(stop=["x"], skip_clone=True).clone()  # vLLM: skip_clone makes clone() shallow
+    assert shallow.stop is shallow.clone().stop
     assert SamplingParams(temperature=0.5) == SamplingParams(temperature=0.5)
     assert SamplingParams(temperature=0.5) != SamplingParams(temperature=0.6)
     r = repr(p)
