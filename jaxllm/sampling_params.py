@@ -292,7 +292,6 @@ class SamplingParams:
             f"logprobs={self.logprobs}, prompt_logprobs={self.prompt_logprobs}, "
             f"skip_special_tokens={self.skip_special_tokens}, "
             f"spaces_between_special_tokens={self.spaces_between_special_tokens}, "
-            f"logit_bias={self.logit_bias}, allowed_token_ids={self.allowed_token_ids}, "
-            f"truncate_prompt_tokens={self.truncate_prompt_tokens}, extra_args={self.extra_args}, "
-            f"structured_outputs={self.structured_outputs})"
+            f"truncate_prompt_tokens={self.truncate_prompt_tokens}, "
+            f"structured_outputs={self.structured_outputs}, extra_args={self.extra_args})"
         )

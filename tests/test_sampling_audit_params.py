@@ -54,7 +54,9 @@ def test_clone_equality_and_repr():
     r = repr(p)
     assert r.startswith("SamplingParams(n=2, presence_penalty=0.0, frequency_penalty=0.0, repetition_penalty=1.0, "
                         "temperature=0.7, top_p=1.0, top_k=0, min_p=0.0, seed=3, stop=['x'], stop_token_ids=[7], ")
-    assert "max_tokens=16" in r and "logprobs=None" in r and "skip_special_tokens=True" in r
+    assert r.endswith("max_tokens=16, min_tokens=0, logprobs=None, prompt_logprobs=None, skip_special_tokens=True, "
+                      "spaces_between_special_tokens=True, truncate_prompt_tokens=None, structured_outputs=None, "
+                      "extra_args=None)")  # vLLM's fields, in vLLM's order
 
 
 def test_greedy_normalization_and_n():
