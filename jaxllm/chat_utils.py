@@ -10,9 +10,10 @@ template (its Jinja syntax tree) to see which one it expects, as vLLM does.
 
 from __future__ import annotations
 
-import functools
+import json
 from typing import Any
 
+from jaxllm.chat_template import detect_content_format
 from jaxllm.sampling_checks import check_unicode
 
 CONTENT_FORMATS = ("auto", "string", "openai")
@@ -50,13 +51,40 @@ def normalize_messages(conversation: list[dict], content_format: str) -> list[di
             msg["content"] = "" if content_format == "string" else []
         else:
             texts = _text_parts(i, msg["content"])
-            if content_format == "string":
+            if content_format == "string" or role == "tool":  # vLLM: a tool result is one string
                 msg["content"] = texts if isinstance(texts, str) else "\n".join(texts)
             else:
                 parts = [texts] if isinstance(texts, str) else texts
                 msg["content"] = [{"type": "text", "text": t} for t in parts]
+        if role == "assistant" and isinstance(msg.get("tool_calls"), list):
+            _tool_calls_for_template(msg)
         out.append(msg)
     return out
+
+
+def _tool_calls_for_template(msg: dict) -> None:
+    """An assistant message's ``tool_calls`` as HF tool-use templates read them (as vLLM passes them): each
+    call's ``function.arguments`` as a dict (OpenAI sends a JSON str; an unparsable or missing one becomes
+    ``{}``), and an empty list dropped so the template takes its plain assistant path. Copies; the caller's
+    message is left as it was."""
+    if not msg["tool_calls"]:
+        del msg["tool_calls"]
+        return
+    calls = []
+    for call in msg["tool_calls"]:
+        function = call.get("function") if isinstance(call, dict) else None
+        if isinstance(function, dict):
+            args = function.get("arguments")
+            if isinstance(args, str):
+                try:
+                    args = json.loads(args)
+                except json.JSONDecodeError:
+                    args = {}
+            elif not isinstance(args, (dict, list)):
+                args = {}
+            call = {**call, "function": {**function, "arguments": args}}
+        calls.append(call)
+    msg["tool_calls"] = calls
 
 
 def _text_parts(index: int, content: Any) -> str | list[str]:
@@ -89,50 +117,26 @@ def _text_parts(index: int, content: Any) -> str | list[str]:
     return texts
 
 
-def resolve_content_format(content_format: str, template: str | None) -> str:
-    """"string" or "openai": the given format, or (``"auto"``) the one ``template`` expects."""
+def resolve_content_format(content_format: str, template: str) -> str:
+    """"string" or "openai": the given format, or (``"auto"``) the one ``template`` expects
+    (``jaxllm.chat_template.detect_content_format``)."""
     if content_format not in CONTENT_FORMATS:
         raise ValueError(f"chat_template_content_format={content_format!r} is not supported; choose one of "
                          f"{CONTENT_FORMATS}")
     if content_format != "auto":
         return content_format
-    return _detect_format(template) if template else "string"
-
-
-@functools.lru_cache(maxsize=32)
-def _detect_format(template: str) -> str:
-    """"openai" when the template loops over a message's content (``{% for x in message['content'] %}``) or
-    reads a part's ``type``/``text`` inside such a loop; "string" otherwise (also when it does not parse)."""
-    import jinja2
-    from jinja2 import nodes
-
-    try:
-        ast = jinja2.Environment().parse(template)
-    except jinja2.TemplateError:
-        return "string"
-    for loop in ast.find_all(nodes.For):
-        if _reads_content(loop.iter):
-            return "openai"
-    return "string"
-
-
-def _reads_content(node: Any) -> bool:
-    from jinja2 import nodes
-
-    if isinstance(node, nodes.Getitem):
-        return isinstance(node.arg, nodes.Const) and node.arg.value == "content"
-    if isinstance(node, nodes.Getattr):
-        return node.attr == "content"
-    if isinstance(node, nodes.Filter):  # e.g. message['content'] | selectattr(...)
-        return node.node is not None and _reads_content(node.node)
-    return False
+    return detect_content_format(template)
 
 
 def render_conversations(tokenizer: Any, conversations: list[list[dict]], content_format: str,
+                         tokenization_kwargs: dict[str, Any] | None = None,
                          **template_kwargs: Any) -> list[dict[str, Any]]:
-    """Each conversation through the tokenizer's chat template: TokensPrompt dicts (``prompt`` text and its
+    """Each conversation through the chat template: TokensPrompt dicts (``prompt`` text and its
     ``prompt_token_ids``). ``template_kwargs``: the template's arguments (chat_template, add_generation_prompt,
-    tools, ...). With several conversations, an error names the one at fault."""
+    tools, ...). The text is tokenized without special tokens (the template wrote them: no second BOS), as vLLM
+    does, unless ``tokenization_kwargs`` says otherwise. With several conversations, an error names the one at
+    fault."""
+    encode_kwargs = {"add_special_tokens": False, **(tokenization_kwargs or {})}
     prompts = []
     for k, conv in enumerate(conversations):
         try:
@@ -142,17 +146,19 @@ def render_conversations(tokenizer: Any, conversations: list[list[dict]], conten
             if len(conversations) == 1:
                 raise
             raise (ValueError if isinstance(e, ValueError) else TypeError)(f"conversation {k}: {e}") from e
-        ids = tokenizer(text, add_special_tokens=False).input_ids
+        ids = tokenizer(text, **encode_kwargs).input_ids
         prompts.append({"prompt": text, "prompt_token_ids": ids})
     return prompts
 
 
 def apply_chat_template(tokenizer: Any, conversation: list[dict], **kwargs: Any) -> str:
-    """The tokenizer's chat template as text. An error the template raises (Gemma's "System role not supported",
-    roles that do not alternate) becomes a ValueError with its message, as in vLLM."""
-    import jinja2
-
+    """The chat template's text. Whatever the template raises (Gemma's "System role not supported", roles that
+    do not alternate, a template reading a field the message lacks) becomes a ValueError with its message, as in
+    vLLM."""
     try:
-        return tokenizer.apply_chat_template(conversation, tokenize=False, **kwargs)
-    except jinja2.TemplateError as e:
-        raise ValueError(f"chat template error: {e}") from e
+        text = tokenizer.apply_chat_template(conversation, tokenize=False, **kwargs)
+    except Exception as e:  # the template is user code: vLLM reports any of its errors as a ValueError
+        raise ValueError(f"chat template error: {type(e).__name__}: {e}") from e
+    if not isinstance(text, str):
+        raise TypeError(f"the chat template rendered {type(text).__name__}, not text")
+    return text

@@ -13,6 +13,7 @@ from typing import Any
 from jaxllm import chat_utils
 from jaxllm.beam_search import BeamSearchOutput, beam_search
 from jaxllm.call_guard import CallGuard, serialized
+from jaxllm.chat_template import resolve_template, template_kwargs
 from jaxllm.engine import LLMEngine
 from jaxllm.engine.data_parallel import DataParallelEngine, RemoteReplica
 from jaxllm.engine_args import EngineArgs, derived_max_model_len
@@ -185,31 +186,31 @@ class LLM(EngineControl, PoolingMixin):
              chat_template_content_format: str = "auto", add_generation_prompt: bool = True,
              continue_final_message: bool = False, tools: list[dict[str, Any]] | None = None,
              chat_template_kwargs: dict[str, Any] | None = None,
+             tokenization_kwargs: dict[str, Any] | None = None,
              mm_processor_kwargs: dict[str, Any] | None = None) -> list[RequestOutput]:
         """Generate replies to one conversation (a list of {"role", "content"} dicts) or a list of them.
 
         Content is a str or a list of OpenAI-style text parts; ``chat_template_content_format`` says how the
-        template receives it ("auto" reads the template; see ``jaxllm.chat_utils``). ``tools`` (OpenAI tool
-        schemas) are passed to the template. Media parts and ``mm_processor_kwargs`` are a ValueError
+        template receives it ("auto" reads the template; see ``jaxllm.chat_template``). ``tools`` (OpenAI tool
+        schemas) are passed to the template; ``chat_template_kwargs`` (e.g. ``enable_thinking``, ``documents``)
+        too, its keys winning over the named arguments. The rendered text is tokenized without special tokens
+        (``tokenization_kwargs`` may change that). Media parts and ``mm_processor_kwargs`` are a ValueError
         (text-only models)."""
         self._check_generate_runner("chat")
         if self.tokenizer is None:
             raise ValueError("chat() needs a tokenizer, but LLM was built with skip_tokenizer_init=True")
         if mm_processor_kwargs is not None:
             raise ValueError("mm_processor_kwargs is not supported: jaxllm serves text-only models")
-        if add_generation_prompt and continue_final_message:
-            raise ValueError("continue_final_message and add_generation_prompt cannot both be True")
         if tools is not None and not (isinstance(tools, list) and all(isinstance(t, dict) for t in tools)):
             raise TypeError(f"tools must be a list of dicts (OpenAI tool schemas), got {tools!r}")
+        kwargs = template_kwargs(chat_template_kwargs, add_generation_prompt=add_generation_prompt,
+                                 continue_final_message=continue_final_message, tools=tools)
         conversations = chat_utils.as_conversations(messages)
-        template = chat_template if chat_template is not None else getattr(self.tokenizer, "chat_template", None)
+        template = resolve_template(self.tokenizer, chat_template, kwargs.get("tools"))
         content_format = chat_utils.resolve_content_format(chat_template_content_format, template)
-        extra = dict(chat_template_kwargs or {})
-        if tools is not None:
-            extra["tools"] = tools
         prompts = chat_utils.render_conversations(
-            self.tokenizer, conversations, content_format, chat_template=chat_template,
-            add_generation_prompt=add_generation_prompt, continue_final_message=continue_final_message, **extra)
+            self.tokenizer, conversations, content_format, check_tokenization_kwargs(tokenization_kwargs),
+            chat_template=template, **kwargs)
         return self._generate(prompts, sampling_params, use_tqdm, lora_request)
 
     @serialized
