@@ -23,9 +23,13 @@ _MEDIA_TYPES = ("image_url", "image", "image_pil", "image_embeds", "input_image"
 
 
 def as_conversations(messages: Any) -> list[list[dict]]:
-    """One conversation (a list of message dicts) or a batch of them, as a list of conversations."""
-    if not isinstance(messages, (list, tuple)) or not messages:
-        raise TypeError("messages must be a non-empty list of {'role', 'content'} dicts or a list of them")
+    """One conversation (a list of message dicts) or a batch of them, as a list of conversations (none for an
+    empty list, as vLLM)."""
+    if not isinstance(messages, (list, tuple)):
+        raise TypeError("messages must be a list of {'role', 'content'} dicts or a list of them, got "
+                        f"{type(messages).__name__}")
+    if not messages:
+        return []
     conversations = [messages] if isinstance(messages[0], dict) else list(messages)
     for i, conv in enumerate(conversations):
         if not isinstance(conv, (list, tuple)) or not all(isinstance(m, dict) for m in conv):

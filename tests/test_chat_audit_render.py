@@ -7,8 +7,8 @@ from __future__ import annotations
 import copy
 
 import pytest
-
 from chat_audit_tokenizer import llama_tokenizer
+
 from jaxllm.chat_template import NO_TEMPLATE, detect_content_format, resolve_template, template_kwargs
 from jaxllm.chat_utils import normalize_messages, render_conversations
 
@@ -22,17 +22,17 @@ USER = [{"role": "user", "content": "Hello world"}]
     ("{% for message in messages %}{% for c in message['content'] %}{{ c['text'] }}{% endfor %}{% endfor %}",
      "openai"),
     ("{% for m in messages %}{% for c in m.content %}{{ c.text }}{% endfor %}{% endfor %}", "openai"),
-    ("{% for m in messages %}{% for c in m['content'] | selectattr('type', 'equalto', 'text') %}{{ c.text }}"
-     "{% endfor %}{% endfor %}", "openai"),
+    (("{% for m in messages %}{% for c in m['content'] | selectattr('type', 'equalto', 'text') %}{{ c.text }}"
+     "{% endfor %}{% endfor %}"), "openai"),
     # messages reached through a variable set from it (Llama 3's loop_messages), with loop controls
-    ("{% set loop_messages = messages[1:] %}{% for m in loop_messages %}{% for c in m['content'] %}"
-     "{% if c['type'] == 'text' %}{{ c['text'] }}{% break %}{% endif %}{% endfor %}{% endfor %}", "openai"),
+    (("{% set loop_messages = messages[1:] %}{% for m in loop_messages %}{% for c in m['content'] %}"
+     "{% if c['type'] == 'text' %}{{ c['text'] }}{% break %}{% endif %}{% endfor %}{% endfor %}"), "openai"),
     # HF's {% generation %} block parses
-    ("{% for m in messages %}{% generation %}{% for c in m['content'] %}{{ c.text }}{% endfor %}"
-     "{% endgeneration %}{% endfor %}", "openai"),
+    (("{% for m in messages %}{% generation %}{% for c in m['content'] %}{{ c.text }}{% endfor %}"
+     "{% endgeneration %}{% endfor %}"), "openai"),
     # a loop over the 'content' of something that is not a message: a string (vLLM looks at messages only)
-    ("{% for d in documents %}{% for c in d['content'] %}{{ c }}{% endfor %}{% endfor %}"
-     "{% for m in messages %}{{ m['content'] }}{% endfor %}", "string"),
+    (("{% for d in documents %}{% for c in d['content'] %}{{ c }}{% endfor %}{% endfor %}"
+     "{% for m in messages %}{{ m['content'] }}{% endfor %}"), "string"),
     ("{% for x in y", "string"),  # does not parse
 ])
 def test_auto_content_format_follows_vllm(template, expected):
@@ -74,7 +74,7 @@ def test_template_resolution():
 
 
 def test_template_kwargs_merge_and_reserved_keys():
-    explicit = dict(add_generation_prompt=True, continue_final_message=False, tools=None)
+    explicit = {"add_generation_prompt": True, "continue_final_message": False, "tools": None}
     assert template_kwargs({"enable_thinking": False}, **explicit) == {**explicit, "enable_thinking": False}
     # vLLM's LLM.chat: the dict's keys update the named arguments
     merged = template_kwargs({"add_generation_prompt": False, "continue_final_message": True}, **explicit)
