@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 
-TOKENIZER_MODES = ("auto", "slow", "mistral")
+TOKENIZER_MODES = ("auto", "hf", "slow", "mistral")  # vLLM's; "hf" is the HF (fast) tokenizer, as "auto"
 
 
 def load_tokenizer(path: str, *, tokenizer_mode: str = "auto", trust_remote_code: bool = False,

@@ -108,3 +108,16 @@ def test_tool_call_messages_as_vllm_passes_them():
     missing = {**call, "function": {"name": "f"}}
     (_, got) = normalize_messages([conv[0], {"role": "assistant", "tool_calls": [bad, missing]}], "string")
     assert [c["function"]["arguments"] for c in got["tool_calls"]] == [{}, {}]
+
+
+def test_tokenizer_modes(tmp_path):
+    from chat_audit_tokenizer import save_llama_tokenizer
+
+    from jaxllm.tokenizer import load_tokenizer
+
+    save_llama_tokenizer(tmp_path)
+    for mode in ("auto", "hf"):  # vLLM's "hf": the HF fast tokenizer
+        tok = load_tokenizer(str(tmp_path), tokenizer_mode=mode)
+        assert tok.is_fast and tok.encode("Hello world") == llama_tokenizer().encode("Hello world")
+    with pytest.raises(ValueError, match="tokenizer_mode='custom' is not supported"):
+        load_tokenizer(str(tmp_path), tokenizer_mode="custom")
