@@ -62,6 +62,8 @@ def normalize_messages(conversation: list[dict], content_format: str) -> list[di
                 msg["content"] = [{"type": "text", "text": t} for t in parts]
         if role == "assistant" and isinstance(msg.get("tool_calls"), list):
             _tool_calls_for_template(msg)
+        if role == "assistant" and msg.get("reasoning") is not None:
+            msg["reasoning_content"] = msg["reasoning"]  # vLLM: the name Qwen3-style templates read
         out.append(msg)
     return out
 

@@ -108,6 +108,8 @@ def test_tool_call_messages_as_vllm_passes_them():
     missing = {**call, "function": {"name": "f"}}
     (_, got) = normalize_messages([conv[0], {"role": "assistant", "tool_calls": [bad, missing]}], "string")
     assert [c["function"]["arguments"] for c in got["tool_calls"]] == [{}, {}]
+    (thought,) = normalize_messages([{"role": "assistant", "content": "4", "reasoning": "2+2"}], "string")
+    assert thought["reasoning_content"] == thought["reasoning"] == "2+2"
 
 
 def test_tokenizer_modes(tmp_path):
