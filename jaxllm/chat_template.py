@@ -19,14 +19,17 @@ NO_TEMPLATE = ("As of transformers v4.44, default chat template is no longer all
 RESERVED_KWARGS = ("chat_template", "tokenize")
 
 
-def resolve_template(tokenizer: Any, chat_template: str | None, tools: list[dict] | None) -> str:
-    """The Jinja source ``LLM.chat`` renders with; a ValueError (vLLM's message) when there is none."""
+def resolve_template(tokenizer: Any, chat_template: str | None, tools: list[dict] | None) -> str | None:
+    """The Jinja source ``LLM.chat`` renders with; a ValueError (vLLM's message) when there is none. None for a
+    tokenizer that renders chats itself without templates (mistral_common's)."""
     if chat_template is not None:
         if not isinstance(chat_template, str):
             raise TypeError(f"chat_template must be a str (a Jinja template), got {type(chat_template).__name__}")
         return chat_template
     try:
         template = tokenizer.get_chat_template(None, tools=tools)
+    except NotImplementedError:  # mistral_common: no templates by design, its apply_chat_template renders
+        return None
     except (ValueError, KeyError, AttributeError, TypeError):  # HF: no template set, or none by that name
         template = None
     if template is None or template == "":

@@ -123,15 +123,15 @@ def _text_parts(index: int, content: Any) -> str | list[str]:
     return texts
 
 
-def resolve_content_format(content_format: str, template: str) -> str:
+def resolve_content_format(content_format: str, template: str | None) -> str:
     """"string" or "openai": the given format, or (``"auto"``) the one ``template`` expects
-    (``jaxllm.chat_template.detect_content_format``)."""
+    (``jaxllm.chat_template.detect_content_format``; "string" without a template)."""
     if content_format not in CONTENT_FORMATS:
         raise ValueError(f"chat_template_content_format={content_format!r} is not supported; choose one of "
                          f"{CONTENT_FORMATS}")
     if content_format != "auto":
         return content_format
-    return detect_content_format(template)
+    return detect_content_format(template) if template is not None else "string"
 
 
 def render_conversations(tokenizer: Any, conversations: list[list[dict]], content_format: str,

@@ -210,7 +210,7 @@ class LLM(EngineControl, PoolingMixin):
         content_format = chat_utils.resolve_content_format(chat_template_content_format, template)
         prompts = chat_utils.render_conversations(
             self.tokenizer, conversations, content_format, check_tokenization_kwargs(tokenization_kwargs),
-            chat_template=template, **kwargs)
+            **({} if template is None else {"chat_template": template}), **kwargs)
         return self._generate(prompts, sampling_params, use_tqdm, lora_request)
 
     @serialized

@@ -123,3 +123,30 @@ def test_tokenizer_modes(tmp_path):
         assert tok.is_fast and tok.encode("Hello world") == llama_tokenizer().encode("Hello world")
     with pytest.raises(ValueError, match="tokenizer_mode='custom' is not supported"):
         load_tokenizer(str(tmp_path), tokenizer_mode="custom")
+
+
+class OwnRenderer:
+    """A tokenizer that renders chats without templates (as mistral_common's): get_chat_template is not
+    implemented, apply_chat_template takes no chat_template."""
+
+    def get_chat_template(self, chat_template=None, tools=None):
+        raise NotImplementedError("no templates by design")
+
+    def apply_chat_template(self, conversation, tokenize=True, chat_template=None, **kwargs):
+        assert chat_template is None and not tokenize
+        return "".join(f"[INST] {m['content']} [/INST]" for m in conversation)
+
+    def __call__(self, text, **kwargs):
+        return llama_tokenizer()(text, **kwargs)
+
+
+def test_tokenizer_that_renders_chats_itself():
+    from jaxllm.chat_utils import resolve_content_format
+
+    tok = OwnRenderer()
+    assert resolve_template(tok, None, None) is None
+    assert resolve_content_format("auto", None) == "string"
+    kwargs = template_kwargs(None, add_generation_prompt=True, continue_final_message=False, tools=None)
+    (prompt,) = render_conversations(tok, [USER], "string", **kwargs)
+    assert prompt["prompt"] == "[INST] Hello world [/INST]"
+    assert prompt["prompt_token_ids"] == llama_tokenizer()(prompt["prompt"], add_special_tokens=False).input_ids
