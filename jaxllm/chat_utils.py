@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from jaxllm.chat_template import detect_content_format
+from jaxllm.chat_template import detect_content_format, resolve_template, template_kwargs
+from jaxllm.inputs import check_tokenization_kwargs
 from jaxllm.sampling_checks import check_unicode
 
 CONTENT_FORMATS = ("auto", "string", "openai")
@@ -132,6 +133,31 @@ def resolve_content_format(content_format: str, template: str | None) -> str:
     if content_format != "auto":
         return content_format
     return detect_content_format(template) if template is not None else "string"
+
+
+def chat_prompts(tokenizer: Any, messages: Any, *, chat_template: str | None = None,
+                 chat_template_content_format: str = "auto", add_generation_prompt: bool = True,
+                 continue_final_message: bool = False, tools: list[dict[str, Any]] | None = None,
+                 chat_template_kwargs: dict[str, Any] | None = None,
+                 tokenization_kwargs: dict[str, Any] | None = None,
+                 mm_processor_kwargs: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """``LLM.chat`` / ``LLM.preprocess_chat``'s prompts: one TokensPrompt dict (``prompt`` text and
+    ``prompt_token_ids``) per conversation of ``messages``. Every check runs before anything is queued."""
+    if tokenizer is None:
+        raise ValueError("chat needs a tokenizer, but LLM was built with skip_tokenizer_init=True")
+    if mm_processor_kwargs is not None:
+        raise ValueError("mm_processor_kwargs is not supported: jaxllm serves text-only models")
+    if tools is not None and not (isinstance(tools, list) and all(isinstance(t, dict) for t in tools)):
+        raise TypeError(f"tools must be a list of dicts (OpenAI tool schemas), got {tools!r}")
+    tokenization_kwargs = check_tokenization_kwargs(tokenization_kwargs)
+    kwargs = template_kwargs(chat_template_kwargs, add_generation_prompt=add_generation_prompt,
+                             continue_final_message=continue_final_message, tools=tools)
+    conversations = as_conversations(messages)
+    template = resolve_template(tokenizer, chat_template, kwargs.get("tools"))
+    content_format = resolve_content_format(chat_template_content_format, template)
+    if template is not None:
+        kwargs["chat_template"] = template
+    return render_conversations(tokenizer, conversations, content_format, tokenization_kwargs, **kwargs)
 
 
 def render_conversations(tokenizer: Any, conversations: list[list[dict]], content_format: str,

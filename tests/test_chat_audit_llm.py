@@ -195,3 +195,25 @@ def test_multibyte_characters_split_across_tokens_detokenize_exactly():
             det.update(token, n, False)
             assert "\ufffd" not in det.output_text
         assert det.output_text == tok.decode(out, skip_special_tokens=True) == text
+
+
+def test_preprocess_chat_gives_chats_prompts(llm):
+    conversations = [USER, [{"role": "user", "content": "Hi"}]]
+    prompts = llm.preprocess_chat(conversations, chat_template=THINK_TEMPLATE,
+                                  chat_template_kwargs={"enable_thinking": False})
+    tok = llm.get_tokenizer()
+    assert [p["prompt"] for p in prompts] == ["<user>Hello world<assistant><think></think>",
+                                              "<user>Hi<assistant><think></think>"]
+    assert [p["prompt_token_ids"] for p in prompts] == [tok(p["prompt"], add_special_tokens=False).input_ids
+                                                        for p in prompts]
+    direct = chat(llm, conversations, chat_template=THINK_TEMPLATE, chat_template_kwargs={"enable_thinking": False})
+    via = llm.generate(prompts, GREEDY, use_tqdm=False)
+    assert [(o.prompt, o.prompt_token_ids, o.outputs[0].token_ids) for o in via] == \
+        [(o.prompt, o.prompt_token_ids, o.outputs[0].token_ids) for o in direct]
+    with pytest.raises(TypeError, match="lora_request"):
+        llm.preprocess_chat(USER, lora_request="adapter")
+    # chat's tokenization_kwargs reach the tokenizer (vLLM's chat takes them too)
+    (cut,) = chat(llm, USER, tokenization_kwargs={"truncation": True, "max_length": 3})
+    assert cut.prompt_token_ids == chat(llm, USER)[0].prompt_token_ids[:3]
+    with pytest.raises(TypeError, match="tokenization_kwargs"):
+        chat(llm, USER, tokenization_kwargs=["truncation"])
