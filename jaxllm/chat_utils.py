@@ -1,11 +1,12 @@
-"""Chat messages for ``LLM.chat``: validation, OpenAI-style content parts, and the chat template's content format.
+"""Chat messages for ``LLM.chat`` / ``LLM.preprocess_chat``: validation, OpenAI-style content parts, rendering.
 
 A message is ``{"role": ..., "content": ...}`` where content is a str, or a list of OpenAI-style parts
 (``{"type": "text", "text": ...}``; a bare string in the list counts as a text part). Only text is supported:
 image / audio / video parts are a ValueError naming the part's type. A template either renders
 ``message['content']`` as a string ("string" format: text parts are joined with "\\n") or loops over its parts
-("openai" format: the list of ``{"type": "text", "text": ...}`` dicts is passed). ``"auto"`` reads the
-template (its Jinja syntax tree) to see which one it expects, as vLLM does.
+("openai" format: the list of ``{"type": "text", "text": ...}`` dicts is passed); ``jaxllm.chat_template``
+picks the template and, for ``"auto"``, the format it expects, as vLLM does. The rendered text is tokenized
+without special tokens: the template wrote them.
 """
 
 from __future__ import annotations
