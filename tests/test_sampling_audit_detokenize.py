@@ -6,6 +6,7 @@ special, as HF's fast decode and vLLM do."""
 from __future__ import annotations
 
 import pytest
+from vllm_detokenize import vllm_fast_text
 
 from jaxllm import SamplingParams
 from jaxllm.engine.detokenizer import IncrementalDetokenizer, TokenizerView
@@ -27,27 +28,6 @@ def tok():
     return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
 
 
-def vllm_text(tok, prompt, out, skip, spaces):
-    """vLLM's FastIncrementalDetokenizer: DecodeStream steps, raw added-token text between consecutive added
-    tokens when ``spaces_between_special_tokens`` is off (and special tokens are kept)."""
-    from tokenizers.decoders import DecodeStream
-
-    backend = tok.backend_tokenizer
-    stream = DecodeStream(skip_special_tokens=skip)
-    for t in prompt:
-        stream.step(backend, t)
-    added = {t: a.content for t, a in backend.get_added_tokens_decoder().items()}
-    text, last_added = "", False
-    for t in out:
-        piece = stream.step(backend, t) or ""
-        if not (skip or spaces):
-            if t in added and last_added:
-                piece = added[t]
-            last_added = t in added
-        text += piece
-    return text
-
-
 @pytest.mark.parametrize("skip", [True, False])
 @pytest.mark.parametrize("spaces", [True, False])
 def test_text_matches_vllms_fast_detokenizer(tok, skip, spaces):
@@ -60,6 +40,6 @@ def test_text_matches_vllms_fast_detokenizer(tok, skip, spaces):
     det = IncrementalDetokenizer(TokenizerView(tok), prompt, params)
     for n, t in enumerate(out, 1):
         det.update(t, n, False)
-    assert det.output_text == vllm_text(tok, prompt, out, skip, spaces)
+    assert det.output_text == vllm_fast_text(tok, prompt, out, skip, spaces)
     assert ("<|turn|>" in det.output_text) == (not skip) and "<tool>" in det.output_text
     assert det.output_text.strip() == tok.decode(out, skip_special_tokens=skip).strip()

@@ -10,6 +10,7 @@ import math
 import numpy as np
 import pytest
 from hf_models import hf_logprobs, save_tiny_model, save_tokenizer_with_template
+from vllm_detokenize import vllm_fast_text
 
 from jaxllm import LLM, RequestOutputKind, SamplingParams
 
@@ -202,27 +203,6 @@ def test_generate_returns_final_outputs_whatever_the_output_kind(setup):
     assert [int(o.request_id) for o in out] == [int(ids_before[-1]) + 1, int(ids_before[-1]) + 2]
 
 
-def _vllm_fast_text(tok, prompt: list[int], out: list[int], skip: bool, spaces: bool) -> str:
-    """vLLM's FastIncrementalDetokenizer: a tokenizers DecodeStream primed with the prompt, raw added-token
-    text between consecutive added tokens when ``spaces_between_special_tokens`` is off."""
-    from tokenizers.decoders import DecodeStream
-
-    backend = tok.backend_tokenizer
-    stream = DecodeStream(skip_special_tokens=skip)
-    for t in prompt:
-        stream.step(backend, t)
-    added = {t: a.content for t, a in backend.get_added_tokens_decoder().items()}
-    text, last_added = "", False
-    for t in out:
-        piece = stream.step(backend, t) or ""
-        if not (skip or spaces):
-            if t in added and last_added:
-                piece = added[t]
-            last_added = t in added
-        text += piece
-    return text
-
-
 @pytest.mark.parametrize("skip", [True, False])
 @pytest.mark.parametrize("spaces", [True, False])
 def test_text_with_special_tokens_is_vllms(setup, skip, spaces):
@@ -234,7 +214,7 @@ def test_text_with_special_tokens_is_vllms(setup, skip, spaces):
     out = llm.generate("a b", params, **G)[0]
     c = out.outputs[0]
     assert {EOS, 1, 420} & set(c.token_ids), c.token_ids
-    assert c.text == _vllm_fast_text(tok, out.prompt_token_ids, c.token_ids, skip, spaces)
+    assert c.text == vllm_fast_text(tok, out.prompt_token_ids, c.token_ids, skip, spaces)
 
 
 def test_stream_interval_batches_streamed_tokens(setup):
