@@ -145,14 +145,16 @@ class Programs:
         return fn
 
     def sampler_variant(self, num_seqs: int, config: SamplerConfig) -> SamplerConfig:
-        """``config``, or the cheapest compiled variant that covers it (no compile during generate)."""
+        """``config``, or the cheapest compiled variant that covers it (no compile during generate): one ready
+        now if any, else one still compiling in the background (the step waits for it)."""
         if SampleKey(num_seqs, config) in self.compiled:
             return config
         compiled = [k.config for k in [*self.compiled, *self._background]
                     if isinstance(k, SampleKey) and k.num_seqs == num_seqs and covers(k.config, config)]
         if not compiled:
             return config
-        return min(compiled, key=cost_order)
+        ready = [c for c in compiled if self.ready(SampleKey(num_seqs, c))]
+        return min(ready or compiled, key=cost_order)
 
     def compile_all(self, keys: list[ProgramKey], on_error: Callable[[ProgramKey, Exception], bool]) -> None:
         """Compile ``keys`` in parallel threads. A failed compile goes to ``on_error(key, error)``: True drops the

@@ -14,7 +14,7 @@ from jaxllm import LLM, SamplingParams
 from jaxllm.runner.buckets import Bucket, BucketLadder
 from jaxllm.runner.model_runner import ModelRunner
 from jaxllm.runner.programs import ForwardKey, Programs, SampleKey
-from jaxllm.runner.sampler_config import FILTER_VARIANTS, STARTUP_CONFIGS
+from jaxllm.runner.sampler_config import FILTER_CONFIG, FILTER_VARIANTS, STARTUP_CONFIGS, TOP_P_CONFIG
 
 GPU_LIKE = {"skip_tokenizer_init": True, "max_num_seqs": 16, "max_num_batched_tokens": 64}
 PROMPTS = [{"prompt_token_ids": list(range(1, n))} for n in (50, 3, 20)]
@@ -60,6 +60,17 @@ def test_background_workers_compile_in_parallel_and_a_failed_program_is_never_re
     assert programs.get(keys[0]) == 8
     with pytest.raises(RuntimeError, match="no such kernel"):
         programs.get(keys[2])
+
+
+def test_a_sampler_variant_still_compiling_gives_way_to_a_ready_one_that_covers_it():
+    release = threading.Event()
+    programs = Programs(lambda key: release.wait(5) and key)
+    programs.compiled[SampleKey(8, FILTER_CONFIG)] = "filter"
+    programs.compile_in_background([SampleKey(8, TOP_P_CONFIG)])
+    assert programs.sampler_variant(8, TOP_P_CONFIG) == FILTER_CONFIG  # the step need not wait
+    release.set()
+    programs.wait_background()
+    assert programs.sampler_variant(8, TOP_P_CONFIG) == TOP_P_CONFIG
 
 
 @pytest.fixture
