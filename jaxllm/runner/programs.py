@@ -131,11 +131,17 @@ class Programs:
 
     def get(self, key: ProgramKey):
         """The executable of ``key``, compiled now if it was not (a rare variant, or ``enforce_eager``); one still
-        compiling in the background is waited for (the wait counts as compile time)."""
+        compiling in the background is waited for (the wait counts as compile time), and one whose background
+        compile failed is compiled again here, alone: on a GPU, a background compile's autotuner shares the
+        memory left beside the KV cache with the steps and the other compiles (an error that persists is
+        raised)."""
         fn = self.compiled.get(key)
         if fn is None and key in self._background:
             t0 = time.perf_counter()
-            fn = self.compiled[key] = self._background.pop(key).result()
+            try:
+                fn = self.compiled[key] = self._background.pop(key).result()
+            except Exception:  # noqa: BLE001 - compiled again below
+                logger.info("compiling %s again after its background compile failed", key)
             self.compile_seconds += time.perf_counter() - t0
         if fn is None:
             t0 = time.perf_counter()

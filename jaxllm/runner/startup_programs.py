@@ -32,7 +32,9 @@ from jaxllm.runner.sampling_metadata import start_up_variant
 
 logger = logging.getLogger("jaxllm")
 BUSY_SECONDS = 1.0  # a runner that dispatched or fetched a step this recently is generating
-MAX_BACKGROUND_WORKERS = 8  # background compile threads at most (half the host's cores: steps need the rest)
+# background compile threads at most: the step loop needs host cores, and on a GPU each compile's autotuner takes
+# device memory from what the KV cache left
+MAX_BACKGROUND_WORKERS = 4
 
 
 class StartupPrograms:

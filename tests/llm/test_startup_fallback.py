@@ -36,12 +36,15 @@ def test_fallback_buckets_hold_every_step_and_pick_ready_takes_the_smallest_read
 
 
 def test_background_workers_compile_in_parallel_and_a_failed_program_is_never_ready():
-    started, release = [], threading.Event()
+    """A failed background compile is never ready; a step that needs it compiles it again, alone (on a GPU the
+    failure may be the autotuner's memory, shared with steps and other compiles); an error that persists is raised."""
+    started, release, fails = [], threading.Event(), {32: 2, 16: 1}
 
     def compile_fn(key):
         started.append(key)
         release.wait(5)
-        if key.bucket.num_tokens == 32:
+        if fails.get(key.bucket.num_tokens, 0) > 0:
+            fails[key.bucket.num_tokens] -= 1
             raise RuntimeError("no such kernel")
         return key.bucket.num_tokens
 
@@ -56,8 +59,9 @@ def test_background_workers_compile_in_parallel_and_a_failed_program_is_never_re
     release.set()
     while not all(programs._background[k].done() for k in keys) and time.time() < deadline:
         time.sleep(0.01)
-    assert [programs.ready(k) for k in keys] == [True, True, False]
+    assert [programs.ready(k) for k in keys] == [True, False, False]
     assert programs.get(keys[0]) == 8
+    assert programs.get(keys[1]) == 16  # compiled again
     with pytest.raises(RuntimeError, match="no such kernel"):
         programs.get(keys[2])
 
