@@ -12,13 +12,12 @@ that memory while it compiles; once the cache exists each program is executed on
 first-execution costs (CUDA command buffers, Mosaic kernels loaded into the context) are paid at start-up too, as
 vLLM pays them. With ``enforce_eager=True`` nothing is compiled up front and each program is compiled the first
 time a step needs it (fast start-up, slow first steps); ``max_seq_len_to_capture`` limits the start-up set to the
-buckets of at most that many tokens. With ``background_compile`` (the CPU's default) start-up compiles only those
-buckets (8 tokens by default on the CPU) with the plain-sampling sampler (greedy tokens come from the forward itself), and the other programs
-compile on a background thread once the engine is ready, smallest first: a CPU user gets an engine in seconds and
-short prompts run at once. On a GPU (``background_compile``, the default in a single process) start-up compiles the
-buckets every step fits and the rest follow on several threads; a step runs padded into the smallest ready
-bucket until its own is compiled (startup_programs.py). Rare variants (penalties, wide logit_bias, prompt_logprobs, logprobs above 20) are
-always compiled on first use. Building a runner with ``enforce_eager=True`` compiles nothing (tests build one so).
+buckets of at most that many tokens. With ``background_compile`` (the default in one process) start-up compiles
+a few buckets and the other programs compile on background threads once the engine is ready, smallest first; a step
+runs padded into the smallest ready bucket until its own is compiled. The few (startup_programs.py): on the CPU the
+8-token bucket with the plain-sampling sampler (greedy tokens come from the forward itself), so a CPU user gets an
+engine in seconds and short prompts run at once; on a GPU the buckets every step fits. Rare variants (penalties,
+wide logit_bias, prompt_logprobs, logprobs above 20) are always compiled on first use. Building a runner with ``enforce_eager=True`` compiles nothing (tests build one so).
 """
 
 from __future__ import annotations
