@@ -146,7 +146,7 @@ class ModelRunner(StartupPrograms, SleepMode, WeightUpdates):
                 self.draft.run_each_program_once()
             if self.background_compile:
                 self.programs.compile_in_background(self.deferred_keys(), before=self._warm_up_attention_loops,
-                                                    workers=self.background_workers())
+                                                    workers=self.background_workers)
 
     # ---- KV cache ----------------------------------------------------------------------------------------
 

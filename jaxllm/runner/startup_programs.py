@@ -32,8 +32,8 @@ from jaxllm.runner.sampling_metadata import start_up_variant
 
 logger = logging.getLogger("jaxllm")
 BUSY_SECONDS = 1.0  # a runner that dispatched or fetched a step this recently is generating
-# background compile threads at most: the step loop needs host cores, and on a GPU each compile's autotuner takes
-# device memory from what the KV cache left
+# background compile threads on a GPU host (half its cores at most): the step loop needs host cores, and each
+# compile's autotuner takes device memory from what the KV cache left
 MAX_BACKGROUND_WORKERS = 4
 
 
@@ -55,6 +55,9 @@ class StartupPrograms:
         if self.background_compile and max_seq_len_to_capture is None and not self.fallback_startup:
             self.max_seq_len_to_capture = BACKGROUND_STARTUP_TOKENS
         self._pick_ready = self.background_compile and num_processes == 1
+        # the CPU's steps compute on the cores a compile would take: one thread there
+        self.background_workers = 1 if platform == "cpu" else max(1, min(MAX_BACKGROUND_WORKERS,
+                                                                         (os.cpu_count() or 2) // 2))
 
     def step_bucket(self, batch: ScheduledBatch) -> Bucket:
         """The bucket ``batch`` runs in: the smallest holding it, or while ``background_compile`` compiles the
@@ -100,12 +103,6 @@ class StartupPrograms:
         keys = self._program_keys(self.ladder.buckets, self._sample_rows(), configs)
         return sorted((k for k in keys if k not in early), key=lambda k: (
             k.bucket.num_tokens if isinstance(k, ForwardKey) else k.num_seqs, isinstance(k, SampleKey)))
-
-    @staticmethod
-    def background_workers() -> int:
-        """Background compile threads: half the host's cores, 1 to ``MAX_BACKGROUND_WORKERS`` (one on a 2-core
-        CPU host; XLA compiles outside the GIL, and the step loop keeps the other cores)."""
-        return max(1, min(MAX_BACKGROUND_WORKERS, (os.cpu_count() or 2) // 2))
 
     def _program_keys(self, buckets: list[Bucket], sample_rows: list[int], configs) -> list[ProgramKey]:
         keys: list[ProgramKey] = [ForwardKey(b) for b in buckets]
