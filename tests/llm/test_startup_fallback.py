@@ -136,3 +136,15 @@ def test_a_multi_process_engine_runs_each_step_in_its_own_bucket(llama_dir, gpu_
     runner._plan_startup(None, "gpu", num_processes=1)
     assert runner.step_bucket(batch) == Bucket(16, 16)
     assert set(FILTER_VARIANTS) <= {k.config for k in runner.startup_keys() if isinstance(k, SampleKey)}
+
+
+@pytest.mark.gpu
+def test_a_gpu_compiles_the_fallback_buckets_by_default(llama_dir):
+    llm = LLM(str(llama_dir[0]), kv_cache_memory_bytes=64 << 20, **GPU_LIKE)
+    runner = llm.llm_engine.runner
+    assert runner.background_compile and runner.fallback_startup and runner._pick_ready
+    assert {k.bucket.num_tokens for k in runner.programs.compiled if isinstance(k, ForwardKey)} == {16, 64}
+    outs = llm.generate(PROMPTS, GREEDY, use_tqdm=False)
+    assert [len(o.outputs[0].token_ids) for o in outs] == [6, 6, 6]
+    runner.programs.wait_background()
+    assert set(runner.programs.compiled) == set(runner.startup_keys()) | set(runner.deferred_keys())
