@@ -10,8 +10,9 @@ largest) with every start-up sampler variant of their rows, so that no step wait
 bucket is ready a step runs padded into the smallest ready one (``step_bucket``). On a GPU the forward programs
 dominate start-up (an 8B model's, cold: several seconds each, and with int4 weights on Hopper each bucket up to
 256 tokens brings its own Mosaic GPU kernels, which jaxlib compiles one at a time), and padding a decode step
-into a larger decode bucket costs little where the weights' reads dominate. The grammar-bitmask sampler variants are compiled at start-up when structured outputs are possible, and the
-rarer ones in the background when a constrained request needing them arrives."""
+into a larger decode bucket costs little where the weights' reads dominate. The grammar-bitmask sampler variants
+are compiled at start-up when structured outputs are possible, and the rarer ones in the background when a
+constrained request needing them arrives."""
 
 from __future__ import annotations
 
@@ -50,13 +51,14 @@ class StartupPrograms:
         smallest ready bucket (``step_bucket``) in a single process only: the processes of a multi-host engine
         must run the same programs at each step, so there a step waits for its own bucket's programs."""
         self.max_seq_len_to_capture = max_seq_len_to_capture
+        self.compiles_on_cpu = platform == "cpu"
         self.fallback_startup = (self.background_compile and max_seq_len_to_capture is None
                                  and platform in self.fallback_platforms)
         if self.background_compile and max_seq_len_to_capture is None and not self.fallback_startup:
             self.max_seq_len_to_capture = BACKGROUND_STARTUP_TOKENS
         self._pick_ready = self.background_compile and num_processes == 1
         # the CPU's steps compute on the cores a compile would take: one thread there
-        self.background_workers = 1 if platform == "cpu" else max(1, min(MAX_BACKGROUND_WORKERS,
+        self.background_workers = 1 if self.compiles_on_cpu else max(1, min(MAX_BACKGROUND_WORKERS,
                                                                          (os.cpu_count() or 2) // 2))
 
     def step_bucket(self, batch: ScheduledBatch) -> Bucket:
@@ -99,7 +101,7 @@ class StartupPrograms:
         variants (``FILTER_VARIANTS``: ``FILTER_CONFIG`` serves their batches, and two cores are better spent on
         the buckets)."""
         early = set(self.startup_keys())
-        configs = STARTUP_CONFIGS if self.fallback_startup else [c for c in STARTUP_CONFIGS if c not in FILTER_VARIANTS]
+        configs = [c for c in STARTUP_CONFIGS if not (self.compiles_on_cpu and c in FILTER_VARIANTS)]
         keys = self._program_keys(self.ladder.buckets, self._sample_rows(), configs)
         return sorted((k for k in keys if k not in early), key=lambda k: (
             k.bucket.num_tokens if isinstance(k, ForwardKey) else k.num_seqs, isinstance(k, SampleKey)))
