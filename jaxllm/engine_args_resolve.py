@@ -44,8 +44,8 @@ def resolve_args(args: Any, platform: str, model_max_len: int, pooling: bool = F
                          "JAXLLM_ALLOW_LONG_MAX_MODEL_LEN=1) to use it anyway")
     out.max_model_len = args.max_model_len or model_max_len
     out.max_num_seqs = args.max_num_seqs or defaults["max_num_seqs"]
-    if args.background_compile is None:  # multi-process GPU engines compile everything up front
-        out.background_compile = platform == "cpu" or num_processes == 1
+    if args.background_compile is None:  # on GPUs opt-in: its throughput and memory effects are not measured yet
+        out.background_compile = platform == "cpu"
     out.max_num_batched_tokens = args.max_num_batched_tokens or max(defaults["max_num_batched_tokens"],
                                                                     out.max_num_seqs)
     if out.max_num_batched_tokens < out.max_num_seqs:

@@ -142,8 +142,8 @@ def test_a_multi_process_engine_runs_each_step_in_its_own_bucket(llama_dir, gpu_
 
 
 @pytest.mark.gpu
-def test_a_gpu_compiles_the_fallback_buckets_by_default(llama_dir):
-    llm = LLM(str(llama_dir[0]), kv_cache_memory_bytes=64 << 20, **GPU_LIKE)
+def test_a_gpu_compiles_the_fallback_buckets_with_background_compile(llama_dir):
+    llm = LLM(str(llama_dir[0]), kv_cache_memory_bytes=64 << 20, background_compile=True, **GPU_LIKE)
     runner = llm.llm_engine.runner
     assert runner.background_compile and runner.fallback_startup and runner._pick_ready
     assert {k.bucket.num_tokens for k in runner.programs.compiled if isinstance(k, ForwardKey)} == {16, 64}
