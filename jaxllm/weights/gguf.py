@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from .gguf_families import FAMILY_CONFIG
-from .gguf_names import hf_tensor_name, permute_qk, unpermute_qk
+from .gguf_families import FAMILY_CONFIG, moe_config
+from .gguf_names import expert_names, hf_tensor_name, permute_qk, unpermute_qk
 
 # hf_tensor_name, permute_qk and unpermute_qk (gguf_names.py) keep their import path here.
 __all__ = ["SUPPORTED_GGUF_ARCHITECTURES", "SUPPORTED_TENSOR_TYPES", "GGUFCheckpoint", "dequantize", "hf_tensor_name",
@@ -44,7 +44,9 @@ SUPPORTED_GGUF_ARCHITECTURES = {
     "gemma3": "Gemma3ForCausalLM",
     "phi3": "Phi3ForCausalLM",
     "olmo2": "Olmo2ForCausalLM",
+    "qwen3moe": "Qwen3MoeForCausalLM",
 }
+# "llama" files with llama.expert_count > 0 are Mixtral (llama.cpp converts Mixtral to its llama architecture).
 
 # Tensor types dequantized (with gguf.quants) to float32. Names are gguf.GGMLQuantizationType names.
 SUPPORTED_TENSOR_TYPES = (
@@ -108,8 +110,10 @@ class GGUFCheckpoint:
             if t.type_name not in SUPPORTED_TENSOR_TYPES:
                 raise ValueError(f"GGUF tensor {name!r} has type {t.type_name}, which is not supported; "
                                  f"supported types: {', '.join(SUPPORTED_TENSOR_TYPES)}")
+        self.num_experts = int(self.arch_key("expert_count") or 0)
+        for name in self._tensors:
             if name not in _CONSUMED_TENSORS:
-                hf_tensor_name(name, self.architecture)
+                self._hf_names(name)
         self.hf_config = self._build_hf_config()
 
     # ------------------------------------------------------------------ metadata
@@ -142,7 +146,8 @@ class GGUFCheckpoint:
             "model_type": self.architecture,
             "vocab_size": int(vocab),
             "hidden_size": hidden,
-            "intermediate_size": int(self._arch_key("feed_forward_length")),
+            "intermediate_size": int(self._arch_key("feed_forward_length",
+                                                    self._arch_key("expert_feed_forward_length"))),
             "num_hidden_layers": int(self._arch_key("block_count")),
             "num_attention_heads": heads,
             "num_key_value_heads": kv_heads,
@@ -158,6 +163,8 @@ class GGUFCheckpoint:
         }
         if self.architecture == "llama":
             cfg["attention_bias"] = "blk.0.attn_q.bias" in self._tensors
+        if self.num_experts:
+            cfg.update(moe_config(self, cfg))
         if self.architecture in FAMILY_CONFIG:
             cfg.update(FAMILY_CONFIG[self.architecture](self, cfg))
             return cfg
@@ -202,9 +209,17 @@ class GGUFCheckpoint:
         return tuple(sorted({int(self.metadata[k]) for k in keys if self.metadata.get(k) is not None}))
 
     # ------------------------------------------------------------------ tensors
+    def _hf_names(self, name: str) -> list[str]:
+        """HF names of one llama.cpp tensor: one name, or one per expert for a stacked expert tensor."""
+        experts = expert_names(name, self.architecture, self.num_experts)
+        if experts == []:
+            raise ValueError(f"GGUF tensor {name!r} in {self.path!r} stacks MoE experts but the file has no "
+                             f"{self.architecture}.expert_count")
+        return experts or [hf_tensor_name(name, self.architecture)]
+
     def tensor_names(self) -> list[str]:
         """HF names of the tensors ``tensors()`` yields, in file order."""
-        return [hf_tensor_name(n, self.architecture) for n in self._tensors if n not in _CONSUMED_TENSORS]
+        return [hf for n in self._tensors if n not in _CONSUMED_TENSORS for hf in self._hf_names(n)]
 
     def tensors(self) -> Iterator[tuple[str, np.ndarray]]:
         """Yield ``(hf_name, float32 ndarray in HF layout)`` one tensor at a time, in file order.
@@ -225,7 +240,11 @@ class GGUFCheckpoint:
                     w = unpermute_qk(w, kv_heads)
             elif self.architecture.startswith("gemma") and name.endswith("norm.weight"):
                 w = w - 1.0  # the converter's + 1 (llama.cpp scales by w, HF by 1 + w)
-            yield hf_tensor_name(name, self.architecture), w
+            experts = expert_names(name, self.architecture, self.num_experts)
+            if experts:  # stacked experts [E, out, in] -> one [out, in] tensor per expert
+                yield from ((hf, w[j]) for j, hf in enumerate(experts))
+            else:
+                yield hf_tensor_name(name, self.architecture), w
 
     # ------------------------------------------------------------------ tokenizer
     def tokenizer(self):

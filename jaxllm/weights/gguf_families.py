@@ -88,3 +88,27 @@ def olmo2(ckpt, cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 FAMILY_CONFIG = {"gemma": gemma, "gemma2": gemma2, "gemma3": gemma3, "phi3": phi3, "olmo2": olmo2}
+
+
+def moe_config(ckpt, cfg: dict[str, Any]) -> dict[str, Any]:
+    """Experts of a MoE file (``{arch}.expert_count`` > 0): a "llama" file is Mixtral (llama.cpp converts Mixtral
+    to its llama architecture; the experts' ffn size is feed_forward_length); qwen3moe's experts have
+    expert_feed_forward_length, a layer without a router (``ffn_gate_inp``) is dense (``mlp_only_layers``), and
+    the top-k weights are renormalized unless ``expert_weights_norm`` says otherwise (llama.cpp's qwen3moe graph
+    always renormalizes, as every released Qwen3-MoE config does). Routing is softmax top-k in both."""
+    arch, layers = ckpt.architecture, cfg["num_hidden_layers"]
+    gating = ckpt.arch_key("expert_gating_func")
+    if gating not in (None, 1):  # llama.cpp's LLAMA_EXPERT_GATING_FUNC_TYPE_SOFTMAX
+        raise ValueError(f"GGUF {arch}.expert_gating_func={gating} is not supported; supported: 1 (softmax)")
+    top_k = int(ckpt.arch_key("expert_used_count") or 0)
+    if arch == "llama":
+        ffn = ckpt.arch_key("expert_feed_forward_length", ckpt.arch_key("feed_forward_length"))
+        return {"architectures": ["MixtralForCausalLM"], "model_type": "mixtral", "num_local_experts":
+                ckpt.num_experts, "num_experts_per_tok": top_k, "intermediate_size": int(ffn)}
+    norm, ffn = ckpt.arch_key("expert_weights_norm"), ckpt.arch_key("expert_feed_forward_length")
+    if ffn is None:
+        raise ValueError(f"GGUF {ckpt.path!r} has experts but no {arch}.expert_feed_forward_length")
+    return {"model_type": "qwen3_moe", "num_experts": ckpt.num_experts, "num_experts_per_tok": top_k,
+            "moe_intermediate_size": int(ffn),
+            "norm_topk_prob": True if norm is None else bool(norm), "decoder_sparse_step": 1,
+            "mlp_only_layers": [i for i in range(layers) if f"blk.{i}.ffn_gate_inp.weight" not in ckpt.tensor_keys()]}

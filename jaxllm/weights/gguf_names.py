@@ -2,7 +2,7 @@
 
 A GGUF names weights ``blk.N.attn_q.weight`` where a HF checkpoint has ``model.layers.N.self_attn.q_proj.weight``;
 a few llama.cpp names mean different HF tensors per architecture (Gemma 2/3's ``ffn_norm``, Phi-3's fused
-projections). llama.cpp's converter also interleaves the rotary halves of llama's q/k rows; ``unpermute_qk``
+projections, the MoE router), and one stacked expert tensor holds what HF keeps as one tensor per expert. llama.cpp's converter also interleaves the rotary halves of llama's q/k rows; ``unpermute_qk``
 restores HF's order (``permute_qk`` is its inverse, for writing test files). Kept apart from the file reader
 because it is a fixed translation table, independent of how the file is parsed.
 """
@@ -44,13 +44,31 @@ _ARCH_LAYER_TENSORS = {
 _POST_NORMS = {"post_attention_norm.weight": "post_attention_layernorm.weight",
                "post_ffw_norm.weight": "post_feedforward_layernorm.weight"}
 _LAYER_RE = re.compile(r"^blk\.(\d+)\.(.+)$")
+# MoE architectures: the HF block holding the router and experts, and each expert's (gate, up, down) names. A GGUF
+# stores a layer's experts stacked ([E, F, D] / [E, D, F]); HF checkpoints keep one tensor per expert.
+MOE_BLOCKS = {"llama": ("block_sparse_moe", ("w1", "w3", "w2")),
+              "qwen3moe": ("mlp", ("gate_proj", "up_proj", "down_proj"))}
+_EXPERT_STACKS = ("ffn_gate_exps.weight", "ffn_up_exps.weight", "ffn_down_exps.weight")
 
 
 def _layer_tensors(architecture: str) -> dict[str, str]:
     table = {**_LAYER_TENSORS, **_ARCH_LAYER_TENSORS.get(architecture, {})}
     if architecture in ("gemma2", "gemma3", "olmo2"):
         table.update(_POST_NORMS)
+    if architecture in MOE_BLOCKS:
+        table["ffn_gate_inp.weight"] = f"{MOE_BLOCKS[architecture][0]}.gate.weight"
     return table
+
+
+def expert_names(gguf_name: str, architecture: str, num_experts: int) -> list[str] | None:
+    """HF names of the experts a stacked llama.cpp tensor holds, in stack order (``blk.3.ffn_gate_exps.weight``
+    of Mixtral -> ``model.layers.3.block_sparse_moe.experts.{0..E-1}.w1.weight``); None for any other tensor."""
+    m = _LAYER_RE.match(gguf_name)
+    if architecture not in MOE_BLOCKS or m is None or m.group(2) not in _EXPERT_STACKS:
+        return None
+    block, projections = MOE_BLOCKS[architecture]
+    proj = projections[_EXPERT_STACKS.index(m.group(2))]
+    return [f"model.layers.{m.group(1)}.{block}.experts.{j}.{proj}.weight" for j in range(num_experts)]
 
 
 def hf_tensor_name(gguf_name: str, architecture: str = "llama") -> str:
