@@ -163,6 +163,7 @@ class GGUFCheckpoint:
         }
         if self.architecture == "llama":
             cfg["attention_bias"] = "blk.0.attn_q.bias" in self._tensors
+            cfg["mlp_bias"] = "blk.0.ffn_up.bias" in self._tensors
         if self.num_experts:
             cfg.update(moe_config(self, cfg))
         if self.architecture in FAMILY_CONFIG:

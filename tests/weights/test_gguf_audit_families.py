@@ -1,0 +1,96 @@
+"""Every family both llama.cpp's converter and jaxllm serve, as vLLM loads a GGUF: ``LLM(model=file.gguf,
+tokenizer=HF_DIR)``. A tiny random HF checkpoint is written to GGUF the way convert_hf_to_gguf.py writes it
+(tests/gguf_files.py: the gguf package's name map, llama's q/k permutation, Gemma's norm + 1, MoE experts stacked;
+Mistral and Mixtral become llama.cpp "llama" files). The float32 file must give transformers' logits on the HF
+checkpoint (1e-4 relative) and the same greedy tokens; transformers' own GGUF reader is a second reference where it
+reads the family (llama, qwen2)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+gguf = pytest.importorskip("gguf")
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from gguf_files import write_hf_as_gguf
+from hf_models import hf_greedy, hf_logits, relative_error, save_tiny_model, save_tokenizer_with_template
+
+import jaxllm
+from jaxllm import LLM, SamplingParams
+from jaxllm.weights.gguf import GGUFCheckpoint
+
+SPECIAL = {"pad_token_id": 0, "eos_token_id": 1, "bos_token_id": 2}
+EXPERTS = {"num_local_experts": 4, "num_experts_per_tok": 2}
+# HF architecture, config overrides (vocab 512 holds the test tokenizer's 421 tokens)
+CASES = {
+    "llama": ("LlamaForCausalLM", {"head_dim": 16, "attention_bias": True}),
+    "mistral": ("MistralForCausalLM", {"head_dim": 32}),
+    "qwen2": ("Qwen2ForCausalLM", {}),
+    "qwen3": ("Qwen3ForCausalLM", {"head_dim": 32, "tie_word_embeddings": True}),
+    "gemma": ("GemmaForCausalLM", {"head_dim": 16}),
+    "gemma2": ("Gemma2ForCausalLM", {"head_dim": 16, "query_pre_attn_scalar": 16, "sliding_window": 6,
+                                     "attn_logit_softcapping": 2.0, "final_logit_softcapping": 3.0}),
+    "gemma3": ("Gemma3ForCausalLM", {"head_dim": 16, "query_pre_attn_scalar": 16, "sliding_window": 5,
+                                     "num_hidden_layers": 3, "sliding_window_pattern": 3}),
+    "phi3": ("Phi3ForCausalLM", SPECIAL),
+    "olmo2": ("Olmo2ForCausalLM", SPECIAL),
+    "mixtral": ("MixtralForCausalLM", {**EXPERTS, "intermediate_size": 32}),
+    "qwen3moe": ("Qwen3MoeForCausalLM", {**EXPERTS, "moe_intermediate_size": 32, "norm_topk_prob": True,
+                                         "head_dim": 16}),
+}
+# The families LLM.generate runs end to end (each GGUF-specific path once: q/k permutation, norm + 1 and
+# per-layer windows, fused projections, stacked experts); every family's logits are checked.
+GENERATE = ("llama", "gemma3", "phi3", "mixtral", "qwen3moe")
+PROMPTS = ["Hello world, the quick brown fox", "emoji 😀 family"]
+
+
+_BUILT: dict[str, tuple] = {}
+
+
+def family(name: str, tmp_path_factory):
+    """(transformers model, HF folder with the test tokenizer, GGUF path) of case ``name``, built once."""
+    if name not in _BUILT:
+        arch, overrides = CASES[name]
+        root = tmp_path_factory.mktemp(name)
+        hf = save_tiny_model(root / "hf", arch, vocab_size=512, **overrides)
+        save_tokenizer_with_template(root / "hf")
+        write_hf_as_gguf(root / "model.gguf", root / "hf", hf.config)
+        _BUILT[name] = hf, root / "hf", root / "model.gguf"
+    return _BUILT[name]
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_logits_match_transformers(name, tmp_path_factory):
+    hf, _, path = family(name, tmp_path_factory)
+    expected_arch = CASES[name][0].replace("Mistral", "Llama")  # llama.cpp stores Mistral as llama
+    assert GGUFCheckpoint(path).hf_config["architectures"] == [expected_arch]
+    ids = np.random.RandomState(1).randint(0, hf.config.vocab_size, (2, 20)).astype(np.int32)
+    assert relative_error(np.asarray(jaxllm.load_model(path)(ids)), hf_logits(hf, ids)) <= 1e-4
+
+
+@pytest.mark.parametrize("name", GENERATE)
+def test_generate_with_hf_tokenizer_matches_transformers(name, tmp_path_factory):
+    hf, hf_dir, path = family(name, tmp_path_factory)
+    llm = LLM(str(path), tokenizer=str(hf_dir), max_num_seqs=2, max_num_batched_tokens=32, enforce_eager=True)
+    tok = transformers.AutoTokenizer.from_pretrained(hf_dir)
+    assert len(llm.get_tokenizer()) == len(tok)  # the HF folder's tokenizer (the file has none)
+    outs = llm.generate(PROMPTS, SamplingParams(temperature=0.0, max_tokens=6, ignore_eos=True), use_tqdm=False)
+    for prompt, out in zip(PROMPTS, outs):
+        ids = tok.encode(prompt)
+        assert out.prompt_token_ids == ids
+        assert list(out.outputs[0].token_ids) == hf_greedy(hf, ids, 6), (name, prompt)
+
+
+@pytest.mark.parametrize("name", ["llama", "mistral", "qwen2"])
+def test_transformers_gguf_reader_agrees(name, tmp_path):
+    """transformers reads these families' GGUF files itself (its own name map and q/k un-permutation)."""
+    arch, overrides = CASES[name]
+    # transformers' reader builds llama without biases (it reads no attention_bias from the file)
+    hf = save_tiny_model(tmp_path, arch, vocab_size=512, **{**overrides, "attention_bias": False})
+    write_hf_as_gguf(tmp_path / "m.gguf", tmp_path, hf.config)
+    ref = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file="m.gguf", dtype=torch.float32)
+    ids = np.random.RandomState(2).randint(0, 512, (2, 16)).astype(np.int32)
+    ours = np.asarray(jaxllm.load_model(tmp_path / "m.gguf")(ids))
+    assert relative_error(ours, hf_logits(ref.eval(), ids)) <= 1e-4
