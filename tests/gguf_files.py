@@ -52,36 +52,109 @@ def _checkpoint_tensors(hf_dir) -> dict:
     return out
 
 
-def _stack_experts(tensors: dict) -> dict:
+def _stack_experts(tensors: dict, types: dict) -> tuple[dict, dict]:
     """Per-expert weights -> llama.cpp's stacked [E, out, in] tensors under the HF name the gguf map knows
-    (``model.layers.N.<block>.experts.<proj>.weight``), as the converter merges them."""
-    out, groups = {}, {}
+    (``model.layers.N.<block>.experts.<proj>.weight``), as the converter merges them; ``types`` ({HF name: GGUF
+    type}) follows (a stack has its experts' type)."""
+    out, groups, out_types = {}, {}, dict(types)
     for name, arr in tensors.items():
         m = _EXPERT.match(name)
         if m is None:
             out[name] = arr
         else:
-            groups.setdefault((m.group(1), m.group(2), m.group(4)), {})[int(m.group(3))] = arr
+            groups.setdefault((m.group(1), m.group(2), m.group(4)), {})[int(m.group(3))] = (name, arr)
     for (layer, block, proj), experts in groups.items():
-        out[f"model.layers.{layer}.{block}.experts.{proj}.weight"] = np.stack(
-            [experts[j] for j in range(len(experts))])
-    return out
+        stacked = f"model.layers.{layer}.{block}.experts.{proj}.weight"
+        out[stacked] = np.stack([experts[j][1] for j in range(len(experts))])
+        if experts[0][0] in types:
+            out_types[stacked] = types[experts[0][0]]
+    return out, out_types
 
 
-def write_hf_as_gguf(path, hf_dir, cfg, quantize=None, default_type: str = "F32") -> str:
+# Byte offsets of the fp16 fields that scale a whole block (d, and dmin where the type has one), per K type: the
+# gguf package cannot encode K types, so tests fill their blocks with random bytes and pick these fields.
+K_SCALE_FIELDS = {"Q2_K": (80, 82), "Q3_K": (108,), "Q4_K": (0, 2), "Q5_K": (0, 2), "Q6_K": (208,)}
+
+
+def encode(arr: np.ndarray, type_name: str, rng: np.random.Generator) -> np.ndarray:
+    """A 2-D float32 weight [rows, cols] as GGUF blocks of ``type_name`` (raw, as the file stores them): the gguf
+    package's quantizer, or for K types random blocks whose scale fields make values of magnitude ~0.1."""
+    qtype = gguf.GGMLQuantizationType[type_name]
+    if type_name not in K_SCALE_FIELDS:
+        return gguf.quants.quantize(arr, qtype)
+    block, nbytes = gguf.GGML_QUANT_SIZES[qtype]
+    raw = rng.integers(0, 256, (arr.size // block, nbytes), dtype=np.uint8)
+    fields = K_SCALE_FIELDS[type_name]
+    for off in fields:
+        raw[:, off:off + 2] = rng.uniform(-1, 1, (len(raw), 1)).astype(np.float16).view(np.uint8)
+    peak = np.abs(gguf.quants.dequantize(raw, qtype)).max()
+    for off in fields:
+        half = raw[:, off:off + 2].copy().view(np.float16)
+        raw[:, off:off + 2] = (half.astype(np.float32) * (0.1 / peak)).astype(np.float16).view(np.uint8)
+    return raw.reshape(arr.shape[0], -1)
+
+
+def encode_checkpoint(hf_dir, ref_dir, type_name: str, seed: int = 0) -> dict:
+    """Every 2-D weight of the HF checkpoint ``hf_dir`` (rows a whole number of blocks) encoded as ``type_name``:
+    returns {HF name: (type_name, raw blocks)} for ``write_hf_as_gguf`` and saves the dequantized values (gguf's
+    own dequantizer) as the HF checkpoint ``ref_dir``, the reference a loader of the GGUF must match."""
+    import shutil
+
+    from safetensors.numpy import save_file
+
+    block = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[type_name]][0]
+    rng, encoded, ref = np.random.default_rng(seed), {}, {}
+    for name, arr in _checkpoint_tensors(hf_dir).items():
+        if arr.ndim == 2 and arr.shape[1] % block == 0:
+            raw = encode(arr.astype(np.float32), type_name, rng)
+            encoded[name] = (type_name, raw)
+            arr = gguf.quants.dequantize(raw, gguf.GGMLQuantizationType[type_name]).reshape(arr.shape)
+        ref[name] = np.ascontiguousarray(arr, dtype=np.float32)
+    os.makedirs(ref_dir, exist_ok=True)
+    save_file(ref, os.path.join(ref_dir, "model.safetensors"), metadata={"format": "pt"})
+    shutil.copy(os.path.join(hf_dir, "config.json"), ref_dir)
+    return encoded
+
+
+def write_hf_as_gguf(path, hf_dir, cfg, encoded: dict | None = None) -> str:
     """The saved HF checkpoint ``hf_dir`` (transformers config ``cfg``) written as llama.cpp's convert_hf_to_gguf.py
     writes it: the gguf package's tensor-name map, llama's q/k row permutation, Gemma norms + 1, MoE experts
-    stacked, and the metadata keys the converter sets. ``quantize``: {gguf tensor name: type} (one tensor's type),
-    ``default_type``: every other 2-D weight's type (norms and 1-D tensors stay F32, as in llama.cpp). Returns the
-    llama.cpp architecture name."""
+    stacked, and the metadata keys the converter sets. Tensors are float32 except those in ``encoded`` ({HF name:
+    (type name, raw blocks [rows, row bytes])}, see ``encode_checkpoint``). Returns the llama.cpp architecture."""
     from jaxllm.weights.gguf import permute_qk
 
-    hf_arch = cfg.architectures[0]
-    arch = CONVERTER_ARCH[hf_arch]
+    arch = CONVERTER_ARCH[cfg.architectures[0]]
+    w = gguf_writer(path, arch, cfg)
+    _add_family_metadata(w, arch, cfg)
+    tensors, types = _checkpoint_tensors(hf_dir), {}
+    for name, (type_name, raw) in (encoded or {}).items():
+        tensors[name], types[name] = raw, type_name
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.upper()], cfg.num_hidden_layers)
+    tensors, types = _stack_experts(tensors, types)
+    for name, arr in tensors.items():
+        qtype = types.get(name, "F32")
+        if qtype == "F32":
+            arr = arr.astype(np.float32)
+        if arch == "llama" and ".q_proj." in name:
+            arr = permute_qk(arr, cfg.num_attention_heads)
+        elif arch == "llama" and ".k_proj." in name:
+            arr = permute_qk(arr, cfg.num_key_value_heads)
+        if arch.startswith("gemma") and name.endswith("norm.weight"):
+            arr = arr + 1.0
+        gname = names.get_name(name, try_suffixes=(".weight", ".bias"))
+        if qtype == "F32":
+            w.add_tensor(gname, arr)
+        else:
+            w.add_tensor(gname, arr, raw_dtype=gguf.GGMLQuantizationType[qtype])
+    finish_gguf(w)
+    return arch
+
+
+def _add_family_metadata(w: gguf.GGUFWriter, arch: str, cfg) -> None:
+    """The converter's per-family keys: head and rope sizes, experts, Gemma's windows and soft-caps."""
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     rope = getattr(cfg, "rope_parameters", None) or {}
     rope = rope.get("full_attention", rope)
-    w = gguf_writer(path, arch, cfg)
     w.add_key_length(head_dim)
     w.add_value_length(head_dim)
     w.add_rope_dimension_count(int(head_dim * rope.get("partial_rotary_factor", 1.0)))
@@ -99,21 +172,3 @@ def write_hf_as_gguf(path, hf_dir, cfg, quantize=None, default_type: str = "F32"
         w.add_final_logit_softcapping(cfg.final_logit_softcapping)
     if arch == "gemma3":
         w.add_sliding_window_pattern([t == "sliding_attention" for t in cfg.layer_types])
-    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.upper()], cfg.num_hidden_layers)
-    for name, arr in _stack_experts(_checkpoint_tensors(hf_dir)).items():
-        arr = arr.astype(np.float32)
-        if arch == "llama" and ".q_proj." in name:
-            arr = permute_qk(arr, cfg.num_attention_heads)
-        elif arch == "llama" and ".k_proj." in name:
-            arr = permute_qk(arr, cfg.num_key_value_heads)
-        if arch.startswith("gemma") and name.endswith("norm.weight"):
-            arr = arr + 1.0
-        gname = names.get_name(name, try_suffixes=(".weight", ".bias"))
-        qtype = (quantize or {}).get(gname, default_type if arr.ndim >= 2 else "F32")
-        if qtype == "F32":
-            w.add_tensor(gname, arr)
-        else:
-            q = gguf.GGMLQuantizationType[qtype]
-            w.add_tensor(gname, gguf.quants.quantize(arr, q), raw_dtype=q)
-    finish_gguf(w)
-    return arch
