@@ -249,10 +249,18 @@ class GGUFCheckpoint:
 
     # ------------------------------------------------------------------ tokenizer
     def tokenizer(self):
-        """A ``transformers.PreTrainedTokenizerFast`` rebuilt from the file's tokenizer metadata."""
-        from .gguf_tokenizer import build_tokenizer
+        """A ``transformers`` fast tokenizer rebuilt from the file's tokenizer metadata: byte-level BPE files
+        directly (gguf_tokenizer.py), other tokenizer models (sentencepiece) through transformers' converter."""
+        from .gguf_tokenizer import SUPPORTED_TOKENIZER_MODELS, build_tokenizer, transformers_tokenizer
 
-        return build_tokenizer(self.metadata)
+        model = self.metadata.get("tokenizer.ggml.model")
+        if model is None:
+            raise ValueError(f"GGUF file {self.path!r} carries no tokenizer (no tokenizer.ggml.model); pass "
+                             "tokenizer=<HF folder or hub id of the model>, or skip_tokenizer_init=True to work "
+                             "with token ids")
+        if model in SUPPORTED_TOKENIZER_MODELS:
+            return build_tokenizer(self.metadata)
+        return transformers_tokenizer(self.path, model)
 
     def __repr__(self) -> str:
         return f"GGUFCheckpoint({self.path!r}, architecture={self.architecture!r}, tensors={len(self._tensors)})"

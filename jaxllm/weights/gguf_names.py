@@ -104,3 +104,22 @@ def permute_qk(w: np.ndarray, n_heads: int) -> np.ndarray:
     rows = w.shape[0]
     return np.ascontiguousarray(
         w.reshape(n_heads, 2, rows // n_heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape))
+
+
+def gguf_tensor_name(hf_name: str, architecture: str) -> str | None:
+    """HF name -> the llama.cpp tensor that holds it (an expert's: the layer's stacked tensor), for error
+    messages that name what the file lacks; None when llama.cpp has no such tensor."""
+    inverse = {v: k for k, v in _GLOBAL_TENSORS.items()}
+    if hf_name in inverse:
+        return inverse[hf_name]
+    m = re.match(r"^model\.layers\.(\d+)\.(.+)$", hf_name)
+    if m is None:
+        return None
+    layer, rest = m.groups()
+    if architecture in MOE_BLOCKS:
+        block, projections = MOE_BLOCKS[architecture]
+        e = re.match(rf"^{block}\.experts\.\d+\.(\w+)\.weight$", rest)
+        if e and e.group(1) in projections:
+            return f"blk.{layer}.{_EXPERT_STACKS[projections.index(e.group(1))]}"
+    names = {v: k for k, v in _layer_tensors(architecture).items()}
+    return f"blk.{layer}.{names[rest]}" if rest in names else None

@@ -11,6 +11,7 @@ model's training data.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 _GPT2_PATTERN = None  # ByteLevel(use_regex=True) applies GPT-2's split itself.
@@ -35,7 +36,7 @@ SUPPORTED_PRE_TOKENIZERS: dict[str, tuple[str, str | None, bool, bool]] = {
     "qwen2": ("split", _QWEN2_PATTERN, False, True),
     "deepseek-r1-qwen": ("split", _QWEN2_PATTERN, False, True),
 }
-SUPPORTED_TOKENIZER_MODELS = ("gpt2",)  # byte-level BPE; sentencepiece ("llama") files are not supported
+SUPPORTED_TOKENIZER_MODELS = ("gpt2",)  # byte-level BPE built here; other models through transformers_tokenizer
 
 _CONTROL, _USER_DEFINED = 3, 4
 
@@ -122,3 +123,18 @@ def build_tokenizer(metadata: dict[str, Any]):
     if ctx:
         kwargs["model_max_length"] = int(ctx)
     return PreTrainedTokenizerFast(tokenizer_object=tok, clean_up_tokenization_spaces=False, **kwargs)
+
+
+def transformers_tokenizer(path: str, model: str):
+    """The tokenizer of a GGUF whose ``tokenizer.ggml.model`` is not byte-level BPE (sentencepiece "llama", ...),
+    converted by transformers (``AutoTokenizer.from_pretrained(folder, gguf_file=name)``), as vLLM loads every
+    GGUF tokenizer. Slower than ``build_tokenizer`` (transformers parses the whole file), hence only the fallback."""
+    from transformers import AutoTokenizer
+
+    path = os.path.abspath(path)
+    try:
+        return AutoTokenizer.from_pretrained(os.path.dirname(path), gguf_file=os.path.basename(path))
+    except (OSError, ValueError, TypeError, KeyError, NotImplementedError) as e:
+        raise ValueError(f"GGUF tokenizer.ggml.model={model!r} of {path!r}: transformers could not build the "
+                         f"tokenizer ({type(e).__name__}: {e}); pass tokenizer=<HF folder or hub id of the model>, "
+                         "or skip_tokenizer_init=True to work with token ids") from e
