@@ -86,7 +86,7 @@ def test_unknown_tensor_is_named(tmp_path, source):
 
 def test_tensor_type_not_dequantized_is_named(tmp_path, source):
     qtype = gguf.GGMLQuantizationType.IQ2_XXS
-    block, nbytes = gguf.GGML_QUANT_SIZES[qtype]
+    nbytes = gguf.GGML_QUANT_SIZES[qtype][1]
     extra = {"blk.0.attn_q.bias": (np.zeros((1, nbytes), np.uint8), qtype)}
     with pytest.raises(ValueError, match="GGUF tensor 'blk.0.attn_q.bias' has type IQ2_XXS, which is not "
                                          "supported; supported types: F32, F16, BF16, Q4_0"):
