@@ -172,3 +172,10 @@ def _add_family_metadata(w: gguf.GGUFWriter, arch: str, cfg) -> None:
         w.add_final_logit_softcapping(cfg.final_logit_softcapping)
     if arch == "gemma3":
         w.add_sliding_window_pattern([t == "sliding_attention" for t in cfg.layer_types])
+        w.add_rope_freq_base_swa(cfg.rope_parameters["sliding_attention"]["rope_theta"])
+    kind = rope.get("rope_type", "default")
+    if kind in ("linear", "yarn"):
+        w.add_rope_scaling_type(gguf.RopeScalingType(kind))
+        w.add_rope_scaling_factor(rope["factor"])
+    if kind == "yarn":
+        w.add_rope_scaling_orig_ctx_len(rope["original_max_position_embeddings"])

@@ -191,8 +191,16 @@ class GGUFCheckpoint:
             return None
         if kind == "linear":
             return {"rope_type": "linear", "factor": float(self._arch_key("rope.scaling.factor"))}
-        raise ValueError(f"GGUF rope scaling type {kind!r} is not supported; supported: none, linear, "
-                         "llama3 (rope_freqs tensor)")
+        if kind == "yarn" and not self._arch_key("rope.scaling.yarn_log_multiplier"):
+            # convert_hf_to_gguf's yarn (Qwen2/Qwen3/Qwen3-MoE long context): factor, original context, betas
+            out = {"rope_type": "yarn", "factor": _f32_to_float(self._arch_key("rope.scaling.factor")),
+                   "original_max_position_embeddings": int(self._arch_key("rope.scaling.original_context_length"))}
+            for key in ("beta_fast", "beta_slow"):
+                if self._arch_key(f"rope.scaling.yarn_{key}") is not None:
+                    out[key] = _f32_to_float(self._arch_key(f"rope.scaling.yarn_{key}"))
+            return out
+        raise ValueError(f"GGUF rope scaling type {kind!r} is not supported; supported: none, linear, yarn "
+                         "(without yarn_log_multiplier), llama3 (rope_freqs tensor)")
 
     def _eos_token_id(self) -> int | list[int] | None:
         """config.json's eos_token_id: the eos id, or [eos, eot, eom] when the file names end-of-turn tokens too

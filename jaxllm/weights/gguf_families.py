@@ -5,7 +5,7 @@ the fields to add. Values llama.cpp does not store but hard-codes per model are 
 
 - Gemma 2/3's attention scale: query_pre_attn_scalar = hidden / heads for the 27B models (46 / 62 layers),
   else head_dim (llama.cpp picks 1/sqrt of either by model size, as the HF configs do).
-- Gemma 3's local layers: rope base 10000, every 6th layer global (unless the file has
+- Gemma 3's local layers: rope base ``rope.freq_base_swa`` (10000 in older files), every 6th layer global (unless the file has
   ``attention.sliding_window_pattern``, one bool per layer: true = sliding).
 - Phi-3 longrope: ``rope_factors_long`` / ``rope_factors_short`` tensors hold the factor lists.
 """
@@ -42,7 +42,8 @@ def gemma2(ckpt, cfg: dict[str, Any]) -> dict[str, Any]:
 def gemma3(ckpt, cfg: dict[str, Any]) -> dict[str, Any]:
     fields: dict[str, Any] = {
         "hidden_activation": "gelu_pytorch_tanh", "query_pre_attn_scalar": _query_pre_attn_scalar("gemma3", cfg),
-        "sliding_window": ckpt.arch_key("attention.sliding_window"), "rope_local_base_freq": 10000.0,
+        "sliding_window": ckpt.arch_key("attention.sliding_window"),
+        "rope_local_base_freq": _float_or_none(ckpt.arch_key("rope.freq_base_swa", 10000.0)),
         "final_logit_softcapping": _float_or_none(ckpt.arch_key("final_logit_softcapping"))}
     pattern = ckpt.arch_key("attention.sliding_window_pattern")
     if isinstance(pattern, (list, tuple)):

@@ -34,6 +34,11 @@ CASES = {
                                      "attn_logit_softcapping": 2.0, "final_logit_softcapping": 3.0}),
     "gemma3": ("Gemma3ForCausalLM", {"head_dim": 16, "query_pre_attn_scalar": 16, "sliding_window": 5,
                                      "num_hidden_layers": 3, "sliding_window_pattern": 3}),
+    "gemma3-rope": ("Gemma3ForCausalLM", {"head_dim": 16, "query_pre_attn_scalar": 16, "sliding_window": 5,
+                                          "rope_local_base_freq": 20000.0,
+                                          "rope_scaling": {"rope_type": "linear", "factor": 4.0}}),
+    "qwen2-yarn": ("Qwen2ForCausalLM", {"rope_scaling": {"rope_type": "yarn", "factor": 4.0,
+                                                         "original_max_position_embeddings": 128}}),
     "phi3": ("Phi3ForCausalLM", SPECIAL),
     "olmo2": ("Olmo2ForCausalLM", SPECIAL),
     "mixtral": ("MixtralForCausalLM", {**EXPERTS, "intermediate_size": 32}),
@@ -66,6 +71,9 @@ def test_logits_match_transformers(name, tmp_path_factory):
     hf, _, path = family(name, tmp_path_factory)
     expected_arch = CASES[name][0].replace("Mistral", "Llama")  # llama.cpp stores Mistral as llama
     assert GGUFCheckpoint(path).hf_config["architectures"] == [expected_arch]
+    scaling = hf.config.rope_parameters.get("full_attention", hf.config.rope_parameters)
+    rope = GGUFCheckpoint(path).hf_config.get("rope_scaling", {"rope_type": "default"})
+    assert rope["rope_type"] == scaling.get("rope_type", "default")
     ids = np.random.RandomState(1).randint(0, hf.config.vocab_size, (2, 20)).astype(np.int32)
     assert relative_error(np.asarray(jaxllm.load_model(path)(ids)), hf_logits(hf, ids)) <= 1e-4
 
