@@ -116,11 +116,12 @@ def encode_checkpoint(hf_dir, ref_dir, type_name: str, seed: int = 0) -> dict:
     return encoded
 
 
-def write_hf_as_gguf(path, hf_dir, cfg, encoded: dict | None = None) -> str:
+def write_hf_as_gguf(path, hf_dir, cfg, encoded: dict | None = None, per_expert: bool = False) -> str:
     """The saved HF checkpoint ``hf_dir`` (transformers config ``cfg``) written as llama.cpp's convert_hf_to_gguf.py
     writes it: the gguf package's tensor-name map, llama's q/k row permutation, Gemma norms + 1, MoE experts
     stacked, and the metadata keys the converter sets. Tensors are float32 except those in ``encoded`` ({HF name:
-    (type name, raw blocks [rows, row bytes])}, see ``encode_checkpoint``). Returns the llama.cpp architecture."""
+    (type name, raw blocks [rows, row bytes])}, see ``encode_checkpoint``). ``per_expert``: MoE experts one tensor
+    each (``blk.N.ffn_gate.E.weight``, llama.cpp's first Mixtral layout). Returns the llama.cpp architecture."""
     from jaxllm.weights.gguf import permute_qk
 
     arch = CONVERTER_ARCH[cfg.architectures[0]]
@@ -130,7 +131,8 @@ def write_hf_as_gguf(path, hf_dir, cfg, encoded: dict | None = None) -> str:
     for name, (type_name, raw) in (encoded or {}).items():
         tensors[name], types[name] = raw, type_name
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.upper()], cfg.num_hidden_layers)
-    tensors, types = _stack_experts(tensors, types)
+    if not per_expert:
+        tensors, types = _stack_experts(tensors, types)
     for name, arr in tensors.items():
         qtype = types.get(name, "F32")
         if qtype == "F32":
@@ -141,7 +143,12 @@ def write_hf_as_gguf(path, hf_dir, cfg, encoded: dict | None = None) -> str:
             arr = permute_qk(arr, cfg.num_key_value_heads)
         if arch.startswith("gemma") and name.endswith("norm.weight"):
             arr = arr + 1.0
-        gname = names.get_name(name, try_suffixes=(".weight", ".bias"))
+        expert = _EXPERT.match(name)
+        if expert:  # per_expert: w1/gate_proj -> ffn_gate.E, ...
+            proj = {"w1": "gate", "gate_proj": "gate", "w3": "up", "up_proj": "up"}.get(expert.group(4), "down")
+            gname = f"blk.{expert.group(1)}.ffn_{proj}.{expert.group(3)}.weight"
+        else:
+            gname = names.get_name(name, try_suffixes=(".weight", ".bias"))
         if qtype == "F32":
             w.add_tensor(gname, arr)
         else:

@@ -53,6 +53,7 @@ _LAYER_RE = re.compile(r"^blk\.(\d+)\.(.+)$")
 MOE_BLOCKS = {"llama": ("block_sparse_moe", ("w1", "w3", "w2")),
               "qwen3moe": ("mlp", ("gate_proj", "up_proj", "down_proj"))}
 _EXPERT_STACKS = ("ffn_gate_exps.weight", "ffn_up_exps.weight", "ffn_down_exps.weight")
+_LEGACY_EXPERT_RE = re.compile(r"^ffn_(gate|up|down)\.(\d+)\.weight$")
 
 
 def _layer_tensors(architecture: str) -> dict[str, str]:
@@ -83,6 +84,11 @@ def hf_tensor_name(gguf_name: str, architecture: str = "llama") -> str:
     m = _LAYER_RE.match(gguf_name)
     if m and m.group(2) in table:
         return f"model.layers.{m.group(1)}.{table[m.group(2)]}"
+    legacy = _LEGACY_EXPERT_RE.match(m.group(2)) if m and architecture in MOE_BLOCKS else None
+    if legacy:  # llama.cpp's first Mixtral layout: one tensor per expert, blk.N.ffn_gate.E.weight
+        block, projections = MOE_BLOCKS[architecture]
+        proj = projections[("gate", "up", "down").index(legacy.group(1))]
+        return f"model.layers.{m.group(1)}.{block}.experts.{legacy.group(2)}.{proj}.weight"
     raise ValueError(f"GGUF tensor {gguf_name!r} has no HF equivalent that jaxllm knows for {architecture}; known "
                      f"tensors: {', '.join(_GLOBAL_TENSORS)}, blk.N.{{{', '.join(table)}}}")
 

@@ -2,7 +2,8 @@
 tokenizer=HF_DIR)``. A tiny random HF checkpoint is written to GGUF the way convert_hf_to_gguf.py writes it
 (tests/gguf_files.py: the gguf package's name map, llama's q/k permutation, Gemma's norm + 1, MoE experts stacked;
 Mistral and Mixtral become llama.cpp "llama" files). The float32 file must give transformers' logits on the HF
-checkpoint (1e-4 relative) and the same greedy tokens; transformers' own GGUF reader is a second reference where it
+checkpoint (1e-4 relative) and the same greedy tokens (also Mixtral files of llama.cpp's first, per-expert
+layout); transformers' own GGUF reader is a second reference where it
 reads the family (llama, qwen2)."""
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ CASES = {
     "phi3": ("Phi3ForCausalLM", SPECIAL),
     "olmo2": ("Olmo2ForCausalLM", SPECIAL),
     "mixtral": ("MixtralForCausalLM", {**EXPERTS, "intermediate_size": 32}),
+    "mixtral-per-expert": ("MixtralForCausalLM", {**EXPERTS, "intermediate_size": 32}),
     "qwen3moe": ("Qwen3MoeForCausalLM", {**EXPERTS, "moe_intermediate_size": 32, "norm_topk_prob": True,
                                          "head_dim": 16}),
 }
@@ -61,7 +63,7 @@ def family(name: str, tmp_path_factory):
         root = tmp_path_factory.mktemp(name)
         hf = save_tiny_model(root / "hf", arch, vocab_size=512, **overrides)
         save_tokenizer_with_template(root / "hf")
-        write_hf_as_gguf(root / "model.gguf", root / "hf", hf.config)
+        write_hf_as_gguf(root / "model.gguf", root / "hf", hf.config, per_expert=name.endswith("per-expert"))
         _BUILT[name] = hf, root / "hf", root / "model.gguf"
     return _BUILT[name]
 
