@@ -153,6 +153,11 @@ def write_hf_as_gguf(path, hf_dir, cfg, encoded: dict | None = None, per_expert:
             w.add_tensor(gname, arr)
         else:
             w.add_tensor(gname, arr, raw_dtype=gguf.GGMLQuantizationType[qtype])
+    rope = getattr(cfg, "rope_parameters", None) or {}
+    if rope.get("rope_type") == "longrope":  # Phi-3's factor lists travel as tensors
+        w.add_rope_scaling_orig_ctx_len(rope["original_max_position_embeddings"])
+        w.add_tensor("rope_factors_long.weight", np.asarray(rope["long_factor"], np.float32))
+        w.add_tensor("rope_factors_short.weight", np.asarray(rope["short_factor"], np.float32))
     finish_gguf(w)
     return arch
 
