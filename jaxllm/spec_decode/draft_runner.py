@@ -25,6 +25,8 @@ apply the rule with p / q (``rejection.sample_and_verify``).
 
 Sleep mode (``SleepMode``, as the target's runner): the draft's weights and cache are freed and restored with
 the target's; weights discarded at level 2 are read from the draft checkpoint again (``weights_source``).
+``served_weights`` / ``update_weights`` (``WeightUpdates``, as the target's runner) swap its parameters in place
+(the benchmark's echo weights: jaxllm/bench/echo_weights.py).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from jaxllm.runner.programs import ForwardKey, Programs
 from jaxllm.runner.sleep_mode import SleepMode
 from jaxllm.runner.spec_rows import DraftProbs
 from jaxllm.runner.step import make_forward
+from jaxllm.runner.weight_updates import WeightUpdates
 from jaxllm.spec_decode.config import SpeculativeConfig
 from jaxllm.spec_decode.draft_sampling import (
     DraftSampleKey,
@@ -84,7 +87,7 @@ def shared_num_blocks(num_blocks: int, target_block_bytes: int, draft_block_byte
     return max(1, blocks)
 
 
-class DraftRunner(SleepMode):
+class DraftRunner(SleepMode, WeightUpdates):
     """``model``: the draft NNX module on ``mesh``; ``cfg`` / ``target_cfg``: the draft's and the target's
     ModelConfig (ValueError when their vocabularies differ); ``args``: the target's resolved EngineArgs."""
 
