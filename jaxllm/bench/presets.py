@@ -35,6 +35,9 @@ DRAFT = ("--draft-config", os.path.join(CONFIG_DIR, "llama-3.2-1b.json"), "--spe
 DRAFT_AUTO = ("--draft-config", os.path.join(CONFIG_DIR, "llama-3.2-1b.json"), "--speculative-config",
               '{"method": "draft_model", "num_speculative_tokens": 4}')
 
+# the target (and draft) repeat their last input token: drafts accepted nearly always (jaxllm/bench/echo_weights.py)
+ECHO = ("--echo-weights",)
+
 
 def _spec(requests: int) -> tuple[str, ...]:
     """8B dims, ``requests`` prompts of 256 tokens repeating a 32-token segment (random weights accept drafts
@@ -138,6 +141,22 @@ PRESETS = {
                            "spec-b16 sampled at temperature 0.8, no speculation"),
     "spec-b16-draft-t08": Preset((*_spec(16), "--temperature", "0.8", *DRAFT),
                                  "spec-b16-t08 with the draft model (sampled drafts)", baseline="spec-b16-t08"),
+    # echo weights (jaxllm/bench/echo_weights.py): the random 8B-dims target (and draft) repeat the last token,
+    # so nearly every draft is accepted: speculation's upper bound at these shapes, against the same model
+    # without speculation (the automatic rule decides when to speculate)
+    "spec-b1-echo": Preset((*_spec(1), *ECHO), "spec-b1 with echo weights (acceptance near 1), no speculation"),
+    "spec-b1-echo-ngram": Preset((*_spec(1), *ECHO, *NGRAM), "spec-b1-echo with n-gram speculation (k=4)",
+                                 baseline="spec-b1-echo"),
+    "spec-b1-echo-draft": Preset((*_spec(1), *ECHO, *DRAFT_AUTO), "spec-b1-echo with an echoing "
+                                 "Llama-3.2-1B-dims draft model (k=4)", baseline="spec-b1-echo"),
+    "spec-b16-echo": Preset((*_spec(16), *ECHO), "spec-b16 with echo weights, no speculation"),
+    "spec-b16-echo-ngram": Preset((*_spec(16), *ECHO, *NGRAM), "spec-b16-echo with n-gram speculation (k=4)",
+                                  baseline="spec-b16-echo"),
+    "spec-b16-echo-draft": Preset((*_spec(16), *ECHO, *DRAFT_AUTO), "spec-b16-echo with an echoing "
+                                  "Llama-3.2-1B-dims draft model (k=4)", baseline="spec-b16-echo"),
+    "spec-b256-echo": Preset((*_spec(256), *ECHO), "spec-b256 with echo weights, no speculation"),
+    "spec-b256-echo-ngram": Preset((*_spec(256), *ECHO, *NGRAM), "spec-b256-echo with n-gram speculation (k=4), "
+                                   "the automatic rule", baseline="spec-b256-echo"),
     "b2-gemma2-9b": Preset(_b2_mix("gemma-2-9b.json"),
                            "B2 mix on Gemma-2-9B dims (soft-capping, 4096-token windows on half the layers)",
                            limit_s=300),
