@@ -80,11 +80,23 @@ def test_speculation_accepts_nearly_every_draft(dirs, method):
     llm = LLM(dirs[0], **KW, speculative_config={**spec, **ALWAYS})
     apply_echo(llm)
     stats = llm.llm_engine.stats
+    draft = llm.llm_engine.runner.draft
+    calls = {"propose": 0, "forward": 0}
+    if draft is not None:  # count the draft's forwards per proposal
+        def counted(name, fn):
+            def call(*args):
+                calls[name] += 1
+                return fn(*args)
+            return call
+        draft.propose, draft._run = counted("propose", draft.propose), counted("forward", draft._run)
     assert generate(llm) == [[p[-1]] * 40 for p in PROMPTS]
     drafted, accepted = stats.spec_decode_num_draft_tokens, stats.spec_decode_num_accepted_tokens
     assert drafted >= 60 and accepted >= 0.95 * drafted  # 3 x 40 tokens: most of them drafted and accepted
     if method == "draft_model":
         assert accepted == drafted  # the echoing draft proposes the target's token every time
+        # k forwards per proposal: the last accepted draft's K/V is written by the first draft step (one
+        # catch-up forward for the prompts)
+        assert calls["forward"] <= 4 * calls["propose"] + 1
 
 
 def test_unsupported_models_and_bench_flags_are_errors(tmp_path):
