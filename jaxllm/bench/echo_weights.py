@@ -94,31 +94,34 @@ def _copy_into(old, new):
 
 @functools.partial(jax.jit, static_argnums=1, donate_argnums=0)
 def _filled(x, value: float):
-    return jnp.full_like(x, value)
+    return x * jnp.asarray(0, x.dtype) + jnp.asarray(value, x.dtype)  # from x: its sharding carries over
 
 
-def echo_runner(runner, cfg) -> None:
+def echo_runner(runner, cfg) -> int:
     """Serve the echo weights of ``runner``'s parameters (a ModelRunner or a DraftRunner: both have
-    ``served_weights`` / ``update_weights``) for ModelConfig ``cfg``."""
+    ``served_weights`` / ``update_weights``) for ModelConfig ``cfg``. Returns the number of arrays that had to
+    be moved to their served sharding or dtype (0: none was copied)."""
     from jaxllm.runner.weight_updates import _name
 
     check_supported(cfg)
     state = runner.served_weights()
     flat, treedef = jax.tree_util.tree_flatten_with_path(state)
     new = echo_leaves([(_name(path), x) for path, x in flat])
-    runner.update_weights(jax.tree_util.tree_unflatten(treedef, new))
+    return runner.update_weights(jax.tree_util.tree_unflatten(treedef, new))
 
 
-def apply_echo(llm) -> None:
+def apply_echo(llm) -> int:
     """Make ``llm``'s target model and, with draft-model speculation, its draft echo their last input token
-    (every engine replica). The prefix cache is reset: its K/V came from the old weights."""
-    engine = llm.llm_engine
+    (every engine replica). The prefix cache is reset: its K/V came from the old weights. Returns the number
+    of arrays moved (``echo_runner``)."""
+    engine, moved = llm.llm_engine, 0
     for runner in getattr(engine, "runners", None) or [engine.runner]:
         runner.programs.wait_background()  # a background compile may be running programs on the weights
-        echo_runner(runner, llm.model_config)
+        moved += echo_runner(runner, llm.model_config)
         if runner.draft is not None:
-            echo_runner(runner.draft, runner.draft.cfg)
+            moved += echo_runner(runner.draft, runner.draft.cfg)
     llm.reset_prefix_cache()
+    return moved
 
 
 def echo_fraction(prompts: list[list[int]], outputs: list[list[int]]) -> float:

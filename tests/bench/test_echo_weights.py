@@ -55,7 +55,7 @@ def test_echo_weights_keep_every_shape_and_the_model_echoes(dirs):
     before = {k: (x.shape, x.dtype, x.sharding, np.asarray(x)) for k, x in served(runner).items()}
     compiled = runner.num_compilations
     assert generate(llm) != [[p[-1]] * 40 for p in PROMPTS]  # random weights do not echo
-    apply_echo(llm)
+    assert apply_echo(llm) == 0  # every new array made in place: no copy onto the served sharding
     after = served(runner)
     assert list(after) == list(before)
     for k, x in after.items():
@@ -78,7 +78,7 @@ def test_speculation_accepts_nearly_every_draft(dirs, method):
     if method == "draft_model":
         spec = {"method": "draft_model", "model": dirs[1], "num_speculative_tokens": 4}
     llm = LLM(dirs[0], **KW, speculative_config={**spec, **ALWAYS})
-    apply_echo(llm)
+    assert apply_echo(llm) == 0
     stats = llm.llm_engine.stats
     draft = llm.llm_engine.runner.draft
     calls = {"propose": 0, "forward": 0}
