@@ -133,3 +133,24 @@ def test_bench_records_echo_and_acceptance(tmp_path):
             if preset.baseline:  # the same run without speculation
                 base = PRESETS[preset.baseline].args
                 assert preset.args[:len(base)] == base and "--speculative-config" not in base, name
+
+
+def test_summary_table_of_speculative_runs(tmp_path):
+    from test_bench_report import fake_result
+
+    from jaxllm.bench.report import summarize
+
+    d = tmp_path / "throughput"
+    d.mkdir()
+    base = fake_result("spec-b1-echo", 170.0)
+    base["jaxllm"]["echo_fraction"] = 1.0
+    spec = fake_result("spec-b1-echo-ngram", 510.0, baseline={"preset": "spec-b1-echo", "output_tok_s": 170.0})
+    spec["jaxllm"].update(speculative_config={"method": "ngram"}, spec_decode_acceptance_rate=0.98,
+                          spec_decode_tokens_per_verifying_step=4.9, spec_decode_num_drafts=52, steps=60,
+                          echo_fraction=1.0)
+    for r in (base, spec):
+        (d / f"{r['preset']}.json").write_text(json.dumps(r))
+    text = summarize(str(tmp_path))
+    assert "## Speculative decoding" in text
+    assert "| `spec-b1-echo-ngram` | NVIDIA H200 | 98.0% | 4.90 | 52 / 60 | 100.0% | 3.00x spec-b1-echo |" in text
+    assert "| `spec-b1-echo` | NVIDIA H200 | -" not in text  # no speculation: not in that table
