@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxllm.runner.weight_updates import param_name
+
 BRANCH_SCALE = 2.0 ** -14
 BRANCH_OUTPUTS = ("o_proj", "o_bias", "down", "down_bias")  # leaves whose output is added to the residual stream
 
@@ -101,12 +103,10 @@ def echo_runner(runner, cfg) -> int:
     """Serve the echo weights of ``runner``'s parameters (a ModelRunner or a DraftRunner: both have
     ``served_weights`` / ``update_weights``) for ModelConfig ``cfg``. Returns the number of arrays that had to
     be moved to their served sharding or dtype (0: none was copied)."""
-    from jaxllm.runner.weight_updates import _name
-
     check_supported(cfg)
     state = runner.served_weights()
     flat, treedef = jax.tree_util.tree_flatten_with_path(state)
-    new = echo_leaves([(_name(path), x) for path, x in flat])
+    new = echo_leaves([(param_name(path), x) for path, x in flat])
     return runner.update_weights(jax.tree_util.tree_unflatten(treedef, new))
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from jaxllm import LLM, SamplingParams
 from jaxllm.bench.echo_weights import BRANCH_SCALE, apply_echo, check_supported, echo_fraction
-from jaxllm.runner.weight_updates import _name
+from jaxllm.runner.weight_updates import param_name
 
 VOCAB = 512
 TARGET = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": VOCAB, "hidden_size": 64,
@@ -46,7 +46,7 @@ def generate(llm, prompts=PROMPTS):
 
 
 def served(runner) -> dict:
-    return {_name(p): x for p, x in jax.tree_util.tree_flatten_with_path(runner.served_weights())[0]}
+    return {param_name(p): x for p, x in jax.tree_util.tree_flatten_with_path(runner.served_weights())[0]}
 
 
 def test_echo_weights_keep_every_shape_and_the_model_echoes(dirs):
