@@ -24,6 +24,8 @@ DECODE64 = _b2(64, (64, 128), (1024, 1024))
 DECODE256 = _b2(256, (64, 128), (1024, 1024))
 NGRAM = ("--speculative-config",
          '{"method": "ngram", "num_speculative_tokens": 4, "prompt_lookup_max": 4, "prompt_lookup_min": 2}')
+# every running decode in every step
+NGRAM_ALL = ("--speculative-config", NGRAM[1].replace("}", ', "disable_by_batch_size": 256}'))
 
 # Llama-3.2-1B dims (the 8B's vocabulary) as a random draft, k=4; speculation off in steps with more than 32
 # running sequences (disable_by_batch_size: a large batch is compute-bound and verification does not pay)
@@ -161,6 +163,9 @@ PRESETS = {
     "spec-b256-echo": Preset((*_spec(256), *ECHO), "spec-b256 with echo weights, no speculation"),
     "spec-b256-echo-ngram": Preset((*_spec(256), *ECHO, *NGRAM), "spec-b256-echo with n-gram speculation (k=4), "
                                    "the automatic rule", baseline="spec-b256-echo"),
+    "spec-b256-echo-ngram-all": Preset((*_spec(256), *ECHO, *NGRAM_ALL), "spec-b256-echo with n-gram "
+                                       "speculation for every sequence in every step (disable_by_batch_size=256): "
+                                       "what the automatic rule declines", baseline="spec-b256-echo"),
     "b2-gemma2-9b": Preset(_b2_mix("gemma-2-9b.json"),
                            "B2 mix on Gemma-2-9B dims (soft-capping, 4096-token windows on half the layers)",
                            limit_s=300),
