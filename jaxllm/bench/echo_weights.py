@@ -116,10 +116,10 @@ def apply_echo(llm) -> int:
     of arrays moved (``echo_runner``)."""
     engine, moved = llm.llm_engine, 0
     for runner in getattr(engine, "runners", None) or [engine.runner]:
-        runner.programs.wait_background()  # a background compile may be running programs on the weights
-        moved += echo_runner(runner, llm.model_config)
-        if runner.draft is not None:
-            moved += echo_runner(runner.draft, runner.draft.cfg)
+        with runner.device_lock:  # a background compile's first runs of the programs read the weights
+            moved += echo_runner(runner, llm.model_config)
+            if runner.draft is not None:
+                moved += echo_runner(runner.draft, runner.draft.cfg)
     llm.reset_prefix_cache()
     return moved
 
