@@ -7,14 +7,15 @@ both caches at once. The draft runs only for the decodes of a speculating step (
 - catch-up: the draft's K/V of positions it has not computed for the sequence yet (the whole context the first
   time, as a chunked prefill) is written into the sequence's slots. A short gap (after a step whose k drafts
   were all accepted: the last draft) is folded into the first draft step instead, as the head of that
-  sequence's query, so that a well-accepted sequence costs k draft forwards per step, not k + 1. ``_computed`` records, per sequence and block table, how many leading positions hold the
-  draft's K/V of the sequence's tokens; positions at or past the target's ``num_computed_tokens`` (rejected
-  drafts) do not count, and a new block table (preemption, swap-in) starts from 0. Prefix-cache blocks shared
-  with other sequences may be written again: K/V of the same tokens at the same positions, equal up to
-  rounding (another chunking), which can only change a draft, never an output.
-- k one-token decode steps: the first reads the sequence's last token, each next one the previous step's
-  choice, still on device (the forward's negative-id placeholders), so the k drafts reach the host with one
-  transfer.
+  sequence's query, so that a well-accepted sequence costs k draft forwards per step, not k + 1.
+  ``_computed`` records, per sequence and block table, how many leading positions hold the draft's K/V of the
+  sequence's tokens; positions at or past the target's ``num_computed_tokens`` (rejected drafts) do not count,
+  and a new block table (preemption, swap-in) starts from 0. Prefix-cache blocks shared with other sequences
+  may be written again: K/V of the same tokens at the same positions, equal up to rounding (another chunking),
+  which can only change a draft, never an output.
+- k decode steps: the first reads the sequence's last token (after the folded gap), each next one the
+  previous step's choice, still on device (the forward's negative-id placeholders), so the k drafts reach the
+  host with one transfer.
 
 So steps that do not speculate (``disable_by_batch_size``, structured outputs, overlapped steps) cost the draft
 nothing. A greedy request's drafts are the draft's argmax tokens: a one-hot q, for which the runner's
@@ -187,7 +188,7 @@ class DraftRunner(SleepMode, WeightUpdates):
                                    attention_impl=self._attention, logits_sharding=self._replicated).compile()
 
     def propose(self, items) -> list[tuple[int, ...]]:
-        """``items``: [(sequence, n)] with the sequence's last token not yet computed and slots allocated for
+        """``items``: [(sequence, n >= 1)] with the sequence's last token not yet computed and slots allocated for
         its next 1 + n positions -> n draft tokens per sequence (argmax for greedy requests, drawn from q for
         random ones; then ``take_probs`` holds the q). Sequences are ordered by n, longest first, so each draft
         step's sequences are a prefix of the previous step's and keep their row (the placeholder -(row + 1)

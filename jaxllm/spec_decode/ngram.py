@@ -4,8 +4,7 @@ For n from ``prompt_lookup_max`` down to ``prompt_lookup_min``, the last n token
 (prompt + output) are searched for earlier in the context; at the earliest match of the longest n, the up to k
 tokens that followed it are the draft (vLLM's rule: the earliest match has the most tokens after it, so a run
 of a repeated token or phrase gets full drafts). Repetitive text (code, quotes of the prompt, lists) gets long
-accepted runs;
-the proposal costs O(n * context) numpy compares per sequence and step, no device work.
+accepted runs; the proposal costs O(n * context) numpy compares per sequence and step, no device work.
 """
 
 from __future__ import annotations
