@@ -99,6 +99,19 @@ def test_speculation_accepts_nearly_every_draft(dirs, method):
         assert calls["forward"] <= 4 * calls["propose"] + 1
 
 
+def test_sharded_replicas_echo_in_place(dirs):
+    """tensor_parallel_size=2 x data_parallel_size=2 on four CPU devices: every replica's target and draft
+    echo, each new array made on its served sharding (none moved)."""
+    spec = {"method": "draft_model", "model": dirs[1], "num_speculative_tokens": 4, **ALWAYS}
+    llm = LLM(dirs[0], **KW, tensor_parallel_size=2, data_parallel_size=2, speculative_config=spec,
+              enforce_eager=True)  # only the programs the run uses are compiled
+    assert len(llm.llm_engine.runners) == 2
+    assert apply_echo(llm) == 0
+    assert generate(llm, PROMPTS * 2) == [[p[-1]] * 40 for p in PROMPTS * 2]
+    stats = llm.llm_engine.stats
+    assert stats.spec_decode_num_accepted_tokens == stats.spec_decode_num_draft_tokens > 0
+
+
 def test_unsupported_models_and_bench_flags_are_errors(tmp_path):
     with pytest.raises(ValueError, match="quantization='fp8'"):
         check_supported(types.SimpleNamespace(quantization="fp8", norm_placement="pre"))
