@@ -87,6 +87,18 @@ class ModelRunner(ProgramLowering, StartupPrograms, SleepMode, WeightUpdates):
                                    and not args.enforce_eager)
         self.ladder = BucketLadder(args.max_num_batched_tokens, args.max_num_seqs)
         self._plan_startup(args.max_seq_len_to_capture, mesh.devices.flat[0].platform, jax.process_count())
+        self._split_model(model, cfg, mesh)
+        self._plan_memory(cfg, mesh, args)
+        self._make_step_functions(mesh, lora)
+        self._enforce_eager = args.enforce_eager
+        if not args.enforce_eager:
+            self._start_up(mesh.devices.flat[0].platform)
+        else:
+            self._allocate_cache()
+
+    def _split_model(self, model, cfg: ModelConfig, mesh) -> None:
+        """The NNX model as a graph definition and flat parameter leaves (what the programs take), their shapes,
+        and the shardings of the step's outputs."""
         self.forward_compile_options = forward_compiler_options(model)  # W8A8: faster GEMM autotuning
         self.graphdef, state = nnx.split(model)
         self.params, self._treedef = jax.tree_util.tree_flatten(state)
@@ -94,9 +106,13 @@ class ModelRunner(ProgramLowering, StartupPrograms, SleepMode, WeightUpdates):
         self.param_shapes = shapes_of(self.params)
         self.dtype = jnp.dtype(cfg.dtype)
         self._replicated = NamedSharding(mesh, PartitionSpec())
-        tp = mesh.devices.size
-        vocab_spec = logical_to_spec((None, "vocab"), sharding_rules(cfg, tp))
-        self._vocab_logits = NamedSharding(mesh, vocab_spec) if tp > 1 and any(vocab_spec) else None
+        vocab_spec = logical_to_spec((None, "vocab"), sharding_rules(cfg, mesh.devices.size))
+        self._vocab_logits = NamedSharding(mesh, vocab_spec) if mesh.devices.size > 1 and any(vocab_spec) else None
+
+    def _plan_memory(self, cfg: ModelConfig, mesh, args: EngineArgs) -> None:
+        """What takes device memory besides the weights, in the order it is sized: the draft model's weights,
+        the KV cache plan (its shapes only until the programs are compiled), speculation's rows, the host tier;
+        and the attention kernels the cache's layout allows."""
         # draft-model speculation: the draft's weights are placed before the KV cache is sized (they take memory)
         self.draft = make_draft(args, cfg, mesh, self.ladder, self.max_blocks_per_seq)
         self.cache_plan = KVCachePlan(cfg, mesh, args, self.dtype)
@@ -112,8 +128,12 @@ class ModelRunner(ProgramLowering, StartupPrograms, SleepMode, WeightUpdates):
         self.host_kv = (make_host_pool(args.swap_space, self.kv_caches, self.cache_plan.sharding)
                         if args.swap_space and (args.preemption_mode != "recompute" or args.host_prefix_cache)
                         else None)
-        self.kernels = KernelPolicy(cfg, self.dtype, self.kv_caches[0], tp, attention_backend=args.attention_backend,
+        self.kernels = KernelPolicy(cfg, self.dtype, self.kv_caches[0], mesh.devices.size,
+                                    attention_backend=args.attention_backend,
                                     decode_splits=args.attention_decode_splits, fp8_dot=args.attention_fp8_dot)
+
+    def _make_step_functions(self, mesh, lora) -> None:
+        """The jitted step functions (not compiled yet), the program table and the step counters."""
         self._max_seqs = self.ladder.buckets[-1].num_seqs
         self._table_rows = BlockTableRows(self.max_blocks_per_seq)
         self._prev_tokens = jax.device_put(np.zeros(self._max_seqs, np.int32), self._replicated)
@@ -126,26 +146,28 @@ class ModelRunner(ProgramLowering, StartupPrograms, SleepMode, WeightUpdates):
         self.programs = Programs(self._compile, self._first_run_in_background)
         self.last_step_time = float("-inf")  # perf_counter() of the last dispatch or fetch
         self.background_first_runs = 0  # programs executed once by the background thread
-        self._enforce_eager = args.enforce_eager
         self.num_steps = 0
         self.device_wait_seconds = 0.0  # time blocked waiting for sampled ids (device busy, host idle)
         self.first_run_seconds = 0.0
-        if not args.enforce_eager:
-            self.cache_plan.start_zeroing()  # on the CPU, while the programs compile
-            self.warm_up()
-            self._fit_cache_to_temporaries(self.programs.peak_temp_bytes())
-            if self.draft is not None:
-                self.draft.compile(self.num_blocks)
+
+    def _start_up(self, platform: str) -> None:
+        """Compile the start-up programs against the cache's shapes (shrinking the cache when their temporaries
+        need more room), allocate the cache, run each program once, then leave the rest to the background
+        compile (``background_compile``)."""
+        self.cache_plan.start_zeroing()  # on the CPU, while the programs compile
+        self.warm_up()
+        self._fit_cache_to_temporaries(self.programs.peak_temp_bytes())
+        if self.draft is not None:
+            self.draft.compile(self.num_blocks)
         self._allocate_cache()
-        if not args.enforce_eager:
-            if self.host_kv is not None and mesh.devices.flat[0].platform != "cpu":  # kv_swap.py
-                self.kv_caches = self.host_kv.warm_up(self.kv_caches)
-            self._run_each_program_once()
-            if self.draft is not None:
-                self.draft.run_each_program_once()
-            if self.background_compile:
-                self.programs.compile_in_background(self.deferred_keys(), before=self._warm_up_attention_loops,
-                                                    workers=self.background_workers)
+        if self.host_kv is not None and platform != "cpu":  # kv_swap.py
+            self.kv_caches = self.host_kv.warm_up(self.kv_caches)
+        self._run_each_program_once()
+        if self.draft is not None:
+            self.draft.run_each_program_once()
+        if self.background_compile:
+            self.programs.compile_in_background(self.deferred_keys(), before=self._warm_up_attention_loops,
+                                                workers=self.background_workers)
 
     # ---- KV cache ----------------------------------------------------------------------------------------
 
