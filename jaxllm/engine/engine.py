@@ -30,7 +30,7 @@ from ..inputs import prompt_to_ids, split_cache_salt
 from ..outputs import RequestMetrics, RequestOutput
 from ..pooling.outputs import PoolingOutput, PoolingRequestOutput
 from ..pooling_params import PoolingParams
-from ..sampling_params import SamplingParams
+from ..sampling_params import RequestOutputKind, SamplingParams
 from ..spec_decode import SpeculativeConfig
 from ..structured_outputs.grammar import GrammarCompiler
 from ..structured_outputs.params import StructuredOutputsConfig
@@ -47,8 +47,9 @@ from .scheduler import Scheduler
 from .stat_logger import StatLogger
 from .stats import EngineStats
 
-# the scheduling view of a pooling request: its prompt, then done (the runner pools instead of sampling)
-_POOLING_SAMPLING_PARAMS = SamplingParams(max_tokens=1, detokenize=False)
+# the scheduling view of a pooling request: its prompt, then done (the runner pools instead of sampling). It
+# has one output, when it finishes (FINAL_ONLY): a streaming request is checked for news at every step
+_POOLING_SAMPLING_PARAMS = SamplingParams(max_tokens=1, detokenize=False, output_kind=RequestOutputKind.FINAL_ONLY)
 
 
 class LLMEngine(EngineAccessors, ConstrainedSteps):

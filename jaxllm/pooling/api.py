@@ -32,7 +32,14 @@ from jaxllm.pooling.outputs import (
     EmbeddingRequestOutput,
     PoolingRequestOutput,
 )
-from jaxllm.pooling.prompts import is_text, left_truncation, lower_text, params_list, truncation_size
+from jaxllm.pooling.prompts import (
+    collector_paused,
+    is_text,
+    left_truncation,
+    lower_text,
+    params_list,
+    truncation_size,
+)
 from jaxllm.pooling.scoring import ScoringMixin
 from jaxllm.pooling.st_config import st_pooling_module
 from jaxllm.pooling_params import PoolingParams
@@ -171,30 +178,33 @@ class PoolingMixin(ScoringMixin):
                                  "using `--convert classify`.")
             raise ValueError(f"Unsupported task: {pooling_task!r} Supported tasks: {self.supported_tasks}")
         _no_lora(lora_request)
-        split = [split_cache_salt(i, p) for i, p in enumerate(as_prompt_list(prompts))]
-        salts, items = [salt for salt, _ in split], [p for _, p in split]  # a salt keys the prefix cache
-        requests = self._pooling_requests(items, pooling_params, pooling_task, truncate_prompt_tokens,
-                                          tokenization_kwargs)
-        return self._run_pooling(requests, use_tqdm, salts)
+        with collector_paused():
+            split = [split_cache_salt(i, p) for i, p in enumerate(as_prompt_list(prompts))]
+            salts, items = [salt for salt, _ in split], [p for _, p in split]  # a salt keys the prefix cache
+            requests = self._pooling_requests(items, pooling_params, pooling_task, truncate_prompt_tokens,
+                                              tokenization_kwargs)
+            return self._run_pooling(requests, use_tqdm, salts)
 
     @serialized
     def embed(self, prompts: Any, *, truncate_prompt_tokens: int | None = None, use_tqdm: bool = True,
               pooling_params: PoolingParams | list[PoolingParams] | None = None, lora_request: Any = None,
               tokenization_kwargs: dict[str, Any] | None = None) -> list[EmbeddingRequestOutput]:
         """One embedding per prompt (``outputs.embedding``, a list of floats)."""
-        items = self._encode(prompts, pooling_params, truncate_prompt_tokens=truncate_prompt_tokens,
-                             use_tqdm=use_tqdm, lora_request=lora_request, pooling_task="embed",
-                             tokenization_kwargs=tokenization_kwargs)
-        return [EmbeddingRequestOutput.from_base(item) for item in items]
+        with collector_paused():  # the conversions too (collector_paused says why)
+            items = self._encode(prompts, pooling_params, truncate_prompt_tokens=truncate_prompt_tokens,
+                                 use_tqdm=use_tqdm, lora_request=lora_request, pooling_task="embed",
+                                 tokenization_kwargs=tokenization_kwargs)
+            return [EmbeddingRequestOutput.from_base(item) for item in items]
 
     @serialized
     def classify(self, prompts: Any, *, pooling_params: PoolingParams | list[PoolingParams] | None = None,
                  use_tqdm: bool = True, lora_request: Any = None,
                  tokenization_kwargs: dict[str, Any] | None = None) -> list[ClassificationRequestOutput]:
         """Class probabilities per prompt (``outputs.probs``)."""
-        items = self._encode(prompts, pooling_params, use_tqdm=use_tqdm, lora_request=lora_request,
-                             pooling_task="classify", tokenization_kwargs=tokenization_kwargs)
-        return [ClassificationRequestOutput.from_base(item) for item in items]
+        with collector_paused():  # the conversions too (collector_paused says why)
+            items = self._encode(prompts, pooling_params, use_tqdm=use_tqdm, lora_request=lora_request,
+                                 pooling_task="classify", tokenization_kwargs=tokenization_kwargs)
+            return [ClassificationRequestOutput.from_base(item) for item in items]
 
     @serialized
     def reward(self, prompts: Any, /, *, truncate_prompt_tokens: int | None = None, use_tqdm: bool = True,

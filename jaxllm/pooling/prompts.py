@@ -5,6 +5,7 @@ copy per prompt, and left truncation in the tokenizer (vLLM's ``truncation_side=
 from __future__ import annotations
 
 import contextlib
+import gc
 from typing import Any
 
 from jaxllm.inputs import per_prompt
@@ -35,6 +36,21 @@ def is_text(item: Any) -> bool:
 
 def lower_text(text: Any) -> Any:
     return text.lower() if isinstance(text, str) else text  # a non-str is reported by tokenize_prompt
+
+
+@contextlib.contextmanager
+def collector_paused():
+    """Python's cyclic garbage collector off for the duration (restored as it was). A pooling call allocates
+    a few containers per prompt (its parameters, its output vector as a list of floats), and every collection
+    of the oldest generation walks all live containers again, the caller's prompts included: about half the
+    host time of embedding 10^4 documents. Nothing made here forms cycles; reference counting frees it."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 @contextlib.contextmanager
