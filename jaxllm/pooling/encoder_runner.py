@@ -5,9 +5,10 @@ final, so a prompt cannot be chunked, and nothing is reused afterwards (no decod
 request therefore runs whole, in one call: ``batching.plan_batches`` sorts the requests by length and packs
 them into [B, L] batches, L a length bucket (``batching.length_buckets``: four per octave, so a row pads less
 than a quarter of its length) and B = ``max_num_batched_tokens // L`` (at least 1, at most ``max_num_seqs``
-and what keeps XLA's attention scores within ``batching.SCORES_BYTES``) rows; short rows are padded and masked out of attention (``key_value_seq_lengths``). One program per length
-bucket, compiled at start-up unless ``enforce_eager``; token-level tasks use a second program per bucket
-compiled on first use. ``IN_FLIGHT`` batches are queued on the device while the host pools the oldest one.
+and what keeps XLA's attention scores within ``batching.SCORES_BYTES``) rows; short rows are padded and masked
+out of attention (``key_value_seq_lengths``). One program per length bucket, compiled and executed once at
+start-up unless ``enforce_eager``; token-level tasks use a second program per bucket compiled on first use.
+``IN_FLIGHT`` batches are queued on the device while the host pools the oldest one.
 """
 
 from __future__ import annotations
@@ -88,6 +89,8 @@ class EncoderRunner:
         if not enforce_eager:
             for length in self.lengths:
                 self._program(length, False)
+            for length in self.lengths:
+                self._run_once(length)
 
     @classmethod
     def load(cls, path: str, hf: dict, mesh, args, *, platform: str) -> EncoderRunner:
@@ -140,6 +143,16 @@ class EncoderRunner:
                 self._compiled[key] = self._lower(length, token_rows).compile()
             self.compile_seconds += time.perf_counter() - t0
         return self._compiled[key]
+
+    def _run_once(self, length: int) -> None:
+        """Execute the compiled program of ``length`` once on an all-padding batch and wait for it. A program's
+        first execution records its CUDA command buffers and loads its kernels (cuDNN's included) into the
+        context, tens of milliseconds for a 12-layer program (docs/performance.md); paid here, at start-up as
+        the paged runners pay it, rather than inside the first ``embed`` call that meets each length."""
+        rows = self.batch_rows(length)
+        ids = np.zeros((rows, length), np.int32)
+        dev = jax.device_put((ids, ids, np.zeros(rows, np.int32)), self._replicated)
+        jax.block_until_ready(self._program(length, False)(self.state, *dev))
 
     def _lower(self, length: int, token_rows: bool, lowering_platforms: tuple[str, ...] | None = None):
         """The lowered program of one length bucket; ``lowering_platforms`` as ``ModelRunner.lower``."""
