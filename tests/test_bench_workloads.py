@@ -33,11 +33,12 @@ def test_sampling_settings_reach_every_request():
 
 
 def test_truncation_presets_compare_with_b1():
-    expect = {"b1-topp": ("top_p", 0.95), "b1-topk": ("top_k", 50), "b1-minp": ("min_p", 0.05)}
-    for name, (field, value) in expect.items():
+    expect = {"b1-topp": {"top_p": 0.95}, "b1-topk": {"top_k": 50}, "b1-minp": {"min_p": 0.05},
+              "b1-topk-topp": {"top_k": 50, "top_p": 0.95}, "b1-topp-minp": {"top_p": 0.95, "min_p": 0.05}}
+    for name, fields in expect.items():
         assert PRESETS[name].baseline == "b1"
         w = workload_from_args(parse_args(["--preset", name]))
-        assert getattr(w, field) == value and w.temperature == WORKLOADS["B1"].temperature
+        assert all(getattr(w, f) == v for f, v in fields.items()) and w.temperature == WORKLOADS["B1"].temperature
         assert w.prompt_len == WORKLOADS["B1"].prompt_len
     plain = workload_from_args(parse_args(["--preset", "sharegpt-plain"]))
     assert plain.top_p == 1.0 and plain.num_requests == 2000 and PRESETS["sharegpt"].baseline == "sharegpt-plain"

@@ -71,6 +71,10 @@ PRESETS = {
     "b1-topp": Preset(("--workload", "B1", "--top-p", "0.95"), "B1 with top_p=0.95", baseline="b1"),
     "b1-topk": Preset(("--workload", "B1", "--top-k", "50"), "B1 with top_k=50", baseline="b1"),
     "b1-minp": Preset(("--workload", "B1", "--min-p", "0.05"), "B1 with min_p=0.05", baseline="b1"),
+    "b1-topk-topp": Preset(("--workload", "B1", "--top-k", "50", "--top-p", "0.95"), "B1 with top_k=50 and top_p=0.95",
+                           baseline="b1"),
+    "b1-topp-minp": Preset(("--workload", "B1", "--top-p", "0.95", "--min-p", "0.05"),
+                           "B1 with top_p=0.95 and min_p=0.05", baseline="b1"),
     "sharegpt": Preset(("--workload", "ShareGPT"),
                        "ShareGPT-like: Qwen3-0.6B dims, 2000 requests, lognormal in/out (means 161 / 338), T=0.8, "
                        "top_p=0.95, a seed per request", baseline="sharegpt-plain", limit_s=300),
