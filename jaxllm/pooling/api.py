@@ -38,6 +38,7 @@ from jaxllm.pooling.prompts import (
     left_truncation,
     lower_text,
     params_list,
+    text_ids,
     truncation_size,
 )
 from jaxllm.pooling.scoring import ScoringMixin
@@ -224,13 +225,16 @@ class PoolingMixin(ScoringMixin):
                           tokenization_kwargs: dict | None) -> list[tuple[list[int], PoolingParams]]:
         """(truncated token ids, verified params) per prompt; raises before any device work."""
         params = params_list(pooling_params, len(items))
+        texts = text_ids(self.tokenizer, items, params, truncate_prompt_tokens, tokenization_kwargs,
+                         self._max_model_len(), self.pooling_info.do_lower_case)
         out = []
         for i, (item, p) in enumerate(zip(items, params)):
             if truncate_prompt_tokens is not None:
                 p.truncate_prompt_tokens = truncate_prompt_tokens
             p.verify(task, self.pooling_info)
             k = truncation_size(self._max_model_len(), p.truncate_prompt_tokens)
-            out.append((self._tokenize(i, item, tokenization_kwargs, k), p))
+            ids = texts.pop(i, None)
+            out.append((self._tokenize(i, item, tokenization_kwargs, k) if ids is None else ids, p))
         return out
 
     def _tokenize(self, index: int, item: Any, tokenization_kwargs: dict | None, keep_last: int | None) -> list[int]:

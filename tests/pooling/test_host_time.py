@@ -95,3 +95,32 @@ def test_pooling_requests_are_not_streamed(embedder_llm):
         engine.abort_request("a")
     outs = embedder_llm.embed([[1, 2, 3], [4, 5]], use_tqdm=False)
     assert [len(o.outputs.embedding) for o in outs] == [64, 64] and not engine._streaming
+
+
+def test_texts_tokenized_in_one_call(embedder_llm, monkeypatch):
+    """Plain-text prompts go to the (fast) tokenizer as one list per truncation size, with the ids a call per
+    text gives; token ids and invalid text keep the per-prompt path (its errors name the prompt)."""
+    tok = embedder_llm.get_tokenizer()
+    assert tok.is_fast
+    texts = ["Hello world", "The quick brown fox jumps", "a b c d e f g h"]
+    want = [tok(t).input_ids for t in texts]
+    calls: list = []
+    original = type(tok).__call__
+
+    def counting(self, text, *args, **kwargs):
+        calls.append(text)
+        return original(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(type(tok), "__call__", counting)
+    outs = embedder_llm.embed([texts[0], {"prompt": texts[1]}, [5, 6, 7], texts[2]], use_tqdm=False)
+    assert calls == [[texts[0], texts[1], texts[2]]]
+    assert [o.prompt_token_ids for o in outs] == [want[0], want[1], [5, 6, 7], want[2]]
+    calls.clear()
+    cut = embedder_llm.embed(texts, truncate_prompt_tokens=4, use_tqdm=False)
+    assert calls == [texts] and [o.prompt_token_ids for o in cut] == [w[-4:] for w in want]
+    one = [embedder_llm.embed(t, use_tqdm=False)[0].outputs.embedding for t in texts]
+    np.testing.assert_allclose([o.outputs.embedding for o in outs[::3]], [one[0], one[2]], atol=1e-6)
+    calls.clear()
+    with pytest.raises(ValueError, match="prompt 1"):
+        embedder_llm.embed(["fine", "bad \ud800 text"], use_tqdm=False)
+    assert calls == [["fine"]]
