@@ -45,9 +45,10 @@ def _encode(graphdef, state, ids, types, lens, *, pooling_type: str, token_rows:
     """ids / types [B, L], lens [B] -> (pooled [B, D] float32, hidden [B, L, D] float32 or None). MEAN returns
     the masked row sum (the host divides by the length). Rows are picked (or summed in float32) before any
     cast, so only token-level tasks convert the whole [B, L, D] output."""
-    hidden = nnx.merge(graphdef, state)(ids, types, lens, attention_impl)
+    one_row = pooling_type in ("CLS", "LAST") and not token_rows  # the model returns that row alone
+    hidden = nnx.merge(graphdef, state)(ids, types, lens, attention_impl, pooling_type if one_row else None)
     with jax.named_scope("pool"):
-        if pooling_type == "CLS":
+        if one_row or pooling_type == "CLS":
             pooled = hidden[:, 0]
         elif pooling_type == "LAST":
             pooled = jnp.take_along_axis(hidden, jnp.maximum(lens - 1, 0)[:, None, None], axis=1)[:, 0]
