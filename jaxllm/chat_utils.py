@@ -1,18 +1,21 @@
-"""Chat messages for ``LLM.chat``: validation, OpenAI-style content parts, and the chat template's content format.
+"""Chat messages for ``LLM.chat`` / ``LLM.preprocess_chat``: validation, OpenAI-style content parts, rendering.
 
 A message is ``{"role": ..., "content": ...}`` where content is a str, or a list of OpenAI-style parts
 (``{"type": "text", "text": ...}``; a bare string in the list counts as a text part). Only text is supported:
 image / audio / video parts are a ValueError naming the part's type. A template either renders
 ``message['content']`` as a string ("string" format: text parts are joined with "\\n") or loops over its parts
-("openai" format: the list of ``{"type": "text", "text": ...}`` dicts is passed). ``"auto"`` reads the
-template (its Jinja syntax tree) to see which one it expects, as vLLM does.
+("openai" format: the list of ``{"type": "text", "text": ...}`` dicts is passed); ``jaxllm.chat_template``
+picks the template and, for ``"auto"``, the format it expects, as vLLM does. The rendered text is tokenized
+without special tokens: the template wrote them.
 """
 
 from __future__ import annotations
 
-import functools
+import json
 from typing import Any
 
+from jaxllm.chat_template import detect_content_format, resolve_template, template_kwargs
+from jaxllm.inputs import check_tokenization_kwargs
 from jaxllm.sampling_checks import check_unicode
 
 CONTENT_FORMATS = ("auto", "string", "openai")
@@ -22,9 +25,13 @@ _MEDIA_TYPES = ("image_url", "image", "image_pil", "image_embeds", "input_image"
 
 
 def as_conversations(messages: Any) -> list[list[dict]]:
-    """One conversation (a list of message dicts) or a batch of them, as a list of conversations."""
-    if not isinstance(messages, (list, tuple)) or not messages:
-        raise TypeError("messages must be a non-empty list of {'role', 'content'} dicts or a list of them")
+    """One conversation (a list of message dicts) or a batch of them, as a list of conversations (none for an
+    empty list, as vLLM)."""
+    if not isinstance(messages, (list, tuple)):
+        raise TypeError("messages must be a list of {'role', 'content'} dicts or a list of them, got "
+                        f"{type(messages).__name__}")
+    if not messages:
+        return []
     conversations = [messages] if isinstance(messages[0], dict) else list(messages)
     for i, conv in enumerate(conversations):
         if not isinstance(conv, (list, tuple)) or not all(isinstance(m, dict) for m in conv):
@@ -50,13 +57,42 @@ def normalize_messages(conversation: list[dict], content_format: str) -> list[di
             msg["content"] = "" if content_format == "string" else []
         else:
             texts = _text_parts(i, msg["content"])
-            if content_format == "string":
+            if content_format == "string" or role == "tool":  # vLLM: a tool result is one string
                 msg["content"] = texts if isinstance(texts, str) else "\n".join(texts)
             else:
                 parts = [texts] if isinstance(texts, str) else texts
                 msg["content"] = [{"type": "text", "text": t} for t in parts]
+        if role == "assistant" and isinstance(msg.get("tool_calls"), list):
+            _tool_calls_for_template(msg)
+        if role == "assistant" and msg.get("reasoning") is not None:
+            msg["reasoning_content"] = msg["reasoning"]  # vLLM: the name Qwen3-style templates read
         out.append(msg)
     return out
+
+
+def _tool_calls_for_template(msg: dict) -> None:
+    """An assistant message's ``tool_calls`` as HF tool-use templates read them (as vLLM passes them): each
+    call's ``function.arguments`` as a dict (OpenAI sends a JSON str; an unparsable or missing one becomes
+    ``{}``), and an empty list dropped so the template takes its plain assistant path. Copies; the caller's
+    message is left as it was."""
+    if not msg["tool_calls"]:
+        del msg["tool_calls"]
+        return
+    calls = []
+    for call in msg["tool_calls"]:
+        function = call.get("function") if isinstance(call, dict) else None
+        if isinstance(function, dict):
+            args = function.get("arguments")
+            if isinstance(args, str):
+                try:
+                    args = json.loads(args)
+                except json.JSONDecodeError:
+                    args = {}
+            elif not isinstance(args, (dict, list)):
+                args = {}
+            call = {**call, "function": {**function, "arguments": args}}
+        calls.append(call)
+    msg["tool_calls"] = calls
 
 
 def _text_parts(index: int, content: Any) -> str | list[str]:
@@ -90,49 +126,50 @@ def _text_parts(index: int, content: Any) -> str | list[str]:
 
 
 def resolve_content_format(content_format: str, template: str | None) -> str:
-    """"string" or "openai": the given format, or (``"auto"``) the one ``template`` expects."""
+    """"string" or "openai": the given format, or (``"auto"``) the one ``template`` expects
+    (``jaxllm.chat_template.detect_content_format``; "string" without a template)."""
     if content_format not in CONTENT_FORMATS:
         raise ValueError(f"chat_template_content_format={content_format!r} is not supported; choose one of "
                          f"{CONTENT_FORMATS}")
     if content_format != "auto":
         return content_format
-    return _detect_format(template) if template else "string"
+    return detect_content_format(template) if template is not None else "string"
 
 
-@functools.lru_cache(maxsize=32)
-def _detect_format(template: str) -> str:
-    """"openai" when the template loops over a message's content (``{% for x in message['content'] %}``) or
-    reads a part's ``type``/``text`` inside such a loop; "string" otherwise (also when it does not parse)."""
-    import jinja2
-    from jinja2 import nodes
-
-    try:
-        ast = jinja2.Environment().parse(template)
-    except jinja2.TemplateError:
-        return "string"
-    for loop in ast.find_all(nodes.For):
-        if _reads_content(loop.iter):
-            return "openai"
-    return "string"
-
-
-def _reads_content(node: Any) -> bool:
-    from jinja2 import nodes
-
-    if isinstance(node, nodes.Getitem):
-        return isinstance(node.arg, nodes.Const) and node.arg.value == "content"
-    if isinstance(node, nodes.Getattr):
-        return node.attr == "content"
-    if isinstance(node, nodes.Filter):  # e.g. message['content'] | selectattr(...)
-        return node.node is not None and _reads_content(node.node)
-    return False
+def chat_prompts(tokenizer: Any, messages: Any, *, chat_template: str | None = None,
+                 chat_template_content_format: str = "auto", add_generation_prompt: bool = True,
+                 continue_final_message: bool = False, tools: list[dict[str, Any]] | None = None,
+                 chat_template_kwargs: dict[str, Any] | None = None,
+                 tokenization_kwargs: dict[str, Any] | None = None,
+                 mm_processor_kwargs: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """``LLM.chat`` / ``LLM.preprocess_chat``'s prompts: one TokensPrompt dict (``prompt`` text and
+    ``prompt_token_ids``) per conversation of ``messages``. Every check runs before anything is queued."""
+    if tokenizer is None:
+        raise ValueError("chat needs a tokenizer, but LLM was built with skip_tokenizer_init=True")
+    if mm_processor_kwargs is not None:
+        raise ValueError("mm_processor_kwargs is not supported: jaxllm serves text-only models")
+    if tools is not None and not (isinstance(tools, list) and all(isinstance(t, dict) for t in tools)):
+        raise TypeError(f"tools must be a list of dicts (OpenAI tool schemas), got {tools!r}")
+    tokenization_kwargs = check_tokenization_kwargs(tokenization_kwargs)
+    kwargs = template_kwargs(chat_template_kwargs, add_generation_prompt=add_generation_prompt,
+                             continue_final_message=continue_final_message, tools=tools)
+    conversations = as_conversations(messages)
+    template = resolve_template(tokenizer, chat_template, kwargs.get("tools"))
+    content_format = resolve_content_format(chat_template_content_format, template)
+    if template is not None:
+        kwargs["chat_template"] = template
+    return render_conversations(tokenizer, conversations, content_format, tokenization_kwargs, **kwargs)
 
 
 def render_conversations(tokenizer: Any, conversations: list[list[dict]], content_format: str,
+                         tokenization_kwargs: dict[str, Any] | None = None,
                          **template_kwargs: Any) -> list[dict[str, Any]]:
-    """Each conversation through the tokenizer's chat template: TokensPrompt dicts (``prompt`` text and its
+    """Each conversation through the chat template: TokensPrompt dicts (``prompt`` text and its
     ``prompt_token_ids``). ``template_kwargs``: the template's arguments (chat_template, add_generation_prompt,
-    tools, ...). With several conversations, an error names the one at fault."""
+    tools, ...). The text is tokenized without special tokens (the template wrote them: no second BOS), as vLLM
+    does, unless ``tokenization_kwargs`` says otherwise. With several conversations, an error names the one at
+    fault."""
+    encode_kwargs = {"add_special_tokens": False, **(tokenization_kwargs or {})}
     prompts = []
     for k, conv in enumerate(conversations):
         try:
@@ -142,17 +179,19 @@ def render_conversations(tokenizer: Any, conversations: list[list[dict]], conten
             if len(conversations) == 1:
                 raise
             raise (ValueError if isinstance(e, ValueError) else TypeError)(f"conversation {k}: {e}") from e
-        ids = tokenizer(text, add_special_tokens=False).input_ids
+        ids = tokenizer(text, **encode_kwargs).input_ids
         prompts.append({"prompt": text, "prompt_token_ids": ids})
     return prompts
 
 
 def apply_chat_template(tokenizer: Any, conversation: list[dict], **kwargs: Any) -> str:
-    """The tokenizer's chat template as text. An error the template raises (Gemma's "System role not supported",
-    roles that do not alternate) becomes a ValueError with its message, as in vLLM."""
-    import jinja2
-
+    """The chat template's text. Whatever the template raises (Gemma's "System role not supported", roles that
+    do not alternate, a template reading a field the message lacks) becomes a ValueError with its message, as in
+    vLLM."""
     try:
-        return tokenizer.apply_chat_template(conversation, tokenize=False, **kwargs)
-    except jinja2.TemplateError as e:
-        raise ValueError(f"chat template error: {e}") from e
+        text = tokenizer.apply_chat_template(conversation, tokenize=False, **kwargs)
+    except Exception as e:  # the template is user code: vLLM reports any of its errors as a ValueError
+        raise ValueError(f"chat template error: {type(e).__name__}: {e}") from e
+    if not isinstance(text, str):
+        raise TypeError(f"the chat template rendered {type(text).__name__}, not text")
+    return text

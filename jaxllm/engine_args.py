@@ -139,10 +139,11 @@ class EngineArgs:
     # -- compilation --
     enforce_eager: bool = False
     max_seq_len_to_capture: int | None = None  # buckets of more tokens are compiled on first use
-    # Generation: the programs left out of start-up (buckets over max_seq_len_to_capture, default then
-    # BACKGROUND_STARTUP_TOKENS; the all-filters and logprobs sampler variants, the single-filter ones not at all)
-    # compile on a background thread once the engine is ready, instead of at start-up / on first use. None: on for the CPU, off for GPUs. Pooling
-    # models compile every bucket at start-up.
+    # Generation: the programs left out of start-up compile on background threads once the engine is ready,
+    # instead of at start-up / on first use. Start-up keeps the buckets up to max_seq_len_to_capture when given,
+    # else on a GPU the buckets every step fits (max_num_seqs rows and the largest), on the CPU those up to
+    # BACKGROUND_STARTUP_TOKENS (the CPU never compiles the single-filter sampler variants). None: on, except on
+    # GPUs of a multi-process engine. Pooling models compile every bucket at start-up.
     background_compile: bool | None = None
     compilation_config: int | dict[str, Any] | None = None
     compilation_cache_dir: str | None = None  # "" disables JAX's persistent compilation cache

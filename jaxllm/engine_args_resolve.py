@@ -16,8 +16,9 @@ from jaxllm.host_memory import check_pinned_host_limit
 _GPU_DEFAULTS = {"max_num_seqs": 256, "max_num_batched_tokens": 8192}
 # The CPU is for tests and notebooks: fewer, smaller buckets keep start-up compiles short.
 _CPU_DEFAULTS = {"max_num_seqs": 16, "max_num_batched_tokens": 256}
-# With background_compile (and no max_seq_len_to_capture), start-up compiles the buckets up to this many tokens
-# (a short prompt's prefill and decode); the rest follow in the background.
+# With background_compile (and no max_seq_len_to_capture), start-up on the CPU compiles the buckets up to this many
+# tokens (a short prompt's prefill and decode); the rest follow in the background. A GPU compiles the buckets every
+# step fits instead (jaxllm/runner/startup_programs.py).
 BACKGROUND_STARTUP_TOKENS = 8
 # Pooling models on GPUs batch more tokens a step by default, as vLLM (POOLING_MODEL_MAX_NUM_BATCHED_TOKENS):
 # their requests are prefill only, so a step's latency delays no decode and larger steps raise throughput.
@@ -43,7 +44,7 @@ def resolve_args(args: Any, platform: str, model_max_len: int, pooling: bool = F
                          "JAXLLM_ALLOW_LONG_MAX_MODEL_LEN=1) to use it anyway")
     out.max_model_len = args.max_model_len or model_max_len
     out.max_num_seqs = args.max_num_seqs or defaults["max_num_seqs"]
-    if args.background_compile is None:
+    if args.background_compile is None:  # on GPUs opt-in: its throughput and memory effects are not measured yet
         out.background_compile = platform == "cpu"
     out.max_num_batched_tokens = args.max_num_batched_tokens or max(defaults["max_num_batched_tokens"],
                                                                     out.max_num_seqs)

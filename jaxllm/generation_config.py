@@ -19,30 +19,33 @@ GEN_CONFIG_KEYS = {"temperature": "temperature", "top_p": "top_p", "top_k": "top
 
 
 def read_generation_config(args: Any, model_path: str | None) -> dict[str, Any]:
-    """generation_config.json of the model (``args.generation_config == "auto"``) or of a folder, none
-    ("vllm"), with ``args.override_generation_config`` on top. ``model_path``: the checkpoint folder, None for
-    an in-memory model (which has none unless a folder is named). A named folder without the file is a
-    ValueError."""
+    """generation_config.json of the model (``args.generation_config`` "auto" or "vllm") or of a folder, with
+    ``args.override_generation_config`` on top. Under "vllm" only the file's ``eos_token_id`` is kept: vLLM's
+    neutral sampling defaults, but the model's EOS ids still end requests. ``model_path``: the checkpoint
+    folder, None for an in-memory model (which has none unless a folder is named). A named folder without the
+    file is a ValueError."""
     where = args.generation_config
     override = dict(args.override_generation_config or {})
-    if where == "vllm" or (where == "auto" and model_path is None):
+    named = where not in ("auto", "vllm")
+    folder = os.fspath(where) if named else model_path
+    if folder is None:
         return override
-    folder = model_path if where == "auto" else os.fspath(where)
     path = os.path.join(folder, "generation_config.json")
-    if where != "auto" and not os.path.isfile(path):
+    if named and not os.path.isfile(path):
         raise ValueError(f"generation_config={where!r}: no generation_config.json in that folder")
     gen: dict[str, Any] = {}
     if os.path.isfile(path):
         with open(path) as f:
             gen = json.load(f)
+    if where == "vllm":
+        gen = {k: v for k, v in gen.items() if k == "eos_token_id"}
     return {**gen, **override}
 
 
 def default_sampling_params(gen: dict[str, Any]) -> SamplingParams:
-    """vLLM's default: SamplingParams() updated with the generation config (``do_sample=False``: greedy)."""
+    """vLLM's default: SamplingParams() with the generation config's values of ``GEN_CONFIG_KEYS``. Other keys
+    are not read, ``do_sample`` included (vLLM samples at the config's temperature whatever it says)."""
     kwargs = {ours: gen[theirs] for theirs, ours in GEN_CONFIG_KEYS.items() if gen.get(theirs) is not None}
-    if gen.get("do_sample") is False:
-        kwargs["temperature"] = 0.0
     return SamplingParams(**kwargs)
 
 

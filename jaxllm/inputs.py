@@ -39,6 +39,8 @@ class TokensPrompt(_TokensPromptRequired, total=False):
     cache_salt: str
 
 
+_MEDIA_FIELDS = frozenset({"multi_modal_data", "mm_processor_kwargs", "multi_modal_uuids"})
+
 SingletonPrompt = str | list[int] | TextPrompt | TokensPrompt
 # What one request's prompt may be (vLLM's name; its encoder-decoder and embeddings forms are not supported).
 PromptType = SingletonPrompt
@@ -134,7 +136,8 @@ def tokenize_prompt(index: int | str, prompt: Any, tokenizer,
             raise ValueError(f"{label}: a prompt dict needs 'prompt' or 'prompt_token_ids', "
                              f"got keys {sorted(prompt)}")
         if unsupported:
-            raise ValueError(f"{label}: unsupported prompt fields {unsupported}")
+            media = " (multimodal inputs: jaxllm serves text-only models)" if set(unsupported) & _MEDIA_FIELDS else ""
+            raise ValueError(f"{label}: unsupported prompt fields {unsupported}{media}")
         text = prompt.get("prompt")
         has_ids = "prompt_token_ids" in prompt
         if not isinstance(text, str) and not (has_ids and text is None):  # with ids, the text is optional

@@ -18,6 +18,7 @@ from jaxllm.engine.data_parallel import DataParallelEngine, RemoteReplica
 from jaxllm.engine_args import EngineArgs, derived_max_model_len
 from jaxllm.generation_config import default_sampling_params, eos_token_ids, read_generation_config
 from jaxllm.inputs import (
+    TokensPrompt,
     as_params_list,
     as_prompt_list,
     check_tokenization_kwargs,
@@ -185,32 +186,39 @@ class LLM(EngineControl, PoolingMixin):
              chat_template_content_format: str = "auto", add_generation_prompt: bool = True,
              continue_final_message: bool = False, tools: list[dict[str, Any]] | None = None,
              chat_template_kwargs: dict[str, Any] | None = None,
+             tokenization_kwargs: dict[str, Any] | None = None,
              mm_processor_kwargs: dict[str, Any] | None = None) -> list[RequestOutput]:
         """Generate replies to one conversation (a list of {"role", "content"} dicts) or a list of them.
 
         Content is a str or a list of OpenAI-style text parts; ``chat_template_content_format`` says how the
-        template receives it ("auto" reads the template; see ``jaxllm.chat_utils``). ``tools`` (OpenAI tool
-        schemas) are passed to the template. Media parts and ``mm_processor_kwargs`` are a ValueError
+        template receives it ("auto" reads the template; see ``jaxllm.chat_template``). ``tools`` (OpenAI tool
+        schemas) are passed to the template; ``chat_template_kwargs`` (e.g. ``enable_thinking``, ``documents``)
+        too, its keys winning over the named arguments. The rendered text is tokenized without special tokens
+        (``tokenization_kwargs`` may change that). Media parts and ``mm_processor_kwargs`` are a ValueError
         (text-only models)."""
         self._check_generate_runner("chat")
-        if self.tokenizer is None:
-            raise ValueError("chat() needs a tokenizer, but LLM was built with skip_tokenizer_init=True")
-        if mm_processor_kwargs is not None:
-            raise ValueError("mm_processor_kwargs is not supported: jaxllm serves text-only models")
-        if add_generation_prompt and continue_final_message:
-            raise ValueError("continue_final_message and add_generation_prompt cannot both be True")
-        if tools is not None and not (isinstance(tools, list) and all(isinstance(t, dict) for t in tools)):
-            raise TypeError(f"tools must be a list of dicts (OpenAI tool schemas), got {tools!r}")
-        conversations = chat_utils.as_conversations(messages)
-        template = chat_template if chat_template is not None else getattr(self.tokenizer, "chat_template", None)
-        content_format = chat_utils.resolve_content_format(chat_template_content_format, template)
-        extra = dict(chat_template_kwargs or {})
-        if tools is not None:
-            extra["tools"] = tools
-        prompts = chat_utils.render_conversations(
-            self.tokenizer, conversations, content_format, chat_template=chat_template,
-            add_generation_prompt=add_generation_prompt, continue_final_message=continue_final_message, **extra)
+        prompts = chat_utils.chat_prompts(
+            self.tokenizer, messages, chat_template=chat_template,
+            chat_template_content_format=chat_template_content_format,
+            add_generation_prompt=add_generation_prompt, continue_final_message=continue_final_message, tools=tools,
+            chat_template_kwargs=chat_template_kwargs, tokenization_kwargs=tokenization_kwargs,
+            mm_processor_kwargs=mm_processor_kwargs)
         return self._generate(prompts, sampling_params, use_tqdm, lora_request)
+
+    def preprocess_chat(self, messages: Any, lora_request: Any = None, chat_template: str | None = None,
+                        chat_template_content_format: str = "auto", add_generation_prompt: bool = True,
+                        continue_final_message: bool = False, tools: list[dict[str, Any]] | None = None,
+                        chat_template_kwargs: dict[str, Any] | None = None,
+                        mm_processor_kwargs: dict[str, Any] | None = None) -> list[TokensPrompt]:
+        """``chat``'s prompts without generating: one TokensPrompt per conversation (its ``prompt_token_ids``,
+        and the rendered ``prompt`` text), for ``generate`` or the pooling calls. ``lora_request`` is checked
+        only: adapters share the base model's tokenizer."""
+        lora_request_list(lora_request, 1)
+        return chat_utils.chat_prompts(
+            self.tokenizer, messages, chat_template=chat_template,
+            chat_template_content_format=chat_template_content_format,
+            add_generation_prompt=add_generation_prompt, continue_final_message=continue_final_message, tools=tools,
+            chat_template_kwargs=chat_template_kwargs, mm_processor_kwargs=mm_processor_kwargs)
 
     @serialized
     def beam_search(self, prompts: Any, params: BeamSearchParams, lora_request: Any = None,

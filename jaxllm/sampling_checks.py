@@ -61,7 +61,9 @@ def check_unicode(where: str, text: str) -> None:
                          "a lone surrogate") from None
 
 
-def check_strs(name: str, value: Any) -> list[str]:
+def check_strs(name: str, value: Any, *, unique: bool = True) -> list[str]:
+    """A str or a list of str as a list; ``unique``: without duplicates, first occurrences kept (vLLM dedupes
+    ``bad_words`` but keeps ``stop`` as given)."""
     if value is None:
         return []
     if isinstance(value, str):
@@ -72,7 +74,7 @@ def check_strs(name: str, value: Any) -> list[str]:
         if not isinstance(s, str):
             raise TypeError(f"{name} must contain only strings, got {value!r}")
         check_unicode(name, s)
-    return list(dict.fromkeys(value))  # drop duplicates, keep order (as vLLM)
+    return list(dict.fromkeys(value)) if unique else list(value)
 
 
 def check_logit_bias(value: Any) -> dict[int, float] | None:
@@ -160,6 +162,8 @@ def check_ranges(p: Any) -> None:
                          "logit_bias -inf")
     if p.allowed_token_ids is not None and len(p.allowed_token_ids) == 0:
         raise ValueError("allowed_token_ids is not None and empty!")
+    if p.stream_interval is not None and p.stream_interval < 1:
+        raise ValueError(f"stream_interval must be at least 1, got {p.stream_interval}.")
     k = p.truncate_prompt_tokens
     if k is not None and (k == 0 or k < -1):
         raise ValueError(f"truncate_prompt_tokens has to be a positive integer or -1, got {k}")

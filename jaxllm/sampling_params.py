@@ -104,6 +104,10 @@ class SamplingParams:
     # None: no truncation; k > 0: keep the last k prompt tokens; -1: keep the last max_model_len tokens.
     truncate_prompt_tokens: int | None = None
     output_kind: RequestOutputKind = RequestOutputKind.CUMULATIVE
+    # Streamed outputs (CUMULATIVE / DELTA through LLMEngine.step) come every this many new tokens; the first
+    # and the final output come at once. None: every step that adds tokens.
+    stream_interval: int | None = None
+    skip_clone: bool = False  # clone() is a shallow copy: the caller promises not to share the object
     # Logprobs as FlatLogprobs (one flat list per field, indexed like the list of dicts) instead of a list
     # of {token_id: Logprob} dicts per position.
     flat_logprobs: bool = False
@@ -115,6 +119,7 @@ class SamplingParams:
     # Set by update_from_tokenizer (engine side); not constructor arguments.
     _bad_words_token_ids: list[list[int]] | None = dataclasses.field(default=None, init=False)
     _all_stop_token_ids: set[int] = dataclasses.field(default_factory=set, init=False)
+    _eos_token_id: int | None = dataclasses.field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.n = check_int("n", self.n)
@@ -131,7 +136,7 @@ class SamplingParams:
         self.seed = check_int("seed", self.seed, optional=True)
         if self.seed == -1:
             self.seed = None
-        self.stop = check_strs("stop", self.stop)
+        self.stop = check_strs("stop", self.stop, unique=False)
         self.stop_token_ids = list(
             dict.fromkeys(check_token_ids("stop_token_ids", self.stop_token_ids) or [])
         )
@@ -143,6 +148,7 @@ class SamplingParams:
             "skip_special_tokens",
             "spaces_between_special_tokens",
             "flat_logprobs",
+            "skip_clone",
         ):
             setattr(self, name, check_bool(name, getattr(self, name)))
         self.max_tokens = check_int("max_tokens", self.max_tokens, optional=True)
@@ -153,6 +159,7 @@ class SamplingParams:
         self.allowed_token_ids = check_token_ids("allowed_token_ids", self.allowed_token_ids)
         self.truncate_prompt_tokens = check_int("truncate_prompt_tokens", self.truncate_prompt_tokens,
                                                  optional=True)
+        self.stream_interval = check_int("stream_interval", self.stream_interval, optional=True)
         if not isinstance(self.output_kind, RequestOutputKind):
             raise TypeError(f"output_kind must be a RequestOutputKind, got {self.output_kind!r}")
         if self.extra_args is not None and not isinstance(self.extra_args, dict):
@@ -227,6 +234,30 @@ class SamplingParams:
                 result.append(spaced)
         self._bad_words_token_ids = result
 
+    def update_from_generation_config(self, generation_config: dict[str, Any],
+                                      eos_token_id: int | None = None) -> None:
+        """vLLM's per-request merge of the model's EOS ids: ``eos_token_id`` (the tokenizer's) becomes
+        ``self.eos_token_id`` unless ``ignore_eos``; the generation config's other ``eos_token_id`` values join
+        ``stop_token_ids`` (so they stop with stop_reason = the id) unless ``ignore_eos``. All of them join
+        ``all_stop_token_ids``, which ``min_tokens`` bans, ``ignore_eos`` or not."""
+        if not self.ignore_eos:
+            self._eos_token_id = eos_token_id
+        if eos_token_id is not None:
+            self._all_stop_token_ids.add(eos_token_id)
+        extra = generation_config.get("eos_token_id")
+        if extra is None:
+            return
+        extra = [extra] if isinstance(extra, int) else list(extra)
+        extra = [t for t in dict.fromkeys(extra) if t != eos_token_id]
+        self._all_stop_token_ids.update(extra)
+        if not self.ignore_eos:
+            self.stop_token_ids += [t for t in extra if t not in self.stop_token_ids]
+
+    @property
+    def eos_token_id(self) -> int | None:
+        """The request's EOS id, set by ``update_from_generation_config`` (None under ``ignore_eos``)."""
+        return self._eos_token_id
+
     @property
     def bad_words_token_ids(self) -> list[list[int]] | None:
         """Token id sequences of ``bad_words`` (set by ``update_from_tokenizer``): the sampler bans the last
@@ -248,7 +279,7 @@ class SamplingParams:
         return self.temperature < SAMPLING_EPS
 
     def clone(self) -> SamplingParams:
-        return copy.deepcopy(self)
+        return copy.copy(self) if self.skip_clone else copy.deepcopy(self)
 
     def __repr__(self) -> str:
         return (
@@ -261,7 +292,6 @@ class SamplingParams:
             f"logprobs={self.logprobs}, prompt_logprobs={self.prompt_logprobs}, "
             f"skip_special_tokens={self.skip_special_tokens}, "
             f"spaces_between_special_tokens={self.spaces_between_special_tokens}, "
-            f"logit_bias={self.logit_bias}, allowed_token_ids={self.allowed_token_ids}, "
-            f"truncate_prompt_tokens={self.truncate_prompt_tokens}, extra_args={self.extra_args}, "
-            f"structured_outputs={self.structured_outputs})"
+            f"truncate_prompt_tokens={self.truncate_prompt_tokens}, "
+            f"structured_outputs={self.structured_outputs}, extra_args={self.extra_args})"
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 
-TOKENIZER_MODES = ("auto", "slow", "mistral")
+TOKENIZER_MODES = ("auto", "hf", "slow", "mistral")  # vLLM's; "hf" is the HF (fast) tokenizer, as "auto"
 
 
 def load_tokenizer(path: str, *, tokenizer_mode: str = "auto", trust_remote_code: bool = False,
@@ -25,9 +25,7 @@ def load_tokenizer(path: str, *, tokenizer_mode: str = "auto", trust_remote_code
         if importlib.util.find_spec("mistral_common") is None:
             raise ValueError("tokenizer_mode='mistral' needs the mistral_common package: "
                              "pip install mistral-common")
-        from transformers import MistralCommonTokenizer
-
-        return MistralCommonTokenizer.from_pretrained(path, revision=revision, token=token, cache_dir=cache_dir)
+        return mistral_tokenizer_class().from_pretrained(path, revision=revision, token=token, cache_dir=cache_dir)
     from transformers import AutoTokenizer
 
     try:
@@ -38,3 +36,17 @@ def load_tokenizer(path: str, *, tokenizer_mode: str = "auto", trust_remote_code
     except (OSError, ValueError, TypeError) as e:
         raise ValueError(f"could not load a tokenizer from {path!r} ({type(e).__name__}: {e}); pass "
                          "tokenizer=<folder or hub id>, or skip_tokenizer_init=True to work with token ids") from e
+
+
+def mistral_tokenizer_class():
+    """transformers' mistral_common tokenizer: ``MistralCommonBackend`` (transformers 5), ``MistralCommonTokenizer``
+    before it."""
+    import transformers
+
+    for name in ("MistralCommonBackend", "MistralCommonTokenizer"):
+        try:
+            return getattr(transformers, name)
+        except (AttributeError, ImportError):
+            continue
+    raise ValueError(f"tokenizer_mode='mistral' needs transformers' mistral_common tokenizer, which transformers "
+                     f"{transformers.__version__} does not have")

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import threading
 
-import pytest
-
 from jaxllm.runner.buckets import Bucket
 from jaxllm.runner.programs import ForwardKey, Programs
 
@@ -30,16 +28,20 @@ def test_background_programs_are_run_once_before_a_step_gets_them():
     assert programs.get(KEYS[1]) == "exe-16" and len(events) == 2  # served as compiled: no second run
 
 
-def test_a_failed_first_run_reaches_the_step_that_needs_the_program():
+def test_a_failed_first_run_is_never_ready_and_the_step_that_needs_the_program_compiles_it_again():
+    """(On a GPU a background first run can fail for memory a step held; the step's own run meets a lasting error.)"""
+    compiles = []
+
     def first_run(key, fn):
         if key == KEYS[1]:
             raise RuntimeError(f"first run of {key} failed")
 
-    programs = Programs(lambda key: f"exe-{key.bucket.num_tokens}", first_run)
+    programs = Programs(lambda key: compiles.append(key) or f"exe-{key.bucket.num_tokens}", first_run)
     programs.compile_in_background(KEYS)
-    with pytest.raises(RuntimeError, match="first run of .*num_tokens=16"):
-        programs.get(KEYS[1])
-    assert programs.get(KEYS[2]) == "exe-32"
+    programs.get(KEYS[2])  # the queue is done
+    assert not programs.ready(KEYS[1]) and programs.ready(KEYS[0])
+    assert programs.get(KEYS[1]) == "exe-16" and compiles.count(KEYS[1]) == 2
+    assert programs.ready(KEYS[1])
 
 
 def test_without_first_run_fn_background_programs_are_only_compiled():

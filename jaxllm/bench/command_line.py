@@ -59,6 +59,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--data-parallel-size", type=int, default=1,
                    help="engine replicas (each on --tensor-parallel-size GPUs); steps and host time are replica 0's")
     p.add_argument("--enforce-eager", action="store_true")
+    p.add_argument("--background-compile", choices=["on", "off", "overlap"],
+                   help="LLM(background_compile=...): on / off (default: the engine's, on in one process); the "
+                        "steady state is timed once every program is compiled, except with overlap (on, and "
+                        "generate starts as soon as LLM returns: the user's view of a cold start)")
     p.add_argument("--moe-matmul-impl", choices=["pallas_triton", "ragged_dot", "reference"],
                    help="MoE models: the experts' grouped matmul (default: Pallas on NVIDIA GPUs)")
     p.add_argument("--enable-expert-parallel", action="store_true",

@@ -42,6 +42,10 @@ class TokenizerView:
         # HF fast tokenizers convert tokens to text with their backend's decoder; calling it directly
         # skips a Python layer (this runs twice per generated token).
         backend = getattr(tokenizer, "backend_tokenizer", None)
+        if self.is_fast and callable(getattr(backend, "get_added_tokens_decoder", None)):
+            # The backend skips every added token marked special (HF's fast decode and vLLM's DecodeStream),
+            # also those the tokenizer's special-token attributes do not list (e.g. chat-turn markers).
+            self.special_ids |= {i for i, t in backend.get_added_tokens_decoder().items() if t.special}
         decoder = getattr(backend, "decoder", None) if self.is_fast else None
         self._to_string = decoder.decode if decoder is not None else tokenizer.convert_tokens_to_string
         self._token_of: dict[int, str | None] = {}  # id -> token string (None: no text)

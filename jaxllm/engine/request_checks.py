@@ -124,7 +124,7 @@ def _check_some_token_allowed(request_id: str, params: SamplingParams, eos_token
     banned = {w[0] for w in params.bad_words_token_ids or () if len(w) == 1}
     banned |= {t for t, b in (params.logit_bias or {}).items() if b == float("-inf")}
     if params.min_tokens > 0:
-        banned |= set(params.stop_token_ids) | (set() if params.ignore_eos else set(eos_token_ids))
+        banned |= set(params.stop_token_ids) | set(eos_token_ids)  # EOS is banned under ignore_eos too
     if set(params.allowed_token_ids) <= banned:
         raise ValueError(f"request {request_id!r}: no token can be sampled: every id in allowed_token_ids="
                          f"{params.allowed_token_ids} is banned (bad_words, logit_bias -inf, or a stop / EOS id "

@@ -30,12 +30,14 @@ def make_sequences(first_seq_id: int, request_id: str, ids: list[int], params: S
                    view: TokenizerView | None, grammars: list, priority: int, arrival: float,
                    lora_request: Any, cache_salt: str | None) -> list[Sequence]:
     """Sequences ``first_seq_id`` .. ``first_seq_id + params.n - 1`` of the request. The first EOS id ends a
-    sequence as EOS, the model's other EOS ids as stop tokens (none of them under ``ignore_eos``); ``rng``
-    draws the seeds of an unseeded request; ``grammars[i]`` is sequence i's grammar state (or None)."""
+    sequence as EOS, the model's other EOS ids as stop tokens (none of them under ``ignore_eos``); every EOS
+    and stop id is banned while fewer than ``min_tokens`` tokens exist, under ``ignore_eos`` too (vLLM's
+    ``all_stop_token_ids``); ``rng`` draws the seeds of an unseeded request; ``grammars[i]`` is sequence i's
+    grammar state (or None)."""
     eos_ids = frozenset() if params.ignore_eos else frozenset(eos_token_ids[:1])
     stop_ids = frozenset(params.stop_token_ids) | (
         frozenset() if params.ignore_eos else frozenset(eos_token_ids[1:]))
-    banned = tuple(dict.fromkeys([*(() if params.ignore_eos else eos_token_ids), *params.stop_token_ids]))
+    banned = tuple(dict.fromkeys([*eos_token_ids, *params.stop_token_ids]))
     needs_history = needs_token_history(params)
     seqs = []
     for index in range(params.n):

@@ -35,8 +35,12 @@ class RequestState:
         return self.params.output_kind != RequestOutputKind.FINAL_ONLY
 
     def has_news(self) -> bool:
-        """Whether some sample got tokens since this request's last output."""
-        return sum(_num_outputs(s) for s in self.seqs) != self.last_num_tokens
+        """Whether an unfinished request has an output to stream: some sample got tokens since its last output
+        (at least ``SamplingParams.stream_interval`` of them, but the first output comes at once)."""
+        new = sum(_num_outputs(s) for s in self.seqs) - self.last_num_tokens
+        if self.last_num_tokens == 0:
+            return new > 0
+        return new >= (self.params.stream_interval or 1)
 
     def make_output(self, finished: bool) -> RequestOutput:
         """The RequestOutput of now (``finished``: the final one, which also stamps the finish time)."""
@@ -72,12 +76,12 @@ class RequestState:
     def _completion(self, i: int, seq: Sequence) -> CompletionOutput:
         n = _num_outputs(seq)
         token_ids = seq.token_ids[seq.num_prompt_tokens: seq.num_prompt_tokens + n]
-        text, logprobs = seq.text, seq.logprobs
+        text, logprobs = _visible_text(seq), seq.logprobs
         if self.params.output_kind == RequestOutputKind.DELTA:
             sent_tokens, sent_chars, sent_lps = self.sent[i]
             token_ids, text = token_ids[sent_tokens:], text[sent_chars:]
             logprobs = None if logprobs is None else logprobs[sent_lps:]
-            self.sent[i] = (n, len(seq.text), len(seq.logprobs or ()))
+            self.sent[i] = (n, sent_chars + len(text), len(seq.logprobs or ()))
         elif self.params.output_kind == RequestOutputKind.CUMULATIVE and logprobs is not None:
             logprobs = list(logprobs)  # a snapshot: the sequence keeps appending
         if logprobs is not None and self.params.flat_logprobs:
@@ -92,6 +96,17 @@ class RequestState:
             stop_reason=seq.stop_reason,
             lora_request=seq.lora_request,
         )
+
+
+def _visible_text(seq: Sequence) -> str:
+    """The text an output shows now: while a sequence with stop strings (left out of the text) runs, its last
+    ``max(len(stop)) - 1`` characters are held back, since they may begin a stop string that the next token
+    completes and that the text must not show (vLLM's ``stop_buffer_length``)."""
+    text, params = seq.text, seq.params
+    if seq.finish_reason is None and params.stop and not params.include_stop_str_in_output:
+        hold = max(len(s) for s in params.stop) - 1
+        return text[:max(0, len(text) - hold)]
+    return text
 
 
 def _num_outputs(seq: Sequence) -> int:

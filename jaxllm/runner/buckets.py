@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+from collections.abc import Callable
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,3 +42,17 @@ class BucketLadder:
             raise ValueError(f"a step of {num_tokens} tokens / {num_seqs} sequences exceeds the largest bucket "
                              f"{self.buckets[-1]}")
         return self.buckets[i]
+
+    def pick_ready(self, num_tokens: int, num_seqs: int, ready: Callable[[Bucket], bool]) -> Bucket:
+        """The smallest bucket holding the step for which ``ready(bucket)`` (its programs are compiled), else
+        the smallest holding it (``pick``: the step then waits for its programs). While ``background_compile``
+        compiles the rest, a step runs padded into a larger compiled bucket rather than waiting."""
+        smallest = self.pick(num_tokens, num_seqs)
+        return next((b for b in self.buckets[self.buckets.index(smallest):] if ready(b)), smallest)
+
+    def fallback_buckets(self) -> list[Bucket]:
+        """The buckets that every step fits, padded: the smallest holding ``max_num_seqs`` sequences (every
+        decode-only step, at decode cost) and the largest (any step). What a GPU compiles up front with
+        ``background_compile``."""
+        return sorted({self.pick(self.max_num_seqs, self.max_num_seqs), self.buckets[-1]},
+                      key=lambda b: b.num_tokens)

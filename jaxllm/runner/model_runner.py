@@ -12,11 +12,12 @@ that memory while it compiles; once the cache exists each program is executed on
 first-execution costs (CUDA command buffers, Mosaic kernels loaded into the context) are paid at start-up too, as
 vLLM pays them. With ``enforce_eager=True`` nothing is compiled up front and each program is compiled the first
 time a step needs it (fast start-up, slow first steps); ``max_seq_len_to_capture`` limits the start-up set to the
-buckets of at most that many tokens. With ``background_compile`` (the CPU's default) start-up compiles only those
-buckets (8 tokens by default on the CPU) with the plain-sampling sampler (greedy tokens come from the forward itself), and the other programs
-compile on a background thread once the engine is ready, smallest first: a CPU user gets an engine in seconds and
-short prompts run at once. Rare variants (penalties, wide logit_bias, prompt_logprobs, logprobs above 20) are
-always compiled on first use. Building a runner with ``enforce_eager=True`` compiles nothing (tests build one so).
+buckets of at most that many tokens. With ``background_compile`` (the default in one process) start-up compiles
+a few buckets and the other programs compile on background threads once the engine is ready, smallest first; a step
+runs padded into the smallest ready bucket until its own is compiled. The few (startup_programs.py): on the CPU the
+8-token bucket with the plain-sampling sampler (greedy tokens come from the forward itself), so a CPU user gets an
+engine in seconds and short prompts run at once; on a GPU the buckets every step fits. Rare variants (penalties,
+wide logit_bias, prompt_logprobs, logprobs above 20) are always compiled on first use. Building a runner with ``enforce_eager=True`` compiles nothing (tests build one so).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from jaxllm.config import ModelConfig
 from jaxllm.engine.batch import RunnerOutput, ScheduledBatch
 from jaxllm.engine.host_tier import PreemptionCost
-from jaxllm.engine_args import BACKGROUND_STARTUP_TOKENS, EngineArgs
+from jaxllm.engine_args import EngineArgs
 from jaxllm.models.quant import forward_compiler_options
 from jaxllm.parallel.multihost import local_replica, program_arg
 from jaxllm.parallel.sharding import logical_to_spec, sharding_rules
@@ -85,10 +86,8 @@ class ModelRunner(StartupPrograms, SleepMode, WeightUpdates):
         # (enforce_eager compiles every program on first use: nothing is left for a background thread)
         self.background_compile = (bool(args.background_compile) and self.compiles_in_background
                                    and not args.enforce_eager)
-        self.max_seq_len_to_capture = args.max_seq_len_to_capture
-        if self.background_compile and self.max_seq_len_to_capture is None:
-            self.max_seq_len_to_capture = BACKGROUND_STARTUP_TOKENS
         self.ladder = BucketLadder(args.max_num_batched_tokens, args.max_num_seqs)
+        self._plan_startup(args.max_seq_len_to_capture, mesh.devices.flat[0].platform, jax.process_count())
         self.forward_compile_options = forward_compiler_options(model)  # W8A8: faster GEMM autotuning
         self.graphdef, state = nnx.split(model)
         self.params, self._treedef = jax.tree_util.tree_flatten(state)
@@ -146,7 +145,8 @@ class ModelRunner(StartupPrograms, SleepMode, WeightUpdates):
             if self.draft is not None:
                 self.draft.run_each_program_once()
             if self.background_compile:
-                self.programs.compile_in_background(self.deferred_keys(), before=self._warm_up_attention_loops)
+                self.programs.compile_in_background(self.deferred_keys(), before=self._warm_up_attention_loops,
+                                                    workers=self.background_workers)
 
     # ---- KV cache ----------------------------------------------------------------------------------------
 
@@ -254,7 +254,7 @@ class ModelRunner(StartupPrograms, SleepMode, WeightUpdates):
         fill the rows' grammar bitmasks from the previous step's tokens, which the forward does not need, so
         the forward runs while the host waits for them."""
         self.check_awake()
-        bucket = self.ladder.pick(batch.num_tokens, batch.num_seqs)
+        bucket = self.step_bucket(batch)
         rows = self.spec.step_rows(batch, bucket)  # L with speculative decoding, else None (S)
         inputs = build_step_inputs(batch, bucket, self.block_size, self.max_blocks_per_seq, self._table_rows, rows)
         want_prompt_lp = any(s.want_prompt_logprobs for s in batch.seqs)

@@ -3,9 +3,10 @@
 A step runs two programs: the forward of its bucket (``ForwardKey``) and the sampler of its sequence bucket and
 sampler variant (``SampleKey``). Every program is compiled once per key; ``compile_all`` compiles many in threads
 (XLA compiles outside the GIL) and logs each as it finishes, so a start-up cut short by a time limit shows which
-programs were slow; ``compile_in_background`` compiles some on a background thread while steps run (the grammar
-sampler variants of structured outputs; the programs left out of start-up with ``background_compile``), and
-``get`` waits for one a step needs before it is ready. A program compiled in the background is also executed once
+programs were slow; ``compile_in_background`` compiles some on background threads while steps run (the grammar
+sampler variants of structured outputs; the programs left out of start-up with ``background_compile``), ``ready``
+says whether one can run without waiting (the runner then pads a step into a larger ready bucket), and ``get``
+waits for one a step needs before it is ready. A program compiled in the background is also executed once
 there (``first_run_fn``) before any step can take it: on the CPU, the first execution of a program builds the
 runtime of each of its YNNPACK fusions (XLA's matmul library: a slinky pipeline per fusion, 0.1-0.25 s a forward
 on 2 cores), which a first ``generate`` would otherwise pay in its first steps.
@@ -14,6 +15,7 @@ on 2 cores), which a first ``generate`` would otherwise pay in its first steps.
 from __future__ import annotations
 
 import atexit
+import collections
 import concurrent.futures
 import dataclasses
 import logging
@@ -31,10 +33,11 @@ _STOP_BACKGROUND = threading.Event()  # set at interpreter exit: queued backgrou
 _BACKGROUND_THREADS: set[threading.Thread] = set()
 
 
-def _compile_queued(programs: weakref.ref, queued: list[tuple[ProgramKey, concurrent.futures.Future]],
+def _compile_queued(programs: weakref.ref, queued: collections.deque,
                     before: weakref.WeakMethod | None = None) -> None:
-    """A background thread's loop: ``before()`` (when given and its runner still lives), then compile each queued
-    program in order until the interpreter exits or the ``Programs`` is gone."""
+    """A background worker's loop: ``before()`` (when given and its runner still lives), then compile the queued
+    (key, future) pairs it takes from the front of ``queued`` (shared by the workers) until the queue is empty;
+    once the interpreter exits or the ``Programs`` is gone the rest are cancelled."""
     job = None if before is None else before()
     if job is not None:
         try:
@@ -42,26 +45,36 @@ def _compile_queued(programs: weakref.ref, queued: list[tuple[ProgramKey, concur
         except Exception:  # a warm-up only: the compiles go on, the error goes to the log
             logger.exception("the background thread's first job failed")
         del job
-    for key, future in queued:
+    while True:
+        try:
+            key, future = queued.popleft()
+        except IndexError:
+            break
         owner = programs()
         if owner is None or _STOP_BACKGROUND.is_set() or not future.set_running_or_notify_cancel():
             future.cancel()
             continue
-        t0 = time.perf_counter()
-        try:
-            fn = owner._compile_fn(key)
-            t1 = time.perf_counter()
-            if owner._first_run_fn is not None:
-                owner._first_run_fn(key, fn)
-            future.set_result(fn)
-        except Exception as error:  # noqa: BLE001 - raised to the step that needs it (``Programs.get``)
-            future.set_exception(error)
-            continue
-        finally:
-            del owner
-        logger.info("compiled %s in the background in %.1fs (first run %.2fs)", key, t1 - t0,
-                    time.perf_counter() - t1)
+        _compile_one(owner, key, future)
+        del owner
     _BACKGROUND_THREADS.discard(threading.current_thread())
+
+
+def _compile_one(owner: Programs, key: ProgramKey, future: concurrent.futures.Future) -> None:
+    """Compile ``key`` on a background worker and execute it once (``first_run_fn``); the executable, or the
+    error (raised to a step that waits for it, ``Programs.get``), goes to ``future``."""
+    t0 = time.perf_counter()
+    try:
+        fn = owner._compile_fn(key)
+        t1 = time.perf_counter()
+        if owner._first_run_fn is not None:
+            owner._first_run_fn(key, fn)
+        future.set_result(fn)
+    except Exception as error:  # noqa: BLE001 - raised to the step that needs it (``Programs.get``)
+        logger.warning("the background compile of %s failed (%s: %s); steps use the other programs", key,
+                       type(error).__name__, (str(error).splitlines() or [""])[0][:200])
+        future.set_exception(error)
+        return
+    logger.info("compiled %s in the background in %.1fs (first run %.2fs)", key, t1 - t0, time.perf_counter() - t1)
 
 
 @atexit.register
@@ -118,11 +131,17 @@ class Programs:
 
     def get(self, key: ProgramKey):
         """The executable of ``key``, compiled now if it was not (a rare variant, or ``enforce_eager``); one still
-        compiling in the background is waited for (the wait counts as compile time)."""
+        compiling in the background is waited for (the wait counts as compile time), and one whose background
+        compile failed is compiled again here, alone: on a GPU, a background compile's autotuner shares the
+        memory left beside the KV cache with the steps and the other compiles (an error that persists is
+        raised)."""
         fn = self.compiled.get(key)
         if fn is None and key in self._background:
             t0 = time.perf_counter()
-            fn = self.compiled[key] = self._background.pop(key).result()
+            try:
+                fn = self.compiled[key] = self._background.pop(key).result()
+            except Exception:  # noqa: BLE001 - compiled again below
+                logger.info("compiling %s again after its background compile failed", key)
             self.compile_seconds += time.perf_counter() - t0
         if fn is None:
             t0 = time.perf_counter()
@@ -132,14 +151,16 @@ class Programs:
         return fn
 
     def sampler_variant(self, num_seqs: int, config: SamplerConfig) -> SamplerConfig:
-        """``config``, or the cheapest compiled variant that covers it (no compile during generate)."""
+        """``config``, or the cheapest compiled variant that covers it (no compile during generate): one ready
+        now if any, else one still compiling in the background (the step waits for it)."""
         if SampleKey(num_seqs, config) in self.compiled:
             return config
         compiled = [k.config for k in [*self.compiled, *self._background]
                     if isinstance(k, SampleKey) and k.num_seqs == num_seqs and covers(k.config, config)]
         if not compiled:
             return config
-        return min(compiled, key=cost_order)
+        ready = [c for c in compiled if self.ready(SampleKey(num_seqs, c))]
+        return min(ready or compiled, key=cost_order)
 
     def compile_all(self, keys: list[ProgramKey], on_error: Callable[[ProgramKey, Exception], bool]) -> None:
         """Compile ``keys`` in parallel threads. A failed compile goes to ``on_error(key, error)``: True drops the
@@ -164,24 +185,36 @@ class Programs:
         self.compile_seconds += time.perf_counter() - t0
         logger.info("compiled %d programs in %.1fs", len(keys), time.perf_counter() - t0)
 
-    def compile_in_background(self, keys: list[ProgramKey], before: Callable[[], None] | None = None) -> None:
-        """Compile the ``keys`` not compiled or compiling yet, one at a time and in order on a background
-        thread, each executed once after its compile (``first_run_fn``; ``get`` waits for one a step needs
-        first); ``before``, a method of the runner (held weakly), when given runs on the thread first. The
-        thread is a daemon: at interpreter exit ``_stop_background_compiles`` lets the compile in progress finish
-        and cancels the queued ones, so a script that ends early does not wait for programs it never used."""
+    def compile_in_background(self, keys: list[ProgramKey], before: Callable[[], None] | None = None,
+                              workers: int = 1) -> None:
+        """Compile the ``keys`` not compiled or compiling yet on ``workers`` background threads, taken in order
+        (smallest first: one worker compiles them one at a time), each executed once after its compile
+        (``first_run_fn``; ``get`` waits for one a step needs first); ``before``, a method of the runner (held
+        weakly), when given runs first on one worker. The threads are daemons: at interpreter exit
+        ``_stop_background_compiles`` lets the compiles in progress finish and cancels the queued ones, so a
+        script that ends early does not wait for programs it never used."""
         todo = [k for k in keys if k not in self.compiled and k not in self._background]
         if not todo and before is None:
             return
-        queued = [(k, concurrent.futures.Future()) for k in todo]
-        self._background.update(queued)
-        # the thread holds the runner weakly: an engine deleted while its programs compile is freed, and the
+        pairs = [(k, concurrent.futures.Future()) for k in todo]
+        self._background.update(pairs)
+        queued = collections.deque(pairs)
+        # the threads hold the runner weakly: an engine deleted while its programs compile is freed, and the
         # rest of its queue is dropped
         before = None if before is None else weakref.WeakMethod(before)
-        thread = threading.Thread(target=_compile_queued, args=(weakref.ref(self), queued, before),
-                                  name="jaxllm-compile", daemon=True)
-        _BACKGROUND_THREADS.add(thread)
-        thread.start()
+        for i in range(max(1, min(workers, len(todo)))):
+            args = (weakref.ref(self), queued, before if i == 0 else None)
+            thread = threading.Thread(target=_compile_queued, args=args, name="jaxllm-compile", daemon=True)
+            _BACKGROUND_THREADS.add(thread)
+            thread.start()
+
+    def ready(self, key: ProgramKey) -> bool:
+        """Whether ``key``'s executable can run without waiting: compiled at start-up or on first use, or
+        compiled (and run once) in the background without error."""
+        if key in self.compiled:
+            return True
+        future = self._background.get(key)
+        return future is not None and future.done() and not future.cancelled() and future.exception() is None
 
     def wait_background(self) -> None:
         """Wait until every background compile (and first run) is done (benchmarks: time steady-state steps)."""

@@ -14,7 +14,7 @@ Variants (each is compiled once per sequence bucket, i.e. per padded_num_seqs):
   * ``MIN_P_CONFIG``, ``TOP_K_CONFIG``, ``TOP_P_CONFIG``: one filter, so that a batch using one runs its passes
     only: min_p one max pass; top-k (< 64, with or without top-p and min_p) the exact top values and nothing
     else over the vocabulary; top-p the race and the exact membership pass (sampler_filters.py). top-p with
-    min_p (a max pass first) runs ``FILTER_CONFIG``. With ``background_compile`` (the CPU's default) these
+    min_p (a max pass first) runs ``FILTER_CONFIG``. With ``background_compile`` on the CPU these
     three are not compiled (``FILTER_VARIANTS``): a CPU's start-up and its two cores are better spent elsewhere,
     and ``FILTER_CONFIG`` serves their batches.
   Which parts run (random rows, min_p, top-k, top-p, logprobs) is a static field too, so the device never

@@ -1,21 +1,31 @@
-"""Which step programs a ModelRunner compiles, and when (mixed into ModelRunner).
+"""Which step programs a ModelRunner compiles, and when (mixed into ModelRunner), and which bucket a step runs in.
 
 At start-up every (bucket, sampler variant) program of ``startup_keys`` is compiled in parallel threads, then each
 is executed once on a step that writes nothing (``_run_each_program_once``) so first-execution costs land at
-start-up. With ``background_compile`` only the smallest buckets are compiled up front and ``deferred_keys`` follow
-on a background thread, which executes each once as well before a step can take it, unless steps are running
-then. The grammar-bitmask sampler variants are compiled at start-up when structured outputs are possible, and the
-rarer ones in the background when a constrained request needing them arrives."""
+start-up. With ``background_compile`` a few are compiled up front and ``deferred_keys`` follow on background
+threads, which execute each once as well before a step can take it, unless steps are running then. Which few: on
+the CPU the smallest buckets (a short prompt's prefill and decode: ``BACKGROUND_STARTUP_TOKENS``); on a GPU the
+buckets every step fits (``BucketLadder.fallback_buckets``: the decode bucket of ``max_num_seqs`` rows and the
+largest) with every start-up sampler variant of their rows, so that no step waits for a compile: until its own
+bucket is ready a step runs padded into the smallest ready one (``step_bucket``). On a GPU the forward programs
+dominate start-up (an 8B model's, cold: several seconds each, and with int4 weights on Hopper each bucket up to
+256 tokens brings its own Mosaic GPU kernels, which jaxlib compiles one at a time), and padding a decode step
+into a larger decode bucket costs little where the weights' reads dominate. The grammar-bitmask sampler variants
+are compiled at start-up when structured outputs are possible, and the rarer ones in the background when a
+constrained request needing them arrives."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import time
 
 import jax
 import numpy as np
 
+from jaxllm.engine.batch import ScheduledBatch
+from jaxllm.engine_args import BACKGROUND_STARTUP_TOKENS
 from jaxllm.runner.buckets import Bucket
 from jaxllm.runner.programs import ForwardKey, ProgramKey, SampleKey
 from jaxllm.runner.sampler_config import FILTER_VARIANTS, SAMPLE_CONFIG, STARTUP_CONFIGS, SamplerConfig
@@ -23,11 +33,47 @@ from jaxllm.runner.sampling_metadata import start_up_variant
 
 logger = logging.getLogger("jaxllm")
 BUSY_SECONDS = 1.0  # a runner that dispatched or fetched a step this recently is generating
+# background compile threads on a GPU host (half its cores at most): the step loop needs host cores, and each
+# compile's autotuner takes device memory from what the KV cache left
+MAX_BACKGROUND_WORKERS = 4
 
 
 class StartupPrograms:
     """Mixed into ModelRunner (which owns ``programs``, ``ladder``, ``kernels``, ``spec``, ``cfg``, the cache and
     the padding-step builders)."""
+
+    # platforms whose start-up compiles the fallback buckets with background_compile (the CPU: the smallest)
+    fallback_platforms: tuple[str, ...] = ("gpu",)
+
+    def _plan_startup(self, max_seq_len_to_capture: int | None, platform: str, num_processes: int) -> None:
+        """Which buckets start-up compiles with ``background_compile``: ``max_seq_len_to_capture`` when given,
+        else the fallback buckets on a GPU (``fallback_startup``) and the smallest on the CPU. Steps take the
+        smallest ready bucket (``step_bucket``) in a single process only: the processes of a multi-host engine
+        must run the same programs at each step, so there a step waits for its own bucket's programs."""
+        self.max_seq_len_to_capture = max_seq_len_to_capture
+        self.compiles_on_cpu = platform == "cpu"
+        self.fallback_startup = (self.background_compile and max_seq_len_to_capture is None
+                                 and platform in self.fallback_platforms)
+        if self.background_compile and max_seq_len_to_capture is None and not self.fallback_startup:
+            self.max_seq_len_to_capture = BACKGROUND_STARTUP_TOKENS
+        self._pick_ready = self.background_compile and num_processes == 1
+        # the CPU's steps compute on the cores a compile would take: one thread there
+        self.background_workers = 1 if self.compiles_on_cpu else max(1, min(MAX_BACKGROUND_WORKERS,
+                                                                         (os.cpu_count() or 2) // 2))
+
+    def step_bucket(self, batch: ScheduledBatch) -> Bucket:
+        """The bucket ``batch`` runs in: the smallest holding it, or while ``background_compile`` compiles the
+        rest, the smallest holding it whose forward and plain sampler are ready (else the smallest: the step waits
+        for its programs, ``Programs.get``)."""
+        if not self._pick_ready:
+            return self.ladder.pick(batch.num_tokens, batch.num_seqs)
+        long_prefill = self.kernels.has_long_prefill(batch.seqs)
+        return self.ladder.pick_ready(batch.num_tokens, batch.num_seqs,
+                                      lambda b: self._bucket_ready(b, long_prefill))
+
+    def _bucket_ready(self, bucket: Bucket, long_prefill: bool) -> bool:
+        return (self.programs.ready(ForwardKey(bucket, long_prefill=long_prefill))
+                and self.programs.ready(SampleKey(self.spec.num_rows(bucket), SAMPLE_CONFIG)))
 
     def _sample_rows(self, buckets: list[Bucket] | None = None) -> list[int]:
         """The sampler programs' row counts: every bucket's (of ``buckets``, default all) S, or its L with
@@ -36,9 +82,13 @@ class StartupPrograms:
 
     def startup_keys(self) -> list[ProgramKey]:
         """The programs compiled at start-up: each bucket's forward (up to ``max_seq_len_to_capture`` tokens), the
-        long-prefill forwards, and the start-up sampler variants of every sequence bucket (with
-        ``background_compile``: the plain-sampling ones of the buckets kept). The greedy variant is left out unless
+        long-prefill forwards, and the start-up sampler variants of every sequence bucket. With
+        ``background_compile``: on a GPU the fallback buckets' forwards with every start-up sampler variant of
+        their rows; on the CPU the plain-sampling ones of the buckets kept. The greedy variant is left out unless
         speculative decoding verifies drafts: the forward returns the greedy tokens itself."""
+        if self.fallback_startup:
+            buckets = self.ladder.fallback_buckets()
+            return self._program_keys(buckets, self._sample_rows(buckets), STARTUP_CONFIGS)
         cap = self.max_seq_len_to_capture
         buckets = [b for b in self.ladder.buckets if cap is None or b.num_tokens <= cap]
         if not self.background_compile:
@@ -46,11 +96,12 @@ class StartupPrograms:
         return self._program_keys(buckets, self._sample_rows(buckets), STARTUP_CONFIGS[:2])
 
     def deferred_keys(self) -> list[ProgramKey]:
-        """The start-up set's complement over every bucket and start-up sampler variant but the single-filter
-        ones (``FILTER_VARIANTS``), smallest buckets first: what ``background_compile`` compiles once the engine
-        is ready."""
+        """The start-up set's complement over every bucket and start-up sampler variant, smallest buckets first:
+        what ``background_compile`` compiles once the engine is ready. On the CPU without the single-filter
+        variants (``FILTER_VARIANTS``: ``FILTER_CONFIG`` serves their batches, and two cores are better spent on
+        the buckets)."""
         early = set(self.startup_keys())
-        configs = [c for c in STARTUP_CONFIGS if c not in FILTER_VARIANTS]  # FILTER_CONFIG serves those
+        configs = [c for c in STARTUP_CONFIGS if not (self.compiles_on_cpu and c in FILTER_VARIANTS)]
         keys = self._program_keys(self.ladder.buckets, self._sample_rows(), configs)
         return sorted((k for k in keys if k not in early), key=lambda k: (
             k.bucket.num_tokens if isinstance(k, ForwardKey) else k.num_seqs, isinstance(k, SampleKey)))

@@ -73,7 +73,8 @@ def test_min_tokens_banned_ids_in_batch():
     eng2.add_request(
         "r", PROMPT, SamplingParams(min_tokens=2, max_tokens=5, ignore_eos=True, stop_token_ids=[9])
     )
-    assert eng2.scheduler.schedule().seqs[0].banned_token_ids == (9,)
+    # vLLM's all_stop_token_ids keep the EOS under ignore_eos: min_tokens still bans it
+    assert eng2.scheduler.schedule().seqs[0].banned_token_ids == (EOS, 9)
 
 
 def test_max_tokens_and_max_model_len():

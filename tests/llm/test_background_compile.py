@@ -66,7 +66,11 @@ def test_background_compile_is_a_bool_and_resolves_by_platform():
         EngineArgs.from_kwargs({"background_compile": "yes"})
     args = EngineArgs.from_kwargs({})
     assert args.resolve("cpu", 512).background_compile is True
-    assert args.resolve("gpu", 512).background_compile is False
+    assert args.resolve("gpu", 512).background_compile is False  # opt-in on GPUs
+    assert EngineArgs.from_kwargs({"background_compile": True}).resolve("gpu", 512).background_compile is True
+    # the processes of a multi-host engine run the same programs each step: everything is compiled up front
+    assert args.resolve("gpu", 512, num_processes=2).background_compile is False
+    assert args.resolve("cpu", 512, num_processes=2).background_compile is True
     assert EngineArgs.from_kwargs({"background_compile": False}).resolve("cpu", 512).background_compile is False
 
 
