@@ -56,18 +56,23 @@ def print_plan(lengths: list[int], max_len: int, tokens: int, seqs: int, heads: 
               f"{s['padded_over_real']:>12.3f}")
 
 
-def timed_run(prompts: list[list[int]], hf: dict, args) -> None:
-    """Run ``LLM.embed`` as the benchmark does, with the runner's launch / collect wrapped in timers."""
-    import jax
-
+def bench_llm(hf: dict, args):
+    """The benchmark's pooling LLM over random weights of the dims ``hf`` (bf16; enforce_eager with ``--tiny``)."""
     from jaxllm import LLM
 
     with tempfile.TemporaryDirectory() as model_dir:
         with open(os.path.join(model_dir, "config.json"), "w") as f:
             json.dump(hf, f)
-        llm = LLM(model_dir, runner="pooling", load_format="dummy", skip_tokenizer_init=True, dtype="bfloat16",
-                  max_model_len=args.max_model_len, max_num_seqs=args.max_num_seqs,
-                  max_num_batched_tokens=args.max_num_batched_tokens, enforce_eager=args.tiny)
+        return LLM(model_dir, runner="pooling", load_format="dummy", skip_tokenizer_init=True, dtype="bfloat16",
+                   max_model_len=args.max_model_len, max_num_seqs=args.max_num_seqs,
+                   max_num_batched_tokens=args.max_num_batched_tokens, enforce_eager=args.tiny)
+
+
+def timed_run(prompts: list[list[int]], hf: dict, args) -> None:
+    """Run ``LLM.embed`` as the benchmark does, with the runner's launch / collect wrapped in timers."""
+    import jax
+
+    llm = bench_llm(hf, args)
     runner = llm._encoder
     items = [{"prompt_token_ids": p} for p in prompts]
     llm.embed(items[:64], use_tqdm=False)  # compiles what enforce_eager left out
@@ -144,16 +149,10 @@ def timed_engine_run(prompts: list[list[int]], hf: dict, args, repeats: int = 5)
     then the largest bucket's forward alone (all padding) against the bf16 peak."""
     import jax
 
-    from jaxllm import LLM
     from jaxllm.bench.roofline import PEAK_FLOPS
     from jaxllm.runner.programs import ForwardKey
 
-    with tempfile.TemporaryDirectory() as model_dir:
-        with open(os.path.join(model_dir, "config.json"), "w") as f:
-            json.dump(hf, f)
-        llm = LLM(model_dir, runner="pooling", load_format="dummy", skip_tokenizer_init=True, dtype="bfloat16",
-                  max_model_len=args.max_model_len, max_num_seqs=args.max_num_seqs,
-                  max_num_batched_tokens=args.max_num_batched_tokens, enforce_eager=args.tiny)
+    llm = bench_llm(hf, args)
     runner = llm.llm_engine.runner
     items = [{"prompt_token_ids": p} for p in prompts]
     llm.embed(items[:64], use_tqdm=False)
