@@ -28,7 +28,7 @@ import numpy as np
 from ..inputs import prompt_to_ids, split_cache_salt
 from ..outputs import RequestMetrics
 from ..pooling_params import PoolingParams
-from ..sampling_params import SamplingParams
+from ..sampling_params import RequestOutputKind, SamplingParams
 from ..spec_decode import SpeculativeConfig
 from ..structured_outputs.grammar import GrammarCompiler
 from ..structured_outputs.params import StructuredOutputsConfig
@@ -46,8 +46,9 @@ from .stat_logger import StatLogger
 from .stats import EngineStats
 from .step_loop import StepLoop
 
-# the scheduling view of a pooling request: its prompt, then done (the runner pools instead of sampling)
-_POOLING_SAMPLING_PARAMS = SamplingParams(max_tokens=1, detokenize=False)
+# the scheduling view of a pooling request: its prompt, then done (the runner pools instead of sampling). It
+# has one output, when it finishes (FINAL_ONLY): a streaming request is checked for news at every step
+_POOLING_SAMPLING_PARAMS = SamplingParams(max_tokens=1, detokenize=False, output_kind=RequestOutputKind.FINAL_ONLY)
 
 
 class LLMEngine(EngineAccessors, ConstrainedSteps, StepLoop):
