@@ -16,6 +16,7 @@ from gguf_files import finish_gguf, gguf_writer, write_hf_as_gguf
 from hf_models import save_tiny_model
 
 from jaxllm import LLM
+from jaxllm.weights.gguf import GGUFCheckpoint
 from jaxllm.weights.gguf_names import gguf_tensor_name
 from jaxllm.weights.loader import WeightLoadError
 
@@ -32,15 +33,16 @@ def source(tmp_path_factory):
                        for t in reader.tensors}
 
 
-def rewrite(path, source, arch="llama", drop=(), add=None, experts=True, tokenizer=None):
-    """The source file again, as ``arch``, without the tensors ``drop``, plus ``add`` ({name: (raw, type)})."""
+def rewrite(path, source, arch="llama", drop=(), add=None, experts=True, kv=None):
+    """The source file again, as ``arch``, without the tensors ``drop``, plus ``add`` ({name: (raw, type)}) and
+    the metadata ``kv`` ({GGUFWriter.add_<key>: value})."""
     cfg, tensors = source
     w = gguf_writer(path, arch, cfg)
     w.add_rope_freq_base(10000.0)
     if experts:
         w.add_expert_count(2)
         w.add_expert_used_count(1)
-    for key, value in (tokenizer or {}).items():
+    for key, value in (kv or {}).items():
         getattr(w, f"add_{key}")(value)
     for name, arr in tensors.items():
         if name not in drop:
@@ -99,6 +101,20 @@ def test_stacked_experts_without_expert_count(tmp_path, source):
         llm(rewrite(tmp_path / "m.gguf", source, experts=False))
 
 
+def test_qwen3moe_router_metadata(tmp_path, source):
+    """Top-k renormalization as llama.cpp's qwen3moe graph does it (always, unless expert_weights_norm says no);
+    a gating function other than softmax is named."""
+    ffn = {"expert_feed_forward_length": 32}
+    hf = GGUFCheckpoint(rewrite(tmp_path / "a.gguf", source, arch="qwen3moe", kv=ffn)).hf_config
+    assert hf["architectures"] == ["Qwen3MoeForCausalLM"] and hf["norm_topk_prob"] is True
+    assert hf["num_experts"] == 2 and hf["moe_intermediate_size"] == 32 and hf["mlp_only_layers"] == []
+    off = {**ffn, "expert_weights_norm": False}
+    assert GGUFCheckpoint(rewrite(tmp_path / "b.gguf", source, arch="qwen3moe", kv=off)
+                          ).hf_config["norm_topk_prob"] is False
+    with pytest.raises(ValueError, match="GGUF llama.expert_gating_func=2 is not supported; supported: 1"):
+        llm(rewrite(tmp_path / "c.gguf", source, kv={"expert_gating_func": gguf.ExpertGatingFuncType.SIGMOID}))
+
+
 def test_no_tokenizer_anywhere_is_clear(tmp_path, source):
     path = rewrite(tmp_path / "m.gguf", source)
     with pytest.raises(ValueError, match=r"carries no tokenizer .*pass tokenizer=<HF folder or hub id"):
@@ -113,7 +129,7 @@ def test_sentencepiece_tokenizer_comes_from_transformers(tmp_path, source):
     spm = {"tokenizer_model": "llama", "token_list": tokens, "token_types": [2, 3, 3] + [6] * 256 + [1] * 61,
            "token_scores": [0.0] * 259 + [-float(i) for i in range(61)], "bos_token_id": 1, "eos_token_id": 2,
            "unk_token_id": 0, "add_bos_token": True}
-    path = rewrite(tmp_path / "m.gguf", source, tokenizer=spm)
+    path = rewrite(tmp_path / "m.gguf", source, kv=spm)
     engine = LLM(path, max_num_seqs=2, max_num_batched_tokens=16, enforce_eager=True)
     ref = transformers.AutoTokenizer.from_pretrained(tmp_path, gguf_file="m.gguf")
     tok = engine.get_tokenizer()
