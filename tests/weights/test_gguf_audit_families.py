@@ -104,3 +104,12 @@ def test_transformers_gguf_reader_agrees(name, tmp_path):
     ids = np.random.RandomState(2).randint(0, 512, (2, 16)).astype(np.int32)
     ours = np.asarray(jaxllm.load_model(tmp_path / "m.gguf")(ids))
     assert relative_error(ours, hf_logits(ref.eval(), ids)) <= 1e-4
+
+
+@pytest.mark.parametrize("name,expert_parallel", [("llama", False), ("mixtral", True), ("qwen3moe", False)])
+def test_tensor_parallel_matches_transformers(name, expert_parallel, tmp_path_factory):
+    """A GGUF's tensors placed shard by shard on 2 devices (experts split per expert, then sharded)."""
+    hf, _, path = family(name, tmp_path_factory)
+    model = jaxllm.load_model(path, tensor_parallel_size=2, enable_expert_parallel=expert_parallel)
+    ids = np.random.RandomState(3).randint(0, hf.config.vocab_size, (2, 12)).astype(np.int32)
+    assert relative_error(np.asarray(model(ids)), hf_logits(hf, ids)) <= 1e-4
