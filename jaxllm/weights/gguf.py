@@ -102,6 +102,10 @@ class GGUFCheckpoint:
         self.file = _parsed_file(os.path.abspath(self.path), st.st_size, st.st_mtime_ns)
         self.metadata: dict[str, Any] = self.file.metadata
         self.architecture = self.metadata.get("general.architecture")
+        if int(self.metadata.get("split.count", 1)) > 1:  # gguf-split's shards: only single files, as in vLLM
+            raise ValueError(f"{self.path!r} is shard {int(self.metadata.get('split.no', 0)) + 1} of "
+                             f"{self.metadata['split.count']} of a split GGUF; only single-file GGUF models load: "
+                             "merge the shards with llama.cpp's `llama-gguf-split --merge`")
         if self.architecture not in SUPPORTED_GGUF_ARCHITECTURES:
             raise ValueError(f"GGUF architecture {self.architecture!r} in {self.path!r} is not supported; "
                              f"supported GGUF architectures: {', '.join(SUPPORTED_GGUF_ARCHITECTURES)}")

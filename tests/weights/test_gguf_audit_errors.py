@@ -43,7 +43,11 @@ def rewrite(path, source, arch="llama", drop=(), add=None, experts=True, kv=None
         w.add_expert_count(2)
         w.add_expert_used_count(1)
     for key, value in (kv or {}).items():
-        getattr(w, f"add_{key}")(value)
+        if key == "uint16":  # raw keys: {name: value}
+            for name, v in value.items():
+                w.add_uint16(name, v)
+        else:
+            getattr(w, f"add_{key}")(value)
     for name, arr in tensors.items():
         if name not in drop:
             w.add_tensor(name, arr)
@@ -93,6 +97,13 @@ def test_tensor_type_not_dequantized_is_named(tmp_path, source):
     with pytest.raises(ValueError, match="GGUF tensor 'blk.0.attn_q.bias' has type IQ2_XXS, which is not "
                                          "supported; supported types: F32, F16, BF16, Q4_0"):
         llm(rewrite(tmp_path / "m.gguf", source, add=extra))
+
+
+def test_split_gguf_shard_is_named(tmp_path, source):
+    """vLLM loads single-file GGUF only; a gguf-split shard says so instead of missing half its tensors."""
+    path = rewrite(tmp_path / "m-00001-of-00003.gguf", source, kv={"uint16": {"split.no": 0, "split.count": 3}})
+    with pytest.raises(ValueError, match=r"is shard 1 of 3 of a split GGUF; only single-file GGUF models load"):
+        llm(path)
 
 
 def test_stacked_experts_without_expert_count(tmp_path, source):
