@@ -13,14 +13,14 @@ llama.cpp's converter permutes the rows of ``q_proj``/``k_proj`` of llama models
 adjacent dimensions, HF rotates the two halves of each head); ``tensors()`` undoes that. Qwen2/Qwen3, Gemma,
 Phi-3 and OLMo 2 files are written unpermuted (NeoX-style rope, like HF). The converter adds 1 to every Gemma
 norm weight (llama.cpp scales by w, HF by 1 + w): ``tensors()`` subtracts it. Per-architecture metadata (Gemma's
-soft-caps and windows, Phi-3's longrope factor tensors and partial rotary) is in gguf_families.py; the
-tensor-name table and the q/k row permutation in gguf_names.py.
+soft-caps and windows, Phi-3's longrope factor tensors and partial rotary, MoE experts) is in gguf_families.py;
+linear / yarn / llama3 rope scaling in gguf_rope.py; the tensor-name table and the q/k row permutation in
+gguf_names.py.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -29,6 +29,7 @@ import numpy as np
 
 from .gguf_families import FAMILY_CONFIG, moe_config
 from .gguf_names import expert_names, hf_tensor_name, permute_qk, unpermute_qk
+from .gguf_rope import f32_to_float, rope_scaling_from_metadata
 
 # hf_tensor_name, permute_qk and unpermute_qk (gguf_names.py) keep their import path here.
 __all__ = ["SUPPORTED_GGUF_ARCHITECTURES", "SUPPORTED_TENSOR_TYPES", "GGUFCheckpoint", "dequantize", "hf_tensor_name",
@@ -157,8 +158,8 @@ class GGUFCheckpoint:
             "num_key_value_heads": kv_heads,
             "head_dim": head_dim,
             "hidden_act": "silu",
-            "rms_norm_eps": _f32_to_float(self._arch_key("attention.layer_norm_rms_epsilon", 1e-6)),
-            "rope_theta": _f32_to_float(self._arch_key("rope.freq_base", 10000.0)),
+            "rms_norm_eps": f32_to_float(self._arch_key("attention.layer_norm_rms_epsilon", 1e-6)),
+            "rope_theta": f32_to_float(self._arch_key("rope.freq_base", 10000.0)),
             "max_position_embeddings": int(self._arch_key("context_length", 2048)),
             "tie_word_embeddings": "output.weight" not in self._tensors,
             "bos_token_id": self.metadata.get("tokenizer.ggml.bos_token_id"),
@@ -173,7 +174,7 @@ class GGUFCheckpoint:
         if self.architecture in FAMILY_CONFIG:
             cfg.update(FAMILY_CONFIG[self.architecture](self, cfg))
             return cfg
-        rope_scaling = self._rope_scaling(cfg)
+        rope_scaling = rope_scaling_from_metadata(self, cfg)
         if rope_scaling is not None:
             cfg["rope_scaling"] = rope_scaling
         return cfg
@@ -182,29 +183,6 @@ class GGUFCheckpoint:
         """One tensor of the file dequantized to float32 (HF order), by its llama.cpp name."""
         t = self._tensors[name]
         return dequantize(t.data, t.type_name, t.shape)
-
-    def _rope_scaling(self, cfg: dict[str, Any]) -> dict[str, Any] | None:
-        """HF ``rope_scaling`` from ``{arch}.rope.scaling.*`` keys or a llama-3.1 ``rope_freqs`` tensor."""
-        kind = self._arch_key("rope.scaling.type")
-        if "rope_freqs.weight" in self._tensors:
-            freqs = dequantize(self._tensors["rope_freqs.weight"].data, self._tensors["rope_freqs.weight"].type_name,
-                               self._tensors["rope_freqs.weight"].shape)
-            return _llama3_scaling_from_freqs(freqs,
-                                              cfg["rope_theta"], cfg["head_dim"])
-        if kind in (None, "none"):
-            return None
-        if kind == "linear":
-            return {"rope_type": "linear", "factor": float(self._arch_key("rope.scaling.factor"))}
-        if kind == "yarn" and not self._arch_key("rope.scaling.yarn_log_multiplier"):
-            # convert_hf_to_gguf's yarn (Qwen2/Qwen3/Qwen3-MoE long context): factor, original context, betas
-            out = {"rope_type": "yarn", "factor": _f32_to_float(self._arch_key("rope.scaling.factor")),
-                   "original_max_position_embeddings": int(self._arch_key("rope.scaling.original_context_length"))}
-            for key in ("beta_fast", "beta_slow"):
-                if self._arch_key(f"rope.scaling.yarn_{key}") is not None:
-                    out[key] = _f32_to_float(self._arch_key(f"rope.scaling.yarn_{key}"))
-            return out
-        raise ValueError(f"GGUF rope scaling type {kind!r} is not supported; supported: none, linear, yarn "
-                         "(without yarn_log_multiplier), llama3 (rope_freqs tensor)")
 
     def _eos_token_id(self) -> int | list[int] | None:
         """config.json's eos_token_id: the eos id, or [eos, eot, eom] when the file names end-of-turn tokens too
@@ -276,28 +254,3 @@ class GGUFCheckpoint:
 
     def __repr__(self) -> str:
         return f"GGUFCheckpoint({self.path!r}, architecture={self.architecture!r}, tensors={len(self._tensors)})"
-
-
-def _f32_to_float(x: float) -> float:
-    """A float32 metadata value as the decimal the converter read from config.json (9.99999974e-06 -> 1e-05)."""
-    return float(f"{float(x):.7g}")
-
-
-def _llama3_scaling_from_freqs(factors: np.ndarray, theta: float, head_dim: int) -> dict[str, Any]:
-    """Recover HF's llama3 ``rope_scaling`` from llama.cpp's per-frequency ``rope_freqs`` divisors [Dh/2].
-
-    llama.cpp precomputes the divisors from (factor, low_freq_factor, high_freq_factor, original context); the
-    largest divisor is ``factor``. The other three are not stored, so we try Llama 3.1/3.2's published values
-    and accept them only if they reproduce every divisor."""
-    factor = float(factors.max())
-    inv_freq = 1.0 / theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
-    for low, high, orig in ((1.0, 4.0, 8192),):
-        wavelen = 2 * math.pi / inv_freq
-        smooth = (orig / wavelen - low) / (high - low)
-        expected = np.where(wavelen < orig / high, 1.0,
-                            np.where(wavelen > orig / low, factor, 1.0 / ((1 - smooth) / factor + smooth)))
-        if expected.shape == factors.shape and np.allclose(expected, factors, rtol=1e-4, atol=1e-4):
-            return {"rope_type": "llama3", "factor": factor, "low_freq_factor": low, "high_freq_factor": high,
-                    "original_max_position_embeddings": orig}
-    raise ValueError("GGUF rope_freqs tensor does not match llama3 rope scaling with low_freq_factor=1, "
-                     "high_freq_factor=4, original_max_position_embeddings=8192; this rope scaling is not supported")

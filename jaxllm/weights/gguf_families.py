@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .gguf_rope import f32_to_float
+
 _GEMMA_27B_LAYERS = {"gemma2": 46, "gemma3": 62}
 
 
@@ -24,7 +26,7 @@ def _query_pre_attn_scalar(arch: str, cfg: dict[str, Any]) -> float:
 
 
 def _float_or_none(value) -> float | None:
-    return None if value is None else float(f"{float(value):.7g}")
+    return None if value is None else f32_to_float(value)
 
 
 def gemma(ckpt, cfg: dict[str, Any]) -> dict[str, Any]:
