@@ -241,13 +241,17 @@ class GGUFCheckpoint:
     def tokenizer(self):
         """A ``transformers`` fast tokenizer rebuilt from the file's tokenizer metadata: byte-level BPE files
         directly (gguf_tokenizer.py), other tokenizer models (sentencepiece) through transformers' converter."""
-        from .gguf_tokenizer import SUPPORTED_TOKENIZER_MODELS, build_tokenizer, transformers_tokenizer
+        from .gguf_tokenizer import (
+            PASS_TOKENIZER,
+            SUPPORTED_TOKENIZER_MODELS,
+            build_tokenizer,
+            transformers_tokenizer,
+        )
 
         model = self.metadata.get("tokenizer.ggml.model")
         if model is None:
             raise ValueError(f"GGUF file {self.path!r} carries no tokenizer (no tokenizer.ggml.model); pass "
-                             "tokenizer=<HF folder or hub id of the model>, or skip_tokenizer_init=True to work "
-                             "with token ids")
+                             f"{PASS_TOKENIZER}")
         if model in SUPPORTED_TOKENIZER_MODELS:
             return build_tokenizer(self.metadata)
         return transformers_tokenizer(self.path, model)
