@@ -237,9 +237,10 @@ class EngineArgs:
         self.compilation_cache_dir = check_compilation_config(self.compilation_config, self.compilation_cache_dir)
 
     def _validate_memory_and_outputs(self) -> None:
-        from jaxllm.quantization_config import check_quantization
+        from jaxllm.quantization_config import GGUF_QUANTIZATION, check_quantization
 
-        check_quantization(self.quantization)
+        if self.quantization != GGUF_QUANTIZATION:  # "gguf": a GGUF model's own types (checked in jaxllm/load.py)
+            check_quantization(self.quantization)
         gmu = self.gpu_memory_utilization
         if isinstance(gmu, bool) or not isinstance(gmu, (int, float)) or not 0 < gmu <= 1:
             raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {gmu!r}")

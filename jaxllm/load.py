@@ -12,6 +12,7 @@ from typing import Any
 from jaxllm.config import ModelConfig
 from jaxllm.engine_args import EngineArgs
 from jaxllm.model_source import hf_config_dict, model_config, resolve_model_path
+from jaxllm.quantization_config import GGUF_QUANTIZATION
 from jaxllm.weights.gguf import is_gguf
 
 logger = logging.getLogger("jaxllm")
@@ -42,8 +43,12 @@ def locate_model(args: EngineArgs) -> ModelSource:
         raise ValueError(f"load_format='gguf' but {args.model!r} is not a GGUF file")
     if args.load_format == "safetensors" and gguf:
         raise ValueError(f"load_format='safetensors' but {args.model!r} is a GGUF file")
+    if args.quantization == GGUF_QUANTIZATION and not gguf:
+        raise ValueError(f"quantization='gguf' but {args.model!r} is not a GGUF file")
     hf = apply_hf_overrides(hf_config_dict(path), args)
-    cfg = model_config(path, args.dtype, args.quantization, hf=hf)
+    # vLLM's name for a GGUF file's own block quantization: its tensors are dequantized at load (weights/gguf.py)
+    quantization = None if args.quantization == GGUF_QUANTIZATION else args.quantization
+    cfg = model_config(path, args.dtype, quantization, hf=hf)
     cfg = dataclasses.replace(cfg, **kernel_fields(args)).with_expert_parallel(args.enable_expert_parallel)
     return ModelSource(path, cfg, local_meshes(args.tensor_parallel_size, args.data_parallel_size)[0], gguf)
 

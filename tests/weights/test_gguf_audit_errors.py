@@ -99,6 +99,15 @@ def test_tensor_type_not_dequantized_is_named(tmp_path, source):
         llm(rewrite(tmp_path / "m.gguf", source, add=extra))
 
 
+def test_quantization_gguf_is_vllms_name_for_the_files_own_types(tmp_path, source):
+    path = rewrite(tmp_path / "m.gguf", source)
+    out = llm(path, quantization="gguf").generate([[1, 2, 3]], use_tqdm=False)
+    assert out[0].outputs[0].token_ids == llm(path).generate([[1, 2, 3]], use_tqdm=False)[0].outputs[0].token_ids
+    save_tiny_model(tmp_path / "hf", "LlamaForCausalLM")
+    with pytest.raises(ValueError, match="quantization='gguf' but .* is not a GGUF file"):
+        llm(str(tmp_path / "hf"), quantization="gguf")
+
+
 def test_split_gguf_shard_is_named(tmp_path, source):
     """vLLM loads single-file GGUF only; a gguf-split shard says so instead of missing half its tensors."""
     path = rewrite(tmp_path / "m-00001-of-00003.gguf", source, kv={"uint16": {"split.no": 0, "split.count": 3}})
