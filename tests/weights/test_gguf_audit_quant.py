@@ -61,19 +61,28 @@ def test_llama_logits_match_dequantized_reference(llama_dir, tmp_path, type_name
     assert relative_error(ours, hf_logits(theirs, ids)) <= 1e-4
 
 
-@pytest.mark.parametrize("arch,type_name", [("MixtralForCausalLM", "Q4_K"), ("Qwen3MoeForCausalLM", "Q6_K")])
-def test_generate_quantized_matches_transformers(tmp_path, arch, type_name):
-    """``LLM(model=q.gguf, tokenizer=HF_DIR)``: greedy tokens of the dequantized reference (MoE: stacked
-    quantized experts split per expert)."""
-    moe = {"num_local_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 256, "norm_topk_prob": True}
-    overrides = {**WIDE, **(moe if "Moe" in arch or "Mixtral" in arch else {})}
-    if arch == "MixtralForCausalLM":
-        overrides.pop("moe_intermediate_size")
-    save_tiny_model(tmp_path / "hf", arch, **overrides)
-    save_tokenizer_with_template(tmp_path / "hf")
-    path, ref = quantized(tmp_path / "hf", tmp_path, type_name)
-    llm = LLM(str(path), tokenizer=str(tmp_path / "hf"), max_num_seqs=2, max_num_batched_tokens=32,
-              enforce_eager=True)
+MOE = {"num_local_experts": 4, "num_experts_per_tok": 2, "norm_topk_prob": True}
+
+
+def moe_checkpoint(path, arch: str):
+    extra = {"moe_intermediate_size": 256} if arch == "Qwen3MoeForCausalLM" else {}
+    save_tiny_model(path, arch, **WIDE, **MOE, **extra)
+    save_tokenizer_with_template(path)
+    return path
+
+
+def test_mixtral_quantized_experts_logits(tmp_path):
+    """Stacked Q4_K experts (gate / up [E, F, D], down [E, D, F]) split per expert at load."""
+    path, ref = quantized(moe_checkpoint(tmp_path / "hf", "MixtralForCausalLM"), tmp_path, "Q4_K")
+    ids = np.random.RandomState(4).randint(0, 512, (2, 12)).astype(np.int32)
+    assert relative_error(np.asarray(jaxllm.load_model(path)(ids)), hf_logits(ref, ids)) <= 1e-4
+
+
+def test_generate_quantized_moe_matches_transformers(tmp_path):
+    """``LLM(model=q.gguf, tokenizer=HF_DIR)`` on Q6_K Qwen3-MoE: greedy tokens of the dequantized reference."""
+    hf_dir = moe_checkpoint(tmp_path / "hf", "Qwen3MoeForCausalLM")
+    path, ref = quantized(hf_dir, tmp_path, "Q6_K")
+    llm = LLM(str(path), tokenizer=str(hf_dir), max_num_seqs=2, max_num_batched_tokens=32, enforce_eager=True)
     prompts = ["Hello world, the quick brown fox", "STOP here; stop there."]
     outs = llm.generate(prompts, SamplingParams(temperature=0.0, max_tokens=6, ignore_eos=True), use_tqdm=False)
     for out in outs:
