@@ -87,3 +87,13 @@ def test_generate_quantized_moe_matches_transformers(tmp_path):
     outs = llm.generate(prompts, SamplingParams(temperature=0.0, max_tokens=6, ignore_eos=True), use_tqdm=False)
     for out in outs:
         assert list(out.outputs[0].token_ids) == hf_greedy(ref, out.prompt_token_ids, 6)
+
+
+@pytest.mark.parametrize("quantization", ["int8", "fp8"])
+def test_weight_only_quantization_of_a_gguf(llama_dir, tmp_path, quantization):
+    """A GGUF's dequantized weights re-quantized at load (weight-only int8 / fp8): close to the file's logits, and
+    really quantized (not equal)."""
+    path, ref = quantized(llama_dir, tmp_path, "Q8_0")
+    ids = np.random.RandomState(5).randint(0, 512, (2, 12)).astype(np.int32)
+    err = relative_error(np.asarray(jaxllm.load_model(path, quantization=quantization)(ids)), hf_logits(ref, ids))
+    assert 1e-5 < err <= 0.1
