@@ -2,6 +2,8 @@
 order: raw logits -> allowed ids, banned ids, logit_bias, penalties -> temperature (1 on greedy rows) -> min_p,
 top-k, top-p (removed tokens at -inf) -> log_softmax for the ``*_logprobs`` modes."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,13 +13,14 @@ from sampler_rows import seq, sp
 from jaxllm.engine_args import LOGPROBS_MODES, EngineArgs
 from jaxllm.models.sampler import sample
 from jaxllm.models.sampler_logprobs import MODES, prompt_token_logprobs
+from jaxllm.runner.sampler_config import FULL_CONFIG, SAMPLE_CONFIG, SamplerConfig, covers
 from jaxllm.runner.sampling_metadata import build_sampling_metadata
 from jaxllm.spec_decode.rejection import processed_probs, sample_and_verify
 
 V = 64
 PROMPT = (1, 2, 3, 2)
 OUTPUT = (7, 7, 9)
-_sample = jax.jit(sample, static_argnums=(2, 3))
+_sample = jax.jit(sample, static_argnums=2)
 
 
 def rows():
@@ -93,11 +96,11 @@ def test_every_mode_is_a_settings_choice():
 
 def test_modes_match_the_reference_and_never_change_the_tokens():
     raw = np.random.default_rng(0).normal(scale=2.0, size=(8, V)).astype(np.float32)
-    md, cfg = build_sampling_metadata(batch(), 8, V)
-    assert cfg.num_logprobs and cfg.top_k and cfg.min_p and cfg.penalty_len
     tokens = None
     for mode in LOGPROBS_MODES:
-        out = jax.device_get(_sample(jnp.asarray(raw), md, cfg, mode))
+        md, cfg = build_sampling_metadata(batch(), 8, V, logprobs_mode=mode)
+        assert cfg.num_logprobs and cfg.top_k and cfg.min_p and cfg.penalty_len and cfg.logprobs_mode == mode
+        out = jax.device_get(_sample(jnp.asarray(raw), md, cfg))
         if tokens is None:
             tokens = out.token_ids
         np.testing.assert_array_equal(out.token_ids, tokens)  # the mode changes what is reported only
@@ -113,10 +116,10 @@ def test_all_greedy_batch_reports_the_processed_logits_unscaled():
     raw = np.random.default_rng(1).normal(size=(2, V)).astype(np.float32)
     p = sp(temperature=0.0, logit_bias={9: 4.0}, repetition_penalty=2.0, logprobs=3)
     seqs = [seq(p, seq_id=i, token_ids=PROMPT + OUTPUT, num_prompt_tokens=len(PROMPT)) for i in range(2)]
-    md, cfg = build_sampling_metadata(seqs, 2, V)
-    assert not cfg.random
     for mode in LOGPROBS_MODES:
-        out = jax.device_get(_sample(jnp.asarray(raw), md, cfg, mode))
+        md, cfg = build_sampling_metadata(seqs, 2, V, logprobs_mode=mode)
+        assert not cfg.random
+        out = jax.device_get(_sample(jnp.asarray(raw), md, cfg))
         for i in range(2):
             assert_row(out, i, reference(raw[i], p, mode), 3)
         assert int(out.token_ids[0]) == 9
@@ -129,7 +132,6 @@ def test_prompt_logprobs_see_no_sampling_parameter(mode):
     logits = np.random.default_rng(2).normal(size=(5, V)).astype(np.float32)
     targets = np.array([3, 0, 63, 7, 7], np.int32)
     lp, rank, ids, top = jax.device_get(prompt_token_logprobs(jnp.asarray(logits), jnp.asarray(targets), 4, mode))
-    want = reference(logits, sp(), "raw_logits", ()) if mode.endswith("logits") else None
     for i in range(5):
         want = reference(logits[i], sp(), "raw_" + mode.split("_")[1], ())
         np.testing.assert_allclose(lp[i], want[targets[i]], rtol=1e-5, atol=1e-5)
@@ -143,14 +145,34 @@ def test_speculative_verification_reports_the_mode_of_the_emitted_token():
     sampler's; its processed value is still the one reported."""
     rng = np.random.default_rng(3)
     raw = rng.normal(scale=2.0, size=(8, V)).astype(np.float32)
-    md, cfg = build_sampling_metadata(batch(), 8, V)
+    md, _ = build_sampling_metadata(batch(), 8, V)
     draft_logits = jnp.asarray(rng.normal(scale=2.0, size=(8, V)).astype(np.float32))
     q = processed_probs(draft_logits, md.temperature, md.top_k, md.top_p, md.min_p)
     draft = np.asarray(jnp.argmax(q, axis=-1), np.int32)
     q_index = np.where(np.asarray(md.greedy), -1, np.arange(8)).astype(np.int32)
     for mode in ("processed_logprobs", "processed_logits", "raw_logits"):
-        out = jax.device_get(jax.jit(sample_and_verify, static_argnums=(2, 6))(
-            jnp.asarray(raw), md, cfg, jnp.asarray(draft), jnp.asarray(q_index), (q,), mode))
+        cfg = build_sampling_metadata(batch(), 8, V, logprobs_mode=mode)[1]
+        out = jax.device_get(jax.jit(sample_and_verify, static_argnums=2)(
+            jnp.asarray(raw), md, cfg, jnp.asarray(draft), jnp.asarray(q_index), (q,)))
         for i, (p, _) in enumerate(rows()):
             if getattr(p, "logprobs", None) is not None:
                 assert_row(out, i, reference(raw[i], p, mode, (0, 1) if i == 2 else ()), p.logprobs)
+
+
+def test_variants_carry_the_mode_with_logprobs_only():
+    """A step without logprobs builds the same variant in every engine; with them, only a variant of the same
+    mode serves it, and under a processed mode only one with the same filters (the mask's sort runs only when
+    a row filters)."""
+    plain = [seq(sp(temperature=0.8))]
+    assert build_sampling_metadata(plain, 2, V, logprobs_mode="processed_logits")[1] == SAMPLE_CONFIG
+    with pytest.raises(ValueError, match="needs num_logprobs"):
+        SamplerConfig(greedy_only=False, bias_width=8, allowed_width=8, banned_width=8, logprobs_mode="raw_logits")
+    asks = [seq(sp(temperature=0.8, logprobs=1))]
+    raw = build_sampling_metadata(asks, 2, V)[1]
+    assert covers(FULL_CONFIG, raw)
+    for mode in ("raw_logits", "processed_logprobs"):
+        cfg = build_sampling_metadata(asks, 2, V, logprobs_mode=mode)[1]
+        assert not covers(FULL_CONFIG, cfg)
+        wider = SamplerConfig(**{**FULL_CONFIG.__dict__, "logprobs_mode": mode})
+        assert covers(wider, cfg) == (mode == "raw_logits")
+        assert covers(cfg, dataclasses.replace(SAMPLE_CONFIG))  # unused logprobs of any mode are neutral

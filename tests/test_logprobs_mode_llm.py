@@ -10,10 +10,10 @@ from hf_models import hf_logits, save_tiny_model, save_tokenizer_with_template
 from jaxllm import LLM, SamplingParams
 
 STEPS = 5
-PARAMS = [  # (SamplingParams keywords, logprobs): a random row with top-k, penalties and bias; a greedy one
-    dict(temperature=0.8, top_k=4, seed=7, presence_penalty=0.5, logit_bias={5: 1.0}, logprobs=6,
-         prompt_logprobs=3),
-    dict(temperature=0.0, repetition_penalty=1.5, logprobs=2, prompt_logprobs=2),
+PARAMS = [  # SamplingParams keywords: a random row with top-k, penalties and bias; a greedy one
+    {"temperature": 0.8, "top_k": 4, "seed": 7, "presence_penalty": 0.5, "logit_bias": {5: 1.0}, "logprobs": 6,
+     "prompt_logprobs": 3},
+    {"temperature": 0.0, "repetition_penalty": 1.5, "logprobs": 2, "prompt_logprobs": 2},
 ]
 
 

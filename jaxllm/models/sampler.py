@@ -25,8 +25,8 @@ leave no token, is flagged in ``SamplerOutput.nonfinite``; the engine then ends 
 "error" instead of emitting the arbitrary id argmax returns. The flag travels with the token ids (no extra sync).
 
 Logprobs (``config.num_logprobs`` > 0): the sampled token's value, its rank (1 + number of tokens with a strictly
-greater value) and the top-k ids and values, of what the engine's ``logprobs_mode`` names (``sampler_logprobs``:
-vLLM's default ``raw_logprobs`` is log_softmax of the raw logits, after the grammar mask).
+greater value) and the top-k ids and values, of what ``config.logprobs_mode`` (the engine's) names
+(``sampler_logprobs``: vLLM's default ``raw_logprobs`` is log_softmax of the raw logits, after the grammar mask).
 """
 
 from __future__ import annotations
@@ -167,10 +167,10 @@ def processed_logits(logits: jax.Array, md: Any, config: Any) -> tuple[jax.Array
         return logits, _apply_processors(logits, md, penalties=bool(config.penalty_len))
 
 
-def sample(logits: jax.Array, metadata: Any, config: Any, logprobs_mode: str = "raw_logprobs") -> SamplerOutput:
+def sample(logits: jax.Array, metadata: Any, config: Any) -> SamplerOutput:
     """logits [S, V] (any float dtype, computed as f32), metadata: ``SamplingMetadata`` pytree of device
-    arrays, config: ``SamplerConfig`` (static), logprobs_mode (static: what the logprob fields hold,
-    ``sampler_logprobs``) -> ``SamplerOutput``. Pure jax, no host sync; call inside the jitted step."""
+    arrays, config: ``SamplerConfig`` (static; its ``logprobs_mode`` says what the logprob fields hold) ->
+    ``SamplerOutput``. Pure jax, no host sync; call inside the jitted step."""
     logits = logits.astype(jnp.float32)
     if config.greedy_only:
         tokens = first_argmax(logits)
@@ -184,6 +184,5 @@ def sample(logits: jax.Array, metadata: Any, config: Any, logprobs_mode: str = "
     out = SamplerOutput(token_ids=tokens, nonfinite=nonfinite_rows(logits, x, tokens))
     if config.num_logprobs:
         with jax.named_scope("logprobs"):
-            out.logprob, out.rank, out.top_ids, out.top_logprobs = sample_logprobs(
-                logprobs_mode, logits, x, md, config, tokens)
+            out.logprob, out.rank, out.top_ids, out.top_logprobs = sample_logprobs(logits, x, md, config, tokens)
     return out

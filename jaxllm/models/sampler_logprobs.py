@@ -1,5 +1,6 @@
-"""What ``logprobs`` and ``prompt_logprobs`` report: vLLM's ``logprobs_mode`` (an LLM keyword, static per engine,
-so each sampler program is compiled for one mode).
+"""What ``logprobs`` and ``prompt_logprobs`` report: vLLM's ``logprobs_mode`` (an LLM keyword, static per engine:
+the sampler variants with logprobs carry it in ``SamplerConfig.logprobs_mode``, the prompt logprobs program binds
+it).
 
 * ``"raw_logprobs"`` (the default): log_softmax of the model's logits, before every sampling parameter (after the
   structured-outputs bitmask, which vLLM too applies before its sampler).
@@ -13,7 +14,8 @@ The sampled token's value, its rank (1 + the number of tokens with a strictly gr
 all come from the mode's values; a top list longer than a processed row's survivors ends with -inf entries, as
 vLLM's. The sampler never builds the top-k / top-p mask (``sampler_filters``), so the processed modes take the
 exact sorted threshold (``threshold_sorted``) in the logprobs variants only, and only when a row of the step uses
-top-k or top-p (min_p alone is one max pass). Prompt tokens go through no sampling parameter: the ``*_logprobs``
+top-k or top-p (min_p alone is one max pass; ``sampler_config.covers`` keeps such a step off a variant with more
+filters). Prompt tokens go through no sampling parameter: the ``*_logprobs``
 modes report log_softmax of the raw logits and the ``*_logits`` modes the raw logits (vLLM: raw and processed
 agree there).
 """
@@ -86,11 +88,11 @@ def processed_values(x: jax.Array, md: Any, config: Any, tokens: jax.Array) -> j
     return scaled if t is None else jnp.where(x >= t[:, None], scaled, _NEG_INF)
 
 
-def sample_logprobs(mode: str, raw: jax.Array, x: jax.Array, md: Any, config: Any, tokens: jax.Array):
-    """The logprob fields of a ``SamplerOutput`` under ``mode``: raw [S, V] f32 the logits (after the grammar
-    bitmask), x [S, V] the processed logits, tokens [S] i32 the emitted tokens -> ``token_logprobs``'s tuple
-    with ``config.num_logprobs`` top entries."""
-    processed, normalize = _mode(mode)
+def sample_logprobs(raw: jax.Array, x: jax.Array, md: Any, config: Any, tokens: jax.Array):
+    """The logprob fields of a ``SamplerOutput`` under ``config.logprobs_mode``: raw [S, V] f32 the logits (after
+    the grammar bitmask), x [S, V] the processed logits, tokens [S] i32 the emitted tokens -> ``token_logprobs``'s
+    tuple with ``config.num_logprobs`` top entries."""
+    processed, normalize = _mode(config.logprobs_mode)
     values = processed_values(x, md, config, tokens) if processed else raw
     return token_logprobs(values, tokens, config.num_logprobs, normalize=normalize)
 

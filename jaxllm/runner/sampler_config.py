@@ -48,7 +48,9 @@ class SamplerConfig:
     ``num_logprobs``: 0, or the static top-k width of the returned logprobs (``logprobs_width``).
     ``bias_width`` / ``allowed_width`` / ``banned_width``: widths W of the sparse id arrays (from
     ``SPARSE_WIDTHS``). ``penalty_len``: 0 = no penalties, else the length L of the padded prompt+output token
-    array."""
+    array. ``logprobs_mode``: what the logprob fields hold (the engine's ``logprobs_mode``,
+    jaxllm/models/sampler_logprobs.py); set only with ``num_logprobs``, so variants without logprobs are the same
+    in every engine."""
 
     greedy_only: bool = True
     num_logprobs: int = 0
@@ -67,6 +69,7 @@ class SamplerConfig:
     # exact membership pass run (jaxllm/models/sampler_filters.py)
     top_k: bool = False
     top_p: bool = False
+    logprobs_mode: str = "raw_logprobs"
 
     def __post_init__(self):
         widths = (self.num_logprobs, self.bias_width, self.allowed_width, self.banned_width, self.penalty_len,
@@ -81,6 +84,8 @@ class SamplerConfig:
                     raise ValueError(f"SamplerConfig.{name}={getattr(self, name)} is not in {SPARSE_WIDTHS}")
             if self.num_logprobs < 0:
                 raise ValueError(f"SamplerConfig.num_logprobs={self.num_logprobs} must be >= 0")
+            if self.logprobs_mode != "raw_logprobs" and not self.num_logprobs:
+                raise ValueError(f"SamplerConfig.logprobs_mode={self.logprobs_mode!r} needs num_logprobs > 0")
             if self.penalty_len and (
                 self.penalty_len < PENALTY_MIN_LEN or self.penalty_len & (self.penalty_len - 1)
             ):
@@ -132,10 +137,16 @@ def cost_order(config: SamplerConfig) -> tuple:
 def covers(compiled: SamplerConfig, needed: SamplerConfig) -> bool:
     """Whether the ``compiled`` variant can serve a step that needs ``needed``: the same array shapes, and every
     part ``needed`` runs (random rows, min_p, top-k/top-p, logprobs) runs in it too. A part no row uses is
-    neutral (thresholds of -inf, no noise on greedy rows, unused logprobs), so the result is the same."""
+    neutral (thresholds of -inf, no noise on greedy rows, unused logprobs), so the result is the same. Logprobs
+    need the same ``logprobs_mode``; a processed mode also the same filters, which decide whether its exact
+    top-k / top-p mask (a sort per row) runs: a step whose rows filter nothing does not pay for it."""
     if compiled == needed:
         return True
     if compiled.greedy_only or needed.greedy_only:  # the greedy variant takes no metadata at all
+        return False
+    filters = lambda c: (c.min_p, c.top_k, c.top_p)
+    if needed.num_logprobs and (compiled.logprobs_mode != needed.logprobs_mode or (
+            needed.logprobs_mode.startswith("processed") and filters(compiled) != filters(needed))):
         return False
     shapes = lambda c: (c.bias_width, c.allowed_width, c.banned_width, c.penalty_len, c.grammar_words)
     same_shapes = shapes(compiled) == shapes(needed)

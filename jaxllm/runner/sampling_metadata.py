@@ -155,10 +155,12 @@ def unpack_sampling_metadata(flat: Any, config: SamplerConfig, padded_num_seqs: 
 
 
 def build_sampling_metadata(
-    seqs: Sequence[ScheduledSeq], padded_num_seqs: int, vocab_size: int, max_logprobs: int = MAX_LOGPROBS
+    seqs: Sequence[ScheduledSeq], padded_num_seqs: int, vocab_size: int, max_logprobs: int = MAX_LOGPROBS,
+    logprobs_mode: str = "raw_logprobs",
 ) -> tuple[SamplingMetadata, SamplerConfig]:
     """Pack one step's sequences (row i = seqs[i], padded to ``padded_num_seqs`` rows) into numpy arrays;
-    ``max_logprobs`` (the LLM's) sets the logprobs width of rows asking for more than ``MAX_LOGPROBS``.
+    ``max_logprobs`` (the LLM's) sets the logprobs width of rows asking for more than ``MAX_LOGPROBS``;
+    ``logprobs_mode`` (the LLM's) what their logprobs report.
 
     Returns ``(metadata, config)``: pass ``metadata`` (or ``jax.device_put(metadata)``) as a traced argument
     and ``config`` as a static argument of the jitted sampler. Each SamplingParams object is read and checked
@@ -218,6 +220,7 @@ def build_sampling_metadata(
         min_p=min_p,
         top_k=filtered and (top_k_ or not wide),  # alone: every row draws from its top values
         top_p=filtered and wide,
+        logprobs_mode=logprobs_mode if logprobs else "raw_logprobs",
     )
     md = dummy_sampling_metadata(config, padded_num_seqs, vocab_size)
     if rows:

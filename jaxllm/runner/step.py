@@ -75,8 +75,7 @@ def make_forward(graphdef, treedef, mesh, with_lora: bool = False):
                    donate_argnums=(1,))
 
 
-def _sample_packed(logits, packed_metadata, packed_spec=None, draft_probs=None, *, config, out_rows: int,
-                   logprobs_mode: str = "raw_logprobs"):
+def _sample_packed(logits, packed_metadata, packed_spec=None, draft_probs=None, *, config, out_rows: int):
     """The sampler on a packed metadata buffer; token ids padded (or cut) to ``out_rows`` (the largest sequence
     bucket) so the next step's forward takes them as ``prev_tokens`` whatever this step's bucket was.
 
@@ -84,12 +83,12 @@ def _sample_packed(logits, packed_metadata, packed_spec=None, draft_probs=None, 
     first row (``accepted_rows``); the program then returns (SamplerOutput with the token id of every row [L],
     valid [L] bool, prev_tokens [out_rows]). Sampled drafts (``draft_probs``: the draft steps' distributions,
     k arrays [D, V]) add a third row to ``packed_spec``, each row's index into them, and are verified by the
-    rejection rule written out (``sample_and_verify``). ``logprobs_mode``: the engine's (bound by ``make_sample``)."""
+    rejection rule written out (``sample_and_verify``)."""
     md = unpack_sampling_metadata(packed_metadata, config, logits.shape[0])
     if draft_probs is None:
-        out = sample(logits, md, config, logprobs_mode)
+        out = sample(logits, md, config)
     else:
-        out = sample_and_verify(logits, md, config, packed_spec[0], packed_spec[2], draft_probs, logprobs_mode)
+        out = sample_and_verify(logits, md, config, packed_spec[0], packed_spec[2], draft_probs)
     tokens = out.token_ids
     prev = jnp.pad(tokens, (0, max(0, out_rows - logits.shape[0])))[:out_rows]
     if packed_spec is None:
@@ -98,10 +97,8 @@ def _sample_packed(logits, packed_metadata, packed_spec=None, draft_probs=None, 
     return out, accepted_rows(tokens, packed_spec[0], packed_spec[1]), prev
 
 
-def make_sample(logprobs_mode: str = "raw_logprobs"):
-    """The sampler program of an engine whose logprobs report ``logprobs_mode`` (one mode per engine)."""
-    return jax.jit(functools.partial(_sample_packed, logprobs_mode=logprobs_mode),
-                   static_argnames=("config", "out_rows"))
+def make_sample():
+    return jax.jit(_sample_packed, static_argnames=("config", "out_rows"))
 
 
 def _prompt_logprobs(graphdef, treedef, params, hidden, targets, *, k: int, logprobs_mode: str):

@@ -107,15 +107,15 @@ def verify_sampled(p: jax.Array, q: jax.Array, draft: jax.Array, has_q: jax.Arra
 
 
 def sample_and_verify(logits: jax.Array, md, config, draft: jax.Array, q_index: jax.Array,
-                      draft_probs: tuple[jax.Array, ...], logprobs_mode: str = "raw_logprobs") -> SamplerOutput:
+                      draft_probs: tuple[jax.Array, ...]) -> SamplerOutput:
     """The sampler with sampled drafts verified: logits [L, V], md / config the rows' ``SamplingMetadata`` and
     static ``SamplerConfig``, draft [L] i32 each row's draft token (-1: none), q_index [L] i32 the row of its
     q in the draft steps' distributions ``draft_probs`` (k arrays [D, V], concatenated; -1: none or a
     deterministic draft). Rows with a q take ``verify_sampled``'s token, the others the plain sampler's; the
-    logprobs (of the engine's ``logprobs_mode``) and non-finite flags are those of the emitted token."""
-    out = sample(logits, md, dataclasses.replace(config, num_logprobs=0))
+    logprobs (of ``config.logprobs_mode``) and non-finite flags are those of the emitted token."""
+    out = sample(logits, md, dataclasses.replace(config, num_logprobs=0, logprobs_mode="raw_logprobs"))
     if config.greedy_only or not config.random:  # no random row: every draft is deterministic
-        return sample(logits, md, config, logprobs_mode) if config.num_logprobs else out
+        return sample(logits, md, config) if config.num_logprobs else out
     masked, x = processed_logits(logits.astype(jnp.float32), md, config)
     with jax.named_scope("verify_sampled_drafts"):
         p = processed_probs(x, md.temperature, md.top_k, md.top_p, md.min_p, config.top_k or config.top_p)
@@ -125,8 +125,7 @@ def sample_and_verify(logits: jax.Array, md, config, draft: jax.Array, q_index: 
                                 out.token_ids)
     out = SamplerOutput(token_ids=tokens, nonfinite=nonfinite_rows(masked, x, tokens))
     if config.num_logprobs:
-        out.logprob, out.rank, out.top_ids, out.top_logprobs = sample_logprobs(logprobs_mode, masked, x, md, config,
-                                                                               tokens)
+        out.logprob, out.rank, out.top_ids, out.top_logprobs = sample_logprobs(masked, x, md, config, tokens)
     return out
 
 
