@@ -25,15 +25,24 @@ def model_path(tmp_path_factory):
     return path, model
 
 
+_LLMS: dict[tuple, LLM] = {}
 _RUNS: dict[str, list] = {}
+# every step speculates (tests/llm/test_spec_decode_llm.py)
+SPEC = {"method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_max": 3, "prompt_lookup_min": 1,
+        "disable_by_batch_size": 4}
+
+
+def llm(model_path, mode, spec=False):
+    if (mode, spec) not in _LLMS:
+        _LLMS[mode, spec] = LLM(str(model_path[0]), max_num_seqs=2, max_num_batched_tokens=32, max_model_len=64,
+                                enforce_eager=True, logprobs_mode=mode, speculative_config=SPEC if spec else None)
+    return _LLMS[mode, spec]
 
 
 def run(model_path, mode):
     if mode not in _RUNS:
-        llm = LLM(str(model_path[0]), max_num_seqs=2, max_num_batched_tokens=32, max_model_len=64,
-                  enforce_eager=True, logprobs_mode=mode)
         params = [SamplingParams(max_tokens=STEPS, ignore_eos=True, **kw) for kw in PARAMS]
-        _RUNS[mode] = llm.generate(["a b c", "x y"], params, use_tqdm=False)
+        _RUNS[mode] = llm(model_path, mode).generate(["a b c", "x y"], params, use_tqdm=False)
     return _RUNS[mode]
 
 
@@ -88,3 +97,23 @@ def test_the_mode_never_changes_the_generated_tokens(model_path):
     base = [o.outputs[0].token_ids for o in run(model_path, "raw_logprobs")]
     for mode in ("raw_logits", "processed_logprobs", "processed_logits"):
         assert [o.outputs[0].token_ids for o in run(model_path, mode)] == base, mode
+
+
+def test_speculative_verification_reports_the_same_processed_values(model_path):
+    """n-gram drafts verified by the sampler: the emitted tokens and their processed logprobs are those of the
+    plain engine (each output position draws from the same key and distribution)."""
+    prompts = [{"prompt_token_ids": [5, 6, 7, 8, 5, 6, 7, 8, 5, 6, 7]}, {"prompt_token_ids": [9, 9, 9, 9, 9]}]
+    params = SamplingParams(temperature=0.9, top_k=5, top_p=0.9, seed=3, max_tokens=12, logprobs=6,
+                            ignore_eos=True)
+    want = llm(model_path, "processed_logprobs").generate(prompts, params, use_tqdm=False)
+    spec = llm(model_path, "processed_logprobs", spec=True)
+    got = spec.generate(prompts, params, use_tqdm=False)
+    assert spec.llm_engine.stats.spec_decode_num_draft_tokens > 0
+    for w, g in zip(want, got):
+        w, g = w.outputs[0], g.outputs[0]
+        assert g.token_ids == w.token_ids
+        for lw, lg in zip(w.logprobs, g.logprobs):
+            finite = lambda d: {t: lp for t, lp in d.items() if np.isfinite(lp.logprob)}
+            assert finite(lg).keys() == finite(lw).keys()
+            assert all(lg[t].rank == lw[t].rank and abs(lg[t].logprob - lw[t].logprob) < 1e-4 for t in finite(lw))
+            assert sum(np.isneginf(lp.logprob) for lp in lg.values()) >= 1  # top_k=5 of 6 entries
