@@ -140,7 +140,7 @@ class ModelRunner(ProgramLowering, StartupPrograms, SleepMode, WeightUpdates):
         self._prev_tokens = jax.device_put(np.zeros(self._max_seqs, np.int32), self._replicated)
         self._forward = make_forward(self.graphdef, self._treedef, mesh, with_lora=lora is not None)
         self._sample = make_sample()
-        self._prompt_lp = make_prompt_logprobs(self.graphdef, self._treedef, args.logprobs_mode)
+        self._prompt_lp = make_prompt_logprobs(self.graphdef, self._treedef, self.logprobs_mode)
         # held while a step or a background first run takes the (donated) cache, and while sleep mode frees it:
         # code that reads kv_caches while the background thread may run programs holds it too
         self.device_lock = threading.RLock()
