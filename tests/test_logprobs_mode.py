@@ -13,7 +13,15 @@ from sampler_rows import seq, sp
 from jaxllm.engine_args import LOGPROBS_MODES, EngineArgs
 from jaxllm.models.sampler import sample
 from jaxllm.models.sampler_logprobs import MODES, prompt_token_logprobs
-from jaxllm.runner.sampler_config import FULL_CONFIG, SAMPLE_CONFIG, SamplerConfig, covers
+from jaxllm.runner.sampler_config import (
+    FULL_CONFIG,
+    SAMPLE_CONFIG,
+    STARTUP_CONFIGS,
+    SamplerConfig,
+    covers,
+    start_up_cover,
+    startup_configs,
+)
 from jaxllm.runner.sampling_metadata import build_sampling_metadata
 from jaxllm.spec_decode.rejection import processed_probs, sample_and_verify
 
@@ -176,3 +184,19 @@ def test_variants_carry_the_mode_with_logprobs_only():
         wider = SamplerConfig(**{**FULL_CONFIG.__dict__, "logprobs_mode": mode})
         assert covers(wider, cfg) == (mode == "raw_logits")
         assert covers(cfg, dataclasses.replace(SAMPLE_CONFIG))  # unused logprobs of any mode are neutral
+
+
+@pytest.mark.parametrize("mode", LOGPROBS_MODES)
+def test_start_up_set_serves_the_modes_logprobs_steps(mode):
+    """The start-up logprobs variant carries the engine's mode: a logprobs step of greedy or temperature rows
+    runs a start-up program (no compile during generate); under a processed mode a step with filters compiles
+    its own variant (its exact mask costs a sort per row, which other steps do not pay)."""
+    configs = startup_configs(mode)
+    assert len(configs) == len(STARTUP_CONFIGS)
+    assert [c for c in configs if not c.num_logprobs] == [c for c in STARTUP_CONFIGS if not c.num_logprobs]
+    plain = build_sampling_metadata([seq(sp(temperature=0.8, logprobs=2)), seq(sp(temperature=0.0))], 2, V,
+                                    logprobs_mode=mode)[1]
+    assert start_up_cover(plain, mode) in configs
+    filtered = build_sampling_metadata([seq(sp(temperature=0.8, top_k=5, logprobs=2))], 2, V,
+                                       logprobs_mode=mode)[1]
+    assert (start_up_cover(filtered, mode) in configs) == (not mode.startswith("processed"))

@@ -18,7 +18,8 @@ Variants (each is compiled once per sequence bucket, i.e. per padded_num_seqs):
     three are not compiled (``FILTER_VARIANTS``): a CPU's start-up and its two cores are better spent elsewhere,
     and ``FILTER_CONFIG`` serves their batches.
   Which parts run (random rows, min_p, top-k, top-p, logprobs) is a static field too, so the device never
-  branches on data. These seven (``STARTUP_CONFIGS``) are what the runner compiles at start-up; a step whose
+  branches on data. These seven (``STARTUP_CONFIGS``; ``startup_configs`` gives the logprobs variant the engine's
+  ``logprobs_mode``) are what the runner compiles at start-up; a step whose
   exact variant is not compiled runs the cheapest compiled one that ``covers`` it (same shapes, a superset of
   the parts). A step that needs more compiles lazily, on first use, a variant that differs only in shapes: a
   wider sparse array (more than 8 bias, allowed or banned ids in a row: widths from ``SPARSE_WIDTHS``) or
@@ -113,6 +114,18 @@ FILTER_VARIANTS = (MIN_P_CONFIG, TOP_K_CONFIG, TOP_P_CONFIG)
 STARTUP_CONFIGS = (GREEDY_CONFIG, SAMPLE_CONFIG, FILTER_CONFIG, FULL_CONFIG, *FILTER_VARIANTS)
 
 
+def startup_configs(logprobs_mode: str = "raw_logprobs") -> tuple[SamplerConfig, ...]:
+    """``STARTUP_CONFIGS`` of an engine whose logprobs report ``logprobs_mode``: its logprobs variant carries the
+    mode (``FULL_CONFIG`` of that mode; under a processed mode, whose variants serve only steps with their own
+    filters (``covers``), the one without filters: greedy and temperature-only rows; a step with filters compiles
+    its own on first use)."""
+    if logprobs_mode == "raw_logprobs":
+        return STARTUP_CONFIGS
+    base = SAMPLE_CONFIG if logprobs_mode.startswith("processed") else FULL_CONFIG
+    full = dataclasses.replace(base, num_logprobs=MAX_LOGPROBS, logprobs_mode=logprobs_mode)
+    return tuple(full if c == FULL_CONFIG else c for c in STARTUP_CONFIGS)
+
+
 def logprobs_width(num: int | None, vocab_size: int, max_logprobs: int = MAX_LOGPROBS) -> int:
     """The static top-k width of the logprobs program that serves a request for ``num`` logprobs (None: none,
     0 for the sampled token only, -1: the whole vocabulary) under the LLM's ``max_logprobs`` (-1: the
@@ -154,7 +167,7 @@ def covers(compiled: SamplerConfig, needed: SamplerConfig) -> bool:
                                for f in ("random", "min_p", "top_k", "top_p", "num_logprobs"))
 
 
-def start_up_cover(config: SamplerConfig) -> SamplerConfig:
-    """The variant a step needing ``config`` runs when every start-up variant is compiled (GPU start-up): the
-    cheapest that covers it, else ``config`` itself (compiled on first use)."""
-    return min([c for c in STARTUP_CONFIGS if covers(c, config)] or [config], key=cost_order)
+def start_up_cover(config: SamplerConfig, logprobs_mode: str = "raw_logprobs") -> SamplerConfig:
+    """The variant a step needing ``config`` runs when every start-up variant (``startup_configs``) is compiled
+    (GPU start-up): the cheapest that covers it, else ``config`` itself (compiled on first use)."""
+    return min([c for c in startup_configs(logprobs_mode) if covers(c, config)] or [config], key=cost_order)
