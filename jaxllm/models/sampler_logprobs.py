@@ -10,7 +10,8 @@ it).
   vLLM), with every token that min_p, top-k or top-p removes at -inf.
 * ``"processed_logprobs"``: log_softmax of those values (a removed token: -inf).
 
-The sampled token's value, its rank (1 + the number of tokens with a strictly greater value) and the top entries
+The sampled token's value, its rank (the number of tokens whose value is >= its own, as vLLM counts: ties rank
+ahead of it) and the top entries
 all come from the mode's values; a top list longer than a processed row's survivors ends with -inf entries, as
 vLLM's. The sampler never builds the top-k / top-p mask (``sampler_filters``), so the processed modes take the
 exact sorted threshold (``threshold_sorted``) in the logprobs variants only, and only when a row of the step uses
@@ -54,7 +55,7 @@ def token_logprobs(values: jax.Array, target_ids: jax.Array, k: int, normalize: 
     x = values.astype(jnp.float32)
     lse = jax.nn.logsumexp(x, axis=-1) if normalize else jnp.zeros(x.shape[:1], jnp.float32)
     tok = jnp.take_along_axis(x, target_ids.astype(jnp.int32)[:, None], axis=1)[:, 0]
-    rank = 1 + jnp.sum(x > tok[:, None], axis=-1, dtype=jnp.int32)  # log_softmax keeps the order
+    rank = jnp.sum(x >= tok[:, None], axis=-1, dtype=jnp.int32)  # vLLM's count; log_softmax keeps the order
     if k == 0:
         n = x.shape[0]
         return tok - lse, rank, jnp.zeros((n, 0), jnp.int32), jnp.zeros((n, 0), jnp.float32)
