@@ -53,7 +53,7 @@ class SamplerOutput:
 
     token_ids: Any  # [S] i32
     logprob: Any = None  # [S] f32: the sampled token's value under the logprobs_mode (default: raw logprob)
-    rank: Any = None  # [S] i32: 1 + number of tokens with a strictly greater value
+    rank: Any = None  # [S] i32: number of tokens whose value is >= the token's (vLLM's rank)
     top_ids: Any = None  # [S, num_logprobs] i32, best first
     top_logprobs: Any = None  # [S, num_logprobs] f32
     nonfinite: Any = None  # [S] bool: the row has no valid token (``nonfinite_rows``); its token is meaningless
