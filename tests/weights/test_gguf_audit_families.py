@@ -20,6 +20,8 @@ from hf_models import hf_greedy, hf_logits, relative_error, save_tiny_model, sav
 
 import jaxllm
 from jaxllm import LLM, SamplingParams
+from jaxllm.engine_args import EngineArgs
+from jaxllm.load import locate_model
 from jaxllm.weights.gguf import GGUFCheckpoint
 
 SPECIAL = {"pad_token_id": 0, "eos_token_id": 1, "bos_token_id": 2}
@@ -113,3 +115,20 @@ def test_tensor_parallel_matches_transformers(name, expert_parallel, tmp_path_fa
     model = jaxllm.load_model(path, tensor_parallel_size=2, enable_expert_parallel=expert_parallel)
     ids = np.random.RandomState(3).randint(0, hf.config.vocab_size, (2, 12)).astype(np.int32)
     assert relative_error(np.asarray(model(ids)), hf_logits(hf, ids)) <= 1e-4
+
+
+def test_hf_config_path_gives_a_gguf_its_base_models_config(tmp_path):
+    """vLLM's ``hf_config_path``: the base model's config.json instead of the file's metadata. llama.cpp stores
+    Mistral as llama and drops its sliding window; with the HF folder's config the window (and the Mistral
+    architecture) come back and logits past the window match transformers."""
+    hf = save_tiny_model(tmp_path / "hf", "MistralForCausalLM", vocab_size=512, sliding_window=6)
+    save_tokenizer_with_template(tmp_path / "hf")
+    path = tmp_path / "m.gguf"
+    write_hf_as_gguf(path, tmp_path / "hf", hf.config)
+    ids = np.random.RandomState(6).randint(0, 512, (2, 20)).astype(np.int32)
+    ref = hf_logits(hf, ids)
+    assert relative_error(np.asarray(jaxllm.load_model(path)(ids)), ref) > 1e-3  # the file alone: no window
+    model = jaxllm.load_model(path, hf_config_path=str(tmp_path / "hf"))
+    assert relative_error(np.asarray(model(ids)), ref) <= 1e-4
+    cfg = locate_model(EngineArgs.from_kwargs({"model": str(path), "hf_config_path": str(tmp_path / "hf")})).config
+    assert cfg.architecture == "MistralForCausalLM" and cfg.sliding_windows == (6, 6)
