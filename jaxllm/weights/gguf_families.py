@@ -1,12 +1,12 @@
-"""GGUF metadata -> HF config fields for Gemma 1/2/3, Phi-3 and OLMo 2 (the llama.cpp converter's keys).
+"""GGUF metadata -> HF config fields for Gemma 1/2/3, Phi-3, OLMo 2 and MoE files (the llama.cpp converter's keys).
 
 Each function takes the ``GGUFCheckpoint`` and the config built so far (sizes, rope_theta, eps, ...) and returns
 the fields to add. Values llama.cpp does not store but hard-codes per model are rebuilt its way:
 
 - Gemma 2/3's attention scale: query_pre_attn_scalar = hidden / heads for the 27B models (46 / 62 layers),
   else head_dim (llama.cpp picks 1/sqrt of either by model size, as the HF configs do).
-- Gemma 3's local layers: rope base ``rope.freq_base_swa`` (10000 in older files), every 6th layer global (unless the file has
-  ``attention.sliding_window_pattern``, one bool per layer: true = sliding).
+- Gemma 3's local layers: rope base ``rope.freq_base_swa`` (10000 in older files), every 6th layer global
+  (unless the file has ``attention.sliding_window_pattern``, one bool per layer: true = sliding).
 - Phi-3 longrope: ``rope_factors_long`` / ``rope_factors_short`` tensors hold the factor lists.
 """
 
