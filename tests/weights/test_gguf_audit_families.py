@@ -1,10 +1,11 @@
 """Every family both llama.cpp's converter and jaxllm serve, as vLLM loads a GGUF: ``LLM(model=file.gguf,
 tokenizer=HF_DIR)``. A tiny random HF checkpoint is written to GGUF the way convert_hf_to_gguf.py writes it
 (tests/gguf_files.py: the gguf package's name map, llama's q/k permutation, Gemma's norm + 1, MoE experts stacked;
-Mistral and Mixtral become llama.cpp "llama" files). The float32 file must give transformers' logits on the HF
-checkpoint (1e-4 relative) and the same greedy tokens (also Mixtral files of llama.cpp's first, per-expert
-layout); transformers' own GGUF reader is a second reference where it
-reads the family (llama, qwen2)."""
+Mistral and Mixtral become llama.cpp "llama" files; also Mixtral's first, per-expert layout, yarn and Gemma 3's
+local rope base). The float32 file must give transformers' logits on the HF checkpoint (1e-4 relative), the
+same greedy tokens, the same logits on 2 devices (tensor / expert parallel), and with ``hf_config_path`` the base
+model's config; transformers' own GGUF reader is a second reference where it reads the family (llama, qwen2).
+"""
 
 from __future__ import annotations
 
