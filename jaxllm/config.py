@@ -26,6 +26,10 @@ SUPPORTED_ARCHITECTURES = (
     "Olmo2ForCausalLM",
     "MixtralForCausalLM",
     "Qwen3MoeForCausalLM",
+    "Qwen2MoeForCausalLM",
+    "OlmoeForCausalLM",
+    "GraniteForCausalLM",
+    "SmolLM3ForCausalLM",
 )
 
 _DTYPE_NAMES = {
@@ -53,6 +57,7 @@ from jaxllm.config_families import (
     sliding_windows_from_hf,
     text_config_of_multimodal,
 )
+from jaxllm.config_families_extra import extra_family_fields
 from jaxllm.config_rope import RopeConfig, ropes_from_hf, rotary_dim_from_hf
 from jaxllm.structured_outputs.params import StructuredOutputsConfig  # vLLM's import path: vllm.config
 
@@ -133,8 +138,18 @@ class ModelConfig:
     moe_intermediate_size: int = 0
     norm_topk_prob: bool = False  # renormalize the top-k router probabilities to sum to 1
     moe_layers: tuple[bool, ...] = ()
+    # Qwen2-MoE: a dense expert of this ffn dim that every MoE layer also runs, scaled by sigmoid(x @ gate); 0: none
+    shared_expert_intermediate_size: int = 0
     # experts split over the devices (vLLM's enable_expert_parallel) instead of their ffn dim
     enable_expert_parallel: bool = False
+    clip_qkv: float | None = None  # OLMoE: q/k/v clamped to [-clip_qkv, clip_qkv] (after the q/k norms)
+    # Granite: embeddings times embedding_multiplier, each block's output times residual_multiplier before the
+    # residual add, attention_multiplier as the softmax scale, logits divided by logits_scaling
+    embedding_multiplier: float = 1.0
+    residual_multiplier: float = 1.0
+    attention_multiplier: float | None = None
+    logits_scaling: float = 1.0
+    rope_layers: tuple[bool, ...] = ()  # SmolLM3: False for a layer without rotary embedding; (): every layer rotates
     # Kernel choices the layers are built with (EngineArgs: fp8_activations resolved for the device,
     # quant_matmul_impl, int4_kernel_variant; None = the ops' dispatcher decides per call).
     fp8_activations: str = "none"  # "none" (weight-only) or "dynamic" (per-token fp8 activations, W8A8)
@@ -152,7 +167,10 @@ class ModelConfig:
 
     @property
     def sm_scale(self) -> float:
-        """The attention softmax scale: query_pre_attn_scalar ** -0.5 (Gemma 2/3), else head_dim ** -0.5."""
+        """The attention softmax scale: attention_multiplier (Granite), query_pre_attn_scalar ** -0.5 (Gemma 2/3),
+        else head_dim ** -0.5."""
+        if self.attention_multiplier is not None:
+            return self.attention_multiplier
         return (self.query_pre_attn_scalar or self.head_dim) ** -0.5
 
     def layer_rope(self, layer_idx: int) -> RopeConfig:
@@ -160,6 +178,10 @@ class ModelConfig:
         if self.rope_local is not None and self.sliding_windows and self.sliding_windows[layer_idx] is not None:
             return self.rope_local
         return self.rope
+
+    def uses_rope(self, layer_idx: int) -> bool:
+        """Whether layer ``layer_idx`` rotates q/k (SmolLM3 leaves some layers without rope)."""
+        return not self.rope_layers or self.rope_layers[layer_idx]
 
     def is_moe_layer(self, layer_idx: int) -> bool:
         return bool(self.moe_layers) and self.moe_layers[layer_idx]
@@ -175,6 +197,8 @@ class ModelConfig:
         for i in range(self.num_layers):
             if self.is_moe_layer(i):
                 mlp = d * self.num_experts + experts * 3 * d * self.moe_intermediate_size  # router + experts
+                if self.shared_expert_intermediate_size:  # its gate [D, 1] and gated MLP
+                    mlp += d + 3 * d * self.shared_expert_intermediate_size
             else:
                 mlp = 3 * d * f
             total += attn + mlp + len(LAYER_NORMS[self.norm_placement]) * d + qk_norms
@@ -255,6 +279,7 @@ class ModelConfig:
             **family,
             **quant_fields,
             **moe_fields(hf, arch, num_layers),
+            **extra_family_fields(hf, arch, num_layers),
         )
 
     @classmethod
@@ -279,4 +304,8 @@ _ARCH_BY_MODEL_TYPE = {
     "olmo2": "Olmo2ForCausalLM",
     "mixtral": "MixtralForCausalLM",
     "qwen3_moe": "Qwen3MoeForCausalLM",
+    "qwen2_moe": "Qwen2MoeForCausalLM",
+    "olmoe": "OlmoeForCausalLM",
+    "granite": "GraniteForCausalLM",
+    "smollm3": "SmolLM3ForCausalLM",
 }

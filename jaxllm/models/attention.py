@@ -171,6 +171,8 @@ class Attention(nnx.Module):
         self.sm_scale = cfg.sm_scale
         self.soft_cap = cfg.attn_logit_softcap
         self.sliding_window = cfg.sliding_windows[layer_idx] if cfg.sliding_windows else None
+        self.use_rope = cfg.uses_rope(layer_idx)  # (SmolLM3's no-rope layers)
+        self.clip_qkv = cfg.clip_qkv  # (OLMoE)
 
     def __call__(self, x, cos, sin, attend, kv_cache, lora=None):
         """x: [..., T, D] -> ([..., T, D], kv_cache). ``lora``: this layer's adapters (models/lora.py; the
@@ -183,7 +185,10 @@ class Attention(nnx.Module):
                 q, k, v = q + self.q_bias[...], k + self.k_bias[...], v + self.v_bias[...]
             if self.q_norm is not None:
                 q, k = self.q_norm(q), self.k_norm(k)
-            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+            if self.clip_qkv is not None:
+                q, k, v = (jnp.clip(t, -self.clip_qkv, self.clip_qkv) for t in (q, k, v))
+            if self.use_rope:
+                q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         with jax.named_scope("attend"):
             out, kv_cache = attend(q, k, v, kv_cache, sm_scale=self.sm_scale, sliding_window=self.sliding_window,
                                    kv_scale=self.kv_scale[...], soft_cap=self.soft_cap)

@@ -205,8 +205,9 @@ class GatedMLP(nnx.Module):
     """Gated MLP act(gate) * up (SwiGLU; GeGLU for Gemma) with the gate and up projections fused into one
     [D, 2, F] matmul."""
 
-    def __init__(self, cfg: ModelConfig, dtype, rngs: nnx.Rngs):
-        d, f = cfg.hidden_size, cfg.intermediate_size
+    def __init__(self, cfg: ModelConfig, dtype, rngs: nnx.Rngs, intermediate_size: int | None = None):
+        """``intermediate_size``: F when it is not ``cfg.intermediate_size`` (Qwen2-MoE's shared expert)."""
+        d, f = cfg.hidden_size, intermediate_size or cfg.intermediate_size
         q = cfg
         self.gate_up = linear_weight((d, 2, f), dtype, ("embed", None, "mlp"), 1, q, rngs)
         self.down = linear_weight((f, d), dtype, ("mlp", "embed"), 1, q, rngs)

@@ -29,6 +29,7 @@ from jaxllm.models.attention import Attention, AttentionMetadata, DenseCausalAtt
 from jaxllm.models.layers import GatedMLP, norm, param, rope_cos_sin
 from jaxllm.models.lora import LayerLoRA
 from jaxllm.models.moe import SparseMoeBlock
+from jaxllm.models.shared_moe import moe_block
 
 
 def _identity(x):
@@ -41,7 +42,8 @@ class DecoderLayer(nnx.Module):
         for name in LAYER_NORMS[cfg.norm_placement]:
             setattr(self, name, norm(cfg, cfg.hidden_size, dtype))
         self.self_attn = Attention(cfg, layer_idx, dtype, rngs)
-        self.mlp = SparseMoeBlock(cfg, dtype, rngs) if cfg.is_moe_layer(layer_idx) else GatedMLP(cfg, dtype, rngs)
+        self.mlp = moe_block(cfg, dtype, rngs) if cfg.is_moe_layer(layer_idx) else GatedMLP(cfg, dtype, rngs)
+        self.residual_multiplier = cfg.residual_multiplier  # Granite scales each block's output
 
     def _norms(self):
         """(before attention, after attention, before the MLP, after the MLP): norms or the identity."""
@@ -55,10 +57,14 @@ class DecoderLayer(nnx.Module):
         attn_in, attn_out, mlp_in, mlp_out = self._norms()
         with jax.named_scope("attention"):
             h, kv_cache = self.self_attn(attn_in(x), cos, sin, attend, kv_cache, lora=lora)
-            x = x + attn_out(h)
+            x = x + self._scaled(attn_out(h))
         mlp = self.mlp(mlp_in(x)) if isinstance(self.mlp, SparseMoeBlock) else self.mlp(mlp_in(x), lora=lora)
-        x = x + mlp_out(mlp)
+        x = x + self._scaled(mlp_out(mlp))
         return x, kv_cache
+
+    def _scaled(self, h):
+        """A block's output times ``residual_multiplier`` (Granite; in h's dtype, as transformers)."""
+        return h if self.residual_multiplier == 1.0 else h * self.residual_multiplier
 
 
 @functools.partial(jax.jit, static_argnums=(0,))
@@ -93,6 +99,8 @@ class LlamaForCausalLM(nnx.Module):
         x = jnp.take(self.embed[...], input_ids, axis=0)
         if cfg.embed_scale:  # the scale in the activation dtype, as HF (bf16 rounds sqrt(D))
             x = x * jnp.asarray(cfg.hidden_size ** 0.5, x.dtype)
+        if cfg.embedding_multiplier != 1.0:  # Granite
+            x = x * cfg.embedding_multiplier
         length_dependent = cfg.rope.rope_type in ("longrope", "dynamic")  # the rope follows each sequence's length
         seq_lens = attend.rope_seq_lens(positions) if length_dependent else None
         rotary_dim = cfg.rotary_dim or cfg.head_dim
@@ -112,11 +120,14 @@ class LlamaForCausalLM(nnx.Module):
         return self.norm(x), new_caches
 
     def compute_logits(self, hidden: jax.Array) -> jax.Array:
-        """hidden [..., D] -> float32 logits [..., V] (soft-capped: cap * tanh(logits / cap), Gemma 2)."""
+        """hidden [..., D] -> float32 logits [..., V] (soft-capped: cap * tanh(logits / cap), Gemma 2; divided by
+        ``logits_scaling``, Granite)."""
         head = self.embed[...] if self.lm_head is None else self.lm_head[...]
         cap = self.config.final_logit_softcap
         with jax.named_scope("lm_head"):
             logits = jnp.einsum("...d,vd->...v", hidden, head, preferred_element_type=jnp.float32)
+            if self.config.logits_scaling != 1.0:
+                logits = logits / self.config.logits_scaling
             return logits if cap is None else cap * jnp.tanh(logits / cap)
 
     def __call__(self, input_ids: jax.Array) -> jax.Array:

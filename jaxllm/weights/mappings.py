@@ -102,12 +102,23 @@ def linear_layers(cfg: ModelConfig, i: int) -> list[LinearLayer]:
         LinearLayer(p + "self_attn.o_proj", (*attn, "o_proj"), d, h * dh, (d,), _linear_in_split(h, dh)),
     ]
     if cfg.is_moe_layer(i):
-        return attention
+        return attention + shared_expert_layers(cfg, i)
     return attention + [
         LinearLayer(p + "mlp.gate_proj", (*mlp, "gate_up"), f, d, (f,), _linear(f), part=0),
         LinearLayer(p + "mlp.up_proj", (*mlp, "gate_up"), f, d, (f,), _linear(f), part=1),
         LinearLayer(p + "mlp.down_proj", (*mlp, "down"), d, f, (d,), _linear(d)),
     ]
+
+
+def shared_expert_layers(cfg: ModelConfig, i: int) -> list[LinearLayer]:
+    """Qwen2-MoE's shared expert of MoE layer ``i`` (gate/up fused into its gate_up, down); [] for the others."""
+    f, d = cfg.shared_expert_intermediate_size, cfg.hidden_size
+    if not f:
+        return []
+    p, ours = f"model.layers.{i}.mlp.shared_expert.", ("layers", i, "mlp", "shared_expert")
+    return [LinearLayer(p + "gate_proj", (*ours, "gate_up"), f, d, (f,), _linear(f), part=0),
+            LinearLayer(p + "up_proj", (*ours, "gate_up"), f, d, (f,), _linear(f), part=1),
+            LinearLayer(p + "down_proj", (*ours, "down"), d, f, (d,), _linear(d))]
 
 
 def _linear_targets(cfg: ModelConfig, lin: LinearLayer) -> dict[str, Target]:
@@ -176,7 +187,9 @@ def llama_family_map(cfg: ModelConfig) -> dict[str, Target | tuple[Target, ...]]
 
 # HF names of a MoE layer's block and of each expert's (gate, up, down) projections
 _MOE_NAMES = {"MixtralForCausalLM": ("block_sparse_moe", ("w1", "w3", "w2")),
-              "Qwen3MoeForCausalLM": ("mlp", ("gate_proj", "up_proj", "down_proj"))}
+              "Qwen3MoeForCausalLM": ("mlp", ("gate_proj", "up_proj", "down_proj")),
+              "Qwen2MoeForCausalLM": ("mlp", ("gate_proj", "up_proj", "down_proj")),
+              "OlmoeForCausalLM": ("mlp", ("gate_proj", "up_proj", "down_proj"))}
 
 
 def expert_linears(cfg: ModelConfig, i: int) -> list[tuple[str, int, int, str, int]]:
@@ -199,6 +212,9 @@ def expert_targets(cfg: ModelConfig, i: int) -> dict[str, Target]:
     block = _MOE_NAMES[cfg.architecture][0]
     mlp = ("layers", i, "mlp")
     m = {f"model.layers.{i}.{block}.gate.weight": Target((*mlp, "router"), (e, d), _transpose)}
+    if cfg.shared_expert_intermediate_size:  # Qwen2-MoE's shared expert gate [1, D] -> [D, 1]
+        m[f"model.layers.{i}.{block}.shared_expert_gate.weight"] = Target((*mlp, "shared_expert_gate"), (1, d),
+                                                                          _transpose)
     fp8 = cfg.quant_from_checkpoint
     for prefix, j, n, name, c in expert_linears(cfg, i):
         k = d if name == "gate_up" else f
@@ -228,6 +244,10 @@ KEY_MAPS = {
     "Olmo2ForCausalLM": llama_family_map,
     "MixtralForCausalLM": llama_family_map,
     "Qwen3MoeForCausalLM": llama_family_map,
+    "Qwen2MoeForCausalLM": llama_family_map,
+    "OlmoeForCausalLM": llama_family_map,
+    "GraniteForCausalLM": llama_family_map,
+    "SmolLM3ForCausalLM": llama_family_map,
 }
 
 
