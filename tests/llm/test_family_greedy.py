@@ -1,5 +1,5 @@
-"""Greedy LLM.generate on the paged engine equals transformers' greedy continuation for Gemma 1/2/3, Phi-3 and
-OLMo 2: chunked prefill (a 16-token budget), prompts longer than the sliding windows, prefix caching."""
+"""Greedy LLM.generate on the paged engine equals transformers' greedy continuation for Gemma 1/2/3, Phi-3,
+OLMo 2, Granite and SmolLM3: chunked prefill (a 16-token budget), prompts longer than the sliding windows, prefix caching."""
 
 from __future__ import annotations
 
@@ -23,6 +23,10 @@ FAMILIES = {
                                      "rope_scaling": {"rope_type": "linear", "factor": 2.0}}),
     "phi3-window": ("Phi3ForCausalLM", {**SPECIAL, "sliding_window": 7}),
     "olmo2": ("Olmo2ForCausalLM", SPECIAL),
+    "granite": ("GraniteForCausalLM", {**SPECIAL, "embedding_multiplier": 6.0, "residual_multiplier": 0.3,
+                                       "attention_multiplier": 0.05, "logits_scaling": 4.0}),
+    "smollm3-window": ("SmolLM3ForCausalLM", {**SPECIAL, "no_rope_layers": [1, 0], "use_sliding_window": True,
+                                              "sliding_window": 7}),
 }
 GREEDY = SamplingParams(temperature=0.0, max_tokens=10, ignore_eos=True)
 

@@ -17,6 +17,7 @@ from jaxllm.models.moe import SparseMoeBlock
 from jaxllm.weights.loader import WeightLoadError
 
 EXPERTS = {"num_local_experts": 8, "num_experts_per_tok": 2}
+QWEN2_EXPERTS = {"num_experts": 8, "num_experts_per_tok": 2}  # (Qwen2MoeConfig has no num_local_experts alias)
 CASES = {
     "mixtral": ("MixtralForCausalLM", dict(EXPERTS, intermediate_size=32)),
     "mixtral-top3-window": ("MixtralForCausalLM", dict(EXPERTS, num_experts_per_tok=3, intermediate_size=32,
@@ -27,9 +28,9 @@ CASES = {
     "qwen3moe-norm-topk": ("Qwen3MoeForCausalLM", dict(EXPERTS, num_experts_per_tok=4, moe_intermediate_size=16,
                                                        norm_topk_prob=True, num_hidden_layers=3)),
     # sigmoid-gated shared expert in the sparse layers 0 and 2; layer 1 dense (mlp_only_layers)
-    "qwen2moe-shared": ("Qwen2MoeForCausalLM", dict(num_experts=8, num_experts_per_tok=2, moe_intermediate_size=16,
-                                                    num_hidden_layers=3, shared_expert_intermediate_size=48,
-                                                    mlp_only_layers=[1], norm_topk_prob=True)),
+    "qwen2moe-shared": ("Qwen2MoeForCausalLM", {**QWEN2_EXPERTS, "moe_intermediate_size": 16,
+                                                    "num_hidden_layers": 3, "shared_expert_intermediate_size": 48,
+                                                    "mlp_only_layers": [1], "norm_topk_prob": True}),
     # q/k norms over the whole projection, q/k/v clamped, top-k not renormalized
     "olmoe-clip": ("OlmoeForCausalLM", dict(EXPERTS, intermediate_size=32, clip_qkv=0.5, pad_token_id=0,
                                             eos_token_id=1, bos_token_id=2)),

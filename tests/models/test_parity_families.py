@@ -1,4 +1,4 @@
-"""Gemma 1/2/3, Phi-3/3.5/4 and OLMo 2: fp32 logits of jaxllm.load_model within 1e-4 relative of transformers on
+"""Gemma 1/2/3, Phi-3/3.5/4, OLMo 2, Granite and SmolLM3: fp32 logits of jaxllm.load_model within 1e-4 relative of transformers on
 tiny random checkpoints (every weight, norms included, perturbed; sequences longer than the sliding windows)."""
 
 from __future__ import annotations
@@ -19,6 +19,10 @@ def longrope(dim: int, original: int) -> dict:
             "long_factor": [float(x) for x in 2.0 + 4 * rng.rand(dim // 2)],
             "original_max_position_embeddings": original}
 
+
+# Granite's multipliers far from 1, so a missing or misplaced one cannot pass
+GRANITE = {"embedding_multiplier": 6.0, "residual_multiplier": 0.3, "attention_multiplier": 0.05,
+           "logits_scaling": 4.0}
 
 CASES = {
     "gemma-mqa": ("GemmaForCausalLM", {"head_dim": 32, "num_key_value_heads": 1}),
@@ -43,6 +47,17 @@ CASES = {
                                                      "original_max_position_embeddings": 8}),
     "olmo2": ("Olmo2ForCausalLM", SPECIAL),
     "olmo2-mha": ("Olmo2ForCausalLM", {**SPECIAL, "num_key_value_heads": 4}),
+    "granite-multipliers-biases": ("GraniteForCausalLM", {**SPECIAL, **GRANITE, "attention_bias": True,
+                                                          "mlp_bias": True}),
+    "granite-tied-mqa": ("GraniteForCausalLM", {**SPECIAL, **GRANITE, "tie_word_embeddings": True,
+                                                "num_key_value_heads": 1, "logits_scaling": 0.25}),
+    "smollm3-no-rope-interval": ("SmolLM3ForCausalLM", {**SPECIAL, "no_rope_layer_interval": 2,
+                                                        "num_hidden_layers": 4}),
+    "smollm3-default-interval-untied": ("SmolLM3ForCausalLM", {**SPECIAL, "num_hidden_layers": 4,
+                                                               "tie_word_embeddings": False}),
+    "smollm3-window-on-no-rope-layers": ("SmolLM3ForCausalLM", {**SPECIAL, "no_rope_layers": [1, 0, 1, 0],
+                                                                "num_hidden_layers": 4, "use_sliding_window": True,
+                                                                "sliding_window": 5, "attention_bias": True}),
 }
 
 
@@ -61,6 +76,24 @@ def test_family_config_fields(tmp_path):
     assert cfg.layer_rope(0) is cfg.rope_local and cfg.layer_rope(1) is cfg.rope
     assert cfg.sm_scale == 24 ** -0.5 and cfg.norm_offset == 1.0 and cfg.qk_norm == "head"
     assert cfg.norm_placement == "sandwich" and cfg.hidden_act == "gelu_tanh"
+
+
+def test_granite_and_smollm3_config_fields():
+    base = {"vocab_size": 256, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 8,
+            "num_attention_heads": 4, "num_key_value_heads": 2}
+    granite = jaxllm.config.ModelConfig.from_hf({**base, "architectures": ["GraniteForCausalLM"], **GRANITE})
+    assert (granite.embedding_multiplier, granite.residual_multiplier, granite.logits_scaling) == (6.0, 0.3, 4.0)
+    assert granite.sm_scale == 0.05
+    assert jaxllm.config.ModelConfig.from_hf({**base, "architectures": ["GraniteForCausalLM"]}).sm_scale == 1.0
+    smol = jaxllm.config.ModelConfig.from_hf({**base, "architectures": ["SmolLM3ForCausalLM"],
+                                             "use_sliding_window": True, "sliding_window": 16})
+    assert smol.rope_layers == (True, True, True, False) * 2 and not smol.uses_rope(3)
+    assert smol.sliding_windows == (None, None, None, 16) * 2  # windows on the no-rope layers
+    assert smol.rope.theta == 2e6 and smol.tie_word_embeddings
+    with pytest.raises(ValueError, match="no_rope_layers has 2 entries"):
+        jaxllm.config.ModelConfig.from_hf({**base, "architectures": ["SmolLM3ForCausalLM"], "no_rope_layers": [1, 0]})
+    with pytest.raises(ValueError, match="logits_scaling=0"):
+        jaxllm.config.ModelConfig.from_hf({**base, "architectures": ["GraniteForCausalLM"], "logits_scaling": 0})
 
 
 def test_legacy_config_formats():

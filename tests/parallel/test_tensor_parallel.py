@@ -27,6 +27,11 @@ CASES = {
     "gemma3-local-global": ("Gemma3ForCausalLM", {"head_dim": 16, "sliding_window": 5, "sliding_window_pattern": 2}),
     "phi3-fused-8q-4kv": ("Phi3ForCausalLM", {"num_attention_heads": 8, "num_key_value_heads": 4, **SPECIAL}),
     "olmo2-full-qk-norm": ("Olmo2ForCausalLM", SPECIAL),
+    # Granite's multipliers; SmolLM3's no-rope layers with their sliding windows
+    "granite-multipliers": ("GraniteForCausalLM", {**SPECIAL, "embedding_multiplier": 6.0, "residual_multiplier": 0.3,
+                                                   "attention_multiplier": 0.05, "logits_scaling": 4.0}),
+    "smollm3-no-rope-window": ("SmolLM3ForCausalLM", {**SPECIAL, "no_rope_layers": [1, 0], "use_sliding_window": True,
+                                                      "sliding_window": 6}),
 }
 
 
