@@ -30,6 +30,8 @@ SUPPORTED_ARCHITECTURES = (
     "OlmoeForCausalLM",
     "GraniteForCausalLM",
     "SmolLM3ForCausalLM",
+    "Starcoder2ForCausalLM",
+    "CohereForCausalLM",
 )
 
 _DTYPE_NAMES = {
@@ -57,7 +59,7 @@ from jaxllm.config_families import (
     sliding_windows_from_hf,
     text_config_of_multimodal,
 )
-from jaxllm.config_families_extra import extra_family_fields
+from jaxllm.config_families_extra import extra_family_fields, renamed_fields
 from jaxllm.config_rope import RopeConfig, ropes_from_hf, rotary_dim_from_hf
 from jaxllm.structured_outputs.params import StructuredOutputsConfig  # vLLM's import path: vllm.config
 
@@ -105,13 +107,20 @@ class ModelConfig:
     attention_bias: bool = False  # q/k/v biases
     attention_out_bias: bool = False  # o_proj bias (Llama/Qwen3 with attention_bias; Qwen2 has none)
     mlp_bias: bool = False
-    # q/k RMSNorm: None, "head" (per head over Dh: Qwen3, Gemma 3) or "full" (over the whole projection: OLMo 2)
+    # q/k norm: None, "head" (per head over Dh: Qwen3, Gemma 3), "full" (over the whole projection: OLMo 2) or
+    # "per_head" (over Dh with a weight per head and dim [H, Dh]: Cohere)
     qk_norm: str | None = None
     hidden_act: str = "silu"  # gated MLP activation: "silu", "gelu_tanh" or "gelu"
     norm_offset: float = 0.0  # RMSNorm scales by (norm_offset + w): 1.0 for Gemma
     embed_scale: bool = False  # embeddings times sqrt(hidden_size) (Gemma)
-    # "pre" (Llama), "sandwich" (Gemma 2/3: pre and post norms around attention and MLP), "post" (OLMo 2)
+    # "pre" (Llama), "sandwich" (Gemma 2/3: pre and post norms around attention and MLP), "post" (OLMo 2),
+    # "parallel" (Cohere: attention and MLP both read one norm of x and add to x)
     norm_placement: str = "pre"
+    norm_type: str = "rms"  # "rms" (RMSNorm) or "layer" (LayerNorm: Starcoder2, Cohere); eps: rms_norm_eps
+    norm_bias: bool = False  # LayerNorm biases (Starcoder2)
+    mlp_type: str = "gated"  # "gated" (act(gate) * up) or "plain" (c_fc -> act -> c_proj: Starcoder2)
+    rope_interleaved: bool = False  # rope rotates adjacent dim pairs (2i, 2i + 1) instead of halves (Cohere)
+    logit_scale: float = 1.0  # logits times logit_scale (Cohere)
     query_pre_attn_scalar: float | None = None  # attention scale query_pre_attn_scalar ** -0.5 (Gemma 2/3)
     attn_logit_softcap: float | None = None  # scores -> cap * tanh(scores / cap) (Gemma 2)
     final_logit_softcap: float | None = None  # logits -> cap * tanh(logits / cap) (Gemma 2)
@@ -191,7 +200,8 @@ class ModelConfig:
         only that many experts of each MoE layer (``num_experts_per_tok``: the parameters active per token)."""
         d, f, dh = self.hidden_size, self.intermediate_size, self.head_dim
         attn = d * (self.num_heads + 2 * self.num_kv_heads) * dh + self.num_heads * dh * d
-        qk_norms = {"head": 2 * dh, "full": (self.num_heads + self.num_kv_heads) * dh}.get(self.qk_norm, 0)
+        qk_norms = {"head": 2 * dh, "full": (self.num_heads + self.num_kv_heads) * dh,
+                    "per_head": (self.num_heads + self.num_kv_heads) * dh}.get(self.qk_norm, 0)
         experts = self.num_experts if experts_per_layer is None else experts_per_layer
         total = d
         for i in range(self.num_layers):
@@ -200,7 +210,7 @@ class ModelConfig:
                 if self.shared_expert_intermediate_size:  # its gate [D, 1] and gated MLP
                     mlp += d + 3 * d * self.shared_expert_intermediate_size
             else:
-                mlp = 3 * d * f
+                mlp = (2 if self.mlp_type == "plain" else 3) * d * f
             total += attn + mlp + len(LAYER_NORMS[self.norm_placement]) * d + qk_norms
         total = int(total)
         if include_embeddings:
@@ -239,10 +249,11 @@ class ModelConfig:
             raise ValueError(f"quantization={quant_fields['quantization']!r} checkpoints of {arch} (fused qkv_proj / "
                              "gate_up_proj) are not supported; load the unquantized checkpoint (optionally with "
                              "quantization='int8' or 'fp8')")
-        hf = {**HF_DEFAULTS.get(arch, {}), **hf}
+        hf = renamed_fields({**HF_DEFAULTS.get(arch, {}), **hf}, arch)
         if hf.get("intermediate_size") is None:
             raise ValueError(f"{arch}: the model config has no 'intermediate_size'")
-        family = family_fields(hf, arch)
+        num_layers = int(hf["num_hidden_layers"])
+        family = {**family_fields(hf, arch), **extra_family_fields(hf, arch, num_layers)}
         num_heads = int(hf["num_attention_heads"])
         hidden = int(hf["hidden_size"])
         head_dim = int(hf.get("head_dim") or hidden // num_heads)
@@ -250,7 +261,6 @@ class ModelConfig:
         num_kv = int(hf.get("num_key_value_heads") or num_heads)
         if num_heads % num_kv:
             raise ValueError(f"num_attention_heads={num_heads} is not a multiple of num_key_value_heads={num_kv}")
-        num_layers = int(hf["num_hidden_layers"])
         eos = hf.get("eos_token_id")
         eos_ids = tuple(eos) if isinstance(eos, (list, tuple)) else ((eos,) if eos is not None else ())
         return cls(
@@ -279,7 +289,6 @@ class ModelConfig:
             **family,
             **quant_fields,
             **moe_fields(hf, arch, num_layers),
-            **extra_family_fields(hf, arch, num_layers),
         )
 
     @classmethod
@@ -308,4 +317,6 @@ _ARCH_BY_MODEL_TYPE = {
     "olmoe": "OlmoeForCausalLM",
     "granite": "GraniteForCausalLM",
     "smollm3": "SmolLM3ForCausalLM",
+    "starcoder2": "Starcoder2ForCausalLM",
+    "cohere": "CohereForCausalLM",
 }

@@ -45,6 +45,7 @@ LAYER_NORMS = {
     "sandwich": ("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm",
                  "post_feedforward_layernorm"),
     "post": ("post_attention_layernorm", "post_feedforward_layernorm"),
+    "parallel": ("input_layernorm",),  # Cohere: x + attn(in(x)) + mlp(in(x))
 }
 
 # activation name -> ours ("silu", "gelu_tanh", "gelu")

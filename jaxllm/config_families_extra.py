@@ -8,6 +8,11 @@
   residual add), ``attention_multiplier`` (the softmax scale) and ``logits_scaling`` (logits divided by it).
 - SmolLM3: layers listed 0 in ``no_rope_layers`` (default: every ``no_rope_layer_interval``-th) skip the rotary
   embedding; sliding windows only on those layers when ``use_sliding_window``.
+- Starcoder2: LayerNorm with bias (``norm_epsilon``), a plain (non-gated) MLP c_fc -> act -> c_proj, every linear
+  layer biased by ``use_bias``, a sliding window on every layer.
+- Cohere (Command-R): LayerNorm without bias (``layer_norm_eps``), attention and MLP in parallel from one norm,
+  interleaved rope (pairs of adjacent dims), logits times ``logit_scale``, optional per-head q/k LayerNorm
+  (``use_qk_norm``: a weight per head and dim), tied embeddings.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ QWEN2_MOE = "Qwen2MoeForCausalLM"
 OLMOE = "OlmoeForCausalLM"
 GRANITE = "GraniteForCausalLM"
 SMOLLM3 = "SmolLM3ForCausalLM"
+STARCODER2 = "Starcoder2ForCausalLM"
+COHERE = "CohereForCausalLM"
 
 # transformers' config-class defaults of fields a config.json may leave out (see config_families.HF_DEFAULTS)
 EXTRA_HF_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -26,7 +33,23 @@ EXTRA_HF_DEFAULTS: dict[str, dict[str, Any]] = {
     OLMOE: {"rms_norm_eps": 1e-5, "max_position_embeddings": 4096},
     GRANITE: {},
     SMOLLM3: {"rope_theta": 2_000_000.0, "max_position_embeddings": 32768, "tie_word_embeddings": True},
+    STARCODER2: {"norm_epsilon": 1e-5, "use_bias": True, "hidden_act": "gelu_pytorch_tanh", "tie_word_embeddings": True,
+                 "max_position_embeddings": 4096},
+    COHERE: {"layer_norm_eps": 1e-5, "logit_scale": 0.0625, "tie_word_embeddings": True, "max_position_embeddings": 8192,
+             "rope_theta": 500_000.0},
 }
+
+
+def renamed_fields(hf: dict[str, Any], arch: str) -> dict[str, Any]:
+    """``hf`` (defaults merged) with the fields Starcoder2 / Cohere name differently under the names the shared
+    parsing reads: the norm epsilon as ``rms_norm_eps`` (it is a LayerNorm's epsilon for both) and Starcoder2's
+    ``use_bias`` as ``attention_bias`` (all four projections) and ``mlp_bias``."""
+    if arch == STARCODER2:
+        bias = bool(hf.get("use_bias"))
+        return {**hf, "rms_norm_eps": hf.get("norm_epsilon"), "attention_bias": bias, "mlp_bias": bias}
+    if arch == COHERE:
+        return {**hf, "rms_norm_eps": hf.get("layer_norm_eps")}
+    return hf
 
 
 def _number(hf: dict[str, Any], key: str, default: float, positive: bool = True) -> float:
@@ -64,16 +87,24 @@ def extra_family_fields(hf: dict[str, Any], arch: str, num_layers: int) -> dict[
                 "logits_scaling": _number(hf, "logits_scaling", 1.0)}
     if arch == SMOLLM3:
         return {"rope_layers": smollm3_rope_layers(hf, num_layers)}
+    if arch == STARCODER2:
+        return {"norm_type": "layer", "norm_bias": True, "mlp_type": "plain"}
+    if arch == COHERE:
+        return {"norm_type": "layer", "norm_placement": "parallel", "rope_interleaved": True,
+                "logit_scale": _number(hf, "logit_scale", 0.0625, positive=False),
+                "qk_norm": "per_head" if hf.get("use_qk_norm") else None}
     return {}
 
 
 def extra_sliding_windows(hf: dict[str, Any], arch: str, num_layers: int) -> tuple[int | None, ...] | None:
-    """Per-layer windows of Qwen2-MoE and SmolLM3 (None: another family). Both window only with
+    """Per-layer windows of Starcoder2 (every layer), Qwen2-MoE and SmolLM3 (None: another family). The latter window only with
     ``use_sliding_window``, on the layers ``layer_types`` marks "sliding_attention" (when absent: Qwen2-MoE's
     even layers below ``max_window_layers``, SmolLM3's no-rope layers), as transformers builds them."""
+    window = hf.get("sliding_window")
+    if arch == STARCODER2:
+        return (int(window) if window else None,) * num_layers
     if arch not in (QWEN2_MOE, SMOLLM3):
         return None
-    window = hf.get("sliding_window")
     if not hf.get("use_sliding_window") or not window:
         return (None,) * num_layers
     types = hf.get("layer_types")

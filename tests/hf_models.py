@@ -31,6 +31,8 @@ def make_config(arch: str, **overrides):
         "OlmoeForCausalLM": transformers.OlmoeConfig,
         "GraniteForCausalLM": transformers.GraniteConfig,
         "SmolLM3ForCausalLM": transformers.SmolLM3Config,
+        "Starcoder2ForCausalLM": transformers.Starcoder2Config,
+        "CohereForCausalLM": transformers.CohereConfig,
     }[arch]
     cfg = cls(**kw)
     cfg.architectures = [arch]

@@ -29,6 +29,7 @@ from jaxllm.models.attention import Attention, AttentionMetadata, DenseCausalAtt
 from jaxllm.models.layers import GatedMLP, norm, param, rope_cos_sin
 from jaxllm.models.lora import LayerLoRA
 from jaxllm.models.moe import SparseMoeBlock
+from jaxllm.models.plain_mlp import PlainMLP
 from jaxllm.models.shared_moe import moe_block
 
 
@@ -42,7 +43,10 @@ class DecoderLayer(nnx.Module):
         for name in LAYER_NORMS[cfg.norm_placement]:
             setattr(self, name, norm(cfg, cfg.hidden_size, dtype))
         self.self_attn = Attention(cfg, layer_idx, dtype, rngs)
-        self.mlp = moe_block(cfg, dtype, rngs) if cfg.is_moe_layer(layer_idx) else GatedMLP(cfg, dtype, rngs)
+        if cfg.is_moe_layer(layer_idx):
+            self.mlp = moe_block(cfg, dtype, rngs)
+        else:
+            self.mlp = PlainMLP(cfg, dtype, rngs) if cfg.mlp_type == "plain" else GatedMLP(cfg, dtype, rngs)
         self.residual_multiplier = cfg.residual_multiplier  # Granite scales each block's output
 
     def _norms(self):
@@ -54,6 +58,11 @@ class DecoderLayer(nnx.Module):
                 self.post_feedforward_layernorm)
 
     def __call__(self, x, cos, sin, attend, kv_cache, lora: LayerLoRA | None = None):
+        if self.placement == "parallel":  # Cohere: attention and MLP both read one norm of x
+            normed = self.input_layernorm(x)
+            with jax.named_scope("attention"):
+                h, kv_cache = self.self_attn(normed, cos, sin, attend, kv_cache, lora=lora)
+            return x + self._scaled(h) + self._scaled(self.mlp(normed, lora=lora)), kv_cache
         attn_in, attn_out, mlp_in, mlp_out = self._norms()
         with jax.named_scope("attention"):
             h, kv_cache = self.self_attn(attn_in(x), cos, sin, attend, kv_cache, lora=lora)
@@ -86,6 +95,7 @@ class LlamaForCausalLM(nnx.Module):
         rngs = rngs or nnx.Rngs(0)
         self.config = cfg
         self.dtype = dtype
+        self.supports_lora = cfg.mlp_type == "gated"  # (LoRA targets the gated MLP's projections)
         self.embed = param((cfg.vocab_size, cfg.hidden_size), dtype, ("vocab", "embed"), rngs=rngs)
         self.layers = nnx.List([DecoderLayer(cfg, i, dtype, rngs) for i in range(cfg.num_layers)])
         self.norm = norm(cfg, cfg.hidden_size, dtype)
@@ -128,6 +138,8 @@ class LlamaForCausalLM(nnx.Module):
             logits = jnp.einsum("...d,vd->...v", hidden, head, preferred_element_type=jnp.float32)
             if self.config.logits_scaling != 1.0:
                 logits = logits / self.config.logits_scaling
+            if self.config.logit_scale != 1.0:  # Cohere
+                logits = logits * self.config.logit_scale
             return logits if cap is None else cap * jnp.tanh(logits / cap)
 
     def __call__(self, input_ids: jax.Array) -> jax.Array:

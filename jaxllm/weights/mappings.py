@@ -103,6 +103,9 @@ def linear_layers(cfg: ModelConfig, i: int) -> list[LinearLayer]:
     ]
     if cfg.is_moe_layer(i):
         return attention + shared_expert_layers(cfg, i)
+    if cfg.mlp_type == "plain":  # Starcoder2: c_fc [F, D], c_proj [D, F]
+        return attention + [LinearLayer(p + "mlp.c_fc", (*mlp, "c_fc"), f, d, (f,), _linear(f)),
+                            LinearLayer(p + "mlp.c_proj", (*mlp, "c_proj"), d, f, (d,), _linear(d))]
     return attention + [
         LinearLayer(p + "mlp.gate_proj", (*mlp, "gate_up"), f, d, (f,), _linear(f), part=0),
         LinearLayer(p + "mlp.up_proj", (*mlp, "gate_up"), f, d, (f,), _linear(f), part=1),
@@ -152,6 +155,8 @@ def llama_family_map(cfg: ModelConfig) -> dict[str, Target | tuple[Target, ...]]
         "model.embed_tokens.weight": Target(("embed",), (v, d), _same),
         "model.norm.weight": Target(("norm", "weight"), (d,), _same),
     }
+    if cfg.norm_bias:  # (LayerNorm biases: Starcoder2)
+        m["model.norm.bias"] = Target(("norm", "bias"), (d,), _same)
     if not cfg.tie_word_embeddings:
         m["lm_head.weight"] = Target(("lm_head",), (v, d), _same)
     for i in range(cfg.num_layers):
@@ -159,6 +164,8 @@ def llama_family_map(cfg: ModelConfig) -> dict[str, Target | tuple[Target, ...]]
         attn, mlp = (*L, "self_attn"), (*L, "mlp")
         for name in LAYER_NORMS[cfg.norm_placement]:
             m[p + name + ".weight"] = Target((*L, name, "weight"), (d,), _same)
+            if cfg.norm_bias:
+                m[p + name + ".bias"] = Target((*L, name, "bias"), (d,), _same)
         if cfg.fused_checkpoint:
             m.update(fused_linear_targets(cfg, i))
         else:
@@ -178,7 +185,13 @@ def llama_family_map(cfg: ModelConfig) -> dict[str, Target | tuple[Target, ...]]
         elif cfg.qk_norm == "full":
             m[p + "self_attn.q_norm.weight"] = Target((*attn, "q_norm", "weight"), (h * dh,), _reshape(h, dh))
             m[p + "self_attn.k_norm.weight"] = Target((*attn, "k_norm", "weight"), (kh * dh,), _reshape(kh, dh))
-        if cfg.mlp_bias:
+        elif cfg.qk_norm == "per_head":  # (Cohere: a weight [H, Dh] in the checkpoint too)
+            m[p + "self_attn.q_norm.weight"] = Target((*attn, "q_norm", "weight"), (h, dh), _same)
+            m[p + "self_attn.k_norm.weight"] = Target((*attn, "k_norm", "weight"), (kh, dh), _same)
+        if cfg.mlp_bias and cfg.mlp_type == "plain":
+            m[p + "mlp.c_fc.bias"] = Target((*mlp, "c_fc_bias"), (f,), _same)
+            m[p + "mlp.c_proj.bias"] = Target((*mlp, "c_proj_bias"), (d,), _same)
+        elif cfg.mlp_bias:
             m[p + "mlp.gate_proj.bias"] = Target((*mlp, "gate_up_bias"), (f,), _same, part=0, num_parts=2, axis=0)
             m[p + "mlp.up_proj.bias"] = Target((*mlp, "gate_up_bias"), (f,), _same, part=1, num_parts=2, axis=0)
             m[p + "mlp.down_proj.bias"] = Target((*mlp, "down_bias"), (d,), _same)
@@ -248,6 +261,8 @@ KEY_MAPS = {
     "OlmoeForCausalLM": llama_family_map,
     "GraniteForCausalLM": llama_family_map,
     "SmolLM3ForCausalLM": llama_family_map,
+    "Starcoder2ForCausalLM": llama_family_map,
+    "CohereForCausalLM": llama_family_map,
 }
 
 

@@ -1,5 +1,5 @@
 """Greedy LLM.generate on the paged engine equals transformers' greedy continuation for Gemma 1/2/3, Phi-3,
-OLMo 2, Granite and SmolLM3: chunked prefill (a 16-token budget), prompts longer than the sliding windows, prefix caching."""
+OLMo 2, Granite, SmolLM3, Starcoder2 and Cohere: chunked prefill (a 16-token budget), prompts longer than the sliding windows, prefix caching."""
 
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ FAMILIES = {
                                        "attention_multiplier": 0.05, "logits_scaling": 4.0}),
     "smollm3-window": ("SmolLM3ForCausalLM", {**SPECIAL, "no_rope_layers": [1, 0], "use_sliding_window": True,
                                               "sliding_window": 7}),
+    "starcoder2-window": ("Starcoder2ForCausalLM", {**SPECIAL, "sliding_window": 6}),
+    "cohere-qk-norm": ("CohereForCausalLM", {**SPECIAL, "use_qk_norm": True, "logit_scale": 0.3}),
 }
 GREEDY = SamplingParams(temperature=0.0, max_tokens=10, ignore_eos=True)
 

@@ -203,7 +203,7 @@ def test_unsupported_values_are_clear(bad, match):
 
 @pytest.mark.parametrize("model_type", ["llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text",
                                         "phi3", "olmo2", "mixtral", "qwen3_moe", "qwen2_moe", "olmoe", "granite",
-                                        "smollm3"])
+                                        "smollm3", "starcoder2", "cohere"])
 def test_absent_fields_take_transformers_defaults(model_type):
     """A config.json that states only the sizes: norm eps, rope base, context length, tied head and sliding
     windows are what transformers' config class of the family makes of it."""
@@ -213,7 +213,8 @@ def test_absent_fields_take_transformers_defaults(model_type):
     rope = hf.rope_parameters.get("full_attention", hf.rope_parameters)
     types = getattr(hf, "layer_types", None) or ["sliding_attention"] * hf.num_hidden_layers
     window = getattr(hf, "sliding_window", None)
-    assert ours.rms_norm_eps == hf.rms_norm_eps and ours.rope.theta == rope["rope_theta"]
+    eps = getattr(hf, "rms_norm_eps", None) or getattr(hf, "norm_epsilon", None) or hf.layer_norm_eps
+    assert ours.rms_norm_eps == eps and ours.rope.theta == rope["rope_theta"]
     assert ours.max_position_embeddings == hf.max_position_embeddings
     assert ours.tie_word_embeddings == hf.tie_word_embeddings
     assert ours.sliding_windows == tuple(window if t == "sliding_attention" else None for t in types)

@@ -1,4 +1,4 @@
-"""Gemma 1/2/3, Phi-3/3.5/4, OLMo 2, Granite and SmolLM3: fp32 logits of jaxllm.load_model within 1e-4 relative of transformers on
+"""Gemma 1/2/3, Phi-3/3.5/4, OLMo 2, Granite, SmolLM3, Starcoder2 and Cohere: fp32 logits of jaxllm.load_model within 1e-4 relative of transformers on
 tiny random checkpoints (every weight, norms included, perturbed; sequences longer than the sliding windows)."""
 
 from __future__ import annotations
@@ -58,6 +58,12 @@ CASES = {
     "smollm3-window-on-no-rope-layers": ("SmolLM3ForCausalLM", {**SPECIAL, "no_rope_layers": [1, 0, 1, 0],
                                                                 "num_hidden_layers": 4, "use_sliding_window": True,
                                                                 "sliding_window": 5, "attention_bias": True}),
+    "starcoder2-biases-window": ("Starcoder2ForCausalLM", {**SPECIAL, "sliding_window": 5}),
+    "starcoder2-no-bias-untied-mqa": ("Starcoder2ForCausalLM", {**SPECIAL, "use_bias": False, "num_key_value_heads": 1,
+                                                                "tie_word_embeddings": False, "norm_epsilon": 1e-2}),
+    "cohere-logit-scale": ("CohereForCausalLM", {**SPECIAL, "logit_scale": 0.3, "layer_norm_eps": 1e-2}),
+    "cohere-qk-norm-bias-untied": ("CohereForCausalLM", {**SPECIAL, "use_qk_norm": True, "attention_bias": True,
+                                                         "tie_word_embeddings": False}),
 }
 
 
@@ -94,6 +100,29 @@ def test_granite_and_smollm3_config_fields():
         jaxllm.config.ModelConfig.from_hf({**base, "architectures": ["SmolLM3ForCausalLM"], "no_rope_layers": [1, 0]})
     with pytest.raises(ValueError, match="logits_scaling=0"):
         jaxllm.config.ModelConfig.from_hf({**base, "architectures": ["GraniteForCausalLM"], "logits_scaling": 0})
+
+
+def test_starcoder2_and_cohere_config_fields():
+    base = {"vocab_size": 256, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 3,
+            "num_attention_heads": 4, "num_key_value_heads": 2}
+    star = jaxllm.config.ModelConfig.from_hf({**base, "architectures": ["Starcoder2ForCausalLM"],
+                                             "sliding_window": 16, "norm_epsilon": 1e-3})
+    assert (star.norm_type, star.norm_bias, star.mlp_type, star.hidden_act) == ("layer", True, "plain", "gelu_tanh")
+    assert star.attention_bias and star.attention_out_bias and star.mlp_bias and star.rms_norm_eps == 1e-3
+    assert star.sliding_windows == (16, 16, 16) and star.tie_word_embeddings
+    cohere = jaxllm.config.ModelConfig.from_hf({**base, "architectures": ["CohereForCausalLM"], "use_qk_norm": True})
+    assert (cohere.norm_placement, cohere.norm_type, cohere.norm_bias, cohere.qk_norm) == ("parallel", "layer", False,
+                                                                                          "per_head")
+    assert cohere.rope_interleaved and cohere.logit_scale == 0.0625 and cohere.tie_word_embeddings
+
+
+def test_non_gated_mlp_refuses_lora(tmp_path):
+    """LoRA targets the gated MLP's projections: Starcoder2's c_fc / c_proj model is a clear ValueError."""
+    from jaxllm import LLM
+
+    save_tiny_model(tmp_path, "Starcoder2ForCausalLM", **SPECIAL)
+    with pytest.raises(ValueError, match="enable_lora=True is not supported for Starcoder2ForCausalLM"):
+        LLM(str(tmp_path), skip_tokenizer_init=True, enable_lora=True, enforce_eager=True)
 
 
 def test_legacy_config_formats():
