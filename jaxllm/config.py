@@ -235,20 +235,7 @@ class ModelConfig:
         if not isinstance(hf, dict):
             hf = hf.to_dict()
         quant_fields = quantization_fields(check_quantization(quantization), hf)
-        archs = hf.get("architectures") or []
-        multimodal = archs[0] if archs and archs[0] in TEXT_OF_MULTIMODAL else None
-        if multimodal:  # the language model of a multimodal checkpoint (text prompts only)
-            hf = text_config_of_multimodal(hf)
-            archs = hf["architectures"]
-        arch = archs[0] if archs else _ARCH_BY_MODEL_TYPE.get(hf.get("model_type", ""), "")
-        if arch not in SUPPORTED_ARCHITECTURES:
-            raise ValueError(f"architecture {arch or hf.get('model_type')!r} is not supported; supported "
-                             f"architectures: {', '.join(SUPPORTED_ARCHITECTURES)}")
-        if arch in FUSED_ARCHS and quant_fields.get("quantization") in ("awq", "gptq") or (
-                arch in FUSED_ARCHS and quant_fields.get("quant_from_checkpoint")):
-            raise ValueError(f"quantization={quant_fields['quantization']!r} checkpoints of {arch} (fused qkv_proj / "
-                             "gate_up_proj) are not supported; load the unquantized checkpoint (optionally with "
-                             "quantization='int8' or 'fp8')")
+        arch, hf, multimodal = text_architecture(hf, quant_fields)
         hf = renamed_fields({**HF_DEFAULTS.get(arch, {}), **hf}, arch)
         if hf.get("intermediate_size") is None:
             raise ValueError(f"{arch}: the model config has no 'intermediate_size'")
@@ -299,6 +286,28 @@ class ModelConfig:
             raise FileNotFoundError(f"no config.json in {os.fspath(path)!r}")
         with open(cfg_path) as f:
             return cls.from_hf(json.load(f), dtype=dtype)
+
+
+def text_architecture(hf: dict[str, Any], quant_fields: dict[str, Any]) -> tuple[str, dict[str, Any], str | None]:
+    """(architecture, config, multimodal architecture or None) of a config.json dict: a multimodal checkpoint's
+    language model (text prompts only), an architecture from ``model_type`` when ``architectures`` is missing.
+    An unsupported architecture, or a pre-quantized 4-bit / fp8 checkpoint of one with fused projections, is a
+    ValueError naming it."""
+    archs = hf.get("architectures") or []
+    multimodal = archs[0] if archs and archs[0] in TEXT_OF_MULTIMODAL else None
+    if multimodal:
+        hf = text_config_of_multimodal(hf)
+        archs = hf["architectures"]
+    arch = archs[0] if archs else _ARCH_BY_MODEL_TYPE.get(hf.get("model_type", ""), "")
+    if arch not in SUPPORTED_ARCHITECTURES:
+        raise ValueError(f"architecture {arch or hf.get('model_type')!r} is not supported; supported "
+                         f"architectures: {', '.join(SUPPORTED_ARCHITECTURES)}")
+    if arch in FUSED_ARCHS and quant_fields.get("quantization") in ("awq", "gptq") or (
+            arch in FUSED_ARCHS and quant_fields.get("quant_from_checkpoint")):
+        raise ValueError(f"quantization={quant_fields['quantization']!r} checkpoints of {arch} (fused qkv_proj / "
+                         "gate_up_proj) are not supported; load the unquantized checkpoint (optionally with "
+                         "quantization='int8' or 'fp8')")
+    return arch, hf, multimodal
 
 
 _ARCH_BY_MODEL_TYPE = {

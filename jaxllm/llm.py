@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import concurrent.futures
-import functools
-import itertools
-import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -13,10 +9,8 @@ from typing import Any
 from jaxllm import chat_utils
 from jaxllm.beam_search import BeamSearchOutput, beam_search
 from jaxllm.call_guard import CallGuard, serialized
-from jaxllm.engine import LLMEngine
-from jaxllm.engine.data_parallel import DataParallelEngine, RemoteReplica
-from jaxllm.engine_args import EngineArgs, derived_max_model_len
-from jaxllm.generation_config import default_sampling_params, eos_token_ids, read_generation_config
+from jaxllm.engine_args import EngineArgs
+from jaxllm.in_memory import is_in_memory_model
 from jaxllm.inputs import (
     TokensPrompt,
     as_params_list,
@@ -27,14 +21,14 @@ from jaxllm.inputs import (
     tokenize_prompt,
 )
 from jaxllm.llm_control import EngineControl
+from jaxllm.llm_startup import GenerateStartup, prepare_process
 from jaxllm.lora import lora_request_list
 from jaxllm.outputs import RequestOutput
 from jaxllm.pooling.api import PoolingMixin, choose_runner
 from jaxllm.sampling_params import BeamSearchParams, RequestOutputKind, SamplingParams
 
-logger = logging.getLogger("jaxllm")
 
-class LLM(EngineControl, PoolingMixin):
+class LLM(GenerateStartup, EngineControl, PoolingMixin):
     """An offline LLM engine (vLLM's ``LLM``). ``model``: a HF checkpoint folder or hub id, a .gguf file, an
     Orbax checkpoint written by ``jaxllm convert``, the embedded default model's name, or an in-memory jaxllm
     model module (with ``tokenizer=``; docs/jax_native.md). Every other keyword is an ``EngineArgs`` field (vLLM's names and defaults,
@@ -50,89 +44,14 @@ class LLM(EngineControl, PoolingMixin):
     def __init__(self, model: str, **kwargs: Any):
         t_start = time.perf_counter()
         self._call_guard = CallGuard()  # one call at a time (jaxllm.call_guard)
-        args = EngineArgs.from_kwargs({"model": model, **kwargs})
-        if args.distributed_executor_backend == "external_launcher":
-            from jaxllm.parallel.multihost import initialize_distributed
-
-            initialize_distributed()
-        from jaxllm.runner.memory import request_memory_fraction
-
-        request_memory_fraction(args.gpu_memory_utilization)
-        enable_compilation_cache(args.cache_dir)
-        import jax
-
-        from jaxllm.flax_import import import_flax_nnx
-
-        import_flax_nnx()  # before the modules below import it
-
-        from jaxllm.in_memory import is_in_memory_model
-        from jaxllm.load import (
-            build_model,
-            grammar_capable_before_loading,
-            load_tokenizer_for,
-            locate_in_memory_model,
-            locate_model,
-            replica_models,
-        )
-        from jaxllm.parallel.multihost import allgather_objects
-        from jaxllm.runner.model_runner import ModelRunner
-        from jaxllm.structured_outputs.grammar import grammar_capable
-
+        args = EngineArgs.from_kwargs({"model": model, **kwargs})  # every keyword validated before anything loads
+        prepare_process(args)
         in_memory = is_in_memory_model(model)
         self.runner_type = "generate" if in_memory else choose_runner(args)
         if self.runner_type == "pooling":
-            self._init_pooling(args)
-            self.startup_seconds = time.perf_counter() - t_start
-            return
-        source, model_obj = locate_in_memory_model(args) if in_memory else (locate_model(args), None)
-        cfg, path = source.config, source.path
-        args = args.resolve(jax.devices()[0].platform, derived_max_model_len(cfg),
-                            num_processes=jax.process_count())  # before any weight reaches a device
-        if jax.devices()[0].platform == "cpu" and cfg.dtype != "float32":
-            logger.warning("dtype %s on the CPU: XLA's CPU matmuls in %s are an order of magnitude slower than in "
-                           "float32 (SmolLM2-135M's decode step: 13x); pass dtype='float32' for speed", cfg.dtype,
-                           cfg.dtype)
-        self.model_config, self.engine_args, self.model_path = cfg, args, path
-        # the tokenizer (transformers' import, a GGUF's vocabulary) loads on a thread while the weights load, and
-        # a GGUF file's own (always a fast one) also while the programs compile: whether constrained requests can
-        # run is known without it. Any other's errors surface before anything is compiled.
-        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="jaxllm-tokenizer") as pool:
-            tokenizer = pool.submit(load_tokenizer_for, args, source)
-            t_load = time.perf_counter()
-            model_obj = model_obj or build_model(args, source)
-            self.load_seconds = time.perf_counter() - t_load
-            constrained = grammar_capable_before_loading(args, source)
-            if constrained is None:
-                self.tokenizer = tokenizer.result()
-                constrained = grammar_capable(self.tokenizer)  # compile the grammar-bitmask sampler at start-up too
-            lora_slots = _lora_slots(args, cfg, source.mesh, path, model_obj)  # before the KV cache is sized
-            runners = [None if replica is None else ModelRunner(replica, cfg, mesh, args, lora=lora_slots,
-                                                                structured_outputs=constrained)
-                       for replica, mesh in replica_models(model_obj, args, source)]  # None: another process's
-            self.tokenizer = tokenizer.result()
-        del model_obj
-        local = [r for r in runners if r is not None]
-        for runner_obj in local if not in_memory else ():  # wake_up after sleep(level=2) reads the checkpoint
-            runner_obj.weights_source = functools.partial(build_model, args, source.on_mesh(runner_obj.mesh))
-        gen = read_generation_config(args, path)
-        engines = [LLMEngine(
-            runner_obj or RemoteReplica(rank), num_blocks=(runner_obj or local[0]).num_blocks,
-            block_size=args.block_size,
-            max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
-            max_model_len=args.max_model_len, vocab_size=cfg.vocab_size,
-            enable_prefix_caching=args.enable_prefix_caching, eos_token_ids=eos_token_ids(self.tokenizer, gen, cfg),
-            tokenizer=self.tokenizer, seed=args.seed, async_scheduling=args.async_scheduling,
-            max_logprobs=args.max_logprobs, log_stats=not args.disable_log_stats,
-            scheduling_policy=args.scheduling_policy, model_config=cfg, model_name=args.model_name,
-            **(runner_obj or local[0]).host_tier_kwargs(args),  # a remote replica: the same model and args
-            structured_outputs_config=args.structured_outputs_config,
-            max_loras=args.max_loras if args.enable_lora else None,
-            speculative_config=args.speculative_config)
-            for rank, runner_obj in enumerate(runners)]
-        self.llm_engine = engines[0] if len(engines) == 1 else DataParallelEngine(
-            engines, exchange=allgather_objects if jax.process_count() > 1 else None)
-        self._request_counter = itertools.count()
-        self._default_params = default_sampling_params(gen)
+            self._init_pooling(args)  # jaxllm.pooling.api
+        else:
+            self._init_generate(args, in_memory)  # jaxllm.llm_startup
         self.startup_seconds = time.perf_counter() - t_start
 
     # ---- vLLM API --------------------------------------------------------------------------------------
@@ -293,28 +212,3 @@ class LLM(EngineControl, PoolingMixin):
                 bar.close()
         return [done[r] for r in request_ids]
 
-
-def _lora_slots(args: EngineArgs, cfg, mesh, model_path: str, model):
-    """The device slots of LoRA adapters (jaxllm.runner.lora_slots) when ``enable_lora``, else None."""
-    if not args.enable_lora:
-        return None
-    if not getattr(model, "supports_lora", False) or cfg.num_experts:
-        raise ValueError(f"enable_lora=True is not supported for {cfg.architecture} yet")
-    from jaxllm.config import resolve_dtype_name
-    from jaxllm.runner.lora_slots import LoRASlots
-
-    dtype = cfg.dtype if args.lora_dtype == "auto" else resolve_dtype_name(args.lora_dtype, cfg.dtype)
-    return LoRASlots(cfg, mesh, max_loras=args.max_loras, max_lora_rank=args.max_lora_rank,
-                     max_cpu_loras=args.max_cpu_loras or args.max_loras, dtype=dtype, base_model_path=model_path)
-
-
-def enable_compilation_cache(where: str | None) -> None:
-    """JAX's persistent compilation cache in ``where`` (``EngineArgs.cache_dir``; None disables it), unless the
-    user configured one already."""
-    import jax
-
-    if where is None or jax.config.jax_compilation_cache_dir:
-        return
-    jax.config.update("jax_compilation_cache_dir", where)
-    # cache every program, also the small sampler ones (JAX's default skips compiles under 1 s)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)

@@ -60,7 +60,14 @@ class PoolingParams:
             raise ValueError(f"task={self.task!r} is not a pooling task; choose one of {POOLING_TASKS}")
 
     def clone(self) -> PoolingParams:
-        return copy.deepcopy(self)
+        """A private copy (``verify`` fills it in place): the immutable fields shared, the list and dict ones
+        copied. A copy per prompt costs a microsecond where ``copy.deepcopy`` costs tens (10^4 prompts a call)."""
+        out = copy.copy(self)
+        if self.returned_token_ids is not None:
+            out.returned_token_ids = list(self.returned_token_ids)
+        if self.extra_kwargs is not None:
+            out.extra_kwargs = copy.deepcopy(self.extra_kwargs)
+        return out
 
     def verify(self, task: str, info: Any = None) -> None:
         """Set ``task`` and the defaults of its options; raise ValueError for an option of another task, a

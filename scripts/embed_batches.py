@@ -1,9 +1,10 @@
 """What the E-bert embedding benchmark's batching does: the batch plan of its documents and, with ``--run``, where
-one ``LLM.embed`` call spends its wall time.
+one ``LLM.embed`` call spends its wall time; ``--workload E-qwen3`` does the same for the paged engine's steps.
 
     python scripts/embed_batches.py                    # the plan only (no jax work): padding and programs
     python scripts/embed_batches.py --run --tiny 2000  # CPU: a tiny BERT on the first 2,000 documents
     python scripts/embed_batches.py --run              # GPU: BERT-base dims, all 10,000 documents
+    python scripts/embed_batches.py --run --workload E-qwen3   # GPU: the decoder's steps (Qwen3-0.6B dims)
 
 The plan table gives, per padded length L, the batches, their rows (``max_num_batched_tokens // L``), the
 documents and the padded tokens over the real ones, then the totals for 2, 4 and 8 length buckets per octave.
@@ -11,7 +12,10 @@ documents and the padded tokens over the real ones, then the totals for 2, 4 and
 each launch (padding, device_put, the asynchronous program call), the wait for each batch's pooled rows and the
 host work after it (pooling heads, outputs), the most batches queued on the device at once, then each length's
 program alone on a full batch (ms, TFLOP/s of its padded tokens, % of the bf16 peak) and the plan's device time
-alone against the wall time: what the kernels lose versus what padding, the host and the pipeline lose.
+alone against the wall time: what the kernels lose versus what padding, the host and the pipeline lose. For
+E-qwen3: the steps, wall ms per step, the host's time blocked on the device per step, and the largest bucket's
+forward alone on an all-padding step (its GEMMs and element-wise work at the step's token count, no attention
+and no KV write: the rest of a step's time is those, the pipeline and the host).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from jaxllm.bench.embed import EMBED_WORKLOADS
 from jaxllm.pooling.batching import batch_rows, length_buckets, plan_batches, plan_stats
 
 TINY = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32}
+TINY_DECODER = {**TINY, "num_key_value_heads": 1, "head_dim": 16}
 
 
 def print_plan(lengths: list[int], max_len: int, tokens: int, seqs: int, heads: int) -> None:
@@ -51,18 +56,23 @@ def print_plan(lengths: list[int], max_len: int, tokens: int, seqs: int, heads: 
               f"{s['padded_over_real']:>12.3f}")
 
 
-def timed_run(prompts: list[list[int]], hf: dict, args) -> None:
-    """Run ``LLM.embed`` as the benchmark does, with the runner's launch / collect wrapped in timers."""
-    import jax
-
+def bench_llm(hf: dict, args):
+    """The benchmark's pooling LLM over random weights of the dims ``hf`` (bf16; enforce_eager with ``--tiny``)."""
     from jaxllm import LLM
 
     with tempfile.TemporaryDirectory() as model_dir:
         with open(os.path.join(model_dir, "config.json"), "w") as f:
             json.dump(hf, f)
-        llm = LLM(model_dir, runner="pooling", load_format="dummy", skip_tokenizer_init=True, dtype="bfloat16",
-                  max_model_len=args.max_model_len, max_num_seqs=args.max_num_seqs,
-                  max_num_batched_tokens=args.max_num_batched_tokens, enforce_eager=args.tiny)
+        return LLM(model_dir, runner="pooling", load_format="dummy", skip_tokenizer_init=True, dtype="bfloat16",
+                   max_model_len=args.max_model_len, max_num_seqs=args.max_num_seqs,
+                   max_num_batched_tokens=args.max_num_batched_tokens, enforce_eager=args.tiny)
+
+
+def timed_run(prompts: list[list[int]], hf: dict, args) -> None:
+    """Run ``LLM.embed`` as the benchmark does, with the runner's launch / collect wrapped in timers."""
+    import jax
+
+    llm = bench_llm(hf, args)
     runner = llm._encoder
     items = [{"prompt_token_ids": p} for p in prompts]
     llm.embed(items[:64], use_tqdm=False)  # compiles what enforce_eager left out
@@ -134,22 +144,65 @@ def device_times(runner, hf: dict, plan: list, wall: float, repeats: int = 5) ->
     print(f"device time of the plan alone: {total:.3f} s ({100 * total / wall:.0f}% of the wall time)")
 
 
+def timed_engine_run(prompts: list[list[int]], hf: dict, args, repeats: int = 5) -> None:
+    """E-qwen3 on the paged engine as the benchmark runs it: wall time per step, the host's wait for the device,
+    then the largest bucket's forward alone (all padding) against the bf16 peak."""
+    import jax
+
+    from jaxllm.bench.roofline import PEAK_FLOPS
+    from jaxllm.runner.programs import ForwardKey
+
+    llm = bench_llm(hf, args)
+    runner = llm.llm_engine.runner
+    items = [{"prompt_token_ids": p} for p in prompts]
+    llm.embed(items[:64], use_tqdm=False)
+    steps0, wait0, t0 = runner.num_steps, runner.device_wait_seconds, time.perf_counter()
+    llm.embed(items, use_tqdm=False)
+    wall = time.perf_counter() - t0
+    steps, wait = runner.num_steps - steps0, runner.device_wait_seconds - wait0
+    bucket = runner.ladder.buckets[-1]
+    program = runner.programs.get(ForwardKey(bucket))
+    inputs = runner._padding_step(bucket)
+    with runner.device_lock:
+        for i in range(repeats + 1):  # the first one unmeasured
+            if i == 1:
+                jax.block_until_ready(runner.kv_caches)
+                t1 = time.perf_counter()
+            runner.kv_caches, pooled, _ = program(runner.params, runner.kv_caches, inputs)
+        jax.block_until_ready(pooled)
+    ms = 1e3 * (time.perf_counter() - t1) / repeats
+    d, f, layers = hf["hidden_size"], hf["intermediate_size"], hf["num_hidden_layers"]
+    heads, kv, dh = hf["num_attention_heads"], hf["num_key_value_heads"], hf["head_dim"]
+    linear = 2 * bucket.num_tokens * layers * (d * (heads + 2 * kv) * dh + heads * dh * d + 3 * d * f)
+    rows = [("device", jax.devices()[0].device_kind), ("wall s (docs/s)", f"{wall:.3f} ({len(prompts) / wall:,.0f})"),
+            ("steps", steps), ("wall ms/step", f"{1e3 * wall / steps:.2f}"),
+            ("host blocked on device ms/step", f"{1e3 * wait / steps:.2f}"),
+            (f"forward alone ms ({bucket.num_tokens} padding tokens)", f"{ms:.2f}"),
+            ("its linear TFLOP/s (% peak)", f"{linear / ms / 1e9:.1f} ({100 * linear / ms * 1e3 / PEAK_FLOPS:.1f}%)")]
+    for k, v in rows:
+        print(f"{k:<44} {v}")
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("num_docs", type=int, nargs="?", default=None, help="the first N documents (default: all)")
-    p.add_argument("--workload", default="E-bert", choices=["E-bert"])
+    p.add_argument("--workload", default="E-bert", choices=["E-bert", "E-qwen3"])
     p.add_argument("--max-num-batched-tokens", type=int, default=32768)
     p.add_argument("--max-num-seqs", type=int, default=256)
     p.add_argument("--run", action="store_true", help="also run LLM.embed and time its phases")
-    p.add_argument("--tiny", action="store_true", help="with --run: a 1-layer, 32-wide BERT (CPU)")
+    p.add_argument("--tiny", action="store_true", help="with --run: a 1-layer, 32-wide model (CPU)")
     args = p.parse_args(argv)
     w = EMBED_WORKLOADS[args.workload]
     hf = w.hf_config()
     prompts = w.requests(hf["vocab_size"])[0][:args.num_docs]
+    args.max_model_len = w.prompt_len[1]
+    if args.workload == "E-qwen3":
+        if args.run:
+            timed_engine_run(prompts, {**hf, **TINY_DECODER} if args.tiny else hf, args)
+        return
     print_plan([len(x) for x in prompts], w.prompt_len[1], args.max_num_batched_tokens, args.max_num_seqs,
                hf["num_attention_heads"])
     if args.run:
-        args.max_model_len = w.prompt_len[1]
         timed_run(prompts, {**hf, **TINY} if args.tiny else hf, args)
 
 

@@ -8,9 +8,10 @@ import os
 
 import pytest
 
-from jaxllm.bench.roofline import experts_touched, linear_param_counts, roofline
+from jaxllm.bench.roofline import experts_touched, roofline
 from jaxllm.bench.workloads import CONFIG_DIR, WORKLOADS
 from jaxllm.config import ModelConfig
+from jaxllm.model_size import linear_param_counts
 
 TINY_MOE = {"architectures": ["Qwen3MoeForCausalLM"], "vocab_size": 512, "hidden_size": 64, "intermediate_size": 96,
             "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,

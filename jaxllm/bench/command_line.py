@@ -31,6 +31,25 @@ from jaxllm.engine_args import ATTENTION_BACKENDS, QUANT_MATMUL_IMPLS
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="jaxllm bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_selection_args(p)
+    _add_request_args(p)
+    _add_engine_args(p)
+    _add_peer_args(p)
+    _add_measure_args(p)
+    kv_offload.add_args(p)
+    spec_draft.add_args(p)
+    p.add_argument("--output", help="write the results as JSON here")
+    args = p.parse_args(argv)
+    if args.preset:  # the preset's arguments first, so the ones given override them
+        args = p.parse_args(preset_args(args.preset) + list(sys.argv[1:] if argv is None else argv))
+    if args.summarize:
+        return args
+    _check_args(p, args)
+    return args
+
+
+def _add_selection_args(p: argparse.ArgumentParser) -> None:
+    """Which run: a preset, a named workload or a custom config, or only a summary."""
     p.add_argument("--preset", choices=list(PRESETS), help="a named configuration of benchmarks/README.md")
     p.add_argument("--summarize", metavar="DIR", help="only rebuild DIR/README.md from the results in DIR")
     p.add_argument("--same-machine", action="store_true",
@@ -38,6 +57,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--workload", choices=sorted(WORKLOADS) + sorted(EMBED_WORKLOADS),
                    help="a named workload of BENCHMARKS.md (E-*: embedding throughput, jaxllm.bench.embed)")
     p.add_argument("--config", help="custom workload: an HF config.json of the architecture")
+
+
+def _add_request_args(p: argparse.ArgumentParser) -> None:
+    """The requests: how many, their lengths and sampling."""
     p.add_argument("--num-requests", type=int, help="override the request count")
     p.add_argument("--prompt-len", type=int, nargs=2, metavar=("MIN", "MAX"))
     p.add_argument("--output-len", type=int, nargs=2, metavar=("MIN", "MAX"))
@@ -48,6 +71,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--per-request-seeds", action=argparse.BooleanOptionalAction, default=None,
                    help="request i samples with seed = --seed + i (default: the workload's)")
     p.add_argument("--seed", type=int, default=0)
+
+
+def _add_engine_args(p: argparse.ArgumentParser) -> None:
+    """The LLM's keywords and what the model serves (quantization, LoRA, kernels)."""
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"],
                    help="weights and activations, ours and the peer's (default: %(default)s; float32 on the CPU)")
     p.add_argument("--max-num-seqs", type=int, default=256)
@@ -83,6 +110,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="serve N random LoRA adapters (all target modules), request i using adapter i %% N "
                         "(enable_lora, max_loras=N); 0: no LoRA")
     p.add_argument("--lora-rank", type=int, default=16, help="rank of the --lora-adapters (default: %(default)s)")
+
+
+def _add_peer_args(p: argparse.ArgumentParser) -> None:
+    """The HF transformers peer run on the same requests."""
     p.add_argument("--peer", choices=["hf"], help="also run HF transformers' generate_batch on the same requests")
     p.add_argument("--peer-max-requests", type=int, help="run the peer on the first N requests only")
     p.add_argument("--peer-device", default="cuda", help="torch device of the peer (default: %(default)s)")
@@ -91,6 +122,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--peer-api", default="generate_batch", choices=["generate_batch", "generate"],
                    help="the peer's transformers API: continuous batching, or one left-padded batch through "
                         "model.generate (faster on the CPU) (default: %(default)s)")
+
+
+def _add_measure_args(p: argparse.ArgumentParser) -> None:
+    """Profiles, GPU-busy sampling, scheduling, speculative decoding and the structured-outputs run."""
     p.add_argument("--profile-dir", help="write a jax.profiler trace of generate here")
     p.add_argument("--gpu-busy", action="store_true",
                    help="sample nvidia-smi's utilization.gpu during generate and report its mean")
@@ -105,14 +140,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="then run the requests again, each with one of 8 JSON schemas (structured outputs), and "
                         "compare (jaxllm/bench/structured.py)")
     p.add_argument("--tokenizer", help="with --structured: an HF tokenizer folder (default: the default model's)")
-    kv_offload.add_args(p)
-    spec_draft.add_args(p)
-    p.add_argument("--output", help="write the results as JSON here")
-    args = p.parse_args(argv)
-    if args.preset:  # the preset's arguments first, so the ones given override them
-        args = p.parse_args(preset_args(args.preset) + list(sys.argv[1:] if argv is None else argv))
-    if args.summarize:
-        return args
+
+
+def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Combinations of arguments that cannot run: an error naming them (argparse's exit)."""
     spec_draft.check_args(p, args)
     if not args.workload and not args.config:
         p.error("give --workload or --config")
@@ -124,8 +155,6 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--lora-adapters has no peer run")
     if args.fp8_activations and args.quantization != "fp8":
         p.error(f"--fp8-activations {args.fp8_activations} needs --quantization fp8, not {args.quantization}")
-    return args
-
 
 def workload_from_args(args) -> Workload:
     named = {**WORKLOADS, **EMBED_WORKLOADS}

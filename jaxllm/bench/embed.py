@@ -4,8 +4,10 @@ tokens; BERT-base dims and Qwen3-0.6B dims = Qwen3-Embedding-0.6B), docs/s and %
 Weights are random (load_format="dummy", bf16). The roofline is compute-bound: 2 x linear params x tokens plus
 attention (4 x T^2 x heads x head dim per layer; half of it for a causal decoder), at the measured bf16 matmul
 peak (``roofline.PEAK_FLOPS``). Padding and the pooling heads are not counted, so they show as lost roofline.
-``--peer hf`` runs transformers (AutoModel, bf16, SDPA, length-sorted padded batches of as many padded tokens
-as our batches: ``max_num_batched_tokens``, 32768 unless given) on the same documents first, in a subprocess.
+``--gpu-busy`` samples nvidia-smi's busy % during the embed call (a host-bound run shows gaps), ``--host-profile``
+writes its cProfile. ``--peer hf`` runs transformers (AutoModel, bf16, SDPA, length-sorted padded batches of as
+many padded tokens as our batches: ``max_num_batched_tokens``, 32768 unless given) on the same documents first,
+in a subprocess.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import sys
 import tempfile
 import time
 
+from jaxllm.bench.monitor import GpuBusySampler, host_profile
 from jaxllm.bench.peer_process import run_peer_process
 from jaxllm.bench.roofline import PEAK_FLOPS
 from jaxllm.bench.workloads import CONFIG_DIR, Workload
@@ -57,9 +60,14 @@ def run_jaxllm(w: Workload, args, model_dir: str, prompts: list[list[int]]) -> d
     items = [{"prompt_token_ids": p} for p in prompts]
     if args.profile_dir:
         jax.profiler.start_trace(args.profile_dir)
+    sampler = GpuBusySampler() if args.gpu_busy else None
+    if sampler:
+        sampler.start()
     t1 = time.perf_counter()
-    outs = llm.embed(items, use_tqdm=False)
+    with host_profile(args.host_profile):
+        outs = llm.embed(items, use_tqdm=False)
     wall = time.perf_counter() - t1
+    gpu_busy = sampler.stop() if sampler else None
     if args.profile_dir:
         jax.profiler.stop_trace()
     runner = llm._encoder if llm.llm_engine is None else llm.llm_engine.runner
@@ -75,7 +83,8 @@ def run_jaxllm(w: Workload, args, model_dir: str, prompts: list[list[int]]) -> d
             "docs_s": len(prompts) / wall, "tokens_s": sum(map(len, prompts)) / wall,
             "max_num_batched_tokens": llm.engine_args.max_num_batched_tokens,
             "embedding_dim": len(outs[0].outputs.embedding), "path": "dense encoder" if llm.llm_engine is None
-            else "paged engine", "device": str(jax.devices()[0].device_kind), "jax": jax.__version__}
+            else "paged engine", "gpu_busy": gpu_busy, "device": str(jax.devices()[0].device_kind),
+            "jax": jax.__version__}
 
 
 def run_peer(w: Workload, args, model_dir: str) -> dict:
@@ -104,6 +113,8 @@ def main(args, w: Workload, argv) -> dict:
             f"{ours['startup_s']:.1f} ({ours['compile_s']:.1f})"), ("embed s", f"{ours['embed_s']:.2f}"),
             ("docs/s", f"{ours['docs_s']:,.1f}"), ("tokens/s", f"{ours['tokens_s']:,.0f}"),
             ("roofline docs/s", f"{roof_docs_s:,.1f}"), ("% of compute roofline", f"{result['pct_roofline']:.1f}%")]
+    if ours.get("gpu_busy"):
+        rows.append(("GPU busy % (nvidia-smi)", f"{ours['gpu_busy']['mean_pct']:.1f}"))
     if "padded_over_real" in ours:
         rows.append(("batches (padded / real tokens)", f"{ours['batches']} ({ours['padded_over_real']:.3f})"))
     if peer:

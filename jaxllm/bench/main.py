@@ -66,6 +66,10 @@ def run_jaxllm(w: Workload, args, model_dir: str, prompts, output_lens) -> dict:
     if args.background_compile != "overlap":  # background_compile: steady-state steps are timed
         runner.programs.wait_background()
         all_compiled = time.perf_counter() - t0
+    if args.echo_weights:  # acceptance near 1 at the same cost (spec_draft.py); not part of start-up
+        from jaxllm.bench.echo_weights import apply_echo
+
+        apply_echo(llm)
     logging.getLogger("jaxllm").info("ready in %.1f s (every program compiled at %s s); generate starts", startup,
                                      "-" if all_compiled is None else f"{all_compiled:.1f}")
     params = [SamplingParams(**w.sampling_kwargs(i), max_tokens=n, ignore_eos=True, detokenize=False)
@@ -76,7 +80,7 @@ def run_jaxllm(w: Workload, args, model_dir: str, prompts, output_lens) -> dict:
     sampler = GpuBusySampler() if args.gpu_busy else None
     if sampler:
         sampler.start()
-    steps0, wait0 = runner.num_steps, runner.device_wait_seconds
+    steps0, wait0, spec0 = runner.num_steps, runner.device_wait_seconds, spec_draft.counters(llm)
     t1 = time.perf_counter()
     with host_profile(args.host_profile):
         outs = llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False, lora_request=loras)
@@ -116,8 +120,9 @@ def run_jaxllm(w: Workload, args, model_dir: str, prompts, output_lens) -> dict:
         "lora_rank": args.lora_rank if args.lora_adapters else None,
         "lora_slot_writes": runner.lora.num_slot_writes if runner.lora is not None else None,
         "speculative_config": speculative,
-        "spec_decode_acceptance_rate": llm.llm_engine.stats.spec_decode_acceptance_rate,
-        "spec_decode_num_accepted_tokens": llm.llm_engine.stats.spec_decode_num_accepted_tokens,
+        "echo_weights": args.echo_weights,
+        **spec_draft.spec_stats(llm, spec0, speculative, prompts,
+                                [o.outputs[0].token_ids for o in outs] if args.echo_weights else None),
         "fp8_activations": llm.model_config.fp8_activations if args.quantization == "fp8" else None,  # resolved
         "device": str(dev.device_kind), "dtype": args.dtype, "jax": jax.__version__, "params": cfg.num_params(),
     }

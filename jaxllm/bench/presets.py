@@ -24,6 +24,8 @@ DECODE64 = _b2(64, (64, 128), (1024, 1024))
 DECODE256 = _b2(256, (64, 128), (1024, 1024))
 NGRAM = ("--speculative-config",
          '{"method": "ngram", "num_speculative_tokens": 4, "prompt_lookup_max": 4, "prompt_lookup_min": 2}')
+# every running decode in every step
+NGRAM_ALL = ("--speculative-config", NGRAM[1].replace("}", ', "disable_by_batch_size": 256}'))
 
 # Llama-3.2-1B dims (the 8B's vocabulary) as a random draft, k=4; speculation off in steps with more than 32
 # running sequences (disable_by_batch_size: a large batch is compute-bound and verification does not pay)
@@ -34,6 +36,9 @@ DRAFT = ("--draft-config", os.path.join(CONFIG_DIR, "llama-3.2-1b.json"), "--spe
 # the same draft under the automatic rule (no disable_by_batch_size: docs/spec_decode.md)
 DRAFT_AUTO = ("--draft-config", os.path.join(CONFIG_DIR, "llama-3.2-1b.json"), "--speculative-config",
               '{"method": "draft_model", "num_speculative_tokens": 4}')
+
+# the target (and draft) repeat their last input token: drafts accepted nearly always (jaxllm/bench/echo_weights.py)
+ECHO = ("--echo-weights",)
 
 
 def _spec(requests: int) -> tuple[str, ...]:
@@ -142,6 +147,25 @@ PRESETS = {
                            "spec-b16 sampled at temperature 0.8, no speculation"),
     "spec-b16-draft-t08": Preset((*_spec(16), "--temperature", "0.8", *DRAFT),
                                  "spec-b16-t08 with the draft model (sampled drafts)", baseline="spec-b16-t08"),
+    # echo weights (jaxllm/bench/echo_weights.py): the random 8B-dims target (and draft) repeat the last token,
+    # so nearly every draft is accepted: speculation's upper bound at these shapes, against the same model
+    # without speculation (the automatic rule decides when to speculate)
+    "spec-b1-echo": Preset((*_spec(1), *ECHO), "spec-b1 with echo weights (acceptance near 1), no speculation"),
+    "spec-b1-echo-ngram": Preset((*_spec(1), *ECHO, *NGRAM), "spec-b1-echo with n-gram speculation (k=4)",
+                                 baseline="spec-b1-echo"),
+    "spec-b1-echo-draft": Preset((*_spec(1), *ECHO, *DRAFT_AUTO), "spec-b1-echo with an echoing "
+                                 "Llama-3.2-1B-dims draft model (k=4)", baseline="spec-b1-echo"),
+    "spec-b16-echo": Preset((*_spec(16), *ECHO), "spec-b16 with echo weights, no speculation"),
+    "spec-b16-echo-ngram": Preset((*_spec(16), *ECHO, *NGRAM), "spec-b16-echo with n-gram speculation (k=4)",
+                                  baseline="spec-b16-echo"),
+    "spec-b16-echo-draft": Preset((*_spec(16), *ECHO, *DRAFT_AUTO), "spec-b16-echo with an echoing "
+                                  "Llama-3.2-1B-dims draft model (k=4)", baseline="spec-b16-echo"),
+    "spec-b256-echo": Preset((*_spec(256), *ECHO), "spec-b256 with echo weights, no speculation"),
+    "spec-b256-echo-ngram": Preset((*_spec(256), *ECHO, *NGRAM), "spec-b256-echo with n-gram speculation (k=4), "
+                                   "the automatic rule", baseline="spec-b256-echo"),
+    "spec-b256-echo-ngram-all": Preset((*_spec(256), *ECHO, *NGRAM_ALL), "spec-b256-echo with n-gram "
+                                       "speculation for every sequence in every step (disable_by_batch_size=256): "
+                                       "what the automatic rule declines", baseline="spec-b256-echo"),
     "b2-gemma2-9b": Preset(_b2_mix("gemma-2-9b.json"),
                            "B2 mix on Gemma-2-9B dims (soft-capping, 4096-token windows on half the layers)",
                            limit_s=300),

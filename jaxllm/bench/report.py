@@ -96,6 +96,18 @@ def throughput_row(name: str, r: dict) -> str:
             f"{'-' if busy is None else f'{busy:.0f}%'} | {_startup(o)} | {ratio} |")
 
 
+def spec_row(name: str, r: dict) -> str:
+    """One row of the speculative-decoding table: drafts accepted, tokens per verifying step, the steps that
+    verified drafts, the echo weights' share of repeated tokens (``--echo-weights``) and the baseline ratio."""
+    o, base = r["jaxllm"], r.get("baseline")
+    rate, per_step, drafts = (o.get(k) for k in ("spec_decode_acceptance_rate",
+                                                 "spec_decode_tokens_per_verifying_step", "spec_decode_num_drafts"))
+    fmt = lambda x, spec: "-" if x is None else format(x, spec)
+    ratio = f"{o['output_tok_s'] / base['output_tok_s']:.2f}x {base['preset']}" if base else "-"
+    return (f"| `{name}` | {o['device']} | {fmt(rate, '.1%')} | {fmt(per_step, '.2f')} | "
+            f"{fmt(drafts, 'd')} / {o['steps']} | {fmt(o.get('echo_fraction'), '.1%')} | {ratio} |")
+
+
 def peer_rows(results: dict[str, dict], peers: list[dict]) -> list[str]:
     """Rows of the peer table: HF runs of the same invocation, then the measured figures of peers.json."""
     rows = []
@@ -123,6 +135,12 @@ def summarize(directory: str) -> str:
                       "| % of the card's own roofline | GPU busy | start-up s | x baseline |"),
              "|---|---|---|---|---|---|---|---|---|---|"]
     lines += [throughput_row(n, results[n]) for n in names]
+    spec = [spec_row(n, results[n]) for n in names if results[n]["jaxllm"].get("speculative_config")]
+    if spec:
+        lines += ["", "## Speculative decoding", "",
+                  ("| preset | card | drafted tokens accepted | tokens per verifying step | sequence-steps with "
+                   "drafts / engine steps | output tokens echoing the prompt | x baseline |"),
+                  "|---|---|---|---|---|---|---|", *spec]
     peers_path = os.path.join(directory, "peers.json")
     peers = []
     if os.path.exists(peers_path):

@@ -20,6 +20,8 @@ import heapq
 
 from jaxllm.config import ModelConfig
 from jaxllm.hardware import CARD_PEAKS, REFERENCE_CARD
+from jaxllm.model_size import linear_param_counts, linear_weight_bytes, weight_bytes
+from jaxllm.quantization_config import INT4_GROUP_SIZE
 
 PEAK_FLOPS = CARD_PEAKS[REFERENCE_CARD].matmul_flops  # bf16 matmul measured through JAX on the H200
 # fp8 x fp8 GEMM (cuBLASLt, f32 accumulation): the bf16 peak times the fp8/bf16 speed-up measured through JAX on
@@ -27,22 +29,6 @@ PEAK_FLOPS = CARD_PEAKS[REFERENCE_CARD].matmul_flops  # bf16 matmul measured thr
 # rates are on the same footing.
 FP8_PEAK_FLOPS = PEAK_FLOPS * 789.3 / 466.4
 HBM_BYTES_PER_S = CARD_PEAKS[REFERENCE_CARD].copy_bytes_per_s  # device-to-device copy, bytes read + written
-
-
-INT4_GROUP_SIZE = 128  # the benchmark's dummy AWQ/GPTQ weights
-
-
-def linear_weight_bytes(quantization: str | None, dtype_bytes: int = 2, group_size: int = INT4_GROUP_SIZE) -> float:
-    """HBM bytes per element of a decoder-layer linear weight: the dtype, 1 for int8/fp8 (+ a float32 scale per
-    output channel, negligible), 0.5 for 4-bit AWQ/GPTQ plus one float16 scale and one int8 zero point per
-    ``group_size`` weights."""
-    if quantization is None:
-        return dtype_bytes
-    if quantization in ("int8", "fp8"):
-        return 1
-    if quantization in ("awq", "gptq"):
-        return 0.5 + 3 / group_size
-    raise ValueError(f"no weight size for quantization={quantization!r}")
 
 
 def dummy_int4_quantization_config(method: str, group_size: int = INT4_GROUP_SIZE) -> dict:
@@ -53,15 +39,6 @@ def dummy_int4_quantization_config(method: str, group_size: int = INT4_GROUP_SIZ
         return {"quant_method": "gptq", "bits": 4, "group_size": group_size, "desc_act": False, "sym": True,
                 "checkpoint_format": "gptq"}
     raise ValueError(f"{method!r} is not a 4-bit method; choose 'awq' or 'gptq'")
-
-
-def linear_param_counts(cfg: ModelConfig) -> tuple[int, int]:
-    """(decoder-layer linear weights, of which MoE experts): q/k/v/o, dense MLPs, every expert's gate/up/down."""
-    d, f, heads, dh = cfg.hidden_size, cfg.intermediate_size, cfg.num_heads, cfg.head_dim
-    attn = d * (heads + 2 * cfg.num_kv_heads) * dh + heads * dh * d
-    moe_layers = sum(cfg.moe_layers)
-    experts = moe_layers * cfg.num_experts * 3 * d * cfg.moe_intermediate_size
-    return cfg.num_layers * attn + (cfg.num_layers - moe_layers) * 3 * d * f + experts, experts
 
 
 def experts_touched(cfg: ModelConfig, tokens: int) -> float:
@@ -107,11 +84,10 @@ def roofline(cfg: ModelConfig, prompt_lens: list[int], output_lens: list[int], m
     linear_peak = (peak_flops if linear_peak_flops is None else linear_peak_flops) * num_gpus
     peak_flops, bandwidth = peak_flops * num_gpus, bandwidth * num_gpus
     layers, heads, dh = cfg.num_layers, cfg.num_heads, cfg.head_dim
-    body_params = cfg.num_params(include_embeddings=False)
     head_params = cfg.vocab_size * cfg.hidden_size
     linear_params, expert_params = linear_param_counts(cfg)
     lw_bytes = dtype_bytes if linear_weight_bytes is None else linear_weight_bytes
-    weight_bytes = (body_params - linear_params + head_params) * dtype_bytes + linear_params * lw_bytes
+    all_weight_bytes = weight_bytes(cfg, dtype_bytes, lw_bytes)
     # MoE: a step reads only the experts its tokens picked (experts_touched) and computes only the active ones
     active_body = cfg.num_params(include_embeddings=False, experts_per_layer=cfg.num_experts_per_tok)
     active_linear = linear_params - expert_params * (1 - cfg.num_experts_per_tok / max(cfg.num_experts, 1))
@@ -132,7 +108,7 @@ def roofline(cfg: ModelConfig, prompt_lens: list[int], output_lens: list[int], m
     def step_weight_bytes(tokens: int) -> float:
         """Weights one decode step of ``tokens`` sequences reads: all but the experts no token picked."""
         unread = expert_params * (1 - experts_touched(cfg, tokens) / cfg.num_experts) if expert_params else 0
-        return weight_bytes - unread * lw_bytes
+        return all_weight_bytes - unread * lw_bytes
 
     prefill_s = sum(flop_seconds(n, 4 * heads * dh * sum(causal_pairs(n, w) for w in windows), head=False)
                     for n in prompt_lens)
@@ -163,6 +139,6 @@ def roofline(cfg: ModelConfig, prompt_lens: list[int], output_lens: list[int], m
     out_tokens, prompt_tokens = sum(output_lens), sum(prompt_lens)
     total_s = prefill_s + decode_s
     return {"prefill_s": prefill_s, "decode_s": decode_s, "output_tok_s": out_tokens / total_s,
-            "total_tok_s": (out_tokens + prompt_tokens) / total_s, "weight_bytes": weight_bytes,
+            "total_tok_s": (out_tokens + prompt_tokens) / total_s, "weight_bytes": all_weight_bytes,
             "peak_flops": peak_flops, "linear_peak_flops": linear_peak, "hbm_bytes_per_s": bandwidth,
             "num_gpus": num_gpus}

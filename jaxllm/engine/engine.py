@@ -25,33 +25,33 @@ from typing import Any
 
 import numpy as np
 
-from ..config_rope import prefix_cache_regime
 from ..inputs import prompt_to_ids, split_cache_salt
-from ..outputs import RequestMetrics, RequestOutput
-from ..pooling.outputs import PoolingOutput, PoolingRequestOutput
+from ..outputs import RequestMetrics
 from ..pooling_params import PoolingParams
-from ..sampling_params import SamplingParams
+from ..sampling_params import RequestOutputKind, SamplingParams
 from ..spec_decode import SpeculativeConfig
 from ..structured_outputs.grammar import GrammarCompiler
 from ..structured_outputs.params import StructuredOutputsConfig
 from . import metrics as _metrics
 from .accessors import EngineAccessors
-from .block_manager import BlockManager
 from .constrained_steps import ConstrainedSteps
 from .detokenizer import TokenizerView
-from .host_tier import HostTier, PreemptionCost
+from .engine_setup import check_engine_sizes, eos_id_list, make_block_manager
+from .host_tier import PreemptionCost
 from .request_checks import check_params, check_prompt, check_request_options, truncate_prompt
 from .request_sequences import make_sequences
 from .request_state import RequestState
 from .scheduler import Scheduler
 from .stat_logger import StatLogger
 from .stats import EngineStats
+from .step_loop import StepLoop
 
-# the scheduling view of a pooling request: its prompt, then done (the runner pools instead of sampling)
-_POOLING_SAMPLING_PARAMS = SamplingParams(max_tokens=1, detokenize=False)
+# the scheduling view of a pooling request: its prompt, then done (the runner pools instead of sampling). It
+# has one output, when it finishes (FINAL_ONLY): a streaming request is checked for news at every step
+_POOLING_SAMPLING_PARAMS = SamplingParams(max_tokens=1, detokenize=False, output_kind=RequestOutputKind.FINAL_ONLY)
 
 
-class LLMEngine(EngineAccessors, ConstrainedSteps):
+class LLMEngine(EngineAccessors, ConstrainedSteps, StepLoop):
     """Continuous-batching engine over a paged KV cache of ``num_blocks`` x ``block_size`` tokens.
 
     ``eos_token_ids``: the first id is the primary EOS (finish_reason "stop", stop_reason None); further
@@ -96,31 +96,10 @@ class LLMEngine(EngineAccessors, ConstrainedSteps):
         max_loras: int | None = None,
         speculative_config: Any = None,
     ) -> None:
-        for name, v in (
-            ("num_blocks", num_blocks),
-            ("block_size", block_size),
-            ("max_num_seqs", max_num_seqs),
-            ("max_num_batched_tokens", max_num_batched_tokens),
-            ("max_model_len", max_model_len),
-            ("vocab_size", vocab_size),
-        ):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
-        if max_num_batched_tokens < max_num_seqs:
-            raise ValueError(
-                f"max_num_batched_tokens ({max_num_batched_tokens}) must be greater than or equal "
-                f"to max_num_seqs ({max_num_seqs})."
-            )
-        if not callable(getattr(runner, "execute", None)):
-            raise TypeError(f"runner must have an execute(batch) method, got {type(runner).__name__}")
-        if eos_token_ids is None:
-            eos = []
-        elif isinstance(eos_token_ids, int):
-            eos = [eos_token_ids]
-        else:
-            eos = list(dict.fromkeys(int(t) for t in eos_token_ids))
-        if any(not 0 <= t < vocab_size for t in eos):
-            raise ValueError(f"eos_token_ids {eos} must be in [0, vocab_size={vocab_size})")
+        check_engine_sizes(runner, num_blocks=num_blocks, block_size=block_size, max_num_seqs=max_num_seqs,
+                           max_num_batched_tokens=max_num_batched_tokens, max_model_len=max_model_len,
+                           vocab_size=vocab_size)
+        eos = eos_id_list(eos_token_ids, vocab_size)
         self.runner = runner
         self.block_size = block_size
         self.num_blocks = num_blocks
@@ -131,11 +110,8 @@ class LLMEngine(EngineAccessors, ConstrainedSteps):
         self._stat_logger = StatLogger() if log_stats else None
         self.tokenizer = tokenizer
         self._view = TokenizerView(tokenizer) if tokenizer is not None else None
-        if host_prefix_cache and not (num_host_blocks and enable_prefix_caching):
-            raise ValueError("host_prefix_cache needs a host tier (swap_space > 0) and enable_prefix_caching")
-        host = HostTier(num_host_blocks, host_prefix_cache) if num_host_blocks else None
-        rope_regime = prefix_cache_regime((getattr(model_config, "rope", None), getattr(model_config, "rope_local", None)))
-        self.block_manager = BlockManager(num_blocks, block_size, enable_prefix_caching, host, rope_regime)
+        self.block_manager = make_block_manager(num_blocks, block_size, enable_prefix_caching, num_host_blocks,
+                                                host_prefix_cache, model_config)
         self.scheduler = Scheduler(
             self.block_manager,
             max_num_seqs=max_num_seqs,
@@ -255,109 +231,3 @@ class LLMEngine(EngineAccessors, ConstrainedSteps):
 
     def get_num_unfinished_requests(self) -> int:
         return len(self._requests)
-
-    # ---- step ------------------------------------------------------------------------------------------
-
-    def step(self) -> list[RequestOutput]:
-        """Run one scheduler step; returns the outputs it produced: requests that finished in it (all their
-        samples done), and, for requests whose ``output_kind`` is CUMULATIVE or DELTA, an unfinished output
-        for each one that got new tokens."""
-        if not self._requests:
-            self._drain()
-            return []
-        try:
-            if not self._steps:
-                self._launch(self._schedule_required(), required=True)
-            finished = None
-            if self.async_scheduling and self.scheduler.can_overlap():
-                batch = self.scheduler.schedule()
-                if any(s.sample and s.grammar is not None for s in batch.seqs):
-                    finished = self._launch_constrained(batch)
-                else:
-                    self._launch(batch, required=False)
-            if finished is None:
-                finished = self._resolve_oldest()
-        except BaseException:
-            # The K/V of the steps in flight may not have been written: forget the prefix-cache hashes
-            # registered for them and requeue their sequences for recomputation. The engine stays usable:
-            # step() again, or abort the requests.
-            self._steps.clear()
-            self.scheduler.reset_inflight()
-            raise
-        if self._stat_logger is not None:
-            self._stat_logger.maybe_log(self.stats, self.scheduler, self.block_manager)
-        results = []
-        for seq in finished:
-            req = self._requests[seq.request_id]
-            req.num_unfinished -= 1
-            if req.num_unfinished == 0:
-                del self._requests[seq.request_id]
-                self._streaming.pop(seq.request_id, None)
-                results.append(self._make_output(req))
-        results += [r.make_output(False) for r in self._streaming.values() if r.has_news()]
-        if not self._requests:
-            self._drain()
-        return results
-
-    def _launch(self, batch, required: bool) -> None:
-        if not batch.seqs:
-            if required:  # cannot happen for validated requests; fail loudly rather than spin
-                raise RuntimeError(
-                    f"scheduler made no progress with {len(self._requests)} unfinished requests "
-                    f"({self.block_manager.num_free_blocks}/{self.num_blocks} free blocks)"
-                )
-            return
-        self._fill_grammar_bitmasks(batch)
-        run = self.runner.dispatch if self.async_scheduling else self.runner.execute
-        self._steps.append((batch, run(batch)))
-        self._count_step(batch)
-
-    def _count_step(self, batch) -> None:
-        self.stats.num_steps += 1
-        self.stats.num_scheduled_tokens += batch.num_tokens
-        self.request_stats.iteration_tokens.observe(batch.num_tokens)
-
-    def _resolve_oldest(self, next_masks=None):
-        """Fetch the oldest step in flight and apply it (``Scheduler.update``, which also fills ``next_masks``,
-        the next step's grammar bitmasks, once the grammars consumed this step's tokens)."""
-        batch, handle = self._steps.popleft()
-        output = self.runner.fetch(handle) if self.async_scheduling else handle
-        finished = self.scheduler.update(batch, output, next_masks)
-        self.stats.num_generated_tokens = self.scheduler.num_generated_tokens
-        self.stats.num_preemptions = self.scheduler.num_preemptions
-        host = self.block_manager.host
-        if host is not None:
-            self.stats.num_swap_preemptions = self.scheduler.num_swap_preemptions
-            self.stats.num_swapped_out_blocks = host.num_swapped_out
-            self.stats.num_swapped_in_blocks = host.num_swapped_in
-            self.stats.num_host_prefix_cache_hits = host.prefix_hits
-        spec, st = self.scheduler.speculation, self.stats
-        if spec is not None:
-            st.spec_decode_num_drafts, st.spec_decode_num_draft_tokens = spec.num_drafts, spec.num_draft_tokens
-            st.spec_decode_num_accepted_tokens = spec.num_accepted_tokens
-            st.spec_decode_num_accepted_tokens_per_pos = list(spec.num_accepted_tokens_per_pos)
-        return finished
-
-    def _drain(self) -> None:
-        """No request is left: wait for the steps still in flight (their tokens are all dropped)."""
-        try:
-            while self._steps:
-                self._resolve_oldest()
-        except BaseException:
-            self._steps.clear()
-            self.scheduler.reset_inflight()
-            raise
-
-    def _make_output(self, req: RequestState) -> RequestOutput | PoolingRequestOutput:
-        seqs = req.seqs
-        if seqs[0].pooling_params is not None:
-            self.stats.num_cached_tokens += seqs[0].num_cached_tokens or 0
-            pooled = seqs[0].pooled  # a runner's PoolingOutput, or its bare data
-            pooled = pooled if isinstance(pooled, PoolingOutput) else PoolingOutput(pooled)
-            return PoolingRequestOutput(req.request_id, pooled, req.prompt_token_ids,
-                                        seqs[0].num_cached_tokens or 0, True)
-        out = req.make_output(finished=True)
-        self.stats.num_cached_tokens += sum(s.num_cached_tokens or 0 for s in seqs)
-        self.request_stats.record(out.metrics, len(req.prompt_token_ids), sum(s.num_output_tokens for s in seqs),
-                                  [s.finish_reason for s in seqs])
-        return out

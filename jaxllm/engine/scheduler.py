@@ -60,7 +60,9 @@ from typing import Any
 from ..spec_decode import SpeculativeConfig
 from .batch import RunnerOutput, ScheduledBatch, ScheduledSeq
 from .block_manager import BlockManager
+from .evictions import Evictions
 from .host_tier import PREEMPTION_MODES, PreemptionCost
+from .scheduled_seq import scheduled_seq
 from .sequence import Sequence, SequenceStatus
 from .speculation import Speculation
 from .token_updates import TokenUpdates
@@ -78,7 +80,7 @@ class _InFlight:
     needs_sync: bool  # some sampling row needs this step's tokens on the host before the next step
 
 
-class Scheduler(TokenUpdates):
+class Scheduler(TokenUpdates, Evictions):
     def __init__(
         self,
         block_manager: BlockManager,
@@ -160,19 +162,23 @@ class Scheduler(TokenUpdates):
             raise RuntimeError("schedule() with a step in flight needs can_overlap()")
         if self._inflight:
             self._expect_tokens(self._inflight[0])
-        bm = self.block_manager
-        budget = self.max_num_batched_tokens
-        scheduled: list[Sequence] = []
-        batch: list[ScheduledSeq] = []
-        preempted = False
-        now = time.time()
-
         if self.policy == "priority":
             self.running.sort(key=Sequence.priority_key)
-        running = self.running
-        i = 0
-        max_model_len = self.max_model_len
-        spec = self.speculation
+        batch: list[ScheduledSeq] = []
+        scheduled: list[Sequence] = []
+        budget, preempted = self._schedule_running(batch, scheduled)
+        if not preempted:  # no waiting sequence is admitted in a step that preempted
+            self._admit_waiting(batch, scheduled, budget)
+        for sseq, seq in zip(batch, scheduled):
+            seq.num_computed_tokens = sseq.start + sseq.num_new_tokens
+        return self._record_step(batch, scheduled)
+
+    def _schedule_running(self, batch: list[ScheduledSeq], scheduled: list[Sequence]) -> tuple[int, bool]:
+        """Running sequences first, in order: each decode's token (with its drafts when it speculates) or what
+        is left of a chunked prefill, preempting from the back of the running list when blocks run out.
+        Appends to ``batch`` / ``scheduled``; returns (the token budget left, whether it preempted)."""
+        bm, running, spec = self.block_manager, self.running, self.speculation
+        budget, preempted, i = self.max_num_batched_tokens, False, 0
         # the decodes that speculate, chosen when the previous step was scheduled (which then waited for its
         # tokens: a step scheduled while another is in flight cannot propose drafts)
         chosen, self._next_plan = self._next_plan, set()
@@ -181,7 +187,8 @@ class Scheduler(TokenUpdates):
         while i < len(running) and budget > 0:
             seq = running[i]
             toks = seq.token_ids
-            if toks[-1] < 0 and (len(toks) - seq.num_prompt_tokens >= seq.max_tokens or len(toks) >= max_model_len):
+            if toks[-1] < 0 and (len(toks) - seq.num_prompt_tokens >= seq.max_tokens
+                                 or len(toks) >= self.max_model_len):
                 i += 1  # its pending token is its last: nothing more to compute
                 continue
             n = min(len(toks) - seq.num_computed_tokens, budget)
@@ -198,7 +205,7 @@ class Scheduler(TokenUpdates):
                 if victim is seq:
                     break
             else:
-                batch.append(self._scheduled_seq(seq, seq.num_computed_tokens, n - num_model_drafts, drafts))
+                batch.append(scheduled_seq(seq, seq.num_computed_tokens, n - num_model_drafts, drafts))
                 if num_model_drafts:
                     pending.append((seq, batch[-1], num_model_drafts))
                 scheduled.append(seq)
@@ -208,53 +215,68 @@ class Scheduler(TokenUpdates):
             break  # seq preempted itself: every later sequence is already preempted
         if pending:
             spec.draft_all(pending)
+        return budget, preempted
 
-        if not preempted:
-            waiting = self.waiting
-            loras = {s.lora_int_id for s in running} - {0} if self.max_loras is not None else set()
-            # waiting sequences that cannot start this step keep their place: a grammar still compiling
-            # (structured outputs), or an adapter beyond max_loras
-            skipped: list[Sequence] = []
-            while waiting and budget > 0 and len(running) < self.max_num_seqs:
-                seq = waiting[0]
-                if (seq.grammar is not None and not seq.grammar.ready()) or self._adapter_waits(seq, loras):
-                    skipped.append(waiting.popleft())
-                    continue
-                if seq.host_blocks:  # preempted by swap: resume where it stopped
-                    start = seq.num_computed_tokens
-                    n = min(len(seq.token_ids) - start, budget)
-                    if not bm.swap_in(seq, n):
-                        break
-                else:
-                    hits = bm.get_computed_blocks(seq)
-                    start = len(hits) * bm.block_size
-                    n = min(len(seq.token_ids) - start, budget)
-                    if not bm.allocate_slots(seq, n, hits):
-                        break  # FCFS: nobody overtakes the head of the queue
-                    if bm.enable_prefix_caching and seq.read_prefix_cache:
-                        self.prefix_cache_queries += len(seq.token_ids)
-                        self.prefix_cache_hits += start
-                waiting.popleft()
-                if seq.lora_int_id:
-                    loras.add(seq.lora_int_id)
-                if seq.num_cached_tokens is None:  # reported hits: those of the first admission
-                    seq.num_cached_tokens = start
-                if seq.first_scheduled_time is None:
-                    seq.first_scheduled_time = now
-                seq.status = SequenceStatus.RUNNING
-                running.append(seq)
-                batch.append(self._scheduled_seq(seq, start, n))
-                scheduled.append(seq)
-                budget -= n
-            waiting.extendleft(reversed(skipped))
+    def _admit_waiting(self, batch: list[ScheduledSeq], scheduled: list[Sequence], budget: int) -> None:
+        """Waiting sequences in queue order as new prefills (or swapped-out ones resumed) while the budget and
+        ``max_num_seqs`` allow; the head of the queue that does not fit stops admission (nobody overtakes it).
+        Those that cannot start this step keep their place: a grammar still compiling (structured outputs), or
+        an adapter beyond ``max_loras``."""
+        waiting, running = self.waiting, self.running
+        loras = {s.lora_int_id for s in running} - {0} if self.max_loras is not None else set()
+        skipped: list[Sequence] = []
+        now = time.time()
+        while waiting and budget > 0 and len(running) < self.max_num_seqs:
+            seq = waiting[0]
+            if (seq.grammar is not None and not seq.grammar.ready()) or self._adapter_waits(seq, loras):
+                skipped.append(waiting.popleft())
+                continue
+            placed = self._allocate_admission(seq, budget)
+            if placed is None:
+                break
+            start, n = placed
+            waiting.popleft()
+            if seq.lora_int_id:
+                loras.add(seq.lora_int_id)
+            if seq.num_cached_tokens is None:  # reported hits: those of the first admission
+                seq.num_cached_tokens = start
+            if seq.first_scheduled_time is None:
+                seq.first_scheduled_time = now
+            seq.status = SequenceStatus.RUNNING
+            running.append(seq)
+            batch.append(scheduled_seq(seq, start, n))
+            scheduled.append(seq)
+            budget -= n
+        waiting.extendleft(reversed(skipped))
 
-        for sseq, seq in zip(batch, scheduled):
-            seq.num_computed_tokens = sseq.start + sseq.num_new_tokens
+    def _allocate_admission(self, seq: Sequence, budget: int) -> tuple[int, int] | None:
+        """(start, tokens) of an admitted sequence's first chunk with its blocks allocated: after its prefix-cache
+        hits, or where it stopped when it was preempted by swap (its blocks copied back); None when the blocks
+        do not fit."""
+        bm = self.block_manager
+        if seq.host_blocks:  # preempted by swap: resume where it stopped
+            start = seq.num_computed_tokens
+            n = min(len(seq.token_ids) - start, budget)
+            return (start, n) if bm.swap_in(seq, n) else None
+        hits = bm.get_computed_blocks(seq)
+        start = len(hits) * bm.block_size
+        n = min(len(seq.token_ids) - start, budget)
+        if not bm.allocate_slots(seq, n, hits):
+            return None
+        if bm.enable_prefix_caching and seq.read_prefix_cache:
+            self.prefix_cache_queries += len(seq.token_ids)
+            self.prefix_cache_hits += start
+        return start, n
+
+    def _record_step(self, batch: list[ScheduledSeq], scheduled: list[Sequence]) -> ScheduledBatch:
+        """The ScheduledBatch, recorded as in flight unless empty, with the block copies queued for it and the
+        next step's speculation plan."""
+        bm = self.block_manager
         result = ScheduledBatch(batch)
         if batch:  # copies queued by a step with nothing to run wait for the next one
             result.swap_out, result.swap_in = bm.take_swaps()
-            if spec is not None:
-                self._next_plan = spec.plan(running, self.max_num_batched_tokens)
+            if self.speculation is not None:
+                self._next_plan = self.speculation.plan(self.running, self.max_num_batched_tokens)
             # a verifying step emits a variable number of tokens, which no placeholder stands for
             needs_sync = (bool(self._next_plan) or any(s.draft_token_ids for s in batch)
                           or any(seq.needs_history for seq in scheduled))
@@ -266,86 +288,10 @@ class Scheduler(TokenUpdates):
         return (self.max_loras is not None and seq.lora_int_id != 0 and seq.lora_int_id not in loras
                 and len(loras) >= self.max_loras)
 
-    def _scheduled_seq(self, seq: Sequence, start: int, n: int, drafts: tuple[int, ...] = ()) -> ScheduledSeq:
-        sseq = self._plain_scheduled_seq(seq, start, n - len(drafts))
-        if drafts:
-            Speculation.attach(seq, sseq, drafts)
-        return sseq
-
-    def _plain_scheduled_seq(self, seq: Sequence, start: int, n: int) -> ScheduledSeq:
-        num_out = len(seq.token_ids) - seq.num_prompt_tokens
-        return ScheduledSeq(
-            seq_id=seq.seq_id,
-            token_ids=seq.token_ids,  # live list, read-only for the runner until update()
-            start=start,
-            num_new_tokens=n,
-            block_table=seq.block_table,  # live list, same
-            num_prompt_tokens=seq.num_prompt_tokens,
-            sampling_params=seq.params,
-            sample=start + n == len(seq.token_ids),
-            output_index=num_out,
-            rng_seed=seq.rng_seed,
-            banned_token_ids=seq.banned_token_ids if num_out < seq.params.min_tokens else (),
-            # (after a preemption the prompt is recomputed, but its logprobs are already recorded)
-            want_prompt_logprobs=seq.want_prompt_logprobs
-            and start < seq.num_prompt_tokens - 1
-            and len(seq.prompt_logprobs) < seq.num_prompt_tokens,
-            pooling_params=seq.pooling_params,
-            grammar=seq.grammar,
-            lora_request=seq.lora_request,
-        )
-
     def waiting_grammars(self) -> list:
         """GrammarStates of waiting sequences still compiling (the engine waits for one when nothing else can
         run)."""
         return [s.grammar for s in self.waiting if s.grammar is not None and not s.grammar.ready()]
-
-    def reset_inflight(self) -> None:
-        """After a failed step (the runner raised): the K/V of every step in flight may be missing, so their
-        prefix-cache hashes are dropped and each of their unfinished sequences drops its pending tokens,
-        releases its blocks and goes back to the front of the waiting queue, in order, to be recomputed. The
-        host tier's copies may be missing too: swapped-out sequences are recomputed and its prefix cache is
-        dropped."""
-        seqs: dict[int, Sequence] = {}
-        for step in self._inflight:
-            self.block_manager.drop_hashes(step.hashes)
-            for seq in step.seqs:
-                if seq.status != SequenceStatus.FINISHED:
-                    seqs.setdefault(id(seq), seq)
-        self._inflight.clear()
-        self._next_plan = set()
-        self.running = [s for s in self.running if id(s) not in seqs]
-        self.waiting = deque(s for s in self.waiting if id(s) not in seqs)
-        for seq in reversed(list(seqs.values())):
-            while seq.token_ids[-1] < 0:
-                seq.token_ids.pop()
-            self.block_manager.free(seq)
-            seq.num_computed_tokens = 0
-            seq.status = SequenceStatus.WAITING
-            self._requeue(seq)
-        for seq in self.waiting:
-            if seq.host_blocks:
-                self.block_manager.free(seq)
-                seq.num_computed_tokens = 0
-        self.block_manager.drop_host_copies()
-
-    def _preempt(self, seq: Sequence) -> None:
-        if self._prefer_swap(seq) and self.block_manager.swap_out(seq):
-            self.num_swap_preemptions += 1
-        else:
-            self.block_manager.free(seq)
-            seq.num_computed_tokens = 0
-        seq.status = SequenceStatus.WAITING
-        self._requeue(seq)
-        self.num_preemptions += 1
-
-    def _prefer_swap(self, seq: Sequence) -> bool:
-        if self.block_manager.host is None or self.preemption_mode == "recompute":
-            return False
-        if self.preemption_mode == "swap":
-            return True
-        cost = self.preemption_cost
-        return cost is not None and cost.prefer_swap(len(seq.block_table), seq.num_computed_tokens)
 
     # ---- update ----------------------------------------------------------------------------------------
 
@@ -375,25 +321,3 @@ class Scheduler(TokenUpdates):
                     self.speculation.acceptance.forget(seq.seq_id)
             self.running = [s for s in self.running if s.status != SequenceStatus.FINISHED]
         return finished
-
-    def abort(self, seqs: list[Sequence]) -> None:
-        """Remove unfinished sequences (between steps) and release their blocks."""
-        doomed = {id(s) for s in seqs if s.status != SequenceStatus.FINISHED}
-        if not doomed:
-            return
-        for s in self.waiting:
-            if id(s) in doomed and s.host_blocks:  # preempted by swap: its host slots
-                self.block_manager.free(s)
-        self.waiting = deque(s for s in self.waiting if id(s) not in doomed)
-        keep = []
-        for s in self.running:
-            if id(s) in doomed:
-                self.block_manager.free(s)
-            else:
-                keep.append(s)
-        self.running = keep
-        for s in seqs:
-            if id(s) in doomed:
-                s.finish("abort")
-                if self.speculation is not None:
-                    self.speculation.acceptance.forget(s.seq_id)

@@ -13,7 +13,6 @@ request's measured acceptance and the runner's step-cost model (``cost``)."""
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from ..spec_decode import NgramProposer, SpeculativeConfig
@@ -124,11 +123,10 @@ class Speculation:
         num_out = sseq.output_index
         history = seq.needs_history  # only penalties and multi-token bad words read a row's token ids
         sseq.spec_rows = tuple(
-            dataclasses.replace(
-                sseq, token_ids=seq.token_ids + list(drafts[:j]) if j and history else seq.token_ids,
-                output_index=num_out + j,
-                banned_token_ids=seq.banned_token_ids if num_out + j < seq.params.min_tokens else (),
-                want_prompt_logprobs=False, draft_token_ids=(), spec_rows=())
+            _copy_with(sseq, token_ids=seq.token_ids + list(drafts[:j]) if j and history else seq.token_ids,
+                       output_index=num_out + j,
+                       banned_token_ids=seq.banned_token_ids if num_out + j < seq.params.min_tokens else (),
+                       want_prompt_logprobs=False, draft_token_ids=(), spec_rows=())
             for j in range(len(drafts) + 1))
 
     def count(self, sseq: ScheduledSeq, num_emitted: int) -> None:
@@ -139,3 +137,12 @@ class Speculation:
         self.acceptance.observe(sseq.seq_id, len(sseq.draft_token_ids), num_emitted - 1)
         for j in range(num_emitted - 1):
             self.num_accepted_tokens_per_pos[j] += 1
+
+
+def _copy_with(sseq: ScheduledSeq, **changes) -> ScheduledSeq:
+    """``dataclasses.replace(sseq, **changes)`` without its per-field __init__ (ScheduledSeq has no
+    __post_init__): k + 1 rows per speculating sequence and step, host work that no device work overlaps."""
+    row = object.__new__(ScheduledSeq)
+    row.__dict__.update(sseq.__dict__)
+    row.__dict__.update(changes)
+    return row

@@ -30,3 +30,18 @@ class EngineStats:
         if not self.spec_decode_num_draft_tokens:
             return None
         return self.spec_decode_num_accepted_tokens / self.spec_decode_num_draft_tokens
+
+    def copy_counters(self, scheduler, host) -> None:
+        """Take the counters the scheduler, its speculation and the host tier (None: none) keep themselves."""
+        self.num_generated_tokens = scheduler.num_generated_tokens
+        self.num_preemptions = scheduler.num_preemptions
+        if host is not None:
+            self.num_swap_preemptions = scheduler.num_swap_preemptions
+            self.num_swapped_out_blocks = host.num_swapped_out
+            self.num_swapped_in_blocks = host.num_swapped_in
+            self.num_host_prefix_cache_hits = host.prefix_hits
+        spec = scheduler.speculation
+        if spec is not None:
+            self.spec_decode_num_drafts, self.spec_decode_num_draft_tokens = spec.num_drafts, spec.num_draft_tokens
+            self.spec_decode_num_accepted_tokens = spec.num_accepted_tokens
+            self.spec_decode_num_accepted_tokens_per_pos = list(spec.num_accepted_tokens_per_pos)

@@ -114,10 +114,14 @@ class BertModel(nnx.Module):
         self.down_bias = param((n, d), dtype, (None, "norm"), init="zeros")
         self.out_ln = param((n, 2, d), dtype, (None, None, "norm"), init="ones")
 
-    def __call__(self, input_ids, token_type_ids, seq_lens, attention_impl: str | None = None):
+    def __call__(self, input_ids, token_type_ids, seq_lens, attention_impl: str | None = None,
+                 pooled_row: str | None = None):
         """ids / token types [B, L] int32, seq_lens [B] int32 (0 for a padding row) -> hidden [B, L, D].
         ``attention_impl``: ``jax.nn.dot_product_attention``'s implementation (None: XLA; "cudnn": the fused
-        cuDNN kernel, GPU and 16-bit dtypes only)."""
+        cuDNN kernel, GPU and 16-bit dtypes only). ``pooled_row``: "CLS" (the first) or "LAST" (the last real
+        token) when only that row of each sequence is wanted -> hidden [B, 1, D]: the last layer computes keys
+        and values for every token but queries, output projection and MLP for that row alone (about 7% of a
+        12-layer forward's FLOPs saved, with the same result)."""
         cfg = self.config
         positions = jnp.arange(input_ids.shape[1]) + cfg.position_offset
         with jax.named_scope("embeddings"):
@@ -131,21 +135,40 @@ class BertModel(nnx.Module):
         def layer(x, p):
             return _encoder_layer(cfg, x, p, lens, attention_impl), None
 
-        x, _ = jax.lax.scan(layer, x, layers, unroll=True)
+        if pooled_row is None:
+            return _unrolled(layer, x, layers)
+        x = _unrolled(layer, x, {k: v[:-1] for k, v in layers.items()})
+        rows = jnp.zeros_like(lens) if pooled_row == "CLS" else lens - 1
+        return _encoder_layer(cfg, x, {k: v[-1] for k, v in layers.items()}, lens, attention_impl, rows)
+
+
+def _unrolled(layer, x, layers: dict):
+    """``layer`` over the stacked ``layers`` (leading axis: the layer), as straight-line code: a scan unrolled
+    in full, or a direct call for a single layer (a one-step scan's ``unroll=True`` is a while loop)."""
+    n = next(iter(layers.values())).shape[0]
+    if n == 0:
         return x
+    if n == 1:
+        return layer(x, {k: v[0] for k, v in layers.items()})[0]
+    return jax.lax.scan(layer, x, layers, unroll=True)[0]
 
 
-def _encoder_layer(cfg: EncoderConfig, x, p, lens, attention_impl: str | None):
-    """One post-LN layer: x [B, L, D] -> [B, L, D]; keys past ``lens`` [B] are masked out."""
+def _encoder_layer(cfg: EncoderConfig, x, p, lens, attention_impl: str | None, rows=None):
+    """One post-LN layer: x [B, L, D] -> [B, L, D]; keys past ``lens`` [B] are masked out. ``rows`` [B]: only
+    that row of each sequence goes on past the keys and values -> [B, 1, D]; its single query attends through
+    XLA (scores [B, H, 1, L], nothing to fuse)."""
     eps = cfg.layer_norm_eps
     with jax.named_scope("attention"):
+        xq = x if rows is None else jnp.take_along_axis(x, rows[:, None, None], axis=1)
         # three projections rather than one sliced [B, L, 3, H, Dh] result: each comes out contiguous, as the
         # attention kernel reads it, with no strided copies of q, k and v
-        q, k, v = (jnp.einsum("bld,dhk->blhk", x, p["qkv"][:, c]) + p["qkv_bias"][c] for c in range(3))
-        a = jax.nn.dot_product_attention(q, k, v, query_seq_lengths=lens, key_value_seq_lengths=lens,
-                                         scale=cfg.head_dim ** -0.5, implementation=attention_impl)
+        q, k, v = (jnp.einsum("bld,dhk->blhk", y, p["qkv"][:, c]) + p["qkv_bias"][c]
+                   for c, y in enumerate((xq, x, x)))
+        a = jax.nn.dot_product_attention(q, k, v, query_seq_lengths=None if rows is not None else lens,
+                                         key_value_seq_lengths=lens, scale=cfg.head_dim ** -0.5,
+                                         implementation=attention_impl if rows is None else None)
         a = jnp.einsum("blhk,hkd->bld", a, p["o"]) + p["o_bias"]
-        x = layer_norm(x + a, p["attn_ln"][0], p["attn_ln"][1], eps)
+        x = layer_norm(xq + a, p["attn_ln"][0], p["attn_ln"][1], eps)
     with jax.named_scope("mlp"):
         h = _ACTIVATIONS[cfg.hidden_act](jnp.einsum("bld,df->blf", x, p["up"]) + p["up_bias"])
         h = jnp.einsum("blf,fd->bld", h, p["down"]) + p["down_bias"]

@@ -32,7 +32,15 @@ from jaxllm.pooling.outputs import (
     EmbeddingRequestOutput,
     PoolingRequestOutput,
 )
-from jaxllm.pooling.prompts import is_text, left_truncation, lower_text, params_list, truncation_size
+from jaxllm.pooling.prompts import (
+    collector_paused,
+    is_text,
+    left_truncation,
+    lower_text,
+    params_list,
+    text_ids,
+    truncation_size,
+)
 from jaxllm.pooling.scoring import ScoringMixin
 from jaxllm.pooling.st_config import st_pooling_module
 from jaxllm.pooling_params import PoolingParams
@@ -171,30 +179,33 @@ class PoolingMixin(ScoringMixin):
                                  "using `--convert classify`.")
             raise ValueError(f"Unsupported task: {pooling_task!r} Supported tasks: {self.supported_tasks}")
         _no_lora(lora_request)
-        split = [split_cache_salt(i, p) for i, p in enumerate(as_prompt_list(prompts))]
-        salts, items = [salt for salt, _ in split], [p for _, p in split]  # a salt keys the prefix cache
-        requests = self._pooling_requests(items, pooling_params, pooling_task, truncate_prompt_tokens,
-                                          tokenization_kwargs)
-        return self._run_pooling(requests, use_tqdm, salts)
+        with collector_paused():
+            split = [split_cache_salt(i, p) for i, p in enumerate(as_prompt_list(prompts))]
+            salts, items = [salt for salt, _ in split], [p for _, p in split]  # a salt keys the prefix cache
+            requests = self._pooling_requests(items, pooling_params, pooling_task, truncate_prompt_tokens,
+                                              tokenization_kwargs)
+            return self._run_pooling(requests, use_tqdm, salts)
 
     @serialized
     def embed(self, prompts: Any, *, truncate_prompt_tokens: int | None = None, use_tqdm: bool = True,
               pooling_params: PoolingParams | list[PoolingParams] | None = None, lora_request: Any = None,
               tokenization_kwargs: dict[str, Any] | None = None) -> list[EmbeddingRequestOutput]:
         """One embedding per prompt (``outputs.embedding``, a list of floats)."""
-        items = self._encode(prompts, pooling_params, truncate_prompt_tokens=truncate_prompt_tokens,
-                             use_tqdm=use_tqdm, lora_request=lora_request, pooling_task="embed",
-                             tokenization_kwargs=tokenization_kwargs)
-        return [EmbeddingRequestOutput.from_base(item) for item in items]
+        with collector_paused():  # the conversions too (collector_paused says why)
+            items = self._encode(prompts, pooling_params, truncate_prompt_tokens=truncate_prompt_tokens,
+                                 use_tqdm=use_tqdm, lora_request=lora_request, pooling_task="embed",
+                                 tokenization_kwargs=tokenization_kwargs)
+            return [EmbeddingRequestOutput.from_base(item) for item in items]
 
     @serialized
     def classify(self, prompts: Any, *, pooling_params: PoolingParams | list[PoolingParams] | None = None,
                  use_tqdm: bool = True, lora_request: Any = None,
                  tokenization_kwargs: dict[str, Any] | None = None) -> list[ClassificationRequestOutput]:
         """Class probabilities per prompt (``outputs.probs``)."""
-        items = self._encode(prompts, pooling_params, use_tqdm=use_tqdm, lora_request=lora_request,
-                             pooling_task="classify", tokenization_kwargs=tokenization_kwargs)
-        return [ClassificationRequestOutput.from_base(item) for item in items]
+        with collector_paused():  # the conversions too (collector_paused says why)
+            items = self._encode(prompts, pooling_params, use_tqdm=use_tqdm, lora_request=lora_request,
+                                 pooling_task="classify", tokenization_kwargs=tokenization_kwargs)
+            return [ClassificationRequestOutput.from_base(item) for item in items]
 
     @serialized
     def reward(self, prompts: Any, /, *, truncate_prompt_tokens: int | None = None, use_tqdm: bool = True,
@@ -214,13 +225,16 @@ class PoolingMixin(ScoringMixin):
                           tokenization_kwargs: dict | None) -> list[tuple[list[int], PoolingParams]]:
         """(truncated token ids, verified params) per prompt; raises before any device work."""
         params = params_list(pooling_params, len(items))
+        texts = text_ids(self.tokenizer, items, params, truncate_prompt_tokens, tokenization_kwargs,
+                         self._max_model_len(), self.pooling_info.do_lower_case)
         out = []
         for i, (item, p) in enumerate(zip(items, params)):
             if truncate_prompt_tokens is not None:
                 p.truncate_prompt_tokens = truncate_prompt_tokens
             p.verify(task, self.pooling_info)
             k = truncation_size(self._max_model_len(), p.truncate_prompt_tokens)
-            out.append((self._tokenize(i, item, tokenization_kwargs, k), p))
+            ids = texts.pop(i, None)
+            out.append((self._tokenize(i, item, tokenization_kwargs, k) if ids is None else ids, p))
         return out
 
     def _tokenize(self, index: int, item: Any, tokenization_kwargs: dict | None, keep_last: int | None) -> list[int]:

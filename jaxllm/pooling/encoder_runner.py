@@ -5,16 +5,19 @@ final, so a prompt cannot be chunked, and nothing is reused afterwards (no decod
 request therefore runs whole, in one call: ``batching.plan_batches`` sorts the requests by length and packs
 them into [B, L] batches, L a length bucket (``batching.length_buckets``: four per octave, so a row pads less
 than a quarter of its length) and B = ``max_num_batched_tokens // L`` (at least 1, at most ``max_num_seqs``
-and what keeps XLA's attention scores within ``batching.SCORES_BYTES``) rows; short rows are padded and masked out of attention (``key_value_seq_lengths``). One program per length
-bucket, compiled at start-up unless ``enforce_eager``; token-level tasks use a second program per bucket
-compiled on first use. ``IN_FLIGHT`` batches are queued on the device while the host pools the oldest one.
+and what keeps XLA's attention scores within ``batching.SCORES_BYTES``) rows; short rows are padded and masked
+out of attention (``key_value_seq_lengths``). One program per length bucket, compiled and executed once at
+start-up unless ``enforce_eager``; token-level tasks use a second program per bucket compiled on first use.
+``IN_FLIGHT`` batches are queued on the device while the host pools the oldest one.
 """
 
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import functools
 import logging
+import os
 import time
 
 import jax
@@ -44,9 +47,10 @@ def _encode(graphdef, state, ids, types, lens, *, pooling_type: str, token_rows:
     """ids / types [B, L], lens [B] -> (pooled [B, D] float32, hidden [B, L, D] float32 or None). MEAN returns
     the masked row sum (the host divides by the length). Rows are picked (or summed in float32) before any
     cast, so only token-level tasks convert the whole [B, L, D] output."""
-    hidden = nnx.merge(graphdef, state)(ids, types, lens, attention_impl)
+    one_row = pooling_type in ("CLS", "LAST") and not token_rows  # the model returns that row alone
+    hidden = nnx.merge(graphdef, state)(ids, types, lens, attention_impl, pooling_type if one_row else None)
     with jax.named_scope("pool"):
-        if pooling_type == "CLS":
+        if one_row or pooling_type == "CLS":
             pooled = hidden[:, 0]
         elif pooling_type == "LAST":
             pooled = jnp.take_along_axis(hidden, jnp.maximum(lens - 1, 0)[:, None, None], axis=1)[:, 0]
@@ -86,8 +90,7 @@ class EncoderRunner:
                                static_argnames=("pooling_type", "token_rows", "attention_impl"))
         self._compiled: dict = {}
         if not enforce_eager:
-            for length in self.lengths:
-                self._program(length, False)
+            self._compile_all()
 
     @classmethod
     def load(cls, path: str, hf: dict, mesh, args, *, platform: str) -> EncoderRunner:
@@ -124,6 +127,29 @@ class EncoderRunner:
         return plan_batches(lengths, self.lengths, self.args.max_num_batched_tokens, self.args.max_num_seqs,
                             self.config.num_heads)
 
+    def _compile_all(self) -> None:
+        """Every length's program, compiled in parallel threads (XLA compiles outside the GIL, so start-up takes
+        about the longest compile rather than the sum), then each executed once (``_run_once``). A cuDNN refusal
+        compiles them all again with XLA's attention (``_program``)."""
+        t0 = time.perf_counter()
+
+        def compile_one(length: int):
+            try:
+                return self._lower(length, False).compile()
+            except Exception:  # a cuDNN refusal: ``_program`` warns and falls back below
+                if self.attention_impl is None:
+                    raise
+                return None
+
+        with concurrent.futures.ThreadPoolExecutor(min(len(self.lengths), os.cpu_count() or 2)) as pool:
+            programs = list(pool.map(compile_one, self.lengths))
+        self.compile_seconds += time.perf_counter() - t0
+        self._compiled.update({(n, False): p for n, p in zip(self.lengths, programs) if p is not None})
+        for length in self.lengths:
+            self._program(length, False)  # after a fallback: the XLA-attention programs
+        for length in self.lengths:
+            self._run_once(length)  # (compiles those a fallback dropped)
+
     def _program(self, length: int, token_rows: bool):
         key = (length, token_rows)
         if key not in self._compiled:
@@ -140,6 +166,16 @@ class EncoderRunner:
                 self._compiled[key] = self._lower(length, token_rows).compile()
             self.compile_seconds += time.perf_counter() - t0
         return self._compiled[key]
+
+    def _run_once(self, length: int) -> None:
+        """Execute the compiled program of ``length`` once on an all-padding batch and wait for it. A program's
+        first execution records its CUDA command buffers and loads its kernels (cuDNN's included) into the
+        context, tens of milliseconds for a 12-layer program (docs/performance.md); paid here, at start-up as
+        the paged runners pay it, rather than inside the first ``embed`` call that meets each length."""
+        rows = self.batch_rows(length)
+        ids = np.zeros((rows, length), np.int32)
+        dev = jax.device_put((ids, ids, np.zeros(rows, np.int32)), self._replicated)
+        jax.block_until_ready(self._program(length, False)(self.state, *dev))
 
     def _lower(self, length: int, token_rows: bool, lowering_platforms: tuple[str, ...] | None = None):
         """The lowered program of one length bucket; ``lowering_platforms`` as ``ModelRunner.lower``."""

@@ -4,7 +4,8 @@ the KV cache donated, and turns the sampled ids into a RunnerOutput.
 Its parts, one job each: ``programs`` (keys and compiled executables, programs.py), ``kernels`` (which attention
 kernels, kernel_policy.py), ``cache_plan`` (how many KV blocks, kv_cache_plan.py), prompt logprobs
 (prompt_logprobs.py), speculative decoding's row layout and draft verification (``spec``, spec_rows.py), which
-programs compile when (startup_programs.py); this module builds them and executes steps.
+programs compile when (startup_programs.py), how each is lowered (lowering.py); this module builds them and
+executes steps.
 
 Start-up: every (bucket, sampler variant) program is compiled ahead of time (in parallel threads) unless
 ``enforce_eager``, against the KV cache's shapes before the cache is allocated, so that XLA's GPU autotuner has
@@ -39,22 +40,20 @@ from jaxllm.engine_args import EngineArgs
 from jaxllm.models.quant import forward_compiler_options
 from jaxllm.parallel.multihost import local_replica, program_arg
 from jaxllm.parallel.sharding import logical_to_spec, sharding_rules
-from jaxllm.runner.buckets import Bucket, BucketLadder
+from jaxllm.runner.buckets import BucketLadder
 from jaxllm.runner.input_batch import (
     BlockTableRows,
     build_step_inputs,
-    dummy_step_inputs,
     pack_step_inputs,
-    warm_up_step_inputs,
 )
 from jaxllm.runner.kernel_policy import KernelPolicy
 from jaxllm.runner.kv_cache_plan import KVCachePlan
 from jaxllm.runner.kv_swap import make_host_pool, preemption_cost_terms
-from jaxllm.runner.programs import ForwardKey, ProgramKey, Programs, SampleKey
+from jaxllm.runner.lowering import ProgramLowering, shapes_of
+from jaxllm.runner.programs import ForwardKey, Programs, SampleKey
 from jaxllm.runner.prompt_logprobs import prompt_logprobs
 from jaxllm.runner.sampling_metadata import (
     build_sampling_metadata,
-    dummy_sampling_metadata,
     pack_sampling_metadata,
     to_runner_output,
 )
@@ -69,7 +68,7 @@ from jaxllm.spec_decode.draft_runner import make_draft
 logger = logging.getLogger("jaxllm")
 
 
-class ModelRunner(StartupPrograms, SleepMode, WeightUpdates):
+class ModelRunner(ProgramLowering, StartupPrograms, SleepMode, WeightUpdates):
     compiles_in_background = True  # honours ``background_compile`` (pooling runners compile all at start-up)
 
     def __init__(self, model, cfg: ModelConfig, mesh, args: EngineArgs, lora=None, structured_outputs=False):
@@ -88,6 +87,18 @@ class ModelRunner(StartupPrograms, SleepMode, WeightUpdates):
                                    and not args.enforce_eager)
         self.ladder = BucketLadder(args.max_num_batched_tokens, args.max_num_seqs)
         self._plan_startup(args.max_seq_len_to_capture, mesh.devices.flat[0].platform, jax.process_count())
+        self._split_model(model, cfg, mesh)
+        self._plan_memory(cfg, mesh, args)
+        self._make_step_functions(mesh, lora)
+        self._enforce_eager = args.enforce_eager
+        if not args.enforce_eager:
+            self._start_up(mesh.devices.flat[0].platform)
+        else:
+            self._allocate_cache()
+
+    def _split_model(self, model, cfg: ModelConfig, mesh) -> None:
+        """The NNX model as a graph definition and flat parameter leaves (what the programs take), their shapes,
+        and the shardings of the step's outputs."""
         self.forward_compile_options = forward_compiler_options(model)  # W8A8: faster GEMM autotuning
         self.graphdef, state = nnx.split(model)
         self.params, self._treedef = jax.tree_util.tree_flatten(state)
@@ -95,9 +106,13 @@ class ModelRunner(StartupPrograms, SleepMode, WeightUpdates):
         self.param_shapes = shapes_of(self.params)
         self.dtype = jnp.dtype(cfg.dtype)
         self._replicated = NamedSharding(mesh, PartitionSpec())
-        tp = mesh.devices.size
-        vocab_spec = logical_to_spec((None, "vocab"), sharding_rules(cfg, tp))
-        self._vocab_logits = NamedSharding(mesh, vocab_spec) if tp > 1 and any(vocab_spec) else None
+        vocab_spec = logical_to_spec((None, "vocab"), sharding_rules(cfg, mesh.devices.size))
+        self._vocab_logits = NamedSharding(mesh, vocab_spec) if mesh.devices.size > 1 and any(vocab_spec) else None
+
+    def _plan_memory(self, cfg: ModelConfig, mesh, args: EngineArgs) -> None:
+        """What takes device memory besides the weights, in the order it is sized: the draft model's weights,
+        the KV cache plan (its shapes only until the programs are compiled), speculation's rows, the host tier;
+        and the attention kernels the cache's layout allows."""
         # draft-model speculation: the draft's weights are placed before the KV cache is sized (they take memory)
         self.draft = make_draft(args, cfg, mesh, self.ladder, self.max_blocks_per_seq)
         self.cache_plan = KVCachePlan(cfg, mesh, args, self.dtype)
@@ -113,8 +128,12 @@ class ModelRunner(StartupPrograms, SleepMode, WeightUpdates):
         self.host_kv = (make_host_pool(args.swap_space, self.kv_caches, self.cache_plan.sharding)
                         if args.swap_space and (args.preemption_mode != "recompute" or args.host_prefix_cache)
                         else None)
-        self.kernels = KernelPolicy(cfg, self.dtype, self.kv_caches[0], tp, attention_backend=args.attention_backend,
+        self.kernels = KernelPolicy(cfg, self.dtype, self.kv_caches[0], mesh.devices.size,
+                                    attention_backend=args.attention_backend,
                                     decode_splits=args.attention_decode_splits, fp8_dot=args.attention_fp8_dot)
+
+    def _make_step_functions(self, mesh, lora) -> None:
+        """The jitted step functions (not compiled yet), the program table and the step counters."""
         self._max_seqs = self.ladder.buckets[-1].num_seqs
         self._table_rows = BlockTableRows(self.max_blocks_per_seq)
         self._prev_tokens = jax.device_put(np.zeros(self._max_seqs, np.int32), self._replicated)
@@ -127,26 +146,28 @@ class ModelRunner(StartupPrograms, SleepMode, WeightUpdates):
         self.programs = Programs(self._compile, self._first_run_in_background)
         self.last_step_time = float("-inf")  # perf_counter() of the last dispatch or fetch
         self.background_first_runs = 0  # programs executed once by the background thread
-        self._enforce_eager = args.enforce_eager
         self.num_steps = 0
         self.device_wait_seconds = 0.0  # time blocked waiting for sampled ids (device busy, host idle)
         self.first_run_seconds = 0.0
-        if not args.enforce_eager:
-            self.cache_plan.start_zeroing()  # on the CPU, while the programs compile
-            self.warm_up()
-            self._fit_cache_to_temporaries(self.programs.peak_temp_bytes())
-            if self.draft is not None:
-                self.draft.compile(self.num_blocks)
+
+    def _start_up(self, platform: str) -> None:
+        """Compile the start-up programs against the cache's shapes (shrinking the cache when their temporaries
+        need more room), allocate the cache, run each program once, then leave the rest to the background
+        compile (``background_compile``)."""
+        self.cache_plan.start_zeroing()  # on the CPU, while the programs compile
+        self.warm_up()
+        self._fit_cache_to_temporaries(self.programs.peak_temp_bytes())
+        if self.draft is not None:
+            self.draft.compile(self.num_blocks)
         self._allocate_cache()
-        if not args.enforce_eager:
-            if self.host_kv is not None and mesh.devices.flat[0].platform != "cpu":  # kv_swap.py
-                self.kv_caches = self.host_kv.warm_up(self.kv_caches)
-            self._run_each_program_once()
-            if self.draft is not None:
-                self.draft.run_each_program_once()
-            if self.background_compile:
-                self.programs.compile_in_background(self.deferred_keys(), before=self._warm_up_attention_loops,
-                                                    workers=self.background_workers)
+        if self.host_kv is not None and platform != "cpu":  # kv_swap.py
+            self.kv_caches = self.host_kv.warm_up(self.kv_caches)
+        self._run_each_program_once()
+        if self.draft is not None:
+            self.draft.run_each_program_once()
+        if self.background_compile:
+            self.programs.compile_in_background(self.deferred_keys(), before=self._warm_up_attention_loops,
+                                                workers=self.background_workers)
 
     # ---- KV cache ----------------------------------------------------------------------------------------
 
@@ -174,60 +195,6 @@ class ModelRunner(StartupPrograms, SleepMode, WeightUpdates):
             self.programs.drop(list(self.programs.compiled))
             self.warm_up()
             self.cache_plan.measured_activation_bytes = self.programs.peak_temp_bytes()
-
-    # ---- compilation -----------------------------------------------------------------------------------
-
-    def _compile(self, key: ProgramKey):
-        """Lower and compile one program against the cache's current shapes."""
-        options = self.forward_compile_options if isinstance(key, ForwardKey) else None
-        return self.lower(key).compile(compiler_options=options)
-
-    def lower(self, key: ProgramKey, lowering_platforms: tuple[str, ...] | None = None):
-        """The lowered (not compiled) program of ``key``, against the parameters' and the cache plan's shapes (a
-        background compile runs while steps replace the arrays, or while sleep mode drops them);
-        ``lowering_platforms`` (e.g. ``("cuda",)``) lowers for another platform than the devices' (a CPU test
-        inspects what a GPU would run)."""
-        if isinstance(key, ForwardKey):
-            return self._forward.trace(self.param_shapes, self.cache_plan.shapes(), self._padding_step(key.bucket),
-                                       shapes_of(self._prev_tokens),
-                                       self._lora_stacks(), dims=self._dims(key.bucket), return_hidden=key.return_hidden,
-                                       attention_impl=self.kernels.attention(key.long_prefill),
-                                       logits_sharding=self._replicated, vocab_logits_sharding=self._vocab_logits
-                                       ).lower(lowering_platforms=lowering_platforms)
-        logits = jax.ShapeDtypeStruct((key.num_seqs, self.cfg.vocab_size), jnp.float32, sharding=self._replicated)
-        return self._sample.trace(logits, self._neutral_sampling(key.num_seqs, key.config),
-                                  *self._neutral_spec(key.num_seqs, key.sampled_drafts), config=key.config,
-                                  out_rows=self._max_seqs).lower(lowering_platforms=lowering_platforms)
-
-    def _padding_step(self, bucket: Bucket, warm_up: bool = False):
-        """A bucket's all-padding step inputs (no sequence, nothing written), packed and on the device: what its
-        forward programs are compiled against; ``warm_up``: with one token reading cache slot 0 (nothing
-        written either, ``warm_up_step_inputs``), what they first run on."""
-        rows = self.spec.num_rows(bucket) if self.spec.enabled else None
-        inputs = (warm_up_step_inputs if warm_up else dummy_step_inputs)(bucket, self.max_blocks_per_seq, rows)
-        packed = pack_step_inputs(inputs)
-        if self.lora is not None:  # each token's adapter slot: 0, no adapter
-            packed = np.concatenate([packed, np.zeros(bucket.num_tokens, np.int32)])
-        return jax.device_put(packed, self._replicated)
-
-    def _lora_stacks(self) -> list:
-        """The forward's adapter slot stacks argument (empty without LoRA)."""
-        return [] if self.lora is None else self.lora.leaves
-
-    def _neutral_sampling(self, num_seqs: int, config):
-        """Neutral sampling metadata of ``config``'s shapes, packed and on the device (compile and first run)."""
-        md = dummy_sampling_metadata(config, num_seqs, self.cfg.vocab_size)
-        return jax.device_put(pack_sampling_metadata(md, config, num_seqs), self._replicated)
-
-    def _neutral_spec(self, num_rows: int, sampled_drafts: bool = False) -> tuple:
-        """The sampler's draft-verification arguments for a step without drafts, on the device (() without
-        speculative decoding; with ``sampled_drafts``, the draft's distributions too: zeros)."""
-        probs = self.draft.neutral_probs() if sampled_drafts else None
-        args = tuple(jax.device_put(a, self._replicated) for a in self.spec.verify_args([], num_rows, probs))
-        return args + (probs.arrays,) if probs is not None else args
-
-    def _dims(self, bucket: Bucket) -> tuple[int, ...]:
-        return self.spec.dims(bucket, self.max_blocks_per_seq)
 
     def host_tier_kwargs(self, args: EngineArgs) -> dict:
         """LLMEngine's host-tier keywords: the slots, the switches, and the preemption cost rule's constants
@@ -336,11 +303,6 @@ class ModelRunner(StartupPrograms, SleepMode, WeightUpdates):
     def execute(self, batch: ScheduledBatch) -> RunnerOutput:
         """One synchronous step: ``fetch(dispatch(batch))``."""
         return self.fetch(self.dispatch(batch))
-
-
-def shapes_of(tree):
-    """ShapeDtypeStructs (with shardings) of a pytree of arrays: what a program is compiled against."""
-    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), tree)
 
 
 class _StepInFlight:

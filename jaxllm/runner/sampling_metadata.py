@@ -154,6 +154,27 @@ def unpack_sampling_metadata(flat: Any, config: SamplerConfig, padded_num_seqs: 
     return SamplingMetadata(**fields)
 
 
+@dataclasses.dataclass
+class _SampledRows:
+    """What one step's sampling rows ask for, gathered in one pass over the batch."""
+
+    rows: list[int]  # batch rows that sample
+    scalars: list[tuple]  # per row: (temperature, greedy, top_k, top_p, min_p, seed, output_index)
+    sparse: dict[str, dict[int, Any]]  # "bias" / "allowed" / "banned" -> row -> its ids (bias: (ids, values))
+    penalties: dict[int, tuple[float, float, float]]  # row -> (repetition, frequency, presence)
+    grammar: dict[int, np.ndarray]  # row -> allowed-token bits (structured outputs)
+    logprobs: int  # the widest logprobs row (0: none)
+    min_p: bool  # some row filters by min_p
+    filtered: bool  # some random row filters by top_k or top_p
+    top_k: bool  # some random row's top_k fits the top-value candidates
+    wide: bool  # some random row may draw beyond its top values: the race over the vocabulary
+
+    def plain_greedy(self) -> bool:
+        """Every row greedy with nothing masked, penalized or logged: the greedy-only sampler serves it."""
+        return all(r[1] for r in self.scalars) and not (
+            self.logprobs or self.penalties or self.grammar or any(self.sparse.values()))
+
+
 def build_sampling_metadata(
     seqs: Sequence[ScheduledSeq], padded_num_seqs: int, vocab_size: int, max_logprobs: int = MAX_LOGPROBS
 ) -> tuple[SamplingMetadata, SamplerConfig]:
@@ -165,9 +186,21 @@ def build_sampling_metadata(
     once (cached by identity); a step costs a few us per row, plus each row's token ids under penalties."""
     if len(seqs) > padded_num_seqs:
         raise ValueError(f"{len(seqs)} sequences do not fit padded_num_seqs={padded_num_seqs}")
+    gathered = _gather_rows(seqs, vocab_size, max_logprobs)
+    if gathered.plain_greedy():
+        return SamplingMetadata(), GREEDY_CONFIG
+    config = _step_config(gathered, seqs, vocab_size)
+    md = dummy_sampling_metadata(config, padded_num_seqs, vocab_size)
+    _fill_rows(md, gathered, seqs)
+    return md, config
+
+
+def _gather_rows(seqs: Sequence[ScheduledSeq], vocab_size: int, max_logprobs: int) -> _SampledRows:
+    """Every sampling row's scalars and what it masks, penalizes or logs (``cached_row`` reads each
+    SamplingParams once)."""
     rows, scalars, sparse, penalties, logprobs = [], [], {"bias": {}, "allowed": {}, "banned": {}}, {}, 0
     min_p = filtered = top_k_ = wide = False
-    grammar: dict[int, np.ndarray] = {}  # row -> allowed-token bits (structured outputs)
+    grammar: dict[int, np.ndarray] = {}
     for i, seq in enumerate(seqs):
         if not seq.sample:
             continue
@@ -196,49 +229,52 @@ def build_sampling_metadata(
         if not greedy:
             filtered = filtered or top_k < vocab_size or top_p < 1.0
             top_k_ = top_k_ or top_k < vocab_size and top_k <= TOPK_CANDIDATES
-            # a row that may draw beyond its top values (top_k >= TOPK_CANDIDATES): the race over the vocabulary
             wide = wide or top_k >= min(TOPK_CANDIDATES, vocab_size) and vocab_size > TOPK_CANDIDATES
-    greedy_rows = all(r[1] for r in scalars)
-    if greedy_rows and not (logprobs or penalties or grammar or any(sparse.values())):
-        return SamplingMetadata(), GREEDY_CONFIG
+    return _SampledRows(rows, scalars, sparse, penalties, grammar, logprobs, min_p, filtered, top_k_, wide)
 
+
+def _step_config(g: _SampledRows, seqs: Sequence[ScheduledSeq], vocab_size: int) -> SamplerConfig:
+    """The sampler variant of a step: array widths on their ladders, the filters some row needs."""
     width = lambda kind: _ladder(
-        max([len(a if kind != "bias" else a[0]) for a in sparse[kind].values()] + [0]), SPARSE_WIDTHS, kind
+        max([len(a if kind != "bias" else a[0]) for a in g.sparse[kind].values()] + [0]), SPARSE_WIDTHS, kind
     )
-    longest = max([len(seqs[i].token_ids) for i in penalties] + [0])
-    config = SamplerConfig(
+    longest = max([len(seqs[i].token_ids) for i in g.penalties] + [0])
+    return SamplerConfig(
         greedy_only=False,
-        num_logprobs=logprobs,
+        num_logprobs=g.logprobs,
         bias_width=width("bias"),
         allowed_width=width("allowed"),
         banned_width=width("banned"),
-        penalty_len=max(PENALTY_MIN_LEN, 1 << (longest - 1).bit_length()) if penalties else 0,
-        grammar_words=-(-vocab_size // 32) if grammar else 0,
-        random=not greedy_rows,
-        min_p=min_p,
-        top_k=filtered and (top_k_ or not wide),  # alone: every row draws from its top values
-        top_p=filtered and wide,
+        penalty_len=max(PENALTY_MIN_LEN, 1 << (longest - 1).bit_length()) if g.penalties else 0,
+        grammar_words=-(-vocab_size // 32) if g.grammar else 0,
+        random=not all(r[1] for r in g.scalars),
+        min_p=g.min_p,
+        top_k=g.filtered and (g.top_k or not g.wide),  # alone: every row draws from its top values
+        top_p=g.filtered and g.wide,
     )
-    md = dummy_sampling_metadata(config, padded_num_seqs, vocab_size)
-    if rows:
-        temperature, greedy, top_k, top_p, min_p, seeds, output_index = zip(*scalars)
+
+
+def _fill_rows(md: SamplingMetadata, g: _SampledRows, seqs: Sequence[ScheduledSeq]) -> None:
+    """Write the gathered rows into ``md`` (neutral rows elsewhere: ``dummy_sampling_metadata``)."""
+    if g.rows:
+        temperature, greedy, top_k, top_p, min_p, seeds, output_index = zip(*g.scalars)
+        rows = g.rows
         md.temperature[rows], md.greedy[rows], md.top_k[rows] = temperature, greedy, top_k
         md.top_p[rows], md.min_p[rows], md.output_index[rows] = top_p, min_p, output_index
         md.seeds[rows] = [(s >> 32, s & 0xFFFFFFFF) for s in seeds]
-    for i, (ids, values) in sparse["bias"].items():
+    for i, (ids, values) in g.sparse["bias"].items():
         md.bias_ids[i, : len(ids)], md.bias_values[i, : len(ids)] = ids, values
-    for i, ids in sparse["allowed"].items():
+    for i, ids in g.sparse["allowed"].items():
         md.allowed_ids[i, : len(ids)], md.has_allowed[i] = ids, True
-    for i, ids in sparse["banned"].items():
+    for i, ids in g.sparse["banned"].items():
         md.banned_ids[i, : len(ids)] = ids
-    for i, bits in grammar.items():
+    for i, bits in g.grammar.items():
         md.grammar_bitmask[i] = bits
-    for i, (rep, freq, pres) in penalties.items():
+    for i, (rep, freq, pres) in g.penalties.items():
         seq = seqs[i]
         md.repetition_penalty[i], md.frequency_penalty[i], md.presence_penalty[i] = rep, freq, pres
         md.penalty_token_ids[i, : len(seq.token_ids)] = seq.token_ids
         md.prompt_len[i] = seq.num_prompt_tokens
-    return md, config
 
 
 def to_runner_output(seqs: Sequence[ScheduledSeq], sampler_output: Any) -> RunnerOutput:

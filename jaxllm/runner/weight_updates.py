@@ -49,8 +49,8 @@ class WeightUpdates:
             _check_same_keys(pure, nnx.to_pure_dict(served))
         named_new = jax.tree_util.tree_flatten_with_path(weights)[0]
         named_old = jax.tree_util.tree_flatten_with_path(served)[0]
-        new_names = [_name(p) for p, _ in named_new]
-        old_names = [_name(p) for p, _ in named_old]
+        new_names = [param_name(p) for p, _ in named_new]
+        old_names = [param_name(p) for p, _ in named_old]
         if new_names != old_names:
             missing = sorted(set(old_names) - set(new_names))
             unknown = sorted(set(new_names) - set(old_names))
@@ -70,7 +70,7 @@ class WeightUpdates:
         return moved
 
 
-def _name(path) -> str:
+def param_name(path) -> str:
     """'layers/0/attn/q/kernel' for a tree path (the Variable's own ``.value`` attribute left out)."""
     parts = [getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))) for k in path]
     return "/".join(str(p) for p in parts if p != "value")

@@ -22,6 +22,7 @@ import dataclasses
 import numpy as np
 
 from jaxllm.hardware import card_peaks
+from jaxllm.model_size import config_linear_weight_bytes, weight_bytes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,17 +80,12 @@ class StepCost:
 def step_cost(cfg, peaks: DevicePeaks, kv_dtype_bytes: int, num_devices: int = 1) -> StepCost:
     """The StepCost of ModelConfig ``cfg`` (its dtype; quantized linear weights at their bytes; MoE: every
     expert read, the active ones computed) over ``num_devices`` tensor-parallel devices (their rates add up)."""
-    from jaxllm.bench.roofline import linear_param_counts, linear_weight_bytes
-
     dtype_bytes = 4 if cfg.dtype == "float32" else 2
     head = cfg.vocab_size * cfg.hidden_size
-    body = cfg.num_params(include_embeddings=False)
-    linear, _ = linear_param_counts(cfg)
-    lw = linear_weight_bytes(cfg.quantization, dtype_bytes, cfg.quant_group_size if cfg.quant_group_size > 0 else 128)
     active = cfg.num_params(include_embeddings=False, experts_per_layer=cfg.num_experts_per_tok)
     scaled = dataclasses.replace(peaks, flops=peaks.flops * num_devices, bandwidth=peaks.bandwidth * num_devices)
     return StepCost(
-        weight_bytes=(body - linear + head) * dtype_bytes + linear * lw,
+        weight_bytes=weight_bytes(cfg, dtype_bytes, config_linear_weight_bytes(cfg, dtype_bytes)),
         flops_per_token=2 * (active + head),
         kv_bytes_per_token=cfg.num_layers * 2 * cfg.num_kv_heads * cfg.head_dim * kv_dtype_bytes,
         attention_flops_per_pair=4 * cfg.num_layers * cfg.num_heads * cfg.head_dim,

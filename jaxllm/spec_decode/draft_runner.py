@@ -5,15 +5,17 @@ blocks as the target's, addressed by the same block tables and slots: the schedu
 both caches at once. The draft runs only for the decodes of a speculating step (their 1 + k slots allocated):
 
 - catch-up: the draft's K/V of positions it has not computed for the sequence yet (the whole context the first
-  time, as a chunked prefill; after a step whose k drafts were all accepted, the last draft) is written into
-  the sequence's slots. ``_computed`` records, per sequence and block table, how many leading positions hold the
-  draft's K/V of the sequence's tokens; positions at or past the target's ``num_computed_tokens`` (rejected
-  drafts) do not count, and a new block table (preemption, swap-in) starts from 0. Prefix-cache blocks shared
-  with other sequences may be written again: K/V of the same tokens at the same positions, equal up to
-  rounding (another chunking), which can only change a draft, never an output.
-- k one-token decode steps: the first reads the sequence's last token, each next one the previous step's
-  choice, still on device (the forward's negative-id placeholders), so the k drafts reach the host with one
-  transfer.
+  time, as a chunked prefill) is written into the sequence's slots. A short gap (after a step whose k drafts
+  were all accepted: the last draft) is folded into the first draft step instead, as the head of that
+  sequence's query, so that a well-accepted sequence costs k draft forwards per step, not k + 1.
+  ``_computed`` records, per sequence and block table, how many leading positions hold the draft's K/V of the
+  sequence's tokens; positions at or past the target's ``num_computed_tokens`` (rejected drafts) do not count,
+  and a new block table (preemption, swap-in) starts from 0. Prefix-cache blocks shared with other sequences
+  may be written again: K/V of the same tokens at the same positions, equal up to rounding (another chunking),
+  which can only change a draft, never an output.
+- k decode steps: the first reads the sequence's last token (after the folded gap), each next one the
+  previous step's choice, still on device (the forward's negative-id placeholders), so the k drafts reach the
+  host with one transfer.
 
 So steps that do not speculate (``disable_by_batch_size``, structured outputs, overlapped steps) cost the draft
 nothing. A greedy request's drafts are the draft's argmax tokens: a one-hot q, for which the runner's
@@ -25,6 +27,8 @@ apply the rule with p / q (``rejection.sample_and_verify``).
 
 Sleep mode (``SleepMode``, as the target's runner): the draft's weights and cache are freed and restored with
 the target's; weights discarded at level 2 are read from the draft checkpoint again (``weights_source``).
+``served_weights`` / ``update_weights`` (``WeightUpdates``, as the target's runner) swap its parameters in place
+(the benchmark's echo weights: jaxllm/bench/echo_weights.py).
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from jaxllm.runner.programs import ForwardKey, Programs
 from jaxllm.runner.sleep_mode import SleepMode
 from jaxllm.runner.spec_rows import DraftProbs
 from jaxllm.runner.step import make_forward
+from jaxllm.runner.weight_updates import WeightUpdates
 from jaxllm.spec_decode.config import SpeculativeConfig
 from jaxllm.spec_decode.draft_sampling import (
     DraftSampleKey,
@@ -84,7 +89,7 @@ def shared_num_blocks(num_blocks: int, target_block_bytes: int, draft_block_byte
     return max(1, blocks)
 
 
-class DraftRunner(SleepMode):
+class DraftRunner(SleepMode, WeightUpdates):
     """``model``: the draft NNX module on ``mesh``; ``cfg`` / ``target_cfg``: the draft's and the target's
     ModelConfig (ValueError when their vocabularies differ); ``args``: the target's resolved EngineArgs."""
 
@@ -183,7 +188,7 @@ class DraftRunner(SleepMode):
                                    attention_impl=self._attention, logits_sharding=self._replicated).compile()
 
     def propose(self, items) -> list[tuple[int, ...]]:
-        """``items``: [(sequence, n)] with the sequence's last token not yet computed and slots allocated for
+        """``items``: [(sequence, n >= 1)] with the sequence's last token not yet computed and slots allocated for
         its next 1 + n positions -> n draft tokens per sequence (argmax for greedy requests, drawn from q for
         random ones; then ``take_probs`` holds the q). Sequences are ordered by n, longest first, so each draft
         step's sequences are a prefix of the previous step's and keep their row (the placeholder -(row + 1)
@@ -193,12 +198,12 @@ class DraftRunner(SleepMode):
         counts = [items[i][1] for i in order]
         sampled = any(is_random(s, self.cfg.vocab_size) for s in seqs)
         filters = sampled and uses_top_k_top_p(seqs, self.cfg.vocab_size)
-        self._catch_up(seqs)
+        starts = self._catch_up(seqs)
         steps, probs, prev = [], [], self._no_tokens
         for j in range(counts[0] if counts else 0):
             n = sum(c > j for c in counts)
-            pieces = [(s, len(s.token_ids) - 1 + j, [s.token_ids[-1] if j == 0 else -(r + 1)])
-                      for r, s in enumerate(seqs[:n])]
+            pieces = [(s, a, s.token_ids[a:]) for s, a in zip(seqs[:n], starts)] if j == 0 else [
+                (s, len(s.token_ids) - 1 + j, [-(r + 1)]) for r, s in enumerate(seqs[:n])]
             prev, logits, bucket = self._run(pieces, prev)
             if sampled:
                 rows = draft_row_arrays(seqs[:n], j, bucket.num_seqs, self.cfg.vocab_size)
@@ -233,15 +238,21 @@ class DraftRunner(SleepMode):
         zeros = jax.device_put(np.zeros((self._q_rows, self.cfg.vocab_size), np.float32), self._replicated)
         return DraftProbs((zeros,) * self._num_k, {})
 
-    def _catch_up(self, seqs) -> None:
-        """Write the draft's K/V of every position before each sequence's last token that it lacks, in chunks
-        of at most the largest bucket's tokens and sequences (no host sync)."""
+    def _catch_up(self, seqs) -> list[int]:
+        """Write the draft's K/V of the positions before each sequence's last token that it lacks, in chunks of
+        the largest bucket (no host sync); gaps of at most k positions are left to the first draft step while its
+        query fits that bucket. Returns each sequence's first position the first draft step computes."""
         largest = self.ladder.buckets[-1]
-        chunk, used = [], 0
+        chunk, used, starts, folded = [], 0, [], len(seqs)
         for s in seqs:
             table, done = self._computed.get(s.seq_id, (None, 0))
             start = min(done, len(s.token_ids) - 1) if table is s.block_table else 0
             end = len(s.token_ids) - 1
+            if end - start <= self._num_k and folded + end - start <= largest.num_tokens:
+                folded += end - start
+                starts.append(start)
+                continue
+            starts.append(end)
             while start < end:
                 if used == largest.num_tokens or len(chunk) == largest.num_seqs:
                     self._run(chunk, self._no_tokens)
@@ -252,6 +263,7 @@ class DraftRunner(SleepMode):
                 start = stop
         if chunk:
             self._run(chunk, self._no_tokens)
+        return starts
 
     def _run(self, pieces, prev):
         """One draft forward over ``pieces`` [(sequence, first position, query ids)] (K/V written into the

@@ -1,9 +1,10 @@
 """The n-gram (prompt lookup) proposer: drafts come from the sequence's own earlier tokens, on the host.
 
 For n from ``prompt_lookup_max`` down to ``prompt_lookup_min``, the last n tokens of the context
-(prompt + output) are searched for earlier in the context; at the most recent earlier match, the up to k tokens
-that followed it are the draft. Repetitive text (code, quotes of the prompt, lists) gets long accepted runs;
-the proposal costs O(n * context) numpy compares per sequence and step, no device work.
+(prompt + output) are searched for earlier in the context; at the earliest match of the longest n, the up to k
+tokens that followed it are the draft (vLLM's rule: the earliest match has the most tokens after it, so a run
+of a repeated token or phrase gets full drafts). Repetitive text (code, quotes of the prompt, lists) gets long
+accepted runs; the proposal costs O(n * context) numpy compares per sequence and step, no device work.
 """
 
 from __future__ import annotations
@@ -35,6 +36,6 @@ class NgramProposer:
                 match &= a[j : length - n + j] == a[length - n + j]
             hits = np.flatnonzero(match)
             if hits.size:
-                p = int(hits[-1]) + n  # the most recent match: the draft continues after it
+                p = int(hits[0]) + n  # the earliest match: the draft continues after it
                 return a[p : p + k].tolist()
         return []

@@ -62,7 +62,7 @@ def _pre_tokenizer(pre: str):
 
 def build_tokenizer(metadata: dict[str, Any]):
     """``transformers.PreTrainedTokenizerFast`` from a GGUF file's metadata dict (``tokenizer.*`` keys)."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models, processors
+    from tokenizers import AddedToken, Tokenizer, decoders, models
     from transformers import PreTrainedTokenizerFast
 
     model = metadata.get("tokenizer.ggml.model")
@@ -90,28 +90,40 @@ def build_tokenizer(metadata: dict[str, Any]):
                             for t, ty in zip(tokens, types) if ty == _CONTROL])
     tok.add_tokens([AddedToken(t, special=False, normalized=False)
                     for t, ty in zip(tokens, types) if ty == _USER_DEFINED])
+    tok.post_processor = _post_processor(metadata, tokens, vocab)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, clean_up_tokenization_spaces=False,
+                                   **_tokenizer_kwargs(metadata, tokens))
 
-    def token_of(key: str) -> str | None:
-        idx = metadata.get(f"tokenizer.ggml.{key}")
-        return tokens[int(idx)] if idx is not None and 0 <= int(idx) < len(tokens) else None
 
-    bos = token_of("bos_token_id")
+def _token_of(metadata: dict[str, Any], tokens: list[str], key: str) -> str | None:
+    """The token a ``tokenizer.ggml.<key>`` id names (None: absent or out of the vocabulary)."""
+    idx = metadata.get(f"tokenizer.ggml.{key}")
+    return tokens[int(idx)] if idx is not None and 0 <= int(idx) < len(tokens) else None
+
+
+def _post_processor(metadata: dict[str, Any], tokens: list[str], vocab: dict[str, int]):
+    """BOS / EOS added around every encoding as the file's ``add_bos_token`` / ``add_eos_token`` say, else
+    byte-level offsets only."""
+    from tokenizers import processors
+
+    bos = _token_of(metadata, tokens, "bos_token_id")
     add_bos = bool(metadata.get("tokenizer.ggml.add_bos_token", False)) and bos is not None
     add_eos = bool(metadata.get("tokenizer.ggml.add_eos_token", False))
-    eos = token_of("eos_token_id")
-    if add_bos or (add_eos and eos is not None):
-        single = ([f"{bos}:0"] if add_bos else []) + ["$A:0"] + ([f"{eos}:0"] if add_eos and eos else [])
-        pair = single + ["$B:1"] + ([f"{eos}:1"] if add_eos and eos else [])
-        specials = [(t, vocab[t]) for t in {bos if add_bos else None, eos if add_eos else None} if t]
-        tok.post_processor = processors.TemplateProcessing(single=" ".join(single), pair=" ".join(pair),
-                                                           special_tokens=specials)
-    else:
-        tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    eos = _token_of(metadata, tokens, "eos_token_id")
+    if not (add_bos or (add_eos and eos is not None)):
+        return processors.ByteLevel(trim_offsets=False)
+    single = ([f"{bos}:0"] if add_bos else []) + ["$A:0"] + ([f"{eos}:0"] if add_eos and eos else [])
+    pair = single + ["$B:1"] + ([f"{eos}:1"] if add_eos and eos else [])
+    specials = [(t, vocab[t]) for t in {bos if add_bos else None, eos if add_eos else None} if t]
+    return processors.TemplateProcessing(single=" ".join(single), pair=" ".join(pair), special_tokens=specials)
 
+
+def _tokenizer_kwargs(metadata: dict[str, Any], tokens: list[str]) -> dict[str, Any]:
+    """PreTrainedTokenizerFast's keywords from the metadata: special tokens, chat template, context length."""
     kwargs: dict[str, Any] = {}
     for name, key in (("bos_token", "bos_token_id"), ("eos_token", "eos_token_id"),
                       ("unk_token", "unknown_token_id"), ("pad_token", "padding_token_id")):
-        value = token_of(key)
+        value = _token_of(metadata, tokens, key)
         if value is not None:
             kwargs[name] = value
     template = metadata.get("tokenizer.chat_template")
@@ -121,4 +133,4 @@ def build_tokenizer(metadata: dict[str, Any]):
     ctx = metadata.get(f"{arch}.context_length")
     if ctx:
         kwargs["model_max_length"] = int(ctx)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, clean_up_tokenization_spaces=False, **kwargs)
+    return kwargs

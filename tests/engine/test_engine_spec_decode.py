@@ -155,7 +155,10 @@ def test_drafts_respect_max_tokens_and_max_model_len():
 def test_ngram_proposer():
     p = NgramProposer(3, 3, 1)
     assert p.propose([1, 2, 3, 4, 1, 2, 3]) == [4, 1, 2]  # the 3-gram [1, 2, 3] matched at 0
-    assert p.propose([1, 2, 3, 9, 2, 3, 7, 2, 3]) == [7, 2, 3]  # the most recent match of [2, 3]
+    assert p.propose([1, 2, 3, 9, 2, 3, 7, 2, 3]) == [9, 2, 3]  # the earliest match of [2, 3] (vLLM's rule)
+    assert NgramProposer(4, 3, 2).propose([1, 2, 3, 4, 2, 3]) == [4, 2, 3]  # vLLM's docstring example
+    assert NgramProposer(4, 4, 2).propose([7] * 8) == [7] * 4  # a run of one token: full drafts
+    assert NgramProposer(4, 4, 2).propose([5, 6, 7, 7, 7]) == [7]  # the 2-gram [7, 7] at 2: one token after it
     assert p.propose([1, 2, 3, 4, 5]) == []
     assert p.propose([5, 5, 5, 5]) == [5]  # the continuation runs into the end of the context
     assert p.propose([1, 2, 9, 1, 2], max_tokens=1) == [9]

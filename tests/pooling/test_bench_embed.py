@@ -18,12 +18,13 @@ def test_embed_bench_runs_and_reports(tmp_path):
     out = tmp_path / "result.json"
     result = main(["--workload", "E-bert", "--config", str(cfg), "--num-requests", "5", "--prompt-len", "8", "20",
                    "--max-num-seqs", "4", "--max-num-batched-tokens", "64", "--enforce-eager", "--peer", "hf",
-                   "--peer-device", "cpu", "--output", str(out)])
+                   "--peer-device", "cpu", "--host-profile", str(tmp_path / "host.txt"), "--output", str(out)])
     saved = json.loads(out.read_text())
     assert saved["jaxllm"]["path"] == "dense encoder" and saved["jaxllm"]["embedding_dim"] == 32
     assert saved["jaxllm"]["docs_s"] > 0 and saved["peer_hf"]["num_requests"] == 5
     assert 0 < saved["pct_roofline"] == result["pct_roofline"]
     assert saved["jaxllm"]["batches"] >= 2 and saved["jaxllm"]["padded_over_real"] >= 1
+    assert saved["jaxllm"]["gpu_busy"] is None and "function calls" in (tmp_path / "host.txt").read_text()
 
 
 def test_doc_flops_by_hand():

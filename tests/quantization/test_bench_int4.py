@@ -8,7 +8,7 @@ import json
 import pytest
 
 from jaxllm.bench.main import main
-from jaxllm.bench.roofline import linear_weight_bytes
+from jaxllm.model_size import linear_weight_bytes
 
 SMALL = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 512, "hidden_size": 128,
          "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
