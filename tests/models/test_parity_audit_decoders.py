@@ -113,6 +113,7 @@ def test_logits_match_transformers(tmp_path, case):
     ("LlamaForCausalLM", {"tie_word_embeddings": True}),
     ("Gemma2ForCausalLM", {"head_dim": 16, "sliding_window": 5}),
     ("Qwen3MoeForCausalLM", MOE),
+    ("CohereForCausalLM", {"use_qk_norm": True}),  # LayerNorms
 ])
 def test_bf16_checkpoint_loaded_as_float32(tmp_path, arch, overrides):
     """A bf16 checkpoint with dtype="float32": the same logits as transformers loading it in float32."""
