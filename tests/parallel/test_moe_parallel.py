@@ -103,13 +103,15 @@ def test_indivisible_splits_are_clear():
         LLM("unused", enable_expert_parallel="yes")
 
 
-@pytest.mark.parametrize("expert_parallel", [False, True])
-def test_step_collectives_one_all_reduce_per_moe_layer(tmp_path, expert_parallel):
+@pytest.mark.parametrize("name, expert_parallel", [("mixtral", False), ("mixtral", True),
+                                                   ("qwen2moe-shared", False), ("qwen2moe-shared", True)])
+def test_step_collectives_one_all_reduce_per_moe_layer(tmp_path, name, expert_parallel):
     """Both splits issue one all-reduce of the [tokens, hidden] activations per MoE layer (the psum of the experts'
-    partial sums), like a dense MLP's down projection: no expert weight is ever gathered."""
+    partial sums, Qwen2-MoE's shared expert's included), like a dense MLP's down projection: no expert weight is
+    ever gathered."""
     from test_tp_collectives import COLLECTIVE
 
-    save_tiny_model(tmp_path, CASES["mixtral"][0], **CASES["mixtral"][1])
+    save_tiny_model(tmp_path, CASES[name][0], **CASES[name][1])
     llm = LLM(str(tmp_path), skip_tokenizer_init=True, max_num_seqs=4, max_num_batched_tokens=16,
               enforce_eager=True, tensor_parallel_size=4, enable_expert_parallel=expert_parallel)
     runner, cfg = llm.llm_engine.runner, llm.model_config
