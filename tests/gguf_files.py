@@ -35,6 +35,7 @@ def finish_gguf(w: gguf.GGUFWriter) -> None:
 
 # llama.cpp's arch name of each HF architecture (Mistral and Mixtral convert to "llama"), as convert_hf_to_gguf.py
 CONVERTER_ARCH = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "llama", "MixtralForCausalLM": "llama",
+                  "GraniteForCausalLM": "granite", "Qwen2MoeForCausalLM": "qwen2moe",
                   "Qwen2ForCausalLM": "qwen2", "Qwen3ForCausalLM": "qwen3", "Qwen3MoeForCausalLM": "qwen3moe",
                   "GemmaForCausalLM": "gemma", "Gemma2ForCausalLM": "gemma2", "Gemma3ForCausalLM": "gemma3",
                   "Phi3ForCausalLM": "phi3", "Olmo2ForCausalLM": "olmo2"}
@@ -137,9 +138,9 @@ def write_hf_as_gguf(path, hf_dir, cfg, encoded: dict | None = None, per_expert:
         qtype = types.get(name, "F32")
         if qtype == "F32":
             arr = arr.astype(np.float32)
-        if arch == "llama" and ".q_proj." in name:
+        if arch in ("llama", "granite") and ".q_proj." in name:
             arr = permute_qk(arr, cfg.num_attention_heads)
-        elif arch == "llama" and ".k_proj." in name:
+        elif arch in ("llama", "granite") and ".k_proj." in name:
             arr = permute_qk(arr, cfg.num_key_value_heads)
         if arch.startswith("gemma") and name.endswith("norm.weight"):
             arr = arr + 1.0
@@ -177,6 +178,13 @@ def _add_family_metadata(w: gguf.GGUFWriter, arch: str, cfg) -> None:
         w.add_expert_used_count(cfg.num_experts_per_tok)
     if getattr(cfg, "moe_intermediate_size", None):
         w.add_expert_feed_forward_length(cfg.moe_intermediate_size)
+    if getattr(cfg, "shared_expert_intermediate_size", None):
+        w.add_expert_shared_feed_forward_length(cfg.shared_expert_intermediate_size)
+    if arch == "granite":
+        w.add_attention_scale(cfg.attention_multiplier)
+        w.add_embedding_scale(cfg.embedding_multiplier)
+        w.add_residual_scale(cfg.residual_multiplier)
+        w.add_logit_scale(cfg.logits_scaling)
     if arch in ("gemma2", "gemma3", "phi3") and getattr(cfg, "sliding_window", None):
         w.add_sliding_window(cfg.sliding_window)
     if arch == "gemma2":

@@ -9,7 +9,7 @@ safetensors path already understands, so the rest of jaxllm never sees GGUF:
   each tensor is dequantized on demand, so peak host memory is one dense tensor, not the model);
 - ``tokenizer()``: a ``transformers`` fast tokenizer rebuilt from the vocabulary, merges and chat template.
 
-llama.cpp's converter permutes the rows of ``q_proj``/``k_proj`` of llama models (it rotates pairs of
+llama.cpp's converter permutes the rows of ``q_proj``/``k_proj`` of llama (and granite) models (it rotates pairs of
 adjacent dimensions, HF rotates the two halves of each head); ``tensors()`` undoes that. Qwen2/Qwen3, Gemma,
 Phi-3 and OLMo 2 files are written unpermuted (NeoX-style rope, like HF). The converter adds 1 to every Gemma
 norm weight (llama.cpp scales by w, HF by 1 + w): ``tensors()`` subtracts it. Per-architecture metadata (Gemma's
@@ -46,7 +46,11 @@ SUPPORTED_GGUF_ARCHITECTURES = {
     "phi3": "Phi3ForCausalLM",
     "olmo2": "Olmo2ForCausalLM",
     "qwen3moe": "Qwen3MoeForCausalLM",
+    "qwen2moe": "Qwen2MoeForCausalLM",
+    "granite": "GraniteForCausalLM",
 }
+# Architectures whose q/k rows llama.cpp's converter permutes (LlamaModel and its subclasses).
+_PERMUTED_QK = ("llama", "granite")
 # "llama" files with llama.expert_count > 0 are Mixtral (llama.cpp converts Mixtral to its llama architecture).
 
 # Tensor types dequantized (with gguf.quants) to float32. Names are gguf.GGMLQuantizationType names.
@@ -166,7 +170,7 @@ class GGUFCheckpoint:
             "eos_token_id": self._eos_token_id(),
             "torch_dtype": "float32",
         }
-        if self.architecture == "llama":
+        if self.architecture in _PERMUTED_QK:
             cfg["attention_bias"] = "blk.0.attn_q.bias" in self._tensors
             cfg["mlp_bias"] = "blk.0.ffn_up.bias" in self._tensors
         if self.num_experts:
@@ -223,7 +227,7 @@ class GGUFCheckpoint:
             if name in _CONSUMED_TENSORS:
                 continue
             w = dequantize(t.data, t.type_name, t.shape)
-            if self.architecture == "llama":
+            if self.architecture in _PERMUTED_QK:
                 suffix = name.split(".", 2)[-1] if name.startswith("blk.") else ""
                 if suffix.startswith("attn_q."):
                     w = unpermute_qk(w, heads)

@@ -1,4 +1,4 @@
-"""GGUF metadata -> HF config fields for Gemma 1/2/3, Phi-3, OLMo 2 and MoE files (the llama.cpp converter's keys).
+"""GGUF metadata -> HF config fields for Gemma 1/2/3, Phi-3, OLMo 2, Granite and MoE files (llama.cpp's keys).
 
 Each function takes the ``GGUFCheckpoint`` and the config built so far (sizes, rope_theta, eps, ...) and returns
 the fields to add. Values llama.cpp does not store but hard-codes per model are rebuilt its way:
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .gguf_rope import f32_to_float
+from .gguf_rope import f32_to_float, rope_scaling_from_metadata
 
 _GEMMA_27B_LAYERS = {"gemma2": 46, "gemma3": 62}
 
@@ -90,15 +90,27 @@ def olmo2(ckpt, cfg: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-FAMILY_CONFIG = {"gemma": gemma, "gemma2": gemma2, "gemma3": gemma3, "phi3": phi3, "olmo2": olmo2}
+def granite(ckpt, cfg: dict[str, Any]) -> dict[str, Any]:
+    """Granite's four multipliers (the converter renames them *_scale) and llama's rope scaling."""
+    fields = {"embedding_multiplier": _float_or_none(ckpt.arch_key("embedding_scale", 1.0)),
+              "residual_multiplier": _float_or_none(ckpt.arch_key("residual_scale", 1.0)),
+              "attention_multiplier": _float_or_none(ckpt.arch_key("attention.scale")),
+              "logits_scaling": _float_or_none(ckpt.arch_key("logit_scale", 1.0))}
+    scaling = rope_scaling_from_metadata(ckpt, cfg)
+    return fields if scaling is None else {**fields, "rope_scaling": scaling}
+
+
+FAMILY_CONFIG = {"gemma": gemma, "gemma2": gemma2, "gemma3": gemma3, "phi3": phi3, "olmo2": olmo2,
+                 "granite": granite}
 
 
 def moe_config(ckpt, cfg: dict[str, Any]) -> dict[str, Any]:
     """Experts of a MoE file (``{arch}.expert_count`` > 0): a "llama" file is Mixtral (llama.cpp converts Mixtral
-    to its llama architecture; the experts' ffn size is feed_forward_length); qwen3moe's experts have
+    to its llama architecture; the experts' ffn size is feed_forward_length); qwen3moe / qwen2moe experts have
     expert_feed_forward_length, a layer without a router (``ffn_gate_inp``) is dense (``mlp_only_layers``), and
-    the top-k weights are renormalized unless ``expert_weights_norm`` says otherwise (llama.cpp's qwen3moe graph
-    always renormalizes, as every released Qwen3-MoE config does). Routing is softmax top-k in both."""
+    the top-k weights are renormalized as llama.cpp's graphs do unless ``expert_weights_norm`` says otherwise
+    (qwen3moe always, as every released Qwen3-MoE config; qwen2moe never). Qwen2-MoE adds a shared expert of
+    expert_shared_feed_forward_length. Routing is softmax top-k in all."""
     arch, layers = ckpt.architecture, cfg["num_hidden_layers"]
     gating = ckpt.arch_key("expert_gating_func")
     if gating not in (None, 1):  # llama.cpp's LLAMA_EXPERT_GATING_FUNC_TYPE_SOFTMAX
@@ -111,7 +123,12 @@ def moe_config(ckpt, cfg: dict[str, Any]) -> dict[str, Any]:
     norm, ffn = ckpt.arch_key("expert_weights_norm"), ckpt.arch_key("expert_feed_forward_length")
     if ffn is None:
         raise ValueError(f"GGUF {ckpt.path!r} has experts but no {arch}.expert_feed_forward_length")
-    return {"model_type": "qwen3_moe", "num_experts": ckpt.num_experts, "num_experts_per_tok": top_k,
-            "moe_intermediate_size": int(ffn),
-            "norm_topk_prob": True if norm is None else bool(norm), "decoder_sparse_step": 1,
-            "mlp_only_layers": [i for i in range(layers) if f"blk.{i}.ffn_gate_inp.weight" not in ckpt.tensor_keys()]}
+    fields = {"num_experts": ckpt.num_experts, "num_experts_per_tok": top_k, "moe_intermediate_size": int(ffn),
+              "norm_topk_prob": (arch == "qwen3moe") if norm is None else bool(norm), "decoder_sparse_step": 1,
+              "mlp_only_layers": [i for i in range(layers)
+                                  if f"blk.{i}.ffn_gate_inp.weight" not in ckpt.tensor_keys()]}
+    if arch == "qwen3moe":
+        return {**fields, "model_type": "qwen3_moe"}
+    shared = ckpt.arch_key("expert_shared_feed_forward_length")  # qwen2moe: a shared expert behind a sigmoid gate
+    return {**fields, "model_type": "qwen2_moe", "shared_expert_intermediate_size": int(shared or 0),
+            "qkv_bias": "blk.0.attn_q.bias" in ckpt.tensor_keys()}

@@ -2,7 +2,7 @@
 
 A GGUF names weights ``blk.N.attn_q.weight`` where a HF checkpoint has ``model.layers.N.self_attn.q_proj.weight``;
 a few llama.cpp names mean different HF tensors per architecture (Gemma 2/3's ``ffn_norm``, Phi-3's fused
-projections, the MoE router), and one stacked expert tensor holds what HF keeps as one tensor per expert. llama.cpp's converter also interleaves the rotary halves of llama's q/k rows; ``unpermute_qk``
+projections, the MoE router and Qwen2-MoE's shared expert), and one stacked expert tensor holds what HF keeps as one tensor per expert. llama.cpp's converter also interleaves the rotary halves of llama's q/k rows; ``unpermute_qk``
 restores HF's order (``permute_qk`` is its inverse, for writing test files). Kept apart from the file reader
 because it is a fixed translation table, independent of how the file is parsed.
 """
@@ -44,6 +44,10 @@ _ARCH_LAYER_TENSORS = {
     "gemma2": {"ffn_norm.weight": "pre_feedforward_layernorm.weight"},
     "gemma3": {"ffn_norm.weight": "pre_feedforward_layernorm.weight"},
     "phi3": {"attn_qkv.weight": "self_attn.qkv_proj.weight", "ffn_up.weight": "mlp.gate_up_proj.weight"},
+    "qwen2moe": {"ffn_gate_inp_shexp.weight": "mlp.shared_expert_gate.weight",
+                 "ffn_gate_shexp.weight": "mlp.shared_expert.gate_proj.weight",
+                 "ffn_up_shexp.weight": "mlp.shared_expert.up_proj.weight",
+                 "ffn_down_shexp.weight": "mlp.shared_expert.down_proj.weight"},
 }
 _POST_NORMS = {"post_attention_norm.weight": "post_attention_layernorm.weight",
                "post_ffw_norm.weight": "post_feedforward_layernorm.weight"}
@@ -51,7 +55,8 @@ _LAYER_RE = re.compile(r"^blk\.(\d+)\.(.+)$")
 # MoE architectures: the HF block holding the router and experts, and each expert's (gate, up, down) names. A GGUF
 # stores a layer's experts stacked ([E, F, D] / [E, D, F]); HF checkpoints keep one tensor per expert.
 MOE_BLOCKS = {"llama": ("block_sparse_moe", ("w1", "w3", "w2")),
-              "qwen3moe": ("mlp", ("gate_proj", "up_proj", "down_proj"))}
+              "qwen3moe": ("mlp", ("gate_proj", "up_proj", "down_proj")),
+              "qwen2moe": ("mlp", ("gate_proj", "up_proj", "down_proj"))}
 _EXPERT_STACKS = ("ffn_gate_exps.weight", "ffn_up_exps.weight", "ffn_down_exps.weight")
 _LEGACY_EXPERT_RE = re.compile(r"^ffn_(gate|up|down)\.(\d+)\.weight$")
 

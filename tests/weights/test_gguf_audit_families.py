@@ -49,10 +49,14 @@ CASES = {
     "mixtral-per-expert": ("MixtralForCausalLM", {**EXPERTS, "intermediate_size": 32}),
     "qwen3moe": ("Qwen3MoeForCausalLM", {**EXPERTS, "moe_intermediate_size": 32, "norm_topk_prob": True,
                                          "head_dim": 16}),
+    "qwen2moe": ("Qwen2MoeForCausalLM", {"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32,
+                                         "shared_expert_intermediate_size": 48}),
+    "granite": ("GraniteForCausalLM", {"embedding_multiplier": 3.0, "residual_multiplier": 0.5,
+                                       "attention_multiplier": 0.2, "logits_scaling": 4.0}),
 }
 # The families LLM.generate runs end to end (each GGUF-specific path once: q/k permutation, norm + 1 and
 # per-layer windows, fused projections, stacked experts); every family's logits are checked.
-GENERATE = ("llama", "gemma3", "phi3", "mixtral", "qwen3moe")
+GENERATE = ("llama", "gemma3", "phi3", "mixtral", "qwen3moe", "qwen2moe")
 PROMPTS = ["Hello world, the quick brown fox", "emoji 😀 family"]
 
 
