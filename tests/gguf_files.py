@@ -35,7 +35,7 @@ def finish_gguf(w: gguf.GGUFWriter) -> None:
 
 # llama.cpp's arch name of each HF architecture (Mistral and Mixtral convert to "llama"), as convert_hf_to_gguf.py
 CONVERTER_ARCH = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "llama", "MixtralForCausalLM": "llama",
-                  "GraniteForCausalLM": "granite", "Qwen2MoeForCausalLM": "qwen2moe",
+                  "GraniteForCausalLM": "granite", "Qwen2MoeForCausalLM": "qwen2moe", "OlmoeForCausalLM": "olmoe",
                   "Qwen2ForCausalLM": "qwen2", "Qwen3ForCausalLM": "qwen3", "Qwen3MoeForCausalLM": "qwen3moe",
                   "GemmaForCausalLM": "gemma", "Gemma2ForCausalLM": "gemma2", "Gemma3ForCausalLM": "gemma3",
                   "Phi3ForCausalLM": "phi3", "Olmo2ForCausalLM": "olmo2"}

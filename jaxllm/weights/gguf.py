@@ -48,6 +48,7 @@ SUPPORTED_GGUF_ARCHITECTURES = {
     "qwen3moe": "Qwen3MoeForCausalLM",
     "qwen2moe": "Qwen2MoeForCausalLM",
     "granite": "GraniteForCausalLM",
+    "olmoe": "OlmoeForCausalLM",
 }
 # Architectures whose q/k rows llama.cpp's converter permutes (LlamaModel and its subclasses).
 _PERMUTED_QK = ("llama", "granite")

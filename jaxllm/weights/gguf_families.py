@@ -109,8 +109,9 @@ def moe_config(ckpt, cfg: dict[str, Any]) -> dict[str, Any]:
     to its llama architecture; the experts' ffn size is feed_forward_length); qwen3moe / qwen2moe experts have
     expert_feed_forward_length, a layer without a router (``ffn_gate_inp``) is dense (``mlp_only_layers``), and
     the top-k weights are renormalized as llama.cpp's graphs do unless ``expert_weights_norm`` says otherwise
-    (qwen3moe always, as every released Qwen3-MoE config; qwen2moe never). Qwen2-MoE adds a shared expert of
-    expert_shared_feed_forward_length. Routing is softmax top-k in all."""
+    (qwen3moe always, as every released Qwen3-MoE config; qwen2moe and olmoe never; olmoe's experts have
+    feed_forward_length). Qwen2-MoE adds a shared expert of expert_shared_feed_forward_length. Routing is softmax
+    top-k in all."""
     arch, layers = ckpt.architecture, cfg["num_hidden_layers"]
     gating = ckpt.arch_key("expert_gating_func")
     if gating not in (None, 1):  # llama.cpp's LLAMA_EXPERT_GATING_FUNC_TYPE_SOFTMAX
@@ -121,6 +122,9 @@ def moe_config(ckpt, cfg: dict[str, Any]) -> dict[str, Any]:
         return {"architectures": ["MixtralForCausalLM"], "model_type": "mixtral", "num_local_experts":
                 ckpt.num_experts, "num_experts_per_tok": top_k, "intermediate_size": int(ffn)}
     norm, ffn = ckpt.arch_key("expert_weights_norm"), ckpt.arch_key("expert_feed_forward_length")
+    if arch == "olmoe":  # experts of feed_forward_length, top-k weights as llama.cpp's graph: not renormalized
+        return {"model_type": "olmoe", "num_experts": ckpt.num_experts, "num_experts_per_tok": top_k,
+                "norm_topk_prob": bool(norm), "attention_bias": "blk.0.attn_q.bias" in ckpt.tensor_keys()}
     if ffn is None:
         raise ValueError(f"GGUF {ckpt.path!r} has experts but no {arch}.expert_feed_forward_length")
     fields = {"num_experts": ckpt.num_experts, "num_experts_per_tok": top_k, "moe_intermediate_size": int(ffn),

@@ -56,7 +56,8 @@ _LAYER_RE = re.compile(r"^blk\.(\d+)\.(.+)$")
 # stores a layer's experts stacked ([E, F, D] / [E, D, F]); HF checkpoints keep one tensor per expert.
 MOE_BLOCKS = {"llama": ("block_sparse_moe", ("w1", "w3", "w2")),
               "qwen3moe": ("mlp", ("gate_proj", "up_proj", "down_proj")),
-              "qwen2moe": ("mlp", ("gate_proj", "up_proj", "down_proj"))}
+              "qwen2moe": ("mlp", ("gate_proj", "up_proj", "down_proj")),
+              "olmoe": ("mlp", ("gate_proj", "up_proj", "down_proj"))}
 _EXPERT_STACKS = ("ffn_gate_exps.weight", "ffn_up_exps.weight", "ffn_down_exps.weight")
 _LEGACY_EXPERT_RE = re.compile(r"^ffn_(gate|up|down)\.(\d+)\.weight$")
 
