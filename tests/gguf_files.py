@@ -36,9 +36,11 @@ def finish_gguf(w: gguf.GGUFWriter) -> None:
 # llama.cpp's arch name of each HF architecture (Mistral and Mixtral convert to "llama"), as convert_hf_to_gguf.py
 CONVERTER_ARCH = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "llama", "MixtralForCausalLM": "llama",
                   "GraniteForCausalLM": "granite", "Qwen2MoeForCausalLM": "qwen2moe", "OlmoeForCausalLM": "olmoe",
+                  "SmolLM3ForCausalLM": "smollm3",
                   "Qwen2ForCausalLM": "qwen2", "Qwen3ForCausalLM": "qwen3", "Qwen3MoeForCausalLM": "qwen3moe",
                   "GemmaForCausalLM": "gemma", "Gemma2ForCausalLM": "gemma2", "Gemma3ForCausalLM": "gemma3",
                   "Phi3ForCausalLM": "phi3", "Olmo2ForCausalLM": "olmo2"}
+PERMUTED = ("llama", "granite", "smollm3")  # the converter's LlamaModel subclasses: q/k rows permuted
 _EXPERT = re.compile(r"^model\.layers\.(\d+)\.(block_sparse_moe|mlp)\.experts\.(\d+)\.(\w+)\.weight$")
 
 
@@ -138,9 +140,9 @@ def write_hf_as_gguf(path, hf_dir, cfg, encoded: dict | None = None, per_expert:
         qtype = types.get(name, "F32")
         if qtype == "F32":
             arr = arr.astype(np.float32)
-        if arch in ("llama", "granite") and ".q_proj." in name:
+        if arch in PERMUTED and ".q_proj." in name:
             arr = permute_qk(arr, cfg.num_attention_heads)
-        elif arch in ("llama", "granite") and ".k_proj." in name:
+        elif arch in PERMUTED and ".k_proj." in name:
             arr = permute_qk(arr, cfg.num_key_value_heads)
         if arch.startswith("gemma") and name.endswith("norm.weight"):
             arr = arr + 1.0

@@ -9,7 +9,7 @@ safetensors path already understands, so the rest of jaxllm never sees GGUF:
   each tensor is dequantized on demand, so peak host memory is one dense tensor, not the model);
 - ``tokenizer()``: a ``transformers`` fast tokenizer rebuilt from the vocabulary, merges and chat template.
 
-llama.cpp's converter permutes the rows of ``q_proj``/``k_proj`` of llama (and granite) models (it rotates pairs of
+llama.cpp's converter permutes the rows of ``q_proj``/``k_proj`` of llama (granite, smollm3) models (it rotates pairs of
 adjacent dimensions, HF rotates the two halves of each head); ``tensors()`` undoes that. Qwen2/Qwen3, Gemma,
 Phi-3 and OLMo 2 files are written unpermuted (NeoX-style rope, like HF). The converter adds 1 to every Gemma
 norm weight (llama.cpp scales by w, HF by 1 + w): ``tensors()`` subtracts it. Per-architecture metadata (Gemma's
@@ -49,9 +49,10 @@ SUPPORTED_GGUF_ARCHITECTURES = {
     "qwen2moe": "Qwen2MoeForCausalLM",
     "granite": "GraniteForCausalLM",
     "olmoe": "OlmoeForCausalLM",
+    "smollm3": "SmolLM3ForCausalLM",  # llama.cpp skips rope on every 4th layer, transformers' default interval
 }
 # Architectures whose q/k rows llama.cpp's converter permutes (LlamaModel and its subclasses).
-_PERMUTED_QK = ("llama", "granite")
+_PERMUTED_QK = ("llama", "granite", "smollm3")
 # "llama" files with llama.expert_count > 0 are Mixtral (llama.cpp converts Mixtral to its llama architecture).
 
 # Tensor types dequantized (with gguf.quants) to float32. Names are gguf.GGMLQuantizationType names.
