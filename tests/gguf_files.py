@@ -20,7 +20,8 @@ def gguf_writer(path, arch: str, cfg) -> gguf.GGUFWriter:
     w.add_feed_forward_length(cfg.intermediate_size)
     w.add_head_count(cfg.num_attention_heads)
     w.add_head_count_kv(cfg.num_key_value_heads)
-    w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    if getattr(cfg, "rms_norm_eps", None) is not None:  # (LayerNorm families write their own epsilon)
+        w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
     w.add_vocab_size(cfg.vocab_size)
     return w
 
@@ -36,7 +37,7 @@ def finish_gguf(w: gguf.GGUFWriter) -> None:
 # llama.cpp's arch name of each HF architecture (Mistral and Mixtral convert to "llama"), as convert_hf_to_gguf.py
 CONVERTER_ARCH = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "llama", "MixtralForCausalLM": "llama",
                   "GraniteForCausalLM": "granite", "Qwen2MoeForCausalLM": "qwen2moe", "OlmoeForCausalLM": "olmoe",
-                  "SmolLM3ForCausalLM": "smollm3",
+                  "SmolLM3ForCausalLM": "smollm3", "Starcoder2ForCausalLM": "starcoder2",
                   "Qwen2ForCausalLM": "qwen2", "Qwen3ForCausalLM": "qwen3", "Qwen3MoeForCausalLM": "qwen3moe",
                   "GemmaForCausalLM": "gemma", "Gemma2ForCausalLM": "gemma2", "Gemma3ForCausalLM": "gemma3",
                   "Phi3ForCausalLM": "phi3", "Olmo2ForCausalLM": "olmo2"}
@@ -182,6 +183,8 @@ def _add_family_metadata(w: gguf.GGUFWriter, arch: str, cfg) -> None:
         w.add_expert_feed_forward_length(cfg.moe_intermediate_size)
     if getattr(cfg, "shared_expert_intermediate_size", None):
         w.add_expert_shared_feed_forward_length(cfg.shared_expert_intermediate_size)
+    if arch == "starcoder2":
+        w.add_layer_norm_eps(cfg.norm_epsilon)
     if arch == "granite":
         w.add_attention_scale(cfg.attention_multiplier)
         w.add_embedding_scale(cfg.embedding_multiplier)

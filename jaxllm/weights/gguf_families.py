@@ -1,4 +1,5 @@
-"""GGUF metadata -> HF config fields for Gemma 1/2/3, Phi-3, OLMo 2, Granite and MoE files (llama.cpp's keys).
+"""GGUF metadata -> HF config fields for Gemma 1/2/3, Phi-3, OLMo 2, Granite, Starcoder2 and MoE files (llama.cpp's
+keys).
 
 Each function takes the ``GGUFCheckpoint`` and the config built so far (sizes, rope_theta, eps, ...) and returns
 the fields to add. Values llama.cpp does not store but hard-codes per model are rebuilt its way:
@@ -100,8 +101,17 @@ def granite(ckpt, cfg: dict[str, Any]) -> dict[str, Any]:
     return fields if scaling is None else {**fields, "rope_scaling": scaling}
 
 
+def starcoder2(ckpt, cfg: dict[str, Any]) -> dict[str, Any]:
+    """LayerNorm epsilon, biases on every linear layer (``use_bias``), gelu-tanh MLP. llama.cpp keeps no sliding
+    window (pass ``hf_config_path`` for the base model's)."""
+    fields = {"hidden_act": "gelu_pytorch_tanh", "use_bias": "blk.0.attn_q.bias" in ckpt.tensor_keys(),
+              "norm_epsilon": _float_or_none(ckpt.arch_key("attention.layer_norm_epsilon", 1e-5))}
+    scaling = rope_scaling_from_metadata(ckpt, cfg)
+    return fields if scaling is None else {**fields, "rope_scaling": scaling}
+
+
 FAMILY_CONFIG = {"gemma": gemma, "gemma2": gemma2, "gemma3": gemma3, "phi3": phi3, "olmo2": olmo2,
-                 "granite": granite}
+                 "granite": granite, "starcoder2": starcoder2}
 
 
 def moe_config(ckpt, cfg: dict[str, Any]) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 A GGUF names weights ``blk.N.attn_q.weight`` where a HF checkpoint has ``model.layers.N.self_attn.q_proj.weight``;
 a few llama.cpp names mean different HF tensors per architecture (Gemma 2/3's ``ffn_norm``, Phi-3's fused
-projections, the MoE router and Qwen2-MoE's shared expert), and one stacked expert tensor holds what HF keeps as one tensor per expert. llama.cpp's converter also interleaves the rotary halves of llama's q/k rows; ``unpermute_qk``
+projections, the MoE router and Qwen2-MoE's shared expert, Starcoder2's plain MLP and LayerNorm biases), and one stacked expert tensor holds what HF keeps as one tensor per expert. llama.cpp's converter also interleaves the rotary halves of llama's q/k rows; ``unpermute_qk``
 restores HF's order (``permute_qk`` is its inverse, for writing test files). Kept apart from the file reader
 because it is a fixed translation table, independent of how the file is parsed.
 """
@@ -17,6 +17,7 @@ _GLOBAL_TENSORS = {
     "token_embd.weight": "model.embed_tokens.weight",
     "output_norm.weight": "model.norm.weight",
     "output.weight": "lm_head.weight",
+    "output_norm.bias": "model.norm.bias",
 }
 _LAYER_TENSORS = {
     "attn_norm.weight": "input_layernorm.weight",
@@ -44,6 +45,9 @@ _ARCH_LAYER_TENSORS = {
     "gemma2": {"ffn_norm.weight": "pre_feedforward_layernorm.weight"},
     "gemma3": {"ffn_norm.weight": "pre_feedforward_layernorm.weight"},
     "phi3": {"attn_qkv.weight": "self_attn.qkv_proj.weight", "ffn_up.weight": "mlp.gate_up_proj.weight"},
+    "starcoder2": {"attn_norm.bias": "input_layernorm.bias", "ffn_norm.bias": "post_attention_layernorm.bias",
+                   "ffn_up.weight": "mlp.c_fc.weight", "ffn_up.bias": "mlp.c_fc.bias",
+                   "ffn_down.weight": "mlp.c_proj.weight", "ffn_down.bias": "mlp.c_proj.bias"},
     "qwen2moe": {"ffn_gate_inp_shexp.weight": "mlp.shared_expert_gate.weight",
                  "ffn_gate_shexp.weight": "mlp.shared_expert.gate_proj.weight",
                  "ffn_up_shexp.weight": "mlp.shared_expert.up_proj.weight",
