@@ -38,6 +38,7 @@ def finish_gguf(w: gguf.GGUFWriter) -> None:
 CONVERTER_ARCH = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "llama", "MixtralForCausalLM": "llama",
                   "GraniteForCausalLM": "granite", "Qwen2MoeForCausalLM": "qwen2moe", "OlmoeForCausalLM": "olmoe",
                   "SmolLM3ForCausalLM": "smollm3", "Starcoder2ForCausalLM": "starcoder2",
+                  "CohereForCausalLM": "command-r",
                   "Qwen2ForCausalLM": "qwen2", "Qwen3ForCausalLM": "qwen3", "Qwen3MoeForCausalLM": "qwen3moe",
                   "GemmaForCausalLM": "gemma", "Gemma2ForCausalLM": "gemma2", "Gemma3ForCausalLM": "gemma3",
                   "Phi3ForCausalLM": "phi3", "Olmo2ForCausalLM": "olmo2"}
@@ -134,7 +135,8 @@ def write_hf_as_gguf(path, hf_dir, cfg, encoded: dict | None = None, per_expert:
     tensors, types = _checkpoint_tensors(hf_dir), {}
     for name, (type_name, raw) in (encoded or {}).items():
         tensors[name], types[name] = raw, type_name
-    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.upper()], cfg.num_hidden_layers)
+    model_arch = {name: a for a, name in gguf.MODEL_ARCH_NAMES.items()}[arch]
+    names = gguf.get_tensor_name_map(model_arch, cfg.num_hidden_layers)
     if not per_expert:
         tensors, types = _stack_experts(tensors, types)
     for name, arr in tensors.items():
@@ -185,6 +187,9 @@ def _add_family_metadata(w: gguf.GGUFWriter, arch: str, cfg) -> None:
         w.add_expert_shared_feed_forward_length(cfg.shared_expert_intermediate_size)
     if arch == "starcoder2":
         w.add_layer_norm_eps(cfg.norm_epsilon)
+    if arch == "command-r":
+        w.add_layer_norm_eps(cfg.layer_norm_eps)
+        w.add_logit_scale(cfg.logit_scale)
     if arch == "granite":
         w.add_attention_scale(cfg.attention_multiplier)
         w.add_embedding_scale(cfg.embedding_multiplier)

@@ -51,6 +51,7 @@ SUPPORTED_GGUF_ARCHITECTURES = {
     "olmoe": "OlmoeForCausalLM",
     "smollm3": "SmolLM3ForCausalLM",  # llama.cpp skips rope on every 4th layer, transformers' default interval
     "starcoder2": "Starcoder2ForCausalLM",
+    "command-r": "CohereForCausalLM",
 }
 # Architectures whose q/k rows llama.cpp's converter permutes (LlamaModel and its subclasses).
 _PERMUTED_QK = ("llama", "granite", "smollm3")

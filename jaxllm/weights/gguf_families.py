@@ -1,5 +1,5 @@
-"""GGUF metadata -> HF config fields for Gemma 1/2/3, Phi-3, OLMo 2, Granite, Starcoder2 and MoE files (llama.cpp's
-keys).
+"""GGUF metadata -> HF config fields for Gemma 1/2/3, Phi-3, OLMo 2, Granite, Starcoder2, Command-R and MoE files
+(llama.cpp's keys).
 
 Each function takes the ``GGUFCheckpoint`` and the config built so far (sizes, rope_theta, eps, ...) and returns
 the fields to add. Values llama.cpp does not store but hard-codes per model are rebuilt its way:
@@ -110,8 +110,16 @@ def starcoder2(ckpt, cfg: dict[str, Any]) -> dict[str, Any]:
     return fields if scaling is None else {**fields, "rope_scaling": scaling}
 
 
+def command_r(ckpt, cfg: dict[str, Any]) -> dict[str, Any]:
+    """Cohere: LayerNorm epsilon, ``logit_scale``, per-head q/k norms when the file has them (Command-R+). The
+    converter writes no rope scaling and leaves q/k rows as they are (Cohere's rope is interleaved already)."""
+    return {"layer_norm_eps": _float_or_none(ckpt.arch_key("attention.layer_norm_epsilon", 1e-5)),
+            "logit_scale": _float_or_none(ckpt.arch_key("logit_scale", 0.0625)),
+            "use_qk_norm": "blk.0.attn_q_norm.weight" in ckpt.tensor_keys()}
+
+
 FAMILY_CONFIG = {"gemma": gemma, "gemma2": gemma2, "gemma3": gemma3, "phi3": phi3, "olmo2": olmo2,
-                 "granite": granite, "starcoder2": starcoder2}
+                 "granite": granite, "starcoder2": starcoder2, "command-r": command_r}
 
 
 def moe_config(ckpt, cfg: dict[str, Any]) -> dict[str, Any]:

@@ -55,6 +55,8 @@ CASES = {
                                    "rms_norm_eps": 1e-5}),
     "smollm3": ("SmolLM3ForCausalLM", {**SPECIAL, "num_hidden_layers": 4}),  # layer 3 without rope
     "starcoder2": ("Starcoder2ForCausalLM", {**SPECIAL, "norm_epsilon": 1e-4}),
+    "command-r": ("CohereForCausalLM", {**SPECIAL, "logit_scale": 0.25}),
+    "command-r-plus": ("CohereForCausalLM", {**SPECIAL, "use_qk_norm": True, "layer_norm_eps": 1e-4}),
     "granite": ("GraniteForCausalLM", {"embedding_multiplier": 3.0, "residual_multiplier": 0.5,
                                        "attention_multiplier": 0.2, "logits_scaling": 4.0}),
 }
