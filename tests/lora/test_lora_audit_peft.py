@@ -1,6 +1,7 @@
 """LoRA audit against PEFT: adapter variants (rank 1, float alpha, rsLoRA, ``layers_to_transform``,
 ``target_modules="all-linear"``, full module paths) and the decoder families beside Llama (Qwen2's qkv biases
-and tied embeddings, Qwen3's q/k norms, Gemma2's soft-capping, Phi3's fused projections) give PEFT's merged
+and tied embeddings, Qwen3's and Olmo2's q/k norms, Gemma2's soft-capping, Gemma3's sliding windows, Phi3's fused
+projections) give PEFT's merged
 model's greedy tokens and prompt logprobs; a batch mixing the base model and several adapters equals each
 prompt run alone."""
 
@@ -110,6 +111,8 @@ FAMILIES = {  # arch: (config overrides, PEFT target modules)
     "Qwen2ForCausalLM": ({"tie_word_embeddings": True}, ["q_proj", "k_proj", "v_proj", "o_proj", "down_proj"]),
     "Qwen3ForCausalLM": ({"head_dim": 16}, ["q_proj", "k_proj", "gate_proj", "up_proj"]),
     "Gemma2ForCausalLM": ({"head_dim": 16}, ["q_proj", "v_proj", "o_proj", "gate_proj", "down_proj"]),
+    "Gemma3ForCausalLM": ({"head_dim": 16, "sliding_window": 8}, ["k_proj", "v_proj", "up_proj"]),
+    "Olmo2ForCausalLM": ({}, ["q_proj", "k_proj", "o_proj", "gate_proj"]),
     "Phi3ForCausalLM": ({"pad_token_id": 0}, ["o_proj", "down_proj"]),  # the fused qkv / gate_up: see below
 }
 
