@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 from hf_models import hf_greedy, save_tiny_model
 from lora_adapters import save_peft_adapter
@@ -116,3 +117,25 @@ def test_chat_with_an_adapter(tmp_path):
     assert list(out.outputs[0].token_ids) == hf_greedy(ref, list(out.prompt_token_ids), 3)
     plain = llm.chat(messages, GREEDY, use_tqdm=False)[0]
     assert list(plain.outputs[0].token_ids) == hf_greedy(base, list(plain.prompt_token_ids), 3)
+
+
+def test_chunked_prefills_and_prompt_logprobs_across_adapter_swaps(setup):
+    """Prompts longer than the token budget (several prefill chunks each) under three adapters and one device
+    slot: every chunk runs with its own adapter whatever ran between, so prompt logprobs and tokens are the
+    merged models'."""
+    from hf_models import hf_logprobs
+
+    root, base, refs, _ = setup
+    refs = {**refs, None: base}
+    llm = LLM(str(root / "base"), skip_tokenizer_init=True, max_num_seqs=4, max_num_batched_tokens=16,
+              enforce_eager=True, enable_lora=True, max_loras=1, max_lora_rank=8)
+    plan = ["a", "b", None, "c"]
+    prompts = [[(7 * i + 3 * j) % 250 + 1 for j in range(40 + 5 * i)] for i in range(len(plan))]
+    params = SamplingParams(temperature=0, max_tokens=3, ignore_eos=True, prompt_logprobs=0)
+    loras = [None if a is None else LoRARequest(a, ord(a), str(root / a)) for a in plan]
+    outs = llm.generate([{"prompt_token_ids": p} for p in prompts], params, lora_request=loras, use_tqdm=False)
+    for out, adapter, prompt in zip(outs, plan, prompts):
+        assert list(out.outputs[0].token_ids) == hf_greedy(refs[adapter], prompt, 3)
+        ref = hf_logprobs(refs[adapter], prompt).numpy()
+        got = [next(iter(d.values())).logprob for d in out.prompt_logprobs[1:]]
+        assert abs(np.array(got) - [ref[i, prompt[i + 1]] for i in range(len(prompt) - 1)]).max() < 3e-4
