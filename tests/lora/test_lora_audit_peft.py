@@ -138,3 +138,16 @@ def test_phi3_fused_projections_are_a_clear_error(tmp_path):
         llm.generate([{"prompt_token_ids": [1, 2, 3]}], GREEDY, lora_request=LoRARequest("qkv", 1,
                                                                                          str(tmp_path / "qkv")))
     assert not llm.llm_engine.has_unfinished_requests()
+
+
+def test_seeded_sampling_with_adapters_equals_each_prompt_alone(llama):
+    """Seeded sampling (n=2) under adapters: a request's samples do not depend on the adapters beside it."""
+    root, _, requests = llama
+    llm = make_llm(root / "base", max_loras=2)
+    plan = ["float-alpha", "all-linear", None, "paths"]
+    prompts = [{"prompt_token_ids": PROMPTS[i % 3]} for i in range(len(plan))]
+    params = SamplingParams(temperature=1.0, seed=7, n=2, max_tokens=NUM_TOKENS, ignore_eos=True)
+    mixed = llm.generate(prompts, params, lora_request=[requests[a] for a in plan], use_tqdm=False)
+    for prompt, adapter, out in zip(prompts, plan, mixed):
+        alone = llm.generate([prompt], params, lora_request=requests[adapter], use_tqdm=False)[0]
+        assert [list(c.token_ids) for c in alone.outputs] == [list(c.token_ids) for c in out.outputs]
