@@ -139,3 +139,17 @@ def test_chunked_prefills_and_prompt_logprobs_across_adapter_swaps(setup):
         ref = hf_logprobs(refs[adapter], prompt).numpy()
         got = [next(iter(d.values())).logprob for d in out.prompt_logprobs[1:]]
         assert abs(np.array(got) - [ref[i, prompt[i + 1]] for i in range(len(prompt) - 1)]).max() < 3e-4
+
+
+def test_lora_path_forms(setup, monkeypatch):
+    """``lora_path`` as vLLM resolves it: ``~/...`` expanded, a relative path from the working directory, and
+    any other name taken for a HF hub repo id (an unknown one is a ValueError naming it)."""
+    root, _, refs, llm = setup
+    want = hf_greedy(refs["b"], PROMPTS[0]["prompt_token_ids"], 3)
+    monkeypatch.setenv("HOME", str(root))
+    monkeypatch.chdir(root)
+    for i, path in enumerate(("~/b", "b", "./b")):
+        out = llm.generate(PROMPTS[:1], GREEDY, lora_request=LoRARequest(f"b{i}", 21 + i, path), use_tqdm=False)
+        assert list(out[0].outputs[0].token_ids) == want
+    check_refused(llm, LoRARequest("hub", 31, "no-such-owner-jaxllm/no-such-adapter"),
+                  "'no-such-owner-jaxllm/no-such-adapter' is not a folder, and not a HF hub repo id")
