@@ -153,3 +153,10 @@ def test_lora_path_forms(setup, monkeypatch):
         assert list(out[0].outputs[0].token_ids) == want
     check_refused(llm, LoRARequest("hub", 31, "no-such-owner-jaxllm/no-such-adapter"),
                   "'no-such-owner-jaxllm/no-such-adapter' is not a folder, and not a HF hub repo id")
+
+
+def test_enable_lora_on_a_moe_model_is_a_clear_error(tmp_path):
+    save_tiny_model(tmp_path / "moe", "MixtralForCausalLM", num_local_experts=4, num_experts_per_tok=2)
+    with pytest.raises(ValueError, match="enable_lora=True is not supported for MixtralForCausalLM"):
+        LLM(str(tmp_path / "moe"), skip_tokenizer_init=True, max_num_seqs=2, max_num_batched_tokens=16,
+            enforce_eager=True, enable_lora=True)
