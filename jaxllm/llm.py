@@ -16,8 +16,8 @@ from jaxllm.inputs import (
     as_params_list,
     as_prompt_list,
     check_tokenization_kwargs,
-    priority_list,
     is_embeds_prompt,
+    priority_list,
     split_cache_salt,
     tokenize_prompt,
 )

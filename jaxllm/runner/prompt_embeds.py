@@ -13,6 +13,7 @@ import jax
 import numpy as np
 
 from jaxllm.engine.batch import ScheduledBatch
+from jaxllm.parallel.multihost import program_arg
 from jaxllm.runner.buckets import Bucket
 
 
@@ -59,15 +60,16 @@ class PromptEmbedsInput:
                 jax.ShapeDtypeStruct((T, self.hidden_size), self.dtype, sharding=self.sharding))
 
     def empty(self, bucket: Bucket) -> tuple:
-        """Every token takes its id's embedding (device arrays kept per bucket: no transfer per step)."""
+        """Every token takes its id's embedding."""
         T = bucket.num_tokens
         if T not in self._empty:
             self._empty[T] = (jax.device_put(np.zeros(T, np.bool_), self.sharding),
                               jax.device_put(np.zeros((T, self.hidden_size), self.dtype), self.sharding))
+            # (kept on the device: the all-false input costs no transfer per step)
         return self._empty[T]
 
     def step(self, batch: ScheduledBatch, bucket: Bucket, query_start_loc: np.ndarray) -> tuple:
         packed = pack_prompt_embeds(batch, query_start_loc, bucket.num_tokens, self.hidden_size, self.dtype)
         if packed is None:
             return self.empty(bucket)
-        return tuple(jax.device_put(a, self.sharding) for a in packed)
+        return tuple(program_arg(a, self.sharding) for a in packed)
