@@ -86,6 +86,7 @@ class ModelRunner(ProgramLowering, StartupPrograms, SleepMode, WeightUpdates):
         self.max_blocks_per_seq = -(-args.max_model_len // args.block_size)
         self.speculative_config = SpeculativeConfig.from_dict(args.speculative_config)
         self.max_logprobs = args.max_logprobs  # the logprobs width of requests above MAX_LOGPROBS (-1: vocab)
+        self.logprobs_mode = args.logprobs_mode  # what logprobs report (jaxllm/models/sampler_logprobs.py)
         # (enforce_eager compiles every program on first use: nothing is left for a background thread)
         self.background_compile = (bool(args.background_compile) and self.compiles_in_background
                                    and not args.enforce_eager)
@@ -146,7 +147,7 @@ class ModelRunner(ProgramLowering, StartupPrograms, SleepMode, WeightUpdates):
         self._forward = make_forward(self.graphdef, self._treedef, mesh, with_lora=lora is not None,
                                      with_embeds=self.prompt_embeds is not None)
         self._sample = make_sample()
-        self._prompt_lp = make_prompt_logprobs(self.graphdef, self._treedef)
+        self._prompt_lp = make_prompt_logprobs(self.graphdef, self._treedef, self.logprobs_mode)
         # held while a step or a background first run takes the (donated) cache, and while sleep mode frees it:
         # code that reads kv_caches while the background thread may run programs holds it too
         self.device_lock = threading.RLock()
@@ -258,7 +259,7 @@ class ModelRunner(ProgramLowering, StartupPrograms, SleepMode, WeightUpdates):
         decoding the program also verifies the drafts (``spec_rows.py``)."""
         rows, seqs = step.num_seqs, step.batch.seqs
         md, sampler_config = build_sampling_metadata(self.spec.rows(seqs), rows, self.cfg.vocab_size,
-                                                     self.max_logprobs)
+                                                     self.max_logprobs, self.logprobs_mode)
         if sampler_config.greedy_only and not self.spec.enabled:  # the forward's argmax: no sampler program
             self._prev_tokens = step.greedy.token_ids
             self._set_sampled(step, step.greedy)

@@ -22,7 +22,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxllm.models.lora import layer_loras
-from jaxllm.models.sampler import sample, token_logprobs
+from jaxllm.models.sampler import sample
+from jaxllm.models.sampler_logprobs import prompt_token_logprobs
 from jaxllm.runner.input_batch import unpack_step_inputs
 from jaxllm.runner.sampler_config import GREEDY_CONFIG
 from jaxllm.runner.sampling_metadata import unpack_sampling_metadata
@@ -106,11 +107,13 @@ def make_sample():
     return jax.jit(_sample_packed, static_argnames=("config", "out_rows"))
 
 
-def _prompt_logprobs(graphdef, treedef, params, hidden, targets, *, k: int):
-    """hidden [N, D], targets [N] -> logprob/rank of each target and the top-k, from raw logits."""
+def _prompt_logprobs(graphdef, treedef, params, hidden, targets, *, k: int, logprobs_mode: str):
+    """hidden [N, D], targets [N] -> value/rank of each target and the top-k, from the raw logits
+    (``prompt_token_logprobs``: log_softmax or the logits themselves, by ``logprobs_mode``)."""
     model = nnx.merge(graphdef, jax.tree_util.tree_unflatten(treedef, params))
-    return token_logprobs(model.compute_logits(hidden), targets, k)
+    return prompt_token_logprobs(model.compute_logits(hidden), targets, k, logprobs_mode)
 
 
-def make_prompt_logprobs(graphdef, treedef):
-    return jax.jit(functools.partial(_prompt_logprobs, graphdef, treedef), static_argnames=("k",))
+def make_prompt_logprobs(graphdef, treedef, logprobs_mode: str = "raw_logprobs"):
+    return jax.jit(functools.partial(_prompt_logprobs, graphdef, treedef, logprobs_mode=logprobs_mode),
+                   static_argnames=("k",))
