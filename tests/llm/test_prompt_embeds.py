@@ -127,3 +127,21 @@ def test_options_embeddings_cannot_take(llm, llama_llm, table):
         llm.generate([{**embeds, "prompt": "hi"}], GREEDY, use_tqdm=False)
     with pytest.raises(ValueError, match="prompt_embeds prompts are supported by LLM.generate only"):
         llm.beam_search([embeds], BeamSearchParams(beam_width=2, max_tokens=1))
+
+
+def test_n_samples_and_ngram_speculation_stay_exact(llama_dir, llm, table):
+    ids = _ids(19, 50) * 2  # repeats: the n-gram proposer drafts from the generated ids
+    params = SamplingParams(temperature=0.8, seed=3, max_tokens=10, n=2, ignore_eos=True)
+    samples = [list(c.token_ids) for c in llm.generate([ids], params, use_tqdm=False)[0].outputs]
+    got = llm.generate({"prompt_embeds": table[ids]}, params, use_tqdm=False)[0]
+    assert [list(c.token_ids) for c in got.outputs] == samples and samples[0] != samples[1]
+    want = _tokens(llm.generate([ids], GREEDY, use_tqdm=False))[0]
+    spec = LLM(str(llama_dir[0]), enable_prompt_embeds=True, max_num_seqs=2, max_num_batched_tokens=64,
+               enforce_eager=True, speculative_config={"method": "ngram", "num_speculative_tokens": 2,
+                                                       "prompt_lookup_max": 3})
+    assert _tokens(spec.generate({"prompt_embeds": table[ids]}, GREEDY, use_tqdm=False))[0] == want
+
+
+def test_pooling_runners_refuse_the_option(llama_dir):
+    with pytest.raises(ValueError, match="enable_prompt_embeds=True is supported with the generate runner only"):
+        LLM(str(llama_dir[0]), runner="pooling", enable_prompt_embeds=True, enforce_eager=True)
