@@ -145,3 +145,11 @@ def test_n_samples_and_ngram_speculation_stay_exact(llama_dir, llm, table):
 def test_pooling_runners_refuse_the_option(llama_dir):
     with pytest.raises(ValueError, match="enable_prompt_embeds=True is supported with the generate runner only"):
         LLM(str(llama_dir[0]), runner="pooling", enable_prompt_embeds=True, enforce_eager=True)
+
+
+def test_truncate_prompt_tokens_keeps_the_last_rows(llm, table):
+    ids = _ids(30, 60)
+    params = SamplingParams(temperature=0.0, max_tokens=6, ignore_eos=True, truncate_prompt_tokens=9)
+    want = llm.generate([ids], params, use_tqdm=False)[0]
+    got = llm.generate({"prompt_embeds": table[ids]}, params, use_tqdm=False)[0]
+    assert got.prompt_token_ids == [0] * 9 and _tokens([got]) == _tokens([want])
