@@ -79,6 +79,7 @@ class EngineArgs:
     tokenizer: str | None = None
     tokenizer_mode: str = "auto"
     skip_tokenizer_init: bool = False
+    enable_prompt_embeds: bool = False  # EmbedsPrompt inputs ({"prompt_embeds": [T, hidden_size]}) in generate
     trust_remote_code: bool = False
     revision: str | None = None
     tokenizer_revision: str | None = None
@@ -205,7 +206,7 @@ class EngineArgs:
             raise TypeError(f"seed must be an int, got {self.seed!r}")
         for name in ("enable_prefix_caching", "async_scheduling", "skip_tokenizer_init", "trust_remote_code",
                      "enforce_eager", "disable_log_stats", "disable_custom_all_reduce", "enable_sleep_mode",
-                     "enable_lora", "enable_expert_parallel"):
+                     "enable_lora", "enable_expert_parallel", "enable_prompt_embeds"):
             check_bool(name, getattr(self, name))
         for name in ("allow_long_max_model_len", "background_compile"):
             if getattr(self, name) is not None:

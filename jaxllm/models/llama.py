@@ -93,6 +93,7 @@ class LlamaForCausalLM(nnx.Module):
     """Decoder-only transformer with SwiGLU MLPs, RMSNorm and rotary embeddings."""
 
     supports_lora = True  # forward_paged takes per-layer LoRA adapters (jaxllm/models/lora.py)
+    supports_prompt_embeds = True  # forward_paged takes rows that replace token embeddings
 
     def __init__(self, cfg: ModelConfig, *, dtype=None, rngs: nnx.Rngs | None = None):
         dtype = jnp.dtype(dtype or cfg.dtype)
@@ -108,9 +109,12 @@ class LlamaForCausalLM(nnx.Module):
         else:
             self.lm_head = param((cfg.vocab_size, cfg.hidden_size), dtype, ("vocab", "embed"), rngs=rngs)
 
-    def _backbone(self, input_ids, positions, attend, kv_caches, lora=None):
+    def _backbone(self, input_ids, positions, attend, kv_caches, lora=None, prompt_embeds=None):
         cfg = self.config
         x = jnp.take(self.embed[...], input_ids, axis=0)
+        if prompt_embeds is not None:  # (is_embed [T], rows [T, D]): the caller's rows replace the lookup's
+            is_embed, rows = prompt_embeds
+            x = jnp.where(is_embed[:, None], rows.astype(x.dtype), x)
         if cfg.embed_scale:  # the scale in the activation dtype, as HF (bf16 rounds sqrt(D))
             x = x * jnp.asarray(cfg.hidden_size ** 0.5, x.dtype)
         if cfg.embedding_multiplier != 1.0:  # Granite
@@ -157,8 +161,10 @@ class LlamaForCausalLM(nnx.Module):
 
     def forward_paged(self, input_ids: jax.Array, positions: jax.Array, kv_caches: list[jax.Array],
                       metadata: AttentionMetadata, attention_impl: str | None = None, mesh=None,
-                      lora: list[LayerLoRA] | None = None):
+                      lora: list[LayerLoRA] | None = None, prompt_embeds=None):
         """Engine path: ids/positions [T] -> (hidden [T, D], updated kv_caches). ``mesh``: run attention per
-        tensor-parallel shard (see PagedAttention). ``lora``: one LayerLoRA per layer (multi-LoRA), or None."""
+        tensor-parallel shard (see PagedAttention). ``lora``: one LayerLoRA per layer (multi-LoRA), or None.
+        ``prompt_embeds``: (is_embed [T] bool, rows [T, D]) or None: flagged tokens take their row in place of
+        their id's embedding (before Gemma's sqrt(D) scale, which applies to both, as in HF)."""
         return self._backbone(input_ids, positions, PagedAttention(metadata, attention_impl, mesh), kv_caches,
-                              lora)
+                              lora, prompt_embeds)

@@ -198,7 +198,8 @@ class StartupPrograms:
                 if not (self.weights_on_device and self.kv_cache_on_device):
                     return
                 self.kv_caches, out, _, _ = fn(self.params, self.kv_caches, self._padding_step(key.bucket, warm_up),
-                                               self._prev_tokens, self._lora_stacks())
+                                               self._prev_tokens, self._lora_stacks(),
+                                               self._prompt_embeds_arg(key.bucket))
         else:
             logits = jax.device_put(np.zeros((key.num_seqs, self.cfg.vocab_size), np.float32), self._replicated)
             out = fn(logits, self._neutral_sampling(key.num_seqs, key.config),
