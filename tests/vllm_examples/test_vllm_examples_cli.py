@@ -82,3 +82,13 @@ def test_score_cli(run_cli, tmp_path):
 def test_bad_flag_value_names_the_keyword(run_cli):
     with pytest.raises(ValueError, match="gpu_memory_utilization"):
         run_cli("generate.py", *SMALL_FLAGS, "--gpu-memory-utilization", "1.5")
+
+
+def test_llm_engine_example(run_cli):
+    # EngineArgs.from_cli_args -> LLMEngine.from_engine_args, then add_request / step by hand
+    printed = run_cli("llm_engine_example.py", *SMALL_FLAGS)
+    reprs = {re.search(r"request_id=(\w+)", line).group(1): line
+             for line in printed.splitlines() if line.startswith("RequestOutput(")}
+    assert sorted(reprs) == ["0", "1", "2"] and all("finished=True" in r for r in reprs.values())
+    assert reprs["2"].count("CompletionOutput(") == 2  # n=2
+    assert "prompt_logprobs=[None, {" in reprs["0"]
