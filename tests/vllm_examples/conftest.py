@@ -22,9 +22,12 @@ SMALL = {"enforce_eager": True, "max_num_seqs": 4, "max_num_batched_tokens": 128
 SMALL_FLAGS = ["--enforce-eager", "--max-num-seqs", "4", "--max-num-batched-tokens", "128",
                "--max-model-len", "512"]
 _last: dict = {}
+# hub ids a script names -> the tiny checkpoint a test built in their place (``alias_model``)
+_ALIASES: dict[str, str] = {}
 
 
 def _llm_factory(model=jaxllm.DEFAULT_MODEL, **kwargs):
+    model = _ALIASES.get(model, model)
     for name, value in SMALL.items():
         kwargs.setdefault(name, value)
     key = (model, sorted(kwargs.items(), key=lambda kv: kv[0]))
@@ -43,6 +46,16 @@ def cached_llm():
 def _release_cached_llm():
     yield
     _last.clear()
+
+
+@pytest.fixture
+def alias_model(monkeypatch):
+    """``alias(hub_id, path)``: the scripts' ``LLM(model=hub_id)`` loads ``path`` during this test."""
+
+    def alias(hub_id, path):
+        monkeypatch.setitem(_ALIASES, hub_id, str(path))
+
+    return alias
 
 
 @pytest.fixture

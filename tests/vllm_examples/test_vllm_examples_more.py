@@ -1,0 +1,51 @@
+"""More of vLLM's offline examples, run through ``main()`` (conftest.py's harness)."""
+
+from __future__ import annotations
+
+import os
+import re
+
+from hf_models import save_tiny_model, save_tokenizer_with_template
+
+from jaxllm import SamplingParams
+
+
+def test_reproducibility(run_example):
+    (outputs, printed) = run_example("reproducibility.py")
+    texts = [out.outputs[0].text for out in outputs]
+    assert all(texts) and printed.count("Generated text:") == 4
+    # the same seed on a new engine: the same sampled texts
+    import jaxllm.llm
+
+    again = jaxllm.llm.LLM("HuggingFaceTB/SmolLM2-135M-Instruct", seed=42, enforce_eager=True, max_num_seqs=4,
+                           max_num_batched_tokens=128, max_model_len=512)
+    params = SamplingParams(temperature=0.8, top_p=0.95)
+    prompts = [out.prompt for out in outputs]
+    assert [o.outputs[0].text for o in again.generate(prompts, params, use_tqdm=False)] == texts
+
+
+def test_automatic_prefix_caching(run_example):
+    (first, second), printed = run_example("automatic_prefix_caching.py")
+    assert printed.count("Generation time:") == 2
+    shared = len(first[0].prompt_token_ids) // 16 * 16
+    assert second[0].num_cached_tokens >= shared - 32 > 0  # the table's blocks come from the cache
+    assert first[0].outputs[0].text and second[0].outputs[0].text
+
+
+def test_simple_profiling(run_example):
+    profile_dir, printed = run_example("simple_profiling.py")
+    assert printed.count("Generated text:") == 4
+    files = [f for _, _, names in os.walk(profile_dir) for f in names]
+    assert any(f.endswith(".xplane.pb") for f in files), files
+
+
+def test_context_extension(run_example, alias_model, tmp_path):
+    save_tiny_model(tmp_path, "Qwen3ForCausalLM", head_dim=16, vocab_size=448)  # the tokenizer's 421
+    save_tokenizer_with_template(tmp_path)
+    alias_model("Qwen/Qwen3-0.6B", tmp_path)
+    (llm, outputs), printed = run_example("context_extension.py")
+    assert printed.count("Generated text:") == 1 and outputs[0].outputs[0].token_ids
+    rope = llm.llm_engine.model_config.rope  # hf_overrides' rope_parameters: YaRN over the checkpoint's rope
+    assert (rope.theta, rope.rope_type, dict(rope.scaling)) == (
+        1e6, "yarn", {"factor": 4.0, "original_max_position_embeddings": 32768})
+    assert re.search(r"You are a helpful assistant", outputs[0].prompt)
