@@ -7,6 +7,8 @@ import re
 
 from hf_models import save_tiny_model, save_tokenizer_with_template
 
+from conftest import SMALL
+
 from jaxllm import SamplingParams
 
 
@@ -49,3 +51,30 @@ def test_context_extension(run_example, alias_model, tmp_path):
     assert (rope.theta, rope.rope_type, dict(rope.scaling)) == (
         1e6, "yarn", {"factor": 4.0, "original_max_position_embeddings": 32768})
     assert re.search(r"You are a helpful assistant", outputs[0].prompt)
+
+
+def test_multilora_inference(monkeypatch, tmp_path, capsys):
+    import runpy
+
+    from lora_adapters import save_peft_adapter
+
+    import jaxllm
+
+    base, adapter = tmp_path / "base", tmp_path / "sql_lora"
+    save_tiny_model(base, "LlamaForCausalLM", vocab_size=32064)  # the script stops on token 32003
+    save_tokenizer_with_template(base)
+    save_peft_adapter(base, adapter, r=8, alpha=16, targets=["q_proj", "v_proj"])
+
+    engine_args = jaxllm.EngineArgs
+
+    def small_engine_args(**kwargs):  # the harness's shapes; the script's own keywords win
+        return engine_args(**{**SMALL, "max_num_batched_tokens": 256, **kwargs, "model": str(base)})
+
+    monkeypatch.setattr(jaxllm, "EngineArgs", small_engine_args)
+    namespace = runpy.run_path(os.path.join(os.path.dirname(__file__), "multilora_inference.py"))
+    finished = namespace["main"](str(adapter))
+    assert sorted(out.request_id for out in finished) == ["0", "1", "2", "3"]
+    by_id = {out.request_id: out for out in finished}
+    assert by_id["2"].lora_request.lora_name == "sql-lora" and by_id["3"].lora_request.lora_name == "sql-lora2"
+    assert by_id["2"].outputs[0].token_ids == by_id["3"].outputs[0].token_ids  # the same adapter, greedy
+    assert capsys.readouterr().out.count("RequestOutput(") == 4
