@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import re
 
-from hf_models import save_tiny_model, save_tokenizer_with_template
-
+import pytest
 from conftest import SMALL
+from hf_models import save_tiny_model, save_tokenizer_with_template
 
 from jaxllm import SamplingParams
 
@@ -78,3 +78,18 @@ def test_multilora_inference(monkeypatch, tmp_path, capsys):
     assert by_id["2"].lora_request.lora_name == "sql-lora" and by_id["3"].lora_request.lora_name == "sql-lora2"
     assert by_id["2"].outputs[0].token_ids == by_id["3"].outputs[0].token_ids  # the same adapter, greedy
     assert capsys.readouterr().out.count("RequestOutput(") == 4
+
+
+def test_unbuilt_features_of_examples_fail_clearly(run_example):
+    """prompt_embed_inference.py and the logits_processor examples: a ValueError naming the feature."""
+    import numpy as np
+
+    import jaxllm.llm
+
+    with pytest.raises(ValueError, match="enable_prompt_embeds"):
+        jaxllm.llm.LLM("HuggingFaceTB/SmolLM2-135M-Instruct", enable_prompt_embeds=True)
+    with pytest.raises(ValueError, match="logits_processors"):
+        jaxllm.llm.LLM("HuggingFaceTB/SmolLM2-135M-Instruct", logits_processors=[object])
+    llm = jaxllm.LLM(model="HuggingFaceTB/SmolLM2-135M-Instruct")  # the harness's (cached) engine
+    with pytest.raises(ValueError, match="prompt_embeds"):
+        llm.generate({"prompt_embeds": np.zeros((3, 576), np.float32)})
