@@ -93,3 +93,16 @@ def test_unbuilt_features_of_examples_fail_clearly(run_example):
     llm = jaxllm.LLM(model="HuggingFaceTB/SmolLM2-135M-Instruct")  # the harness's (cached) engine
     with pytest.raises(ValueError, match="prompt_embeds"):
         llm.generate({"prompt_embeds": np.zeros((3, 576), np.float32)})
+
+
+def test_structured_outputs(run_example):
+    pytest.importorskip("llguidance")
+    (choice, regex, json_text, grammar), printed = run_example("structured_outputs.py")
+    assert choice in ("Positive", "Negative")
+    # max_tokens=16 (the default) may stop each one early: what came is a prefix of a match
+    assert re.fullmatch(r"\w+(@(\w+(\.(c(om?)?)?)?)?)?", regex)  # "\n" is the stop string, left out
+    assert json_text.startswith("{")
+    matches = [f"SELECT {a} from {t} where {c}= {n}" for a in ("col_1 ", "col_2 ") for t in ("table_1 ", "table_2 ")
+               for c in ("col_1 ", "col_2 ") for n in ("1 ", "2 ")]
+    assert grammar and any(m.startswith(grammar) for m in matches), grammar
+    assert printed.count("Structured outputs by") == 4
