@@ -28,8 +28,9 @@ _ALIASES: dict[str, str] = {}
 
 def _llm_factory(model=jaxllm.DEFAULT_MODEL, **kwargs):
     model = _ALIASES.get(model, model)
-    for name, value in SMALL.items():
-        kwargs.setdefault(name, value)
+    for name, value in SMALL.items():  # unless the script sets them (None: "derive it", as not set)
+        if kwargs.get(name) is None:
+            kwargs[name] = value
     key = (model, sorted(kwargs.items(), key=lambda kv: kv[0]))
     if _last.get("key") != key:
         _last.clear()  # at most one cached LLM (each holds the model and a KV cache)
