@@ -106,3 +106,23 @@ def test_structured_outputs(run_example):
                for c in ("col_1 ", "col_2 ") for n in ("1 ", "2 ")]
     assert grammar and any(m.startswith(grammar) for m in matches), grammar
     assert printed.count("Structured outputs by") == 4
+
+
+def test_skip_loading_weights_in_engine_init(run_example, alias_model, tmp_path):
+    import jax
+
+    import jaxllm.llm
+
+    save_tiny_model(tmp_path, "LlamaForCausalLM", vocab_size=448, num_key_value_heads=4)  # 4 heads: tp=4
+    save_tokenizer_with_template(tmp_path)
+    alias_model("facebook/opt-13b", tmp_path)
+    llm, printed = run_example("skip_loading_weights_in_engine_init.py")
+    assert printed.count("Output:") == 8
+    real = jaxllm.llm.LLM(str(tmp_path), tensor_parallel_size=4, enforce_eager=True, max_num_seqs=4,
+                          max_num_batched_tokens=128, max_model_len=512)
+    for ours, ref in zip(jax.tree.leaves(llm.get_weights()), jax.tree.leaves(real.get_weights())):
+        assert (jax.device_get(ours) == jax.device_get(ref)).all()  # the checkpoint's weights, read again
+    greedy = SamplingParams(temperature=0, max_tokens=8)
+    prompt = ["The capital of France is " * 4]  # whole blocks: a prefix-cache hit would show stale KV
+    assert llm.generate(prompt, greedy, use_tqdm=False)[0].outputs[0].token_ids == \
+        real.generate(prompt, greedy, use_tqdm=False)[0].outputs[0].token_ids
