@@ -81,7 +81,8 @@ def test_multilora_inference(monkeypatch, tmp_path, capsys):
 
 
 def test_unbuilt_features_of_examples_fail_clearly(run_example):
-    """prompt_embed_inference.py and the logits_processor examples: a ValueError naming the feature."""
+    """prompt_embed_inference.py, the logits_processor examples and load_sharded_state.py: a ValueError naming
+    the feature."""
     import numpy as np
 
     import jaxllm.llm
@@ -90,6 +91,8 @@ def test_unbuilt_features_of_examples_fail_clearly(run_example):
         jaxllm.llm.LLM("HuggingFaceTB/SmolLM2-135M-Instruct", enable_prompt_embeds=True)
     with pytest.raises(ValueError, match="logits_processors"):
         jaxllm.llm.LLM("HuggingFaceTB/SmolLM2-135M-Instruct", logits_processors=[object])
+    with pytest.raises(ValueError, match="load_format"):  # load_sharded_state.py (jaxllm convert writes Orbax)
+        jaxllm.llm.LLM("HuggingFaceTB/SmolLM2-135M-Instruct", load_format="sharded_state")
     llm = jaxllm.LLM(model="HuggingFaceTB/SmolLM2-135M-Instruct")  # the harness's (cached) engine
     with pytest.raises(ValueError, match="prompt_embeds"):
         llm.generate({"prompt_embeds": np.zeros((3, 576), np.float32)})
