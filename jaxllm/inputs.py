@@ -148,9 +148,6 @@ def tokenize_prompt(index: int | str, prompt: Any, tokenizer,
     elif isinstance(prompt, dict):
         allowed = {"prompt_token_ids", "prompt"} if "prompt_token_ids" in prompt else {"prompt"}
         unsupported = sorted(set(prompt) - allowed)
-        if "prompt_embeds" in prompt:  # vLLM's EmbedsPrompt, with enable_prompt_embeds=True
-            raise ValueError(f"{label}: 'prompt_embeds' inputs are not supported (vLLM's enable_prompt_embeds); "
-                             "pass the text or its 'prompt_token_ids'")
         if "prompt" not in prompt and "prompt_token_ids" not in prompt:
             raise ValueError(f"{label}: a prompt dict needs 'prompt' or 'prompt_token_ids', "
                              f"got keys {sorted(prompt)}")

@@ -81,21 +81,39 @@ def test_multilora_inference(monkeypatch, tmp_path, capsys):
 
 
 def test_unbuilt_features_of_examples_fail_clearly(run_example):
-    """prompt_embed_inference.py, the logits_processor examples and load_sharded_state.py: a ValueError naming
-    the feature."""
+    """The logits_processor examples and load_sharded_state.py: a ValueError naming the feature."""
     import numpy as np
 
     import jaxllm.llm
 
-    with pytest.raises(ValueError, match="enable_prompt_embeds"):
-        jaxllm.llm.LLM("HuggingFaceTB/SmolLM2-135M-Instruct", enable_prompt_embeds=True)
     with pytest.raises(ValueError, match="logits_processors"):
         jaxllm.llm.LLM("HuggingFaceTB/SmolLM2-135M-Instruct", logits_processors=[object])
     with pytest.raises(ValueError, match="load_format"):  # load_sharded_state.py (jaxllm convert writes Orbax)
         jaxllm.llm.LLM("HuggingFaceTB/SmolLM2-135M-Instruct", load_format="sharded_state")
     llm = jaxllm.LLM(model="HuggingFaceTB/SmolLM2-135M-Instruct")  # the harness's (cached) engine
-    with pytest.raises(ValueError, match="prompt_embeds"):
+    with pytest.raises(ValueError, match="enable_prompt_embeds"):  # an engine built without the option
         llm.generate({"prompt_embeds": np.zeros((3, 576), np.float32)})
+
+
+def test_prompt_embed_inference(run_example, tmp_path):
+    import runpy
+
+    save_tiny_model(tmp_path, "LlamaForCausalLM", vocab_size=448)
+    save_tokenizer_with_template(tmp_path)
+    namespace = runpy.run_path(os.path.join(os.path.dirname(__file__), "prompt_embed_inference.py"))
+    llm, tokenizer, single, batch = namespace["main"](str(tmp_path))
+    assert len(single) == 1 and len(batch) == 3 and all(o.outputs[0].token_ids for o in single + batch)
+    # the embeddings of the chat's tokens give what its token ids give (greedy)
+    chat = [{"role": "user", "content": "Please tell me about the capital of France."}]
+    ids = tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_dict=True)["input_ids"]
+    greedy = SamplingParams(temperature=0, max_tokens=8)
+    import transformers
+
+    layer = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path)).get_input_embeddings()
+    by_embeds = llm.generate({"prompt_embeds": namespace["get_prompt_embeds"](chat, tokenizer, layer)}, greedy,
+                             use_tqdm=False)
+    by_ids = llm.generate({"prompt_token_ids": list(ids)}, greedy, use_tqdm=False)
+    assert by_embeds[0].outputs[0].token_ids == by_ids[0].outputs[0].token_ids
 
 
 def test_structured_outputs(run_example):
