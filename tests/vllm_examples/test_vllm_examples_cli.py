@@ -121,3 +121,20 @@ def test_spec_decode_ngram(run_cli, long_context_llama):
     texts = re.findall(r"generated text: (.*)", printed)
     plain = run_cli("spec_decode.py", *flags, "--enable-chunked-prefill", "--method", "None")
     assert re.findall(r"generated text: (.*)", plain) == texts and "Number of drafts" not in plain
+
+
+def test_data_parallel(run_cli, long_context_llama):
+    import jax
+
+    if len(jax.devices()) < 4:
+        pytest.skip("needs 4 devices (the tests' fake CPU devices)")
+    printed = run_cli("data_parallel.py", "--model", long_context_llama, "--dp-size", "2", "--tp-size", "2", "--enforce-eager", "--max-num-seqs",
+                      "4", "--max-model-len", "512")
+    texts = re.findall(r"Prompt (\d+): .*, Generated text: (.*)", printed)
+    assert [int(i) for i, _ in texts] == list(range(8)) and all(ast.literal_eval(t) for _, t in texts)
+    assert "Replicas: 2, devices: 4" in printed
+    llm = cached_llm()
+    lengths = [len(o.outputs[0].token_ids) for o in llm.generate(
+        ["The capital of France is"] * 2, [SamplingParams(temperature=0, max_tokens=n, ignore_eos=True)
+                                           for n in (16, 20)], use_tqdm=False)]
+    assert lengths == [16, 20]
