@@ -8,7 +8,7 @@ import re
 
 import numpy as np
 import pytest
-from conftest import SMALL_FLAGS, cached_llm
+from examples_harness import SMALL_FLAGS, cached_llm
 from hf_models import save_tiny_model, save_tokenizer_with_template
 from pooling.pooling_models import save_encoder, save_pair_tokenizer, save_seq_cls
 

@@ -6,7 +6,7 @@ import os
 import re
 
 import pytest
-from conftest import SMALL
+from examples_harness import SMALL
 from hf_models import save_tiny_model, save_tokenizer_with_template
 
 from jaxllm import SamplingParams
