@@ -65,7 +65,8 @@ def add_cli_args(parser, fields) -> Any:
 
 
 def from_cli_args(cls, args: argparse.Namespace):
-    """``cls`` (EngineArgs) from a parsed namespace: its fields' values, validated as ``LLM``'s keywords;
-    the namespace's other entries (sampling flags of the script) are left out."""
-    names = {f.name for f in dataclasses.fields(cls)}
+    """``cls`` (EngineArgs) from a parsed namespace: its fields' values (and vLLM's deprecated ``task``, which
+    older scripts set with ``parser.set_defaults``), validated as ``LLM``'s keywords; the namespace's other
+    entries (the script's own flags) are left out."""
+    names = {f.name for f in dataclasses.fields(cls)} | {"task"}
     return cls.from_kwargs({k: v for k, v in vars(args).items() if k in names})
