@@ -168,6 +168,20 @@ class EngineArgs:
     # a jaxllm.spec_decode.SpeculativeConfig (docs/spec_decode.md)
     speculative_config: Any = None
 
+    @staticmethod
+    def add_cli_args(parser):
+        """Add ``--field-name`` for every field to ``parser`` and return it (``jaxllm.engine_args_cli``)."""
+        from jaxllm import engine_args_cli
+
+        return engine_args_cli.add_cli_args(parser, dataclasses.fields(EngineArgs))
+
+    @classmethod
+    def from_cli_args(cls, args) -> EngineArgs:
+        """Validated args from a namespace parsed by a parser given ``add_cli_args``."""
+        from jaxllm import engine_args_cli
+
+        return engine_args_cli.from_cli_args(cls, args)
+
     @classmethod
     def from_kwargs(cls, kwargs: dict[str, Any]) -> EngineArgs:
         """Validated args from ``LLM``'s keywords (environment defaults applied)."""

@@ -9,6 +9,7 @@ from typing import Any
 from jaxllm import chat_utils
 from jaxllm.beam_search import BeamSearchOutput, beam_search
 from jaxllm.call_guard import CallGuard, serialized
+from jaxllm.engine.construction import register_engine_builder
 from jaxllm.engine_args import EngineArgs
 from jaxllm.in_memory import is_in_memory_model
 from jaxllm.inputs import (
@@ -217,3 +218,18 @@ class LLM(GenerateStartup, EngineControl, PoolingMixin):
                 bar.close()
         return [done[r] for r in request_ids]
 
+
+
+def _engine_of_args(engine_args: EngineArgs):
+    """``LLMEngine.from_engine_args``: the engine of an ``LLM`` built from the args' fields."""
+    import dataclasses
+
+    fields = {f.name: getattr(engine_args, f.name) for f in dataclasses.fields(engine_args)}
+    llm = LLM(**fields)
+    if llm.llm_engine is None:
+        raise ValueError(f"LLMEngine.from_engine_args: {engine_args.model!r} is a pooling encoder, which runs "
+                         "without an LLMEngine; use LLM(...).embed / classify / score")
+    return llm.llm_engine
+
+
+register_engine_builder(_engine_of_args)

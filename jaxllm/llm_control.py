@@ -19,6 +19,10 @@ logger = logging.getLogger("jaxllm")
 SLEEP_TAGS = ("weights", "kv_cache")
 
 
+# runner methods that replace the served weights: collective_rpc resets the prefix cache after them
+_WEIGHT_METHODS = ("reload_weights", "load_model_weights")
+
+
 class EngineControl:
     """Mixed into ``LLM`` (which owns ``llm_engine``, whose ``runner`` is the ModelRunner)."""
 
@@ -173,7 +177,10 @@ class EngineControl:
                 raise AttributeError(f"collective_rpc: the model runner has no method {method!r}")
             if not callable(fn):
                 raise TypeError(f"collective_rpc: the model runner's {method!r} is not a method")
-            return [getattr(runner, method)(*args, **kwargs) for runner in runners]
+            results = [getattr(runner, method)(*args, **kwargs) for runner in runners]
+            if method in _WEIGHT_METHODS and self.llm_engine is not None:
+                self.llm_engine.reset_prefix_cache()  # the cached KV came from the old weights
+            return results
         if callable(method):
             return [method(runner, *args, **kwargs) for runner in runners]
         raise TypeError(f"collective_rpc needs a method name or a callable, got {type(method).__name__}")

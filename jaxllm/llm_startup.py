@@ -111,6 +111,7 @@ class GenerateStartup:
         for runner_obj in [r for r in runners if r is not None] if not in_memory else ():
             # wake_up after sleep(level=2) reads the checkpoint again
             runner_obj.weights_source = functools.partial(build_model, args, source.on_mesh(runner_obj.mesh))
+            runner_obj.load_args = args  # update_config changes its load_format for reload_weights
         return runners
 
 

@@ -35,6 +35,7 @@ from ..structured_outputs.params import StructuredOutputsConfig
 from . import metrics as _metrics
 from .accessors import EngineAccessors
 from .constrained_steps import ConstrainedSteps
+from .construction import EngineConstruction
 from .detokenizer import TokenizerView
 from .engine_setup import check_engine_sizes, eos_id_list, make_block_manager
 from .host_tier import PreemptionCost
@@ -57,7 +58,7 @@ from .step_loop import StepLoop
 _POOLING_SAMPLING_PARAMS = SamplingParams(max_tokens=1, detokenize=False, output_kind=RequestOutputKind.FINAL_ONLY)
 
 
-class LLMEngine(EngineAccessors, ConstrainedSteps, StepLoop):
+class LLMEngine(EngineAccessors, ConstrainedSteps, StepLoop, EngineConstruction):
     """Continuous-batching engine over a paged KV cache of ``num_blocks`` x ``block_size`` tokens.
 
     ``eos_token_ids``: the first id is the primary EOS (finish_reason "stop", stop_reason None); further

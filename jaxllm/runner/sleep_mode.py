@@ -34,6 +34,7 @@ class SleepMode:
     _param_shardings: list | None = None
     # Builds the model again from its checkpoint (set by LLM): what reload_weights() reads.
     weights_source: Callable[[], Any] | None = None
+    load_args: Any = None  # the EngineArgs weights_source reads with (set by LLM; update_config changes it)
     # held while the cache or the weights are deleted (ModelRunner's lock: a background thread may be running a
     # program on them, ``StartupPrograms._run_program_once``)
     device_lock: Any = contextlib.nullcontext()
@@ -111,6 +112,20 @@ class SleepMode:
             raise RuntimeError("reload_weights: this runner has no weights_source to read the weights from")
         self.discard_weights()
         self.load_model_weights(self.weights_source())
+
+    def update_config(self, overrides: dict) -> None:
+        """vLLM's worker ``update_config``: ``{"load_config": {"load_format": ...}}`` sets the format that
+        ``reload_weights`` reads (load_format="dummy" at start-up, then the real weights). Other keys: ValueError."""
+        load = overrides.get("load_config") if isinstance(overrides, dict) else None
+        if set(overrides or {}) != {"load_config"} or not isinstance(load, dict) or set(load) != {"load_format"}:
+            raise ValueError(f"update_config supports only {{'load_config': {{'load_format': ...}}}}, got {overrides!r}")
+        if self.load_args is None:
+            raise RuntimeError("update_config: this runner's weights were not loaded from a checkpoint")
+        from jaxllm.engine_args import LOAD_FORMATS
+
+        if load["load_format"] not in LOAD_FORMATS:
+            raise ValueError(f"load_format must be one of {LOAD_FORMATS}, got {load['load_format']!r}")
+        self.load_args.load_format = load["load_format"]  # the EngineArgs that weights_source builds from
 
     def sleep_draft(self, level: int) -> None:
         """The draft model of draft-model speculation (``draft``, a runner with this mixin) sleeps as the

@@ -1,56 +1,14 @@
 """vLLM's documented offline examples, ported by changing the import (and the model: the embedded default),
-run against the real engine.
-
-Each script in this folder is run as written; the harness only adds ``enforce_eager=True`` and small shapes
-(``max_num_seqs=4, max_num_batched_tokens=128, max_model_len=512`` unless the script sets them) to its
-``LLM(...)`` calls: compiling the full bucket ladder of the default model takes minutes on a CPU, its reference
-attention reads every block of ``max_model_len`` (8192) per sequence, and the outputs are the same.
-It reuses the LLM of the previous script when the arguments match.
+run against the real engine through the harness in conftest.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-import runpy
 
 import pytest
 
-import jaxllm
 from jaxllm.engine_args import EngineArgs
-
-HERE = os.path.dirname(__file__)
-_last: dict = {}
-
-
-def _llm_factory(model, **kwargs):
-    kwargs.setdefault("enforce_eager", True)
-    kwargs.setdefault("max_num_seqs", 4)
-    kwargs.setdefault("max_num_batched_tokens", 128)
-    kwargs.setdefault("max_model_len", 512)
-    key = (model, tuple(sorted(kwargs.items())))
-    if _last.get("key") != key:
-        _last.clear()  # at most one cached LLM (each holds the model and a KV cache)
-        _last.update(key=key, llm=jaxllm.llm.LLM(model, **kwargs))
-    return _last["llm"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _release_cached_llm():
-    yield
-    _last.clear()
-
-
-@pytest.fixture
-def run_example(monkeypatch, capsys):
-    monkeypatch.setattr(jaxllm, "LLM", _llm_factory)
-
-    def run(name):
-        namespace = runpy.run_path(os.path.join(HERE, name))
-        result = namespace["main"]()
-        return result, capsys.readouterr().out
-
-    return run
 
 
 def test_basic(run_example):
