@@ -151,7 +151,7 @@ class SpecLayout:
     def sampled_drafts(self) -> bool:
         """Whether drafts may be sampled (a draft model proposes for random requests): the runner then also
         compiles the sampler variants that verify them (``SampleKey.sampled_drafts``)."""
-        return self.enabled and self.config.method == "draft_model"
+        return self.enabled and self.config.uses_draft_runner
 
     def verify_args(self, seqs: Sequence[ScheduledSeq], num_rows: int,
                     probs: DraftProbs | None = None) -> tuple[np.ndarray, ...]:

@@ -1,0 +1,167 @@
+"""LLM(speculative_config={"method": "eagle", "model": PATH, ...}) with a random EAGLE-1 head for the tiny Llama
+target, saved in the test: every proposal equals a torch reference of the head (fc over [embedding of token p + 1,
+the target's final hidden state at p], one Llama layer without its input norm, the target's LM head) through
+prefill chunks, rejections, prefix-cache hits and preemption; greedy outputs token-identical to no speculation;
+sampled drafts keep the target's distribution; strict loading and config validation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from hf_models import make_config
+from safetensors.torch import save_file
+from test_spec_decode_draft import ALWAYS, KW, PROMPTS, assert_same_frequencies, gen
+from transformers import LlamaForCausalLM
+
+from jaxllm import LLM, SamplingParams
+
+
+def eagle_state(seed: int = 2, hidden: int = 64, vocab: int = 448, fc_scale: float = 0.15):
+    """A random EAGLE-1 head's (torch LlamaForCausalLM holding its layer, fc [D, 2D], checkpoint tensors)."""
+    torch.manual_seed(seed)
+    cfg = make_config("LlamaForCausalLM", vocab_size=vocab, hidden_size=hidden, num_hidden_layers=1)
+    head = LlamaForCausalLM(cfg).eval()
+    with torch.no_grad():
+        for name, p in head.named_parameters():
+            if "norm" in name:
+                p.copy_(1.0 + 0.1 * torch.randn_like(p))
+    fc = fc_scale * torch.randn(hidden, 2 * hidden)
+    tensors = {k[len("model."):]: v.contiguous() for k, v in head.state_dict().items()
+               if k.startswith("model.layers.") and "layers.0.input_layernorm" not in k}
+    tensors["fc.weight"] = fc
+    return head, fc, tensors
+
+
+def save_eagle(path, tensors, cfg) -> str:
+    path.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path / "model.safetensors"))
+    (path / "config.json").write_text(json.dumps(cfg))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def eagle_dir(tmp_path_factory):
+    head, fc, tensors = eagle_state()
+    path = save_eagle(tmp_path_factory.mktemp("eagle"), tensors, head.config.to_dict())
+    return path, head, fc
+
+
+def eagle_reference(target, head, fc, context: list[int], k: int) -> list[int]:
+    """k greedy drafts of the head after ``context`` (torch, no cache: the whole sequence each step)."""
+    with torch.no_grad():
+        ids = torch.tensor([context])
+        feats = target.model(ids).last_hidden_state[0, :-1]  # the target's states at 0..n-2 (after its norm)
+        toks = ids[0, 1:]
+        head.model.layers[0].input_layernorm = torch.nn.Identity()
+        head.model.norm = torch.nn.Identity()
+        out = []
+        for _ in range(k):
+            x = torch.cat([target.model.embed_tokens(toks), feats], -1) @ fc.T
+            y = head.model(inputs_embeds=x[None]).last_hidden_state[0]
+            d = int(target.lm_head(y[-1]).argmax())
+            out.append(d)
+            toks, feats = torch.cat([toks, torch.tensor([d])]), torch.cat([feats, y[-1:]])
+        return out
+
+
+def spec(path, k=3):
+    return {"method": "eagle", "model": path, "num_speculative_tokens": k, **ALWAYS}
+
+
+@pytest.fixture(scope="module")
+def eagle_llm(llama_dir, eagle_dir):
+    return LLM(str(llama_dir[0]), **KW, enforce_eager=True, speculative_config=spec(eagle_dir[0]))
+
+
+def test_greedy_identical_to_no_speculation(llama_llm, eagle_llm):
+    stats = eagle_llm.llm_engine.stats
+    drafts = stats.spec_decode_num_draft_tokens
+    params = SamplingParams(temperature=0.0, max_tokens=40, ignore_eos=True)
+    want, got = gen(llama_llm, params), gen(eagle_llm, params)
+    assert [o.token_ids for o in got] == [o.token_ids for o in want]
+    assert stats.spec_decode_num_draft_tokens - drafts > 50
+
+
+def test_drafts_are_the_heads_greedy_continuation(llama_dir, eagle_dir):
+    """The head's cache and the feature store stay right through prefill chunks, rejections, prefix-cache hits
+    and preemption (12 blocks for 4 sequences of up to 4 blocks)."""
+    llm = LLM(str(llama_dir[0]), **KW, enforce_eager=True, num_gpu_blocks_override=12,
+              speculative_config=spec(eagle_dir[0]))
+    runner, proposals = llm.llm_engine.runner, []
+    propose = runner.propose_drafts
+
+    def recording(items):
+        out = propose(items)
+        proposals.extend((list(seq.token_ids), d) for (seq, _), d in zip(items, out))
+        return out
+
+    runner.propose_drafts = llm.llm_engine.scheduler.speculation.drafter = recording
+    params = SamplingParams(temperature=0.0, max_tokens=40, ignore_eos=True)
+    gen(llm, params)
+    gen(llm, params, [PROMPTS[2] + [1, 2, 3], PROMPTS[2][:17] + [4], PROMPTS[0]])  # prefix-cache hits
+    assert llm.llm_engine.scheduler.num_preemptions > 0
+    assert llm.llm_engine.scheduler.prefix_cache_hits > 0
+    assert len(proposals) > 50
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for context, drafts in proposals:
+            want = eagle_reference(llama_dir[1], eagle_dir[1], eagle_dir[2], context, len(drafts))
+            assert list(drafts) == want, context
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_sampled_drafts_keep_the_target_distribution(llama_llm, eagle_llm):
+    params = SamplingParams(temperature=1.0, top_k=3, max_tokens=3, n=600, ignore_eos=True)
+    assert_same_frequencies(llama_llm, eagle_llm, params, 0.12)
+
+
+def test_missing_unknown_and_misshapen_keys_are_errors(llama_dir, eagle_dir, tmp_path):
+    _, _, tensors = eagle_state()
+    cfg = json.loads((__import__("pathlib").Path(eagle_dir[0]) / "config.json").read_text())
+    cases = {"missing": ({k: v for k, v in tensors.items() if k != "fc.weight"}, "missing.*fc.weight"),
+             "unknown": ({**tensors, "layers.0.input_layernorm.weight": torch.ones(64)},
+                         "unexpected key 'layers.0.input_layernorm.weight'"),
+             "shape": ({**tensors, "fc.weight": torch.zeros(64, 64)}, "shape mismatch for 'fc.weight'")}
+    for name, (state, match) in cases.items():
+        path = save_eagle(tmp_path / name, state, cfg)
+        with pytest.raises(ValueError, match=match):
+            LLM(str(llama_dir[0]), **KW, enforce_eager=True, speculative_config=spec(path))
+
+
+def test_model_prefix_and_optional_keys_load(llama_dir, eagle_dir, tmp_path):
+    """``model.``-prefixed keys, fc.bias and the head's own embedding load (and are used: other drafts)."""
+    _, _, tensors = eagle_state()
+    cfg = json.loads((__import__("pathlib").Path(eagle_dir[0]) / "config.json").read_text())
+    tensors = {"model." + k: v for k, v in tensors.items()}
+    tensors["fc.bias"] = 0.5 * torch.randn(64)
+    tensors["embed_tokens.weight"] = torch.randn(448, 64)
+    llm = LLM(str(llama_dir[0]), **KW, enforce_eager=True, speculative_config=spec(save_eagle(tmp_path, tensors,
+                                                                                                   cfg)))
+    head = llm.llm_engine.runner.draft
+    assert head.cfg.num_layers == 1
+    params = SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True)
+    assert len(gen(llm, params)[0].token_ids) == 12
+
+
+@pytest.mark.parametrize("config, match", [
+    ({"method": "eagle", "num_speculative_tokens": 2}, "needs 'model'"),
+    ({"method": "eagle3", "model": "x", "num_speculative_tokens": 2}, "eagle3"),
+    ({"method": "eagle", "model": "x", "num_speculative_tokens": 2, "prompt_lookup_max": 3}, "ngram"),
+    ({"method": "eagle", "model": "x", "num_speculative_tokens": 0}, "num_speculative_tokens"),
+])
+def test_speculative_config_is_validated(llama_dir, config, match):
+    with pytest.raises(ValueError, match=match):
+        LLM(str(llama_dir[0]), speculative_config=config)
+
+
+def test_non_llama_target_and_other_hidden_size_are_value_errors(qwen3_dir, llama_dir, eagle_dir, tmp_path):
+    with pytest.raises(ValueError, match="Qwen3ForCausalLM"):
+        LLM(str(qwen3_dir[0]), **KW, enforce_eager=True, speculative_config=spec(eagle_dir[0]))
+    head, _, tensors = eagle_state(hidden=32)
+    path = save_eagle(tmp_path, tensors, head.config.to_dict())
+    with pytest.raises(ValueError, match="hidden_size"):
+        LLM(str(llama_dir[0]), **KW, enforce_eager=True, speculative_config=spec(path))
