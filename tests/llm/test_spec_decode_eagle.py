@@ -165,3 +165,13 @@ def test_non_llama_target_and_other_hidden_size_are_value_errors(qwen3_dir, llam
     path = save_eagle(tmp_path, tensors, head.config.to_dict())
     with pytest.raises(ValueError, match="hidden_size"):
         LLM(str(llama_dir[0]), **KW, enforce_eager=True, speculative_config=spec(path))
+
+
+def test_compiled_at_start_up_without_compilation_during_generate(llama_dir, eagle_dir, llama_llm):
+    llm = LLM(str(llama_dir[0]), **KW, speculative_config=spec(eagle_dir[0], k=2))
+    runner = llm.llm_engine.runner
+    before = runner.num_compilations
+    params = SamplingParams(temperature=0, max_tokens=16, ignore_eos=True)
+    assert [o.token_ids for o in gen(llm, params)] == [o.token_ids for o in gen(llama_llm, params)]
+    gen(llm, SamplingParams(temperature=0.8, top_p=0.9, max_tokens=12, logprobs=2, seed=1))
+    assert runner.num_compilations == before
