@@ -53,6 +53,7 @@ from jaxllm.runner.spec_rows import DraftProbs
 from jaxllm.runner.step import make_forward
 from jaxllm.runner.weight_updates import WeightUpdates
 from jaxllm.spec_decode.config import SpeculativeConfig
+from jaxllm.spec_decode.cost import StepCost, step_cost
 from jaxllm.spec_decode.draft_sampling import (
     DraftSampleKey,
     draft_row_arrays,
@@ -148,6 +149,10 @@ class DraftRunner(SleepMode, WeightUpdates):
             reserved = self.q_bytes if target_plan.fills_device else 0
             target_plan.num_blocks = shared_num_blocks(target_plan.num_blocks, target_plan.bytes_per_block,
                                                        self.bytes_per_block, reserved)
+
+    def step_cost(self, peaks, num_devices: int) -> StepCost:
+        """The roofline cost of one draft forward (the automatic rule's, ``jaxllm.spec_decode.cost``)."""
+        return step_cost(self.cfg, peaks, self.cache_plan.dtype.itemsize, num_devices)
 
     @property
     def q_bytes(self) -> int:

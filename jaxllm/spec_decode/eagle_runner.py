@@ -15,6 +15,7 @@ so sleep mode and weight updates of the target apply), unless its checkpoint has
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -103,6 +104,13 @@ class EagleRunner(DraftRunner):
     def bytes_per_block(self) -> int:
         """The head's KV cache and the feature store of one block."""
         return self.cache_plan.bytes_per_block + self.block_size * self.cfg.hidden_size * self._feature_dtype.itemsize
+
+    def step_cost(self, peaks, num_devices: int):
+        """A one-layer Llama's cost (its LM head included) plus ``fc``'s [2D, D] weights and FLOPs."""
+        cost = super().step_cost(peaks, num_devices)
+        fc = 2 * self.cfg.hidden_size ** 2
+        return dataclasses.replace(cost, weight_bytes=cost.weight_bytes + fc * jnp.dtype(self.cfg.dtype).itemsize,
+                                   flops_per_token=cost.flops_per_token + 2 * fc)
 
     def _store_shape(self, num_blocks: int):
         return jax.ShapeDtypeStruct((num_blocks * self.block_size, self.cfg.hidden_size), self._feature_dtype,

@@ -175,3 +175,43 @@ def test_compiled_at_start_up_without_compilation_during_generate(llama_dir, eag
     assert [o.token_ids for o in gen(llm, params)] == [o.token_ids for o in gen(llama_llm, params)]
     gen(llm, SamplingParams(temperature=0.8, top_p=0.9, max_tokens=12, logprobs=2, seed=1))
     assert runner.num_compilations == before
+
+
+def test_sleep_frees_and_restores_the_head_and_its_store(llama_dir, eagle_dir):
+    """sleep(level=1/2) frees the head's weights, cache and feature store with the target's; after wake_up
+    (level 2: the head read from its checkpoint again) seeded sampled outputs are the same as before."""
+    import jax
+
+    llm = LLM(str(llama_dir[0]), **KW, enforce_eager=True, enable_sleep_mode=True,
+              speculative_config=spec(eagle_dir[0]))
+    runner, params = llm.llm_engine.runner, SamplingParams(temperature=0.9, seed=5, max_tokens=12)
+    ref = [o.token_ids for o in gen(llm, params)]
+    live = lambda: sum(a.nbytes for a in jax.live_arrays())
+    nbytes = lambda arrays: sum(a.size * a.dtype.itemsize for a in arrays)
+    head_bytes = nbytes(runner.draft.params) + nbytes(runner.draft.kv_caches) + runner.draft.store.nbytes
+    for level in (1, 2):
+        awake = live()
+        llm.sleep(level=level)
+        assert runner.draft.params is None and not isinstance(runner.draft.store, jax.Array)
+        assert awake - live() >= head_bytes + nbytes(runner.param_shapes)
+        llm.wake_up()
+        assert isinstance(runner.draft.store, jax.Array)
+        assert [o.token_ids for o in gen(llm, params)] == ref, level
+
+
+def test_swap_preemption_and_the_automatic_rule_keep_outputs(llama_llm, llama_dir, eagle_dir):
+    """Preemption by swap (the store is not swapped: stale features change drafts only) and the automatic rule
+    (the head's cost: a one-layer Llama plus fc) keep greedy outputs identical."""
+    auto = {"method": "eagle", "model": eagle_dir[0], "num_speculative_tokens": 2}
+    llm = LLM(str(llama_dir[0]), **KW, enforce_eager=True, num_gpu_blocks_override=12, swap_space=0.01,
+              preemption_mode="swap", speculative_config=spec(eagle_dir[0]))
+    params = SamplingParams(temperature=0.0, max_tokens=40, ignore_eos=True)
+    want = [o.token_ids for o in gen(llama_llm, params)]
+    assert [o.token_ids for o in gen(llm, params)] == want
+    assert llm.llm_engine.scheduler.num_swap_preemptions > 0
+    auto_llm = LLM(str(llama_dir[0]), **KW, enforce_eager=True, speculative_config=auto)
+    cost = auto_llm.llm_engine.runner.spec_cost.draft
+    head = auto_llm.llm_engine.runner.draft.cfg
+    assert cost.flops_per_token == 2 * (head.num_params(include_embeddings=False) + head.vocab_size * 64
+                                        + 2 * 64 * 64)
+    assert [o.token_ids for o in gen(auto_llm, params)] == want
