@@ -7,9 +7,11 @@ the target's LM head, predicting token p + 2. Its next draft step feeds its own 
 target's. The first layer has no input norm (the fused features enter the residual stream as they are).
 
 Checkpoints (e.g. yuhuili/EAGLE-LLaMA3-Instruct-8B): a Llama config.json (``num_hidden_layers`` = the head's
-layers) and safetensors with ``fc.weight`` [D, 2D] (``fc.bias`` optional), ``layers.N.*`` as a Llama's (no
-``layers.0.input_layernorm``), optionally ``embed_tokens.weight`` / ``lm_head.weight`` (else the target's are
-shared); a ``model.`` prefix is accepted. A missing or unknown key is a ValueError naming it.
+layers) and safetensors with ``fc.weight`` [D, 2D] (``fc.bias`` optional: the reference implementation trains
+one), ``layers.N.*`` as a Llama's (no ``layers.0.input_layernorm``), optionally ``lm_head.weight`` (else the
+target's LM head is shared); a ``model.`` prefix is accepted. An ``embed_tokens.weight`` (EAGLE-1 checkpoints
+carry a copy of the target's) is shape-checked and not loaded: the target's embedding is shared, as vLLM does,
+instead of a second [V, D] copy. A missing or unknown key is a ValueError naming it.
 """
 
 from __future__ import annotations
@@ -49,26 +51,24 @@ class EagleLayer(DecoderLayer):
 
 
 class EagleHead(nnx.Module):
-    """``own_embed`` / ``own_lm_head``: the checkpoint has its own (else the target's are passed in)."""
+    """``fc_bias``: the checkpoint has ``fc.bias``; ``own_lm_head``: it has its own LM head (else the target's is
+    passed in, as its embedding always is)."""
 
-    def __init__(self, cfg: ModelConfig, *, fc_bias: bool = False, own_embed: bool = False,
-                 own_lm_head: bool = False, rngs: nnx.Rngs | None = None):
+    def __init__(self, cfg: ModelConfig, *, fc_bias: bool = False, own_lm_head: bool = False,
+                 rngs: nnx.Rngs | None = None):
         rngs = rngs or nnx.Rngs(0)
         d, v, dtype = cfg.hidden_size, cfg.vocab_size, jnp.dtype(cfg.dtype)
         self.config = cfg
         self.fc = param((2 * d, d), dtype, (None, "embed"), rngs=rngs)  # [2D (embedding, feature), D]
         self.fc_bias = param((d,), dtype, ("norm",), init="zeros") if fc_bias else None
         self.layers = nnx.List([EagleLayer(cfg, i, dtype, rngs) for i in range(cfg.num_layers)])
-        self.embed = param((v, d), dtype, ("vocab", "embed"), rngs=rngs) if own_embed else None
         self.lm_head = param((v, d), dtype, ("vocab", "embed"), rngs=rngs) if own_lm_head else None
 
     def forward_paged(self, input_ids, positions, features, kv_caches, metadata, attention_impl, mesh, embed):
         """ids / positions [T], features [T, D] (the target's hidden state at each position, or the head's own
-        output for a draft step), ``embed`` [V, D] (the target's, unless the head has its own) ->
-        (hidden [T, D], kv_caches)."""
+        output for a draft step), ``embed`` [V, D] (the target's) -> (hidden [T, D], kv_caches)."""
         cfg = self.config
-        table = embed if self.embed is None else self.embed[...]
-        x = jnp.take(table, input_ids, axis=0)
+        x = jnp.take(embed, input_ids, axis=0)
         x = jnp.concatenate([x, features.astype(x.dtype)], axis=-1) @ self.fc[...]
         if self.fc_bias is not None:
             x = x + self.fc_bias[...]
@@ -98,6 +98,9 @@ def eagle_config(path: str, hf: dict, target: ModelConfig) -> ModelConfig:
     if archs[0] not in EAGLE_ARCHITECTURES or hf.get("model_type", "llama") != "llama":
         raise ValueError(f"speculative_config model={path!r}: architectures {archs} is not an EAGLE-1 Llama head "
                          f"(supported: {list(EAGLE_ARCHITECTURES)})")
+    for key, neutral in (("add_para_norm", False), ("logit_scale", 1.0)):  # HASS heads, scaled logits
+        if hf.get(key, neutral) != neutral:
+            raise ValueError(f"speculative_config model={path!r}: {key}={hf[key]!r} is not supported")
     hf = {**hf, "architectures": ["LlamaForCausalLM"], "tie_word_embeddings": False}
     cfg = ModelConfig.from_hf(hf, dtype=target.dtype)
     for name in ("hidden_size", "vocab_size"):
@@ -147,12 +150,12 @@ def load_eagle_head(path: str, cfg: ModelConfig, mesh, dummy: bool = False) -> E
             if tuple(array.shape) != target.hf_shape:
                 raise WeightLoadError(f"shape mismatch for {name!r} in {source}: expected {target.hf_shape}, "
                                       f"got {tuple(array.shape)}")
-            _take(target, np.asarray(target.to_ours(np.asarray(array))), arrays, pending)
+            if target.path != ("embed",):  # the target's embedding is shared
+                _take(target, np.asarray(target.to_ours(np.asarray(array))), arrays, pending)
     missing = sorted(set(targets) - seen)
     if missing:
         raise WeightLoadError(f"EAGLE checkpoint {os.fspath(path)!r} is missing key(s): {missing[:8]}")
-    head = EagleHead(cfg, fc_bias="fc.bias" in names, own_embed="embed_tokens.weight" in names,
-                     own_lm_head="lm_head.weight" in names)
+    head = EagleHead(cfg, fc_bias="fc.bias" in names, own_lm_head="lm_head.weight" in names)
     return _placed(head, cfg, mesh, arrays)
 
 

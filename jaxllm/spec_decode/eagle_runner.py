@@ -9,8 +9,8 @@ before the target's ``num_computed_tokens`` (``DraftRunner.lag`` = 1). A draft s
 token (its previous step's choice, -(row + 1)) is instead that row's output state of the previous step, on
 device: the k drafts need no host round trip.
 
-The head shares the target's embedding and LM head (read from the target's current parameters at each call,
-so sleep mode and weight updates of the target apply), unless its checkpoint has its own.
+The head shares the target's embedding and (unless its checkpoint has its own) LM head, read from the target's
+current parameters at each call, so sleep mode and weight updates of the target apply.
 """
 
 from __future__ import annotations

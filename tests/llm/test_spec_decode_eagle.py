@@ -7,6 +7,7 @@ sampled drafts keep the target's distribution; strict loading and config validat
 from __future__ import annotations
 
 import json
+import pathlib
 
 import pytest
 import torch
@@ -48,7 +49,7 @@ def eagle_dir(tmp_path_factory):
     return path, head, fc
 
 
-def eagle_reference(target, head, fc, context: list[int], k: int) -> list[int]:
+def eagle_reference(target, head, fc, context: list[int], k: int, fc_bias=None) -> list[int]:
     """k greedy drafts of the head after ``context`` (torch, no cache: the whole sequence each step)."""
     with torch.no_grad():
         ids = torch.tensor([context])
@@ -59,11 +60,26 @@ def eagle_reference(target, head, fc, context: list[int], k: int) -> list[int]:
         out = []
         for _ in range(k):
             x = torch.cat([target.model.embed_tokens(toks), feats], -1) @ fc.T
+            x = x if fc_bias is None else x + fc_bias
             y = head.model(inputs_embeds=x[None]).last_hidden_state[0]
             d = int(target.lm_head(y[-1]).argmax())
             out.append(d)
             toks, feats = torch.cat([toks, torch.tensor([d])]), torch.cat([feats, y[-1:]])
         return out
+
+
+def record_proposals(llm) -> list:
+    """The list that every proposal of ``llm`` is appended to, as (context, drafts)."""
+    runner, proposals = llm.llm_engine.runner, []
+    propose = runner.propose_drafts
+
+    def recording(items):
+        out = propose(items)
+        proposals.extend((list(seq.token_ids), d) for (seq, _), d in zip(items, out))
+        return out
+
+    runner.propose_drafts = llm.llm_engine.scheduler.speculation.drafter = recording
+    return proposals
 
 
 def spec(path, k=3):
@@ -89,15 +105,7 @@ def test_drafts_are_the_heads_greedy_continuation(llama_dir, eagle_dir):
     and preemption (12 blocks for 4 sequences of up to 4 blocks)."""
     llm = LLM(str(llama_dir[0]), **KW, enforce_eager=True, num_gpu_blocks_override=12,
               speculative_config=spec(eagle_dir[0]))
-    runner, proposals = llm.llm_engine.runner, []
-    propose = runner.propose_drafts
-
-    def recording(items):
-        out = propose(items)
-        proposals.extend((list(seq.token_ids), d) for (seq, _), d in zip(items, out))
-        return out
-
-    runner.propose_drafts = llm.llm_engine.scheduler.speculation.drafter = recording
+    proposals = record_proposals(llm)
     params = SamplingParams(temperature=0.0, max_tokens=40, ignore_eos=True)
     gen(llm, params)
     gen(llm, params, [PROMPTS[2] + [1, 2, 3], PROMPTS[2][:17] + [4], PROMPTS[0]])  # prefix-cache hits
@@ -121,7 +129,7 @@ def test_sampled_drafts_keep_the_target_distribution(llama_llm, eagle_llm):
 
 def test_missing_unknown_and_misshapen_keys_are_errors(llama_dir, eagle_dir, tmp_path):
     _, _, tensors = eagle_state()
-    cfg = json.loads((__import__("pathlib").Path(eagle_dir[0]) / "config.json").read_text())
+    cfg = json.loads((pathlib.Path(eagle_dir[0]) / "config.json").read_text())
     cases = {"missing": ({k: v for k, v in tensors.items() if k != "fc.weight"}, "missing.*fc.weight"),
              "unknown": ({**tensors, "layers.0.input_layernorm.weight": torch.ones(64)},
                          "unexpected key 'layers.0.input_layernorm.weight'"),
@@ -132,19 +140,28 @@ def test_missing_unknown_and_misshapen_keys_are_errors(llama_dir, eagle_dir, tmp
             LLM(str(llama_dir[0]), **KW, enforce_eager=True, speculative_config=spec(path))
 
 
-def test_model_prefix_and_optional_keys_load(llama_dir, eagle_dir, tmp_path):
-    """``model.``-prefixed keys, fc.bias and the head's own embedding load (and are used: other drafts)."""
+def test_model_prefix_fc_bias_and_embedding_copy(llama_dir, eagle_dir, tmp_path):
+    """``model.``-prefixed keys load; ``fc.bias`` is added; a checkpoint's ``embed_tokens`` is shape-checked but
+    the target's embedding is used (as vLLM does): proposals equal the reference with the bias and the target's
+    embedding."""
     _, _, tensors = eagle_state()
-    cfg = json.loads((__import__("pathlib").Path(eagle_dir[0]) / "config.json").read_text())
+    cfg = json.loads((pathlib.Path(eagle_dir[0]) / "config.json").read_text())
     tensors = {"model." + k: v for k, v in tensors.items()}
-    tensors["fc.bias"] = 0.5 * torch.randn(64)
+    bias = 0.5 * torch.randn(64)
+    tensors["fc.bias"] = bias
     tensors["embed_tokens.weight"] = torch.randn(448, 64)
     llm = LLM(str(llama_dir[0]), **KW, enforce_eager=True, speculative_config=spec(save_eagle(tmp_path, tensors,
                                                                                                    cfg)))
-    head = llm.llm_engine.runner.draft
-    assert head.cfg.num_layers == 1
-    params = SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True)
-    assert len(gen(llm, params)[0].token_ids) == 12
+    proposals = record_proposals(llm)
+    gen(llm, SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True), PROMPTS[:2])
+    assert len(proposals) > 5
+    for context, drafts in proposals:
+        assert list(drafts) == eagle_reference(llama_dir[1], eagle_dir[1], eagle_dir[2], context, len(drafts),
+                                               bias), context
+    with pytest.raises(ValueError, match="shape mismatch for 'embed_tokens.weight'"):
+        tensors["embed_tokens.weight"] = torch.randn(448, 32)
+        LLM(str(llama_dir[0]), **KW, enforce_eager=True,
+            speculative_config=spec(save_eagle(tmp_path / "bad", tensors, cfg)))
 
 
 @pytest.mark.parametrize("config, match", [
@@ -164,6 +181,10 @@ def test_non_llama_target_and_other_hidden_size_are_value_errors(qwen3_dir, llam
     head, _, tensors = eagle_state(hidden=32)
     path = save_eagle(tmp_path, tensors, head.config.to_dict())
     with pytest.raises(ValueError, match="hidden_size"):
+        LLM(str(llama_dir[0]), **KW, enforce_eager=True, speculative_config=spec(path))
+    path = save_eagle(tmp_path / "hass", eagle_state()[2], {**head.config.to_dict(), "hidden_size": 64,
+                                                             "add_para_norm": True})
+    with pytest.raises(ValueError, match="add_para_norm"):
         LLM(str(llama_dir[0]), **KW, enforce_eager=True, speculative_config=spec(path))
 
 
