@@ -236,3 +236,16 @@ def test_swap_preemption_and_the_automatic_rule_keep_outputs(llama_llm, llama_di
     assert cost.flops_per_token == 2 * (head.num_params(include_embeddings=False) + head.vocab_size * 64
                                         + 2 * 64 * 64)
     assert [o.token_ids for o in gen(auto_llm, params)] == want
+
+
+def test_tensor_parallel_head_proposes_the_reference(llama_llm, llama_dir, eagle_dir):
+    """tensor_parallel_size=2: the head's weights and cache sharded by the rules table, the store replicated;
+    greedy outputs identical and proposals the reference's."""
+    llm = LLM(str(llama_dir[0]), **KW, enforce_eager=True, tensor_parallel_size=2,
+              speculative_config=spec(eagle_dir[0]))
+    proposals = record_proposals(llm)
+    params = SamplingParams(temperature=0.0, max_tokens=16, ignore_eos=True)
+    assert [o.token_ids for o in gen(llm, params)] == [o.token_ids for o in gen(llama_llm, params)]
+    assert len(proposals) > 10
+    for context, drafts in proposals[::3]:
+        assert list(drafts) == eagle_reference(llama_dir[1], eagle_dir[1], eagle_dir[2], context, len(drafts))
