@@ -7,7 +7,7 @@ from jaxllm.default_model import DEFAULT_MODEL
 from jaxllm.engine import LLMEngine
 from jaxllm.engine_args import EngineArgs
 from jaxllm.in_memory import model_from_params
-from jaxllm.inputs import PromptType, TextPrompt, TokensPrompt
+from jaxllm.inputs import EmbedsPrompt, PromptType, TextPrompt, TokensPrompt
 from jaxllm.llm import LLM
 from jaxllm.load import load_model
 from jaxllm.outputs import (
@@ -39,6 +39,7 @@ __all__ = [
     "CompletionOutput",
     "EmbeddingOutput",
     "EmbeddingRequestOutput",
+    "EmbedsPrompt",
     "EngineArgs",
     "GuidedDecodingParams",
     "LLMEngine",

@@ -26,6 +26,12 @@ SUPPORTED_ARCHITECTURES = (
     "Olmo2ForCausalLM",
     "MixtralForCausalLM",
     "Qwen3MoeForCausalLM",
+    "Qwen2MoeForCausalLM",
+    "OlmoeForCausalLM",
+    "GraniteForCausalLM",
+    "SmolLM3ForCausalLM",
+    "Starcoder2ForCausalLM",
+    "CohereForCausalLM",
 )
 
 _DTYPE_NAMES = {
@@ -53,6 +59,7 @@ from jaxllm.config_families import (
     sliding_windows_from_hf,
     text_config_of_multimodal,
 )
+from jaxllm.config_families_extra import extra_family_fields, renamed_fields
 from jaxllm.config_rope import RopeConfig, ropes_from_hf, rotary_dim_from_hf
 from jaxllm.structured_outputs.params import StructuredOutputsConfig  # vLLM's import path: vllm.config
 
@@ -100,13 +107,20 @@ class ModelConfig:
     attention_bias: bool = False  # q/k/v biases
     attention_out_bias: bool = False  # o_proj bias (Llama/Qwen3 with attention_bias; Qwen2 has none)
     mlp_bias: bool = False
-    # q/k RMSNorm: None, "head" (per head over Dh: Qwen3, Gemma 3) or "full" (over the whole projection: OLMo 2)
+    # q/k norm: None, "head" (per head over Dh: Qwen3, Gemma 3), "full" (over the whole projection: OLMo 2) or
+    # "per_head" (over Dh with a weight per head and dim [H, Dh]: Cohere)
     qk_norm: str | None = None
     hidden_act: str = "silu"  # gated MLP activation: "silu", "gelu_tanh" or "gelu"
     norm_offset: float = 0.0  # RMSNorm scales by (norm_offset + w): 1.0 for Gemma
     embed_scale: bool = False  # embeddings times sqrt(hidden_size) (Gemma)
-    # "pre" (Llama), "sandwich" (Gemma 2/3: pre and post norms around attention and MLP), "post" (OLMo 2)
+    # "pre" (Llama), "sandwich" (Gemma 2/3: pre and post norms around attention and MLP), "post" (OLMo 2),
+    # "parallel" (Cohere: attention and MLP both read one norm of x and add to x)
     norm_placement: str = "pre"
+    norm_type: str = "rms"  # "rms" (RMSNorm) or "layer" (LayerNorm: Starcoder2, Cohere); eps: rms_norm_eps
+    norm_bias: bool = False  # LayerNorm biases (Starcoder2)
+    mlp_type: str = "gated"  # "gated" (act(gate) * up) or "plain" (c_fc -> act -> c_proj: Starcoder2)
+    rope_interleaved: bool = False  # rope rotates adjacent dim pairs (2i, 2i + 1) instead of halves (Cohere)
+    logit_scale: float = 1.0  # logits times logit_scale (Cohere)
     query_pre_attn_scalar: float | None = None  # attention scale query_pre_attn_scalar ** -0.5 (Gemma 2/3)
     attn_logit_softcap: float | None = None  # scores -> cap * tanh(scores / cap) (Gemma 2)
     final_logit_softcap: float | None = None  # logits -> cap * tanh(logits / cap) (Gemma 2)
@@ -133,8 +147,18 @@ class ModelConfig:
     moe_intermediate_size: int = 0
     norm_topk_prob: bool = False  # renormalize the top-k router probabilities to sum to 1
     moe_layers: tuple[bool, ...] = ()
+    # Qwen2-MoE: a dense expert of this ffn dim that every MoE layer also runs, scaled by sigmoid(x @ gate); 0: none
+    shared_expert_intermediate_size: int = 0
     # experts split over the devices (vLLM's enable_expert_parallel) instead of their ffn dim
     enable_expert_parallel: bool = False
+    clip_qkv: float | None = None  # OLMoE: q/k/v clamped to [-clip_qkv, clip_qkv] (after the q/k norms)
+    # Granite: embeddings times embedding_multiplier, each block's output times residual_multiplier before the
+    # residual add, attention_multiplier as the softmax scale, logits divided by logits_scaling
+    embedding_multiplier: float = 1.0
+    residual_multiplier: float = 1.0
+    attention_multiplier: float | None = None
+    logits_scaling: float = 1.0
+    rope_layers: tuple[bool, ...] = ()  # SmolLM3: False for a layer without rotary embedding; (): every layer rotates
     # Kernel choices the layers are built with (EngineArgs: fp8_activations resolved for the device,
     # quant_matmul_impl, int4_kernel_variant; None = the ops' dispatcher decides per call).
     fp8_activations: str = "none"  # "none" (weight-only) or "dynamic" (per-token fp8 activations, W8A8)
@@ -152,7 +176,10 @@ class ModelConfig:
 
     @property
     def sm_scale(self) -> float:
-        """The attention softmax scale: query_pre_attn_scalar ** -0.5 (Gemma 2/3), else head_dim ** -0.5."""
+        """The attention softmax scale: attention_multiplier (Granite), query_pre_attn_scalar ** -0.5 (Gemma 2/3),
+        else head_dim ** -0.5."""
+        if self.attention_multiplier is not None:
+            return self.attention_multiplier
         return (self.query_pre_attn_scalar or self.head_dim) ** -0.5
 
     def layer_rope(self, layer_idx: int) -> RopeConfig:
@@ -160,6 +187,10 @@ class ModelConfig:
         if self.rope_local is not None and self.sliding_windows and self.sliding_windows[layer_idx] is not None:
             return self.rope_local
         return self.rope
+
+    def uses_rope(self, layer_idx: int) -> bool:
+        """Whether layer ``layer_idx`` rotates q/k (SmolLM3 leaves some layers without rope)."""
+        return not self.rope_layers or self.rope_layers[layer_idx]
 
     def is_moe_layer(self, layer_idx: int) -> bool:
         return bool(self.moe_layers) and self.moe_layers[layer_idx]
@@ -169,14 +200,17 @@ class ModelConfig:
         only that many experts of each MoE layer (``num_experts_per_tok``: the parameters active per token)."""
         d, f, dh = self.hidden_size, self.intermediate_size, self.head_dim
         attn = d * (self.num_heads + 2 * self.num_kv_heads) * dh + self.num_heads * dh * d
-        qk_norms = {"head": 2 * dh, "full": (self.num_heads + self.num_kv_heads) * dh}.get(self.qk_norm, 0)
+        qk_norms = {"head": 2 * dh, "full": (self.num_heads + self.num_kv_heads) * dh,
+                    "per_head": (self.num_heads + self.num_kv_heads) * dh}.get(self.qk_norm, 0)
         experts = self.num_experts if experts_per_layer is None else experts_per_layer
         total = d
         for i in range(self.num_layers):
             if self.is_moe_layer(i):
                 mlp = d * self.num_experts + experts * 3 * d * self.moe_intermediate_size  # router + experts
+                if self.shared_expert_intermediate_size:  # its gate [D, 1] and gated MLP
+                    mlp += d + 3 * d * self.shared_expert_intermediate_size
             else:
-                mlp = 3 * d * f
+                mlp = (2 if self.mlp_type == "plain" else 3) * d * f
             total += attn + mlp + len(LAYER_NORMS[self.norm_placement]) * d + qk_norms
         total = int(total)
         if include_embeddings:
@@ -202,10 +236,11 @@ class ModelConfig:
             hf = hf.to_dict()
         quant_fields = quantization_fields(check_quantization(quantization), hf)
         arch, hf, multimodal = text_architecture(hf, quant_fields)
-        hf = {**HF_DEFAULTS.get(arch, {}), **hf}
+        hf = renamed_fields({**HF_DEFAULTS.get(arch, {}), **hf}, arch)
         if hf.get("intermediate_size") is None:
             raise ValueError(f"{arch}: the model config has no 'intermediate_size'")
-        family = family_fields(hf, arch)
+        num_layers = int(hf["num_hidden_layers"])
+        family = {**family_fields(hf, arch), **extra_family_fields(hf, arch, num_layers)}
         num_heads = int(hf["num_attention_heads"])
         hidden = int(hf["hidden_size"])
         head_dim = int(hf.get("head_dim") or hidden // num_heads)
@@ -213,7 +248,6 @@ class ModelConfig:
         num_kv = int(hf.get("num_key_value_heads") or num_heads)
         if num_heads % num_kv:
             raise ValueError(f"num_attention_heads={num_heads} is not a multiple of num_key_value_heads={num_kv}")
-        num_layers = int(hf["num_hidden_layers"])
         eos = hf.get("eos_token_id")
         eos_ids = tuple(eos) if isinstance(eos, (list, tuple)) else ((eos,) if eos is not None else ())
         return cls(
@@ -288,4 +322,10 @@ _ARCH_BY_MODEL_TYPE = {
     "olmo2": "Olmo2ForCausalLM",
     "mixtral": "MixtralForCausalLM",
     "qwen3_moe": "Qwen3MoeForCausalLM",
+    "qwen2_moe": "Qwen2MoeForCausalLM",
+    "olmoe": "OlmoeForCausalLM",
+    "granite": "GraniteForCausalLM",
+    "smollm3": "SmolLM3ForCausalLM",
+    "starcoder2": "Starcoder2ForCausalLM",
+    "cohere": "CohereForCausalLM",
 }

@@ -12,7 +12,7 @@ from typing import Any
 from jaxllm.config_families import TEXT_OF_MULTIMODAL, text_config_of_multimodal
 
 _POSITIVE_FLOATS = ("rms_norm_eps", "layer_norm_eps", "norm_eps", "rope_theta")
-_BOOLS = ("tie_word_embeddings", "attention_bias", "mlp_bias")
+_BOOLS = ("tie_word_embeddings", "attention_bias", "mlp_bias", "qkv_bias", "use_bias", "use_qk_norm")
 _TOKEN_IDS = ("eos_token_id", "bos_token_id")  # (pad_token_id: -1 in some released configs, unused here)
 _DICTS = ("rope_scaling", "rope_parameters", "quantization_config")
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-MOE_ARCHITECTURES = ("MixtralForCausalLM", "Qwen3MoeForCausalLM")
+from jaxllm.config_families_extra import EXTRA_HF_DEFAULTS, OLMOE, QWEN2_MOE, extra_sliding_windows
+
+MOE_ARCHITECTURES = ("MixtralForCausalLM", "Qwen3MoeForCausalLM", QWEN2_MOE, OLMOE)
 GEMMA_ARCHS = ("GemmaForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM")
 # Multimodal checkpoints whose language model we run (text prompts; the vision tower is not loaded):
 # architecture -> (its text architecture, checkpoint key prefixes of the language model -> "model.")
@@ -43,6 +45,7 @@ LAYER_NORMS = {
     "sandwich": ("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm",
                  "post_feedforward_layernorm"),
     "post": ("post_attention_layernorm", "post_feedforward_layernorm"),
+    "parallel": ("input_layernorm",),  # Cohere: x + attn(in(x)) + mlp(in(x))
 }
 
 # activation name -> ours ("silu", "gelu_tanh", "gelu")
@@ -81,6 +84,7 @@ HF_DEFAULTS: dict[str, dict[str, Any]] = {
     "Olmo2ForCausalLM": {"rms_norm_eps": 1e-5},
     "MixtralForCausalLM": {"rms_norm_eps": 1e-5, "rope_theta": 1e6, "max_position_embeddings": 131072},
     "Qwen3MoeForCausalLM": {"max_position_embeddings": 32768, "sliding_window": 4096},
+    **EXTRA_HF_DEFAULTS,
 }
 
 # Families whose attention has no biases whatever ``attention_bias`` says (transformers' Mistral, Mixtral, Phi-3),
@@ -93,6 +97,8 @@ def attention_biases(hf: dict[str, Any], arch: str) -> dict[str, bool]:
     the other families put ``attention_bias`` on all four projections (Llama, Qwen3, Gemma 1/2/3, OLMo 2)."""
     if arch == "Qwen2ForCausalLM":
         return {"attention_bias": True, "attention_out_bias": False}
+    if arch == QWEN2_MOE:  # (Qwen2MoeConfig's qkv_bias, default true; o_proj never)
+        return {"attention_bias": bool(hf.get("qkv_bias", True)), "attention_out_bias": False}
     biased = arch not in _NO_ATTENTION_BIAS and bool(hf.get("attention_bias", False))
     return {"attention_bias": biased, "attention_out_bias": biased}
 
@@ -116,7 +122,7 @@ def family_fields(hf: dict[str, Any], arch: str) -> dict[str, Any]:
         "norm_placement": {"Gemma2ForCausalLM": "sandwich", "Gemma3ForCausalLM": "sandwich",
                            "Olmo2ForCausalLM": "post"}.get(arch, "pre"),
         "qk_norm": {"Qwen3ForCausalLM": "head", "Qwen3MoeForCausalLM": "head", "Gemma3ForCausalLM": "head",
-                    "Olmo2ForCausalLM": "full"}.get(arch),
+                    "Olmo2ForCausalLM": "full", OLMOE: "full"}.get(arch),
         "fused_checkpoint": arch in FUSED_ARCHS,
     }
     if arch in ("Gemma2ForCausalLM", "Gemma3ForCausalLM"):
@@ -183,18 +189,21 @@ def gemma3_rope_dicts(hf: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any
 
 
 def moe_fields(hf: dict[str, Any], arch: str, num_layers: int) -> dict[str, Any]:
-    """ModelConfig's MoE fields. Mixtral: every layer sparse, experts of ``intermediate_size``, top-k
-    renormalized. Qwen3-MoE: layer i is sparse unless listed in ``mlp_only_layers`` or (i + 1) is not a multiple
-    of ``decoder_sparse_step``; experts of ``moe_intermediate_size``; ``norm_topk_prob`` as configured."""
+    """ModelConfig's MoE fields. Mixtral / OLMoE: every layer sparse, experts of ``intermediate_size``, top-k
+    renormalized (OLMoE: when ``norm_topk_prob``). Qwen3-MoE / Qwen2-MoE: layer i is sparse unless listed in
+    ``mlp_only_layers`` or (i + 1) is not a multiple of ``decoder_sparse_step``; experts of
+    ``moe_intermediate_size``; ``norm_topk_prob`` as configured."""
     if arch not in MOE_ARCHITECTURES:
         return {}
-    num_experts = int(hf.get("num_local_experts") or hf.get("num_experts") or 0)
+    # (Qwen2MoeConfig has no num_local_experts alias: transformers reads num_experts only)
+    num_experts = int((None if arch == QWEN2_MOE else hf.get("num_local_experts")) or hf.get("num_experts") or 0)
     top_k = int(hf.get("num_experts_per_tok") or 0)
     if num_experts < 1 or not 1 <= top_k <= num_experts:
         raise ValueError(f"{arch}: num_experts={num_experts} and num_experts_per_tok={top_k} must satisfy "
                          "1 <= num_experts_per_tok <= num_experts")
-    if arch == "MixtralForCausalLM":
-        return {"num_experts": num_experts, "num_experts_per_tok": top_k, "norm_topk_prob": True,
+    if arch in ("MixtralForCausalLM", OLMOE):  # (OLMoE: norm_topk_prob as configured, default false)
+        return {"num_experts": num_experts, "num_experts_per_tok": top_k,
+                "norm_topk_prob": arch == "MixtralForCausalLM" or bool(hf.get("norm_topk_prob")),
                 "moe_intermediate_size": int(hf["intermediate_size"]), "moe_layers": (True,) * num_layers}
     step = int(hf.get("decoder_sparse_step") or 1)
     dense = {int(i) for i in hf.get("mlp_only_layers") or ()}
@@ -208,6 +217,8 @@ def sliding_windows_from_hf(hf: dict[str, Any], arch: str, num_layers: int) -> t
     """Per-layer sliding windows. Mistral windows every layer; Qwen2/3 use ``layer_types`` when
     ``use_sliding_window`` is set; Llama never windows; the other families: ``family_sliding_windows``."""
     family = family_sliding_windows(hf, arch, num_layers)
+    if family is None:
+        family = extra_sliding_windows(hf, arch, num_layers)
     if family is not None:
         return family
     window = hf.get("sliding_window")  # (HF_DEFAULTS: Mistral's 4096; Qwen2/3(-MoE)'s only with use_sliding_window)

@@ -51,7 +51,7 @@ BLOCK_SIZES = (8, 16, 32, 64, 128, 256)
 SCHEDULING_POLICIES = ("fcfs", "priority")
 DISTRIBUTED_EXECUTOR_BACKENDS = (None, "uni", "mp", "external_launcher")  # docs/multi_host.md
 CONFIG_FORMATS = ("auto", "hf")
-LOGPROBS_MODES = ("raw_logprobs",)
+LOGPROBS_MODES = ("raw_logprobs", "raw_logits", "processed_logprobs", "processed_logits")  # vLLM's
 # Kernel choices (the names of the ops' dispatchers; tests/test_settings.py checks they match).
 ATTENTION_BACKENDS = ("reference", "chunked", "pallas_triton", "pallas_mosaic")
 QUANT_MATMUL_IMPLS = ("reference", "pallas_triton", "mosaic_gpu")
@@ -79,6 +79,7 @@ class EngineArgs:
     tokenizer: str | None = None
     tokenizer_mode: str = "auto"
     skip_tokenizer_init: bool = False
+    enable_prompt_embeds: bool = False  # EmbedsPrompt inputs ({"prompt_embeds": [T, hidden_size]}) in generate
     trust_remote_code: bool = False
     revision: str | None = None
     tokenizer_revision: str | None = None
@@ -204,7 +205,7 @@ class EngineArgs:
             raise TypeError(f"seed must be an int, got {self.seed!r}")
         for name in ("enable_prefix_caching", "async_scheduling", "skip_tokenizer_init", "trust_remote_code",
                      "enforce_eager", "disable_log_stats", "disable_custom_all_reduce", "enable_sleep_mode",
-                     "enable_lora", "enable_expert_parallel"):
+                     "enable_lora", "enable_expert_parallel", "enable_prompt_embeds"):
             check_bool(name, getattr(self, name))
         for name in ("allow_long_max_model_len", "background_compile"):
             if getattr(self, name) is not None:
@@ -219,8 +220,7 @@ class EngineArgs:
         check_choice("tokenizer_mode", self.tokenizer_mode, TOKENIZER_MODES)
         check_choice("config_format", self.config_format, CONFIG_FORMATS, "(Mistral-format params.json is "
                      "not read)")
-        check_choice("logprobs_mode", self.logprobs_mode, LOGPROBS_MODES, "(logprobs are those of the "
-                     "model's raw logits; the other modes are not supported yet)")
+        check_choice("logprobs_mode", self.logprobs_mode, LOGPROBS_MODES)
         check_choice("scheduling_policy", self.scheduling_policy, SCHEDULING_POLICIES)
         check_choice("distributed_executor_backend", self.distributed_executor_backend,
                      DISTRIBUTED_EXECUTOR_BACKENDS, "(one process drives every local device with JAX; "

@@ -5,6 +5,8 @@ Accepted, as in vLLM: a str, a list of token ids, a ``{"prompt": str}`` TextProm
 any of these. A flat list of ints is one prompt of token ids; a list of lists of ints is a batch of them.
 A prompt dict may carry vLLM's ``cache_salt`` (``split_cache_salt``): requests with different salts never share
 prefix-cache blocks.
+A ``{"prompt_embeds": array [T, hidden_size]}`` EmbedsPrompt (vLLM's, with ``LLM(enable_prompt_embeds=True)``)
+feeds the model embeddings the caller computed (``prompt_embeds_array``).
 Multimodal fields (``multi_modal_data``, ...) are not supported: a prompt dict with them is a ValueError.
 """
 
@@ -39,10 +41,22 @@ class TokensPrompt(_TokensPromptRequired, total=False):
     cache_salt: str
 
 
+class _EmbedsPromptRequired(TypedDict):
+    prompt_embeds: Any
+
+
+class EmbedsPrompt(_EmbedsPromptRequired, total=False):
+    """Prompt embeddings [T, hidden_size] (numpy, jax or torch; float), fed to the model in place of the token
+    embedding rows; ``cache_salt`` (optional) isolates its prefix-cache blocks. Needs
+    ``LLM(enable_prompt_embeds=True)``."""
+
+    cache_salt: str
+
+
 _MEDIA_FIELDS = frozenset({"multi_modal_data", "mm_processor_kwargs", "multi_modal_uuids"})
 
-SingletonPrompt = str | list[int] | TextPrompt | TokensPrompt
-# What one request's prompt may be (vLLM's name; its encoder-decoder and embeddings forms are not supported).
+SingletonPrompt = str | list[int] | TextPrompt | TokensPrompt | EmbedsPrompt
+# What one request's prompt may be (vLLM's name; its encoder-decoder form is not supported).
 PromptType = SingletonPrompt
 
 
@@ -127,6 +141,8 @@ def tokenize_prompt(index: int | str, prompt: Any, tokenizer,
     label = _label(index)
     if isinstance(prompt, list):  # token ids (vLLM's list[int] prompt)
         return None, token_id_list(label, prompt)
+    if is_embeds_prompt(prompt):
+        raise ValueError(f"{label}: prompt_embeds prompts are supported by LLM.generate only")
     if isinstance(prompt, str):
         text = prompt
     elif isinstance(prompt, dict):
@@ -151,6 +167,43 @@ def tokenize_prompt(index: int | str, prompt: Any, tokenizer,
                          "pass {'prompt_token_ids': [...]}")
     check_unicode(label, text)
     return text, tokenizer(text, **check_tokenization_kwargs(tokenization_kwargs)).input_ids
+
+
+def is_embeds_prompt(prompt: Any) -> bool:
+    """Whether ``prompt`` is an EmbedsPrompt dict."""
+    return isinstance(prompt, dict) and "prompt_embeds" in prompt
+
+
+def prompt_embeds_array(label: str, prompt: dict, hidden_size: int | None) -> np.ndarray:
+    """An EmbedsPrompt's embeddings as a float32 numpy array [T, hidden_size] (a leading batch axis of 1 is
+    dropped, as vLLM). Accepts numpy, jax and torch arrays (any float dtype, bf16 included). ``hidden_size``:
+    the model's, or None when the engine was built without ``enable_prompt_embeds``. ValueError/TypeError
+    naming the prompt for: the option off, other keys than ``prompt_embeds``, a non-float or wrongly shaped
+    array, no rows, a NaN or infinity."""
+    if hidden_size is None:
+        raise ValueError(f"{label}: prompt_embeds needs LLM(..., enable_prompt_embeds=True)")
+    extra = sorted(set(prompt) - {"prompt_embeds"})
+    if extra:
+        raise ValueError(f"{label}: unsupported fields {extra} beside prompt_embeds")
+    value = prompt["prompt_embeds"]
+    if hasattr(value, "detach"):  # torch: numpy has no bfloat16, so go through float32
+        value = value.detach().float().cpu().numpy()
+    if isinstance(value, (str, bytes)) or not hasattr(value, "shape") or not hasattr(value, "dtype"):
+        raise TypeError(f"{label}: prompt_embeds must be an array [num_tokens, {hidden_size}], "
+                        f"got {type(value).__name__}")
+    if np.dtype(value.dtype).kind != "f" and "bfloat16" not in str(value.dtype):
+        raise TypeError(f"{label}: prompt_embeds must hold floats, got dtype {value.dtype}")
+    embeds = np.asarray(value).astype(np.float32)
+    if embeds.ndim == 3 and embeds.shape[0] == 1:
+        embeds = embeds[0]
+    if embeds.ndim != 2 or embeds.shape[1] != hidden_size:
+        raise ValueError(f"{label}: prompt_embeds must have shape [num_tokens, {hidden_size}] (the model's "
+                         f"hidden size), got {tuple(embeds.shape)}")
+    if embeds.shape[0] == 0:
+        raise ValueError(f"{label}: prompt_embeds is empty (no token embeddings)")
+    if not np.isfinite(embeds).all():
+        raise ValueError(f"{label}: prompt_embeds holds NaN or infinite values")
+    return np.ascontiguousarray(embeds)
 
 
 def prompt_to_ids(label: str, prompt: Any, tokenizer,

@@ -16,6 +16,7 @@ from jaxllm.inputs import (
     as_params_list,
     as_prompt_list,
     check_tokenization_kwargs,
+    is_embeds_prompt,
     priority_list,
     split_cache_salt,
     tokenize_prompt,
@@ -95,7 +96,8 @@ class LLM(GenerateStartup, EngineControl, PoolingMixin):
         loras = lora_request_list(lora_request, len(items))
         kwargs = check_tokenization_kwargs(tokenization_kwargs)
         split = [split_cache_salt(i, p) for i, p in enumerate(items)]  # a prompt's cache_salt keys the prefix cache
-        requests = [tokenize_prompt(i, p, self.tokenizer, kwargs) for i, (_, p) in enumerate(split)]
+        requests = [(None, p) if is_embeds_prompt(p) else tokenize_prompt(i, p, self.tokenizer, kwargs)
+                    for i, (_, p) in enumerate(split)]  # an EmbedsPrompt goes to the engine as it is
         ids = self._add_requests(requests, params, priorities, loras, [salt for salt, _ in split])
         return self._run(ids, use_tqdm)
 
@@ -165,8 +167,11 @@ class LLM(GenerateStartup, EngineControl, PoolingMixin):
                     zip(requests, params, priorities, loras, salts)):
                 request_id = str(next(self._request_counter))
                 sp.output_kind = RequestOutputKind.FINAL_ONLY
-                prompt = {"prompt_token_ids": token_ids} if text is None else \
-                    {"prompt_token_ids": token_ids, "prompt": text}
+                if isinstance(token_ids, dict):  # an EmbedsPrompt (the engine checks it)
+                    prompt = dict(token_ids)
+                else:
+                    prompt = {"prompt_token_ids": token_ids} if text is None else \
+                        {"prompt_token_ids": token_ids, "prompt": text}
                 if salt:
                     prompt["cache_salt"] = salt
                 try:

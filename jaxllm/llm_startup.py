@@ -133,7 +133,7 @@ def build_engine(args: EngineArgs, cfg, runners: list, tokenizer: Any, gen: dict
         **(runner_obj or local[0]).host_tier_kwargs(args),
         structured_outputs_config=args.structured_outputs_config,
         max_loras=args.max_loras if args.enable_lora else None,
-        speculative_config=args.speculative_config)
+        speculative_config=args.speculative_config, enable_prompt_embeds=args.enable_prompt_embeds)
         for rank, runner_obj in enumerate(runners)]
     if len(engines) == 1:
         return engines[0]

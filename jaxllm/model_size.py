@@ -30,12 +30,15 @@ def config_linear_weight_bytes(cfg: ModelConfig, dtype_bytes: int) -> float:
 
 
 def linear_param_counts(cfg: ModelConfig) -> tuple[int, int]:
-    """(decoder-layer linear weights, of which MoE experts): q/k/v/o, dense MLPs, every expert's gate/up/down."""
+    """(decoder-layer linear weights, of which MoE experts): q/k/v/o, dense MLPs (gated: 3 matrices, plain: 2),
+    every expert's gate/up/down, and Qwen2-MoE's shared experts (dense, not counted as experts)."""
     d, f, heads, dh = cfg.hidden_size, cfg.intermediate_size, cfg.num_heads, cfg.head_dim
     attn = d * (heads + 2 * cfg.num_kv_heads) * dh + heads * dh * d
     moe_layers = sum(cfg.moe_layers)
     experts = moe_layers * cfg.num_experts * 3 * d * cfg.moe_intermediate_size
-    return cfg.num_layers * attn + (cfg.num_layers - moe_layers) * 3 * d * f + experts, experts
+    dense = (cfg.num_layers - moe_layers) * (2 if cfg.mlp_type == "plain" else 3) * d * f
+    shared = moe_layers * 3 * d * cfg.shared_expert_intermediate_size
+    return cfg.num_layers * attn + dense + shared + experts, experts
 
 
 def weight_bytes(cfg: ModelConfig, dtype_bytes: int, linear_bytes: float) -> float:

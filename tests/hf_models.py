@@ -27,6 +27,12 @@ def make_config(arch: str, **overrides):
         "Olmo2ForCausalLM": transformers.Olmo2Config,
         "MixtralForCausalLM": transformers.MixtralConfig,
         "Qwen3MoeForCausalLM": transformers.Qwen3MoeConfig,
+        "Qwen2MoeForCausalLM": transformers.Qwen2MoeConfig,
+        "OlmoeForCausalLM": transformers.OlmoeConfig,
+        "GraniteForCausalLM": transformers.GraniteConfig,
+        "SmolLM3ForCausalLM": transformers.SmolLM3Config,
+        "Starcoder2ForCausalLM": transformers.Starcoder2Config,
+        "CohereForCausalLM": transformers.CohereConfig,
     }[arch]
     cfg = cls(**kw)
     cfg.architectures = [arch]

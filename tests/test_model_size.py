@@ -36,3 +36,16 @@ def test_int4_bytes_follow_the_group_size(group, expected):
     cfg = dataclasses.replace(ModelConfig.from_hf(TINY), quantization="gptq", quant_group_size=group)
     assert config_linear_weight_bytes(cfg, 2) == pytest.approx(expected)
     assert config_linear_weight_bytes(ModelConfig.from_hf(TINY), 2) == 2
+
+
+@pytest.mark.parametrize("arch, extra, mlp", [
+    ("Starcoder2ForCausalLM", {}, 2 * 64 * 128),  # plain MLP: c_fc, c_proj
+    ("Qwen2MoeForCausalLM", {"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 8,
+                             "shared_expert_intermediate_size": 24}, 3 * 64 * 24),  # the shared expert
+])
+def test_linear_counts_of_plain_mlps_and_shared_experts(arch, extra, mlp):
+    cfg = ModelConfig.from_hf({**TINY, "architectures": [arch], **extra})
+    linear, experts = linear_param_counts(cfg)
+    assert experts == 2 * 4 * 3 * 64 * 8 if cfg.num_experts else experts == 0
+    assert linear == 2 * (64 * (4 + 2 * 2) * 16 + 4 * 16 * 64 + mlp) + experts
+    assert cfg.num_params(include_embeddings=False) >= linear

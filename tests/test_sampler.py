@@ -235,15 +235,15 @@ def test_logprobs_and_rank_from_raw_logits():
 def test_token_logprobs_helper():
     rng = np.random.default_rng(7)
     logits = rng.normal(size=(6, 50)).astype(np.float32)
-    logits[0, :3] = 5.0  # ties: rank counts only strictly greater logprobs
+    logits[0, :3] = 5.0  # ties: vLLM's rank counts every logprob >= the token's (tied ones rank ahead)
     targets = np.array([1, 2, 3, 4, 5, 6], np.int32)
     lp, rank, ids, top = jax.jit(token_logprobs, static_argnums=2)(
         jnp.asarray(logits), jnp.asarray(targets), 4
     )
     ref = np.asarray(jax.nn.log_softmax(jnp.asarray(logits), -1))
     np.testing.assert_allclose(lp, ref[np.arange(6), targets], rtol=1e-6)
-    np.testing.assert_array_equal(rank, [1 + np.sum(ref[i] > ref[i, t]) for i, t in enumerate(targets)])
-    assert rank[0] == 1 and ids.shape == (6, 4) and top.shape == (6, 4)
+    np.testing.assert_array_equal(rank, [np.sum(ref[i] >= ref[i, t]) for i, t in enumerate(targets)])
+    assert rank[0] == 3 and ids.shape == (6, 4) and top.shape == (6, 4)
     assert token_logprobs(jnp.asarray(logits), jnp.asarray(targets), 0)[2].shape == (6, 0)
 
 

@@ -132,9 +132,10 @@ def test_generation_config_modes_keep_the_models_eos_ids(tmp_path):
 
 
 @pytest.mark.parametrize("mode", ["raw_logits", "processed_logprobs", "processed_logits"])
-def test_logprobs_modes_other_than_raw_logprobs_are_refused_by_name(mode):
+def test_logprobs_modes_are_vllms_and_an_unknown_one_is_refused_by_name(mode):
     from jaxllm.engine_args import EngineArgs
 
-    assert EngineArgs.from_kwargs({"logprobs_mode": "raw_logprobs"}).logprobs_mode == "raw_logprobs"  # vLLM's default
-    with pytest.raises(ValueError, match=f"logprobs_mode='{mode}'"):
-        EngineArgs.from_kwargs({"logprobs_mode": mode})
+    assert EngineArgs.from_kwargs({}).logprobs_mode == "raw_logprobs"  # vLLM's default
+    assert EngineArgs.from_kwargs({"logprobs_mode": mode}).logprobs_mode == mode
+    with pytest.raises(ValueError, match=f"logprobs_mode='{mode.upper()}'"):
+        EngineArgs.from_kwargs({"logprobs_mode": mode.upper()})

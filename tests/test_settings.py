@@ -94,7 +94,7 @@ def test_env_sets_the_default_and_the_keyword_wins(monkeypatch):
     ("enable_chunked_prefill", False, "enable_chunked_prefill=False"),
     ("distributed_executor_backend", "ray", "distributed_executor_backend='ray'"),
     ("scheduling_policy", "lifo", "scheduling_policy='lifo'"),
-    ("logprobs_mode", "processed_logits", "logprobs_mode='processed_logits'"),
+    ("logprobs_mode", "processed", "logprobs_mode='processed'"),
     ("config_format", "mistral", "config_format='mistral'"),
     ("compilation_config", 0, "compilation_config level=0"),
     ("compilation_config", {"cudagraph_capture_sizes": [1, 2]}, "cudagraph_capture_sizes"),

@@ -37,6 +37,7 @@ class ScheduledSeq:
     # dispatch (None: nothing masked); the sampler sets the logits of the other tokens to -inf.
     grammar_bitmask: Any = None
     lora_request: Any = None  # jaxllm.lora.LoRARequest of the sequence, None for the base model
+    prompt_embeds: Any = None  # an EmbedsPrompt's float32 rows [num_prompt_tokens, D] (None: ids only)
     # Speculative decoding: the k draft tokens computed after token_ids[start] (num_new_tokens = 1 + k; the
     # drafts are not in token_ids), and the k + 1 sampling rows that verify them: row j samples output
     # position output_index + j as if drafts[:j] had been generated (its token_ids, banned ids, seed index).

@@ -84,8 +84,12 @@ class BlockManager:
         hashes = seq.block_hashes
         bs, toks = self.block_size, seq.token_ids
         prev = hashes[-1] if hashes else _chain_start(seq, self.rope_regime)
+        embeds = seq.prompt_embeds
         for i in range(len(hashes), num_full_blocks):
-            prev = hash((prev, tuple(toks[i * bs : (i + 1) * bs])))
+            key = tuple(toks[i * bs : (i + 1) * bs])
+            if embeds is not None and i * bs < len(embeds):  # the placeholder ids: key by the embeddings' bytes
+                key = (key, hash(embeds[i * bs : (i + 1) * bs].tobytes()))
+            prev = hash((prev, key))
             hashes.append(prev)
         return hashes
 

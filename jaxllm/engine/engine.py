@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..inputs import prompt_to_ids, split_cache_salt
+from ..inputs import is_embeds_prompt, prompt_embeds_array, prompt_to_ids, split_cache_salt
 from ..outputs import RequestMetrics
 from ..pooling_params import PoolingParams
 from ..sampling_params import RequestOutputKind, SamplingParams
@@ -38,7 +38,13 @@ from .constrained_steps import ConstrainedSteps
 from .detokenizer import TokenizerView
 from .engine_setup import check_engine_sizes, eos_id_list, make_block_manager
 from .host_tier import PreemptionCost
-from .request_checks import check_params, check_prompt, check_request_options, truncate_prompt
+from .request_checks import (
+    check_embeds_params,
+    check_params,
+    check_prompt,
+    check_request_options,
+    truncate_prompt,
+)
 from .request_sequences import make_sequences
 from .request_state import RequestState
 from .scheduler import Scheduler
@@ -95,6 +101,7 @@ class LLMEngine(EngineAccessors, ConstrainedSteps, StepLoop):
         preemption_cost: PreemptionCost | None = None,
         max_loras: int | None = None,
         speculative_config: Any = None,
+        enable_prompt_embeds: bool = False,
     ) -> None:
         check_engine_sizes(runner, num_blocks=num_blocks, block_size=block_size, max_num_seqs=max_num_seqs,
                            max_num_batched_tokens=max_num_batched_tokens, max_model_len=max_model_len,
@@ -126,6 +133,8 @@ class LLMEngine(EngineAccessors, ConstrainedSteps, StepLoop):
             drafter=getattr(runner, "propose_drafts", None),  # draft-model speculation (a ModelRunner's)
             spec_cost=getattr(runner, "spec_cost", None),  # the automatic speculation rule's step costs
         )
+        # EmbedsPrompt requests (the runner feeds their embeddings): the hidden size they must have, or None (off)
+        self.prompt_embeds_size = model_config.hidden_size if enable_prompt_embeds else None
         self.max_loras = max_loras  # None: LoRA is off; else the runner has check_lora(request)
         self.scheduling_policy = scheduling_policy
         self.model_config = model_config
@@ -158,8 +167,8 @@ class LLMEngine(EngineAccessors, ConstrainedSteps, StepLoop):
         """Queue a request (vLLM's ``LLMEngine.add_request``); it makes ``params.n`` sequences.
 
         ``prompt`` is what ``LLM.generate`` takes for one prompt: a str (tokenized here, with
-        ``tokenization_kwargs``), a TextPrompt / TokensPrompt dict (its ``cache_salt`` keys the prefix cache), or token
-        ids (a list or 1-D array of ints).
+        ``tokenization_kwargs``), a TextPrompt / TokensPrompt / EmbedsPrompt dict (its ``cache_salt`` keys the prefix
+        cache; an EmbedsPrompt needs ``enable_prompt_embeds``), or token ids (a list or 1-D array of ints).
         Raises ValueError/TypeError naming the request for bad input (empty or too long prompt, ids outside the
         vocabulary, a request that could never fit the KV cache, options that need a tokenizer when there is
         none, a priority without ``scheduling_policy="priority"``), before anything is queued.
@@ -184,8 +193,7 @@ class LLMEngine(EngineAccessors, ConstrainedSteps, StepLoop):
         if lora_request is not None:
             self.check_lora_request(lora_request)
         cache_salt, prompt = split_cache_salt(f"request {request_id!r}", prompt)
-        text, ids = prompt_to_ids(f"request {request_id!r}", prompt, self.tokenizer, tokenization_kwargs)
-        ids = truncate_prompt(request_id, ids, params.truncate_prompt_tokens, self.max_model_len)
+        text, ids, embeds = self._prompt_inputs(request_id, prompt, params, pooling_params, tokenization_kwargs)
         ids = check_prompt(request_id, ids, self.vocab_size, self.max_model_len, generates=pooling_params is None)
         max_tokens = check_params(request_id, params, len(ids), tokenizer=self.tokenizer, vocab_size=self.vocab_size,
                                   max_model_len=self.max_model_len, block_manager=self.block_manager,
@@ -195,7 +203,8 @@ class LLMEngine(EngineAccessors, ConstrainedSteps, StepLoop):
         seqs = make_sequences(self._next_seq_id, request_id, ids, params, max_tokens=max_tokens,
                               eos_token_ids=list(self.eos_token_ids), rng=self._rng, view=self._view,
                               grammars=self._new_grammar_states(request_id, params), priority=priority,
-                              arrival=arrival, lora_request=lora_request, cache_salt=cache_salt)
+                              arrival=arrival, lora_request=lora_request, cache_salt=cache_salt,
+                              prompt_embeds=embeds)
         self._next_seq_id += len(seqs)
         if pooling_params is not None:
             seqs[0].pooling_params = pooling_params
@@ -208,6 +217,22 @@ class LLMEngine(EngineAccessors, ConstrainedSteps, StepLoop):
         for seq in seqs:
             self.scheduler.add(seq)
         self.stats.num_prompt_tokens += len(ids)
+
+    def _prompt_inputs(self, request_id: str, prompt: Any, params: SamplingParams, pooling_params: Any,
+                       tokenization_kwargs: dict[str, Any] | None) -> tuple[str | None, list[int], Any]:
+        """(text, token ids truncated by ``truncate_prompt_tokens``, EmbedsPrompt rows or None) of a prompt.
+        An EmbedsPrompt's ids are placeholders (0, as vLLM's) standing for its rows' positions."""
+        embeds = None
+        if is_embeds_prompt(prompt):
+            embeds = prompt_embeds_array(f"request {request_id!r}", prompt, self.prompt_embeds_size)
+            check_embeds_params(request_id, params, pooling_params)
+            text, ids = None, [0] * len(embeds)
+        else:
+            text, ids = prompt_to_ids(f"request {request_id!r}", prompt, self.tokenizer, tokenization_kwargs)
+        ids = truncate_prompt(request_id, ids, params.truncate_prompt_tokens, self.max_model_len)
+        if embeds is not None and len(embeds) > len(ids):  # truncated: the last rows stay
+            embeds = embeds[len(embeds) - len(ids):]
+        return text, ids, embeds
 
     def abort_request(self, request_id: str | Iterable[str]) -> None:
         """Drop unfinished request(s); unknown ids are ignored (as vLLM). No output is returned for them; they

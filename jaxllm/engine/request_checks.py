@@ -150,3 +150,13 @@ def truncate_prompt(request_id: str, ids: list[int], truncate_prompt_tokens: int
         raise ValueError(f"request {request_id!r}: truncate_prompt_tokens value ({k}) is greater than "
                          f"max_model_len ({max_model_len}). Please, select a smaller truncation size.")
     return list(ids[-k:]) if len(ids) > k else ids
+
+
+def check_embeds_params(request_id: str, params: Any, pooling_params: Any) -> None:
+    """What a prompt_embeds request cannot ask for: prompt logprobs (its prompt has no token ids to score) and
+    pooling (the pooling runner reads token ids only)."""
+    if pooling_params is not None:
+        raise ValueError(f"request {request_id!r}: prompt_embeds is supported for generation only, not pooling")
+    if params.prompt_logprobs is not None:
+        raise ValueError(f"request {request_id!r}: prompt_logprobs is not supported with prompt_embeds (the "
+                         "prompt has no token ids to score)")

@@ -40,4 +40,5 @@ def plain_scheduled_seq(seq: Sequence, start: int, n: int) -> ScheduledSeq:
         pooling_params=seq.pooling_params,
         grammar=seq.grammar,
         lora_request=seq.lora_request,
+        prompt_embeds=seq.prompt_embeds,
     )

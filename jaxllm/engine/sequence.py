@@ -52,6 +52,7 @@ class Sequence:
         "pooled",
         "pooling_params",
         "priority",
+        "prompt_embeds",
         "prompt_logprobs",
         "read_prefix_cache",
         "request_id",
@@ -123,6 +124,9 @@ class Sequence:
         self.pooling_params: Any = None  # set for a pooling request (prefill only; see Scheduler.update)
         self.pooled: Any = None  # its pooled data once the whole prompt ran
         self.lora_request = lora_request  # jaxllm.lora.LoRARequest or None (the base model)
+        # EmbedsPrompt: float32 [num_prompt_tokens, D] fed in place of the (placeholder) prompt ids' embeddings;
+        # kept until the sequence ends, so a preempted sequence recomputes from them
+        self.prompt_embeds: Any = None
         self.cache_salt = cache_salt  # the prompt's cache_salt (keys the prefix cache, as the adapter) or None
         self.first_scheduled_time: float | None = None
         self.first_token_time: float | None = None

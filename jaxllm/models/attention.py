@@ -161,7 +161,7 @@ class Attention(nnx.Module):
         self.o_bias = param((d,), dtype, ("norm",), init="zeros") if cfg.attention_out_bias else None
         if cfg.qk_norm == "head":
             self.q_norm, self.k_norm = norm(cfg, dh, dtype), norm(cfg, dh, dtype)
-        elif cfg.qk_norm == "full":  # over H * Dh: the weight [H, Dh] is sharded like the heads
+        elif cfg.qk_norm in ("full", "per_head"):  # weight [H, Dh] sharded like the heads; "full": over H * Dh
             self.q_norm = norm(cfg, (h, dh), dtype, ("q_heads", "head_dim"))
             self.k_norm = norm(cfg, (kh, dh), dtype, ("kv_heads", "head_dim"))
         else:
@@ -171,6 +171,9 @@ class Attention(nnx.Module):
         self.sm_scale = cfg.sm_scale
         self.soft_cap = cfg.attn_logit_softcap
         self.sliding_window = cfg.sliding_windows[layer_idx] if cfg.sliding_windows else None
+        self.use_rope = cfg.uses_rope(layer_idx)  # (SmolLM3's no-rope layers)
+        self.rope_interleaved = cfg.rope_interleaved  # (Cohere)
+        self.clip_qkv = cfg.clip_qkv  # (OLMoE)
 
     def __call__(self, x, cos, sin, attend, kv_cache, lora=None):
         """x: [..., T, D] -> ([..., T, D], kv_cache). ``lora``: this layer's adapters (models/lora.py; the
@@ -183,7 +186,10 @@ class Attention(nnx.Module):
                 q, k, v = q + self.q_bias[...], k + self.k_bias[...], v + self.v_bias[...]
             if self.q_norm is not None:
                 q, k = self.q_norm(q), self.k_norm(k)
-            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+            if self.clip_qkv is not None:
+                q, k, v = (jnp.clip(t, -self.clip_qkv, self.clip_qkv) for t in (q, k, v))
+            if self.use_rope:
+                q, k = (apply_rope(t, cos, sin, self.rope_interleaved) for t in (q, k))
         with jax.named_scope("attend"):
             out, kv_cache = attend(q, k, v, kv_cache, sm_scale=self.sm_scale, sliding_window=self.sliding_window,
                                    kv_scale=self.kv_scale[...], soft_cap=self.soft_cap)

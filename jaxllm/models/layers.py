@@ -70,8 +70,35 @@ class RMSNorm(nnx.Module):
         return self.weight[...] * normed.astype(x.dtype)
 
 
-def norm(cfg: ModelConfig, dim, dtype, axes: tuple = ("norm",)) -> RMSNorm:
-    """An RMSNorm in the style of ``cfg``'s family (Gemma's (1 + w); OLMo 2's float32 scale)."""
+class LayerNorm(nnx.Module):
+    """y = w * (x - mean) / std (+ b) over the trailing ``reduce_ndim`` axes, in float32 and cast back (as
+    transformers' Cohere LayerNorm and torch's LayerNorm). The weight may cover more axes than the reduction:
+    Cohere's per-head q/k norm has a weight [H, Dh] and normalizes each head over Dh."""
+
+    def __init__(self, shape: tuple[int, ...], eps: float, dtype, bias: bool, axes: tuple, reduce_ndim: int = 1):
+        self.weight = param(shape, dtype, axes, init="ones")
+        self.bias = param(shape, dtype, axes, init="zeros") if bias else None
+        self.eps = eps
+        self.reduce_ndim = reduce_ndim
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x32 = x.astype(jnp.float32)
+        red = tuple(range(-self.reduce_ndim, 0))
+        centered = x32 - jnp.mean(x32, axis=red, keepdims=True)
+        var = jnp.mean(centered * centered, axis=red, keepdims=True)
+        out = centered * jax.lax.rsqrt(var + self.eps) * self.weight[...].astype(jnp.float32)
+        if self.bias is not None:
+            out = out + self.bias[...].astype(jnp.float32)
+        return out.astype(x.dtype)
+
+
+def norm(cfg: ModelConfig, dim, dtype, axes: tuple = ("norm",)) -> RMSNorm | LayerNorm:
+    """A norm in the style of ``cfg``'s family: RMSNorm (Gemma's (1 + w); OLMo 2's float32 scale) or LayerNorm
+    (``cfg.norm_type == "layer"``: with biases when ``cfg.norm_bias``; a q/k norm of kind "per_head" reduces
+    over Dh only)."""
+    if cfg.norm_type == "layer":
+        shape = (dim,) if isinstance(dim, int) else tuple(dim)
+        return LayerNorm(shape, cfg.rms_norm_eps, dtype, cfg.norm_bias, axes)
     return RMSNorm(dim, cfg.rms_norm_eps, dtype, offset=cfg.norm_offset,
                    fp32_scale=cfg.architecture == "Olmo2ForCausalLM", axes=axes)
 
@@ -186,11 +213,18 @@ def rope_cos_sin(positions: jax.Array, rope: RopeConfig, head_dim: int,
     return jnp.cos(angles), jnp.sin(angles)
 
 
-def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array, interleaved: bool = False) -> jax.Array:
     """Rotate-half rotary embedding (HF convention). x: [..., heads, Dh]; cos/sin: [..., R/2] rotate the
-    leading R dims of each head (R < Dh: partial rotary, the rest passes through)."""
+    leading R dims of each head (R < Dh: partial rotary, the rest passes through). ``interleaved``: frequency i
+    rotates the adjacent pair (2i, 2i + 1) instead of (i, i + R/2) (Cohere, GPT-J)."""
     half = cos.shape[-1]
     x32 = x.astype(jnp.float32)
+    if interleaved:
+        pairs = x32[..., :2 * half].reshape(*x.shape[:-1], half, 2)
+        x1, x2 = pairs[..., 0], pairs[..., 1]
+        c, s = cos[..., None, :], sin[..., None, :]
+        rotated = jnp.stack([x1 * c - x2 * s, x2 * c + x1 * s], axis=-1).reshape(*x.shape[:-1], 2 * half)
+        return jnp.concatenate([rotated, x32[..., 2 * half:]], axis=-1).astype(x.dtype)
     x1, x2, rest = x32[..., :half], x32[..., half:2 * half], x32[..., 2 * half:]
     c, s = cos[..., None, :], sin[..., None, :]
     out = jnp.concatenate([x1 * c - x2 * s, x2 * c + x1 * s, rest], axis=-1)
@@ -205,8 +239,9 @@ class GatedMLP(nnx.Module):
     """Gated MLP act(gate) * up (SwiGLU; GeGLU for Gemma) with the gate and up projections fused into one
     [D, 2, F] matmul."""
 
-    def __init__(self, cfg: ModelConfig, dtype, rngs: nnx.Rngs):
-        d, f = cfg.hidden_size, cfg.intermediate_size
+    def __init__(self, cfg: ModelConfig, dtype, rngs: nnx.Rngs, intermediate_size: int | None = None):
+        """``intermediate_size``: F when it is not ``cfg.intermediate_size`` (Qwen2-MoE's shared expert)."""
+        d, f = cfg.hidden_size, intermediate_size or cfg.intermediate_size
         q = cfg
         self.gate_up = linear_weight((d, 2, f), dtype, ("embed", None, "mlp"), 1, q, rngs)
         self.down = linear_weight((f, d), dtype, ("mlp", "embed"), 1, q, rngs)

@@ -1,12 +1,16 @@
-"""Dense decoder-only transformers (Llama 2/3/3.x, Mistral, Qwen2, Qwen3, Gemma 1/2/3, Phi-3/3.5/4, OLMo 2) as one
-config-driven Flax NNX module.
+"""Decoder-only transformers (Llama 2/3/3.x, Mistral, Qwen2, Qwen3, Gemma 1/2/3, Phi-3/3.5/4, OLMo 2, Granite,
+SmolLM3, Starcoder2, Cohere; MoE: Mixtral, Qwen3-MoE, Qwen2-MoE, OLMoE) as one config-driven Flax NNX module.
 
 Differences between the families are config flags: q/k/v biases (Qwen2), q/k RMSNorm per head (Qwen3, Gemma 3)
-or over the whole projection (OLMo 2), explicit head_dim, sliding windows per layer (Mistral, Gemma 2/3, Phi-3),
-rope scaling (Llama 3.x, Gemma 3 global layers, Phi-3 longrope) and a second rope for local layers (Gemma 3),
-partial rotary (Phi-4-mini), norm placement ("pre"; Gemma 2/3 "sandwich"; OLMo 2 "post"), Gemma's (1 + w) norms,
-sqrt(D) embedding scale, GeGLU and attention / final logit soft-capping, tied embeddings, and
-mixture-of-experts MLPs in the layers ``cfg.moe_layers`` marks (Mixtral, Qwen3-MoE; jaxllm.models.moe).
+or over the whole projection (OLMo 2, OLMoE), per-head q/k LayerNorm (Cohere), q/k/v clamping (OLMoE), explicit
+head_dim, sliding windows per layer (Mistral, Gemma 2/3, Phi-3, Starcoder2), rope scaling (Llama 3.x, Gemma 3
+global layers, Phi-3 longrope), a second rope for local layers (Gemma 3), layers without rope (SmolLM3),
+interleaved rope (Cohere), partial rotary (Phi-4-mini), norm placement ("pre"; Gemma 2/3 "sandwich"; OLMo 2
+"post"; Cohere "parallel": attention and MLP from one norm), LayerNorm instead of RMSNorm (Starcoder2, Cohere),
+Gemma's (1 + w) norms, sqrt(D) embedding scale, Granite's embedding / residual / attention / logits multipliers,
+GeGLU, the plain c_fc / c_proj MLP (Starcoder2; jaxllm.models.plain_mlp), attention / final logit soft-capping,
+logit scaling, tied embeddings, and mixture-of-experts MLPs in the layers ``cfg.moe_layers`` marks
+(jaxllm.models.moe; with Qwen2-MoE's shared expert: jaxllm.models.shared_moe).
 
 Two entry points share every layer:
 - ``model(input_ids[B, T]) -> logits[B, T, V]``: dense causal forward, no cache (scoring, probing).
@@ -29,6 +33,8 @@ from jaxllm.models.attention import Attention, AttentionMetadata, DenseCausalAtt
 from jaxllm.models.layers import GatedMLP, norm, param, rope_cos_sin
 from jaxllm.models.lora import LayerLoRA
 from jaxllm.models.moe import SparseMoeBlock
+from jaxllm.models.plain_mlp import PlainMLP
+from jaxllm.models.shared_moe import moe_block
 
 
 def _identity(x):
@@ -41,7 +47,11 @@ class DecoderLayer(nnx.Module):
         for name in LAYER_NORMS[cfg.norm_placement]:
             setattr(self, name, norm(cfg, cfg.hidden_size, dtype))
         self.self_attn = Attention(cfg, layer_idx, dtype, rngs)
-        self.mlp = SparseMoeBlock(cfg, dtype, rngs) if cfg.is_moe_layer(layer_idx) else GatedMLP(cfg, dtype, rngs)
+        if cfg.is_moe_layer(layer_idx):
+            self.mlp = moe_block(cfg, dtype, rngs)
+        else:
+            self.mlp = PlainMLP(cfg, dtype, rngs) if cfg.mlp_type == "plain" else GatedMLP(cfg, dtype, rngs)
+        self.residual_multiplier = cfg.residual_multiplier  # Granite scales each block's output
 
     def _norms(self):
         """(before attention, after attention, before the MLP, after the MLP): norms or the identity."""
@@ -52,13 +62,22 @@ class DecoderLayer(nnx.Module):
                 self.post_feedforward_layernorm)
 
     def __call__(self, x, cos, sin, attend, kv_cache, lora: LayerLoRA | None = None):
+        if self.placement == "parallel":  # Cohere: attention and MLP both read one norm of x
+            normed = self.input_layernorm(x)
+            with jax.named_scope("attention"):
+                h, kv_cache = self.self_attn(normed, cos, sin, attend, kv_cache, lora=lora)
+            return x + self._scaled(h) + self._scaled(self.mlp(normed, lora=lora)), kv_cache
         attn_in, attn_out, mlp_in, mlp_out = self._norms()
         with jax.named_scope("attention"):
             h, kv_cache = self.self_attn(attn_in(x), cos, sin, attend, kv_cache, lora=lora)
-            x = x + attn_out(h)
+            x = x + self._scaled(attn_out(h))
         mlp = self.mlp(mlp_in(x)) if isinstance(self.mlp, SparseMoeBlock) else self.mlp(mlp_in(x), lora=lora)
-        x = x + mlp_out(mlp)
+        x = x + self._scaled(mlp_out(mlp))
         return x, kv_cache
+
+    def _scaled(self, h):
+        """A block's output times ``residual_multiplier`` (Granite; in h's dtype, as transformers)."""
+        return h if self.residual_multiplier == 1.0 else h * self.residual_multiplier
 
 
 @functools.partial(jax.jit, static_argnums=(0,))
@@ -74,12 +93,14 @@ class LlamaForCausalLM(nnx.Module):
     """Decoder-only transformer with SwiGLU MLPs, RMSNorm and rotary embeddings."""
 
     supports_lora = True  # forward_paged takes per-layer LoRA adapters (jaxllm/models/lora.py)
+    supports_prompt_embeds = True  # forward_paged takes rows that replace token embeddings
 
     def __init__(self, cfg: ModelConfig, *, dtype=None, rngs: nnx.Rngs | None = None):
         dtype = jnp.dtype(dtype or cfg.dtype)
         rngs = rngs or nnx.Rngs(0)
         self.config = cfg
         self.dtype = dtype
+        self.supports_lora = cfg.mlp_type == "gated"  # (LoRA targets the gated MLP's projections)
         self.embed = param((cfg.vocab_size, cfg.hidden_size), dtype, ("vocab", "embed"), rngs=rngs)
         self.layers = nnx.List([DecoderLayer(cfg, i, dtype, rngs) for i in range(cfg.num_layers)])
         self.norm = norm(cfg, cfg.hidden_size, dtype)
@@ -88,11 +109,16 @@ class LlamaForCausalLM(nnx.Module):
         else:
             self.lm_head = param((cfg.vocab_size, cfg.hidden_size), dtype, ("vocab", "embed"), rngs=rngs)
 
-    def _backbone(self, input_ids, positions, attend, kv_caches, lora=None):
+    def _backbone(self, input_ids, positions, attend, kv_caches, lora=None, prompt_embeds=None):
         cfg = self.config
         x = jnp.take(self.embed[...], input_ids, axis=0)
+        if prompt_embeds is not None:  # (is_embed [T], rows [T, D]): the caller's rows replace the lookup's
+            is_embed, rows = prompt_embeds
+            x = jnp.where(is_embed[:, None], rows.astype(x.dtype), x)
         if cfg.embed_scale:  # the scale in the activation dtype, as HF (bf16 rounds sqrt(D))
             x = x * jnp.asarray(cfg.hidden_size ** 0.5, x.dtype)
+        if cfg.embedding_multiplier != 1.0:  # Granite
+            x = x * cfg.embedding_multiplier
         length_dependent = cfg.rope.rope_type in ("longrope", "dynamic")  # the rope follows each sequence's length
         seq_lens = attend.rope_seq_lens(positions) if length_dependent else None
         rotary_dim = cfg.rotary_dim or cfg.head_dim
@@ -112,11 +138,16 @@ class LlamaForCausalLM(nnx.Module):
         return self.norm(x), new_caches
 
     def compute_logits(self, hidden: jax.Array) -> jax.Array:
-        """hidden [..., D] -> float32 logits [..., V] (soft-capped: cap * tanh(logits / cap), Gemma 2)."""
+        """hidden [..., D] -> float32 logits [..., V] (soft-capped: cap * tanh(logits / cap), Gemma 2; divided by
+        ``logits_scaling``, Granite)."""
         head = self.embed[...] if self.lm_head is None else self.lm_head[...]
         cap = self.config.final_logit_softcap
         with jax.named_scope("lm_head"):
             logits = jnp.einsum("...d,vd->...v", hidden, head, preferred_element_type=jnp.float32)
+            if self.config.logits_scaling != 1.0:
+                logits = logits / self.config.logits_scaling
+            if self.config.logit_scale != 1.0:  # Cohere
+                logits = logits * self.config.logit_scale
             return logits if cap is None else cap * jnp.tanh(logits / cap)
 
     def __call__(self, input_ids: jax.Array) -> jax.Array:
@@ -130,8 +161,10 @@ class LlamaForCausalLM(nnx.Module):
 
     def forward_paged(self, input_ids: jax.Array, positions: jax.Array, kv_caches: list[jax.Array],
                       metadata: AttentionMetadata, attention_impl: str | None = None, mesh=None,
-                      lora: list[LayerLoRA] | None = None):
+                      lora: list[LayerLoRA] | None = None, prompt_embeds=None):
         """Engine path: ids/positions [T] -> (hidden [T, D], updated kv_caches). ``mesh``: run attention per
-        tensor-parallel shard (see PagedAttention). ``lora``: one LayerLoRA per layer (multi-LoRA), or None."""
+        tensor-parallel shard (see PagedAttention). ``lora``: one LayerLoRA per layer (multi-LoRA), or None.
+        ``prompt_embeds``: (is_embed [T] bool, rows [T, D]) or None: flagged tokens take their row in place of
+        their id's embedding (before Gemma's sqrt(D) scale, which applies to both, as in HF)."""
         return self._backbone(input_ids, positions, PagedAttention(metadata, attention_impl, mesh), kv_caches,
-                              lora)
+                              lora, prompt_embeds)

@@ -24,9 +24,9 @@ Non-finite logits (``nonfinite_rows``): a row whose raw logits hold a NaN or +in
 leave no token, is flagged in ``SamplerOutput.nonfinite``; the engine then ends that request with finish_reason
 "error" instead of emitting the arbitrary id argmax returns. The flag travels with the token ids (no extra sync).
 
-Logprobs (``config.num_logprobs`` > 0) come from the RAW logits (vLLM v1's default ``raw_logprobs``; after the grammar mask): the
-sampled token's logprob, its rank (1 + number of tokens with a strictly greater logprob) and the top-k ids and
-logprobs.
+Logprobs (``config.num_logprobs`` > 0): the sampled token's value, its rank (1 + number of tokens with a strictly
+greater value) and the top-k ids and values, of what ``config.logprobs_mode`` (the engine's) names
+(``sampler_logprobs``: vLLM's default ``raw_logprobs`` is log_softmax of the raw logits, after the grammar mask).
 """
 
 from __future__ import annotations
@@ -38,9 +38,13 @@ import jax
 import jax.numpy as jnp
 
 from jaxllm.models.sampler_filters import min_p_threshold, sample_top_k_top_p, top_k_values
+from jaxllm.models.sampler_logprobs import sample_logprobs, token_logprobs
 from jaxllm.ops.sampling import first_argmax, row_keys, truncated_gumbel_argmax
 
 _NEG_INF = float("-inf")
+# token_logprobs (sampler_logprobs.py) and top_k_values (sampler_filters.py) keep their import path here
+__all__ = ["SamplerOutput", "apply_grammar_bitmask", "apply_grammar_bitmask_reference", "nonfinite_rows",
+           "processed_logits", "sample", "token_logprobs", "top_k_values"]
 
 
 @dataclasses.dataclass
@@ -48,8 +52,8 @@ class SamplerOutput:
     """S = padded number of sequences; the logprob fields are None unless ``config.num_logprobs``."""
 
     token_ids: Any  # [S] i32
-    logprob: Any = None  # [S] f32: raw logprob of the sampled token
-    rank: Any = None  # [S] i32: 1 + number of tokens with a strictly greater raw logprob
+    logprob: Any = None  # [S] f32: the sampled token's value under the logprobs_mode (default: raw logprob)
+    rank: Any = None  # [S] i32: number of tokens whose value is >= the token's (vLLM's rank)
     top_ids: Any = None  # [S, num_logprobs] i32, best first
     top_logprobs: Any = None  # [S, num_logprobs] f32
     nonfinite: Any = None  # [S] bool: the row has no valid token (``nonfinite_rows``); its token is meaningless
@@ -60,20 +64,6 @@ jax.tree_util.register_dataclass(
     data_fields=["token_ids", "logprob", "rank", "top_ids", "top_logprobs", "nonfinite"],
     meta_fields=[],
 )
-
-
-def token_logprobs(logits: jax.Array, target_ids: jax.Array, k: int):
-    """Raw logprobs of logits [N, V] for target_ids [N] -> (logprob [N] f32, rank [N] i32, top_ids [N, k] i32,
-    top_logprobs [N, k] f32). ``k`` is static (0 gives [N, 0] arrays). Used for sample and prompt logprobs."""
-    x = logits.astype(jnp.float32)
-    lse = jax.nn.logsumexp(x, axis=-1)
-    tok = jnp.take_along_axis(x, target_ids.astype(jnp.int32)[:, None], axis=1)[:, 0]
-    rank = 1 + jnp.sum(x > tok[:, None], axis=-1, dtype=jnp.int32)  # log_softmax keeps the order
-    if k == 0:
-        n = x.shape[0]
-        return tok - lse, rank, jnp.zeros((n, 0), jnp.int32), jnp.zeros((n, 0), jnp.float32)
-    top, top_ids = top_k_values(x, k)
-    return tok - lse, rank, top_ids, top - lse[:, None]
 
 
 def _rows(ids: jax.Array) -> jax.Array:
@@ -179,8 +169,8 @@ def processed_logits(logits: jax.Array, md: Any, config: Any) -> tuple[jax.Array
 
 def sample(logits: jax.Array, metadata: Any, config: Any) -> SamplerOutput:
     """logits [S, V] (any float dtype, computed as f32), metadata: ``SamplingMetadata`` pytree of device
-    arrays, config: ``SamplerConfig`` (static) -> ``SamplerOutput``. Pure jax, no host sync; call inside the
-    jitted step."""
+    arrays, config: ``SamplerConfig`` (static; its ``logprobs_mode`` says what the logprob fields hold) ->
+    ``SamplerOutput``. Pure jax, no host sync; call inside the jitted step."""
     logits = logits.astype(jnp.float32)
     if config.greedy_only:
         tokens = first_argmax(logits)
@@ -194,7 +184,5 @@ def sample(logits: jax.Array, metadata: Any, config: Any) -> SamplerOutput:
     out = SamplerOutput(token_ids=tokens, nonfinite=nonfinite_rows(logits, x, tokens))
     if config.num_logprobs:
         with jax.named_scope("logprobs"):
-            out.logprob, out.rank, out.top_ids, out.top_logprobs = token_logprobs(
-                logits, tokens, config.num_logprobs
-            )
+            out.logprob, out.rank, out.top_ids, out.top_logprobs = sample_logprobs(logits, x, md, config, tokens)
     return out

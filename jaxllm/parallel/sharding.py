@@ -66,6 +66,8 @@ def _split_dims(cfg) -> list[tuple[str, int]]:
     if any(moe):
         dims.append(("num_experts", cfg.num_experts) if cfg.enable_expert_parallel
                     else ("moe_intermediate_size", cfg.moe_intermediate_size))
+        if cfg.shared_expert_intermediate_size:  # (Qwen2-MoE's shared expert: a dense MLP split like one)
+            dims.append(("shared_expert_intermediate_size", cfg.shared_expert_intermediate_size))
     return dims
 
 

@@ -63,6 +63,7 @@ class PoolingModelRunner(ModelRunner):
     step. ``info`` and ``head`` (a ``heads.LinearHead`` classifier, or None) define the task outputs."""
 
     compiles_in_background = False  # every bucket's pooled forward at start-up
+    serves_prompt_embeds = False  # the pooling step reads token ids only (enable_prompt_embeds is refused)
 
     def __init__(self, model, cfg, mesh, args, *, info: PoolingModelInfo, head=None):
         self.info = info

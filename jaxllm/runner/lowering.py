@@ -17,7 +17,7 @@ from jaxllm.runner.sampling_metadata import dummy_sampling_metadata, pack_sampli
 
 class ProgramLowering:
     """Needs the runner's ``param_shapes``, ``cache_plan``, ``_forward``, ``_sample``, ``_prev_tokens``,
-    ``kernels``, ``spec``, ``lora``, ``draft``, ``cfg``, ``max_blocks_per_seq``, ``_max_seqs``,
+    ``kernels``, ``spec``, ``lora``, ``prompt_embeds``, ``draft``, ``cfg``, ``max_blocks_per_seq``, ``_max_seqs``,
     ``forward_compile_options`` and its shardings."""
 
     def _compile(self, key: ProgramKey):
@@ -33,8 +33,8 @@ class ProgramLowering:
         if isinstance(key, ForwardKey):
             return self._forward.trace(self.param_shapes, self.cache_plan.shapes(), self._padding_step(key.bucket),
                                        shapes_of(self._prev_tokens),
-                                       self._lora_stacks(), dims=self._dims(key.bucket),
-                                       return_hidden=self._returns_hidden(key),
+                                       self._lora_stacks(), self._prompt_embeds_arg(key.bucket, shapes=True),
+                                       dims=self._dims(key.bucket), return_hidden=self._returns_hidden(key),
                                        attention_impl=self.kernels.attention(key.long_prefill),
                                        logits_sharding=self._replicated, vocab_logits_sharding=self._vocab_logits
                                        ).lower(lowering_platforms=lowering_platforms)
@@ -61,6 +61,13 @@ class ProgramLowering:
     def _lora_stacks(self) -> list:
         """The forward's adapter slot stacks argument (empty without LoRA)."""
         return [] if self.lora is None else self.lora.leaves
+
+    def _prompt_embeds_arg(self, bucket: Bucket, shapes: bool = False) -> tuple:
+        """The forward's prompt-embeddings argument for a step without embeddings (empty when the option is
+        off); ``shapes``: as ShapeDtypeStructs (compiling)."""
+        if self.prompt_embeds is None:
+            return ()
+        return self.prompt_embeds.shapes(bucket) if shapes else self.prompt_embeds.empty(bucket)
 
     def _neutral_sampling(self, num_seqs: int, config):
         """Neutral sampling metadata of ``config``'s shapes, packed and on the device (compile and first run)."""

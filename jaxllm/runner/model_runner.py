@@ -51,6 +51,7 @@ from jaxllm.runner.kv_cache_plan import KVCachePlan
 from jaxllm.runner.kv_swap import make_host_pool, preemption_cost_terms
 from jaxllm.runner.lowering import ProgramLowering, shapes_of
 from jaxllm.runner.programs import ForwardKey, Programs, SampleKey
+from jaxllm.runner.prompt_embeds import PromptEmbedsInput, check_prompt_embeds
 from jaxllm.runner.prompt_logprobs import prompt_logprobs
 from jaxllm.runner.sampling_metadata import (
     build_sampling_metadata,
@@ -71,6 +72,7 @@ logger = logging.getLogger("jaxllm")
 
 class ModelRunner(ProgramLowering, StartupPrograms, SleepMode, WeightUpdates):
     compiles_in_background = True  # honours ``background_compile`` (pooling runners compile all at start-up)
+    serves_prompt_embeds = True  # its forward can take EmbedsPrompt rows (``enable_prompt_embeds``)
 
     def __init__(self, model, cfg: ModelConfig, mesh, args: EngineArgs, lora=None, structured_outputs=False):
         """``args``: resolved EngineArgs (``EngineArgs.resolve``: the scheduler limits are set). ``lora``: the LoRA
@@ -79,10 +81,13 @@ class ModelRunner(ProgramLowering, StartupPrograms, SleepMode, WeightUpdates):
         the grammar-bitmask sampler programs are compiled at start-up with the others."""
         self.lora = lora
         self.structured_outputs = structured_outputs
+        self.prompt_embeds = None  # PromptEmbedsInput with enable_prompt_embeds (set with the step functions)
+        self._enable_prompt_embeds = check_prompt_embeds(args, model, self.serves_prompt_embeds)
         self.cfg, self.mesh, self.block_size, self.max_model_len = cfg, mesh, args.block_size, args.max_model_len
         self.max_blocks_per_seq = -(-args.max_model_len // args.block_size)
         self.speculative_config = SpeculativeConfig.from_dict(args.speculative_config)
         self.max_logprobs = args.max_logprobs  # the logprobs width of requests above MAX_LOGPROBS (-1: vocab)
+        self.logprobs_mode = args.logprobs_mode  # what logprobs report (jaxllm/models/sampler_logprobs.py)
         # (enforce_eager compiles every program on first use: nothing is left for a background thread)
         self.background_compile = (bool(args.background_compile) and self.compiles_in_background
                                    and not args.enforce_eager)
@@ -138,9 +143,12 @@ class ModelRunner(ProgramLowering, StartupPrograms, SleepMode, WeightUpdates):
         self._max_seqs = self.ladder.buckets[-1].num_seqs
         self._table_rows = BlockTableRows(self.max_blocks_per_seq)
         self._prev_tokens = jax.device_put(np.zeros(self._max_seqs, np.int32), self._replicated)
-        self._forward = make_forward(self.graphdef, self._treedef, mesh, with_lora=lora is not None)
+        if self._enable_prompt_embeds:
+            self.prompt_embeds = PromptEmbedsInput(self.cfg.hidden_size, self.dtype, self._replicated)
+        self._forward = make_forward(self.graphdef, self._treedef, mesh, with_lora=lora is not None,
+                                     with_embeds=self.prompt_embeds is not None)
         self._sample = make_sample()
-        self._prompt_lp = make_prompt_logprobs(self.graphdef, self._treedef)
+        self._prompt_lp = make_prompt_logprobs(self.graphdef, self._treedef, self.logprobs_mode)
         # held while a step or a background first run takes the (donated) cache, and while sleep mode frees it:
         # code that reads kv_caches while the background thread may run programs holds it too
         self.device_lock = threading.RLock()
@@ -234,8 +242,10 @@ class ModelRunner(ProgramLowering, StartupPrograms, SleepMode, WeightUpdates):
                 self.kv_caches = self.host_kv.apply(self.kv_caches, batch.swap_out, batch.swap_in)
             if self.lora is not None:  # each token's adapter slot (loads adapters into slots where needed)
                 packed = np.concatenate([packed, self.lora.step_slots(batch.seqs, bucket.num_tokens)])
+            embeds = () if self.prompt_embeds is None else self.prompt_embeds.step(
+                batch, bucket, inputs.attention.query_start_loc)
             self.kv_caches, logits, hidden, greedy = forward(self.params, self.kv_caches, self._step_arg(packed),
-                                                             self._prev_tokens, self._lora_stacks())
+                                                             self._prev_tokens, self._lora_stacks(), embeds)
             if getattr(self.draft, "records_hidden", False):  # EAGLE: the head reads the target's states
                 self.draft.record_hidden(hidden, inputs.attention.slot_mapping)
         self.num_steps += 1
@@ -252,7 +262,7 @@ class ModelRunner(ProgramLowering, StartupPrograms, SleepMode, WeightUpdates):
         decoding the program also verifies the drafts (``spec_rows.py``)."""
         rows, seqs = step.num_seqs, step.batch.seqs
         md, sampler_config = build_sampling_metadata(self.spec.rows(seqs), rows, self.cfg.vocab_size,
-                                                     self.max_logprobs)
+                                                     self.max_logprobs, self.logprobs_mode)
         if sampler_config.greedy_only and not self.spec.enabled:  # the forward's argmax: no sampler program
             self._prev_tokens = step.greedy.token_ids
             self._set_sampled(step, step.greedy)

@@ -1,8 +1,8 @@
 """Prompt logprobs (``SamplingParams.prompt_logprobs``) from a step's hidden states.
 
 A step with a sequence that asked for them runs the forward program that also returns the hidden states [T, D];
-the logprob of each prompt token given the tokens before it then comes from the raw logits of the row before it,
-``CHUNK`` rows at a time (a [CHUNK, V] logits array, not [T, V]), with the top alternatives: ``TOP_K`` of them
+the logprob of each prompt token given the tokens before it then comes from the raw logits of the row before it
+(their log_softmax, or under a ``*_logits`` ``logprobs_mode`` the logits themselves), ``CHUNK`` rows at a time (a [CHUNK, V] logits array, not [T, V]), with the top alternatives: ``TOP_K`` of them
 when every request asks for at most that many, else the LLM's ``max_logprobs`` (``logprobs_width``: a second
 program, compiled on first use; -1 asks for the whole vocabulary).
 """

@@ -18,7 +18,8 @@ Variants (each is compiled once per sequence bucket, i.e. per padded_num_seqs):
     three are not compiled (``FILTER_VARIANTS``): a CPU's start-up and its two cores are better spent elsewhere,
     and ``FILTER_CONFIG`` serves their batches.
   Which parts run (random rows, min_p, top-k, top-p, logprobs) is a static field too, so the device never
-  branches on data. These seven (``STARTUP_CONFIGS``) are what the runner compiles at start-up; a step whose
+  branches on data. These seven (``STARTUP_CONFIGS``; ``startup_configs`` gives the logprobs variant the engine's
+  ``logprobs_mode``) are what the runner compiles at start-up; a step whose
   exact variant is not compiled runs the cheapest compiled one that ``covers`` it (same shapes, a superset of
   the parts). A step that needs more compiles lazily, on first use, a variant that differs only in shapes: a
   wider sparse array (more than 8 bias, allowed or banned ids in a row: widths from ``SPARSE_WIDTHS``) or
@@ -48,7 +49,9 @@ class SamplerConfig:
     ``num_logprobs``: 0, or the static top-k width of the returned logprobs (``logprobs_width``).
     ``bias_width`` / ``allowed_width`` / ``banned_width``: widths W of the sparse id arrays (from
     ``SPARSE_WIDTHS``). ``penalty_len``: 0 = no penalties, else the length L of the padded prompt+output token
-    array."""
+    array. ``logprobs_mode``: what the logprob fields hold (the engine's ``logprobs_mode``,
+    jaxllm/models/sampler_logprobs.py); set only with ``num_logprobs``, so variants without logprobs are the same
+    in every engine."""
 
     greedy_only: bool = True
     num_logprobs: int = 0
@@ -67,6 +70,7 @@ class SamplerConfig:
     # exact membership pass run (jaxllm/models/sampler_filters.py)
     top_k: bool = False
     top_p: bool = False
+    logprobs_mode: str = "raw_logprobs"
 
     def __post_init__(self):
         widths = (self.num_logprobs, self.bias_width, self.allowed_width, self.banned_width, self.penalty_len,
@@ -81,6 +85,8 @@ class SamplerConfig:
                     raise ValueError(f"SamplerConfig.{name}={getattr(self, name)} is not in {SPARSE_WIDTHS}")
             if self.num_logprobs < 0:
                 raise ValueError(f"SamplerConfig.num_logprobs={self.num_logprobs} must be >= 0")
+            if self.logprobs_mode != "raw_logprobs" and not self.num_logprobs:
+                raise ValueError(f"SamplerConfig.logprobs_mode={self.logprobs_mode!r} needs num_logprobs > 0")
             if self.penalty_len and (
                 self.penalty_len < PENALTY_MIN_LEN or self.penalty_len & (self.penalty_len - 1)
             ):
@@ -108,6 +114,18 @@ FILTER_VARIANTS = (MIN_P_CONFIG, TOP_K_CONFIG, TOP_P_CONFIG)
 STARTUP_CONFIGS = (GREEDY_CONFIG, SAMPLE_CONFIG, FILTER_CONFIG, FULL_CONFIG, *FILTER_VARIANTS)
 
 
+def startup_configs(logprobs_mode: str = "raw_logprobs") -> tuple[SamplerConfig, ...]:
+    """``STARTUP_CONFIGS`` of an engine whose logprobs report ``logprobs_mode``: its logprobs variant carries the
+    mode (``FULL_CONFIG`` of that mode; under a processed mode, whose variants serve only steps with their own
+    filters (``covers``), the one without filters: greedy and temperature-only rows; a step with filters compiles
+    its own on first use)."""
+    if logprobs_mode == "raw_logprobs":
+        return STARTUP_CONFIGS
+    base = SAMPLE_CONFIG if logprobs_mode.startswith("processed") else FULL_CONFIG
+    full = dataclasses.replace(base, num_logprobs=MAX_LOGPROBS, logprobs_mode=logprobs_mode)
+    return tuple(full if c == FULL_CONFIG else c for c in STARTUP_CONFIGS)
+
+
 def logprobs_width(num: int | None, vocab_size: int, max_logprobs: int = MAX_LOGPROBS) -> int:
     """The static top-k width of the logprobs program that serves a request for ``num`` logprobs (None: none,
     0 for the sampled token only, -1: the whole vocabulary) under the LLM's ``max_logprobs`` (-1: the
@@ -132,10 +150,16 @@ def cost_order(config: SamplerConfig) -> tuple:
 def covers(compiled: SamplerConfig, needed: SamplerConfig) -> bool:
     """Whether the ``compiled`` variant can serve a step that needs ``needed``: the same array shapes, and every
     part ``needed`` runs (random rows, min_p, top-k/top-p, logprobs) runs in it too. A part no row uses is
-    neutral (thresholds of -inf, no noise on greedy rows, unused logprobs), so the result is the same."""
+    neutral (thresholds of -inf, no noise on greedy rows, unused logprobs), so the result is the same. Logprobs
+    need the same ``logprobs_mode``; a processed mode also the same filters, which decide whether its exact
+    top-k / top-p mask (a sort per row) runs: a step whose rows filter nothing does not pay for it."""
     if compiled == needed:
         return True
     if compiled.greedy_only or needed.greedy_only:  # the greedy variant takes no metadata at all
+        return False
+    filters = lambda c: (c.min_p, c.top_k, c.top_p)
+    if needed.num_logprobs and (compiled.logprobs_mode != needed.logprobs_mode or (
+            needed.logprobs_mode.startswith("processed") and filters(compiled) != filters(needed))):
         return False
     shapes = lambda c: (c.bias_width, c.allowed_width, c.banned_width, c.penalty_len, c.grammar_words)
     same_shapes = shapes(compiled) == shapes(needed)
@@ -143,7 +167,7 @@ def covers(compiled: SamplerConfig, needed: SamplerConfig) -> bool:
                                for f in ("random", "min_p", "top_k", "top_p", "num_logprobs"))
 
 
-def start_up_cover(config: SamplerConfig) -> SamplerConfig:
-    """The variant a step needing ``config`` runs when every start-up variant is compiled (GPU start-up): the
-    cheapest that covers it, else ``config`` itself (compiled on first use)."""
-    return min([c for c in STARTUP_CONFIGS if covers(c, config)] or [config], key=cost_order)
+def start_up_cover(config: SamplerConfig, logprobs_mode: str = "raw_logprobs") -> SamplerConfig:
+    """The variant a step needing ``config`` runs when every start-up variant (``startup_configs``) is compiled
+    (GPU start-up): the cheapest that covers it, else ``config`` itself (compiled on first use)."""
+    return min([c for c in startup_configs(logprobs_mode) if covers(c, config)] or [config], key=cost_order)

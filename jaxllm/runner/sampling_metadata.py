@@ -176,10 +176,12 @@ class _SampledRows:
 
 
 def build_sampling_metadata(
-    seqs: Sequence[ScheduledSeq], padded_num_seqs: int, vocab_size: int, max_logprobs: int = MAX_LOGPROBS
+    seqs: Sequence[ScheduledSeq], padded_num_seqs: int, vocab_size: int, max_logprobs: int = MAX_LOGPROBS,
+    logprobs_mode: str = "raw_logprobs",
 ) -> tuple[SamplingMetadata, SamplerConfig]:
     """Pack one step's sequences (row i = seqs[i], padded to ``padded_num_seqs`` rows) into numpy arrays;
-    ``max_logprobs`` (the LLM's) sets the logprobs width of rows asking for more than ``MAX_LOGPROBS``.
+    ``max_logprobs`` (the LLM's) sets the logprobs width of rows asking for more than ``MAX_LOGPROBS``;
+    ``logprobs_mode`` (the LLM's) what their logprobs report.
 
     Returns ``(metadata, config)``: pass ``metadata`` (or ``jax.device_put(metadata)``) as a traced argument
     and ``config`` as a static argument of the jitted sampler. Each SamplingParams object is read and checked
@@ -189,7 +191,7 @@ def build_sampling_metadata(
     gathered = _gather_rows(seqs, vocab_size, max_logprobs)
     if gathered.plain_greedy():
         return SamplingMetadata(), GREEDY_CONFIG
-    config = _step_config(gathered, seqs, vocab_size)
+    config = _step_config(gathered, seqs, vocab_size, logprobs_mode)
     md = dummy_sampling_metadata(config, padded_num_seqs, vocab_size)
     _fill_rows(md, gathered, seqs)
     return md, config
@@ -233,8 +235,10 @@ def _gather_rows(seqs: Sequence[ScheduledSeq], vocab_size: int, max_logprobs: in
     return _SampledRows(rows, scalars, sparse, penalties, grammar, logprobs, min_p, filtered, top_k_, wide)
 
 
-def _step_config(g: _SampledRows, seqs: Sequence[ScheduledSeq], vocab_size: int) -> SamplerConfig:
-    """The sampler variant of a step: array widths on their ladders, the filters some row needs."""
+def _step_config(g: _SampledRows, seqs: Sequence[ScheduledSeq], vocab_size: int,
+                 logprobs_mode: str = "raw_logprobs") -> SamplerConfig:
+    """The sampler variant of a step: array widths on their ladders, the filters some row needs, the engine's
+    ``logprobs_mode`` when a row logs."""
     width = lambda kind: _ladder(
         max([len(a if kind != "bias" else a[0]) for a in g.sparse[kind].values()] + [0]), SPARSE_WIDTHS, kind
     )
@@ -251,6 +255,7 @@ def _step_config(g: _SampledRows, seqs: Sequence[ScheduledSeq], vocab_size: int)
         min_p=g.min_p,
         top_k=g.filtered and (g.top_k or not g.wide),  # alone: every row draws from its top values
         top_p=g.filtered and g.wide,
+        logprobs_mode=logprobs_mode if g.logprobs else "raw_logprobs",
     )
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from jaxllm.engine.batch import ScheduledSeq
-from jaxllm.runner.sampler_config import FILTER_CONFIG, FULL_CONFIG, SAMPLE_CONFIG, SamplerConfig
+from jaxllm.runner.sampler_config import FILTER_CONFIG, SAMPLE_CONFIG, SamplerConfig, startup_configs
 from jaxllm.sampling_params import SAMPLING_EPS
 
 
@@ -46,13 +46,14 @@ def cached_row(sp: Any, vocab_size: int) -> tuple:
     return row
 
 
-def start_up_variant(sp: Any, vocab_size: int) -> SamplerConfig:
-    """The start-up variant (``SAMPLE_CONFIG``, ``FILTER_CONFIG`` or ``FULL_CONFIG``) that serves a row of ``sp``
-    whose sparse arrays fit the narrowest width and that has no penalties: which structured-outputs sampler a
-    constrained request will need, known when it is added (``ModelRunner.prepare_structured_outputs``)."""
+def start_up_variant(sp: Any, vocab_size: int, logprobs_mode: str = "raw_logprobs") -> SamplerConfig:
+    """The start-up variant (``SAMPLE_CONFIG``, ``FILTER_CONFIG`` or the logprobs variant of ``logprobs_mode``'s
+    ``startup_configs``) that serves a row of ``sp`` whose sparse arrays fit the narrowest width and that has no
+    penalties: which structured-outputs sampler a constrained request will need, known when it is added
+    (``ModelRunner.prepare_structured_outputs``)."""
     _, _, top_k, top_p, min_p, _, _, _, _, wants_logprobs = cached_row(sp, vocab_size)
     if wants_logprobs:
-        return FULL_CONFIG
+        return next(c for c in startup_configs(logprobs_mode) if c.num_logprobs)
     return FILTER_CONFIG if min_p > 0.0 or top_k < vocab_size or top_p < 1.0 else SAMPLE_CONFIG
 
 

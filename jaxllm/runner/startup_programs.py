@@ -28,7 +28,7 @@ from jaxllm.engine.batch import ScheduledBatch
 from jaxllm.engine_args import BACKGROUND_STARTUP_TOKENS
 from jaxllm.runner.buckets import Bucket
 from jaxllm.runner.programs import ForwardKey, ProgramKey, SampleKey
-from jaxllm.runner.sampler_config import FILTER_VARIANTS, SAMPLE_CONFIG, STARTUP_CONFIGS, SamplerConfig
+from jaxllm.runner.sampler_config import FILTER_VARIANTS, SAMPLE_CONFIG, SamplerConfig, startup_configs
 from jaxllm.runner.sampling_metadata import start_up_variant
 
 logger = logging.getLogger("jaxllm")
@@ -88,12 +88,12 @@ class StartupPrograms:
         speculative decoding verifies drafts: the forward returns the greedy tokens itself."""
         if self.fallback_startup:
             buckets = self.ladder.fallback_buckets()
-            return self._program_keys(buckets, self._sample_rows(buckets), STARTUP_CONFIGS)
+            return self._program_keys(buckets, self._sample_rows(buckets), startup_configs(self.logprobs_mode))
         cap = self.max_seq_len_to_capture
         buckets = [b for b in self.ladder.buckets if cap is None or b.num_tokens <= cap]
         if not self.background_compile:
-            return self._program_keys(buckets, self._sample_rows(), STARTUP_CONFIGS)
-        return self._program_keys(buckets, self._sample_rows(buckets), STARTUP_CONFIGS[:2])
+            return self._program_keys(buckets, self._sample_rows(), startup_configs(self.logprobs_mode))
+        return self._program_keys(buckets, self._sample_rows(buckets), startup_configs()[:2])
 
     def deferred_keys(self) -> list[ProgramKey]:
         """The start-up set's complement over every bucket and start-up sampler variant, smallest buckets first:
@@ -101,7 +101,7 @@ class StartupPrograms:
         variants (``FILTER_VARIANTS``: ``FILTER_CONFIG`` serves their batches, and two cores are better spent on
         the buckets)."""
         early = set(self.startup_keys())
-        configs = [c for c in STARTUP_CONFIGS if not (self.compiles_on_cpu and c in FILTER_VARIANTS)]
+        configs = [c for c in startup_configs(self.logprobs_mode) if not (self.compiles_on_cpu and c in FILTER_VARIANTS)]
         keys = self._program_keys(self.ladder.buckets, self._sample_rows(), configs)
         return sorted((k for k in keys if k not in early), key=lambda k: (
             k.bucket.num_tokens if isinstance(k, ForwardKey) else k.num_seqs, isinstance(k, SampleKey)))
@@ -133,8 +133,10 @@ class StartupPrograms:
         compile their variant on first use."""
         if self._enforce_eager:
             return
-        configs = {SAMPLE_CONFIG} if params is None else {SAMPLE_CONFIG, start_up_variant(params, self.cfg.vocab_size)}
-        self.programs.compile_in_background(self._grammar_sample_keys(*sorted(configs, key=STARTUP_CONFIGS.index)))
+        configs = {SAMPLE_CONFIG} if params is None else {
+            SAMPLE_CONFIG, start_up_variant(params, self.cfg.vocab_size, self.logprobs_mode)}
+        order = startup_configs(self.logprobs_mode).index
+        self.programs.compile_in_background(self._grammar_sample_keys(*sorted(configs, key=order)))
 
     def warm_up(self) -> None:
         """Compile the start-up programs in parallel threads."""
@@ -196,7 +198,8 @@ class StartupPrograms:
                 if not (self.weights_on_device and self.kv_cache_on_device):
                     return
                 self.kv_caches, out, _, _ = fn(self.params, self.kv_caches, self._padding_step(key.bucket, warm_up),
-                                               self._prev_tokens, self._lora_stacks())
+                                               self._prev_tokens, self._lora_stacks(),
+                                               self._prompt_embeds_arg(key.bucket))
         else:
             logits = jax.device_put(np.zeros((key.num_seqs, self.cfg.vocab_size), np.float32), self._replicated)
             out = fn(logits, self._neutral_sampling(key.num_seqs, key.config),

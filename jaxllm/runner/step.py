@@ -22,14 +22,16 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxllm.models.lora import layer_loras
-from jaxllm.models.sampler import sample, token_logprobs
+from jaxllm.models.sampler import sample
+from jaxllm.models.sampler_logprobs import prompt_token_logprobs
 from jaxllm.runner.input_batch import unpack_step_inputs
 from jaxllm.runner.sampler_config import GREEDY_CONFIG
 from jaxllm.runner.sampling_metadata import unpack_sampling_metadata
 from jaxllm.spec_decode.rejection import accepted_rows, sample_and_verify
 
 
-def _forward(graphdef, treedef, mesh, with_lora, params, kv_caches, packed_inputs, prev_tokens, lora_stacks, *,
+def _forward(graphdef, treedef, mesh, with_lora, with_embeds, params, kv_caches, packed_inputs, prev_tokens,
+             lora_stacks, prompt_embeds=(), *,
              dims: tuple[int, ...], return_hidden: bool, attention_impl, logits_sharding=None,
              vocab_logits_sharding=None):
     """-> (kv_caches, logits [L, V] float32, hidden [T, D] or None, greedy); ``dims`` = (T, S, P) or, with
@@ -40,21 +42,26 @@ def _forward(graphdef, treedef, mesh, with_lora, params, kv_caches, packed_input
     ``attention_impl``: an ``ops.paged_attention.AttentionConfig`` (or a name; None: the dispatcher's default).
     ``with_lora``: the packed inputs end with each token's adapter slot [T] and ``lora_stacks`` is the flat list
     of adapter slot stacks (jaxllm/runner/lora_slots.py); else ``lora_stacks`` is empty.
+    ``with_embeds`` (``enable_prompt_embeds``): ``prompt_embeds`` is (is_embed [T] bool, rows [T, D]), the
+    tokens that take a row of the caller's embeddings instead of their id's (jaxllm/runner/prompt_embeds.py);
+    else it is empty.
     ``greedy``: the greedy sampler program's output (``GREEDY_CONFIG``; token ids padded like ``prev_tokens``)
     computed in this program: a step whose rows are all greedy takes it and launches no sampler program, one
     program launch per device fewer per step (tensor parallelism launches each program on every device from the
     host)."""
-    lora = {}  # only models with supports_lora take the keyword
+    options = {}  # only models with supports_lora / supports_prompt_embeds take these keywords
     if with_lora:
         packed_inputs, token_slots = packed_inputs[:-dims[0]], packed_inputs[-dims[0]:]
-        lora = {"lora": layer_loras(lora_stacks, token_slots)}
+        options["lora"] = layer_loras(lora_stacks, token_slots)
+    if with_embeds:
+        options["prompt_embeds"] = prompt_embeds
     inputs = unpack_step_inputs(packed_inputs, *dims)  # dims = (T, S, P[, L]), static
     ids = inputs.input_ids
     rows = jnp.clip(-ids - 1, 0, prev_tokens.shape[0] - 1)
     inputs.input_ids = jnp.where(ids < 0, prev_tokens[rows], ids)
     model = nnx.merge(graphdef, jax.tree_util.tree_unflatten(treedef, params))
     hidden, kv_caches = model.forward_paged(inputs.input_ids, inputs.positions, kv_caches, inputs.attention,
-                                            attention_impl, mesh, **lora)
+                                            attention_impl, mesh, **options)
     with jax.named_scope("logits"):
         logits = model.compute_logits(hidden[inputs.logits_indices])
         if vocab_logits_sharding is not None:  # each device multiplies by its vocab shard of the head, then the
@@ -66,9 +73,9 @@ def _forward(graphdef, treedef, mesh, with_lora, params, kv_caches, packed_input
     return kv_caches, logits, (hidden if return_hidden else None), greedy
 
 
-def make_forward(graphdef, treedef, mesh, with_lora: bool = False):
+def make_forward(graphdef, treedef, mesh, with_lora: bool = False, with_embeds: bool = False):
     """jit of the forward for one model graph on ``mesh``; the KV cache (argument 1) is donated."""
-    return jax.jit(functools.partial(_forward, graphdef, treedef, mesh, with_lora),
+    return jax.jit(functools.partial(_forward, graphdef, treedef, mesh, with_lora, with_embeds),
                    static_argnames=("dims", "return_hidden", "attention_impl", "logits_sharding",
                                     "vocab_logits_sharding"),
                    donate_argnums=(1,))
@@ -100,11 +107,13 @@ def make_sample():
     return jax.jit(_sample_packed, static_argnames=("config", "out_rows"))
 
 
-def _prompt_logprobs(graphdef, treedef, params, hidden, targets, *, k: int):
-    """hidden [N, D], targets [N] -> logprob/rank of each target and the top-k, from raw logits."""
+def _prompt_logprobs(graphdef, treedef, params, hidden, targets, *, k: int, logprobs_mode: str):
+    """hidden [N, D], targets [N] -> value/rank of each target and the top-k, from the raw logits
+    (``prompt_token_logprobs``: log_softmax or the logits themselves, by ``logprobs_mode``)."""
     model = nnx.merge(graphdef, jax.tree_util.tree_unflatten(treedef, params))
-    return token_logprobs(model.compute_logits(hidden), targets, k)
+    return prompt_token_logprobs(model.compute_logits(hidden), targets, k, logprobs_mode)
 
 
-def make_prompt_logprobs(graphdef, treedef):
-    return jax.jit(functools.partial(_prompt_logprobs, graphdef, treedef), static_argnames=("k",))
+def make_prompt_logprobs(graphdef, treedef, logprobs_mode: str = "raw_logprobs"):
+    return jax.jit(functools.partial(_prompt_logprobs, graphdef, treedef, logprobs_mode=logprobs_mode),
+                   static_argnames=("k",))

@@ -32,8 +32,9 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from jaxllm.models.sampler import SamplerOutput, nonfinite_rows, processed_logits, sample, token_logprobs
+from jaxllm.models.sampler import SamplerOutput, nonfinite_rows, processed_logits, sample
 from jaxllm.models.sampler_filters import min_p_threshold
+from jaxllm.models.sampler_logprobs import sample_logprobs
 from jaxllm.ops.sampling import first_argmax, row_keys, threshold_sorted, truncated_gumbel_argmax
 
 DRAFT_TAG, ACCEPT_TAG, RESIDUAL_TAG = 1, 2, 3  # the derived random streams of a row (``tagged_keys``)
@@ -111,8 +112,8 @@ def sample_and_verify(logits: jax.Array, md, config, draft: jax.Array, q_index: 
     static ``SamplerConfig``, draft [L] i32 each row's draft token (-1: none), q_index [L] i32 the row of its
     q in the draft steps' distributions ``draft_probs`` (k arrays [D, V], concatenated; -1: none or a
     deterministic draft). Rows with a q take ``verify_sampled``'s token, the others the plain sampler's; the
-    logprobs and non-finite flags are those of the emitted token."""
-    out = sample(logits, md, dataclasses.replace(config, num_logprobs=0))
+    logprobs (of ``config.logprobs_mode``) and non-finite flags are those of the emitted token."""
+    out = sample(logits, md, dataclasses.replace(config, num_logprobs=0, logprobs_mode="raw_logprobs"))
     if config.greedy_only or not config.random:  # no random row: every draft is deterministic
         return sample(logits, md, config) if config.num_logprobs else out
     masked, x = processed_logits(logits.astype(jnp.float32), md, config)
@@ -124,7 +125,7 @@ def sample_and_verify(logits: jax.Array, md, config, draft: jax.Array, q_index: 
                                 out.token_ids)
     out = SamplerOutput(token_ids=tokens, nonfinite=nonfinite_rows(masked, x, tokens))
     if config.num_logprobs:
-        out.logprob, out.rank, out.top_ids, out.top_logprobs = token_logprobs(masked, tokens, config.num_logprobs)
+        out.logprob, out.rank, out.top_ids, out.top_logprobs = sample_logprobs(masked, x, md, config, tokens)
     return out
 
 

@@ -102,12 +102,26 @@ def linear_layers(cfg: ModelConfig, i: int) -> list[LinearLayer]:
         LinearLayer(p + "self_attn.o_proj", (*attn, "o_proj"), d, h * dh, (d,), _linear_in_split(h, dh)),
     ]
     if cfg.is_moe_layer(i):
-        return attention
+        return attention + shared_expert_layers(cfg, i)
+    if cfg.mlp_type == "plain":  # Starcoder2: c_fc [F, D], c_proj [D, F]
+        return attention + [LinearLayer(p + "mlp.c_fc", (*mlp, "c_fc"), f, d, (f,), _linear(f)),
+                            LinearLayer(p + "mlp.c_proj", (*mlp, "c_proj"), d, f, (d,), _linear(d))]
     return attention + [
         LinearLayer(p + "mlp.gate_proj", (*mlp, "gate_up"), f, d, (f,), _linear(f), part=0),
         LinearLayer(p + "mlp.up_proj", (*mlp, "gate_up"), f, d, (f,), _linear(f), part=1),
         LinearLayer(p + "mlp.down_proj", (*mlp, "down"), d, f, (d,), _linear(d)),
     ]
+
+
+def shared_expert_layers(cfg: ModelConfig, i: int) -> list[LinearLayer]:
+    """Qwen2-MoE's shared expert of MoE layer ``i`` (gate/up fused into its gate_up, down); [] for the others."""
+    f, d = cfg.shared_expert_intermediate_size, cfg.hidden_size
+    if not f:
+        return []
+    p, ours = f"model.layers.{i}.mlp.shared_expert.", ("layers", i, "mlp", "shared_expert")
+    return [LinearLayer(p + "gate_proj", (*ours, "gate_up"), f, d, (f,), _linear(f), part=0),
+            LinearLayer(p + "up_proj", (*ours, "gate_up"), f, d, (f,), _linear(f), part=1),
+            LinearLayer(p + "down_proj", (*ours, "down"), d, f, (d,), _linear(d))]
 
 
 def _linear_targets(cfg: ModelConfig, lin: LinearLayer) -> dict[str, Target]:
@@ -141,6 +155,8 @@ def llama_family_map(cfg: ModelConfig) -> dict[str, Target | tuple[Target, ...]]
         "model.embed_tokens.weight": Target(("embed",), (v, d), _same),
         "model.norm.weight": Target(("norm", "weight"), (d,), _same),
     }
+    if cfg.norm_bias:  # (LayerNorm biases: Starcoder2)
+        m["model.norm.bias"] = Target(("norm", "bias"), (d,), _same)
     if not cfg.tie_word_embeddings:
         m["lm_head.weight"] = Target(("lm_head",), (v, d), _same)
     for i in range(cfg.num_layers):
@@ -148,6 +164,8 @@ def llama_family_map(cfg: ModelConfig) -> dict[str, Target | tuple[Target, ...]]
         attn, mlp = (*L, "self_attn"), (*L, "mlp")
         for name in LAYER_NORMS[cfg.norm_placement]:
             m[p + name + ".weight"] = Target((*L, name, "weight"), (d,), _same)
+            if cfg.norm_bias:
+                m[p + name + ".bias"] = Target((*L, name, "bias"), (d,), _same)
         if cfg.fused_checkpoint:
             m.update(fused_linear_targets(cfg, i))
         else:
@@ -167,7 +185,13 @@ def llama_family_map(cfg: ModelConfig) -> dict[str, Target | tuple[Target, ...]]
         elif cfg.qk_norm == "full":
             m[p + "self_attn.q_norm.weight"] = Target((*attn, "q_norm", "weight"), (h * dh,), _reshape(h, dh))
             m[p + "self_attn.k_norm.weight"] = Target((*attn, "k_norm", "weight"), (kh * dh,), _reshape(kh, dh))
-        if cfg.mlp_bias:
+        elif cfg.qk_norm == "per_head":  # (Cohere: a weight [H, Dh] in the checkpoint too)
+            m[p + "self_attn.q_norm.weight"] = Target((*attn, "q_norm", "weight"), (h, dh), _same)
+            m[p + "self_attn.k_norm.weight"] = Target((*attn, "k_norm", "weight"), (kh, dh), _same)
+        if cfg.mlp_bias and cfg.mlp_type == "plain":
+            m[p + "mlp.c_fc.bias"] = Target((*mlp, "c_fc_bias"), (f,), _same)
+            m[p + "mlp.c_proj.bias"] = Target((*mlp, "c_proj_bias"), (d,), _same)
+        elif cfg.mlp_bias:
             m[p + "mlp.gate_proj.bias"] = Target((*mlp, "gate_up_bias"), (f,), _same, part=0, num_parts=2, axis=0)
             m[p + "mlp.up_proj.bias"] = Target((*mlp, "gate_up_bias"), (f,), _same, part=1, num_parts=2, axis=0)
             m[p + "mlp.down_proj.bias"] = Target((*mlp, "down_bias"), (d,), _same)
@@ -176,7 +200,9 @@ def llama_family_map(cfg: ModelConfig) -> dict[str, Target | tuple[Target, ...]]
 
 # HF names of a MoE layer's block and of each expert's (gate, up, down) projections
 _MOE_NAMES = {"MixtralForCausalLM": ("block_sparse_moe", ("w1", "w3", "w2")),
-              "Qwen3MoeForCausalLM": ("mlp", ("gate_proj", "up_proj", "down_proj"))}
+              "Qwen3MoeForCausalLM": ("mlp", ("gate_proj", "up_proj", "down_proj")),
+              "Qwen2MoeForCausalLM": ("mlp", ("gate_proj", "up_proj", "down_proj")),
+              "OlmoeForCausalLM": ("mlp", ("gate_proj", "up_proj", "down_proj"))}
 
 
 def expert_linears(cfg: ModelConfig, i: int) -> list[tuple[str, int, int, str, int]]:
@@ -199,6 +225,9 @@ def expert_targets(cfg: ModelConfig, i: int) -> dict[str, Target]:
     block = _MOE_NAMES[cfg.architecture][0]
     mlp = ("layers", i, "mlp")
     m = {f"model.layers.{i}.{block}.gate.weight": Target((*mlp, "router"), (e, d), _transpose)}
+    if cfg.shared_expert_intermediate_size:  # Qwen2-MoE's shared expert gate [1, D] -> [D, 1]
+        m[f"model.layers.{i}.{block}.shared_expert_gate.weight"] = Target((*mlp, "shared_expert_gate"), (1, d),
+                                                                          _transpose)
     fp8 = cfg.quant_from_checkpoint
     for prefix, j, n, name, c in expert_linears(cfg, i):
         k = d if name == "gate_up" else f
@@ -228,6 +257,12 @@ KEY_MAPS = {
     "Olmo2ForCausalLM": llama_family_map,
     "MixtralForCausalLM": llama_family_map,
     "Qwen3MoeForCausalLM": llama_family_map,
+    "Qwen2MoeForCausalLM": llama_family_map,
+    "OlmoeForCausalLM": llama_family_map,
+    "GraniteForCausalLM": llama_family_map,
+    "SmolLM3ForCausalLM": llama_family_map,
+    "Starcoder2ForCausalLM": llama_family_map,
+    "CohereForCausalLM": llama_family_map,
 }
 
 

@@ -1,5 +1,6 @@
-"""Greedy LLM.generate on the paged engine equals transformers' greedy continuation for Gemma 1/2/3, Phi-3 and
-OLMo 2: chunked prefill (a 16-token budget), prompts longer than the sliding windows, prefix caching."""
+"""Greedy LLM.generate on the paged engine equals transformers' greedy continuation for Gemma 1/2/3, Phi-3,
+OLMo 2, Granite, SmolLM3, Starcoder2, Cohere, Qwen2-MoE and OLMoE: chunked prefill (a 16-token budget), prompts
+longer than the sliding windows, prefix caching."""
 
 from __future__ import annotations
 
@@ -23,6 +24,17 @@ FAMILIES = {
                                      "rope_scaling": {"rope_type": "linear", "factor": 2.0}}),
     "phi3-window": ("Phi3ForCausalLM", {**SPECIAL, "sliding_window": 7}),
     "olmo2": ("Olmo2ForCausalLM", SPECIAL),
+    "granite": ("GraniteForCausalLM", {**SPECIAL, "embedding_multiplier": 6.0, "residual_multiplier": 0.3,
+                                       "attention_multiplier": 0.05, "logits_scaling": 4.0}),
+    "smollm3-window": ("SmolLM3ForCausalLM", {**SPECIAL, "no_rope_layers": [1, 0], "use_sliding_window": True,
+                                              "sliding_window": 7}),
+    "starcoder2-window": ("Starcoder2ForCausalLM", {**SPECIAL, "sliding_window": 6}),
+    "cohere-qk-norm": ("CohereForCausalLM", {**SPECIAL, "use_qk_norm": True, "logit_scale": 0.3}),
+    "qwen2moe-shared-window": ("Qwen2MoeForCausalLM", {**SPECIAL, "num_experts": 8, "num_experts_per_tok": 2,
+                                                       "moe_intermediate_size": 16, "shared_expert_intermediate_size": 48,
+                                                       "use_sliding_window": True, "sliding_window": 6}),
+    "olmoe-clip": ("OlmoeForCausalLM", {**SPECIAL, "num_experts": 8, "num_experts_per_tok": 2, "intermediate_size": 32,
+                                        "clip_qkv": 0.5}),
 }
 GREEDY = SamplingParams(temperature=0.0, max_tokens=10, ignore_eos=True)
 

@@ -44,7 +44,7 @@ def test_bad_size_field(checkpoint, key, value):
     ("architectures", "LlamaForCausalLM"), ("architectures", [1]), ("architectures", {"a": 1}),
     ("rms_norm_eps", -1.0), ("rms_norm_eps", "tiny"), ("rms_norm_eps", None), ("rope_theta", float("inf")), ("tie_word_embeddings", "yes"),
     ("eos_token_id", "a"), ("eos_token_id", [2, -1]), ("rope_parameters", "x"), ("rope_scaling", [1]),
-    ("quantization_config", "fp8"),
+    ("quantization_config", "fp8"), ("qkv_bias", "false"), ("use_bias", 0), ("use_qk_norm", "yes"),
 ])
 def test_field_of_the_wrong_kind(checkpoint, key, value):
     """Not Python's AttributeError / TypeError, nor a negative epsilon that makes every logit NaN."""

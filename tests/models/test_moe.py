@@ -1,4 +1,4 @@
-"""Mixtral and Qwen3-MoE: fp32 logits within 1e-4 of transformers and greedy LLM.generate identical, on tiny
+"""Mixtral, Qwen3-MoE, Qwen2-MoE and OLMoE: fp32 logits within 1e-4 of transformers and greedy LLM.generate identical, on tiny
 random checkpoints with non-uniform routing (tests/hf_models.py draws the routers with std 1); config parsing
 (sparse layers, norm_topk_prob) and strict loading of the experts."""
 
@@ -17,6 +17,7 @@ from jaxllm.models.moe import SparseMoeBlock
 from jaxllm.weights.loader import WeightLoadError
 
 EXPERTS = {"num_local_experts": 8, "num_experts_per_tok": 2}
+QWEN2_EXPERTS = {"num_experts": 8, "num_experts_per_tok": 2}  # (Qwen2MoeConfig has no num_local_experts alias)
 CASES = {
     "mixtral": ("MixtralForCausalLM", dict(EXPERTS, intermediate_size=32)),
     "mixtral-top3-window": ("MixtralForCausalLM", dict(EXPERTS, num_experts_per_tok=3, intermediate_size=32,
@@ -26,6 +27,13 @@ CASES = {
                                                    mlp_only_layers=[0])),
     "qwen3moe-norm-topk": ("Qwen3MoeForCausalLM", dict(EXPERTS, num_experts_per_tok=4, moe_intermediate_size=16,
                                                        norm_topk_prob=True, num_hidden_layers=3)),
+    # sigmoid-gated shared expert in the sparse layers 0 and 2; layer 1 dense (mlp_only_layers)
+    "qwen2moe-shared": ("Qwen2MoeForCausalLM", {**QWEN2_EXPERTS, "moe_intermediate_size": 16,
+                                                    "num_hidden_layers": 3, "shared_expert_intermediate_size": 48,
+                                                    "mlp_only_layers": [1], "norm_topk_prob": True}),
+    # q/k norms over the whole projection, q/k/v clamped, top-k not renormalized
+    "olmoe-clip": ("OlmoeForCausalLM", dict(EXPERTS, intermediate_size=32, clip_qkv=0.5, pad_token_id=0,
+                                            eos_token_id=1, bos_token_id=2)),
 }
 
 
@@ -73,7 +81,8 @@ def test_pallas_kernel_in_the_layer(tmp_path_factory):
         jaxllm.load_model(path, moe_matmul_impl="cutlass")
 
 
-@pytest.mark.parametrize("name", ["mixtral", "qwen3moe-mixed"])  # one per architecture: generate compiles
+# one per architecture: generate compiles (Qwen2-MoE and OLMoE: tests/llm/test_family_greedy.py)
+@pytest.mark.parametrize("name", ["mixtral", "qwen3moe-mixed"])
 def test_greedy_generate_matches_transformers(name, tmp_path_factory):
     path, hf = saved_checkpoint(name, tmp_path_factory)
     llm = LLM(str(path), skip_tokenizer_init=True, max_num_seqs=3, max_num_batched_tokens=16, enforce_eager=True)
@@ -92,7 +101,7 @@ def test_routing_is_not_uniform(checkpoint):
     with torch.no_grad():
         x = hf.model.embed_tokens(torch.arange(64))
         _, _, experts = layer.mlp.gate(layer.post_attention_layernorm(x))
-    assert len(set(experts.flatten().tolist())) == hf.config.num_local_experts
+    assert len(set(experts.flatten().tolist())) == getattr(hf.config, "num_local_experts", hf.config.num_experts)
 
 
 def test_config_parsing():
@@ -124,6 +133,39 @@ def test_missing_and_unknown_expert_keys_are_named(tmp_path):
     save_file({**tensors, extra: tensors[key]}, tmp_path / "model.safetensors")
     with pytest.raises(WeightLoadError, match=f"unexpected key '{extra}'"):
         jaxllm.load_model(tmp_path)
+
+
+def test_shared_expert_keys_are_strict(tmp_path_factory, tmp_path):
+    """Qwen2-MoE's shared expert and its gate load strictly (a missing one is named); the parsed config has the
+    shared expert's ffn dim and counts its parameters."""
+    import shutil
+
+    path, _ = saved_checkpoint("qwen2moe-shared", tmp_path_factory)
+    cfg = ModelConfig.from_pretrained(path)
+    assert cfg.shared_expert_intermediate_size == 48 and cfg.moe_layers == (True, False, True)
+    assert cfg.num_params() - cfg.num_params(experts_per_layer=2) == 2 * 6 * 3 * 64 * 16
+    tensors = load_file(path / "model.safetensors")
+    shutil.copy(path / "config.json", tmp_path / "config.json")
+    for key in ("model.layers.2.mlp.shared_expert_gate.weight", "model.layers.0.mlp.shared_expert.up_proj.weight"):
+        save_file({k: v for k, v in tensors.items() if k != key}, tmp_path / "model.safetensors")
+        with pytest.raises(WeightLoadError, match=key.replace(".", r"\.")):
+            jaxllm.load_model(tmp_path)
+
+
+def test_olmoe_and_qwen2moe_config_fields():
+    base = {"vocab_size": 64, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 4,
+            "num_attention_heads": 4, "num_experts": 8, "num_experts_per_tok": 2}
+    olmoe = ModelConfig.from_hf({**base, "architectures": ["OlmoeForCausalLM"], "clip_qkv": 8})
+    assert (olmoe.qk_norm, olmoe.clip_qkv, olmoe.norm_topk_prob, olmoe.moe_intermediate_size) == ("full", 8.0,
+                                                                                                 False, 64)
+    assert olmoe.moe_layers == (True,) * 4 and olmoe.rms_norm_eps == 1e-5
+    qwen2moe = ModelConfig.from_hf({**base, "architectures": ["Qwen2MoeForCausalLM"], "moe_intermediate_size": 8,
+                                    "num_local_experts": 4, "decoder_sparse_step": 2, "qkv_bias": False})
+    # num_local_experts is no Qwen2-MoE field (transformers reads num_experts); no biases when qkv_bias is false
+    assert qwen2moe.num_experts == 8 and qwen2moe.moe_layers == (False, True, False, True)
+    assert (qwen2moe.attention_bias, qwen2moe.shared_expert_intermediate_size) == (False, 5632)
+    with pytest.raises(ValueError, match="clip_qkv=-1"):
+        ModelConfig.from_hf({**base, "architectures": ["OlmoeForCausalLM"], "clip_qkv": -1})
 
 
 @pytest.mark.parametrize("method", ["fp8", "int8"])

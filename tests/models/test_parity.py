@@ -63,10 +63,17 @@ def test_dtype_auto_follows_checkpoint_and_can_be_overridden(tmp_path):
     assert relative_error(a, b) < 5e-2  # same weights, bf16 vs fp32 activations
 
 
-def test_every_parameter_has_logical_axes(tmp_path):
+@pytest.mark.parametrize("arch, overrides", [
+    ("Qwen3ForCausalLM", {"attention_bias": True}),
+    ("Starcoder2ForCausalLM", {}),  # LayerNorm biases, c_fc / c_proj and their biases
+    ("CohereForCausalLM", {"use_qk_norm": True}),  # per-head q/k LayerNorm weights
+    ("Qwen2MoeForCausalLM", {"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 16,
+                             "shared_expert_intermediate_size": 32}),  # the shared expert and its gate
+])
+def test_every_parameter_has_logical_axes(tmp_path, arch, overrides):
     from flax import nnx
 
-    save_tiny_model(tmp_path, "Qwen3ForCausalLM", attention_bias=True)
+    save_tiny_model(tmp_path, arch, **overrides)
     model = jaxllm.load_model(tmp_path)
     for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
         axes = var.get_metadata().get("logical_axes")

@@ -87,6 +87,19 @@ CASES = {
     "qwen3moe-norm-bias-headdim": ("Qwen3MoeForCausalLM", {**MOE, "norm_topk_prob": True, "attention_bias": True,
                                                            "head_dim": 8}),
     "qwen3moe-window": ("Qwen3MoeForCausalLM", {**MOE, "sliding_window": 5, "use_sliding_window": True}),
+    "qwen2moe-window-sparse-step": ("Qwen2MoeForCausalLM", {**MOE, "shared_expert_intermediate_size": 24,
+                                                            "sliding_window": 5, "use_sliding_window": True,
+                                                            "decoder_sparse_step": 2, "num_hidden_layers": 3,
+                                                            "tie_word_embeddings": True}),
+    "qwen2moe-no-qkv-bias-headdim": ("Qwen2MoeForCausalLM", {**MOE, "shared_expert_intermediate_size": 24,
+                                                             "qkv_bias": False, "head_dim": 32}),
+    "olmoe-bias-norm-topk": ("OlmoeForCausalLM", {**SPECIAL, "num_experts": 4, "num_experts_per_tok": 2,
+                                                  "intermediate_size": 32, "attention_bias": True,
+                                                  "norm_topk_prob": True, "tie_word_embeddings": True}),
+    "granite-yarn-gelu": ("GraniteForCausalLM", {"rope_scaling": YARN, "hidden_act": "gelu", "residual_multiplier": 0.2,
+                                                 "embedding_multiplier": 12.0, **WIDE}),
+    "smollm3-yarn-mqa": ("SmolLM3ForCausalLM", {**SPECIAL, "rope_scaling": YARN, "num_key_value_heads": 1,
+                                                "no_rope_layer_interval": 2}),
 }
 
 
@@ -100,6 +113,7 @@ def test_logits_match_transformers(tmp_path, case):
     ("LlamaForCausalLM", {"tie_word_embeddings": True}),
     ("Gemma2ForCausalLM", {"head_dim": 16, "sliding_window": 5}),
     ("Qwen3MoeForCausalLM", MOE),
+    ("CohereForCausalLM", {"use_qk_norm": True}),  # LayerNorms
 ])
 def test_bf16_checkpoint_loaded_as_float32(tmp_path, arch, overrides):
     """A bf16 checkpoint with dtype="float32": the same logits as transformers loading it in float32."""
@@ -124,6 +138,10 @@ BASE = {"vocab_size": 256, "hidden_size": 64, "intermediate_size": 128, "num_hid
     ("Qwen3ForCausalLM", "qwen3", {"sliding_window": 64, "use_sliding_window": True, "max_window_layers": 10}),
     ("Qwen3MoeForCausalLM", "qwen3_moe", {**MOE, "sliding_window": 4096, "use_sliding_window": False}),
     ("Qwen3MoeForCausalLM", "qwen3_moe", {**MOE, "sliding_window": 64, "use_sliding_window": True}),
+    ("Qwen2MoeForCausalLM", "qwen2_moe", {**MOE, "sliding_window": 64, "use_sliding_window": True}),  # even < 28
+    ("Qwen2MoeForCausalLM", "qwen2_moe", {**MOE, "sliding_window": 64, "use_sliding_window": False}),
+    ("SmolLM3ForCausalLM", "smollm3", {"sliding_window": 64, "use_sliding_window": True}),  # the no-rope layers
+    ("SmolLM3ForCausalLM", "smollm3", {"sliding_window": 64, "no_rope_layer_interval": 3}),
 ])
 def test_sliding_window_defaults_follow_transformers(arch, model_type, extra):
     raw = {**BASE, **extra}
@@ -146,8 +164,12 @@ def test_attention_biases_as_transformers_builds_them():
         assert biases(arch, attention_bias=True) == (False, False)
     assert biases("Qwen2ForCausalLM", attention_bias=False) == (True, False)
     for arch in ("LlamaForCausalLM", "Qwen3ForCausalLM", "GemmaForCausalLM", "Gemma2ForCausalLM",
-                 "Gemma3ForCausalLM", "Olmo2ForCausalLM", "Qwen3MoeForCausalLM"):
+                 "Gemma3ForCausalLM", "Olmo2ForCausalLM", "Qwen3MoeForCausalLM", "OlmoeForCausalLM",
+                 "GraniteForCausalLM", "SmolLM3ForCausalLM"):
         assert biases(arch, attention_bias=True) == (True, True) and biases(arch) == (False, False)
+    # Qwen2-MoE reads qkv_bias (default true), never attention_bias; its o_proj has none
+    assert biases("Qwen2MoeForCausalLM", attention_bias=False) == (True, False)
+    assert biases("Qwen2MoeForCausalLM", attention_bias=True, qkv_bias=False) == (False, False)
 
 
 def test_rope_original_length_precedence():
@@ -181,7 +203,8 @@ def test_unsupported_values_are_clear(bad, match):
 
 
 @pytest.mark.parametrize("model_type", ["llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text",
-                                        "phi3", "olmo2", "mixtral", "qwen3_moe"])
+                                        "phi3", "olmo2", "mixtral", "qwen3_moe", "qwen2_moe", "olmoe", "granite",
+                                        "smollm3", "starcoder2", "cohere"])
 def test_absent_fields_take_transformers_defaults(model_type):
     """A config.json that states only the sizes: norm eps, rope base, context length, tied head and sliding
     windows are what transformers' config class of the family makes of it."""
@@ -191,7 +214,8 @@ def test_absent_fields_take_transformers_defaults(model_type):
     rope = hf.rope_parameters.get("full_attention", hf.rope_parameters)
     types = getattr(hf, "layer_types", None) or ["sliding_attention"] * hf.num_hidden_layers
     window = getattr(hf, "sliding_window", None)
-    assert ours.rms_norm_eps == hf.rms_norm_eps and ours.rope.theta == rope["rope_theta"]
+    eps = getattr(hf, "rms_norm_eps", None) or getattr(hf, "norm_epsilon", None) or hf.layer_norm_eps
+    assert ours.rms_norm_eps == eps and ours.rope.theta == rope["rope_theta"]
     assert ours.max_position_embeddings == hf.max_position_embeddings
     assert ours.tie_word_embeddings == hf.tie_word_embeddings
     assert ours.sliding_windows == tuple(window if t == "sliding_attention" else None for t in types)

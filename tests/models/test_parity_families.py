@@ -1,4 +1,4 @@
-"""Gemma 1/2/3, Phi-3/3.5/4 and OLMo 2: fp32 logits of jaxllm.load_model within 1e-4 relative of transformers on
+"""Gemma 1/2/3, Phi-3/3.5/4, OLMo 2, Granite, SmolLM3, Starcoder2 and Cohere: fp32 logits of jaxllm.load_model within 1e-4 relative of transformers on
 tiny random checkpoints (every weight, norms included, perturbed; sequences longer than the sliding windows)."""
 
 from __future__ import annotations
@@ -19,6 +19,10 @@ def longrope(dim: int, original: int) -> dict:
             "long_factor": [float(x) for x in 2.0 + 4 * rng.rand(dim // 2)],
             "original_max_position_embeddings": original}
 
+
+# Granite's multipliers far from 1, so a missing or misplaced one cannot pass
+GRANITE = {"embedding_multiplier": 6.0, "residual_multiplier": 0.3, "attention_multiplier": 0.05,
+           "logits_scaling": 4.0}
 
 CASES = {
     "gemma-mqa": ("GemmaForCausalLM", {"head_dim": 32, "num_key_value_heads": 1}),
@@ -43,6 +47,23 @@ CASES = {
                                                      "original_max_position_embeddings": 8}),
     "olmo2": ("Olmo2ForCausalLM", SPECIAL),
     "olmo2-mha": ("Olmo2ForCausalLM", {**SPECIAL, "num_key_value_heads": 4}),
+    "granite-multipliers-biases": ("GraniteForCausalLM", {**SPECIAL, **GRANITE, "attention_bias": True,
+                                                          "mlp_bias": True}),
+    "granite-tied-mqa": ("GraniteForCausalLM", {**SPECIAL, **GRANITE, "tie_word_embeddings": True,
+                                                "num_key_value_heads": 1, "logits_scaling": 0.25}),
+    "smollm3-no-rope-interval": ("SmolLM3ForCausalLM", {**SPECIAL, "no_rope_layer_interval": 2,
+                                                        "num_hidden_layers": 4}),
+    "smollm3-default-interval-untied": ("SmolLM3ForCausalLM", {**SPECIAL, "num_hidden_layers": 4,
+                                                               "tie_word_embeddings": False}),
+    "smollm3-window-on-no-rope-layers": ("SmolLM3ForCausalLM", {**SPECIAL, "no_rope_layers": [1, 0, 1, 0],
+                                                                "num_hidden_layers": 4, "use_sliding_window": True,
+                                                                "sliding_window": 5, "attention_bias": True}),
+    "starcoder2-biases-window": ("Starcoder2ForCausalLM", {**SPECIAL, "sliding_window": 5}),
+    "starcoder2-no-bias-untied-mqa": ("Starcoder2ForCausalLM", {**SPECIAL, "use_bias": False, "num_key_value_heads": 1,
+                                                                "tie_word_embeddings": False, "norm_epsilon": 1e-2}),
+    "cohere-logit-scale": ("CohereForCausalLM", {**SPECIAL, "logit_scale": 0.3, "layer_norm_eps": 1e-2}),
+    "cohere-qk-norm-bias-untied": ("CohereForCausalLM", {**SPECIAL, "use_qk_norm": True, "attention_bias": True,
+                                                         "tie_word_embeddings": False}),
 }
 
 
@@ -61,6 +82,47 @@ def test_family_config_fields(tmp_path):
     assert cfg.layer_rope(0) is cfg.rope_local and cfg.layer_rope(1) is cfg.rope
     assert cfg.sm_scale == 24 ** -0.5 and cfg.norm_offset == 1.0 and cfg.qk_norm == "head"
     assert cfg.norm_placement == "sandwich" and cfg.hidden_act == "gelu_tanh"
+
+
+def test_granite_and_smollm3_config_fields():
+    base = {"vocab_size": 256, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 8,
+            "num_attention_heads": 4, "num_key_value_heads": 2}
+    granite = jaxllm.config.ModelConfig.from_hf({**base, "architectures": ["GraniteForCausalLM"], **GRANITE})
+    assert (granite.embedding_multiplier, granite.residual_multiplier, granite.logits_scaling) == (6.0, 0.3, 4.0)
+    assert granite.sm_scale == 0.05
+    assert jaxllm.config.ModelConfig.from_hf({**base, "architectures": ["GraniteForCausalLM"]}).sm_scale == 1.0
+    smol = jaxllm.config.ModelConfig.from_hf({**base, "architectures": ["SmolLM3ForCausalLM"],
+                                             "use_sliding_window": True, "sliding_window": 16})
+    assert smol.rope_layers == (True, True, True, False) * 2 and not smol.uses_rope(3)
+    assert smol.sliding_windows == (None, None, None, 16) * 2  # windows on the no-rope layers
+    assert smol.rope.theta == 2e6 and smol.tie_word_embeddings
+    with pytest.raises(ValueError, match="no_rope_layers has 2 entries"):
+        jaxllm.config.ModelConfig.from_hf({**base, "architectures": ["SmolLM3ForCausalLM"], "no_rope_layers": [1, 0]})
+    with pytest.raises(ValueError, match="logits_scaling=0"):
+        jaxllm.config.ModelConfig.from_hf({**base, "architectures": ["GraniteForCausalLM"], "logits_scaling": 0})
+
+
+def test_starcoder2_and_cohere_config_fields():
+    base = {"vocab_size": 256, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 3,
+            "num_attention_heads": 4, "num_key_value_heads": 2}
+    star = jaxllm.config.ModelConfig.from_hf({**base, "architectures": ["Starcoder2ForCausalLM"],
+                                             "sliding_window": 16, "norm_epsilon": 1e-3})
+    assert (star.norm_type, star.norm_bias, star.mlp_type, star.hidden_act) == ("layer", True, "plain", "gelu_tanh")
+    assert star.attention_bias and star.attention_out_bias and star.mlp_bias and star.rms_norm_eps == 1e-3
+    assert star.sliding_windows == (16, 16, 16) and star.tie_word_embeddings
+    cohere = jaxllm.config.ModelConfig.from_hf({**base, "architectures": ["CohereForCausalLM"], "use_qk_norm": True})
+    assert (cohere.norm_placement, cohere.norm_type, cohere.norm_bias, cohere.qk_norm) == ("parallel", "layer", False,
+                                                                                          "per_head")
+    assert cohere.rope_interleaved and cohere.logit_scale == 0.0625 and cohere.tie_word_embeddings
+
+
+def test_non_gated_mlp_refuses_lora(tmp_path):
+    """LoRA targets the gated MLP's projections: Starcoder2's c_fc / c_proj model is a clear ValueError."""
+    from jaxllm import LLM
+
+    save_tiny_model(tmp_path, "Starcoder2ForCausalLM", **SPECIAL)
+    with pytest.raises(ValueError, match="enable_lora=True is not supported for Starcoder2ForCausalLM"):
+        LLM(str(tmp_path), skip_tokenizer_init=True, enable_lora=True, enforce_eager=True)
 
 
 def test_legacy_config_formats():

@@ -22,6 +22,11 @@ CASES = {
     "mixtral": ("MixtralForCausalLM", dict(EXPERTS, intermediate_size=32)),
     "qwen3moe-mixed": ("Qwen3MoeForCausalLM", dict(EXPERTS, moe_intermediate_size=16, head_dim=16,
                                                    mlp_only_layers=[1])),
+    # the shared expert splits like a dense MLP; OLMoE's q/k norms over sharded heads
+    "qwen2moe-shared": ("Qwen2MoeForCausalLM", {"num_experts": 8, "num_experts_per_tok": 2,
+                                                    "moe_intermediate_size": 16,
+                                                    "shared_expert_intermediate_size": 48, "mlp_only_layers": [1]}),
+    "olmoe": ("OlmoeForCausalLM", dict(EXPERTS, intermediate_size=32, clip_qkv=0.5, pad_token_id=0, eos_token_id=1)),
 }
 
 
@@ -47,8 +52,9 @@ def test_dense_logits_match_one_device(checkpoint, expert_parallel):
     assert np.abs(out - ref).max() / np.abs(ref).max() <= 1e-5
 
 
-def test_engine_greedy_tokens_match_one_device(tmp_path):
-    save_tiny_model(tmp_path, CASES["qwen3moe-mixed"][0], **CASES["qwen3moe-mixed"][1])
+@pytest.mark.parametrize("name", ["qwen3moe-mixed", "qwen2moe-shared"])
+def test_engine_greedy_tokens_match_one_device(tmp_path, name):
+    save_tiny_model(tmp_path, CASES[name][0], **CASES[name][1])
     prompts = [{"prompt_token_ids": list(range(1, n))} for n in (30, 8, 17)]
     params = SamplingParams(temperature=0, max_tokens=8, ignore_eos=True)
 
@@ -97,13 +103,15 @@ def test_indivisible_splits_are_clear():
         LLM("unused", enable_expert_parallel="yes")
 
 
-@pytest.mark.parametrize("expert_parallel", [False, True])
-def test_step_collectives_one_all_reduce_per_moe_layer(tmp_path, expert_parallel):
+@pytest.mark.parametrize("name, expert_parallel", [("mixtral", False), ("mixtral", True),
+                                                   ("qwen2moe-shared", False), ("qwen2moe-shared", True)])
+def test_step_collectives_one_all_reduce_per_moe_layer(tmp_path, name, expert_parallel):
     """Both splits issue one all-reduce of the [tokens, hidden] activations per MoE layer (the psum of the experts'
-    partial sums), like a dense MLP's down projection: no expert weight is ever gathered."""
+    partial sums, Qwen2-MoE's shared expert's included), like a dense MLP's down projection: no expert weight is
+    ever gathered."""
     from test_tp_collectives import COLLECTIVE
 
-    save_tiny_model(tmp_path, CASES["mixtral"][0], **CASES["mixtral"][1])
+    save_tiny_model(tmp_path, CASES[name][0], **CASES[name][1])
     llm = LLM(str(tmp_path), skip_tokenizer_init=True, max_num_seqs=4, max_num_batched_tokens=16,
               enforce_eager=True, tensor_parallel_size=4, enable_expert_parallel=expert_parallel)
     runner, cfg = llm.llm_engine.runner, llm.model_config

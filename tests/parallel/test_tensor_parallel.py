@@ -27,6 +27,14 @@ CASES = {
     "gemma3-local-global": ("Gemma3ForCausalLM", {"head_dim": 16, "sliding_window": 5, "sliding_window_pattern": 2}),
     "phi3-fused-8q-4kv": ("Phi3ForCausalLM", {"num_attention_heads": 8, "num_key_value_heads": 4, **SPECIAL}),
     "olmo2-full-qk-norm": ("Olmo2ForCausalLM", SPECIAL),
+    # Granite's multipliers; SmolLM3's no-rope layers with their sliding windows
+    "granite-multipliers": ("GraniteForCausalLM", {**SPECIAL, "embedding_multiplier": 6.0, "residual_multiplier": 0.3,
+                                                   "attention_multiplier": 0.05, "logits_scaling": 4.0}),
+    "smollm3-no-rope-window": ("SmolLM3ForCausalLM", {**SPECIAL, "no_rope_layers": [1, 0], "use_sliding_window": True,
+                                                      "sliding_window": 6}),
+    # LayerNorms with biases and the plain MLP; Cohere's parallel block and per-head q/k norms over sharded heads
+    "starcoder2-window": ("Starcoder2ForCausalLM", {**SPECIAL, "sliding_window": 6}),
+    "cohere-qk-norm": ("CohereForCausalLM", {**SPECIAL, "use_qk_norm": True}),
 }
 
 
@@ -43,7 +51,9 @@ def test_dense_logits_match_tp1(checkpoint):
     ref = np.asarray(jaxllm.load_model(checkpoint)(ids))
     for tp in (2, 4):
         model = jaxllm.load_model(checkpoint, tensor_parallel_size=tp)
-        assert model.layers[0].mlp.gate_up[...].sharding.mesh.devices.size == tp
+        mlp = model.layers[0].mlp
+        up = mlp.c_fc if hasattr(mlp, "c_fc") else mlp.gate_up  # (Starcoder2's plain MLP)
+        assert up[...].sharding.mesh.devices.size == tp
         out = np.asarray(model(ids))
         assert np.abs(out - ref).max() / np.abs(ref).max() <= 1e-5
 
