@@ -13,7 +13,7 @@ import pytest
 import torch
 from hf_models import make_config
 from safetensors.torch import save_file
-from test_spec_decode_draft import ALWAYS, KW, PROMPTS, assert_same_frequencies, gen
+from test_spec_decode_draft import ALWAYS, KW, PROMPTS, assert_same_frequencies, gen, record_proposals
 from transformers import LlamaForCausalLM
 
 from jaxllm import LLM, SamplingParams
@@ -66,20 +66,6 @@ def eagle_reference(target, head, fc, context: list[int], k: int, fc_bias=None) 
             out.append(d)
             toks, feats = torch.cat([toks, torch.tensor([d])]), torch.cat([feats, y[-1:]])
         return out
-
-
-def record_proposals(llm) -> list:
-    """The list that every proposal of ``llm`` is appended to, as (context, drafts)."""
-    runner, proposals = llm.llm_engine.runner, []
-    propose = runner.propose_drafts
-
-    def recording(items):
-        out = propose(items)
-        proposals.extend((list(seq.token_ids), d) for (seq, _), d in zip(items, out))
-        return out
-
-    runner.propose_drafts = llm.llm_engine.scheduler.speculation.drafter = recording
-    return proposals
 
 
 def spec(path, k=3):
@@ -249,3 +235,15 @@ def test_tensor_parallel_head_proposes_the_reference(llama_llm, llama_dir, eagle
     assert len(proposals) > 10
     for context, drafts in proposals[::3]:
         assert list(drafts) == eagle_reference(llama_dir[1], eagle_dir[1], eagle_dir[2], context, len(drafts))
+
+
+def test_kv_cache_memory_bytes_holds_the_caches_and_the_store(llama_dir, eagle_dir):
+    llm = LLM(str(llama_dir[0]), **KW, enforce_eager=True, kv_cache_memory_bytes=2**20,
+              speculative_config=spec(eagle_dir[0], k=2))
+    runner = llm.llm_engine.runner
+    head = runner.draft
+    assert head.bytes_per_block == head.cache_plan.bytes_per_block + 16 * 64 * 4  # block_size 16, D 64, float32
+    per_block = runner.cache_plan.bytes_per_block + head.bytes_per_block
+    assert runner.num_blocks == (2**20 // runner.cache_plan.bytes_per_block) * runner.cache_plan.bytes_per_block \
+        // per_block
+    assert head.store.shape == (runner.num_blocks * 16, 64)
