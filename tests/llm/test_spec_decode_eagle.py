@@ -11,9 +11,10 @@ import pathlib
 
 import pytest
 import torch
-from hf_models import make_config
+from hf_models import make_config, save_tiny_model
 from safetensors.torch import save_file
 from test_spec_decode_draft import ALWAYS, KW, PROMPTS, assert_same_frequencies, gen, record_proposals
+from test_spec_decode_llm import assert_same_outputs
 from transformers import LlamaForCausalLM
 
 from jaxllm import LLM, SamplingParams
@@ -86,6 +87,19 @@ def test_greedy_identical_to_no_speculation(llama_llm, eagle_llm):
     assert stats.spec_decode_num_draft_tokens - drafts > 50
 
 
+def test_seeded_outputs_with_stops_and_logprobs(llama_llm, eagle_llm):
+    """Greedy with stops, min_tokens and logprobs: identical to no speculation; sampled and seeded: the same
+    outputs on every run, drafts verified."""
+    params = SamplingParams(seed=3, max_tokens=24, temperature=0.0, min_tokens=6, stop_token_ids=[7, 8, 9, 12],
+                            logprobs=1)
+    assert_same_outputs(gen(llama_llm, params), gen(eagle_llm, params), True)
+    stats = eagle_llm.llm_engine.stats
+    drafts = stats.spec_decode_num_draft_tokens
+    sampled = SamplingParams(seed=3, max_tokens=24, temperature=0.8, top_p=0.9, logprobs=2)
+    assert_same_outputs(gen(eagle_llm, sampled), gen(eagle_llm, sampled), True)
+    assert stats.spec_decode_num_draft_tokens - drafts > 20
+
+
 def test_drafts_are_the_heads_greedy_continuation(llama_dir, eagle_dir):
     """The head's cache and the feature store stay right through prefill chunks, rejections, prefix-cache hits
     and preemption (12 blocks for 4 sequences of up to 4 blocks)."""
@@ -108,9 +122,34 @@ def test_drafts_are_the_heads_greedy_continuation(llama_dir, eagle_dir):
         torch.set_num_threads(threads)
 
 
-def test_sampled_drafts_keep_the_target_distribution(llama_llm, eagle_llm):
-    params = SamplingParams(temperature=1.0, top_k=3, max_tokens=3, n=600, ignore_eos=True)
-    assert_same_frequencies(llama_llm, eagle_llm, params, 0.12)
+@pytest.fixture(scope="module")
+def near_pair(tmp_path_factory):
+    """(plain LLM, EAGLE LLM) of a target whose layers add little to the embedding (o_proj and down_proj scaled
+    by 0.1) and a head that passes the embedding of token p + 1 through, scaled (fc = [1000 I, 0], its layer's
+    output projections zero): the head's q ranks tokens about as the target's p at the next position, much more
+    sharply, so drafts are partly accepted (a wrong rule would favour q's top token)."""
+    path = tmp_path_factory.mktemp("near_target")
+    target = save_tiny_model(path, "LlamaForCausalLM", seed=3, vocab_size=448, eos_token_id=0, bos_token_id=None)
+    with torch.no_grad():
+        for name, p in target.named_parameters():
+            if name.endswith(("o_proj.weight", "down_proj.weight")):
+                p.mul_(0.1)
+    target.save_pretrained(path, safe_serialization=True)
+    head, _, tensors = eagle_state()
+    tensors["fc.weight"] = torch.cat([1000.0 * torch.eye(64), torch.zeros(64, 64)], 1)
+    for key in ("layers.0.self_attn.o_proj.weight", "layers.0.mlp.down_proj.weight"):
+        tensors[key] = torch.zeros_like(tensors[key])
+    eagle = save_eagle(tmp_path_factory.mktemp("near_eagle"), tensors, head.config.to_dict())
+    kw = {**KW, "enforce_eager": True, "skip_tokenizer_init": True}
+    return LLM(str(path), **kw), LLM(str(path), **kw, speculative_config=spec(eagle, k=2))
+
+
+def test_sampled_drafts_keep_the_target_distribution(near_pair):
+    """n=800 at temperature 1 with top_k=3: drafts drawn from the head's q, partly accepted, partly rejected (then
+    the residual draws); the token frequencies at output positions 1 and 2 agree with plain sampling's."""
+    params = SamplingParams(temperature=1.0, top_k=3, max_tokens=3, n=800, ignore_eos=True)
+    rate = assert_same_frequencies(*near_pair, params, 0.12)
+    assert 0.05 < rate < 0.95, rate
 
 
 def test_missing_unknown_and_misshapen_keys_are_errors(llama_dir, eagle_dir, tmp_path):
