@@ -16,6 +16,7 @@ instead of a second [V, D] copy. A missing or unknown key is a ValueError naming
 
 from __future__ import annotations
 
+import json
 import os
 
 import jax
@@ -86,6 +87,24 @@ class EagleHead(nnx.Module):
         its own)."""
         head = lm_head if self.lm_head is None else self.lm_head[...]
         return jnp.einsum("sd,vd->sv", hidden, head, preferred_element_type=jnp.float32)
+
+
+def eagle_hf_config(path: str) -> dict:
+    """The head's config.json; vLLM's EAGLEModel configs (the head's Llama config nested under "model") are
+    unnested, keeping the outer architectures."""
+    from jaxllm.model_source import hf_config_dict
+
+    try:
+        with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
+            outer = json.load(f)
+    except (OSError, ValueError):
+        outer = None
+    if not (isinstance(outer, dict) and isinstance(outer.get("model"), dict)):
+        return hf_config_dict(path)  # its errors name what is wrong with the file
+    truncated = outer.get("truncated_vocab_size")
+    if truncated is not None and truncated != outer["model"].get("vocab_size"):
+        raise ValueError(f"speculative_config model={path!r}: truncated_vocab_size={truncated} is not supported")
+    return {**outer["model"], "architectures": outer.get("architectures")}
 
 
 def eagle_config(path: str, hf: dict, target: ModelConfig) -> ModelConfig:

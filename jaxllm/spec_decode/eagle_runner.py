@@ -30,18 +30,18 @@ from jaxllm.runner.programs import ForwardKey
 from jaxllm.spec_decode.config import SpeculativeConfig
 from jaxllm.spec_decode.draft_runner import DraftRunner
 from jaxllm.spec_decode.draft_sampling import DraftSampleKey
-from jaxllm.spec_decode.eagle_head import eagle_config, load_eagle_head
+from jaxllm.spec_decode.eagle_head import eagle_config, eagle_hf_config, load_eagle_head
 
 
 def make_eagle(args, target_cfg, mesh, ladder, max_blocks_per_seq: int, target_arrays) -> EagleRunner:
     """The EagleRunner of ``speculative_config={"method": "eagle", "model": PATH}`` on the target's mesh."""
-    from jaxllm.model_source import hf_config_dict, resolve_model_path
+    from jaxllm.model_source import resolve_model_path
 
     spec = SpeculativeConfig.from_dict(args.speculative_config)
     if target_arrays is None:
         raise ValueError("speculative_config method='eagle' needs the target's embedding and LM head")
     path = resolve_model_path(spec.model, None, token=args.hf_token, cache_dir=args.download_dir)
-    cfg = eagle_config(spec.model, hf_config_dict(path), target_cfg)
+    cfg = eagle_config(spec.model, eagle_hf_config(path), target_cfg)
 
     def load():
         return load_eagle_head(path, cfg, mesh, dummy=args.load_format == "dummy")

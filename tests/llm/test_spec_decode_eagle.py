@@ -211,6 +211,24 @@ def test_non_llama_target_and_other_hidden_size_are_value_errors(qwen3_dir, llam
                                                              "add_para_norm": True})
     with pytest.raises(ValueError, match="add_para_norm"):
         LLM(str(llama_dir[0]), **KW, enforce_eager=True, speculative_config=spec(path))
+    nested = {"architectures": ["EAGLEModel"], "model_type": "eagle", "truncated_vocab_size": 100,
+              "model": {**head.config.to_dict(), "hidden_size": 64}}
+    with pytest.raises(ValueError, match="truncated_vocab_size=100"):
+        LLM(str(llama_dir[0]), **KW, enforce_eager=True,
+            speculative_config=spec(save_eagle(tmp_path / "nested", eagle_state()[2], nested)))
+
+
+def test_vllm_nested_eagle_config_loads(llama_llm, llama_dir, eagle_dir, tmp_path):
+    """vLLM's EAGLEModel config.json (the head's Llama config under "model") loads the same head."""
+    head, _, tensors = eagle_state()
+    nested = {"architectures": ["EAGLEModel"], "model_type": "eagle", "model": head.config.to_dict()}
+    llm = LLM(str(llama_dir[0]), **KW, enforce_eager=True,
+              speculative_config=spec(save_eagle(tmp_path, tensors, nested)))
+    proposals = record_proposals(llm)
+    gen(llm, SamplingParams(temperature=0.0, max_tokens=8, ignore_eos=True), PROMPTS[:1])
+    assert proposals
+    for context, drafts in proposals:
+        assert list(drafts) == eagle_reference(llama_dir[1], eagle_dir[1], eagle_dir[2], context, len(drafts))
 
 
 def test_compiled_at_start_up_without_compilation_during_generate(llama_dir, eagle_dir, llama_llm):
