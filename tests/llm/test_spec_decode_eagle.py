@@ -304,3 +304,16 @@ def test_kv_cache_memory_bytes_holds_the_caches_and_the_store(llama_dir, eagle_d
     assert runner.num_blocks == (2**20 // runner.cache_plan.bytes_per_block) * runner.cache_plan.bytes_per_block \
         // per_block
     assert head.store.shape == (runner.num_blocks * 16, 64)
+
+
+def test_tied_target_shares_its_embedding_as_the_head(eagle_dir, tmp_path):
+    """A target with tied embeddings (no lm_head parameter): the head projects with the embedding."""
+    target = save_tiny_model(tmp_path, "LlamaForCausalLM", seed=4, vocab_size=448, tie_word_embeddings=True,
+                             eos_token_id=0, bos_token_id=None)
+    llm = LLM(str(tmp_path), **KW, enforce_eager=True, skip_tokenizer_init=True,
+              speculative_config=spec(eagle_dir[0]))
+    proposals = record_proposals(llm)
+    gen(llm, SamplingParams(temperature=0.0, max_tokens=10, ignore_eos=True), PROMPTS[:2])
+    assert len(proposals) > 5
+    for context, drafts in proposals:
+        assert list(drafts) == eagle_reference(target, eagle_dir[1], eagle_dir[2], context, len(drafts))
