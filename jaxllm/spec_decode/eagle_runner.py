@@ -157,8 +157,13 @@ class EagleRunner(DraftRunner):
 
 def target_arrays(runner):
     """A callable returning ``runner``'s current (embedding, LM head) parameter arrays (the embedding twice for
-    tied embeddings), found once by their places in its flat parameter list."""
-    places = jax.tree_util.tree_unflatten(runner._treedef, list(range(len(runner.params))))
-    embed = jax.tree_util.tree_leaves(places["embed"])[0]
-    head = jax.tree_util.tree_leaves(places["lm_head"])[0] if "lm_head" in places else embed
-    return lambda: (runner.params[embed], runner.params[head])
+    tied embeddings), found on first use by their places in its flat parameter list (only an EAGLE head calls
+    it: other targets need not have these parameters)."""
+
+    @functools.cache
+    def places() -> tuple[int, int]:
+        tree = jax.tree_util.tree_unflatten(runner._treedef, list(range(len(runner.params))))
+        embed = jax.tree_util.tree_leaves(tree["embed"])[0]
+        return embed, (jax.tree_util.tree_leaves(tree["lm_head"])[0] if "lm_head" in tree else embed)
+
+    return lambda: tuple(runner.params[i] for i in places())
