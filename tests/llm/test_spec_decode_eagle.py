@@ -317,3 +317,11 @@ def test_tied_target_shares_its_embedding_as_the_head(eagle_dir, tmp_path):
     assert len(proposals) > 5
     for context, drafts in proposals:
         assert list(drafts) == eagle_reference(target, eagle_dir[1], eagle_dir[2], context, len(drafts))
+
+
+def test_data_parallel_replicas_each_have_a_head(llama_llm, llama_dir, eagle_dir):
+    llm = LLM(str(llama_dir[0]), **KW, enforce_eager=True, data_parallel_size=2,
+              speculative_config=spec(eagle_dir[0]))
+    params = SamplingParams(temperature=0.0, max_tokens=16, ignore_eos=True)
+    assert [o.token_ids for o in gen(llm, params)] == [o.token_ids for o in gen(llama_llm, params)]
+    assert llm.llm_engine.stats.spec_decode_num_draft_tokens > 20
