@@ -33,9 +33,9 @@ class Speculation:
         self.cost = cost
         self.max_seqs = speculating_seqs_cap(config, max_num_seqs or 1 << 30, cost)
         self.acceptance = AcceptanceTracker()
-        if config.method == "draft_model":
+        if config.uses_draft_runner:
             if not callable(drafter):
-                raise ValueError("speculative_config method='draft_model' needs a runner with a draft model "
+                raise ValueError(f"speculative_config method={config.method!r} needs a runner with a draft model "
                                  "(ModelRunner.propose_drafts)")
             self.proposer, self.drafter = None, drafter
         else:

@@ -34,7 +34,7 @@ class ProgramLowering:
             return self._forward.trace(self.param_shapes, self.cache_plan.shapes(), self._padding_step(key.bucket),
                                        shapes_of(self._prev_tokens),
                                        self._lora_stacks(), self._prompt_embeds_arg(key.bucket, shapes=True),
-                                       dims=self._dims(key.bucket), return_hidden=key.return_hidden,
+                                       dims=self._dims(key.bucket), return_hidden=self._returns_hidden(key),
                                        attention_impl=self.kernels.attention(key.long_prefill),
                                        logits_sharding=self._replicated, vocab_logits_sharding=self._vocab_logits
                                        ).lower(lowering_platforms=lowering_platforms)
@@ -42,6 +42,10 @@ class ProgramLowering:
         return self._sample.trace(logits, self._neutral_sampling(key.num_seqs, key.config),
                                   *self._neutral_spec(key.num_seqs, key.sampled_drafts), config=key.config,
                                   out_rows=self._max_seqs).lower(lowering_platforms=lowering_platforms)
+
+    def _returns_hidden(self, key: ForwardKey) -> bool:
+        """Prompt logprobs read the hidden states; an EAGLE head reads them at every step."""
+        return key.return_hidden or getattr(getattr(self, "draft", None), "records_hidden", False)
 
     def _padding_step(self, bucket: Bucket, warm_up: bool = False):
         """A bucket's all-padding step inputs (no sequence, nothing written), packed and on the device: what its

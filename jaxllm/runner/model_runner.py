@@ -65,6 +65,7 @@ from jaxllm.runner.step import make_forward, make_prompt_logprobs, make_sample
 from jaxllm.runner.weight_updates import WeightUpdates
 from jaxllm.spec_decode import SpeculativeConfig
 from jaxllm.spec_decode.draft_runner import make_draft
+from jaxllm.spec_decode.eagle_runner import target_arrays as eagle_target_arrays
 
 logger = logging.getLogger("jaxllm")
 
@@ -119,7 +120,7 @@ class ModelRunner(ProgramLowering, StartupPrograms, SleepMode, WeightUpdates):
         the KV cache plan (its shapes only until the programs are compiled), speculation's rows, the host tier;
         and the attention kernels the cache's layout allows."""
         # draft-model speculation: the draft's weights are placed before the KV cache is sized (they take memory)
-        self.draft = make_draft(args, cfg, mesh, self.ladder, self.max_blocks_per_seq)
+        self.draft = make_draft(args, cfg, mesh, self.ladder, self.max_blocks_per_seq, eagle_target_arrays(self))
         self.cache_plan = KVCachePlan(cfg, mesh, args, self.dtype)
         # the automatic speculation rule's step costs (the engine's scheduler reads them), and the L logits rows
         # per bucket with the drafts the sampler verifies
@@ -245,6 +246,8 @@ class ModelRunner(ProgramLowering, StartupPrograms, SleepMode, WeightUpdates):
                 batch, bucket, inputs.attention.query_start_loc)
             self.kv_caches, logits, hidden, greedy = forward(self.params, self.kv_caches, self._step_arg(packed),
                                                              self._prev_tokens, self._lora_stacks(), embeds)
+            if getattr(self.draft, "records_hidden", False):  # EAGLE: the head reads the target's states
+                self.draft.record_hidden(hidden, inputs.attention.slot_mapping)
         self.num_steps += 1
         self.last_step_time = time.perf_counter()
         step = _StepInFlight(batch, None, hidden if want_prompt_lp else None)
@@ -306,7 +309,7 @@ class ModelRunner(ProgramLowering, StartupPrograms, SleepMode, WeightUpdates):
         """Draft-model speculation (the scheduler's ``drafter``): [(sequence, n)] -> n draft ids each
         (``DraftRunner.propose``)."""
         if self.draft is None:
-            raise RuntimeError("propose_drafts needs speculative_config method='draft_model'")
+            raise RuntimeError("propose_drafts needs speculative_config method='draft_model' or 'eagle'")
         self.check_awake()
         return self.draft.propose(items)
 

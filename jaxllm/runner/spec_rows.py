@@ -104,7 +104,7 @@ def spec_cost_model(config: SpeculativeConfig | None, cfg, mesh, kv_dtype, draft
     device = mesh.devices.flat[0]
     peaks = platform_peaks(device.platform, device.device_kind)
     n = mesh.devices.size
-    draft_cost = None if draft is None else step_cost(draft.cfg, peaks, draft.cache_plan.dtype.itemsize, n)
+    draft_cost = None if draft is None else draft.step_cost(peaks, n)
     return SpecCostModel(step_cost(cfg, peaks, kv_dtype.itemsize, n), config.num_speculative_tokens, draft_cost)
 
 
@@ -151,7 +151,7 @@ class SpecLayout:
     def sampled_drafts(self) -> bool:
         """Whether drafts may be sampled (a draft model proposes for random requests): the runner then also
         compiles the sampler variants that verify them (``SampleKey.sampled_drafts``)."""
-        return self.enabled and self.config.method == "draft_model"
+        return self.enabled and self.config.uses_draft_runner
 
     def verify_args(self, seqs: Sequence[ScheduledSeq], num_rows: int,
                     probs: DraftProbs | None = None) -> tuple[np.ndarray, ...]:

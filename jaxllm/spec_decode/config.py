@@ -6,7 +6,8 @@ import dataclasses
 import os
 from typing import Any
 
-METHODS = ("ngram", "draft_model")
+METHODS = ("ngram", "draft_model", "eagle")
+_DRAFT_RUNNER_METHODS = ("draft_model", "eagle")  # methods whose drafts come from a model on the device
 _KEYS = ("method", "model", "num_speculative_tokens", "prompt_lookup_max", "prompt_lookup_min",
          "disable_by_batch_size")
 _NGRAM_MODELS = ("ngram", "[ngram]")  # vLLM's older spelling: model="[ngram]" with no method
@@ -14,8 +15,9 @@ _NGRAM_MODELS = ("ngram", "[ngram]")  # vLLM's older spelling: model="[ngram]" w
 
 @dataclasses.dataclass(frozen=True)
 class SpeculativeConfig:
-    """``method``: "ngram" (prompt lookup) or "draft_model" (a smaller model of the same vocabulary, ``model``:
-    its checkpoint folder or hub id; vLLM infers "draft_model" when only ``model`` is given).
+    """``method``: "ngram" (prompt lookup), "draft_model" (a smaller model of the same vocabulary, ``model``:
+    its checkpoint folder or hub id; vLLM infers "draft_model" when only ``model`` is given) or "eagle" (an
+    EAGLE-1 head for a Llama-family target, ``model``: its checkpoint; jaxllm.spec_decode.eagle_head).
     ``num_speculative_tokens`` k: draft tokens proposed per step. ``prompt_lookup_max`` / ``prompt_lookup_min``
     (n-gram only): the longest / shortest suffix n-gram matched (vLLM's defaults: one given -> the other equals
     it; neither -> both 5).
@@ -50,10 +52,10 @@ class SpeculativeConfig:
         disable = spec.get("disable_by_batch_size")
         if disable is not None:
             _check_int("disable_by_batch_size", disable)
-        if method == "draft_model":
+        if method in _DRAFT_RUNNER_METHODS:
             lookup = sorted(key for key in ("prompt_lookup_max", "prompt_lookup_min") if spec.get(key) is not None)
             if lookup:
-                raise ValueError(f"speculative_config {lookup} apply to method='ngram', not 'draft_model'")
+                raise ValueError(f"speculative_config {lookup} apply to method='ngram', not {method!r}")
             return cls(method, k, None, None, disable, model)
         lo, hi = spec.get("prompt_lookup_min"), spec.get("prompt_lookup_max")
         if lo is None and hi is None:  # vLLM's ngram defaults
@@ -65,6 +67,11 @@ class SpeculativeConfig:
         if lo > hi:
             raise ValueError(f"speculative_config prompt_lookup_min={lo} must be <= prompt_lookup_max={hi}")
         return cls(method, k, hi, lo, disable)
+
+    @property
+    def uses_draft_runner(self) -> bool:
+        """Whether drafts come from a model on the device (a draft model or an EAGLE head: DraftRunner)."""
+        return self.method in _DRAFT_RUNNER_METHODS
 
     @property
     def auto(self) -> bool:
@@ -82,6 +89,9 @@ def _method_and_model(spec: dict) -> tuple[str, str | None]:
         raise ValueError(f"speculative_config model={model!r} must be a checkpoint folder or hub id (a str)")
     if method is None and model is not None:
         method = "ngram" if model in _NGRAM_MODELS else "draft_model"
+    if method == "eagle3":
+        raise ValueError("speculative_config method='eagle3' is not supported; supported: "
+                         f"{list(METHODS)} (method='eagle' takes EAGLE-1 heads)")
     if method not in METHODS:
         raise ValueError(f"speculative_config method={method!r} is not supported; supported: {list(METHODS)}")
     if method == "ngram":
@@ -89,6 +99,8 @@ def _method_and_model(spec: dict) -> tuple[str, str | None]:
             raise ValueError(f"speculative_config model={model!r} does not apply to method='ngram' (drafts come "
                              "from the prompt); use method='draft_model' for a draft model")
         return method, None
+    if model is None and method == "eagle":
+        raise ValueError("speculative_config method='eagle' needs 'model': the EAGLE head's checkpoint")
     if model is None:
         raise ValueError("speculative_config method='draft_model' needs 'model': the draft checkpoint (a smaller "
                          "model with the target's vocabulary)")

@@ -53,6 +53,7 @@ from jaxllm.runner.spec_rows import DraftProbs
 from jaxllm.runner.step import make_forward
 from jaxllm.runner.weight_updates import WeightUpdates
 from jaxllm.spec_decode.config import SpeculativeConfig
+from jaxllm.spec_decode.cost import StepCost, step_cost
 from jaxllm.spec_decode.draft_sampling import (
     DraftSampleKey,
     draft_row_arrays,
@@ -64,12 +65,18 @@ from jaxllm.spec_decode.draft_sampling import (
 logger = logging.getLogger("jaxllm")
 
 
-def make_draft(args, target_cfg, mesh, ladder: BucketLadder, max_blocks_per_seq: int) -> DraftRunner | None:
+def make_draft(args, target_cfg, mesh, ladder: BucketLadder, max_blocks_per_seq: int,
+               target_arrays=None) -> DraftRunner | None:
     """The DraftRunner of ``args.speculative_config`` with method "draft_model" (loaded through
-    ``jaxllm.load.load_draft_model`` onto the target's mesh), else None."""
+    ``jaxllm.load.load_draft_model`` onto the target's mesh), its EagleRunner with method "eagle"
+    (``target_arrays``: a callable returning the target's current (embedding, LM head) arrays), else None."""
     from jaxllm.load import load_draft_model
 
     spec = SpeculativeConfig.from_dict(args.speculative_config)
+    if spec is not None and spec.method == "eagle":
+        from jaxllm.spec_decode.eagle_runner import make_eagle
+
+        return make_eagle(args, target_cfg, mesh, ladder, max_blocks_per_seq, target_arrays)
     if spec is None or spec.method != "draft_model":
         return None
     model, cfg = load_draft_model(args, target_cfg, mesh)
@@ -91,7 +98,13 @@ def shared_num_blocks(num_blocks: int, target_block_bytes: int, draft_block_byte
 
 class DraftRunner(SleepMode, WeightUpdates):
     """``model``: the draft NNX module on ``mesh``; ``cfg`` / ``target_cfg``: the draft's and the target's
-    ModelConfig (ValueError when their vocabularies differ); ``args``: the target's resolved EngineArgs."""
+    ModelConfig (ValueError when their vocabularies differ); ``args``: the target's resolved EngineArgs.
+
+    ``lag``: how far the draft's positions trail the tokens it reads: 0 for a draft model (position p reads
+    token p); 1 for an EAGLE head (position p reads token p + 1 and the target's hidden state at p, so it can
+    compute only the positions before the last computed one)."""
+
+    lag = 0
 
     def __init__(self, model, cfg, target_cfg, mesh, args, ladder: BucketLadder, max_blocks_per_seq: int):
         if cfg.vocab_size != target_cfg.vocab_size:
@@ -135,7 +148,11 @@ class DraftRunner(SleepMode, WeightUpdates):
         if target_plan.fills_device or self._kv_bytes_given:
             reserved = self.q_bytes if target_plan.fills_device else 0
             target_plan.num_blocks = shared_num_blocks(target_plan.num_blocks, target_plan.bytes_per_block,
-                                                       self.cache_plan.bytes_per_block, reserved)
+                                                       self.bytes_per_block, reserved)
+
+    def step_cost(self, peaks, num_devices: int) -> StepCost:
+        """The roofline cost of one draft forward (the automatic rule's, ``jaxllm.spec_decode.cost``)."""
+        return step_cost(self.cfg, peaks, self.cache_plan.dtype.itemsize, num_devices)
 
     @property
     def q_bytes(self) -> int:
@@ -202,8 +219,8 @@ class DraftRunner(SleepMode, WeightUpdates):
         steps, probs, prev = [], [], self._no_tokens
         for j in range(counts[0] if counts else 0):
             n = sum(c > j for c in counts)
-            pieces = [(s, a, s.token_ids[a:]) for s, a in zip(seqs[:n], starts)] if j == 0 else [
-                (s, len(s.token_ids) - 1 + j, [-(r + 1)]) for r, s in enumerate(seqs[:n])]
+            pieces = [(s, a, s.token_ids[a + self.lag:]) for s, a in zip(seqs[:n], starts)] if j == 0 else [
+                (s, len(s.token_ids) - 1 - self.lag + j, [-(r + 1)]) for r, s in enumerate(seqs[:n])]
             prev, logits, bucket = self._run(pieces, prev)
             if sampled:
                 rows = draft_row_arrays(seqs[:n], j, bucket.num_seqs, self.cfg.vocab_size)
@@ -211,8 +228,8 @@ class DraftRunner(SleepMode, WeightUpdates):
                 prev, q = sample(logits, program_arg(rows, self._replicated))
                 probs.append(q)
             steps.append(prev)
-        for s, c in zip(seqs, counts):
-            self._computed[s.seq_id] = (s.block_table, len(s.token_ids) - 1 + c)
+        for s, c in zip(seqs, counts):  # an EAGLE head's draft positions read its own states: recomputed
+            self._computed[s.seq_id] = (s.block_table, len(s.token_ids) - 1 - self.lag + (0 if self.lag else c))
         if len(self._computed) > 4 * max(len(seqs), 256):  # forget finished sequences now and then
             live = {s.seq_id for s in seqs}
             self._computed = {k: v for k, v in self._computed.items() if k in live}
@@ -246,9 +263,9 @@ class DraftRunner(SleepMode, WeightUpdates):
         chunk, used, starts, folded = [], 0, [], len(seqs)
         for s in seqs:
             table, done = self._computed.get(s.seq_id, (None, 0))
-            start = min(done, len(s.token_ids) - 1) if table is s.block_table else 0
-            end = len(s.token_ids) - 1
-            if end - start <= self._num_k and folded + end - start <= largest.num_tokens:
+            end = len(s.token_ids) - 1 - self.lag
+            start = min(done, end) if table is s.block_table else 0
+            if end - start <= self._num_k + self.lag and folded + end - start <= largest.num_tokens:
                 folded += end - start
                 starts.append(start)
                 continue
@@ -258,7 +275,7 @@ class DraftRunner(SleepMode, WeightUpdates):
                     self._run(chunk, self._no_tokens)
                     chunk, used = [], 0
                 stop = min(end, start + largest.num_tokens - used)
-                chunk.append((s, start, s.token_ids[start:stop]))
+                chunk.append((s, start, s.token_ids[start + self.lag:stop + self.lag]))
                 used += stop - start
                 start = stop
         if chunk:

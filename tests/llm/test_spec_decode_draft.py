@@ -44,6 +44,20 @@ def self_draft_llm(llama_dir):
     return LLM(str(llama_dir[0]), **KW, enforce_eager=True, speculative_config=spec)
 
 
+def record_proposals(llm) -> list:
+    """The list that every proposal of ``llm`` is appended to, as (context, drafts)."""
+    runner, proposals = llm.llm_engine.runner, []
+    propose = runner.propose_drafts
+
+    def recording(items):
+        out = propose(items)
+        proposals.extend((list(seq.token_ids), d) for (seq, _), d in zip(items, out))
+        return out
+
+    runner.propose_drafts = llm.llm_engine.scheduler.speculation.drafter = recording
+    return proposals
+
+
 def gen(llm, params, prompts=PROMPTS):
     return spec_gen(llm, params, prompts)
 
@@ -66,15 +80,7 @@ def test_drafts_are_the_draft_models_greedy_continuation(llama_dir, draft_dir, p
     spec = {"method": "draft_model", "model": str(draft_dir[0]), "num_speculative_tokens": 3, **ALWAYS}
     llm = LLM(str(llama_dir[0]), **KW, enforce_eager=True, num_gpu_blocks_override=12, speculative_config=spec,
               **preemption)
-    runner, proposals = llm.llm_engine.runner, []
-    propose = runner.propose_drafts
-
-    def recording(items):
-        out = propose(items)
-        proposals.extend((list(seq.token_ids), d) for (seq, _), d in zip(items, out))
-        return out
-
-    runner.propose_drafts = llm.llm_engine.scheduler.speculation.drafter = recording
+    proposals = record_proposals(llm)
     params = SamplingParams(temperature=0.0, max_tokens=40, ignore_eos=True)
     gen(llm, params)
     gen(llm, params, [PROMPTS[2] + [1, 2, 3], PROMPTS[2][:17] + [4], PROMPTS[0]])  # prefix-cache hits
