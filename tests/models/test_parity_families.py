@@ -1,4 +1,4 @@
-"""Gemma 1/2/3, Phi-3/3.5/4, OLMo 2, Granite, SmolLM3, Starcoder2 and Cohere: fp32 logits of jaxllm.load_model within 1e-4 relative of transformers on
+"""Gemma 1/2/3, Phi-3/3.5/4, OLMo 2, Granite, SmolLM3, Starcoder2, Cohere, GPT-2, GPT-NeoX, Phi, StableLM and OPT: fp32 logits of jaxllm.load_model within 1e-4 relative of transformers on
 tiny random checkpoints (every weight, norms included, perturbed; sequences longer than the sliding windows)."""
 
 from __future__ import annotations
@@ -64,6 +64,21 @@ CASES = {
     "cohere-logit-scale": ("CohereForCausalLM", {**SPECIAL, "logit_scale": 0.3, "layer_norm_eps": 1e-2}),
     "cohere-qk-norm-bias-untied": ("CohereForCausalLM", {**SPECIAL, "use_qk_norm": True, "attention_bias": True,
                                                          "tie_word_embeddings": False}),
+    # learned positions (a table of exactly 24 rows: every one is read), Conv1D weights, fused c_attn
+    "gpt2-exact-positions": ("GPT2LMHeadModel", {**SPECIAL, "max_position_embeddings": 24,
+                                                 "layer_norm_epsilon": 1e-2}),
+    "gpt2-relu-untied": ("GPT2LMHeadModel", {**SPECIAL, "activation_function": "relu", "tie_word_embeddings": False}),
+    "neox-parallel-residual": ("GPTNeoXForCausalLM", {**SPECIAL, "rotary_pct": 0.5}),
+    "neox-sequential-no-bias": ("GPTNeoXForCausalLM", {**SPECIAL, "use_parallel_residual": False,
+                                                       "attention_bias": False, "layer_norm_eps": 1e-2}),
+    "phi": ("PhiForCausalLM", SPECIAL),
+    "phi-qk-layernorm-gqa": ("PhiForCausalLM", {**SPECIAL, "qk_layernorm": True, "partial_rotary_factor": 0.25}),
+    "stablelm": ("StableLmForCausalLM", SPECIAL),
+    "stablelm-parallel-qk-norm-bias": ("StableLmForCausalLM", {**SPECIAL, "use_parallel_residual": True,
+                                                               "qk_layernorm": True, "use_qkv_bias": True}),
+    "opt": ("OPTForCausalLM", SPECIAL),
+    "opt-post-norm-projected-no-bias": ("OPTForCausalLM", {**SPECIAL, "do_layer_norm_before": False,
+                                                           "word_embed_proj_dim": 32, "enable_bias": False}),
 }
 
 
@@ -212,3 +227,42 @@ def test_gemma3_multimodal_checkpoint_runs_its_language_model(tmp_path):
     parsed = jaxllm.config.ModelConfig.from_hf(json.loads(json.dumps(hub_style)))
     assert (parsed.num_heads, parsed.head_dim, parsed.vocab_size, parsed.eos_token_ids) == (8, 256, 262208, (1, 106))
     assert parsed.sliding_windows[:6] == (1024,) * 5 + (None,) and parsed.rope.get("factor") == 8.0
+
+
+def test_classic_config_fields():
+    """GPT-2 / OPT / GPT-NeoX spellings read under the shared names; settings these families do not implement are
+    a ValueError naming the field."""
+    gpt2 = jaxllm.config.ModelConfig.from_hf({"architectures": ["GPT2LMHeadModel"], "vocab_size": 256, "n_embd": 64,
+                                             "n_layer": 2, "n_head": 4, "n_positions": 32, "n_inner": None})
+    assert (gpt2.intermediate_size, gpt2.max_position_embeddings, gpt2.position_embedding) == (256, 32, "learned")
+    assert gpt2.hidden_act == "gelu_tanh" and gpt2.tie_word_embeddings and gpt2.rope_layers == (False, False)
+    assert gpt2.attention_bias and gpt2.attention_out_bias and gpt2.mlp_bias and gpt2.num_kv_heads == 4
+    for field in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn"):
+        with pytest.raises(ValueError, match=f"{field}=True is not supported"):
+            jaxllm.config.ModelConfig.from_hf({"model_type": "gpt2", "vocab_size": 256, field: True})
+    opt = jaxllm.config.ModelConfig.from_hf({"model_type": "opt", "vocab_size": 256, "hidden_size": 64, "ffn_dim": 96,
+                                            "num_hidden_layers": 2, "num_attention_heads": 4,
+                                            "word_embed_proj_dim": 32, "do_layer_norm_before": False})
+    assert (opt.intermediate_size, opt.embed_proj_dim, opt.position_offset, opt.hidden_act) == (96, 32, 2, "relu")
+    assert opt.norm_placement == "post_residual" and not opt.final_norm
+    with pytest.raises(ValueError, match="layer_norm_elementwise_affine=False"):
+        jaxllm.config.ModelConfig.from_hf({"model_type": "opt", "vocab_size": 256, "hidden_size": 64, "ffn_dim": 96,
+                                          "num_hidden_layers": 2, "num_attention_heads": 4,
+                                          "layer_norm_elementwise_affine": False})
+    neox = jaxllm.config.ModelConfig.from_hf({"model_type": "gpt_neox", "vocab_size": 256, "hidden_size": 64,
+                                             "intermediate_size": 96, "num_hidden_layers": 2,
+                                             "num_attention_heads": 4, "rotary_pct": 0.5, "rotary_emb_base": 500})
+    assert (neox.rotary_dim, neox.rope.theta, neox.norm_placement) == (8, 500.0, "parallel_two")
+
+
+def test_learned_positions_bound_the_context(tmp_path):
+    """A model with learned positions: max_model_len defaults to the table's length; a longer one is refused
+    even with allow_long_max_model_len, and the dense forward refuses a longer input."""
+    from jaxllm import LLM
+
+    save_tiny_model(tmp_path, "GPT2LMHeadModel", **SPECIAL, max_position_embeddings=16)
+    with pytest.raises(ValueError, match="learned positions"):
+        LLM(str(tmp_path), skip_tokenizer_init=True, max_model_len=32, allow_long_max_model_len=True,
+            enforce_eager=True)
+    with pytest.raises(ValueError, match="17 tokens exceed the model's 16 learned positions"):
+        jaxllm.load_model(tmp_path)(np.zeros((1, 17), np.int32))
