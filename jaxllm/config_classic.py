@@ -82,7 +82,10 @@ def classic_hf(hf: dict[str, Any]) -> dict[str, Any]:
     for key, supported in _UNSUPPORTED.get(arch, ()):
         if hf.get(key, supported) != supported:
             raise ValueError(f"{arch}: {key}={hf[key]!r} is not supported (only {supported!r})")
-    out = dict(hf)
+    # transformers' modeling code of these families derives head_dim = hidden_size / heads and (GPT-2, GPT-NeoX,
+    # OPT) has one kv head per head whatever a config.json states
+    drop = ("head_dim", "num_key_value_heads") if arch in (GPT2, GPT_NEOX, OPT) else ("head_dim",)
+    out = {key: value for key, value in hf.items() if key not in drop}
     for family_name, shared in _RENAMES[arch]:
         if out.get(family_name) is not None:
             out[shared] = out[family_name]

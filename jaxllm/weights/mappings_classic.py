@@ -148,11 +148,13 @@ def classic_family_map(cfg: ModelConfig) -> dict[str, Target | tuple[Target, ...
 
 
 def classic_checkpoint_key(cfg: ModelConfig, name: str) -> str | None:
-    """GPT-2 base-model checkpoints (the hub's ``gpt2``) store keys without the ``transformer.`` prefix; None
-    for the causal-mask buffers of older checkpoints."""
+    """GPT-2 base-model checkpoints (the hub's ``gpt2``) store keys without the ``transformer.`` prefix, OPT's
+    base-model ones without ``model.``; None for the causal-mask buffers of older checkpoints."""
     if name.endswith(CLASSIC_IGNORED.get(cfg.architecture, ())):
         return None
     if cfg.architecture == GPT2 and not name.startswith(("transformer.", "lm_head.")):
         return "transformer." + name
+    if cfg.architecture == OPT and name.startswith("decoder."):  # (OPT checkpoints of the base OPTModel)
+        return "model." + name
     return name
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import transformers
 from hf_models import check_logits, hf_logits, relative_error, save_tiny_model
 
 import jaxllm
@@ -266,3 +267,44 @@ def test_learned_positions_bound_the_context(tmp_path):
             enforce_eager=True)
     with pytest.raises(ValueError, match="17 tokens exceed the model's 16 learned positions"):
         jaxllm.load_model(tmp_path)(np.zeros((1, 17), np.int32))
+
+
+@pytest.mark.parametrize("model_type", ["gpt2", "gpt_neox", "phi", "stablelm", "opt"])
+def test_classic_absent_fields_take_transformers_defaults(model_type):
+    """A config.json with only the sizes (and a stray head_dim / num_key_value_heads that transformers' modeling
+    code of these families does not read): norm eps, context length, tied head, rotary dims and kv heads as
+    transformers makes of it."""
+    raw = {"vocab_size": 256, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+           "num_attention_heads": 4}
+    raw = {**raw, "head_dim": 8, "num_key_value_heads": 2}
+    ours = jaxllm.config.ModelConfig.from_hf({**raw, "model_type": model_type})
+    hf = transformers.AutoConfig.for_model(model_type, **raw)
+    eps = getattr(hf, "layer_norm_epsilon", None) or getattr(hf, "layer_norm_eps", None) or 1e-5  # (OPT: torch's)
+    assert ours.rms_norm_eps == eps and ours.max_position_embeddings == hf.max_position_embeddings
+    assert ours.tie_word_embeddings == hf.tie_word_embeddings and ours.head_dim == 16
+    assert ours.num_kv_heads == (2 if model_type in ("phi", "stablelm") else 4)  # (the others are multi-head)
+    rope = getattr(hf, "rope_parameters", None)
+    if rope:
+        assert ours.rope.theta == rope["rope_theta"]
+        assert (ours.rotary_dim or 16) == int(16 * rope["partial_rotary_factor"])
+
+
+@pytest.mark.parametrize("arch, rename, extra", [
+    # the hub's gpt2: GPT2Model keys (no "transformer.") and the causal-mask buffers of older transformers
+    ("GPT2LMHeadModel", lambda k: k.removeprefix("transformer."), ("h.0.attn.bias", "h.1.attn.masked_bias")),
+    ("GPTNeoXForCausalLM", lambda k: k, ("gpt_neox.layers.0.attention.bias", "gpt_neox.layers.0.attention.masked_bias",
+                                         "gpt_neox.layers.1.attention.rotary_emb.inv_freq")),
+    ("OPTForCausalLM", lambda k: k.removeprefix("model."), ()),  # OPTModel keys ("decoder.")
+])
+def test_classic_hub_checkpoint_layouts(tmp_path, arch, rename, extra):
+    """Checkpoints as the hub ships them: other key prefixes and buffers that hold no weights load to the same
+    logits."""
+    from safetensors.numpy import load_file, save_file
+
+    hf = save_tiny_model(tmp_path, arch, **SPECIAL)
+    path = tmp_path / "model.safetensors"
+    tensors = {rename(k): v for k, v in load_file(path).items()}
+    tensors.update({k: np.ones((1, 1, 4, 4), np.float32) for k in extra})
+    save_file(tensors, path, metadata={"format": "pt"})
+    ids = np.random.RandomState(1).randint(0, 256, (1, 20)).astype(np.int32)
+    assert relative_error(np.asarray(jaxllm.load_model(tmp_path)(ids)), hf_logits(hf, ids)) <= 1e-4
