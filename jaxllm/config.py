@@ -221,9 +221,11 @@ class ModelConfig:
             else:
                 mlp = (2 if self.mlp_type == "plain" else 3) * d * f
             total += attn + mlp + len(LAYER_NORMS[self.norm_placement]) * d + qk_norms
-        total = int(total)
+        if self.position_embedding == "learned":  # (GPT-2, OPT)
+            total += (self.max_position_embeddings + self.position_offset) * d
+        total = int(total + 2 * d * self.embed_proj_dim)  # (OPT's project_in / project_out)
         if include_embeddings:
-            total += self.vocab_size * d * (1 if self.tie_word_embeddings else 2)
+            total += self.vocab_size * (self.embed_proj_dim or d) * (1 if self.tie_word_embeddings else 2)
         return total
 
     def with_expert_parallel(self, enabled: bool) -> ModelConfig:

@@ -1,12 +1,15 @@
 """Decoder-only transformers (Llama 2/3/3.x, Mistral, Qwen2, Qwen3, Gemma 1/2/3, Phi-3/3.5/4, OLMo 2, Granite,
-SmolLM3, Starcoder2, Cohere; MoE: Mixtral, Qwen3-MoE, Qwen2-MoE, OLMoE) as one config-driven Flax NNX module.
+SmolLM3, Starcoder2, Cohere, GPT-2, GPT-NeoX, Phi, StableLM, OPT; MoE: Mixtral, Qwen3-MoE, Qwen2-MoE, OLMoE) as
+one config-driven Flax NNX module.
 
 Differences between the families are config flags: q/k/v biases (Qwen2), q/k RMSNorm per head (Qwen3, Gemma 3)
 or over the whole projection (OLMo 2, OLMoE), per-head q/k LayerNorm (Cohere), q/k/v clamping (OLMoE), explicit
 head_dim, sliding windows per layer (Mistral, Gemma 2/3, Phi-3, Starcoder2), rope scaling (Llama 3.x, Gemma 3
 global layers, Phi-3 longrope), a second rope for local layers (Gemma 3), layers without rope (SmolLM3),
 interleaved rope (Cohere), partial rotary (Phi-4-mini), norm placement ("pre"; Gemma 2/3 "sandwich"; OLMo 2
-"post"; Cohere "parallel": attention and MLP from one norm), LayerNorm instead of RMSNorm (Starcoder2, Cohere),
+"post"; Cohere, Phi "parallel": attention and MLP from one norm; GPT-NeoX "parallel_two": each from its own
+norm; OPT "post_residual": norms after the residual adds), LayerNorm instead of RMSNorm (Starcoder2, Cohere, the
+classic families), learned absolute positions (GPT-2, OPT), OPT's projected embeddings, an lm_head bias (Phi),
 Gemma's (1 + w) norms, sqrt(D) embedding scale, Granite's embedding / residual / attention / logits multipliers,
 GeGLU, the plain c_fc / c_proj MLP (Starcoder2; jaxllm.models.plain_mlp), attention / final logit soft-capping,
 logit scaling, tied embeddings, and mixture-of-experts MLPs in the layers ``cfg.moe_layers`` marks

@@ -308,3 +308,15 @@ def test_classic_hub_checkpoint_layouts(tmp_path, arch, rename, extra):
     save_file(tensors, path, metadata={"format": "pt"})
     ids = np.random.RandomState(1).randint(0, 256, (1, 20)).astype(np.int32)
     assert relative_error(np.asarray(jaxllm.load_model(tmp_path)(ids)), hf_logits(hf, ids)) <= 1e-4
+
+
+def test_classic_families_refuse_quantization_and_lora(tmp_path):
+    """Load-time quantization is not implemented for these families, nor LoRA on their plain MLPs: clear
+    ValueErrors naming the option and the architecture."""
+    from jaxllm import LLM
+
+    save_tiny_model(tmp_path, "GPT2LMHeadModel", **SPECIAL)
+    with pytest.raises(ValueError, match="quantization='int8' is not supported for GPT2LMHeadModel"):
+        jaxllm.load_model(tmp_path, quantization="int8")
+    with pytest.raises(ValueError, match="enable_lora=True is not supported for GPT2LMHeadModel"):
+        LLM(str(tmp_path), skip_tokenizer_init=True, enable_lora=True, enforce_eager=True)
