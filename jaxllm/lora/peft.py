@@ -80,9 +80,30 @@ def read_adapter_config(path: str, max_lora_rank: int) -> tuple[int, float]:
     return rank, float(scale)
 
 
+def adapter_folder(lora_path: str) -> str:
+    """The local folder of ``lora_path``, found as vLLM finds it: an absolute path as it is, ``~`` expanded, an
+    existing relative path made absolute, anything else a HF hub repo id (downloaded, or read from the local
+    cache when offline)."""
+    if os.path.isabs(lora_path):
+        return lora_path
+    if lora_path.startswith("~"):
+        return os.path.expanduser(lora_path)
+    if os.path.exists(lora_path):
+        return os.path.abspath(lora_path)
+    try:
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(lora_path, allow_patterns=["*.json", "*.safetensors", "*.bin"])
+    except (ImportError, OSError, ValueError) as e:  # the hub's errors are OSErrors, a bad repo id a ValueError
+        raise ValueError(f"LoRA adapter path {lora_path!r} is not a folder, and not a HF hub repo id that can be "
+                         f"downloaded or found in the local cache ({type(e).__name__}: {e})") from None
+
+
 def load_peft_adapter(path: str, lora_int_id: int, model_cfg, max_lora_rank: int, dtype,
                       base_model_path: str | None = None) -> LoRAAdapter:
-    """Read and check one PEFT adapter for the base model ``model_cfg``; arrays in ``dtype`` on the host."""
+    """Read and check one PEFT adapter (``path``: see ``adapter_folder``) for the base model ``model_cfg``;
+    arrays in ``dtype`` on the host."""
+    path = adapter_folder(path)
     rank, scale = read_adapter_config(path, max_lora_rank)
     _check_base_model(path, base_model_path)
     weights_path = os.path.join(path, "adapter_model.safetensors")
