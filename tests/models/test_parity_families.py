@@ -320,3 +320,24 @@ def test_classic_families_refuse_quantization_and_lora(tmp_path):
         jaxllm.load_model(tmp_path, quantization="int8")
     with pytest.raises(ValueError, match="enable_lora=True is not supported for GPT2LMHeadModel"):
         LLM(str(tmp_path), skip_tokenizer_init=True, enable_lora=True, enforce_eager=True)
+
+
+def test_stablelm_lora_matches_peft_merged(tmp_path):
+    """StableLM's gated MLP and q/k/v/o take LoRA adapters like Llama's: a PEFT adapter over all seven projections
+    gives the PEFT-merged model's greedy tokens (q/k/v biases and per-head q/k norms on)."""
+    from hf_models import hf_greedy
+    from lora_adapters import save_peft_adapter
+
+    from jaxllm import LLM, SamplingParams
+    from jaxllm.lora import LoRARequest
+
+    base = save_tiny_model(tmp_path / "base", "StableLmForCausalLM", **SPECIAL, use_qkv_bias=True,
+                           qk_layernorm=True)
+    targets = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    ref = save_peft_adapter(tmp_path / "base", tmp_path / "adapter", r=8, alpha=16, targets=targets, std=0.2)
+    llm = LLM(str(tmp_path / "base"), skip_tokenizer_init=True, enable_lora=True, max_lora_rank=8, max_num_seqs=2,
+              max_num_batched_tokens=32, enforce_eager=True)
+    prompt = list(range(3, 20))
+    out = llm.generate([{"prompt_token_ids": prompt}], SamplingParams(temperature=0, max_tokens=6, ignore_eos=True),
+                       lora_request=LoRARequest("a", 1, str(tmp_path / "adapter")), use_tqdm=False)
+    assert out[0].outputs[0].token_ids == hf_greedy(ref, prompt, 6) != hf_greedy(base, prompt, 6)
