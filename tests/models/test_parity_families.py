@@ -259,9 +259,17 @@ def test_classic_config_fields():
 def test_learned_positions_bound_the_context(tmp_path):
     """A model with learned positions: max_model_len defaults to the table's length; a longer one is refused
     even with allow_long_max_model_len, and the dense forward refuses a longer input."""
-    from jaxllm import LLM
+    from hf_models import hf_greedy
 
-    save_tiny_model(tmp_path, "GPT2LMHeadModel", **SPECIAL, max_position_embeddings=16)
+    from jaxllm import LLM, SamplingParams
+
+    hf = save_tiny_model(tmp_path, "GPT2LMHeadModel", **SPECIAL, max_position_embeddings=16)
+    llm = LLM(str(tmp_path), skip_tokenizer_init=True, max_num_seqs=2, max_num_batched_tokens=16, enforce_eager=True)
+    assert llm.llm_engine.max_model_len == 16
+    prompt = list(range(3, 13))  # 10 tokens: the sequence stops at the table's 16 positions
+    out = llm.generate([{"prompt_token_ids": prompt}], SamplingParams(temperature=0, max_tokens=20, ignore_eos=True),
+                       use_tqdm=False)[0].outputs[0]
+    assert out.token_ids == hf_greedy(hf, prompt, 6) and out.finish_reason == "length"
     with pytest.raises(ValueError, match="learned positions"):
         LLM(str(tmp_path), skip_tokenizer_init=True, max_model_len=32, allow_long_max_model_len=True,
             enforce_eager=True)
