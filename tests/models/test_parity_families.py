@@ -349,3 +349,20 @@ def test_stablelm_lora_matches_peft_merged(tmp_path):
     out = llm.generate([{"prompt_token_ids": prompt}], SamplingParams(temperature=0, max_tokens=6, ignore_eos=True),
                        lora_request=LoRARequest("a", 1, str(tmp_path / "adapter")), use_tqdm=False)
     assert out[0].outputs[0].token_ids == hf_greedy(ref, prompt, 6) != hf_greedy(base, prompt, 6)
+
+
+def test_gpt2_prompt_embeds_take_learned_positions(tmp_path):
+    """GPT-2 prompt embeddings replace the token embeddings before the positions are added (as vLLM's GPT-2):
+    the rows of ``wte`` give transformers' greedy tokens for those ids."""
+    from hf_models import hf_greedy
+
+    from jaxllm import LLM, SamplingParams
+
+    hf = save_tiny_model(tmp_path, "GPT2LMHeadModel", **SPECIAL, max_position_embeddings=64)
+    table = hf.transformer.wte.weight.detach().numpy()
+    llm = LLM(str(tmp_path), skip_tokenizer_init=True, enable_prompt_embeds=True, max_num_seqs=2,
+              max_num_batched_tokens=32, enforce_eager=True)
+    prompt = list(range(5, 22))
+    out = llm.generate({"prompt_embeds": table[prompt]}, SamplingParams(temperature=0, max_tokens=6, ignore_eos=True),
+                       use_tqdm=False)
+    assert out[0].outputs[0].token_ids == hf_greedy(hf, prompt, 6)
