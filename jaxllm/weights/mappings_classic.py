@@ -105,8 +105,9 @@ def _per_head_norms(cfg: ModelConfig, i: int) -> dict[str, Target]:
 
 def classic_family_map(cfg: ModelConfig) -> dict[str, Target | tuple[Target, ...]]:
     """The checkpoint keys of one of these families (module docstring)."""
-    if cfg.quantization is not None:
-        raise ValueError(f"quantization={cfg.quantization!r} is not supported for {cfg.architecture}")
+    if cfg.quantization not in (None, "int8", "fp8") or cfg.quant_from_checkpoint:  # (load-time int8 / fp8 only)
+        raise ValueError(f"quantization={cfg.quantization!r} checkpoints of {cfg.architecture} are not supported; "
+                         "load the unquantized checkpoint (optionally with quantization='int8' or 'fp8')")
     arch = cfg.architecture
     top, layer_prefix, layer, stored_in_out = _NAMES[arch]
     m: dict[str, Target | tuple[Target, ...]] = {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 import transformers
 from hf_models import check_logits, hf_logits, relative_error, save_tiny_model
 
@@ -318,14 +319,40 @@ def test_classic_hub_checkpoint_layouts(tmp_path, arch, rename, extra):
     assert relative_error(np.asarray(jaxllm.load_model(tmp_path)(ids)), hf_logits(hf, ids)) <= 1e-4
 
 
-def test_classic_families_refuse_quantization_and_lora(tmp_path):
-    """Load-time quantization is not implemented for these families, nor LoRA on their plain MLPs: clear
-    ValueErrors naming the option and the architecture."""
+def _fake_int8(w: np.ndarray, in_axis: int) -> np.ndarray:
+    """Quantize-dequantize a weight per output channel (the max over ``in_axis``), in numpy."""
+    absmax = np.abs(w).max(axis=in_axis, keepdims=True)
+    scale = np.where(absmax > 0, absmax / np.float32(127), np.float32(1)).astype(np.float32)
+    return (np.round(np.clip(w / scale, -127, 127)) * scale).astype(np.float32)
+
+
+@pytest.mark.parametrize("arch, linears", [
+    ("GPT2LMHeadModel", ("c_attn", "c_proj", "c_fc")),  # Conv1D [in, out]: channels are columns
+    ("GPTNeoXForCausalLM", ("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h")),
+    ("PhiForCausalLM", ("q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2")),
+    ("OPTForCausalLM", ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")),
+])
+def test_classic_int8_matches_numpy_quantized_checkpoint(tmp_path, arch, linears):
+    """quantization="int8" quantizes every decoder linear weight per output channel (the fused c_attn /
+    query_key_value too): the logits equal transformers' on a checkpoint quantized-dequantized in numpy."""
+    save_tiny_model(tmp_path / "orig", arch, **SPECIAL)
+    hf = save_tiny_model(tmp_path / "ref", arch, **SPECIAL)  # same seed: the same weights
+    in_axis = 0 if arch == "GPT2LMHeadModel" else 1
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            if name.endswith(".weight") and name.split(".")[-2] in linears and (".h." in name or ".layers." in name):
+                p.copy_(torch.from_numpy(_fake_int8(p.numpy(), in_axis)))
+    ids = np.random.RandomState(1).randint(0, 256, (1, 20)).astype(np.int32)
+    ours = np.asarray(jaxllm.load_model(tmp_path / "orig", quantization="int8")(ids))
+    assert relative_error(ours, hf_logits(hf, ids)) <= 1e-5
+    assert relative_error(ours, hf_logits(save_tiny_model(tmp_path / "plain", arch, **SPECIAL), ids)) > 1e-5
+
+
+def test_classic_families_refuse_lora(tmp_path):
+    """LoRA targets gated MLPs: GPT-2's plain MLP is a clear ValueError naming the architecture."""
     from jaxllm import LLM
 
     save_tiny_model(tmp_path, "GPT2LMHeadModel", **SPECIAL)
-    with pytest.raises(ValueError, match="quantization='int8' is not supported for GPT2LMHeadModel"):
-        jaxllm.load_model(tmp_path, quantization="int8")
     with pytest.raises(ValueError, match="enable_lora=True is not supported for GPT2LMHeadModel"):
         LLM(str(tmp_path), skip_tokenizer_init=True, enable_lora=True, enforce_eager=True)
 
