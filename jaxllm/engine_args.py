@@ -88,6 +88,7 @@ class EngineArgs:
     download_dir: str | None = None
     config_format: str = "auto"
     hf_overrides: dict[str, Any] | Any = None  # a dict merged into config.json, or a callable on the HF config
+    hf_config_path: str | None = None  # the HF config (folder or hub id) to use instead of the model's (a GGUF's)
     rope_scaling: dict[str, Any] | None = None
     rope_theta: float | None = None
     pooler_config: Any = None  # pooling models: a dict or jaxllm.PoolerConfig overriding the checkpoint's pooling
@@ -237,9 +238,10 @@ class EngineArgs:
         self.compilation_cache_dir = check_compilation_config(self.compilation_config, self.compilation_cache_dir)
 
     def _validate_memory_and_outputs(self) -> None:
-        from jaxllm.quantization_config import check_quantization
+        from jaxllm.quantization_config import GGUF_QUANTIZATION, check_quantization
 
-        check_quantization(self.quantization)
+        if self.quantization != GGUF_QUANTIZATION:  # "gguf": a GGUF model's own types (checked in jaxllm/load.py)
+            check_quantization(self.quantization)
         gmu = self.gpu_memory_utilization
         if isinstance(gmu, bool) or not isinstance(gmu, (int, float)) or not 0 < gmu <= 1:
             raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {gmu!r}")
@@ -250,6 +252,8 @@ class EngineArgs:
         from jaxllm.pooling.config import PoolerConfig
 
         PoolerConfig.of(self.pooler_config)  # validated here, read by the pooling model (kept as given)
+        if self.hf_config_path is not None and not isinstance(self.hf_config_path, (str, os.PathLike)):
+            raise TypeError(f"hf_config_path must be a folder or hub id, got {type(self.hf_config_path).__name__}")
         if self.hf_overrides is not None and not (isinstance(self.hf_overrides, dict) or callable(self.hf_overrides)):
             raise TypeError(f"hf_overrides must be a dict or a callable, got {type(self.hf_overrides).__name__}")
         served = self.served_model_name

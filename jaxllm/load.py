@@ -12,6 +12,7 @@ from typing import Any
 from jaxllm.config import ModelConfig
 from jaxllm.engine_args import EngineArgs
 from jaxllm.model_source import hf_config_dict, model_config, resolve_model_path
+from jaxllm.quantization_config import GGUF_QUANTIZATION
 from jaxllm.weights.gguf import is_gguf
 
 logger = logging.getLogger("jaxllm")
@@ -42,8 +43,12 @@ def locate_model(args: EngineArgs) -> ModelSource:
         raise ValueError(f"load_format='gguf' but {args.model!r} is not a GGUF file")
     if args.load_format == "safetensors" and gguf:
         raise ValueError(f"load_format='safetensors' but {args.model!r} is a GGUF file")
-    hf = apply_hf_overrides(hf_config_dict(path), args)
-    cfg = model_config(path, args.dtype, args.quantization, hf=hf)
+    if args.quantization == GGUF_QUANTIZATION and not gguf:
+        raise ValueError(f"quantization='gguf' but {args.model!r} is not a GGUF file")
+    hf = model_hf_config(path, args)
+    # vLLM's name for a GGUF file's own block quantization: its tensors are dequantized at load (weights/gguf.py)
+    quantization = None if args.quantization == GGUF_QUANTIZATION else args.quantization
+    cfg = model_config(path, args.dtype, quantization, hf=hf)
     cfg = dataclasses.replace(cfg, **kernel_fields(args)).with_expert_parallel(args.enable_expert_parallel)
     return ModelSource(path, cfg, local_meshes(args.tensor_parallel_size, args.data_parallel_size)[0], gguf)
 
@@ -60,7 +65,7 @@ def locate_in_memory_model(args: EngineArgs):
     module = args.model
     cfg = module_config(module)
     for name, default in (("dtype", "auto"), ("quantization", None), ("load_format", "auto"), ("hf_overrides", None),
-                          ("rope_scaling", None), ("rope_theta", None)):
+                          ("hf_config_path", None), ("rope_scaling", None), ("rope_theta", None)):
         if getattr(args, name) not in (default, cfg.dtype if name == "dtype" else default):
             raise ValueError(f"{name}={getattr(args, name)!r} does not apply to an in-memory model: it is served "
                              "with its own config and parameters")
@@ -71,6 +76,15 @@ def locate_in_memory_model(args: EngineArgs):
     mesh = local_meshes(args.tensor_parallel_size, args.data_parallel_size)[0]
     model = model_from_params(cfg, nnx.state(module), mesh=mesh)
     return ModelSource(None, cfg, mesh, False), model
+
+
+def model_hf_config(path: str, args: EngineArgs) -> dict[str, Any]:
+    """The model's HF config dict: ``hf_config_path``'s config.json when given (vLLM's way to give a GGUF file
+    its base model's config), else the model's own (a GGUF's from its metadata), with the overrides applied."""
+    if args.hf_config_path is not None:
+        path = resolve_model_path(os.fspath(args.hf_config_path), None, token=args.hf_token,
+                                  cache_dir=args.download_dir)
+    return apply_hf_overrides(hf_config_dict(path), args)
 
 
 def apply_hf_overrides(hf: dict[str, Any], args: EngineArgs) -> dict[str, Any]:
@@ -190,7 +204,8 @@ def load_draft_model(args: EngineArgs, target: ModelConfig, mesh):
 
     spec = SpeculativeConfig.from_dict(args.speculative_config)
     draft_args = dataclasses.replace(
-        args, model=spec.model, dtype=target.dtype, quantization=None, hf_overrides=None, rope_scaling=None,
+        args, model=spec.model, dtype=target.dtype, quantization=None, hf_overrides=None, hf_config_path=None,
+        rope_scaling=None,
         rope_theta=None, tokenizer=None, revision=None, speculative_config=None, enable_lora=False,
         load_format="dummy" if args.load_format == "dummy" else "auto")
     source = locate_model(draft_args).on_mesh(mesh)

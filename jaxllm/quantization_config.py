@@ -12,6 +12,7 @@ from typing import Any
 LOAD_TIME_METHODS = ("int8", "fp8")
 INT4_METHODS = ("awq", "gptq")
 QUANTIZATION_METHODS = (*LOAD_TIME_METHODS, *INT4_METHODS)
+GGUF_QUANTIZATION = "gguf"  # a GGUF file's own tensor types (vLLM's name; only with a GGUF model, jaxllm/load.py)
 INT4_GROUP_SIZES = {"awq": (32, 64, 128), "gptq": (32, 64, 128, -1)}  # -1: one group per output channel
 INT4_GROUP_SIZE = 128  # the usual one (AutoAWQ's and AutoGPTQ's default): the benchmark's random 4-bit weights
 _SUPPORTED_CHECKPOINTS = ("awq (bits=4, version='gemm', zero_point=true), gptq (bits=4, checkpoint_format='gptq', "

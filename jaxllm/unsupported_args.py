@@ -26,7 +26,6 @@ _BUCKETS = ("the step shapes are jaxllm's bucket ladder (from max_num_seqs and m
 
 # name -> (values that mean "off", why anything else is refused). None and empty containers are always "off".
 UNSUPPORTED: dict[str, tuple[tuple[Any, ...], str]] = {
-    "hf_config_path": ((), "config.json is read from the model folder (pass hf_overrides to change it)"),
     "allowed_local_media_path": (("",), _MULTIMODAL),
     "allowed_media_domains": ((), _MULTIMODAL),
     "safetensors_load_strategy": (("lazy",), "safetensors files are always memory-mapped and read per shard"),

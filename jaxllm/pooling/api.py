@@ -61,8 +61,8 @@ class PoolingMixin(ScoringMixin):
 
         import jax
 
-        from jaxllm.load import apply_hf_overrides
-        from jaxllm.model_source import hf_config_dict, resolve_model_path
+        from jaxllm.load import model_hf_config
+        from jaxllm.model_source import resolve_model_path
         from jaxllm.parallel.sharding import make_mesh
         from jaxllm.sampling_params import SamplingParams
         from jaxllm.tokenizer import load_tokenizer
@@ -80,7 +80,7 @@ class PoolingMixin(ScoringMixin):
                              "replica in one process (data_parallel_size=1, no jax.distributed launcher)")
         t_load = time.perf_counter()
         path = resolve_model_path(args.model, args.revision, token=args.hf_token, cache_dir=args.download_dir)
-        hf = apply_hf_overrides(hf_config_dict(path), args)
+        hf = model_hf_config(path, args)
         info, mesh = pooling_model_info(path, hf, args.pooler_config), make_mesh(args.tensor_parallel_size)
         self.pooling_info, self.model_path = info, path
         self.tokenizer = None if args.skip_tokenizer_init else load_tokenizer(
@@ -281,15 +281,15 @@ def choose_runner(args) -> str:
     """"generate" or "pooling": ``args.runner``, or for "auto" the checkpoint's architecture (vLLM's suffix
     rules, ``config.resolve_runner``; a sentence-transformers Pooling module makes even a ``*ForCausalLM``
     checkpoint, as Qwen3-Embedding, a pooling model). A GGUF file (a causal LM) generates unless ``runner="pooling"``."""
-    from jaxllm.load import apply_hf_overrides
-    from jaxllm.model_source import hf_config_dict, resolve_model_path
+    from jaxllm.load import model_hf_config
+    from jaxllm.model_source import resolve_model_path
     from jaxllm.weights.gguf import is_gguf
 
     path = resolve_model_path(args.model, args.revision, token=args.hf_token, cache_dir=args.download_dir)
     if is_gguf(path):  # a causal LM: it pools only when asked to
         runner, arch = ("pooling" if args.runner == "pooling" else "generate"), "ForCausalLM"
     else:
-        hf = apply_hf_overrides(hf_config_dict(path), args)
+        hf = model_hf_config(path, args)
         runner, arch = resolve_runner(args.runner, hf, has_st_pooling=st_pooling_module(path) is not None), \
             architecture_of(hf)
     check_convert(args.convert, runner, arch)

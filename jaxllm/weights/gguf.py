@@ -9,26 +9,27 @@ safetensors path already understands, so the rest of jaxllm never sees GGUF:
   each tensor is dequantized on demand, so peak host memory is one dense tensor, not the model);
 - ``tokenizer()``: a ``transformers`` fast tokenizer rebuilt from the vocabulary, merges and chat template.
 
-llama.cpp's converter permutes the rows of ``q_proj``/``k_proj`` of llama models (it rotates pairs of
+llama.cpp's converter permutes the rows of ``q_proj``/``k_proj`` of llama (granite, smollm3) models (it rotates pairs of
 adjacent dimensions, HF rotates the two halves of each head); ``tensors()`` undoes that. Qwen2/Qwen3, Gemma,
 Phi-3 and OLMo 2 files are written unpermuted (NeoX-style rope, like HF). The converter adds 1 to every Gemma
 norm weight (llama.cpp scales by w, HF by 1 + w): ``tensors()`` subtracts it. Per-architecture metadata (Gemma's
-soft-caps and windows, Phi-3's longrope factor tensors and partial rotary) is in gguf_families.py; the
-tensor-name table and the q/k row permutation in gguf_names.py.
+soft-caps and windows, Phi-3's longrope factor tensors and partial rotary, MoE experts) is in gguf_families.py;
+linear / yarn / llama3 rope scaling in gguf_rope.py; the tensor-name table and the q/k row permutation in
+gguf_names.py.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 import os
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-from .gguf_families import FAMILY_CONFIG
-from .gguf_names import hf_tensor_name, permute_qk, unpermute_qk
+from .gguf_families import FAMILY_CONFIG, moe_config
+from .gguf_names import expert_names, hf_tensor_name, permute_qk, unpermute_qk
+from .gguf_rope import f32_to_float, rope_scaling_from_metadata
 
 # hf_tensor_name, permute_qk and unpermute_qk (gguf_names.py) keep their import path here.
 __all__ = ["SUPPORTED_GGUF_ARCHITECTURES", "SUPPORTED_TENSOR_TYPES", "GGUFCheckpoint", "dequantize", "hf_tensor_name",
@@ -44,7 +45,17 @@ SUPPORTED_GGUF_ARCHITECTURES = {
     "gemma3": "Gemma3ForCausalLM",
     "phi3": "Phi3ForCausalLM",
     "olmo2": "Olmo2ForCausalLM",
+    "qwen3moe": "Qwen3MoeForCausalLM",
+    "qwen2moe": "Qwen2MoeForCausalLM",
+    "granite": "GraniteForCausalLM",
+    "olmoe": "OlmoeForCausalLM",
+    "smollm3": "SmolLM3ForCausalLM",  # llama.cpp skips rope on every 4th layer, transformers' default interval
+    "starcoder2": "Starcoder2ForCausalLM",
+    "command-r": "CohereForCausalLM",
 }
+# Architectures whose q/k rows llama.cpp's converter permutes (LlamaModel and its subclasses).
+_PERMUTED_QK = ("llama", "granite", "smollm3")
+# "llama" files with llama.expert_count > 0 are Mixtral (llama.cpp converts Mixtral to its llama architecture).
 
 # Tensor types dequantized (with gguf.quants) to float32. Names are gguf.GGMLQuantizationType names.
 SUPPORTED_TENSOR_TYPES = (
@@ -100,6 +111,10 @@ class GGUFCheckpoint:
         self.file = _parsed_file(os.path.abspath(self.path), st.st_size, st.st_mtime_ns)
         self.metadata: dict[str, Any] = self.file.metadata
         self.architecture = self.metadata.get("general.architecture")
+        if int(self.metadata.get("split.count", 1)) > 1:  # gguf-split's shards: only single files, as in vLLM
+            raise ValueError(f"{self.path!r} is shard {int(self.metadata.get('split.no', 0)) + 1} of "
+                             f"{self.metadata['split.count']} of a split GGUF; only single-file GGUF models load: "
+                             "merge the shards with llama.cpp's `llama-gguf-split --merge`")
         if self.architecture not in SUPPORTED_GGUF_ARCHITECTURES:
             raise ValueError(f"GGUF architecture {self.architecture!r} in {self.path!r} is not supported; "
                              f"supported GGUF architectures: {', '.join(SUPPORTED_GGUF_ARCHITECTURES)}")
@@ -108,8 +123,10 @@ class GGUFCheckpoint:
             if t.type_name not in SUPPORTED_TENSOR_TYPES:
                 raise ValueError(f"GGUF tensor {name!r} has type {t.type_name}, which is not supported; "
                                  f"supported types: {', '.join(SUPPORTED_TENSOR_TYPES)}")
+        self.num_experts = int(self.arch_key("expert_count") or 0)
+        for name in self._tensors:
             if name not in _CONSUMED_TENSORS:
-                hf_tensor_name(name, self.architecture)
+                self._hf_names(name)
         self.hf_config = self._build_hf_config()
 
     # ------------------------------------------------------------------ metadata
@@ -142,26 +159,30 @@ class GGUFCheckpoint:
             "model_type": self.architecture,
             "vocab_size": int(vocab),
             "hidden_size": hidden,
-            "intermediate_size": int(self._arch_key("feed_forward_length")),
+            "intermediate_size": int(self._arch_key("feed_forward_length",
+                                                    self._arch_key("expert_feed_forward_length"))),
             "num_hidden_layers": int(self._arch_key("block_count")),
             "num_attention_heads": heads,
             "num_key_value_heads": kv_heads,
             "head_dim": head_dim,
             "hidden_act": "silu",
-            "rms_norm_eps": _f32_to_float(self._arch_key("attention.layer_norm_rms_epsilon", 1e-6)),
-            "rope_theta": _f32_to_float(self._arch_key("rope.freq_base", 10000.0)),
+            "rms_norm_eps": f32_to_float(self._arch_key("attention.layer_norm_rms_epsilon", 1e-6)),
+            "rope_theta": f32_to_float(self._arch_key("rope.freq_base", 10000.0)),
             "max_position_embeddings": int(self._arch_key("context_length", 2048)),
             "tie_word_embeddings": "output.weight" not in self._tensors,
             "bos_token_id": self.metadata.get("tokenizer.ggml.bos_token_id"),
             "eos_token_id": self._eos_token_id(),
             "torch_dtype": "float32",
         }
-        if self.architecture == "llama":
+        if self.architecture in _PERMUTED_QK:
             cfg["attention_bias"] = "blk.0.attn_q.bias" in self._tensors
+            cfg["mlp_bias"] = "blk.0.ffn_up.bias" in self._tensors
+        if self.num_experts:
+            cfg.update(moe_config(self, cfg))
         if self.architecture in FAMILY_CONFIG:
             cfg.update(FAMILY_CONFIG[self.architecture](self, cfg))
             return cfg
-        rope_scaling = self._rope_scaling(cfg)
+        rope_scaling = rope_scaling_from_metadata(self, cfg)
         if rope_scaling is not None:
             cfg["rope_scaling"] = rope_scaling
         return cfg
@@ -170,21 +191,6 @@ class GGUFCheckpoint:
         """One tensor of the file dequantized to float32 (HF order), by its llama.cpp name."""
         t = self._tensors[name]
         return dequantize(t.data, t.type_name, t.shape)
-
-    def _rope_scaling(self, cfg: dict[str, Any]) -> dict[str, Any] | None:
-        """HF ``rope_scaling`` from ``{arch}.rope.scaling.*`` keys or a llama-3.1 ``rope_freqs`` tensor."""
-        kind = self._arch_key("rope.scaling.type")
-        if "rope_freqs.weight" in self._tensors:
-            freqs = dequantize(self._tensors["rope_freqs.weight"].data, self._tensors["rope_freqs.weight"].type_name,
-                               self._tensors["rope_freqs.weight"].shape)
-            return _llama3_scaling_from_freqs(freqs,
-                                              cfg["rope_theta"], cfg["head_dim"])
-        if kind in (None, "none"):
-            return None
-        if kind == "linear":
-            return {"rope_type": "linear", "factor": float(self._arch_key("rope.scaling.factor"))}
-        raise ValueError(f"GGUF rope scaling type {kind!r} is not supported; supported: none, linear, "
-                         "llama3 (rope_freqs tensor)")
 
     def _eos_token_id(self) -> int | list[int] | None:
         """config.json's eos_token_id: the eos id, or [eos, eot, eom] when the file names end-of-turn tokens too
@@ -202,9 +208,17 @@ class GGUFCheckpoint:
         return tuple(sorted({int(self.metadata[k]) for k in keys if self.metadata.get(k) is not None}))
 
     # ------------------------------------------------------------------ tensors
+    def _hf_names(self, name: str) -> list[str]:
+        """HF names of one llama.cpp tensor: one name, or one per expert for a stacked expert tensor."""
+        experts = expert_names(name, self.architecture, self.num_experts)
+        if experts == []:
+            raise ValueError(f"GGUF tensor {name!r} in {self.path!r} stacks MoE experts but the file has no "
+                             f"{self.architecture}.expert_count")
+        return experts or [hf_tensor_name(name, self.architecture)]
+
     def tensor_names(self) -> list[str]:
         """HF names of the tensors ``tensors()`` yields, in file order."""
-        return [hf_tensor_name(n, self.architecture) for n in self._tensors if n not in _CONSUMED_TENSORS]
+        return [hf for n in self._tensors if n not in _CONSUMED_TENSORS for hf in self._hf_names(n)]
 
     def tensors(self) -> Iterator[tuple[str, np.ndarray]]:
         """Yield ``(hf_name, float32 ndarray in HF layout)`` one tensor at a time, in file order.
@@ -217,7 +231,7 @@ class GGUFCheckpoint:
             if name in _CONSUMED_TENSORS:
                 continue
             w = dequantize(t.data, t.type_name, t.shape)
-            if self.architecture == "llama":
+            if self.architecture in _PERMUTED_QK:
                 suffix = name.split(".", 2)[-1] if name.startswith("blk.") else ""
                 if suffix.startswith("attn_q."):
                     w = unpermute_qk(w, heads)
@@ -225,39 +239,30 @@ class GGUFCheckpoint:
                     w = unpermute_qk(w, kv_heads)
             elif self.architecture.startswith("gemma") and name.endswith("norm.weight"):
                 w = w - 1.0  # the converter's + 1 (llama.cpp scales by w, HF by 1 + w)
-            yield hf_tensor_name(name, self.architecture), w
+            experts = expert_names(name, self.architecture, self.num_experts)
+            if experts:  # stacked experts [E, out, in] -> one [out, in] tensor per expert
+                yield from ((hf, w[j]) for j, hf in enumerate(experts))
+            else:
+                yield hf_tensor_name(name, self.architecture), w
 
     # ------------------------------------------------------------------ tokenizer
     def tokenizer(self):
-        """A ``transformers.PreTrainedTokenizerFast`` rebuilt from the file's tokenizer metadata."""
-        from .gguf_tokenizer import build_tokenizer
+        """A ``transformers`` fast tokenizer rebuilt from the file's tokenizer metadata: byte-level BPE files
+        directly (gguf_tokenizer.py), other tokenizer models (sentencepiece) through transformers' converter."""
+        from .gguf_tokenizer import (
+            PASS_TOKENIZER,
+            SUPPORTED_TOKENIZER_MODELS,
+            build_tokenizer,
+            transformers_tokenizer,
+        )
 
-        return build_tokenizer(self.metadata)
+        model = self.metadata.get("tokenizer.ggml.model")
+        if model is None:
+            raise ValueError(f"GGUF file {self.path!r} carries no tokenizer (no tokenizer.ggml.model); pass "
+                             f"{PASS_TOKENIZER}")
+        if model in SUPPORTED_TOKENIZER_MODELS:
+            return build_tokenizer(self.metadata)
+        return transformers_tokenizer(self.path, model)
 
     def __repr__(self) -> str:
         return f"GGUFCheckpoint({self.path!r}, architecture={self.architecture!r}, tensors={len(self._tensors)})"
-
-
-def _f32_to_float(x: float) -> float:
-    """A float32 metadata value as the decimal the converter read from config.json (9.99999974e-06 -> 1e-05)."""
-    return float(f"{float(x):.7g}")
-
-
-def _llama3_scaling_from_freqs(factors: np.ndarray, theta: float, head_dim: int) -> dict[str, Any]:
-    """Recover HF's llama3 ``rope_scaling`` from llama.cpp's per-frequency ``rope_freqs`` divisors [Dh/2].
-
-    llama.cpp precomputes the divisors from (factor, low_freq_factor, high_freq_factor, original context); the
-    largest divisor is ``factor``. The other three are not stored, so we try Llama 3.1/3.2's published values
-    and accept them only if they reproduce every divisor."""
-    factor = float(factors.max())
-    inv_freq = 1.0 / theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
-    for low, high, orig in ((1.0, 4.0, 8192),):
-        wavelen = 2 * math.pi / inv_freq
-        smooth = (orig / wavelen - low) / (high - low)
-        expected = np.where(wavelen < orig / high, 1.0,
-                            np.where(wavelen > orig / low, factor, 1.0 / ((1 - smooth) / factor + smooth)))
-        if expected.shape == factors.shape and np.allclose(expected, factors, rtol=1e-4, atol=1e-4):
-            return {"rope_type": "llama3", "factor": factor, "low_freq_factor": low, "high_freq_factor": high,
-                    "original_max_position_embeddings": orig}
-    raise ValueError("GGUF rope_freqs tensor does not match llama3 rope scaling with low_freq_factor=1, "
-                     "high_freq_factor=4, original_max_position_embeddings=8192; this rope scaling is not supported")

@@ -11,6 +11,7 @@ model's training data.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 _GPT2_PATTERN = None  # ByteLevel(use_regex=True) applies GPT-2's split itself.
@@ -35,9 +36,11 @@ SUPPORTED_PRE_TOKENIZERS: dict[str, tuple[str, str | None, bool, bool]] = {
     "qwen2": ("split", _QWEN2_PATTERN, False, True),
     "deepseek-r1-qwen": ("split", _QWEN2_PATTERN, False, True),
 }
-SUPPORTED_TOKENIZER_MODELS = ("gpt2",)  # byte-level BPE; sentencepiece ("llama") files are not supported
+SUPPORTED_TOKENIZER_MODELS = ("gpt2",)  # byte-level BPE built here; other models through transformers_tokenizer
 
 _CONTROL, _USER_DEFINED = 3, 4
+# what every error about a GGUF's own tokenizer suggests (vLLM's advice: the base model's tokenizer)
+PASS_TOKENIZER = "tokenizer=<HF folder or hub id of the model>, or skip_tokenizer_init=True to work with token ids"
 
 
 def _pre_tokenizer(pre: str):
@@ -45,7 +48,7 @@ def _pre_tokenizer(pre: str):
 
     if pre not in SUPPORTED_PRE_TOKENIZERS:
         raise ValueError(f"GGUF tokenizer.ggml.pre={pre!r} is not supported; supported pre-tokenizers: "
-                         f"{', '.join(SUPPORTED_PRE_TOKENIZERS)}")
+                         f"{', '.join(SUPPORTED_PRE_TOKENIZERS)}; pass {PASS_TOKENIZER}")
     kind, pattern, ignore_merges, nfc = SUPPORTED_PRE_TOKENIZERS[pre]
     byte_level_split = pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True)
     if kind == "gpt2":
@@ -72,7 +75,8 @@ def build_tokenizer(metadata: dict[str, Any]):
     tokens: list[str] = metadata.get("tokenizer.ggml.tokens")
     merges: list[str] | None = metadata.get("tokenizer.ggml.merges")
     if not tokens or merges is None:
-        raise ValueError("GGUF file has no tokenizer.ggml.tokens/merges; cannot build a byte-level BPE tokenizer")
+        raise ValueError("GGUF file has no tokenizer.ggml.tokens/merges; cannot build a byte-level BPE tokenizer; "
+                         f"pass {PASS_TOKENIZER}")
     types: list[int] = metadata.get("tokenizer.ggml.token_type") or [1] * len(tokens)
     pre_tok, ignore_merges, normalizer = _pre_tokenizer(metadata.get("tokenizer.ggml.pre", "default"))
 
@@ -134,3 +138,17 @@ def _tokenizer_kwargs(metadata: dict[str, Any], tokens: list[str]) -> dict[str, 
     if ctx:
         kwargs["model_max_length"] = int(ctx)
     return kwargs
+
+
+def transformers_tokenizer(path: str, model: str):
+    """The tokenizer of a GGUF whose ``tokenizer.ggml.model`` is not byte-level BPE (sentencepiece "llama", ...),
+    converted by transformers (``AutoTokenizer.from_pretrained(folder, gguf_file=name)``), as vLLM loads every
+    GGUF tokenizer. Slower than ``build_tokenizer`` (transformers parses the whole file), hence only the fallback."""
+    from transformers import AutoTokenizer
+
+    path = os.path.abspath(path)
+    try:
+        return AutoTokenizer.from_pretrained(os.path.dirname(path), gguf_file=os.path.basename(path))
+    except (OSError, ValueError, TypeError, KeyError, NotImplementedError) as e:
+        raise ValueError(f"GGUF tokenizer.ggml.model={model!r} of {path!r}: transformers could not build the "
+                         f"tokenizer ({type(e).__name__}: {e}); pass {PASS_TOKENIZER}") from e

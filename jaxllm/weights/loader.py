@@ -187,6 +187,18 @@ def _tensor_source(path: str, gguf_cache_dir: str | None = None):
     return None, iter_checkpoint(path)
 
 
+def check_gguf_keys(ckpt: GGUFCheckpoint, cfg: ModelConfig) -> None:
+    """Strict loading of a GGUF before any tensor is dequantized: a weight the model needs and the file lacks is
+    an error naming both the HF key and the llama.cpp tensor (unknown tensors already fail in GGUFCheckpoint)."""
+    from jaxllm.weights.gguf_names import gguf_tensor_name
+
+    missing = sorted(set(key_map(cfg)) - set(ckpt.tensor_names()))
+    if missing:
+        shown = ", ".join(f"{k!r} (GGUF {gguf_tensor_name(k, ckpt.architecture)!r})" for k in missing[:8])
+        raise WeightLoadError(f"GGUF file {ckpt.path!r} is missing {len(missing)} tensor(s) for "
+                              f"{cfg.architecture}: {shown}{' ...' if len(missing) > 8 else ''}")
+
+
 def load_weights(path: str | os.PathLike, cfg: ModelConfig, mesh: Mesh | None = None,
                  inflight_bytes: int = DEFAULT_INFLIGHT_BYTES, gguf_cache_dir: str | None = None):
     """Load a checkpoint folder (safetensors, possibly sharded, or an Orbax checkpoint written by ``jaxllm
@@ -201,5 +213,7 @@ def load_weights(path: str | os.PathLike, cfg: ModelConfig, mesh: Mesh | None = 
         from jaxllm.weights.safetensors_reader import check_layer_count
 
         check_layer_count(path, cfg.num_layers)
+    else:
+        check_gguf_keys(GGUFCheckpoint(path), cfg)
     _, tensors = _tensor_source(os.fspath(path), gguf_cache_dir)
     return build_model_from_tensors(cfg, tensors, mesh, inflight_bytes)
