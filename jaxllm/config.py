@@ -12,6 +12,7 @@ import json
 import os
 from typing import Any
 
+from jaxllm.config_classic import CLASSIC_ARCHS, CLASSIC_MODEL_TYPES, classic_family_fields, classic_hf
 from jaxllm.quantization_config import check_quantization, quantization_fields
 
 SUPPORTED_ARCHITECTURES = (
@@ -32,6 +33,7 @@ SUPPORTED_ARCHITECTURES = (
     "SmolLM3ForCausalLM",
     "Starcoder2ForCausalLM",
     "CohereForCausalLM",
+    *CLASSIC_ARCHS,
 )
 
 _DTYPE_NAMES = {
@@ -159,6 +161,13 @@ class ModelConfig:
     attention_multiplier: float | None = None
     logits_scaling: float = 1.0
     rope_layers: tuple[bool, ...] = ()  # SmolLM3: False for a layer without rotary embedding; (): every layer rotates
+    # "rope" or "learned": absolute position embeddings [max_position_embeddings + position_offset, D] added to the
+    # token embeddings (GPT-2; OPT, whose table starts at row position_offset = 2)
+    position_embedding: str = "rope"
+    position_offset: int = 0
+    final_norm: bool = True  # a norm after the last layer (OPT's post-norm checkpoints have none)
+    lm_head_bias: bool = False  # (Phi)
+    embed_proj_dim: int = 0  # OPT: embeddings of this dim projected in to / out of hidden_size (0: none)
     # Kernel choices the layers are built with (EngineArgs: fp8_activations resolved for the device,
     # quant_matmul_impl, int4_kernel_variant; None = the ops' dispatcher decides per call).
     fp8_activations: str = "none"  # "none" (weight-only) or "dynamic" (per-token fp8 activations, W8A8)
@@ -212,9 +221,11 @@ class ModelConfig:
             else:
                 mlp = (2 if self.mlp_type == "plain" else 3) * d * f
             total += attn + mlp + len(LAYER_NORMS[self.norm_placement]) * d + qk_norms
-        total = int(total)
+        if self.position_embedding == "learned":  # (GPT-2, OPT)
+            total += (self.max_position_embeddings + self.position_offset) * d
+        total = int(total + 2 * d * self.embed_proj_dim)  # (OPT's project_in / project_out)
         if include_embeddings:
-            total += self.vocab_size * d * (1 if self.tie_word_embeddings else 2)
+            total += self.vocab_size * (self.embed_proj_dim or d) * (1 if self.tie_word_embeddings else 2)
         return total
 
     def with_expert_parallel(self, enabled: bool) -> ModelConfig:
@@ -235,12 +246,15 @@ class ModelConfig:
         if not isinstance(hf, dict):
             hf = hf.to_dict()
         quant_fields = quantization_fields(check_quantization(quantization), hf)
-        arch, hf, multimodal = text_architecture(hf, quant_fields)
+        arch, hf, multimodal = text_architecture(classic_hf(hf), quant_fields)
         hf = renamed_fields({**HF_DEFAULTS.get(arch, {}), **hf}, arch)
         if hf.get("intermediate_size") is None:
             raise ValueError(f"{arch}: the model config has no 'intermediate_size'")
         num_layers = int(hf["num_hidden_layers"])
-        family = {**family_fields(hf, arch), **extra_family_fields(hf, arch, num_layers)}
+        family = {**family_fields(hf, arch), **extra_family_fields(hf, arch, num_layers),
+                  **classic_family_fields(hf, arch)}
+        biases = attention_biases(hf, arch)
+        biases.update({key: family.pop(key) for key in list(family) if key in biases})  # (StableLM's own)
         num_heads = int(hf["num_attention_heads"])
         hidden = int(hf["hidden_size"])
         head_dim = int(hf.get("head_dim") or hidden // num_heads)
@@ -266,7 +280,7 @@ class ModelConfig:
             rotary_dim=rotary_dim_from_hf(hf, head_dim),
             max_position_embeddings=int(hf.get("max_position_embeddings", 2048)),
             tie_word_embeddings=bool(hf.get("tie_word_embeddings", arch in GEMMA_ARCHS)),  # transformers' defaults
-            **attention_biases(hf, arch),
+            **biases,
             mlp_bias=bool(hf.get("mlp_bias", False)),
             sliding_windows=sliding_windows_from_hf(hf, arch, num_layers),
             dtype=resolve_dtype_name(dtype, hf.get("dtype") or hf.get("torch_dtype")),
@@ -328,4 +342,5 @@ _ARCH_BY_MODEL_TYPE = {
     "smollm3": "SmolLM3ForCausalLM",
     "starcoder2": "Starcoder2ForCausalLM",
     "cohere": "CohereForCausalLM",
+    **CLASSIC_MODEL_TYPES,
 }

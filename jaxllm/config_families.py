@@ -46,11 +46,15 @@ LAYER_NORMS = {
                  "post_feedforward_layernorm"),
     "post": ("post_attention_layernorm", "post_feedforward_layernorm"),
     "parallel": ("input_layernorm",),  # Cohere: x + attn(in(x)) + mlp(in(x))
+    # GPT-NeoX's parallel residual: x + attn(in(x)) + mlp(post_attention(x))
+    "parallel_two": ("input_layernorm", "post_attention_layernorm"),
+    # OPT's post-norm: x = in(x + attn(x)), then x = post_attention(x + mlp(x))
+    "post_residual": ("input_layernorm", "post_attention_layernorm"),
 }
 
 # activation name -> ours ("silu", "gelu_tanh", "gelu")
 _ACTIVATIONS = {"silu": "silu", "swish": "silu", "gelu_pytorch_tanh": "gelu_tanh", "gelu_tanh": "gelu_tanh",
-                "gelu_new": "gelu_tanh", "gelu_fast": "gelu_tanh", "gelu": "gelu"}
+                "gelu_new": "gelu_tanh", "gelu_fast": "gelu_tanh", "gelu": "gelu", "relu": "relu"}
 
 
 def activation(hf: dict[str, Any], arch: str) -> str:

@@ -56,6 +56,10 @@ def resolve_on_device(args: EngineArgs, cfg) -> EngineArgs:
 
     platform = jax.devices()[0].platform
     args = args.resolve(platform, derived_max_model_len(cfg), num_processes=jax.process_count())
+    if cfg.position_embedding == "learned" and args.max_model_len > cfg.max_position_embeddings:
+        raise ValueError(f"max_model_len={args.max_model_len} is greater than {cfg.architecture}'s "
+                         f"{cfg.max_position_embeddings} learned positions (max_position_embeddings); a position "
+                         "past the table has no embedding, even with allow_long_max_model_len")
     if platform == "cpu" and cfg.dtype != "float32":
         logger.warning("dtype %s on the CPU: XLA's CPU matmuls in %s are an order of magnitude slower than in "
                        "float32 (SmolLM2-135M's decode step: 13x); pass dtype='float32' for speed", cfg.dtype,

@@ -12,9 +12,22 @@ TINY = dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_la
             num_key_value_heads=2, max_position_embeddings=512)
 
 
+# multi-head-only families: their spelling of the tiny dims (GPT-2's n_inner, OPT's ffn_dim)
+_MHA_ONLY = {
+    "GPT2LMHeadModel": lambda kw: {**{k: v for k, v in kw.items() if k != "intermediate_size"},
+                                   "n_inner": kw["intermediate_size"]},
+    "GPTNeoXForCausalLM": lambda kw: kw,
+    "OPTForCausalLM": lambda kw: {**{k: v for k, v in kw.items() if k != "intermediate_size"},
+                                  "ffn_dim": kw["intermediate_size"]},
+}
+
+
 def make_config(arch: str, **overrides):
     """A transformers config of ``arch`` with tiny dims (GQA 4/2 heads by default)."""
     kw = {**TINY, **overrides}
+    if arch in _MHA_ONLY:  # (these families have no num_key_value_heads; a stray one would be read by jaxllm)
+        kw.pop("num_key_value_heads")
+        kw = {**_MHA_ONLY[arch](kw), **overrides}
     cls = {
         "LlamaForCausalLM": transformers.LlamaConfig,
         "MistralForCausalLM": transformers.MistralConfig,
@@ -33,6 +46,11 @@ def make_config(arch: str, **overrides):
         "SmolLM3ForCausalLM": transformers.SmolLM3Config,
         "Starcoder2ForCausalLM": transformers.Starcoder2Config,
         "CohereForCausalLM": transformers.CohereConfig,
+        "GPT2LMHeadModel": transformers.GPT2Config,
+        "GPTNeoXForCausalLM": transformers.GPTNeoXConfig,
+        "PhiForCausalLM": transformers.PhiConfig,
+        "StableLmForCausalLM": transformers.StableLmConfig,
+        "OPTForCausalLM": transformers.OPTConfig,
     }[arch]
     cfg = cls(**kw)
     cfg.architectures = [arch]
@@ -49,7 +67,7 @@ def save_tiny_model(path, arch: str, seed: int = 0, max_shard_size=None, dtype=t
     gemma = arch.startswith("Gemma")
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if "norm" in name:
+            if "norm" in name or ".ln_" in name:  # (GPT-2's ln_1 / ln_2 / ln_f)
                 p.copy_((0.0 if gemma else 1.0) + 0.1 * torch.randn_like(p))
             elif name.endswith("bias"):
                 p.copy_(0.1 * torch.randn_like(p))

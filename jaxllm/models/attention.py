@@ -162,8 +162,9 @@ class Attention(nnx.Module):
         if cfg.qk_norm == "head":
             self.q_norm, self.k_norm = norm(cfg, dh, dtype), norm(cfg, dh, dtype)
         elif cfg.qk_norm in ("full", "per_head"):  # weight [H, Dh] sharded like the heads; "full": over H * Dh
-            self.q_norm = norm(cfg, (h, dh), dtype, ("q_heads", "head_dim"))
-            self.k_norm = norm(cfg, (kh, dh), dtype, ("kv_heads", "head_dim"))
+            bias = False if cfg.qk_norm == "per_head" else None  # (Cohere's and StableLM's have no biases)
+            self.q_norm = norm(cfg, (h, dh), dtype, ("q_heads", "head_dim"), bias=bias)
+            self.k_norm = norm(cfg, (kh, dh), dtype, ("kv_heads", "head_dim"), bias=bias)
         else:
             self.q_norm = self.k_norm = None
         # fp8 KV-cache scales (k, v): 1.0 unless the checkpoint ships calibrated ones (jaxllm.weights.kv_scales)

@@ -92,13 +92,13 @@ class LayerNorm(nnx.Module):
         return out.astype(x.dtype)
 
 
-def norm(cfg: ModelConfig, dim, dtype, axes: tuple = ("norm",)) -> RMSNorm | LayerNorm:
+def norm(cfg: ModelConfig, dim, dtype, axes: tuple = ("norm",), bias: bool | None = None) -> RMSNorm | LayerNorm:
     """A norm in the style of ``cfg``'s family: RMSNorm (Gemma's (1 + w); OLMo 2's float32 scale) or LayerNorm
     (``cfg.norm_type == "layer"``: with biases when ``cfg.norm_bias``; a q/k norm of kind "per_head" reduces
-    over Dh only)."""
+    over Dh only; ``bias``: whether a LayerNorm has biases when it differs from ``cfg.norm_bias``)."""
     if cfg.norm_type == "layer":
         shape = (dim,) if isinstance(dim, int) else tuple(dim)
-        return LayerNorm(shape, cfg.rms_norm_eps, dtype, cfg.norm_bias, axes)
+        return LayerNorm(shape, cfg.rms_norm_eps, dtype, cfg.norm_bias if bias is None else bias, axes)
     return RMSNorm(dim, cfg.rms_norm_eps, dtype, offset=cfg.norm_offset,
                    fp32_scale=cfg.architecture == "Olmo2ForCausalLM", axes=axes)
 
@@ -232,7 +232,7 @@ def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array, interleaved: bool =
 
 
 ACTIVATIONS = {"silu": jax.nn.silu, "gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True),
-               "gelu": lambda x: jax.nn.gelu(x, approximate=False)}
+               "gelu": lambda x: jax.nn.gelu(x, approximate=False), "relu": jax.nn.relu}
 
 
 class GatedMLP(nnx.Module):

@@ -1,12 +1,15 @@
 """Decoder-only transformers (Llama 2/3/3.x, Mistral, Qwen2, Qwen3, Gemma 1/2/3, Phi-3/3.5/4, OLMo 2, Granite,
-SmolLM3, Starcoder2, Cohere; MoE: Mixtral, Qwen3-MoE, Qwen2-MoE, OLMoE) as one config-driven Flax NNX module.
+SmolLM3, Starcoder2, Cohere, GPT-2, GPT-NeoX, Phi, StableLM, OPT; MoE: Mixtral, Qwen3-MoE, Qwen2-MoE, OLMoE) as
+one config-driven Flax NNX module.
 
 Differences between the families are config flags: q/k/v biases (Qwen2), q/k RMSNorm per head (Qwen3, Gemma 3)
 or over the whole projection (OLMo 2, OLMoE), per-head q/k LayerNorm (Cohere), q/k/v clamping (OLMoE), explicit
 head_dim, sliding windows per layer (Mistral, Gemma 2/3, Phi-3, Starcoder2), rope scaling (Llama 3.x, Gemma 3
 global layers, Phi-3 longrope), a second rope for local layers (Gemma 3), layers without rope (SmolLM3),
 interleaved rope (Cohere), partial rotary (Phi-4-mini), norm placement ("pre"; Gemma 2/3 "sandwich"; OLMo 2
-"post"; Cohere "parallel": attention and MLP from one norm), LayerNorm instead of RMSNorm (Starcoder2, Cohere),
+"post"; Cohere, Phi "parallel": attention and MLP from one norm; GPT-NeoX "parallel_two": each from its own
+norm; OPT "post_residual": norms after the residual adds), LayerNorm instead of RMSNorm (Starcoder2, Cohere, the
+classic families), learned absolute positions (GPT-2, OPT), OPT's projected embeddings, an lm_head bias (Phi),
 Gemma's (1 + w) norms, sqrt(D) embedding scale, Granite's embedding / residual / attention / logits multipliers,
 GeGLU, the plain c_fc / c_proj MLP (Starcoder2; jaxllm.models.plain_mlp), attention / final logit soft-capping,
 logit scaling, tied embeddings, and mixture-of-experts MLPs in the layers ``cfg.moe_layers`` marks
@@ -33,7 +36,7 @@ from jaxllm.models.attention import Attention, AttentionMetadata, DenseCausalAtt
 from jaxllm.models.layers import GatedMLP, norm, param, rope_cos_sin
 from jaxllm.models.lora import LayerLoRA
 from jaxllm.models.moe import SparseMoeBlock
-from jaxllm.models.plain_mlp import PlainMLP
+from jaxllm.models.plain_mlp import LearnedPositions, PlainMLP
 from jaxllm.models.shared_moe import moe_block
 
 
@@ -62,11 +65,17 @@ class DecoderLayer(nnx.Module):
                 self.post_feedforward_layernorm)
 
     def __call__(self, x, cos, sin, attend, kv_cache, lora: LayerLoRA | None = None):
-        if self.placement == "parallel":  # Cohere: attention and MLP both read one norm of x
+        if self.placement in ("parallel", "parallel_two"):  # attention and MLP both read x (Cohere: one norm)
             normed = self.input_layernorm(x)
+            mlp_in = normed if self.placement == "parallel" else self.post_attention_layernorm(x)
             with jax.named_scope("attention"):
                 h, kv_cache = self.self_attn(normed, cos, sin, attend, kv_cache, lora=lora)
-            return x + self._scaled(h) + self._scaled(self.mlp(normed, lora=lora)), kv_cache
+            return x + self._scaled(h) + self._scaled(self.mlp(mlp_in, lora=lora)), kv_cache
+        if self.placement == "post_residual":  # OPT's post-norm: the norms follow each residual add
+            with jax.named_scope("attention"):
+                h, kv_cache = self.self_attn(x, cos, sin, attend, kv_cache, lora=lora)
+            x = self.input_layernorm(x + h)
+            return self.post_attention_layernorm(x + self.mlp(x, lora=lora)), kv_cache
         attn_in, attn_out, mlp_in, mlp_out = self._norms()
         with jax.named_scope("attention"):
             h, kv_cache = self.self_attn(attn_in(x), cos, sin, attend, kv_cache, lora=lora)
@@ -101,13 +110,19 @@ class LlamaForCausalLM(nnx.Module):
         self.config = cfg
         self.dtype = dtype
         self.supports_lora = cfg.mlp_type == "gated"  # (LoRA targets the gated MLP's projections)
-        self.embed = param((cfg.vocab_size, cfg.hidden_size), dtype, ("vocab", "embed"), rngs=rngs)
+        e = cfg.embed_proj_dim or cfg.hidden_size  # (OPT's projected embeddings: E != D)
+        self.supports_prompt_embeds = not cfg.embed_proj_dim
+        self.embed = param((cfg.vocab_size, e), dtype, ("vocab", "embed"), rngs=rngs)
+        self.positions = LearnedPositions(cfg, dtype, rngs) if cfg.position_embedding == "learned" else None
+        self.project_in = param((e, cfg.hidden_size), dtype, (None, "embed"), rngs=rngs) if cfg.embed_proj_dim else None
+        self.project_out = param((cfg.hidden_size, e), dtype, ("embed", None), rngs=rngs) if cfg.embed_proj_dim else None
         self.layers = nnx.List([DecoderLayer(cfg, i, dtype, rngs) for i in range(cfg.num_layers)])
-        self.norm = norm(cfg, cfg.hidden_size, dtype)
+        self.norm = norm(cfg, cfg.hidden_size, dtype) if cfg.final_norm else None
         if cfg.tie_word_embeddings:
             self.lm_head = None
         else:
-            self.lm_head = param((cfg.vocab_size, cfg.hidden_size), dtype, ("vocab", "embed"), rngs=rngs)
+            self.lm_head = param((cfg.vocab_size, e), dtype, ("vocab", "embed"), rngs=rngs)
+        self.lm_head_bias = param((cfg.vocab_size,), dtype, ("vocab",), init="zeros") if cfg.lm_head_bias else None
 
     def _backbone(self, input_ids, positions, attend, kv_caches, lora=None, prompt_embeds=None):
         cfg = self.config
@@ -115,6 +130,10 @@ class LlamaForCausalLM(nnx.Module):
         if prompt_embeds is not None:  # (is_embed [T], rows [T, D]): the caller's rows replace the lookup's
             is_embed, rows = prompt_embeds
             x = jnp.where(is_embed[:, None], rows.astype(x.dtype), x)
+        if self.project_in is not None:
+            x = x @ self.project_in[...]
+        if self.positions is not None:
+            x = x + self.positions(positions)
         if cfg.embed_scale:  # the scale in the activation dtype, as HF (bf16 rounds sqrt(D))
             x = x * jnp.asarray(cfg.hidden_size ** 0.5, x.dtype)
         if cfg.embedding_multiplier != 1.0:  # Granite
@@ -135,7 +154,8 @@ class LlamaForCausalLM(nnx.Module):
                                         None if kv_caches is None else kv_caches[i],
                                         None if lora is None else lora[i])
             new_caches.append(cache)
-        return self.norm(x), new_caches
+        x = x if self.norm is None else self.norm(x)
+        return x if self.project_out is None else x @ self.project_out[...], new_caches
 
     def compute_logits(self, hidden: jax.Array) -> jax.Array:
         """hidden [..., D] -> float32 logits [..., V] (soft-capped: cap * tanh(logits / cap), Gemma 2; divided by
@@ -144,6 +164,8 @@ class LlamaForCausalLM(nnx.Module):
         cap = self.config.final_logit_softcap
         with jax.named_scope("lm_head"):
             logits = jnp.einsum("...d,vd->...v", hidden, head, preferred_element_type=jnp.float32)
+            if self.lm_head_bias is not None:  # (Phi)
+                logits = logits + self.lm_head_bias[...].astype(jnp.float32)
             if self.config.logits_scaling != 1.0:
                 logits = logits / self.config.logits_scaling
             if self.config.logit_scale != 1.0:  # Cohere
@@ -155,6 +177,8 @@ class LlamaForCausalLM(nnx.Module):
         input_ids = jnp.asarray(input_ids)
         if input_ids.ndim != 2:
             raise ValueError(f"input_ids must have shape [batch, seq_len], got {input_ids.shape}")
+        if self.positions is not None:
+            self.positions.check_length(input_ids.shape[1])
         positions = jnp.broadcast_to(jnp.arange(input_ids.shape[1], dtype=jnp.int32), input_ids.shape)
         hidden, _ = self._backbone(input_ids, positions, DenseCausalAttention(), None)
         return self.compute_logits(hidden)

@@ -1,4 +1,5 @@
-"""Starcoder2's MLP: c_fc -> activation -> c_proj, not gated, each with a bias when ``cfg.mlp_bias``.
+"""Starcoder2's MLP: c_fc -> activation -> c_proj, not gated, each with a bias when ``cfg.mlp_bias`` (also
+GPT-2's, GPT-NeoX's, Phi's and OPT's), and the learned absolute positions of GPT-2 and OPT.
 
 Shape letters: T tokens (any leading dims), D model dim, F ffn dim. c_fc [D, F] is column-parallel and c_proj
 [F, D] row-parallel over the ``mlp`` axis, as the gated MLP's gate_up and down; both quantize like any linear
@@ -8,10 +9,32 @@ layer. LoRA targets the gated projections only (jaxllm.lora.layout), so these la
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from jaxllm.config import ModelConfig
 from jaxllm.models.layers import ACTIVATIONS, linear, linear_weight, param
+
+
+class LearnedPositions(nnx.Module):
+    """Absolute position embeddings ``table`` [max_position_embeddings + offset, D] (GPT-2's ``wpe``; OPT's
+    table starts at row ``position_offset`` = 2). Positions are bounded by max_position_embeddings: the engine's
+    max_model_len never exceeds it, and the dense forward refuses a longer input (``check_length``)."""
+
+    def __init__(self, cfg: ModelConfig, dtype, rngs: nnx.Rngs):
+        self.offset = cfg.position_offset
+        self.max_positions = cfg.max_position_embeddings
+        self.table = param((cfg.max_position_embeddings + cfg.position_offset, cfg.hidden_size), dtype,
+                           (None, "embed"), rngs=rngs)
+
+    def check_length(self, seq_len: int) -> None:
+        if seq_len > self.max_positions:
+            raise ValueError(f"{seq_len} tokens exceed the model's {self.max_positions} learned positions "
+                             "(max_position_embeddings)")
+
+    def __call__(self, positions: jax.Array) -> jax.Array:
+        """int positions [...] -> [..., D]."""
+        return jnp.take(self.table[...], positions + self.offset, axis=0, mode="clip")
 
 
 class PlainMLP(nnx.Module):

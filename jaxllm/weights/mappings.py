@@ -16,6 +16,7 @@ from collections.abc import Callable
 import numpy as np
 
 from jaxllm.config import ModelConfig
+from jaxllm.config_classic import CLASSIC_ARCHS
 from jaxllm.config_families import LAYER_NORMS
 from jaxllm.quantization_config import INT4_METHODS
 
@@ -280,6 +281,10 @@ MULTIMODAL_KEYS = {
 def checkpoint_key(cfg: ModelConfig, name: str) -> str | None:
     """The key of ours for a checkpoint key: itself, a multimodal checkpoint's language-model key without its
     prefix, or None for its vision tower's keys (not loaded)."""
+    if cfg.architecture in CLASSIC_ARCHS:
+        from jaxllm.weights.mappings_classic import classic_checkpoint_key  # (it builds on this module)
+
+        return classic_checkpoint_key(cfg, name)
     if cfg.multimodal_architecture is None:
         return name
     renames, vision = MULTIMODAL_KEYS[cfg.multimodal_architecture]
@@ -292,6 +297,10 @@ def checkpoint_key(cfg: ModelConfig, name: str) -> str | None:
 
 
 def key_map(cfg: ModelConfig) -> dict[str, Target | tuple[Target, ...]]:
+    if cfg.architecture in CLASSIC_ARCHS:  # GPT-2, GPT-NeoX, Phi, StableLM, OPT: renamed Llama-style maps
+        from jaxllm.weights.mappings_classic import classic_family_map  # (it builds on this module)
+
+        return classic_family_map(cfg)
     return KEY_MAPS[cfg.architecture](cfg)
 
 

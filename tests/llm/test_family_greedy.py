@@ -1,5 +1,5 @@
 """Greedy LLM.generate on the paged engine equals transformers' greedy continuation for Gemma 1/2/3, Phi-3,
-OLMo 2, Granite, SmolLM3, Starcoder2, Cohere, Qwen2-MoE and OLMoE: chunked prefill (a 16-token budget), prompts
+OLMo 2, Granite, SmolLM3, Starcoder2, Cohere, Qwen2-MoE, OLMoE, GPT-2, GPT-NeoX, Phi, StableLM and OPT: chunked prefill (a 16-token budget), prompts
 longer than the sliding windows, prefix caching."""
 
 from __future__ import annotations
@@ -33,6 +33,13 @@ FAMILIES = {
     "qwen2moe-shared-window": ("Qwen2MoeForCausalLM", {**SPECIAL, "num_experts": 8, "num_experts_per_tok": 2,
                                                        "moe_intermediate_size": 16, "shared_expert_intermediate_size": 48,
                                                        "use_sliding_window": True, "sliding_window": 6}),
+    "gpt2": ("GPT2LMHeadModel", {**SPECIAL, "max_position_embeddings": 64}),
+    "gpt-neox": ("GPTNeoXForCausalLM", {**SPECIAL, "rotary_pct": 0.5}),
+    "phi-qk-layernorm": ("PhiForCausalLM", {**SPECIAL, "qk_layernorm": True}),
+    "stablelm-parallel-qk-norm": ("StableLmForCausalLM", {**SPECIAL, "use_parallel_residual": True,
+                                                          "qk_layernorm": True, "use_qkv_bias": True}),
+    "opt-post-norm-projected": ("OPTForCausalLM", {**SPECIAL, "do_layer_norm_before": False,
+                                                   "word_embed_proj_dim": 32}),
     "olmoe-clip": ("OlmoeForCausalLM", {**SPECIAL, "num_experts": 8, "num_experts_per_tok": 2, "intermediate_size": 32,
                                         "clip_qkv": 0.5}),
 }

@@ -58,9 +58,9 @@ def test_duplicate_key_across_shards(tmp_path):
 def test_unknown_architecture(tmp_path):
     save_tiny_model(tmp_path, "LlamaForCausalLM")
     cfg = json.load(open(tmp_path / "config.json"))
-    cfg["architectures"] = ["GPT2LMHeadModel"]
+    cfg["architectures"] = ["BloomForCausalLM"]
     json.dump(cfg, open(tmp_path / "config.json", "w"))
-    with pytest.raises(ValueError, match=r"'GPT2LMHeadModel' is not supported; supported architectures: "
+    with pytest.raises(ValueError, match=r"'BloomForCausalLM' is not supported; supported architectures: "
                                          r"LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM"):
         jaxllm.load_model(tmp_path)
 

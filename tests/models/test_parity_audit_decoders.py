@@ -114,6 +114,8 @@ def test_logits_match_transformers(tmp_path, case):
     ("Gemma2ForCausalLM", {"head_dim": 16, "sliding_window": 5}),
     ("Qwen3MoeForCausalLM", MOE),
     ("CohereForCausalLM", {"use_qk_norm": True}),  # LayerNorms
+    ("GPT2LMHeadModel", {}),  # learned positions, Conv1D weights
+    ("OPTForCausalLM", {"word_embed_proj_dim": 32}),  # projected embeddings
 ])
 def test_bf16_checkpoint_loaded_as_float32(tmp_path, arch, overrides):
     """A bf16 checkpoint with dtype="float32": the same logits as transformers loading it in float32."""

@@ -35,6 +35,13 @@ CASES = {
     # LayerNorms with biases and the plain MLP; Cohere's parallel block and per-head q/k norms over sharded heads
     "starcoder2-window": ("Starcoder2ForCausalLM", {**SPECIAL, "sliding_window": 6}),
     "cohere-qk-norm": ("CohereForCausalLM", {**SPECIAL, "use_qk_norm": True}),
+    # learned positions, fused c_attn / query_key_value split into sharded heads, biases over sharded heads and
+    # the sharded vocab (Phi's lm_head bias), OPT's projected embeddings
+    "gpt2": ("GPT2LMHeadModel", {**SPECIAL, "max_position_embeddings": 64}),
+    "gpt-neox": ("GPTNeoXForCausalLM", SPECIAL),
+    "phi-qk-layernorm": ("PhiForCausalLM", {**SPECIAL, "qk_layernorm": True}),
+    "stablelm-qk-norm": ("StableLmForCausalLM", {**SPECIAL, "qk_layernorm": True, "use_qkv_bias": True}),
+    "opt-projected": ("OPTForCausalLM", {**SPECIAL, "word_embed_proj_dim": 32}),
 }
 
 
