@@ -35,13 +35,14 @@ def resolve_model_path(model: str | os.PathLike, revision: str | None = None, *,
 def _download_from_hub(repo_id: str, revision: str | None, token: bool | str | None, cache_dir: str | None) -> str:
     try:
         from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import EntryNotFoundError
     except ImportError as e:  # pragma: no cover - huggingface_hub is a dependency of transformers
         raise ValueError(f"model {repo_id!r} is not a local path and huggingface_hub is not installed") from e
     patterns = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.txt", "*.jinja"]
     try:
         return snapshot_download(repo_id, revision=revision, allow_patterns=patterns, token=token,
                                  cache_dir=cache_dir)
-    except Exception as e:
+    except (OSError, ValueError, EntryNotFoundError) as e:  # hub HTTP, offline and cache misses; bad ids
         raise ValueError(f"model {repo_id!r} is neither a local path nor available from the HF hub or its "
                          f"local cache (revision={revision!r}): {type(e).__name__}: {e}") from None
 
