@@ -14,10 +14,8 @@ start-up unless ``enforce_eager``; token-level tasks use a second program per bu
 from __future__ import annotations
 
 import collections
-import concurrent.futures
 import functools
 import logging
-import os
 import time
 
 import jax
@@ -90,7 +88,10 @@ class EncoderRunner:
                                static_argnames=("pooling_type", "token_rows", "attention_impl"))
         self._compiled: dict = {}
         if not enforce_eager:
-            self._compile_all()
+            for length in self.lengths:
+                self._program(length, False)
+            for length in self.lengths:
+                self._run_once(length)
 
     @classmethod
     def load(cls, path: str, hf: dict, mesh, args, *, platform: str) -> EncoderRunner:
@@ -126,29 +127,6 @@ class EncoderRunner:
         """(request indices, padded length) per batch for requests of these lengths (``plan_batches``)."""
         return plan_batches(lengths, self.lengths, self.args.max_num_batched_tokens, self.args.max_num_seqs,
                             self.config.num_heads)
-
-    def _compile_all(self) -> None:
-        """Every length's program, compiled in parallel threads (XLA compiles outside the GIL, so start-up takes
-        about the longest compile rather than the sum), then each executed once (``_run_once``). A cuDNN refusal
-        compiles them all again with XLA's attention (``_program``)."""
-        t0 = time.perf_counter()
-
-        def compile_one(length: int):
-            try:
-                return self._lower(length, False).compile()
-            except Exception:  # a cuDNN refusal: ``_program`` warns and falls back below
-                if self.attention_impl is None:
-                    raise
-                return None
-
-        with concurrent.futures.ThreadPoolExecutor(min(len(self.lengths), os.cpu_count() or 2)) as pool:
-            programs = list(pool.map(compile_one, self.lengths))
-        self.compile_seconds += time.perf_counter() - t0
-        self._compiled.update({(n, False): p for n, p in zip(self.lengths, programs) if p is not None})
-        for length in self.lengths:
-            self._program(length, False)  # after a fallback: the XLA-attention programs
-        for length in self.lengths:
-            self._run_once(length)  # (compiles those a fallback dropped)
 
     def _program(self, length: int, token_rows: bool):
         key = (length, token_rows)

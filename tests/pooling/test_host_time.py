@@ -124,24 +124,3 @@ def test_texts_tokenized_in_one_call(embedder_llm, monkeypatch):
     with pytest.raises(ValueError, match="prompt 1"):
         embedder_llm.embed(["fine", "bad \ud800 text"], use_tqdm=False)
     assert calls == [["fine"]]
-
-
-def test_cudnn_refusal_falls_back_for_every_length(tmp_path, monkeypatch, caplog):
-    """The parallel start-up compile: when cuDNN's attention cannot compile (here: on the CPU), every length
-    is compiled with XLA's attention instead and still matches transformers."""
-    model = save_encoder(tmp_path, "BertModel")
-    original = EncoderRunner._compile_all
-
-    def as_on_a_gpu(self):
-        self.attention_impl = "cudnn"
-        original(self)
-
-    monkeypatch.setattr(EncoderRunner, "_compile_all", as_on_a_gpu)
-    llm = LLM(str(tmp_path), max_model_len=32, max_num_seqs=4, max_num_batched_tokens=64, enforce_eager=False)
-    runner = llm._encoder
-    assert runner.attention_impl is None and set(runner._compiled) == {(16, False), (32, False)}
-    assert "cuDNN attention does not compile here" in caplog.text
-    ids = list(range(5, 25))
-    want = encoder_hidden(model, ids)[0].numpy()
-    out = llm.embed({"prompt_token_ids": ids}, use_tqdm=False)[0].outputs.embedding
-    np.testing.assert_allclose(out, want / np.linalg.norm(want), atol=1e-4)
