@@ -31,3 +31,14 @@ def pytest_collection_modifyitems(config, items):
         skip = pytest.mark.skip(reason="needs a GPU visible to jax")
         for item in gpu_items:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _collect_after_gpu_test(request):
+    """After a GPU test, collect the engines it dropped so that their device buffers (KV caches sized by
+    gpu_memory_utilization) return to the allocator before the next test allocates."""
+    yield
+    if "gpu" in request.keywords:
+        import gc
+
+        gc.collect()
