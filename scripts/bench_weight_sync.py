@@ -32,6 +32,14 @@ def _bytes_in_use() -> int:
     return sum((d.memory_stats() or {}).get("bytes_in_use", 0) for d in jax.local_devices())
 
 
+def _bytes_free() -> int:
+    """What the first device's allocator can still hand out (its limit less what is in use)."""
+    import jax
+
+    stats = jax.local_devices()[0].memory_stats() or {}
+    return stats.get("bytes_limit", 0) - stats.get("bytes_in_use", 0)
+
+
 def main() -> None:
     from jaxllm.bench.workloads import CONFIG_DIR
 
@@ -72,13 +80,16 @@ def main() -> None:
         jax.block_until_ready(llm.get_weights())
 
     # One new tree at a time beside the served one (the served arrays, the new tree and, during a cast, its
-    # converted copy: three weight-sized trees at the peak).
-    other_dtype = jax.tree_util.tree_map(lambda x: x.astype(jnp.float16 if x.dtype == jnp.bfloat16 else jnp.float32),
-                                         served)  # as a trainer might hold them: cast on the device
+    # converted copy: three weight-sized trees at the peak). The cast case runs only where the allocator has room
+    # for two more trees beside what the engine holds (not 8B dims on an 80 GB card).
+    cast_s = None
+    if _bytes_free() > 2.2 * nbytes:
+        other_dtype = jax.tree_util.tree_map(
+            lambda x: x.astype(jnp.float16 if x.dtype == jnp.bfloat16 else jnp.float32), served)  # a trainer's copy
+        jax.block_until_ready(other_dtype)
+        cast_s = _timed(update, other_dtype, args.repeats)
+        del other_dtype
     del served
-    jax.block_until_ready(other_dtype)
-    cast_s = _timed(update, other_dtype, args.repeats)
-    del other_dtype
     scaled = jax.tree_util.tree_map(lambda x: (x * 1.01).astype(x.dtype), llm.get_weights())  # same layout
     jax.block_until_ready(scaled)
     same_layout_s = _timed(update, scaled, args.repeats)  # served last: the outputs must change
