@@ -26,6 +26,7 @@ from flax import nnx
 from jaxllm.parallel.multihost import program_arg
 from jaxllm.runner.buckets import Bucket
 from jaxllm.runner.input_batch import StepInputs, dummy_step_inputs, pack_step_inputs, unpack_step_inputs
+from jaxllm.runner.lowering import shapes_of
 from jaxllm.runner.programs import ForwardKey
 from jaxllm.spec_decode.config import SpeculativeConfig
 from jaxllm.spec_decode.draft_runner import DraftRunner
@@ -133,8 +134,7 @@ class EagleRunner(DraftRunner):
             return super()._compile(key)
         b = key.bucket
         padding = jax.device_put(pack_step_inputs(dummy_step_inputs(b, self.max_blocks_per_seq)), self._replicated)
-        shared = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding),
-                              self._target_arrays())
+        shared = shapes_of(self._target_arrays())
         return self._forward.lower(self.params, shared, self.cache_plan.shapes(),
                                    self._store_shape(self.cache_plan.num_blocks), padding, self._no_tokens,
                                    self._prev_hidden, dims=(b.num_tokens, b.num_seqs, self.max_blocks_per_seq),
