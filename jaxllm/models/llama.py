@@ -138,8 +138,8 @@ class LlamaForCausalLM(nnx.Module):
             x = x * jnp.asarray(cfg.hidden_size ** 0.5, x.dtype)
         if cfg.embedding_multiplier != 1.0:  # Granite
             x = x * cfg.embedding_multiplier
-        length_dependent = cfg.rope.rope_type in ("longrope", "dynamic")  # the rope follows each sequence's length
-        seq_lens = attend.rope_seq_lens(positions) if length_dependent else None
+        # a length-dependent rope follows each sequence's length
+        seq_lens = attend.rope_seq_lens(positions) if cfg.rope.length_dependent else None
         rotary_dim = cfg.rotary_dim or cfg.head_dim
         ropes = {}  # one cos/sin pair per distinct rope (Gemma 3: local and global)
         new_caches = []

@@ -12,23 +12,29 @@ from typing import Any
 _ST_MODES = (("pooling_mode_lasttoken", "LAST"), ("pooling_mode_cls_token", "CLS"),
              ("pooling_mode_mean_tokens", "MEAN"))
 
-def st_pooling_module(path: str) -> dict[str, Any] | None:
-    """The Pooling entry of sentence-transformers' ``modules.json`` in ``path``, or None."""
+
+def _st_modules(path: str) -> list[dict[str, Any]] | None:
+    """The entries of sentence-transformers' ``modules.json`` in ``path``, or None without that file."""
     modules_path = os.path.join(path, "modules.json")
     if not os.path.isfile(modules_path):
         return None
     with open(modules_path) as f:
-        modules = json.load(f)
+        return json.load(f)
+
+
+def _pooling_entry(modules: list[dict[str, Any]]) -> dict[str, Any] | None:
     return next((m for m in modules if m.get("type", "").endswith("Pooling")), None)
+
+
+def st_pooling_module(path: str) -> dict[str, Any] | None:
+    """The Pooling entry of sentence-transformers' ``modules.json`` in ``path``, or None."""
+    modules = _st_modules(path)
+    return None if modules is None else _pooling_entry(modules)
 
 
 def st_dense_modules(path: str) -> list[dict[str, Any]]:
     """The Dense entries of sentence-transformers' ``modules.json`` in ``path``, in order."""
-    modules_path = os.path.join(path, "modules.json")
-    if not os.path.isfile(modules_path):
-        return []
-    with open(modules_path) as f:
-        return [m for m in json.load(f) if m.get("type", "").endswith(".Dense")]
+    return [m for m in _st_modules(path) or [] if m.get("type", "").endswith(".Dense")]
 
 
 def projected_size(path: str, hidden_size: int) -> int | None:
@@ -49,11 +55,10 @@ def projected_size(path: str, hidden_size: int) -> int | None:
 
 def sentence_transformers_pooling(path: str) -> tuple[str | None, bool]:
     """(pooling type or None, normalize default) from ``modules.json`` and its Pooling module's config."""
-    modules_path = os.path.join(path, "modules.json")
-    if not os.path.isfile(modules_path):
+    modules = _st_modules(path)
+    if modules is None:
         return None, True
-    with open(modules_path) as f:
-        modules = json.load(f)
+    modules_path = os.path.join(path, "modules.json")
     types = [m.get("type", "") for m in modules]
     unsupported = [t for t in types if t.rsplit(".", 1)[-1] not in ("Transformer", "Pooling", "Dense",
                                                                      "Normalize")]
@@ -61,7 +66,7 @@ def sentence_transformers_pooling(path: str) -> tuple[str | None, bool]:
         raise ValueError(f"{modules_path}: sentence-transformers modules {unsupported} are not supported "
                          "(only Transformer, Pooling, Dense and Normalize)")
     normalize = any(t.endswith("Normalize") for t in types)
-    pooling = st_pooling_module(path)
+    pooling = _pooling_entry(modules)
     if pooling is None:  # vLLM reads the sentence-transformers pooling setup only with a Pooling module
         return None, True
     cfg_path = os.path.join(path, pooling.get("path", ""), "config.json")

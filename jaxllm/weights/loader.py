@@ -174,13 +174,16 @@ def param_shardings(cfg: ModelConfig, mesh: Mesh) -> dict:
     return out
 
 
-def _tensor_source(path: str, gguf_cache_dir: str | None = None):
+def _tensor_source(path: str, gguf_cache_dir: str | None = None, cfg: ModelConfig | None = None):
     """(hf config dict or None, tensor iterator) for a safetensors folder or a GGUF file (its dequantized tensors
-    read through the cache in ``gguf_cache_dir``, gguf_cache.py, when given)."""
+    read through the cache in ``gguf_cache_dir``, gguf_cache.py, when given). ``cfg``: a GGUF file is first
+    checked to hold every weight of that model (``check_gguf_keys``)."""
     if is_gguf(path):
         from jaxllm.weights.gguf_cache import cached_tensors
 
         ckpt = GGUFCheckpoint(path)
+        if cfg is not None:
+            check_gguf_keys(ckpt, cfg)
         return ckpt.hf_config, ((name, arr, path) for name, arr in cached_tensors(ckpt, gguf_cache_dir))
     from jaxllm.weights.safetensors_reader import iter_checkpoint
 
@@ -213,7 +216,5 @@ def load_weights(path: str | os.PathLike, cfg: ModelConfig, mesh: Mesh | None = 
         from jaxllm.weights.safetensors_reader import check_layer_count
 
         check_layer_count(path, cfg.num_layers)
-    else:
-        check_gguf_keys(GGUFCheckpoint(path), cfg)
-    _, tensors = _tensor_source(os.fspath(path), gguf_cache_dir)
+    _, tensors = _tensor_source(os.fspath(path), gguf_cache_dir, cfg)
     return build_model_from_tensors(cfg, tensors, mesh, inflight_bytes)
