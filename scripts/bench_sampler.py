@@ -29,6 +29,7 @@ from jaxllm.ops.sampling import row_keys, truncated_gumbel_argmax
 from jaxllm.engine.batch import ScheduledSeq
 from jaxllm.models import sampler
 from jaxllm.models import sampler_filters as sf
+from jaxllm.models import sampler_membership as sm
 from jaxllm.runner.sampler_config import start_up_cover
 from jaxllm.runner.sampling_metadata import build_sampling_metadata
 from jaxllm.sampling_params import SamplingParams
@@ -99,14 +100,14 @@ def parts(xs, temperature: float, reps: int, rounds: int) -> list[dict]:
     t, floor = jnp.full(s, temperature), jnp.full(s, -jnp.inf)
     keys, noisy = row_keys(jnp.zeros((s, 2), jnp.uint32), jnp.arange(s)), jnp.ones(s, bool)
     k, p = jnp.full(s, 50, jnp.int32), jnp.full(s, 0.95)
-    cand = jnp.asarray(np.asarray(xs[0][:, :sf.RACE_CANDIDATES]))
+    cand = jnp.asarray(np.asarray(xs[0][:, :sm.MEMBERSHIP_TESTS]))
     steps = {
         "gumbel-max (plain)": lambda x: truncated_gumbel_argmax(x, floor, t, keys, noisy),
         f"top-{sf.TOPK_CANDIDATES} values": lambda x: sf.top_k_values(x, sf.TOPK_CANDIDATES)[0],
         "top-values draw (all)": lambda x: sf.top_values_draw(x, floor, t, k, p, keys, noisy)[0],
         "race": lambda x: sf.race(x, floor, t, keys, noisy)[0],
-        "membership (one pass)": lambda x: sf._survives(x, cand, floor, jnp.max(x, axis=-1), t, k, p, True),
-        "membership (per candidate)": lambda x: sf._survives(x, cand, floor, jnp.max(x, axis=-1), t, k, p, False),
+        "membership (one pass)": lambda x: sm.survives(x, cand, floor, jnp.max(x, axis=-1), t, k, p, True),
+        "membership (per draw)": lambda x: sm.survives(x, cand, floor, jnp.max(x, axis=-1), t, k, p, False),
         "fast path (all steps)": lambda x: sf.fast_path(x, floor, t, k, p, keys, noisy)[0],
     }
     out = []
