@@ -44,6 +44,7 @@ VARIANTS = {  # name -> SamplingParams fields (a list: cycled over the rows)
     "min_p=0.05": [{"min_p": 0.05}],
     "top_k=20+top_p=0.95": [{"top_k": 20, "top_p": 0.95}],
     "top_p=0.9+min_p=0.05": [{"top_p": 0.9, "min_p": 0.05}],
+    "top_p=0.95+min_p=0.05": [{"top_p": 0.95, "min_p": 0.05}],  # B1's b1-topp-minp preset
     "top_p=0.5": [{"top_p": 0.5}],
     "top_k=1000": [{"top_k": 1000}],
     "top_k=100+top_p=0.9": [{"top_k": 100, "top_p": 0.9}],

@@ -30,13 +30,17 @@ def records(ids: jax.Array, cand_x: jax.Array, r: int | None = None) -> tuple[ja
     logit is strictly above every earlier draw's; the first draw is always one."""
     s, m = cand_x.shape
     r = min(r or MEMBERSHIP_TESTS, m)
-    before = jnp.concatenate([jnp.full((s, 1), NEG_INF, cand_x.dtype), lax.cummax(cand_x, axis=1)[:, :-1]], 1)
-    is_record = cand_x > before
-    rank = jnp.cumsum(is_record, axis=1) - 1
-    pick = is_record[:, None, :] & (rank[:, None, :] == jnp.arange(r)[None, :, None])  # [S, r, M] one-hot
-    rec_x = jnp.max(jnp.where(pick, cand_x[:, None, :], NEG_INF), axis=2)
-    rec_ids = jnp.sum(jnp.where(pick, ids[:, None, :], 0), axis=2)
-    return rec_ids.astype(jnp.int32), rec_x
+    rec_x, rec_ids = [jnp.full((s,), NEG_INF, cand_x.dtype)] * r, [jnp.zeros((s,), jnp.int32)] * r
+    best, found = jnp.full((s,), NEG_INF, cand_x.dtype), jnp.zeros((s,), jnp.int32)
+    for j in range(m):  # unrolled over the few draws: elementwise on [S], one small fusion
+        x_j = cand_x[:, j]
+        is_record = x_j > best
+        for slot in range(r):
+            put = is_record & (found == slot)
+            rec_x[slot] = jnp.where(put, x_j, rec_x[slot])
+            rec_ids[slot] = jnp.where(put, ids[:, j], rec_ids[slot])
+        best, found = jnp.maximum(best, x_j), found + is_record
+    return jnp.stack(rec_ids, axis=1).astype(jnp.int32), jnp.stack(rec_x, axis=1)
 
 
 def _sums_one_pass(x, w, e, cand_x):
