@@ -54,11 +54,13 @@ def fast_tokens(x, floor, k, p, t, keys, fn=None):
     return np.asarray(f(*map(jnp.asarray, (x, floor, t, k, p)), keys, jnp.ones(len(x), bool)))
 
 
-@pytest.mark.parametrize("race, top_values, impl", [(8, 64, "reference"), (2, 3, "pallas_triton")])
-def test_tokens_equal_the_sorted_threshold_draw(monkeypatch, race, top_values, impl):
-    """Few race candidates / top values force the undecided-row path in many rows."""
+@pytest.mark.parametrize("race, top_values, tests, impl", [
+    (8, 64, 5, "reference"), (2, 3, 5, "pallas_triton"), (8, 64, 2, "reference")])
+def test_tokens_equal_the_sorted_threshold_draw(monkeypatch, race, top_values, tests, impl):
+    """Few race candidates / top values / tested records force the undecided-row path in many rows."""
     monkeypatch.setattr(sf, "RACE_CANDIDATES", race)
     monkeypatch.setattr(sf, "TOPK_CANDIDATES", top_values)
+    monkeypatch.setattr(sm, "MEMBERSHIP_TESTS", tests)
     monkeypatch.setattr(ops_sampling, "default_impl", lambda v: impl)
     v = 300
     args = make_rows(3, 96, v, [1, 3, 5, 7, 40, 100, v], [0.05, 0.3, 0.5, 0.8, 0.95, 1.0], [0.0, 0.0, 0.01, 0.2])
