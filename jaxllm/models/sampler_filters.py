@@ -103,7 +103,8 @@ def race(x, floor, temperature, keys, noisy, m: int | None = None) -> tuple[jax.
     m = min(m or RACE_CANDIDATES, v)
     nb = -(-v // RACE_BLOCK)
     if nb < 4 * m:  # small vocabulary: z in full
-        _, ids = lax.top_k(_perturbed(x, jnp.arange(v), floor, temperature, keys, noisy), m)
+        z, ids = lax.top_k(_perturbed(x, jnp.arange(v), floor, temperature, keys, noisy), m)
+        cand_x = jnp.take_along_axis(x, ids, axis=1)
     else:
         if nb * RACE_BLOCK != v:
             x = jnp.pad(x, ((0, 0), (0, nb * RACE_BLOCK - v)), constant_values=NEG_INF)
@@ -112,12 +113,10 @@ def race(x, floor, temperature, keys, noisy, m: int | None = None) -> tuple[jax.
         _, best = lax.top_k(_perturbed(xb, block_ids, floor, temperature, keys, noisy).max(axis=-1), m)
         cand_ids = (best[:, :, None] * RACE_BLOCK + jnp.arange(RACE_BLOCK)).reshape(s, m * RACE_BLOCK)
         cand_x = jnp.take_along_axis(xb, best[:, :, None], axis=1).reshape(s, m * RACE_BLOCK)
-        _, pos = lax.top_k(_perturbed(cand_x, cand_ids, floor, temperature, keys, noisy), m)
-        ids = jnp.take_along_axis(cand_ids, pos, axis=1)
-    ids = jnp.minimum(ids, v - 1).astype(jnp.int32)
-    cand_x = jnp.take_along_axis(x, ids, axis=1)
-    z = _perturbed(cand_x, ids, floor, temperature, keys, noisy)
-    return ids, jnp.where(z > NEG_INF, cand_x, NEG_INF)
+        z, pos = lax.top_k(_perturbed(cand_x, cand_ids, floor, temperature, keys, noisy), m)
+        ids, cand_x = (jnp.take_along_axis(a, pos, axis=1) for a in (cand_ids, cand_x))
+    # z = -inf: the row has fewer than m survivors (the rest lie below the floor, or are padding): no draw
+    return jnp.minimum(ids, v - 1).astype(jnp.int32), jnp.where(z > NEG_INF, cand_x, NEG_INF)
 
 
 def min_p_threshold(row_max: jax.Array, temperature: jax.Array, min_p: jax.Array) -> jax.Array:
