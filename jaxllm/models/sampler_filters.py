@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxllm.models.sampler_membership import records, survives
+from jaxllm.models.sampler_membership import first_member, records, survives
 from jaxllm.ops.device_info import gpu_compute_capability
 from jaxllm.ops.sampling import exact_rows, gumbel
 
@@ -197,10 +197,10 @@ def fast_path(x, floor, temperature, top_k, top_p, keys, noisy, *, min_p=None, t
         unknown = beyond_t & (top_p < 1.0)  # the mass of the row's top-k is unknown
     else:  # the survivors are x >= t (min_p, top-k within the top values): the race's first draw is the token
         ok, unknown = cand_x > NEG_INF, beyond_t | (top_p < 1.0)
-    tokens = jnp.take_along_axis(ids, jnp.argmax(ok, axis=1)[:, None], axis=1)[:, 0]
+    tokens, some = first_member(ok, ids)
     any_finite = cand_x[:, 0] > NEG_INF
     tokens = jnp.where(any_finite, tokens, 0)  # every logit -inf: token 0, as argmax would
-    undecided = noisy & any_finite & (unknown | ~jnp.any(ok, axis=1))
+    undecided = noisy & any_finite & (unknown | ~some)
     if top_values:
         listed = (top_k < kc) | (kc == v)
         by_values = _draw_from_top_values(vals, top_ids, floor, temperature, top_k, top_p, keys, noisy, v)

@@ -43,6 +43,16 @@ def records(ids: jax.Array, cand_x: jax.Array, r: int | None = None) -> tuple[ja
     return jnp.stack(rec_ids, axis=1).astype(jnp.int32), jnp.stack(rec_x, axis=1)
 
 
+def first_member(ok: jax.Array, ids: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(ids [S] of the first True of ok [S, R] in each row, else ids[:, 0]; whether the row has one [S] bool),
+    unrolled over the few columns: elementwise, so it fuses with what computes ok (no argmax, no gather)."""
+    token, some = ids[:, 0], ok[:, 0]
+    for j in range(ok.shape[1] - 1, -1, -1):
+        token = jnp.where(ok[:, j], ids[:, j], token)
+        some = some | ok[:, j]
+    return token, some
+
+
 def _sums_one_pass(x, w, e, cand_x):
     """(above [S, R] f32: the sum of w [S, V] over x > cand_x[:, j], total [S] f32: the sum of e [S, V]) as ONE
     variadic reduction: a single kernel that reads each row of x once. (Separate sums of the same operands rely
