@@ -39,6 +39,7 @@ SETTINGS = {  # name -> SamplingParams fields of every row
     "top_p=0.95": {"top_p": 0.95},
     "top_k=20+top_p=0.95+min_p=0.05": {"top_k": 20, "top_p": 0.95, "min_p": 0.05},
     "top_k=100+top_p=0.95": {"top_k": 100, "top_p": 0.95},
+    "top_p=0.95+min_p=0.05": {"top_p": 0.95, "min_p": 0.05},
 }
 _SHAPE = re.compile(r"\b[a-z]+\d*\[([\d,]*)\]")
 _NOT_A_PASS = (" parameter(", " get-tuple-element(", " bitcast(", " tuple(", " dynamic-slice(")

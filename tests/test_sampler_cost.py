@@ -23,8 +23,9 @@ BUDGET = {
     "top_k=50": (1.3, 1, -1.9, -38.0),  # the top values only: no noise over the vocabulary
     "top_k=20+top_p=0.95+min_p=0.05": (1.3, 1, -1.9, -38.0),
     # the race (z materialised on the CPU) and the membership pass: its exp and one running sum per tested record
-    "top_p=0.95": (1.65, 2, 1.1, 15.0),
-    "top_k=100+top_p=0.95": (1.65, 2, 1.1, 15.0),
+    "top_p=0.95": (1.55, 2, 1.1, 15.0),
+    "top_k=100+top_p=0.95": (1.55, 2, 1.1, 15.0),
+    "top_p=0.95+min_p=0.05": (1.8, 3, 1.1, 16.5),  # and the top values (FILTER_CONFIG) for min_p's maximum
 }
 
 
