@@ -25,7 +25,7 @@ BUDGET = {
     # the race (z materialised on the CPU) and the membership pass: its exp and one running sum per tested record
     "top_p=0.95": (1.55, 2, 1.1, 15.0),
     "top_k=100+top_p=0.95": (1.55, 2, 1.1, 15.0),
-    "top_p=0.95+min_p=0.05": (1.8, 3, 1.1, 16.5),  # and the top values (FILTER_CONFIG) for min_p's maximum
+    "top_p=0.95+min_p=0.05": (1.65, 3, 1.1, 16.5),  # and a max pass for min_p (TOP_P_MIN_P_CONFIG)
 }
 
 
