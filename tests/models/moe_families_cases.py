@@ -9,16 +9,16 @@ import os
 import torch
 import transformers
 
-_DIMS = dict(vocab_size=256, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-             max_position_embeddings=512)
+_DIMS = {"vocab_size": 256, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+         "num_key_value_heads": 2, "max_position_embeddings": 512}
 _GRANITE = dict(_DIMS, intermediate_size=32, num_local_experts=8, num_experts_per_tok=2, embedding_multiplier=1.5,
                 residual_multiplier=0.7, attention_multiplier=0.2, logits_scaling=2.5)
 _LONGROPE = {"rope_type": "longrope", "rope_theta": 10000.0, "short_factor": [1.0 + 0.1 * i for i in range(8)],
              "long_factor": [2.0 + 0.1 * i for i in range(8)], "short_mscale": 1.2, "long_mscale": 1.5,
              "original_max_position_embeddings": 256}
-_DBRX = dict(d_model=64, n_heads=4, n_layers=2, max_seq_len=512, vocab_size=256,
-             attn_config={"kv_n_heads": 2, "clip_qkv": 0.4, "rope_theta": 10000.0},
-             ffn_config={"ffn_hidden_size": 32, "moe_num_experts": 8, "moe_top_k": 2})
+_DBRX = {"d_model": 64, "n_heads": 4, "n_layers": 2, "max_seq_len": 512, "vocab_size": 256,
+         "attn_config": {"kv_n_heads": 2, "clip_qkv": 0.4, "rope_theta": 10000.0},
+         "ffn_config": {"ffn_hidden_size": 32, "moe_num_experts": 8, "moe_top_k": 2}}
 
 # name -> (architecture, config class, config keywords)
 CASES = {
