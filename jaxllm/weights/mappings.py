@@ -300,11 +300,13 @@ MULTIMODAL_KEYS = {
 
 def checkpoint_key(cfg: ModelConfig, name: str) -> str | None:
     """The key of ours for a checkpoint key: itself, a multimodal checkpoint's language-model key without its
-    prefix, or None for its vision tower's keys (not loaded)."""
+    prefix, or None for its vision tower's keys and Ernie 4.5 MoE's MTP layer (not loaded)."""
     if cfg.architecture in CLASSIC_ARCHS:
         from jaxllm.weights.mappings_classic import classic_checkpoint_key  # (it builds on this module)
 
         return classic_checkpoint_key(cfg, name)
+    if cfg.architecture == "Ernie4_5_MoeForCausalLM" and "mtp" in name:  # (its multi-token-prediction layer: a
+        return None  # speculative head, not part of the causal LM, skipped as transformers and vLLM do)
     if cfg.multimodal_architecture is None:
         return name
     renames, vision = MULTIMODAL_KEYS[cfg.multimodal_architecture]

@@ -124,6 +124,19 @@ def test_strict_loading_names_the_key(name, missing, tmp_path_factory, tmp_path)
         jaxllm.load_model(tmp_path)
 
 
+def test_ernie_mtp_layer_is_not_loaded(tmp_path_factory, tmp_path):
+    """Ernie 4.5 MoE checkpoints may carry their multi-token-prediction layer (``mtp_*`` keys): a speculative
+    head that the causal LM does not read (as transformers and vLLM skip it)."""
+    path, _ = saved("ernie-moe", tmp_path_factory)
+    tensors = load_file(path / "model.safetensors")
+    shutil.copy(path / "config.json", tmp_path / "config.json")
+    mtp = {"model.mtp_linear_proj.0.weight": np.zeros((64, 128), np.float32),
+           "model.mtp_block.0.mlp.gate_proj.weight": np.zeros((96, 64), np.float32)}
+    save_file({**tensors, **mtp}, tmp_path / "model.safetensors")
+    np.testing.assert_array_equal(np.asarray(jaxllm.load_model(tmp_path)(_ids())),
+                                  np.asarray(jaxllm.load_model(path)(_ids())))
+
+
 def _config(name, tmp_path_factory, **changes):
     path, _ = saved(name, tmp_path_factory)
     hf = json.loads((path / "config.json").read_text())
