@@ -252,7 +252,7 @@ class ModelConfig:
             raise TypeError(f"enable_expert_parallel must be a bool, got {enabled!r}")
         if enabled and not any(self.moe_layers):
             raise ValueError(f"enable_expert_parallel=True but {self.architecture} has no experts (it applies to "
-                             f"mixture-of-experts models: {', '.join(MOE_ARCHITECTURES)})")
+                             f"mixture-of-experts models: {', '.join((*MOE_ARCHITECTURES, *MOE2_ARCHS))})")
         return dataclasses.replace(self, enable_expert_parallel=enabled)
 
     @classmethod
