@@ -27,7 +27,7 @@ CASES = {
                          dict(_GRANITE, shared_intermediate_size=48, num_experts_per_tok=3)),
     "phimoe": ("PhimoeForCausalLM", "PhimoeConfig",
                dict(_DIMS, intermediate_size=32, num_local_experts=8, attention_bias=True, lm_head_bias=True,
-                    rope_parameters=_LONGROPE, router_jitter_noise=0.3)),
+                    rope_parameters=_LONGROPE, router_jitter_noise=0.3, sliding_window=7)),
     "dbrx": ("DbrxForCausalLM", "DbrxConfig", _DBRX),
     "dbrx-p2": ("DbrxForCausalLM", "DbrxConfig",
                 dict(_DBRX, ffn_config={**_DBRX["ffn_config"], "moe_top_k": 3, "moe_normalize_expert_weights": 2.0})),

@@ -124,6 +124,18 @@ def test_strict_loading_names_the_key(name, missing, tmp_path_factory, tmp_path)
         jaxllm.load_model(tmp_path)
 
 
+@pytest.mark.parametrize("name", ["granitemoeshared", "dbrx"])
+def test_load_time_int8_splits_fused_experts(name, tmp_path_factory):
+    """quantization="int8" quantizes the experts split out of the fused tensors expert by expert."""
+    from jaxllm.models.moe import QuantizedExperts
+
+    path, _ = saved(name, tmp_path_factory)
+    model = jaxllm.load_model(path, quantization="int8")
+    assert isinstance(model.layers[0].mlp.gate_up, QuantizedExperts)
+    ref = np.asarray(jaxllm.load_model(path)(_ids()))
+    assert np.abs(np.asarray(model(_ids())) - ref).max() / np.abs(ref).max() < 0.05
+
+
 def test_ernie_mtp_layer_is_not_loaded(tmp_path_factory, tmp_path):
     """Ernie 4.5 MoE checkpoints may carry their multi-token-prediction layer (``mtp_*`` keys): a speculative
     head that the causal LM does not read (as transformers and vLLM skip it)."""
@@ -161,6 +173,7 @@ def test_config_fields(tmp_path_factory):
     phimoe = ModelConfig.from_hf(_config("phimoe", tmp_path_factory))
     assert (phimoe.moe_router, phimoe.moe_router_jitter, phimoe.norm_type, phimoe.lm_head_bias) == (
         "sparsemixer", 0.3, "layer", True)
+    assert phimoe.sliding_windows == (7, 7) and phimoe.rope.get("short_mscale") == 1.2
 
 
 @pytest.mark.parametrize("name, changes, message", [
