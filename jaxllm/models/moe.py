@@ -1,4 +1,6 @@
-"""Sparse mixture-of-experts MLP (Mixtral, Qwen3-MoE): router, top-k, tokens sorted by expert, grouped GEMMs.
+"""Sparse mixture-of-experts MLP (Mixtral, Qwen3-MoE, ...): router, top-k, tokens sorted by expert, grouped GEMMs.
+The routers beyond softmax-top-k (PhiMoE's sparsemixer, DBRX's p-norm, Ernie 4.5's correction bias) are in
+``jaxllm.models.moe_routing``; every family's experts run through the same grouped matmuls.
 
 Shape letters: T tokens, D model dim, E experts (E_l on this device), F expert ffn dim (F_l on this device),
 k experts per token. The T*k (token, choice) rows are sorted by expert and placed in a ``GroupedLayout`` slot
