@@ -170,6 +170,7 @@ class ModelConfig:
     moe_norm_p: float = 1.0
     moe_norm_min: float = 0.0
     moe_correction_bias: bool = False
+    moe_router_float32: bool = False  # router weight and logits in float32 whatever the dtype (Ernie 4.5, as HF)
     shared_expert_gated: bool = True  # Qwen2-MoE's sigmoid gate on the shared expert (GraniteMoeShared, Ernie: none)
     clip_qkv: float | None = None  # OLMoE: q/k/v clamped to [-clip_qkv, clip_qkv] (after the q/k norms)
     # Granite: embeddings times embedding_multiplier, each block's output times residual_multiplier before the

@@ -117,4 +117,5 @@ def _ernie_fields(hf: dict[str, Any], num_layers: int) -> dict[str, Any]:
     return {"num_experts": e, "num_experts_per_tok": k, "moe_intermediate_size": int(hf["moe_intermediate_size"]),
             "moe_layers": tuple((i + 1) % interval == 0 and start <= i <= end for i in range(num_layers)),
             "norm_topk_prob": True, "moe_norm_min": float(hf["moe_norm_min"] or 0.0), "moe_correction_bias": True,
+            "moe_router_float32": True,
             "shared_expert_intermediate_size": shared, "shared_expert_gated": False, "rope_interleaved": True}

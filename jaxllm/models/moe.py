@@ -154,7 +154,7 @@ class SparseMoeBlock(nnx.Module):
         d, e, f = cfg.hidden_size, cfg.num_experts, cfg.moe_intermediate_size
         self.top_k = cfg.num_experts_per_tok
         self.norm_topk_prob = cfg.norm_topk_prob
-        self.router = param((d, e), dtype, ("embed", None), rngs=rngs)
+        self.router = param((d, e), jnp.float32 if cfg.moe_router_float32 else dtype, ("embed", None), rngs=rngs)
         self.routing = routing_of(cfg)  # None: softmax-top-k (``route``); else jaxllm.models.moe_routing
         # Ernie 4.5's e_score_correction_bias [E] (float32, as transformers keeps it)
         self.router_bias = param((e,), jnp.float32, (None,), init="zeros") if cfg.moe_correction_bias else None

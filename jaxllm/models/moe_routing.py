@@ -40,8 +40,9 @@ def routing_of(cfg) -> Routing | None:
 
 def route_variant(x: jax.Array, router: jax.Array, top_k: int, norm_topk_prob: bool, routing: Routing,
                   bias: jax.Array | None) -> tuple[jax.Array, jax.Array]:
-    """x [T, D], router [D, E], bias None or float32 [E] -> (float32 weights [T, k], int32 experts [T, k])."""
-    logits = jnp.einsum("td,de->te", x, router).astype(jnp.float32)
+    """x [T, D], router [D, E], bias None or float32 [E] -> (float32 weights [T, k], int32 experts [T, k]). The
+    logits in the router's dtype (Ernie 4.5 keeps it float32), the rest in float32."""
+    logits = jnp.einsum("td,de->te", x.astype(router.dtype), router).astype(jnp.float32)  # (Ernie: float32)
     if routing.kind == "sparsemixer":
         return sparsemixer(logits, routing.jitter)
     probs = jax.nn.softmax(logits, axis=-1)
