@@ -163,6 +163,9 @@ def test_config_fields(tmp_path_factory):
     assert (granite.embedding_multiplier, granite.residual_multiplier, granite.logits_scaling) == (1.5, 0.7, 2.5)
     assert (granite.shared_expert_intermediate_size, granite.shared_expert_gated, granite.norm_topk_prob) == (
         48, False, True)
+    # 3 of 8 experts active in both sparse layers; the ungated shared expert has no gate to count
+    assert granite.num_params() - granite.num_params(experts_per_layer=3) == 2 * 5 * 3 * 64 * 32
+    assert granite.num_params(include_embeddings=False) > 2 * 3 * 64 * 48
     dbrx = ModelConfig.from_hf(_config("dbrx-p2", tmp_path_factory))
     assert (dbrx.hidden_size, dbrx.num_kv_heads, dbrx.clip_qkv, dbrx.moe_norm_p, dbrx.num_experts_per_tok) == (
         64, 2, 0.4, 2.0, 3)
