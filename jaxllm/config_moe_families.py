@@ -5,8 +5,11 @@ Ernie 4.5 MoE read from a HF ``config.json`` (no jax here; Mixtral / Qwen-MoE / 
   over the top-k logits (= top-k probabilities renormalized); GraniteMoeShared adds an ungated dense
   ``shared_mlp`` of ``shared_intermediate_size`` (0: none).
 - PhiMoE: LayerNorm with biases (eps ``rms_norm_eps``), q/k/v/o biases by ``attention_bias``, longrope with
-  ``short_mscale`` / ``long_mscale``, an lm_head bias by ``lm_head_bias``, sparsemixer top-2 routing
-  (``router_jitter_noise`` is its threshold).
+  ``short_mscale`` / ``long_mscale`` (per sequence, as Phi-3: a sequence longer than
+  ``original_max_position_embeddings`` takes the long factors and ``long_mscale``, as vLLM and the original
+  Phi-3.5-MoE code do; transformers' PhimoeRotaryEmbedding keeps the short factors there), an lm_head bias by
+  ``lm_head_bias``, sparsemixer top-2 routing (``router_jitter_noise`` is its threshold), a sliding window on
+  every layer when ``sliding_window`` is set.
 - DBRX: a nested config (``attn_config`` / ``ffn_config``, rewritten by ``moe_family_hf`` to the shared names),
   fused ``Wqkv`` clamped to ``clip_qkv``, LayerNorm without bias (eps 1e-5), softmax top-k weights divided by
   their ``moe_normalize_expert_weights``-norm (null: not normalized).
