@@ -13,6 +13,7 @@ import os
 from typing import Any
 
 from jaxllm.config_classic import CLASSIC_ARCHS, CLASSIC_MODEL_TYPES, classic_family_fields, classic_hf
+from jaxllm.config_deepseek import DEEPSEEK_ARCHS, deepseek_fields, deepseek_hf, mla_attention_params
 from jaxllm.quantization_config import check_quantization, quantization_fields
 
 SUPPORTED_ARCHITECTURES = (
@@ -34,6 +35,7 @@ SUPPORTED_ARCHITECTURES = (
     "Starcoder2ForCausalLM",
     "CohereForCausalLM",
     *CLASSIC_ARCHS,
+    *DEEPSEEK_ARCHS,
 )
 
 _DTYPE_NAMES = {
@@ -174,6 +176,21 @@ class ModelConfig:
     quant_matmul_impl: str | None = None
     int4_kernel_variant: str | None = None
     moe_matmul_impl: str | None = None  # the MoE experts' grouped matmul (ops/grouped_matmul)
+    # DeepSeek-V2/V3 (jaxllm.config_deepseek): multi-head latent attention when kv_lora_rank > 0 (q/k heads of
+    # qk_nope_head_dim + rotary_dim, v heads of v_head_dim; q_lora_rank 0: one q_proj) and the MoE router's
+    # scoring ("softmax" / "sigmoid"), top-k method, expert groups and routed output scale; the shared experts
+    # (no gate) have shared_expert_intermediate_size. num_nextn_predict_layers: MTP layers the checkpoint
+    # carries after the last layer (not loaded).
+    q_lora_rank: int = 0
+    kv_lora_rank: int = 0
+    qk_nope_head_dim: int = 0
+    v_head_dim: int = 0
+    moe_scoring_func: str = "softmax"
+    moe_topk_method: str = "greedy"
+    moe_n_group: int = 1
+    moe_topk_group: int = 1
+    routed_scaling_factor: float = 1.0
+    num_nextn_predict_layers: int = 0
 
     @property
     def q_size(self) -> int:
@@ -209,6 +226,7 @@ class ModelConfig:
         only that many experts of each MoE layer (``num_experts_per_tok``: the parameters active per token)."""
         d, f, dh = self.hidden_size, self.intermediate_size, self.head_dim
         attn = d * (self.num_heads + 2 * self.num_kv_heads) * dh + self.num_heads * dh * d
+        attn = mla_attention_params(self) if self.kv_lora_rank else attn
         qk_norms = {"head": 2 * dh, "full": (self.num_heads + self.num_kv_heads) * dh,
                     "per_head": (self.num_heads + self.num_kv_heads) * dh}.get(self.qk_norm, 0)
         experts = self.num_experts if experts_per_layer is None else experts_per_layer
@@ -216,8 +234,8 @@ class ModelConfig:
         for i in range(self.num_layers):
             if self.is_moe_layer(i):
                 mlp = d * self.num_experts + experts * 3 * d * self.moe_intermediate_size  # router + experts
-                if self.shared_expert_intermediate_size:  # its gate [D, 1] and gated MLP
-                    mlp += d + 3 * d * self.shared_expert_intermediate_size
+                if self.shared_expert_intermediate_size:  # its gate [D, 1] (not DeepSeek's) and gated MLP
+                    mlp += d * (not self.kv_lora_rank) + 3 * d * self.shared_expert_intermediate_size
             else:
                 mlp = (2 if self.mlp_type == "plain" else 3) * d * f
             total += attn + mlp + len(LAYER_NORMS[self.norm_placement]) * d + qk_norms
@@ -247,7 +265,7 @@ class ModelConfig:
             hf = hf.to_dict()
         quant_fields = quantization_fields(check_quantization(quantization), hf)
         arch, hf, multimodal = text_architecture(classic_hf(hf), quant_fields)
-        hf = renamed_fields({**HF_DEFAULTS.get(arch, {}), **hf}, arch)
+        hf = deepseek_hf(renamed_fields({**HF_DEFAULTS.get(arch, {}), **hf}, arch), arch)
         if hf.get("intermediate_size") is None:
             raise ValueError(f"{arch}: the model config has no 'intermediate_size'")
         num_layers = int(hf["num_hidden_layers"])
@@ -264,7 +282,7 @@ class ModelConfig:
             raise ValueError(f"num_attention_heads={num_heads} is not a multiple of num_key_value_heads={num_kv}")
         eos = hf.get("eos_token_id")
         eos_ids = tuple(eos) if isinstance(eos, (list, tuple)) else ((eos,) if eos is not None else ())
-        return cls(
+        cfg = cls(
             architecture=arch,
             model_type=hf.get("model_type", ""),
             vocab_size=int(hf["vocab_size"]),
@@ -291,6 +309,8 @@ class ModelConfig:
             **quant_fields,
             **moe_fields(hf, arch, num_layers),
         )
+        deepseek = deepseek_fields(hf, arch, num_layers)  # (DeepSeek: MLA dims and routing; they override)
+        return dataclasses.replace(cfg, **deepseek) if deepseek else cfg
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, dtype: Any = "auto") -> ModelConfig:
@@ -342,5 +362,7 @@ _ARCH_BY_MODEL_TYPE = {
     "smollm3": "SmolLM3ForCausalLM",
     "starcoder2": "Starcoder2ForCausalLM",
     "cohere": "CohereForCausalLM",
+    "deepseek_v2": "DeepseekV2ForCausalLM",
+    "deepseek_v3": "DeepseekV3ForCausalLM",
     **CLASSIC_MODEL_TYPES,
 }

@@ -17,6 +17,7 @@ import numpy as np
 
 from jaxllm.config import ModelConfig
 from jaxllm.config_classic import CLASSIC_ARCHS
+from jaxllm.config_deepseek import DEEPSEEK_ARCHS
 from jaxllm.config_families import LAYER_NORMS
 from jaxllm.quantization_config import INT4_METHODS
 
@@ -203,7 +204,9 @@ def llama_family_map(cfg: ModelConfig) -> dict[str, Target | tuple[Target, ...]]
 _MOE_NAMES = {"MixtralForCausalLM": ("block_sparse_moe", ("w1", "w3", "w2")),
               "Qwen3MoeForCausalLM": ("mlp", ("gate_proj", "up_proj", "down_proj")),
               "Qwen2MoeForCausalLM": ("mlp", ("gate_proj", "up_proj", "down_proj")),
-              "OlmoeForCausalLM": ("mlp", ("gate_proj", "up_proj", "down_proj"))}
+              "OlmoeForCausalLM": ("mlp", ("gate_proj", "up_proj", "down_proj")),
+              "DeepseekV2ForCausalLM": ("mlp", ("gate_proj", "up_proj", "down_proj")),
+              "DeepseekV3ForCausalLM": ("mlp", ("gate_proj", "up_proj", "down_proj"))}
 
 
 def expert_linears(cfg: ModelConfig, i: int) -> list[tuple[str, int, int, str, int]]:
@@ -285,6 +288,10 @@ def checkpoint_key(cfg: ModelConfig, name: str) -> str | None:
         from jaxllm.weights.mappings_classic import classic_checkpoint_key  # (it builds on this module)
 
         return classic_checkpoint_key(cfg, name)
+    if cfg.architecture in DEEPSEEK_ARCHS:
+        from jaxllm.weights.mappings_deepseek import is_mtp_key  # (it builds on this module)
+
+        return None if is_mtp_key(cfg, name) else name
     if cfg.multimodal_architecture is None:
         return name
     renames, vision = MULTIMODAL_KEYS[cfg.multimodal_architecture]
@@ -301,6 +308,10 @@ def key_map(cfg: ModelConfig) -> dict[str, Target | tuple[Target, ...]]:
         from jaxllm.weights.mappings_classic import classic_family_map  # (it builds on this module)
 
         return classic_family_map(cfg)
+    if cfg.architecture in DEEPSEEK_ARCHS:  # (MLA attention and DeepSeek MoE: a map of their own)
+        from jaxllm.weights.mappings_deepseek import deepseek_family_map  # (it builds on this module)
+
+        return deepseek_family_map(cfg)
     return KEY_MAPS[cfg.architecture](cfg)
 
 
