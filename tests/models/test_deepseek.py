@@ -1,0 +1,166 @@
+"""DeepSeek-V2 / V3 (multi-head latent attention + DeepSeek MoE) against transformers on tiny random checkpoints:
+fp32 logits within 1e-4 relative (V2 with and without q_lora_rank, greedy and group-limited routing; V3 with
+sigmoid + correction-bias group routing, YaRN mscale, both rope layouts), the router's choices, greedy
+LLM.generate under chunked prefill and prefix caching, strict loading (MTP layers skipped) and config errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import transformers
+from hf_models import hf_greedy, hf_logits, relative_error
+from safetensors.numpy import load_file, save_file
+
+import jaxllm
+from jaxllm import LLM, SamplingParams
+from jaxllm.config import ModelConfig
+from jaxllm.models.deepseek_moe import DeepseekMoeBlock, deepseek_route
+from jaxllm.weights.loader import WeightLoadError
+
+TINY = dict(vocab_size=256, hidden_size=64, intermediate_size=96, moe_intermediate_size=32, num_hidden_layers=3,
+            num_attention_heads=4, n_routed_experts=8, num_experts_per_tok=2, n_shared_experts=1,
+            first_k_dense_replace=1, kv_lora_rank=32, q_lora_rank=24, qk_nope_head_dim=16, qk_rope_head_dim=8,
+            v_head_dim=16, n_group=4, topk_group=2, max_position_embeddings=512)
+YARN = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 128, "mscale": 1.0,
+        "mscale_all_dim": 0.8, "rope_theta": 10000.0}
+V2, V3 = "DeepseekV2ForCausalLM", "DeepseekV3ForCausalLM"
+CASES = {
+    "v2-qlora-greedy": (V2, {}),
+    "v2-qproj-group-limited": (V2, dict(q_lora_rank=None, topk_method="group_limited_greedy", v_head_dim=24)),
+    "v3-yarn": (V3, dict(rope_parameters=YARN, n_shared_experts=2)),
+    "v3-rotate-half": (V3, dict(rope_interleave=False, first_k_dense_replace=0, num_experts_per_tok=3)),
+}
+
+
+def save_deepseek(path, arch: str, seed: int = 0, **overrides):
+    """A random transformers DeepSeek model with every norm, the routers and V3's correction bias perturbed,
+    saved to ``path``; returns it (fp32, eval)."""
+    torch.manual_seed(seed)
+    cfg = getattr(transformers, arch.replace("ForCausalLM", "Config"))(**{**TINY, **overrides})
+    cfg.architectures = [arch]
+    model = getattr(transformers, arch)(cfg).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.copy_(1.0 + 0.1 * torch.randn_like(p))
+            elif name.endswith("mlp.gate.weight"):  # well-separated, non-uniform routing
+                p.copy_(torch.randn_like(p))
+        for name, b in model.named_buffers():
+            if name.endswith("e_score_correction_bias"):
+                b.copy_(0.3 * torch.randn_like(b))
+    model.save_pretrained(str(path))
+    return model
+
+
+_SAVED: dict = {}
+
+
+def saved(name, tmp_path_factory):
+    if name not in _SAVED:
+        arch, overrides = CASES[name]
+        path = tmp_path_factory.mktemp(name)
+        _SAVED[name] = path, save_deepseek(path, arch, **overrides)
+    return _SAVED[name]
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_logits_match_transformers(name, tmp_path_factory):
+    path, hf = saved(name, tmp_path_factory)
+    model = jaxllm.load_model(path)
+    assert sum(isinstance(layer.mlp, DeepseekMoeBlock) for layer in model.layers) == 3 - hf.config.first_k_dense_replace
+    ids = np.random.RandomState(1).randint(0, 256, (2, 24)).astype(np.int32)
+    assert relative_error(np.asarray(model(ids)), hf_logits(hf, ids)) <= 1e-4
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_router_matches_transformers(name, tmp_path_factory):
+    """The chosen experts and their weights equal transformers' router, and the groups really restrict."""
+    path, hf = saved(name, tmp_path_factory)
+    cfg = ModelConfig.from_pretrained(path)
+    gate = hf.model.layers[2].mlp.gate
+    x = torch.randn(64, 64)
+    with torch.no_grad():
+        _, ref_w, ref_e = gate(x)
+    bias = getattr(gate, "e_score_correction_bias", None)
+    weights, experts = deepseek_route(x.numpy(), gate.weight.detach().numpy().T,
+                                      None if bias is None else bias.numpy(), cfg)
+    order = np.argsort(np.asarray(experts), axis=1)
+    ref_order = np.argsort(ref_e.numpy(), axis=1)
+    np.testing.assert_array_equal(np.take_along_axis(np.asarray(experts), order, 1),
+                                  np.take_along_axis(ref_e.numpy(), ref_order, 1))
+    np.testing.assert_allclose(np.take_along_axis(np.asarray(weights), order, 1),
+                               np.take_along_axis(ref_w.numpy(), ref_order, 1), rtol=1e-5, atol=1e-6)
+    assert len(set(np.asarray(experts).ravel().tolist())) == 8  # every expert is used by some token
+    if cfg.moe_topk_method != "greedy":  # each token's experts lie in at most topk_group of the n_group groups
+        groups = np.asarray(experts) // (8 // cfg.moe_n_group)
+        assert max(len(set(row)) for row in groups.tolist()) <= cfg.moe_topk_group
+
+
+@pytest.mark.parametrize("name", ["v2-qlora-greedy", "v3-yarn"])
+def test_greedy_generate_chunked_prefill_and_prefix_cache(name, tmp_path_factory):
+    """Token-identical to transformers' greedy decoding with prompts split into chunks of at most 8 tokens and
+    prompts that share a cached prefix."""
+    path, hf = saved(name, tmp_path_factory)
+    llm = LLM(str(path), skip_tokenizer_init=True, max_num_seqs=3, max_num_batched_tokens=8, block_size=8,
+              enable_prefix_caching=True, enforce_eager=True)
+    rng = np.random.RandomState(2)
+    shared = [int(t) for t in rng.randint(1, 256, 17)]
+    prompts = [shared + [5, 6], [int(t) for t in rng.randint(1, 256, 19)], shared + [7], [3, 4]]
+    params = SamplingParams(temperature=0.0, max_tokens=6, ignore_eos=True)
+    first = llm.generate([{"prompt_token_ids": p} for p in prompts[:2]], params, use_tqdm=False)
+    later = llm.generate([{"prompt_token_ids": p} for p in prompts[2:]], params, use_tqdm=False)
+    assert later[0].num_cached_tokens >= 16  # the shared prefix's full blocks came from the cache
+    for p, out in zip(prompts, first + later):
+        assert out.outputs[0].token_ids == hf_greedy(hf, p, 6)
+
+
+def test_param_count_matches_transformers(tmp_path_factory):
+    for name in ("v2-qproj-group-limited", "v3-yarn"):
+        path, hf = saved(name, tmp_path_factory)
+        cfg = ModelConfig.from_pretrained(path)
+        assert cfg.num_params() == sum(p.numel() for p in hf.parameters())
+        assert (cfg.head_dim, cfg.num_kv_heads, cfg.rotary_dim) == (max(16 + 8, cfg.v_head_dim), 4, 8)
+
+
+def test_mtp_layers_skipped_other_keys_strict(tmp_path_factory, tmp_path):
+    """V3's MTP layer (model.layers.{num_hidden_layers}.*) is not loaded; a missing router bias or latent
+    projection, and keys of a layer beyond the MTP ones, are errors naming the key."""
+    src, hf = saved("v3-yarn", tmp_path_factory)
+    tensors = load_file(src / "model.safetensors")
+    config = json.loads((src / "config.json").read_text())
+    assert config["num_nextn_predict_layers"] == 1
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    mtp = {"model.layers.3.eh_proj.weight": np.zeros((64, 128), np.float32),
+           "model.layers.3.self_attn.kv_a_proj_with_mqa.weight": tensors["model.layers.2.self_attn.kv_a_proj_with_mqa.weight"]}
+    save_file({**tensors, **mtp}, tmp_path / "model.safetensors")
+    ids = np.arange(10, dtype=np.int32)[None]
+    assert relative_error(np.asarray(jaxllm.load_model(tmp_path)(ids)), hf_logits(hf, ids)) <= 1e-4
+    beyond = "model.layers.4.eh_proj.weight"
+    save_file({**tensors, beyond: mtp["model.layers.3.eh_proj.weight"]}, tmp_path / "model.safetensors")
+    with pytest.raises(WeightLoadError, match=f"unexpected key '{beyond}'"):
+        jaxllm.load_model(tmp_path)
+    for key in ("model.layers.2.mlp.gate.e_score_correction_bias", "model.layers.0.self_attn.kv_a_proj_with_mqa.weight"):
+        save_file({k: v for k, v in tensors.items() if k != key}, tmp_path / "model.safetensors")
+        with pytest.raises(WeightLoadError, match=key.replace(".", r"\.")):
+            jaxllm.load_model(tmp_path)
+
+
+def test_config_errors(tmp_path_factory):
+    path, _ = saved("v3-yarn", tmp_path_factory)
+    base = json.loads((path / "config.json").read_text())
+    fp8 = {"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic", "weight_block_size": [128, 128]}
+    with pytest.raises(ValueError, match="weight_block_size"):
+        ModelConfig.from_hf({**base, "quantization_config": fp8})
+    with pytest.raises(ValueError, match="topk_method='bogus'"):
+        ModelConfig.from_hf({**base, "architectures": [V2], "topk_method": "bogus"})
+    with pytest.raises(ValueError, match="n_group=3 must divide n_routed_experts=8"):
+        ModelConfig.from_hf({**base, "n_group": 3})
+    with pytest.raises(ValueError, match="attention_bias=True"):
+        ModelConfig.from_hf({**base, "attention_bias": True})
+    with pytest.raises(ValueError, match="quantization='int8' is not supported for DeepSeek"):
+        jaxllm.load_model(path, quantization="int8")
+    cfg = ModelConfig.from_hf({**base, "moe_layer_freq": 2, "first_k_dense_replace": 0})
+    assert cfg.moe_layers == (True, False, True)
