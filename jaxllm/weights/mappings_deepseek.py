@@ -14,8 +14,16 @@ we do not load them, and only those layers' keys are skipped (any other unknown 
 from __future__ import annotations
 
 from jaxllm.config import ModelConfig
-from jaxllm.weights.mappings import (LinearLayer, Target, _linear, _linear_in_split, _linear_targets, _same,
-                                     _transpose, expert_targets)
+from jaxllm.weights.mappings import (
+    LinearLayer,
+    Target,
+    _linear,
+    _linear_in_split,
+    _linear_targets,
+    _same,
+    _transpose,
+    expert_targets,
+)
 
 
 def is_mtp_key(cfg: ModelConfig, name: str) -> bool:
