@@ -135,10 +135,14 @@ def mla_softmax_scale(cfg) -> float:
     return scale
 
 
-def mla_attention_params(cfg) -> int:
-    """Weights of one MLA attention block: q (low-rank + its norm, or q_proj), kv_a + its norm, kv_b, o_proj."""
+def mla_linear_params(cfg) -> int:
+    """Linear weights of one MLA attention block: q_a + q_b (or q_proj), kv_a, kv_b, o_proj."""
     d, h, qk = cfg.hidden_size, cfg.num_heads, cfg.qk_nope_head_dim + cfg.rotary_dim
-    q = d * cfg.q_lora_rank + cfg.q_lora_rank + cfg.q_lora_rank * h * qk if cfg.q_lora_rank else d * h * qk
-    kv = d * (cfg.kv_lora_rank + cfg.rotary_dim) + cfg.kv_lora_rank
-    kv += cfg.kv_lora_rank * h * (cfg.qk_nope_head_dim + cfg.v_head_dim)
+    q = (d + h * qk) * cfg.q_lora_rank if cfg.q_lora_rank else d * h * qk
+    kv = d * (cfg.kv_lora_rank + cfg.rotary_dim) + cfg.kv_lora_rank * h * (cfg.qk_nope_head_dim + cfg.v_head_dim)
     return q + kv + h * cfg.v_head_dim * d
+
+
+def mla_attention_params(cfg) -> int:
+    """Weights of one MLA attention block: its linear weights and the two latent norms [Rq], [Rkv]."""
+    return mla_linear_params(cfg) + cfg.q_lora_rank + cfg.kv_lora_rank

@@ -17,6 +17,7 @@ from safetensors.numpy import load_file, save_file
 import jaxllm
 from jaxllm import LLM, SamplingParams
 from jaxllm.config import ModelConfig
+from jaxllm.model_size import linear_param_counts
 from jaxllm.models.deepseek_moe import DeepseekMoeBlock, deepseek_route
 from jaxllm.weights.loader import WeightLoadError
 
@@ -95,6 +96,10 @@ def test_param_count_matches_transformers(tmp_path_factory):
         path, hf = saved(name, tmp_path_factory)
         cfg = ModelConfig.from_pretrained(path)
         assert cfg.num_params() == sum(p.numel() for p in hf.parameters())
+        named = dict(hf.named_parameters())
+        experts = sum(p.numel() for n, p in named.items() if ".experts." in n)  # (HF: fused 3-D expert weights)
+        linear = experts + sum(p.numel() for n, p in named.items() if n.endswith(("proj.weight", "proj_with_mqa.weight")))
+        assert linear_param_counts(cfg) == (linear, experts)
         assert (cfg.head_dim, cfg.num_kv_heads, cfg.rotary_dim) == (max(16 + 8, cfg.v_head_dim), 4, 8)
 
 
