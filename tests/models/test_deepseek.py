@@ -19,6 +19,7 @@ from safetensors.numpy import load_file, save_file
 import jaxllm
 from jaxllm import LLM, SamplingParams
 from jaxllm.config import ModelConfig
+from jaxllm.config_deepseek import mla_softmax_scale
 from jaxllm.model_size import linear_param_counts
 from jaxllm.models.deepseek_moe import DeepseekMoeBlock, deepseek_route
 from jaxllm.weights.loader import WeightLoadError
@@ -182,3 +183,37 @@ def test_gpu_kernels_run_real_mla_dims(tmp_path):
                   attention_backend=backend, gpu_memory_utilization=0.3)
         tokens[backend] = [o.outputs[0].token_ids for o in llm.generate(prompts, params, use_tqdm=False)]
     assert tokens["pallas_triton"] == tokens["chunked"]
+
+
+# the released configs (their attention / MoE fields), without the files' auto_map / quantization_config
+V2_LITE_CONFIG = {"architectures": [V2], "first_k_dense_replace": 1, "hidden_size": 2048, "intermediate_size": 10944,
+                  "kv_lora_rank": 512, "max_position_embeddings": 163840, "model_type": "deepseek_v2",
+                  "moe_intermediate_size": 1408, "moe_layer_freq": 1, "n_group": 1, "n_routed_experts": 64,
+                  "n_shared_experts": 2, "norm_topk_prob": False, "num_attention_heads": 16, "num_experts_per_tok": 6,
+                  "num_hidden_layers": 27, "num_key_value_heads": 16, "q_lora_rank": None, "qk_nope_head_dim": 128,
+                  "qk_rope_head_dim": 64, "rope_scaling": {"beta_fast": 32, "beta_slow": 1, "factor": 40,
+                  "mscale": 0.707, "mscale_all_dim": 0.707, "original_max_position_embeddings": 4096,
+                  "type": "yarn"}, "rope_theta": 10000, "routed_scaling_factor": 1.0, "scoring_func": "softmax",
+                  "topk_group": 1, "topk_method": "greedy", "torch_dtype": "bfloat16", "v_head_dim": 128,
+                  "vocab_size": 102400}
+V3_CONFIG = {**V2_LITE_CONFIG, "architectures": [V3], "first_k_dense_replace": 3, "hidden_size": 7168,
+             "intermediate_size": 18432, "model_type": "deepseek_v3", "moe_intermediate_size": 2048, "n_group": 8,
+             "n_routed_experts": 256, "n_shared_experts": 1, "norm_topk_prob": True, "num_attention_heads": 128,
+             "num_experts_per_tok": 8, "num_hidden_layers": 61, "num_key_value_heads": 128,
+             "num_nextn_predict_layers": 1, "q_lora_rank": 1536, "rope_scaling": {
+                 "beta_fast": 32, "beta_slow": 1, "factor": 40, "mscale": 1.0, "mscale_all_dim": 1.0,
+                 "original_max_position_embeddings": 4096, "type": "yarn"}, "routed_scaling_factor": 2.5,
+             "scoring_func": "sigmoid", "topk_group": 4, "topk_method": "noaux_tc", "vocab_size": 129280}
+
+
+def test_released_configs():
+    """DeepSeek-V2-Lite: 15.7B parameters (2.7B active with embeddings); DeepSeek-V3: 671B (37.6B active); the
+    cache rows are 192 wide, one per head; the softmax scale carries YaRN's mscale squared."""
+    lite, v3 = ModelConfig.from_hf(V2_LITE_CONFIG), ModelConfig.from_hf(V3_CONFIG)
+    assert round(lite.num_params() / 1e9, 1) == 15.7 and round(v3.num_params() / 1e9) == 671
+    assert round(v3.num_params(experts_per_layer=8) / 1e9, 1) == 37.6
+    assert (v3.head_dim, v3.num_kv_heads, v3.rotary_dim, sum(v3.moe_layers), v3.num_nextn_predict_layers) == \
+        (192, 128, 64, 58, 1)
+    assert (lite.q_lora_rank, lite.moe_topk_method, lite.shared_expert_intermediate_size) == (0, "greedy", 2816)
+    mscale = 0.1 * 0.707 * np.log(40) + 1
+    assert lite.dtype == "bfloat16" and np.isclose(mla_softmax_scale(lite), 192 ** -0.5 * mscale ** 2)
