@@ -13,7 +13,13 @@ import os
 from typing import Any
 
 from jaxllm.config_classic import CLASSIC_ARCHS, CLASSIC_MODEL_TYPES, classic_family_fields, classic_hf
-from jaxllm.config_deepseek import DEEPSEEK_ARCHS, deepseek_fields, deepseek_hf, mla_attention_params
+from jaxllm.config_deepseek import (
+    DEEPSEEK_ARCHS,
+    deepseek_fields,
+    deepseek_hf,
+    mla_attention_params,
+    mla_cache_fields,
+)
 from jaxllm.quantization_config import check_quantization, quantization_fields
 
 SUPPORTED_ARCHITECTURES = (
@@ -191,6 +197,8 @@ class ModelConfig:
     moe_topk_group: int = 1
     routed_scaling_factor: float = 1.0
     num_nextn_predict_layers: int = 0
+    # MLA's cache holds the compressed latent (one 576-wide head) instead of per-head K / V (with_mla_cache)
+    mla_latent_cache: bool = False
 
     @property
     def q_size(self) -> int:
@@ -254,6 +262,11 @@ class ModelConfig:
             raise ValueError(f"enable_expert_parallel=True but {self.architecture} has no experts (it applies to "
                              f"mixture-of-experts models: {', '.join(MOE_ARCHITECTURES)})")
         return dataclasses.replace(self, enable_expert_parallel=enabled)
+
+    def with_mla_cache(self, attention_backend: str | None) -> ModelConfig:
+        """This config with the MLA cache layout that ``attention_backend`` runs (jaxllm.config_deepseek:
+        the compressed latent under the jnp implementations, per-head K / V otherwise; other models: itself)."""
+        return dataclasses.replace(self, **mla_cache_fields(self, attention_backend))
 
     @classmethod
     def from_hf(cls, hf: dict[str, Any] | Any, dtype: Any = "auto",

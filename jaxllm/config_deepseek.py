@@ -120,6 +120,21 @@ def deepseek_fields(hf: dict[str, Any], arch: str, num_layers: int) -> dict[str,
     }
 
 
+# the attention implementations that take the latent cache's 576-wide head (the Pallas kernels stop at 256)
+LATENT_CACHE_BACKENDS = ("reference", "chunked")
+
+
+def mla_cache_fields(cfg, attention_backend: str | None) -> dict[str, Any]:
+    """The cache layout of an MLA model for ``attention_backend`` (the LLM keyword): with a jnp implementation
+    ("reference" / "chunked") the cache holds the compressed latent [c_kv, k_pe] as one kv head of kv_lora_rank +
+    qk_rope_head_dim (576) values, vLLM's MLA cache; otherwise (None: the Pallas kernels on GPUs) per-head K / V of
+    ``head_dim``, which those kernels take. As vLLM, where the attention backend decides the MLA layout. Empty
+    for other models."""
+    if not cfg.kv_lora_rank or attention_backend not in LATENT_CACHE_BACKENDS:
+        return {}
+    return {"mla_latent_cache": True, "num_kv_heads": 1, "head_dim": cfg.kv_lora_rank + cfg.rotary_dim}
+
+
 def mla_softmax_scale(cfg) -> float:
     """(qk_nope + qk_rope) ** -0.5, times mscale(factor, mscale_all_dim) ** 2 under a YaRN rope with
     ``mscale_all_dim`` (transformers' ``yarn_apply_mscale``; vLLM's DeepseekV2 attention)."""

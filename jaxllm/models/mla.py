@@ -58,6 +58,7 @@ class MLAttention(nnx.Module):
         self.kv_scale = param((2,), jnp.float32, (None,), init="ones")  # (an fp8 cache's k/v scales)
         self.sm_scale = mla_softmax_scale(cfg)
         self.rope_interleaved = cfg.rope_interleaved
+        self.latent_cache = cfg.mla_latent_cache
 
     def _query(self, x):
         """x [..., T, D] -> q [..., T, H, Dn + Dr]."""
@@ -81,11 +82,13 @@ class MLAttention(nnx.Module):
         with jax.named_scope("qkv"):
             q = self._query(x)
             latent = jnp.einsum("...d,dc->...c", x, self.kv_a_proj_with_mqa[...])
-            kv = jnp.einsum("...r,rhk->...hk", self.kv_a_layernorm(latent[..., :self.kv_rank]),
-                            self.kv_b_proj[...])  # [..., T, H, Dn + Dv]
-            k_pe = latent[..., None, self.kv_rank:]  # [..., T, 1, Dr]: one rope key for every head
+            c_kv = self.kv_a_layernorm(latent[..., :self.kv_rank])  # [..., T, Rkv]
             q_pe = apply_rope(q[..., self.nope:], cos, sin, self.rope_interleaved)
-            k_pe = apply_rope(k_pe, cos, sin, self.rope_interleaved)
+            k_pe = apply_rope(latent[..., None, self.kv_rank:], cos, sin, self.rope_interleaved)  # [..., T, 1, Dr]
+        if self.latent_cache:
+            return self._attend_latent(q[..., :self.nope], q_pe, c_kv, k_pe, attend, kv_cache)
+        with jax.named_scope("qkv"):
+            kv = jnp.einsum("...r,rhk->...hk", c_kv, self.kv_b_proj[...])  # [..., T, H, Dn + Dv]
             k_nope, v = kv[..., :self.nope], kv[..., self.nope:]
             q = jnp.concatenate([q[..., :self.nope], q_pe], axis=-1)
             k = jnp.concatenate([k_nope, jnp.broadcast_to(k_pe, (*k_nope.shape[:-1], self.rope_dim))], axis=-1)
@@ -94,3 +97,20 @@ class MLAttention(nnx.Module):
                                    sliding_window=None, kv_scale=self.kv_scale[...], soft_cap=None)
         with jax.named_scope("o_proj"):
             return jnp.einsum("...hk,hkd->...d", out[..., :self.v_dim], self.o_proj[...]), kv_cache
+
+    def _attend_latent(self, q_nope, q_pe, c_kv, k_pe, attend, kv_cache):
+        """The latent cache: kv_b's key half absorbed into q (q_nope [..., T, H, Dn] -> [..., T, H, Rkv]), MQA of
+        [q_latent, q_pe] against the one cached head [c_kv, k_pe] (Rkv + Dr wide; V = [c_kv, 0]), then kv_b's
+        value half applied to the attention output over c_kv: the same scores and outputs as the expanded form."""
+        w_uk, w_uv = self.kv_b_proj[...][..., :self.nope], self.kv_b_proj[...][..., self.nope:]
+        with jax.named_scope("absorb_q"):
+            q = jnp.concatenate([jnp.einsum("...hn,rhn->...hr", q_nope, w_uk), q_pe], axis=-1)
+            c_kv = c_kv[..., None, :]  # [..., T, 1, Rkv]
+            k = jnp.concatenate([c_kv, k_pe], axis=-1)
+            v = jnp.concatenate([c_kv, jnp.zeros_like(k_pe)], axis=-1)
+        with jax.named_scope("attend"):
+            out, kv_cache = attend(q, k, v, kv_cache, sm_scale=self.sm_scale, sliding_window=None,
+                                   kv_scale=self.kv_scale[...], soft_cap=None)  # [..., T, H, Rkv + Dr]
+        with jax.named_scope("o_proj"):
+            heads = jnp.einsum("...hr,rhv->...hv", out[..., :self.kv_rank], w_uv)
+            return jnp.einsum("...hv,hvd->...d", heads, self.o_proj[...]), kv_cache

@@ -76,13 +76,27 @@ def test_router_matches_transformers(name, tmp_path_factory):
         assert max(len(set(row)) for row in groups.tolist()) <= cfg.moe_topk_group
 
 
-@pytest.mark.parametrize("name", ["v2-qlora-greedy", "v3-yarn"])
-def test_greedy_generate_chunked_prefill_and_prefix_cache(name, tmp_path_factory):
+@pytest.mark.parametrize("name", ["v2-qproj-group-limited", "v3-yarn"])
+def test_latent_cache_logits_match_transformers(name, tmp_path_factory):
+    """attention_backend="chunked": the cache holds the compressed latent (one head of kv_lora_rank +
+    qk_rope_head_dim), kv_b absorbed into q and the output; the same logits."""
+    path, hf = saved(name, tmp_path_factory)
+    model = jaxllm.load_model(path, attention_backend="chunked")
+    cfg = model.config
+    assert cfg.mla_latent_cache and (cfg.num_kv_heads, cfg.head_dim) == (1, 32 + 8)
+    assert not jaxllm.load_model(path, attention_backend="pallas_triton").config.mla_latent_cache
+    ids = np.random.RandomState(1).randint(0, 256, (2, 24)).astype(np.int32)
+    assert relative_error(np.asarray(model(ids)), hf_logits(hf, ids)) <= 1e-4
+
+
+@pytest.mark.parametrize("name,backend", [("v2-qlora-greedy", None), ("v3-yarn", "chunked")])
+def test_greedy_generate_chunked_prefill_and_prefix_cache(name, backend, tmp_path_factory):
     """Token-identical to transformers' greedy decoding with prompts split into chunks of at most 8 tokens and
-    prompts that share a cached prefix."""
+    prompts that share a cached prefix, over the per-head K / V cache and the latent cache ("chunked")."""
     path, hf = saved(name, tmp_path_factory)
     llm = LLM(str(path), skip_tokenizer_init=True, max_num_seqs=3, max_num_batched_tokens=8, block_size=8,
-              enable_prefix_caching=True, enforce_eager=True)
+              enable_prefix_caching=True, enforce_eager=True, attention_backend=backend)
+    assert llm.llm_engine.runner.kv_caches[0].shape[-2:] == ((1, 40) if backend else (4, 24))
     rng = np.random.RandomState(2)
     shared = [int(t) for t in rng.randint(1, 256, 17)]
     prompts = [shared + [5, 6], [int(t) for t in rng.randint(1, 256, 19)], shared + [7], [3, 4]]

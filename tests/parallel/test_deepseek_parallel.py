@@ -1,5 +1,5 @@
 """DeepSeek-V2 / V3 under tensor_parallel_size=4 on fake CPU devices: MLA heads split (q_b / kv_b / o_proj by
-heads, the latent projections replicated), the experts split by ffn dim or whole (enable_expert_parallel), the
+heads, the latent projections replicated; or the latent cache, one head replicated), the experts split by ffn dim or whole (enable_expert_parallel), the
 shared experts and dense MLPs like any MLP. Logits within fp32 tolerance of one device, identical greedy tokens."""
 
 from __future__ import annotations
@@ -42,14 +42,17 @@ def test_dense_logits_match_one_device(checkpoint, expert_parallel):
     assert np.abs(np.asarray(model(ids)) - ref).max() / np.abs(ref).max() <= 1e-5
 
 
-def test_engine_greedy_tokens_match_one_device(tmp_path_factory):
+@pytest.mark.parametrize("backend", [None, "chunked"])
+def test_engine_greedy_tokens_match_one_device(backend, tmp_path_factory):
+    """Per-head K / V split by heads with expert parallelism; the latent cache ("chunked": one head, replicated on
+    every device next to its H/N query heads) with the experts' ffn dims split."""
     checkpoint = saved(V3, tmp_path_factory)
     prompts = [{"prompt_token_ids": list(range(1, n))} for n in (30, 8, 17)]
     params = SamplingParams(temperature=0, max_tokens=6, ignore_eos=True)
 
     def run(**kw):
         llm = LLM(str(checkpoint), skip_tokenizer_init=True, max_num_seqs=4, max_num_batched_tokens=32,
-                  enforce_eager=True, **kw)
+                  enforce_eager=True, attention_backend=backend, **kw)
         return [o.outputs[0].token_ids for o in llm.generate(prompts, params, use_tqdm=False)]
 
-    assert run(tensor_parallel_size=4, enable_expert_parallel=True) == run()
+    assert run(tensor_parallel_size=4, enable_expert_parallel=backend is None) == run()
