@@ -9,16 +9,19 @@ norm(c[:Rkv]) -> kv_b -> per-head k_nope [T, H, Dn] and v [T, H, Dv], and one ro
 head. Only the Dr parts of q and k rotate (adjacent pairs: V2's complex rotation, V3's ``rope_interleave``; both
 give the same q.k as transformers, whose V3 form stores the rotated pairs de-interleaved in q and k alike).
 
-Cache design: the forward expands the latent into per-head K = [k_nope, k_pe] and V (zero-padded from Dv to Dh) and
-writes them to the ordinary paged cache [2, NB, BS, H, Dh], so every attention implementation runs MLA unchanged
-(the GPU kernels take Dh = 192 of the real models: a multiple of 8 in [16, 256], tiled as 256; the padded output
-columns are dropped before o_proj). It costs 2 * H * Dh values per token and layer; vLLM's MLA cache keeps the
-576-value latent (Rkv + Dr) instead and absorbs kv_b into q and o (docs/deepseek.md).
+Cache layouts (``cfg.mla_latent_cache``; the attention backend picks one: config_deepseek.mla_cache_fields):
+- per-head K = [k_nope, k_pe] and V (zero-padded from Dv to Dh) in the ordinary paged cache [2, NB, BS, H, Dh],
+  so every attention implementation runs MLA unchanged (the GPU kernels take Dh = 192 of the real models: a
+  multiple of 8 in [16, 256], tiled as 256; the padded output columns are dropped before o_proj);
+- the compressed latent [c_kv, k_pe] as one kv head of Rkv + Dr (576) values, kv_b's key half absorbed into q and
+  its value half applied after the attend step (vLLM's MLA cache): 2 * 576 values per token and layer instead of
+  2 * H * Dh, on the jnp attention implementations (docs/deepseek.md).
 
 Tensor parallelism: q_b / q_proj, kv_b and o_proj split by heads (the paged kernel then runs per shard on H/N
-heads, each device caching only its heads); q_a, kv_a and their norms are small ([D, Rq], [D, Rkv + Dr]) and
-replicated, so each device computes the whole latent from its replicated x with no extra collective (o_proj's
-row-parallel sum is the layer's only one, as for the other families).
+heads, each device caching only its heads' K / V, or a replica of the one latent head); q_a, kv_a and their
+norms are small ([D, Rq], [D, Rkv + Dr]) and replicated, so each device computes the whole latent from its
+replicated x with no extra collective (o_proj's row-parallel sum is the layer's only one, as for the other
+families).
 """
 
 from __future__ import annotations

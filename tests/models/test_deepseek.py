@@ -185,8 +185,8 @@ def test_pallas_kernel_takes_mla_head_dim():
 
 @pytest.mark.gpu
 def test_gpu_kernels_run_real_mla_dims(tmp_path):
-    """On the GPU the Pallas paged kernels serve the real MLA head dims (Dn 128 + Dr 64, Dv 128): greedy tokens
-    equal the chunked jnp attention's (float32 weights)."""
+    """On the GPU the Pallas paged kernels serve the real MLA head dims (Dn 128 + Dr 64, Dv 128) over per-head
+    K / V: greedy tokens equal the chunked jnp attention's over the 576-wide latent cache (float32 weights)."""
     save_deepseek(tmp_path, V3, qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128, num_attention_heads=2,
                   rope_parameters=YARN)
     prompts = [{"prompt_token_ids": [int(t) for t in np.random.RandomState(n).randint(1, 256, n)]} for n in (40, 5)]
