@@ -16,6 +16,7 @@ from jaxllm.models.deepseek_moe import DeepseekMoeBlock
 from jaxllm.models.layers import GatedMLP, norm
 from jaxllm.models.llama import DecoderLayer, LlamaForCausalLM
 from jaxllm.models.mla import MLAttention
+from jaxllm.quantization_config import LOAD_TIME_METHODS
 
 
 class DeepseekDecoderLayer(DecoderLayer):
@@ -37,8 +38,8 @@ class DeepseekForCausalLM(LlamaForCausalLM):
     layer_class = DeepseekDecoderLayer
 
     def __init__(self, cfg: ModelConfig, *, dtype=None, rngs: nnx.Rngs | None = None):
-        if cfg.quantization is not None:
-            raise ValueError(f"{cfg.architecture}: quantization={cfg.quantization!r} is not supported for "
-                             "DeepSeek models yet; load the bf16 / fp32 checkpoint without quantization")
+        if cfg.quantization not in (None, *LOAD_TIME_METHODS) or cfg.quant_from_checkpoint:
+            raise ValueError(f"{cfg.architecture}: {cfg.quantization!r} checkpoints are not supported for DeepSeek "
+                             "models yet; load a bf16 checkpoint, optionally with quantization='fp8' or 'int8'")
         super().__init__(cfg, dtype=dtype, rngs=rngs)
         self.supports_lora = False  # (LoRA targets q/k/v/o projections MLA does not have)

@@ -32,7 +32,8 @@ from flax import nnx
 
 from jaxllm.config import ModelConfig
 from jaxllm.config_deepseek import mla_softmax_scale
-from jaxllm.models.layers import RMSNorm, apply_rope, param
+from jaxllm.models.layers import RMSNorm, apply_rope, linear_weight, param
+from jaxllm.models.quant import linear
 
 
 class MLAttention(nnx.Module):
@@ -46,18 +47,22 @@ class MLAttention(nnx.Module):
         qk = self.nope + self.rope_dim
         eps = cfg.rms_norm_eps  # (vLLM's; transformers' latent norms keep their 1e-6 default: equal in the configs)
         if cfg.q_lora_rank:
-            self.q_a_proj = param((d, cfg.q_lora_rank), dtype, ("embed", None), rngs=rngs)
+            self.q_a_proj = linear_weight((d, cfg.q_lora_rank), dtype, ("embed", None), 1, cfg, rngs)
             self.q_a_layernorm = RMSNorm(cfg.q_lora_rank, eps, dtype)
-            self.q_b_proj = param((cfg.q_lora_rank, h, qk), dtype, (None, "q_heads", "head_dim"), rngs=rngs)
+            self.q_b_proj = linear_weight((cfg.q_lora_rank, h, qk), dtype, (None, "q_heads", "head_dim"), 1, cfg,
+                                          rngs)
             self.q_proj = None
         else:
             self.q_a_proj = self.q_a_layernorm = self.q_b_proj = None
-            self.q_proj = param((d, h, qk), dtype, ("embed", "q_heads", "head_dim"), rngs=rngs)
-        self.kv_a_proj_with_mqa = param((d, self.kv_rank + self.rope_dim), dtype, ("embed", None), rngs=rngs)
+            self.q_proj = linear_weight((d, h, qk), dtype, ("embed", "q_heads", "head_dim"), 1, cfg, rngs)
+        self.kv_a_proj_with_mqa = linear_weight((d, self.kv_rank + self.rope_dim), dtype, ("embed", None), 1, cfg,
+                                                rngs)
         self.kv_a_layernorm = RMSNorm(self.kv_rank, eps, dtype)
+        # kv_b stays in the model dtype under quantization: the latent path absorbs its halves into q and the
+        # output (vLLM likewise keeps the absorbed W_UK / W_UV unquantized)
         self.kv_b_proj = param((self.kv_rank, h, self.nope + self.v_dim), dtype, (None, "q_heads", "head_dim"),
                                rngs=rngs)
-        self.o_proj = param((h, self.v_dim, d), dtype, ("q_heads", "head_dim", "embed"), rngs=rngs)
+        self.o_proj = linear_weight((h, self.v_dim, d), dtype, ("q_heads", "head_dim", "embed"), 2, cfg, rngs)
         self.kv_scale = param((2,), jnp.float32, (None,), init="ones")  # (an fp8 cache's k/v scales)
         self.sm_scale = mla_softmax_scale(cfg)
         self.rope_interleaved = cfg.rope_interleaved
@@ -66,9 +71,9 @@ class MLAttention(nnx.Module):
     def _query(self, x):
         """x [..., T, D] -> q [..., T, H, Dn + Dr]."""
         if self.q_proj is not None:
-            return jnp.einsum("...d,dhk->...hk", x, self.q_proj[...])
-        q_latent = self.q_a_layernorm(jnp.einsum("...d,dr->...r", x, self.q_a_proj[...]))
-        return jnp.einsum("...r,rhk->...hk", q_latent, self.q_b_proj[...])
+            return linear(x, self.q_proj, "...d,dhk->...hk")
+        q_latent = self.q_a_layernorm(linear(x, self.q_a_proj, "...d,dr->...r"))
+        return linear(q_latent, self.q_b_proj, "...r,rhk->...hk")
 
     def _pad(self, t):
         """[..., H, w] -> [..., H, Dh], zeros on the right (w < Dh: V, or q/k when Dv is the wider)."""
@@ -84,7 +89,7 @@ class MLAttention(nnx.Module):
             raise ValueError("LoRA adapters are not supported for multi-head latent attention")
         with jax.named_scope("qkv"):
             q = self._query(x)
-            latent = jnp.einsum("...d,dc->...c", x, self.kv_a_proj_with_mqa[...])
+            latent = linear(x, self.kv_a_proj_with_mqa, "...d,dc->...c")
             c_kv = self.kv_a_layernorm(latent[..., :self.kv_rank])  # [..., T, Rkv]
             q_pe = apply_rope(q[..., self.nope:], cos, sin, self.rope_interleaved)
             k_pe = apply_rope(latent[..., None, self.kv_rank:], cos, sin, self.rope_interleaved)  # [..., T, 1, Dr]
@@ -99,7 +104,7 @@ class MLAttention(nnx.Module):
             out, kv_cache = attend(self._pad(q), self._pad(k), self._pad(v), kv_cache, sm_scale=self.sm_scale,
                                    sliding_window=None, kv_scale=self.kv_scale[...], soft_cap=None)
         with jax.named_scope("o_proj"):
-            return jnp.einsum("...hk,hkd->...d", out[..., :self.v_dim], self.o_proj[...]), kv_cache
+            return linear(out[..., :self.v_dim], self.o_proj, "...hk,hkd->...d"), kv_cache
 
     def _attend_latent(self, q_nope, q_pe, c_kv, k_pe, attend, kv_cache):
         """The latent cache: kv_b's key half absorbed into q (q_nope [..., T, H, Dn] -> [..., T, H, Rkv]), MQA of
@@ -116,4 +121,4 @@ class MLAttention(nnx.Module):
                                    kv_scale=self.kv_scale[...], soft_cap=None)  # [..., T, H, Rkv + Dr]
         with jax.named_scope("o_proj"):
             heads = jnp.einsum("...hr,rhv->...hv", out[..., :self.kv_rank], w_uv)
-            return jnp.einsum("...hv,hvd->...d", heads, self.o_proj[...]), kv_cache
+            return linear(heads, self.o_proj, "...hv,hvd->...d"), kv_cache

@@ -21,7 +21,6 @@ from jaxllm.weights.mappings import (
     _linear_in_split,
     _linear_targets,
     _same,
-    _transpose,
     expert_targets,
 )
 
@@ -32,21 +31,22 @@ def is_mtp_key(cfg: ModelConfig, name: str) -> bool:
 
 
 def _attention_targets(cfg: ModelConfig, i: int) -> dict[str, Target]:
+    """The MLA keys of layer ``i``: its linear layers (quantized at load like any, kv_b aside) and the norms."""
     d, h, qk = cfg.hidden_size, cfg.num_heads, cfg.qk_nope_head_dim + cfg.rotary_dim
     rkv, dr, dn, dv = cfg.kv_lora_rank, cfg.rotary_dim, cfg.qk_nope_head_dim, cfg.v_head_dim
     p, attn = f"model.layers.{i}.self_attn.", ("layers", i, "self_attn")
-    m = {}
-    if cfg.q_lora_rank:
-        rq = cfg.q_lora_rank
-        m[p + "q_a_proj.weight"] = Target((*attn, "q_a_proj"), (rq, d), _transpose)
+    rq = cfg.q_lora_rank
+    lin = lambda name, n, k, out_dims, fn: LinearLayer(p + name, (*attn, name), n, k, out_dims, fn)
+    layers = [lin("q_a_proj", rq, d, (rq,), _linear(rq)), lin("q_b_proj", h * qk, rq, (h, qk), _linear(h, qk))]
+    if not rq:
+        layers = [lin("q_proj", h * qk, d, (h, qk), _linear(h, qk))]
+    layers += [lin("kv_a_proj_with_mqa", rkv + dr, d, (rkv + dr,), _linear(rkv + dr)),
+               lin("o_proj", d, h * dv, (d,), _linear_in_split(h, dv))]
+    m = {k: v for layer in layers for k, v in _linear_targets(cfg, layer).items()}
+    if rq:
         m[p + "q_a_layernorm.weight"] = Target((*attn, "q_a_layernorm", "weight"), (rq,), _same)
-        m[p + "q_b_proj.weight"] = Target((*attn, "q_b_proj"), (h * qk, rq), _linear(h, qk))
-    else:
-        m[p + "q_proj.weight"] = Target((*attn, "q_proj"), (h * qk, d), _linear(h, qk))
-    m[p + "kv_a_proj_with_mqa.weight"] = Target((*attn, "kv_a_proj_with_mqa"), (rkv + dr, d), _transpose)
     m[p + "kv_a_layernorm.weight"] = Target((*attn, "kv_a_layernorm", "weight"), (rkv,), _same)
     m[p + "kv_b_proj.weight"] = Target((*attn, "kv_b_proj"), (h * (dn + dv), rkv), _linear(h, dn + dv))
-    m[p + "o_proj.weight"] = Target((*attn, "o_proj"), (d, h * dv), _linear_in_split(h, dv))
     return m
 
 

@@ -155,8 +155,9 @@ def test_config_errors(tmp_path_factory):
         ModelConfig.from_hf({**base, "n_group": 3})
     with pytest.raises(ValueError, match="attention_bias=True"):
         ModelConfig.from_hf({**base, "attention_bias": True})
-    with pytest.raises(ValueError, match="quantization='int8' is not supported for DeepSeek"):
-        jaxllm.load_model(path, quantization="int8")
+    per_tensor = {"quant_method": "fp8", "activation_scheme": "dynamic"}
+    with pytest.raises(ValueError, match="'fp8' checkpoints are not supported for DeepSeek"):
+        jaxllm.load_model(path, hf_overrides={"quantization_config": per_tensor})
     cfg = ModelConfig.from_hf({**base, "moe_layer_freq": 2, "first_k_dense_replace": 0})
     assert cfg.moe_layers == (True, False, True)
 
@@ -231,3 +232,25 @@ def test_released_configs():
     assert (lite.q_lora_rank, lite.moe_topk_method, lite.shared_expert_intermediate_size) == (0, "greedy", 2816)
     mscale = 0.1 * 0.707 * np.log(40) + 1
     assert lite.dtype == "bfloat16" and np.isclose(mla_softmax_scale(lite), 192 ** -0.5 * mscale ** 2)
+
+
+@pytest.mark.parametrize("method", ["int8", "fp8"])
+def test_quantized_at_load(method, tmp_path_factory):
+    """quantization="int8" / "fp8": the MLA projections (kv_b aside), the dense and shared MLPs and the experts
+    quantized per output channel; logits near the float model's (fp8's 3 mantissa bits may flip a routing choice),
+    equal over both cache layouts."""
+    from jaxllm.models.quant import QuantizedWeight
+
+    path, hf = saved("v3-yarn", tmp_path_factory)
+    ids = np.random.RandomState(1).randint(0, 256, (2, 24)).astype(np.int32)
+    ref, outs = hf_logits(hf, ids), []
+    for backend in (None, "chunked"):
+        model = jaxllm.load_model(path, quantization=method, attention_backend=backend)
+        attn = model.layers[0].self_attn
+        weights = (attn.q_a_proj, attn.q_b_proj, attn.o_proj, attn.kv_a_proj_with_mqa,
+                   model.layers[1].mlp.shared_experts.down)
+        assert all(isinstance(w, QuantizedWeight) for w in weights)
+        assert not isinstance(attn.kv_b_proj, QuantizedWeight)
+        outs.append(np.asarray(model(ids)))
+        assert 0 < relative_error(outs[-1], ref) <= {"int8": 0.03, "fp8": 0.15}[method]
+    assert relative_error(outs[1], outs[0]) <= 1e-5
