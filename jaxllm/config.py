@@ -150,6 +150,9 @@ class ModelConfig:
     quant_group_size: int = 0  # awq/gptq: input channels per (scale, zero) group; -1: one group per channel
     quant_desc_act: bool = False  # gptq act order: groups follow g_idx, not the channel order
     quant_from_checkpoint: bool = False  # fp8: the checkpoint holds fp8 weights + scales (not quantized at load)
+    # fp8 checkpoint with block-wise scales [BN, BK] (weight_block_size): dequantized and re-quantized per channel
+    # at load (jaxllm.weights.block_fp8); (): none
+    quant_block_size: tuple[int, ...] = ()
     # Mixture of experts (Mixtral, Qwen3-MoE; jaxllm.models.moe). E experts of ffn dim moe_intermediate_size, top-k
     # routing; moe_layers[i] says whether layer i is sparse (else a dense MLP of intermediate_size).
     num_experts: int = 0

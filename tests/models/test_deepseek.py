@@ -147,8 +147,9 @@ def test_config_errors(tmp_path_factory):
     path, _ = saved("v3-yarn", tmp_path_factory)
     base = json.loads((path / "config.json").read_text())
     fp8 = {"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic", "weight_block_size": [128, 128]}
-    with pytest.raises(ValueError, match="weight_block_size"):
-        ModelConfig.from_hf({**base, "quantization_config": fp8})
+    assert ModelConfig.from_hf({**base, "quantization_config": fp8}).quant_block_size == (128, 128)
+    with pytest.raises(ValueError, match=r"weight_block_size=\[128\] \(two positive integers\)"):
+        ModelConfig.from_hf({**base, "quantization_config": {**fp8, "weight_block_size": [128]}})
     with pytest.raises(ValueError, match="topk_method='bogus'"):
         ModelConfig.from_hf({**base, "architectures": [V2], "topk_method": "bogus"})
     with pytest.raises(ValueError, match="n_group=3 must divide n_routed_experts=8"):
@@ -254,3 +255,48 @@ def test_quantized_at_load(method, tmp_path_factory):
         outs.append(np.asarray(model(ids)))
         assert 0 < relative_error(outs[-1], ref) <= {"int8": 0.03, "fp8": 0.15}[method]
     assert relative_error(outs[1], outs[0]) <= 1e-5
+
+
+def _block_quantize(w: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """float32 [N, K] -> (float8_e4m3fn [N, K], scale_inv [ceil(N / B), ceil(K / B)]), DeepSeek-V3's format."""
+    import ml_dtypes
+
+    n, k = w.shape
+    pad = np.zeros((-(-n // block) * block, -(-k // block) * block), np.float32)
+    pad[:n, :k] = w
+    blocks = pad.reshape(pad.shape[0] // block, block, pad.shape[1] // block, block)
+    scale = np.abs(blocks).max(axis=(1, 3)) / 448.0
+    full = np.repeat(np.repeat(scale, block, 0), block, 1)[:n, :k]
+    return (w / full).astype(ml_dtypes.float8_e4m3fn), scale.astype(np.float32)
+
+
+def test_block_fp8_checkpoint(tmp_path_factory, tmp_path):
+    """A block-wise fp8 checkpoint (weight_block_size, weight_scale_inv) loads as its dequantized weights
+    quantized at load with quantization="fp8": the same logits; a weight without its scale is named."""
+    src, _ = saved("v3-yarn", tmp_path_factory)
+    tensors = load_file(src / "model.safetensors")
+    config = json.loads((src / "config.json").read_text())
+    fp8_dir, deq_dir = tmp_path / "fp8", tmp_path / "dequantized"
+    quantized, dequantized = {}, dict(tensors)
+    for name, w in tensors.items():
+        if name.endswith(("proj.weight", "mqa.weight")):  # linear layers, experts included
+            q, scale = _block_quantize(w, 16)
+            quantized[name], quantized[name[:-len("weight")] + "weight_scale_inv"] = q, scale
+            full = np.repeat(np.repeat(scale, 16, 0), 16, 1)[:w.shape[0], :w.shape[1]]
+            dequantized[name] = q.astype(np.float32) * full
+        else:
+            quantized[name] = w
+    block = {"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic", "weight_block_size": [16, 16]}
+    for path, weights, extra in ((fp8_dir, quantized, {"quantization_config": block}), (deq_dir, dequantized, {})):
+        path.mkdir()
+        (path / "config.json").write_text(json.dumps({**config, **extra}))
+        save_file(weights, path / "model.safetensors")
+    ids = np.random.RandomState(1).randint(0, 256, (2, 24)).astype(np.int32)
+    model = jaxllm.load_model(fp8_dir)
+    assert model.config.quant_block_size == (16, 16) and model.config.quantization == "fp8"
+    ref = np.asarray(jaxllm.load_model(deq_dir, quantization="fp8")(ids))
+    np.testing.assert_allclose(np.asarray(model(ids)), ref, rtol=1e-6, atol=1e-6)
+    key = "model.layers.2.mlp.experts.5.up_proj.weight_scale_inv"
+    save_file({k: v for k, v in quantized.items() if k != key}, fp8_dir / "model.safetensors")
+    with pytest.raises(ValueError, match="experts.5.up_proj.weight in .* has no .*up_proj.weight_scale_inv"):
+        jaxllm.load_model(fp8_dir)
