@@ -32,7 +32,7 @@ class DeepseekDecoderLayer(DecoderLayer):
 
 
 class DeepseekForCausalLM(LlamaForCausalLM):
-    """DeepSeek-V2 / V3 as served by vLLM (MTP layers of V3 checkpoints are not loaded: jaxllm.weights.mappings)."""
+    """DeepSeek-V2 / V3 as served by vLLM (V3's MTP layers are not loaded: jaxllm.weights.mappings_deepseek)."""
 
     supports_lora = False
     layer_class = DeepseekDecoderLayer
@@ -40,6 +40,7 @@ class DeepseekForCausalLM(LlamaForCausalLM):
     def __init__(self, cfg: ModelConfig, *, dtype=None, rngs: nnx.Rngs | None = None):
         if cfg.quantization not in (None, *LOAD_TIME_METHODS) or cfg.quant_from_checkpoint:
             raise ValueError(f"{cfg.architecture}: {cfg.quantization!r} checkpoints are not supported for DeepSeek "
-                             "models yet; load a bf16 checkpoint, optionally with quantization='fp8' or 'int8'")
+                             "models yet; load a bf16 or block-wise fp8 checkpoint (bf16 optionally with "
+                             "quantization='fp8' or 'int8')")
         super().__init__(cfg, dtype=dtype, rngs=rngs)
         self.supports_lora = False  # (LoRA targets q/k/v/o projections MLA does not have)
