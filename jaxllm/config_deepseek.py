@@ -114,7 +114,8 @@ def deepseek_fields(hf: dict[str, Any], arch: str, num_layers: int) -> dict[str,
         "num_experts": experts, "num_experts_per_tok": top_k, "moe_intermediate_size": moe_f,
         "norm_topk_prob": bool(hf.get("norm_topk_prob")),
         "moe_layers": tuple(i >= first_dense and i % freq == 0 for i in range(num_layers)),
-        "shared_expert_intermediate_size": shared * moe_f,
+        "shared_expert_intermediate_size": shared * moe_f, "shared_expert_gated": False,
+        "moe_router_float32": True,  # (transformers keeps the router weight and logits in float32)
         "num_nextn_predict_layers": int(hf.get("num_nextn_predict_layers") or 0),
         **_routing_fields(hf, arch),
     }

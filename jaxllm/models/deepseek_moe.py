@@ -53,8 +53,8 @@ def deepseek_route(x: jax.Array, router: jax.Array, bias: jax.Array | None, cfg:
 
 
 class DeepseekMoeBlock(SparseMoeBlock):
-    """Router [D, E] (float32; + ``e_score_correction_bias`` [E] for noaux_tc), the routed experts of
-    SparseMoeBlock and the shared experts: x [..., D] -> [..., D] in x's dtype.
+    """SparseMoeBlock's float32 router [D, E] (``moe_router_float32``) and routed experts with DeepSeek's routing
+    (+ ``e_score_correction_bias`` [E] for noaux_tc), plus the shared experts: x [..., D] -> [..., D] in x's dtype.
 
     Under tensor parallelism the routed experts run per device in SparseMoeBlock's shard_map (ffn dim or, with
     enable_expert_parallel, whole experts split); the shared experts are a dense MLP split over ``mlp`` like any
@@ -62,19 +62,18 @@ class DeepseekMoeBlock(SparseMoeBlock):
 
     def __init__(self, cfg: ModelConfig, dtype, rngs: nnx.Rngs):
         super().__init__(cfg, dtype, rngs)
-        self.router = param((cfg.hidden_size, cfg.num_experts), jnp.float32, ("embed", None), rngs=rngs)
         noaux = cfg.moe_topk_method == "noaux_tc"
         self.e_score_correction_bias = param((cfg.num_experts,), jnp.float32, (None,), init="zeros") if noaux else None
         shared = cfg.shared_expert_intermediate_size
         self.shared_experts = GatedMLP(cfg, dtype, rngs, intermediate_size=shared) if shared else None
         self.route_cfg = cfg  # (static: the routing fields)
 
+    def route(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        bias = None if self.e_score_correction_bias is None else self.e_score_correction_bias[...]
+        return deepseek_route(x, self.router[...], bias, self.route_cfg)
+
     def __call__(self, x: jax.Array) -> jax.Array:
-        with jax.named_scope("moe"):
-            x2 = x.reshape(-1, x.shape[-1])
-            bias = None if self.e_score_correction_bias is None else self.e_score_correction_bias[...]
-            weights, experts = deepseek_route(x2, self.router[...], bias, self.route_cfg)
-            out = self._experts(x2, weights, experts).reshape(x.shape)
+        out = super().__call__(x)
         if self.shared_experts is None:
             return out
         with jax.named_scope("shared_experts"):

@@ -75,7 +75,6 @@ def deepseek_family_map(cfg: ModelConfig) -> dict[str, Target]:
             m.update(_gated_mlp_targets(cfg, p + "mlp.", mlp, cfg.intermediate_size))
             continue
         m.update(expert_targets(cfg, i))  # router gate.weight and the routed experts
-        m.pop(p + "mlp.shared_expert_gate.weight", None)  # (Qwen2-MoE's gate: DeepSeek's shared experts have none)
         if cfg.moe_topk_method == "noaux_tc":
             m[p + "mlp.gate.e_score_correction_bias"] = Target((*mlp, "e_score_correction_bias"),
                                                                (cfg.num_experts,), _same)
