@@ -215,4 +215,8 @@ def quantized_tensors(cfg: ModelConfig, tensors: Iterable[tuple[str, np.ndarray,
         return _int4_stream(cfg, tensors)
     if cfg.quant_from_checkpoint:
         return _fp8_stream(cfg, tensors)
+    if cfg.quant_block_size:  # (block-wise fp8: dequantized here, re-quantized per channel at load)
+        from jaxllm.weights.block_fp8 import block_fp8_stream, ml_dtypes_of
+
+        return block_fp8_stream(tensors, cfg.quant_block_size, ml_dtypes_of(cfg.dtype))
     return iter(tensors)
