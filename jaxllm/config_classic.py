@@ -17,6 +17,8 @@ leave out, so ``check_hf_config`` and ``ModelConfig.from_hf`` read them like any
   (one norm) or sequential blocks, optional per-head q/k LayerNorm (a weight per head, no bias).
 - OPT: learned positions offset by 2, ReLU fc1/fc2, pre-norm (``do_layer_norm_before``) or post-norm blocks,
   an embedding of ``word_embed_proj_dim`` projected in and out of the model dim, biases by ``enable_bias``.
+- GPT-J: attention and MLP in parallel from one LayerNorm, ``rotary_dim`` leading dims of each head rotated in
+  adjacent pairs (rotate_every_two) with base 10000, unbiased q/k/v/out, biased fc_in/fc_out, an lm_head bias.
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ GPT_NEOX = "GPTNeoXForCausalLM"
 PHI = "PhiForCausalLM"
 STABLELM = "StableLmForCausalLM"
 OPT = "OPTForCausalLM"
-CLASSIC_ARCHS = (GPT2, GPT_NEOX, PHI, STABLELM, OPT)
-CLASSIC_MODEL_TYPES = {"gpt2": GPT2, "gpt_neox": GPT_NEOX, "phi": PHI, "stablelm": STABLELM, "opt": OPT}
+GPTJ = "GPTJForCausalLM"
+CLASSIC_ARCHS = (GPT2, GPT_NEOX, PHI, STABLELM, OPT, GPTJ)
+CLASSIC_MODEL_TYPES = {"gpt2": GPT2, "gpt_neox": GPT_NEOX, "phi": PHI, "stablelm": STABLELM, "opt": OPT, "gptj": GPTJ}
 
 # (family name, shared name) pairs; the family's value wins when both are present
 _RENAMES = {
@@ -41,6 +44,9 @@ _RENAMES = {
     PHI: (("layer_norm_eps", "rms_norm_eps"),),
     STABLELM: (("layer_norm_eps", "rms_norm_eps"),),
     OPT: (("ffn_dim", "intermediate_size"), ("activation_function", "hidden_act")),
+    GPTJ: (("n_embd", "hidden_size"), ("n_layer", "num_hidden_layers"), ("n_head", "num_attention_heads"),
+           ("n_positions", "max_position_embeddings"), ("n_inner", "intermediate_size"),
+           ("layer_norm_epsilon", "rms_norm_eps"), ("activation_function", "hidden_act")),
 }
 
 # transformers' config-class defaults (the shared names)
@@ -56,6 +62,8 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
                "max_position_embeddings": 4096, "tie_word_embeddings": False},
     OPT: {"rms_norm_eps": 1e-5, "hidden_act": "relu", "max_position_embeddings": 2048, "tie_word_embeddings": True,
           "do_layer_norm_before": True, "enable_bias": True},
+    GPTJ: {"hidden_size": 4096, "num_hidden_layers": 28, "num_attention_heads": 16, "max_position_embeddings": 2048,
+           "rms_norm_eps": 1e-5, "hidden_act": "gelu_new", "tie_word_embeddings": False, "rotary_dim": 64},
 }
 
 # config fields whose non-default values these families do not implement: (field, the supported value)
@@ -84,7 +92,7 @@ def classic_hf(hf: dict[str, Any]) -> dict[str, Any]:
             raise ValueError(f"{arch}: {key}={hf[key]!r} is not supported (only {supported!r})")
     # transformers' modeling code of these families derives head_dim = hidden_size / heads and (GPT-2, GPT-NeoX,
     # OPT) has one kv head per head whatever a config.json states
-    drop = ("head_dim", "num_key_value_heads") if arch in (GPT2, GPT_NEOX, OPT) else ("head_dim",)
+    drop = ("head_dim", "num_key_value_heads") if arch in (GPT2, GPT_NEOX, OPT, GPTJ) else ("head_dim",)
     out = {key: value for key, value in hf.items() if key not in drop}
     for family_name, shared in _RENAMES[arch]:
         if out.get(family_name) is not None:
@@ -92,8 +100,10 @@ def classic_hf(hf: dict[str, Any]) -> dict[str, Any]:
     for key, value in _DEFAULTS[arch].items():
         if out.get(key) is None:
             out[key] = value
-    if arch == GPT2 and out.get("intermediate_size") is None:  # n_inner None: 4 * n_embd
+    if arch in (GPT2, GPTJ) and out.get("intermediate_size") is None:  # n_inner None: 4 * n_embd
         out["intermediate_size"] = 4 * int(out["hidden_size"])
+    if arch == GPTJ:  # (an explicit null rotary_dim: the whole hidden size)
+        _gptj_rotary(out, int(out["hidden_size"]) if "rotary_dim" in hf and hf["rotary_dim"] is None else None)
     if arch == GPT2:
         out["attention_bias"] = out["mlp_bias"] = True
     elif arch == GPT_NEOX:
@@ -102,7 +112,24 @@ def classic_hf(hf: dict[str, Any]) -> dict[str, Any]:
         out["attention_bias"] = out["mlp_bias"] = True
     elif arch == OPT:
         out["attention_bias"] = out["mlp_bias"] = bool(out["enable_bias"])
+    elif arch == GPTJ:
+        out["attention_bias"], out["mlp_bias"] = False, True
     return out
+
+
+def _gptj_rotary(out: dict[str, Any], whole: int | None) -> None:
+    """GPT-J's rotation: ``rotary_dim`` (``whole`` when the config's is null) leading dims of each head (as a
+    partial rotary factor), base 10000 whatever a rope field says (its modeling code reads none); a rotary_dim
+    that is not an even number of at most head_dim dims is a ValueError naming it."""
+    head_dim = int(out["hidden_size"]) // int(out["num_attention_heads"])
+    dim = out["rotary_dim"] if whole is None else whole
+    if isinstance(dim, bool) or not isinstance(dim, int) or not 0 < dim <= head_dim or dim % 2:
+        raise ValueError(f"{GPTJ}: rotary_dim={dim!r} is not supported (an even number of dims, at most the "
+                         f"head dim {head_dim})")
+    for key in ("rope_scaling", "rope_parameters"):
+        out.pop(key, None)
+    out["rope_theta"] = 10000.0
+    out["partial_rotary_factor"] = dim / head_dim
 
 
 def classic_family_fields(hf: dict[str, Any], arch: str) -> dict[str, Any]:
@@ -129,4 +156,7 @@ def classic_family_fields(hf: dict[str, Any], arch: str) -> dict[str, Any]:
         fields.update(attention_bias=bool(hf.get("use_qkv_bias")), attention_out_bias=False,
                       norm_placement="parallel" if hf.get("use_parallel_residual") else "pre",
                       qk_norm="per_head" if hf.get("qk_layernorm") else None)
+    elif arch == GPTJ:
+        fields.update(mlp_type="plain", norm_placement="parallel", attention_out_bias=False, lm_head_bias=True,
+                      rope_interleaved=True)
     return fields

@@ -85,7 +85,7 @@ def rotary_dim_from_hf(hf: dict[str, Any], head_dim: int) -> int:
                    or hf.get("partial_rotary_factor") or 1.0)
     if not 0.0 < factor <= 1.0:
         raise ValueError(f"partial_rotary_factor={factor} must be in (0, 1]")
-    dim = int(head_dim * factor)
+    dim = int(head_dim * factor + 1e-6)  # (truncated as transformers; the epsilon absorbs float error of a ratio)
     if dim % 2:
         raise ValueError(f"partial_rotary_factor={factor} gives an odd rotary dim {dim} (head_dim={head_dim})")
     return 0 if dim == head_dim else dim

@@ -17,6 +17,8 @@ _MHA_ONLY = {
     "GPT2LMHeadModel": lambda kw: {**{k: v for k, v in kw.items() if k != "intermediate_size"},
                                    "n_inner": kw["intermediate_size"]},
     "GPTNeoXForCausalLM": lambda kw: kw,
+    "GPTJForCausalLM": lambda kw: {**{k: v for k, v in kw.items() if k != "intermediate_size"},
+                                   "n_inner": kw["intermediate_size"], "rotary_dim": 8},
     "OPTForCausalLM": lambda kw: {**{k: v for k, v in kw.items() if k != "intermediate_size"},
                                   "ffn_dim": kw["intermediate_size"]},
 }
@@ -51,6 +53,7 @@ def make_config(arch: str, **overrides):
         "PhiForCausalLM": transformers.PhiConfig,
         "StableLmForCausalLM": transformers.StableLmConfig,
         "OPTForCausalLM": transformers.OPTConfig,
+        "GPTJForCausalLM": transformers.GPTJConfig,
     }[arch]
     cfg = cls(**kw)
     cfg.architectures = [arch]

@@ -1,4 +1,4 @@
-"""Checkpoint key maps of GPT-2, GPT-NeoX (Pythia), Phi, StableLM and OPT.
+"""Checkpoint key maps of GPT-2, GPT-NeoX (Pythia), Phi, StableLM, OPT and GPT-J.
 
 Each family's parameters are the shared decoder's (jaxllm.models.llama), so its map is the Llama-style map of
 ``llama_family_map`` with the keys renamed to the family's, plus what only it has:
@@ -11,6 +11,7 @@ Each family's parameters are the shared decoder's (jaxllm.models.llama), so its 
 - StableLM: the per-head q/k LayerNorms stored one module per head (``norms.{h}.weight`` [Dh]) stacked into [H, Dh].
 - OPT: learned positions of max_position_embeddings + 2 rows, ``project_in`` / ``project_out`` when
   ``word_embed_proj_dim`` differs from the model dim.
+- GPT-J: ``transformer.h.{i}.attn.{q,k,v,out}_proj``, ``mlp.fc_in`` / ``fc_out``, ``lm_head.bias``.
 Every split is a numpy view, so sharded placement slices it lazily.
 """
 
@@ -19,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 
 from jaxllm.config import ModelConfig
-from jaxllm.config_classic import GPT2, GPT_NEOX, OPT, PHI, STABLELM
+from jaxllm.config_classic import GPT2, GPT_NEOX, GPTJ, OPT, PHI, STABLELM
 from jaxllm.weights.mappings import Target, _linear, _same, _transpose, llama_family_map
 
 # per family: (top-level renames, layer prefix, layer-relative renames, [in, out]-stored linear layers)
@@ -39,9 +40,13 @@ _NAMES = {
           "model.decoder.layers.",
           {"input_layernorm": "self_attn_layer_norm", "post_attention_layernorm": "final_layer_norm",
            "self_attn.o_proj": "self_attn.out_proj", "mlp.c_fc": "fc1", "mlp.c_proj": "fc2"}, ()),
+    GPTJ: ({"model.embed_tokens.": "transformer.wte.", "model.norm.": "transformer.ln_f."}, "transformer.h.",
+           {"input_layernorm": "ln_1", "self_attn.o_proj": "attn.out_proj", "self_attn": "attn",
+            "mlp.c_fc": "mlp.fc_in", "mlp.c_proj": "mlp.fc_out"}, ()),
 }
 # checkpoint buffers that hold no weights (causal masks of older transformers versions)
-CLASSIC_IGNORED = {GPT2: (".attn.bias", ".attn.masked_bias"), GPT_NEOX: (".attention.bias", ".attention.masked_bias")}
+CLASSIC_IGNORED = {GPT2: (".attn.bias", ".attn.masked_bias"), GPT_NEOX: (".attention.bias", ".attention.masked_bias"),
+                   GPTJ: (".attn.bias", ".attn.masked_bias")}
 
 
 def _rename(key: str, top: dict[str, str], layer_prefix: str, layer: dict[str, str]) -> str:

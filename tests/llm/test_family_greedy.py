@@ -42,6 +42,7 @@ FAMILIES = {
                                                    "word_embed_proj_dim": 32}),
     "olmoe-clip": ("OlmoeForCausalLM", {**SPECIAL, "num_experts": 8, "num_experts_per_tok": 2, "intermediate_size": 32,
                                         "clip_qkv": 0.5}),
+    "gptj": ("GPTJForCausalLM", SPECIAL),
 }
 GREEDY = SamplingParams(temperature=0.0, max_tokens=10, ignore_eos=True)
 

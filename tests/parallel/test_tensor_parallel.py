@@ -42,6 +42,8 @@ CASES = {
     "phi-qk-layernorm": ("PhiForCausalLM", {**SPECIAL, "qk_layernorm": True}),
     "stablelm-qk-norm": ("StableLmForCausalLM", {**SPECIAL, "qk_layernorm": True, "use_qkv_bias": True}),
     "opt-projected": ("OPTForCausalLM", {**SPECIAL, "word_embed_proj_dim": 32}),
+    # dense families of tests/models/test_parity_families3.py
+    "gptj": ("GPTJForCausalLM", SPECIAL),
 }
 
 
