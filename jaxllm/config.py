@@ -13,6 +13,7 @@ import os
 from typing import Any
 
 from jaxllm.config_classic import CLASSIC_ARCHS, CLASSIC_MODEL_TYPES, classic_family_fields, classic_hf
+from jaxllm.config_dense import DENSE_ARCHS, DENSE_MODEL_TYPES, dense_family_fields, dense_hf
 from jaxllm.quantization_config import check_quantization, quantization_fields
 
 SUPPORTED_ARCHITECTURES = (
@@ -34,6 +35,7 @@ SUPPORTED_ARCHITECTURES = (
     "Starcoder2ForCausalLM",
     "CohereForCausalLM",
     *CLASSIC_ARCHS,
+    *DENSE_ARCHS,
 )
 
 _DTYPE_NAMES = {
@@ -120,6 +122,7 @@ class ModelConfig:
     norm_placement: str = "pre"
     norm_type: str = "rms"  # "rms" (RMSNorm) or "layer" (LayerNorm: Starcoder2, Cohere); eps: rms_norm_eps
     norm_bias: bool = False  # LayerNorm biases (Starcoder2)
+    norm_weight: bool = True  # False: LayerNorms without weight or bias (OLMo 1's non-parametric norms)
     mlp_type: str = "gated"  # "gated" (act(gate) * up) or "plain" (c_fc -> act -> c_proj: Starcoder2)
     rope_interleaved: bool = False  # rope rotates adjacent dim pairs (2i, 2i + 1) instead of halves (Cohere)
     logit_scale: float = 1.0  # logits times logit_scale (Cohere)
@@ -246,13 +249,13 @@ class ModelConfig:
         if not isinstance(hf, dict):
             hf = hf.to_dict()
         quant_fields = quantization_fields(check_quantization(quantization), hf)
-        arch, hf, multimodal = text_architecture(classic_hf(hf), quant_fields)
+        arch, hf, multimodal = text_architecture(dense_hf(classic_hf(hf)), quant_fields)
         hf = renamed_fields({**HF_DEFAULTS.get(arch, {}), **hf}, arch)
         if hf.get("intermediate_size") is None:
             raise ValueError(f"{arch}: the model config has no 'intermediate_size'")
         num_layers = int(hf["num_hidden_layers"])
         family = {**family_fields(hf, arch), **extra_family_fields(hf, arch, num_layers),
-                  **classic_family_fields(hf, arch)}
+                  **classic_family_fields(hf, arch), **dense_family_fields(hf, arch, num_layers)}
         biases = attention_biases(hf, arch)
         biases.update({key: family.pop(key) for key in list(family) if key in biases})  # (StableLM's own)
         num_heads = int(hf["num_attention_heads"])
@@ -343,4 +346,5 @@ _ARCH_BY_MODEL_TYPE = {
     "starcoder2": "Starcoder2ForCausalLM",
     "cohere": "CohereForCausalLM",
     **CLASSIC_MODEL_TYPES,
+    **DENSE_MODEL_TYPES,
 }

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from jaxllm.config_dense import dense_sliding_windows
 from jaxllm.config_families_extra import EXTRA_HF_DEFAULTS, OLMOE, QWEN2_MOE, extra_sliding_windows
 
 MOE_ARCHITECTURES = ("MixtralForCausalLM", "Qwen3MoeForCausalLM", QWEN2_MOE, OLMOE)
@@ -223,6 +224,8 @@ def sliding_windows_from_hf(hf: dict[str, Any], arch: str, num_layers: int) -> t
     family = family_sliding_windows(hf, arch, num_layers)
     if family is None:
         family = extra_sliding_windows(hf, arch, num_layers)
+    if family is None:
+        family = dense_sliding_windows(hf, arch, num_layers)
     if family is not None:
         return family
     window = hf.get("sliding_window")  # (HF_DEFAULTS: Mistral's 4096; Qwen2/3(-MoE)'s only with use_sliding_window)

@@ -54,6 +54,9 @@ def make_config(arch: str, **overrides):
         "StableLmForCausalLM": transformers.StableLmConfig,
         "OPTForCausalLM": transformers.OPTConfig,
         "GPTJForCausalLM": transformers.GPTJConfig,
+        "OlmoForCausalLM": transformers.OlmoConfig,
+        "GlmForCausalLM": transformers.GlmConfig,
+        "Glm4ForCausalLM": transformers.Glm4Config,
     }[arch]
     cfg = cls(**kw)
     cfg.architectures = [arch]

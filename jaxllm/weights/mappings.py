@@ -17,6 +17,7 @@ import numpy as np
 
 from jaxllm.config import ModelConfig
 from jaxllm.config_classic import CLASSIC_ARCHS
+from jaxllm.config_dense import DENSE_ARCHS
 from jaxllm.config_families import LAYER_NORMS
 from jaxllm.quantization_config import INT4_METHODS
 
@@ -301,6 +302,10 @@ def key_map(cfg: ModelConfig) -> dict[str, Target | tuple[Target, ...]]:
         from jaxllm.weights.mappings_classic import classic_family_map  # (it builds on this module)
 
         return classic_family_map(cfg)
+    if cfg.architecture in DENSE_ARCHS:  # OLMo, GLM, ...: renamed Llama-style maps (jaxllm.config_dense)
+        from jaxllm.weights.mappings_dense import dense_family_map  # (it builds on this module)
+
+        return dense_family_map(cfg)
     return KEY_MAPS[cfg.architecture](cfg)
 
 

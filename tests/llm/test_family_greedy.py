@@ -43,6 +43,9 @@ FAMILIES = {
     "olmoe-clip": ("OlmoeForCausalLM", {**SPECIAL, "num_experts": 8, "num_experts_per_tok": 2, "intermediate_size": 32,
                                         "clip_qkv": 0.5}),
     "gptj": ("GPTJForCausalLM", SPECIAL),
+    "olmo-clip": ("OlmoForCausalLM", {**SPECIAL, "clip_qkv": 0.5, "attention_bias": True}),
+    "glm": ("GlmForCausalLM", {**SPECIAL, "head_dim": 16}),
+    "glm4": ("Glm4ForCausalLM", {**SPECIAL, "head_dim": 16}),
 }
 GREEDY = SamplingParams(temperature=0.0, max_tokens=10, ignore_eos=True)
 

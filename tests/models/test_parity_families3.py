@@ -16,6 +16,16 @@ CASES = {
     "gptj": ("GPTJForCausalLM", SPECIAL),
     "gptj-full-rotary-relu": ("GPTJForCausalLM", {**SPECIAL, "rotary_dim": 16, "activation_function": "relu",
                                                   "layer_norm_epsilon": 1e-2}),
+    # non-parametric LayerNorms, clip_qkv before the rope, biases on all four projections
+    "olmo-clip-bias": ("OlmoForCausalLM", {**SPECIAL, "clip_qkv": 0.5, "attention_bias": True}),
+    "olmo-tied-mha": ("OlmoForCausalLM", {**SPECIAL, "tie_word_embeddings": True, "num_key_value_heads": 4}),
+    # interleaved partial rotary, q/k/v biases, fused gate_up_proj; GLM-4's post-attention / post-MLP norms
+    "glm": ("GlmForCausalLM", {**SPECIAL, "head_dim": 16}),
+    "glm-quarter-rotary-no-bias": ("GlmForCausalLM", {**SPECIAL, "head_dim": 32, "attention_bias": False,
+                                                      "partial_rotary_factor": 0.25}),
+    "glm4": ("Glm4ForCausalLM", {**SPECIAL, "head_dim": 16}),
+    "glm4-tied": ("Glm4ForCausalLM", {**SPECIAL, "head_dim": 16, "tie_word_embeddings": True,
+                                      "rms_norm_eps": 1e-2}),
 }
 
 
@@ -32,6 +42,7 @@ BASE = {"vocab_size": 256, "hidden_size": 64, "intermediate_size": 128, "num_hid
 @pytest.mark.parametrize("bad, match", [
     ({"architectures": ["GPTJForCausalLM"], "rotary_dim": None}, "rotary_dim=64"),
     ({"architectures": ["GPTJForCausalLM"], "rotary_dim": 7}, "rotary_dim=7"),
+    ({"architectures": ["OlmoForCausalLM"], "clip_qkv": -1.0}, "clip_qkv=-1.0"),
 ])
 def test_unsupported_options_are_clear(bad, match):
     with pytest.raises(ValueError, match=match):
@@ -43,3 +54,14 @@ def test_gptj_config_fields():
                                              "n_layer": 2, "n_head": 4, "rotary_dim": 8, "rope_theta": 5.0})
     assert (cfg.rotary_dim, cfg.rope.theta, cfg.rope_interleaved, cfg.norm_placement) == (8, 10000.0, True, "parallel")
     assert (cfg.intermediate_size, cfg.lm_head_bias, cfg.attention_bias, cfg.mlp_bias) == (256, True, False, True)
+
+
+def test_olmo_and_glm_config_fields():
+    olmo = jaxllm.config.ModelConfig.from_hf({**BASE, "architectures": ["OlmoForCausalLM"], "rms_norm_eps": 0.5})
+    assert (olmo.norm_type, olmo.norm_weight, olmo.rms_norm_eps, olmo.clip_qkv) == ("layer", False, 1e-5, None)
+    glm = jaxllm.config.ModelConfig.from_hf({**BASE, "architectures": ["GlmForCausalLM"], "head_dim": 16})
+    assert (glm.rotary_dim, glm.rope_interleaved, glm.num_kv_heads, glm.attention_bias, glm.attention_out_bias) == \
+        (8, True, 2, True, False)
+    glm4 = jaxllm.config.ModelConfig.from_hf({**BASE, "model_type": "glm4", "head_dim": 16,
+                                              "rope_parameters": {"rope_theta": 10000.0, "partial_rotary_factor": 1.0}})
+    assert (glm4.architecture, glm4.norm_placement, glm4.rotary_dim) == ("Glm4ForCausalLM", "sandwich", 0)

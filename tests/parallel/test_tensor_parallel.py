@@ -44,6 +44,8 @@ CASES = {
     "opt-projected": ("OPTForCausalLM", {**SPECIAL, "word_embed_proj_dim": 32}),
     # dense families of tests/models/test_parity_families3.py
     "gptj": ("GPTJForCausalLM", SPECIAL),
+    "olmo-clip": ("OlmoForCausalLM", {**SPECIAL, "clip_qkv": 0.5, "attention_bias": True}),
+    "glm4-partial-rotary": ("Glm4ForCausalLM", {**SPECIAL, "head_dim": 16}),
 }
 
 

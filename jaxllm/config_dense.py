@@ -1,0 +1,86 @@
+"""Config fields of more dense decoder families read from a HF ``config.json`` (no jax here): OLMo, GLM, GLM-4.
+
+``dense_hf`` fills transformers' config-class defaults of the fields a config may leave out (and the values a
+family's modeling code fixes whatever the config says), so the shared parsing reads them like any other family;
+``dense_family_fields`` gives the ModelConfig fields only these families set:
+
+- OLMo (1): LayerNorms without weight or bias (eps 1e-5), the gated MLP, optional ``clip_qkv`` clamp of q/k/v
+  before the rope, all four attention projections biased by ``attention_bias``.
+- GLM: partial rotary (``partial_rotary_factor``, default 0.5) in adjacent pairs, q/k/v biases (no o_proj
+  bias), the fused ``gate_up_proj``.
+- GLM-4: GLM with extra norms after attention (``post_self_attn_layernorm``) and after the MLP
+  (``post_mlp_layernorm``): the "sandwich" placement.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+OLMO = "OlmoForCausalLM"
+GLM = "GlmForCausalLM"
+GLM4 = "Glm4ForCausalLM"
+DENSE_ARCHS = (OLMO, GLM, GLM4)
+DENSE_MODEL_TYPES = {"olmo": OLMO, "glm": GLM, "glm4": GLM4}
+
+_GLM_DEFAULTS = {"rms_norm_eps": 1.5625e-07, "max_position_embeddings": 131072, "attention_bias": True,
+                 "partial_rotary_factor": 0.5, "num_key_value_heads": 2, "head_dim": 128}
+# transformers' config-class defaults of fields a config.json may leave out
+_DEFAULTS: dict[str, dict[str, Any]] = {
+    OLMO: {"max_position_embeddings": 2048, "tie_word_embeddings": False},
+    GLM: _GLM_DEFAULTS,
+    GLM4: _GLM_DEFAULTS,
+}
+# values the modeling code fixes whatever a config says
+_FIXED: dict[str, dict[str, Any]] = {
+    OLMO: {"rms_norm_eps": 1e-5},
+}
+
+
+def dense_arch(hf: dict[str, Any]) -> str | None:
+    """The family of a config.json dict among these (by ``architectures``, else ``model_type``), or None."""
+    archs = hf.get("architectures") or []
+    arch = archs[0] if archs else DENSE_MODEL_TYPES.get(hf.get("model_type", ""))
+    return arch if arch in DENSE_ARCHS else None
+
+
+def dense_hf(hf: dict[str, Any]) -> dict[str, Any]:
+    """``hf`` with one of these families' defaults filled in and fixed values set (others: unchanged)."""
+    arch = dense_arch(hf)
+    if arch is None:
+        return hf
+    out = dict(hf)
+    for key, value in _DEFAULTS[arch].items():
+        if out.get(key) is None and not (key == "partial_rotary_factor" and _rope_dict_has(out, key)):
+            out[key] = value
+    out.update(_FIXED.get(arch, {}))
+    return out
+
+
+def _rope_dict_has(hf: dict[str, Any], key: str) -> bool:
+    return (hf.get("rope_parameters") or {}).get(key) is not None
+
+
+def _positive(hf: dict[str, Any], key: str) -> float | None:
+    value = hf.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{key}={value!r} must be a positive number or null")
+    return float(value)
+
+
+def dense_family_fields(hf: dict[str, Any], arch: str, num_layers: int) -> dict[str, Any]:
+    """The ModelConfig fields only these families set (an empty dict for the others)."""
+    if arch == OLMO:
+        return {"norm_type": "layer", "norm_weight": False, "clip_qkv": _positive(hf, "clip_qkv")}
+    if arch in (GLM, GLM4):
+        return {"rope_interleaved": True, "attention_out_bias": False,
+                "norm_placement": "sandwich" if arch == GLM4 else "pre"}
+    return {}
+
+
+def dense_sliding_windows(hf: dict[str, Any], arch: str, num_layers: int) -> tuple[int | None, ...] | None:
+    """Per-layer windows of these families (None: another family)."""
+    if arch in DENSE_ARCHS:
+        return (None,) * num_layers
+    return None
