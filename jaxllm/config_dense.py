@@ -1,4 +1,5 @@
-"""Config fields of more dense decoder families read from a HF ``config.json`` (no jax here): OLMo, GLM, GLM-4.
+"""Config fields of more dense decoder families read from a HF ``config.json`` (no jax here): OLMo, GLM, GLM-4,
+Nemotron.
 
 ``dense_hf`` fills transformers' config-class defaults of the fields a config may leave out (and the values a
 family's modeling code fixes whatever the config says), so the shared parsing reads them like any other family;
@@ -10,6 +11,9 @@ family's modeling code fixes whatever the config says), so the shared parsing re
   bias), the fused ``gate_up_proj``.
 - GLM-4: GLM with extra norms after attention (``post_self_attn_layernorm``) and after the MLP
   (``post_mlp_layernorm``): the "sandwich" placement.
+- Nemotron: LayerNorm1P (LayerNorm with bias scaling by 1 + w; ``norm_eps``), a plain relu2 MLP up_proj ->
+  down_proj (``mlp_bias``), partial rotary in halves (default 0.5), all four projections biased by
+  ``attention_bias``.
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ from typing import Any
 OLMO = "OlmoForCausalLM"
 GLM = "GlmForCausalLM"
 GLM4 = "Glm4ForCausalLM"
-DENSE_ARCHS = (OLMO, GLM, GLM4)
-DENSE_MODEL_TYPES = {"olmo": OLMO, "glm": GLM, "glm4": GLM4}
+NEMOTRON = "NemotronForCausalLM"
+DENSE_ARCHS = (OLMO, GLM, GLM4, NEMOTRON)
+DENSE_MODEL_TYPES = {"olmo": OLMO, "glm": GLM, "glm4": GLM4, "nemotron": NEMOTRON}
 
 _GLM_DEFAULTS = {"rms_norm_eps": 1.5625e-07, "max_position_embeddings": 131072, "attention_bias": True,
                  "partial_rotary_factor": 0.5, "num_key_value_heads": 2, "head_dim": 128}
@@ -29,6 +34,12 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     OLMO: {"max_position_embeddings": 2048, "tie_word_embeddings": False},
     GLM: _GLM_DEFAULTS,
     GLM4: _GLM_DEFAULTS,
+    NEMOTRON: {"norm_eps": 1e-5, "hidden_act": "relu2", "max_position_embeddings": 4096, "partial_rotary_factor": 0.5,
+               "tie_word_embeddings": False},
+}
+# (family name, shared name) pairs: the family's value under the name the shared parsing reads
+_RENAMES: dict[str, tuple[tuple[str, str], ...]] = {
+    NEMOTRON: (("norm_eps", "rms_norm_eps"),),
 }
 # values the modeling code fixes whatever a config says
 _FIXED: dict[str, dict[str, Any]] = {
@@ -52,6 +63,8 @@ def dense_hf(hf: dict[str, Any]) -> dict[str, Any]:
     for key, value in _DEFAULTS[arch].items():
         if out.get(key) is None and not (key == "partial_rotary_factor" and _rope_dict_has(out, key)):
             out[key] = value
+    for family_name, shared in _RENAMES.get(arch, ()):
+        out[shared] = out[family_name]
     out.update(_FIXED.get(arch, {}))
     return out
 
@@ -76,6 +89,8 @@ def dense_family_fields(hf: dict[str, Any], arch: str, num_layers: int) -> dict[
     if arch in (GLM, GLM4):
         return {"rope_interleaved": True, "attention_out_bias": False,
                 "norm_placement": "sandwich" if arch == GLM4 else "pre"}
+    if arch == NEMOTRON:
+        return {"norm_type": "layer", "norm_bias": True, "norm_offset": 1.0, "mlp_type": "plain"}
     return {}
 
 

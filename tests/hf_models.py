@@ -57,6 +57,7 @@ def make_config(arch: str, **overrides):
         "OlmoForCausalLM": transformers.OlmoConfig,
         "GlmForCausalLM": transformers.GlmConfig,
         "Glm4ForCausalLM": transformers.Glm4Config,
+        "NemotronForCausalLM": transformers.NemotronConfig,
     }[arch]
     cfg = cls(**kw)
     cfg.architectures = [arch]

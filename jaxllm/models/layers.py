@@ -238,7 +238,8 @@ def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array, interleaved: bool =
 
 
 ACTIVATIONS = {"silu": jax.nn.silu, "gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True),
-               "gelu": lambda x: jax.nn.gelu(x, approximate=False), "relu": jax.nn.relu}
+               "gelu": lambda x: jax.nn.gelu(x, approximate=False), "relu": jax.nn.relu,
+               "relu2": lambda x: jnp.square(jax.nn.relu(x))}  # (relu2: Nemotron's squared ReLU)
 
 
 class GatedMLP(nnx.Module):

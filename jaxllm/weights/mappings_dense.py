@@ -1,4 +1,4 @@
-"""Checkpoint key maps of the dense families of ``jaxllm.config_dense`` (OLMo, GLM, GLM-4).
+"""Checkpoint key maps of the dense families of ``jaxllm.config_dense`` (OLMo, GLM, GLM-4, Nemotron).
 
 Each family's parameters are the shared decoder's (jaxllm.models.llama), so its map is ``llama_family_map``'s
 with the keys renamed to the family's, less what it lacks, plus what only it has:
@@ -7,18 +7,20 @@ with the keys renamed to the family's, less what it lacks, plus what only it has
 - GLM / GLM-4: the fused ``mlp.gate_up_proj`` [2F, D] (gate rows first) split into our gate_up [D, 2, F];
   GLM-4's norms are ``input_layernorm``, ``post_self_attn_layernorm`` (after attention),
   ``post_attention_layernorm`` (before the MLP) and ``post_mlp_layernorm``.
+- Nemotron: the plain MLP's ``up_proj`` / ``down_proj`` (our c_fc / c_proj).
 """
 
 from __future__ import annotations
 
 from jaxllm.config import ModelConfig
-from jaxllm.config_dense import GLM, GLM4
+from jaxllm.config_dense import GLM, GLM4, NEMOTRON
 from jaxllm.weights.mappings import Target, _linear, llama_family_map
 
 # per family: layer-relative renames (ours -> theirs; the first matching prefix wins)
 _LAYER_RENAMES = {
     GLM4: {"post_attention_layernorm": "post_self_attn_layernorm", "pre_feedforward_layernorm":
            "post_attention_layernorm", "post_feedforward_layernorm": "post_mlp_layernorm"},
+    NEMOTRON: {"mlp.c_fc": "mlp.up_proj", "mlp.c_proj": "mlp.down_proj"},
 }
 
 

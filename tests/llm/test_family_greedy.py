@@ -46,6 +46,7 @@ FAMILIES = {
     "olmo-clip": ("OlmoForCausalLM", {**SPECIAL, "clip_qkv": 0.5, "attention_bias": True}),
     "glm": ("GlmForCausalLM", {**SPECIAL, "head_dim": 16}),
     "glm4": ("Glm4ForCausalLM", {**SPECIAL, "head_dim": 16}),
+    "nemotron-biases": ("NemotronForCausalLM", {**SPECIAL, "attention_bias": True, "mlp_bias": True}),
 }
 GREEDY = SamplingParams(temperature=0.0, max_tokens=10, ignore_eos=True)
 

@@ -26,6 +26,10 @@ CASES = {
     "glm4": ("Glm4ForCausalLM", {**SPECIAL, "head_dim": 16}),
     "glm4-tied": ("Glm4ForCausalLM", {**SPECIAL, "head_dim": 16, "tie_word_embeddings": True,
                                       "rms_norm_eps": 1e-2}),
+    # LayerNorm1P (1 + w, with bias), relu2 up_proj -> down_proj, partial rotary in halves
+    "nemotron": ("NemotronForCausalLM", {**SPECIAL, "head_dim": 16, "norm_eps": 1e-2}),
+    "nemotron-biases-tied": ("NemotronForCausalLM", {**SPECIAL, "attention_bias": True, "mlp_bias": True,
+                                                     "tie_word_embeddings": True, "partial_rotary_factor": 1.0}),
 }
 
 

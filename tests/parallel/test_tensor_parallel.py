@@ -46,6 +46,7 @@ CASES = {
     "gptj": ("GPTJForCausalLM", SPECIAL),
     "olmo-clip": ("OlmoForCausalLM", {**SPECIAL, "clip_qkv": 0.5, "attention_bias": True}),
     "glm4-partial-rotary": ("Glm4ForCausalLM", {**SPECIAL, "head_dim": 16}),
+    "nemotron-biases": ("NemotronForCausalLM", {**SPECIAL, "attention_bias": True, "mlp_bias": True}),
 }
 
 
