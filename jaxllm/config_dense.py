@@ -1,5 +1,5 @@
 """Config fields of more dense decoder families read from a HF ``config.json`` (no jax here): OLMo, GLM, GLM-4,
-Nemotron.
+Nemotron, Cohere2.
 
 ``dense_hf`` fills transformers' config-class defaults of the fields a config may leave out (and the values a
 family's modeling code fixes whatever the config says), so the shared parsing reads them like any other family;
@@ -14,6 +14,9 @@ family's modeling code fixes whatever the config says), so the shared parsing re
 - Nemotron: LayerNorm1P (LayerNorm with bias scaling by 1 + w; ``norm_eps``), a plain relu2 MLP up_proj ->
   down_proj (``mlp_bias``), partial rotary in halves (default 0.5), all four projections biased by
   ``attention_bias``.
+- Cohere2 (Command R7B / A): Cohere's parallel block from one LayerNorm, interleaved rope and ``logit_scale``, with
+  a sliding window on the layers ``layer_types`` marks (default: 3 of every ``sliding_window_pattern`` = 4) and
+  the rope on those layers only (the full-attention layers have no positional encoding).
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ OLMO = "OlmoForCausalLM"
 GLM = "GlmForCausalLM"
 GLM4 = "Glm4ForCausalLM"
 NEMOTRON = "NemotronForCausalLM"
-DENSE_ARCHS = (OLMO, GLM, GLM4, NEMOTRON)
-DENSE_MODEL_TYPES = {"olmo": OLMO, "glm": GLM, "glm4": GLM4, "nemotron": NEMOTRON}
+COHERE2 = "Cohere2ForCausalLM"
+DENSE_ARCHS = (OLMO, GLM, GLM4, NEMOTRON, COHERE2)
+DENSE_MODEL_TYPES = {"olmo": OLMO, "glm": GLM, "glm4": GLM4, "nemotron": NEMOTRON, "cohere2": COHERE2}
 
 _GLM_DEFAULTS = {"rms_norm_eps": 1.5625e-07, "max_position_embeddings": 131072, "attention_bias": True,
                  "partial_rotary_factor": 0.5, "num_key_value_heads": 2, "head_dim": 128}
@@ -36,10 +40,13 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     GLM4: _GLM_DEFAULTS,
     NEMOTRON: {"norm_eps": 1e-5, "hidden_act": "relu2", "max_position_embeddings": 4096, "partial_rotary_factor": 0.5,
                "tie_word_embeddings": False},
+    COHERE2: {"layer_norm_eps": 1e-5, "logit_scale": 0.0625, "tie_word_embeddings": True, "max_position_embeddings": 8192,
+              "sliding_window": 4096},
 }
 # (family name, shared name) pairs: the family's value under the name the shared parsing reads
 _RENAMES: dict[str, tuple[tuple[str, str], ...]] = {
     NEMOTRON: (("norm_eps", "rms_norm_eps"),),
+    COHERE2: (("layer_norm_eps", "rms_norm_eps"),),
 }
 # values the modeling code fixes whatever a config says
 _FIXED: dict[str, dict[str, Any]] = {
@@ -91,11 +98,41 @@ def dense_family_fields(hf: dict[str, Any], arch: str, num_layers: int) -> dict[
                 "norm_placement": "sandwich" if arch == GLM4 else "pre"}
     if arch == NEMOTRON:
         return {"norm_type": "layer", "norm_bias": True, "norm_offset": 1.0, "mlp_type": "plain"}
+    if arch == COHERE2:
+        scale = hf.get("logit_scale")
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)):
+            raise ValueError(f"logit_scale={scale!r} must be a number")
+        return {"norm_type": "layer", "norm_placement": "parallel", "rope_interleaved": True,
+                "logit_scale": float(scale), "rope_layers": tuple(w is not None for w in _windows(hf, num_layers))}
     return {}
+
+
+def _layer_types(hf: dict[str, Any], num_layers: int, pattern: int) -> tuple[str, ...]:
+    """``layer_types`` when given, else "sliding_attention" on all but every ``sliding_window_pattern``-th layer
+    (``pattern`` when absent), as the config classes build them."""
+    types = hf.get("layer_types")
+    if types is None:
+        every = int(hf.get("sliding_window_pattern") or pattern)
+        return tuple("sliding_attention" if (i + 1) % every else "full_attention" for i in range(num_layers))
+    if len(types) != num_layers:
+        raise ValueError(f"layer_types has {len(types)} entries for num_hidden_layers={num_layers}")
+    bad = sorted({t for t in types if t not in ("sliding_attention", "full_attention")})
+    if bad:
+        raise ValueError(f"layer_types {bad} are not supported (only 'sliding_attention', 'full_attention')")
+    return tuple(types)
+
+
+def _windows(hf: dict[str, Any], num_layers: int, pattern: int = 4) -> tuple[int | None, ...]:
+    """The window of each layer: ``sliding_window`` on the sliding layers of ``_layer_types``, else None."""
+    window = hf.get("sliding_window")
+    types = _layer_types(hf, num_layers, pattern)
+    return tuple(int(window) if window and t == "sliding_attention" else None for t in types)
 
 
 def dense_sliding_windows(hf: dict[str, Any], arch: str, num_layers: int) -> tuple[int | None, ...] | None:
     """Per-layer windows of these families (None: another family)."""
+    if arch == COHERE2:
+        return _windows(hf, num_layers)
     if arch in DENSE_ARCHS:
         return (None,) * num_layers
     return None

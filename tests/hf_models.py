@@ -58,6 +58,7 @@ def make_config(arch: str, **overrides):
         "GlmForCausalLM": transformers.GlmConfig,
         "Glm4ForCausalLM": transformers.Glm4Config,
         "NemotronForCausalLM": transformers.NemotronConfig,
+        "Cohere2ForCausalLM": transformers.Cohere2Config,
     }[arch]
     cfg = cls(**kw)
     cfg.architectures = [arch]

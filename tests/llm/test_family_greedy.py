@@ -47,6 +47,7 @@ FAMILIES = {
     "glm": ("GlmForCausalLM", {**SPECIAL, "head_dim": 16}),
     "glm4": ("Glm4ForCausalLM", {**SPECIAL, "head_dim": 16}),
     "nemotron-biases": ("NemotronForCausalLM", {**SPECIAL, "attention_bias": True, "mlp_bias": True}),
+    "cohere2-window": ("Cohere2ForCausalLM", {**SPECIAL, "num_hidden_layers": 4, "sliding_window": 6}),
 }
 GREEDY = SamplingParams(temperature=0.0, max_tokens=10, ignore_eos=True)
 

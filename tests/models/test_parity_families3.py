@@ -30,6 +30,12 @@ CASES = {
     "nemotron": ("NemotronForCausalLM", {**SPECIAL, "head_dim": 16, "norm_eps": 1e-2}),
     "nemotron-biases-tied": ("NemotronForCausalLM", {**SPECIAL, "attention_bias": True, "mlp_bias": True,
                                                      "tie_word_embeddings": True, "partial_rotary_factor": 1.0}),
+    # sliding window with rope on 3 of 4 layers, a full-attention layer without rope
+    "cohere2-window": ("Cohere2ForCausalLM", {**SPECIAL, "num_hidden_layers": 4, "sliding_window": 5,
+                                              "logit_scale": 0.3, "layer_norm_eps": 1e-2}),
+    "cohere2-layer-types-bias-untied": ("Cohere2ForCausalLM", {
+        **SPECIAL, "layer_types": ["full_attention", "sliding_attention"], "sliding_window": 6, "attention_bias": True,
+        "tie_word_embeddings": False}),
 }
 
 

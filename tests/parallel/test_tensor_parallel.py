@@ -47,6 +47,7 @@ CASES = {
     "olmo-clip": ("OlmoForCausalLM", {**SPECIAL, "clip_qkv": 0.5, "attention_bias": True}),
     "glm4-partial-rotary": ("Glm4ForCausalLM", {**SPECIAL, "head_dim": 16}),
     "nemotron-biases": ("NemotronForCausalLM", {**SPECIAL, "attention_bias": True, "mlp_bias": True}),
+    "cohere2-window": ("Cohere2ForCausalLM", {**SPECIAL, "num_hidden_layers": 4, "sliding_window": 6}),
 }
 
 
