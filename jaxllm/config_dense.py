@@ -1,5 +1,5 @@
 """Config fields of more dense decoder families read from a HF ``config.json`` (no jax here): OLMo, GLM, GLM-4,
-Nemotron, Cohere2.
+Nemotron, Cohere2, Ernie 4.5, EXAONE 4, OLMo 3, Seed-OSS.
 
 ``dense_hf`` fills transformers' config-class defaults of the fields a config may leave out (and the values a
 family's modeling code fixes whatever the config says), so the shared parsing reads them like any other family;
@@ -17,6 +17,13 @@ family's modeling code fixes whatever the config says), so the shared parsing re
 - Cohere2 (Command R7B / A): Cohere's parallel block from one LayerNorm, interleaved rope and ``logit_scale``, with
   a sliding window on the layers ``layer_types`` marks (default: 3 of every ``sliding_window_pattern`` = 4) and
   the rope on those layers only (the full-attention layers have no positional encoding).
+- Ernie 4.5 (dense): Llama with interleaved rope over the whole head and ``use_bias`` on every linear layer.
+- EXAONE 4: OLMo 2's post-norms with per-head q/k RMSNorm, sliding windows on the layers ``layer_types`` marks
+  (default: 3 of every ``sliding_window_pattern``) and, when there is a window, the rope on those layers only.
+- OLMo 3: OLMo 2 (post-norms, q/k RMSNorm over the whole projection) with sliding windows on 3 of every 4 layers
+  and a rope per layer type (``rope_parameters`` keyed by "full_attention" / "sliding_attention"; a 4.x config's
+  ``rope_scaling`` / ``rope_theta`` apply to the full-attention layers, the sliding ones keep 500000).
+- Seed-OSS: Llama with q/k/v biases (``attention_bias``), an o_proj bias (``attention_out_bias``), ``mlp_bias``.
 """
 
 from __future__ import annotations
@@ -28,8 +35,14 @@ GLM = "GlmForCausalLM"
 GLM4 = "Glm4ForCausalLM"
 NEMOTRON = "NemotronForCausalLM"
 COHERE2 = "Cohere2ForCausalLM"
-DENSE_ARCHS = (OLMO, GLM, GLM4, NEMOTRON, COHERE2)
-DENSE_MODEL_TYPES = {"olmo": OLMO, "glm": GLM, "glm4": GLM4, "nemotron": NEMOTRON, "cohere2": COHERE2}
+ERNIE45 = "Ernie4_5ForCausalLM"
+EXAONE4 = "Exaone4ForCausalLM"
+OLMO3 = "Olmo3ForCausalLM"
+SEED_OSS = "SeedOssForCausalLM"
+DENSE_ARCHS = (OLMO, GLM, GLM4, NEMOTRON, COHERE2, ERNIE45, EXAONE4, OLMO3, SEED_OSS)
+DENSE_MODEL_TYPES = {"olmo": OLMO, "glm": GLM, "glm4": GLM4, "nemotron": NEMOTRON, "cohere2": COHERE2,
+                     "ernie4_5": ERNIE45, "exaone4": EXAONE4, "olmo3": OLMO3, "seed_oss": SEED_OSS}
+_OLMO3_THETA = 500_000.0  # (Olmo3Config's default_theta)
 
 _GLM_DEFAULTS = {"rms_norm_eps": 1.5625e-07, "max_position_embeddings": 131072, "attention_bias": True,
                  "partial_rotary_factor": 0.5, "num_key_value_heads": 2, "head_dim": 128}
@@ -42,6 +55,14 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
                "tie_word_embeddings": False},
     COHERE2: {"layer_norm_eps": 1e-5, "logit_scale": 0.0625, "tie_word_embeddings": True, "max_position_embeddings": 8192,
               "sliding_window": 4096},
+    ERNIE45: {"rms_norm_eps": 1e-5, "max_position_embeddings": 131072, "tie_word_embeddings": True, "head_dim": 128,
+              "num_key_value_heads": 2, "rope_theta": 500_000.0, "use_bias": False},
+    EXAONE4: {"rms_norm_eps": 1e-5, "max_position_embeddings": 2048, "tie_word_embeddings": False,
+              "sliding_window": 4096, "sliding_window_pattern": 4},
+    OLMO3: {"rms_norm_eps": 1e-5, "max_position_embeddings": 2048, "tie_word_embeddings": False,
+            "sliding_window": 4096},
+    SEED_OSS: {"rms_norm_eps": 1e-6, "max_position_embeddings": 524288, "tie_word_embeddings": False, "head_dim": 128,
+               "num_key_value_heads": 8, "attention_bias": True, "attention_out_bias": False, "mlp_bias": False},
 }
 # (family name, shared name) pairs: the family's value under the name the shared parsing reads
 _RENAMES: dict[str, tuple[tuple[str, str], ...]] = {
@@ -51,6 +72,8 @@ _RENAMES: dict[str, tuple[tuple[str, str], ...]] = {
 # values the modeling code fixes whatever a config says
 _FIXED: dict[str, dict[str, Any]] = {
     OLMO: {"rms_norm_eps": 1e-5},
+    EXAONE4: {"attention_bias": False, "mlp_bias": False},
+    OLMO3: {"mlp_bias": False},
 }
 
 
@@ -68,10 +91,12 @@ def dense_hf(hf: dict[str, Any]) -> dict[str, Any]:
         return hf
     out = dict(hf)
     for key, value in _DEFAULTS[arch].items():
-        if out.get(key) is None and not (key == "partial_rotary_factor" and _rope_dict_has(out, key)):
+        if key not in out and not (key == "partial_rotary_factor" and _rope_dict_has(out, key)):
             out[key] = value
     for family_name, shared in _RENAMES.get(arch, ()):
         out[shared] = out[family_name]
+    if arch == ERNIE45:  # (use_bias: every linear layer)
+        out["attention_bias"] = out["mlp_bias"] = bool(out["use_bias"])
     out.update(_FIXED.get(arch, {}))
     return out
 
@@ -104,6 +129,16 @@ def dense_family_fields(hf: dict[str, Any], arch: str, num_layers: int) -> dict[
             raise ValueError(f"logit_scale={scale!r} must be a number")
         return {"norm_type": "layer", "norm_placement": "parallel", "rope_interleaved": True,
                 "logit_scale": float(scale), "rope_layers": tuple(w is not None for w in _windows(hf, num_layers))}
+    if arch == ERNIE45:
+        return {"rope_interleaved": True}
+    if arch == EXAONE4:
+        windows = dense_sliding_windows(hf, arch, num_layers)
+        rope = tuple(w is not None for w in windows) if hf.get("sliding_window") else ()
+        return {"norm_placement": "post", "qk_norm": "head", "rope_layers": rope}
+    if arch == OLMO3:
+        return {"norm_placement": "post", "qk_norm": "full"}
+    if arch == SEED_OSS:
+        return {"attention_out_bias": bool(hf.get("attention_out_bias"))}
     return {}
 
 
@@ -129,10 +164,31 @@ def _windows(hf: dict[str, Any], num_layers: int, pattern: int = 4) -> tuple[int
     return tuple(int(window) if window and t == "sliding_attention" else None for t in types)
 
 
+def olmo3_rope_dicts(hf: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(full-attention rope dict, sliding-attention rope dict) of an OLMo 3 config, as Olmo3Config builds them:
+    ``rope_parameters`` per layer type (5.x), or ``rope_scaling`` and ``rope_theta`` for the full-attention layers
+    and the default rope of base 500000 for the sliding ones (4.x)."""
+    params = hf.get("rope_parameters") or {}
+    if "full_attention" in params or "sliding_attention" in params:
+        full, local = dict(params.get("full_attention") or {}), dict(params.get("sliding_attention") or {})
+    else:
+        full, local = {**dict(hf.get("rope_scaling") or {}), **params}, {}
+    full.setdefault("rope_theta", hf.get("rope_theta", _OLMO3_THETA))
+    local.setdefault("rope_theta", _OLMO3_THETA)
+    return full, local
+
+
 def dense_sliding_windows(hf: dict[str, Any], arch: str, num_layers: int) -> tuple[int | None, ...] | None:
     """Per-layer windows of these families (None: another family)."""
-    if arch == COHERE2:
+    if arch in (COHERE2, OLMO3):
         return _windows(hf, num_layers)
+    if arch == EXAONE4:
+        pattern = hf.get("sliding_window_pattern")
+        if hf.get("layer_types") is None and (isinstance(pattern, bool) or not isinstance(pattern, int)
+                                              or pattern < 1):
+            raise ValueError(f"{EXAONE4}: sliding_window_pattern={pattern!r} without layer_types is not supported "
+                             "(transformers builds layer_types from a positive integer pattern only)")
+        return _windows(hf, num_layers, pattern)
     if arch in DENSE_ARCHS:
         return (None,) * num_layers
     return None

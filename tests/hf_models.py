@@ -59,6 +59,10 @@ def make_config(arch: str, **overrides):
         "Glm4ForCausalLM": transformers.Glm4Config,
         "NemotronForCausalLM": transformers.NemotronConfig,
         "Cohere2ForCausalLM": transformers.Cohere2Config,
+        "Ernie4_5ForCausalLM": transformers.Ernie4_5Config,
+        "Exaone4ForCausalLM": transformers.Exaone4Config,
+        "Olmo3ForCausalLM": transformers.Olmo3Config,
+        "SeedOssForCausalLM": transformers.SeedOssConfig,
     }[arch]
     cfg = cls(**kw)
     cfg.architectures = [arch]

@@ -106,7 +106,7 @@ def norm(cfg: ModelConfig, dim, dtype, axes: tuple = ("norm",), bias: bool | Non
         return LayerNorm(shape, cfg.rms_norm_eps, dtype, cfg.norm_bias if bias is None else bias, axes,
                          weight=cfg.norm_weight, offset=cfg.norm_offset)
     return RMSNorm(dim, cfg.rms_norm_eps, dtype, offset=cfg.norm_offset,
-                   fp32_scale=cfg.architecture == "Olmo2ForCausalLM", axes=axes)
+                   fp32_scale=cfg.architecture in ("Olmo2ForCausalLM", "Olmo3ForCausalLM"), axes=axes)
 
 
 def rope_inv_freq(rope: RopeConfig, head_dim: int) -> np.ndarray:

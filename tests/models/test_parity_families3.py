@@ -36,6 +36,20 @@ CASES = {
     "cohere2-layer-types-bias-untied": ("Cohere2ForCausalLM", {
         **SPECIAL, "layer_types": ["full_attention", "sliding_attention"], "sliding_window": 6, "attention_bias": True,
         "tie_word_embeddings": False}),
+    # interleaved rope over the whole head, use_bias on every linear layer
+    "ernie4_5-bias": ("Ernie4_5ForCausalLM", {**SPECIAL, "head_dim": 16, "use_bias": True}),
+    "ernie4_5-untied": ("Ernie4_5ForCausalLM", {**SPECIAL, "head_dim": 32, "tie_word_embeddings": False}),
+    # post-norms, per-head q/k norms, windows on 3 of 4 layers with rope there only; no window: rope everywhere
+    "exaone4-window": ("Exaone4ForCausalLM", {**SPECIAL, "num_hidden_layers": 4, "sliding_window": 5}),
+    "exaone4-no-window": ("Exaone4ForCausalLM", {**SPECIAL, "sliding_window": None,
+                                                 "layer_types": ["full_attention"] * 2}),
+    # OLMo 2 with windows on 3 of 4 layers and a rope per layer type (linear scaling on the full layers)
+    "olmo3-window": ("Olmo3ForCausalLM", {**SPECIAL, "num_hidden_layers": 4, "sliding_window": 5,
+                                          "rope_theta": 1000.0, "rope_scaling": {"rope_type": "linear", "factor": 3.0}}),
+    # q/k/v biases without an o_proj bias; every bias
+    "seed-oss": ("SeedOssForCausalLM", {**SPECIAL, "head_dim": 16}),
+    "seed-oss-all-biases": ("SeedOssForCausalLM", {**SPECIAL, "head_dim": 16, "attention_out_bias": True,
+                                                   "mlp_bias": True, "tie_word_embeddings": True}),
 }
 
 
@@ -53,6 +67,8 @@ BASE = {"vocab_size": 256, "hidden_size": 64, "intermediate_size": 128, "num_hid
     ({"architectures": ["GPTJForCausalLM"], "rotary_dim": None}, "rotary_dim=64"),
     ({"architectures": ["GPTJForCausalLM"], "rotary_dim": 7}, "rotary_dim=7"),
     ({"architectures": ["OlmoForCausalLM"], "clip_qkv": -1.0}, "clip_qkv=-1.0"),
+    ({"architectures": ["Exaone4ForCausalLM"], "sliding_window_pattern": "LLLG"}, "sliding_window_pattern='LLLG'"),
+    ({"architectures": ["Olmo3ForCausalLM"], "layer_types": ["full_attention"]}, "layer_types has 1 entries"),
 ])
 def test_unsupported_options_are_clear(bad, match):
     with pytest.raises(ValueError, match=match):
@@ -75,3 +91,17 @@ def test_olmo_and_glm_config_fields():
     glm4 = jaxllm.config.ModelConfig.from_hf({**BASE, "model_type": "glm4", "head_dim": 16,
                                               "rope_parameters": {"rope_theta": 10000.0, "partial_rotary_factor": 1.0}})
     assert (glm4.architecture, glm4.norm_placement, glm4.rotary_dim) == ("Glm4ForCausalLM", "sandwich", 0)
+
+
+def test_olmo3_exaone4_seed_oss_config_fields():
+    legacy = jaxllm.config.ModelConfig.from_hf({**BASE, "architectures": ["Olmo3ForCausalLM"], "rope_theta": 1234.0,
+                                                "num_hidden_layers": 4,
+                                                "rope_scaling": {"rope_type": "linear", "factor": 2.0}})
+    assert (legacy.rope.theta, legacy.rope.rope_type, legacy.rope_local.theta) == (1234.0, "linear", 500000.0)
+    assert legacy.sliding_windows == (4096,) * 3 + (None,) and legacy.layer_rope(0) == legacy.rope_local
+    assert legacy.layer_rope(3) == legacy.rope
+    exaone = jaxllm.config.ModelConfig.from_hf({**BASE, "num_hidden_layers": 4, "model_type": "exaone4",
+                                                "layer_types": ["sliding_attention", "full_attention"] * 2})
+    assert exaone.sliding_windows == (4096, None, 4096, None) and exaone.rope_layers == (True, False, True, False)
+    seed = jaxllm.config.ModelConfig.from_hf({**BASE, "architectures": ["SeedOssForCausalLM"], "num_attention_heads": 16})
+    assert (seed.attention_bias, seed.attention_out_bias, seed.head_dim, seed.num_kv_heads) == (True, False, 128, 8)

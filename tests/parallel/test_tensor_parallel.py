@@ -48,6 +48,10 @@ CASES = {
     "glm4-partial-rotary": ("Glm4ForCausalLM", {**SPECIAL, "head_dim": 16}),
     "nemotron-biases": ("NemotronForCausalLM", {**SPECIAL, "attention_bias": True, "mlp_bias": True}),
     "cohere2-window": ("Cohere2ForCausalLM", {**SPECIAL, "num_hidden_layers": 4, "sliding_window": 6}),
+    "ernie4_5-bias": ("Ernie4_5ForCausalLM", {**SPECIAL, "head_dim": 16, "use_bias": True}),
+    "exaone4-window": ("Exaone4ForCausalLM", {**SPECIAL, "num_hidden_layers": 4, "sliding_window": 6}),
+    "olmo3-window": ("Olmo3ForCausalLM", {**SPECIAL, "num_hidden_layers": 4, "sliding_window": 6, "rope_theta": 1000.0}),
+    "seed-oss": ("SeedOssForCausalLM", {**SPECIAL, "head_dim": 16, "attention_out_bias": True}),
 }
 
 
