@@ -19,6 +19,8 @@ _MHA_ONLY = {
     "GPTNeoXForCausalLM": lambda kw: kw,
     "GPTJForCausalLM": lambda kw: {**{k: v for k, v in kw.items() if k != "intermediate_size"},
                                    "n_inner": kw["intermediate_size"], "rotary_dim": 8},
+    "FalconForCausalLM": lambda kw: {**{k: v for k, v in kw.items() if k != "intermediate_size"},
+                                     "ffn_hidden_size": kw["intermediate_size"]},
     "OPTForCausalLM": lambda kw: {**{k: v for k, v in kw.items() if k != "intermediate_size"},
                                   "ffn_dim": kw["intermediate_size"]},
 }
@@ -63,6 +65,7 @@ def make_config(arch: str, **overrides):
         "Exaone4ForCausalLM": transformers.Exaone4Config,
         "Olmo3ForCausalLM": transformers.Olmo3Config,
         "SeedOssForCausalLM": transformers.SeedOssConfig,
+        "FalconForCausalLM": transformers.FalconConfig,
     }[arch]
     cfg = cls(**kw)
     cfg.architectures = [arch]

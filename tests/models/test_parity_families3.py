@@ -4,10 +4,12 @@ included, perturbed; sequences longer than the sliding windows), and their confi
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
-from hf_models import check_logits
+from hf_models import check_logits, hf_logits, relative_error, save_tiny_model
 
 import jaxllm
+from jaxllm.weights.mappings import key_map
 
 SPECIAL = {"pad_token_id": 0, "eos_token_id": 1, "bos_token_id": 2}  # ids inside the tiny vocabulary
 
@@ -50,6 +52,14 @@ CASES = {
     "seed-oss": ("SeedOssForCausalLM", {**SPECIAL, "head_dim": 16}),
     "seed-oss-all-biases": ("SeedOssForCausalLM", {**SPECIAL, "head_dim": 16, "attention_out_bias": True,
                                                    "mlp_bias": True, "tie_word_embeddings": True}),
+    # query_key_value grouped per kv head with two parallel norms; one; multi-query; per-head interleaved, in sequence
+    "falcon-new-two-norms-gqa": ("FalconForCausalLM", {**SPECIAL, "new_decoder_architecture": True, "num_kv_heads": 2,
+                                                       "bias": True}),
+    "falcon-new-one-norm": ("FalconForCausalLM", {**SPECIAL, "new_decoder_architecture": True, "num_kv_heads": 2,
+                                                  "num_ln_in_parallel_attn": 1, "tie_word_embeddings": False}),
+    "falcon-multi-query-parallel": ("FalconForCausalLM", {**SPECIAL, "layer_norm_epsilon": 1e-2}),
+    "falcon-mha-sequential-bias": ("FalconForCausalLM", {**SPECIAL, "multi_query": False, "parallel_attn": False,
+                                                         "bias": True}),
 }
 
 
@@ -69,6 +79,9 @@ BASE = {"vocab_size": 256, "hidden_size": 64, "intermediate_size": 128, "num_hid
     ({"architectures": ["OlmoForCausalLM"], "clip_qkv": -1.0}, "clip_qkv=-1.0"),
     ({"architectures": ["Exaone4ForCausalLM"], "sliding_window_pattern": "LLLG"}, "sliding_window_pattern='LLLG'"),
     ({"architectures": ["Olmo3ForCausalLM"], "layer_types": ["full_attention"]}, "layer_types has 1 entries"),
+    ({"architectures": ["FalconForCausalLM"], "alibi": True}, "alibi=True"),
+    ({"architectures": ["FalconForCausalLM"], "new_decoder_architecture": True, "parallel_attn": False},
+     "parallel_attn=False"),
 ])
 def test_unsupported_options_are_clear(bad, match):
     with pytest.raises(ValueError, match=match):
@@ -105,3 +118,28 @@ def test_olmo3_exaone4_seed_oss_config_fields():
     assert exaone.sliding_windows == (4096, None, 4096, None) and exaone.rope_layers == (True, False, True, False)
     seed = jaxllm.config.ModelConfig.from_hf({**BASE, "architectures": ["SeedOssForCausalLM"], "num_attention_heads": 16})
     assert (seed.attention_bias, seed.attention_out_bias, seed.head_dim, seed.num_kv_heads) == (True, False, 128, 8)
+
+
+def test_glm_fused_gate_up_quantized_at_load(tmp_path):
+    """quantization="int8" on GLM's fused gate_up_proj: the split gate / up are quantized like any weight."""
+    hf = save_tiny_model(tmp_path, "GlmForCausalLM", **SPECIAL, head_dim=16)
+    model = jaxllm.load_model(tmp_path, quantization="int8")
+    assert model.layers[0].mlp.gate_up.qweight[...].dtype.name == "int8"
+    ids = np.random.RandomState(2).randint(0, 256, (1, 16)).astype(np.int32)
+    assert relative_error(np.asarray(model(ids)), hf_logits(hf, ids)) <= 5e-2
+
+
+@pytest.mark.parametrize("arch", ["GlmForCausalLM", "FalconForCausalLM"])
+def test_quantized_checkpoints_are_refused(arch):
+    cfg = jaxllm.config.ModelConfig.from_hf({**BASE, "architectures": [arch], "quantization_config": {
+        "quant_method": "awq", "bits": 4, "group_size": 32}})
+    with pytest.raises(ValueError, match=f"quantization='awq' checkpoints of {arch} are not supported"):
+        key_map(cfg)
+
+
+def test_nemotron_plain_mlp_refuses_lora(tmp_path):
+    from jaxllm import LLM
+
+    save_tiny_model(tmp_path, "NemotronForCausalLM", **SPECIAL)
+    with pytest.raises(ValueError, match="enable_lora=True is not supported for NemotronForCausalLM"):
+        LLM(str(tmp_path), skip_tokenizer_init=True, enable_lora=True, enforce_eager=True)

@@ -52,6 +52,8 @@ CASES = {
     "exaone4-window": ("Exaone4ForCausalLM", {**SPECIAL, "num_hidden_layers": 4, "sliding_window": 6}),
     "olmo3-window": ("Olmo3ForCausalLM", {**SPECIAL, "num_hidden_layers": 4, "sliding_window": 6, "rope_theta": 1000.0}),
     "seed-oss": ("SeedOssForCausalLM", {**SPECIAL, "head_dim": 16, "attention_out_bias": True}),
+    "falcon-new-gqa-bias": ("FalconForCausalLM", {**SPECIAL, "new_decoder_architecture": True, "num_kv_heads": 2,
+                                                  "bias": True}),
 }
 
 
