@@ -155,9 +155,9 @@ def _falcon_layout(out: dict[str, Any]) -> None:
     num_ln = out.get("num_ln_in_parallel_attn")
     if new and not parallel:
         raise ValueError(f"{FALCON}: new_decoder_architecture=True with parallel_attn=False is not supported")
-    if not new and parallel and num_ln not in (None, 1):
-        raise ValueError(f"{FALCON}: num_ln_in_parallel_attn={num_ln!r} without new_decoder_architecture is not "
-                         "supported")
+    if num_ln not in (None, 1, 2) or (not new and parallel and num_ln not in (None, 1)):
+        raise ValueError(f"{FALCON}: num_ln_in_parallel_attn={num_ln!r} is not supported (1 or 2, and 2 only with "
+                         "new_decoder_architecture)")
     heads = int(out["num_attention_heads"])
     out["num_key_value_heads"] = int(out.get("num_kv_heads") or heads) if new else (1 if out["multi_query"] else heads)
     out["attention_bias"] = out["mlp_bias"] = bool(out["bias"])

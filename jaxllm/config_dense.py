@@ -136,6 +136,9 @@ def dense_family_fields(hf: dict[str, Any], arch: str, num_layers: int) -> dict[
         rope = tuple(w is not None for w in windows) if hf.get("sliding_window") else ()
         return {"norm_placement": "post", "qk_norm": "head", "rope_layers": rope}
     if arch == OLMO3:
+        if not hf.get("sliding_window") and "sliding_attention" in _layer_types(hf, num_layers, 4):
+            raise ValueError(f"{OLMO3}: sliding_window={hf.get('sliding_window')!r} with 'sliding_attention' layers "
+                             "is not supported (give a window, or layer_types of full_attention only)")
         return {"norm_placement": "post", "qk_norm": "full"}
     if arch == SEED_OSS:
         return {"attention_out_bias": bool(hf.get("attention_out_bias"))}

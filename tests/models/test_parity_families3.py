@@ -80,6 +80,8 @@ BASE = {"vocab_size": 256, "hidden_size": 64, "intermediate_size": 128, "num_hid
     ({"architectures": ["Exaone4ForCausalLM"], "sliding_window_pattern": "LLLG"}, "sliding_window_pattern='LLLG'"),
     ({"architectures": ["Olmo3ForCausalLM"], "layer_types": ["full_attention"]}, "layer_types has 1 entries"),
     ({"architectures": ["FalconForCausalLM"], "alibi": True}, "alibi=True"),
+    ({"architectures": ["FalconForCausalLM"], "num_ln_in_parallel_attn": 2}, "num_ln_in_parallel_attn=2"),
+    ({"architectures": ["Olmo3ForCausalLM"], "sliding_window": None}, "sliding_window=None"),
     ({"architectures": ["FalconForCausalLM"], "new_decoder_architecture": True, "parallel_attn": False},
      "parallel_attn=False"),
 ])
