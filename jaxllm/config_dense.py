@@ -127,8 +127,9 @@ def dense_family_fields(hf: dict[str, Any], arch: str, num_layers: int) -> dict[
         scale = hf.get("logit_scale")
         if isinstance(scale, bool) or not isinstance(scale, (int, float)):
             raise ValueError(f"logit_scale={scale!r} must be a number")
+        windows = dense_sliding_windows(hf, arch, num_layers)
         return {"norm_type": "layer", "norm_placement": "parallel", "rope_interleaved": True,
-                "logit_scale": float(scale), "rope_layers": tuple(w is not None for w in _windows(hf, num_layers))}
+                "logit_scale": float(scale), "rope_layers": tuple(w is not None for w in windows)}
     if arch == ERNIE45:
         return {"rope_interleaved": True}
     if arch == EXAONE4:
@@ -145,13 +146,8 @@ def dense_family_fields(hf: dict[str, Any], arch: str, num_layers: int) -> dict[
     return {}
 
 
-def _layer_types(hf: dict[str, Any], num_layers: int, pattern: int) -> tuple[str, ...]:
-    """``layer_types`` when given, else "sliding_attention" on all but every ``sliding_window_pattern``-th layer
-    (``pattern`` when absent), as the config classes build them."""
-    types = hf.get("layer_types")
-    if types is None:
-        every = int(hf.get("sliding_window_pattern") or pattern)
-        return tuple("sliding_attention" if (i + 1) % every else "full_attention" for i in range(num_layers))
+def checked_layer_types(types: list[str], num_layers: int) -> tuple[str, ...]:
+    """A config's ``layer_types``: one "sliding_attention" / "full_attention" per layer, else a ValueError."""
     if len(types) != num_layers:
         raise ValueError(f"layer_types has {len(types)} entries for num_hidden_layers={num_layers}")
     bad = sorted({t for t in types if t not in ("sliding_attention", "full_attention")})
@@ -160,10 +156,19 @@ def _layer_types(hf: dict[str, Any], num_layers: int, pattern: int) -> tuple[str
     return tuple(types)
 
 
-def _windows(hf: dict[str, Any], num_layers: int, pattern: int = 4) -> tuple[int | None, ...]:
+def _layer_types(hf: dict[str, Any], num_layers: int, every: int) -> tuple[str, ...]:
+    """``layer_types`` when given, else "sliding_attention" on all but every ``every``-th layer, as the config
+    classes build them."""
+    types = hf.get("layer_types")
+    if types is None:
+        return tuple("sliding_attention" if (i + 1) % every else "full_attention" for i in range(num_layers))
+    return checked_layer_types(types, num_layers)
+
+
+def _windows(hf: dict[str, Any], num_layers: int, every: int) -> tuple[int | None, ...]:
     """The window of each layer: ``sliding_window`` on the sliding layers of ``_layer_types``, else None."""
     window = hf.get("sliding_window")
-    types = _layer_types(hf, num_layers, pattern)
+    types = _layer_types(hf, num_layers, every)
     return tuple(int(window) if window and t == "sliding_attention" else None for t in types)
 
 
@@ -183,8 +188,10 @@ def olmo3_rope_dicts(hf: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]
 
 def dense_sliding_windows(hf: dict[str, Any], arch: str, num_layers: int) -> tuple[int | None, ...] | None:
     """Per-layer windows of these families (None: another family)."""
-    if arch in (COHERE2, OLMO3):
-        return _windows(hf, num_layers)
+    if arch == COHERE2:  # (Cohere2Config reads a sliding_window_pattern, default 4; Olmo3Config fixes 4)
+        return _windows(hf, num_layers, int(hf.get("sliding_window_pattern") or 4))
+    if arch == OLMO3:
+        return _windows(hf, num_layers, 4)
     if arch == EXAONE4:
         pattern = hf.get("sliding_window_pattern")
         if hf.get("layer_types") is None and (isinstance(pattern, bool) or not isinstance(pattern, int)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from jaxllm.config_dense import dense_sliding_windows
+from jaxllm.config_dense import checked_layer_types, dense_sliding_windows
 from jaxllm.config_families_extra import EXTRA_HF_DEFAULTS, OLMOE, QWEN2_MOE, extra_sliding_windows
 
 MOE_ARCHITECTURES = ("MixtralForCausalLM", "Qwen3MoeForCausalLM", QWEN2_MOE, OLMOE)
@@ -149,12 +149,7 @@ def layer_types(hf: dict[str, Any], arch: str, num_layers: int) -> tuple[str, ..
     ``sliding_window_pattern`` (every pattern-th layer global, default 6)."""
     types = hf.get("layer_types")
     if types:
-        if len(types) != num_layers:
-            raise ValueError(f"layer_types has {len(types)} entries for num_hidden_layers={num_layers}")
-        bad = sorted({t for t in types if t not in ("sliding_attention", "full_attention")})
-        if bad:
-            raise ValueError(f"layer_types {bad} are not supported (only 'sliding_attention', 'full_attention')")
-        return tuple(types)
+        return checked_layer_types(types, num_layers)
     if arch == "Gemma2ForCausalLM":
         return tuple("sliding_attention" if (i + 1) % 2 else "full_attention" for i in range(num_layers))
     if arch == "Gemma3ForCausalLM":

@@ -1,5 +1,6 @@
 """Greedy LLM.generate on the paged engine equals transformers' greedy continuation for Gemma 1/2/3, Phi-3,
-OLMo 2, Granite, SmolLM3, Starcoder2, Cohere, Qwen2-MoE, OLMoE, GPT-2, GPT-NeoX, Phi, StableLM and OPT: chunked prefill (a 16-token budget), prompts
+OLMo 2, Granite, SmolLM3, Starcoder2, Cohere, Qwen2-MoE, OLMoE, GPT-2, GPT-NeoX, Phi, StableLM, OPT, GPT-J, OLMo,
+GLM / GLM-4, Nemotron, Cohere2, Ernie 4.5, EXAONE 4, OLMo 3, Seed-OSS and Falcon: chunked prefill (a 16-token budget), prompts
 longer than the sliding windows, prefix caching."""
 
 from __future__ import annotations
@@ -7,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hf_models import hf_greedy, save_tiny_model
+from hf_models import DENSE3_ENGINE_CASES, hf_greedy, save_tiny_model
 
 from jaxllm import LLM, SamplingParams
 
@@ -42,19 +43,9 @@ FAMILIES = {
                                                    "word_embed_proj_dim": 32}),
     "olmoe-clip": ("OlmoeForCausalLM", {**SPECIAL, "num_experts": 8, "num_experts_per_tok": 2, "intermediate_size": 32,
                                         "clip_qkv": 0.5}),
-    "gptj": ("GPTJForCausalLM", SPECIAL),
-    "olmo-clip": ("OlmoForCausalLM", {**SPECIAL, "clip_qkv": 0.5, "attention_bias": True}),
+    **DENSE3_ENGINE_CASES,
     "glm": ("GlmForCausalLM", {**SPECIAL, "head_dim": 16}),
-    "glm4": ("Glm4ForCausalLM", {**SPECIAL, "head_dim": 16}),
-    "nemotron-biases": ("NemotronForCausalLM", {**SPECIAL, "attention_bias": True, "mlp_bias": True}),
-    "cohere2-window": ("Cohere2ForCausalLM", {**SPECIAL, "num_hidden_layers": 4, "sliding_window": 6}),
-    "ernie4_5-bias": ("Ernie4_5ForCausalLM", {**SPECIAL, "head_dim": 16, "use_bias": True}),
-    "exaone4-window": ("Exaone4ForCausalLM", {**SPECIAL, "num_hidden_layers": 4, "sliding_window": 6}),
-    "olmo3-window": ("Olmo3ForCausalLM", {**SPECIAL, "num_hidden_layers": 4, "sliding_window": 6, "rope_theta": 1000.0}),
-    "seed-oss": ("SeedOssForCausalLM", {**SPECIAL, "head_dim": 16, "attention_out_bias": True}),
     "falcon-multi-query": ("FalconForCausalLM", SPECIAL),
-    "falcon-new-gqa-bias": ("FalconForCausalLM", {**SPECIAL, "new_decoder_architecture": True, "num_kv_heads": 2,
-                                                  "bias": True}),
 }
 GREEDY = SamplingParams(temperature=0.0, max_tokens=10, ignore_eos=True)
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import jaxllm
-from hf_models import save_tiny_model
+from hf_models import DENSE3_ENGINE_CASES, save_tiny_model
 from jaxllm import LLM, SamplingParams
 
 pytestmark = pytest.mark.skipif(len(jax.devices()) < 4, reason="needs 4 (fake) devices")
@@ -42,18 +42,7 @@ CASES = {
     "phi-qk-layernorm": ("PhiForCausalLM", {**SPECIAL, "qk_layernorm": True}),
     "stablelm-qk-norm": ("StableLmForCausalLM", {**SPECIAL, "qk_layernorm": True, "use_qkv_bias": True}),
     "opt-projected": ("OPTForCausalLM", {**SPECIAL, "word_embed_proj_dim": 32}),
-    # dense families of tests/models/test_parity_families3.py
-    "gptj": ("GPTJForCausalLM", SPECIAL),
-    "olmo-clip": ("OlmoForCausalLM", {**SPECIAL, "clip_qkv": 0.5, "attention_bias": True}),
-    "glm4-partial-rotary": ("Glm4ForCausalLM", {**SPECIAL, "head_dim": 16}),
-    "nemotron-biases": ("NemotronForCausalLM", {**SPECIAL, "attention_bias": True, "mlp_bias": True}),
-    "cohere2-window": ("Cohere2ForCausalLM", {**SPECIAL, "num_hidden_layers": 4, "sliding_window": 6}),
-    "ernie4_5-bias": ("Ernie4_5ForCausalLM", {**SPECIAL, "head_dim": 16, "use_bias": True}),
-    "exaone4-window": ("Exaone4ForCausalLM", {**SPECIAL, "num_hidden_layers": 4, "sliding_window": 6}),
-    "olmo3-window": ("Olmo3ForCausalLM", {**SPECIAL, "num_hidden_layers": 4, "sliding_window": 6, "rope_theta": 1000.0}),
-    "seed-oss": ("SeedOssForCausalLM", {**SPECIAL, "head_dim": 16, "attention_out_bias": True}),
-    "falcon-new-gqa-bias": ("FalconForCausalLM", {**SPECIAL, "new_decoder_architecture": True, "num_kv_heads": 2,
-                                                  "bias": True}),
+    **DENSE3_ENGINE_CASES,
 }
 
 
