@@ -85,6 +85,10 @@ def make_config(arch: str, **overrides):
         "Olmo3ForCausalLM": transformers.Olmo3Config,
         "SeedOssForCausalLM": transformers.SeedOssConfig,
         "FalconForCausalLM": transformers.FalconConfig,
+        "GraniteMoeForCausalLM": transformers.GraniteMoeConfig,
+        "GraniteMoeSharedForCausalLM": transformers.GraniteMoeSharedConfig,
+        "PhimoeForCausalLM": transformers.PhimoeConfig,
+        "Ernie4_5_MoeForCausalLM": transformers.Ernie4_5_MoeConfig,
     }[arch]
     cfg = cls(**kw)
     cfg.architectures = [arch]
