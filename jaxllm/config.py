@@ -20,6 +20,7 @@ from jaxllm.config_deepseek import (
     mla_attention_params,
     mla_cache_fields,
 )
+from jaxllm.config_dense import DENSE_ARCHS, DENSE_MODEL_TYPES, dense_family_fields, dense_hf
 from jaxllm.config_moe_families import (
     MOE2_ARCHS,
     MOE2_HF_DEFAULTS,
@@ -49,6 +50,7 @@ SUPPORTED_ARCHITECTURES = (
     "CohereForCausalLM",
     *CLASSIC_ARCHS,
     *DEEPSEEK_ARCHS,
+    *DENSE_ARCHS,
     *MOE2_ARCHS,
 )
 
@@ -136,6 +138,7 @@ class ModelConfig:
     norm_placement: str = "pre"
     norm_type: str = "rms"  # "rms" (RMSNorm) or "layer" (LayerNorm: Starcoder2, Cohere); eps: rms_norm_eps
     norm_bias: bool = False  # LayerNorm biases (Starcoder2)
+    norm_weight: bool = True  # False: LayerNorms without weight or bias (OLMo 1's non-parametric norms)
     mlp_type: str = "gated"  # "gated" (act(gate) * up) or "plain" (c_fc -> act -> c_proj: Starcoder2)
     rope_interleaved: bool = False  # rope rotates adjacent dim pairs (2i, 2i + 1) instead of halves (Cohere)
     logit_scale: float = 1.0  # logits times logit_scale (Cohere)
@@ -299,14 +302,15 @@ class ModelConfig:
         if not isinstance(hf, dict):
             hf = hf.to_dict()
         quant_fields = quantization_fields(check_quantization(quantization), hf)
-        arch, hf, multimodal = text_architecture(moe_family_hf(classic_hf(hf)), quant_fields)
+        arch, hf, multimodal = text_architecture(dense_hf(moe_family_hf(classic_hf(hf))), quant_fields)
         hf = renamed_fields({**HF_DEFAULTS.get(arch, MOE2_HF_DEFAULTS.get(arch, {})), **hf}, arch)
         hf = deepseek_hf(hf, arch)  # (DeepSeek: transformers' defaults, the MLA cache's head_dim / kv heads)
         if hf.get("intermediate_size") is None:
             raise ValueError(f"{arch}: the model config has no 'intermediate_size'")
         num_layers = int(hf["num_hidden_layers"])
         family = {**family_fields(hf, arch), **extra_family_fields(hf, arch, num_layers),
-                  **classic_family_fields(hf, arch), **moe2_fields(hf, arch, num_layers)}
+                  **classic_family_fields(hf, arch), **moe2_fields(hf, arch, num_layers),
+                  **dense_family_fields(hf, arch, num_layers)}
         biases = attention_biases(hf, arch)
         biases.update({key: family.pop(key) for key in list(family) if key in biases})  # (StableLM's own)
         num_heads = int(hf["num_attention_heads"])
@@ -401,5 +405,6 @@ _ARCH_BY_MODEL_TYPE = {
     "deepseek_v2": "DeepseekV2ForCausalLM",
     "deepseek_v3": "DeepseekV3ForCausalLM",
     **CLASSIC_MODEL_TYPES,
+    **DENSE_MODEL_TYPES,
     **MOE2_MODEL_TYPES,
 }

@@ -18,6 +18,7 @@ import numpy as np
 from jaxllm.config import ModelConfig
 from jaxllm.config_classic import CLASSIC_ARCHS
 from jaxllm.config_deepseek import DEEPSEEK_ARCHS
+from jaxllm.config_dense import DENSE_ARCHS
 from jaxllm.config_families import LAYER_NORMS
 from jaxllm.quantization_config import INT4_METHODS
 
@@ -334,6 +335,10 @@ def key_map(cfg: ModelConfig) -> dict[str, Target | tuple[Target, ...]]:
         from jaxllm.weights.mappings_deepseek import deepseek_family_map  # (it builds on this module)
 
         return deepseek_family_map(cfg)
+    if cfg.architecture in DENSE_ARCHS:  # OLMo, GLM, ...: renamed Llama-style maps (jaxllm.config_dense)
+        from jaxllm.weights.mappings_dense import dense_family_map  # (it builds on this module)
+
+        return dense_family_map(cfg)
     if cfg.architecture == "DbrxForCausalLM":  # (its own names: transformer.blocks.N, fused Wqkv and experts)
         from jaxllm.weights.mappings_moe import dbrx_map
 
