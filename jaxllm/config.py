@@ -12,47 +12,12 @@ import json
 import os
 from typing import Any
 
-from jaxllm.config_classic import CLASSIC_ARCHS, CLASSIC_MODEL_TYPES, classic_family_fields, classic_hf
-from jaxllm.config_deepseek import (
-    DEEPSEEK_ARCHS,
-    deepseek_fields,
-    deepseek_hf,
-    mla_attention_params,
-    mla_cache_fields,
-)
-from jaxllm.config_dense import DENSE_ARCHS, DENSE_MODEL_TYPES, dense_family_fields, dense_hf
-from jaxllm.config_moe_families import (
-    MOE2_ARCHS,
-    MOE2_HF_DEFAULTS,
-    MOE2_MODEL_TYPES,
-    moe2_fields,
-    moe_family_hf,
-)
+from jaxllm.config_archs import SUPPORTED_ARCHITECTURES, shared_names_hf, text_architecture
+from jaxllm.config_classic import classic_family_fields
+from jaxllm.config_deepseek import deepseek_fields, mla_attention_params, mla_cache_fields
+from jaxllm.config_dense import dense_family_fields
+from jaxllm.config_moe_families import MOE2_ARCHS, moe2_fields
 from jaxllm.quantization_config import check_quantization, quantization_fields
-
-SUPPORTED_ARCHITECTURES = (
-    "LlamaForCausalLM",
-    "MistralForCausalLM",
-    "Qwen2ForCausalLM",
-    "Qwen3ForCausalLM",
-    "GemmaForCausalLM",
-    "Gemma2ForCausalLM",
-    "Gemma3ForCausalLM",
-    "Phi3ForCausalLM",
-    "Olmo2ForCausalLM",
-    "MixtralForCausalLM",
-    "Qwen3MoeForCausalLM",
-    "Qwen2MoeForCausalLM",
-    "OlmoeForCausalLM",
-    "GraniteForCausalLM",
-    "SmolLM3ForCausalLM",
-    "Starcoder2ForCausalLM",
-    "CohereForCausalLM",
-    *CLASSIC_ARCHS,
-    *DEEPSEEK_ARCHS,
-    *DENSE_ARCHS,
-    *MOE2_ARCHS,
-)
 
 _DTYPE_NAMES = {
     "float32": "float32",
@@ -67,17 +32,14 @@ _DTYPE_NAMES = {
 
 from jaxllm.config_checks import check_hf_config
 from jaxllm.config_families import (
-    FUSED_ARCHS,
     GEMMA_ARCHS,
     HF_DEFAULTS,
     LAYER_NORMS,
     MOE_ARCHITECTURES,
-    TEXT_OF_MULTIMODAL,
     attention_biases,
     family_fields,
     moe_fields,
     sliding_windows_from_hf,
-    text_config_of_multimodal,
 )
 from jaxllm.config_families_extra import extra_family_fields, renamed_fields
 from jaxllm.config_rope import RopeConfig, ropes_from_hf, rotary_dim_from_hf
@@ -302,9 +264,8 @@ class ModelConfig:
         if not isinstance(hf, dict):
             hf = hf.to_dict()
         quant_fields = quantization_fields(check_quantization(quantization), hf)
-        arch, hf, multimodal = text_architecture(dense_hf(moe_family_hf(classic_hf(hf))), quant_fields)
-        hf = renamed_fields({**HF_DEFAULTS.get(arch, MOE2_HF_DEFAULTS.get(arch, {})), **hf}, arch)
-        hf = deepseek_hf(hf, arch)  # (DeepSeek: transformers' defaults, the MLA cache's head_dim / kv heads)
+        arch, hf, multimodal = text_architecture(shared_names_hf(hf), quant_fields)
+        hf = renamed_fields({**HF_DEFAULTS.get(arch, {}), **hf}, arch)
         if hf.get("intermediate_size") is None:
             raise ValueError(f"{arch}: the model config has no 'intermediate_size'")
         num_layers = int(hf["num_hidden_layers"])
@@ -361,50 +322,3 @@ class ModelConfig:
         with open(cfg_path) as f:
             return cls.from_hf(json.load(f), dtype=dtype)
 
-
-def text_architecture(hf: dict[str, Any], quant_fields: dict[str, Any]) -> tuple[str, dict[str, Any], str | None]:
-    """(architecture, config, multimodal architecture or None) of a config.json dict: a multimodal checkpoint's
-    language model (text prompts only), an architecture from ``model_type`` when ``architectures`` is missing.
-    An unsupported architecture, or a pre-quantized 4-bit / fp8 checkpoint of one with fused projections, is a
-    ValueError naming it."""
-    archs = hf.get("architectures") or []
-    multimodal = archs[0] if archs and archs[0] in TEXT_OF_MULTIMODAL else None
-    if multimodal:
-        hf = text_config_of_multimodal(hf)
-        archs = hf["architectures"]
-    arch = archs[0] if archs else _ARCH_BY_MODEL_TYPE.get(hf.get("model_type", ""), "")
-    if arch not in SUPPORTED_ARCHITECTURES:
-        raise ValueError(f"architecture {arch or hf.get('model_type')!r} is not supported; supported "
-                         f"architectures: {', '.join(SUPPORTED_ARCHITECTURES)}")
-    if arch in FUSED_ARCHS and quant_fields.get("quantization") in ("awq", "gptq") or (
-            arch in FUSED_ARCHS and quant_fields.get("quant_from_checkpoint")):
-        raise ValueError(f"quantization={quant_fields['quantization']!r} checkpoints of {arch} (fused qkv_proj / "
-                         "gate_up_proj) are not supported; load the unquantized checkpoint (optionally with "
-                         "quantization='int8' or 'fp8')")
-    return arch, hf, multimodal
-
-
-_ARCH_BY_MODEL_TYPE = {
-    "llama": "LlamaForCausalLM",
-    "mistral": "MistralForCausalLM",
-    "qwen2": "Qwen2ForCausalLM",
-    "qwen3": "Qwen3ForCausalLM",
-    "gemma": "GemmaForCausalLM",
-    "gemma2": "Gemma2ForCausalLM",
-    "gemma3_text": "Gemma3ForCausalLM",
-    "phi3": "Phi3ForCausalLM",
-    "olmo2": "Olmo2ForCausalLM",
-    "mixtral": "MixtralForCausalLM",
-    "qwen3_moe": "Qwen3MoeForCausalLM",
-    "qwen2_moe": "Qwen2MoeForCausalLM",
-    "olmoe": "OlmoeForCausalLM",
-    "granite": "GraniteForCausalLM",
-    "smollm3": "SmolLM3ForCausalLM",
-    "starcoder2": "Starcoder2ForCausalLM",
-    "cohere": "CohereForCausalLM",
-    "deepseek_v2": "DeepseekV2ForCausalLM",
-    "deepseek_v3": "DeepseekV3ForCausalLM",
-    **CLASSIC_MODEL_TYPES,
-    **DENSE_MODEL_TYPES,
-    **MOE2_MODEL_TYPES,
-}

@@ -14,6 +14,7 @@ from typing import Any
 
 from jaxllm.config_dense import checked_layer_types, dense_sliding_windows
 from jaxllm.config_families_extra import EXTRA_HF_DEFAULTS, OLMOE, QWEN2_MOE, extra_sliding_windows
+from jaxllm.config_moe_families import MOE2_HF_DEFAULTS
 
 MOE_ARCHITECTURES = ("MixtralForCausalLM", "Qwen3MoeForCausalLM", QWEN2_MOE, OLMOE)
 GEMMA_ARCHS = ("GemmaForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM")
@@ -90,6 +91,7 @@ HF_DEFAULTS: dict[str, dict[str, Any]] = {
     "MixtralForCausalLM": {"rms_norm_eps": 1e-5, "rope_theta": 1e6, "max_position_embeddings": 131072},
     "Qwen3MoeForCausalLM": {"max_position_embeddings": 32768, "sliding_window": 4096},
     **EXTRA_HF_DEFAULTS,
+    **MOE2_HF_DEFAULTS,
 }
 
 # Families whose attention has no biases whatever ``attention_bias`` says (transformers' Mistral, Mixtral, Phi-3),

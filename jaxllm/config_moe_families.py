@@ -33,7 +33,7 @@ MOE2_ARCHS = (GRANITE_MOE, GRANITE_MOE_SHARED, PHIMOE, DBRX, ERNIE_MOE)
 MOE2_MODEL_TYPES = {"granitemoe": GRANITE_MOE, "granitemoeshared": GRANITE_MOE_SHARED, "phimoe": PHIMOE,
                     "dbrx": DBRX, "ernie4_5_moe": ERNIE_MOE}
 
-# transformers' config-class defaults of fields a config.json may leave out (see config_families.HF_DEFAULTS)
+# transformers' config-class defaults of fields a config.json may leave out (part of config_families.HF_DEFAULTS)
 MOE2_HF_DEFAULTS: dict[str, dict[str, Any]] = {
     GRANITE_MOE: {"num_local_experts": 8, "num_experts_per_tok": 2, "max_position_embeddings": 2048},
     GRANITE_MOE_SHARED: {"num_local_experts": 8, "num_experts_per_tok": 2, "max_position_embeddings": 2048},
