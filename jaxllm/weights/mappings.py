@@ -79,18 +79,24 @@ def _rows(start: int, stop: int, fn: Callable[[np.ndarray], np.ndarray]) -> Call
 def fused_linear_targets(cfg: ModelConfig, i: int) -> dict[str, Target | tuple[Target, ...]]:
     """Phi-3's fused weights of layer ``i``: ``qkv_proj`` [(H + 2K) * Dh, D] -> q/k/v projections,
     ``gate_up_proj`` [2F, D] (gate rows first) -> gate_up [D, 2, F]."""
-    d, f, h, kh, dh = cfg.hidden_size, cfg.intermediate_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+    d, f, h, dh = cfg.hidden_size, cfg.intermediate_size, cfg.num_heads, cfg.head_dim
     p, attn, mlp = f"model.layers.{i}.", ("layers", i, "self_attn"), ("layers", i, "mlp")
-    qkv_shape, q_end, k_end = ((h + 2 * kh) * dh, d), h * dh, (h + kh) * dh
     return {
-        p + "self_attn.qkv_proj.weight": (
-            Target((*attn, "q_proj"), qkv_shape, _rows(0, q_end, _linear(h, dh))),
-            Target((*attn, "k_proj"), qkv_shape, _rows(q_end, k_end, _linear(kh, dh))),
-            Target((*attn, "v_proj"), qkv_shape, _rows(k_end, k_end + kh * dh, _linear(kh, dh)))),
+        p + "self_attn.qkv_proj.weight": fused_qkv_targets(cfg, attn),
         p + "self_attn.o_proj.weight": Target((*attn, "o_proj"), (d, h * dh), _linear_in_split(h, dh)),
         p + "mlp.gate_up_proj.weight": Target((*mlp, "gate_up"), (2 * f, d), _linear(2, f)),
         p + "mlp.down_proj.weight": Target((*mlp, "down"), (d, f), _linear(d)),
     }
+
+
+def fused_qkv_targets(cfg: ModelConfig, attn: tuple) -> tuple[Target, Target, Target]:
+    """A fused q/k/v weight [(H + 2K) * Dh, D] whose rows are all q heads, then k, then v (Phi-3's qkv_proj,
+    DBRX's Wqkv) -> the q/k/v projections of the attention module at ``attn``."""
+    d, h, kh, dh = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+    qkv_shape, q_end, k_end = ((h + 2 * kh) * dh, d), h * dh, (h + kh) * dh
+    return (Target((*attn, "q_proj"), qkv_shape, _rows(0, q_end, _linear(h, dh))),
+            Target((*attn, "k_proj"), qkv_shape, _rows(q_end, k_end, _linear(kh, dh))),
+            Target((*attn, "v_proj"), qkv_shape, _rows(k_end, k_end + kh * dh, _linear(kh, dh))))
 
 
 def linear_layers(cfg: ModelConfig, i: int) -> list[LinearLayer]:
@@ -109,11 +115,15 @@ def linear_layers(cfg: ModelConfig, i: int) -> list[LinearLayer]:
     if cfg.mlp_type == "plain":  # Starcoder2: c_fc [F, D], c_proj [D, F]
         return attention + [LinearLayer(p + "mlp.c_fc", (*mlp, "c_fc"), f, d, (f,), _linear(f)),
                             LinearLayer(p + "mlp.c_proj", (*mlp, "c_proj"), d, f, (d,), _linear(d))]
-    return attention + [
-        LinearLayer(p + "mlp.gate_proj", (*mlp, "gate_up"), f, d, (f,), _linear(f), part=0),
-        LinearLayer(p + "mlp.up_proj", (*mlp, "gate_up"), f, d, (f,), _linear(f), part=1),
-        LinearLayer(p + "mlp.down_proj", (*mlp, "down"), d, f, (d,), _linear(d)),
-    ]
+    return attention + gated_mlp_layers(p + "mlp.", mlp, f, d)
+
+
+def gated_mlp_layers(hf_prefix: str, path: tuple, f: int, d: int) -> list[LinearLayer]:
+    """A gated MLP's ``gate_proj`` / ``up_proj`` [F, D] (parts 0 / 1 of gate_up [D, 2, F] at ``path``) and
+    ``down_proj`` [D, F] (down [F, D]) under ``hf_prefix``."""
+    return [LinearLayer(hf_prefix + "gate_proj", (*path, "gate_up"), f, d, (f,), _linear(f), part=0),
+            LinearLayer(hf_prefix + "up_proj", (*path, "gate_up"), f, d, (f,), _linear(f), part=1),
+            LinearLayer(hf_prefix + "down_proj", (*path, "down"), d, f, (d,), _linear(d))]
 
 
 def shared_expert_layers(cfg: ModelConfig, i: int) -> list[LinearLayer]:
@@ -126,10 +136,7 @@ def shared_expert_layers(cfg: ModelConfig, i: int) -> list[LinearLayer]:
 
         return granite_shared_layers(cfg, i)
     name = "shared_experts" if cfg.architecture == "Ernie4_5_MoeForCausalLM" else "shared_expert"
-    p, ours = f"model.layers.{i}.mlp.{name}.", ("layers", i, "mlp", "shared_expert")
-    return [LinearLayer(p + "gate_proj", (*ours, "gate_up"), f, d, (f,), _linear(f), part=0),
-            LinearLayer(p + "up_proj", (*ours, "gate_up"), f, d, (f,), _linear(f), part=1),
-            LinearLayer(p + "down_proj", (*ours, "down"), d, f, (d,), _linear(d))]
+    return gated_mlp_layers(f"model.layers.{i}.mlp.{name}.", ("layers", i, "mlp", "shared_expert"), f, d)
 
 
 def _linear_targets(cfg: ModelConfig, lin: LinearLayer) -> dict[str, Target]:

@@ -22,6 +22,7 @@ from jaxllm.weights.mappings import (
     _linear_targets,
     _same,
     expert_targets,
+    gated_mlp_layers,
 )
 
 
@@ -52,10 +53,7 @@ def _attention_targets(cfg: ModelConfig, i: int) -> dict[str, Target]:
 
 def _gated_mlp_targets(cfg: ModelConfig, hf_prefix: str, path: tuple, f: int) -> dict[str, Target]:
     """gate_proj / up_proj [F, D] -> gate_up [D, 2, F]; down_proj [D, F] -> down [F, D]."""
-    d = cfg.hidden_size
-    layers = [LinearLayer(hf_prefix + "gate_proj", (*path, "gate_up"), f, d, (f,), _linear(f), part=0),
-              LinearLayer(hf_prefix + "up_proj", (*path, "gate_up"), f, d, (f,), _linear(f), part=1),
-              LinearLayer(hf_prefix + "down_proj", (*path, "down"), d, f, (d,), _linear(d))]
+    layers = gated_mlp_layers(hf_prefix, path, f, cfg.hidden_size)
     return {k: v for lin in layers for k, v in _linear_targets(cfg, lin).items()}
 
 

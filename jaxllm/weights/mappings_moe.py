@@ -10,7 +10,15 @@ import numpy as np
 
 from jaxllm.config import ModelConfig
 from jaxllm.config_moe_families import GRANITE_MOE, GRANITE_MOE_SHARED
-from jaxllm.weights.mappings import LinearLayer, Target, _linear, _linear_in_split, _rows, _same, _transpose
+from jaxllm.weights.mappings import (
+    LinearLayer,
+    Target,
+    _linear,
+    _linear_in_split,
+    _same,
+    _transpose,
+    fused_qkv_targets,
+)
 
 FUSED_EXPERT_ARCHS = (GRANITE_MOE, GRANITE_MOE_SHARED)
 
@@ -50,7 +58,7 @@ def dbrx_map(cfg: ModelConfig) -> dict[str, Target | tuple[Target, ...]]:
     ``ffn.experts.mlp.w1`` (gate) / ``v1`` (up) [E * F, D] -> gate_up [E, D, 2, F], ``w2`` [E * F, D] -> down
     [E, F, D] (w2 is stored [in, out] per expert, as DBRX multiplies by it unTransposed)."""
     check_float_checkpoint(cfg)
-    d, h, kh, dh, v = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.vocab_size
+    d, h, dh, v = cfg.hidden_size, cfg.num_heads, cfg.head_dim, cfg.vocab_size
     e, f = cfg.num_experts, cfg.moe_intermediate_size
     m: dict[str, Target | tuple[Target, ...]] = {
         "transformer.wte.weight": Target(("embed",), (v, d), _same),
@@ -61,15 +69,10 @@ def dbrx_map(cfg: ModelConfig) -> dict[str, Target | tuple[Target, ...]]:
     for i in range(cfg.num_layers):
         p, L = f"transformer.blocks.{i}.", ("layers", i)
         attn, mlp = (*L, "self_attn"), (*L, "mlp")
-        q_end, k_end = h * dh, (h + kh) * dh
-        qkv_shape = (k_end + kh * dh, d)
         m.update({
             p + "norm_attn_norm.norm_1.weight": Target((*L, "input_layernorm", "weight"), (d,), _same),
             p + "norm_attn_norm.norm_2.weight": Target((*L, "post_attention_layernorm", "weight"), (d,), _same),
-            p + "norm_attn_norm.attn.Wqkv.weight": (
-                Target((*attn, "q_proj"), qkv_shape, _rows(0, q_end, _linear(h, dh))),
-                Target((*attn, "k_proj"), qkv_shape, _rows(q_end, k_end, _linear(kh, dh))),
-                Target((*attn, "v_proj"), qkv_shape, _rows(k_end, k_end + kh * dh, _linear(kh, dh)))),
+            p + "norm_attn_norm.attn.Wqkv.weight": fused_qkv_targets(cfg, attn),
             p + "norm_attn_norm.attn.out_proj.weight": Target((*attn, "o_proj"), (d, h * dh), _linear_in_split(h, dh)),
             p + "ffn.router.layer.weight": Target((*mlp, "router"), (e, d), _transpose),
             p + "ffn.experts.mlp.w1": Target((*mlp, "gate_up"), (e * f, d), lambda w: _gate_up_part(w, e, f, d),
