@@ -20,12 +20,42 @@ from jaxllm.pooling.st_config import (
     sentence_transformers_tokenizer,
 )
 
-# decoder families: pooling architecture -> the causal-LM architecture whose backbone it shares
-DECODER_BACKBONES = {
-    f"{family}{suffix}": f"{family}ForCausalLM"
-    for family in ("Llama", "Mistral", "Qwen2", "Qwen3")
-    for suffix in ("ForCausalLM", "Model", "ForSequenceClassification")
-}
+# ``*Model`` / ``*ForSequenceClassification`` names whose family differs from the causal LM's name
+_FAMILY_ALIASES = {"Gemma3Text": "Gemma3"}  # Gemma3TextModel: the text-only Gemma 3 backbone
+_DECODER_FORMS = ("ForSequenceClassification", "Model")
+
+
+def decoder_backbone(arch: str) -> str | None:
+    """The generate path's causal-LM architecture whose backbone a decoder pooling architecture shares (vLLM's
+    conversion of any causal LM it serves: ``XModel`` / ``XForSequenceClassification`` -> ``XForCausalLM``, or
+    ``XLMHeadModel`` as GPT-2), the architecture itself for a causal LM; None when jaxllm serves no such family."""
+    from jaxllm.config import SUPPORTED_ARCHITECTURES
+
+    if arch in SUPPORTED_ARCHITECTURES:
+        return arch
+    for suffix in _DECODER_FORMS:
+        if arch.endswith(suffix):
+            family = arch[:-len(suffix)]
+            family = _FAMILY_ALIASES.get(family, family)
+            for base in (f"{family}ForCausalLM", f"{family}LMHeadModel"):
+                if base in SUPPORTED_ARCHITECTURES:
+                    return base
+    return None
+
+
+def check_decoder_config(hf: dict[str, Any]) -> None:
+    """ValueError for decoder checkpoints the causal paged engine cannot pool: bidirectional attention
+    (EmbeddingGemma's ``use_bidirectional_attention``, ``is_causal: false``) and multimodal configs (a
+    ``text_config``: Gemma3Model / Gemma3ForSequenceClassification are the vision-language classes)."""
+    arch = architecture_of(hf)
+    if hf.get("use_bidirectional_attention") or hf.get("is_causal") is False:
+        raise ValueError(f"{arch} with bidirectional attention (use_bidirectional_attention / is_causal=False) is "
+                         "not supported as a pooling model: decoders pool on the causal paged engine")
+    if "text_config" in hf:
+        raise ValueError(f"{arch} is a multimodal checkpoint; pooling serves text-only decoders (e.g. "
+                         "Gemma3TextModel / Gemma3TextForSequenceClassification)")
+
+
 ENCODER_ARCHITECTURES = ("BertModel", "XLMRobertaModel", "RobertaModel", "BertForSequenceClassification",
                          "XLMRobertaForSequenceClassification", "RobertaForSequenceClassification")
 _GENERATE_SUFFIXES = ("ForCausalLM", "ForConditionalGeneration", "ChatModel", "LMHeadModel")
@@ -124,7 +154,7 @@ def resolve_runner(runner: str, hf: dict[str, Any], has_st_pooling: bool = False
     sentence-transformers Pooling module (``has_st_pooling``), else follows the architecture's suffix."""
     arch = architecture_of(hf)
     if runner != "auto":
-        if runner == "generate" and arch in DECODER_BACKBONES and not arch.endswith("ForCausalLM"):
+        if runner == "generate" and decoder_backbone(arch) not in (None, arch):
             raise ValueError(f"{arch} is a pooling model; use runner='pooling' (or 'auto')")
         if runner == "generate" and arch in ENCODER_ARCHITECTURES:
             raise ValueError(f"{arch} is an encoder-only model and cannot generate; use runner='pooling'")
@@ -165,11 +195,13 @@ def pooling_model_info(path: str, hf: dict[str, Any], pooler_config: Any = None)
     """The pooling facts of the checkpoint at ``path`` (config.json ``hf``), with ``pooler_config``'s overrides;
     ValueError for what jaxllm cannot pool."""
     arch = architecture_of(hf)
-    if arch not in DECODER_BACKBONES and arch not in ENCODER_ARCHITECTURES:
-        supported = sorted(DECODER_BACKBONES) + list(ENCODER_ARCHITECTURES)
-        raise ValueError(f"architecture {arch!r} is not supported as a pooling model; supported: "
-                         f"{', '.join(supported)}")
     encoder = arch in ENCODER_ARCHITECTURES
+    if not encoder and decoder_backbone(arch) is None:
+        raise ValueError(f"architecture {arch!r} is not supported as a pooling model; supported: the "
+                         f"{{Model, ForSequenceClassification}} forms of the causal LMs jaxllm serves and "
+                         f"{', '.join(ENCODER_ARCHITECTURES)}")
+    if not encoder:
+        check_decoder_config(hf)
     st_type, st_normalize = sentence_transformers_pooling(path)
     classifier = arch.endswith("ForSequenceClassification")
     num_labels = num_labels_of(hf) if classifier else 0
@@ -186,14 +218,25 @@ def pooling_model_info(path: str, hf: dict[str, Any], pooler_config: Any = None)
     return PoolingModelInfo(
         name=path, architecture=arch, encoder=encoder, tasks=tasks,
         pooling_type=st_type or ("CLS" if encoder else "LAST"),
-        normalize=st_normalize, hidden_size=int(hf["hidden_size"]), num_labels=num_labels,
+        normalize=st_normalize, hidden_size=_pooled_size(hf, encoder), num_labels=num_labels,
         classify_activation=_classify_activation(hf, num_labels), score_activation=_score_activation(hf),
         is_matryoshka=bool(hf.get("is_matryoshka") or dims), matryoshka_dimensions=tuple(dims or ()),
         default_dimensions=over.dimensions, default_use_activation=over.use_activation, logit_bias=over.logit_bias,
-        projected_size=None if classifier else projected_size(path, int(hf["hidden_size"])),
+        projected_size=None if classifier else projected_size(path, _pooled_size(hf, encoder)),
         classifier_from_token=tuple(hf["classifier_from_token"]) if classifier and seq_cls_method(hf) else (),
         use_pad_token=bool(hf.get("use_pad_token", not (classifier and seq_cls_method(hf)))),
         **sentence_transformers_tokenizer(path))
+
+
+def _pooled_size(hf: dict[str, Any], encoder: bool) -> int:
+    """The size of a pooled row: the hidden size (GPT-2's ``n_embd``, read by the family's names), or OPT's
+    projected ``word_embed_proj_dim`` that its backbone outputs."""
+    if encoder:
+        return int(hf["hidden_size"])
+    from jaxllm.config_classic import classic_hf
+
+    shared = classic_hf(hf)
+    return int(shared.get("word_embed_proj_dim") or shared["hidden_size"])
 
 
 SEQ_CLS_METHODS = ("from_2_way_softmax", "no_post_processing")
