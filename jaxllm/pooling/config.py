@@ -57,7 +57,8 @@ def check_decoder_config(hf: dict[str, Any]) -> None:
 
 
 ENCODER_ARCHITECTURES = ("BertModel", "XLMRobertaModel", "RobertaModel", "BertForSequenceClassification",
-                         "XLMRobertaForSequenceClassification", "RobertaForSequenceClassification")
+                         "XLMRobertaForSequenceClassification", "RobertaForSequenceClassification",
+                         "ModernBertModel", "ModernBertForSequenceClassification")
 _GENERATE_SUFFIXES = ("ForCausalLM", "ForConditionalGeneration", "ChatModel", "LMHeadModel")
 _POOLING_SUFFIXES = ("ForTextEncoding", "EmbeddingModel", "ForSequenceClassification", "ClassificationModel",
                      "ForRewardModeling", "RewardModel", "Model")
@@ -217,7 +218,7 @@ def pooling_model_info(path: str, hf: dict[str, Any], pooler_config: Any = None)
         st_normalize = over.normalize
     return PoolingModelInfo(
         name=path, architecture=arch, encoder=encoder, tasks=tasks,
-        pooling_type=st_type or ("CLS" if encoder else "LAST"),
+        pooling_type=st_type or _default_pooling(hf, encoder),
         normalize=st_normalize, hidden_size=_pooled_size(hf, encoder), num_labels=num_labels,
         classify_activation=_classify_activation(hf, num_labels), score_activation=_score_activation(hf),
         is_matryoshka=bool(hf.get("is_matryoshka") or dims), matryoshka_dimensions=tuple(dims or ()),
@@ -226,6 +227,19 @@ def pooling_model_info(path: str, hf: dict[str, Any], pooler_config: Any = None)
         classifier_from_token=tuple(hf["classifier_from_token"]) if classifier and seq_cls_method(hf) else (),
         use_pad_token=bool(hf.get("use_pad_token", not (classifier and seq_cls_method(hf)))),
         **sentence_transformers_tokenizer(path))
+
+
+def _default_pooling(hf: dict[str, Any], encoder: bool) -> str:
+    """LAST for decoders, CLS for encoders; ModernBERT's classifier pools as its ``classifier_pooling`` says
+    ("cls" or "mean"), as transformers' ``ModernBertForSequenceClassification``."""
+    if not encoder:
+        return "LAST"
+    if architecture_of(hf) == "ModernBertForSequenceClassification":
+        mode = hf.get("classifier_pooling", "cls")
+        if mode not in ("cls", "mean"):
+            raise ValueError(f"classifier_pooling={mode!r} is not supported; choose 'cls' or 'mean'")
+        return mode.upper()
+    return "CLS"
 
 
 def _pooled_size(hf: dict[str, Any], encoder: bool) -> int:
