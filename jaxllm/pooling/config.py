@@ -172,7 +172,8 @@ def check_convert(convert: str, runner: str, arch: str) -> None:
     "pooling"). "auto" takes the architecture's default. With runner="pooling", "embed" is what jaxllm does to
     a causal LM or ``*Model`` and leaves a pooling architecture as it is (vLLM's ``as_embedding_model``);
     "classify" needs a ``*ForSequenceClassification`` checkpoint; "none" refuses a causal LM (it is no pooling
-    model unconverted); "reward" is not supported. Any conversion under runner="generate" is an error."""
+    model unconverted); "reward" makes a decoder without a classifier a per-token reward model
+    (``pooling_model_info``). Any conversion under runner="generate" is an error."""
     if convert == "auto":
         return
     if runner == "generate":
@@ -187,14 +188,17 @@ def check_convert(convert: str, runner: str, arch: str) -> None:
         raise ValueError(f"convert='classify' of a {arch or 'causal LM'} checkpoint (a classifier head on a model "
                          "without one) is not supported yet; a *ForSequenceClassification checkpoint classifies "
                          "as it is")
-    if convert == "reward":
-        raise ValueError("convert='reward' (per-token rewards of a converted model) is not supported yet; "
-                         "*ForSequenceClassification checkpoints give per-token scores through LLM.reward")
+    if convert == "reward" and arch in ENCODER_ARCHITECTURES:
+        raise ValueError(f"convert='reward' of the encoder {arch} is not supported; it converts decoders")
 
 
-def pooling_model_info(path: str, hf: dict[str, Any], pooler_config: Any = None) -> PoolingModelInfo:
+def pooling_model_info(path: str, hf: dict[str, Any], pooler_config: Any = None,
+                       convert: str = "auto") -> PoolingModelInfo:
     """The pooling facts of the checkpoint at ``path`` (config.json ``hf``), with ``pooler_config``'s overrides;
-    ValueError for what jaxllm cannot pool."""
+    ValueError for what jaxllm cannot pool. ``convert="reward"`` (vLLM's ``as_reward_model``) turns a decoder
+    without a classifier into a reward model: "token_classify" only, every token's hidden row through the
+    classification activation (softmax over the hidden dims unless ``problem_type`` says otherwise, or none with
+    ``use_activation=False``)."""
     arch = architecture_of(hf)
     encoder = arch in ENCODER_ARCHITECTURES
     if not encoder and decoder_backbone(arch) is None:
@@ -206,10 +210,11 @@ def pooling_model_info(path: str, hf: dict[str, Any], pooler_config: Any = None)
     st_type, st_normalize = sentence_transformers_pooling(path)
     classifier = arch.endswith("ForSequenceClassification")
     num_labels = num_labels_of(hf) if classifier else 0
+    reward = convert == "reward" and not classifier
     if classifier:
         tasks = ("classify", "token_classify") + (("score",) if num_labels == 1 else ())
     else:
-        tasks = ("embed", "token_embed")
+        tasks = ("token_classify",) if reward else ("embed", "token_embed")
     dims = hf.get("matryoshka_dimensions")
     over = PoolerConfig.of(pooler_config) or PoolerConfig()
     if over.pooling_type is not None:
@@ -220,7 +225,8 @@ def pooling_model_info(path: str, hf: dict[str, Any], pooler_config: Any = None)
         name=path, architecture=arch, encoder=encoder, tasks=tasks,
         pooling_type=st_type or _default_pooling(hf, encoder),
         normalize=st_normalize, hidden_size=_pooled_size(hf, encoder), num_labels=num_labels,
-        classify_activation=_classify_activation(hf, num_labels), score_activation=_score_activation(hf),
+        classify_activation=_classify_activation(hf, _pooled_size(hf, encoder) if reward else num_labels),
+        score_activation=_score_activation(hf),
         is_matryoshka=bool(hf.get("is_matryoshka") or dims), matryoshka_dimensions=tuple(dims or ()),
         default_dimensions=over.dimensions, default_use_activation=over.use_activation, logit_bias=over.logit_bias,
         projected_size=None if classifier else projected_size(path, _pooled_size(hf, encoder)),

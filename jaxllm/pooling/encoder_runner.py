@@ -124,7 +124,7 @@ class EncoderRunner:
         if args.max_model_len is not None and args.max_model_len > config.max_model_len:
             raise ValueError(f"max_model_len={args.max_model_len} is longer than the {config.max_model_len} "
                              f"positions of {config.architecture}'s absolute position embeddings")
-        info = pooling_model_info(path, hf, args.pooler_config)
+        info = pooling_model_info(path, hf, args.pooler_config, args.convert)
         args = args.resolve(platform, info.model_max_len(config.max_model_len), pooling=True)
         model, tensors = _load_weights(path, config, hf, mesh, args, info.num_labels)
         head = None if tensors is None else encoder_head(config.architecture, tensors, hf)

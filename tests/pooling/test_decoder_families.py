@@ -133,6 +133,25 @@ def test_one_label_reward(tmp_path):
     np.testing.assert_allclose(raw.outputs.data, logits.numpy(), atol=1e-4)
 
 
+def test_convert_reward(tmp_path):
+    """convert="reward" (vLLM's as_reward_model) of a causal LM: every token's hidden row through the
+    classification activation (softmax over its dims), raw with use_activation=False; "token_classify" only."""
+    torch.manual_seed(0)
+    lm = _randomized(transformers.Qwen2ForCausalLM(make_config("Qwen2ForCausalLM")), False)
+    lm.save_pretrained(os.fspath(tmp_path))
+    llm = LLM(str(tmp_path), runner="pooling", convert="reward", **ENGINE)
+    assert llm.supported_tasks == ("token_classify",)
+    with torch.no_grad():
+        hidden = lm.model(torch.tensor([IDS])).last_hidden_state[0]
+    out = llm.reward({"prompt_token_ids": IDS}, use_tqdm=False)[0].outputs.data
+    np.testing.assert_allclose(out, torch.softmax(hidden, -1).numpy(), atol=1e-5)
+    raw = llm.encode({"prompt_token_ids": IDS}, pooling_task="token_classify",
+                     pooling_params=PoolingParams(use_activation=False), use_tqdm=False)[0].outputs.data
+    np.testing.assert_allclose(raw, hidden.numpy(), atol=1e-4)
+    with pytest.raises(ValueError, match="Embedding API is not supported"):
+        llm.embed({"prompt_token_ids": IDS}, use_tqdm=False)
+
+
 def _config(arch: str, **extra) -> dict:
     return {"architectures": [arch], "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
             "vocab_size": 256, "intermediate_size": 128, **extra}
