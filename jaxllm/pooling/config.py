@@ -14,47 +14,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from jaxllm.pooling.families import REWARD_MODELS, check_decoder_config, decoder_backbone
 from jaxllm.pooling.st_config import (
     projected_size,
     sentence_transformers_pooling,
     sentence_transformers_tokenizer,
 )
-
-# ``*Model`` / ``*ForSequenceClassification`` names whose family differs from the causal LM's name
-_FAMILY_ALIASES = {"Gemma3Text": "Gemma3"}  # Gemma3TextModel: the text-only Gemma 3 backbone
-_DECODER_FORMS = ("ForSequenceClassification", "Model")
-
-
-def decoder_backbone(arch: str) -> str | None:
-    """The generate path's causal-LM architecture whose backbone a decoder pooling architecture shares (vLLM's
-    conversion of any causal LM it serves: ``XModel`` / ``XForSequenceClassification`` -> ``XForCausalLM``, or
-    ``XLMHeadModel`` as GPT-2), the architecture itself for a causal LM; None when jaxllm serves no such family."""
-    from jaxllm.config import SUPPORTED_ARCHITECTURES
-
-    if arch in SUPPORTED_ARCHITECTURES:
-        return arch
-    for suffix in _DECODER_FORMS:
-        if arch.endswith(suffix):
-            family = arch[:-len(suffix)]
-            family = _FAMILY_ALIASES.get(family, family)
-            for base in (f"{family}ForCausalLM", f"{family}LMHeadModel"):
-                if base in SUPPORTED_ARCHITECTURES:
-                    return base
-    return None
-
-
-def check_decoder_config(hf: dict[str, Any]) -> None:
-    """ValueError for decoder checkpoints the causal paged engine cannot pool: bidirectional attention
-    (EmbeddingGemma's ``use_bidirectional_attention``, ``is_causal: false``) and multimodal configs (a
-    ``text_config``: Gemma3Model / Gemma3ForSequenceClassification are the vision-language classes)."""
-    arch = architecture_of(hf)
-    if hf.get("use_bidirectional_attention") or hf.get("is_causal") is False:
-        raise ValueError(f"{arch} with bidirectional attention (use_bidirectional_attention / is_causal=False) is "
-                         "not supported as a pooling model: decoders pool on the causal paged engine")
-    if "text_config" in hf:
-        raise ValueError(f"{arch} is a multimodal checkpoint; pooling serves text-only decoders (e.g. "
-                         "Gemma3TextModel / Gemma3TextForSequenceClassification)")
-
 
 ENCODER_ARCHITECTURES = ("BertModel", "XLMRobertaModel", "RobertaModel", "BertForSequenceClassification",
                          "XLMRobertaForSequenceClassification", "RobertaForSequenceClassification",
@@ -209,9 +174,11 @@ def pooling_model_info(path: str, hf: dict[str, Any], pooler_config: Any = None,
         check_decoder_config(hf)
     st_type, st_normalize = sentence_transformers_pooling(path)
     classifier = arch.endswith("ForSequenceClassification")
-    num_labels = num_labels_of(hf) if classifier else 0
-    reward = convert == "reward" and not classifier
-    if classifier:
+    num_labels = num_labels_of(hf) if classifier else (1 if arch in REWARD_MODELS else 0)
+    reward = convert == "reward" and not classifier and arch not in REWARD_MODELS
+    if arch in REWARD_MODELS:  # per-token rewards of its score MLP (one label)
+        tasks = ("token_classify",)
+    elif classifier:
         tasks = ("classify", "token_classify") + (("score",) if num_labels == 1 else ())
     else:
         tasks = ("token_classify",) if reward else ("embed", "token_embed")

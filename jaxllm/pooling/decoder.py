@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 
 from jaxllm.config import ModelConfig
-from jaxllm.pooling.config import PoolingModelInfo, architecture_of, decoder_backbone
-from jaxllm.pooling.heads import LinearHead
+from jaxllm.pooling.config import PoolingModelInfo, architecture_of
+from jaxllm.pooling.families import REWARD_MODELS, decoder_backbone
+from jaxllm.pooling.heads import LinearHead, reward_head
 
 HEAD_KEY = "score.weight"
 
@@ -66,7 +67,7 @@ class CheckpointLayout:
         LM head (``lm_head.weight``) and of the input embeddings (``embed_tokens.weight``, the LM head of a tied
         checkpoint) at those ids are kept in ``head`` too."""
         for name, array, source in tensors:
-            if name == HEAD_KEY and want_head:
+            if name.startswith("score.") and want_head:
                 head[name] = np.array(array, np.float32)
                 continue
             if name not in self.lm_head_keys and not name.startswith(self.prefix):
@@ -85,7 +86,6 @@ def load_decoder(path: str, cfg: ModelConfig, info: PoolingModelInfo, mesh, load
     ``info.classifier_from_token``, whose LM-head rows make the head."""
     from jaxllm.weights.gguf import is_gguf
     from jaxllm.weights.loader import (
-        WeightLoadError,
         _tensor_source,
         build_dummy_model,
         build_model_from_tensors,
@@ -93,10 +93,7 @@ def load_decoder(path: str, cfg: ModelConfig, info: PoolingModelInfo, mesh, load
 
     want_head = info.num_labels > 0
     if load_format == "dummy":
-        head = None
-        if want_head:
-            head = (0.02 * np.random.default_rng(seed).standard_normal((info.num_labels, output_size(cfg))))
-        return build_dummy_model(cfg, mesh, seed), None if head is None else LinearHead(head)
+        return build_dummy_model(cfg, mesh, seed), _dummy_head(info, output_size(cfg), seed) if want_head else None
     gguf = is_gguf(path)
     if load_format in ("gguf", "safetensors") and gguf != (load_format == "gguf"):
         raise ValueError(f"load_format={load_format!r} but {path!r} is {'' if gguf else 'not '}a GGUF file")
@@ -108,13 +105,37 @@ def load_decoder(path: str, cfg: ModelConfig, info: PoolingModelInfo, mesh, load
         return model, None
     if token_ids is not None:
         return model, LinearHead(_head_from_tokens(found, info))
-    head = found.get(HEAD_KEY)
-    if head is None:
-        raise WeightLoadError(f"checkpoint is missing the classifier head {HEAD_KEY!r} for {info.architecture}")
-    if head.shape != (info.num_labels, output_size(cfg)):
-        raise WeightLoadError(f"shape mismatch for {HEAD_KEY!r}: expected {(info.num_labels, output_size(cfg))}, "
-                              f"got {head.shape}")
-    return model, LinearHead(head)
+    if info.architecture in REWARD_MODELS:
+        return model, reward_head(_checked(found, _reward_shapes(info.num_labels, output_size(cfg)), info))
+    return model, LinearHead(_checked(found, {HEAD_KEY: (info.num_labels, output_size(cfg))}, info)[HEAD_KEY])
+
+
+def _reward_shapes(num_labels: int, d: int) -> dict[str, tuple[int, ...]]:
+    return {"score.0.weight": (d, d), "score.0.bias": (d,), "score.2.weight": (num_labels, d),
+            "score.2.bias": (num_labels,)}
+
+
+def _checked(found: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]], info: PoolingModelInfo):
+    """The head tensors ``shapes`` names, each present with its shape and nothing else under ``score.``."""
+    from jaxllm.weights.loader import WeightLoadError
+
+    for key, shape in shapes.items():
+        if key not in found:
+            raise WeightLoadError(f"checkpoint is missing the classifier head {key!r} for {info.architecture}")
+        if found[key].shape != shape:
+            raise WeightLoadError(f"shape mismatch for {key!r}: expected {shape}, got {found[key].shape}")
+    unknown = sorted(k for k in found if k.startswith("score.") and k not in shapes)
+    if unknown:
+        raise WeightLoadError(f"unexpected key {unknown[0]!r}: {info.architecture} has no such weight")
+    return found
+
+
+def _dummy_head(info: PoolingModelInfo, d: int, seed: int):
+    """Random head weights of the real shapes (``load_format="dummy"``)."""
+    rng = np.random.default_rng(seed)
+    if info.architecture in REWARD_MODELS:
+        return reward_head({k: 0.02 * rng.standard_normal(s) for k, s in _reward_shapes(info.num_labels, d).items()})
+    return LinearHead(0.02 * rng.standard_normal((info.num_labels, d)))
 
 
 def _head_from_tokens(found: dict[str, np.ndarray], info: PoolingModelInfo) -> np.ndarray:

@@ -32,13 +32,14 @@ class LinearHead:
 
 
 class TanhDenseHead:
-    """logits = out(tanh(dense(x))): BERT's pooler + classifier, RoBERTa's classification head.
+    """logits = out(act(dense(x))), act tanh: BERT's pooler + classifier, RoBERTa's classification head (relu:
+    Qwen2ForRewardModel's ``score`` MLP).
 
     ``token_head`` is what a per-token task ("token_classify") applies to every token's row: the whole head for
     RoBERTa, the classifier alone for BERT (its pooler belongs to the CLS row), as vLLM."""
 
-    def __init__(self, dense: LinearHead, out: LinearHead, dense_per_token: bool = True):
-        self.dense, self.out = dense, out
+    def __init__(self, dense: LinearHead, out: LinearHead, dense_per_token: bool = True, act=np.tanh):
+        self.dense, self.out, self.act = dense, out, act
         self.token_head = self if dense_per_token else out
 
     @property
@@ -46,7 +47,7 @@ class TanhDenseHead:
         return self.out.num_labels
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.out(np.tanh(self.dense(x)))
+        return self.out(self.act(self.dense(x)))
 
 
 _ERF = np.vectorize(math.erf, otypes=[np.float64])
@@ -82,6 +83,13 @@ class ModernBertHead:
         y = self.act(self.dense(x))
         y = (y - y.mean(-1, keepdims=True)) / np.sqrt(y.var(-1, keepdims=True) + self.eps) * self.norm_weight
         return self.out(y if self.norm_bias is None else y + self.norm_bias)
+
+
+def reward_head(tensors: dict[str, np.ndarray]) -> TanhDenseHead:
+    """Qwen2ForRewardModel's ``score``: Linear(D, D) -> ReLU -> Linear(D, L), both with biases, on every token."""
+    return TanhDenseHead(LinearHead(tensors["score.0.weight"], tensors["score.0.bias"]),
+                         LinearHead(tensors["score.2.weight"], tensors["score.2.bias"]),
+                         act=lambda x: np.maximum(x, 0.0))
 
 
 # HF key names of the encoder cross-encoders' heads (after the backbone prefix is removed), by head layout

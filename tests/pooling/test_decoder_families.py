@@ -152,6 +152,29 @@ def test_convert_reward(tmp_path):
         llm.embed({"prompt_token_ids": IDS}, use_tqdm=False)
 
 
+def test_qwen2_reward_model(tmp_path):
+    """Qwen2ForRewardModel (Qwen2.5-Math-RM style): the backbone, then ``score`` = Linear -> ReLU -> Linear on every
+    token; reward = sigmoid of its one label, raw with use_activation=False."""
+    torch.manual_seed(0)
+    cfg = make_config("Qwen2ForCausalLM")
+    backbone = _randomized(transformers.Qwen2Model(cfg), False)
+    score = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 1))
+    tensors = {f"model.{k}": v.contiguous() for k, v in backbone.state_dict().items()}
+    tensors.update({f"score.{k}": v.contiguous() for k, v in score.state_dict().items()})
+    save_file(tensors, os.path.join(tmp_path, "model.safetensors"))
+    with open(os.path.join(tmp_path, "config.json"), "w") as f:
+        json.dump({**cfg.to_dict(), "architectures": ["Qwen2ForRewardModel"]}, f)
+    llm = LLM(str(tmp_path), **ENGINE)
+    assert llm.runner_type == "pooling" and llm.supported_tasks == ("token_classify",)
+    with torch.no_grad():
+        logits = score(backbone(torch.tensor([IDS])).last_hidden_state[0]).numpy()
+    out = llm.reward({"prompt_token_ids": IDS}, use_tqdm=False)[0].outputs.data
+    np.testing.assert_allclose(out, 1.0 / (1.0 + np.exp(-logits)), atol=1e-5)
+    raw = llm.reward({"prompt_token_ids": IDS}, pooling_params=PoolingParams(use_activation=False),
+                     use_tqdm=False)[0].outputs.data
+    np.testing.assert_allclose(raw, logits, atol=1e-4)
+
+
 def _config(arch: str, **extra) -> dict:
     return {"architectures": [arch], "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
             "vocab_size": 256, "intermediate_size": 128, **extra}
