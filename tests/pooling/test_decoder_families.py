@@ -92,6 +92,9 @@ def test_sequence_classification(tmp_path, arch):
     with torch.no_grad():
         want = ref(IDS).float().numpy()
     assert np.abs(np.asarray(out.outputs.probs) - want).max() <= 1e-4 * max(1.0, np.abs(want).max())
+    if arch == "GPT2LMHeadModel":  # bad input as for generate: named, before device work
+        with pytest.raises(ValueError, match="vocab"):
+            llm.classify([{"prompt_token_ids": IDS}, {"prompt_token_ids": [5, 10**6]}], use_tqdm=False)
 
 
 @pytest.mark.parametrize("arch", EMBEDDERS)

@@ -53,6 +53,10 @@ def test_modernbert_embedder(tmp_path, biases):
         if ids is IDS[0]:
             want = hidden / np.linalg.norm(hidden, axis=-1, keepdims=True)
             np.testing.assert_allclose(rows, want, atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="out of vocabulary|vocab"):  # bad input: named, before device work
+        llm.embed([{"prompt_token_ids": IDS[1]}, {"prompt_token_ids": [5, 256]}], use_tqdm=False)
+    with pytest.raises(ValueError, match="max_model_len|longer"):
+        llm.embed({"prompt_token_ids": [5] * 65}, use_tqdm=False)
 
 
 @pytest.mark.parametrize("overrides", [{"num_labels": 3},
