@@ -16,7 +16,7 @@ import numpy as np
 from flax import nnx
 
 from jaxllm.models.modernbert import ModernBertConfig, ModernBertModel
-from jaxllm.weights.bert import place
+from jaxllm.weights.bert import dummy_params, place
 
 
 def _targets(cfg: ModernBertConfig) -> dict[str, tuple]:
@@ -103,20 +103,11 @@ def load_modernbert(path: str | os.PathLike, cfg: ModernBertConfig, hf: dict[str
 
 
 def dummy_modernbert(cfg: ModernBertConfig, hf: dict[str, Any], mesh, seed: int, num_labels: int = 0):
-    """Random weights of the real shapes (``load_format="dummy"``): N(0, 0.02), LayerNorm weights 1, biases 0;
-    (model, head tensors or None) as ``load_modernbert``."""
-    model, shapes = _abstract(cfg)
+    """Random weights of the real shapes (``load_format="dummy"``, ``bert.dummy_params``); (model, head tensors
+    or None) as ``load_modernbert``."""
+    model, _ = _abstract(cfg)
     rng = np.random.default_rng(seed)
-    host = {}
-    for name, shape in shapes.items():
-        if name.endswith("_ln"):
-            value = np.zeros(shape, np.float32)
-            value[..., 0, :] = 1.0
-        elif name.endswith("bias"):
-            value = np.zeros(shape, np.float32)
-        else:
-            value = (0.02 * rng.standard_normal(shape)).astype(np.float32)
-        host[name] = value
+    host = dummy_params(model, rng)
     head = {k: (np.ones(s, np.float32) if k == "head.norm.weight" else 0.02 * rng.standard_normal(s))
             for k, s in head_shapes(cfg, hf, num_labels).items()}
     return place(model, host, mesh), (head or None)

@@ -176,6 +176,8 @@ def test_qwen2_reward_model(tmp_path):
     raw = llm.reward({"prompt_token_ids": IDS}, pooling_params=PoolingParams(use_activation=False),
                      use_tqdm=False)[0].outputs.data
     np.testing.assert_allclose(raw, logits, atol=1e-4)
+    dummy = LLM(str(tmp_path), load_format="dummy", **ENGINE)  # random weights of the real shapes, head too
+    assert dummy.reward({"prompt_token_ids": IDS}, use_tqdm=False)[0].outputs.data.shape == (len(IDS), 1)
 
 
 def _config(arch: str, **extra) -> dict:

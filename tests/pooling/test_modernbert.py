@@ -106,3 +106,16 @@ def test_modernbert_strict_and_pooling_errors(tmp_path):
     save_file({k: v for k, v in tensors.items() if k != "final_norm.weight"}, file)
     with pytest.raises(WeightLoadError, match="final_norm.weight"):
         LLM(str(tmp_path), **ENGINE)
+
+
+def test_modernbert_dummy_weights(tmp_path):
+    """load_format="dummy": random weights of the real shapes, the classifier head included."""
+    import json
+
+    hf = {**TINY, "architectures": ["ModernBertForSequenceClassification"], "num_labels": 2,
+          "model_type": "modernbert"}
+    with open(os.path.join(tmp_path, "config.json"), "w") as f:
+        json.dump(hf, f)
+    llm = LLM(str(tmp_path), load_format="dummy", **ENGINE)
+    probs = llm.classify({"prompt_token_ids": IDS[1]}, use_tqdm=False)[0].outputs.probs
+    assert len(probs) == 2 and abs(sum(probs) - 1.0) < 1e-5
