@@ -104,11 +104,18 @@ def load_bert(path: str | os.PathLike, cfg: EncoderConfig, mesh, num_labels: int
                                   f"{tuple(array.shape)}")
         value = np.asarray(array, np.float32)
         host[param_name][index] = value if to_ours is None else to_ours(value)
-    missing = sorted((set(targets) - set(seen)) | (set(heads) - set(head)))
+    check_complete(set(targets) | set(heads), set(seen) | set(head), cfg.architecture)
+    return place(model, host, mesh), (head or None)
+
+
+def check_complete(wanted: set[str], found: set[str], architecture: str) -> None:
+    """WeightLoadError naming the keys of ``wanted`` the checkpoint did not have (strict loading)."""
+    from jaxllm.weights.loader import WeightLoadError
+
+    missing = sorted(wanted - found)
     if missing:
         shown = ", ".join(repr(k) for k in missing[:8]) + (" ..." if len(missing) > 8 else "")
-        raise WeightLoadError(f"checkpoint is missing {len(missing)} key(s) for {cfg.architecture}: {shown}")
-    return place(model, host, mesh), (head or None)
+        raise WeightLoadError(f"checkpoint is missing {len(missing)} key(s) for {architecture}: {shown}")
 
 
 def place(abstract_model: BertModel, host: dict[str, np.ndarray], mesh) -> BertModel:

@@ -16,7 +16,7 @@ import numpy as np
 from flax import nnx
 
 from jaxllm.models.modernbert import ModernBertConfig, ModernBertModel
-from jaxllm.weights.bert import dummy_params, place
+from jaxllm.weights.bert import check_complete, dummy_params, place
 
 
 def _targets(cfg: ModernBertConfig) -> dict[str, tuple]:
@@ -95,10 +95,7 @@ def load_modernbert(path: str | os.PathLike, cfg: ModernBertConfig, hf: dict[str
         param_name, index, _, to_ours = targets[name]
         value = np.asarray(array, np.float32)
         host[param_name][index] = value if to_ours is None else to_ours(value)
-    missing = sorted((set(targets) - set(seen)) | (set(heads) - set(head)))
-    if missing:
-        shown = ", ".join(repr(k) for k in missing[:8]) + (" ..." if len(missing) > 8 else "")
-        raise WeightLoadError(f"checkpoint is missing {len(missing)} key(s) for {cfg.architecture}: {shown}")
+    check_complete(set(targets) | set(heads), set(seen) | set(head), cfg.architecture)
     return place(model, host, mesh), (head or None)
 
 
