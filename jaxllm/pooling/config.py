@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from jaxllm.pooling.families import REWARD_MODELS, check_decoder_config, decoder_backbone
+from jaxllm.pooling.families import REWARD_MODELS, check_decoder_config, decoder_backbone, pooling_form
 from jaxllm.pooling.st_config import (
     projected_size,
     sentence_transformers_pooling,
@@ -149,7 +149,7 @@ def check_convert(convert: str, runner: str, arch: str) -> None:
     if convert == "none" and arch.endswith("ForCausalLM"):
         raise ValueError("This model does not support `--runner pooling` with convert='none'. You can pass "
                          "convert='embed' (or 'auto') to adapt it into a pooling model.")
-    if convert == "classify" and not arch.endswith("ForSequenceClassification"):
+    if convert == "classify" and pooling_form(arch) != "classify":
         raise ValueError(f"convert='classify' of a {arch or 'causal LM'} checkpoint (a classifier head on a model "
                          "without one) is not supported yet; a *ForSequenceClassification checkpoint classifies "
                          "as it is")
@@ -173,9 +173,11 @@ def pooling_model_info(path: str, hf: dict[str, Any], pooler_config: Any = None,
     if not encoder:
         check_decoder_config(hf)
     st_type, st_normalize = sentence_transformers_pooling(path)
-    classifier = arch.endswith("ForSequenceClassification")
+    form = pooling_form(arch)
+    classifier = form == "classify"
     num_labels = num_labels_of(hf) if classifier else (1 if arch in REWARD_MODELS else 0)
-    reward = convert == "reward" and not classifier and arch not in REWARD_MODELS
+    reward = (convert == "reward" or (convert == "auto" and form == "reward")) and not classifier \
+        and arch not in REWARD_MODELS
     if arch in REWARD_MODELS:  # per-token rewards of its score MLP (one label)
         tasks = ("token_classify",)
     elif classifier:

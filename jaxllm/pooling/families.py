@@ -9,7 +9,10 @@ from typing import Any
 
 # ``*Model`` / ``*ForSequenceClassification`` names whose family differs from the causal LM's name
 _FAMILY_ALIASES = {"Gemma3Text": "Gemma3"}  # Gemma3TextModel: the text-only Gemma 3 backbone
-_DECODER_FORMS = ("ForSequenceClassification", "Model")
+# vLLM's architecture-suffix defaults: the conversion a pooling name asks for (longest suffixes first; "Model" last)
+_FORMS = (("ForSequenceClassification", "classify"), ("ClassificationModel", "classify"),
+          ("ForTextEncoding", "embed"), ("EmbeddingModel", "embed"), ("ForRewardModeling", "reward"),
+          ("RewardModel", "reward"), ("Model", "embed"))
 
 
 # reward models with their own score MLP (vLLM's qwen2_rm): architecture -> the causal LM they extend
@@ -18,15 +21,15 @@ REWARD_MODELS = {"Qwen2ForRewardModel": "Qwen2ForCausalLM"}
 
 def decoder_backbone(arch: str) -> str | None:
     """The generate path's causal-LM architecture whose backbone a decoder pooling architecture shares (vLLM's
-    conversion of any causal LM it serves: ``XModel`` / ``XForSequenceClassification`` -> ``XForCausalLM``, or
-    ``XLMHeadModel`` as GPT-2), the architecture itself for a causal LM; None when jaxllm serves no such family."""
+    conversion of any causal LM it serves: ``XModel`` / ``XForSequenceClassification`` and the other suffixes of
+    ``_FORMS`` -> ``XForCausalLM``, or ``XLMHeadModel`` as GPT-2), the architecture itself for a causal LM; None when jaxllm serves no such family."""
     from jaxllm.config import SUPPORTED_ARCHITECTURES
 
     if arch in SUPPORTED_ARCHITECTURES:
         return arch
     if arch in REWARD_MODELS:
         return REWARD_MODELS[arch]
-    for suffix in _DECODER_FORMS:
+    for suffix, _ in _FORMS:
         if arch.endswith(suffix):
             family = arch[:-len(suffix)]
             family = _FAMILY_ALIASES.get(family, family)
@@ -34,6 +37,15 @@ def decoder_backbone(arch: str) -> str | None:
                 if base in SUPPORTED_ARCHITECTURES:
                     return base
     return None
+
+
+def pooling_form(arch: str) -> str:
+    """"classify", "embed" or "reward": what vLLM converts a decoder of this name into by default
+    (``XForSequenceClassification`` / ``XClassificationModel``: a classifier, ``XForRewardModeling`` /
+    ``XRewardModel``: per-token rewards, anything else: an embedder)."""
+    if arch in REWARD_MODELS:
+        return "reward"
+    return next((form for suffix, form in _FORMS if arch.endswith(suffix)), "embed")
 
 
 def check_decoder_config(hf: dict[str, Any]) -> None:

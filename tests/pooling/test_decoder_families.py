@@ -197,6 +197,18 @@ def test_unservable_decoders_are_named(tmp_path, hf, match):
         pooling_model_info(str(tmp_path), hf)
 
 
+@pytest.mark.parametrize("arch, tasks", [
+    ("LlamaEmbeddingModel", ("embed", "token_embed")), ("MistralForTextEncoding", ("embed", "token_embed")),
+    ("Qwen2ClassificationModel", ("classify", "token_classify")), ("LlamaForRewardModeling", ("token_classify",)),
+    ("Qwen3RewardModel", ("token_classify",)), ("Qwen2ForRewardModel", ("token_classify",)),
+])
+def test_vllm_suffix_conversions(tmp_path, arch, tasks):
+    """vLLM's suffix defaults: any served family under these names is converted as vLLM converts it."""
+    info = pooling_model_info(str(tmp_path), _config(arch, num_labels=2))
+    assert info.tasks == tasks and not info.encoder
+    assert resolve_runner("auto", {"architectures": [arch]}) == "pooling"
+
+
 def test_generate_runner_refuses_pooling_forms():
     for arch in ("GPT2ForSequenceClassification", "OPTModel", "GemmaModel"):
         with pytest.raises(ValueError, match="is a pooling model"):
