@@ -1,7 +1,8 @@
 """What a checkpoint is as a pooling model: runner choice, tasks, pooling type, head and activation.
 
 vLLM's rules: ``runner="auto"`` picks "generate" for ``*ForCausalLM`` and "pooling" for ``*ForSequenceClassification``
-and ``*Model`` (``BertModel``, ``XLMRobertaModel``, ``Qwen3Model``, ...). A ``*ForCausalLM`` checkpoint with
+and ``*Model`` (``BertModel``, ``XLMRobertaModel``, ``Qwen3Model``, ...; the decoder forms are in ``families``). A
+``*ForCausalLM`` checkpoint with
 ``runner="pooling"`` becomes an embedding model (vLLM's ``convert="embed"``, as Qwen3-Embedding). Pooling type:
 the model's default (LAST for decoders, CLS for BERT-style encoders), replaced by sentence-transformers'
 ``modules.json`` + ``1_Pooling/config.json`` when present (``st_config``); their ``Normalize`` module sets the
