@@ -123,7 +123,7 @@ class EncoderRunner:
         config = (ModernBertConfig if modern else EncoderConfig).from_hf(hf, args.dtype)
         if args.max_model_len is not None and args.max_model_len > config.max_model_len:
             raise ValueError(f"max_model_len={args.max_model_len} is longer than the {config.max_model_len} "
-                             f"positions of {config.architecture}'s absolute position embeddings")
+                             f"positions of {config.architecture}")
         info = pooling_model_info(path, hf, args.pooler_config, args.convert)
         args = args.resolve(platform, info.model_max_len(config.max_model_len), pooling=True)
         model, tensors = _load_weights(path, config, hf, mesh, args, info.num_labels)
