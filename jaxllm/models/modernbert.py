@@ -155,15 +155,16 @@ def _rope(x, positions, theta: float):
 
 def _layer(cfg: ModernBertConfig, i: int, x, p, positions, lens, attention_impl: str | None):
     """One pre-LN layer ``i``: x [B, L, D] -> [B, L, D]; keys past ``lens`` [B] (and, on local layers, farther
-    than ``cfg.window``) are masked out."""
+    than ``cfg.window``) are masked out. ``attention_impl`` ("cudnn" or None: XLA) serves the global layers."""
     with jax.named_scope("attention"):
         y = x if i == 0 else layer_norm(x, p["attn_ln"][0], p["attn_ln"][1], cfg.norm_eps)
         q, k, v = (jnp.einsum("bld,dhk->blhk", y, p["qkv"][:, c]) + p["qkv_bias"][c] for c in range(3))
         q, k = _rope(q, positions, cfg.rope_theta[i]), _rope(k, positions, cfg.rope_theta[i])
+        # cuDNN's fused kernel takes a window on the left only (causal): local layers attend through XLA
         window = (cfg.window, cfg.window) if cfg.sliding[i] else None
         a = jax.nn.dot_product_attention(q, k, v, query_seq_lengths=lens, key_value_seq_lengths=lens,
                                          scale=cfg.head_dim ** -0.5, local_window_size=window,
-                                         implementation=attention_impl)
+                                         implementation=None if cfg.sliding[i] else attention_impl)
         x = x + jnp.einsum("blhk,hkd->bld", a, p["o"]) + p["o_bias"]
     with jax.named_scope("mlp"):
         y = layer_norm(x, p["mlp_ln"][0], p["mlp_ln"][1], cfg.norm_eps)

@@ -9,7 +9,8 @@ import os
 import numpy as np
 import pytest
 import torch
-import transformers
+from pooling_models import MODERNBERT as TINY
+from pooling_models import save_modernbert as _save
 
 from jaxllm import LLM, PoolingParams
 from jaxllm.models.modernbert import ModernBertConfig
@@ -17,24 +18,6 @@ from jaxllm.models.modernbert import ModernBertConfig
 ENGINE = {"max_num_seqs": 4, "max_num_batched_tokens": 128, "max_model_len": 64, "enforce_eager": True,
           "skip_tokenizer_init": True}
 IDS = [[int(x) for x in np.random.default_rng(s).integers(3, 250, n)] for s, n in ((0, 20), (1, 7))]
-TINY = {"vocab_size": 256, "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 3,
-        "num_attention_heads": 4, "max_position_embeddings": 64, "local_attention": 8,
-        "global_attn_every_n_layers": 2, "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2,
-        "cls_token_id": 1, "sep_token_id": 2}
-
-
-def _save(path, arch: str, **overrides):
-    torch.manual_seed(0)
-    model = getattr(transformers, arch)(transformers.ModernBertConfig(**{**TINY, **overrides})).eval()
-    with torch.no_grad():  # random norms and biases: a wrongly mapped one cannot hide behind ones / zeros
-        for name, p in model.named_parameters():
-            if "norm" in name and name.endswith("weight"):
-                p.copy_(1.0 + 0.1 * torch.randn_like(p))
-            elif name.endswith("bias"):
-                p.copy_(0.1 * torch.randn_like(p))
-    model.config.architectures = [arch]
-    model.save_pretrained(os.fspath(path))
-    return model
 
 
 @pytest.mark.parametrize("biases", [False, True])
