@@ -13,6 +13,13 @@ import os
 from typing import Any
 
 from jaxllm.config_classic import CLASSIC_ARCHS, CLASSIC_MODEL_TYPES, classic_family_fields, classic_hf
+from jaxllm.config_moe_families import (
+    MOE2_ARCHS,
+    MOE2_HF_DEFAULTS,
+    MOE2_MODEL_TYPES,
+    moe2_fields,
+    moe_family_hf,
+)
 from jaxllm.quantization_config import check_quantization, quantization_fields
 
 SUPPORTED_ARCHITECTURES = (
@@ -34,6 +41,7 @@ SUPPORTED_ARCHITECTURES = (
     "Starcoder2ForCausalLM",
     "CohereForCausalLM",
     *CLASSIC_ARCHS,
+    *MOE2_ARCHS,
 )
 
 _DTYPE_NAMES = {
@@ -153,6 +161,17 @@ class ModelConfig:
     shared_expert_intermediate_size: int = 0
     # experts split over the devices (vLLM's enable_expert_parallel) instead of their ffn dim
     enable_expert_parallel: bool = False
+    # routing variants (jaxllm.models.moe_routing): "softmax" (softmax, top-k) or "sparsemixer" (PhiMoE's top-2,
+    # thresholded at moe_router_jitter); the renormalization divides by the moe_norm_p-norm of the top-k weights
+    # (DBRX), its sum clamped at moe_norm_min (Ernie); moe_correction_bias: a per-expert bias [E] added to the
+    # probabilities to choose the top k, not to weigh them (Ernie 4.5's e_score_correction_bias)
+    moe_router: str = "softmax"
+    moe_router_jitter: float = 0.0
+    moe_norm_p: float = 1.0
+    moe_norm_min: float = 0.0
+    moe_correction_bias: bool = False
+    moe_router_float32: bool = False  # router weight and logits in float32 whatever the dtype (Ernie 4.5, as HF)
+    shared_expert_gated: bool = True  # Qwen2-MoE's sigmoid gate on the shared expert (GraniteMoeShared, Ernie: none)
     clip_qkv: float | None = None  # OLMoE: q/k/v clamped to [-clip_qkv, clip_qkv] (after the q/k norms)
     # Granite: embeddings times embedding_multiplier, each block's output times residual_multiplier before the
     # residual add, attention_multiplier as the softmax scale, logits divided by logits_scaling
@@ -216,8 +235,8 @@ class ModelConfig:
         for i in range(self.num_layers):
             if self.is_moe_layer(i):
                 mlp = d * self.num_experts + experts * 3 * d * self.moe_intermediate_size  # router + experts
-                if self.shared_expert_intermediate_size:  # its gate [D, 1] and gated MLP
-                    mlp += d + 3 * d * self.shared_expert_intermediate_size
+                if self.shared_expert_intermediate_size:  # its gate [D, 1] (when gated) and gated MLP
+                    mlp += d * self.shared_expert_gated + 3 * d * self.shared_expert_intermediate_size
             else:
                 mlp = (2 if self.mlp_type == "plain" else 3) * d * f
             total += attn + mlp + len(LAYER_NORMS[self.norm_placement]) * d + qk_norms
@@ -234,7 +253,7 @@ class ModelConfig:
             raise TypeError(f"enable_expert_parallel must be a bool, got {enabled!r}")
         if enabled and not any(self.moe_layers):
             raise ValueError(f"enable_expert_parallel=True but {self.architecture} has no experts (it applies to "
-                             f"mixture-of-experts models: {', '.join(MOE_ARCHITECTURES)})")
+                             f"mixture-of-experts models: {', '.join((*MOE_ARCHITECTURES, *MOE2_ARCHS))})")
         return dataclasses.replace(self, enable_expert_parallel=enabled)
 
     @classmethod
@@ -246,13 +265,13 @@ class ModelConfig:
         if not isinstance(hf, dict):
             hf = hf.to_dict()
         quant_fields = quantization_fields(check_quantization(quantization), hf)
-        arch, hf, multimodal = text_architecture(classic_hf(hf), quant_fields)
-        hf = renamed_fields({**HF_DEFAULTS.get(arch, {}), **hf}, arch)
+        arch, hf, multimodal = text_architecture(moe_family_hf(classic_hf(hf)), quant_fields)
+        hf = renamed_fields({**HF_DEFAULTS.get(arch, MOE2_HF_DEFAULTS.get(arch, {})), **hf}, arch)
         if hf.get("intermediate_size") is None:
             raise ValueError(f"{arch}: the model config has no 'intermediate_size'")
         num_layers = int(hf["num_hidden_layers"])
         family = {**family_fields(hf, arch), **extra_family_fields(hf, arch, num_layers),
-                  **classic_family_fields(hf, arch)}
+                  **classic_family_fields(hf, arch), **moe2_fields(hf, arch, num_layers)}
         biases = attention_biases(hf, arch)
         biases.update({key: family.pop(key) for key in list(family) if key in biases})  # (StableLM's own)
         num_heads = int(hf["num_attention_heads"])
@@ -343,4 +362,5 @@ _ARCH_BY_MODEL_TYPE = {
     "starcoder2": "Starcoder2ForCausalLM",
     "cohere": "CohereForCausalLM",
     **CLASSIC_MODEL_TYPES,
+    **MOE2_MODEL_TYPES,
 }

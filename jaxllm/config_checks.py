@@ -11,6 +11,7 @@ from typing import Any
 
 from jaxllm.config_classic import classic_hf
 from jaxllm.config_families import TEXT_OF_MULTIMODAL, text_config_of_multimodal
+from jaxllm.config_moe_families import moe_family_hf
 
 _POSITIVE_FLOATS = ("rms_norm_eps", "layer_norm_eps", "norm_eps", "rope_theta")
 _BOOLS = ("tie_word_embeddings", "attention_bias", "mlp_bias", "qkv_bias", "use_bias", "use_qk_norm")
@@ -64,7 +65,7 @@ def check_hf_config(hf: dict[str, Any], where: str) -> None:
     anything is sized from it: a zero head count would divide by zero, a million layers plan for minutes). A
     multimodal checkpoint's text config is checked, and the kinds of the other fields (``config_checks``)."""
     check_field_kinds(hf, where)
-    hf = classic_hf(hf)  # (GPT-2's n_embd / n_layer / ...: the shared names)
+    hf = moe_family_hf(classic_hf(hf))  # (GPT-2's n_embd / n_layer, DBRX's d_model / ...: the shared names)
     if (hf.get("architectures") or [None])[0] in TEXT_OF_MULTIMODAL:
         hf = text_config_of_multimodal(hf)
         check_field_kinds(hf, where)

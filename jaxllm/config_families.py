@@ -228,7 +228,7 @@ def sliding_windows_from_hf(hf: dict[str, Any], arch: str, num_layers: int) -> t
     window = hf.get("sliding_window")  # (HF_DEFAULTS: Mistral's 4096; Qwen2/3(-MoE)'s only with use_sliding_window)
     if arch == "Qwen3MoeForCausalLM" and not hf.get("use_sliding_window"):
         window = None  # (Qwen3MoeConfig drops the window unless use_sliding_window; then every layer has it)
-    if arch in ("MistralForCausalLM", "MixtralForCausalLM", "Qwen3MoeForCausalLM"):
+    if arch in ("MistralForCausalLM", "MixtralForCausalLM", "Qwen3MoeForCausalLM", "PhimoeForCausalLM"):
         return (int(window) if window else None,) * num_layers
     if arch in ("Qwen2ForCausalLM", "Qwen3ForCausalLM") and hf.get("use_sliding_window") and window:
         types = hf.get("layer_types")

@@ -51,6 +51,10 @@ def make_config(arch: str, **overrides):
         "PhiForCausalLM": transformers.PhiConfig,
         "StableLmForCausalLM": transformers.StableLmConfig,
         "OPTForCausalLM": transformers.OPTConfig,
+        "GraniteMoeForCausalLM": transformers.GraniteMoeConfig,
+        "GraniteMoeSharedForCausalLM": transformers.GraniteMoeSharedConfig,
+        "PhimoeForCausalLM": transformers.PhimoeConfig,
+        "Ernie4_5_MoeForCausalLM": transformers.Ernie4_5_MoeConfig,
     }[arch]
     cfg = cls(**kw)
     cfg.architectures = [arch]

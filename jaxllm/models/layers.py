@@ -169,7 +169,8 @@ def longrope_cos_sin(positions: jax.Array, rope: RopeConfig, dim: int, seq_lens:
     ``original_max_position_embeddings`` (its rope length: ``seq_lens`` [...] per token, the whole prompt's
     length during its prefill chunks and the sequence's length after each decode step; else the call's longest
     position + 1, as transformers' per-call switch), else by ``short_factor``; cos/sin times the attention factor
-    sqrt(1 + ln(factor) / ln(original max)) (or the config's ``attention_factor``). Keys already in the cache keep
+    sqrt(1 + ln(factor) / ln(original max)) (or the config's ``attention_factor``; PhiMoE: ``long_mscale`` /
+    ``short_mscale`` by the same length rule). Keys already in the cache keep
     the rotation they were written with, as in transformers' cached generation."""
     old_len = int(rope.get("original_max_position_embeddings"))
     factor = float(rope.get("factor", 1.0))
@@ -183,6 +184,8 @@ def longrope_cos_sin(positions: jax.Array, rope: RopeConfig, dim: int, seq_lens:
         seq_lens = jnp.broadcast_to(jnp.max(positions) + 1, positions.shape)
     inv = jnp.where((seq_lens > old_len)[..., None], long, short)
     angles = positions.astype(jnp.float32)[..., None] * inv
+    if rope.get("short_mscale") is not None:  # PhiMoE: the scale follows the length too
+        scale = jnp.where(seq_lens > old_len, float(rope.get("long_mscale")), float(rope.get("short_mscale")))[..., None]
     return jnp.cos(angles) * scale, jnp.sin(angles) * scale
 
 

@@ -1,6 +1,6 @@
 """Decoder-only transformers (Llama 2/3/3.x, Mistral, Qwen2, Qwen3, Gemma 1/2/3, Phi-3/3.5/4, OLMo 2, Granite,
-SmolLM3, Starcoder2, Cohere, GPT-2, GPT-NeoX, Phi, StableLM, OPT; MoE: Mixtral, Qwen3-MoE, Qwen2-MoE, OLMoE) as
-one config-driven Flax NNX module.
+SmolLM3, Starcoder2, Cohere, GPT-2, GPT-NeoX, Phi, StableLM, OPT; MoE: Mixtral, Qwen3-MoE, Qwen2-MoE, OLMoE,
+GraniteMoe(Shared), PhiMoE, DBRX, Ernie 4.5 MoE) as one config-driven Flax NNX module.
 
 Differences between the families are config flags: q/k/v biases (Qwen2), q/k RMSNorm per head (Qwen3, Gemma 3)
 or over the whole projection (OLMo 2, OLMoE), per-head q/k LayerNorm (Cohere), q/k/v clamping (OLMoE), explicit

@@ -1,4 +1,6 @@
-"""Sparse mixture-of-experts MLP (Mixtral, Qwen3-MoE): router, top-k, tokens sorted by expert, grouped GEMMs.
+"""Sparse mixture-of-experts MLP (Mixtral, Qwen3-MoE, ...): router, top-k, tokens sorted by expert, grouped GEMMs.
+The routers beyond softmax-top-k (PhiMoE's sparsemixer, DBRX's p-norm, Ernie 4.5's correction bias) are in
+``jaxllm.models.moe_routing``; every family's experts run through the same grouped matmuls.
 
 Shape letters: T tokens, D model dim, E experts (E_l on this device), F expert ffn dim (F_l on this device),
 k experts per token. The T*k (token, choice) rows are sorted by expert and placed in a ``GroupedLayout`` slot
@@ -33,6 +35,7 @@ from jax.sharding import PartitionSpec as P
 
 from jaxllm.config import ModelConfig
 from jaxllm.models.layers import param
+from jaxllm.models.moe_routing import route_variant, routing_of
 from jaxllm.models.quant import placeholder_normal, quantize
 from jaxllm.ops.grouped_matmul import grouped_layout, grouped_matmul_slotted, layout_plan
 from jaxllm.parallel.sharding import MODEL_AXIS, logical_to_spec
@@ -151,7 +154,10 @@ class SparseMoeBlock(nnx.Module):
         d, e, f = cfg.hidden_size, cfg.num_experts, cfg.moe_intermediate_size
         self.top_k = cfg.num_experts_per_tok
         self.norm_topk_prob = cfg.norm_topk_prob
-        self.router = param((d, e), dtype, ("embed", None), rngs=rngs)
+        self.router = param((d, e), jnp.float32 if cfg.moe_router_float32 else dtype, ("embed", None), rngs=rngs)
+        self.routing = routing_of(cfg)  # None: softmax-top-k (``route``); else jaxllm.models.moe_routing
+        # Ernie 4.5's e_score_correction_bias [E] (float32, as transformers keeps it)
+        self.router_bias = param((e,), jnp.float32, (None,), init="zeros") if cfg.moe_correction_bias else None
         self.gate_up = _expert_weight((e, d, 2, f), dtype, GATE_UP_AXES, cfg, rngs)
         self.down = _expert_weight((e, f, d), dtype, DOWN_AXES, cfg, rngs)
         self.mesh = None  # set by bind_mesh after loading (static: part of the graph definition)
@@ -168,9 +174,16 @@ class SparseMoeBlock(nnx.Module):
         with jax.named_scope("moe"):
             lead = x.shape[:-1]
             x2 = x.reshape(-1, x.shape[-1])
-            weights, experts = route(x2, self.router[...], self.top_k, self.norm_topk_prob)
+            weights, experts = self.route(x2)
             out = self._experts(x2, weights, experts)
             return out.reshape(*lead, x.shape[-1])
+
+    def route(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """x [T, D] -> (float32 weights [T, k], int32 experts [T, k]) by this block's router."""
+        if self.routing is None:
+            return route(x, self.router[...], self.top_k, self.norm_topk_prob)
+        bias = None if self.router_bias is None else self.router_bias[...]
+        return route_variant(x, self.router[...], self.top_k, self.norm_topk_prob, self.routing, bias)
 
     def _experts(self, x, weights, experts):
         gate_up, down = _operand(self.gate_up), _operand(self.down)

@@ -1,5 +1,5 @@
 """Qwen2-MoE's sparse block: the routed experts of ``SparseMoeBlock`` plus a dense "shared expert" that every
-token runs, scaled per token by sigmoid(x @ shared_expert_gate).
+token runs, scaled per token by sigmoid(x @ shared_expert_gate) (GraniteMoeShared, Ernie 4.5: not scaled).
 
 Shape letters: T tokens (any leading dims), D model dim, F_s the shared expert's ffn dim (F_l on this device).
 The shared expert is a ``GatedMLP`` of F_s (its weights shard over the ``mlp`` axis like any dense MLP, and
@@ -19,7 +19,7 @@ from jax.sharding import PartitionSpec as P
 
 from jaxllm.config import ModelConfig
 from jaxllm.models.layers import GatedMLP, param
-from jaxllm.models.moe import SparseMoeBlock, _operand, expert_ffn, route
+from jaxllm.models.moe import SparseMoeBlock, _operand, expert_ffn
 from jaxllm.parallel.sharding import MODEL_AXIS, logical_to_spec
 
 
@@ -29,7 +29,8 @@ class SharedExpertMoeBlock(SparseMoeBlock):
     def __init__(self, cfg: ModelConfig, dtype, rngs: nnx.Rngs):
         super().__init__(cfg, dtype, rngs)
         self.shared_expert = GatedMLP(cfg, dtype, rngs, intermediate_size=cfg.shared_expert_intermediate_size)
-        self.shared_expert_gate = param((cfg.hidden_size, 1), dtype, ("embed", None), rngs=rngs)
+        gated = cfg.shared_expert_gated  # (GraniteMoeShared, Ernie 4.5: the shared expert's output as it is)
+        self.shared_expert_gate = param((cfg.hidden_size, 1), dtype, ("embed", None), rngs=rngs) if gated else None
         self.shared_specs = None  # (gate_up spec, down spec) when the shared expert runs inside the shard_map
 
     def bind_mesh(self, mesh, rules) -> None:
@@ -41,14 +42,17 @@ class SharedExpertMoeBlock(SparseMoeBlock):
                                  logical_to_spec(mlp.down.get_metadata()["logical_axes"], rules))
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        gate = jax.nn.sigmoid(jnp.einsum("...d,do->...o", x, self.shared_expert_gate[...]))  # [..., 1]
+        if self.shared_expert_gate is None:
+            gate = jnp.ones((*x.shape[:-1], 1), x.dtype)
+        else:
+            gate = jax.nn.sigmoid(jnp.einsum("...d,do->...o", x, self.shared_expert_gate[...]))  # [..., 1]
         if self.shared_specs is None:
             routed = super().__call__(x)
             with jax.named_scope("shared_expert"):
                 return routed + gate * self.shared_expert(x)
         with jax.named_scope("moe"):
             x2, gate2 = x.reshape(-1, x.shape[-1]), gate.reshape(-1, 1)
-            weights, experts = route(x2, self.router[...], self.top_k, self.norm_topk_prob)
+            weights, experts = self.route(x2)
             return self._fused(x2, gate2, weights, experts).reshape(x.shape)
 
     def _fused(self, x, gate, weights, experts):
@@ -73,7 +77,8 @@ class SharedExpertMoeBlock(SparseMoeBlock):
 
 
 def moe_block(cfg: ModelConfig, dtype, rngs: nnx.Rngs) -> SparseMoeBlock:
-    """The MoE block of ``cfg``'s family: with a shared expert (Qwen2-MoE) or routed experts only."""
+    """The MoE block of ``cfg``'s family: with a shared expert (Qwen2-MoE, GraniteMoeShared, Ernie 4.5) or routed
+    experts only."""
     if cfg.shared_expert_intermediate_size:
         return SharedExpertMoeBlock(cfg, dtype, rngs)
     return SparseMoeBlock(cfg, dtype, rngs)

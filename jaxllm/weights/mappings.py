@@ -119,7 +119,12 @@ def shared_expert_layers(cfg: ModelConfig, i: int) -> list[LinearLayer]:
     f, d = cfg.shared_expert_intermediate_size, cfg.hidden_size
     if not f:
         return []
-    p, ours = f"model.layers.{i}.mlp.shared_expert.", ("layers", i, "mlp", "shared_expert")
+    if cfg.architecture == "GraniteMoeSharedForCausalLM":  # (its fused shared_mlp.input_linear / output_linear)
+        from jaxllm.weights.mappings_moe import granite_shared_layers
+
+        return granite_shared_layers(cfg, i)
+    name = "shared_experts" if cfg.architecture == "Ernie4_5_MoeForCausalLM" else "shared_expert"
+    p, ours = f"model.layers.{i}.mlp.{name}.", ("layers", i, "mlp", "shared_expert")
     return [LinearLayer(p + "gate_proj", (*ours, "gate_up"), f, d, (f,), _linear(f), part=0),
             LinearLayer(p + "up_proj", (*ours, "gate_up"), f, d, (f,), _linear(f), part=1),
             LinearLayer(p + "down_proj", (*ours, "down"), d, f, (d,), _linear(d))]
@@ -160,6 +165,8 @@ def llama_family_map(cfg: ModelConfig) -> dict[str, Target | tuple[Target, ...]]
         m["model.norm.bias"] = Target(("norm", "bias"), (d,), _same)
     if not cfg.tie_word_embeddings:
         m["lm_head.weight"] = Target(("lm_head",), (v, d), _same)
+    if cfg.lm_head_bias:  # (PhiMoE)
+        m["lm_head.bias"] = Target(("lm_head_bias",), (v,), _same)
     for i in range(cfg.num_layers):
         p, L = f"model.layers.{i}.", ("layers", i)
         attn, mlp = (*L, "self_attn"), (*L, "mlp")
@@ -203,7 +210,9 @@ def llama_family_map(cfg: ModelConfig) -> dict[str, Target | tuple[Target, ...]]
 _MOE_NAMES = {"MixtralForCausalLM": ("block_sparse_moe", ("w1", "w3", "w2")),
               "Qwen3MoeForCausalLM": ("mlp", ("gate_proj", "up_proj", "down_proj")),
               "Qwen2MoeForCausalLM": ("mlp", ("gate_proj", "up_proj", "down_proj")),
-              "OlmoeForCausalLM": ("mlp", ("gate_proj", "up_proj", "down_proj"))}
+              "OlmoeForCausalLM": ("mlp", ("gate_proj", "up_proj", "down_proj")),
+              "PhimoeForCausalLM": ("block_sparse_moe", ("w1", "w3", "w2")),
+              "Ernie4_5_MoeForCausalLM": ("mlp", ("gate_proj", "up_proj", "down_proj"))}
 
 
 def expert_linears(cfg: ModelConfig, i: int) -> list[tuple[str, int, int, str, int]]:
@@ -223,10 +232,17 @@ def expert_targets(cfg: ModelConfig, i: int) -> dict[str, Target]:
     checkpoint's experts fill ``qweight`` (same layout) and ``scale`` (gate_up [E, 2, F], down [E, D]) from each
     expert's ``weight_scale`` (per channel after quantized_checkpoint)."""
     d, e, f = cfg.hidden_size, cfg.num_experts, cfg.moe_intermediate_size
+    if cfg.architecture in ("GraniteMoeForCausalLM", "GraniteMoeSharedForCausalLM"):  # (fused experts)
+        from jaxllm.weights.mappings_moe import granite_expert_targets
+
+        return granite_expert_targets(cfg, i)
     block = _MOE_NAMES[cfg.architecture][0]
     mlp = ("layers", i, "mlp")
     m = {f"model.layers.{i}.{block}.gate.weight": Target((*mlp, "router"), (e, d), _transpose)}
-    if cfg.shared_expert_intermediate_size:  # Qwen2-MoE's shared expert gate [1, D] -> [D, 1]
+    if cfg.moe_correction_bias:  # Ernie 4.5's moe_statics.e_score_correction_bias [1, E] -> [E]
+        m[f"model.layers.{i}.{block}.moe_statics.e_score_correction_bias"] = Target((*mlp, "router_bias"), (1, e),
+                                                                                     _reshape(e))
+    if cfg.shared_expert_intermediate_size and cfg.shared_expert_gated:  # Qwen2-MoE's gate [1, D] -> [D, 1]
         m[f"model.layers.{i}.{block}.shared_expert_gate.weight"] = Target((*mlp, "shared_expert_gate"), (1, d),
                                                                           _transpose)
     fp8 = cfg.quant_from_checkpoint
@@ -264,6 +280,10 @@ KEY_MAPS = {
     "SmolLM3ForCausalLM": llama_family_map,
     "Starcoder2ForCausalLM": llama_family_map,
     "CohereForCausalLM": llama_family_map,
+    "GraniteMoeForCausalLM": llama_family_map,
+    "GraniteMoeSharedForCausalLM": llama_family_map,
+    "PhimoeForCausalLM": llama_family_map,
+    "Ernie4_5_MoeForCausalLM": llama_family_map,
 }
 
 
@@ -280,11 +300,13 @@ MULTIMODAL_KEYS = {
 
 def checkpoint_key(cfg: ModelConfig, name: str) -> str | None:
     """The key of ours for a checkpoint key: itself, a multimodal checkpoint's language-model key without its
-    prefix, or None for its vision tower's keys (not loaded)."""
+    prefix, or None for its vision tower's keys and Ernie 4.5 MoE's MTP layer (not loaded)."""
     if cfg.architecture in CLASSIC_ARCHS:
         from jaxllm.weights.mappings_classic import classic_checkpoint_key  # (it builds on this module)
 
         return classic_checkpoint_key(cfg, name)
+    if cfg.architecture == "Ernie4_5_MoeForCausalLM" and "mtp" in name:  # (its multi-token-prediction layer: a
+        return None  # speculative head, not part of the causal LM, skipped as transformers and vLLM do)
     if cfg.multimodal_architecture is None:
         return name
     renames, vision = MULTIMODAL_KEYS[cfg.multimodal_architecture]
@@ -301,6 +323,10 @@ def key_map(cfg: ModelConfig) -> dict[str, Target | tuple[Target, ...]]:
         from jaxllm.weights.mappings_classic import classic_family_map  # (it builds on this module)
 
         return classic_family_map(cfg)
+    if cfg.architecture == "DbrxForCausalLM":  # (its own names: transformer.blocks.N, fused Wqkv and experts)
+        from jaxllm.weights.mappings_moe import dbrx_map
+
+        return dbrx_map(cfg)
     return KEY_MAPS[cfg.architecture](cfg)
 
 
