@@ -219,13 +219,14 @@ def _default_pooling(hf: dict[str, Any], encoder: bool) -> str:
 
 
 def _pooled_size(hf: dict[str, Any], encoder: bool) -> int:
-    """The size of a pooled row: the hidden size (GPT-2's ``n_embd``, read by the family's names), or OPT's
+    """The size of a pooled row: the hidden size (GPT-2's ``n_embd``, DBRX's ``d_model``: the family's names), or OPT's
     projected ``word_embed_proj_dim`` that its backbone outputs."""
     if encoder:
         return int(hf["hidden_size"])
     from jaxllm.config_classic import classic_hf
+    from jaxllm.config_moe_families import moe_family_hf
 
-    shared = classic_hf(hf)
+    shared = moe_family_hf(classic_hf(hf))
     return int(shared.get("word_embed_proj_dim") or shared["hidden_size"])
 
 

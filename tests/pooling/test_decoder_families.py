@@ -22,6 +22,7 @@ from jaxllm import LLM, PoolingParams
 from jaxllm.pooling.config import pooling_model_info, resolve_runner
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
 from hf_models import make_config
 
 ENGINE = {"max_num_seqs": 2, "max_num_batched_tokens": 16, "max_model_len": 64, "enforce_eager": True,
@@ -106,6 +107,30 @@ def test_base_model_embedder(tmp_path, arch):
     with torch.no_grad():
         want = ref(IDS).float().numpy()
     np.testing.assert_allclose(out.outputs.embedding, want / np.linalg.norm(want), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("case", ["granitemoe", "granitemoeshared", "phimoe", "dbrx", "ernie-moe"])
+def test_moe_family_classifiers(tmp_path, case):
+    """The MoE families of tests/models/moe_families_cases.py as ``XForSequenceClassification`` (the causal LM's
+    backbone and a ``score.weight``, as vLLM converts them): the backbone's last row times the head."""
+    from moe_families_cases import CASES, save_moe_model
+
+    lm = save_moe_model(tmp_path, case)
+    file = os.path.join(tmp_path, "model.safetensors")
+    score = torch.randn(2, lm.config.hidden_size if case != "dbrx" else lm.config.d_model)
+    tensors = {k: v for k, v in load_file(file).items() if not k.startswith("lm_head.")}
+    save_file({**tensors, "score.weight": score}, file)
+    with open(os.path.join(tmp_path, "config.json")) as f:
+        config = json.load(f)
+    family = CASES[case][0].removesuffix("ForCausalLM")
+    with open(os.path.join(tmp_path, "config.json"), "w") as f:
+        json.dump({**config, "architectures": [f"{family}ForSequenceClassification"], "num_labels": 2}, f)
+    llm = LLM(str(tmp_path), **ENGINE)
+    out = llm.classify({"prompt_token_ids": IDS}, pooling_params=PoolingParams(use_activation=False),
+                       use_tqdm=False)[0]
+    with torch.no_grad():
+        want = (lm.base_model(torch.tensor([IDS])).last_hidden_state[0, -1] @ score.T).numpy()
+    assert np.abs(np.asarray(out.outputs.probs) - want).max() <= 1e-4 * max(1.0, np.abs(want).max())
 
 
 def test_causal_lm_as_embedder_skips_untied_head(tmp_path):
