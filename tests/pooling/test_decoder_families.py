@@ -2,8 +2,9 @@
 ``score`` head) for every family and ``XModel`` embedders (LAST, normalized) for each checkpoint layout
 (``model.`` / GPT-2's ``transformer.`` / GPT-NeoX's ``gpt_neox.`` / OPT's ``decoder.`` prefixes left out, Gemma 3's
 text-only names), against transformers on tiny random fp32 checkpoints (a 20-token prompt, run in two chunks).
-Families without a transformers classifier class (OLMoE, Granite, Cohere) get a checkpoint of the causal LM's
-backbone and a ``score.weight`` written here, checked against the backbone's last hidden state times it."""
+Families without a transformers classifier class (OLMoE, Granite, Cohere, and the MoE families of
+tests/models/moe_families_cases.py) get a checkpoint of the causal LM's backbone and a ``score.weight`` written
+here, checked against the backbone's last hidden state times it."""
 
 from __future__ import annotations
 
