@@ -33,7 +33,10 @@ FAMILIES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3
             "Gemma2ForCausalLM", "Gemma3ForCausalLM", "Phi3ForCausalLM", "Olmo2ForCausalLM", "MixtralForCausalLM",
             "Qwen3MoeForCausalLM", "Qwen2MoeForCausalLM", "OlmoeForCausalLM", "GraniteForCausalLM",
             "SmolLM3ForCausalLM", "Starcoder2ForCausalLM", "CohereForCausalLM", "GPT2LMHeadModel",
-            "GPTNeoXForCausalLM", "PhiForCausalLM", "StableLmForCausalLM", "OPTForCausalLM")
+            "GPTNeoXForCausalLM", "PhiForCausalLM", "StableLmForCausalLM", "OPTForCausalLM", "GPTJForCausalLM", "OlmoForCausalLM",
+            "GlmForCausalLM", "Glm4ForCausalLM", "NemotronForCausalLM", "Cohere2ForCausalLM", "Ernie4_5ForCausalLM",
+            "Exaone4ForCausalLM", "Olmo3ForCausalLM", "SeedOssForCausalLM", "FalconForCausalLM",
+            "DeepseekV2ForCausalLM", "DeepseekV3ForCausalLM")
 EMBEDDERS = ("LlamaForCausalLM", "Gemma3ForCausalLM", "GPT2LMHeadModel", "GPTNeoXForCausalLM", "OPTForCausalLM")
 
 
