@@ -137,10 +137,11 @@ class ModelConfig:
     shared_expert_intermediate_size: int = 0
     # experts split over the devices (vLLM's enable_expert_parallel) instead of their ffn dim
     enable_expert_parallel: bool = False
-    # routing variants (jaxllm.models.moe_routing): "softmax" (softmax, top-k) or "sparsemixer" (PhiMoE's top-2,
-    # thresholded at moe_router_jitter); the renormalization divides by the moe_norm_p-norm of the top-k weights
-    # (DBRX), its sum clamped at moe_norm_min (Ernie); moe_correction_bias: a per-expert bias [E] added to the
-    # probabilities to choose the top k, not to weigh them (Ernie 4.5's e_score_correction_bias)
+    # routing variants (jaxllm.models.moe_routing): "softmax" (softmax, top-k), "sparsemixer" (PhiMoE's top-2,
+    # thresholded at moe_router_jitter) or "deepseek" (the moe_scoring_func ... fields below); the renormalization
+    # divides by the moe_norm_p-norm of the top-k weights (DBRX), its sum clamped at moe_norm_min (Ernie);
+    # moe_correction_bias: a per-expert bias [E] added to the probabilities to choose the top k, not to weigh them
+    # (Ernie 4.5's and DeepSeek-V3's e_score_correction_bias)
     moe_router: str = "softmax"
     moe_router_jitter: float = 0.0
     moe_norm_p: float = 1.0

@@ -10,7 +10,7 @@ of heads (jaxllm.models.mla).
 DeepSeek MoE: ``n_routed_experts`` experts of ``moe_intermediate_size``, ``num_experts_per_tok`` per token, one
 fused shared MLP of ``n_shared_experts * moe_intermediate_size`` (no gate); layer i is sparse when i >=
 ``first_k_dense_replace`` and i % ``moe_layer_freq`` == 0 (vLLM's rule), else a dense MLP of ``intermediate_size``.
-Routing (jaxllm.models.deepseek_moe): softmax (V2) or sigmoid (V3) scores; ``topk_method`` greedy,
+Routing (jaxllm.models.moe_routing): softmax (V2) or sigmoid (V3) scores; ``topk_method`` greedy,
 group_limited_greedy (the best ``topk_group`` of ``n_group`` groups by their top score) or noaux_tc (V3: groups by
 the sum of their top-2 scores plus ``e_score_correction_bias``, the bias used for the choice only); the chosen
 scores renormalized when ``norm_topk_prob``, times ``routed_scaling_factor``.
@@ -85,8 +85,9 @@ def _routing_fields(hf: dict[str, Any], arch: str) -> dict[str, Any]:
         if experts % groups[0] or not groups[1] <= groups[0]:
             raise ValueError(f"n_group={groups[0]} must divide n_routed_experts={experts} and topk_group="
                              f"{groups[1]} must be <= n_group")
-    return {"moe_scoring_func": scoring, "moe_topk_method": method, "moe_n_group": groups[0],
-            "moe_topk_group": groups[1], "routed_scaling_factor": float(hf.get("routed_scaling_factor") or 1.0)}
+    return {"moe_router": "deepseek", "moe_scoring_func": scoring, "moe_topk_method": method,
+            "moe_n_group": groups[0], "moe_topk_group": groups[1], "moe_correction_bias": method == "noaux_tc",
+            "routed_scaling_factor": float(hf.get("routed_scaling_factor") or 1.0)}
 
 
 def deepseek_fields(hf: dict[str, Any], arch: str, num_layers: int) -> dict[str, Any]:

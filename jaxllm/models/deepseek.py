@@ -1,6 +1,7 @@
 """DeepSeek-V2 / V3 (``DeepseekV2ForCausalLM``, ``DeepseekV3ForCausalLM``): the shared decoder with multi-head
-latent attention (jaxllm.models.mla) and DeepSeek's MoE (jaxllm.models.deepseek_moe) in the sparse layers, a dense
-gated MLP of ``intermediate_size`` in the first ``first_k_dense_replace`` layers.
+latent attention (jaxllm.models.mla) and the shared MoE block (jaxllm.models.shared_moe, with DeepSeek's routing of
+jaxllm.models.moe_routing and its ungated shared experts) in the sparse layers, a dense gated MLP of
+``intermediate_size`` in the first ``first_k_dense_replace`` layers.
 
 Everything else is the Llama path: pre-norm RMSNorm layers, embeddings, final norm, untied lm_head, the dense
 ``model(ids)`` and paged ``forward_paged`` entry points. cos/sin are computed for the rope dims only
@@ -12,10 +13,10 @@ from __future__ import annotations
 from flax import nnx
 
 from jaxllm.config import ModelConfig
-from jaxllm.models.deepseek_moe import DeepseekMoeBlock
 from jaxllm.models.layers import GatedMLP, norm
 from jaxllm.models.llama import DecoderLayer, LlamaForCausalLM
 from jaxllm.models.mla import MLAttention
+from jaxllm.models.shared_moe import moe_block
 from jaxllm.quantization_config import LOAD_TIME_METHODS
 
 
@@ -27,7 +28,7 @@ class DeepseekDecoderLayer(DecoderLayer):
         self.input_layernorm = norm(cfg, cfg.hidden_size, dtype)
         self.post_attention_layernorm = norm(cfg, cfg.hidden_size, dtype)
         self.self_attn = MLAttention(cfg, layer_idx, dtype, rngs)
-        self.mlp = DeepseekMoeBlock(cfg, dtype, rngs) if cfg.is_moe_layer(layer_idx) else GatedMLP(cfg, dtype, rngs)
+        self.mlp = moe_block(cfg, dtype, rngs) if cfg.is_moe_layer(layer_idx) else GatedMLP(cfg, dtype, rngs)
         self.residual_multiplier = 1.0
 
 

@@ -250,7 +250,9 @@ def expert_targets(cfg: ModelConfig, i: int) -> dict[str, Target]:
     block = _MOE_NAMES[cfg.architecture][0]
     mlp = ("layers", i, "mlp")
     m = {f"model.layers.{i}.{block}.gate.weight": Target((*mlp, "router"), (e, d), _transpose)}
-    if cfg.moe_correction_bias:  # Ernie 4.5's moe_statics.e_score_correction_bias [1, E] -> [E]
+    if cfg.moe_correction_bias and cfg.architecture in DEEPSEEK_ARCHS:  # (V3's gate.e_score_correction_bias [E])
+        m[f"model.layers.{i}.{block}.gate.e_score_correction_bias"] = Target((*mlp, "router_bias"), (e,), _same)
+    elif cfg.moe_correction_bias:  # Ernie 4.5's moe_statics.e_score_correction_bias [1, E] -> [E]
         m[f"model.layers.{i}.{block}.moe_statics.e_score_correction_bias"] = Target((*mlp, "router_bias"), (1, e),
                                                                                      _reshape(e))
     if cfg.shared_expert_intermediate_size and cfg.shared_expert_gated:  # Qwen2-MoE's gate [1, D] -> [D, 1]

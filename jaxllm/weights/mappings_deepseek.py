@@ -72,11 +72,8 @@ def deepseek_family_map(cfg: ModelConfig) -> dict[str, Target]:
         if not cfg.is_moe_layer(i):
             m.update(_gated_mlp_targets(cfg, p + "mlp.", mlp, cfg.intermediate_size))
             continue
-        m.update(expert_targets(cfg, i))  # router gate.weight and the routed experts
-        if cfg.moe_topk_method == "noaux_tc":
-            m[p + "mlp.gate.e_score_correction_bias"] = Target((*mlp, "e_score_correction_bias"),
-                                                               (cfg.num_experts,), _same)
+        m.update(expert_targets(cfg, i))  # router gate.weight (+ V3's e_score_correction_bias) and the experts
         if cfg.shared_expert_intermediate_size:
-            m.update(_gated_mlp_targets(cfg, p + "mlp.shared_experts.", (*mlp, "shared_experts"),
+            m.update(_gated_mlp_targets(cfg, p + "mlp.shared_experts.", (*mlp, "shared_expert"),
                                         cfg.shared_expert_intermediate_size))
     return m

@@ -21,7 +21,8 @@ from jaxllm import LLM, SamplingParams
 from jaxllm.config import ModelConfig
 from jaxllm.config_deepseek import mla_softmax_scale
 from jaxllm.model_size import linear_param_counts
-from jaxllm.models.deepseek_moe import DeepseekMoeBlock, deepseek_route
+from jaxllm.models.moe import SparseMoeBlock
+from jaxllm.models.moe_routing import route_variant, routing_of
 from jaxllm.weights.loader import WeightLoadError
 
 CASES = {
@@ -47,7 +48,7 @@ def saved(name, tmp_path_factory):
 def test_logits_match_transformers(name, tmp_path_factory):
     path, hf = saved(name, tmp_path_factory)
     model = jaxllm.load_model(path)
-    assert sum(isinstance(layer.mlp, DeepseekMoeBlock) for layer in model.layers) == 3 - hf.config.first_k_dense_replace
+    assert sum(isinstance(layer.mlp, SparseMoeBlock) for layer in model.layers) == 3 - hf.config.first_k_dense_replace
     ids = np.random.RandomState(1).randint(0, 256, (2, 24)).astype(np.int32)
     assert relative_error(np.asarray(model(ids)), hf_logits(hf, ids)) <= 1e-4
 
@@ -62,8 +63,8 @@ def test_router_matches_transformers(name, tmp_path_factory):
     with torch.no_grad():
         _, ref_w, ref_e = gate(x)
     bias = getattr(gate, "e_score_correction_bias", None)
-    weights, experts = deepseek_route(x.numpy(), gate.weight.detach().numpy().T,
-                                      None if bias is None else bias.numpy(), cfg)
+    weights, experts = route_variant(x.numpy(), gate.weight.detach().numpy().T, cfg.num_experts_per_tok,
+                                     cfg.norm_topk_prob, routing_of(cfg), None if bias is None else bias.numpy())
     order = np.argsort(np.asarray(experts), axis=1)
     ref_order = np.argsort(ref_e.numpy(), axis=1)
     np.testing.assert_array_equal(np.take_along_axis(np.asarray(experts), order, 1),
@@ -249,7 +250,7 @@ def test_quantized_at_load(tmp_path_factory):
         model = jaxllm.load_model(path, quantization=method, attention_backend=backend)
         attn = model.layers[0].self_attn
         weights = (attn.q_a_proj, attn.q_b_proj, attn.o_proj, attn.kv_a_proj_with_mqa,
-                   model.layers[1].mlp.shared_experts.down)
+                   model.layers[1].mlp.shared_expert.down)
         assert all(isinstance(w, QuantizedWeight) for w in weights)
         assert not isinstance(attn.kv_b_proj, QuantizedWeight)
         outs.append(np.asarray(model(ids)))
