@@ -15,6 +15,7 @@ from __future__ import annotations
 from jaxllm.config import ModelConfig
 from jaxllm.config_dense import GLM, GLM4, NEMOTRON
 from jaxllm.weights.mappings import Target, _linear, llama_family_map
+from jaxllm.weights.mappings_classic import _rename
 
 # per family: layer-relative renames (ours -> theirs; the first matching prefix wins)
 _LAYER_RENAMES = {
@@ -22,16 +23,6 @@ _LAYER_RENAMES = {
            "post_attention_layernorm", "post_feedforward_layernorm": "post_mlp_layernorm"},
     NEMOTRON: {"mlp.c_fc": "mlp.up_proj", "mlp.c_proj": "mlp.down_proj"},
 }
-
-
-def _rename(key: str, layer: dict[str, str]) -> str:
-    if not key.startswith("model.layers."):
-        return key
-    index, rest = key[len("model.layers."):].split(".", 1)
-    for old, new in layer.items():
-        if rest.startswith(old + "."):
-            return f"model.layers.{index}.{new}{rest[len(old):]}"
-    return key
 
 
 def _fused_gate_up(cfg: ModelConfig, m: dict) -> None:
@@ -50,7 +41,7 @@ def dense_family_map(cfg: ModelConfig) -> dict[str, Target | tuple[Target, ...]]
                          "load the unquantized checkpoint (optionally with quantization='int8' or 'fp8')")
     arch = cfg.architecture
     layer = _LAYER_RENAMES.get(arch, {})
-    m = {_rename(key, layer): target for key, target in llama_family_map(cfg).items()
+    m = {_rename(key, {}, "model.layers.", layer): target for key, target in llama_family_map(cfg).items()
          if cfg.norm_weight or not _is_norm_key(key)}
     if arch in (GLM, GLM4):
         _fused_gate_up(cfg, m)
