@@ -232,18 +232,11 @@ def test_phimoe_longrope_mscale_follows_the_length():
 def test_one_all_reduce_per_moe_layer(name, tmp_path_factory):
     """The ungated shared experts run inside the experts' shard_map: one all-reduce of the [tokens, hidden]
     activations per MoE layer (as a dense MLP's down projection), under both expert layouts."""
-    from parallel.test_tp_collectives import COLLECTIVE
-
-    from jaxllm.runner.programs import ForwardKey
+    from parallel.test_tp_collectives import megatron_minimum, step_collectives
 
     path, _ = saved(name, tmp_path_factory)
     for expert_parallel in (False, True):
         llm = LLM(str(path), skip_tokenizer_init=True, max_num_seqs=4, max_num_batched_tokens=16,
                   enforce_eager=True, tensor_parallel_size=4, enable_expert_parallel=expert_parallel)
-        runner, cfg = llm.llm_engine.runner, llm.model_config
-        bucket = runner.ladder.buckets[-1]
-        text = runner.programs.get(ForwardKey(bucket)).as_text()
-        found = sorted((op, shape.split("{")[0]) for shape, op in COLLECTIVE.findall(text))
-        want = [("all-gather", f"f32[{bucket.num_seqs},{cfg.vocab_size}]")]
-        assert found == want + [("all-reduce", f"f32[{bucket.num_tokens},{cfg.hidden_size}]")] * (
-            2 * cfg.num_layers + 1)
+        bucket = llm.llm_engine.runner.ladder.buckets[-1]
+        assert step_collectives(llm, bucket) == megatron_minimum(llm, bucket)

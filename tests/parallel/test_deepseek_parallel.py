@@ -56,3 +56,15 @@ def test_engine_greedy_tokens_match_one_device(backend, tmp_path_factory):
         return [o.outputs[0].token_ids for o in llm.generate(prompts, params, use_tqdm=False)]
 
     assert run(tensor_parallel_size=4, enable_expert_parallel=backend is None) == run()
+
+
+@pytest.mark.parametrize("backend", [None, "chunked"])
+def test_one_all_reduce_per_layer_block(backend, tmp_path_factory):
+    """MLA's o_proj and each MLP or MoE block (its shared experts inside the experts' shard_map) reduce once: the
+    Megatron minimum of a dense model, over both cache layouts."""
+    from test_tp_collectives import megatron_minimum, step_collectives
+
+    llm = LLM(str(saved(V3, tmp_path_factory)), skip_tokenizer_init=True, max_num_seqs=4,
+              max_num_batched_tokens=16, enforce_eager=True, tensor_parallel_size=4, attention_backend=backend)
+    bucket = llm.llm_engine.runner.ladder.buckets[-1]
+    assert step_collectives(llm, bucket) == megatron_minimum(llm, bucket)

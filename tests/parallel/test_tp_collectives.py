@@ -20,16 +20,27 @@ pytestmark = pytest.mark.skipif(len(jax.devices()) < 4, reason="needs 4 (fake) d
 COLLECTIVE = re.compile(r"= (\S+) (all-reduce|all-gather|reduce-scatter|all-to-all|collective-permute)(?:-start)?\(")
 
 
+def step_collectives(llm, bucket) -> list[tuple[str, str]]:
+    """The sorted (op, result shape) of every collective in the compiled step program of ``bucket``."""
+    text = llm.llm_engine.runner.programs.get(ForwardKey(bucket)).as_text()
+    return sorted((op, re.sub(r"\{.*\}", "", shape)) for shape, op in COLLECTIVE.findall(text))
+
+
+def megatron_minimum(llm, bucket) -> list[tuple[str, str]]:
+    """What ``step_collectives`` finds in a Megatron layout: an all-reduce of the [tokens, hidden] activations
+    after each layer's two row-parallel projections (attention's output, the MLP's or MoE block's down) and after
+    the embedding lookup, an all-gather of the [sequences, vocab] logits."""
+    cfg = llm.model_config
+    activations = ("all-reduce", f"f32[{bucket.num_tokens},{cfg.hidden_size}]")
+    return sorted([activations] * (2 * cfg.num_layers + 1) + [("all-gather", f"f32[{bucket.num_seqs},{cfg.vocab_size}]")])
+
+
 @pytest.mark.parametrize("layers,tp", [(2, 2), (3, 2), (2, 4)])
 def test_step_collectives_are_the_megatron_minimum(tmp_path, layers, tp):
     save_tiny_model(tmp_path, "LlamaForCausalLM", num_hidden_layers=layers)
     llm = LLM(str(tmp_path), skip_tokenizer_init=True, max_num_seqs=4, max_num_batched_tokens=32,
               enforce_eager=True, tensor_parallel_size=tp)
-    runner, cfg = llm.llm_engine.runner, llm.model_config
-    for bucket in (runner.ladder.buckets[0], runner.ladder.buckets[-1]):  # the smallest (decode) and largest
-        text = runner.programs.get(ForwardKey(bucket)).as_text()
-        found = [(op, re.sub(r"\{.*\}", "", shape)) for shape, op in COLLECTIVE.findall(text)]
-        activations = f"f32[{bucket.num_tokens},{cfg.hidden_size}]"
-        logits = f"f32[{bucket.num_seqs},{cfg.vocab_size}]"
-        want = [("all-reduce", activations)] * (2 * layers + 1) + [("all-gather", logits)]
-        assert sorted(found) == sorted(want), bucket
+    assert llm.model_config.num_layers == layers
+    ladder = llm.llm_engine.runner.ladder
+    for bucket in (ladder.buckets[0], ladder.buckets[-1]):  # the smallest (decode) and largest
+        assert step_collectives(llm, bucket) == megatron_minimum(llm, bucket), bucket
