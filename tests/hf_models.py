@@ -120,6 +120,19 @@ def save_tiny_model(path, arch: str, seed: int = 0, max_shard_size=None, dtype=t
     return model
 
 
+_SESSION_CHECKPOINTS: dict = {}
+
+
+def session_checkpoint(tmp_path_factory, save, name: str, first, **overrides):
+    """(path, model) of ``save(path, first, **overrides)`` (save_tiny_model, save_deepseek, save_moe_model, ...),
+    built once per test session for each (save, first, overrides) and saved under a folder named ``name``."""
+    key = (save, first, repr(sorted(overrides.items())))
+    if key not in _SESSION_CHECKPOINTS:
+        path = tmp_path_factory.mktemp(name)
+        _SESSION_CHECKPOINTS[key] = path, save(path, first, **overrides)
+    return _SESSION_CHECKPOINTS[key]
+
+
 def hf_logits(model, ids) -> np.ndarray:
     """transformers' float32 logits [B, T, V] of int ids [B, T]."""
     with torch.no_grad():

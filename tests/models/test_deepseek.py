@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from deepseek_models import V2, V3, YARN, save_deepseek
-from hf_models import hf_greedy, hf_logits, relative_error
+from hf_models import hf_greedy, hf_logits, relative_error, session_checkpoint
 from safetensors.numpy import load_file, save_file
 
 import jaxllm
@@ -33,15 +33,9 @@ CASES = {
 }
 
 
-_SAVED: dict = {}
-
-
 def saved(name, tmp_path_factory):
-    if name not in _SAVED:
-        arch, overrides = CASES[name]
-        path = tmp_path_factory.mktemp(name)
-        _SAVED[name] = path, save_deepseek(path, arch, **overrides)
-    return _SAVED[name]
+    arch, overrides = CASES[name]
+    return session_checkpoint(tmp_path_factory, save_deepseek, name, arch, **overrides)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

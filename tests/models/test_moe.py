@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hf_models import hf_greedy, save_tiny_model
+from hf_models import hf_greedy, save_tiny_model, session_checkpoint
 from safetensors.numpy import load_file, save_file
 
 import jaxllm
@@ -37,16 +37,10 @@ CASES = {
 }
 
 
-_SAVED: dict = {}
-
-
 def saved_checkpoint(name, tmp_path_factory):
     """(path, HF model) of CASES[name], built once per test session."""
-    if name not in _SAVED:
-        arch, overrides = CASES[name]
-        path = tmp_path_factory.mktemp(name)
-        _SAVED[name] = path, save_tiny_model(path, arch, **overrides)
-    return _SAVED[name]
+    arch, overrides = CASES[name]
+    return session_checkpoint(tmp_path_factory, save_tiny_model, name, arch, **overrides)
 
 
 @pytest.fixture(params=sorted(CASES))

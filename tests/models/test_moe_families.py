@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 import torch
-from hf_models import hf_greedy
+from hf_models import hf_greedy, session_checkpoint
 from moe_families_cases import CASES, save_moe_model
 from safetensors.numpy import load_file, save_file
 
@@ -23,15 +23,10 @@ from jaxllm.config import ModelConfig
 from jaxllm.models.moe import SparseMoeBlock
 from jaxllm.weights.loader import WeightLoadError
 
-_SAVED: dict = {}
-
 
 def saved(name, tmp_path_factory):
     """(path, HF model) of CASES[name], built once per test session."""
-    if name not in _SAVED:
-        path = tmp_path_factory.mktemp(name)
-        _SAVED[name] = path, save_moe_model(path, name)
-    return _SAVED[name]
+    return session_checkpoint(tmp_path_factory, save_moe_model, name, name)
 
 
 def _ids():

@@ -8,6 +8,7 @@ import jax
 import numpy as np
 import pytest
 from deepseek_models import V2, V3, save_deepseek
+from hf_models import session_checkpoint
 
 import jaxllm
 from jaxllm import LLM, SamplingParams
@@ -15,15 +16,9 @@ from jaxllm import LLM, SamplingParams
 pytestmark = pytest.mark.skipif(len(jax.devices()) < 4, reason="needs 4 (fake) devices")
 
 
-_SAVED: dict = {}
-
-
 def saved(arch, tmp_path_factory):
-    if arch not in _SAVED:
-        _SAVED[arch] = tmp_path_factory.mktemp(arch)
-        extra = {"topk_method": "group_limited_greedy"} if arch == V2 else {}
-        save_deepseek(_SAVED[arch], arch, **extra)
-    return _SAVED[arch]
+    extra = {"topk_method": "group_limited_greedy"} if arch == V2 else {}
+    return session_checkpoint(tmp_path_factory, save_deepseek, arch, arch, **extra)[0]
 
 
 @pytest.fixture(params=[V2, V3])
