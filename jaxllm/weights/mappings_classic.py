@@ -77,14 +77,14 @@ def _stored_in_out(t: Target) -> Target:
 
 
 def _fused_qkv(cfg: ModelConfig, i: int, split) -> dict[str, tuple[Target, ...]]:
-    """The fused q/k/v weight and bias of layer ``i``; ``split(w, j)`` -> part j (0 q, 1 k, 2 v) of a [3D, D]
-    weight or [3D] bias (as an [out, ...] array)."""
-    d, h, dh = cfg.hidden_size, cfg.num_heads, cfg.head_dim
-    attn = ("layers", i, "self_attn")
+    """The fused q/k/v weight and bias of layer ``i``; ``split(w, j)`` -> part j (0 q, 1 k, 2 v) of a
+    [(H + 2K) * Dh, D] weight or [(H + 2K) * Dh] bias (as an [out, ...] array)."""
+    h, kh, dh = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+    attn, rows, heads = ("layers", i, "self_attn"), (h + 2 * kh) * dh, (h, kh, kh)
     names = (("q_proj", "q_bias"), ("k_proj", "k_bias"), ("v_proj", "v_bias"))
-    weight = tuple(Target((*attn, w), (3 * d, d), lambda a, j=j: _linear(h, dh)(split(a, j)))
+    weight = tuple(Target((*attn, w), (rows, cfg.hidden_size), lambda a, j=j: _linear(heads[j], dh)(split(a, j)))
                    for j, (w, _) in enumerate(names))
-    bias = tuple(Target((*attn, b), (3 * d,), lambda a, j=j: split(a, j).reshape(h, dh))
+    bias = tuple(Target((*attn, b), (rows,), lambda a, j=j: split(a, j).reshape(heads[j], dh))
                  for j, (_, b) in enumerate(names))
     return {"weight": weight, "bias": bias}
 
@@ -108,22 +108,15 @@ def _neox_qkv(cfg: ModelConfig, i: int) -> dict[str, tuple[Target, ...]]:
 
 def _falcon_qkv(cfg: ModelConfig, i: int) -> dict[str, tuple[Target, ...]]:
     """query_key_value: weight [(H + 2K) * Dh, D] / bias [(H + 2K) * Dh] whose rows are [K, H / K + 2, Dh]."""
-    d, h, kh, dh = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-    rows, attn = (h + 2 * kh) * dh, ("layers", i, "self_attn")
+    h, kh, dh = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
 
     def split(a, j):  # part j (0 q, 1 k, 2 v) as an [out, ...] array
         grouped = a.reshape(kh, h // kh + 2, dh, *a.shape[1:])
         part = grouped[:, :-2] if j == 0 else grouped[:, -3 + j]
         return part.reshape(-1, *a.shape[1:])
-    heads = (h, kh, kh)
-    names = (("q_proj", "q_bias"), ("k_proj", "k_bias"), ("v_proj", "v_bias"))
+    fused = _fused_qkv(cfg, i, split)
     p = f"transformer.h.{i}.self_attention.query_key_value."
-    m = {p + "weight": tuple(Target((*attn, w), (rows, d), lambda a, j=j: _linear(heads[j], dh)(split(a, j)))
-                             for j, (w, _) in enumerate(names))}
-    if cfg.attention_bias:
-        m[p + "bias"] = tuple(Target((*attn, b), (rows,), lambda a, j=j: split(a, j).reshape(heads[j], dh))
-                              for j, (_, b) in enumerate(names))
-    return m
+    return {p + "weight": fused["weight"], **({p + "bias": fused["bias"]} if cfg.attention_bias else {})}
 
 
 def _per_head_norms(cfg: ModelConfig, i: int) -> dict[str, Target]:
