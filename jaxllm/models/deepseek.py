@@ -13,30 +13,14 @@ from __future__ import annotations
 from flax import nnx
 
 from jaxllm.config import ModelConfig
-from jaxllm.models.layers import GatedMLP, norm
-from jaxllm.models.llama import DecoderLayer, LlamaForCausalLM
-from jaxllm.models.mla import MLAttention
-from jaxllm.models.shared_moe import moe_block
+from jaxllm.models.llama import LlamaForCausalLM
 from jaxllm.quantization_config import LOAD_TIME_METHODS
-
-
-class DeepseekDecoderLayer(DecoderLayer):
-    """input_layernorm -> MLA -> residual; post_attention_layernorm -> dense MLP or DeepSeek MoE -> residual."""
-
-    def __init__(self, cfg: ModelConfig, layer_idx: int, dtype, rngs: nnx.Rngs):  # (no super(): other modules)
-        self.placement = "pre"
-        self.input_layernorm = norm(cfg, cfg.hidden_size, dtype)
-        self.post_attention_layernorm = norm(cfg, cfg.hidden_size, dtype)
-        self.self_attn = MLAttention(cfg, layer_idx, dtype, rngs)
-        self.mlp = moe_block(cfg, dtype, rngs) if cfg.is_moe_layer(layer_idx) else GatedMLP(cfg, dtype, rngs)
-        self.residual_multiplier = 1.0
 
 
 class DeepseekForCausalLM(LlamaForCausalLM):
     """DeepSeek-V2 / V3 as served by vLLM (V3's MTP layers are not loaded: jaxllm.weights.mappings_deepseek)."""
 
     supports_lora = False
-    layer_class = DeepseekDecoderLayer
 
     def __init__(self, cfg: ModelConfig, *, dtype=None, rngs: nnx.Rngs | None = None):
         if cfg.quantization not in (None, *LOAD_TIME_METHODS) or cfg.quant_from_checkpoint:

@@ -35,6 +35,7 @@ from jaxllm.config_families import LAYER_NORMS
 from jaxllm.models.attention import Attention, AttentionMetadata, DenseCausalAttention, PagedAttention
 from jaxllm.models.layers import GatedMLP, norm, param, rope_cos_sin
 from jaxllm.models.lora import LayerLoRA
+from jaxllm.models.mla import MLAttention
 from jaxllm.models.moe import SparseMoeBlock
 from jaxllm.models.plain_mlp import LearnedPositions, PlainMLP
 from jaxllm.models.shared_moe import moe_block
@@ -49,7 +50,8 @@ class DecoderLayer(nnx.Module):
         self.placement = cfg.norm_placement
         for name in LAYER_NORMS[cfg.norm_placement]:
             setattr(self, name, norm(cfg, cfg.hidden_size, dtype))
-        self.self_attn = Attention(cfg, layer_idx, dtype, rngs)
+        # (DeepSeek's multi-head latent attention when the config has a kv latent: jaxllm.models.mla)
+        self.self_attn = (MLAttention if cfg.kv_lora_rank else Attention)(cfg, layer_idx, dtype, rngs)
         if cfg.is_moe_layer(layer_idx):
             self.mlp = moe_block(cfg, dtype, rngs)
         else:
@@ -103,7 +105,6 @@ class LlamaForCausalLM(nnx.Module):
 
     supports_lora = True  # forward_paged takes per-layer LoRA adapters (jaxllm/models/lora.py)
     supports_prompt_embeds = True  # forward_paged takes rows that replace token embeddings
-    layer_class = DecoderLayer  # (a family with its own attention / MLP modules subclasses it: DeepSeek)
 
     def __init__(self, cfg: ModelConfig, *, dtype=None, rngs: nnx.Rngs | None = None):
         dtype = jnp.dtype(dtype or cfg.dtype)
@@ -117,7 +118,7 @@ class LlamaForCausalLM(nnx.Module):
         self.positions = LearnedPositions(cfg, dtype, rngs) if cfg.position_embedding == "learned" else None
         self.project_in = param((e, cfg.hidden_size), dtype, (None, "embed"), rngs=rngs) if cfg.embed_proj_dim else None
         self.project_out = param((cfg.hidden_size, e), dtype, ("embed", None), rngs=rngs) if cfg.embed_proj_dim else None
-        self.layers = nnx.List([self.layer_class(cfg, i, dtype, rngs) for i in range(cfg.num_layers)])
+        self.layers = nnx.List([DecoderLayer(cfg, i, dtype, rngs) for i in range(cfg.num_layers)])
         self.norm = norm(cfg, cfg.hidden_size, dtype) if cfg.final_norm else None
         if cfg.tie_word_embeddings:
             self.lm_head = None
