@@ -129,11 +129,17 @@ def _per_head_norms(cfg: ModelConfig, i: int) -> dict[str, Target]:
     return m
 
 
-def classic_family_map(cfg: ModelConfig) -> dict[str, Target | tuple[Target, ...]]:
-    """The checkpoint keys of one of these families (module docstring)."""
-    if cfg.quantization not in (None, "int8", "fp8") or cfg.quant_from_checkpoint:  # (load-time int8 / fp8 only)
+def check_load_time_quantization(cfg: ModelConfig) -> None:
+    """These maps read float checkpoints only (quantized at load by int8 / fp8): a pre-quantized checkpoint is a
+    ValueError naming its method."""
+    if cfg.quantization not in (None, "int8", "fp8") or cfg.quant_from_checkpoint:
         raise ValueError(f"quantization={cfg.quantization!r} checkpoints of {cfg.architecture} are not supported; "
                          "load the unquantized checkpoint (optionally with quantization='int8' or 'fp8')")
+
+
+def classic_family_map(cfg: ModelConfig) -> dict[str, Target | tuple[Target, ...]]:
+    """The checkpoint keys of one of these families (module docstring)."""
+    check_load_time_quantization(cfg)
     arch = cfg.architecture
     top, layer_prefix, layer, stored_in_out = _NAMES[arch]
     if arch == FALCON and cfg.norm_placement == "parallel_two":

@@ -15,7 +15,7 @@ from __future__ import annotations
 from jaxllm.config import ModelConfig
 from jaxllm.config_dense import GLM, GLM4, NEMOTRON
 from jaxllm.weights.mappings import Target, _linear, llama_family_map
-from jaxllm.weights.mappings_classic import _rename
+from jaxllm.weights.mappings_classic import _rename, check_load_time_quantization
 
 # per family: layer-relative renames (ours -> theirs; the first matching prefix wins)
 _LAYER_RENAMES = {
@@ -36,9 +36,7 @@ def _fused_gate_up(cfg: ModelConfig, m: dict) -> None:
 
 def dense_family_map(cfg: ModelConfig) -> dict[str, Target | tuple[Target, ...]]:
     """The checkpoint keys of one of these families (module docstring)."""
-    if cfg.quantization not in (None, "int8", "fp8") or cfg.quant_from_checkpoint:  # (load-time int8 / fp8 only)
-        raise ValueError(f"quantization={cfg.quantization!r} checkpoints of {cfg.architecture} are not supported; "
-                         "load the unquantized checkpoint (optionally with quantization='int8' or 'fp8')")
+    check_load_time_quantization(cfg)
     arch = cfg.architecture
     layer = _LAYER_RENAMES.get(arch, {})
     m = {_rename(key, {}, "model.layers.", layer): target for key, target in llama_family_map(cfg).items()
