@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from jaxllm.config_families_extra import GRANITE, extra_family_fields
+
 GRANITE_MOE = "GraniteMoeForCausalLM"
 GRANITE_MOE_SHARED = "GraniteMoeSharedForCausalLM"
 PHIMOE = "PhimoeForCausalLM"
@@ -84,8 +86,6 @@ def moe2_fields(hf: dict[str, Any], arch: str, num_layers: int) -> dict[str, Any
     moe = {"num_experts": e, "num_experts_per_tok": k, "moe_intermediate_size": int(hf["intermediate_size"]),
            "moe_layers": (True,) * num_layers}
     if arch in (GRANITE_MOE, GRANITE_MOE_SHARED):
-        from jaxllm.config_families_extra import GRANITE, extra_family_fields
-
         shared = int(hf.get("shared_intermediate_size") or 0) if arch == GRANITE_MOE_SHARED else 0
         return {**moe, **extra_family_fields(hf, GRANITE, num_layers), "norm_topk_prob": True,
                 "shared_expert_intermediate_size": shared, "shared_expert_gated": False}
