@@ -94,10 +94,11 @@ def prefill_split(impl: str | None = None, q=None, kv_cache=None, sliding_window
 
 def ragged_paged_attention(q, kv_cache, query_start_loc, seq_lens, block_tables, *, sm_scale,
                            sliding_window=None, soft_cap=None, k_scale=None, v_scale=None,
-                           impl: str | AttentionConfig | None = None):
+                           impl: str | AttentionConfig | None = None, sinks=None):
     """Ragged paged attention (see reference.py for shapes and semantics). Outputs of padding tokens
     (after query_start_loc[-1]) are unspecified for the GPU kernels. ``impl``: a name of IMPLEMENTATIONS, an
-    AttentionConfig, or None (``default_impl``)."""
+    AttentionConfig, or None (``default_impl``). ``sinks``: [Hq] attention-sink logits (gpt-oss) or None; every
+    implementation takes them (the Pallas ones in their Triton launches)."""
     config = impl if isinstance(impl, AttentionConfig) else AttentionConfig(impl)
     name = config.impl or default_impl(q, kv_cache)
     if name not in IMPLEMENTATIONS:
@@ -107,4 +108,4 @@ def ragged_paged_attention(q, kv_cache, query_start_loc, seq_lens, block_tables,
         tuning = {"decode_splits": config.decode_splits, "fp8_dot": config.fp8_dot}
     return IMPLEMENTATIONS[name](q, kv_cache, query_start_loc, seq_lens, block_tables, sm_scale=sm_scale,
                                  sliding_window=sliding_window, soft_cap=soft_cap, k_scale=k_scale,
-                                 v_scale=v_scale, **tuning)
+                                 v_scale=v_scale, sinks=sinks, **tuning)
