@@ -13,6 +13,13 @@ import os
 from typing import Any
 
 from jaxllm.config_classic import CLASSIC_ARCHS, CLASSIC_MODEL_TYPES, classic_family_fields, classic_hf
+from jaxllm.config_gpt_oss import (
+    GPT_OSS,
+    GPT_OSS_HF_DEFAULTS,
+    GPT_OSS_MODEL_TYPES,
+    gpt_oss_fields,
+    gpt_oss_quantization,
+)
 from jaxllm.config_moe_families import (
     MOE2_ARCHS,
     MOE2_HF_DEFAULTS,
@@ -42,6 +49,7 @@ SUPPORTED_ARCHITECTURES = (
     "CohereForCausalLM",
     *CLASSIC_ARCHS,
     *MOE2_ARCHS,
+    GPT_OSS,
 )
 
 _DTYPE_NAMES = {
@@ -193,6 +201,16 @@ class ModelConfig:
     quant_matmul_impl: str | None = None
     int4_kernel_variant: str | None = None
     moe_matmul_impl: str | None = None  # the MoE experts' grouped matmul (ops/grouped_matmul)
+    # gpt-oss (jaxllm.config_gpt_oss): a learned attention-sink logit per q head; a router bias [E] added to the
+    # logits; expert biases (gate_up [E, 2, F], down [E, D]); the experts' activation "swiglu" (silu(gate) * up)
+    # or "clamped_swiglu" (swiglu_alpha, swiglu_limit); MXFP4 experts in the checkpoint (dequantized at load)
+    attention_sinks: bool = False
+    moe_router_bias: bool = False
+    moe_expert_bias: bool = False
+    moe_activation: str = "swiglu"
+    swiglu_alpha: float = 1.702
+    swiglu_limit: float = 7.0
+    mxfp4_experts: bool = False
 
     @property
     def q_size(self) -> int:
@@ -264,14 +282,17 @@ class ModelConfig:
         load time, or an fp8 checkpoint), "awq"/"gptq" (a 4-bit checkpoint of that format)."""
         if not isinstance(hf, dict):
             hf = hf.to_dict()
+        hf, mxfp4 = gpt_oss_quantization(hf)
         quant_fields = quantization_fields(check_quantization(quantization), hf)
         arch, hf, multimodal = text_architecture(moe_family_hf(classic_hf(hf)), quant_fields)
-        hf = renamed_fields({**HF_DEFAULTS.get(arch, MOE2_HF_DEFAULTS.get(arch, {})), **hf}, arch)
+        defaults = GPT_OSS_HF_DEFAULTS if arch == GPT_OSS else HF_DEFAULTS.get(arch, MOE2_HF_DEFAULTS.get(arch, {}))
+        hf = renamed_fields({**defaults, **hf}, arch)
         if hf.get("intermediate_size") is None:
             raise ValueError(f"{arch}: the model config has no 'intermediate_size'")
         num_layers = int(hf["num_hidden_layers"])
         family = {**family_fields(hf, arch), **extra_family_fields(hf, arch, num_layers),
-                  **classic_family_fields(hf, arch), **moe2_fields(hf, arch, num_layers)}
+                  **classic_family_fields(hf, arch), **moe2_fields(hf, arch, num_layers),
+                  **gpt_oss_fields(hf, arch, num_layers)}
         biases = attention_biases(hf, arch)
         biases.update({key: family.pop(key) for key in list(family) if key in biases})  # (StableLM's own)
         num_heads = int(hf["num_attention_heads"])
@@ -301,11 +322,12 @@ class ModelConfig:
             tie_word_embeddings=bool(hf.get("tie_word_embeddings", arch in GEMMA_ARCHS)),  # transformers' defaults
             **biases,
             mlp_bias=bool(hf.get("mlp_bias", False)),
-            sliding_windows=sliding_windows_from_hf(hf, arch, num_layers),
+            sliding_windows=family.pop("sliding_windows", None) or sliding_windows_from_hf(hf, arch, num_layers),
             dtype=resolve_dtype_name(dtype, hf.get("dtype") or hf.get("torch_dtype")),
             bos_token_id=hf.get("bos_token_id"),
             eos_token_ids=eos_ids,
             multimodal_architecture=multimodal,
+            mxfp4_experts=mxfp4,
             **family,
             **quant_fields,
             **moe_fields(hf, arch, num_layers),
@@ -363,4 +385,5 @@ _ARCH_BY_MODEL_TYPE = {
     "cohere": "CohereForCausalLM",
     **CLASSIC_MODEL_TYPES,
     **MOE2_MODEL_TYPES,
+    **GPT_OSS_MODEL_TYPES,
 }
