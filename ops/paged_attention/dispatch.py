@@ -7,7 +7,7 @@ Implementations (all take the reference's arguments; see reference.py for shapes
 * ``"pallas_triton"``: the Pallas kernel lowered through Triton (pallas_attention.py), NVIDIA sm_80+.
 * ``"pallas_mosaic"``: the same decode launch, the prefill launch through the Mosaic GPU kernel (mosaic_prefill.py,
   Hopper only; calls it does not cover, e.g. a float8 cache or a sliding window, stay on the Triton prefill;
-  soft-capped scores are covered).
+  soft-capped scores are covered; calls with attention sinks keep every prefill on Triton).
 
 The ``impl`` argument (``LLM(attention_backend=...)``) forces one, by name or as an ``AttentionConfig`` (a name
 and the Pallas kernels' tuning: decode split-K count, float8 dot operands). Otherwise, on an NVIDIA GPU of compute
@@ -77,15 +77,15 @@ def default_impl(q=None, kv_cache=None) -> str:
 
 
 def prefill_split(impl: str | None = None, q=None, kv_cache=None, sliding_window: int | None = None,
-                  soft_cap: float | None = None) -> tuple[str, str, int] | None:
+                  soft_cap: float | None = None, sinks: bool = False) -> tuple[str, str, int] | None:
     """(implementation for other steps, implementation for steps with a long prefill, the length that makes a
     prefill long) when the chosen implementation (``impl``, else ``default_impl(q, kv_cache)``) is
     ``pallas_mosaic`` and the Mosaic GPU prefill covers ``q`` / ``kv_cache`` (shapes and dtypes, e.g.
     ShapeDtypeStructs: the model's), ``sliding_window`` and ``soft_cap``; else None. The model runner compiles the long-prefill
     programs of the buckets that can hold one separately, so steps without a long prefill never pay the Mosaic
-    path's gathers and idle launch."""
+    path's gathers and idle launch. ``sinks`` (attention sinks, gpt-oss): None, as the Mosaic prefill has none."""
     name = impl or default_impl(q, kv_cache)
-    if name != "pallas_mosaic":
+    if name != "pallas_mosaic" or sinks:
         return None
     if q is not None and not mosaic_prefill.supported(q, kv_cache, sliding_window, soft_cap):
         return None  # every call would fall back to the Triton prefill: no programs of its own

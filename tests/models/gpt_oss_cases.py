@@ -10,11 +10,11 @@ import torch
 import transformers
 
 WINDOW = 8
-GPT_OSS_TINY = dict(vocab_size=256, hidden_size=64, intermediate_size=32, num_hidden_layers=4, num_attention_heads=4,
-                    num_key_value_heads=2, head_dim=16, num_local_experts=4, num_experts_per_tok=2,
-                    sliding_window=WINDOW, max_position_embeddings=256,
-                    rope_parameters={"rope_type": "yarn", "rope_theta": 150000.0, "factor": 4.0, "beta_fast": 32.0,
-                                     "beta_slow": 1.0, "truncate": False, "original_max_position_embeddings": 64})
+GPT_OSS_TINY = {"vocab_size": 256, "hidden_size": 64, "intermediate_size": 32, "num_hidden_layers": 4,
+                "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "num_local_experts": 4,
+                "num_experts_per_tok": 2, "sliding_window": WINDOW, "max_position_embeddings": 256,
+                "rope_parameters": {"rope_type": "yarn", "rope_theta": 150000.0, "factor": 4.0, "beta_fast": 32.0,
+                                    "beta_slow": 1.0, "truncate": False, "original_max_position_embeddings": 64}}
 
 
 def save_gpt_oss(path, seed: int = 0, **overrides):
