@@ -8,13 +8,16 @@ from __future__ import annotations
 import os
 import sys
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 from batches import make_batch, naive_attention
-from jaxllm.ops.paged_attention import ragged_paged_attention
+from jaxllm.ops.device_info import gpu_compute_capability
+from jaxllm.ops.paged_attention import AttentionConfig, ragged_paged_attention
+from jaxllm.ops.paged_attention.chunked import ragged_paged_attention_chunked
 from jaxllm.ops.paged_attention.pallas_attention import ragged_paged_attention_pallas
 from jaxllm.ops.paged_attention.pallas_triton import TileConfig
 
@@ -65,3 +68,28 @@ def test_pallas_rejects_sinks_of_the_wrong_shape():
     with pytest.raises(ValueError, match="sinks"):
         ragged_paged_attention_pallas(*map(jnp.asarray, b.args()), sm_scale=0.3, interpret=True,
                                       sinks=jnp.zeros((3,), jnp.float32))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("impl", ["pallas_triton", "pallas_mosaic"])
+@pytest.mark.parametrize("window,splits", [(None, None), (128, None), (None, 4)])
+def test_gpu_kernels_with_sinks(impl, window, splits):
+    """gpt-oss's shapes (64 q heads, 8 kv heads, D=64) in bf16 against the float32 chunked path: decodes, short
+    and long prefills (pallas_mosaic keeps prefills with sinks on the Triton launch), split-K decodes."""
+    cc = gpu_compute_capability()
+    if impl == "pallas_mosaic" and (cc is None or cc[0] != 9):
+        pytest.skip("pallas_mosaic needs Hopper")
+    rng = np.random.default_rng(11)
+    b = make_batch(rng, [1, 1, 700, 1, 33], [900, 40, 1500, 3, 33], num_q_heads=64, num_kv_heads=8, head_dim=64,
+                   block_size=16)
+    sinks = jnp.asarray(_sinks(rng, 64))
+    q, kv = jnp.asarray(b.q).astype(jnp.bfloat16), jnp.asarray(b.kv_cache).astype(jnp.bfloat16)
+    meta = [jnp.asarray(x) for x in b.args()[2:]]
+    out = jax.jit(lambda *a: ragged_paged_attention(*a, sm_scale=0.125, sliding_window=window, sinks=sinks,
+                                                    impl=AttentionConfig(impl, decode_splits=splits)))(q, kv, *meta)
+    want = ragged_paged_attention_chunked(q.astype(jnp.float32), kv.astype(jnp.float32), *meta, sm_scale=0.125,
+                                          sliding_window=window, sinks=sinks)
+    n = b.meta.num_real_tokens
+    out, want = np.asarray(out.astype(jnp.float32))[:n], np.asarray(want)[:n]
+    assert not np.isnan(out).any()
+    assert np.abs(out - want).max() < 4e-2
