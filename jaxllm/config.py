@@ -13,6 +13,14 @@ import os
 from typing import Any
 
 from jaxllm.config_classic import CLASSIC_ARCHS, CLASSIC_MODEL_TYPES, classic_family_fields, classic_hf
+from jaxllm.config_deepseek import (
+    DEEPSEEK_ARCHS,
+    deepseek_fields,
+    deepseek_hf,
+    mla_attention_params,
+    mla_cache_fields,
+)
+from jaxllm.config_dense import DENSE_ARCHS, DENSE_MODEL_TYPES, dense_family_fields, dense_hf
 from jaxllm.config_gpt_oss import (
     GPT_OSS,
     GPT_OSS_HF_DEFAULTS,
@@ -48,6 +56,8 @@ SUPPORTED_ARCHITECTURES = (
     "Starcoder2ForCausalLM",
     "CohereForCausalLM",
     *CLASSIC_ARCHS,
+    *DEEPSEEK_ARCHS,
+    *DENSE_ARCHS,
     *MOE2_ARCHS,
     GPT_OSS,
 )
@@ -136,6 +146,7 @@ class ModelConfig:
     norm_placement: str = "pre"
     norm_type: str = "rms"  # "rms" (RMSNorm) or "layer" (LayerNorm: Starcoder2, Cohere); eps: rms_norm_eps
     norm_bias: bool = False  # LayerNorm biases (Starcoder2)
+    norm_weight: bool = True  # False: LayerNorms without weight or bias (OLMo 1's non-parametric norms)
     mlp_type: str = "gated"  # "gated" (act(gate) * up) or "plain" (c_fc -> act -> c_proj: Starcoder2)
     rope_interleaved: bool = False  # rope rotates adjacent dim pairs (2i, 2i + 1) instead of halves (Cohere)
     logit_scale: float = 1.0  # logits times logit_scale (Cohere)
@@ -158,6 +169,9 @@ class ModelConfig:
     quant_group_size: int = 0  # awq/gptq: input channels per (scale, zero) group; -1: one group per channel
     quant_desc_act: bool = False  # gptq act order: groups follow g_idx, not the channel order
     quant_from_checkpoint: bool = False  # fp8: the checkpoint holds fp8 weights + scales (not quantized at load)
+    # fp8 checkpoint with block-wise scales [BN, BK] (weight_block_size): dequantized and re-quantized per channel
+    # at load (jaxllm.weights.block_fp8); (): none
+    quant_block_size: tuple[int, ...] = ()
     # Mixture of experts (Mixtral, Qwen3-MoE; jaxllm.models.moe). E experts of ffn dim moe_intermediate_size, top-k
     # routing; moe_layers[i] says whether layer i is sparse (else a dense MLP of intermediate_size).
     num_experts: int = 0
@@ -201,6 +215,23 @@ class ModelConfig:
     quant_matmul_impl: str | None = None
     int4_kernel_variant: str | None = None
     moe_matmul_impl: str | None = None  # the MoE experts' grouped matmul (ops/grouped_matmul)
+    # DeepSeek-V2/V3 (jaxllm.config_deepseek): multi-head latent attention when kv_lora_rank > 0 (q/k heads of
+    # qk_nope_head_dim + rotary_dim, v heads of v_head_dim; q_lora_rank 0: one q_proj) and the MoE router's
+    # scoring ("softmax" / "sigmoid"), top-k method, expert groups and routed output scale; the shared experts
+    # (no gate) have shared_expert_intermediate_size. num_nextn_predict_layers: MTP layers the checkpoint
+    # carries after the last layer (not loaded).
+    q_lora_rank: int = 0
+    kv_lora_rank: int = 0
+    qk_nope_head_dim: int = 0
+    v_head_dim: int = 0
+    moe_scoring_func: str = "softmax"
+    moe_topk_method: str = "greedy"
+    moe_n_group: int = 1
+    moe_topk_group: int = 1
+    routed_scaling_factor: float = 1.0
+    num_nextn_predict_layers: int = 0
+    # MLA's cache holds the compressed latent (one 576-wide head) instead of per-head K / V (with_mla_cache)
+    mla_latent_cache: bool = False
     # gpt-oss (jaxllm.config_gpt_oss): a learned attention-sink logit per q head; a router bias [E] added to the
     # logits; expert biases (gate_up [E, 2, F], down [E, D]); the experts' activation "swiglu" (silu(gate) * up)
     # or "clamped_swiglu" (swiglu_alpha, swiglu_limit); MXFP4 experts in the checkpoint (dequantized at load)
@@ -246,6 +277,7 @@ class ModelConfig:
         only that many experts of each MoE layer (``num_experts_per_tok``: the parameters active per token)."""
         d, f, dh = self.hidden_size, self.intermediate_size, self.head_dim
         attn = d * (self.num_heads + 2 * self.num_kv_heads) * dh + self.num_heads * dh * d
+        attn = mla_attention_params(self) if self.kv_lora_rank else attn
         qk_norms = {"head": 2 * dh, "full": (self.num_heads + self.num_kv_heads) * dh,
                     "per_head": (self.num_heads + self.num_kv_heads) * dh}.get(self.qk_norm, 0)
         experts = self.num_experts if experts_per_layer is None else experts_per_layer
@@ -274,6 +306,11 @@ class ModelConfig:
                              f"mixture-of-experts models: {', '.join((*MOE_ARCHITECTURES, *MOE2_ARCHS))})")
         return dataclasses.replace(self, enable_expert_parallel=enabled)
 
+    def with_mla_cache(self, attention_backend: str | None) -> ModelConfig:
+        """This config with the MLA cache layout that ``attention_backend`` runs (jaxllm.config_deepseek:
+        the compressed latent under the jnp implementations, per-head K / V otherwise; other models: itself)."""
+        return dataclasses.replace(self, **mla_cache_fields(self, attention_backend))
+
     @classmethod
     def from_hf(cls, hf: dict[str, Any] | Any, dtype: Any = "auto",
                 quantization: str | None = None) -> ModelConfig:
@@ -284,15 +321,16 @@ class ModelConfig:
             hf = hf.to_dict()
         hf, mxfp4 = gpt_oss_quantization(hf)
         quant_fields = quantization_fields(check_quantization(quantization), hf)
-        arch, hf, multimodal = text_architecture(moe_family_hf(classic_hf(hf)), quant_fields)
+        arch, hf, multimodal = text_architecture(dense_hf(moe_family_hf(classic_hf(hf))), quant_fields)
         defaults = GPT_OSS_HF_DEFAULTS if arch == GPT_OSS else HF_DEFAULTS.get(arch, MOE2_HF_DEFAULTS.get(arch, {}))
         hf = renamed_fields({**defaults, **hf}, arch)
+        hf = deepseek_hf(hf, arch)  # (DeepSeek: transformers' defaults, the MLA cache's head_dim / kv heads)
         if hf.get("intermediate_size") is None:
             raise ValueError(f"{arch}: the model config has no 'intermediate_size'")
         num_layers = int(hf["num_hidden_layers"])
         family = {**family_fields(hf, arch), **extra_family_fields(hf, arch, num_layers),
                   **classic_family_fields(hf, arch), **moe2_fields(hf, arch, num_layers),
-                  **gpt_oss_fields(hf, arch, num_layers)}
+                  **dense_family_fields(hf, arch, num_layers), **gpt_oss_fields(hf, arch, num_layers)}
         biases = attention_biases(hf, arch)
         biases.update({key: family.pop(key) for key in list(family) if key in biases})  # (StableLM's own)
         num_heads = int(hf["num_attention_heads"])
@@ -304,7 +342,7 @@ class ModelConfig:
             raise ValueError(f"num_attention_heads={num_heads} is not a multiple of num_key_value_heads={num_kv}")
         eos = hf.get("eos_token_id")
         eos_ids = tuple(eos) if isinstance(eos, (list, tuple)) else ((eos,) if eos is not None else ())
-        return cls(
+        cfg = cls(
             architecture=arch,
             model_type=hf.get("model_type", ""),
             vocab_size=int(hf["vocab_size"]),
@@ -332,6 +370,8 @@ class ModelConfig:
             **quant_fields,
             **moe_fields(hf, arch, num_layers),
         )
+        deepseek = deepseek_fields(hf, arch, num_layers)  # (DeepSeek: MLA dims and routing; they override)
+        return dataclasses.replace(cfg, **deepseek) if deepseek else cfg
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, dtype: Any = "auto") -> ModelConfig:
@@ -383,7 +423,10 @@ _ARCH_BY_MODEL_TYPE = {
     "smollm3": "SmolLM3ForCausalLM",
     "starcoder2": "Starcoder2ForCausalLM",
     "cohere": "CohereForCausalLM",
+    "deepseek_v2": "DeepseekV2ForCausalLM",
+    "deepseek_v3": "DeepseekV3ForCausalLM",
     **CLASSIC_MODEL_TYPES,
+    **DENSE_MODEL_TYPES,
     **MOE2_MODEL_TYPES,
     **GPT_OSS_MODEL_TYPES,
 }

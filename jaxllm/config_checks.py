@@ -10,6 +10,8 @@ import math
 from typing import Any
 
 from jaxllm.config_classic import classic_hf
+from jaxllm.config_deepseek import deepseek_arch, deepseek_hf
+from jaxllm.config_dense import dense_hf
 from jaxllm.config_families import TEXT_OF_MULTIMODAL, text_config_of_multimodal
 from jaxllm.config_moe_families import moe_family_hf
 
@@ -65,7 +67,8 @@ def check_hf_config(hf: dict[str, Any], where: str) -> None:
     anything is sized from it: a zero head count would divide by zero, a million layers plan for minutes). A
     multimodal checkpoint's text config is checked, and the kinds of the other fields (``config_checks``)."""
     check_field_kinds(hf, where)
-    hf = moe_family_hf(classic_hf(hf))  # (GPT-2's n_embd / n_layer, DBRX's d_model / ...: the shared names)
+    hf = dense_hf(moe_family_hf(classic_hf(hf)))  # (GPT-2's n_embd / n_layer, DBRX's d_model / ...: the shared names)
+    hf = deepseek_hf(hf, deepseek_arch(hf))  # (MLA: one cache head per head, whatever num_key_value_heads says)
     if (hf.get("architectures") or [None])[0] in TEXT_OF_MULTIMODAL:
         hf = text_config_of_multimodal(hf)
         check_field_kinds(hf, where)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from jaxllm.config_dense import checked_layer_types, dense_sliding_windows
 from jaxllm.config_families_extra import EXTRA_HF_DEFAULTS, OLMOE, QWEN2_MOE, extra_sliding_windows
 
 MOE_ARCHITECTURES = ("MixtralForCausalLM", "Qwen3MoeForCausalLM", QWEN2_MOE, OLMOE)
@@ -54,7 +55,7 @@ LAYER_NORMS = {
 
 # activation name -> ours ("silu", "gelu_tanh", "gelu")
 _ACTIVATIONS = {"silu": "silu", "swish": "silu", "gelu_pytorch_tanh": "gelu_tanh", "gelu_tanh": "gelu_tanh",
-                "gelu_new": "gelu_tanh", "gelu_fast": "gelu_tanh", "gelu": "gelu", "relu": "relu"}
+                "gelu_new": "gelu_tanh", "gelu_fast": "gelu_tanh", "gelu": "gelu", "relu": "relu", "relu2": "relu2"}
 
 
 def activation(hf: dict[str, Any], arch: str) -> str:
@@ -148,12 +149,7 @@ def layer_types(hf: dict[str, Any], arch: str, num_layers: int) -> tuple[str, ..
     ``sliding_window_pattern`` (every pattern-th layer global, default 6)."""
     types = hf.get("layer_types")
     if types:
-        if len(types) != num_layers:
-            raise ValueError(f"layer_types has {len(types)} entries for num_hidden_layers={num_layers}")
-        bad = sorted({t for t in types if t not in ("sliding_attention", "full_attention")})
-        if bad:
-            raise ValueError(f"layer_types {bad} are not supported (only 'sliding_attention', 'full_attention')")
-        return tuple(types)
+        return checked_layer_types(types, num_layers)
     if arch == "Gemma2ForCausalLM":
         return tuple("sliding_attention" if (i + 1) % 2 else "full_attention" for i in range(num_layers))
     if arch == "Gemma3ForCausalLM":
@@ -223,6 +219,8 @@ def sliding_windows_from_hf(hf: dict[str, Any], arch: str, num_layers: int) -> t
     family = family_sliding_windows(hf, arch, num_layers)
     if family is None:
         family = extra_sliding_windows(hf, arch, num_layers)
+    if family is None:
+        family = dense_sliding_windows(hf, arch, num_layers)
     if family is not None:
         return family
     window = hf.get("sliding_window")  # (HF_DEFAULTS: Mistral's 4096; Qwen2/3(-MoE)'s only with use_sliding_window)

@@ -8,6 +8,7 @@ import dataclasses
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from jaxllm.config_dense import OLMO3, olmo3_rope_dicts
 from jaxllm.config_families import gemma3_rope_dicts
 
 _ROPE_TYPES = ("default", "linear", "dynamic", "llama3", "yarn", "longrope")
@@ -64,8 +65,8 @@ def prefix_cache_regime(ropes: Iterable[RopeConfig | None]) -> Callable[[int], i
 def ropes_from_hf(hf: dict[str, Any], arch: str) -> tuple[RopeConfig, RopeConfig | None]:
     """(rope, rope of the sliding layers or None). Gemma 3 has two; Phi-3 names longrope "su" / "yarn" in old
     configs."""
-    if arch == "Gemma3ForCausalLM":
-        full, local = gemma3_rope_dicts(hf)
+    if arch in ("Gemma3ForCausalLM", OLMO3):
+        full, local = gemma3_rope_dicts(hf) if arch != OLMO3 else olmo3_rope_dicts(hf)
         return _rope_from_hf({**hf, "rope_parameters": full, "rope_scaling": None}), \
             _rope_from_hf({**hf, "rope_parameters": local, "rope_scaling": None})
     if arch == "Phi3ForCausalLM":
@@ -85,7 +86,7 @@ def rotary_dim_from_hf(hf: dict[str, Any], head_dim: int) -> int:
                    or hf.get("partial_rotary_factor") or 1.0)
     if not 0.0 < factor <= 1.0:
         raise ValueError(f"partial_rotary_factor={factor} must be in (0, 1]")
-    dim = int(head_dim * factor)
+    dim = int(head_dim * factor + 1e-6)  # (truncated as transformers; the epsilon absorbs float error of a ratio)
     if dim % 2:
         raise ValueError(f"partial_rotary_factor={factor} gives an odd rotary dim {dim} (head_dim={head_dim})")
     return 0 if dim == head_dim else dim

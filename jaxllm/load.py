@@ -50,6 +50,7 @@ def locate_model(args: EngineArgs) -> ModelSource:
     quantization = None if args.quantization == GGUF_QUANTIZATION else args.quantization
     cfg = model_config(path, args.dtype, quantization, hf=hf)
     cfg = dataclasses.replace(cfg, **kernel_fields(args)).with_expert_parallel(args.enable_expert_parallel)
+    cfg = cfg.with_mla_cache(args.attention_backend)  # (DeepSeek: the cache layout follows the attention backend)
     return ModelSource(path, cfg, local_meshes(args.tensor_parallel_size, args.data_parallel_size)[0], gguf)
 
 

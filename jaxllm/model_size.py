@@ -5,6 +5,7 @@ jax): the speculation rule's step costs (``jaxllm.spec_decode.cost``) and the be
 from __future__ import annotations
 
 from jaxllm.config import ModelConfig
+from jaxllm.config_deepseek import mla_linear_params
 from jaxllm.quantization_config import INT4_GROUP_SIZE
 
 
@@ -34,6 +35,7 @@ def linear_param_counts(cfg: ModelConfig) -> tuple[int, int]:
     every expert's gate/up/down, and Qwen2-MoE's shared experts (dense, not counted as experts)."""
     d, f, heads, dh = cfg.hidden_size, cfg.intermediate_size, cfg.num_heads, cfg.head_dim
     attn = d * (heads + 2 * cfg.num_kv_heads) * dh + heads * dh * d
+    attn = mla_linear_params(cfg) if cfg.kv_lora_rank else attn  # (DeepSeek's latent attention)
     moe_layers = sum(cfg.moe_layers)
     experts = moe_layers * cfg.num_experts * 3 * d * cfg.moe_intermediate_size
     dense = (cfg.num_layers - moe_layers) * (2 if cfg.mlp_type == "plain" else 3) * d * f

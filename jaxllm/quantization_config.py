@@ -20,6 +20,14 @@ _SUPPORTED_CHECKPOINTS = ("awq (bits=4, version='gemm', zero_point=true), gptq (
                           "float8 e4m3 weights and per-tensor or per-channel weight_scale")
 
 
+# fp8 checkpoints with block-wise scales are read (dequantized, re-quantized per channel) for these
+BLOCK_FP8_ARCHS = ("DeepseekV2ForCausalLM", "DeepseekV3ForCausalLM")
+
+
+def _architecture(hf: dict[str, Any]) -> str:
+    return (hf.get("architectures") or [""])[0]
+
+
 def check_quantization(quantization: Any) -> str | None:
     """None or one of QUANTIZATION_METHODS; anything else is a ValueError naming it."""
     if quantization is None or (isinstance(quantization, str) and quantization in QUANTIZATION_METHODS):
@@ -59,10 +67,21 @@ def _int4_fields(method: str, qcfg: dict[str, Any]) -> dict[str, Any]:
     return {"quant_group_size": group, "quant_desc_act": bool(qcfg.get("desc_act", False))}
 
 
+def _block_size(method: str, qcfg: dict[str, Any], arch: str) -> tuple[int, int]:
+    """An fp8 checkpoint's ``weight_block_size`` [BN, BK]: read for the architectures in BLOCK_FP8_ARCHS
+    (jaxllm.weights.block_fp8), a ValueError naming it for the others and for any other shape."""
+    block = qcfg["weight_block_size"]
+    if method != "fp8" or arch not in BLOCK_FP8_ARCHS:
+        raise _unsupported_checkpoint(f"{method} with weight_block_size={block!r} (block-wise) for {arch or '?'} "
+                                      f"(fp8 block-wise checkpoints are read for {', '.join(BLOCK_FP8_ARCHS)})")
+    if (not isinstance(block, (list, tuple)) or len(block) != 2
+            or not all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in block)):
+        raise _unsupported_checkpoint(f"fp8 weight_block_size={block!r} (two positive integers)")
+    return int(block[0]), int(block[1])
+
+
 def _fp8_checkpoint(method: str, qcfg: dict[str, Any]) -> None:
-    """fp8 checkpoints we read: per-tensor or per-channel float8_e4m3fn weights (block-wise ones are not)."""
-    if qcfg.get("weight_block_size"):
-        raise _unsupported_checkpoint(f"{method} with weight_block_size={qcfg['weight_block_size']!r} (block-wise)")
+    """fp8 checkpoints we read: per-tensor or per-channel float8_e4m3fn weights (block-wise ones: _block_size)."""
     if qcfg.get("activation_scheme", "dynamic") not in ("dynamic", "static"):
         raise _unsupported_checkpoint(f"{method} activation_scheme={qcfg['activation_scheme']!r}")
     if method != "compressed-tensors":
@@ -93,6 +112,9 @@ def quantization_fields(quantization: str | None, hf: dict[str, Any]) -> dict[st
     method = str(qcfg.get("quant_method", "unknown")).lower()
     if method in INT4_METHODS:
         fields = {"quantization": method, **_int4_fields(method, qcfg)}
+    elif method in ("fp8", "fbgemm_fp8", "compressed-tensors") and qcfg.get("weight_block_size"):
+        _fp8_checkpoint(method, qcfg)  # (dequantized at load, re-quantized per channel: not quant_from_checkpoint)
+        fields = {"quantization": "fp8", "quant_block_size": _block_size(method, qcfg, _architecture(hf))}
     elif method in ("fp8", "fbgemm_fp8", "compressed-tensors"):
         _fp8_checkpoint(method, qcfg)
         fields = {"quantization": "fp8", "quant_from_checkpoint": True}

@@ -24,11 +24,12 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from jaxllm.ops.sampling import row_keys, truncated_gumbel_argmax
+from jaxllm.ops.sampling import exact_rows, row_keys, truncated_gumbel_argmax
 
 from jaxllm.engine.batch import ScheduledSeq
 from jaxllm.models import sampler
 from jaxllm.models import sampler_filters as sf
+from jaxllm.models import sampler_membership as sm
 from jaxllm.runner.sampler_config import start_up_cover
 from jaxllm.runner.sampling_metadata import build_sampling_metadata
 from jaxllm.sampling_params import SamplingParams
@@ -43,6 +44,7 @@ VARIANTS = {  # name -> SamplingParams fields (a list: cycled over the rows)
     "min_p=0.05": [{"min_p": 0.05}],
     "top_k=20+top_p=0.95": [{"top_k": 20, "top_p": 0.95}],
     "top_p=0.9+min_p=0.05": [{"top_p": 0.9, "min_p": 0.05}],
+    "top_p=0.95+min_p=0.05": [{"top_p": 0.95, "min_p": 0.05}],  # B1's b1-topp-minp preset
     "top_p=0.5": [{"top_p": 0.5}],
     "top_k=1000": [{"top_k": 1000}],
     "top_k=100+top_p=0.9": [{"top_k": 100, "top_p": 0.9}],
@@ -94,20 +96,24 @@ def measure(module, xs, md, cfg, reps, rounds) -> tuple[float, int]:
 def parts(xs, temperature: float, reps: int, rounds: int) -> list[dict]:
     """The top-k / top-p fast path's steps alone (jaxllm/models/sampler_filters.py) on the same logits, so a
     slow setting shows which step to work on: plain Gumbel-max, top-64 values, the draw from them (top_k < 64),
-    race, membership."""
+    race, membership, and the exact-rows kernel drawing every row (the cost of undecided rows)."""
     s = xs[0].shape[0]
     t, floor = jnp.full(s, temperature), jnp.full(s, -jnp.inf)
     keys, noisy = row_keys(jnp.zeros((s, 2), jnp.uint32), jnp.arange(s)), jnp.ones(s, bool)
     k, p = jnp.full(s, 50, jnp.int32), jnp.full(s, 0.95)
-    cand = jnp.asarray(np.asarray(xs[0][:, :sf.RACE_CANDIDATES]))
+    cand = jnp.asarray(np.asarray(xs[0][:, :sm.MEMBERSHIP_TESTS]))
+    off, zeros = jnp.full(s, xs[0].shape[1], jnp.int32), jnp.zeros(s, jnp.int32)
     steps = {
         "gumbel-max (plain)": lambda x: truncated_gumbel_argmax(x, floor, t, keys, noisy),
         f"top-{sf.TOPK_CANDIDATES} values": lambda x: sf.top_k_values(x, sf.TOPK_CANDIDATES)[0],
         "top-values draw (all)": lambda x: sf.top_values_draw(x, floor, t, k, p, keys, noisy)[0],
         "race": lambda x: sf.race(x, floor, t, keys, noisy)[0],
-        "membership (one pass)": lambda x: sf._survives(x, cand, floor, jnp.max(x, axis=-1), t, k, p, True),
-        "membership (per candidate)": lambda x: sf._survives(x, cand, floor, jnp.max(x, axis=-1), t, k, p, False),
+        "membership (one pass)": lambda x: sm.survives(x, cand, floor, jnp.max(x, axis=-1), t, k, p, True),
+        "membership (per draw)": lambda x: sm.survives(x, cand, floor, jnp.max(x, axis=-1), t, k, p, False),
         "fast path (all steps)": lambda x: sf.fast_path(x, floor, t, k, p, keys, noisy)[0],
+        # what an undecided row costs: every row drawn by the exact-rows kernel, top-p alone and with top-k
+        "exact rows all (top_p)": lambda x: exact_rows(x, noisy, floor, off, p, t, keys, zeros),
+        "exact rows all (top_k+p)": lambda x: exact_rows(x, noisy, floor, k, p, t, keys, zeros),
     }
     out = []
     for name, fn in steps.items():

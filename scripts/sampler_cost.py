@@ -39,6 +39,7 @@ SETTINGS = {  # name -> SamplingParams fields of every row
     "top_p=0.95": {"top_p": 0.95},
     "top_k=20+top_p=0.95+min_p=0.05": {"top_k": 20, "top_p": 0.95, "min_p": 0.05},
     "top_k=100+top_p=0.95": {"top_k": 100, "top_p": 0.95},
+    "top_p=0.95+min_p=0.05": {"top_p": 0.95, "min_p": 0.05},
 }
 _SHAPE = re.compile(r"\b[a-z]+\d*\[([\d,]*)\]")
 _NOT_A_PASS = (" parameter(", " get-tuple-element(", " bitcast(", " tuple(", " dynamic-slice(")
@@ -68,7 +69,8 @@ def metadata(fields: dict, s: int, v: int):
 
 def full_passes(hlo_text: str, elements: int) -> int:
     """Top-level instructions of the ENTRY computation of optimized HLO text that read or write an array of at
-    least ``elements`` elements: a fusion, a reduce, a sort, a scatter; each is one pass over [S, V] or more."""
+    least ``elements`` elements: a fusion, a reduce, a sort, a scatter; each is one pass over [S, V] or more. A
+    gather of a few elements (alone, or fused into a small elementwise fusion) moves no [S, V] data."""
     entry = hlo_text[hlo_text.index("ENTRY"):]
     entry = entry[:entry.index("\n}")]
     sizes, count = {}, 0
@@ -81,9 +83,22 @@ def full_passes(hlo_text: str, elements: int) -> int:
         sizes[name] = max([_elements(d) for d in shapes] + [0])
         if any(op in rest for op in _NOT_A_PASS) or "gather" in name or "take_along_axis" in line:
             continue  # no data moved, or a gather of a few elements
+        if sizes[name] < elements and _is_small_gather(hlo_text, rest):
+            continue
         operands = re.findall(r"%([\w.-]+)", rest)
         count += max([sizes[name]] + [sizes.get(o, 0) for o in operands]) >= elements
     return count
+
+
+def _is_small_gather(hlo_text: str, rest: str) -> bool:
+    """A loop fusion (small output) whose body gathers and reduces nothing: it reads a few elements of its big
+    operand."""
+    called = re.search(r"kind=kLoop, calls=%([\w.-]+)", rest)
+    if not called:
+        return False
+    start = hlo_text.index(f"%{called.group(1)} ")
+    body = hlo_text[start:hlo_text.index("\n}", start)]
+    return " gather(" in body and " reduce(" not in body
 
 
 def _elements(dims: str) -> int:

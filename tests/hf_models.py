@@ -17,13 +17,40 @@ _MHA_ONLY = {
     "GPT2LMHeadModel": lambda kw: {**{k: v for k, v in kw.items() if k != "intermediate_size"},
                                    "n_inner": kw["intermediate_size"]},
     "GPTNeoXForCausalLM": lambda kw: kw,
+    "GPTJForCausalLM": lambda kw: {**{k: v for k, v in kw.items() if k != "intermediate_size"},
+                                   "n_inner": kw["intermediate_size"], "rotary_dim": 8},
+    "FalconForCausalLM": lambda kw: {**{k: v for k, v in kw.items() if k != "intermediate_size"},
+                                     "ffn_hidden_size": kw["intermediate_size"]},
     "OPTForCausalLM": lambda kw: {**{k: v for k, v in kw.items() if k != "intermediate_size"},
                                   "ffn_dim": kw["intermediate_size"]},
+}
+
+_SPECIAL = {"pad_token_id": 0, "eos_token_id": 1, "bos_token_id": 2}  # ids inside the tiny vocabulary
+# GPT-J, OLMo, GLM-4, Nemotron, Cohere2, Ernie 4.5, EXAONE 4, OLMo 3, Seed-OSS and Falcon on the engine: the rows
+# tests/llm/test_family_greedy.py and tests/parallel/test_tensor_parallel.py share (logits parity of every
+# variant: tests/models/test_parity_families3.py)
+DENSE3_ENGINE_CASES = {
+    "gptj": ("GPTJForCausalLM", _SPECIAL),
+    "olmo-clip": ("OlmoForCausalLM", {**_SPECIAL, "clip_qkv": 0.5, "attention_bias": True}),
+    "glm4": ("Glm4ForCausalLM", {**_SPECIAL, "head_dim": 16}),
+    "nemotron-biases": ("NemotronForCausalLM", {**_SPECIAL, "attention_bias": True, "mlp_bias": True}),
+    "cohere2-window": ("Cohere2ForCausalLM", {**_SPECIAL, "num_hidden_layers": 4, "sliding_window": 6}),
+    "ernie4_5-bias": ("Ernie4_5ForCausalLM", {**_SPECIAL, "head_dim": 16, "use_bias": True}),
+    "exaone4-window": ("Exaone4ForCausalLM", {**_SPECIAL, "num_hidden_layers": 4, "sliding_window": 6}),
+    "olmo3-window": ("Olmo3ForCausalLM", {**_SPECIAL, "num_hidden_layers": 4, "sliding_window": 6,
+                                          "rope_theta": 1000.0}),
+    "seed-oss": ("SeedOssForCausalLM", {**_SPECIAL, "head_dim": 16, "attention_out_bias": True}),
+    "falcon-new-gqa-bias": ("FalconForCausalLM", {**_SPECIAL, "new_decoder_architecture": True, "num_kv_heads": 2,
+                                                  "bias": True}),
 }
 
 
 def make_config(arch: str, **overrides):
     """A transformers config of ``arch`` with tiny dims (GQA 4/2 heads by default)."""
+    if arch.startswith("Deepseek"):  # (MLA and DeepSeek-MoE dims of their own)
+        from deepseek_models import TINY as DEEPSEEK_TINY
+
+        return getattr(transformers, arch.replace("ForCausalLM", "Config"))(**{**DEEPSEEK_TINY, **overrides})
     kw = {**TINY, **overrides}
     if arch in _MHA_ONLY:  # (these families have no num_key_value_heads; a stray one would be read by jaxllm)
         kw.pop("num_key_value_heads")
@@ -51,6 +78,17 @@ def make_config(arch: str, **overrides):
         "PhiForCausalLM": transformers.PhiConfig,
         "StableLmForCausalLM": transformers.StableLmConfig,
         "OPTForCausalLM": transformers.OPTConfig,
+        "GPTJForCausalLM": transformers.GPTJConfig,
+        "OlmoForCausalLM": transformers.OlmoConfig,
+        "GlmForCausalLM": transformers.GlmConfig,
+        "Glm4ForCausalLM": transformers.Glm4Config,
+        "NemotronForCausalLM": transformers.NemotronConfig,
+        "Cohere2ForCausalLM": transformers.Cohere2Config,
+        "Ernie4_5ForCausalLM": transformers.Ernie4_5Config,
+        "Exaone4ForCausalLM": transformers.Exaone4Config,
+        "Olmo3ForCausalLM": transformers.Olmo3Config,
+        "SeedOssForCausalLM": transformers.SeedOssConfig,
+        "FalconForCausalLM": transformers.FalconConfig,
         "GraniteMoeForCausalLM": transformers.GraniteMoeConfig,
         "GraniteMoeSharedForCausalLM": transformers.GraniteMoeSharedConfig,
         "PhimoeForCausalLM": transformers.PhimoeConfig,

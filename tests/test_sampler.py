@@ -282,10 +282,11 @@ def test_noise_is_uniform_and_independent_across_steps():
 
 
 @pytest.mark.parametrize("fields", [{"top_k": 20, "top_p": 0.8}, {"top_k": 5, "min_p": 0.1}, {"top_p": 0.9},
-                                    {"min_p": 0.05}])
+                                    {"min_p": 0.05}, {"top_p": 0.9, "min_p": 0.1}])
 def test_seeded_rows_do_not_depend_on_the_variant(fields):
-    """A batch using one filter runs its own variant (TOP_K / TOP_P / MIN_P_CONFIG), one with other rows the
-    all-filters one (or one with logprobs): the same seeded row gets the same token in each, on tie-heavy logits."""
+    """A batch using one filter runs its own variant (TOP_K / TOP_P / MIN_P / TOP_P_MIN_P_CONFIG), one with other
+    rows the all-filters one (or one with logprobs): the same seeded row gets the same token in each, on
+    tie-heavy logits."""
     V, S = 3000, 24
     rng = np.random.default_rng(21)
     logits = np.round(rng.normal(size=(S, V)) * 3).astype(np.float32)  # many ties

@@ -18,6 +18,7 @@ from jaxllm.ops.sampling import (
 )
 
 from jaxllm.models import sampler_filters as sf
+from jaxllm.models import sampler_membership as sm
 
 NEG_INF = -np.inf
 
@@ -53,11 +54,13 @@ def fast_tokens(x, floor, k, p, t, keys, fn=None):
     return np.asarray(f(*map(jnp.asarray, (x, floor, t, k, p)), keys, jnp.ones(len(x), bool)))
 
 
-@pytest.mark.parametrize("race, top_values, impl", [(8, 64, "reference"), (2, 3, "pallas_triton")])
-def test_tokens_equal_the_sorted_threshold_draw(monkeypatch, race, top_values, impl):
-    """Few race candidates / top values force the undecided-row path in many rows."""
+@pytest.mark.parametrize("race, top_values, tests, impl", [
+    (8, 64, 5, "reference"), (2, 3, 5, "pallas_triton"), (8, 64, 2, "reference")])
+def test_tokens_equal_the_sorted_threshold_draw(monkeypatch, race, top_values, tests, impl):
+    """Few race candidates / top values / tested records force the undecided-row path in many rows."""
     monkeypatch.setattr(sf, "RACE_CANDIDATES", race)
     monkeypatch.setattr(sf, "TOPK_CANDIDATES", top_values)
+    monkeypatch.setattr(sm, "MEMBERSHIP_TESTS", tests)
     monkeypatch.setattr(ops_sampling, "default_impl", lambda v: impl)
     v = 300
     args = make_rows(3, 96, v, [1, 3, 5, 7, 40, 100, v], [0.05, 0.3, 0.5, 0.8, 0.95, 1.0], [0.0, 0.0, 0.01, 0.2])
@@ -67,14 +70,27 @@ def test_tokens_equal_the_sorted_threshold_draw(monkeypatch, race, top_values, i
 
 
 def test_membership_sums_agree():
-    """The GPU's one-pass variadic reduction and the CPU's per-candidate loop give the same membership."""
+    """The GPU's one-pass variadic reduction and the CPU's per-draw loop give the same membership, which is the
+    threshold's: a draw survives iff its logit is >= the sorted reference threshold (top-k or top-p rows)."""
     x, floor, k, p, t, _ = make_rows(11, 16, 300, [3, 100, 300], [0.3, 0.9, 1.0], [0.0, 0.1])
+    k = np.where(p < 1.0, 300, k).astype(np.int32)  # a top-p row's top-k goes to the exact rows
     cand = np.sort(x, axis=1)[:, ::-1][:, ::37][:, :8].copy()
     cand[0, 5:] = NEG_INF
+    cand = np.where(cand >= floor[:, None], cand, NEG_INF)  # the race draws from x >= floor only
     args = [jnp.asarray(a) for a in (x, cand, floor, x.max(axis=1), t, k, p)]
-    both = [np.asarray(jax.jit(sf._survives, static_argnums=7)(*args, one_pass)) for one_pass in (True, False)]
+    both = [np.asarray(jax.jit(sm.survives, static_argnums=7)(*args, one_pass)) for one_pass in (True, False)]
     np.testing.assert_array_equal(both[0], both[1])
     assert both[0].any() and not both[0].all()
+    want = cand >= np.asarray(threshold_sorted(*map(jnp.asarray, (x, floor, k, p, t))))[:, None]
+    np.testing.assert_array_equal(both[0], want & (cand > NEG_INF))
+
+
+def test_records_are_the_draws_that_beat_every_earlier_logit():
+    ids = jnp.asarray([[5, 6, 7, 8, 9, 10], [1, 2, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6]], jnp.int32)
+    cand = jnp.asarray([[1.0, 0.5, 2.0, 2.0, 3.0, 4.0], [NEG_INF] * 6, [2.0, 3.0, 4.0, 5.0, 6.0, 7.0]])
+    rec_ids, rec_x = sm.records(ids, cand, 3)
+    np.testing.assert_array_equal(np.asarray(rec_ids), [[5, 7, 9], [0, 0, 0], [1, 2, 3]])
+    np.testing.assert_array_equal(np.asarray(rec_x), [[1.0, 2.0, 3.0], [NEG_INF] * 3, [2.0, 3.0, 4.0]])
 
 
 def test_bisection_threshold_equals_sorted_threshold():

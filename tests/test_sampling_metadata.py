@@ -15,6 +15,7 @@ from jaxllm.runner.sampler_config import (
     SAMPLE_CONFIG,
     TOP_K_CONFIG,
     TOP_P_CONFIG,
+    TOP_P_MIN_P_CONFIG,
     SamplerConfig,
     covers,
     start_up_cover,
@@ -66,7 +67,8 @@ def test_config_choice_and_ladders():
      TOP_K_CONFIG),
     ([{"top_k": 65}], {"top_p"}, TOP_P_CONFIG),  # beyond the top values: the membership pass counts
     ([{"top_p": 0.95}, {}], {"top_p"}, TOP_P_CONFIG),
-    ([{"top_p": 0.9, "min_p": 0.05}], {"top_p", "min_p"}, FILTER_CONFIG),  # min_p needs the max first
+    ([{"top_p": 0.9, "min_p": 0.05}], {"top_p", "min_p"}, TOP_P_MIN_P_CONFIG),  # min_p's max pass, not top values
+    ([{"top_p": 0.9, "min_p": 0.05}, {"top_k": 70}], {"top_p", "min_p"}, TOP_P_MIN_P_CONFIG),
     ([{"top_k": 64}], {"top_k", "top_p"}, FILTER_CONFIG),  # its k-th value: the top values; its draw: the race
     ([{"top_k": 20}, {"top_p": 0.95}], {"top_k", "top_p"}, FILTER_CONFIG),
     ([{"top_k": 20}, {}], {"top_k", "top_p"}, FILTER_CONFIG),  # a plain row beside: the race for all

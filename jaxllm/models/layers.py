@@ -75,18 +75,23 @@ class LayerNorm(nnx.Module):
     transformers' Cohere LayerNorm and torch's LayerNorm). The weight may cover more axes than the reduction:
     Cohere's per-head q/k norm has a weight [H, Dh] and normalizes each head over Dh."""
 
-    def __init__(self, shape: tuple[int, ...], eps: float, dtype, bias: bool, axes: tuple, reduce_ndim: int = 1):
-        self.weight = param(shape, dtype, axes, init="ones")
-        self.bias = param(shape, dtype, axes, init="zeros") if bias else None
+    def __init__(self, shape: tuple[int, ...], eps: float, dtype, bias: bool, axes: tuple, reduce_ndim: int = 1,
+                 weight: bool = True, offset: float = 0.0):
+        """``weight`` False: no weight and no bias (OLMo 1); ``offset``: scale by (offset + w) (Nemotron's 1)."""
+        self.weight = param(shape, dtype, axes, init="ones") if weight else None
+        self.bias = param(shape, dtype, axes, init="zeros") if bias and weight else None
         self.eps = eps
         self.reduce_ndim = reduce_ndim
+        self.offset = offset
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x32 = x.astype(jnp.float32)
         red = tuple(range(-self.reduce_ndim, 0))
         centered = x32 - jnp.mean(x32, axis=red, keepdims=True)
         var = jnp.mean(centered * centered, axis=red, keepdims=True)
-        out = centered * jax.lax.rsqrt(var + self.eps) * self.weight[...].astype(jnp.float32)
+        out = centered * jax.lax.rsqrt(var + self.eps)
+        if self.weight is not None:
+            out = out * (self.offset + self.weight[...].astype(jnp.float32))
         if self.bias is not None:
             out = out + self.bias[...].astype(jnp.float32)
         return out.astype(x.dtype)
@@ -98,9 +103,10 @@ def norm(cfg: ModelConfig, dim, dtype, axes: tuple = ("norm",), bias: bool | Non
     over Dh only; ``bias``: whether a LayerNorm has biases when it differs from ``cfg.norm_bias``)."""
     if cfg.norm_type == "layer":
         shape = (dim,) if isinstance(dim, int) else tuple(dim)
-        return LayerNorm(shape, cfg.rms_norm_eps, dtype, cfg.norm_bias if bias is None else bias, axes)
+        return LayerNorm(shape, cfg.rms_norm_eps, dtype, cfg.norm_bias if bias is None else bias, axes,
+                         weight=cfg.norm_weight, offset=cfg.norm_offset)
     return RMSNorm(dim, cfg.rms_norm_eps, dtype, offset=cfg.norm_offset,
-                   fp32_scale=cfg.architecture == "Olmo2ForCausalLM", axes=axes)
+                   fp32_scale=cfg.architecture in ("Olmo2ForCausalLM", "Olmo3ForCausalLM"), axes=axes)
 
 
 def rope_inv_freq(rope: RopeConfig, head_dim: int) -> np.ndarray:
@@ -235,7 +241,8 @@ def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array, interleaved: bool =
 
 
 ACTIVATIONS = {"silu": jax.nn.silu, "gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True),
-               "gelu": lambda x: jax.nn.gelu(x, approximate=False), "relu": jax.nn.relu}
+               "gelu": lambda x: jax.nn.gelu(x, approximate=False), "relu": jax.nn.relu,
+               "relu2": lambda x: jnp.square(jax.nn.relu(x))}  # (relu2: Nemotron's squared ReLU)
 
 
 class GatedMLP(nnx.Module):

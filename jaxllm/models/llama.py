@@ -104,6 +104,7 @@ class LlamaForCausalLM(nnx.Module):
 
     supports_lora = True  # forward_paged takes per-layer LoRA adapters (jaxllm/models/lora.py)
     supports_prompt_embeds = True  # forward_paged takes rows that replace token embeddings
+    layer_class = DecoderLayer  # (a family with its own attention / MLP modules subclasses it: DeepSeek)
 
     def __init__(self, cfg: ModelConfig, *, dtype=None, rngs: nnx.Rngs | None = None):
         dtype = jnp.dtype(dtype or cfg.dtype)
@@ -117,7 +118,7 @@ class LlamaForCausalLM(nnx.Module):
         self.positions = LearnedPositions(cfg, dtype, rngs) if cfg.position_embedding == "learned" else None
         self.project_in = param((e, cfg.hidden_size), dtype, (None, "embed"), rngs=rngs) if cfg.embed_proj_dim else None
         self.project_out = param((cfg.hidden_size, e), dtype, ("embed", None), rngs=rngs) if cfg.embed_proj_dim else None
-        self.layers = nnx.List([DecoderLayer(cfg, i, dtype, rngs) for i in range(cfg.num_layers)])
+        self.layers = nnx.List([self.layer_class(cfg, i, dtype, rngs) for i in range(cfg.num_layers)])
         self.norm = norm(cfg, cfg.hidden_size, dtype) if cfg.final_norm else None
         if cfg.tie_word_embeddings:
             self.lm_head = None

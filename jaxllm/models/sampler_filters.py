@@ -12,11 +12,13 @@ a long search when the nucleus is wide (a flat distribution: thousands of tokens
    from the top-64 values (only when some row has such a k; min_p alone takes one max pass).
 2. The race: the RACE_CANDIDATES tokens with the largest z among x >= floor (``race``: one pass computing z's
    block maxima, then small sorts). They are the first draws, in order, of sampling without replacement.
-3. Membership, exactly, in one pass (one variadic reduction): candidate c survives iff fewer than k tokens lie
-   strictly above it and the mass strictly above it is < top_p * mass(x >= floor). The answer is the first
-   surviving candidate: the argmax of z over K, bit for bit the token the threshold would give. Without top-p
-   and larger top-k (static), the first draw is the answer and this pass does not run.
-A row is undecided when no candidate survives (probability <= (1 - top_p)^8 for top-p: 4e-11 at 0.95; higher for
+3. Membership, exactly, in one pass (``sampler_membership``: one variadic reduction): draw c survives iff fewer
+   than k tokens lie strictly above it (a row without top-p) or the mass strictly above it is < top_p *
+   mass(x >= floor) (a top-p row). Survival is monotone in the logit, so only the race's records (draws whose
+   logit beats every earlier draw's) can be the answer, and the first MEMBERSHIP_TESTS records are tested. The
+   answer is the first surviving record: the argmax of z over K, bit for bit the token the threshold would give.
+   Without top-p and larger top-k (static), the first draw is the answer and this pass does not run.
+A row is undecided when no tested record survives (about (1 - top_p)^8 for top-p: 4e-11 at 0.95; higher for
 top-k > 64 on flat distributions), when it has both top_k > 64 and top_p (the mass of its top-k is unknown), or
 (step 0) when its k-th value ties with values beyond the top 64.
 Those rows, and only they, are drawn by ``jaxllm.ops.sampling.exact_rows`` (a per-row Pallas kernel on the GPU:
@@ -31,6 +33,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxllm.models.sampler_membership import first_member, records, survives
 from jaxllm.ops.device_info import gpu_compute_capability
 from jaxllm.ops.sampling import exact_rows, gumbel
 
@@ -100,7 +103,8 @@ def race(x, floor, temperature, keys, noisy, m: int | None = None) -> tuple[jax.
     m = min(m or RACE_CANDIDATES, v)
     nb = -(-v // RACE_BLOCK)
     if nb < 4 * m:  # small vocabulary: z in full
-        _, ids = lax.top_k(_perturbed(x, jnp.arange(v), floor, temperature, keys, noisy), m)
+        z, ids = lax.top_k(_perturbed(x, jnp.arange(v), floor, temperature, keys, noisy), m)
+        cand_x = jnp.take_along_axis(x, ids, axis=1)
     else:
         if nb * RACE_BLOCK != v:
             x = jnp.pad(x, ((0, 0), (0, nb * RACE_BLOCK - v)), constant_values=NEG_INF)
@@ -109,47 +113,10 @@ def race(x, floor, temperature, keys, noisy, m: int | None = None) -> tuple[jax.
         _, best = lax.top_k(_perturbed(xb, block_ids, floor, temperature, keys, noisy).max(axis=-1), m)
         cand_ids = (best[:, :, None] * RACE_BLOCK + jnp.arange(RACE_BLOCK)).reshape(s, m * RACE_BLOCK)
         cand_x = jnp.take_along_axis(xb, best[:, :, None], axis=1).reshape(s, m * RACE_BLOCK)
-        _, pos = lax.top_k(_perturbed(cand_x, cand_ids, floor, temperature, keys, noisy), m)
-        ids = jnp.take_along_axis(cand_ids, pos, axis=1)
-    ids = jnp.minimum(ids, v - 1).astype(jnp.int32)
-    cand_x = jnp.take_along_axis(x, ids, axis=1)
-    z = _perturbed(cand_x, ids, floor, temperature, keys, noisy)
-    return ids, jnp.where(z > NEG_INF, cand_x, NEG_INF)
-
-
-def _sums_one_pass(x, e, cand_x):
-    """(count [S, M] i32 of x > cand_x[:, j], mass [S, M] f32 of e there, total [S] f32 of e) as ONE variadic
-    reduction: a single kernel that reads each row of x [S, V] once. (Separate sums of the same operands rely
-    on XLA's sibling fusion, which a GPU profile of the bisection this replaces showed not to happen.)"""
-    m = cand_x.shape[1]
-    above = [x > cand_x[:, j:j + 1] for j in range(m)]
-    operands = [a.astype(jnp.int32) for a in above] + [jnp.where(a, e, 0.0) for a in above] + [e]
-    inits = [jnp.int32(0)] * m + [jnp.float32(0.0)] * (m + 1)
-    sums = lax.reduce(operands, inits, lambda p, q: tuple(a + b for a, b in zip(p, q)), (1,))
-    return jnp.stack(sums[:m], axis=1), jnp.stack(sums[m:2 * m], axis=1), sums[2 * m]
-
-
-def _sums_per_candidate(x, e, cand_x):
-    """``_sums_one_pass`` one candidate at a time (a loop of M passes): XLA's CPU backend runs a variadic or
-    fused multi-output reduction unvectorised, ~5x slower than this."""
-    def one(c):
-        above = x > c[:, None]
-        return jnp.sum(above, axis=-1, dtype=jnp.int32), jnp.sum(jnp.where(above, e, 0.0), axis=-1)
-
-    count, mass = lax.map(one, cand_x.T)
-    return count.T, mass.T, jnp.sum(e, axis=-1)
-
-
-def _survives(x, cand_x, floor, scale, temperature, top_k, top_p, one_pass: bool | None = None) -> jax.Array:
-    """Exact membership [S, M] bool of candidates with logits cand_x [S, M] (-inf: none) in the top-k / top-p
-    survivors of x [S, V] >= floor [S]: fewer than k tokens strictly above, and mass strictly above < top_p *
-    mass(x >= floor), mass = exp((x - scale) / T), scale [S] near the row maximum. ``one_pass`` (default: on a
-    GPU) picks ``_sums_one_pass`` over ``_sums_per_candidate``."""
-    e = jnp.where(x >= floor[:, None], jnp.exp((x - scale[:, None]) / temperature[:, None]), 0.0)
-    one_pass = gpu_compute_capability() is not None if one_pass is None else one_pass
-    count, mass, total = (_sums_one_pass if one_pass else _sums_per_candidate)(x, e, cand_x)
-    in_p = (top_p[:, None] >= 1.0) | (mass < (top_p * total)[:, None])
-    return (cand_x > NEG_INF) & (count < top_k[:, None]) & in_p
+        z, pos = lax.top_k(_perturbed(cand_x, cand_ids, floor, temperature, keys, noisy), m)
+        ids, cand_x = (jnp.take_along_axis(a, pos, axis=1) for a in (cand_ids, cand_x))
+    # z = -inf: the row has fewer than m survivors (the rest lie below the floor, or are padding): no draw
+    return jnp.minimum(ids, v - 1).astype(jnp.int32), jnp.where(z > NEG_INF, cand_x, NEG_INF)
 
 
 def min_p_threshold(row_max: jax.Array, temperature: jax.Array, min_p: jax.Array) -> jax.Array:
@@ -224,15 +191,16 @@ def fast_path(x, floor, temperature, top_k, top_p, keys, noisy, *, min_p=None, t
         # the mass's scale: the winner's logit, within T * (max(g) - min(g)) < 20 T of the row maximum
         # (Gumbel-max), so exp((x - it) / T) < e^20 cannot overflow a row's sum
         scale = jnp.where(cand_x[:, 0] > NEG_INF, cand_x[:, 0], 0.0)
+        ids, tested = records(ids, cand_x)  # the race's first draw is its first record
         with jax.named_scope("membership"):
-            ok = _survives(x, cand_x, t, scale, temperature, top_k, top_p)
+            ok = survives(x, tested, t, scale, temperature, top_k, top_p, gpu_compute_capability() is not None)
         unknown = beyond_t & (top_p < 1.0)  # the mass of the row's top-k is unknown
     else:  # the survivors are x >= t (min_p, top-k within the top values): the race's first draw is the token
         ok, unknown = cand_x > NEG_INF, beyond_t | (top_p < 1.0)
-    tokens = jnp.take_along_axis(ids, jnp.argmax(ok, axis=1)[:, None], axis=1)[:, 0]
+    tokens, some = first_member(ok, ids)
     any_finite = cand_x[:, 0] > NEG_INF
     tokens = jnp.where(any_finite, tokens, 0)  # every logit -inf: token 0, as argmax would
-    undecided = noisy & any_finite & (unknown | ~jnp.any(ok, axis=1))
+    undecided = noisy & any_finite & (unknown | ~some)
     if top_values:
         listed = (top_k < kc) | (kc == v)
         by_values = _draw_from_top_values(vals, top_ids, floor, temperature, top_k, top_p, keys, noisy, v)

@@ -11,14 +11,15 @@ Variants (each is compiled once per sequence bucket, i.e. per padded_num_seqs):
   * ``FULL_CONFIG``: ``FILTER_CONFIG`` plus top-``MAX_LOGPROBS`` logprobs. A request for more (up to the LLM's
     ``max_logprobs``; -1, the whole vocabulary) runs a variant whose width is ``max_logprobs``
     (``logprobs_width``), compiled on first use.
-  * ``MIN_P_CONFIG``, ``TOP_K_CONFIG``, ``TOP_P_CONFIG``: one filter, so that a batch using one runs its passes
-    only: min_p one max pass; top-k (< 64, with or without top-p and min_p) the exact top values and nothing
-    else over the vocabulary; top-p the race and the exact membership pass (sampler_filters.py). top-p with
-    min_p (a max pass first) runs ``FILTER_CONFIG``. With ``background_compile`` on the CPU these
-    three are not compiled (``FILTER_VARIANTS``): a CPU's start-up and its two cores are better spent elsewhere,
-    and ``FILTER_CONFIG`` serves their batches.
+  * ``MIN_P_CONFIG``, ``TOP_K_CONFIG``, ``TOP_P_CONFIG``, ``TOP_P_MIN_P_CONFIG``: one filter (or top-p with
+    min_p), so that a batch using them runs their passes only: min_p one max pass; top-k (< 64, with or without
+    top-p and min_p) the exact top values and nothing else over the vocabulary; top-p the race and the exact
+    membership pass (sampler_filters.py); top-p with min_p a max pass first (not the top values
+    ``FILTER_CONFIG`` sorts). With ``background_compile`` on the CPU these four are not compiled
+    (``FILTER_VARIANTS``): a CPU's start-up and its two cores are better spent elsewhere, and ``FILTER_CONFIG``
+    serves their batches.
   Which parts run (random rows, min_p, top-k, top-p, logprobs) is a static field too, so the device never
-  branches on data. These seven (``STARTUP_CONFIGS``; ``startup_configs`` gives the logprobs variant the engine's
+  branches on data. These eight (``STARTUP_CONFIGS``; ``startup_configs`` gives the logprobs variant the engine's
   ``logprobs_mode``) are what the runner compiles at start-up; a step whose
   exact variant is not compiled runs the cheapest compiled one that ``covers`` it (same shapes, a superset of
   the parts). A step that needs more compiles lazily, on first use, a variant that differs only in shapes: a
@@ -110,7 +111,8 @@ FULL_CONFIG = dataclasses.replace(FILTER_CONFIG, num_logprobs=MAX_LOGPROBS)
 MIN_P_CONFIG = dataclasses.replace(SAMPLE_CONFIG, min_p=True)
 TOP_K_CONFIG = dataclasses.replace(SAMPLE_CONFIG, min_p=True, top_k=True)
 TOP_P_CONFIG = dataclasses.replace(SAMPLE_CONFIG, top_p=True)
-FILTER_VARIANTS = (MIN_P_CONFIG, TOP_K_CONFIG, TOP_P_CONFIG)
+TOP_P_MIN_P_CONFIG = dataclasses.replace(SAMPLE_CONFIG, min_p=True, top_p=True)
+FILTER_VARIANTS = (MIN_P_CONFIG, TOP_K_CONFIG, TOP_P_CONFIG, TOP_P_MIN_P_CONFIG)
 STARTUP_CONFIGS = (GREEDY_CONFIG, SAMPLE_CONFIG, FILTER_CONFIG, FULL_CONFIG, *FILTER_VARIANTS)
 
 

@@ -17,6 +17,8 @@ import numpy as np
 
 from jaxllm.config import ModelConfig
 from jaxllm.config_classic import CLASSIC_ARCHS
+from jaxllm.config_deepseek import DEEPSEEK_ARCHS
+from jaxllm.config_dense import DENSE_ARCHS
 from jaxllm.config_families import LAYER_NORMS
 from jaxllm.quantization_config import INT4_METHODS
 
@@ -211,6 +213,8 @@ _MOE_NAMES = {"MixtralForCausalLM": ("block_sparse_moe", ("w1", "w3", "w2")),
               "Qwen3MoeForCausalLM": ("mlp", ("gate_proj", "up_proj", "down_proj")),
               "Qwen2MoeForCausalLM": ("mlp", ("gate_proj", "up_proj", "down_proj")),
               "OlmoeForCausalLM": ("mlp", ("gate_proj", "up_proj", "down_proj")),
+              "DeepseekV2ForCausalLM": ("mlp", ("gate_proj", "up_proj", "down_proj")),
+              "DeepseekV3ForCausalLM": ("mlp", ("gate_proj", "up_proj", "down_proj")),
               "PhimoeForCausalLM": ("block_sparse_moe", ("w1", "w3", "w2")),
               "Ernie4_5_MoeForCausalLM": ("mlp", ("gate_proj", "up_proj", "down_proj"))}
 
@@ -309,6 +313,10 @@ def checkpoint_key(cfg: ModelConfig, name: str) -> str | None:
         from jaxllm.weights.mappings_classic import classic_checkpoint_key  # (it builds on this module)
 
         return classic_checkpoint_key(cfg, name)
+    if cfg.architecture in DEEPSEEK_ARCHS:
+        from jaxllm.weights.mappings_deepseek import is_mtp_key  # (it builds on this module)
+
+        return None if is_mtp_key(cfg, name) else name
     if cfg.architecture == "Ernie4_5_MoeForCausalLM" and "mtp" in name:  # (its multi-token-prediction layer: a
         return None  # speculative head, not part of the causal LM, skipped as transformers and vLLM do)
     if cfg.multimodal_architecture is None:
@@ -327,6 +335,14 @@ def key_map(cfg: ModelConfig) -> dict[str, Target | tuple[Target, ...]]:
         from jaxllm.weights.mappings_classic import classic_family_map  # (it builds on this module)
 
         return classic_family_map(cfg)
+    if cfg.architecture in DEEPSEEK_ARCHS:  # (MLA attention and DeepSeek MoE: a map of their own)
+        from jaxllm.weights.mappings_deepseek import deepseek_family_map  # (it builds on this module)
+
+        return deepseek_family_map(cfg)
+    if cfg.architecture in DENSE_ARCHS:  # OLMo, GLM, ...: renamed Llama-style maps (jaxllm.config_dense)
+        from jaxllm.weights.mappings_dense import dense_family_map  # (it builds on this module)
+
+        return dense_family_map(cfg)
     if cfg.architecture == "DbrxForCausalLM":  # (its own names: transformer.blocks.N, fused Wqkv and experts)
         from jaxllm.weights.mappings_moe import dbrx_map
 

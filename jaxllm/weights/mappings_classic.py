@@ -1,4 +1,4 @@
-"""Checkpoint key maps of GPT-2, GPT-NeoX (Pythia), Phi, StableLM and OPT.
+"""Checkpoint key maps of GPT-2, GPT-NeoX (Pythia), Phi, StableLM, OPT, GPT-J and Falcon.
 
 Each family's parameters are the shared decoder's (jaxllm.models.llama), so its map is the Llama-style map of
 ``llama_family_map`` with the keys renamed to the family's, plus what only it has:
@@ -11,6 +11,10 @@ Each family's parameters are the shared decoder's (jaxllm.models.llama), so its 
 - StableLM: the per-head q/k LayerNorms stored one module per head (``norms.{h}.weight`` [Dh]) stacked into [H, Dh].
 - OPT: learned positions of max_position_embeddings + 2 rows, ``project_in`` / ``project_out`` when
   ``word_embed_proj_dim`` differs from the model dim.
+- GPT-J: ``transformer.h.{i}.attn.{q,k,v,out}_proj``, ``mlp.fc_in`` / ``fc_out``, ``lm_head.bias``.
+- Falcon: ``self_attention.query_key_value`` [(H + 2K) * Dh, D] whose rows are [K, H / K + 2, Dh] (per kv head:
+  its query heads, its key, its value; this one layout also reads multi-query and per-head interleaved
+  checkpoints, K = 1 and K = H), ``ln_attn`` / ``ln_mlp`` for two parallel norms.
 Every split is a numpy view, so sharded placement slices it lazily.
 """
 
@@ -19,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 
 from jaxllm.config import ModelConfig
-from jaxllm.config_classic import GPT2, GPT_NEOX, OPT, PHI, STABLELM
+from jaxllm.config_classic import FALCON, GPT2, GPT_NEOX, GPTJ, OPT, PHI, STABLELM
 from jaxllm.weights.mappings import Target, _linear, _same, _transpose, llama_family_map
 
 # per family: (top-level renames, layer prefix, layer-relative renames, [in, out]-stored linear layers)
@@ -39,9 +43,18 @@ _NAMES = {
           "model.decoder.layers.",
           {"input_layernorm": "self_attn_layer_norm", "post_attention_layernorm": "final_layer_norm",
            "self_attn.o_proj": "self_attn.out_proj", "mlp.c_fc": "fc1", "mlp.c_proj": "fc2"}, ()),
+    GPTJ: ({"model.embed_tokens.": "transformer.wte.", "model.norm.": "transformer.ln_f."}, "transformer.h.",
+           {"input_layernorm": "ln_1", "self_attn.o_proj": "attn.out_proj", "self_attn": "attn",
+            "mlp.c_fc": "mlp.fc_in", "mlp.c_proj": "mlp.fc_out"}, ()),
+    FALCON: ({"model.embed_tokens.": "transformer.word_embeddings.", "model.norm.": "transformer.ln_f."},
+             "transformer.h.", {"self_attn.o_proj": "self_attention.dense", "mlp.c_fc": "mlp.dense_h_to_4h",
+                                "mlp.c_proj": "mlp.dense_4h_to_h"}, ()),
 }
+# Falcon's two parallel norms (new architecture): attention's and the MLP's
+_FALCON_TWO_NORMS = {"input_layernorm": "ln_attn", "post_attention_layernorm": "ln_mlp"}
 # checkpoint buffers that hold no weights (causal masks of older transformers versions)
-CLASSIC_IGNORED = {GPT2: (".attn.bias", ".attn.masked_bias"), GPT_NEOX: (".attention.bias", ".attention.masked_bias")}
+CLASSIC_IGNORED = {GPT2: (".attn.bias", ".attn.masked_bias"), GPT_NEOX: (".attention.bias", ".attention.masked_bias"),
+                   GPTJ: (".attn.bias", ".attn.masked_bias")}
 
 
 def _rename(key: str, top: dict[str, str], layer_prefix: str, layer: dict[str, str]) -> str:
@@ -93,6 +106,26 @@ def _neox_qkv(cfg: ModelConfig, i: int) -> dict[str, tuple[Target, ...]]:
     return {p + "weight": fused["weight"], **({p + "bias": fused["bias"]} if cfg.attention_bias else {})}
 
 
+def _falcon_qkv(cfg: ModelConfig, i: int) -> dict[str, tuple[Target, ...]]:
+    """query_key_value: weight [(H + 2K) * Dh, D] / bias [(H + 2K) * Dh] whose rows are [K, H / K + 2, Dh]."""
+    d, h, kh, dh = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+    rows, attn = (h + 2 * kh) * dh, ("layers", i, "self_attn")
+
+    def split(a, j):  # part j (0 q, 1 k, 2 v) as an [out, ...] array
+        grouped = a.reshape(kh, h // kh + 2, dh, *a.shape[1:])
+        part = grouped[:, :-2] if j == 0 else grouped[:, -3 + j]
+        return part.reshape(-1, *a.shape[1:])
+    heads = (h, kh, kh)
+    names = (("q_proj", "q_bias"), ("k_proj", "k_bias"), ("v_proj", "v_bias"))
+    p = f"transformer.h.{i}.self_attention.query_key_value."
+    m = {p + "weight": tuple(Target((*attn, w), (rows, d), lambda a, j=j: _linear(heads[j], dh)(split(a, j)))
+                             for j, (w, _) in enumerate(names))}
+    if cfg.attention_bias:
+        m[p + "bias"] = tuple(Target((*attn, b), (rows,), lambda a, j=j: split(a, j).reshape(heads[j], dh))
+                              for j, (_, b) in enumerate(names))
+    return m
+
+
 def _per_head_norms(cfg: ModelConfig, i: int) -> dict[str, Target]:
     """StableLM's q/k LayerNorm per head: ``norms.{h}.weight`` [Dh] -> row h of q_norm / k_norm [H, Dh]."""
     m = {}
@@ -110,9 +143,11 @@ def classic_family_map(cfg: ModelConfig) -> dict[str, Target | tuple[Target, ...
                          "load the unquantized checkpoint (optionally with quantization='int8' or 'fp8')")
     arch = cfg.architecture
     top, layer_prefix, layer, stored_in_out = _NAMES[arch]
+    if arch == FALCON and cfg.norm_placement == "parallel_two":
+        layer = {**layer, **_FALCON_TWO_NORMS}
     m: dict[str, Target | tuple[Target, ...]] = {}
     for key, target in llama_family_map(cfg).items():
-        if arch in (GPT2, GPT_NEOX) and any(f".self_attn.{x}_proj." in key for x in "qkv"):
+        if arch in (GPT2, GPT_NEOX, FALCON) and any(f".self_attn.{x}_proj." in key for x in "qkv"):
             continue  # (fused below)
         if arch == STABLELM and (".q_norm." in key or ".k_norm." in key):
             continue  # (per head below)
@@ -127,6 +162,8 @@ def classic_family_map(cfg: ModelConfig) -> dict[str, Target | tuple[Target, ...
             m.update(_gpt2_qkv(cfg, i))
         elif arch == GPT_NEOX:
             m.update(_neox_qkv(cfg, i))
+        elif arch == FALCON:
+            m.update(_falcon_qkv(cfg, i))
         elif arch == STABLELM and cfg.qk_norm:
             m.update(_per_head_norms(cfg, i))
         elif arch == PHI and cfg.qk_norm:

@@ -15,16 +15,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-import ml_dtypes
 import numpy as np
 
 from jaxllm.config import ModelConfig
+from jaxllm.weights.block_fp8 import ml_dtypes_of
 
 # e2m1 value of each 4-bit code (sign bit 3, exponent bits 2-1, mantissa bit 0)
 FP4_VALUES = np.array([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0],
                       np.float32)
 _SUFFIXES = ("_blocks", "_scales")
-_DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16, "float16": np.float16}
 
 
 def dequantize_mxfp4(blocks: np.ndarray, scales: np.ndarray, dtype=np.float32) -> np.ndarray:
@@ -52,7 +51,7 @@ def mxfp4_tensors(cfg: ModelConfig, tensors: Iterable[tuple[str, np.ndarray, str
     ``<name>`` (in the model's dtype; a pair split over two files is held until both halves arrived). A half
     without its pair is a ValueError naming it."""
     held: dict[str, tuple[str, np.ndarray, str]] = {}
-    dtype = _DTYPES[cfg.dtype]
+    dtype = ml_dtypes_of(cfg.dtype)
     for name, array, source in tensors:
         if not name.endswith(_SUFFIXES):
             yield name, array, source

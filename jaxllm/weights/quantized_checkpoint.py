@@ -219,4 +219,8 @@ def quantized_tensors(cfg: ModelConfig, tensors: Iterable[tuple[str, np.ndarray,
         from jaxllm.weights.mxfp4 import mxfp4_tensors
 
         return mxfp4_tensors(cfg, tensors)
+    if cfg.quant_block_size:  # (block-wise fp8: dequantized here, re-quantized per channel at load)
+        from jaxllm.weights.block_fp8 import block_fp8_stream, ml_dtypes_of
+
+        return block_fp8_stream(tensors, cfg.quant_block_size, ml_dtypes_of(cfg.dtype))
     return iter(tensors)

@@ -7,11 +7,11 @@ paid only for those rows. In XLA that takes a ``lax.cond``, and XLA's GPU runtim
 the host and waits for it, every step, which stalls the launch of the next one. Here each program owns one row
 and returns at once unless the row is selected, so an all-clear step costs one tiny launch and no host sync.
 
-Program r (selected): the row maximum (1 pass), the top-k threshold (k-th largest value: RADIX_BITS bits of the
-order-preserving uint32 key per pass, 32 / RADIX_BITS passes, 2^RADIX_BITS - 1 candidate thresholds each), the
-survivors' mass (1 pass), the top-p threshold (the same search on the mass), then the Gumbel-max over the
-survivors (1 pass) with the noise of ``noise.gumbel``: the same token law as ``reference.exact_rows_reference``.
-The row is read in BLOCK_V-wide blocks from HBM/L2 (one row: 600 KB at V = 151936). The token overwrites the
+Program r (selected): the row maximum (1 pass), the top-k threshold when top_k < V (k-th largest value: RADIX_BITS
+bits of the order-preserving uint32 key per pass, 32 / RADIX_BITS passes, 2^RADIX_BITS - 1 candidate thresholds
+each), the survivors' mass and the top-p threshold when top_p < 1 (1 pass, then the same search on the mass),
+then the Gumbel-max over the survivors (1 pass) with the noise of ``noise.gumbel``: the same token law as
+``reference.exact_rows_reference``. The row is read in BLOCK_V-wide blocks from HBM/L2 (one row: 600 KB at V = 151936). The token overwrites the
 row's entry of ``tokens`` (aliased in place); unselected rows keep theirs.
 """
 
@@ -76,16 +76,19 @@ def _kernel(rows_ref, floor_ref, top_k_ref, top_p_ref, temp_ref, key0_ref, key1_
         top_k, top_p, temp = top_k_ref[r], top_p_ref[r], temp_ref[r]
         row_max = lax.fori_loop(0, nblk, lambda i, acc: jnp.maximum(acc, jnp.max(load(i)[2])), NEG_INF)
         row_max = jnp.where(row_max > NEG_INF, row_max, 0.0)
-        t_k = select(lambda valid, xs: valid.astype(jnp.float32), top_k.astype(jnp.float32))
         floor = sortable(floor_ref[r])
-        t_b = jnp.where(top_k < v, _umax(floor, t_k), floor)
+        # each search only where its filter is on: a top-p row drawn here skips the top-k search, and back
+        t_b = lax.cond(top_k < v, lambda: _umax(floor, select(lambda valid, xs: valid.astype(jnp.float32),
+                                                              top_k.astype(jnp.float32))), lambda: floor)
 
         def probs(valid, xs):
             return jnp.where(valid & (sortable(xs) >= t_b), jnp.exp((xs - row_max) / temp), 0.0)
 
-        z = total(lambda ids, valid, xs: jnp.sum(probs(valid, xs)), jnp.float32(0.0))
-        t_p = select(probs, top_p * z)
-        t = jnp.where(top_p < 1.0, _umax(t_b, t_p), t_b)
+        def top_p_threshold():
+            z = total(lambda ids, valid, xs: jnp.sum(probs(valid, xs)), jnp.float32(0.0))
+            return _umax(t_b, select(probs, top_p * z))
+
+        t = lax.cond(top_p < 1.0, top_p_threshold, lambda: t_b)
         key0, key1 = key0_ref[r], key1_ref[r]
 
         def best(i, carry):

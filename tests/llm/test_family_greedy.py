@@ -1,5 +1,6 @@
 """Greedy LLM.generate on the paged engine equals transformers' greedy continuation for Gemma 1/2/3, Phi-3,
-OLMo 2, Granite, SmolLM3, Starcoder2, Cohere, Qwen2-MoE, OLMoE, GPT-2, GPT-NeoX, Phi, StableLM and OPT: chunked prefill (a 16-token budget), prompts
+OLMo 2, Granite, SmolLM3, Starcoder2, Cohere, Qwen2-MoE, OLMoE, GPT-2, GPT-NeoX, Phi, StableLM, OPT, GPT-J, OLMo,
+GLM / GLM-4, Nemotron, Cohere2, Ernie 4.5, EXAONE 4, OLMo 3, Seed-OSS and Falcon: chunked prefill (a 16-token budget), prompts
 longer than the sliding windows, prefix caching."""
 
 from __future__ import annotations
@@ -7,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hf_models import hf_greedy, save_tiny_model
+from hf_models import DENSE3_ENGINE_CASES, hf_greedy, save_tiny_model
 
 from jaxllm import LLM, SamplingParams
 
@@ -42,6 +43,9 @@ FAMILIES = {
                                                    "word_embed_proj_dim": 32}),
     "olmoe-clip": ("OlmoeForCausalLM", {**SPECIAL, "num_experts": 8, "num_experts_per_tok": 2, "intermediate_size": 32,
                                         "clip_qkv": 0.5}),
+    **DENSE3_ENGINE_CASES,
+    "glm": ("GlmForCausalLM", {**SPECIAL, "head_dim": 16}),
+    "falcon-multi-query": ("FalconForCausalLM", SPECIAL),
 }
 GREEDY = SamplingParams(temperature=0.0, max_tokens=10, ignore_eos=True)
 

@@ -197,7 +197,7 @@ def test_rope_original_length_precedence():
 @pytest.mark.parametrize("bad, match", [
     ({"rope_scaling": {"rope_type": "yarn", "factor": -2.0}}, "yarn rope scaling needs a positive 'factor'"),
     ({"rope_scaling": {"rope_type": "mrope", "mrope_section": [2, 2, 4]}}, "rope type 'mrope' is not supported"),
-    ({"hidden_act": "relu2"}, "hidden_act='relu2'"),
+    ({"hidden_act": "relu6"}, "hidden_act='relu6'"),
 ])
 def test_unsupported_values_are_clear(bad, match):
     with pytest.raises(ValueError, match=match):

@@ -174,7 +174,7 @@ def test_legacy_config_formats():
     ({"architectures": ["Phi3ForCausalLM"], "rope_scaling": {"type": "longrope", "short_factor": [1.0] * 8}},
      "long_factor"),
     ({"architectures": ["Phi3ForCausalLM"], "partial_rotary_factor": 1.5}, "partial_rotary_factor=1.5"),
-    ({"architectures": ["Gemma2ForCausalLM"], "hidden_activation": "relu2"}, "hidden_act='relu2'"),
+    ({"architectures": ["Gemma2ForCausalLM"], "hidden_activation": "relu6"}, "hidden_act='relu6'"),
     ({"architectures": ["Phi3ForCausalLM"], "quantization_config": {"quant_method": "awq", "bits": 4,
                                                                     "group_size": 32}}, "fused qkv_proj"),
 ])

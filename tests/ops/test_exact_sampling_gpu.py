@@ -59,7 +59,8 @@ def test_kernel_is_the_default_here():
     assert default_impl(V) == "pallas_triton"  # it compiles (else a warning names the compiler's error)
 
 
-@pytest.mark.parametrize("name", ["FULL_CONFIG", "MIN_P_CONFIG", "TOP_K_CONFIG", "TOP_P_CONFIG"])
+@pytest.mark.parametrize("name", ["FULL_CONFIG", "MIN_P_CONFIG", "TOP_K_CONFIG", "TOP_P_CONFIG",
+                                  "TOP_P_MIN_P_CONFIG"])
 def test_sampler_program_has_no_conditional(name):
     from jaxllm.runner import sampler_config
     from jaxllm.runner.sampling_metadata import dummy_sampling_metadata

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import jaxllm
-from hf_models import save_tiny_model
+from hf_models import DENSE3_ENGINE_CASES, save_tiny_model
 from jaxllm import LLM, SamplingParams
 
 pytestmark = pytest.mark.skipif(len(jax.devices()) < 4, reason="needs 4 (fake) devices")
@@ -42,6 +42,7 @@ CASES = {
     "phi-qk-layernorm": ("PhiForCausalLM", {**SPECIAL, "qk_layernorm": True}),
     "stablelm-qk-norm": ("StableLmForCausalLM", {**SPECIAL, "qk_layernorm": True, "use_qkv_bias": True}),
     "opt-projected": ("OPTForCausalLM", {**SPECIAL, "word_embed_proj_dim": 32}),
+    **DENSE3_ENGINE_CASES,
 }
 
 
