@@ -18,6 +18,7 @@ from batches import make_batch, naive_attention
 from jaxllm.ops.device_info import gpu_compute_capability
 from jaxllm.ops.paged_attention import AttentionConfig, ragged_paged_attention
 from jaxllm.ops.paged_attention.chunked import ragged_paged_attention_chunked
+from jaxllm.ops.paged_attention.kv_cache import quantize_fp8
 from jaxllm.ops.paged_attention.pallas_attention import ragged_paged_attention_pallas
 from jaxllm.ops.paged_attention.pallas_triton import TileConfig
 
@@ -60,6 +61,29 @@ def test_pallas_interpret_with_sinks(window, cap, splits):
         sinks=jnp.asarray(sinks), decode_cfg=TileConfig(block_q=2, block_n=16, num_splits=splits),
         prefill_cfg=TileConfig(block_q=4, block_n=8))
     _check(out, naive_attention(b, 0.3, window, cap, sinks=sinks), b.meta.num_real_tokens)
+
+
+@pytest.mark.parametrize("fp8_dot,splits", [("auto", 2), ("f16", 1)])
+def test_fp8_cache_with_sinks(fp8_dot, splits):
+    """A float8 cache: k_scale folded into the scores and v_scale into the output leave the sink (a plain logit)
+    alone, in the chunked path and the kernel (fp8_dot="f16": q pre-scaled, scores already in log2 units)."""
+    rng = np.random.default_rng(3 + splits)
+    b = make_batch(rng, Q_LENS, CTX_LENS, num_q_heads=6, num_kv_heads=2, head_dim=16, block_size=8)
+    kv = jnp.asarray(b.kv_cache)
+    kv8 = jnp.stack([quantize_fp8(kv[0], 0.01, jnp.float8_e4m3fn), quantize_fp8(kv[1], 0.25, jnp.float8_e4m3fn)])
+    deq = np.asarray(kv8.astype(jnp.float32), np.float64) * np.array([0.01, 0.25])[:, None, None, None, None]
+    sinks = _sinks(rng, 6)
+    q = jnp.asarray(b.q, jnp.bfloat16 if fp8_dot == "f16" else jnp.float32)
+    want = naive_attention(type(b)(np.asarray(q, np.float32), deq, b.meta), 0.3, sinks=sinks)
+    meta = [jnp.asarray(x) for x in b.args()[2:]]
+    kw = {"sm_scale": 0.3, "k_scale": 0.01, "v_scale": 0.25, "sinks": jnp.asarray(sinks)}
+    n, tol = b.meta.num_real_tokens, 2e-2 if fp8_dot == "f16" else 1e-4
+    out = ragged_paged_attention_pallas(q, kv8, *meta, **kw, interpret=True, fp8_dot=fp8_dot,
+                                        decode_cfg=TileConfig(block_q=2, block_n=16, num_splits=splits),
+                                        prefill_cfg=TileConfig(block_q=4, block_n=8))
+    assert np.abs(np.asarray(out, np.float64)[:n] - want).max() < tol
+    chunked = ragged_paged_attention(q, kv8, *meta, **kw, impl="chunked")
+    assert np.abs(np.asarray(chunked, np.float64)[:n] - want).max() < tol
 
 
 def test_pallas_rejects_sinks_of_the_wrong_shape():
