@@ -23,8 +23,8 @@ from jaxllm.config_deepseek import (
 from jaxllm.config_dense import DENSE_ARCHS, DENSE_MODEL_TYPES, dense_family_fields, dense_hf
 from jaxllm.config_gpt_oss import (
     GPT_OSS,
-    GPT_OSS_HF_DEFAULTS,
     GPT_OSS_MODEL_TYPES,
+    gpt_oss_defaults,
     gpt_oss_fields,
     gpt_oss_quantization,
 )
@@ -322,7 +322,7 @@ class ModelConfig:
         hf, mxfp4 = gpt_oss_quantization(hf)
         quant_fields = quantization_fields(check_quantization(quantization), hf)
         arch, hf, multimodal = text_architecture(dense_hf(moe_family_hf(classic_hf(hf))), quant_fields)
-        defaults = GPT_OSS_HF_DEFAULTS if arch == GPT_OSS else HF_DEFAULTS.get(arch, MOE2_HF_DEFAULTS.get(arch, {}))
+        defaults = gpt_oss_defaults(hf) if arch == GPT_OSS else HF_DEFAULTS.get(arch, MOE2_HF_DEFAULTS.get(arch, {}))
         hf = renamed_fields({**defaults, **hf}, arch)
         hf = deepseek_hf(hf, arch)  # (DeepSeek: transformers' defaults, the MLA cache's head_dim / kv heads)
         if hf.get("intermediate_size") is None:

@@ -25,9 +25,17 @@ GPT_OSS_HF_DEFAULTS: dict[str, Any] = {
     "num_local_experts": 128, "num_experts_per_tok": 4, "sliding_window": 128, "rms_norm_eps": 1e-5,
     "max_position_embeddings": 131072, "attention_bias": True, "swiglu_alpha": 1.702, "swiglu_limit": 7.0,
     "head_dim": 64, "tie_word_embeddings": False,
-    "rope_parameters": {"rope_type": "yarn", "rope_theta": 150000.0, "factor": 32.0, "beta_fast": 32.0,
-                        "beta_slow": 1.0, "truncate": False, "original_max_position_embeddings": 4096},
 }
+# GptOssConfig's rope when a config.json has neither ``rope_parameters`` nor (transformers 4.x) ``rope_scaling``
+GPT_OSS_ROPE = {"rope_type": "yarn", "rope_theta": 150000.0, "factor": 32.0, "beta_fast": 32.0, "beta_slow": 1.0,
+                "truncate": False, "original_max_position_embeddings": 4096}
+
+
+def gpt_oss_defaults(hf: dict[str, Any]) -> dict[str, Any]:
+    """The defaults to merge under ``hf`` (its own rope, in either spelling, wins over GptOssConfig's)."""
+    if hf.get("rope_parameters") or hf.get("rope_scaling"):
+        return GPT_OSS_HF_DEFAULTS
+    return {**GPT_OSS_HF_DEFAULTS, "rope_parameters": {**GPT_OSS_ROPE, "rope_theta": hf.get("rope_theta", 150000.0)}}
 
 
 def gpt_oss_quantization(hf: dict[str, Any]) -> tuple[dict[str, Any], bool]:

@@ -210,3 +210,30 @@ def test_load_time_int8_quantizes_the_biased_experts(tmp_path_factory):
     for layer in (0, 3):
         ref = np.asarray(plain.layers[layer].mlp(x))
         assert np.abs(np.asarray(quantized.layers[layer].mlp(x)) - ref).max() / np.abs(ref).max() < 0.02
+
+
+def test_released_config_json():
+    """gpt-oss-20b's config.json as published (transformers 4.x ``rope_scaling`` with a top-level ``rope_theta``,
+    explicit ``layer_types``, MXFP4 quantization_config, no ``swiglu_alpha``)."""
+    hf = {"architectures": ["GptOssForCausalLM"], "attention_bias": True, "attention_dropout": 0.0,
+          "eos_token_id": 200002, "experts_per_token": 4, "head_dim": 64, "hidden_act": "silu", "hidden_size": 2880,
+          "initial_context_length": 4096, "initializer_range": 0.02, "intermediate_size": 2880,
+          "layer_types": ["sliding_attention", "full_attention"] * 12, "max_position_embeddings": 131072,
+          "model_type": "gpt_oss", "num_attention_heads": 64, "num_experts_per_tok": 4, "num_hidden_layers": 24,
+          "num_key_value_heads": 8, "num_local_experts": 32, "output_router_logits": False, "pad_token_id": 199999,
+          "quantization_config": {"modules_to_not_convert": ["model.layers.*.self_attn", "model.layers.*.mlp.router",
+                                                             "model.embed_tokens", "lm_head"],
+                                  "quant_method": "mxfp4"},
+          "rms_norm_eps": 1e-05, "rope_scaling": {"beta_fast": 32.0, "beta_slow": 1.0, "factor": 32.0,
+                                                  "original_max_position_embeddings": 4096, "rope_type": "yarn",
+                                                  "truncate": False},
+          "rope_theta": 150000, "router_aux_loss_coef": 0.9, "sliding_window": 128, "swiglu_limit": 7.0,
+          "tie_word_embeddings": False, "torch_dtype": "bfloat16", "use_cache": True, "vocab_size": 201088}
+    cfg = ModelConfig.from_hf(hf)
+    assert (cfg.mxfp4_experts, cfg.quantization, cfg.dtype) == (True, None, "bfloat16")
+    assert cfg.sliding_windows == (128, None) * 12 and (cfg.num_experts, cfg.num_experts_per_tok) == (32, 4)
+    assert (cfg.rope.rope_type, cfg.rope.theta, cfg.rope.get("factor"), cfg.rope.get("truncate")) == (
+        "yarn", 150000.0, 32.0, False)
+    assert (cfg.swiglu_alpha, cfg.swiglu_limit, cfg.eos_token_ids) == (1.702, 7.0, (200002,))
+    other = ModelConfig.from_hf({**hf, "rope_scaling": {**hf["rope_scaling"], "factor": 8.0}})
+    assert other.rope.get("factor") == 8.0  # the checkpoint's rope, not GptOssConfig's default
