@@ -237,3 +237,13 @@ def test_released_config_json():
     assert (cfg.swiglu_alpha, cfg.swiglu_limit, cfg.eos_token_ids) == (1.702, 7.0, (200002,))
     other = ModelConfig.from_hf({**hf, "rope_scaling": {**hf["rope_scaling"], "factor": 8.0}})
     assert other.rope.get("factor") == 8.0  # the checkpoint's rope, not GptOssConfig's default
+
+
+def test_pallas_grouped_matmul_in_the_biased_block(tmp_path_factory):
+    """The biased experts through the Pallas grouped matmul (interpret mode off the GPU: float32 out, no fused
+    SwiGLU) equal ragged_dot's."""
+    path, _ = saved(tmp_path_factory)
+    x = jnp.asarray(np.random.RandomState(4).randn(2, 9, 64), jnp.float32)
+    outs = [np.asarray(jaxllm.load_model(path, moe_matmul_impl=impl).layers[1].mlp(x))
+            for impl in ("ragged_dot", "pallas_triton")]
+    np.testing.assert_allclose(outs[1], outs[0], rtol=1e-5, atol=1e-5)
