@@ -319,7 +319,7 @@ class ModelConfig:
         load time, or an fp8 checkpoint), "awq"/"gptq" (a 4-bit checkpoint of that format)."""
         if not isinstance(hf, dict):
             hf = hf.to_dict()
-        hf, mxfp4 = gpt_oss_quantization(hf)
+        hf, mxfp4, quantization = gpt_oss_quantization(hf, quantization)
         quant_fields = quantization_fields(check_quantization(quantization), hf)
         arch, hf, multimodal = text_architecture(dense_hf(moe_family_hf(classic_hf(hf))), quant_fields)
         defaults = gpt_oss_defaults(hf) if arch == GPT_OSS else HF_DEFAULTS.get(arch, MOE2_HF_DEFAULTS.get(arch, {}))

@@ -38,17 +38,22 @@ def gpt_oss_defaults(hf: dict[str, Any]) -> dict[str, Any]:
     return {**GPT_OSS_HF_DEFAULTS, "rope_parameters": {**GPT_OSS_ROPE, "rope_theta": hf.get("rope_theta", 150000.0)}}
 
 
-def gpt_oss_quantization(hf: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-    """(config without an mxfp4 ``quantization_config``, whether the checkpoint's experts are MXFP4). An MXFP4
-    checkpoint of another architecture is a ValueError naming mxfp4."""
+def gpt_oss_quantization(hf: dict[str, Any], quantization: Any = None) -> tuple[dict[str, Any], bool, Any]:
+    """(config without an mxfp4 ``quantization_config``, whether the checkpoint's experts are MXFP4, the
+    ``quantization=`` left for the other methods: None for "mxfp4"). An MXFP4 checkpoint of another
+    architecture, or quantization="mxfp4" without an MXFP4 checkpoint, is a ValueError naming mxfp4."""
     qcfg = hf.get("quantization_config")
     if not isinstance(qcfg, dict) or str(qcfg.get("quant_method", "")).lower() != "mxfp4":
-        return hf, False
+        if quantization == "mxfp4":
+            raise ValueError("quantization='mxfp4' needs an MXFP4 checkpoint (gpt-oss's, quantization_config "
+                             "quant_method 'mxfp4'); this config.json has none")
+        return hf, False, quantization
     arch = (hf.get("architectures") or [GPT_OSS_MODEL_TYPES.get(hf.get("model_type", ""), "")])[0]
     if arch != GPT_OSS:
         raise ValueError(f"quant_method='mxfp4' checkpoints of {arch or hf.get('model_type')!r} are not supported "
                          f"(MXFP4 experts are dequantized at load for {GPT_OSS} only)")
-    return {k: v for k, v in hf.items() if k != "quantization_config"}, True
+    rest = None if quantization == "mxfp4" else quantization  # (int8 / fp8: the dequantized experts at load)
+    return {k: v for k, v in hf.items() if k != "quantization_config"}, True, rest
 
 
 def _positive(hf: dict[str, Any], key: str) -> float:

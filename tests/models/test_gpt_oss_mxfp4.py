@@ -90,3 +90,15 @@ def test_mxfp4_half_without_its_pair_is_named(tmp_path):
     save_file({k: v for k, v in tensors.items() if k != key}, mxfp4 / "model.safetensors")
     with pytest.raises(ValueError, match="down_proj_blocks.* has no .*down_proj_scales"):
         jaxllm.load_model(mxfp4)
+
+
+def test_quantization_mxfp4_keyword(tmp_path):
+    """LLM(quantization="mxfp4") as vLLM takes it: the MXFP4 checkpoint's own format; without one, a ValueError."""
+    mxfp4, plain = _checkpoints(tmp_path)
+    llm = jaxllm.LLM(str(mxfp4), quantization="mxfp4", skip_tokenizer_init=True, max_model_len=64,
+                     max_num_seqs=2, max_num_batched_tokens=32, enforce_eager=True)
+    out = llm.generate([{"prompt_token_ids": [5, 6, 7]}], jaxllm.SamplingParams(temperature=0.0, max_tokens=3),
+                       use_tqdm=False)[0]
+    assert len(out.outputs[0].token_ids) == 3
+    with pytest.raises(ValueError, match="quantization='mxfp4' needs an MXFP4 checkpoint"):
+        jaxllm.load_model(plain, quantization="mxfp4")
