@@ -232,12 +232,10 @@ class ModelConfig:
     num_nextn_predict_layers: int = 0
     # MLA's cache holds the compressed latent (one 576-wide head) instead of per-head K / V (with_mla_cache)
     mla_latent_cache: bool = False
-    # gpt-oss (jaxllm.config_gpt_oss): a learned attention-sink logit per q head; a router bias [E] added to the
-    # logits; expert biases (gate_up [E, 2, F], down [E, D]); the experts' activation "swiglu" (silu(gate) * up)
-    # or "clamped_swiglu" (swiglu_alpha, swiglu_limit); MXFP4 experts in the checkpoint (dequantized at load)
+    # gpt-oss (jaxllm.config_gpt_oss): a learned attention-sink logit per q head; the experts' activation
+    # "swiglu" (silu(gate) * up) or "clamped_swiglu" (swiglu_alpha, swiglu_limit: gpt-oss's block, with a router
+    # bias and expert biases, jaxllm.models.gpt_oss_moe); MXFP4 experts in the checkpoint (dequantized at load)
     attention_sinks: bool = False
-    moe_router_bias: bool = False
-    moe_expert_bias: bool = False
     moe_activation: str = "swiglu"
     swiglu_alpha: float = 1.702
     swiglu_limit: float = 7.0

@@ -80,8 +80,8 @@ def gpt_oss_fields(hf: dict[str, Any], arch: str, num_layers: int) -> dict[str, 
     if "sliding_attention" in types and (isinstance(window, bool) or not isinstance(window, int) or window < 1):
         raise ValueError(f"{GPT_OSS}: sliding_window={window!r} must be a positive integer")
     return {"num_experts": e, "num_experts_per_tok": k, "moe_intermediate_size": int(hf["intermediate_size"]),
-            "moe_layers": (True,) * num_layers, "norm_topk_prob": True, "moe_router_bias": True,
-            "moe_expert_bias": True, "moe_activation": "clamped_swiglu",
+            "moe_layers": (True,) * num_layers, "norm_topk_prob": True,
+            "moe_activation": "clamped_swiglu",
             "swiglu_alpha": _positive(hf, "swiglu_alpha"), "swiglu_limit": _positive(hf, "swiglu_limit"),
             "attention_sinks": True,
             "sliding_windows": tuple(int(window) if t == "sliding_attention" else None for t in types)}
