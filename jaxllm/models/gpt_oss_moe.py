@@ -9,8 +9,8 @@ S slots of the routed rows (``jaxllm.ops.grouped_matmul.GroupedLayout``), k expe
   h = (u + 1) * g * sigmoid(alpha * g); y = h @ down + down_bias. The checkpoint interleaves gate and up on
   gate_up's last axis; the loader de-interleaves them into [E, D, 2, F] (jaxllm.weights.mappings_gpt_oss).
 
-The grouped matmuls run without their fused SwiGLU epilogue (float32 out), so the biases, indexed by each slot's
-expert, are added before the activation. Under tensor parallelism (Megatron style, F split) every device
+The biases (indexed by each slot's expert) and the clamped SwiGLU run in the grouped matmuls' epilogues
+(jaxllm.ops.grouped_matmul: in the Pallas kernel's registers on the GPU). Under tensor parallelism (Megatron style, F split) every device
 computes its F_l-slice and only the first device adds the down bias, so the psum counts it once; with
 ``enable_expert_parallel`` each device holds its experts' biases and adds them to its own rows.
 """
@@ -34,29 +34,20 @@ GATE_UP_BIAS_AXES = ("expert", None, "moe_mlp")  # [E, 2, F]
 DOWN_BIAS_AXES = ("expert", None)  # [E, D]
 
 
-def clamped_swiglu(gate: jax.Array, up: jax.Array, alpha: float, limit: float) -> jax.Array:
-    """gpt-oss's activation: (clip(up, -limit, limit) + 1) * g * sigmoid(alpha * g), g = min(gate, limit)."""
-    gate = jnp.minimum(gate, limit)
-    up = jnp.clip(up, -limit, limit)
-    return (up + 1.0) * gate * jax.nn.sigmoid(gate * alpha)
-
-
 def biased_experts(rows, layout, impl, gate_up, down, gate_up_bias, down_bias, alpha: float, limit: float):
     """rows [S, D] in ``layout``'s slot order -> [S, D] (rows' dtype). gate_up / down: (weight [E_l, D, 2, F_l] /
     [E_l, F_l, D], scale or None); gate_up_bias [E_l, 2, F_l]; down_bias [E_l, D] (zeros on devices that must
-    not add it)."""
+    not add it). The biases and the clamped SwiGLU run in the grouped matmuls' epilogues (float32, rounded
+    once)."""
     (w_gu, s_gu), (w_down, s_down) = gate_up, down
     e_local, d, _, f_local = w_gu.shape
-    expert = jnp.maximum(layout.slot_group(), 0)  # [S] (padding slots: any expert, never read back)
     with jax.named_scope("experts_gate_up"):
-        gu = grouped_matmul_slotted(rows, w_gu.reshape(e_local, d, 2 * f_local), layout, impl=impl,
-                                    scale=None if s_gu is None else s_gu.reshape(e_local, 2 * f_local),
-                                    out_dtype=jnp.float32)
-        gu = gu + jnp.take(gate_up_bias.reshape(e_local, 2 * f_local), expert, axis=0).astype(jnp.float32)
-        h = clamped_swiglu(gu[:, :f_local], gu[:, f_local:], alpha, limit).astype(rows.dtype)
+        h = grouped_matmul_slotted(rows, w_gu.reshape(e_local, d, 2 * f_local), layout, impl=impl,
+                                   scale=None if s_gu is None else s_gu.reshape(e_local, 2 * f_local),
+                                   bias=gate_up_bias.reshape(e_local, 2 * f_local), swiglu=True,
+                                   clamp=(alpha, limit))  # [S, F_l]
     with jax.named_scope("experts_down"):
-        y = grouped_matmul_slotted(h, w_down, layout, impl=impl, scale=s_down, out_dtype=jnp.float32)
-        return (y + jnp.take(down_bias, expert, axis=0).astype(jnp.float32)).astype(rows.dtype)
+        return grouped_matmul_slotted(h, w_down, layout, impl=impl, scale=s_down, bias=down_bias)  # [S, D]
 
 
 class GptOssMoeBlock(SparseMoeBlock):

@@ -16,12 +16,13 @@ import torch
 from flax import nnx
 from gpt_oss_cases import WINDOW, save_gpt_oss
 from hf_models import check_greedy_prefix_cache, hf_greedy
+from jaxllm.ops.grouped_matmul.dispatch import swiglu_clamped
 from safetensors.numpy import load_file, save_file
 
 import jaxllm
 from jaxllm import LLM, SamplingParams
 from jaxllm.config import ModelConfig
-from jaxllm.models.gpt_oss_moe import GptOssMoeBlock, clamped_swiglu
+from jaxllm.models.gpt_oss_moe import GptOssMoeBlock
 from jaxllm.weights.loader import WeightLoadError
 
 _SAVED: dict = {}
@@ -85,7 +86,7 @@ def test_clamped_swiglu_matches_transformers():
     gate_up = torch.linspace(-12, 12, 2 * 5 * 3).reshape(3, 10)
     want = GptOssExperts(cfg)._apply_gate(gate_up).numpy()
     g = np.asarray(gate_up)
-    got = clamped_swiglu(jnp.asarray(g[:, ::2]), jnp.asarray(g[:, 1::2]), 1.702, 7.0)
+    got = swiglu_clamped(jnp.asarray(g[:, ::2]), jnp.asarray(g[:, 1::2]), 1.702, 7.0)
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-6, atol=1e-6)
 
 
