@@ -51,6 +51,10 @@ def make_config(arch: str, **overrides):
         from deepseek_models import TINY as DEEPSEEK_TINY
 
         return getattr(transformers, arch.replace("ForCausalLM", "Config"))(**{**DEEPSEEK_TINY, **overrides})
+    if arch == "GptOssForCausalLM":  # (sinks, alternating windows and its MoE: dims of its own)
+        from models.gpt_oss_cases import GPT_OSS_TINY
+
+        return transformers.GptOssConfig(**{**GPT_OSS_TINY, **overrides})
     kw = {**TINY, **overrides}
     if arch in _MHA_ONLY:  # (these families have no num_key_value_heads; a stray one would be read by jaxllm)
         kw.pop("num_key_value_heads")
