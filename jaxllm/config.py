@@ -16,6 +16,7 @@ from jaxllm.config_archs import SUPPORTED_ARCHITECTURES, shared_names_hf, text_a
 from jaxllm.config_classic import classic_family_fields
 from jaxllm.config_deepseek import deepseek_fields, mla_attention_params, mla_cache_fields
 from jaxllm.config_dense import dense_family_fields
+from jaxllm.config_gpt_oss import GPT_OSS, gpt_oss_defaults, gpt_oss_fields, gpt_oss_quantization
 from jaxllm.config_moe_families import MOE2_ARCHS, moe2_fields
 from jaxllm.quantization_config import check_quantization, quantization_fields
 
@@ -187,6 +188,14 @@ class ModelConfig:
     num_nextn_predict_layers: int = 0
     # MLA's cache holds the compressed latent (one 576-wide head) instead of per-head K / V (with_mla_cache)
     mla_latent_cache: bool = False
+    # gpt-oss (jaxllm.config_gpt_oss): a learned attention-sink logit per q head; the experts' activation
+    # "swiglu" (silu(gate) * up) or "clamped_swiglu" (swiglu_alpha, swiglu_limit: gpt-oss's block, with a router
+    # bias and expert biases, jaxllm.models.gpt_oss_moe); MXFP4 experts in the checkpoint (dequantized at load)
+    attention_sinks: bool = False
+    moe_activation: str = "swiglu"
+    swiglu_alpha: float = 1.702
+    swiglu_limit: float = 7.0
+    mxfp4_experts: bool = False
 
     @property
     def q_size(self) -> int:
@@ -264,15 +273,17 @@ class ModelConfig:
         load time, or an fp8 checkpoint), "awq"/"gptq" (a 4-bit checkpoint of that format)."""
         if not isinstance(hf, dict):
             hf = hf.to_dict()
+        hf, mxfp4, quantization = gpt_oss_quantization(hf, quantization)
         quant_fields = quantization_fields(check_quantization(quantization), hf)
         arch, hf, multimodal = text_architecture(shared_names_hf(hf), quant_fields)
-        hf = renamed_fields({**HF_DEFAULTS.get(arch, {}), **hf}, arch)
+        defaults = gpt_oss_defaults(hf) if arch == GPT_OSS else HF_DEFAULTS.get(arch, {})
+        hf = renamed_fields({**defaults, **hf}, arch)
         if hf.get("intermediate_size") is None:
             raise ValueError(f"{arch}: the model config has no 'intermediate_size'")
         num_layers = int(hf["num_hidden_layers"])
         family = {**family_fields(hf, arch), **extra_family_fields(hf, arch, num_layers),
                   **classic_family_fields(hf, arch), **moe2_fields(hf, arch, num_layers),
-                  **dense_family_fields(hf, arch, num_layers)}
+                  **dense_family_fields(hf, arch, num_layers), **gpt_oss_fields(hf, arch, num_layers)}
         biases = attention_biases(hf, arch)
         biases.update({key: family.pop(key) for key in list(family) if key in biases})  # (StableLM's own)
         num_heads = int(hf["num_attention_heads"])
@@ -302,11 +313,12 @@ class ModelConfig:
             tie_word_embeddings=bool(hf.get("tie_word_embeddings", arch in GEMMA_ARCHS)),  # transformers' defaults
             **biases,
             mlp_bias=bool(hf.get("mlp_bias", False)),
-            sliding_windows=sliding_windows_from_hf(hf, arch, num_layers),
+            sliding_windows=family.pop("sliding_windows", None) or sliding_windows_from_hf(hf, arch, num_layers),
             dtype=resolve_dtype_name(dtype, hf.get("dtype") or hf.get("torch_dtype")),
             bos_token_id=hf.get("bos_token_id"),
             eos_token_ids=eos_ids,
             multimodal_architecture=multimodal,
+            mxfp4_experts=mxfp4,
             **family,
             **quant_fields,
             **moe_fields(hf, arch, num_layers),

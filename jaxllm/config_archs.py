@@ -12,6 +12,7 @@ from jaxllm.config_classic import CLASSIC_ARCHS, CLASSIC_MODEL_TYPES, classic_hf
 from jaxllm.config_deepseek import DEEPSEEK_ARCHS, deepseek_arch, deepseek_hf
 from jaxllm.config_dense import DENSE_ARCHS, DENSE_MODEL_TYPES, dense_hf
 from jaxllm.config_families import FUSED_ARCHS, TEXT_OF_MULTIMODAL, text_config_of_multimodal
+from jaxllm.config_gpt_oss import GPT_OSS, GPT_OSS_MODEL_TYPES
 from jaxllm.config_moe_families import MOE2_ARCHS, MOE2_MODEL_TYPES, moe_family_hf
 
 SUPPORTED_ARCHITECTURES = (
@@ -36,6 +37,7 @@ SUPPORTED_ARCHITECTURES = (
     *DEEPSEEK_ARCHS,
     *DENSE_ARCHS,
     *MOE2_ARCHS,
+    GPT_OSS,
 )
 
 _ARCH_BY_MODEL_TYPE = {
@@ -61,6 +63,7 @@ _ARCH_BY_MODEL_TYPE = {
     **CLASSIC_MODEL_TYPES,
     **DENSE_MODEL_TYPES,
     **MOE2_MODEL_TYPES,
+    **GPT_OSS_MODEL_TYPES,
 }
 
 
