@@ -209,3 +209,77 @@ def _add_family_metadata(w: gguf.GGUFWriter, arch: str, cfg) -> None:
         w.add_rope_scaling_factor(rope["factor"])
     if kind == "yarn":
         w.add_rope_scaling_orig_ctx_len(rope["original_max_position_embeddings"])
+
+
+# Families with their own HF names (jaxllm/weights/gguf_archs.py): HF architecture -> llama.cpp architecture
+OWN_NAMES_ARCH = {"GPT2LMHeadModel": "gpt2", "PhiForCausalLM": "phi2", "StableLmForCausalLM": "stablelm",
+                  "GPTNeoXForCausalLM": "gptneox", "OlmoForCausalLM": "olmo", "SeedOssForCausalLM": "seed_oss",
+                  "NemotronForCausalLM": "nemotron"}
+
+
+def _own_names_metadata(w: gguf.GGUFWriter, arch: str, cfg) -> None:
+    """The keys each family's converter class writes (convert_hf_to_gguf.py's set_gguf_parameters)."""
+    rope = getattr(cfg, "rope_parameters", None) or {}
+    hidden, heads = cfg.hidden_size, cfg.num_attention_heads
+    w.add_block_count(cfg.num_hidden_layers)
+    w.add_context_length(cfg.max_position_embeddings)
+    w.add_embedding_length(hidden)
+    w.add_feed_forward_length(4 * hidden if arch in ("gpt2", "phi2") else cfg.intermediate_size)
+    w.add_head_count(heads)
+    if arch not in ("gpt2", "gptneox"):
+        w.add_head_count_kv(cfg.num_key_value_heads)
+    if "partial_rotary_factor" in rope:
+        w.add_rope_dimension_count(int(rope["partial_rotary_factor"] * hidden) // heads)
+    if arch in ("stablelm", "gptneox"):
+        w.add_parallel_residual(cfg.use_parallel_residual)
+    eps = {"gpt2": "layer_norm_epsilon", "nemotron": "norm_eps"}.get(arch, "layer_norm_eps")
+    w.add_layer_norm_eps(getattr(cfg, eps, 1e-5))
+    if arch in ("olmo", "seed_oss", "nemotron"):  # TextModel's generic keys
+        w.add_rope_freq_base(rope["rope_theta"])
+        if getattr(cfg, "head_dim", None):
+            w.add_key_length(cfg.head_dim)
+            w.add_value_length(cfg.head_dim)
+        if getattr(cfg, "rms_norm_eps", None) or arch == "nemotron":
+            w.add_layer_norm_rms_eps(getattr(cfg, "rms_norm_eps", None) or cfg.norm_eps)
+    if arch == "olmo" and cfg.clip_qkv is not None:
+        w.add_clamp_kqv(cfg.clip_qkv)
+    if arch == "nemotron":
+        w.add_vocab_size(cfg.vocab_size)
+        w.add_rope_scaling_type(gguf.RopeScalingType.NONE)
+
+
+def _own_names_tensor(arch: str, name: str, arr: np.ndarray, cfg) -> np.ndarray:
+    """One HF tensor as the family's converter class edits it (modify_tensors)."""
+    from jaxllm.weights.gguf import permute_qk
+
+    if arch == "gpt2" and name.endswith((".c_attn.weight", ".c_proj.weight", ".c_fc.weight")):
+        return arr.T
+    if arch == "gptneox" and ".query_key_value." in name:  # [H, 3, Dh] rows -> [q | k | v]
+        h = cfg.num_attention_heads
+        return arr.reshape(h, 3, -1, *arr.shape[1:]).swapaxes(0, 1).reshape(arr.shape)
+    if arch == "olmo" and name.endswith(("q_proj.weight", "k_proj.weight")):
+        return permute_qk(arr, cfg.num_attention_heads if "q_proj" in name else cfg.num_key_value_heads)
+    if arch == "nemotron" and name.endswith("norm.weight"):
+        return arr + 1.0
+    return arr
+
+
+def write_own_names_as_gguf(path, hf_dir, cfg) -> str:
+    """``write_hf_as_gguf`` for the families of OWN_NAMES_ARCH (float32 tensors): GPT-2's causal-mask buffers
+    dropped, StableLM's per-head q/k norms stacked [H, Dh], each family's converter edits. Returns the arch."""
+    arch = OWN_NAMES_ARCH[cfg.architectures[0]]
+    w = gguf.GGUFWriter(os.fspath(path), arch)
+    _own_names_metadata(w, arch, cfg)
+    tensors = _checkpoint_tensors(hf_dir)
+    norms = re.compile(r"^(.+\.[qk]_layernorm)\.norms\.(\d+)\.weight$")
+    for stacked in sorted({m.group(1) for m in map(norms.match, tensors) if m}):
+        n = len([k for k in tensors if k.startswith(f"{stacked}.norms.")])
+        tensors[f"{stacked}.weight"] = np.stack([tensors.pop(f"{stacked}.norms.{h}.weight") for h in range(n)])
+    names = gguf.get_tensor_name_map({a: n for n, a in gguf.MODEL_ARCH_NAMES.items()}[arch], cfg.num_hidden_layers)
+    for name, arr in tensors.items():
+        if name.endswith((".attn.bias", ".attn.masked_bias")):
+            continue
+        arr = np.ascontiguousarray(_own_names_tensor(arch, name, arr.astype(np.float32), cfg))
+        w.add_tensor(names.get_name(name, try_suffixes=(".weight", ".bias")), arr)
+    finish_gguf(w)
+    return arch

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from . import gguf_archs
 from .gguf_families import FAMILY_CONFIG, moe_config
 from .gguf_names import expert_names, hf_tensor_name, permute_qk, unpermute_qk
 from .gguf_rope import f32_to_float, rope_scaling_from_metadata
@@ -52,6 +53,7 @@ SUPPORTED_GGUF_ARCHITECTURES = {
     "smollm3": "SmolLM3ForCausalLM",  # llama.cpp skips rope on every 4th layer, transformers' default interval
     "starcoder2": "Starcoder2ForCausalLM",
     "command-r": "CohereForCausalLM",
+    **{name: arch.hf_architecture for name, arch in gguf_archs.ARCHS.items()},  # their own name tables
 }
 # Architectures whose q/k rows llama.cpp's converter permutes (LlamaModel and its subclasses).
 _PERMUTED_QK = ("llama", "granite", "smollm3")
@@ -147,7 +149,8 @@ class GGUFCheckpoint:
         kv_heads = int(self._arch_key("attention.head_count_kv", heads))
         head_dim = int(self._arch_key("attention.key_length", hidden // heads))
         rope_dim = self._arch_key("rope.dimension_count")
-        if rope_dim is not None and int(rope_dim) != head_dim and self.architecture != "phi3":
+        partial_rotary = self.architecture == "phi3" or self.architecture in gguf_archs.ARCHS
+        if rope_dim is not None and int(rope_dim) != head_dim and not partial_rotary:
             raise ValueError(f"GGUF rope.dimension_count={rope_dim} differs from head_dim={head_dim}: partial "
                              f"rotary embeddings are not supported for {self.architecture}")
         vocab = self._arch_key("vocab_size")
@@ -174,6 +177,12 @@ class GGUFCheckpoint:
             "eos_token_id": self._eos_token_id(),
             "torch_dtype": "float32",
         }
+        if self.architecture in gguf_archs.ARCHS:  # (LayerNorm families: no RMSNorm epsilon)
+            if self._arch_key("attention.layer_norm_rms_epsilon") is None:
+                del cfg["rms_norm_eps"]
+            if "blk.0.ffn_up.weight" in self._tensors:  # (GPT-2 / Phi-2 files state 4 x hidden whatever the model has)
+                cfg["intermediate_size"] = int(self._tensors["blk.0.ffn_up.weight"].shape[0])
+            return gguf_archs.ARCHS[self.architecture].config(self, cfg)
         if self.architecture in _PERMUTED_QK:
             cfg["attention_bias"] = "blk.0.attn_q.bias" in self._tensors
             cfg["mlp_bias"] = "blk.0.ffn_up.bias" in self._tensors
@@ -210,6 +219,8 @@ class GGUFCheckpoint:
     # ------------------------------------------------------------------ tensors
     def _hf_names(self, name: str) -> list[str]:
         """HF names of one llama.cpp tensor: one name, or one per expert for a stacked expert tensor."""
+        if self.architecture in gguf_archs.ARCHS:
+            return gguf_archs.hf_names(self, name)
         experts = expert_names(name, self.architecture, self.num_experts)
         if experts == []:
             raise ValueError(f"GGUF tensor {name!r} in {self.path!r} stacks MoE experts but the file has no "
@@ -231,6 +242,9 @@ class GGUFCheckpoint:
             if name in _CONSUMED_TENSORS:
                 continue
             w = dequantize(t.data, t.type_name, t.shape)
+            if self.architecture in gguf_archs.ARCHS:
+                yield from zip(gguf_archs.hf_names(self, name), gguf_archs.arrays(self, name, w))
+                continue
             if self.architecture in _PERMUTED_QK:
                 suffix = name.split(".", 2)[-1] if name.startswith("blk.") else ""
                 if suffix.startswith("attn_q."):

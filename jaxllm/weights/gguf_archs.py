@@ -1,0 +1,204 @@
+"""GGUF files of GPT-2, Phi-2, StableLM, GPT-NeoX, OLMo, Seed-OSS and Nemotron: llama.cpp's tensor names ->
+the HF checkpoint's own names, the converter's tensor edits undone, and the metadata -> HF config.json fields.
+
+These families' HF checkpoints do not use llama's names (``transformer.h.N.attn.c_attn``,
+``gpt_neox.layers.N.attention.query_key_value``, ...), so each has a whole table here instead of additions to
+gguf_names.py. What convert_hf_to_gguf.py changes, and ``arrays`` undoes:
+
+- GPT-2: Conv1D weights ([in, out] in HF) are written transposed; undone.
+- GPT-NeoX: ``query_key_value``'s rows interleaved per head ([H, 3, Dh]) are written as [q | k | v]; re-interleaved.
+- StableLM: per-head q/k LayerNorms (``norms.{h}.weight`` [Dh]) are stacked into one [H, Dh] tensor; split.
+- OLMo: llama's q/k row permutation (undone as for llama).
+- Nemotron: LayerNorm1P's weights are written + 1 (llama.cpp scales by w, HF by 1 + w); subtracted.
+Phi-2 and Seed-OSS tensors are written as they are. Partial rotary is ``rope.dimension_count`` < head_dim.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .gguf_names import unpermute_qk
+from .gguf_rope import f32_to_float, rope_scaling_from_metadata
+
+_LLAMA_ATTN = {"attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
+               "attn_output": "self_attn.o_proj"}
+_LLAMA_MLP = {"ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj"}
+_NORMS = {"attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm"}
+_LAYER_RE = re.compile(r"^blk\.(\d+)\.(\w+)\.(weight|bias)$")
+
+
+@dataclass(frozen=True)
+class GGUFArch:
+    """One llama.cpp architecture: its HF architecture, global names {gguf module: HF module}, the HF layer
+    prefix and per-layer names {gguf module: HF module}; ``config(ckpt, common)`` gives the config.json fields,
+    ``split``: modules one GGUF tensor of which holds several HF tensors (StableLM's per-head norms)."""
+
+    hf_architecture: str
+    globals: dict[str, str]
+    layer_prefix: str
+    layer: dict[str, str]
+    config: Callable[[Any, dict[str, Any]], dict[str, Any]]
+    split: dict[str, str] = field(default_factory=dict)
+
+
+def _rope_fields(ckpt, head_dim: int) -> dict[str, Any]:
+    """partial_rotary_factor from rope.dimension_count, rope_theta (10000 when the converter wrote none)."""
+    rope_dim = int(ckpt.arch_key("rope.dimension_count", head_dim))
+    return {"partial_rotary_factor": rope_dim / head_dim,
+            "rope_theta": f32_to_float(ckpt.arch_key("rope.freq_base", 10000.0))}
+
+
+def _ln_eps(ckpt) -> float:
+    return f32_to_float(ckpt.arch_key("attention.layer_norm_epsilon", 1e-5))
+
+
+def _has(ckpt, name: str) -> bool:
+    return name in ckpt.tensor_keys()
+
+
+def _gpt2(ckpt, c: dict[str, Any]) -> dict[str, Any]:
+    return {**c, "model_type": "gpt2", "n_embd": c["hidden_size"], "n_layer": c["num_hidden_layers"],
+            "n_head": c["num_attention_heads"], "n_positions": c["max_position_embeddings"],
+            "n_inner": c["intermediate_size"], "layer_norm_epsilon": _ln_eps(ckpt), "activation_function": "gelu_new"}
+
+
+def _phi2(ckpt, c: dict[str, Any]) -> dict[str, Any]:
+    return {**c, "model_type": "phi", "hidden_act": "gelu_new", "layer_norm_eps": _ln_eps(ckpt),
+            **_rope_fields(ckpt, c["head_dim"])}
+
+
+def _stablelm(ckpt, c: dict[str, Any]) -> dict[str, Any]:
+    return {**c, "model_type": "stablelm", "hidden_act": "silu", "layer_norm_eps": _ln_eps(ckpt),
+            "use_qkv_bias": _has(ckpt, "blk.0.attn_q.bias"), "qk_layernorm": _has(ckpt, "blk.0.attn_q_norm.weight"),
+            "use_parallel_residual": bool(ckpt.arch_key("use_parallel_residual", True)),
+            **_rope_fields(ckpt, c["head_dim"])}
+
+
+def _gptneox(ckpt, c: dict[str, Any]) -> dict[str, Any]:
+    rope = _rope_fields(ckpt, c["head_dim"])
+    return {**c, "model_type": "gpt_neox", "hidden_act": "gelu", "layer_norm_eps": _ln_eps(ckpt),
+            "rotary_pct": rope["partial_rotary_factor"], "rotary_emb_base": rope["rope_theta"], **rope,
+            "use_parallel_residual": bool(ckpt.arch_key("use_parallel_residual", True)), "attention_bias": True}
+
+
+def _olmo(ckpt, c: dict[str, Any]) -> dict[str, Any]:
+    clip = ckpt.arch_key("attention.clamp_kqv")
+    return {**c, "model_type": "olmo", "attention_bias": _has(ckpt, "blk.0.attn_q.bias"),
+            "clip_qkv": None if clip is None else f32_to_float(clip), **_rope_scaling(ckpt, c)}
+
+
+def _seed_oss(ckpt, c: dict[str, Any]) -> dict[str, Any]:
+    return {**c, "model_type": "seed_oss", "attention_bias": _has(ckpt, "blk.0.attn_q.bias"),
+            "attention_out_bias": _has(ckpt, "blk.0.attn_output.bias"), "mlp_bias": _has(ckpt, "blk.0.ffn_up.bias"),
+            **_rope_scaling(ckpt, c)}
+
+
+def _nemotron(ckpt, c: dict[str, Any]) -> dict[str, Any]:
+    fields = {**c, "model_type": "nemotron", "hidden_act": "relu2", "norm_eps": _ln_eps(ckpt),
+              "attention_bias": _has(ckpt, "blk.0.attn_q.bias"), "mlp_bias": _has(ckpt, "blk.0.ffn_up.bias"),
+              **_rope_fields(ckpt, c["head_dim"])}
+    return {**fields, **_rope_scaling(ckpt, fields)}
+
+
+def _rope_scaling(ckpt, c: dict[str, Any]) -> dict[str, Any]:
+    scaling = rope_scaling_from_metadata(ckpt, c)
+    return {} if scaling is None else {"rope_scaling": scaling}
+
+
+ARCHS: dict[str, GGUFArch] = {
+    "gpt2": GGUFArch(
+        "GPT2LMHeadModel",
+        {"token_embd": "transformer.wte", "position_embd": "transformer.wpe", "output_norm": "transformer.ln_f",
+         "output": "lm_head"},
+        "transformer.h.", {"attn_norm": "ln_1", "attn_qkv": "attn.c_attn", "attn_output": "attn.c_proj",
+                           "ffn_norm": "ln_2", "ffn_up": "mlp.c_fc", "ffn_down": "mlp.c_proj"}, _gpt2),
+    "phi2": GGUFArch(
+        "PhiForCausalLM", {"token_embd": "model.embed_tokens", "output_norm": "model.final_layernorm",
+                           "output": "lm_head"},
+        "model.layers.", {**_LLAMA_ATTN, "attn_output": "self_attn.dense", "attn_norm": "input_layernorm",
+                          "ffn_up": "mlp.fc1", "ffn_down": "mlp.fc2"}, _phi2),
+    "stablelm": GGUFArch(
+        "StableLmForCausalLM", {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"},
+        "model.layers.", {**_LLAMA_ATTN, **_LLAMA_MLP, **_NORMS}, _stablelm,
+        split={"attn_q_norm": "self_attn.q_layernorm.norms", "attn_k_norm": "self_attn.k_layernorm.norms"}),
+    "gptneox": GGUFArch(
+        "GPTNeoXForCausalLM", {"token_embd": "gpt_neox.embed_in", "output_norm": "gpt_neox.final_layer_norm",
+                               "output": "embed_out"},
+        "gpt_neox.layers.", {**_NORMS, "attn_qkv": "attention.query_key_value", "attn_output": "attention.dense",
+                             "ffn_up": "mlp.dense_h_to_4h", "ffn_down": "mlp.dense_4h_to_h"}, _gptneox),
+    "olmo": GGUFArch("OlmoForCausalLM", {"token_embd": "model.embed_tokens", "output": "lm_head"},
+                     "model.layers.", {**_LLAMA_ATTN, **_LLAMA_MLP}, _olmo),
+    "seed_oss": GGUFArch("SeedOssForCausalLM", {"token_embd": "model.embed_tokens", "output_norm": "model.norm",
+                                                "output": "lm_head"},
+                         "model.layers.", {**_LLAMA_ATTN, **_LLAMA_MLP, "attn_norm": "input_layernorm",
+                                           "post_attention_norm": "post_attention_layernorm"}, _seed_oss),
+    "nemotron": GGUFArch("NemotronForCausalLM", {"token_embd": "model.embed_tokens", "output_norm": "model.norm",
+                                                 "output": "lm_head"},
+                         "model.layers.", {**_LLAMA_ATTN, **_NORMS, "ffn_up": "mlp.up_proj",
+                                           "ffn_down": "mlp.down_proj"}, _nemotron),
+}
+_CONV1D = ("attn_qkv", "attn_output", "ffn_up", "ffn_down")  # GPT-2's Conv1D modules, [in, out] in HF
+
+
+def _split_name(name: str) -> tuple[str | None, str, str]:
+    """``blk.3.attn_q.weight`` -> ("3", "attn_q", "weight"); ``output_norm.bias`` -> (None, "output_norm", "bias")."""
+    m = _LAYER_RE.match(name)
+    if m:
+        return m.group(1), m.group(2), m.group(3)
+    module, _, kind = name.rpartition(".")
+    return None, module, kind
+
+
+def hf_names(ckpt, name: str) -> list[str]:
+    """HF names of the GGUF tensor ``name`` (several for a split tensor); a ValueError naming an unknown one."""
+    arch = ARCHS[ckpt.architecture]
+    layer, module, kind = _split_name(name)
+    if layer is None and module in arch.globals:
+        return [f"{arch.globals[module]}.{kind}"]
+    if layer is not None and module in arch.split:
+        heads = int(ckpt.arch_key("attention.head_count" if module == "attn_q_norm" else "attention.head_count_kv"))
+        return [f"{arch.layer_prefix}{layer}.{arch.split[module]}.{h}.{kind}" for h in range(heads)]
+    if layer is not None and module in arch.layer:
+        return [f"{arch.layer_prefix}{layer}.{arch.layer[module]}.{kind}"]
+    known = [*arch.globals, *(f"blk.N.{m}" for m in (*arch.layer, *arch.split))]
+    raise ValueError(f"GGUF tensor {name!r} has no HF equivalent that jaxllm knows for {ckpt.architecture}; "
+                     f"known tensors (.weight / .bias): {', '.join(known)}")
+
+
+def arrays(ckpt, name: str, w: np.ndarray) -> list[np.ndarray]:
+    """The GGUF tensor ``name`` (float32, dims reversed to HF order) as the HF tensors ``hf_names`` lists."""
+    arch, cfg = ckpt.architecture, ckpt.hf_config
+    _, module, kind = _split_name(name)
+    if arch == "gpt2" and module in _CONV1D and kind == "weight":
+        return [np.ascontiguousarray(w.T)]
+    if arch == "gptneox" and module == "attn_qkv":  # [q | k | v] rows -> [H, 3, Dh] rows
+        heads = cfg["num_attention_heads"]
+        return [np.ascontiguousarray(w.reshape(3, heads, -1, *w.shape[1:]).swapaxes(0, 1).reshape(w.shape))]
+    if arch == "stablelm" and module in ARCHS[arch].split:
+        return list(w)
+    if arch == "olmo" and module in ("attn_q", "attn_k") and kind == "weight":
+        return [unpermute_qk(w, cfg["num_attention_heads" if module == "attn_q" else "num_key_value_heads"])]
+    if arch == "nemotron" and module.endswith("norm") and kind == "weight":
+        return [w - 1.0]
+    return [w]
+
+
+def gguf_name(hf_name: str, architecture: str) -> str | None:
+    """HF name -> the llama.cpp tensor holding it (for errors naming what a file lacks); None when unknown."""
+    arch = ARCHS[architecture]
+    module, _, kind = hf_name.rpartition(".")
+    for g, h in arch.globals.items():
+        if module == h:
+            return f"{g}.{kind}"
+    if not module.startswith(arch.layer_prefix):
+        return None
+    layer, _, rest = module[len(arch.layer_prefix):].partition(".")
+    for g, h in {**arch.layer, **arch.split}.items():
+        if rest == h or (g in arch.split and rest.rpartition(".")[0] == h):
+            return f"blk.{layer}.{g}.{kind}"
+    return None

@@ -1,0 +1,85 @@
+"""GGUF files of the families whose HF checkpoints have their own tensor names (GPT-2, Phi-2, StableLM, GPT-NeoX,
+OLMo, Seed-OSS, Nemotron), written as llama.cpp's convert_hf_to_gguf.py writes them (tests/gguf_files.py: the
+gguf package's name map, GPT-2's transposed Conv1D, GPT-NeoX's [q | k | v] rows, StableLM's stacked per-head
+norms, OLMo's q/k permutation, Nemotron's norms + 1): the file gives transformers' fp32 logits on the HF
+checkpoint (1e-4 relative) and its greedy tokens; a file lacking a tensor fails naming it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+gguf = pytest.importorskip("gguf")
+torch = pytest.importorskip("torch")
+
+from gguf_files import finish_gguf, write_own_names_as_gguf
+from hf_models import hf_greedy, hf_logits, relative_error, save_tiny_model
+
+import jaxllm
+from jaxllm.weights.gguf import GGUFCheckpoint
+
+SPECIAL = {"pad_token_id": 0, "eos_token_id": 1, "bos_token_id": 2}
+CASES = {
+    "gpt2": ("GPT2LMHeadModel", {}),
+    "phi2": ("PhiForCausalLM", {**SPECIAL, "partial_rotary_factor": 0.5, "intermediate_size": 96}),
+    "stablelm": ("StableLmForCausalLM", {**SPECIAL, "use_qkv_bias": True, "qk_layernorm": True}),
+    "stablelm-parallel": ("StableLmForCausalLM", {**SPECIAL, "use_parallel_residual": True}),
+    "gptneox": ("GPTNeoXForCausalLM", {**SPECIAL, "rotary_pct": 0.5}),
+    "gptneox-sequential": ("GPTNeoXForCausalLM", {**SPECIAL, "use_parallel_residual": False}),
+    "olmo": ("OlmoForCausalLM", {**SPECIAL, "clip_qkv": 0.5, "attention_bias": True}),
+    "seed-oss": ("SeedOssForCausalLM", {**SPECIAL, "head_dim": 16, "attention_out_bias": True}),
+    "nemotron": ("NemotronForCausalLM", {**SPECIAL, "head_dim": 16, "partial_rotary_factor": 0.5}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_logits_and_greedy_match_transformers(name, tmp_path):
+    arch, overrides = CASES[name]
+    hf = save_tiny_model(tmp_path / "hf", arch, **overrides)
+    path = tmp_path / "model.gguf"
+    write_own_names_as_gguf(path, tmp_path / "hf", hf.config)
+    assert GGUFCheckpoint(path).hf_config["architectures"] == [arch]
+    model = jaxllm.load_model(path)
+    ids = np.random.RandomState(1).randint(0, hf.config.vocab_size, (2, 20)).astype(np.int32)
+    assert relative_error(np.asarray(model(ids)), hf_logits(hf, ids)) <= 1e-4
+    prompt = ids[0, :8].tolist()
+    greedy = []
+    for _ in range(4):  # the loaded model's argmax, token by token, against transformers' greedy decoding
+        greedy.append(int(np.asarray(model(np.asarray([prompt + greedy], np.int32)))[0, -1].argmax()))
+    assert greedy == hf_greedy(hf, prompt, 4)
+
+
+def test_missing_tensor_names_the_gguf_tensor(tmp_path):
+    """A GPT-NeoX file without one layer's fused qkv: an error naming the HF key and the llama.cpp tensor."""
+    hf = save_tiny_model(tmp_path / "hf", "GPTNeoXForCausalLM", **SPECIAL)
+    full = tmp_path / "full.gguf"
+    write_own_names_as_gguf(full, tmp_path / "hf", hf.config)
+    src = gguf.GGUFReader(full)
+    w = gguf.GGUFWriter(tmp_path / "missing.gguf", "gptneox")
+    for field in src.fields.values():
+        if field.name.startswith("gptneox."):
+            w.add_key_value(field.name, field.contents(), field.types[0])
+    for t in src.tensors:
+        if t.name != "blk.1.attn_qkv.weight":
+            w.add_tensor(t.name, np.asarray(t.data).reshape(tuple(reversed(t.shape.tolist()))))
+    finish_gguf(w)
+    with pytest.raises(Exception, match=r"gpt_neox\.layers\.1\.attention\.query_key_value\.weight.*"
+                                        r"blk\.1\.attn_qkv\.weight"):
+        jaxllm.load_model(tmp_path / "missing.gguf")
+
+
+def test_unknown_tensor_is_an_error_naming_it(tmp_path):
+    hf = save_tiny_model(tmp_path / "hf", "GPT2LMHeadModel")
+    path = tmp_path / "m.gguf"
+    write_own_names_as_gguf(path, tmp_path / "hf", hf.config)
+    src = gguf.GGUFReader(path)
+    w = gguf.GGUFWriter(tmp_path / "extra.gguf", "gpt2")
+    for field in src.fields.values():
+        if field.name.startswith("gpt2."):
+            w.add_key_value(field.name, field.contents(), field.types[0])
+    for t in src.tensors:
+        w.add_tensor(t.name, np.asarray(t.data).reshape(tuple(reversed(t.shape.tolist()))))
+    w.add_tensor("blk.0.attn_q_norm.weight", np.ones(8, np.float32))
+    finish_gguf(w)
+    with pytest.raises(ValueError, match=r"blk\.0\.attn_q_norm\.weight.*gpt2"):
+        GGUFCheckpoint(tmp_path / "extra.gguf")
