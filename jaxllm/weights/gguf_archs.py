@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from .gguf_deepseek import DEEPSEEK_GLOBALS, DEEPSEEK_LAYER, DEEPSEEK_SPLIT, deepseek_arrays, deepseek_config
 from .gguf_names import unpermute_qk
 from .gguf_rope import f32_to_float, rope_scaling_from_metadata
 
@@ -36,14 +37,16 @@ _LAYER_RE = re.compile(r"^blk\.(\d+)\.(\w+)\.(weight|bias)$")
 class GGUFArch:
     """One llama.cpp architecture: its HF architecture, global names {gguf module: HF module}, the HF layer
     prefix and per-layer names {gguf module: HF module}; ``config(ckpt, common)`` gives the config.json fields,
-    ``split``: modules one GGUF tensor of which holds several HF tensors (StableLM's per-head norms)."""
+    ``split``: modules one GGUF tensor of which stacks several HF tensors, {gguf module: (HF module template with
+    ``{i}``, the metadata key counting them)} (StableLM's per-head norms, MoE experts)."""
 
     hf_architecture: str
     globals: dict[str, str]
     layer_prefix: str
     layer: dict[str, str]
     config: Callable[[Any, dict[str, Any]], dict[str, Any]]
-    split: dict[str, str] = field(default_factory=dict)
+    split: dict[str, tuple[str, str]] = field(default_factory=dict)
+    merged: dict[str, str] = field(default_factory=dict)  # {module: the module whose tensor yields it too}
 
 
 def _rope_fields(ckpt, head_dim: int) -> dict[str, Any]:
@@ -110,6 +113,7 @@ def _rope_scaling(ckpt, c: dict[str, Any]) -> dict[str, Any]:
     return {} if scaling is None else {"rope_scaling": scaling}
 
 
+_DEEPSEEK_ARCH = "DeepseekV3ForCausalLM"  # (V2 files: deepseek_config names DeepseekV2ForCausalLM)
 ARCHS: dict[str, GGUFArch] = {
     "gpt2": GGUFArch(
         "GPT2LMHeadModel",
@@ -125,7 +129,8 @@ ARCHS: dict[str, GGUFArch] = {
     "stablelm": GGUFArch(
         "StableLmForCausalLM", {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"},
         "model.layers.", {**_LLAMA_ATTN, **_LLAMA_MLP, **_NORMS}, _stablelm,
-        split={"attn_q_norm": "self_attn.q_layernorm.norms", "attn_k_norm": "self_attn.k_layernorm.norms"}),
+        split={"attn_q_norm": ("self_attn.q_layernorm.norms.{i}", "attention.head_count"),
+               "attn_k_norm": ("self_attn.k_layernorm.norms.{i}", "attention.head_count_kv")}),
     "gptneox": GGUFArch(
         "GPTNeoXForCausalLM", {"token_embd": "gpt_neox.embed_in", "output_norm": "gpt_neox.final_layer_norm",
                                "output": "embed_out"},
@@ -141,6 +146,8 @@ ARCHS: dict[str, GGUFArch] = {
                                                  "output": "lm_head"},
                          "model.layers.", {**_LLAMA_ATTN, **_NORMS, "ffn_up": "mlp.up_proj",
                                            "ffn_down": "mlp.down_proj"}, _nemotron),
+    "deepseek2": GGUFArch(_DEEPSEEK_ARCH, DEEPSEEK_GLOBALS, "model.layers.", DEEPSEEK_LAYER, deepseek_config,
+                          split=DEEPSEEK_SPLIT, merged={"attn_v_b": "attn_k_b"}),
 }
 _CONV1D = ("attn_qkv", "attn_output", "ffn_up", "ffn_down")  # GPT-2's Conv1D modules, [in, out] in HF
 
@@ -161,8 +168,16 @@ def hf_names(ckpt, name: str) -> list[str]:
     if layer is None and module in arch.globals:
         return [f"{arch.globals[module]}.{kind}"]
     if layer is not None and module in arch.split:
-        heads = int(ckpt.arch_key("attention.head_count" if module == "attn_q_norm" else "attention.head_count_kv"))
-        return [f"{arch.layer_prefix}{layer}.{arch.split[module]}.{h}.{kind}" for h in range(heads)]
+        template, count = arch.split[module]
+        return [f"{arch.layer_prefix}{layer}.{template.format(i=i)}.{kind}" for i in range(int(ckpt.arch_key(count)))]
+    halves = {**arch.merged, **{owner: part for part, owner in arch.merged.items()}}
+    if layer is not None and module in halves and f"blk.{layer}.{halves[module]}.{kind}" not in ckpt.tensor_keys():
+        raise ValueError(f"GGUF tensor {name!r} has no partner blk.{layer}.{halves[module]}.{kind}: the two "
+                         "halves make one HF tensor")
+    if layer is not None and module in arch.merged:  # (the HF tensor its partner yields)
+        return []
+    if layer is not None and f"{module}.{kind}" in arch.layer:  # a whole HF name
+        return [f"{arch.layer_prefix}{layer}.{arch.layer[f'{module}.{kind}']}"]
     if layer is not None and module in arch.layer:
         return [f"{arch.layer_prefix}{layer}.{arch.layer[module]}.{kind}"]
     known = [*arch.globals, *(f"blk.N.{m}" for m in (*arch.layer, *arch.split))]
@@ -179,8 +194,10 @@ def arrays(ckpt, name: str, w: np.ndarray) -> list[np.ndarray]:
     if arch == "gptneox" and module == "attn_qkv":  # [q | k | v] rows -> [H, 3, Dh] rows
         heads = cfg["num_attention_heads"]
         return [np.ascontiguousarray(w.reshape(3, heads, -1, *w.shape[1:]).swapaxes(0, 1).reshape(w.shape))]
-    if arch == "stablelm" and module in ARCHS[arch].split:
+    if module in ARCHS[arch].split:
         return list(w)
+    if arch == "deepseek2":
+        return deepseek_arrays(ckpt, name, module, w)
     if arch == "olmo" and module in ("attn_q", "attn_k") and kind == "weight":
         return [unpermute_qk(w, cfg["num_attention_heads" if module == "attn_q" else "num_key_value_heads"])]
     if arch == "nemotron" and module.endswith("norm") and kind == "weight":
@@ -198,7 +215,12 @@ def gguf_name(hf_name: str, architecture: str) -> str | None:
     if not module.startswith(arch.layer_prefix):
         return None
     layer, _, rest = module[len(arch.layer_prefix):].partition(".")
-    for g, h in {**arch.layer, **arch.split}.items():
-        if rest == h or (g in arch.split and rest.rpartition(".")[0] == h):
+    for g, h in sorted(arch.layer.items(), key=lambda item: "." not in item[0]):  # whole names first
+        if f"{rest}.{kind}" == h:
+            return f"blk.{layer}.{g}"
+        if rest == h:
+            return f"blk.{layer}.{g}.{kind}"
+    for g, (template, _) in arch.split.items():
+        if re.fullmatch(re.escape(template).replace(r"\{i\}", r"\d+"), rest):
             return f"blk.{layer}.{g}.{kind}"
     return None
