@@ -41,7 +41,8 @@ CONVERTER_ARCH = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "llama", "M
                   "CohereForCausalLM": "command-r",
                   "Qwen2ForCausalLM": "qwen2", "Qwen3ForCausalLM": "qwen3", "Qwen3MoeForCausalLM": "qwen3moe",
                   "GemmaForCausalLM": "gemma", "Gemma2ForCausalLM": "gemma2", "Gemma3ForCausalLM": "gemma3",
-                  "Phi3ForCausalLM": "phi3", "Olmo2ForCausalLM": "olmo2"}
+                  "Phi3ForCausalLM": "phi3", "Olmo2ForCausalLM": "olmo2",
+                  "Olmo3ForCausalLM": "olmo2"}
 PERMUTED = ("llama", "granite", "smollm3")  # the converter's LlamaModel subclasses: q/k rows permuted
 _EXPERT = re.compile(r"^model\.layers\.(\d+)\.(block_sparse_moe|mlp)\.experts\.(\d+)\.(\w+)\.weight$")
 
@@ -197,6 +198,9 @@ def _add_family_metadata(w: gguf.GGUFWriter, arch: str, cfg) -> None:
         w.add_logit_scale(cfg.logits_scaling)
     if arch in ("gemma2", "gemma3", "phi3") and getattr(cfg, "sliding_window", None):
         w.add_sliding_window(cfg.sliding_window)
+    if arch == "olmo2" and getattr(cfg, "sliding_window", None):  # OLMo 3
+        w.add_sliding_window(cfg.sliding_window)
+        w.add_sliding_window_pattern([t == "sliding_attention" for t in cfg.layer_types])
     if arch == "gemma2":
         w.add_attn_logit_softcapping(cfg.attn_logit_softcapping)
         w.add_final_logit_softcapping(cfg.final_logit_softcapping)
@@ -214,7 +218,8 @@ def _add_family_metadata(w: gguf.GGUFWriter, arch: str, cfg) -> None:
 # Families with their own HF names (jaxllm/weights/gguf_archs.py): HF architecture -> llama.cpp architecture
 OWN_NAMES_ARCH = {"GPT2LMHeadModel": "gpt2", "PhiForCausalLM": "phi2", "StableLmForCausalLM": "stablelm",
                   "GPTNeoXForCausalLM": "gptneox", "OlmoForCausalLM": "olmo", "SeedOssForCausalLM": "seed_oss",
-                  "NemotronForCausalLM": "nemotron"}
+                  "NemotronForCausalLM": "nemotron", "Glm4ForCausalLM": "glm4", "Exaone4ForCausalLM": "exaone4",
+                  "Ernie4_5ForCausalLM": "ernie4_5", "Cohere2ForCausalLM": "cohere2"}
 
 
 def _own_names_metadata(w: gguf.GGUFWriter, arch: str, cfg) -> None:
@@ -228,19 +233,28 @@ def _own_names_metadata(w: gguf.GGUFWriter, arch: str, cfg) -> None:
     w.add_head_count(heads)
     if arch not in ("gpt2", "gptneox"):
         w.add_head_count_kv(cfg.num_key_value_heads)
-    if "partial_rotary_factor" in rope:
-        w.add_rope_dimension_count(int(rope["partial_rotary_factor"] * hidden) // heads)
+    if "partial_rotary_factor" in rope:  # (GLM-4's converter: of head_dim; the others: of hidden / heads)
+        of = cfg.head_dim * heads if arch == "glm4" else hidden
+        w.add_rope_dimension_count(int(rope["partial_rotary_factor"] * of) // heads)
     if arch in ("stablelm", "gptneox"):
         w.add_parallel_residual(cfg.use_parallel_residual)
     eps = {"gpt2": "layer_norm_epsilon", "nemotron": "norm_eps"}.get(arch, "layer_norm_eps")
     w.add_layer_norm_eps(getattr(cfg, eps, 1e-5))
-    if arch in ("olmo", "seed_oss", "nemotron"):  # TextModel's generic keys
+    if arch in ("olmo", "seed_oss", "nemotron", "glm4", "exaone4", "ernie4_5", "cohere2"):  # TextModel's keys
         w.add_rope_freq_base(rope["rope_theta"])
         if getattr(cfg, "head_dim", None):
             w.add_key_length(cfg.head_dim)
             w.add_value_length(cfg.head_dim)
         if getattr(cfg, "rms_norm_eps", None) or arch == "nemotron":
             w.add_layer_norm_rms_eps(getattr(cfg, "rms_norm_eps", None) or cfg.norm_eps)
+    if arch in ("exaone4", "cohere2"):
+        w.add_vocab_size(cfg.vocab_size)
+        w.add_sliding_window(cfg.sliding_window)
+    if arch == "exaone4":
+        w.add_sliding_window_pattern([t == "sliding_attention" for t in cfg.layer_types])
+    if arch == "cohere2":
+        w.add_logit_scale(cfg.logit_scale)
+        w.add_rope_dimension_count(cfg.hidden_size // heads)
     if arch == "olmo" and cfg.clip_qkv is not None:
         w.add_clamp_kqv(cfg.clip_qkv)
     if arch == "nemotron":

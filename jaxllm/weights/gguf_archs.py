@@ -30,6 +30,7 @@ _LLAMA_ATTN = {"attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn
                "attn_output": "self_attn.o_proj"}
 _LLAMA_MLP = {"ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj"}
 _NORMS = {"attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm"}
+_LLAMA_GLOBALS = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
 _LAYER_RE = re.compile(r"^blk\.(\d+)\.(\w+)\.(weight|bias)$")
 
 
@@ -108,6 +109,43 @@ def _nemotron(ckpt, c: dict[str, Any]) -> dict[str, Any]:
     return {**fields, **_rope_scaling(ckpt, fields)}
 
 
+def _glm4(ckpt, c: dict[str, Any]) -> dict[str, Any]:
+    return {**c, "model_type": "glm4", "attention_bias": _has(ckpt, "blk.0.attn_q.bias"),
+            **_rope_fields(ckpt, c["head_dim"])}
+
+
+def _ernie4_5(ckpt, c: dict[str, Any]) -> dict[str, Any]:
+    return {**c, "model_type": "ernie4_5", "use_bias": _has(ckpt, "blk.0.attn_q.bias"), **_rope_scaling(ckpt, c)}
+
+
+def _layer_types(ckpt, c: dict[str, Any], every: int | None = None) -> dict[str, Any]:
+    """sliding_window and layer_types from ``attention.sliding_window_pattern`` (one bool per layer, true =
+    sliding; absent: every ``every``-th layer global, as llama.cpp assumes for the family)."""
+    window = ckpt.arch_key("attention.sliding_window")
+    if window is None:
+        return {"sliding_window": None}
+    pattern = ckpt.arch_key("attention.sliding_window_pattern")
+    if not isinstance(pattern, (list, tuple)):
+        if every is None:
+            return {"sliding_window": int(window)}
+        pattern = [(i + 1) % every != 0 for i in range(c["num_hidden_layers"])]
+    return {"sliding_window": int(window),
+            "layer_types": ["sliding_attention" if p else "full_attention" for p in pattern]}
+
+
+def _exaone4(ckpt, c: dict[str, Any]) -> dict[str, Any]:
+    return {**c, "model_type": "exaone4", **_layer_types(ckpt, c), **_rope_scaling(ckpt, c)}
+
+
+def _cohere2(ckpt, c: dict[str, Any]) -> dict[str, Any]:
+    """Cohere's parallel block; llama.cpp hard-codes 3 sliding layers to 1 global (the file stores the window)."""
+    if int(ckpt.arch_key("rope.dimension_count", c["head_dim"])) != c["head_dim"]:
+        raise ValueError(f"GGUF cohere2 rope.dimension_count={ckpt.arch_key('rope.dimension_count')} differs from "
+                         f"head_dim={c['head_dim']}: partial rotary is not supported for Cohere2")
+    return {**c, "model_type": "cohere2", "layer_norm_eps": _ln_eps(ckpt), "use_qk_norm": False,
+            "logit_scale": f32_to_float(ckpt.arch_key("logit_scale", 0.0625)), **_layer_types(ckpt, c, every=4)}
+
+
 def _rope_scaling(ckpt, c: dict[str, Any]) -> dict[str, Any]:
     scaling = rope_scaling_from_metadata(ckpt, c)
     return {} if scaling is None else {"rope_scaling": scaling}
@@ -146,6 +184,18 @@ ARCHS: dict[str, GGUFArch] = {
                                                  "output": "lm_head"},
                          "model.layers.", {**_LLAMA_ATTN, **_NORMS, "ffn_up": "mlp.up_proj",
                                            "ffn_down": "mlp.down_proj"}, _nemotron),
+    "glm4": GGUFArch("Glm4ForCausalLM", _LLAMA_GLOBALS, "model.layers.",
+                     {**_LLAMA_ATTN, **_NORMS, "ffn_up": "mlp.gate_up_proj", "ffn_down": "mlp.down_proj",
+                      "post_attention_norm": "post_self_attn_layernorm", "post_ffw_norm": "post_mlp_layernorm"},
+                     _glm4),
+    "exaone4": GGUFArch("Exaone4ForCausalLM", _LLAMA_GLOBALS, "model.layers.",
+                        {**_LLAMA_ATTN, **_LLAMA_MLP, "attn_q_norm": "self_attn.q_norm",
+                         "attn_k_norm": "self_attn.k_norm", "post_attention_norm": "post_attention_layernorm",
+                         "post_ffw_norm": "post_feedforward_layernorm"}, _exaone4),
+    "ernie4_5": GGUFArch("Ernie4_5ForCausalLM", _LLAMA_GLOBALS, "model.layers.",
+                         {**_LLAMA_ATTN, **_LLAMA_MLP, **_NORMS}, _ernie4_5),
+    "cohere2": GGUFArch("Cohere2ForCausalLM", _LLAMA_GLOBALS, "model.layers.",
+                        {**_LLAMA_ATTN, **_LLAMA_MLP, "attn_norm": "input_layernorm"}, _cohere2),
     "deepseek2": GGUFArch(_DEEPSEEK_ARCH, DEEPSEEK_GLOBALS, "model.layers.", DEEPSEEK_LAYER, deepseek_config,
                           split=DEEPSEEK_SPLIT, merged={"attn_v_b": "attn_k_b"}),
 }

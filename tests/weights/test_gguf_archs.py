@@ -12,7 +12,7 @@ import pytest
 gguf = pytest.importorskip("gguf")
 torch = pytest.importorskip("torch")
 
-from gguf_files import finish_gguf, write_own_names_as_gguf
+from gguf_files import finish_gguf, write_hf_as_gguf, write_own_names_as_gguf
 from hf_models import hf_greedy, hf_logits, relative_error, save_tiny_model
 
 import jaxllm
@@ -29,6 +29,12 @@ CASES = {
     "olmo": ("OlmoForCausalLM", {**SPECIAL, "clip_qkv": 0.5, "attention_bias": True}),
     "seed-oss": ("SeedOssForCausalLM", {**SPECIAL, "head_dim": 16, "attention_out_bias": True}),
     "nemotron": ("NemotronForCausalLM", {**SPECIAL, "head_dim": 16, "partial_rotary_factor": 0.5}),
+    "glm4": ("Glm4ForCausalLM", {**SPECIAL, "partial_rotary_factor": 0.5}),
+    "exaone4": ("Exaone4ForCausalLM", {**SPECIAL, "num_hidden_layers": 4, "sliding_window": 6,
+                                       "sliding_window_pattern": 4}),
+    "ernie4_5": ("Ernie4_5ForCausalLM", {**SPECIAL, "use_bias": True, "tie_word_embeddings": False}),
+    "cohere2": ("Cohere2ForCausalLM", {**SPECIAL, "num_hidden_layers": 4, "sliding_window": 6,
+                                       "logit_scale": 0.25}),
 }
 
 
@@ -83,3 +89,14 @@ def test_unknown_tensor_is_an_error_naming_it(tmp_path):
     finish_gguf(w)
     with pytest.raises(ValueError, match=r"blk\.0\.attn_q_norm\.weight.*gpt2"):
         GGUFCheckpoint(tmp_path / "extra.gguf")
+
+
+def test_olmo3_converts_to_olmo2_with_a_window(tmp_path):
+    """llama.cpp's converter writes OLMo 3 as olmo2 plus a sliding window and its per-layer pattern."""
+    hf = save_tiny_model(tmp_path / "hf", "Olmo3ForCausalLM", **SPECIAL, num_hidden_layers=4, sliding_window=6)
+    path = tmp_path / "m.gguf"
+    assert write_hf_as_gguf(path, tmp_path / "hf", hf.config) == "olmo2"
+    cfg = GGUFCheckpoint(path).hf_config
+    assert cfg["architectures"] == ["Olmo3ForCausalLM"] and cfg["layer_types"] == hf.config.layer_types
+    ids = np.random.RandomState(1).randint(0, hf.config.vocab_size, (2, 20)).astype(np.int32)
+    assert relative_error(np.asarray(jaxllm.load_model(path)(ids)), hf_logits(hf, ids)) <= 1e-4
