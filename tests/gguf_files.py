@@ -219,7 +219,8 @@ def _add_family_metadata(w: gguf.GGUFWriter, arch: str, cfg) -> None:
 OWN_NAMES_ARCH = {"GPT2LMHeadModel": "gpt2", "PhiForCausalLM": "phi2", "StableLmForCausalLM": "stablelm",
                   "GPTNeoXForCausalLM": "gptneox", "OlmoForCausalLM": "olmo", "SeedOssForCausalLM": "seed_oss",
                   "NemotronForCausalLM": "nemotron", "Glm4ForCausalLM": "glm4", "Exaone4ForCausalLM": "exaone4",
-                  "Ernie4_5ForCausalLM": "ernie4_5", "Cohere2ForCausalLM": "cohere2"}
+                  "Ernie4_5ForCausalLM": "ernie4_5", "Cohere2ForCausalLM": "cohere2",
+                  "GraniteMoeForCausalLM": "granitemoe", "GraniteMoeSharedForCausalLM": "granitemoe"}
 
 
 def _own_names_metadata(w: gguf.GGUFWriter, arch: str, cfg) -> None:
@@ -240,6 +241,11 @@ def _own_names_metadata(w: gguf.GGUFWriter, arch: str, cfg) -> None:
         w.add_parallel_residual(cfg.use_parallel_residual)
     eps = {"gpt2": "layer_norm_epsilon", "nemotron": "norm_eps"}.get(arch, "layer_norm_eps")
     w.add_layer_norm_eps(getattr(cfg, eps, 1e-5))
+    if arch == "granitemoe":  # LlamaModel's and GraniteModel's keys
+        _add_family_metadata(w, "granite", cfg)
+        w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+        if getattr(cfg, "shared_intermediate_size", None):
+            w.add_expert_shared_feed_forward_length(cfg.shared_intermediate_size)
     if arch in ("olmo", "seed_oss", "nemotron", "glm4", "exaone4", "ernie4_5", "cohere2"):  # TextModel's keys
         w.add_rope_freq_base(rope["rope_theta"])
         if getattr(cfg, "head_dim", None):
@@ -271,7 +277,7 @@ def _own_names_tensor(arch: str, name: str, arr: np.ndarray, cfg) -> np.ndarray:
     if arch == "gptneox" and ".query_key_value." in name:  # [H, 3, Dh] rows -> [q | k | v]
         h = cfg.num_attention_heads
         return arr.reshape(h, 3, -1, *arr.shape[1:]).swapaxes(0, 1).reshape(arr.shape)
-    if arch == "olmo" and name.endswith(("q_proj.weight", "k_proj.weight")):
+    if arch in ("olmo", "granitemoe") and name.endswith(("q_proj.weight", "k_proj.weight")):
         return permute_qk(arr, cfg.num_attention_heads if "q_proj" in name else cfg.num_key_value_heads)
     if arch == "nemotron" and name.endswith("norm.weight"):
         return arr + 1.0
@@ -294,6 +300,12 @@ def write_own_names_as_gguf(path, hf_dir, cfg) -> str:
         if name.endswith((".attn.bias", ".attn.masked_bias")):
             continue
         arr = np.ascontiguousarray(_own_names_tensor(arch, name, arr.astype(np.float32), cfg))
+        if name.endswith("input_linear.weight"):  # GraniteMoe's fused gate | up, split as the converter does
+            layer, kind = name.split(".")[2], "exps" if "block_sparse_moe" in name else "shexp"
+            gate, up = np.split(arr, 2, axis=-2)
+            w.add_tensor(f"blk.{layer}.ffn_gate_{kind}.weight", np.ascontiguousarray(gate))
+            w.add_tensor(f"blk.{layer}.ffn_up_{kind}.weight", np.ascontiguousarray(up))
+            continue
         w.add_tensor(names.get_name(name, try_suffixes=(".weight", ".bias")), arr)
     finish_gguf(w)
     return arch

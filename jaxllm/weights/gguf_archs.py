@@ -146,6 +146,19 @@ def _cohere2(ckpt, c: dict[str, Any]) -> dict[str, Any]:
             "logit_scale": f32_to_float(ckpt.arch_key("logit_scale", 0.0625)), **_layer_types(ckpt, c, every=4)}
 
 
+def _granitemoe(ckpt, c: dict[str, Any]) -> dict[str, Any]:
+    """Granite's multipliers; experts of feed_forward_length; a shared expert makes it GraniteMoeShared."""
+    from .gguf_families import granite
+
+    shared = ckpt.arch_key("expert_shared_feed_forward_length")
+    fields = {**c, **granite(ckpt, c), "model_type": "granitemoe", "num_local_experts": int(ckpt.arch_key("expert_count")),
+              "num_experts_per_tok": int(ckpt.arch_key("expert_used_count"))}
+    if shared:
+        fields.update(architectures=["GraniteMoeSharedForCausalLM"], model_type="granitemoeshared",
+                      shared_intermediate_size=int(shared))
+    return fields
+
+
 def _rope_scaling(ckpt, c: dict[str, Any]) -> dict[str, Any]:
     scaling = rope_scaling_from_metadata(ckpt, c)
     return {} if scaling is None else {"rope_scaling": scaling}
@@ -196,6 +209,12 @@ ARCHS: dict[str, GGUFArch] = {
                          {**_LLAMA_ATTN, **_LLAMA_MLP, **_NORMS}, _ernie4_5),
     "cohere2": GGUFArch("Cohere2ForCausalLM", _LLAMA_GLOBALS, "model.layers.",
                         {**_LLAMA_ATTN, **_LLAMA_MLP, "attn_norm": "input_layernorm"}, _cohere2),
+    "granitemoe": GGUFArch("GraniteMoeForCausalLM", _LLAMA_GLOBALS, "model.layers.",
+                           {**_LLAMA_ATTN, **_NORMS, "ffn_gate_inp": "block_sparse_moe.router.layer",
+                            "ffn_gate_exps": "block_sparse_moe.input_linear",
+                            "ffn_down_exps": "block_sparse_moe.output_linear",
+                            "ffn_gate_shexp": "shared_mlp.input_linear", "ffn_down_shexp": "shared_mlp.output_linear"},
+                           _granitemoe, merged={"ffn_up_exps": "ffn_gate_exps", "ffn_up_shexp": "ffn_gate_shexp"}),
     "deepseek2": GGUFArch(_DEEPSEEK_ARCH, DEEPSEEK_GLOBALS, "model.layers.", DEEPSEEK_LAYER, deepseek_config,
                           split=DEEPSEEK_SPLIT, merged={"attn_v_b": "attn_k_b"}),
 }
@@ -246,9 +265,14 @@ def arrays(ckpt, name: str, w: np.ndarray) -> list[np.ndarray]:
         return [np.ascontiguousarray(w.reshape(3, heads, -1, *w.shape[1:]).swapaxes(0, 1).reshape(w.shape))]
     if module in ARCHS[arch].split:
         return list(w)
+    if module in ARCHS[arch].merged:
+        return []
     if arch == "deepseek2":
         return deepseek_arrays(ckpt, name, module, w)
-    if arch == "olmo" and module in ("attn_q", "attn_k") and kind == "weight":
+    if module in ARCHS[arch].merged.values():  # GraniteMoe's gate and up halves -> the fused input_linear
+        part = next(p for p, owner in ARCHS[arch].merged.items() if owner == module)
+        return [np.concatenate([w, ckpt.tensor_array(name.replace(module, part))], axis=-2)]
+    if arch in ("olmo", "granitemoe") and module in ("attn_q", "attn_k") and kind == "weight":
         return [unpermute_qk(w, cfg["num_attention_heads" if module == "attn_q" else "num_key_value_heads"])]
     if arch == "nemotron" and module.endswith("norm") and kind == "weight":
         return [w - 1.0]

@@ -33,6 +33,11 @@ CASES = {
     "exaone4": ("Exaone4ForCausalLM", {**SPECIAL, "num_hidden_layers": 4, "sliding_window": 6,
                                        "sliding_window_pattern": 4}),
     "ernie4_5": ("Ernie4_5ForCausalLM", {**SPECIAL, "use_bias": True, "tie_word_embeddings": False}),
+    "granitemoe": ("GraniteMoeForCausalLM", {**SPECIAL, "num_local_experts": 4, "num_experts_per_tok": 2,
+                                             "embedding_multiplier": 3.0, "residual_multiplier": 0.5,
+                                             "attention_multiplier": 0.2, "logits_scaling": 4.0}),
+    "granitemoeshared": ("GraniteMoeSharedForCausalLM", {**SPECIAL, "num_local_experts": 4, "num_experts_per_tok": 2,
+                                                         "shared_intermediate_size": 48}),
     "cohere2": ("Cohere2ForCausalLM", {**SPECIAL, "num_hidden_layers": 4, "sliding_window": 6,
                                        "logit_scale": 0.25}),
 }
