@@ -220,13 +220,20 @@ OWN_NAMES_ARCH = {"GPT2LMHeadModel": "gpt2", "PhiForCausalLM": "phi2", "StableLm
                   "GPTNeoXForCausalLM": "gptneox", "OlmoForCausalLM": "olmo", "SeedOssForCausalLM": "seed_oss",
                   "NemotronForCausalLM": "nemotron", "Glm4ForCausalLM": "glm4", "Exaone4ForCausalLM": "exaone4",
                   "Ernie4_5ForCausalLM": "ernie4_5", "Cohere2ForCausalLM": "cohere2",
-                  "GraniteMoeForCausalLM": "granitemoe", "GraniteMoeSharedForCausalLM": "granitemoe"}
+                  "GraniteMoeForCausalLM": "granitemoe", "GraniteMoeSharedForCausalLM": "granitemoe",
+                  "FalconForCausalLM": "falcon"}
 
 
 def _own_names_metadata(w: gguf.GGUFWriter, arch: str, cfg) -> None:
     """The keys each family's converter class writes (convert_hf_to_gguf.py's set_gguf_parameters)."""
     rope = getattr(cfg, "rope_parameters", None) or {}
     hidden, heads = cfg.hidden_size, cfg.num_attention_heads
+    if arch == "falcon":  # FalconModel: a fixed context, no rope keys, kv heads from config.json's num_kv_heads
+        for add, value in ((w.add_context_length, 2048), (w.add_embedding_length, hidden), (w.add_head_count, heads),
+                           (w.add_feed_forward_length, 4 * hidden), (w.add_block_count, cfg.num_hidden_layers),
+                           (w.add_head_count_kv, _falcon_kv_heads(cfg)), (w.add_layer_norm_eps, cfg.layer_norm_epsilon)):
+            add(value)
+        return
     w.add_block_count(cfg.num_hidden_layers)
     w.add_context_length(cfg.max_position_embeddings)
     w.add_embedding_length(hidden)
@@ -281,7 +288,19 @@ def _own_names_tensor(arch: str, name: str, arr: np.ndarray, cfg) -> np.ndarray:
         return permute_qk(arr, cfg.num_attention_heads if "q_proj" in name else cfg.num_key_value_heads)
     if arch == "nemotron" and name.endswith("norm.weight"):
         return arr + 1.0
+    if arch == "falcon" and ".query_key_value." in name:  # per kv head [H / K + 2, Dh] -> [q | k | v]
+        kv = _falcon_kv_heads(cfg)
+        qkv = arr.reshape(kv, cfg.num_attention_heads // kv + 2, -1, *arr.shape[1:])
+        parts = (qkv[:, :-2], qkv[:, -2:-1], qkv[:, -1:])
+        return np.concatenate([p.reshape(-1, *arr.shape[1:]) for p in parts])
     return arr
+
+
+def _falcon_kv_heads(cfg) -> int:
+    """Falcon's kv heads as the converter reads them: released multi-query configs carry no num_kv_heads."""
+    if cfg.new_decoder_architecture:
+        return cfg.num_kv_heads
+    return 1 if cfg.multi_query else cfg.num_attention_heads
 
 
 def write_own_names_as_gguf(path, hf_dir, cfg) -> str:

@@ -180,7 +180,7 @@ class GGUFCheckpoint:
         if self.architecture in gguf_archs.ARCHS:  # (LayerNorm families: no RMSNorm epsilon)
             if self._arch_key("attention.layer_norm_rms_epsilon") is None:
                 del cfg["rms_norm_eps"]
-            if self.architecture in ("gpt2", "phi2"):  # (their files state 4 x hidden whatever the model has)
+            if self.architecture in ("gpt2", "phi2", "falcon"):  # (files state 4 x hidden whatever the model has)
                 cfg["intermediate_size"] = int(self._tensors["blk.0.ffn_up.weight"].shape[0])
             return gguf_archs.ARCHS[self.architecture].config(self, cfg)
         if self.architecture in _PERMUTED_QK:

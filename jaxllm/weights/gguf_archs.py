@@ -159,6 +159,19 @@ def _granitemoe(ckpt, c: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
+def _falcon(ckpt, c: dict[str, Any]) -> dict[str, Any]:
+    """llama.cpp runs every Falcon file as a parallel block; two norms (``attn_norm_2``) or grouped kv heads mean
+    the new decoder architecture, one kv head multi-query, else one kv head per head."""
+    heads, kv = c["num_attention_heads"], c["num_key_value_heads"]
+    two_norms = _has(ckpt, "blk.0.attn_norm_2.weight")
+    new = two_norms or 1 < kv < heads
+    return {**c, "model_type": "falcon", "layer_norm_epsilon": _ln_eps(ckpt), "hidden_act": "gelu",
+            "new_decoder_architecture": new, "num_kv_heads": kv, "multi_query": not new and kv == 1,
+            "num_ln_in_parallel_attn": 2 if two_norms else (1 if new else None), "parallel_attn": True,
+            "bias": _has(ckpt, "blk.0.attn_qkv.bias"), "alibi": False,
+            "ffn_hidden_size": c["intermediate_size"]}
+
+
 def _rope_scaling(ckpt, c: dict[str, Any]) -> dict[str, Any]:
     scaling = rope_scaling_from_metadata(ckpt, c)
     return {} if scaling is None else {"rope_scaling": scaling}
@@ -215,6 +228,12 @@ ARCHS: dict[str, GGUFArch] = {
                             "ffn_down_exps": "block_sparse_moe.output_linear",
                             "ffn_gate_shexp": "shared_mlp.input_linear", "ffn_down_shexp": "shared_mlp.output_linear"},
                            _granitemoe, merged={"ffn_up_exps": "ffn_gate_exps", "ffn_up_shexp": "ffn_gate_shexp"}),
+    "falcon": GGUFArch("FalconForCausalLM", {"token_embd": "transformer.word_embeddings",
+                                             "output_norm": "transformer.ln_f", "output": "lm_head"},
+                       "transformer.h.", {"attn_norm": "input_layernorm", "attn_norm_2": "ln_attn",
+                                          "attn_qkv": "self_attention.query_key_value",
+                                          "attn_output": "self_attention.dense", "ffn_up": "mlp.dense_h_to_4h",
+                                          "ffn_down": "mlp.dense_4h_to_h"}, _falcon),
     "deepseek2": GGUFArch(_DEEPSEEK_ARCH, DEEPSEEK_GLOBALS, "model.layers.", DEEPSEEK_LAYER, deepseek_config,
                           split=DEEPSEEK_SPLIT, merged={"attn_v_b": "attn_k_b"}),
 }
@@ -247,6 +266,8 @@ def hf_names(ckpt, name: str) -> list[str]:
         return []
     if layer is not None and f"{module}.{kind}" in arch.layer:  # a whole HF name
         return [f"{arch.layer_prefix}{layer}.{arch.layer[f'{module}.{kind}']}"]
+    if layer is not None and module == "attn_norm" and _has(ckpt, f"blk.{layer}.attn_norm_2.weight"):
+        return [f"{arch.layer_prefix}{layer}.ln_mlp.{kind}"]  # (Falcon's two norms: attn_norm_2 is attention's)
     if layer is not None and module in arch.layer:
         return [f"{arch.layer_prefix}{layer}.{arch.layer[module]}.{kind}"]
     known = [*arch.globals, *(f"blk.N.{m}" for m in (*arch.layer, *arch.split))]
@@ -263,6 +284,12 @@ def arrays(ckpt, name: str, w: np.ndarray) -> list[np.ndarray]:
     if arch == "gptneox" and module == "attn_qkv":  # [q | k | v] rows -> [H, 3, Dh] rows
         heads = cfg["num_attention_heads"]
         return [np.ascontiguousarray(w.reshape(3, heads, -1, *w.shape[1:]).swapaxes(0, 1).reshape(w.shape))]
+    if arch == "falcon" and module == "attn_qkv":  # [q | k | v] rows -> per kv head [H / K + 2, Dh] groups
+        heads, kv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+        q, k, v = np.split(w, [len(w) * heads // (heads + 2 * kv), len(w) * (heads + kv) // (heads + 2 * kv)])
+        rest = w.shape[1:]
+        groups = [q.reshape(kv, heads // kv, -1, *rest), k.reshape(kv, 1, -1, *rest), v.reshape(kv, 1, -1, *rest)]
+        return [np.concatenate(groups, axis=1).reshape(w.shape)]
     if module in ARCHS[arch].split:
         return list(w)
     if module in ARCHS[arch].merged:

@@ -38,6 +38,13 @@ CASES = {
                                              "attention_multiplier": 0.2, "logits_scaling": 4.0}),
     "granitemoeshared": ("GraniteMoeSharedForCausalLM", {**SPECIAL, "num_local_experts": 4, "num_experts_per_tok": 2,
                                                          "shared_intermediate_size": 48}),
+    "falcon-7b": ("FalconForCausalLM", {**SPECIAL, "max_position_embeddings": 2048}),
+    "falcon-new-gqa": ("FalconForCausalLM", {**SPECIAL, "new_decoder_architecture": True, "num_kv_heads": 2,
+                                             "max_position_embeddings": 2048}),
+    "falcon-bias": ("FalconForCausalLM", {**SPECIAL, "bias": True, "max_position_embeddings": 2048}),
+    "falcon-new-one-norm": ("FalconForCausalLM", {**SPECIAL, "new_decoder_architecture": True, "num_kv_heads": 2,
+                                                  "num_ln_in_parallel_attn": 1, "max_position_embeddings": 2048}),
+    "falcon-per-head": ("FalconForCausalLM", {**SPECIAL, "multi_query": False, "max_position_embeddings": 2048}),
     "cohere2": ("Cohere2ForCausalLM", {**SPECIAL, "num_hidden_layers": 4, "sliding_window": 6,
                                        "logit_scale": 0.25}),
 }
