@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from . import gguf_arch_configs as cfgs
 from .gguf_deepseek import DEEPSEEK_GLOBALS, DEEPSEEK_LAYER, DEEPSEEK_SPLIT, deepseek_arrays, deepseek_config
 from .gguf_names import unpermute_qk
-from .gguf_rope import f32_to_float, rope_scaling_from_metadata
 
 _LLAMA_ATTN = {"attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
                "attn_output": "self_attn.o_proj"}
@@ -50,133 +50,6 @@ class GGUFArch:
     merged: dict[str, str] = field(default_factory=dict)  # {module: the module whose tensor yields it too}
 
 
-def _rope_fields(ckpt, head_dim: int) -> dict[str, Any]:
-    """partial_rotary_factor from rope.dimension_count, rope_theta (10000 when the converter wrote none)."""
-    rope_dim = int(ckpt.arch_key("rope.dimension_count", head_dim))
-    return {"partial_rotary_factor": rope_dim / head_dim,
-            "rope_theta": f32_to_float(ckpt.arch_key("rope.freq_base", 10000.0))}
-
-
-def _ln_eps(ckpt) -> float:
-    return f32_to_float(ckpt.arch_key("attention.layer_norm_epsilon", 1e-5))
-
-
-def _has(ckpt, name: str) -> bool:
-    return name in ckpt.tensor_keys()
-
-
-def _gpt2(ckpt, c: dict[str, Any]) -> dict[str, Any]:
-    return {**c, "model_type": "gpt2", "n_embd": c["hidden_size"], "n_layer": c["num_hidden_layers"],
-            "n_head": c["num_attention_heads"], "n_positions": c["max_position_embeddings"],
-            "n_inner": c["intermediate_size"], "layer_norm_epsilon": _ln_eps(ckpt), "activation_function": "gelu_new"}
-
-
-def _phi2(ckpt, c: dict[str, Any]) -> dict[str, Any]:
-    return {**c, "model_type": "phi", "hidden_act": "gelu_new", "layer_norm_eps": _ln_eps(ckpt),
-            **_rope_fields(ckpt, c["head_dim"])}
-
-
-def _stablelm(ckpt, c: dict[str, Any]) -> dict[str, Any]:
-    return {**c, "model_type": "stablelm", "hidden_act": "silu", "layer_norm_eps": _ln_eps(ckpt),
-            "use_qkv_bias": _has(ckpt, "blk.0.attn_q.bias"), "qk_layernorm": _has(ckpt, "blk.0.attn_q_norm.weight"),
-            "use_parallel_residual": bool(ckpt.arch_key("use_parallel_residual", True)),
-            **_rope_fields(ckpt, c["head_dim"])}
-
-
-def _gptneox(ckpt, c: dict[str, Any]) -> dict[str, Any]:
-    rope = _rope_fields(ckpt, c["head_dim"])
-    return {**c, "model_type": "gpt_neox", "hidden_act": "gelu", "layer_norm_eps": _ln_eps(ckpt),
-            "rotary_pct": rope["partial_rotary_factor"], "rotary_emb_base": rope["rope_theta"], **rope,
-            "use_parallel_residual": bool(ckpt.arch_key("use_parallel_residual", True)), "attention_bias": True}
-
-
-def _olmo(ckpt, c: dict[str, Any]) -> dict[str, Any]:
-    clip = ckpt.arch_key("attention.clamp_kqv")
-    return {**c, "model_type": "olmo", "attention_bias": _has(ckpt, "blk.0.attn_q.bias"),
-            "clip_qkv": None if clip is None else f32_to_float(clip), **_rope_scaling(ckpt, c)}
-
-
-def _seed_oss(ckpt, c: dict[str, Any]) -> dict[str, Any]:
-    return {**c, "model_type": "seed_oss", "attention_bias": _has(ckpt, "blk.0.attn_q.bias"),
-            "attention_out_bias": _has(ckpt, "blk.0.attn_output.bias"), "mlp_bias": _has(ckpt, "blk.0.ffn_up.bias"),
-            **_rope_scaling(ckpt, c)}
-
-
-def _nemotron(ckpt, c: dict[str, Any]) -> dict[str, Any]:
-    fields = {**c, "model_type": "nemotron", "hidden_act": "relu2", "norm_eps": _ln_eps(ckpt),
-              "attention_bias": _has(ckpt, "blk.0.attn_q.bias"), "mlp_bias": _has(ckpt, "blk.0.ffn_up.bias"),
-              **_rope_fields(ckpt, c["head_dim"])}
-    return {**fields, **_rope_scaling(ckpt, fields)}
-
-
-def _glm4(ckpt, c: dict[str, Any]) -> dict[str, Any]:
-    return {**c, "model_type": "glm4", "attention_bias": _has(ckpt, "blk.0.attn_q.bias"),
-            **_rope_fields(ckpt, c["head_dim"])}
-
-
-def _ernie4_5(ckpt, c: dict[str, Any]) -> dict[str, Any]:
-    return {**c, "model_type": "ernie4_5", "use_bias": _has(ckpt, "blk.0.attn_q.bias"), **_rope_scaling(ckpt, c)}
-
-
-def _layer_types(ckpt, c: dict[str, Any], every: int | None = None) -> dict[str, Any]:
-    """sliding_window and layer_types from ``attention.sliding_window_pattern`` (one bool per layer, true =
-    sliding; absent: every ``every``-th layer global, as llama.cpp assumes for the family)."""
-    window = ckpt.arch_key("attention.sliding_window")
-    if window is None:
-        return {"sliding_window": None}
-    pattern = ckpt.arch_key("attention.sliding_window_pattern")
-    if not isinstance(pattern, (list, tuple)):
-        if every is None:
-            return {"sliding_window": int(window)}
-        pattern = [(i + 1) % every != 0 for i in range(c["num_hidden_layers"])]
-    return {"sliding_window": int(window),
-            "layer_types": ["sliding_attention" if p else "full_attention" for p in pattern]}
-
-
-def _exaone4(ckpt, c: dict[str, Any]) -> dict[str, Any]:
-    return {**c, "model_type": "exaone4", **_layer_types(ckpt, c), **_rope_scaling(ckpt, c)}
-
-
-def _cohere2(ckpt, c: dict[str, Any]) -> dict[str, Any]:
-    """Cohere's parallel block; llama.cpp hard-codes 3 sliding layers to 1 global (the file stores the window)."""
-    if int(ckpt.arch_key("rope.dimension_count", c["head_dim"])) != c["head_dim"]:
-        raise ValueError(f"GGUF cohere2 rope.dimension_count={ckpt.arch_key('rope.dimension_count')} differs from "
-                         f"head_dim={c['head_dim']}: partial rotary is not supported for Cohere2")
-    return {**c, "model_type": "cohere2", "layer_norm_eps": _ln_eps(ckpt), "use_qk_norm": False,
-            "logit_scale": f32_to_float(ckpt.arch_key("logit_scale", 0.0625)), **_layer_types(ckpt, c, every=4)}
-
-
-def _granitemoe(ckpt, c: dict[str, Any]) -> dict[str, Any]:
-    """Granite's multipliers; experts of feed_forward_length; a shared expert makes it GraniteMoeShared."""
-    from .gguf_families import granite
-
-    shared = ckpt.arch_key("expert_shared_feed_forward_length")
-    fields = {**c, **granite(ckpt, c), "model_type": "granitemoe", "num_local_experts": int(ckpt.arch_key("expert_count")),
-              "num_experts_per_tok": int(ckpt.arch_key("expert_used_count"))}
-    if shared:
-        fields.update(architectures=["GraniteMoeSharedForCausalLM"], model_type="granitemoeshared",
-                      shared_intermediate_size=int(shared))
-    return fields
-
-
-def _falcon(ckpt, c: dict[str, Any]) -> dict[str, Any]:
-    """llama.cpp runs every Falcon file as a parallel block; two norms (``attn_norm_2``) or grouped kv heads mean
-    the new decoder architecture, one kv head multi-query, else one kv head per head."""
-    heads, kv = c["num_attention_heads"], c["num_key_value_heads"]
-    two_norms = _has(ckpt, "blk.0.attn_norm_2.weight")
-    new = two_norms or 1 < kv < heads
-    return {**c, "model_type": "falcon", "layer_norm_epsilon": _ln_eps(ckpt), "hidden_act": "gelu",
-            "new_decoder_architecture": new, "num_kv_heads": kv, "multi_query": not new and kv == 1,
-            "num_ln_in_parallel_attn": 2 if two_norms else (1 if new else None), "parallel_attn": True,
-            "bias": _has(ckpt, "blk.0.attn_qkv.bias"), "alibi": False,
-            "ffn_hidden_size": c["intermediate_size"]}
-
-
-def _rope_scaling(ckpt, c: dict[str, Any]) -> dict[str, Any]:
-    scaling = rope_scaling_from_metadata(ckpt, c)
-    return {} if scaling is None else {"rope_scaling": scaling}
-
-
 _DEEPSEEK_ARCH = "DeepseekV3ForCausalLM"  # (V2 files: deepseek_config names DeepseekV2ForCausalLM)
 ARCHS: dict[str, GGUFArch] = {
     "gpt2": GGUFArch(
@@ -184,56 +57,56 @@ ARCHS: dict[str, GGUFArch] = {
         {"token_embd": "transformer.wte", "position_embd": "transformer.wpe", "output_norm": "transformer.ln_f",
          "output": "lm_head"},
         "transformer.h.", {"attn_norm": "ln_1", "attn_qkv": "attn.c_attn", "attn_output": "attn.c_proj",
-                           "ffn_norm": "ln_2", "ffn_up": "mlp.c_fc", "ffn_down": "mlp.c_proj"}, _gpt2),
+                           "ffn_norm": "ln_2", "ffn_up": "mlp.c_fc", "ffn_down": "mlp.c_proj"}, cfgs.gpt2),
     "phi2": GGUFArch(
         "PhiForCausalLM", {"token_embd": "model.embed_tokens", "output_norm": "model.final_layernorm",
                            "output": "lm_head"},
         "model.layers.", {**_LLAMA_ATTN, "attn_output": "self_attn.dense", "attn_norm": "input_layernorm",
-                          "ffn_up": "mlp.fc1", "ffn_down": "mlp.fc2"}, _phi2),
+                          "ffn_up": "mlp.fc1", "ffn_down": "mlp.fc2"}, cfgs.phi2),
     "stablelm": GGUFArch(
         "StableLmForCausalLM", {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"},
-        "model.layers.", {**_LLAMA_ATTN, **_LLAMA_MLP, **_NORMS}, _stablelm,
+        "model.layers.", {**_LLAMA_ATTN, **_LLAMA_MLP, **_NORMS}, cfgs.stablelm,
         split={"attn_q_norm": ("self_attn.q_layernorm.norms.{i}", "attention.head_count"),
                "attn_k_norm": ("self_attn.k_layernorm.norms.{i}", "attention.head_count_kv")}),
     "gptneox": GGUFArch(
         "GPTNeoXForCausalLM", {"token_embd": "gpt_neox.embed_in", "output_norm": "gpt_neox.final_layer_norm",
                                "output": "embed_out"},
         "gpt_neox.layers.", {**_NORMS, "attn_qkv": "attention.query_key_value", "attn_output": "attention.dense",
-                             "ffn_up": "mlp.dense_h_to_4h", "ffn_down": "mlp.dense_4h_to_h"}, _gptneox),
+                             "ffn_up": "mlp.dense_h_to_4h", "ffn_down": "mlp.dense_4h_to_h"}, cfgs.gptneox),
     "olmo": GGUFArch("OlmoForCausalLM", {"token_embd": "model.embed_tokens", "output": "lm_head"},
-                     "model.layers.", {**_LLAMA_ATTN, **_LLAMA_MLP}, _olmo),
+                     "model.layers.", {**_LLAMA_ATTN, **_LLAMA_MLP}, cfgs.olmo),
     "seed_oss": GGUFArch("SeedOssForCausalLM", {"token_embd": "model.embed_tokens", "output_norm": "model.norm",
                                                 "output": "lm_head"},
                          "model.layers.", {**_LLAMA_ATTN, **_LLAMA_MLP, "attn_norm": "input_layernorm",
-                                           "post_attention_norm": "post_attention_layernorm"}, _seed_oss),
+                                           "post_attention_norm": "post_attention_layernorm"}, cfgs.seed_oss),
     "nemotron": GGUFArch("NemotronForCausalLM", {"token_embd": "model.embed_tokens", "output_norm": "model.norm",
                                                  "output": "lm_head"},
                          "model.layers.", {**_LLAMA_ATTN, **_NORMS, "ffn_up": "mlp.up_proj",
-                                           "ffn_down": "mlp.down_proj"}, _nemotron),
+                                           "ffn_down": "mlp.down_proj"}, cfgs.nemotron),
     "glm4": GGUFArch("Glm4ForCausalLM", _LLAMA_GLOBALS, "model.layers.",
                      {**_LLAMA_ATTN, **_NORMS, "ffn_up": "mlp.gate_up_proj", "ffn_down": "mlp.down_proj",
                       "post_attention_norm": "post_self_attn_layernorm", "post_ffw_norm": "post_mlp_layernorm"},
-                     _glm4),
+                     cfgs.glm4),
     "exaone4": GGUFArch("Exaone4ForCausalLM", _LLAMA_GLOBALS, "model.layers.",
                         {**_LLAMA_ATTN, **_LLAMA_MLP, "attn_q_norm": "self_attn.q_norm",
                          "attn_k_norm": "self_attn.k_norm", "post_attention_norm": "post_attention_layernorm",
-                         "post_ffw_norm": "post_feedforward_layernorm"}, _exaone4),
+                         "post_ffw_norm": "post_feedforward_layernorm"}, cfgs.exaone4),
     "ernie4_5": GGUFArch("Ernie4_5ForCausalLM", _LLAMA_GLOBALS, "model.layers.",
-                         {**_LLAMA_ATTN, **_LLAMA_MLP, **_NORMS}, _ernie4_5),
+                         {**_LLAMA_ATTN, **_LLAMA_MLP, **_NORMS}, cfgs.ernie4_5),
     "cohere2": GGUFArch("Cohere2ForCausalLM", _LLAMA_GLOBALS, "model.layers.",
-                        {**_LLAMA_ATTN, **_LLAMA_MLP, "attn_norm": "input_layernorm"}, _cohere2),
+                        {**_LLAMA_ATTN, **_LLAMA_MLP, "attn_norm": "input_layernorm"}, cfgs.cohere2),
     "granitemoe": GGUFArch("GraniteMoeForCausalLM", _LLAMA_GLOBALS, "model.layers.",
                            {**_LLAMA_ATTN, **_NORMS, "ffn_gate_inp": "block_sparse_moe.router.layer",
                             "ffn_gate_exps": "block_sparse_moe.input_linear",
                             "ffn_down_exps": "block_sparse_moe.output_linear",
                             "ffn_gate_shexp": "shared_mlp.input_linear", "ffn_down_shexp": "shared_mlp.output_linear"},
-                           _granitemoe, merged={"ffn_up_exps": "ffn_gate_exps", "ffn_up_shexp": "ffn_gate_shexp"}),
+                           cfgs.granitemoe, merged={"ffn_up_exps": "ffn_gate_exps", "ffn_up_shexp": "ffn_gate_shexp"}),
     "falcon": GGUFArch("FalconForCausalLM", {"token_embd": "transformer.word_embeddings",
                                              "output_norm": "transformer.ln_f", "output": "lm_head"},
                        "transformer.h.", {"attn_norm": "input_layernorm", "attn_norm_2": "ln_attn",
                                           "attn_qkv": "self_attention.query_key_value",
                                           "attn_output": "self_attention.dense", "ffn_up": "mlp.dense_h_to_4h",
-                                          "ffn_down": "mlp.dense_4h_to_h"}, _falcon),
+                                          "ffn_down": "mlp.dense_4h_to_h"}, cfgs.falcon),
     "deepseek2": GGUFArch(_DEEPSEEK_ARCH, DEEPSEEK_GLOBALS, "model.layers.", DEEPSEEK_LAYER, deepseek_config,
                           split=DEEPSEEK_SPLIT, merged={"attn_v_b": "attn_k_b"}),
 }
@@ -266,7 +139,7 @@ def hf_names(ckpt, name: str) -> list[str]:
         return []
     if layer is not None and f"{module}.{kind}" in arch.layer:  # a whole HF name
         return [f"{arch.layer_prefix}{layer}.{arch.layer[f'{module}.{kind}']}"]
-    if layer is not None and module == "attn_norm" and _has(ckpt, f"blk.{layer}.attn_norm_2.weight"):
+    if layer is not None and module == "attn_norm" and cfgs.has(ckpt, f"blk.{layer}.attn_norm_2.weight"):
         return [f"{arch.layer_prefix}{layer}.ln_mlp.{kind}"]  # (Falcon's two norms: attn_norm_2 is attention's)
     if layer is not None and module in arch.layer:
         return [f"{arch.layer_prefix}{layer}.{arch.layer[module]}.{kind}"]

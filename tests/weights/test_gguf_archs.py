@@ -12,7 +12,8 @@ import pytest
 gguf = pytest.importorskip("gguf")
 torch = pytest.importorskip("torch")
 
-from gguf_files import finish_gguf, write_hf_as_gguf, write_own_names_as_gguf
+from gguf_files import finish_gguf, write_hf_as_gguf
+from gguf_files_archs import write_own_names_as_gguf
 from hf_models import hf_greedy, hf_logits, relative_error, save_tiny_model
 
 import jaxllm

@@ -1,0 +1,135 @@
+"""GGUF metadata -> HF config.json fields of the families in gguf_archs.py (llama.cpp's keys; what a converter
+does not store is rebuilt as llama.cpp assumes it: Falcon's parallel block, Cohere2's 3:1 sliding layers)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .gguf_rope import f32_to_float, rope_scaling_from_metadata
+
+
+def rope_fields(ckpt, head_dim: int) -> dict[str, Any]:
+    """partial_rotary_factor from rope.dimension_count, rope_theta (10000 when the converter wrote none)."""
+    rope_dim = int(ckpt.arch_key("rope.dimension_count", head_dim))
+    return {"partial_rotary_factor": rope_dim / head_dim,
+            "rope_theta": f32_to_float(ckpt.arch_key("rope.freq_base", 10000.0))}
+
+
+def ln_eps(ckpt) -> float:
+    return f32_to_float(ckpt.arch_key("attention.layer_norm_epsilon", 1e-5))
+
+
+def has(ckpt, name: str) -> bool:
+    return name in ckpt.tensor_keys()
+
+
+def gpt2(ckpt, c: dict[str, Any]) -> dict[str, Any]:
+    return {**c, "model_type": "gpt2", "n_embd": c["hidden_size"], "n_layer": c["num_hidden_layers"],
+            "n_head": c["num_attention_heads"], "n_positions": c["max_position_embeddings"],
+            "n_inner": c["intermediate_size"], "layer_norm_epsilon": ln_eps(ckpt), "activation_function": "gelu_new"}
+
+
+def phi2(ckpt, c: dict[str, Any]) -> dict[str, Any]:
+    return {**c, "model_type": "phi", "hidden_act": "gelu_new", "layer_norm_eps": ln_eps(ckpt),
+            **rope_fields(ckpt, c["head_dim"])}
+
+
+def stablelm(ckpt, c: dict[str, Any]) -> dict[str, Any]:
+    return {**c, "model_type": "stablelm", "hidden_act": "silu", "layer_norm_eps": ln_eps(ckpt),
+            "use_qkv_bias": has(ckpt, "blk.0.attn_q.bias"), "qk_layernorm": has(ckpt, "blk.0.attn_q_norm.weight"),
+            "use_parallel_residual": bool(ckpt.arch_key("use_parallel_residual", True)),
+            **rope_fields(ckpt, c["head_dim"])}
+
+
+def gptneox(ckpt, c: dict[str, Any]) -> dict[str, Any]:
+    rope = rope_fields(ckpt, c["head_dim"])
+    return {**c, "model_type": "gpt_neox", "hidden_act": "gelu", "layer_norm_eps": ln_eps(ckpt),
+            "rotary_pct": rope["partial_rotary_factor"], "rotary_emb_base": rope["rope_theta"], **rope,
+            "use_parallel_residual": bool(ckpt.arch_key("use_parallel_residual", True)), "attention_bias": True}
+
+
+def olmo(ckpt, c: dict[str, Any]) -> dict[str, Any]:
+    clip = ckpt.arch_key("attention.clamp_kqv")
+    return {**c, "model_type": "olmo", "attention_bias": has(ckpt, "blk.0.attn_q.bias"),
+            "clip_qkv": None if clip is None else f32_to_float(clip), **rope_scaling(ckpt, c)}
+
+
+def seed_oss(ckpt, c: dict[str, Any]) -> dict[str, Any]:
+    return {**c, "model_type": "seed_oss", "attention_bias": has(ckpt, "blk.0.attn_q.bias"),
+            "attention_out_bias": has(ckpt, "blk.0.attn_output.bias"), "mlp_bias": has(ckpt, "blk.0.ffn_up.bias"),
+            **rope_scaling(ckpt, c)}
+
+
+def nemotron(ckpt, c: dict[str, Any]) -> dict[str, Any]:
+    fields = {**c, "model_type": "nemotron", "hidden_act": "relu2", "norm_eps": ln_eps(ckpt),
+              "attention_bias": has(ckpt, "blk.0.attn_q.bias"), "mlp_bias": has(ckpt, "blk.0.ffn_up.bias"),
+              **rope_fields(ckpt, c["head_dim"])}
+    return {**fields, **rope_scaling(ckpt, fields)}
+
+
+def glm4(ckpt, c: dict[str, Any]) -> dict[str, Any]:
+    return {**c, "model_type": "glm4", "attention_bias": has(ckpt, "blk.0.attn_q.bias"),
+            **rope_fields(ckpt, c["head_dim"])}
+
+
+def ernie4_5(ckpt, c: dict[str, Any]) -> dict[str, Any]:
+    return {**c, "model_type": "ernie4_5", "use_bias": has(ckpt, "blk.0.attn_q.bias"), **rope_scaling(ckpt, c)}
+
+
+def layer_types(ckpt, c: dict[str, Any], every: int | None = None) -> dict[str, Any]:
+    """sliding_window and layer_types from ``attention.sliding_window_pattern`` (one bool per layer, true =
+    sliding; absent: every ``every``-th layer global, as llama.cpp assumes for the family)."""
+    window = ckpt.arch_key("attention.sliding_window")
+    if window is None:
+        return {"sliding_window": None}
+    pattern = ckpt.arch_key("attention.sliding_window_pattern")
+    if not isinstance(pattern, (list, tuple)):
+        if every is None:
+            return {"sliding_window": int(window)}
+        pattern = [(i + 1) % every != 0 for i in range(c["num_hidden_layers"])]
+    return {"sliding_window": int(window),
+            "layer_types": ["sliding_attention" if p else "full_attention" for p in pattern]}
+
+
+def exaone4(ckpt, c: dict[str, Any]) -> dict[str, Any]:
+    return {**c, "model_type": "exaone4", **layer_types(ckpt, c), **rope_scaling(ckpt, c)}
+
+
+def cohere2(ckpt, c: dict[str, Any]) -> dict[str, Any]:
+    """Cohere's parallel block; llama.cpp hard-codes 3 sliding layers to 1 global (the file stores the window)."""
+    if int(ckpt.arch_key("rope.dimension_count", c["head_dim"])) != c["head_dim"]:
+        raise ValueError(f"GGUF cohere2 rope.dimension_count={ckpt.arch_key('rope.dimension_count')} differs from "
+                         f"head_dim={c['head_dim']}: partial rotary is not supported for Cohere2")
+    return {**c, "model_type": "cohere2", "layer_norm_eps": ln_eps(ckpt), "use_qk_norm": False,
+            "logit_scale": f32_to_float(ckpt.arch_key("logit_scale", 0.0625)), **layer_types(ckpt, c, every=4)}
+
+
+def granitemoe(ckpt, c: dict[str, Any]) -> dict[str, Any]:
+    """Granite's multipliers; experts of feed_forward_length; a shared expert makes it GraniteMoeShared."""
+    from .gguf_families import granite
+
+    shared = ckpt.arch_key("expert_shared_feed_forward_length")
+    fields = {**c, **granite(ckpt, c), "model_type": "granitemoe", "num_local_experts": int(ckpt.arch_key("expert_count")),
+              "num_experts_per_tok": int(ckpt.arch_key("expert_used_count"))}
+    if shared:
+        fields.update(architectures=["GraniteMoeSharedForCausalLM"], model_type="granitemoeshared",
+                      shared_intermediate_size=int(shared))
+    return fields
+
+
+def falcon(ckpt, c: dict[str, Any]) -> dict[str, Any]:
+    """llama.cpp runs every Falcon file as a parallel block; two norms (``attn_norm_2``) or grouped kv heads mean
+    the new decoder architecture, one kv head multi-query, else one kv head per head."""
+    heads, kv = c["num_attention_heads"], c["num_key_value_heads"]
+    two_norms = has(ckpt, "blk.0.attn_norm_2.weight")
+    new = two_norms or 1 < kv < heads
+    return {**c, "model_type": "falcon", "layer_norm_epsilon": ln_eps(ckpt), "hidden_act": "gelu",
+            "new_decoder_architecture": new, "num_kv_heads": kv, "multi_query": not new and kv == 1,
+            "num_ln_in_parallel_attn": 2 if two_norms else (1 if new else None), "parallel_attn": True,
+            "bias": has(ckpt, "blk.0.attn_qkv.bias"), "alibi": False,
+            "ffn_hidden_size": c["intermediate_size"]}
+
+
+def rope_scaling(ckpt, c: dict[str, Any]) -> dict[str, Any]:
+    scaling = rope_scaling_from_metadata(ckpt, c)
+    return {} if scaling is None else {"rope_scaling": scaling}

@@ -1,0 +1,125 @@
+"""Writing the families with their own HF tensor names (jaxllm/weights/gguf_archs.py) as llama.cpp's
+convert_hf_to_gguf.py writes them: each converter class's metadata keys and tensor edits."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import gguf
+import numpy as np
+from gguf_files import _add_family_metadata, _checkpoint_tensors, finish_gguf
+
+# Families with their own HF names (jaxllm/weights/gguf_archs.py): HF architecture -> llama.cpp architecture
+OWN_NAMES_ARCH = {"GPT2LMHeadModel": "gpt2", "PhiForCausalLM": "phi2", "StableLmForCausalLM": "stablelm",
+                  "GPTNeoXForCausalLM": "gptneox", "OlmoForCausalLM": "olmo", "SeedOssForCausalLM": "seed_oss",
+                  "NemotronForCausalLM": "nemotron", "Glm4ForCausalLM": "glm4", "Exaone4ForCausalLM": "exaone4",
+                  "Ernie4_5ForCausalLM": "ernie4_5", "Cohere2ForCausalLM": "cohere2",
+                  "GraniteMoeForCausalLM": "granitemoe", "GraniteMoeSharedForCausalLM": "granitemoe",
+                  "FalconForCausalLM": "falcon"}
+
+
+def _own_names_metadata(w: gguf.GGUFWriter, arch: str, cfg) -> None:
+    """The keys each family's converter class writes (convert_hf_to_gguf.py's set_gguf_parameters)."""
+    rope = getattr(cfg, "rope_parameters", None) or {}
+    hidden, heads = cfg.hidden_size, cfg.num_attention_heads
+    if arch == "falcon":  # FalconModel: a fixed context, no rope keys, kv heads from config.json's num_kv_heads
+        for add, value in ((w.add_context_length, 2048), (w.add_embedding_length, hidden), (w.add_head_count, heads),
+                           (w.add_feed_forward_length, 4 * hidden), (w.add_block_count, cfg.num_hidden_layers),
+                           (w.add_head_count_kv, _falcon_kv_heads(cfg)), (w.add_layer_norm_eps, cfg.layer_norm_epsilon)):
+            add(value)
+        return
+    w.add_block_count(cfg.num_hidden_layers)
+    w.add_context_length(cfg.max_position_embeddings)
+    w.add_embedding_length(hidden)
+    w.add_feed_forward_length(4 * hidden if arch in ("gpt2", "phi2") else cfg.intermediate_size)
+    w.add_head_count(heads)
+    if arch not in ("gpt2", "gptneox"):
+        w.add_head_count_kv(cfg.num_key_value_heads)
+    if "partial_rotary_factor" in rope:  # (GLM-4's converter: of head_dim; the others: of hidden / heads)
+        of = cfg.head_dim * heads if arch == "glm4" else hidden
+        w.add_rope_dimension_count(int(rope["partial_rotary_factor"] * of) // heads)
+    if arch in ("stablelm", "gptneox"):
+        w.add_parallel_residual(cfg.use_parallel_residual)
+    eps = {"gpt2": "layer_norm_epsilon", "nemotron": "norm_eps"}.get(arch, "layer_norm_eps")
+    w.add_layer_norm_eps(getattr(cfg, eps, 1e-5))
+    if arch == "granitemoe":  # LlamaModel's and GraniteModel's keys
+        _add_family_metadata(w, "granite", cfg)
+        w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+        if getattr(cfg, "shared_intermediate_size", None):
+            w.add_expert_shared_feed_forward_length(cfg.shared_intermediate_size)
+    if arch in ("olmo", "seed_oss", "nemotron", "glm4", "exaone4", "ernie4_5", "cohere2"):  # TextModel's keys
+        w.add_rope_freq_base(rope["rope_theta"])
+        if getattr(cfg, "head_dim", None):
+            w.add_key_length(cfg.head_dim)
+            w.add_value_length(cfg.head_dim)
+        if getattr(cfg, "rms_norm_eps", None) or arch == "nemotron":
+            w.add_layer_norm_rms_eps(getattr(cfg, "rms_norm_eps", None) or cfg.norm_eps)
+    if arch in ("exaone4", "cohere2"):
+        w.add_vocab_size(cfg.vocab_size)
+        w.add_sliding_window(cfg.sliding_window)
+    if arch == "exaone4":
+        w.add_sliding_window_pattern([t == "sliding_attention" for t in cfg.layer_types])
+    if arch == "cohere2":
+        w.add_logit_scale(cfg.logit_scale)
+        w.add_rope_dimension_count(cfg.hidden_size // heads)
+    if arch == "olmo" and cfg.clip_qkv is not None:
+        w.add_clamp_kqv(cfg.clip_qkv)
+    if arch == "nemotron":
+        w.add_vocab_size(cfg.vocab_size)
+        w.add_rope_scaling_type(gguf.RopeScalingType.NONE)
+
+
+def _own_names_tensor(arch: str, name: str, arr: np.ndarray, cfg) -> np.ndarray:
+    """One HF tensor as the family's converter class edits it (modify_tensors)."""
+    from jaxllm.weights.gguf import permute_qk
+
+    if arch == "gpt2" and name.endswith((".c_attn.weight", ".c_proj.weight", ".c_fc.weight")):
+        return arr.T
+    if arch == "gptneox" and ".query_key_value." in name:  # [H, 3, Dh] rows -> [q | k | v]
+        h = cfg.num_attention_heads
+        return arr.reshape(h, 3, -1, *arr.shape[1:]).swapaxes(0, 1).reshape(arr.shape)
+    if arch in ("olmo", "granitemoe") and name.endswith(("q_proj.weight", "k_proj.weight")):
+        return permute_qk(arr, cfg.num_attention_heads if "q_proj" in name else cfg.num_key_value_heads)
+    if arch == "nemotron" and name.endswith("norm.weight"):
+        return arr + 1.0
+    if arch == "falcon" and ".query_key_value." in name:  # per kv head [H / K + 2, Dh] -> [q | k | v]
+        kv = _falcon_kv_heads(cfg)
+        qkv = arr.reshape(kv, cfg.num_attention_heads // kv + 2, -1, *arr.shape[1:])
+        parts = (qkv[:, :-2], qkv[:, -2:-1], qkv[:, -1:])
+        return np.concatenate([p.reshape(-1, *arr.shape[1:]) for p in parts])
+    return arr
+
+
+def _falcon_kv_heads(cfg) -> int:
+    """Falcon's kv heads as the converter reads them: released multi-query configs carry no num_kv_heads."""
+    if cfg.new_decoder_architecture:
+        return cfg.num_kv_heads
+    return 1 if cfg.multi_query else cfg.num_attention_heads
+
+
+def write_own_names_as_gguf(path, hf_dir, cfg) -> str:
+    """``write_hf_as_gguf`` for the families of OWN_NAMES_ARCH (float32 tensors): GPT-2's causal-mask buffers
+    dropped, StableLM's per-head q/k norms stacked [H, Dh], each family's converter edits. Returns the arch."""
+    arch = OWN_NAMES_ARCH[cfg.architectures[0]]
+    w = gguf.GGUFWriter(os.fspath(path), arch)
+    _own_names_metadata(w, arch, cfg)
+    tensors = _checkpoint_tensors(hf_dir)
+    norms = re.compile(r"^(.+\.[qk]_layernorm)\.norms\.(\d+)\.weight$")
+    for stacked in sorted({m.group(1) for m in map(norms.match, tensors) if m}):
+        n = len([k for k in tensors if k.startswith(f"{stacked}.norms.")])
+        tensors[f"{stacked}.weight"] = np.stack([tensors.pop(f"{stacked}.norms.{h}.weight") for h in range(n)])
+    names = gguf.get_tensor_name_map({a: n for n, a in gguf.MODEL_ARCH_NAMES.items()}[arch], cfg.num_hidden_layers)
+    for name, arr in tensors.items():
+        if name.endswith((".attn.bias", ".attn.masked_bias")):
+            continue
+        arr = np.ascontiguousarray(_own_names_tensor(arch, name, arr.astype(np.float32), cfg))
+        if name.endswith("input_linear.weight"):  # GraniteMoe's fused gate | up, split as the converter does
+            layer, kind = name.split(".")[2], "exps" if "block_sparse_moe" in name else "shexp"
+            gate, up = np.split(arr, 2, axis=-2)
+            w.add_tensor(f"blk.{layer}.ffn_gate_{kind}.weight", np.ascontiguousarray(gate))
+            w.add_tensor(f"blk.{layer}.ffn_up_{kind}.weight", np.ascontiguousarray(up))
+            continue
+        w.add_tensor(names.get_name(name, try_suffixes=(".weight", ".bias")), arr)
+    finish_gguf(w)
+    return arch
