@@ -88,9 +88,10 @@ _UNSUPPORTED = {
 
 
 def classic_arch(hf: dict[str, Any]) -> str | None:
-    """The classic family of a config.json dict (by ``architectures``, else ``model_type``), or None."""
+    """The classic family of a config.json dict (by ``architectures``, else ``model_type``: also for the
+    family's pooling forms, ``GPT2Model`` / ``OPTForSequenceClassification``), or None."""
     archs = hf.get("architectures") or []
-    arch = archs[0] if archs else CLASSIC_MODEL_TYPES.get(hf.get("model_type", ""))
+    arch = archs[0] if archs and archs[0] in CLASSIC_ARCHS else CLASSIC_MODEL_TYPES.get(hf.get("model_type", ""))
     return arch if arch in CLASSIC_ARCHS else None
 
 

@@ -41,10 +41,12 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
 
 
 def deepseek_arch(hf: dict[str, Any]) -> str | None:
-    """The DeepSeek architecture of a config.json dict (``architectures``, else ``model_type``), or None."""
-    archs = hf.get("architectures") or [{"deepseek_v2": DEEPSEEK_V2, "deepseek_v3": DEEPSEEK_V3}.get(
-        hf.get("model_type"))]
-    return archs[0] if archs[0] in DEEPSEEK_ARCHS else None
+    """The DeepSeek architecture of a config.json dict (``architectures``, else ``model_type``: a pooling
+    checkpoint's ``DeepseekV3Model`` / ``...ForSequenceClassification`` reads as its causal LM), or None."""
+    archs = hf.get("architectures") or [None]
+    if archs[0] in DEEPSEEK_ARCHS:
+        return archs[0]
+    return {"deepseek_v2": DEEPSEEK_V2, "deepseek_v3": DEEPSEEK_V3}.get(hf.get("model_type"))
 
 
 def deepseek_hf(hf: dict[str, Any], arch: str) -> dict[str, Any]:

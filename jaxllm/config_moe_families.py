@@ -51,7 +51,7 @@ def moe_family_hf(hf: dict[str, Any]) -> dict[str, Any]:
     """DBRX's nested config with its fields under the shared names (``hidden_size``, ``num_hidden_layers``,
     ``num_key_value_heads``, ``intermediate_size``, ``rope_theta``, ``clip_qkv``, ...); other configs unchanged."""
     archs = hf.get("architectures") or []
-    if (archs[0] if archs else MOE2_MODEL_TYPES.get(hf.get("model_type", ""))) != DBRX:
+    if hf.get("model_type") != "dbrx" and (archs[0] if archs else None) != DBRX:  # (also DbrxModel configs)
         return hf
     attn, ffn = dict(hf.get("attn_config") or {}), dict(hf.get("ffn_config") or {})
     act = (ffn.get("ffn_act_fn") or {}).get("name", "silu")

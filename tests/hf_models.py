@@ -47,6 +47,10 @@ DENSE3_ENGINE_CASES = {
 
 def make_config(arch: str, **overrides):
     """A transformers config of ``arch`` with tiny dims (GQA 4/2 heads by default)."""
+    if arch.startswith("Deepseek"):  # (MLA and DeepSeek-MoE dims of their own)
+        from deepseek_models import TINY as DEEPSEEK_TINY
+
+        return getattr(transformers, arch.replace("ForCausalLM", "Config"))(**{**DEEPSEEK_TINY, **overrides})
     kw = {**TINY, **overrides}
     if arch in _MHA_ONLY:  # (these families have no num_key_value_heads; a stray one would be read by jaxllm)
         kw.pop("num_key_value_heads")

@@ -10,14 +10,15 @@
     ranker.score("query", ["doc 1", "doc 2"])[0].outputs.score      # cross-encoder score
     ranker.classify("text")[0].outputs.probs
 
-Supported: Llama / Mistral / Qwen2 / Qwen3 as ``*ForCausalLM`` (embedder), ``*Model`` (embedder) and
-``*ForSequenceClassification`` (classifier, reward, cross-encoder when it has one label); BertModel /
-RobertaModel / XLMRobertaModel (embedders) and their ``*ForSequenceClassification`` (classifiers,
-cross-encoders with BERT's token types). Pooling (CLS / MEAN / LAST, normalize) follows sentence-transformers'
+Supported: every causal LM the generate path serves, as ``*ForCausalLM`` with ``runner="pooling"`` or ``*Model``
+(embedders), ``*ForSequenceClassification`` (classifier, reward, cross-encoder when it has one label),
+``convert="reward"`` / ``*ForRewardModeling`` and ``Qwen2ForRewardModel`` (per-token rewards; ``families.py``);
+BertModel / RobertaModel / XLMRobertaModel / ModernBertModel (embedders) and their ``*ForSequenceClassification``
+(classifiers, cross-encoders with BERT's token types). Pooling (CLS / MEAN / LAST, normalize) follows sentence-transformers'
 ``modules.json`` and ``1_Pooling/config.json`` when present (``config.py``).
 
 Decoders pool on the paged engine as prefill-only requests (``runner.PoolingModelRunner``: chunked prompts, no
-KV kept after a request, prefix-cache hits for LAST pooling); BERT-style encoders run whole sequences on a dense
+KV kept after a request, prefix-cache hits for LAST pooling); BERT-style encoders and ModernBERT run whole sequences on a dense
 bidirectional path (``encoder_runner``). This package's ``__init__`` stays free of jax: the engine imports its
 output types.
 """

@@ -81,7 +81,7 @@ class PoolingMixin(ScoringMixin):
         t_load = time.perf_counter()
         path = resolve_model_path(args.model, args.revision, token=args.hf_token, cache_dir=args.download_dir)
         hf = model_hf_config(path, args)
-        info, mesh = pooling_model_info(path, hf, args.pooler_config), make_mesh(args.tensor_parallel_size)
+        info, mesh = pooling_model_info(path, hf, args.pooler_config, args.convert), make_mesh(args.tensor_parallel_size)
         self.pooling_info, self.model_path = info, path
         self.tokenizer = None if args.skip_tokenizer_init else load_tokenizer(
             args.tokenizer or path, tokenizer_mode=args.tokenizer_mode, trust_remote_code=args.trust_remote_code,

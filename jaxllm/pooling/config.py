@@ -1,7 +1,8 @@
 """What a checkpoint is as a pooling model: runner choice, tasks, pooling type, head and activation.
 
 vLLM's rules: ``runner="auto"`` picks "generate" for ``*ForCausalLM`` and "pooling" for ``*ForSequenceClassification``
-and ``*Model`` (``BertModel``, ``XLMRobertaModel``, ``Qwen3Model``, ...). A ``*ForCausalLM`` checkpoint with
+and ``*Model`` (``BertModel``, ``XLMRobertaModel``, ``Qwen3Model``, ...; the decoder forms are in ``families``). A
+``*ForCausalLM`` checkpoint with
 ``runner="pooling"`` becomes an embedding model (vLLM's ``convert="embed"``, as Qwen3-Embedding). Pooling type:
 the model's default (LAST for decoders, CLS for BERT-style encoders), replaced by sentence-transformers'
 ``modules.json`` + ``1_Pooling/config.json`` when present (``st_config``); their ``Normalize`` module sets the
@@ -14,20 +15,16 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from jaxllm.pooling.families import REWARD_MODELS, check_decoder_config, decoder_backbone, pooling_form
 from jaxllm.pooling.st_config import (
     projected_size,
     sentence_transformers_pooling,
     sentence_transformers_tokenizer,
 )
 
-# decoder families: pooling architecture -> the causal-LM architecture whose backbone it shares
-DECODER_BACKBONES = {
-    f"{family}{suffix}": f"{family}ForCausalLM"
-    for family in ("Llama", "Mistral", "Qwen2", "Qwen3")
-    for suffix in ("ForCausalLM", "Model", "ForSequenceClassification")
-}
 ENCODER_ARCHITECTURES = ("BertModel", "XLMRobertaModel", "RobertaModel", "BertForSequenceClassification",
-                         "XLMRobertaForSequenceClassification", "RobertaForSequenceClassification")
+                         "XLMRobertaForSequenceClassification", "RobertaForSequenceClassification",
+                         "ModernBertModel", "ModernBertForSequenceClassification")
 _GENERATE_SUFFIXES = ("ForCausalLM", "ForConditionalGeneration", "ChatModel", "LMHeadModel")
 _POOLING_SUFFIXES = ("ForTextEncoding", "EmbeddingModel", "ForSequenceClassification", "ClassificationModel",
                      "ForRewardModeling", "RewardModel", "Model")
@@ -124,7 +121,7 @@ def resolve_runner(runner: str, hf: dict[str, Any], has_st_pooling: bool = False
     sentence-transformers Pooling module (``has_st_pooling``), else follows the architecture's suffix."""
     arch = architecture_of(hf)
     if runner != "auto":
-        if runner == "generate" and arch in DECODER_BACKBONES and not arch.endswith("ForCausalLM"):
+        if runner == "generate" and decoder_backbone(arch) not in (None, arch):
             raise ValueError(f"{arch} is a pooling model; use runner='pooling' (or 'auto')")
         if runner == "generate" and arch in ENCODER_ARCHITECTURES:
             raise ValueError(f"{arch} is an encoder-only model and cannot generate; use runner='pooling'")
@@ -141,7 +138,8 @@ def check_convert(convert: str, runner: str, arch: str) -> None:
     "pooling"). "auto" takes the architecture's default. With runner="pooling", "embed" is what jaxllm does to
     a causal LM or ``*Model`` and leaves a pooling architecture as it is (vLLM's ``as_embedding_model``);
     "classify" needs a ``*ForSequenceClassification`` checkpoint; "none" refuses a causal LM (it is no pooling
-    model unconverted); "reward" is not supported. Any conversion under runner="generate" is an error."""
+    model unconverted); "reward" makes a decoder without a classifier a per-token reward model
+    (``pooling_model_info``). Any conversion under runner="generate" is an error."""
     if convert == "auto":
         return
     if runner == "generate":
@@ -152,31 +150,41 @@ def check_convert(convert: str, runner: str, arch: str) -> None:
     if convert == "none" and arch.endswith("ForCausalLM"):
         raise ValueError("This model does not support `--runner pooling` with convert='none'. You can pass "
                          "convert='embed' (or 'auto') to adapt it into a pooling model.")
-    if convert == "classify" and not arch.endswith("ForSequenceClassification"):
+    if convert == "classify" and pooling_form(arch) != "classify":
         raise ValueError(f"convert='classify' of a {arch or 'causal LM'} checkpoint (a classifier head on a model "
                          "without one) is not supported yet; a *ForSequenceClassification checkpoint classifies "
                          "as it is")
-    if convert == "reward":
-        raise ValueError("convert='reward' (per-token rewards of a converted model) is not supported yet; "
-                         "*ForSequenceClassification checkpoints give per-token scores through LLM.reward")
+    if convert == "reward" and arch in ENCODER_ARCHITECTURES:
+        raise ValueError(f"convert='reward' of the encoder {arch} is not supported; it converts decoders")
 
 
-def pooling_model_info(path: str, hf: dict[str, Any], pooler_config: Any = None) -> PoolingModelInfo:
+def pooling_model_info(path: str, hf: dict[str, Any], pooler_config: Any = None,
+                       convert: str = "auto") -> PoolingModelInfo:
     """The pooling facts of the checkpoint at ``path`` (config.json ``hf``), with ``pooler_config``'s overrides;
-    ValueError for what jaxllm cannot pool."""
+    ValueError for what jaxllm cannot pool. ``convert="reward"`` (vLLM's ``as_reward_model``) turns a decoder
+    without a classifier into a reward model: "token_classify" only, every token's hidden row through the
+    classification activation (softmax over the hidden dims unless ``problem_type`` says otherwise, or none with
+    ``use_activation=False``)."""
     arch = architecture_of(hf)
-    if arch not in DECODER_BACKBONES and arch not in ENCODER_ARCHITECTURES:
-        supported = sorted(DECODER_BACKBONES) + list(ENCODER_ARCHITECTURES)
-        raise ValueError(f"architecture {arch!r} is not supported as a pooling model; supported: "
-                         f"{', '.join(supported)}")
     encoder = arch in ENCODER_ARCHITECTURES
+    if not encoder and decoder_backbone(arch) is None:
+        raise ValueError(f"architecture {arch!r} is not supported as a pooling model; supported: the "
+                         f"{{Model, ForSequenceClassification}} forms of the causal LMs jaxllm serves and "
+                         f"{', '.join(ENCODER_ARCHITECTURES)}")
+    if not encoder:
+        check_decoder_config(hf)
     st_type, st_normalize = sentence_transformers_pooling(path)
-    classifier = arch.endswith("ForSequenceClassification")
-    num_labels = num_labels_of(hf) if classifier else 0
-    if classifier:
+    form = pooling_form(arch)
+    classifier = form == "classify"
+    num_labels = num_labels_of(hf) if classifier else (1 if arch in REWARD_MODELS else 0)
+    reward = (convert == "reward" or (convert == "auto" and form == "reward")) and not classifier \
+        and arch not in REWARD_MODELS
+    if arch in REWARD_MODELS:  # per-token rewards of its score MLP (one label)
+        tasks = ("token_classify",)
+    elif classifier:
         tasks = ("classify", "token_classify") + (("score",) if num_labels == 1 else ())
     else:
-        tasks = ("embed", "token_embed")
+        tasks = ("token_classify",) if reward else ("embed", "token_embed")
     dims = hf.get("matryoshka_dimensions")
     over = PoolerConfig.of(pooler_config) or PoolerConfig()
     if over.pooling_type is not None:
@@ -185,15 +193,41 @@ def pooling_model_info(path: str, hf: dict[str, Any], pooler_config: Any = None)
         st_normalize = over.normalize
     return PoolingModelInfo(
         name=path, architecture=arch, encoder=encoder, tasks=tasks,
-        pooling_type=st_type or ("CLS" if encoder else "LAST"),
-        normalize=st_normalize, hidden_size=int(hf["hidden_size"]), num_labels=num_labels,
-        classify_activation=_classify_activation(hf, num_labels), score_activation=_score_activation(hf),
+        pooling_type=st_type or _default_pooling(hf, encoder),
+        normalize=st_normalize, hidden_size=_pooled_size(hf, encoder), num_labels=num_labels,
+        classify_activation=_classify_activation(hf, _pooled_size(hf, encoder) if reward else num_labels),
+        score_activation=_score_activation(hf),
         is_matryoshka=bool(hf.get("is_matryoshka") or dims), matryoshka_dimensions=tuple(dims or ()),
         default_dimensions=over.dimensions, default_use_activation=over.use_activation, logit_bias=over.logit_bias,
-        projected_size=None if classifier else projected_size(path, int(hf["hidden_size"])),
+        projected_size=None if classifier else projected_size(path, _pooled_size(hf, encoder)),
         classifier_from_token=tuple(hf["classifier_from_token"]) if classifier and seq_cls_method(hf) else (),
         use_pad_token=bool(hf.get("use_pad_token", not (classifier and seq_cls_method(hf)))),
         **sentence_transformers_tokenizer(path))
+
+
+def _default_pooling(hf: dict[str, Any], encoder: bool) -> str:
+    """LAST for decoders, CLS for encoders; ModernBERT's classifier pools as its ``classifier_pooling`` says
+    ("cls" or "mean"), as transformers' ``ModernBertForSequenceClassification``."""
+    if not encoder:
+        return "LAST"
+    if architecture_of(hf) == "ModernBertForSequenceClassification":
+        mode = hf.get("classifier_pooling", "cls")
+        if mode not in ("cls", "mean"):
+            raise ValueError(f"classifier_pooling={mode!r} is not supported; choose 'cls' or 'mean'")
+        return mode.upper()
+    return "CLS"
+
+
+def _pooled_size(hf: dict[str, Any], encoder: bool) -> int:
+    """The size of a pooled row: the hidden size (GPT-2's ``n_embd``, DBRX's ``d_model``: the family's names), or OPT's
+    projected ``word_embed_proj_dim`` that its backbone outputs."""
+    if encoder:
+        return int(hf["hidden_size"])
+    from jaxllm.config_classic import classic_hf
+    from jaxllm.config_moe_families import moe_family_hf
+
+    shared = moe_family_hf(classic_hf(hf))
+    return int(shared.get("word_embed_proj_dim") or shared["hidden_size"])
 
 
 SEQ_CLS_METHODS = ("from_2_way_softmax", "no_post_processing")

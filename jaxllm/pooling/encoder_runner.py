@@ -26,6 +26,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxllm.engine.request_checks import check_prompt
 from jaxllm.models.bert import EncoderConfig
+from jaxllm.models.modernbert import ModernBertConfig
 from jaxllm.pooling.batching import batch_rows, length_buckets, plan_batches
 from jaxllm.pooling.config import pooling_model_info
 from jaxllm.pooling.heads import encoder_head, load_dense_projector
@@ -69,6 +70,20 @@ def _check_no_kv_cache_args(args) -> None:
             raise ValueError(f"{name}={value!r}: encoder models (BERT family) run without a KV cache")
 
 
+def _load_weights(path: str, config, hf: dict, mesh, args, num_labels: int):
+    """(model, head tensors or None) of a BERT-family or ModernBERT checkpoint (random with load_format="dummy")."""
+    from jaxllm.weights.bert import dummy_bert, load_bert
+    from jaxllm.weights.modernbert import dummy_modernbert, load_modernbert
+
+    if isinstance(config, ModernBertConfig):
+        if args.load_format == "dummy":
+            return dummy_modernbert(config, hf, mesh, args.seed, num_labels)
+        return load_modernbert(path, config, hf, mesh, num_labels)
+    if args.load_format == "dummy":
+        return dummy_bert(config, mesh, args.seed, num_labels)
+    return load_bert(path, config, mesh, num_labels)
+
+
 class EncoderRunner:
     """``run(request_ids, [(token_ids, PoolingParams)]) -> [PoolingOutput]`` for an encoder model.
 
@@ -96,7 +111,6 @@ class EncoderRunner:
     @classmethod
     def load(cls, path: str, hf: dict, mesh, args, *, platform: str) -> EncoderRunner:
         """The runner of the encoder checkpoint at ``path`` (config.json ``hf``) for validated ``args``."""
-        from jaxllm.weights.bert import dummy_bert, load_bert
 
         if args.quantization is not None:
             raise ValueError(f"quantization={args.quantization!r} is not supported for encoder models")
@@ -105,17 +119,15 @@ class EncoderRunner:
         if args.load_format not in ("auto", "safetensors", "dummy"):
             raise ValueError(f"load_format={args.load_format!r} is not supported for encoder models")
         _check_no_kv_cache_args(args)
-        config = EncoderConfig.from_hf(hf, args.dtype)
+        modern = hf["architectures"][0].startswith("ModernBert")
+        config = (ModernBertConfig if modern else EncoderConfig).from_hf(hf, args.dtype)
         if args.max_model_len is not None and args.max_model_len > config.max_model_len:
             raise ValueError(f"max_model_len={args.max_model_len} is longer than the {config.max_model_len} "
-                             f"positions of {config.architecture}'s absolute position embeddings")
-        info = pooling_model_info(path, hf, args.pooler_config)
+                             f"positions of {config.architecture}")
+        info = pooling_model_info(path, hf, args.pooler_config, args.convert)
         args = args.resolve(platform, info.model_max_len(config.max_model_len), pooling=True)
-        if args.load_format == "dummy":
-            model, tensors = dummy_bert(config, mesh, args.seed, info.num_labels)
-        else:
-            model, tensors = load_bert(path, config, mesh, info.num_labels)
-        head = None if tensors is None else encoder_head(config.architecture, tensors)
+        model, tensors = _load_weights(path, config, hf, mesh, args, info.num_labels)
+        head = None if tensors is None else encoder_head(config.architecture, tensors, hf)
         if head is None and info.projected_size is not None:  # an embedder's Dense modules
             head = load_dense_projector(path, st_dense_modules(path))
         return cls(model, config, info, mesh, args, enforce_eager=args.enforce_eager, head=head)

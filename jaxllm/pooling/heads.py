@@ -9,6 +9,7 @@ and the device programs stay the backbone's.
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import numpy as np
@@ -31,13 +32,14 @@ class LinearHead:
 
 
 class TanhDenseHead:
-    """logits = out(tanh(dense(x))): BERT's pooler + classifier, RoBERTa's classification head.
+    """logits = out(act(dense(x))), act tanh: BERT's pooler + classifier, RoBERTa's classification head (relu:
+    Qwen2ForRewardModel's ``score`` MLP).
 
     ``token_head`` is what a per-token task ("token_classify") applies to every token's row: the whole head for
     RoBERTa, the classifier alone for BERT (its pooler belongs to the CLS row), as vLLM."""
 
-    def __init__(self, dense: LinearHead, out: LinearHead, dense_per_token: bool = True):
-        self.dense, self.out = dense, out
+    def __init__(self, dense: LinearHead, out: LinearHead, dense_per_token: bool = True, act=np.tanh):
+        self.dense, self.out, self.act = dense, out, act
         self.token_head = self if dense_per_token else out
 
     @property
@@ -45,7 +47,49 @@ class TanhDenseHead:
         return self.out.num_labels
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.out(np.tanh(self.dense(x)))
+        return self.out(self.act(self.dense(x)))
+
+
+_ERF = np.vectorize(math.erf, otypes=[np.float64])
+# transformers' activations of ModernBERT's prediction head (``classifier_activation``) on numpy float32
+_HEAD_ACTIVATIONS = {
+    "gelu": lambda x: (0.5 * x * (1.0 + _ERF(x / math.sqrt(2.0)))).astype(np.float32),
+    "gelu_new": lambda x: 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3))),
+    "relu": lambda x: np.maximum(x, 0.0),
+    "silu": lambda x: x / (1.0 + np.exp(-x)),
+}
+_HEAD_ACTIVATIONS["gelu_pytorch_tanh"] = _HEAD_ACTIVATIONS["gelu_new"]
+
+
+class ModernBertHead:
+    """ModernBERT's classifier: logits = classifier(LayerNorm(act(dense(x)))), on every row it is given (the
+    pooled row, or each token's for "token_classify")."""
+
+    def __init__(self, tensors: dict[str, np.ndarray], activation: str, eps: float):
+        if activation not in _HEAD_ACTIVATIONS:
+            raise ValueError(f"classifier_activation={activation!r} is not supported; supported: "
+                             f"{sorted(_HEAD_ACTIVATIONS)}")
+        self.dense = LinearHead(tensors["head.dense.weight"], tensors.get("head.dense.bias"))
+        self.out = LinearHead(tensors["classifier.weight"], tensors["classifier.bias"])
+        self.norm_weight, self.norm_bias = tensors["head.norm.weight"], tensors.get("head.norm.bias")
+        self.act, self.eps = _HEAD_ACTIVATIONS[activation], eps
+        self.token_head = self
+
+    @property
+    def num_labels(self) -> int:
+        return self.out.num_labels
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        y = self.act(self.dense(x))
+        y = (y - y.mean(-1, keepdims=True)) / np.sqrt(y.var(-1, keepdims=True) + self.eps) * self.norm_weight
+        return self.out(y if self.norm_bias is None else y + self.norm_bias)
+
+
+def reward_head(tensors: dict[str, np.ndarray]) -> TanhDenseHead:
+    """Qwen2ForRewardModel's ``score``: Linear(D, D) -> ReLU -> Linear(D, L), both with biases, on every token."""
+    return TanhDenseHead(LinearHead(tensors["score.0.weight"], tensors["score.0.bias"]),
+                         LinearHead(tensors["score.2.weight"], tensors["score.2.bias"]),
+                         act=lambda x: np.maximum(x, 0.0))
 
 
 # HF key names of the encoder cross-encoders' heads (after the backbone prefix is removed), by head layout
@@ -54,8 +98,12 @@ ROBERTA_HEAD_KEYS = ("classifier.dense.weight", "classifier.dense.bias", "classi
                      "classifier.out_proj.bias")
 
 
-def encoder_head(architecture: str, tensors: dict[str, np.ndarray]) -> TanhDenseHead:
-    """The head of a ``{Bert,Roberta,XLMRoberta}ForSequenceClassification`` from its checkpoint tensors."""
+def encoder_head(architecture: str, tensors: dict[str, np.ndarray], hf: dict | None = None):
+    """The head of a ``{Bert,Roberta,XLMRoberta,ModernBert}ForSequenceClassification`` from its checkpoint
+    tensors (``hf``: config.json, for ModernBERT's ``classifier_activation`` and ``norm_eps``)."""
+    if architecture.startswith("ModernBert"):
+        hf = hf or {}
+        return ModernBertHead(tensors, hf.get("classifier_activation", "gelu"), float(hf.get("norm_eps", 1e-5)))
     bert = architecture.startswith("Bert")
     dw, db, ow, ob = (tensors[k] for k in (BERT_HEAD_KEYS if bert else ROBERTA_HEAD_KEYS))
     return TanhDenseHead(LinearHead(dw, db), LinearHead(ow, ob), dense_per_token=not bert)

@@ -72,9 +72,10 @@ def embed_head(x: np.ndarray, params, projector=None) -> np.ndarray:
 
 
 def classify_head(x: np.ndarray, head, act: str, params, logit_bias: float | None = None) -> np.ndarray:
-    """x [..., D] -> [..., L] through ``head`` (jaxllm.pooling.heads), less ``logit_bias`` (pooler_config's),
-    with the activation ``act`` when ``params.use_activation``."""
-    logits = head(x)
+    """x [..., D] -> [..., L] through ``head`` (jaxllm.pooling.heads; None: the rows themselves, a converted
+    reward model's), less ``logit_bias`` (pooler_config's), with the activation ``act`` when
+    ``params.use_activation``."""
+    logits = x if head is None else head(x)
     if logit_bias is not None:
         logits = logits - np.float32(logit_bias)
     return activation(act, logits) if params.use_activation else logits

@@ -104,11 +104,18 @@ def load_bert(path: str | os.PathLike, cfg: EncoderConfig, mesh, num_labels: int
                                   f"{tuple(array.shape)}")
         value = np.asarray(array, np.float32)
         host[param_name][index] = value if to_ours is None else to_ours(value)
-    missing = sorted((set(targets) - set(seen)) | (set(heads) - set(head)))
+    check_complete(set(targets) | set(heads), set(seen) | set(head), cfg.architecture)
+    return place(model, host, mesh), (head or None)
+
+
+def check_complete(wanted: set[str], found: set[str], architecture: str) -> None:
+    """WeightLoadError naming the keys of ``wanted`` the checkpoint did not have (strict loading)."""
+    from jaxllm.weights.loader import WeightLoadError
+
+    missing = sorted(wanted - found)
     if missing:
         shown = ", ".join(repr(k) for k in missing[:8]) + (" ..." if len(missing) > 8 else "")
-        raise WeightLoadError(f"checkpoint is missing {len(missing)} key(s) for {cfg.architecture}: {shown}")
-    return place(model, host, mesh), (head or None)
+        raise WeightLoadError(f"checkpoint is missing {len(missing)} key(s) for {architecture}: {shown}")
 
 
 def place(abstract_model: BertModel, host: dict[str, np.ndarray], mesh) -> BertModel:
@@ -120,11 +127,9 @@ def place(abstract_model: BertModel, host: dict[str, np.ndarray], mesh) -> BertM
     return abstract_model
 
 
-def dummy_bert(cfg: EncoderConfig, mesh, seed: int, num_labels: int = 0):
-    """Random weights of the real shapes (``load_format="dummy"``): N(0, 0.02), LayerNorm weights 1, biases 0;
-    (model, head tensors or None) as ``load_bert``."""
-    model = nnx.eval_shape(lambda: BertModel(cfg, rngs=nnx.Rngs(0)))
-    rng = np.random.default_rng(seed)
+def dummy_params(model, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Random host values for every parameter of an abstract encoder: N(0, 0.02), LayerNorms (``*_ln``, [.., 2, D]:
+    weight, bias) 1 and 0, biases 0."""
     host = {}
     for name in vars(model):
         var = getattr(model, name)
@@ -139,6 +144,15 @@ def dummy_bert(cfg: EncoderConfig, mesh, seed: int, num_labels: int = 0):
         else:
             value = (0.02 * rng.standard_normal(shape)).astype(np.float32)
         host[name] = value
+    return host
+
+
+def dummy_bert(cfg: EncoderConfig, mesh, seed: int, num_labels: int = 0):
+    """Random weights of the real shapes (``load_format="dummy"``, ``dummy_params``); (model, head tensors or
+    None) as ``load_bert``."""
+    model = nnx.eval_shape(lambda: BertModel(cfg, rngs=nnx.Rngs(0)))
+    rng = np.random.default_rng(seed)
+    host = dummy_params(model, rng)
     head = {k: (0.02 * rng.standard_normal(shape)).astype(np.float32) for k, shape in
             head_shapes(cfg, num_labels).items()}
     return place(model, host, mesh), (head or None)

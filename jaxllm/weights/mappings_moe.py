@@ -55,8 +55,9 @@ def dbrx_map(cfg: ModelConfig) -> dict[str, Target | tuple[Target, ...]]:
     m: dict[str, Target | tuple[Target, ...]] = {
         "transformer.wte.weight": Target(("embed",), (v, d), _same),
         "transformer.norm_f.weight": Target(("norm", "weight"), (d,), _same),
-        "lm_head.weight": Target(("lm_head",), (v, d), _same),
     }
+    if not cfg.tie_word_embeddings:  # (always, for a DBRX checkpoint; a pooling backbone has no LM head)
+        m["lm_head.weight"] = Target(("lm_head",), (v, d), _same)
     per_expert = lambda w: w.reshape(e, f, d)
     for i in range(cfg.num_layers):
         p, L = f"transformer.blocks.{i}.", ("layers", i)

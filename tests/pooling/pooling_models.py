@@ -115,3 +115,24 @@ def save_pair_tokenizer(path) -> None:
     tok.model_input_names = ["input_ids", "token_type_ids", "attention_mask"]
     tok.init_kwargs["model_input_names"] = tok.model_input_names
     tok.save_pretrained(str(path))
+
+
+MODERNBERT = {"vocab_size": 256, "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 3,
+              "num_attention_heads": 4, "max_position_embeddings": 64, "local_attention": 8,
+              "global_attn_every_n_layers": 2, "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2,
+              "cls_token_id": 1, "sep_token_id": 2}
+
+
+def save_modernbert(path, arch: str = "ModernBertModel", **overrides):
+    """A tiny ModernBERT checkpoint (3 layers: global, local, global; an 8-token local window)."""
+    torch.manual_seed(0)
+    model = getattr(transformers, arch)(transformers.ModernBertConfig(**{**MODERNBERT, **overrides})).eval()
+    with torch.no_grad():  # random norms and biases: a wrongly mapped one cannot hide behind ones / zeros
+        for name, p in model.named_parameters():
+            if "norm" in name and name.endswith("weight"):
+                p.copy_(1.0 + 0.1 * torch.randn_like(p))
+            elif name.endswith("bias"):
+                p.copy_(0.1 * torch.randn_like(p))
+    model.config.architectures = [arch]
+    model.save_pretrained(os.fspath(path))
+    return model

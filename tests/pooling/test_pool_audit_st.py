@@ -93,7 +93,7 @@ def test_dense_config_errors(tmp_path):
 
 def test_convert_keyword(tmp_path, embedder_dir, classifier_dir):
     """vLLM's convert: "embed" is the causal LM's embedder (and leaves a classifier as it is), "classify" needs
-    a classifier checkpoint, "none" refuses to pool a causal LM, any conversion needs runner="pooling"."""
+    a classifier checkpoint, "reward" makes a per-token reward model (test_decoder_families), "none" refuses to pool a causal LM, any conversion needs runner="pooling"."""
     emb_path, cls_path = str(embedder_dir[0]), str(classifier_dir[0])
     llm = LLM(emb_path, runner="pooling", convert="embed", **ENGINE)
     assert llm.supported_tasks == ("embed", "token_embed")
@@ -103,8 +103,7 @@ def test_convert_keyword(tmp_path, embedder_dir, classifier_dir):
         LLM(cls_path, convert="embed", **ENGINE).embed("hi", use_tqdm=False)
     with pytest.raises(ValueError, match="convert='classify' of a Qwen3Model"):
         LLM(emb_path, runner="pooling", convert="classify", **ENGINE)
-    with pytest.raises(ValueError, match="convert='reward'.*not supported"):
-        LLM(emb_path, runner="pooling", convert="reward", **ENGINE)
+    assert LLM(emb_path, runner="pooling", convert="reward", **ENGINE).supported_tasks == ("token_classify",)
     with pytest.raises(ValueError, match="convert"):
         LLM(emb_path, convert="bogus", **ENGINE)
     save_tiny_model(tmp_path, "Qwen3ForCausalLM", vocab_size=VOCAB, head_dim=16)

@@ -43,7 +43,7 @@ def test_model_info_defaults(tmp_path):
                                              "num_labels": 1, "problem_type": "regression"})
     assert reg.classify_activation == "identity"
     with pytest.raises(ValueError, match="not supported as a pooling model"):
-        pooling_model_info(str(tmp_path), {**HF, "architectures": ["GPT2LMHeadModel"]})
+        pooling_model_info(str(tmp_path), {**HF, "architectures": ["BloomForCausalLM"]})
 
 
 @pytest.mark.parametrize("mode, normalize, want", [("cls_token", False, "CLS"), ("mean_tokens", True, "MEAN"),
