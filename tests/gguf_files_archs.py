@@ -8,7 +8,7 @@ import re
 
 import gguf
 import numpy as np
-from gguf_files import _add_family_metadata, _checkpoint_tensors, finish_gguf
+from gguf_files import _add_family_metadata, _checkpoint_tensors, _stack_experts, finish_gguf
 
 # Families with their own HF names (jaxllm/weights/gguf_archs.py): HF architecture -> llama.cpp architecture
 OWN_NAMES_ARCH = {"GPT2LMHeadModel": "gpt2", "PhiForCausalLM": "phi2", "StableLmForCausalLM": "stablelm",
@@ -16,7 +16,7 @@ OWN_NAMES_ARCH = {"GPT2LMHeadModel": "gpt2", "PhiForCausalLM": "phi2", "StableLm
                   "NemotronForCausalLM": "nemotron", "Glm4ForCausalLM": "glm4", "Exaone4ForCausalLM": "exaone4",
                   "Ernie4_5ForCausalLM": "ernie4_5", "Cohere2ForCausalLM": "cohere2",
                   "GraniteMoeForCausalLM": "granitemoe", "GraniteMoeSharedForCausalLM": "granitemoe",
-                  "FalconForCausalLM": "falcon"}
+                  "FalconForCausalLM": "falcon", "Ernie4_5_MoeForCausalLM": "ernie4_5-moe"}
 
 
 def _own_names_metadata(w: gguf.GGUFWriter, arch: str, cfg) -> None:
@@ -48,7 +48,14 @@ def _own_names_metadata(w: gguf.GGUFWriter, arch: str, cfg) -> None:
         w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
         if getattr(cfg, "shared_intermediate_size", None):
             w.add_expert_shared_feed_forward_length(cfg.shared_intermediate_size)
-    if arch in ("olmo", "seed_oss", "nemotron", "glm4", "exaone4", "ernie4_5", "cohere2"):  # TextModel's keys
+    if arch == "ernie4_5-moe":  # Ernie4_5MoeModel's keys
+        for add, value in ((w.add_expert_count, cfg.moe_num_experts), (w.add_expert_used_count, cfg.moe_k),
+                           (w.add_interleave_moe_layer_step, cfg.moe_layer_interval),
+                           (w.add_leading_dense_block_count, cfg.moe_layer_start_index),
+                           (w.add_expert_feed_forward_length, cfg.moe_intermediate_size),
+                           (w.add_expert_shared_count, cfg.moe_num_shared_experts)):
+            add(value)
+    if arch in ("olmo", "seed_oss", "nemotron", "glm4", "exaone4", "ernie4_5", "ernie4_5-moe", "cohere2"):
         w.add_rope_freq_base(rope["rope_theta"])
         if getattr(cfg, "head_dim", None):
             w.add_key_length(cfg.head_dim)
@@ -104,7 +111,7 @@ def write_own_names_as_gguf(path, hf_dir, cfg) -> str:
     arch = OWN_NAMES_ARCH[cfg.architectures[0]]
     w = gguf.GGUFWriter(os.fspath(path), arch)
     _own_names_metadata(w, arch, cfg)
-    tensors = _checkpoint_tensors(hf_dir)
+    tensors, _ = _stack_experts(_checkpoint_tensors(hf_dir), {})
     norms = re.compile(r"^(.+\.[qk]_layernorm)\.norms\.(\d+)\.weight$")
     for stacked in sorted({m.group(1) for m in map(norms.match, tensors) if m}):
         n = len([k for k in tensors if k.startswith(f"{stacked}.norms.")])
@@ -113,6 +120,7 @@ def write_own_names_as_gguf(path, hf_dir, cfg) -> str:
     for name, arr in tensors.items():
         if name.endswith((".attn.bias", ".attn.masked_bias")):
             continue
+        name = name.replace("e_score_correction_bias", "e_score_correction.bias")  # as the converter renames it
         arr = np.ascontiguousarray(_own_names_tensor(arch, name, arr.astype(np.float32), cfg))
         if name.endswith("input_linear.weight"):  # GraniteMoe's fused gate | up, split as the converter does
             layer, kind = name.split(".")[2], "exps" if "block_sparse_moe" in name else "shexp"

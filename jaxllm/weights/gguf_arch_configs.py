@@ -130,6 +130,21 @@ def falcon(ckpt, c: dict[str, Any]) -> dict[str, Any]:
             "ffn_hidden_size": c["intermediate_size"]}
 
 
+def ernie4_5_moe(ckpt, c: dict[str, Any]) -> dict[str, Any]:
+    """Ernie 4.5 MoE: sparse layers from moe_layer_start_index every moe_layer_interval up to the last layer with
+    a router; the shared experts' count (their size is the file's tensors'); dense layers of feed_forward_length."""
+    layers = [i for i in range(c["num_hidden_layers"]) if has(ckpt, f"blk.{i}.ffn_gate_inp.weight")]
+    if not layers:
+        raise ValueError(f"GGUF ernie4_5-moe file {ckpt.path!r} has no expert router (blk.N.ffn_gate_inp.weight)")
+    return {**ernie4_5(ckpt, c), "model_type": "ernie4_5_moe", "moe_num_experts": int(ckpt.arch_key("expert_count")),
+            "moe_k": int(ckpt.arch_key("expert_used_count")),
+            "moe_intermediate_size": int(ckpt.arch_key("expert_feed_forward_length")),
+            "moe_num_shared_experts": int(ckpt.arch_key("expert_shared_count", 0)),
+            "moe_layer_start_index": int(ckpt.arch_key("leading_dense_block_count", layers[0])),
+            "moe_layer_interval": int(ckpt.arch_key("interleave_moe_layer_step", 1)),
+            "moe_layer_end_index": layers[-1]}
+
+
 def rope_scaling(ckpt, c: dict[str, Any]) -> dict[str, Any]:
     scaling = rope_scaling_from_metadata(ckpt, c)
     return {} if scaling is None else {"rope_scaling": scaling}

@@ -107,6 +107,12 @@ ARCHS: dict[str, GGUFArch] = {
                                           "attn_qkv": "self_attention.query_key_value",
                                           "attn_output": "self_attention.dense", "ffn_up": "mlp.dense_h_to_4h",
                                           "ffn_down": "mlp.dense_4h_to_h"}, cfgs.falcon),
+    "ernie4_5-moe": GGUFArch(
+        "Ernie4_5_MoeForCausalLM", _LLAMA_GLOBALS, "model.layers.",
+        {**_LLAMA_ATTN, **_LLAMA_MLP, **_NORMS, "ffn_gate_inp": "mlp.gate",
+         "exp_probs_b.bias": "mlp.moe_statics.e_score_correction_bias",
+         **{f"ffn_{p}_shexp": f"mlp.shared_experts.{p}_proj" for p in ("gate", "up", "down")}},
+        cfgs.ernie4_5_moe, split=DEEPSEEK_SPLIT),
     "deepseek2": GGUFArch(_DEEPSEEK_ARCH, DEEPSEEK_GLOBALS, "model.layers.", DEEPSEEK_LAYER, deepseek_config,
                           split=DEEPSEEK_SPLIT, merged={"attn_v_b": "attn_k_b"}),
 }
@@ -174,6 +180,8 @@ def arrays(ckpt, name: str, w: np.ndarray) -> list[np.ndarray]:
         return [np.concatenate([w, ckpt.tensor_array(name.replace(module, part))], axis=-2)]
     if arch in ("olmo", "granitemoe") and module in ("attn_q", "attn_k") and kind == "weight":
         return [unpermute_qk(w, cfg["num_attention_heads" if module == "attn_q" else "num_key_value_heads"])]
+    if arch == "ernie4_5-moe" and module == "exp_probs_b":  # HF keeps it [1, E]
+        return [w.reshape(1, -1)]
     if arch == "nemotron" and module.endswith("norm") and kind == "weight":
         return [w - 1.0]
     return [w]

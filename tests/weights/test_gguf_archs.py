@@ -46,6 +46,10 @@ CASES = {
     "falcon-new-one-norm": ("FalconForCausalLM", {**SPECIAL, "new_decoder_architecture": True, "num_kv_heads": 2,
                                                   "num_ln_in_parallel_attn": 1, "max_position_embeddings": 2048}),
     "falcon-per-head": ("FalconForCausalLM", {**SPECIAL, "multi_query": False, "max_position_embeddings": 2048}),
+    "ernie4_5-moe": ("Ernie4_5_MoeForCausalLM", {**SPECIAL, "num_hidden_layers": 4, "intermediate_size": 96,
+                                                "moe_intermediate_size": 16, "moe_k": 2, "moe_num_experts": 8,
+                                                "moe_num_shared_experts": 2, "moe_layer_start_index": 1,
+                                                "moe_layer_interval": 2, "tie_word_embeddings": False}),
     "cohere2": ("Cohere2ForCausalLM", {**SPECIAL, "num_hidden_layers": 4, "sliding_window": 6,
                                        "logit_scale": 0.25}),
 }
