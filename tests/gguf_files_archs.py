@@ -16,7 +16,8 @@ OWN_NAMES_ARCH = {"GPT2LMHeadModel": "gpt2", "PhiForCausalLM": "phi2", "StableLm
                   "NemotronForCausalLM": "nemotron", "Glm4ForCausalLM": "glm4", "Exaone4ForCausalLM": "exaone4",
                   "Ernie4_5ForCausalLM": "ernie4_5", "Cohere2ForCausalLM": "cohere2",
                   "GraniteMoeForCausalLM": "granitemoe", "GraniteMoeSharedForCausalLM": "granitemoe",
-                  "FalconForCausalLM": "falcon", "Ernie4_5_MoeForCausalLM": "ernie4_5-moe"}
+                  "FalconForCausalLM": "falcon", "Ernie4_5_MoeForCausalLM": "ernie4_5-moe",
+                  "DbrxForCausalLM": "dbrx"}
 
 
 def _own_names_metadata(w: gguf.GGUFWriter, arch: str, cfg) -> None:
@@ -27,6 +28,16 @@ def _own_names_metadata(w: gguf.GGUFWriter, arch: str, cfg) -> None:
         for add, value in ((w.add_context_length, 2048), (w.add_embedding_length, hidden), (w.add_head_count, heads),
                            (w.add_feed_forward_length, 4 * hidden), (w.add_block_count, cfg.num_hidden_layers),
                            (w.add_head_count_kv, _falcon_kv_heads(cfg)), (w.add_layer_norm_eps, cfg.layer_norm_epsilon)):
+            add(value)
+        return
+    if arch == "dbrx":  # DbrxModel: the nested attn_config / ffn_config
+        a, f = cfg.attn_config, cfg.ffn_config
+        for add, value in ((w.add_block_count, cfg.n_layers), (w.add_context_length, cfg.max_seq_len),
+                           (w.add_embedding_length, cfg.d_model), (w.add_feed_forward_length, f.ffn_hidden_size),
+                           (w.add_head_count, cfg.n_heads), (w.add_head_count_kv, a.kv_n_heads),
+                           (w.add_rope_freq_base, a.rope_theta), (w.add_clamp_kqv, a.clip_qkv),
+                           (w.add_expert_count, f.moe_num_experts), (w.add_expert_used_count, f.moe_top_k),
+                           (w.add_layer_norm_eps, 1e-5)):
             add(value)
         return
     w.add_block_count(cfg.num_hidden_layers)
@@ -128,6 +139,10 @@ def write_own_names_as_gguf(path, hf_dir, cfg) -> str:
             w.add_tensor(f"blk.{layer}.ffn_gate_{kind}.weight", np.ascontiguousarray(gate))
             w.add_tensor(f"blk.{layer}.ffn_up_{kind}.weight", np.ascontiguousarray(up))
             continue
+        if arch == "dbrx" and ".ffn.experts.mlp." in name:  # [E * F, D] -> [E, F, D] (w2: [E, D, F])
+            f = cfg.ffn_config
+            arr = arr.reshape(f.moe_num_experts, f.ffn_hidden_size, -1)
+            arr, name = np.ascontiguousarray(arr.swapaxes(1, 2) if name.endswith("w2") else arr), name + ".weight"
         w.add_tensor(names.get_name(name, try_suffixes=(".weight", ".bias")), arr)
     finish_gguf(w)
     return arch

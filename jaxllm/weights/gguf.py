@@ -236,8 +236,8 @@ class GGUFCheckpoint:
 
         Layouts: embeddings [V, D], q_proj [H*Dh, D], k/v_proj [K*Dh, D], o_proj [D, H*Dh], gate/up [F, D],
         down [D, F], norms [D] (GGUF stores dims innermost-first; reversing them gives the HF shape)."""
-        heads = self.hf_config["num_attention_heads"]
-        kv_heads = self.hf_config["num_key_value_heads"]
+        heads = self.hf_config.get("num_attention_heads")  # (DBRX's config nests them)
+        kv_heads = self.hf_config.get("num_key_value_heads")
         for name, t in self._tensors.items():
             if name in _CONSUMED_TENSORS:
                 continue

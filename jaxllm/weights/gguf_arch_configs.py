@@ -145,6 +145,21 @@ def ernie4_5_moe(ckpt, c: dict[str, Any]) -> dict[str, Any]:
             "moe_layer_end_index": layers[-1]}
 
 
+def dbrx(ckpt, c: dict[str, Any]) -> dict[str, Any]:
+    """DBRX's nested config; llama.cpp renormalizes the top-k weights (moe_normalize_expert_weights 1, as every
+    released DBRX config)."""
+    clip = ckpt.arch_key("attention.clamp_kqv")
+    return {"architectures": c["architectures"], "model_type": "dbrx", "vocab_size": c["vocab_size"],
+            "d_model": c["hidden_size"], "n_heads": c["num_attention_heads"], "n_layers": c["num_hidden_layers"],
+            "max_seq_len": c["max_position_embeddings"], "tie_word_embeddings": c["tie_word_embeddings"],
+            "bos_token_id": c["bos_token_id"], "eos_token_id": c["eos_token_id"], "torch_dtype": "float32",
+            "attn_config": {"kv_n_heads": c["num_key_value_heads"], "rope_theta": c["rope_theta"],
+                            "clip_qkv": None if clip is None else f32_to_float(clip)},
+            "ffn_config": {"ffn_hidden_size": c["intermediate_size"],
+                           "moe_num_experts": int(ckpt.arch_key("expert_count")),
+                           "moe_top_k": int(ckpt.arch_key("expert_used_count")), "moe_normalize_expert_weights": 1.0}}
+
+
 def rope_scaling(ckpt, c: dict[str, Any]) -> dict[str, Any]:
     scaling = rope_scaling_from_metadata(ckpt, c)
     return {} if scaling is None else {"rope_scaling": scaling}

@@ -113,6 +113,14 @@ ARCHS: dict[str, GGUFArch] = {
          "exp_probs_b.bias": "mlp.moe_statics.e_score_correction_bias",
          **{f"ffn_{p}_shexp": f"mlp.shared_experts.{p}_proj" for p in ("gate", "up", "down")}},
         cfgs.ernie4_5_moe, split=DEEPSEEK_SPLIT),
+    "dbrx": GGUFArch("DbrxForCausalLM", {"token_embd": "transformer.wte", "output_norm": "transformer.norm_f",
+                                         "output": "lm_head"},
+                     "transformer.blocks.",
+                     {"attn_norm": "norm_attn_norm.norm_1", "attn_qkv": "norm_attn_norm.attn.Wqkv",
+                      "attn_output": "norm_attn_norm.attn.out_proj", "attn_output_norm": "norm_attn_norm.norm_2",
+                      "ffn_gate_inp": "ffn.router.layer", "ffn_gate_exps.weight": "ffn.experts.mlp.w1",
+                      "ffn_up_exps.weight": "ffn.experts.mlp.v1", "ffn_down_exps.weight": "ffn.experts.mlp.w2"},
+                     cfgs.dbrx),
     "deepseek2": GGUFArch(_DEEPSEEK_ARCH, DEEPSEEK_GLOBALS, "model.layers.", DEEPSEEK_LAYER, deepseek_config,
                           split=DEEPSEEK_SPLIT, merged={"attn_v_b": "attn_k_b"}),
 }
@@ -180,6 +188,9 @@ def arrays(ckpt, name: str, w: np.ndarray) -> list[np.ndarray]:
         return [np.concatenate([w, ckpt.tensor_array(name.replace(module, part))], axis=-2)]
     if arch in ("olmo", "granitemoe") and module in ("attn_q", "attn_k") and kind == "weight":
         return [unpermute_qk(w, cfg["num_attention_heads" if module == "attn_q" else "num_key_value_heads"])]
+    if arch == "dbrx" and module.endswith("_exps"):  # [E, F, D] (down: [E, D, F]) -> HF's [E * F, D]
+        w = w.swapaxes(1, 2) if module == "ffn_down_exps" else w
+        return [np.ascontiguousarray(w).reshape(-1, w.shape[-1])]
     if arch == "ernie4_5-moe" and module == "exp_probs_b":  # HF keeps it [1, E]
         return [w.reshape(1, -1)]
     if arch == "nemotron" and module.endswith("norm") and kind == "weight":

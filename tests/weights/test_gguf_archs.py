@@ -11,6 +11,7 @@ import pytest
 
 gguf = pytest.importorskip("gguf")
 torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
 
 from gguf_files import finish_gguf, write_hf_as_gguf
 from gguf_files_archs import write_own_names_as_gguf
@@ -106,6 +107,28 @@ def test_unknown_tensor_is_an_error_naming_it(tmp_path):
     finish_gguf(w)
     with pytest.raises(ValueError, match=r"blk\.0\.attn_q_norm\.weight.*gpt2"):
         GGUFCheckpoint(tmp_path / "extra.gguf")
+
+
+@pytest.mark.parametrize("top_k", [2, 3])
+def test_dbrx(tmp_path, top_k):
+    """DBRX's experts [E * F, D] are written [E, F, D] (w2 transposed [E, D, F]); the nested config comes back."""
+    cfg = transformers.DbrxConfig(d_model=64, n_heads=4, n_layers=2, max_seq_len=512, vocab_size=256,
+                                  attn_config={"kv_n_heads": 2, "clip_qkv": 0.4, "rope_theta": 10000.0},
+                                  ffn_config={"ffn_hidden_size": 32, "moe_num_experts": 8, "moe_top_k": top_k})
+    cfg.architectures = ["DbrxForCausalLM"]
+    torch.manual_seed(0)
+    hf = transformers.DbrxForCausalLM(cfg).float().eval()
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            if "norm_" in name and p.ndim == 1:
+                p.copy_(1.0 + 0.1 * torch.randn_like(p))
+            elif name.endswith("router.layer.weight"):
+                p.copy_(torch.randn_like(p))
+    hf.save_pretrained(tmp_path / "hf")
+    path = tmp_path / "m.gguf"
+    write_own_names_as_gguf(path, tmp_path / "hf", hf.config)
+    ids = np.random.RandomState(1).randint(0, 256, (2, 20)).astype(np.int32)
+    assert relative_error(np.asarray(jaxllm.load_model(path)(ids)), hf_logits(hf, ids)) <= 1e-4
 
 
 def test_olmo3_converts_to_olmo2_with_a_window(tmp_path):
