@@ -146,3 +146,20 @@ def write_own_names_as_gguf(path, hf_dir, cfg) -> str:
         w.add_tensor(names.get_name(name, try_suffixes=(".weight", ".bias")), arr)
     finish_gguf(w)
     return arch
+
+
+def copy_gguf(src, dst, drop: tuple[str, ...] = (), extra: dict | None = None) -> None:
+    """The float32 GGUF ``src`` rewritten to ``dst`` without the tensors ``drop`` and with ``extra`` ({name:
+    array}) added: files a converter would not write, for the loader's errors."""
+    reader = gguf.GGUFReader(src)
+    arch = reader.fields["general.architecture"].contents()
+    w = gguf.GGUFWriter(os.fspath(dst), arch)
+    for field in reader.fields.values():
+        if field.name.startswith(f"{arch}."):
+            w.add_key_value(field.name, field.contents(), field.types[0])
+    for t in reader.tensors:
+        if t.name not in drop:
+            w.add_tensor(t.name, np.asarray(t.data).reshape(tuple(reversed(t.shape.tolist()))))
+    for name, arr in (extra or {}).items():
+        w.add_tensor(name, arr)
+    finish_gguf(w)

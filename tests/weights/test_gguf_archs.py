@@ -13,11 +13,12 @@ gguf = pytest.importorskip("gguf")
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from gguf_files import finish_gguf, write_hf_as_gguf
-from gguf_files_archs import write_own_names_as_gguf
-from hf_models import hf_greedy, hf_logits, relative_error, save_tiny_model
+from gguf_files import write_hf_as_gguf
+from gguf_files_archs import copy_gguf, write_own_names_as_gguf
+from hf_models import hf_greedy, hf_logits, relative_error, save_tiny_model, save_tokenizer_with_template
 
 import jaxllm
+from jaxllm import LLM, SamplingParams
 from jaxllm.weights.gguf import GGUFCheckpoint
 
 SPECIAL = {"pad_token_id": 0, "eos_token_id": 1, "bos_token_id": 2}
@@ -76,17 +77,8 @@ def test_logits_and_greedy_match_transformers(name, tmp_path):
 def test_missing_tensor_names_the_gguf_tensor(tmp_path):
     """A GPT-NeoX file without one layer's fused qkv: an error naming the HF key and the llama.cpp tensor."""
     hf = save_tiny_model(tmp_path / "hf", "GPTNeoXForCausalLM", **SPECIAL)
-    full = tmp_path / "full.gguf"
-    write_own_names_as_gguf(full, tmp_path / "hf", hf.config)
-    src = gguf.GGUFReader(full)
-    w = gguf.GGUFWriter(tmp_path / "missing.gguf", "gptneox")
-    for field in src.fields.values():
-        if field.name.startswith("gptneox."):
-            w.add_key_value(field.name, field.contents(), field.types[0])
-    for t in src.tensors:
-        if t.name != "blk.1.attn_qkv.weight":
-            w.add_tensor(t.name, np.asarray(t.data).reshape(tuple(reversed(t.shape.tolist()))))
-    finish_gguf(w)
+    write_own_names_as_gguf(tmp_path / "full.gguf", tmp_path / "hf", hf.config)
+    copy_gguf(tmp_path / "full.gguf", tmp_path / "missing.gguf", drop=("blk.1.attn_qkv.weight",))
     with pytest.raises(Exception, match=r"gpt_neox\.layers\.1\.attention\.query_key_value\.weight.*"
                                         r"blk\.1\.attn_qkv\.weight"):
         jaxllm.load_model(tmp_path / "missing.gguf")
@@ -94,17 +86,8 @@ def test_missing_tensor_names_the_gguf_tensor(tmp_path):
 
 def test_unknown_tensor_is_an_error_naming_it(tmp_path):
     hf = save_tiny_model(tmp_path / "hf", "GPT2LMHeadModel")
-    path = tmp_path / "m.gguf"
-    write_own_names_as_gguf(path, tmp_path / "hf", hf.config)
-    src = gguf.GGUFReader(path)
-    w = gguf.GGUFWriter(tmp_path / "extra.gguf", "gpt2")
-    for field in src.fields.values():
-        if field.name.startswith("gpt2."):
-            w.add_key_value(field.name, field.contents(), field.types[0])
-    for t in src.tensors:
-        w.add_tensor(t.name, np.asarray(t.data).reshape(tuple(reversed(t.shape.tolist()))))
-    w.add_tensor("blk.0.attn_q_norm.weight", np.ones(8, np.float32))
-    finish_gguf(w)
+    write_own_names_as_gguf(tmp_path / "m.gguf", tmp_path / "hf", hf.config)
+    copy_gguf(tmp_path / "m.gguf", tmp_path / "extra.gguf", extra={"blk.0.attn_q_norm.weight": np.ones(8, np.float32)})
     with pytest.raises(ValueError, match=r"blk\.0\.attn_q_norm\.weight.*gpt2"):
         GGUFCheckpoint(tmp_path / "extra.gguf")
 
@@ -140,3 +123,19 @@ def test_olmo3_converts_to_olmo2_with_a_window(tmp_path):
     assert cfg["architectures"] == ["Olmo3ForCausalLM"] and cfg["layer_types"] == hf.config.layer_types
     ids = np.random.RandomState(1).randint(0, hf.config.vocab_size, (2, 20)).astype(np.int32)
     assert relative_error(np.asarray(jaxllm.load_model(path)(ids)), hf_logits(hf, ids)) <= 1e-4
+
+
+@pytest.mark.parametrize("name", ["gpt2", "falcon-new-gqa"])
+def test_generate_with_hf_tokenizer_matches_transformers(name, tmp_path):
+    """vLLM's way of serving a GGUF: ``LLM(file.gguf, tokenizer=HF_DIR)``, greedy tokens as transformers'."""
+    arch, overrides = CASES[name]
+    hf = save_tiny_model(tmp_path / "hf", arch, vocab_size=512, **overrides)
+    save_tokenizer_with_template(tmp_path / "hf")
+    write_own_names_as_gguf(tmp_path / "m.gguf", tmp_path / "hf", hf.config)
+    llm = LLM(str(tmp_path / "m.gguf"), tokenizer=str(tmp_path / "hf"), max_num_seqs=2, max_num_batched_tokens=32,
+              max_model_len=64, enforce_eager=True)
+    tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    prompts = ["Hello world, the quick brown fox", "emoji 😀 family"]
+    outs = llm.generate(prompts, SamplingParams(temperature=0.0, max_tokens=5, ignore_eos=True), use_tqdm=False)
+    for prompt, out in zip(prompts, outs):
+        assert list(out.outputs[0].token_ids) == hf_greedy(hf, tok.encode(prompt), 5), prompt

@@ -10,12 +10,15 @@ import pytest
 
 gguf = pytest.importorskip("gguf")
 torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
 
 from deepseek_models import V2, V3, YARN, save_deepseek
+from gguf_files_archs import copy_gguf
 from gguf_files_deepseek import write_deepseek_as_gguf
-from hf_models import hf_greedy, hf_logits, relative_error
+from hf_models import hf_greedy, hf_logits, relative_error, save_tokenizer_with_template
 
 import jaxllm
+from jaxllm import LLM, SamplingParams
 from jaxllm.weights.gguf import GGUFCheckpoint
 
 CASES = {
@@ -41,3 +44,25 @@ def test_logits_and_greedy_match_transformers(name, tmp_path):
     for _ in range(3):
         greedy.append(int(np.asarray(model(np.asarray([prompt + greedy], np.int32)))[0, -1].argmax()))
     assert greedy == hf_greedy(hf, prompt, 3)
+
+
+def test_generate_with_hf_tokenizer_matches_transformers(tmp_path):
+    """``LLM(file.gguf, tokenizer=HF_DIR)`` of a V3 file: greedy tokens as transformers' on the HF checkpoint."""
+    hf = save_deepseek(tmp_path / "hf", V3, vocab_size=512)
+    save_tokenizer_with_template(tmp_path / "hf")
+    write_deepseek_as_gguf(tmp_path / "m.gguf", tmp_path / "hf", hf.config)
+    llm = LLM(str(tmp_path / "m.gguf"), tokenizer=str(tmp_path / "hf"), max_num_seqs=2, max_num_batched_tokens=32,
+              max_model_len=64, enforce_eager=True)
+    tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    prompts = ["Hello world, the quick brown fox", "emoji 😀 family"]
+    outs = llm.generate(prompts, SamplingParams(temperature=0.0, max_tokens=5, ignore_eos=True), use_tqdm=False)
+    for prompt, out in zip(prompts, outs):
+        assert list(out.outputs[0].token_ids) == hf_greedy(hf, tok.encode(prompt), 5), prompt
+
+
+def test_one_half_of_kv_b_missing_is_named(tmp_path):
+    hf = save_deepseek(tmp_path / "hf", V2)
+    write_deepseek_as_gguf(tmp_path / "m.gguf", tmp_path / "hf", hf.config)
+    copy_gguf(tmp_path / "m.gguf", tmp_path / "half.gguf", drop=("blk.1.attn_v_b.weight",))
+    with pytest.raises(ValueError, match=r"blk\.1\.attn_k_b\.weight.*blk\.1\.attn_v_b\.weight"):
+        GGUFCheckpoint(tmp_path / "half.gguf")
