@@ -163,3 +163,34 @@ def copy_gguf(src, dst, drop: tuple[str, ...] = (), extra: dict | None = None) -
     for name, arr in (extra or {}).items():
         w.add_tensor(name, arr)
     finish_gguf(w)
+
+
+def assert_gguf_matches(path, hf, architecture: str) -> None:
+    """The GGUF ``path`` names ``architecture`` and gives the transformers model ``hf``'s fp32 logits (1e-4
+    relative) and its greedy token at every position."""
+    from hf_models import hf_logits, relative_error
+
+    import jaxllm
+    from jaxllm.weights.gguf import GGUFCheckpoint
+
+    assert GGUFCheckpoint(path).hf_config["architectures"] == [architecture]
+    ids = np.random.RandomState(1).randint(0, hf.config.vocab_size, (2, 20)).astype(np.int32)
+    ours, ref = np.asarray(jaxllm.load_model(path)(ids)), hf_logits(hf, ids)
+    assert relative_error(ours, ref) <= 1e-4
+    assert (ours.argmax(-1) == ref.argmax(-1)).all()
+
+
+def assert_generate_matches(path, hf_dir, hf) -> None:
+    """``LLM(path, tokenizer=hf_dir)`` (vLLM's way of serving a GGUF): greedy tokens as transformers' ``hf``."""
+    import transformers
+    from hf_models import hf_greedy
+
+    from jaxllm import LLM, SamplingParams
+
+    llm = LLM(str(path), tokenizer=str(hf_dir), max_num_seqs=2, max_num_batched_tokens=32, max_model_len=64,
+              enforce_eager=True)
+    tok = transformers.AutoTokenizer.from_pretrained(hf_dir)
+    prompts = ["Hello world, the quick brown fox", "emoji 😀 family"]
+    outs = llm.generate(prompts, SamplingParams(temperature=0.0, max_tokens=5, ignore_eos=True), use_tqdm=False)
+    for prompt, out in zip(prompts, outs):
+        assert list(out.outputs[0].token_ids) == hf_greedy(hf, tok.encode(prompt), 5), prompt

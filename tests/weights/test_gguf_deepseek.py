@@ -5,7 +5,6 @@ experts stacked; V3's correction bias as exp_probs_b; YaRN's mscale as the log m
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 gguf = pytest.importorskip("gguf")
@@ -13,12 +12,10 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from deepseek_models import V2, V3, YARN, save_deepseek
-from gguf_files_archs import copy_gguf
+from gguf_files_archs import assert_generate_matches, assert_gguf_matches, copy_gguf
 from gguf_files_deepseek import write_deepseek_as_gguf
-from hf_models import hf_greedy, hf_logits, relative_error, save_tokenizer_with_template
+from hf_models import save_tokenizer_with_template
 
-import jaxllm
-from jaxllm import LLM, SamplingParams
 from jaxllm.weights.gguf import GGUFCheckpoint
 
 CASES = {
@@ -36,12 +33,7 @@ def test_logits_and_greedy_match_transformers(name, tmp_path):
     hf = save_deepseek(tmp_path / "hf", arch, **overrides)
     path = tmp_path / "m.gguf"
     write_deepseek_as_gguf(path, tmp_path / "hf", hf.config, split_kv_b=split)
-    assert GGUFCheckpoint(path).hf_config["architectures"] == [arch]
-    model = jaxllm.load_model(path)
-    ids = np.random.RandomState(1).randint(0, hf.config.vocab_size, (2, 20)).astype(np.int32)
-    ours, ref = np.asarray(model(ids)), hf_logits(hf, ids)
-    assert relative_error(ours, ref) <= 1e-4
-    assert (ours.argmax(-1) == ref.argmax(-1)).all()  # the greedy token at every position
+    assert_gguf_matches(path, hf, arch)
 
 
 def test_generate_with_hf_tokenizer_matches_transformers(tmp_path):
@@ -49,13 +41,7 @@ def test_generate_with_hf_tokenizer_matches_transformers(tmp_path):
     hf = save_deepseek(tmp_path / "hf", V3, vocab_size=512)
     save_tokenizer_with_template(tmp_path / "hf")
     write_deepseek_as_gguf(tmp_path / "m.gguf", tmp_path / "hf", hf.config)
-    llm = LLM(str(tmp_path / "m.gguf"), tokenizer=str(tmp_path / "hf"), max_num_seqs=2, max_num_batched_tokens=32,
-              max_model_len=64, enforce_eager=True)
-    tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
-    prompts = ["Hello world, the quick brown fox", "emoji 😀 family"]
-    outs = llm.generate(prompts, SamplingParams(temperature=0.0, max_tokens=5, ignore_eos=True), use_tqdm=False)
-    for prompt, out in zip(prompts, outs):
-        assert list(out.outputs[0].token_ids) == hf_greedy(hf, tok.encode(prompt), 5), prompt
+    assert_generate_matches(tmp_path / "m.gguf", tmp_path / "hf", hf)
 
 
 def test_one_half_of_kv_b_missing_is_named(tmp_path):
