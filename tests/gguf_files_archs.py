@@ -3,6 +3,7 @@ convert_hf_to_gguf.py writes them: each converter class's metadata keys and tens
 
 from __future__ import annotations
 
+import math
 import os
 import re
 
@@ -17,7 +18,7 @@ OWN_NAMES_ARCH = {"GPT2LMHeadModel": "gpt2", "PhiForCausalLM": "phi2", "StableLm
                   "Ernie4_5ForCausalLM": "ernie4_5", "Cohere2ForCausalLM": "cohere2",
                   "GraniteMoeForCausalLM": "granitemoe", "GraniteMoeSharedForCausalLM": "granitemoe",
                   "FalconForCausalLM": "falcon", "Ernie4_5_MoeForCausalLM": "ernie4_5-moe",
-                  "DbrxForCausalLM": "dbrx"}
+                  "DbrxForCausalLM": "dbrx", "PhimoeForCausalLM": "phimoe"}
 
 
 def _own_names_metadata(w: gguf.GGUFWriter, arch: str, cfg) -> None:
@@ -39,6 +40,9 @@ def _own_names_metadata(w: gguf.GGUFWriter, arch: str, cfg) -> None:
                            (w.add_expert_count, f.moe_num_experts), (w.add_expert_used_count, f.moe_top_k),
                            (w.add_layer_norm_eps, 1e-5)):
             add(value)
+        return
+    if arch == "phimoe":  # Phi3MiniModel's and PhiMoeModel's keys (the longrope factors: write_own_names_as_gguf)
+        _phimoe_metadata(w, cfg)
         return
     w.add_block_count(cfg.num_hidden_layers)
     w.add_context_length(cfg.max_position_embeddings)
@@ -86,6 +90,23 @@ def _own_names_metadata(w: gguf.GGUFWriter, arch: str, cfg) -> None:
     if arch == "nemotron":
         w.add_vocab_size(cfg.vocab_size)
         w.add_rope_scaling_type(gguf.RopeScalingType.NONE)
+
+
+def _phimoe_metadata(w: gguf.GGUFWriter, cfg) -> None:
+    rope, hidden, heads = cfg.rope_parameters, cfg.hidden_size, cfg.num_attention_heads
+    scale = cfg.max_position_embeddings / rope["original_max_position_embeddings"]
+    for add, value in ((w.add_context_length, cfg.max_position_embeddings), (w.add_embedding_length, hidden),
+                       (w.add_rope_scaling_orig_ctx_len, rope["original_max_position_embeddings"]),
+                       (w.add_feed_forward_length, cfg.intermediate_size), (w.add_block_count, cfg.num_hidden_layers),
+                       (w.add_head_count, heads), (w.add_head_count_kv, cfg.num_key_value_heads),
+                       (w.add_layer_norm_rms_eps, cfg.rms_norm_eps), (w.add_rope_dimension_count, hidden // heads),
+                       (w.add_rope_freq_base, rope["rope_theta"]), (w.add_sliding_window, cfg.sliding_window or 0),
+                       (w.add_rope_scaling_attn_factors,
+                        math.sqrt(1 + math.log(scale) / math.log(rope["original_max_position_embeddings"]))),
+                       (w.add_expert_used_count, cfg.num_experts_per_tok), (w.add_expert_count, cfg.num_local_experts)):
+        add(value)
+    w.add_tensor("rope_factors_long.weight", np.asarray(rope["long_factor"], np.float32))
+    w.add_tensor("rope_factors_short.weight", np.asarray(rope["short_factor"], np.float32))
 
 
 def _own_names_tensor(arch: str, name: str, arr: np.ndarray, cfg) -> np.ndarray:

@@ -160,6 +160,25 @@ def dbrx(ckpt, c: dict[str, Any]) -> dict[str, Any]:
                            "moe_top_k": int(ckpt.arch_key("expert_used_count")), "moe_normalize_expert_weights": 1.0}}
 
 
+def phimoe(ckpt, c: dict[str, Any]) -> dict[str, Any]:
+    """Phi-3.5-MoE: Phi-3's metadata (gguf_families.phi3) plus experts. The converter stores one longrope
+    attention factor, sqrt(1 + ln(scale) / ln(original context)), in place of the config's short / long mscale:
+    both are set to it, as llama.cpp applies it. Sparsemixer's jitter threshold is not stored: transformers'
+    default."""
+    from .gguf_families import phi3
+
+    fields = phi3(ckpt, c)
+    if not fields.get("sliding_window"):  # (0: none)
+        fields["sliding_window"] = None
+    scaling = fields.get("rope_scaling")
+    if scaling is not None and "attention_factor" in scaling:
+        factor = scaling.pop("attention_factor")
+        scaling.update(short_mscale=factor, long_mscale=factor)
+    return {**c, **fields, "model_type": "phimoe", "num_local_experts": int(ckpt.arch_key("expert_count")),
+            "num_experts_per_tok": int(ckpt.arch_key("expert_used_count")),
+            "attention_bias": has(ckpt, "blk.0.attn_q.bias"), "lm_head_bias": has(ckpt, "output.bias")}
+
+
 def rope_scaling(ckpt, c: dict[str, Any]) -> dict[str, Any]:
     scaling = rope_scaling_from_metadata(ckpt, c)
     return {} if scaling is None else {"rope_scaling": scaling}

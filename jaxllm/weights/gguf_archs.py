@@ -121,6 +121,10 @@ ARCHS: dict[str, GGUFArch] = {
                       "ffn_gate_inp": "ffn.router.layer", "ffn_gate_exps.weight": "ffn.experts.mlp.w1",
                       "ffn_up_exps.weight": "ffn.experts.mlp.v1", "ffn_down_exps.weight": "ffn.experts.mlp.w2"},
                      cfgs.dbrx),
+    "phimoe": GGUFArch("PhimoeForCausalLM", _LLAMA_GLOBALS, "model.layers.",
+                       {**_LLAMA_ATTN, **_NORMS, "ffn_gate_inp": "block_sparse_moe.gate"}, cfgs.phimoe,
+                       split={f"ffn_{p}_exps": (f"block_sparse_moe.experts.{{i}}.{w}", "expert_count")
+                              for p, w in (("gate", "w1"), ("up", "w3"), ("down", "w2"))}),
     "deepseek2": GGUFArch(_DEEPSEEK_ARCH, DEEPSEEK_GLOBALS, "model.layers.", DEEPSEEK_LAYER, deepseek_config,
                           split=DEEPSEEK_SPLIT, merged={"attn_v_b": "attn_k_b"}),
 }

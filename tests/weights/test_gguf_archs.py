@@ -6,6 +6,8 @@ checkpoint (1e-4 relative) and its greedy token at every position; a file lackin
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -102,6 +104,21 @@ def test_dbrx(tmp_path, top_k):
     write_own_names_as_gguf(path, tmp_path / "hf", hf.config)
     ids = np.random.RandomState(1).randint(0, 256, (2, 20)).astype(np.int32)
     assert relative_error(np.asarray(jaxllm.load_model(path)(ids)), hf_logits(hf, ids)) <= 1e-4
+
+
+def test_phimoe(tmp_path):
+    """Phi-3.5-MoE: longrope factors as tensors, the one attention factor the converter stores as both mscales
+    (the HF model here uses that value), experts stacked, biases and lm_head bias."""
+    orig, max_pos = 256, 512
+    mscale = math.sqrt(1 + math.log(max_pos / orig) / math.log(orig))
+    rope = {"rope_type": "longrope", "rope_theta": 10000.0, "short_factor": [1.0 + 0.1 * i for i in range(8)],
+            "long_factor": [2.0 + 0.1 * i for i in range(8)], "short_mscale": mscale, "long_mscale": mscale,
+            "original_max_position_embeddings": orig}
+    hf = save_tiny_model(tmp_path / "hf", "PhimoeForCausalLM", **SPECIAL, num_local_experts=8,
+                         max_position_embeddings=max_pos, attention_bias=True, lm_head_bias=True,
+                         rope_parameters=rope, router_jitter_noise=0.01)
+    write_own_names_as_gguf(tmp_path / "m.gguf", tmp_path / "hf", hf.config)
+    assert_gguf_matches(tmp_path / "m.gguf", hf, "PhimoeForCausalLM")
 
 
 def test_olmo3_converts_to_olmo2_with_a_window(tmp_path):
