@@ -15,7 +15,10 @@ Phi-3 and OLMo 2 files are written unpermuted (NeoX-style rope, like HF). The co
 norm weight (llama.cpp scales by w, HF by 1 + w): ``tensors()`` subtracts it. Per-architecture metadata (Gemma's
 soft-caps and windows, Phi-3's longrope factor tensors and partial rotary, MoE experts) is in gguf_families.py;
 linear / yarn / llama3 rope scaling in gguf_rope.py; the tensor-name table and the q/k row permutation in
-gguf_names.py.
+gguf_names.py. Families whose HF checkpoints have their own tensor names or whose converter reshapes tensors
+(GPT-2, Phi-2, StableLM, GPT-NeoX, Falcon, OLMo, Seed-OSS, Nemotron, GLM-4, EXAONE 4, Ernie 4.5 (MoE), Cohere2,
+GraniteMoe, DBRX, PhiMoE, DeepSeek-V2 / V3) have a whole table each in gguf_archs.py (configs in
+gguf_arch_configs.py, DeepSeek in gguf_deepseek.py).
 """
 
 from __future__ import annotations
