@@ -1,16 +1,22 @@
-"""GGUF files of GPT-2, Phi-2, StableLM, GPT-NeoX, OLMo, Seed-OSS and Nemotron: llama.cpp's tensor names ->
-the HF checkpoint's own names, the converter's tensor edits undone, and the metadata -> HF config.json fields.
+"""GGUF files of the families with their own HF names or converter edits: llama.cpp's tensor names -> the HF
+checkpoint's names, the converter's tensor edits undone (configs: gguf_arch_configs.py; DeepSeek: gguf_deepseek.py).
 
-These families' HF checkpoints do not use llama's names (``transformer.h.N.attn.c_attn``,
-``gpt_neox.layers.N.attention.query_key_value``, ...), so each has a whole table here instead of additions to
-gguf_names.py. What convert_hf_to_gguf.py changes, and ``arrays`` undoes:
+GPT-2, GPT-NeoX, Falcon and DBRX checkpoints do not use llama's names (``transformer.h.N.attn.c_attn``,
+``gpt_neox.layers.N.attention.query_key_value``, ...), so every family has a whole table here instead of additions
+to gguf_names.py. What convert_hf_to_gguf.py changes, and ``arrays`` undoes:
 
-- GPT-2: Conv1D weights ([in, out] in HF) are written transposed; undone.
-- GPT-NeoX: ``query_key_value``'s rows interleaved per head ([H, 3, Dh]) are written as [q | k | v]; re-interleaved.
-- StableLM: per-head q/k LayerNorms (``norms.{h}.weight`` [Dh]) are stacked into one [H, Dh] tensor; split.
-- OLMo: llama's q/k row permutation (undone as for llama).
-- Nemotron: LayerNorm1P's weights are written + 1 (llama.cpp scales by w, HF by 1 + w); subtracted.
-Phi-2 and Seed-OSS tensors are written as they are. Partial rotary is ``rope.dimension_count`` < head_dim.
+- GPT-2: Conv1D weights ([in, out] in HF) are written transposed.
+- GPT-NeoX: ``query_key_value``'s rows interleaved per head ([H, 3, Dh]) are written as [q | k | v].
+- Falcon: ``query_key_value``'s rows grouped per kv head ([K, H / K + 2, Dh]) are written as [q | k | v]; with two
+  norms, ``attn_norm`` is the MLP's (``ln_mlp``) and ``attn_norm_2`` attention's (``ln_attn``).
+- StableLM: per-head q/k LayerNorms (``norms.{h}.weight`` [Dh]) are stacked into one [H, Dh] tensor.
+- OLMo, GraniteMoe: llama's q/k row permutation.
+- Nemotron: LayerNorm1P's weights are written + 1 (llama.cpp scales by w, HF by 1 + w).
+- GraniteMoe: the fused ``input_linear`` [E, 2F, D] is split into gate and up experts (shared: likewise).
+- DBRX: experts [E * F, D] are written [E, F, D] (``w2``: [E, D, F]).
+- PhiMoE, Ernie 4.5 MoE, DeepSeek: per-expert tensors are stacked [E, ...].
+Phi-2, Seed-OSS, GLM-4, EXAONE 4, Ernie 4.5 and Cohere2 tensors are written as they are (their rope pairs match
+llama.cpp's). Partial rotary is ``rope.dimension_count`` < head_dim.
 """
 
 from __future__ import annotations
