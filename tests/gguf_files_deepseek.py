@@ -47,6 +47,9 @@ def _metadata(w: gguf.GGUFWriter, cfg) -> None:
         w.add_rope_scaling_factor(rope["factor"])
         w.add_rope_scaling_orig_ctx_len(rope["original_max_position_embeddings"])
         w.add_rope_scaling_yarn_log_mul(0.1 * rope["mscale_all_dim"])
+        for key, add in (("beta_fast", w.add_rope_scaling_yarn_beta_fast), ("beta_slow", w.add_rope_scaling_yarn_beta_slow)):
+            if rope.get(key) is not None:
+                add(rope[key])
 
 
 def write_deepseek_as_gguf(path, hf_dir, cfg, split_kv_b: bool = True) -> None:

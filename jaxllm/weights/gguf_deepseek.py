@@ -71,6 +71,9 @@ def deepseek_config(ckpt, c: dict[str, Any]) -> dict[str, Any]:
                                "original_max_position_embeddings":
                                    int(ckpt.arch_key("rope.scaling.original_context_length")),
                                "mscale": mscale, "mscale_all_dim": mscale}
+        for key in ("beta_fast", "beta_slow"):
+            if ckpt.arch_key(f"rope.scaling.yarn_{key}") is not None:
+                out["rope_scaling"][key] = f32_to_float(ckpt.arch_key(f"rope.scaling.yarn_{key}"))
     elif kind not in (None, "none"):
         raise ValueError(f"GGUF deepseek2 rope scaling type {kind!r} is not supported; supported: none, yarn")
     return out

@@ -22,7 +22,7 @@ CASES = {
     "v2-qlora-greedy": (V2, {}, True),
     "v2-qproj-group-limited-kv-b-whole": (V2, {"q_lora_rank": None, "topk_method": "group_limited_greedy"}, False),
     # the file holds mscale_all_dim only; the released V2 / V3 configs have mscale == mscale_all_dim
-    "v3-yarn": (V3, {"rope_parameters": {**YARN, "mscale": YARN["mscale_all_dim"]}, "n_shared_experts": 2, "norm_topk_prob": True,
+    "v3-yarn": (V3, {"rope_parameters": {**YARN, "mscale": YARN["mscale_all_dim"], "beta_fast": 16.0, "beta_slow": 2.0}, "n_shared_experts": 2, "norm_topk_prob": True,
                      "routed_scaling_factor": 2.5}, True),
 }
 
