@@ -21,6 +21,13 @@ from jaxllm.config_deepseek import (
     mla_cache_fields,
 )
 from jaxllm.config_dense import DENSE_ARCHS, DENSE_MODEL_TYPES, dense_family_fields, dense_hf
+from jaxllm.config_gpt_oss import (
+    GPT_OSS,
+    GPT_OSS_MODEL_TYPES,
+    gpt_oss_defaults,
+    gpt_oss_fields,
+    gpt_oss_quantization,
+)
 from jaxllm.config_moe_families import (
     MOE2_ARCHS,
     MOE2_HF_DEFAULTS,
@@ -52,6 +59,7 @@ SUPPORTED_ARCHITECTURES = (
     *DEEPSEEK_ARCHS,
     *DENSE_ARCHS,
     *MOE2_ARCHS,
+    GPT_OSS,
 )
 
 _DTYPE_NAMES = {
@@ -224,6 +232,14 @@ class ModelConfig:
     num_nextn_predict_layers: int = 0
     # MLA's cache holds the compressed latent (one 576-wide head) instead of per-head K / V (with_mla_cache)
     mla_latent_cache: bool = False
+    # gpt-oss (jaxllm.config_gpt_oss): a learned attention-sink logit per q head; the experts' activation
+    # "swiglu" (silu(gate) * up) or "clamped_swiglu" (swiglu_alpha, swiglu_limit: gpt-oss's block, with a router
+    # bias and expert biases, jaxllm.models.gpt_oss_moe); MXFP4 experts in the checkpoint (dequantized at load)
+    attention_sinks: bool = False
+    moe_activation: str = "swiglu"
+    swiglu_alpha: float = 1.702
+    swiglu_limit: float = 7.0
+    mxfp4_experts: bool = False
 
     @property
     def q_size(self) -> int:
@@ -301,16 +317,18 @@ class ModelConfig:
         load time, or an fp8 checkpoint), "awq"/"gptq" (a 4-bit checkpoint of that format)."""
         if not isinstance(hf, dict):
             hf = hf.to_dict()
+        hf, mxfp4, quantization = gpt_oss_quantization(hf, quantization)
         quant_fields = quantization_fields(check_quantization(quantization), hf)
         arch, hf, multimodal = text_architecture(dense_hf(moe_family_hf(classic_hf(hf))), quant_fields)
-        hf = renamed_fields({**HF_DEFAULTS.get(arch, MOE2_HF_DEFAULTS.get(arch, {})), **hf}, arch)
+        defaults = gpt_oss_defaults(hf) if arch == GPT_OSS else HF_DEFAULTS.get(arch, MOE2_HF_DEFAULTS.get(arch, {}))
+        hf = renamed_fields({**defaults, **hf}, arch)
         hf = deepseek_hf(hf, arch)  # (DeepSeek: transformers' defaults, the MLA cache's head_dim / kv heads)
         if hf.get("intermediate_size") is None:
             raise ValueError(f"{arch}: the model config has no 'intermediate_size'")
         num_layers = int(hf["num_hidden_layers"])
         family = {**family_fields(hf, arch), **extra_family_fields(hf, arch, num_layers),
                   **classic_family_fields(hf, arch), **moe2_fields(hf, arch, num_layers),
-                  **dense_family_fields(hf, arch, num_layers)}
+                  **dense_family_fields(hf, arch, num_layers), **gpt_oss_fields(hf, arch, num_layers)}
         biases = attention_biases(hf, arch)
         biases.update({key: family.pop(key) for key in list(family) if key in biases})  # (StableLM's own)
         num_heads = int(hf["num_attention_heads"])
@@ -340,11 +358,12 @@ class ModelConfig:
             tie_word_embeddings=bool(hf.get("tie_word_embeddings", arch in GEMMA_ARCHS)),  # transformers' defaults
             **biases,
             mlp_bias=bool(hf.get("mlp_bias", False)),
-            sliding_windows=sliding_windows_from_hf(hf, arch, num_layers),
+            sliding_windows=family.pop("sliding_windows", None) or sliding_windows_from_hf(hf, arch, num_layers),
             dtype=resolve_dtype_name(dtype, hf.get("dtype") or hf.get("torch_dtype")),
             bos_token_id=hf.get("bos_token_id"),
             eos_token_ids=eos_ids,
             multimodal_architecture=multimodal,
+            mxfp4_experts=mxfp4,
             **family,
             **quant_fields,
             **moe_fields(hf, arch, num_layers),
@@ -407,4 +426,5 @@ _ARCH_BY_MODEL_TYPE = {
     **CLASSIC_MODEL_TYPES,
     **DENSE_MODEL_TYPES,
     **MOE2_MODEL_TYPES,
+    **GPT_OSS_MODEL_TYPES,
 }

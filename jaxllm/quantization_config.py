@@ -12,6 +12,7 @@ from typing import Any
 LOAD_TIME_METHODS = ("int8", "fp8")
 INT4_METHODS = ("awq", "gptq")
 QUANTIZATION_METHODS = (*LOAD_TIME_METHODS, *INT4_METHODS)
+MXFP4_QUANTIZATION = "mxfp4"  # gpt-oss's MXFP4 experts, read from the checkpoint only (jaxllm.config_gpt_oss)
 GGUF_QUANTIZATION = "gguf"  # a GGUF file's own tensor types (vLLM's name; only with a GGUF model, jaxllm/load.py)
 INT4_GROUP_SIZES = {"awq": (32, 64, 128), "gptq": (32, 64, 128, -1)}  # -1: one group per output channel
 INT4_GROUP_SIZE = 128  # the usual one (AutoAWQ's and AutoGPTQ's default): the benchmark's random 4-bit weights
@@ -32,7 +33,9 @@ def check_quantization(quantization: Any) -> str | None:
     """None or one of QUANTIZATION_METHODS; anything else is a ValueError naming it."""
     if quantization is None or (isinstance(quantization, str) and quantization in QUANTIZATION_METHODS):
         return quantization
-    supported = ", ".join(repr(m) for m in (None, *QUANTIZATION_METHODS))
+    if quantization == MXFP4_QUANTIZATION:  # (an MXFP4 checkpoint's own format: ModelConfig.from_hf checks it)
+        return quantization
+    supported = ", ".join(repr(m) for m in (None, *QUANTIZATION_METHODS, MXFP4_QUANTIZATION))
     raise ValueError(f"quantization={quantization!r} is not supported yet; supported: {supported}")
 
 

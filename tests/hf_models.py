@@ -51,6 +51,10 @@ def make_config(arch: str, **overrides):
         from deepseek_models import TINY as DEEPSEEK_TINY
 
         return getattr(transformers, arch.replace("ForCausalLM", "Config"))(**{**DEEPSEEK_TINY, **overrides})
+    if arch == "GptOssForCausalLM":  # (sinks, alternating windows and its MoE: dims of its own)
+        from models.gpt_oss_cases import GPT_OSS_TINY
+
+        return transformers.GptOssConfig(**{**GPT_OSS_TINY, **overrides})
     kw = {**TINY, **overrides}
     if arch in _MHA_ONLY:  # (these families have no num_key_value_heads; a stray one would be read by jaxllm)
         kw.pop("num_key_value_heads")
@@ -183,3 +187,21 @@ def save_tokenizer_with_template(path) -> None:
     tok.chat_template = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}<eos>{% endfor %}"
                          "{% if add_generation_prompt %}<assistant>{% endif %}")
     tok.save_pretrained(str(path))
+
+
+def check_greedy_prefix_cache(llm, hf, max_tokens: int = 8) -> None:
+    """Greedy ``llm.generate`` (an LLM with block_size 8, prefix caching and a small token budget, so prompts
+    prefill in chunks) token-identical to transformers on prompts of 5 / 27 / 11 / 22 tokens, then a prompt
+    sharing 20 tokens with the last one: two full cached blocks, same tokens."""
+    from jaxllm import SamplingParams
+
+    greedy = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
+    rng = np.random.RandomState(4)
+    shared = [int(t) for t in rng.randint(3, 256, 20)]
+    batch = [[int(t) for t in rng.randint(3, 256, n)] for n in (5, 27, 11)] + [shared + [7, 8]]
+    outs = llm.generate([{"prompt_token_ids": p} for p in batch], greedy, use_tqdm=False)
+    for p, out in zip(batch, outs):
+        assert out.outputs[0].token_ids == hf_greedy(hf, p, max_tokens)
+    again = llm.generate([{"prompt_token_ids": shared + [9, 10, 11]}], greedy, use_tqdm=False)[0]
+    assert again.num_cached_tokens == 16  # two full blocks of 8
+    assert again.outputs[0].token_ids == hf_greedy(hf, shared + [9, 10, 11], max_tokens)

@@ -44,47 +44,56 @@ class AttentionMetadata:
 @dataclasses.dataclass(frozen=True)
 class DenseCausalAttention:
     """Causal attention over the tokens of the call itself: q [B, T, H, Dh], k/v [B, T, K, Dh]. No cache, so the
-    KV-cache scales are not used. With ``soft_cap`` the scores go through cap * tanh(s / cap) before the mask
-    (a plain jnp softmax: dot_product_attention has no soft-capping)."""
+    KV-cache scales are not used. With ``soft_cap`` the scores go through cap * tanh(s / cap) before the mask, and
+    ``sinks`` [H] (gpt-oss) join each head's softmax denominator (a plain jnp softmax: dot_product_attention has
+    neither)."""
 
     def rope_seq_lens(self, positions):
         return None  # one call is one batch of whole sequences: rope switches on the longest position
 
     def __call__(self, q, k, v, kv_cache, *, sm_scale: float, sliding_window: int | None, kv_scale=None,
-                 soft_cap: float | None = None):
-        if soft_cap is None:
+                 soft_cap: float | None = None, sinks=None):
+        if soft_cap is None and sinks is None:
             window = None if sliding_window is None else (sliding_window - 1, 0)
             out = jax.nn.dot_product_attention(q, k, v, scale=sm_scale, is_causal=True, local_window_size=window)
             return out, kv_cache
-        return _dense_soft_capped(q, k, v, sm_scale, sliding_window, soft_cap), kv_cache
+        return _dense_soft_capped(q, k, v, sm_scale, sliding_window, soft_cap, sinks), kv_cache
 
 
-def _dense_soft_capped(q, k, v, sm_scale, sliding_window, soft_cap):
-    """q [B, T, H, Dh], k/v [B, T, K, Dh] -> [B, T, H, Dh]: causal (windowed) attention with soft-capped scores."""
+def _dense_soft_capped(q, k, v, sm_scale, sliding_window, soft_cap, sinks=None):
+    """q [B, T, H, Dh], k/v [B, T, K, Dh] -> [B, T, H, Dh]: causal (windowed) attention with soft-capped scores
+    (soft_cap None: plain) and attention sinks (sinks [H] or None: a softmax column per head with no value)."""
     b, t, h, dh = q.shape
     kh = k.shape[2]
     qg = q.reshape(b, t, kh, h // kh, dh).astype(jnp.float32)
     scores = jnp.einsum("btkgd,bskd->bkgts", qg, k.astype(jnp.float32)) * sm_scale
-    scores = soft_cap * jnp.tanh(scores / soft_cap)
+    if soft_cap is not None:
+        scores = soft_cap * jnp.tanh(scores / soft_cap)
     qpos, kpos = jnp.arange(t)[:, None], jnp.arange(t)[None, :]
     mask = kpos <= qpos
     if sliding_window is not None:
         mask &= qpos - kpos < sliding_window
-    probs = jax.nn.softmax(jnp.where(mask, scores, -jnp.inf), axis=-1)
+    scores = jnp.where(mask, scores, -jnp.inf)
+    if sinks is None:
+        probs = jax.nn.softmax(scores, axis=-1)
+    else:
+        sink = jnp.broadcast_to(sinks.astype(jnp.float32).reshape(1, kh, h // kh, 1, 1), (*scores.shape[:-1], 1))
+        probs = jax.nn.softmax(jnp.concatenate([scores, sink], axis=-1), axis=-1)[..., :-1]
     out = jnp.einsum("bkgts,bskd->btkgd", probs, v.astype(jnp.float32))
     return out.reshape(b, t, h, dh).astype(q.dtype)
 
 
-def _write_and_attend(q, k, v, kv_cache, md: AttentionMetadata, kv_scale, *, sm_scale, sliding_window, soft_cap,
-                      impl):
-    """kv_scale: [2] float32 (k, v); used by a float8 cache only (a bf16 cache ignores them, as vLLM does)."""
+def _write_and_attend(q, k, v, kv_cache, md: AttentionMetadata, kv_scale, sinks=None, *, sm_scale, sliding_window,
+                      soft_cap, impl):
+    """kv_scale: [2] float32 (k, v); used by a float8 cache only (a bf16 cache ignores them, as vLLM does).
+    sinks: [H] float32 attention-sink logits of this device's heads, or None."""
     scales = {}
     if is_fp8(kv_cache.dtype):
         scales = {"k_scale": kv_scale[0], "v_scale": kv_scale[1]}
     kv_cache = ops.write_kv_cache(kv_cache, k, v, md.slot_mapping, **scales)
     out = ops.ragged_paged_attention(q, kv_cache, md.query_start_loc, md.seq_lens, md.block_tables,
                                      sm_scale=sm_scale, sliding_window=sliding_window, soft_cap=soft_cap, impl=impl,
-                                     **scales)
+                                     sinks=sinks, **scales)
     return out, kv_cache
 
 
@@ -118,27 +127,29 @@ class PagedAttention:
         return jnp.maximum(lens[seq], positions + 1)
 
     def __call__(self, q, k, v, kv_cache, *, sm_scale: float, sliding_window: int | None, kv_scale,
-                 soft_cap: float | None = None):
+                 soft_cap: float | None = None, sinks=None):
         attend = functools.partial(_write_and_attend, sm_scale=sm_scale, sliding_window=sliding_window,
                                    soft_cap=soft_cap, impl=self.impl)
         if self.mesh is None or self.mesh.size == 1:
-            return attend(q, k, v, kv_cache, self.metadata, kv_scale)
+            return attend(q, k, v, kv_cache, self.metadata, kv_scale, sinks)
         tp, num_kv = self.mesh.size, k.shape[1]
         replicated_kv = num_kv % tp != 0
 
-        def local(q, k, v, kv_cache, md, kv_scale):
+        def local(q, k, v, kv_cache, md, kv_scale, sinks):
             if replicated_kv:  # this device's query heads all use kv head i // (tp / K)
                 j = jax.lax.axis_index(MODEL_AXIS) // (tp // num_kv)
                 k = jax.lax.dynamic_slice_in_dim(k, j, 1, axis=1)
                 v = jax.lax.dynamic_slice_in_dim(v, j, 1, axis=1)
-            return attend(q, k, v, kv_cache, md, kv_scale)
+            return attend(q, k, v, kv_cache, md, kv_scale, sinks)
 
         heads = P(None, MODEL_AXIS, None)
         kv_spec = P() if replicated_kv else heads
         cache_spec = P(None, None, None, MODEL_AXIS, None)
-        return jax.shard_map(local, mesh=self.mesh, in_specs=(heads, kv_spec, kv_spec, cache_spec, P(), P()),
+        sinks_spec = P() if sinks is None else P(MODEL_AXIS)
+        return jax.shard_map(local, mesh=self.mesh,
+                             in_specs=(heads, kv_spec, kv_spec, cache_spec, P(), P(), sinks_spec),
                              out_specs=(heads, cache_spec), check_vma=False)(
-            q, k, v, kv_cache, self.metadata, kv_scale)
+            q, k, v, kv_cache, self.metadata, kv_scale, sinks)
 
 
 class Attention(nnx.Module):
@@ -169,6 +180,8 @@ class Attention(nnx.Module):
             self.q_norm = self.k_norm = None
         # fp8 KV-cache scales (k, v): 1.0 unless the checkpoint ships calibrated ones (jaxllm.weights.kv_scales)
         self.kv_scale = param((2,), jnp.float32, (None,), init="ones")
+        # gpt-oss: a learned attention-sink logit per query head (float32), joining the softmax denominator
+        self.sinks = param((h,), jnp.float32, ("q_heads",), init="zeros") if cfg.attention_sinks else None
         self.sm_scale = cfg.sm_scale
         self.soft_cap = cfg.attn_logit_softcap
         self.sliding_window = cfg.sliding_windows[layer_idx] if cfg.sliding_windows else None
@@ -192,8 +205,9 @@ class Attention(nnx.Module):
             if self.use_rope:
                 q, k = (apply_rope(t, cos, sin, self.rope_interleaved) for t in (q, k))
         with jax.named_scope("attend"):
+            sinks = {} if self.sinks is None else {"sinks": self.sinks[...]}  # (attends without sinks: MLA's)
             out, kv_cache = attend(q, k, v, kv_cache, sm_scale=self.sm_scale, sliding_window=self.sliding_window,
-                                   kv_scale=self.kv_scale[...], soft_cap=self.soft_cap)
+                                   kv_scale=self.kv_scale[...], soft_cap=self.soft_cap, **sinks)
         with jax.named_scope("o_proj"):
             projected = linear(out, self.o_proj, "...hk,hkd->...d")
             out = projected if lora is None else projected + lora.delta("o_proj", out)

@@ -1,6 +1,6 @@
 """Decoder-only transformers (Llama 2/3/3.x, Mistral, Qwen2, Qwen3, Gemma 1/2/3, Phi-3/3.5/4, OLMo 2, Granite,
 SmolLM3, Starcoder2, Cohere, GPT-2, GPT-NeoX, Phi, StableLM, OPT; MoE: Mixtral, Qwen3-MoE, Qwen2-MoE, OLMoE,
-GraniteMoe(Shared), PhiMoE, DBRX, Ernie 4.5 MoE) as one config-driven Flax NNX module.
+GraniteMoe(Shared), PhiMoE, DBRX, Ernie 4.5 MoE, gpt-oss) as one config-driven Flax NNX module.
 
 Differences between the families are config flags: q/k/v biases (Qwen2), q/k RMSNorm per head (Qwen3, Gemma 3)
 or over the whole projection (OLMo 2, OLMoE), per-head q/k LayerNorm (Cohere), q/k/v clamping (OLMoE), explicit
@@ -13,7 +13,8 @@ classic families), learned absolute positions (GPT-2, OPT), OPT's projected embe
 Gemma's (1 + w) norms, sqrt(D) embedding scale, Granite's embedding / residual / attention / logits multipliers,
 GeGLU, the plain c_fc / c_proj MLP (Starcoder2; jaxllm.models.plain_mlp), attention / final logit soft-capping,
 logit scaling, tied embeddings, and mixture-of-experts MLPs in the layers ``cfg.moe_layers`` marks
-(jaxllm.models.moe; with Qwen2-MoE's shared expert: jaxllm.models.shared_moe).
+(jaxllm.models.moe; with Qwen2-MoE's shared expert: jaxllm.models.shared_moe; gpt-oss's biased experts:
+jaxllm.models.gpt_oss_moe), attention sinks (gpt-oss).
 
 Two entry points share every layer:
 - ``model(input_ids[B, T]) -> logits[B, T, V]``: dense causal forward, no cache (scoring, probing).

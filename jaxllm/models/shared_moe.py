@@ -78,7 +78,11 @@ class SharedExpertMoeBlock(SparseMoeBlock):
 
 def moe_block(cfg: ModelConfig, dtype, rngs: nnx.Rngs) -> SparseMoeBlock:
     """The MoE block of ``cfg``'s family: with a shared expert (Qwen2-MoE, GraniteMoeShared, Ernie 4.5) or routed
-    experts only."""
+    experts only; gpt-oss's biased, clamped-SwiGLU block."""
     if cfg.shared_expert_intermediate_size:
         return SharedExpertMoeBlock(cfg, dtype, rngs)
+    if cfg.moe_activation == "clamped_swiglu":  # (gpt-oss: biased router and experts)
+        from jaxllm.models.gpt_oss_moe import GptOssMoeBlock
+
+        return GptOssMoeBlock(cfg, dtype, rngs)
     return SparseMoeBlock(cfg, dtype, rngs)

@@ -42,7 +42,7 @@ class KernelPolicy:
             self.impl = "pallas_triton"  # explicit, so the model's own default cannot pick Mosaic either
         else:
             self.prefill_split = ops.paged_attention.prefill_split(self.impl, q, cache_shape, window,
-                                                                   cfg.attn_logit_softcap)
+                                                                   cfg.attn_logit_softcap, cfg.attention_sinks)
 
     def attention(self, long_prefill: bool) -> ops.paged_attention.AttentionConfig:
         """The implementation and tuning of a forward program (with or without the long-prefill path)."""

@@ -240,6 +240,10 @@ def expert_targets(cfg: ModelConfig, i: int) -> dict[str, Target]:
         from jaxllm.weights.mappings_moe import granite_expert_targets
 
         return granite_expert_targets(cfg, i)
+    if cfg.architecture == "GptOssForCausalLM":  # (stacked, interleaved experts; a biased router)
+        from jaxllm.weights.mappings_gpt_oss import gpt_oss_expert_targets
+
+        return gpt_oss_expert_targets(cfg, i)
     block = _MOE_NAMES[cfg.architecture][0]
     mlp = ("layers", i, "mlp")
     m = {f"model.layers.{i}.{block}.gate.weight": Target((*mlp, "router"), (e, d), _transpose)}
@@ -343,6 +347,10 @@ def key_map(cfg: ModelConfig) -> dict[str, Target | tuple[Target, ...]]:
         from jaxllm.weights.mappings_moe import dbrx_map
 
         return dbrx_map(cfg)
+    if cfg.attention_sinks:  # (gpt-oss: Llama-style keys plus each layer's self_attn.sinks)
+        from jaxllm.weights.mappings_gpt_oss import sink_targets
+
+        return {**llama_family_map(cfg), **sink_targets(cfg)}
     return KEY_MAPS[cfg.architecture](cfg)
 
 

@@ -215,6 +215,10 @@ def quantized_tensors(cfg: ModelConfig, tensors: Iterable[tuple[str, np.ndarray,
         return _int4_stream(cfg, tensors)
     if cfg.quant_from_checkpoint:
         return _fp8_stream(cfg, tensors)
+    if cfg.mxfp4_experts:  # (gpt-oss: MXFP4 experts, dequantized to the model's dtype)
+        from jaxllm.weights.mxfp4 import mxfp4_tensors
+
+        return mxfp4_tensors(cfg, tensors)
     if cfg.quant_block_size:  # (block-wise fp8: dequantized here, re-quantized per channel at load)
         from jaxllm.weights.block_fp8 import block_fp8_stream, ml_dtypes_of
 

@@ -69,26 +69,38 @@ def layout_plan(num_rows: int, num_groups: int, shapes, impl: str | None) -> tup
 
 
 def grouped_matmul_slotted(lhs: jax.Array, rhs: jax.Array, layout: GroupedLayout, *, impl: str,
-                           scale: jax.Array | None = None, swiglu: bool = False, out_dtype=None) -> jax.Array:
+                           scale: jax.Array | None = None, swiglu: bool = False, out_dtype=None,
+                           bias: jax.Array | None = None, clamp: tuple[float, float] | None = None) -> jax.Array:
     """lhs [S, K] in ``layout``'s slot order (S = layout.num_slots), rhs [G, K, N], scale None or [G, N] (the
-    experts' per-channel scales) -> [S, N] out_dtype (default lhs.dtype): slot s of group g gets
-    ``p = (lhs[s] @ rhs[g]) * scale[g]``; ``swiglu`` (rhs columns: gate, then up): [S, N/2] ``silu(p[:N/2]) *
-    p[N/2:]``, computed in float32 and rounded once. Padding slots get any value. ``impl`` from ``layout_plan``."""
+    experts' per-channel scales), bias None or [G, N] -> [S, N] out_dtype (default lhs.dtype): slot s of group g
+    gets ``p = (lhs[s] @ rhs[g]) * scale[g] + bias[g]``; ``swiglu`` (rhs columns: gate, then up): [S, N/2]
+    ``silu(p[:N/2]) * p[N/2:]``, or with ``clamp`` (alpha, limit: gpt-oss) ``(clip(up, -limit, limit) + 1) *
+    g * sigmoid(alpha * g)``, g = min(gate, limit); computed in float32 and rounded once. Padding slots get any
+    value. ``impl`` from ``layout_plan``."""
     out_dtype = jnp.dtype(out_dtype or lhs.dtype)
     if impl == "pallas_triton":
-        return grouped_matmul_tiles(lhs, rhs, layout, out_dtype, scale=scale, swiglu=swiglu,
-                                    interpret=gpu_compute_capability() is None)
+        return grouped_matmul_tiles(lhs, rhs, layout, out_dtype, scale=scale, swiglu=swiglu, bias=bias,
+                                    clamp=clamp, interpret=gpu_compute_capability() is None)
     if impl not in IMPLEMENTATIONS:
         raise ValueError(f"grouped matmul impl={impl!r} is not supported; choose one of {sorted(IMPLEMENTATIONS)}")
-    if scale is None and not swiglu:
+    if scale is None and bias is None and not swiglu:
         return IMPLEMENTATIONS[impl](lhs, rhs, layout.padded_sizes, out_dtype)
     out = IMPLEMENTATIONS[impl](lhs, rhs, layout.padded_sizes, jnp.float32)
+    group = jnp.maximum(layout.slot_group(), 0)
     if scale is not None:
-        out = out * jnp.take(scale, jnp.maximum(layout.slot_group(), 0), axis=0)
+        out = out * jnp.take(scale, group, axis=0)
+    if bias is not None:
+        out = out + jnp.take(bias, group, axis=0).astype(jnp.float32)
     if swiglu:
         gate, up = jnp.split(out, 2, axis=1)
-        out = jax.nn.silu(gate) * up
+        out = jax.nn.silu(gate) * up if clamp is None else swiglu_clamped(gate, up, *clamp)
     return out.astype(out_dtype)
+
+
+def swiglu_clamped(gate: jax.Array, up: jax.Array, alpha: float, limit: float) -> jax.Array:
+    """gpt-oss's activation: (clip(up, -limit, limit) + 1) * g * sigmoid(alpha * g), g = min(gate, limit)."""
+    gate = jnp.minimum(gate, limit)
+    return (jnp.clip(up, -limit, limit) + 1.0) * gate * jax.nn.sigmoid(alpha * gate)
 
 
 def grouped_matmul(lhs: jax.Array, rhs: jax.Array, group_sizes: jax.Array, *, impl: str | None = None,

@@ -52,11 +52,16 @@ def plan(m: int, k: int, n: int, num_groups: int) -> GroupedTiles | None:
 
 
 def _kernel(tile_group_ref, lhs_ref, rhs_ref, *refs, tiles: GroupedTiles, k: int, scaled: bool,
-            up_offset: int | None):
+            up_offset: int | None, biased: bool = False, clamp: tuple[float, float] | None = None):
     """Program (t, j): slots [t*BM, +BM) of lhs and out (one group's tile), output columns [j*BN, +BN).
     up_offset None: those columns of the product. Else (SwiGLU): rhs columns [j*BN, +BN) are the gate and
-    [up_offset + j*BN, +BN) the up projection, and the program writes silu(gate) * up."""
-    scale_ref, out_ref = refs if scaled else (None, refs[0])
+    [up_offset + j*BN, +BN) the up projection, and the program writes silu(gate) * up, or with ``clamp``
+    (alpha, limit) gpt-oss's (clip(up, -limit, limit) + 1) * g * sigmoid(alpha * g), g = min(gate, limit).
+    ``biased``: the group's bias row (float32 [G, N]) is added to the (scaled) product first."""
+    refs = list(refs)
+    scale_ref = refs.pop(0) if scaled else None
+    bias_ref = refs.pop(0) if biased else None
+    (out_ref,) = refs
     bm, bn, bk = tiles.block_m, tiles.block_n, tiles.block_k
     t, j = pl.program_id(0), pl.program_id(1)
     group = tile_group_ref[t]
@@ -76,11 +81,17 @@ def _kernel(tile_group_ref, lhs_ref, rhs_ref, *refs, tiles: GroupedTiles, k: int
         accs = lax.fori_loop(0, k // bk, step, tuple(jnp.zeros((bm, bn), jnp.float32) for _ in halves))
         if scaled:  # fp8 / int8 experts: each output channel's scale, applied in float32
             accs = tuple(acc * scale_ref[pl.ds(group, 1), pl.ds(c0 + n0, bn)] for acc, c0 in zip(accs, halves))
+        if biased:
+            accs = tuple(acc + bias_ref[pl.ds(group, 1), pl.ds(c0 + n0, bn)] for acc, c0 in zip(accs, halves))
         if up_offset is None:
             out = accs[0]
-        else:  # silu(gate) * up in float32, rounded once
+        elif clamp is None:  # silu(gate) * up in float32, rounded once
             gate, up = accs
             out = gate / (1.0 + jnp.exp(-gate)) * up
+        else:
+            alpha, limit = clamp
+            gate, up = jnp.minimum(accs[0], limit), jnp.clip(accs[1], -limit, limit)
+            out = (up + 1.0) * gate / (1.0 + jnp.exp(-alpha * gate))
         out_ref[pl.ds(row0, bm), pl.ds(n0, bn)] = out.astype(out_ref.dtype)
 
 
@@ -96,11 +107,13 @@ def _tiles_for(layout: GroupedLayout, k: int, n: int, g: int, swiglu: bool) -> G
 
 def grouped_matmul_tiles(lhs: jax.Array, rhs: jax.Array, layout: GroupedLayout, out_dtype, *,
                          scale: jax.Array | None = None, swiglu: bool = False, tiles: GroupedTiles | None = None,
-                         interpret: bool = False) -> jax.Array:
+                         interpret: bool = False, bias: jax.Array | None = None,
+                         clamp: tuple[float, float] | None = None) -> jax.Array:
     """lhs [S, K] in ``layout``'s slot order, rhs [G, K, N], scale None or float32 [G, N] -> [S, N] out_dtype:
-    slot s of group g gets ``p = (lhs[s] @ rhs[g]) * scale[g]``; with ``swiglu`` (rhs columns: gate, then up)
-    [S, N/2] ``silu(p[:N/2]) * p[N/2:]``. Slots past the last group's tiles are left unwritten (any value: never
-    read). ValueError when no tiling fits the shape or the layout's block_m."""
+    slot s of group g gets ``p = (lhs[s] @ rhs[g]) * scale[g] + bias[g]`` (bias None or [G, N]); with ``swiglu``
+    (rhs columns: gate, then up) [S, N/2] ``silu(p[:N/2]) * p[N/2:]``, or gpt-oss's clamped form with ``clamp``
+    (alpha, limit; see _kernel). Slots past the last group's tiles are left unwritten (any value: never read).
+    ValueError when no tiling fits the shape or the layout's block_m."""
     g, k, n = rhs.shape
     width = n // 2 if swiglu else n
     tiles = tiles or _tiles_for(layout, k, width, g, swiglu)
@@ -109,10 +122,12 @@ def grouped_matmul_tiles(lhs: jax.Array, rhs: jax.Array, layout: GroupedLayout, 
         raise ValueError(f"no grouped-matmul tiling for K={k}, N={n}, block_m={layout.block_m} (tiles {tiles})")
     if lhs.shape != (layout.num_slots, k):
         raise ValueError(f"grouped matmul: lhs {lhs.shape} is not [{layout.num_slots}, {k}] (the layout's slots)")
-    scaled = scale is not None
+    scaled, biased = scale is not None, bias is not None
     operands = (layout.tile_group, lhs, rhs.reshape(g * k, n)) + ((scale.astype(jnp.float32),) if scaled else ())
+    operands += (bias.astype(jnp.float32).reshape(g, n),) if biased else ()
     return pl.pallas_call(
-        functools.partial(_kernel, tiles=tiles, k=k, scaled=scaled, up_offset=width if swiglu else None),
+        functools.partial(_kernel, tiles=tiles, k=k, scaled=scaled, up_offset=width if swiglu else None,
+                          biased=biased, clamp=None if clamp is None else tuple(map(float, clamp))),
         out_shape=jax.ShapeDtypeStruct((layout.num_slots, width), out_dtype),
         grid=(layout.tile_group.shape[0], width // tiles.block_n),
         interpret=interpret,

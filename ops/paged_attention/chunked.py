@@ -49,9 +49,12 @@ def ragged_paged_attention_chunked(
     key_chunk: int = 128,
     k_scale=None,
     v_scale=None,
+    sinks: jax.Array | None = None,
 ) -> jax.Array:
     """Causal ragged paged attention in bounded memory. Returns [T, Hq, D]; padding tokens get zeros.
-    A float8 cache is dequantized per gathered key group (fp8 * k_scale / v_scale, as the reference)."""
+    A float8 cache is dequantized per gathered key group (fp8 * k_scale / v_scale, as the reference).
+    ``sinks`` [Hq] (attention-sink logits, see reference.py): the online softmax starts from the sink (running
+    max = sink, running sum = 1), so it joins the denominator and never the output."""
     num_tokens, num_q_heads, head_dim = q.shape
     _, num_blocks, block_size, num_kv_heads, _ = kv_cache.shape
     num_seqs, pages = block_tables.shape
@@ -114,8 +117,12 @@ def ragged_paged_attention_chunked(
             acc = acc * alpha[..., None] + jnp.einsum("tkgc,tckd->tkgd", p, vals)
             return acc, m_new, l * alpha + jnp.sum(p, axis=-1)
 
-        init = (jnp.zeros(qc.shape, jnp.float32), jnp.full(qc.shape[:-1], -1e30, jnp.float32),
-                jnp.zeros(qc.shape[:-1], jnp.float32))
+        if sinks is None:
+            m0, l0 = jnp.full(qc.shape[:-1], -1e30, jnp.float32), jnp.zeros(qc.shape[:-1], jnp.float32)
+        else:
+            m0 = jnp.broadcast_to(sinks.astype(jnp.float32).reshape(num_kv_heads, group), qc.shape[:-1])
+            l0 = jnp.ones(qc.shape[:-1], jnp.float32)
+        init = (jnp.zeros(qc.shape, jnp.float32), m0, l0)
         acc, _, l = lax.fori_loop(0, trips, key_group, init)
         return acc / jnp.where(l == 0.0, 1.0, l)[..., None]
 

@@ -7,7 +7,7 @@ Implementations (all take the reference's arguments; see reference.py for shapes
 * ``"pallas_triton"``: the Pallas kernel lowered through Triton (pallas_attention.py), NVIDIA sm_80+.
 * ``"pallas_mosaic"``: the same decode launch, the prefill launch through the Mosaic GPU kernel (mosaic_prefill.py,
   Hopper only; calls it does not cover, e.g. a float8 cache or a sliding window, stay on the Triton prefill;
-  soft-capped scores are covered).
+  soft-capped scores are covered; calls with attention sinks keep every prefill on Triton).
 
 The ``impl`` argument (``LLM(attention_backend=...)``) forces one, by name or as an ``AttentionConfig`` (a name
 and the Pallas kernels' tuning: decode split-K count, float8 dot operands). Otherwise, on an NVIDIA GPU of compute
@@ -77,15 +77,15 @@ def default_impl(q=None, kv_cache=None) -> str:
 
 
 def prefill_split(impl: str | None = None, q=None, kv_cache=None, sliding_window: int | None = None,
-                  soft_cap: float | None = None) -> tuple[str, str, int] | None:
+                  soft_cap: float | None = None, sinks: bool = False) -> tuple[str, str, int] | None:
     """(implementation for other steps, implementation for steps with a long prefill, the length that makes a
     prefill long) when the chosen implementation (``impl``, else ``default_impl(q, kv_cache)``) is
     ``pallas_mosaic`` and the Mosaic GPU prefill covers ``q`` / ``kv_cache`` (shapes and dtypes, e.g.
     ShapeDtypeStructs: the model's), ``sliding_window`` and ``soft_cap``; else None. The model runner compiles the long-prefill
     programs of the buckets that can hold one separately, so steps without a long prefill never pay the Mosaic
-    path's gathers and idle launch."""
+    path's gathers and idle launch. ``sinks`` (attention sinks, gpt-oss): None, as the Mosaic prefill has none."""
     name = impl or default_impl(q, kv_cache)
-    if name != "pallas_mosaic":
+    if name != "pallas_mosaic" or sinks:
         return None
     if q is not None and not mosaic_prefill.supported(q, kv_cache, sliding_window, soft_cap):
         return None  # every call would fall back to the Triton prefill: no programs of its own
@@ -94,10 +94,11 @@ def prefill_split(impl: str | None = None, q=None, kv_cache=None, sliding_window
 
 def ragged_paged_attention(q, kv_cache, query_start_loc, seq_lens, block_tables, *, sm_scale,
                            sliding_window=None, soft_cap=None, k_scale=None, v_scale=None,
-                           impl: str | AttentionConfig | None = None):
+                           impl: str | AttentionConfig | None = None, sinks=None):
     """Ragged paged attention (see reference.py for shapes and semantics). Outputs of padding tokens
     (after query_start_loc[-1]) are unspecified for the GPU kernels. ``impl``: a name of IMPLEMENTATIONS, an
-    AttentionConfig, or None (``default_impl``)."""
+    AttentionConfig, or None (``default_impl``). ``sinks``: [Hq] attention-sink logits (gpt-oss) or None; every
+    implementation takes them (the Pallas ones in their Triton launches)."""
     config = impl if isinstance(impl, AttentionConfig) else AttentionConfig(impl)
     name = config.impl or default_impl(q, kv_cache)
     if name not in IMPLEMENTATIONS:
@@ -107,4 +108,4 @@ def ragged_paged_attention(q, kv_cache, query_start_loc, seq_lens, block_tables,
         tuning = {"decode_splits": config.decode_splits, "fp8_dot": config.fp8_dot}
     return IMPLEMENTATIONS[name](q, kv_cache, query_start_loc, seq_lens, block_tables, sm_scale=sm_scale,
                                  sliding_window=sliding_window, soft_cap=soft_cap, k_scale=k_scale,
-                                 v_scale=v_scale, **tuning)
+                                 v_scale=v_scale, sinks=sinks, **tuning)

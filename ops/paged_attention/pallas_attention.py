@@ -109,16 +109,21 @@ def ragged_paged_attention_pallas(
     mosaic_min_q_len: int | None = None,
     decode_splits: int | None = None,
     fp8_dot: str = "auto",
+    sinks: jax.Array | None = None,
 ) -> jax.Array:
     """Same contract as ``ragged_paged_attention_reference`` (outputs of padding tokens unspecified).
     A float8 cache is read as fp8 tiles (see pallas_triton.py); the e4m3 conversion needs sm_89+.
     ``prefill_impl="mosaic"`` runs the sequences of >= ``mosaic_prefill.MIN_Q_LEN`` new tokens through the Hopper
     Mosaic GPU prefill (mosaic_prefill.py) where it covers the call, the shorter ones through the Triton prefill;
     ``mosaic_min_q_len`` overrides that threshold (tests and the kernel benchmark). ``decode_splits`` forces the
-    decode launch's split-K count; ``fp8_dot`` (one of FP8_DOTS) how a float8 cache's tiles feed the dots."""
+    decode launch's split-K count; ``fp8_dot`` (one of FP8_DOTS) how a float8 cache's tiles feed the dots.
+    ``sinks`` [Hq] (attention-sink logits, gpt-oss) run in the Triton launches; the Mosaic prefill has no sinks,
+    so such calls keep every prefill on the Triton launch."""
     if fp8_dot not in FP8_DOTS:
         raise ValueError(f"fp8_dot={fp8_dot!r} is not supported; choose one of {FP8_DOTS}")
     _check(q, kv_cache, query_start_loc, seq_lens, block_tables, sliding_window, soft_cap)
+    if sinks is not None and sinks.shape != (q.shape[1],):
+        raise ValueError(f"sinks must be [Hq] = [{q.shape[1]}], got shape {sinks.shape}")
     scales = kv_scales(kv_cache, k_scale, v_scale)
     num_tokens, num_q_heads, head_dim = q.shape
     _, num_blocks, block_size, num_kv_heads, _ = kv_cache.shape
@@ -141,7 +146,7 @@ def ragged_paged_attention_pallas(
                             seq_lens=seq_lens, block_tables=block_tables, num_q_heads=num_q_heads,
                             num_kv_heads=num_kv_heads, block_size=block_size, num_blocks=num_blocks,
                             sm_scale=sm_scale, sliding_window=sliding_window, soft_cap=soft_cap,
-                            kv_scales=scales, interpret=interpret)
+                            kv_scales=scales, sinks=sinks, interpret=interpret)
 
     decode_sched = decode_schedule(query_start_loc, cfg_a.block_q)
     prefill_needed = num_tokens > cfg_a.block_q  # else no sequence can have q_len > BQ_A
@@ -152,7 +157,7 @@ def ragged_paged_attention_pallas(
         raise ValueError(f"prefill_impl='mosaic' needs a Hopper GPU (sm_90, wgmma/TMA); this one is sm_{cc[0]}{cc[1]}")
     # Mosaic GPU prefill (Hopper) for the sequences of >= MIN_Q_LEN new tokens; the Triton prefill keeps the rest
     long_len = max(mosaic_min_q_len or mosaic_prefill.MIN_Q_LEN, cfg_a.block_q + 1)
-    use_mosaic = (prefill_impl == "mosaic" and num_tokens >= long_len and scales is None
+    use_mosaic = (prefill_impl == "mosaic" and num_tokens >= long_len and scales is None and sinks is None
                   and mosaic_prefill.supported(q, kv_cache, sliding_window, soft_cap))
     if prefill_needed:
         bq = cfg_b.block_q

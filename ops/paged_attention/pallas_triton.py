@@ -75,10 +75,12 @@ def _rows2d(rows, cols):
 
 def _kernel(sched_ref, qsl_ref, seq_lens_ref, bt_ref, q_ref, kv_ref, *rest, cfg: TileConfig, num_q_heads,
             num_kv_heads, group, group_pad, head_dim, block_size, num_blocks, pages_per_seq, sm_scale,
-            sliding_window, soft_cap, split_out, aliased, fp8):
+            sliding_window, soft_cap, split_out, aliased, fp8, sinks=False):
     """One program: q block (sched_ref[1, i], of sequence sched_ref[0, i]) x kv head x KV split."""
     if fp8:
         scale_ref, rest = rest[0], rest[1:]  # [2] float32: k_scale, v_scale
+    if sinks:
+        sinks_ref, rest = rest[0], rest[1:]  # [Hq] float32 attention-sink logits
     if aliased:
         rest = rest[1:]  # the aliased input buffer is the same memory as the first output
     if split_out:
@@ -186,6 +188,10 @@ def _kernel(sched_ref, qsl_ref, seq_lens_ref, bt_ref, q_ref, kv_ref, *rest, cfg:
 
         carry = (jnp.zeros((rows, head_pad), jnp.float32), jnp.full((rows,), M_INIT, jnp.float32),
                  jnp.zeros((rows,), jnp.float32))
+        if sinks:  # the running max / sum start from the sink (log2 units); only split 0 counts its exp
+            head = jnp.where(row_ok, h * group + g, 0)
+            sink = plgpu.load(sinks_ref.at[head], mask=row_ok, other=0.0) * LOG2E
+            carry = (carry[0], sink, jnp.where(sp == 0, 1.0, 0.0) + carry[2])
         masked_step = functools.partial(step, masked=True)
         if sliding_window is not None:
             carry = lax.fori_loop(t_begin, jnp.minimum(t_end, full_lo), masked_step, carry)
@@ -244,9 +250,10 @@ def prefill_schedule(query_start_loc: jax.Array, min_q_len: int, block_q: int, n
 
 def launch(sched, q_rows, kv_rows, query_start_loc, seq_lens, block_tables, out=None, *, cfg: TileConfig,
            num_q_heads, num_kv_heads, block_size, num_blocks, sm_scale, sliding_window, soft_cap,
-           kv_scales=None, interpret=False):
+           kv_scales=None, sinks=None, interpret=False):
     """One pallas_call over the programs of ``sched``. q_rows [T*Hq, D], kv_rows [2*NB*BS*K, D]; with a
-    float8 cache, kv_scales [2] float32 (k_scale, v_scale), else None.
+    float8 cache, kv_scales [2] float32 (k_scale, v_scale), else None; ``sinks`` [Hq] attention-sink logits
+    (joining each row's softmax denominator: the running max starts at the sink and the running sum at 1) or None.
 
     Returns [T*Hq, D] in q's dtype (written in place into ``out`` when given), or with ``cfg.num_splits > 1``
     the partial (acc [R, D], m [R], l [R]) in float32 (m in log2 units), R = splits * n_slots * BQ * Hq rows
@@ -262,7 +269,7 @@ def launch(sched, q_rows, kv_rows, query_start_loc, seq_lens, block_tables, out=
         pages_per_seq=block_tables.shape[1], sm_scale=float(sm_scale),
         sliding_window=None if sliding_window is None else int(sliding_window),
         soft_cap=None if soft_cap is None else float(soft_cap), split_out=split_out, aliased=out is not None,
-        fp8=kv_scales is not None)
+        fp8=kv_scales is not None, sinks=sinks is not None)
     if split_out:
         total = cfg.num_splits * sched.shape[1] * cfg.block_q * num_q_heads
         out_shape = (jax.ShapeDtypeStruct((total, head_dim), jnp.float32),
@@ -272,6 +279,8 @@ def launch(sched, q_rows, kv_rows, query_start_loc, seq_lens, block_tables, out=
     args = [sched, query_start_loc, seq_lens, block_tables.reshape(-1), q_rows, kv_rows]
     if kv_scales is not None:
         args.append(kv_scales.astype(jnp.float32).reshape(2))
+    if sinks is not None:
+        args.append(sinks.astype(jnp.float32).reshape(num_q_heads))
     aliases = {}
     if out is not None:
         aliases = {len(args): 0}

@@ -33,8 +33,12 @@ def ragged_paged_attention_reference(
     soft_cap: float | None = None,
     k_scale=None,
     v_scale=None,
+    sinks: jax.Array | None = None,  # [Hq] float32 attention-sink logits (gpt-oss), or None
 ) -> jax.Array:
     """Causal attention of every query token over its own sequence's cached keys. Returns [T, Hq, D].
+
+    ``sinks``: one learned logit per query head that joins the softmax's denominator only (no value row), so a
+    head may attend to "nothing": out = sum_c exp(s_c - m) v_c / (exp(sink - m) + sum_c exp(s_c - m)).
 
     A float8 ``kv_cache`` holds K / k_scale and V / v_scale (scalars, 1.0 if not given; see kv_cache.py): it
     is dequantized explicitly (fp8 * scale in float32) after the gather.
@@ -77,9 +81,14 @@ def ragged_paged_attention_reference(
     # Masked positions may hold NaN (poisoned pages): select, never multiply, so NaN cannot leak.
     scores = jnp.where(mask[:, None, None, :], scores, -jnp.inf)
     m = jnp.max(scores, axis=-1, keepdims=True)
+    sink = None if sinks is None else sinks.astype(jnp.float32).reshape(1, num_kv_heads, group, 1)
+    if sink is not None:
+        m = jnp.maximum(m, sink)
     m = jnp.where(jnp.isfinite(m), m, 0.0)
     p = jnp.where(mask[:, None, None, :], jnp.exp(scores - m), 0.0)
     denom = jnp.sum(p, axis=-1, keepdims=True)
+    if sink is not None:  # padding tokens: no visible key, out stays 0 whatever the sink adds
+        denom = denom + jnp.exp(sink - m)
     vals32 = jnp.where(mask[:, :, None, None], vals.astype(jnp.float32), 0.0)
     out = jnp.einsum("tkgc,tckd->tkgd", p, vals32) / jnp.where(denom == 0, 1.0, denom)
     return out.reshape(num_tokens, num_q_heads, head_dim).astype(q.dtype)

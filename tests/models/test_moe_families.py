@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 import torch
-from hf_models import hf_greedy
+from hf_models import check_greedy_prefix_cache
 from moe_families_cases import CASES, save_moe_model
 from safetensors.numpy import load_file, save_file
 
@@ -79,15 +79,7 @@ def test_greedy_chunked_prefill_and_prefix_cache(name, tmp_path_factory):
     path, hf = saved(name, tmp_path_factory)
     llm = LLM(str(path), skip_tokenizer_init=True, max_num_seqs=3, max_num_batched_tokens=16, block_size=8,
               enforce_eager=True, enable_prefix_caching=True)
-    rng = np.random.RandomState(4)
-    shared = [int(t) for t in rng.randint(3, 256, 20)]
-    batch = [[int(t) for t in rng.randint(3, 256, n)] for n in (5, 27, 11)] + [shared + [7, 8]]
-    outs = llm.generate([{"prompt_token_ids": p} for p in batch], GREEDY, use_tqdm=False)
-    for p, out in zip(batch, outs):
-        assert out.outputs[0].token_ids == hf_greedy(hf, p, GREEDY.max_tokens)
-    again = llm.generate([{"prompt_token_ids": shared + [9, 10, 11]}], GREEDY, use_tqdm=False)[0]
-    assert again.num_cached_tokens == 16  # two full blocks of 8
-    assert again.outputs[0].token_ids == hf_greedy(hf, shared + [9, 10, 11], GREEDY.max_tokens)
+    check_greedy_prefix_cache(llm, hf)
 
 
 @pytest.mark.skipif(len(jax.devices()) < 4, reason="needs 4 (fake) devices")

@@ -73,8 +73,9 @@ def make_batch(rng, q_lens, ctx_lens, *, num_q_heads=4, num_kv_heads=2, head_dim
     return RaggedBatch(q.astype(dtype), kv.astype(dtype), m)
 
 
-def naive_attention(b: RaggedBatch, sm_scale, sliding_window=None, soft_cap=None) -> np.ndarray:
+def naive_attention(b: RaggedBatch, sm_scale, sliding_window=None, soft_cap=None, sinks=None) -> np.ndarray:
     """Dense causal attention per sequence in float64 over each sequence's K/V rebuilt from its blocks.
+    ``sinks`` [Hq]: attention-sink logits, one extra softmax column per head that has no value (gpt-oss).
     Returns [num_real_tokens, Hq, D]."""
     m = b.meta
     _, _, bs, nk, d = b.kv_cache.shape
@@ -100,6 +101,8 @@ def naive_attention(b: RaggedBatch, sm_scale, sliding_window=None, soft_cap=None
             if soft_cap is not None:
                 sc = soft_cap * np.tanh(sc / soft_cap)
             sc = np.where(vis, sc, -np.inf)
-            p = np.exp(sc - sc.max(-1, keepdims=True))
-            out[lo:hi, h] = (p / p.sum(-1, keepdims=True)) @ vals[:, h // g]
+            sink = -np.inf if sinks is None else float(sinks[h])
+            top = np.maximum(sc.max(-1, keepdims=True), sink)
+            p = np.exp(sc - top)
+            out[lo:hi, h] = (p / (p.sum(-1, keepdims=True) + np.exp(sink - top))) @ vals[:, h // g]
     return out

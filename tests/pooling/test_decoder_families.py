@@ -36,7 +36,7 @@ FAMILIES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3
             "GPTNeoXForCausalLM", "PhiForCausalLM", "StableLmForCausalLM", "OPTForCausalLM", "GPTJForCausalLM", "OlmoForCausalLM",
             "GlmForCausalLM", "Glm4ForCausalLM", "NemotronForCausalLM", "Cohere2ForCausalLM", "Ernie4_5ForCausalLM",
             "Exaone4ForCausalLM", "Olmo3ForCausalLM", "SeedOssForCausalLM", "FalconForCausalLM",
-            "DeepseekV2ForCausalLM", "DeepseekV3ForCausalLM")
+            "DeepseekV2ForCausalLM", "DeepseekV3ForCausalLM", "GptOssForCausalLM")
 EMBEDDERS = ("LlamaForCausalLM", "Gemma3ForCausalLM", "GPT2LMHeadModel", "GPTNeoXForCausalLM", "OPTForCausalLM")
 
 

@@ -1,0 +1,96 @@
+"""gpt-oss's sparse block: ``SparseMoeBlock``'s sorted-rows grouped matmuls with a biased router, expert biases
+and the clamped SwiGLU (transformers' GptOssMLP).
+
+Shape letters: T tokens, D model dim, E experts (E_l on this device), F expert ffn dim (F_l on this device),
+S slots of the routed rows (``jaxllm.ops.grouped_matmul.GroupedLayout``), k experts per token.
+
+- Router: logits = x @ W + b ([T, E]); the top k logits, softmaxed among themselves (float32).
+- Expert: gu = x @ gate_up + gate_up_bias ([2, F]); g = min(gate, limit), u = clip(up, -limit, limit);
+  h = (u + 1) * g * sigmoid(alpha * g); y = h @ down + down_bias. The checkpoint interleaves gate and up on
+  gate_up's last axis; the loader de-interleaves them into [E, D, 2, F] (jaxllm.weights.mappings_gpt_oss).
+
+The biases (indexed by each slot's expert) and the clamped SwiGLU run in the grouped matmuls' epilogues
+(jaxllm.ops.grouped_matmul: in the Pallas kernel's registers on the GPU). Under tensor parallelism (Megatron style, F split) every device
+computes its F_l-slice and only the first device adds the down bias, so the psum counts it once; with
+``enable_expert_parallel`` each device holds its experts' biases and adds them to its own rows.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jax.sharding import PartitionSpec as P
+
+from jaxllm.config import ModelConfig
+from jaxllm.models.layers import param
+from jaxllm.models.moe import SparseMoeBlock, _operand, expert_ffn
+from jaxllm.ops.grouped_matmul import grouped_matmul_slotted
+from jaxllm.parallel.sharding import MODEL_AXIS, logical_to_spec
+
+GATE_UP_BIAS_AXES = ("expert", None, "moe_mlp")  # [E, 2, F]
+DOWN_BIAS_AXES = ("expert", None)  # [E, D]
+
+
+def biased_experts(rows, layout, impl, gate_up, down, gate_up_bias, down_bias, alpha: float, limit: float):
+    """rows [S, D] in ``layout``'s slot order -> [S, D] (rows' dtype). gate_up / down: (weight [E_l, D, 2, F_l] /
+    [E_l, F_l, D], scale or None); gate_up_bias [E_l, 2, F_l]; down_bias [E_l, D] (zeros on devices that must
+    not add it). The biases and the clamped SwiGLU run in the grouped matmuls' epilogues (float32, rounded
+    once)."""
+    (w_gu, s_gu), (w_down, s_down) = gate_up, down
+    e_local, d, _, f_local = w_gu.shape
+    with jax.named_scope("experts_gate_up"):
+        h = grouped_matmul_slotted(rows, w_gu.reshape(e_local, d, 2 * f_local), layout, impl=impl,
+                                   scale=None if s_gu is None else s_gu.reshape(e_local, 2 * f_local),
+                                   bias=gate_up_bias.reshape(e_local, 2 * f_local), swiglu=True,
+                                   clamp=(alpha, limit))  # [S, F_l]
+    with jax.named_scope("experts_down"):
+        return grouped_matmul_slotted(h, w_down, layout, impl=impl, scale=s_down, bias=down_bias)  # [S, D]
+
+
+class GptOssMoeBlock(SparseMoeBlock):
+    """Biased router + biased clamped-SwiGLU experts: x [..., D] -> [..., D] in x's dtype (module docstring)."""
+
+    def __init__(self, cfg: ModelConfig, dtype, rngs: nnx.Rngs):
+        super().__init__(cfg, dtype, rngs)
+        e, d, f = cfg.num_experts, cfg.hidden_size, cfg.moe_intermediate_size
+        self.router_logit_bias = param((e,), self.router[...].dtype, (None,), init="zeros")
+        self.gate_up_bias = param((e, 2, f), dtype, GATE_UP_BIAS_AXES, init="zeros")
+        self.down_bias = param((e, d), dtype, DOWN_BIAS_AXES, init="zeros")
+        self.alpha, self.limit = cfg.swiglu_alpha, cfg.swiglu_limit
+        self.bias_specs = None
+
+    def bind_mesh(self, mesh, rules) -> None:
+        super().bind_mesh(mesh, rules)
+        self.bias_specs = (logical_to_spec(GATE_UP_BIAS_AXES, rules), logical_to_spec(DOWN_BIAS_AXES, rules))
+
+    def route(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """x [T, D] -> (float32 weights [T, k]: softmax of the top-k biased logits, int32 experts [T, k])."""
+        logits = jnp.einsum("td,de->te", x, self.router[...]) + self.router_logit_bias[...]
+        top, experts = jax.lax.top_k(logits.astype(jnp.float32), self.top_k)
+        return jax.nn.softmax(top, axis=-1), experts.astype(jnp.int32)
+
+    def _experts(self, x, weights, experts):
+        gate_up, down = _operand(self.gate_up), _operand(self.down)
+        biases = (self.gate_up_bias[...], self.down_bias[...])
+        mlp = functools.partial(biased_experts, alpha=self.alpha, limit=self.limit)
+        if self.mesh is None:
+            ffn = functools.partial(mlp, gate_up=gate_up, down=down, gate_up_bias=biases[0], down_bias=biases[1])
+            return expert_ffn(x, weights, experts, gate_up, down, 0, self.impl, mlp=ffn).astype(x.dtype)
+        (gate_up_spec, down_spec), experts_split = self.specs, self.specs[0][0][0] is not None
+
+        def local(x, weights, experts, gate_up, down, gate_up_bias, down_bias):
+            index = jax.lax.axis_index(MODEL_AXIS)
+            first = index * gate_up[0].shape[0] if experts_split else 0
+            if not experts_split:  # every device holds every expert's whole down bias: the first one adds it
+                down_bias = jnp.where(index == 0, down_bias, jnp.zeros_like(down_bias))
+            ffn = functools.partial(mlp, gate_up=gate_up, down=down, gate_up_bias=gate_up_bias,
+                                    down_bias=down_bias)
+            partial = expert_ffn(x, weights, experts, gate_up, down, first, self.impl, mlp=ffn).astype(x.dtype)
+            return jax.lax.psum(partial, MODEL_AXIS)
+
+        return jax.shard_map(local, mesh=self.mesh,
+                             in_specs=(P(), P(), P(), gate_up_spec, down_spec, *self.bias_specs),
+                             out_specs=P(), check_vma=False)(x, weights, experts, gate_up, down, *biases)
