@@ -137,9 +137,10 @@ def _falcon_kv_heads(cfg) -> int:
     return 1 if cfg.multi_query else cfg.num_attention_heads
 
 
-def write_own_names_as_gguf(path, hf_dir, cfg) -> str:
+def write_own_names_as_gguf(path, hf_dir, cfg, qtype: str | None = None) -> str:
     """``write_hf_as_gguf`` for the families of OWN_NAMES_ARCH (float32 tensors): GPT-2's causal-mask buffers
-    dropped, StableLM's per-head q/k norms stacked [H, Dh], each family's converter edits. Returns the arch."""
+    dropped, StableLM's per-head q/k norms stacked [H, Dh], each family's converter edits; ``qtype``: 2-D weights
+    of whole blocks quantized to that GGUF type after the edits, as llama-quantize does. Returns the arch."""
     arch = OWN_NAMES_ARCH[cfg.architectures[0]]
     w = gguf.GGUFWriter(os.fspath(path), arch)
     _own_names_metadata(w, arch, cfg)
@@ -164,7 +165,12 @@ def write_own_names_as_gguf(path, hf_dir, cfg) -> str:
             f = cfg.ffn_config
             arr = arr.reshape(f.moe_num_experts, f.ffn_hidden_size, -1)
             arr, name = np.ascontiguousarray(arr.swapaxes(1, 2) if name.endswith("w2") else arr), name + ".weight"
-        w.add_tensor(names.get_name(name, try_suffixes=(".weight", ".bias")), arr)
+        gname = names.get_name(name, try_suffixes=(".weight", ".bias"))
+        if qtype is not None and arr.ndim == 2 and arr.shape[1] % 32 == 0:  # (quantized after the edits)
+            q = gguf.GGMLQuantizationType[qtype]
+            w.add_tensor(gname, gguf.quants.quantize(arr, q), raw_dtype=q)
+        else:
+            w.add_tensor(gname, arr)
     finish_gguf(w)
     return arch
 

@@ -121,6 +121,18 @@ def test_phimoe(tmp_path):
     assert_gguf_matches(tmp_path / "m.gguf", hf, "PhimoeForCausalLM")
 
 
+@pytest.mark.parametrize("name", ["gpt2", "gptneox", "falcon-new-gqa"])
+def test_q8_0_files_dequantize_before_the_edits_are_undone(name, tmp_path):
+    """Q8_0 blocks run along the converter's layout (transposed, regrouped rows): the loader dequantizes first,
+    so the logits stay within Q8_0's rounding of transformers' (a layout error would be ~100% off)."""
+    arch, overrides = CASES[name]
+    hf = save_tiny_model(tmp_path / "hf", arch, **overrides)
+    write_own_names_as_gguf(tmp_path / "m.gguf", tmp_path / "hf", hf.config, qtype="Q8_0")
+    assert "Q8_0" in {t.tensor_type.name for t in gguf.GGUFReader(tmp_path / "m.gguf").tensors}
+    ids = np.random.RandomState(1).randint(0, hf.config.vocab_size, (2, 20)).astype(np.int32)
+    assert relative_error(np.asarray(jaxllm.load_model(tmp_path / "m.gguf")(ids)), hf_logits(hf, ids)) <= 2e-2
+
+
 def test_olmo3_converts_to_olmo2_with_a_window(tmp_path):
     """llama.cpp's converter writes OLMo 3 as olmo2 plus a sliding window and its per-layer pattern."""
     hf = save_tiny_model(tmp_path / "hf", "Olmo3ForCausalLM", **SPECIAL, num_hidden_layers=4, sliding_window=6)
