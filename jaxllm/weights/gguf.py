@@ -246,7 +246,11 @@ class GGUFCheckpoint:
                 continue
             w = dequantize(t.data, t.type_name, t.shape)
             if self.architecture in gguf_archs.ARCHS:
-                yield from zip(gguf_archs.hf_names(self, name), gguf_archs.arrays(self, name, w))
+                names, arrays = gguf_archs.hf_names(self, name), gguf_archs.arrays(self, name, w)
+                if len(names) != len(arrays):  # (a stack of another size than its metadata count)
+                    raise ValueError(f"GGUF tensor {name!r} of shape {t.shape} holds {len(arrays)} HF tensors where "
+                                     f"the file's metadata says {len(names)}")
+                yield from zip(names, arrays)
                 continue
             if self.architecture in _PERMUTED_QK:
                 suffix = name.split(".", 2)[-1] if name.startswith("blk.") else ""

@@ -153,8 +153,12 @@ def hf_names(ckpt, name: str) -> list[str]:
     if layer is None and module in arch.globals:
         return [f"{arch.globals[module]}.{kind}"]
     if layer is not None and module in arch.split:
-        template, count = arch.split[module]
-        return [f"{arch.layer_prefix}{layer}.{template.format(i=i)}.{kind}" for i in range(int(ckpt.arch_key(count)))]
+        template, key = arch.split[module]
+        count = ckpt.arch_key(key, ckpt.arch_key("attention.head_count") if key.endswith("_kv") else None)
+        if count is None:
+            raise ValueError(f"GGUF tensor {name!r} stacks several HF tensors but the file has no "
+                             f"{ckpt.architecture}.{key}")
+        return [f"{arch.layer_prefix}{layer}.{template.format(i=i)}.{kind}" for i in range(int(count))]
     halves = {**arch.merged, **{owner: part for part, owner in arch.merged.items()}}
     if layer is not None and module in halves and f"blk.{layer}.{halves[module]}.{kind}" not in ckpt.tensor_keys():
         raise ValueError(f"GGUF tensor {name!r} has no partner blk.{layer}.{halves[module]}.{kind}: the two "

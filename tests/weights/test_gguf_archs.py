@@ -152,3 +152,14 @@ def test_generate_with_hf_tokenizer_matches_transformers(name, tmp_path):
     save_tokenizer_with_template(tmp_path / "hf")
     write_own_names_as_gguf(tmp_path / "m.gguf", tmp_path / "hf", hf.config)
     assert_generate_matches(tmp_path / "m.gguf", tmp_path / "hf", hf)
+
+
+def test_stack_larger_than_its_metadata_count_is_an_error(tmp_path):
+    """A StableLM q-norm stack of 4 heads in a file that says 2 would drop heads silently: refused, named."""
+    hf = save_tiny_model(tmp_path / "hf", "StableLmForCausalLM", **SPECIAL, qk_layernorm=True)
+    write_own_names_as_gguf(tmp_path / "m.gguf", tmp_path / "hf", hf.config)
+    norm = np.ones((4, 16), np.float32)
+    copy_gguf(tmp_path / "m.gguf", tmp_path / "bad.gguf", drop=("blk.0.attn_k_norm.weight",),
+              extra={"blk.0.attn_k_norm.weight": norm})
+    with pytest.raises(ValueError, match=r"blk\.0\.attn_k_norm\.weight.*holds 4 HF tensors.*says 2"):
+        jaxllm.load_model(tmp_path / "bad.gguf")
