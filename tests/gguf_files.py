@@ -41,7 +41,8 @@ CONVERTER_ARCH = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "llama", "M
                   "CohereForCausalLM": "command-r",
                   "Qwen2ForCausalLM": "qwen2", "Qwen3ForCausalLM": "qwen3", "Qwen3MoeForCausalLM": "qwen3moe",
                   "GemmaForCausalLM": "gemma", "Gemma2ForCausalLM": "gemma2", "Gemma3ForCausalLM": "gemma3",
-                  "Phi3ForCausalLM": "phi3", "Olmo2ForCausalLM": "olmo2"}
+                  "Phi3ForCausalLM": "phi3", "Olmo2ForCausalLM": "olmo2",
+                  "Olmo3ForCausalLM": "olmo2"}
 PERMUTED = ("llama", "granite", "smollm3")  # the converter's LlamaModel subclasses: q/k rows permuted
 _EXPERT = re.compile(r"^model\.layers\.(\d+)\.(block_sparse_moe|mlp)\.experts\.(\d+)\.(\w+)\.weight$")
 
@@ -197,6 +198,9 @@ def _add_family_metadata(w: gguf.GGUFWriter, arch: str, cfg) -> None:
         w.add_logit_scale(cfg.logits_scaling)
     if arch in ("gemma2", "gemma3", "phi3") and getattr(cfg, "sliding_window", None):
         w.add_sliding_window(cfg.sliding_window)
+    if arch == "olmo2" and getattr(cfg, "sliding_window", None):  # OLMo 3
+        w.add_sliding_window(cfg.sliding_window)
+        w.add_sliding_window_pattern([t == "sliding_attention" for t in cfg.layer_types])
     if arch == "gemma2":
         w.add_attn_logit_softcapping(cfg.attn_logit_softcapping)
         w.add_final_logit_softcapping(cfg.final_logit_softcapping)

@@ -15,7 +15,10 @@ Phi-3 and OLMo 2 files are written unpermuted (NeoX-style rope, like HF). The co
 norm weight (llama.cpp scales by w, HF by 1 + w): ``tensors()`` subtracts it. Per-architecture metadata (Gemma's
 soft-caps and windows, Phi-3's longrope factor tensors and partial rotary, MoE experts) is in gguf_families.py;
 linear / yarn / llama3 rope scaling in gguf_rope.py; the tensor-name table and the q/k row permutation in
-gguf_names.py.
+gguf_names.py. Families whose HF checkpoints have their own tensor names or whose converter reshapes tensors
+(GPT-2, Phi-2, StableLM, GPT-NeoX, Falcon, OLMo, Seed-OSS, Nemotron, GLM-4, EXAONE 4, Ernie 4.5 (MoE), Cohere2,
+GraniteMoe, DBRX, PhiMoE, DeepSeek-V2 / V3) have a whole table each in gguf_archs.py (configs in
+gguf_arch_configs.py, DeepSeek in gguf_deepseek.py).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from . import gguf_archs
 from .gguf_families import FAMILY_CONFIG, moe_config
 from .gguf_names import expert_names, hf_tensor_name, permute_qk, unpermute_qk
 from .gguf_rope import f32_to_float, rope_scaling_from_metadata
@@ -52,6 +56,7 @@ SUPPORTED_GGUF_ARCHITECTURES = {
     "smollm3": "SmolLM3ForCausalLM",  # llama.cpp skips rope on every 4th layer, transformers' default interval
     "starcoder2": "Starcoder2ForCausalLM",
     "command-r": "CohereForCausalLM",
+    **{name: arch.hf_architecture for name, arch in gguf_archs.ARCHS.items()},  # their own name tables
 }
 # Architectures whose q/k rows llama.cpp's converter permutes (LlamaModel and its subclasses).
 _PERMUTED_QK = ("llama", "granite", "smollm3")
@@ -147,7 +152,8 @@ class GGUFCheckpoint:
         kv_heads = int(self._arch_key("attention.head_count_kv", heads))
         head_dim = int(self._arch_key("attention.key_length", hidden // heads))
         rope_dim = self._arch_key("rope.dimension_count")
-        if rope_dim is not None and int(rope_dim) != head_dim and self.architecture != "phi3":
+        partial_rotary = self.architecture == "phi3" or self.architecture in gguf_archs.ARCHS
+        if rope_dim is not None and int(rope_dim) != head_dim and not partial_rotary:
             raise ValueError(f"GGUF rope.dimension_count={rope_dim} differs from head_dim={head_dim}: partial "
                              f"rotary embeddings are not supported for {self.architecture}")
         vocab = self._arch_key("vocab_size")
@@ -174,6 +180,12 @@ class GGUFCheckpoint:
             "eos_token_id": self._eos_token_id(),
             "torch_dtype": "float32",
         }
+        if self.architecture in gguf_archs.ARCHS:  # (LayerNorm families: no RMSNorm epsilon)
+            if self._arch_key("attention.layer_norm_rms_epsilon") is None:
+                del cfg["rms_norm_eps"]
+            if self.architecture in ("gpt2", "phi2", "falcon"):  # (files state 4 x hidden whatever the model has)
+                cfg["intermediate_size"] = int(self._tensors["blk.0.ffn_up.weight"].shape[0])
+            return gguf_archs.ARCHS[self.architecture].config(self, cfg)
         if self.architecture in _PERMUTED_QK:
             cfg["attention_bias"] = "blk.0.attn_q.bias" in self._tensors
             cfg["mlp_bias"] = "blk.0.ffn_up.bias" in self._tensors
@@ -210,6 +222,8 @@ class GGUFCheckpoint:
     # ------------------------------------------------------------------ tensors
     def _hf_names(self, name: str) -> list[str]:
         """HF names of one llama.cpp tensor: one name, or one per expert for a stacked expert tensor."""
+        if self.architecture in gguf_archs.ARCHS:
+            return gguf_archs.hf_names(self, name)
         experts = expert_names(name, self.architecture, self.num_experts)
         if experts == []:
             raise ValueError(f"GGUF tensor {name!r} in {self.path!r} stacks MoE experts but the file has no "
@@ -225,12 +239,19 @@ class GGUFCheckpoint:
 
         Layouts: embeddings [V, D], q_proj [H*Dh, D], k/v_proj [K*Dh, D], o_proj [D, H*Dh], gate/up [F, D],
         down [D, F], norms [D] (GGUF stores dims innermost-first; reversing them gives the HF shape)."""
-        heads = self.hf_config["num_attention_heads"]
-        kv_heads = self.hf_config["num_key_value_heads"]
+        heads = self.hf_config.get("num_attention_heads")  # (DBRX's config nests them)
+        kv_heads = self.hf_config.get("num_key_value_heads")
         for name, t in self._tensors.items():
             if name in _CONSUMED_TENSORS:
                 continue
             w = dequantize(t.data, t.type_name, t.shape)
+            if self.architecture in gguf_archs.ARCHS:
+                names, arrays = gguf_archs.hf_names(self, name), gguf_archs.arrays(self, name, w)
+                if len(names) != len(arrays):  # (a stack of another size than its metadata count)
+                    raise ValueError(f"GGUF tensor {name!r} of shape {t.shape} holds {len(arrays)} HF tensors where "
+                                     f"the file's metadata says {len(names)}")
+                yield from zip(names, arrays)
+                continue
             if self.architecture in _PERMUTED_QK:
                 suffix = name.split(".", 2)[-1] if name.startswith("blk.") else ""
                 if suffix.startswith("attn_q."):

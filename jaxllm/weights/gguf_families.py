@@ -88,7 +88,19 @@ def phi3(ckpt, cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def olmo2(ckpt, cfg: dict[str, Any]) -> dict[str, Any]:
-    return {}
+    """OLMo 3 converts to llama.cpp's olmo2 with a sliding window and one bool per layer (true = sliding): such a
+    file is Olmo3ForCausalLM, its rope scaling (on the full-attention layers) read as llama's."""
+    window = ckpt.arch_key("attention.sliding_window")
+    if window is None:
+        return {}
+    pattern = ckpt.arch_key("attention.sliding_window_pattern")
+    if not isinstance(pattern, (list, tuple)) or len(pattern) != cfg["num_hidden_layers"]:
+        raise ValueError(f"GGUF olmo2 file {ckpt.path!r} has a sliding window but no per-layer "
+                         "olmo2.attention.sliding_window_pattern")
+    fields = {"architectures": ["Olmo3ForCausalLM"], "model_type": "olmo3", "sliding_window": int(window),
+              "layer_types": ["sliding_attention" if p else "full_attention" for p in pattern]}
+    scaling = rope_scaling_from_metadata(ckpt, cfg)
+    return fields if scaling is None else {**fields, "rope_scaling": scaling}
 
 
 def granite(ckpt, cfg: dict[str, Any]) -> dict[str, Any]:

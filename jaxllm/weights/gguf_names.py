@@ -125,6 +125,10 @@ def permute_qk(w: np.ndarray, n_heads: int) -> np.ndarray:
 def gguf_tensor_name(hf_name: str, architecture: str) -> str | None:
     """HF name -> the llama.cpp tensor that holds it (an expert's: the layer's stacked tensor), for error
     messages that name what the file lacks; None when llama.cpp has no such tensor."""
+    from .gguf_archs import ARCHS, gguf_name
+
+    if architecture in ARCHS:
+        return gguf_name(hf_name, architecture)
     inverse = {v: k for k, v in _GLOBAL_TENSORS.items()}
     if hf_name in inverse:
         return inverse[hf_name]

@@ -67,11 +67,13 @@ def test_source_file_loads(tmp_path, source):
     assert len(out[0].outputs[0].token_ids) > 0
 
 
-@pytest.mark.parametrize("arch", ["phi2", "deepseek2", "bloom"])
+@pytest.mark.parametrize("arch", ["gptj", "mpt", "bloom"])
 def test_architecture_not_served_is_named(tmp_path, source, arch):
     with pytest.raises(ValueError, match=rf"GGUF architecture '{arch}' in .* is not supported; supported GGUF "
                                          r"architectures: llama, qwen2, qwen3, gemma, gemma2, gemma3, phi3, olmo2, "
-                                         "qwen3moe, qwen2moe, granite, olmoe, smollm3, starcoder2, command-r"):
+                                         "qwen3moe, qwen2moe, granite, olmoe, smollm3, starcoder2, command-r, gpt2, "
+                                         "phi2, stablelm, gptneox, olmo, seed_oss, nemotron, glm4, exaone4, "
+                                         "ernie4_5, cohere2, granitemoe, falcon, ernie4_5-moe, dbrx, phimoe, deepseek2$"):
         llm(rewrite(tmp_path / "m.gguf", source, arch=arch))
 
 
