@@ -19,6 +19,8 @@ from jaxllm.generation_config import default_sampling_params, eos_token_ids, rea
 
 logger = logging.getLogger("jaxllm")
 
+CACHE_MAX_BYTES = 16 << 30  # the persistent compilation cache's bound (see enable_compilation_cache)
+
 
 def prepare_process(args: EngineArgs) -> None:
     """What must precede any device work: ``jax.distributed`` under the external launcher, the share of GPU
@@ -39,7 +41,12 @@ def prepare_process(args: EngineArgs) -> None:
 
 def enable_compilation_cache(where: str | None) -> None:
     """JAX's persistent compilation cache in ``where`` (``EngineArgs.cache_dir``; None disables it), unless the
-    user configured one already."""
+    user configured one already.
+
+    The cache is size-bounded (``CACHE_MAX_BYTES``, least recently used entries evicted) because only a bounded
+    cache takes JAX's file lock around each read and write: unbounded, an entry is written in place, and another
+    process on the machine (a second notebook, a data-parallel replica) that reads it mid-write gets a torn
+    executable, which XLA may abort on instead of raising."""
     import jax
 
     if where is None or jax.config.jax_compilation_cache_dir:
@@ -47,6 +54,8 @@ def enable_compilation_cache(where: str | None) -> None:
     jax.config.update("jax_compilation_cache_dir", where)
     # cache every program, also the small sampler ones (JAX's default skips compiles under 1 s)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    if jax.config.jax_compilation_cache_max_size == -1:  # (unbounded: JAX's default)
+        jax.config.update("jax_compilation_cache_max_size", CACHE_MAX_BYTES)
 
 
 def resolve_on_device(args: EngineArgs, cfg) -> EngineArgs:
