@@ -8,8 +8,8 @@ import numpy as np
 import torch
 import transformers
 
-TINY = dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, max_position_embeddings=512)
+TINY = {"vocab_size": 256, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "num_key_value_heads": 2, "max_position_embeddings": 512}
 
 
 # multi-head-only families: their spelling of the tiny dims (GPT-2's n_inner, OPT's ffn_dim)

@@ -5,22 +5,28 @@ KV cache layout (one array per layer): ``[2, num_blocks, block_size, num_kv_head
 quantizes and every attention implementation reads it, with per-layer k_scale / v_scale (kv_cache.py).
 """
 
-from .kv_cache import (FP8_KV_CACHE_DTYPES, KV_CACHE_DTYPES, allocate_kv_cache, kv_cache_shape,
-                       resolve_kv_cache_dtype, write_kv_cache)
-from .reference import ragged_paged_attention_reference
 from .dispatch import IMPLEMENTATIONS, AttentionConfig, default_impl, prefill_split, ragged_paged_attention
+from .kv_cache import (
+                       FP8_KV_CACHE_DTYPES,
+                       KV_CACHE_DTYPES,
+                       allocate_kv_cache,
+                       kv_cache_shape,
+                       resolve_kv_cache_dtype,
+                       write_kv_cache,
+)
+from .reference import ragged_paged_attention_reference
 
 __all__ = [
-    "IMPLEMENTATIONS",
-    "AttentionConfig",
-    "FP8_KV_CACHE_DTYPES",
-    "KV_CACHE_DTYPES",
-    "allocate_kv_cache",
-    "default_impl",
-    "kv_cache_shape",
-    "prefill_split",
-    "resolve_kv_cache_dtype",
-    "write_kv_cache",
-    "ragged_paged_attention",
-    "ragged_paged_attention_reference",
+                       "FP8_KV_CACHE_DTYPES",
+                       "IMPLEMENTATIONS",
+                       "KV_CACHE_DTYPES",
+                       "AttentionConfig",
+                       "allocate_kv_cache",
+                       "default_impl",
+                       "kv_cache_shape",
+                       "prefill_split",
+                       "ragged_paged_attention",
+                       "ragged_paged_attention_reference",
+                       "resolve_kv_cache_dtype",
+                       "write_kv_cache",
 ]

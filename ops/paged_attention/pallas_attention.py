@@ -72,7 +72,7 @@ def _check(q, kv_cache, query_start_loc, seq_lens, block_tables, sliding_window,
         raise ValueError(f"q must be [T, Hq, D], got shape {q.shape}")
     if kv_cache.ndim != 5 or kv_cache.shape[0] != 2:
         raise ValueError(f"kv_cache must be [2, NB, BS, K, D], got shape {kv_cache.shape}")
-    num_tokens, num_q_heads, head_dim = q.shape
+    _num_tokens, num_q_heads, head_dim = q.shape
     num_kv_heads = kv_cache.shape[3]
     if kv_cache.shape[4] != head_dim:
         raise ValueError(f"head_dim of q ({head_dim}) != head_dim of kv_cache ({kv_cache.shape[4]})")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import ClassVar
 
 import pytest
 from bpe_tokenizer import CORPUS, bpe_tokenizer
@@ -67,8 +68,8 @@ class CharSlowTokenizer:
     """A duck-typed non-fast tokenizer: one token per character, plus added tokens."""
 
     is_fast = False
-    all_special_tokens = ["<s>"]
-    all_special_ids = [0]
+    all_special_tokens: ClassVar[list[str]] = ["<s>"]
+    all_special_ids: ClassVar[list[int]] = [0]
 
     def __init__(self):
         self.vocab = ["<s>", "<a>"] + [chr(c) for c in range(32, 127)]

@@ -76,5 +76,5 @@ def test_engine_runs_with_jax_unimportable():
         assert not any(k.split(".")[0] in ("jax", "flax") for k in sys.modules)
         print("OK")
     """)
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert res.returncode == 0 and res.stdout.strip() == "OK", res.stderr

@@ -77,7 +77,7 @@ def test_preemption_keeps_outputs_exact(caching):
     prompts = random_prompts(16, lo=5, hi=30, seed=2)
     max_tokens = [20 + i for i in range(16)]
     # 16 blocks of 4 tokens = 64 slots: far too few for 8 concurrent sequences of up to ~65 tokens.
-    eng, runner = make_engine(
+    eng, _runner = make_engine(
         num_blocks=16,
         max_num_seqs=8,
         max_num_batched_tokens=32,
@@ -106,7 +106,7 @@ def test_preempted_sequence_recomputes_its_outputs():
 
 def test_prefix_caching_reports_hits_and_shares_blocks():
     shared = list(range(1, 22))  # 21 tokens: 5 full blocks of 4
-    eng, runner = make_engine(max_num_batched_tokens=64)
+    eng, _runner = make_engine(max_num_batched_tokens=64)
     eng.add_request("first", shared, greedy(3))
     outs = run_all(eng)
     assert outs["first"].num_cached_tokens == 0
@@ -127,7 +127,7 @@ def test_prefix_caching_reports_hits_and_shares_blocks():
 
 def test_prefix_cache_shared_blocks_within_a_step():
     prompt = list(range(1, 18))  # 17 tokens -> 4 full blocks
-    eng, runner = make_engine(max_num_batched_tokens=64)
+    eng, _runner = make_engine(max_num_batched_tokens=64)
     eng.add_request("x", prompt, greedy(4))
     eng.add_request("y", prompt, greedy(4))
     eng.step()
@@ -161,7 +161,7 @@ def test_prefix_cache_eviction_under_pressure():
 
 def test_n_children_share_prompt_and_differ():
     prompt = list(range(5, 26))  # 21 tokens
-    eng, runner = make_engine()
+    eng, _runner = make_engine()
     eng.add_request("r", prompt, SamplingParams(n=3, temperature=0.8, max_tokens=8, seed=7))
     eng.step()
     a, b, c = eng.scheduler.running
@@ -327,5 +327,5 @@ def test_random_configs_match_unconstrained_run(trial, host_slots):
     caching = rng.random() < 0.7
     host = {"num_host_blocks": host_slots, "host_prefix_cache": caching,
             "preemption_mode": "swap"} if host_slots else {}
-    eng, got = run(need + rng.randint(0, 3 * need), rng.randint(1, 6), rng.randint(6, 40), caching, **host)
+    _eng, got = run(need + rng.randint(0, 3 * need), rng.randint(1, 6), rng.randint(6, 40), caching, **host)
     assert got == want

@@ -15,7 +15,7 @@ PROMPT = [10, 11, 12, 13, 14]
 
 def engine(script=None, **overrides):
     """A smaller pool and budget than the scheduling tests; EOS is token 0."""
-    kw = dict(num_blocks=64, max_num_seqs=4, max_num_batched_tokens=32, max_model_len=64, eos_token_ids=(EOS,))
+    kw = {"num_blocks": 64, "max_num_seqs": 4, "max_num_batched_tokens": 32, "max_model_len": 64, "eos_token_ids": (EOS,)}
     return make_engine(script=script, **{**kw, **overrides})
 
 
@@ -51,7 +51,7 @@ def test_stop_token_ids_and_secondary_eos():
 
 def test_min_tokens_bans_stops_then_allows_them():
     script = {tuple(PROMPT): [EOS, 9, EOS, 5, EOS]}
-    eng, runner = engine(script)
+    eng, _runner = engine(script)
     _, o = run(eng, max_tokens=10, min_tokens=3, stop_token_ids=[9])
     # outputs 0..2 had EOS and 9 banned (the fake runner steps to the next id); output 3 is free
     assert list(o.token_ids) == [1, 10, 1, 5, EOS]
@@ -224,9 +224,9 @@ def test_bad_input_errors_name_the_request():
 
 def test_engine_constructor_errors():
     r = CacheCheckingRunner(4, 4)
-    kw = dict(
-        num_blocks=4, block_size=4, max_num_seqs=4, max_num_batched_tokens=8, max_model_len=16, vocab_size=8
-    )
+    kw = {
+        "num_blocks": 4, "block_size": 4, "max_num_seqs": 4, "max_num_batched_tokens": 8, "max_model_len": 16, "vocab_size": 8
+    }
     with pytest.raises(ValueError, match="max_num_batched_tokens"):
         LLMEngine(r, **{**kw, "max_num_batched_tokens": 2})
     with pytest.raises(ValueError, match="block_size"):
@@ -239,7 +239,7 @@ def test_engine_constructor_errors():
 
 def test_request_output_repr():
     eng, _ = engine()
-    req, o = run(eng, max_tokens=2)
+    req, _o = run(eng, max_tokens=2)
     assert repr(req).startswith(
         "RequestOutput(request_id=r, prompt=None, prompt_token_ids=[10, 11, 12, 13, 14]"
     )

@@ -5,7 +5,6 @@ LLMs are session-scoped: building one compiles its programs, which dominates the
 from __future__ import annotations
 
 import pytest
-
 from hf_models import save_tiny_model, save_tokenizer_with_template
 
 VOCAB = 448  # >= the tests' BPE tokenizer (421 tokens)

@@ -5,9 +5,9 @@ system turn (OLMo 2's template takes one the same way)."""
 from __future__ import annotations
 
 import pytest
-
 from engine.bpe_tokenizer import bpe_tokenizer
 from hf_models import save_tiny_model
+
 from jaxllm import LLM, SamplingParams
 
 GEMMA_TEMPLATE = (

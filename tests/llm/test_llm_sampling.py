@@ -4,8 +4,8 @@ prompt_logprobs equal to transformers' log_softmax."""
 from __future__ import annotations
 
 import numpy as np
-
 from hf_models import hf_logprobs
+
 from jaxllm import SamplingParams
 
 

@@ -7,10 +7,10 @@ import json
 
 import pytest
 import torch
+from hf_models import save_tiny_model
 from safetensors.torch import load_file, save_file
 
 import jaxllm
-from hf_models import save_tiny_model
 from jaxllm.weights.loader import WeightLoadError
 
 
@@ -44,7 +44,7 @@ def test_wrong_shape(tmp_path):
 
 def test_duplicate_key_across_shards(tmp_path):
     save_tiny_model(tmp_path, "LlamaForCausalLM", max_shard_size="40KB")
-    index = json.load(open(tmp_path / "model.safetensors.index.json"))
+    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
     files = sorted(set(index["weight_map"].values()))
     first = load_file(tmp_path / files[0])
     name = next(iter(first))
@@ -57,9 +57,9 @@ def test_duplicate_key_across_shards(tmp_path):
 
 def test_unknown_architecture(tmp_path):
     save_tiny_model(tmp_path, "LlamaForCausalLM")
-    cfg = json.load(open(tmp_path / "config.json"))
+    cfg = json.loads((tmp_path / "config.json").read_text())
     cfg["architectures"] = ["BloomForCausalLM"]
-    json.dump(cfg, open(tmp_path / "config.json", "w"))
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match=r"'BloomForCausalLM' is not supported; supported architectures: "
                                          r"LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM"):
         jaxllm.load_model(tmp_path)

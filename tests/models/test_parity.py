@@ -44,7 +44,7 @@ def test_logits_match_transformers(tmp_path, case):
 def test_sharded_checkpoint(tmp_path):
     hf = save_tiny_model(tmp_path, "LlamaForCausalLM", max_shard_size="40KB")
     assert os.path.isfile(tmp_path / "model.safetensors.index.json")
-    assert len(json.load(open(tmp_path / "model.safetensors.index.json"))["weight_map"]) > 0
+    assert len(json.loads((tmp_path / "model.safetensors.index.json").read_text())["weight_map"]) > 0
     model = jaxllm.load_model(tmp_path)
     ids = np.arange(30, dtype=np.int32).reshape(1, 30) % 256
     assert relative_error(np.asarray(model(ids)), hf_logits(hf, ids)) <= 1e-4

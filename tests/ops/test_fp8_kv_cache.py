@@ -14,15 +14,20 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from batches import make_batch, naive_attention  # noqa: E402
+from batches import make_batch, naive_attention
+from jaxllm.ops.paged_attention import (
+    allocate_kv_cache,
+    dispatch,
+    kv_cache,
+    resolve_kv_cache_dtype,
+    write_kv_cache,
+)
+from jaxllm.ops.paged_attention.chunked import ragged_paged_attention_chunked
+from jaxllm.ops.paged_attention.pallas_attention import ragged_paged_attention_pallas
+from jaxllm.ops.paged_attention.pallas_triton import TileConfig
+from jaxllm.ops.paged_attention.reference import ragged_paged_attention_reference
 
-from jaxllm.engine_args import KV_CACHE_DTYPES, EngineArgs  # noqa: E402
-from jaxllm.ops.paged_attention import dispatch, kv_cache  # noqa: E402
-from jaxllm.ops.paged_attention import allocate_kv_cache, resolve_kv_cache_dtype, write_kv_cache  # noqa: E402
-from jaxllm.ops.paged_attention.chunked import ragged_paged_attention_chunked  # noqa: E402
-from jaxllm.ops.paged_attention.pallas_attention import ragged_paged_attention_pallas  # noqa: E402
-from jaxllm.ops.paged_attention.pallas_triton import TileConfig  # noqa: E402
-from jaxllm.ops.paged_attention.reference import ragged_paged_attention_reference  # noqa: E402
+from jaxllm.engine_args import KV_CACHE_DTYPES, EngineArgs
 
 E4M3, E5M2 = jnp.float8_e4m3fn, jnp.float8_e5m2
 K_SCALE, V_SCALE = 0.02, 0.5  # N(0, 1) keys / 0.02 reach ~+-250 of e4m3's +-448: the scales matter
@@ -189,7 +194,7 @@ def test_pallas_interpret_fp8_options_and_splits(window, cap, splits):
     b = make_batch(rng, [1, 19, 1, 2], [77, 40, 3, 50], num_q_heads=6, num_kv_heads=2, head_dim=16,
                    block_size=8)
     kv8, deq = fp8_batch(b, E4M3, 0.01, 0.25)
-    kw = dict(sm_scale=0.3, sliding_window=window, soft_cap=cap)
+    kw = {"sm_scale": 0.3, "sliding_window": window, "soft_cap": cap}
     fn = jax.jit(lambda *a, ks, vs: ragged_paged_attention_pallas(
         *a, **kw, k_scale=ks, v_scale=vs, interpret=True,
         decode_cfg=TileConfig(block_q=2, block_n=16, num_splits=splits), prefill_cfg=TileConfig(block_q=4, block_n=8)))

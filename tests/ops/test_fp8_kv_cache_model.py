@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from hf_models import save_tiny_model  # noqa: E402
+from hf_models import save_tiny_model
+from jaxllm.ops.paged_attention import allocate_kv_cache, resolve_kv_cache_dtype
 
-import jaxllm  # noqa: E402
-from jaxllm.models.attention import AttentionMetadata  # noqa: E402
-from jaxllm.ops.paged_attention import allocate_kv_cache, resolve_kv_cache_dtype  # noqa: E402
+import jaxllm
+from jaxllm.models.attention import AttentionMetadata
 
 BS, TABLE = 16, [5, 2, 7]  # 48 token slots in three scattered blocks
 

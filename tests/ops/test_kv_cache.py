@@ -6,7 +6,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from jaxllm.ops.paged_attention import allocate_kv_cache, write_kv_cache
 
 

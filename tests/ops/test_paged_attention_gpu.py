@@ -15,11 +15,10 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from batches import make_metadata  # noqa: E402
-
-from jaxllm.ops.paged_attention import dispatch  # noqa: E402
-from jaxllm.ops.paged_attention.chunked import ragged_paged_attention_chunked  # noqa: E402
-from jaxllm.ops.paged_attention.kv_cache import dequantize_fp8, quantize_fp8  # noqa: E402
+from batches import make_metadata
+from jaxllm.ops.paged_attention import dispatch
+from jaxllm.ops.paged_attention.chunked import ragged_paged_attention_chunked
+from jaxllm.ops.paged_attention.kv_cache import dequantize_fp8, quantize_fp8
 
 pytestmark = pytest.mark.gpu
 GPU_IMPLS = ["pallas_triton"]

@@ -7,9 +7,9 @@ from __future__ import annotations
 import jax
 import numpy as np
 import pytest
+from hf_models import DENSE3_ENGINE_CASES, save_tiny_model
 
 import jaxllm
-from hf_models import DENSE3_ENGINE_CASES, save_tiny_model
 from jaxllm import LLM, SamplingParams
 
 pytestmark = pytest.mark.skipif(len(jax.devices()) < 4, reason="needs 4 (fake) devices")
