@@ -191,7 +191,9 @@ def _kernel(sched_ref, qsl_ref, seq_lens_ref, bt_ref, q_ref, kv_ref, *rest, cfg:
         if sinks:  # the running max / sum start from the sink (log2 units); only split 0 counts its exp
             head = jnp.where(row_ok, h * group + g, 0)
             sink = plgpu.load(sinks_ref.at[head], mask=row_ok, other=0.0) * LOG2E
-            carry = (carry[0], sink, jnp.where(sp == 0, 1.0, 0.0) + carry[2])
+            first_split = (1 - jnp.minimum(sp, 1)).astype(jnp.float32)  # (arithmetic: Triton's lowering of a
+            # scalar-predicate where over float literals adds an i1 tensor to an f32 one)
+            carry = (carry[0], sink, carry[2] + first_split)
         masked_step = functools.partial(step, masked=True)
         if sliding_window is not None:
             carry = lax.fori_loop(t_begin, jnp.minimum(t_end, full_lo), masked_step, carry)
