@@ -46,8 +46,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="llama-3.1-8b", help="a config of jaxllm/bench/configs (name or path)")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--gpu-memory-utilization", type=float, default=0.25,
-                   help="leaves room for two extra copies of the weights (a new tree and its cast)")
+    p.add_argument("--gpu-memory-utilization", type=float, default=0.9,
+                   help="JAX's allocator cap as a fraction of the device (it must hold the served weights plus a "
+                        "new tree and, for the cast case, its converted copy)")
+    p.add_argument("--kv-cache-gib", type=float, default=2.0,
+                   help="the KV cache's size (kv_cache_memory_bytes), small so the extra trees fit beside it")
     p.add_argument("--output")
     args = p.parse_args()
     import jax
@@ -61,7 +64,8 @@ def main() -> None:
         g.write(f.read())
     t0 = time.perf_counter()
     llm = LLM(model_dir, load_format="dummy", skip_tokenizer_init=True, dtype="bfloat16", max_model_len=1024,
-              max_num_seqs=16, gpu_memory_utilization=args.gpu_memory_utilization, enable_sleep_mode=True)
+              max_num_seqs=16, gpu_memory_utilization=args.gpu_memory_utilization, enable_sleep_mode=True,
+              kv_cache_memory_bytes=int(args.kv_cache_gib * 2**30))
     startup = time.perf_counter() - t0
     prompts = [{"prompt_token_ids": [(7 * i + j) % 1000 + 1 for j in range(64)]} for i in range(8)]
     greedy = SamplingParams(temperature=0.0, max_tokens=16, ignore_eos=True, detokenize=False)
