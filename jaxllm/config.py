@@ -12,12 +12,12 @@ import json
 import os
 from typing import Any
 
-from jaxllm.config_archs import SUPPORTED_ARCHITECTURES, shared_names_hf, text_architecture
+from jaxllm.config_archs import ALL_MOE_ARCHS, SUPPORTED_ARCHITECTURES, shared_names_hf, text_architecture
 from jaxllm.config_classic import classic_family_fields
 from jaxllm.config_deepseek import deepseek_fields, mla_attention_params, mla_cache_fields
 from jaxllm.config_dense import dense_family_fields
 from jaxllm.config_gpt_oss import GPT_OSS, gpt_oss_defaults, gpt_oss_fields, gpt_oss_quantization
-from jaxllm.config_moe_families import MOE2_ARCHS, moe2_fields
+from jaxllm.config_moe_families import moe2_fields
 from jaxllm.quantization_config import check_quantization, quantization_fields
 
 _DTYPE_NAMES = {
@@ -257,7 +257,7 @@ class ModelConfig:
             raise TypeError(f"enable_expert_parallel must be a bool, got {enabled!r}")
         if enabled and not any(self.moe_layers):
             raise ValueError(f"enable_expert_parallel=True but {self.architecture} has no experts (it applies to "
-                             f"mixture-of-experts models: {', '.join((*MOE_ARCHITECTURES, *MOE2_ARCHS))})")
+                             f"mixture-of-experts models: {', '.join(ALL_MOE_ARCHS)})")
         return dataclasses.replace(self, enable_expert_parallel=enabled)
 
     def with_mla_cache(self, attention_backend: str | None) -> ModelConfig:

@@ -11,9 +11,17 @@ from typing import Any
 from jaxllm.config_classic import CLASSIC_ARCHS, CLASSIC_MODEL_TYPES, classic_hf
 from jaxllm.config_deepseek import DEEPSEEK_ARCHS, deepseek_arch, deepseek_hf
 from jaxllm.config_dense import DENSE_ARCHS, DENSE_MODEL_TYPES, dense_hf
-from jaxllm.config_families import FUSED_ARCHS, TEXT_OF_MULTIMODAL, text_config_of_multimodal
+from jaxllm.config_families import (
+    FUSED_ARCHS,
+    MOE_ARCHITECTURES,
+    TEXT_OF_MULTIMODAL,
+    text_config_of_multimodal,
+)
 from jaxllm.config_gpt_oss import GPT_OSS, GPT_OSS_MODEL_TYPES
 from jaxllm.config_moe_families import MOE2_ARCHS, MOE2_MODEL_TYPES, moe_family_hf
+
+# Every mixture-of-experts architecture (the ones ``enable_expert_parallel`` applies to).
+ALL_MOE_ARCHS = (*MOE_ARCHITECTURES, *DEEPSEEK_ARCHS, *MOE2_ARCHS, GPT_OSS)
 
 SUPPORTED_ARCHITECTURES = (
     "LlamaForCausalLM",
@@ -25,10 +33,7 @@ SUPPORTED_ARCHITECTURES = (
     "Gemma3ForCausalLM",
     "Phi3ForCausalLM",
     "Olmo2ForCausalLM",
-    "MixtralForCausalLM",
-    "Qwen3MoeForCausalLM",
-    "Qwen2MoeForCausalLM",
-    "OlmoeForCausalLM",
+    *MOE_ARCHITECTURES,
     "GraniteForCausalLM",
     "SmolLM3ForCausalLM",
     "Starcoder2ForCausalLM",
