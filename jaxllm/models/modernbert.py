@@ -21,8 +21,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxllm.config import resolve_dtype_name
+from jaxllm.config_rope import RopeConfig
 from jaxllm.models.bert import _ACTIVATIONS, layer_norm
-from jaxllm.models.layers import param
+from jaxllm.models.layers import apply_rope, param, rope_cos_sin
 
 _THETA_DEFAULTS = {"full_attention": 160000.0, "sliding_attention": 10000.0}  # transformers' global / local
 _OLD_THETA_KEYS = {"full_attention": "global_rope_theta", "sliding_attention": "local_rope_theta"}
@@ -132,10 +133,11 @@ class ModernBertModel(nnx.Module):
             x = layer_norm(jnp.take(self.word[...], input_ids, axis=0), self.embed_ln[0], self.embed_ln[1],
                            cfg.norm_eps)
         positions = jnp.arange(input_ids.shape[1])
+        ropes = {theta: rope_cos_sin(positions, RopeConfig(theta), cfg.head_dim) for theta in set(cfg.rope_theta)}
         for i in range(cfg.num_layers):
             p = {k: getattr(self, k)[i] for k in ("attn_ln", "qkv", "qkv_bias", "o", "o_bias", "mlp_ln", "wi",
                                                  "wi_bias", "wo", "wo_bias")}
-            x = _layer(cfg, i, x, p, positions, lens, attention_impl)
+            x = _layer(cfg, i, x, p, ropes[cfg.rope_theta[i]], lens, attention_impl)
         x = layer_norm(x, self.final_ln[0], self.final_ln[1], cfg.norm_eps)
         if pooled_row is None:
             return x
@@ -143,23 +145,14 @@ class ModernBertModel(nnx.Module):
         return jnp.take_along_axis(x, rows[:, None, None], axis=1)
 
 
-def _rope(x, positions, theta: float):
-    """Rotary embedding (rotate-half layout) of x [B, L, H, Dh] at positions [L], computed in float32."""
-    half = x.shape[-1] // 2
-    inv = 1.0 / (theta ** (jnp.arange(half, dtype=jnp.float32) * 2 / x.shape[-1]))
-    angles = positions.astype(jnp.float32)[:, None] * inv[None]  # [L, Dh/2]
-    cos, sin = jnp.cos(angles)[None, :, None], jnp.sin(angles)[None, :, None]
-    x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
-    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
-
-
-def _layer(cfg: ModernBertConfig, i: int, x, p, positions, lens, attention_impl: str | None):
-    """One pre-LN layer ``i``: x [B, L, D] -> [B, L, D]; keys past ``lens`` [B] (and, on local layers, farther
-    than ``cfg.window``) are masked out. ``attention_impl`` ("cudnn" or None: XLA) serves the global layers."""
+def _layer(cfg: ModernBertConfig, i: int, x, p, rope, lens, attention_impl: str | None):
+    """One pre-LN layer ``i``: x [B, L, D] -> [B, L, D]; ``rope``: its (cos, sin) [L, Dh/2]; keys past ``lens``
+    [B] (and, on local layers, farther than ``cfg.window``) are masked out. ``attention_impl`` ("cudnn" or None:
+    XLA) serves the global layers."""
     with jax.named_scope("attention"):
         y = x if i == 0 else layer_norm(x, p["attn_ln"][0], p["attn_ln"][1], cfg.norm_eps)
         q, k, v = (jnp.einsum("bld,dhk->blhk", y, p["qkv"][:, c]) + p["qkv_bias"][c] for c in range(3))
-        q, k = _rope(q, positions, cfg.rope_theta[i]), _rope(k, positions, cfg.rope_theta[i])
+        q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         # cuDNN's fused kernel takes a window on the left only (causal): local layers attend through XLA
         window = (cfg.window, cfg.window) if cfg.sliding[i] else None
         a = jax.nn.dot_product_attention(q, k, v, query_seq_lengths=lens, key_value_seq_lengths=lens,
