@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from . import gguf_arch_configs as cfgs
-from .gguf_deepseek import DEEPSEEK_GLOBALS, DEEPSEEK_LAYER, DEEPSEEK_SPLIT, deepseek_arrays, deepseek_config
+from .gguf_deepseek import DEEPSEEK_LAYER, DEEPSEEK_SPLIT, deepseek_config, kv_b_proj
 from .gguf_names import unpermute_qk
 
 _LLAMA_ATTN = {"attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
@@ -131,7 +131,7 @@ ARCHS: dict[str, GGUFArch] = {
                        {**_LLAMA_ATTN, **_NORMS, "ffn_gate_inp": "block_sparse_moe.gate"}, cfgs.phimoe,
                        split={f"ffn_{p}_exps": (f"block_sparse_moe.experts.{{i}}.{w}", "expert_count")
                               for p, w in (("gate", "w1"), ("up", "w3"), ("down", "w2"))}),
-    "deepseek2": GGUFArch(_DEEPSEEK_ARCH, DEEPSEEK_GLOBALS, "model.layers.", DEEPSEEK_LAYER, deepseek_config,
+    "deepseek2": GGUFArch(_DEEPSEEK_ARCH, _LLAMA_GLOBALS, "model.layers.", DEEPSEEK_LAYER, deepseek_config,
                           split=DEEPSEEK_SPLIT, merged={"attn_v_b": "attn_k_b"}),
 }
 _CONV1D = ("attn_qkv", "attn_output", "ffn_up", "ffn_down")  # GPT-2's Conv1D modules, [in, out] in HF
@@ -195,8 +195,8 @@ def arrays(ckpt, name: str, w: np.ndarray) -> list[np.ndarray]:
         return list(w)
     if module in ARCHS[arch].merged:
         return []
-    if arch == "deepseek2":
-        return deepseek_arrays(ckpt, name, module, w)
+    if arch == "deepseek2" and module == "attn_k_b":  # (with its partner attn_v_b)
+        return [kv_b_proj(ckpt, name, w)]
     if module in ARCHS[arch].merged.values():  # GraniteMoe's gate and up halves -> the fused input_linear
         part = next(p for p, owner in ARCHS[arch].merged.items() if owner == module)
         return [np.concatenate([w, ckpt.tensor_array(name.replace(module, part))], axis=-2)]

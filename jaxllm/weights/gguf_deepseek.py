@@ -18,7 +18,6 @@ import numpy as np
 
 from .gguf_rope import f32_to_float
 
-DEEPSEEK_GLOBALS = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
 DEEPSEEK_LAYER = {
     "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
     "attn_q": "self_attn.q_proj", "attn_q_a": "self_attn.q_a_proj", "attn_q_a_norm": "self_attn.q_a_layernorm",
@@ -79,14 +78,9 @@ def deepseek_config(ckpt, c: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def deepseek_arrays(ckpt, name: str, module: str, w: np.ndarray) -> list[np.ndarray]:
-    """``attn_k_b`` [H, kv_lora, nope] and its layer's ``attn_v_b`` [H, v, kv_lora] -> ``kv_b_proj``
-    [H * (nope + v), kv_lora] (the rows of each head: its key half, then its value half); ``attn_v_b``: none (its
-    partner yields it); any other tensor as it is."""
-    if module == "attn_v_b":
-        return []
-    if module != "attn_k_b":
-        return [w]
+def kv_b_proj(ckpt, name: str, w: np.ndarray) -> np.ndarray:
+    """``attn_k_b`` ``name`` ([H, kv_lora, nope]) and its layer's ``attn_v_b`` [H, v, kv_lora] -> ``kv_b_proj``
+    [H * (nope + v), kv_lora] (the rows of each head: its key half, then its value half)."""
     v_b = ckpt.tensor_array(name.replace("attn_k_b", "attn_v_b"))
     kv_b = np.concatenate([w.swapaxes(1, 2), v_b], axis=1)
-    return [np.ascontiguousarray(kv_b.reshape(-1, kv_b.shape[-1]))]
+    return np.ascontiguousarray(kv_b.reshape(-1, kv_b.shape[-1]))
