@@ -33,7 +33,7 @@ import numpy as np
 from . import gguf_archs
 from .gguf_families import FAMILY_CONFIG, moe_config
 from .gguf_names import expert_names, hf_tensor_name, permute_qk, unpermute_qk
-from .gguf_rope import f32_to_float, rope_scaling_from_metadata
+from .gguf_rope import f32_to_float, rope_scaling_field
 
 # hf_tensor_name, permute_qk and unpermute_qk (gguf_names.py) keep their import path here.
 __all__ = ["SUPPORTED_GGUF_ARCHITECTURES", "SUPPORTED_TENSOR_TYPES", "GGUFCheckpoint", "dequantize", "hf_tensor_name",
@@ -194,10 +194,7 @@ class GGUFCheckpoint:
         if self.architecture in FAMILY_CONFIG:
             cfg.update(FAMILY_CONFIG[self.architecture](self, cfg))
             return cfg
-        rope_scaling = rope_scaling_from_metadata(self, cfg)
-        if rope_scaling is not None:
-            cfg["rope_scaling"] = rope_scaling
-        return cfg
+        return {**cfg, **rope_scaling_field(self, cfg)}
 
     def tensor_array(self, name: str) -> np.ndarray:
         """One tensor of the file dequantized to float32 (HF order), by its llama.cpp name."""

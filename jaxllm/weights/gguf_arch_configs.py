@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .gguf_rope import f32_to_float, rope_scaling_from_metadata
+from .gguf_rope import f32_to_float, rope_scaling_field
 
 
 def rope_fields(ckpt, head_dim: int) -> dict[str, Any]:
@@ -51,20 +51,20 @@ def gptneox(ckpt, c: dict[str, Any]) -> dict[str, Any]:
 def olmo(ckpt, c: dict[str, Any]) -> dict[str, Any]:
     clip = ckpt.arch_key("attention.clamp_kqv")
     return {**c, "model_type": "olmo", "attention_bias": has(ckpt, "blk.0.attn_q.bias"),
-            "clip_qkv": None if clip is None else f32_to_float(clip), **rope_scaling(ckpt, c)}
+            "clip_qkv": None if clip is None else f32_to_float(clip), **rope_scaling_field(ckpt, c)}
 
 
 def seed_oss(ckpt, c: dict[str, Any]) -> dict[str, Any]:
     return {**c, "model_type": "seed_oss", "attention_bias": has(ckpt, "blk.0.attn_q.bias"),
             "attention_out_bias": has(ckpt, "blk.0.attn_output.bias"), "mlp_bias": has(ckpt, "blk.0.ffn_up.bias"),
-            **rope_scaling(ckpt, c)}
+            **rope_scaling_field(ckpt, c)}
 
 
 def nemotron(ckpt, c: dict[str, Any]) -> dict[str, Any]:
     fields = {**c, "model_type": "nemotron", "hidden_act": "relu2", "norm_eps": ln_eps(ckpt),
               "attention_bias": has(ckpt, "blk.0.attn_q.bias"), "mlp_bias": has(ckpt, "blk.0.ffn_up.bias"),
               **rope_fields(ckpt, c["head_dim"])}
-    return {**fields, **rope_scaling(ckpt, fields)}
+    return {**fields, **rope_scaling_field(ckpt, fields)}
 
 
 def glm4(ckpt, c: dict[str, Any]) -> dict[str, Any]:
@@ -73,7 +73,7 @@ def glm4(ckpt, c: dict[str, Any]) -> dict[str, Any]:
 
 
 def ernie4_5(ckpt, c: dict[str, Any]) -> dict[str, Any]:
-    return {**c, "model_type": "ernie4_5", "use_bias": has(ckpt, "blk.0.attn_q.bias"), **rope_scaling(ckpt, c)}
+    return {**c, "model_type": "ernie4_5", "use_bias": has(ckpt, "blk.0.attn_q.bias"), **rope_scaling_field(ckpt, c)}
 
 
 def layer_types(ckpt, c: dict[str, Any], every: int | None = None) -> dict[str, Any]:
@@ -92,7 +92,7 @@ def layer_types(ckpt, c: dict[str, Any], every: int | None = None) -> dict[str, 
 
 
 def exaone4(ckpt, c: dict[str, Any]) -> dict[str, Any]:
-    return {**c, "model_type": "exaone4", **layer_types(ckpt, c), **rope_scaling(ckpt, c)}
+    return {**c, "model_type": "exaone4", **layer_types(ckpt, c), **rope_scaling_field(ckpt, c)}
 
 
 def cohere2(ckpt, c: dict[str, Any]) -> dict[str, Any]:
@@ -177,8 +177,3 @@ def phimoe(ckpt, c: dict[str, Any]) -> dict[str, Any]:
     return {**c, **fields, "model_type": "phimoe", "num_local_experts": int(ckpt.arch_key("expert_count")),
             "num_experts_per_tok": int(ckpt.arch_key("expert_used_count")),
             "attention_bias": has(ckpt, "blk.0.attn_q.bias"), "lm_head_bias": has(ckpt, "output.bias")}
-
-
-def rope_scaling(ckpt, c: dict[str, Any]) -> dict[str, Any]:
-    scaling = rope_scaling_from_metadata(ckpt, c)
-    return {} if scaling is None else {"rope_scaling": scaling}

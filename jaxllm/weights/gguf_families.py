@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .gguf_rope import f32_to_float, rope_scaling_from_metadata
+from .gguf_rope import f32_to_float, rope_scaling_field
 
 _GEMMA_27B_LAYERS = {"gemma2": 46, "gemma3": 62}
 
@@ -99,8 +99,7 @@ def olmo2(ckpt, cfg: dict[str, Any]) -> dict[str, Any]:
                          "olmo2.attention.sliding_window_pattern")
     fields = {"architectures": ["Olmo3ForCausalLM"], "model_type": "olmo3", "sliding_window": int(window),
               "layer_types": ["sliding_attention" if p else "full_attention" for p in pattern]}
-    scaling = rope_scaling_from_metadata(ckpt, cfg)
-    return fields if scaling is None else {**fields, "rope_scaling": scaling}
+    return {**fields, **rope_scaling_field(ckpt, cfg)}
 
 
 def granite(ckpt, cfg: dict[str, Any]) -> dict[str, Any]:
@@ -109,8 +108,7 @@ def granite(ckpt, cfg: dict[str, Any]) -> dict[str, Any]:
               "residual_multiplier": _float_or_none(ckpt.arch_key("residual_scale", 1.0)),
               "attention_multiplier": _float_or_none(ckpt.arch_key("attention.scale")),
               "logits_scaling": _float_or_none(ckpt.arch_key("logit_scale", 1.0))}
-    scaling = rope_scaling_from_metadata(ckpt, cfg)
-    return fields if scaling is None else {**fields, "rope_scaling": scaling}
+    return {**fields, **rope_scaling_field(ckpt, cfg)}
 
 
 def starcoder2(ckpt, cfg: dict[str, Any]) -> dict[str, Any]:
@@ -118,8 +116,7 @@ def starcoder2(ckpt, cfg: dict[str, Any]) -> dict[str, Any]:
     window (pass ``hf_config_path`` for the base model's)."""
     fields = {"hidden_act": "gelu_pytorch_tanh", "use_bias": "blk.0.attn_q.bias" in ckpt.tensor_keys(),
               "norm_epsilon": _float_or_none(ckpt.arch_key("attention.layer_norm_epsilon", 1e-5))}
-    scaling = rope_scaling_from_metadata(ckpt, cfg)
-    return fields if scaling is None else {**fields, "rope_scaling": scaling}
+    return {**fields, **rope_scaling_field(ckpt, cfg)}
 
 
 def command_r(ckpt, cfg: dict[str, Any]) -> dict[str, Any]:

@@ -36,6 +36,12 @@ def rope_scaling_from_metadata(ckpt, cfg: dict[str, Any]) -> dict[str, Any] | No
                      "(without yarn_log_multiplier), llama3 (rope_freqs tensor)")
 
 
+def rope_scaling_field(ckpt, cfg: dict[str, Any]) -> dict[str, Any]:
+    """``{"rope_scaling": ...}`` from ``rope_scaling_from_metadata``, or {} when the file has no rope scaling."""
+    scaling = rope_scaling_from_metadata(ckpt, cfg)
+    return {} if scaling is None else {"rope_scaling": scaling}
+
+
 def llama3_scaling_from_freqs(factors: np.ndarray, theta: float, head_dim: int) -> dict[str, Any]:
     """Recover HF's llama3 ``rope_scaling`` from llama.cpp's per-frequency ``rope_freqs`` divisors [Dh/2].
 
