@@ -74,38 +74,50 @@ def head_shapes(cfg: EncoderConfig, num_labels: int) -> dict[str, tuple[int, ...
 def load_bert(path: str | os.PathLike, cfg: EncoderConfig, mesh, num_labels: int = 0):
     """(model of ``cfg`` with the weights of the safetensors folder ``path``, replicated on ``mesh``; the
     classifier head's tensors {HF key: float32 array} of a ``*ForSequenceClassification``, else None)."""
+    model = nnx.eval_shape(lambda: BertModel(cfg, rngs=nnx.Rngs(0)))
+    host = host_zeros(model)
+    head = read_checkpoint(path, _targets(cfg), head_shapes(cfg, num_labels), host, cfg.architecture, hf_name,
+                           _OPTIONAL)
+    return place(model, host, mesh), (head or None)
+
+
+def host_zeros(model) -> dict[str, np.ndarray]:
+    """float32 zeros of every parameter's shape of an abstract encoder, to fill on the host."""
+    return {k: np.zeros(getattr(model, k).get_value().shape, np.float32) for k in vars(model)
+            if isinstance(getattr(model, k), nnx.Param)}
+
+
+def read_checkpoint(path, targets: dict[str, tuple], heads: dict[str, tuple[int, ...]], host: dict[str, np.ndarray],
+                    architecture: str, name_of=lambda raw: raw, optional: re.Pattern | None = None):
+    """Fill ``host`` from the safetensors folder ``path``, strictly: each key (as ``name_of`` gives it) is one of
+    ``targets`` (-> (our param, index into it, HF shape, HF array -> our slot)), one of the classifier ``heads``
+    ({key: shape}; returned as {key: float32 array}) or matches ``optional`` (skipped); a missing, unknown or
+    duplicate key or a wrong shape is a WeightLoadError naming it."""
     from jaxllm.weights.loader import WeightLoadError
     from jaxllm.weights.safetensors_reader import iter_checkpoint
 
-    model = nnx.eval_shape(lambda: BertModel(cfg, rngs=nnx.Rngs(0)))
-    shapes = {k: getattr(model, k).get_value().shape for k in vars(model) if isinstance(getattr(model, k), nnx.Param)}
-    host = {k: np.zeros(s, np.float32) for k, s in shapes.items()}
-    targets, seen = _targets(cfg), {}
-    heads, head = head_shapes(cfg, num_labels), {}
+    seen, head = {}, {}
     for raw, array, source in iter_checkpoint(path):
-        name = hf_name(raw)
-        if name in heads:
-            if tuple(array.shape) != heads[name]:
-                raise WeightLoadError(f"shape mismatch for {raw!r} in {source}: expected {heads[name]}, got "
-                                      f"{tuple(array.shape)}")
-            head[name] = np.array(array, np.float32)
-            continue
-        if _OPTIONAL.match(name):
-            continue
+        name = name_of(raw)
         if name in seen:
             raise WeightLoadError(f"duplicate key {raw!r} in {source} (already read from {seen[name]})")
-        target = targets.get(name)
-        if target is None:
-            raise WeightLoadError(f"unexpected key {raw!r} in {source}: {cfg.architecture} has no such weight")
-        seen[name] = source
-        param_name, index, hf_shape, to_ours = target
-        if tuple(array.shape) != hf_shape:
-            raise WeightLoadError(f"shape mismatch for {raw!r} in {source}: expected {hf_shape}, got "
+        if name not in heads and optional is not None and optional.match(name):
+            continue
+        want = heads[name] if name in heads else (targets[name][2] if name in targets else None)
+        if want is None:
+            raise WeightLoadError(f"unexpected key {raw!r} in {source}: {architecture} has no such weight")
+        if tuple(array.shape) != want:
+            raise WeightLoadError(f"shape mismatch for {raw!r} in {source}: expected {want}, got "
                                   f"{tuple(array.shape)}")
+        seen[name] = source
+        if name in heads:
+            head[name] = np.array(array, np.float32)
+            continue
+        param_name, index, _, to_ours = targets[name]
         value = np.asarray(array, np.float32)
         host[param_name][index] = value if to_ours is None else to_ours(value)
-    check_complete(set(targets) | set(heads), set(seen) | set(head), cfg.architecture)
-    return place(model, host, mesh), (head or None)
+    check_complete(set(targets) | set(heads), set(seen), architecture)
+    return head
 
 
 def check_complete(wanted: set[str], found: set[str], architecture: str) -> None:

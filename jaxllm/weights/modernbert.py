@@ -16,7 +16,7 @@ import numpy as np
 from flax import nnx
 
 from jaxllm.models.modernbert import ModernBertConfig, ModernBertModel
-from jaxllm.weights.bert import check_complete, dummy_params, place
+from jaxllm.weights.bert import dummy_params, host_zeros, place, read_checkpoint
 
 
 def _targets(cfg: ModernBertConfig) -> dict[str, tuple]:
@@ -64,45 +64,23 @@ def head_shapes(cfg: ModernBertConfig, hf: dict[str, Any], num_labels: int) -> d
 
 
 def _abstract(cfg: ModernBertConfig):
-    model = nnx.eval_shape(lambda: ModernBertModel(cfg, rngs=nnx.Rngs(0)))
-    return model, {k: getattr(model, k).get_value().shape for k in vars(model)
-                   if isinstance(getattr(model, k), nnx.Param)}
+    return nnx.eval_shape(lambda: ModernBertModel(cfg, rngs=nnx.Rngs(0)))
 
 
 def load_modernbert(path: str | os.PathLike, cfg: ModernBertConfig, hf: dict[str, Any], mesh, num_labels: int = 0):
     """(model with the weights of the safetensors folder ``path``, replicated on ``mesh``; the classifier head's
     tensors {HF key: float32 array} of a ``ModernBertForSequenceClassification``, else None)."""
-    from jaxllm.weights.loader import WeightLoadError
-    from jaxllm.weights.safetensors_reader import iter_checkpoint
-
-    model, shapes = _abstract(cfg)
-    host = {k: np.zeros(s, np.float32) for k, s in shapes.items()}
-    targets, heads, seen, head = _targets(cfg), head_shapes(cfg, hf, num_labels), {}, {}
-    for raw, array, source in iter_checkpoint(path):
-        name = raw.removeprefix("model.")
-        if name in seen or raw in head:
-            raise WeightLoadError(f"duplicate key {raw!r} in {source}")
-        want = heads.get(raw) if raw in heads else (targets[name][2] if name in targets else None)
-        if want is None:
-            raise WeightLoadError(f"unexpected key {raw!r} in {source}: {cfg.architecture} has no such weight")
-        if tuple(array.shape) != want:
-            raise WeightLoadError(f"shape mismatch for {raw!r} in {source}: expected {want}, got "
-                                  f"{tuple(array.shape)}")
-        if raw in heads:
-            head[raw] = np.array(array, np.float32)
-            continue
-        seen[name] = source
-        param_name, index, _, to_ours = targets[name]
-        value = np.asarray(array, np.float32)
-        host[param_name][index] = value if to_ours is None else to_ours(value)
-    check_complete(set(targets) | set(heads), set(seen) | set(head), cfg.architecture)
+    model, targets = _abstract(cfg), _targets(cfg)
+    host = host_zeros(model)
+    head = read_checkpoint(path, targets, head_shapes(cfg, hf, num_labels), host, cfg.architecture,
+                           lambda raw: raw.removeprefix("model.") if raw.removeprefix("model.") in targets else raw)
     return place(model, host, mesh), (head or None)
 
 
 def dummy_modernbert(cfg: ModernBertConfig, hf: dict[str, Any], mesh, seed: int, num_labels: int = 0):
     """Random weights of the real shapes (``load_format="dummy"``, ``bert.dummy_params``); (model, head tensors
     or None) as ``load_modernbert``."""
-    model, _ = _abstract(cfg)
+    model = _abstract(cfg)
     rng = np.random.default_rng(seed)
     host = dummy_params(model, rng)
     head = {k: (np.ones(s, np.float32) if k == "head.norm.weight" else 0.02 * rng.standard_normal(s))
