@@ -185,7 +185,7 @@ def pooling_model_info(path: str, hf: dict[str, Any], pooler_config: Any = None,
         tasks = ("classify", "token_classify") + (("score",) if num_labels == 1 else ())
     else:
         tasks = ("token_classify",) if reward else ("embed", "token_embed")
-    dims = hf.get("matryoshka_dimensions")
+    dims, size = hf.get("matryoshka_dimensions"), _pooled_size(hf, encoder)
     over = PoolerConfig.of(pooler_config) or PoolerConfig()
     if over.pooling_type is not None:
         st_type = str(over.pooling_type).upper()
@@ -194,12 +194,12 @@ def pooling_model_info(path: str, hf: dict[str, Any], pooler_config: Any = None,
     return PoolingModelInfo(
         name=path, architecture=arch, encoder=encoder, tasks=tasks,
         pooling_type=st_type or _default_pooling(hf, encoder),
-        normalize=st_normalize, hidden_size=_pooled_size(hf, encoder), num_labels=num_labels,
-        classify_activation=_classify_activation(hf, _pooled_size(hf, encoder) if reward else num_labels),
+        normalize=st_normalize, hidden_size=size, num_labels=num_labels,
+        classify_activation=_classify_activation(hf, size if reward else num_labels),
         score_activation=_score_activation(hf),
         is_matryoshka=bool(hf.get("is_matryoshka") or dims), matryoshka_dimensions=tuple(dims or ()),
         default_dimensions=over.dimensions, default_use_activation=over.use_activation, logit_bias=over.logit_bias,
-        projected_size=None if classifier else projected_size(path, _pooled_size(hf, encoder)),
+        projected_size=None if classifier else projected_size(path, size),
         classifier_from_token=tuple(hf["classifier_from_token"]) if classifier and seq_cls_method(hf) else (),
         use_pad_token=bool(hf.get("use_pad_token", not (classifier and seq_cls_method(hf)))),
         **sentence_transformers_tokenizer(path))
@@ -223,10 +223,9 @@ def _pooled_size(hf: dict[str, Any], encoder: bool) -> int:
     projected ``word_embed_proj_dim`` that its backbone outputs."""
     if encoder:
         return int(hf["hidden_size"])
-    from jaxllm.config_classic import classic_hf
-    from jaxllm.config_moe_families import moe_family_hf
+    from jaxllm.config_archs import shared_names_hf
 
-    shared = moe_family_hf(classic_hf(hf))
+    shared = shared_names_hf(hf)
     return int(shared.get("word_embed_proj_dim") or shared["hidden_size"])
 
 
