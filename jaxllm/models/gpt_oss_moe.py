@@ -27,27 +27,10 @@ from jax.sharding import PartitionSpec as P
 from jaxllm.config import ModelConfig
 from jaxllm.models.layers import param
 from jaxllm.models.moe import SparseMoeBlock, _operand, expert_ffn
-from jaxllm.ops.grouped_matmul import grouped_matmul_slotted
 from jaxllm.parallel.sharding import MODEL_AXIS, logical_to_spec
 
 GATE_UP_BIAS_AXES = ("expert", None, "moe_mlp")  # [E, 2, F]
 DOWN_BIAS_AXES = ("expert", None)  # [E, D]
-
-
-def biased_experts(rows, layout, impl, gate_up, down, gate_up_bias, down_bias, alpha: float, limit: float):
-    """rows [S, D] in ``layout``'s slot order -> [S, D] (rows' dtype). gate_up / down: (weight [E_l, D, 2, F_l] /
-    [E_l, F_l, D], scale or None); gate_up_bias [E_l, 2, F_l]; down_bias [E_l, D] (zeros on devices that must
-    not add it). The biases and the clamped SwiGLU run in the grouped matmuls' epilogues (float32, rounded
-    once)."""
-    (w_gu, s_gu), (w_down, s_down) = gate_up, down
-    e_local, d, _, f_local = w_gu.shape
-    with jax.named_scope("experts_gate_up"):
-        h = grouped_matmul_slotted(rows, w_gu.reshape(e_local, d, 2 * f_local), layout, impl=impl,
-                                   scale=None if s_gu is None else s_gu.reshape(e_local, 2 * f_local),
-                                   bias=gate_up_bias.reshape(e_local, 2 * f_local), swiglu=True,
-                                   clamp=(alpha, limit))  # [S, F_l]
-    with jax.named_scope("experts_down"):
-        return grouped_matmul_slotted(h, w_down, layout, impl=impl, scale=s_down, bias=down_bias)  # [S, D]
 
 
 class GptOssMoeBlock(SparseMoeBlock):
@@ -75,10 +58,9 @@ class GptOssMoeBlock(SparseMoeBlock):
     def _experts(self, x, weights, experts):
         gate_up, down = _operand(self.gate_up), _operand(self.down)
         biases = (self.gate_up_bias[...], self.down_bias[...])
-        mlp = functools.partial(biased_experts, alpha=self.alpha, limit=self.limit)
+        ffn = functools.partial(expert_ffn, impl=self.impl, clamp=(self.alpha, self.limit))
         if self.mesh is None:
-            ffn = functools.partial(mlp, gate_up=gate_up, down=down, gate_up_bias=biases[0], down_bias=biases[1])
-            return expert_ffn(x, weights, experts, gate_up, down, 0, self.impl, mlp=ffn).astype(x.dtype)
+            return ffn(x, weights, experts, gate_up, down, 0, biases=biases).astype(x.dtype)
         (gate_up_spec, down_spec), experts_split = self.specs, self.specs[0][0][0] is not None
 
         def local(x, weights, experts, gate_up, down, gate_up_bias, down_bias):
@@ -86,9 +68,8 @@ class GptOssMoeBlock(SparseMoeBlock):
             first = index * gate_up[0].shape[0] if experts_split else 0
             if not experts_split:  # every device holds every expert's whole down bias: the first one adds it
                 down_bias = jnp.where(index == 0, down_bias, jnp.zeros_like(down_bias))
-            ffn = functools.partial(mlp, gate_up=gate_up, down=down, gate_up_bias=gate_up_bias,
-                                    down_bias=down_bias)
-            partial = expert_ffn(x, weights, experts, gate_up, down, first, self.impl, mlp=ffn).astype(x.dtype)
+            partial = ffn(x, weights, experts, gate_up, down, first, biases=(gate_up_bias, down_bias))
+            partial = partial.astype(x.dtype)
             return jax.lax.psum(partial, MODEL_AXIS)
 
         return jax.shard_map(local, mesh=self.mesh,

@@ -69,7 +69,8 @@ def _order(sort_key: jax.Array, e_local: int) -> tuple[jax.Array, jax.Array, jax
 
 
 def expert_ffn(x: jax.Array, weights: jax.Array, experts: jax.Array, gate_up: tuple, down: tuple,
-               first_expert, impl: str | None = None, mlp=None) -> jax.Array:
+               first_expert, impl: str | None = None, biases: tuple = (None, None),
+               clamp: tuple[float, float] | None = None) -> jax.Array:
     """The experts [first_expert, first_expert + E_l) of x's routed rows, summed per token with their weights.
 
     x [T, D]; weights [T, k] float32; experts [T, k] int32 (global ids); gate_up (w [E_l, D, 2, F_l], scale None
@@ -78,8 +79,7 @@ def expert_ffn(x: jax.Array, weights: jax.Array, experts: jax.Array, gate_up: tu
 
     The routed rows live in one ``GroupedLayout`` slot order (S slots, each expert's rows starting on a kernel
     tile) from the gather out of x to the gather back: built once, shared by both grouped matmuls.
-    ``mlp(rows [S, D], layout, impl) -> [S, D]``: the experts' MLP over the slotted rows (None:
-    ``swiglu_experts`` of gate_up / down; gpt-oss passes its biased, clamped one)."""
+    ``biases`` / ``clamp``: gpt-oss's expert biases and clamped SwiGLU (``swiglu_experts``)."""
     t, k = experts.shape
     e_local, d, _, f_local = gate_up[0].shape
     local_id = experts.reshape(-1) - first_expert  # [T*k]
@@ -90,22 +90,27 @@ def expert_ffn(x: jax.Array, weights: jax.Array, experts: jax.Array, gate_up: tu
     layout = grouped_layout(group_sizes, t * k, block_m)
     token = jnp.take(order, layout.source_rows(), mode="clip") // k  # [S] token of each slot
     rows = jnp.take(x, token, axis=0, mode="clip")  # [S, D]
-    y = swiglu_experts(rows, layout, impl, gate_up, down) if mlp is None else mlp(rows, layout, impl)  # [S, D]
+    y = swiglu_experts(rows, layout, impl, gate_up, down, biases, clamp)  # [S, D]
     slot = layout.slots(position, sort_key).reshape(t, k)  # slot of each (token, choice) row
     return _combine(y, slot, is_local.reshape(t, k), weights)
 
 
-def swiglu_experts(rows: jax.Array, layout, impl: str, gate_up: tuple, down: tuple) -> jax.Array:
+def swiglu_experts(rows: jax.Array, layout, impl: str, gate_up: tuple, down: tuple, biases: tuple = (None, None),
+                   clamp: tuple[float, float] | None = None) -> jax.Array:
     """rows [S, D] in ``layout``'s slot order -> [S, D]: each slot's expert's silu(gate) * up, then down.
-    gate_up / down: (weight, scale or None) as ``expert_ffn``'s."""
+    gate_up / down: (weight, scale or None) as ``expert_ffn``'s. gpt-oss: ``biases`` (gate_up [E_l, 2, F_l],
+    down [E_l, D]) and ``clamp`` (alpha, limit: its clamped SwiGLU), applied in the grouped matmuls' epilogues
+    (float32, rounded once)."""
     (gate_up, gate_up_scale), (down, down_scale) = gate_up, down
+    gate_up_bias, down_bias = biases
     e_local, d, _, f_local = gate_up.shape
     with jax.named_scope("experts_gate_up"):
         gu_scale = None if gate_up_scale is None else gate_up_scale.reshape(e_local, 2 * f_local)
+        gu_bias = None if gate_up_bias is None else gate_up_bias.reshape(e_local, 2 * f_local)
         h = grouped_matmul_slotted(rows, gate_up.reshape(e_local, d, 2 * f_local), layout, impl=impl,
-                                   scale=gu_scale, swiglu=True)  # [S, F_l]: silu(gate) * up
+                                   scale=gu_scale, bias=gu_bias, swiglu=True, clamp=clamp)  # [S, F_l]
     with jax.named_scope("experts_down"):
-        return grouped_matmul_slotted(h, down, layout, impl=impl, scale=down_scale)  # [S, D]
+        return grouped_matmul_slotted(h, down, layout, impl=impl, scale=down_scale, bias=down_bias)  # [S, D]
 
 
 def _combine(y: jax.Array, slot: jax.Array, is_local: jax.Array, weights: jax.Array) -> jax.Array:
