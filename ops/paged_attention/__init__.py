@@ -7,26 +7,26 @@ quantizes and every attention implementation reads it, with per-layer k_scale / 
 
 from .dispatch import IMPLEMENTATIONS, AttentionConfig, default_impl, prefill_split, ragged_paged_attention
 from .kv_cache import (
-                       FP8_KV_CACHE_DTYPES,
-                       KV_CACHE_DTYPES,
-                       allocate_kv_cache,
-                       kv_cache_shape,
-                       resolve_kv_cache_dtype,
-                       write_kv_cache,
+    FP8_KV_CACHE_DTYPES,
+    KV_CACHE_DTYPES,
+    allocate_kv_cache,
+    kv_cache_shape,
+    resolve_kv_cache_dtype,
+    write_kv_cache,
 )
 from .reference import ragged_paged_attention_reference
 
 __all__ = [
-                       "FP8_KV_CACHE_DTYPES",
-                       "IMPLEMENTATIONS",
-                       "KV_CACHE_DTYPES",
-                       "AttentionConfig",
-                       "allocate_kv_cache",
-                       "default_impl",
-                       "kv_cache_shape",
-                       "prefill_split",
-                       "ragged_paged_attention",
-                       "ragged_paged_attention_reference",
-                       "resolve_kv_cache_dtype",
-                       "write_kv_cache",
+    "FP8_KV_CACHE_DTYPES",
+    "IMPLEMENTATIONS",
+    "KV_CACHE_DTYPES",
+    "AttentionConfig",
+    "allocate_kv_cache",
+    "default_impl",
+    "kv_cache_shape",
+    "prefill_split",
+    "ragged_paged_attention",
+    "ragged_paged_attention_reference",
+    "resolve_kv_cache_dtype",
+    "write_kv_cache",
 ]
