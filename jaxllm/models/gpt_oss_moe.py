@@ -17,17 +17,14 @@ computes its F_l-slice and only the first device adds the down bias, so the psum
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
-from jax.sharding import PartitionSpec as P
 
 from jaxllm.config import ModelConfig
 from jaxllm.models.layers import param
-from jaxllm.models.moe import SparseMoeBlock, _operand, expert_ffn
-from jaxllm.parallel.sharding import MODEL_AXIS, logical_to_spec
+from jaxllm.models.moe import SparseMoeBlock
+from jaxllm.parallel.sharding import logical_to_spec
 
 GATE_UP_BIAS_AXES = ("expert", None, "moe_mlp")  # [E, 2, F]
 DOWN_BIAS_AXES = ("expert", None)  # [E, D]
@@ -42,7 +39,7 @@ class GptOssMoeBlock(SparseMoeBlock):
         self.router_logit_bias = param((e,), self.router[...].dtype, (None,), init="zeros")
         self.gate_up_bias = param((e, 2, f), dtype, GATE_UP_BIAS_AXES, init="zeros")
         self.down_bias = param((e, d), dtype, DOWN_BIAS_AXES, init="zeros")
-        self.alpha, self.limit = cfg.swiglu_alpha, cfg.swiglu_limit
+        self.clamp = (cfg.swiglu_alpha, cfg.swiglu_limit)
         self.bias_specs = None
 
     def bind_mesh(self, mesh, rules) -> None:
@@ -55,23 +52,5 @@ class GptOssMoeBlock(SparseMoeBlock):
         top, experts = jax.lax.top_k(logits.astype(jnp.float32), self.top_k)
         return jax.nn.softmax(top, axis=-1), experts.astype(jnp.int32)
 
-    def _experts(self, x, weights, experts):
-        gate_up, down = _operand(self.gate_up), _operand(self.down)
-        biases = (self.gate_up_bias[...], self.down_bias[...])
-        ffn = functools.partial(expert_ffn, impl=self.impl, clamp=(self.alpha, self.limit))
-        if self.mesh is None:
-            return ffn(x, weights, experts, gate_up, down, 0, biases=biases).astype(x.dtype)
-        (gate_up_spec, down_spec), experts_split = self.specs, self.specs[0][0][0] is not None
-
-        def local(x, weights, experts, gate_up, down, gate_up_bias, down_bias):
-            index = jax.lax.axis_index(MODEL_AXIS)
-            first = index * gate_up[0].shape[0] if experts_split else 0
-            if not experts_split:  # every device holds every expert's whole down bias: the first one adds it
-                down_bias = jnp.where(index == 0, down_bias, jnp.zeros_like(down_bias))
-            partial = ffn(x, weights, experts, gate_up, down, first, biases=(gate_up_bias, down_bias))
-            partial = partial.astype(x.dtype)
-            return jax.lax.psum(partial, MODEL_AXIS)
-
-        return jax.shard_map(local, mesh=self.mesh,
-                             in_specs=(P(), P(), P(), gate_up_spec, down_spec, *self.bias_specs),
-                             out_specs=P(), check_vma=False)(x, weights, experts, gate_up, down, *biases)
+    def _expert_biases(self):
+        return (self.gate_up_bias[...], self.down_bias[...]), self.bias_specs

@@ -28,6 +28,8 @@ outputs are summed over the ``model`` axis (one psum per layer, like a row-paral
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -177,6 +179,7 @@ class SparseMoeBlock(nnx.Module):
         self.mesh = None  # set by bind_mesh after loading (static: part of the graph definition)
         self.specs = None  # (gate_up spec, down spec) on that mesh
         self.impl = cfg.moe_matmul_impl  # grouped matmul implementation (None: the dispatcher's default)
+        self.clamp = None  # (alpha, limit) of a clamped SwiGLU (gpt-oss), else None
 
     def bind_mesh(self, mesh, rules) -> None:
         """Record the mesh the weights are sharded over and their PartitionSpecs (used to run per shard)."""
@@ -199,20 +202,32 @@ class SparseMoeBlock(nnx.Module):
         bias = None if self.router_bias is None else self.router_bias[...]
         return route_variant(x, self.router[...], self.top_k, self.norm_topk_prob, self.routing, bias)
 
+    def _expert_biases(self) -> tuple[tuple[jax.Array, jax.Array], tuple] | None:
+        """((gate_up bias [E, 2, F], down bias [E, D]), their PartitionSpecs) of a block whose experts have
+        biases (gpt-oss); None here."""
+        return None
+
     def _experts(self, x, weights, experts):
         gate_up, down = _operand(self.gate_up), _operand(self.down)
+        biased = self._expert_biases()
+        biases, bias_specs = biased or ((None, None), ())
+        ffn = functools.partial(expert_ffn, impl=self.impl, clamp=self.clamp)
         if self.mesh is None:
-            return expert_ffn(x, weights, experts, gate_up, down, 0, self.impl).astype(x.dtype)
+            return ffn(x, weights, experts, gate_up, down, 0, biases=biases).astype(x.dtype)
         gate_up_spec, down_spec = self.specs
         experts_split = gate_up_spec[0][0] is not None
 
-        def local(x, weights, experts, gate_up, down):
-            first = jax.lax.axis_index(MODEL_AXIS) * gate_up[0].shape[0] if experts_split else 0
-            partial = expert_ffn(x, weights, experts, gate_up, down, first, self.impl).astype(x.dtype)
+        def local(x, weights, experts, gate_up, down, *biases):
+            index = jax.lax.axis_index(MODEL_AXIS)
+            first = index * gate_up[0].shape[0] if experts_split else 0
+            if biases and not experts_split:  # every device holds every expert's whole down bias: the first adds it
+                biases = (biases[0], jnp.where(index == 0, biases[1], jnp.zeros_like(biases[1])))
+            partial = ffn(x, weights, experts, gate_up, down, first, biases=biases or (None, None)).astype(x.dtype)
             return jax.lax.psum(partial, MODEL_AXIS)
 
-        return jax.shard_map(local, mesh=self.mesh, in_specs=(P(), P(), P(), gate_up_spec, down_spec),
-                             out_specs=P(), check_vma=False)(x, weights, experts, gate_up, down)
+        operands = (x, weights, experts, gate_up, down, *(biases if biased else ()))
+        return jax.shard_map(local, mesh=self.mesh, in_specs=(P(), P(), P(), gate_up_spec, down_spec, *bias_specs),
+                             out_specs=P(), check_vma=False)(*operands)
 
 
 def bind_moe_mesh(model, mesh, rules) -> None:
