@@ -241,14 +241,17 @@ class GGUFCheckpoint:
         for name, t in self._tensors.items():
             if name in _CONSUMED_TENSORS:
                 continue
-            w = dequantize(t.data, t.type_name, t.shape)
             if self.architecture in gguf_archs.ARCHS:
-                names, arrays = gguf_archs.hf_names(self, name), gguf_archs.arrays(self, name, w)
+                names = gguf_archs.hf_names(self, name)
+                if gguf_archs.is_merged_half(self.architecture, name):  # (its partner reads it and yields both)
+                    continue
+                arrays = gguf_archs.arrays(self, name, dequantize(t.data, t.type_name, t.shape))
                 if len(names) != len(arrays):  # (a stack of another size than its metadata count)
                     raise ValueError(f"GGUF tensor {name!r} of shape {t.shape} holds {len(arrays)} HF tensors where "
                                      f"the file's metadata says {len(names)}")
                 yield from zip(names, arrays)
                 continue
+            w = dequantize(t.data, t.type_name, t.shape)
             if self.architecture in _PERMUTED_QK:
                 suffix = name.split(".", 2)[-1] if name.startswith("blk.") else ""
                 if suffix.startswith("attn_q."):

@@ -176,8 +176,16 @@ def hf_names(ckpt, name: str) -> list[str]:
                      f"known tensors (.weight / .bias): {', '.join(known)}")
 
 
+def is_merged_half(architecture: str, name: str) -> bool:
+    """Whether the GGUF tensor ``name`` is the half of an HF tensor that its partner yields (GraniteMoe's up
+    experts, DeepSeek's ``attn_v_b``): ``hf_names`` lists nothing for it and it needs no reading."""
+    layer, module, _ = _split_name(name)
+    return layer is not None and module in ARCHS[architecture].merged
+
+
 def arrays(ckpt, name: str, w: np.ndarray) -> list[np.ndarray]:
-    """The GGUF tensor ``name`` (float32, dims reversed to HF order) as the HF tensors ``hf_names`` lists."""
+    """The GGUF tensor ``name`` (float32, dims reversed to HF order) as the HF tensors ``hf_names`` lists (not
+    for a merged half: ``is_merged_half``)."""
     arch, cfg = ckpt.architecture, ckpt.hf_config
     _, module, kind = _split_name(name)
     if arch == "gpt2" and module in _CONV1D and kind == "weight":
@@ -193,8 +201,6 @@ def arrays(ckpt, name: str, w: np.ndarray) -> list[np.ndarray]:
         return [np.concatenate(groups, axis=1).reshape(w.shape)]
     if module in ARCHS[arch].split:
         return list(w)
-    if module in ARCHS[arch].merged:
-        return []
     if arch == "deepseek2" and module == "attn_k_b":  # (with its partner attn_v_b)
         return [kv_b_proj(ckpt, name, w)]
     if module in ARCHS[arch].merged.values():  # GraniteMoe's gate and up halves -> the fused input_linear
