@@ -42,3 +42,18 @@ def _collect_after_gpu_test(request):
         import gc
 
         gc.collect()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _release_compiled_programs():
+    """After each test module, drop jax's caches of compiled programs (the engines a module built are gone by
+    then): every XLA:CPU executable keeps its JIT-compiled code mapped, and one pytest process that keeps all of
+    them would run into the kernel's limit on memory mappings (vm.max_map_count) late in the suite."""
+    yield
+    import sys
+
+    if "jax" in sys.modules:
+        import gc
+
+        gc.collect()
+        sys.modules["jax"].clear_caches()
